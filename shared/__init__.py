@@ -1,0 +1,1 @@
+"""Pieces every process shares: the message contract, the bus, the recording, logging."""

@@ -1,0 +1,182 @@
+"""ZeroMQ helpers: endpoints, the loopback-or-CURVE rule, publishers and size-limited receives.
+
+Every socket gets ``linger=0`` so no process hangs at exit on unsent messages. Binding a
+publisher anywhere but loopback requires CURVE keys (ZeroMQ's CurveZMQ); the matching
+subscriber must then know the publisher's public key or it receives nothing.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+import zmq
+
+from shared.messages import MAX_PAYLOAD_BYTES, MessageError, Stamper, decode, encode
+
+TELEMETRY_ENDPOINT = "tcp://127.0.0.1:5556"
+EVENTS_ENDPOINT = "tcp://127.0.0.1:5557"
+# Env overrides so every process of a session agrees without repeating flags.
+ENV_TELEMETRY = "GENAI_TELEMETRY_ENDPOINT"
+ENV_EVENTS = "GENAI_EVENTS_ENDPOINT"
+SEND_HWM = 200_000  # messages a slow subscriber may lag before PUB drops for it (shows as seq gaps)
+
+
+class BusSecurityError(RuntimeError):
+    """Refusal to expose the bus off this machine without encryption and authentication."""
+
+
+def telemetry_endpoint() -> str:
+    return os.environ.get(ENV_TELEMETRY, TELEMETRY_ENDPOINT)
+
+
+def events_endpoint() -> str:
+    return os.environ.get(ENV_EVENTS, EVENTS_ENDPOINT)
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ``tcp://127.x.x.x:port``, ``tcp://localhost:port``, ``tcp://[::1]:port``, ipc and inproc."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', an interface name or a DNS name: treat as exposed
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """Z85 keys as bytes. A server needs public+secret; a client needs its pair plus ``server_public``."""
+
+    public: bytes
+    secret: bytes
+    server_public: bytes | None = None
+
+    @classmethod
+    def generate(cls) -> "CurveKeys":
+        public, secret = zmq.curve_keypair()
+        return cls(public, secret)
+
+    @classmethod
+    def from_secret_file(cls, path: str | os.PathLike, server_public_file: str | os.PathLike | None = None) -> "CurveKeys":
+        """Load a ``.key_secret`` certificate written by ``python -m telemetry.keys`` (zmq.auth format)."""
+        import zmq.auth
+
+        path = Path(path)
+        if not path.is_file():
+            raise BusSecurityError(f"CURVE key file {path} not found; create one with `python -m telemetry.keys DIR`")
+        public, secret = zmq.auth.load_certificate(str(path))
+        if secret is None:
+            raise BusSecurityError(f"{path} holds no secret key; pass the .key_secret file, not the .key file")
+        server_public = None
+        if server_public_file is not None:
+            server_public, _ = zmq.auth.load_certificate(str(server_public_file))
+        return cls(public, secret, server_public)
+
+
+def _base_socket(ctx: zmq.Context, kind: int) -> zmq.Socket:
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    return sock
+
+
+def bind_pub(ctx: zmq.Context, endpoint: str, curve: CurveKeys | None = None) -> zmq.Socket:
+    """A PUB socket bound to ``endpoint``; refuses a non-loopback bind without CURVE keys."""
+    if not is_loopback(endpoint) and curve is None:
+        raise BusSecurityError(
+            f"refusing to bind {endpoint}: it is not loopback, and the bus carries unencrypted data. "
+            "Bind to tcp://127.0.0.1:PORT, or give CURVE keys (--curve-secret FILE; make them with "
+            "`python -m telemetry.keys DIR`)."
+        )
+    sock = _base_socket(ctx, zmq.PUB)
+    sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+    if curve is not None:
+        sock.curve_server = True
+        sock.curve_publickey = curve.public
+        sock.curve_secretkey = curve.secret
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close()
+        raise BusSecurityError(f"cannot bind {endpoint}: {exc} (is another daemon already running there?)") from exc
+    return sock
+
+
+def connect_sub(ctx: zmq.Context, endpoints: str | Iterable[str], topics: Iterable[str] = ("",),
+                curve: CurveKeys | None = None) -> zmq.Socket:
+    """A SUB socket connected to each endpoint, subscribed to topic prefixes (``""`` = all)."""
+    sock = _base_socket(ctx, zmq.SUB)
+    sock.setsockopt(zmq.RCVHWM, SEND_HWM)
+    if curve is not None:
+        if curve.server_public is None:
+            raise BusSecurityError("a CURVE subscriber needs the publisher's public key (--curve-server-key FILE)")
+        sock.curve_publickey = curve.public
+        sock.curve_secretkey = curve.secret
+        sock.curve_serverkey = curve.server_public
+    for topic in topics:
+        sock.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
+    for endpoint in [endpoints] if isinstance(endpoints, str) else endpoints:
+        sock.connect(endpoint)
+    return sock
+
+
+class Publisher:
+    """Stamps bodies with the envelope and publishes them as ``[topic, msgpack]``; never blocks."""
+
+    def __init__(self, sock: zmq.Socket, src: str):
+        self.sock = sock
+        self.stamper = Stamper(src)
+
+    def publish(self, topic: str, body: dict[str, Any], t: int | None = None, wall: int | None = None) -> dict[str, Any]:
+        payload = self.stamper.stamp(body, t=t, wall=wall)
+        self.send(topic, payload)
+        return payload
+
+    def send(self, topic: str, payload: dict[str, Any]) -> None:
+        """Send an already-stamped payload (PUB drops rather than blocks when a peer is full)."""
+        try:
+            self.sock.send_multipart([topic.encode("ascii"), encode(payload)], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+
+class Inbox:
+    """Decodes received frames with a size limit; counts what it had to drop and why."""
+
+    def __init__(self, max_bytes: int = MAX_PAYLOAD_BYTES):
+        self.max_bytes = max_bytes
+        self.dropped_oversize = 0
+        self.dropped_invalid = 0
+
+    def unpack(self, frames: list) -> tuple[str, dict[str, Any]] | None:
+        """``[topic, payload]`` frames to ``(topic, payload)``, or None (and a count) if unusable."""
+        if len(frames) != 2:
+            self.dropped_invalid += 1
+            return None
+        topic_b, data = frames
+        data_len = len(data.buffer) if isinstance(data, zmq.Frame) else len(data)
+        if data_len > self.max_bytes:
+            self.dropped_oversize += 1
+            return None
+        try:
+            topic = bytes(topic_b.buffer if isinstance(topic_b, zmq.Frame) else topic_b).decode("ascii")
+            payload = decode(bytes(data.buffer) if isinstance(data, zmq.Frame) else data, self.max_bytes)
+        except (MessageError, UnicodeDecodeError):
+            self.dropped_invalid += 1
+            return None
+        return topic, payload
+
+    def recv(self, sock: zmq.Socket, timeout_ms: int | None = None) -> tuple[str, dict[str, Any]] | None:
+        """Blocking receive of one usable message; None on timeout. Oversize frames are never unpacked."""
+        while True:
+            if timeout_ms is not None and not sock.poll(timeout_ms, zmq.POLLIN):
+                return None
+            msg = self.unpack(sock.recv_multipart(copy=False))
+            if msg is not None:
+                return msg

@@ -1,0 +1,37 @@
+"""structlog set-up shared by every entry point: key=value lines (or JSON) on stderr, UTF-8."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+
+def configure_logging(level: str = "info", json: bool = False) -> None:
+    """Configure structlog once per process. ``json=True`` gives one JSON object per line."""
+    for stream in (sys.stdout, sys.stderr):
+        # Windows consoles default to a legacy code page; our texts are often Chinese.
+        if hasattr(stream, "reconfigure") and (stream.encoding or "").lower() != "utf-8":
+            try:
+                stream.reconfigure(encoding="utf-8", errors="replace")
+            except (ValueError, OSError):
+                pass
+    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=False),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str, **bound):
+    """A bound structlog logger carrying ``component=name``."""
+    return structlog.get_logger().bind(component=name, **bound)

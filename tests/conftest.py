@@ -1,0 +1,33 @@
+"""Fixtures shared by every test: zmq contexts that must close, free loopback ports."""
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def zctx():
+    """A zmq context whose sockets all get closed; fails loudly if it will not terminate."""
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def endpoint():
+    return f"tcp://127.0.0.1:{free_port()}"

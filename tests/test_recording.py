@@ -1,0 +1,77 @@
+import msgpack
+import pytest
+
+from shared.messages import Stamper
+from shared.recording import RecordingError, RecordingReader, RecordingWriter, read_recording
+
+
+def _write(path, n=20):
+    st = Stamper("telemetry@test")
+    sent = []
+    with RecordingWriter(path, meta={"purpose": "test"}) as w:
+        for i in range(n):
+            p = st.stamp({"gpu": 0, "power_mw": 1000 + i, "text": "能量" * (i % 3)})
+            w.write("tel.gpu", p)
+            sent.append(("tel.gpu", p))
+    return sent
+
+
+class TestRoundTrip:
+    def test_reads_back_every_message_and_header(self, tmp_path):
+        path = tmp_path / "s.msgpack"
+        sent = _write(path)
+        header, items, problem = read_recording(path)
+        assert header["kind"] == "header" and header["purpose"] == "test"
+        assert items == sent and problem is None
+
+
+class TestTruncation:
+    def test_cut_at_every_byte_of_last_object_yields_all_complete(self, tmp_path):
+        """Cut anywhere inside the last object: all earlier messages come back and the cut is reported."""
+        path = tmp_path / "s.msgpack"
+        sent = _write(path, n=5)
+        data = path.read_bytes()
+        last_len = len(msgpack.packb(list(sent[-1]), use_bin_type=True))
+        start = len(data) - last_len
+        for cut in range(start, len(data)):
+            cut_path = tmp_path / f"cut{cut}.msgpack"
+            cut_path.write_bytes(data[:cut])
+            reader = RecordingReader(cut_path)
+            got = list(reader)
+            assert got == sent[:-1], cut
+            if cut == start:
+                assert reader.problem is None
+            else:
+                assert "truncated tail" in reader.problem and str(start) in reader.problem
+
+    def test_garbage_after_messages_reported_as_corrupt(self, tmp_path):
+        path = tmp_path / "s.msgpack"
+        sent = _write(path, n=3)
+        with open(path, "ab") as fh:
+            fh.write(msgpack.packb({"not": "a message"}))
+        reader = RecordingReader(path)
+        assert list(reader) == sent
+        assert reader.problem.startswith("corrupt object")
+
+    def test_file_without_header_is_a_clear_error(self, tmp_path):
+        path = tmp_path / "x.msgpack"
+        path.write_bytes(msgpack.packb(["tel.gpu", {}]))
+        with pytest.raises(RecordingError, match="not a recording header"):
+            list(RecordingReader(path))
+
+
+class TestAppend:
+    def test_reopen_cuts_tail_and_appends_after_last_whole_message(self, tmp_path):
+        """Resume after a kill: the truncated object is dropped, new messages follow, one header."""
+        path = tmp_path / "s.msgpack"
+        sent = _write(path, n=4)
+        data = path.read_bytes()
+        path.write_bytes(data[:-3])
+        st = Stamper("collector@test")
+        extra = st.stamp({"rid": "r1", "ok": True})
+        with RecordingWriter(path) as w:
+            assert w.resumed_from == 3
+            w.write("req.end", extra)
+        header, items, problem = read_recording(path)
+        assert problem is None
+        assert items == sent[:3] + [("req.end", extra)]
