@@ -86,8 +86,13 @@ def _base_socket(ctx: zmq.Context, kind: int) -> zmq.Socket:
     return sock
 
 
-def bind_pub(ctx: zmq.Context, endpoint: str, curve: CurveKeys | None = None) -> zmq.Socket:
-    """A PUB socket bound to ``endpoint``; refuses a non-loopback bind without CURVE keys."""
+def bind_pub(ctx: zmq.Context, endpoint: str, curve: CurveKeys | None = None,
+             send_hwm: int = SEND_HWM, send_buffer_b: int | None = None) -> zmq.Socket:
+    """A PUB socket bound to ``endpoint``; refuses a non-loopback bind without CURVE keys.
+
+    ``send_hwm``: messages queued per subscriber before PUB drops for it; ``send_buffer_b``: the
+    kernel send buffer per connection (None: the OS default, which TCP autotunes up to MiBs).
+    Both must be set before bind to apply to subscribers."""
     if not is_loopback(endpoint) and curve is None:
         raise BusSecurityError(
             f"refusing to bind {endpoint}: it is not loopback, and the bus carries unencrypted data. "
@@ -95,7 +100,9 @@ def bind_pub(ctx: zmq.Context, endpoint: str, curve: CurveKeys | None = None) ->
             "`python -m telemetry.keys DIR`)."
         )
     sock = _base_socket(ctx, zmq.PUB)
-    sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+    sock.setsockopt(zmq.SNDHWM, send_hwm)
+    if send_buffer_b is not None:
+        sock.setsockopt(zmq.SNDBUF, send_buffer_b)
     if curve is not None:
         sock.curve_server = True
         sock.curve_publickey = curve.public

@@ -33,5 +33,8 @@ def configure_logging(level: str = "info", json: bool = False) -> None:
 
 
 def get_logger(name: str, **bound):
-    """A bound structlog logger carrying ``component=name``."""
-    return structlog.get_logger().bind(component=name, **bound)
+    """A structlog logger carrying ``component=name``.
+
+    Lazy: the configuration is looked up at the first log call, not here, so module-level
+    loggers created before ``configure_logging()`` still honour it (stderr, --log-json)."""
+    return structlog.get_logger(component=name, **bound)

@@ -1,0 +1,166 @@
+"""python -m analyzer — turn a batch's message stream into results (CSV, JSON, Parquet, plots, report).
+
+    python -m analyzer --batch data/experiments_2            # replay data/experiments_2/raw/stream.msgpack
+    python -m analyzer --live                                 # analyse each batch as its batch.end arrives
+    python -m analyzer --live --batch data/experiments_2 --once
+
+Exit codes: 0 done, 2 bad input (not a batch directory, no or unreadable recording).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from analyzer import outputs, pipeline, stream
+from analyzer.energy import DEFAULT_CPU_TDP_W
+from shared import bus
+from shared.batch import BatchDir
+from shared.messages import BATCH_START
+from shared.logs import configure_logging, get_logger
+from shared.recording import RecordingError, read_recording
+
+log = get_logger("analyzer.cli")
+
+EXIT_BAD_INPUT = 2
+
+
+class BadInput(Exception):
+    """Input the analyzer cannot use; the message names the path and the fix."""
+
+
+def _tdp_default() -> float:
+    raw = os.environ.get("CPU_TDP_W")
+    if raw is None:
+        return DEFAULT_CPU_TDP_W
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadInput(f"environment CPU_TDP_W={raw!r} is not a number; set it to the CPU's TDP in watts (e.g. 65)")
+    if value <= 0:
+        raise BadInput(f"environment CPU_TDP_W={raw!r} must be positive (the CPU's TDP in watts)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m analyzer", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=Path, help="batch directory (replay its raw/stream.msgpack; with --live: "
+                                               "where the live batch's outputs go)")
+    ap.add_argument("--live", action="store_true", help="subscribe to the bus and analyse each batch at batch.end")
+    ap.add_argument("--telemetry-endpoint", default=None, help="telemetry PUB to subscribe to (default: "
+                    f"env {bus.ENV_TELEMETRY} or {bus.TELEMETRY_ENDPOINT})")
+    ap.add_argument("--events-endpoint", default=None, help="collector PUB to subscribe to (default: "
+                    f"env {bus.ENV_EVENTS} or {bus.EVENTS_ENDPOINT})")
+    ap.add_argument("--curve-secret", type=Path, help="our CURVE .key_secret file (non-loopback bus)")
+    ap.add_argument("--curve-server-key", type=Path, help="the publisher's CURVE public .key file")
+    ap.add_argument("--out-root", type=Path, help="live: parent of batch directories when batch.start's config "
+                                                  "names neither exp_dir nor out_dir")
+    ap.add_argument("--once", action="store_true", help="live: exit after the first batch")
+    ap.add_argument("--exit-after-s", type=float, default=None, help="live: stop after this many seconds")
+    ap.add_argument("--grace-s", type=float, default=1.0, help="live: wait this long after batch.end for "
+                                                               "in-flight telemetry (default 1)")
+    ap.add_argument("--lookback-s", type=float, default=stream.DEFAULT_LOOKBACK_S,
+                    help="telemetry kept from before batch.start, for the idle baseline (default %(default)s s)")
+    ap.add_argument("--idle-baseline", action="store_true", help="subtract the GPU idle power measured before "
+                                                                 "the first request (gpu_energy_net_j)")
+    ap.add_argument("--cpu-tdp-w", type=float, default=None, help="CPU TDP in W for cpu_energy_j_approx "
+                                                                  "(default: env CPU_TDP_W, else 65)")
+    ap.add_argument("--no-quality", action="store_true", help="skip the quality step (columns left empty)")
+    ap.add_argument("--bart-checkpoint", default=None, help="BARTScore checkpoint (name or local path)")
+    ap.add_argument("--device", default=None, help="quality device: cpu, cuda, cuda:1 (default: cuda if available)")
+    ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument("--log-level", default="info")
+    ap.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    return ap
+
+
+def options_from(args: argparse.Namespace) -> pipeline.Options:
+    tdp = args.cpu_tdp_w if args.cpu_tdp_w is not None else _tdp_default()
+    if tdp <= 0:
+        raise BadInput(f"--cpu-tdp-w {tdp} must be positive (the CPU's TDP in watts)")
+    qopts: dict[str, Any] = {}
+    if args.bart_checkpoint:
+        qopts["bart_checkpoint"] = args.bart_checkpoint
+    if args.device:
+        qopts["device"] = args.device
+    return pipeline.Options(cpu_tdp_w=tdp, idle_baseline=args.idle_baseline, quality=not args.no_quality,
+                            quality_options=qopts, progress=not args.no_progress)
+
+
+def analyse_messages(items, bd: BatchDir, opts: pipeline.Options, lookback_s: float, plots: bool,
+                     problem: str | None = None) -> pipeline.Analysis:
+    """The one path both inputs take: messages → BatchData → Analysis → files."""
+    data = stream.build(items, lookback_s)
+    analysis = pipeline.analyze(data, opts, recording_problem=problem)
+    outputs.write_all(analysis, bd, make_plots=plots, progress=opts.progress)
+    return analysis
+
+
+def load_batch(root: Path):
+    """(BatchDir, messages, problem) of a recorded batch, or BadInput naming the path and the fix."""
+    if not root.exists():
+        raise BadInput(f"{root}: no such directory; pass a batch directory such as data/experiments_2 "
+                       "(the one that holds raw/stream.msgpack)")
+    if not root.is_dir():
+        raise BadInput(f"{root}: not a directory; pass the batch directory, not a file inside it")
+    bd = BatchDir(root)
+    if not bd.stream.is_file():
+        raise BadInput(f"{bd.stream}: not found, so {root} is not a recorded batch; run the collector "
+                       "(python -m collector --exp-dir DIR) or telemetry recording first, or pass the right directory")
+    try:
+        _header, items, problem = read_recording(bd.stream)
+    except RecordingError as exc:
+        raise BadInput(f"{exc}") from exc
+    return bd, items, problem
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, json=args.log_json)
+    try:
+        if not args.live and args.batch is None:
+            raise BadInput("nothing to analyse: pass --batch DIR (a recorded batch) or --live (subscribe to the bus)")
+        opts = options_from(args)
+        if args.live:
+            return _live(args, opts)
+        bd, items, problem = load_batch(args.batch)
+        analysis = analyse_messages(items, bd, opts, args.lookback_s, not args.no_plots, problem)
+        print(f"analysed {len(analysis.results)} request(s) -> {bd.summary / 'results.csv'}", flush=True)
+        return 0
+    except BadInput as exc:
+        log.error("bad_input", problem=str(exc))
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+
+
+def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
+    import zmq
+
+    from analyzer.live import resolve_batch_dir, run_live
+
+    curve = None
+    if args.curve_secret:
+        curve = bus.CurveKeys.from_secret_file(args.curve_secret, args.curve_server_key)
+    endpoints = [args.telemetry_endpoint or bus.telemetry_endpoint(), args.events_endpoint or bus.events_endpoint()]
+
+    def on_batch(items):
+        data_start = next((p for t, p in items if t == BATCH_START), None)
+        root = resolve_batch_dir(data_start, args.batch, args.out_root)
+        if root is None:
+            log.error("live_no_output_dir", batch=(data_start or {}).get("batch"),
+                      fix="pass --batch DIR or --out-root DIR, or have the collector put out_dir in its config")
+            return
+        analysis = analyse_messages(items, BatchDir(root), opts, args.lookback_s, not args.no_plots)
+        print(f"analysed {len(analysis.results)} request(s) -> {root / 'summary' / 'results.csv'}", flush=True)
+
+    ctx = zmq.Context()
+    try:
+        run_live(ctx, endpoints, on_batch, args.lookback_s, args.grace_s, 1 if args.once else None,
+                 args.exit_after_s, curve)
+    finally:
+        ctx.destroy(linger=0)
+    return 0

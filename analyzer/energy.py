@@ -1,0 +1,154 @@
+"""Per-window energy and gauges for one GPU and for the host (pure; arrays in, column arrays out).
+
+Windows are given as (a_s, b_s): seconds from the batch origin on the monotonic clock.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from analyzer.integrate import Trace, counter_energy
+from analyzer.stream import Series
+from analyzer.windows import coverage, gaps_touching, seq_gap_intervals, split_windows, window_mean, window_peak
+
+DEFAULT_CPU_TDP_W = 65.0
+# Fewer than this many counter refresh intervals in a window: its counter part is mostly edges.
+SHORT_WINDOW_REFRESHES = 2.0
+
+
+@dataclass(frozen=True)
+class Window:
+    a_s: np.ndarray
+    b_s: np.ndarray
+
+
+def seconds(series: Series, origin_ns: int) -> np.ndarray:
+    return (series.t_ns - origin_ns).astype(np.float64) / 1e9
+
+
+def _clipped(fn, lo: float, hi: float):
+    return lambda x: fn(np.clip(x, lo, hi))
+
+
+def _nan_where(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, np.nan, values)
+
+
+def samples_inside(t_s: np.ndarray, w: Window) -> np.ndarray:
+    """How many samples fall inside each window [a, b]."""
+    return (np.searchsorted(t_s, w.b_s, side="right") - np.searchsorted(t_s, w.a_s, side="left")).astype(np.int64)
+
+
+def series_coverage(series: Series, t_s: np.ndarray, src_seqs: np.ndarray, w: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coverage fraction, gaps touching each window, samples inside each window).
+
+    A window with no sample inside it has coverage 0: interpolating between samples taken
+    outside the window would be a guess, not a measurement.
+    """
+    g0, g1, _ = seq_gap_intervals(t_s, series.seq, src_seqs)
+    span = (float(t_s[0]), float(t_s[-1])) if t_s.size else (np.nan, np.nan)
+    inside = samples_inside(t_s, w)
+    cov = np.where(inside > 0, coverage(span, g0, g1, w.a_s, w.b_s), 0.0)
+    return cov, gaps_touching(g0, g1, w.a_s, w.b_s), inside
+
+
+def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
+                idle_until_s: float | None = None) -> dict[str, np.ndarray]:
+    """Energy (J), method, uncertainty, coverage and gauges of one GPU for every window."""
+    t_s = seconds(series, origin_ns)
+    v = series.values
+    n = w.a_s.size
+    cov, gaps, inside = series_coverage(series, t_s, src_seqs, w)
+    power = Trace.build(t_s, v["power_mw"] / 1000.0)
+    has_power = power.n >= 2
+    split_p = split_windows(_clipped(power.integral_at, *power.span()), w.a_s, w.b_s) if has_power else None
+    counter = counter_energy(t_s, v["energy_mj"], power if has_power else None) if np.isfinite(v["energy_mj"]).sum() >= 2 else None
+    use_counter = counter is not None and counter.usable
+    split_c = split_windows(_clipped(counter.cumulative_at, *counter.span), w.a_s, w.b_s) if use_counter else None
+    nan = np.full(n, np.nan)
+    if use_counter:
+        energy = split_c.energy
+        method = "counter+power" if has_power else "counter"
+        effective = split_c.effective_s
+        refresh_s = float(np.median(np.diff(counter.r_s)))
+        short = (w.b_s - w.a_s) < SHORT_WINDOW_REFRESHES * refresh_s
+    elif has_power:
+        energy, method, effective, short, refresh_s = split_p.energy, "power_trapezoid", split_p.effective_s, None, np.nan
+    else:
+        energy, method, effective, short, refresh_s = nan, "none", nan, None, np.nan
+    no_data = cov <= 0
+    energy = _nan_where(energy, no_data)
+    e_power = _nan_where(split_p.energy, no_data) if has_power else nan
+    e_counter = _nan_where(split_c.energy, no_data) if use_counter else nan
+    uncertainty = np.abs(e_counter - e_power) if (use_counter and has_power) else nan
+    idle_w = np.nan
+    if idle_until_s is not None and has_power and power.t_s[0] < idle_until_s:
+        # Only samples taken before the first request: no interpolation towards its load.
+        idle_end = float(power.t_s[power.t_s <= idle_until_s][-1])
+        idle_w = float(window_mean(power, [power.t_s[0]], [idle_end])[0])
+    return {
+        "energy_j": energy,
+        "energy_method": np.array([method if not nd else "none" for nd in no_data], dtype=object),
+        "energy_counter_j": e_counter,
+        "energy_power_j": e_power,
+        "energy_uncertainty_j": uncertainty,
+        "short_window": np.array([None] * n if short is None else [bool(s) for s in short], dtype=object),
+        "counter_refresh_s": np.full(n, refresh_s),
+        "coverage": cov,
+        "seq_gaps": gaps,
+        "samples": inside,
+        "idle_w": np.full(n, idle_w),
+        "energy_net_j": energy - idle_w * effective if np.isfinite(idle_w) else nan,
+        "effective_s": effective,
+        "power_avg_w": window_mean(power, w.a_s, w.b_s),
+        "power_peak_w": window_peak(power, w.a_s, w.b_s),
+        "mem_peak_mib": window_peak(Trace.build(t_s, v["mem_used_mib"]), w.a_s, w.b_s),
+        "util_avg_pct": window_mean(Trace.build(t_s, v["util_gpu_pct"]), w.a_s, w.b_s),
+        "temp_peak_c": window_peak(Trace.build(t_s, v["temp_c"]), w.a_s, w.b_s),
+        "sm_clock_avg_mhz": window_mean(Trace.build(t_s, v["sm_clock_mhz"]), w.a_s, w.b_s),
+    }
+
+
+def rapl_package_zones(zones: list[str]) -> list[str]:
+    """RAPL zones to add up: the package (and psys) domains; core/uncore/dram are parts of them
+    or separate rails, so with package zones present only those count. Else every zone."""
+    top = [z for z in zones if z.lower().startswith(("package", "psys"))]
+    return sorted(top) if top else sorted(zones)
+
+
+def host_columns(host: Series | None, procs: dict[str, Series], rapl: dict[str, Series], origin_ns: int,
+                 src_seqs: dict, w: Window, cpu_tdp_w: float) -> dict[str, np.ndarray]:
+    """CPU utilisation/energy (TDP approximation and RAPL), host memory and watched processes."""
+    n = w.a_s.size
+    nan = np.full(n, np.nan)
+    out: dict[str, np.ndarray] = {}
+    if host is None or host.t_ns.size == 0:
+        out.update(cpu_util_avg=nan, cpu_energy_j_approx=nan, cpu_coverage=np.zeros(n), host_mem_peak_mib=nan,
+                   cpu_energy_j_rapl=nan)
+        return out
+    t_s = seconds(host, origin_ns)
+    cov, _, _ = series_coverage(host, t_s, src_seqs.get(host.src, np.zeros(0, dtype=np.int64)), w)
+    cpu = Trace.build(t_s, host.values["cpu_pct"])
+    cpu_w = Trace.build(t_s, host.values["cpu_pct"] * (cpu_tdp_w / 100.0))
+    approx = (split_windows(_clipped(cpu_w.integral_at, *cpu_w.span()), w.a_s, w.b_s).energy
+              if cpu_w.n >= 2 else nan)
+    out["cpu_util_avg"] = window_mean(cpu, w.a_s, w.b_s)
+    out["cpu_energy_j_approx"] = _nan_where(approx, cov <= 0)
+    out["cpu_coverage"] = cov
+    out["host_mem_peak_mib"] = window_peak(Trace.build(t_s, host.values["mem_used_mib"]), w.a_s, w.b_s)
+    rapl_total = None
+    for zone in rapl_package_zones(list(rapl)):
+        zs = rapl[zone]
+        tr = Trace.build(seconds(zs, origin_ns), zs.values["energy_uj"] / 1e6)
+        if tr.n < 2:
+            continue
+        lo, hi = tr.span()
+        e = split_windows(lambda x, tr=tr, lo=lo, hi=hi: tr.value_at(np.clip(x, lo, hi)), w.a_s, w.b_s).energy
+        rapl_total = e if rapl_total is None else rapl_total + e
+    out["cpu_energy_j_rapl"] = _nan_where(rapl_total, cov <= 0) if rapl_total is not None else nan
+    for name, ps in sorted(procs.items()):
+        pt = seconds(ps, origin_ns)
+        out[f"proc_{name}_cpu_avg_pct"] = window_mean(Trace.build(pt, ps.values["cpu_pct"]), w.a_s, w.b_s)
+        out[f"proc_{name}_rss_peak_mib"] = window_peak(Trace.build(pt, ps.values["rss_mib"]), w.a_s, w.b_s)
+    return out

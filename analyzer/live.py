@@ -1,0 +1,149 @@
+"""``--live``: subscribe to the telemetry and collector endpoints and analyse each batch when its
+batch.end arrives. The buffering rule is pure (LiveBuffer); the socket loop is thin (run_live)."""
+from __future__ import annotations
+
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+import zmq
+
+from analyzer.stream import DEFAULT_LOOKBACK_S, TELEMETRY
+from shared import messages as M
+from shared.bus import CurveKeys, Inbox, connect_sub
+from shared.logs import get_logger
+
+log = get_logger("analyzer.live")
+
+Message = tuple[str, dict[str, Any]]
+
+
+class LiveBuffer:
+    """Keeps telemetry for ``lookback_s`` before a batch and everything during it.
+
+    ``feed`` returns nothing; after a batch.end, ``ready(now_s)`` becomes true once ``grace_s``
+    has passed (telemetry from the other socket may still be in flight), and ``take()`` hands
+    over the batch's messages. stream.scope() then cuts them exactly as a replay would.
+    """
+
+    def __init__(self, lookback_s: float = DEFAULT_LOOKBACK_S, grace_s: float = 1.0):
+        self.lookback_ns = int(lookback_s * 1e9)
+        self.grace_s = grace_s
+        self.telemetry: deque[Message] = deque()
+        self.events: list[Message] = []
+        self.open = False
+        self.ended_at_s: float | None = None
+        self.dropped_events = 0
+        self._next: list[tuple[str, dict[str, Any], float]] = []  # events that came during the grace period
+
+    def feed(self, topic: str, payload: dict[str, Any], now_s: float) -> None:
+        if self.ended_at_s is not None and topic not in TELEMETRY and topic != M.TEL_HB:
+            self._next.append((topic, payload, now_s))  # belongs to the next batch
+            return
+        if topic in TELEMETRY or topic == M.TEL_HB:
+            self.telemetry.append((topic, payload))
+            if not self.open:
+                newest = payload.get("t", 0)
+                while self.telemetry and self.telemetry[0][1].get("t", 0) < newest - self.lookback_ns:
+                    self.telemetry.popleft()
+            return
+        if topic == M.BATCH_START:
+            if self.open and self.events and self.events[0][1].get("batch") != payload.get("batch"):
+                log.warning("batch_start_without_end", previous=self.events[0][1].get("batch"),
+                            note="previous batch's events discarded")
+                self.events = []
+            self.open = True
+        if not self.open:
+            self.dropped_events += 1
+            return
+        self.events.append((topic, payload))
+        if topic == M.BATCH_END:
+            self.ended_at_s = now_s
+
+    def ready(self, now_s: float) -> bool:
+        return self.ended_at_s is not None and now_s - self.ended_at_s >= self.grace_s
+
+    def take(self) -> list[Message]:
+        """The finished batch's messages; the buffer keeps telemetry for the next batch's look-back."""
+        out = list(self.telemetry) + self.events
+        self.events = []
+        self.open = False
+        self.ended_at_s = None
+        pending, self._next = self._next, []
+        for topic, payload, now_s in pending:
+            self.feed(topic, payload, now_s)
+        return out
+
+
+def config_value(config: dict | None, key: str) -> Any:
+    """A config snapshot value, whether stored plain or as {"value": ..., "source": ...}."""
+    v = (config or {}).get(key)
+    return v.get("value") if isinstance(v, dict) and "value" in v else v
+
+
+def resolve_batch_dir(batch_start: dict[str, Any] | None, override: Path | None, out_root: Path | None) -> Path | None:
+    """Where a live batch's outputs go: --batch DIR; else batch.start config ``exp_dir``; else
+    config ``out_dir`` (or ``out``) / batch id; else --out-root / batch id."""
+    if override is not None:
+        return override
+    bs = batch_start or {}
+    cfg = bs.get("config") if isinstance(bs.get("config"), dict) else {}
+    exp_dir = config_value(cfg, "exp_dir")
+    if exp_dir:
+        return Path(str(exp_dir))
+    batch_id = bs.get("batch")
+    out = config_value(cfg, "out_dir") or config_value(cfg, "out")
+    if out and batch_id:
+        return Path(str(out)) / str(batch_id)
+    if out_root is not None and batch_id:
+        return out_root / str(batch_id)
+    return None
+
+
+def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Message]], None],
+             lookback_s: float, grace_s: float, max_batches: int | None = None, exit_after_s: float | None = None,
+             curve: CurveKeys | None = None) -> int:
+    """Receive until ``max_batches`` batches were analysed, ``exit_after_s`` passed, or Ctrl-C.
+    Returns the number of batches analysed."""
+    sock = connect_sub(ctx, endpoints, curve=curve)
+    inbox = Inbox()
+    buf = LiveBuffer(lookback_s, grace_s)
+    done = 0
+    stopped_early = False
+    started = time.monotonic()
+    log.info("live_listening", endpoints=endpoints, lookback_s=lookback_s)
+    try:
+        while max_batches is None or done < max_batches:
+            now = time.monotonic()
+            if exit_after_s is not None and now - started > exit_after_s:
+                log.warning("live_exit_after", seconds=exit_after_s, batches=done)
+                stopped_early = True
+                break
+            if sock.poll(100, zmq.POLLIN):
+                msg = inbox.unpack(sock.recv_multipart(copy=False))
+                if msg is not None:
+                    buf.feed(msg[0], msg[1], time.monotonic())
+            if buf.ready(time.monotonic()):
+                try:
+                    on_batch(buf.take())
+                except Exception:  # one bad batch must not stop the listener
+                    log.exception("live_batch_failed")
+                done += 1
+    except KeyboardInterrupt:
+        log.info("live_stopped", batches=done)
+        stopped_early = True
+    finally:
+        if stopped_early and buf.open and buf.events:
+            # The collector died or we are stopping mid-batch: analyse what arrived; requests
+            # without req.end are reported as incomplete.
+            log.warning("live_batch_unfinished", batch=buf.events[0][1].get("batch"), events=len(buf.events))
+            try:
+                on_batch(buf.take())
+                done += 1
+            except Exception:
+                log.exception("live_batch_failed")
+        sock.close(linger=0)
+        if inbox.dropped_oversize or inbox.dropped_invalid:
+            log.warning("live_dropped", oversize=inbox.dropped_oversize, invalid=inbox.dropped_invalid)
+    return done

@@ -1,0 +1,104 @@
+"""Write one Analysis into the batch directory (the only file-writing part of the analyzer)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from analyzer import report, tables
+from analyzer.pipeline import Analysis
+from shared.batch import BatchDir
+from shared.logs import get_logger
+
+log = get_logger("analyzer.outputs")
+
+CSV_ENCODING = "utf-8-sig"  # a BOM so that Excel on Windows reads UTF-8 (Chinese model/task names) right
+
+
+def jsonable(v: Any) -> Any:
+    """NaN/inf → null, numpy scalars → Python, tuples → lists (JSON has no NaN)."""
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    return v
+
+
+def json_text(obj: Any) -> str:
+    return json.dumps(jsonable(obj), ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+
+
+def _column(values: list) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them readable as text
+        return pa.array([None if v is None else tables.cell(v) for v in values], type=pa.string())
+
+
+def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]] | None = None,
+            data: dict[str, list] | None = None) -> Path:
+    if data is None:
+        data = {c: [jsonable(r.get(c)) for r in rows or []] for c in columns}
+    table = pa.table({c: _column(data[c]) for c in columns})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # newline="" so "\n" stays "\n" on Windows too: byte-identical files on every platform.
+    with open(path, "w", encoding=encoding, newline="") as fh:
+        fh.write(text)
+    return path
+
+
+def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool = False) -> list[Path]:
+    """Every output file; returns their paths."""
+    bd.make()
+    written = [
+        write_text(bd.summary / "results.csv", tables.csv_text(a.columns, a.results), CSV_ENCODING),
+        write_text(bd.summary / "stats.csv", tables.csv_text(tables.STATS_COLUMNS, a.stats), CSV_ENCODING),
+        write_text(bd.summary / "pareto.csv", tables.csv_text(tables.PARETO_COLUMNS, a.pareto), CSV_ENCODING),
+    ]
+    if a.warmups:
+        written.append(write_text(bd.summary / "warmups.csv", tables.csv_text(a.columns, a.warmups), CSV_ENCODING))
+    items = sorted(a.request_json.items())
+    for rid, obj in tqdm(items, desc="request JSON", unit="req", disable=not progress or len(items) < 50):
+        written.append(write_text(bd.request_json(rid), json_text(obj)))
+    written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))
+    if a.gpu_samples.get("t_ns"):
+        written.append(parquet(bd.raw / "samples_gpu.parquet", list(a.gpu_samples), data=a.gpu_samples))
+    if a.host_samples.get("t_ns"):
+        written.append(parquet(bd.raw / "samples_host.parquet", list(a.host_samples), data=a.host_samples))
+    plot_files: list[str] = []
+    if make_plots:
+        from analyzer import plots  # matplotlib only when plotting
+
+        bd.plots.mkdir(parents=True, exist_ok=True)
+        for tl in a.timelines:
+            p = plots.power_timeline(bd.plots, tl, a.windows)
+            written.append(p)
+        for task in sorted({str(r.get("task")) for r in a.results}):
+            p = plots.energy_quality(bd.plots, task, a.results, a.pareto, a.simulated)
+            if p is not None:
+                written.append(p)
+        plot_files = [f"../plots/{p.name}" for p in written if p.suffix == ".png"]
+    written.append(write_text(bd.summary / "report.md", report.render(a, plot_files)))
+    log.info("outputs_written", batch=str(bd.root), files=len(written), results=len(a.results),
+             simulated=a.simulated)
+    return written

@@ -1,0 +1,328 @@
+"""The one analysis path: BatchData → per-request rows, per-request JSON, stats and Pareto (pure
+except for the optional quality step, which is injected/contained in quality_call)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from analyzer import energy as E
+from analyzer import tables
+from analyzer.quality_call import QUALITY_COLUMNS, quality_inputs, run_quality
+from analyzer.stream import BatchData, Request, Series
+from analyzer.throughput import cold_start, iso_utc, throughput, timing
+from analyzer.windows import split_windows
+from shared.logs import get_logger
+
+log = get_logger("analyzer.pipeline")
+
+SEED_COLUMNS = ("timestamp", "model", "task", "load", "run", "latency_s", "toks_per_s", "gpu_mem_peak_mb",
+                "gpu_util_avg", "gpu_energy_j", "bartscore")
+MAIN_COLUMNS = SEED_COLUMNS + (
+    "rid", "status", "ok", "error", "error_kind", "case", "cold", "first_token_s", "first_thinking_s",
+    "first_chunk_s", "output_tokens", "toks_per_s_method", "client_toks_per_s", "e2e_toks_per_s", "prompt_tokens",
+    "prefill_toks_per_s", "window_s", "effective_window_s", "concurrency_max",
+    "gpu_count", "gpu_simulated", "gpu_power_kind", "gpu_energy_method", "gpu_energy_counter_j",
+    "gpu_energy_power_j", "gpu_energy_uncertainty_j", "gpu_energy_uncertainty_pct", "gpu_short_window",
+    "gpu_coverage", "gpu_seq_gaps", "gpu_samples", "gpu_idle_w", "gpu_energy_net_j", "gpu_power_avg_w", "gpu_power_peak_w",
+    "gpu_temp_peak_c", "gpu_sm_clock_avg_mhz", "j_per_token", "tokens_per_j",
+    "cpu_util_avg", "cpu_tdp_w", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_energy_j", "cpu_energy_basis",
+    "cpu_coverage", "host_mem_peak_mib", "total_energy_j", "energy_basis",
+) + QUALITY_COLUMNS + ("quality_per_j", "j_per_quality", "quality_error")
+PER_GPU = ("energy_j", "energy_method", "energy_uncertainty_j", "coverage", "seq_gaps", "mem_peak_mib",
+           "util_avg_pct", "temp_peak_c", "sm_clock_avg_mhz", "power_avg_w")
+
+
+@dataclass
+class Options:
+    cpu_tdp_w: float = E.DEFAULT_CPU_TDP_W
+    idle_baseline: bool = False
+    quality: bool = True
+    quality_options: dict[str, Any] = field(default_factory=dict)
+    progress: bool = False
+    assess: Callable | None = None      # injected scorer (tests); None = analyzer.quality.assess
+
+
+@dataclass
+class Analysis:
+    columns: list[str]
+    results: list[dict[str, Any]]        # non-warm-up requests, sorted by (start, rid)
+    warmups: list[dict[str, Any]]
+    stats: list[dict[str, Any]]
+    pareto: list[dict[str, Any]]
+    request_json: dict[str, dict[str, Any]]
+    gpu_samples: dict[str, list]         # column → values (long format, for Parquet)
+    host_samples: dict[str, list]
+    timelines: list[dict[str, Any]]      # per GPU: key, t_s, power_w, simulated
+    windows: list[dict[str, Any]]        # rid, a_s, b_s, label, warmup
+    simulated: bool
+    problems: list[str]
+    batch_id: str | None
+
+
+def _f(x) -> float | None:
+    """A finite float, else None."""
+    if x is None:
+        return None
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _sum_available(values: list) -> float | None:
+    vals = [v for v in (_f(x) for x in values) if v is not None]
+    return float(sum(vals)) if vals else None
+
+
+def _label(req: Request) -> str:
+    s = req.start
+    return f"{s.get('model', '?')}/{s.get('task', '?')}/{s.get('load', '?')}#{s.get('run', '?')}"
+
+
+def _in_window(series: Series, origin: int, a_s: float, b_s: float) -> np.ndarray:
+    t_s = (series.t_ns - origin) / 1e9
+    return (t_s >= a_s) & (t_s <= b_s)
+
+
+def _clean(v):
+    if isinstance(v, (np.floating, float)):
+        return _f(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def analyze(batch: BatchData, opts: Options | None = None, recording_problem: str | None = None) -> Analysis:
+    opts = opts or Options()
+    problems = [f"recording: {recording_problem}"] if recording_problem else []
+    origin = batch.origin_ns
+    reqs = batch.requests
+    done = [r for r in reqs if r.end is not None and r.end["t"] >= r.start["t"]]
+    for r in reqs:
+        if r.end is not None and r.end["t"] < r.start["t"]:
+            problems.append(f"request {r.rid}: req.end is stamped before req.start; treated as incomplete")
+    win = E.Window(np.array([(r.start["t"] - origin) / 1e9 for r in done]),
+                   np.array([(r.end["t"] - origin) / 1e9 for r in done]))
+    conc = split_windows(lambda x: x, win.a_s, win.b_s)
+    idle_until = (min(r.start["t"] for r in reqs) - origin) / 1e9 if (opts.idle_baseline and reqs) else None
+    per_gpu = {g.key: E.gpu_columns(g, origin, batch.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), win, idle_until)
+               for g in batch.gpus}
+    if opts.idle_baseline and batch.gpus and any(not np.isfinite(c["idle_w"]).any() for c in per_gpu.values()):
+        problems.append("idle baseline: no GPU power samples before the first request; net energy left empty")
+    host = E.host_columns(batch.host, batch.procs, batch.rapl, origin, batch.src_seqs, win, opts.cpu_tdp_w)
+    simulated = any(g.simulated for g in batch.gpus)
+    idx = {r.rid: i for i, r in enumerate(done)}
+    cases = (batch.batch_start or {}).get("cases")
+    rows = []
+    for r in reqs:
+        row = _row(r, idx.get(r.rid), per_gpu, host, batch, opts, simulated)
+        if r.rid in idx:
+            row["effective_window_s"] = float(conc.energy[idx[r.rid]])
+            row["concurrency_max"] = int(conc.max_active[idx[r.rid]])
+        rows.append(row)
+    # Quality: finished, successful, measured requests only.
+    q_reqs = [{"rid": r.rid, "task": r.start.get("task"), "text": (r.end or {}).get("text"),
+               "thinking": (r.end or {}).get("thinking"), "prompt": r.start.get("prompt"), "case": r.start.get("case")}
+              for r in reqs if r.end is not None and r.end.get("ok") and not r.start.get("warmup")]
+    quality: dict[str, dict] = {}
+    quality_problem = None
+    q_rids = {q["rid"] for q in q_reqs}
+    if opts.quality and q_reqs:
+        quality, quality_problem = run_quality(quality_inputs(q_reqs, cases), opts.quality_options, opts.progress,
+                                               opts.assess)
+        if quality_problem:
+            problems.append(quality_problem)
+    elif not opts.quality:
+        log.info("quality_skipped", reason="--no-quality")
+    for row in rows:
+        for c in MAIN_COLUMNS:
+            row.setdefault(c, None)
+        q = quality.get(row["rid"], {})
+        for col in QUALITY_COLUMNS:
+            row[col] = _clean(q.get(col))
+        for col in sorted(set(q) - set(QUALITY_COLUMNS) - {"bartscore", "quality_error"}):
+            row[f"q_{col}"] = _clean(q.get(col))
+        row["bartscore"] = _clean(q.get("bartscore"))
+        qs, te = _f(row["quality_score"]), _f(row["total_energy_j"])
+        row["quality_per_j"] = qs / te if (qs is not None and te) else None
+        row["j_per_quality"] = te / qs if (qs and te is not None) else None
+        row["quality_error"] = q.get("quality_error")
+        if not q and opts.quality and row["status"] == "ok" and row["rid"] in q_rids:
+            row["quality_error"] = quality_problem or "quality not computed for this request"
+    extra = sorted({k for row in rows for k in row} - set(MAIN_COLUMNS))
+    columns = list(MAIN_COLUMNS) + extra
+    for row in rows:
+        for c in columns:
+            row.setdefault(c, None)
+    results = [row for r, row in zip(reqs, rows) if not r.start.get("warmup")]
+    warmups = [row for r, row in zip(reqs, rows) if r.start.get("warmup")]
+    incomplete = [row["rid"] for row in rows if row["status"] == "incomplete"]
+    if incomplete:
+        problems.append(f"{len(incomplete)} request(s) started but never ended (listed as incomplete): "
+                        + ", ".join(incomplete[:10]))
+    request_json = {r.rid: _request_json(r, row, idx.get(r.rid), win, batch, quality.get(r.rid), simulated)
+                    for r, row in zip(reqs, rows)}
+    gpu_samples, host_samples = _samples(batch)
+    timelines = [{"key": g.key, "t_s": ((g.t_ns - origin) / 1e9), "power_w": g.values["power_mw"] / 1000.0,
+                  "simulated": g.simulated, "name": g.meta.get("name")} for g in batch.gpus]
+    windows = [{"rid": r.rid, "a_s": float(win.a_s[i]), "b_s": float(win.b_s[i]), "label": _label(r),
+                "warmup": bool(r.start.get("warmup"))} for r, i in ((r, idx[r.rid]) for r in done)]
+    batch_id = (batch.batch_start or {}).get("batch") or (batch.batch_end or {}).get("batch")
+    return Analysis(columns, results, warmups, tables.stats(results, simulated), tables.pareto(results, simulated),
+                    request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
+                    str(batch_id) if batch_id is not None else None)
+
+
+def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData, opts: Options, simulated: bool) -> dict:
+    s, e = r.start, r.end
+    row: dict[str, Any] = {
+        "timestamp": iso_utc(s["wall"]), "model": s.get("model"), "task": s.get("task"), "load": s.get("load"),
+        "run": s.get("run"), "rid": r.rid, "case": s.get("case"), "cold": cold_start(e),
+        "gpu_count": len(batch.gpus), "gpu_simulated": simulated if batch.gpus else None,
+        "gpu_power_kind": ",".join(sorted({k for g in batch.gpus for k in g.meta.get("power_kind", [])})) or None,
+        "cpu_tdp_w": opts.cpu_tdp_w,
+    }
+    if e is None or i is None:
+        why = ("incomplete: req.start without req.end (batch cut short?)" if e is None
+               else "incomplete: req.end is stamped before req.start (clock problem)")
+        row.update(status="incomplete", ok=False, error=why)
+        e = None  # no window, no figures
+    else:
+        row.update(status="ok" if e.get("ok") else "failed", ok=bool(e.get("ok")), error=e.get("error"),
+                   error_kind=e.get("error_kind"))
+    tm = timing(s, e, r.first_tokens) if e is not None else {}
+    row.update(tm)
+    if e is not None:
+        row.update(throughput(e, tm.get("latency_s"), tm.get("first_token_s"), tm.get("first_chunk_s")))
+    if i is None:
+        return row
+    row["window_s"] = (e["t"] - s["t"]) / 1e9
+    gpu_vals = {k: {c: _clean(v[c][i]) for c in v} for k, v in per_gpu.items()}
+    if gpu_vals:
+        g = list(gpu_vals.values())
+        row["gpu_energy_j"] = _sum_available([x["energy_j"] for x in g])
+        row["gpu_energy_method"] = ",".join(sorted({x["energy_method"] for x in g}))
+        row["gpu_energy_counter_j"] = _sum_available([x["energy_counter_j"] for x in g])
+        row["gpu_energy_power_j"] = _sum_available([x["energy_power_j"] for x in g])
+        row["gpu_energy_uncertainty_j"] = _sum_available([x["energy_uncertainty_j"] for x in g])
+        if row["gpu_energy_uncertainty_j"] is not None and row["gpu_energy_j"]:
+            row["gpu_energy_uncertainty_pct"] = 100.0 * row["gpu_energy_uncertainty_j"] / row["gpu_energy_j"]
+        shorts = [x["short_window"] for x in g if x["short_window"] is not None]
+        row["gpu_short_window"] = any(shorts) if shorts else None
+        row["gpu_coverage"] = min(x["coverage"] for x in g)
+        row["gpu_seq_gaps"] = int(sum(x["seq_gaps"] for x in g))
+        row["gpu_samples"] = int(sum(x["samples"] for x in g))
+        row["gpu_idle_w"] = _sum_available([x["idle_w"] for x in g]) if opts.idle_baseline else None
+        row["gpu_energy_net_j"] = _sum_available([x["energy_net_j"] for x in g]) if opts.idle_baseline else None
+        row["gpu_power_avg_w"] = _sum_available([x["power_avg_w"] for x in g])
+        row["gpu_power_peak_w"] = _sum_available([x["power_peak_w"] for x in g])
+        row["gpu_mem_peak_mb"] = _sum_available([x["mem_peak_mib"] for x in g])
+        utils = [x["util_avg_pct"] for x in g if x["util_avg_pct"] is not None]
+        row["gpu_util_avg"] = sum(utils) / len(utils) if utils else None
+        temps = [x["temp_peak_c"] for x in g if x["temp_peak_c"] is not None]
+        row["gpu_temp_peak_c"] = max(temps) if temps else None
+        clocks = [x["sm_clock_avg_mhz"] for x in g if x["sm_clock_avg_mhz"] is not None]
+        row["gpu_sm_clock_avg_mhz"] = sum(clocks) / len(clocks) if clocks else None
+        if len(gpu_vals) > 1:
+            for k, x in gpu_vals.items():
+                name = k.replace("/", "_").replace("@", "_")
+                for c in PER_GPU:
+                    row[f"{name}_{c}"] = x[c]
+    h = {k: _clean(v[i]) for k, v in host.items()}
+    row.update({k: h.get(k) for k in ("cpu_util_avg", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_coverage",
+                                      "host_mem_peak_mib")})
+    for k in sorted(h):
+        if k.startswith("proc_"):
+            row[k] = h[k]
+    if row["cpu_energy_j_rapl"] is not None:
+        row["cpu_energy_j"], row["cpu_energy_basis"] = row["cpu_energy_j_rapl"], "rapl"
+    elif row["cpu_energy_j_approx"] is not None:
+        row["cpu_energy_j"], row["cpu_energy_basis"] = row["cpu_energy_j_approx"], "tdp_approx"
+    parts = [(n, row.get(c)) for n, c in (("gpu", "gpu_energy_j"), ("cpu_" + (row.get("cpu_energy_basis") or ""), "cpu_energy_j"))
+             if row.get(c) is not None]
+    if parts:
+        row["total_energy_j"] = float(sum(v for _, v in parts))
+        row["energy_basis"] = "+".join(n for n, _ in parts)
+    tokens, ej = row.get("output_tokens"), row.get("gpu_energy_j")
+    if tokens and ej:
+        row["j_per_token"], row["tokens_per_j"] = ej / tokens, tokens / ej
+    return row
+
+
+def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: BatchData, quality: dict | None,
+                  simulated: bool) -> dict:
+    """The seed's per-request JSON (raw/<rid>.json)."""
+    s, e = r.start, r.end or {}
+    origin = batch.origin_ns
+    full: dict[str, Any] = {}
+    summary: dict[str, Any] = {k: row.get(k) for k in row if k.startswith(("gpu_", "cpu_", "host_", "proc_"))
+                               or k in ("j_per_token", "tokens_per_j", "total_energy_j", "energy_basis")}
+    if i is not None:
+        a_s, b_s = float(win.a_s[i]), float(win.b_s[i])
+        full["window_start_s"], full["window_end_s"] = a_s, b_s
+        full["gpus"] = {}
+        for g in batch.gpus:
+            m = _in_window(g, origin, a_s, b_s)
+            full["gpus"][g.key] = {"t_s": [round(float(x) - a_s, 6) for x in (g.t_ns[m] - origin) / 1e9],
+                                   "power_w": [_f(x / 1000.0) for x in g.values["power_mw"][m]],
+                                   "energy_mj": [_f(x) for x in g.values["energy_mj"][m]],
+                                   "util_gpu_pct": [_f(x) for x in g.values["util_gpu_pct"][m]],
+                                   "mem_used_mib": [_f(x) for x in g.values["mem_used_mib"][m]],
+                                   "temp_c": [_f(x) for x in g.values["temp_c"][m]],
+                                   "sm_clock_mhz": [_f(x) for x in g.values["sm_clock_mhz"][m]],
+                                   "simulated": g.simulated}
+        if batch.host is not None:
+            m = _in_window(batch.host, origin, a_s, b_s)
+            full["host"] = {"t_s": [round(float(x) - a_s, 6) for x in (batch.host.t_ns[m] - origin) / 1e9],
+                            "cpu_pct": [_f(x) for x in batch.host.values["cpu_pct"][m]],
+                            "mem_used_mib": [_f(x) for x in batch.host.values["mem_used_mib"][m]]}
+    bs = batch.batch_start or {}
+    model = s.get("model")
+    return {
+        "rid": r.rid, "model": model, "prompt": s.get("prompt"), "generated_text": e.get("text"),
+        "thinking": e.get("thinking"), "status": row["status"], "ok": row["ok"], "error": row.get("error"),
+        "latency_seconds": row.get("latency_s"), "first_token_seconds": row.get("first_token_s"),
+        "first_thinking_seconds": row.get("first_thinking_s"), "first_chunk_seconds": row.get("first_chunk_s"),
+        "throughput_tokens_per_sec": row.get("toks_per_s"),
+        "api_metrics": e.get("api"), "client_metrics": e.get("client"),
+        "system_metrics_summary": summary, "system_metrics_full": full,
+        "quality": quality,
+        "metadata": {"batch": bs.get("batch"), "config": bs.get("config"),
+                     "model": (bs.get("models") or {}).get(model) if isinstance(bs.get("models"), dict) else None,
+                     "task": s.get("task"), "load": s.get("load"), "run": s.get("run"), "case": s.get("case"),
+                     "case_hash": s.get("case_hash"), "params": s.get("params"), "warmup": bool(s.get("warmup")),
+                     "cold": row.get("cold"), "gpu_simulated": simulated if batch.gpus else None,
+                     "backend": bs.get("backend")},
+    }
+
+
+def _samples(batch: BatchData) -> tuple[dict[str, list], dict[str, list]]:
+    """Long-format sample tables (for Parquet): one row per GPU sample, one per host sample."""
+    gcols: dict[str, list] = {"t_ns": [], "src": [], "gpu": [], "seq": [], "simulated": []}
+    for f in ("power_mw", "energy_mj", "util_gpu_pct", "util_mem_pct", "mem_used_mib", "mem_total_mib", "temp_c",
+              "sm_clock_mhz"):
+        gcols[f] = []
+    for g in batch.gpus:
+        n = g.t_ns.size
+        gcols["t_ns"].extend(g.t_ns.tolist())
+        gcols["src"].extend([g.src] * n)
+        gcols["gpu"].extend([g.key] * n)
+        gcols["seq"].extend(g.seq.tolist())
+        gcols["simulated"].extend([g.simulated] * n)
+        for f in list(gcols)[5:]:
+            gcols[f].extend(g.values[f].tolist())
+    hcols: dict[str, list] = {}
+    if batch.host is not None:
+        h = batch.host
+        hcols = {"t_ns": h.t_ns.tolist(), "src": [h.src] * h.t_ns.size, "seq": h.seq.tolist()}
+        for f, v in h.values.items():
+            hcols[f] = v.tolist()
+        for zone, zs in sorted(batch.rapl.items()):
+            hcols[f"rapl_{zone}_uj"] = zs.values["energy_uj"].tolist()
+    return gcols, hcols

@@ -1,0 +1,72 @@
+"""PNG plots (matplotlib, Agg backend): power timeline per GPU with request windows, and energy
+vs quality per task with the Pareto front. Titles say SIMULATED when the GPU data was."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (backend first)
+import numpy as np  # noqa: E402
+
+MAX_LABELS = 40  # more windows than this get shading without text, to stay legible
+
+
+def _sim(flag: bool) -> str:
+    return " — SIMULATED GPU" if flag else ""
+
+
+def power_timeline(out_dir: Path, timeline: dict, windows: list[dict]) -> Path:
+    """One PNG: the GPU's power (W) over time, each request window shaded and labelled."""
+    fig, ax = plt.subplots(figsize=(12, 4), dpi=100)
+    t, p = np.asarray(timeline["t_s"]), np.asarray(timeline["power_w"])
+    ok = np.isfinite(p)
+    ax.plot(t[ok], p[ok], lw=0.8, color="tab:blue", label="power (W)")
+    for i, w in enumerate(windows):
+        color = "tab:gray" if w["warmup"] else ("tab:orange" if i % 2 == 0 else "tab:green")
+        ax.axvspan(w["a_s"], w["b_s"], color=color, alpha=0.2, lw=0)
+        if len(windows) <= MAX_LABELS:
+            ax.text((w["a_s"] + w["b_s"]) / 2, 1.0, w["label"] + (" (warm-up)" if w["warmup"] else ""),
+                    transform=ax.get_xaxis_transform(), rotation=90, va="top", ha="center", fontsize=6)
+    ax.set_xlabel("time since batch origin (s)")
+    ax.set_ylabel("GPU power (W)")
+    ax.set_title(f"{timeline['key']} power with request windows{_sim(timeline['simulated'])}")
+    fig.tight_layout()
+    path = out_dir / f"power_timeline_{timeline['key'].replace('/', '_').replace('@', '_')}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def energy_quality(out_dir: Path, task: str, results: list[dict], pareto: list[dict], simulated: bool) -> Path | None:
+    """One PNG per task: energy per request (J) vs quality_score, per model; model means and the front."""
+    pts = [(r["model"], r["total_energy_j"], r["quality_score"]) for r in results
+           if r.get("task") == task and r.get("ok") and isinstance(r.get("total_energy_j"), float)
+           and isinstance(r.get("quality_score"), (int, float)) and not isinstance(r.get("quality_score"), bool)]
+    front = sorted((p for p in pareto if p["task"] == task), key=lambda p: p["total_energy_j_mean"])
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
+    for model in sorted({m for m, _, _ in pts}):
+        xs = [e for m, e, _ in pts if m == model]
+        ys = [q for m, _, q in pts if m == model]
+        ax.scatter(xs, ys, s=18, alpha=0.6, label=model)
+    opt = [p for p in front if p["pareto_optimal"]]
+    ax.scatter([p["total_energy_j_mean"] for p in front], [p["quality_score_mean"] for p in front],
+               marker="x", color="black", label="model mean")
+    if opt:
+        ax.plot([p["total_energy_j_mean"] for p in opt], [p["quality_score_mean"] for p in opt], "r--", lw=1,
+                marker="*", markersize=12, label="Pareto-optimal (front)")
+    for p in front:
+        ax.annotate(p["model"] + (" ★" if p["pareto_optimal"] else ""), (p["total_energy_j_mean"], p["quality_score_mean"]),
+                    textcoords="offset points", xytext=(4, 6), fontsize=7)
+    ax.set_xlabel("energy per request, GPU + CPU (J)")
+    ax.set_ylabel("quality_score")
+    ax.set_title(f"{task}: energy vs quality{_sim(simulated)}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / f"energy_vs_quality_{task}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,219 @@
+"""assess(): every quality column for a list of requests (the analyzer's one entry into this package).
+
+Static checks run first for every request, then the code tests (child processes, a few at a time),
+then BARTScore grouped by checkpoint (one model load per checkpoint, both directions in one sorted
+pass). One bad request, a missing checkpoint or a crashed test never stops the others.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from analyzer.quality import code_checks, quality_score, sandbox, text as textm
+from analyzer.quality.options import QualityOptions
+from shared.logs import get_logger
+
+log = get_logger("quality")
+
+BART_COLUMNS = ("bartscore", "bartscore_p", "bartscore_r", "bartscore_f", "bartscore_model", "bartscore_error")
+CODE_COLUMNS = ("code_found", "code_parses", "code_symbols_ok", "code_symbols_missing", "code_mentions_complexity",
+                "code_tests_passed", "code_tests_error")
+TEXT_COLUMNS = ("len_chars", "len_tokens", "distinct_1", "distinct_2", "distinct_3", "repetition_rate")
+COLUMNS = BART_COLUMNS + CODE_COLUMNS + TEXT_COLUMNS + ("text_lang", "quality_score", "quality_error")
+
+# Loaded scorers, kept for the life of the process: the analyzer may call assess() more than once.
+_SCORERS: dict[tuple, object] = {}
+
+
+def _empty_row() -> dict:
+    return dict.fromkeys(COLUMNS)
+
+
+def _static(req: dict, row: dict) -> dict | None:
+    """Fill text and static code columns; return the pending code-test job, if any."""
+    answer = textm.strip_thinking(req.get("text"))  # defensive: the thinking must never be scored
+    row.update(textm.text_stats(answer))
+    reference = req.get("reference")
+    lang = req.get("lang") or textm.detect_lang(reference or answer)
+    if lang not in (None, "en", "zh"):
+        raise ValueError(f"lang must be 'en', 'zh' or None, got {lang!r}; fix the case's 'lang' field")
+    row["text_lang"] = lang
+    if req.get("task") != "code":
+        return None
+    expect = code_checks.resolve_expect(req.get("expect"), req.get("prompt"))
+    code = code_checks.extract_code(answer, expect.entry)
+    row["code_found"] = code is not None
+    row["code_parses"] = code is not None and code_checks.parses(code)
+    if expect.symbols:
+        missing = code_checks.missing_symbols(code or "", expect.symbols)
+        row["code_symbols_ok"] = not missing
+        row["code_symbols_missing"] = ",".join(missing)
+    row["code_mentions_complexity"] = code_checks.mentions_complexity(answer, expect.complexity)
+    if expect.tests:
+        if code is None:
+            row["code_tests_passed"], row["code_tests_error"] = False, "no code found in the answer"
+        elif not row["code_parses"]:
+            row["code_tests_passed"], row["code_tests_error"] = False, "the code does not parse"
+        else:
+            return {"code": code, "tests": expect.tests, "entry": expect.entry}
+    return None
+
+
+def _run_code_tests(jobs: dict[str, dict], results: dict[str, dict], opts: QualityOptions, progress: bool) -> None:
+    if not jobs:
+        return
+    if not opts.run_code_tests:
+        for rid in jobs:
+            results[rid]["code_tests_error"] = "not run (run_code_tests is off)"
+        return
+    workers = max(1, min(4, (os.cpu_count() or 2) // 2))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {rid: pool.submit(sandbox.run_tests, job["code"], job["tests"], job["entry"], opts.code_timeout_s)
+                   for rid, job in jobs.items()}
+        items = futures.items()
+        if progress:
+            from tqdm import tqdm
+
+            items = tqdm(items, desc="code tests", unit="req")
+        for rid, future in items:
+            try:
+                outcome = future.result()
+                results[rid]["code_tests_passed"], results[rid]["code_tests_error"] = outcome.passed, outcome.error
+            except Exception as exc:  # noqa: BLE001 - e.g. the interpreter could not start
+                results[rid]["code_tests_passed"] = None
+                results[rid]["code_tests_error"] = f"sandbox failed: {type(exc).__name__}: {exc}"
+                log.warning("code_tests_failed", rid=rid, error=str(exc))
+
+
+def _scorer(checkpoint: str, opts: QualityOptions):
+    from analyzer.quality.bartscore import BARTScorer
+
+    key = (checkpoint, opts.device, opts.max_length, opts.batch_size)
+    if key not in _SCORERS:
+        _SCORERS[key] = BARTScorer(checkpoint=checkpoint, device=opts.device, max_length=opts.max_length,
+                                   batch_size=opts.batch_size)
+    return _SCORERS[key]
+
+
+def _bartscore(jobs: dict[str, tuple[str, str, str]], results: dict[str, dict], opts: QualityOptions,
+               progress: bool) -> None:
+    from analyzer.quality.bartscore import BartScoreUnavailable
+
+    by_checkpoint: dict[str, list[str]] = {}
+    for rid, (checkpoint, _ref, _hyp) in jobs.items():
+        by_checkpoint.setdefault(checkpoint, []).append(rid)
+    for checkpoint, rids in by_checkpoint.items():
+        for rid in rids:
+            results[rid]["bartscore_model"] = checkpoint
+        try:
+            scorer = _scorer(checkpoint, opts)
+        except BartScoreUnavailable as exc:
+            log.error("bartscore_unavailable", checkpoint=checkpoint, requests=len(rids), error=str(exc))
+            for rid in rids:
+                results[rid]["bartscore_error"] = str(exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - e.g. torch missing, CUDA broken
+            message = f"BARTScore could not start with '{checkpoint}': {type(exc).__name__}: {exc}"
+            log.error("bartscore_unavailable", checkpoint=checkpoint, requests=len(rids), error=message)
+            for rid in rids:
+                results[rid]["bartscore_error"] = message
+            continue
+        refs = [jobs[rid][1] for rid in rids]
+        hyps = [jobs[rid][2] for rid in rids]
+        try:
+            triples = list(zip(*scorer.score_prf(refs, hyps, progress=progress)))
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory on one long pair: retry one by one
+            log.warning("bartscore_batch_failed", checkpoint=checkpoint, error=str(exc))
+            _release_gpu_memory()
+            triples = []
+            for ref, hyp in zip(refs, hyps):
+                try:
+                    p, r, f = scorer.score_prf([ref], [hyp], batch_size=1)
+                    triples.append((p[0], r[0], f[0]))
+                except Exception as one_exc:  # noqa: BLE001
+                    triples.append(f"{type(one_exc).__name__}: {one_exc}")
+        for rid, triple in zip(rids, triples):
+            if isinstance(triple, str):
+                results[rid]["bartscore_error"] = f"BARTScore failed: {triple}"
+                continue
+            p, r, f = triple
+            row = results[rid]
+            row["bartscore"], row["bartscore_p"], row["bartscore_r"], row["bartscore_f"] = p, p, r, f
+
+
+def _release_gpu_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # after an out-of-memory, before retrying pair by pair
+
+
+def _final_score(req: dict, row: dict) -> float | None:
+    task = req.get("task")
+    if task in ("qa", "summary"):
+        if not (req.get("reference") or "").strip():
+            return None
+        return quality_score.from_bartscore(row["bartscore_f"], answer_empty=row["len_chars"] == 0)
+    if task == "code":
+        return quality_score.from_code_checks(row["code_found"], row["code_parses"], row["code_symbols_ok"],
+                                              row["code_mentions_complexity"], row["code_tests_passed"])
+    if task == "creative":
+        expect = req.get("expect") or {}
+        target = expect.get("min_tokens") or quality_score.CREATIVE_TARGET_TOKENS.get(row["text_lang"] or "en", 100)
+        return quality_score.from_creative(row["distinct_2"], row["len_tokens"], int(target))
+    return None
+
+
+def assess(requests: list[dict], options: QualityOptions | None = None, progress: bool = False) -> dict[str, dict]:
+    """Score every request; returns {rid: {column: value}}. Never raises for one bad request.
+
+    Every row carries every name in COLUMNS; None = not applicable or not available. A request that
+    could not be scored at all has ``quality_error`` set."""
+    opts = options or QualityOptions()
+    results: dict[str, dict] = {}
+    code_jobs: dict[str, dict] = {}
+    bart_jobs: dict[str, tuple[str, str, str]] = {}
+    by_rid: dict[str, dict] = {}
+    items = enumerate(requests)
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, total=len(requests), desc="quality checks", unit="req")
+    for index, req in items:
+        rid = req.get("rid") if isinstance(req, dict) else None
+        rid = str(rid) if rid is not None else f"#{index}"
+        row = results[rid] = _empty_row()
+        if not isinstance(req, dict):
+            row["quality_error"] = f"request #{index} is a {type(req).__name__}, not a mapping"
+            continue
+        by_rid[rid] = req
+        try:
+            job = _static(req, row)
+            if job:
+                code_jobs[rid] = job
+            reference = (req.get("reference") or "").strip()
+            if reference:
+                answer = textm.strip_thinking(req.get("text"))
+                if not opts.enable_bart:
+                    pass  # columns stay empty
+                elif not answer:
+                    row["bartscore_error"] = "the answer is empty: nothing to score"
+                else:
+                    # The checkpoint follows the reference's language (a Chinese BART for Chinese).
+                    lang = req.get("lang") or textm.detect_lang(reference)
+                    bart_jobs[rid] = (opts.checkpoint_for(lang), reference, answer)
+        except Exception as exc:  # noqa: BLE001 - one bad request must not stop the batch
+            row["quality_error"] = f"{type(exc).__name__}: {exc}"
+            log.warning("quality_request_failed", rid=rid, error=row["quality_error"])
+    _run_code_tests(code_jobs, results, opts, progress)
+    if bart_jobs:
+        _bartscore(bart_jobs, results, opts, progress)
+    for rid, req in by_rid.items():
+        row = results[rid]
+        if row["quality_error"]:
+            continue
+        try:
+            row["quality_score"] = _final_score(req, row)
+        except Exception as exc:  # noqa: BLE001
+            row["quality_error"] = f"{type(exc).__name__}: {exc}"
+    return results

@@ -1,0 +1,185 @@
+"""Turn a list of bus messages into sorted per-source arrays and request records (pure).
+
+Both inputs (``--live`` and ``--batch``) end here with the same message list, so the same
+results come out. The order messages arrived in does not matter: everything is de-duplicated
+on (src, seq, t) and sorted on (t, src, seq) first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from shared import messages as M
+from shared.logs import get_logger
+
+log = get_logger("analyzer.stream")
+
+GPU_FIELDS = ("power_mw", "energy_mj", "util_gpu_pct", "util_mem_pct", "mem_used_mib", "mem_total_mib",
+              "temp_c", "sm_clock_mhz")
+HOST_FIELDS = ("cpu_pct", "mem_used_mib", "mem_total_mib", "swap_used_mib")
+TELEMETRY = (M.TEL_GPU, M.TEL_HOST)
+DEFAULT_LOOKBACK_S = 120.0
+
+
+@dataclass
+class Series:
+    """One sampled source (a GPU, or the host), sorted by t. Absent readings are NaN."""
+
+    key: str
+    src: str
+    t_ns: np.ndarray
+    seq: np.ndarray
+    values: dict[str, np.ndarray]
+    simulated: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Request:
+    rid: str
+    start: dict[str, Any]
+    end: dict[str, Any] | None = None
+    first_tokens: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class BatchData:
+    """Everything the pipeline needs, as plain values."""
+
+    origin_ns: int                       # t of the first message in scope: times become seconds from here
+    gpus: list[Series]
+    host: Series | None
+    procs: dict[str, Series]             # watched process name -> cpu_pct / rss_mib
+    rapl: dict[str, Series]              # zone -> cumulative energy_uj
+    src_seqs: dict[str, np.ndarray]      # every seq seen per publisher (for gap detection)
+    requests: list[Request]              # sorted by (start t, rid)
+    batch_start: dict[str, Any] | None
+    batch_end: dict[str, Any] | None
+    invalid: int = 0
+    duplicates: int = 0
+
+
+def normalise(items: Iterable[tuple[str, dict[str, Any]]]) -> tuple[list[tuple[str, dict[str, Any]]], int, int]:
+    """Validate, de-duplicate on (src, seq, t) and sort on (t, src, seq). Returns (messages, invalid, duplicates)."""
+    seen: set[tuple[str, int, int]] = set()
+    out = []
+    invalid = duplicates = 0
+    for topic, payload in items:
+        try:
+            M.validate(topic, payload)
+        except M.MessageError as exc:
+            invalid += 1
+            if invalid <= 3:
+                log.warning("message_invalid", topic=topic, problem=str(exc))
+            continue
+        # t in the key too: a restarted publisher counts seq from 0 again, and those are new messages.
+        key = (str(payload["src"]), payload["seq"], payload["t"])
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        out.append((topic, payload))
+    out.sort(key=lambda m: (m[1]["t"], str(m[1]["src"]), m[1]["seq"]))
+    return out, invalid, duplicates
+
+
+def scope(messages: list[tuple[str, dict[str, Any]]], lookback_s: float = DEFAULT_LOOKBACK_S) -> list[tuple[str, dict[str, Any]]]:
+    """The messages that belong to the batch: telemetry from ``lookback_s`` before the first
+    batch.start (idle baseline) to the last batch.end; every event. Without batch markers: all.
+
+    The live analyzer applies the same rule to its buffer, so both inputs analyse the same set.
+    """
+    starts = [p["t"] for t, p in messages if t == M.BATCH_START]
+    ends = [p["t"] for t, p in messages if t == M.BATCH_END]
+    lo = min(starts) - int(lookback_s * 1e9) if starts else None
+    hi = max(ends) if ends else None
+    if lo is None and hi is None:
+        return messages
+    out = []
+    for topic, p in messages:
+        if topic in TELEMETRY or topic == M.TEL_HB:
+            if (lo is not None and p["t"] < lo) or (hi is not None and p["t"] > hi):
+                continue
+        out.append((topic, p))
+    return out
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+
+
+def _series(key: str, src: str, rows: list[dict[str, Any]], fields: tuple[str, ...]) -> Series:
+    t = np.fromiter((r["t"] for r in rows), dtype=np.int64, count=len(rows))
+    seq = np.fromiter((r["seq"] for r in rows), dtype=np.int64, count=len(rows))
+    values = {f: np.fromiter((_num(r.get(f)) for r in rows), dtype=np.float64, count=len(rows)) for f in fields}
+    simulated = any(bool(r.get("simulated")) for r in rows)
+    return Series(key, src, t, seq, values, simulated)
+
+
+def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAULT_LOOKBACK_S) -> BatchData:
+    """Messages in any order → BatchData."""
+    msgs, invalid, duplicates = normalise(items)
+    msgs = scope(msgs, lookback_s)
+    origin = msgs[0][1]["t"] if msgs else 0
+    gpu_rows: dict[tuple[str, int], list[dict]] = {}
+    host_rows: dict[str, list[dict]] = {}
+    src_seqs: dict[str, list[int]] = {}
+    requests: dict[str, Request] = {}
+    batch_start = batch_end = None
+    for topic, p in msgs:
+        src = str(p["src"])
+        src_seqs.setdefault(src, []).append(p["seq"])
+        if topic == M.TEL_GPU:
+            gpu_rows.setdefault((src, int(p["gpu"])), []).append(p)
+        elif topic == M.TEL_HOST:
+            host_rows.setdefault(src, []).append(p)
+        elif topic == M.REQ_START:
+            rid = str(p["rid"])
+            if rid in requests:
+                log.warning("request_restarted", rid=rid, note="a later req.start replaces the earlier one")
+            requests[rid] = Request(rid, p)
+        elif topic == M.REQ_FIRST_TOKEN:
+            req = requests.get(str(p["rid"]))
+            if req is not None:
+                req.first_tokens.append(p)
+        elif topic == M.REQ_END:
+            req = requests.get(str(p["rid"]))
+            if req is None:
+                log.warning("request_end_without_start", rid=p["rid"])
+            elif req.end is None:
+                req.end = p
+        elif topic == M.BATCH_START:
+            batch_start = batch_start or p  # the first one carries the config; resumes repeat it
+        elif topic == M.BATCH_END:
+            batch_end = p  # the last one counts
+    gpu_srcs = sorted({src for src, _ in gpu_rows})
+    gpus = []
+    for (src, idx), rows in sorted(gpu_rows.items()):
+        key = f"gpu{idx}" if len(gpu_srcs) == 1 else f"{src}/gpu{idx}"
+        s = _series(key, src, rows, GPU_FIELDS)
+        last = rows[-1]
+        s.meta = {k: last.get(k) for k in ("gpu", "uuid", "name") if last.get(k) is not None}
+        s.meta["power_kind"] = sorted({str(r.get("power_kind")) for r in rows if r.get("power_kind") is not None})
+        gpus.append(s)
+    host = procs = rapl = None
+    procs, rapl = {}, {}
+    if host_rows:
+        if len(host_rows) > 1:
+            log.warning("several_host_sources", srcs=sorted(host_rows), used=sorted(host_rows)[0])
+        src = sorted(host_rows)[0]
+        rows = host_rows[src]
+        host = _series("host", src, rows, HOST_FIELDS)
+        names = sorted({n for r in rows for n in (r.get("procs") or {})})
+        for name in names:
+            prow = [{"t": r["t"], "seq": r["seq"], **((r.get("procs") or {}).get(name) or {})} for r in rows]
+            procs[name] = _series(f"proc:{name}", src, prow, ("cpu_pct", "rss_mib"))
+        zones = sorted({z for r in rows for z in (r.get("rapl_uj") or {})})
+        for zone in zones:
+            zrow = [{"t": r["t"], "seq": r["seq"], "energy_uj": (r.get("rapl_uj") or {}).get(zone)} for r in rows]
+            rapl[zone] = _series(f"rapl:{zone}", src, zrow, ("energy_uj",))
+    reqs = sorted(requests.values(), key=lambda r: (r.start["t"], r.rid))
+    return BatchData(origin, gpus, host, procs, rapl,
+                     {s: np.array(sorted(v), dtype=np.int64) for s, v in src_seqs.items()},
+                     reqs, batch_start, batch_end, invalid, duplicates)

@@ -1,0 +1,98 @@
+"""Per-request speed figures from req.start / req.first_token / req.end payloads (pure).
+
+toks_per_s (the seed's figure) = eval_count / (eval_duration_ns / 1e9) for Ollama. For
+OpenAI-compatible servers: llama.cpp's ``timings`` predicted_n / (predicted_ms / 1000) when the
+server sends them, else completion_tokens / client decode time (latency − time to first token).
+The method used is named in ``toks_per_s_method``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+
+def _pos(v: Any) -> float | None:
+    """A positive number, else None (absent or nonsense is not available, never 0)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if v > 0 else None
+
+
+def _nonneg(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if v >= 0 else None
+
+
+def iso_utc(wall_ns: int) -> str:
+    """Wall-clock ns → ``2026-01-02T03:04:05.678Z`` (UTC, so the CSV does not depend on the time zone)."""
+    t = _dt.datetime.fromtimestamp(wall_ns / 1e9, tz=_dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def timing(start: dict[str, Any], end: dict[str, Any] | None, first_tokens: list[dict[str, Any]]) -> dict[str, Any]:
+    """latency_s, first_token_s (answer), first_thinking_s, first_chunk_s: client figures first,
+    else from the bus events' monotonic stamps."""
+    client = (end or {}).get("client") or {}
+    out: dict[str, Any] = {}
+    lat = _nonneg(client.get("latency_s"))
+    if lat is None and end is not None:
+        lat = (end["t"] - start["t"]) / 1e9
+    out["latency_s"] = lat
+    by_kind: dict[str, float] = {}
+    for ft in first_tokens:
+        k = str(ft.get("kind"))
+        by_kind.setdefault(k, (ft["t"] - start["t"]) / 1e9)
+    out["first_token_s"] = _nonneg(client.get("first_token_s"))
+    if out["first_token_s"] is None:
+        out["first_token_s"] = by_kind.get("content")
+    out["first_thinking_s"] = _nonneg(client.get("first_thinking_s"))
+    if out["first_thinking_s"] is None:
+        out["first_thinking_s"] = by_kind.get("thinking")
+    out["first_chunk_s"] = _nonneg(client.get("first_chunk_s"))
+    if out["first_chunk_s"] is None and by_kind:
+        out["first_chunk_s"] = min(by_kind.values())
+    return out
+
+
+def throughput(end: dict[str, Any] | None, latency_s: float | None, first_token_s: float | None,
+               first_chunk_s: float | None) -> dict[str, Any]:
+    """Output tokens and tokens/s (server-reported and client-side)."""
+    api = (end or {}).get("api") or {}
+    timings = api.get("timings") or {}
+    out: dict[str, Any] = {"output_tokens": None, "toks_per_s": None, "toks_per_s_method": None,
+                           "client_toks_per_s": None, "e2e_toks_per_s": None, "prompt_tokens": None,
+                           "prefill_toks_per_s": None}
+    eval_count, eval_ns = _nonneg(api.get("eval_count")), _pos(api.get("eval_duration_ns"))
+    pred_n, pred_ms = _nonneg(timings.get("predicted_n")), _pos(timings.get("predicted_ms"))
+    completion = _nonneg(api.get("completion_tokens"))
+    tokens = eval_count if eval_count is not None else pred_n if pred_n is not None else completion
+    out["output_tokens"] = int(tokens) if tokens is not None else None
+    first = first_token_s if first_token_s is not None else first_chunk_s
+    decode_s = (latency_s - first) if (latency_s is not None and first is not None and latency_s > first) else None
+    if eval_count is not None and eval_ns is not None:
+        out["toks_per_s"], out["toks_per_s_method"] = eval_count / (eval_ns / 1e9), "eval_count/eval_duration"
+    elif pred_n is not None and pred_ms is not None:
+        out["toks_per_s"], out["toks_per_s_method"] = pred_n / (pred_ms / 1000.0), "timings.predicted_n/predicted_ms"
+    elif completion is not None and decode_s is not None:
+        out["toks_per_s"], out["toks_per_s_method"] = completion / decode_s, "completion_tokens/client_decode_s"
+    if tokens is not None and decode_s is not None:
+        out["client_toks_per_s"] = tokens / decode_s
+    if tokens is not None and latency_s:
+        out["e2e_toks_per_s"] = tokens / latency_s
+    prompt = _nonneg(api.get("prompt_eval_count"))
+    if prompt is None:
+        prompt = _nonneg(api.get("prompt_tokens"))
+    out["prompt_tokens"] = int(prompt) if prompt is not None else None
+    pe_ns = _pos(api.get("prompt_eval_duration_ns"))
+    if prompt is not None and pe_ns is not None:
+        out["prefill_toks_per_s"] = prompt / (pe_ns / 1e9)
+    elif _nonneg(timings.get("prompt_n")) is not None and _pos(timings.get("prompt_ms")) is not None:
+        out["prefill_toks_per_s"] = timings["prompt_n"] / (timings["prompt_ms"] / 1000.0)
+    return out
+
+
+def cold_start(end: dict[str, Any] | None) -> bool | None:
+    """The collector's verdict (client.cold, from load_duration); None when it gave none."""
+    cold = ((end or {}).get("client") or {}).get("cold")
+    return bool(cold) if isinstance(cold, bool) else None

@@ -1,0 +1,168 @@
+"""Joining request windows to sample series (pure numpy; times in seconds on the monotonic clock).
+
+- ``split_windows``: energy of overlapping windows, each elementary interval between window
+  edges shared equally by the requests active in it, so per-request energies sum to the total.
+- ``seq_gap_intervals`` / ``coverage``: which parts of a window the samples really cover.
+- ``window_mean`` / ``window_peak``: gauges (utilisation, memory, temperature) over a window.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from analyzer.integrate import Trace
+
+# A sample interval this many times the median spacing, with sequence numbers missing, is a gap.
+GAP_FACTOR = 1.5
+
+
+@dataclass(frozen=True)
+class Split:
+    """Per-window result of ``split_windows`` (arrays aligned with the input windows)."""
+
+    energy: np.ndarray          # share of F's increase, same unit as F
+    effective_s: np.ndarray     # window time divided by the number of requests active (s)
+    max_active: np.ndarray      # most requests active at once during the window
+    total: float                # F's increase over the union of all windows
+
+
+def active_segments(a_s: np.ndarray, b_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Breakpoints u (sorted unique window edges) and n[k] = windows active on (u[k], u[k+1])."""
+    u = np.unique(np.concatenate([a_s, b_s]))
+    starts = np.searchsorted(u, a_s)
+    ends = np.searchsorted(u, b_s)
+    delta = np.zeros(u.size + 1, dtype=np.int64)
+    np.add.at(delta, starts, 1)
+    np.add.at(delta, ends, -1)
+    n = np.cumsum(delta)[: max(u.size - 1, 0)]
+    return u, n
+
+
+def split_windows(cumulative: Callable[[np.ndarray], np.ndarray], a_s, b_s) -> Split:
+    """Share ``cumulative``'s increase over each window; equal split among concurrently active windows.
+
+    ``cumulative(x)`` must be finite wherever it is called (clip to the sampled span first);
+    segments where it is not contribute nothing (the window's coverage says so).
+    """
+    a_s = np.asarray(a_s, dtype=np.float64)
+    b_s = np.asarray(b_s, dtype=np.float64)
+    if a_s.size == 0:
+        empty = np.zeros(0)
+        return Split(empty, empty, np.zeros(0, dtype=np.int64), 0.0)
+    if np.any(b_s < a_s):
+        raise ValueError("split_windows: a window ends before it starts (req.end.t < req.start.t)")
+    u, n = active_segments(a_s, b_s)
+    f = cumulative(u)
+    seg = np.diff(f)
+    seg = np.where(np.isfinite(seg), seg, 0.0)
+    safe_n = np.maximum(n, 1)
+    share = np.where(n > 0, seg / safe_n, 0.0)
+    eff = np.where(n > 0, np.diff(u) / safe_n, 0.0)
+    prefix = np.concatenate([[0.0], np.cumsum(share)])
+    prefix_eff = np.concatenate([[0.0], np.cumsum(eff)])
+    ia = np.searchsorted(u, a_s)
+    ib = np.searchsorted(u, b_s)
+    energy = prefix[ib] - prefix[ia]
+    effective = prefix_eff[ib] - prefix_eff[ia]
+    # Most concurrent requests within each window (1 for a window alone; n is >= 1 inside any window).
+    max_active = np.ones(a_s.size, dtype=np.int64)
+    if n.size:
+        for i in range(a_s.size):
+            if ib[i] > ia[i]:
+                max_active[i] = int(n[ia[i]:ib[i]].max())
+    total = float(np.sum(np.where(n > 0, seg, 0.0)))
+    return Split(energy, effective, max_active, total)
+
+
+def seq_gap_intervals(t_s: np.ndarray, seq: np.ndarray, src_seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sample intervals that lost messages: ``(start_s, end_s, lost_count)`` arrays.
+
+    ``t_s``/``seq`` are one series (sorted by t) of one publisher; ``src_seqs`` every seq that
+    publisher's messages carried (all topics, sorted). An interval is a gap when sequence numbers
+    between its two samples never arrived and it is longer than GAP_FACTOR × the median spacing
+    (so a lost heartbeat does not mark the GPU series as gappy).
+    """
+    if t_s.size < 2:
+        z = np.zeros(0)
+        return z, z, np.zeros(0, dtype=np.int64)
+    dt = np.diff(t_s)
+    expected = np.diff(seq) - 1
+    seen_between = np.searchsorted(src_seqs, seq[1:], side="left") - np.searchsorted(src_seqs, seq[:-1], side="right")
+    lost = expected - seen_between
+    median_dt = float(np.median(dt))
+    is_gap = (lost > 0) & (dt > GAP_FACTOR * median_dt)
+    idx = np.flatnonzero(is_gap)
+    return t_s[idx], t_s[idx + 1], lost[idx].astype(np.int64)
+
+
+def coverage(span: tuple[float, float], gap_start: np.ndarray, gap_end: np.ndarray, a_s, b_s) -> np.ndarray:
+    """Fraction of each window [a, b] covered by samples: inside the sampled span and not in a gap.
+
+    A zero-length window counts as covered when its instant is covered.
+    """
+    a_s = np.asarray(a_s, dtype=np.float64)
+    b_s = np.asarray(b_s, dtype=np.float64)
+    lo, hi = span
+    if not np.isfinite(lo) or hi <= lo:
+        return np.zeros(a_s.size)
+    ca, cb = np.clip(a_s, lo, hi), np.clip(b_s, lo, hi)
+    covered = cb - ca
+    for g0, g1 in zip(gap_start, gap_end):  # gaps are few; a window overlaps only some
+        covered -= np.clip(np.minimum(cb, g1) - np.maximum(ca, g0), 0.0, None)
+    length = b_s - a_s
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(length > 0, covered / length, 0.0)
+    point = (length == 0) & (a_s >= lo) & (a_s <= hi)
+    if gap_start.size and np.any(point):
+        in_gap = np.zeros(a_s.size, dtype=bool)
+        for g0, g1 in zip(gap_start, gap_end):
+            in_gap |= (a_s > g0) & (a_s < g1)
+        point &= ~in_gap
+    return np.clip(np.where(point, 1.0, frac), 0.0, 1.0)
+
+
+def gaps_touching(gap_start: np.ndarray, gap_end: np.ndarray, a_s, b_s) -> np.ndarray:
+    """How many gap intervals overlap (or straddle an edge of) each window."""
+    a_s = np.asarray(a_s, dtype=np.float64)
+    b_s = np.asarray(b_s, dtype=np.float64)
+    if gap_start.size == 0:
+        return np.zeros(a_s.size, dtype=np.int64)
+    # Gaps are disjoint and sorted: those starting before b minus those ending before a.
+    return (np.searchsorted(gap_start, b_s, side="left") - np.searchsorted(gap_end, a_s, side="right")).astype(np.int64)
+
+
+def window_mean(trace: Trace, a_s, b_s) -> np.ndarray:
+    """Time-weighted mean of a gauge over each window (the covered part); NaN when nothing covers it."""
+    a_s = np.asarray(a_s, dtype=np.float64)
+    b_s = np.asarray(b_s, dtype=np.float64)
+    lo, hi = trace.span()
+    if trace.n == 0:
+        return np.full(a_s.size, np.nan)
+    ca, cb = np.clip(a_s, lo, hi), np.clip(b_s, lo, hi)
+    length = cb - ca
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (trace.integral_at(cb) - trace.integral_at(ca)) / length
+    inside = (a_s <= hi) & (b_s >= lo)
+    point = trace.value_at(ca)  # zero-length overlap: the value at that instant
+    return np.where(~inside, np.nan, np.where(length > 0, mean, point))
+
+
+def window_peak(trace: Trace, a_s, b_s) -> np.ndarray:
+    """Largest value of a gauge in each window: samples inside plus the interpolated edges."""
+    a_s = np.asarray(a_s, dtype=np.float64)
+    b_s = np.asarray(b_s, dtype=np.float64)
+    out = np.full(a_s.size, np.nan)
+    if trace.n == 0:
+        return out
+    edge_a, edge_b = trace.value_at(a_s), trace.value_at(b_s)
+    ia = np.searchsorted(trace.t_s, a_s, side="left")
+    ib = np.searchsorted(trace.t_s, b_s, side="right")
+    for i in range(a_s.size):
+        vals = [v for v in (edge_a[i], edge_b[i]) if np.isfinite(v)]
+        if ib[i] > ia[i]:
+            vals.append(float(trace.y[ia[i]:ib[i]].max()))
+        if vals:
+            out[i] = max(vals)
+    return out

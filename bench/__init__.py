@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): each bench_<part>.py exposes run(quick) -> a Markdown section."""

@@ -1,0 +1,131 @@
+"""analyzer.integrate: trapezoid and counter energy against analytic integrals."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from analyzer.integrate import Trace, counter_energy, cumulative_trapezoid, refresh_points
+from analyzer.windows import split_windows
+from tests import synth as S
+
+RATE_HZ = 100.0
+PHASE_S = 0.003  # samples at 3 ms + k·10 ms, so no window edge falls on a sample
+
+
+def _samples(power: S.Power, duration_s: float = 20.0, rate_hz: float = RATE_HZ, refresh_s: float = 0.05):
+    t = PHASE_S + np.arange(int(duration_s * rate_hz)) / rate_hz
+    p = np.array([power.p_w(x) for x in t])
+    counter_mj = np.array([round(power.e_j(math.floor(x / refresh_s) * refresh_s) * 1000.0) for x in t])
+    return t, p, counter_mj
+
+
+def _energy(cumulative, lo, hi, a, b):
+    return split_windows(lambda x: cumulative(np.clip(x, lo, hi)), [a], [b]).energy[0]
+
+
+TRACES = {
+    "constant": S.constant(120.0),
+    "ramp": S.ramp(80.0, 12.0),
+    "square": S.square(300.0, 60.0, 2.0),
+    "sine": S.sine(200.0, 80.0, 3.0),
+}
+# Windows that start and end between samples; the square-wave ones start and end on the same level.
+WINDOWS = [(1.2345, 4.5678), (5.0071, 13.3456), (2.1111, 17.8888)]
+
+
+class TestTrapezoid:
+    def test_cumulative_of_constant_is_linear(self):
+        """C[i] = P·(t_i − t_0) for constant power."""
+        t = np.array([0.0, 0.5, 1.5, 4.0])
+        assert np.allclose(cumulative_trapezoid(t, np.full(4, 10.0)), [0.0, 5.0, 15.0, 40.0])
+
+    @pytest.mark.parametrize("name", ["constant", "ramp", "sine"])
+    @pytest.mark.parametrize("window", WINDOWS, ids=["w1", "w2", "w3"])
+    def test_smooth_trace_within_one_percent_at_100hz(self, name, window):
+        """Trapezoid at 100 Hz on a smooth trace is within 1 % of the analytic integral."""
+        power = TRACES[name]
+        t, p, _ = _samples(power)
+        tr = Trace.build(t, p)
+        a, b = window
+        got = _energy(tr.integral_at, *tr.span(), a, b)
+        true = power.e_j(b) - power.e_j(a)
+        assert abs(got / true - 1) < 0.01
+
+    def test_linear_trace_is_exact_between_samples(self):
+        """Edges are interpolated: a ramp integrates exactly even when the window cuts sample intervals."""
+        tr = Trace.build([0.0, 1.0, 2.0], [0.0, 10.0, 20.0])
+        assert tr.integral_at(np.array([1.5]))[0] == pytest.approx(11.25)
+        assert _energy(tr.integral_at, 0, 2, 0.25, 1.75) == pytest.approx(5 * (1.75 ** 2 - 0.25 ** 2))
+
+    def test_outside_span_is_nan_not_zero(self):
+        """No samples there: NaN, never an invented 0 J."""
+        tr = Trace.build([1.0, 2.0], [5.0, 5.0])
+        assert np.isnan(tr.integral_at(np.array([0.5, 2.5]))).all()
+
+    def test_zero_and_one_sample(self):
+        """Empty trace → NaN everywhere; one sample → 0 at that instant only."""
+        empty = Trace.build([], [])
+        one = Trace.build([1.0], [7.0])
+        assert np.isnan(empty.integral_at(np.array([1.0]))).all()
+        assert one.integral_at(np.array([1.0]))[0] == 0.0
+        assert np.isnan(one.integral_at(np.array([1.5]))[0])
+
+    def test_nan_readings_and_duplicate_times_dropped(self):
+        """A failed read (NaN) is skipped and equal timestamps keep the last reading."""
+        tr = Trace.build([0.0, 1.0, 1.0, 2.0, 3.0], [10.0, 99.0, 10.0, np.nan, 10.0])
+        assert tr.n == 3
+        assert tr.integral_at(np.array([3.0]))[0] == pytest.approx(30.0)
+
+
+class TestCounter:
+    @pytest.mark.parametrize("name", list(TRACES))
+    @pytest.mark.parametrize("window", WINDOWS, ids=["w1", "w2", "w3"])
+    def test_counter_with_power_within_a_tenth_of_a_percent(self, name, window):
+        """Counter for whole refresh intervals + power for the edges: error < 0.1 %."""
+        power = TRACES[name]
+        t, p, c = _samples(power)
+        ce = counter_energy(t, c, Trace.build(t, p))
+        assert ce.usable
+        a, b = window
+        got = _energy(ce.cumulative_at, *ce.span, a, b)
+        true = power.e_j(b) - power.e_j(a)
+        assert abs(got / true - 1) < 0.001
+
+    def test_counter_alone_uses_interval_mean_power_at_edges(self):
+        """Without power samples the counter still gives the energy (edges apportioned by time)."""
+        power = S.constant(150.0)
+        t, _, c = _samples(power, duration_s=5.0)
+        ce = counter_energy(t, c, None)
+        got = _energy(ce.cumulative_at, *ce.span, 1.2345, 3.4567)
+        assert got == pytest.approx(150.0 * (3.4567 - 1.2345), rel=1e-3)
+
+    def test_counter_beats_averaged_power_after_a_burst(self):
+        """A 1 s-averaged power reading smears a burst; the counter does not."""
+        power = S.square(400.0, 50.0, 4.0)
+        t, _, c = _samples(power, duration_s=12.0)
+        smeared = np.array([(power.e_j(x) - power.e_j(max(x - 1.0, 0.0))) / min(x, 1.0) for x in t])
+        tr = Trace.build(t, smeared)
+        ce = counter_energy(t, c, tr)
+        a, b = 4.0 + 0.0013, 5.0013  # 1 s window right after the burst ends
+        true = power.e_j(b) - power.e_j(a)
+        err_counter = abs(_energy(ce.cumulative_at, *ce.span, a, b) / true - 1)
+        err_power = abs(_energy(tr.integral_at, *tr.span(), a, b) / true - 1)
+        assert err_counter < 0.02 < err_power
+
+    def test_refresh_points_at_midpoints_of_holding_counter(self):
+        """A counter that holds its value refreshed between the last old and first new reading."""
+        r, e = refresh_points(np.array([0.0, 1.0, 2.0, 3.0, 4.0]), np.array([0.0, 0.0, 5.0, 5.0, 9.0]))
+        assert r.tolist() == [1.5, 3.5]
+        assert e.tolist() == [5.0, 9.0]
+
+    def test_fresh_counter_uses_sample_times(self):
+        """A counter that advances on every sample is fresh when read."""
+        r, _ = refresh_points(np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 2.0]))
+        assert r.tolist() == [0.0, 1.0, 2.0]
+
+    def test_counter_reset_is_not_usable(self):
+        """A counter going backwards (driver reload) is not trusted; callers fall back to power."""
+        ce = counter_energy(np.arange(6.0), np.array([0, 1000, 2000, 0, 1000, 2000.0]), None)
+        assert not ce.usable

@@ -1,0 +1,148 @@
+"""--live and --batch give byte-identical outputs: a recording is published over a real loopback bus
+to ``python -m analyzer --live`` (a subprocess) and compared with ``--batch`` on the same recording."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import zmq
+
+from analyzer.live import LiveBuffer, resolve_batch_dir
+from shared import messages as M
+from shared.messages import encode
+from shared.recording import read_recording
+from tests.conftest import free_port
+from tests.test_analyzer_cli import ROOT, TINY, analyzer
+
+
+def _wait_subscribed(sock: zmq.Socket, timeout_s: float) -> None:
+    """XPUB sees the subscriber's subscribe frame once it is connected: no slow-joiner guesswork."""
+    if not sock.poll(int(timeout_s * 1000), zmq.POLLIN):
+        raise AssertionError("the live analyzer never subscribed")
+    frame = sock.recv()
+    assert frame[:1] == b"\x01"
+
+
+def test_live_replay_matches_batch_byte_for_byte(tmp_path, zctx):
+    live_dir, batch_dir = tmp_path / "live" / "tiny", tmp_path / "batch" / "tiny"
+    shutil.copytree(TINY, live_dir)
+    shutil.copytree(TINY, batch_dir)
+    tel_ep, ev_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    tel, ev = zctx.socket(zmq.XPUB), zctx.socket(zmq.XPUB)
+    proc = None
+    try:
+        for s, ep in ((tel, tel_ep), (ev, ev_ep)):
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.SNDHWM, 0)
+            s.bind(ep)
+        proc = subprocess.Popen([sys.executable, "-m", "analyzer", "--live", "--batch", str(live_dir),
+                                 "--telemetry-endpoint", tel_ep, "--events-endpoint", ev_ep, "--once",
+                                 "--no-quality", "--no-plots", "--grace-s", "0.5", "--exit-after-s", "90"],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _wait_subscribed(tel, 60)
+        _wait_subscribed(ev, 10)
+        _, items, problem = read_recording(TINY / "raw" / "stream.msgpack")
+        assert problem is None
+        for topic, payload in items:
+            sock = tel if topic.startswith("tel.") else ev
+            sock.send_multipart([topic.encode("ascii"), encode(payload)])
+        out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err.decode("utf-8", "replace")[-2000:]
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        tel.close(linger=0)
+        ev.close(linger=0)
+    r = analyzer("--batch", batch_dir, "--no-quality", "--no-plots")
+    assert r.returncode == 0, r.stderr
+    for rel in ("summary/results.csv", "summary/stats.csv", "summary/pareto.csv", "summary/warmups.csv"):
+        assert (live_dir / rel).read_bytes() == (batch_dir / rel).read_bytes(), rel
+    live_json = sorted(p.name for p in (live_dir / "raw").glob("*.json"))
+    assert live_json and live_json == sorted(p.name for p in (batch_dir / "raw").glob("*.json"))
+    for name in live_json:
+        assert (live_dir / "raw" / name).read_bytes() == (batch_dir / "raw" / name).read_bytes(), name
+
+
+def test_live_unfinished_batch_is_analysed_on_exit(tmp_path, zctx):
+    """The collector dies mid-batch (no batch.end): on exit the live analyzer writes what it got,
+    the unfinished requests marked incomplete."""
+    from tests import synth as S
+
+    spec = S.Spec(duration_s=3.0, requests=[S.Req(1.0, 1.5), S.Req(2.0, 2.5, end=False)], batch_end=False)
+    out_dir = tmp_path / "out"
+    tel_ep, ev_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    tel, ev = zctx.socket(zmq.XPUB), zctx.socket(zmq.XPUB)
+    proc = None
+    try:
+        for s, ep in ((tel, tel_ep), (ev, ev_ep)):
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.SNDHWM, 0)
+            s.bind(ep)
+        proc = subprocess.Popen([sys.executable, "-m", "analyzer", "--live", "--out-root", str(out_dir),
+                                 "--telemetry-endpoint", tel_ep, "--events-endpoint", ev_ep, "--no-quality",
+                                 "--no-plots", "--exit-after-s", "4"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        _wait_subscribed(tel, 60)
+        _wait_subscribed(ev, 10)
+        for topic, payload in S.messages(spec):
+            (tel if topic.startswith("tel.") else ev).send_multipart([topic.encode("ascii"), encode(payload)])
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode("utf-8", "replace")[-2000:]
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        tel.close(linger=0)
+        ev.close(linger=0)
+    text = (out_dir / spec.batch_id / "summary" / "results.csv").read_text(encoding="utf-8-sig")
+    lines = text.splitlines()
+    assert len(lines) == 3
+    assert ",ok," in lines[1] and ",incomplete," in lines[2]
+
+
+class TestLiveBuffer:
+    def _p(self, t_s: float, **body):
+        return {"v": 1, "src": "x", "seq": int(t_s * 1000), "t": int(t_s * 1e9), "wall": 0, **body}
+
+    def test_keeps_lookback_telemetry_and_batch_events(self):
+        """Telemetry older than the look-back is pruned while no batch is open; events only inside a batch."""
+        buf = LiveBuffer(lookback_s=2.0, grace_s=0.5)
+        for t in range(10):
+            buf.feed(M.TEL_HOST, self._p(t, cpu_pct=1.0), now_s=t)
+        buf.feed(M.REQ_START, self._p(9.1, rid="stray"), now_s=9.1)
+        buf.feed(M.BATCH_START, self._p(9.5, batch="b"), now_s=9.5)
+        buf.feed(M.TEL_HOST, self._p(10, cpu_pct=1.0), now_s=10)
+        buf.feed(M.BATCH_END, self._p(11, batch="b"), now_s=11)
+        assert not buf.ready(11.2)
+        assert buf.ready(11.6)
+        got = buf.take()
+        tel_t = sorted(p["t"] / 1e9 for t, p in got if t == M.TEL_HOST)
+        assert tel_t == [7, 8, 9, 10]
+        assert [t for t, _ in got if not t.startswith("tel.")] == [M.BATCH_START, M.BATCH_END]
+        assert buf.dropped_events == 1 and not buf.open
+
+    def test_next_batch_during_grace_is_kept_for_later(self):
+        """A batch.start arriving while the previous batch waits out its grace period is not lost."""
+        buf = LiveBuffer(lookback_s=5.0, grace_s=1.0)
+        buf.feed(M.BATCH_START, self._p(1, batch="a"), now_s=1)
+        buf.feed(M.BATCH_END, self._p(2, batch="a"), now_s=2)
+        buf.feed(M.BATCH_START, self._p(2.1, batch="b"), now_s=2.1)
+        buf.feed(M.REQ_START, self._p(2.2, rid="r"), now_s=2.2)
+        first = buf.take()
+        assert [p.get("batch") for _, p in first] == ["a", "a"]
+        assert buf.open and [t for t, _ in buf.events] == [M.BATCH_START, M.REQ_START]
+        buf.feed(M.BATCH_END, self._p(3, batch="b"), now_s=3)
+        second = buf.take()
+        assert [t for t, _ in second] == [M.BATCH_START, M.REQ_START, M.BATCH_END]
+
+    def test_output_dir_rules(self, tmp_path):
+        """--batch wins; then config exp_dir; then config out_dir / batch id; then --out-root / batch id."""
+        bs = {"batch": "experiments_3_x", "config": {"out_dir": {"value": "data", "source": "cli"}}}
+        assert resolve_batch_dir(bs, tmp_path, None) == tmp_path
+        assert resolve_batch_dir(bs, None, None) == Path("data") / "experiments_3_x"
+        assert resolve_batch_dir({"batch": "b", "config": {"exp_dir": "d/e"}}, None, None) == Path("d/e")
+        assert resolve_batch_dir({"batch": "b", "config": {}}, None, tmp_path) == tmp_path / "b"
+        assert resolve_batch_dir({"batch": "b"}, None, None) is None

@@ -1,0 +1,97 @@
+"""Pure parts: throughput figures, stats, Pareto flags, deterministic CSV cells."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from analyzer import tables
+from analyzer.quality_call import quality_inputs, run_quality
+from analyzer.throughput import iso_utc, throughput, timing
+
+
+class TestThroughput:
+    def test_ollama_eval_count_over_eval_duration(self):
+        """The seed's toks/s: eval_count / (eval_duration_ns / 1e9)."""
+        out = throughput({"api": {"eval_count": 120, "eval_duration_ns": 3_000_000_000}}, 4.0, 0.5, 0.4)
+        assert out["toks_per_s"] == 40.0 and out["toks_per_s_method"] == "eval_count/eval_duration"
+        assert out["client_toks_per_s"] == pytest.approx(120 / 3.5)
+        assert out["e2e_toks_per_s"] == 30.0
+
+    def test_llama_cpp_timings(self):
+        """OpenAI-compatible llama.cpp server: timings.predicted_n / predicted_ms."""
+        end = {"api": {"completion_tokens": 64, "timings": {"predicted_n": 64, "predicted_ms": 800.0,
+                                                            "prompt_n": 10, "prompt_ms": 50.0}}}
+        out = throughput(end, 1.0, 0.2, 0.2)
+        assert out["toks_per_s"] == 80.0 and out["toks_per_s_method"] == "timings.predicted_n/predicted_ms"
+        assert out["prefill_toks_per_s"] == 200.0
+
+    def test_completion_tokens_over_client_decode(self):
+        """No server timings: completion_tokens / (latency − first token)."""
+        out = throughput({"api": {"completion_tokens": 30}}, 2.5, 0.5, None)
+        assert out["toks_per_s"] == 15.0 and out["toks_per_s_method"] == "completion_tokens/client_decode_s"
+
+    def test_nothing_known_is_absent_not_zero(self):
+        out = throughput({"api": {}}, 1.0, None, None)
+        assert out["toks_per_s"] is None and out["output_tokens"] is None and out["client_toks_per_s"] is None
+
+    def test_timing_falls_back_to_event_stamps(self):
+        """Without client figures, latency and first-token times come from the monotonic stamps."""
+        start = {"t": 1_000_000_000}
+        end = {"t": 3_000_000_000}
+        firsts = [{"t": 1_500_000_000, "kind": "thinking"}, {"t": 2_000_000_000, "kind": "content"}]
+        out = timing(start, end, firsts)
+        assert out == {"latency_s": 2.0, "first_token_s": 1.0, "first_thinking_s": 0.5, "first_chunk_s": 0.5}
+
+    def test_iso_utc(self):
+        assert iso_utc(1_700_000_000_123_456_789) == "2023-11-14T22:13:20.123Z"
+
+
+class TestStats:
+    def test_mean_variance_and_t_interval(self):
+        """Sample variance (n−1) and the Student-t 95 % interval of the mean."""
+        d = tables.describe([1.0, 2.0, 3.0, 4.0])
+        assert d["mean"] == 2.5 and d["variance"] == pytest.approx(5 / 3)
+        half = 3.182 * math.sqrt(5 / 3) / 2
+        assert d["ci95_low"] == pytest.approx(2.5 - half) and d["ci95_high"] == pytest.approx(2.5 + half)
+
+    def test_single_value_has_no_spread(self):
+        d = tables.describe([7.0])
+        assert d["n"] == 1 and d["mean"] == 7.0 and d["variance"] is None and d["ci95_low"] is None
+
+    def test_failed_rows_are_counted_not_averaged(self):
+        rows = [{"model": "m", "task": "qa", "load": "short", "ok": True, "latency_s": 1.0},
+                {"model": "m", "task": "qa", "load": "short", "ok": True, "latency_s": 3.0},
+                {"model": "m", "task": "qa", "load": "short", "ok": False, "latency_s": 100.0}]
+        lat = next(s for s in tables.stats(rows, False) if s["metric"] == "latency_s")
+        assert lat["mean"] == 2.0 and lat["n"] == 2 and lat["n_failed"] == 1
+
+
+class TestPareto:
+    def test_flags(self):
+        """Dominated = another point with energy ≤ and quality ≥, one strictly."""
+        assert tables.pareto_flags([(1.0, 0.5), (2.0, 0.9), (2.0, 0.8), (3.0, 0.9), (1.0, 0.5)]) == \
+            [True, True, False, False, True]
+
+
+class TestCsv:
+    def test_cells_are_fixed_and_absent_is_blank(self):
+        assert [tables.cell(v) for v in (None, float("nan"), True, 3, 0.1 + 0.2, "x")] == \
+            ["", "", "true", "3", "0.3", "x"]
+
+    def test_csv_text_quotes_and_keeps_unicode(self):
+        text = tables.csv_text(["a", "b"], [{"a": "逗号,内", "b": 1.5}])
+        assert text == 'a,b\n"逗号,内",1.5\n'
+
+
+class TestQualityCall:
+    def test_inputs_take_reference_lang_expect_from_the_case(self):
+        cases = [{"task_type": "knowledge_qa", "reference_text": "ref", "lang": "zh", "prompt": "p"}]
+        q = quality_inputs([{"rid": "r", "task": "knowledge_qa", "text": "t", "thinking": None, "case": 0}], cases)
+        assert q == [{"rid": "r", "task": "qa", "text": "t", "thinking": None, "reference": "ref", "lang": "zh",
+                      "expect": None, "prompt": "p"}]
+
+    def test_bad_return_type_is_contained(self):
+        """An assess that returns nonsense is reported, not raised."""
+        result, problem = run_quality([{"rid": "r"}], None, assess=lambda reqs, opts, progress=False: [1, 2])
+        assert result == {} and "expected dict" in problem

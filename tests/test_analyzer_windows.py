@@ -1,0 +1,87 @@
+"""analyzer.windows: concurrency split, coverage, seq gaps, gauges over windows."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analyzer.integrate import Trace
+from analyzer.windows import (active_segments, coverage, gaps_touching, seq_gap_intervals, split_windows,
+                              window_mean, window_peak)
+
+
+def identity(x):
+    return np.asarray(x, dtype=float)
+
+
+class TestSplitWindows:
+    def test_disjoint_windows_get_their_own_integral(self):
+        """Alone, a window's share is F(b) − F(a)."""
+        s = split_windows(lambda x: 10 * identity(x), [0.0, 5.0], [2.0, 6.5])
+        assert s.energy.tolist() == pytest.approx([20.0, 15.0])
+        assert s.max_active.tolist() == [1, 1]
+
+    def test_overlap_is_split_equally_and_sums_to_total(self):
+        """Where two requests run together each gets half; the shares add up to the union's energy."""
+        s = split_windows(lambda x: 10 * identity(x), [0.0, 1.0, 1.5], [2.0, 3.0, 2.5])
+        # (0,1): A alone 10 J; (1,1.5): A,B 2.5 each; (1.5,2): A,B,C 5/3 each; (2,2.5): B,C 2.5 each; (2.5,3): B 5.
+        assert s.energy.tolist() == pytest.approx([10 + 2.5 + 5 / 3, 2.5 + 5 / 3 + 2.5 + 5, 5 / 3 + 2.5])
+        assert s.energy.sum() == pytest.approx(30.0)
+        assert s.total == pytest.approx(30.0)
+        assert s.max_active.tolist() == [3, 3, 3]
+        assert s.effective_s.sum() == pytest.approx(3.0)
+
+    def test_identical_windows_split_in_half(self):
+        """Two requests over the same interval share it equally."""
+        s = split_windows(lambda x: 4 * identity(x), [1.0, 1.0], [3.0, 3.0])
+        assert s.energy.tolist() == pytest.approx([4.0, 4.0])
+
+    def test_end_before_start_is_an_error(self):
+        """A window that ends before it starts names the problem."""
+        with pytest.raises(ValueError, match="ends before it starts"):
+            split_windows(identity, [2.0], [1.0])
+
+    def test_active_segments_counts(self):
+        u, n = active_segments(np.array([0.0, 1.0]), np.array([2.0, 3.0]))
+        assert u.tolist() == [0.0, 1.0, 2.0, 3.0]
+        assert n.tolist() == [1, 2, 1]
+
+
+class TestCoverageAndGaps:
+    def test_lost_messages_make_a_gap(self):
+        """Seqs missing from the publisher between two samples (and a long interval) form a gap."""
+        t = np.array([0.0, 0.1, 0.2, 0.5, 0.6])
+        seq = np.array([0, 2, 4, 10, 12])
+        src = np.array([0, 1, 2, 3, 4, 5, 10, 11, 12])  # 6..9 never arrived
+        g0, g1, lost = seq_gap_intervals(t, seq, src)
+        assert g0.tolist() == [0.2] and g1.tolist() == [0.5] and lost.tolist() == [4]
+
+    def test_lost_heartbeat_alone_is_not_a_gap(self):
+        """A missing seq of another topic, with the series on time, does not mark the series."""
+        t = np.array([0.0, 0.1, 0.2, 0.3])
+        seq = np.array([0, 2, 5, 7])
+        src = np.array([0, 1, 2, 3, 5, 6, 7])  # 4 (a heartbeat) was lost
+        assert seq_gap_intervals(t, seq, src)[0].size == 0
+
+    def test_coverage_fractions(self):
+        """Inside the span and outside gaps counts; a window half outside the span is half covered."""
+        cov = coverage((0.0, 10.0), np.array([4.0]), np.array([5.0]), [1.0, 3.0, -2.0, 20.0], [3.0, 6.0, 2.0, 21.0])
+        assert cov.tolist() == pytest.approx([1.0, 2 / 3, 0.5, 0.0])
+
+    def test_gaps_touching_counts_straddling_gaps(self):
+        """Gaps inside or around a window are counted."""
+        n = gaps_touching(np.array([1.0, 5.0]), np.array([2.0, 6.0]), [0.0, 1.5, 3.0, 1.5], [1.2, 1.6, 4.0, 5.5])
+        assert n.tolist() == [1, 1, 0, 2]
+
+
+class TestGauges:
+    def test_mean_is_time_weighted_and_peak_includes_edges(self):
+        """Mean of a ramp over [1, 3] is its midpoint value; the peak is the interpolated end."""
+        tr = Trace.build([0.0, 2.0, 4.0], [0.0, 20.0, 40.0])
+        assert window_mean(tr, [1.0], [3.0])[0] == pytest.approx(20.0)
+        assert window_peak(tr, [1.0], [3.0])[0] == pytest.approx(30.0)
+
+    def test_window_without_samples_is_nan(self):
+        """No covering samples: NaN, not zero."""
+        tr = Trace.build([0.0, 1.0], [5.0, 5.0])
+        assert np.isnan(window_mean(tr, [2.0], [3.0])[0])
+        assert np.isnan(window_peak(tr, [2.0], [3.0])[0])
