@@ -33,6 +33,10 @@ telemetry: install
 tail: install
 	$(VPY) -m telemetry.tail $(ARGS)
 
+record: install
+	@test -n "$(OUT)" || (echo "usage: make record OUT=telemetry.msgpack [ARGS='--duration 60']"; exit 2)
+	$(VPY) -m telemetry.record --out $(OUT) $(ARGS)
+
 collect: install
 	@test -n "$(BATCH)" || (echo "usage: make collect BATCH=data/experiments_2 [ARGS='--runs 3']"; exit 2)
 	$(VPY) -m collector --exp-dir $(BATCH) $(ARGS)

@@ -1,0 +1,120 @@
+"""Telemetry daemon: sample GPUs and the host, publish on the ZeroMQ bus until stopped.
+
+    python -m telemetry                          # NVML if it initialises, else host only
+    python -m telemetry --gpu sim --duration 10  # a SIMULATED GPU (machines without NVIDIA GPUs)
+    python -m telemetry --endpoint tcp://0.0.0.0:5556 --curve-secret keys/telemetry.key_secret
+
+Ctrl-C (SIGINT) or SIGTERM stops it cleanly (exit code 0).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+from shared.bus import BusSecurityError, CurveKeys, telemetry_endpoint
+from shared.logs import configure_logging, get_logger
+from telemetry.cli_common import add_log_args, stop_on_signals
+from telemetry.daemon import Daemon, DaemonConfig
+from telemetry.gpu.base import GPU, GPUError
+from telemetry.gpu.sim import SimGPU
+from telemetry.host import DEFAULT_WATCH, HostReader
+from telemetry.rapl import DEFAULT_ROOT
+
+log = get_logger("telemetry")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m telemetry", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--endpoint", default=None,
+                    help="ZeroMQ PUB endpoint to bind (default: env GENAI_TELEMETRY_ENDPOINT or tcp://127.0.0.1:5556)")
+    ap.add_argument("--gpu", choices=("auto", "nvml", "sim", "none"), default="auto",
+                    help="auto: NVML if it initialises, else no GPU samples (with a warning); "
+                         "nvml: fail if NVML is unavailable; sim: simulated GPU(s); none: host only")
+    ap.add_argument("--sim-gpus", type=int, default=1, metavar="N", help="number of simulated GPUs with --gpu sim")
+    ap.add_argument("--gpu-hz", type=float, default=100.0, help="GPU power/energy sampling rate (default 100)")
+    ap.add_argument("--gpu-slow-hz", type=float, default=10.0,
+                    help="rate of the slow GPU fields: util, memory, temperature, clock, pstate, procs (default 10)")
+    ap.add_argument("--host-hz", type=float, default=10.0, help="host (psutil + RAPL) sampling rate (default 10)")
+    ap.add_argument("--heartbeat-s", type=float, default=1.0, help="seconds between tel.hb heartbeats (default 1)")
+    ap.add_argument("--watch", nargs="*", default=list(DEFAULT_WATCH), metavar="NAME",
+                    help=f"process names to report CPU %% and RSS for (default: {' '.join(DEFAULT_WATCH)}; "
+                         "give --watch with no names to watch none)")
+    ap.add_argument("--rapl-root", type=Path, default=DEFAULT_ROOT,
+                    help=f"powercap tree to read RAPL counters from (default {DEFAULT_ROOT.as_posix()})")
+    ap.add_argument("--no-rapl", action="store_true", help="do not read RAPL counters")
+    ap.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop by itself after this long")
+    ap.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
+                    help="the daemon's .key_secret file (python -m telemetry.keys DIR); required for a non-loopback bind")
+    ap.add_argument("--send-hwm", type=int, default=None, metavar="N",
+                    help="messages queued per slow subscriber before they are dropped for it (default 200000)")
+    ap.add_argument("--send-buffer-kib", type=int, default=None, metavar="KIB",
+                    help="kernel send buffer per subscriber connection (default: OS default; TCP autotunes it "
+                         "up to several MiB, so a stalled subscriber lags by seconds before it loses messages)")
+    add_log_args(ap)
+    return ap
+
+
+def open_gpus(kind: str, sim_gpus: int) -> tuple[list[GPU], str, object | None]:
+    """``(gpus, gpu_source, backend)`` for ``--gpu kind``; raises GPUBackendUnavailable for nvml."""
+    if kind == "none":
+        return [], "none", None
+    if kind == "sim":
+        if sim_gpus < 1:
+            raise ValueError(f"--sim-gpus must be at least 1, got {sim_gpus}")
+        log.warning("simulated_gpu", gpus=sim_gpus,
+                    note="SIMULATED GPU: power follows host CPU load; not a measurement of any hardware")
+        return [SimGPU(index=i) for i in range(sim_gpus)], "sim", None
+    from telemetry.gpu.nvml import NvmlBackend
+
+    try:
+        backend = NvmlBackend()
+    except GPUError as exc:
+        if kind == "nvml":
+            raise
+        log.warning("no_gpu", reason=str(exc),
+                    note="running WITHOUT GPU samples (host only); use --gpu sim to simulate one")
+        return [], "none", None
+    for index, reason in backend.skipped:
+        log.warning("gpu_skipped", gpu=index, reason=reason)
+    if not backend.gpus and kind == "auto":
+        log.warning("no_gpu", reason="NVML found no devices", note="running WITHOUT GPU samples (host only)")
+    return backend.gpus, "nvml", backend
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, json=args.log_json)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    backend = None
+    try:
+        curve = CurveKeys.from_secret_file(args.curve_secret) if args.curve_secret else None
+        config = DaemonConfig(
+            endpoint=args.endpoint or telemetry_endpoint(), gpu_hz=args.gpu_hz, gpu_slow_hz=args.gpu_slow_hz,
+            host_hz=args.host_hz, heartbeat_s=args.heartbeat_s, watch=tuple(args.watch),
+            rapl_root=None if args.no_rapl else args.rapl_root, duration_s=args.duration, curve=curve,
+            send_hwm=args.send_hwm,
+            send_buffer_b=None if args.send_buffer_kib is None else args.send_buffer_kib * 1024)
+        gpus, source, backend = open_gpus(args.gpu, args.sim_gpus)
+        host = HostReader(config.watch, config.rapl_root)
+        if host.rapl is not None and host.rapl.problems:
+            log.warning("rapl_unavailable", problems=host.rapl.problems)
+        daemon = Daemon(config, gpus, source, host)
+        daemon.run(stop)
+        if daemon.stuck_sources:
+            backend = None  # nvmlShutdown could block behind the stuck call: let the OS clean up
+    except (BusSecurityError, GPUError, ValueError) as exc:
+        log.error("telemetry_refused", error=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if backend is not None:
+            backend.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Host readings through psutil (CPU, memory, swap, disk, network, watched processes) plus RAPL.
+
+``HostReader.read()`` returns one ``tel.host`` body. Counters are cumulative since boot
+(bytes); a counter psutil cannot provide on this OS is left absent.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import psutil
+
+from telemetry.rapl import RaplReader
+
+_MIB = 1024 * 1024
+DEFAULT_WATCH = ("ollama", "llama-server", "vllm")
+
+
+def matches(name: str, cmdline: list[str], watch: str) -> bool:
+    """Whether a process is the watched program ``watch`` (by name, or by an early cmdline word).
+
+    vLLM runs as ``python -m vllm...`` or a ``vllm`` script, so the first words are checked too."""
+    watch = watch.lower()
+    if name.lower().startswith(watch):
+        return True
+    for word in cmdline[:3]:
+        base = word.replace("\\", "/").rsplit("/", 1)[-1].lower()
+        if base.startswith(watch) or base.startswith(watch + "."):
+            return True
+    return False
+
+
+class ProcessWatch:
+    """Finds processes by name every ``rescan_s`` and reports their CPU % and RSS."""
+
+    def __init__(self, names: Iterable[str], rescan_s: float = 2.0):
+        self.names = tuple(names)
+        self.rescan_s = rescan_s
+        self._procs: dict[str, dict[int, psutil.Process]] = {n: {} for n in self.names}
+        self._last_scan = float("-inf")
+
+    def _rescan(self) -> None:
+        found: dict[str, dict[int, psutil.Process]] = {n: {} for n in self.names}
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            try:
+                name = proc.info.get("name") or ""
+                cmd = proc.info.get("cmdline") or []
+            except (psutil.Error, KeyError):
+                continue
+            for watch in self.names:
+                if matches(name, cmd, watch):
+                    # Keep the old Process object: cpu_percent() measures since its previous call.
+                    found[watch][proc.pid] = self._procs[watch].get(proc.pid, proc)
+        self._procs = found
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """``{name: {pid, pids, cpu_pct, rss_mib}}`` summed over that name's processes; absent if none."""
+        if not self.names:
+            return {}
+        now = time.monotonic()
+        if now - self._last_scan >= self.rescan_s:
+            self._rescan()
+            self._last_scan = now
+        out: dict[str, dict[str, Any]] = {}
+        for watch, procs in self._procs.items():
+            cpu, rss, pids = 0.0, 0, []
+            for pid, proc in sorted(procs.items()):
+                try:
+                    with proc.oneshot():
+                        cpu += proc.cpu_percent(interval=None)
+                        rss += proc.memory_info().rss
+                    pids.append(pid)
+                except psutil.Error:
+                    continue  # exited since the scan
+            if pids:
+                out[watch] = {"pid": pids[0], "pids": pids, "cpu_pct": cpu, "rss_mib": rss / _MIB}
+        return out
+
+
+class HostReader:
+    def __init__(self, watch: Iterable[str] = DEFAULT_WATCH, rapl_root: Path | None = None):
+        self.watch = ProcessWatch(watch)
+        self.rapl = RaplReader(rapl_root) if rapl_root is not None else None
+        # The first cpu_percent() call only sets the baseline (it returns a meaningless 0.0).
+        psutil.cpu_percent(interval=None)
+        psutil.cpu_percent(interval=None, percpu=True)
+
+    def read(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "cpu_pct": psutil.cpu_percent(interval=None),
+            "cpu_pct_per_core": psutil.cpu_percent(interval=None, percpu=True),
+        }
+        vm = psutil.virtual_memory()
+        body["mem_used_mib"] = (vm.total - vm.available) / _MIB
+        body["mem_total_mib"] = vm.total / _MIB
+        try:
+            body["swap_used_mib"] = psutil.swap_memory().used / _MIB
+        except (OSError, RuntimeError):
+            pass  # no swap information on this system
+        disk = psutil.disk_io_counters()
+        if disk is not None:
+            body["disk_read_b"] = disk.read_bytes
+            body["disk_write_b"] = disk.write_bytes
+        net = psutil.net_io_counters()
+        if net is not None:
+            body["net_sent_b"] = net.bytes_sent
+            body["net_recv_b"] = net.bytes_recv
+        if self.rapl is not None:
+            rapl = self.rapl.read()
+            if rapl:
+                body["rapl_uj"] = rapl
+        procs = self.watch.read()
+        if procs:
+            body["procs"] = procs
+        return body

@@ -1,0 +1,81 @@
+"""Deadline scheduling bookkeeping for one sampling source. Pure: the caller passes the time.
+
+Tick ``k`` is due at ``start_ns + k * period_ns`` (no drift: a late tick does not shift later
+ones). A sampler that wakes after a later deadline has passed runs only the latest due tick and
+counts the skipped ones as dropped, instead of bunching them. Jitter is how late a run tick
+started relative to its deadline.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of an already sorted, non-empty list."""
+    if not sorted_values:
+        raise ValueError("percentile of an empty list")
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+class DeadlineSchedule:
+    """Deadlines, jitter and dropped ticks of one source; thread-safe between runner and reporter."""
+
+    def __init__(self, rate_hz: float, start_ns: int):
+        if not (rate_hz > 0 and math.isfinite(rate_hz)):
+            raise ValueError(f"sampling rate must be a positive number of Hz, got {rate_hz!r}")
+        self.rate_hz = rate_hz
+        self.period_ns = max(1, round(1e9 / rate_hz))
+        self.start_ns = start_ns
+        self._next_k = 0
+        self._lock = threading.Lock()
+        self.samples = 0
+        self.dropped = 0
+        # Window since the last report (for achieved rate and jitter percentiles).
+        self._win_start_ns = start_ns
+        self._win_samples = 0
+        self._win_jitter_ns: list[int] = []
+
+    def deadline_ns(self, k: int | None = None) -> int:
+        """When tick ``k`` (default: the next one to run) is due, in monotonic ns."""
+        return self.start_ns + (self._next_k if k is None else k) * self.period_ns
+
+    def begin(self, now_ns: int) -> int | None:
+        """Start the tick due at ``now_ns``: returns its index, or None if none is due yet.
+
+        Earlier due ticks that were not run are counted as dropped."""
+        with self._lock:
+            if now_ns < self.deadline_ns():
+                return None
+            latest = (now_ns - self.start_ns) // self.period_ns
+            self.dropped += latest - self._next_k
+            self._next_k = latest + 1
+            self.samples += 1
+            self._win_samples += 1
+            self._win_jitter_ns.append(now_ns - self.deadline_ns(latest))
+            return latest
+
+    def _pending_dropped(self, now_ns: int) -> int:
+        # Ticks already overdue that the (possibly stuck) sampler can no longer run in time.
+        latest = (now_ns - self.start_ns) // self.period_ns
+        return max(0, latest - self._next_k)
+
+    def report(self, now_ns: int) -> dict:
+        """Heartbeat entry for this source; starts a new window for rate and jitter."""
+        with self._lock:
+            span_ns = now_ns - self._win_start_ns
+            out = {
+                "target_hz": self.rate_hz,
+                "achieved_hz": self._win_samples * 1e9 / span_ns if span_ns > 0 else 0.0,
+                "dropped_ticks": self.dropped + self._pending_dropped(now_ns),
+                "samples": self.samples,
+            }
+            if self._win_jitter_ns:
+                jit = sorted(self._win_jitter_ns)
+                out["jitter_ms_p50"] = percentile(jit, 50) / 1e6
+                out["jitter_ms_p99"] = percentile(jit, 99) / 1e6
+            self._win_start_ns = now_ns
+            self._win_samples = 0
+            self._win_jitter_ns = []
+            return out

@@ -1,0 +1,152 @@
+"""Live view of the telemetry bus: a compact table refreshed in place, or JSON lines.
+
+    python -m telemetry.tail                 # table, refreshed twice a second
+    python -m telemetry.tail --json --count 20
+    python -m telemetry.tail --duration 10 --endpoint tcp://127.0.0.1:5556
+
+Attach and detach at any time; the daemon never waits for it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from shared.bus import Inbox, connect_sub, telemetry_endpoint
+from shared.logs import configure_logging, get_logger
+from shared.messages import TEL_GPU, TEL_HB, TEL_HOST
+from telemetry.cli_common import (add_log_args, add_subscriber_curve_args, receive, stop_on_signals,
+                                  subscriber_curve)
+
+log = get_logger("telemetry.tail")
+
+
+def _num(value: Any, fmt: str, scale: float = 1.0) -> str:
+    """A number formatted, or '-' when the field is absent (absent is not zero)."""
+    return "-" if value is None else format(value * scale, fmt)
+
+
+def to_json_line(topic: str, payload: dict[str, Any]) -> str:
+    """One JSON line ``{"topic": ..., **payload}`` (int map keys such as pids become strings)."""
+    return json.dumps({"topic": topic, **payload}, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+class TailState:
+    """The latest message per GPU, host and heartbeat. Pure; :meth:`render` makes the table."""
+
+    def __init__(self):
+        self.gpus: dict[tuple[str, int], dict[str, Any]] = {}
+        self.host: dict[str, Any] | None = None
+        self.hb: dict[str, Any] | None = None
+        self.messages = 0
+        self.seq_gaps = 0
+        self._last_seq: dict[str, int] = {}
+
+    def update(self, topic: str, payload: dict[str, Any]) -> None:
+        self.messages += 1
+        src, seq = payload.get("src"), payload.get("seq")
+        if isinstance(seq, int):
+            last = self._last_seq.get(src)
+            if last is not None and seq > last + 1:
+                self.seq_gaps += seq - last - 1
+            self._last_seq[src] = seq
+        if topic == TEL_GPU:
+            prev = self.gpus.get((src, payload.get("gpu")), {})
+            # Slow fields arrive every n-th tick: keep the last ones shown between them.
+            self.gpus[(src, payload.get("gpu"))] = {**prev, **payload}
+        elif topic == TEL_HOST:
+            self.host = payload
+        elif topic == TEL_HB:
+            self.hb = payload
+
+    def render(self) -> str:
+        lines = [f"{'gpu':>3} {'power W':>8} {'kind':>10} {'energy J':>11} {'util%':>5} {'mem MiB':>15} "
+                 f"{'temp':>4} {'SM MHz':>6} {'P':>3}  name"]
+        for (_src, _idx), g in sorted(self.gpus.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+            mem = f"{_num(g.get('mem_used_mib'), '.0f')}/{_num(g.get('mem_total_mib'), '.0f')}"
+            name = g.get("name", "") + ("  [SIMULATED]" if g.get("simulated") else "")
+            if g.get("errors"):
+                name += f"  errors: {', '.join(g['errors'])}"
+            lines.append(f"{g.get('gpu', '?'):>3} {_num(g.get('power_mw'), '8.1f', 1e-3)} {g.get('power_kind', '-'):>10} "
+                         f"{_num(g.get('energy_mj'), '11.1f', 1e-3)} {_num(g.get('util_gpu_pct'), '5.0f')} {mem:>15} "
+                         f"{_num(g.get('temp_c'), '4.0f')} {_num(g.get('sm_clock_mhz'), '6.0f')} "
+                         f"{g.get('pstate', '-'):>3}  {name}")
+        if not self.gpus:
+            lines.append("  (no tel.gpu messages)")
+        h = self.host
+        if h is not None:
+            lines.append(f"host cpu {_num(h.get('cpu_pct'), '5.1f')}%  mem {_num(h.get('mem_used_mib'), '.0f')}/"
+                         f"{_num(h.get('mem_total_mib'), '.0f')} MiB  swap {_num(h.get('swap_used_mib'), '.0f')} MiB")
+            for zone, uj in sorted((h.get("rapl_uj") or {}).items()):
+                lines.append(f"  rapl {zone}: {uj / 1e6:.1f} J")
+            for name, p in sorted((h.get("procs") or {}).items()):
+                lines.append(f"  proc {name} pid {p.get('pid')}: cpu {_num(p.get('cpu_pct'), '.1f')}% "
+                             f"rss {_num(p.get('rss_mib'), '.0f')} MiB")
+        if self.hb is not None:
+            parts = []
+            for name, s in sorted((self.hb.get("sources") or {}).items()):
+                parts.append(f"{name} {_num(s.get('achieved_hz'), '.1f')}/{_num(s.get('target_hz'), 'g')} Hz "
+                             f"p99 {_num(s.get('jitter_ms_p99'), '.2f')} ms drop {s.get('dropped_ticks', '-')}")
+            sim = "  SIMULATED GPU" if self.hb.get("simulated") else ""
+            lines.append(f"hb: {'; '.join(parts)}{sim}")
+        lines.append(f"messages {self.messages}, seq gaps {self.seq_gaps}")
+        return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m telemetry.tail", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--endpoint", action="append", default=None,
+                    help="endpoint to subscribe to; repeatable (default: the telemetry endpoint)")
+    ap.add_argument("--topics", nargs="*", default=["tel."], help="topic prefixes (default: tel.)")
+    ap.add_argument("--json", action="store_true", help="print every message as one JSON line")
+    ap.add_argument("--count", type=int, default=None, metavar="N", help="stop after N messages")
+    ap.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
+    ap.add_argument("--refresh-s", type=float, default=0.5, help="table refresh period (default 0.5 s)")
+    add_subscriber_curve_args(ap)
+    add_log_args(ap)
+    args = ap.parse_args(argv)
+    configure_logging(args.log_level, json=args.log_json)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    endpoints = args.endpoint or [telemetry_endpoint()]
+    interactive = sys.stdout.isatty()
+    ctx = zmq.Context()
+    sock = None
+    state, inbox = TailState(), Inbox()
+    end = time.monotonic() + args.duration if args.duration else None
+    next_draw = time.monotonic()
+    try:
+        sock = connect_sub(ctx, endpoints, args.topics, curve=subscriber_curve(args))
+        log.info("tail_start", endpoints=endpoints, topics=args.topics)
+        while not stop.is_set() and (args.count is None or state.messages < args.count):
+            if end is not None and time.monotonic() >= end:
+                break
+            for msg in receive(sock, inbox, timeout_ms=100):
+                state.update(*msg)
+                if args.json:
+                    print(to_json_line(*msg), flush=True)
+                if args.count is not None and state.messages >= args.count:
+                    break
+            if not args.json and time.monotonic() >= next_draw and state.messages:
+                # ANSI clear-and-home on a terminal (Windows 10+ consoles understand it too).
+                print(("\x1b[H\x1b[J" if interactive else "\n") + state.render(), flush=True)
+                next_draw = time.monotonic() + args.refresh_s
+        if not args.json and state.messages:
+            print(state.render(), flush=True)
+    except BrokenPipeError:
+        pass  # `| head` closed the pipe: not an error
+    finally:
+        if sock is not None:
+            sock.close(linger=0)
+        ctx.term()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

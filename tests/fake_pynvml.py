@@ -1,0 +1,260 @@
+"""A fake ``pynvml`` module: the same functions, constants and error classes as nvidia-ml-py,
+answering from scripted devices instead of a driver. Used to test telemetry/gpu/nvml.py (the real
+NVML code path) on machines without an NVIDIA GPU.
+
+In-process: ``monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml)`` after ``reset([...])``.
+For a subprocess: write a ``pynvml.py`` shim (see :func:`write_shim`) into a directory on
+PYTHONPATH and describe the devices as JSON in the ``FAKE_PYNVML`` environment variable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import string
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+# Constants with the same values as nvidia-ml-py.
+NVML_SUCCESS = 0
+NVML_ERROR_UNINITIALIZED = 1
+NVML_ERROR_INVALID_ARGUMENT = 2
+NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NO_PERMISSION = 4
+NVML_ERROR_NOT_FOUND = 6
+NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_TIMEOUT = 10
+NVML_ERROR_LIBRARY_NOT_FOUND = 12
+NVML_ERROR_GPU_IS_LOST = 15
+NVML_ERROR_RESET_REQUIRED = 16
+NVML_ERROR_UNKNOWN = 999
+NVML_TEMPERATURE_GPU = 0
+NVML_CLOCK_SM = 1
+NVML_FI_DEV_POWER_INSTANT = 186
+NVML_VALUE_TYPE_DOUBLE = 0
+NVML_VALUE_TYPE_UNSIGNED_INT = 1
+NVML_VALUE_TYPE_UNSIGNED_LONG = 2
+NVML_VALUE_TYPE_UNSIGNED_LONG_LONG = 3
+NVML_VALUE_TYPE_SIGNED_LONG_LONG = 4
+NVML_VALUE_TYPE_SIGNED_INT = 5
+NVML_VALUE_TYPE_UNSIGNED_SHORT = 6
+NVML_DEVICE_ARCH_VOLTA = 5
+NVML_DEVICE_ARCH_TURING = 6
+NVML_DEVICE_ARCH_AMPERE = 7
+NVML_DEVICE_ARCH_ADA = 8
+NVML_DEVICE_ARCH_HOPPER = 9
+NVML_DEVICE_ARCH_UNKNOWN = 0xFFFFFFFF
+
+
+class NVMLError(Exception):
+    """Like pynvml's: ``NVMLError(code)`` builds the subclass for that code; ``.value`` is the code."""
+
+    _valClassMapping: dict[int, type] = {}
+
+    def __new__(cls, value):
+        if cls is NVMLError:
+            cls = NVMLError._valClassMapping.get(value, cls)
+        obj = Exception.__new__(cls)
+        obj.value = value
+        return obj
+
+    def __init__(self, *args):
+        super().__init__(*args)
+
+    def __str__(self):
+        return f"fake NVML error {self.value}"
+
+
+def _make_error_classes() -> None:
+    module = sys.modules[__name__]
+    for name in [n for n in dir(module) if n.startswith("NVML_ERROR_")]:
+        code = getattr(module, name)
+        cls_name = "NVMLError_" + string.capwords(name.replace("NVML_ERROR_", ""), "_").replace("_", "")
+        cls = type(cls_name, (NVMLError,), {"__new__": (lambda c: lambda typ, *a: NVMLError.__new__(typ, c))(code)})
+        NVMLError._valClassMapping[code] = cls
+        setattr(module, cls_name, cls)
+
+
+_make_error_classes()
+
+
+class FakeDevice:
+    """One scripted GPU. ``energy_mj=None`` / ``instant=False`` model GPUs without those readings.
+
+    ``fail``: {function name: NVML error code} raised on every call; ``fail_after``: {function
+    name: (n, code)} raised from the n-th call on (an error mid-run); ``hang``: {function name:
+    threading.Event} blocks that call until the event is set (a stuck driver call)."""
+
+    def __init__(self, name: str = "NVIDIA H100 80GB HBM3", uuid: str = "GPU-fake-0",
+                 arch: int = NVML_DEVICE_ARCH_HOPPER, power_mw: int | Callable[[], int] = 150_000,
+                 instant: bool = True, instant_mw: int | None = None,
+                 energy_mj: int | Callable[[], int] | None = 1_000_000, energy_step_mj: int = 0,
+                 util: tuple[int, int] = (40, 10), mem_b: tuple[int, int] = (2 << 30, 80 << 30),
+                 temp_c: int = 55, sm_clock_mhz: int = 1755, pstate: int = 0,
+                 procs: list[tuple[int, int | None]] = (), fail: dict[str, int] | None = None,
+                 fail_after: dict[str, tuple[int, int]] | None = None, hang: dict[str, threading.Event] | None = None):
+        self.name, self.uuid, self.arch = name, uuid, arch
+        self.power_mw, self.instant, self.instant_mw = power_mw, instant, instant_mw
+        self.energy_mj, self.energy_step_mj = energy_mj, energy_step_mj
+        self.util, self.mem_b, self.temp_c, self.sm_clock_mhz, self.pstate = util, mem_b, temp_c, sm_clock_mhz, pstate
+        self.procs = list(procs)
+        self.fail = dict(fail or {})
+        self.fail_after = {k: tuple(v) for k, v in (fail_after or {}).items()}
+        self.hang = dict(hang or {})
+        self.calls: Counter[str] = Counter()
+
+    def enter(self, fn: str) -> None:
+        """Bookkeeping run at the start of every fake NVML call on this device."""
+        self.calls[fn] += 1
+        if fn in self.hang:
+            self.hang[fn].wait()
+        if fn in self.fail:
+            raise NVMLError(self.fail[fn])
+        if fn in self.fail_after and self.calls[fn] >= self.fail_after[fn][0]:
+            raise NVMLError(self.fail_after[fn][1])
+
+
+_devices: list[FakeDevice] = []
+_init_error: int | None = None
+_initialised = False
+
+
+def reset(devices: list[FakeDevice] | None = None, init_error: int | None = None) -> None:
+    """Install the scripted devices (and optionally make nvmlInit fail with ``init_error``)."""
+    global _devices, _init_error, _initialised
+    _devices = list(devices or [])
+    _init_error = init_error
+    _initialised = False
+
+
+def configure_from_env(var: str = "FAKE_PYNVML") -> None:
+    """Read ``{"devices": [FakeDevice kwargs...], "init_error": code}`` from an env variable."""
+    spec = json.loads(os.environ.get(var, "{}"))
+    reset([FakeDevice(**d) for d in spec.get("devices", [])], spec.get("init_error"))
+
+
+def write_shim(directory: Path) -> Path:
+    """Write ``pynvml.py`` into ``directory`` that loads this fake configured from $FAKE_PYNVML."""
+    shim = Path(directory) / "pynvml.py"
+    shim.write_text("import sys\nimport fake_pynvml\nfake_pynvml.configure_from_env()\n"
+                    "sys.modules['pynvml'] = fake_pynvml\n", encoding="utf-8")
+    return shim
+
+
+def _value(v):
+    return v() if callable(v) else v
+
+
+def _check_init() -> None:
+    if not _initialised:
+        raise NVMLError(NVML_ERROR_UNINITIALIZED)
+
+
+def nvmlInit() -> None:
+    global _initialised
+    if _init_error is not None:
+        raise NVMLError(_init_error)
+    _initialised = True
+
+
+def nvmlShutdown() -> None:
+    global _initialised
+    _check_init()
+    _initialised = False
+
+
+def nvmlSystemGetDriverVersion() -> str:
+    return "999.99-fake"
+
+
+def nvmlDeviceGetCount() -> int:
+    _check_init()
+    return len(_devices)
+
+
+def nvmlDeviceGetHandleByIndex(index: int) -> FakeDevice:
+    _check_init()
+    if not 0 <= index < len(_devices):
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    _devices[index].enter("nvmlDeviceGetHandleByIndex")
+    return _devices[index]
+
+
+def nvmlDeviceGetName(h: FakeDevice) -> str:
+    h.enter("nvmlDeviceGetName")
+    return h.name
+
+
+def nvmlDeviceGetUUID(h: FakeDevice) -> str:
+    h.enter("nvmlDeviceGetUUID")
+    return h.uuid
+
+
+def nvmlDeviceGetArchitecture(h: FakeDevice) -> int:
+    h.enter("nvmlDeviceGetArchitecture")
+    return h.arch
+
+
+def nvmlDeviceGetPowerUsage(h: FakeDevice) -> int:
+    h.enter("nvmlDeviceGetPowerUsage")
+    return int(_value(h.power_mw))
+
+
+def nvmlDeviceGetFieldValues(h: FakeDevice, field_ids: list) -> list:
+    h.enter("nvmlDeviceGetFieldValues")
+    out = []
+    for fid in field_ids:
+        if fid == NVML_FI_DEV_POWER_INSTANT and h.instant:
+            mw = h.instant_mw if h.instant_mw is not None else _value(h.power_mw)
+            out.append(SimpleNamespace(fieldId=fid, nvmlReturn=NVML_SUCCESS, valueType=NVML_VALUE_TYPE_UNSIGNED_INT,
+                                       value=SimpleNamespace(uiVal=int(mw))))
+        else:
+            out.append(SimpleNamespace(fieldId=fid, nvmlReturn=NVML_ERROR_NOT_SUPPORTED,
+                                       valueType=NVML_VALUE_TYPE_UNSIGNED_INT, value=SimpleNamespace(uiVal=0)))
+    return out
+
+
+def nvmlDeviceGetTotalEnergyConsumption(h: FakeDevice) -> int:
+    h.enter("nvmlDeviceGetTotalEnergyConsumption")
+    if h.energy_mj is None:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    n = h.calls["nvmlDeviceGetTotalEnergyConsumption"]
+    return int(_value(h.energy_mj)) + h.energy_step_mj * (n - 1)
+
+
+def nvmlDeviceGetUtilizationRates(h: FakeDevice):
+    h.enter("nvmlDeviceGetUtilizationRates")
+    return SimpleNamespace(gpu=h.util[0], memory=h.util[1])
+
+
+def nvmlDeviceGetMemoryInfo(h: FakeDevice):
+    h.enter("nvmlDeviceGetMemoryInfo")
+    used, total = h.mem_b
+    return SimpleNamespace(used=used, total=total, free=total - used)
+
+
+def nvmlDeviceGetTemperature(h: FakeDevice, sensor: int) -> int:
+    h.enter("nvmlDeviceGetTemperature")
+    if sensor != NVML_TEMPERATURE_GPU:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    return h.temp_c
+
+
+def nvmlDeviceGetClockInfo(h: FakeDevice, clock: int) -> int:
+    h.enter("nvmlDeviceGetClockInfo")
+    if clock != NVML_CLOCK_SM:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    return h.sm_clock_mhz
+
+
+def nvmlDeviceGetPerformanceState(h: FakeDevice) -> int:
+    h.enter("nvmlDeviceGetPerformanceState")
+    return h.pstate
+
+
+def nvmlDeviceGetComputeRunningProcesses(h: FakeDevice) -> list:
+    h.enter("nvmlDeviceGetComputeRunningProcesses")
+    return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in h.procs]

@@ -1,0 +1,140 @@
+"""The subscribers' pure parts: tail's table and JSON lines, the Prometheus collector."""
+from __future__ import annotations
+
+import json
+import time
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from shared.bus import Inbox, bind_pub, connect_sub
+from shared.messages import TEL_GPU, TEL_HB, TEL_HOST, Stamper, encode
+from telemetry.cli_common import receive
+from telemetry.prometheus import TelemetryMetrics
+from telemetry.tail import TailState, to_json_line
+
+stamp = Stamper("telemetry@test").stamp
+
+
+def gpu_msg(**fields):
+    return TEL_GPU, stamp({"gpu": 0, "uuid": "GPU-x", "name": "Fake", "power_kind": "instant", **fields})
+
+
+class TestTailState:
+    def test_slow_fields_persist_between_fast_ticks(self):
+        """A fast tick (power only) does not blank the temperature shown from the last slow tick."""
+        st = TailState()
+        st.update(*gpu_msg(power_mw=100_000, temp_c=61, pstate="P2"))
+        st.update(*gpu_msg(power_mw=250_000))
+        table = st.render()
+        assert "250.0" in table and " 61 " in table and "P2" in table
+
+    def test_absent_fields_render_as_dash_not_zero(self):
+        st = TailState()
+        st.update(*gpu_msg(power_mw=90_000))
+        row = st.render().splitlines()[1]
+        assert "-" in row.split()[3]  # energy column
+        assert " 0.0 " not in row
+
+    def test_counts_seq_gaps_per_source(self):
+        st = TailState()
+        for seq in (1, 2, 5, 6):
+            st.update(TEL_HOST, {"v": 1, "src": "a", "seq": seq, "t": 0, "wall": 0, "cpu_pct": 1.0})
+        st.update(TEL_HOST, {"v": 1, "src": "b", "seq": 100, "t": 0, "wall": 0, "cpu_pct": 1.0})
+        assert st.seq_gaps == 2 and st.messages == 5
+
+    def test_simulated_and_errors_are_visible(self):
+        st = TailState()
+        st.update(*gpu_msg(power_mw=1, simulated=True, errors=["temp: gpu_lost"]))
+        st.update(TEL_HB, stamp({"sources": {"gpu0": {"target_hz": 100.0, "achieved_hz": 99.5,
+                                                     "jitter_ms_p99": 0.4, "dropped_ticks": 3}},
+                                 "simulated": True}))
+        text = st.render()
+        assert "[SIMULATED]" in text and "temp: gpu_lost" in text
+        assert "gpu0 99.5/100 Hz" in text and "drop 3" in text and "SIMULATED GPU" in text
+
+
+def test_json_line_round_trips_with_int_keys_as_strings():
+    """procs maps pid (int) -> MiB; JSON turns the pid into a string key, nothing else changes."""
+    topic, payload = gpu_msg(power_mw=5, procs={123: 4.5}, name="模型")
+    back = json.loads(to_json_line(topic, payload))
+    assert back["topic"] == TEL_GPU and back["procs"] == {"123": 4.5} and back["name"] == "模型"
+    assert back["seq"] == payload["seq"]
+
+
+class TestTelemetryMetrics:
+    def _scrape(self, metrics: TelemetryMetrics) -> str:
+        reg = CollectorRegistry(auto_describe=False)
+        reg.register(metrics)
+        return generate_latest(reg).decode()
+
+    def test_gauges_in_base_units_with_labels(self):
+        m = TelemetryMetrics()
+        m.update(*gpu_msg(power_mw=123_456, energy_mj=5_000, mem_used_mib=1024.0, sm_clock_mhz=1500))
+        m.update(TEL_HOST, stamp({"cpu_pct": 12.5, "cpu_pct_per_core": [10.0, 15.0], "rapl_uj": {"z/pkg": 2_000_000}}))
+        text = self._scrape(m)
+        labels = 'gpu="0",simulated="false",uuid="GPU-x"'
+        assert f"genai_gpu_power_watts{{{labels}}} 123.456" in text
+        assert f"genai_gpu_energy_joules_total{{{labels}}} 5.0" in text
+        assert f"genai_gpu_memory_used_bytes{{{labels}}} 1.073741824e+09" in text
+        assert f"genai_gpu_sm_clock_hertz{{{labels}}} 1.5e+09" in text
+        assert 'genai_host_cpu_core_percent{core="1"} 15.0' in text
+        assert 'genai_host_rapl_energy_joules_total{zone="z/pkg"} 2.0' in text
+
+    def test_absent_fields_export_no_sample(self):
+        """A GPU without an energy counter has no energy sample at all (not 0)."""
+        m = TelemetryMetrics()
+        m.update(*gpu_msg(power_mw=1_000))
+        text = self._scrape(m)
+        assert "genai_gpu_power_watts{" in text
+        assert "genai_gpu_energy_joules_total{" not in text
+        assert "genai_gpu_temperature_celsius{" not in text
+
+
+class TestReceive:
+    """telemetry.cli_common.receive over a real PUB/SUB pair on 127.0.0.1."""
+
+    def _pair(self, zctx, endpoint):
+        pub, sub = bind_pub(zctx, endpoint), connect_sub(zctx, endpoint, ["tel."])
+        for _ in range(100):  # slow joiner: wait until a probe gets through
+            pub.send_multipart([b"tel.probe", b"\x80"])
+            if sub.poll(20):
+                while sub.poll(20):
+                    sub.recv_multipart()
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("subscription never became live")
+        return pub, sub
+
+    def test_drains_queued_messages_and_counts_bad_frames(self, zctx, endpoint):
+        pub, sub = self._pair(zctx, endpoint)
+        try:
+            for i in range(5):
+                pub.send_multipart([b"tel.gpu", encode(stamp({"gpu": i}))])
+            pub.send_multipart([b"tel.gpu", b"\xc1not msgpack"])
+            inbox, got = Inbox(), []
+            for _ in range(20):
+                got += list(receive(sub, inbox, timeout_ms=200))
+                if len(got) == 5 and inbox.dropped_invalid == 1:
+                    break
+            assert [p["gpu"] for _, p in got] == [0, 1, 2, 3, 4]
+            assert inbox.dropped_invalid == 1
+            assert list(receive(sub, inbox, timeout_ms=50)) == []  # nothing queued: returns after the timeout
+        finally:
+            pub.close(linger=0)
+            sub.close(linger=0)
+
+    def test_batch_is_bounded(self, zctx, endpoint):
+        pub, sub = self._pair(zctx, endpoint)
+        try:
+            for i in range(30):
+                pub.send_multipart([b"tel.host", encode(stamp({"cpu_pct": float(i)}))])
+            inbox = Inbox()
+            assert sub.poll(2000)
+            time.sleep(0.2)  # let all 30 arrive
+            first = list(receive(sub, inbox, timeout_ms=1000, max_batch=10))
+            rest = list(receive(sub, inbox, timeout_ms=1000, max_batch=100))
+            assert len(first) == 10 and len(rest) == 20
+        finally:
+            pub.close(linger=0)
+            sub.close(linger=0)
