@@ -120,10 +120,8 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
                 log.warning("live_exit_after", seconds=exit_after_s, batches=done)
                 stopped_early = True
                 break
-            if sock.poll(100, zmq.POLLIN):
-                msg = inbox.unpack(sock.recv_multipart(copy=False))
-                if msg is not None:
-                    buf.feed(msg[0], msg[1], time.monotonic())
+            for topic, payload in inbox.drain(sock, timeout_ms=100):
+                buf.feed(topic, payload, time.monotonic())
             if buf.ready(time.monotonic()):
                 try:
                     on_batch(buf.take())

@@ -18,7 +18,6 @@ import zmq
 from shared.bus import Inbox, Publisher, bind_pub, connect_sub
 from shared.messages import TEL_GPU, TEL_HB
 from shared.recording import RecordingWriter, read_recording
-from telemetry.cli_common import receive
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,7 +114,7 @@ def _publisher_worker(endpoint: str, n: int, raw: bool, ready, go, send_s) -> No
 def bus_throughput(n: int, raw: bool = False) -> tuple[float, int, float]:
     """Messages/s from a publisher process to this subscriber process over tcp loopback.
 
-    ``raw=False``: Publisher.publish -> telemetry.cli_common.receive (stamp, msgpack both ways, size
+    ``raw=False``: Publisher.publish -> Inbox.drain (stamp, msgpack both ways, size
     check), the path of the daemon and of the tail/record/prometheus subscribers. ``raw=True``: pre-encoded frames, plain recv_multipart."""
     import multiprocessing as mp
 
@@ -146,7 +145,7 @@ def bus_throughput(n: int, raw: bool = False) -> tuple[float, int, float]:
                     start = start or time.perf_counter()
             else:
                 got = 0
-                for topic, _ in receive(sub, inbox, timeout_ms=2000):
+                for topic, _ in inbox.drain(sub, timeout_ms=2000):
                     got += 1
                     if topic == TEL_GPU:
                         received += 1

@@ -146,15 +146,18 @@ class Publisher:
         return payload
 
     def send(self, topic: str, payload: dict[str, Any]) -> None:
-        """Send an already-stamped payload (PUB drops rather than blocks when a peer is full)."""
-        try:
-            self.sock.send_multipart([topic.encode("ascii"), encode(payload)], flags=zmq.NOBLOCK)
-        except zmq.Again:
-            pass
+        """Send an already-stamped payload. PUB drops (per subscriber, at its HWM) rather than blocks;
+        two plain sends are several times faster than send_multipart in pyzmq."""
+        self.sock.send(topic.encode("ascii"), zmq.SNDMORE)
+        self.sock.send(encode(payload))
 
 
 class Inbox:
-    """Decodes received frames with a size limit; counts what it had to drop and why."""
+    """Receives ``[topic, payload]`` messages with a size limit; counts what it had to drop and why.
+
+    Frames are received without copying; an oversize payload is counted and released without
+    ever being unpacked into Python objects.
+    """
 
     def __init__(self, max_bytes: int = MAX_PAYLOAD_BYTES):
         self.max_bytes = max_bytes
@@ -162,28 +165,47 @@ class Inbox:
         self.dropped_invalid = 0
 
     def unpack(self, frames: list) -> tuple[str, dict[str, Any]] | None:
-        """``[topic, payload]`` frames to ``(topic, payload)``, or None (and a count) if unusable."""
+        """``[topic, payload]`` frames (bytes or zmq.Frame) to ``(topic, payload)``, or None (counted)."""
         if len(frames) != 2:
             self.dropped_invalid += 1
             return None
-        topic_b, data = frames
-        data_len = len(data.buffer) if isinstance(data, zmq.Frame) else len(data)
-        if data_len > self.max_bytes:
+        topic_b, data = (f.buffer if isinstance(f, zmq.Frame) else f for f in frames)
+        if len(data) > self.max_bytes:
             self.dropped_oversize += 1
             return None
         try:
-            topic = bytes(topic_b.buffer if isinstance(topic_b, zmq.Frame) else topic_b).decode("ascii")
-            payload = decode(bytes(data.buffer) if isinstance(data, zmq.Frame) else data, self.max_bytes)
+            return bytes(topic_b).decode("ascii"), decode(data, self.max_bytes)
         except (MessageError, UnicodeDecodeError):
             self.dropped_invalid += 1
             return None
-        return topic, payload
+
+    def _recv_one(self, sock: zmq.Socket, flags: int) -> tuple[str, dict[str, Any]] | None:
+        frames = [sock.recv(flags, copy=False)]
+        while frames[-1].more:
+            frames.append(sock.recv(copy=False))  # the rest of a multipart message is already here
+        return self.unpack(frames)
 
     def recv(self, sock: zmq.Socket, timeout_ms: int | None = None) -> tuple[str, dict[str, Any]] | None:
-        """Blocking receive of one usable message; None on timeout. Oversize frames are never unpacked."""
+        """Blocking receive of one usable message; None on timeout."""
         while True:
             if timeout_ms is not None and not sock.poll(timeout_ms, zmq.POLLIN):
                 return None
-            msg = self.unpack(sock.recv_multipart(copy=False))
+            msg = self._recv_one(sock, 0)
             if msg is not None:
                 return msg
+
+    def drain(self, sock: zmq.Socket, timeout_ms: int, max_batch: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        """Every usable message already queued (up to ``max_batch``), after waiting at most
+        ``timeout_ms`` for the first. One poll per batch rather than per message keeps a
+        subscriber ahead of bursts; ``max_batch`` lets the caller check its stop flag under a flood."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        if not sock.poll(timeout_ms, zmq.POLLIN):
+            return out
+        for _ in range(max_batch):
+            try:
+                msg = self._recv_one(sock, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if msg is not None:
+                out.append(msg)
+        return out

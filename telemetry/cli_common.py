@@ -4,11 +4,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
-from typing import Any, Iterator
-
-import zmq
-
-from shared.bus import CurveKeys, Inbox
+from shared.bus import CurveKeys
 
 
 def stop_on_signals(stop: threading.Event) -> None:
@@ -43,22 +39,3 @@ def subscriber_curve(args: argparse.Namespace) -> CurveKeys | None:
 def add_log_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--log-json", action="store_true", help="log JSON lines on stderr instead of key=value text")
     ap.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-
-
-def receive(sock: zmq.Socket, inbox: Inbox, timeout_ms: int,
-            max_batch: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Messages already queued, or arriving within ``timeout_ms``: one poll, then non-blocking receives.
-
-    Polling once per batch instead of once per message keeps a subscriber ahead of bursts;
-    ``max_batch`` bounds a batch so the caller still checks its stop conditions under a steady
-    flood. Unusable frames are counted by ``inbox`` and skipped."""
-    if not sock.poll(timeout_ms, zmq.POLLIN):
-        return
-    for _ in range(max_batch):
-        try:
-            frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return
-        msg = inbox.unpack(frames)
-        if msg is not None:
-            yield msg

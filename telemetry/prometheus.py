@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from shared.bus import Inbox, connect_sub, telemetry_endpoint
 from shared.logs import configure_logging, get_logger
 from shared.messages import TEL_GPU, TEL_HB, TEL_HOST
-from telemetry.cli_common import (add_log_args, add_subscriber_curve_args, receive, stop_on_signals,
+from telemetry.cli_common import (add_log_args, add_subscriber_curve_args, stop_on_signals,
                                   subscriber_curve)
 
 log = get_logger("telemetry.prometheus")
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         log.info("prometheus_start", url=f"http://{args.addr}:{args.port}/metrics", endpoints=endpoints)
         while not stop.is_set() and (end is None or time.monotonic() < end):
-            for msg in receive(sock, inbox, timeout_ms=100):
+            for msg in inbox.drain(sock, timeout_ms=100):
                 metrics.update(*msg)
     finally:
         if server is not None:

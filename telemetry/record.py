@@ -19,7 +19,7 @@ import zmq
 from shared.bus import Inbox, connect_sub, telemetry_endpoint
 from shared.logs import configure_logging, get_logger
 from shared.recording import RecordingWriter
-from telemetry.cli_common import (add_log_args, add_subscriber_curve_args, receive, stop_on_signals,
+from telemetry.cli_common import (add_log_args, add_subscriber_curve_args, stop_on_signals,
                                   subscriber_curve)
 
 log = get_logger("telemetry.record")
@@ -34,7 +34,7 @@ def record(sock: zmq.Socket, writer: RecordingWriter, stop: threading.Event, dur
     while not stop.is_set() and (count is None or written < count):
         if end is not None and time.monotonic() >= end:
             break
-        for topic, payload in receive(sock, inbox, timeout_ms=100):
+        for topic, payload in inbox.drain(sock, timeout_ms=100):
             writer.write(topic, payload)
             written += 1
             if count is not None and written >= count:

@@ -20,7 +20,7 @@ import zmq
 from shared.bus import Inbox, connect_sub, telemetry_endpoint
 from shared.logs import configure_logging, get_logger
 from shared.messages import TEL_GPU, TEL_HB, TEL_HOST
-from telemetry.cli_common import (add_log_args, add_subscriber_curve_args, receive, stop_on_signals,
+from telemetry.cli_common import (add_log_args, add_subscriber_curve_args, stop_on_signals,
                                   subscriber_curve)
 
 log = get_logger("telemetry.tail")
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.is_set() and (args.count is None or state.messages < args.count):
             if end is not None and time.monotonic() >= end:
                 break
-            for msg in receive(sock, inbox, timeout_ms=100):
+            for msg in inbox.drain(sock, timeout_ms=100):
                 state.update(*msg)
                 if args.json:
                     print(to_json_line(*msg), flush=True)

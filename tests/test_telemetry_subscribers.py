@@ -8,7 +8,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from shared.bus import Inbox, bind_pub, connect_sub
 from shared.messages import TEL_GPU, TEL_HB, TEL_HOST, Stamper, encode
-from telemetry.cli_common import receive
 from telemetry.prometheus import TelemetryMetrics
 from telemetry.tail import TailState, to_json_line
 
@@ -91,7 +90,7 @@ class TestTelemetryMetrics:
 
 
 class TestReceive:
-    """telemetry.cli_common.receive over a real PUB/SUB pair on 127.0.0.1."""
+    """Inbox.drain over a real PUB/SUB pair on 127.0.0.1."""
 
     def _pair(self, zctx, endpoint):
         pub, sub = bind_pub(zctx, endpoint), connect_sub(zctx, endpoint, ["tel."])
@@ -114,12 +113,12 @@ class TestReceive:
             pub.send_multipart([b"tel.gpu", b"\xc1not msgpack"])
             inbox, got = Inbox(), []
             for _ in range(20):
-                got += list(receive(sub, inbox, timeout_ms=200))
+                got += list(inbox.drain(sub, timeout_ms=200))
                 if len(got) == 5 and inbox.dropped_invalid == 1:
                     break
             assert [p["gpu"] for _, p in got] == [0, 1, 2, 3, 4]
             assert inbox.dropped_invalid == 1
-            assert list(receive(sub, inbox, timeout_ms=50)) == []  # nothing queued: returns after the timeout
+            assert list(inbox.drain(sub, timeout_ms=50)) == []  # nothing queued: returns after the timeout
         finally:
             pub.close(linger=0)
             sub.close(linger=0)
@@ -132,8 +131,8 @@ class TestReceive:
             inbox = Inbox()
             assert sub.poll(2000)
             time.sleep(0.2)  # let all 30 arrive
-            first = list(receive(sub, inbox, timeout_ms=1000, max_batch=10))
-            rest = list(receive(sub, inbox, timeout_ms=1000, max_batch=100))
+            first = list(inbox.drain(sub, timeout_ms=1000, max_batch=10))
+            rest = list(inbox.drain(sub, timeout_ms=1000, max_batch=100))
             assert len(first) == 10 and len(rest) == 20
         finally:
             pub.close(linger=0)

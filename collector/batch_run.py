@@ -1,0 +1,348 @@
+"""Runs one batch: settings -> models -> matrix -> streamed requests -> events + recording.
+
+I/O lives here (HTTP via :mod:`collector.runner`, bus + file via :mod:`collector.recorder`);
+decisions live in the pure modules (plan, settings, failures).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from tqdm import tqdm
+
+from collector import failures as F
+from collector.backends import Params
+from collector.metadata import fetch_model_meta, list_models, server_version
+from collector.plan import Job, case_models, finished_rids, params_for, plan_jobs, warmup_rid
+from collector.recorder import Recorder, TelemetryTimeout
+from collector.runner import RequestResult, RetryPolicy, run_request
+from collector.settings import case_hash
+from shared.batch import BatchDir
+from shared.bus import BusSecurityError, CurveKeys
+from shared.logs import get_logger
+from shared.messages import BATCH_END, BATCH_START, REQ_END, REQ_FIRST_TOKEN, REQ_START
+from shared.recording import RecordingReader
+
+log = get_logger("collector")
+
+EXIT_OK, EXIT_SETTINGS, EXIT_TELEMETRY, EXIT_CONNECTION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+WARMUP_PROMPT_MAX_TOKENS = 16
+
+
+@dataclass
+class BatchOptions:
+    batch: BatchDir
+    settings: dict[str, dict[str, Any]]     # key -> {"value", "source"}
+    cases: list[dict[str, Any]]
+    cli_models: bool                        # --models given explicitly
+    base_url: str
+    events_endpoint: str | None
+    telemetry_endpoint: str | None          # None = --no-telemetry
+    telemetry_wait_s: float = 5.0
+    resume: bool = False
+    analyze: bool = True
+    progress: bool = True
+    analyzer_args: list[str] = field(default_factory=list)
+    pub_curve: CurveKeys | None = None     # CURVE server keys for a non-loopback events endpoint
+    sub_curve: CurveKeys | None = None     # CURVE client keys + the daemon's public key
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    extra_config: dict[str, Any] = field(default_factory=dict)  # cases source, fallback reason, ...
+
+    def value(self, key: str) -> Any:
+        return self.settings[key]["value"]
+
+
+@dataclass
+class Tally:
+    requests: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    interrupted: bool = False
+    fatal: str | None = None
+
+
+def config_snapshot(opts: BatchOptions) -> dict[str, Any]:
+    """What config.json holds: every setting with its source, plus where cases came from."""
+    snap = {"settings": opts.settings, "backend": opts.value("backend"), "base_url": opts.base_url,
+            "events_endpoint": opts.events_endpoint, "telemetry_endpoint": opts.telemetry_endpoint,
+            "retry_policy": vars(opts.policy).copy()}
+    snap.update(opts.extra_config)
+    return snap
+
+
+def _throughput(api: dict[str, Any]) -> float | None:
+    n, d = api.get("eval_count"), api.get("eval_duration_ns")
+    return n / (d / 1e9) if n and d else None
+
+
+def write_request_files(batch: BatchDir, job: Job, case: dict[str, Any], res: RequestResult,
+                        model_meta: dict[str, Any]) -> None:
+    """texts/<rid>.txt (+ .thinking.txt) and raw/<rid>.json with the seed's field names."""
+    batch.text_file(job.rid).write_text(res.text, encoding="utf-8")
+    if res.thinking:
+        batch.text_file(job.rid).with_suffix(".thinking.txt").write_text(res.thinking, encoding="utf-8")
+    raw = {
+        "rid": job.rid, "model": job.model, "task": job.task, "task_type": case.get("task_type", job.task),
+        "load": job.load, "run": job.run, "case": job.case, "prompt": case["prompt"],
+        "generated_text": res.text, "thinking_text": res.thinking or None, "ok": res.ok, "error": res.error,
+        "error_kind": res.error_kind, "latency_seconds": res.client.get("latency_s"),
+        "first_token_seconds": res.client.get("first_token_s"),
+        "first_chunk_seconds": res.client.get("first_chunk_s"),
+        "throughput_tokens_per_sec": _throughput(res.api), "api_metrics": res.api,
+        "metadata": {"params": res.params, "model": model_meta, "warmup": job.warmup,
+                     "cold": res.client.get("cold"), "retries": res.client.get("retries"),
+                     "degraded": res.client.get("degraded")},
+    }
+    tmp = batch.request_json(job.rid).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(raw, ensure_ascii=False, indent=1), encoding="utf-8")
+    tmp.replace(batch.request_json(job.rid))
+
+
+async def _run_job(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOptions, job: Job,
+                   case: dict[str, Any], params: Params, model_meta: dict[str, Any]) -> RequestResult:
+    rec.emit(REQ_START, {
+        "rid": job.rid, "model": job.model, "task": job.task, "load": job.load, "run": job.run, "case": job.case,
+        "case_hash": case_hash(case), "warmup": job.warmup, "prompt": case["prompt"], "params": params.as_dict()},
+        flush=True)
+
+    def on_first(kind: str, t: int) -> None:
+        rec.emit(REQ_FIRST_TOKEN, {"rid": job.rid, "kind": kind}, t=t)
+
+    res = await run_request(session, opts.value("backend"), opts.base_url, job.model, case["prompt"], params,
+                            timeout_s=opts.value("timeout"), policy=opts.policy, on_first=on_first, log=log)
+    end: dict[str, Any] = {"rid": job.rid, "ok": res.ok, "text": res.text, "api": res.api, "client": res.client}
+    if res.thinking:
+        end["thinking"] = res.thinking
+    if not res.ok:
+        end["error"] = res.error
+        end["error_kind"] = res.error_kind
+    if res.params != params.as_dict():
+        end["params"] = res.params  # what was finally sent after degrading
+    if job.warmup:
+        end["warmup"] = True
+    # files first, then the flushed req.end: a req.end in the recording means the request is complete
+    if not job.warmup:
+        write_request_files(opts.batch, job, case, res, model_meta)
+    rec.emit(REQ_END, end, flush=True)
+    log.info("request_done" if res.ok else "request_failed", rid=job.rid, ok=res.ok, error_kind=res.error_kind,
+             error=res.error, latency_s=round(res.client.get("latency_s", 0), 3),
+             first_token_s=res.client.get("first_token_s"), eval_count=res.api.get("eval_count"),
+             retries=res.client.get("retries"), warmup=job.warmup)
+    return res
+
+
+async def _resolve_models(session: aiohttp.ClientSession, opts: BatchOptions) -> tuple[list[list[str]], dict[str, Any]]:
+    backend = opts.value("backend")
+    all_models, listing = await list_models(session, backend, opts.base_url)
+    per_case = [case_models(c, opts.value("models"), opts.cli_models, all_models) for c in opts.cases]
+    wanted = list(dict.fromkeys(m for ms in per_case for m in ms))
+    meta = {}
+    for m in wanted:
+        meta[m] = await fetch_model_meta(session, backend, opts.base_url, m, listing)
+    return per_case, meta
+
+
+def _previous_state(opts: BatchOptions) -> tuple[set[str], list[dict[str, Any]] | None]:
+    """(ids finished in the existing recording, the cases of its last batch.start)."""
+    path = opts.batch.stream
+    if not (path.exists() and path.stat().st_size > 0):
+        return set(), None
+    items = list(RecordingReader(path))
+    starts = [p for t, p in items if t == BATCH_START]
+    return finished_rids(items), (starts[-1].get("cases") if starts else None)
+
+
+async def run_batch(opts: BatchOptions) -> int:
+    """Run the whole batch; returns the process exit code."""
+    batch = opts.batch.make()
+    batch_id = batch.root.name
+    done_before: set[str] = set()
+    if opts.resume:
+        done_before, prev_cases = _previous_state(opts)
+        if prev_cases is not None and [case_hash(c) for c in prev_cases] != [case_hash(c) for c in opts.cases]:
+            log.error("resume_cases_changed", path=str(batch.stream),
+                      fix="resume with the same test_cases.json / --tasks / --loads / --langs as the first run, "
+                          "or start a new batch")
+            return EXIT_SETTINGS
+    if not opts.resume and batch.stream.exists() and batch.stream.stat().st_size > 0:
+        log.error("batch_has_recording", path=str(batch.stream),
+                  fix="pass --resume to continue this batch, or choose a new --exp-dir / --out")
+        return EXIT_SETTINGS
+    snapshot = config_snapshot(opts)
+    tmp = batch.config_json.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(snapshot, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+    tmp.replace(batch.config_json)
+
+    try:
+        rec = Recorder(batch.stream, opts.events_endpoint, opts.telemetry_endpoint, meta={"batch": batch_id},
+                       pub_curve=opts.pub_curve, sub_curve=opts.sub_curve)
+    except BusSecurityError as exc:
+        log.error("events_endpoint_unusable", error=str(exc),
+                  fix="is another collector running? pass a free --events-endpoint tcp://127.0.0.1:PORT")
+        return EXIT_SETTINGS
+    tally = Tally()
+    started = False
+    try:
+        try:
+            await asyncio.to_thread(rec.wait_heartbeat, opts.telemetry_wait_s)
+        except TelemetryTimeout as exc:
+            log.error("no_telemetry", error=str(exc))
+            return EXIT_TELEMETRY
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        async with aiohttp.ClientSession(timeout=timeout, read_bufsize=1 << 20) as session:
+            try:
+                version = await server_version(session, opts.value("backend"), opts.base_url)
+                per_case, models_meta = await _resolve_models(session, opts)
+            except aiohttp.ClientConnectorError as exc:
+                log.error("server_unreachable", error=F.connection_hint(opts.base_url, str(exc.os_error or exc)))
+                return EXIT_CONNECTION
+            if not any(per_case):
+                log.error("no_models", base_url=opts.base_url,
+                          fix="pull a model (`ollama pull gemma3:4b`) or name models with --models")
+                return EXIT_SETTINGS
+            jobs = plan_jobs(batch_id, opts.cases, per_case, opts.value("runs"))
+            todo = [j for j in jobs if j.rid not in done_before]
+            rec.emit(BATCH_START, {
+                "batch": batch_id, "config": snapshot, "cases": opts.cases, "models": models_meta,
+                "backend": opts.value("backend"), "base_url": opts.base_url, "server_version": version,
+                "planned": len(jobs), "resumed": bool(opts.resume), "already_done": len(jobs) - len(todo)},
+                flush=True)
+            started = True
+            log.info("batch_start", batch=batch_id, planned=len(jobs), todo=len(todo), models=list(models_meta),
+                     base_url=opts.base_url, backend=opts.value("backend"))
+            await _run_matrix(session, rec, opts, todo, models_meta, tally)
+    except asyncio.CancelledError:
+        tally.interrupted = True
+        log.warning("batch_interrupted", batch=batch_id)
+    finally:
+        if started:
+            rec.emit(BATCH_END, {"batch": batch_id, "requests": tally.requests, "ok": tally.ok,
+                                 "failed": tally.failed, "skipped": tally.skipped,
+                                 "interrupted": tally.interrupted or tally.fatal is not None}, flush=True)
+        rec.close()
+    log.info("batch_end", batch=batch_id, dir=str(batch.root), requests=tally.requests, ok=tally.ok,
+             failed=tally.failed, skipped=tally.skipped, interrupted=tally.interrupted,
+             telemetry_messages=rec.telemetry_received)
+    if tally.interrupted:
+        return EXIT_INTERRUPTED
+    if opts.analyze:
+        run_analyzer(batch.root, opts.analyzer_args)
+    return EXIT_CONNECTION if tally.fatal else EXIT_OK
+
+
+async def _run_matrix(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOptions, todo: list[Job],
+                      models_meta: dict[str, Any], tally: Tally) -> None:
+    by_model: dict[str, list[Job]] = {}
+    for j in todo:
+        by_model.setdefault(j.model, []).append(j)
+    bar = tqdm(total=len(todo), desc="requests", unit="req", disable=not opts.progress or None, file=sys.stderr,
+               dynamic_ncols=True)
+    sem = asyncio.Semaphore(opts.value("concurrency"))
+    if opts.value("warmup") and str(opts.value("keep_alive")) in ("0", "0s", "0m"):
+        log.warning("warmup_with_keepalive_0", keep_alive=opts.value("keep_alive"),
+                    note="the model unloads after every request, so each timed request is cold anyway; "
+                         "use --keepalive 5m to measure warm requests")
+    stop = asyncio.Event()
+    try:
+        for model, jobs in by_model.items():
+            if stop.is_set():
+                tally.skipped += len(jobs)
+                bar.update(len(jobs))
+                continue
+            meta = models_meta.get(model, {})
+            skip_model = False
+            # values an OOM forced down stay down for the model's later requests (recorded in params)
+            sticky: dict[str, Any] = {}
+
+            def params(case: dict[str, Any]) -> Params:
+                p = params_for(case, opts.settings)
+                for key, value in sticky.items():
+                    if key == "num_ctx" or (key == "max_tokens" and (p.max_tokens or value + 1) > value):
+                        setattr(p, key, value)
+                return p
+
+            def remember(res: RequestResult) -> None:
+                for key in ("num_ctx", "max_tokens"):
+                    if key in res.client.get("degraded", {}) and res.error_kind != F.OOM:
+                        sticky[key] = res.client["degraded"][key]
+            if opts.value("warmup"):
+                first = jobs[0]
+                case = opts.cases[first.case]
+                wparams = params(case)
+                wparams.max_tokens = min(wparams.max_tokens or WARMUP_PROMPT_MAX_TOKENS, WARMUP_PROMPT_MAX_TOKENS)
+                wjob = Job(warmup_rid(first.rid.split("/", 1)[0], model), model, first.case, first.task, first.load,
+                           0, warmup=True)
+                res = await _run_job(session, rec, opts, wjob, case, wparams, meta)
+                if "num_ctx" in res.client.get("degraded", {}) and res.error_kind != F.OOM:
+                    sticky["num_ctx"] = res.client["degraded"]["num_ctx"]
+                if res.fatal:
+                    tally.fatal = res.error
+                    stop.set()
+                elif res.skip_model:
+                    skip_model = True
+            if stop.is_set() or skip_model:
+                tally.skipped += len(jobs)
+                bar.update(len(jobs))
+                if skip_model:
+                    log.warning("model_skipped", model=model, reason="not found on the server (404)",
+                                fix=f"`ollama pull {model}` or fix the name")
+                continue
+
+            skip = asyncio.Event()
+
+            async def one(job: Job) -> None:
+                async with sem:
+                    if stop.is_set() or skip.is_set():
+                        tally.skipped += 1
+                        bar.update(1)
+                        return
+                    case = opts.cases[job.case]
+                    res = await _run_job(session, rec, opts, job, case, params(case), meta)
+                    remember(res)
+                    tally.requests += 1
+                    if res.ok:
+                        tally.ok += 1
+                    else:
+                        tally.failed += 1
+                    if res.fatal:
+                        tally.fatal = res.error
+                        stop.set()
+                    elif res.skip_model and not skip.is_set():
+                        skip.set()
+                        log.warning("model_skipped", model=model, reason="not found on the server (404)",
+                                    fix=f"`ollama pull {model}` or fix the name")
+                    bar.update(1)
+
+            await asyncio.gather(*(one(j) for j in jobs))
+    finally:
+        bar.close()
+    if tally.fatal:
+        log.error("batch_stopped", reason=tally.fatal, kept="every finished request is in the recording")
+
+
+def analyzer_command(batch_root: Path, extra: list[str] | None = None) -> list[str]:
+    return [sys.executable, "-m", "analyzer", "--batch", str(batch_root), *(extra or [])]
+
+
+def run_analyzer(batch_root: Path, extra: list[str] | None = None) -> bool:
+    """Run the analyzer as a separate process; a failure is a warning (collection is complete)."""
+    cmd = analyzer_command(batch_root, extra)
+    shown = " ".join(["python -m analyzer --batch", str(batch_root), *(extra or [])])
+    log.info("analyzer_start", command=shown)
+    try:
+        proc = subprocess.run(cmd, check=False)
+    except OSError as exc:
+        log.warning("analyzer_failed", error=str(exc), run_later=shown)
+        return False
+    if proc.returncode != 0:
+        log.warning("analyzer_failed", returncode=proc.returncode, run_later=shown,
+                    note="collection is complete; the recording is intact")
+        return False
+    return True

@@ -1,0 +1,201 @@
+"""``python -m collector``: run a batch of streamed requests against a local LLM server.
+
+    python -m collector --exp-dir data/experiments_2 [--cases-file F] [--exp-config F]
+                        [--use-default-on-error] [--dry-run] [--resume]
+    python -m collector --models deepseek-r1:8b gemma3:4b --tasks qa summary code creative \\
+                        --loads short medium long --runs 3 --out data --max_tokens 256 \\
+                        --temperature 0.7 --seed 1234 --warmup --keepalive 0s
+
+With --exp-dir, EXP_DIR/test_cases.json and EXP_DIR/config.py are read when present.
+Without it, a new data/experiments_{index}_{start_time}/ is created under --out.
+Flags with underscores also accept dashes (--max_tokens = --max-tokens).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from collector.backends import BACKENDS, normalize_base_url
+from collector.batch_run import EXIT_INTERRUPTED, EXIT_SETTINGS, BatchOptions, run_batch
+from collector.plan import case_models, plan_jobs
+from collector.runner import RetryPolicy
+from collector.settings import SettingsError, load_test_cases, read_config_py, resolve_settings
+from collector.tasks import LANGS, LOADS, TASKS, builtin_cases
+from shared.batch import BatchDir, new_batch_dir
+from shared.bus import BusSecurityError, CurveKeys, events_endpoint, is_loopback, telemetry_endpoint
+from shared.logs import configure_logging, get_logger
+
+log = get_logger("collector.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m collector", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = ap.add_argument_group("batch and files")
+    g.add_argument("--exp-dir", "--exp_dir", dest="exp_dir", type=Path,
+                   help="batch directory; its test_cases.json and config.py are read when present")
+    g.add_argument("--out", type=Path, default=None,
+                   help="parent directory for a new experiments_{index}_{time} batch (default: data)")
+    g.add_argument("--cases-file", "--cases_file", dest="cases_file", type=Path,
+                   help="test_cases.json to use (default: EXP_DIR/test_cases.json if present, else the built-in set)")
+    g.add_argument("--exp-config", "--exp_config", dest="exp_config", type=Path,
+                   help="config.py with NAME = literal overrides (default: EXP_DIR/config.py if present)")
+    g.add_argument("--use-default-on-error", "--use_default_on_error", dest="use_default_on_error",
+                   action="store_true", help="if a file is bad, log why and run the built-in task set instead")
+    g.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                   help="validate files and print the resolved settings and request matrix; send nothing")
+    g.add_argument("--resume", action="store_true",
+                   help="continue a batch: skip requests whose successful req.end is already in the recording")
+    m = ap.add_argument_group("matrix")
+    m.add_argument("--models", nargs="+", help='model names, or "all" (every local generating model on the server)')
+    m.add_argument("--tasks", nargs="+", choices=TASKS, help="built-in tasks to run (default: all four)")
+    m.add_argument("--loads", nargs="+", choices=LOADS, help="prompt loads (default: short medium long)")
+    m.add_argument("--langs", nargs="+", choices=LANGS, help="built-in prompt languages (default: en zh)")
+    m.add_argument("--runs", type=int, help="repetitions of every request (default 1)")
+    p = ap.add_argument_group("generation parameters")
+    p.add_argument("--max-tokens", "--max_tokens", dest="max_tokens", type=int, help="max new tokens (default 256)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default 0.7)")
+    p.add_argument("--top-p", "--top_p", dest="top_p", type=float, help="nucleus sampling top_p (server default)")
+    p.add_argument("--num-ctx", "--num_ctx", dest="num_ctx", type=int, help="context length (Ollama only)")
+    p.add_argument("--seed", type=int, help="sampling seed, passed through for reproducibility")
+    p.add_argument("--keepalive", "--keep-alive", "--keep_alive", dest="keep_alive",
+                   help='Ollama keep_alive (default "0s": unload after each request, as in the seed)')
+    p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
+                   help="one uncounted warm-up request per model (default off)")
+    p.add_argument("--think", choices=("on", "off", "auto"),
+                   help="ask thinking models to think (on/off); auto sends nothing (default)")
+    s = ap.add_argument_group("server")
+    s.add_argument("--backend", choices=BACKENDS,
+                   help="ollama (/api/generate, default), ollama-chat (/api/chat), openai (/v1/chat/completions)")
+    s.add_argument("--base-url", "--base_url", dest="base_url",
+                   help="server URL; host:port works too (default: OLLAMA_HOST, else http://127.0.0.1:11434; "
+                        "openai: http://127.0.0.1:8080)")
+    s.add_argument("--timeout", type=float, help="seconds one request attempt may take before it is failed (default 600)")
+    s.add_argument("--concurrency", type=int, help="parallel streams per model, for load sweeps (default 1)")
+    s.add_argument("--retries", type=int, default=4, help="503 busy retries with doubling back-off (default 4)")
+    s.add_argument("--backoff", type=float, default=0.5, help="first busy back-off in seconds (default 0.5)")
+    b = ap.add_argument_group("bus and recording")
+    b.add_argument("--events-endpoint", "--events_endpoint", dest="events_endpoint", default=None,
+                   help="PUB endpoint for req.*/batch.* events (default: GENAI_EVENTS_ENDPOINT or tcp://127.0.0.1:5557)")
+    b.add_argument("--telemetry-endpoint", "--telemetry_endpoint", dest="telemetry_endpoint", default=None,
+                   help="telemetry daemon PUB endpoint (default: GENAI_TELEMETRY_ENDPOINT or tcp://127.0.0.1:5556)")
+    b.add_argument("--no-telemetry", "--no_telemetry", dest="no_telemetry", action="store_true",
+                   help="do not wait for or record telemetry (no energy figures)")
+    b.add_argument("--telemetry-wait", "--telemetry_wait", dest="telemetry_wait", type=float, default=5.0,
+                   help="seconds to wait for the first telemetry heartbeat (default 5)")
+    b.add_argument("--no-analyze", "--no_analyze", dest="no_analyze", action="store_true",
+                   help="do not run `python -m analyzer --batch DIR` at the end")
+    b.add_argument("--analyzer-args", "--analyzer_args", dest="analyzer_args", default="",
+                   help='extra arguments for the analyzer run at the end, e.g. "--no-quality --no-plots"')
+    b.add_argument("--curve-secret", "--curve_secret", dest="curve_secret", type=Path,
+                   help="CURVE .key_secret file (python -m telemetry.keys DIR) for a non-loopback bus")
+    b.add_argument("--curve-server-key", "--curve_server_key", dest="curve_server_key", type=Path,
+                   help="the telemetry daemon's public .key file, to subscribe to it over CURVE")
+    o = ap.add_argument_group("output")
+    o.add_argument("--no-progress", "--no_progress", dest="no_progress", action="store_true", help="no progress bar")
+    o.add_argument("--log-level", "--log_level", dest="log_level", default="info",
+                   choices=("debug", "info", "warning", "error"))
+    o.add_argument("--log-json", "--log_json", dest="log_json", action="store_true", help="JSON log lines")
+    return ap
+
+
+def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("models", "tasks", "loads", "langs", "runs", "max_tokens", "temperature", "top_p", "num_ctx", "seed",
+            "keep_alive", "warmup", "think", "backend", "base_url", "timeout", "concurrency")
+    return {k: getattr(args, k) for k in keys}
+
+
+def load_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """(settings with sources, cases, extra config facts). Raises SettingsError unless falling back."""
+    exp_dir: Path | None = args.exp_dir
+    cases_file = args.cases_file or (exp_dir / "test_cases.json" if exp_dir and (exp_dir / "test_cases.json").is_file()
+                                     else None)
+    config_file = args.exp_config or (exp_dir / "config.py" if exp_dir and (exp_dir / "config.py").is_file() else None)
+    extra: dict[str, Any] = {}
+    cli = _cli_settings(args)
+    config_py = None
+    try:
+        if config_file is not None:
+            config_py = read_config_py(config_file, warn=log.warning)
+            extra["config_py"] = str(config_file)
+        settings = resolve_settings(cli, config_py)
+        if cases_file is not None:
+            cases = load_test_cases(cases_file)
+            extra["cases_source"] = str(cases_file)
+        else:
+            cases = builtin_cases(settings["tasks"]["value"], settings["loads"]["value"], settings["langs"]["value"])
+            extra["cases_source"] = "builtin"
+    except SettingsError as exc:
+        if not args.use_default_on_error:
+            raise
+        log.warning("using_builtin_tasks", reason=str(exc), flag="--use-default-on-error")
+        # keep valid CLI values; drop the broken file entirely
+        settings = resolve_settings({k: v for k, v in cli.items() if v is not None}, None)
+        cases = builtin_cases(settings["tasks"]["value"], settings["loads"]["value"], settings["langs"]["value"])
+        extra = {"cases_source": "builtin", "fallback": {"reason": str(exc), "flag": "--use-default-on-error"}}
+    return settings, cases, extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, json=args.log_json)
+    try:
+        settings, cases, extra = load_inputs(args)
+    except SettingsError as exc:
+        log.error("bad_settings", error=str(exc), fix="fix the file, or pass --use-default-on-error to run the built-in tasks")
+        return EXIT_SETTINGS
+    backend = settings["backend"]["value"]
+    base_url = normalize_base_url(settings["base_url"]["value"], backend)
+    if args.dry_run:
+        models = settings["models"]["value"]
+        per_case = [case_models(c, models, args.models is not None, ["all"]) for c in cases]
+        jobs = plan_jobs("DRY-RUN", cases, per_case, settings["runs"]["value"])
+        print(json.dumps({"settings": settings, "base_url": base_url, **extra, "cases": len(cases),
+                          "requests": len(jobs), "rids": [j.rid for j in jobs][:50]},
+                         ensure_ascii=False, indent=1, default=str))
+        return 0
+    if args.exp_dir is not None:
+        batch = BatchDir(args.exp_dir)
+    else:
+        batch = new_batch_dir(args.out or Path("data"))
+    pub_curve = sub_curve = None
+    if args.curve_secret is not None:
+        try:
+            keys = CurveKeys.from_secret_file(args.curve_secret, args.curve_server_key)
+        except BusSecurityError as exc:
+            log.error("bad_curve_keys", error=str(exc))
+            return EXIT_SETTINGS
+        # encrypt our own PUB only off loopback, where bind_pub demands it
+        pub_curve = None if is_loopback(args.events_endpoint or events_endpoint()) else keys
+        sub_curve = keys if keys.server_public else None
+    opts = BatchOptions(
+        batch=batch, settings=settings, cases=cases, cli_models=args.models is not None, base_url=base_url,
+        events_endpoint=args.events_endpoint or events_endpoint(),
+        telemetry_endpoint=None if args.no_telemetry else (args.telemetry_endpoint or telemetry_endpoint()),
+        telemetry_wait_s=args.telemetry_wait, resume=args.resume, analyze=not args.no_analyze,
+        progress=not args.no_progress, analyzer_args=shlex.split(args.analyzer_args), pub_curve=pub_curve,
+        sub_curve=sub_curve, policy=RetryPolicy(busy_retries=args.retries, backoff_s=args.backoff),
+        extra_config=extra)
+    try:
+        return asyncio.run(_main_with_signals(opts))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+async def _main_with_signals(opts: BatchOptions) -> int:
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    if sys.platform != "win32" and task is not None:
+        # SIGTERM ends the batch like Ctrl-C does: finished requests stay recorded, batch.end is written
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await run_batch(opts)
+    except asyncio.CancelledError:
+        return EXIT_INTERRUPTED

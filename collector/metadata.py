@@ -1,0 +1,128 @@
+"""Model lists and metadata from the server's HTTP API (never from the ``ollama`` CLI's output).
+
+Ollama: ``GET /api/tags`` (digest, details) + ``POST /api/show`` (context length, capabilities).
+OpenAI-compatible: ``GET /v1/models`` where the server has it (llama.cpp adds ``meta``, vLLM
+``max_model_len``). The pure parts (``model_meta_from_*``, ``local_generators``) take JSON.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+
+def local_generators(tags: dict[str, Any]) -> list[str]:
+    """Names from /api/tags that can generate locally: cloud (remote_host) and embedding-only left out."""
+    out = []
+    for m in tags.get("models") or []:
+        if m.get("remote_host") or m.get("remote_model"):
+            continue
+        caps = m.get("capabilities")
+        if isinstance(caps, list) and "embedding" in caps and "completion" not in caps:
+            continue
+        name = m.get("name") or m.get("model")
+        if name:
+            out.append(name)
+    return out
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Ollama treats ``llama3.2`` and ``llama3.2:latest`` as one model."""
+    def norm(x: str) -> str:
+        return x if ":" in x.rsplit("/", 1)[-1] else x + ":latest"
+    return norm(a) == norm(b)
+
+
+def model_meta_from_ollama(name: str, tags: dict[str, Any] | None, show: dict[str, Any] | None) -> dict[str, Any]:
+    """digest, parameter_size, quantization_level, family, context_length, capabilities (present ones)."""
+    meta: dict[str, Any] = {}
+    for m in (tags or {}).get("models") or []:
+        if _same_model(name, m.get("name") or m.get("model") or ""):
+            if m.get("digest"):
+                meta["digest"] = m["digest"]
+            if m.get("size") is not None:
+                meta["size_b"] = m["size"]
+            details = m.get("details") or {}
+            for key in ("parameter_size", "quantization_level", "family", "format"):
+                if details.get(key):
+                    meta[key] = details[key]
+            if details.get("context_length"):
+                meta["context_length"] = details["context_length"]
+            break
+    if show:
+        details = show.get("details") or {}
+        for key in ("parameter_size", "quantization_level", "family", "format"):
+            if details.get(key) and key not in meta:
+                meta[key] = details[key]
+        info = show.get("model_info") or {}
+        arch = info.get("general.architecture")
+        if arch and info.get(f"{arch}.context_length") is not None:
+            meta["context_length"] = info[f"{arch}.context_length"]
+        if info.get("general.parameter_count") is not None:
+            meta["parameter_count"] = info["general.parameter_count"]
+        if isinstance(show.get("capabilities"), list):
+            meta["capabilities"] = show["capabilities"]
+    return meta
+
+
+def model_meta_from_openai(name: str, models: dict[str, Any] | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for m in (models or {}).get("data") or []:
+        if m.get("id") == name:
+            if m.get("owned_by"):
+                meta["owned_by"] = m["owned_by"]
+            if m.get("max_model_len"):
+                meta["context_length"] = m["max_model_len"]
+            extra = m.get("meta") or {}
+            if extra.get("n_ctx_train"):
+                meta["context_length"] = extra["n_ctx_train"]
+            if extra.get("n_params"):
+                meta["parameter_count"] = extra["n_params"]
+            if extra.get("size"):
+                meta["size_b"] = extra["size"]
+            break
+    return meta
+
+
+async def _get_json(session: aiohttp.ClientSession, method: str, url: str, **kw) -> dict[str, Any] | None:
+    """JSON body of a 200 answer, else None (metadata is best-effort; connection errors propagate)."""
+    async with session.request(method, url, **kw) as resp:
+        if resp.status != 200:
+            return None
+        try:
+            data = await resp.json(content_type=None)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+
+async def list_models(session: aiohttp.ClientSession, backend: str, base_url: str) -> tuple[list[str], dict[str, Any] | None]:
+    """(usable model names, the raw listing) — what "all" means for this server."""
+    if backend == "openai":
+        listing = await _get_json(session, "GET", base_url + "/v1/models")
+        return [m["id"] for m in (listing or {}).get("data") or [] if m.get("id")], listing
+    listing = await _get_json(session, "GET", base_url + "/api/tags")
+    names = []
+    for name in local_generators(listing or {}):
+        # older servers list no capabilities in /api/tags: ask /api/show before running an embedder
+        show = await _get_json(session, "POST", base_url + "/api/show", json={"model": name})
+        caps = (show or {}).get("capabilities")
+        if isinstance(caps, list) and "embedding" in caps and "completion" not in caps:
+            continue
+        names.append(name)
+    return names, listing
+
+
+async def fetch_model_meta(session: aiohttp.ClientSession, backend: str, base_url: str, name: str,
+                           listing: dict[str, Any] | None) -> dict[str, Any]:
+    if backend == "openai":
+        return model_meta_from_openai(name, listing)
+    show = await _get_json(session, "POST", base_url + "/api/show", json={"model": name})
+    return model_meta_from_ollama(name, listing, show)
+
+
+async def server_version(session: aiohttp.ClientSession, backend: str, base_url: str) -> str | None:
+    if backend == "openai":
+        return None
+    data = await _get_json(session, "GET", base_url + "/api/version")
+    return (data or {}).get("version")

@@ -1,0 +1,271 @@
+"""Batch settings from CLI, ``config.py`` (read as data with ``ast``, never executed) and
+defaults, each value remembered with its source; and ``test_cases.json`` loading/validation.
+
+Precedence: an explicit CLI flag > a per-case value in test_cases.json (max_tokens,
+temperature) > config.py > built-in default.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from collector.backends import BACKENDS
+from collector.tasks import LANGS, LOADS, TASK_ALIASES, TASKS
+
+
+class SettingsError(ValueError):
+    """A bad config.py / test_cases.json / flag; the message names file, line/index, field and fix."""
+
+
+DEFAULTS: dict[str, Any] = {
+    "models": ["all"],
+    "tasks": list(TASKS),
+    "loads": list(LOADS),
+    "langs": list(LANGS),
+    "runs": 1,
+    "max_tokens": 256,
+    "temperature": 0.7,
+    "top_p": None,
+    "num_ctx": None,
+    "seed": None,
+    "keep_alive": "0s",
+    "warmup": False,
+    "think": "auto",
+    "backend": "ollama",
+    "base_url": None,
+    "timeout": 600.0,
+    "concurrency": 1,
+}
+
+# config.py names (the seed's spellings first) -> setting key
+CONFIG_PY_NAMES = {
+    "TEMPERATURE": "temperature", "TOP_P": "top_p", "NUM_CTX": "num_ctx", "SEED": "seed",
+    "KEEPALIVE": "keep_alive", "KEEP_ALIVE": "keep_alive", "WARMUP": "warmup", "RUNS": "runs",
+    "MAX_TOKENS": "max_tokens", "MODELS": "models", "TASKS": "tasks", "LOADS": "loads", "LANGS": "langs",
+    "THINK": "think", "BACKEND": "backend", "BASE_URL": "base_url", "TIMEOUT": "timeout",
+    "CONCURRENCY": "concurrency",
+}
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_value(key: str, value: Any, where: str) -> Any:
+    """Validate one setting; ``where`` names the file/line or flag for the error message."""
+    def fail(want: str) -> SettingsError:
+        return SettingsError(f"{where}: {key} = {value!r} is invalid; expected {want}")
+
+    if value is None and DEFAULTS.get(key, 0) is None:
+        return None
+    if key == "temperature":
+        if not _is_num(value) or not 0 <= value <= 2:
+            raise fail("a number between 0 and 2")
+        return float(value)
+    if key == "top_p":
+        if not _is_num(value) or not 0 < value <= 1:
+            raise fail("a number in (0, 1]")
+        return float(value)
+    if key in ("num_ctx", "max_tokens", "runs", "concurrency"):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise fail("a positive integer")
+        return value
+    if key == "seed":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise fail("an integer")
+        return value
+    if key == "keep_alive":
+        if not (isinstance(value, str) or _is_num(value)):
+            raise fail('a duration string like "0s", "5m" or a number of seconds')
+        return value
+    if key == "warmup":
+        if not isinstance(value, bool):
+            raise fail("True or False")
+        return value
+    if key == "think":
+        if value in (True, "on", "true"):
+            return "on"
+        if value in (False, "off", "false"):
+            return "off"
+        if value in ("auto", None):
+            return "auto"
+        raise fail('"on", "off" or "auto"')
+    if key == "backend":
+        if value not in BACKENDS:
+            raise fail(" or ".join(BACKENDS))
+        return value
+    if key == "base_url":
+        if not isinstance(value, str):
+            raise fail("a URL string such as http://127.0.0.1:11434")
+        return value
+    if key == "timeout":
+        if not _is_num(value) or value <= 0:
+            raise fail("a positive number of seconds")
+        return float(value)
+    if key in ("models", "tasks", "loads", "langs"):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(x, str) and x for x in value):
+            raise fail("a non-empty list of names")
+        allowed = {"tasks": TASKS, "loads": LOADS, "langs": LANGS}.get(key)
+        if allowed:
+            bad = [x for x in value if x not in allowed]
+            if bad:
+                raise fail(f"names from {', '.join(allowed)} (unknown: {', '.join(bad)})")
+        return list(value)
+    raise SettingsError(f"{where}: unknown setting {key!r}")
+
+
+def read_config_py(path: Path, warn=None) -> dict[str, tuple[Any, int]]:
+    """``{setting_key: (value, line)}`` from a config.py of literal assignments (never executed)."""
+    try:
+        src = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read ({exc}); save it as UTF-8") from exc
+    try:
+        tree = ast.parse(src, filename=str(path))
+    except SyntaxError as exc:
+        raise SettingsError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
+    out: dict[str, tuple[Any, int]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            continue  # a docstring
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if len(targets) != 1 or not isinstance(targets[0], ast.Name) or node.value is None:
+                raise SettingsError(f"{path}:{node.lineno}: only `NAME = literal` assignments are allowed")
+            name = targets[0].id
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError as exc:
+                raise SettingsError(
+                    f"{path}:{node.lineno}: {name} must be a literal (number, string, True/False, list); "
+                    f"config.py is read as data and never executed") from exc
+            key = CONFIG_PY_NAMES.get(name)
+            if key is None:
+                if warn:
+                    warn("config_py_unknown_name", file=str(path), line=node.lineno, name=name,
+                         known=sorted(CONFIG_PY_NAMES))
+                continue
+            out[key] = (check_value(key, value, f"{path}:{node.lineno}"), node.lineno)
+            continue
+        raise SettingsError(
+            f"{path}:{getattr(node, 'lineno', '?')}: {type(node).__name__} statement is not allowed; "
+            "config.py may hold only `NAME = literal` assignments (it is read as data, never executed)")
+    return out
+
+
+def resolve_settings(cli: dict[str, Any], config_py: dict[str, tuple[Any, int]] | None,
+                     config_py_path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """``{key: {"value": v, "source": "cli" | "config.py" | "default"}}`` for every setting."""
+    out = {}
+    for key, default in DEFAULTS.items():
+        if cli.get(key) is not None:
+            out[key] = {"value": check_value(key, cli[key], f"--{key.replace('_', '-')}"), "source": "cli"}
+        elif config_py and key in config_py:
+            value, line = config_py[key]
+            out[key] = {"value": value, "source": "config.py", "line": line}
+        else:
+            out[key] = {"value": default, "source": "default"}
+    return out
+
+
+def _model_spec(value: Any, where: str) -> list[str] | str:
+    if value == "all":
+        return "all"
+    if isinstance(value, str) and value:
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(x, str) and x for x in value):
+        return list(value)
+    raise SettingsError(f'{where}: field "model" must be a model name, a list of names, or "all"; got {value!r}')
+
+
+def _guess_lang(text: str) -> str:
+    return "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in text) else "en"
+
+
+def _guess_load(text: str) -> str:
+    # rough, by characters: short questions, a paragraph, a long document
+    n = len(text)
+    return "short" if n < 300 else "medium" if n < 1500 else "long"
+
+
+def load_test_cases(path: Path) -> list[dict[str, Any]]:
+    """Read and validate a test_cases.json (seed format); return normalised cases.
+
+    Each case gets ``task`` (canonical), ``task_type`` (as written), ``load``, ``lang``,
+    ``models`` (list or "all"; absent = the batch's model list), and a ``sources`` map telling
+    which fields came from the file.
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8-sig"))
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read ({exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from exc
+    if isinstance(raw, dict) and isinstance(raw.get("cases"), list):
+        raw = raw["cases"]
+    if not isinstance(raw, list) or not raw:
+        raise SettingsError(f"{path}: expected a non-empty JSON list of case objects")
+    cases = []
+    for i, item in enumerate(raw):
+        where = f"{path}: case [{i}]"
+        if not isinstance(item, dict):
+            raise SettingsError(f"{where}: expected an object, got {type(item).__name__}")
+        prompt = item.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise SettingsError(f'{where}: field "prompt" must be a non-empty string')
+        task_type = item.get("task_type", item.get("task"))
+        if not isinstance(task_type, str) or task_type.strip().lower() not in TASK_ALIASES:
+            raise SettingsError(f'{where}: field "task_type" = {task_type!r} is unknown; use one of '
+                                f'{", ".join(sorted(TASK_ALIASES))}')
+        case: dict[str, Any] = {"task": TASK_ALIASES[task_type.strip().lower()], "task_type": task_type,
+                                "prompt": prompt, "source": "test_cases.json", "index_in_file": i}
+        sources: dict[str, str] = {}
+        if "model" in item:
+            case["models"] = _model_spec(item["model"], where)
+            sources["models"] = "test_cases.json"
+        for key in ("max_tokens", "temperature", "top_p", "num_ctx", "seed"):
+            if key in item and item[key] is not None:
+                case[key] = check_value(key, item[key], f'{where}: field "{key}"')
+                sources[key] = "test_cases.json"
+        ref = item.get("reference_text")
+        if ref is not None:
+            if not isinstance(ref, str):
+                raise SettingsError(f'{where}: field "reference_text" must be a string')
+            case["reference_text"] = ref
+        load = item.get("load")
+        if load is not None and load not in LOADS:
+            raise SettingsError(f'{where}: field "load" = {load!r}; use one of {", ".join(LOADS)}')
+        case["load"] = load or _guess_load(prompt)
+        sources["load"] = "test_cases.json" if load else "derived"
+        lang = item.get("lang")
+        if lang is not None and lang not in LANGS:
+            raise SettingsError(f'{where}: field "lang" = {lang!r}; use one of {", ".join(LANGS)}')
+        case["lang"] = lang or _guess_lang(prompt)
+        options = item.get("options")
+        if options is not None:
+            if not isinstance(options, dict):
+                raise SettingsError(f'{where}: field "options" must be an object of server options')
+            case["options"] = options
+        expect = item.get("expect")
+        if expect is not None:
+            if not isinstance(expect, dict):
+                raise SettingsError(f'{where}: field "expect" must be an object (symbols, complexity, entry, tests)')
+            case["expect"] = expect
+        if "think" in item:
+            case["think"] = check_value("think", item["think"], f'{where}: field "think"')
+        case["sources"] = sources
+        cases.append(case)
+    return cases
+
+
+def case_hash(case: dict[str, Any]) -> str:
+    """Short stable hash of what makes a case: task, load, lang, prompt."""
+    key = json.dumps([case.get("task"), case.get("load"), case.get("lang"), case.get("prompt")], ensure_ascii=False)
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]

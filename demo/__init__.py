@@ -1,0 +1,1 @@
+"""Demo: a real CPU LLM server (llm_server) for `make demo` and end-to-end tests."""

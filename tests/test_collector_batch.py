@@ -1,0 +1,166 @@
+"""Batch-level behaviour: the recorder thread, OOM values kept per model, the server going away
+mid-batch, SIGTERM, and the analyzer hand-off."""
+import asyncio
+import signal
+import sys
+import time
+
+import pytest
+from structlog.testing import capture_logs
+
+from collector.batch_run import run_analyzer
+from collector.recorder import Recorder, TelemetryTimeout
+from shared.bus import Inbox, Publisher, bind_pub, connect_sub
+from shared.recording import RecordingReader, read_recording
+from tests.conftest import ROOT, free_port
+from tests.stubs import ollama_stub, serve
+from tests.test_collector_cli import by_topic, collector_env, run_collector
+
+
+class TestRecorder:
+    def test_records_telemetry_and_own_events_and_publishes(self, zctx, tmp_path):
+        tel_ep, ev_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+        pub = Publisher(bind_pub(zctx, tel_ep), "telemetry@t")
+        sub = connect_sub(zctx, ev_ep)
+        rec = Recorder(tmp_path / "raw" / "stream.msgpack", ev_ep, tel_ep, meta={"batch": "b"}, ctx=zctx)
+        try:
+            deadline = time.monotonic() + 5
+            while not rec.heartbeat.is_set() and time.monotonic() < deadline:
+                pub.publish("tel.hb", {"gpus": 0})
+                pub.publish("tel.gpu", {"gpu": 0, "power_mw": 1})
+                time.sleep(0.02)
+            rec.wait_heartbeat(0.1)
+            got = None
+            deadline = time.monotonic() + 5
+            while got is None and time.monotonic() < deadline:  # slow joiner: repeat until one arrives
+                rec.emit("req.start", {"rid": "b/m/000-qa/short/1"})
+                got = Inbox().recv(sub, timeout_ms=50)
+            assert got is not None and got[0] == "req.start" and got[1]["src"].startswith("collector@")
+        finally:
+            rec.close()
+            sub.close(linger=0)
+            pub.sock.close(linger=0)
+        header, items, problem = read_recording(tmp_path / "raw" / "stream.msgpack")
+        topics = by_topic(items)
+        assert header["batch"] == "b" and problem is None
+        assert topics["tel.hb"] and topics["tel.gpu"] and topics["req.start"]
+        seqs = [p["seq"] for p in topics["req.start"]]
+        assert seqs == list(range(len(seqs)))
+
+    def test_missing_heartbeat_names_the_fix(self, zctx, tmp_path):
+        rec = Recorder(tmp_path / "s.msgpack", None, f"tcp://127.0.0.1:{free_port()}", ctx=zctx)
+        try:
+            with pytest.raises(TelemetryTimeout, match="python -m telemetry.*--no-telemetry"):
+                rec.wait_heartbeat(0.2)
+        finally:
+            rec.close()
+
+
+async def test_oom_degraded_values_kept_for_the_model(tmp_path):
+    app = ollama_stub.make_app(load_s=0.0)
+    async with serve(app) as url:
+        rc, log = await run_collector("--out", str(tmp_path), "--models", "oom-load", "--tasks", "qa", "--loads",
+                                      "short", "--langs", "en", "--runs", "3", "--num-ctx", "4096", "--max-tokens",
+                                      "8", "--base-url", url, "--no-telemetry", "--no-analyze", "--no-progress")
+    assert rc == 0, log
+    [batch] = list(tmp_path.iterdir())
+    _, items, _ = read_recording(batch / "raw" / "stream.msgpack")
+    topics = by_topic(items)
+    starts, ends = topics["req.start"], topics["req.end"]
+    assert [s["params"]["num_ctx"] for s in starts] == [4096, 1024, 1024]
+    assert ends[0]["client"]["degraded"] == {"num_ctx": 1024} and ends[0]["params"]["num_ctx"] == 1024
+    assert [e["client"]["retries"] for e in ends] == [2, 0, 0] and all(e["ok"] for e in ends)
+
+
+async def test_server_going_away_stops_the_batch_and_keeps_what_finished(tmp_path):
+    app = ollama_stub.make_app(load_s=0.0, token_delay_s=0.02)
+    stream = tmp_path / "b" / "raw" / "stream.msgpack"
+    cm = serve(app)
+    url = await cm.__aenter__()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "collector", "--exp-dir", str(tmp_path / "b"), "--models", "ok", "--tasks", "qa",
+        "--loads", "short", "--langs", "en", "--runs", "20", "--max-tokens", "5", "--keepalive", "5m",
+        "--base-url", url, "--no-telemetry", "--no-analyze", "--no-progress", cwd=str(ROOT),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=collector_env())
+    stopped = False
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            if stream.exists() and sum(1 for t, _ in RecordingReader(stream) if t == "req.end") >= 2:
+                break
+        await cm.__aexit__(None, None, None)  # the server goes away mid-batch
+        stopped = True
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if not stopped:
+            await cm.__aexit__(None, None, None)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log = err.decode("utf-8", errors="replace")
+    assert proc.returncode == 3, log
+    assert "Is the server running" in log
+    _, items, problem = read_recording(stream)
+    topics = by_topic(items)
+    ok = [e for e in topics["req.end"] if e["ok"]]
+    assert problem is None and len(ok) >= 2
+    assert any(e.get("error_kind") in ("connection", "truncated") for e in topics["req.end"])
+    [be] = topics["batch.end"]
+    assert be["interrupted"] is True and be["skipped"] > 0 and be["ok"] == len(ok)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM handling is POSIX-only (Ctrl-C works everywhere)")
+async def test_sigterm_ends_the_batch_cleanly(tmp_path):
+    app = ollama_stub.make_app(load_s=0.0)
+    stream = tmp_path / "b" / "raw" / "stream.msgpack"
+    async with serve(app) as url:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "collector", "--exp-dir", str(tmp_path / "b"), "--models", "hang", "--tasks", "qa",
+            "--loads", "short", "--langs", "en", "--base-url", url, "--no-telemetry", "--no-analyze",
+            "--no-progress", cwd=str(ROOT), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            env=collector_env())
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                if stream.exists() and any(t == "req.start" for t, _ in RecordingReader(stream)):
+                    break
+            proc.send_signal(signal.SIGTERM)
+            rc = await asyncio.wait_for(proc.wait(), 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert rc == 130
+    _, items, problem = read_recording(stream)
+    [be] = by_topic(items)["batch.end"]
+    assert problem is None and be["interrupted"] is True
+
+
+def test_analyzer_failure_is_a_warning_with_the_command(tmp_path):
+    missing = tmp_path / "no_such_batch"
+    with capture_logs() as logs:
+        assert run_analyzer(missing) is False
+    warn = [e for e in logs if e["event"] == "analyzer_failed"]
+    assert warn and warn[0]["log_level"] == "warning"
+    assert warn[0]["run_later"] == f"python -m analyzer --batch {missing}"
+
+
+async def test_resume_refuses_changed_cases(tmp_path):
+    app = ollama_stub.make_app(load_s=0.0)
+    async with serve(app) as url:
+        base = ["--exp-dir", str(tmp_path / "b"), "--models", "ok", "--loads", "short", "--langs", "en",
+                "--max-tokens", "4", "--base-url", url, "--no-telemetry", "--no-analyze", "--no-progress"]
+        rc, log = await run_collector(*base, "--tasks", "qa")
+        assert rc == 0, log
+        rc, log = await run_collector(*base, "--tasks", "qa")
+        assert rc == 1 and "--resume" in log  # an existing recording is never overwritten
+        rc, log = await run_collector(*base, "--tasks", "code", "--resume")
+        assert rc == 1 and "resume_cases_changed" in log
+        rc, log = await run_collector(*base, "--tasks", "qa", "--resume")
+        assert rc == 0, log
+    _, items, _ = read_recording(tmp_path / "b" / "raw" / "stream.msgpack")
+    topics = by_topic(items)
+    assert len(topics["req.end"]) == 1 and len(topics["batch.start"]) == 2
+    assert topics["batch.end"][-1]["requests"] == 0

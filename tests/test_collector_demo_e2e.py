@@ -1,0 +1,66 @@
+"""End to end on a real model: llama.cpp's OpenAI-compatible server (xllamacpp) serving
+SmolLM2-135M-Instruct on the CPU, driven by ``python -m collector --backend openai``.
+Kept to two short requests (max_tokens 16)."""
+import asyncio
+import json
+import sys
+
+import pytest
+
+from shared.recording import read_recording
+from tests.conftest import ROOT
+from tests.test_collector_cli import collector_env
+
+pytest.importorskip("xllamacpp", reason="the demo extra (xllamacpp) is part of `make install`")
+from demo.llm_server import MODEL_ALIAS, find_gguf, running_server  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def llm_url():
+    with running_server(ctx=1024, threads=2) as url:
+        yield url
+
+
+def test_gguf_is_found_inside_the_package():
+    gguf = find_gguf()
+    assert gguf.suffix == ".gguf" and gguf.stat().st_size > 10_000_000
+
+
+async def test_collector_openai_path_on_a_real_model(llm_url, tmp_path):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "collector", "--backend", "openai", "--base-url", llm_url, "--models", MODEL_ALIAS,
+        "--tasks", "qa", "--loads", "short", "--langs", "en", "zh", "--max_tokens", "16", "--seed", "1",
+        "--temperature", "0", "--out", str(tmp_path), "--no-telemetry", "--no-analyze", "--no-progress",
+        "--timeout", "120", cwd=str(ROOT), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=collector_env())
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 240)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log = (out + err).decode("utf-8", errors="replace")
+    assert proc.returncode == 0, log
+    [batch] = list(tmp_path.iterdir())
+    _, items, problem = read_recording(batch / "raw" / "stream.msgpack")
+    assert problem is None
+    ends = [p for t, p in items if t == "req.end"]
+    starts = {p["rid"]: p for t, p in items if t == "req.start"}
+    assert len(ends) == 2
+    for e in ends:
+        assert e["ok"], e.get("error")
+        assert e["text"].strip()
+        api = e["api"]
+        assert 0 < api["completion_tokens"] <= 16 and api["prompt_tokens"] > 0
+        assert api["timings"]["predicted_n"] == api["eval_count"] and api["eval_duration_ns"] > 0
+        assert api["done_reason"] in ("stop", "length")
+        c = e["client"]
+        assert 0 < c["first_chunk_s"] <= c["first_token_s"] < c["latency_s"]
+        # the server's own generation time fits inside what the client measured
+        assert api["eval_duration_ns"] / 1e9 <= c["latency_s"]
+        assert starts[e["rid"]]["params"]["max_tokens"] == 16
+    [bs] = [p for t, p in items if t == "batch.start"]
+    assert bs["backend"] == "openai" and MODEL_ALIAS in bs["models"]
+    assert bs["models"][MODEL_ALIAS].get("context_length", 1) > 0
+    raw = json.loads(next((batch / "raw").glob("*.json")).read_text(encoding="utf-8"))
+    assert raw["throughput_tokens_per_sec"] > 0

@@ -1,0 +1,174 @@
+"""config.py (read as data), test_cases.json (seed format), built-in tasks and the request matrix."""
+import json
+
+import pytest
+
+from collector.plan import case_models, finished_rids, make_rid, params_for, plan_jobs
+from collector.settings import (SettingsError, case_hash, load_test_cases, read_config_py, resolve_settings)
+from collector.tasks import TASK_ALIASES, builtin_cases
+
+SEED_CASES = [
+    {"model": ["deepseek-r1:8b", "gemma3:4b"], "prompt": "请解释牛顿第一定律。", "task_type": "knowledge_qa",
+     "reference_text": "牛顿第一定律，也称为惯性定律...", "max_tokens": 200, "temperature": 0.7},
+    {"model": "all", "prompt": "写一段关于人工智能的短文。", "task_type": "creative_writing", "max_tokens": 300,
+     "temperature": 0.8},
+]
+
+SEED_CONFIG = 'TEMPERATURE = 0.7\nTOP_P = 0.9\nNUM_CTX = 4096\nSEED = 1234\nKEEPALIVE = "0s"\nWARMUP = True\nRUNS = 1\n'
+
+
+class TestConfigPy:
+    def test_seed_example_is_read_with_lines(self, tmp_path):
+        f = tmp_path / "config.py"
+        f.write_text('"""batch overrides"""\n' + SEED_CONFIG, encoding="utf-8")
+        cfg = read_config_py(f)
+        assert cfg["temperature"] == (0.7, 2) and cfg["num_ctx"] == (4096, 4) and cfg["keep_alive"] == ("0s", 6)
+        assert cfg["warmup"] == (True, 7) and cfg["runs"] == (1, 8)
+
+    @pytest.mark.parametrize("src,needle", [
+        ("import os\nRUNS = 1\n", ":1: Import statement is not allowed"),
+        ("RUNS = int('3')\n", ":1: RUNS must be a literal"),
+        ("RUNS = 0\n", ":1: runs = 0 is invalid; expected a positive integer"),
+        ("TEMPERATURE = 'hot'\n", ":1: temperature = 'hot' is invalid"),
+        ("A, B = 1, 2\n", ":1: only `NAME = literal` assignments"),
+        ("RUNS = (\n", ":1: syntax error"),
+        ("open('x', 'w').write('pwned')\n", ":1: Expr statement is not allowed"),
+    ])
+    def test_anything_but_literal_assignments_is_a_clear_error(self, tmp_path, src, needle):
+        f = tmp_path / "config.py"
+        f.write_text(src, encoding="utf-8")
+        with pytest.raises(SettingsError) as exc:
+            read_config_py(f)
+        assert str(f) in str(exc.value) and needle in str(exc.value)
+        assert not (tmp_path / "x").exists()
+
+    def test_unknown_names_are_warned_not_fatal(self, tmp_path):
+        f = tmp_path / "config.py"
+        f.write_text("FOO = 1\nRUNS = 2\n", encoding="utf-8")
+        seen = []
+        cfg = read_config_py(f, warn=lambda event, **kw: seen.append((event, kw["name"])))
+        assert cfg == {"runs": (2, 2)} and seen == [("config_py_unknown_name", "FOO")]
+
+
+class TestResolve:
+    def test_every_value_has_its_source(self, tmp_path):
+        f = tmp_path / "config.py"
+        f.write_text(SEED_CONFIG, encoding="utf-8")
+        s = resolve_settings({"runs": 3, "max_tokens": None}, read_config_py(f))
+        assert s["runs"] == {"value": 3, "source": "cli"}
+        assert s["temperature"]["source"] == "config.py" and s["temperature"]["line"] == 1
+        assert s["max_tokens"] == {"value": 256, "source": "default"}
+
+    def test_bad_cli_value_names_the_flag(self):
+        with pytest.raises(SettingsError, match="--max-tokens: max_tokens = -1"):
+            resolve_settings({"max_tokens": -1}, None)
+
+
+class TestTestCases:
+    def test_seed_example_normalised(self, tmp_path):
+        f = tmp_path / "test_cases.json"
+        f.write_text(json.dumps(SEED_CASES, ensure_ascii=False), encoding="utf-8")
+        cases = load_test_cases(f)
+        assert [c["task"] for c in cases] == ["qa", "creative"]
+        assert [c["task_type"] for c in cases] == ["knowledge_qa", "creative_writing"]
+        assert cases[0]["models"] == ["deepseek-r1:8b", "gemma3:4b"] and cases[1]["models"] == "all"
+        assert cases[0]["lang"] == "zh" and cases[0]["load"] == "short"
+        assert cases[0]["max_tokens"] == 200 and cases[0]["sources"]["max_tokens"] == "test_cases.json"
+        assert cases[0]["reference_text"].startswith("牛顿")
+
+    @pytest.mark.parametrize("case,needle", [
+        ({"task_type": "qa"}, 'case [1]: field "prompt"'),
+        ({"prompt": "x", "task_type": "poetry"}, 'case [1]: field "task_type" = \'poetry\' is unknown'),
+        ({"prompt": "x", "task_type": "qa", "max_tokens": "many"}, 'case [1]: field "max_tokens"'),
+        ({"prompt": "x", "task_type": "qa", "model": 3}, 'case [1]: field "model"'),
+        ({"prompt": "x", "task_type": "qa", "load": "huge"}, 'case [1]: field "load"'),
+    ])
+    def test_bad_field_names_file_index_and_field(self, tmp_path, case, needle):
+        f = tmp_path / "test_cases.json"
+        f.write_text(json.dumps([SEED_CASES[0], case], ensure_ascii=False), encoding="utf-8")
+        with pytest.raises(SettingsError) as exc:
+            load_test_cases(f)
+        assert str(f) in str(exc.value) and needle in str(exc.value)
+
+    def test_invalid_json_names_line_and_column(self, tmp_path):
+        f = tmp_path / "test_cases.json"
+        f.write_text('[\n  {"prompt": "x",}\n]', encoding="utf-8")
+        with pytest.raises(SettingsError, match=r"test_cases.json:2:\d+: not valid JSON"):
+            load_test_cases(f)
+
+
+class TestBuiltinTasks:
+    def test_matrix_covers_tasks_loads_and_both_languages(self):
+        cases = builtin_cases()
+        assert len(cases) == 4 * 3 * 2
+        assert {(c["task"], c["load"], c["lang"]) for c in cases} == {
+            (t, l, g) for t in ("qa", "summary", "code", "creative") for l in ("short", "medium", "long")
+            for g in ("en", "zh")}
+        for c in cases:
+            if c["task"] in ("qa", "summary"):
+                assert c["reference_text"]
+            if c["task"] == "code":
+                assert c["expect"]["entry"] == "binary_search" and c["expect"]["complexity"] == "O(log n)"
+                assert "assert binary_search(" in c["expect"]["tests"]
+
+    def test_loads_grow(self):
+        for lang in ("en", "zh"):
+            for task in ("qa", "summary", "code"):
+                lens = [len(c["prompt"]) for c in builtin_cases([task], ["short", "medium", "long"], [lang])]
+                assert lens == sorted(lens) and lens[0] < lens[2]
+
+    def test_code_tests_pass_on_a_correct_solution(self):
+        """The shipped asserts are right: a reference binary search passes them all."""
+        def binary_search(arr, target):
+            lo, hi = 0, len(arr)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if arr[mid] < target:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            return lo if lo < len(arr) and arr[lo] == target else -1
+        for c in builtin_cases(["code"]):
+            exec(c["expect"]["tests"], {"binary_search": binary_search})
+
+    def test_seed_task_names_map_to_canonical(self):
+        assert TASK_ALIASES["knowledge_qa"] == "qa" and TASK_ALIASES["summarization"] == "summary"
+        assert TASK_ALIASES["code_generation"] == "code" and TASK_ALIASES["creative_writing"] == "creative"
+
+    def test_unknown_task_rejected(self):
+        with pytest.raises(ValueError, match="unknown task"):
+            builtin_cases(["poetry"])
+
+
+class TestPlan:
+    def test_rids_are_deterministic_and_unique(self):
+        cases = builtin_cases(["qa"], ["short"])
+        per_case = [["a", "b:7b"]] * len(cases)
+        jobs = plan_jobs("B", cases, per_case, runs=2)
+        assert len(jobs) == 2 * len(cases) * 2 and len({j.rid for j in jobs}) == len(jobs)
+        assert jobs == plan_jobs("B", cases, per_case, runs=2)
+        assert jobs[0].rid == make_rid("B", "a", 0, "qa", "short", 1) == "B/a/000-qa/short/1"
+        assert [j.model for j in jobs[:4]] == ["a"] * 4  # model-major
+
+    def test_case_models_all_and_cli_override(self):
+        case = {"models": "all"}
+        assert case_models(case, ["x"], False, ["m1", "m2"]) == ["m1", "m2"]
+        assert case_models(case, ["x"], True, ["m1", "m2"]) == ["x"]
+        assert case_models({}, ["all", "m3"], False, ["m1"]) == ["m1", "m3"]
+
+    def test_finished_rids_only_ok_ends(self):
+        msgs = [("req.end", {"rid": "a", "ok": True}), ("req.end", {"rid": "b", "ok": False}),
+                ("req.start", {"rid": "c"})]
+        assert finished_rids(msgs) == {"a"}
+
+    def test_params_precedence_cli_case_config(self, tmp_path):
+        f = tmp_path / "config.py"
+        f.write_text("MAX_TOKENS = 100\nTEMPERATURE = 0.5\nKEEPALIVE = '5m'\n", encoding="utf-8")
+        settings = resolve_settings({"temperature": 0.1}, read_config_py(f))
+        p = params_for({"max_tokens": 50, "temperature": 0.9, "options": {"top_k": 5}}, settings)
+        assert p.max_tokens == 50 and p.temperature == 0.1 and p.keep_alive == "5m" and p.options == {"top_k": 5}
+        assert params_for({}, settings).max_tokens == 100
+
+    def test_case_hash_stable_and_prompt_sensitive(self):
+        a = {"task": "qa", "load": "short", "lang": "en", "prompt": "x"}
+        assert case_hash(a) == case_hash(dict(a)) and case_hash(a) != case_hash({**a, "prompt": "y"})
