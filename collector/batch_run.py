@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from collector import failures as F
 from collector.backends import Params
-from collector.metadata import fetch_model_meta, list_models, server_version
+from collector.metadata import ServerUnusable, fetch_model_meta, list_models, server_version
 from collector.plan import Job, case_models, finished_rids, params_for, plan_jobs, warmup_rid
 from collector.recorder import Recorder, TelemetryTimeout
 from collector.runner import RequestResult, RetryPolicy, run_request
@@ -140,12 +140,12 @@ async def _run_job(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOpt
 
 async def _resolve_models(session: aiohttp.ClientSession, opts: BatchOptions) -> tuple[list[list[str]], dict[str, Any]]:
     backend = opts.value("backend")
-    all_models, listing = await list_models(session, backend, opts.base_url)
+    all_models, listing = await list_models(session, backend, opts.base_url, opts.value("timeout"))
     per_case = [case_models(c, opts.value("models"), opts.cli_models, all_models) for c in opts.cases]
     wanted = list(dict.fromkeys(m for ms in per_case for m in ms))
     meta = {}
     for m in wanted:
-        meta[m] = await fetch_model_meta(session, backend, opts.base_url, m, listing)
+        meta[m] = await fetch_model_meta(session, backend, opts.base_url, m, listing, opts.value("timeout"))
     return per_case, meta
 
 
@@ -198,10 +198,14 @@ async def run_batch(opts: BatchOptions) -> int:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         async with aiohttp.ClientSession(timeout=timeout, read_bufsize=1 << 20) as session:
             try:
-                version = await server_version(session, opts.value("backend"), opts.base_url)
+                version = await server_version(session, opts.value("backend"), opts.base_url, opts.value("timeout"))
                 per_case, models_meta = await _resolve_models(session, opts)
             except aiohttp.ClientConnectorError as exc:
                 log.error("server_unreachable", error=F.connection_hint(opts.base_url, str(exc.os_error or exc)))
+                return EXIT_CONNECTION
+            except ServerUnusable as exc:
+                log.error("server_unusable", base_url=opts.base_url, error=str(exc),
+                          fix="is --base-url / OLLAMA_HOST the LLM server's HTTP address (not another service)?")
                 return EXIT_CONNECTION
             if not any(per_case):
                 log.error("no_models", base_url=opts.base_url,

@@ -6,6 +6,7 @@ OpenAI-compatible: ``GET /v1/models`` where the server has it (llama.cpp adds ``
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -84,28 +85,44 @@ def model_meta_from_openai(name: str, models: dict[str, Any] | None) -> dict[str
     return meta
 
 
-async def _get_json(session: aiohttp.ClientSession, method: str, url: str, **kw) -> dict[str, Any] | None:
-    """JSON body of a 200 answer, else None (metadata is best-effort; connection errors propagate)."""
-    async with session.request(method, url, **kw) as resp:
-        if resp.status != 200:
-            return None
-        try:
-            data = await resp.json(content_type=None)
-        except ValueError:
-            return None
-        return data if isinstance(data, dict) else None
+class ServerUnusable(RuntimeError):
+    """The server answered its metadata endpoint with something that is not HTTP/JSON, or not in time."""
 
 
-async def list_models(session: aiohttp.ClientSession, backend: str, base_url: str) -> tuple[list[str], dict[str, Any] | None]:
+async def _get_json(session: aiohttp.ClientSession, method: str, url: str, timeout_s: float,
+                    **kw) -> dict[str, Any] | None:
+    """JSON body of a 200 answer, else None (metadata is best-effort).
+
+    A refused connection propagates (aiohttp.ClientConnectorError: the server is down); a server
+    that answers garbage or nothing within ``timeout_s`` raises ServerUnusable naming the URL."""
+    try:
+        async with session.request(method, url, timeout=aiohttp.ClientTimeout(total=timeout_s), **kw) as resp:
+            if resp.status != 200:
+                return None
+            try:
+                data = await resp.json(content_type=None)
+            except ValueError:
+                return None
+            return data if isinstance(data, dict) else None
+    except aiohttp.ClientConnectorError:
+        raise
+    except asyncio.TimeoutError as exc:
+        raise ServerUnusable(f"{url} gave no answer within {timeout_s:g} s (--timeout)") from exc
+    except aiohttp.ClientError as exc:
+        raise ServerUnusable(f"{url} did not answer with valid HTTP ({type(exc).__name__}: {exc})") from exc
+
+
+async def list_models(session: aiohttp.ClientSession, backend: str, base_url: str,
+                      timeout_s: float) -> tuple[list[str], dict[str, Any] | None]:
     """(usable model names, the raw listing) — what "all" means for this server."""
     if backend == "openai":
-        listing = await _get_json(session, "GET", base_url + "/v1/models")
+        listing = await _get_json(session, "GET", base_url + "/v1/models", timeout_s)
         return [m["id"] for m in (listing or {}).get("data") or [] if m.get("id")], listing
-    listing = await _get_json(session, "GET", base_url + "/api/tags")
+    listing = await _get_json(session, "GET", base_url + "/api/tags", timeout_s)
     names = []
     for name in local_generators(listing or {}):
         # older servers list no capabilities in /api/tags: ask /api/show before running an embedder
-        show = await _get_json(session, "POST", base_url + "/api/show", json={"model": name})
+        show = await _get_json(session, "POST", base_url + "/api/show", timeout_s, json={"model": name})
         caps = (show or {}).get("capabilities")
         if isinstance(caps, list) and "embedding" in caps and "completion" not in caps:
             continue
@@ -114,15 +131,15 @@ async def list_models(session: aiohttp.ClientSession, backend: str, base_url: st
 
 
 async def fetch_model_meta(session: aiohttp.ClientSession, backend: str, base_url: str, name: str,
-                           listing: dict[str, Any] | None) -> dict[str, Any]:
+                           listing: dict[str, Any] | None, timeout_s: float) -> dict[str, Any]:
     if backend == "openai":
         return model_meta_from_openai(name, listing)
-    show = await _get_json(session, "POST", base_url + "/api/show", json={"model": name})
+    show = await _get_json(session, "POST", base_url + "/api/show", timeout_s, json={"model": name})
     return model_meta_from_ollama(name, listing, show)
 
 
-async def server_version(session: aiohttp.ClientSession, backend: str, base_url: str) -> str | None:
+async def server_version(session: aiohttp.ClientSession, backend: str, base_url: str, timeout_s: float) -> str | None:
     if backend == "openai":
         return None
-    data = await _get_json(session, "GET", base_url + "/api/version")
+    data = await _get_json(session, "GET", base_url + "/api/version", timeout_s)
     return (data or {}).get("version")
