@@ -196,7 +196,10 @@ async def run_batch(opts: BatchOptions) -> int:
             log.error("no_telemetry", error=str(exc))
             return EXIT_TELEMETRY
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-        async with aiohttp.ClientSession(timeout=timeout, read_bufsize=1 << 20) as session:
+        # A fresh connection per request: no request pays for reviving a keep-alive connection the
+        # server already closed (llama.cpp's server closes them), so every window times the same work.
+        connector = aiohttp.TCPConnector(force_close=True, limit=0)
+        async with aiohttp.ClientSession(timeout=timeout, read_bufsize=1 << 20, connector=connector) as session:
             try:
                 version = await server_version(session, opts.value("backend"), opts.base_url, opts.value("timeout"))
                 per_case, models_meta = await _resolve_models(session, opts)
