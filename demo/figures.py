@@ -1,0 +1,84 @@
+"""Key figures of a finished batch, from its summary/results.csv rows (pure, no I/O but the CSV read).
+
+Absent values stay absent: an empty cell is never averaged as 0, and shows as ``-``.
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+from typing import Any
+
+# (results.csv column, table heading, format)
+COLUMNS: list[tuple[str, str, str]] = [
+    ("latency_s", "latency s", ".2f"),
+    ("first_token_s", "TTFT s", ".3f"),
+    ("toks_per_s", "tok/s", ".1f"),
+    ("output_tokens", "out tok", ".0f"),
+    ("gpu_energy_j", "GPU J", ".1f"),
+    ("cpu_energy_j", "CPU J", ".1f"),
+    ("j_per_token", "J/tok", ".2f"),
+    ("quality_score", "quality", ".2f"),
+    ("bartscore", "BARTScore", ".2f"),
+]
+GROUP = ("model", "task", "load")
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    """Rows of results.csv (written UTF-8 with BOM by the analyzer)."""
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _number(cell: str | None) -> float | None:
+    if cell is None or cell.strip() == "":
+        return None
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def _true(cell: str | None) -> bool:
+    return (cell or "").strip().lower() == "true"
+
+
+def key_figures(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """One dict per model × task × load: ``n_ok``, ``n_failed``, and the mean of each COLUMNS value
+    over the successful requests that have it (None when none has it)."""
+    groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(k, "") for k in GROUP), []).append(row)
+    out = []
+    for key, members in groups.items():
+        ok = [r for r in members if r.get("status", "ok" if _true(r.get("ok")) else "failed") == "ok"]
+        fig: dict[str, Any] = dict(zip(GROUP, key))
+        fig["n_ok"], fig["n_failed"] = len(ok), len(members) - len(ok)
+        for col, _, _ in COLUMNS:
+            values = [v for r in ok if (v := _number(r.get(col))) is not None]
+            fig[col] = statistics.fmean(values) if values else None
+        fig["gpu_simulated"] = any(_true(r.get("gpu_simulated")) for r in members)
+        out.append(fig)
+    return out
+
+
+def format_table(figures: list[dict[str, Any]]) -> str:
+    """A Markdown table (readable as plain text too) of :func:`key_figures`."""
+    heads = ["model", "task", "load", "ok/all"] + [h for _, h, _ in COLUMNS]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for f in figures:
+        cells = [f["model"], f["task"], f["load"], f"{f['n_ok']}/{f['n_ok'] + f['n_failed']}"]
+        cells += ["-" if f[col] is None else format(f[col], fmt) for col, _, fmt in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bartscore_note(rows: list[dict[str, str]]) -> str | None:
+    """Why BARTScore is empty (the quality module's message), or None when it was computed."""
+    if any(_number(r.get("bartscore")) is not None for r in rows):
+        return None
+    for col in ("bartscore_error", "quality_error"):
+        for r in rows:
+            if (r.get(col) or "").strip():
+                return r[col].strip()
+    return None

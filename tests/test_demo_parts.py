@@ -1,0 +1,153 @@
+"""The demo's parts without the real model: the key-figures table (pure), the argument lists it
+builds (pure), and its process handling on real subprocesses (own group, polite stop, then kill)."""
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from demo import figures
+from demo.plan import DEMO_MODEL, DemoSettings, collector_args, telemetry_args
+from demo.procs import Child
+
+
+def row(**kw):
+    base = {"model": "m", "task": "qa", "load": "short", "status": "ok", "ok": "true", "latency_s": "1.0",
+            "first_token_s": "0.1", "toks_per_s": "10", "output_tokens": "10", "gpu_energy_j": "100",
+            "cpu_energy_j": "20", "j_per_token": "10", "quality_score": "", "bartscore": "", "gpu_simulated": "true"}
+    base.update(kw)
+    return base
+
+
+class TestKeyFigures:
+    def test_means_over_ok_rows_and_failed_counted_apart(self):
+        figs = figures.key_figures([row(latency_s="1.0"), row(latency_s="3.0"),
+                                    row(status="failed", ok="false", latency_s="100")])
+        [f] = figs
+        assert (f["n_ok"], f["n_failed"]) == (2, 1)
+        assert f["latency_s"] == pytest.approx(2.0)  # the failed request's latency is not averaged in
+
+    def test_empty_cells_stay_absent_never_zero(self):
+        [f] = figures.key_figures([row(gpu_energy_j=""), row(gpu_energy_j="")])
+        assert f["gpu_energy_j"] is None and f["quality_score"] is None
+        table = figures.format_table([f])
+        cells = table.splitlines()[-1].strip("| ").split(" | ")
+        heads = table.splitlines()[0].strip("| ").split(" | ")
+        assert cells[:4] == ["m", "qa", "short", "2/2"]
+        assert cells[heads.index("GPU J")] == "-" and cells[heads.index("quality")] == "-"
+
+    def test_one_group_per_model_task_load(self):
+        figs = figures.key_figures([row(), row(load="medium"), row(task="code"), row()])
+        assert sorted((f["task"], f["load"], f["n_ok"]) for f in figs) == [
+            ("code", "short", 1), ("qa", "medium", 1), ("qa", "short", 2)]
+
+    def test_bartscore_note_is_the_quality_modules_reason(self):
+        rows = [row(bartscore_error="checkpoint 'x' is not in the local cache. Fix: set BARTSCORE_CHECKPOINT")]
+        assert "BARTSCORE_CHECKPOINT" in figures.bartscore_note(rows)
+        assert figures.bartscore_note([row(bartscore="-2.5", bartscore_error="")]) is None
+
+    def test_reads_the_analyzers_bom_csv(self, tmp_path):
+        p = tmp_path / "results.csv"
+        p.write_bytes("\ufeffmodel,task,load,status,latency_s\nm,qa,short,ok,1.5\n".encode("utf-8"))
+        assert figures.read_results(p) == [{"model": "m", "task": "qa", "load": "short", "status": "ok",
+                                            "latency_s": "1.5"}]
+
+
+class TestPlan:
+    def test_builtin_server_uses_the_openai_backend_and_the_demo_model(self, tmp_path):
+        args = collector_args(DemoSettings(runs=2, max_tokens=64), tmp_path / "b", "http://127.0.0.1:1",
+                              "tcp://127.0.0.1:2", "tcp://127.0.0.1:3")
+        joined = " ".join(args)
+        assert args[0] == "collector" and "--backend openai" in joined and f"--models {DEMO_MODEL}" in joined
+        assert "--runs 2" in joined and "--max-tokens 64" in joined and "--langs en" in joined
+        assert "--tasks qa summary code" in joined and "--loads short medium" in joined
+        assert "--telemetry-endpoint tcp://127.0.0.1:2" in joined and "--events-endpoint tcp://127.0.0.1:3" in joined
+        assert "--no-telemetry" not in args and "--no-analyze" not in args  # energy and analysis are the point
+
+    def test_ollama_keeps_models_loaded_and_warms_up(self, tmp_path):
+        s = DemoSettings(ollama=True, models=("gemma3:1b",))
+        args = collector_args(s, tmp_path, "http://127.0.0.1:11434", "tcp://a", "tcp://b")
+        assert "--backend" in args and args[args.index("--backend") + 1] == "ollama"
+        assert "--warmup" in args and args[args.index("--keepalive") + 1] == "5m"
+        assert args[args.index("--models") + 1] == "gemma3:1b"
+
+    @pytest.mark.parametrize("kw,needle", [
+        ({"runs": 0}, "--runs"), ({"max_tokens": 0}, "--max-tokens"), ({"ollama": True}, "--ollama needs --models"),
+        ({"models": ("llama3",)}, "--ollama"),
+    ])
+    def test_bad_settings_name_the_flag(self, kw, needle):
+        with pytest.raises(ValueError, match=needle):
+            DemoSettings(**kw).validate()
+
+    def test_telemetry_is_simulated_and_on_the_given_endpoint(self):
+        args = telemetry_args("tcp://127.0.0.1:9")
+        assert args[:3] == ["telemetry", "--gpu", "sim"] and "tcp://127.0.0.1:9" in args
+
+
+SPAWNER = textwrap.dedent("""
+    import signal, subprocess, sys, time
+    if sys.argv[1] == "stubborn" and hasattr(signal, "SIGINT"):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # ignores the polite stop
+    kid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    print(kid.pid, flush=True)
+    time.sleep(60)
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups are POSIX; Windows uses CREATE_NEW_PROCESS_GROUP")
+@pytest.mark.parametrize("kind", ["polite", "stubborn"])
+def test_stop_ends_the_child_and_its_grandchildren(tmp_path, kind):
+    """A child that obeys SIGINT stops at once; one that ignores it is killed after the timeout;
+    either way the grandchild in its process group is gone too."""
+    script = tmp_path / "spawner.py"
+    script.write_text(SPAWNER, encoding="utf-8")
+    log = tmp_path / "spawner.log"
+    child = Child("spawner", [], log_path=log)
+    child.argv = [sys.executable, str(script), kind]  # a plain script instead of `python -m`
+    child.start()
+    grandchild = None
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not log.read_text().strip():
+            time.sleep(0.05)
+        grandchild = int(log.read_text().split()[0])
+        assert psutil.pid_exists(grandchild)
+        started = time.monotonic()
+        rc = child.stop(timeout_s=1.0)
+        assert rc is not None and not child.alive()
+        if kind == "stubborn":
+            assert rc == -9 and time.monotonic() - started >= 1.0  # killed after the polite wait
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and psutil.pid_exists(grandchild) and \
+                psutil.Process(grandchild).status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.05)
+        assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+    finally:
+        if child.alive():
+            child.proc.kill()
+        if grandchild and psutil.pid_exists(grandchild):
+            try:
+                psutil.Process(grandchild).kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def test_help_answers():
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-m", "demo", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         encoding="utf-8", timeout=60)
+    assert out.returncode == 0
+    for flag in ("--out", "--runs", "--tasks", "--loads", "--max-tokens", "--ollama", "--models", "--keep-running"):
+        assert flag in out.stdout
+
+
+def test_bad_arguments_exit_2_naming_the_flag_before_starting_anything(tmp_path):
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-m", "demo", "--runs", "0", "--out", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, encoding="utf-8", timeout=60)
+    assert out.returncode == 2 and "--runs must be at least 1" in out.stderr
+    assert list(tmp_path.iterdir()) == [] and "child_started" not in out.stderr
