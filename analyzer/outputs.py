@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +56,20 @@ def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]] | None = 
         data = {c: [jsonable(r.get(c)) for r in rows or []] for c in columns}
     table = pa.table({c: _column(data[c]) for c in columns})
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
     return path
 
 
 def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    """Write via a temporary file and an atomic rename: a killed analyzer never leaves half a CSV."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     # newline="" so "\n" stays "\n" on Windows too: byte-identical files on every platform.
-    with open(path, "w", encoding=encoding, newline="") as fh:
+    with open(tmp, "w", encoding=encoding, newline="") as fh:
         fh.write(text)
+    os.replace(tmp, path)
     return path
 
 

@@ -24,7 +24,7 @@ from collector.recorder import Recorder, TelemetryTimeout
 from collector.runner import RequestResult, RetryPolicy, run_request
 from collector.settings import case_hash
 from shared.batch import BatchDir
-from shared.bus import BusSecurityError, CurveKeys
+from shared.bus import BusBindError, BusSecurityError, CurveKeys
 from shared.logs import get_logger
 from shared.messages import BATCH_END, BATCH_START, REQ_END, REQ_FIRST_TOKEN, REQ_START
 from shared.recording import RecordingReader
@@ -183,9 +183,13 @@ async def run_batch(opts: BatchOptions) -> int:
     try:
         rec = Recorder(batch.stream, opts.events_endpoint, opts.telemetry_endpoint, meta={"batch": batch_id},
                        pub_curve=opts.pub_curve, sub_curve=opts.sub_curve)
-    except BusSecurityError as exc:
+    except BusBindError as exc:
         log.error("events_endpoint_unusable", error=str(exc),
                   fix="is another collector running? pass a free --events-endpoint tcp://127.0.0.1:PORT")
+        return EXIT_SETTINGS
+    except BusSecurityError as exc:
+        log.error("events_endpoint_refused", error=str(exc),
+                  fix="keep --events-endpoint on 127.0.0.1, or pass --curve-secret to encrypt it")
         return EXIT_SETTINGS
     tally = Tally()
     started = False
@@ -232,7 +236,10 @@ async def run_batch(opts: BatchOptions) -> int:
         if started:
             rec.emit(BATCH_END, {"batch": batch_id, "requests": tally.requests, "ok": tally.ok,
                                  "failed": tally.failed, "skipped": tally.skipped,
-                                 "interrupted": tally.interrupted or tally.fatal is not None}, flush=True)
+                                 "interrupted": tally.interrupted or tally.fatal is not None,
+                                 "telemetry_received": rec.telemetry_received,
+                                 "telemetry_dropped": {"oversize": rec.inbox.dropped_oversize,
+                                                       "invalid": rec.inbox.dropped_invalid}}, flush=True)
         rec.close()
     log.info("batch_end", batch=batch_id, dir=str(batch.root), requests=tally.requests, ok=tally.ok,
              failed=tally.failed, skipped=tally.skipped, interrupted=tally.interrupted,

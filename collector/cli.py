@@ -192,9 +192,12 @@ async def _main_with_signals(opts: BatchOptions) -> int:
 
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
-    if sys.platform != "win32" and task is not None:
-        # SIGTERM ends the batch like Ctrl-C does: finished requests stay recorded, batch.end is written
+    # SIGTERM (Ctrl-Break on Windows, which the demo sends its children) ends the batch like Ctrl-C
+    # does: finished requests stay recorded, batch.end is written.
+    if task is not None and sys.platform != "win32":
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    elif task is not None and hasattr(signal, "SIGBREAK"):
+        signal.signal(signal.SIGBREAK, lambda *_: loop.call_soon_threadsafe(task.cancel))
     try:
         return await run_batch(opts)
     except asyncio.CancelledError:

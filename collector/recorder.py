@@ -104,6 +104,9 @@ class Recorder:
             self._thread.join(timeout=5)
         with self._lock:
             self.writer.close()
+        if self.inbox.dropped_oversize or self.inbox.dropped_invalid:
+            log.warning("telemetry_messages_dropped", oversize=self.inbox.dropped_oversize,
+                        invalid=self.inbox.dropped_invalid, limit_bytes=self.inbox.max_bytes)
         if self._pub_sock is not None:
             # give subscribers a moment to get batch.end before the socket goes away
             time.sleep(0.05)

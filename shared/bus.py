@@ -25,8 +25,16 @@ ENV_EVENTS = "GENAI_EVENTS_ENDPOINT"
 SEND_HWM = 200_000  # messages a slow subscriber may lag before PUB drops for it (shows as seq gaps)
 
 
-class BusSecurityError(RuntimeError):
-    """Refusal to expose the bus off this machine without encryption and authentication."""
+class BusError(RuntimeError):
+    """A bus socket that cannot be set up; the message says what and how to fix it."""
+
+
+class BusSecurityError(BusError):
+    """Refusal to expose the bus off this machine without encryption and authentication, or bad keys."""
+
+
+class BusBindError(BusError):
+    """The endpoint cannot be bound (in use, or not an address of this machine)."""
 
 
 def telemetry_endpoint() -> str:
@@ -111,7 +119,8 @@ def bind_pub(ctx: zmq.Context, endpoint: str, curve: CurveKeys | None = None,
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
         sock.close()
-        raise BusSecurityError(f"cannot bind {endpoint}: {exc} (is another daemon already running there?)") from exc
+        raise BusBindError(f"cannot bind {endpoint}: {exc} (is another process already publishing there? "
+                           "pick a free port)") from exc
     return sock
 
 

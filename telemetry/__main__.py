@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from shared.bus import BusSecurityError, CurveKeys, telemetry_endpoint
+from shared.bus import BusError, CurveKeys, telemetry_endpoint
 from shared.logs import configure_logging, get_logger
 from telemetry.cli_common import add_log_args, stop_on_signals
 from telemetry.daemon import Daemon, DaemonConfig
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         daemon.run(stop)
         if daemon.stuck_sources:
             backend = None  # nvmlShutdown could block behind the stuck call: let the OS clean up
-    except (BusSecurityError, GPUError, ValueError) as exc:
+    except (BusError, GPUError, ValueError) as exc:
         log.error("telemetry_refused", error=str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,15 +15,13 @@ import threading
 import time
 from typing import Any, Iterator
 
-import zmq
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from shared.bus import Inbox, connect_sub, telemetry_endpoint
-from shared.logs import configure_logging, get_logger
+from shared.bus import Inbox
+from shared.logs import get_logger
 from shared.messages import TEL_GPU, TEL_HB, TEL_HOST
-from telemetry.cli_common import (add_log_args, add_subscriber_curve_args, stop_on_signals,
-                                  subscriber_curve)
+from telemetry.cli_common import add_subscriber_args, subscription
 
 log = get_logger("telemetry.prometheus")
 _MIB = 1024 * 1024
@@ -135,22 +133,11 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=9109, help="HTTP port for /metrics (default 9109)")
     ap.add_argument("--addr", default="127.0.0.1", help="HTTP address to bind (default 127.0.0.1)")
-    ap.add_argument("--endpoint", action="append", default=None,
-                    help="bus endpoint to subscribe to; repeatable (default: the telemetry endpoint)")
-    ap.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
-    add_subscriber_curve_args(ap)
-    add_log_args(ap)
+    add_subscriber_args(ap, ["tel."], "topic prefixes (default: tel.)")
     args = ap.parse_args(argv)
-    configure_logging(args.log_level, json=args.log_json)
-    stop = threading.Event()
-    stop_on_signals(stop)
-    endpoints = args.endpoint or [telemetry_endpoint()]
     metrics, inbox = TelemetryMetrics(), Inbox()
-    ctx = zmq.Context()
-    sock = server = None
     end = time.monotonic() + args.duration if args.duration else None
-    try:
-        sock = connect_sub(ctx, endpoints, ["tel."], curve=subscriber_curve(args))
+    with subscription(args) as (sock, stop, endpoints):
         try:
             server, _thread = serve(metrics, args.port, args.addr)
         except OSError as exc:
@@ -158,16 +145,13 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         log.info("prometheus_start", url=f"http://{args.addr}:{args.port}/metrics", endpoints=endpoints)
-        while not stop.is_set() and (end is None or time.monotonic() < end):
-            for msg in inbox.drain(sock, timeout_ms=100):
-                metrics.update(*msg)
-    finally:
-        if server is not None:
+        try:
+            while not stop.is_set() and (end is None or time.monotonic() < end):
+                for msg in inbox.drain(sock, timeout_ms=100):
+                    metrics.update(*msg)
+        finally:
             server.shutdown()
             server.server_close()
-        if sock is not None:
-            sock.close(linger=0)
-        ctx.term()
     log.info("prometheus_stop", messages=metrics.messages)
     return 0
 

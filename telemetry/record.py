@@ -16,11 +16,10 @@ from pathlib import Path
 
 import zmq
 
-from shared.bus import Inbox, connect_sub, telemetry_endpoint
-from shared.logs import configure_logging, get_logger
+from shared.bus import Inbox
+from shared.logs import get_logger
 from shared.recording import RecordingWriter
-from telemetry.cli_common import (add_log_args, add_subscriber_curve_args, stop_on_signals,
-                                  subscriber_curve)
+from telemetry.cli_common import add_subscriber_args, subscription
 
 log = get_logger("telemetry.record")
 
@@ -46,33 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m telemetry.record", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="recording file to write (appended to if it exists)")
-    ap.add_argument("--endpoint", action="append", default=None,
-                    help="endpoint to subscribe to; repeatable (default: the telemetry endpoint)")
-    ap.add_argument("--topics", nargs="*", default=[""], help="topic prefixes to keep (default: everything)")
-    ap.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
     ap.add_argument("--count", type=int, default=None, metavar="N", help="stop after N messages")
-    add_subscriber_curve_args(ap)
-    add_log_args(ap)
+    add_subscriber_args(ap, [""], "topic prefixes to keep (default: everything)")
     args = ap.parse_args(argv)
-    configure_logging(args.log_level, json=args.log_json)
-    stop = threading.Event()
-    stop_on_signals(stop)
-    endpoints = args.endpoint or [telemetry_endpoint()]
-    ctx = zmq.Context()
-    sock = None
     inbox = Inbox()
-    try:
-        sock = connect_sub(ctx, endpoints, args.topics, curve=subscriber_curve(args))
+    with subscription(args) as (sock, stop, endpoints):
         with RecordingWriter(args.out, meta={"recorder": "telemetry.record", "endpoints": endpoints}) as writer:
             log.info("record_start", out=str(args.out), endpoints=endpoints, topics=args.topics,
                      resumed_from=writer.resumed_from)
             written = record(sock, writer, stop, args.duration, args.count, inbox)
         log.info("record_stop", out=str(args.out), written=written, dropped_oversize=inbox.dropped_oversize,
                  dropped_invalid=inbox.dropped_invalid)
-    finally:
-        if sock is not None:
-            sock.close(linger=0)
-        ctx.term()
     return 0
 
 

@@ -11,17 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 from typing import Any
 
-import zmq
-
-from shared.bus import Inbox, connect_sub, telemetry_endpoint
-from shared.logs import configure_logging, get_logger
+from shared.bus import Inbox
+from shared.logs import get_logger
 from shared.messages import TEL_GPU, TEL_HB, TEL_HOST
-from telemetry.cli_common import (add_log_args, add_subscriber_curve_args, stop_on_signals,
-                                  subscriber_curve)
+from telemetry.cli_common import add_subscriber_args, subscription
 
 log = get_logger("telemetry.tail")
 
@@ -101,50 +97,35 @@ class TailState:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m telemetry.tail", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--endpoint", action="append", default=None,
-                    help="endpoint to subscribe to; repeatable (default: the telemetry endpoint)")
-    ap.add_argument("--topics", nargs="*", default=["tel."], help="topic prefixes (default: tel.)")
     ap.add_argument("--json", action="store_true", help="print every message as one JSON line")
     ap.add_argument("--count", type=int, default=None, metavar="N", help="stop after N messages")
-    ap.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
     ap.add_argument("--refresh-s", type=float, default=0.5, help="table refresh period (default 0.5 s)")
-    add_subscriber_curve_args(ap)
-    add_log_args(ap)
+    add_subscriber_args(ap, ["tel."], "topic prefixes (default: tel.)")
     args = ap.parse_args(argv)
-    configure_logging(args.log_level, json=args.log_json)
-    stop = threading.Event()
-    stop_on_signals(stop)
-    endpoints = args.endpoint or [telemetry_endpoint()]
     interactive = sys.stdout.isatty()
-    ctx = zmq.Context()
-    sock = None
     state, inbox = TailState(), Inbox()
     end = time.monotonic() + args.duration if args.duration else None
     next_draw = time.monotonic()
-    try:
-        sock = connect_sub(ctx, endpoints, args.topics, curve=subscriber_curve(args))
+    with subscription(args) as (sock, stop, endpoints):
         log.info("tail_start", endpoints=endpoints, topics=args.topics)
-        while not stop.is_set() and (args.count is None or state.messages < args.count):
-            if end is not None and time.monotonic() >= end:
-                break
-            for msg in inbox.drain(sock, timeout_ms=100):
-                state.update(*msg)
-                if args.json:
-                    print(to_json_line(*msg), flush=True)
-                if args.count is not None and state.messages >= args.count:
+        try:
+            while not stop.is_set() and (args.count is None or state.messages < args.count):
+                if end is not None and time.monotonic() >= end:
                     break
-            if not args.json and time.monotonic() >= next_draw and state.messages:
-                # ANSI clear-and-home on a terminal (Windows 10+ consoles understand it too).
-                print(("\x1b[H\x1b[J" if interactive else "\n") + state.render(), flush=True)
-                next_draw = time.monotonic() + args.refresh_s
-        if not args.json and state.messages:
-            print(state.render(), flush=True)
-    except BrokenPipeError:
-        pass  # `| head` closed the pipe: not an error
-    finally:
-        if sock is not None:
-            sock.close(linger=0)
-        ctx.term()
+                for msg in inbox.drain(sock, timeout_ms=100):
+                    state.update(*msg)
+                    if args.json:
+                        print(to_json_line(*msg), flush=True)
+                    if args.count is not None and state.messages >= args.count:
+                        break
+                if not args.json and time.monotonic() >= next_draw and state.messages:
+                    # ANSI clear-and-home on a terminal (Windows 10+ consoles understand it too).
+                    print(("\x1b[H\x1b[J" if interactive else "\n") + state.render(), flush=True)
+                    next_draw = time.monotonic() + args.refresh_s
+            if not args.json and state.messages:
+                print(state.render(), flush=True)
+        except BrokenPipeError:
+            pass  # `| head` closed the pipe: not an error
     return 0
 
 

@@ -16,7 +16,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Callable
 
 # Constants with the same values as nvidia-ml-py.
 NVML_SUCCESS = 0

@@ -1,7 +1,6 @@
 import time
 
 import pytest
-import zmq
 
 from shared.bus import BusSecurityError, CurveKeys, Inbox, Publisher, bind_pub, connect_sub, is_loopback
 from shared.messages import encode
@@ -98,3 +97,13 @@ class TestSecurity:
             pub.publish("tel.gpu", {"gpu": 0})
             assert inbox.recv(sub, timeout_ms=20) is None
             assert inbox.recv(plain, timeout_ms=20) is None
+
+
+class TestBind:
+    def test_endpoint_in_use_is_a_bind_error_not_a_security_one(self, zctx, endpoint):
+        """A second publisher on a taken port gets BusBindError naming the endpoint."""
+        from shared.bus import BusBindError
+
+        bind_pub(zctx, endpoint)
+        with pytest.raises(BusBindError, match=endpoint.replace(".", r"\.")):
+            bind_pub(zctx, endpoint)

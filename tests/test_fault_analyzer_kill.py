@@ -38,6 +38,7 @@ def test_killed_while_writing_then_rerun_gives_the_same_bytes(procs, tmp_path):
     first.kill()  # right after its first output file appeared: in the middle of writing the outputs
     first.wait(10)
     assert results.exists(), procs.output(first)
+    assert results.read_bytes() == expected["results.csv"]  # written to a temp file and renamed: never half a CSV
     assert not (batch / "summary" / "report.md").exists()  # written last: the run was cut mid-way
     assert digest(batch / "raw" / "stream.msgpack") == before  # the recording is never touched
 
