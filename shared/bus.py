@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
+import msgpack
 import zmq
 
-from shared.messages import MAX_PAYLOAD_BYTES, MessageError, Stamper, decode, encode
+from shared.messages import MAX_PAYLOAD_BYTES, MessageError, Stamper, decode
 
 TELEMETRY_ENDPOINT = "tcp://127.0.0.1:5556"
 EVENTS_ENDPOINT = "tcp://127.0.0.1:5557"
@@ -148,6 +149,9 @@ class Publisher:
     def __init__(self, sock: zmq.Socket, src: str):
         self.sock = sock
         self.stamper = Stamper(src)
+        # One reused Packer (same options as messages.encode) is about twice as fast as packb;
+        # a Publisher, like its socket, belongs to one thread.
+        self._pack = msgpack.Packer(use_bin_type=True).pack
 
     def publish(self, topic: str, body: dict[str, Any], t: int | None = None, wall: int | None = None) -> dict[str, Any]:
         payload = self.stamper.stamp(body, t=t, wall=wall)
@@ -158,7 +162,7 @@ class Publisher:
         """Send an already-stamped payload. PUB drops (per subscriber, at its HWM) rather than blocks;
         two plain sends are several times faster than send_multipart in pyzmq."""
         self.sock.send(topic.encode("ascii"), zmq.SNDMORE)
-        self.sock.send(encode(payload))
+        self.sock.send(self._pack(payload))
 
 
 class Inbox:
@@ -178,21 +182,33 @@ class Inbox:
         if len(frames) != 2:
             self.dropped_invalid += 1
             return None
-        topic_b, data = (f.buffer if isinstance(f, zmq.Frame) else f for f in frames)
+        topic, data = frames
+        return self._decode(topic.bytes if isinstance(topic, zmq.Frame) else topic,
+                            data.buffer if isinstance(data, zmq.Frame) else data)
+
+    def _decode(self, topic: bytes, data) -> tuple[str, dict[str, Any]] | None:
         if len(data) > self.max_bytes:
             self.dropped_oversize += 1
             return None
         try:
-            return bytes(topic_b).decode("ascii"), decode(data, self.max_bytes)
+            return topic.decode("ascii"), decode(data, self.max_bytes)
         except (MessageError, UnicodeDecodeError):
             self.dropped_invalid += 1
             return None
 
     def _recv_one(self, sock: zmq.Socket, flags: int) -> tuple[str, dict[str, Any]] | None:
-        frames = [sock.recv(flags, copy=False)]
-        while frames[-1].more:
-            frames.append(sock.recv(copy=False))  # the rest of a multipart message is already here
-        return self.unpack(frames)
+        # Hot path (every subscriber, every message): two frame receives, no list, no copy of the payload.
+        topic = sock.recv(flags, copy=False)
+        if not topic.more:
+            self.dropped_invalid += 1
+            return None
+        data = sock.recv(copy=False)  # the rest of a multipart message is already here
+        if data.more:
+            while sock.rcvmore:
+                sock.recv()
+            self.dropped_invalid += 1
+            return None
+        return self._decode(topic.bytes, data.buffer)
 
     def recv(self, sock: zmq.Socket, timeout_ms: int | None = None) -> tuple[str, dict[str, Any]] | None:
         """Blocking receive of one usable message; None on timeout."""
