@@ -238,6 +238,9 @@ def run_demo(s: DemoSettings, threads: int, keep_running: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The demo never downloads model weights (its children inherit this): BARTScore uses a local
+    # checkpoint (BARTSCORE_CHECKPOINT) or the Hugging Face cache, else stays empty and says why.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure_logging(args.log_level, json=args.log_json)
     try:
         s = settings_from(args)

@@ -1,6 +1,7 @@
 """Fixtures shared by every test: zmq contexts that must close, free loopback ports."""
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -9,6 +10,9 @@ import pytest
 import zmq
 
 ROOT = Path(__file__).resolve().parent.parent
+# Tests never reach a model hub (nor any host but loopback); every subprocess inherits this.
+# The one test of the network probe unsets it and points the hub at a closed local port.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
