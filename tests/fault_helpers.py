@@ -21,26 +21,38 @@ def loopback() -> str:
 
 
 class Procs:
-    """Starts ``python -m ...`` subprocesses (stdout+stderr to a file); kills what is left at teardown."""
+    """Starts ``python -m ...`` subprocesses with stdout and stderr in files; kills what is left at teardown.
+
+    ``pythonpath`` dirs go first on the child's PYTHONPATH (e.g. the fake ``pynvml`` of tests/)."""
 
     def __init__(self, tmp_path: Path):
         self.dir = tmp_path / "procs"
         self.dir.mkdir(exist_ok=True)
         self.started: list[subprocess.Popen] = []
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        log_path = self.dir / f"{len(self.started)}-{args[0]}.log"
+    def start(self, *args: str, env: dict[str, str] | None = None, pythonpath: list[Path] = ()) -> subprocess.Popen:
+        stem = f"{len(self.started)}-{args[0]}"
         full_env = {**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})}
-        with open(log_path, "wb") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=full_env, stdout=fh,
-                                    stderr=subprocess.STDOUT)
-        proc.log_path = log_path
+        full_env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), str(ROOT)])
+        out, err = self.dir / f"{stem}.out", self.dir / f"{stem}.err"
+        with open(out, "wb") as fo, open(err, "wb") as fe:
+            proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=full_env, stdout=fo, stderr=fe)
+        proc.out_path, proc.err_path = out, err
         self.started.append(proc)
         return proc
 
     @staticmethod
-    def output(proc: subprocess.Popen) -> str:
-        return proc.log_path.read_text(encoding="utf-8", errors="replace")
+    def stdout(proc: subprocess.Popen) -> str:
+        return proc.out_path.read_text(encoding="utf-8", errors="replace")
+
+    @staticmethod
+    def stderr(proc: subprocess.Popen) -> str:
+        return proc.err_path.read_text(encoding="utf-8", errors="replace")
+
+    @classmethod
+    def output(cls, proc: subprocess.Popen) -> str:
+        """stdout, then stderr (the logs)."""
+        return cls.stdout(proc) + cls.stderr(proc)
 
     def close(self) -> None:
         for proc in self.started:

@@ -3,6 +3,7 @@ to ``python -m analyzer --live`` (a subprocess) and compared with ``--batch`` on
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +26,10 @@ def _wait_subscribed(sock: zmq.Socket, timeout_s: float) -> None:
     assert frame[:1] == b"\x01"
 
 
-def test_live_replay_matches_batch_byte_for_byte(tmp_path, zctx):
-    live_dir, batch_dir = tmp_path / "live" / "tiny", tmp_path / "batch" / "tiny"
-    shutil.copytree(TINY, live_dir)
-    shutil.copytree(TINY, batch_dir)
+@contextmanager
+def live_analyzer(zctx, *args: str, timeout_s: float):
+    """Run ``python -m analyzer --live ARGS`` subscribed to two XPUB sockets (telemetry, events);
+    yields ``send(topic, payload)``, then waits for the process to exit 0. Always killed at teardown."""
     tel_ep, ev_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     tel, ev = zctx.socket(zmq.XPUB), zctx.socket(zmq.XPUB)
     proc = None
@@ -37,18 +38,14 @@ def test_live_replay_matches_batch_byte_for_byte(tmp_path, zctx):
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.SNDHWM, 0)
             s.bind(ep)
-        proc = subprocess.Popen([sys.executable, "-m", "analyzer", "--live", "--batch", str(live_dir),
-                                 "--telemetry-endpoint", tel_ep, "--events-endpoint", ev_ep, "--once",
-                                 "--no-quality", "--no-plots", "--grace-s", "0.5", "--exit-after-s", "90"],
+        proc = subprocess.Popen([sys.executable, "-m", "analyzer", "--live", "--telemetry-endpoint", tel_ep,
+                                 "--events-endpoint", ev_ep, *args],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _wait_subscribed(tel, 60)
         _wait_subscribed(ev, 10)
-        _, items, problem = read_recording(TINY / "raw" / "stream.msgpack")
-        assert problem is None
-        for topic, payload in items:
-            sock = tel if topic.startswith("tel.") else ev
-            sock.send_multipart([topic.encode("ascii"), encode(payload)])
-        out, err = proc.communicate(timeout=90)
+        yield lambda topic, payload: (tel if topic.startswith("tel.") else ev).send_multipart(
+            [topic.encode("ascii"), encode(payload)])
+        _, err = proc.communicate(timeout=timeout_s)
         assert proc.returncode == 0, err.decode("utf-8", "replace")[-2000:]
     finally:
         if proc is not None and proc.poll() is None:
@@ -56,6 +53,18 @@ def test_live_replay_matches_batch_byte_for_byte(tmp_path, zctx):
             proc.wait(timeout=10)
         tel.close(linger=0)
         ev.close(linger=0)
+
+
+def test_live_replay_matches_batch_byte_for_byte(tmp_path, zctx):
+    live_dir, batch_dir = tmp_path / "live" / "tiny", tmp_path / "batch" / "tiny"
+    shutil.copytree(TINY, live_dir)
+    shutil.copytree(TINY, batch_dir)
+    _, items, problem = read_recording(TINY / "raw" / "stream.msgpack")
+    assert problem is None
+    with live_analyzer(zctx, "--batch", str(live_dir), "--once", "--no-quality", "--no-plots", "--grace-s", "0.5",
+                       "--exit-after-s", "90", timeout_s=90) as send:
+        for topic, payload in items:
+            send(topic, payload)
     r = analyzer("--batch", batch_dir, "--no-quality", "--no-plots")
     assert r.returncode == 0, r.stderr
     for rel in ("summary/results.csv", "summary/stats.csv", "summary/pareto.csv", "summary/warmups.csv"):
@@ -73,30 +82,10 @@ def test_live_unfinished_batch_is_analysed_on_exit(tmp_path, zctx):
 
     spec = S.Spec(duration_s=3.0, requests=[S.Req(1.0, 1.5), S.Req(2.0, 2.5, end=False)], batch_end=False)
     out_dir = tmp_path / "out"
-    tel_ep, ev_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    tel, ev = zctx.socket(zmq.XPUB), zctx.socket(zmq.XPUB)
-    proc = None
-    try:
-        for s, ep in ((tel, tel_ep), (ev, ev_ep)):
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.SNDHWM, 0)
-            s.bind(ep)
-        proc = subprocess.Popen([sys.executable, "-m", "analyzer", "--live", "--out-root", str(out_dir),
-                                 "--telemetry-endpoint", tel_ep, "--events-endpoint", ev_ep, "--no-quality",
-                                 "--no-plots", "--exit-after-s", "4"], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        _wait_subscribed(tel, 60)
-        _wait_subscribed(ev, 10)
+    with live_analyzer(zctx, "--out-root", str(out_dir), "--no-quality", "--no-plots", "--exit-after-s", "4",
+                       timeout_s=60) as send:
         for topic, payload in S.messages(spec):
-            (tel if topic.startswith("tel.") else ev).send_multipart([topic.encode("ascii"), encode(payload)])
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err.decode("utf-8", "replace")[-2000:]
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        tel.close(linger=0)
-        ev.close(linger=0)
+            send(topic, payload)
     text = (out_dir / spec.batch_id / "summary" / "results.csv").read_text(encoding="utf-8-sig")
     lines = text.splitlines()
     assert len(lines) == 3

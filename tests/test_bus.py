@@ -104,6 +104,7 @@ class TestBind:
         """A second publisher on a taken port gets BusBindError naming the endpoint."""
         from shared.bus import BusBindError
 
-        bind_pub(zctx, endpoint)
+        first = bind_pub(zctx, endpoint)  # held: a dropped socket would be closed and free the port
         with pytest.raises(BusBindError, match=endpoint.replace(".", r"\.")):
             bind_pub(zctx, endpoint)
+        first.close()

@@ -7,9 +7,7 @@ GPU sources here are the simulated GPU (``--gpu sim``) and, for the NVML code pa
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -23,51 +21,10 @@ from shared.messages import TEL_GPU, TEL_HB, TEL_HOST, validate
 from shared.recording import read_recording
 from tests import fake_pynvml
 from tests.conftest import free_port
+from tests.fault_helpers import procs  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
-
-
-class Procs:
-    """Starts ``python -m ...`` subprocesses with output in files; kills what is left at teardown."""
-
-    def __init__(self, tmp_path: Path):
-        self.tmp_path = tmp_path
-        self.started: list[tuple[subprocess.Popen, Path]] = []
-
-    def start(self, *args: str, env: dict[str, str] | None = None, pythonpath: list[Path] = ()) -> subprocess.Popen:
-        n = len(self.started)
-        out, err = self.tmp_path / f"proc{n}.out", self.tmp_path / f"proc{n}.err"
-        full_env = {**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})}
-        full_env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), str(ROOT)])
-        with open(out, "wb") as fo, open(err, "wb") as fe:
-            proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=full_env, stdout=fo, stderr=fe)
-        proc.out_path, proc.err_path = out, err
-        self.started.append((proc, err))
-        return proc
-
-    @staticmethod
-    def stderr(proc) -> str:
-        return proc.err_path.read_text(encoding="utf-8", errors="replace")
-
-    @staticmethod
-    def stdout(proc) -> str:
-        return proc.out_path.read_text(encoding="utf-8", errors="replace")
-
-    def close(self) -> None:
-        for proc, _ in self.started:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-
-
-@pytest.fixture
-def procs(tmp_path):
-    p = Procs(tmp_path)
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def daemon_args(endpoint: str, *extra: str) -> list[str]:
