@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 BATCH ?=
 ARGS ?=
 
-.PHONY: install test demo telemetry tail record collect analyze bench clean
+.PHONY: install test test-fast demo telemetry tail record collect analyze bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(VPY) -m pytest -q
+
+# Pure and in-process tests only (no subprocesses, no model): the quick loop while editing.
+test-fast: install
+	$(VPY) -m pytest -q -m "not slow"
 
 demo: install
 	$(VPY) -m demo $(ARGS)

@@ -18,6 +18,7 @@ from analyzer import outputs, pipeline, stream
 from analyzer.energy import DEFAULT_CPU_TDP_W
 from shared import bus
 from shared.batch import BatchDir
+from shared.cli import add_curve_args, add_log_args, curve_keys
 from shared.messages import BATCH_START
 from shared.logs import configure_logging, get_logger
 from shared.recording import RecordingError, read_recording
@@ -54,8 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                     f"env {bus.ENV_TELEMETRY} or {bus.TELEMETRY_ENDPOINT})")
     ap.add_argument("--events-endpoint", default=None, help="collector PUB to subscribe to (default: "
                     f"env {bus.ENV_EVENTS} or {bus.EVENTS_ENDPOINT})")
-    ap.add_argument("--curve-secret", type=Path, help="our CURVE .key_secret file (non-loopback bus)")
-    ap.add_argument("--curve-server-key", type=Path, help="the publisher's CURVE public .key file")
+    add_curve_args(ap)
     ap.add_argument("--out-root", type=Path, help="live: parent of batch directories when batch.start's config "
                                                   "names neither exp_dir nor out_dir")
     ap.add_argument("--once", action="store_true", help="live: exit after the first batch")
@@ -73,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default=None, help="quality device: cpu, cuda, cuda:1 (default: cuda if available)")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
-    ap.add_argument("--log-level", default="info")
-    ap.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    add_log_args(ap)
     return ap
 
 
@@ -142,9 +141,10 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
 
     from analyzer.live import resolve_batch_dir, run_live
 
-    curve = None
-    if args.curve_secret:
-        curve = bus.CurveKeys.from_secret_file(args.curve_secret, args.curve_server_key)
+    try:
+        curve = curve_keys(args, server_key_required=True)
+    except bus.BusSecurityError as exc:
+        raise BadInput(str(exc)) from exc
     endpoints = [args.telemetry_endpoint or bus.telemetry_endpoint(), args.events_endpoint or bus.events_endpoint()]
 
     def on_batch(items):

@@ -2,7 +2,6 @@
 except for the optional quality step, which is injected/contained in quality_call)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -14,7 +13,9 @@ from analyzer.quality_call import QUALITY_COLUMNS, quality_inputs, run_quality
 from analyzer.stream import BatchData, Request, Series
 from analyzer.throughput import cold_start, iso_utc, throughput, timing
 from analyzer.windows import split_windows
+from shared import messages as M
 from shared.logs import get_logger
+from shared.numbers import finite
 
 log = get_logger("analyzer.pipeline")
 
@@ -62,25 +63,14 @@ class Analysis:
     batch_id: str | None
 
 
-def _f(x) -> float | None:
-    """A finite float, else None."""
-    if x is None:
-        return None
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def _sum_available(values: list) -> float | None:
-    vals = [v for v in (_f(x) for x in values) if v is not None]
+    vals = [v for v in (finite(x) for x in values) if v is not None]
     return float(sum(vals)) if vals else None
 
 
 def _label(req: Request) -> str:
     s = req.start
-    return f"{s.get('model', '?')}/{s.get('task', '?')}/{s.get('load', '?')}#{s.get('run', '?')}"
+    return f"{s.model or '?'}/{s.task or '?'}/{s.load or '?'}#{'?' if s.run is None else s.run}"
 
 
 def _in_window(series: Series, origin: int, a_s: float, b_s: float) -> np.ndarray:
@@ -90,7 +80,7 @@ def _in_window(series: Series, origin: int, a_s: float, b_s: float) -> np.ndarra
 
 def _clean(v):
     if isinstance(v, (np.floating, float)):
-        return _f(v)
+        return finite(v)
     if isinstance(v, np.integer):
         return int(v)
     if isinstance(v, np.bool_):
@@ -103,14 +93,14 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     problems = [f"recording: {recording_problem}"] if recording_problem else []
     origin = batch.origin_ns
     reqs = batch.requests
-    done = [r for r in reqs if r.end is not None and r.end["t"] >= r.start["t"]]
+    done = [r for r in reqs if r.end is not None and r.end.t >= r.start.t]
     for r in reqs:
-        if r.end is not None and r.end["t"] < r.start["t"]:
+        if r.end is not None and r.end.t < r.start.t:
             problems.append(f"request {r.rid}: req.end is stamped before req.start; treated as incomplete")
-    win = E.Window(np.array([(r.start["t"] - origin) / 1e9 for r in done]),
-                   np.array([(r.end["t"] - origin) / 1e9 for r in done]))
+    win = E.Window(np.array([(r.start.t - origin) / 1e9 for r in done]),
+                   np.array([(r.end.t - origin) / 1e9 for r in done]))
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
-    idle_until = (min(r.start["t"] for r in reqs) - origin) / 1e9 if (opts.idle_baseline and reqs) else None
+    idle_until = (min(r.start.t for r in reqs) - origin) / 1e9 if (opts.idle_baseline and reqs) else None
     per_gpu = {g.key: E.gpu_columns(g, origin, batch.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), win, idle_until)
                for g in batch.gpus}
     if opts.idle_baseline and batch.gpus and any(not np.isfinite(c["idle_w"]).any() for c in per_gpu.values()):
@@ -118,7 +108,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     host = E.host_columns(batch.host, batch.procs, batch.rapl, origin, batch.src_seqs, win, opts.cpu_tdp_w)
     simulated = any(g.simulated for g in batch.gpus)
     idx = {r.rid: i for i, r in enumerate(done)}
-    cases = (batch.batch_start or {}).get("cases")
+    cases = batch.batch_start.cases if batch.batch_start else None
     rows = []
     for r in reqs:
         row = _row(r, idx.get(r.rid), per_gpu, host, batch, opts, simulated)
@@ -127,9 +117,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             row["concurrency_max"] = int(conc.max_active[idx[r.rid]])
         rows.append(row)
     # Quality: finished, successful, measured requests only.
-    q_reqs = [{"rid": r.rid, "task": r.start.get("task"), "text": (r.end or {}).get("text"),
-               "thinking": (r.end or {}).get("thinking"), "prompt": r.start.get("prompt"), "case": r.start.get("case")}
-              for r in reqs if r.end is not None and r.end.get("ok") and not r.start.get("warmup")]
+    q_reqs = [{"rid": r.rid, "task": r.start.task, "text": r.end.text, "thinking": r.end.thinking,
+               "prompt": r.start.prompt, "case": r.start.case}
+              for r in reqs if r.end is not None and r.end.ok and not r.start.warmup]
     quality: dict[str, dict] = {}
     quality_problem = None
     q_rids = {q["rid"] for q in q_reqs}
@@ -149,7 +139,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         for col in sorted(set(q) - set(QUALITY_COLUMNS) - {"bartscore", "quality_error"}):
             row[f"q_{col}"] = _clean(q.get(col))
         row["bartscore"] = _clean(q.get("bartscore"))
-        qs, te = _f(row["quality_score"]), _f(row["total_energy_j"])
+        qs, te = finite(row["quality_score"]), finite(row["total_energy_j"])
         row["quality_per_j"] = qs / te if (qs is not None and te) else None
         row["j_per_quality"] = te / qs if (qs and te is not None) else None
         row["quality_error"] = q.get("quality_error")
@@ -160,8 +150,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     for row in rows:
         for c in columns:
             row.setdefault(c, None)
-    results = [row for r, row in zip(reqs, rows) if not r.start.get("warmup")]
-    warmups = [row for r, row in zip(reqs, rows) if r.start.get("warmup")]
+    results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
+    warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
     incomplete = [row["rid"] for row in rows if row["status"] == "incomplete"]
     if incomplete:
         problems.append(f"{len(incomplete)} request(s) started but never ended (listed as incomplete): "
@@ -172,8 +162,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     timelines = [{"key": g.key, "t_s": ((g.t_ns - origin) / 1e9), "power_w": g.values["power_mw"] / 1000.0,
                   "simulated": g.simulated, "name": g.meta.get("name")} for g in batch.gpus]
     windows = [{"rid": r.rid, "a_s": float(win.a_s[i]), "b_s": float(win.b_s[i]), "label": _label(r),
-                "warmup": bool(r.start.get("warmup"))} for r, i in ((r, idx[r.rid]) for r in done)]
-    batch_id = (batch.batch_start or {}).get("batch") or (batch.batch_end or {}).get("batch")
+                "warmup": bool(r.start.warmup)} for r, i in ((r, idx[r.rid]) for r in done)]
+    batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None
     return Analysis(columns, results, warmups, tables.stats(results, simulated), tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
                     str(batch_id) if batch_id is not None else None)
@@ -182,8 +172,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
 def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData, opts: Options, simulated: bool) -> dict:
     s, e = r.start, r.end
     row: dict[str, Any] = {
-        "timestamp": iso_utc(s["wall"]), "model": s.get("model"), "task": s.get("task"), "load": s.get("load"),
-        "run": s.get("run"), "rid": r.rid, "case": s.get("case"), "cold": cold_start(e),
+        "timestamp": iso_utc(s.wall), "model": s.model, "task": s.task, "load": s.load,
+        "run": s.run, "rid": r.rid, "case": s.case, "cold": cold_start(e),
         "gpu_count": len(batch.gpus), "gpu_simulated": simulated if batch.gpus else None,
         "gpu_power_kind": ",".join(sorted({k for g in batch.gpus for k in g.meta.get("power_kind", [])})) or None,
         "cpu_tdp_w": opts.cpu_tdp_w,
@@ -194,15 +184,14 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
         row.update(status="incomplete", ok=False, error=why)
         e = None  # no window, no figures
     else:
-        row.update(status="ok" if e.get("ok") else "failed", ok=bool(e.get("ok")), error=e.get("error"),
-                   error_kind=e.get("error_kind"))
+        row.update(status="ok" if e.ok else "failed", ok=e.ok, error=e.error, error_kind=e.error_kind)
     tm = timing(s, e, r.first_tokens) if e is not None else {}
     row.update(tm)
     if e is not None:
         row.update(throughput(e, tm.get("latency_s"), tm.get("first_token_s"), tm.get("first_chunk_s")))
     if i is None:
         return row
-    row["window_s"] = (e["t"] - s["t"]) / 1e9
+    row["window_s"] = (e.t - s.t) / 1e9
     gpu_vals = {k: {c: _clean(v[c][i]) for c in v} for k, v in per_gpu.items()}
     if gpu_vals:
         g = list(gpu_vals.values())
@@ -222,7 +211,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
         row["gpu_energy_net_j"] = _sum_available([x["energy_net_j"] for x in g]) if opts.idle_baseline else None
         row["gpu_power_avg_w"] = _sum_available([x["power_avg_w"] for x in g])
         row["gpu_power_peak_w"] = _sum_available([x["power_peak_w"] for x in g])
-        row["gpu_mem_peak_mb"] = _sum_available([x["mem_peak_mib"] for x in g])
+        row["gpu_mem_peak_mb"] = _sum_available([x["mem_peak_mib"] for x in g])  # the seed's name; holds MiB
         utils = [x["util_avg_pct"] for x in g if x["util_avg_pct"] is not None]
         row["gpu_util_avg"] = sum(utils) / len(utils) if utils else None
         temps = [x["temp_peak_c"] for x in g if x["temp_peak_c"] is not None]
@@ -258,7 +247,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
 def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: BatchData, quality: dict | None,
                   simulated: bool) -> dict:
     """The seed's per-request JSON (raw/<rid>.json)."""
-    s, e = r.start, r.end or {}
+    s, e = r.start, r.end
     origin = batch.origin_ns
     full: dict[str, Any] = {}
     summary: dict[str, Any] = {k: row.get(k) for k in row if k.startswith(("gpu_", "cpu_", "host_", "proc_"))
@@ -270,43 +259,46 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
         for g in batch.gpus:
             m = _in_window(g, origin, a_s, b_s)
             full["gpus"][g.key] = {"t_s": [round(float(x) - a_s, 6) for x in (g.t_ns[m] - origin) / 1e9],
-                                   "power_w": [_f(x / 1000.0) for x in g.values["power_mw"][m]],
-                                   "energy_mj": [_f(x) for x in g.values["energy_mj"][m]],
-                                   "util_gpu_pct": [_f(x) for x in g.values["util_gpu_pct"][m]],
-                                   "mem_used_mib": [_f(x) for x in g.values["mem_used_mib"][m]],
-                                   "temp_c": [_f(x) for x in g.values["temp_c"][m]],
-                                   "sm_clock_mhz": [_f(x) for x in g.values["sm_clock_mhz"][m]],
+                                   "power_w": [finite(x / 1000.0) for x in g.values["power_mw"][m]],
+                                   "energy_mj": [finite(x) for x in g.values["energy_mj"][m]],
+                                   "util_gpu_pct": [finite(x) for x in g.values["util_gpu_pct"][m]],
+                                   "mem_used_mib": [finite(x) for x in g.values["mem_used_mib"][m]],
+                                   "temp_c": [finite(x) for x in g.values["temp_c"][m]],
+                                   "sm_clock_mhz": [finite(x) for x in g.values["sm_clock_mhz"][m]],
                                    "simulated": g.simulated}
         if batch.host is not None:
             m = _in_window(batch.host, origin, a_s, b_s)
             full["host"] = {"t_s": [round(float(x) - a_s, 6) for x in (batch.host.t_ns[m] - origin) / 1e9],
-                            "cpu_pct": [_f(x) for x in batch.host.values["cpu_pct"][m]],
-                            "mem_used_mib": [_f(x) for x in batch.host.values["mem_used_mib"][m]]}
-    bs = batch.batch_start or {}
-    model = s.get("model")
+                            "cpu_pct": [finite(x) for x in batch.host.values["cpu_pct"][m]],
+                            "mem_used_mib": [finite(x) for x in batch.host.values["mem_used_mib"][m]]}
+    bs = batch.batch_start or M.BatchStart(batch="")
+    client = e.client if e is not None else None
+    case = (bs.cases or [])[s.case] if s.case is not None and 0 <= s.case < len(bs.cases or []) else {}
     return {
-        "rid": r.rid, "model": model, "prompt": s.get("prompt"), "generated_text": e.get("text"),
-        "thinking": e.get("thinking"), "status": row["status"], "ok": row["ok"], "error": row.get("error"),
+        "rid": r.rid, "model": s.model, "task": s.task, "task_type": case.get("task_type", s.task), "load": s.load,
+        "run": s.run, "case": s.case, "prompt": s.prompt, "generated_text": e.text if e else None,
+        "thinking_text": e.thinking if e else None, "status": row["status"], "ok": row["ok"],
+        "error": row.get("error"), "error_kind": row.get("error_kind"),
         "latency_seconds": row.get("latency_s"), "first_token_seconds": row.get("first_token_s"),
         "first_thinking_seconds": row.get("first_thinking_s"), "first_chunk_seconds": row.get("first_chunk_s"),
-        "throughput_tokens_per_sec": row.get("toks_per_s"),
-        "api_metrics": e.get("api"), "client_metrics": e.get("client"),
+        "throughput_tokens_per_sec": row.get("toks_per_s"), "throughput_method": row.get("toks_per_s_method"),
+        "api_metrics": e.api if e else None, "client_metrics": client.to_msg() if client else None,
         "system_metrics_summary": summary, "system_metrics_full": full,
         "quality": quality,
-        "metadata": {"batch": bs.get("batch"), "config": bs.get("config"),
-                     "model": (bs.get("models") or {}).get(model) if isinstance(bs.get("models"), dict) else None,
-                     "task": s.get("task"), "load": s.get("load"), "run": s.get("run"), "case": s.get("case"),
-                     "case_hash": s.get("case_hash"), "params": s.get("params"), "warmup": bool(s.get("warmup")),
+        "metadata": {"batch": bs.batch or None, "config": bs.config, "model": (bs.models or {}).get(s.model),
+                     "case_hash": s.case_hash, "warmup": bool(s.warmup),
+                     # what was finally sent (an out-of-memory retry may have lowered it)
+                     "params": (e.params if e is not None and e.params else s.params),
+                     "retries": client.retries if client else None, "degraded": client.degraded if client else None,
                      "cold": row.get("cold"), "gpu_simulated": simulated if batch.gpus else None,
-                     "backend": bs.get("backend")},
+                     "backend": bs.backend},
     }
 
 
 def _samples(batch: BatchData) -> tuple[dict[str, list], dict[str, list]]:
     """Long-format sample tables (for Parquet): one row per GPU sample, one per host sample."""
     gcols: dict[str, list] = {"t_ns": [], "src": [], "gpu": [], "seq": [], "simulated": []}
-    for f in ("power_mw", "energy_mj", "util_gpu_pct", "util_mem_pct", "mem_used_mib", "mem_total_mib", "temp_c",
-              "sm_clock_mhz"):
+    for f in M.GPU_SERIES:
         gcols[f] = []
     for g in batch.gpus:
         n = g.t_ns.size

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from shared.logs import get_logger
+from shared.tasks import canonical_task
 
 log = get_logger("analyzer.quality_call")
 
@@ -20,10 +21,6 @@ QUALITY_COLUMNS = (
     "code_tests_passed", "code_tests_error", "len_chars", "len_tokens", "distinct_1", "distinct_2",
     "distinct_3", "repetition_rate", "text_lang",
 )
-# Seed task names (test_cases.json task_type) → the quality module's names.
-TASK_ALIASES = {"knowledge_qa": "qa", "qa": "qa", "summarization": "summary", "summarisation": "summary",
-                "summary": "summary", "code": "code", "code_generation": "code", "coding": "code",
-                "creative_writing": "creative", "creative": "creative"}
 
 
 def quality_inputs(requests: list[dict[str, Any]], cases: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -40,7 +37,7 @@ def quality_inputs(requests: list[dict[str, Any]], cases: list[dict[str, Any]] |
         task = str(r.get("task") or c.get("task") or c.get("task_type") or "")
         out.append({
             "rid": r["rid"],
-            "task": TASK_ALIASES.get(task.lower(), task),
+            "task": canonical_task(task),
             "text": r.get("text") or "",
             "thinking": r.get("thinking"),
             "reference": c.get("reference_text") or c.get("reference"),

@@ -13,12 +13,10 @@ import numpy as np
 
 from shared import messages as M
 from shared.logs import get_logger
+from shared.numbers import finite
 
 log = get_logger("analyzer.stream")
 
-GPU_FIELDS = ("power_mw", "energy_mj", "util_gpu_pct", "util_mem_pct", "mem_used_mib", "mem_total_mib",
-              "temp_c", "sm_clock_mhz")
-HOST_FIELDS = ("cpu_pct", "mem_used_mib", "mem_total_mib", "swap_used_mib")
 TELEMETRY = (M.TEL_GPU, M.TEL_HOST)
 DEFAULT_LOOKBACK_S = 120.0
 
@@ -39,9 +37,9 @@ class Series:
 @dataclass
 class Request:
     rid: str
-    start: dict[str, Any]
-    end: dict[str, Any] | None = None
-    first_tokens: list[dict[str, Any]] = field(default_factory=list)
+    start: M.ReqStart
+    end: M.ReqEnd | None = None
+    first_tokens: list[M.ReqFirstToken] = field(default_factory=list)
 
 
 @dataclass
@@ -55,8 +53,8 @@ class BatchData:
     rapl: dict[str, Series]              # zone -> cumulative energy_uj
     src_seqs: dict[str, np.ndarray]      # every seq seen per publisher (for gap detection)
     requests: list[Request]              # sorted by (start t, rid)
-    batch_start: dict[str, Any] | None
-    batch_end: dict[str, Any] | None
+    batch_start: M.BatchStart | None
+    batch_end: M.BatchEnd | None
     invalid: int = 0
     duplicates: int = 0
 
@@ -107,7 +105,8 @@ def scope(messages: list[tuple[str, dict[str, Any]]], lookback_s: float = DEFAUL
 
 
 def _num(v: Any) -> float:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+    x = finite(v)
+    return np.nan if x is None else x
 
 
 def _series(key: str, src: str, rows: list[dict[str, Any]], fields: tuple[str, ...]) -> Series:
@@ -139,26 +138,27 @@ def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAU
             rid = str(p["rid"])
             if rid in requests:
                 log.warning("request_restarted", rid=rid, note="a later req.start replaces the earlier one")
-            requests[rid] = Request(rid, p)
+            requests[rid] = Request(rid, M.ReqStart.from_msg(p))
         elif topic == M.REQ_FIRST_TOKEN:
             req = requests.get(str(p["rid"]))
             if req is not None:
-                req.first_tokens.append(p)
+                req.first_tokens.append(M.ReqFirstToken.from_msg(p))
         elif topic == M.REQ_END:
             req = requests.get(str(p["rid"]))
             if req is None:
                 log.warning("request_end_without_start", rid=p["rid"])
             elif req.end is None:
-                req.end = p
+                req.end = M.ReqEnd.from_msg(p)
         elif topic == M.BATCH_START:
-            batch_start = batch_start or p  # the first one carries the config; resumes repeat it
+            # the first one carries the config; resumes repeat it
+            batch_start = batch_start or M.BatchStart.from_msg(p)
         elif topic == M.BATCH_END:
-            batch_end = p  # the last one counts
+            batch_end = M.BatchEnd.from_msg(p)  # the last one counts
     gpu_srcs = sorted({src for src, _ in gpu_rows})
     gpus = []
     for (src, idx), rows in sorted(gpu_rows.items()):
         key = f"gpu{idx}" if len(gpu_srcs) == 1 else f"{src}/gpu{idx}"
-        s = _series(key, src, rows, GPU_FIELDS)
+        s = _series(key, src, rows, M.GPU_SERIES)
         last = rows[-1]
         s.meta = {k: last.get(k) for k in ("gpu", "uuid", "name") if last.get(k) is not None}
         s.meta["power_kind"] = sorted({str(r.get("power_kind")) for r in rows if r.get("power_kind") is not None})
@@ -170,7 +170,7 @@ def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAU
             log.warning("several_host_sources", srcs=sorted(host_rows), used=sorted(host_rows)[0])
         src = sorted(host_rows)[0]
         rows = host_rows[src]
-        host = _series("host", src, rows, HOST_FIELDS)
+        host = _series("host", src, rows, M.HOST_SERIES)
         names = sorted({n for r in rows for n in (r.get("procs") or {})})
         for name in names:
             prow = [{"t": r["t"], "seq": r["seq"], **((r.get("procs") or {}).get(name) or {})} for r in rows]
@@ -179,7 +179,7 @@ def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAU
         for zone in zones:
             zrow = [{"t": r["t"], "seq": r["seq"], "energy_uj": (r.get("rapl_uj") or {}).get(zone)} for r in rows]
             rapl[zone] = _series(f"rapl:{zone}", src, zrow, ("energy_uj",))
-    reqs = sorted(requests.values(), key=lambda r: (r.start["t"], r.rid))
+    reqs = sorted(requests.values(), key=lambda r: (r.start.t, r.rid))
     return BatchData(origin, gpus, host, procs, rapl,
                      {s: np.array(sorted(v), dtype=np.int64) for s, v in src_seqs.items()},
                      reqs, batch_start, batch_end, invalid, duplicates)

@@ -7,6 +7,8 @@ import io
 import math
 from typing import Any, Iterable
 
+from shared.numbers import finite
+
 # Two-sided 95 % Student-t quantiles by degrees of freedom (no scipy needed); 1.96 beyond 30.
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
@@ -23,16 +25,6 @@ STATS_COLUMNS = ("model", "task", "load", "metric", "n", "n_failed", "mean", "va
                  "ci95_high", "gpu_simulated")
 PARETO_COLUMNS = ("task", "model", "n", "total_energy_j_mean", "quality_score_mean", "quality_per_j",
                   "j_per_quality", "pareto_optimal", "gpu_simulated")
-
-
-def _num(v) -> float | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def t95(df: int) -> float:
@@ -70,15 +62,15 @@ def stats(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]
         good = [r for r in rows if r.get("ok")]
         failed = len(rows) - len(good)
         for metric in STAT_METRICS:
-            vals = [v for v in (_num(r.get(metric)) for r in good) if v is not None]
+            vals = [v for v in (finite(r.get(metric)) for r in good) if v is not None]
             if not vals:
                 continue
             d = describe(vals)
             out.append({"model": key[0], "task": key[1], "load": key[2], "metric": metric, "n_failed": failed,
                         "gpu_simulated": simulated, **d})
         # The group's ratio of means: mean quality over mean energy (robust to one tiny-energy request).
-        q = [v for v in (_num(r.get("quality_score")) for r in good) if v is not None]
-        e = [v for v in (_num(r.get("total_energy_j")) for r in good) if v is not None]
+        q = [v for v in (finite(r.get("quality_score")) for r in good) if v is not None]
+        e = [v for v in (finite(r.get("total_energy_j")) for r in good) if v is not None]
         if q and e and sum(e) > 0:
             out.append({"model": key[0], "task": key[1], "load": key[2], "metric": "group_quality_per_j",
                         "n": min(len(q), len(e)), "n_failed": failed, "mean": (sum(q) / len(q)) / (sum(e) / len(e)),
@@ -102,7 +94,7 @@ def pareto(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any
     for row in results:
         if not row.get("ok"):
             continue
-        e, q = _num(row.get("total_energy_j")), _num(row.get("quality_score"))
+        e, q = finite(row.get("total_energy_j")), finite(row.get("quality_score"))
         if e is None or q is None:
             continue
         by.setdefault((str(row.get("task")), str(row.get("model"))), []).append((e, q))

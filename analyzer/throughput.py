@@ -10,18 +10,8 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
-
-def _pos(v: Any) -> float | None:
-    """A positive number, else None (absent or nonsense is not available, never 0)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if v > 0 else None
-
-
-def _nonneg(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if v >= 0 else None
+from shared.messages import ClientMetrics, ReqEnd, ReqFirstToken, ReqStart
+from shared.numbers import nonneg, positive
 
 
 def iso_utc(wall_ns: int) -> str:
@@ -30,42 +20,41 @@ def iso_utc(wall_ns: int) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
-def timing(start: dict[str, Any], end: dict[str, Any] | None, first_tokens: list[dict[str, Any]]) -> dict[str, Any]:
-    """latency_s, first_token_s (answer), first_thinking_s, first_chunk_s: client figures first,
-    else from the bus events' monotonic stamps."""
-    client = (end or {}).get("client") or {}
-    out: dict[str, Any] = {}
-    lat = _nonneg(client.get("latency_s"))
+def timing(start: ReqStart, end: ReqEnd | None, first_tokens: list[ReqFirstToken]) -> dict[str, Any]:
+    """latency_s, first_token_s (answer), first_thinking_s, first_chunk_s, in seconds from the
+    request's start (req.start, the window's opening; retries included): the collector's figures,
+    else the bus events' monotonic stamps (the answering attempt's req.first_token, as the collector counts)."""
+    client = (end.client if end is not None else None) or ClientMetrics()
+    lat = nonneg(client.latency_s)
     if lat is None and end is not None:
-        lat = (end["t"] - start["t"]) / 1e9
-    out["latency_s"] = lat
+        lat = (end.t - start.t) / 1e9
+    last_attempt = max((ft.attempt or 0 for ft in first_tokens), default=0)
     by_kind: dict[str, float] = {}
     for ft in first_tokens:
-        k = str(ft.get("kind"))
-        by_kind.setdefault(k, (ft["t"] - start["t"]) / 1e9)
-    out["first_token_s"] = _nonneg(client.get("first_token_s"))
-    if out["first_token_s"] is None:
-        out["first_token_s"] = by_kind.get("content")
-    out["first_thinking_s"] = _nonneg(client.get("first_thinking_s"))
-    if out["first_thinking_s"] is None:
-        out["first_thinking_s"] = by_kind.get("thinking")
-    out["first_chunk_s"] = _nonneg(client.get("first_chunk_s"))
+        if (ft.attempt or 0) == last_attempt:
+            by_kind.setdefault(ft.kind, (ft.t - start.t) / 1e9)
+    out: dict[str, Any] = {"latency_s": lat}
+    for key, value, kind in (("first_token_s", client.first_token_s, "content"),
+                             ("first_thinking_s", client.first_thinking_s, "thinking")):
+        v = nonneg(value)
+        out[key] = v if v is not None else by_kind.get(kind)
+    out["first_chunk_s"] = nonneg(client.first_chunk_s)
     if out["first_chunk_s"] is None and by_kind:
         out["first_chunk_s"] = min(by_kind.values())
     return out
 
 
-def throughput(end: dict[str, Any] | None, latency_s: float | None, first_token_s: float | None,
+def throughput(end: ReqEnd | None, latency_s: float | None, first_token_s: float | None,
                first_chunk_s: float | None) -> dict[str, Any]:
     """Output tokens and tokens/s (server-reported and client-side)."""
-    api = (end or {}).get("api") or {}
+    api = (end.api if end is not None else None) or {}
     timings = api.get("timings") or {}
     out: dict[str, Any] = {"output_tokens": None, "toks_per_s": None, "toks_per_s_method": None,
                            "client_toks_per_s": None, "e2e_toks_per_s": None, "prompt_tokens": None,
                            "prefill_toks_per_s": None}
-    eval_count, eval_ns = _nonneg(api.get("eval_count")), _pos(api.get("eval_duration_ns"))
-    pred_n, pred_ms = _nonneg(timings.get("predicted_n")), _pos(timings.get("predicted_ms"))
-    completion = _nonneg(api.get("completion_tokens"))
+    eval_count, eval_ns = nonneg(api.get("eval_count")), positive(api.get("eval_duration_ns"))
+    pred_n, pred_ms = nonneg(timings.get("predicted_n")), positive(timings.get("predicted_ms"))
+    completion = nonneg(api.get("completion_tokens"))
     tokens = eval_count if eval_count is not None else pred_n if pred_n is not None else completion
     out["output_tokens"] = int(tokens) if tokens is not None else None
     first = first_token_s if first_token_s is not None else first_chunk_s
@@ -80,19 +69,18 @@ def throughput(end: dict[str, Any] | None, latency_s: float | None, first_token_
         out["client_toks_per_s"] = tokens / decode_s
     if tokens is not None and latency_s:
         out["e2e_toks_per_s"] = tokens / latency_s
-    prompt = _nonneg(api.get("prompt_eval_count"))
+    prompt = nonneg(api.get("prompt_eval_count"))
     if prompt is None:
-        prompt = _nonneg(api.get("prompt_tokens"))
+        prompt = nonneg(api.get("prompt_tokens"))
     out["prompt_tokens"] = int(prompt) if prompt is not None else None
-    pe_ns = _pos(api.get("prompt_eval_duration_ns"))
+    pe_ns = positive(api.get("prompt_eval_duration_ns"))
     if prompt is not None and pe_ns is not None:
         out["prefill_toks_per_s"] = prompt / (pe_ns / 1e9)
-    elif _nonneg(timings.get("prompt_n")) is not None and _pos(timings.get("prompt_ms")) is not None:
+    elif nonneg(timings.get("prompt_n")) is not None and positive(timings.get("prompt_ms")) is not None:
         out["prefill_toks_per_s"] = timings["prompt_n"] / (timings["prompt_ms"] / 1000.0)
     return out
 
 
-def cold_start(end: dict[str, Any] | None) -> bool | None:
+def cold_start(end: ReqEnd | None) -> bool | None:
     """The collector's verdict (client.cold, from load_duration); None when it gave none."""
-    cold = ((end or {}).get("client") or {}).get("cold")
-    return bool(cold) if isinstance(cold, bool) else None
+    return end.client.cold if end is not None and end.client is not None else None

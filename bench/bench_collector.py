@@ -15,7 +15,8 @@ from pathlib import Path
 import aiohttp
 
 from collector.backends import Params, map_chunk
-from collector.runner import RetryPolicy, run_request
+from collector.retry import RetryPolicy
+from collector.runner import run_request
 from collector.stream_parse import NdjsonParser, SseParser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,10 +74,10 @@ async def _spread(url: str, streams: int, requests_per_stream: int, tokens: int)
                 if not res.ok:
                     raise RuntimeError(res.error)
                 c, api = res.client, res.api
-                lat_diff.append((c["latency_s"] - api["total_duration_ns"] / 1e9) * 1e3)
-                span = (c["chunk_t"][-1] - c["chunk_t"][0]) / 1e9
+                lat_diff.append((c.latency_s - api["total_duration_ns"] / 1e9) * 1e3)
+                span = (c.chunk_t_ns[-1] - c.chunk_t_ns[0]) / 1e9
                 gen_diff.append((span - api["eval_duration_ns"] / 1e9) * 1e3)
-                ttft.append(c["first_token_s"] * 1e3)
+                ttft.append(c.first_token_s * 1e3)
         await run_request(session, "ollama", url, "ok", "warm", Params(max_tokens=1, keep_alive="5m"))
         await asyncio.gather(*(worker() for _ in range(streams)))
     return {"n": len(lat_diff), "lat_med": statistics.median(lat_diff), "lat_p95": _pct(lat_diff, 0.95),

@@ -19,14 +19,16 @@ from tqdm import tqdm
 from collector import failures as F
 from collector.backends import Params
 from collector.metadata import ServerUnusable, fetch_model_meta, list_models, server_version
-from collector.plan import Job, case_models, finished_rids, params_for, plan_jobs, warmup_rid
+from collector.model_policy import ModelPolicy
+from collector.plan import Job, case_models, finished_rids, plan_jobs, warmup_rid
 from collector.recorder import Recorder, TelemetryTimeout
-from collector.runner import RequestResult, RetryPolicy, run_request
+from collector.retry import RetryPolicy
+from collector.runner import RequestResult, run_request
 from collector.settings import case_hash
 from shared.batch import BatchDir
 from shared.bus import BusBindError, BusSecurityError, CurveKeys
 from shared.logs import get_logger
-from shared.messages import BATCH_END, BATCH_START, REQ_END, REQ_FIRST_TOKEN, REQ_START
+from shared.messages import BATCH_START, BatchEnd, BatchStart, ReqEnd, ReqFirstToken, ReqStart
 from shared.recording import RecordingReader
 
 log = get_logger("collector")
@@ -77,75 +79,48 @@ def config_snapshot(opts: BatchOptions) -> dict[str, Any]:
     return snap
 
 
-def _throughput(api: dict[str, Any]) -> float | None:
-    n, d = api.get("eval_count"), api.get("eval_duration_ns")
-    return n / (d / 1e9) if n and d else None
-
-
-def write_request_files(batch: BatchDir, job: Job, case: dict[str, Any], res: RequestResult,
-                        model_meta: dict[str, Any]) -> None:
-    """texts/<rid>.txt (+ .thinking.txt) and raw/<rid>.json with the seed's field names."""
-    batch.text_file(job.rid).write_text(res.text, encoding="utf-8")
+def write_texts(batch: BatchDir, rid: str, res: RequestResult) -> None:
+    """texts/<rid>.txt (+ .thinking.txt). raw/<rid>.json is the analyzer's (one owner per file)."""
+    batch.text_file(rid).write_text(res.text, encoding="utf-8")
     if res.thinking:
-        batch.text_file(job.rid).with_suffix(".thinking.txt").write_text(res.thinking, encoding="utf-8")
-    raw = {
-        "rid": job.rid, "model": job.model, "task": job.task, "task_type": case.get("task_type", job.task),
-        "load": job.load, "run": job.run, "case": job.case, "prompt": case["prompt"],
-        "generated_text": res.text, "thinking_text": res.thinking or None, "ok": res.ok, "error": res.error,
-        "error_kind": res.error_kind, "latency_seconds": res.client.get("latency_s"),
-        "first_token_seconds": res.client.get("first_token_s"),
-        "first_chunk_seconds": res.client.get("first_chunk_s"),
-        "throughput_tokens_per_sec": _throughput(res.api), "api_metrics": res.api,
-        "metadata": {"params": res.params, "model": model_meta, "warmup": job.warmup,
-                     "cold": res.client.get("cold"), "retries": res.client.get("retries"),
-                     "degraded": res.client.get("degraded")},
-    }
-    tmp = batch.request_json(job.rid).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(raw, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(batch.request_json(job.rid))
+        batch.text_file(rid).with_suffix(".thinking.txt").write_text(res.thinking, encoding="utf-8")
 
 
 async def _run_job(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOptions, job: Job,
-                   case: dict[str, Any], params: Params, model_meta: dict[str, Any]) -> RequestResult:
-    rec.emit(REQ_START, {
-        "rid": job.rid, "model": job.model, "task": job.task, "load": job.load, "run": job.run, "case": job.case,
-        "case_hash": case_hash(case), "warmup": job.warmup, "prompt": case["prompt"], "params": params.as_dict()},
-        flush=True)
+                   case: dict[str, Any], params: Params) -> RequestResult:
+    start = rec.emit(ReqStart(rid=job.rid, model=job.model, task=job.task, load=job.load, run=job.run, case=job.case,
+                              case_hash=case_hash(case), warmup=job.warmup, prompt=case["prompt"],
+                              params=params.as_dict()), flush=True)
 
-    def on_first(kind: str, t: int) -> None:
-        rec.emit(REQ_FIRST_TOKEN, {"rid": job.rid, "kind": kind}, t=t)
+    def on_first(kind: str, t: int, attempt: int) -> None:
+        rec.emit(ReqFirstToken(rid=job.rid, kind=kind, attempt=attempt), t=t)
 
     res = await run_request(session, opts.value("backend"), opts.base_url, job.model, case["prompt"], params,
-                            timeout_s=opts.value("timeout"), policy=opts.policy, on_first=on_first, log=log)
-    end: dict[str, Any] = {"rid": job.rid, "ok": res.ok, "text": res.text, "api": res.api, "client": res.client}
-    if res.thinking:
-        end["thinking"] = res.thinking
-    if not res.ok:
-        end["error"] = res.error
-        end["error_kind"] = res.error_kind
-    if res.params != params.as_dict():
-        end["params"] = res.params  # what was finally sent after degrading
-    if job.warmup:
-        end["warmup"] = True
-    # files first, then the flushed req.end: a req.end in the recording means the request is complete
+                            timeout_s=opts.value("timeout_s"), policy=opts.policy, on_first=on_first,
+                            t0_ns=start["t"], log=log)
+    end = ReqEnd(rid=job.rid, ok=res.ok, text=res.text, thinking=res.thinking or None, api=res.api,
+                 client=res.client, error=res.error, error_kind=res.error_kind,
+                 # what was finally sent, when degrading changed it
+                 params=res.params if res.params != params.as_dict() else None, warmup=job.warmup or None)
+    # texts first, then the flushed req.end: a req.end in the recording means the request is complete
     if not job.warmup:
-        write_request_files(opts.batch, job, case, res, model_meta)
-    rec.emit(REQ_END, end, flush=True)
+        write_texts(opts.batch, job.rid, res)
+    rec.emit(end, flush=True)
+    c = res.client
     log.info("request_done" if res.ok else "request_failed", rid=job.rid, ok=res.ok, error_kind=res.error_kind,
-             error=res.error, latency_s=round(res.client.get("latency_s", 0), 3),
-             first_token_s=res.client.get("first_token_s"), eval_count=res.api.get("eval_count"),
-             retries=res.client.get("retries"), warmup=job.warmup)
+             error=res.error, latency_s=round(c.latency_s or 0.0, 3), first_token_s=c.first_token_s,
+             eval_count=res.api.get("eval_count"), retries=c.retries, warmup=job.warmup)
     return res
 
 
 async def _resolve_models(session: aiohttp.ClientSession, opts: BatchOptions) -> tuple[list[list[str]], dict[str, Any]]:
     backend = opts.value("backend")
-    all_models, listing = await list_models(session, backend, opts.base_url, opts.value("timeout"))
+    all_models, listing = await list_models(session, backend, opts.base_url, opts.value("timeout_s"))
     per_case = [case_models(c, opts.value("models"), opts.cli_models, all_models) for c in opts.cases]
     wanted = list(dict.fromkeys(m for ms in per_case for m in ms))
     meta = {}
     for m in wanted:
-        meta[m] = await fetch_model_meta(session, backend, opts.base_url, m, listing, opts.value("timeout"))
+        meta[m] = await fetch_model_meta(session, backend, opts.base_url, m, listing, opts.value("timeout_s"))
     return per_case, meta
 
 
@@ -205,7 +180,7 @@ async def run_batch(opts: BatchOptions) -> int:
         connector = aiohttp.TCPConnector(force_close=True, limit=0)
         async with aiohttp.ClientSession(timeout=timeout, read_bufsize=1 << 20, connector=connector) as session:
             try:
-                version = await server_version(session, opts.value("backend"), opts.base_url, opts.value("timeout"))
+                version = await server_version(session, opts.value("backend"), opts.base_url, opts.value("timeout_s"))
                 per_case, models_meta = await _resolve_models(session, opts)
             except aiohttp.ClientConnectorError as exc:
                 log.error("server_unreachable", error=F.connection_hint(opts.base_url, str(exc.os_error or exc)))
@@ -220,11 +195,10 @@ async def run_batch(opts: BatchOptions) -> int:
                 return EXIT_SETTINGS
             jobs = plan_jobs(batch_id, opts.cases, per_case, opts.value("runs"))
             todo = [j for j in jobs if j.rid not in done_before]
-            rec.emit(BATCH_START, {
-                "batch": batch_id, "config": snapshot, "cases": opts.cases, "models": models_meta,
-                "backend": opts.value("backend"), "base_url": opts.base_url, "server_version": version,
-                "planned": len(jobs), "resumed": bool(opts.resume), "already_done": len(jobs) - len(todo)},
-                flush=True)
+            rec.emit(BatchStart(batch=batch_id, config=snapshot, cases=opts.cases, models=models_meta,
+                                backend=opts.value("backend"), base_url=opts.base_url, server_version=version,
+                                planned=len(jobs), resumed=bool(opts.resume), already_done=len(jobs) - len(todo)),
+                     flush=True)
             started = True
             log.info("batch_start", batch=batch_id, planned=len(jobs), todo=len(todo), models=list(models_meta),
                      base_url=opts.base_url, backend=opts.value("backend"))
@@ -234,12 +208,11 @@ async def run_batch(opts: BatchOptions) -> int:
         log.warning("batch_interrupted", batch=batch_id)
     finally:
         if started:
-            rec.emit(BATCH_END, {"batch": batch_id, "requests": tally.requests, "ok": tally.ok,
-                                 "failed": tally.failed, "skipped": tally.skipped,
-                                 "interrupted": tally.interrupted or tally.fatal is not None,
-                                 "telemetry_received": rec.telemetry_received,
-                                 "telemetry_dropped": {"oversize": rec.inbox.dropped_oversize,
-                                                       "invalid": rec.inbox.dropped_invalid}}, flush=True)
+            rec.emit(BatchEnd(batch=batch_id, requests=tally.requests, ok=tally.ok, failed=tally.failed,
+                              skipped=tally.skipped, interrupted=tally.interrupted or tally.fatal is not None,
+                              telemetry_received=rec.telemetry_received,
+                              telemetry_dropped={"oversize": rec.inbox.dropped_oversize,
+                                                 "invalid": rec.inbox.dropped_invalid}), flush=True)
         rec.close()
     log.info("batch_end", batch=batch_id, dir=str(batch.root), requests=tally.requests, ok=tally.ok,
              failed=tally.failed, skipped=tally.skipped, interrupted=tally.interrupted,
@@ -270,56 +243,33 @@ async def _run_matrix(session: aiohttp.ClientSession, rec: Recorder, opts: Batch
                 tally.skipped += len(jobs)
                 bar.update(len(jobs))
                 continue
-            meta = models_meta.get(model, {})
-            skip_model = False
-            # values an OOM forced down stay down for the model's later requests (recorded in params)
-            sticky: dict[str, Any] = {}
-
-            def params(case: dict[str, Any]) -> Params:
-                p = params_for(case, opts.settings)
-                for key, value in sticky.items():
-                    if key == "num_ctx" or (key == "max_tokens" and (p.max_tokens or value + 1) > value):
-                        setattr(p, key, value)
-                return p
-
-            def remember(res: RequestResult) -> None:
-                for key in ("num_ctx", "max_tokens"):
-                    if key in res.client.get("degraded", {}) and res.error_kind != F.OOM:
-                        sticky[key] = res.client["degraded"][key]
+            policy = ModelPolicy(opts.settings)
             if opts.value("warmup"):
                 first = jobs[0]
                 case = opts.cases[first.case]
-                wparams = params(case)
-                wparams.max_tokens = min(wparams.max_tokens or WARMUP_PROMPT_MAX_TOKENS, WARMUP_PROMPT_MAX_TOKENS)
                 wjob = Job(warmup_rid(first.rid.split("/", 1)[0], model), model, first.case, first.task, first.load,
                            0, warmup=True)
-                res = await _run_job(session, rec, opts, wjob, case, wparams, meta)
-                if "num_ctx" in res.client.get("degraded", {}) and res.error_kind != F.OOM:
-                    sticky["num_ctx"] = res.client["degraded"]["num_ctx"]
+                res = await _run_job(session, rec, opts, wjob, case, policy.warmup_params(case, WARMUP_PROMPT_MAX_TOKENS))
+                policy.remember(res.client.degraded, res.error_kind, warmup=True)
                 if res.fatal:
                     tally.fatal = res.error
                     stop.set()
-                elif res.skip_model:
-                    skip_model = True
-            if stop.is_set() or skip_model:
+                elif policy.after(res.error_kind):
+                    _log_skipped(model)
+            if stop.is_set() or policy.skipped:
                 tally.skipped += len(jobs)
                 bar.update(len(jobs))
-                if skip_model:
-                    log.warning("model_skipped", model=model, reason="not found on the server (404)",
-                                fix=f"`ollama pull {model}` or fix the name")
                 continue
 
-            skip = asyncio.Event()
-
-            async def one(job: Job) -> None:
+            async def one(job: Job, policy: ModelPolicy = policy, model: str = model) -> None:
                 async with sem:
-                    if stop.is_set() or skip.is_set():
+                    if stop.is_set() or policy.skipped:
                         tally.skipped += 1
                         bar.update(1)
                         return
                     case = opts.cases[job.case]
-                    res = await _run_job(session, rec, opts, job, case, params(case), meta)
-                    remember(res)
+                    res = await _run_job(session, rec, opts, job, case, policy.params(case))
+                    policy.remember(res.client.degraded, res.error_kind)
                     tally.requests += 1
                     if res.ok:
                         tally.ok += 1
@@ -328,10 +278,8 @@ async def _run_matrix(session: aiohttp.ClientSession, rec: Recorder, opts: Batch
                     if res.fatal:
                         tally.fatal = res.error
                         stop.set()
-                    elif res.skip_model and not skip.is_set():
-                        skip.set()
-                        log.warning("model_skipped", model=model, reason="not found on the server (404)",
-                                    fix=f"`ollama pull {model}` or fix the name")
+                    elif policy.after(res.error_kind):
+                        _log_skipped(model)
                     bar.update(1)
 
             await asyncio.gather(*(one(j) for j in jobs))
@@ -339,6 +287,11 @@ async def _run_matrix(session: aiohttp.ClientSession, rec: Recorder, opts: Batch
         bar.close()
     if tally.fatal:
         log.error("batch_stopped", reason=tally.fatal, kept="every finished request is in the recording")
+
+
+def _log_skipped(model: str) -> None:
+    log.warning("model_skipped", model=model, reason="not found on the server (404)",
+                fix=f"`ollama pull {model}` or fix the name")
 
 
 def analyzer_command(batch_root: Path, extra: list[str] | None = None) -> list[str]:

@@ -23,11 +23,12 @@ from typing import Any
 from collector.backends import BACKENDS, normalize_base_url
 from collector.batch_run import EXIT_INTERRUPTED, EXIT_SETTINGS, BatchOptions, run_batch
 from collector.plan import case_models, plan_jobs
-from collector.runner import RetryPolicy
+from collector.retry import RetryPolicy
 from collector.settings import SettingsError, load_test_cases, read_config_py, resolve_settings
 from collector.tasks import LANGS, LOADS, TASKS, builtin_cases
 from shared.batch import BatchDir, new_batch_dir
-from shared.bus import BusSecurityError, CurveKeys, events_endpoint, is_loopback, telemetry_endpoint
+from shared.bus import BusSecurityError, events_endpoint, is_loopback, telemetry_endpoint
+from shared.cli import add_curve_args, add_log_args, curve_keys
 from shared.logs import configure_logging, get_logger
 
 log = get_logger("collector.cli")
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--base-url", "--base_url", dest="base_url",
                    help="server URL; host:port works too (default: OLLAMA_HOST, else http://127.0.0.1:11434; "
                         "openai: http://127.0.0.1:8080)")
-    s.add_argument("--timeout", type=float, help="seconds one request attempt may take before it is failed (default 600)")
+    s.add_argument("--timeout", dest="timeout_s", type=float, help="seconds one request attempt may take before it is failed (default 600)")
     s.add_argument("--concurrency", type=int, help="parallel streams per model, for load sweeps (default 1)")
     s.add_argument("--retries", type=int, default=4, help="503 busy retries with doubling back-off (default 4)")
     s.add_argument("--backoff", type=float, default=0.5, help="first busy back-off in seconds (default 0.5)")
@@ -92,21 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not run `python -m analyzer --batch DIR` at the end")
     b.add_argument("--analyzer-args", "--analyzer_args", dest="analyzer_args", default="",
                    help='extra arguments for the analyzer run at the end, e.g. "--no-quality --no-plots"')
-    b.add_argument("--curve-secret", "--curve_secret", dest="curve_secret", type=Path,
-                   help="CURVE .key_secret file (python -m telemetry.keys DIR) for a non-loopback bus")
-    b.add_argument("--curve-server-key", "--curve_server_key", dest="curve_server_key", type=Path,
-                   help="the telemetry daemon's public .key file, to subscribe to it over CURVE")
+    add_curve_args(b, underscore=True)
     o = ap.add_argument_group("output")
     o.add_argument("--no-progress", "--no_progress", dest="no_progress", action="store_true", help="no progress bar")
-    o.add_argument("--log-level", "--log_level", dest="log_level", default="info",
-                   choices=("debug", "info", "warning", "error"))
-    o.add_argument("--log-json", "--log_json", dest="log_json", action="store_true", help="JSON log lines")
+    add_log_args(o, underscore=True)
     return ap
 
 
 def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("models", "tasks", "loads", "langs", "runs", "max_tokens", "temperature", "top_p", "num_ctx", "seed",
-            "keep_alive", "warmup", "think", "backend", "base_url", "timeout", "concurrency")
+            "keep_alive", "warmup", "think", "backend", "base_url", "timeout_s", "concurrency")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -164,12 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         batch = new_batch_dir(args.out or Path("data"))
     pub_curve = sub_curve = None
-    if args.curve_secret is not None:
-        try:
-            keys = CurveKeys.from_secret_file(args.curve_secret, args.curve_server_key)
-        except BusSecurityError as exc:
-            log.error("bad_curve_keys", error=str(exc))
-            return EXIT_SETTINGS
+    try:
+        keys = curve_keys(args)
+    except BusSecurityError as exc:
+        log.error("bad_curve_keys", error=str(exc))
+        return EXIT_SETTINGS
+    if keys is not None:
         # encrypt our own PUB only off loopback, where bind_pub demands it
         pub_curve = None if is_loopback(args.events_endpoint or events_endpoint()) else keys
         sub_curve = keys if keys.server_public else None

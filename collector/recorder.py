@@ -16,7 +16,7 @@ import zmq
 
 from shared.bus import CurveKeys, Inbox, Publisher, bind_pub, connect_sub
 from shared.logs import get_logger
-from shared.messages import TEL_HB, Stamper, source_id
+from shared.messages import TEL_HB, Body, Stamper, source_id
 from shared.recording import RecordingWriter
 
 log = get_logger("collector.recorder")
@@ -44,18 +44,15 @@ class Recorder:
         self._pub_sock = None
         self._thread: threading.Thread | None = None
         self.telemetry_endpoint = telemetry_endpoint
-        self._stamper = Stamper(source_id("collector"))
         if events_endpoint:
             self._pub_sock = bind_pub(self.ctx, events_endpoint, pub_curve)
             self.pub = Publisher(self._pub_sock, source_id("collector"))
+        # one numbering for what is published and what is recorded
+        self._stamper = self.pub.stamper if self.pub is not None else Stamper(source_id("collector"))
         self._sub_curve = sub_curve
         if telemetry_endpoint:
             self._thread = threading.Thread(target=self._telemetry_loop, name="telemetry-recorder", daemon=True)
             self._thread.start()
-
-    @property
-    def resumed_messages(self) -> int | None:
-        return self.writer.resumed_from
 
     def _telemetry_loop(self) -> None:
         sub = connect_sub(self.ctx, self.telemetry_endpoint, curve=self._sub_curve)
@@ -87,13 +84,13 @@ class Recorder:
                 "Start the daemon first (`python -m telemetry`, or `make telemetry`), point "
                 "--telemetry-endpoint at it, or run without energy data using --no-telemetry.")
 
-    def emit(self, topic: str, body: dict[str, Any], t: int | None = None, flush: bool = False) -> dict[str, Any]:
+    def emit(self, body: Body, t: int | None = None, flush: bool = False) -> dict[str, Any]:
         """Publish one own event (stamped) and record it; returns the stamped payload."""
-        payload = self._stamper.stamp(body, t=t)
+        payload = self._stamper.stamp(body.to_msg(), t=t)
         if self.pub is not None:
-            self.pub.send(topic, payload)
+            self.pub.send(body.TOPIC, payload)
         with self._lock:
-            self.writer.write(topic, payload)
+            self.writer.write(body.TOPIC, payload)
             if flush:
                 self.writer.flush()
         return payload

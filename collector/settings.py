@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from collector.backends import BACKENDS
-from collector.tasks import LANGS, LOADS, TASK_ALIASES, TASKS
+from collector.tasks import LANGS, LOADS, TASKS
+from shared.tasks import TASK_ALIASES
 
 
 class SettingsError(ValueError):
@@ -36,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "think": "auto",
     "backend": "ollama",
     "base_url": None,
-    "timeout": 600.0,
+    "timeout_s": 600.0,
     "concurrency": 1,
 }
 
@@ -45,7 +46,7 @@ CONFIG_PY_NAMES = {
     "TEMPERATURE": "temperature", "TOP_P": "top_p", "NUM_CTX": "num_ctx", "SEED": "seed",
     "KEEPALIVE": "keep_alive", "KEEP_ALIVE": "keep_alive", "WARMUP": "warmup", "RUNS": "runs",
     "MAX_TOKENS": "max_tokens", "MODELS": "models", "TASKS": "tasks", "LOADS": "loads", "LANGS": "langs",
-    "THINK": "think", "BACKEND": "backend", "BASE_URL": "base_url", "TIMEOUT": "timeout",
+    "THINK": "think", "BACKEND": "backend", "BASE_URL": "base_url", "TIMEOUT": "timeout_s",
     "CONCURRENCY": "concurrency",
 }
 
@@ -101,7 +102,7 @@ def check_value(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise fail("a URL string such as http://127.0.0.1:11434")
         return value
-    if key == "timeout":
+    if key == "timeout_s":
         if not _is_num(value) or value <= 0:
             raise fail("a positive number of seconds")
         return float(value)
@@ -158,13 +159,18 @@ def read_config_py(path: Path, warn=None) -> dict[str, tuple[Any, int]]:
     return out
 
 
+def cli_flag(key: str) -> str:
+    """The command-line flag of a setting (keys carry their unit; the seed's flags do not)."""
+    return "--" + key.removesuffix("_s").replace("_", "-")
+
+
 def resolve_settings(cli: dict[str, Any], config_py: dict[str, tuple[Any, int]] | None,
                      config_py_path: Path | None = None) -> dict[str, dict[str, Any]]:
     """``{key: {"value": v, "source": "cli" | "config.py" | "default"}}`` for every setting."""
     out = {}
     for key, default in DEFAULTS.items():
         if cli.get(key) is not None:
-            out[key] = {"value": check_value(key, cli[key], f"--{key.replace('_', '-')}"), "source": "cli"}
+            out[key] = {"value": check_value(key, cli[key], cli_flag(key)), "source": "cli"}
         elif config_py and key in config_py:
             value, line = config_py[key]
             out[key] = {"value": value, "source": "config.py", "line": line}

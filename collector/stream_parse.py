@@ -51,7 +51,6 @@ class LineSplitter:
         self._buf = bytearray()
         self._searched = 0
         self.closed = False
-        self.bytes_in = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         if self.closed:
@@ -61,7 +60,6 @@ class LineSplitter:
             tail = bytes(self._buf).rstrip(b"\r")
             self._buf.clear()
             return [tail] if tail.strip() else []
-        self.bytes_in += len(data)
         self._buf += data
         lines: list[bytes] = []
         start = 0

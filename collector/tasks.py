@@ -7,17 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-TASKS = ("qa", "summary", "code", "creative")
+from shared.tasks import TASKS
+
 LOADS = ("short", "medium", "long")
 LANGS = ("en", "zh")
 
-# The seed's task_type names (and a few obvious spellings) -> canonical task.
-TASK_ALIASES = {
-    "qa": "qa", "knowledge_qa": "qa", "question_answering": "qa", "knowledge": "qa",
-    "summary": "summary", "summarization": "summary", "summarisation": "summary", "summarize": "summary",
-    "code": "code", "code_generation": "code", "coding": "code", "programming": "code",
-    "creative": "creative", "creative_writing": "creative", "writing": "creative", "story": "creative",
-}
 
 _CODE_TESTS = (
     "assert binary_search([1, 3, 5, 7, 9], 7) == 3\n"

@@ -31,6 +31,7 @@ from demo.plan import DEFAULT_LOADS, DEFAULT_TASKS, DemoSettings, analyzer_flags
     telemetry_args
 from demo.procs import Child, wait_until
 from shared.batch import BatchDir, new_batch_dir
+from shared.bus import free_port
 from shared.logs import configure_logging, get_logger
 
 log = get_logger("demo")
@@ -41,14 +42,6 @@ SERVER_START_TIMEOUT_S = 180.0
 
 class DemoError(RuntimeError):
     """A part of the demo could not start; the message says which and what to do."""
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _http_ok(url: str, timeout_s: float = 2.0) -> bool:
@@ -116,7 +109,7 @@ def start_llm_server(logs: Path, threads: int, children: list[Child]) -> str:
         find_gguf()  # a clear message before any process starts
     except DemoServerError as exc:
         raise DemoError(str(exc)) from exc
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     server = Child("llm_server", server_args(port, ctx=2048, threads=threads), logs / "llm_server.log")
     children.append(server)
@@ -180,8 +173,8 @@ def run_demo(s: DemoSettings, threads: int, keep_running: bool) -> int:
     batch = new_batch_dir(s.out.resolve())
     logs = batch.root / "demo_logs"
     logs.mkdir(parents=True, exist_ok=True)
-    tel_ep = f"tcp://127.0.0.1:{_free_port()}"
-    ev_ep = f"tcp://127.0.0.1:{_free_port()}"
+    tel_ep = f"tcp://127.0.0.1:{free_port()}"
+    ev_ep = f"tcp://127.0.0.1:{free_port()}"
     children: list[Child] = []  # in start order; stopped in reverse (collector before server and daemon)
     try:
         telemetry = Child("telemetry", telemetry_args(tel_ep), logs / "telemetry.log")

@@ -9,6 +9,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from shared.numbers import finite
+
 # (results.csv column, table heading, format)
 COLUMNS: list[tuple[str, str, str]] = [
     ("latency_s", "latency s", ".2f"),
@@ -30,15 +32,6 @@ def read_results(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _number(cell: str | None) -> float | None:
-    if cell is None or cell.strip() == "":
-        return None
-    try:
-        return float(cell)
-    except ValueError:
-        return None
-
-
 def _true(cell: str | None) -> bool:
     return (cell or "").strip().lower() == "true"
 
@@ -55,7 +48,7 @@ def key_figures(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
         fig: dict[str, Any] = dict(zip(GROUP, key))
         fig["n_ok"], fig["n_failed"] = len(ok), len(members) - len(ok)
         for col, _, _ in COLUMNS:
-            values = [v for r in ok if (v := _number(r.get(col))) is not None]
+            values = [v for r in ok if (v := finite(r.get(col))) is not None]
             fig[col] = statistics.fmean(values) if values else None
         fig["gpu_simulated"] = any(_true(r.get("gpu_simulated")) for r in members)
         out.append(fig)
@@ -75,7 +68,7 @@ def format_table(figures: list[dict[str, Any]]) -> str:
 
 def bartscore_note(rows: list[dict[str, str]]) -> str | None:
     """Why BARTScore is empty (the quality module's message), or None when it was computed."""
-    if any(_number(r.get("bartscore")) is not None for r in rows):
+    if any(finite(r.get("bartscore")) is not None for r in rows):
         return None
     for col in ("bartscore_error", "quality_error"):
         for r in rows:

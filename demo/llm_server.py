@@ -18,7 +18,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import sys
@@ -29,6 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+from shared.bus import free_port
 from shared.logs import configure_logging, get_logger
 
 log = get_logger("demo.llm_server")
@@ -86,12 +86,6 @@ def serve(port: int, ctx: int = 2048, threads: int = 2) -> None:
     log.info("llm_server_stopped")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ready(base_url: str) -> bool:
     for path in ("/health", "/v1/models"):
         try:
@@ -108,7 +102,7 @@ def _ready(base_url: str) -> bool:
 def running_server(port: int | None = None, ctx: int = 2048, threads: int = 2,
                    startup_timeout_s: float = 120.0) -> Iterator[str]:
     """Start ``python -m demo.llm_server`` as a subprocess; yield its base URL once it answers."""
-    port = port or _free_port()
+    port = port or free_port()
     base_url = f"http://127.0.0.1:{port}"
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -46,6 +47,13 @@ def events_endpoint() -> str:
     return os.environ.get(ENV_EVENTS, EVENTS_ENDPOINT)
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now (for loopback endpoints and servers)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def is_loopback(endpoint: str) -> bool:
     """True for ``tcp://127.x.x.x:port``, ``tcp://localhost:port``, ``tcp://[::1]:port``, ipc and inproc."""
     if endpoint.startswith(("ipc://", "inproc://")):
@@ -80,12 +88,24 @@ class CurveKeys:
         path = Path(path)
         if not path.is_file():
             raise BusSecurityError(f"CURVE key file {path} not found; create one with `python -m telemetry.keys DIR`")
-        public, secret = zmq.auth.load_certificate(str(path))
+        try:
+            public, secret = zmq.auth.load_certificate(str(path))
+        except (OSError, ValueError) as exc:
+            raise BusSecurityError(f"{path} is not a CURVE key file ({exc}); pass the .key_secret file written by "
+                                   "`python -m telemetry.keys DIR`") from exc
         if secret is None:
             raise BusSecurityError(f"{path} holds no secret key; pass the .key_secret file, not the .key file")
         server_public = None
         if server_public_file is not None:
-            server_public, _ = zmq.auth.load_certificate(str(server_public_file))
+            server_file = Path(server_public_file)
+            if not server_file.is_file():
+                raise BusSecurityError(f"the publisher's public key file {server_file} was not found; copy its .key "
+                                       "file here (`python -m telemetry.keys DIR` wrote it)")
+            try:
+                server_public, _ = zmq.auth.load_certificate(str(server_file))
+            except (OSError, ValueError) as exc:
+                raise BusSecurityError(f"{server_file} is not a CURVE key file ({exc}); pass the publisher's .key "
+                                       "file written by `python -m telemetry.keys DIR`") from exc
         return cls(public, secret, server_public)
 
 

@@ -1,19 +1,32 @@
-"""The versioned message contract (see docs/architecture.md). Pure: no sockets, no files.
+"""The versioned message contract: one typed definition per topic. Pure: no sockets, no files.
 
-A bus message is ``[topic, payload]``; the payload is one msgpack map that always carries
-``v`` (schema version), ``src`` (publisher id), ``seq`` (+1 per message per publisher),
-``t`` (``time.monotonic_ns()`` when the reading was taken) and ``wall`` (``time.time_ns()``).
+A bus message is ``[topic, payload]``; the payload is one flat msgpack map: the envelope ``v``
+(schema version), ``src`` (publisher id), ``seq`` (+1 per message per publisher), ``t``
+(``time.monotonic_ns()`` when the reading was taken) and ``wall`` (``time.time_ns()``), then the
+topic's own keys, each declared once below with its type and unit. Producers build a body class
+and send ``body.to_msg()``; readers get a typed object from ``Class.from_msg(payload)``;
+``validate`` checks any payload at the boundary. docs/contract.md is generated from this file
+(``python -m shared.contract``). Absent means not available, never a fake zero.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import socket
 import time
-from typing import Any
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import msgpack
 
-SCHEMA_VERSION = 1
+# v2: req.end client.chunk_t became chunk_t_ns (unit in the name); client seconds count from the
+# request's start (v1: from the answering attempt's); req.first_token is sent per attempt.
+# v1 recordings still read.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
 
 TEL_GPU = "tel.gpu"
 TEL_HOST = "tel.host"
@@ -24,19 +37,7 @@ REQ_END = "req.end"
 BATCH_START = "batch.start"
 BATCH_END = "batch.end"
 
-TOPICS = (TEL_GPU, TEL_HOST, TEL_HB, REQ_START, REQ_FIRST_TOKEN, REQ_END, BATCH_START, BATCH_END)
 ENVELOPE_KEYS = ("v", "src", "seq", "t", "wall")
-# Keys each topic must carry besides the envelope; everything else is optional ("absent = not available").
-REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
-    TEL_GPU: ("gpu",),
-    TEL_HOST: ("cpu_pct",),
-    TEL_HB: (),
-    REQ_START: ("rid",),
-    REQ_FIRST_TOKEN: ("rid", "kind"),
-    REQ_END: ("rid", "ok"),
-    BATCH_START: ("batch",),
-    BATCH_END: ("batch",),
-}
 
 # A payload bigger than this is dropped unread (counted by the receiver), never unpacked.
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
@@ -94,17 +95,315 @@ def decode(data: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
     return payload
 
 
-def validate(topic: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Check the envelope and the topic's required keys; return the payload unchanged."""
+
+# ---------------------------------------------------------------------------------------------
+# The bodies. ``doc`` says what a key holds; the unit is in its name. ``required`` keys must be
+# present; the rest are optional (absent = not available).
+
+def _k(doc: str, *, required: bool = False, default: Any = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "required": required})
+
+
+@dataclass(frozen=True)
+class _Check:
+    name: str
+    types: tuple[type, ...]
+    no_bool: bool               # an int/float key refuses True/False (bool is an int in Python)
+    nested: type | None         # a Record class parsed from a nested map
+    required: bool
+
+
+_SCALARS = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+
+
+def _check_for(name: str, hint: Any, required: bool) -> _Check:
+    args = ([a for a in typing.get_args(hint) if a is not type(None)]
+            if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint])
+    allowed: list[type] = []
+    nested = None
+    for a in args:
+        origin = typing.get_origin(a) or a
+        if isinstance(origin, type) and issubclass(origin, Record):
+            nested = origin
+            allowed.append(dict)
+        elif origin in _SCALARS:
+            allowed.extend(_SCALARS[origin])
+        elif origin in (dict, list):
+            allowed.append(origin)
+        else:  # Any
+            allowed.append(object)
+    no_bool = bool not in args and any(t in (int, float) for t in allowed)
+    return _Check(name, tuple(dict.fromkeys(allowed)), no_bool, nested, required)
+
+
+@dataclass(kw_only=True)
+class Record:
+    """A typed map of the contract: declared keys, checked types, ``to_msg``/``from_msg``."""
+
+    ALIASES: ClassVar[dict[str, str]] = {}      # key in an older schema -> key now
+    _ENVELOPE: ClassVar[tuple[str, ...]] = ()
+
+
+    @classmethod
+    def checks(cls) -> tuple[_Check, ...]:
+        got = cls.__dict__.get("_checks")
+        if got is None:
+            hints = typing.get_type_hints(cls)
+            got = tuple(_check_for(f.name, hints[f.name], f.metadata.get("required", False))
+                        for f in dataclasses.fields(cls) if f.name not in ENVELOPE_KEYS)
+            cls._checks = got  # type: ignore[attr-defined]
+        return got
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(c.name for c in cls.checks())
+
+    @classmethod
+    def check(cls, payload: dict[str, Any], where: str | None = None, strict: bool = False) -> None:
+        """Raise MessageError naming the key when a required key is missing or a key has the wrong
+        type. ``strict`` also refuses keys the contract does not declare (used on our own producers)."""
+        where = where or getattr(cls, "TOPIC", cls.__name__)
+        for c in cls.checks():
+            v = payload.get(c.name)
+            if v is None:
+                if c.required:
+                    raise MessageError(f"{where}: missing key {c.name!r}")
+                continue
+            if not isinstance(v, c.types) or (c.no_bool and v.__class__ is bool):
+                raise MessageError(f"{where}: key {c.name!r} must be {'/'.join(t.__name__ for t in c.types)}, "
+                                   f"got {type(v).__name__} {v!r:.60}")
+            if c.nested is not None:
+                c.nested.check(v, f"{where}.{c.name}", strict)
+        if strict:
+            known = set(cls.keys()) | set(ENVELOPE_KEYS) | set(cls.ALIASES)
+            unknown = sorted(str(k) for k in payload if k not in known)
+            if unknown:
+                raise MessageError(f"{where}: keys not in the contract: {unknown} (declare them in shared/messages.py)")
+
+    def to_msg(self) -> dict[str, Any]:
+        """The payload map: set keys only (None = absent), nested bodies as maps."""
+        out: dict[str, Any] = {}
+        for name in self._ENVELOPE + self.keys():
+            v = getattr(self, name)
+            if v is not None:
+                out[name] = v.to_msg() if isinstance(v, Record) else v
+        return out
+
+    @classmethod
+    def from_msg(cls, payload: dict[str, Any]):
+        """A typed object from a payload (checked; older aliases mapped; unknown keys ignored)."""
+        if cls.ALIASES:
+            payload = {cls.ALIASES.get(k, k): v for k, v in payload.items()}
+        cls.check(payload)
+        kw: dict[str, Any] = {}
+        for c in cls.checks():
+            v = payload.get(c.name)
+            if v is not None:
+                kw[c.name] = c.nested.from_msg(v) if c.nested is not None else v
+        for name in cls._ENVELOPE:
+            if name in payload:
+                kw[name] = payload[name]
+        return cls(**kw)
+
+
+@dataclass(kw_only=True)
+class Body(Record):
+    """A topic's payload. The envelope keys are filled by ``from_msg`` (None on a body a producer
+    builds: the publisher's Stamper adds them)."""
+
+    TOPIC: ClassVar[str] = ""
+    _ENVELOPE: ClassVar[tuple[str, ...]] = ENVELOPE_KEYS
+
+    v: int | None = _k("schema version")
+    src: str | None = _k("publisher id, e.g. `telemetry@host`")
+    seq: int | None = _k("per-publisher sequence number, +1 per message (a gap = lost messages)")
+    t: int | None = _k("`time.monotonic_ns()` when the reading was taken (windows join on it)")
+    wall: int | None = _k("`time.time_ns()` at the same moment (for people and cross-host joins)")
+
+
+@dataclass(kw_only=True)
+class TelGpu(Body):
+    """One GPU, one tick. Power and energy every tick; the slower fields every `--gpu-slow-hz` tick."""
+    TOPIC: ClassVar[str] = TEL_GPU
+    gpu: int = _k("GPU index on its host", required=True)
+    uuid: str | None = _k("GPU UUID (stable across reboots)")
+    name: str | None = _k("GPU product name")
+    power_kind: str | None = _k("what power_mw is: `instant` | `average_1s` | `unknown` | `sim`")
+    power_mw: float | None = _k("board power, milliwatts")
+    energy_mj: float | None = _k("NVML total-energy counter, millijoules since the driver loaded (Volta and newer)")
+    util_gpu_pct: float | None = _k("SM utilisation, %")
+    util_mem_pct: float | None = _k("memory-controller utilisation, %")
+    mem_used_mib: float | None = _k("device memory used, MiB")
+    mem_total_mib: float | None = _k("device memory total, MiB")
+    temp_c: float | None = _k("GPU temperature, °C")
+    sm_clock_mhz: float | None = _k("SM clock, MHz")
+    pstate: str | None = _k("performance state, e.g. `P0`")
+    procs: dict[int, float] | None = _k("{pid: device memory used, MiB} of processes on this GPU")
+    simulated: bool | None = _k("true on every message of the simulated GPU source")
+    errors: list[str] | None = _k("`field: code` for each field whose read failed this tick")
+
+
+# The numeric tel.gpu keys the analyzer turns into sample arrays.
+GPU_SERIES = ("power_mw", "energy_mj", "util_gpu_pct", "util_mem_pct", "mem_used_mib", "mem_total_mib",
+              "temp_c", "sm_clock_mhz")
+
+
+@dataclass(kw_only=True)
+class TelHost(Body):
+    """The host, one tick (psutil, RAPL). Byte counters are cumulative since boot."""
+    TOPIC: ClassVar[str] = TEL_HOST
+    cpu_pct: float = _k("host CPU utilisation over the last tick, % of all cores", required=True)
+    cpu_pct_per_core: list[float] | None = _k("the same per core, %")
+    mem_used_mib: float | None = _k("host memory used (total − available), MiB")
+    mem_total_mib: float | None = _k("host memory total, MiB")
+    swap_used_mib: float | None = _k("swap used, MiB")
+    disk_read_b: int | None = _k("bytes read from disks, cumulative")
+    disk_write_b: int | None = _k("bytes written to disks, cumulative")
+    net_sent_b: int | None = _k("bytes sent on all interfaces, cumulative")
+    net_recv_b: int | None = _k("bytes received on all interfaces, cumulative")
+    rapl_uj: dict[str, int] | None = _k("{zone: cumulative RAPL energy, µJ}, wraps already unwrapped; zone = `<dir>/<name>`, "
+                                               "e.g. `intel-rapl:0/package-0`")
+    procs: dict[str, dict] | None = _k("{watched name: {pid (lowest), pids, cpu_pct, rss_mib}} summed over the "
+                                       "running processes of that name")
+
+
+HOST_SERIES = ("cpu_pct", "mem_used_mib", "mem_total_mib", "swap_used_mib")
+
+
+@dataclass(kw_only=True)
+class TelHb(Body):
+    """Daemon heartbeat, about once a second."""
+    TOPIC: ClassVar[str] = TEL_HB
+    sources: dict[str, dict] | None = _k("{source: {target_hz, achieved_hz (since the last heartbeat), "
+                                         "jitter_ms_p50, jitter_ms_p99 (start delay after the deadline), "
+                                         "dropped_ticks, samples, errors (cumulative)}}")
+    gpu_source: str | None = _k("`nvml` | `sim` | `none`")
+    simulated: bool | None = _k("true when any GPU is simulated")
+    gpus: int | None = _k("number of GPUs sampled")
+    uptime_s: float | None = _k("seconds since the daemon started")
+
+
+@dataclass(kw_only=True)
+class ReqStart(Body):
+    """A request (or a warm-up) is sent. Its window opens at this message's `t`."""
+    TOPIC: ClassVar[str] = REQ_START
+    rid: str = _k("request id, deterministic: `batch/model/case/load/run`", required=True)
+    model: str | None = _k("model name as asked of the server")
+    task: str | None = _k("`qa` | `summary` | `code` | `creative` | other task types")
+    load: str | None = _k("`short` | `medium` | `long`")
+    run: int | None = _k("repetition number, from 1 (0 for a warm-up)")
+    case: int | None = _k("index into batch.start `cases`")
+    case_hash: str | None = _k("hash of the case's content")
+    warmup: bool | None = _k("true for a warm-up request (not in results)")
+    prompt: str | None = _k("the prompt sent")
+    params: dict[str, Any] | None = _k("generation parameters sent (temperature, top_p, num_ctx, max_tokens, "
+                                       "seed, keep_alive, think)")
+
+
+@dataclass(kw_only=True)
+class ReqFirstToken(Body):
+    """The first streamed token of a kind arrived in an attempt (`t` = its arrival). A retried
+    request sends one per attempt; the last attempt's is the request's."""
+    TOPIC: ClassVar[str] = REQ_FIRST_TOKEN
+    rid: str = _k("request id", required=True)
+    kind: str = _k("`content` (answer) | `thinking`", required=True)
+    attempt: int | None = _k("which attempt of the request (0 = first; retries count up)")
+
+
+@dataclass(kw_only=True)
+class ClientMetrics(Record):
+    """What the collector's clock saw of a request (the `client` map of req.end). Seconds count from
+    the request's start, the req.start instant that opens the energy window, retries included
+    (schema v1 counted from the answering attempt's start)."""
+    ALIASES: ClassVar[dict[str, str]] = {"chunk_t": "chunk_t_ns"}  # schema v1
+    latency_s: float | None = _k("request sent → stream ended, s")
+    first_token_s: float | None = _k("request sent → first answer token, s")
+    first_thinking_s: float | None = _k("request sent → first thinking token, s")
+    first_chunk_s: float | None = _k("request sent → first streamed chunk of any kind, s (vLLM's TTFT)")
+    chunks: int | None = _k("streamed chunks received")
+    chunk_t_ns: list[int] | None = _k("monotonic arrival time of every chunk, ns (ITL/TPOT under any definition)")
+    retries: int | None = _k("attempts before the last one")
+    degraded: dict[str, Any] | None = _k("{param: value} lowered after an out-of-memory answer")
+    attempt_s: float | None = _k("request sent → the answering attempt sent, s (0 without retries)")
+    elapsed_s: float | None = _k("schema v1 only: first attempt sent → last attempt ended, s")
+    cold: bool | None = _k("the model was loaded for this request (from load_duration; absent when unknown)")
+    bad_lines: int | None = _k("streamed lines that were not valid JSON")
+
+
+@dataclass(kw_only=True)
+class ReqEnd(Body):
+    """A request ended (`t` closes its window). In the recording it means the request is complete."""
+    TOPIC: ClassVar[str] = REQ_END
+    rid: str = _k("request id", required=True)
+    ok: bool = _k("true when a complete answer arrived", required=True)
+    error: str | None = _k("what went wrong (absent when ok)")
+    error_kind: str | None = _k("`connection` | `not_found` | `busy` | `oom` | `midstream` | `truncated` | "
+                                "`timeout` | `bad_response`")
+    text: str | None = _k("the generated answer")
+    thinking: str | None = _k("thinking text, where the model streams it")
+    api: dict[str, Any] | None = _k("the server's own figures: eval_count, eval_duration_ns, prompt_eval_count, "
+                                    "prompt_eval_duration_ns, load_duration_ns, total_duration_ns, done_reason; "
+                                    "OpenAI-compatible: completion_tokens, prompt_tokens, cached_tokens, timings")
+    client: ClientMetrics | None = _k("the collector's timings (see ClientMetrics)")
+    params: dict[str, Any] | None = _k("parameters finally sent, when an out-of-memory retry changed them")
+    warmup: bool | None = _k("true for a warm-up request")
+
+
+@dataclass(kw_only=True)
+class BatchStart(Body):
+    """A batch (or its resumption) starts."""
+    TOPIC: ClassVar[str] = BATCH_START
+    batch: str = _k("batch id (the directory name)", required=True)
+    config: dict[str, Any] | None = _k("the snapshot written to config.json, each setting with its source")
+    cases: list[dict] | None = _k("the resolved cases: prompt, task, load, lang, reference_text, max_tokens, "
+                                  "temperature, expect, ...")
+    models: dict[str, dict] | None = _k("{model: {digest, parameter_size, quantization_level, family, "
+                                        "context_length}}")
+    backend: str | None = _k("`ollama` | `openai`")
+    base_url: str | None = _k("the LLM server's address")
+    server_version: str | None = _k("the server's version, where it says")
+    planned: int | None = _k("requests in the matrix")
+    resumed: bool | None = _k("true when this start resumes an earlier one")
+    already_done: int | None = _k("requests finished before this start")
+
+
+@dataclass(kw_only=True)
+class BatchEnd(Body):
+    """A batch (or one start of it) ends."""
+    TOPIC: ClassVar[str] = BATCH_END
+    batch: str = _k("batch id", required=True)
+    requests: int | None = _k("requests run by this start")
+    ok: int | None = _k("of them, complete answers")
+    failed: int | None = _k("of them, failed")
+    skipped: int | None = _k("requests not run (model missing, batch stopped)")
+    interrupted: bool | None = _k("true when stopped early (Ctrl-C, server gone)")
+    telemetry_received: int | None = _k("telemetry messages the collector recorded")
+    telemetry_dropped: dict[str, int] | None = _k("{oversize, invalid}: bus messages refused unread")
+
+
+BODIES: dict[str, type[Body]] = {c.TOPIC: c for c in (TelGpu, TelHost, TelHb, ReqStart, ReqFirstToken, ReqEnd,
+                                                       BatchStart, BatchEnd)}
+TOPICS = tuple(BODIES)
+
+
+def validate(topic: str, payload: dict[str, Any], strict: bool = False) -> dict[str, Any]:
+    """Check the envelope and the topic's keys; return the payload unchanged. Unknown topics pass
+    with a valid envelope (a newer publisher may add topics)."""
     for key in ENVELOPE_KEYS:
         if key not in payload:
             raise MessageError(f"{topic}: missing envelope key {key!r} (every payload needs {ENVELOPE_KEYS})")
-    if payload["v"] != SCHEMA_VERSION:
-        raise MessageError(f"{topic}: schema version {payload['v']!r}, this build reads {SCHEMA_VERSION}")
+    if payload["v"] not in READABLE_VERSIONS:
+        raise MessageError(f"{topic}: schema version {payload['v']!r}, this build reads {READABLE_VERSIONS}")
     for key in ("seq", "t", "wall"):
-        if not isinstance(payload[key], int):
+        if not isinstance(payload[key], int) or isinstance(payload[key], bool):
             raise MessageError(f"{topic}: {key!r} must be an integer, got {payload[key]!r}")
-    for key in REQUIRED_KEYS.get(topic, ()):
-        if key not in payload:
-            raise MessageError(f"{topic}: missing key {key!r}")
+    body = BODIES.get(topic)
+    if body is not None:
+        body.check(payload, strict=strict)
     return payload
+
+
+def parse(topic: str, payload: dict[str, Any]) -> Body:
+    """Validate a payload and return its typed body."""
+    validate(topic, payload)
+    return BODIES[topic].from_msg(payload)

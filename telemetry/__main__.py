@@ -13,12 +13,12 @@ import sys
 import threading
 from pathlib import Path
 
-from shared.bus import BusError, CurveKeys, telemetry_endpoint
+from shared.bus import BusError, telemetry_endpoint
 from shared.logs import configure_logging, get_logger
-from telemetry.cli_common import add_log_args, stop_on_signals
+from shared.cli import add_curve_args, add_log_args, curve_keys, stop_on_signals
 from telemetry.daemon import Daemon, DaemonConfig
-from telemetry.gpu.base import GPU, GPUError
-from telemetry.gpu.sim import SimGPU
+from telemetry.gpu.base import GPUError
+from telemetry.gpu.factory import open_gpus
 from telemetry.host import DEFAULT_WATCH, HostReader
 from telemetry.rapl import DEFAULT_ROOT
 
@@ -46,8 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"powercap tree to read RAPL counters from (default {DEFAULT_ROOT.as_posix()})")
     ap.add_argument("--no-rapl", action="store_true", help="do not read RAPL counters")
     ap.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop by itself after this long")
-    ap.add_argument("--curve-secret", type=Path, default=None, metavar="FILE",
-                    help="the daemon's .key_secret file (python -m telemetry.keys DIR); required for a non-loopback bind")
+    add_curve_args(ap, server_key=False)
     ap.add_argument("--send-hwm", type=int, default=None, metavar="N",
                     help="messages queued per slow subscriber before they are dropped for it (default 200000)")
     ap.add_argument("--send-buffer-kib", type=int, default=None, metavar="KIB",
@@ -57,33 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def open_gpus(kind: str, sim_gpus: int) -> tuple[list[GPU], str, object | None]:
-    """``(gpus, gpu_source, backend)`` for ``--gpu kind``; raises GPUBackendUnavailable for nvml."""
-    if kind == "none":
-        return [], "none", None
-    if kind == "sim":
-        if sim_gpus < 1:
-            raise ValueError(f"--sim-gpus must be at least 1, got {sim_gpus}")
-        log.warning("simulated_gpu", gpus=sim_gpus,
-                    note="SIMULATED GPU: power follows host CPU load; not a measurement of any hardware")
-        return [SimGPU(index=i) for i in range(sim_gpus)], "sim", None
-    from telemetry.gpu.nvml import NvmlBackend
-
-    try:
-        backend = NvmlBackend()
-    except GPUError as exc:
-        if kind == "nvml":
-            raise
-        log.warning("no_gpu", reason=str(exc),
-                    note="running WITHOUT GPU samples (host only); use --gpu sim to simulate one")
-        return [], "none", None
-    for index, reason in backend.skipped:
-        log.warning("gpu_skipped", gpu=index, reason=reason)
-    if not backend.gpus and kind == "auto":
-        log.warning("no_gpu", reason="NVML found no devices", note="running WITHOUT GPU samples (host only)")
-    return backend.gpus, "nvml", backend
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, json=args.log_json)
@@ -91,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_signals(stop)
     backend = None
     try:
-        curve = CurveKeys.from_secret_file(args.curve_secret) if args.curve_secret else None
+        curve = curve_keys(args)
         config = DaemonConfig(
             endpoint=args.endpoint or telemetry_endpoint(), gpu_hz=args.gpu_hz, gpu_slow_hz=args.gpu_slow_hz,
             host_hz=args.host_hz, heartbeat_s=args.heartbeat_s, watch=tuple(args.watch),

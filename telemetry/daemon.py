@@ -20,7 +20,7 @@ import zmq
 
 from shared.bus import CurveKeys, Publisher, bind_pub
 from shared.logs import get_logger
-from shared.messages import TEL_GPU, TEL_HB, TEL_HOST, source_id
+from shared.messages import TEL_GPU, TEL_HB, TEL_HOST, TelHb, source_id
 from telemetry.gpu.base import GPU
 from telemetry.host import DEFAULT_WATCH, HostReader
 from telemetry.rapl import DEFAULT_ROOT
@@ -175,8 +175,8 @@ class Daemon:
             ticker = self.tickers.get(th.source)
             entry["errors"] = th.failures + (ticker.reader.errors_total if ticker else 0)
             sources[th.source] = entry
-        return {"sources": sources, "gpu_source": self.gpu_source, "simulated": self.simulated,
-                "gpus": len(self.gpus), "uptime_s": (now_ns - started_ns) / 1e9}
+        return TelHb(sources=sources, gpu_source=self.gpu_source, simulated=self.simulated, gpus=len(self.gpus),
+                     uptime_s=(now_ns - started_ns) / 1e9).to_msg()
 
     def run(self, stop: threading.Event) -> int:
         """Publish until ``stop`` is set or the duration ends; returns the number of messages sent."""

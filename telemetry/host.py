@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 import psutil
 
+from shared.messages import TelHost
 from telemetry.rapl import RaplReader
 
 _MIB = 1024 * 1024
@@ -87,30 +88,22 @@ class HostReader:
         psutil.cpu_percent(interval=None, percpu=True)
 
     def read(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "cpu_pct": psutil.cpu_percent(interval=None),
-            "cpu_pct_per_core": psutil.cpu_percent(interval=None, percpu=True),
-        }
+        """One ``tel.host`` body (shared.messages.TelHost) as its message map."""
         vm = psutil.virtual_memory()
-        body["mem_used_mib"] = (vm.total - vm.available) / _MIB
-        body["mem_total_mib"] = vm.total / _MIB
+        body = TelHost(cpu_pct=psutil.cpu_percent(interval=None),
+                       cpu_pct_per_core=psutil.cpu_percent(interval=None, percpu=True),
+                       mem_used_mib=(vm.total - vm.available) / _MIB, mem_total_mib=vm.total / _MIB)
         try:
-            body["swap_used_mib"] = psutil.swap_memory().used / _MIB
+            body.swap_used_mib = psutil.swap_memory().used / _MIB
         except (OSError, RuntimeError):
             pass  # no swap information on this system
         disk = psutil.disk_io_counters()
         if disk is not None:
-            body["disk_read_b"] = disk.read_bytes
-            body["disk_write_b"] = disk.write_bytes
+            body.disk_read_b, body.disk_write_b = disk.read_bytes, disk.write_bytes
         net = psutil.net_io_counters()
         if net is not None:
-            body["net_sent_b"] = net.bytes_sent
-            body["net_recv_b"] = net.bytes_recv
+            body.net_sent_b, body.net_recv_b = net.bytes_sent, net.bytes_recv
         if self.rapl is not None:
-            rapl = self.rapl.read()
-            if rapl:
-                body["rapl_uj"] = rapl
-        procs = self.watch.read()
-        if procs:
-            body["procs"] = procs
-        return body
+            body.rapl_uj = self.rapl.read() or None
+        body.procs = self.watch.read() or None
+        return body.to_msg()

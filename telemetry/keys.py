@@ -16,7 +16,7 @@ from pathlib import Path
 import zmq.auth
 
 from shared.logs import configure_logging, get_logger
-from telemetry.cli_common import add_log_args
+from shared.cli import add_log_args
 
 log = get_logger("telemetry.keys")
 

@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from shared.bus import Inbox
 from shared.logs import get_logger
 from shared.messages import TEL_GPU, TEL_HB, TEL_HOST
-from telemetry.cli_common import add_subscriber_args, subscription
+from shared.cli import add_subscriber_args, subscription
 
 log = get_logger("telemetry.prometheus")
 _MIB = 1024 * 1024

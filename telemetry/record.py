@@ -19,7 +19,7 @@ import zmq
 from shared.bus import Inbox
 from shared.logs import get_logger
 from shared.recording import RecordingWriter
-from telemetry.cli_common import add_subscriber_args, subscription
+from shared.cli import add_subscriber_args, subscription
 
 log = get_logger("telemetry.record")
 

@@ -1,4 +1,4 @@
-"""Turn readings from the GPU interface into ``tel.gpu`` message bodies. No sockets, no clocks.
+"""Turn readings from the GPU interface into ``tel.gpu`` bodies (shared.messages.TelGpu). No sockets, no clocks.
 
 Fast quantities (power, energy) are read on every tick; slow ones (utilisation, memory,
 temperature, SM clock, pstate, processes) only on ticks flagged ``slow``. A quantity that raises
@@ -9,42 +9,44 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from shared.messages import TelGpu
+
 from telemetry.gpu.base import GPU, GPUError, NotSupported
 
 
-def _put_power(g: GPU, b: dict) -> None:
-    b["power_mw"] = g.power_mw()
+def _put_power(g: GPU, b: TelGpu) -> None:
+    b.power_mw = g.power_mw()
 
 
-def _put_energy(g: GPU, b: dict) -> None:
-    b["energy_mj"] = g.energy_mj()
+def _put_energy(g: GPU, b: TelGpu) -> None:
+    b.energy_mj = g.energy_mj()
 
 
-def _put_util(g: GPU, b: dict) -> None:
-    b["util_gpu_pct"], b["util_mem_pct"] = g.util_pct()
+def _put_util(g: GPU, b: TelGpu) -> None:
+    b.util_gpu_pct, b.util_mem_pct = g.util_pct()
 
 
-def _put_mem(g: GPU, b: dict) -> None:
-    b["mem_used_mib"], b["mem_total_mib"] = g.mem_mib()
+def _put_mem(g: GPU, b: TelGpu) -> None:
+    b.mem_used_mib, b.mem_total_mib = g.mem_mib()
 
 
-def _put_temp(g: GPU, b: dict) -> None:
-    b["temp_c"] = g.temp_c()
+def _put_temp(g: GPU, b: TelGpu) -> None:
+    b.temp_c = g.temp_c()
 
 
-def _put_clock(g: GPU, b: dict) -> None:
-    b["sm_clock_mhz"] = g.sm_clock_mhz()
+def _put_clock(g: GPU, b: TelGpu) -> None:
+    b.sm_clock_mhz = g.sm_clock_mhz()
 
 
-def _put_pstate(g: GPU, b: dict) -> None:
-    b["pstate"] = g.pstate()
+def _put_pstate(g: GPU, b: TelGpu) -> None:
+    b.pstate = g.pstate()
 
 
-def _put_procs(g: GPU, b: dict) -> None:
-    b["procs"] = g.procs_mib()
+def _put_procs(g: GPU, b: TelGpu) -> None:
+    b.procs = g.procs_mib()
 
 
-Getter = Callable[[GPU, dict], None]
+Getter = Callable[[GPU, TelGpu], None]
 FAST: tuple[tuple[str, Getter], ...] = (("power", _put_power), ("energy", _put_energy))
 SLOW: tuple[tuple[str, Getter], ...] = (("util", _put_util), ("mem", _put_mem), ("temp", _put_temp),
                                         ("clock", _put_clock), ("pstate", _put_pstate), ("procs", _put_procs))
@@ -65,15 +67,12 @@ class GpuReader:
         self.unsupported: set[str] = set()
         self.errors_total = 0
 
-    def header(self) -> dict[str, Any]:
+    def header(self) -> TelGpu:
         g = self.gpu
-        body: dict[str, Any] = {"gpu": g.index, "uuid": g.uuid, "name": g.name, "power_kind": g.power_kind}
-        if g.simulated:
-            body["simulated"] = True
-        return body
+        return TelGpu(gpu=g.index, uuid=g.uuid, name=g.name, power_kind=g.power_kind, simulated=g.simulated or None)
 
     def read(self, t_ns: int, slow: bool) -> tuple[dict[str, Any], list[tuple[str, GPUError]]]:
-        """One tick: the body and ``(field, exception)`` behind each ``errors`` entry (for logging)."""
+        """One tick: the message body and ``(field, exception)`` behind each ``errors`` entry (for logging)."""
         g = self.gpu
         body = self.header()
         failures: list[tuple[str, GPUError]] = []
@@ -81,9 +80,9 @@ class GpuReader:
             g.at(t_ns)
         except GPUError as exc:
             failures.append(("tick", exc))
-            body["errors"] = [f"tick: {exc.code}"]
+            body.errors = [f"tick: {exc.code}"]
             self.errors_total += 1
-            return body, failures
+            return body.to_msg(), failures
         for label, put in FAST + (SLOW if slow else ()):
             if label in self.unsupported:
                 continue
@@ -93,9 +92,9 @@ class GpuReader:
                 self.unsupported.add(label)
             except GPUError as exc:
                 failures.append((label, exc))
-                body.setdefault("errors", []).append(f"{label}: {exc.code}")
+                body.errors = (body.errors or []) + [f"{label}: {exc.code}"]
         self.errors_total += len(failures)
-        return body, failures
+        return body.to_msg(), failures
 
     def labels(self, slow: bool) -> list[str]:
         """The fields a tick reads (fast, plus slow when ``slow``), minus unsupported ones."""

@@ -17,7 +17,7 @@ from typing import Any
 from shared.bus import Inbox
 from shared.logs import get_logger
 from shared.messages import TEL_GPU, TEL_HB, TEL_HOST
-from telemetry.cli_common import add_subscriber_args, subscription
+from shared.cli import add_subscriber_args, subscription
 
 log = get_logger("telemetry.tail")
 

@@ -14,6 +14,8 @@ import pytest
 
 from shared.recording import read_recording
 
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = Path(__file__).resolve().parent / "data" / "analyzer_batch"
 SEED_COLUMNS = ["timestamp", "model", "task", "load", "run", "latency_s", "toks_per_s", "gpu_mem_peak_mb",

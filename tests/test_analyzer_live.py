@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import zmq
 
 from analyzer.live import LiveBuffer, resolve_batch_dir
@@ -16,6 +17,8 @@ from shared.messages import encode
 from shared.recording import read_recording
 from tests.conftest import free_port
 from tests.test_analyzer_cli import ROOT, TINY, analyzer
+
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
 
 
 def _wait_subscribed(sock: zmq.Socket, timeout_s: float) -> None:

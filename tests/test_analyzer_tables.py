@@ -8,40 +8,56 @@ import pytest
 from analyzer import tables
 from analyzer.quality_call import quality_inputs, run_quality
 from analyzer.throughput import iso_utc, throughput, timing
+from shared.messages import ClientMetrics, ReqEnd, ReqFirstToken, ReqStart
+
+
+def end(api: dict) -> ReqEnd:
+    return ReqEnd(rid="r", ok=True, api=api)
 
 
 class TestThroughput:
     def test_ollama_eval_count_over_eval_duration(self):
         """The seed's toks/s: eval_count / (eval_duration_ns / 1e9)."""
-        out = throughput({"api": {"eval_count": 120, "eval_duration_ns": 3_000_000_000}}, 4.0, 0.5, 0.4)
+        out = throughput(end({"eval_count": 120, "eval_duration_ns": 3_000_000_000}), 4.0, 0.5, 0.4)
         assert out["toks_per_s"] == 40.0 and out["toks_per_s_method"] == "eval_count/eval_duration"
         assert out["client_toks_per_s"] == pytest.approx(120 / 3.5)
         assert out["e2e_toks_per_s"] == 30.0
 
     def test_llama_cpp_timings(self):
         """OpenAI-compatible llama.cpp server: timings.predicted_n / predicted_ms."""
-        end = {"api": {"completion_tokens": 64, "timings": {"predicted_n": 64, "predicted_ms": 800.0,
-                                                            "prompt_n": 10, "prompt_ms": 50.0}}}
-        out = throughput(end, 1.0, 0.2, 0.2)
+        e = end({"completion_tokens": 64, "timings": {"predicted_n": 64, "predicted_ms": 800.0,
+                                                      "prompt_n": 10, "prompt_ms": 50.0}})
+        out = throughput(e, 1.0, 0.2, 0.2)
         assert out["toks_per_s"] == 80.0 and out["toks_per_s_method"] == "timings.predicted_n/predicted_ms"
         assert out["prefill_toks_per_s"] == 200.0
 
     def test_completion_tokens_over_client_decode(self):
         """No server timings: completion_tokens / (latency − first token)."""
-        out = throughput({"api": {"completion_tokens": 30}}, 2.5, 0.5, None)
+        out = throughput(end({"completion_tokens": 30}), 2.5, 0.5, None)
         assert out["toks_per_s"] == 15.0 and out["toks_per_s_method"] == "completion_tokens/client_decode_s"
 
     def test_nothing_known_is_absent_not_zero(self):
-        out = throughput({"api": {}}, 1.0, None, None)
+        out = throughput(end({}), 1.0, None, None)
         assert out["toks_per_s"] is None and out["output_tokens"] is None and out["client_toks_per_s"] is None
 
     def test_timing_falls_back_to_event_stamps(self):
         """Without client figures, latency and first-token times come from the monotonic stamps."""
-        start = {"t": 1_000_000_000}
-        end = {"t": 3_000_000_000}
-        firsts = [{"t": 1_500_000_000, "kind": "thinking"}, {"t": 2_000_000_000, "kind": "content"}]
-        out = timing(start, end, firsts)
+        start = ReqStart(rid="r", t=1_000_000_000)
+        e = ReqEnd(rid="r", ok=True, t=3_000_000_000)
+        firsts = [ReqFirstToken(rid="r", t=1_500_000_000, kind="thinking"),
+                  ReqFirstToken(rid="r", t=2_000_000_000, kind="content")]
+        out = timing(start, e, firsts)
         assert out == {"latency_s": 2.0, "first_token_s": 1.0, "first_thinking_s": 0.5, "first_chunk_s": 0.5}
+
+    def test_one_ttft_definition_client_and_event_stamps_agree(self):
+        """A retried request: the answering attempt's first token, counted from req.start, either way."""
+        start = ReqStart(rid="r", t=1_000_000_000)
+        firsts = [ReqFirstToken(rid="r", t=1_200_000_000, kind="content", attempt=0),   # cut off, retried
+                  ReqFirstToken(rid="r", t=2_500_000_000, kind="content", attempt=1)]
+        bare = timing(start, ReqEnd(rid="r", ok=True, t=3_000_000_000), firsts)
+        client = ClientMetrics(latency_s=2.0, first_token_s=1.5, first_chunk_s=1.5, attempt_s=1.2, retries=1)
+        told = timing(start, ReqEnd(rid="r", ok=True, t=3_000_000_000, client=client), firsts)
+        assert bare["first_token_s"] == told["first_token_s"] == 1.5 and bare["latency_s"] == told["latency_s"]
 
     def test_iso_utc(self):
         assert iso_utc(1_700_000_000_123_456_789) == "2023-11-14T22:13:20.123Z"

@@ -91,12 +91,16 @@ class TestSecurity:
         pub = Publisher(bind_pub(zctx, endpoint, curve=server), "t")
         sub = connect_sub(zctx, endpoint, curve=CurveKeys(client.public, client.secret, impostor.public))
         plain = connect_sub(zctx, endpoint)  # no CURVE at all
+        right = connect_sub(zctx, endpoint, curve=CurveKeys(client.public, client.secret, server.public))
         inbox = Inbox()
+        received = 0  # positive control: the same messages reach the subscriber with the right key
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:
             pub.publish("tel.gpu", {"gpu": 0})
             assert inbox.recv(sub, timeout_ms=20) is None
             assert inbox.recv(plain, timeout_ms=20) is None
+            received += inbox.recv(right, timeout_ms=20) is not None
+        assert received > 0
 
 
 class TestBind:

@@ -4,7 +4,6 @@ import pytest
 from collector import failures as F
 from collector.backends import Params, build_payload, map_chunk, normalize_base_url
 from collector.metadata import local_generators, model_meta_from_ollama, model_meta_from_openai
-from collector.runner import Attempt, RetryPolicy, client_metrics, degrade
 
 
 class TestPayloads:
@@ -115,36 +114,6 @@ class TestFailures:
     def test_connection_hint_names_the_fix(self):
         msg = F.connection_hint("http://127.0.0.1:11434", "Connection refused")
         assert "OLLAMA_HOST" in msg and "127.0.0.1:11434" in msg
-
-
-class TestDegrade:
-    def test_num_ctx_halves_to_floor_then_max_tokens(self):
-        p = Params(num_ctx=2048, max_tokens=64)
-        pol = RetryPolicy(min_num_ctx=512, min_max_tokens=16)
-        steps = []
-        while (s := degrade(p, pol, can_set_ctx=True)) is not None:
-            steps.append(s)
-        assert steps == [{"num_ctx": 1024}, {"num_ctx": 512}, {"max_tokens": 32}, {"max_tokens": 16}]
-
-    def test_openai_degrades_only_max_tokens(self):
-        p = Params(max_tokens=40)
-        assert degrade(p, RetryPolicy(min_max_tokens=16), can_set_ctx=False) == {"max_tokens": 20}
-        assert p.num_ctx is None
-
-
-class TestClientMetrics:
-    def test_first_token_kinds_and_cold_flag(self):
-        a = Attempt(t0_ns=1_000_000_000, chunk_t=[1_100_000_000, 1_300_000_000], first_chunk_ns=1_100_000_000,
-                    first_thinking_ns=1_100_000_000, first_content_ns=1_300_000_000,
-                    api={"load_duration_ns": 2_000_000_000})
-        m = client_metrics(a, 1_500_000_000)
-        assert m["latency_s"] == pytest.approx(0.5) and m["first_token_s"] == pytest.approx(0.3)
-        assert m["first_thinking_s"] == pytest.approx(0.1) and m["first_chunk_s"] == pytest.approx(0.1)
-        assert m["cold"] is True and m["chunks"] == 2
-
-    def test_never_seen_values_are_absent(self):
-        m = client_metrics(Attempt(t0_ns=0), 10)
-        assert "first_token_s" not in m and "cold" not in m and m["chunks"] == 0
 
 
 class TestModelMeta:

@@ -11,10 +11,13 @@ from structlog.testing import capture_logs
 from collector.batch_run import run_analyzer
 from collector.recorder import Recorder, TelemetryTimeout
 from shared.bus import Inbox, Publisher, bind_pub, connect_sub
+from shared.messages import ReqStart
 from shared.recording import RecordingReader, read_recording
 from tests.conftest import ROOT, free_port
 from tests.stubs import ollama_stub, serve
 from tests.test_collector_cli import by_topic, collector_env, run_collector
+
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
 
 
 class TestRecorder:
@@ -33,7 +36,7 @@ class TestRecorder:
             got = None
             deadline = time.monotonic() + 5
             while got is None and time.monotonic() < deadline:  # slow joiner: repeat until one arrives
-                rec.emit("req.start", {"rid": "b/m/000-qa/short/1"})
+                rec.emit(ReqStart(rid="b/m/000-qa/short/1"))
                 got = Inbox().recv(sub, timeout_ms=50)
             assert got is not None and got[0] == "req.start" and got[1]["src"].startswith("collector@")
         finally:

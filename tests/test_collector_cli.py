@@ -12,14 +12,19 @@ from collections import Counter
 import pytest
 import zmq
 
+from collector.batch_run import run_analyzer
+from shared import messages as M
+from shared.batch import BatchDir
 from shared.bus import Inbox, Publisher, bind_pub, connect_sub
 from shared.recording import RecordingReader, read_recording
 from tests.conftest import ROOT, free_port
 from tests.stubs import ollama_stub, serve
 
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
+
 REQ_START_KEYS = {"rid", "model", "task", "load", "run", "case", "case_hash", "warmup", "prompt", "params"}
 REQ_END_KEYS = {"rid", "ok", "text", "api", "client"}
-CLIENT_KEYS = {"latency_s", "chunks", "chunk_t", "retries"}
+CLIENT_KEYS = {"latency_s", "chunks", "chunk_t_ns", "retries"}
 
 
 class SimTelemetry:
@@ -150,7 +155,7 @@ async def test_batch_records_telemetry_and_every_request_event(stub, tmp_path):
     assert len(ok_ends) == 10
     for e in ok_ends:
         assert e["api"]["eval_count"] > 0 and e["client"]["first_token_s"] > 0
-        assert all(starts[e["rid"]]["t"] < t <= e["t"] for t in e["client"]["chunk_t"])
+        assert all(starts[e["rid"]]["t"] < t <= e["t"] for t in e["client"]["chunk_t_ns"])
     assert {e["error_kind"] for e in ends.values() if not e["ok"]} == {"not_found"}
     think_end = ends[f"{batch_dir.name}/think/000-qa/short/1"]
     assert think_end["thinking"] == "Okay, let me think." and "first_thinking_s" in think_end["client"]
@@ -163,11 +168,17 @@ async def test_batch_records_telemetry_and_every_request_event(stub, tmp_path):
 
     [be] = topics["batch.end"]
     assert (be["requests"], be["ok"], be["failed"], be["skipped"], be["interrupted"]) == (8, 8, 0, 4, False)
-    # texts and seed-style raw JSON per timed request
+    # every key the collector sent is declared in the contract, with its declared type
+    own = [(t, p) for t, p in items if str(p["src"]).startswith("collector@")]
+    assert {t for t, _ in own} == {"batch.start", "req.start", "req.first_token", "req.end", "batch.end"}
+    for topic, payload in own:
+        M.validate(topic, payload, strict=True)
+    # texts per timed request from the collector; seed-style raw JSON from the analyzer alone
     rid = f"{batch_dir.name}/ok/001-code/short/2"
-    from shared.batch import BatchDir
     b = BatchDir(batch_dir)
     assert b.text_file(rid).read_text(encoding="utf-8") == ends[rid]["text"]
+    assert not list(b.raw.glob("*.json")), "the collector must not write raw/<rid>.json (the analyzer owns it)"
+    assert run_analyzer(batch_dir)
     raw = json.loads(b.request_json(rid).read_text(encoding="utf-8"))
     assert raw["generated_text"] == ends[rid]["text"] and raw["api_metrics"]["eval_count"] == 8
     assert raw["throughput_tokens_per_sec"] > 0

@@ -7,12 +7,16 @@ import sys
 
 import pytest
 
+from collector.batch_run import run_analyzer
+from shared import messages as M
 from shared.recording import read_recording
 from tests.conftest import ROOT
 from tests.test_collector_cli import collector_env
 
 pytest.importorskip("xllamacpp", reason="the demo extra (xllamacpp) is part of `make install`")
 from demo.llm_server import MODEL_ALIAS, find_gguf, running_server  # noqa: E402
+
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,9 @@ async def test_collector_openai_path_on_a_real_model(llm_url, tmp_path):
         assert 0 < api["completion_tokens"] <= 16 and api["prompt_tokens"] > 0
         assert api["timings"]["predicted_n"] == api["eval_count"] and api["eval_duration_ns"] > 0
         assert api["done_reason"] in ("stop", "length")
+        M.validate("req.end", e, strict=True)
         c = e["client"]
+        assert len(c["chunk_t_ns"]) == c["chunks"] and 0 <= c["attempt_s"] < 0.5  # no retry: sent at once
         assert 0 < c["first_chunk_s"] <= c["first_token_s"] < c["latency_s"]
         # the server's own generation time fits inside what the client measured
         assert api["eval_duration_ns"] / 1e9 <= c["latency_s"]
@@ -62,5 +68,7 @@ async def test_collector_openai_path_on_a_real_model(llm_url, tmp_path):
     [bs] = [p for t, p in items if t == "batch.start"]
     assert bs["backend"] == "openai" and MODEL_ALIAS in bs["models"]
     assert bs["models"][MODEL_ALIAS].get("context_length", 1) > 0
+    assert not list((batch / "raw").glob("*.json"))  # raw/<rid>.json is the analyzer's to write
+    assert run_analyzer(batch, ["--no-quality", "--no-plots", "--no-progress"])
     raw = json.loads(next((batch / "raw").glob("*.json")).read_text(encoding="utf-8"))
     assert raw["throughput_tokens_per_sec"] > 0

@@ -6,7 +6,8 @@ import pytest
 
 from collector import failures as F
 from collector.backends import Params
-from collector.runner import RetryPolicy, run_request
+from collector.retry import RetryPolicy
+from collector.runner import run_request
 from tests.conftest import free_port
 from tests.stubs import ollama_stub, openai_stub, serve
 
@@ -17,7 +18,7 @@ async def _run(url, model, backend="ollama", params=None, timeout_s=5.0, policy=
     firsts = []
     async with aiohttp.ClientSession() as s:
         res = await run_request(s, backend, url, model, "Why is the sky blue?", params or Params(max_tokens=8),
-                                timeout_s=timeout_s, policy=policy, on_first=lambda k, t: firsts.append((k, t)))
+                                timeout_s=timeout_s, policy=policy, on_first=lambda k, t, a: firsts.append((k, t)))
     return res, firsts
 
 
@@ -39,18 +40,18 @@ class TestOllamaStub:
                     "total_duration_ns"):
             assert res.api[key] > 0
         c = res.client
-        assert 0 < c["first_chunk_s"] <= c["first_token_s"] <= c["latency_s"]
-        assert c["chunks"] == len(c["chunk_t"]) == 9 and c["chunk_t"] == sorted(c["chunk_t"])
-        assert c["cold"] is True and [k for k, _ in firsts] == ["content"]
+        assert 0 < c.first_chunk_s <= c.first_token_s <= c.latency_s
+        assert c.chunks == len(c.chunk_t_ns) == 9 and c.chunk_t_ns == sorted(c.chunk_t_ns)
+        assert c.cold is True and [k for k, _ in firsts] == ["content"]
         assert st.requests[-1]["options"]["seed"] == 1234 and st.requests[-1]["options"]["num_predict"] == 8
         warm, _ = await _run(url, "ok", backend, Params(max_tokens=8, keep_alive="5m"))
-        assert warm.client["cold"] is False
+        assert warm.client.cold is False
 
     async def test_think_first_token_times_separate(self, ollama):
         url, _ = ollama
         res, firsts = await _run(url, "think", params=Params(max_tokens=4, think=True))
         assert res.ok and res.thinking == "Okay, let me think." and res.text == "The answer is 42"
-        assert res.client["first_thinking_s"] < res.client["first_token_s"]
+        assert res.client.first_thinking_s < res.client.first_token_s
         assert [k for k, _ in firsts] == ["thinking", "content"]
 
     async def test_inline_think_is_split_out(self, ollama):
@@ -72,14 +73,14 @@ class TestOllamaStub:
     async def test_oom_load_lowers_num_ctx_until_it_fits(self, ollama):
         url, st = ollama
         res, _ = await _run(url, "oom-load", params=Params(num_ctx=8192, max_tokens=8))
-        assert res.ok and res.client["degraded"] == {"num_ctx": 1024} and res.client["retries"] == 3
+        assert res.ok and res.client.degraded == {"num_ctx": 1024} and res.client.retries == 3
         assert [r["options"]["num_ctx"] for r in st.requests] == [8192, 4096, 2048, 1024]
         assert res.params["num_ctx"] == 1024
 
     async def test_oom_midstream_retries_degraded(self, ollama):
         url, _ = ollama
         res, _ = await _run(url, "oom-mid", params=Params(num_ctx=2048, max_tokens=8))
-        assert res.ok and res.client["degraded"] == {"num_ctx": 1024}
+        assert res.ok and res.client.degraded == {"num_ctx": 1024}
 
     async def test_oom_gives_up_when_nothing_left_to_lower(self, ollama):
         url, _ = ollama
@@ -96,14 +97,14 @@ class TestOllamaStub:
     async def test_busy_backs_off_bounded(self, ollama):
         url, st = ollama
         res, _ = await _run(url, "busy")
-        assert not res.ok and res.error_kind == F.BUSY and res.client["retries"] == 2
+        assert not res.ok and res.error_kind == F.BUSY and res.client.retries == 2
         assert "please try again.  maximum" in res.error
         assert st.counts["busy"] == 3
 
     async def test_busy_once_then_succeeds(self, ollama):
         url, _ = ollama
         res, _ = await _run(url, "busy-once")
-        assert res.ok and res.client["retries"] == 1
+        assert res.ok and res.client.retries == 1
 
     async def test_dropped_socket_is_truncated_with_partial_text(self, ollama):
         url, _ = ollama
@@ -129,7 +130,7 @@ class TestOllamaStub:
     async def test_no_think_support_retries_without_think(self, ollama):
         url, st = ollama
         res, _ = await _run(url, "ok", params=Params(max_tokens=4, think=True))
-        assert res.ok and res.client["degraded"] == {"think": None}
+        assert res.ok and res.client.degraded == {"think": None}
         assert st.requests[0]["think"] is True and "think" not in st.requests[1]
 
     async def test_embedding_model_is_bad_response(self, ollama):
@@ -208,4 +209,4 @@ async def test_closed_before_answering_is_retried_once_then_truncated():
         server.close()
         await server.wait_closed()
     assert not res.ok and res.error_kind == F.TRUNCATED and "before answering" in res.error
-    assert res.client["retries"] == 1 and len(accepted) == 2
+    assert res.client.retries == 1 and len(accepted) == 2

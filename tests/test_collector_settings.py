@@ -5,7 +5,8 @@ import pytest
 
 from collector.plan import case_models, finished_rids, make_rid, params_for, plan_jobs
 from collector.settings import (SettingsError, case_hash, load_test_cases, read_config_py, resolve_settings)
-from collector.tasks import TASK_ALIASES, builtin_cases
+from collector.tasks import builtin_cases
+from shared.tasks import TASK_ALIASES
 
 SEED_CASES = [
     {"model": ["deepseek-r1:8b", "gemma3:4b"], "prompt": "请解释牛顿第一定律。", "task_type": "knowledge_qa",

@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import ROOT, free_port
 from tests.stubs import ollama_stub, openai_stub, serve
 
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
+
 
 @pytest.fixture
 async def ollama():

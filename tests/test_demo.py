@@ -9,6 +9,8 @@ import pytest
 from demo.figures import read_results
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
+
 pytest.importorskip("xllamacpp", reason="the demo extra (xllamacpp) is part of `make install`")
 
 

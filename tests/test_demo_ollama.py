@@ -13,6 +13,8 @@ from shared.messages import BATCH_END, REQ_END
 from tests.conftest import free_port
 from tests.fault_helpers import procs, read_csv, recorded, start_ollama_stub, wait_for  # noqa: F401
 
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
+
 
 def child_pids(log: str) -> dict[str, int]:
     """{child name: pid} from the demo's ``child_started`` log lines."""

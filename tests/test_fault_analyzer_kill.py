@@ -6,8 +6,12 @@ import hashlib
 import shutil
 import time
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.fault_helpers import analyzer, procs  # noqa: F401
+
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
 
 TINY = ROOT / "tests" / "data" / "analyzer_batch"
 OUTPUTS = ("results.csv", "stats.csv", "pareto.csv", "report.md")

@@ -25,6 +25,8 @@ from shared.recording import read_recording
 from tests.conftest import free_port
 from tests.fault_helpers import loopback, procs, read_csv  # noqa: F401
 
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
+
 DEAD_URL_ARGS = ("--no-telemetry", "--no-analyze", "--no-progress")
 
 

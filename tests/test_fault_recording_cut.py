@@ -16,6 +16,8 @@ from shared.recording import RecordingWriter, read_recording
 from tests import synth
 from tests.fault_helpers import analyzer, read_csv
 
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
+
 LAST_RID = "cut/m1/2/short/0"
 
 

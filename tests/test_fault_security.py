@@ -10,6 +10,7 @@ import json
 import threading
 import time
 
+import pytest
 import zmq
 
 from shared import bus
@@ -18,6 +19,8 @@ from shared.messages import MAX_PAYLOAD_BYTES, TEL_GPU, TEL_HB
 from shared.recording import read_recording
 from tests.conftest import free_port
 from tests.fault_helpers import loopback, procs  # noqa: F401
+
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
 
 
 def test_default_endpoints_are_loopback(monkeypatch):

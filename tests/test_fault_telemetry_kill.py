@@ -5,8 +5,12 @@ Real processes: the Ollama stub (slowed to ~0.05 s per token so that the batch l
 """
 import time
 
+import pytest
+
 from shared.messages import REQ_END, REQ_START, TEL_GPU
 from tests.fault_helpers import loopback, procs, read_csv, recorded, start_ollama_stub, wait_for  # noqa: F401
+
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
 
 RUNS = 16
 

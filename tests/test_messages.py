@@ -55,3 +55,55 @@ class TestValidate:
     def test_valid_payload_passes(self):
         p = m.Stamper("x").stamp({"rid": "r", "kind": "content"})
         assert m.validate(m.REQ_FIRST_TOKEN, p) is p
+
+
+class TestContract:
+    """shared/messages.py is the contract: typed bodies, checked types, one generated doc."""
+
+    def test_doc_is_generated_from_the_code(self):
+        """docs/contract.md is exactly what `python -m shared.contract` prints (no drift)."""
+        from shared.contract import markdown
+        from tests.conftest import ROOT
+
+        doc = (ROOT / "docs" / "contract.md").read_text(encoding="utf-8")
+        assert doc == markdown(), "regenerate it: python -m shared.contract > docs/contract.md"
+        for topic, body in m.BODIES.items():  # every topic and key appears in it
+            assert f"## `{topic}`" in doc and all(f"| `{k}` |" in doc for k in body.keys())
+
+    def test_typed_round_trip_with_nested_client(self):
+        body = m.ReqEnd(rid="b/m/000-qa/short/1", ok=True, text="答案", api={"eval_count": 3},
+                        client=m.ClientMetrics(latency_s=1.5, chunks=2, chunk_t_ns=[5, 9]))
+        payload = m.decode(m.encode(m.Stamper("collector@h").stamp(body.to_msg())))
+        assert "error" not in payload and payload["client"] == {"latency_s": 1.5, "chunks": 2, "chunk_t_ns": [5, 9]}
+        back = m.parse(m.REQ_END, payload)
+        assert isinstance(back, m.ReqEnd) and isinstance(back.client, m.ClientMetrics)
+        assert (back.text, back.client.chunk_t_ns, back.src, back.seq) == ("答案", [5, 9], "collector@h", 0)
+        assert back.error is None  # absent stays absent, never a fake value
+
+    def test_schema_v1_still_reads_with_old_names(self):
+        p = m.Stamper("collector@h").stamp({"rid": "r", "ok": True, "client": {"chunk_t": [1, 2], "elapsed_s": 0.5}})
+        p["v"] = 1
+        assert m.parse(m.REQ_END, p).client.chunk_t_ns == [1, 2]
+
+    @pytest.mark.parametrize("topic,bad,good,needle", [
+        (m.TEL_GPU, {"gpu": True}, {"gpu": 1}, "'gpu' must be int"),               # bool is not an index
+        (m.TEL_GPU, {"gpu": 0, "power_mw": "12"}, {"gpu": 0, "power_mw": 12}, "'power_mw' must be int/float"),
+        (m.TEL_HOST, {"cpu_pct": 3.0, "rapl_uj": [1]}, {"cpu_pct": 3, "rapl_uj": {"z": 1}}, "'rapl_uj' must be dict"),
+        (m.REQ_END, {"rid": "r", "ok": 1}, {"rid": "r", "ok": False}, "'ok' must be bool"),
+        (m.REQ_END, {"rid": "r", "ok": True, "client": {"chunks": "9"}}, {"rid": "r", "ok": True, "client": {"chunks": 9}},
+         "req.end.client: key 'chunks'"),
+    ])
+    def test_wrong_types_are_named(self, topic, bad, good, needle):
+        with pytest.raises(m.MessageError, match=needle):
+            m.validate(topic, m.Stamper("x").stamp(bad))
+        m.validate(topic, m.Stamper("x").stamp(good), strict=True)  # positive control: the right type passes
+
+    def test_strict_refuses_undeclared_keys_only_when_asked(self):
+        p = m.Stamper("x").stamp({"gpu": 0, "power_watts": 5})
+        assert m.validate(m.TEL_GPU, p) is p   # a newer publisher may add keys: readers go on
+        with pytest.raises(m.MessageError, match=r"not in the contract: \['power_watts'\]"):
+            m.validate(m.TEL_GPU, p, strict=True)
+
+    def test_unknown_topic_needs_only_an_envelope(self):
+        p = m.Stamper("x").stamp({"anything": 1})
+        assert m.validate("tel.future", p) is p

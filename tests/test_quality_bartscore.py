@@ -15,6 +15,8 @@ import pytest
 from analyzer.quality import QualityOptions, assess
 from tests.conftest import free_port
 
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
+
 torch = pytest.importorskip("torch")
 from analyzer.quality.bartscore import BARTScorer, BartScoreUnavailable, load_checkpoint, plan_batches  # noqa: E402
 from analyzer.quality.testing import build_tiny_bart  # noqa: E402

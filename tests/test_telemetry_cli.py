@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

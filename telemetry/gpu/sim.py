@@ -86,11 +86,6 @@ class SimGPU(GPU):
         if self._t_ns is None:
             self.at(self._clock_ns())
 
-    @property
-    def energy_mw_ns(self) -> int:
-        """The exact integral so far in mW·ns (integer), for tests and the energy counter."""
-        return self._energy_mw_ns
-
     def power_mw(self) -> int:
         """Simulated power in mW, constant from this tick to the next."""
         self._ensure_time()

@@ -17,17 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+from shared.bus import free_port
 import threading
 from typing import AsyncIterator, Callable, Iterator
 
 from aiohttp import web
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,133 @@
+"""One HTTP attempt as a sans-IO state machine: raw bytes and their arrival times in, answer text,
+first-token notices and the failure kind out. No sockets and no clocks: the runner feeds it.
+
+    att = AttemptState(backend, t0_ns)
+    notices = att.feed(chunk_bytes, arrival_ns)   # [(kind, t_ns)] for the first content/thinking token
+    ...
+    att.feed(b"", eof_ns)                          # the body ended; ``att.closed`` is then True
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector import failures as F
+from collector.backends import make_parser, map_chunk
+from collector.stream_parse import BAD, DATA, DONE, EOF, ERROR_LINE, StreamProtocolError, ThinkSplitter
+from shared.messages import ClientMetrics
+
+# A load_duration at or above this means the model was loaded for this request (cold).
+COLD_LOAD_NS = 100_000_000
+CONTENT, THINKING = "content", "thinking"
+
+
+@dataclass
+class AttemptState:
+    """What one attempt saw; filled as bytes arrive, so a timeout keeps the partial text."""
+
+    backend: str
+    t0_ns: int
+    text: list[str] = field(default_factory=list)
+    thinking: list[str] = field(default_factory=list)
+    chunk_t_ns: list[int] = field(default_factory=list)
+    first_chunk_ns: int | None = None
+    first_content_ns: int | None = None
+    first_thinking_ns: int | None = None
+    api: dict[str, Any] = field(default_factory=dict)
+    done: bool = False
+    closed: bool = False
+    status: int | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    bad_lines: int = 0
+
+    def __post_init__(self):
+        self._parser = make_parser(self.backend)
+        self._splitter = ThinkSplitter()
+
+    def http_error(self, status: int, body: bytes) -> None:
+        """A non-200 answer: classify it from its status and body text."""
+        self.status, self.closed = status, True
+        text = F.body_error_text(body)
+        self.error_kind = F.classify_status(status, text)
+        self.error = f"HTTP {status}: {text}"
+
+    def fail(self, error: str, kind: str) -> None:
+        """A failure the I/O loop saw (timeout, dropped connection)."""
+        self.error, self.error_kind, self.closed = error, kind, True
+
+    def feed(self, data: bytes, t_ns: int) -> list[tuple[str, int]]:
+        """Bytes that arrived at ``t_ns`` (``b""`` = the body ended). Returns first-token notices."""
+        notices: list[tuple[str, int]] = []
+        if self.closed:
+            return notices
+        try:
+            events = self._parser.feed(data)
+        except StreamProtocolError as exc:
+            self.fail(str(exc), F.BAD_RESPONSE)
+            return notices
+        for ev in events:
+            if ev.kind == EOF:
+                th, ct = self._splitter.finish()
+                self._take(ct, th, t_ns, notices)
+                if not self.done and self.error is None:
+                    self.error = "stream ended without a final chunk (done/[DONE]); the answer is truncated"
+                    self.error_kind = F.TRUNCATED
+                self.closed = True
+            elif ev.kind == DONE:
+                self.done = True
+            elif ev.kind == BAD:
+                self.bad_lines += 1
+            elif ev.kind == ERROR_LINE:
+                msg = (F.error_text(ev.obj) or (ev.obj.get("message") if isinstance(ev.obj, dict) else None)
+                       or ev.text or "error")
+                self.error, self.error_kind = msg, F.classify_stream_error(msg)
+            elif ev.kind == DATA:
+                self._data(ev.obj, t_ns, notices)
+        return notices
+
+    def _data(self, obj: Any, t_ns: int, notices: list[tuple[str, int]]) -> None:
+        self.chunk_t_ns.append(t_ns)
+        if self.first_chunk_ns is None:
+            self.first_chunk_ns = t_ns
+        delta = map_chunk(self.backend, obj)
+        if delta.error is not None:
+            self.error, self.error_kind = delta.error, F.classify_stream_error(delta.error)
+            return
+        self.api.update(delta.api)
+        if delta.thinking:
+            self._take("", delta.thinking, t_ns, notices)
+        if delta.content:
+            th, ct = self._splitter.feed(delta.content)
+            self._take(ct, th, t_ns, notices)
+        if delta.done and self.backend != "openai":  # OpenAI streams end with [DONE]
+            self.done = True
+
+    def _take(self, content: str, thinking: str, t_ns: int, notices: list[tuple[str, int]]) -> None:
+        if thinking:
+            self.thinking.append(thinking)
+            if self.first_thinking_ns is None:
+                self.first_thinking_ns = t_ns
+                notices.append((THINKING, t_ns))
+        if content:
+            self.text.append(content)
+            if self.first_content_ns is None:
+                self.first_content_ns = t_ns
+                notices.append((CONTENT, t_ns))
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def client_metrics(self, request_t0_ns: int, end_ns: int) -> ClientMetrics:
+        """Client timings in seconds from the request's start (the req.start instant, so they match
+        the energy window; retries included), plus when this, the answering attempt, was sent."""
+        def rel(t: int | None) -> float | None:
+            return None if t is None else (t - request_t0_ns) / 1e9
+
+        load = self.api.get("load_duration_ns")
+        return ClientMetrics(latency_s=rel(end_ns), first_token_s=rel(self.first_content_ns),
+                             first_thinking_s=rel(self.first_thinking_ns), first_chunk_s=rel(self.first_chunk_ns),
+                             chunks=len(self.chunk_t_ns), chunk_t_ns=list(self.chunk_t_ns),
+                             attempt_s=rel(self.t0_ns), bad_lines=self.bad_lines or None,
+                             cold=load >= COLD_LOAD_NS if isinstance(load, (int, float)) else None)

@@ -1,0 +1,29 @@
+"""The one "is this a usable number" rule for every reader: absent or nonsense is not available
+(None), never a fake zero. ``bool`` is not a number here, although Python makes it an int."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def finite(v: Any) -> float | None:
+    """``v`` as a finite float (ints, floats, numpy scalars, numeric text), else None."""
+    if v is None or isinstance(v, bool):
+        return None
+    if isinstance(v, str) and not v.strip():
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def positive(v: Any) -> float | None:
+    x = finite(v)
+    return x if x is not None and x > 0 else None
+
+
+def nonneg(v: Any) -> float | None:
+    x = finite(v)
+    return x if x is not None and x >= 0 else None
