@@ -96,6 +96,7 @@ SPAWNER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="process groups are POSIX; Windows uses CREATE_NEW_PROCESS_GROUP")
 @pytest.mark.parametrize("kind", ["polite", "stubborn"])
 def test_stop_ends_the_child_and_its_grandchildren(tmp_path, kind):
@@ -134,6 +135,7 @@ def test_stop_ends_the_child_and_its_grandchildren(tmp_path, kind):
                 pass
 
 
+@pytest.mark.slow
 def test_help_answers():
     from tests.conftest import ROOT
 
@@ -144,6 +146,7 @@ def test_help_answers():
         assert flag in out.stdout
 
 
+@pytest.mark.slow
 def test_bad_arguments_exit_2_naming_the_flag_before_starting_anything(tmp_path):
     from tests.conftest import ROOT
 

@@ -154,6 +154,7 @@ class TestQualityScoreMap:
             from_creative(0.5, 10, 0)
 
 
+@pytest.mark.slow  # starts the CLIs as processes
 class TestHelp:
     @pytest.mark.parametrize("module", ["analyzer.quality", "analyzer.quality.fetch_checkpoint"])
     def test_help_answers(self, module):
