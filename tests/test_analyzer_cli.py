@@ -151,3 +151,24 @@ def test_real_quality_step_runs_and_missing_checkpoint_is_contained(batch, tmp_p
     assert all(row["gpu_energy_j"] != "" for row in rows)
     creative_ok = [row for row in rows if row["task"] == "creative" and row["status"] == "ok"]
     assert all(row["distinct_2"] != "" for row in creative_ok)
+
+
+def test_live_with_a_bad_curve_key_file_says_which_file_and_exits_2(tmp_path):
+    """A missing or wrong key file is a clear error naming it (no traceback); a valid pair runs (control)."""
+    from shared.bus import free_port
+    from telemetry.keys import write_pair
+
+    _, good_secret = write_pair(tmp_path / "keys", "subscriber")
+    server_public, _ = write_pair(tmp_path / "keys", "telemetry")
+    not_a_key = tmp_path / "notes.txt"
+    not_a_key.write_text("hello", encoding="utf-8")
+    live = ["--live", "--telemetry-endpoint", f"tcp://127.0.0.1:{free_port()}", "--events-endpoint",
+            f"tcp://127.0.0.1:{free_port()}", "--exit-after-s", "0.5", "--no-plots", "--no-quality"]
+    for secret, server, named in ((tmp_path / "missing.key_secret", server_public, "missing.key_secret"),
+                                  (good_secret, not_a_key, "notes.txt"),
+                                  (good_secret, tmp_path / "absent.key", "absent.key")):
+        r = analyzer(*live, "--curve-secret", secret, "--curve-server-key", server)
+        assert r.returncode == 2, r.stderr
+        assert named in r.stderr and "Traceback" not in r.stderr
+    ok = analyzer(*live, "--curve-secret", good_secret, "--curve-server-key", server_public)
+    assert ok.returncode == 0, ok.stderr
