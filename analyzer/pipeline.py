@@ -152,6 +152,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             row.setdefault(c, None)
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
     warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
+    problems[:0] = batch_problems(batch, results)
     incomplete = [row["rid"] for row in rows if row["status"] == "incomplete"]
     if incomplete:
         problems.append(f"{len(incomplete)} request(s) started but never ended (listed as incomplete): "
@@ -189,6 +190,9 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     row.update(tm)
     if e is not None:
         row.update(throughput(e, tm.get("latency_s"), tm.get("first_token_s"), tm.get("first_chunk_s")))
+        row["served_model"] = e.served_model
+        row["prompt_cached_tokens"] = cached_prompt_tokens(e)
+        row["prompt_cache"] = (s.params or {}).get("cache_prompt")
     if i is None:
         return row
     row["window_s"] = (e.t - s.t) / 1e9
@@ -242,6 +246,43 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     if tokens and ej:
         row["j_per_token"], row["tokens_per_j"] = ej / tokens, tokens / ej
     return row
+
+
+def batch_problems(batch: BatchData, results: list[dict]) -> list[str]:
+    """Whether the batch is whole: interrupted or cut short, planned requests without a result,
+    answers from another model than asked, prompt-cache hits."""
+    out = []
+    planned = batch.batch_start.planned if batch.batch_start else None
+    ok = sum(1 for r in results if r["status"] == "ok")
+    have = f"{ok} of {planned} planned request(s) have a successful result" if planned else f"{ok} request(s) ok"
+    if batch.batch_start is not None and batch.batch_end is None:
+        out.append(f"PARTIAL: the recording ends without batch.end (the collector was killed?); {have}")
+    elif batch.batch_end is not None and batch.batch_end.interrupted:
+        out.append(f"PARTIAL: the batch was interrupted; {have}")
+    elif planned and ok < planned:
+        out.append(f"INCOMPLETE: {have} (failed or skipped requests are listed in results.csv status)")
+    if out and batch.batch_start is not None:
+        out[-1] += "; `python -m collector --exp-dir BATCH_DIR --resume` runs what is missing"
+    wrong = sorted({(r["model"], r["served_model"]) for r in results
+                    if r.get("served_model") and r["model"] and r["served_model"] != r["model"]})
+    for asked, got in wrong:
+        out.append(f"MODEL MISMATCH: requests for {asked} were answered by a server that reports {got} "
+                   "(column served_model)")
+    hits = [r for r in results if (r.get("prompt_cached_tokens") or 0) > 0]
+    if hits:
+        out.append(f"PROMPT CACHE: {len(hits)} request(s) reused cached prompt tokens (column prompt_cached_tokens); "
+                   "their time to first token and prefill energy are lower than a cold prompt's")
+    return out
+
+
+def cached_prompt_tokens(e: M.ReqEnd) -> int | None:
+    """Prompt tokens the server took from its KV cache: OpenAI usage cached_tokens, llama.cpp timings
+    cache_n; None where the server does not say (Ollama)."""
+    api = e.api or {}
+    for v in ((api.get("timings") or {}).get("cache_n"), api.get("cached_tokens")):
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    return None
 
 
 def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: BatchData, quality: dict | None,

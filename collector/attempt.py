@@ -40,6 +40,7 @@ class AttemptState:
     error: str | None = None
     error_kind: str | None = None
     bad_lines: int = 0
+    served_model: str | None = None   # the "model" the server names in its chunks
 
     def __post_init__(self):
         self._parser = make_parser(self.backend)
@@ -90,6 +91,8 @@ class AttemptState:
         self.chunk_t_ns.append(t_ns)
         if self.first_chunk_ns is None:
             self.first_chunk_ns = t_ns
+        if self.served_model is None and isinstance(obj, dict) and isinstance(obj.get("model"), str):
+            self.served_model = obj["model"]
         delta = map_chunk(self.backend, obj)
         if delta.error is not None:
             self.error, self.error_kind = delta.error, F.classify_stream_error(delta.error)

@@ -44,6 +44,7 @@ class Params:
     seed: int | None = None
     keep_alive: str | int | float | None = None
     think: bool | None = None
+    cache_prompt: bool | None = None  # llama.cpp's server only: reuse the KV cache of an earlier prompt
     options: dict[str, Any] = field(default_factory=dict)  # extra per-case Ollama options
 
     def as_dict(self) -> dict[str, Any]:
@@ -52,6 +53,8 @@ class Params:
              if getattr(self, k) is not None}
         if self.think is not None:
             d["think"] = self.think
+        if self.cache_prompt is not None:
+            d["cache_prompt"] = self.cache_prompt
         if self.options:
             d["options"] = dict(self.options)
         return d
@@ -67,7 +70,8 @@ class Delta:
 
 
 def normalize_base_url(value: str | None, backend: str = "ollama") -> str:
-    """``--base-url`` / OLLAMA_HOST to a URL. Accepts ``host:port``, ``:port``, ``host`` like Ollama."""
+    """``--base-url`` / OLLAMA_HOST to a URL. Accepts ``host:port``, ``:port``, ``host`` like Ollama,
+    and the OpenAI convention of a base URL ending in ``/v1`` (the paths are added here)."""
     if not value:
         value = os.environ.get("OLLAMA_HOST", "") if backend.startswith("ollama") else ""
     if not value:
@@ -85,6 +89,9 @@ def normalize_base_url(value: str | None, backend: str = "ollama") -> str:
         host = "127.0.0.1" + host[len("0.0.0.0"):]
     if ":" not in host.rsplit("]", 1)[-1]:
         host += ":11434" if backend.startswith("ollama") and scheme == "http" else ""
+    path = path.rstrip("/")
+    if path == "v1" or path.endswith("/v1"):
+        path = path[:-2].rstrip("/")
     return f"{scheme}://{host}" + (f"/{path}" if path else "")
 
 
@@ -117,6 +124,8 @@ def build_payload(backend: str, model: str, prompt: str, p: Params) -> dict[str,
                            ("seed", p.seed)):
             if value is not None:
                 body[key] = value
+        if p.cache_prompt is not None:
+            body["cache_prompt"] = p.cache_prompt
         # OpenAI has no num_ctx/keep_alive; per-case extra options pass through as top-level keys.
         body.update({k: v for k, v in p.options.items() if k not in body})
         return body

@@ -18,9 +18,13 @@ from tqdm import tqdm
 
 from collector import failures as F
 from collector.backends import Params
-from collector.metadata import ServerUnusable, fetch_model_meta, list_models, server_version
+from collector.metadata import ServerUnusable, fetch_model_meta, get_json, list_models
 from collector.model_policy import ModelPolicy
-from collector.plan import Job, case_models, finished_rids, plan_jobs, warmup_rid
+from collector.outcome import (EXIT_CONNECTION, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETTINGS, EXIT_TELEMETRY, Tally,
+                               closing_line, exit_code, resume_command)
+from collector.plan import (Job, case_models, finished_keys, missing_models, plan_jobs, request_key,
+                            warmup_rid)
+from collector.probe import UNKNOWN, ServerKind, backend_problem, classify
 from collector.recorder import Recorder, TelemetryTimeout
 from collector.retry import RetryPolicy
 from collector.runner import RequestResult, run_request
@@ -33,8 +37,8 @@ from shared.recording import RecordingReader
 
 log = get_logger("collector")
 
-EXIT_OK, EXIT_SETTINGS, EXIT_TELEMETRY, EXIT_CONNECTION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 WARMUP_PROMPT_MAX_TOKENS = 16
+DRY_RUN_LINES = 40
 
 
 @dataclass
@@ -55,27 +59,23 @@ class BatchOptions:
     sub_curve: CurveKeys | None = None     # CURVE client keys + the daemon's public key
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     extra_config: dict[str, Any] = field(default_factory=dict)  # cases source, fallback reason, ...
+    batch_id: str | None = None             # from config.json on resume; else the directory name
+    dry_run: bool = False
+    created_dir: bool = False               # an auto-named directory this start made
+    server: ServerKind = field(default_factory=lambda: ServerKind(UNKNOWN))
 
     def value(self, key: str) -> Any:
         return self.settings[key]["value"]
 
 
-@dataclass
-class Tally:
-    requests: int = 0
-    ok: int = 0
-    failed: int = 0
-    skipped: int = 0
-    interrupted: bool = False
-    fatal: str | None = None
-
-
-def config_snapshot(opts: BatchOptions) -> dict[str, Any]:
-    """What config.json holds: every setting with its source, plus where cases came from."""
-    snap = {"settings": opts.settings, "backend": opts.value("backend"), "base_url": opts.base_url,
+def config_snapshot(opts: BatchOptions, batch_id: str) -> dict[str, Any]:
+    """What config.json holds: every setting with its source, the resolved cases and the batch id
+    (what --resume continues with), plus where cases came from."""
+    snap = {"batch": batch_id, "settings": opts.settings, "backend": opts.value("backend"), "base_url": opts.base_url,
             "events_endpoint": opts.events_endpoint, "telemetry_endpoint": opts.telemetry_endpoint,
-            "retry_policy": vars(opts.policy).copy()}
+            "retry_policy": vars(opts.policy).copy(), "cli_models": opts.cli_models}
     snap.update(opts.extra_config)
+    snap["cases"] = opts.cases
     return snap
 
 
@@ -88,6 +88,8 @@ def write_texts(batch: BatchDir, rid: str, res: RequestResult) -> None:
 
 async def _run_job(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOptions, job: Job,
                    case: dict[str, Any], params: Params) -> RequestResult:
+    if opts.server.is_llamacpp:  # llama.cpp caches prompts unless told not to; say it either way
+        params.cache_prompt = opts.value("prompt_cache") == "on"
     start = rec.emit(ReqStart(rid=job.rid, model=job.model, task=job.task, load=job.load, run=job.run, case=job.case,
                               case_hash=case_hash(case), warmup=job.warmup, prompt=case["prompt"],
                               params=params.as_dict()), flush=True)
@@ -99,7 +101,7 @@ async def _run_job(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOpt
                             timeout_s=opts.value("timeout_s"), policy=opts.policy, on_first=on_first,
                             t0_ns=start["t"], log=log)
     end = ReqEnd(rid=job.rid, ok=res.ok, text=res.text, thinking=res.thinking or None, api=res.api,
-                 client=res.client, error=res.error, error_kind=res.error_kind,
+                 client=res.client, error=res.error, error_kind=res.error_kind, served_model=res.served_model,
                  # what was finally sent, when degrading changed it
                  params=res.params if res.params != params.as_dict() else None, warmup=job.warmup or None)
     # texts first, then the flushed req.end: a req.end in the recording means the request is complete
@@ -113,77 +115,147 @@ async def _run_job(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOpt
     return res
 
 
-async def _resolve_models(session: aiohttp.ClientSession, opts: BatchOptions) -> tuple[list[list[str]], dict[str, Any]]:
+async def _resolve_models(session: aiohttp.ClientSession, opts: BatchOptions
+                          ) -> tuple[list[list[str]], dict[str, Any], list[str]]:
+    """(models per case, metadata of the models to run, wanted models the server does not list)."""
     backend = opts.value("backend")
     all_models, listing = await list_models(session, backend, opts.base_url, opts.value("timeout_s"))
-    per_case = [case_models(c, opts.value("models"), opts.cli_models, all_models) for c in opts.cases]
+    per_case = [case_models(c, opts.value("models"), opts.cli_models, all_models, backend) for c in opts.cases]
     wanted = list(dict.fromkeys(m for ms in per_case for m in ms))
+    listed = [m.get("name") or m.get("model") or m.get("id") or ""
+              for m in (listing or {}).get("models" if backend.startswith("ollama") else "data") or []]
+    missing = missing_models(wanted, listed, backend) if listing is not None else []
     meta = {}
     for m in wanted:
-        meta[m] = await fetch_model_meta(session, backend, opts.base_url, m, listing, opts.value("timeout_s"))
-    return per_case, meta
+        if m not in missing:
+            meta[m] = await fetch_model_meta(session, backend, opts.base_url, m, listing, opts.value("timeout_s"))
+    return per_case, meta, missing
 
 
-def _previous_state(opts: BatchOptions) -> tuple[set[str], list[dict[str, Any]] | None]:
-    """(ids finished in the existing recording, the cases of its last batch.start)."""
+def _previous_state(opts: BatchOptions) -> set:
+    """Identities of the requests finished in the existing recording."""
     path = opts.batch.stream
     if not (path.exists() and path.stat().st_size > 0):
-        return set(), None
-    items = list(RecordingReader(path))
-    starts = [p for t, p in items if t == BATCH_START]
-    return finished_rids(items), (starts[-1].get("cases") if starts else None)
+        return set()
+    return finished_keys(RecordingReader(path), opts.value("backend"))
+
+
+def _job_key(opts: BatchOptions, job: Job):
+    return request_key(job.model, case_hash(opts.cases[job.case]), job.load, job.run, opts.value("backend"))
+
+
+def _has_started(stream: Path) -> bool:
+    """Whether a recording holds a batch.start (a header and telemetry alone are not a batch)."""
+    if not (stream.exists() and stream.stat().st_size > 0):
+        return False
+    return any(t == BATCH_START for t, _ in RecordingReader(stream))
+
+
+def _undo_empty_start(opts: BatchOptions, wrote_config: bool) -> None:
+    """A start that sent no request leaves nothing behind that would block running it again."""
+    b = opts.batch
+    if b.stream.exists() and not _has_started(b.stream):
+        b.stream.unlink()
+    if wrote_config and b.config_json.exists():
+        b.config_json.unlink()
+    for d in (b.raw, b.texts, b.summary, b.plots) + ((b.root,) if opts.created_dir else ()):
+        try:
+            d.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
+def print_plan(opts: BatchOptions, jobs: list[Job], per_model_warmup: list[str], missing: list[str],
+               check_note: str | None) -> None:
+    """--dry-run: the whole plan (or a count and the first lines), warm-ups and missing models."""
+    lines = [f"warm-up  {m}" for m in per_model_warmup] + [f"request  {j.rid}" for j in jobs]
+    out = {"settings": opts.settings, "base_url": opts.base_url,
+           "cases": len(opts.cases), "requests": len(jobs), "warmups": len(per_model_warmup),
+           "cases_source": opts.extra_config.get("cases_source")}
+    if opts.extra_config.get("fallback"):
+        out["fallback"] = opts.extra_config["fallback"]
+    print(json.dumps(out, ensure_ascii=False, indent=1, default=str))
+    print(f"plan ({len(lines)} line(s)):")
+    for line in lines[:DRY_RUN_LINES]:
+        print("  " + line)
+    if len(lines) > DRY_RUN_LINES:
+        print(f"  … and {len(lines) - DRY_RUN_LINES} more")
+    if check_note:
+        print(f"models: not checked ({check_note})")
+    elif missing:
+        print(f"MISSING on the server (would be skipped): {', '.join(missing)}")
+    else:
+        print("models: all found on the server")
+
+
+async def _probe(session: aiohttp.ClientSession, opts: BatchOptions) -> tuple[ServerKind, str | None]:
+    """(what the server is, why the backend cannot use it or None)."""
+    t = opts.value("timeout_s")
+    version = await get_json(session, "GET", opts.base_url + "/api/version", t)
+    models = None if version else await get_json(session, "GET", opts.base_url + "/v1/models", t)
+    server = classify(version, models)
+    return server, backend_problem(opts.value("backend"), server, opts.base_url)
 
 
 async def run_batch(opts: BatchOptions) -> int:
-    """Run the whole batch; returns the process exit code."""
-    batch = opts.batch.make()
-    batch_id = batch.root.name
-    done_before: set[str] = set()
+    """Run the whole batch; returns the process exit code (collector.outcome)."""
+    batch = opts.batch
+    batch_id = opts.batch_id or batch.root.name
+    done_before: set = set()
     if opts.resume:
-        done_before, prev_cases = _previous_state(opts)
-        if prev_cases is not None and [case_hash(c) for c in prev_cases] != [case_hash(c) for c in opts.cases]:
-            log.error("resume_cases_changed", path=str(batch.stream),
-                      fix="resume with the same test_cases.json / --tasks / --loads / --langs as the first run, "
-                          "or start a new batch")
-            return EXIT_SETTINGS
-    if not opts.resume and batch.stream.exists() and batch.stream.stat().st_size > 0:
+        done_before = _previous_state(opts)
+    elif not opts.dry_run and _has_started(batch.stream):
         log.error("batch_has_recording", path=str(batch.stream),
-                  fix="pass --resume to continue this batch, or choose a new --exp-dir / --out")
-        return EXIT_SETTINGS
-    snapshot = config_snapshot(opts)
-    tmp = batch.config_json.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(snapshot, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
-    tmp.replace(batch.config_json)
-
-    try:
-        rec = Recorder(batch.stream, opts.events_endpoint, opts.telemetry_endpoint, meta={"batch": batch_id},
-                       pub_curve=opts.pub_curve, sub_curve=opts.sub_curve)
-    except BusBindError as exc:
-        log.error("events_endpoint_unusable", error=str(exc),
-                  fix="is another collector running? pass a free --events-endpoint tcp://127.0.0.1:PORT")
-        return EXIT_SETTINGS
-    except BusSecurityError as exc:
-        log.error("events_endpoint_refused", error=str(exc),
-                  fix="keep --events-endpoint on 127.0.0.1, or pass --curve-secret to encrypt it")
+                  fix=f"continue it: {resume_command(batch.root)}; or choose a new --exp-dir / --out")
         return EXIT_SETTINGS
     tally = Tally()
-    started = False
+    started = wrote_config = False
+    rec: Recorder | None = None
     try:
-        try:
-            await asyncio.to_thread(rec.wait_heartbeat, opts.telemetry_wait_s)
-        except TelemetryTimeout as exc:
-            log.error("no_telemetry", error=str(exc))
-            return EXIT_TELEMETRY
+        if not opts.dry_run:
+            batch.make()
+            snapshot = config_snapshot(opts, batch_id)
+            if not (opts.resume and batch.config_json.exists()):  # a resume keeps the first start's file
+                tmp = batch.config_json.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(snapshot, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+                tmp.replace(batch.config_json)
+                wrote_config = not opts.resume
+            try:
+                rec = Recorder(batch.stream, opts.events_endpoint, opts.telemetry_endpoint, meta={"batch": batch_id},
+                               pub_curve=opts.pub_curve, sub_curve=opts.sub_curve)
+            except BusBindError as exc:
+                log.error("events_endpoint_unusable", error=str(exc),
+                          fix="is another collector running? pass a free --events-endpoint tcp://127.0.0.1:PORT")
+                return EXIT_SETTINGS
+            except BusSecurityError as exc:
+                log.error("events_endpoint_refused", error=str(exc),
+                          fix="keep --events-endpoint on 127.0.0.1, or pass --curve-secret to encrypt it")
+                return EXIT_SETTINGS
+            try:
+                await asyncio.to_thread(rec.wait_heartbeat, opts.telemetry_wait_s)
+            except TelemetryTimeout as exc:
+                log.error("no_telemetry", error=str(exc))
+                return EXIT_TELEMETRY
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         # A fresh connection per request: no request pays for reviving a keep-alive connection the
         # server already closed (llama.cpp's server closes them), so every window times the same work.
         connector = aiohttp.TCPConnector(force_close=True, limit=0)
         async with aiohttp.ClientSession(timeout=timeout, read_bufsize=1 << 20, connector=connector) as session:
             try:
-                version = await server_version(session, opts.value("backend"), opts.base_url, opts.value("timeout_s"))
-                per_case, models_meta = await _resolve_models(session, opts)
+                opts.server, problem = await _probe(session, opts)
+                if problem is not None:
+                    log.error("wrong_server", base_url=opts.base_url, backend=opts.value("backend"), error=problem)
+                    return EXIT_CONNECTION
+                per_case, models_meta, missing = await _resolve_models(session, opts)
             except aiohttp.ClientConnectorError as exc:
-                log.error("server_unreachable", error=F.connection_hint(opts.base_url, str(exc.os_error or exc)))
+                hint = F.connection_hint(opts.base_url, str(exc.os_error or exc))
+                if opts.dry_run:
+                    per_case = [case_models(c, opts.value("models"), opts.cli_models, ["all"], opts.value("backend"))
+                                for c in opts.cases]
+                    jobs = plan_jobs(batch_id, opts.cases, per_case, opts.value("runs"))
+                    print_plan(opts, jobs, [], [], f"server unreachable: {hint}")
+                    return EXIT_OK
+                log.error("server_unreachable", error=hint)
                 return EXIT_CONNECTION
             except ServerUnusable as exc:
                 log.error("server_unusable", base_url=opts.base_url, error=str(exc),
@@ -194,34 +266,59 @@ async def run_batch(opts: BatchOptions) -> int:
                           fix="pull a model (`ollama pull gemma3:4b`) or name models with --models")
                 return EXIT_SETTINGS
             jobs = plan_jobs(batch_id, opts.cases, per_case, opts.value("runs"))
-            todo = [j for j in jobs if j.rid not in done_before]
-            rec.emit(BatchStart(batch=batch_id, config=snapshot, cases=opts.cases, models=models_meta,
-                                backend=opts.value("backend"), base_url=opts.base_url, server_version=version,
-                                planned=len(jobs), resumed=bool(opts.resume), already_done=len(jobs) - len(todo)),
-                     flush=True)
+            if missing:
+                log.error("models_missing", models=missing, base_url=opts.base_url,
+                          fix=_missing_fix(opts.value("backend"), missing),
+                          effect=f"their {sum(j.model in missing for j in jobs)} request(s) are skipped")
+            warmups = [m for m in models_meta if opts.value("warmup")]
+            if opts.dry_run:
+                print_plan(opts, jobs, warmups, missing, None)
+                return EXIT_OK
+            todo = [j for j in jobs if _job_key(opts, j) not in done_before]
+            tally.planned, tally.already_done = len(jobs), len(jobs) - len(todo)
+            skipped = [j for j in todo if j.model in missing]
+            tally.skipped += len(skipped)
+            todo = [j for j in todo if j.model not in missing]
+            rec.emit(BatchStart(batch=batch_id, config={k: v for k, v in snapshot.items() if k != "cases"},
+                                cases=opts.cases, models=models_meta, backend=opts.value("backend"),
+                                base_url=opts.base_url, server_version=opts.server.version,
+                                server=opts.server.flavor or opts.server.kind, planned=len(jobs),
+                                resumed=bool(opts.resume), already_done=tally.already_done,
+                                missing_models=missing or None), flush=True)
             started = True
             log.info("batch_start", batch=batch_id, planned=len(jobs), todo=len(todo), models=list(models_meta),
-                     base_url=opts.base_url, backend=opts.value("backend"))
+                     base_url=opts.base_url, backend=opts.value("backend"), server=opts.server.flavor)
             await _run_matrix(session, rec, opts, todo, models_meta, tally)
     except asyncio.CancelledError:
         tally.interrupted = True
         log.warning("batch_interrupted", batch=batch_id)
     finally:
-        if started:
-            rec.emit(BatchEnd(batch=batch_id, requests=tally.requests, ok=tally.ok, failed=tally.failed,
-                              skipped=tally.skipped, interrupted=tally.interrupted or tally.fatal is not None,
-                              telemetry_received=rec.telemetry_received,
-                              telemetry_dropped={"oversize": rec.inbox.dropped_oversize,
-                                                 "invalid": rec.inbox.dropped_invalid}), flush=True)
-        rec.close()
-    log.info("batch_end", batch=batch_id, dir=str(batch.root), requests=tally.requests, ok=tally.ok,
+        if rec is not None:
+            if started:
+                rec.emit(BatchEnd(batch=batch_id, requests=tally.requests, ok=tally.ok, failed=tally.failed,
+                                  skipped=tally.skipped, interrupted=tally.interrupted or tally.fatal is not None,
+                                  telemetry_received=rec.telemetry_received,
+                                  telemetry_dropped={"oversize": rec.inbox.dropped_oversize,
+                                                     "invalid": rec.inbox.dropped_invalid}), flush=True)
+            rec.close()
+        if not started and not opts.dry_run:
+            _undo_empty_start(opts, wrote_config)
+    if not started:
+        return EXIT_INTERRUPTED if tally.interrupted else EXIT_OK
+    log.info("batch_end", batch=batch_id, dir=str(batch.root), planned=tally.planned, ok=tally.ok_total,
              failed=tally.failed, skipped=tally.skipped, interrupted=tally.interrupted,
-             telemetry_messages=rec.telemetry_received)
-    if tally.interrupted:
-        return EXIT_INTERRUPTED
+             telemetry_messages=rec.telemetry_received if rec else 0)
     if opts.analyze:
+        # an interrupted batch is analysed too: what finished is usable now (marked partial)
         run_analyzer(batch.root, opts.analyzer_args)
-    return EXIT_CONNECTION if tally.fatal else EXIT_OK
+    print(closing_line(tally, batch.root), file=sys.stderr, flush=True)
+    return exit_code(tally)
+
+
+def _missing_fix(backend: str, missing: list[str]) -> str:
+    if backend.startswith("ollama"):
+        return " ; ".join(f"ollama pull {m}" for m in missing) + " (or fix the names)"
+    return "load them in the server, or use a name from its GET /v1/models list"
 
 
 async def _run_matrix(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOptions, todo: list[Job],
@@ -232,7 +329,8 @@ async def _run_matrix(session: aiohttp.ClientSession, rec: Recorder, opts: Batch
     bar = tqdm(total=len(todo), desc="requests", unit="req", disable=not opts.progress or None, file=sys.stderr,
                dynamic_ncols=True)
     sem = asyncio.Semaphore(opts.value("concurrency"))
-    if opts.value("warmup") and str(opts.value("keep_alive")) in ("0", "0s", "0m"):
+    if opts.value("warmup") and opts.value("backend").startswith("ollama") \
+            and str(opts.value("keep_alive")) in ("0", "0s", "0m"):
         log.warning("warmup_with_keepalive_0", keep_alive=opts.value("keep_alive"),
                     note="the model unloads after every request, so each timed request is cold anyway; "
                          "use --keepalive 5m to measure warm requests")

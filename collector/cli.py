@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from collector.backends import BACKENDS, normalize_base_url
-from collector.batch_run import EXIT_INTERRUPTED, EXIT_SETTINGS, BatchOptions, run_batch
-from collector.plan import case_models, plan_jobs
+from collector.batch_run import BatchOptions, run_batch
+from collector.outcome import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_SETTINGS
+from collector.resume import resume_inputs
 from collector.retry import RetryPolicy
 from collector.settings import SettingsError, load_test_cases, read_config_py, resolve_settings
 from collector.tasks import LANGS, LOADS, TASKS, builtin_cases
@@ -36,7 +37,9 @@ log = get_logger("collector.cli")
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m collector", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="exit codes:\n" + EXIT_CODES_HELP + "\n\nwatch requests live: "
+                                        "python -m telemetry.tail --requests")
     g = ap.add_argument_group("batch and files")
     g.add_argument("--exp-dir", "--exp_dir", dest="exp_dir", type=Path,
                    help="batch directory; its test_cases.json and config.py are read when present")
@@ -51,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                    help="validate files and print the resolved settings and request matrix; send nothing")
     g.add_argument("--resume", action="store_true",
-                   help="continue a batch: skip requests whose successful req.end is already in the recording")
+                   help="continue the --exp-dir batch with the settings and cases saved at its first start "
+                        "(config.json): requests whose successful req.end is in the recording are skipped")
     m = ap.add_argument_group("matrix")
     m.add_argument("--models", nargs="+", help='model names, or "all" (every local generating model on the server)')
     m.add_argument("--tasks", nargs="+", choices=TASKS, help="built-in tasks to run (default: all four)")
@@ -78,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "openai: http://127.0.0.1:8080)")
     s.add_argument("--timeout", dest="timeout_s", type=float, help="seconds one request attempt may take before it is failed (default 600)")
     s.add_argument("--concurrency", type=int, help="parallel streams per model, for load sweeps (default 1)")
+    s.add_argument("--prompt-cache", "--prompt_cache", dest="prompt_cache", choices=("off", "on"),
+                   help="let llama.cpp's server reuse the KV cache of an earlier identical prompt (default off: "
+                        "repeated runs each pay their own prefill; cached prompt tokens are recorded either way)")
     s.add_argument("--retries", type=int, default=4, help="503 busy retries with doubling back-off (default 4)")
     s.add_argument("--backoff", type=float, default=0.5, help="first busy back-off in seconds (default 0.5)")
     b = ap.add_argument_group("bus and recording")
@@ -102,81 +109,122 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("models", "tasks", "loads", "langs", "runs", "max_tokens", "temperature", "top_p", "num_ctx", "seed",
-            "keep_alive", "warmup", "think", "backend", "base_url", "timeout_s", "concurrency")
+            "keep_alive", "warmup", "think", "backend", "base_url", "timeout_s", "concurrency", "prompt_cache")
     return {k: getattr(args, k) for k in keys}
 
 
 def load_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """(settings with sources, cases, extra config facts). Raises SettingsError unless falling back."""
+    """(settings with sources, cases, extra config facts). Raises SettingsError for a bad file unless
+    --use-default-on-error, which replaces only the file that is bad (config.py by the defaults, a
+    case file by the built-in set) and keeps the good one."""
     exp_dir: Path | None = args.exp_dir
     cases_file = args.cases_file or (exp_dir / "test_cases.json" if exp_dir and (exp_dir / "test_cases.json").is_file()
                                      else None)
     config_file = args.exp_config or (exp_dir / "config.py" if exp_dir and (exp_dir / "config.py").is_file() else None)
     extra: dict[str, Any] = {}
-    cli = _cli_settings(args)
+    fallback: dict[str, str] = {}
+
+    def bad_file(path: Path, exc: SettingsError, instead: str) -> None:
+        if not args.use_default_on_error:
+            raise exc
+        log.warning("bad_file_replaced", file=str(path), reason=str(exc), instead=instead, flag="--use-default-on-error")
+        fallback[str(path)] = f"{exc} -> {instead}"
+
     config_py = None
-    try:
-        if config_file is not None:
+    if config_file is not None:
+        try:
             config_py = read_config_py(config_file, warn=log.warning)
             extra["config_py"] = str(config_file)
-        settings = resolve_settings(cli, config_py)
-        if cases_file is not None:
+        except SettingsError as exc:
+            bad_file(config_file, exc, "defaults for its settings")
+    settings = resolve_settings(_cli_settings(args), config_py)
+    cases = None
+    if cases_file is not None:
+        try:
             cases = load_test_cases(cases_file)
             extra["cases_source"] = str(cases_file)
-        else:
-            cases = builtin_cases(settings["tasks"]["value"], settings["loads"]["value"], settings["langs"]["value"])
-            extra["cases_source"] = "builtin"
-    except SettingsError as exc:
-        if not args.use_default_on_error:
-            raise
-        log.warning("using_builtin_tasks", reason=str(exc), flag="--use-default-on-error")
-        # keep valid CLI values; drop the broken file entirely
-        settings = resolve_settings({k: v for k, v in cli.items() if v is not None}, None)
+        except SettingsError as exc:
+            bad_file(cases_file, exc, "the built-in task set")
+    if cases is None:
         cases = builtin_cases(settings["tasks"]["value"], settings["loads"]["value"], settings["langs"]["value"])
-        extra = {"cases_source": "builtin", "fallback": {"reason": str(exc), "flag": "--use-default-on-error"}}
+        extra["cases_source"] = "builtin"
+    if fallback:
+        extra["fallback"] = {"flag": "--use-default-on-error", "files": fallback}
     return settings, cases, extra
+
+
+def _cases_from(args: argparse.Namespace) -> str:
+    """What chose this command line's cases, for a resume that must not change them ("" = default)."""
+    if args.cases_file:
+        return f"--cases-file {args.cases_file}"
+    if args.exp_dir and (args.exp_dir / "test_cases.json").is_file():
+        return str(args.exp_dir / "test_cases.json")
+    flags = [f"--{k} {' '.join(getattr(args, k))}" for k in ("tasks", "loads", "langs") if getattr(args, k)]
+    return " ".join(flags)
+
+
+def _resume(args: argparse.Namespace, settings, cases, extra) -> tuple[dict, list, dict, str | None]:
+    """The batch's own saved settings, cases and id (config.json), checked against this command line."""
+    saved_path = args.exp_dir / "config.json"
+    if not saved_path.is_file():
+        log.warning("resume_without_config", path=str(saved_path),
+                    note="no saved settings: resuming with this command line's settings")
+        return settings, cases, extra, None
+    try:
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"{saved_path}: cannot read the batch's saved settings ({exc}); restore it, or start "
+                            "a new batch") from exc
+    settings, cases = resume_inputs(saved, settings, cases, _cases_from(args), str(saved_path))
+    extra = {k: saved[k] for k in ("cases_source", "config_py", "fallback", "cli_models") if k in saved}
+    return settings, cases, extra, saved.get("batch")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, json=args.log_json)
+    if args.exp_dir is not None and not args.exp_dir.is_dir():
+        log.error("exp_dir_missing", exp_dir=str(args.exp_dir),
+                  fix="check the path; to start a batch there, create the directory first (with its test_cases.json "
+                      "/ config.py if any); for a new auto-named batch use --out PARENT")
+        return EXIT_SETTINGS
+    if args.resume and args.exp_dir is None:
+        log.error("resume_needs_exp_dir", fix="pass --exp-dir DIR: the batch directory to continue")
+        return EXIT_SETTINGS
+    batch_id = None
     try:
         settings, cases, extra = load_inputs(args)
+        if args.resume:
+            settings, cases, extra, batch_id = _resume(args, settings, cases, extra)
     except SettingsError as exc:
-        log.error("bad_settings", error=str(exc), fix="fix the file, or pass --use-default-on-error to run the built-in tasks")
+        log.error("bad_settings", error=str(exc),
+                  fix="fix the file or flag; --use-default-on-error replaces a bad file by the defaults")
         return EXIT_SETTINGS
     backend = settings["backend"]["value"]
     base_url = normalize_base_url(settings["base_url"]["value"], backend)
-    if args.dry_run:
-        models = settings["models"]["value"]
-        per_case = [case_models(c, models, args.models is not None, ["all"]) for c in cases]
-        jobs = plan_jobs("DRY-RUN", cases, per_case, settings["runs"]["value"])
-        print(json.dumps({"settings": settings, "base_url": base_url, **extra, "cases": len(cases),
-                          "requests": len(jobs), "rids": [j.rid for j in jobs][:50]},
-                         ensure_ascii=False, indent=1, default=str))
-        return 0
     if args.exp_dir is not None:
         batch = BatchDir(args.exp_dir)
     else:
         batch = new_batch_dir(args.out or Path("data"))
-    pub_curve = sub_curve = None
     try:
         keys = curve_keys(args)
     except BusSecurityError as exc:
         log.error("bad_curve_keys", error=str(exc))
         return EXIT_SETTINGS
+    pub_curve = sub_curve = None
     if keys is not None:
         # encrypt our own PUB only off loopback, where bind_pub demands it
         pub_curve = None if is_loopback(args.events_endpoint or events_endpoint()) else keys
         sub_curve = keys if keys.server_public else None
     opts = BatchOptions(
-        batch=batch, settings=settings, cases=cases, cli_models=args.models is not None, base_url=base_url,
+        batch=batch, settings=settings, cases=cases,
+        cli_models=bool(extra.pop("cli_models", args.models is not None)), base_url=base_url,
         events_endpoint=args.events_endpoint or events_endpoint(),
         telemetry_endpoint=None if args.no_telemetry else (args.telemetry_endpoint or telemetry_endpoint()),
         telemetry_wait_s=args.telemetry_wait, resume=args.resume, analyze=not args.no_analyze,
         progress=not args.no_progress, analyzer_args=shlex.split(args.analyzer_args), pub_curve=pub_curve,
         sub_curve=sub_curve, policy=RetryPolicy(busy_retries=args.retries, backoff_s=args.backoff),
-        extra_config=extra)
+        extra_config=extra, batch_id=batch_id, dry_run=args.dry_run, created_dir=args.exp_dir is None)
     try:
         return asyncio.run(_main_with_signals(opts))
     except KeyboardInterrupt:

@@ -89,7 +89,7 @@ class ServerUnusable(RuntimeError):
     """The server answered its metadata endpoint with something that is not HTTP/JSON, or not in time."""
 
 
-async def _get_json(session: aiohttp.ClientSession, method: str, url: str, timeout_s: float,
+async def get_json(session: aiohttp.ClientSession, method: str, url: str, timeout_s: float,
                     **kw) -> dict[str, Any] | None:
     """JSON body of a 200 answer, else None (metadata is best-effort).
 
@@ -116,13 +116,13 @@ async def list_models(session: aiohttp.ClientSession, backend: str, base_url: st
                       timeout_s: float) -> tuple[list[str], dict[str, Any] | None]:
     """(usable model names, the raw listing) — what "all" means for this server."""
     if backend == "openai":
-        listing = await _get_json(session, "GET", base_url + "/v1/models", timeout_s)
+        listing = await get_json(session, "GET", base_url + "/v1/models", timeout_s)
         return [m["id"] for m in (listing or {}).get("data") or [] if m.get("id")], listing
-    listing = await _get_json(session, "GET", base_url + "/api/tags", timeout_s)
+    listing = await get_json(session, "GET", base_url + "/api/tags", timeout_s)
     names = []
     for name in local_generators(listing or {}):
         # older servers list no capabilities in /api/tags: ask /api/show before running an embedder
-        show = await _get_json(session, "POST", base_url + "/api/show", timeout_s, json={"model": name})
+        show = await get_json(session, "POST", base_url + "/api/show", timeout_s, json={"model": name})
         caps = (show or {}).get("capabilities")
         if isinstance(caps, list) and "embedding" in caps and "completion" not in caps:
             continue
@@ -134,12 +134,5 @@ async def fetch_model_meta(session: aiohttp.ClientSession, backend: str, base_ur
                            listing: dict[str, Any] | None, timeout_s: float) -> dict[str, Any]:
     if backend == "openai":
         return model_meta_from_openai(name, listing)
-    show = await _get_json(session, "POST", base_url + "/api/show", timeout_s, json={"model": name})
+    show = await get_json(session, "POST", base_url + "/api/show", timeout_s, json={"model": name})
     return model_meta_from_ollama(name, listing, show)
-
-
-async def server_version(session: aiohttp.ClientSession, backend: str, base_url: str, timeout_s: float) -> str | None:
-    if backend == "openai":
-        return None
-    data = await _get_json(session, "GET", base_url + "/api/version", timeout_s)
-    return (data or {}).get("version")

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from collector.backends import Params
-from shared.messages import REQ_END
+from shared.messages import REQ_END, REQ_START
 
 
 @dataclass(frozen=True)
@@ -28,15 +28,31 @@ def warmup_rid(batch: str, model: str) -> str:
     return f"{batch}/{model}/warmup/-/0"
 
 
-def case_models(case: dict[str, Any], batch_models: list[str], cli_models: bool, all_models: list[str]) -> list[str]:
-    """Models a case runs on: explicit --models win, else the case's own list, else the batch list."""
+def model_id(name: str, backend: str) -> str:
+    """One identity per model: Ollama treats ``x`` and ``x:latest`` as the same model."""
+    name = name.strip()
+    if backend.startswith("ollama") and ":" not in name.rsplit("/", 1)[-1]:
+        return name + ":latest"
+    return name
+
+
+def case_models(case: dict[str, Any], batch_models: list[str], cli_models: bool, all_models: list[str],
+                backend: str = "ollama") -> list[str]:
+    """Models a case runs on: explicit --models win, else the case's own list, else the batch list;
+    "all" is every model the server lists. Names are normalised and de-duplicated."""
     spec: Any = batch_models if cli_models or "models" not in case else case["models"]
     if spec == "all" or spec == ["all"]:
-        return list(all_models)
+        spec = list(all_models)
     out = []
     for m in spec:
         out.extend(all_models if m == "all" else [m])
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(model_id(m, backend) for m in out))
+
+
+def missing_models(wanted: Iterable[str], listed: Iterable[str], backend: str) -> list[str]:
+    """The wanted models the server does not list (by identity)."""
+    have = {model_id(m, backend) for m in listed}
+    return [m for m in wanted if model_id(m, backend) not in have]
 
 
 def plan_jobs(batch: str, cases: list[dict[str, Any]], models_per_case: list[list[str]], runs: int) -> list[Job]:
@@ -53,9 +69,26 @@ def plan_jobs(batch: str, cases: list[dict[str, Any]], models_per_case: list[lis
     return jobs
 
 
-def finished_rids(messages: Iterable[tuple[str, dict[str, Any]]]) -> set[str]:
-    """Request ids with a successful ``req.end`` in a recording (what ``--resume`` skips)."""
-    return {p["rid"] for topic, p in messages if topic == REQ_END and p.get("ok") is True and "rid" in p}
+RequestKey = tuple[str, str, str, int]  # (model, case content hash, load, run)
+
+
+def request_key(model: str, case_hash: str, load: str, run: int, backend: str) -> RequestKey:
+    """A request's identity: what was asked of which model, not the directory it was recorded in."""
+    return (model_id(model, backend), case_hash, load, run)
+
+
+def finished_keys(messages: Iterable[tuple[str, dict[str, Any]]], backend: str) -> set[RequestKey]:
+    """Identities of the requests with a successful ``req.end`` in a recording (what ``--resume`` skips)."""
+    starts: dict[str, dict[str, Any]] = {}
+    done: set[RequestKey] = set()
+    for topic, p in messages:
+        if topic == REQ_START and not p.get("warmup"):
+            starts[p.get("rid")] = p
+        elif topic == REQ_END and p.get("ok") is True and p.get("rid") in starts:
+            s = starts[p["rid"]]
+            if all(isinstance(s.get(k), str) for k in ("model", "case_hash", "load")) and isinstance(s.get("run"), int):
+                done.add(request_key(s["model"], s["case_hash"], s["load"], s["run"], backend))
+    return done
 
 
 def params_for(case: dict[str, Any], settings: dict[str, dict[str, Any]]) -> Params:
@@ -68,6 +101,10 @@ def params_for(case: dict[str, Any], settings: dict[str, dict[str, Any]]) -> Par
 
     think = case.get("think", settings["think"]["value"]) if settings["think"]["source"] != "cli" \
         else settings["think"]["value"]
-    return Params(temperature=pick("temperature"), top_p=pick("top_p"), num_ctx=pick("num_ctx"),
-                  max_tokens=pick("max_tokens"), seed=pick("seed"), keep_alive=settings["keep_alive"]["value"],
-                  think={"on": True, "off": False}.get(think), options=dict(case.get("options") or {}))
+    ollama = settings["backend"]["value"].startswith("ollama")
+    # only what the backend sends: OpenAI-compatible servers take no num_ctx, keep_alive or think
+    return Params(temperature=pick("temperature"), top_p=pick("top_p"), num_ctx=pick("num_ctx") if ollama else None,
+                  max_tokens=pick("max_tokens"), seed=pick("seed"),
+                  keep_alive=settings["keep_alive"]["value"] if ollama else None,
+                  think={"on": True, "off": False}.get(think) if ollama else None,
+                  options=dict(case.get("options") or {}))

@@ -29,6 +29,7 @@ class RequestResult:
     error: str | None = None
     error_kind: str | None = None
     params: dict[str, Any] = field(default_factory=dict)  # what the last attempt actually sent
+    served_model: str | None = None  # the model name the server put in its answer
 
     @property
     def fatal(self) -> bool:
@@ -107,4 +108,4 @@ async def run_request(session: aiohttp.ClientSession, backend: str, base_url: st
             kind = F.BAD_RESPONSE  # only a retry signal; the contract's kinds do not include it
         return RequestResult(ok=att.ok, text="".join(att.text), thinking="".join(att.thinking), api=att.api,
                              client=client, error=att.error, error_kind=None if att.ok else kind,
-                             params=retrier.params.as_dict())
+                             params=retrier.params.as_dict(), served_model=att.served_model)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from collector.backends import BACKENDS
 from collector.tasks import LANGS, LOADS, TASKS
-from shared.tasks import TASK_ALIASES
+from shared.tasks import TASK_ALIASES, canonical_task
 
 
 class SettingsError(ValueError):
@@ -39,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "base_url": None,
     "timeout_s": 600.0,
     "concurrency": 1,
+    "prompt_cache": "off",
 }
 
 # config.py names (the seed's spellings first) -> setting key
@@ -47,7 +49,7 @@ CONFIG_PY_NAMES = {
     "KEEPALIVE": "keep_alive", "KEEP_ALIVE": "keep_alive", "WARMUP": "warmup", "RUNS": "runs",
     "MAX_TOKENS": "max_tokens", "MODELS": "models", "TASKS": "tasks", "LOADS": "loads", "LANGS": "langs",
     "THINK": "think", "BACKEND": "backend", "BASE_URL": "base_url", "TIMEOUT": "timeout_s",
-    "CONCURRENCY": "concurrency",
+    "CONCURRENCY": "concurrency", "PROMPT_CACHE": "prompt_cache",
 }
 
 
@@ -102,6 +104,12 @@ def check_value(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise fail("a URL string such as http://127.0.0.1:11434")
         return value
+    if key == "prompt_cache":
+        if value in (True, "on"):
+            return "on"
+        if value in (False, "off"):
+            return "off"
+        raise fail('"on" or "off"')
     if key == "timeout_s":
         if not _is_num(value) or value <= 0:
             raise fail("a positive number of seconds")
@@ -227,10 +235,14 @@ def load_test_cases(path: Path) -> list[dict[str, Any]]:
         if not isinstance(prompt, str) or not prompt.strip():
             raise SettingsError(f'{where}: field "prompt" must be a non-empty string')
         task_type = item.get("task_type", item.get("task"))
-        if not isinstance(task_type, str) or task_type.strip().lower() not in TASK_ALIASES:
-            raise SettingsError(f'{where}: field "task_type" = {task_type!r} is unknown; use one of '
-                                f'{", ".join(sorted(TASK_ALIASES))}')
-        case: dict[str, Any] = {"task": TASK_ALIASES[task_type.strip().lower()], "task_type": task_type,
+        # the four known tasks (and the seed's spellings) get their quality checks; any other task
+        # type runs too and gets text statistics (docs/quality.md)
+        task = canonical_task(task_type) if isinstance(task_type, str) else ""
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", task):
+            raise SettingsError(f'{where}: field "task_type" = {task_type!r}: give a name of letters, digits, '
+                                f'"_", "-" or "." ({", ".join(sorted(set(TASK_ALIASES.values())))} get quality '
+                                "checks; any other name gets text statistics)")
+        case: dict[str, Any] = {"task": task, "task_type": task_type,
                                 "prompt": prompt, "source": "test_cases.json", "index_in_file": i}
         sources: dict[str, str] = {}
         if "model" in item:

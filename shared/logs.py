@@ -1,10 +1,27 @@
-"""structlog set-up shared by every entry point: key=value lines (or JSON) on stderr, UTF-8."""
+"""structlog set-up shared by every entry point: key=value lines (or JSON) on stderr, UTF-8.
+
+Lines go out through ``tqdm.write``, which lifts any progress bar on stderr, prints the line and
+redraws the bar: a log line never lands in the middle of a bar."""
 from __future__ import annotations
 
 import logging
 import sys
 
 import structlog
+
+
+class _BarSafeLogger:
+    """A structlog logger printing each rendered line above the progress bars (tqdm.write)."""
+
+    def __init__(self, file):
+        self._file = file
+
+    def msg(self, message: str) -> None:
+        from tqdm import tqdm  # here, not at import: the daemon and tools log rarely
+
+        tqdm.write(message, file=self._file)
+
+    debug = info = warning = warn = error = critical = exception = fatal = failure = err = log = msg
 
 
 def configure_logging(level: str = "info", json: bool = False) -> None:
@@ -27,7 +44,7 @@ def configure_logging(level: str = "info", json: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *_: _BarSafeLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
 

@@ -347,6 +347,8 @@ class ReqEnd(Body):
     client: ClientMetrics | None = _k("the collector's timings (see ClientMetrics)")
     params: dict[str, Any] | None = _k("parameters finally sent, when an out-of-memory retry changed them")
     warmup: bool | None = _k("true for a warm-up request")
+    served_model: str | None = _k("the model name the server reported in its answer (compare with req.start "
+                                  "`model`)")
 
 
 @dataclass(kw_only=True)
@@ -362,6 +364,8 @@ class BatchStart(Body):
     backend: str | None = _k("`ollama` | `openai`")
     base_url: str | None = _k("the LLM server's address")
     server_version: str | None = _k("the server's version, where it says")
+    server: str | None = _k("what the start-up probe found: `ollama`, `llamacpp`, `vllm`, ... or `openai`")
+    missing_models: list[str] | None = _k("requested models the server does not list (their requests are skipped)")
     planned: int | None = _k("requests in the matrix")
     resumed: bool | None = _k("true when this start resumes an earlier one")
     already_done: int | None = _k("requests finished before this start")

@@ -3,6 +3,7 @@
     python -m telemetry.tail                 # table, refreshed twice a second
     python -m telemetry.tail --json --count 20
     python -m telemetry.tail --duration 10 --endpoint tcp://127.0.0.1:5556
+    python -m telemetry.tail --requests      # one line per request event of a running batch
 
 Attach and detach at any time; the daemon never waits for it.
 """
@@ -14,10 +15,10 @@ import sys
 import time
 from typing import Any
 
-from shared.bus import Inbox
-from shared.logs import get_logger
-from shared.messages import TEL_GPU, TEL_HB, TEL_HOST
+from shared.bus import Inbox, events_endpoint
 from shared.cli import add_subscriber_args, subscription
+from shared.logs import get_logger
+from shared.messages import BATCH_END, BATCH_START, REQ_END, REQ_FIRST_TOKEN, REQ_START, TEL_GPU, TEL_HB, TEL_HOST
 
 log = get_logger("telemetry.tail")
 
@@ -30,6 +31,30 @@ def _num(value: Any, fmt: str, scale: float = 1.0) -> str:
 def to_json_line(topic: str, payload: dict[str, Any]) -> str:
     """One JSON line ``{"topic": ..., **payload}`` (int map keys such as pids become strings)."""
     return json.dumps({"topic": topic, **payload}, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def request_line(topic: str, p: dict[str, Any]) -> str | None:
+    """One line per collector event (--requests), or None for other topics."""
+    rid = p.get("rid", "")
+    if topic == REQ_START:
+        return f"start  {rid}" + ("  (warm-up)" if p.get("warmup") else "")
+    if topic == REQ_FIRST_TOKEN:
+        return f"first  {rid}  {p.get('kind')}"
+    if topic == REQ_END:
+        c, api = p.get("client") or {}, p.get("api") or {}
+        head = "ok    " if p.get("ok") else "FAILED"
+        tail = (f"latency {_num(c.get('latency_s'), '.2f')} s  ttft {_num(c.get('first_token_s'), '.3f')} s  "
+                f"tokens {api.get('eval_count', api.get('completion_tokens', '-'))}")
+        if not p.get("ok"):
+            tail += f"  {p.get('error_kind')}: {p.get('error')}"
+        return f"{head} {rid}  {tail}"
+    if topic == BATCH_START:
+        return (f"batch  {p.get('batch')} started: {p.get('planned')} planned, {p.get('already_done', 0)} done before"
+                + (f", missing models {p['missing_models']}" if p.get("missing_models") else ""))
+    if topic == BATCH_END:
+        return (f"batch  {p.get('batch')} ended: ok {p.get('ok')} failed {p.get('failed')} skipped {p.get('skipped')}"
+                + ("  INTERRUPTED" if p.get("interrupted") else ""))
+    return None
 
 
 class TailState:
@@ -100,8 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print every message as one JSON line")
     ap.add_argument("--count", type=int, default=None, metavar="N", help="stop after N messages")
     ap.add_argument("--refresh-s", type=float, default=0.5, help="table refresh period (default 0.5 s)")
-    add_subscriber_args(ap, ["tel."], "topic prefixes (default: tel.)")
+    ap.add_argument("--requests", action="store_true",
+                    help="follow a batch instead: subscribe to the collector's events endpoint (default: "
+                         "GENAI_EVENTS_ENDPOINT or tcp://127.0.0.1:5557) and print a line per request event")
+    add_subscriber_args(ap, ["tel."], "topic prefixes (default: tel.; with --requests: req. batch.)")
     args = ap.parse_args(argv)
+    if args.requests:
+        args.endpoint = args.endpoint or [events_endpoint()]
+        if args.topics == ["tel."]:
+            args.topics = ["req.", "batch."]
     interactive = sys.stdout.isatty()
     state, inbox = TailState(), Inbox()
     end = time.monotonic() + args.duration if args.duration else None
@@ -116,13 +148,15 @@ def main(argv: list[str] | None = None) -> int:
                     state.update(*msg)
                     if args.json:
                         print(to_json_line(*msg), flush=True)
+                    elif args.requests and (line := request_line(*msg)) is not None:
+                        print(line, flush=True)
                     if args.count is not None and state.messages >= args.count:
                         break
-                if not args.json and time.monotonic() >= next_draw and state.messages:
+                if not (args.json or args.requests) and time.monotonic() >= next_draw and state.messages:
                     # ANSI clear-and-home on a terminal (Windows 10+ consoles understand it too).
                     print(("\x1b[H\x1b[J" if interactive else "\n") + state.render(), flush=True)
                     next_draw = time.monotonic() + args.refresh_s
-            if not args.json and state.messages:
+            if not (args.json or args.requests) and state.messages:
                 print(state.render(), flush=True)
         except BrokenPipeError:
             pass  # `| head` closed the pipe: not an error

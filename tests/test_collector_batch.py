@@ -4,6 +4,7 @@ import asyncio
 import signal
 import sys
 import time
+from collections import Counter
 
 import pytest
 from structlog.testing import capture_logs
@@ -14,7 +15,7 @@ from shared.bus import Inbox, Publisher, bind_pub, connect_sub
 from shared.messages import ReqStart
 from shared.recording import RecordingReader, read_recording
 from tests.conftest import ROOT, free_port
-from tests.stubs import ollama_stub, serve
+from tests.stubs import ollama_stub, openai_stub, serve
 from tests.test_collector_cli import by_topic, collector_env, run_collector
 
 pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
@@ -78,6 +79,7 @@ async def test_oom_degraded_values_kept_for_the_model(tmp_path):
 async def test_server_going_away_stops_the_batch_and_keeps_what_finished(tmp_path):
     app = ollama_stub.make_app(load_s=0.0, token_delay_s=0.02)
     stream = tmp_path / "b" / "raw" / "stream.msgpack"
+    (tmp_path / "b").mkdir()
     cm = serve(app)
     url = await cm.__aenter__()
     proc = await asyncio.create_subprocess_exec(
@@ -117,6 +119,7 @@ async def test_server_going_away_stops_the_batch_and_keeps_what_finished(tmp_pat
 async def test_sigterm_ends_the_batch_cleanly(tmp_path):
     app = ollama_stub.make_app(load_s=0.0)
     stream = tmp_path / "b" / "raw" / "stream.msgpack"
+    (tmp_path / "b").mkdir()
     async with serve(app) as url:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "collector", "--exp-dir", str(tmp_path / "b"), "--models", "hang", "--tasks", "qa",
@@ -150,9 +153,10 @@ def test_analyzer_failure_is_a_warning_with_the_command(tmp_path):
     assert warn[0]["run_later"] == f"python -m analyzer --batch {missing}"
 
 
-async def test_resume_refuses_changed_cases(tmp_path):
+async def test_resume_refuses_flags_that_contradict_the_saved_settings(tmp_path):
     app = ollama_stub.make_app(load_s=0.0)
     async with serve(app) as url:
+        (tmp_path / "b").mkdir()
         base = ["--exp-dir", str(tmp_path / "b"), "--models", "ok", "--loads", "short", "--langs", "en",
                 "--max-tokens", "4", "--base-url", url, "--no-telemetry", "--no-analyze", "--no-progress"]
         rc, log = await run_collector(*base, "--tasks", "qa")
@@ -160,10 +164,111 @@ async def test_resume_refuses_changed_cases(tmp_path):
         rc, log = await run_collector(*base, "--tasks", "qa")
         assert rc == 1 and "--resume" in log  # an existing recording is never overwritten
         rc, log = await run_collector(*base, "--tasks", "code", "--resume")
-        assert rc == 1 and "resume_cases_changed" in log
-        rc, log = await run_collector(*base, "--tasks", "qa", "--resume")
+        assert rc == 1 and "--tasks code (this batch was started with qa)" in log
+        rc, log = await run_collector(*base, "--tasks", "qa", "--resume", "--max-tokens", "9")
+        assert rc == 1 and "--max-tokens 9 (this batch was started with 4)" in log
+        rc, log = await run_collector(*base, "--tasks", "qa", "--resume")  # the same flags: fine
         assert rc == 0, log
     _, items, _ = read_recording(tmp_path / "b" / "raw" / "stream.msgpack")
     topics = by_topic(items)
     assert len(topics["req.end"]) == 1 and len(topics["batch.start"]) == 2
     assert topics["batch.end"][-1]["requests"] == 0
+
+
+async def test_resume_continues_with_the_batch_own_settings_even_renamed(tmp_path):
+    """Observed: a --runs 3 batch resumed without --runs finished with runs 2-3 never done; a renamed
+    batch re-ran everything. Now: interrupted, renamed, resumed with only --exp-dir and --resume."""
+    app = ollama_stub.make_app(load_s=0.0, token_delay_s=0.05)
+    async with serve(app) as url:
+        first = tmp_path / "first"
+        first.mkdir()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "collector", "--exp-dir", str(first), "--models", "ok", "--tasks", "qa",
+            "--loads", "short", "--langs", "en", "--runs", "3", "--max-tokens", "8", "--keepalive", "5m",
+            "--base-url", url, "--no-telemetry", "--no-analyze", "--no-progress", cwd=str(ROOT),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=collector_env())
+        stream = first / "raw" / "stream.msgpack"
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+                if stream.exists() and any(t == "req.end" for t, _ in RecordingReader(stream)):
+                    break
+            proc.send_signal(signal.SIGINT)  # Ctrl-C after the first request
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+        log = err.decode("utf-8", "replace")
+        assert proc.returncode == 130, log
+        assert f"python -m collector --exp-dir {first} --resume" in log and "batch INTERRUPTED" in log
+        moved = tmp_path / "renamed"
+        first.rename(moved)
+        rc, log = await run_collector("--exp-dir", str(moved), "--resume", "--base-url", url, "--no-telemetry",
+                                      "--no-analyze", "--no-progress")
+        assert rc == 0, log
+        assert "batch complete: planned 3 / ok 3" in log
+        rc, log = await run_collector("--exp-dir", str(moved), "--resume", "--base-url", url, "--no-telemetry",
+                                      "--no-analyze", "--no-progress")
+        assert rc == 0 and "(3 before this start)" in log, log  # nothing left: nothing re-run
+    _, items, _ = read_recording(moved / "raw" / "stream.msgpack")
+    topics = by_topic(items)
+    ok = Counter(p["rid"] for p in topics["req.end"] if p["ok"])
+    assert sorted(ok) == [f"first/ok:latest/000-qa/short/{r}" for r in (1, 2, 3)]  # one identity, the batch's own
+    assert set(ok.values()) == {1}
+    assert all(p["params"]["max_tokens"] == 8 for p in topics["req.start"])  # saved settings, not defaults
+
+
+async def test_a_start_that_sent_nothing_does_not_block_the_same_command(tmp_path):
+    """Server down at the first try: the same command works once it is up (no --resume needed)."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    port = free_port()
+    args = ["--exp-dir", str(exp), "--models", "ok", "--tasks", "qa", "--loads", "short", "--langs", "en",
+            "--max-tokens", "4", "--base-url", f"127.0.0.1:{port}", "--no-telemetry", "--no-analyze", "--no-progress"]
+    rc, log = await run_collector(*args)
+    assert rc == 3 and "Is the server running" in log
+    assert sorted(p.name for p in exp.iterdir()) == []  # no recording, no config.json left behind
+    async with serve(ollama_stub.make_app(load_s=0.0), port=port):
+        rc, log = await run_collector(*args)
+    assert rc == 0, log
+    assert (exp / "config.json").is_file()
+
+
+async def test_wrong_backend_is_named_with_the_fix(tmp_path):
+    """Observed: OLLAMA_HOST at an OpenAI-compatible server gave 'model not found, ollama pull' and exit 0;
+    --backend openai at Ollama gave a 405 per request. Now: one clear refusal before any request."""
+    async with serve(openai_stub.make_app("llamacpp")) as oai, serve(ollama_stub.make_app(load_s=0.0)) as oll:
+        rc, log = await run_collector("--out", str(tmp_path), "--models", "ok", "--no-telemetry", "--no-analyze",
+                                      env={"OLLAMA_HOST": oai.removeprefix("http://")})
+        assert rc == 3 and "looks like an OpenAI-compatible server (llamacpp)" in log and "--backend openai" in log
+        rc, log = await run_collector("--out", str(tmp_path), "--backend", "openai", "--base-url", oll,
+                                      "--models", "ok", "--no-telemetry", "--no-analyze")
+        assert rc == 3 and "looks like an Ollama server" in log and "--backend ollama" in log
+        # control: the right backend at each works, and an OpenAI base URL ending in /v1 is understood
+        rc, log = await run_collector("--out", str(tmp_path), "--backend", "openai", "--base-url", oai + "/v1",
+                                      "--models", "ok", "--tasks", "qa", "--loads", "short", "--langs", "en",
+                                      "--max-tokens", "4", "--no-telemetry", "--no-analyze", "--no-progress")
+        assert rc == 0, log
+    assert not [p for p in tmp_path.iterdir() if not any(p.rglob("stream.msgpack"))]  # refused starts left nothing
+
+
+async def test_openai_model_the_server_does_not_list_is_refused(tmp_path):
+    """Observed: --models gpt-4o was answered by SmolLM2 and stored as gpt-4o. Now it is refused up front;
+    what is run records the model name the server reports, and only what was sent is in params."""
+    async with serve(openai_stub.make_app("llamacpp")) as url:
+        rc, log = await run_collector("--out", str(tmp_path), "--backend", "openai", "--base-url", url,
+                                      "--models", "gpt-4o", "ok", "--tasks", "qa", "--loads", "short", "--langs", "en",
+                                      "--max-tokens", "4", "--keepalive", "5m", "--warmup", "--no-telemetry",
+                                      "--no-analyze", "--no-progress")
+    assert rc == 4, log
+    assert "models_missing" in log and "gpt-4o" in log and "GET /v1/models" in log
+    assert "warmup_with_keepalive_0" not in log
+    [batch] = list(tmp_path.iterdir())
+    topics = by_topic(read_recording(batch / "raw" / "stream.msgpack")[1])
+    assert {p["model"] for p in topics["req.start"]} == {"ok"}
+    assert all(e["served_model"] == "ok" for e in topics["req.end"])
+    for p in topics["req.start"]:
+        assert "keep_alive" not in p["params"] and "num_ctx" not in p["params"]  # never sent to /v1
+        assert p["params"]["cache_prompt"] is False  # llama.cpp: no KV-cache reuse across runs by default
+    assert topics["batch.start"][0]["server"] == "llamacpp"

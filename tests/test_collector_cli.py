@@ -112,7 +112,10 @@ async def test_batch_records_telemetry_and_every_request_event(stub, tmp_path):
                 "--loads", "short", "--langs", "en", "--runs", "2", "--max_tokens", "8", "--seed", "1234",
                 "--warmup", "--keepalive", "5m", "--base-url", url.removeprefix("http://"),
                 "--telemetry-endpoint", tel_ep, "--events-endpoint", ev_ep, "--no-analyze", "--no-progress")
-        assert rc == 0, log
+        # a model the server does not have: listed before the first request, its requests skipped, exit 4
+        assert rc == 4, log
+        assert log.index("models_missing") < log.index("request_done") and "ollama pull missing:latest" in log
+        assert "planned 12 / ok 8 / failed 0 / skipped 4" in log and "--resume" in log
         seen = []
         inbox = Inbox()
         while (msg := inbox.recv(events_sub, timeout_ms=200)) is not None:
@@ -133,7 +136,8 @@ async def test_batch_records_telemetry_and_every_request_event(stub, tmp_path):
     [bs] = topics["batch.start"]
     assert bs["batch"] == batch_dir.name and bs["backend"] == "ollama" and bs["base_url"] == url
     assert len(bs["cases"]) == 2 and bs["cases"][1]["expect"]["entry"] == "binary_search"
-    assert bs["models"]["ok"]["digest"] == ollama_stub.DIGEST and bs["models"]["ok"]["context_length"] == 32768
+    assert bs["models"]["ok:latest"]["digest"] == ollama_stub.DIGEST
+    assert bs["models"]["ok:latest"]["context_length"] == 32768 and bs["missing_models"] == ["missing:latest"]
     assert bs["config"]["settings"]["seed"] == {"value": 1234, "source": "cli"}
     assert bs["config"]["settings"]["temperature"]["source"] == "default"
 
@@ -141,10 +145,9 @@ async def test_batch_records_telemetry_and_every_request_event(stub, tmp_path):
     ends = {p["rid"]: p for p in topics["req.end"]}
     assert set(starts) == set(ends)
     timed = [r for r in starts if not starts[r]["warmup"]]
-    assert sorted(timed) == sorted(f"{batch_dir.name}/{m}/{c}/short/{r}" for m in ("ok", "think", "missing")
-                                   for c in ("000-qa", "001-code") for r in (1, 2)
-                                   if m != "missing")
-    assert sum(1 for p in starts.values() if p["warmup"]) == 3  # one per model, missing included
+    assert sorted(timed) == sorted(f"{batch_dir.name}/{m}:latest/{c}/short/{r}" for m in ("ok", "think")
+                                   for c in ("000-qa", "001-code") for r in (1, 2))
+    assert sum(1 for p in starts.values() if p["warmup"]) == 2  # one per model found on the server
     for rid, s in starts.items():
         assert REQ_START_KEYS <= set(s), rid
         e = ends[rid]
@@ -152,15 +155,15 @@ async def test_batch_records_telemetry_and_every_request_event(stub, tmp_path):
         assert s["t"] < e["t"]
         assert s["params"]["seed"] == 1234 and s["params"]["keep_alive"] == "5m"
     ok_ends = [e for e in ends.values() if e["ok"]]
-    assert len(ok_ends) == 10
+    assert len(ok_ends) == 10 == len(ends)
     for e in ok_ends:
         assert e["api"]["eval_count"] > 0 and e["client"]["first_token_s"] > 0
         assert all(starts[e["rid"]]["t"] < t <= e["t"] for t in e["client"]["chunk_t_ns"])
-    assert {e["error_kind"] for e in ends.values() if not e["ok"]} == {"not_found"}
-    think_end = ends[f"{batch_dir.name}/think/000-qa/short/1"]
+    assert all(e["served_model"] == starts[e["rid"]]["model"] for e in ends.values())
+    think_end = ends[f"{batch_dir.name}/think:latest/000-qa/short/1"]
     assert think_end["thinking"] == "Okay, let me think." and "first_thinking_s" in think_end["client"]
     firsts = Counter((p["rid"], p["kind"]) for p in topics["req.first_token"])
-    assert firsts[(f"{batch_dir.name}/think/000-qa/short/1", "thinking")] == 1
+    assert firsts[(f"{batch_dir.name}/think:latest/000-qa/short/1", "thinking")] == 1
     # telemetry windows: GPU samples fall inside request windows
     first_t = min(s["t"] for s in starts.values())
     last_t = max(e["t"] for e in ends.values())
@@ -174,7 +177,7 @@ async def test_batch_records_telemetry_and_every_request_event(stub, tmp_path):
     for topic, payload in own:
         M.validate(topic, payload, strict=True)
     # texts per timed request from the collector; seed-style raw JSON from the analyzer alone
-    rid = f"{batch_dir.name}/ok/001-code/short/2"
+    rid = f"{batch_dir.name}/ok:latest/001-code/short/2"
     b = BatchDir(batch_dir)
     assert b.text_file(rid).read_text(encoding="utf-8") == ends[rid]["text"]
     assert not list(b.raw.glob("*.json")), "the collector must not write raw/<rid>.json (the analyzer owns it)"
@@ -210,6 +213,7 @@ async def test_concurrent_streams_all_recorded(stub, tmp_path):
 async def test_kill9_then_resume_loses_nothing(tmp_path):
     app = ollama_stub.make_app(load_s=0.0, token_delay_s=0.03)
     async with serve(app) as url:
+        (tmp_path / "b").mkdir()
         args = ["--exp-dir", str(tmp_path / "b"), "--models", "ok", "--tasks", "qa", "summary", "--loads", "short",
                 "--langs", "en", "--runs", "3", "--max_tokens", "6", "--keepalive", "5m", "--base-url", url,
                 "--no-telemetry", "--no-analyze", "--no-progress"]
@@ -262,7 +266,7 @@ async def test_exp_dir_reads_test_cases_and_config_py(stub, tmp_path):
     topics = by_topic(items)
     starts = topics["req.start"]
     # case 0 on "ok" only; case 1 on every local generating model ("all": no cloud, no embedding)
-    assert sorted(p["model"] for p in starts if p["case"] == 0) == ["ok"]
+    assert sorted(p["model"] for p in starts if p["case"] == 0) == ["ok:latest"]  # "ok" and "ok:latest": one model
     models_all = sorted(p["model"] for p in starts if p["case"] == 1)
     assert "ok:latest" in models_all and "embed:latest" not in models_all
     assert not any("cloud" in m for m in models_all)
@@ -281,7 +285,7 @@ async def test_exp_dir_reads_test_cases_and_config_py(stub, tmp_path):
     assert kinds["drop:latest"] == "truncated" and kinds["ok:latest"] is None and kinds["busy:latest"] == "busy"
     busy_end = next(p for p in ends.values() if p["rid"].split("/")[1] == "busy:latest")
     assert busy_end["client"]["retries"] == 1
-    assert rc == 0, log
+    assert rc == 4, log  # some requests failed: never exit 0 with a run missing
 
 
 async def test_bad_config_py_is_a_clear_error_or_falls_back(tmp_path):
@@ -291,11 +295,20 @@ async def test_bad_config_py_is_a_clear_error_or_falls_back(tmp_path):
     rc, log = await run_collector("--exp-dir", str(exp), "--dry-run")
     assert rc == 1 and "config.py:2" in log and "Import statement is not allowed" in log
     assert "--use-default-on-error" in log
-    rc, out = await run_collector("--exp-dir", str(exp), "--dry-run", "--use-default-on-error", "--models", "m")
+    rc, out = await run_collector("--exp-dir", str(exp), "--dry-run", "--use-default-on-error", "--models", "m",
+                                  "--base-url", f"127.0.0.1:{free_port()}")
     assert rc == 0, out
-    plan = json.loads(out[out.index("{"):out.rindex("}") + 1])
-    assert plan["cases_source"] == "builtin" and "config.py:2" in plan["fallback"]["reason"]
+    plan = json.loads(out[out.index("{"):out.index("\nplan (") + 1])
+    assert plan["cases_source"] == "builtin" and "config.py:2" in plan["fallback"]["files"][str(exp / "config.py")]
     assert plan["requests"] == 24 and plan["settings"]["runs"]["source"] == "default"
+    assert "models: not checked (server unreachable" in out  # said, not silently passed
+    # only the bad file is replaced: a good test_cases.json beside a bad config.py is still used
+    (exp / "test_cases.json").write_text(json.dumps([{"prompt": "Why?", "task_type": "qa"}]), encoding="utf-8")
+    rc, out = await run_collector("--exp-dir", str(exp), "--dry-run", "--use-default-on-error", "--models", "m",
+                                  "--base-url", f"127.0.0.1:{free_port()}")
+    plan = json.loads(out[out.index("{"):out.index("\nplan (") + 1])
+    assert rc == 0 and plan["cases_source"].endswith("test_cases.json") and plan["cases"] == 1, out
+    assert list(plan["fallback"]["files"]) == [str(exp / "config.py")]
 
 
 async def test_no_heartbeat_is_a_clear_error(tmp_path):

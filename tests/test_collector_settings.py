@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from collector.plan import case_models, finished_rids, make_rid, params_for, plan_jobs
+from collector.plan import (case_models, finished_keys, make_rid, missing_models, model_id, params_for,
+                            plan_jobs)
 from collector.settings import (SettingsError, case_hash, load_test_cases, read_config_py, resolve_settings)
 from collector.tasks import builtin_cases
 from shared.tasks import TASK_ALIASES
@@ -79,7 +80,8 @@ class TestTestCases:
 
     @pytest.mark.parametrize("case,needle", [
         ({"task_type": "qa"}, 'case [1]: field "prompt"'),
-        ({"prompt": "x", "task_type": "poetry"}, 'case [1]: field "task_type" = \'poetry\' is unknown'),
+        ({"prompt": "x", "task_type": "poetry / haiku"}, 'case [1]: field "task_type" = \'poetry / haiku\': give a name'),
+        ({"prompt": "x"}, 'case [1]: field "task_type" = None'),
         ({"prompt": "x", "task_type": "qa", "max_tokens": "many"}, 'case [1]: field "max_tokens"'),
         ({"prompt": "x", "task_type": "qa", "model": 3}, 'case [1]: field "model"'),
         ({"prompt": "x", "task_type": "qa", "load": "huge"}, 'case [1]: field "load"'),
@@ -90,6 +92,13 @@ class TestTestCases:
         with pytest.raises(SettingsError) as exc:
             load_test_cases(f)
         assert str(f) in str(exc.value) and needle in str(exc.value)
+
+    def test_task_types_beyond_the_four_are_accepted(self, tmp_path):
+        """Observed: rejected. Now any task name runs (quality: text statistics); seed names still map."""
+        f = tmp_path / "test_cases.json"
+        f.write_text(json.dumps([{"prompt": "Translate: hello", "task_type": "translation"},
+                                 {"prompt": "x", "task_type": "Knowledge_QA"}]), encoding="utf-8")
+        assert [c["task"] for c in load_test_cases(f)] == ["translation", "qa"]
 
     def test_invalid_json_names_line_and_column(self, tmp_path):
         f = tmp_path / "test_cases.json"
@@ -153,14 +162,28 @@ class TestPlan:
 
     def test_case_models_all_and_cli_override(self):
         case = {"models": "all"}
-        assert case_models(case, ["x"], False, ["m1", "m2"]) == ["m1", "m2"]
-        assert case_models(case, ["x"], True, ["m1", "m2"]) == ["x"]
-        assert case_models({}, ["all", "m3"], False, ["m1"]) == ["m1", "m3"]
+        assert case_models(case, ["x"], False, ["m1:7b", "m2:latest"]) == ["m1:7b", "m2:latest"]
+        assert case_models(case, ["x"], True, ["m1:7b", "m2:latest"]) == ["x:latest"]
+        assert case_models({}, ["all", "m3"], False, ["m1:latest"]) == ["m1:latest", "m3:latest"]
 
-    def test_finished_rids_only_ok_ends(self):
-        msgs = [("req.end", {"rid": "a", "ok": True}), ("req.end", {"rid": "b", "ok": False}),
-                ("req.start", {"rid": "c"})]
-        assert finished_rids(msgs) == {"a"}
+    def test_one_identity_per_ollama_model(self):
+        """Observed: ["ok"] plus "all" ran ok and ok:latest as two models. Now one, everywhere."""
+        assert case_models({}, ["ok", "all"], False, ["ok:latest", "think:latest"]) == ["ok:latest", "think:latest"]
+        assert model_id("library/qwen3", "ollama") == "library/qwen3:latest"
+        assert model_id("qwen3:8b", "ollama-chat") == "qwen3:8b"
+        assert model_id("gpt-4o", "openai") == "gpt-4o"  # OpenAI-compatible names are taken as they are
+        assert missing_models(["ok:latest", "nope:latest"], ["ok"], "ollama") == ["nope:latest"]
+
+    def test_finished_keys_only_ok_ends_by_content_not_directory(self):
+        """A request is identified by (model, case content, load, run): renaming the batch changes nothing."""
+        start = {"model": "m", "case_hash": "h1", "load": "short", "run": 1}
+        msgs = [("req.start", {"rid": "old-name/m/000-qa/short/1", **start}),
+                ("req.end", {"rid": "old-name/m/000-qa/short/1", "ok": True}),
+                ("req.start", {"rid": "old-name/m/000-qa/short/2", **start, "run": 2}),
+                ("req.end", {"rid": "old-name/m/000-qa/short/2", "ok": False}),
+                ("req.start", {"rid": "old-name/m/warmup/-/0", **start, "run": 0, "warmup": True}),
+                ("req.end", {"rid": "old-name/m/warmup/-/0", "ok": True})]
+        assert finished_keys(msgs, "ollama") == {("m:latest", "h1", "short", 1)}
 
     def test_params_precedence_cli_case_config(self, tmp_path):
         f = tmp_path / "config.py"

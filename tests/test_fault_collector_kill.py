@@ -23,6 +23,7 @@ PLANNED = 2 * 4  # tasks x runs
 def test_kill9_mid_request_then_resume_gives_every_request_once_in_the_csvs(procs, tmp_path):
     url = start_ollama_stub(procs, token_delay_s=0.05)
     batch = tmp_path / "b"
+    batch.mkdir()
     stream = batch / "raw" / "stream.msgpack"
     args = ["collector", "--exp-dir", str(batch), "--models", "ok", "--tasks", "qa", "code", "--loads", "short",
             "--langs", "en", "--runs", "4", "--max-tokens", "12", "--keepalive", "5m", "--base-url", url,

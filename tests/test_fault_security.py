@@ -33,6 +33,7 @@ def test_default_endpoints_are_loopback(monkeypatch):
 
 def test_collector_refuses_a_non_loopback_events_bind_without_curve(procs, tmp_path):
     """The collector process exits non-zero, names the endpoint and says how to fix it; it sends nothing."""
+    (tmp_path / "b").mkdir()
     c = procs.start("collector", "--exp-dir", str(tmp_path / "b"), "--models", "m", "--no-telemetry",
                     "--no-analyze", "--events-endpoint", f"tcp://0.0.0.0:{free_port()}",
                     "--base-url", f"127.0.0.1:{free_port()}")

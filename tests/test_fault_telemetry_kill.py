@@ -26,6 +26,7 @@ def test_kill9_daemon_gap_is_uncovered_not_invented_and_restart_recovers(procs, 
     url = start_ollama_stub(procs, token_delay_s=0.05)
     tel_ep = loopback()
     batch = tmp_path / "b"
+    batch.mkdir()
     stream = batch / "raw" / "stream.msgpack"
     daemon = procs.start(*daemon_args(tel_ep))
     collector = procs.start(

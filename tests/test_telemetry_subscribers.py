@@ -137,3 +137,44 @@ class TestReceive:
         finally:
             pub.close(linger=0)
             sub.close(linger=0)
+
+
+class TestRequestsView:
+    """`python -m telemetry.tail --requests`: one readable line per collector event."""
+
+    def test_lines_for_each_event(self):
+        from telemetry.tail import request_line
+
+        assert request_line("req.start", {"rid": "b/m/000-qa/short/1"}) == "start  b/m/000-qa/short/1"
+        ok = request_line("req.end", {"rid": "r", "ok": True, "client": {"latency_s": 1.234, "first_token_s": 0.05},
+                                      "api": {"eval_count": 64}})
+        assert ok.startswith("ok     r") and "latency 1.23 s" in ok and "tokens 64" in ok
+        bad = request_line("req.end", {"rid": "r", "ok": False, "error_kind": "timeout", "error": "no answer"})
+        assert bad.startswith("FAILED r") and "timeout: no answer" in bad
+        assert "INTERRUPTED" in request_line("batch.end", {"batch": "b", "ok": 1, "interrupted": True})
+        assert request_line("tel.gpu", {"gpu": 0}) is None
+
+
+def test_log_lines_never_land_inside_a_progress_bar(monkeypatch):
+    """Observed: log lines overwrote the progress bar. Each line now starts a line of its own."""
+    import io
+    import sys
+
+    from tqdm import tqdm
+
+    from shared.logs import configure_logging, get_logger
+
+    buf = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buf)
+    configure_logging("info")
+    bar = tqdm(total=4, file=sys.stderr, disable=False, ncols=60, mininterval=0)
+    bar.update(1)
+    get_logger("test").warning("model_skipped", model="m")
+    bar.update(1)
+    bar.close()
+    segments = [seg for line in buf.getvalue().split("\n") for seg in line.split("\r")]
+    logged = [seg for seg in segments if "model_skipped" in seg]
+    assert len(logged) == 1 and logged[0].startswith("20") and "%|" not in logged[0]  # timestamp first, no bar
+    assert any("%|" in seg for seg in segments)  # control: the bar was drawn
+    monkeypatch.undo()
+    configure_logging("info")  # later tests log to the real stderr again

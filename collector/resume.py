@@ -1,0 +1,59 @@
+"""``--resume`` continues a batch with its own saved settings and cases (pure).
+
+config.json, written at a batch's first start, holds every setting with its source, the resolved
+case list and the batch id. A resume uses those, not today's defaults or a config.py edited since:
+a flag given on the resume command line that contradicts a saved value is refused, naming the flag
+and both values; a case set that would differ (other --tasks, an edited test_cases.json) is refused.
+The batch id comes from config.json too, so a copied or renamed batch keeps its request ids.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from collector.settings import SettingsError, case_hash, cli_flag
+
+# Renamed settings keys (older config.json) -> the key now.
+LEGACY_KEYS = {"timeout": "timeout_s"}
+
+
+def saved_settings(saved: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for key, entry in (saved.get("settings") or {}).items():
+        out[LEGACY_KEYS.get(key, key)] = entry
+    return out
+
+
+def resume_inputs(saved: dict[str, Any], settings: dict[str, dict[str, Any]], cases: list[dict[str, Any]],
+                  cases_from: str, where: str) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The saved (settings, cases) after checking what this command line says against them.
+
+    ``settings``/``cases`` are what this command line resolves to; ``cases_from`` names where those
+    cases came from (a flag or file, or "" for the built-in default); ``where`` is config.json's path."""
+    old = saved_settings(saved)
+    problems = []
+    for key, entry in settings.items():
+        if entry.get("source") != "cli" or key not in old:
+            continue
+        if entry["value"] != old[key].get("value"):
+            problems.append(f"{cli_flag(key)} {_show(entry['value'])} (this batch was started with "
+                            f"{_show(old[key].get('value'))})")
+    missing = sorted(k for k in settings if k not in old)
+    for key in missing:  # a setting added since the batch started: its current value is used
+        old[key] = settings[key]
+    old_cases = saved.get("cases")
+    if not isinstance(old_cases, list) or not old_cases:
+        raise SettingsError(f"{where}: holds no \"cases\" list (written by an older version?); "
+                            "start a new batch, or resume with the same inputs as the first run")
+    if cases_from and [case_hash(c) for c in cases] != [case_hash(c) for c in old_cases]:
+        problems.append(f"{cases_from} gives {len(cases)} case(s) that differ from the {len(old_cases)} the batch "
+                        "was started with")
+    if problems:
+        raise SettingsError(f"--resume keeps the settings saved in {where}; this command line contradicts them: "
+                            + "; ".join(problems)
+                            + ". Drop those flags to resume as started, or start a new batch (--out DIR or another "
+                              "--exp-dir) to change them")
+    return old, old_cases
+
+
+def _show(v: Any) -> str:
+    return " ".join(map(str, v)) if isinstance(v, list) else str(v)
