@@ -1,6 +1,7 @@
 """Batch-level behaviour: the recorder thread, OOM values kept per model, the server going away
 mid-batch, SIGTERM, and the analyzer hand-off."""
 import asyncio
+import csv
 import signal
 import sys
 import time
@@ -272,3 +273,47 @@ async def test_openai_model_the_server_does_not_list_is_refused(tmp_path):
         assert "keep_alive" not in p["params"] and "num_ctx" not in p["params"]  # never sent to /v1
         assert p["params"]["cache_prompt"] is False  # llama.cpp: no KV-cache reuse across runs by default
     assert topics["batch.start"][0]["server"] == "llamacpp"
+
+
+async def test_prompt_cache_is_off_by_default_and_hits_are_reported(tmp_path):
+    """Observed on llama.cpp: repeated runs of one prompt hit the KV cache (TTFT 0.018 s vs 0.228 s),
+    skewing the mean and variance repeated runs exist for. Off by default; when on, every hit is a
+    column and a report note."""
+    for mode in ("off", "on"):
+        async with serve(openai_stub.make_app("llamacpp")) as url:  # a fresh server: an empty KV cache
+            rc, log = await run_collector("--out", str(tmp_path / mode), "--backend", "openai", "--base-url", url,
+                                          "--models", "ok", "--tasks", "qa", "--loads", "short", "--langs", "en",
+                                          "--runs", "3", "--max-tokens", "4", "--prompt-cache", mode,
+                                          "--no-telemetry", "--no-progress", "--analyzer-args",
+                                          "--no-quality --no-plots --no-progress")
+            assert rc == 0, log
+    rows = {}
+    for mode in ("off", "on"):
+        [batch] = list((tmp_path / mode).iterdir())
+        with open(batch / "summary" / "results.csv", encoding="utf-8-sig", newline="") as fh:
+            rows[mode] = sorted(csv.DictReader(fh), key=lambda r: int(r["run"]))
+        report = (batch / "summary" / "report.md").read_text(encoding="utf-8")
+        assert ("PROMPT CACHE: 2 request(s)" in report) == (mode == "on")
+    assert [r["prompt_cached_tokens"] for r in rows["off"]] == ["0", "0", "0"]
+    assert [r["prompt_cached_tokens"] for r in rows["on"]] == ["0", "11", "11"]
+    assert {r["prompt_cache"] for r in rows["off"]} == {"false"} and {r["prompt_cache"] for r in rows["on"]} == {"true"}
+
+
+async def test_dry_run_lists_the_plan_and_the_missing_models(tmp_path):
+    async with serve(ollama_stub.make_app(load_s=0.0)) as url:
+        rc, out = await run_collector("--out", str(tmp_path), "--dry-run", "--models", "ok", "nosuch", "ok:latest",
+                                      "--runs", "3", "--warmup", "--base-url", url)
+    assert rc == 0, out
+    assert "warm-up  ok:latest" in out and "warm-up  nosuch" not in out
+    assert "… and " in out and " more" in out  # 2 models x 24 cases x 3 runs: a count and the first lines
+    assert "MISSING on the server (would be skipped): nosuch:latest" in out
+    assert '"requests": 144' in out  # ok and ok:latest are one model
+    assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
+
+
+async def test_a_missing_exp_dir_is_said_plainly(tmp_path):
+    """A typo in --exp-dir would otherwise run the whole built-in task set into a new directory."""
+    rc, log = await run_collector("--exp-dir", str(tmp_path / "experiments_2_typo"), "--models", "ok",
+                                  "--no-telemetry")
+    assert rc == 1 and "exp_dir_missing" in log and "--out" in log
+    assert not (tmp_path / "experiments_2_typo").exists()

@@ -44,6 +44,7 @@ class OpenAIStubState:
     flavor: str = "llamacpp"
     token_delay_s: float = 0.001
     requests: list[dict[str, Any]] = field(default_factory=list)
+    prompts_seen: set[str] = field(default_factory=set)  # llama.cpp's KV cache of earlier prompts
 
 
 STATE = web.AppKey("openai_stub_state", OpenAIStubState)
@@ -89,6 +90,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}},
                                  status=503)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    # llama.cpp reuses the KV cache of an identical earlier prompt unless cache_prompt is false
+    prompt_key = json.dumps(body.get("messages"), sort_keys=True)
+    cached = 11 if (st.flavor == "llamacpp" and body.get("cache_prompt", True) and prompt_key in st.prompts_seen) else 0
+    st.prompts_seen.add(prompt_key)
     n = min(int(body.get("max_tokens") or len(ANSWER_TOKENS)), 64)
     answer = [ANSWER_TOKENS[i % len(ANSWER_TOKENS)] for i in range(n)]
     thinking = THINK_TOKENS if model == "think" else []
@@ -147,11 +152,11 @@ async def completions(request: web.Request) -> web.StreamResponse:
     if include_usage:
         usage_chunk: dict[str, Any] = {**base, "choices": [], "usage": {
             "prompt_tokens": 12, "completion_tokens": len(answer) + len(thinking),
-            "total_tokens": 12 + len(answer) + len(thinking), "prompt_tokens_details": {"cached_tokens": 0}}}
+            "total_tokens": 12 + len(answer) + len(thinking), "prompt_tokens_details": {"cached_tokens": cached}}}
         if st.flavor == "llamacpp":
             prompt_ms = (t_first - t_start) * 1000
             predicted_ms = (t_end - t_first) * 1000
-            usage_chunk["timings"] = {"cache_n": 0, "prompt_n": 12, "prompt_ms": prompt_ms,
+            usage_chunk["timings"] = {"cache_n": cached, "prompt_n": 12 - cached, "prompt_ms": prompt_ms,
                                       "predicted_n": len(answer) + len(thinking), "predicted_ms": predicted_ms}
         await event(usage_chunk)
     await resp.write(f"{sep}[DONE]\n\n".encode())
