@@ -98,6 +98,8 @@ class Spec:
     cases: list[dict[str, Any]] = field(default_factory=lambda: [{"prompt": "q?", "task": "qa", "load": "short",
                                                                    "reference_text": "ref"}])
     batch_end: bool = True
+    interrupted: bool = False       # batch.end says the batch was stopped early
+    planned: int | None = None      # batch.start's count of planned requests
     config: dict[str, Any] = field(default_factory=lambda: {"runs": {"value": 1, "source": "default"}})
     hb_every_s: float = 1.0
 
@@ -149,7 +151,8 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
     # Collector events.
     add(col, M.BATCH_START, {"batch": spec.batch_id, "config": spec.config,
                              "cases": spec.cases, "models": {"m1": {"family": "synth", "parameter_size": "1B"}},
-                             "backend": "ollama"}, 0.0005, order=-1)
+                             "backend": "ollama", **({"planned": spec.planned} if spec.planned else {})},
+        0.0005, order=-1)
     events = []
     for i, r in enumerate(spec.requests):
         rid = rid_of(spec, i, r)
@@ -170,7 +173,8 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
     for t_s, topic, body in sorted(events, key=lambda e: e[0]):
         add(col, topic, body, t_s)
     if spec.batch_end:
-        add(col, M.BATCH_END, {"batch": spec.batch_id, "requests": len(spec.requests)}, spec.duration_s)
+        add(col, M.BATCH_END, {"batch": spec.batch_id, "requests": len(spec.requests),
+                               "interrupted": spec.interrupted}, spec.duration_s)
     out.sort(key=lambda m: (m[0], m[1]))
     return [(topic, p) for _, _, topic, p in out
             if not (p["src"] == "telemetry@synth" and p["seq"] in spec.drop_telemetry_seqs)]

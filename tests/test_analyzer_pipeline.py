@@ -238,3 +238,25 @@ def test_stream_order_does_not_matter():
     assert a1.results == a2.results
     assert stream.build(shuffled).duplicates == 50
     assert not math.isnan(a1.results[0]["gpu_energy_j"])
+
+
+class TestBatchCompleteness:
+    """The report says when a batch is not whole, and how to finish it (collector --resume)."""
+
+    REQS = [S.Req(1.0, 2.0, run=1), S.Req(3.0, 4.0, run=2)]
+
+    def test_interrupted_batch_is_marked_partial(self, tmp_path):
+        a = run(tmp_path, S.Spec(duration_s=5, requests=self.REQS, planned=3, interrupted=True))
+        assert a.problems[0].startswith("PARTIAL: the batch was interrupted; 2 of 3 planned request(s)")
+        assert "--resume" in a.problems[0]
+
+    def test_recording_without_batch_end_is_marked_partial(self, tmp_path):
+        a = run(tmp_path, S.Spec(duration_s=5, requests=self.REQS, planned=3, batch_end=False))
+        assert a.problems[0].startswith("PARTIAL: the recording ends without batch.end")
+
+    def test_failed_requests_make_it_incomplete_and_a_whole_batch_says_nothing(self, tmp_path):
+        failed = [S.Req(1.0, 2.0, run=1), S.Req(3.0, 4.0, run=2, ok=False)]
+        a = run(tmp_path, S.Spec(duration_s=5, requests=failed, planned=2))
+        assert a.problems[0].startswith("INCOMPLETE: 1 of 2 planned")
+        whole = run(tmp_path / "whole", S.Spec(duration_s=5, requests=self.REQS, planned=2))
+        assert not [p for p in whole.problems if p.startswith(("PARTIAL", "INCOMPLETE"))]
