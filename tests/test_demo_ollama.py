@@ -43,8 +43,8 @@ def test_demo_runs_the_same_batch_against_an_ollama_server(procs, tmp_path):
     assert f"batch: {batch}" in out
     rows = read_csv(batch / "summary" / "results.csv")
     assert sorted(r["task"] for r in rows) == ["code", "qa"]
-    assert all(r["status"] == "ok" and r["model"] == "ok" and r["gpu_simulated"] == "true" for r in rows)
-    assert "| ok | qa | short | 1/1 |" in out and "SIMULATED" in out
+    assert all(r["status"] == "ok" and r["model"] == "ok:latest" and r["gpu_simulated"] == "true" for r in rows)
+    assert "| ok:latest | qa | short | 1/1 |" in out and "SIMULATED" in out
     assert out.count("child_stopped") == 2  # telemetry and collector; no LLM server was started
 
 
