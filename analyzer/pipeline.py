@@ -30,7 +30,7 @@ MAIN_COLUMNS = SEED_COLUMNS + (
     "gpu_temp_peak_c", "gpu_sm_clock_avg_mhz", "j_per_token", "tokens_per_j",
     "cpu_util_avg", "cpu_tdp_w", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_energy_j", "cpu_energy_basis",
     "cpu_coverage", "host_mem_peak_mib", "total_energy_j", "energy_basis",
-) + QUALITY_COLUMNS + ("quality_per_j", "j_per_quality", "quality_error")
+) + QUALITY_COLUMNS + ("quality_per_j", "j_per_quality", "quality_error", "quality_per_kj", "prompt_cached_tokens")
 PER_GPU = ("energy_j", "energy_method", "energy_uncertainty_j", "coverage", "seq_gaps", "mem_peak_mib",
            "util_avg_pct", "temp_peak_c", "sm_clock_avg_mhz", "power_avg_w")
 
@@ -152,6 +152,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         qs, te = _f(row["quality_score"]), _f(row["total_energy_j"])
         row["quality_per_j"] = qs / te if (qs is not None and te) else None
         row["j_per_quality"] = te / qs if (qs and te is not None) else None
+        # the readable unit (quality points per kJ); quality_per_j stays for existing readers
+        row["quality_per_kj"] = 1000.0 * row["quality_per_j"] if row["quality_per_j"] is not None else None
         row["quality_error"] = q.get("quality_error")
         if not q and opts.quality and row["status"] == "ok" and row["rid"] in q_rids:
             row["quality_error"] = quality_problem or "quality not computed for this request"

@@ -62,7 +62,7 @@ def throughput(end: dict[str, Any] | None, latency_s: float | None, first_token_
     timings = api.get("timings") or {}
     out: dict[str, Any] = {"output_tokens": None, "toks_per_s": None, "toks_per_s_method": None,
                            "client_toks_per_s": None, "e2e_toks_per_s": None, "prompt_tokens": None,
-                           "prefill_toks_per_s": None}
+                           "prefill_toks_per_s": None, "prompt_cached_tokens": None}
     eval_count, eval_ns = _nonneg(api.get("eval_count")), _pos(api.get("eval_duration_ns"))
     pred_n, pred_ms = _nonneg(timings.get("predicted_n")), _pos(timings.get("predicted_ms"))
     completion = _nonneg(api.get("completion_tokens"))
@@ -89,6 +89,12 @@ def throughput(end: dict[str, Any] | None, latency_s: float | None, first_token_
         out["prefill_toks_per_s"] = prompt / (pe_ns / 1e9)
     elif _nonneg(timings.get("prompt_n")) is not None and _pos(timings.get("prompt_ms")) is not None:
         out["prefill_toks_per_s"] = timings["prompt_n"] / (timings["prompt_ms"] / 1000.0)
+    # prompt tokens the server took from its cache (OpenAI usage details, llama.cpp timings.cache_n):
+    # those requests skipped most of their prefill, which the report says
+    cached = _nonneg(api.get("cached_tokens"))
+    if cached is None:
+        cached = _nonneg(timings.get("cache_n"))
+    out["prompt_cached_tokens"] = int(cached) if cached is not None else None
     return out
 
 
