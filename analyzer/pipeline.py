@@ -175,6 +175,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                   "simulated": g.simulated, "name": g.meta.get("name")} for g in batch.gpus]
     windows = [{"rid": r.rid, "a_s": float(win.a_s[i]), "b_s": float(win.b_s[i]), "label": _label(r),
                 "warmup": bool(r.start.get("warmup"))} for r, i in ((r, idx[r.rid]) for r in done)]
+    problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or {}).get("batch") or (batch.batch_end or {}).get("batch")
     return Analysis(columns, results, warmups, tables.stats(results, simulated), tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,

@@ -12,7 +12,8 @@ SIM_BANNER = ("> **⚠ SIMULATED GPU DATA.** The GPU telemetry of this batch cam
 RESULT_COLUMNS = ("model", "task", "load", "run", "status", "latency_s", "first_token_s", "toks_per_s", "gpu_energy_j",
                   "gpu_energy_method", "gpu_coverage", "cpu_energy_j", "quality_score", "quality_per_j")
 STAT_COLUMNS = ("model", "task", "load", "metric", "n", "n_failed", "mean", "std", "ci95_low", "ci95_high")
-PARETO_COLUMNS = ("task", "model", "n", "total_energy_j_mean", "quality_score_mean", "quality_per_j", "pareto_optimal")
+PARETO_COLUMNS = ("task", "quality_basis", "model", "n", "total_energy_j_mean", "quality_score_mean", "group_quality_per_kj",
+                  "pareto_optimal")
 REPORT_METRICS = ("latency_s", "toks_per_s", "gpu_energy_j", "total_energy_j", "quality_score", "quality_per_j")
 
 
