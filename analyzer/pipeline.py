@@ -60,6 +60,7 @@ class Analysis:
     simulated: bool
     problems: list[str]
     batch_id: str | None
+    batch_end: dict[str, Any] | None = None  # the collector's tally (skipped requests) for the report
 
 
 def _f(x) -> float | None:
@@ -173,13 +174,17 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     gpu_samples, host_samples = _samples(batch)
     timelines = [{"key": g.key, "t_s": ((g.t_ns - origin) / 1e9), "power_w": g.values["power_mw"] / 1000.0,
                   "simulated": g.simulated, "name": g.meta.get("name")} for g in batch.gpus]
+    first = {row["rid"]: _f(row.get("first_token_s")) for row in rows}
+    # first_s: where prefill ends and decode begins (None when no first token was seen)
     windows = [{"rid": r.rid, "a_s": float(win.a_s[i]), "b_s": float(win.b_s[i]), "label": _label(r),
-                "warmup": bool(r.start.get("warmup"))} for r, i in ((r, idx[r.rid]) for r in done)]
+                "warmup": bool(r.start.get("warmup")),
+                "first_s": (float(win.a_s[i]) + first[r.rid]) if first.get(r.rid) is not None else None}
+               for r, i in ((r, idx[r.rid]) for r in done)]
     problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or {}).get("batch") or (batch.batch_end or {}).get("batch")
     return Analysis(columns, results, warmups, tables.stats(results, simulated), tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
-                    str(batch_id) if batch_id is not None else None)
+                    str(batch_id) if batch_id is not None else None, batch.batch_end)
 
 
 def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData, opts: Options, simulated: bool) -> dict:

@@ -6,7 +6,7 @@ via llama.cpp, `python -m demo.llm_server`), runs a small batch through the coll
 bar), lets the collector run the analyzer, and prints where the CSVs, plots and report are with
 a table of the key figures. Everything it started is stopped at the end, also on Ctrl-C.
 
-    python -m demo                                   # 3 tasks x 2 loads x 2 runs, 80 tokens
+    python -m demo                                   # 4 tasks x 2 loads x 2 languages x 2 runs, 80 tokens
     python -m demo --runs 1 --tasks qa --loads short --max-tokens 16
     python -m demo --ollama --models gemma3:1b       # an Ollama server at OLLAMA_HOST instead
 
@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from demo import figures
-from demo.plan import DEFAULT_LOADS, DEFAULT_TASKS, DemoSettings, analyzer_flags, collector_args, server_args, \
+from demo.plan import DEFAULT_LANGS, DEFAULT_LOADS, DEFAULT_TASKS, DemoSettings, analyzer_flags, collector_args, server_args, \
     telemetry_args
 from demo.procs import Child, wait_until
 from shared.batch import BatchDir, new_batch_dir
@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"built-in tasks (default: {' '.join(DEFAULT_TASKS)})")
     ap.add_argument("--loads", nargs="+", choices=LOADS, default=list(DEFAULT_LOADS),
                     help=f"prompt loads (default: {' '.join(DEFAULT_LOADS)})")
+    ap.add_argument("--langs", nargs="+", choices=("en", "zh"), default=list(DEFAULT_LANGS),
+                    help=f"prompt languages (default: {' '.join(DEFAULT_LANGS)})")
     ap.add_argument("--max-tokens", "--max_tokens", dest="max_tokens", type=int, default=80,
                     help="max new tokens per request (default 80)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds one request may take (default 300)")
@@ -92,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> DemoSettings:
-    s = DemoSettings(out=args.out, tasks=tuple(args.tasks), loads=tuple(args.loads), runs=args.runs,
+    s = DemoSettings(out=args.out, tasks=tuple(args.tasks), loads=tuple(args.loads), langs=tuple(args.langs),
+                     runs=args.runs,
                      max_tokens=args.max_tokens, timeout_s=args.timeout, ollama=args.ollama,
                      models=tuple(args.models or ()), verbose=args.verbose, quality=not args.no_quality,
                      plots=not args.no_plots)

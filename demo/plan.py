@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEMO_MODEL = "smollm2-135m-instruct"  # the alias demo/llm_server.py serves the GGUF under
-DEFAULT_TASKS = ("qa", "summary", "code")
+DEFAULT_TASKS = ("qa", "summary", "code", "creative")
 DEFAULT_LOADS = ("short", "medium")
+DEFAULT_LANGS = ("en", "zh")
 
 
 @dataclass
@@ -15,7 +16,7 @@ class DemoSettings:
     out: Path = Path("data")
     tasks: tuple[str, ...] = DEFAULT_TASKS
     loads: tuple[str, ...] = DEFAULT_LOADS
-    langs: tuple[str, ...] = ("en",)
+    langs: tuple[str, ...] = DEFAULT_LANGS
     runs: int = 2
     max_tokens: int = 80
     seed: int = 1234
