@@ -10,8 +10,10 @@ a table of the key figures. Everything it started is stopped at the end, also on
     python -m demo --runs 1 --tasks qa --loads short --max-tokens 16
     python -m demo --ollama --models gemma3:1b       # an Ollama server at OLLAMA_HOST instead
 
-BARTScore needs a BART checkpoint: set BARTSCORE_CHECKPOINT to a local directory to use one;
-without it (and without network) the bartscore column stays empty and the demo says why.
+Every successful row gets a quality score and a 效质比 offline: BARTScore needs a BART checkpoint
+(set BARTSCORE_CHECKPOINT to a local directory); without one QA and summary quality is chrF / 100
+(quality_basis = chrf) and the demo says why. The report is summary/report.html (--report-lang zh
+for Chinese; the default follows the locale).
 Exit codes: 0 done, 1 a part could not start, 2 bad arguments, 130 interrupted; otherwise the collector's.
 """
 from __future__ import annotations
@@ -83,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1),
                     help="CPU threads of the SmolLM2 server (default: up to 4)")
     ap.add_argument("--no-quality", action="store_true", help="skip the analyzer's quality step (faster)")
-    ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots (report.html draws its own)")
+    ap.add_argument("--report-lang", choices=("auto", "en", "zh"), default="auto",
+                    help="language of report.html and report.md (default auto: Chinese under a Chinese locale)")
     ap.add_argument("--keep-running", action="store_true",
                     help="after the batch, keep the telemetry daemon and the LLM server running until Ctrl-C")
     ap.add_argument("--verbose", action="store_true", help="show the collector's and analyzer's info logs")
@@ -98,7 +102,7 @@ def settings_from(args: argparse.Namespace) -> DemoSettings:
                      runs=args.runs,
                      max_tokens=args.max_tokens, timeout_s=args.timeout, ollama=args.ollama,
                      models=tuple(args.models or ()), verbose=args.verbose, quality=not args.no_quality,
-                     plots=not args.no_plots)
+                     plots=not args.no_plots, report_lang=args.report_lang)
     s.validate()
     return s
 
@@ -154,7 +158,8 @@ def print_summary(batch: BatchDir) -> bool:
     rows = figures.read_results(results)
     listing = [("results (one row per request)", results),
                ("statistics (mean, variance, CI)", batch.summary / "stats.csv"),
-               ("Pareto (energy vs quality)", batch.summary / "pareto.csv"), ("report", batch.summary / "report.md"),
+               ("Pareto (energy vs quality)", batch.summary / "pareto.csv"), ("report (open in a browser)", batch.summary / "report.html"),
+               ("report (Markdown)", batch.summary / "report.md"),
                ("recording (replayable)", batch.stream), ("per-request JSON", batch.raw),
                ("generated texts", batch.texts)]
     for label, path in listing:
@@ -174,7 +179,9 @@ def print_summary(batch: BatchDir) -> bool:
               "the CPU load). CPU figures come from the real host (psutil; RAPL where readable).")
     note = figures.bartscore_note(rows)
     if note:
-        print(f"\nBARTScore is empty: {note}")
+        print(f"\nBARTScore is empty, so QA and summary quality is chrF / 100 (quality_basis = chrf): {note}")
+    print("\n效质比 = quality points per kJ of GPU + CPU energy (higher is better); report.html defines it and "
+          "lists any problems.")
     return True
 
 

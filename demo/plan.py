@@ -26,6 +26,7 @@ class DemoSettings:
     verbose: bool = False
     quality: bool = True
     plots: bool = True
+    report_lang: str = "auto"  # en, zh, or auto = the locale's
 
     def validate(self) -> None:
         """Raise ValueError naming the flag and the fix."""
@@ -60,6 +61,7 @@ def server_args(port: int, ctx: int, threads: int) -> list[str]:
 
 def analyzer_flags(s: DemoSettings) -> list[str]:
     flags = [] if s.verbose else ["--log-level", "warning"]
+    flags += ["--report-lang", s.report_lang]
     if not s.quality:
         flags.append("--no-quality")
     if not s.plots:
