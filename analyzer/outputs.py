@@ -101,9 +101,13 @@ def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool
             p = plots.power_timeline(bd.plots, tl, a.windows)
             written.append(p)
         for task in sorted({str(r.get("task")) for r in a.results}):
-            p = plots.energy_quality(bd.plots, task, a.results, a.pareto, a.simulated)
-            if p is not None:
-                written.append(p)
+            # one plot per quality basis: scores of different bases never share axes
+            bases = sorted({p.get("quality_basis") or "" for p in a.pareto if p["task"] == task}) or [""]
+            for basis in bases:
+                p = plots.energy_quality(bd.plots, task, a.results, a.pareto, a.simulated, basis or None,
+                                         own_file=len(bases) > 1)
+                if p is not None:
+                    written.append(p)
         plot_files = [f"../plots/{p.name}" for p in written if p.suffix == ".png"]
     # report.html does not need matplotlib: its plots are SVG drawn from the analysis itself
     written.append(write_text(bd.summary / "report.html", report_html.render_html(a, lang)))
