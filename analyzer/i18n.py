@@ -80,6 +80,9 @@ _TEXT: dict[str, dict[str, str]] = {
     # Problems (counts and reasons; {…} filled in by the report)
     "p_quality_missing": {"en": "{n} successful request(s) have no quality score: {why}",
                           "zh": "{n} 个成功请求没有质量分：{why}"},
+    "p_no_reference": {"en": "the case has no reference text to compare with; fix: add reference_text to the case "
+                             "in test_cases.json",
+                       "zh": "该用例没有可对比的参考答案；修复：在 test_cases.json 的用例中加入 reference_text"},
     "p_no_reason": {"en": "no reason recorded", "zh": "未记录原因"},
     "p_bart_fallback": {
         "en": "BARTScore could not run, so {n} QA/summary request(s) are scored by chrF / 100 (quality_basis = "

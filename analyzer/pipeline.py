@@ -61,6 +61,7 @@ class Analysis:
     problems: list[str]
     batch_id: str | None
     batch_end: dict[str, Any] | None = None  # the collector's tally (skipped requests) for the report
+    quality_ran: bool = True                  # False with --no-quality: the report says so once
 
 
 def _f(x) -> float | None:
@@ -141,6 +142,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             problems.append(quality_problem)
     elif not opts.quality:
         log.info("quality_skipped", reason="--no-quality")
+        problems.append("quality step skipped (--no-quality): no quality scores, so no 效质比; rerun "
+                        "python -m analyzer --batch DIR without --no-quality")
     for row in rows:
         for c in MAIN_COLUMNS:
             row.setdefault(c, None)
@@ -184,7 +187,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     batch_id = (batch.batch_start or {}).get("batch") or (batch.batch_end or {}).get("batch")
     return Analysis(columns, results, warmups, tables.stats(results, simulated), tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
-                    str(batch_id) if batch_id is not None else None, batch.batch_end)
+                    str(batch_id) if batch_id is not None else None, batch.batch_end, opts.quality)
 
 
 def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData, opts: Options, simulated: bool) -> dict:

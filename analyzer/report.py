@@ -60,6 +60,14 @@ def _num(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
+def _why_no_quality(r: dict, lang: str) -> str:
+    if r.get("quality_error"):
+        return str(r["quality_error"])
+    if r.get("task") in ("qa", "summary"):
+        return t("p_no_reference", lang)
+    return t("p_no_reason", lang)
+
+
 def problem_list(a, lang: str = "en") -> list[str]:
     """Why a figure is missing or doubtful, one plain-text line each (the caller escapes for HTML)."""
     out: list[str] = []
@@ -67,9 +75,9 @@ def problem_list(a, lang: str = "en") -> list[str]:
     fallback = [r for r in ok if r.get("quality_basis") == "chrf" and r.get("bartscore_error")]
     if fallback:
         out.append(t("p_bart_fallback", lang, n=len(fallback), why=fallback[0]["bartscore_error"]))
-    missing_q = [r for r in ok if _num(r.get("quality_score")) is None and r.get("task") in ("qa", "summary", "code",
-                                                                                             "creative")]
-    for why, n in Counter(str(r.get("quality_error") or t("p_no_reason", lang)) for r in missing_q).most_common():
+    missing_q = [r for r in ok if _num(r.get("quality_score")) is None and a.quality_ran
+                 and r.get("task") in ("qa", "summary", "code", "creative")]
+    for why, n in Counter(_why_no_quality(r, lang) for r in missing_q).most_common():
         out.append(t("p_quality_missing", lang, n=n, why=why))
     missing_e = [r for r in ok if _num(r.get("total_energy_j")) is None]
     if missing_e:

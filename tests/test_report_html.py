@@ -169,3 +169,22 @@ def test_problems_say_why_and_units_are_readable(analysis):
     assert "GPU was simulated" in problems
     assert not re.search(r"\d[eE][-+]\d", re.sub(r'data-v="[^"]*"|points="[^"]*"|<style>.*?</style>', "", text, flags=re.S))
     assert "效质比" in text[:text.index("</div>")]  # named and defined at the top
+
+
+def test_problems_name_skips_contention_and_cache_hits(analysis):
+    """The batch's own figures drive the lines: batch.end's skipped tally, busy host windows, cached prompts."""
+    import dataclasses
+
+    from analyzer.report import problem_list
+
+    rows = [dict(r) for r in analysis.results]
+    rows[0].update(cpu_util_avg=97.0, prompt_cached_tokens=12)
+    rows[1].update(prompt_cached_tokens=30)
+    changed = dataclasses.replace(analysis, results=rows, batch_end={"skipped": 2})
+    en = "\n".join(problem_list(changed, "en"))
+    assert "2 planned request(s) were skipped" in en
+    assert "during 1 of 17 request window(s)" in en
+    assert "2 request(s) reused prompt tokens from the server's cache (42 tokens in all)" in en
+    zh = "\n".join(problem_list(changed, "zh"))
+    assert "2 个计划中的请求被跳过" in zh and "共 42 个" in zh
+    assert "reused" not in "\n".join(problem_list(analysis, "en"))  # the synthetic batch had no cache hit
