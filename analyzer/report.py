@@ -12,7 +12,7 @@ SIM_BANNER = ("> **⚠ SIMULATED GPU DATA.** The GPU telemetry of this batch cam
               "(`simulated: true` on tel.gpu). GPU power, energy, memory, utilisation and temperature below are "
               "NOT measurements; rows carry `gpu_simulated = true`.")
 
-RESULT_COLUMNS = ("model", "task", "load", "run", "status", "latency_s", "first_token_s", "toks_per_s", "gpu_energy_j",
+RESULT_COLUMNS = ("model", "task", "load", "text_lang", "run", "status", "latency_s", "first_token_s", "toks_per_s", "gpu_energy_j",
                   "gpu_energy_method", "gpu_coverage", "cpu_energy_j", "total_energy_j", "quality_score",
                   "quality_basis", "quality_per_kj", "j_per_quality")
 STAT_COLUMNS = ("model", "task", "load", "metric", "quality_basis", "n", "n_failed", "mean", "std", "ci95_low",

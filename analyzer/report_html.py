@@ -200,8 +200,8 @@ h1{font-size:1.5em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid 
 .sim{background:#fff3cd;border-left:4px solid #e0a800;padding:8px 12px;font-weight:bold}
 .problems li{margin:4px 0}
 table.data{border-collapse:collapse;font-size:12px;margin:8px 0}
-table.data th,table.data td{border:1px solid #ddd;padding:3px 6px;text-align:right}
-table.data td:nth-child(-n+3),table.data th{text-align:left}
+table.data th,table.data td{border:1px solid #ddd;padding:3px 6px;text-align:left}
+table.data td[data-v]{text-align:right}
 table.data th{background:#f4f4f4;cursor:pointer;position:sticky;top:0}
 table.data th.asc::after{content:" \\25B2"}table.data th.desc::after{content:" \\25BC"}
 .scroll{max-height:480px;overflow:auto}
