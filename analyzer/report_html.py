@@ -21,6 +21,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 MAX_TIMELINE_POINTS = 3000  # min/max decimation beyond this: the page stays small, peaks stay visible
 SCATTER_W, SCATTER_H = 800, 400
 LEGEND_W = 170  # the scatter's right margin holds the model legend, clear of the points
+LEGEND_CHARS = 24  # longer model names are cut in the legend (the full name shows on hover)
 TIMELINE_W, TIMELINE_H = 1000, 300
 MARGIN = {"l": 64, "r": 16, "t": 16, "b": 48}
 
@@ -118,8 +119,9 @@ def scatter_svg(plot_id: str, points: list[dict], front: list[dict], colors: dic
         if not any(p["model"] == model for p in points):
             continue
         lx = MARGIN["l"] + ax.pw + 14
-        out.append(f'<circle cx="{lx}" cy="{legend_y}" r="4" fill="{c}"/>'
-                   f'<text x="{lx + 10}" y="{legend_y + 4}" class="legend">{esc(model[:40])}</text>')
+        short = model if len(model) <= LEGEND_CHARS else model[:LEGEND_CHARS - 1] + "…"
+        out.append(f'<g data-tip="{esc(model)}"><circle cx="{lx}" cy="{legend_y}" r="4" fill="{c}"/>'
+                   f'<text x="{lx + 10}" y="{legend_y + 4}" class="legend">{esc(short)}</text></g>')
         legend_y += 16
     out.append("</svg>")
     return "".join(out)
