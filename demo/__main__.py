@@ -6,7 +6,7 @@ via llama.cpp, `python -m demo.llm_server`), runs a small batch through the coll
 bar), lets the collector run the analyzer, and prints where the CSVs, plots and report are with
 a table of the key figures. Everything it started is stopped at the end, also on Ctrl-C.
 
-    python -m demo                                   # 4 tasks x 2 loads x 2 languages x 2 runs, 80 tokens
+    python -m demo                                   # 4 tasks x 2 languages x 2 runs, short prompts, 80 tokens
     python -m demo --runs 1 --tasks qa --loads short --max-tokens 16
     python -m demo --ollama --models gemma3:1b       # an Ollama server at OLLAMA_HOST instead
 
