@@ -115,7 +115,8 @@ _TEXT: dict[str, dict[str, str]] = {
 
 # Table headings (the CSV column names stay in the files; the report shows these, the name on hover).
 _LABELS: dict[str, dict[str, str]] = {
-    "model": {"zh": "模型"}, "text_lang": {"en": "lang", "zh": "语言"}, "task": {"zh": "任务"}, "load": {"zh": "负载"}, "run": {"zh": "轮次"},
+    "model": {"zh": "模型"}, "text_lang": {"en": "lang", "zh": "语言"}, "task": {"zh": "任务"},
+    "load": {"zh": "负载"}, "run": {"zh": "轮次"},
     "status": {"zh": "状态"}, "metric": {"zh": "指标"}, "n": {"zh": "n"}, "n_failed": {"zh": "失败数"},
     "mean": {"zh": "均值"}, "std": {"zh": "标准差"}, "ci95_low": {"zh": "95% 下限"}, "ci95_high": {"zh": "95% 上限"},
     "ci95_note": {"en": "CI note", "zh": "区间说明"},

@@ -12,8 +12,8 @@ SIM_BANNER = ("> **⚠ SIMULATED GPU DATA.** The GPU telemetry of this batch cam
               "(`simulated: true` on tel.gpu). GPU power, energy, memory, utilisation and temperature below are "
               "NOT measurements; rows carry `gpu_simulated = true`.")
 
-RESULT_COLUMNS = ("model", "task", "load", "text_lang", "run", "status", "latency_s", "first_token_s", "toks_per_s", "gpu_energy_j",
-                  "gpu_energy_method", "gpu_coverage", "cpu_energy_j", "total_energy_j", "quality_score",
+RESULT_COLUMNS = ("model", "task", "load", "text_lang", "run", "status", "latency_s", "first_token_s", "toks_per_s",
+                  "gpu_energy_j", "gpu_energy_method", "gpu_coverage", "cpu_energy_j", "total_energy_j", "quality_score",
                   "quality_basis", "quality_per_kj", "j_per_quality")
 STAT_COLUMNS = ("model", "task", "load", "metric", "quality_basis", "n", "n_failed", "mean", "std", "ci95_low",
                 "ci95_high", "ci95_note")
@@ -26,7 +26,7 @@ MAX_FAILED_LISTED = 5
 
 
 def fmt_num(v: Any) -> str:
-    """A number as people read it: 3 significant digits, never an exponent (1234 → 1,234; 0.000034 → 0.000034)."""
+    """A number as people read it: 3 significant digits, never an exponent (1234.5 → 1,234; 0.0000342 → 0.0000342)."""
     if v is None or isinstance(v, bool):
         return "" if v is None else ("true" if v else "false")
     if isinstance(v, int):

@@ -295,7 +295,8 @@ def render_html(a, lang: str = "en", title: str | None = None) -> str:
         body.append(f"<h3>{esc(head)}</h3>")
         pts = [{"model": str(r.get("model")), "load": r.get("load"), "run": r.get("run"), "e": r["total_energy_j"],
                 "q": r["quality_score"]}
-               for r in a.results if str(r.get("task")) == task and r.get("ok") and (r.get("quality_basis") or None) == basis
+               for r in a.results if str(r.get("task")) == task and r.get("ok")
+               and (r.get("quality_basis") or None) == basis
                and _num(r.get("total_energy_j")) is not None and _num(r.get("quality_score")) is not None]
         front = [p for p in a.pareto if p["task"] == task and p.get("quality_basis") == basis]
         if pts and front:

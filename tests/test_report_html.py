@@ -188,3 +188,10 @@ def test_problems_name_skips_contention_and_cache_hits(analysis):
     zh = "\n".join(problem_list(changed, "zh"))
     assert "2 个计划中的请求被跳过" in zh and "共 42 个" in zh
     assert "reused" not in "\n".join(problem_list(analysis, "en"))  # the synthetic batch had no cache hit
+
+
+def test_numbers_read_without_exponents():
+    from analyzer.report import fmt_num
+
+    assert [fmt_num(x) for x in (3.4e-05, 0.5, 12.345, 2491.3, 0.0, None, True, 12)] == [
+        "0.0000340", "0.500", "12.3", "2,491", "0", "", "true", "12"]
