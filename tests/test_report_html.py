@@ -128,7 +128,7 @@ def test_report_renders_in_headless_chromium(analysis, tmp_path, lang):
     parsed.feed(dom)
     # one scatter per task (qa on chrF, creative on diversity) and the power timeline
     assert sorted(parsed.plots) == ["scatter-0", "scatter-1", "timeline-0"]
-    assert f'data-plots="3"' in root
+    assert 'data-plots="3"' in root
     assert parsed.rows and all(n > 0 for n in parsed.rows.values()), parsed.rows
     assert parsed.rows["results"] == len(analysis.results) == 18
     # the hostile model name is text, not markup; nothing external is referenced
