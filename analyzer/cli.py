@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analyzer import outputs, pipeline, stream
+from analyzer import i18n, outputs, pipeline, stream
 from analyzer.energy import DEFAULT_CPU_TDP_W
 from shared import bus
 from shared.batch import BatchDir
@@ -71,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-quality", action="store_true", help="skip the quality step (columns left empty)")
     ap.add_argument("--bart-checkpoint", default=None, help="BARTScore checkpoint (name or local path)")
     ap.add_argument("--device", default=None, help="quality device: cpu, cuda, cuda:1 (default: cuda if available)")
-    ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots (report.html draws its own)")
+    ap.add_argument("--report-lang", choices=("auto",) + i18n.LANGS, default="auto",
+                    help="language of report.md and report.html: en, zh, or auto = the locale's (default); "
+                         "CSV column names never change")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_log_args(ap)
     return ap
@@ -90,12 +93,16 @@ def options_from(args: argparse.Namespace) -> pipeline.Options:
                             quality_options=qopts, progress=not args.no_progress)
 
 
+def report_lang(value: str) -> str:
+    return i18n.lang_from_env() if value == "auto" else i18n.check(value)
+
+
 def analyse_messages(items, bd: BatchDir, opts: pipeline.Options, lookback_s: float, plots: bool,
-                     problem: str | None = None) -> pipeline.Analysis:
+                     problem: str | None = None, lang: str = "en") -> pipeline.Analysis:
     """The one path both inputs take: messages → BatchData → Analysis → files."""
     data = stream.build(items, lookback_s)
     analysis = pipeline.analyze(data, opts, recording_problem=problem)
-    outputs.write_all(analysis, bd, make_plots=plots, progress=opts.progress)
+    outputs.write_all(analysis, bd, make_plots=plots, progress=opts.progress, lang=lang)
     return analysis
 
 
@@ -127,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.live:
             return _live(args, opts)
         bd, items, problem = load_batch(args.batch)
-        analysis = analyse_messages(items, bd, opts, args.lookback_s, not args.no_plots, problem)
+        analysis = analyse_messages(items, bd, opts, args.lookback_s, not args.no_plots, problem,
+                                    report_lang(args.report_lang))
         print(f"analysed {len(analysis.results)} request(s) -> {bd.summary / 'results.csv'}", flush=True)
         return 0
     except BadInput as exc:
@@ -154,7 +162,8 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
             log.error("live_no_output_dir", batch=(data_start or {}).get("batch"),
                       fix="pass --batch DIR or --out-root DIR, or have the collector put out_dir in its config")
             return
-        analysis = analyse_messages(items, BatchDir(root), opts, args.lookback_s, not args.no_plots)
+        analysis = analyse_messages(items, BatchDir(root), opts, args.lookback_s, not args.no_plots,
+                                    lang=report_lang(args.report_lang))
         print(f"analysed {len(analysis.results)} request(s) -> {root / 'summary' / 'results.csv'}", flush=True)
 
     ctx = zmq.Context()

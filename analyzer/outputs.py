@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from analyzer import report, tables
+from analyzer import report, report_html, tables
 from analyzer.pipeline import Analysis
 from shared.batch import BatchDir
 from shared.logs import get_logger
@@ -73,8 +73,9 @@ def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
     return path
 
 
-def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool = False) -> list[Path]:
-    """Every output file; returns their paths."""
+def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool = False,
+              lang: str = "en") -> list[Path]:
+    """Every output file; returns their paths. ``lang`` ('en' or 'zh') is the reports' language."""
     bd.make()
     written = [
         write_text(bd.summary / "results.csv", tables.csv_text(a.columns, a.results), CSV_ENCODING),
@@ -100,11 +101,17 @@ def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool
             p = plots.power_timeline(bd.plots, tl, a.windows)
             written.append(p)
         for task in sorted({str(r.get("task")) for r in a.results}):
-            p = plots.energy_quality(bd.plots, task, a.results, a.pareto, a.simulated)
-            if p is not None:
-                written.append(p)
+            # one plot per quality basis: scores of different bases never share axes
+            bases = sorted({p.get("quality_basis") or "" for p in a.pareto if p["task"] == task}) or [""]
+            for basis in bases:
+                p = plots.energy_quality(bd.plots, task, a.results, a.pareto, a.simulated, basis or None,
+                                         own_file=len(bases) > 1)
+                if p is not None:
+                    written.append(p)
         plot_files = [f"../plots/{p.name}" for p in written if p.suffix == ".png"]
-    written.append(write_text(bd.summary / "report.md", report.render(a, plot_files)))
+    # report.html does not need matplotlib: its plots are SVG drawn from the analysis itself
+    written.append(write_text(bd.summary / "report.html", report_html.render_html(a, lang)))
+    written.append(write_text(bd.summary / "report.md", report.render(a, plot_files, lang=lang)))
     log.info("outputs_written", batch=str(bd.root), files=len(written), results=len(a.results),
              simulated=a.simulated)
     return written

@@ -31,7 +31,7 @@ MAIN_COLUMNS = SEED_COLUMNS + (
     "gpu_temp_peak_c", "gpu_sm_clock_avg_mhz", "j_per_token", "tokens_per_j",
     "cpu_util_avg", "cpu_tdp_w", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_energy_j", "cpu_energy_basis",
     "cpu_coverage", "host_mem_peak_mib", "total_energy_j", "energy_basis",
-) + QUALITY_COLUMNS + ("quality_per_j", "j_per_quality", "quality_error")
+) + QUALITY_COLUMNS + ("quality_per_j", "j_per_quality", "quality_error", "quality_per_kj", "prompt_cached_tokens")
 PER_GPU = ("energy_j", "energy_method", "energy_uncertainty_j", "coverage", "seq_gaps", "mem_peak_mib",
            "util_avg_pct", "temp_peak_c", "sm_clock_avg_mhz", "power_avg_w")
 
@@ -61,6 +61,8 @@ class Analysis:
     simulated: bool
     problems: list[str]
     batch_id: str | None
+    batch_end: M.BatchEnd | None = None  # the collector's tally (skipped requests) for the report
+    quality_ran: bool = True                  # False with --no-quality: the report says so once
 
 
 def _sum_available(values: list) -> float | None:
@@ -130,6 +132,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             problems.append(quality_problem)
     elif not opts.quality:
         log.info("quality_skipped", reason="--no-quality")
+        problems.append("quality step skipped (--no-quality): no quality scores, so no 效质比; rerun "
+                        "python -m analyzer --batch DIR without --no-quality")
     for row in rows:
         for c in MAIN_COLUMNS:
             row.setdefault(c, None)
@@ -142,6 +146,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         qs, te = finite(row["quality_score"]), finite(row["total_energy_j"])
         row["quality_per_j"] = qs / te if (qs is not None and te) else None
         row["j_per_quality"] = te / qs if (qs and te is not None) else None
+        # the readable unit (quality points per kJ); quality_per_j stays for existing readers
+        row["quality_per_kj"] = 1000.0 * row["quality_per_j"] if row["quality_per_j"] is not None else None
         row["quality_error"] = q.get("quality_error")
         if not q and opts.quality and row["status"] == "ok" and row["rid"] in q_rids:
             row["quality_error"] = quality_problem or "quality not computed for this request"
@@ -162,12 +168,17 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     gpu_samples, host_samples = _samples(batch)
     timelines = [{"key": g.key, "t_s": ((g.t_ns - origin) / 1e9), "power_w": g.values["power_mw"] / 1000.0,
                   "simulated": g.simulated, "name": g.meta.get("name")} for g in batch.gpus]
+    first = {row["rid"]: finite(row.get("first_token_s")) for row in rows}
+    # first_s: where prefill ends and decode begins (None when no first token was seen)
     windows = [{"rid": r.rid, "a_s": float(win.a_s[i]), "b_s": float(win.b_s[i]), "label": _label(r),
-                "warmup": bool(r.start.warmup)} for r, i in ((r, idx[r.rid]) for r in done)]
+                "warmup": bool(r.start.warmup),
+                "first_s": (float(win.a_s[i]) + first[r.rid]) if first.get(r.rid) is not None else None}
+               for r, i in ((r, idx[r.rid]) for r in done)]
+    problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None
     return Analysis(columns, results, warmups, tables.stats(results, simulated), tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
-                    str(batch_id) if batch_id is not None else None)
+                    str(batch_id) if batch_id is not None else None, batch.batch_end, opts.quality)
 
 
 def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData, opts: Options, simulated: bool) -> dict:
@@ -191,7 +202,6 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     if e is not None:
         row.update(throughput(e, tm.get("latency_s"), tm.get("first_token_s"), tm.get("first_chunk_s")))
         row["served_model"] = e.served_model
-        row["prompt_cached_tokens"] = cached_prompt_tokens(e)
         row["prompt_cache"] = (s.params or {}).get("cache_prompt")
     if i is None:
         return row
@@ -250,7 +260,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
 
 def batch_problems(batch: BatchData, results: list[dict]) -> list[str]:
     """Whether the batch is whole: interrupted or cut short, planned requests without a result,
-    answers from another model than asked, prompt-cache hits."""
+    answers from another model than asked."""
     out = []
     planned = batch.batch_start.planned if batch.batch_start else None
     ok = sum(1 for r in results if r["status"] == "ok")
@@ -268,21 +278,7 @@ def batch_problems(batch: BatchData, results: list[dict]) -> list[str]:
     for asked, got in wrong:
         out.append(f"MODEL MISMATCH: requests for {asked} were answered by a server that reports {got} "
                    "(column served_model)")
-    hits = [r for r in results if (r.get("prompt_cached_tokens") or 0) > 0]
-    if hits:
-        out.append(f"PROMPT CACHE: {len(hits)} request(s) reused cached prompt tokens (column prompt_cached_tokens); "
-                   "their time to first token and prefill energy are lower than a cold prompt's")
     return out
-
-
-def cached_prompt_tokens(e: M.ReqEnd) -> int | None:
-    """Prompt tokens the server took from its KV cache: OpenAI usage cached_tokens, llama.cpp timings
-    cache_n; None where the server does not say (Ollama)."""
-    api = e.api or {}
-    for v in ((api.get("timings") or {}).get("cache_n"), api.get("cached_tokens")):
-        if isinstance(v, int) and not isinstance(v, bool):
-            return v
-    return None
 
 
 def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: BatchData, quality: dict | None,

@@ -39,12 +39,16 @@ def power_timeline(out_dir: Path, timeline: dict, windows: list[dict]) -> Path:
     return path
 
 
-def energy_quality(out_dir: Path, task: str, results: list[dict], pareto: list[dict], simulated: bool) -> Path | None:
-    """One PNG per task: energy per request (J) vs quality_score, per model; model means and the front."""
+def energy_quality(out_dir: Path, task: str, results: list[dict], pareto: list[dict], simulated: bool,
+                   basis: str | None = None, own_file: bool = False) -> Path | None:
+    """One PNG per task (and quality basis): energy per request (J) vs quality_score, per model; model
+    means and the front. ``own_file``: the task has several bases, so the basis goes into the name."""
     pts = [(r["model"], r["total_energy_j"], r["quality_score"]) for r in results
            if r.get("task") == task and r.get("ok") and isinstance(r.get("total_energy_j"), float)
+           and (r.get("quality_basis") or None) == basis
            and isinstance(r.get("quality_score"), (int, float)) and not isinstance(r.get("quality_score"), bool)]
-    front = sorted((p for p in pareto if p["task"] == task), key=lambda p: p["total_energy_j_mean"])
+    front = sorted((p for p in pareto if p["task"] == task and p.get("quality_basis") == basis),
+                   key=lambda p: p["total_energy_j_mean"])
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
@@ -62,11 +66,11 @@ def energy_quality(out_dir: Path, task: str, results: list[dict], pareto: list[d
         ax.annotate(p["model"] + (" ★" if p["pareto_optimal"] else ""), (p["total_energy_j_mean"], p["quality_score_mean"]),
                     textcoords="offset points", xytext=(4, 6), fontsize=7)
     ax.set_xlabel("energy per request, GPU + CPU (J)")
-    ax.set_ylabel("quality_score")
+    ax.set_ylabel("quality_score" + (f" ({basis})" if basis else ""))
     ax.set_title(f"{task}: energy vs quality{_sim(simulated)}")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out_dir / f"energy_vs_quality_{task}.png"
+    path = out_dir / (f"energy_vs_quality_{task}_{basis}.png" if own_file else f"energy_vs_quality_{task}.png")
     fig.savefig(path)
     plt.close(fig)
     return path

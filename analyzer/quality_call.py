@@ -19,7 +19,7 @@ QUALITY_COLUMNS = (
     "quality_score", "bartscore_p", "bartscore_r", "bartscore_f", "bartscore_model", "bartscore_error",
     "code_found", "code_parses", "code_symbols_ok", "code_symbols_missing", "code_mentions_complexity",
     "code_tests_passed", "code_tests_error", "len_chars", "len_tokens", "distinct_1", "distinct_2",
-    "distinct_3", "repetition_rate", "text_lang",
+    "distinct_3", "repetition_rate", "text_lang", "chrf", "rouge_l", "quality_basis",
 )
 
 

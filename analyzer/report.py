@@ -1,63 +1,138 @@
-"""summary/report.md: the tables and plots of one analysis in one Markdown page (pure: text out)."""
+"""summary/report.md: the tables and plots of one analysis in one Markdown page (pure: text out),
+and the parts report.html shares with it: readable numbers and the Problems list."""
 from __future__ import annotations
 
+import math
+from collections import Counter
 from typing import Any
 
-from analyzer.tables import cell
+from analyzer.i18n import label, t
 
 SIM_BANNER = ("> **⚠ SIMULATED GPU DATA.** The GPU telemetry of this batch came from the simulated source "
               "(`simulated: true` on tel.gpu). GPU power, energy, memory, utilisation and temperature below are "
               "NOT measurements; rows carry `gpu_simulated = true`.")
 
-RESULT_COLUMNS = ("model", "task", "load", "run", "status", "latency_s", "first_token_s", "toks_per_s", "gpu_energy_j",
-                  "gpu_energy_method", "gpu_coverage", "cpu_energy_j", "quality_score", "quality_per_j")
-STAT_COLUMNS = ("model", "task", "load", "metric", "n", "n_failed", "mean", "std", "ci95_low", "ci95_high")
-PARETO_COLUMNS = ("task", "model", "n", "total_energy_j_mean", "quality_score_mean", "quality_per_j", "pareto_optimal")
-REPORT_METRICS = ("latency_s", "toks_per_s", "gpu_energy_j", "total_energy_j", "quality_score", "quality_per_j")
+RESULT_COLUMNS = ("model", "task", "load", "text_lang", "run", "status", "latency_s", "first_token_s", "toks_per_s",
+                  "gpu_energy_j", "gpu_energy_method", "gpu_coverage", "cpu_energy_j", "total_energy_j", "quality_score",
+                  "quality_basis", "quality_per_kj", "j_per_quality")
+STAT_COLUMNS = ("model", "task", "load", "metric", "quality_basis", "n", "n_failed", "mean", "std", "ci95_low",
+                "ci95_high", "ci95_note")
+PARETO_COLUMNS = ("task", "quality_basis", "model", "n", "total_energy_j_mean", "quality_score_mean",
+                  "group_quality_per_kj", "group_j_per_quality", "quality_per_kj_mean", "pareto_optimal")
+REPORT_METRICS = ("latency_s", "toks_per_s", "gpu_energy_j", "total_energy_j", "quality_score", "quality_per_kj",
+                  "group_quality_per_kj", "group_j_per_quality")
+CONTENTION_PCT = 90.0  # mean host CPU busy share above which a request window is called contended
+MAX_FAILED_LISTED = 5
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "" if v != v else format(v, ".4g")
-    return cell(v).replace("|", "\\|")
+def fmt_num(v: Any) -> str:
+    """A number as people read it: 3 significant digits, never an exponent (1234.5 → 1,234; 0.0000342 → 0.0000342)."""
+    if v is None or isinstance(v, bool):
+        return "" if v is None else ("true" if v else "false")
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) >= 10000 else str(v)
+    if not isinstance(v, float):
+        return str(v)
+    if not math.isfinite(v):
+        return ""
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:,.0f}"
+    decimals = max(0, 2 - int(math.floor(math.log10(a))))
+    return f"{v:.{decimals}f}"
 
 
-def md_table(columns, rows: list[dict[str, Any]]) -> str:
+def _md_cell(v: Any) -> str:
+    return fmt_num(v).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(columns, rows: list[dict[str, Any]], lang: str = "en") -> str:
     if not rows:
-        return "_(none)_\n"
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+        return t("none", lang) + "\n"
+    lines = ["| " + " | ".join(label(c, lang) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_md_cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
-def render(analysis, plot_files: list[str], title: str | None = None) -> str:
+def _num(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _why_no_quality(r: dict, lang: str) -> str:
+    if r.get("quality_error"):
+        return str(r["quality_error"])
+    if r.get("task") in ("qa", "summary"):
+        return t("p_no_reference", lang)
+    return t("p_no_reason", lang)
+
+
+def problem_list(a, lang: str = "en") -> list[str]:
+    """Why a figure is missing or doubtful, one plain-text line each (the caller escapes for HTML)."""
+    out: list[str] = []
+    ok = [r for r in a.results if r.get("status") == "ok"]
+    fallback = [r for r in ok if r.get("quality_basis") == "chrf" and r.get("bartscore_error")]
+    if fallback:
+        out.append(t("p_bart_fallback", lang, n=len(fallback), why=fallback[0]["bartscore_error"]))
+    missing_q = [r for r in ok if _num(r.get("quality_score")) is None and a.quality_ran
+                 and r.get("task") in ("qa", "summary", "code", "creative")]
+    for why, n in Counter(_why_no_quality(r, lang) for r in missing_q).most_common():
+        out.append(t("p_quality_missing", lang, n=n, why=why))
+    missing_e = [r for r in ok if _num(r.get("total_energy_j")) is None]
+    if missing_e:
+        out.append(t("p_energy_missing", lang, n=len(missing_e)))
+    skipped = a.batch_end.skipped if a.batch_end is not None else None
+    if isinstance(skipped, int) and skipped > 0:
+        out.append(t("p_skipped", lang, n=skipped))
+    failed = [r for r in a.results if r.get("status") == "failed"]
+    if failed:
+        what = "; ".join(f"{r.get('model')}/{r.get('task')}/{r.get('load')}#{r.get('run')}: "
+                         f"{str(r.get('error') or '')[:160]}" for r in failed[:MAX_FAILED_LISTED])
+        out.append(t("p_failed", lang, n=len(failed), what=what + (" …" if len(failed) > MAX_FAILED_LISTED else "")))
+    if a.simulated:
+        out.append(t("p_simulated", lang))
+    busy = [r for r in ok if (_num(r.get("cpu_util_avg")) or 0.0) >= CONTENTION_PCT]
+    if busy:
+        out.append(t("p_contention", lang, n=len(busy), total=len(ok), pct=f"{CONTENTION_PCT:g}"))
+    cached = [r for r in a.results if (_num(r.get("prompt_cached_tokens")) or 0) > 0]
+    if cached:
+        out.append(t("p_cache", lang, n=len(cached), tokens=int(sum(r["prompt_cached_tokens"] for r in cached))))
+    out += [f"{t('p_pipeline', lang)}: {p}" for p in a.problems]
+    return out
+
+
+def report_stats(a) -> list[dict[str, Any]]:
+    return [s for s in a.stats if s["metric"] in REPORT_METRICS]
+
+
+def render(analysis, plot_files: list[str], title: str | None = None, lang: str = "en") -> str:
     """Markdown text; ``plot_files`` are paths relative to the summary directory."""
     a = analysis
-    parts = [f"# Analysis report — {title or a.batch_id or 'batch'}\n"]
+    parts = [f"# {t('title', lang)} — {title or a.batch_id or 'batch'}\n",
+             f"**{t('ratio_name', lang)}.** " + t("ratio_def", lang).replace("<b>", "**").replace("</b>", "**")
+             + "\n\n" + t("basis_def", lang) + "\n\n" + t("html_note", lang) + "\n"]
     if a.simulated:
-        parts.append(SIM_BANNER + "\n")
+        parts.append((SIM_BANNER if lang == "en" else f"> **⚠ {t('sim_banner', lang)}**") + "\n")
     elif not a.timelines:
-        parts.append("> No GPU telemetry in this batch: GPU columns are empty (not available), not zero.\n")
-    n_ok = sum(1 for r in a.results if r.get("status") == "ok")
-    n_failed = sum(1 for r in a.results if r.get("status") == "failed")
-    n_inc = sum(1 for r in a.results if r.get("status") == "incomplete")
-    parts.append(f"Requests: {len(a.results)} measured ({n_ok} ok, {n_failed} failed, {n_inc} incomplete), "
-                 f"{len(a.warmups)} warm-up (excluded from results and stats).\n")
-    if a.problems:
-        parts.append("## Problems\n\n" + "\n".join(f"- {p}" for p in a.problems) + "\n")
+        parts.append(f"> {t('no_gpu', lang)}\n")
+    parts.append(t("requests_line", lang, n=len(a.results), ok=sum(1 for r in a.results if r.get("status") == "ok"),
+                   failed=sum(1 for r in a.results if r.get("status") == "failed"),
+                   inc=sum(1 for r in a.results if r.get("status") == "incomplete"), warm=len(a.warmups)) + "\n")
+    probs = problem_list(a, lang)
+    parts.append(f"## {t('problems', lang)}\n\n" + ("\n".join(f"- {p}" for p in probs) if probs
+                                                     else t("no_problems", lang)) + "\n")
     low = [r for r in a.results if isinstance(r.get("gpu_coverage"), float) and r["gpu_coverage"] < 0.99]
     if low:
-        parts.append("## Low sample coverage\n\n" + md_table(("rid", "gpu_coverage", "gpu_seq_gaps", "gpu_energy_j"), low))
-    parts.append("## Pareto front per task (min energy, max quality)\n\n"
-                 "Quality per joule = quality_score / (GPU + CPU energy in J); `pareto_optimal` = no other model "
-                 "of the task uses less energy for at least the same quality.\n\n" + md_table(PARETO_COLUMNS, a.pareto))
-    parts.append("## Results\n\n" + md_table(RESULT_COLUMNS, a.results))
-    stats = [s for s in a.stats if s["metric"] in REPORT_METRICS]
-    parts.append("## Stats (mean, std, 95% CI over runs; full table in stats.csv)\n\n" + md_table(STAT_COLUMNS, stats))
+        parts.append(f"## {t('low_coverage', lang)}\n\n"
+                     + md_table(("rid", "gpu_coverage", "gpu_seq_gaps", "gpu_energy_j"), low, lang))
+    parts.append(f"## {t('pareto', lang)}\n\n" + md_table(PARETO_COLUMNS, a.pareto, lang))
+    parts.append(f"## {t('results', lang)}\n\n" + md_table(RESULT_COLUMNS, a.results, lang))
+    parts.append(f"## {t('stats', lang)}\n\n" + md_table(STAT_COLUMNS, report_stats(a), lang))
     if a.warmups:
-        parts.append("## Warm-up requests (not in results)\n\n" + md_table(("rid", "model", "status", "latency_s",
-                                                                            "gpu_energy_j"), a.warmups))
+        parts.append(f"## {t('warmups', lang)}\n\n"
+                     + md_table(("rid", "model", "status", "latency_s", "gpu_energy_j"), a.warmups, lang))
     if plot_files:
-        sim = " (SIMULATED GPU)" if a.simulated else ""
-        parts.append("## Plots" + sim + "\n\n" + "\n".join(f"![{p}]({p})" for p in plot_files) + "\n")
+        sim = t("simulated_suffix", lang) if a.simulated else ""
+        parts.append(f"## {t('plots', lang)}{sim}\n\n" + "\n".join(f"![{p}]({p})" for p in plot_files) + "\n")
     return "\n".join(parts)

@@ -20,30 +20,61 @@ STAT_METRICS = ("latency_s", "first_token_s", "first_thinking_s", "first_chunk_s
                 "j_per_token", "tokens_per_j", "gpu_mem_peak_mb", "gpu_util_avg", "gpu_temp_peak_c",
                 "gpu_power_avg_w", "gpu_sm_clock_avg_mhz", "gpu_coverage", "cpu_util_avg", "cpu_energy_j_approx",
                 "cpu_energy_j_rapl", "cpu_energy_j", "host_mem_peak_mib", "total_energy_j", "quality_score",
-                "bartscore", "bartscore_f", "distinct_2", "quality_per_j", "j_per_quality")
+                "bartscore", "bartscore_f", "distinct_2", "quality_per_j", "j_per_quality", "chrf", "rouge_l",
+                "quality_per_kj")
+# Metrics whose value depends on what quality_score was computed from: their stats are per quality_basis.
+BASIS_METRICS = ("quality_score", "quality_per_j", "j_per_quality", "quality_per_kj")
 STATS_COLUMNS = ("model", "task", "load", "metric", "n", "n_failed", "mean", "variance", "std", "ci95_low",
-                 "ci95_high", "gpu_simulated")
-PARETO_COLUMNS = ("task", "model", "n", "total_energy_j_mean", "quality_score_mean", "quality_per_j",
-                  "j_per_quality", "pareto_optimal", "gpu_simulated")
+                 "ci95_high", "gpu_simulated", "quality_basis", "ci95_note")
+# pareto.csv: group_* are ratios of the group's means (mean quality / mean energy); quality_per_kj_mean is
+# the mean of the per-request ratios (results.csv quality_per_kj). The two differ; they never share a name.
+PARETO_COLUMNS = ("task", "model", "n", "total_energy_j_mean", "quality_score_mean", "group_quality_per_j",
+                  "group_j_per_quality", "pareto_optimal", "gpu_simulated", "quality_basis", "group_quality_per_kj",
+                  "quality_per_kj_mean", "total_energy_j_ci95_low", "total_energy_j_ci95_high",
+                  "quality_score_ci95_low", "quality_score_ci95_high", "ci95_note")
+MIN_N_FOR_CI = 3  # below this a 95 % interval of a mean says nothing useful: ci95_note = "n too small"
+# The range a metric's values (so its mean) can take; intervals are clipped to it. Default: [0, ∞).
+_RANGE: dict[str, tuple[float | None, float | None]] = {
+    "quality_score": (0.0, 1.0), "gpu_coverage": (0.0, 1.0), "distinct_2": (0.0, 1.0), "rouge_l": (0.0, 1.0),
+    "chrf": (0.0, 100.0), "gpu_util_avg": (0.0, 100.0), "cpu_util_avg": (0.0, 100.0),
+    "bartscore": (None, 0.0), "bartscore_f": (None, 0.0), "gpu_energy_net_j": (None, None),
+}
+
+
+def metric_range(metric: str) -> tuple[float | None, float | None]:
+    return _RANGE.get(metric, (0.0, None))
 
 
 def t95(df: int) -> float:
     return _T95.get(df, 1.96) if df >= 1 else float("nan")
 
 
-def describe(values: list[float]) -> dict[str, Any]:
-    """n, mean, sample variance (n−1), std and the 95 % t-interval of the mean; None where undefined."""
+def describe(values: list[float], lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    """n, mean, sample variance (n−1), std and the 95 % t-interval of the mean; None where undefined.
+
+    Under MIN_N_FOR_CI values there is no interval (``ci95_note = "n too small"``): with n = 2 the
+    t quantile is 12.7 and the interval of an energy reached below zero. The interval is clipped to
+    [lo, hi], the range the metric can take (``ci95_note = "clipped"`` when that cut it)."""
     n = len(values)
-    out: dict[str, Any] = {"n": n, "mean": None, "variance": None, "std": None, "ci95_low": None, "ci95_high": None}
+    out: dict[str, Any] = {"n": n, "mean": None, "variance": None, "std": None, "ci95_low": None, "ci95_high": None,
+                           "ci95_note": None}
     if n == 0:
         return out
     mean = math.fsum(values) / n
     out["mean"] = mean
     if n >= 2:
         var = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
-        std = math.sqrt(var)
-        half = t95(n - 1) * std / math.sqrt(n)
-        out.update(variance=var, std=std, ci95_low=mean - half, ci95_high=mean + half)
+        out.update(variance=var, std=math.sqrt(var))
+    if n < MIN_N_FOR_CI:
+        out["ci95_note"] = "n too small"
+        return out
+    half = t95(n - 1) * out["std"] / math.sqrt(n)
+    low, high = mean - half, mean + half
+    if (lo is not None and low < lo) or (hi is not None and high > hi):
+        out["ci95_note"] = "clipped"
+        low = max(low, lo) if lo is not None else low
+        high = min(high, hi) if hi is not None else high
+    out.update(ci95_low=low, ci95_high=high)
     return out
 
 
@@ -51,8 +82,14 @@ def _key(row) -> tuple:
     return tuple("" if row.get(k) is None else str(row.get(k)) for k in ("model", "task", "load"))
 
 
+def _basis(row) -> str:
+    return str(row.get("quality_basis") or "")
+
+
 def stats(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]]:
-    """One row per model × task × load × metric over successful requests; failures counted in n_failed."""
+    """One row per model × task × load × metric over successful requests; failures counted in n_failed.
+
+    Quality metrics (BASIS_METRICS) get one row per quality_basis, so two bases are never averaged."""
     groups: dict[tuple, list[dict]] = {}
     for row in results:
         groups.setdefault(_key(row), []).append(row)
@@ -61,20 +98,31 @@ def stats(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]
         rows = groups[key]
         good = [r for r in rows if r.get("ok")]
         failed = len(rows) - len(good)
+        base = {"model": key[0], "task": key[1], "load": key[2], "n_failed": failed, "gpu_simulated": simulated}
         for metric in STAT_METRICS:
-            vals = [v for v in (finite(r.get(metric)) for r in good) if v is not None]
-            if not vals:
-                continue
-            d = describe(vals)
-            out.append({"model": key[0], "task": key[1], "load": key[2], "metric": metric, "n_failed": failed,
-                        "gpu_simulated": simulated, **d})
+            parts = sorted({_basis(r) for r in good}) if metric in BASIS_METRICS else [None]
+            for basis in parts:
+                members = good if basis is None else [r for r in good if _basis(r) == basis]
+                vals = [v for v in (finite(r.get(metric)) for r in members) if v is not None]
+                if not vals:
+                    continue
+                out.append({**base, "metric": metric, "quality_basis": basis or None,
+                            **describe(vals, *metric_range(metric))})
         # The group's ratio of means: mean quality over mean energy (robust to one tiny-energy request).
-        q = [v for v in (finite(r.get("quality_score")) for r in good) if v is not None]
-        e = [v for v in (finite(r.get("total_energy_j")) for r in good) if v is not None]
-        if q and e and sum(e) > 0:
-            out.append({"model": key[0], "task": key[1], "load": key[2], "metric": "group_quality_per_j",
-                        "n": min(len(q), len(e)), "n_failed": failed, "mean": (sum(q) / len(q)) / (sum(e) / len(e)),
-                        "variance": None, "std": None, "ci95_low": None, "ci95_high": None, "gpu_simulated": simulated})
+        for basis in sorted({_basis(r) for r in good}):
+            members = [r for r in good if _basis(r) == basis]
+            q = [v for v in (finite(r.get("quality_score")) for r in members) if v is not None]
+            e = [v for v in (finite(r.get("total_energy_j")) for r in members) if v is not None]
+            if not (q and e and sum(e) > 0):
+                continue
+            qm, em = math.fsum(q) / len(q), math.fsum(e) / len(e)
+            for metric, value in (("group_quality_per_j", qm / em), ("group_quality_per_kj", 1000.0 * qm / em),
+                                  ("group_j_per_quality", em / qm if qm > 0 else None)):
+                if value is None:
+                    continue
+                out.append({**base, "metric": metric, "quality_basis": basis or None, "n": min(len(q), len(e)),
+                            "mean": value, "variance": None, "std": None, "ci95_low": None, "ci95_high": None,
+                            "ci95_note": None})
     return out
 
 
@@ -89,27 +137,52 @@ def pareto_flags(points: list[tuple[float, float]]) -> list[bool]:
 
 
 def pareto(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]]:
-    """Per task: each model's mean total energy per request and mean quality_score; Pareto-optimal marked."""
-    by: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    """Per task and quality basis: each model's mean energy per request and mean quality_score, with
+    their 95 % intervals; Pareto-optimal marked. Bases are never mixed on one front."""
+    by: dict[tuple[str, str, str], list[dict]] = {}
     for row in results:
         if not row.get("ok"):
             continue
         e, q = finite(row.get("total_energy_j")), finite(row.get("quality_score"))
         if e is None or q is None:
             continue
-        by.setdefault((str(row.get("task")), str(row.get("model"))), []).append((e, q))
+        by.setdefault((str(row.get("task")), _basis(row), str(row.get("model"))), []).append(row)
     out = []
-    for task in sorted({t for t, _ in by}):
-        models = sorted(m for t, m in by if t == task)
-        pts = []
+    for task, basis in sorted({(t, b) for t, b, _ in by}):
+        models = sorted(m for t, b, m in by if (t, b) == (task, basis))
+        pts, extra = [], []
         for m in models:
-            vals = by[(task, m)]
-            pts.append((math.fsum(v[0] for v in vals) / len(vals), math.fsum(v[1] for v in vals) / len(vals)))
-        for m, (e, q), flag in zip(models, pts, pareto_flags(pts)):
-            out.append({"task": task, "model": m, "n": len(by[(task, m)]), "total_energy_j_mean": e,
-                        "quality_score_mean": q, "quality_per_j": q / e if e > 0 else None,
-                        "j_per_quality": e / q if q > 0 else None, "pareto_optimal": flag, "gpu_simulated": simulated})
+            rows = by[(task, basis, m)]
+            de = describe([float(r["total_energy_j"]) for r in rows], *metric_range("total_energy_j"))
+            dq = describe([float(r["quality_score"]) for r in rows], *metric_range("quality_score"))
+            ratios = [v for v in (finite(r.get("quality_per_kj")) for r in rows) if v is not None]
+            pts.append((de["mean"], dq["mean"]))
+            extra.append((de, dq, math.fsum(ratios) / len(ratios) if ratios else None))
+        for m, (e, q), flag, (de, dq, ratio_mean) in zip(models, pts, pareto_flags(pts), extra):
+            out.append({"task": task, "quality_basis": basis or None, "model": m, "n": de["n"],
+                        "total_energy_j_mean": e, "quality_score_mean": q,
+                        "group_quality_per_j": q / e if e > 0 else None,
+                        "group_quality_per_kj": 1000.0 * q / e if e > 0 else None,
+                        "group_j_per_quality": e / q if q > 0 else None, "quality_per_kj_mean": ratio_mean,
+                        "total_energy_j_ci95_low": de["ci95_low"], "total_energy_j_ci95_high": de["ci95_high"],
+                        "quality_score_ci95_low": dq["ci95_low"], "quality_score_ci95_high": dq["ci95_high"],
+                        "ci95_note": de["ci95_note"] or dq["ci95_note"],
+                        "pareto_optimal": flag, "gpu_simulated": simulated})
     return out
+
+
+def basis_problems(results: list[dict[str, Any]]) -> list[str]:
+    """One line per task whose quality scores come from more than one basis (then stats and the
+    Pareto front are split by basis, never mixed)."""
+    per: dict[str, dict[str, int]] = {}
+    for r in results:
+        if r.get("ok") and finite(r.get("quality_score")) is not None:
+            counts = per.setdefault(str(r.get("task")), {})
+            counts[_basis(r)] = counts.get(_basis(r), 0) + 1
+    return [f"task {task}: quality_score comes from {len(c)} bases ("
+            + ", ".join(f"{b or 'unknown'}: {n} requests" for b, n in sorted(c.items()))
+            + "); stats and the Pareto front are given per basis, never mixed"
+            for task, c in sorted(per.items()) if len(c) > 1]
 
 
 def cell(v: Any) -> str:

@@ -51,7 +51,7 @@ def throughput(end: ReqEnd | None, latency_s: float | None, first_token_s: float
     timings = api.get("timings") or {}
     out: dict[str, Any] = {"output_tokens": None, "toks_per_s": None, "toks_per_s_method": None,
                            "client_toks_per_s": None, "e2e_toks_per_s": None, "prompt_tokens": None,
-                           "prefill_toks_per_s": None}
+                           "prefill_toks_per_s": None, "prompt_cached_tokens": None}
     eval_count, eval_ns = nonneg(api.get("eval_count")), positive(api.get("eval_duration_ns"))
     pred_n, pred_ms = nonneg(timings.get("predicted_n")), positive(timings.get("predicted_ms"))
     completion = nonneg(api.get("completion_tokens"))
@@ -78,6 +78,12 @@ def throughput(end: ReqEnd | None, latency_s: float | None, first_token_s: float
         out["prefill_toks_per_s"] = prompt / (pe_ns / 1e9)
     elif nonneg(timings.get("prompt_n")) is not None and positive(timings.get("prompt_ms")) is not None:
         out["prefill_toks_per_s"] = timings["prompt_n"] / (timings["prompt_ms"] / 1000.0)
+    # prompt tokens the server took from its cache (OpenAI usage details, llama.cpp timings.cache_n):
+    # those requests skipped most of their prefill, which the report says
+    cached = nonneg(api.get("cached_tokens"))
+    if cached is None:
+        cached = nonneg(timings.get("cache_n"))
+    out["prompt_cached_tokens"] = int(cached) if cached is not None else None
     return out
 
 

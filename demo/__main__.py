@@ -6,12 +6,14 @@ via llama.cpp, `python -m demo.llm_server`), runs a small batch through the coll
 bar), lets the collector run the analyzer, and prints where the CSVs, plots and report are with
 a table of the key figures. Everything it started is stopped at the end, also on Ctrl-C.
 
-    python -m demo                                   # 3 tasks x 2 loads x 2 runs, 80 tokens
+    python -m demo                                   # 4 tasks x 2 languages x 2 runs, short prompts, 80 tokens
     python -m demo --runs 1 --tasks qa --loads short --max-tokens 16
     python -m demo --ollama --models gemma3:1b       # an Ollama server at OLLAMA_HOST instead
 
-BARTScore needs a BART checkpoint: set BARTSCORE_CHECKPOINT to a local directory to use one;
-without it (and without network) the bartscore column stays empty and the demo says why.
+Every successful row gets a quality score and a 效质比 offline: BARTScore needs a BART checkpoint
+(set BARTSCORE_CHECKPOINT to a local directory); without one QA and summary quality is chrF / 100
+(quality_basis = chrf) and the demo says why. The report is summary/report.html (--report-lang zh
+for Chinese; the default follows the locale).
 Exit codes: 0 done, 1 a part could not start, 2 bad arguments, 130 interrupted; otherwise the collector's.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from demo import figures
-from demo.plan import DEFAULT_LOADS, DEFAULT_TASKS, DemoSettings, analyzer_flags, collector_args, server_args, \
+from demo.plan import DEFAULT_LANGS, DEFAULT_LOADS, DEFAULT_TASKS, DemoSettings, analyzer_flags, collector_args, server_args, \
     telemetry_args
 from demo.procs import Child, wait_until
 from shared.batch import BatchDir, new_batch_dir
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"built-in tasks (default: {' '.join(DEFAULT_TASKS)})")
     ap.add_argument("--loads", nargs="+", choices=LOADS, default=list(DEFAULT_LOADS),
                     help=f"prompt loads (default: {' '.join(DEFAULT_LOADS)})")
+    ap.add_argument("--langs", nargs="+", choices=("en", "zh"), default=list(DEFAULT_LANGS),
+                    help=f"prompt languages (default: {' '.join(DEFAULT_LANGS)})")
     ap.add_argument("--max-tokens", "--max_tokens", dest="max_tokens", type=int, default=80,
                     help="max new tokens per request (default 80)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds one request may take (default 300)")
@@ -74,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1),
                     help="CPU threads of the SmolLM2 server (default: up to 4)")
     ap.add_argument("--no-quality", action="store_true", help="skip the analyzer's quality step (faster)")
-    ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots (report.html draws its own)")
+    ap.add_argument("--report-lang", choices=("auto", "en", "zh"), default="auto",
+                    help="language of report.html and report.md (default auto: Chinese under a Chinese locale)")
     ap.add_argument("--keep-running", action="store_true",
                     help="after the batch, keep the telemetry daemon and the LLM server running until Ctrl-C")
     ap.add_argument("--verbose", action="store_true", help="show the collector's and analyzer's info logs")
@@ -85,10 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> DemoSettings:
-    s = DemoSettings(out=args.out, tasks=tuple(args.tasks), loads=tuple(args.loads), runs=args.runs,
+    s = DemoSettings(out=args.out, tasks=tuple(args.tasks), loads=tuple(args.loads), langs=tuple(args.langs),
+                     runs=args.runs,
                      max_tokens=args.max_tokens, timeout_s=args.timeout, ollama=args.ollama,
                      models=tuple(args.models or ()), verbose=args.verbose, quality=not args.no_quality,
-                     plots=not args.no_plots)
+                     plots=not args.no_plots, report_lang=args.report_lang)
     s.validate()
     return s
 
@@ -144,7 +151,8 @@ def print_summary(batch: BatchDir) -> bool:
     rows = figures.read_results(results)
     listing = [("results (one row per request)", results),
                ("statistics (mean, variance, CI)", batch.summary / "stats.csv"),
-               ("Pareto (energy vs quality)", batch.summary / "pareto.csv"), ("report", batch.summary / "report.md"),
+               ("Pareto (energy vs quality)", batch.summary / "pareto.csv"), ("report (open in a browser)", batch.summary / "report.html"),
+               ("report (Markdown)", batch.summary / "report.md"),
                ("recording (replayable)", batch.stream), ("per-request JSON", batch.raw),
                ("generated texts", batch.texts)]
     for label, path in listing:
@@ -164,7 +172,9 @@ def print_summary(batch: BatchDir) -> bool:
               "the CPU load). CPU figures come from the real host (psutil; RAPL where readable).")
     note = figures.bartscore_note(rows)
     if note:
-        print(f"\nBARTScore is empty: {note}")
+        print(f"\nBARTScore is empty, so QA and summary quality is chrF / 100 (quality_basis = chrf): {note}")
+    print("\n效质比 = quality points per kJ of GPU + CPU energy (higher is better); report.html defines it and "
+          "lists any problems.")
     return True
 
 

@@ -21,6 +21,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("cpu_energy_j", "CPU J", ".1f"),
     ("j_per_token", "J/tok", ".2f"),
     ("quality_score", "quality", ".2f"),
+    ("quality_per_kj", "效质比 q/kJ", ".2f"),
     ("bartscore", "BARTScore", ".2f"),
 ]
 GROUP = ("model", "task", "load")

@@ -172,3 +172,32 @@ def test_live_with_a_bad_curve_key_file_says_which_file_and_exits_2(tmp_path):
         assert named in r.stderr and "Traceback" not in r.stderr
     ok = analyzer(*live, "--curve-secret", good_secret, "--curve-server-key", server_public)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_report_language_flag_and_locale(batch):
+    """--report-lang zh writes both reports in Chinese; the default follows the locale; CSVs do not change."""
+    env_zh = {**os.environ, "LC_ALL": "zh_CN.UTF-8"}
+    r = subprocess.run([sys.executable, "-m", "analyzer", "--batch", str(batch), "--no-plots", "--no-progress"],
+                       cwd=ROOT, capture_output=True, text=True, encoding="utf-8", timeout=120, env=env_zh)
+    assert r.returncode == 0, r.stderr[-2000:]
+    auto_md = (batch / "summary" / "report.md").read_text(encoding="utf-8")
+    auto_csv = (batch / "summary" / "results.csv").read_bytes()
+    assert "## 问题" in auto_md and "效质比" in auto_md
+    r = analyzer("--batch", batch, "--no-plots", "--no-progress", "--report-lang", "en")
+    assert r.returncode == 0, r.stderr[-2000:]
+    md = (batch / "summary" / "report.md").read_text(encoding="utf-8")
+    page = (batch / "summary" / "report.html").read_text(encoding="utf-8")
+    assert "## Problems" in md and '<html lang="en"' in page
+    assert (batch / "summary" / "results.csv").read_bytes() == auto_csv
+    assert analyzer("--batch", batch, "--report-lang", "fr").returncode == 2  # argparse names the choices
+
+
+def test_lang_from_env(monkeypatch):
+    from analyzer.i18n import lang_from_env
+
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LANG", "zh_TW.UTF-8")
+    assert lang_from_env() == "zh"
+    monkeypatch.setenv("LC_ALL", "en_GB.UTF-8")  # LC_ALL wins over LANG, as in POSIX
+    assert lang_from_env() == "en"

@@ -227,6 +227,19 @@ class TestQualityStep:
         assert rows["a"]["bartscore"] == -1.2
 
 
+    def test_two_bases_in_one_task_are_split_and_reported(self, tmp_path):
+        """English scored by BARTScore, Chinese by chrF (one checkpoint missing): two fronts, a Problems line."""
+        def scorer(requests, options, progress=False):
+            return {r["rid"]: {"quality_score": 0.9 if "/a/" in r["rid"] else 0.2,
+                               "quality_basis": "bartscore" if "/a/" in r["rid"] else "chrf"} for r in requests}
+        reqs = [S.Req(0.5, 1.5, model="a"), S.Req(2.0, 2.5, model="b")]
+        a = run(tmp_path, S.Spec(duration_s=3.0, requests=reqs), quality=True, assess=scorer)
+        assert by_model(a)["b"]["quality_basis"] == "chrf" and by_model(a)["b"]["quality_per_kj"] > 0
+        assert {(p["quality_basis"], p["model"], p["pareto_optimal"]) for p in a.pareto} == {
+            ("bartscore", "a", True), ("chrf", "b", True)}
+        assert any("2 bases" in p and "never mixed" in p for p in a.problems)
+
+
 def test_stream_order_does_not_matter():
     """Shuffled and duplicated messages give the same analysis as the recording order."""
     import random

@@ -75,6 +75,19 @@ class TestStats:
         d = tables.describe([7.0])
         assert d["n"] == 1 and d["mean"] == 7.0 and d["variance"] is None and d["ci95_low"] is None
 
+    def test_two_runs_give_no_interval_but_say_why(self):
+        """n = 2: t = 12.7 made the interval of an energy reach −2156 J; below 3 runs there is none."""
+        d = tables.describe([10.0, 400.0], 0.0, None)
+        assert d["mean"] == 205.0 and d["std"] is not None
+        assert d["ci95_low"] is None and d["ci95_high"] is None and d["ci95_note"] == "n too small"
+
+    def test_interval_is_clipped_to_the_metric_range(self):
+        d = tables.describe([0.0, 0.0, 0.9], *tables.metric_range("quality_score"))
+        assert (d["ci95_low"], d["ci95_high"], d["ci95_note"]) == (0.0, 1.0, "clipped")  # raw: −0.99 … 1.59
+        e = tables.describe([1.0, 1.0, 500.0], *tables.metric_range("total_energy_j"))
+        assert e["ci95_low"] == 0.0 and e["ci95_high"] > 500.0
+        assert tables.metric_range("bartscore_f") == (None, 0.0)
+
     def test_failed_rows_are_counted_not_averaged(self):
         rows = [{"model": "m", "task": "qa", "load": "short", "ok": True, "latency_s": 1.0},
                 {"model": "m", "task": "qa", "load": "short", "ok": True, "latency_s": 3.0},
@@ -88,6 +101,40 @@ class TestPareto:
         """Dominated = another point with energy ≤ and quality ≥, one strictly."""
         assert tables.pareto_flags([(1.0, 0.5), (2.0, 0.9), (2.0, 0.8), (3.0, 0.9), (1.0, 0.5)]) == \
             [True, True, False, False, True]
+
+
+def _r(model, basis, q, e, task="qa", load="short"):
+    return {"model": model, "task": task, "load": load, "ok": True, "quality_score": q, "total_energy_j": e,
+            "quality_basis": basis, "quality_per_j": q / e, "quality_per_kj": 1000 * q / e}
+
+
+class TestBases:
+    def test_stats_split_quality_by_basis_never_mixing(self):
+        rows = [_r("m", "bartscore", 0.3, 100.0), _r("m", "chrf", 0.9, 100.0), _r("m", "chrf", 0.7, 300.0)]
+        st = tables.stats(rows, False)
+        q = {s["quality_basis"]: s for s in st if s["metric"] == "quality_score"}
+        assert set(q) == {"bartscore", "chrf"} and q["chrf"]["mean"] == pytest.approx(0.8) and q["chrf"]["n"] == 2
+        energy = [s for s in st if s["metric"] == "total_energy_j"]
+        assert len(energy) == 1 and energy[0]["quality_basis"] is None and energy[0]["n"] == 3
+        assert "task qa" in tables.basis_problems(rows)[0] and "chrf: 2 requests" in tables.basis_problems(rows)[0]
+
+    def test_ratio_of_means_and_mean_of_ratios_have_different_names(self):
+        """quality 0.9 at 100 J and 0.1 at 900 J: mean of ratios 4.56 /kJ, ratio of means 1 /kJ."""
+        rows = [_r("m", "chrf", 0.9, 100.0), _r("m", "chrf", 0.1, 900.0)]
+        st = {s["metric"]: s for s in tables.stats(rows, False)}
+        assert st["quality_per_kj"]["mean"] == pytest.approx((9.0 + 1 / 9) / 2)
+        assert st["group_quality_per_kj"]["mean"] == pytest.approx(1.0)
+        assert st["group_j_per_quality"]["mean"] == pytest.approx(1000.0)
+        p = tables.pareto(rows, False)[0]
+        assert p["group_quality_per_kj"] == pytest.approx(1.0) and p["quality_per_kj_mean"] == pytest.approx(
+            st["quality_per_kj"]["mean"])
+        assert "quality_per_j" not in tables.PARETO_COLUMNS  # the ambiguous name is gone from pareto.csv
+
+    def test_pareto_front_per_task_and_basis(self):
+        rows = [_r("a", "chrf", 0.5, 100.0), _r("b", "chrf", 0.4, 200.0), _r("c", "bartscore", 0.1, 500.0)]
+        front = {(p["quality_basis"], p["model"]): p["pareto_optimal"] for p in tables.pareto(rows, False)}
+        # c is alone on its basis, so optimal there; against chrF scores it would have been dominated
+        assert front == {("chrf", "a"): True, ("chrf", "b"): False, ("bartscore", "c"): True}
 
 
 class TestCsv:

@@ -293,7 +293,7 @@ async def test_prompt_cache_is_off_by_default_and_hits_are_reported(tmp_path):
         with open(batch / "summary" / "results.csv", encoding="utf-8-sig", newline="") as fh:
             rows[mode] = sorted(csv.DictReader(fh), key=lambda r: int(r["run"]))
         report = (batch / "summary" / "report.md").read_text(encoding="utf-8")
-        assert ("PROMPT CACHE: 2 request(s)" in report) == (mode == "on")
+        assert ("2 request(s) reused prompt tokens from the server's cache" in report) == (mode == "on")
     assert [r["prompt_cached_tokens"] for r in rows["off"]] == ["0", "0", "0"]
     assert [r["prompt_cached_tokens"] for r in rows["on"]] == ["0", "11", "11"]
     assert {r["prompt_cache"] for r in rows["off"]} == {"false"} and {r["prompt_cache"] for r in rows["on"]} == {"true"}

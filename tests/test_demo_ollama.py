@@ -34,7 +34,7 @@ def gone(pid: int) -> bool:
 
 def test_demo_runs_the_same_batch_against_an_ollama_server(procs, tmp_path):
     url = start_ollama_stub(procs)
-    demo = procs.start("demo", "--log-level", "info", "--ollama", "--models", "ok", "--tasks", "qa", "code", "--loads", "short", "--runs",
+    demo = procs.start("demo", "--log-level", "info", "--ollama", "--models", "ok", "--tasks", "qa", "code", "--loads", "short", "--langs", "en", "--runs",
                        "1", "--max-tokens", "8", "--no-quality", "--no-plots", "--out", str(tmp_path),
                        env={"OLLAMA_HOST": url.removeprefix("http://")})
     assert demo.wait(120) == 0, procs.output(demo)[-3000:]
@@ -51,7 +51,7 @@ def test_demo_runs_the_same_batch_against_an_ollama_server(procs, tmp_path):
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT; on Windows Ctrl-C goes through CTRL_C_EVENT")
 def test_ctrl_c_mid_batch_stops_every_child_and_keeps_what_finished(procs, tmp_path):
     url = start_ollama_stub(procs, token_delay_s=0.1)
-    demo = procs.start("demo", "--log-level", "info", "--ollama", "--models", "ok", "--tasks", "qa", "--loads", "short", "--runs", "20",
+    demo = procs.start("demo", "--log-level", "info", "--ollama", "--models", "ok", "--tasks", "qa", "--loads", "short", "--langs", "en", "--runs", "20",
                        "--max-tokens", "10", "--no-quality", "--no-plots", "--out", str(tmp_path),
                        env={"OLLAMA_HOST": url.removeprefix("http://")})
 
@@ -87,7 +87,7 @@ def test_no_ollama_server_is_a_clear_error_and_the_daemon_is_stopped(procs, tmp_
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT; on Windows Ctrl-C goes through CTRL_C_EVENT")
 def test_keep_running_leaves_the_daemon_publishing_until_ctrl_c(procs, tmp_path, zctx):
     url = start_ollama_stub(procs)
-    demo = procs.start("demo", "--log-level", "info", "--ollama", "--models", "ok", "--tasks", "qa", "--loads", "short", "--runs", "1",
+    demo = procs.start("demo", "--log-level", "info", "--ollama", "--models", "ok", "--tasks", "qa", "--loads", "short", "--langs", "en", "--runs", "1",
                        "--max-tokens", "4", "--no-quality", "--no-plots", "--keep-running", "--out", str(tmp_path),
                        env={"OLLAMA_HOST": url.removeprefix("http://")})
     wait_for(lambda: "still running" in procs.output(demo) or demo.poll() is not None, 90, "the batch to finish")
@@ -114,7 +114,7 @@ def test_bartscore_checkpoint_from_the_environment_is_used(procs, tmp_path):
     ckpt = build_tiny_bart(tmp_path / "tiny-bart")
     url = start_ollama_stub(procs)
     out = tmp_path / "out"
-    demo = procs.start("demo", "--log-level", "info", "--ollama", "--models", "ok", "--tasks", "qa", "--loads", "short", "--runs", "1",
+    demo = procs.start("demo", "--log-level", "info", "--ollama", "--models", "ok", "--tasks", "qa", "--loads", "short", "--langs", "en", "--runs", "1",
                        "--max-tokens", "6", "--no-plots", "--out", str(out),
                        env={"OLLAMA_HOST": url.removeprefix("http://"), "BARTSCORE_CHECKPOINT": str(ckpt),
                             "HF_HUB_OFFLINE": "1"})
@@ -130,7 +130,7 @@ def test_llm_server_killed_mid_batch_the_demo_reports_and_keeps_what_finished(pr
     the analyzer still runs on what finished, the demo prints the summary and stops its children."""
     url = start_ollama_stub(procs, token_delay_s=0.05)
     stub = procs.started[-1]
-    demo = procs.start("demo", "--log-level", "info", "--ollama", "--models", "ok", "--tasks", "qa", "--loads", "short", "--runs", "20",
+    demo = procs.start("demo", "--log-level", "info", "--ollama", "--models", "ok", "--tasks", "qa", "--loads", "short", "--langs", "en", "--runs", "20",
                        "--max-tokens", "8", "--no-quality", "--no-plots", "--out", str(tmp_path),
                        env={"OLLAMA_HOST": url.removeprefix("http://")})
 

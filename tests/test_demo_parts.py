@@ -62,7 +62,7 @@ class TestPlan:
         joined = " ".join(args)
         assert args[0] == "collector" and "--backend openai" in joined and f"--models {DEMO_MODEL}" in joined
         assert "--runs 2" in joined and "--max-tokens 64" in joined and "--langs en" in joined
-        assert "--tasks qa summary code" in joined and "--loads short medium" in joined
+        assert "--tasks qa summary code creative" in joined and "--loads short --langs en zh" in joined
         assert "--telemetry-endpoint tcp://127.0.0.1:2" in joined and "--events-endpoint tcp://127.0.0.1:3" in joined
         assert "--no-telemetry" not in args and "--no-analyze" not in args  # energy and analysis are the point
 

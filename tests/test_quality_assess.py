@@ -99,15 +99,52 @@ class TestCreativeAndOthers:
         row = assess([req("x", "chat", "hello hello world")], NO_BART)["x"]
         assert row["len_tokens"] == 3 and row["quality_score"] is None and row["code_found"] is None
 
-    def test_qa_without_bart_has_empty_bart_columns(self):
+    def test_qa_without_bart_has_empty_bart_columns_and_a_chrf_score(self):
         row = assess([req("q", "qa", "Paris.", reference="Paris is the capital of France.")], NO_BART)["q"]
         assert all(row[c] is None for c in ("bartscore", "bartscore_f", "bartscore_model", "bartscore_error"))
-        assert row["quality_score"] is None
+        assert row["quality_basis"] == "chrf" and 0 < row["quality_score"] < 1
+        assert row["quality_score"] == pytest.approx(row["chrf"] / 100)
 
     def test_empty_answer_with_reference_scores_zero_without_loading_bart(self):
         opts = QualityOptions(bart_checkpoint="./no/such/model")
         row = assess([req("q", "qa", "<think>only thoughts</think>", reference="Paris.")], opts)["q"]
         assert row["bartscore"] is None and "empty" in row["bartscore_error"] and row["quality_score"] == 0.0
+
+
+class TestReferenceMetrics:
+    """chrF and ROUGE-L: no weights, every request with a reference, English and Chinese."""
+
+    def test_chrf_is_sacrebleus_sentence_chrf(self):
+        from sacrebleu.metrics import CHRF
+
+        ref, hyp = "Paris is the capital of France.", "The capital of France is Paris."
+        row = assess([req("q", "qa", hyp, reference=ref)], NO_BART)["q"]
+        assert row["chrf"] == pytest.approx(CHRF().sentence_score(hyp, [ref]).score)
+        assert 0 < row["rouge_l"] < 1 and row["quality_basis"] == "chrf"
+
+    def test_identical_answer_scores_one_and_unrelated_scores_low(self):
+        ref = "Silicon photovoltaic cells turn sunlight into electric current."
+        rows = assess([req("same", "summary", ref, reference=ref),
+                       req("other", "summary", "Bananas are yellow fruit.", reference=ref)], NO_BART)
+        assert rows["same"]["chrf"] == pytest.approx(100) and rows["same"]["rouge_l"] == pytest.approx(1)
+        assert rows["same"]["quality_score"] == pytest.approx(1.0)
+        assert rows["other"]["quality_score"] < 0.2 and rows["other"]["rouge_l"] == 0.0
+
+    def test_chinese_rouge_l_counts_jieba_words(self):
+        """我/喜欢/吃/苹果 vs 我/喜欢/苹果: LCS 3 words, P = 1, R = 3/4, F = 6/7 (words, not characters)."""
+        row = assess([req("z", "qa", "我喜欢苹果。", reference="我喜欢吃苹果。")], NO_BART)["z"]
+        assert row["text_lang"] == "zh" and row["rouge_l"] == pytest.approx(6 / 7)
+        assert row["chrf"] > 0 and row["quality_basis"] == "chrf"
+
+    def test_empty_answer_scores_zero_on_chrf(self):
+        row = assess([req("e", "qa", "", reference="Paris.")], NO_BART)["e"]
+        assert (row["quality_score"], row["quality_basis"], row["chrf"]) == (0.0, "chrf", 0.0)
+
+    def test_no_reference_no_reference_metrics(self):
+        rows = assess([req("q", "qa", "Paris."), req("c", "code", ANSWER, expect=EXPECT),
+                       req("w", "creative", "a b c d")], NO_BART)
+        assert rows["q"]["chrf"] is None and rows["q"]["quality_score"] is None and rows["q"]["quality_basis"] is None
+        assert rows["c"]["quality_basis"] == "code_checks" and rows["w"]["quality_basis"] == "diversity"
 
 
 class TestRobustness:

@@ -200,6 +200,15 @@ class TestAssessWithBart:
         assert (row["bartscore_p"], row["bartscore_r"], row["bartscore_f"]) == pytest.approx((p[0], r[0], f[0]), abs=1e-5)
         assert row["bartscore_model"] == str(tiny_bart) and row["bartscore_error"] is None
         assert row["quality_score"] == pytest.approx(math.exp(row["bartscore_f"]))
+        assert row["quality_basis"] == "bartscore" and row["chrf"] is not None  # chrF is kept beside it
+
+    def test_empty_answer_takes_the_basis_of_its_task(self, tiny_bart):
+        """Its siblings were scored by BARTScore, so the empty answer's 0 is a BARTScore 0, not a chrF 0."""
+        base = {"task": "qa", "reference": SRCS[0], "lang": "en", "expect": None, "prompt": "p", "thinking": None}
+        rows = assess([dict(base, rid="full", text=TGTS[0]), dict(base, rid="empty", text="")],
+                      QualityOptions(bart_checkpoint=str(tiny_bart), device="cpu", max_length=MAX_LENGTH))
+        assert rows["full"]["quality_basis"] == "bartscore"
+        assert (rows["empty"]["quality_score"], rows["empty"]["quality_basis"]) == (0.0, "bartscore")
 
     def test_thinking_is_never_scored(self, tiny_bart):
         base = {"task": "summary", "reference": SRCS[0], "lang": "en", "expect": None, "prompt": "p"}
@@ -226,7 +235,10 @@ class TestAssessWithBart:
         rows = assess(requests, QualityOptions(bart_checkpoint=missing, bart_checkpoint_zh=str(tiny_bart),
                                                device="cpu", max_length=MAX_LENGTH))
         en, zh, creative = rows["en"], rows["zh"], rows["c"]
-        assert en["bartscore"] is None and en["bartscore_f"] is None and en["quality_score"] is None
+        assert en["bartscore"] is None and en["bartscore_f"] is None
+        # without its checkpoint the English row falls back to chrF; the Chinese one has BARTScore
+        assert en["quality_basis"] == "chrf" and en["quality_score"] == pytest.approx(en["chrf"] / 100)
+        assert zh["quality_basis"] == "bartscore"
         assert "does not exist" in en["bartscore_error"] and "fetch_checkpoint" in en["bartscore_error"]
         assert en["bartscore_model"] == missing and en["len_tokens"] == 1
         assert zh["bartscore_model"] == str(tiny_bart) and zh["bartscore_f"] < 0 and zh["bartscore_error"] is None

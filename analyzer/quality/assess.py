@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from analyzer.quality import code_checks, quality_score, sandbox, text as textm
+from analyzer.quality import code_checks, quality_score, reference as refm, sandbox, text as textm
 from analyzer.quality.options import QualityOptions
 from shared.logs import get_logger
 
@@ -19,7 +19,11 @@ BART_COLUMNS = ("bartscore", "bartscore_p", "bartscore_r", "bartscore_f", "barts
 CODE_COLUMNS = ("code_found", "code_parses", "code_symbols_ok", "code_symbols_missing", "code_mentions_complexity",
                 "code_tests_passed", "code_tests_error")
 TEXT_COLUMNS = ("len_chars", "len_tokens", "distinct_1", "distinct_2", "distinct_3", "repetition_rate")
-COLUMNS = BART_COLUMNS + CODE_COLUMNS + TEXT_COLUMNS + ("text_lang", "quality_score", "quality_error")
+REFERENCE_COLUMNS = ("chrf", "rouge_l")
+# quality_basis names what quality_score was computed from: one of BASES (None when there is no score).
+BASES = ("bartscore", "chrf", "code_checks", "diversity")
+COLUMNS = BART_COLUMNS + CODE_COLUMNS + TEXT_COLUMNS + ("text_lang", "quality_score", "quality_error") \
+    + REFERENCE_COLUMNS + ("quality_basis",)
 
 # Loaded scorers, kept for the life of the process: the analyzer may call assess() more than once.
 _SCORERS: dict[tuple, object] = {}
@@ -148,20 +152,59 @@ def _release_gpu_memory() -> None:
         torch.cuda.empty_cache()  # after an out-of-memory, before retrying pair by pair
 
 
-def _final_score(req: dict, row: dict) -> float | None:
+def _final_score(req: dict, row: dict) -> tuple[float | None, str | None]:
+    """(quality_score, quality_basis). Reference tasks: BARTScore where it was computed, else chrF / 100."""
     task = req.get("task")
     if task in ("qa", "summary"):
         if not (req.get("reference") or "").strip():
-            return None
-        return quality_score.from_bartscore(row["bartscore_f"], answer_empty=row["len_chars"] == 0)
+            return None, None
+        if row["len_chars"] == 0:
+            return 0.0, None  # the basis follows the task's other answers: _empty_answer_basis
+        if row["bartscore_f"] is not None:
+            return quality_score.from_bartscore(row["bartscore_f"], answer_empty=False), "bartscore"
+        if row["chrf"] is not None:
+            return quality_score.from_chrf(row["chrf"]), "chrf"
+        return None, None
     if task == "code":
         return quality_score.from_code_checks(row["code_found"], row["code_parses"], row["code_symbols_ok"],
-                                              row["code_mentions_complexity"], row["code_tests_passed"])
+                                              row["code_mentions_complexity"], row["code_tests_passed"]), "code_checks"
     if task == "creative":
         expect = req.get("expect") or {}
         target = expect.get("min_tokens") or quality_score.CREATIVE_TARGET_TOKENS.get(row["text_lang"] or "en", 100)
-        return quality_score.from_creative(row["distinct_2"], row["len_tokens"], int(target))
+        return quality_score.from_creative(row["distinct_2"], row["len_tokens"], int(target)), "diversity"
+    return None, None
+
+
+def _reference_metrics(jobs: dict[str, tuple[str, str, str | None]], results: dict[str, dict]) -> str | None:
+    """chrF and ROUGE-L for every request with a reference; the reason when the libraries are missing."""
+    if not jobs:
+        return None
+    missing = refm.available()
+    if missing:
+        log.error("reference_metrics_unavailable", requests=len(jobs), error=missing)
+        return missing
+    for rid, (reference, answer, lang) in jobs.items():
+        try:
+            results[rid]["chrf"] = refm.chrf(answer, reference)
+            results[rid]["rouge_l"] = refm.rouge_l(answer, reference, lang)
+        except Exception as exc:  # noqa: BLE001 - one odd text must not stop the batch
+            results[rid]["quality_error"] = f"chrF/ROUGE-L failed: {type(exc).__name__}: {exc}"
     return None
+
+
+def _empty_answer_basis(results: dict[str, dict], by_rid: dict[str, dict]) -> None:
+    """An empty answer scores 0 on the basis its task's other answers in that language were scored on
+    (BARTScore when its checkpoint ran for them), so one empty answer never splits a task's basis."""
+    seen: dict[tuple, set] = {}
+    for rid, req in by_rid.items():
+        row = results[rid]
+        if row["quality_basis"] and row["len_chars"]:
+            seen.setdefault((req.get("task"), row["text_lang"]), set()).add(row["quality_basis"])
+    for rid, req in by_rid.items():
+        row = results[rid]
+        if req.get("task") in ("qa", "summary") and row["quality_score"] == 0.0 and row["quality_basis"] is None:
+            bases = seen.get((req.get("task"), row["text_lang"]), set())
+            row["quality_basis"] = "bartscore" if bases == {"bartscore"} else "chrf"
 
 
 def assess(requests: list[dict], options: QualityOptions | None = None, progress: bool = False) -> dict[str, dict]:
@@ -173,6 +216,7 @@ def assess(requests: list[dict], options: QualityOptions | None = None, progress
     results: dict[str, dict] = {}
     code_jobs: dict[str, dict] = {}
     bart_jobs: dict[str, tuple[str, str, str]] = {}
+    ref_jobs: dict[str, tuple[str, str, str | None]] = {}
     by_rid: dict[str, dict] = {}
     items = enumerate(requests)
     if progress:
@@ -194,6 +238,7 @@ def assess(requests: list[dict], options: QualityOptions | None = None, progress
             reference = (req.get("reference") or "").strip()
             if reference:
                 answer = textm.strip_thinking(req.get("text"))
+                ref_jobs[rid] = (reference, answer, req.get("lang") or textm.detect_lang(reference))
                 if not opts.enable_bart:
                     pass  # columns stay empty
                 elif not answer:
@@ -206,6 +251,7 @@ def assess(requests: list[dict], options: QualityOptions | None = None, progress
             row["quality_error"] = f"{type(exc).__name__}: {exc}"
             log.warning("quality_request_failed", rid=rid, error=row["quality_error"])
     _run_code_tests(code_jobs, results, opts, progress)
+    reference_problem = _reference_metrics(ref_jobs, results)
     if bart_jobs:
         _bartscore(bart_jobs, results, opts, progress)
     for rid, req in by_rid.items():
@@ -213,7 +259,12 @@ def assess(requests: list[dict], options: QualityOptions | None = None, progress
         if row["quality_error"]:
             continue
         try:
-            row["quality_score"] = _final_score(req, row)
+            row["quality_score"], row["quality_basis"] = _final_score(req, row)
         except Exception as exc:  # noqa: BLE001
             row["quality_error"] = f"{type(exc).__name__}: {exc}"
+            continue
+        if row["quality_score"] is None and rid in ref_jobs:
+            # say why: neither BARTScore nor chrF could be computed for this reference
+            row["quality_error"] = "; ".join(x for x in (row["bartscore_error"], reference_problem) if x) or None
+    _empty_answer_basis(results, by_rid)
     return results

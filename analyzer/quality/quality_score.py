@@ -1,8 +1,9 @@
 """The one quality number per request (0..1) that the analyzer puts on the quality axis (pure).
 
-- qa / summary: exp(bartscore_f). BARTScore is an average log-likelihood per token (≤ 0), so this is
-  the geometric-mean probability BART gives a token across both directions: monotone, in (0, 1].
-  An empty answer scores 0; no reference or no BARTScore → None.
+- qa / summary: exp(bartscore_f) where BARTScore ran. BARTScore is an average log-likelihood per
+  token (≤ 0), so this is the geometric-mean probability BART gives a token across both directions:
+  monotone, in (0, 1]. Without its checkpoint: chrF / 100 (character n-gram F-score, no weights).
+  An empty answer scores 0; no reference → None.
 - code: the share of checks passed; with tests, the tests weigh half and the static checks (code
   found, parses, expected symbols when the case names some, complexity stated) share the other half.
 - creative: mean of distinct-2 and length adequacy min(1, len_tokens / target), target = the case's
@@ -24,6 +25,13 @@ def from_bartscore(bartscore_f: float | None, answer_empty: bool) -> float | Non
     if bartscore_f is None:
         return None
     return min(1.0, math.exp(bartscore_f))
+
+
+def from_chrf(chrf: float | None) -> float | None:
+    """sacrebleu's chrF is 0..100; the quality axis is 0..1."""
+    if chrf is None:
+        return None
+    return min(1.0, max(0.0, chrf / 100.0))
 
 
 def from_code_checks(found: bool, parses: bool, symbols_ok: bool | None, mentions_complexity: bool,

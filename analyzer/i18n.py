@@ -1,0 +1,168 @@
+"""The report's words in English and Chinese (report.md and report.html; CSV column names never change).
+
+``lang_from_env()`` picks the language when the user passed none: ``zh`` when the locale is Chinese
+(LC_ALL / LC_MESSAGES / LANG, else the OS locale), otherwise ``en``.
+"""
+from __future__ import annotations
+
+import locale
+import os
+
+LANGS = ("en", "zh")
+
+_TEXT: dict[str, dict[str, str]] = {
+    "title": {"en": "Analysis report", "zh": "分析报告"},
+    "ratio_name": {"en": "效质比 (efficiency/quality ratio)", "zh": "效质比（质量/能耗比）"},
+    "ratio_def": {
+        "en": "效质比 = quality points per kJ: a request's quality_score (0–1) divided by the energy it used "
+              "(GPU + CPU, in kJ). Higher is better. Its inverse is J per quality point (lower is better). "
+              "Per model and task, <b>group 效质比</b> is the ratio of the means (mean quality ÷ mean energy); "
+              "<b>mean of per-request 效质比</b> averages each request's own ratio. The two differ and are "
+              "always named apart.",
+        "zh": "效质比 = 每千焦的质量分：单个请求的 quality_score（0–1）除以其能耗（GPU + CPU，单位 kJ），越高越好。"
+              "其倒数为每质量分的焦耳数（越低越好）。按模型和任务汇总时，<b>组效质比</b>是均值之比（平均质量 ÷ 平均能耗）；"
+              "<b>逐请求效质比均值</b>是各请求自身比值的平均。两者不同，名称始终区分。"},
+    "basis_def": {
+        "en": "Quality basis: bartscore = exp(BARTScore F); chrf = chrF / 100 (character n-grams against the "
+              "reference, no model weights); code_checks = share of code checks passed; diversity = distinct-2 and "
+              "length. Scores of different bases are never averaged or compared on one front.",
+        "zh": "质量依据：bartscore = exp(BARTScore F)；chrf = chrF / 100（与参考答案的字符 n-gram 匹配，无需模型权重）；"
+              "code_checks = 代码检查通过比例；diversity = distinct-2 与长度。不同依据的分数从不混合平均，也不放在同一前沿上比较。"},
+    "sim_banner": {
+        "en": "SIMULATED GPU DATA. The GPU telemetry of this batch came from the simulated source (simulated: true "
+              "on tel.gpu). GPU power, energy, memory, utilisation and temperature are NOT measurements; rows carry "
+              "gpu_simulated = true.",
+        "zh": "GPU 数据为模拟数据。本批次的 GPU 遥测来自模拟源（tel.gpu 上 simulated: true）。GPU 功率、能耗、显存、利用率和温度"
+              "并非实测值；相关行标记 gpu_simulated = true。"},
+    "no_gpu": {"en": "No GPU telemetry in this batch: GPU columns are empty (not available), not zero.",
+               "zh": "本批次没有 GPU 遥测：GPU 列为空（不可用），而不是零。"},
+    "requests_line": {
+        "en": "Requests: {n} measured ({ok} ok, {failed} failed, {inc} incomplete), {warm} warm-up (excluded from "
+              "results and stats).",
+        "zh": "请求：共测量 {n} 个（成功 {ok}，失败 {failed}，未完成 {inc}），预热 {warm} 个（不计入结果和统计）。"},
+    "problems": {"en": "Problems", "zh": "问题"},
+    "no_problems": {"en": "None found.", "zh": "未发现问题。"},
+    "per_task": {"en": "Energy vs quality per task", "zh": "各任务的能耗与质量"},
+    "task": {"en": "Task", "zh": "任务"},
+    "basis": {"en": "quality basis", "zh": "质量依据"},
+    "scatter_caption": {
+        "en": "Each dot is one request (hover: model, load, run). Crosses are model means with 95% intervals "
+              "(none when n < 3); the dashed line joins the Pareto-optimal models (no other model uses less "
+              "energy for at least the same quality).",
+        "zh": "每个点是一个请求（悬停显示模型、负载、轮次）。十字为模型均值及 95% 区间（n < 3 时不画）；虚线连接帕累托最优模型"
+              "（没有其他模型能以更低能耗达到至少相同的质量）。"},
+    "x_energy": {"en": "energy per request, GPU + CPU (J)", "zh": "每请求能耗，GPU + CPU（J）"},
+    "y_quality": {"en": "quality_score", "zh": "质量分 quality_score"},
+    "timeline": {"en": "Power timeline", "zh": "功率时间线"},
+    "timeline_caption": {
+        "en": "GPU power over time. Request windows are shaded: prefill (start to first token) darker, decode "
+              "(first token to end) lighter; warm-ups grey. Hover a window for its request.",
+        "zh": "GPU 功率随时间变化。请求时间窗着色：预填充（开始到首个 token）颜色较深，解码（首个 token 到结束）较浅；预热为灰色。"
+              "悬停查看对应请求。"},
+    "x_time": {"en": "time since batch origin (s)", "zh": "自批次起点的时间（s）"},
+    "y_power": {"en": "GPU power (W)", "zh": "GPU 功率（W）"},
+    "prefill": {"en": "prefill", "zh": "预填充"},
+    "decode": {"en": "decode", "zh": "解码"},
+    "warmup": {"en": "warm-up", "zh": "预热"},
+    "pareto": {"en": "Pareto front and 效质比 per task", "zh": "各任务的帕累托前沿与效质比"},
+    "results": {"en": "Results (one row per request)", "zh": "结果（每个请求一行）"},
+    "stats": {"en": "Stats (mean, std, 95% CI over runs; full table in stats.csv)",
+              "zh": "统计（多轮的均值、标准差、95% 置信区间；完整表见 stats.csv）"},
+    "warmups": {"en": "Warm-up requests (not in results)", "zh": "预热请求（不计入结果）"},
+    "low_coverage": {"en": "Low sample coverage", "zh": "采样覆盖率低"},
+    "plots": {"en": "Plots", "zh": "图表"},
+    "none": {"en": "(none)", "zh": "（无）"},
+    "sort_hint": {"en": "Click a column heading to sort.", "zh": "点击列标题排序。"},
+    "n_too_small": {"en": "n too small", "zh": "样本太少"},
+    "simulated_suffix": {"en": " (SIMULATED GPU)", "zh": "（模拟 GPU）"},
+    "html_note": {"en": "The same report with interactive plots: report.html.",
+                  "zh": "含交互图表的同一报告：report.html。"},
+    # Problems (counts and reasons; {…} filled in by the report)
+    "p_quality_missing": {"en": "{n} successful request(s) have no quality score: {why}",
+                          "zh": "{n} 个成功请求没有质量分：{why}"},
+    "p_no_reference": {"en": "the case has no reference text to compare with; fix: add reference_text to the case "
+                             "in test_cases.json",
+                       "zh": "该用例没有可对比的参考答案；修复：在 test_cases.json 的用例中加入 reference_text"},
+    "p_no_reason": {"en": "no reason recorded", "zh": "未记录原因"},
+    "p_bart_fallback": {
+        "en": "BARTScore could not run, so {n} QA/summary request(s) are scored by chrF / 100 (quality_basis = "
+              "chrf). Reason and fix: {why}",
+        "zh": "BARTScore 无法运行，因此 {n} 个问答/摘要请求改用 chrF / 100 评分（quality_basis = chrf）。原因与修复方法：{why}"},
+    "p_energy_missing": {
+        "en": "{n} successful request(s) have no energy figure (no telemetry covered their window), so no 效质比: "
+              "start the telemetry daemon (python -m telemetry) before the collector.",
+        "zh": "{n} 个成功请求没有能耗数据（其时间窗内没有遥测），因此没有效质比：请在采集器之前启动遥测守护进程（python -m telemetry）。"},
+    "p_skipped": {"en": "{n} planned request(s) were skipped (a model the server does not have, or the batch was "
+                        "stopped); see the collector's log.",
+                  "zh": "{n} 个计划中的请求被跳过（服务器上没有该模型，或批次被中止）；见采集器日志。"},
+    "p_failed": {"en": "{n} request(s) failed: {what}", "zh": "{n} 个请求失败：{what}"},
+    "p_simulated": {"en": "The GPU was simulated: GPU energy, and so 效质比, are not measurements.",
+                    "zh": "GPU 为模拟：GPU 能耗以及效质比都不是实测值。"},
+    "p_contention": {
+        "en": "The host CPU was near saturation (≥ {pct}% busy on average) during {n} of {total} request window(s): "
+              "on a model served on the CPU this is the model itself; otherwise other processes may have inflated "
+              "latency and CPU energy.",
+        "zh": "在 {total} 个请求时间窗中有 {n} 个主机 CPU 接近饱和（平均占用 ≥ {pct}%）：若模型在 CPU 上运行，这就是模型本身；"
+              "否则其他进程可能抬高了延迟和 CPU 能耗。"},
+    "p_cache": {
+        "en": "{n} request(s) reused prompt tokens from the server's cache ({tokens} tokens in all): their prefill "
+              "was shorter than a cold request's, so their latency and energy are lower.",
+        "zh": "{n} 个请求复用了服务器缓存中的提示 token（共 {tokens} 个）：其预填充比冷请求短，因此延迟和能耗偏低。"},
+    "no_quality_plot": {"en": "No request of this task has both a quality score and an energy figure (see Problems).",
+                        "zh": "该任务没有同时具备质量分和能耗数据的请求（见“问题”一节）。"},
+    "p_pipeline": {"en": "Analysis notes", "zh": "分析说明"},
+}
+
+# Table headings (the CSV column names stay in the files; the report shows these, the name on hover).
+_LABELS: dict[str, dict[str, str]] = {
+    "model": {"zh": "模型"}, "text_lang": {"en": "lang", "zh": "语言"}, "task": {"zh": "任务"},
+    "load": {"zh": "负载"}, "run": {"zh": "轮次"},
+    "status": {"zh": "状态"}, "metric": {"zh": "指标"}, "n": {"zh": "n"}, "n_failed": {"zh": "失败数"},
+    "mean": {"zh": "均值"}, "std": {"zh": "标准差"}, "ci95_low": {"zh": "95% 下限"}, "ci95_high": {"zh": "95% 上限"},
+    "ci95_note": {"en": "CI note", "zh": "区间说明"},
+    "latency_s": {"en": "latency (s)", "zh": "延迟（s）"}, "first_token_s": {"en": "TTFT (s)", "zh": "首 token（s）"},
+    "toks_per_s": {"en": "tok/s", "zh": "tok/s"}, "gpu_energy_j": {"en": "GPU J", "zh": "GPU 能耗 J"},
+    "cpu_energy_j": {"en": "CPU J", "zh": "CPU 能耗 J"}, "total_energy_j": {"en": "energy J", "zh": "总能耗 J"},
+    "quality_score": {"en": "quality", "zh": "质量分"}, "quality_basis": {"en": "basis", "zh": "质量依据"},
+    "quality_per_kj": {"en": "效质比 (quality/kJ)", "zh": "效质比（质量/kJ）"},
+    "j_per_quality": {"en": "J per quality point", "zh": "每质量分焦耳"},
+    "total_energy_j_mean": {"en": "mean energy J", "zh": "平均能耗 J"},
+    "quality_score_mean": {"en": "mean quality", "zh": "平均质量分"},
+    "group_quality_per_kj": {"en": "group 效质比 (quality/kJ)", "zh": "组效质比（质量/kJ）"},
+    "group_j_per_quality": {"en": "group J per quality point", "zh": "组每质量分焦耳"},
+    "quality_per_kj_mean": {"en": "mean of per-request 效质比", "zh": "逐请求效质比均值"},
+    "pareto_optimal": {"en": "Pareto-optimal", "zh": "帕累托最优"},
+    "gpu_energy_method": {"en": "GPU energy method", "zh": "GPU 能耗方法"},
+    "gpu_coverage": {"en": "GPU coverage", "zh": "GPU 覆盖率"}, "rid": {"zh": "请求 id"},
+    "gpu_seq_gaps": {"zh": "序号缺口"}, "chrf": {"en": "chrF", "zh": "chrF"}, "rouge_l": {"en": "ROUGE-L", "zh": "ROUGE-L"},
+    "error": {"en": "error", "zh": "错误"},
+}
+
+
+def t(key: str, lang: str, **fmt) -> str:
+    text = _TEXT[key].get(lang) or _TEXT[key]["en"]
+    return text.format(**fmt) if fmt else text
+
+
+def label(column: str, lang: str) -> str:
+    entry = _LABELS.get(column, {})
+    return entry.get(lang) or entry.get("en") or column
+
+
+def check(lang: str) -> str:
+    if lang not in LANGS:
+        raise ValueError(f"report language must be one of {', '.join(LANGS)}, got {lang!r}; fix --report-lang")
+    return lang
+
+
+def lang_from_env() -> str:
+    """'zh' for a Chinese locale, else 'en'."""
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(var)
+        if value:
+            return "zh" if value.lower().startswith("zh") else "en"
+    try:
+        name = locale.getlocale()[0] or ""
+    except ValueError:
+        name = ""
+    return "zh" if name.lower().startswith(("zh", "chinese")) else "en"

@@ -1,0 +1,327 @@
+"""summary/report.html: the report a researcher reads in a browser (pure: text out).
+
+Self-contained: the plots are inline SVG drawn here, the only script is the inline one below
+(hover tooltips, sortable tables, a self-check), and a Content-Security-Policy forbids every
+external load, so the page works offline and a stray link would show as an error. Every string
+that came from a model, a server or a config (names, answers, errors) goes through ``esc``.
+"""
+from __future__ import annotations
+
+import html
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+from analyzer.i18n import label, t
+from analyzer.report import PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, problem_list, report_stats
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+MAX_TIMELINE_POINTS = 3000  # min/max decimation beyond this: the page stays small, peaks stay visible
+SCATTER_W, SCATTER_H = 800, 400
+LEGEND_W = 170  # the scatter's right margin holds the model legend, clear of the points
+LEGEND_CHARS = 24  # longer model names are cut in the legend (the full name shows on hover)
+TIMELINE_W, TIMELINE_H = 1000, 300
+MARGIN = {"l": 64, "r": 16, "t": 16, "b": 48}
+
+
+def esc(v: Any) -> str:
+    """The one escaping helper for text and attribute values (an integrator may swap in a shared module)."""
+    return html.escape("" if v is None else str(v), quote=True)
+
+
+def _num(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if hi <= lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    return [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _tick(v: float) -> str:
+    text = fmt_num(float(v))
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+class _Axes:
+    """Data → pixel mapping with axes, ticks and labels for one SVG plot."""
+
+    def __init__(self, w: int, h: int, x0: float, x1: float, y0: float, y1: float, right: int = MARGIN["r"]):
+        self.w, self.h, self.x0, self.x1, self.y0, self.y1 = w, h, x0, x1, y0, y1
+        self.pw, self.ph = w - MARGIN["l"] - right, h - MARGIN["t"] - MARGIN["b"]
+
+    def x(self, v: float) -> float:
+        return round(MARGIN["l"] + (v - self.x0) / (self.x1 - self.x0) * self.pw, 2)
+
+    def y(self, v: float) -> float:
+        return round(MARGIN["t"] + self.ph - (v - self.y0) / (self.y1 - self.y0) * self.ph, 2)
+
+    def frame(self, xlabel: str, ylabel: str) -> list[str]:
+        out = [f'<rect x="{MARGIN["l"]}" y="{MARGIN["t"]}" width="{self.pw}" height="{self.ph}" class="frame"/>']
+        for v in nice_ticks(self.x0, self.x1):
+            px = self.x(v)
+            out.append(f'<line x1="{px}" y1="{MARGIN["t"]}" x2="{px}" y2="{MARGIN["t"] + self.ph}" class="grid"/>'
+                       f'<text x="{px}" y="{MARGIN["t"] + self.ph + 16}" class="tick" text-anchor="middle">'
+                       f'{esc(_tick(v))}</text>')
+        for v in nice_ticks(self.y0, self.y1):
+            py = self.y(v)
+            out.append(f'<line x1="{MARGIN["l"]}" y1="{py}" x2="{MARGIN["l"] + self.pw}" y2="{py}" class="grid"/>'
+                       f'<text x="{MARGIN["l"] - 6}" y="{py + 4}" class="tick" text-anchor="end">'
+                       f'{esc(_tick(v))}</text>')
+        out.append(f'<text x="{MARGIN["l"] + self.pw / 2}" y="{self.h - 8}" class="axis" text-anchor="middle">'
+                   f'{esc(xlabel)}</text>'
+                   f'<text transform="translate(16 {MARGIN["t"] + self.ph / 2}) rotate(-90)" class="axis" '
+                   f'text-anchor="middle">{esc(ylabel)}</text>')
+        return out
+
+
+def scatter_svg(plot_id: str, points: list[dict], front: list[dict], colors: dict[str, str], lang: str) -> str:
+    """Energy (x) vs quality (y): one dot per request, model means with 95 % bars, the Pareto front."""
+    highs = [p["e"] for p in points] + [_num(f.get("total_energy_j_ci95_high")) or 0.0 for f in front]
+    ax = _Axes(SCATTER_W, SCATTER_H, 0.0, max(highs) * 1.08 or 1.0, 0.0, 1.0, right=LEGEND_W)
+    out = [f'<svg class="plot" id="{esc(plot_id)}" viewBox="0 0 {SCATTER_W} {SCATTER_H}" width="{SCATTER_W}" '
+           f'height="{SCATTER_H}" role="img">'] + ax.frame(t("x_energy", lang), t("y_quality", lang))
+    for p in points:
+        tip = (f"{p['model']} · {label('load', lang)} {p['load']} · {label('run', lang)} {p['run']} · "
+               f"{fmt_num(p['e'])} J · {label('quality_score', lang)} {fmt_num(p['q'])}")
+        out.append(f'<circle class="mark pt" cx="{ax.x(p["e"])}" cy="{ax.y(p["q"])}" r="4" '
+                   f'fill="{colors[p["model"]]}" data-tip="{esc(tip)}"/>')
+    for f in front:
+        e, q, c = f["total_energy_j_mean"], f["quality_score_mean"], colors[f["model"]]
+        bars = []
+        lo, hi = _num(f.get("total_energy_j_ci95_low")), _num(f.get("total_energy_j_ci95_high"))
+        if lo is not None and hi is not None:
+            bars.append(f'<line x1="{ax.x(lo)}" y1="{ax.y(q)}" x2="{ax.x(hi)}" y2="{ax.y(q)}" stroke="{c}" class="bar"/>')
+        lo, hi = _num(f.get("quality_score_ci95_low")), _num(f.get("quality_score_ci95_high"))
+        if lo is not None and hi is not None:
+            bars.append(f'<line x1="{ax.x(e)}" y1="{ax.y(lo)}" x2="{ax.x(e)}" y2="{ax.y(hi)}" stroke="{c}" class="bar"/>')
+        note = f" · {t('n_too_small', lang)}" if f.get("ci95_note") == "n too small" else ""
+        tip = (f"{f['model']} · n {f['n']} · {label('total_energy_j_mean', lang)} {fmt_num(e)} J · "
+               f"{label('quality_score_mean', lang)} {fmt_num(q)} · {label('group_quality_per_kj', lang)} "
+               f"{fmt_num(f.get('group_quality_per_kj'))}{note}")
+        x, y = ax.x(e), ax.y(q)
+        out.append(f'<g class="mark mean" data-tip="{esc(tip)}">{"".join(bars)}'
+                   f'<path d="M{x - 7} {y - 7}L{x + 7} {y + 7}M{x - 7} {y + 7}L{x + 7} {y - 7}" stroke="{c}" '
+                   f'class="cross"/></g>')
+    opt = sorted((f for f in front if f["pareto_optimal"]), key=lambda f: f["total_energy_j_mean"])
+    if opt:
+        pts = " ".join(f"{ax.x(f['total_energy_j_mean'])},{ax.y(f['quality_score_mean'])}" for f in opt)
+        out.append(f'<polyline class="front" points="{pts}" data-tip="{esc(label("pareto_optimal", lang))}"/>')
+    legend_y = MARGIN["t"] + 14
+    for i, (model, c) in enumerate(colors.items()):
+        if not any(p["model"] == model for p in points):
+            continue
+        lx = MARGIN["l"] + ax.pw + 14
+        short = model if len(model) <= LEGEND_CHARS else model[:LEGEND_CHARS - 1] + "…"
+        out.append(f'<g data-tip="{esc(model)}"><circle cx="{lx}" cy="{legend_y}" r="4" fill="{c}"/>'
+                   f'<text x="{lx + 10}" y="{legend_y + 4}" class="legend">{esc(short)}</text></g>')
+        legend_y += 16
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _decimate(ts: np.ndarray, ps: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    if ts.size <= limit:
+        return ts, ps
+    keep = set()
+    for chunk in np.array_split(np.arange(ts.size), limit // 2):
+        if chunk.size:
+            keep.add(int(chunk[np.argmin(ps[chunk])]))
+            keep.add(int(chunk[np.argmax(ps[chunk])]))
+    idx = np.array(sorted(keep))
+    return ts[idx], ps[idx]
+
+
+def timeline_svg(plot_id: str, timeline: dict, windows: list[dict], lang: str) -> str | None:
+    """GPU power over time; request windows shaded, prefill darker than decode."""
+    ts, ps = np.asarray(timeline["t_s"], dtype=float), np.asarray(timeline["power_w"], dtype=float)
+    ok = np.isfinite(ts) & np.isfinite(ps)
+    ts, ps = ts[ok], ps[ok]
+    if ts.size < 2:
+        return None
+    x0 = min(float(ts[0]), min((w["a_s"] for w in windows), default=float(ts[0])))
+    x1 = max(float(ts[-1]), max((w["b_s"] for w in windows), default=float(ts[-1])))
+    ax = _Axes(TIMELINE_W, TIMELINE_H, x0, x1 if x1 > x0 else x0 + 1, 0.0, float(ps.max()) * 1.1 or 1.0)
+    out = [f'<svg class="plot" id="{esc(plot_id)}" viewBox="0 0 {TIMELINE_W} {TIMELINE_H}" width="{TIMELINE_W}" '
+           f'height="{TIMELINE_H}" role="img">'] + ax.frame(t("x_time", lang), t("y_power", lang))
+    top, height = MARGIN["t"], ax.ph
+    for w in windows:
+        a, b, f = w["a_s"], w["b_s"], w.get("first_s")
+        kind = "warm" if w["warmup"] else None
+        spans = [(a, b, kind or "decode")] if (f is None or not a <= f <= b) else \
+            [(a, f, kind or "prefill"), (f, b, kind or "decode")]
+        for s0, s1, k in spans:
+            tip = f"{w['label']} · {t('warmup' if k == 'warm' else k, lang)} · {fmt_num(s1 - s0)} s"
+            out.append(f'<rect class="mark win {k}" x="{ax.x(s0)}" y="{top}" width="{max(0.5, ax.x(s1) - ax.x(s0))}" '
+                       f'height="{height}" data-tip="{esc(tip)}"/>')
+    dt, dp = _decimate(ts, ps, MAX_TIMELINE_POINTS)
+    pts = " ".join(f"{ax.x(float(a))},{ax.y(float(b))}" for a, b in zip(dt, dp))
+    out.append(f'<polyline class="mark power" points="{pts}"/>')
+    lx = MARGIN["l"] + 10
+    for k in ("prefill", "decode", "warm"):
+        out.append(f'<rect class="win {k}" x="{lx}" y="{MARGIN["t"] + 6}" width="14" height="10"/>'
+                   f'<text x="{lx + 18}" y="{MARGIN["t"] + 15}" class="legend">{esc(t("warmup" if k == "warm" else k, lang))}</text>')
+        lx += 90
+    out.append("</svg>")
+    return "".join(out)
+
+
+def html_table(table_id: str, columns: Iterable[str], rows: list[dict[str, Any]], lang: str) -> str:
+    """A sortable table; numbers carry data-v (the raw value) so sorting is numeric."""
+    columns = list(columns)
+    head = "".join(f'<th title="{esc(c)}">{esc(label(c, lang))}</th>' for c in columns)
+    body = []
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c)
+            n = _num(v)
+            attr = f' data-v="{n!r}"' if n is not None else ""
+            cells.append(f"<td{attr}>{esc(fmt_num(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<table class="data sortable" id="{esc(table_id)}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _section_table(table_id: str, columns, rows, lang: str) -> str:
+    return html_table(table_id, columns, rows, lang) if rows else f"<p>{esc(t('none', lang))}</p>"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:24px;
+color:#222;max-width:1200px}
+h1{font-size:1.5em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}h3{font-size:1.05em}
+.def{background:#f3f7fb;border-left:4px solid #1f77b4;padding:8px 12px}
+.sim{background:#fff3cd;border-left:4px solid #e0a800;padding:8px 12px;font-weight:bold}
+.problems li{margin:4px 0}
+table.data{border-collapse:collapse;font-size:12px;margin:8px 0}
+table.data th,table.data td{border:1px solid #ddd;padding:3px 6px;text-align:left}
+table.data td[data-v]{text-align:right}
+table.data th{background:#f4f4f4;cursor:pointer;position:sticky;top:0}
+table.data th.asc::after{content:" \\25B2"}table.data th.desc::after{content:" \\25BC"}
+.scroll{max-height:480px;overflow:auto}
+svg.plot{background:#fff;display:block;margin:8px 0}
+.frame{fill:none;stroke:#999}.grid{stroke:#eee}.tick{font-size:10px;fill:#555}.axis{font-size:12px;fill:#333}
+.legend{font-size:11px;fill:#333}.pt{opacity:.75}.cross{stroke-width:2.5}.bar{stroke-width:1.5}
+.front{fill:none;stroke:#d62728;stroke-width:1.5;stroke-dasharray:6 4}
+.power{fill:none;stroke:#1f77b4;stroke-width:1}
+.win.prefill{fill:#e6550d;opacity:.45}.win.decode{fill:#fdae6b;opacity:.3}.win.warm{fill:#999;opacity:.3}
+#tip{position:absolute;display:none;background:#222;color:#fff;padding:4px 8px;border-radius:4px;font-size:12px;
+pointer-events:none;max-width:480px;z-index:10}
+.caption{color:#555;font-size:13px}
+"""
+
+# Errors of any kind (script errors, a blocked load, console.error) are recorded on <html data-errors>
+# by JS_HEAD, which runs first; after load JS checks the page: every plot drew marks and has a size,
+# every table has rows (data-report = ok | errors). Test and reader see the same page.
+JS_HEAD = """
+(function(){
+var errs=[],root=document.documentElement;
+window.__reportErrors=errs;
+window.__reportNote=function(m){errs.push(String(m));root.setAttribute('data-errors',errs.join(' | '));};
+window.addEventListener('error',function(e){window.__reportNote(e.message||('load failed: '+((e.target&&(e.target.src||e.target.href))||e.type)));},true);
+window.addEventListener('unhandledrejection',function(e){window.__reportNote('unhandled rejection: '+e.reason);});
+document.addEventListener('securitypolicyviolation',function(e){window.__reportNote('blocked '+e.blockedURI);});
+var ce=console.error;console.error=function(){window.__reportNote(Array.prototype.join.call(arguments,' '));return ce.apply(console,arguments);};
+})();
+"""
+JS = """
+(function(){
+var root=document.documentElement,note=window.__reportNote,errs=window.__reportErrors;
+var tip=document.getElementById('tip');
+document.addEventListener('mouseover',function(e){var el=e.target.closest?e.target.closest('[data-tip]'):null;
+ if(!el){tip.style.display='none';return;}tip.textContent=el.getAttribute('data-tip');tip.style.display='block';});
+document.addEventListener('mousemove',function(e){tip.style.left=(e.pageX+14)+'px';tip.style.top=(e.pageY+14)+'px';});
+function key(td){var v=td.getAttribute('data-v');return v===null?td.textContent:parseFloat(v);}
+Array.prototype.forEach.call(document.querySelectorAll('table.sortable'),function(tb){
+ Array.prototype.forEach.call(tb.tHead.rows[0].cells,function(th,i){th.addEventListener('click',function(){
+  var asc=!th.classList.contains('asc');Array.prototype.forEach.call(tb.tHead.rows[0].cells,function(h){h.classList.remove('asc','desc');});
+  th.classList.add(asc?'asc':'desc');var rows=Array.prototype.slice.call(tb.tBodies[0].rows);
+  rows.sort(function(a,b){var x=key(a.cells[i]),y=key(b.cells[i]);if(typeof x!==typeof y){x=String(x);y=String(y);}
+   return (x<y?-1:x>y?1:0)*(asc?1:-1);});rows.forEach(function(r){tb.tBodies[0].appendChild(r);});});});});
+function check(){
+ var bad=[],plots=document.querySelectorAll('svg.plot'),tables=document.querySelectorAll('table.data');
+ Array.prototype.forEach.call(plots,function(s){var r=s.getBoundingClientRect(),m=s.querySelectorAll('.mark');
+  var drawn=Array.prototype.some.call(m,function(x){var b=x.getBBox();return b.width>0||b.height>0;});
+  if(r.width<50||r.height<50||!drawn)bad.push('plot '+s.id+' not rendered');});
+ Array.prototype.forEach.call(tables,function(tb){if(!tb.tBodies[0]||tb.tBodies[0].rows.length===0)bad.push('table '+tb.id+' has no rows');});
+ bad.forEach(note);root.setAttribute('data-plots',plots.length);root.setAttribute('data-tables',tables.length);
+ root.setAttribute('data-report',errs.length?'errors':'ok');}
+if(document.readyState==='complete')check();else window.addEventListener('load',check);
+})();
+"""
+
+
+def _groups(a) -> list[tuple[str, str | None]]:
+    """(task, basis) pairs in the Pareto table, then tasks that have results but no quality at all."""
+    seen = [(p["task"], p.get("quality_basis")) for p in a.pareto]
+    out = list(dict.fromkeys(seen))
+    for task in sorted({str(r.get("task")) for r in a.results}):
+        if not any(g[0] == task for g in out):
+            out.append((task, None))
+    return out
+
+
+def render_html(a, lang: str = "en", title: str | None = None) -> str:
+    models = sorted({str(r.get("model")) for r in a.results})
+    colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
+    name = title or a.batch_id or "batch"
+    body: list[str] = [f"<h1>{esc(t('title', lang))} — {esc(name)}</h1>",
+                       f'<div class="def" id="ratio-def"><b>{esc(t("ratio_name", lang))}.</b> {t("ratio_def", lang)}'
+                       f'<br><span class="caption">{esc(t("basis_def", lang))}</span></div>']
+    if a.simulated:
+        body.append(f'<p class="sim">⚠ {esc(t("sim_banner", lang))}</p>')
+    elif not a.timelines:
+        body.append(f"<p>{esc(t('no_gpu', lang))}</p>")
+    body.append("<p>" + esc(t("requests_line", lang, n=len(a.results),
+                                ok=sum(1 for r in a.results if r.get("status") == "ok"),
+                                failed=sum(1 for r in a.results if r.get("status") == "failed"),
+                                inc=sum(1 for r in a.results if r.get("status") == "incomplete"),
+                                warm=len(a.warmups))) + "</p>")
+    probs = problem_list(a, lang)
+    body.append(f'<h2 id="problems">{esc(t("problems", lang))}</h2>')
+    body.append('<ul class="problems">' + "".join(f"<li>{esc(p)}</li>" for p in probs) + "</ul>" if probs
+                else f"<p>{esc(t('no_problems', lang))}</p>")
+    body.append(f"<h2>{esc(t('per_task', lang))}</h2><p class='caption'>{esc(t('scatter_caption', lang))}</p>")
+    for i, (task, basis) in enumerate(_groups(a)):
+        head = f"{t('task', lang)}: {task}" + (f" — {t('basis', lang)}: {basis}" if basis else "")
+        body.append(f"<h3>{esc(head)}</h3>")
+        pts = [{"model": str(r.get("model")), "load": r.get("load"), "run": r.get("run"), "e": r["total_energy_j"],
+                "q": r["quality_score"]}
+               for r in a.results if str(r.get("task")) == task and r.get("ok")
+               and (r.get("quality_basis") or None) == basis
+               and _num(r.get("total_energy_j")) is not None and _num(r.get("quality_score")) is not None]
+        front = [p for p in a.pareto if p["task"] == task and p.get("quality_basis") == basis]
+        if pts and front:
+            body.append(scatter_svg(f"scatter-{i}", pts, front, colors, lang))
+            body.append(html_table(f"pareto-{i}", PARETO_COLUMNS, front, lang))
+        else:
+            body.append(f"<p>{esc(t('no_quality_plot', lang))}</p>")
+    if a.timelines:
+        body.append(f"<h2>{esc(t('timeline', lang))}{esc(t('simulated_suffix', lang)) if a.simulated else ''}</h2>"
+                    f"<p class='caption'>{esc(t('timeline_caption', lang))}</p>")
+        for i, tl in enumerate(a.timelines):
+            svg = timeline_svg(f"timeline-{i}", tl, a.windows, lang)
+            body.append(f"<h3>{esc(tl['key'])}{' — ' + esc(tl.get('name')) if tl.get('name') else ''}</h3>")
+            body.append(svg or f"<p>{esc(t('none', lang))}</p>")
+    body.append(f"<h2>{esc(t('results', lang))}</h2><p class='caption'>{esc(t('sort_hint', lang))}</p>"
+                f"<div class='scroll'>{_section_table('results', RESULT_COLUMNS, a.results, lang)}</div>")
+    body.append(f"<h2>{esc(t('stats', lang))}</h2>"
+                f"<div class='scroll'>{_section_table('stats', STAT_COLUMNS, report_stats(a), lang)}</div>")
+    if a.warmups:
+        body.append(f"<h2>{esc(t('warmups', lang))}</h2>"
+                    + _section_table("warmups", ("rid", "model", "status", "latency_s", "gpu_energy_j"), a.warmups, lang))
+    csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"
+    return (f'<!DOCTYPE html>\n<html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(t('title', lang))} — {esc(name)}</title><style>{CSS}</style><script>{JS_HEAD}</script>"
+            "</head>\n<body>"
+            + "\n".join(body) + f'\n<div id="tip"></div><script>{JS}</script></body></html>\n')
