@@ -17,7 +17,7 @@ log = get_logger("analyzer.quality_call")
 QUALITY_COLUMNS = (
     "quality_score", "bartscore_p", "bartscore_r", "bartscore_f", "bartscore_model", "bartscore_error",
     "code_found", "code_parses", "code_symbols_ok", "code_symbols_missing", "code_mentions_complexity",
-    "code_tests_passed", "code_tests_error", "len_chars", "len_tokens", "distinct_1", "distinct_2",
+    "code_tests_passed", "code_tests_error", "code_tests_sandbox", "code_tests_skipped", "len_chars", "len_tokens", "distinct_1", "distinct_2",
     "distinct_3", "repetition_rate", "text_lang",
 )
 # Seed task names (test_cases.json task_type) → the quality module's names.
