@@ -9,8 +9,9 @@ endif
 STAMP := $(VENV)/.installed-stamp
 BATCH ?=
 ARGS ?=
+FUZZ_TESTS ?= tests/test_escape.py tests/test_fuzz_parsers.py
 
-.PHONY: install test demo telemetry tail record collect analyze bench clean
+.PHONY: install test fuzz demo telemetry tail record collect analyze bench clean
 
 install: $(STAMP)
 
@@ -23,6 +24,10 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(VPY) -m pytest -q
+
+# The fuzz tests with a hundred times more examples each (minutes; `make test` runs them briefly).
+fuzz: install
+	$(VPY) -m pytest -q --hypothesis-profile=fuzz $(FUZZ_TESTS)
 
 demo: install
 	$(VPY) -m demo $(ARGS)
