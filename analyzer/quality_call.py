@@ -20,6 +20,9 @@ QUALITY_COLUMNS = (
     "code_tests_passed", "code_tests_error", "code_tests_sandbox", "code_tests_skipped", "len_chars", "len_tokens", "distinct_1", "distinct_2",
     "distinct_3", "repetition_rate", "text_lang",
 )
+# analyzer.quality.sandbox.UNSAFE, repeated so that an analysis without quality never imports the
+# package (tests/test_analyzer_cli.py runs the unsafe path end to end, so the two cannot drift apart).
+UNSAFE_SANDBOX = "none (unsafe opt-in)"
 # Seed task names (test_cases.json task_type) → the quality module's names.
 TASK_ALIASES = {"knowledge_qa": "qa", "qa": "qa", "summarization": "summary", "summarisation": "summary",
                 "summary": "summary", "code": "code", "code_generation": "code", "coding": "code",
