@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,9 @@ def read_config_py(path: Path, warn=None) -> dict[str, tuple[Any, int]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: cannot read ({exc}); save it as UTF-8") from exc
     try:
-        tree = ast.parse(src, filename=str(path))
+        with warnings.catch_warnings():  # "invalid escape sequence" is Python's advice, not ours to print
+            warnings.simplefilter("ignore")
+            tree = ast.parse(src, filename=str(path))
     except SyntaxError as exc:
         raise SettingsError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
     except (ValueError, RecursionError, MemoryError) as exc:  # found by fuzzing: NUL bytes, "----…1"
