@@ -54,7 +54,7 @@ def md_inline(value: Any) -> str:
     spaces, controls visible escapes."""
     text = _CONTROL_RE.sub(lambda m: _visible(m.group(0)), _WS_RE.sub(" ", _text(value)))
     text = _MD_SPECIAL_RE.sub(r"\\\1", text)
-    # a heading, list, quote or setext marker at the start: escape it (for "12." the "." after the digits)
+    # a heading, list or setext marker at the start: escape it (for "12." the "." after the digits)
     text = _MD_START_RE.sub(lambda m: m.group(1) + (m.group(2) + "\\" if m.group(2)[0].isdigit()
                                                      else "\\" + m.group(2)), text, count=1)
     return html.escape(text, quote=False)
