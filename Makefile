@@ -9,8 +9,9 @@ endif
 STAMP := $(VENV)/.installed-stamp
 BATCH ?=
 ARGS ?=
+FUZZ_TESTS ?= tests/test_escape.py tests/test_fuzz_parsers.py
 
-.PHONY: install test test-fast demo telemetry tail record collect analyze bench clean
+.PHONY: install test test-fast fuzz demo telemetry tail record collect analyze bench clean
 
 install: $(STAMP)
 
@@ -27,6 +28,10 @@ test: install
 # Pure and in-process tests only (no subprocesses, no model): the quick loop while editing.
 test-fast: install
 	$(VPY) -m pytest -q -m "not slow"
+
+# The fuzz tests with a hundred times more examples each (minutes; `make test` runs them briefly).
+fuzz: install
+	$(VPY) -m pytest -q --hypothesis-profile=fuzz $(FUZZ_TESTS)
 
 demo: install
 	$(VPY) -m demo $(ARGS)

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-quality", action="store_true", help="skip the quality step (columns left empty)")
     ap.add_argument("--bart-checkpoint", default=None, help="BARTScore checkpoint (name or local path)")
     ap.add_argument("--device", default=None, help="quality device: cpu, cuda, cuda:1 (default: cuda if available)")
+    ap.add_argument("--unsafe-code-tests-without-sandbox", dest="unsafe_code_tests", action="store_true",
+                    help="where no sandbox (bubblewrap) is available, run model-written code tests as your user "
+                         "anyway (UNSAFE: the code can read your files and use the network); default: skip them")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots (report.html draws its own)")
     ap.add_argument("--report-lang", choices=("auto",) + i18n.LANGS, default="auto",
                     help="language of report.md and report.html: en, zh, or auto = the locale's (default); "
@@ -89,6 +92,8 @@ def options_from(args: argparse.Namespace) -> pipeline.Options:
         qopts["bart_checkpoint"] = args.bart_checkpoint
     if args.device:
         qopts["device"] = args.device
+    if args.unsafe_code_tests:
+        qopts["unsafe_code_tests_without_sandbox"] = True
     return pipeline.Options(cpu_tdp_w=tdp, idle_baseline=args.idle_baseline, quality=not args.no_quality,
                             quality_options=qopts, progress=not args.no_progress)
 

@@ -69,6 +69,7 @@ _TEXT: dict[str, dict[str, str]] = {
     "stats": {"en": "Stats (mean, std, 95% CI over runs; full table in stats.csv)",
               "zh": "统计（多轮的均值、标准差、95% 置信区间；完整表见 stats.csv）"},
     "warmups": {"en": "Warm-up requests (not in results)", "zh": "预热请求（不计入结果）"},
+    "failed_table": {"en": "Failed and incomplete requests", "zh": "失败与未完成的请求"},
     "low_coverage": {"en": "Low sample coverage", "zh": "采样覆盖率低"},
     "plots": {"en": "Plots", "zh": "图表"},
     "none": {"en": "(none)", "zh": "（无）"},

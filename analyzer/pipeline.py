@@ -9,7 +9,7 @@ import numpy as np
 
 from analyzer import energy as E
 from analyzer import tables
-from analyzer.quality_call import QUALITY_COLUMNS, quality_inputs, run_quality
+from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
 from analyzer.stream import BatchData, Request, Series
 from analyzer.throughput import cold_start, iso_utc, throughput, timing
 from analyzer.windows import split_windows
@@ -159,6 +159,14 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
     warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
     problems[:0] = batch_problems(batch, results)
+    skipped = [row for row in results if row.get("code_tests_skipped")]
+    if skipped:  # once per batch, not per row: the reason is the machine's, not the request's
+        problems.append(f"code tests skipped for {len(skipped)} request(s), their quality_score counts the static "
+                        f"checks only: {skipped[0]['code_tests_skipped']}")
+    unsafe = sum(1 for row in results if row.get("code_tests_sandbox") == UNSAFE_SANDBOX)
+    if unsafe:
+        problems.append(f"code tests of {unsafe} request(s) ran WITHOUT a sandbox (unsafe opt-in): model-written "
+                        "code could read your files and use the network")
     incomplete = [row["rid"] for row in rows if row["status"] == "incomplete"]
     if incomplete:
         problems.append(f"{len(incomplete)} request(s) started but never ended (listed as incomplete): "

@@ -1,5 +1,8 @@
 """PNG plots (matplotlib, Agg backend): power timeline per GPU with request windows, and energy
-vs quality per task with the Pareto front. Titles say SIMULATED when the GPU data was."""
+vs quality per task with the Pareto front. Titles say SIMULATED when the GPU data was.
+
+Model names, tasks and labels are not ours: they go through shared.escape.mpl_text (a "$" would start
+mathtext) and, in file names, shared.escape.safe_filename (a task "../x" stays in plots/)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
 import numpy as np  # noqa: E402
+
+from shared.escape import mpl_text, safe_filename  # noqa: E402
 
 MAX_LABELS = 40  # more windows than this get shading without text, to stay legible
 
@@ -27,13 +32,13 @@ def power_timeline(out_dir: Path, timeline: dict, windows: list[dict]) -> Path:
         color = "tab:gray" if w["warmup"] else ("tab:orange" if i % 2 == 0 else "tab:green")
         ax.axvspan(w["a_s"], w["b_s"], color=color, alpha=0.2, lw=0)
         if len(windows) <= MAX_LABELS:
-            ax.text((w["a_s"] + w["b_s"]) / 2, 1.0, w["label"] + (" (warm-up)" if w["warmup"] else ""),
+            ax.text((w["a_s"] + w["b_s"]) / 2, 1.0, mpl_text(w["label"]) + (" (warm-up)" if w["warmup"] else ""),
                     transform=ax.get_xaxis_transform(), rotation=90, va="top", ha="center", fontsize=6)
     ax.set_xlabel("time since batch origin (s)")
     ax.set_ylabel("GPU power (W)")
-    ax.set_title(f"{timeline['key']} power with request windows{_sim(timeline['simulated'])}")
+    ax.set_title(f"{mpl_text(timeline['key'])} power with request windows{_sim(timeline['simulated'])}")
     fig.tight_layout()
-    path = out_dir / f"power_timeline_{timeline['key'].replace('/', '_').replace('@', '_')}.png"
+    path = out_dir / f"power_timeline_{safe_filename(timeline['key'].replace('/', '_').replace('@', '_'))}.png"
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -55,7 +60,7 @@ def energy_quality(out_dir: Path, task: str, results: list[dict], pareto: list[d
     for model in sorted({m for m, _, _ in pts}):
         xs = [e for m, e, _ in pts if m == model]
         ys = [q for m, _, q in pts if m == model]
-        ax.scatter(xs, ys, s=18, alpha=0.6, label=model)
+        ax.scatter(xs, ys, s=18, alpha=0.6, label=mpl_text(model))
     opt = [p for p in front if p["pareto_optimal"]]
     ax.scatter([p["total_energy_j_mean"] for p in front], [p["quality_score_mean"] for p in front],
                marker="x", color="black", label="model mean")
@@ -63,14 +68,15 @@ def energy_quality(out_dir: Path, task: str, results: list[dict], pareto: list[d
         ax.plot([p["total_energy_j_mean"] for p in opt], [p["quality_score_mean"] for p in opt], "r--", lw=1,
                 marker="*", markersize=12, label="Pareto-optimal (front)")
     for p in front:
-        ax.annotate(p["model"] + (" ★" if p["pareto_optimal"] else ""), (p["total_energy_j_mean"], p["quality_score_mean"]),
+        ax.annotate(mpl_text(p["model"]) + (" ★" if p["pareto_optimal"] else ""), (p["total_energy_j_mean"], p["quality_score_mean"]),
                     textcoords="offset points", xytext=(4, 6), fontsize=7)
     ax.set_xlabel("energy per request, GPU + CPU (J)")
-    ax.set_ylabel("quality_score" + (f" ({basis})" if basis else ""))
-    ax.set_title(f"{task}: energy vs quality{_sim(simulated)}")
+    ax.set_ylabel("quality_score" + (f" ({mpl_text(basis)})" if basis else ""))
+    ax.set_title(f"{mpl_text(task)}: energy vs quality{_sim(simulated)}")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out_dir / (f"energy_vs_quality_{task}_{basis}.png" if own_file else f"energy_vs_quality_{task}.png")
+    path = out_dir / (f"energy_vs_quality_{safe_filename(task)}_{safe_filename(basis)}.png" if own_file
+                      else f"energy_vs_quality_{safe_filename(task)}.png")
     fig.savefig(path)
     plt.close(fig)
     return path

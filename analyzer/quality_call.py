@@ -18,9 +18,12 @@ log = get_logger("analyzer.quality_call")
 QUALITY_COLUMNS = (
     "quality_score", "bartscore_p", "bartscore_r", "bartscore_f", "bartscore_model", "bartscore_error",
     "code_found", "code_parses", "code_symbols_ok", "code_symbols_missing", "code_mentions_complexity",
-    "code_tests_passed", "code_tests_error", "len_chars", "len_tokens", "distinct_1", "distinct_2",
-    "distinct_3", "repetition_rate", "text_lang", "chrf", "rouge_l", "quality_basis",
+    "code_tests_passed", "code_tests_error", "code_tests_sandbox", "code_tests_skipped", "len_chars", "len_tokens",
+    "distinct_1", "distinct_2", "distinct_3", "repetition_rate", "text_lang", "chrf", "rouge_l", "quality_basis",
 )
+# analyzer.quality.sandbox.UNSAFE, repeated so that an analysis without quality never imports the
+# package (tests/test_analyzer_cli.py runs the unsafe path end to end, so the two cannot drift apart).
+UNSAFE_SANDBOX = "none (unsafe opt-in)"
 
 
 def quality_inputs(requests: list[dict[str, Any]], cases: list[dict[str, Any]] | None) -> list[dict[str, Any]]:

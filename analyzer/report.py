@@ -1,5 +1,8 @@
 """summary/report.md: the tables and plots of one analysis in one Markdown page (pure: text out),
-and the parts report.html shares with it: readable numbers and the Problems list."""
+and the parts report.html shares with it: readable numbers and the Problems list.
+
+Every text that is not ours (model names, rids, tasks, error texts, problems quoting them) goes through
+shared.escape.md_inline here: it shows as text and never becomes HTML, a link or an image."""
 from __future__ import annotations
 
 import math
@@ -7,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 from analyzer.i18n import label, t
+from shared.escape import md_inline
 
 SIM_BANNER = ("> **⚠ SIMULATED GPU DATA.** The GPU telemetry of this batch came from the simulated source "
               "(`simulated: true` on tel.gpu). GPU power, energy, memory, utilisation and temperature below are "
@@ -23,6 +27,7 @@ REPORT_METRICS = ("latency_s", "toks_per_s", "gpu_energy_j", "total_energy_j", "
                   "group_quality_per_kj", "group_j_per_quality")
 CONTENTION_PCT = 90.0  # mean host CPU busy share above which a request window is called contended
 MAX_FAILED_LISTED = 5
+FAILED_COLUMNS = ("rid", "model", "task", "status", "error_kind", "error")
 
 
 def fmt_num(v: Any) -> str:
@@ -45,7 +50,8 @@ def fmt_num(v: Any) -> str:
 
 
 def _md_cell(v: Any) -> str:
-    return fmt_num(v).replace("|", "\\|").replace("\n", " ")
+    # numbers are ours; any text may be a model's or a server's
+    return fmt_num(v) if v is None or isinstance(v, (bool, int, float)) else md_inline(v)
 
 
 def md_table(columns, rows: list[dict[str, Any]], lang: str = "en") -> str:
@@ -109,7 +115,7 @@ def report_stats(a) -> list[dict[str, Any]]:
 def render(analysis, plot_files: list[str], title: str | None = None, lang: str = "en") -> str:
     """Markdown text; ``plot_files`` are paths relative to the summary directory."""
     a = analysis
-    parts = [f"# {t('title', lang)} — {title or a.batch_id or 'batch'}\n",
+    parts = [f"# {t('title', lang)} — {md_inline(title or a.batch_id or 'batch')}\n",
              f"**{t('ratio_name', lang)}.** " + t("ratio_def", lang).replace("<b>", "**").replace("</b>", "**")
              + "\n\n" + t("basis_def", lang) + "\n\n" + t("html_note", lang) + "\n"]
     if a.simulated:
@@ -120,7 +126,7 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
                    failed=sum(1 for r in a.results if r.get("status") == "failed"),
                    inc=sum(1 for r in a.results if r.get("status") == "incomplete"), warm=len(a.warmups)) + "\n")
     probs = problem_list(a, lang)
-    parts.append(f"## {t('problems', lang)}\n\n" + ("\n".join(f"- {p}" for p in probs) if probs
+    parts.append(f"## {t('problems', lang)}\n\n" + ("\n".join(f"- {md_inline(p)}" for p in probs) if probs
                                                      else t("no_problems", lang)) + "\n")
     low = [r for r in a.results if isinstance(r.get("gpu_coverage"), float) and r["gpu_coverage"] < 0.99]
     if low:
@@ -128,11 +134,16 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
                      + md_table(("rid", "gpu_coverage", "gpu_seq_gaps", "gpu_energy_j"), low, lang))
     parts.append(f"## {t('pareto', lang)}\n\n" + md_table(PARETO_COLUMNS, a.pareto, lang))
     parts.append(f"## {t('results', lang)}\n\n" + md_table(RESULT_COLUMNS, a.results, lang))
+    failed = [r for r in a.results if r.get("status") != "ok"]
+    if failed:  # the server's or the collector's own words, escaped like every other cell
+        parts.append(f"## {t('failed_table', lang)}\n\n" + md_table(FAILED_COLUMNS, failed, lang))
     parts.append(f"## {t('stats', lang)}\n\n" + md_table(STAT_COLUMNS, report_stats(a), lang))
     if a.warmups:
         parts.append(f"## {t('warmups', lang)}\n\n"
                      + md_table(("rid", "model", "status", "latency_s", "gpu_energy_j"), a.warmups, lang))
     if plot_files:
         sim = t("simulated_suffix", lang) if a.simulated else ""
-        parts.append(f"## {t('plots', lang)}{sim}\n\n" + "\n".join(f"![{p}]({p})" for p in plot_files) + "\n")
+        # Plot names are ours (shared.escape.safe_filename); <…> keeps any odd character inside the link.
+        parts.append(f"## {t('plots', lang)}{sim}\n\n" + "\n".join(f"![{md_inline(p)}](<{p}>)" for p in plot_files)
+                     + "\n")
     return "\n".join(parts)

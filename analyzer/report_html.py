@@ -7,7 +7,6 @@ that came from a model, a server or a config (names, answers, errors) goes throu
 """
 from __future__ import annotations
 
-import html
 import math
 from typing import Any, Iterable
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from analyzer.i18n import label, t
 from analyzer.report import PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, problem_list, report_stats
+from shared.escape import html_text
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
@@ -27,8 +27,8 @@ MARGIN = {"l": 64, "r": 16, "t": 16, "b": 48}
 
 
 def esc(v: Any) -> str:
-    """The one escaping helper for text and attribute values (an integrator may swap in a shared module)."""
-    return html.escape("" if v is None else str(v), quote=True)
+    """Text or a quoted attribute value: & < > " ' as entities, control characters as visible escapes."""
+    return html_text(v)
 
 
 def _num(v) -> float | None:

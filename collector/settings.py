@@ -10,6 +10,7 @@ import ast
 import hashlib
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -135,9 +136,14 @@ def read_config_py(path: Path, warn=None) -> dict[str, tuple[Any, int]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: cannot read ({exc}); save it as UTF-8") from exc
     try:
-        tree = ast.parse(src, filename=str(path))
+        with warnings.catch_warnings():  # "invalid escape sequence" is Python's advice, not ours to print
+            warnings.simplefilter("ignore")
+            tree = ast.parse(src, filename=str(path))
     except SyntaxError as exc:
         raise SettingsError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
+    except (ValueError, RecursionError, MemoryError) as exc:  # found by fuzzing: NUL bytes, "----…1"
+        raise SettingsError(f"{path}: cannot be parsed ({type(exc).__name__}: {str(exc)[:200]}); "
+                            "config.py holds only `NAME = literal` lines") from exc
     out: dict[str, tuple[Any, int]] = {}
     for node in tree.body:
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
@@ -149,7 +155,8 @@ def read_config_py(path: Path, warn=None) -> dict[str, tuple[Any, int]]:
             name = targets[0].id
             try:
                 value = ast.literal_eval(node.value)
-            except ValueError as exc:
+            # TypeError: found by fuzzing, {[1]: 2} (an unhashable key); deep nesting: RecursionError
+            except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as exc:
                 raise SettingsError(
                     f"{path}:{node.lineno}: {name} must be a literal (number, string, True/False, list); "
                     f"config.py is read as data and never executed") from exc
@@ -222,6 +229,9 @@ def load_test_cases(path: Path) -> list[dict[str, Any]]:
         raise SettingsError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
     except UnicodeDecodeError as exc:
         raise SettingsError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from exc
+    except (ValueError, RecursionError) as exc:  # found by fuzzing: an integer of 5000 digits, [[[[…]]]]
+        raise SettingsError(f"{path}: not usable JSON ({type(exc).__name__}: {str(exc)[:200]}); "
+                            "numbers must be ordinary and nesting shallow") from exc
     if isinstance(raw, dict) and isinstance(raw.get("cases"), list):
         raw = raw["cases"]
     if not isinstance(raw, list) or not raw:

@@ -90,7 +90,7 @@ class LineSplitter:
 def _json_event(text: str) -> StreamEvent:
     try:
         return StreamEvent(DATA, obj=json.loads(text))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: found by fuzzing, a line of [[[[…]]]]
         return StreamEvent(BAD, text=text[:500])
 
 

@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from shared.escape import terminal_text
 from shared.numbers import finite
 
 # (results.csv column, table heading, format)
@@ -61,7 +62,9 @@ def format_table(figures: list[dict[str, Any]]) -> str:
     heads = ["model", "task", "load", "ok/all"] + [h for _, h, _ in COLUMNS]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for f in figures:
-        cells = [f["model"], f["task"], f["load"], f"{f['n_ok']}/{f['n_ok'] + f['n_failed']}"]
+        # model, task and load come from the server and the cases: control characters shown, not obeyed
+        cells = [terminal_text(f[k]).replace("|", "\\|") for k in ("model", "task", "load")]
+        cells.append(f"{f['n_ok']}/{f['n_ok'] + f['n_failed']}")
         cells += ["-" if f[col] is None else format(f[col], fmt) for col, _, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -9,6 +9,15 @@ import sys
 
 import structlog
 
+from shared.escape import terminal_text
+
+
+def _escape_controls(_logger, _name, event_dict: dict) -> dict:
+    """Model names, answers and server errors reach the logs: show their control characters (ANSI
+    escapes, carriage returns) as text instead of letting them drive the terminal."""
+    return {k: terminal_text(v, keep_newlines=k == "exception") if isinstance(v, str) else v
+            for k, v in event_dict.items()}
+
 
 class _BarSafeLogger:
     """A structlog logger printing each rendered line above the progress bars (tqdm.write)."""
@@ -41,6 +50,7 @@ def configure_logging(level: str = "info", json: bool = False) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=False),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            *(() if json else (_escape_controls,)),  # JSON escapes control characters itself
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

@@ -17,6 +17,7 @@ from typing import Any
 
 from shared.bus import Inbox, events_endpoint
 from shared.cli import add_subscriber_args, subscription
+from shared.escape import terminal_text
 from shared.logs import get_logger
 from shared.messages import BATCH_END, BATCH_START, REQ_END, REQ_FIRST_TOKEN, REQ_START, TEL_GPU, TEL_HB, TEL_HOST
 
@@ -90,9 +91,9 @@ class TailState:
                  f"{'temp':>4} {'SM MHz':>6} {'P':>3}  name"]
         for (_src, _idx), g in sorted(self.gpus.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
             mem = f"{_num(g.get('mem_used_mib'), '.0f')}/{_num(g.get('mem_total_mib'), '.0f')}"
-            name = g.get("name", "") + ("  [SIMULATED]" if g.get("simulated") else "")
-            if g.get("errors"):
-                name += f"  errors: {', '.join(g['errors'])}"
+            name = terminal_text(g.get("name", "")) + ("  [SIMULATED]" if g.get("simulated") else "")
+            if g.get("errors"):  # driver and bus text: shown, never interpreted by the terminal
+                name += f"  errors: {terminal_text(', '.join(map(str, g['errors'])))}"
             lines.append(f"{g.get('gpu', '?'):>3} {_num(g.get('power_mw'), '8.1f', 1e-3)} {g.get('power_kind', '-'):>10} "
                          f"{_num(g.get('energy_mj'), '11.1f', 1e-3)} {_num(g.get('util_gpu_pct'), '5.0f')} {mem:>15} "
                          f"{_num(g.get('temp_c'), '4.0f')} {_num(g.get('sm_clock_mhz'), '6.0f')} "
@@ -106,7 +107,7 @@ class TailState:
             for zone, uj in sorted((h.get("rapl_uj") or {}).items()):
                 lines.append(f"  rapl {zone}: {uj / 1e6:.1f} J")
             for name, p in sorted((h.get("procs") or {}).items()):
-                lines.append(f"  proc {name} pid {p.get('pid')}: cpu {_num(p.get('cpu_pct'), '.1f')}% "
+                lines.append(f"  proc {terminal_text(name)} pid {p.get('pid')}: cpu {_num(p.get('cpu_pct'), '.1f')}% "
                              f"rss {_num(p.get('rss_mib'), '.0f')} MiB")
         if self.hb is not None:
             parts = []

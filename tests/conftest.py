@@ -7,6 +7,14 @@ from pathlib import Path
 
 import pytest
 import zmq
+from hypothesis import HealthCheck, settings
+
+# Fuzz tests (hypothesis): a few dozen examples each in `make test` (seconds in all); `make fuzz` runs
+# the same tests with --hypothesis-profile=fuzz, a hundred times more. No deadline: the machine is shared.
+settings.register_profile("quick", max_examples=40, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("quick")
 
 ROOT = Path(__file__).resolve().parent.parent
 # Tests never reach a model hub (nor any host but loopback); every subprocess inherits this.

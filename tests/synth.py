@@ -82,6 +82,7 @@ class Req:
     text: str = "an answer"
     case: int = 0
     rid: str | None = None
+    error: str = "HTTP 500 from server"  # the error text of a failed request (ok=False)
 
 
 @dataclass
@@ -168,7 +169,7 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
                                            "load_duration_ns": 1000},
                                    "client": {"latency_s": lat, "first_token_s": 0.1 * lat, "cold": False}}
             if not r.ok:
-                end["error"], end["error_kind"] = "HTTP 500 from server", "busy"
+                end["error"], end["error_kind"] = r.error, "busy"
             events.append((r.b_s, M.REQ_END, end))
     for t_s, topic, body in sorted(events, key=lambda e: e[0]):
         add(col, topic, body, t_s)

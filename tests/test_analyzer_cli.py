@@ -44,6 +44,7 @@ def test_help_answers():
     r = analyzer("--help")
     assert r.returncode == 0
     for flag in ("--batch", "--live", "--idle-baseline", "--no-quality", "--bart-checkpoint", "--device",
+                 "--unsafe-code-tests-without-sandbox",
                  "--cpu-tdp-w", "--telemetry-endpoint", "--events-endpoint"):
         assert flag in r.stdout
 
@@ -201,3 +202,27 @@ def test_lang_from_env(monkeypatch):
     assert lang_from_env() == "zh"
     monkeypatch.setenv("LC_ALL", "en_GB.UTF-8")  # LC_ALL wins over LANG, as in POSIX
     assert lang_from_env() == "en"
+
+
+def test_code_tests_skipped_without_a_sandbox_reach_the_row_and_report_md(batch, tmp_path):
+    """No bwrap on PATH (as on a machine without it): the code rows say why their tests did not run,
+    and report.md says it once under Problems; with the unsafe flag they run and report.md warns."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": str(tmp_path)}
+    base = [sys.executable, "-m", "analyzer", "--batch", str(batch), "--no-plots", "--no-progress",
+            "--bart-checkpoint", str(tmp_path / "none"), "--device", "cpu"]
+    r = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, encoding="utf-8", timeout=180, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    code = [row for row in read_csv(batch / "summary" / "results.csv") if row["task"] == "code"]
+    assert code and all(row["code_tests_passed"] == "" and row["code_tests_sandbox"] == "skipped" for row in code)
+    assert all("--unsafe-code-tests-without-sandbox" in row["code_tests_skipped"] for row in code)
+    report = (batch / "summary" / "report.md").read_text(encoding="utf-8")
+    assert f"code tests skipped for {len(code)} request(s)" in report and "bubblewrap" in report
+    assert "WITHOUT a sandbox" not in report
+
+    r = subprocess.run(base + ["--unsafe-code-tests-without-sandbox"], cwd=ROOT, capture_output=True, text=True,
+                       encoding="utf-8", timeout=180, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    code = [row for row in read_csv(batch / "summary" / "results.csv") if row["task"] == "code"]
+    assert all(row["code_tests_passed"] == "true" and row["code_tests_skipped"] == "" for row in code)
+    report = (batch / "summary" / "report.md").read_text(encoding="utf-8")
+    assert "code tests skipped" not in report and f"code tests of {len(code)} request(s) ran WITHOUT a sandbox" in report

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.quality import COLUMNS, QualityOptions, assess
+from analyzer.quality import COLUMNS, QualityOptions, assess, sandbox
 from analyzer.quality.quality_score import from_bartscore, from_code_checks, from_creative
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_BART = QualityOptions(enable_bart=False, code_timeout_s=5)
+CHOICE = sandbox.sandbox_choice()
+needs_sandbox = pytest.mark.skipif(CHOICE.kind != sandbox.BWRAP, reason=f"code tests need a sandbox: {CHOICE.reason}")
 
 ANSWER = """下面是二分查找的实现：
 ```python
@@ -41,13 +43,16 @@ def req(rid: str, task: str, text: str, **extra) -> dict:
 
 
 class TestCode:
+    @needs_sandbox
     def test_correct_binary_search_passes_every_check(self):
         row = assess([req("c", "code", ANSWER, expect=EXPECT)], NO_BART)["c"]
         assert (row["code_found"], row["code_parses"], row["code_symbols_ok"], row["code_mentions_complexity"]) == (
             True, True, True, True)
         assert row["code_tests_passed"] is True and row["code_tests_error"] is None
         assert row["code_symbols_missing"] == "" and row["quality_score"] == 1.0
+        assert row["code_tests_sandbox"] == "bwrap" and row["code_tests_skipped"] is None
 
+    @needs_sandbox
     def test_wrong_code_fails_its_tests_and_loses_half(self):
         wrong = ANSWER.replace("return -1", "return 0")
         row = assess([req("c", "code", wrong, expect=EXPECT)], NO_BART)["c"]
@@ -66,6 +71,24 @@ class TestCode:
         assert row["code_found"] is False and row["code_parses"] is False
         assert row["code_tests_passed"] is False and row["code_tests_error"] == "no code found in the answer"
         assert row["quality_score"] == 0.0
+
+    def test_without_a_sandbox_the_tests_are_skipped_with_the_reason(self, tmp_path, monkeypatch):
+        """No bwrap on PATH (real detection, as on a machine without it): nothing runs, the row says why
+        and how to opt in, and the score counts the static checks only."""
+        monkeypatch.setenv("PATH", str(tmp_path))
+        row = assess([req("c", "code", ANSWER, expect=EXPECT)], NO_BART)["c"]
+        assert row["code_tests_passed"] is None and row["code_tests_error"] is None
+        assert row["code_tests_sandbox"] == "skipped"
+        assert row["code_tests_skipped"].startswith("not run:") and sandbox.UNSAFE_FLAG in row["code_tests_skipped"]
+        assert row["quality_score"] == 1.0
+
+    def test_unsafe_opt_in_runs_them_without_a_sandbox_and_says_so(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("PATH", str(tmp_path))
+        opts = QualityOptions(enable_bart=False, code_timeout_s=5, unsafe_code_tests_without_sandbox=True)
+        rows = assess([req("c", "code", ANSWER, expect=EXPECT),
+                       req("w", "code", ANSWER.replace("return -1", "return 0"), expect=EXPECT)], opts)
+        assert rows["c"]["code_tests_passed"] is True and rows["w"]["code_tests_passed"] is False
+        assert {rows[r]["code_tests_sandbox"] for r in "cw"} == {sandbox.UNSAFE}
 
     def test_tests_can_be_turned_off(self):
         opts = QualityOptions(enable_bart=False, run_code_tests=False)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from analyzer.quality.assess import assess
 from analyzer.quality.options import QualityOptions
+from analyzer.quality.sandbox import UNSAFE_FLAG
 from shared.logs import configure_logging
 
 
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-bart", action="store_true", help="skip BARTScore (columns stay empty)")
     ap.add_argument("--no-code-tests", action="store_true", help="static code checks only")
     ap.add_argument("--code-timeout-s", type=float, default=10.0)
+    ap.add_argument(UNSAFE_FLAG, dest="unsafe_code_tests", action="store_true",
+                    help="where no sandbox (bubblewrap) is available, run model-written code as your user anyway "
+                         "(UNSAFE: it can read your files and use the network)")
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args(argv)
     configure_logging(args.log_level)
@@ -53,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = QualityOptions(bart_checkpoint=args.bart_checkpoint, bart_checkpoint_zh=args.bart_checkpoint_zh,
                               device=args.device, batch_size=args.batch_size, max_length=args.max_length,
                               enable_bart=not args.no_bart, run_code_tests=not args.no_code_tests,
-                              code_timeout_s=args.code_timeout_s)
+                              code_timeout_s=args.code_timeout_s,
+                              unsafe_code_tests_without_sandbox=args.unsafe_code_tests)
         requests = read_requests(args.requests)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Runs in a child interpreter (``python -I``) started by sandbox.py; stdlib only, never imported.
 
-argv: solution.py tests.py entry-or-"" memory_mib cpu_s file_mib
+argv: solution.py tests.py entry-or-"" memory_mib cpu_s file_mib nproc (0 = no process limit)
 Exit 0 = every assert passed; 3 = the solution failed to run; 4 = entry missing; 5 = a test failed.
 The last stderr line says why.
 """
@@ -16,7 +16,11 @@ def _limit() -> None:
     mem_b = int(sys.argv[4]) * 1024 * 1024
     cpu_s = int(sys.argv[5])
     file_b = int(sys.argv[6]) * 1024 * 1024
-    for name, value in (("RLIMIT_AS", mem_b), ("RLIMIT_CPU", cpu_s), ("RLIMIT_FSIZE", file_b), ("RLIMIT_CORE", 0)):
+    nproc = int(sys.argv[7]) if len(sys.argv) > 7 else 0
+    limits = [("RLIMIT_AS", mem_b), ("RLIMIT_CPU", cpu_s), ("RLIMIT_FSIZE", file_b), ("RLIMIT_CORE", 0)]
+    if nproc > 0:  # only inside the sandbox, where the count is the sandbox's own (its user namespace)
+        limits.append(("RLIMIT_NPROC", nproc))
+    for name, value in limits:
         which = getattr(resource, name, None)
         if which is None:
             continue

@@ -17,7 +17,7 @@ log = get_logger("quality")
 
 BART_COLUMNS = ("bartscore", "bartscore_p", "bartscore_r", "bartscore_f", "bartscore_model", "bartscore_error")
 CODE_COLUMNS = ("code_found", "code_parses", "code_symbols_ok", "code_symbols_missing", "code_mentions_complexity",
-                "code_tests_passed", "code_tests_error")
+                "code_tests_passed", "code_tests_error", "code_tests_sandbox", "code_tests_skipped")
 TEXT_COLUMNS = ("len_chars", "len_tokens", "distinct_1", "distinct_2", "distinct_3", "repetition_rate")
 REFERENCE_COLUMNS = ("chrf", "rouge_l")
 # quality_basis names what quality_score was computed from: one of BASES (None when there is no score).
@@ -70,9 +70,15 @@ def _run_code_tests(jobs: dict[str, dict], results: dict[str, dict], opts: Quali
         for rid in jobs:
             results[rid]["code_tests_error"] = "not run (run_code_tests is off)"
         return
+    choice = sandbox.sandbox_choice(opts.unsafe_code_tests_without_sandbox)
+    if choice.kind == sandbox.SKIPPED:  # never run model code unsandboxed unless the user said so
+        for rid in jobs:
+            results[rid]["code_tests_sandbox"], results[rid]["code_tests_skipped"] = sandbox.SKIPPED, choice.reason
+        return
     workers = max(1, min(4, (os.cpu_count() or 2) // 2))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {rid: pool.submit(sandbox.run_tests, job["code"], job["tests"], job["entry"], opts.code_timeout_s)
+        futures = {rid: pool.submit(sandbox.run_tests, job["code"], job["tests"], job["entry"], opts.code_timeout_s,
+                                    choice=choice)
                    for rid, job in jobs.items()}
         items = futures.items()
         if progress:
@@ -83,6 +89,7 @@ def _run_code_tests(jobs: dict[str, dict], results: dict[str, dict], opts: Quali
             try:
                 outcome = future.result()
                 results[rid]["code_tests_passed"], results[rid]["code_tests_error"] = outcome.passed, outcome.error
+                results[rid]["code_tests_sandbox"], results[rid]["code_tests_skipped"] = outcome.sandbox, outcome.skipped
             except Exception as exc:  # noqa: BLE001 - e.g. the interpreter could not start
                 results[rid]["code_tests_passed"] = None
                 results[rid]["code_tests_error"] = f"sandbox failed: {type(exc).__name__}: {exc}"

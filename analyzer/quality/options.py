@@ -18,6 +18,9 @@ class QualityOptions:
     enable_bart: bool = True  # False = skip BARTScore (columns present, empty)
     run_code_tests: bool = True
     code_timeout_s: float = 10.0
+    # Where no sandbox (bubblewrap) is available, code tests are skipped unless this is True: then
+    # model-written code runs as the user, with only rlimits and a timeout (docs/quality.md).
+    unsafe_code_tests_without_sandbox: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
