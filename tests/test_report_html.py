@@ -17,10 +17,14 @@ from pathlib import Path
 import pytest
 
 from analyzer import outputs, pipeline, report_html, stream
+from shared.messages import BatchEnd
 from shared.recording import read_recording
 from tests import synth as S
 
 HOSTILE = 'evil"><img src=x onerror="document.title=1">'
+# what a server might put in an error text: a script, a javascript: link, Markdown that injects HTML
+HOSTILE_ERROR = ('HTTP 500 <script>document.title="pwned"</script> [click](javascript:document.title="pwned") '
+                 '![x](x" onerror="document.title=\'pwned\')')
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 
@@ -93,6 +97,7 @@ def spec() -> S.Spec:
                 dur = 0.4 + 0.25 * mi + 0.05 * run
                 ok = not (model == HOSTILE and run == 2 and case == 1)
                 reqs.append(S.Req(t, t + dur, model=model, task=cases[case]["task"], run=run, case=case, ok=ok,
+                                  error=HOSTILE_ERROR,
                                   text=texts[case][(run + mi) % 3], rid=f"r/{mi}/{case}/{run}",
                                   eval_count=30 + 10 * mi, eval_duration_ns=int(dur * 0.8e9)))
                 t += dur + 0.1
@@ -131,9 +136,13 @@ def test_report_renders_in_headless_chromium(analysis, tmp_path, lang):
     assert 'data-plots="3"' in root
     assert parsed.rows and all(n > 0 for n in parsed.rows.values()), parsed.rows
     assert parsed.rows["results"] == len(analysis.results) == 18
-    # the hostile model name is text, not markup; nothing external is referenced
+    # the hostile model name and error text are text, not markup: no script ran, nothing links out
+    assert "pwned" not in re.search(r"<title>(.*?)</title>", dom, re.S).group(1)
+    assert "document.title=1" not in re.search(r"<title>(.*?)</title>", dom, re.S).group(1)
     html_text = page.read_text(encoding="utf-8")
+    assert "&lt;script&gt;document.title" in html_text  # shown (the failed request's error), escaped
     assert "<img" not in html_text and "onerror=" not in html_text.replace("onerror=&quot;", "")
+    assert "<script>document" not in html_text and 'href="javascript' not in html_text
     assert not re.search(r'(src|href)="(https?:)?//', html_text)
     assert shot.is_file() and shot.stat().st_size > 20_000  # kept in tmp_path for a look
 
@@ -165,7 +174,7 @@ def test_en_and_zh_reports_carry_the_same_numbers(analysis, tmp_path):
 def test_problems_say_why_and_units_are_readable(analysis):
     text = report_html.render_html(analysis, "en")
     problems = text[text.index('id="problems"'):text.index("</ul>", text.index('id="problems"'))]
-    assert "1 request(s) failed" in problems and "HTTP 500" in problems
+    assert "1 request(s) failed" in problems and "HTTP 500 &lt;script&gt;" in problems
     assert "GPU was simulated" in problems
     assert not re.search(r"\d[eE][-+]\d", re.sub(r'data-v="[^"]*"|points="[^"]*"|<style>.*?</style>', "", text, flags=re.S))
     assert "效质比" in text[:text.index("</div>")]  # named and defined at the top
@@ -180,7 +189,7 @@ def test_problems_name_skips_contention_and_cache_hits(analysis):
     rows = [dict(r) for r in analysis.results]
     rows[0].update(cpu_util_avg=97.0, prompt_cached_tokens=12)
     rows[1].update(prompt_cached_tokens=30)
-    changed = dataclasses.replace(analysis, results=rows, batch_end={"skipped": 2})
+    changed = dataclasses.replace(analysis, results=rows, batch_end=BatchEnd(batch="browser", skipped=2))
     en = "\n".join(problem_list(changed, "en"))
     assert "2 planned request(s) were skipped" in en
     assert "during 1 of 17 request window(s)" in en
