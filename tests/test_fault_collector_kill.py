@@ -47,7 +47,7 @@ def test_kill9_mid_request_then_resume_gives_every_request_once_in_the_csvs(proc
     assert header["batch"] == "b"
     finished_before = {p["rid"] for t, p in before if t == REQ_END and p["ok"]}
     assert 2 <= len(finished_before) < PLANNED
-    planned_order = [f"b/ok/{c}/short/{r}" for c in ("000-qa", "001-code") for r in (1, 2, 3, 4)]
+    planned_order = [f"b/ok:latest/{c}/short/{r}" for c in ("000-qa", "001-code") for r in (1, 2, 3, 4)]
     killed_rid = next(rid for rid in planned_order if rid not in finished_before)  # the one in flight
     orphans = {p["rid"] for t, p in before if t == REQ_START} - {p["rid"] for t, p in before if t == REQ_END}
     assert orphans <= {killed_rid}  # a req.start without req.end, if it reached the disk, is that request
