@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Iterable
 
 from shared.logs import get_logger
 
@@ -128,18 +129,23 @@ def _hide_candidates() -> list[str]:
     return [d for d in dirs if d and os.path.isdir(d)]
 
 
-def _python_dirs(hide: list[str]) -> list[str]:
-    """Where this interpreter lives, when that is inside a hidden dir (say a venv or pyenv in $HOME)."""
-    exe = Path(sys.executable)
-    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, str(exe.parent),
-            str(exe.resolve().parent)}
-    under = sorted({str(Path(d)) for d in dirs if any(_under(str(Path(d)), h) for h in hide)}, key=len)
+def python_dirs(interpreter_dirs: Iterable[str], covered: list[str]) -> list[str]:
+    """Pure: the interpreter's dirs that a tmpfs would cover (a venv or pyenv in $HOME, a checkout
+    under /tmp, which the working dir's tmpfs covers), outermost only: they are bound back read-only."""
+    under = sorted({str(PurePosixPath(d)) for d in interpreter_dirs
+                    if any(_under(str(PurePosixPath(d)), c) for c in covered)}, key=len)
     return [d for i, d in enumerate(under) if not any(_under(d, o) for o in under[:i])]
+
+
+def _interpreter_dirs() -> set[str]:
+    exe = Path(sys.executable)
+    return {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, str(exe.parent),
+            str(exe.resolve().parent)}
 
 
 def _bwrap_command(bwrap: str, inputs: Path, command: list[str]) -> list[str]:
     hide = hidden_dirs(_hide_candidates())
-    return bwrap_argv(bwrap, command, hide, _python_dirs(hide), str(inputs))
+    return bwrap_argv(bwrap, command, hide, python_dirs(_interpreter_dirs(), hide + [WORKDIR]), str(inputs))
 
 
 def _child_env(home: str) -> dict[str, str]:
