@@ -30,6 +30,8 @@ _OLLAMA_METRICS = {
     "load_duration": "load_duration_ns",
     "total_duration": "total_duration_ns",
     "done_reason": "done_reason",
+    # newer servers: prompt tokens taken from the KV cache (prompt_eval_count includes them)
+    "prompt_eval_cached_count": "cached_tokens",
 }
 
 

@@ -56,6 +56,10 @@ class TestChunkMapping:
                                     "total_duration_ns": 200, "done_reason": "stop"}
         assert "prompt_eval_count" not in d.api
 
+    def test_ollama_cached_prompt_tokens_where_the_server_reports_them(self):
+        d = map_chunk("ollama", {"response": "", "done": True, "prompt_eval_count": 40, "prompt_eval_cached_count": 32})
+        assert d.api["cached_tokens"] == 32 and d.api["prompt_eval_count"] == 40
+
     def test_ollama_thinking_and_chat_content(self):
         assert map_chunk("ollama", {"response": "", "thinking": "hm", "done": False}).thinking == "hm"
         d = map_chunk("ollama-chat", {"message": {"role": "assistant", "content": "x", "thinking": "y"}, "done": False})
