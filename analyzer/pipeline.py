@@ -11,7 +11,7 @@ from analyzer import energy as E
 from analyzer import tables
 from analyzer.quality_call import QUALITY_COLUMNS, quality_inputs, run_quality
 from analyzer.stream import BatchData, Request, Series
-from analyzer.throughput import cold_start, iso_utc, throughput, timing
+from analyzer.throughput import cold_start, iso_utc, throughput, timing, token_latency
 from analyzer.windows import split_windows
 from shared import messages as M
 from shared.logs import get_logger
@@ -31,6 +31,7 @@ MAIN_COLUMNS = SEED_COLUMNS + (
     "gpu_temp_peak_c", "gpu_sm_clock_avg_mhz", "j_per_token", "tokens_per_j",
     "cpu_util_avg", "cpu_tdp_w", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_energy_j", "cpu_energy_basis",
     "cpu_coverage", "host_mem_peak_mib", "total_energy_j", "energy_basis",
+    "ttft_ms", "tpot_ms", "e2el_ms", "itl_ms_mean", "itl_ms_max",
 ) + QUALITY_COLUMNS + ("quality_per_j", "j_per_quality", "quality_error")
 PER_GPU = ("energy_j", "energy_method", "energy_uncertainty_j", "coverage", "seq_gaps", "mem_peak_mib",
            "util_avg_pct", "temp_peak_c", "sm_clock_avg_mhz", "power_avg_w")
@@ -44,6 +45,7 @@ class Options:
     quality_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = False
     assess: Callable | None = None      # injected scorer (tests); None = analyzer.quality.assess
+    metric_percentiles: tuple[float, ...] = tables.DEFAULT_PERCENTILES  # stats.csv pXX columns
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Analysis:
     simulated: bool
     problems: list[str]
     batch_id: str | None
+    stats_columns: tuple[str, ...] = tables.STATS_COLUMNS
 
 
 def _sum_available(values: list) -> float | None:
@@ -110,8 +113,10 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     idx = {r.rid: i for i, r in enumerate(done)}
     cases = batch.batch_start.cases if batch.batch_start else None
     rows = []
+    itl: dict[str, list[float]] = {}
     for r in reqs:
         row = _row(r, idx.get(r.rid), per_gpu, host, batch, opts, simulated)
+        itl[r.rid] = row.pop("_itl_ms", [])
         if r.rid in idx:
             row["effective_window_s"] = float(conc.energy[idx[r.rid]])
             row["concurrency_max"] = int(conc.max_active[idx[r.rid]])
@@ -158,15 +163,19 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                         + ", ".join(incomplete[:10]))
     request_json = {r.rid: _request_json(r, row, idx.get(r.rid), win, batch, quality.get(r.rid), simulated)
                     for r, row in zip(reqs, rows)}
+    for rid, obj in request_json.items():
+        obj["itl_ms"] = itl.get(rid) or None
     gpu_samples, host_samples = _samples(batch)
     timelines = [{"key": g.key, "t_s": ((g.t_ns - origin) / 1e9), "power_w": g.values["power_mw"] / 1000.0,
                   "simulated": g.simulated, "name": g.meta.get("name")} for g in batch.gpus]
     windows = [{"rid": r.rid, "a_s": float(win.a_s[i]), "b_s": float(win.b_s[i]), "label": _label(r),
                 "warmup": bool(r.start.warmup)} for r, i in ((r, idx[r.rid]) for r in done)]
     batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None
-    return Analysis(columns, results, warmups, tables.stats(results, simulated), tables.pareto(results, simulated),
+    pct = tuple(opts.metric_percentiles)
+    return Analysis(columns, results, warmups, tables.stats(results, simulated, pct, {"itl_ms": itl}),
+                    tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
-                    str(batch_id) if batch_id is not None else None)
+                    str(batch_id) if batch_id is not None else None, tables.stats_columns(pct))
 
 
 def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData, opts: Options, simulated: bool) -> dict:
@@ -189,6 +198,8 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     row.update(tm)
     if e is not None:
         row.update(throughput(e, tm.get("latency_s"), tm.get("first_token_s"), tm.get("first_chunk_s")))
+        lat, row["_itl_ms"] = token_latency(s, e, tm, row.get("output_tokens"))
+        row.update(lat)
     if i is None:
         return row
     row["window_s"] = (e.t - s.t) / 1e9

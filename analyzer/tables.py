@@ -20,9 +20,15 @@ STAT_METRICS = ("latency_s", "first_token_s", "first_thinking_s", "first_chunk_s
                 "j_per_token", "tokens_per_j", "gpu_mem_peak_mb", "gpu_util_avg", "gpu_temp_peak_c",
                 "gpu_power_avg_w", "gpu_sm_clock_avg_mhz", "gpu_coverage", "cpu_util_avg", "cpu_energy_j_approx",
                 "cpu_energy_j_rapl", "cpu_energy_j", "host_mem_peak_mib", "total_energy_j", "quality_score",
-                "bartscore", "bartscore_f", "distinct_2", "quality_per_j", "j_per_quality")
+                "bartscore", "bartscore_f", "distinct_2", "quality_per_j", "j_per_quality",
+                "ttft_ms", "tpot_ms", "e2el_ms", "gpu_energy_prefill_j", "gpu_energy_decode_j",
+                "j_per_prompt_token", "j_per_output_token")
+# Pooled per group (every value of every request, e.g. each inter-token gap), not one value per request.
+POOLED_METRICS = ("itl_ms",)
+# Percentiles reported beside the median, as vLLM's --metric-percentiles (changed with the analyzer's flag).
+DEFAULT_PERCENTILES = (90.0, 99.0)
 STATS_COLUMNS = ("model", "task", "load", "metric", "n", "n_failed", "mean", "variance", "std", "ci95_low",
-                 "ci95_high", "gpu_simulated")
+                 "ci95_high", "gpu_simulated", "median", "p90", "p99")
 PARETO_COLUMNS = ("task", "model", "n", "total_energy_j_mean", "quality_score_mean", "quality_per_j",
                   "j_per_quality", "pareto_optimal", "gpu_simulated")
 
@@ -47,12 +53,44 @@ def describe(values: list[float]) -> dict[str, Any]:
     return out
 
 
+def pct_name(q: float) -> str:
+    """Column name of a percentile: 90 → p90, 99.9 → p99.9."""
+    return f"p{q:g}"
+
+
+def stats_columns(percentiles=DEFAULT_PERCENTILES) -> tuple[str, ...]:
+    """stats.csv columns for the chosen percentiles (the default gives STATS_COLUMNS)."""
+    return STATS_COLUMNS[:STATS_COLUMNS.index("median") + 1] + tuple(pct_name(q) for q in percentiles)
+
+
+def percentiles_of(values: list[float], percentiles=DEFAULT_PERCENTILES) -> dict[str, Any]:
+    """median and each pXX, linearly interpolated between order statistics (numpy's default, as vLLM)."""
+    out: dict[str, Any] = {"median": None, **{pct_name(q): None for q in percentiles}}
+    if not values:
+        return out
+    v = sorted(values)
+
+    def at(q: float) -> float:
+        pos = (len(v) - 1) * q / 100.0
+        lo = math.floor(pos)
+        hi = min(lo + 1, len(v) - 1)
+        return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+    out["median"] = at(50.0)
+    for q in percentiles:
+        out[pct_name(q)] = at(q)
+    return out
+
+
 def _key(row) -> tuple:
     return tuple("" if row.get(k) is None else str(row.get(k)) for k in ("model", "task", "load"))
 
 
-def stats(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]]:
-    """One row per model × task × load × metric over successful requests; failures counted in n_failed."""
+def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PERCENTILES,
+          pooled: dict[str, dict[str, list[float]]] | None = None) -> list[dict[str, Any]]:
+    """One row per model × task × load × metric over successful requests; failures counted in n_failed.
+
+    ``pooled``: {metric: {rid: values}}: every value of the group's requests in one sample (ITL)."""
     groups: dict[tuple, list[dict]] = {}
     for row in results:
         groups.setdefault(_key(row), []).append(row)
@@ -67,7 +105,12 @@ def stats(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]
                 continue
             d = describe(vals)
             out.append({"model": key[0], "task": key[1], "load": key[2], "metric": metric, "n_failed": failed,
-                        "gpu_simulated": simulated, **d})
+                        "gpu_simulated": simulated, **d, **percentiles_of(vals, percentiles)})
+        for metric, by_rid in (pooled or {}).items():
+            vals = [v for r in good for v in (finite(x) for x in by_rid.get(r.get("rid"), [])) if v is not None]
+            if vals:
+                out.append({"model": key[0], "task": key[1], "load": key[2], "metric": metric, "n_failed": failed,
+                            "gpu_simulated": simulated, **describe(vals), **percentiles_of(vals, percentiles)})
         # The group's ratio of means: mean quality over mean energy (robust to one tiny-energy request).
         q = [v for v in (finite(r.get("quality_score")) for r in good) if v is not None]
         e = [v for v in (finite(r.get("total_energy_j")) for r in good) if v is not None]

@@ -82,6 +82,8 @@ class Req:
     text: str = "an answer"
     case: int = 0
     rid: str | None = None
+    chunk_s: list[float] | None = None  # chunk arrivals after a_s (the first is the first token); None: none sent
+    prompt_eval_count: int | None = None
 
 
 @dataclass
@@ -159,11 +161,17 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
                                              "params": {"temperature": 0.7}}))
         if r.end:
             lat = r.b_s - r.a_s
-            events.append((r.a_s + 0.1 * lat, M.REQ_FIRST_TOKEN, {"rid": rid, "kind": "content"}))
+            first_s = r.chunk_s[0] if r.chunk_s else 0.1 * lat
+            events.append((r.a_s + first_s, M.REQ_FIRST_TOKEN, {"rid": rid, "kind": "content"}))
             end: dict[str, Any] = {"rid": rid, "ok": r.ok, "text": r.text if r.ok else "",
                                    "api": {"eval_count": r.eval_count, "eval_duration_ns": r.eval_duration_ns,
                                            "load_duration_ns": 1000},
-                                   "client": {"latency_s": lat, "first_token_s": 0.1 * lat, "cold": False}}
+                                   "client": {"latency_s": lat, "first_token_s": first_s, "cold": False}}
+            if r.chunk_s:
+                end["client"].update(first_chunk_s=first_s, chunks=len(r.chunk_s),
+                                     chunk_t_ns=[ns(r.a_s + c) for c in r.chunk_s])
+            if r.prompt_eval_count is not None:
+                end["api"]["prompt_eval_count"] = r.prompt_eval_count
             if not r.ok:
                 end["error"], end["error_kind"] = "HTTP 500 from server", "busy"
             events.append((r.b_s, M.REQ_END, end))

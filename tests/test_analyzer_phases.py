@@ -1,0 +1,81 @@
+"""Per-phase time (TTFT, TPOT, ITL, E2EL) and energy (prefill, decode) on synthetic recordings with known answers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analyzer import cli, pipeline, stream, tables
+from tests import synth as S
+from tests.test_analyzer_pipeline import by_model, run
+
+
+class TestTokenLatency:
+    def test_ttft_tpot_itl_e2el_from_chunk_times(self, tmp_path):
+        """Chunks at 0.2, 0.3, 0.45, 0.5, 0.8, 1.0 s after the start of a 1 s request with 5 output tokens."""
+        chunks = [0.2, 0.3, 0.45, 0.5, 0.8, 1.0]
+        spec = S.Spec(duration_s=3.0, requests=[S.Req(1.0, 2.0, eval_count=5, chunk_s=chunks)])
+        row = run(tmp_path, spec).results[0]
+        assert row["ttft_ms"] == pytest.approx(200.0)
+        assert row["e2el_ms"] == pytest.approx(1000.0)
+        assert row["tpot_ms"] == pytest.approx((1000.0 - 200.0) / 4)
+        assert row["itl_ms_mean"] == pytest.approx(160.0)
+        assert row["itl_ms_max"] == pytest.approx(300.0)
+
+    def test_chunks_before_the_first_token_are_not_itl(self, tmp_path):
+        """A role-only chunk before the first token (OpenAI streams) opens no inter-token gap."""
+        spec = S.Spec(duration_s=3.0, requests=[S.Req(1.0, 2.0, eval_count=3, chunk_s=[0.3, 0.5, 0.9])])
+        msgs = S.messages(spec)
+        for topic, p in msgs:  # an extra chunk at 0.05 s that carries no token
+            if topic == "req.end":
+                p["client"]["chunk_t_ns"] = [S.T0_NS + 1_050_000_000] + p["client"]["chunk_t_ns"]
+        row = pipeline.analyze(stream.build(msgs), pipeline.Options(quality=False)).results[0]
+        assert row["ttft_ms"] == pytest.approx(300.0)
+        assert row["itl_ms_mean"] == pytest.approx(300.0)  # gaps 200 and 400 ms; none from 0.05 s
+
+    def test_one_token_has_no_tpot_and_no_chunks_no_itl(self, tmp_path):
+        spec = S.Spec(duration_s=3.0, requests=[S.Req(1.0, 1.5, eval_count=1, model="one", chunk_s=[0.4, 0.5]),
+                                                S.Req(1.0, 1.5, eval_count=9, model="none")])
+        rows = by_model(run(tmp_path, spec))
+        assert rows["one"]["tpot_ms"] is None and rows["one"]["itl_ms_mean"] == pytest.approx(100.0)
+        assert rows["none"]["itl_ms_mean"] is None
+        assert rows["none"]["ttft_ms"] == pytest.approx(50.0)  # the collector's first_token_s (0.1 × latency)
+        assert rows["none"]["tpot_ms"] == pytest.approx(450.0 / 8)
+
+
+class TestPercentileStats:
+    def test_percentiles_match_numpy_linear(self):
+        vals = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0]
+        got = tables.percentiles_of(vals, (90.0, 99.0, 12.5))
+        assert got["median"] == pytest.approx(np.percentile(vals, 50))
+        for q in (90.0, 99.0, 12.5):
+            assert got[tables.pct_name(q)] == pytest.approx(np.percentile(vals, q))
+        assert tables.percentiles_of([], (90.0,)) == {"median": None, "p90": None}
+
+    def test_stats_rows_and_pooled_itl(self, tmp_path):
+        """Two runs of one group: per-request metrics over 2 values; ITL pooled over every gap of both."""
+        reqs = [S.Req(1.0, 2.0, run=1, eval_count=5, chunk_s=[0.2, 0.3, 0.45, 0.5, 0.8, 1.0]),
+                S.Req(2.5, 3.0, run=2, eval_count=3, chunk_s=[0.1, 0.2, 0.5])]
+        a = run(tmp_path, S.Spec(duration_s=4.0, requests=reqs))
+        st = {s["metric"]: s for s in a.stats}
+        itl = [100, 150, 50, 300, 200, 100, 300]
+        assert st["itl_ms"]["n"] == 7
+        assert st["itl_ms"]["mean"] == pytest.approx(np.mean(itl))
+        assert st["itl_ms"]["median"] == pytest.approx(np.median(itl))
+        assert st["itl_ms"]["p99"] == pytest.approx(np.percentile(itl, 99))
+        assert st["ttft_ms"]["n"] == 2 and st["ttft_ms"]["mean"] == pytest.approx(150.0)
+        assert st["e2el_ms"]["p90"] == pytest.approx(np.percentile([1000.0, 500.0], 90))
+        assert st["tpot_ms"]["median"] == pytest.approx(np.median([200.0, 200.0]))
+        assert a.stats_columns == tables.STATS_COLUMNS
+        assert tables.csv_text(a.stats_columns, a.stats).splitlines()[0].endswith("median,p90,p99")
+
+    def test_metric_percentiles_flag(self, tmp_path):
+        opts = cli.options_from(cli.build_parser().parse_args(["--batch", "x", "--metric-percentiles", "50,99.9"]))
+        assert opts.metric_percentiles == (50.0, 99.9)
+        reqs = [S.Req(1.0, 2.0, eval_count=5, chunk_s=[0.2, 0.3, 0.45, 0.5, 0.8, 1.0])]
+        a = run(tmp_path, S.Spec(duration_s=3.0, requests=reqs), metric_percentiles=opts.metric_percentiles)
+        assert a.stats_columns[-3:] == ("median", "p50", "p99.9")
+        itl = next(s for s in a.stats if s["metric"] == "itl_ms")
+        assert itl["p99.9"] == pytest.approx(np.percentile([100, 150, 50, 300, 200], 99.9))
+        for bad in ("0", "101", "x"):
+            with pytest.raises(cli.BadInput, match="--metric-percentiles"):
+                cli.parse_percentiles(bad)
