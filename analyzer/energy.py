@@ -8,13 +8,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzer.integrate import Trace, counter_energy
+from analyzer.integrate import Trace, counter_energy, edge_uncertainty, fit_refreshes
 from analyzer.stream import Series
-from analyzer.windows import coverage, gaps_touching, seq_gap_intervals, split_windows, window_mean, window_peak
+from analyzer.windows import (coverage, gaps_touching, seq_gap_intervals, split_sub, split_windows, window_mean,
+                              window_peak)
 
 DEFAULT_CPU_TDP_W = 65.0
-# Fewer than this many counter refresh intervals in a window: its counter part is mostly edges.
-SHORT_WINDOW_REFRESHES = 2.0
+# A window shorter than this many refresh periods may hold fewer than two whole refresh intervals
+# (whatever its phase, it holds floor(L/period) − 1 of them): its counter part is mostly edges.
+SHORT_WINDOW_REFRESHES = 3.0
 
 
 @dataclass(frozen=True)
@@ -53,40 +55,94 @@ def series_coverage(series: Series, t_s: np.ndarray, src_seqs: np.ndarray, w: Wi
     return cov, gaps_touching(g0, g1, w.a_s, w.b_s), inside
 
 
+def power_trace(t_s: np.ndarray, power_w: np.ndarray) -> tuple[Trace, float]:
+    """The power trace used for shape, and how late/coarse it shows a change (s).
+
+    A reading the GPU holds between its own refreshes (e.g. 20 ms on some boards, seen as the same
+    value on several samples) describes the instant it refreshed, not the sample time: when those
+    refreshes fit a period, the trace is re-timed to them. The returned shape time is the spacing
+    of the trace's points plus, where it could not be re-timed, the hold."""
+    raw = Trace.build(t_s, power_w)
+    if raw.n < 2:
+        return raw, float("nan")
+    dt = float(np.median(np.diff(raw.t_s)))
+    fit = fit_refreshes(raw.t_s, raw.y)
+    held = fit.method not in ("fresh", "none") and np.isfinite(fit.period_s) and fit.period_s > 1.5 * dt
+    if held and fit.method == "periodic_fit" and fit.r_s.size >= 2:
+        # first reading at its sample time, then every change at its refresh instant
+        t_new = np.concatenate([raw.t_s[:1], fit.r_s, raw.t_s[-1:]])
+        y_new = np.concatenate([raw.y[:1], fit.y, fit.y[-1:]])
+        keep = np.concatenate([[True], np.diff(t_new) > 0])
+        return Trace.build(t_new[keep], y_new[keep]), fit.period_s + float(np.max(fit.err_s, initial=0.0))
+    return raw, dt + (fit.period_s if held else 0.0)
+
+
 def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
-                idle_until_s: float | None = None) -> dict[str, np.ndarray]:
-    """Energy (J), method, uncertainty, coverage and gauges of one GPU for every window."""
+                idle_until_s: float | None = None, mid_s: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Energy (J), method, uncertainty, coverage and gauges of one GPU for every window.
+
+    ``mid_s``: per window, the first streamed chunk (NaN when none): energy is also split into
+    prefill [a, mid] and decode [mid, b] by the window split rule."""
     t_s = seconds(series, origin_ns)
     v = series.values
     n = w.a_s.size
     cov, gaps, inside = series_coverage(series, t_s, src_seqs, w)
-    power = Trace.build(t_s, v["power_mw"] / 1000.0)
+    raw_power = Trace.build(t_s, v["power_mw"] / 1000.0)
+    power, shape_s = power_trace(t_s, v["power_mw"] / 1000.0)
     has_power = power.n >= 2
     split_p = split_windows(_clipped(power.integral_at, *power.span()), w.a_s, w.b_s) if has_power else None
     counter = counter_energy(t_s, v["energy_mj"], power if has_power else None) if np.isfinite(v["energy_mj"]).sum() >= 2 else None
     use_counter = counter is not None and counter.usable
     split_c = split_windows(_clipped(counter.cumulative_at, *counter.span), w.a_s, w.b_s) if use_counter else None
     nan = np.full(n, np.nan)
+    mid = np.full(n, np.nan) if mid_s is None else np.clip(np.asarray(mid_s, dtype=np.float64), w.a_s, w.b_s)
+    phases: dict[str, np.ndarray] = {}
     if use_counter:
         energy = split_c.energy
         method = "counter+power" if has_power else "counter"
         effective = split_c.effective_s
-        refresh_s = float(np.median(np.diff(counter.r_s)))
+        refresh_s = counter.period_s if np.isfinite(counter.period_s) else float(np.median(np.diff(counter.r_s)))
         short = (w.b_s - w.a_s) < SHORT_WINDOW_REFRESHES * refresh_s
+        fit_method = counter.method
+        shape = shape_s if has_power else refresh_s / 2  # no power: apportioned by time
+        cum = _clipped(counter.cumulative_at, *counter.span)
+        unc_fn = lambda x: edge_uncertainty(counter, np.clip(x, *counter.span), shape, t_s)  # noqa: E731
+        _, uncertainty = split_sub(cum, w.a_s, w.b_s, w.a_s, w.b_s, unc_fn)
+        for phase, (c, d) in (("prefill", (w.a_s, mid)), ("decode", (mid, w.b_s))):
+            e, u = split_sub(cum, w.a_s, w.b_s, c, d, unc_fn)
+            phases[f"energy_{phase}_j"], phases[f"energy_{phase}_uncertainty_j"] = e, u
+            phases[f"{phase}_short"] = np.where(np.isfinite(e), (d - c) < SHORT_WINDOW_REFRESHES * refresh_s, np.nan)
     elif has_power:
         energy, method, effective, short, refresh_s = split_p.energy, "power_trapezoid", split_p.effective_s, None, np.nan
+        fit_method, uncertainty = None, nan
+        cum = _clipped(power.integral_at, *power.span())
+        for phase, (c, d) in (("prefill", (w.a_s, mid)), ("decode", (mid, w.b_s))):
+            phases[f"energy_{phase}_j"] = split_sub(cum, w.a_s, w.b_s, c, d)[0]
+            phases[f"energy_{phase}_uncertainty_j"], phases[f"{phase}_short"] = nan, nan
     else:
         energy, method, effective, short, refresh_s = nan, "none", nan, None, np.nan
+        fit_method, uncertainty = None, nan
+        for phase in ("prefill", "decode"):
+            phases.update({f"energy_{phase}_j": nan, f"energy_{phase}_uncertainty_j": nan, f"{phase}_short": nan})
     no_data = cov <= 0
     energy = _nan_where(energy, no_data)
     e_power = _nan_where(split_p.energy, no_data) if has_power else nan
     e_counter = _nan_where(split_c.energy, no_data) if use_counter else nan
-    uncertainty = np.abs(e_counter - e_power) if (use_counter and has_power) else nan
+    uncertainty = _nan_where(uncertainty, no_data)
+    phases = {k: _nan_where(np.asarray(x, dtype=np.float64), no_data) for k, x in phases.items()}
+    # achieved sampling rate inside each window (samples − 1 over their span), else over the run
+    ia = np.searchsorted(t_s, w.a_s, side="left")
+    ib = np.searchsorted(t_s, w.b_s, side="right") - 1
+    run_hz = (t_s.size - 1) / (t_s[-1] - t_s[0]) if t_s.size > 1 and t_s[-1] > t_s[0] else np.nan
+    span = np.where(ib > ia, t_s[np.clip(ib, 0, max(t_s.size - 1, 0))] - t_s[np.clip(ia, 0, max(t_s.size - 1, 0))], 0.0) \
+        if t_s.size else np.zeros(n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hz = np.where(span > 0, (ib - ia) / span, run_hz)
     idle_w = np.nan
-    if idle_until_s is not None and has_power and power.t_s[0] < idle_until_s:
+    if idle_until_s is not None and has_power and raw_power.t_s[0] < idle_until_s:
         # Only samples taken before the first request: no interpolation towards its load.
-        idle_end = float(power.t_s[power.t_s <= idle_until_s][-1])
-        idle_w = float(window_mean(power, [power.t_s[0]], [idle_end])[0])
+        idle_end = float(raw_power.t_s[raw_power.t_s <= idle_until_s][-1])
+        idle_w = float(window_mean(raw_power, [raw_power.t_s[0]], [idle_end])[0])
     return {
         "energy_j": energy,
         "energy_method": np.array([method if not nd else "none" for nd in no_data], dtype=object),
@@ -95,14 +151,17 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
         "energy_uncertainty_j": uncertainty,
         "short_window": np.array([None] * n if short is None else [bool(s) for s in short], dtype=object),
         "counter_refresh_s": np.full(n, refresh_s),
+        "counter_refresh_fit": np.array([fit_method] * n, dtype=object),
+        "sampling_hz": _nan_where(hz, no_data),
+        **phases,
         "coverage": cov,
         "seq_gaps": gaps,
         "samples": inside,
         "idle_w": np.full(n, idle_w),
         "energy_net_j": energy - idle_w * effective if np.isfinite(idle_w) else nan,
         "effective_s": effective,
-        "power_avg_w": window_mean(power, w.a_s, w.b_s),
-        "power_peak_w": window_peak(power, w.a_s, w.b_s),
+        "power_avg_w": window_mean(raw_power, w.a_s, w.b_s),
+        "power_peak_w": window_peak(raw_power, w.a_s, w.b_s),
         "mem_peak_mib": window_peak(Trace.build(t_s, v["mem_used_mib"]), w.a_s, w.b_s),
         "util_avg_pct": window_mean(Trace.build(t_s, v["util_gpu_pct"]), w.a_s, w.b_s),
         "temp_peak_c": window_peak(Trace.build(t_s, v["temp_c"]), w.a_s, w.b_s),

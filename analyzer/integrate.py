@@ -23,6 +23,15 @@ import numpy as np
 
 # If the counter advanced on at least this share of samples it is read on demand (fresh at t_k).
 _FRESH_COUNTER_SHARE = 0.9
+# Refresh fitting: refreshes per fitted segment (the firmware clock drifts against ours by ppm,
+# so one line over an hour would not hold), fewest refreshes a segment needs, and the share of
+# refreshes the fitted line must place inside their observed interval (± the slack) to be trusted.
+FIT_SEGMENT = 400
+FIT_MIN_REFRESHES = 12
+FIT_INSIDE_SHARE = 0.9
+FIT_SLACK_S = 0.0005
+# Counter resolution: NVML's total-energy counter counts whole mJ.
+COUNTER_RESOLUTION_J = 0.001
 
 
 def dedupe_sorted(t_s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +124,93 @@ def refresh_points(t_s: np.ndarray, counter_j: np.ndarray) -> tuple[np.ndarray, 
 
 
 @dataclass(frozen=True)
+class RefreshFit:
+    """Where a held reading (energy counter, held power) refreshed, and how well that is known."""
+
+    r_s: np.ndarray          # refresh instants, s
+    y: np.ndarray            # the new value at each refresh
+    err_s: np.ndarray        # bound on each instant's error, s
+    period_s: float          # refresh period (fitted; else median spacing), NaN when unknown
+    method: str              # periodic_fit | midpoint | periodic_fit+midpoint | fresh | none
+
+
+def _fit_segment(lo: np.ndarray, hi: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """Fit refresh k at phi + period·n_k to the intervals (lo_k, hi_k] that must hold it.
+
+    Least squares on the interval midpoints (unbiased when the sampling phase does not lock to
+    the refresh period), then clipped into each interval. The error bound is the larger of the
+    fit's standard error (×3) and half the width of the phase interval that every refresh
+    (2 % trimmed) allows: when sampling locks to the refresh phase that width stays as wide as a
+    sample period and the bound says so. None when the line does not put the refreshes inside
+    their intervals."""
+    mid = 0.5 * (lo + hi)
+    A = np.vstack([n, np.ones_like(n)]).T
+    (period, phi), *_ = np.linalg.lstsq(A, mid, rcond=None)
+    pred = phi + period * n
+    inside = (pred >= lo - FIT_SLACK_S) & (pred <= hi + FIT_SLACK_S)
+    if inside.mean() < FIT_INSIDE_SHARE or not period > 0:
+        return None
+    resid = mid - pred
+    dof = max(n.size - 2, 1)
+    s2 = float(resid @ resid) / dof
+    nc = n - n.mean()
+    se = np.sqrt(s2 * (1.0 / n.size + nc * nc / max(float(nc @ nc), 1e-12)))
+    lo_phase = np.quantile(lo - period * n, 0.98)
+    hi_phase = np.quantile(hi - period * n, 0.02)
+    phase_half = max(0.5 * float(hi_phase - lo_phase), 0.0)
+    err = np.minimum(np.maximum(3.0 * se, phase_half) + FIT_SLACK_S, 0.5 * (hi - lo))
+    return np.clip(pred, lo, hi), err, float(period)
+
+
+def fit_refreshes(t_s, y) -> RefreshFit:
+    """Refresh instants of a reading that holds its value between refreshes (a counter, held power).
+
+    The firmware refreshes periodically: the period and phase are fitted per segment of the run
+    (``_fit_segment``) and each refresh placed on the fitted line inside its observed interval;
+    where a segment does not fit, the midpoint of the interval is used (error: half its width).
+    A reading that changes on (nearly) every sample is fresh when read: its sample times, error 0.
+    """
+    t_s, v = dedupe_sorted(t_s, y)
+    empty = np.zeros(0)
+    if t_s.size < 2:
+        return RefreshFit(empty, empty, empty, float("nan"), "none")
+    changed = np.flatnonzero(np.diff(v) != 0) + 1
+    if changed.size == 0:
+        return RefreshFit(empty, empty, empty, float("nan"), "none")
+    if changed.size >= _FRESH_COUNTER_SHARE * (t_s.size - 1):
+        return RefreshFit(t_s.copy(), v.copy(), np.zeros(t_s.size), float(np.median(np.diff(t_s))), "fresh")
+    lo, hi = t_s[changed - 1], t_s[changed]
+    mid = 0.5 * (lo + hi)
+    r, err = mid.copy(), 0.5 * (hi - lo)
+    period = float(np.median(np.diff(mid))) if mid.size > 1 else float("nan")
+    if mid.size < FIT_MIN_REFRESHES or not period > 0:
+        return RefreshFit(r, v[changed], err, period, "midpoint")
+    # Refresh numbers: a step is one period (or several, when refreshes went unseen).
+    steps = np.maximum(np.rint(np.diff(mid) / period), 1.0)
+    n_all = np.concatenate([[0.0], np.cumsum(steps)])
+    fitted, periods = 0, []
+    for start in range(0, mid.size, FIT_SEGMENT):
+        sl = slice(start, min(start + FIT_SEGMENT, mid.size))
+        if mid.size - start < FIT_MIN_REFRESHES:  # a short tail joins the previous segment's fit
+            sl = slice(max(0, mid.size - FIT_SEGMENT), mid.size)
+        if sl.stop - sl.start < FIT_MIN_REFRESHES:
+            continue
+        got = _fit_segment(lo[sl], hi[sl], n_all[sl] - n_all[sl.start])
+        if got is None:
+            r[sl], err[sl] = mid[sl], 0.5 * (hi[sl] - lo[sl])
+            continue
+        r[sl], err[sl], p = got
+        fitted += 1
+        periods.append(p)
+    segments = -(-mid.size // FIT_SEGMENT)
+    method = "periodic_fit" if fitted >= segments else "midpoint" if fitted == 0 else "periodic_fit+midpoint"
+    if periods:
+        period = float(np.median(periods))
+    order = np.argsort(r, kind="stable")  # clipping keeps the order; this is a guard
+    return RefreshFit(r[order], v[changed][order], err[order], period, method)
+
+
+@dataclass(frozen=True)
 class CounterEnergy:
     """Cumulative energy from a refreshing counter, with a power trace for shape and edges."""
 
@@ -122,6 +218,9 @@ class CounterEnergy:
     e_j: np.ndarray          # counter at those times, J
     power: Trace | None      # instant power (W), or None when the GPU reports none
     span: tuple[float, float]  # sample span: no extrapolation beyond it
+    err_s: np.ndarray | None = None   # bound on each refresh instant's error, s
+    period_s: float = float("nan")    # refresh period, s
+    method: str = "midpoint"          # how the refreshes were located (RefreshFit.method)
 
     @property
     def usable(self) -> bool:
@@ -161,6 +260,63 @@ class CounterEnergy:
 def counter_energy(t_s, energy_mj, power: Trace | None) -> CounterEnergy:
     """Build the counter-based cumulative energy from raw (t_s, energy_mj) samples."""
     t_d, e_d = dedupe_sorted(t_s, energy_mj)
-    r, e = refresh_points(t_d, e_d / 1000.0)
+    fit = fit_refreshes(t_d, e_d / 1000.0)
     span = (float(t_d[0]), float(t_d[-1])) if t_d.size else (float("nan"), float("nan"))
-    return CounterEnergy(r, e, power, span)
+    return CounterEnergy(fit.r_s, fit.y, power, span, fit.err_s, fit.period_s, fit.method)
+
+
+def _per_interval(t: np.ndarray, y: np.ndarray, r: np.ndarray, ufunc) -> np.ndarray:
+    """ufunc-reduce of y over the samples in each interval [r_k, r_k+1) (the last runs to the end);
+    NaN where an interval holds none. Callers widen it to the neighbours with ``_around``."""
+    b = np.searchsorted(t, r, side="left")
+    start, stop = b[:-1], b[1:]
+    has = stop > start
+    if not has.any():
+        return np.full(start.size, np.nan)
+    return np.where(has, ufunc.reduceat(y, np.minimum(start, t.size - 1)), np.nan)
+
+
+def _around(v: np.ndarray, ufunc) -> np.ndarray:
+    """ufunc (np.fmax / np.fmin) over each element and its two neighbours."""
+    pad = np.concatenate([[v[0]], v, [v[-1]]])
+    return ufunc(ufunc(pad[:-2], pad[1:-1]), pad[2:])
+
+
+def edge_uncertainty(ce: CounterEnergy, x, shape_s: float, sample_t_s: np.ndarray | None = None) -> np.ndarray:
+    """Bound on the error of ``ce.cumulative_at(x)`` (J) at each instant x.
+
+    Within a refresh interval the counter's energy is exact; what is uncertain is how much of it
+    falls before x. That error is at most the power change around the interval (ΔP) times how
+    far in time the apportioning can be off: the refresh instants' error bound plus
+    ``shape_s`` (how late and coarse the power samples show a change: hold time and sample
+    spacing, capped at half the interval, the most a wrong shape can move). ΔP is the larger of
+    the power samples' range over the interval and its neighbours, and the range of the
+    counter's mean power over the same three intervals (this one sees a step the power reading
+    smooths away). Plus the counter's 1 mJ resolution. Sample gaps widen the interval, which
+    raises both terms. Steady power: ΔP is the noise, and the bound stays small.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    r, e = ce.r_s, ce.e_j
+    if r.size < 2:
+        return np.full(x.shape, np.nan)
+    length = np.diff(r)
+    mean_p = np.diff(e) / np.where(length > 0, length, np.nan)
+    m = mean_p.size
+    hi3, lo3 = _around(mean_p, np.fmax), _around(mean_p, np.fmin)
+    dp = hi3 - lo3
+    if ce.power is not None and ce.power.n >= 2:
+        tr = ce.power
+        pmax = _around(_per_interval(tr.t_s, tr.y, r, np.maximum), np.fmax)
+        pmin = _around(_per_interval(tr.t_s, tr.y, r, np.minimum), np.fmin)
+        dp = np.fmax(dp, pmax - pmin)
+    err = ce.err_s if ce.err_s is not None else np.zeros(r.size)
+    t_err = np.maximum(err[:-1], err[1:])
+    shape = np.minimum(shape_s, 0.5 * length)
+    if sample_t_s is not None and sample_t_s.size > 1:
+        # a sample gap in or next to the interval: the shape is unknown across it
+        gaps = np.concatenate([[0.0], np.diff(sample_t_s)])  # gaps[i]: spacing before sample i
+        big = _around(_per_interval(sample_t_s, gaps, r, np.maximum), np.fmax)
+        shape = np.maximum(shape, np.minimum(0.5 * np.nan_to_num(big, nan=0.0), 0.5 * length))
+    per_interval = np.nan_to_num(dp, nan=0.0) * (t_err + shape) + COUNTER_RESOLUTION_J
+    k = np.clip(np.searchsorted(r, x, side="right") - 1, 0, m - 1)
+    return per_interval[k]

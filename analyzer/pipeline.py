@@ -29,6 +29,10 @@ MAIN_COLUMNS = SEED_COLUMNS + (
     "gpu_energy_power_j", "gpu_energy_uncertainty_j", "gpu_energy_uncertainty_pct", "gpu_short_window",
     "gpu_coverage", "gpu_seq_gaps", "gpu_samples", "gpu_idle_w", "gpu_energy_net_j", "gpu_power_avg_w", "gpu_power_peak_w",
     "gpu_temp_peak_c", "gpu_sm_clock_avg_mhz", "j_per_token", "tokens_per_j",
+    "gpu_energy_prefill_j", "gpu_energy_prefill_uncertainty_j", "gpu_prefill_short",
+    "gpu_energy_decode_j", "gpu_energy_decode_uncertainty_j", "gpu_decode_short",
+    "j_per_prompt_token", "j_per_output_token",
+    "gpu_sampling_hz", "gpu_counter_refresh_ms", "gpu_counter_refresh_fit",
     "cpu_util_avg", "cpu_tdp_w", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_energy_j", "cpu_energy_basis",
     "cpu_coverage", "host_mem_peak_mib", "total_energy_j", "energy_basis",
     "ttft_ms", "tpot_ms", "e2el_ms", "itl_ms_mean", "itl_ms_max",
@@ -104,7 +108,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                    np.array([(r.end.t - origin) / 1e9 for r in done]))
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
     idle_until = (min(r.start.t for r in reqs) - origin) / 1e9 if (opts.idle_baseline and reqs) else None
-    per_gpu = {g.key: E.gpu_columns(g, origin, batch.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), win, idle_until)
+    mid = np.array([_first_chunk_s(r, origin) for r in done])
+    per_gpu = {g.key: E.gpu_columns(g, origin, batch.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), win, idle_until,
+                                    mid)
                for g in batch.gpus}
     if opts.idle_baseline and batch.gpus and any(not np.isfinite(c["idle_w"]).any() for c in per_gpu.values()):
         problems.append("idle baseline: no GPU power samples before the first request; net energy left empty")
@@ -178,6 +184,14 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                     str(batch_id) if batch_id is not None else None, tables.stats_columns(pct))
 
 
+def _first_chunk_s(r: Request, origin: int) -> float:
+    """The prefill/decode boundary, s from the origin: the first streamed chunk (else the first
+    token of any kind); NaN when nothing was streamed."""
+    tm = timing(r.start, r.end, r.first_tokens)
+    firsts = [v for v in (tm.get("first_chunk_s"), tm.get("first_token_s"), tm.get("first_thinking_s")) if v is not None]
+    return (r.start.t - origin) / 1e9 + min(firsts) if firsts else float("nan")
+
+
 def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData, opts: Options, simulated: bool) -> dict:
     s, e = r.start, r.end
     row: dict[str, Any] = {
@@ -215,6 +229,17 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
             row["gpu_energy_uncertainty_pct"] = 100.0 * row["gpu_energy_uncertainty_j"] / row["gpu_energy_j"]
         shorts = [x["short_window"] for x in g if x["short_window"] is not None]
         row["gpu_short_window"] = any(shorts) if shorts else None
+        for phase in ("prefill", "decode"):
+            row[f"gpu_energy_{phase}_j"] = _sum_available([x[f"energy_{phase}_j"] for x in g])
+            row[f"gpu_energy_{phase}_uncertainty_j"] = _sum_available([x[f"energy_{phase}_uncertainty_j"] for x in g])
+            flags = [x[f"{phase}_short"] for x in g if x[f"{phase}_short"] is not None]
+            row[f"gpu_{phase}_short"] = bool(any(flags)) if flags else None
+        hz = [x["sampling_hz"] for x in g if x["sampling_hz"] is not None]
+        row["gpu_sampling_hz"] = min(hz) if hz else None
+        refresh = [x["counter_refresh_s"] for x in g if x["counter_refresh_s"] is not None]
+        row["gpu_counter_refresh_ms"] = 1000.0 * max(refresh) if refresh else None
+        fits = sorted({x["counter_refresh_fit"] for x in g if x["counter_refresh_fit"]})
+        row["gpu_counter_refresh_fit"] = ",".join(fits) or None
         row["gpu_coverage"] = min(x["coverage"] for x in g)
         row["gpu_seq_gaps"] = int(sum(x["seq_gaps"] for x in g))
         row["gpu_samples"] = int(sum(x["samples"] for x in g))
@@ -252,6 +277,11 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     tokens, ej = row.get("output_tokens"), row.get("gpu_energy_j")
     if tokens and ej:
         row["j_per_token"], row["tokens_per_j"] = ej / tokens, tokens / ej
+    prompt, e_pre, e_dec = row.get("prompt_tokens"), row.get("gpu_energy_prefill_j"), row.get("gpu_energy_decode_j")
+    if prompt and e_pre is not None:
+        row["j_per_prompt_token"] = e_pre / prompt
+    if tokens and e_dec is not None:
+        row["j_per_output_token"] = e_dec / tokens
     return row
 
 

@@ -91,6 +91,7 @@ class Spec:
     duration_s: float = 10.0
     rate_hz: float = 100.0
     phase_s: float = 0.003          # samples at phase + k/rate, so windows fall between samples
+    dither: bool = False            # add frac(k·golden ratio)/rate to each sample time, as the daemon does
     gpus: list[Gpu] = field(default_factory=lambda: [Gpu(constant(100.0))])
     cpu_pct: Callable[[float], float] = lambda t: 25.0
     rapl_w: float | None = None     # package power in W → rapl_uj counter
@@ -126,7 +127,7 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
     n = int(spec.duration_s * spec.rate_hz)
     next_hb = 0.0
     for k in range(n):
-        t = spec.phase_s + k / spec.rate_hz
+        t = spec.phase_s + (k + (((k * 0.6180339887498949) % 1.0) if spec.dither else 0.0)) / spec.rate_hz
         for gi, g in enumerate(spec.gpus):
             body: dict[str, Any] = {"gpu": gi, "uuid": f"GPU-synth-{gi}", "name": "Synth GPU",
                                     "util_gpu_pct": g.util_pct, "mem_used_mib": g.mem_mib, "mem_total_mib": 24000.0,

@@ -79,3 +79,73 @@ class TestPercentileStats:
         for bad in ("0", "101", "x"):
             with pytest.raises(cli.BadInput, match="--metric-percentiles"):
                 cli.parse_percentiles(bad)
+
+
+class TestPhaseEnergy:
+    def test_prefill_and_decode_energy_on_a_ramp(self, tmp_path):
+        """Prefill = ∫ from start to the first chunk, decode = the rest; per-token figures from them."""
+        power = S.ramp(90.0, 20.0)
+        req = S.Req(1.0031, 3.0031, eval_count=50, prompt_eval_count=400, chunk_s=[0.5, 1.0, 2.0])
+        row = run(tmp_path, S.Spec(duration_s=4.0, gpus=[S.Gpu(power)], requests=[req], dither=True)).results[0]
+        pre, dec = power.e_j(1.5031) - power.e_j(1.0031), power.e_j(3.0031) - power.e_j(1.5031)
+        assert row["gpu_energy_prefill_j"] == pytest.approx(pre, rel=1e-3)
+        assert row["gpu_energy_decode_j"] == pytest.approx(dec, rel=1e-3)
+        assert row["gpu_energy_prefill_j"] + row["gpu_energy_decode_j"] == pytest.approx(row["gpu_energy_j"], rel=1e-9)
+        assert row["j_per_prompt_token"] == pytest.approx(row["gpu_energy_prefill_j"] / 400)
+        assert row["j_per_output_token"] == pytest.approx(row["gpu_energy_decode_j"] / 50)
+        assert row["j_per_token"] == pytest.approx(row["gpu_energy_j"] / 50)
+        for phase, true in (("prefill", pre), ("decode", dec)):
+            unc = row[f"gpu_energy_{phase}_uncertainty_j"]
+            assert abs(row[f"gpu_energy_{phase}_j"] - true) <= unc < 0.01 * true
+        assert row["gpu_prefill_short"] is False and row["gpu_decode_short"] is False
+
+    def test_short_prefill_flagged(self, tmp_path):
+        """A 0.1 s prefill on a 50 ms counter is short (fewer than 3 refresh periods); the decode is not."""
+        req = S.Req(1.0031, 2.0031, chunk_s=[0.1, 0.5, 1.0])
+        row = run(tmp_path, S.Spec(duration_s=3.0, gpus=[S.Gpu(S.constant(100.0))], requests=[req])).results[0]
+        assert row["gpu_prefill_short"] is True and row["gpu_decode_short"] is False
+        assert row["gpu_energy_prefill_j"] == pytest.approx(10.0, rel=1e-3)
+
+    def test_concurrent_phases_follow_the_window_split(self, tmp_path):
+        """Phases share each interval among the *requests* active in it, so they add to the window share."""
+        power = S.constant(120.0)
+        reqs = [S.Req(1.0031, 3.0031, model="a", chunk_s=[1.0, 2.0]), S.Req(2.0031, 4.0031, model="b", chunk_s=[0.5, 2.0])]
+        rows = by_model(run(tmp_path, S.Spec(duration_s=5.0, gpus=[S.Gpu(power)], requests=reqs)))
+        a, b = rows["a"], rows["b"]
+        # a: prefill 1.0–2.0 alone (120 J); decode 2.0–3.0 shared with b (60 J)
+        assert a["gpu_energy_prefill_j"] == pytest.approx(120.0, rel=1e-3)
+        assert a["gpu_energy_decode_j"] == pytest.approx(60.0, rel=1e-3)
+        # b: prefill 2.0–2.5 shared (30 J); decode 2.5–3.0 shared (30 J) + 3.0–4.0 alone (120 J)
+        assert b["gpu_energy_prefill_j"] == pytest.approx(30.0, rel=1e-3)
+        assert b["gpu_energy_decode_j"] == pytest.approx(150.0, rel=1e-3)
+        for r in (a, b):
+            assert r["gpu_energy_prefill_j"] + r["gpu_energy_decode_j"] == pytest.approx(r["gpu_energy_j"], rel=1e-9)
+
+    def test_no_stream_no_phases(self, tmp_path):
+        """Without a first token or chunk there is no boundary: phases empty, never a guess."""
+        msgs = S.messages(S.Spec(duration_s=3.0, requests=[S.Req(1.0, 2.0)]))
+        msgs = [(t, p) for t, p in msgs if t != "req.first_token"]
+        for t, p in msgs:
+            if t == "req.end":
+                p["client"].pop("first_token_s")
+        row = pipeline.analyze(stream.build(msgs), pipeline.Options(quality=False)).results[0]
+        assert row["gpu_energy_j"] == pytest.approx(100.0, rel=1e-3)
+        assert row["gpu_energy_prefill_j"] is None and row["gpu_energy_decode_j"] is None
+        assert row["j_per_output_token"] is None
+
+
+class TestMeasurementColumns:
+    def test_rate_refresh_and_fit_reported(self, tmp_path):
+        spec = S.Spec(duration_s=6.0, rate_hz=100.0, dither=True, gpus=[S.Gpu(S.sine(150, 50, 1.0), refresh_s=0.05)],
+                      requests=[S.Req(1.0, 5.0)])
+        row = run(tmp_path, spec).results[0]
+        assert row["gpu_sampling_hz"] == pytest.approx(100.0, rel=0.02)
+        assert row["gpu_counter_refresh_ms"] == pytest.approx(50.0, rel=1e-3)
+        assert row["gpu_counter_refresh_fit"] == "periodic_fit"
+        assert row["gpu_power_kind"] == "sim" and row["gpu_energy_method"] == "counter+power"
+
+    def test_short_window_from_the_refresh_period(self, tmp_path):
+        """0.1 s on a 50 ms counter is short; 0.2 s is not (3 periods = 0.15 s)."""
+        reqs = [S.Req(1.0031, 1.1031, model="short"), S.Req(2.0031, 2.2031, model="long")]
+        rows = by_model(run(tmp_path, S.Spec(duration_s=3.0, requests=reqs)))
+        assert rows["short"]["gpu_short_window"] is True and rows["long"]["gpu_short_window"] is False

@@ -1,0 +1,116 @@
+"""Counter refresh location (periodic fit, midpoint fallback), the error bound at window edges and
+its split between concurrent windows, against synthetic traces whose truth is known."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from analyzer.integrate import Trace, counter_energy, edge_uncertainty, fit_refreshes
+from analyzer.windows import split_sub, split_windows
+from tests import synth as S
+
+GOLDEN = 0.6180339887498949
+
+
+def _times(duration_s: float, rate_hz: float = 100.0, dither: bool = True, phase_s: float = 0.003) -> np.ndarray:
+    k = np.arange(int(duration_s * rate_hz))
+    return phase_s + (k + ((k * GOLDEN) % 1.0 if dither else 0.0)) / rate_hz
+
+
+def _counter(t: np.ndarray, power: S.Power, period_s: float, phase_s: float) -> np.ndarray:
+    last = np.floor((t - phase_s) / period_s) * period_s + phase_s
+    return np.array([round(power.e_j(max(x, 0.0)) * 1000.0) for x in last]) / 1000.0
+
+
+def _truth(r: np.ndarray, period_s: float, phase_s: float) -> np.ndarray:
+    return np.round((r - phase_s) / period_s) * period_s + phase_s
+
+
+class TestFit:
+    def test_dithered_sampling_locates_refreshes_to_a_fraction_of_a_ms(self):
+        power = S.sine(200.0, 80.0, 1.3)
+        t = _times(60.0)
+        fit = fit_refreshes(t, _counter(t, power, 0.05, 0.0137))
+        err = fit.r_s - _truth(fit.r_s, 0.05, 0.0137)
+        assert fit.method == "periodic_fit"
+        assert fit.period_s == pytest.approx(0.05, abs=2e-6)
+        assert np.abs(err).max() < 0.0005
+        assert (np.abs(err) <= fit.err_s + 1e-12).mean() >= 0.99
+        # the midpoints of the same intervals are off by up to half a sample spacing
+        mid_fit = fit_refreshes(t, _counter(t, power, 0.05, 0.0137))
+        assert np.abs(err).mean() < 0.25 * np.abs(mid_fit.err_s).max()
+
+    def test_locked_sampling_bound_stays_wide_and_holds(self):
+        """100 Hz on a 50 ms counter without dither: the phase is unknowable within a sample spacing,
+        and the error bound says so instead of claiming the fit's precision."""
+        power = S.constant(150.0)
+        t = _times(30.0, dither=False)
+        fit = fit_refreshes(t, _counter(t, power, 0.05, 0.0137))
+        err = fit.r_s - _truth(fit.r_s, 0.05, 0.0137)
+        assert np.all(np.abs(err) <= fit.err_s + 1e-9)
+        assert np.median(fit.err_s) > 0.003
+
+    def test_irregular_refreshes_fall_back_to_midpoints(self):
+        rng = np.random.default_rng(5)
+        r_true = np.cumsum(rng.uniform(0.02, 0.09, 400))
+        t = _times(float(r_true[-1]))
+        idx = np.searchsorted(r_true, t, side="right")
+        counter = idx * 5.0
+        fit = fit_refreshes(t, counter)
+        assert fit.method == "midpoint"
+        assert np.all(fit.err_s <= 0.0101)
+        # each midpoint lies within its bound of a true refresh
+        i = np.searchsorted(r_true, fit.r_s)
+        dist = np.minimum(np.abs(fit.r_s - r_true[np.clip(i - 1, 0, None)]),
+                          np.abs(fit.r_s - r_true[np.clip(i, None, r_true.size - 1)]))
+        assert np.all(dist <= fit.err_s + 1e-9)
+
+    def test_fresh_counter_keeps_sample_times(self):
+        t = _times(2.0)
+        fit = fit_refreshes(t, np.arange(t.size) * 3.0)
+        assert fit.method == "fresh" and np.array_equal(fit.r_s, t) and not fit.err_s.any()
+
+
+class TestUncertainty:
+    def _ce(self, power, dither=True, duration=20.0):
+        t = _times(duration, dither=dither)
+        p = np.array([power.p_w(x) for x in t])
+        return counter_energy(t, _counter(t, power, 0.05, 0.0137) * 1000.0, Trace.build(t, p)), t
+
+    def test_steady_power_bound_is_small(self):
+        ce, t = self._ce(S.constant(200.0))
+        u = edge_uncertainty(ce, np.array([5.0123, 7.777]), 0.01, t)
+        assert np.all(u <= 0.0011)  # only the counter's 1 mJ resolution
+
+    def test_step_edge_bound_covers_the_error(self):
+        """Square wave 300/60 W: windows with an edge next to a step have a bound ≥ their error."""
+        power = S.square(300.0, 60.0, 0.8)
+        ce, t = self._ce(power)
+        rng = np.random.default_rng(2)
+        a = rng.uniform(1.0, 18.0, 400)
+        b = a + 0.1
+        cum = lambda x: ce.cumulative_at(np.clip(x, *ce.span))  # noqa: E731
+        got = np.array([split_windows(cum, [x], [y]).energy[0] for x, y in zip(a, b)])
+        true = np.array([power.e_j(y) - power.e_j(x) for x, y in zip(a, b)])
+        unc = edge_uncertainty(ce, a, 0.01, t) + edge_uncertainty(ce, b, 0.01, t)
+        assert (np.abs(got - true) <= unc).mean() >= 0.95
+        steady = np.abs(unc) < 0.01
+        assert steady.mean() > 0.25  # windows with no step near an edge say so
+
+    def test_split_sub_propagates_edge_bounds(self):
+        """One window: u(a) + u(b). Two overlapping windows: each edge of the other counts |1/1 − 1/2|."""
+        cum = lambda x: 100.0 * np.asarray(x)  # noqa: E731
+        pu = lambda x: np.full(np.shape(x), 1.0)  # noqa: E731
+        e, u = split_sub(cum, [0.0], [2.0], [0.0], [2.0], pu)
+        assert e[0] == pytest.approx(200.0) and u[0] == pytest.approx(2.0)
+        e, u = split_sub(cum, [0.0, 1.0], [2.0, 3.0], [0.0, 1.0], [2.0, 3.0], pu)
+        assert e.tolist() == pytest.approx([150.0, 150.0])
+        # window 0: edge 0 (×1), breakpoint 1 (|1 − 1/2|), edge 2 (×1/2)
+        assert u.tolist() == pytest.approx([1 + 0.5 + 0.5, 0.5 + 0.5 + 1])
+        # phases [0, 0.5] and [0.5, 2] of window 0 add to its share
+        e1, _ = split_sub(cum, [0.0, 1.0], [2.0, 3.0], [0.0, 1.0], [0.5, 3.0], pu)
+        e2, _ = split_sub(cum, [0.0, 1.0], [2.0, 3.0], [0.5, 1.0], [2.0, 3.0], pu)
+        assert e1[0] + e2[0] == pytest.approx(150.0)
+        assert math.isnan(split_sub(cum, [0.0], [1.0], [np.nan], [1.0], pu)[0][0])
