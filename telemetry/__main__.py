@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "nvml: fail if NVML is unavailable; sim: simulated GPU(s); none: host only")
     ap.add_argument("--sim-gpus", type=int, default=1, metavar="N", help="number of simulated GPUs with --gpu sim")
     ap.add_argument("--gpu-hz", type=float, default=100.0, help="GPU power/energy sampling rate (default 100)")
+    ap.add_argument("--no-dither", action="store_true",
+                    help="GPU ticks on a fixed grid (default: each tick moved by a spread fraction of a period so "
+                         "the sampling never locks to the energy counter's refresh; the analyzer fits the refresh)")
     ap.add_argument("--gpu-slow-hz", type=float, default=10.0,
                     help="rate of the slow GPU fields: util, memory, temperature, clock, pstate, procs (default 10)")
     ap.add_argument("--host-hz", type=float, default=10.0, help="host (psutil + RAPL) sampling rate (default 10)")
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             endpoint=args.endpoint or telemetry_endpoint(), gpu_hz=args.gpu_hz, gpu_slow_hz=args.gpu_slow_hz,
             host_hz=args.host_hz, heartbeat_s=args.heartbeat_s, watch=tuple(args.watch),
             rapl_root=None if args.no_rapl else args.rapl_root, duration_s=args.duration, curve=curve,
-            send_hwm=args.send_hwm,
+            send_hwm=args.send_hwm, gpu_dither=not args.no_dither,
             send_buffer_b=None if args.send_buffer_kib is None else args.send_buffer_kib * 1024)
         gpus, source, backend = open_gpus(args.gpu, args.sim_gpus)
         host = HostReader(config.watch, config.rapl_root)
