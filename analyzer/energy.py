@@ -4,11 +4,11 @@ Windows are given as (a_s, b_s): seconds from the batch origin on the monotonic 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from analyzer.integrate import Trace, counter_energy, edge_uncertainty, fit_refreshes
+from analyzer.integrate import Trace, common_uncertainty, counter_energy, edge_uncertainty, fit_refreshes
 from analyzer.stream import Series
 from analyzer.windows import (coverage, gaps_touching, seq_gap_intervals, split_sub, split_windows, window_mean,
                               window_peak)
@@ -56,25 +56,36 @@ def series_coverage(series: Series, t_s: np.ndarray, src_seqs: np.ndarray, w: Wi
 
 
 def power_trace(t_s: np.ndarray, power_w: np.ndarray) -> tuple[Trace, float]:
-    """The power trace used for shape, and how late/coarse it shows a change (s).
+    """The power trace used for shape, and how late it may show a change (s).
 
     A reading the GPU holds between its own refreshes (e.g. 20 ms on some boards, seen as the same
     value on several samples) describes the instant it refreshed, not the sample time: when those
-    refreshes fit a period, the trace is re-timed to them. The returned shape time is the spacing
-    of the trace's points plus, where it could not be re-timed, the hold."""
+    refreshes fit a period, the trace is re-timed to them and the delay is the fit's error bound;
+    otherwise the delay is the hold plus the sample spacing."""
     raw = Trace.build(t_s, power_w)
     if raw.n < 2:
         return raw, float("nan")
     dt = float(np.median(np.diff(raw.t_s)))
     fit = fit_refreshes(raw.t_s, raw.y)
     held = fit.method not in ("fresh", "none") and np.isfinite(fit.period_s) and fit.period_s > 1.5 * dt
-    if held and fit.method == "periodic_fit" and fit.r_s.size >= 2:
+    if held and fit.method != "midpoint" and fit.r_s.size >= 2:
         # first reading at its sample time, then every change at its refresh instant
         t_new = np.concatenate([raw.t_s[:1], fit.r_s, raw.t_s[-1:]])
         y_new = np.concatenate([raw.y[:1], fit.y, fit.y[-1:]])
         keep = np.concatenate([[True], np.diff(t_new) > 0])
-        return Trace.build(t_new[keep], y_new[keep]), fit.period_s + float(np.max(fit.err_s, initial=0.0))
+        # segments that did not fit keep their midpoints (error up to half a sample interval)
+        return Trace.build(t_new[keep], y_new[keep]), float(np.percentile(fit.err_s, 95))
     return raw, dt + (fit.period_s if held else 0.0)
+
+
+def power_noise_w(tr: Trace) -> float:
+    """Noise of a power reading (W): robust spread of the second differences of its distinct
+    values (a slope cancels out); 0 for fewer than 4 values."""
+    y = tr.y[np.concatenate([[True], np.diff(tr.y) != 0])] if tr.n else tr.y
+    if y.size < 4:
+        return 0.0
+    d2 = y[2:] - 2 * y[1:-1] + y[:-2]
+    return float(1.4826 * np.median(np.abs(d2)) / np.sqrt(6.0))
 
 
 def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
@@ -93,6 +104,12 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
     split_p = split_windows(_clipped(power.integral_at, *power.span()), w.a_s, w.b_s) if has_power else None
     counter = counter_energy(t_s, v["energy_mj"], power if has_power else None) if np.isfinite(v["energy_mj"]).sum() >= 2 else None
     use_counter = counter is not None and counter.usable
+    if use_counter and "average_1s" in series.meta.get("power_kind", []) and counter.r_s.size >= 3:
+        # A 1 s average has no shape at the counter's scale: take it from the counter's own
+        # interval means (a line through them, at the interval midpoints).
+        shape_tr = Trace.build(0.5 * (counter.r_s[1:] + counter.r_s[:-1]), counter.mean_w)
+        counter = replace(counter, power=shape_tr)
+        shape_s = 0.0  # a line through exact means: its error is the curvature term
     split_c = split_windows(_clipped(counter.cumulative_at, *counter.span), w.a_s, w.b_s) if use_counter else None
     nan = np.full(n, np.nan)
     mid = np.full(n, np.nan) if mid_s is None else np.clip(np.asarray(mid_s, dtype=np.float64), w.a_s, w.b_s)
@@ -104,12 +121,17 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
         refresh_s = counter.period_s if np.isfinite(counter.period_s) else float(np.median(np.diff(counter.r_s)))
         short = (w.b_s - w.a_s) < SHORT_WINDOW_REFRESHES * refresh_s
         fit_method = counter.method
-        shape = shape_s if has_power else refresh_s / 2  # no power: apportioned by time
+        shape = shape_s if counter.power is not None else refresh_s / 2  # no power: apportioned by time
         cum = _clipped(counter.cumulative_at, *counter.span)
-        unc_fn = lambda x: edge_uncertainty(counter, np.clip(x, *counter.span), shape, t_s)  # noqa: E731
+        own_shape = has_power and counter.power is power
+        noise = power_noise_w(power) if own_shape else 0.0
+        spacing = float(np.median(np.diff(power.t_s))) if own_shape else None
+        unc_fn = lambda x: edge_uncertainty(counter, np.clip(x, *counter.span), shape, t_s, noise, spacing)  # noqa: E731
         _, uncertainty = split_sub(cum, w.a_s, w.b_s, w.a_s, w.b_s, unc_fn)
+        uncertainty = uncertainty + common_uncertainty(counter, w.a_s, w.b_s)
         for phase, (c, d) in (("prefill", (w.a_s, mid)), ("decode", (mid, w.b_s))):
             e, u = split_sub(cum, w.a_s, w.b_s, c, d, unc_fn)
+            u = u + common_uncertainty(counter, np.where(np.isfinite(c), c, w.a_s), np.where(np.isfinite(d), d, w.b_s))
             phases[f"energy_{phase}_j"], phases[f"energy_{phase}_uncertainty_j"] = e, u
             phases[f"{phase}_short"] = np.where(np.isfinite(e), (d - c) < SHORT_WINDOW_REFRESHES * refresh_s, np.nan)
     elif has_power:

@@ -18,6 +18,7 @@ into "not available", never into 0 J.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -32,6 +33,10 @@ FIT_INSIDE_SHARE = 0.9
 FIT_SLACK_S = 0.0005
 # Counter resolution: NVML's total-energy counter counts whole mJ.
 COUNTER_RESOLUTION_J = 0.001
+# A refresh interval whose mean power lies between its neighbours', with the intervals beyond
+# them this flat relative to the jump, holds a power step: the counter then places the step.
+STEP_FLAT = 0.25
+STEP_MIN_W = 5.0
 
 
 def dedupe_sorted(t_s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,13 +137,16 @@ class RefreshFit:
     err_s: np.ndarray        # bound on each instant's error, s
     period_s: float          # refresh period (fitted; else median spacing), NaN when unknown
     method: str              # periodic_fit | midpoint | periodic_fit+midpoint | fresh | none
+    fitted: np.ndarray | None = None  # per refresh: on a fitted line (its error is common to its neighbours)
 
 
 def _fit_segment(lo: np.ndarray, hi: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
     """Fit refresh k at phi + period·n_k to the intervals (lo_k, hi_k] that must hold it.
 
     Least squares on the interval midpoints (unbiased when the sampling phase does not lock to
-    the refresh period), then clipped into each interval. The error bound is the larger of the
+    the refresh period). The line is trusted over a single interval: a sample stamped before a
+    read that was delayed (a busy machine) makes an interval that misses its refresh, and the
+    line still places that refresh right. The error bound is the larger of the
     fit's standard error (×3) and half the width of the phase interval that every refresh
     (2 % trimmed) allows: when sampling locks to the refresh phase that width stays as wide as a
     sample period and the bound says so. None when the line does not put the refreshes inside
@@ -158,8 +166,8 @@ def _fit_segment(lo: np.ndarray, hi: np.ndarray, n: np.ndarray) -> tuple[np.ndar
     lo_phase = np.quantile(lo - period * n, 0.98)
     hi_phase = np.quantile(hi - period * n, 0.02)
     phase_half = max(0.5 * float(hi_phase - lo_phase), 0.0)
-    err = np.minimum(np.maximum(3.0 * se, phase_half) + FIT_SLACK_S, 0.5 * (hi - lo))
-    return np.clip(pred, lo, hi), err, float(period)
+    err = np.maximum(3.0 * se, phase_half) + FIT_SLACK_S
+    return pred, err, float(period)
 
 
 def fit_refreshes(t_s, y) -> RefreshFit:
@@ -178,16 +186,18 @@ def fit_refreshes(t_s, y) -> RefreshFit:
     if changed.size == 0:
         return RefreshFit(empty, empty, empty, float("nan"), "none")
     if changed.size >= _FRESH_COUNTER_SHARE * (t_s.size - 1):
-        return RefreshFit(t_s.copy(), v.copy(), np.zeros(t_s.size), float(np.median(np.diff(t_s))), "fresh")
+        return RefreshFit(t_s.copy(), v.copy(), np.zeros(t_s.size), float(np.median(np.diff(t_s))), "fresh",
+                          np.ones(t_s.size, dtype=bool))
     lo, hi = t_s[changed - 1], t_s[changed]
     mid = 0.5 * (lo + hi)
     r, err = mid.copy(), 0.5 * (hi - lo)
     period = float(np.median(np.diff(mid))) if mid.size > 1 else float("nan")
     if mid.size < FIT_MIN_REFRESHES or not period > 0:
-        return RefreshFit(r, v[changed], err, period, "midpoint")
+        return RefreshFit(r, v[changed], err, period, "midpoint", np.zeros(r.size, dtype=bool))
     # Refresh numbers: a step is one period (or several, when refreshes went unseen).
     steps = np.maximum(np.rint(np.diff(mid) / period), 1.0)
     n_all = np.concatenate([[0.0], np.cumsum(steps)])
+    on_line = np.zeros(mid.size, dtype=bool)
     fitted, periods = 0, []
     for start in range(0, mid.size, FIT_SEGMENT):
         sl = slice(start, min(start + FIT_SEGMENT, mid.size))
@@ -200,6 +210,7 @@ def fit_refreshes(t_s, y) -> RefreshFit:
             r[sl], err[sl] = mid[sl], 0.5 * (hi[sl] - lo[sl])
             continue
         r[sl], err[sl], p = got
+        on_line[sl] = True
         fitted += 1
         periods.append(p)
     segments = -(-mid.size // FIT_SEGMENT)
@@ -207,7 +218,7 @@ def fit_refreshes(t_s, y) -> RefreshFit:
     if periods:
         period = float(np.median(periods))
     order = np.argsort(r, kind="stable")  # clipping keeps the order; this is a guard
-    return RefreshFit(r[order], v[changed][order], err[order], period, method)
+    return RefreshFit(r[order], v[changed][order], err[order], period, method, on_line[order])
 
 
 @dataclass(frozen=True)
@@ -221,10 +232,59 @@ class CounterEnergy:
     err_s: np.ndarray | None = None   # bound on each refresh instant's error, s
     period_s: float = float("nan")    # refresh period, s
     method: str = "midpoint"          # how the refreshes were located (RefreshFit.method)
+    fitted: np.ndarray | None = None  # RefreshFit.fitted
 
     @property
     def usable(self) -> bool:
         return self.r_s.size >= 2 and bool(np.all(np.diff(self.e_j) >= 0))
+
+    @cached_property
+    def mean_w(self) -> np.ndarray:
+        """Mean power of each refresh interval from the counter alone, W."""
+        length = np.diff(self.r_s)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.diff(self.e_j) / length
+
+    @cached_property
+    def steps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per refresh interval: (step instant s, level before, level after); s NaN where none.
+
+        A step between two flat levels (the neighbours' mean powers) is placed where the interval's
+        exact counter energy puts it: level_before·(s − r0) + level_after·(r1 − s) = ΔE. The power
+        reading cannot do this as well: it is held, sampled, or averaged over a second."""
+        m = self.mean_w
+        n = m.size
+        s = np.full(n, np.nan)
+        if n < 5:
+            return s, s.copy(), s.copy()
+        left, right = np.full(n, np.nan), np.full(n, np.nan)
+        # each level extrapolated from its two intervals to this one (a slope before a drop)
+        left[2:-2] = 2 * m[1:-3] - m[:-4]
+        right[2:-2] = 2 * m[3:-1] - m[4:]
+        jump = right - left
+        flat_l = np.full(n, np.inf)
+        flat_r = np.full(n, np.inf)
+        flat_l[2:-2] = np.abs(m[:-4] - m[1:-3])
+        flat_r[2:-2] = np.abs(m[4:] - m[3:-1])
+        lo_lvl, hi_lvl = np.fmin(left, right), np.fmax(left, right)
+        tol = STEP_FLAT * np.abs(jump)
+        is_step = ((np.abs(jump) > STEP_MIN_W) & (flat_l <= tol) & (flat_r <= tol)
+                   & (m >= lo_lvl - tol) & (m <= hi_lvl + tol))
+        r0, r1 = self.r_s[:-1], self.r_s[1:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            at = r0 + (np.diff(self.e_j) - right * (r1 - r0)) / (left - right)
+        s = np.where(is_step, np.clip(at, r0, r1), np.nan)
+        return s, left, right
+
+    @cached_property
+    def next_to_step(self) -> np.ndarray:
+        """Intervals beside a placed step (not steps themselves): flat levels, apportioned by time,
+        since a held or averaged power reading still shows the step's smear there."""
+        step = np.isfinite(self.steps[0])
+        near = np.zeros(step.size, dtype=bool)
+        near[1:] |= step[:-1]
+        near[:-1] |= step[1:]
+        return near & ~step
 
     def cumulative_at(self, x) -> np.ndarray:
         """F(x) in J relative to the first refresh point; NaN outside the sample span."""
@@ -242,6 +302,18 @@ class CounterEnergy:
             frac = np.where(np.isfinite(frac_p) & (denom > 0), frac_p, frac_t)
         else:
             frac = frac_t
+        if has_power:
+            frac = np.where(self.next_to_step[j], frac_t, frac)
+        st, lv0, lv1 = self.steps
+        s_j, a_j, b_j = st[j], lv0[j], lv1[j]
+        step_here = np.isfinite(s_j)
+        if step_here.any():
+            xc = np.clip(x, r0, r1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                g = a_j * (np.minimum(xc, s_j) - r0) + b_j * np.maximum(xc - s_j, 0.0)
+                g1 = a_j * (s_j - r0) + b_j * (r1 - s_j)
+                frac_s = g / g1
+            frac = np.where(step_here & np.isfinite(frac_s) & (g1 > 0), frac_s, frac)
         inside = e0 + (e1 - e0) * frac
         # Outside [r_first, r_last]: extend with power, else with the neighbouring interval's mean power.
         if has_power:
@@ -262,7 +334,7 @@ def counter_energy(t_s, energy_mj, power: Trace | None) -> CounterEnergy:
     t_d, e_d = dedupe_sorted(t_s, energy_mj)
     fit = fit_refreshes(t_d, e_d / 1000.0)
     span = (float(t_d[0]), float(t_d[-1])) if t_d.size else (float("nan"), float("nan"))
-    return CounterEnergy(fit.r_s, fit.y, power, span, fit.err_s, fit.period_s, fit.method)
+    return CounterEnergy(fit.r_s, fit.y, power, span, fit.err_s, fit.period_s, fit.method, fit.fitted)
 
 
 def _per_interval(t: np.ndarray, y: np.ndarray, r: np.ndarray, ufunc) -> np.ndarray:
@@ -282,41 +354,87 @@ def _around(v: np.ndarray, ufunc) -> np.ndarray:
     return ufunc(ufunc(pad[:-2], pad[1:-1]), pad[2:])
 
 
-def edge_uncertainty(ce: CounterEnergy, x, shape_s: float, sample_t_s: np.ndarray | None = None) -> np.ndarray:
+def edge_uncertainty(ce: CounterEnergy, x, delay_s: float, sample_t_s: np.ndarray | None = None,
+                     noise_w: float = 0.0, spacing_s: float | None = None) -> np.ndarray:
     """Bound on the error of ``ce.cumulative_at(x)`` (J) at each instant x.
 
     Within a refresh interval the counter's energy is exact; what is uncertain is how much of it
-    falls before x. That error is at most the power change around the interval (ΔP) times how
-    far in time the apportioning can be off: the refresh instants' error bound plus
-    ``shape_s`` (how late and coarse the power samples show a change: hold time and sample
-    spacing, capped at half the interval, the most a wrong shape can move). ΔP is the larger of
-    the power samples' range over the interval and its neighbours, and the range of the
-    counter's mean power over the same three intervals (this one sees a step the power reading
-    smooths away). Plus the counter's 1 mJ resolution. Sample gaps widen the interval, which
-    raises both terms. Steady power: ΔP is the noise, and the bound stays small.
+    falls before x. Per interval (J):
+
+    - refresh-time error bound × the power change next to the interval (counter mean powers,
+      exact): a refresh placed δ off shifts F by δ × P, which cancels between a window's edges
+      except for the power change (``common_uncertainty`` adds the change between the edges);
+      a refresh located by a midpoint, independently of its neighbours, adds δ × P itself;
+    - shape, where the counter placed a step (``CounterEnergy.steps``): the step instant moves
+      by δ × (level before + level after) / jump (δ × jump / jump for refreshes on one fitted
+      line, whose errors move together), so δ × (level before + level after) joules (δ × jump);
+      plus the levels' curvature × the interval;
+    - shape elsewhere: the shape reading's delay (``delay_s``: hold, sample spacing, widened by
+      sample gaps; at most half the interval) × the power change / 2, plus the power's departure
+      from a straight line (largest second difference of the counter means around the interval,
+      steps placed by the counter left out) × interval / 40 × min(1, (``spacing_s`` / interval)²):
+      a shape read every ``spacing_s`` follows curvature down to its spacing (the counter's own
+      mean line: spacing = interval);
+    - the shape reading's noise (``noise_w``, W) × √(delay + spacing) × interval / 2);
+    - the counter's 1 mJ resolution.
+
+    Steady or linearly changing power: every term but noise and resolution is near zero, as is
+    the error. A bound, not a standard deviation: the bench checks the error falls inside it.
     """
     x = np.asarray(x, dtype=np.float64)
-    r, e = ce.r_s, ce.e_j
+    r = ce.r_s
     if r.size < 2:
         return np.full(x.shape, np.nan)
     length = np.diff(r)
-    mean_p = np.diff(e) / np.where(length > 0, length, np.nan)
-    m = mean_p.size
-    hi3, lo3 = _around(mean_p, np.fmax), _around(mean_p, np.fmin)
-    dp = hi3 - lo3
-    if ce.power is not None and ce.power.n >= 2:
-        tr = ce.power
-        pmax = _around(_per_interval(tr.t_s, tr.y, r, np.maximum), np.fmax)
-        pmin = _around(_per_interval(tr.t_s, tr.y, r, np.minimum), np.fmin)
-        dp = np.fmax(dp, pmax - pmin)
+    m = ce.mean_w
+    n = m.size
+    pad = np.concatenate([[m[0]], m, [m[-1]]])
+    d1 = np.fmax(np.abs(pad[1:-1] - pad[:-2]), np.abs(pad[2:] - pad[1:-1]))
+    d2 = np.zeros(n)
+    if n >= 3:
+        d2[1:-1] = np.abs(m[2:] - 2 * m[1:-1] + m[:-2])
+    st, lv0, lv1 = ce.steps
+    step = np.isfinite(st)
+    explained = step | ce.next_to_step
+    near = np.zeros(n, dtype=bool)
+    near[1:] |= step[:-1]
+    near[:-1] |= step[1:]
+    # curvature a placed step does not explain; around a step: its levels' curvature (±3 intervals)
+    d2_rest = np.where(step | near, 0.0, d2)
+    curv = _around(d2_rest, np.fmax)
+    side_all = _around(curv, np.fmax)
     err = ce.err_s if ce.err_s is not None else np.zeros(r.size)
     t_err = np.maximum(err[:-1], err[1:])
-    shape = np.minimum(shape_s, 0.5 * length)
+    tau = np.minimum(delay_s, 0.5 * length)
     if sample_t_s is not None and sample_t_s.size > 1:
         # a sample gap in or next to the interval: the shape is unknown across it
         gaps = np.concatenate([[0.0], np.diff(sample_t_s)])  # gaps[i]: spacing before sample i
         big = _around(_per_interval(sample_t_s, gaps, r, np.maximum), np.fmax)
-        shape = np.maximum(shape, np.minimum(0.5 * np.nan_to_num(big, nan=0.0), 0.5 * length))
-    per_interval = np.nan_to_num(dp, nan=0.0) * (t_err + shape) + COUNTER_RESOLUTION_J
-    k = np.clip(np.searchsorted(r, x, side="right") - 1, 0, m - 1)
+        tau = np.maximum(tau, np.minimum(0.5 * np.nan_to_num(big, nan=0.0), 0.5 * length))
+    fitted = ce.fitted if ce.fitted is not None else np.zeros(r.size, dtype=bool)
+    together = fitted[:-1] & fitted[1:]
+    with np.errstate(invalid="ignore"):
+        levels = np.where(together, np.abs(lv1 - lv0), np.abs(lv0) + np.abs(lv1))
+        step_term = t_err * levels + side_all * length
+    spacing = length if spacing_s is None else np.minimum(spacing_s, length)
+    curv_len = length / 40 * np.minimum(1.0, (spacing / length) ** 2)
+    shape = np.where(step, step_term, np.where(explained, side_all * length, d1 * tau / 2 + curv * curv_len))
+    noise = 0.0 if not noise_w else noise_w * np.sqrt(np.maximum(delay_s, 0.005) * length / 2)
+    noise = np.where(step | explained, 0.0, noise)
+    indep = np.where(together, 0.0, t_err * np.abs(m))
+    per_interval = np.nan_to_num(d1 * t_err + shape + noise + indep, nan=0.0) + COUNTER_RESOLUTION_J
+    k = np.clip(np.searchsorted(r, x, side="right") - 1, 0, n - 1)
     return per_interval[k]
+
+
+def common_uncertainty(ce: CounterEnergy, a, b) -> np.ndarray:
+    """The part of the refresh-time error shared by a window's two edges (J): a typical refresh
+    error bound × the change of the counter's mean power between the intervals holding a and b."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    r = ce.r_s
+    if r.size < 2 or ce.err_s is None:
+        return np.full(np.broadcast(a, b).shape, np.nan)
+    m = ce.mean_w
+    ka = np.clip(np.searchsorted(r, a, side="right") - 1, 0, m.size - 1)
+    kb = np.clip(np.searchsorted(r, b, side="right") - 1, 0, m.size - 1)
+    return float(np.median(ce.err_s)) * np.abs(m[kb] - m[ka])
