@@ -14,6 +14,8 @@ from analyzer.windows import (coverage, gaps_touching, seq_gap_intervals, split_
                               window_peak)
 
 DEFAULT_CPU_TDP_W = 65.0
+# Other processes above this share of all cores during a window: the report warns of contention.
+CONTENTION_OTHER_PCT = 25.0
 # A window shorter than this many refresh periods may hold fewer than two whole refresh intervals
 # (whatever its phase, it holds floor(L/period) − 1 of them): its counter part is mostly edges.
 SHORT_WINDOW_REFRESHES = 3.0
@@ -198,6 +200,43 @@ def rapl_package_zones(zones: list[str]) -> list[str]:
     return sorted(top) if top else sorted(zones)
 
 
+def server_columns(host: Series, t_s: np.ndarray, w: Window, cpu_tdp_w: float, approx_j: np.ndarray,
+                   rapl_j: np.ndarray, cov: np.ndarray) -> dict[str, np.ndarray]:
+    """The LLM server's own CPU share (tel.host server_cpu_s, its process tree's cumulative CPU time).
+
+    Per window (split between concurrent requests like every energy): the server's CPU seconds,
+    all processes' CPU seconds (∫ cpu_pct/100 × cores), the server's share of them;
+    cpu_energy_j_server = RAPL energy × share when RAPL is recorded, else TDP × server CPU s /
+    cores (the seed's TDP approximation restricted to the server); host_cpu_other_pct = the
+    other processes' CPU, % of all cores."""
+    n = w.a_s.size
+    nan = np.full(n, np.nan)
+    out = {"server_cpu_s": nan, "cpu_server_share": nan, "cpu_energy_j_server": nan, "host_cpu_other_pct": nan,
+           "cpu_server_basis": np.array([None] * n, dtype=object)}
+    v = host.values
+    cores = v.get("cpu_count")
+    server = Trace.build(t_s, v["server_cpu_s"]) if "server_cpu_s" in v else None
+    if server is None or server.n < 2 or cores is None or not np.isfinite(cores).any():
+        return out
+    n_cores = float(np.nanmedian(cores))
+    busy = Trace.build(t_s, v["cpu_pct"] * n_cores / 100.0)  # cores busy
+    lo, hi = server.span()
+    server_s = split_windows(lambda x: server.value_at(np.clip(x, lo, hi)), w.a_s, w.b_s).energy
+    split_all = split_windows(_clipped(busy.integral_at, *busy.span()), w.a_s, w.b_s)
+    all_s = split_all.energy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.clip(np.where(all_s > 0, server_s / all_s, np.nan), 0.0, 1.0)
+        other = 100.0 * np.clip(all_s - server_s, 0.0, None) / (split_all.effective_s * n_cores)
+    use_rapl = np.isfinite(rapl_j)
+    energy = np.where(use_rapl, rapl_j * share, cpu_tdp_w * server_s / n_cores)
+    no = cov <= 0
+    out.update(server_cpu_s=_nan_where(server_s, no), cpu_server_share=_nan_where(share, no),
+               cpu_energy_j_server=_nan_where(energy, no), host_cpu_other_pct=_nan_where(other, no),
+               cpu_server_basis=np.array([None if nd else ("rapl_share" if r else "tdp_share")
+                                          for nd, r in zip(no, use_rapl)], dtype=object))
+    return out
+
+
 def host_columns(host: Series | None, procs: dict[str, Series], rapl: dict[str, Series], origin_ns: int,
                  src_seqs: dict, w: Window, cpu_tdp_w: float) -> dict[str, np.ndarray]:
     """CPU utilisation/energy (TDP approximation and RAPL), host memory and watched processes."""
@@ -228,6 +267,7 @@ def host_columns(host: Series | None, procs: dict[str, Series], rapl: dict[str, 
         e = split_windows(lambda x, tr=tr, lo=lo, hi=hi: tr.value_at(np.clip(x, lo, hi)), w.a_s, w.b_s).energy
         rapl_total = e if rapl_total is None else rapl_total + e
     out["cpu_energy_j_rapl"] = _nan_where(rapl_total, cov <= 0) if rapl_total is not None else nan
+    out.update(server_columns(host, t_s, w, cpu_tdp_w, out["cpu_energy_j_approx"], out["cpu_energy_j_rapl"], cov))
     for name, ps in sorted(procs.items()):
         pt = seconds(ps, origin_ns)
         out[f"proc_{name}_cpu_avg_pct"] = window_mean(Trace.build(pt, ps.values["cpu_pct"]), w.a_s, w.b_s)

@@ -35,6 +35,7 @@ MAIN_COLUMNS = SEED_COLUMNS + (
     "gpu_sampling_hz", "gpu_counter_refresh_ms", "gpu_counter_refresh_fit",
     "cpu_util_avg", "cpu_tdp_w", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_energy_j", "cpu_energy_basis",
     "cpu_coverage", "host_mem_peak_mib", "total_energy_j", "energy_basis",
+    "cpu_energy_j_server", "cpu_server_basis", "cpu_server_share", "server_cpu_s", "host_cpu_other_pct",
     "ttft_ms", "tpot_ms", "e2el_ms", "itl_ms_mean", "itl_ms_max",
 ) + QUALITY_COLUMNS + ("quality_per_j", "j_per_quality", "quality_error")
 PER_GPU = ("energy_j", "energy_method", "energy_uncertainty_j", "coverage", "seq_gaps", "mem_peak_mib",
@@ -163,6 +164,11 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             row.setdefault(c, None)
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
     warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
+    busy = [row["rid"] for row in results if (finite(row.get("host_cpu_other_pct")) or 0.0) > E.CONTENTION_OTHER_PCT]
+    if busy:
+        problems.append(f"CPU contention: in {len(busy)} request(s) other processes used more than "
+                        f"{E.CONTENTION_OTHER_PCT:g} % of the CPU (host_cpu_other_pct); their cpu_energy_j_approx and "
+                        "timings include that load, cpu_energy_j_server does not: " + ", ".join(busy[:10]))
     incomplete = [row["rid"] for row in rows if row["status"] == "incomplete"]
     if incomplete:
         problems.append(f"{len(incomplete)} request(s) started but never ended (listed as incomplete): "
@@ -261,7 +267,8 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
                     row[f"{name}_{c}"] = x[c]
     h = {k: _clean(v[i]) for k, v in host.items()}
     row.update({k: h.get(k) for k in ("cpu_util_avg", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_coverage",
-                                      "host_mem_peak_mib")})
+                                      "host_mem_peak_mib", "cpu_energy_j_server", "cpu_server_basis",
+                                      "cpu_server_share", "server_cpu_s", "host_cpu_other_pct")})
     for k in sorted(h):
         if k.startswith("proc_"):
             row[k] = h[k]

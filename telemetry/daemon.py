@@ -41,6 +41,7 @@ class DaemonConfig:
     host_hz: float = 10.0
     heartbeat_s: float = 1.0
     gpu_dither: bool = True   # GPU ticks dithered so they never lock to the energy counter's refresh
+    server_port: int | None = None  # watch the process listening here (the LLM server): its CPU time
     watch: tuple[str, ...] = DEFAULT_WATCH
     rapl_root: Path | None = DEFAULT_ROOT
     duration_s: float | None = None
@@ -137,7 +138,7 @@ class Daemon:
         self.gpus = gpus
         self.gpu_source = gpu_source
         self.simulated = any(g.simulated for g in gpus)
-        self.host = host if host is not None else HostReader(config.watch, config.rapl_root)
+        self.host = host if host is not None else HostReader(config.watch, config.rapl_root, config.server_port)
         self._ctx = ctx
         self.published = 0
         self.started = threading.Event()  # set once the socket is bound and sampling has begun
@@ -153,7 +154,7 @@ class Daemon:
             "endpoint": c.endpoint, "src": c.src, "gpu_source": self.gpu_source, "simulated": self.simulated,
             "gpus": [f"{g.index}:{g.name} ({g.uuid}, power_kind={g.power_kind})" for g in self.gpus],
             "gpu_hz": c.gpu_hz if self.gpus else None, "gpu_dither": c.gpu_dither, "gpu_slow_hz": c.gpu_slow_hz if self.gpus else None,
-            "host_hz": c.host_hz, "watch": list(c.watch),
+            "host_hz": c.host_hz, "watch": list(c.watch), "server_port": c.server_port,
             "rapl_zones": [z.key for z in rapl.zones] if rapl else [],
             "curve": c.curve is not None,
         }

@@ -95,6 +95,7 @@ class Spec:
     gpus: list[Gpu] = field(default_factory=lambda: [Gpu(constant(100.0))])
     cpu_pct: Callable[[float], float] = lambda t: 25.0
     rapl_w: float | None = None     # package power in W → rapl_uj counter
+    server_cores: float | None = None  # the LLM server's CPU use in cores → server_cpu_s (8-core host)
     requests: list[Req] = field(default_factory=list)
     drop_telemetry_seqs: set[int] = field(default_factory=set)
     batch_id: str = "experiments_1_20260101_000000"
@@ -143,6 +144,8 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
             add(tel, M.TEL_GPU, body, t)
         host: dict[str, Any] = {"cpu_pct": spec.cpu_pct(t), "mem_used_mib": 8000.0 + t, "mem_total_mib": 32000.0,
                                 "procs": {"ollama": {"pid": 42, "cpu_pct": 10.0, "rss_mib": 500.0 + t}}}
+        if spec.server_cores is not None:
+            host.update(cpu_count=8, server_port=11434, server_pids=[42, 43], server_cpu_s=spec.server_cores * t)
         if spec.rapl_w is not None:
             host["rapl_uj"] = {"package-0": int(round(spec.rapl_w * t * 1e6)), "core": int(round(spec.rapl_w * 0.5 * t * 1e6))}
         add(tel, M.TEL_HOST, host, t)

@@ -149,3 +149,35 @@ class TestMeasurementColumns:
         reqs = [S.Req(1.0031, 1.1031, model="short"), S.Req(2.0031, 2.2031, model="long")]
         rows = by_model(run(tmp_path, S.Spec(duration_s=3.0, requests=reqs)))
         assert rows["short"]["gpu_short_window"] is True and rows["long"]["gpu_short_window"] is False
+
+
+class TestServerCpu:
+    def test_server_share_with_tdp(self, tmp_path):
+        """8 cores, host 25 % busy (2 cores), the server 0.5 core: share 1/4, other processes 18.75 %,
+        cpu_energy_j_server = TDP × server CPU s / cores."""
+        spec = S.Spec(duration_s=5.0, server_cores=0.5, requests=[S.Req(1.0031, 3.0031)])
+        row = run(tmp_path, spec, cpu_tdp_w=80.0).results[0]
+        assert row["server_cpu_s"] == pytest.approx(1.0, rel=1e-6)
+        assert row["cpu_server_share"] == pytest.approx(0.25, rel=1e-6)
+        assert row["host_cpu_other_pct"] == pytest.approx(18.75, rel=1e-6)
+        assert row["cpu_energy_j_server"] == pytest.approx(80.0 * 1.0 / 8, rel=1e-6)
+        assert row["cpu_server_basis"] == "tdp_share"
+        assert row["cpu_energy_j_approx"] == pytest.approx(80.0 * 0.25 * 2.0, rel=1e-6)  # the seed's, unchanged
+
+    def test_server_share_with_rapl_and_contention_warning(self, tmp_path):
+        """RAPL 35 W × the server's share; other processes at 43.75 % of the CPU: the report warns."""
+        spec = S.Spec(duration_s=5.0, server_cores=0.5, rapl_w=35.0, cpu_pct=lambda t: 50.0,
+                      requests=[S.Req(1.0031, 3.0031)])
+        a = run(tmp_path, spec)
+        row = a.results[0]
+        assert row["cpu_server_share"] == pytest.approx(0.125, rel=1e-6)
+        assert row["cpu_energy_j_server"] == pytest.approx(35.0 * 2.0 * 0.125, rel=1e-4)
+        assert row["cpu_server_basis"] == "rapl_share"
+        assert row["host_cpu_other_pct"] == pytest.approx(43.75, rel=1e-6)
+        assert any(p.startswith("CPU contention") and row["rid"] in p for p in a.problems)
+
+    def test_no_server_figures_without_them(self, tmp_path):
+        a = run(tmp_path, S.Spec(duration_s=3.0, requests=[S.Req(1.0, 2.0)]))
+        row = a.results[0]
+        assert row["cpu_energy_j_server"] is None and row["host_cpu_other_pct"] is None
+        assert not any(p.startswith("CPU contention") for p in a.problems)
