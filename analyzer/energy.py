@@ -200,8 +200,8 @@ def rapl_package_zones(zones: list[str]) -> list[str]:
     return sorted(top) if top else sorted(zones)
 
 
-def server_columns(host: Series, t_s: np.ndarray, w: Window, cpu_tdp_w: float, approx_j: np.ndarray,
-                   rapl_j: np.ndarray, cov: np.ndarray) -> dict[str, np.ndarray]:
+def server_columns(host: Series, t_s: np.ndarray, w: Window, cpu_tdp_w: float, rapl_j: np.ndarray,
+                   cov: np.ndarray) -> dict[str, np.ndarray]:
     """The LLM server's own CPU share (tel.host server_cpu_s, its process tree's cumulative CPU time).
 
     Per window (split between concurrent requests like every energy): the server's CPU seconds,
@@ -267,7 +267,7 @@ def host_columns(host: Series | None, procs: dict[str, Series], rapl: dict[str, 
         e = split_windows(lambda x, tr=tr, lo=lo, hi=hi: tr.value_at(np.clip(x, lo, hi)), w.a_s, w.b_s).energy
         rapl_total = e if rapl_total is None else rapl_total + e
     out["cpu_energy_j_rapl"] = _nan_where(rapl_total, cov <= 0) if rapl_total is not None else nan
-    out.update(server_columns(host, t_s, w, cpu_tdp_w, out["cpu_energy_j_approx"], out["cpu_energy_j_rapl"], cov))
+    out.update(server_columns(host, t_s, w, cpu_tdp_w, out["cpu_energy_j_rapl"], cov))
     for name, ps in sorted(procs.items()):
         pt = seconds(ps, origin_ns)
         out[f"proc_{name}_cpu_avg_pct"] = window_mean(Trace.build(pt, ps.values["cpu_pct"]), w.a_s, w.b_s)

@@ -6,11 +6,13 @@ energy between concurrent requests only needs F at the window edges (see windows
 
 - Power only: F is the trapezoid integral of the piecewise-linear power trace, so window edges
   that fall between samples are interpolated, not dropped.
-- Counter (NVML total-energy, mJ): the counter refreshes every ~20-100 ms. Between two refresh
-  points the counter gives the exact energy of the interval; where the window edge cuts an
-  interval, that interval's counter energy is apportioned by the power samples' shape (by time
-  when there is no power trace). Before the first / after the last refresh point the power
-  integral extends the counter.
+- Counter (NVML total-energy, mJ): the counter refreshes every ~20-100 ms; the refresh instants
+  are fitted to a period (``fit_refreshes``). Between two refresh points the counter gives the
+  exact energy of the interval; where the window edge cuts an interval, that interval's counter
+  energy is apportioned by a power step the counter itself places (``CounterEnergy.steps``), else
+  by the power samples' shape (by time when there is no power trace). Before the first / after
+  the last refresh point the power integral extends the counter. ``edge_uncertainty`` and
+  ``common_uncertainty`` bound the error.
 
 Zero or one sample: F is NaN everywhere except at the single sample (0 J) — callers turn NaN
 into "not available", never into 0 J.
@@ -108,7 +110,8 @@ class Trace:
 
 
 def refresh_points(t_s: np.ndarray, counter_j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Times (s) and values (J) at which a cumulative energy counter was seen to refresh.
+    """Times (s) and values (J) at which a cumulative energy counter was seen to refresh, by the midpoint
+    rule alone (what ``fit_refreshes`` falls back to; the analyzer uses that).
 
     A counter that holds its value for several samples refreshed somewhere between the last
     sample with the old value and the first with the new one: the midpoint is taken (error at
@@ -174,8 +177,8 @@ def fit_refreshes(t_s, y) -> RefreshFit:
     """Refresh instants of a reading that holds its value between refreshes (a counter, held power).
 
     The firmware refreshes periodically: the period and phase are fitted per segment of the run
-    (``_fit_segment``) and each refresh placed on the fitted line inside its observed interval;
-    where a segment does not fit, the midpoint of the interval is used (error: half its width).
+    (``_fit_segment``) and each refresh placed on the fitted line; where a segment does not fit,
+    the midpoint of the interval is used (error: half its width).
     A reading that changes on (nearly) every sample is fresh when read: its sample times, error 0.
     """
     t_s, v = dedupe_sorted(t_s, y)
@@ -217,7 +220,7 @@ def fit_refreshes(t_s, y) -> RefreshFit:
     method = "periodic_fit" if fitted >= segments else "midpoint" if fitted == 0 else "periodic_fit+midpoint"
     if periods:
         period = float(np.median(periods))
-    order = np.argsort(r, kind="stable")  # clipping keeps the order; this is a guard
+    order = np.argsort(r, kind="stable")  # a line and midpoints meet at segment joins: keep time order
     return RefreshFit(r[order], v[changed][order], err[order], period, method, on_line[order])
 
 
