@@ -23,8 +23,6 @@ STAT_METRICS = ("latency_s", "first_token_s", "first_thinking_s", "first_chunk_s
                 "bartscore", "bartscore_f", "distinct_2", "quality_per_j", "j_per_quality",
                 "ttft_ms", "tpot_ms", "e2el_ms", "gpu_energy_prefill_j", "gpu_energy_decode_j",
                 "j_per_prompt_token", "j_per_output_token", "cpu_energy_j_server", "host_cpu_other_pct")
-# Pooled per group (every value of every request, e.g. each inter-token gap), not one value per request.
-POOLED_METRICS = ("itl_ms",)
 # Percentiles reported beside the median, as vLLM's --metric-percentiles (changed with the analyzer's flag).
 DEFAULT_PERCENTILES = (90.0, 99.0)
 STATS_COLUMNS = ("model", "task", "load", "metric", "n", "n_failed", "mean", "variance", "std", "ci95_low",
