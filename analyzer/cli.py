@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analyzer import outputs, pipeline, stream
+from analyzer import outputs, pipeline, stream, tables
 from analyzer.energy import DEFAULT_CPU_TDP_W
 from shared import bus
 from shared.batch import BatchDir

@@ -128,7 +128,10 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
         own_shape = has_power and counter.power is power
         noise = power_noise_w(power) if own_shape else 0.0
         spacing = float(np.median(np.diff(power.t_s))) if own_shape else None
-        unc_fn = lambda x: edge_uncertainty(counter, np.clip(x, *counter.span), shape, t_s, noise, spacing)  # noqa: E731
+
+        def unc_fn(x):
+            return edge_uncertainty(counter, np.clip(x, *counter.span), shape, t_s, noise, spacing)
+
         _, uncertainty = split_sub(cum, w.a_s, w.b_s, w.a_s, w.b_s, unc_fn)
         uncertainty = uncertainty + common_uncertainty(counter, w.a_s, w.b_s)
         for phase, (c, d) in (("prefill", (w.a_s, mid)), ("decode", (mid, w.b_s))):
@@ -158,8 +161,9 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
     ia = np.searchsorted(t_s, w.a_s, side="left")
     ib = np.searchsorted(t_s, w.b_s, side="right") - 1
     run_hz = (t_s.size - 1) / (t_s[-1] - t_s[0]) if t_s.size > 1 and t_s[-1] > t_s[0] else np.nan
-    span = np.where(ib > ia, t_s[np.clip(ib, 0, max(t_s.size - 1, 0))] - t_s[np.clip(ia, 0, max(t_s.size - 1, 0))], 0.0) \
-        if t_s.size else np.zeros(n)
+    last = max(t_s.size - 1, 0)
+    span = (np.where(ib > ia, t_s[np.clip(ib, 0, last)] - t_s[np.clip(ia, 0, last)], 0.0) if t_s.size
+            else np.zeros(n))
     with np.errstate(invalid="ignore", divide="ignore"):
         hz = np.where(span > 0, (ib - ia) / span, run_hz)
     idle_w = np.nan

@@ -194,7 +194,8 @@ def _first_chunk_s(r: Request, origin: int) -> float:
     """The prefill/decode boundary, s from the origin: the first streamed chunk (else the first
     token of any kind); NaN when nothing was streamed."""
     tm = timing(r.start, r.end, r.first_tokens)
-    firsts = [v for v in (tm.get("first_chunk_s"), tm.get("first_token_s"), tm.get("first_thinking_s")) if v is not None]
+    firsts = [v for v in (tm.get("first_chunk_s"), tm.get("first_token_s"), tm.get("first_thinking_s"))
+              if v is not None]
     return (r.start.t - origin) / 1e9 + min(firsts) if firsts else float("nan")
 
 

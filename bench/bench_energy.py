@@ -130,7 +130,8 @@ def analyse(path: Path, devs: list[dict], n_windows: int, seed: int = 11) -> lis
         t_d, e_d = t_s, g.values["energy_mj"] / 1000.0
         changed = np.flatnonzero(np.diff(e_d) != 0) + 1
         mid_tr = 0.5 * (t_d[changed - 1] + t_d[changed]) + to_trace
-        mid_truth = tr["refresh_phase_s"] + np.round((mid_tr - tr["refresh_phase_s"]) / tr["refresh_s"]) * tr["refresh_s"]
+        mid_truth = (tr["refresh_phase_s"]
+                     + np.round((mid_tr - tr["refresh_phase_s"]) / tr["refresh_s"]) * tr["refresh_s"])
         for length in LENGTHS_S:
             a = np.sort(rng.uniform(lo, hi - length, n_windows))
             b = a + length

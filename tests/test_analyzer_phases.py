@@ -69,6 +69,8 @@ class TestPercentileStats:
         assert tables.csv_text(a.stats_columns, a.stats).splitlines()[0].endswith("median,p90,p99")
 
     def test_metric_percentiles_flag(self, tmp_path):
+        default = cli.options_from(cli.build_parser().parse_args(["--batch", "x"]))
+        assert default.metric_percentiles == (90.0, 99.0)
         opts = cli.options_from(cli.build_parser().parse_args(["--batch", "x", "--metric-percentiles", "50,99.9"]))
         assert opts.metric_percentiles == (50.0, 99.9)
         reqs = [S.Req(1.0, 2.0, eval_count=5, chunk_s=[0.2, 0.3, 0.45, 0.5, 0.8, 1.0])]
