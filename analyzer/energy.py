@@ -14,6 +14,9 @@ from analyzer.windows import (coverage, gaps_touching, seq_gap_intervals, split_
                               window_peak)
 
 DEFAULT_CPU_TDP_W = 65.0
+# A power reading refreshed at most this far apart is a held instant reading, re-timed to its refreshes.
+HOLD_MAX_S = 0.25
+HELD_CHANGE_SHARE = 0.2  # ... and it changes on at least this share of samples (a hold of up to 5 samples)
 # Other processes above this share of all cores during a window: the report warns of contention.
 CONTENTION_OTHER_PCT = 25.0
 # A window shorter than this many refresh periods may hold fewer than two whole refresh intervals
@@ -69,7 +72,10 @@ def power_trace(t_s: np.ndarray, power_w: np.ndarray) -> tuple[Trace, float]:
         return raw, float("nan")
     dt = float(np.median(np.diff(raw.t_s)))
     fit = fit_refreshes(raw.t_s, raw.y)
-    held = fit.method not in ("fresh", "none") and np.isfinite(fit.period_s) and fit.period_s > 1.5 * dt
+    # Held: it changes at (nearly) every refresh of its own, a few samples apart. A reading that is
+    # merely steady (no noise, constant load) changes rarely and must not be re-timed.
+    held = (fit.method not in ("fresh", "none") and np.isfinite(fit.period_s) and 1.5 * dt < fit.period_s <= HOLD_MAX_S
+            and fit.r_s.size >= HELD_CHANGE_SHARE * (raw.n - 1))
     if held and fit.method != "midpoint" and fit.r_s.size >= 2:
         # first reading at its sample time, then every change at its refresh instant
         t_new = np.concatenate([raw.t_s[:1], fit.r_s, raw.t_s[-1:]])
@@ -81,9 +87,10 @@ def power_trace(t_s: np.ndarray, power_w: np.ndarray) -> tuple[Trace, float]:
 
 
 def power_noise_w(tr: Trace) -> float:
-    """Noise of a power reading (W): robust spread of the second differences of its distinct
-    values (a slope cancels out); 0 for fewer than 4 values."""
-    y = tr.y[np.concatenate([[True], np.diff(tr.y) != 0])] if tr.n else tr.y
+    """Noise of a power trace (W): robust spread of the second differences of its points (a slope
+    cancels out, and so do the rare steps of a clean reading); 0 for fewer than 4 points. Give it
+    the re-timed trace of a held reading: repeated values would hide the noise."""
+    y = tr.y
     if y.size < 4:
         return 0.0
     d2 = y[2:] - 2 * y[1:-1] + y[:-2]

@@ -145,3 +145,48 @@ class TestSteps:
         err = np.abs(ce.cumulative_at(b) - ce.cumulative_at(a) - 20.0)
         assert np.all(unc < 0.003 * 20.0)
         assert (err <= unc).mean() >= 0.95
+
+
+class TestFakeTraces:
+    def test_trace_energy_is_the_integral_of_its_power(self):
+        """The fake pynvml's truth: for each shape, E(b) − E(a) equals a fine numerical integral of P."""
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        try:
+            import fake_pynvml as F
+        finally:
+            sys.path.pop(0)
+        shapes = [{"shape": "square", "high_w": 300.0, "low_w": 60.0, "period_s": 0.8},
+                  {"shape": "ramp", "low_w": 80.0, "high_w": 320.0, "period_s": 1.7},
+                  {"shape": "sine", "mean_w": 200.0, "amp_w": 100.0, "period_s": 1.3}]
+        for tr in shapes:
+            x = np.linspace(1.234, 4.567, 200_001)
+            p = np.array([F.trace_power_w(tr, v) for v in x])
+            numeric = float(np.sum((p[1:] + p[:-1]) / 2 * np.diff(x)))
+            assert F.trace_energy_j(tr, 4.567) - F.trace_energy_j(tr, 1.234) == pytest.approx(numeric, rel=2e-5)
+        assert F.trace_last_refresh_s(1.2345, 0.05, 0.01) == pytest.approx(1.21)
+
+
+class TestPipelineBound:
+    def test_pipeline_uncertainty_bounds_the_error_on_a_square_wave(self, tmp_path):
+        """Short requests on a square wave (dithered samples, 50 ms counter): each row's error lies
+        inside its gpu_energy_uncertainty_j, and rows away from steps report little."""
+        from analyzer import pipeline, stream
+        from shared.recording import read_recording
+
+        power = S.square(300.0, 60.0, 0.8)
+        # steps at multiples of 0.4 s: windows in the middle of a level (0.12, 0.52) and across a step
+        starts = (0.8 * np.arange(1, 11)[:, None] + np.array([0.12, 0.33, 0.52, 0.73])).ravel()
+        reqs = [S.Req(float(a), float(a) + 0.16, model=f"m{i}", run=i) for i, a in enumerate(starts)]
+        spec = S.Spec(duration_s=10.0, gpus=[S.Gpu(power)], requests=reqs, dither=True)
+        bd = S.write_batch(tmp_path / "b", spec)
+        _, items, _ = read_recording(bd.stream)
+        rows = pipeline.analyze(stream.build(items), pipeline.Options(quality=False)).results
+        for r, req in zip(sorted(rows, key=lambda x: x["run"]), reqs):
+            true = power.e_j(req.b_s) - power.e_j(req.a_s)
+            assert abs(r["gpu_energy_j"] - true) <= r["gpu_energy_uncertainty_j"] + 1e-9
+            assert r["gpu_short_window"] is False  # 0.16 s > 3 periods
+        flat = [r for r, req in zip(sorted(rows, key=lambda x: x["run"]), reqs) if abs(req.a_s % 0.4 - 0.12) < 1e-6]
+        assert len(flat) == 20 and max(r["gpu_energy_uncertainty_pct"] for r in flat) < 0.2
