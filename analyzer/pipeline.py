@@ -39,7 +39,8 @@ MAIN_COLUMNS = SEED_COLUMNS + (
     "ttft_ms", "tpot_ms", "e2el_ms", "itl_ms_mean", "itl_ms_max",
 ) + QUALITY_COLUMNS + ("quality_per_j", "j_per_quality", "quality_error")
 PER_GPU = ("energy_j", "energy_method", "energy_uncertainty_j", "coverage", "seq_gaps", "mem_peak_mib",
-           "util_avg_pct", "temp_peak_c", "sm_clock_avg_mhz", "power_avg_w")
+           "util_avg_pct", "temp_peak_c", "sm_clock_avg_mhz", "power_avg_w",
+           "energy_prefill_j", "energy_decode_j", "counter_refresh_fit")
 
 
 @dataclass

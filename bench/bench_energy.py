@@ -172,14 +172,17 @@ def tables(rows: list[dict], seconds: float, n_windows: int, cmd: str) -> str:
              f"{n_windows} random windows per GPU and length against the exact integral. |error| in %, mean / max; "
              "`covered` = share of windows whose error lies within `gpu_energy_uncertainty_j`.", "",
              "| window (s) | analyzer (counter+power) | target | covered by uncertainty | mean uncertainty | "
-             "plain counter delta | power trapezoid (100 Hz) |", "|---|---|---|---|---|---|---|"]
+             "plain counter delta | instant power trapezoid (100 Hz) | 1 s-averaged power trapezoid |",
+             "|---|---|---|---|---|---|---|---|"]
     for length in LENGTHS_S:
         sel = [r for r in rows if r["length_s"] == length]
-        e, p, t = _cat(sel, "err_pct"), _cat(sel, "plain_pct"), _cat(sel, "trap_pct")
+        e, p = _cat(sel, "err_pct"), _cat(sel, "plain_pct")
+        t = _cat([r for r in sel if r["kind"] == "instant"], "trap_pct")
+        ta = _cat([r for r in sel if r["kind"] == "average_1s"], "trap_pct")
         tgt = TARGETS[length]
         lines.append(f"| {length:g} | {e.mean():.3f} / {e.max():.2f} | ≤ {tgt[0]:g} / {tgt[1]:g} | "
                      f"{100 * _cat(sel, 'covered').mean():.1f} % | {_cat(sel, 'unc_pct').mean():.3f} | "
-                     f"{p.mean():.2f} / {p.max():.1f} | {t.mean():.2f} / {t.max():.1f} |")
+                     f"{p.mean():.2f} / {p.max():.1f} | {t.mean():.2f} / {t.max():.1f} | {ta.mean():.1f} / {ta.max():.0f} |")
     lines += ["", "Per trace at 0.1 s and 1 s (analyzer mean / max %, covered):", "",
               "| GPU | 0.1 s | covered | 1 s | covered |", "|---|---|---|---|---|"]
     for name in dict.fromkeys(r["gpu"] for r in rows):
