@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Callable
 
 import numpy as np
 
@@ -143,17 +144,15 @@ class RefreshFit:
     fitted: np.ndarray | None = None  # per refresh: on a fitted line (its error is common to its neighbours)
 
 
-def _fit_segment(lo: np.ndarray, hi: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+def _fit_segment(lo: np.ndarray, hi: np.ndarray, n: np.ndarray) -> tuple[float, float, Callable] | None:
     """Fit refresh k at phi + period·n_k to the intervals (lo_k, hi_k] that must hold it.
 
     Least squares on the interval midpoints (unbiased when the sampling phase does not lock to
-    the refresh period). The line is trusted over a single interval: a sample stamped before a
-    read that was delayed (a busy machine) makes an interval that misses its refresh, and the
-    line still places that refresh right. The error bound is the larger of the
-    fit's standard error (×3) and half the width of the phase interval that every refresh
-    (2 % trimmed) allows: when sampling locks to the refresh phase that width stays as wide as a
-    sample period and the bound says so. None when the line does not put the refreshes inside
-    their intervals."""
+    the refresh period). Returns (phi, period, err(n)): the error bound at refresh number n is the
+    larger of the fit's standard error (×3) and half the width of the phase interval that every
+    refresh (2 % trimmed) allows (when sampling locks to the refresh phase that width stays as
+    wide as a sample period and the bound says so), plus the slack for reads late after their
+    stamp. None when the line does not put the refreshes inside their intervals."""
     mid = 0.5 * (lo + hi)
     A = np.vstack([n, np.ones_like(n)]).T
     (period, phi), *_ = np.linalg.lstsq(A, mid, rcond=None)
@@ -162,23 +161,29 @@ def _fit_segment(lo: np.ndarray, hi: np.ndarray, n: np.ndarray) -> tuple[np.ndar
     if inside.mean() < FIT_INSIDE_SHARE or not period > 0:
         return None
     resid = mid - pred
-    dof = max(n.size - 2, 1)
-    s2 = float(resid @ resid) / dof
-    nc = n - n.mean()
-    se = np.sqrt(s2 * (1.0 / n.size + nc * nc / max(float(nc @ nc), 1e-12)))
+    s2 = float(resid @ resid) / max(n.size - 2, 1)
+    n_mean = float(n.mean())
+    sxx = max(float((n - n_mean) @ (n - n_mean)), 1e-12)
     lo_phase = np.quantile(lo - period * n, 0.98)
     hi_phase = np.quantile(hi - period * n, 0.02)
     phase_half = max(0.5 * float(hi_phase - lo_phase), 0.0)
-    err = np.maximum(3.0 * se, phase_half) + FIT_SLACK_S
-    return pred, err, float(period)
+
+    def err(k: np.ndarray) -> np.ndarray:
+        se = np.sqrt(s2 * (1.0 / n.size + (k - n_mean) ** 2 / sxx))
+        return np.maximum(3.0 * se, phase_half) + FIT_SLACK_S
+
+    return float(phi), float(period), err
 
 
 def fit_refreshes(t_s, y) -> RefreshFit:
     """Refresh instants of a reading that holds its value between refreshes (a counter, held power).
 
     The firmware refreshes periodically: the period and phase are fitted per segment of the run
-    (``_fit_segment``) and each refresh placed on the fitted line; where a segment does not fit,
-    the midpoint of the interval is used (error: half its width).
+    (``_fit_segment``) on the intervals narrower than 0.6 period, then every change, narrow or not,
+    is placed on the fitted line at the last refresh before it was seen. The line is trusted over a
+    single interval: a read delayed after its stamp (a busy host) makes an interval that misses its
+    refresh, and a sampling gap makes one that spans several refreshes; the line still places them.
+    Where a segment does not fit, the midpoint of each interval is used (error: half its width).
     A reading that changes on (nearly) every sample is fresh when read: its sample times, error 0.
     """
     t_s, v = dedupe_sorted(t_s, y)
@@ -197,31 +202,47 @@ def fit_refreshes(t_s, y) -> RefreshFit:
     period = float(np.median(np.diff(mid))) if mid.size > 1 else float("nan")
     if mid.size < FIT_MIN_REFRESHES or not period > 0:
         return RefreshFit(r, v[changed], err, period, "midpoint", np.zeros(r.size, dtype=bool))
-    # Refresh numbers: a step is one period (or several, when refreshes went unseen).
-    steps = np.maximum(np.rint(np.diff(mid) / period), 1.0)
-    n_all = np.concatenate([[0.0], np.cumsum(steps)])
+    narrow = (hi - lo) <= 0.6 * period
+    idx_n = np.flatnonzero(narrow)
+    # Refresh numbers of the narrow intervals: a step is one period (or several, when unseen).
+    steps = np.maximum(np.rint(np.diff(mid[idx_n]) / period), 1.0)
+    n_narrow = np.concatenate([[0.0], np.cumsum(steps)])
     on_line = np.zeros(mid.size, dtype=bool)
     fitted, periods = 0, []
+    segments = 0
     for start in range(0, mid.size, FIT_SEGMENT):
         sl = slice(start, min(start + FIT_SEGMENT, mid.size))
-        if mid.size - start < FIT_MIN_REFRESHES:  # a short tail joins the previous segment's fit
-            sl = slice(max(0, mid.size - FIT_SEGMENT), mid.size)
-        if sl.stop - sl.start < FIT_MIN_REFRESHES:
-            continue
-        got = _fit_segment(lo[sl], hi[sl], n_all[sl] - n_all[sl.start])
+        if mid.size - start < FIT_MIN_REFRESHES and start > 0:
+            continue  # a short tail: placed by the previous segment's line below
+        segments += 1
+        stop = mid.size if mid.size - sl.stop < FIT_MIN_REFRESHES else sl.stop
+        sl = slice(start, stop)
+        sel = (idx_n >= sl.start) & (idx_n < sl.stop)
+        got = None
+        if sel.sum() >= FIT_MIN_REFRESHES:
+            k = idx_n[sel]
+            n0 = n_narrow[sel][0]
+            got = _fit_segment(lo[k], hi[k], n_narrow[sel] - n0)
         if got is None:
-            r[sl], err[sl] = mid[sl], 0.5 * (hi[sl] - lo[sl])
             continue
-        r[sl], err[sl], p = got
+        phi, p, err_fn = got
+        # a wide interval (a sampling gap) holds several refreshes: its change is the last one
+        # before it was seen; a narrow one keeps its number (a read late after its stamp)
+        n_here = np.floor((hi[sl] + FIT_SLACK_S - phi) / p)
+        n_here[narrow[sl]] = n_narrow[sel] - n0
+        r[sl], err[sl] = phi + p * n_here, err_fn(n_here)
         on_line[sl] = True
         fitted += 1
         periods.append(p)
-    segments = -(-mid.size // FIT_SEGMENT)
     method = "periodic_fit" if fitted >= segments else "midpoint" if fitted == 0 else "periodic_fit+midpoint"
     if periods:
         period = float(np.median(periods))
+    values = v[changed]
     order = np.argsort(r, kind="stable")  # a line and midpoints meet at segment joins: keep time order
-    return RefreshFit(r[order], v[changed][order], err[order], period, method, on_line[order])
+    r, values, err, on_line = r[order], values[order], err[order], on_line[order]
+    # two changes placed on one refresh (a stamp far off): keep the later reading
+    keep = np.concatenate([r[1:] > r[:-1], [True]])
+    return RefreshFit(r[keep], values[keep], err[keep], period, method, on_line[keep])
 
 
 @dataclass(frozen=True)

@@ -190,3 +190,24 @@ class TestPipelineBound:
             assert r["gpu_short_window"] is False  # 0.16 s > 3 periods
         flat = [r for r, req in zip(sorted(rows, key=lambda x: x["run"]), reqs) if abs(req.a_s % 0.4 - 0.12) < 1e-6]
         assert len(flat) == 20 and max(r["gpu_energy_uncertainty_pct"] for r in flat) < 0.2
+
+
+class TestGaps:
+    def test_sampling_gap_keeps_refreshes_on_the_line(self):
+        """A 170 ms sampling gap (a busy host) holds several refreshes: the change seen after it is
+        placed at the last refresh before it, on the fitted line, not at the gap's midpoint."""
+        power = S.sine(200.0, 80.0, 1.3)
+        t = _times(30.0)
+        t = t[(t < 12.0) | (t > 12.17)]
+        fit = fit_refreshes(t, _counter(t, power, 0.05, 0.0137))
+        assert fit.method == "periodic_fit"
+        # each value belongs to its placed instant: the counter's energy there (280 W at most)
+        off_j = np.abs(np.array([power.e_j(x) for x in fit.r_s]) - fit.y)
+        assert np.all(off_j <= 280.0 * fit.err_s + 0.001)
+        # energy across the gap stays exact (whole refresh intervals) and inside its bound
+        ce = counter_energy(t, _counter(t, power, 0.05, 0.0137) * 1000.0, Trace.build(t, [power.p_w(x) for x in t]))
+        a, b = 11.9, 12.3
+        got = ce.cumulative_at(b) - ce.cumulative_at(a)
+        true = power.e_j(b) - power.e_j(a)
+        unc = edge_uncertainty(ce, np.array([a, b]), 0.001, t).sum()
+        assert abs(got - true) <= unc and abs(got / true - 1) < 0.005
