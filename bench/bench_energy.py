@@ -155,7 +155,7 @@ def analyse(path: Path, devs: list[dict], n_windows: int, seed: int = 11) -> lis
                          "plain_pct": 100 * np.abs(plain - true) / true, "trap_pct": 100 * np.abs(trap - true) / true,
                          "refresh_err_ms": ref_err * 1000, "mid_err_ms": np.abs(mid_tr - mid_truth) * 1000,
                          "fit": ce.method, "period_ms": ce.period_s * 1000,
-                         "hz": (t_s.size - 1) / (t_s[-1] - t_s[0])})
+                         "hz": (t_s.size - 1) / (t_s[-1] - t_s[0]), "gaps": int(np.sum(np.diff(t_s) > 0.025))})
     return rows
 
 
@@ -193,13 +193,14 @@ def tables(rows: list[dict], seconds: float, n_windows: int, cmd: str) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Counter refresh instants against the fake's truth (ms): fitted (what the analyzer uses) vs the "
               "midpoint between the last old and first new reading:", "",
-              "| refresh | fit | period found (ms) | fitted mean / p95 / max | midpoint mean / p95 / max | sampling Hz |",
-              "|---|---|---|---|---|---|"]
+              "| refresh | fit | period found (ms) | fitted mean / p95 / max | midpoint mean / p95 / max | sampling Hz | "
+              "sample gaps > 25 ms |", "|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["gpu"] for r in rows):
         r = next(x for x in rows if x["gpu"] == name and x["length_s"] == LENGTHS_S[0])
         f, m = r["refresh_err_ms"], r["mid_err_ms"]
         lines.append(f"| {name} | {r['fit']} | {r['period_ms']:.4f} | {f.mean():.3f} / {np.percentile(f, 95):.3f} / "
-                     f"{f.max():.3f} | {m.mean():.3f} / {np.percentile(m, 95):.3f} / {m.max():.3f} | {r['hz']:.1f} |")
+                     f"{f.max():.3f} | {m.mean():.3f} / {np.percentile(m, 95):.3f} / {m.max():.3f} | {r['hz']:.1f} | "
+                     f"{r['gaps']} |")
     return "\n".join(lines) + "\n"
 
 
