@@ -182,7 +182,8 @@ def tables(rows: list[dict], seconds: float, n_windows: int, cmd: str) -> str:
         tgt = TARGETS[length]
         lines.append(f"| {length:g} | {e.mean():.3f} / {e.max():.2f} | ≤ {tgt[0]:g} / {tgt[1]:g} | "
                      f"{100 * _cat(sel, 'covered').mean():.1f} % | {_cat(sel, 'unc_pct').mean():.3f} | "
-                     f"{p.mean():.2f} / {p.max():.1f} | {t.mean():.2f} / {t.max():.1f} | {ta.mean():.1f} / {ta.max():.0f} |")
+                     f"{p.mean():.2f} / {p.max():.1f} | {t.mean():.2f} / {t.max():.1f} | "
+                     f"{ta.mean():.1f} / {ta.max():.0f} |")
     lines += ["", "Per trace at 0.1 s and 1 s (analyzer mean / max %, covered):", "",
               "| GPU | 0.1 s | covered | 1 s | covered |", "|---|---|---|---|---|"]
     for name in dict.fromkeys(r["gpu"] for r in rows):
@@ -193,7 +194,8 @@ def tables(rows: list[dict], seconds: float, n_windows: int, cmd: str) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Counter refresh instants against the fake's truth (ms): fitted (what the analyzer uses) vs the "
               "midpoint between the last old and first new reading:", "",
-              "| refresh | fit | period found (ms) | fitted mean / p95 / max | midpoint mean / p95 / max | sampling Hz | "
+              "| refresh | fit | period found (ms) | fitted mean / p95 / max | midpoint mean / p95 / max | "
+              "sampling Hz | "
               "sample gaps > 25 ms |", "|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["gpu"] for r in rows):
         r = next(x for x in rows if x["gpu"] == name and x["length_s"] == LENGTHS_S[0])

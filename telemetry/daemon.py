@@ -153,7 +153,8 @@ class Daemon:
         return {
             "endpoint": c.endpoint, "src": c.src, "gpu_source": self.gpu_source, "simulated": self.simulated,
             "gpus": [f"{g.index}:{g.name} ({g.uuid}, power_kind={g.power_kind})" for g in self.gpus],
-            "gpu_hz": c.gpu_hz if self.gpus else None, "gpu_dither": c.gpu_dither, "gpu_slow_hz": c.gpu_slow_hz if self.gpus else None,
+            "gpu_hz": c.gpu_hz if self.gpus else None, "gpu_dither": c.gpu_dither,
+            "gpu_slow_hz": c.gpu_slow_hz if self.gpus else None,
             "host_hz": c.host_hz, "watch": list(c.watch), "server_port": c.server_port,
             "rapl_zones": [z.key for z in rapl.zones] if rapl else [],
             "curve": c.curve is not None,

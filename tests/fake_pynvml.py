@@ -159,7 +159,8 @@ class FakeDevice:
 
     ``fail``: {function name: NVML error code} raised on every call; ``fail_after``: {function
     name: (n, code)} raised from the n-th call on (an error mid-run); ``hang``: {function name:
-    threading.Event} blocks that call until the event is set (a stuck driver call)."""
+    threading.Event} blocks that call until the event is set (a stuck driver call). ``trace``: power
+    and energy counter played from a trace against the monotonic clock (see TracePlayer)."""
 
     def __init__(self, name: str = "NVIDIA H100 80GB HBM3", uuid: str = "GPU-fake-0",
                  arch: int = NVML_DEVICE_ARCH_HOPPER, power_mw: int | Callable[[], int] = 150_000,

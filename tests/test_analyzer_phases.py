@@ -111,7 +111,8 @@ class TestPhaseEnergy:
     def test_concurrent_phases_follow_the_window_split(self, tmp_path):
         """Phases share each interval among the *requests* active in it, so they add to the window share."""
         power = S.constant(120.0)
-        reqs = [S.Req(1.0031, 3.0031, model="a", chunk_s=[1.0, 2.0]), S.Req(2.0031, 4.0031, model="b", chunk_s=[0.5, 2.0])]
+        reqs = [S.Req(1.0031, 3.0031, model="a", chunk_s=[1.0, 2.0]),
+                S.Req(2.0031, 4.0031, model="b", chunk_s=[0.5, 2.0])]
         rows = by_model(run(tmp_path, S.Spec(duration_s=5.0, gpus=[S.Gpu(power)], requests=reqs)))
         a, b = rows["a"], rows["b"]
         # a: prefill 1.0–2.0 alone (120 J); decode 2.0–3.0 shared with b (60 J)

@@ -29,8 +29,8 @@ def server():
         port, child = (int(x) for x in proc.stdout.readline().split())
         yield proc, port, child
     finally:
-        subprocess.run([sys.executable, "-c", f"import psutil\nfor c in psutil.Process({proc.pid}).children(True): c.kill()"],
-                       check=False)
+        kill_children = f"import psutil\nfor c in psutil.Process({proc.pid}).children(True): c.kill()"
+        subprocess.run([sys.executable, "-c", kill_children], check=False)
         proc.kill()
         proc.wait(10)
 
