@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analyzer import i18n, outputs, pipeline, stream
+from analyzer import i18n, outputs, pipeline, stream, tables
 from analyzer.energy import DEFAULT_CPU_TDP_W
 from shared import bus
 from shared.batch import BatchDir
@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "the first request (gpu_energy_net_j)")
     ap.add_argument("--cpu-tdp-w", type=float, default=None, help="CPU TDP in W for cpu_energy_j_approx "
                                                                   "(default: env CPU_TDP_W, else 65)")
+    ap.add_argument("--metric-percentiles", default=None, metavar="Q,Q",
+                    help="percentiles in stats.csv beside the median, comma-separated (default: 90,99; "
+                         "as vLLM's bench serve --metric-percentiles)")
     ap.add_argument("--no-quality", action="store_true", help="skip the quality step (columns left empty)")
     ap.add_argument("--bart-checkpoint", default=None, help="BARTScore checkpoint (name or local path)")
     ap.add_argument("--device", default=None, help="quality device: cpu, cuda, cuda:1 (default: cuda if available)")
@@ -95,7 +98,24 @@ def options_from(args: argparse.Namespace) -> pipeline.Options:
     if args.unsafe_code_tests:
         qopts["unsafe_code_tests_without_sandbox"] = True
     return pipeline.Options(cpu_tdp_w=tdp, idle_baseline=args.idle_baseline, quality=not args.no_quality,
-                            quality_options=qopts, progress=not args.no_progress)
+                            quality_options=qopts, progress=not args.no_progress,
+                            metric_percentiles=parse_percentiles(args.metric_percentiles))
+
+
+def parse_percentiles(text: str | None) -> tuple[float, ...]:
+    """``"50,90,99.9"`` → (50.0, 90.0, 99.9); each in (0, 100]; None gives the default."""
+    if text is None:
+        return tables.DEFAULT_PERCENTILES
+    out = []
+    for part in text.split(","):
+        try:
+            q = float(part)
+        except ValueError:
+            raise BadInput(f"--metric-percentiles {text!r}: {part.strip()!r} is not a number; give e.g. 50,90,99")
+        if not 0 < q <= 100:
+            raise BadInput(f"--metric-percentiles {text!r}: {q:g} is outside (0, 100]; give e.g. 50,90,99")
+        out.append(q)
+    return tuple(dict.fromkeys(out))
 
 
 def report_lang(value: str) -> str:

@@ -4,17 +4,24 @@ Windows are given as (a_s, b_s): seconds from the batch origin on the monotonic 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from analyzer.integrate import Trace, counter_energy
+from analyzer.integrate import Trace, common_uncertainty, counter_energy, edge_uncertainty, fit_refreshes
 from analyzer.stream import Series
-from analyzer.windows import coverage, gaps_touching, seq_gap_intervals, split_windows, window_mean, window_peak
+from analyzer.windows import (coverage, gaps_touching, seq_gap_intervals, split_sub, split_windows, window_mean,
+                              window_peak)
 
 DEFAULT_CPU_TDP_W = 65.0
-# Fewer than this many counter refresh intervals in a window: its counter part is mostly edges.
-SHORT_WINDOW_REFRESHES = 2.0
+# A power reading refreshed at most this far apart is a held instant reading, re-timed to its refreshes.
+HOLD_MAX_S = 0.25
+HELD_CHANGE_SHARE = 0.2  # ... and it changes on at least this share of samples (a hold of up to 5 samples)
+# Other processes above this share of all cores during a window: the report warns of contention.
+CONTENTION_OTHER_PCT = 25.0
+# A window shorter than this many refresh periods may hold fewer than two whole refresh intervals
+# (whatever its phase, it holds floor(L/period) − 1 of them): its counter part is mostly edges.
+SHORT_WINDOW_REFRESHES = 3.0
 
 
 @dataclass(frozen=True)
@@ -53,40 +60,124 @@ def series_coverage(series: Series, t_s: np.ndarray, src_seqs: np.ndarray, w: Wi
     return cov, gaps_touching(g0, g1, w.a_s, w.b_s), inside
 
 
+def power_trace(t_s: np.ndarray, power_w: np.ndarray) -> tuple[Trace, float]:
+    """The power trace used for shape, and how late it may show a change (s).
+
+    A reading the GPU holds between its own refreshes (e.g. 20 ms on some boards, seen as the same
+    value on several samples) describes the instant it refreshed, not the sample time: when those
+    refreshes fit a period, the trace is re-timed to them and the delay is the fit's error bound;
+    otherwise the delay is the hold plus the sample spacing."""
+    raw = Trace.build(t_s, power_w)
+    if raw.n < 2:
+        return raw, float("nan")
+    dt = float(np.median(np.diff(raw.t_s)))
+    fit = fit_refreshes(raw.t_s, raw.y)
+    # Held: it changes at (nearly) every refresh of its own, a few samples apart. A reading that is
+    # merely steady (no noise, constant load) changes rarely and must not be re-timed.
+    held = (fit.method not in ("fresh", "none") and np.isfinite(fit.period_s) and 1.5 * dt < fit.period_s <= HOLD_MAX_S
+            and fit.r_s.size >= HELD_CHANGE_SHARE * (raw.n - 1))
+    if held and fit.method != "midpoint" and fit.r_s.size >= 2:
+        # first reading at its sample time, then every change at its refresh instant
+        t_new = np.concatenate([raw.t_s[:1], fit.r_s, raw.t_s[-1:]])
+        y_new = np.concatenate([raw.y[:1], fit.y, fit.y[-1:]])
+        keep = np.concatenate([[True], np.diff(t_new) > 0])
+        # segments that did not fit keep their midpoints (error up to half a sample interval)
+        return Trace.build(t_new[keep], y_new[keep]), float(np.percentile(fit.err_s, 95))
+    return raw, dt + (fit.period_s if held else 0.0)
+
+
+def power_noise_w(tr: Trace) -> float:
+    """Noise of a power trace (W): robust spread of the second differences of its points (a slope
+    cancels out, and so do the rare steps of a clean reading); 0 for fewer than 4 points. Give it
+    the re-timed trace of a held reading: repeated values would hide the noise."""
+    y = tr.y
+    if y.size < 4:
+        return 0.0
+    d2 = y[2:] - 2 * y[1:-1] + y[:-2]
+    return float(1.4826 * np.median(np.abs(d2)) / np.sqrt(6.0))
+
+
 def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
-                idle_until_s: float | None = None) -> dict[str, np.ndarray]:
-    """Energy (J), method, uncertainty, coverage and gauges of one GPU for every window."""
+                idle_until_s: float | None = None, mid_s: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Energy (J), method, uncertainty, coverage and gauges of one GPU for every window.
+
+    ``mid_s``: per window, the first streamed chunk (NaN when none): energy is also split into
+    prefill [a, mid] and decode [mid, b] by the window split rule."""
     t_s = seconds(series, origin_ns)
     v = series.values
     n = w.a_s.size
     cov, gaps, inside = series_coverage(series, t_s, src_seqs, w)
-    power = Trace.build(t_s, v["power_mw"] / 1000.0)
+    raw_power = Trace.build(t_s, v["power_mw"] / 1000.0)
+    power, shape_s = power_trace(t_s, v["power_mw"] / 1000.0)
     has_power = power.n >= 2
     split_p = split_windows(_clipped(power.integral_at, *power.span()), w.a_s, w.b_s) if has_power else None
     counter = counter_energy(t_s, v["energy_mj"], power if has_power else None) if np.isfinite(v["energy_mj"]).sum() >= 2 else None
     use_counter = counter is not None and counter.usable
+    if use_counter and "average_1s" in series.meta.get("power_kind", []) and counter.r_s.size >= 3:
+        # A 1 s average has no shape at the counter's scale: take it from the counter's own
+        # interval means (a line through them, at the interval midpoints).
+        shape_tr = Trace.build(0.5 * (counter.r_s[1:] + counter.r_s[:-1]), counter.mean_w)
+        counter = replace(counter, power=shape_tr)
+        shape_s = 0.0  # a line through exact means: its error is the curvature term
     split_c = split_windows(_clipped(counter.cumulative_at, *counter.span), w.a_s, w.b_s) if use_counter else None
     nan = np.full(n, np.nan)
+    mid = np.full(n, np.nan) if mid_s is None else np.clip(np.asarray(mid_s, dtype=np.float64), w.a_s, w.b_s)
+    phases: dict[str, np.ndarray] = {}
     if use_counter:
         energy = split_c.energy
         method = "counter+power" if has_power else "counter"
         effective = split_c.effective_s
-        refresh_s = float(np.median(np.diff(counter.r_s)))
+        refresh_s = counter.period_s if np.isfinite(counter.period_s) else float(np.median(np.diff(counter.r_s)))
         short = (w.b_s - w.a_s) < SHORT_WINDOW_REFRESHES * refresh_s
+        fit_method = counter.method
+        shape = shape_s if counter.power is not None else refresh_s / 2  # no power: apportioned by time
+        cum = _clipped(counter.cumulative_at, *counter.span)
+        own_shape = has_power and counter.power is power
+        noise = power_noise_w(power) if own_shape else 0.0
+        spacing = float(np.median(np.diff(power.t_s))) if own_shape else None
+
+        def unc_fn(x):
+            return edge_uncertainty(counter, np.clip(x, *counter.span), shape, t_s, noise, spacing)
+
+        _, uncertainty = split_sub(cum, w.a_s, w.b_s, w.a_s, w.b_s, unc_fn)
+        uncertainty = uncertainty + common_uncertainty(counter, w.a_s, w.b_s)
+        for phase, (c, d) in (("prefill", (w.a_s, mid)), ("decode", (mid, w.b_s))):
+            e, u = split_sub(cum, w.a_s, w.b_s, c, d, unc_fn)
+            u = u + common_uncertainty(counter, np.where(np.isfinite(c), c, w.a_s), np.where(np.isfinite(d), d, w.b_s))
+            phases[f"energy_{phase}_j"], phases[f"energy_{phase}_uncertainty_j"] = e, u
+            phases[f"{phase}_short"] = np.where(np.isfinite(e), (d - c) < SHORT_WINDOW_REFRESHES * refresh_s, np.nan)
     elif has_power:
         energy, method, effective, short, refresh_s = split_p.energy, "power_trapezoid", split_p.effective_s, None, np.nan
+        fit_method, uncertainty = None, nan
+        cum = _clipped(power.integral_at, *power.span())
+        for phase, (c, d) in (("prefill", (w.a_s, mid)), ("decode", (mid, w.b_s))):
+            phases[f"energy_{phase}_j"] = split_sub(cum, w.a_s, w.b_s, c, d)[0]
+            phases[f"energy_{phase}_uncertainty_j"], phases[f"{phase}_short"] = nan, nan
     else:
         energy, method, effective, short, refresh_s = nan, "none", nan, None, np.nan
+        fit_method, uncertainty = None, nan
+        for phase in ("prefill", "decode"):
+            phases.update({f"energy_{phase}_j": nan, f"energy_{phase}_uncertainty_j": nan, f"{phase}_short": nan})
     no_data = cov <= 0
     energy = _nan_where(energy, no_data)
     e_power = _nan_where(split_p.energy, no_data) if has_power else nan
     e_counter = _nan_where(split_c.energy, no_data) if use_counter else nan
-    uncertainty = np.abs(e_counter - e_power) if (use_counter and has_power) else nan
+    uncertainty = _nan_where(uncertainty, no_data)
+    phases = {k: _nan_where(np.asarray(x, dtype=np.float64), no_data) for k, x in phases.items()}
+    # achieved sampling rate inside each window (samples − 1 over their span), else over the run
+    ia = np.searchsorted(t_s, w.a_s, side="left")
+    ib = np.searchsorted(t_s, w.b_s, side="right") - 1
+    run_hz = (t_s.size - 1) / (t_s[-1] - t_s[0]) if t_s.size > 1 and t_s[-1] > t_s[0] else np.nan
+    last = max(t_s.size - 1, 0)
+    span = (np.where(ib > ia, t_s[np.clip(ib, 0, last)] - t_s[np.clip(ia, 0, last)], 0.0) if t_s.size
+            else np.zeros(n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hz = np.where(span > 0, (ib - ia) / span, run_hz)
     idle_w = np.nan
-    if idle_until_s is not None and has_power and power.t_s[0] < idle_until_s:
+    if idle_until_s is not None and has_power and raw_power.t_s[0] < idle_until_s:
         # Only samples taken before the first request: no interpolation towards its load.
-        idle_end = float(power.t_s[power.t_s <= idle_until_s][-1])
-        idle_w = float(window_mean(power, [power.t_s[0]], [idle_end])[0])
+        idle_end = float(raw_power.t_s[raw_power.t_s <= idle_until_s][-1])
+        idle_w = float(window_mean(raw_power, [raw_power.t_s[0]], [idle_end])[0])
     return {
         "energy_j": energy,
         "energy_method": np.array([method if not nd else "none" for nd in no_data], dtype=object),
@@ -95,14 +186,17 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
         "energy_uncertainty_j": uncertainty,
         "short_window": np.array([None] * n if short is None else [bool(s) for s in short], dtype=object),
         "counter_refresh_s": np.full(n, refresh_s),
+        "counter_refresh_fit": np.array([fit_method] * n, dtype=object),
+        "sampling_hz": _nan_where(hz, no_data),
+        **phases,
         "coverage": cov,
         "seq_gaps": gaps,
         "samples": inside,
         "idle_w": np.full(n, idle_w),
         "energy_net_j": energy - idle_w * effective if np.isfinite(idle_w) else nan,
         "effective_s": effective,
-        "power_avg_w": window_mean(power, w.a_s, w.b_s),
-        "power_peak_w": window_peak(power, w.a_s, w.b_s),
+        "power_avg_w": window_mean(raw_power, w.a_s, w.b_s),
+        "power_peak_w": window_peak(raw_power, w.a_s, w.b_s),
         "mem_peak_mib": window_peak(Trace.build(t_s, v["mem_used_mib"]), w.a_s, w.b_s),
         "util_avg_pct": window_mean(Trace.build(t_s, v["util_gpu_pct"]), w.a_s, w.b_s),
         "temp_peak_c": window_peak(Trace.build(t_s, v["temp_c"]), w.a_s, w.b_s),
@@ -115,6 +209,43 @@ def rapl_package_zones(zones: list[str]) -> list[str]:
     or separate rails, so with package zones present only those count. Else every zone."""
     top = [z for z in zones if z.lower().startswith(("package", "psys"))]
     return sorted(top) if top else sorted(zones)
+
+
+def server_columns(host: Series, t_s: np.ndarray, w: Window, cpu_tdp_w: float, rapl_j: np.ndarray,
+                   cov: np.ndarray) -> dict[str, np.ndarray]:
+    """The LLM server's own CPU share (tel.host server_cpu_s, its process tree's cumulative CPU time).
+
+    Per window (split between concurrent requests like every energy): the server's CPU seconds,
+    all processes' CPU seconds (∫ cpu_pct/100 × cores), the server's share of them;
+    cpu_energy_j_server = RAPL energy × share when RAPL is recorded, else TDP × server CPU s /
+    cores (the seed's TDP approximation restricted to the server); host_cpu_other_pct = the
+    other processes' CPU, % of all cores."""
+    n = w.a_s.size
+    nan = np.full(n, np.nan)
+    out = {"server_cpu_s": nan, "cpu_server_share": nan, "cpu_energy_j_server": nan, "host_cpu_other_pct": nan,
+           "cpu_server_basis": np.array([None] * n, dtype=object)}
+    v = host.values
+    cores = v.get("cpu_count")
+    server = Trace.build(t_s, v["server_cpu_s"]) if "server_cpu_s" in v else None
+    if server is None or server.n < 2 or cores is None or not np.isfinite(cores).any():
+        return out
+    n_cores = float(np.nanmedian(cores))
+    busy = Trace.build(t_s, v["cpu_pct"] * n_cores / 100.0)  # cores busy
+    lo, hi = server.span()
+    server_s = split_windows(lambda x: server.value_at(np.clip(x, lo, hi)), w.a_s, w.b_s).energy
+    split_all = split_windows(_clipped(busy.integral_at, *busy.span()), w.a_s, w.b_s)
+    all_s = split_all.energy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.clip(np.where(all_s > 0, server_s / all_s, np.nan), 0.0, 1.0)
+        other = 100.0 * np.clip(all_s - server_s, 0.0, None) / (split_all.effective_s * n_cores)
+    use_rapl = np.isfinite(rapl_j)
+    energy = np.where(use_rapl, rapl_j * share, cpu_tdp_w * server_s / n_cores)
+    no = cov <= 0
+    out.update(server_cpu_s=_nan_where(server_s, no), cpu_server_share=_nan_where(share, no),
+               cpu_energy_j_server=_nan_where(energy, no), host_cpu_other_pct=_nan_where(other, no),
+               cpu_server_basis=np.array([None if nd else ("rapl_share" if r else "tdp_share")
+                                          for nd, r in zip(no, use_rapl)], dtype=object))
+    return out
 
 
 def host_columns(host: Series | None, procs: dict[str, Series], rapl: dict[str, Series], origin_ns: int,
@@ -147,6 +278,7 @@ def host_columns(host: Series | None, procs: dict[str, Series], rapl: dict[str, 
         e = split_windows(lambda x, tr=tr, lo=lo, hi=hi: tr.value_at(np.clip(x, lo, hi)), w.a_s, w.b_s).energy
         rapl_total = e if rapl_total is None else rapl_total + e
     out["cpu_energy_j_rapl"] = _nan_where(rapl_total, cov <= 0) if rapl_total is not None else nan
+    out.update(server_columns(host, t_s, w, cpu_tdp_w, out["cpu_energy_j_rapl"], cov))
     for name, ps in sorted(procs.items()):
         pt = seconds(ps, origin_ns)
         out[f"proc_{name}_cpu_avg_pct"] = window_mean(Trace.build(pt, ps.values["cpu_pct"]), w.a_s, w.b_s)

@@ -6,11 +6,13 @@ energy between concurrent requests only needs F at the window edges (see windows
 
 - Power only: F is the trapezoid integral of the piecewise-linear power trace, so window edges
   that fall between samples are interpolated, not dropped.
-- Counter (NVML total-energy, mJ): the counter refreshes every ~20-100 ms. Between two refresh
-  points the counter gives the exact energy of the interval; where the window edge cuts an
-  interval, that interval's counter energy is apportioned by the power samples' shape (by time
-  when there is no power trace). Before the first / after the last refresh point the power
-  integral extends the counter.
+- Counter (NVML total-energy, mJ): the counter refreshes every ~20-100 ms; the refresh instants
+  are fitted to a period (``fit_refreshes``). Between two refresh points the counter gives the
+  exact energy of the interval; where the window edge cuts an interval, that interval's counter
+  energy is apportioned by a power step the counter itself places (``CounterEnergy.steps``), else
+  by the power samples' shape (by time when there is no power trace). Before the first / after
+  the last refresh point the power integral extends the counter. ``edge_uncertainty`` and
+  ``common_uncertainty`` bound the error.
 
 Zero or one sample: F is NaN everywhere except at the single sample (0 J) — callers turn NaN
 into "not available", never into 0 J.
@@ -18,11 +20,26 @@ into "not available", never into 0 J.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
 
 import numpy as np
 
 # If the counter advanced on at least this share of samples it is read on demand (fresh at t_k).
 _FRESH_COUNTER_SHARE = 0.9
+# Refresh fitting: refreshes per fitted segment (the firmware clock drifts against ours by ppm,
+# so one line over an hour would not hold), fewest refreshes a segment needs, and the share of
+# refreshes the fitted line must place inside their observed interval (± the slack) to be trusted.
+FIT_SEGMENT = 400
+FIT_MIN_REFRESHES = 12
+FIT_INSIDE_SHARE = 0.9
+FIT_SLACK_S = 0.0005
+# Counter resolution: NVML's total-energy counter counts whole mJ.
+COUNTER_RESOLUTION_J = 0.001
+# A refresh interval whose mean power lies between its neighbours', with the intervals beyond
+# them this flat relative to the jump, holds a power step: the counter then places the step.
+STEP_FLAT = 0.25
+STEP_MIN_W = 5.0
 
 
 def dedupe_sorted(t_s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +111,8 @@ class Trace:
 
 
 def refresh_points(t_s: np.ndarray, counter_j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Times (s) and values (J) at which a cumulative energy counter was seen to refresh.
+    """Times (s) and values (J) at which a cumulative energy counter was seen to refresh, by the midpoint
+    rule alone (what ``fit_refreshes`` falls back to; the analyzer uses that).
 
     A counter that holds its value for several samples refreshed somewhere between the last
     sample with the old value and the first with the new one: the midpoint is taken (error at
@@ -115,6 +133,119 @@ def refresh_points(t_s: np.ndarray, counter_j: np.ndarray) -> tuple[np.ndarray, 
 
 
 @dataclass(frozen=True)
+class RefreshFit:
+    """Where a held reading (energy counter, held power) refreshed, and how well that is known."""
+
+    r_s: np.ndarray          # refresh instants, s
+    y: np.ndarray            # the new value at each refresh
+    err_s: np.ndarray        # bound on each instant's error, s
+    period_s: float          # refresh period (fitted; else median spacing), NaN when unknown
+    method: str              # periodic_fit | midpoint | periodic_fit+midpoint | fresh | none
+    fitted: np.ndarray | None = None  # per refresh: on a fitted line (its error is common to its neighbours)
+
+
+def _fit_segment(lo: np.ndarray, hi: np.ndarray, n: np.ndarray) -> tuple[float, float, Callable] | None:
+    """Fit refresh k at phi + period·n_k to the intervals (lo_k, hi_k] that must hold it.
+
+    Least squares on the interval midpoints (unbiased when the sampling phase does not lock to
+    the refresh period). Returns (phi, period, err(n)): the error bound at refresh number n is the
+    larger of the fit's standard error (×3) and half the width of the phase interval that every
+    refresh (2 % trimmed) allows (when sampling locks to the refresh phase that width stays as
+    wide as a sample period and the bound says so), plus the slack for reads late after their
+    stamp. None when the line does not put the refreshes inside their intervals."""
+    mid = 0.5 * (lo + hi)
+    A = np.vstack([n, np.ones_like(n)]).T
+    (period, phi), *_ = np.linalg.lstsq(A, mid, rcond=None)
+    pred = phi + period * n
+    inside = (pred >= lo - FIT_SLACK_S) & (pred <= hi + FIT_SLACK_S)
+    if inside.mean() < FIT_INSIDE_SHARE or not period > 0:
+        return None
+    resid = mid - pred
+    s2 = float(resid @ resid) / max(n.size - 2, 1)
+    n_mean = float(n.mean())
+    sxx = max(float((n - n_mean) @ (n - n_mean)), 1e-12)
+    lo_phase = np.quantile(lo - period * n, 0.98)
+    hi_phase = np.quantile(hi - period * n, 0.02)
+    phase_half = max(0.5 * float(hi_phase - lo_phase), 0.0)
+
+    def err(k: np.ndarray) -> np.ndarray:
+        se = np.sqrt(s2 * (1.0 / n.size + (k - n_mean) ** 2 / sxx))
+        return np.maximum(3.0 * se, phase_half) + FIT_SLACK_S
+
+    return float(phi), float(period), err
+
+
+def fit_refreshes(t_s, y) -> RefreshFit:
+    """Refresh instants of a reading that holds its value between refreshes (a counter, held power).
+
+    The firmware refreshes periodically: the period and phase are fitted per segment of the run
+    (``_fit_segment``) on the intervals narrower than 0.6 period, then every change, narrow or not,
+    is placed on the fitted line at the last refresh before it was seen. The line is trusted over a
+    single interval: a read delayed after its stamp (a busy host) makes an interval that misses its
+    refresh, and a sampling gap makes one that spans several refreshes; the line still places them.
+    Where a segment does not fit, the midpoint of each interval is used (error: half its width).
+    A reading that changes on (nearly) every sample is fresh when read: its sample times, error 0.
+    """
+    t_s, v = dedupe_sorted(t_s, y)
+    empty = np.zeros(0)
+    if t_s.size < 2:
+        return RefreshFit(empty, empty, empty, float("nan"), "none")
+    changed = np.flatnonzero(np.diff(v) != 0) + 1
+    if changed.size == 0:
+        return RefreshFit(empty, empty, empty, float("nan"), "none")
+    if changed.size >= _FRESH_COUNTER_SHARE * (t_s.size - 1):
+        return RefreshFit(t_s.copy(), v.copy(), np.zeros(t_s.size), float(np.median(np.diff(t_s))), "fresh",
+                          np.ones(t_s.size, dtype=bool))
+    lo, hi = t_s[changed - 1], t_s[changed]
+    mid = 0.5 * (lo + hi)
+    r, err = mid.copy(), 0.5 * (hi - lo)
+    period = float(np.median(np.diff(mid))) if mid.size > 1 else float("nan")
+    if mid.size < FIT_MIN_REFRESHES or not period > 0:
+        return RefreshFit(r, v[changed], err, period, "midpoint", np.zeros(r.size, dtype=bool))
+    narrow = (hi - lo) <= 0.6 * period
+    idx_n = np.flatnonzero(narrow)
+    # Refresh numbers of the narrow intervals: a step is one period (or several, when unseen).
+    steps = np.maximum(np.rint(np.diff(mid[idx_n]) / period), 1.0)
+    n_narrow = np.concatenate([[0.0], np.cumsum(steps)])
+    on_line = np.zeros(mid.size, dtype=bool)
+    fitted, periods = 0, []
+    segments = 0
+    for start in range(0, mid.size, FIT_SEGMENT):
+        sl = slice(start, min(start + FIT_SEGMENT, mid.size))
+        if mid.size - start < FIT_MIN_REFRESHES and start > 0:
+            continue  # a short tail: placed by the previous segment's line below
+        segments += 1
+        stop = mid.size if mid.size - sl.stop < FIT_MIN_REFRESHES else sl.stop
+        sl = slice(start, stop)
+        sel = (idx_n >= sl.start) & (idx_n < sl.stop)
+        got = None
+        if sel.sum() >= FIT_MIN_REFRESHES:
+            k = idx_n[sel]
+            n0 = n_narrow[sel][0]
+            got = _fit_segment(lo[k], hi[k], n_narrow[sel] - n0)
+        if got is None:
+            continue
+        phi, p, err_fn = got
+        # a wide interval (a sampling gap) holds several refreshes: its change is the last one
+        # before it was seen; a narrow one keeps its number (a read late after its stamp)
+        n_here = np.floor((hi[sl] + FIT_SLACK_S - phi) / p)
+        n_here[narrow[sl]] = n_narrow[sel] - n0
+        r[sl], err[sl] = phi + p * n_here, err_fn(n_here)
+        on_line[sl] = True
+        fitted += 1
+        periods.append(p)
+    method = "periodic_fit" if fitted >= segments else "midpoint" if fitted == 0 else "periodic_fit+midpoint"
+    if periods:
+        period = float(np.median(periods))
+    values = v[changed]
+    order = np.argsort(r, kind="stable")  # a line and midpoints meet at segment joins: keep time order
+    r, values, err, on_line = r[order], values[order], err[order], on_line[order]
+    # two changes placed on one refresh (a stamp far off): keep the later reading
+    keep = np.concatenate([r[1:] > r[:-1], [True]])
+    return RefreshFit(r[keep], values[keep], err[keep], period, method, on_line[keep])
+
+
+@dataclass(frozen=True)
 class CounterEnergy:
     """Cumulative energy from a refreshing counter, with a power trace for shape and edges."""
 
@@ -122,10 +253,62 @@ class CounterEnergy:
     e_j: np.ndarray          # counter at those times, J
     power: Trace | None      # instant power (W), or None when the GPU reports none
     span: tuple[float, float]  # sample span: no extrapolation beyond it
+    err_s: np.ndarray | None = None   # bound on each refresh instant's error, s
+    period_s: float = float("nan")    # refresh period, s
+    method: str = "midpoint"          # how the refreshes were located (RefreshFit.method)
+    fitted: np.ndarray | None = None  # RefreshFit.fitted
 
     @property
     def usable(self) -> bool:
         return self.r_s.size >= 2 and bool(np.all(np.diff(self.e_j) >= 0))
+
+    @cached_property
+    def mean_w(self) -> np.ndarray:
+        """Mean power of each refresh interval from the counter alone, W."""
+        length = np.diff(self.r_s)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.diff(self.e_j) / length
+
+    @cached_property
+    def steps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per refresh interval: (step instant s, level before, level after); s NaN where none.
+
+        A step between two flat levels (the neighbours' mean powers) is placed where the interval's
+        exact counter energy puts it: level_before·(s − r0) + level_after·(r1 − s) = ΔE. The power
+        reading cannot do this as well: it is held, sampled, or averaged over a second."""
+        m = self.mean_w
+        n = m.size
+        s = np.full(n, np.nan)
+        if n < 5:
+            return s, s.copy(), s.copy()
+        left, right = np.full(n, np.nan), np.full(n, np.nan)
+        # each level extrapolated from its two intervals to this one (a slope before a drop)
+        left[2:-2] = 2 * m[1:-3] - m[:-4]
+        right[2:-2] = 2 * m[3:-1] - m[4:]
+        jump = right - left
+        flat_l = np.full(n, np.inf)
+        flat_r = np.full(n, np.inf)
+        flat_l[2:-2] = np.abs(m[:-4] - m[1:-3])
+        flat_r[2:-2] = np.abs(m[4:] - m[3:-1])
+        lo_lvl, hi_lvl = np.fmin(left, right), np.fmax(left, right)
+        tol = STEP_FLAT * np.abs(jump)
+        is_step = ((np.abs(jump) > STEP_MIN_W) & (flat_l <= tol) & (flat_r <= tol)
+                   & (m >= lo_lvl - tol) & (m <= hi_lvl + tol))
+        r0, r1 = self.r_s[:-1], self.r_s[1:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            at = r0 + (np.diff(self.e_j) - right * (r1 - r0)) / (left - right)
+        s = np.where(is_step, np.clip(at, r0, r1), np.nan)
+        return s, left, right
+
+    @cached_property
+    def next_to_step(self) -> np.ndarray:
+        """Intervals beside a placed step (not steps themselves): flat levels, apportioned by time,
+        since a held or averaged power reading still shows the step's smear there."""
+        step = np.isfinite(self.steps[0])
+        near = np.zeros(step.size, dtype=bool)
+        near[1:] |= step[:-1]
+        near[:-1] |= step[1:]
+        return near & ~step
 
     def cumulative_at(self, x) -> np.ndarray:
         """F(x) in J relative to the first refresh point; NaN outside the sample span."""
@@ -143,6 +326,18 @@ class CounterEnergy:
             frac = np.where(np.isfinite(frac_p) & (denom > 0), frac_p, frac_t)
         else:
             frac = frac_t
+        if has_power:
+            frac = np.where(self.next_to_step[j], frac_t, frac)
+        st, lv0, lv1 = self.steps
+        s_j, a_j, b_j = st[j], lv0[j], lv1[j]
+        step_here = np.isfinite(s_j)
+        if step_here.any():
+            xc = np.clip(x, r0, r1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                g = a_j * (np.minimum(xc, s_j) - r0) + b_j * np.maximum(xc - s_j, 0.0)
+                g1 = a_j * (s_j - r0) + b_j * (r1 - s_j)
+                frac_s = g / g1
+            frac = np.where(step_here & np.isfinite(frac_s) & (g1 > 0), frac_s, frac)
         inside = e0 + (e1 - e0) * frac
         # Outside [r_first, r_last]: extend with power, else with the neighbouring interval's mean power.
         if has_power:
@@ -161,6 +356,109 @@ class CounterEnergy:
 def counter_energy(t_s, energy_mj, power: Trace | None) -> CounterEnergy:
     """Build the counter-based cumulative energy from raw (t_s, energy_mj) samples."""
     t_d, e_d = dedupe_sorted(t_s, energy_mj)
-    r, e = refresh_points(t_d, e_d / 1000.0)
+    fit = fit_refreshes(t_d, e_d / 1000.0)
     span = (float(t_d[0]), float(t_d[-1])) if t_d.size else (float("nan"), float("nan"))
-    return CounterEnergy(r, e, power, span)
+    return CounterEnergy(fit.r_s, fit.y, power, span, fit.err_s, fit.period_s, fit.method, fit.fitted)
+
+
+def _per_interval(t: np.ndarray, y: np.ndarray, r: np.ndarray, ufunc) -> np.ndarray:
+    """ufunc-reduce of y over the samples in each interval [r_k, r_k+1) (the last runs to the end);
+    NaN where an interval holds none. Callers widen it to the neighbours with ``_around``."""
+    b = np.searchsorted(t, r, side="left")
+    start, stop = b[:-1], b[1:]
+    has = stop > start
+    if not has.any():
+        return np.full(start.size, np.nan)
+    return np.where(has, ufunc.reduceat(y, np.minimum(start, t.size - 1)), np.nan)
+
+
+def _around(v: np.ndarray, ufunc) -> np.ndarray:
+    """ufunc (np.fmax / np.fmin) over each element and its two neighbours."""
+    pad = np.concatenate([[v[0]], v, [v[-1]]])
+    return ufunc(ufunc(pad[:-2], pad[1:-1]), pad[2:])
+
+
+def edge_uncertainty(ce: CounterEnergy, x, delay_s: float, sample_t_s: np.ndarray | None = None,
+                     noise_w: float = 0.0, spacing_s: float | None = None) -> np.ndarray:
+    """Bound on the error of ``ce.cumulative_at(x)`` (J) at each instant x.
+
+    Within a refresh interval the counter's energy is exact; what is uncertain is how much of it
+    falls before x. Per interval (J):
+
+    - refresh-time error bound × the power change next to the interval (counter mean powers,
+      exact): a refresh placed δ off shifts F by δ × P, which cancels between a window's edges
+      except for the power change (``common_uncertainty`` adds the change between the edges);
+      a refresh located by a midpoint, independently of its neighbours, adds δ × P itself;
+    - shape, where the counter placed a step (``CounterEnergy.steps``): the step instant moves
+      by δ × (level before + level after) / jump (δ × jump / jump for refreshes on one fitted
+      line, whose errors move together), so δ × (level before + level after) joules (δ × jump);
+      plus the levels' curvature × the interval;
+    - shape elsewhere: the shape reading's delay (``delay_s``: hold, sample spacing, widened by
+      sample gaps; at most half the interval) × the power change / 2, plus the power's departure
+      from a straight line (largest second difference of the counter means around the interval,
+      steps placed by the counter left out) × interval / 40 × min(1, (``spacing_s`` / interval)²):
+      a shape read every ``spacing_s`` follows curvature down to its spacing (the counter's own
+      mean line: spacing = interval);
+    - the shape reading's noise (``noise_w``, W) × √(delay + spacing) × interval / 2);
+    - the counter's 1 mJ resolution.
+
+    Steady or linearly changing power: every term but noise and resolution is near zero, as is
+    the error. A bound, not a standard deviation: the bench checks the error falls inside it.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    r = ce.r_s
+    if r.size < 2:
+        return np.full(x.shape, np.nan)
+    length = np.diff(r)
+    m = ce.mean_w
+    n = m.size
+    pad = np.concatenate([[m[0]], m, [m[-1]]])
+    d1 = np.fmax(np.abs(pad[1:-1] - pad[:-2]), np.abs(pad[2:] - pad[1:-1]))
+    d2 = np.zeros(n)
+    if n >= 3:
+        d2[1:-1] = np.abs(m[2:] - 2 * m[1:-1] + m[:-2])
+    st, lv0, lv1 = ce.steps
+    step = np.isfinite(st)
+    explained = step | ce.next_to_step
+    near = np.zeros(n, dtype=bool)
+    near[1:] |= step[:-1]
+    near[:-1] |= step[1:]
+    # curvature a placed step does not explain; around a step: its levels' curvature (±3 intervals)
+    d2_rest = np.where(step | near, 0.0, d2)
+    curv = _around(d2_rest, np.fmax)
+    side_all = _around(curv, np.fmax)
+    err = ce.err_s if ce.err_s is not None else np.zeros(r.size)
+    t_err = np.maximum(err[:-1], err[1:])
+    tau = np.minimum(delay_s, 0.5 * length)
+    if sample_t_s is not None and sample_t_s.size > 1:
+        # a sample gap in or next to the interval: the shape is unknown across it
+        gaps = np.concatenate([[0.0], np.diff(sample_t_s)])  # gaps[i]: spacing before sample i
+        big = _around(_per_interval(sample_t_s, gaps, r, np.maximum), np.fmax)
+        tau = np.maximum(tau, np.minimum(0.5 * np.nan_to_num(big, nan=0.0), 0.5 * length))
+    fitted = ce.fitted if ce.fitted is not None else np.zeros(r.size, dtype=bool)
+    together = fitted[:-1] & fitted[1:]
+    with np.errstate(invalid="ignore"):
+        levels = np.where(together, np.abs(lv1 - lv0), np.abs(lv0) + np.abs(lv1))
+        step_term = t_err * levels + side_all * length
+    spacing = length if spacing_s is None else np.minimum(spacing_s, length)
+    curv_len = length / 40 * np.minimum(1.0, (spacing / length) ** 2)
+    shape = np.where(step, step_term, np.where(explained, side_all * length, d1 * tau / 2 + curv * curv_len))
+    noise = 0.0 if not noise_w else noise_w * np.sqrt(np.maximum(delay_s, 0.005) * length / 2)
+    noise = np.where(step | explained, 0.0, noise)
+    indep = np.where(together, 0.0, t_err * np.abs(m))
+    per_interval = np.nan_to_num(d1 * t_err + shape + noise + indep, nan=0.0) + COUNTER_RESOLUTION_J
+    k = np.clip(np.searchsorted(r, x, side="right") - 1, 0, n - 1)
+    return per_interval[k]
+
+
+def common_uncertainty(ce: CounterEnergy, a, b) -> np.ndarray:
+    """The part of the refresh-time error shared by a window's two edges (J): a typical refresh
+    error bound × the change of the counter's mean power between the intervals holding a and b."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    r = ce.r_s
+    if r.size < 2 or ce.err_s is None:
+        return np.full(np.broadcast(a, b).shape, np.nan)
+    m = ce.mean_w
+    ka = np.clip(np.searchsorted(r, a, side="right") - 1, 0, m.size - 1)
+    kb = np.clip(np.searchsorted(r, b, side="right") - 1, 0, m.size - 1)
+    return float(np.median(ce.err_s)) * np.abs(m[kb] - m[ka])

@@ -11,7 +11,7 @@ from analyzer import energy as E
 from analyzer import tables
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
 from analyzer.stream import BatchData, Request, Series
-from analyzer.throughput import cold_start, iso_utc, throughput, timing
+from analyzer.throughput import cold_start, iso_utc, throughput, timing, token_latency
 from analyzer.windows import split_windows
 from shared import messages as M
 from shared.logs import get_logger
@@ -29,11 +29,18 @@ MAIN_COLUMNS = SEED_COLUMNS + (
     "gpu_energy_power_j", "gpu_energy_uncertainty_j", "gpu_energy_uncertainty_pct", "gpu_short_window",
     "gpu_coverage", "gpu_seq_gaps", "gpu_samples", "gpu_idle_w", "gpu_energy_net_j", "gpu_power_avg_w", "gpu_power_peak_w",
     "gpu_temp_peak_c", "gpu_sm_clock_avg_mhz", "j_per_token", "tokens_per_j",
+    "gpu_energy_prefill_j", "gpu_energy_prefill_uncertainty_j", "gpu_prefill_short",
+    "gpu_energy_decode_j", "gpu_energy_decode_uncertainty_j", "gpu_decode_short",
+    "j_per_prompt_token", "j_per_output_token",
+    "gpu_sampling_hz", "gpu_counter_refresh_ms", "gpu_counter_refresh_fit",
     "cpu_util_avg", "cpu_tdp_w", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_energy_j", "cpu_energy_basis",
     "cpu_coverage", "host_mem_peak_mib", "total_energy_j", "energy_basis",
+    "cpu_energy_j_server", "cpu_server_basis", "cpu_server_share", "server_cpu_s", "host_cpu_other_pct",
+    "ttft_ms", "tpot_ms", "e2el_ms", "itl_ms_mean", "itl_ms_max",
 ) + QUALITY_COLUMNS + ("quality_per_j", "j_per_quality", "quality_error", "quality_per_kj", "prompt_cached_tokens")
 PER_GPU = ("energy_j", "energy_method", "energy_uncertainty_j", "coverage", "seq_gaps", "mem_peak_mib",
-           "util_avg_pct", "temp_peak_c", "sm_clock_avg_mhz", "power_avg_w")
+           "util_avg_pct", "temp_peak_c", "sm_clock_avg_mhz", "power_avg_w",
+           "energy_prefill_j", "energy_decode_j", "counter_refresh_fit")
 
 
 @dataclass
@@ -44,6 +51,7 @@ class Options:
     quality_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = False
     assess: Callable | None = None      # injected scorer (tests); None = analyzer.quality.assess
+    metric_percentiles: tuple[float, ...] = tables.DEFAULT_PERCENTILES  # stats.csv pXX columns
 
 
 @dataclass
@@ -63,6 +71,7 @@ class Analysis:
     batch_id: str | None
     batch_end: M.BatchEnd | None = None  # the collector's tally (skipped requests) for the report
     quality_ran: bool = True                  # False with --no-quality: the report says so once
+    stats_columns: tuple[str, ...] = tables.STATS_COLUMNS
 
 
 def _sum_available(values: list) -> float | None:
@@ -103,7 +112,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                    np.array([(r.end.t - origin) / 1e9 for r in done]))
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
     idle_until = (min(r.start.t for r in reqs) - origin) / 1e9 if (opts.idle_baseline and reqs) else None
-    per_gpu = {g.key: E.gpu_columns(g, origin, batch.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), win, idle_until)
+    mid = np.array([_first_chunk_s(r, origin) for r in done])
+    per_gpu = {g.key: E.gpu_columns(g, origin, batch.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), win, idle_until,
+                                    mid)
                for g in batch.gpus}
     if opts.idle_baseline and batch.gpus and any(not np.isfinite(c["idle_w"]).any() for c in per_gpu.values()):
         problems.append("idle baseline: no GPU power samples before the first request; net energy left empty")
@@ -112,8 +123,10 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     idx = {r.rid: i for i, r in enumerate(done)}
     cases = batch.batch_start.cases if batch.batch_start else None
     rows = []
+    itl: dict[str, list[float]] = {}
     for r in reqs:
         row = _row(r, idx.get(r.rid), per_gpu, host, batch, opts, simulated)
+        itl[r.rid] = row.pop("_itl_ms", [])
         if r.rid in idx:
             row["effective_window_s"] = float(conc.energy[idx[r.rid]])
             row["concurrency_max"] = int(conc.max_active[idx[r.rid]])
@@ -167,12 +180,19 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     if unsafe:
         problems.append(f"code tests of {unsafe} request(s) ran WITHOUT a sandbox (unsafe opt-in): model-written "
                         "code could read your files and use the network")
+    busy = [row["rid"] for row in results if (finite(row.get("host_cpu_other_pct")) or 0.0) > E.CONTENTION_OTHER_PCT]
+    if busy:
+        problems.append(f"CPU contention: in {len(busy)} request(s) other processes used more than "
+                        f"{E.CONTENTION_OTHER_PCT:g} % of the CPU (host_cpu_other_pct); their cpu_energy_j_approx and "
+                        "timings include that load, cpu_energy_j_server does not: " + ", ".join(busy[:10]))
     incomplete = [row["rid"] for row in rows if row["status"] == "incomplete"]
     if incomplete:
         problems.append(f"{len(incomplete)} request(s) started but never ended (listed as incomplete): "
                         + ", ".join(incomplete[:10]))
     request_json = {r.rid: _request_json(r, row, idx.get(r.rid), win, batch, quality.get(r.rid), simulated)
                     for r, row in zip(reqs, rows)}
+    for rid, obj in request_json.items():
+        obj["itl_ms"] = itl.get(rid) or None
     gpu_samples, host_samples = _samples(batch)
     timelines = [{"key": g.key, "t_s": ((g.t_ns - origin) / 1e9), "power_w": g.values["power_mw"] / 1000.0,
                   "simulated": g.simulated, "name": g.meta.get("name")} for g in batch.gpus]
@@ -184,9 +204,21 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                for r, i in ((r, idx[r.rid]) for r in done)]
     problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None
-    return Analysis(columns, results, warmups, tables.stats(results, simulated), tables.pareto(results, simulated),
+    pct = tuple(opts.metric_percentiles)
+    return Analysis(columns, results, warmups, tables.stats(results, simulated, pct, {"itl_ms": itl}),
+                    tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
-                    str(batch_id) if batch_id is not None else None, batch.batch_end, opts.quality)
+                    str(batch_id) if batch_id is not None else None, batch.batch_end, opts.quality,
+                    tables.stats_columns(pct))
+
+
+def _first_chunk_s(r: Request, origin: int) -> float:
+    """The prefill/decode boundary, s from the origin: the first streamed chunk (else the first
+    token of any kind); NaN when nothing was streamed."""
+    tm = timing(r.start, r.end, r.first_tokens)
+    firsts = [v for v in (tm.get("first_chunk_s"), tm.get("first_token_s"), tm.get("first_thinking_s"))
+              if v is not None]
+    return (r.start.t - origin) / 1e9 + min(firsts) if firsts else float("nan")
 
 
 def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData, opts: Options, simulated: bool) -> dict:
@@ -211,6 +243,8 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
         row.update(throughput(e, tm.get("latency_s"), tm.get("first_token_s"), tm.get("first_chunk_s")))
         row["served_model"] = e.served_model
         row["prompt_cache"] = (s.params or {}).get("cache_prompt")
+        lat, row["_itl_ms"] = token_latency(s, e, tm, row.get("output_tokens"))
+        row.update(lat)
     if i is None:
         return row
     row["window_s"] = (e.t - s.t) / 1e9
@@ -226,6 +260,17 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
             row["gpu_energy_uncertainty_pct"] = 100.0 * row["gpu_energy_uncertainty_j"] / row["gpu_energy_j"]
         shorts = [x["short_window"] for x in g if x["short_window"] is not None]
         row["gpu_short_window"] = any(shorts) if shorts else None
+        for phase in ("prefill", "decode"):
+            row[f"gpu_energy_{phase}_j"] = _sum_available([x[f"energy_{phase}_j"] for x in g])
+            row[f"gpu_energy_{phase}_uncertainty_j"] = _sum_available([x[f"energy_{phase}_uncertainty_j"] for x in g])
+            flags = [x[f"{phase}_short"] for x in g if x[f"{phase}_short"] is not None]
+            row[f"gpu_{phase}_short"] = bool(any(flags)) if flags else None
+        hz = [x["sampling_hz"] for x in g if x["sampling_hz"] is not None]
+        row["gpu_sampling_hz"] = min(hz) if hz else None
+        refresh = [x["counter_refresh_s"] for x in g if x["counter_refresh_s"] is not None]
+        row["gpu_counter_refresh_ms"] = 1000.0 * max(refresh) if refresh else None
+        fits = sorted({x["counter_refresh_fit"] for x in g if x["counter_refresh_fit"]})
+        row["gpu_counter_refresh_fit"] = ",".join(fits) or None
         row["gpu_coverage"] = min(x["coverage"] for x in g)
         row["gpu_seq_gaps"] = int(sum(x["seq_gaps"] for x in g))
         row["gpu_samples"] = int(sum(x["samples"] for x in g))
@@ -247,7 +292,8 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
                     row[f"{name}_{c}"] = x[c]
     h = {k: _clean(v[i]) for k, v in host.items()}
     row.update({k: h.get(k) for k in ("cpu_util_avg", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_coverage",
-                                      "host_mem_peak_mib")})
+                                      "host_mem_peak_mib", "cpu_energy_j_server", "cpu_server_basis",
+                                      "cpu_server_share", "server_cpu_s", "host_cpu_other_pct")})
     for k in sorted(h):
         if k.startswith("proc_"):
             row[k] = h[k]
@@ -263,6 +309,11 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     tokens, ej = row.get("output_tokens"), row.get("gpu_energy_j")
     if tokens and ej:
         row["j_per_token"], row["tokens_per_j"] = ej / tokens, tokens / ej
+    prompt, e_pre, e_dec = row.get("prompt_tokens"), row.get("gpu_energy_prefill_j"), row.get("gpu_energy_decode_j")
+    if prompt and e_pre is not None:
+        row["j_per_prompt_token"] = e_pre / prompt
+    if tokens and e_dec is not None:
+        row["j_per_output_token"] = e_dec / tokens
     return row
 
 

@@ -21,11 +21,14 @@ STAT_METRICS = ("latency_s", "first_token_s", "first_thinking_s", "first_chunk_s
                 "gpu_power_avg_w", "gpu_sm_clock_avg_mhz", "gpu_coverage", "cpu_util_avg", "cpu_energy_j_approx",
                 "cpu_energy_j_rapl", "cpu_energy_j", "host_mem_peak_mib", "total_energy_j", "quality_score",
                 "bartscore", "bartscore_f", "distinct_2", "quality_per_j", "j_per_quality", "chrf", "rouge_l",
-                "quality_per_kj")
+                "quality_per_kj", "ttft_ms", "tpot_ms", "e2el_ms", "gpu_energy_prefill_j", "gpu_energy_decode_j",
+                "j_per_prompt_token", "j_per_output_token", "cpu_energy_j_server", "host_cpu_other_pct")
 # Metrics whose value depends on what quality_score was computed from: their stats are per quality_basis.
 BASIS_METRICS = ("quality_score", "quality_per_j", "j_per_quality", "quality_per_kj")
+# Percentiles reported beside the median, as vLLM's --metric-percentiles (changed with the analyzer's flag).
+DEFAULT_PERCENTILES = (90.0, 99.0)
 STATS_COLUMNS = ("model", "task", "load", "metric", "n", "n_failed", "mean", "variance", "std", "ci95_low",
-                 "ci95_high", "gpu_simulated", "quality_basis", "ci95_note")
+                 "ci95_high", "gpu_simulated", "quality_basis", "ci95_note", "median", "p90", "p99")
 # pareto.csv: group_* are ratios of the group's means (mean quality / mean energy); quality_per_kj_mean is
 # the mean of the per-request ratios (results.csv quality_per_kj). The two differ; they never share a name.
 PARETO_COLUMNS = ("task", "model", "n", "total_energy_j_mean", "quality_score_mean", "group_quality_per_j",
@@ -36,7 +39,7 @@ MIN_N_FOR_CI = 3  # below this a 95 % interval of a mean says nothing useful: ci
 # The range a metric's values (so its mean) can take; intervals are clipped to it. Default: [0, ∞).
 _RANGE: dict[str, tuple[float | None, float | None]] = {
     "quality_score": (0.0, 1.0), "gpu_coverage": (0.0, 1.0), "distinct_2": (0.0, 1.0), "rouge_l": (0.0, 1.0),
-    "chrf": (0.0, 100.0), "gpu_util_avg": (0.0, 100.0), "cpu_util_avg": (0.0, 100.0),
+    "chrf": (0.0, 100.0), "gpu_util_avg": (0.0, 100.0), "cpu_util_avg": (0.0, 100.0), "host_cpu_other_pct": (0.0, 100.0),
     "bartscore": (None, 0.0), "bartscore_f": (None, 0.0), "gpu_energy_net_j": (None, None),
 }
 
@@ -78,6 +81,35 @@ def describe(values: list[float], lo: float | None = None, hi: float | None = No
     return out
 
 
+def pct_name(q: float) -> str:
+    """Column name of a percentile: 90 → p90, 99.9 → p99.9."""
+    return f"p{q:g}"
+
+
+def stats_columns(percentiles=DEFAULT_PERCENTILES) -> tuple[str, ...]:
+    """stats.csv columns for the chosen percentiles (the default gives STATS_COLUMNS)."""
+    return STATS_COLUMNS[:STATS_COLUMNS.index("median") + 1] + tuple(pct_name(q) for q in percentiles)
+
+
+def percentiles_of(values: list[float], percentiles=DEFAULT_PERCENTILES) -> dict[str, Any]:
+    """median and each pXX, linearly interpolated between order statistics (numpy's default, as vLLM)."""
+    out: dict[str, Any] = {"median": None, **{pct_name(q): None for q in percentiles}}
+    if not values:
+        return out
+    v = sorted(values)
+
+    def at(q: float) -> float:
+        pos = (len(v) - 1) * q / 100.0
+        lo = math.floor(pos)
+        hi = min(lo + 1, len(v) - 1)
+        return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+    out["median"] = at(50.0)
+    for q in percentiles:
+        out[pct_name(q)] = at(q)
+    return out
+
+
 def _key(row) -> tuple:
     return tuple("" if row.get(k) is None else str(row.get(k)) for k in ("model", "task", "load"))
 
@@ -86,10 +118,12 @@ def _basis(row) -> str:
     return str(row.get("quality_basis") or "")
 
 
-def stats(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]]:
+def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PERCENTILES,
+          pooled: dict[str, dict[str, list[float]]] | None = None) -> list[dict[str, Any]]:
     """One row per model × task × load × metric over successful requests; failures counted in n_failed.
 
-    Quality metrics (BASIS_METRICS) get one row per quality_basis, so two bases are never averaged."""
+    Quality metrics (BASIS_METRICS) get one row per quality_basis, so two bases are never averaged.
+    ``pooled``: {metric: {rid: values}}: every value of the group's requests in one sample (ITL)."""
     groups: dict[tuple, list[dict]] = {}
     for row in results:
         groups.setdefault(_key(row), []).append(row)
@@ -107,7 +141,12 @@ def stats(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]
                 if not vals:
                     continue
                 out.append({**base, "metric": metric, "quality_basis": basis or None,
-                            **describe(vals, *metric_range(metric))})
+                            **describe(vals, *metric_range(metric)), **percentiles_of(vals, percentiles)})
+        for metric, by_rid in (pooled or {}).items():
+            vals = [v for r in good for v in (finite(x) for x in by_rid.get(r.get("rid"), [])) if v is not None]
+            if vals:
+                out.append({**base, "metric": metric, **describe(vals, *metric_range(metric)),
+                            **percentiles_of(vals, percentiles)})
         # The group's ratio of means: mean quality over mean energy (robust to one tiny-energy request).
         for basis in sorted({_basis(r) for r in good}):
             members = [r for r in good if _basis(r) == basis]

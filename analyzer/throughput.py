@@ -90,3 +90,35 @@ def throughput(end: ReqEnd | None, latency_s: float | None, first_token_s: float
 def cold_start(end: ReqEnd | None) -> bool | None:
     """The collector's verdict (client.cold, from load_duration); None when it gave none."""
     return end.client.cold if end is not None and end.client is not None else None
+
+
+def token_latency(start: ReqStart, end: ReqEnd | None, tm: dict[str, Any],
+                  output_tokens: int | None) -> tuple[dict[str, Any], list[float]]:
+    """TTFT, TPOT, E2EL (ms) and the inter-token latencies, as vLLM's ``bench serve`` and AIPerf define them.
+
+    ttft_ms: request start → first token (answer or thinking; else the first chunk).
+    e2el_ms: request start → end of the stream (latency_s).
+    tpot_ms: (E2EL − TTFT) / (output tokens − 1); needs at least 2 output tokens.
+    ITL: every gap between consecutive chunk arrivals (client.chunk_t_ns) from the first token's
+    chunk on; returned as a list (pooled per group in stats.csv) with its mean and max per request.
+    """
+    out: dict[str, Any] = {"ttft_ms": None, "tpot_ms": None, "e2el_ms": None, "itl_ms_mean": None,
+                           "itl_ms_max": None}
+    if end is None:
+        return out, []
+    firsts = [v for v in (tm.get("first_token_s"), tm.get("first_thinking_s")) if v is not None]
+    ttft_s = min(firsts) if firsts else tm.get("first_chunk_s")
+    lat = tm.get("latency_s")
+    out["ttft_ms"] = ttft_s * 1000.0 if ttft_s is not None else None
+    out["e2el_ms"] = lat * 1000.0 if lat is not None else None
+    if ttft_s is not None and lat is not None and output_tokens is not None and output_tokens >= 2 and lat >= ttft_s:
+        out["tpot_ms"] = (lat - ttft_s) * 1000.0 / (output_tokens - 1)
+    chunks = sorted(int(c) for c in ((end.client.chunk_t_ns if end.client else None) or []))
+    if ttft_s is not None:
+        # 1 µs slack: ttft_s went through a float division of the same ns stamps.
+        first_ns = start.t + round(ttft_s * 1e9) - 1000
+        chunks = [c for c in chunks if c >= first_ns]
+    itl = [(b - a) / 1e6 for a, b in zip(chunks, chunks[1:])]
+    if itl:
+        out["itl_ms_mean"], out["itl_ms_max"] = sum(itl) / len(itl), max(itl)
+    return out, itl

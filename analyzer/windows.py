@@ -166,3 +166,46 @@ def window_peak(trace: Trace, a_s, b_s) -> np.ndarray:
         if vals:
             out[i] = max(vals)
     return out
+
+
+def split_sub(cumulative: Callable[[np.ndarray], np.ndarray], a_s, b_s, c_s, d_s,
+              point_uncertainty: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Shares of ``cumulative``'s increase over sub-windows [c, d] of the windows [a, b] (a phase of a
+    request), by the rule of ``split_windows``: each elementary interval is shared equally among the
+    *windows* [a, b] active in it, so a request's phases add up to its window share. NaN c/d → NaN.
+
+    ``point_uncertainty(x)``: a bound on the error of F at x; propagated linearly through the
+    split (a sub-window's edge counts 1/n of it, a breakpoint inside it |1/n_before − 1/n_after|).
+    Returns (energy, uncertainty); the uncertainty is NaN without ``point_uncertainty``.
+    """
+    a_s, b_s = np.asarray(a_s, dtype=np.float64), np.asarray(b_s, dtype=np.float64)
+    c_s, d_s = np.asarray(c_s, dtype=np.float64), np.asarray(d_s, dtype=np.float64)
+    nan = np.full(a_s.size, np.nan)
+    if a_s.size == 0:
+        return nan, nan
+    ok = np.isfinite(c_s) & np.isfinite(d_s) & (d_s >= c_s)
+    u = np.unique(np.concatenate([a_s, b_s, c_s[ok], d_s[ok]]))
+    delta = np.zeros(u.size + 1, dtype=np.int64)
+    np.add.at(delta, np.searchsorted(u, a_s), 1)
+    np.add.at(delta, np.searchsorted(u, b_s), -1)
+    n = np.cumsum(delta)[: u.size - 1]
+    inv = np.where(n > 0, 1.0 / np.maximum(n, 1), 0.0)
+    seg = np.diff(cumulative(u))
+    share = np.where(np.isfinite(seg), seg, 0.0) * inv
+    prefix = np.concatenate([[0.0], np.cumsum(share)])
+    ic = np.searchsorted(u, np.where(ok, c_s, u[0]))
+    id_ = np.searchsorted(u, np.where(ok, d_s, u[0]))
+    energy = np.where(ok, prefix[id_] - prefix[ic], np.nan)
+    if point_uncertainty is None:
+        return energy, nan
+    pu = np.nan_to_num(np.abs(np.asarray(point_uncertainty(u), dtype=np.float64)), nan=0.0)
+    # Weight of each interior breakpoint k (between segments k-1 and k).
+    w = np.zeros(u.size)
+    if u.size > 2:
+        w[1:-1] = np.abs(inv[:-1] - inv[1:])
+    pw = np.concatenate([[0.0], np.cumsum(w * pu)])
+    inner = np.where(id_ > ic + 1, pw[np.maximum(id_, ic + 1)] - pw[np.minimum(ic + 1, id_)], 0.0)
+    seg_first = inv[np.clip(ic, 0, max(inv.size - 1, 0))] if inv.size else np.zeros(ic.size)
+    seg_last = inv[np.clip(id_ - 1, 0, max(inv.size - 1, 0))] if inv.size else np.zeros(ic.size)
+    unc = np.where(id_ > ic, pu[ic] * seg_first + pu[id_] * seg_last + inner, 0.0)
+    return energy, np.where(ok, unc, np.nan)

@@ -265,9 +265,15 @@ class TelHost(Body):
                                                "e.g. `intel-rapl:0/package-0`")
     procs: dict[str, dict] | None = _k("{watched name: {pid (lowest), pids, cpu_pct, rss_mib}} summed over the "
                                        "running processes of that name")
+    cpu_count: int | None = _k("logical CPUs of the host (cpu_pct is a share of all of them)")
+    server_port: int | None = _k("TCP port of the LLM server the daemon watches (`--server-port`)")
+    server_pids: list[int] | None = _k("the process listening on server_port and its children (e.g. Ollama's "
+                                       "runners)")
+    server_cpu_s: float | None = _k("user + system CPU time of those processes, s, cumulative (processes that "
+                                    "exited keep their last figure)")
 
 
-HOST_SERIES = ("cpu_pct", "mem_used_mib", "mem_total_mib", "swap_used_mib")
+HOST_SERIES = ("cpu_pct", "mem_used_mib", "mem_total_mib", "swap_used_mib", "cpu_count", "server_cpu_s")
 
 
 @dataclass(kw_only=True)

@@ -19,7 +19,7 @@ from shared.cli import add_curve_args, add_log_args, curve_keys, stop_on_signals
 from telemetry.daemon import Daemon, DaemonConfig
 from telemetry.gpu.base import GPUError
 from telemetry.gpu.factory import open_gpus
-from telemetry.host import DEFAULT_WATCH, HostReader
+from telemetry.host import DEFAULT_SERVER_PORT, DEFAULT_WATCH, HostReader
 from telemetry.rapl import DEFAULT_ROOT
 
 log = get_logger("telemetry")
@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "nvml: fail if NVML is unavailable; sim: simulated GPU(s); none: host only")
     ap.add_argument("--sim-gpus", type=int, default=1, metavar="N", help="number of simulated GPUs with --gpu sim")
     ap.add_argument("--gpu-hz", type=float, default=100.0, help="GPU power/energy sampling rate (default 100)")
+    ap.add_argument("--no-dither", action="store_true",
+                    help="GPU ticks on a fixed grid (default: each tick moved by a spread fraction of a period so "
+                         "the sampling never locks to the energy counter's refresh; the analyzer fits the refresh)")
     ap.add_argument("--gpu-slow-hz", type=float, default=10.0,
                     help="rate of the slow GPU fields: util, memory, temperature, clock, pstate, procs (default 10)")
     ap.add_argument("--host-hz", type=float, default=10.0, help="host (psutil + RAPL) sampling rate (default 10)")
@@ -45,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rapl-root", type=Path, default=DEFAULT_ROOT,
                     help=f"powercap tree to read RAPL counters from (default {DEFAULT_ROOT.as_posix()})")
     ap.add_argument("--no-rapl", action="store_true", help="do not read RAPL counters")
+    ap.add_argument("--server-port", type=int, default=DEFAULT_SERVER_PORT, metavar="PORT",
+                    help="TCP port of the LLM server: the process listening there and its children are watched "
+                         "and their CPU time recorded (tel.host server_cpu_s) for the server's CPU share "
+                         f"(default {DEFAULT_SERVER_PORT}, Ollama's; llama-server and vLLM: the port they serve on; "
+                         "0: off)"),
     ap.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop by itself after this long")
     add_curve_args(ap, server_key=False)
     ap.add_argument("--send-hwm", type=int, default=None, metavar="N",
@@ -68,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             endpoint=args.endpoint or telemetry_endpoint(), gpu_hz=args.gpu_hz, gpu_slow_hz=args.gpu_slow_hz,
             host_hz=args.host_hz, heartbeat_s=args.heartbeat_s, watch=tuple(args.watch),
             rapl_root=None if args.no_rapl else args.rapl_root, duration_s=args.duration, curve=curve,
-            send_hwm=args.send_hwm,
+            send_hwm=args.send_hwm, gpu_dither=not args.no_dither, server_port=args.server_port or None,
             send_buffer_b=None if args.send_buffer_kib is None else args.send_buffer_kib * 1024)
         gpus, source, backend = open_gpus(args.gpu, args.sim_gpus)
-        host = HostReader(config.watch, config.rapl_root)
+        host = HostReader(config.watch, config.rapl_root, config.server_port)
         if host.rapl is not None and host.rapl.problems:
             log.warning("rapl_unavailable", problems=host.rapl.problems)
         daemon = Daemon(config, gpus, source, host)

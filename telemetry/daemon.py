@@ -40,6 +40,8 @@ class DaemonConfig:
     gpu_slow_hz: float = 10.0
     host_hz: float = 10.0
     heartbeat_s: float = 1.0
+    gpu_dither: bool = True   # GPU ticks dithered so they never lock to the energy counter's refresh
+    server_port: int | None = None  # watch the process listening here (the LLM server): its CPU time
     watch: tuple[str, ...] = DEFAULT_WATCH
     rapl_root: Path | None = DEFAULT_ROOT
     duration_s: float | None = None
@@ -61,7 +63,7 @@ class SourceThread(threading.Thread):
     """Runs ``tick(t_ns, k)`` on a deadline schedule and queues what it returns."""
 
     def __init__(self, name: str, rate_hz: float, tick: TickFn, out: "queue.SimpleQueue[Item]",
-                 stop: threading.Event, clock_ns: Callable[[], int] = time.monotonic_ns):
+                 stop: threading.Event, clock_ns: Callable[[], int] = time.monotonic_ns, dither: bool = False):
         # daemon=True: a thread stuck inside a driver call must not keep the process alive.
         super().__init__(name=f"sampler-{name}", daemon=True)
         self.source = name
@@ -69,7 +71,7 @@ class SourceThread(threading.Thread):
         self._out = out
         self._stop_event = stop
         self._clock_ns = clock_ns
-        self.schedule = DeadlineSchedule(rate_hz, clock_ns())
+        self.schedule = DeadlineSchedule(rate_hz, clock_ns(), dither=dither)
         self.failures = 0
 
     def run(self) -> None:
@@ -136,7 +138,7 @@ class Daemon:
         self.gpus = gpus
         self.gpu_source = gpu_source
         self.simulated = any(g.simulated for g in gpus)
-        self.host = host if host is not None else HostReader(config.watch, config.rapl_root)
+        self.host = host if host is not None else HostReader(config.watch, config.rapl_root, config.server_port)
         self._ctx = ctx
         self.published = 0
         self.started = threading.Event()  # set once the socket is bound and sampling has begun
@@ -151,8 +153,9 @@ class Daemon:
         return {
             "endpoint": c.endpoint, "src": c.src, "gpu_source": self.gpu_source, "simulated": self.simulated,
             "gpus": [f"{g.index}:{g.name} ({g.uuid}, power_kind={g.power_kind})" for g in self.gpus],
-            "gpu_hz": c.gpu_hz if self.gpus else None, "gpu_slow_hz": c.gpu_slow_hz if self.gpus else None,
-            "host_hz": c.host_hz, "watch": list(c.watch),
+            "gpu_hz": c.gpu_hz if self.gpus else None, "gpu_dither": c.gpu_dither,
+            "gpu_slow_hz": c.gpu_slow_hz if self.gpus else None,
+            "host_hz": c.host_hz, "watch": list(c.watch), "server_port": c.server_port,
             "rapl_zones": [z.key for z in rapl.zones] if rapl else [],
             "curve": c.curve is not None,
         }
@@ -162,7 +165,8 @@ class Daemon:
         for gpu in self.gpus:
             ticker = GpuTicker(gpu, every)
             self.tickers[f"gpu{gpu.index}"] = ticker
-            self.threads.append(SourceThread(f"gpu{gpu.index}", self.config.gpu_hz, ticker, out, stop))
+            self.threads.append(SourceThread(f"gpu{gpu.index}", self.config.gpu_hz, ticker, out, stop,
+                                             dither=self.config.gpu_dither))
         self.threads.append(SourceThread("host", self.config.host_hz,
                                          lambda t_ns, k: (TEL_HOST, self.host.read()), out, stop))
         for th in self.threads:

@@ -16,6 +16,7 @@ from telemetry.rapl import RaplReader
 
 _MIB = 1024 * 1024
 DEFAULT_WATCH = ("ollama", "llama-server", "vllm")
+DEFAULT_SERVER_PORT = 11434  # Ollama's; the collector's default backend
 
 
 def matches(name: str, cmdline: list[str], watch: str) -> bool:
@@ -79,10 +80,68 @@ class ProcessWatch:
         return out
 
 
+def listening_pids(port: int) -> set[int]:
+    """PIDs of processes with a TCP socket listening on ``port`` (any address). Seeing other
+    users' sockets can need privileges on some systems: then the set is empty."""
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return set()
+    return {c.pid for c in conns if c.pid and c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port}
+
+
+class ServerWatch:
+    """The LLM server found by the port it listens on, with its children (Ollama runs each model in
+    a runner child process), rescanned every ``rescan_s``. Reports their cumulative CPU time: the
+    analyzer takes differences at window edges, so a missed tick loses nothing."""
+
+    def __init__(self, port: int, rescan_s: float = 2.0):
+        self.port = port
+        self.rescan_s = rescan_s
+        self._procs: dict[int, psutil.Process] = {}
+        self._last_cpu: dict[int, float] = {}   # pid -> last CPU time seen (kept after it exits)
+        self._last_scan = float("-inf")
+
+    def _rescan(self) -> None:
+        found: dict[int, psutil.Process] = {}
+        for pid in listening_pids(self.port):
+            try:
+                root = self._procs.get(pid) or psutil.Process(pid)
+                found[pid] = root
+                for child in root.children(recursive=True):
+                    found[child.pid] = self._procs.get(child.pid, child)
+            except psutil.Error:
+                continue
+        self._procs = found
+
+    def read(self) -> dict[str, Any]:
+        """``{server_port, server_pids, server_cpu_s}``; only the port when no process listens."""
+        now = time.monotonic()
+        if now - self._last_scan >= self.rescan_s:
+            self._rescan()
+            self._last_scan = now
+        pids = []
+        for pid, proc in sorted(self._procs.items()):
+            try:
+                t = proc.cpu_times()
+                self._last_cpu[pid] = t.user + t.system
+                pids.append(pid)
+            except psutil.Error:
+                continue  # exited: its last CPU time stays in the sum
+        out: dict[str, Any] = {"server_port": self.port}
+        if self._last_cpu:
+            out["server_pids"] = pids
+            out["server_cpu_s"] = float(sum(self._last_cpu.values()))
+        return out
+
+
 class HostReader:
-    def __init__(self, watch: Iterable[str] = DEFAULT_WATCH, rapl_root: Path | None = None):
+    def __init__(self, watch: Iterable[str] = DEFAULT_WATCH, rapl_root: Path | None = None,
+                 server_port: int | None = None):
         self.watch = ProcessWatch(watch)
         self.rapl = RaplReader(rapl_root) if rapl_root is not None else None
+        self.server = ServerWatch(server_port) if server_port else None
+        self.cpu_count = psutil.cpu_count(logical=True)
         # The first cpu_percent() call only sets the baseline (it returns a meaningless 0.0).
         psutil.cpu_percent(interval=None)
         psutil.cpu_percent(interval=None, percpu=True)
@@ -106,4 +165,8 @@ class HostReader:
         if self.rapl is not None:
             body.rapl_uj = self.rapl.read() or None
         body.procs = self.watch.read() or None
+        body.cpu_count = self.cpu_count or None
+        if self.server is not None:
+            for k, v in self.server.read().items():
+                setattr(body, k, v)
         return body.to_msg()

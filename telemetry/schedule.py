@@ -4,11 +4,18 @@ Tick ``k`` is due at ``start_ns + k * period_ns`` (no drift: a late tick does no
 ones). A sampler that wakes after a later deadline has passed runs only the latest due tick and
 counts the skipped ones as dropped, instead of bunching them. Jitter is how late a run tick
 started relative to its deadline.
+
+Dither (GPU sources): tick ``k`` is moved later by frac(k·φ) of a period (φ the golden ratio: an
+even, deterministic spread). Without it, 100 Hz ticks lock to a GPU counter that refreshes every
+50 ms, every refresh is seen at the same phase and its located instant is off by the same few ms
+all run long; dithered, the phase sweeps and the analyzer's refresh fit averages it out.
 """
 from __future__ import annotations
 
 import math
 import threading
+
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -22,12 +29,13 @@ def percentile(sorted_values: list[float], q: float) -> float:
 class DeadlineSchedule:
     """Deadlines, jitter and dropped ticks of one source; thread-safe between runner and reporter."""
 
-    def __init__(self, rate_hz: float, start_ns: int):
+    def __init__(self, rate_hz: float, start_ns: int, dither: bool = False):
         if not (rate_hz > 0 and math.isfinite(rate_hz)):
             raise ValueError(f"sampling rate must be a positive number of Hz, got {rate_hz!r}")
         self.rate_hz = rate_hz
         self.period_ns = max(1, round(1e9 / rate_hz))
         self.start_ns = start_ns
+        self.dither = dither
         self._next_k = 0
         self._lock = threading.Lock()
         self.samples = 0
@@ -39,7 +47,14 @@ class DeadlineSchedule:
 
     def deadline_ns(self, k: int | None = None) -> int:
         """When tick ``k`` (default: the next one to run) is due, in monotonic ns."""
-        return self.start_ns + (self._next_k if k is None else k) * self.period_ns
+        k = self._next_k if k is None else k
+        offset = int(((k * _GOLDEN) % 1.0) * self.period_ns) if self.dither else 0
+        return self.start_ns + k * self.period_ns + offset
+
+    def _latest_due(self, now_ns: int) -> int:
+        """The last tick whose deadline is at or before ``now_ns`` (offsets stay under a period)."""
+        q = (now_ns - self.start_ns) // self.period_ns
+        return q if self.deadline_ns(q) <= now_ns else q - 1
 
     def begin(self, now_ns: int) -> int | None:
         """Start the tick due at ``now_ns``: returns its index, or None if none is due yet.
@@ -48,7 +63,7 @@ class DeadlineSchedule:
         with self._lock:
             if now_ns < self.deadline_ns():
                 return None
-            latest = (now_ns - self.start_ns) // self.period_ns
+            latest = self._latest_due(now_ns)
             self.dropped += latest - self._next_k
             self._next_k = latest + 1
             self.samples += 1
@@ -58,7 +73,7 @@ class DeadlineSchedule:
 
     def _pending_dropped(self, now_ns: int) -> int:
         # Ticks already overdue that the (possibly stuck) sampler can no longer run in time.
-        latest = (now_ns - self.start_ns) // self.period_ns
+        latest = self._latest_due(now_ns)
         return max(0, latest - self._next_k)
 
     def report(self, now_ns: int) -> dict:

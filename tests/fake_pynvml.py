@@ -9,10 +9,13 @@ PYTHONPATH and describe the devices as JSON in the ``FAKE_PYNVML`` environment v
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import string
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -81,12 +84,83 @@ def _make_error_classes() -> None:
 _make_error_classes()
 
 
+# ---------------------------------------------------------------------------------------------
+# Power traces with an exact integral, played against the monotonic clock (shared by every
+# process on the machine, so a benchmark can compute the truth for any window it picks).
+
+def trace_power_w(tr: dict, t_s: float) -> float:
+    """True board power (W) of trace ``tr`` at ``t_s`` seconds after its ``t0_ns``."""
+    shape, period = tr["shape"], tr["period_s"]
+    if shape == "square":  # high for the first half of each period
+        return tr["high_w"] if (t_s % period) < period / 2 else tr["low_w"]
+    if shape == "ramp":  # sawtooth: low → high over each period, then back down at once
+        return tr["low_w"] + (tr["high_w"] - tr["low_w"]) * ((t_s % period) / period)
+    if shape == "sine":
+        return tr["mean_w"] + tr["amp_w"] * math.sin(2 * math.pi * t_s / period)
+    raise ValueError(f"unknown trace shape {shape!r}: square | ramp | sine")
+
+
+def trace_energy_j(tr: dict, t_s: float) -> float:
+    """Exact ∫ power from 0 to ``t_s`` (J) of trace ``tr``."""
+    shape, period = tr["shape"], tr["period_s"]
+    k, r = divmod(t_s, period)
+    if shape == "square":
+        half = period / 2
+        return k * half * (tr["high_w"] + tr["low_w"]) + min(r, half) * tr["high_w"] + max(r - half, 0.0) * tr["low_w"]
+    if shape == "ramp":
+        lo, hi = tr["low_w"], tr["high_w"]
+        return k * period * (lo + hi) / 2 + lo * r + (hi - lo) * r * r / (2 * period)
+    if shape == "sine":
+        w = 2 * math.pi / period
+        return tr["mean_w"] * t_s + tr["amp_w"] * (1 - math.cos(w * t_s)) / w
+    raise ValueError(f"unknown trace shape {shape!r}: square | ramp | sine")
+
+
+def trace_last_refresh_s(t_s: float, period_s: float, phase_s: float) -> float:
+    """The last refresh instant at or before ``t_s`` of a reading refreshed every ``period_s``."""
+    return phase_s + math.floor((t_s - phase_s) / period_s) * period_s
+
+
+class TracePlayer:
+    """Readings of a GPU playing ``tr``: the energy counter holds the exact integral at its last
+    refresh (every ``refresh_s``, phase ``refresh_phase_s``); power is held between its own
+    refreshes (``hold_s``, ``hold_phase_s``), ``instant`` (the value then) or ``average_1s`` (the
+    mean over the second before), plus Gaussian noise of ``noise_w`` (one draw per refresh)."""
+
+    def __init__(self, tr: dict):
+        self.tr = tr
+        self.t0_ns = int(tr["t0_ns"])
+
+    def now_s(self) -> float:
+        return (time.monotonic_ns() - self.t0_ns) / 1e9
+
+    def energy_mj(self) -> int:
+        tr = self.tr
+        t_r = trace_last_refresh_s(self.now_s(), tr["refresh_s"], tr.get("refresh_phase_s", 0.0))
+        return int(tr.get("base_mj", 1_000_000) + round(trace_energy_j(tr, t_r) * 1000.0))
+
+    def power_mw(self) -> int:
+        tr = self.tr
+        hold = tr.get("hold_s", 0.0)
+        t = self.now_s()
+        t_h = trace_last_refresh_s(t, hold, tr.get("hold_phase_s", 0.0)) if hold > 0 else t
+        if tr.get("kind", "instant") == "average_1s":
+            w = trace_energy_j(tr, t_h) - trace_energy_j(tr, t_h - 1.0)
+        else:
+            w = trace_power_w(tr, t_h)
+        noise = tr.get("noise_w", 0.0)
+        if noise:
+            w += random.Random(round(t_h * 1e6) ^ tr.get("seed", 0)).gauss(0.0, noise)
+        return int(round(max(w, 0.0) * 1000.0))
+
+
 class FakeDevice:
     """One scripted GPU. ``energy_mj=None`` / ``instant=False`` model GPUs without those readings.
 
     ``fail``: {function name: NVML error code} raised on every call; ``fail_after``: {function
     name: (n, code)} raised from the n-th call on (an error mid-run); ``hang``: {function name:
-    threading.Event} blocks that call until the event is set (a stuck driver call)."""
+    threading.Event} blocks that call until the event is set (a stuck driver call). ``trace``: power
+    and energy counter played from a trace against the monotonic clock (see TracePlayer)."""
 
     def __init__(self, name: str = "NVIDIA H100 80GB HBM3", uuid: str = "GPU-fake-0",
                  arch: int = NVML_DEVICE_ARCH_HOPPER, power_mw: int | Callable[[], int] = 150_000,
@@ -95,8 +169,13 @@ class FakeDevice:
                  util: tuple[int, int] = (40, 10), mem_b: tuple[int, int] = (2 << 30, 80 << 30),
                  temp_c: int = 55, sm_clock_mhz: int = 1755, pstate: int = 0,
                  procs: list[tuple[int, int | None]] = (), fail: dict[str, int] | None = None,
-                 fail_after: dict[str, tuple[int, int]] | None = None, hang: dict[str, threading.Event] | None = None):
+                 fail_after: dict[str, tuple[int, int]] | None = None, hang: dict[str, threading.Event] | None = None,
+                 trace: dict | None = None):
         self.name, self.uuid, self.arch = name, uuid, arch
+        if trace is not None:  # power and counter from a played trace (see TracePlayer)
+            player = TracePlayer(trace)
+            power_mw, energy_mj, energy_step_mj = player.power_mw, player.energy_mj, 0
+            instant = trace.get("kind", "instant") == "instant"
         self.power_mw, self.instant, self.instant_mw = power_mw, instant, instant_mw
         self.energy_mj, self.energy_step_mj = energy_mj, energy_step_mj
         self.util, self.mem_b, self.temp_c, self.sm_clock_mhz, self.pstate = util, mem_b, temp_c, sm_clock_mhz, pstate

@@ -83,6 +83,8 @@ class Req:
     case: int = 0
     rid: str | None = None
     error: str = "HTTP 500 from server"  # the error text of a failed request (ok=False)
+    chunk_s: list[float] | None = None  # chunk arrivals after a_s (the first is the first token); None: none sent
+    prompt_eval_count: int | None = None
 
 
 @dataclass
@@ -90,9 +92,11 @@ class Spec:
     duration_s: float = 10.0
     rate_hz: float = 100.0
     phase_s: float = 0.003          # samples at phase + k/rate, so windows fall between samples
+    dither: bool = False            # add frac(k·golden ratio)/rate to each sample time, as the daemon does
     gpus: list[Gpu] = field(default_factory=lambda: [Gpu(constant(100.0))])
     cpu_pct: Callable[[float], float] = lambda t: 25.0
     rapl_w: float | None = None     # package power in W → rapl_uj counter
+    server_cores: float | None = None  # the LLM server's CPU use in cores → server_cpu_s (8-core host)
     requests: list[Req] = field(default_factory=list)
     drop_telemetry_seqs: set[int] = field(default_factory=set)
     batch_id: str = "experiments_1_20260101_000000"
@@ -127,7 +131,7 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
     n = int(spec.duration_s * spec.rate_hz)
     next_hb = 0.0
     for k in range(n):
-        t = spec.phase_s + k / spec.rate_hz
+        t = spec.phase_s + (k + (((k * 0.6180339887498949) % 1.0) if spec.dither else 0.0)) / spec.rate_hz
         for gi, g in enumerate(spec.gpus):
             body: dict[str, Any] = {"gpu": gi, "uuid": f"GPU-synth-{gi}", "name": "Synth GPU",
                                     "util_gpu_pct": g.util_pct, "mem_used_mib": g.mem_mib, "mem_total_mib": 24000.0,
@@ -143,6 +147,8 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
             add(tel, M.TEL_GPU, body, t)
         host: dict[str, Any] = {"cpu_pct": spec.cpu_pct(t), "mem_used_mib": 8000.0 + t, "mem_total_mib": 32000.0,
                                 "procs": {"ollama": {"pid": 42, "cpu_pct": 10.0, "rss_mib": 500.0 + t}}}
+        if spec.server_cores is not None:
+            host.update(cpu_count=8, server_port=11434, server_pids=[42, 43], server_cpu_s=spec.server_cores * t)
         if spec.rapl_w is not None:
             host["rapl_uj"] = {"package-0": int(round(spec.rapl_w * t * 1e6)), "core": int(round(spec.rapl_w * 0.5 * t * 1e6))}
         add(tel, M.TEL_HOST, host, t)
@@ -163,11 +169,17 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
                                              "params": {"temperature": 0.7}}))
         if r.end:
             lat = r.b_s - r.a_s
-            events.append((r.a_s + 0.1 * lat, M.REQ_FIRST_TOKEN, {"rid": rid, "kind": "content"}))
+            first_s = r.chunk_s[0] if r.chunk_s else 0.1 * lat
+            events.append((r.a_s + first_s, M.REQ_FIRST_TOKEN, {"rid": rid, "kind": "content"}))
             end: dict[str, Any] = {"rid": rid, "ok": r.ok, "text": r.text if r.ok else "",
                                    "api": {"eval_count": r.eval_count, "eval_duration_ns": r.eval_duration_ns,
                                            "load_duration_ns": 1000},
-                                   "client": {"latency_s": lat, "first_token_s": 0.1 * lat, "cold": False}}
+                                   "client": {"latency_s": lat, "first_token_s": first_s, "cold": False}}
+            if r.chunk_s:
+                end["client"].update(first_chunk_s=first_s, chunks=len(r.chunk_s),
+                                     chunk_t_ns=[ns(r.a_s + c) for c in r.chunk_s])
+            if r.prompt_eval_count is not None:
+                end["api"]["prompt_eval_count"] = r.prompt_eval_count
             if not r.ok:
                 end["error"], end["error_kind"] = r.error, "busy"
             events.append((r.b_s, M.REQ_END, end))

@@ -73,3 +73,27 @@ class TestPercentile:
     def test_empty_list_is_an_error(self):
         with pytest.raises(ValueError):
             percentile([], 50)
+
+
+class TestDither:
+    def test_dithered_deadlines_spread_over_the_period_without_drift(self):
+        """Tick k is due between k and k+1 periods; the offsets cover the period evenly."""
+        s = DeadlineSchedule(100.0, 0, dither=True)
+        period = s.period_ns
+        offsets = [(s.deadline_ns(k) - k * period) / period for k in range(1000)]
+        assert all(0 <= o < 1 for o in offsets)
+        assert max(offsets) > 0.95 and min(offsets) < 0.05
+        hist = [sum(1 for o in offsets if i / 10 <= o < (i + 1) / 10) for i in range(10)]
+        assert min(hist) >= 90  # even spread: 100 per tenth
+        # the phase relative to a 50 ms refresh is not locked: it takes many values
+        phases = {round(s.deadline_ns(k) % 50_000_000 / 1e6) for k in range(500)}
+        assert len(phases) > 40
+        assert s.deadline_ns(10_000) < 10_001 * period  # no drift
+
+    def test_begin_runs_the_latest_due_tick_and_counts_drops(self):
+        s = DeadlineSchedule(100.0, 0, dither=True)
+        assert s.begin(s.deadline_ns(0) - 1) is None
+        assert s.begin(s.deadline_ns(0)) == 0
+        k = s.begin(s.deadline_ns(5) + 1)
+        assert k == 5 and s.dropped == 4
+        assert s.begin(s.deadline_ns(6) - 1) is None
