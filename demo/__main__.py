@@ -26,6 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
 from pathlib import Path
 
 from demo import figures
@@ -108,15 +109,8 @@ def _raise_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def start_llm_server(logs: Path, threads: int, children: list[Child]) -> str:
-    """Start the SmolLM2 server; return its base URL once /health answers."""
-    from demo.llm_server import DemoServerError, find_gguf
-
-    try:
-        find_gguf()  # a clear message before any process starts
-    except DemoServerError as exc:
-        raise DemoError(str(exc)) from exc
-    port = free_port()
+def start_llm_server(logs: Path, threads: int, children: list[Child], port: int) -> str:
+    """Start the SmolLM2 server on ``port``; return its base URL once /health answers."""
     base_url = f"http://127.0.0.1:{port}"
     server = Child("llm_server", server_args(port, ctx=2048, threads=threads), logs / "llm_server.log")
     children.append(server)
@@ -129,11 +123,24 @@ def start_llm_server(logs: Path, threads: int, children: list[Child]) -> str:
     return base_url
 
 
-def check_ollama() -> str:
-    """The Ollama base URL from OLLAMA_HOST, once /api/version answers."""
+def check_model_files() -> None:
+    from demo.llm_server import DemoServerError, find_gguf
+
+    try:
+        find_gguf()
+    except DemoServerError as exc:
+        raise DemoError(str(exc)) from exc
+
+
+def ollama_url() -> str:
     from collector.backends import normalize_base_url
 
-    base_url = normalize_base_url(None, "ollama")
+    return normalize_base_url(None, "ollama")
+
+
+def check_ollama() -> str:
+    """The Ollama base URL from OLLAMA_HOST, once /api/version answers."""
+    base_url = ollama_url()
     if not _http_ok(base_url + "/api/version", timeout_s=3.0):
         raise DemoError(f"no Ollama server answers on {base_url}. Start it (`ollama serve`) or set "
                         "OLLAMA_HOST=host:port to where it runs; or drop --ollama to use the built-in CPU model")
@@ -187,11 +194,15 @@ def run_demo(s: DemoSettings, threads: int, keep_running: bool) -> int:
     ev_ep = f"tcp://127.0.0.1:{free_port()}"
     children: list[Child] = []  # in start order; stopped in reverse (collector before server and daemon)
     try:
-        telemetry = Child("telemetry", telemetry_args(tel_ep), logs / "telemetry.log")
+        # the server's port first: the daemon measures that server's own CPU time
+        port = urlsplit(ollama_url()).port if s.ollama else free_port()
+        if not s.ollama:
+            check_model_files()  # a clear message before any process starts
+        telemetry = Child("telemetry", telemetry_args(tel_ep, port), logs / "telemetry.log")
         children.append(telemetry)
         telemetry.start()
         print(f"telemetry daemon on {tel_ep} (SIMULATED GPU; real host CPU/memory/RAPL)", flush=True)
-        base_url = check_ollama() if s.ollama else start_llm_server(logs, threads, children)
+        base_url = check_ollama() if s.ollama else start_llm_server(logs, threads, children, port)
         print(f"running {len(s.tasks) * len(s.loads) * len(s.langs) * s.runs * len(s.model_names)} requests "
               f"-> {batch.root}", flush=True)
         # the collector's output is inherited: its progress bar is the demo's progress bar

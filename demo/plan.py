@@ -51,9 +51,11 @@ class DemoSettings:
         return "ollama" if self.ollama else "openai"
 
 
-def telemetry_args(endpoint: str) -> list[str]:
-    """The daemon with a SIMULATED GPU (labelled so in every message) and real psutil/RAPL host data."""
-    return ["telemetry", "--gpu", "sim", "--endpoint", endpoint, "--gpu-hz", "100", "--host-hz", "10"]
+def telemetry_args(endpoint: str, server_port: int | None = None) -> list[str]:
+    """The daemon with a SIMULATED GPU (labelled so in every message) and real psutil/RAPL host data;
+    it watches the LLM server listening on ``server_port`` (its own CPU time, cpu_energy_j_server)."""
+    args = ["telemetry", "--gpu", "sim", "--endpoint", endpoint, "--gpu-hz", "100", "--host-hz", "10"]
+    return args + (["--server-port", str(server_port)] if server_port else [])
 
 
 def server_args(port: int, ctx: int, threads: int) -> list[str]:

@@ -48,6 +48,9 @@ def test_demo_runs_end_to_end_on_the_real_cpu_model(tmp_path):
     assert row["gpu_simulated"] == "true"
     assert float(row["latency_s"]) > 0 and float(row["first_token_s"]) > 0
     assert float(row["gpu_energy_j"]) > 0 and float(row["cpu_energy_j"]) > 0
+    # the daemon found the model server by its port: its own CPU time, apart from the host's
+    assert all(float(r["server_cpu_s"]) > 0 and 0 < float(r["cpu_energy_j_server"]) <= float(r["cpu_energy_j"]) * 1.01
+               for r in rows), [(r["server_cpu_s"], r["cpu_energy_j_server"], r["cpu_energy_j"]) for r in rows]
     assert 0 < float(row["gpu_coverage"]) <= 1
     # the key-figures table and the simulated-GPU warning are printed
     assert "| smollm2-135m-instruct | qa | short | 2/2 |" in proc.stdout  # English and Chinese

@@ -84,6 +84,7 @@ class TestPlan:
     def test_telemetry_is_simulated_and_on_the_given_endpoint(self):
         args = telemetry_args("tcp://127.0.0.1:9")
         assert args[:3] == ["telemetry", "--gpu", "sim"] and "tcp://127.0.0.1:9" in args
+        assert telemetry_args("tcp://127.0.0.1:9", 8081)[-2:] == ["--server-port", "8081"]
 
 
 SPAWNER = textwrap.dedent("""
