@@ -217,8 +217,8 @@ def server_columns(host: Series, t_s: np.ndarray, w: Window, cpu_tdp_w: float, r
 
     Per window (split between concurrent requests like every energy): the server's CPU seconds,
     all processes' CPU seconds (∫ cpu_pct/100 × cores), the server's share of them;
-    cpu_energy_j_server = RAPL energy × share when RAPL is recorded, else TDP × server CPU s /
-    cores (the seed's TDP approximation restricted to the server); host_cpu_other_pct = the
+    cpu_energy_j_server = the host's CPU energy × share: RAPL when recorded, else the seed's TDP
+    approximation (TDP × all CPU s / cores); the share is clipped to [0, 1]; host_cpu_other_pct = the
     other processes' CPU, % of all cores."""
     n = w.a_s.size
     nan = np.full(n, np.nan)
@@ -239,7 +239,9 @@ def server_columns(host: Series, t_s: np.ndarray, w: Window, cpu_tdp_w: float, r
         share = np.clip(np.where(all_s > 0, server_s / all_s, np.nan), 0.0, 1.0)
         other = 100.0 * np.clip(all_s - server_s, 0.0, None) / (split_all.effective_s * n_cores)
     use_rapl = np.isfinite(rapl_j)
-    energy = np.where(use_rapl, rapl_j * share, cpu_tdp_w * server_s / n_cores)
+    # the host's energy (RAPL, else the seed's TDP approximation) times the server's share: the two
+    # clocks of the samples (host cpu_pct vs the process's CPU time) never put the server above the host
+    energy = np.where(use_rapl, rapl_j, cpu_tdp_w * all_s / n_cores) * share
     no = cov <= 0
     out.update(server_cpu_s=_nan_where(server_s, no), cpu_server_share=_nan_where(share, no),
                cpu_energy_j_server=_nan_where(energy, no), host_cpu_other_pct=_nan_where(other, no),

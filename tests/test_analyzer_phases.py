@@ -157,7 +157,7 @@ class TestMeasurementColumns:
 class TestServerCpu:
     def test_server_share_with_tdp(self, tmp_path):
         """8 cores, host 25 % busy (2 cores), the server 0.5 core: share 1/4, other processes 18.75 %,
-        cpu_energy_j_server = TDP × server CPU s / cores."""
+        cpu_energy_j_server = the TDP approximation × the share = TDP × server CPU s / cores."""
         spec = S.Spec(duration_s=5.0, server_cores=0.5, requests=[S.Req(1.0031, 3.0031)])
         row = run(tmp_path, spec, cpu_tdp_w=80.0).results[0]
         assert row["server_cpu_s"] == pytest.approx(1.0, rel=1e-6)
@@ -178,6 +178,14 @@ class TestServerCpu:
         assert row["cpu_server_basis"] == "rapl_share"
         assert row["host_cpu_other_pct"] == pytest.approx(43.75, rel=1e-6)
         assert any(p.startswith("CPU contention") and row["rid"] in p for p in a.problems)
+
+    def test_server_never_above_the_host(self, tmp_path):
+        """Seen on the demo: the process's CPU time ran a few % above the host's cpu_pct integral (they are
+        sampled apart). The share is clipped to 1, so the server's energy is at most the host's."""
+        spec = S.Spec(duration_s=5.0, server_cores=3.0, requests=[S.Req(1.0031, 3.0031)])  # host: 2 cores busy
+        row = run(tmp_path, spec, cpu_tdp_w=80.0).results[0]
+        assert row["cpu_server_share"] == 1.0 and row["host_cpu_other_pct"] == 0.0
+        assert row["cpu_energy_j_server"] == pytest.approx(row["cpu_energy_j_approx"], rel=1e-9)
 
     def test_no_server_figures_without_them(self, tmp_path):
         a = run(tmp_path, S.Spec(duration_s=3.0, requests=[S.Req(1.0, 2.0)]))
