@@ -189,6 +189,11 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                     str(batch_id) if batch_id is not None else None, batch.batch_end, opts.quality)
 
 
+def _joined(values) -> str | None:
+    """Distinct non-empty values, sorted and comma-joined (None when there are none)."""
+    return ",".join(sorted({str(v) for v in values if v})) or None
+
+
 def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData, opts: Options, simulated: bool) -> dict:
     s, e = r.start, r.end
     row: dict[str, Any] = {
@@ -197,6 +202,10 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
         "gpu_count": len(batch.gpus), "gpu_simulated": simulated if batch.gpus else None,
         "gpu_power_kind": ",".join(sorted({k for g in batch.gpus for k in g.meta.get("power_kind", [])})) or None,
         "cpu_tdp_w": opts.cpu_tdp_w,
+        # which GPUs (host from the telemetry publisher id, product name, uuid): compare never pools across them
+        "gpu_hosts": _joined(M.src_host(g.src) for g in batch.gpus),
+        "gpu_names": _joined(g.meta.get("name") for g in batch.gpus),
+        "gpu_uuids": _joined(g.meta.get("uuid") for g in batch.gpus),
     }
     if e is None or i is None:
         why = ("incomplete: req.start without req.end (batch cut short?)" if e is None
@@ -354,6 +363,13 @@ def _samples(batch: BatchData) -> tuple[dict[str, list], dict[str, list]]:
         gcols["simulated"].extend([g.simulated] * n)
         for f in list(gcols)[5:]:
             gcols[f].extend(g.values[f].tolist())
+    # appended after the series loop above (it reads the columns by position)
+    gcols.update(host=[], uuid=[], name=[])
+    for g in batch.gpus:
+        n = g.t_ns.size
+        gcols["host"].extend([M.src_host(g.src)] * n)
+        gcols["uuid"].extend([g.meta.get("uuid")] * n)
+        gcols["name"].extend([g.meta.get("name")] * n)
     hcols: dict[str, list] = {}
     if batch.host is not None:
         h = batch.host

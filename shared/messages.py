@@ -57,6 +57,13 @@ def source_id(role: str) -> str:
     return f"{role}@{socket.gethostname()}"
 
 
+def src_host(src: str | None) -> str | None:
+    """The host part of a publisher id (``telemetry@gpu-box`` → ``gpu-box``); None without one."""
+    if not src or "@" not in str(src):
+        return None
+    return str(src).split("@", 1)[1] or None
+
+
 class Stamper:
     """Adds the envelope to message bodies of one publisher, numbering them 0, 1, 2, ..."""
 
