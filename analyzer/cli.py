@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analyzer import i18n, outputs, pipeline, stream
+from analyzer import clock, i18n, outputs, pipeline, stream
 from analyzer.energy import DEFAULT_CPU_TDP_W
 from shared import bus
 from shared.batch import BatchDir
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch", type=Path, help="batch directory (replay its raw/stream.msgpack; with --live: "
                                                "where the live batch's outputs go)")
     ap.add_argument("--live", action="store_true", help="subscribe to the bus and analyse each batch at batch.end")
-    ap.add_argument("--telemetry-endpoint", default=None, help="telemetry PUB to subscribe to (default: "
+    ap.add_argument("--telemetry-endpoint", default=None, action="append",
+                    help="telemetry PUB to subscribe to; repeat it for several daemons (default: "
                     f"env {bus.ENV_TELEMETRY} or {bus.TELEMETRY_ENDPOINT})")
     ap.add_argument("--events-endpoint", default=None, help="collector PUB to subscribe to (default: "
                     f"env {bus.ENV_EVENTS} or {bus.EVENTS_ENDPOINT})")
@@ -106,6 +107,9 @@ def analyse_messages(items, bd: BatchDir, opts: pipeline.Options, lookback_s: fl
                      problem: str | None = None, lang: str = "en") -> pipeline.Analysis:
     """The one path both inputs take: messages → BatchData → Analysis → files."""
     data = stream.build(items, lookback_s)
+    too_far = clock.refused(data.clock)
+    if too_far:  # windows cannot be joined with samples this uncertain: no figures rather than wrong ones
+        raise BadInput(f"{bd.root}: batch refused: " + "; ".join(too_far))
     analysis = pipeline.analyze(data, opts, recording_problem=problem)
     outputs.write_all(analysis, bd, make_plots=plots, progress=opts.progress, lang=lang)
     return analysis
@@ -158,7 +162,7 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
         curve = curve_keys(args, server_key_required=True)
     except bus.BusSecurityError as exc:
         raise BadInput(str(exc)) from exc
-    endpoints = [args.telemetry_endpoint or bus.telemetry_endpoint(), args.events_endpoint or bus.events_endpoint()]
+    endpoints = [*(args.telemetry_endpoint or [bus.telemetry_endpoint()]), args.events_endpoint or bus.events_endpoint()]
 
     def on_batch(items):
         data_start = next((p for t, p in items if t == BATCH_START), None)
@@ -167,8 +171,13 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
             log.error("live_no_output_dir", batch=(data_start or {}).get("batch"),
                       fix="pass --batch DIR or --out-root DIR, or have the collector put out_dir in its config")
             return
-        analysis = analyse_messages(items, BatchDir(root), opts, args.lookback_s, not args.no_plots,
-                                    lang=report_lang(args.report_lang))
+        try:
+            analysis = analyse_messages(items, BatchDir(root), opts, args.lookback_s, not args.no_plots,
+                                        lang=report_lang(args.report_lang))
+        except BadInput as exc:  # one refused batch (clock too uncertain) must not end the live analyzer
+            log.error("batch_refused", batch=str(root), problem=str(exc))
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return
         print(f"analysed {len(analysis.results)} request(s) -> {root / 'summary' / 'results.csv'}", flush=True)
 
     ctx = zmq.Context()

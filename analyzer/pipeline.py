@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from analyzer import clock as CLOCK
 from analyzer import energy as E
 from analyzer import tables
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
@@ -159,6 +160,12 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
     warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
     problems[:0] = batch_problems(batch, results)
+    problems.extend([m.describe() for m in batch.clock.values()] + batch.clock_notes)
+    short = [row["rid"] for row in results if row.get("clock_short_window")]
+    if short:
+        problems.append(f"{len(short)} request window(s) are shorter than {CLOCK.SHORT_WINDOW_FACTOR:g} × the clock "
+                        "mapping's uncertainty (clock_short_window): their energy edges are doubtful: "
+                        + ", ".join(short[:10]))
     skipped = [row for row in results if row.get("code_tests_skipped")]
     if skipped:  # once per batch, not per row: the reason is the machine's, not the request's
         problems.append(f"code tests skipped for {len(skipped)} request(s), their quality_score counts the static "
@@ -189,6 +196,15 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                     str(batch_id) if batch_id is not None else None, batch.batch_end, opts.quality)
 
 
+def _clock_columns(batch: BatchData) -> dict[str, Any]:
+    """How the telemetry's clocks were mapped into the collector's (analyzer.clock), worst source first."""
+    srcs = {g.src for g in batch.gpus} | ({batch.host.src} if batch.host is not None else set())
+    maps = [batch.clock[s] for s in sorted(srcs) if s in batch.clock]
+    return {"clock_mapping": _joined(m.method for m in maps),
+            "clock_uncertainty_ms": max(m.uncertainty_ms for m in maps) if maps else None,
+            "clock_short_window": None}
+
+
 def _joined(values) -> str | None:
     """Distinct non-empty values, sorted and comma-joined (None when there are none)."""
     return ",".join(sorted({str(v) for v in values if v})) or None
@@ -206,6 +222,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
         "gpu_hosts": _joined(M.src_host(g.src) for g in batch.gpus),
         "gpu_names": _joined(g.meta.get("name") for g in batch.gpus),
         "gpu_uuids": _joined(g.meta.get("uuid") for g in batch.gpus),
+        **_clock_columns(batch),
     }
     if e is None or i is None:
         why = ("incomplete: req.start without req.end (batch cut short?)" if e is None
@@ -223,6 +240,8 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     if i is None:
         return row
     row["window_s"] = (e.t - s.t) / 1e9
+    if row["clock_uncertainty_ms"] is not None:  # a window only a few uncertainties long: its edges are doubtful
+        row["clock_short_window"] = row["window_s"] < CLOCK.SHORT_WINDOW_FACTOR * row["clock_uncertainty_ms"] / 1e3
     gpu_vals = {k: {c: _clean(v[c][i]) for c in v} for k, v in per_gpu.items()}
     if gpu_vals:
         g = list(gpu_vals.values())
