@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "in-flight telemetry (default 1)")
     ap.add_argument("--lookback-s", type=float, default=stream.DEFAULT_LOOKBACK_S,
                     help="telemetry kept from before batch.start, for the idle baseline (default %(default)s s)")
+    ap.add_argument("--server-gpus", default="auto", metavar="SPEC",
+                    help="with several telemetry hosts: the GPUs a request's energy counts. auto (default): those on "
+                         "the LLM server's host (batch.start base_url; the collector's host for a loopback server); "
+                         "all; or HOST, HOST/UUID, UUID comma-separated")
     ap.add_argument("--idle-baseline", action="store_true", help="subtract the GPU idle power measured before "
                                                                  "the first request (gpu_energy_net_j)")
     ap.add_argument("--cpu-tdp-w", type=float, default=None, help="CPU TDP in W for cpu_energy_j_approx "
@@ -96,7 +100,7 @@ def options_from(args: argparse.Namespace) -> pipeline.Options:
     if args.unsafe_code_tests:
         qopts["unsafe_code_tests_without_sandbox"] = True
     return pipeline.Options(cpu_tdp_w=tdp, idle_baseline=args.idle_baseline, quality=not args.no_quality,
-                            quality_options=qopts, progress=not args.no_progress)
+                            quality_options=qopts, progress=not args.no_progress, server_gpus=args.server_gpus)
 
 
 def report_lang(value: str) -> str:

@@ -2,12 +2,14 @@
 except for the optional quality step, which is injected/contained in quality_call)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from analyzer import clock as CLOCK
+from analyzer import hosts
 from analyzer import energy as E
 from analyzer import tables
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
@@ -45,6 +47,7 @@ class Options:
     quality_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = False
     assess: Callable | None = None      # injected scorer (tests); None = analyzer.quality.assess
+    server_gpus: str = "auto"           # which GPUs a request's energy counts (analyzer.hosts; --server-gpus)
 
 
 @dataclass
@@ -94,6 +97,11 @@ def _clean(v):
 def analyze(batch: BatchData, opts: Options | None = None, recording_problem: str | None = None) -> Analysis:
     opts = opts or Options()
     problems = [f"recording: {recording_problem}"] if recording_problem else []
+    # several GPU hosts on the bus: count the server's GPUs; the samples of every GPU are still written
+    all_gpus = batch.gpus
+    counted, gpu_notes = hosts.select(batch.gpus, opts.server_gpus, batch.batch_start)
+    batch = dataclasses.replace(batch, gpus=counted)
+    problems.extend(gpu_notes)
     origin = batch.origin_ns
     reqs = batch.requests
     done = [r for r in reqs if r.end is not None and r.end.t >= r.start.t]
@@ -180,7 +188,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                         + ", ".join(incomplete[:10]))
     request_json = {r.rid: _request_json(r, row, idx.get(r.rid), win, batch, quality.get(r.rid), simulated)
                     for r, row in zip(reqs, rows)}
-    gpu_samples, host_samples = _samples(batch)
+    gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus))
     timelines = [{"key": g.key, "t_s": ((g.t_ns - origin) / 1e9), "power_w": g.values["power_mw"] / 1000.0,
                   "simulated": g.simulated, "name": g.meta.get("name")} for g in batch.gpus]
     first = {row["rid"]: finite(row.get("first_token_s")) for row in rows}

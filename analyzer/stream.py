@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from analyzer import clock
+from analyzer import clock, hosts
 from shared import messages as M
 from shared.logs import get_logger
 from shared.numbers import finite
@@ -173,8 +173,9 @@ def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAU
     procs, rapl = {}, {}
     if host_rows:
         if len(host_rows) > 1:
-            log.warning("several_host_sources", srcs=sorted(host_rows), used=sorted(host_rows)[0])
-        src = sorted(host_rows)[0]
+            log.info("several_host_sources", srcs=sorted(host_rows),
+                     used=hosts.pick_host_src(sorted(host_rows), batch_start))
+        src = hosts.pick_host_src(sorted(host_rows), batch_start)  # several daemons: the LLM server's host
         rows = host_rows[src]
         host = _series("host", src, rows, M.HOST_SERIES)
         names = sorted({n for r in rows for n in (r.get("procs") or {})})

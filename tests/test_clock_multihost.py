@@ -99,7 +99,7 @@ def test_skewed_remote_daemon_is_mapped_and_its_energy_matches_as_on_one_host(pr
     if boot_id() is not None:
         assert maps[next(iter(by_src - {"telemetry@gpu-b"}))].method == "same_host"
 
-    a = pipeline.analyze(data, pipeline.Options(quality=False))
+    a = pipeline.analyze(data, pipeline.Options(quality=False, server_gpus="all"))  # both hosts' GPUs, per GPU
     rows = {r["rid"]: r for r in a.results}
     assert len(rows) == len(windows)
     src_a = next(iter(by_src - {"telemetry@gpu-b"}))
@@ -206,3 +206,36 @@ def test_clock_server_answers_on_its_own_clock(zctx):
         server.stop()
     with pytest.raises(Exception, match="not loopback"):
         ClockServer(zctx, "tcp://0.0.0.0:1", "x", time.monotonic_ns, None)
+
+
+class TestServerGpus:
+    """Two GPU hosts on one bus: a request's GPU energy counts the LLM server's host's GPUs by default."""
+
+    @staticmethod
+    def two_hosts(base_url: str | None):
+        from tests import synth as S
+
+        reqs = [S.Req(1.0, 3.0)]
+        a = S.Spec(duration_s=4.0, requests=reqs, tel_src="telemetry@gpu-a", base_url=base_url,
+                   gpus=[S.Gpu(S.constant(100.0), uuid="GPU-a")])
+        b = S.Spec(duration_s=4.0, requests=reqs, tel_src="telemetry@gpu-b", gpus=[S.Gpu(S.constant(300.0), uuid="GPU-b")])
+        return S.messages(a) + [(t, p) for t, p in S.messages(b) if p["src"] == "telemetry@gpu-b"]
+
+    def energy(self, base_url, spec="auto"):
+        a = pipeline.analyze(stream.build(self.two_hosts(base_url)), pipeline.Options(quality=False, server_gpus=spec))
+        return a.results[0], a.problems, a.gpu_samples
+
+    def test_server_host_from_base_url_all_and_explicit(self):
+        row, problems, samples = self.energy("http://gpu-b:11434")
+        assert row["gpu_energy_j"] == pytest.approx(600.0, rel=1e-3) and row["gpu_count"] == 1
+        assert row["gpu_hosts"] == "gpu-b" and row["gpu_uuids"] == "GPU-b"
+        assert any("counts 1 GPU(s) (gpu-b/GPU-b, the LLM server's host gpu-b); not counted: gpu-a/GPU-a" in p
+                   for p in problems)
+        assert set(samples["host"]) == {"gpu-a", "gpu-b"}  # every GPU's samples are still written
+        assert self.energy("http://gpu-b:11434", "all")[0]["gpu_energy_j"] == pytest.approx(800.0, rel=1e-3)
+        assert self.energy("http://gpu-b:11434", "gpu-a/GPU-a")[0]["gpu_energy_j"] == pytest.approx(200.0, rel=1e-3)
+
+    def test_unknown_server_host_counts_all_and_says_how_to_choose(self):
+        row, problems, _ = self.energy("http://10.1.2.3:11434")
+        assert row["gpu_energy_j"] == pytest.approx(800.0, rel=1e-3) and row["gpu_count"] == 2
+        assert any("--server-gpus" in p and "10.1.2.3" in p for p in problems)
