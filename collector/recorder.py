@@ -144,6 +144,9 @@ class Recorder:
             except zmq.ZMQError as exc:
                 log.warning("clock_probe_failed", source=src, error=str(exc))
                 continue
+            if p is not None and p.src not in (None, src):  # another daemon on that port: its clock is not this one
+                log.warning("clock_probe_wrong_source", source=src, answered_by=p.src, endpoint=client.endpoint)
+                continue
             if p is None:
                 log.warning("clock_probe_unanswered", source=src, endpoint=client.endpoint,
                             fix="is the daemon's clock endpoint reachable (its telemetry port + 2, or --clock-endpoint)?")
