@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--events-endpoint", default=None, help="collector PUB to subscribe to (default: "
                     f"env {bus.ENV_EVENTS} or {bus.EVENTS_ENDPOINT})")
     add_curve_args(ap)
+    ap.add_argument("--telemetry-server-key", type=Path, action="append", default=None, metavar="FILE",
+                    help="live, several CURVE daemons: each one's public .key, in the order of --telemetry-endpoint "
+                         "(default: --curve-server-key for all)")
     ap.add_argument("--out-root", type=Path, help="live: parent of batch directories when batch.start's config "
                                                   "names neither exp_dir nor out_dir")
     ap.add_argument("--once", action="store_true", help="live: exit after the first batch")
@@ -163,10 +166,21 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
     from analyzer.live import resolve_batch_dir, run_live
 
     try:
-        curve = curve_keys(args, server_key_required=True)
+        # per-daemon keys alone (events on loopback): no shared server key is needed
+        curve = (None if args.telemetry_server_key and not args.curve_server_key
+                 else curve_keys(args, server_key_required=True))
     except bus.BusSecurityError as exc:
         raise BadInput(str(exc)) from exc
-    endpoints = [*(args.telemetry_endpoint or [bus.telemetry_endpoint()]), args.events_endpoint or bus.events_endpoint()]
+    tel = args.telemetry_endpoint or [bus.telemetry_endpoint()]
+    endpoints = [*tel, args.events_endpoint or bus.events_endpoint()]
+    if args.telemetry_server_key:
+        if not args.curve_secret or len(args.telemetry_server_key) != len(tel):
+            raise BadInput(f"{len(args.telemetry_server_key)} --telemetry-server-key for {len(tel)} "
+                           "--telemetry-endpoint; give one daemon .key per endpoint, in order, with --curve-secret")
+        try:
+            curve = [bus.CurveKeys.from_secret_file(args.curve_secret, f) for f in args.telemetry_server_key] + [curve]
+        except bus.BusSecurityError as exc:
+            raise BadInput(str(exc)) from exc
 
     def on_batch(items):
         data_start = next((p for t, p in items if t == BATCH_START), None)

@@ -103,10 +103,15 @@ def resolve_batch_dir(batch_start: dict[str, Any] | None, override: Path | None,
 
 def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Message]], None],
              lookback_s: float, grace_s: float, max_batches: int | None = None, exit_after_s: float | None = None,
-             curve: CurveKeys | None = None) -> int:
+             curve: CurveKeys | list[CurveKeys | None] | None = None) -> int:
     """Receive until ``max_batches`` batches were analysed, ``exit_after_s`` passed, or Ctrl-C.
-    Returns the number of batches analysed."""
-    sock = connect_sub(ctx, endpoints, curve=curve)
+    Returns the number of batches analysed. ``curve`` may be a list, one per endpoint (daemons with
+    keys of their own): then each endpoint gets its own SUB socket."""
+    curves = list(curve) if isinstance(curve, (list, tuple)) else [curve] * len(endpoints)
+    socks = [connect_sub(ctx, ep, curve=c) for ep, c in zip(endpoints, curves)]
+    poller = zmq.Poller()
+    for s in socks:
+        poller.register(s, zmq.POLLIN)
     inbox = Inbox()
     buf = LiveBuffer(lookback_s, grace_s)
     done = 0
@@ -120,8 +125,11 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
                 log.warning("live_exit_after", seconds=exit_after_s, batches=done)
                 stopped_early = True
                 break
-            for topic, payload in inbox.drain(sock, timeout_ms=100):
-                buf.feed(topic, payload, time.monotonic())
+            ready = dict(poller.poll(100))
+            for s in socks:
+                if s in ready:
+                    for topic, payload in inbox.drain(s, timeout_ms=0):
+                        buf.feed(topic, payload, time.monotonic())
             if buf.ready(time.monotonic()):
                 try:
                     on_batch(buf.take())
@@ -141,7 +149,8 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
                 done += 1
             except Exception:
                 log.exception("live_batch_failed")
-        sock.close(linger=0)
+        for s in socks:
+            s.close(linger=0)
         if inbox.dropped_oversize or inbox.dropped_invalid:
             log.warning("live_dropped", oversize=inbox.dropped_oversize, invalid=inbox.dropped_invalid)
     return done

@@ -239,3 +239,39 @@ class TestServerGpus:
         row, problems, _ = self.energy("http://10.1.2.3:11434")
         assert row["gpu_energy_j"] == pytest.approx(800.0, rel=1e-3) and row["gpu_count"] == 2
         assert any("--server-gpus" in p and "10.1.2.3" in p for p in problems)
+
+
+def test_recorder_takes_several_curve_daemons_each_with_its_own_key(zctx, tmp_path):
+    """Two CURVE publishers with different key pairs: with one server key per endpoint both are recorded;
+    with the keys swapped (negative control) neither arrives and the timeout names both endpoints."""
+    from shared.bus import CurveKeys, bind_pub
+    from tests.conftest import free_port
+
+    keys = [CurveKeys.generate(), CurveKeys.generate()]
+    me = CurveKeys.generate()
+    eps = [f"tcp://127.0.0.1:{free_port()}" for _ in keys]
+    pubs = [bind_pub(zctx, ep, k) for ep, k in zip(eps, keys)]
+    stampers = [M.Stamper("telemetry@h1"), M.Stamper("telemetry@h2")]
+
+    def run(order):
+        curves = [CurveKeys(me.public, me.secret, keys[i].public) for i in order]
+        rec = Recorder(tmp_path / f"s{order}.msgpack", None, eps, sub_curve=curves, ctx=zctx, clock_probe_s=None)
+        try:
+            deadline = time.monotonic() + 5
+            while not rec.heartbeat.is_set() and time.monotonic() < deadline:
+                for pub, st in zip(pubs, stampers):
+                    pub.send_multipart([M.TEL_HB.encode(), M.encode(st.stamp({"gpus": 0}))])
+                time.sleep(0.05)
+            return rec.heartbeat.is_set(), set(rec.sources), rec
+        finally:
+            rec.close()
+
+    ok, srcs, _ = run([0, 1])
+    assert ok and srcs == {"telemetry@h1", "telemetry@h2"}
+    ok, srcs, rec = run([1, 0])
+    assert not ok and srcs == set()
+    with pytest.raises(Exception, match="no telemetry heartbeat") as err:
+        rec.wait_heartbeat(0.01)
+    assert eps[0] in str(err.value) and eps[1] in str(err.value)
+    for pub in pubs:
+        pub.close(linger=0)
