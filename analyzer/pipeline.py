@@ -190,7 +190,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                     for r, row in zip(reqs, rows)}
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus))
     timelines = [{"key": g.key, "t_s": ((g.t_ns - origin) / 1e9), "power_w": g.values["power_mw"] / 1000.0,
-                  "simulated": g.simulated, "name": g.meta.get("name")} for g in batch.gpus]
+                  "simulated": g.simulated, "name": g.meta.get("name"),
+                  "gpu_id": f"{M.src_host(g.src) or '?'} / {g.meta.get('uuid') or g.key}"} for g in batch.gpus]
     first = {row["rid"]: finite(row.get("first_token_s")) for row in rows}
     # first_s: where prefill ends and decode begins (None when no first token was seen)
     windows = [{"rid": r.rid, "a_s": float(win.a_s[i]), "b_s": float(win.b_s[i]), "label": _label(r),

@@ -225,6 +225,14 @@ class TestServerGpus:
         a = pipeline.analyze(stream.build(self.two_hosts(base_url)), pipeline.Options(quality=False, server_gpus=spec))
         return a.results[0], a.problems, a.gpu_samples
 
+    def test_plots_name_gpus_by_host_and_uuid(self):
+        from analyzer import report_html
+
+        a = pipeline.analyze(stream.build(self.two_hosts(None)), pipeline.Options(quality=False, server_gpus="all"))
+        assert sorted(tl["gpu_id"] for tl in a.timelines) == ["gpu-a / GPU-a", "gpu-b / GPU-b"]
+        page = report_html.render_html(a)
+        assert "(gpu-a / GPU-a)</h3>" in page and "(gpu-b / GPU-b)</h3>" in page
+
     def test_server_host_from_base_url_all_and_explicit(self):
         row, problems, samples = self.energy("http://gpu-b:11434")
         assert row["gpu_energy_j"] == pytest.approx(600.0, rel=1e-3) and row["gpu_count"] == 1
