@@ -35,17 +35,25 @@ class LiveBuffer:
         self.open = False
         self.ended_at_s: float | None = None
         self.dropped_events = 0
+        self._newest: dict[str, int] = {}  # newest t per publisher
         self._next: list[tuple[str, dict[str, Any], float]] = []  # events that came during the grace period
 
     def feed(self, topic: str, payload: dict[str, Any], now_s: float) -> None:
-        if self.ended_at_s is not None and topic not in TELEMETRY and topic != M.TEL_HB:
+        # clock.sync travels with telemetry: the collector probes before batch.start and after batch.end
+        kept = topic in TELEMETRY or topic in (M.TEL_HB, M.CLOCK_SYNC)
+        if self.ended_at_s is not None and not kept:
             self._next.append((topic, payload, now_s))  # belongs to the next batch
             return
-        if topic in TELEMETRY or topic == M.TEL_HB:
+        if kept:
             self.telemetry.append((topic, payload))
+            src = str(payload.get("src"))
+            self._newest[src] = max(self._newest.get(src, 0), payload.get("t", 0))
             if not self.open:
-                newest = payload.get("t", 0)
-                while self.telemetry and self.telemetry[0][1].get("t", 0) < newest - self.lookback_ns:
+                # per source: each host's monotonic clock is its own (mapped only at analysis)
+                while self.telemetry:
+                    head = self.telemetry[0][1]
+                    if head.get("t", 0) >= self._newest.get(str(head.get("src")), 0) - self.lookback_ns:
+                        break
                     self.telemetry.popleft()
             return
         if topic == M.BATCH_START:

@@ -172,10 +172,9 @@ def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAU
     host = procs = rapl = None
     procs, rapl = {}, {}
     if host_rows:
-        if len(host_rows) > 1:
-            log.info("several_host_sources", srcs=sorted(host_rows),
-                     used=hosts.pick_host_src(sorted(host_rows), batch_start))
         src = hosts.pick_host_src(sorted(host_rows), batch_start)  # several daemons: the LLM server's host
+        if len(host_rows) > 1:
+            log.info("several_host_sources", srcs=sorted(host_rows), used=src)
         rows = host_rows[src]
         host = _series("host", src, rows, M.HOST_SERIES)
         names = sorted({n for r in rows for n in (r.get("procs") or {})})
