@@ -6,6 +6,7 @@ skewed host as well as on the same host; the mapping's error is measured against
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -281,5 +282,41 @@ def test_recorder_takes_several_curve_daemons_each_with_its_own_key(zctx, tmp_pa
     with pytest.raises(Exception, match="no telemetry heartbeat") as err:
         rec.wait_heartbeat(0.01)
     assert eps[0] in str(err.value) and eps[1] in str(err.value)
+    for pub in pubs:
+        pub.close(linger=0)
+
+
+@pytest.mark.slow
+def test_telemetry_record_takes_one_server_key_per_endpoint(zctx, tmp_path, procs):  # noqa: F811
+    """python -m telemetry.record on two CURVE publishers with keys of their own (--endpoint-server-key, one per
+    --endpoint): both are recorded; with the keys swapped (negative control) nothing is."""
+    import zmq.auth
+
+    from shared.bus import CurveKeys, bind_pub
+
+    files = {}
+    for name in ("d1", "d2", "me"):
+        pub_file, secret_file = zmq.auth.create_certificates(str(tmp_path), name)
+        files[name] = (Path(pub_file), Path(secret_file))
+    eps = [loopback(), loopback()]
+    pubs = [bind_pub(zctx, ep, CurveKeys.from_secret_file(files[n][1])) for ep, n in zip(eps, ("d1", "d2"))]
+    stampers = [M.Stamper("telemetry@h1"), M.Stamper("telemetry@h2")]
+
+    def run(keys, out):
+        args = ["telemetry.record", "--out", str(out), "--duration", "4", "--curve-secret", str(files["me"][1])]
+        for ep, k in zip(eps, keys):
+            args += ["--endpoint", ep, "--endpoint-server-key", str(files[k][0])]
+        proc = procs.start(*args)
+        deadline = time.monotonic() + 15
+        while proc.poll() is None and time.monotonic() < deadline:
+            for pub, st in zip(pubs, stampers):
+                pub.send_multipart([M.TEL_HB.encode(), M.encode(st.stamp({"gpus": 0}))])
+            time.sleep(0.05)
+        assert proc.wait(10) == 0, procs.output(proc)
+        _, items, _ = read_recording(out)
+        return {p["src"] for _, p in items}
+
+    assert run(("d1", "d2"), tmp_path / "ok.msgpack") == {"telemetry@h1", "telemetry@h2"}
+    assert run(("d2", "d1"), tmp_path / "swapped.msgpack") == set()
     for pub in pubs:
         pub.close(linger=0)
