@@ -320,3 +320,36 @@ def test_telemetry_record_takes_one_server_key_per_endpoint(zctx, tmp_path, proc
     assert run(("d2", "d1"), tmp_path / "swapped.msgpack") == set()
     for pub in pubs:
         pub.close(linger=0)
+
+
+@pytest.mark.slow
+def test_collector_with_two_daemons_records_clock_sync_and_the_analyzer_maps_it(procs, tmp_path):  # noqa: F811
+    """python -m collector with two --telemetry-endpoint (one daemon posing as a host whose clock is 30 s
+    ahead), the Ollama stub and the analyzer it runs: clock.sync recorded for both sources, every request's
+    windows covered by both GPUs' samples, the mapping named per row."""
+    from tests.fault_helpers import read_csv, start_ollama_stub
+
+    url = start_ollama_stub(procs, token_delay_s=0.02)
+    ep_a, ep_b = loopback(), loopback()
+    daemon(procs, ep_a, loopback())
+    daemon(procs, ep_b, loopback(), "--test-pose-host", "gpu-b", "--test-clock-offset-s", str(OFFSET_S),
+           "--test-clock-drift-ppm", str(DRIFT_PPM))
+    batch = tmp_path / "b"
+    batch.mkdir()
+    collector = procs.start(
+        "collector", "--exp-dir", str(batch), "--models", "ok", "--tasks", "qa", "--loads", "short", "--langs", "en",
+        "--runs", "4", "--max-tokens", "12", "--base-url", url, "--telemetry-endpoint", ep_a,
+        "--telemetry-endpoint", ep_b, "--telemetry-wait", "30", "--clock-probe-s", "1",
+        "--events-endpoint", loopback(), "--no-progress",
+        "--analyzer-args", "--no-quality --no-plots --no-progress --server-gpus all")
+    assert collector.wait(120) == 0, procs.output(collector)
+    _, items, _ = read_recording(batch / "raw" / "stream.msgpack")
+    sources = {p["source"] for t, p in items if t == M.CLOCK_SYNC}
+    assert "telemetry@gpu-b" in sources and len(sources) == 2
+    rows = read_csv(batch / "summary" / "results.csv")
+    assert rows and all(r["status"] == "ok" for r in rows)
+    for i, r in enumerate(rows):
+        # the last window may end after the last sample before batch.end (as on one host): nearly covered
+        assert r["gpu_count"] == "2" and float(r["gpu_coverage"]) >= (0.9 if i == len(rows) - 1 else 0.999)
+        assert "offset" in r["clock_mapping"] and float(r["clock_uncertainty_ms"]) < 5.0
+        assert float(r["telemetry_gpu-b_gpu0_energy_j"]) > 0
