@@ -189,7 +189,8 @@ class Recorder:
         self._stop.set()
         if self._clock_thread is not None:
             self._clock_thread.join(timeout=5)
-            self.probe_clocks("end", timeout_ms=300)  # the last probe closes the fit over the whole batch
+            if not self._clock_thread.is_alive():  # its sockets are ours now
+                self.probe_clocks("end", timeout_ms=300)  # the last probe closes the fit over the whole batch
         for client in self._clients.values():
             client.close()
         if self._thread is not None:
