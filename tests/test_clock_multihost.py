@@ -344,6 +344,8 @@ def test_collector_with_two_daemons_records_clock_sync_and_the_analyzer_maps_it(
         "--analyzer-args", "--no-quality --no-plots --no-progress --server-gpus all")
     assert collector.wait(120) == 0, procs.output(collector)
     _, items, _ = read_recording(batch / "raw" / "stream.msgpack")
+    for topic, payload in items:  # every key the daemons and the collector send is declared in the contract
+        M.validate(topic, payload, strict=True)
     sources = {p["source"] for t, p in items if t == M.CLOCK_SYNC}
     assert "telemetry@gpu-b" in sources and len(sources) == 2
     rows = read_csv(batch / "summary" / "results.csv")
