@@ -247,3 +247,28 @@ def test_page_renders_in_headless_chromium(campaign, tmp_path):
     assert 'data-report="ok"' in root and "data-errors" not in root, root
     assert 'data-plots="1"' in root and 'data-tables="2"' in root
     assert shot.is_file() and shot.stat().st_size > 20_000
+
+
+def test_prefill_and_decode_energy_where_a_batch_has_them(campaign, tmp_path):
+    """A batch whose results carry gpu_energy_prefill_j / gpu_energy_decode_j (newer analyzer) gets their
+    means; rows from batches without them stay empty (never 0), and the page shows the columns."""
+    import shutil
+
+    import pyarrow as pa
+
+    newer = tmp_path / "b1"
+    shutil.copytree(campaign[0], newer)
+    res = newer / "summary" / "results.parquet"
+    t = pq.read_table(res)
+    pre = [0.1 * (i + 1) for i in range(t.num_rows)]
+    pq.write_table(t.append_column("gpu_energy_prefill_j", pa.array(pre))
+                    .append_column("gpu_energy_decode_j", pa.array([3 * x for x in pre])), res)
+    c = C.compare([newer, campaign[2]])
+    rows = {(r["model"], r["host"]): r for r in c.leaderboard}
+    models = t.column("model").to_pylist()
+    want = mean([p for p, m in zip(pre, models) if m == "m:1b"])
+    assert rows[("m:1b", "hostA")]["gpu_energy_prefill_j_mean"] == pytest.approx(want)
+    assert rows[("m:1b", "hostA")]["gpu_energy_decode_j_mean"] == pytest.approx(3 * want)
+    assert rows[("m:1b", "hostB")]["gpu_energy_prefill_j_mean"] is None
+    assert "prefill GPU J" in C.render_html(c, "en")
+    assert "prefill GPU J" not in C.render_html(C.compare([campaign[2]]), "en")  # negative control
