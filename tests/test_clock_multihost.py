@@ -355,3 +355,19 @@ def test_collector_with_two_daemons_records_clock_sync_and_the_analyzer_maps_it(
         assert r["gpu_count"] == "2" and float(r["gpu_coverage"]) >= (0.9 if i == len(rows) - 1 else 0.999)
         assert "offset" in r["clock_mapping"] and float(r["clock_uncertainty_ms"]) < 5.0
         assert float(r["telemetry_gpu-b_gpu0_energy_j"]) > 0
+
+
+def test_windows_a_few_uncertainties_long_are_flagged():
+    """A mapping known to ± ~0.2 s (0.4 s round trips): a 0.5 s window is flagged clock_short_window, a 2 s one
+    is not (positive control); both report the uncertainty and the Problems list names the short one."""
+    from tests import synth as S
+
+    spec = S.Spec(duration_s=6.0, requests=[S.Req(1.0, 1.5, rid="short"), S.Req(2.5, 4.5, rid="long")])
+    probes = [sync("telemetry@synth", S.T0_NS + k * 2_000_000_000, 400_000_000,
+                   S.T0_NS + k * 2_000_000_000 + 200_000_000) for k in range(3)]
+    a = pipeline.analyze(stream.build(S.messages(spec) + probes), pipeline.Options(quality=False))
+    rows = {r["rid"]: r for r in a.results}
+    assert rows["short"]["clock_short_window"] is True and rows["long"]["clock_short_window"] is False
+    assert rows["short"]["clock_uncertainty_ms"] == pytest.approx(200.0, rel=0.01)
+    assert rows["long"]["gpu_energy_j"] == pytest.approx(200.0, rel=1e-3)  # offset 0: the energy is unchanged
+    assert any("clock_short_window" in p and "short" in p for p in a.problems)
