@@ -11,7 +11,7 @@ BATCH ?=
 ARGS ?=
 FUZZ_TESTS ?= tests/test_escape.py tests/test_fuzz_parsers.py
 
-.PHONY: install test test-fast fuzz demo telemetry tail record collect analyze bench clean
+.PHONY: install test test-fast fuzz demo telemetry tail record collect analyze compare bench clean
 
 install: $(STAMP)
 
@@ -53,6 +53,12 @@ collect: install
 analyze: install
 	@test -n "$(BATCH)" || (echo "usage: make analyze BATCH=data/experiments_2"; exit 2)
 	$(VPY) -m analyzer --batch $(BATCH) $(ARGS)
+
+# One leaderboard across batches: make compare BATCHES="data/experiments_1_* data/experiments_2_*" [COMPARE_OUT=data/compare]
+COMPARE_OUT ?= data/compare
+compare: install
+	@test -n "$(BATCHES)" || (echo 'usage: make compare BATCHES="data/experiments_1 data/experiments_2" [COMPARE_OUT=data/compare] [ARGS="--dataset data/lake"]'; exit 2)
+	$(VPY) -m analyzer.compare $(BATCHES) --out $(COMPARE_OUT) $(ARGS)
 
 bench: install
 	$(VPY) -m bench $(ARGS)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analyzer import i18n, outputs, pipeline, stream, tables
+from analyzer import clock, i18n, outputs, pipeline, stream, tables
 from analyzer.energy import DEFAULT_CPU_TDP_W
 from shared import bus
 from shared.batch import BatchDir
@@ -51,11 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch", type=Path, help="batch directory (replay its raw/stream.msgpack; with --live: "
                                                "where the live batch's outputs go)")
     ap.add_argument("--live", action="store_true", help="subscribe to the bus and analyse each batch at batch.end")
-    ap.add_argument("--telemetry-endpoint", default=None, help="telemetry PUB to subscribe to (default: "
+    ap.add_argument("--telemetry-endpoint", default=None, action="append",
+                    help="telemetry PUB to subscribe to; repeat it for several daemons (default: "
                     f"env {bus.ENV_TELEMETRY} or {bus.TELEMETRY_ENDPOINT})")
     ap.add_argument("--events-endpoint", default=None, help="collector PUB to subscribe to (default: "
                     f"env {bus.ENV_EVENTS} or {bus.EVENTS_ENDPOINT})")
     add_curve_args(ap)
+    ap.add_argument("--telemetry-server-key", type=Path, action="append", default=None, metavar="FILE",
+                    help="live, several CURVE daemons: each one's public .key, in the order of --telemetry-endpoint "
+                         "(default: --curve-server-key for all)")
     ap.add_argument("--out-root", type=Path, help="live: parent of batch directories when batch.start's config "
                                                   "names neither exp_dir nor out_dir")
     ap.add_argument("--once", action="store_true", help="live: exit after the first batch")
@@ -64,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "in-flight telemetry (default 1)")
     ap.add_argument("--lookback-s", type=float, default=stream.DEFAULT_LOOKBACK_S,
                     help="telemetry kept from before batch.start, for the idle baseline (default %(default)s s)")
+    ap.add_argument("--server-gpus", default="auto", metavar="SPEC",
+                    help="with several telemetry hosts: the GPUs a request's energy counts. auto (default): those on "
+                         "the LLM server's host (batch.start base_url; the collector's host for a loopback server); "
+                         "all; or HOST, HOST/UUID, UUID comma-separated")
     ap.add_argument("--idle-baseline", action="store_true", help="subtract the GPU idle power measured before "
                                                                  "the first request (gpu_energy_net_j)")
     ap.add_argument("--cpu-tdp-w", type=float, default=None, help="CPU TDP in W for cpu_energy_j_approx "
@@ -99,7 +107,8 @@ def options_from(args: argparse.Namespace) -> pipeline.Options:
         qopts["unsafe_code_tests_without_sandbox"] = True
     return pipeline.Options(cpu_tdp_w=tdp, idle_baseline=args.idle_baseline, quality=not args.no_quality,
                             quality_options=qopts, progress=not args.no_progress,
-                            metric_percentiles=parse_percentiles(args.metric_percentiles))
+                            metric_percentiles=parse_percentiles(args.metric_percentiles),
+                            server_gpus=args.server_gpus)
 
 
 def parse_percentiles(text: str | None) -> tuple[float, ...]:
@@ -126,6 +135,9 @@ def analyse_messages(items, bd: BatchDir, opts: pipeline.Options, lookback_s: fl
                      problem: str | None = None, lang: str = "en") -> pipeline.Analysis:
     """The one path both inputs take: messages → BatchData → Analysis → files."""
     data = stream.build(items, lookback_s)
+    too_far = clock.refused(data.clock)
+    if too_far:  # windows cannot be joined with samples this uncertain: no figures rather than wrong ones
+        raise BadInput(f"{bd.root}: batch refused: " + "; ".join(too_far))
     analysis = pipeline.analyze(data, opts, recording_problem=problem)
     outputs.write_all(analysis, bd, make_plots=plots, progress=opts.progress, lang=lang)
     return analysis
@@ -175,10 +187,21 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
     from analyzer.live import resolve_batch_dir, run_live
 
     try:
-        curve = curve_keys(args, server_key_required=True)
+        # per-daemon keys alone (events on loopback): no shared server key is needed
+        curve = (None if args.telemetry_server_key and not args.curve_server_key
+                 else curve_keys(args, server_key_required=True))
     except bus.BusSecurityError as exc:
         raise BadInput(str(exc)) from exc
-    endpoints = [args.telemetry_endpoint or bus.telemetry_endpoint(), args.events_endpoint or bus.events_endpoint()]
+    tel = args.telemetry_endpoint or [bus.telemetry_endpoint()]
+    endpoints = [*tel, args.events_endpoint or bus.events_endpoint()]
+    if args.telemetry_server_key:
+        if not args.curve_secret or len(args.telemetry_server_key) != len(tel):
+            raise BadInput(f"{len(args.telemetry_server_key)} --telemetry-server-key for {len(tel)} "
+                           "--telemetry-endpoint; give one daemon .key per endpoint, in order, with --curve-secret")
+        try:
+            curve = [bus.CurveKeys.from_secret_file(args.curve_secret, f) for f in args.telemetry_server_key] + [curve]
+        except bus.BusSecurityError as exc:
+            raise BadInput(str(exc)) from exc
 
     def on_batch(items):
         data_start = next((p for t, p in items if t == BATCH_START), None)
@@ -187,8 +210,13 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
             log.error("live_no_output_dir", batch=(data_start or {}).get("batch"),
                       fix="pass --batch DIR or --out-root DIR, or have the collector put out_dir in its config")
             return
-        analysis = analyse_messages(items, BatchDir(root), opts, args.lookback_s, not args.no_plots,
-                                    lang=report_lang(args.report_lang))
+        try:
+            analysis = analyse_messages(items, BatchDir(root), opts, args.lookback_s, not args.no_plots,
+                                        lang=report_lang(args.report_lang))
+        except BadInput as exc:  # one refused batch (clock too uncertain) must not end the live analyzer
+            log.error("batch_refused", batch=str(root), problem=str(exc))
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return
         print(f"analysed {len(analysis.results)} request(s) -> {root / 'summary' / 'results.csv'}", flush=True)
 
     ctx = zmq.Context()

@@ -112,6 +112,25 @@ _TEXT: dict[str, dict[str, str]] = {
     "no_quality_plot": {"en": "No request of this task has both a quality score and an energy figure (see Problems).",
                         "zh": "该任务没有同时具备质量分和能耗数据的请求（见“问题”一节）。"},
     "p_pipeline": {"en": "Analysis notes", "zh": "分析说明"},
+    # compare.html (python -m analyzer.compare)
+    "compare_title": {"en": "Campaign comparison", "zh": "批次对比"},
+    "compare_n_batches": {"en": "{n} batch(es)", "zh": "{n} 个批次"},
+    "compare_def": {
+        "en": "One row per task, quality basis, model and GPU (host / GPU name). Batches measured on different GPUs "
+              "or scored on a different quality basis are never pooled; batches on the same GPU and basis are, and "
+              "the row names them. Rank: by group 效质比 within the task and basis.",
+        "zh": "每行对应一个任务、质量依据、模型和 GPU（主机 / GPU 型号）。在不同 GPU 上测量或以不同质量依据评分的批次从不合并；"
+              "同一 GPU 与依据的批次会合并，并在该行列出。排名：同一任务与依据内按组效质比排序。"},
+    "compare_sim": {"en": "Some batches used a SIMULATED GPU: their energy and 效质比 are not measurements (their rows "
+                          "are kept apart and marked).",
+                    "zh": "部分批次使用模拟 GPU：其能耗与效质比并非实测值（这些行单独列出并标记）。"},
+    "compare_notes": {"en": "Notes", "zh": "说明"},
+    "leaderboard": {"en": "Leaderboard", "zh": "排行榜"},
+    "compare_caption": {
+        "en": "Dots are requests (hover: batch, request id); crosses are row means with 95% intervals; the dashed "
+              "line joins the Pareto-optimal rows. Click a column heading to sort.",
+        "zh": "点为单个请求（悬停显示批次与请求 id）；十字为各行均值及 95% 区间；虚线连接帕累托最优的行。点击列标题排序。"},
+    "batches": {"en": "Batches", "zh": "批次"},
 }
 
 # Table headings (the CSV column names stay in the files; the report shows these, the name on hover).
@@ -137,6 +156,14 @@ _LABELS: dict[str, dict[str, str]] = {
     "gpu_coverage": {"en": "GPU coverage", "zh": "GPU 覆盖率"}, "rid": {"zh": "请求 id"},
     "gpu_seq_gaps": {"zh": "序号缺口"}, "chrf": {"en": "chrF", "zh": "chrF"}, "rouge_l": {"en": "ROUGE-L", "zh": "ROUGE-L"},
     "error": {"en": "error", "zh": "错误"},
+    "rank": {"zh": "排名"}, "host": {"zh": "主机"}, "gpu_name": {"en": "GPU", "zh": "GPU"},
+    "batches": {"zh": "批次"}, "batch": {"zh": "批次"},
+    "quality_per_kj_ci95_low": {"en": "效质比 95% low", "zh": "效质比 95% 下限"},
+    "quality_per_kj_ci95_high": {"en": "效质比 95% high", "zh": "效质比 95% 上限"},
+    "j_per_token_mean": {"en": "J/token", "zh": "J/token"},
+    "gpu_energy_prefill_j_mean": {"en": "prefill GPU J", "zh": "预填充 GPU 能耗 J"},
+    "gpu_energy_decode_j_mean": {"en": "decode GPU J", "zh": "解码 GPU 能耗 J"},
+    "first_token_s_mean": {"en": "TTFT (s)", "zh": "首 token（s）"}, "toks_per_s_mean": {"en": "tok/s", "zh": "tok/s"},
 }
 
 

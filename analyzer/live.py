@@ -35,17 +35,25 @@ class LiveBuffer:
         self.open = False
         self.ended_at_s: float | None = None
         self.dropped_events = 0
+        self._newest: dict[str, int] = {}  # newest t per publisher
         self._next: list[tuple[str, dict[str, Any], float]] = []  # events that came during the grace period
 
     def feed(self, topic: str, payload: dict[str, Any], now_s: float) -> None:
-        if self.ended_at_s is not None and topic not in TELEMETRY and topic != M.TEL_HB:
+        # clock.sync travels with telemetry: the collector probes before batch.start and after batch.end
+        kept = topic in TELEMETRY or topic in (M.TEL_HB, M.CLOCK_SYNC)
+        if self.ended_at_s is not None and not kept:
             self._next.append((topic, payload, now_s))  # belongs to the next batch
             return
-        if topic in TELEMETRY or topic == M.TEL_HB:
+        if kept:
             self.telemetry.append((topic, payload))
+            src = str(payload.get("src"))
+            self._newest[src] = max(self._newest.get(src, 0), payload.get("t", 0))
             if not self.open:
-                newest = payload.get("t", 0)
-                while self.telemetry and self.telemetry[0][1].get("t", 0) < newest - self.lookback_ns:
+                # per source: each host's monotonic clock is its own (mapped only at analysis)
+                while self.telemetry:
+                    head = self.telemetry[0][1]
+                    if head.get("t", 0) >= self._newest.get(str(head.get("src")), 0) - self.lookback_ns:
+                        break
                     self.telemetry.popleft()
             return
         if topic == M.BATCH_START:
@@ -103,10 +111,15 @@ def resolve_batch_dir(batch_start: dict[str, Any] | None, override: Path | None,
 
 def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Message]], None],
              lookback_s: float, grace_s: float, max_batches: int | None = None, exit_after_s: float | None = None,
-             curve: CurveKeys | None = None) -> int:
+             curve: CurveKeys | list[CurveKeys | None] | None = None) -> int:
     """Receive until ``max_batches`` batches were analysed, ``exit_after_s`` passed, or Ctrl-C.
-    Returns the number of batches analysed."""
-    sock = connect_sub(ctx, endpoints, curve=curve)
+    Returns the number of batches analysed. ``curve`` may be a list, one per endpoint (daemons with
+    keys of their own): then each endpoint gets its own SUB socket."""
+    curves = list(curve) if isinstance(curve, (list, tuple)) else [curve] * len(endpoints)
+    socks = [connect_sub(ctx, ep, curve=c) for ep, c in zip(endpoints, curves)]
+    poller = zmq.Poller()
+    for s in socks:
+        poller.register(s, zmq.POLLIN)
     inbox = Inbox()
     buf = LiveBuffer(lookback_s, grace_s)
     done = 0
@@ -120,8 +133,11 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
                 log.warning("live_exit_after", seconds=exit_after_s, batches=done)
                 stopped_early = True
                 break
-            for topic, payload in inbox.drain(sock, timeout_ms=100):
-                buf.feed(topic, payload, time.monotonic())
+            ready = dict(poller.poll(100))
+            for s in socks:
+                if s in ready:
+                    for topic, payload in inbox.drain(s, timeout_ms=0):
+                        buf.feed(topic, payload, time.monotonic())
             if buf.ready(time.monotonic()):
                 try:
                     on_batch(buf.take())
@@ -141,7 +157,8 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
                 done += 1
             except Exception:
                 log.exception("live_batch_failed")
-        sock.close(linger=0)
+        for s in socks:
+            s.close(linger=0)
         if inbox.dropped_oversize or inbox.dropped_invalid:
             log.warning("live_dropped", oversize=inbox.dropped_oversize, invalid=inbox.dropped_invalid)
     return done

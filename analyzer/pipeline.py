@@ -2,11 +2,14 @@
 except for the optional quality step, which is injected/contained in quality_call)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
+from analyzer import clock as CLOCK
+from analyzer import hosts
 from analyzer import energy as E
 from analyzer import tables
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
@@ -52,6 +55,7 @@ class Options:
     progress: bool = False
     assess: Callable | None = None      # injected scorer (tests); None = analyzer.quality.assess
     metric_percentiles: tuple[float, ...] = tables.DEFAULT_PERCENTILES  # stats.csv pXX columns
+    server_gpus: str = "auto"           # which GPUs a request's energy counts (analyzer.hosts; --server-gpus)
 
 
 @dataclass
@@ -102,6 +106,11 @@ def _clean(v):
 def analyze(batch: BatchData, opts: Options | None = None, recording_problem: str | None = None) -> Analysis:
     opts = opts or Options()
     problems = [f"recording: {recording_problem}"] if recording_problem else []
+    # several GPU hosts on the bus: count the server's GPUs; the samples of every GPU are still written
+    all_gpus = batch.gpus
+    counted, gpu_notes = hosts.select(batch.gpus, opts.server_gpus, batch.batch_start)
+    batch = dataclasses.replace(batch, gpus=counted)
+    problems.extend(gpu_notes)
     origin = batch.origin_ns
     reqs = batch.requests
     done = [r for r in reqs if r.end is not None and r.end.t >= r.start.t]
@@ -172,6 +181,12 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
     warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
     problems[:0] = batch_problems(batch, results)
+    problems.extend([m.describe() for m in batch.clock.values()] + batch.clock_notes)
+    short = [row["rid"] for row in results if row.get("clock_short_window")]
+    if short:
+        problems.append(f"{len(short)} request window(s) are shorter than {CLOCK.SHORT_WINDOW_FACTOR:g} × the clock "
+                        "mapping's uncertainty (clock_short_window): their energy edges are doubtful: "
+                        + ", ".join(short[:10]))
     skipped = [row for row in results if row.get("code_tests_skipped")]
     if skipped:  # once per batch, not per row: the reason is the machine's, not the request's
         problems.append(f"code tests skipped for {len(skipped)} request(s), their quality_score counts the static "
@@ -193,9 +208,10 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                     for r, row in zip(reqs, rows)}
     for rid, obj in request_json.items():
         obj["itl_ms"] = itl.get(rid) or None
-    gpu_samples, host_samples = _samples(batch)
+    gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus))
     timelines = [{"key": g.key, "t_s": ((g.t_ns - origin) / 1e9), "power_w": g.values["power_mw"] / 1000.0,
-                  "simulated": g.simulated, "name": g.meta.get("name")} for g in batch.gpus]
+                  "simulated": g.simulated, "name": g.meta.get("name"),
+                  "gpu_id": f"{M.src_host(g.src) or '?'} / {g.meta.get('uuid') or g.key}"} for g in batch.gpus]
     first = {row["rid"]: finite(row.get("first_token_s")) for row in rows}
     # first_s: where prefill ends and decode begins (None when no first token was seen)
     windows = [{"rid": r.rid, "a_s": float(win.a_s[i]), "b_s": float(win.b_s[i]), "label": _label(r),
@@ -221,6 +237,20 @@ def _first_chunk_s(r: Request, origin: int) -> float:
     return (r.start.t - origin) / 1e9 + min(firsts) if firsts else float("nan")
 
 
+def _clock_columns(batch: BatchData) -> dict[str, Any]:
+    """How the telemetry's clocks were mapped into the collector's (analyzer.clock), worst source first."""
+    srcs = {g.src for g in batch.gpus} | ({batch.host.src} if batch.host is not None else set())
+    maps = [batch.clock[s] for s in sorted(srcs) if s in batch.clock]
+    return {"clock_mapping": _joined(m.method for m in maps),
+            "clock_uncertainty_ms": max(m.uncertainty_ms for m in maps) if maps else None,
+            "clock_short_window": None}
+
+
+def _joined(values) -> str | None:
+    """Distinct non-empty values, sorted and comma-joined (None when there are none)."""
+    return ",".join(sorted({str(v) for v in values if v})) or None
+
+
 def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData, opts: Options, simulated: bool) -> dict:
     s, e = r.start, r.end
     row: dict[str, Any] = {
@@ -229,6 +259,11 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
         "gpu_count": len(batch.gpus), "gpu_simulated": simulated if batch.gpus else None,
         "gpu_power_kind": ",".join(sorted({k for g in batch.gpus for k in g.meta.get("power_kind", [])})) or None,
         "cpu_tdp_w": opts.cpu_tdp_w,
+        # which GPUs (host from the telemetry publisher id, product name, uuid): compare never pools across them
+        "gpu_hosts": _joined(M.src_host(g.src) for g in batch.gpus),
+        "gpu_names": _joined(g.meta.get("name") for g in batch.gpus),
+        "gpu_uuids": _joined(g.meta.get("uuid") for g in batch.gpus),
+        **_clock_columns(batch),
     }
     if e is None or i is None:
         why = ("incomplete: req.start without req.end (batch cut short?)" if e is None
@@ -248,6 +283,8 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     if i is None:
         return row
     row["window_s"] = (e.t - s.t) / 1e9
+    if row["clock_uncertainty_ms"] is not None:  # a window only a few uncertainties long: its edges are doubtful
+        row["clock_short_window"] = row["window_s"] < CLOCK.SHORT_WINDOW_FACTOR * row["clock_uncertainty_ms"] / 1e3
     gpu_vals = {k: {c: _clean(v[c][i]) for c in v} for k, v in per_gpu.items()}
     if gpu_vals:
         g = list(gpu_vals.values())
@@ -405,6 +442,13 @@ def _samples(batch: BatchData) -> tuple[dict[str, list], dict[str, list]]:
         gcols["simulated"].extend([g.simulated] * n)
         for f in list(gcols)[5:]:
             gcols[f].extend(g.values[f].tolist())
+    # appended after the series loop above (it reads the columns by position)
+    gcols.update(host=[], uuid=[], name=[])
+    for g in batch.gpus:
+        n = g.t_ns.size
+        gcols["host"].extend([M.src_host(g.src)] * n)
+        gcols["uuid"].extend([g.meta.get("uuid")] * n)
+        gcols["name"].extend([g.meta.get("name")] * n)
     hcols: dict[str, list] = {}
     if batch.host is not None:
         h = batch.host

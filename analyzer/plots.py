@@ -36,7 +36,8 @@ def power_timeline(out_dir: Path, timeline: dict, windows: list[dict]) -> Path:
                     transform=ax.get_xaxis_transform(), rotation=90, va="top", ha="center", fontsize=6)
     ax.set_xlabel("time since batch origin (s)")
     ax.set_ylabel("GPU power (W)")
-    ax.set_title(f"{mpl_text(timeline['key'])} power with request windows{_sim(timeline['simulated'])}")
+    gpu_id = f" ({mpl_text(timeline['gpu_id'])})" if timeline.get("gpu_id") else ""  # named by host and uuid
+    ax.set_title(f"{mpl_text(timeline['key'])}{gpu_id} power with request windows{_sim(timeline['simulated'])}")
     fig.tight_layout()
     path = out_dir / f"power_timeline_{safe_filename(timeline['key'].replace('/', '_').replace('@', '_'))}.png"
     fig.savefig(path)

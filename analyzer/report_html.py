@@ -309,7 +309,8 @@ def render_html(a, lang: str = "en", title: str | None = None) -> str:
                     f"<p class='caption'>{esc(t('timeline_caption', lang))}</p>")
         for i, tl in enumerate(a.timelines):
             svg = timeline_svg(f"timeline-{i}", tl, a.windows, lang)
-            body.append(f"<h3>{esc(tl['key'])}{' — ' + esc(tl.get('name')) if tl.get('name') else ''}</h3>")
+            body.append(f"<h3>{esc(tl['key'])}{' — ' + esc(tl.get('name')) if tl.get('name') else ''}"
+                        f"{' (' + esc(tl['gpu_id']) + ')' if tl.get('gpu_id') else ''}</h3>")  # named by host and uuid
             body.append(svg or f"<p>{esc(t('none', lang))}</p>")
     body.append(f"<h2>{esc(t('results', lang))}</h2><p class='caption'>{esc(t('sort_hint', lang))}</p>"
                 f"<div class='scroll'>{_section_table('results', RESULT_COLUMNS, a.results, lang)}</div>")

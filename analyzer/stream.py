@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from analyzer import clock, hosts
 from shared import messages as M
 from shared.logs import get_logger
 from shared.numbers import finite
@@ -57,6 +58,8 @@ class BatchData:
     batch_end: M.BatchEnd | None
     invalid: int = 0
     duplicates: int = 0
+    clock: dict[str, Any] = field(default_factory=dict)   # telemetry src → analyzer.clock.Mapping
+    clock_notes: list[str] = field(default_factory=list)  # sources that could not be mapped
 
 
 def normalise(items: Iterable[tuple[str, dict[str, Any]]]) -> tuple[list[tuple[str, dict[str, Any]]], int, int]:
@@ -120,6 +123,9 @@ def _series(key: str, src: str, rows: list[dict[str, Any]], fields: tuple[str, .
 def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAULT_LOOKBACK_S) -> BatchData:
     """Messages in any order → BatchData."""
     msgs, invalid, duplicates = normalise(items)
+    # telemetry from other hosts onto the collector's clock first: scope and windows are on that clock
+    mappings = clock.fit(msgs)
+    msgs = clock.apply(msgs, mappings)
     msgs = scope(msgs, lookback_s)
     origin = msgs[0][1]["t"] if msgs else 0
     gpu_rows: dict[tuple[str, int], list[dict]] = {}
@@ -166,9 +172,9 @@ def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAU
     host = procs = rapl = None
     procs, rapl = {}, {}
     if host_rows:
+        src = hosts.pick_host_src(sorted(host_rows), batch_start)  # several daemons: the LLM server's host
         if len(host_rows) > 1:
-            log.warning("several_host_sources", srcs=sorted(host_rows), used=sorted(host_rows)[0])
-        src = sorted(host_rows)[0]
+            log.info("several_host_sources", srcs=sorted(host_rows), used=src)
         rows = host_rows[src]
         host = _series("host", src, rows, M.HOST_SERIES)
         names = sorted({n for r in rows for n in (r.get("procs") or {})})
@@ -182,4 +188,5 @@ def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAU
     reqs = sorted(requests.values(), key=lambda r: (r.start.t, r.rid))
     return BatchData(origin, gpus, host, procs, rapl,
                      {s: np.array(sorted(v), dtype=np.int64) for s, v in src_seqs.items()},
-                     reqs, batch_start, batch_end, invalid, duplicates)
+                     reqs, batch_start, batch_end, invalid, duplicates, clock=mappings,
+                     clock_notes=clock.unprobed(msgs, mappings))

@@ -49,7 +49,7 @@ class BatchOptions:
     cli_models: bool                        # --models given explicitly
     base_url: str
     events_endpoint: str | None
-    telemetry_endpoint: str | None          # None = --no-telemetry
+    telemetry_endpoint: str | list[str] | None  # None = --no-telemetry; a list: several daemons (GPU hosts)
     telemetry_wait_s: float = 5.0
     resume: bool = False
     analyze: bool = True
@@ -63,6 +63,7 @@ class BatchOptions:
     dry_run: bool = False
     created_dir: bool = False               # an auto-named directory this start made
     server: ServerKind = field(default_factory=lambda: ServerKind(UNKNOWN))
+    clock_probe_s: float | None = 5.0       # seconds between clock probes of each telemetry source (None: none)
 
     def value(self, key: str) -> Any:
         return self.settings[key]["value"]
@@ -222,7 +223,7 @@ async def run_batch(opts: BatchOptions) -> int:
                 wrote_config = not opts.resume
             try:
                 rec = Recorder(batch.stream, opts.events_endpoint, opts.telemetry_endpoint, meta={"batch": batch_id},
-                               pub_curve=opts.pub_curve, sub_curve=opts.sub_curve)
+                               pub_curve=opts.pub_curve, sub_curve=opts.sub_curve, clock_probe_s=opts.clock_probe_s)
             except BusBindError as exc:
                 log.error("events_endpoint_unusable", error=str(exc),
                           fix="is another collector running? pass a free --events-endpoint tcp://127.0.0.1:PORT")

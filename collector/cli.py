@@ -28,7 +28,7 @@ from collector.retry import RetryPolicy
 from collector.settings import SettingsError, load_test_cases, read_config_py, resolve_settings
 from collector.tasks import LANGS, LOADS, TASKS, builtin_cases
 from shared.batch import BatchDir, new_batch_dir
-from shared.bus import BusSecurityError, events_endpoint, is_loopback, telemetry_endpoint
+from shared.bus import BusSecurityError, CurveKeys, events_endpoint, is_loopback, telemetry_endpoint
 from shared.cli import add_curve_args, add_log_args, curve_keys
 from shared.logs import configure_logging, get_logger
 
@@ -91,7 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--events-endpoint", "--events_endpoint", dest="events_endpoint", default=None,
                    help="PUB endpoint for req.*/batch.* events (default: GENAI_EVENTS_ENDPOINT or tcp://127.0.0.1:5557)")
     b.add_argument("--telemetry-endpoint", "--telemetry_endpoint", dest="telemetry_endpoint", default=None,
-                   help="telemetry daemon PUB endpoint (default: GENAI_TELEMETRY_ENDPOINT or tcp://127.0.0.1:5556)")
+                   action="append", help="telemetry daemon PUB endpoint; repeat it for several daemons (GPU hosts) "
+                   "(default: GENAI_TELEMETRY_ENDPOINT or tcp://127.0.0.1:5556)")
+    b.add_argument("--telemetry-server-key", dest="telemetry_server_key", type=Path, action="append", default=None,
+                   metavar="FILE", help="with several --telemetry-endpoint on CURVE: each daemon's public .key, in "
+                   "the same order (default: --curve-server-key for all)")
+    b.add_argument("--clock-probe-s", dest="clock_probe_s", type=float, default=5.0,
+                   help="seconds between clock probes of each telemetry source during the batch (default 5; "
+                        "0 = none: only for daemons on this host)")
     b.add_argument("--no-telemetry", "--no_telemetry", dest="no_telemetry", action="store_true",
                    help="do not wait for or record telemetry (no energy figures)")
     b.add_argument("--telemetry-wait", "--telemetry_wait", dest="telemetry_wait", type=float, default=5.0,
@@ -216,11 +223,25 @@ def main(argv: list[str] | None = None) -> int:
         # encrypt our own PUB only off loopback, where bind_pub demands it
         pub_curve = None if is_loopback(args.events_endpoint or events_endpoint()) else keys
         sub_curve = keys if keys.server_public else None
+    tel_endpoints = args.telemetry_endpoint or [telemetry_endpoint()]
+    if args.telemetry_server_key:
+        if keys is None or len(args.telemetry_server_key) != len(tel_endpoints):
+            log.error("bad_curve_keys", error=f"{len(args.telemetry_server_key)} --telemetry-server-key for "
+                      f"{len(tel_endpoints)} --telemetry-endpoint", fix="give one daemon .key per endpoint, in order, "
+                      "with --curve-secret")
+            return EXIT_SETTINGS
+        try:
+            sub_curve = [CurveKeys.from_secret_file(args.curve_secret, f) for f in args.telemetry_server_key]
+        except BusSecurityError as exc:
+            log.error("bad_curve_keys", error=str(exc))
+            return EXIT_SETTINGS
     opts = BatchOptions(
         batch=batch, settings=settings, cases=cases,
         cli_models=bool(extra.pop("cli_models", args.models is not None)), base_url=base_url,
         events_endpoint=args.events_endpoint or events_endpoint(),
-        telemetry_endpoint=None if args.no_telemetry else (args.telemetry_endpoint or telemetry_endpoint()),
+        telemetry_endpoint=None if args.no_telemetry else (tel_endpoints[0] if len(tel_endpoints) == 1
+                                                           else tel_endpoints),
+        clock_probe_s=args.clock_probe_s or None,
         telemetry_wait_s=args.telemetry_wait, resume=args.resume, analyze=not args.no_analyze,
         progress=not args.no_progress, analyzer_args=shlex.split(args.analyzer_args), pub_curve=pub_curve,
         sub_curve=sub_curve, policy=RetryPolicy(busy_retries=args.retries, backoff_s=args.backoff),

@@ -15,11 +15,15 @@ from typing import Any
 import zmq
 
 from shared.bus import CurveKeys, Inbox, Publisher, bind_pub, connect_sub
+from shared.clock import ClockClient, boot_id, derived_endpoint
 from shared.logs import get_logger
-from shared.messages import TEL_HB, Body, Stamper, source_id
+from shared.messages import TEL_HB, Body, ClockSync, Stamper, source_id
 from shared.recording import RecordingWriter
 
 log = get_logger("collector.recorder")
+
+
+CLOCK_PROBE_S = 5.0  # seconds between clock probes of each telemetry source during a batch
 
 
 class TelemetryTimeout(RuntimeError):
@@ -29,9 +33,10 @@ class TelemetryTimeout(RuntimeError):
 class Recorder:
     """Owns the recording file, the events PUB socket and the telemetry SUB thread."""
 
-    def __init__(self, path: Path, events_endpoint: str | None, telemetry_endpoint: str | None,
+    def __init__(self, path: Path, events_endpoint: str | None, telemetry_endpoint: str | list[str] | None,
                  meta: dict[str, Any] | None = None, pub_curve: CurveKeys | None = None,
-                 sub_curve: CurveKeys | None = None, ctx: zmq.Context | None = None):
+                 sub_curve: CurveKeys | list[CurveKeys | None] | None = None, ctx: zmq.Context | None = None,
+                 clock_probe_s: float | None = CLOCK_PROBE_S):
         self.path = Path(path)
         self.ctx = ctx or zmq.Context.instance()
         self.writer = RecordingWriter(self.path, meta=meta)
@@ -43,36 +48,120 @@ class Recorder:
         self.pub: Publisher | None = None
         self._pub_sock = None
         self._thread: threading.Thread | None = None
-        self.telemetry_endpoint = telemetry_endpoint
+        # several daemons (several GPU hosts): one SUB socket each, so every source's endpoint is known
+        self.telemetry_endpoints = ([telemetry_endpoint] if isinstance(telemetry_endpoint, str)
+                                    else list(telemetry_endpoint or []))
+        self.telemetry_endpoint = ", ".join(self.telemetry_endpoints) or None
+        self._curves = (list(sub_curve) if isinstance(sub_curve, (list, tuple))
+                        else [sub_curve] * len(self.telemetry_endpoints))
+        self._hb_from: set[int] = set()
+        self.sources: dict[str, dict[str, Any]] = {}   # telemetry src → {endpoint index, clock_port, boot_id}
+        self.clock_probe_s = clock_probe_s
+        self.clock_syncs = 0
+        self._clients: dict[str, ClockClient] = {}
+        self._probed: set[str] = set()
+        self._clock_thread: threading.Thread | None = None
         if events_endpoint:
             self._pub_sock = bind_pub(self.ctx, events_endpoint, pub_curve)
             self.pub = Publisher(self._pub_sock, source_id("collector"))
         # one numbering for what is published and what is recorded
         self._stamper = self.pub.stamper if self.pub is not None else Stamper(source_id("collector"))
-        self._sub_curve = sub_curve
-        if telemetry_endpoint:
+        if self.telemetry_endpoints:
             self._thread = threading.Thread(target=self._telemetry_loop, name="telemetry-recorder", daemon=True)
             self._thread.start()
+            if clock_probe_s:
+                self._clock_thread = threading.Thread(target=self._clock_loop, name="clock-prober", daemon=True)
+                self._clock_thread.start()
 
     def _telemetry_loop(self) -> None:
-        sub = connect_sub(self.ctx, self.telemetry_endpoint, curve=self._sub_curve)
+        subs = [connect_sub(self.ctx, ep, curve=c) for ep, c in zip(self.telemetry_endpoints, self._curves)]
+        poller = zmq.Poller()
+        for sub in subs:
+            poller.register(sub, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                # drain everything queued, then write under one lock acquisition
-                batch = self.inbox.drain(sub, timeout_ms=50)
-                if not batch:
-                    continue
-                with self._lock:
+                ready = dict(poller.poll(50))
+                for i, sub in enumerate(subs):
+                    if sub not in ready:
+                        continue
+                    # drain everything queued, then write under one lock acquisition
+                    batch = self.inbox.drain(sub, timeout_ms=0)
+                    if not batch:
+                        continue
+                    with self._lock:
+                        for topic, payload in batch:
+                            self.writer.write(topic, payload)
+                    self.telemetry_received += len(batch)
                     for topic, payload in batch:
-                        self.writer.write(topic, payload)
-                self.telemetry_received += len(batch)
-                if not self.heartbeat.is_set() and any(t == TEL_HB for t, _ in batch):
-                    self.heartbeat.set()
+                        if topic == TEL_HB:
+                            self._heard(i, payload)
         except zmq.ZMQError as exc:  # context terminated under us at shutdown
             if not self._stop.is_set():
                 log.error("telemetry_loop_failed", error=str(exc))
         finally:
-            sub.close(linger=0)
+            for sub in subs:
+                sub.close(linger=0)
+
+    def _heard(self, index: int, hb: dict[str, Any]) -> None:
+        """A heartbeat: its source's endpoint and clock port; the heartbeat event once every endpoint spoke."""
+        self.sources[str(hb.get("src"))] = {"index": index, "clock_port": hb.get("clock_port"),
+                                            "boot_id": hb.get("boot_id")}
+        self._hb_from.add(index)
+        if not self.heartbeat.is_set() and len(self._hb_from) == len(self.telemetry_endpoints):
+            self.heartbeat.set()
+
+    def _clock_loop(self) -> None:
+        """Probe every source at once when it first speaks, then every clock_probe_s (same-host sources only
+        at the start and the end: one clock, the record just says so)."""
+        next_round = 0.0
+        while not self._stop.is_set():
+            fresh = [s for s in list(self.sources) if s not in self._probed]
+            if fresh or time.monotonic() >= next_round:
+                self.probe_clocks("start" if fresh else "during", only=fresh or None)
+                if not fresh:
+                    next_round = time.monotonic() + self.clock_probe_s
+            self._stop.wait(0.1)
+
+    def probe_clocks(self, phase: str, only: list[str] | None = None, timeout_ms: int = 1000) -> int:
+        """Probe sources (best of 3 round trips each) and record one clock.sync per source answered."""
+        local_boot = boot_id()
+        done = 0
+        for src in only or list(self.sources):
+            info = self.sources.get(src) or {}
+            port = info.get("clock_port")
+            same = bool(local_boot) and info.get("boot_id") == local_boot
+            first = src not in self._probed
+            self._probed.add(src)
+            if not port or (same and phase == "during" and not first):
+                continue
+            client = self._clients.get(src)
+            if client is None:
+                i = info["index"]
+                client = self._clients[src] = ClockClient(self.ctx, derived_endpoint(self.telemetry_endpoints[i], port),
+                                                          self._curves[i])
+            try:
+                p = client.best_of(3, timeout_ms)
+            except zmq.ZMQError as exc:
+                log.warning("clock_probe_failed", source=src, error=str(exc))
+                continue
+            if p is not None and p.src not in (None, src):  # another daemon on that port: its clock is not this one
+                log.warning("clock_probe_wrong_source", source=src, answered_by=p.src, endpoint=client.endpoint)
+                continue
+            if p is None:
+                log.warning("clock_probe_unanswered", source=src, endpoint=client.endpoint,
+                            fix="is the daemon's clock endpoint reachable (its telemetry port + 2, or --clock-endpoint)?")
+                continue
+            self.emit(ClockSync(source=src, sent_ns=p.sent_ns, received_ns=p.received_ns, remote_ns=p.remote_ns,
+                                rtt_ns=p.rtt_ns, offset_ns=p.offset_ns, remote_wall_ns=p.remote_wall_ns,
+                                boot_id=p.boot_id, local_boot_id=local_boot,
+                                same_host=bool(local_boot) and p.boot_id == local_boot, phase=phase,
+                                endpoint=client.endpoint), t=p.received_ns)
+            self.clock_syncs += 1
+            done += 1
+        return done
+
+    def _silent(self) -> list[str]:
+        return [ep for i, ep in enumerate(self.telemetry_endpoints) if i not in self._hb_from]
 
     def wait_heartbeat(self, timeout_s: float) -> None:
         """Block until one ``tel.hb`` arrived, or raise :class:`TelemetryTimeout`."""
@@ -80,16 +169,17 @@ class Recorder:
             return
         if not self.heartbeat.wait(timeout_s):
             raise TelemetryTimeout(
-                f"no telemetry heartbeat (tel.hb) on {self.telemetry_endpoint} within {timeout_s:g} s. "
+                f"no telemetry heartbeat (tel.hb) on {', '.join(self._silent()) or self.telemetry_endpoint} within "
+                f"{timeout_s:g} s. "
                 "Start the daemon first (`python -m telemetry`, or `make telemetry`), point "
                 "--telemetry-endpoint at it, or run without energy data using --no-telemetry.")
 
     def emit(self, body: Body, t: int | None = None, flush: bool = False) -> dict[str, Any]:
         """Publish one own event (stamped) and record it; returns the stamped payload."""
-        payload = self._stamper.stamp(body.to_msg(), t=t)
-        if self.pub is not None:
-            self.pub.send(body.TOPIC, payload)
-        with self._lock:
+        with self._lock:  # the clock prober emits from its own thread: one user of the PUB socket at a time
+            payload = self._stamper.stamp(body.to_msg(), t=t)
+            if self.pub is not None:
+                self.pub.send(body.TOPIC, payload)
             self.writer.write(body.TOPIC, payload)
             if flush:
                 self.writer.flush()
@@ -97,6 +187,12 @@ class Recorder:
 
     def close(self) -> None:
         self._stop.set()
+        if self._clock_thread is not None:
+            self._clock_thread.join(timeout=5)
+            if not self._clock_thread.is_alive():  # its sockets are ours now
+                self.probe_clocks("end", timeout_ms=300)  # the last probe closes the fit over the whole batch
+        for client in self._clients.values():
+            client.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:

@@ -146,8 +146,11 @@ def bind_pub(ctx: zmq.Context, endpoint: str, curve: CurveKeys | None = None,
 
 
 def connect_sub(ctx: zmq.Context, endpoints: str | Iterable[str], topics: Iterable[str] = ("",),
-                curve: CurveKeys | None = None) -> zmq.Socket:
-    """A SUB socket connected to each endpoint, subscribed to topic prefixes (``""`` = all)."""
+                curve: CurveKeys | None = None, server_keys: list[bytes] | None = None) -> zmq.Socket:
+    """A SUB socket connected to each endpoint, subscribed to topic prefixes (``""`` = all).
+
+    ``server_keys``: one publisher public key per endpoint (daemons with keys of their own); ZeroMQ
+    takes the CURVE server key in force at each connect, so one socket serves them all."""
     sock = _base_socket(ctx, zmq.SUB)
     sock.setsockopt(zmq.RCVHWM, SEND_HWM)
     if curve is not None:
@@ -158,7 +161,14 @@ def connect_sub(ctx: zmq.Context, endpoints: str | Iterable[str], topics: Iterab
         sock.curve_serverkey = curve.server_public
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
-    for endpoint in [endpoints] if isinstance(endpoints, str) else endpoints:
+    eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+    if server_keys is not None and (curve is None or len(server_keys) != len(eps)):
+        sock.close()
+        raise BusSecurityError(f"{len(server_keys)} publisher keys for {len(eps)} endpoints: give one public .key "
+                               "per endpoint, in order, with this subscriber's --curve-secret")
+    for i, endpoint in enumerate(eps):
+        if server_keys is not None:
+            sock.curve_serverkey = server_keys[i]
         sock.connect(endpoint)
     return sock
 

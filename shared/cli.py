@@ -65,10 +65,25 @@ def add_subscriber_args(ap: argparse.ArgumentParser, topics: list[str], topics_h
     """The flags every bus subscriber (tail, record, prometheus) takes."""
     ap.add_argument("--endpoint", action="append", default=None,
                     help="endpoint to subscribe to; repeatable (default: the telemetry endpoint)")
+    ap.add_argument("--endpoint-server-key", type=Path, action="append", default=None, metavar="FILE",
+                    help="several CURVE daemons with keys of their own: each one's public .key, in the order of "
+                         "--endpoint (with --curve-secret; default: --curve-server-key for all)")
     ap.add_argument("--topics", nargs="*", default=topics, help=topics_help)
     ap.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
     add_curve_args(ap)
     add_log_args(ap)
+
+
+def _sub_keys(args: argparse.Namespace, n: int) -> dict:
+    """connect_sub's CURVE arguments: one server key for all endpoints, or one per endpoint."""
+    files = getattr(args, "endpoint_server_key", None)
+    if not files:
+        return {"curve": curve_keys(args, server_key_required=True)}
+    if not args.curve_secret or len(files) != n:
+        raise BusSecurityError(f"{len(files)} --endpoint-server-key for {n} --endpoint; give one daemon .key per "
+                               "endpoint, in order, with --curve-secret")
+    keys = [CurveKeys.from_secret_file(args.curve_secret, f) for f in files]
+    return {"curve": keys[0], "server_keys": [k.server_public for k in keys]}
 
 
 @contextmanager
@@ -82,7 +97,7 @@ def subscription(args: argparse.Namespace) -> Iterator[tuple[zmq.Socket, threadi
     ctx = zmq.Context()
     sock = None
     try:
-        sock = connect_sub(ctx, endpoints, args.topics, curve=curve_keys(args, server_key_required=True))
+        sock = connect_sub(ctx, endpoints, args.topics, **_sub_keys(args, len(endpoints)))
         yield sock, stop, endpoints
     finally:
         if sock is not None:

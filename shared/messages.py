@@ -36,6 +36,7 @@ REQ_FIRST_TOKEN = "req.first_token"
 REQ_END = "req.end"
 BATCH_START = "batch.start"
 BATCH_END = "batch.end"
+CLOCK_SYNC = "clock.sync"
 
 ENVELOPE_KEYS = ("v", "src", "seq", "t", "wall")
 
@@ -55,6 +56,13 @@ def now_ns() -> tuple[int, int]:
 def source_id(role: str) -> str:
     """Publisher id such as ``telemetry@myhost``."""
     return f"{role}@{socket.gethostname()}"
+
+
+def src_host(src: str | None) -> str | None:
+    """The host part of a publisher id (``telemetry@gpu-box`` → ``gpu-box``); None without one."""
+    if not src or "@" not in str(src):
+        return None
+    return str(src).split("@", 1)[1] or None
 
 
 class Stamper:
@@ -287,6 +295,8 @@ class TelHb(Body):
     simulated: bool | None = _k("true when any GPU is simulated")
     gpus: int | None = _k("number of GPUs sampled")
     uptime_s: float | None = _k("seconds since the daemon started")
+    boot_id: str | None = _k("the daemon host's boot id (Linux; absent elsewhere): equal to the collector's = one clock")
+    clock_port: int | None = _k("TCP port of the daemon's clock probe endpoint (REQ/REP, on the telemetry host)")
 
 
 @dataclass(kw_only=True)
@@ -391,8 +401,28 @@ class BatchEnd(Body):
     telemetry_dropped: dict[str, int] | None = _k("{oversize, invalid}: bus messages refused unread")
 
 
+@dataclass(kw_only=True)
+class ClockSync(Body):
+    """One clock probe of a telemetry source by the collector (NTP-style), recorded by the collector at
+    batch start, every few seconds and at the end. Envelope `t` is the collector's clock at the answer.
+    The analyzer fits each source's clock into the collector's (offset and drift) from these."""
+    TOPIC: ClassVar[str] = CLOCK_SYNC
+    source: str = _k("the probed telemetry publisher id (the `src` of its tel.* messages)", required=True)
+    sent_ns: int = _k("collector `time.monotonic_ns()` when the probe left", required=True)
+    received_ns: int = _k("collector `time.monotonic_ns()` when the answer arrived", required=True)
+    remote_ns: int = _k("the source's clock (the one its tel.* `t` uses) when it answered, ns", required=True)
+    rtt_ns: int | None = _k("received_ns − sent_ns, ns: the offset is known to ± rtt_ns / 2")
+    offset_ns: int | None = _k("remote_ns − (sent_ns + received_ns) / 2: the source's clock minus the collector's, ns")
+    remote_wall_ns: int | None = _k("the source's `time.time_ns()` when it answered")
+    boot_id: str | None = _k("the source host's boot id (absent where the OS has none)")
+    local_boot_id: str | None = _k("the collector host's boot id")
+    same_host: bool | None = _k("true when both boot ids are known and equal: one clock, no mapping needed")
+    phase: str | None = _k("`start` | `during` | `end` of the batch")
+    endpoint: str | None = _k("the probe endpoint asked")
+
+
 BODIES: dict[str, type[Body]] = {c.TOPIC: c for c in (TelGpu, TelHost, TelHb, ReqStart, ReqFirstToken, ReqEnd,
-                                                       BatchStart, BatchEnd)}
+                                                       BatchStart, BatchEnd, ClockSync)}
 TOPICS = tuple(BODIES)
 
 

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from shared.bus import BusError, telemetry_endpoint
+from shared.clock import default_clock_endpoint
 from shared.logs import configure_logging, get_logger
 from shared.cli import add_curve_args, add_log_args, curve_keys, stop_on_signals
 from telemetry.daemon import Daemon, DaemonConfig
@@ -54,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
                          f"(default {DEFAULT_SERVER_PORT}, Ollama's; llama-server and vLLM: the port they serve on; "
                          "0: off)"),
     ap.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop by itself after this long")
+    ap.add_argument("--clock-endpoint", default=None,
+                    help="REP endpoint answering the collector's clock probes (default: the telemetry port + 2 on "
+                         "the same address, e.g. tcp://127.0.0.1:5558; 'none' to answer none). Same loopback-or-"
+                         "CURVE rule as the bus")
+    ap.add_argument("--test-pose-host", default=None, metavar="NAME", help=argparse.SUPPRESS)
+    ap.add_argument("--test-clock-offset-s", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument("--test-clock-drift-ppm", type=float, default=0.0, help=argparse.SUPPRESS)
     add_curve_args(ap, server_key=False)
     ap.add_argument("--send-hwm", type=int, default=None, metavar="N",
                     help="messages queued per slow subscriber before they are dropped for it (default 200000)")
@@ -62,6 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
                          "up to several MiB, so a stalled subscriber lags by seconds before it loses messages)")
     add_log_args(ap)
     return ap
+
+
+def _clock_options(args: argparse.Namespace) -> dict:
+    """The clock probe endpoint, and the tests' pose as another host (its name, a boot id of its own and a
+    clock offset + drift applied to every stamp), which the loopback multi-host tests need."""
+    endpoint = args.endpoint or telemetry_endpoint()
+    clock = None if (args.clock_endpoint or "").lower() == "none" else (args.clock_endpoint or
+                                                                         default_clock_endpoint(endpoint))
+    out: dict = {"clock_endpoint": clock, "clock_optional": not args.clock_endpoint}
+    if args.test_pose_host:
+        out["src"] = f"telemetry@{args.test_pose_host}"
+        out["boot_id"] = f"test-pose-{args.test_pose_host}"
+    if args.test_clock_offset_s or args.test_clock_drift_ppm:
+        # remote = t + offset + drift × t on the machine's monotonic clock: a test knows the true mapping exactly
+        offset_ns, drift = round(args.test_clock_offset_s * 1e9), args.test_clock_drift_ppm * 1e-6
+        out["clock_skew"] = lambda t: t + offset_ns + round(drift * t)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             host_hz=args.host_hz, heartbeat_s=args.heartbeat_s, watch=tuple(args.watch),
             rapl_root=None if args.no_rapl else args.rapl_root, duration_s=args.duration, curve=curve,
             send_hwm=args.send_hwm, gpu_dither=not args.no_dither, server_port=args.server_port or None,
-            send_buffer_b=None if args.send_buffer_kib is None else args.send_buffer_kib * 1024)
+            send_buffer_b=None if args.send_buffer_kib is None else args.send_buffer_kib * 1024,
+            **_clock_options(args))
         gpus, source, backend = open_gpus(args.gpu, args.sim_gpus)
         host = HostReader(config.watch, config.rapl_root, config.server_port)
         if host.rapl is not None and host.rapl.problems:

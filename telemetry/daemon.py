@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import zmq
 
-from shared.bus import CurveKeys, Publisher, bind_pub
+from shared.bus import BusError, CurveKeys, Publisher, bind_pub
+from shared.clock import ClockServer, boot_id
 from shared.logs import get_logger
 from shared.messages import TEL_GPU, TEL_HB, TEL_HOST, TelHb, source_id
 from telemetry.gpu.base import GPU
@@ -49,6 +50,11 @@ class DaemonConfig:
     send_hwm: int | None = None
     send_buffer_b: int | None = None
     src: str = field(default_factory=lambda: source_id("telemetry"))
+    clock_endpoint: str | None = None   # REP endpoint answering the collector's clock probes (None: none)
+    clock_optional: bool = False        # a derived default endpoint that cannot be bound is skipped, with a warning
+    boot_id: str | None = field(default_factory=boot_id)
+    # tests only: a daemon posing as another host maps its monotonic clock (offset and drift) everywhere it stamps
+    clock_skew: Callable[[int], int] | None = None
 
     def __post_init__(self):
         for name in ("gpu_hz", "gpu_slow_hz", "host_hz", "heartbeat_s"):
@@ -180,7 +186,14 @@ class Daemon:
             entry["errors"] = th.failures + (ticker.reader.errors_total if ticker else 0)
             sources[th.source] = entry
         return TelHb(sources=sources, gpu_source=self.gpu_source, simulated=self.simulated, gpus=len(self.gpus),
-                     uptime_s=(now_ns - started_ns) / 1e9).to_msg()
+                     uptime_s=(now_ns - started_ns) / 1e9, boot_id=self.config.boot_id,
+                     clock_port=self.clock_port).to_msg()
+
+    @property
+    def clock_port(self) -> int | None:
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.config.clock_endpoint).port if self.config.clock_endpoint else None
 
     def run(self, stop: threading.Event) -> int:
         """Publish until ``stop`` is set or the duration ends; returns the number of messages sent."""
@@ -194,7 +207,21 @@ class Daemon:
         hb_ns = round(self.config.heartbeat_s * 1e9)
         next_hb = started_ns + hb_ns
         end_ns = started_ns + round(self.config.duration_s * 1e9) if self.config.duration_s else None
-        log.info("telemetry_start", **self.describe())
+        skew = self.config.clock_skew or (lambda t: t)
+        clock = None
+        if self.config.clock_endpoint:
+            try:
+                clock = ClockServer(ctx, self.config.clock_endpoint, self.config.src,
+                                    lambda: skew(time.monotonic_ns()), self.config.boot_id, self.config.curve)
+                clock.start()
+            except BusError as exc:
+                if not self.config.clock_optional:
+                    sock.close(linger=0)
+                    raise
+                log.warning("clock_probe_unavailable", error=str(exc),
+                            hint="a collector on another host cannot map this daemon's clock; pass --clock-endpoint")
+                self.config.clock_endpoint = None
+        log.info("telemetry_start", **self.describe(), clock_endpoint=self.config.clock_endpoint)
         # Python hands the GIL over only every 5 ms by default; a sampler woken for its deadline
         # would wait that long behind the publisher. A shorter interval keeps 1 kHz jitter small.
         old_switch = sys.getswitchinterval()
@@ -207,7 +234,7 @@ class Daemon:
                 if end_ns is not None and now >= end_ns:
                     break
                 if now >= next_hb:
-                    pub.publish(TEL_HB, self.heartbeat(now, started_ns), t=now)
+                    pub.publish(TEL_HB, self.heartbeat(now, started_ns), t=skew(now))
                     self.published += 1
                     next_hb = max(next_hb + hb_ns, now + hb_ns // 2)
                     continue
@@ -216,10 +243,12 @@ class Daemon:
                     topic, body, t_ns, wall_ns = out.get(timeout=max(timeout_s, 0.0))
                 except queue.Empty:
                     continue
-                pub.publish(topic, body, t=t_ns, wall=wall_ns)
+                pub.publish(topic, body, t=skew(t_ns), wall=wall_ns)
                 self.published += 1
         finally:
             inner_stop.set()
+            if clock is not None:
+                clock.stop()
             for th in self.threads:
                 th.join(timeout=1.0)
                 if th.is_alive():

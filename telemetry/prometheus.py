@@ -2,10 +2,13 @@
 
     python -m telemetry.prometheus --port 9109     # then scrape http://127.0.0.1:9109/metrics
 
-GPU gauges carry labels ``gpu``, ``uuid`` and ``simulated`` ("true" for the simulated source, so
-a dashboard can never mistake it for a measurement). Energy counters are exported as Prometheus
-counters (``*_joules_total``); use ``rate()`` on them for average watts. Binds 127.0.0.1 only
-unless --addr says otherwise.
+GPU gauges carry labels ``host`` (the daemon's host, from its publisher id), ``gpu``, ``uuid``,
+``name`` and ``simulated`` ("true" for the simulated source, so a dashboard can never mistake it for
+a measurement); host metrics carry ``host``. Subscribe to several daemons (one ``--endpoint`` each)
+for a fleet view, and to the collector's endpoint for ``genai_requests_total`` (labels ``host`` — the
+LLM server's host —, ``model``, ``status``). Energy counters are exported as Prometheus counters
+(``*_joules_total``); use ``rate()`` on them for average watts. Binds 127.0.0.1 only unless --addr
+says otherwise. grafana/ holds a dashboard for these metrics.
 """
 from __future__ import annotations
 
@@ -20,12 +23,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from shared.bus import Inbox
 from shared.logs import get_logger
-from shared.messages import TEL_GPU, TEL_HB, TEL_HOST
+from shared.messages import BATCH_START, REQ_END, REQ_START, TEL_GPU, TEL_HB, TEL_HOST, src_host
 from shared.cli import add_subscriber_args, subscription
 
 log = get_logger("telemetry.prometheus")
 _MIB = 1024 * 1024
-GPU_LABELS = ["gpu", "uuid", "simulated"]
+GPU_LABELS = ["host", "gpu", "uuid", "name", "simulated"]
+REQUEST_LABELS = ["host", "model", "status"]
+MAX_OPEN_REQUESTS = 10_000  # req.start kept until its req.end; beyond this the oldest are forgotten
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0", ""}
 
 # (metric, help, payload key, scale to the metric's unit)
 _GPU_GAUGES = (
@@ -51,8 +57,11 @@ class TelemetryMetrics:
     def __init__(self):
         self._lock = threading.Lock()
         self.gpus: dict[tuple[Any, Any], dict[str, Any]] = {}
-        self.host: dict[str, Any] | None = None
-        self.hb: dict[str, Any] | None = None
+        self.hosts: dict[str, dict[str, Any]] = {}      # publisher id → last tel.host
+        self.hbs: dict[str, dict[str, Any]] = {}        # publisher id → last tel.hb
+        self.servers: dict[str, str] = {}               # collector publisher id → the LLM server's host
+        self.open: dict[str, tuple[str, str]] = {}      # rid → (server host, model) until req.end
+        self.requests: dict[tuple[str, str, str], int] = {}
         self.messages = 0
 
     def update(self, topic: str, payload: dict[str, Any]) -> None:
@@ -63,15 +72,41 @@ class TelemetryMetrics:
                 # Keep slow fields from earlier ticks; fast ticks carry only power and energy.
                 self.gpus[key] = {**self.gpus.get(key, {}), **payload}
             elif topic == TEL_HOST:
-                self.host = payload
+                self.hosts[str(payload.get("src"))] = payload
             elif topic == TEL_HB:
-                self.hb = payload
+                self.hbs[str(payload.get("src"))] = payload
+            elif topic == BATCH_START:
+                self.servers[str(payload.get("src"))] = self._server_host(payload)
+            elif topic == REQ_START:
+                src = str(payload.get("src"))
+                self.open[str(payload.get("rid"))] = (self.servers.get(src) or src_host(src) or "",
+                                                      str(payload.get("model") or ""))
+                while len(self.open) > MAX_OPEN_REQUESTS:
+                    self.open.pop(next(iter(self.open)))
+            elif topic == REQ_END:
+                host, model = self.open.pop(str(payload.get("rid")), (src_host(payload.get("src")) or "", ""))
+                key = (host, model, "ok" if payload.get("ok") else "failed")
+                self.requests[key] = self.requests.get(key, 0) + 1
+
+    @staticmethod
+    def _server_host(batch_start: dict[str, Any]) -> str:
+        """The LLM server's host from batch.start base_url; a loopback server is on the collector's host."""
+        from urllib.parse import urlsplit
+
+        try:
+            host = urlsplit(str(batch_start.get("base_url") or "")).hostname or ""
+        except ValueError:
+            host = ""
+        if host in LOOPBACK:
+            return src_host(batch_start.get("src")) or ""
+        return host
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             gpus = [dict(g) for g in self.gpus.values()]
-            host = dict(self.host) if self.host else None
-            hb = dict(self.hb) if self.hb else None
+            hosts = {src_host(k) or k: dict(v) for k, v in sorted(self.hosts.items())}
+            hbs = {src_host(k) or k: dict(v) for k, v in sorted(self.hbs.items())}
+            requests = dict(self.requests)
             messages = self.messages
         for name, doc, key, scale in _GPU_GAUGES:
             fam = GaugeMetricFamily(name, doc, labels=GPU_LABELS)
@@ -85,40 +120,50 @@ class TelemetryMetrics:
                 energy.add_metric(self._gpu_labels(g), g["energy_mj"] / 1e3)
         yield energy
         for name, doc, key, scale in _HOST_GAUGES:
-            fam = GaugeMetricFamily(name, doc)
-            if host and host.get(key) is not None:
-                fam.add_metric([], host[key] * scale)
+            fam = GaugeMetricFamily(name, doc, labels=["host"])
+            for h, host in hosts.items():
+                if host.get(key) is not None:
+                    fam.add_metric([h], host[key] * scale)
             yield fam
-        cores = GaugeMetricFamily("genai_host_cpu_core_percent", "Host CPU utilisation per core.", labels=["core"])
-        rapl = CounterMetricFamily("genai_host_rapl_energy_joules", "RAPL energy counter (unwrapped).", labels=["zone"])
-        if host:
+        cores = GaugeMetricFamily("genai_host_cpu_core_percent", "Host CPU utilisation per core.",
+                                  labels=["host", "core"])
+        rapl = CounterMetricFamily("genai_host_rapl_energy_joules", "RAPL energy counter (unwrapped).",
+                                   labels=["host", "zone"])
+        for h, host in hosts.items():
             for i, pct in enumerate(host.get("cpu_pct_per_core") or []):
-                cores.add_metric([str(i)], pct)
+                cores.add_metric([h, str(i)], pct)
             for zone, uj in sorted((host.get("rapl_uj") or {}).items()):
-                rapl.add_metric([zone], uj / 1e6)
+                rapl.add_metric([h, zone], uj / 1e6)
         yield cores
         yield rapl
         achieved = GaugeMetricFamily("genai_telemetry_achieved_hz", "Achieved sampling rate per source.",
-                                     labels=["source"])
-        dropped = CounterMetricFamily("genai_telemetry_dropped_ticks", "Ticks a sampler missed.", labels=["source"])
-        if hb:
+                                     labels=["host", "source"])
+        dropped = CounterMetricFamily("genai_telemetry_dropped_ticks", "Ticks a sampler missed.",
+                                      labels=["host", "source"])
+        sim = GaugeMetricFamily("genai_telemetry_simulated", "1 when the daemon's GPU source is simulated.",
+                                labels=["host"])
+        for h, hb in hbs.items():
             for src, s in sorted((hb.get("sources") or {}).items()):
                 if s.get("achieved_hz") is not None:
-                    achieved.add_metric([src], s["achieved_hz"])
+                    achieved.add_metric([h, src], s["achieved_hz"])
                 if s.get("dropped_ticks") is not None:
-                    dropped.add_metric([src], s["dropped_ticks"])
+                    dropped.add_metric([h, src], s["dropped_ticks"])
+            sim.add_metric([h], 1.0 if hb.get("simulated") else 0.0)
         yield achieved
         yield dropped
-        sim = GaugeMetricFamily("genai_telemetry_simulated", "1 when the daemon's GPU source is simulated.")
-        if hb:
-            sim.add_metric([], 1.0 if hb.get("simulated") else 0.0)
         yield sim
+        req = CounterMetricFamily("genai_requests", "Requests finished (req.end), by LLM server host, model and "
+                                  "status (ok | failed).", labels=REQUEST_LABELS)
+        for key, n in sorted(requests.items()):
+            req.add_metric(list(key), n)
+        yield req
         yield CounterMetricFamily("genai_telemetry_messages", "Bus messages received by this exporter.",
                                   value=messages)
 
     @staticmethod
     def _gpu_labels(g: dict[str, Any]) -> list[str]:
-        return [str(g.get("gpu")), str(g.get("uuid", "")), "true" if g.get("simulated") else "false"]
+        return [src_host(g.get("src")) or "", str(g.get("gpu")), str(g.get("uuid", "")), str(g.get("name") or ""),
+                "true" if g.get("simulated") else "false"]
 
 
 def serve(metrics: TelemetryMetrics, port: int, addr: str = "127.0.0.1"):
@@ -133,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=9109, help="HTTP port for /metrics (default 9109)")
     ap.add_argument("--addr", default="127.0.0.1", help="HTTP address to bind (default 127.0.0.1)")
-    add_subscriber_args(ap, ["tel."], "topic prefixes (default: tel.)")
+    add_subscriber_args(ap, ["tel.", "req.", "batch."], "topic prefixes (default: tel. req. batch.: telemetry, "
+                        "and the request rate when an --endpoint is the collector's)")
     args = ap.parse_args(argv)
     metrics, inbox = TelemetryMetrics(), Inbox()
     end = time.monotonic() + args.duration if args.duration else None

@@ -64,6 +64,8 @@ class Gpu:
     util_pct: float = 50.0
     mem_mib: float = 4000.0
     temp_c: float = 60.0
+    name: str = "Synth GPU"
+    uuid: str | None = None         # default GPU-synth-<index>
 
 
 @dataclass
@@ -107,6 +109,9 @@ class Spec:
     planned: int | None = None      # batch.start's count of planned requests
     config: dict[str, Any] = field(default_factory=lambda: {"runs": {"value": 1, "source": "default"}})
     hb_every_s: float = 1.0
+    tel_src: str = "telemetry@synth"  # the daemon's publisher id: its host part names the GPUs' host
+    wall0_ns: int = WALL0_NS        # wall clock at T0 (the batch's date)
+    base_url: str | None = None     # batch.start base_url (the LLM server's address)
 
 
 def rid_of(spec: Spec, i: int, r: Req) -> str:
@@ -115,7 +120,7 @@ def rid_of(spec: Spec, i: int, r: Req) -> str:
 
 def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
     """All messages of a batch, in recording order (events and telemetry merged by time)."""
-    tel = M.Stamper("telemetry@synth")
+    tel = M.Stamper(spec.tel_src)
     col = M.Stamper("collector@synth")
     out: list[tuple[int, int, str, dict]] = []
 
@@ -124,7 +129,7 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
 
     def add(stamper, topic, body, t_s, order=0):
         t = ns(t_s)
-        p = stamper.stamp(body, t=t, wall=WALL0_NS + (t - T0_NS))
+        p = stamper.stamp(body, t=t, wall=spec.wall0_ns + (t - T0_NS))
         out.append((t, order, topic, p))
 
     # Telemetry must be stamped in time order so seq rises with t.
@@ -133,7 +138,7 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
     for k in range(n):
         t = spec.phase_s + (k + (((k * 0.6180339887498949) % 1.0) if spec.dither else 0.0)) / spec.rate_hz
         for gi, g in enumerate(spec.gpus):
-            body: dict[str, Any] = {"gpu": gi, "uuid": f"GPU-synth-{gi}", "name": "Synth GPU",
+            body: dict[str, Any] = {"gpu": gi, "uuid": g.uuid or f"GPU-synth-{gi}", "name": g.name,
                                     "util_gpu_pct": g.util_pct, "mem_used_mib": g.mem_mib, "mem_total_mib": 24000.0,
                                     "temp_c": g.temp_c + 10 * (t / spec.duration_s), "sm_clock_mhz": 1800.0,
                                     "power_kind": "sim" if g.simulated else "instant"}
@@ -158,7 +163,8 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
     # Collector events.
     add(col, M.BATCH_START, {"batch": spec.batch_id, "config": spec.config,
                              "cases": spec.cases, "models": {"m1": {"family": "synth", "parameter_size": "1B"}},
-                             "backend": "ollama", **({"planned": spec.planned} if spec.planned else {})},
+                             "backend": "ollama", **({"planned": spec.planned} if spec.planned else {}),
+                             **({"base_url": spec.base_url} if spec.base_url else {})},
         0.0005, order=-1)
     events = []
     for i, r in enumerate(spec.requests):
@@ -190,7 +196,7 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
                                "interrupted": spec.interrupted}, spec.duration_s)
     out.sort(key=lambda m: (m[0], m[1]))
     return [(topic, p) for _, _, topic, p in out
-            if not (p["src"] == "telemetry@synth" and p["seq"] in spec.drop_telemetry_seqs)]
+            if not (p["src"] == spec.tel_src and p["seq"] in spec.drop_telemetry_seqs)]
 
 
 def write_batch(root: Path, spec: Spec) -> BatchDir:

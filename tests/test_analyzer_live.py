@@ -116,6 +116,24 @@ class TestLiveBuffer:
         assert [t for t, _ in got if not t.startswith("tel.")] == [M.BATCH_START, M.BATCH_END]
         assert buf.dropped_events == 1 and not buf.open
 
+    def test_hosts_with_far_apart_clocks_and_clock_sync_around_the_batch(self):
+        """Two daemons whose monotonic clocks are 1000 s apart: each keeps its own look-back (pruning per
+        source); clock.sync probes from before batch.start and after batch.end belong to the batch."""
+        buf = LiveBuffer(lookback_s=2.0, grace_s=0.5)
+        for t in range(10):
+            buf.feed(M.TEL_HOST, {**self._p(t, cpu_pct=1.0), "src": "telemetry@near"}, now_s=t)
+            buf.feed(M.TEL_HOST, {**self._p(1000 + t, cpu_pct=1.0), "src": "telemetry@far"}, now_s=t)
+        buf.feed(M.CLOCK_SYNC, self._p(9.2, source="telemetry@far"), now_s=9.2)
+        buf.feed(M.BATCH_START, self._p(9.5, batch="b"), now_s=9.5)
+        buf.feed(M.BATCH_END, self._p(11, batch="b"), now_s=11)
+        buf.feed(M.CLOCK_SYNC, self._p(11.1, source="telemetry@far"), now_s=11.1)
+        got = buf.take()
+        near = sorted(p["t"] / 1e9 for t, p in got if t == M.TEL_HOST and p["src"] == "telemetry@near")
+        far = sorted(p["t"] / 1e9 - 1000 for t, p in got if t == M.TEL_HOST and p["src"] == "telemetry@far")
+        assert near == far == [7, 8, 9]
+        assert [p["t"] / 1e9 for t, p in got if t == M.CLOCK_SYNC] == [9.2, 11.1]
+        assert not buf.events and not buf._next
+
     def test_next_batch_during_grace_is_kept_for_later(self):
         """A batch.start arriving while the previous batch waits out its grace period is not lost."""
         buf = LiveBuffer(lookback_s=5.0, grace_s=1.0)

@@ -7,6 +7,7 @@ GPU sources here are the simulated GPU (``--gpu sim``) and, for the NVML code pa
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import time
@@ -226,9 +227,11 @@ class TestSubscribers:
                     and "genai_telemetry_achieved_hz{" in text:
                 break
             time.sleep(0.2)
-        assert 'genai_gpu_power_watts{gpu="0",simulated="true",uuid="SIM-GPU-0000"}' in text, text[-2000:]
-        assert 'genai_gpu_energy_joules_total{gpu="0",simulated="true",uuid="SIM-GPU-0000"}' in text
-        assert "genai_host_cpu_percent " in text and "genai_telemetry_simulated 1.0" in text
+        labels = re.search(r'genai_gpu_power_watts\{([^}]*)\}', text).group(1)
+        assert 'gpu="0"' in labels and 'simulated="true"' in labels and 'uuid="SIM-GPU-0000"' in labels, labels
+        assert 'host="' in labels and 'host=""' not in labels  # the daemon's host, from its publisher id
+        assert f'genai_gpu_energy_joules_total{{{labels}}}' in text
+        assert "genai_host_cpu_percent{host=" in text and re.search(r"genai_telemetry_simulated\{host=\"[^\"]+\"\} 1.0", text)
         assert "# TYPE genai_gpu_energy_joules_total counter" in text
         exporter.send_signal(signal.SIGTERM if sys.platform != "win32" else signal.CTRL_BREAK_EVENT)
         assert exporter.wait(10) == 0

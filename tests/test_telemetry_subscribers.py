@@ -71,13 +71,13 @@ class TestTelemetryMetrics:
         m.update(*gpu_msg(power_mw=123_456, energy_mj=5_000, mem_used_mib=1024.0, sm_clock_mhz=1500))
         m.update(TEL_HOST, stamp({"cpu_pct": 12.5, "cpu_pct_per_core": [10.0, 15.0], "rapl_uj": {"z/pkg": 2_000_000}}))
         text = self._scrape(m)
-        labels = 'gpu="0",simulated="false",uuid="GPU-x"'
+        labels = 'gpu="0",host="test",name="Fake",simulated="false",uuid="GPU-x"'
         assert f"genai_gpu_power_watts{{{labels}}} 123.456" in text
         assert f"genai_gpu_energy_joules_total{{{labels}}} 5.0" in text
         assert f"genai_gpu_memory_used_bytes{{{labels}}} 1.073741824e+09" in text
         assert f"genai_gpu_sm_clock_hertz{{{labels}}} 1.5e+09" in text
-        assert 'genai_host_cpu_core_percent{core="1"} 15.0' in text
-        assert 'genai_host_rapl_energy_joules_total{zone="z/pkg"} 2.0' in text
+        assert 'genai_host_cpu_core_percent{core="1",host="test"} 15.0' in text
+        assert 'genai_host_rapl_energy_joules_total{host="test",zone="z/pkg"} 2.0' in text
 
     def test_absent_fields_export_no_sample(self):
         """A GPU without an energy counter has no energy sample at all (not 0)."""
@@ -178,3 +178,33 @@ def test_log_lines_never_land_inside_a_progress_bar(monkeypatch):
     assert any("%|" in seg for seg in segments)  # control: the bar was drawn
     monkeypatch.undo()
     configure_logging("info")  # later tests log to the real stderr again
+
+
+class TestFleetMetrics:
+    def _scrape(self, metrics: TelemetryMetrics) -> str:
+        reg = CollectorRegistry(auto_describe=False)
+        reg.register(metrics)
+        return generate_latest(reg).decode()
+
+    def test_two_daemons_are_two_hosts_and_requests_count_on_the_server_host(self):
+        """GPUs of two daemons keep apart by host; a request counts on the LLM server's host (base_url),
+        on the collector's own host when the server is on loopback."""
+        from shared.messages import BATCH_START, REQ_END, REQ_START
+
+        m = TelemetryMetrics()
+        for host in ("gpu-a", "gpu-b"):
+            st = Stamper(f"telemetry@{host}").stamp
+            m.update(TEL_GPU, st({"gpu": 0, "uuid": f"GPU-{host}", "name": "RTX 4090", "power_mw": 100_000}))
+        remote, local = Stamper("collector@laptop").stamp, Stamper("collector@gpu-b").stamp
+        m.update(BATCH_START, remote({"batch": "b1", "base_url": "http://gpu-a:11434"}))
+        m.update(BATCH_START, local({"batch": "b2", "base_url": "http://127.0.0.1:11434"}))
+        for stamp_, rid, ok in ((remote, "b1/r1", True), (remote, "b1/r2", False), (local, "b2/r1", True)):
+            m.update(REQ_START, stamp_({"rid": rid, "model": "qwen3:4b"}))
+            m.update(REQ_END, stamp_({"rid": rid, "ok": ok}))
+        text = self._scrape(m)
+        assert 'genai_gpu_power_watts{gpu="0",host="gpu-a",name="RTX 4090",simulated="false",uuid="GPU-gpu-a"} 100.0' in text
+        assert 'host="gpu-b",name="RTX 4090",simulated="false",uuid="GPU-gpu-b"} 100.0' in text
+        assert 'genai_requests_total{host="gpu-a",model="qwen3:4b",status="ok"} 1.0' in text
+        assert 'genai_requests_total{host="gpu-a",model="qwen3:4b",status="failed"} 1.0' in text
+        assert 'genai_requests_total{host="gpu-b",model="qwen3:4b",status="ok"} 1.0' in text
+        assert 'host="laptop"' not in text
