@@ -17,7 +17,7 @@ import zmq
 from shared.bus import CurveKeys, Inbox, Publisher, bind_pub, connect_sub
 from shared.clock import ClockClient, boot_id, derived_endpoint
 from shared.logs import get_logger
-from shared.messages import TEL_HB, Body, ClockSync, Stamper, source_id
+from shared.messages import TEL_HB, TEL_HOST, Body, ClockSync, Stamper, source_id
 from shared.recording import RecordingWriter
 
 log = get_logger("collector.recorder")
@@ -44,6 +44,8 @@ class Recorder:
         self._stop = threading.Event()
         self.heartbeat = threading.Event()
         self.telemetry_received = 0
+        self._samples: dict[int, int] = {}     # telemetry samples (not heartbeats) per endpoint
+        self._host_ticks: dict[int, int] = {}  # of them, tel.host
         self.inbox = Inbox()
         self.pub: Publisher | None = None
         self._pub_sock = None
@@ -95,6 +97,10 @@ class Recorder:
                     for topic, payload in batch:
                         if topic == TEL_HB:
                             self._heard(i, payload)
+                        else:
+                            self._samples[i] = self._samples.get(i, 0) + 1
+                            if topic == TEL_HOST:
+                                self._host_ticks[i] = self._host_ticks.get(i, 0) + 1
         except zmq.ZMQError as exc:  # context terminated under us at shutdown
             if not self._stop.is_set():
                 log.error("telemetry_loop_failed", error=str(exc))
@@ -184,6 +190,26 @@ class Recorder:
             if flush:
                 self.writer.flush()
         return payload
+
+    def settle(self, timeout_s: float = 1.0) -> bool:
+        """Wait until every telemetry endpoint has delivered samples taken after now (two of them,
+        and two host ticks where it sends those), so the last request's window is covered on both
+        sides before the recording ends. Bounded: False when a daemon stayed silent for ``timeout_s``."""
+        if self._thread is None:
+            return True
+        samples, hosts = dict(self._samples), dict(self._host_ticks)
+
+        def after(i: int) -> bool:
+            # two: the first may have been sampled before now and still be on its way
+            return self._samples.get(i, 0) >= samples.get(i, 0) + 2 and \
+                (i not in hosts or self._host_ticks.get(i, 0) >= hosts[i] + 2)
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(after(i) for i in range(len(self.telemetry_endpoints))):
+                return True
+            time.sleep(0.01)
+        return False
 
     def close(self) -> None:
         self._stop.set()

@@ -350,9 +350,9 @@ def test_collector_with_two_daemons_records_clock_sync_and_the_analyzer_maps_it(
     assert "telemetry@gpu-b" in sources and len(sources) == 2
     rows = read_csv(batch / "summary" / "results.csv")
     assert rows and all(r["status"] == "ok" for r in rows)
-    for i, r in enumerate(rows):
-        # the last window may end after the last sample before batch.end (as on one host): nearly covered
-        assert r["gpu_count"] == "2" and float(r["gpu_coverage"]) >= (0.9 if i == len(rows) - 1 else 0.999)
+    for r in rows:
+        # the last window too: the collector waits for samples after it before batch.end (Recorder.settle)
+        assert r["gpu_count"] == "2" and float(r["gpu_coverage"]) >= 0.999, r["gpu_coverage"]
         assert "offset" in r["clock_mapping"] and float(r["clock_uncertainty_ms"]) < 5.0
         assert float(r["telemetry_gpu-b_gpu0_energy_j"]) > 0
 
