@@ -9,11 +9,14 @@ texts) before it lands in a report, a plot or a terminal. Pure, stdlib only; one
   included) and bidirectional overrides shown as visible ``\\x1b``-style escapes, never interpreted.
 - ``mpl_text``: a matplotlib label (``$`` would start mathtext).
 - ``safe_filename``: a file name part that stays inside its directory.
+- ``json_line``: one JSON line for a terminal: still valid JSON with the same values, but every
+  control and bidi character written as a ``\\uXXXX`` escape (json.dumps leaves C1 and bidi raw).
 """
 from __future__ import annotations
 
 import hashlib
 import html
+import json
 import re
 import unicodedata
 from typing import Any
@@ -79,6 +82,13 @@ def html_url(value: Any) -> str:
     if scheme not in ("", "http", "https") or (not scheme and ":" in probe.split("/")[0]):
         return "#"
     return html.escape(raw.strip(), quote=True)
+
+
+def json_line(obj: Any, **kw: Any) -> str:
+    """``json.dumps(obj, ensure_ascii=False)`` (UTF-8 text stays readable) with controls escaped."""
+    text = json.dumps(obj, ensure_ascii=False, **kw)
+    # outside strings json.dumps writes only ASCII punctuation, so every match is inside a string
+    return _CONTROL_RE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
 
 
 def mpl_text(value: Any) -> str:

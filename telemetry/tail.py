@@ -10,14 +10,13 @@ Attach and detach at any time; the daemon never waits for it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
 
 from shared.bus import Inbox, events_endpoint
 from shared.cli import add_subscriber_args, subscription
-from shared.escape import terminal_text
+from shared.escape import json_line, terminal_text
 from shared.logs import get_logger
 from shared.messages import BATCH_END, BATCH_START, REQ_END, REQ_FIRST_TOKEN, REQ_START, TEL_GPU, TEL_HB, TEL_HOST
 
@@ -31,7 +30,7 @@ def _num(value: Any, fmt: str, scale: float = 1.0) -> str:
 
 def to_json_line(topic: str, payload: dict[str, Any]) -> str:
     """One JSON line ``{"topic": ..., **payload}`` (int map keys such as pids become strings)."""
-    return json.dumps({"topic": topic, **payload}, ensure_ascii=False, default=str, separators=(",", ":"))
+    return json_line({"topic": topic, **payload}, default=str, separators=(",", ":"))
 
 
 def request_line(topic: str, p: dict[str, Any]) -> str | None:

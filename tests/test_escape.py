@@ -11,7 +11,8 @@ import pytest
 from hypothesis import example, given, strategies as st
 from markdown_it import MarkdownIt
 
-from shared.escape import html_attr, html_text, html_url, md_inline, mpl_text, safe_filename, terminal_text
+from shared.escape import (html_attr, html_text, html_url, json_line, md_inline, mpl_text, safe_filename,
+                           terminal_text)
 
 MD = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
 
@@ -93,6 +94,27 @@ class TestTerminal:
     def test_fuzz_no_control_character_survives(self, text):
         out = terminal_text(text)
         assert not re.search("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", out)
+
+
+class TestJsonLine:
+    """tail --json and the quality CLI: valid JSON with the same values, no raw C1 or bidi characters
+    (json.dumps escapes C0 but leaves those as they are: the positive control)."""
+
+    @given(st.dictionaries(st.text(max_size=8), st.text(max_size=40), max_size=4))
+    @example({"name": "GPU\x9b31m\u202eevil\x1b[0m", "中文": "答案"})
+    def test_same_values_and_no_control_character(self, obj):
+        import json
+
+        line = json_line(obj)
+        assert json.loads(line) == obj
+        assert not re.search("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", line)
+
+    def test_plain_json_dumps_would_pass_them_through(self):
+        import json
+
+        raw = json.dumps({"x": "\x9b31m\u202e"}, ensure_ascii=False)
+        assert "\x9b" in raw and "\u202e" in raw and "\x9b" not in json_line({"x": "\x9b31m\u202e"})
+        assert json_line({"x": "中文"}) == '{"x": "中文"}'  # readable text stays as it is
 
 
 class TestHtml:

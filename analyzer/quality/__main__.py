@@ -17,6 +17,7 @@ from pathlib import Path
 from analyzer.quality.assess import assess
 from analyzer.quality.options import QualityOptions
 from analyzer.quality.sandbox import UNSAFE_FLAG
+from shared.escape import json_line
 from shared.logs import configure_logging
 
 
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     results = assess(requests, opts, progress=sys.stderr.isatty())
-    lines = "".join(json.dumps({"rid": rid, **row}, ensure_ascii=False) + "\n" for rid, row in results.items())
+    # control and bidi characters as \\u escapes: the same values, and nothing a terminal would act on
+    lines = "".join(json_line({"rid": rid, **row}) + "\n" for rid, row in results.items())
     if args.out:
         args.out.write_text(lines, encoding="utf-8")
     else:
