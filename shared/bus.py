@@ -115,23 +115,19 @@ def _base_socket(ctx: zmq.Context, kind: int) -> zmq.Socket:
     return sock
 
 
-def bind_pub(ctx: zmq.Context, endpoint: str, curve: CurveKeys | None = None,
-             send_hwm: int = SEND_HWM, send_buffer_b: int | None = None) -> zmq.Socket:
-    """A PUB socket bound to ``endpoint``; refuses a non-loopback bind without CURVE keys.
-
-    ``send_hwm``: messages queued per subscriber before PUB drops for it; ``send_buffer_b``: the
-    kernel send buffer per connection (None: the OS default, which TCP autotunes up to MiBs).
-    Both must be set before bind to apply to subscribers."""
+def bind_server(ctx: zmq.Context, kind: int, endpoint: str, curve: CurveKeys | None, what: str,
+                options: dict[int, int] | None = None) -> zmq.Socket:
+    """A socket of ``kind`` bound to ``endpoint`` (``what`` names it in errors), with the bus's one
+    rule: a non-loopback bind needs CURVE keys. ``options`` are set before bind (they apply to peers)."""
     if not is_loopback(endpoint) and curve is None:
         raise BusSecurityError(
-            f"refusing to bind {endpoint}: it is not loopback, and the bus carries unencrypted data. "
+            f"refusing to bind {endpoint} ({what}): it is not loopback, and the bus carries unencrypted data. "
             "Bind to tcp://127.0.0.1:PORT, or give CURVE keys (--curve-secret FILE; make them with "
             "`python -m telemetry.keys DIR`)."
         )
-    sock = _base_socket(ctx, zmq.PUB)
-    sock.setsockopt(zmq.SNDHWM, send_hwm)
-    if send_buffer_b is not None:
-        sock.setsockopt(zmq.SNDBUF, send_buffer_b)
+    sock = _base_socket(ctx, kind)
+    for opt, value in (options or {}).items():
+        sock.setsockopt(opt, value)
     if curve is not None:
         sock.curve_server = True
         sock.curve_publickey = curve.public
@@ -140,9 +136,22 @@ def bind_pub(ctx: zmq.Context, endpoint: str, curve: CurveKeys | None = None,
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
         sock.close()
-        raise BusBindError(f"cannot bind {endpoint}: {exc} (is another process already publishing there? "
+        raise BusBindError(f"cannot bind {endpoint} ({what}): {exc} (is another process already using it? "
                            "pick a free port)") from exc
     return sock
+
+
+def bind_pub(ctx: zmq.Context, endpoint: str, curve: CurveKeys | None = None,
+             send_hwm: int = SEND_HWM, send_buffer_b: int | None = None) -> zmq.Socket:
+    """A PUB socket bound to ``endpoint``; refuses a non-loopback bind without CURVE keys.
+
+    ``send_hwm``: messages queued per subscriber before PUB drops for it; ``send_buffer_b``: the
+    kernel send buffer per connection (None: the OS default, which TCP autotunes up to MiBs).
+    Both must be set before bind to apply to subscribers."""
+    options = {zmq.SNDHWM: send_hwm}
+    if send_buffer_b is not None:
+        options[zmq.SNDBUF] = send_buffer_b
+    return bind_server(ctx, zmq.PUB, endpoint, curve, "the publisher", options)
 
 
 def connect_sub(ctx: zmq.Context, endpoints: str | Iterable[str], topics: Iterable[str] = ("",),

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import msgpack
 import zmq
 
-from shared.bus import BusBindError, BusSecurityError, CurveKeys, is_loopback
+from shared.bus import CurveKeys, bind_server
 from shared.logs import get_logger
 
 log = get_logger("shared.clock")
@@ -56,24 +56,8 @@ def default_clock_endpoint(telemetry_endpoint: str) -> str | None:
 
 def bind_rep(ctx: zmq.Context, endpoint: str, curve: CurveKeys | None = None) -> zmq.Socket:
     """A REP socket for clock probes; the bus's loopback-or-CURVE rule applies."""
-    if not is_loopback(endpoint) and curve is None:
-        raise BusSecurityError(
-            f"refusing to bind the clock probe endpoint {endpoint}: it is not loopback and has no CURVE keys. "
-            "Bind to tcp://127.0.0.1:PORT, or give --curve-secret FILE (`python -m telemetry.keys DIR`).")
-    sock = ctx.socket(zmq.REP)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-    if curve is not None:
-        sock.curve_server = True
-        sock.curve_publickey = curve.public
-        sock.curve_secretkey = curve.secret
-    try:
-        sock.bind(endpoint)
-    except zmq.ZMQError as exc:
-        sock.close()
-        raise BusBindError(f"cannot bind the clock probe endpoint {endpoint}: {exc} (pick a free port with "
-                           "--clock-endpoint)") from exc
-    return sock
+    return bind_server(ctx, zmq.REP, endpoint, curve, "the clock probe endpoint",
+                       {zmq.MAXMSGSIZE: MAX_REQUEST_BYTES})
 
 
 class ClockServer(threading.Thread):
