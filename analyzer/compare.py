@@ -27,6 +27,7 @@ from shared.batch import BatchDir
 from shared.cli import add_log_args
 from shared.escape import safe_filename
 from shared.logs import configure_logging, get_logger
+from shared.numbers import finite
 
 log = get_logger("analyzer.compare")
 
@@ -185,22 +186,18 @@ def leaderboard(con) -> list[dict[str, Any]]:
         out.update(batches=r["batches"], n_batches=int(r["n_batches"]), n=int(r["n"]), n_failed=int(r["n_failed"]),
                    gpu_uuids=r["gpu_uuids"])
         for m in MEAN_METRICS + OPTIONAL_METRICS:
-            out[f"{m}_mean"] = _finite(r[f"{m}_mean"])
+            out[f"{m}_mean"] = finite(r[f"{m}_mean"])
         notes = set()
         for m in CI_METRICS:
-            low, high, note = _interval(out[f"{m}_mean"], _finite(r[f"{m}_std"]), int(r[f"{m}_n"]), m)
+            low, high, note = _interval(out[f"{m}_mean"], finite(r[f"{m}_std"]), int(r[f"{m}_n"]), m)
             out[f"{m}_ci95_low"], out[f"{m}_ci95_high"] = low, high
             notes.add(note)
         out["ci95_note"] = "n too small" if "n too small" in notes else ("clipped" if "clipped" in notes else None)
-        q, e = _finite(r["q_both"]), _finite(r["e_both"])
+        q, e = finite(r["q_both"]), finite(r["e_both"])
         out["group_quality_per_kj"] = 1000.0 * q / e if (q is not None and e) else None
         rows.append(out)
     _rank_and_pareto(rows)
     return rows
-
-
-def _finite(v) -> float | None:
-    return float(v) if v is not None and math.isfinite(float(v)) else None
 
 
 def _rank_and_pareto(rows: list[dict[str, Any]]) -> None:

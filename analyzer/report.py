@@ -11,6 +11,7 @@ from typing import Any
 
 from analyzer.i18n import label, t
 from shared.escape import md_inline
+from shared.numbers import finite
 
 SIM_BANNER = ("> **⚠ SIMULATED GPU DATA.** The GPU telemetry of this batch came from the simulated source "
               "(`simulated: true` on tel.gpu). GPU power, energy, memory, utilisation and temperature below are "
@@ -62,9 +63,6 @@ def md_table(columns, rows: list[dict[str, Any]], lang: str = "en") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _num(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-
 
 def _why_no_quality(r: dict, lang: str) -> str:
     if r.get("quality_error"):
@@ -81,11 +79,11 @@ def problem_list(a, lang: str = "en") -> list[str]:
     fallback = [r for r in ok if r.get("quality_basis") == "chrf" and r.get("bartscore_error")]
     if fallback:
         out.append(t("p_bart_fallback", lang, n=len(fallback), why=fallback[0]["bartscore_error"]))
-    missing_q = [r for r in ok if _num(r.get("quality_score")) is None and a.quality_ran
+    missing_q = [r for r in ok if finite(r.get("quality_score"), text=False) is None and a.quality_ran
                  and r.get("task") in ("qa", "summary", "code", "creative")]
     for why, n in Counter(_why_no_quality(r, lang) for r in missing_q).most_common():
         out.append(t("p_quality_missing", lang, n=n, why=why))
-    missing_e = [r for r in ok if _num(r.get("total_energy_j")) is None]
+    missing_e = [r for r in ok if finite(r.get("total_energy_j"), text=False) is None]
     if missing_e:
         out.append(t("p_energy_missing", lang, n=len(missing_e)))
     skipped = a.batch_end.skipped if a.batch_end is not None else None
@@ -98,10 +96,10 @@ def problem_list(a, lang: str = "en") -> list[str]:
         out.append(t("p_failed", lang, n=len(failed), what=what + (" …" if len(failed) > MAX_FAILED_LISTED else "")))
     if a.simulated:
         out.append(t("p_simulated", lang))
-    busy = [r for r in ok if (_num(r.get("cpu_util_avg")) or 0.0) >= CONTENTION_PCT]
+    busy = [r for r in ok if (finite(r.get("cpu_util_avg"), text=False) or 0.0) >= CONTENTION_PCT]
     if busy:
         out.append(t("p_contention", lang, n=len(busy), total=len(ok), pct=f"{CONTENTION_PCT:g}"))
-    cached = [r for r in a.results if (_num(r.get("prompt_cached_tokens")) or 0) > 0]
+    cached = [r for r in a.results if (finite(r.get("prompt_cached_tokens"), text=False) or 0) > 0]
     if cached:
         out.append(t("p_cache", lang, n=len(cached), tokens=int(sum(r["prompt_cached_tokens"] for r in cached))))
     out += [f"{t('p_pipeline', lang)}: {p}" for p in a.problems]

@@ -15,6 +15,7 @@ import numpy as np
 from analyzer.i18n import label, t
 from analyzer.report import PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, problem_list, report_stats
 from shared.escape import html_text
+from shared.numbers import finite
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
@@ -30,9 +31,6 @@ def esc(v: Any) -> str:
     """Text or a quoted attribute value: & < > " ' as entities, control characters as visible escapes."""
     return html_text(v)
 
-
-def _num(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -84,7 +82,8 @@ class _Axes:
 
 def scatter_svg(plot_id: str, points: list[dict], front: list[dict], colors: dict[str, str], lang: str) -> str:
     """Energy (x) vs quality (y): one dot per request, model means with 95 % bars, the Pareto front."""
-    highs = [p["e"] for p in points] + [_num(f.get("total_energy_j_ci95_high")) or 0.0 for f in front]
+    highs = [p["e"] for p in points] + [finite(f.get("total_energy_j_ci95_high"), text=False) or 0.0
+                                        for f in front]
     ax = _Axes(SCATTER_W, SCATTER_H, 0.0, max(highs) * 1.08 or 1.0, 0.0, 1.0, right=LEGEND_W)
     out = [f'<svg class="plot" id="{esc(plot_id)}" viewBox="0 0 {SCATTER_W} {SCATTER_H}" width="{SCATTER_W}" '
            f'height="{SCATTER_H}" role="img">'] + ax.frame(t("x_energy", lang), t("y_quality", lang))
@@ -96,10 +95,10 @@ def scatter_svg(plot_id: str, points: list[dict], front: list[dict], colors: dic
     for f in front:
         e, q, c = f["total_energy_j_mean"], f["quality_score_mean"], colors[f["model"]]
         bars = []
-        lo, hi = _num(f.get("total_energy_j_ci95_low")), _num(f.get("total_energy_j_ci95_high"))
+        lo, hi = (finite(f.get(k), text=False) for k in ("total_energy_j_ci95_low", "total_energy_j_ci95_high"))
         if lo is not None and hi is not None:
             bars.append(f'<line x1="{ax.x(lo)}" y1="{ax.y(q)}" x2="{ax.x(hi)}" y2="{ax.y(q)}" stroke="{c}" class="bar"/>')
-        lo, hi = _num(f.get("quality_score_ci95_low")), _num(f.get("quality_score_ci95_high"))
+        lo, hi = (finite(f.get(k), text=False) for k in ("quality_score_ci95_low", "quality_score_ci95_high"))
         if lo is not None and hi is not None:
             bars.append(f'<line x1="{ax.x(e)}" y1="{ax.y(lo)}" x2="{ax.x(e)}" y2="{ax.y(hi)}" stroke="{c}" class="bar"/>')
         note = f" · {t('n_too_small', lang)}" if f.get("ci95_note") == "n too small" else ""
@@ -182,7 +181,7 @@ def html_table(table_id: str, columns: Iterable[str], rows: list[dict[str, Any]]
         cells = []
         for c in columns:
             v = r.get(c)
-            n = _num(v)
+            n = finite(v, text=False)
             attr = f' data-v="{n!r}"' if n is not None else ""
             cells.append(f"<td{attr}>{esc(fmt_num(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -297,7 +296,8 @@ def render_html(a, lang: str = "en", title: str | None = None) -> str:
                 "q": r["quality_score"]}
                for r in a.results if str(r.get("task")) == task and r.get("ok")
                and (r.get("quality_basis") or None) == basis
-               and _num(r.get("total_energy_j")) is not None and _num(r.get("quality_score")) is not None]
+               and finite(r.get("total_energy_j"), text=False) is not None
+               and finite(r.get("quality_score"), text=False) is not None]
         front = [p for p in a.pareto if p["task"] == task and p.get("quality_basis") == basis]
         if pts and front:
             body.append(scatter_svg(f"scatter-{i}", pts, front, colors, lang))

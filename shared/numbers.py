@@ -6,11 +6,12 @@ import math
 from typing import Any
 
 
-def finite(v: Any) -> float | None:
-    """``v`` as a finite float (ints, floats, numpy scalars, numeric text), else None."""
+def finite(v: Any, text: bool = True) -> float | None:
+    """``v`` as a finite float (ints, floats, numpy scalars, and numeric text unless ``text`` is
+    False: a report cell holding the model name "7" is text), else None."""
     if v is None or isinstance(v, bool):
         return None
-    if isinstance(v, str) and not v.strip():
+    if isinstance(v, str) and (not text or not v.strip()):
         return None
     try:
         x = float(v)
