@@ -11,6 +11,8 @@ from typing import Any
 
 import aiohttp
 
+from collector.plan import model_id
+
 
 def local_generators(tags: dict[str, Any]) -> list[str]:
     """Names from /api/tags that can generate locally: cloud (remote_host) and embedding-only left out."""
@@ -27,18 +29,11 @@ def local_generators(tags: dict[str, Any]) -> list[str]:
     return out
 
 
-def _same_model(a: str, b: str) -> bool:
-    """Ollama treats ``llama3.2`` and ``llama3.2:latest`` as one model."""
-    def norm(x: str) -> str:
-        return x if ":" in x.rsplit("/", 1)[-1] else x + ":latest"
-    return norm(a) == norm(b)
-
-
 def model_meta_from_ollama(name: str, tags: dict[str, Any] | None, show: dict[str, Any] | None) -> dict[str, Any]:
     """digest, parameter_size, quantization_level, family, context_length, capabilities (present ones)."""
     meta: dict[str, Any] = {}
     for m in (tags or {}).get("models") or []:
-        if _same_model(name, m.get("name") or m.get("model") or ""):
+        if model_id(name, "ollama") == model_id(m.get("name") or m.get("model") or "", "ollama"):
             if m.get("digest"):
                 meta["digest"] = m["digest"]
             if m.get("size") is not None:
