@@ -366,7 +366,8 @@ def batch_problems(batch: BatchData, results: list[dict]) -> list[str]:
     elif batch.batch_end is not None and batch.batch_end.interrupted:
         out.append(f"PARTIAL: the batch was interrupted; {have}")
     elif planned and ok < planned:
-        out.append(f"INCOMPLETE: {have} (failed or skipped requests are listed in results.csv status)")
+        out.append(f"INCOMPLETE: {have} (failed ones are in results.csv with status failed; skipped ones never "
+                   "ran, batch.end counts them)")
     if out and batch.batch_start is not None:
         out[-1] += "; `python -m collector --exp-dir BATCH_DIR --resume` runs what is missing"
     wrong = sorted({(r["model"], r["served_model"]) for r in results
