@@ -71,9 +71,9 @@ def safe_name(rid: str) -> str:
 
 
 def new_batch_dir(out: str | Path, start: float | None = None) -> BatchDir:
-    """``out/experiments_{index}_{YYYYmmdd_HHMMSS}``, index one past the highest already there."""
+    """``out/experiments_{index}_{YYYYmmdd_HHMMSS}``, index one past the highest already there.
+    Only names it: ``BatchDir.make()`` creates it (a dry run creates nothing)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    indices = [int(m.group(1)) for p in out.iterdir() if (m := _INDEX_RE.match(p.name))]
+    indices = [int(m.group(1)) for p in out.iterdir() if (m := _INDEX_RE.match(p.name))] if out.is_dir() else []
     stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(start if start is not None else time.time()))
     return BatchDir(out / f"experiments_{max(indices, default=0) + 1}_{stamp}")

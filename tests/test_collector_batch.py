@@ -309,6 +309,9 @@ async def test_dry_run_lists_the_plan_and_the_missing_models(tmp_path):
     assert "MISSING on the server (would be skipped): nosuch:latest" in out
     assert '"requests": 144' in out  # ok and ok:latest are one model
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
+    async with serve(ollama_stub.make_app(load_s=0.0)) as url:  # not even the --out parent it would use
+        rc, out = await run_collector("--out", str(tmp_path / "data"), "--dry-run", "--models", "ok", "--base-url", url)
+    assert rc == 0 and not (tmp_path / "data").exists(), out
 
 
 async def test_a_missing_exp_dir_is_said_plainly(tmp_path):
