@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--exit-after-s", type=float, default=None, help="live: stop after this many seconds")
     ap.add_argument("--grace-s", type=float, default=1.0, help="live: wait this long after batch.end for "
                                                                "in-flight telemetry (default 1)")
+    ap.add_argument("--publish-endpoint", nargs="?", const="", default=None, metavar="ENDPOINT",
+                    help="live: publish each request's analysed row (topic ana.row) on this PUB endpoint as soon as "
+                         "the telemetry after its end has arrived, and the batch's final rows at batch.end "
+                         f"(without a value: env {bus.ENV_ANALYSIS} or {bus.ANALYSIS_ENDPOINT})")
+    ap.add_argument("--row-settle-s", type=float, default=0.3,
+                    help="live: a request's row waits for telemetry this far past its end (default %(default)s s)")
+    ap.add_argument("--row-timeout-s", type=float, default=5.0,
+                    help="live: ... but at most this long after its req.end arrived; then the row goes out with "
+                         "the telemetry there is, and says why its energy is missing (default %(default)s s)")
     ap.add_argument("--lookback-s", type=float, default=stream.DEFAULT_LOOKBACK_S,
                     help="telemetry kept from before batch.start, for the idle baseline (default %(default)s s)")
     ap.add_argument("--server-gpus", default="auto", metavar="SPEC",
@@ -203,12 +212,14 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
         except bus.BusSecurityError as exc:
             raise BadInput(str(exc)) from exc
 
-    def on_batch(items):
+    def on_batch(items, service=None):
         data_start = next((p for t, p in items if t == BATCH_START), None)
         root = resolve_batch_dir(data_start, args.batch, args.out_root)
         if root is None:
             log.error("live_no_output_dir", batch=(data_start or {}).get("batch"),
                       fix="pass --batch DIR or --out-root DIR, or have the collector put out_dir in its config")
+            if service is not None:  # no files, but the final rows still go out
+                service.on_analysis(pipeline.analyze(stream.build(items, args.lookback_s), opts))
             return
         try:
             analysis = analyse_messages(items, BatchDir(root), opts, args.lookback_s, not args.no_plots,
@@ -218,11 +229,43 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return
         print(f"analysed {len(analysis.results)} request(s) -> {root / 'summary' / 'results.csv'}", flush=True)
+        if service is not None:
+            service.on_analysis(analysis)
 
     ctx = zmq.Context()
+    service = None
     try:
-        run_live(ctx, endpoints, on_batch, args.lookback_s, args.grace_s, 1 if args.once else None,
-                 args.exit_after_s, curve)
+        service = _live_service(ctx, args, opts)
+        run_live(ctx, endpoints, lambda items: on_batch(items, service), args.lookback_s, args.grace_s,
+                 1 if args.once else None, args.exit_after_s, curve,
+                 on_message=service.on_message if service else None, on_tick=service.on_tick if service else None)
     finally:
+        if service is not None:
+            service.close()
         ctx.destroy(linger=0)
     return 0
+
+
+def _live_service(ctx, args: argparse.Namespace, opts: pipeline.Options):
+    """Per-request rows (``--publish-endpoint``); None when nothing asks for them."""
+    if args.publish_endpoint is None:
+        return None
+    from analyzer.live_rows import RowTracker
+    from analyzer.live_service import LiveService
+    from shared.messages import source_id
+
+    endpoint = args.publish_endpoint or bus.analysis_endpoint()
+    try:
+        sock = bus.bind_pub(ctx, endpoint, curve=_publish_curve(args, endpoint))
+    except bus.BusError as exc:
+        raise BadInput(f"--publish-endpoint: {exc}") from exc
+    log.info("live_rows_publishing", endpoint=endpoint)
+    tracker = RowTracker(opts, settle_s=args.row_settle_s, timeout_s=args.row_timeout_s, lookback_s=args.lookback_s)
+    return LiveService(tracker, bus.Publisher(sock, source_id("analyzer")))
+
+
+def _publish_curve(args: argparse.Namespace, endpoint: str):
+    """A non-loopback publish endpoint needs this process's own CURVE secret (as every publisher)."""
+    if bus.is_loopback(endpoint) or not args.curve_secret:
+        return None
+    return bus.CurveKeys.from_secret_file(args.curve_secret, None)

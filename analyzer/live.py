@@ -111,10 +111,14 @@ def resolve_batch_dir(batch_start: dict[str, Any] | None, override: Path | None,
 
 def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Message]], None],
              lookback_s: float, grace_s: float, max_batches: int | None = None, exit_after_s: float | None = None,
-             curve: CurveKeys | list[CurveKeys | None] | None = None) -> int:
+             curve: CurveKeys | list[CurveKeys | None] | None = None,
+             on_message: Callable[[str, dict[str, Any], float], None] | None = None,
+             on_tick: Callable[[float], None] | None = None) -> int:
     """Receive until ``max_batches`` batches were analysed, ``exit_after_s`` passed, or Ctrl-C.
     Returns the number of batches analysed. ``curve`` may be a list, one per endpoint (daemons with
-    keys of their own): then each endpoint gets its own SUB socket."""
+    keys of their own): then each endpoint gets its own SUB socket. ``on_message`` sees every
+    message as it arrives, ``on_tick`` runs after every poll (at least every 100 ms): the per-request
+    rows and the live page hang there."""
     curves = list(curve) if isinstance(curve, (list, tuple)) else [curve] * len(endpoints)
     socks = [connect_sub(ctx, ep, curve=c) for ep, c in zip(endpoints, curves)]
     poller = zmq.Poller()
@@ -138,6 +142,13 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
                 if s in ready:
                     for topic, payload in inbox.drain(s, timeout_ms=0):
                         buf.feed(topic, payload, time.monotonic())
+                        if on_message is not None:
+                            on_message(topic, payload, time.monotonic())
+            if on_tick is not None:
+                try:
+                    on_tick(time.monotonic())
+                except Exception:  # a failing observer must not stop the batch analysis
+                    log.exception("live_tick_failed")
             if buf.ready(time.monotonic()):
                 try:
                     on_batch(buf.take())
