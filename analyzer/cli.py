@@ -18,6 +18,7 @@ from analyzer import clock, i18n, outputs, pipeline, stream, tables
 from analyzer.energy import DEFAULT_CPU_TDP_W
 from shared import bus
 from shared.batch import BatchDir
+from shared.listen import ALLOW_REMOTE_FLAG, ListenError, check_listen, parse_listen
 from shared.cli import add_curve_args, add_log_args, curve_keys
 from shared.messages import BATCH_START
 from shared.logs import configure_logging, get_logger
@@ -70,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="live: publish each request's analysed row (topic ana.row) on this PUB endpoint as soon as "
                          "the telemetry after its end has arrived, and the batch's final rows at batch.end "
                          f"(without a value: env {bus.ENV_ANALYSIS} or {bus.ANALYSIS_ENDPOINT})")
+    ap.add_argument("--serve", default=None, metavar="HOST:PORT",
+                    help="live: serve the live page here (power, requests in flight, each answer's energy; e.g. "
+                         "127.0.0.1:8765; port 0 picks a free one). Loopback only unless --allow-remote: the page has "
+                         "no authentication of its own, whatever CURVE keys the bus uses")
+    ap.add_argument(ALLOW_REMOTE_FLAG, action="store_true",
+                    help="allow a non-loopback --serve address (no authentication: a warning is logged)")
     ap.add_argument("--row-settle-s", type=float, default=0.3,
                     help="live: a request's row waits for telemetry this far past its end (default %(default)s s)")
     ap.add_argument("--row-timeout-s", type=float, default=5.0,
@@ -176,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.live and args.batch is None:
             raise BadInput("nothing to analyse: pass --batch DIR (a recorded batch) or --live (subscribe to the bus)")
+        if args.serve is not None and not args.live:
+            raise BadInput("--serve is the live page of the live analysis: pass --live --serve HOST:PORT")
         opts = options_from(args)
         if args.live:
             return _live(args, opts)
@@ -247,21 +256,48 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
 
 
 def _live_service(ctx, args: argparse.Namespace, opts: pipeline.Options):
-    """Per-request rows (``--publish-endpoint``); None when nothing asks for them."""
-    if args.publish_endpoint is None:
+    """Per-request rows (``--publish-endpoint``) and the live page (``--serve``); None when neither is asked."""
+    if args.publish_endpoint is None and args.serve is None:
         return None
     from analyzer.live_rows import RowTracker
     from analyzer.live_service import LiveService
     from shared.messages import source_id
 
-    endpoint = args.publish_endpoint or bus.analysis_endpoint()
-    try:
-        sock = bus.bind_pub(ctx, endpoint, curve=_publish_curve(args, endpoint))
-    except bus.BusError as exc:
-        raise BadInput(f"--publish-endpoint: {exc}") from exc
-    log.info("live_rows_publishing", endpoint=endpoint)
+    publisher = viewer = server = None
+    if args.publish_endpoint is not None:
+        endpoint = args.publish_endpoint or bus.analysis_endpoint()
+        try:
+            sock = bus.bind_pub(ctx, endpoint, curve=_publish_curve(args, endpoint))
+        except bus.BusError as exc:
+            raise BadInput(f"--publish-endpoint: {exc}") from exc
+        log.info("live_rows_publishing", endpoint=endpoint)
+        publisher = bus.Publisher(sock, source_id("analyzer"))
+    if args.serve is not None:
+        from analyzer.live_page import PageHub, PageServer
+
+        try:
+            listen = parse_listen(args.serve, "--serve")
+            warning = check_listen(listen, args.allow_remote, "--serve")
+        except ListenError as exc:
+            raise BadInput(str(exc)) from exc
+        if warning:
+            log.warning("live_page_exposed", listen=str(listen), note=warning)
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+        viewer = PageHub(lang=page_lang(args.report_lang))
+        server = PageServer(viewer, listen.host, listen.port)
+        try:
+            url = server.start()
+        except OSError as exc:
+            raise BadInput(f"--serve {listen}: cannot listen there ({exc}); pick a free port") from exc
+        log.info("live_page", url=url)
+        print(f"live page: {url}", flush=True)
     tracker = RowTracker(opts, settle_s=args.row_settle_s, timeout_s=args.row_timeout_s, lookback_s=args.lookback_s)
-    return LiveService(tracker, bus.Publisher(sock, source_id("analyzer")))
+    return LiveService(tracker, publisher, viewer, server)
+
+
+def page_lang(value: str) -> str:
+    """One language for the live page from the reports' flag (en, zh; auto or both: the locale's)."""
+    return value if value in i18n.LANGS else i18n.lang_from_env()
 
 
 def _publish_curve(args: argparse.Namespace, endpoint: str):

@@ -23,8 +23,10 @@ class Viewer(Protocol):
 
 
 class LiveService:
-    def __init__(self, tracker: RowTracker, publisher: Publisher | None = None, viewer: Viewer | None = None):
+    def __init__(self, tracker: RowTracker, publisher: Publisher | None = None, viewer: Viewer | None = None,
+                 server=None):
         self.tracker = tracker
+        self.server = server  # the live page's PageServer, stopped at close
         self.publisher = publisher
         self.viewer = viewer
         self.published = 0
@@ -57,6 +59,8 @@ class LiveService:
         """Let the last rows leave (up to 2 s) before the context goes."""
         if self.publisher is not None:
             self.publisher.sock.close(linger=2000)
+        if self.server is not None:
+            self.server.stop()
 
     def _emit(self, row: M.AnaRow) -> None:
         if self.publisher is not None:

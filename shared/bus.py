@@ -21,7 +21,7 @@ from shared.messages import MAX_PAYLOAD_BYTES, MessageError, Stamper, decode
 
 TELEMETRY_ENDPOINT = "tcp://127.0.0.1:5556"
 EVENTS_ENDPOINT = "tcp://127.0.0.1:5557"
-ANALYSIS_ENDPOINT = "tcp://127.0.0.1:5558"  # analyzer --live: ana.row, one analysed row per request
+ANALYSIS_ENDPOINT = "tcp://127.0.0.1:5560"  # analyzer --live: ana.row (5558 is the daemon clock probe, 5556 + 2)
 # Env overrides so every process of a session agrees without repeating flags.
 ENV_TELEMETRY = "GENAI_TELEMETRY_ENDPOINT"
 ENV_EVENTS = "GENAI_EVENTS_ENDPOINT"
