@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "no authentication of its own, whatever CURVE keys the bus uses")
     ap.add_argument(ALLOW_REMOTE_FLAG, action="store_true",
                     help="allow a non-loopback --serve address (no authentication: a warning is logged)")
+    ap.add_argument("--no-outputs", action="store_true",
+                    help="live: write no files, only publish rows and serve the page (what `python -m collector "
+                         "--serve` starts: the collector's own analysis of its recording writes the batch's files)")
     ap.add_argument("--row-settle-s", type=float, default=0.3,
                     help="live: a request's row waits for telemetry this far past its end (default %(default)s s)")
     ap.add_argument("--row-timeout-s", type=float, default=5.0,
@@ -223,7 +226,11 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
 
     def on_batch(items, service=None):
         data_start = next((p for t, p in items if t == BATCH_START), None)
-        root = resolve_batch_dir(data_start, args.batch, args.out_root)
+        root = None if args.no_outputs else resolve_batch_dir(data_start, args.batch, args.out_root)
+        if root is None and args.no_outputs:
+            if service is not None:
+                service.on_analysis(pipeline.analyze(stream.build(items, args.lookback_s), opts))
+            return
         if root is None:
             log.error("live_no_output_dir", batch=(data_start or {}).get("batch"),
                       fix="pass --batch DIR or --out-root DIR, or have the collector put out_dir in its config")
@@ -247,7 +254,8 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
         service = _live_service(ctx, args, opts)
         run_live(ctx, endpoints, lambda items: on_batch(items, service), args.lookback_s, args.grace_s,
                  1 if args.once else None, args.exit_after_s, curve,
-                 on_message=service.on_message if service else None, on_tick=service.on_tick if service else None)
+                 on_message=service.on_message if service else None, on_tick=service.on_tick if service else None,
+                 on_ready=service.ready if service else None)
     finally:
         if service is not None:
             service.close()
@@ -290,7 +298,6 @@ def _live_service(ctx, args: argparse.Namespace, opts: pipeline.Options):
         except OSError as exc:
             raise BadInput(f"--serve {listen}: cannot listen there ({exc}); pick a free port") from exc
         log.info("live_page", url=url)
-        print(f"live page: {url}", flush=True)
     tracker = RowTracker(opts, settle_s=args.row_settle_s, timeout_s=args.row_timeout_s, lookback_s=args.lookback_s)
     return LiveService(tracker, publisher, viewer, server)
 

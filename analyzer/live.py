@@ -113,7 +113,7 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
              lookback_s: float, grace_s: float, max_batches: int | None = None, exit_after_s: float | None = None,
              curve: CurveKeys | list[CurveKeys | None] | None = None,
              on_message: Callable[[str, dict[str, Any], float], None] | None = None,
-             on_tick: Callable[[float], None] | None = None) -> int:
+             on_tick: Callable[[float], None] | None = None, on_ready: Callable[[], None] | None = None) -> int:
     """Receive until ``max_batches`` batches were analysed, ``exit_after_s`` passed, or Ctrl-C.
     Returns the number of batches analysed. ``curve`` may be a list, one per endpoint (daemons with
     keys of their own): then each endpoint gets its own SUB socket. ``on_message`` sees every
@@ -130,6 +130,8 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
     stopped_early = False
     started = time.monotonic()
     log.info("live_listening", endpoints=endpoints, lookback_s=lookback_s)
+    if on_ready is not None:
+        on_ready()
     try:
         while max_batches is None or done < max_batches:
             now = time.monotonic()

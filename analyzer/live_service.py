@@ -16,6 +16,11 @@ log = get_logger("analyzer.live_service")
 class Viewer(Protocol):
     """The live page's side (analyzer.live_page.PageHub): fed from the receive loop's thread."""
 
+    def ready(self) -> None:
+        """The bus sockets are connected: say where the page is (a parent process waits for this line)."""
+        if self.server is not None and self.server.url:
+            print(f"live page: {self.server.url}", flush=True)
+
     def on_message(self, topic: str, payload: dict[str, Any], now_s: float) -> None: ...
     def on_row(self, row: M.AnaRow) -> None: ...
     def on_batch(self, batch: str | None, problems: list[str]) -> None: ...
@@ -30,6 +35,11 @@ class LiveService:
         self.publisher = publisher
         self.viewer = viewer
         self.published = 0
+
+    def ready(self) -> None:
+        """The bus sockets are connected: say where the page is (a parent process waits for this line)."""
+        if self.server is not None and self.server.url:
+            print(f"live page: {self.server.url}", flush=True)
 
     def on_message(self, topic: str, payload: dict[str, Any], now_s: float) -> None:
         self.tracker.feed(topic, payload, now_s)

@@ -228,3 +228,52 @@ async def test_live_page_in_chromium_with_twenty_sse_viewers(tmp_path, zctx):
     # the live analyzer's own batch analysis wrote the same results.csv
     live_csv = (out_root / "live-b" / "summary" / "results.csv").read_bytes()
     assert live_csv == (rec_dir / "summary" / "results.csv").read_bytes()
+
+
+async def test_collector_serve_starts_the_page_and_prints_its_url(tmp_path):
+    """`python -m collector --serve 127.0.0.1:0`: a child live analyzer serves the batch's page; the
+    collector prints the URL, the page shows the batch's rows while it runs, and the child writes no
+    files (the collector's own analysis does)."""
+    from tests.stubs import ollama_stub, serve
+    from tests.test_collector_cli import SimTelemetry, collector_env
+
+    tel_ep, ev_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    async with serve(ollama_stub.make_app(load_s=0.0, token_delay_s=0.03)) as llm:
+        with SimTelemetry(tel_ep):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "collector", "--out", str(tmp_path), "--models", "ok", "--tasks", "qa",
+                "--loads", "short", "--langs", "en", "--runs", "3", "--max_tokens", "16", "--no-warmup",
+                "--base-url", llm.removeprefix("http://"), "--telemetry-endpoint", tel_ep, "--events-endpoint", ev_ep,
+                "--no-progress", "--analyzer-args", "--no-quality --no-plots", "--serve", "127.0.0.1:0",
+                cwd=str(ROOT), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=collector_env())
+            url, lines, states = None, [], []
+            try:
+                async with aiohttp.ClientSession() as s:
+                    while True:
+                        line = await asyncio.wait_for(proc.stderr.readline(), 120)
+                        if not line:
+                            break
+                        text_line = line.decode("utf-8", "replace")
+                        lines.append(text_line)
+                        if text_line.startswith("live page: ") and url is None:
+                            url = text_line.split()[2]
+                        if url is not None and ("request_done" in text_line or "batch_end" in text_line):
+                            async with s.get(url + "state") as r:
+                                states.append(await r.json())
+                rc = await asyncio.wait_for(proc.wait(), 120)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+    log = "".join(lines)
+    assert rc == 0, log[-3000:]
+    assert url is not None and urlsplit(url).hostname == "127.0.0.1", log[-3000:]
+    assert states and any(st["batch"].get("planned") == 3 for st in states), states[-1:]
+    last = states[-1]
+    assert last["gpus"] and last["gpus"][0]["simulated"]
+    [batch_dir] = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert (batch_dir / "summary" / "results.csv").is_file()  # the collector's own analysis
+    # the page went away with the collector
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await s.get(url + "state")
