@@ -170,7 +170,15 @@ async def test_live_page_in_chromium_with_twenty_sse_viewers(tmp_path, zctx):
             await asyncio.sleep(1.0)  # the last events reach the plain clients too
             status = await (await browser.session.get(url + "state")).json()
             await page.call("Page.captureScreenshot")  # the page still renders after everything
-            console, errors, requests = list(page.console), list(page.exceptions), list(page.requests)
+            # the same page in Chinese (a viewer that connects late: the current state, not the history)
+            zh = await browser.open(url + "?lang=zh")
+            await zh.wait_for("window.__live && window.__live.snapshots >= 1 && "
+                              "document.querySelectorAll('#rows-table tr.final').length === 5", 20, "the zh page")
+            assert "实时" in await zh.eval("document.title")
+            assert await zh.eval("document.querySelector('#rows-table td[data-col=row_state]').textContent") == "最终（批次）"
+            console = list(page.console) + list(zh.console)
+            errors = list(page.exceptions) + list(zh.exceptions)
+            requests = list(page.requests) + list(zh.requests)
         stop.set()
         await asyncio.gather(*clients)
     finally:
