@@ -58,21 +58,38 @@ class PageHub:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.viewers: set[_Viewer] = set()
         self.dropped = 0          # updates dropped for slow viewers, all viewers together
+        self._newest_at = 0.0     # time.monotonic() when the newest wall clock arrived
         self.sent_rows = 0
 
     # -- fed by the analysis (receive thread) --------------------------------------------------
     def on_message(self, topic: str, payload: dict[str, Any], now_s: float) -> None:
         with self.lock:
+            before = self.state.newest_wall_s
             self.state.on_message(topic, payload)
+            if self.state.newest_wall_s > before:
+                self._newest_at = time.monotonic()
+
+    def now_wall_s(self) -> float:
+        """The bus's newest wall clock, moved on by the time since it arrived: the page's "now" keeps
+        going when the bus is quiet, and stays on the publishers' clock (call under the lock)."""
+        return self.state.newest_wall_s + (time.monotonic() - self._newest_at if self._newest_at else 0.0)
 
     def on_row(self, row: M.AnaRow) -> None:
         with self.lock:
             out = self.state.on_row(row)
         self._broadcast("row", _json(out))
 
-    def on_batch(self, batch: str | None, problems: list[str]) -> None:
+    def on_batch(self, analysis) -> None:
+        """The batch's analysis: its Problems, worded as report.html words them (in the page's language)."""
+        from analyzer.report import problem_list
+
+        try:
+            lines = problem_list(analysis, self.lang)
+        except Exception:  # the report's wording must not cost the page its rows
+            log.exception("live_page_problems_failed")
+            lines = list(analysis.problems)
         with self.lock:
-            self.state.on_batch(problems)
+            self.state.on_batch(lines)
 
     def on_tick(self, now_s: float, in_flight: list[dict[str, Any]]) -> None:
         pass  # ticks come from the server's own loop (below), so they go on while an analysis runs
@@ -102,7 +119,7 @@ class PageHub:
 
     def snapshot(self) -> str:
         with self.lock:
-            snap = self.state.snapshot(self.state.newest_wall_s)
+            snap = self.state.snapshot(self.now_wall_s())
         return _json({**snap, "dropped": self.dropped})
 
     def status(self) -> dict[str, Any]:
@@ -114,7 +131,7 @@ class PageHub:
         while True:
             await asyncio.sleep(TICK_S)
             with self.lock:
-                tick = self.state.tick(self.state.newest_wall_s)
+                tick = self.state.tick(self.now_wall_s())
             self._fanout("tick", _json(tick))
 
     # -- HTTP ----------------------------------------------------------------------------------
@@ -215,8 +232,7 @@ class PageServer:
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         await site.start()
-        sock = site._server.sockets[0]  # the port the OS gave for port 0
-        port = sock.getsockname()[1]
+        port = runner.addresses[0][1]  # the port the OS gave for port 0
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{host}:{port}/"
         self._ready.set()

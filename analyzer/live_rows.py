@@ -75,12 +75,13 @@ def clean_row(row: dict[str, Any]) -> dict[str, Any]:
 
 class RowTracker:
     def __init__(self, opts: pipeline.Options | None = None, *, settle_s: float = 0.3, timeout_s: float = 5.0,
-                 context_s: float = 10.0, stale_s: float = 3.0, max_keep_s: float = 600.0,
+                 context_s: float = 3.0, stale_s: float = 3.0, max_keep_s: float = 600.0,
                  lookback_s: float = 120.0):
         base = opts or pipeline.Options()
         # no quality here (it runs at batch.end); no idle baseline (it is measured before the batch's
         # first request, which a slice does not hold)
-        self.opts = dataclasses.replace(base, quality=False, progress=False, idle_baseline=False)
+        self.opts = dataclasses.replace(base, quality=False, progress=False, idle_baseline=False,
+                                        log_skipped_quality=False)
         self.settle_ns = int(settle_s * 1e9)
         self.timeout_s = timeout_s
         self.context_ns = int(context_s * 1e9)

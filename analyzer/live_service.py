@@ -23,7 +23,7 @@ class Viewer(Protocol):
 
     def on_message(self, topic: str, payload: dict[str, Any], now_s: float) -> None: ...
     def on_row(self, row: M.AnaRow) -> None: ...
-    def on_batch(self, batch: str | None, problems: list[str]) -> None: ...
+    def on_batch(self, analysis) -> None: ...
     def on_tick(self, now_s: float, in_flight: list[dict[str, Any]]) -> None: ...
 
 
@@ -63,7 +63,7 @@ class LiveService:
             self._emit(M.AnaRow(rid=str(row["rid"]), batch=analysis.batch_id, row=clean_row(row), energy_ready=ready,
                                 reason=reason, final=True))
         if self.viewer is not None:
-            self.viewer.on_batch(analysis.batch_id, list(analysis.problems))
+            self.viewer.on_batch(analysis)
 
     def close(self) -> None:
         """Let the last rows leave (up to 2 s) before the context goes."""

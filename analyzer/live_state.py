@@ -25,6 +25,7 @@ from shared.numbers import finite
 # columns of a finished request on the page (results.csv names), in order
 ROW_COLUMNS = ("model", "task", "status", "gpu_energy_j", "j_per_token", "first_token_s", "toks_per_s",
                "output_tokens", "total_energy_j", "quality_score", "quality_basis", "gpu_simulated")
+SILENT_S = 3.0  # a batch running with no telemetry for this long is a problem shown on the page
 MAX_TEXT = 300  # characters of an error, a name or an answer shown (the full texts are in the batch's files)
 
 
@@ -70,6 +71,7 @@ class LiveState:
         self.problems: deque[str] = deque(maxlen=max_problems)
         self.telemetry_gaps: dict[str, tuple[int, int]] = {}  # src -> (last seq, lost)
         self.newest_wall_s = 0.0
+        self.telemetry_wall_s = 0.0  # newest wall clock of any tel.* message
         self.rows_seen = 0
         self._answers: OrderedDict[str, str] = OrderedDict()  # rid -> the answer's start, until its row comes
 
@@ -79,6 +81,7 @@ class LiveState:
         self.newest_wall_s = max(self.newest_wall_s, wall_s)
         if topic.startswith("tel."):
             self._gap(p)
+            self.telemetry_wall_s = max(self.telemetry_wall_s, wall_s)
         if topic == M.TEL_GPU:
             host = M.src_host(p.get("src")) or "?"
             uuid = str(p.get("uuid") or f"gpu{p.get('gpu')}")
@@ -221,8 +224,13 @@ class LiveState:
                  "elapsed_s": fmt_num(max(0.0, now_wall_s - r["start_wall_s"])),
                  "first_token_s": fmt_num(r["first_s"])} for r in list(self.in_flight.values())[-100:]]
 
-    def _problems(self) -> list[str]:
+    def _problems(self, now_wall_s: float) -> list[str]:
         out = list(self.problems)
+        running = self.batch.get("id") and not self.batch.get("ended")
+        if running and now_wall_s - self.telemetry_wall_s > SILENT_S:
+            out.append("no telemetry connected: rows come without energy (start `python -m telemetry`)"
+                       if not self.telemetry_wall_s else
+                       f"no telemetry for {now_wall_s - self.telemetry_wall_s:.0f} s: is the daemon still running?")
         for src, (_, lost) in sorted(self.telemetry_gaps.items()):
             if lost:
                 out.append(f"{text(src)}: {lost} telemetry message(s) lost on the bus (sequence gaps)")
@@ -239,7 +247,7 @@ class LiveState:
 
     def _common(self, now_wall_s: float) -> dict[str, Any]:
         return {"now": round(now_wall_s, 3), "in_flight": self._in_flight(now_wall_s), "totals": self._totals(),
-                "batch": dict(self.batch), "problems": self._problems(),
+                "batch": dict(self.batch), "problems": self._problems(now_wall_s),
                 "simulated": any(s.simulated for s in self.gpus.values())}
 
     def snapshot(self, now_wall_s: float) -> dict[str, Any]:
