@@ -253,7 +253,7 @@ class PageServer:
 
 WORDS: dict[str, dict[str, str]] = {
     "title": {"en": "Live: power, requests and energy", "zh": "实时：功率、请求与能耗"},
-    "power": {"en": "GPU power (W), last {m} min", "zh": "GPU 功率（W），最近 {m} 分钟"},
+    "power": {"en": "GPU power (W), up to the last {m} min", "zh": "GPU 功率（W），最多最近 {m} 分钟"},
     "cpu": {"en": "Host CPU (%)", "zh": "主机 CPU（%）"},
     "in_flight": {"en": "Requests in flight", "zh": "进行中的请求"},
     "finished": {"en": "Finished requests (newest first)", "zh": "已完成的请求（最新在前）"},
@@ -278,7 +278,7 @@ WORDS: dict[str, dict[str, str]] = {
     "unauth": {"en": "This page has no authentication of its own; it listens on loopback unless started with "
                      "--allow-remote.",
                "zh": "本页面自身没有身份验证；除非以 --allow-remote 启动，否则只监听本机回环地址。"},
-    "no_data": {"en": "no data yet", "zh": "暂无数据"},
+    "no_data": {"en": "no data yet", "zh": "暂无数据"}, "now": {"en": "now", "zh": "现在"},
 }
 
 
@@ -333,15 +333,17 @@ function prune(series,now,win){series.forEach(function(s){var i=0;while(i<s.poin
 function plot(id,series,unit,yfix){
  var box=$(id);clear(box);var w=Math.max(320,Math.min(900,box.clientWidth||640)),h=220,l=48,r=12,t=10,b=28;
  var s=svg('svg',{width:w,height:h,'class':'plot','data-series':series.length});box.appendChild(s);
- var now=S.now,win=S.window_s,ymax=yfix||1;
+ var now=S.now,oldest=now,ymax=yfix||1;
+ series.forEach(function(x){if(x.points.length&&x.points[0][0]<oldest)oldest=x.points[0][0];});
+ var win=Math.min(S.window_s,Math.max(60,now-oldest));  // a short run fills the figure; at most the window
  series.forEach(function(x){x.points.forEach(function(p){if(p[1]>ymax)ymax=p[1];});});
  if(!yfix)ymax*=1.1;
  function X(v){return l+(w-l-r)*(1-(now-v)/win);}function Y(v){return t+(h-t-b)*(1-v/ymax);}
  s.appendChild(svg('rect',{x:l,y:t,width:w-l-r,height:h-t-b,'class':'frame'}));
  for(var k=0;k<=4;k++){var v=ymax*k/4,y=Y(v);var tx=svg('text',{x:l-4,y:y+3,'text-anchor':'end','class':'tick'});
   tx.textContent=v>=100?v.toFixed(0):v.toFixed(1);s.appendChild(tx);}
- var tl=svg('text',{x:l,y:h-8,'class':'tick'});tl.textContent='-'+Math.round(win/60)+' min';s.appendChild(tl);
- var tr=svg('text',{x:w-r,y:h-8,'text-anchor':'end','class':'tick'});tr.textContent='now ('+unit+')';s.appendChild(tr);
+ var tl=svg('text',{x:l,y:h-8,'class':'tick'});tl.textContent=win>=120?'-'+Math.round(win/60)+' min':'-'+Math.round(win)+' s';s.appendChild(tl);
+ var tr=svg('text',{x:w-r,y:h-8,'text-anchor':'end','class':'tick'});tr.textContent=W.now+' ('+unit+')';s.appendChild(tr);
  series.forEach(function(x,i){if(x.points.length<1)return;
   var pts=x.points.map(function(p){return X(p[0]).toFixed(1)+','+Y(p[1]).toFixed(1);}).join(' ');
   s.appendChild(svg('polyline',{points:pts,'class':'line mark',stroke:COLORS[i%COLORS.length]}));});

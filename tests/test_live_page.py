@@ -10,6 +10,7 @@ text, no update is dropped, and at the end the rows the page shows equal a repla
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import json
 import signal
@@ -169,7 +170,10 @@ async def test_live_page_in_chromium_with_twenty_sse_viewers(tmp_path, zctx):
             shown = await page.eval("JSON.stringify(window.__live.rows)")
             await asyncio.sleep(1.0)  # the last events reach the plain clients too
             status = await (await browser.session.get(url + "state")).json()
-            await page.call("Page.captureScreenshot")  # the page still renders after everything
+            await page.call("Emulation.setDeviceMetricsOverride", width=1280, height=1600, deviceScaleFactor=1,
+                            mobile=False)
+            shot = await page.call("Page.captureScreenshot")  # kept in tmp_path for a look
+            (tmp_path / "live-page.png").write_bytes(base64.b64decode(shot["data"]))
             # the same page in Chinese (a viewer that connects late: the current state, not the history)
             zh = await browser.open(url + "?lang=zh")
             await zh.wait_for("window.__live && window.__live.snapshots >= 1 && "
