@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector import failures as F
-from collector.backends import make_parser, map_chunk
+from collector.backends import get
 from collector.stream_parse import BAD, DATA, DONE, EOF, ERROR_LINE, StreamProtocolError, ThinkSplitter
 from shared.messages import ClientMetrics
 
@@ -43,7 +43,8 @@ class AttemptState:
     served_model: str | None = None   # the "model" the server names in its chunks
 
     def __post_init__(self):
-        self._parser = make_parser(self.backend)
+        self._api = get(self.backend)
+        self._parser = self._api.make_parser()
         self._splitter = ThinkSplitter()
 
     def http_error(self, status: int, body: bytes) -> None:
@@ -93,7 +94,7 @@ class AttemptState:
             self.first_chunk_ns = t_ns
         if self.served_model is None and isinstance(obj, dict) and isinstance(obj.get("model"), str):
             self.served_model = obj["model"]
-        delta = map_chunk(self.backend, obj)
+        delta = self._api.map_chunk(obj)
         if delta.error is not None:
             self.error, self.error_kind = delta.error, F.classify_stream_error(delta.error)
             return
@@ -103,7 +104,7 @@ class AttemptState:
         if delta.content:
             th, ct = self._splitter.feed(delta.content)
             self._take(ct, th, t_ns, notices)
-        if delta.done and self.backend != "openai":  # OpenAI streams end with [DONE]
+        if delta.done and self._api.done_chunk:  # OpenAI streams end with [DONE] instead
             self.done = True
 
     def _take(self, content: str, thinking: str, t_ns: int, notices: list[tuple[str, int]]) -> None:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from collector.backends import BACKENDS, normalize_base_url
+from collector.backends import BACKENDS, REGISTRY, normalize_base_url
 from collector.batch_run import BatchOptions, run_batch
 from collector.outcome import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_SETTINGS
 from collector.resume import resume_inputs
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ask thinking models to think (on/off); auto sends nothing (default)")
     s = ap.add_argument_group("server")
     s.add_argument("--backend", choices=BACKENDS,
-                   help="ollama (/api/generate, default), ollama-chat (/api/chat), openai (/v1/chat/completions)")
+                   help=", ".join(f"{b.name} ({b.path})" for b in REGISTRY.values()) + "; default ollama")
     s.add_argument("--base-url", "--base_url", dest="base_url",
                    help="server URL; host:port works too (default: OLLAMA_HOST, else http://127.0.0.1:11434; "
                         "openai: http://127.0.0.1:8080)")

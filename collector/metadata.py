@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from collector.backends import get
 from collector.plan import model_id
 
 
@@ -110,8 +111,8 @@ async def get_json(session: aiohttp.ClientSession, method: str, url: str, timeou
 async def list_models(session: aiohttp.ClientSession, backend: str, base_url: str,
                       timeout_s: float) -> tuple[list[str], dict[str, Any] | None]:
     """(usable model names, the raw listing) — what "all" means for this server."""
-    if backend == "openai":
-        listing = await get_json(session, "GET", base_url + "/v1/models", timeout_s)
+    if get(backend).family == "openai":
+        listing = await get_json(session, "GET", base_url + get(backend).models_path, timeout_s)
         return [m["id"] for m in (listing or {}).get("data") or [] if m.get("id")], listing
     listing = await get_json(session, "GET", base_url + "/api/tags", timeout_s)
     names = []
@@ -127,7 +128,7 @@ async def list_models(session: aiohttp.ClientSession, backend: str, base_url: st
 
 async def fetch_model_meta(session: aiohttp.ClientSession, backend: str, base_url: str, name: str,
                            listing: dict[str, Any] | None, timeout_s: float) -> dict[str, Any]:
-    if backend == "openai":
+    if get(backend).family == "openai":
         return model_meta_from_openai(name, listing)
     show = await get_json(session, "POST", base_url + "/api/show", timeout_s, json={"model": name})
     return model_meta_from_ollama(name, listing, show)
