@@ -8,6 +8,7 @@ first-token notices and the failure kind out. No sockets and no clocks: the runn
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,30 @@ class AttemptState:
                 self.error, self.error_kind = msg, F.classify_stream_error(msg)
             elif ev.kind == DATA:
                 self._data(ev.obj, t_ns, notices)
+        return notices
+
+    def whole(self, body: bytes, t_ns: int) -> list[tuple[str, int]]:
+        """A non-streamed answer (``stream: false``) that arrived whole at ``t_ns``."""
+        notices: list[tuple[str, int]] = []
+        try:
+            obj = json.loads(body)
+        except (ValueError, RecursionError):
+            self.fail(f"the answer is not JSON: {body[:200]!r}", F.BAD_RESPONSE)
+            return notices
+        self.chunk_t_ns.append(t_ns)
+        self.first_chunk_ns = t_ns
+        if isinstance(obj, dict) and isinstance(obj.get("model"), str):
+            self.served_model = obj["model"]
+        delta = self._api.map_response(obj)
+        self.closed = True
+        if delta.error is not None:
+            self.error, self.error_kind = delta.error, F.classify_stream_error(delta.error)
+            return notices
+        self.api.update(delta.api)
+        th, ct = self._splitter.feed(delta.content)
+        th2, ct2 = self._splitter.finish()
+        self._take(ct + ct2, (delta.thinking or "") + th + th2, t_ns, notices)
+        self.done = True
         return notices
 
     def _data(self, obj: Any, t_ns: int, notices: list[tuple[str, int]]) -> None:
