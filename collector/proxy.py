@@ -295,6 +295,9 @@ class Proxy:
                     await resp.write_eof()
                 except (ConnectionResetError, aiohttp.ClientConnectionResetError) as exc:
                     up.close()  # the upstream generation stops with its connection
+                    if att.done:  # the answer was complete (a client may hang up right after [DONE])
+                        att.closed = True
+                        return resp
                     att.fail(f"the client disconnected mid-answer ({type(exc).__name__}); the proxy closed the "
                              "upstream request", F.TRUNCATED)
                     log.warning("client_disconnected", rid=rid)

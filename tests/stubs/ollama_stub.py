@@ -63,6 +63,8 @@ class StubState:
     loaded: set[str] = field(default_factory=set)
     requests: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    headers: list[dict[str, str]] = field(default_factory=list)  # every generation request's headers
+    aborted: int = 0               # streams whose client went away mid-answer (the write failed)
 
 
 STATE = web.AppKey("stub_state", StubState)
@@ -157,6 +159,7 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
     if not isinstance(body, dict) or not body.get("model"):
         return _error(400, "model is required")
     st.requests.append(body)
+    st.headers.append(dict(request.headers))
     model = body["model"]
     s = scenario_of(model)
     st.counts[s] = st.counts.get(s, 0) + 1
@@ -238,11 +241,15 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
             prepared = True
         elif st.token_delay_s and delay:
             await asyncio.sleep(st.token_delay_s)  # between chunks, never after the last one
-        if s == "split":
-            for i in range(len(data)):
-                await resp.write(data[i:i + 1])
-        else:
-            await resp.write(data)
+        try:
+            if s == "split":
+                for i in range(len(data)):
+                    await resp.write(data[i:i + 1])
+            else:
+                await resp.write(data)
+        except ConnectionResetError:  # aiohttp's ClientConnectionResetError too: the client hung up
+            st.aborted += 1
+            raise
 
     sent = 0
     for t in thinking:

@@ -47,6 +47,7 @@ class OpenAIStubState:
     token_delay_s: float = 0.001
     requests: list[dict[str, Any]] = field(default_factory=list)
     prompts_seen: set[str] = field(default_factory=set)  # llama.cpp's KV cache of earlier prompts
+    headers: list[dict[str, str]] = field(default_factory=list)  # every generation request's headers
 
 
 STATE = web.AppKey("openai_stub_state", OpenAIStubState)
@@ -83,6 +84,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     st = request.app[STATE]
     body = await request.json()
     st.requests.append(body)
+    st.headers.append(dict(request.headers))
     model = body.get("model", "")
     if model not in SCENARIOS or model == "missing":
         msg = f"The model `{model}` does not exist." if st.flavor.startswith("vllm") else f"model '{model}' not found"
