@@ -474,14 +474,14 @@ async def serve(opts: ProxyOptions, stop: asyncio.Event, ready: Any = None) -> i
         if runner is not None:
             await runner.cleanup()
         if proxy is not None:
+            if proxy.child is not None:  # before batch.end: the analysis of the whole batch is the one run below
+                _stop_child(proxy.child)
             if not rec.settle(1.0):
                 log.warning("telemetry_silent_at_end", note="the last request's window may be partly uncovered")
             rec.emit(BatchEnd(batch=batch_id, requests=proxy.requests, ok=proxy.ok, failed=proxy.failed,
                               interrupted=False, telemetry_received=rec.telemetry_received,
                               telemetry_dropped={"oversize": rec.inbox.dropped_oversize,
                                                  "invalid": rec.inbox.dropped_invalid}), flush=True)
-            if proxy.child is not None:
-                _stop_child(proxy.child)
         if rows is not None:
             rows.close()
         rec.close()
