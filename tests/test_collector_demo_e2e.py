@@ -73,3 +73,37 @@ async def test_collector_openai_path_on_a_real_model(llm_url, tmp_path):
     assert run_analyzer(batch, ["--no-quality", "--no-plots", "--no-progress"])
     raw = json.loads(next((batch / "raw").glob("*.json")).read_text(encoding="utf-8"))
     assert raw["throughput_tokens_per_sec"] > 0
+
+
+def test_proxy_in_front_of_the_real_model_with_the_openai_client(llm_url, tmp_path):
+    """The official openai client through the measuring proxy to the real SmolLM2 server gets what
+    it gets directly (greedy decoding: the same text and finish reason; usage only when asked),
+    and every request is recorded and analysed into a row."""
+    import openai
+
+    from collector.proxy_flow import RID_HEADER
+    from shared.recording import RecordingReader
+    from tests.fault_helpers import read_csv
+    from tests.test_proxy import running_proxy
+
+    msgs = [{"role": "user", "content": "Name one colour."}]
+    kw = {"model": MODEL_ALIAS, "messages": msgs, "max_tokens": 12, "temperature": 0, "seed": 1}
+    direct = openai.OpenAI(base_url=llm_url + "/v1", api_key="x", max_retries=0)
+    with running_proxy(llm_url, tmp_path) as (url, proxy, opts):
+        via = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        d = direct.chat.completions.create(**kw)
+        raw = via.chat.completions.with_raw_response.create(**kw)
+        v = raw.parse()
+        assert raw.headers[RID_HEADER]
+        assert (v.choices[0].message.content, v.choices[0].finish_reason, v.usage.completion_tokens) == \
+            (d.choices[0].message.content, d.choices[0].finish_reason, d.usage.completion_tokens)
+        chunks = list(via.chat.completions.create(stream=True, **kw))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == d.choices[0].message.content
+        assert all(c.usage is None for c in chunks)  # not asked: not given, although the proxy asked for it
+    ends = [p for t, p in RecordingReader(opts.batch.stream) if t == M.REQ_END]
+    assert len(ends) == 2 and all(e["ok"] for e in ends)
+    assert [e["api"]["completion_tokens"] for e in ends] == [d.usage.completion_tokens] * 2
+    assert run_analyzer(opts.batch.root, ["--no-quality", "--no-plots", "--no-progress"])
+    rows = read_csv(opts.batch.summary / "results.csv")
+    assert len(rows) == 2 and all(r["status"] == "ok" and r["task"] == "proxy" for r in rows)
+    assert {r["toks_per_s_method"] for r in rows} == {"timings.predicted_n/predicted_ms"}
