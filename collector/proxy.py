@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import json
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -164,6 +165,7 @@ class Proxy:
         self.entries: dict[str, Entry] = {}
         self.inflight: set[asyncio.Task] = set()
         self.closing = False
+        self.open = asyncio.Event()  # set once batch.start is recorded
         self.child: subprocess.Popen | None = None
         self.requests = self.ok = self.failed = 0
 
@@ -195,6 +197,7 @@ class Proxy:
         return web.json_response(body, status=502)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        await self.open.wait()
         if self.closing:
             return web.json_response({"error": "the measuring proxy is stopping"}, status=503)
         task = asyncio.current_task()
@@ -437,27 +440,36 @@ async def serve(opts: ProxyOptions, stop: asyncio.Event, ready: Any = None) -> i
                   fix="is another collector or proxy running? pass a free --events-endpoint tcp://127.0.0.1:PORT")
         return EXIT_SETTINGS
     rows: RowBook | None = None
-    proxy: Proxy | None = None
-    runner: web.AppRunner | None = None
+    child: subprocess.Popen | None = None
+    proxy = Proxy(opts, rec, None, batch_id)
+    runner = web.AppRunner(proxy.make_app(), shutdown_timeout=1.0, handle_signals=False, access_log=None)
+    started = False
     try:
         try:
             await asyncio.to_thread(rec.wait_heartbeat, opts.telemetry_wait_s)
         except TelemetryTimeout as exc:
             log.error("no_telemetry", error=str(exc))
             return EXIT_TELEMETRY
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, opts.listen.host, opts.listen.port).start()
+        except OSError as exc:
+            log.error("cannot_listen", listen=str(opts.listen), error=str(exc),
+                      fix="is another proxy running there? pass a free --listen 127.0.0.1:PORT")
+            return EXIT_SETTINGS
         async with aiohttp.ClientSession() as s:
             server = await probe_upstream(s, opts.upstream.rstrip("/"))
-        rec.emit(BatchStart(batch=batch_id, config=snapshot, backend="proxy", base_url=opts.upstream,
-                            server_version=server.version, server=server.flavor or server.kind), flush=True)
+        if opts.telemetry_endpoint is not None and opts.live_analyzer:
+            # started before batch.start, so it sees the whole batch (a SUB only gets what comes after it joined)
+            child = subprocess.Popen(live_analyzer_command(opts))
+            await asyncio.to_thread(_wait_child_ready, child, opts.analysis_endpoint)
         if opts.telemetry_endpoint is not None:
             rows = RowBook(rec.ctx, opts.analysis_endpoint)
-        proxy = Proxy(opts, rec, rows, batch_id)
-        if opts.telemetry_endpoint is not None and opts.live_analyzer:
-            proxy.child = subprocess.Popen(live_analyzer_command(opts))
-        runner = web.AppRunner(proxy.make_app(), shutdown_timeout=1.0, handle_signals=False, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, opts.listen.host, opts.listen.port)
-        await site.start()
+        proxy.rows, proxy.child = rows, child
+        rec.emit(BatchStart(batch=batch_id, config=snapshot, backend="proxy", base_url=opts.upstream,
+                            server_version=server.version, server=server.flavor or server.kind), flush=True)
+        started = True
+        proxy.open.set()  # requests that came during the start-up were held until now
         port = runner.addresses[0][1] if runner.addresses else opts.listen.port
         url = f"http://{opts.listen.host}:{port}"
         print(f"measuring proxy on {url} -> {opts.upstream}; recording into {batch.root}\n"
@@ -471,11 +483,12 @@ async def serve(opts: ProxyOptions, stop: asyncio.Event, ready: Any = None) -> i
         if cancelled:
             log.warning("requests_cancelled_at_stop", count=cancelled, within_s=opts.drain_s)
     finally:
-        if runner is not None:
-            await runner.cleanup()
-        if proxy is not None:
-            if proxy.child is not None:  # before batch.end: the analysis of the whole batch is the one run below
-                _stop_child(proxy.child)
+        proxy.open.set()
+        proxy.closing = True
+        await runner.cleanup()
+        if child is not None:  # before batch.end: the analysis of the whole batch is the one run below
+            _stop_child(child)
+        if started:
             if not rec.settle(1.0):
                 log.warning("telemetry_silent_at_end", note="the last request's window may be partly uncovered")
             rec.emit(BatchEnd(batch=batch_id, requests=proxy.requests, ok=proxy.ok, failed=proxy.failed,
@@ -485,6 +498,8 @@ async def serve(opts: ProxyOptions, stop: asyncio.Event, ready: Any = None) -> i
         if rows is not None:
             rows.close()
         rec.close()
+        if not started:  # nothing was measured: leave nothing behind
+            shutil.rmtree(batch.root, ignore_errors=True)
     log.info("proxy_stopped", dir=str(batch.root), requests=proxy.requests, ok=proxy.ok, failed=proxy.failed)
     if opts.analyze and proxy.requests:
         await asyncio.to_thread(run_analyzer, batch.root, opts.analyzer_args)
@@ -492,6 +507,30 @@ async def serve(opts: ProxyOptions, stop: asyncio.Event, ready: Any = None) -> i
     print(f"proxy batch: {proxy.requests} request(s), ok {proxy.ok}, failed {proxy.failed} -> {batch.root}",
           file=sys.stderr, flush=True)
     return 0
+
+
+def _wait_child_ready(child: subprocess.Popen, endpoint: str, timeout_s: float = 20.0) -> bool:
+    """Wait until the live analyzer has bound its publish endpoint (it subscribes to the bus first),
+    bounded; False (logged) when it exited or did not come up: the lookup then says so."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(endpoint)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and child.poll() is None and host and port:
+        try:
+            socket.create_connection((host, port), timeout=0.2).close()
+            time.sleep(0.3)  # its SUB sockets' subscriptions travel to the publishers
+            return True
+        except OSError:
+            time.sleep(0.1)
+    log.warning("live_analyzer_not_ready", endpoint=endpoint, exited=child.poll(),
+                effect="lookups answer without energy; the analysis at Ctrl-C is unaffected")
+    return False
 
 
 def _stop_child(child: subprocess.Popen) -> None:
