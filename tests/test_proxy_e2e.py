@@ -4,6 +4,7 @@ and the row lookup fed by ``ana.row`` messages from a test publisher on a real l
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import signal
 import time
@@ -138,3 +139,49 @@ def test_lookup_serves_the_live_analyzers_row(procs, tmp_path, zctx):
     assert missing == 404
     assert body["energy_ready"] is True and body["row"]["gpu_energy_j"] == 1.5
     assert body["row"]["ttft_ms"] > 0 and body["row"]["model"] == "ok"  # the proxy's own columns too
+
+
+@pytest.mark.skipif(importlib.util.find_spec("analyzer.live_rows") is None,
+                    reason="needs analyzer --live --publish-endpoint (ana.row), which lands with issue 18's live rows")
+def test_rows_with_energy_from_the_live_analyzer_it_starts(procs, tmp_path):
+    """The proxy's own `analyzer --live` child finishes each request once the telemetry after its end
+    arrived: the lookup turns from 202 to the row with energy, as the batch analysis at Ctrl-C has it."""
+    up = start_ollama_stub(procs, token_delay_s=0.01)
+    tel = loopback()
+    start_daemon(procs, tel)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    out = tmp_path / "data"
+    proxy = procs.start("collector.proxy", "--listen", f"127.0.0.1:{port}", "--upstream", up, "--out", str(out),
+                        "--telemetry-endpoint", tel, "--telemetry-wait", "30", "--events-endpoint", loopback(),
+                        "--analysis-endpoint", loopback(), "--analyzer-args", "--no-quality --no-plots --no-progress")
+    wait_for(lambda: http_ok(url + "/api/version") or proxy.poll() is not None, 90, "the proxy to answer")
+    assert proxy.poll() is None, procs.output(proxy)
+    rids = []
+    for i in range(2):
+        req = urllib.request.Request(url + "/api/generate", data=json.dumps(
+            {"model": "ok", "prompt": f"hi {i}", "stream": False, "options": {"num_predict": 10}}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert json.loads(resp.read())["done"] is True
+            rids.append(resp.headers["X-GenAI-Power-Request-Id"])
+    bodies = {}
+    deadline = time.monotonic() + 60
+    while len(bodies) < 2 and time.monotonic() < deadline:
+        for rid in rids:
+            status, body = get_json(url + "/_genai_power/requests/" + rid)
+            if status == 200:
+                bodies[rid] = body
+        time.sleep(0.2)
+    assert len(bodies) == 2, procs.output(proxy)
+    for body in bodies.values():
+        assert body["energy_ready"] is True, body
+        assert body["row"]["gpu_energy_j"] > 0 and body["row"]["output_tokens"] == 10
+    proxy.send_signal(signal.SIGINT)
+    assert proxy.wait(120) == 0, procs.output(proxy)
+    [batch] = list(out.iterdir())
+    rows = {r["rid"]: r for r in read_csv(batch / "summary" / "results.csv")}
+    from collector.proxy_flow import rid_from_path
+    for rid, body in bodies.items():
+        final = rows[rid_from_path(rid)]
+        assert float(final["gpu_energy_j"]) == pytest.approx(body["row"]["gpu_energy_j"], rel=0.05)
