@@ -86,8 +86,10 @@ def run(quick: bool = False) -> str:
         via = asyncio.run(_delays(f"http://127.0.0.1:{proxy_port}", requests, tokens))
     finally:
         for p in reversed(procs):  # the proxy first: Ctrl-C, as a user stops it
-            if p.poll() is None:
+            if p.poll() is None and sys.platform != "win32":
                 p.send_signal(signal.SIGINT if p is not procs[0] else signal.SIGTERM)
+            elif p.poll() is None:
+                p.terminate()
             try:
                 p.wait(30)
             except subprocess.TimeoutExpired:

@@ -227,11 +227,14 @@ class Proxy:
                                             headers=upstream_headers(request.headers), data=body or None,
                                             allow_redirects=False) as up:
                 resp = web.StreamResponse(status=up.status, reason=up.reason,
-                                          headers=client_headers(up.headers, streamed=True))
+                                          headers=client_headers(up.headers))
                 await resp.prepare(request)
-                async for data in up.content.iter_any():
-                    await resp.write(data)
-                await resp.write_eof()
+                try:
+                    async for data in up.content.iter_any():
+                        await resp.write(data)
+                    await resp.write_eof()
+                except ConnectionResetError:  # the client went away: so does the upstream request
+                    up.close()
                 return resp
         except aiohttp.ClientConnectorError as exc:
             return self._upstream_down(exc, request.path.startswith("/v1"))
@@ -270,7 +273,7 @@ class Proxy:
         try:
             async with self.session.request(request.method, self.upstream + request.path_qs,
                                             headers=upstream_headers(request.headers), data=send) as up:
-                headers = client_headers(up.headers, streamed=stream)
+                headers = client_headers(up.headers)
                 headers[RID_HEADER] = rid_value
                 if up.status != 200:
                     data = await up.read()

@@ -22,7 +22,7 @@ LOOKUP_PREFIX = "/_genai_power/requests/"
 # Hop-by-hop headers (RFC 9110 §7.6.1) and the ones aiohttp sets itself for the body it sends.
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
         "transfer-encoding", "upgrade", "host", "content-length"}
-# What we never pass on: our own headers, and an encoding the proxy has already undone.
+# Our own request headers: read here, not passed on.
 _OURS = {TASK_HEADER.lower(), TAG_HEADER.lower()}
 
 
@@ -37,7 +37,7 @@ def upstream_headers(headers: Any) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in _HOP | _OURS | {"accept-encoding"}}
 
 
-def client_headers(headers: Any, *, streamed: bool) -> dict[str, str]:
+def client_headers(headers: Any) -> dict[str, str]:
     """The upstream's answer headers as the client gets them: hop-by-hop and the body's framing are
     the proxy's own (aiohttp re-frames), so is its content encoding (already decoded)."""
     drop = _HOP | {"content-encoding", "date", "server"}
