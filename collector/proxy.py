@@ -424,7 +424,8 @@ def live_analyzer_command(opts: ProxyOptions) -> list[str]:
            "--no-quality", "--no-plots", "--no-progress"]
     for t in tels:
         cmd += ["--telemetry-endpoint", t]
-    return cmd + opts.curve_args
+    # the batch analysis's own options too (--server-gpus, --idle-baseline, ...): the live rows match it
+    return cmd + opts.curve_args + opts.analyzer_args
 
 
 async def serve(opts: ProxyOptions, stop: asyncio.Event, ready: Any = None) -> int:

@@ -307,3 +307,38 @@ class TestPureRules:
         assert out == (b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
                        b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\n'
                        b'data: [DONE]\n\n')
+
+
+class TestStartAndStop:
+    def test_ctrl_c_cuts_a_request_that_outlives_the_drain_and_records_why(self, tmp_path):
+        def make():
+            return ollama_stub.make_app(load_s=0.0)
+
+        with serve_in_thread(make) as up:
+            with running_proxy(up, tmp_path, drain_s=0.3) as (url, proxy, opts):
+                def ask():
+                    with contextlib.suppress(Exception):  # the proxy cuts it: the client sees the connection end
+                        ollama.Client(host=url, timeout=30).generate(model="hang", prompt="hi")
+
+                t = threading.Thread(target=ask, daemon=True)
+                t.start()
+                for _ in range(100):
+                    if [p for tp, p in recorded(opts) if tp == M.REQ_START]:
+                        break
+                    time.sleep(0.05)
+            t.join(10)
+        [e] = ends(opts)
+        assert not e["ok"] and e["error"] == "the proxy stopped before the answer ended"
+        [be] = [p for tp, p in recorded(opts) if tp == M.BATCH_END]
+        assert be["requests"] == 1 and be["failed"] == 1
+
+    def test_non_loopback_listen_needs_allow_remote(self, tmp_path):
+        import subprocess
+        import sys
+
+        from tests.conftest import ROOT
+        proc = subprocess.run([sys.executable, "-m", "collector.proxy", "--listen", "0.0.0.0:11435", "--upstream",
+                               "http://127.0.0.1:9", "--out", str(tmp_path / "d"), "--no-telemetry"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1 and "--allow-remote" in proc.stderr
+        assert not (tmp_path / "d").exists()
