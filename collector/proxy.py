@@ -93,6 +93,14 @@ class ProxyOptions:
     curve_args: list[str] = field(default_factory=list)  # CURVE flags handed to the live analyzer
 
 
+MAX_KEPT = 100_000  # finished requests (and published rows) the lookup remembers; the oldest go first
+
+
+def _bound(d: dict) -> None:
+    while len(d) > MAX_KEPT:
+        d.pop(next(iter(d)))
+
+
 class RowBook:
     """The live analyzer's ``ana.row`` messages by rid, gathered by a thread on a SUB socket."""
 
@@ -111,6 +119,7 @@ class RowBook:
                 for topic, payload in inbox.drain(self._sock, timeout_ms=50):
                     if topic == ANA_ROW and isinstance(payload.get("rid"), str):
                         self.rows[payload["rid"]] = payload
+                        _bound(self.rows)
         except zmq.ZMQError as exc:
             if not self._stop.is_set():
                 log.error("rows_loop_failed", error=str(exc))
@@ -235,9 +244,15 @@ class Proxy:
                     await resp.write_eof()
                 except ConnectionResetError:  # the client went away: so does the upstream request
                     up.close()
+                except aiohttp.ClientError:  # the upstream went away mid-answer: so does the client's
+                    if request.transport is not None:
+                        request.transport.close()
                 return resp
         except aiohttp.ClientConnectorError as exc:
             return self._upstream_down(exc, request.path.startswith("/v1"))
+        except aiohttp.ClientError as exc:  # it answered nothing usable
+            return web.json_response({"error": f"the upstream server {self.upstream} failed to answer "
+                                               f"({type(exc).__name__}: {exc})"}, status=502)
 
     # -- a measured generation ----------------------------------------------------------------------------
     async def _measured(self, request: web.Request, backend: Backend, obj: dict[str, Any],
@@ -349,6 +364,8 @@ class Proxy:
         entry.end = self.rec.emit(end, t=end_ns, flush=True)
         entry.ended_s = time.monotonic()
         entry.row = local_row(entry)
+        entry.start, entry.firsts, entry.end = {}, [], None  # the row is all the lookup needs: texts go
+        _bound(self.entries)
         if att.ok:
             self.ok += 1
         else:
@@ -363,7 +380,7 @@ class Proxy:
         e = self.entries.get(rid)
         if e is None:
             return 404, {"error": f"no request {rid!r} passed this proxy run", "rid": rid}
-        if e.end is None or e.row is None:
+        if e.row is None:
             return 202, {"rid": rid, "status": "in progress", "retry_after_s": 0.5}
         base = {"rid": rid, "batch": self.batch_id}
         if self.rows is None:
