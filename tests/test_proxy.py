@@ -312,13 +312,15 @@ class TestPureRules:
 class TestStartAndStop:
     def test_ctrl_c_cuts_a_request_that_outlives_the_drain_and_records_why(self, tmp_path):
         def make():
-            return ollama_stub.make_app(load_s=0.0)
+            return ollama_stub.make_app(load_s=0.0, token_delay_s=0.2)  # 60 tokens: 12 s
 
         with serve_in_thread(make) as up:
             with running_proxy(up, tmp_path, drain_s=0.3) as (url, proxy, opts):
                 def ask():
                     with contextlib.suppress(Exception):  # the proxy cuts it: the client sees the connection end
-                        ollama.Client(host=url, timeout=30).generate(model="hang", prompt="hi")
+                        for _ in ollama.Client(host=url, timeout=30).generate(model="ok", prompt="hi", stream=True,
+                                                                              options={"num_predict": 60}):
+                            pass
 
                 t = threading.Thread(target=ask, daemon=True)
                 t.start()

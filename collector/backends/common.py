@@ -114,6 +114,20 @@ class Backend:
         return [m.get("name") or m.get("model") or m.get("id") or ""
                 for m in (listing or {}).get(self.listing_key) or [] if isinstance(m, dict)]
 
+    show_path: str | None = None  # per-model details (POST), where the server has them
+
+    def model_names(self, listing: dict[str, Any]) -> list[str]:
+        """The models a listing offers for generation (what "all" means)."""
+        return [m["id"] for m in listing.get(self.listing_key) or [] if isinstance(m, dict) and m.get("id")]
+
+    def can_generate(self, show: dict[str, Any] | None) -> bool:
+        """From the per-model details (``show_path``): False for a model that cannot generate."""
+        return True
+
+    def model_meta(self, name: str, listing: dict[str, Any] | None, show: dict[str, Any] | None) -> dict[str, Any]:
+        """batch.start ``models`` entry: what the listing (and details) say of one model."""
+        return {}
+
     def missing_fix(self, missing: list[str]) -> str:
         return "load them in the server, or use a name from its GET /v1/models list"
 

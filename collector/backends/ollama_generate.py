@@ -28,6 +28,53 @@ def ollama_api_metrics(obj: dict[str, Any]) -> dict[str, Any]:
     return {key: obj[src] for src, key in OLLAMA_METRICS.items() if obj.get(src) is not None}
 
 
+def local_generators(tags: dict[str, Any]) -> list[str]:
+    """Names from /api/tags that can generate locally: cloud (remote_host) and embedding-only left out."""
+    out = []
+    for m in tags.get("models") or []:
+        if m.get("remote_host") or m.get("remote_model"):
+            continue
+        caps = m.get("capabilities")
+        if isinstance(caps, list) and "embedding" in caps and "completion" not in caps:
+            continue
+        name = m.get("name") or m.get("model")
+        if name:
+            out.append(name)
+    return out
+
+
+def model_meta_from_ollama(name: str, tags: dict[str, Any] | None, show: dict[str, Any] | None) -> dict[str, Any]:
+    """digest, parameter_size, quantization_level, family, context_length, capabilities (present ones)."""
+    meta: dict[str, Any] = {}
+    for m in (tags or {}).get("models") or []:
+        if BACKEND.model_id(name) == BACKEND.model_id(m.get("name") or m.get("model") or ""):
+            if m.get("digest"):
+                meta["digest"] = m["digest"]
+            if m.get("size") is not None:
+                meta["size_b"] = m["size"]
+            details = m.get("details") or {}
+            for key in ("parameter_size", "quantization_level", "family", "format"):
+                if details.get(key):
+                    meta[key] = details[key]
+            if details.get("context_length"):
+                meta["context_length"] = details["context_length"]
+            break
+    if show:
+        details = show.get("details") or {}
+        for key in ("parameter_size", "quantization_level", "family", "format"):
+            if details.get(key) and key not in meta:
+                meta[key] = details[key]
+        info = show.get("model_info") or {}
+        arch = info.get("general.architecture")
+        if arch and info.get(f"{arch}.context_length") is not None:
+            meta["context_length"] = info[f"{arch}.context_length"]
+        if info.get("general.parameter_count") is not None:
+            meta["parameter_count"] = info["general.parameter_count"]
+        if isinstance(show.get("capabilities"), list):
+            meta["capabilities"] = show["capabilities"]
+    return meta
+
+
 class OllamaGenerate(Backend):
     name = "ollama"
     family = "ollama"
@@ -77,6 +124,18 @@ class OllamaGenerate(Backend):
         if ":" not in name.rsplit("/", 1)[-1]:
             return name + ":latest"
         return name
+
+    show_path = "/api/show"
+
+    def model_names(self, listing: dict[str, Any]) -> list[str]:
+        return local_generators(listing)
+
+    def can_generate(self, show: dict[str, Any] | None) -> bool:
+        caps = (show or {}).get("capabilities")
+        return not (isinstance(caps, list) and "embedding" in caps and "completion" not in caps)
+
+    def model_meta(self, name: str, listing: dict[str, Any] | None, show: dict[str, Any] | None) -> dict[str, Any]:
+        return model_meta_from_ollama(name, listing, show)
 
     def missing_fix(self, missing: list[str]) -> str:
         return " ; ".join(f"ollama pull {m}" for m in missing) + " (or fix the names)"

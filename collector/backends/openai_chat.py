@@ -30,6 +30,25 @@ def openai_api_metrics(obj: dict[str, Any]) -> dict[str, Any]:
     return api
 
 
+def model_meta_from_openai(name: str, models: dict[str, Any] | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for m in (models or {}).get("data") or []:
+        if m.get("id") == name:
+            if m.get("owned_by"):
+                meta["owned_by"] = m["owned_by"]
+            if m.get("max_model_len"):
+                meta["context_length"] = m["max_model_len"]
+            extra = m.get("meta") or {}
+            if extra.get("n_ctx_train"):
+                meta["context_length"] = extra["n_ctx_train"]
+            if extra.get("n_params"):
+                meta["parameter_count"] = extra["n_params"]
+            if extra.get("size"):
+                meta["size_b"] = extra["size"]
+            break
+    return meta
+
+
 class OpenAIChat(Backend):
     name = "openai"
     family = "openai"
@@ -84,6 +103,9 @@ class OpenAIChat(Backend):
 
     def map_response(self, obj: Any) -> Delta:
         return self._map(obj, streamed=False)
+
+    def model_meta(self, name: str, listing: dict[str, Any] | None, show: dict[str, Any] | None) -> dict[str, Any]:
+        return model_meta_from_openai(name, listing)
 
     def wants_stream(self, body: dict[str, Any]) -> bool:
         return body.get("stream") is True  # OpenAI answers in one piece unless asked to stream
