@@ -237,6 +237,8 @@ class Proxy:
                                             allow_redirects=False) as up:
                 resp = web.StreamResponse(status=up.status, reason=up.reason,
                                           headers=client_headers(up.headers))
+                if up.content_length is not None and "Content-Encoding" not in up.headers:
+                    resp.content_length = up.content_length  # a sized answer stays sized (not chunked)
                 await resp.prepare(request)
                 try:
                     async for data in up.content.iter_any():

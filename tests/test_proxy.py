@@ -187,6 +187,22 @@ class TestOpenAIClient:
         assert not any(SECRET in p.read_text(encoding="utf-8") for p in opts.batch.root.rglob("*.json"))
 
 
+class TestPassThrough:
+    async def test_other_paths_keep_status_body_and_length(self, ollama_up, tmp_path):
+        up, _ = ollama_up
+        with running_proxy(up, tmp_path) as (url, proxy, opts):
+            async with aiohttp.ClientSession() as s:
+                for method, path in (("GET", "/api/version?x=1"), ("HEAD", "/"), ("GET", "/nope"),
+                                     ("POST", "/api/show")):
+                    kw = {"json": {"model": "ok"}} if method == "POST" else {}
+                    async with s.request(method, up + path, **kw) as d, s.request(method, url + path, **kw) as v:
+                        assert (v.status, await v.read(), v.headers.get("Content-Type")) == \
+                            (d.status, await d.read(), d.headers.get("Content-Type")), path
+                        assert v.headers.get("Content-Length") == d.headers.get("Content-Length"), path
+                        assert RID_HEADER not in v.headers
+        assert ends(opts) == []  # nothing but generations is recorded
+
+
 class TestFailures:
     def test_upstream_down_is_a_502_naming_it(self, tmp_path):
         dead = f"http://127.0.0.1:{free_port()}"
