@@ -48,10 +48,16 @@ def header_text(value: str | None, default: str) -> str:
     """A task/tag header: UTF-8 percent-encoded (``%E4%BD%A0``), plain ASCII works as is."""
     if not value or not value.strip():
         return default
+    value = value.strip()
+    if any(ord(c) > 127 for c in value):  # raw UTF-8 bytes, which HTTP hands over as Latin-1
+        try:
+            return value.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return value
     try:
-        return unquote(value.strip(), encoding="utf-8", errors="strict")
+        return unquote(value, encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
-        return value.strip()
+        return value
 
 
 _SEP = re.compile(r"[/\s]+")

@@ -307,6 +307,7 @@ class TestPureRules:
         assert rid_from_path(rid_header(rid)) == rid and "/" not in rid_header(rid)
         assert header_text(quote("摘要"), "proxy") == "摘要" and header_text(None, "proxy") == "proxy"
         assert header_text("%FF", "proxy") == "%FF"  # not UTF-8: kept as sent
+        assert header_text("摘要".encode().decode("latin-1"), "proxy") == "摘要"  # raw UTF-8 works too
 
     def test_stored_text_cuts_whole_characters(self):
         text, note = stored_text("ab长", no_text=False, limit_bytes=4)
