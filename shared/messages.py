@@ -383,7 +383,7 @@ class BatchStart(Body):
                                   "temperature, expect, ...")
     models: dict[str, dict] | None = _k("{model: {digest, parameter_size, quantization_level, family, "
                                         "context_length}}")
-    backend: str | None = _k("`ollama` | `openai`")
+    backend: str | None = _k("`ollama` | `ollama-chat` | `openai` | `openai-completions`; `proxy` for the measuring proxy")
     base_url: str | None = _k("the LLM server's address")
     server_version: str | None = _k("the server's version, where it says")
     server: str | None = _k("what the start-up probe found: `ollama`, `llamacpp`, `vllm`, ... or `openai`")
