@@ -192,10 +192,10 @@ def _resume(args: argparse.Namespace, settings, cases, extra) -> tuple[dict, lis
     return settings, cases, extra, saved.get("batch")
 
 
-def bus_setup(args: argparse.Namespace) -> tuple[str, str | list[str] | None, CurveKeys | None,
+def bus_setup(args: argparse.Namespace) -> tuple[str, list[str], CurveKeys | None,
                                                   CurveKeys | list[CurveKeys] | None]:
-    """(events endpoint, telemetry endpoint(s) or None for --no-telemetry, PUB keys, SUB keys) from
-    the flags of :func:`add_bus_args`; raises BusSecurityError for keys that do not fit."""
+    """(events endpoint, telemetry endpoints, PUB keys, SUB keys) from the flags of
+    :func:`add_bus_args`; raises BusSecurityError for keys that do not fit."""
     keys = curve_keys(args)
     pub_curve = sub_curve = None
     if keys is not None:
@@ -208,8 +208,12 @@ def bus_setup(args: argparse.Namespace) -> tuple[str, str | list[str] | None, Cu
             raise BusSecurityError(f"{len(args.telemetry_server_key)} --telemetry-server-key for "
                                    f"{len(tel_endpoints)} --telemetry-endpoint")
         sub_curve = [CurveKeys.from_secret_file(args.curve_secret, f) for f in args.telemetry_server_key]
-    tel = None if args.no_telemetry else (tel_endpoints[0] if len(tel_endpoints) == 1 else tel_endpoints)
-    return args.events_endpoint or events_endpoint(), tel, pub_curve, sub_curve
+    return args.events_endpoint or events_endpoint(), tel_endpoints, pub_curve, sub_curve
+
+
+def recorder_telemetry(no_telemetry: bool, tel_endpoints: list[str]) -> str | list[str] | None:
+    """What the Recorder takes: None for --no-telemetry, one endpoint, or several (GPU hosts)."""
+    return None if no_telemetry else (tel_endpoints[0] if len(tel_endpoints) == 1 else tel_endpoints)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = BatchOptions(
         batch=batch, settings=settings, cases=cases,
         cli_models=bool(extra.pop("cli_models", args.models is not None)), base_url=base_url,
-        events_endpoint=events_ep, telemetry_endpoint=tel_endpoints,
+        events_endpoint=events_ep, telemetry_endpoint=recorder_telemetry(args.no_telemetry, tel_endpoints),
         clock_probe_s=args.clock_probe_s or None,
         telemetry_wait_s=args.telemetry_wait, resume=args.resume, analyze=not args.no_analyze,
         progress=not args.no_progress, analyzer_args=shlex.split(args.analyzer_args), pub_curve=pub_curve,

@@ -38,7 +38,7 @@ from collector import failures as F
 from collector.attempt import AttemptState
 from collector.backends import Backend
 from collector.batch_run import run_analyzer
-from collector.cli import add_bus_args, bus_setup
+from collector.cli import add_bus_args, bus_setup, recorder_telemetry
 from collector.metadata import get_json
 from collector.outcome import EXIT_SETTINGS, EXIT_TELEMETRY
 from collector.probe import ServerKind, classify
@@ -618,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     if upstream.endswith("/v1"):
         upstream = upstream[:-3]
     try:
-        events_ep, tel, pub_curve, sub_curve = bus_setup(args)
+        events_ep, tel_endpoints, pub_curve, sub_curve = bus_setup(args)
     except BusSecurityError as exc:
         log.error("bad_curve_keys", error=str(exc))
         return EXIT_SETTINGS
@@ -627,7 +627,9 @@ def main(argv: list[str] | None = None) -> int:
         if value:
             curve_args += [flag, str(value)]
     opts = ProxyOptions(upstream=upstream, batch=new_batch_dir(args.out, prefix="proxy"), listen=listen,
-                        events_endpoint=events_ep, telemetry_endpoint=tel, pub_curve=pub_curve, sub_curve=sub_curve,
+                        events_endpoint=events_ep,
+                        telemetry_endpoint=recorder_telemetry(args.no_telemetry, tel_endpoints),
+                        pub_curve=pub_curve, sub_curve=sub_curve,
                         clock_probe_s=args.clock_probe_s or None, telemetry_wait_s=args.telemetry_wait,
                         no_text=args.no_text, max_stored_bytes=args.max_stored_bytes, drain_s=args.drain_s,
                         row_wait_s=args.row_wait_s, analysis_endpoint=args.analysis_endpoint or analysis_endpoint(),
