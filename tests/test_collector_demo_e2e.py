@@ -11,6 +11,7 @@ from collector.batch_run import run_analyzer
 from shared import messages as M
 from shared.recording import read_recording
 from tests.conftest import ROOT
+from tests.fault_helpers import procs  # noqa: F401  (fixture)
 from tests.test_collector_cli import collector_env
 
 pytest.importorskip("xllamacpp", reason="the demo extra (xllamacpp) is part of `make install`")
@@ -75,21 +76,26 @@ async def test_collector_openai_path_on_a_real_model(llm_url, tmp_path):
     assert raw["throughput_tokens_per_sec"] > 0
 
 
-def test_proxy_in_front_of_the_real_model_with_the_openai_client(llm_url, tmp_path):
+def test_proxy_in_front_of_the_real_model_with_the_openai_client(llm_url, tmp_path, procs):
     """The official openai client through the measuring proxy to the real SmolLM2 server gets what
     it gets directly (greedy decoding: the same text and finish reason; usage only when asked),
-    and every request is recorded and analysed into a row."""
+    and every request is recorded and analysed into a row with its energy (simulated GPU)."""
     import openai
 
     from collector.proxy_flow import RID_HEADER
     from shared.recording import RecordingReader
-    from tests.fault_helpers import read_csv
+    from tests.fault_helpers import loopback, read_csv
     from tests.test_proxy import running_proxy
+
+    tel = loopback()
+    procs.start("telemetry", "--gpu", "sim", "--endpoint", tel, "--gpu-hz", "50", "--host-hz", "5", "--no-rapl",
+                "--duration", "300")
 
     msgs = [{"role": "user", "content": "Name one colour."}]
     kw = {"model": MODEL_ALIAS, "messages": msgs, "max_tokens": 12, "temperature": 0, "seed": 1}
     direct = openai.OpenAI(base_url=llm_url + "/v1", api_key="x", max_retries=0)
-    with running_proxy(llm_url, tmp_path) as (url, proxy, opts):
+    with running_proxy(llm_url, tmp_path, telemetry_endpoint=tel, telemetry_wait_s=30, live_analyzer=False,
+                       analysis_endpoint=loopback()) as (url, proxy, opts):
         via = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
         d = direct.chat.completions.create(**kw)
         raw = via.chat.completions.with_raw_response.create(**kw)
@@ -107,3 +113,4 @@ def test_proxy_in_front_of_the_real_model_with_the_openai_client(llm_url, tmp_pa
     rows = read_csv(opts.batch.summary / "results.csv")
     assert len(rows) == 2 and all(r["status"] == "ok" and r["task"] == "proxy" for r in rows)
     assert {r["toks_per_s_method"] for r in rows} == {"timings.predicted_n/predicted_ms"}
+    assert all(float(r["gpu_energy_j"]) > 0 and r["gpu_simulated"] == "true" for r in rows)
