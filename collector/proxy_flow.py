@@ -34,7 +34,9 @@ def backend_for(method: str, path: str) -> Backend | None:
 def upstream_headers(headers: Any) -> dict[str, str]:
     """The client's headers as sent upstream: everything (Authorization too) but hop-by-hop and ours.
     ``Accept-Encoding`` is dropped so the stream arrives uncompressed, chunk by chunk, readable."""
-    return {k: v for k, v in headers.items() if k.lower() not in _HOP | _OURS | {"accept-encoding"}}
+    out = {k: v for k, v in headers.items() if k.lower() not in _HOP | _OURS | {"accept-encoding"}}
+    out["Accept-Encoding"] = "identity"  # else aiohttp asks for gzip itself
+    return out
 
 
 def client_headers(headers: Any) -> dict[str, str]:
