@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
+from multidict import CIMultiDict
+
 from collector.backends import BY_PATH, Backend
 from collector.stream_parse import LineSplitter
 
@@ -31,19 +33,19 @@ def backend_for(method: str, path: str) -> Backend | None:
     return BY_PATH.get(path.rstrip("/")) if method == "POST" else None
 
 
-def upstream_headers(headers: Any) -> dict[str, str]:
+def upstream_headers(headers: Any) -> CIMultiDict:
     """The client's headers as sent upstream: everything (Authorization too) but hop-by-hop and ours.
     ``Accept-Encoding`` is dropped so the stream arrives uncompressed, chunk by chunk, readable."""
-    out = {k: v for k, v in headers.items() if k.lower() not in _HOP | _OURS | {"accept-encoding"}}
+    out = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _HOP | _OURS | {"accept-encoding"})
     out["Accept-Encoding"] = "identity"  # else aiohttp asks for gzip itself
     return out
 
 
-def client_headers(headers: Any) -> dict[str, str]:
+def client_headers(headers: Any) -> CIMultiDict:
     """The upstream's answer headers as the client gets them: hop-by-hop and the body's framing are
     the proxy's own (aiohttp re-frames), so is its content encoding (already decoded)."""
     drop = _HOP | {"content-encoding", "date", "server"}
-    return {k: v for k, v in headers.items() if k.lower() not in drop}
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)  # repeated ones kept
 
 
 def header_text(value: str | None, default: str) -> str:

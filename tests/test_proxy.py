@@ -309,6 +309,17 @@ class TestPureRules:
         assert header_text("%FF", "proxy") == "%FF"  # not UTF-8: kept as sent
         assert header_text("摘要".encode().decode("latin-1"), "proxy") == "摘要"  # raw UTF-8 works too
 
+    def test_headers_each_way(self):
+        from multidict import CIMultiDict
+
+        from collector.proxy_flow import client_headers, upstream_headers
+        sent = upstream_headers(CIMultiDict([("Authorization", "Bearer k"), ("Host", "x"), ("X-GenAI-Power-Tag", "t"),
+                                             ("Accept-Encoding", "gzip"), ("Connection", "keep-alive"), ("X-A", "1")]))
+        assert dict(sent) == {"Authorization": "Bearer k", "X-A": "1", "Accept-Encoding": "identity"}
+        back = client_headers(CIMultiDict([("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Transfer-Encoding", "chunked"),
+                                           ("Content-Type", "application/x-ndjson")]))
+        assert back.getall("Set-Cookie") == ["a=1", "b=2"] and "Transfer-Encoding" not in back
+
     def test_stored_text_cuts_whole_characters(self):
         text, note = stored_text("ab长", no_text=False, limit_bytes=4)
         assert text == "ab" and note["truncated"] and note["bytes"] == 5
