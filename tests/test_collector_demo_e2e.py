@@ -85,7 +85,7 @@ def test_proxy_in_front_of_the_real_model_with_the_openai_client(llm_url, tmp_pa
     from collector.proxy_flow import RID_HEADER
     from shared.recording import RecordingReader
     from tests.fault_helpers import loopback, read_csv
-    from tests.test_proxy import running_proxy
+    from tests.proxy_helpers import running_proxy
 
     tel = loopback()
     procs.start("telemetry", "--gpu", "sim", "--endpoint", tel, "--gpu-hz", "50", "--host-hz", "5", "--no-rapl",

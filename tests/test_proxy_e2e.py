@@ -99,7 +99,7 @@ def test_eight_concurrent_streams_ctrl_c_energy_conserved(procs, tmp_path):
 def test_lookup_serves_the_live_analyzers_row(procs, tmp_path, zctx):
     """202 until the row is published on ana.row, then that row (energy) merged with the proxy's own."""
     from tests.stubs import ollama_stub, serve_in_thread
-    from tests.test_proxy import running_proxy
+    from tests.proxy_helpers import running_proxy
     import aiohttp
 
     tel = loopback()
