@@ -23,17 +23,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import zmq
 from aiohttp import web
 
-from analyzer.throughput import throughput, timing, token_latency
 from collector import failures as F
 from collector.attempt import AttemptState
 from collector.backends import Backend
@@ -45,10 +42,12 @@ from collector.probe import ServerKind, classify
 from collector.proxy_flow import (DEFAULT_TAG, DEFAULT_TASK, RID_HEADER, TAG_HEADER, TASK_HEADER, UsageHider,
                                   backend_for, client_headers, header_text, proxy_rid, rid_from_path, rid_header,
                                   stored_text, upstream_headers)
+from collector.proxy_rows import (DEFAULT_ANALYSIS_ENDPOINT, Entry, RowBook, analysis_endpoint, bound, local_row,
+                                  lookup_answer)
 from collector.recorder import Recorder, TelemetryTimeout
 from shared import messages as M
 from shared.batch import BatchDir, new_batch_dir
-from shared.bus import BusBindError, BusSecurityError, CurveKeys, Inbox, connect_sub
+from shared.bus import BusBindError, BusSecurityError, CurveKeys
 from shared.cli import add_curve_args, add_log_args
 from shared.listen import Listen, ListenError, add_listen_args, check_listen, parse_listen
 from shared.logs import configure_logging, get_logger
@@ -57,18 +56,10 @@ from shared.messages import BatchEnd, BatchStart, ReqEnd, ReqFirstToken, ReqStar
 log = get_logger("collector.proxy")
 
 DEFAULT_LISTEN = "127.0.0.1:11435"
-ANA_ROW = getattr(M, "ANA_ROW", "ana.row")  # the live analyzer's per-request rows (shared/messages.py)
-DEFAULT_ANALYSIS_ENDPOINT = "tcp://127.0.0.1:5558"
-NO_TELEMETRY_REASON = "no telemetry connected (the proxy runs with --no-telemetry)"
 
 
 def _now() -> int:
     return M.now_ns()[0]
-
-
-def analysis_endpoint() -> str:
-    import os
-    return os.environ.get("GENAI_ANALYSIS_ENDPOINT", DEFAULT_ANALYSIS_ENDPOINT)
 
 
 @dataclass
@@ -91,75 +82,6 @@ class ProxyOptions:
     analyze: bool = True
     analyzer_args: list[str] = field(default_factory=list)
     curve_args: list[str] = field(default_factory=list)  # CURVE flags handed to the live analyzer
-
-
-MAX_KEPT = 100_000  # finished requests (and published rows) the lookup remembers; the oldest go first
-
-
-def _bound(d: dict) -> None:
-    while len(d) > MAX_KEPT:
-        d.pop(next(iter(d)))
-
-
-class RowBook:
-    """The live analyzer's ``ana.row`` messages by rid, gathered by a thread on a SUB socket."""
-
-    def __init__(self, ctx: zmq.Context, endpoint: str, curve: CurveKeys | None = None):
-        self.endpoint = endpoint
-        self.rows: dict[str, dict[str, Any]] = {}
-        self._stop = threading.Event()
-        self._sock = connect_sub(ctx, endpoint, topics=(ANA_ROW,), curve=curve)
-        self._thread = threading.Thread(target=self._loop, name="ana-rows", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        inbox = Inbox()
-        try:
-            while not self._stop.is_set():
-                for topic, payload in inbox.drain(self._sock, timeout_ms=50):
-                    if topic == ANA_ROW and isinstance(payload.get("rid"), str):
-                        self.rows[payload["rid"]] = payload
-                        _bound(self.rows)
-        except zmq.ZMQError as exc:
-            if not self._stop.is_set():
-                log.error("rows_loop_failed", error=str(exc))
-        finally:
-            self._sock.close(linger=0)
-
-    def get(self, rid: str) -> dict[str, Any] | None:
-        return self.rows.get(rid)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
-@dataclass
-class Entry:
-    """One proxied generation as the lookup sees it."""
-    rid: str
-    start: dict[str, Any]
-    firsts: list[dict[str, Any]] = field(default_factory=list)
-    end: dict[str, Any] | None = None
-    ended_s: float | None = None       # monotonic seconds at its end (the row wait counts from it)
-    row: dict[str, Any] | None = None  # what the proxy itself knows of its row (no energy)
-
-
-def local_row(e: Entry) -> dict[str, Any]:
-    """The row's timing and token columns from the request's own events, by the analyzer's formulas."""
-    start = M.parse(M.REQ_START, e.start)
-    end = M.parse(M.REQ_END, e.end) if e.end is not None else None
-    firsts = [M.parse(M.REQ_FIRST_TOKEN, f) for f in e.firsts]
-    tm = timing(start, end, firsts)
-    tp = throughput(end, tm["latency_s"], tm["first_token_s"], tm["first_chunk_s"])
-    lat, _ = token_latency(start, end, tm, tp["output_tokens"])
-    row = {"rid": e.rid, "model": start.model, "task": start.task, "load": start.load,
-           "ok": end.ok if end else None, "error": end.error if end else None,
-           "error_kind": end.error_kind if end else None, "served_model": end.served_model if end else None}
-    row.update(tm)
-    row.update(tp)
-    row.update(lat)
-    return row
 
 
 class Proxy:
@@ -367,7 +289,7 @@ class Proxy:
         entry.ended_s = time.monotonic()
         entry.row = local_row(entry)
         entry.start, entry.firsts, entry.end = {}, [], None  # the row is all the lookup needs: texts go
-        _bound(self.entries)
+        bound(self.entries)
         if att.ok:
             self.ok += 1
         else:
@@ -380,28 +302,10 @@ class Proxy:
     def row_answer(self, rid: str) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) of the lookup: 202 while the row is not known yet, else the row."""
         e = self.entries.get(rid)
-        if e is None:
-            return 404, {"error": f"no request {rid!r} passed this proxy run", "rid": rid}
-        if e.row is None:
-            return 202, {"rid": rid, "status": "in progress", "retry_after_s": 0.5}
-        base = {"rid": rid, "batch": self.batch_id}
-        if self.rows is None:
-            return 200, {**base, "row": e.row, "energy_ready": False, "reason": NO_TELEMETRY_REASON}
-        published = self.rows.get(rid)
-        if published is not None:
-            row = {**e.row, **(published.get("row") or {})}
-            out = {**base, "row": row, "energy_ready": bool(published.get("energy_ready"))}
-            if published.get("reason"):
-                out["reason"] = published["reason"]
-            return 200, out
-        dead = self.child is not None and self.child.poll() is not None
-        waited = time.monotonic() - (e.ended_s or time.monotonic())
-        if not dead and waited < self.opts.row_wait_s:
-            return 202, {"rid": rid, "status": "waiting for the telemetry after the request's end",
-                         "retry_after_s": 0.5}
-        reason = (f"the live analyzer exited (code {self.child.returncode}); no energy for this request" if dead else
-                  f"no analysed row from the live analyzer within {self.opts.row_wait_s:g} s after the end")
-        return 200, {**base, "row": e.row, "energy_ready": False, "reason": reason}
+        exit_code = self.child.poll() if self.child is not None else None
+        return lookup_answer(rid, e, self.batch_id, self.rows is not None,
+                             self.rows.get(rid) if self.rows is not None else None, exit_code,
+                             time.monotonic(), self.opts.row_wait_s)
 
     async def lookup(self, request: web.Request) -> web.Response:
         status, body = self.row_answer(rid_from_path(request.match_info["rid"]))

@@ -272,6 +272,24 @@ class TestPureRules:
                                            ("Content-Type", "application/x-ndjson")]))
         assert back.getall("Set-Cookie") == ["a=1", "b=2"] and "Transfer-Encoding" not in back
 
+    def test_lookup_answer_202_until_the_row_then_the_row_or_the_reason(self):
+        from collector.proxy_rows import Entry, lookup_answer
+        running = Entry("r", {})
+        done = Entry("r", {}, ended_s=100.0, row={"rid": "r", "output_tokens": 5})
+        pub = {"rid": "r", "energy_ready": True, "row": {"gpu_energy_j": 2.0}}
+        assert lookup_answer("x", None, "b", True, None, None, 0, 30)[0] == 404
+        assert lookup_answer("r", running, "b", True, None, None, 0, 30)[0] == 202
+        status, body = lookup_answer("r", done, "b", False, None, None, 100.0, 30)  # no telemetry: at once
+        assert status == 200 and not body["energy_ready"] and "no telemetry" in body["reason"]
+        assert lookup_answer("r", done, "b", True, None, None, 129.0, 30)[0] == 202  # still within the wait
+        status, body = lookup_answer("r", done, "b", True, pub, None, 101.0, 30)
+        assert status == 200 and body["energy_ready"] and body["row"] == {"rid": "r", "output_tokens": 5,
+                                                                         "gpu_energy_j": 2.0}
+        status, body = lookup_answer("r", done, "b", True, None, None, 131.0, 30)  # waited long enough
+        assert status == 200 and not body["energy_ready"] and "within 30 s" in body["reason"]
+        status, body = lookup_answer("r", done, "b", True, None, 2, 100.5, 30)  # the analyzer died: at once
+        assert status == 200 and "exited (code 2)" in body["reason"]
+
     def test_stored_text_cuts_whole_characters(self):
         text, note = stored_text("ab长", no_text=False, limit_bytes=4)
         assert text == "ab" and note["truncated"] and note["bytes"] == 5
