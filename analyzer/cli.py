@@ -271,15 +271,19 @@ def _live_service(ctx, args: argparse.Namespace, opts: pipeline.Options):
     from analyzer.live_service import LiveService
     from shared.messages import source_id
 
-    publisher = viewer = server = None
+    publish = viewer = server = None
     if args.publish_endpoint is not None:
         endpoint = args.publish_endpoint or bus.analysis_endpoint()
-        try:
-            sock = bus.bind_pub(ctx, endpoint, curve=_publish_curve(args, endpoint))
-        except bus.BusError as exc:
-            raise BadInput(f"--publish-endpoint: {exc}") from exc
-        log.info("live_rows_publishing", endpoint=endpoint)
-        publisher = bus.Publisher(sock, source_id("analyzer"))
+
+        def publish():
+            # bound once the bus sockets are connected: a parent that waits for this endpoint (the proxy)
+            # then knows this process hears every event it sends after
+            try:
+                sock = bus.bind_pub(ctx, endpoint, curve=_publish_curve(args, endpoint))
+            except bus.BusError as exc:
+                raise BadInput(f"--publish-endpoint: {exc}") from exc
+            log.info("live_rows_publishing", endpoint=endpoint)
+            return bus.Publisher(sock, source_id("analyzer"))
     if args.serve is not None:
         from analyzer.live_page import PageHub, PageServer
 
@@ -299,7 +303,7 @@ def _live_service(ctx, args: argparse.Namespace, opts: pipeline.Options):
             raise BadInput(f"--serve {listen}: cannot listen there ({exc}); pick a free port") from exc
         log.info("live_page", url=url)
     tracker = RowTracker(opts, settle_s=args.row_settle_s, timeout_s=args.row_timeout_s, lookback_s=args.lookback_s)
-    return LiveService(tracker, publisher, viewer, server)
+    return LiveService(tracker, None, viewer, server, publish=publish)
 
 
 def page_lang(value: str) -> str:

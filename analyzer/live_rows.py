@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from analyzer import pipeline
+from analyzer import clock, pipeline
 from analyzer.stream import build
 from shared import messages as M
 from shared.logs import get_logger
@@ -37,6 +37,10 @@ TELEMETRY_TOPICS = (M.TEL_GPU, M.TEL_HOST, M.TEL_HB)
 NO_TELEMETRY = "no telemetry connected"
 TIMED_OUT = "timed out waiting for telemetry after the end"
 NO_GPU = "no GPU telemetry in the request's window"
+
+
+class _Refused(ValueError):
+    """The slice's clocks cannot be joined (as analyzer.clock.refused): rows go out without figures."""
 
 
 @dataclass
@@ -197,10 +201,17 @@ class RowTracker:
             items.append((M.BATCH_START, self.batch_start))
         by_rid: dict[str, dict] = {}
         try:
-            analysis = pipeline.analyze(build(items, self.lookback_s), self.opts)
+            data = build(items, self.lookback_s)
+            too_far = clock.refused(data.clock)
+            if too_far:  # as the batch analysis: no figures rather than wrong ones
+                raise _Refused("clock mapping too uncertain: " + "; ".join(too_far))
+            analysis = pipeline.analyze(data, self.opts)
             by_rid = {row["rid"]: row for row in analysis.results}
         except Exception as exc:  # one odd slice must not stop the live analyzer: rows without figures
-            log.exception("live_row_failed", rids=rids[:5])
+            if isinstance(exc, _Refused):
+                log.warning("live_row_refused", rids=rids[:5], problem=str(exc))
+            else:
+                log.exception("live_row_failed", rids=rids[:5])
             failure = f"analysis failed: {exc}"
         else:
             failure = None

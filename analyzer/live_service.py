@@ -3,7 +3,7 @@ is known (analyzer.live_rows), published on the bus as ``ana.row`` and handed to
 batch's own rows again at batch.end, marked final. Thin glue between run_live's callbacks."""
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from analyzer.live_rows import RowTracker, clean_row
 from shared import messages as M
@@ -17,7 +17,10 @@ class Viewer(Protocol):
     """The live page's side (analyzer.live_page.PageHub): fed from the receive loop's thread."""
 
     def ready(self) -> None:
-        """The bus sockets are connected: say where the page is (a parent process waits for this line)."""
+        """The bus sockets are connected: bind the publisher and say where the page is (a parent
+        process waits for the endpoint or for this line)."""
+        if self._publish is not None and self.publisher is None:
+            self.publisher = self._publish()
         if self.server is not None and self.server.url:
             print(f"live page: {self.server.url}", flush=True)
 
@@ -29,15 +32,19 @@ class Viewer(Protocol):
 
 class LiveService:
     def __init__(self, tracker: RowTracker, publisher: Publisher | None = None, viewer: Viewer | None = None,
-                 server=None):
+                 server=None, publish: Callable[[], Publisher] | None = None):
         self.tracker = tracker
+        self._publish = publish  # makes the publisher once the bus sockets are connected (ready)
         self.server = server  # the live page's PageServer, stopped at close
         self.publisher = publisher
         self.viewer = viewer
         self.published = 0
 
     def ready(self) -> None:
-        """The bus sockets are connected: say where the page is (a parent process waits for this line)."""
+        """The bus sockets are connected: bind the publisher and say where the page is (a parent
+        process waits for the endpoint or for this line)."""
+        if self._publish is not None and self.publisher is None:
+            self.publisher = self._publish()
         if self.server is not None and self.server.url:
             print(f"live page: {self.server.url}", flush=True)
 
