@@ -314,6 +314,11 @@ class ReqStart(Body):
     prompt: str | None = _k("the prompt sent")
     params: dict[str, Any] | None = _k("generation parameters sent (temperature, top_p, num_ctx, max_tokens, "
                                        "seed, keep_alive, think)")
+    sweep: str | None = _k("load sweep kind: `concurrency` (parallel streams) | `rate` (open-loop requests/s); "
+                           "absent outside a sweep")
+    sweep_level: float | None = _k("the sweep level this request ran at (e.g. 4 streams, 0.5 requests/s)")
+    start_lag_ms: float | None = _k("open loop: how much later than its scheduled arrival the request started, ms")
+    start_blocked: bool | None = _k("open loop: true when the start waited for a --max-concurrency slot")
 
 
 @dataclass(kw_only=True)
@@ -385,6 +390,9 @@ class BatchStart(Body):
     planned: int | None = _k("requests in the matrix")
     resumed: bool | None = _k("true when this start resumes an earlier one")
     already_done: int | None = _k("requests finished before this start")
+    load: dict[str, Any] | None = _k("how the batch loads the server: `levels` in run order ({kind, value, "
+                                     "label}), `swept`, `arrival`, `arrival_seed`, `max_concurrency`, "
+                                     "`server_parallel` (+ `_source`) where the server tells, `ignore_eos`")
 
 
 @dataclass(kw_only=True)
@@ -398,6 +406,8 @@ class BatchEnd(Body):
     skipped: int | None = _k("requests not run (model missing, batch stopped)")
     interrupted: bool | None = _k("true when stopped early (Ctrl-C, server gone)")
     telemetry_received: int | None = _k("telemetry messages the collector recorded")
+    late_starts: int | None = _k("open loop: requests that started more than 10 ms after their scheduled "
+                                 "arrival or waited for a --max-concurrency slot (never delayed silently)")
     telemetry_dropped: dict[str, int] | None = _k("{oversize, invalid}: bus messages refused unread")
 
 
