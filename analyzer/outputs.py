@@ -82,6 +82,10 @@ def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool
         write_text(bd.summary / "stats.csv", tables.csv_text(a.stats_columns, a.stats), CSV_ENCODING),
         write_text(bd.summary / "pareto.csv", tables.csv_text(tables.PARETO_COLUMNS, a.pareto), CSV_ENCODING),
     ]
+    if a.load_curve:
+        from analyzer import load_curve
+        written.append(write_text(bd.summary / "load_curve.csv", tables.csv_text(load_curve.COLUMNS, a.load_curve),
+                                  CSV_ENCODING))
     if a.warmups:
         written.append(write_text(bd.summary / "warmups.csv", tables.csv_text(a.columns, a.warmups), CSV_ENCODING))
     items = sorted(a.request_json.items())
