@@ -268,6 +268,26 @@ def _groups(a) -> list[tuple[str, str | None]]:
     return out
 
 
+def _load_section(a, colors: dict[str, str], lang: str) -> list[str]:
+    """J/token vs output tokens/s over the load levels (a sweep or an open-loop batch only)."""
+    rows = getattr(a, "load_curve", None)
+    if not rows:
+        return []
+    from analyzer import load_curve
+    from analyzer.report_load import load_curve_svg
+
+    slo = load_curve.slo_text(getattr(a, "slo", None)) or t("no_slo", lang)
+    out = [f'<h2 id="load-curve">{esc(t("load_curve", lang))}</h2>'
+           f"<p class='caption'>{esc(t('load_curve_caption', lang, slo=slo))}</p>"]
+    svg = load_curve_svg("load-curve-plot", rows, colors, lang)
+    out.append(svg or f"<p>{esc(t('none', lang))}</p>")
+    cols = ("model", "sweep", "sweep_level", "n", "request_throughput_rps", "output_tokens_per_s", "ttft_ms_median",
+            "tpot_ms_median", "e2el_ms_p99", "gpu_power_avg_w", "j_per_token", "j_per_token_split", "goodput_share",
+            "goodput_rps", "j_per_good_request", "queueing")
+    out.append(f"<div class='scroll'>{_section_table('load-curve-table', cols, rows, lang)}</div>")
+    return out
+
+
 def render_html(a, lang: str = "en", title: str | None = None) -> str:
     models = sorted({str(r.get("model")) for r in a.results})
     colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
@@ -304,6 +324,7 @@ def render_html(a, lang: str = "en", title: str | None = None) -> str:
             body.append(html_table(f"pareto-{i}", PARETO_COLUMNS, front, lang))
         else:
             body.append(f"<p>{esc(t('no_quality_plot', lang))}</p>")
+    body.extend(_load_section(a, colors, lang))
     if a.timelines:
         body.append(f"<h2>{esc(t('timeline', lang))}{esc(t('simulated_suffix', lang)) if a.simulated else ''}</h2>"
                     f"<p class='caption'>{esc(t('timeline_caption', lang))}</p>")

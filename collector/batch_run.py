@@ -95,7 +95,7 @@ async def _run_job(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOpt
                    case: dict[str, Any], params: Params, sched: Start | None = None) -> RequestResult:
     if opts.server.is_llamacpp:  # llama.cpp caches prompts unless told not to; say it either way
         params.cache_prompt = opts.value("prompt_cache") == "on"
-    if opts.value("ignore_eos") and opts.value("backend") == "openai" and not job.warmup:
+    if opts.value("ignore_eos") and opts.value("backend") == "openai":
         params.options.setdefault("ignore_eos", True)  # llama.cpp and vLLM: generate exactly max_tokens
     lv = job.level if job.level is not None and job.level.swept else None
     start = rec.emit(ReqStart(rid=job.rid, model=job.model, task=job.task, load=job.load, run=job.run, case=job.case,
