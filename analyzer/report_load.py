@@ -42,7 +42,7 @@ def load_curve_svg(plot_id: str, rows: list[dict[str, Any]], colors: dict[str, s
         mp = _points(rows, model)
         line = " ".join(f"{ax.x(float(p['output_tokens_per_s']))},{ax.y(float(p['j_per_token']))}" for p in mp)
         out.append(f'<polyline points="{line}" fill="none" stroke="{c}" stroke-width="1.5"/>')
-        for p in mp:
+        for k, p in enumerate(mp):
             x, y = ax.x(float(p["output_tokens_per_s"])), ax.y(float(p["j_per_token"]))
             lo, hi = (finite(p.get(k), text=False) for k in ("j_per_token_ci95_low", "j_per_token_ci95_high"))
             bar = (f'<line x1="{x}" y1="{ax.y(lo)}" x2="{x}" y2="{ax.y(hi)}" stroke="{c}" class="bar"/>'
@@ -54,7 +54,7 @@ def load_curve_svg(plot_id: str, rows: list[dict[str, Any]], colors: dict[str, s
                    + (f" · goodput {fmt_num(p.get('goodput_share'))}" if p.get("slo") else ""))
             out.append(f'<g class="mark lvl{" slo-met" if met else ""}" data-tip="{esc(tip)}">{bar}'
                        f'<circle cx="{x}" cy="{y}" r="{6 if met else 4}" fill="{c if met else "#fff"}" stroke="{c}" '
-                       f'stroke-width="2"/><text x="{x + 7}" y="{y - 7}" class="legend">{esc(level_text(p))}</text></g>')
+                       f'stroke-width="2"/><text x="{x + 7}" y="{y - 7 if k % 2 == 0 else y + 16}" class="legend">{esc(level_text(p))}</text></g>')
         lx = MARGIN["l"] + ax.pw + 14
         short = model if len(model) <= 24 else model[:23] + "…"
         out.append(f'<g data-tip="{esc(model)}"><circle cx="{lx}" cy="{legend_y}" r="4" fill="{c}"/>'
