@@ -83,13 +83,14 @@ def _now_s() -> float:
 
 async def run_open_loop(schedule: list[float], max_concurrency: int | None,
                         start: Callable[[int, Start], Awaitable[None]],
-                        stop: asyncio.Event | None = None) -> list[Start]:
+                        stop: asyncio.Event | None = None, t0_s: float | None = None) -> list[Start]:
     """Start ``start(i, record)`` at ``schedule[i]`` s from now whether or not earlier ones finished,
     with at most ``max_concurrency`` in flight (None: unbounded). Returns once every started request
     has finished (the level is drained). A start that must wait for a slot begins as soon as one
-    frees and is marked ``blocked``; ``stop`` set: the rest are not started."""
+    frees and is marked ``blocked``; ``stop`` set: the rest are not started. ``t0_s``: the schedule's
+    zero on :func:`shared.messages.now_ns`'s clock, in s (default: now)."""
     sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-    t0 = _now_s()
+    t0 = _now_s() if t0_s is None else t0_s
     records: list[Start] = []
     tasks: list[asyncio.Task] = []
 
