@@ -117,6 +117,16 @@ def curve(results: list[dict[str, Any]], spans: dict[str, tuple[float, float]],
     return rows, _queueing(rows)
 
 
+def annotate(rows: list[dict[str, Any]], curve_rows: list[dict[str, Any]]) -> None:
+    """Give each request row its level's achieved concurrency and rate (results.csv)."""
+    by = {(r["model"], r["sweep_level"]): r for r in curve_rows}
+    for row in rows:
+        lv = by.get(level_key(row))
+        if lv is not None and row.get("rid") is not None:
+            row["level_concurrency"] = lv.get("achieved_concurrency")
+            row["level_rate_rps"] = lv.get("achieved_rate_rps")
+
+
 def _at(arr, i: int) -> float | None:
     return None if arr is None else finite(float(arr[i]))
 

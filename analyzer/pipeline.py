@@ -178,9 +178,22 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         if not q and opts.quality and row["status"] == "ok" and row["rid"] in q_rids:
             row["quality_error"] = quality_problem or "quality not computed for this request"
     loaded, slo = _load_info(batch, opts)
+    curve: list[dict[str, Any]] = []
+    curve_problems: list[str] = []
     if loaded or slo:
         for r, row in zip(reqs, rows):
             _load_columns(r, row, slo)
+        spans = {r.rid: (float(win.a_s[i]), float(win.b_s[i])) for r, i in ((r, idx[r.rid]) for r in done)
+                 if not r.start.warmup}
+        par = ((batch.batch_start.load or {}) if batch.batch_start else {}).get("server_parallel")
+        measured = [row for r, row in zip(reqs, rows) if not r.start.warmup]
+        curve, curve_problems = LC.curve(measured, spans, _level_energy(batch, opts), slo, simulated,
+                                         par if isinstance(par, int) else None)
+        LC.annotate(measured, curve)
+        if curve and curve[0].get("gpu_energy_j") is not None:
+            curve_problems.append("load_curve.csv: each level's energy is its whole window's (first start to last "
+                                  "end, idle gaps between requests included); gpu_energy_split_j beside it sums the "
+                                  "per-request split (gaps excluded)")
     extra = sorted({k for row in rows for k in row} - set(MAIN_COLUMNS))
     columns = list(MAIN_COLUMNS) + extra
     for row in rows:
@@ -229,18 +242,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None
     pct = tuple(opts.metric_percentiles)
-    curve: list[dict[str, Any]] = []
-    if loaded or slo:
-        spans = {r.rid: (float(win.a_s[i]), float(win.b_s[i])) for r, i in ((r, idx[r.rid]) for r in done)
-                 if not r.start.warmup}
-        par = ((batch.batch_start.load or {}) if batch.batch_start else {}).get("server_parallel")
-        curve, curve_problems = LC.curve(results, spans, _level_energy(batch, opts), slo, simulated,
-                                         par if isinstance(par, int) else None)
-        problems.extend(curve_problems)
-        if curve and curve[0].get("gpu_energy_j") is not None:
-            problems.append("load_curve.csv: each level's energy is its whole window's (first start to last end, "
-                            "idle gaps between requests included); gpu_energy_split_j beside it sums the per-request "
-                            "split (gaps excluded)")
+    problems.extend(curve_problems)
     leveled = any(row.get("sweep_level") is not None for row in results)
     return Analysis(columns, results, warmups, tables.stats(results, simulated, pct, {"itl_ms": itl}),
                     tables.pareto(results, simulated),

@@ -28,6 +28,10 @@ def read_csv(path):
         return list(csv.DictReader(fh))
 
 
+def curve_of(batch):
+    return {r["sweep_level"]: r for r in read_csv(batch / "summary" / "load_curve.csv")}
+
+
 def base_args(url, *extra):
     return ["--models", "ok", "--tasks", "qa", "--loads", "short", "--langs", "en", "--max-tokens", "8",
             "--base-url", url, "--no-progress", *extra]
@@ -51,6 +55,7 @@ async def test_concurrency_sweep_scales_to_the_server_limit_and_counts_goodput(t
     results = read_csv(exp / "summary" / "results.csv")
     assert Counter(r["sweep_level"] for r in results) == {"1": 8, "2": 8, "4": 8}
     assert {r["sweep"] for r in results} == {"concurrency"}
+    assert {r["level_concurrency"] for r in results if r["sweep_level"] == "4"} == {curve_of(exp)["4"]["achieved_concurrency"]}
     assert all(r["rid"].split("/")[-2] == f"c{r['sweep_level']}" for r in results)
     curve = {r["sweep_level"]: r for r in read_csv(exp / "summary" / "load_curve.csv")}
     assert list(curve) == ["1", "2", "4"]
