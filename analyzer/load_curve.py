@@ -37,6 +37,10 @@ COLUMNS = ("model", "sweep", "sweep_level", "n", "n_failed", "level_window_s", "
            "j_per_good_request", "slo_met", "queueing", "gpu_sm_clock_avg_mhz", "server_parallel", "gpu_simulated",
            "energy_window")
 
+# the level table in report.html and report.md (the CSV has every column)
+PAGE_COLUMNS = ("model", "sweep", "sweep_level", "n", "request_throughput_rps", "output_tokens_per_s", "ttft_ms_median",
+                "tpot_ms_median", "e2el_ms_p99", "gpu_power_avg_w", "j_per_token", "j_per_token_split",
+                "goodput_share", "goodput_rps", "j_per_good_request", "queueing")
 ENERGY_WINDOW_NOTE = "level window: first start to last end, idle gaps included"
 
 

@@ -131,6 +131,11 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
         parts.append(f"## {t('low_coverage', lang)}\n\n"
                      + md_table(("rid", "gpu_coverage", "gpu_seq_gaps", "gpu_energy_j"), low, lang))
     parts.append(f"## {t('pareto', lang)}\n\n" + md_table(PARETO_COLUMNS, a.pareto, lang))
+    if getattr(a, "load_curve", None):
+        from analyzer import load_curve
+        slo = load_curve.slo_text(getattr(a, "slo", None)) or t("no_slo", lang)
+        parts.append(f"## {t('load_curve', lang)}\n\n{t('load_curve_caption', lang, slo=md_inline(slo))}\n\n"
+                     + md_table(load_curve.PAGE_COLUMNS, a.load_curve, lang))
     parts.append(f"## {t('results', lang)}\n\n" + md_table(RESULT_COLUMNS, a.results, lang))
     failed = [r for r in a.results if r.get("status") != "ok"]
     if failed:  # the server's or the collector's own words, escaped like every other cell

@@ -281,10 +281,7 @@ def _load_section(a, colors: dict[str, str], lang: str) -> list[str]:
            f"<p class='caption'>{esc(t('load_curve_caption', lang, slo=slo))}</p>"]
     svg = load_curve_svg("load-curve-plot", rows, colors, lang)
     out.append(svg or f"<p>{esc(t('none', lang))}</p>")
-    cols = ("model", "sweep", "sweep_level", "n", "request_throughput_rps", "output_tokens_per_s", "ttft_ms_median",
-            "tpot_ms_median", "e2el_ms_p99", "gpu_power_avg_w", "j_per_token", "j_per_token_split", "goodput_share",
-            "goodput_rps", "j_per_good_request", "queueing")
-    out.append(f"<div class='scroll'>{_section_table('load-curve-table', cols, rows, lang)}</div>")
+    out.append(f"<div class='scroll'>{_section_table('load-curve-table', load_curve.PAGE_COLUMNS, rows, lang)}</div>")
     return out
 
 

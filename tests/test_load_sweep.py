@@ -85,6 +85,8 @@ async def test_concurrency_sweep_scales_to_the_server_limit_and_counts_goodput(t
     html = (exp / "summary" / "report.html").read_text(encoding="utf-8")
     assert 'id="load-curve-plot"' in html and html.count('class="mark lvl') == 3
     assert html.count("slo-met") == 2  # levels 1 and 2 met ttft:250 for every request; 4 did not
+    md = (exp / "summary" / "report.md").read_text(encoding="utf-8")
+    assert "## Energy under load" in md and "ttft:250" in md
     # analyzer.compare overlays batches: the same sweep under a second name is a second line
     shutil.copytree(exp, tmp_path / "sweep2")
     rc = compare.main([str(exp), str(tmp_path / "sweep2"), "--out", str(tmp_path / "cmp")])
