@@ -18,14 +18,14 @@ import aiohttp
 from tqdm import tqdm
 
 from collector import failures as F
+from collector.arrivals import Start, late_summary, offsets, run_open_loop
 from collector.backends import Params
+from collector.load import Level, level_seed
+from collector.load import levels as load_levels
 from collector.metadata import ServerUnusable, fetch_model_meta, get_json, list_models
 from collector.model_policy import ModelPolicy
 from collector.outcome import (EXIT_CONNECTION, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETTINGS, EXIT_TELEMETRY, Tally,
                                closing_line, exit_code, resume_command)
-from collector.arrivals import Start, late_summary, offsets, run_open_loop
-from collector.load import Level, level_seed
-from collector.load import levels as load_levels
 from collector.plan import (Job, case_models, finished_keys, missing_models, plan_jobs, request_key,
                             warmup_rid)
 from collector.probe import UNKNOWN, ServerKind, backend_problem, classify
@@ -95,7 +95,7 @@ async def _run_job(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOpt
                    case: dict[str, Any], params: Params, sched: Start | None = None) -> RequestResult:
     if opts.server.is_llamacpp:  # llama.cpp caches prompts unless told not to; say it either way
         params.cache_prompt = opts.value("prompt_cache") == "on"
-    if opts.value("ignore_eos") and opts.value("backend") == "openai":
+    if opts.value("ignore_eos") and _takes_ignore_eos(opts):
         params.options.setdefault("ignore_eos", True)  # llama.cpp and vLLM: generate exactly max_tokens
     lv = job.level if job.level is not None and job.level.swept else None
     start = rec.emit(ReqStart(rid=job.rid, model=job.model, task=job.task, load=job.load, run=job.run, case=job.case,
@@ -442,6 +442,11 @@ async def _run_level(session: aiohttp.ClientSession, rec: Recorder, opts: BatchO
         log.info("level_schedule_kept", model=model, sweep_level=level.label, **late)
 
 
+def _takes_ignore_eos(opts: BatchOptions) -> bool:
+    """OpenAI-compatible servers (llama.cpp, vLLM) take ``ignore_eos``; Ollama's API has no such option."""
+    return not opts.value("backend").startswith("ollama")
+
+
 async def _load_facts(session: aiohttp.ClientSession, opts: BatchOptions, levels: list[Level]) -> dict[str, Any]:
     """What shapes the load levels, for batch.start: the levels, the arrival process, and how many
     requests the server serves in parallel where it tells (llama.cpp's /props total_slots; Ollama's
@@ -452,9 +457,9 @@ async def _load_facts(session: aiohttp.ClientSession, opts: BatchOptions, levels
         "arrival_seed": opts.value("arrival_seed"), "max_concurrency": opts.value("max_concurrency"),
         "server_parallel": None, "server_parallel_source": None}
     if opts.value("ignore_eos"):
-        facts["ignore_eos"] = ("sent (ignore_eos: true)" if opts.value("backend") == "openai" else
+        facts["ignore_eos"] = ("sent (ignore_eos: true)" if _takes_ignore_eos(opts) else
                                "not supported by Ollama's API: output lengths vary with the model's answers")
-        if opts.value("backend") != "openai":
+        if not _takes_ignore_eos(opts):
             log.warning("ignore_eos_unsupported", backend=opts.value("backend"),
                         note="Ollama has no ignore_eos; outputs end where the model stops (or at --max-tokens)")
     if opts.server.is_llamacpp:

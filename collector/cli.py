@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="server URL; host:port works too (default: OLLAMA_HOST, else http://127.0.0.1:11434; "
                         "openai: http://127.0.0.1:8080)")
     s.add_argument("--timeout", dest="timeout_s", type=float, help="seconds one request attempt may take before it is failed (default 600)")
-    s.add_argument("--concurrency", type=int, help="parallel streams per model, for load sweeps (default 1)")
+    s.add_argument("--concurrency", type=int, help="closed loop: parallel streams per model (default 1); several "
+                                                   "levels in one batch: --sweep concurrency=1,2,4")
     ld = ap.add_argument_group("load (open loop, sweeps, SLOs; docs/collector.md \"Load sweeps\")")
     ld.add_argument("--request-rate", "--request_rate", dest="request_rate", type=float,
                     help="open loop: start requests at this mean rate (requests/s) whether or not earlier ones "
