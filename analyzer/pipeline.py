@@ -190,6 +190,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         curve, curve_problems = LC.curve(measured, spans, _level_energy(batch, opts), slo, simulated,
                                          par if isinstance(par, int) else None)
         LC.annotate(measured, curve)
+        for row, a_s, b_s in zip(curve, *LC.level_windows(LC.groups(measured, spans), spans)):
+            row["gpu_power_limit_w"] = _power_limits(batch, float(a_s), float(b_s))
         if curve and curve[0].get("gpu_energy_j") is not None:
             curve_problems.append("load_curve.csv: each level's energy is its whole window's (first start to last "
                                   "end, idle gaps between requests included); gpu_energy_split_j beside it sums the "
@@ -273,6 +275,19 @@ def _load_columns(r: Request, row: dict[str, Any], slo: dict[str, float] | None)
     row["start_late"] = (bool(s.start_blocked) or s.start_lag_ms > 10.0) if s.start_lag_ms is not None else None
     if slo:
         row["slo_ok"] = LC.meets_slo(row, slo) if row.get("status") != "incomplete" else False
+
+
+def _power_limits(batch: BatchData, a_s: float, b_s: float) -> str | None:
+    """The GPUs' enforced power limits in effect during [a_s, b_s] (W, comma-joined; None: not reported)."""
+    seen = set()
+    for g in batch.gpus:
+        changes = g.meta.get("power_limit_changes") or []
+        for i, (t_ns, w) in enumerate(changes):
+            start = (t_ns - batch.origin_ns) / 1e9
+            end = (changes[i + 1][0] - batch.origin_ns) / 1e9 if i + 1 < len(changes) else float("inf")
+            if start <= b_s and end >= a_s:
+                seen.add(w)
+    return ",".join(f"{w:g}" for w in sorted(seen)) or None
 
 
 def _level_energy(batch: BatchData, opts: Options):

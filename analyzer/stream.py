@@ -168,6 +168,13 @@ def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAU
         last = rows[-1]
         s.meta = {k: last.get(k) for k in ("gpu", "uuid", "name") if last.get(k) is not None}
         s.meta["power_kind"] = sorted({str(r.get("power_kind")) for r in rows if r.get("power_kind") is not None})
+        # the enforced power limit and when it changed (a cap set between sweep levels shows per level)
+        changes: list[tuple[int, float]] = []
+        for r in rows:
+            v = r.get("power_limit_w")
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and (not changes or changes[-1][1] != v):
+                changes.append((int(r["t"]), float(v)))
+        s.meta["power_limit_changes"] = changes
         gpus.append(s)
     host = procs = rapl = None
     procs, rapl = {}, {}

@@ -246,6 +246,7 @@ class TelGpu(Body):
     temp_c: float | None = _k("GPU temperature, °C")
     sm_clock_mhz: float | None = _k("SM clock, MHz")
     pstate: str | None = _k("performance state, e.g. `P0`")
+    power_limit_w: float | None = _k("enforced board power limit, W (NVML; a user cap shows here)")
     procs: dict[int, float] | None = _k("{pid: device memory used, MiB} of processes on this GPU")
     simulated: bool | None = _k("true on every message of the simulated GPU source")
     errors: list[str] | None = _k("`field: code` for each field whose read failed this tick")

@@ -84,6 +84,10 @@ class GPU(ABC):
     def sm_clock_mhz(self) -> int:
         """Streaming-multiprocessor clock in MHz."""
 
+    def power_limit_w(self) -> float:
+        """The enforced board power limit in W (what caps the power under load)."""
+        raise NotSupported(f"power limit is not readable on GPU {self.index}")
+
     @abstractmethod
     def pstate(self) -> str:
         """Performance state, ``"P0"`` (fastest) to ``"P15"``."""
