@@ -304,7 +304,8 @@ class TelHb(Body):
 class ReqStart(Body):
     """A request (or a warm-up) is sent. Its window opens at this message's `t`."""
     TOPIC: ClassVar[str] = REQ_START
-    rid: str = _k("request id, deterministic: `batch/model/case/load/run`", required=True)
+    rid: str = _k("request id, deterministic: `batch/model/case/load/run`; the measuring proxy's: "
+                  "`batch/model/{n:06d}-task/tag/1`, n counting its requests (unique per request)", required=True)
     model: str | None = _k("model name as asked of the server")
     task: str | None = _k("`qa` | `summary` | `code` | `creative` | other task types")
     load: str | None = _k("`short` | `medium` | `long`")
@@ -320,6 +321,9 @@ class ReqStart(Body):
     sweep_level: float | None = _k("the sweep level this request ran at (e.g. 4 streams, 0.5 requests/s)")
     start_lag_ms: float | None = _k("open loop: how much later than its scheduled arrival the request started, ms")
     start_blocked: bool | None = _k("open loop: true when the start waited for a --max-concurrency slot")
+    prompt_note: dict[str, Any] | None = _k("measuring proxy: the prompt is not stored whole: {chars, bytes, sha256, "
+                                            "truncated, limit_bytes} or {..., stored: false} (--no-text)")
+    proxy: dict[str, Any] | None = _k("measuring proxy: {path, stream, usage_added} of the client's request")
 
 
 @dataclass(kw_only=True)
@@ -371,6 +375,8 @@ class ReqEnd(Body):
     warmup: bool | None = _k("true for a warm-up request")
     served_model: str | None = _k("the model name the server reported in its answer (compare with req.start "
                                   "`model`)")
+    text_note: dict[str, Any] | None = _k("measuring proxy: the answer is not stored whole (as req.start "
+                                          "`prompt_note`)")
 
 
 @dataclass(kw_only=True)
@@ -383,7 +389,7 @@ class BatchStart(Body):
                                   "temperature, expect, ...")
     models: dict[str, dict] | None = _k("{model: {digest, parameter_size, quantization_level, family, "
                                         "context_length}}")
-    backend: str | None = _k("`ollama` | `openai`")
+    backend: str | None = _k("`ollama` | `ollama-chat` | `openai` | `openai-completions`; `proxy` for the measuring proxy")
     base_url: str | None = _k("the LLM server's address")
     server_version: str | None = _k("the server's version, where it says")
     server: str | None = _k("what the start-up probe found: `ollama`, `llamacpp`, `vllm`, ... or `openai`")
