@@ -236,6 +236,7 @@ class TelGpu(Body):
     gpu: int = _k("GPU index on its host", required=True)
     uuid: str | None = _k("GPU UUID (stable across reboots)")
     name: str | None = _k("GPU product name")
+    driver: str | None = _k("the GPU driver's version (NVML), where known")
     power_kind: str | None = _k("what power_mw is: `instant` | `average_1s` | `unknown` | `sim`")
     power_mw: float | None = _k("board power, milliwatts")
     energy_mj: float | None = _k("NVML total-energy counter, millijoules since the driver loaded (Volta and newer)")

@@ -74,7 +74,8 @@ class GpuReader:
 
     def header(self) -> TelGpu:
         g = self.gpu
-        return TelGpu(gpu=g.index, uuid=g.uuid, name=g.name, power_kind=g.power_kind, simulated=g.simulated or None)
+        return TelGpu(gpu=g.index, uuid=g.uuid, name=g.name, power_kind=g.power_kind, simulated=g.simulated or None,
+                      driver=g.driver)
 
     def read(self, t_ns: int, slow: bool) -> tuple[dict[str, Any], list[tuple[str, GPUError]]]:
         """One tick: the message body and ``(field, exception)`` behind each ``errors`` entry (for logging)."""

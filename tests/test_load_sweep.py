@@ -65,7 +65,7 @@ async def test_concurrency_sweep_scales_to_the_server_limit_and_counts_goodput(t
     assert 0.75 < rps["4"] / rps["2"] < 1.3, rps  # the stub's limit: more streams only queue
     assert float(curve["4"]["achieved_concurrency"]) > 3.0 > float(curve["2"]["achieved_concurrency"]) > 1.6
     assert curve["4"]["queueing"] == "true" and curve["2"]["queueing"] == "false"
-    assert {v["gpu_power_limit_w"] for v in curve.values()} == {"300"}  # what shaped each level
+    assert {(v["gpu_power_limit_w"], v["gpu_driver"]) for v in curve.values()} == {("300", "550.54.15")}
     # goodput: exactly the requests whose TTFT is within 250 ms
     for level, row in curve.items():
         good = sum(1 for r in results if r["sweep_level"] == level and float(r["ttft_ms"]) <= 250)

@@ -79,6 +79,7 @@ class TestReadings:
         assert body["procs"] == {1234: 512.0}
         assert body["energy_mj"] == 5_000 and body["uuid"] == "GPU-fake-0"
         assert body["power_limit_w"] == 300.0  # the enforced limit: a user cap (nvidia-smi -pl) shows here
+        assert body["driver"] == fake.nvmlSystemGetDriverVersion()
 
     def test_gpu_without_energy_counter_has_energy_absent(self, nvml):
         """NVMLError_NotSupported on the energy counter -> key absent on every tick, never 0."""

@@ -53,6 +53,8 @@ class GPU(ABC):
     power_kind: str = "unknown"
     #: True only for the simulated source; every message of a simulated GPU says so
     simulated: bool = False
+    #: the driver's version (NVML), sent with every tel.gpu like name and uuid; None where unknown
+    driver: str | None = None
 
     def at(self, t_ns: int) -> None:
         """Called once per tick before the getters with the tick's monotonic time (ns).

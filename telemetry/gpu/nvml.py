@@ -222,6 +222,8 @@ class NvmlBackend:
             except nv.NVMLError as exc:
                 self.skipped.append((i, str(map_nvml_error(nv, exc, "nvmlDeviceGetHandleByIndex", i))))
         self.driver = self._driver_version()
+        for g in self.gpus:
+            g.driver = self.driver
 
     def _driver_version(self) -> str | None:
         try:
