@@ -23,6 +23,7 @@ from typing import Any
 from collector.backends import BACKENDS, REGISTRY, normalize_base_url
 from collector.batch_run import BatchOptions, run_batch
 from collector.load import conflicts as load_conflicts
+from collector.load import overridden as load_overridden
 from collector.load import sweep_defaults
 from collector.outcome import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_SETTINGS
 from collector.resume import resume_inputs
@@ -180,6 +181,8 @@ def load_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], li
     problems = load_conflicts(settings)
     if problems:
         raise SettingsError("; ".join(problems))
+    for note in load_overridden(settings):
+        log.warning("sweep_overrides", setting=note)
     changed = sweep_defaults(settings)
     if changed:
         log.info("sweep_defaults", set=changed, note="a sweep measures serving, not loading; set --keepalive or "

@@ -79,12 +79,18 @@ def level_seed(seed: int, model: str, level: Level) -> str:
     return f"{seed}/{model}/{level.label}"
 
 
+def overridden(settings: dict[str, dict[str, Any]]) -> list[str]:
+    """Settings a sweep overrides (said in the log, not refused)."""
+    if value(settings, "sweep") and settings["concurrency"]["source"] != "default":
+        return [f"--concurrency {value(settings, 'concurrency')} ({settings['concurrency']['source']}): the sweep sets "
+                "each level's load instead"]
+    return []
+
+
 def conflicts(settings: dict[str, dict[str, Any]]) -> list[str]:
     """Load settings that say nothing together, each with the fix (empty when fine)."""
     out = []
     sweep = value(settings, "sweep")
-    if sweep and settings["concurrency"]["source"] == "cli":
-        out.append("--concurrency with --sweep: the sweep sets the parallel streams of each level; drop --concurrency")
     if sweep and value(settings, "request_rate"):
         out.append("--request-rate with --sweep: a rate sweep sets each level's rate (--sweep rate=...); "
                    "drop one of them")

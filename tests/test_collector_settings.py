@@ -240,7 +240,9 @@ class TestLoadSettings:
 
     def test_conflicting_load_flags_are_named(self):
         from collector import load as L
-        assert "drop --concurrency" in L.conflicts(resolve_settings({"sweep": "rate=1", "concurrency": 2}, None))[0]
+        s = resolve_settings({"sweep": "rate=1", "concurrency": 2}, None)
+        assert L.conflicts(s) == [] and "the sweep sets each level's load instead" in L.overridden(s)[0]
+        assert "drop one of them" in L.conflicts(resolve_settings({"sweep": "rate=1", "request_rate": 2}, None))[0]
         assert "--max-concurrency bounds open-loop" in L.conflicts(resolve_settings({"max_concurrency": 2}, None))[0]
         assert L.conflicts(resolve_settings({"sweep": "rate=1", "max_concurrency": 2}, None)) == []
 
