@@ -19,6 +19,7 @@ from analyzer.windows import split_windows
 from shared import messages as M
 from shared.logs import get_logger
 from shared.numbers import finite
+from shared.tasks import unknown_task_notes
 
 log = get_logger("analyzer.pipeline")
 
@@ -187,6 +188,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         problems.append(f"{len(short)} request window(s) are shorter than {CLOCK.SHORT_WINDOW_FACTOR:g} × the clock "
                         "mapping's uncertainty (clock_short_window): their energy edges are doubtful: "
                         + ", ".join(short[:10]))
+    problems.extend(unknown_task_notes(sorted({str(row["task"]) for row in results if row.get("task")})))
     skipped = [row for row in results if row.get("code_tests_skipped")]
     if skipped:  # once per batch, not per row: the reason is the machine's, not the request's
         problems.append(f"code tests skipped for {len(skipped)} request(s), their quality_score counts the static "

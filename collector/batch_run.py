@@ -34,6 +34,7 @@ from shared.bus import BusBindError, BusSecurityError, CurveKeys
 from shared.logs import get_logger
 from shared.messages import BATCH_START, BatchEnd, BatchStart, ReqEnd, ReqFirstToken, ReqStart
 from shared.recording import RecordingReader
+from shared.tasks import unknown_task_notes
 
 log = get_logger("collector")
 
@@ -176,6 +177,8 @@ def print_plan(opts: BatchOptions, jobs: list[Job], per_model_warmup: list[str],
     if opts.extra_config.get("fallback"):
         out["fallback"] = opts.extra_config["fallback"]
     print(json.dumps(out, ensure_ascii=False, indent=1, default=str))
+    for note in unknown_task_notes(opts.cases):
+        print(f"UNKNOWN TASK: {note}")
     print(f"plan ({len(lines)} line(s)):")
     for line in lines[:DRY_RUN_LINES]:
         print("  " + line)
@@ -214,6 +217,8 @@ async def run_batch(opts: BatchOptions) -> int:
     rec: Recorder | None = None
     try:
         if not opts.dry_run:
+            for note in unknown_task_notes(opts.cases):
+                log.warning("unknown_task", note=note)
             batch.make()
             snapshot = config_snapshot(opts, batch_id)
             if not (opts.resume and batch.config_json.exists()):  # a resume keeps the first start's file

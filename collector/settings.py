@@ -16,7 +16,7 @@ from typing import Any
 
 from collector.backends import BACKENDS
 from collector.tasks import LANGS, LOADS, TASKS
-from shared.tasks import TASK_ALIASES, canonical_task
+from shared.tasks import TASK_ALIASES, canonical_task, symbol_spec_problem
 
 
 class SettingsError(ValueError):
@@ -285,6 +285,10 @@ def load_test_cases(path: Path) -> list[dict[str, Any]]:
         if expect is not None:
             if not isinstance(expect, dict):
                 raise SettingsError(f'{where}: field "expect" must be an object (symbols, complexity, entry, tests)')
+            for spec in expect.get("symbols") or [] if isinstance(expect.get("symbols"), list) else []:
+                problem = symbol_spec_problem(spec)
+                if problem:  # refused now: a symbol no answer can have would cost every answer the mark
+                    raise SettingsError(f'{where}: field "expect": {problem}')
             case["expect"] = expect
         if "think" in item:
             case["think"] = check_value("think", item["think"], f'{where}: field "think"')

@@ -155,3 +155,18 @@ def test_bad_arguments_exit_2_naming_the_flag_before_starting_anything(tmp_path)
                          capture_output=True, text=True, encoding="utf-8", timeout=60)
     assert out.returncode == 2 and "--runs must be at least 1" in out.stderr
     assert list(tmp_path.iterdir()) == [] and "child_started" not in out.stderr
+
+
+class TestFigureNames:
+    def test_group_ratio_is_the_reports_group_figure_not_a_mean_of_ratios(self):
+        rows = [row(quality_score="1.0", total_energy_j="100", quality_per_kj="10", quality_basis="chrf"),
+                row(quality_score="0.0", total_energy_j="500", quality_per_kj="0", quality_basis="chrf")]
+        [f] = figures.key_figures(rows)
+        assert f["group_quality_per_kj"] == pytest.approx(1000 * 0.5 / 300)  # not (10 + 0) / 2
+        heads = figures.format_table([f]).splitlines()[0]
+        assert "group 效质比 q/kJ" in heads and "GPU J/tok" in heads and "| J/tok |" not in heads
+
+    def test_mixed_bases_give_no_group_ratio(self):
+        [f] = figures.key_figures([row(quality_score="1", total_energy_j="1", quality_basis="chrf"),
+                                   row(quality_score="1", total_energy_j="1", quality_basis="bartscore")])
+        assert f["group_quality_per_kj"] is None

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from analyzer.quality import code_checks, quality_score, reference as refm, sandbox, text as textm
 from analyzer.quality.options import QualityOptions
 from shared.logs import get_logger
+from shared.tasks import is_known_task, unknown_task_note
 
 log = get_logger("quality")
 
@@ -52,7 +53,8 @@ def _static(req: dict, row: dict) -> dict | None:
         missing = code_checks.missing_symbols(code or "", expect.symbols)
         row["code_symbols_ok"] = not missing
         row["code_symbols_missing"] = ",".join(missing)
-    row["code_mentions_complexity"] = code_checks.mentions_complexity(answer, expect.complexity)
+    if expect.complexity:  # a check the case never asked for must not count (quality_score skips None)
+        row["code_mentions_complexity"] = code_checks.mentions_complexity(answer, expect.complexity)
     if expect.tests:
         if code is None:
             row["code_tests_passed"], row["code_tests_error"] = False, "no code found in the answer"
@@ -246,8 +248,8 @@ def assess(requests: list[dict], options: QualityOptions | None = None, progress
             if reference:
                 answer = textm.strip_thinking(req.get("text"))
                 ref_jobs[rid] = (reference, answer, req.get("lang") or textm.detect_lang(reference))
-                if not opts.enable_bart:
-                    pass  # columns stay empty
+                if not opts.enable_bart or req.get("task") not in ("qa", "summary"):
+                    pass  # columns stay empty: only qa and summary are scored by BARTScore
                 elif not answer:
                     row["bartscore_error"] = "the answer is empty: nothing to score"
                 else:
@@ -270,7 +272,9 @@ def assess(requests: list[dict], options: QualityOptions | None = None, progress
         except Exception as exc:  # noqa: BLE001
             row["quality_error"] = f"{type(exc).__name__}: {exc}"
             continue
-        if row["quality_score"] is None and rid in ref_jobs:
+        if row["quality_score"] is None and not is_known_task(req.get("task")):
+            row["quality_error"] = unknown_task_note(str(req.get("task") or ""))
+        elif row["quality_score"] is None and rid in ref_jobs:
             # say why: neither BARTScore nor chrF could be computed for this reference
             row["quality_error"] = "; ".join(x for x in (row["bartscore_error"], reference_problem) if x) or None
     _empty_answer_basis(results, by_rid)
