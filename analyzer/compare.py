@@ -14,6 +14,7 @@ a --dataset directory that holds something else).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import shutil
 import sys
@@ -44,8 +45,11 @@ MEAN_METRICS = ("quality_per_kj", "quality_score", "total_energy_j", "gpu_energy
 OPTIONAL_METRICS = ("gpu_energy_prefill_j", "gpu_energy_decode_j")
 CI_METRICS = ("quality_per_kj", "quality_score", "total_energy_j")
 KEY_COLUMNS = ("task", "quality_basis", "model", "host", "gpu_name", "gpu_simulated")
+# What makes a ranking fair: every row ranked together ran the same cases (case_set: a hash of the sorted
+# case hashes; "unknown" for batches analysed before results.csv named them) with the same max tokens.
+LIKE_COLUMNS = ("case_set", "n_cases", "max_tokens")
 LEADERBOARD_COLUMNS = (
-    KEY_COLUMNS + ("rank", "batches", "n_batches", "n", "n_failed", "group_quality_per_kj", "quality_per_kj_mean",
+    KEY_COLUMNS + LIKE_COLUMNS + ("rank", "batches", "n_batches", "n", "n_failed", "group_quality_per_kj", "quality_per_kj_mean",
                    "quality_per_kj_ci95_low", "quality_per_kj_ci95_high", "quality_score_mean",
                    "quality_score_ci95_low", "quality_score_ci95_high", "total_energy_j_mean",
                    "total_energy_j_ci95_low", "total_energy_j_ci95_high", "gpu_energy_j_mean", "j_per_token_mean",
@@ -53,14 +57,15 @@ LEADERBOARD_COLUMNS = (
                    "latency_s_mean", "ci95_note", "pareto_optimal", "gpu_uuids"))
 BATCH_COLUMNS = ("batch", "path", "date", "requests", "ok", "failed", "hosts", "gpu_names", "gpu_simulated",
                  "quality_bases", "models", "tasks", "gpu_named")
-PAGE_COLUMNS = ("rank", "model", "host", "gpu_name", "n", "group_quality_per_kj", "quality_per_kj_mean",
+PAGE_COLUMNS = ("rank", "model", "host", "gpu_name", "n_cases", "max_tokens", "n", "group_quality_per_kj", "quality_per_kj_mean",
                 "quality_per_kj_ci95_low", "quality_per_kj_ci95_high", "quality_score_mean", "total_energy_j_mean",
                 "j_per_token_mean", "gpu_energy_prefill_j_mean", "gpu_energy_decode_j_mean", "first_token_s_mean",
                 "toks_per_s_mean", "batches", "pareto_optimal")
 # Columns every batch's results.parquet is read with; absent ones (older batches) are NULL of this type.
 NEEDED = {"model": "VARCHAR", "task": "VARCHAR", "status": "VARCHAR", "quality_basis": "VARCHAR",
           "gpu_hosts": "VARCHAR", "gpu_names": "VARCHAR", "gpu_uuids": "VARCHAR", "gpu_simulated": "BOOLEAN",
-          "gpu_count": "BIGINT", "timestamp": "VARCHAR", "rid": "VARCHAR",
+          "gpu_count": "BIGINT", "timestamp": "VARCHAR", "rid": "VARCHAR", "case_hash": "VARCHAR",
+          "max_tokens": "BIGINT",
           **{m: "DOUBLE" for m in MEAN_METRICS + OPTIONAL_METRICS}}
 
 
@@ -171,6 +176,10 @@ def leaderboard(con) -> list[dict[str, Any]]:
                    coalesce(gpu_simulated, false) AS gpu_simulated,
                    string_agg(DISTINCT batch, ',' ORDER BY batch) AS batches, count(DISTINCT batch) AS n_batches,
                    count(*) AS n, string_agg(DISTINCT gpu_uuids, ',' ORDER BY gpu_uuids) AS gpu_uuids,
+                   string_agg(DISTINCT coalesce(case_hash, '?'), ',' ORDER BY coalesce(case_hash, '?')) AS cases,
+                   count(DISTINCT case_hash) AS n_cases,
+                   string_agg(DISTINCT coalesce(CAST(max_tokens AS VARCHAR), '?'), ','
+                              ORDER BY coalesce(CAST(max_tokens AS VARCHAR), '?')) AS max_tokens,
                    avg(quality_score) FILTER (WHERE quality_score IS NOT NULL AND total_energy_j IS NOT NULL) AS q_both,
                    avg(total_energy_j) FILTER (WHERE quality_score IS NOT NULL AND total_energy_j IS NOT NULL) AS e_both,
                    {", ".join(aggs)}
@@ -184,7 +193,8 @@ def leaderboard(con) -> list[dict[str, Any]]:
         out: dict[str, Any] = {k: r[k] for k in KEY_COLUMNS}
         out["quality_basis"] = r["quality_basis"] or None
         out.update(batches=r["batches"], n_batches=int(r["n_batches"]), n=int(r["n"]), n_failed=int(r["n_failed"]),
-                   gpu_uuids=r["gpu_uuids"])
+                   gpu_uuids=r["gpu_uuids"], case_set=case_set_id(r["cases"]), n_cases=int(r["n_cases"]) or None,
+                   max_tokens=None if r["max_tokens"] == "?" else r["max_tokens"])
         for m in MEAN_METRICS + OPTIONAL_METRICS:
             out[f"{m}_mean"] = finite(r[f"{m}_mean"])
         notes = set()
@@ -200,11 +210,24 @@ def leaderboard(con) -> list[dict[str, Any]]:
     return rows
 
 
+def case_set_id(cases: str | None) -> str:
+    """A short name for the set of cases a row ran ("unknown" when a batch did not record them)."""
+    if not cases or "?" in cases.split(","):
+        return UNKNOWN
+    return hashlib.sha256(cases.encode("utf-8")).hexdigest()[:8]
+
+
+def rank_key(r: dict[str, Any]) -> tuple:
+    """Rows ranked together: same task, basis, simulated-or-not, case set and max tokens."""
+    return (r["task"], r["quality_basis"] or "", r["gpu_simulated"], r.get("case_set") or UNKNOWN,
+            r.get("max_tokens") or "")
+
+
 def _rank_and_pareto(rows: list[dict[str, Any]]) -> None:
-    """Per task, basis and simulated-or-not: rank by group 效质比 and mark the energy/quality Pareto front."""
+    """Per rank_key (like with like only): rank by group 效质比 and mark the energy/quality Pareto front."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["task"], r["quality_basis"] or "", r["gpu_simulated"]), []).append(r)
+        groups.setdefault(rank_key(r), []).append(r)
     for members in groups.values():
         ranked = sorted(members, key=lambda r: (r["group_quality_per_kj"] is None, -(r["group_quality_per_kj"] or 0.0),
                                                 r["model"], r["host"], r["gpu_name"]))
@@ -274,6 +297,15 @@ def notes_for(board: list[dict[str, Any]], batches: list[dict[str, Any]]) -> lis
                        + "; ".join(f"{h} / {g}{' (simulated)' if s else ''}" for h, g, s in gpus)
                        + f") with {len(bases)} quality basis/bases ({', '.join(bases)}); "
                        "shown as separate rows, never pooled")
+    apart: dict[tuple, dict[tuple, list[str]]] = {}
+    for r in board:
+        apart.setdefault(rank_key(r)[:3], {}).setdefault(rank_key(r)[3:], []).append(r["model"])
+    for (task, basis, sim), sets in sorted(apart.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        if len(sets) > 1:
+            out.append(f"task {task}{f' ({basis})' if basis else ''}{' (simulated GPU)' if sim else ''}: rows ran "
+                       f"{len(sets)} different case sets or max tokens, so they are ranked apart, never against "
+                       "each other: " + "; ".join(f"cases {cs}, max_tokens {mt or 'unknown'}: {', '.join(sorted(ms))}"
+                                                  for (cs, mt), ms in sorted(sets.items())))
     for r in board:
         if r["n_batches"] > 1:
             out.append(f"task {r['task']}, model {r['model']} on {r['host']} / {r['gpu_name']}: pooled from "
@@ -401,12 +433,14 @@ def render_html(c: Comparison, lang: str = "en") -> str:
                 else f"<p>{esc(t('no_problems', lang))}</p>")
     groups: dict[tuple, list[dict]] = {}
     for r in c.leaderboard:
-        groups.setdefault((r["task"], r["quality_basis"], r["gpu_simulated"]), []).append(r)
+        groups.setdefault(rank_key(r), []).append(r)
     body.append(f"<h2>{esc(t('leaderboard', lang))}</h2><p class='caption'>{esc(t('compare_caption', lang))}</p>")
-    for i, ((task, basis, sim), rows) in enumerate(sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "",
-                                                                                          kv[0][2]))):
+    for i, ((task, basis, sim, cases, max_tokens), rows) in enumerate(sorted(groups.items(), key=lambda kv: tuple(
+            str(x) for x in kv[0]))):
         head = f"{t('task', lang)}: {task}" + (f" — {t('basis', lang)}: {basis}" if basis else "") + \
-            (t("simulated_suffix", lang) if sim else "")
+            (t("simulated_suffix", lang) if sim else "") + \
+            " — " + t("like_with_like", lang, cases=cases, n=rows[0].get("n_cases") or "?",
+                      max_tokens=max_tokens or "?")
         body.append(f"<h3>{esc(head)}</h3>")
         rows = sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0))
         labels = {_row_key(r): f"{r['model']} · {r['host']} / {r['gpu_name']}" for r in rows}

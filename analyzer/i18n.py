@@ -118,9 +118,11 @@ _TEXT: dict[str, dict[str, str]] = {
     "compare_def": {
         "en": "One row per task, quality basis, model and GPU (host / GPU name). Batches measured on different GPUs "
               "or scored on a different quality basis are never pooled; batches on the same GPU and basis are, and "
-              "the row names them. Rank: by group 效质比 within the task and basis.",
+              "the row names them. Rank: by group 效质比 within the task and basis, only among rows that ran the same cases "
+              "with the same max tokens (others are ranked apart, see Notes).",
         "zh": "每行对应一个任务、质量依据、模型和 GPU（主机 / GPU 型号）。在不同 GPU 上测量或以不同质量依据评分的批次从不合并；"
-              "同一 GPU 与依据的批次会合并，并在该行列出。排名：同一任务与依据内按组效质比排序。"},
+              "同一 GPU 与依据的批次会合并，并在该行列出。排名：同一任务与依据内按组效质比排序，且只在运行了相同用例、相同最大 token 数的行之间比较"
+              "（其余分开排名，见“说明”）。"},
     "compare_sim": {"en": "Some batches used a SIMULATED GPU: their energy and 效质比 are not measurements (their rows "
                           "are kept apart and marked).",
                     "zh": "部分批次使用模拟 GPU：其能耗与效质比并非实测值（这些行单独列出并标记）。"},
@@ -131,6 +133,8 @@ _TEXT: dict[str, dict[str, str]] = {
               "line joins the Pareto-optimal rows. Click a column heading to sort.",
         "zh": "点为单个请求（悬停显示批次与请求 id）；十字为各行均值及 95% 区间；虚线连接帕累托最优的行。点击列标题排序。"},
     "batches": {"en": "Batches", "zh": "批次"},
+    "like_with_like": {"en": "cases {cases} ({n} case(s)), max tokens {max_tokens}",
+                       "zh": "用例集 {cases}（{n} 个用例），最大 token 数 {max_tokens}"},
 }
 
 # Table headings (the CSV column names stay in the files; the report shows these, the name on hover).

@@ -80,6 +80,9 @@ def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool
     written = [
         write_text(bd.summary / "results.csv", tables.csv_text(a.columns, a.results), CSV_ENCODING),
         write_text(bd.summary / "stats.csv", tables.csv_text(a.stats_columns, a.stats), CSV_ENCODING),
+        write_text(bd.summary / "stats_per_case.csv", tables.csv_text(tables.PER_CASE_COLUMNS,
+                                                                      tables.per_case(a.results, a.simulated)),
+                   CSV_ENCODING),
         write_text(bd.summary / "pareto.csv", tables.csv_text(tables.PARETO_COLUMNS, a.pareto), CSV_ENCODING),
     ]
     if a.warmups:

@@ -41,7 +41,8 @@ MAIN_COLUMNS = SEED_COLUMNS + (
     "cpu_coverage", "host_mem_peak_mib", "total_energy_j", "energy_basis",
     "cpu_energy_j_server", "cpu_server_basis", "cpu_server_share", "server_cpu_s", "host_cpu_other_pct",
     "ttft_ms", "tpot_ms", "e2el_ms", "itl_ms_mean", "itl_ms_max",
-) + QUALITY_COLUMNS + ("quality_per_j", "j_per_quality", "quality_error", "quality_per_kj", "prompt_cached_tokens")
+) + QUALITY_COLUMNS + ("quality_per_j", "j_per_quality", "quality_error", "quality_per_kj", "prompt_cached_tokens",
+      "case_hash", "max_tokens")
 PER_GPU = ("energy_j", "energy_method", "energy_uncertainty_j", "coverage", "seq_gaps", "mem_peak_mib",
            "util_avg_pct", "temp_peak_c", "sm_clock_avg_mhz", "power_avg_w",
            "energy_prefill_j", "energy_decode_j", "counter_refresh_fit")
@@ -76,7 +77,7 @@ class Analysis:
     batch_id: str | None
     batch_end: M.BatchEnd | None = None  # the collector's tally (skipped requests) for the report
     quality_ran: bool = True                  # False with --no-quality: the report says so once
-    stats_columns: tuple[str, ...] = tables.STATS_COLUMNS
+    stats_columns: tuple[str, ...] = tables.STATS_COLUMNS + tables.SPREAD_COLUMNS
 
 
 def _sum_available(values: list) -> float | None:
@@ -258,6 +259,8 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     row: dict[str, Any] = {
         "timestamp": iso_utc(s.wall), "model": s.model, "task": s.task, "load": s.load,
         "run": s.run, "rid": r.rid, "case": s.case, "cold": cold_start(e),
+        # what makes runs comparable: the same case content and the same max tokens asked
+        "case_hash": s.case_hash, "max_tokens": (s.params or {}).get("max_tokens"),
         "gpu_count": len(batch.gpus), "gpu_simulated": simulated if batch.gpus else None,
         "gpu_power_kind": ",".join(sorted({k for g in batch.gpus for k in g.meta.get("power_kind", [])})) or None,
         "cpu_tdp_w": opts.cpu_tdp_w,

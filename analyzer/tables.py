@@ -29,6 +29,14 @@ BASIS_METRICS = ("quality_score", "quality_per_j", "j_per_quality", "quality_per
 DEFAULT_PERCENTILES = (90.0, 99.0)
 STATS_COLUMNS = ("model", "task", "load", "metric", "n", "n_failed", "mean", "variance", "std", "ci95_low",
                  "ci95_high", "gpu_simulated", "quality_basis", "ci95_note", "median", "p90", "p99")
+# Appended after the percentiles: the seed's grouping pools different cases (and English with Chinese),
+# so ``std`` is the spread across cases and runs; ``run_to_run_std`` is the spread of repeated runs of the
+# same case (pooled within-case standard deviation), ``n_cases`` how many cases the group holds and
+# ``n_repeated_cases`` how many of them ran at least twice (the ones run_to_run_std comes from).
+SPREAD_COLUMNS = ("n_cases", "n_repeated_cases", "run_to_run_std")
+# stats_per_case.csv: one row per model × case × metric over its runs (the run-to-run spread per case).
+PER_CASE_COLUMNS = ("model", "task", "load", "case", "case_hash", "metric", "quality_basis", "n", "mean", "std",
+                    "ci95_low", "ci95_high", "ci95_note", "gpu_simulated")
 # pareto.csv: group_* are ratios of the group's means (mean quality / mean energy); quality_per_kj_mean is
 # the mean of the per-request ratios (results.csv quality_per_kj). The two differ; they never share a name.
 PARETO_COLUMNS = ("task", "model", "n", "total_energy_j_mean", "quality_score_mean", "group_quality_per_j",
@@ -87,8 +95,51 @@ def pct_name(q: float) -> str:
 
 
 def stats_columns(percentiles=DEFAULT_PERCENTILES) -> tuple[str, ...]:
-    """stats.csv columns for the chosen percentiles (the default gives STATS_COLUMNS)."""
-    return STATS_COLUMNS[:STATS_COLUMNS.index("median") + 1] + tuple(pct_name(q) for q in percentiles)
+    """stats.csv columns for the chosen percentiles (the default gives STATS_COLUMNS + SPREAD_COLUMNS)."""
+    return STATS_COLUMNS[:STATS_COLUMNS.index("median") + 1] + tuple(pct_name(q) for q in percentiles) \
+        + SPREAD_COLUMNS
+
+
+def _case_of(row) -> str:
+    """What makes two requests the same case: its content hash (else its index in the batch)."""
+    return str(row.get("case_hash") or row.get("case") or "")
+
+
+def run_to_run(members: list[dict], metric: str) -> dict[str, Any]:
+    """n_cases, n_repeated_cases and the pooled within-case std of ``metric`` (None under 2 runs of any case)."""
+    by_case: dict[str, list[float]] = {}
+    for r in members:
+        v = finite(r.get(metric))
+        if v is not None:
+            by_case.setdefault(_case_of(r), []).append(v)
+    repeated = [v for v in by_case.values() if len(v) >= 2]
+    df = sum(len(v) - 1 for v in repeated)
+    ss = math.fsum((x - math.fsum(v) / len(v)) ** 2 for v in repeated for x in v)
+    return {"n_cases": len(by_case), "n_repeated_cases": len(repeated),
+            "run_to_run_std": math.sqrt(ss / df) if df else None}
+
+
+def per_case(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]]:
+    """stats_per_case.csv: each model × case × metric over its successful runs (quality per basis)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in results:
+        if row.get("ok"):
+            groups.setdefault((str(row.get("model") or ""), _case_of(row)), []).append(row)
+    out = []
+    for (model, _case), rows in sorted(groups.items()):
+        first = rows[0]
+        base = {"model": model, "task": first.get("task"), "load": first.get("load"), "case": first.get("case"),
+                "case_hash": first.get("case_hash"), "gpu_simulated": simulated}
+        for metric in STAT_METRICS:
+            parts = sorted({_basis(r) for r in rows}) if metric in BASIS_METRICS else [None]
+            for basis in parts:
+                members = rows if basis is None else [r for r in rows if _basis(r) == basis]
+                vals = [v for v in (finite(r.get(metric)) for r in members) if v is not None]
+                if vals:
+                    d = describe(vals, *metric_range(metric))
+                    out.append({**base, "metric": metric, "quality_basis": basis or None,
+                                **{k: d[k] for k in ("n", "mean", "std", "ci95_low", "ci95_high", "ci95_note")}})
+    return out
 
 
 def percentiles_of(values: list[float], percentiles=DEFAULT_PERCENTILES) -> dict[str, Any]:
@@ -141,7 +192,8 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
                 if not vals:
                     continue
                 out.append({**base, "metric": metric, "quality_basis": basis or None,
-                            **describe(vals, *metric_range(metric)), **percentiles_of(vals, percentiles)})
+                            **describe(vals, *metric_range(metric)), **percentiles_of(vals, percentiles),
+                            **run_to_run(members, metric)})
         for metric, by_rid in (pooled or {}).items():
             vals = [v for r in good for v in (finite(x) for x in by_rid.get(r.get("rid"), [])) if v is not None]
             if vals:
