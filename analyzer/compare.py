@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analyzer import columns as COLS
 from analyzer import i18n, report_html, tables
 from analyzer.outputs import CSV_ENCODING, json_text, write_text
 from shared.batch import BatchDir
@@ -40,21 +41,16 @@ MAX_POINTS_PER_ROW = 200  # request dots per leaderboard row in the page's plots
 
 # Metrics averaged per row (mean, std and 95 % interval where a CI column is listed). Optional ones
 # (prefill/decode energy) appear only when some batch has them.
-MEAN_METRICS = ("quality_per_kj", "quality_score", "total_energy_j", "gpu_energy_j", "j_per_token", "first_token_s",
-                "toks_per_s", "latency_s")
-OPTIONAL_METRICS = ("gpu_energy_prefill_j", "gpu_energy_decode_j")
-CI_METRICS = ("quality_per_kj", "quality_score", "total_energy_j")
+MEAN_METRICS = COLS.COMPARE          # from the column registry (analyzer/columns.py)
+OPTIONAL_METRICS = COLS.COMPARE_OPTIONAL
+CI_METRICS = COLS.COMPARE_CI
 KEY_COLUMNS = ("task", "quality_basis", "model", "host", "gpu_name", "gpu_simulated")
 # What makes a ranking fair: every row ranked together ran the same cases (case_set: a hash of the sorted
 # case hashes; "unknown" for batches analysed before results.csv named them) with the same max tokens.
 LIKE_COLUMNS = ("case_set", "n_cases", "max_tokens")
 LEADERBOARD_COLUMNS = (
-    KEY_COLUMNS + LIKE_COLUMNS + ("rank", "batches", "n_batches", "n", "n_failed", "group_quality_per_kj", "quality_per_kj_mean",
-                   "quality_per_kj_ci95_low", "quality_per_kj_ci95_high", "quality_score_mean",
-                   "quality_score_ci95_low", "quality_score_ci95_high", "total_energy_j_mean",
-                   "total_energy_j_ci95_low", "total_energy_j_ci95_high", "gpu_energy_j_mean", "j_per_token_mean",
-                   "gpu_energy_prefill_j_mean", "gpu_energy_decode_j_mean", "first_token_s_mean", "toks_per_s_mean",
-                   "latency_s_mean", "ci95_note", "pareto_optimal", "gpu_uuids"))
+    KEY_COLUMNS + LIKE_COLUMNS + ("rank", "batches", "n_batches", "n", "n_failed", "group_quality_per_kj")
+    + COLS.COMPARE_COLUMNS + ("ci95_note", "pareto_optimal", "gpu_uuids"))
 BATCH_COLUMNS = ("batch", "path", "date", "requests", "ok", "failed", "hosts", "gpu_names", "gpu_simulated",
                  "quality_bases", "models", "tasks", "gpu_named")
 PAGE_COLUMNS = ("rank", "model", "host", "gpu_name", "n_cases", "max_tokens", "n", "group_quality_per_kj", "quality_per_kj_mean",

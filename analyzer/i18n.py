@@ -8,6 +8,8 @@ from __future__ import annotations
 import locale
 import os
 
+from analyzer import columns as COLS
+
 LANGS = ("en", "zh")
 
 _TEXT: dict[str, dict[str, str]] = {
@@ -23,11 +25,8 @@ _TEXT: dict[str, dict[str, str]] = {
               "其倒数为每质量分的焦耳数（越低越好）。按模型和任务汇总时，<b>组效质比</b>是均值之比（平均质量 ÷ 平均能耗）；"
               "<b>逐请求效质比均值</b>是各请求自身比值的平均。两者不同，名称始终区分。"},
     "basis_def": {
-        "en": "Quality basis: bartscore = exp(BARTScore F); chrf = chrF / 100 (character n-grams against the "
-              "reference, no model weights); code_checks = share of code checks passed; diversity = distinct-2 and "
-              "length. Scores of different bases are never averaged or compared on one front.",
-        "zh": "质量依据：bartscore = exp(BARTScore F)；chrf = chrF / 100（与参考答案的字符 n-gram 匹配，无需模型权重）；"
-              "code_checks = 代码检查通过比例；diversity = distinct-2 与长度。不同依据的分数从不混合平均，也不放在同一前沿上比较。"},
+        "en": "Quality basis: {bases}. Scores of different bases are never averaged or compared on one front.",
+        "zh": "质量依据：{bases}。不同依据的分数从不混合平均，也不放在同一前沿上比较。"},
     "sim_banner": {
         "en": "SIMULATED GPU DATA. The GPU telemetry of this batch came from the simulated source (simulated: true "
               "on tel.gpu). GPU power, energy, memory, utilisation and temperature are NOT measurements; rows carry "
@@ -137,48 +136,47 @@ _TEXT: dict[str, dict[str, str]] = {
                        "zh": "用例集 {cases}（{n} 个用例），最大 token 数 {max_tokens}"},
 }
 
-# Table headings (the CSV column names stay in the files; the report shows these, the name on hover).
+# Headings of the columns that are not results.csv columns (stats, Pareto, compare); results.csv's own
+# come from the column registry (analyzer/columns.py). The CSV names stay in the files; the report
+# shows these, the name on hover.
 _LABELS: dict[str, dict[str, str]] = {
-    "model": {"zh": "模型"}, "text_lang": {"en": "lang", "zh": "语言"}, "task": {"zh": "任务"},
-    "load": {"zh": "负载"}, "run": {"zh": "轮次"},
-    "status": {"zh": "状态"}, "metric": {"zh": "指标"}, "n": {"zh": "n"}, "n_failed": {"zh": "失败数"},
-    "mean": {"zh": "均值"}, "std": {"zh": "标准差"}, "ci95_low": {"zh": "95% 下限"}, "ci95_high": {"zh": "95% 上限"},
+    "metric": {"zh": "指标"}, "n": {"zh": "n"}, "n_failed": {"zh": "失败数"},
+    "mean": {"zh": "均值"}, "std": {"en": "std (cases and runs)", "zh": "标准差（跨用例与轮次）"},
+    "ci95_low": {"zh": "95% 下限"}, "ci95_high": {"zh": "95% 上限"},
     "ci95_note": {"en": "CI note", "zh": "区间说明"},
-    "latency_s": {"en": "latency (s)", "zh": "延迟（s）"}, "first_token_s": {"en": "TTFT (s)", "zh": "首 token（s）"},
-    "toks_per_s": {"en": "tok/s", "zh": "tok/s"}, "gpu_energy_j": {"en": "GPU J", "zh": "GPU 能耗 J"},
-    "cpu_energy_j": {"en": "CPU J", "zh": "CPU 能耗 J"}, "total_energy_j": {"en": "energy J", "zh": "总能耗 J"},
-    "quality_score": {"en": "quality", "zh": "质量分"}, "quality_basis": {"en": "basis", "zh": "质量依据"},
-    "quality_per_kj": {"en": "效质比 (quality/kJ)", "zh": "效质比（质量/kJ）"},
-    "j_per_quality": {"en": "J per quality point", "zh": "每质量分焦耳"},
+    "run_to_run_std": {"en": "run-to-run std (same case)", "zh": "同一用例轮次间标准差"},
+    "n_cases": {"en": "cases", "zh": "用例数"}, "n_repeated_cases": {"en": "cases run twice or more", "zh": "重复运行的用例数"},
+    "case_set": {"en": "case set", "zh": "用例集"},
     "total_energy_j_mean": {"en": "mean energy J", "zh": "平均能耗 J"},
     "quality_score_mean": {"en": "mean quality", "zh": "平均质量分"},
     "group_quality_per_kj": {"en": "group 效质比 (quality/kJ)", "zh": "组效质比（质量/kJ）"},
     "group_j_per_quality": {"en": "group J per quality point", "zh": "组每质量分焦耳"},
     "quality_per_kj_mean": {"en": "mean of per-request 效质比", "zh": "逐请求效质比均值"},
     "pareto_optimal": {"en": "Pareto-optimal", "zh": "帕累托最优"},
-    "gpu_energy_method": {"en": "GPU energy method", "zh": "GPU 能耗方法"},
-    "gpu_coverage": {"en": "GPU coverage", "zh": "GPU 覆盖率"}, "rid": {"zh": "请求 id"},
-    "gpu_seq_gaps": {"zh": "序号缺口"}, "chrf": {"en": "chrF", "zh": "chrF"}, "rouge_l": {"en": "ROUGE-L", "zh": "ROUGE-L"},
-    "error": {"en": "error", "zh": "错误"},
     "rank": {"zh": "排名"}, "host": {"zh": "主机"}, "gpu_name": {"en": "GPU", "zh": "GPU"},
     "batches": {"zh": "批次"}, "batch": {"zh": "批次"},
     "quality_per_kj_ci95_low": {"en": "效质比 95% low", "zh": "效质比 95% 下限"},
     "quality_per_kj_ci95_high": {"en": "效质比 95% high", "zh": "效质比 95% 上限"},
-    "j_per_token_mean": {"en": "J/token", "zh": "J/token"},
     "gpu_energy_prefill_j_mean": {"en": "prefill GPU J", "zh": "预填充 GPU 能耗 J"},
     "gpu_energy_decode_j_mean": {"en": "decode GPU J", "zh": "解码 GPU 能耗 J"},
-    "first_token_s_mean": {"en": "TTFT (s)", "zh": "首 token（s）"}, "toks_per_s_mean": {"en": "tok/s", "zh": "tok/s"},
 }
 
 
 def t(key: str, lang: str, **fmt) -> str:
     text = _TEXT[key].get(lang) or _TEXT[key]["en"]
+    if key == "basis_def":  # every registered quality basis, from the column registry
+        fmt = {"bases": COLS.bases_text(lang), **fmt}
     return text.format(**fmt) if fmt else text
 
 
 def label(column: str, lang: str) -> str:
+    """A column's heading: this module's table, else the column registry's label (``<metric>_mean``:
+    the metric's label, as compare's per-row means), else the name itself."""
     entry = _LABELS.get(column, {})
-    return entry.get(lang) or entry.get("en") or column
+    found = entry.get(lang) or entry.get("en") or COLS.label(column, lang)
+    if found is None and column.endswith("_mean"):
+        found = COLS.label(column[:-len("_mean")], lang)
+    return found or column
 
 
 def check(lang: str) -> str:

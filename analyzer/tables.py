@@ -7,6 +7,7 @@ import io
 import math
 from typing import Any, Iterable
 
+from analyzer import columns as COLS
 from shared.numbers import finite
 
 # Two-sided 95 % Student-t quantiles by degrees of freedom (no scipy needed); 1.96 beyond 30.
@@ -15,16 +16,9 @@ _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
         29: 2.045, 30: 2.042}
 
-STAT_METRICS = ("latency_s", "first_token_s", "first_thinking_s", "first_chunk_s", "toks_per_s", "client_toks_per_s",
-                "e2e_toks_per_s", "output_tokens", "gpu_energy_j", "gpu_energy_net_j", "gpu_energy_uncertainty_j",
-                "j_per_token", "tokens_per_j", "gpu_mem_peak_mb", "gpu_util_avg", "gpu_temp_peak_c",
-                "gpu_power_avg_w", "gpu_sm_clock_avg_mhz", "gpu_coverage", "cpu_util_avg", "cpu_energy_j_approx",
-                "cpu_energy_j_rapl", "cpu_energy_j", "host_mem_peak_mib", "total_energy_j", "quality_score",
-                "bartscore", "bartscore_f", "distinct_2", "quality_per_j", "j_per_quality", "chrf", "rouge_l",
-                "quality_per_kj", "ttft_ms", "tpot_ms", "e2el_ms", "gpu_energy_prefill_j", "gpu_energy_decode_j",
-                "j_per_prompt_token", "j_per_output_token", "cpu_energy_j_server", "host_cpu_other_pct")
-# Metrics whose value depends on what quality_score was computed from: their stats are per quality_basis.
-BASIS_METRICS = ("quality_score", "quality_per_j", "j_per_quality", "quality_per_kj")
+# stats.csv's metrics and the ones summarised per quality_basis: from the column registry.
+STAT_METRICS = COLS.STATS
+BASIS_METRICS = COLS.BASIS_METRICS
 # Percentiles reported beside the median, as vLLM's --metric-percentiles (changed with the analyzer's flag).
 DEFAULT_PERCENTILES = (90.0, 99.0)
 STATS_COLUMNS = ("model", "task", "load", "metric", "n", "n_failed", "mean", "variance", "std", "ci95_low",
@@ -44,16 +38,9 @@ PARETO_COLUMNS = ("task", "model", "n", "total_energy_j_mean", "quality_score_me
                   "quality_per_kj_mean", "total_energy_j_ci95_low", "total_energy_j_ci95_high",
                   "quality_score_ci95_low", "quality_score_ci95_high", "ci95_note")
 MIN_N_FOR_CI = 3  # below this a 95 % interval of a mean says nothing useful: ci95_note = "n too small"
-# The range a metric's values (so its mean) can take; intervals are clipped to it. Default: [0, ∞).
-_RANGE: dict[str, tuple[float | None, float | None]] = {
-    "quality_score": (0.0, 1.0), "gpu_coverage": (0.0, 1.0), "distinct_2": (0.0, 1.0), "rouge_l": (0.0, 1.0),
-    "chrf": (0.0, 100.0), "gpu_util_avg": (0.0, 100.0), "cpu_util_avg": (0.0, 100.0), "host_cpu_other_pct": (0.0, 100.0),
-    "bartscore": (None, 0.0), "bartscore_f": (None, 0.0), "gpu_energy_net_j": (None, None),
-}
-
-
 def metric_range(metric: str) -> tuple[float | None, float | None]:
-    return _RANGE.get(metric, (0.0, None))
+    """The range a metric's values (so its mean) can take; intervals are clipped to it. Default: [0, ∞)."""
+    return COLS.metric_range(metric)
 
 
 def t95(df: int) -> float:

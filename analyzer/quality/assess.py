@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from analyzer.quality import code_checks, quality_score, reference as refm, sandbox, text as textm
+from analyzer.quality import code_checks, reference as refm, sandbox, scorers, text as textm
 from analyzer.quality.options import QualityOptions
 from shared.logs import get_logger
 from shared.tasks import is_known_task, unknown_task_note
@@ -22,7 +22,7 @@ CODE_COLUMNS = ("code_found", "code_parses", "code_symbols_ok", "code_symbols_mi
 TEXT_COLUMNS = ("len_chars", "len_tokens", "distinct_1", "distinct_2", "distinct_3", "repetition_rate")
 REFERENCE_COLUMNS = ("chrf", "rouge_l")
 # quality_basis names what quality_score was computed from: one of BASES (None when there is no score).
-BASES = ("bartscore", "chrf", "code_checks", "diversity")
+BASES = tuple(scorers.SCORERS)
 COLUMNS = BART_COLUMNS + CODE_COLUMNS + TEXT_COLUMNS + ("text_lang", "quality_score", "quality_error") \
     + REFERENCE_COLUMNS + ("quality_basis",)
 
@@ -162,7 +162,8 @@ def _release_gpu_memory() -> None:
 
 
 def _final_score(req: dict, row: dict) -> tuple[float | None, str | None]:
-    """(quality_score, quality_basis). Reference tasks: BARTScore where it was computed, else chrF / 100."""
+    """(quality_score, quality_basis) by the task's registered rule (scorers.py). Reference tasks:
+    BARTScore where it was computed, else chrF / 100."""
     task = req.get("task")
     if task in ("qa", "summary"):
         if not (req.get("reference") or "").strip():
@@ -170,17 +171,12 @@ def _final_score(req: dict, row: dict) -> tuple[float | None, str | None]:
         if row["len_chars"] == 0:
             return 0.0, None  # the basis follows the task's other answers: _empty_answer_basis
         if row["bartscore_f"] is not None:
-            return quality_score.from_bartscore(row["bartscore_f"], answer_empty=False), "bartscore"
-        if row["chrf"] is not None:
-            return quality_score.from_chrf(row["chrf"]), "chrf"
-        return None, None
+            return scorers.score("bartscore", req, row)
+        return scorers.score("chrf", req, row)
     if task == "code":
-        return quality_score.from_code_checks(row["code_found"], row["code_parses"], row["code_symbols_ok"],
-                                              row["code_mentions_complexity"], row["code_tests_passed"]), "code_checks"
+        return scorers.score("code_checks", req, row)
     if task == "creative":
-        expect = req.get("expect") or {}
-        target = expect.get("min_tokens") or quality_score.CREATIVE_TARGET_TOKENS.get(row["text_lang"] or "en", 100)
-        return quality_score.from_creative(row["distinct_2"], row["len_tokens"], int(target)), "diversity"
+        return scorers.score("diversity", req, row)
     return None, None
 
 
