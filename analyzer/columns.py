@@ -175,6 +175,13 @@ REGISTRY: tuple[Col, ...] = (
     # what makes runs comparable (compare ranks only like with like)
     Col("case_hash", unit="", en="case hash", zh="用例哈希"),
     Col("max_tokens", unit="tokens", en="max tokens", zh="最大 token 数"),
+    # benchmark suites: which suite and item, and the per-request verdict (pass@k is a group figure)
+    Col("suite", unit="", en="suite", zh="基准"),
+    Col("item_id", unit="", en="item", zh="题目"),
+    _q("correct", unit="", en="correct", zh="正确"),
+    _q("correct_strict", unit="", en="correct (strict)", zh="正确（严格）"),
+    _q("extracted_answer", unit="", en="extracted answer", zh="提取的答案"),
+    Col("seed", unit="", en="seed", zh="随机种子"),
 )
 
 BY_NAME: dict[str, Col] = {c.name: c for c in REGISTRY}
@@ -267,6 +274,12 @@ BASES: tuple[Basis, ...] = (
           "chrF / 100（与参考答案的字符 n-gram 匹配，无需模型权重）"),
     Basis("code_checks", "share of code checks passed", "代码检查通过比例"),
     Basis("diversity", "distinct-2 and length", "distinct-2 与长度"),
+    Basis("tests_passed", "1 when the HumanEval problem's own check() passes in the sandbox, else 0",
+          "HumanEval 题目自带的 check() 在沙箱中通过为 1，否则为 0", binary=True),
+    Basis("exact_match", "1 when the answer's number equals GSM8K's (flexible rule: the last number), else 0",
+          "答案中的数字与 GSM8K 标准答案相等为 1（宽松规则：最后一个数字），否则为 0", binary=True),
+    Basis("choice_match", "1 when the chosen letter is the right option, else 0 (no letter = wrong)",
+          "所选字母为正确选项为 1，否则为 0（未给出字母按错误计）", binary=True),
 )
 BASIS_BY_NAME = {b.name: b for b in BASES}
 

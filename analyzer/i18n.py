@@ -132,6 +132,20 @@ _TEXT: dict[str, dict[str, str]] = {
               "line joins the Pareto-optimal rows. Click a column heading to sort.",
         "zh": "点为单个请求（悬停显示批次与请求 id）；十字为各行均值及 95% 区间；虚线连接帕累托最优的行。点击列标题排序。"},
     "batches": {"en": "Batches", "zh": "批次"},
+    "suites": {"en": "Benchmark suites", "zh": "基准测试"},
+    "suite": {"en": "Suite", "zh": "基准"},
+    "suite_protocol": {
+        "en": "Protocol: zero-shot generative (the item as a chat instruction, temperature 0 unless set; with "
+              "several runs each run is a sample with its own seed, for pass@k), scored from the generated text as the "
+              "benchmark scores it: HumanEval by its own check() in the sandbox, GSM8K by exact match of the number, "
+              "multiple choice by the chosen letter. This is NOT the 5-shot log-likelihood protocol behind most "
+              "published MMLU/C-Eval/CMMLU numbers. Accuracy has a Wilson 95% interval; pass@k is the unbiased "
+              "estimator of the HumanEval paper; J per item = mean energy per request (GPU + CPU), J per correct "
+              "answer = all energy ÷ correct answers; group 效质比 here is accuracy per kJ.",
+        "zh": "协议：零样本生成式（题目作为聊天指令，除非另行设置否则温度为 0；多轮时每轮为一个使用各自随机种子的样本，用于 pass@k），"
+              "按各基准自身的方式对生成文本评分：HumanEval 在沙箱中运行题目自带的 check()，GSM8K 精确匹配数字，选择题比较所选字母。"
+              "这不是多数已发表 MMLU/C-Eval/CMMLU 成绩所用的 5-shot 对数似然协议。准确率附 Wilson 95% 区间；pass@k 为 HumanEval "
+              "论文的无偏估计；每题能耗 = 每请求平均能耗（GPU + CPU），每个正确答案能耗 = 总能耗 ÷ 正确答案数；此处的组效质比即每千焦准确率。"},
     "like_with_like": {"en": "cases {cases} ({n} case(s)), max tokens {max_tokens}",
                        "zh": "用例集 {cases}（{n} 个用例），最大 token 数 {max_tokens}"},
 }
@@ -159,6 +173,13 @@ _LABELS: dict[str, dict[str, str]] = {
     "quality_per_kj_ci95_high": {"en": "效质比 95% high", "zh": "效质比 95% 上限"},
     "gpu_energy_prefill_j_mean": {"en": "prefill GPU J", "zh": "预填充 GPU 能耗 J"},
     "gpu_energy_decode_j_mean": {"en": "decode GPU J", "zh": "解码 GPU 能耗 J"},
+    "accuracy": {"en": "accuracy", "zh": "准确率"},
+    "accuracy_ci95_low": {"en": "accuracy 95% low (Wilson)", "zh": "准确率 95% 下限（Wilson）"},
+    "accuracy_ci95_high": {"en": "accuracy 95% high (Wilson)", "zh": "准确率 95% 上限（Wilson）"},
+    "accuracy_strict": {"en": "accuracy (strict)", "zh": "准确率（严格）"},
+    "j_per_item": {"en": "J per item", "zh": "每题能耗 J"},
+    "j_per_correct": {"en": "J per correct answer", "zh": "每个正确答案能耗 J"},
+    "k": {"en": "k (samples/item)", "zh": "k（每题样本数）"},
 }
 
 

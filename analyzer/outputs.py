@@ -85,6 +85,9 @@ def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool
                    CSV_ENCODING),
         write_text(bd.summary / "pareto.csv", tables.csv_text(tables.PARETO_COLUMNS, a.pareto), CSV_ENCODING),
     ]
+    if a.suites:
+        written.append(write_text(bd.summary / "suites.csv", tables.csv_text(tables.SUITE_BOARD_COLUMNS, a.suites),
+                                  CSV_ENCODING))
     if a.warmups:
         written.append(write_text(bd.summary / "warmups.csv", tables.csv_text(a.columns, a.warmups), CSV_ENCODING))
     items = sorted(a.request_json.items())

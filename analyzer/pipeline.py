@@ -61,6 +61,7 @@ class Analysis:
     batch_end: M.BatchEnd | None = None  # the collector's tally (skipped requests) for the report
     quality_ran: bool = True                  # False with --no-quality: the report says so once
     stats_columns: tuple[str, ...] = tables.STATS_COLUMNS + tables.SPREAD_COLUMNS
+    suites: list[dict[str, Any]] = field(default_factory=list)  # per model × suite (tables.suite_board)
 
 
 def _sum_available(values: list) -> float | None:
@@ -207,11 +208,12 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None
     pct = tuple(opts.metric_percentiles)
-    return Analysis(columns, results, warmups, tables.stats(results, simulated, pct, {"itl_ms": itl}),
+    stats = tables.stats(results, simulated, pct, {"itl_ms": itl})
+    return Analysis(columns, results, warmups, stats,
                     tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
                     str(batch_id) if batch_id is not None else None, batch.batch_end, opts.quality,
-                    tables.stats_columns(pct))
+                    tables.stats_columns(pct), tables.suite_board(stats))
 
 
 def _first_chunk_s(r: Request, origin: int) -> float:
@@ -237,13 +239,22 @@ def _joined(values) -> str | None:
     return ",".join(sorted({str(v) for v in values if v})) or None
 
 
+def _suite_of(case: int | None, batch: BatchData) -> dict[str, Any]:
+    """suite and item_id of a benchmark suite's item (empty for other cases)."""
+    cases = batch.batch_start.cases if batch.batch_start else None
+    c = cases[case] if cases and isinstance(case, int) and 0 <= case < len(cases) and isinstance(cases[case], dict) \
+        else {}
+    return {"suite": c.get("suite"), "item_id": c.get("item_id")}
+
+
 def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData, opts: Options, simulated: bool) -> dict:
     s, e = r.start, r.end
     row: dict[str, Any] = {
         "timestamp": iso_utc(s.wall), "model": s.model, "task": s.task, "load": s.load,
         "run": s.run, "rid": r.rid, "case": s.case, "cold": cold_start(e),
         # what makes runs comparable: the same case content and the same max tokens asked
-        "case_hash": s.case_hash, "max_tokens": (s.params or {}).get("max_tokens"),
+        "case_hash": s.case_hash, "max_tokens": (s.params or {}).get("max_tokens"), "seed": (s.params or {}).get("seed"),
+        **_suite_of(s.case, batch),
         "gpu_count": len(batch.gpus), "gpu_simulated": simulated if batch.gpus else None,
         "gpu_power_kind": ",".join(sorted({k for g in batch.gpus for k in g.meta.get("power_kind", [])})) or None,
         "cpu_tdp_w": opts.cpu_tdp_w,

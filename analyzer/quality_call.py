@@ -44,6 +44,8 @@ def quality_inputs(requests: list[dict[str, Any]], cases: list[dict[str, Any]] |
             "lang": c.get("lang"),
             "expect": c.get("expect"),
             "prompt": r.get("prompt") or c.get("prompt") or "",
+            # a benchmark suite's item: how it is scored (analyzer/quality/suite_answers.py)
+            "suite": c.get("suite"), "item_id": c.get("item_id"), "suite_data": c.get("suite_data"),
         })
     return out
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from analyzer import columns as COLS
 from analyzer.i18n import label, t
+from analyzer.tables import SUITE_BOARD_COLUMNS
 from shared.escape import md_inline
 from shared.numbers import finite
 
@@ -129,6 +130,9 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
     if low:
         parts.append(f"## {t('low_coverage', lang)}\n\n"
                      + md_table(("rid", "gpu_coverage", "gpu_seq_gaps", "gpu_energy_j"), low, lang))
+    if getattr(a, "suites", None):
+        parts.append(f"## {t('suites', lang)}\n\n{t('suite_protocol', lang)}\n\n"
+                     + md_table(SUITE_BOARD_COLUMNS, a.suites, lang))
     parts.append(f"## {t('pareto', lang)}\n\n" + md_table(PARETO_COLUMNS, a.pareto, lang))
     parts.append(f"## {t('results', lang)}\n\n" + md_table(RESULT_COLUMNS, a.results, lang))
     failed = [r for r in a.results if r.get("status") != "ok"]

@@ -8,6 +8,7 @@ import math
 from typing import Any, Iterable
 
 from analyzer import columns as COLS
+from analyzer.suite_stats import suite_figures
 from shared.numbers import finite
 
 # Two-sided 95 % Student-t quantiles by degrees of freedom (no scipy needed); 1.96 beyond 30.
@@ -27,7 +28,12 @@ STATS_COLUMNS = ("model", "task", "load", "metric", "n", "n_failed", "mean", "va
 # so ``std`` is the spread across cases and runs; ``run_to_run_std`` is the spread of repeated runs of the
 # same case (pooled within-case standard deviation), ``n_cases`` how many cases the group holds and
 # ``n_repeated_cases`` how many of them ran at least twice (the ones run_to_run_std comes from).
-SPREAD_COLUMNS = ("n_cases", "n_repeated_cases", "run_to_run_std")
+SPREAD_COLUMNS = ("n_cases", "n_repeated_cases", "run_to_run_std", "suite")
+# A benchmark suite's figures per model × suite (stats.csv rows; "suite" is the key's fourth part there):
+# accuracy with its Wilson 95 % interval, pass@k, energy per item and per correct answer.
+SUITE_BOARD_COLUMNS = ("suite", "model", "quality_basis", "n", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high",
+                       "accuracy_strict", "pass@1", "pass@k", "k", "j_per_item", "j_per_correct",
+                       "group_quality_per_kj", "pareto_optimal")
 # stats_per_case.csv: one row per model × case × metric over its runs (the run-to-run spread per case).
 PER_CASE_COLUMNS = ("model", "task", "load", "case", "case_hash", "metric", "quality_basis", "n", "mean", "std",
                     "ci95_low", "ci95_high", "ci95_note", "gpu_simulated")
@@ -149,7 +155,7 @@ def percentiles_of(values: list[float], percentiles=DEFAULT_PERCENTILES) -> dict
 
 
 def _key(row) -> tuple:
-    return tuple("" if row.get(k) is None else str(row.get(k)) for k in ("model", "task", "load"))
+    return tuple("" if row.get(k) is None else str(row.get(k)) for k in ("model", "task", "load", "suite"))
 
 
 def _basis(row) -> str:
@@ -170,7 +176,8 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
         rows = groups[key]
         good = [r for r in rows if r.get("ok")]
         failed = len(rows) - len(good)
-        base = {"model": key[0], "task": key[1], "load": key[2], "n_failed": failed, "gpu_simulated": simulated}
+        base = {"model": key[0], "task": key[1], "load": key[2], "suite": key[3] or None, "n_failed": failed,
+                "gpu_simulated": simulated}
         for metric in STAT_METRICS:
             parts = sorted({_basis(r) for r in good}) if metric in BASIS_METRICS else [None]
             for basis in parts:
@@ -186,6 +193,11 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
             if vals:
                 out.append({**base, "metric": metric, **describe(vals, *metric_range(metric)),
                             **percentiles_of(vals, percentiles)})
+        if key[3]:  # a benchmark suite: accuracy (Wilson), pass@k, J per item and per correct answer
+            basis = next((_basis(r) for r in good if _basis(r)), "") or None
+            for metric, vals in suite_figures(good):
+                out.append({**base, "metric": metric, "quality_basis": basis, "variance": None, "std": None,
+                            "ci95_low": None, "ci95_high": None, "ci95_note": None, **vals})
         # The group's ratio of means: mean quality over mean energy (robust to one tiny-energy request).
         for basis in sorted({_basis(r) for r in good}):
             members = [r for r in good if _basis(r) == basis]
@@ -202,6 +214,33 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
                             "mean": value, "variance": None, "std": None, "ci95_low": None, "ci95_high": None,
                             "ci95_note": None})
     return out
+
+
+def suite_board(stats_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The leaderboard of each suite: one row per model × suite from stats.csv's suite rows, accuracy
+    against energy per item with the Pareto front marked (per suite and basis)."""
+    rows: dict[tuple, dict[str, Any]] = {}
+    for st in stats_rows:
+        if not st.get("suite"):
+            continue
+        key = (st["suite"], st["model"])
+        r = rows.setdefault(key, {"suite": st["suite"], "model": st["model"], "quality_basis": None})
+        metric = st["metric"]
+        if metric == "accuracy":
+            r.update(n=st["n"], accuracy=st["mean"], accuracy_ci95_low=st["ci95_low"],
+                     accuracy_ci95_high=st["ci95_high"], quality_basis=st.get("quality_basis"))
+        elif metric in ("accuracy_strict", "j_per_item", "j_per_correct", "pass@1"):
+            r[metric] = st["mean"]
+        elif metric.startswith("pass@"):
+            r["pass@k"], r["k"] = st["mean"], int(metric[5:])
+        elif metric == "group_quality_per_kj" and st.get("quality_basis") == r["quality_basis"]:
+            r["group_quality_per_kj"] = st["mean"]
+    out = [r for r in rows.values() if r.get("accuracy") is not None]
+    for suite in sorted({r["suite"] for r in out}):
+        members = [r for r in out if r["suite"] == suite and r.get("j_per_item") is not None]
+        for r, flag in zip(members, pareto_flags([(r["j_per_item"], r["accuracy"]) for r in members])):
+            r["pareto_optimal"] = flag
+    return sorted(out, key=lambda r: (r["suite"], -(r["accuracy"] or 0.0), r["model"]))
 
 
 def pareto_flags(points: list[tuple[float, float]]) -> list[bool]:

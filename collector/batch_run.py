@@ -176,6 +176,8 @@ def print_plan(opts: BatchOptions, jobs: list[Job], per_model_warmup: list[str],
            "cases_source": opts.extra_config.get("cases_source")}
     if opts.extra_config.get("fallback"):
         out["fallback"] = opts.extra_config["fallback"]
+    if opts.extra_config.get("suites"):
+        out["suites"] = opts.extra_config["suites"]
     print(json.dumps(out, ensure_ascii=False, indent=1, default=str))
     for note in unknown_task_notes(opts.cases):
         print(f"UNKNOWN TASK: {note}")
@@ -374,7 +376,7 @@ async def _run_matrix(session: aiohttp.ClientSession, rec: Recorder, opts: Batch
                         bar.update(1)
                         return
                     case = opts.cases[job.case]
-                    res = await _run_job(session, rec, opts, job, case, policy.params(case))
+                    res = await _run_job(session, rec, opts, job, case, policy.params(case, job.run))
                     policy.remember(res.client.degraded, res.error_kind)
                     tally.requests += 1
                     if res.ok:

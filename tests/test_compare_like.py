@@ -63,4 +63,4 @@ def test_unknown_task_is_in_the_reports_problems(tmp_path):
     a = run(tmp_path, S.Spec(duration_s=4.0, requests=reqs))
     notes = [p for p in a.problems if "not a known task" in p]
     assert len(notes) == 1 and "'trivia'" in notes[0] and "no quality_score" in notes[0]
-    assert pipeline.MAIN_COLUMNS[-2:] == ("case_hash", "max_tokens")
+    assert {"case_hash", "max_tokens"} <= set(pipeline.MAIN_COLUMNS)

@@ -54,3 +54,12 @@ def score(name: str, req: dict, row: dict) -> tuple[float | None, str | None]:
     """(quality_score, basis) by the rule registered as ``name``; (None, None) when it gives none."""
     value = SCORERS[name](req, row)
     return (value, name) if value is not None else (None, None)
+
+
+def _verdict(req: dict, row: dict) -> float | None:
+    """1 for a right answer, 0 for a wrong one (an unanswerable one is wrong and counted)."""
+    return None if row.get("correct") is None else float(bool(row["correct"]))
+
+
+for _name in ("tests_passed", "exact_match", "choice_match"):
+    register(_name)(_verdict)
