@@ -25,6 +25,7 @@ from typing import Any
 from analyzer import columns as COLS
 from analyzer import i18n, report_html, tables
 from analyzer.outputs import CSV_ENCODING, json_text, write_text
+from analyzer.suite_stats import wilson
 from shared.batch import BatchDir
 from shared.cli import add_log_args
 from shared.escape import safe_filename
@@ -61,7 +62,7 @@ PAGE_COLUMNS = ("rank", "model", "host", "gpu_name", "n_cases", "max_tokens", "n
 NEEDED = {"model": "VARCHAR", "task": "VARCHAR", "status": "VARCHAR", "quality_basis": "VARCHAR",
           "gpu_hosts": "VARCHAR", "gpu_names": "VARCHAR", "gpu_uuids": "VARCHAR", "gpu_simulated": "BOOLEAN",
           "gpu_count": "BIGINT", "timestamp": "VARCHAR", "rid": "VARCHAR", "case_hash": "VARCHAR",
-          "max_tokens": "BIGINT",
+          "max_tokens": "BIGINT", "suite": "VARCHAR",
           **{m: "DOUBLE" for m in MEAN_METRICS + OPTIONAL_METRICS}}
 
 
@@ -127,6 +128,10 @@ def connect(batches: list[tuple[str, Path]]):
         FROM raw_results r JOIN batch_files b ON r.filename = b.file""")
     cols = ", ".join(f'TRY_CAST(r."{c}" AS {t}) AS "{c}"' if c in have else f'CAST(NULL AS {t}) AS "{c}"'
                      for c, t in NEEDED.items())
+    if "suite" in have:  # a benchmark suite's items are a leaderboard of their own: task "suite NAME"
+        cols = cols.replace('TRY_CAST(r."task" AS VARCHAR) AS "task"',
+                            'coalesce(\'suite \' || TRY_CAST(r."suite" AS VARCHAR), TRY_CAST(r."task" AS VARCHAR)) '
+                            'AS "task"')
     # the columns the leaderboard reads, with one type each whatever the batches stored
     con.execute(f"CREATE VIEW requests AS SELECT r.batch, {cols}, r.host, r.gpu_name, r.gpu_named FROM requests_raw r")
     return con
@@ -199,6 +204,12 @@ def leaderboard(con) -> list[dict[str, Any]]:
             out[f"{m}_ci95_low"], out[f"{m}_ci95_high"] = low, high
             notes.add(note)
         out["ci95_note"] = "n too small" if "n too small" in notes else ("clipped" if "clipped" in notes else None)
+        basis = COLS.BASIS_BY_NAME.get(out["quality_basis"] or "")
+        n_q = int(r["quality_score_n"])
+        if basis is not None and basis.binary and out["quality_score_mean"] is not None and n_q:
+            # 0/1 scores: the accuracy's Wilson interval (binomial), not a t-interval of a mean
+            low, high = wilson(round(out["quality_score_mean"] * n_q), n_q)
+            out["quality_score_ci95_low"], out["quality_score_ci95_high"] = low, high
         q, e = finite(r["q_both"]), finite(r["e_both"])
         out["group_quality_per_kj"] = 1000.0 * q / e if (q is not None and e) else None
         rows.append(out)

@@ -26,7 +26,7 @@ from collector.outcome import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_SETTINGS
 from collector.resume import resume_inputs
 from collector.retry import RetryPolicy
 from collector.settings import SettingsError, load_test_cases, read_config_py, resolve_settings
-from collector.suites import SuiteError, build_cases, parse_spec, suite_endpoint
+from collector.suites import SuiteError, build_cases, parse_spec, protocol_record
 from collector.tasks import LANGS, LOADS, TASKS, builtin_cases
 from shared.batch import BatchDir, new_batch_dir
 from shared.bus import BusSecurityError, CurveKeys, events_endpoint, is_loopback, telemetry_endpoint
@@ -172,13 +172,15 @@ def load_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], li
                                                        args.sample_seed, args.shots, args.shots_file)
         except SuiteError as exc:
             raise SettingsError(str(exc)) from exc
-        extra["suites"]["endpoint"] = suite_endpoint(settings["backend"]["value"])
     if cases is None and (not suite_cases or args.tasks):
         cases = builtin_cases(settings["tasks"]["value"], settings["loads"]["value"], settings["langs"]["value"])
         extra["cases_source"] = "builtin"
     if suite_cases:
         cases = (cases or []) + suite_cases
         extra["cases_source"] = "+".join(x for x in (extra.get("cases_source"), "suites") if x)
+    record = protocol_record(cases, extra.get("suites"), settings["backend"]["value"])
+    if record:
+        extra["suites"] = record
     if fallback:
         extra["fallback"] = {"flag": "--use-default-on-error", "files": fallback}
     return settings, cases, extra

@@ -261,3 +261,20 @@ def build_cases(specs: list[SuiteSpec], limit: int | None = None, sample: int | 
                 case["reference_text"] = item["reference_text"]
             cases.append(case)
     return cases, record
+
+
+def protocol_record(cases: list[dict[str, Any]], record: dict[str, Any] | None, backend: str) -> dict[str, Any] | None:
+    """config.json's ``suites``: the protocol, how items reach the model and the items per suite, for
+    every suite among the cases (from --suite or test_cases.json); None when there is none."""
+    counts: dict[str, dict[str, Any]] = {}
+    for c in cases:
+        if c.get("suite"):
+            entry = counts.setdefault(c["suite"], {"kind": c.get("suite_kind"), "items": 0,
+                                                   "basis": BASIS.get(c.get("suite_kind") or "", None)})
+            entry["items"] += 1
+    if not counts:
+        return None
+    out = dict(record or {"protocol": PROTOCOL})
+    out["endpoint"] = suite_endpoint(backend)
+    out["suites"] = {name: {**counts[name], **(out.get("suites") or {}).get(name, {})} for name in counts}
+    return out

@@ -1,0 +1,101 @@
+"""A suite batch end to end: the collector sends GSM8K and multiple-choice items to the Ollama stub
+(whose answer is always "The answer is 42. …"), the analyzer scores them: the accuracy is exactly the
+share of items whose right answer is 42 (GSM8K) or that no letter can be read from it (choice: wrong,
+counted); runs carry distinct seeds; config.json states the protocol."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from shared.recording import read_recording
+from tests.test_collector_cli import by_topic, run_collector, stub  # noqa: F401 - the stub fixture
+
+GSM = [("How many?", "6 * 7 = 42\n#### 42"), ("And now?", "#### 7"), ("Total?", "40 + 2\n#### 42"),
+       ("Cost?", "#### 1,042")]
+
+
+async def test_gsm8k_and_choice_accuracy_end_to_end(stub, tmp_path):  # noqa: F811
+    url, _state = stub
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "gsm.jsonl").write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in GSM),
+                                   encoding="utf-8")
+    (exp / "mc.jsonl").write_text(json.dumps({"question": "6 × 7?", "options": ["41", "42", "43", "44"],
+                                              "answer": 1}) + "\n", encoding="utf-8")
+    (exp / "test_cases.json").write_text(json.dumps([{"suite": "gsm8k=gsm.jsonl"}, {"suite": "choice=mc.jsonl"}]),
+                                         encoding="utf-8")
+    rc, log = await run_collector("--exp-dir", str(exp), "--models", "ok", "--base-url", url, "--no-telemetry",
+                                  "--no-progress", "--runs", "2", "--max-tokens", "11", timeout_s=180)
+    assert rc == 0, log
+    with open(exp / "summary" / "results.csv", encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    gsm = [r for r in rows if r["suite"] == "gsm8k:gsm"]
+    assert len(gsm) == 8 and {r["quality_basis"] for r in gsm} == {"exact_match"}
+    assert sorted(r["correct"] for r in gsm) == ["false"] * 4 + ["true"] * 4  # items 0 and 2, two runs each
+    assert all(r["correct_strict"] == r["correct"] and r["extracted_answer"] == "42" for r in gsm)
+    assert {r["quality_score"] for r in gsm if r["correct"] == "true"} == {"1"}
+    mc = [r for r in rows if r["suite"] == "choice:mc"]
+    assert [r["correct"] for r in mc] == ["false", "false"] and mc[0]["extracted_answer"] == ""
+    with open(exp / "summary" / "stats.csv", encoding="utf-8-sig", newline="") as fh:
+        stats = {(r["suite"], r["metric"]): r for r in csv.DictReader(fh) if r["suite"]}
+    acc = stats[("gsm8k:gsm", "accuracy")]
+    assert float(acc["mean"]) == 0.5 and int(acc["n"]) == 8 and acc["ci95_note"] == "wilson"
+    assert float(stats[("gsm8k:gsm", "pass@2")]["mean"]) == 0.5  # identical runs: no item gained by a 2nd sample
+    assert float(stats[("choice:mc", "accuracy")]["mean"]) == 0.0
+    # distinct seeds per run, recorded; the temperature above 0 so samples can differ
+    _, items, _ = read_recording(exp / "raw" / "stream.msgpack")
+    starts = [p for p in by_topic(items)["req.start"] if not p.get("warmup")]
+    assert sorted({p["params"]["seed"] for p in starts}) == [1, 2]
+    assert {p["params"]["temperature"] for p in starts} == {0.8}
+    cfg = json.loads((exp / "config.json").read_text(encoding="utf-8"))
+    assert "NOT the 5-shot" in cfg["suites"]["protocol"] and "/api/generate" in cfg["suites"]["endpoint"]
+    assert cfg["suites"]["suites"]["gsm8k:gsm"] == {"kind": "gsm8k", "items": 4, "basis": "exact_match"}
+    page = (exp / "summary" / "report.html").read_text(encoding="utf-8")
+    assert "NOT the 5-shot log-likelihood protocol" in page and "gsm8k:gsm" in page
+
+
+def _suite_batch(root, bid: str, answers: dict[str, list[str]], day: int = 0):
+    """A recorded batch of GSM8K items (real stream.msgpack, real analyzer with the real scorer)."""
+    from analyzer import cli, pipeline
+    from tests import synth as S
+
+    cases = [{"prompt": f"q{i}", "task": "suite", "task_type": "suite", "load": "all", "lang": "en",
+              "suite": "gsm8k:g", "item_id": f"g/{i}", "suite_data": {"kind": "gsm8k", "target": "42"}}
+             for i in range(4)]
+    reqs, t = [], 1.0
+    for model, texts in answers.items():
+        for i, text in enumerate(texts):
+            reqs.append(S.Req(t, t + 0.4, model=model, task="suite", load="all", run=1, case=i, text=text,
+                              rid=f"{bid}/{model}/{i}/all/1", case_hash=f"h{i}", max_tokens=64))
+            t += 0.5
+    spec = S.Spec(duration_s=t + 1.0, rate_hz=50.0, requests=reqs, batch_id=bid, cases=cases, rapl_w=20.0,
+                  gpus=[S.Gpu(S.constant(150.0), simulated=False, name="RTX 4090", uuid="GPU-a")],
+                  wall0_ns=S.WALL0_NS + day * 86_400_000_000_000)
+    S.write_batch(root / bid, spec)
+    bd, items, problem = cli.load_batch(root / bid)
+    cli.analyse_messages(items, bd, pipeline.Options(quality_options={"enable_bart": False}), 120.0, False, problem,
+                         "en")
+    return root / bid
+
+
+def test_suite_leaderboard_in_report_and_compare(tmp_path):
+    from analyzer import compare as C
+
+    right, wrong = "Step… The answer is 42.", "I think 7."
+    b1 = _suite_batch(tmp_path, "b1", {"small:1b": [right, wrong, wrong, wrong], "big:7b": [right] * 3 + [wrong]})
+    with open(b1 / "summary" / "suites.csv", encoding="utf-8-sig", newline="") as fh:
+        board = {r["model"]: r for r in csv.DictReader(fh)}
+    assert float(board["big:7b"]["accuracy"]) == 0.75 and float(board["small:1b"]["accuracy"]) == 0.25
+    assert 0 < float(board["big:7b"]["accuracy_ci95_low"]) < 0.75 < float(board["big:7b"]["accuracy_ci95_high"]) <= 1
+    assert float(board["big:7b"]["j_per_correct"]) == pytest.approx(4 * float(board["big:7b"]["j_per_item"]) / 3)
+    page = (b1 / "summary" / "report.html").read_text(encoding="utf-8")
+    assert "suite-scatter-0" in page and "NOT the 5-shot" in page
+    c = C.compare([b1])
+    rows = {r["model"]: r for r in c.leaderboard}
+    assert {r["task"] for r in c.leaderboard} == {"suite gsm8k:g"}
+    assert rows["big:7b"]["quality_score_mean"] == 0.75 and rows["big:7b"]["quality_basis"] == "exact_match"
+    from analyzer.suite_stats import wilson
+    assert (rows["big:7b"]["quality_score_ci95_low"], rows["big:7b"]["quality_score_ci95_high"]) == wilson(3, 4)
+    assert rows["big:7b"]["rank"] is not None and rows["big:7b"]["pareto_optimal"] is not None
