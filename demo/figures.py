@@ -96,3 +96,23 @@ def bartscore_note(rows: list[dict[str, str]]) -> str | None:
             if (r.get(col) or "").strip():
                 return r[col].strip()
     return None
+
+
+SUITE_COLUMNS = [("suite", "suite", "s"), ("model", "model", "s"), ("n", "n", "s"), ("accuracy", "pass@1", ".3f"),
+                 ("accuracy_ci95_low", "95% low (Wilson)", ".3f"), ("accuracy_ci95_high", "95% high", ".3f"),
+                 ("pass@k", "pass@k", ".3f"), ("j_per_item", "J per problem", ".1f"),
+                 ("j_per_correct", "J per correct", ".1f"), ("group_quality_per_kj", "group 效质比 q/kJ", ".3f")]
+
+
+def format_suites(rows: list[dict[str, str]]) -> str:
+    """summary/suites.csv as a Markdown table: pass@1 (accuracy) and energy per problem per model × suite."""
+    lines = ["| " + " | ".join(h for _, h, _ in SUITE_COLUMNS) + " |", "|" + "---|" * len(SUITE_COLUMNS)]
+    for r in rows:
+        cells = []
+        for col, _, fmt in SUITE_COLUMNS:
+            v = r.get(col)
+            num = finite(v) if fmt != "s" else None
+            cells.append("-" if v in (None, "") else (format(num, fmt) if num is not None
+                                                       else terminal_text(v).replace("|", "\\|")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
