@@ -65,10 +65,10 @@ def parse_spec(text: str) -> SuiteSpec:
 def _jsonl(path: Path) -> list[tuple[int, dict]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise SuiteError(f"{path}: cannot read ({exc}); check the path given to --suite") from exc
     except UnicodeDecodeError as exc:
         raise SuiteError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise SuiteError(f"{path}: cannot read ({exc}); check the path given to --suite") from exc
     rows = []
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -88,10 +88,10 @@ def _jsonl(path: Path) -> list[tuple[int, dict]]:
 def _csv(path: Path) -> list[tuple[int, dict]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise SuiteError(f"{path}: cannot read ({exc}); check the path given to --suite") from exc
     except UnicodeDecodeError as exc:
         raise SuiteError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise SuiteError(f"{path}: cannot read ({exc}); check the path given to --suite") from exc
     reader = csv.DictReader(io.StringIO(text))
     rows = [(i + 2, {k.strip(): v for k, v in row.items() if k is not None}) for i, row in enumerate(reader)]
     if not rows:
