@@ -48,6 +48,7 @@ class Params:
     think: bool | None = None
     cache_prompt: bool | None = None  # llama.cpp's server only: reuse the KV cache of an earlier prompt
     options: dict[str, Any] = field(default_factory=dict)  # extra per-case Ollama options
+    raw: bool | None = None  # Ollama /api/generate only: the prompt as is, no chat template (HumanEval completion)
 
     def as_dict(self) -> dict[str, Any]:
         """The parameters actually sent; one left to the server's default is absent."""
@@ -57,6 +58,8 @@ class Params:
             d["think"] = self.think
         if self.cache_prompt is not None:
             d["cache_prompt"] = self.cache_prompt
+        if self.raw is not None:
+            d["raw"] = self.raw
         if self.options:
             d["options"] = dict(self.options)
         return d
@@ -112,6 +115,8 @@ def build_payload(backend: str, model: str, prompt: str, p: Params) -> dict[str,
         body: dict[str, Any] = {"model": model, "stream": True, "options": options}
         if backend == "ollama":
             body["prompt"] = prompt
+            if p.raw:
+                body["raw"] = True
         else:
             body["messages"] = [{"role": "user", "content": prompt}]
         if p.keep_alive is not None:

@@ -88,18 +88,23 @@ def write_texts(batch: BatchDir, rid: str, res: RequestResult) -> None:
         batch.text_file(rid).with_suffix(".thinking.txt").write_text(res.thinking, encoding="utf-8")
 
 
+def prompt_of(case: dict[str, Any], params: Params) -> str:
+    """What is sent: a raw completion prompt where the request is raw (HumanEval on /api/generate)."""
+    return case["raw_prompt"] if params.raw and case.get("raw_prompt") else case["prompt"]
+
+
 async def _run_job(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOptions, job: Job,
                    case: dict[str, Any], params: Params) -> RequestResult:
     if opts.server.is_llamacpp:  # llama.cpp caches prompts unless told not to; say it either way
         params.cache_prompt = opts.value("prompt_cache") == "on"
     start = rec.emit(ReqStart(rid=job.rid, model=job.model, task=job.task, load=job.load, run=job.run, case=job.case,
-                              case_hash=case_hash(case), warmup=job.warmup, prompt=case["prompt"],
+                              case_hash=case_hash(case), warmup=job.warmup, prompt=prompt_of(case, params),
                               params=params.as_dict()), flush=True)
 
     def on_first(kind: str, t: int, attempt: int) -> None:
         rec.emit(ReqFirstToken(rid=job.rid, kind=kind, attempt=attempt), t=t)
 
-    res = await run_request(session, opts.value("backend"), opts.base_url, job.model, case["prompt"], params,
+    res = await run_request(session, opts.value("backend"), opts.base_url, job.model, prompt_of(case, params), params,
                             timeout_s=opts.value("timeout_s"), policy=opts.policy, on_first=on_first,
                             t0_ns=start["t"], log=log)
     end = ReqEnd(rid=job.rid, ok=res.ok, text=res.text, thinking=res.thinking or None, api=res.api,

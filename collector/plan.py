@@ -115,6 +115,11 @@ def params_for(case: dict[str, Any], settings: dict[str, dict[str, Any]], run: i
         if run is not None:
             seed = (seed or 0) + run
     # only what the backend sends: OpenAI-compatible servers take no num_ctx, keep_alive or think
+    if case.get("raw_prompt") and settings["backend"]["value"] == "ollama":
+        # HumanEval on Ollama's generate endpoint: the problem as a raw completion prompt, cut at its stop sequences
+        return Params(temperature=temperature, top_p=pick("top_p"), num_ctx=pick("num_ctx"), max_tokens=pick("max_tokens"),
+                      seed=seed, keep_alive=settings["keep_alive"]["value"], think=None, raw=True,
+                      options={"stop": list(case.get("stop") or []), **dict(case.get("options") or {})})
     return Params(temperature=temperature, top_p=pick("top_p"), num_ctx=pick("num_ctx") if ollama else None,
                   max_tokens=pick("max_tokens"), seed=seed,
                   keep_alive=settings["keep_alive"]["value"] if ollama else None,

@@ -29,6 +29,8 @@ BASIS = {"humaneval": "tests_passed", "gsm8k": "exact_match", "choice": "choice_
 PROTOCOL = ("zero-shot generative: the item as a chat instruction, greedy (temperature 0) unless a temperature "
             "is set, one answer per run, scored from the generated text. NOT the 5-shot log-likelihood protocol "
             "behind most published MMLU/C-Eval/CMMLU numbers: compare with those only with care")
+# HumanEval's stop sequences for a raw completion (the Codex paper's): the function body ends there
+HUMANEVAL_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 SUITE_LOAD = "all"  # a suite's items are one group per model × suite in stats.csv, whatever their length
 
 
@@ -224,8 +226,8 @@ def prompt_for(kind: str, item: dict, shots: list[dict]) -> str:
 
 def suite_endpoint(backend: str) -> str:
     """How the items reach the model, for config.json: always as a chat instruction."""
-    return {"ollama": "Ollama /api/generate without raw: the item is the user turn of the model's chat template "
-                      "(no raw completion prompt)",
+    return {"ollama": "Ollama /api/generate: HumanEval as a raw completion prompt (raw: true, the problem's code, "
+                      "HumanEval's stop sequences); other suites as the user turn of the model's chat template",
             "ollama-chat": "Ollama /api/chat: the item as one user message",
             "openai": "/v1/chat/completions: the item as one user message"}.get(backend, backend)
 
@@ -259,6 +261,9 @@ def build_cases(specs: list[SuiteSpec], limit: int | None = None, sample: int | 
                 "suite_data": {"kind": spec.kind, **item["suite_data"]}, "sources": {}}
             if item.get("reference_text"):
                 case["reference_text"] = item["reference_text"]
+            if spec.kind == "humaneval" and not shots:
+                # Ollama's /api/generate sends this instead, with raw: true (a completion, as HumanEval was made)
+                case["raw_prompt"], case["stop"] = item["question"], list(HUMANEVAL_STOP)
             cases.append(case)
     return cases, record
 

@@ -99,3 +99,20 @@ def test_suite_leaderboard_in_report_and_compare(tmp_path):
     from analyzer.suite_stats import wilson
     assert (rows["big:7b"]["quality_score_ci95_low"], rows["big:7b"]["quality_score_ci95_high"]) == wilson(3, 4)
     assert rows["big:7b"]["rank"] is not None and rows["big:7b"]["pareto_optimal"] is not None
+
+
+async def test_humaneval_on_ollama_generate_is_a_raw_completion(stub, tmp_path):  # noqa: F811
+    url, state = stub
+    rc, log = await run_collector("--out", str(tmp_path), "--models", "ok", "--base-url", url, "--no-telemetry",
+                                  "--no-progress", "--no-analyze", "--suite", "humaneval", "--limit", "2",
+                                  "--max-tokens", "8", timeout_s=120)
+    assert rc == 0, log
+    bodies = [b for b in state.requests if b.get("prompt")]
+    assert len(bodies) == 2 and all(b["raw"] is True and "\ndef " in b["options"]["stop"] for b in bodies)
+    assert bodies[0]["prompt"].startswith("from typing import List") and bodies[0]["options"]["temperature"] == 0.0
+    [batch] = [d for d in tmp_path.iterdir() if d.is_dir()]
+    cfg = json.loads((batch / "config.json").read_text(encoding="utf-8"))
+    assert "raw completion" in cfg["suites"]["endpoint"]
+    _, items, _ = read_recording(batch / "raw" / "stream.msgpack")
+    starts = by_topic(items)["req.start"]
+    assert starts[0]["prompt"] == bodies[0]["prompt"] and starts[0]["params"]["raw"] is True
