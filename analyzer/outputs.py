@@ -106,7 +106,7 @@ def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool
         for tl in a.timelines:
             p = plots.power_timeline(bd.plots, tl, a.windows)
             written.append(p)
-        for task in sorted({str(r.get("task")) for r in a.results}):
+        for task in sorted({str(r.get("task")) for r in a.results if not r.get("suite")}):
             # one plot per quality basis: scores of different bases never share axes
             bases = sorted({p.get("quality_basis") or "" for p in a.pareto if p["task"] == task}) or [""]
             for basis in bases:

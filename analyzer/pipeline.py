@@ -176,8 +176,10 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     problems.extend(unknown_task_notes(sorted({str(row["task"]) for row in results if row.get("task")})))
     skipped = [row for row in results if row.get("code_tests_skipped")]
     if skipped:  # once per batch, not per row: the reason is the machine's, not the request's
+        on_suite = sum(1 for row in skipped if row.get("suite"))
         problems.append(f"code tests skipped for {len(skipped)} request(s), their quality_score counts the static "
-                        f"checks only: {skipped[0]['code_tests_skipped']}")
+                        "checks only" + (f" ({on_suite} HumanEval item(s) have no score at all)" if on_suite else "")
+                        + f": {skipped[0]['code_tests_skipped']}")
     unsafe = sum(1 for row in results if row.get("code_tests_sandbox") == UNSAFE_SANDBOX)
     if unsafe:
         problems.append(f"code tests of {unsafe} request(s) ran WITHOUT a sandbox (unsafe opt-in): model-written "

@@ -263,7 +263,7 @@ def _groups(a) -> list[tuple[str, str | None]]:
     """(task, basis) pairs in the Pareto table, then tasks that have results but no quality at all."""
     seen = [(p["task"], p.get("quality_basis")) for p in a.pareto]
     out = list(dict.fromkeys(seen))
-    for task in sorted({str(r.get("task")) for r in a.results}):
+    for task in sorted({str(r.get("task")) for r in a.results if not r.get("suite")}):  # suites: own section
         if not any(g[0] == task for g in out):
             out.append((task, None))
     return out

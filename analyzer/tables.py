@@ -258,7 +258,7 @@ def pareto(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any
     their 95 % intervals; Pareto-optimal marked. Bases are never mixed on one front."""
     by: dict[tuple[str, str, str], list[dict]] = {}
     for row in results:
-        if not row.get("ok"):
+        if not row.get("ok") or row.get("suite"):  # suites have their own board (suite_board), one per suite
             continue
         e, q = finite(row.get("total_energy_j")), finite(row.get("quality_score"))
         if e is None or q is None:
