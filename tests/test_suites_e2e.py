@@ -116,3 +116,24 @@ async def test_humaneval_on_ollama_generate_is_a_raw_completion(stub, tmp_path):
     _, items, _ = read_recording(batch / "raw" / "stream.msgpack")
     starts = by_topic(items)["req.start"]
     assert starts[0]["prompt"] == bodies[0]["prompt"] and starts[0]["params"]["raw"] is True
+
+
+async def test_openai_backend_answers_without_the_number_score_zero(tmp_path):
+    """The OpenAI-compatible stub answers "Hello from the stub, 你好！": no number, no letter, so every
+    GSM8K and choice item is wrong and counted (accuracy exactly 0, not missing)."""
+    from tests.stubs import openai_stub, serve
+
+    (tmp_path / "gsm.jsonl").write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in GSM),
+                                        encoding="utf-8")
+    (tmp_path / "mc.csv").write_text("question,A,B,C,D,answer\n天空是什么颜色？,红,蓝,绿,黑,B\n", encoding="utf-8")
+    async with serve(openai_stub.make_app("llamacpp")) as url:
+        rc, log = await run_collector("--out", str(tmp_path / "out"), "--backend", "openai", "--base-url", url,
+                                      "--models", "ok", "--no-telemetry", "--no-progress", "--suite",
+                                      f"gsm8k={tmp_path / 'gsm.jsonl'}", "--suite", f"choice={tmp_path / 'mc.csv'}",
+                                      timeout_s=180)
+    assert rc == 0, log
+    [batch] = list((tmp_path / "out").iterdir())
+    with open(batch / "summary" / "suites.csv", encoding="utf-8-sig", newline="") as fh:
+        board = {r["suite"]: r for r in csv.DictReader(fh)}
+    assert board["gsm8k:gsm"]["accuracy"] == "0" and board["gsm8k:gsm"]["n"] == "4"
+    assert board["choice:mc"]["accuracy"] == "0" and board["choice:mc"]["n"] == "1"
