@@ -177,3 +177,50 @@ class TestLoaders:
         tc.write_text(json.dumps([{"suite": "gsm8k=missing.jsonl"}]), encoding="utf-8")
         with pytest.raises(SettingsError, match=r"case \[0\].*missing.jsonl"):
             load_test_cases(tc)
+
+
+class TestCli:
+    def test_dry_run_records_selection_and_protocol(self):
+        import asyncio
+
+        from tests.conftest import free_port
+        from tests.test_collector_cli import run_collector
+
+        rc, out = asyncio.run(run_collector("--dry-run", "--models", "m", "--base-url", f"127.0.0.1:{free_port()}",
+                                            "--suite", "humaneval", "--limit", "10", "--sample", "3",
+                                            "--sample-seed", "5"))
+        assert rc == 0, out
+        plan = json.loads(out[out.index("{"):out.index("\nplan (") + 1])
+        assert plan["requests"] == 3 and plan["cases_source"] == "suites"
+        rec = plan["suites"]
+        assert (rec["limit"], rec["sample"], rec["sample_seed"]) == (10, 3, 5) and "NOT the 5-shot" in rec["protocol"]
+        assert rec["suites"]["humaneval"]["items"] == 3 and "raw completion" in rec["endpoint"]
+
+    def test_unknown_suite_or_bad_file_stops_before_sending(self, tmp_path):
+        import asyncio
+
+        from tests.conftest import free_port
+        from tests.test_collector_cli import run_collector
+
+        rc, out = asyncio.run(run_collector("--dry-run", "--models", "m", "--base-url", f"127.0.0.1:{free_port()}",
+                                            "--suite", "mmlu"))
+        assert rc != 0 and "unknown suite" in out and "plan (" not in out
+        bad = tmp_path / "g.jsonl"
+        bad.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q2"}\n', encoding="utf-8")
+        rc, out = asyncio.run(run_collector("--dry-run", "--models", "m", "--base-url", f"127.0.0.1:{free_port()}",
+                                            "--suite", f"gsm8k={bad}"))
+        assert rc != 0 and f"{bad}:2" in out and '"answer"' in out
+
+
+def test_few_shot_examples_come_first(tmp_path):
+    shots = tmp_path / "train.jsonl"
+    shots.write_text('{"question": "1+1?", "answer": "1+1=2\\n#### 2"}\n{"question": "2+3?", "answer": "#### 5"}\n',
+                     encoding="utf-8")
+    test = tmp_path / "test.jsonl"
+    test.write_text('{"question": "6*7?", "answer": "#### 42"}\n', encoding="utf-8")
+    [case], record = build_cases([parse_spec(f"gsm8k={test}")], shots=1, shots_file=shots)
+    prompt = case["prompt"]
+    assert prompt.index("Question: 1+1?\nAnswer: 1+1=2\n#### 2") < prompt.index("Question: 6*7?")
+    assert "2+3?" not in prompt and record["shots"] == 1
+    with pytest.raises(SuiteError, match="--shots-file"):
+        build_cases([parse_spec(f"gsm8k={test}")], shots=1)
