@@ -25,7 +25,7 @@ from typing import Any
 from analyzer import columns as COLS
 from analyzer import i18n, report_html, tables
 from analyzer.outputs import CSV_ENCODING, json_text, write_text
-from analyzer.suite_stats import wilson
+from analyzer.suite_stats import pass_at_k, wilson
 from shared.batch import BatchDir
 from shared.cli import add_log_args
 from shared.escape import safe_filename
@@ -51,10 +51,10 @@ KEY_COLUMNS = ("task", "quality_basis", "model", "host", "gpu_name", "gpu_simula
 LIKE_COLUMNS = ("case_set", "n_cases", "max_tokens")
 LEADERBOARD_COLUMNS = (
     KEY_COLUMNS + LIKE_COLUMNS + ("rank", "batches", "n_batches", "n", "n_failed", "group_quality_per_kj")
-    + COLS.COMPARE_COLUMNS + ("ci95_note", "pareto_optimal", "gpu_uuids"))
+    + COLS.COMPARE_COLUMNS + ("ci95_note", "pareto_optimal", "gpu_uuids", "pass_at_k", "k"))
 BATCH_COLUMNS = ("batch", "path", "date", "requests", "ok", "failed", "hosts", "gpu_names", "gpu_simulated",
                  "quality_bases", "models", "tasks", "gpu_named")
-PAGE_COLUMNS = ("rank", "model", "host", "gpu_name", "n_cases", "max_tokens", "n", "group_quality_per_kj", "quality_per_kj_mean",
+PAGE_COLUMNS = ("rank", "model", "host", "gpu_name", "n_cases", "max_tokens", "n", "pass_at_k", "k", "group_quality_per_kj", "quality_per_kj_mean",
                 "quality_per_kj_ci95_low", "quality_per_kj_ci95_high", "quality_score_mean", "total_energy_j_mean",
                 "j_per_token_mean", "gpu_energy_prefill_j_mean", "gpu_energy_decode_j_mean", "first_token_s_mean",
                 "toks_per_s_mean", "batches", "pareto_optimal")
@@ -62,7 +62,7 @@ PAGE_COLUMNS = ("rank", "model", "host", "gpu_name", "n_cases", "max_tokens", "n
 NEEDED = {"model": "VARCHAR", "task": "VARCHAR", "status": "VARCHAR", "quality_basis": "VARCHAR",
           "gpu_hosts": "VARCHAR", "gpu_names": "VARCHAR", "gpu_uuids": "VARCHAR", "gpu_simulated": "BOOLEAN",
           "gpu_count": "BIGINT", "timestamp": "VARCHAR", "rid": "VARCHAR", "case_hash": "VARCHAR",
-          "max_tokens": "BIGINT", "suite": "VARCHAR",
+          "max_tokens": "BIGINT", "suite": "VARCHAR", "item_id": "VARCHAR", "correct": "BOOLEAN",
           **{m: "DOUBLE" for m in MEAN_METRICS + OPTIONAL_METRICS}}
 
 
@@ -247,6 +247,24 @@ def _rank_and_pareto(rows: list[dict[str, Any]]) -> None:
             r.setdefault("pareto_optimal", None)
 
 
+def add_pass_at_k(con, board: list[dict[str, Any]]) -> None:
+    """pass@k of each suite row with several samples per item (k = the fewest samples any item has):
+    the unbiased estimator, averaged over items. Rows without repeated items get none."""
+    cur = con.execute("""
+        SELECT task, coalesce(quality_basis, '') AS basis, model, host, gpu_name, coalesce(gpu_simulated, false) AS sim,
+               item_id, count(*) AS n, count(*) FILTER (WHERE correct) AS c
+        FROM requests WHERE status = 'ok' AND item_id IS NOT NULL AND correct IS NOT NULL GROUP BY ALL""")
+    per: dict[tuple, list[tuple[int, int]]] = {}
+    for task, basis, model, host, gpu, sim, _item, n, c in cur.fetchall():
+        per.setdefault((task, basis or None, model, host, gpu, sim), []).append((int(n), int(c)))
+    for r in board:
+        items = per.get(_row_key(r))
+        k = min(n for n, _ in items) if items else 0
+        r["pass_at_k"] = r["k"] = None
+        if k >= 2:
+            r["pass_at_k"], r["k"] = math.fsum(pass_at_k(n, c, k) for n, c in items) / len(items), k
+
+
 def batch_table(con) -> list[dict[str, Any]]:
     cur = con.execute("""
         SELECT batch, min(substr(timestamp, 1, 10)) AS date, count(*) AS requests,
@@ -331,6 +349,7 @@ def compare(dirs: list[Path]) -> Comparison:
     con = connect(batches)
     try:
         board = leaderboard(con)
+        add_pass_at_k(con, board)
         btab = batch_table(con)
         points = request_points(con)
     finally:
@@ -472,7 +491,7 @@ def render_html(c: Comparison, lang: str = "en") -> str:
 
 def _page_columns(rows: list[dict]) -> list[str]:
     """The page's columns, leaving out the optional ones no row has (prefill/decode energy)."""
-    optional = {f"{m}_mean" for m in OPTIONAL_METRICS}
+    optional = {f"{m}_mean" for m in OPTIONAL_METRICS} | {"pass_at_k", "k"}
     return [c for c in PAGE_COLUMNS if c not in optional or any(r.get(c) is not None for r in rows)]
 
 

@@ -180,6 +180,7 @@ _LABELS: dict[str, dict[str, str]] = {
     "j_per_item": {"en": "J per item", "zh": "每题能耗 J"},
     "j_per_correct": {"en": "J per correct answer", "zh": "每个正确答案能耗 J"},
     "k": {"en": "k (samples/item)", "zh": "k（每题样本数）"},
+    "pass_at_k": {"en": "pass@k", "zh": "pass@k"},
 }
 
 

@@ -224,3 +224,16 @@ def test_few_shot_examples_come_first(tmp_path):
     assert "2+3?" not in prompt and record["shots"] == 1
     with pytest.raises(SuiteError, match="--shots-file"):
         build_cases([parse_spec(f"gsm8k={test}")], shots=1)
+
+
+def test_reference_suite_is_scored_like_qa_and_has_no_verdict(tmp_path):
+    f = tmp_path / "xsum.jsonl"
+    f.write_text(json.dumps({"prompt": "Summarise: the cat sat on the mat all day.", "reference": "A cat sat on a mat."})
+                 + "\n", encoding="utf-8")
+    [case], _ = build_cases([parse_spec(f"reference={f}")])
+    req = {"rid": "r", "task": "suite", "text": "A cat sat on the mat.", "thinking": None,
+           "reference": case["reference_text"], "lang": case["lang"], "expect": None, "prompt": case["prompt"],
+           "suite": case["suite"], "item_id": case["item_id"], "suite_data": case["suite_data"]}
+    row = assess([req], OPTS)["r"]
+    assert row["quality_basis"] == "chrf" and 0 < row["quality_score"] <= 1 and row["correct"] is None
+    assert row["quality_error"] is None

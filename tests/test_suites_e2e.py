@@ -56,7 +56,7 @@ async def test_gsm8k_and_choice_accuracy_end_to_end(stub, tmp_path):  # noqa: F8
     assert "NOT the 5-shot log-likelihood protocol" in page and "gsm8k:gsm" in page
 
 
-def _suite_batch(root, bid: str, answers: dict[str, list[str]], day: int = 0):
+def _suite_batch(root, bid: str, answers: dict[str, list[str]], day: int = 0, runs: int = 1):
     """A recorded batch of GSM8K items (real stream.msgpack, real analyzer with the real scorer)."""
     from analyzer import cli, pipeline
     from tests import synth as S
@@ -67,9 +67,11 @@ def _suite_batch(root, bid: str, answers: dict[str, list[str]], day: int = 0):
     reqs, t = [], 1.0
     for model, texts in answers.items():
         for i, text in enumerate(texts):
-            reqs.append(S.Req(t, t + 0.4, model=model, task="suite", load="all", run=1, case=i, text=text,
-                              rid=f"{bid}/{model}/{i}/all/1", case_hash=f"h{i}", max_tokens=64))
-            t += 0.5
+            for run in range(1, runs + 1):
+                answer = text if run == 1 else "The answer is 42."  # a second sample that is always right
+                reqs.append(S.Req(t, t + 0.4, model=model, task="suite", load="all", run=run, case=i, text=answer,
+                                  rid=f"{bid}/{model}/{i}/all/{run}", case_hash=f"h{i}", max_tokens=64, seed=run))
+                t += 0.5
     spec = S.Spec(duration_s=t + 1.0, rate_hz=50.0, requests=reqs, batch_id=bid, cases=cases, rapl_w=20.0,
                   gpus=[S.Gpu(S.constant(150.0), simulated=False, name="RTX 4090", uuid="GPU-a")],
                   wall0_ns=S.WALL0_NS + day * 86_400_000_000_000)
@@ -99,6 +101,23 @@ def test_suite_leaderboard_in_report_and_compare(tmp_path):
     from analyzer.suite_stats import wilson
     assert (rows["big:7b"]["quality_score_ci95_low"], rows["big:7b"]["quality_score_ci95_high"]) == wilson(3, 4)
     assert rows["big:7b"]["rank"] is not None and rows["big:7b"]["pareto_optimal"] is not None
+    assert rows["big:7b"]["pass_at_k"] is None  # one sample per item: no pass@k
+
+
+def test_pass_at_k_from_distinct_samples(tmp_path):
+    from analyzer import compare as C
+
+    b = _suite_batch(tmp_path, "b1", {"m:1b": ["7", "7", "The answer is 42.", "7"]}, runs=2)
+    with open(b / "summary" / "results.csv", encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted({r["seed"] for r in rows}) == ["1", "2"]
+    with open(b / "summary" / "stats.csv", encoding="utf-8-sig", newline="") as fh:
+        st = {r["metric"]: r for r in csv.DictReader(fh) if r["suite"]}
+    # item 2 right twice, items 0, 1, 3 right once of 2: pass@1 = (1 + 3 × 0.5) / 4, pass@2 = 1
+    assert float(st["accuracy"]["mean"]) == 5 / 8 and float(st["pass@1"]["mean"]) == pytest.approx(0.625)
+    assert float(st["pass@2"]["mean"]) == 1.0
+    [row] = C.compare([b]).leaderboard
+    assert row["pass_at_k"] == 1.0 and row["k"] == 2
 
 
 async def test_humaneval_on_ollama_generate_is_a_raw_completion(stub, tmp_path):  # noqa: F811
