@@ -173,7 +173,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         problems.append(f"{len(short)} request window(s) are shorter than {CLOCK.SHORT_WINDOW_FACTOR:g} × the clock "
                         "mapping's uncertainty (clock_short_window): their energy edges are doubtful: "
                         + ", ".join(short[:10]))
-    problems.extend(unknown_task_notes(sorted({str(row["task"]) for row in results if row.get("task")})))
+    if not (batch.batch_start and batch.batch_start.backend == "proxy"):  # the proxy's tasks are the user's labels
+        problems.extend(unknown_task_notes(sorted({str(row["task"]) for row in results if row.get("task")})))
     skipped = [row for row in results if row.get("code_tests_skipped")]
     if skipped:  # once per batch, not per row: the reason is the machine's, not the request's
         on_suite = sum(1 for row in skipped if row.get("suite"))

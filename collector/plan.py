@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from collector.backends import Params
+from collector.backends import Params, get
 from shared.messages import REQ_END, REQ_START
 
 PASS_AT_K_TEMPERATURE = 0.8  # several samples of one suite item must differ (the HumanEval paper's setting)
@@ -32,10 +32,7 @@ def warmup_rid(batch: str, model: str) -> str:
 
 def model_id(name: str, backend: str) -> str:
     """One identity per model: Ollama treats ``x`` and ``x:latest`` as the same model."""
-    name = name.strip()
-    if backend.startswith("ollama") and ":" not in name.rsplit("/", 1)[-1]:
-        return name + ":latest"
-    return name
+    return get(backend).model_id(name)
 
 
 def case_models(case: dict[str, Any], batch_models: list[str], cli_models: bool, all_models: list[str],
@@ -106,7 +103,7 @@ def params_for(case: dict[str, Any], settings: dict[str, dict[str, Any]], run: i
 
     think = case.get("think", settings["think"]["value"]) if settings["think"]["source"] != "cli" \
         else settings["think"]["value"]
-    ollama = settings["backend"]["value"].startswith("ollama")
+    ollama = get(settings["backend"]["value"]).keeps_alive
     temperature, seed = pick("temperature"), pick("seed")
     if case.get("suite"):
         runs = settings["runs"]["value"] or 1
