@@ -34,8 +34,8 @@ COLUMNS = ("model", "sweep", "sweep_level", "n", "n_failed", "level_window_s", "
            "j_per_token", "j_per_token_ci95_low", "j_per_token_ci95_high", "j_per_token_gpu_cpu",
            "gpu_energy_split_j", "j_per_token_split", "idle_gap_j",
            "slo", "goodput_n", "goodput_share", "goodput_share_ci95_low", "goodput_share_ci95_high", "goodput_rps",
-           "j_per_good_request", "slo_met", "queueing", "gpu_sm_clock_avg_mhz", "gpu_power_limit_w", "gpu_driver", "server_parallel",
-           "gpu_simulated", "energy_window")
+           "j_per_good_request", "slo_met", "queueing", "gpu_sm_clock_avg_mhz", "gpu_power_limit_w", "gpu_driver",
+           "server_parallel", "gpu_simulated", "energy_window")
 
 # the level table in report.html and report.md (the CSV has every column)
 PAGE_COLUMNS = ("model", "sweep", "sweep_level", "n", "request_throughput_rps", "output_tokens_per_s", "ttft_ms_median",

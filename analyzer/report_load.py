@@ -52,9 +52,10 @@ def load_curve_svg(plot_id: str, rows: list[dict[str, Any]], colors: dict[str, s
                    f"{fmt_num(float(p['j_per_token']))} J/tok · {label('request_throughput_rps', lang)} "
                    f"{fmt_num(p.get('request_throughput_rps'))}"
                    + (f" · goodput {fmt_num(p.get('goodput_share'))}" if p.get("slo") else ""))
+            ty = y - 7 if k % 2 == 0 else y + 16  # alternate above/below: close levels stay legible
             out.append(f'<g class="mark lvl{" slo-met" if met else ""}" data-tip="{esc(tip)}">{bar}'
                        f'<circle cx="{x}" cy="{y}" r="{6 if met else 4}" fill="{c if met else "#fff"}" stroke="{c}" '
-                       f'stroke-width="2"/><text x="{x + 7}" y="{y - 7 if k % 2 == 0 else y + 16}" class="legend">{esc(level_text(p))}</text></g>')
+                       f'stroke-width="2"/><text x="{x + 7}" y="{ty}" class="legend">{esc(level_text(p))}</text></g>')
         lx = MARGIN["l"] + ax.pw + 14
         short = model if len(model) <= 24 else model[:23] + "…"
         out.append(f'<g data-tip="{esc(model)}"><circle cx="{lx}" cy="{legend_y}" r="4" fill="{c}"/>'

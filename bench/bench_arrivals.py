@@ -88,7 +88,9 @@ def run(quick: bool = False) -> str:
            "is the client's event loop busy with the chunks of the requests in flight"
            + (f"; host load average at the start: {load:.1f} on {os.cpu_count()} CPUs." if load is not None else "."),
            "",
-           "| arrivals | request | n | error median (ms) | p99 (ms) | max (ms) | late starts |", "|---|---|---|---|---|---|---|"]
+           "| arrivals | request | n | error median (ms) | p99 (ms) | max (ms) | late starts |",
+           "|---|---|---|---|---|---|---|"]
     for kind, what, r in rows:
-        out.append(f"| {kind} | {what} | {r['n']} | {r['median']:.3f} | {r['p99']:.3f} | {r['max']:.3f} | {r['late']} |")
+        out.append(f"| {kind} | {what} | {r['n']} | {r['median']:.3f} | {r['p99']:.3f} | {r['max']:.3f} | "
+                   f"{r['late']} |")
     return "\n".join(out) + "\n"

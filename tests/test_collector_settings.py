@@ -207,7 +207,8 @@ class TestLoadSettings:
         assert s["sweep"]["value"] == {"kind": "concurrency", "levels": [1, 2, 4]}
         assert s["goodput"]["value"] == {"ttft": 500.0, "e2el": 10000.0}
         assert [lv.label for lv in L.levels(s)] == ["c1", "c2", "c4"]
-        assert resolve_settings({"sweep": "rate=0.5,2"}, None)["sweep"]["value"] == {"kind": "rate", "levels": [0.5, 2.0]}
+        rate = resolve_settings({"sweep": "rate=0.5,2"}, None)["sweep"]["value"]
+        assert rate == {"kind": "rate", "levels": [0.5, 2.0]}
         for bad, why in (("concurrency=1.5", "whole numbers"), ("qps=1,2", "concurrency or rate"),
                          ("rate=1,1", "each level once"), ("rate=0", "> 0"), ("rate", "KIND=")):
             with pytest.raises(SettingsError, match=why):
