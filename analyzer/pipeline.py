@@ -187,6 +187,11 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         problems.append(f"{len(short)} request window(s) are shorter than {CLOCK.SHORT_WINDOW_FACTOR:g} × the clock "
                         "mapping's uncertainty (clock_short_window): their energy edges are doubtful: "
                         + ", ".join(short[:10]))
+    unseen = [row["rid"] for row in results if row.get("cpu_server_basis") == "server_not_seen"]
+    if unseen:
+        problems.append(f"{len(unseen)} request(s) have no server CPU figures (cpu_server_basis = server_not_seen): "
+                        "their window opened before the telemetry daemon found the LLM server's process, or "
+                        "closed after it last saw it: " + ", ".join(unseen[:10]))
     skipped = [row for row in results if row.get("code_tests_skipped")]
     if skipped:  # once per batch, not per row: the reason is the machine's, not the request's
         problems.append(f"code tests skipped for {len(skipped)} request(s), their quality_score counts the static "

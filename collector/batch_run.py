@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from tqdm import tqdm
@@ -198,6 +199,22 @@ async def _probe(session: aiohttp.ClientSession, opts: BatchOptions) -> tuple[Se
     return server, backend_problem(opts.value("backend"), server, opts.base_url)
 
 
+SERVER_FIND_S = 3.0  # how long the batch waits for the telemetry daemon to find the LLM server's process
+
+
+async def _find_server_process(rec: Recorder, opts: BatchOptions) -> None:
+    """Before the first request: wait (bounded) until a daemon watching the server's port has found its
+    process, so server_cpu_s covers every window; else say which rows will lack it (never a zero)."""
+    parts = urlsplit(opts.base_url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    searching = await asyncio.to_thread(rec.wait_server_found, port, SERVER_FIND_S)
+    if searching:
+        log.warning("server_process_not_found", port=port, telemetry=searching, waited_s=SERVER_FIND_S,
+                    effect="server_cpu_s and cpu_energy_j_server stay empty for the requests before the daemon "
+                           "finds the process listening on that port",
+                    fix="is the daemon on the server's host, and may it see that process (same user, or root)?")
+
+
 async def run_batch(opts: BatchOptions) -> int:
     """Run the whole batch; returns the process exit code (collector.outcome)."""
     batch = opts.batch
@@ -275,6 +292,7 @@ async def run_batch(opts: BatchOptions) -> int:
             if opts.dry_run:
                 print_plan(opts, jobs, warmups, missing, None)
                 return EXIT_OK
+            await _find_server_process(rec, opts)
             todo = [j for j in jobs if _job_key(opts, j) not in done_before]
             tally.planned, tally.already_done = len(jobs), len(jobs) - len(todo)
             skipped = [j for j in todo if j.model in missing]

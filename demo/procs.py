@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from shared import timebase
 from shared.logs import get_logger
 
 log = get_logger("demo.procs")
@@ -122,8 +123,8 @@ class Child:
 
 def wait_until(predicate, timeout_s: float, children: list[Child], step_s: float = 0.2) -> bool:
     """Poll ``predicate`` until it is true (True), the time is up (False) or a child died (False)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    deadline = timebase.now_s() + timeout_s
+    while timebase.now_s() < deadline:
         if predicate():
             return True
         if any(not c.alive() for c in children):

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Any
 
+from shared import timebase
 from shared.bus import Inbox, events_endpoint
 from shared.cli import add_subscriber_args, subscription
 from shared.escape import json_line, terminal_text
@@ -136,13 +136,13 @@ def main(argv: list[str] | None = None) -> int:
             args.topics = ["req.", "batch."]
     interactive = sys.stdout.isatty()
     state, inbox = TailState(), Inbox()
-    end = time.monotonic() + args.duration if args.duration else None
-    next_draw = time.monotonic()
+    end = timebase.now_s() + args.duration if args.duration else None
+    next_draw = timebase.now_s()
     with subscription(args) as (sock, stop, endpoints):
         log.info("tail_start", endpoints=endpoints, topics=args.topics)
         try:
             while not stop.is_set() and (args.count is None or state.messages < args.count):
-                if end is not None and time.monotonic() >= end:
+                if end is not None and timebase.now_s() >= end:
                     break
                 for msg in inbox.drain(sock, timeout_ms=100):
                     state.update(*msg)
@@ -152,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
                         print(line, flush=True)
                     if args.count is not None and state.messages >= args.count:
                         break
-                if not (args.json or args.requests) and time.monotonic() >= next_draw and state.messages:
+                if not (args.json or args.requests) and timebase.now_s() >= next_draw and state.messages:
                     # ANSI clear-and-home on a terminal (Windows 10+ consoles understand it too).
                     print(("\x1b[H\x1b[J" if interactive else "\n") + state.render(), flush=True)
-                    next_draw = time.monotonic() + args.refresh_s
+                    next_draw = timebase.now_s() + args.refresh_s
             if not (args.json or args.requests) and state.messages:
                 print(state.render(), flush=True)
         except BrokenPipeError:
