@@ -26,6 +26,7 @@ from shared.recording import RecordingError, read_recording
 log = get_logger("analyzer.cli")
 
 EXIT_BAD_INPUT = 2
+EXIT_OUTPUT_LOCKED = 3  # analysed and written, but a file open in another program kept its old version
 
 
 class BadInput(Exception):
@@ -175,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                                     report_lang(args.report_lang))
         print(f"analysed {len(analysis.results)} request(s) -> {bd.summary / 'results.csv'}", flush=True)
         return 0
+    except outputs.OutputsLocked as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_OUTPUT_LOCKED
     except BadInput as exc:
         log.error("bad_input", problem=str(exc))
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -215,6 +219,9 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
                                         lang=report_lang(args.report_lang))
         except BadInput as exc:  # one refused batch (clock too uncertain) must not end the live analyzer
             log.error("batch_refused", batch=str(root), problem=str(exc))
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return
+        except outputs.OutputsLocked as exc:  # a CSV open in Excel: the rest is written, the live analyzer goes on
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return
         print(f"analysed {len(analysis.results)} request(s) -> {root / 'summary' / 'results.csv'}", flush=True)
