@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.backends import BACKENDS, normalize_base_url
-from collector.batch_run import BatchOptions, run_batch
+from collector.batch_run import BatchOptions, Collected, collect_batch, finish_batch
 from collector.outcome import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_SETTINGS
 from collector.resume import resume_inputs
 from collector.retry import RetryPolicy
@@ -247,12 +247,14 @@ def main(argv: list[str] | None = None) -> int:
         sub_curve=sub_curve, policy=RetryPolicy(busy_retries=args.retries, backoff_s=args.backoff),
         extra_config=extra, batch_id=batch_id, dry_run=args.dry_run, created_dir=args.exp_dir is None)
     try:
-        return asyncio.run(_main_with_signals(opts))
+        collected = asyncio.run(_main_with_signals(opts))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    # outside the event loop: a Ctrl-C during the closing analysis is a plain KeyboardInterrupt there
+    return finish_batch(opts, collected)
 
 
-async def _main_with_signals(opts: BatchOptions) -> int:
+async def _main_with_signals(opts: BatchOptions) -> Collected:
     import signal
 
     loop = asyncio.get_running_loop()
@@ -264,6 +266,6 @@ async def _main_with_signals(opts: BatchOptions) -> int:
     elif task is not None and hasattr(signal, "SIGBREAK"):
         signal.signal(signal.SIGBREAK, lambda *_: loop.call_soon_threadsafe(task.cancel))
     try:
-        return await run_batch(opts)
+        return await collect_batch(opts)
     except asyncio.CancelledError:
-        return EXIT_INTERRUPTED
+        return Collected(EXIT_INTERRUPTED)

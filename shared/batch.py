@@ -17,6 +17,13 @@ from pathlib import Path
 _INDEX_RE = re.compile(r"^experiments_(\d+)(?:_|$)")
 
 
+def resume_command(batch_root: Path | str) -> str:
+    """The command that continues a batch with its own saved settings (quoted where the path has spaces)."""
+    root = str(batch_root)
+    return f'python -m collector --exp-dir "{root}" --resume' if " " in root else \
+        f"python -m collector --exp-dir {root} --resume"
+
+
 @dataclass(frozen=True)
 class BatchDir:
     root: Path
