@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            else tel_endpoints),
         clock_probe_s=args.clock_probe_s or None,
         telemetry_wait_s=args.telemetry_wait, resume=args.resume, analyze=not args.no_analyze,
-        progress=not args.no_progress, analyzer_args=shlex.split(args.analyzer_args), pub_curve=pub_curve,
+        progress=not args.no_progress, analyzer_args=child_log_args(args) + shlex.split(args.analyzer_args), pub_curve=pub_curve,
         sub_curve=sub_curve, policy=RetryPolicy(busy_retries=args.retries, backoff_s=args.backoff),
         extra_config=extra, batch_id=batch_id, dry_run=args.dry_run, created_dir=args.exp_dir is None)
     try:
@@ -252,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     # outside the event loop: a Ctrl-C during the closing analysis is a plain KeyboardInterrupt there
     return finish_batch(opts, collected)
+
+
+def child_log_args(args: argparse.Namespace) -> list[str]:
+    """The collector's --log-level / --log-json for its analyzer child, so `--log-level warning` quiets both
+    (first: an explicit --analyzer-args '--log-level debug' still wins)."""
+    return ["--log-level", args.log_level] + (["--log-json"] if args.log_json else [])
 
 
 async def _main_with_signals(opts: BatchOptions) -> Collected:

@@ -39,12 +39,16 @@ def request_line(topic: str, p: dict[str, Any]) -> str | None:
     if topic == REQ_START:
         return f"start  {rid}" + ("  (warm-up)" if p.get("warmup") else "")
     if topic == REQ_FIRST_TOKEN:
-        return f"first  {rid}  {p.get('kind')}"
+        # a retried request sends one per attempt: numbered from 1, so retries are not identical lines
+        attempt = p.get("attempt")
+        return f"first  {rid}  {p.get('kind')}" + (f"  (attempt {attempt + 1})" if isinstance(attempt, int) else "")
     if topic == REQ_END:
         c, api = p.get("client") or {}, p.get("api") or {}
         head = "ok    " if p.get("ok") else "FAILED"
         tail = (f"latency {_num(c.get('latency_s'), '.2f')} s  ttft {_num(c.get('first_token_s'), '.3f')} s  "
                 f"tokens {api.get('eval_count', api.get('completion_tokens', '-'))}")
+        if c.get("retries"):
+            tail += f"  after {c['retries'] + 1} attempts"
         if not p.get("ok"):
             tail += f"  {p.get('error_kind')}: {p.get('error')}"
         return f"{head} {rid}  {tail}"
@@ -119,6 +123,17 @@ class TailState:
         return "\n".join(lines)
 
 
+WAITING_REMIND_S = 10.0  # while nothing arrived: the waiting line again this often
+
+
+def waiting_line(endpoints: list[str], requests: bool, waited_s: float = 0.0) -> str:
+    """What tail says before the first message (never a blank screen): where it listens and what starts it."""
+    what, start = (("batch events", "a running batch (python -m collector ...)") if requests else
+                   ("telemetry", "the daemon (python -m telemetry)"))
+    since = f", nothing for {waited_s:.0f} s" if waited_s else ""
+    return f"waiting for {what} on {', '.join(endpoints)} …{since} (needs {start}; Ctrl-C stops)"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m telemetry.tail", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,10 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     next_draw = timebase.now_s()
     with subscription(args) as (sock, stop, endpoints):
         log.info("tail_start", endpoints=endpoints, topics=args.topics)
+        started = timebase.now_s()
+        # on stderr: --json keeps stdout to JSON lines only
+        print(waiting_line(endpoints, args.requests), file=sys.stderr, flush=True)
+        remind = started + WAITING_REMIND_S
         try:
             while not stop.is_set() and (args.count is None or state.messages < args.count):
-                if end is not None and timebase.now_s() >= end:
+                now = timebase.now_s()
+                if end is not None and now >= end:
                     break
+                if not state.messages and now >= remind:
+                    print(waiting_line(endpoints, args.requests, now - started), file=sys.stderr, flush=True)
+                    remind = now + WAITING_REMIND_S
                 for msg in inbox.drain(sock, timeout_ms=100):
                     state.update(*msg)
                     if args.json:

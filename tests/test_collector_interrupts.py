@@ -76,3 +76,22 @@ async def test_a_second_ctrl_c_during_the_closing_analysis_prints_no_traceback_a
     lines = [ln for ln in text.splitlines() if ln.strip()]
     assert lines[-2].startswith("batch INTERRUPTED:")
     assert lines[-1].strip().endswith(resume_command(batch)), lines[-3:]
+
+
+@pytest.mark.parametrize("level", ["warning", "info"])
+async def test_log_level_reaches_the_analyzer_child(tmp_path, level):
+    """`--log-level warning` quiets the closing analysis too (its outputs_written info line is gone);
+    at info the same line shows: the positive control."""
+    from tests.test_collector_cli import run_collector
+
+    batch = tmp_path / "b"
+    batch.mkdir()
+    async with serve(ollama_stub.make_app(load_s=0.0)) as url:
+        rc, text = await run_collector("--exp-dir", str(batch), "--models", "ok", "--tasks", "qa", "--loads", "short",
+                                       "--langs", "en", "--base-url", url, "--no-telemetry", "--no-progress",
+                                       "--log-level", level, "--analyzer-args", "--no-quality --no-plots")
+    assert rc == 0, text[-3000:]
+    assert (batch / "summary" / "results.csv").is_file()
+    assert ("outputs_written" in text) == (level == "info"), text[-3000:]
+    if level == "warning":
+        assert "[info" not in text
