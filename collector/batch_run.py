@@ -479,7 +479,10 @@ def run_analyzer(batch_root: Path, extra: list[str] | None = None) -> bool:
     try:
         proc.wait()
     except KeyboardInterrupt:
-        stop_child(proc, ANALYZER_STOP_S, own_group=False, asked=True)
+        # a terminal's Ctrl-C reached the child too; a SIGTERM to the collector alone did not: then the
+        # analysis may still finish within the wait, else the child is killed
+        if stop_child(proc, ANALYZER_STOP_S, own_group=False, asked=True) == 0:
+            return True
         log.warning("analysis_interrupted", run_later=shown)
         return INTERRUPTED
     if proc.returncode == EXIT_INTERRUPTED:  # the child got the Ctrl-C, this process did not

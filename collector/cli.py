@@ -250,8 +250,18 @@ def main(argv: list[str] | None = None) -> int:
         collected = asyncio.run(_main_with_signals(opts))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    # outside the event loop: a Ctrl-C during the closing analysis is a plain KeyboardInterrupt there
+    # outside the event loop: a Ctrl-C during the closing analysis is a plain KeyboardInterrupt there,
+    # and SIGTERM (Ctrl-Break on Windows, what the demo sends) is made one too
+    _stop_signal_as_ctrl_c()
     return finish_batch(opts, collected)
+
+
+def _stop_signal_as_ctrl_c() -> None:
+    import signal
+
+    name = "SIGBREAK" if sys.platform == "win32" else "SIGTERM"
+    if hasattr(signal, name):
+        signal.signal(getattr(signal, name), signal.default_int_handler)
 
 
 def child_log_args(args: argparse.Namespace) -> list[str]:
