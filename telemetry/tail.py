@@ -116,7 +116,8 @@ class TailState:
             parts = []
             for name, s in sorted((self.hb.get("sources") or {}).items()):
                 parts.append(f"{name} {_num(s.get('achieved_hz'), '.1f')}/{_num(s.get('target_hz'), 'g')} Hz "
-                             f"p99 {_num(s.get('jitter_ms_p99'), '.2f')} ms drop {s.get('dropped_ticks', '-')}")
+                             f"p99 {_num(s.get('jitter_ms_p99'), '.2f')} ms drop {s.get('dropped_ticks', '-')}"
+                             + (" BELOW TARGET RATE" if s.get("rate_low") else ""))
             sim = "  SIMULATED GPU" if self.hb.get("simulated") else ""
             lines.append(f"hb: {'; '.join(parts)}{sim}")
         lines.append(f"messages {self.messages}, seq gaps {self.seq_gaps}")

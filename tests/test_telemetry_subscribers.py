@@ -154,6 +154,14 @@ class TestRequestsView:
         assert "INTERRUPTED" in request_line("batch.end", {"batch": "b", "ok": 1, "interrupted": True})
         assert request_line("tel.gpu", {"gpu": 0}) is None
 
+    def test_table_marks_a_source_below_its_target_rate(self):
+        st = TailState()
+        st.update("tel.hb", {"src": "t@h", "seq": 0, "sources": {
+            "gpu0": {"achieved_hz": 64.0, "target_hz": 100.0, "dropped_ticks": 36, "rate_low": True},
+            "host": {"achieved_hz": 10.0, "target_hz": 10.0, "dropped_ticks": 0, "rate_low": False}}})
+        hb = next(line for line in st.render().splitlines() if line.startswith("hb: "))
+        assert hb.count("BELOW TARGET RATE") == 1 and hb.index("BELOW") < hb.index("host")
+
     def test_retried_attempts_are_numbered(self):
         """A retried request sends req.first_token per attempt: the lines differ by their attempt number."""
         from telemetry.tail import request_line
