@@ -31,10 +31,10 @@ from collector.retry import RetryPolicy
 from collector.runner import RequestResult, run_request
 from collector.settings import case_hash
 from shared.batch import BatchDir
-from shared.procs import stop_child
 from shared.bus import BusBindError, BusSecurityError, CurveKeys
 from shared.logs import get_logger
 from shared.messages import BATCH_START, BatchEnd, BatchStart, ReqEnd, ReqFirstToken, ReqStart
+from shared.procs import stop_child
 from shared.recording import RecordingReader
 
 log = get_logger("collector")
