@@ -6,6 +6,8 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
 from shared import entry
 from tests.conftest import ROOT
 
@@ -31,6 +33,13 @@ def test_a_command_is_its_module_same_help_same_exit_code(tmp_path):
                             text=True, encoding="utf-8", timeout=120)
     assert via.returncode == direct.returncode != 0
     assert str(missing) in via.stderr + via.stdout
+
+
+@pytest.mark.parametrize("cmd", sorted(entry.COMMANDS))
+def test_every_command_reaches_its_module(cmd):
+    """Each command's module exists in this installation and answers --help (exit 0)."""
+    helped = run(cmd, "--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: "), (cmd, helped.stderr[-2000:])
 
 
 def test_no_command_or_an_unknown_one_lists_the_commands():
