@@ -49,8 +49,7 @@ def test_posix_plan_sigint_then_sigkill_to_the_group():
 def test_stop_child_asks_then_kills_a_real_child(ignores_sigint, expected):
     code = ("import signal, sys, time\n"
             + ("signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if ignores_sigint else "")
-            + "print('up', flush=True)\n"
-            + "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    sys.exit(130)\n")
+            + "try:\n    print('up', flush=True)\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    sys.exit(130)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, **procs.group_popen_kwargs())
     try:
         assert proc.stdout.readline().strip() == "up"
