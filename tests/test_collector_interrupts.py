@@ -11,7 +11,7 @@ import time
 import pytest
 
 from collector.outcome import resume_command
-from shared.recording import RecordingReader
+from shared.recording import RecordingError, RecordingReader
 from tests.conftest import ROOT
 from tests.stubs import ollama_stub, serve
 from tests.test_collector_cli import collector_env
@@ -27,6 +27,13 @@ async def _wait_for(pred, timeout_s: float) -> bool:
             return True
         await asyncio.sleep(0.02)
     return False
+
+
+def _has_req_start(stream) -> bool:
+    try:
+        return stream.exists() and any(t == "req.start" for t, _ in RecordingReader(stream))
+    except RecordingError:  # created, header not written yet
+        return False
 
 
 def _analyzer_loading(pid: int) -> bool:
@@ -59,7 +66,7 @@ async def test_a_second_ctrl_c_during_the_closing_analysis_prints_no_traceback_a
                 cwd=str(ROOT), stdout=asyncio.subprocess.DEVNULL, stderr=err, env=collector_env(),
                 start_new_session=True)  # its own group: the test plays the terminal for it alone
             try:
-                assert await _wait_for(lambda: stream.exists() and any(t == "req.start" for t, _ in RecordingReader(stream)), 30)
+                assert await _wait_for(lambda: _has_req_start(stream), 30)
                 os.killpg(proc.pid, signal.SIGINT)
                 assert await _wait_for(lambda: b"analyzer_start" in err_path.read_bytes(), 30)
                 # the analyzer child is running Python (loading numpy): the Ctrl-C lands inside it, where the
