@@ -25,7 +25,7 @@ from aiohttp import web
 
 from analyzer import i18n
 from analyzer.live_state import ROW_COLUMNS, LiveState
-from shared import messages as M
+from shared import messages as M, timebase
 from shared.logs import get_logger
 
 log = get_logger("analyzer.live_page")
@@ -58,7 +58,7 @@ class PageHub:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.viewers: set[_Viewer] = set()
         self.dropped = 0          # updates dropped for slow viewers, all viewers together
-        self._newest_at = 0.0     # time.monotonic() when the newest wall clock arrived
+        self._newest_at = 0.0     # timebase.now_s() when the newest wall clock arrived
         self.sent_rows = 0
 
     # -- fed by the analysis (receive thread) --------------------------------------------------
@@ -67,12 +67,12 @@ class PageHub:
             before = self.state.newest_wall_s
             self.state.on_message(topic, payload)
             if self.state.newest_wall_s > before:
-                self._newest_at = time.monotonic()
+                self._newest_at = timebase.now_s()
 
     def now_wall_s(self) -> float:
         """The bus's newest wall clock, moved on by the time since it arrived: the page's "now" keeps
         going when the bus is quiet, and stays on the publishers' clock (call under the lock)."""
-        return self.state.newest_wall_s + (time.monotonic() - self._newest_at if self._newest_at else 0.0)
+        return self.state.newest_wall_s + (timebase.now_s() - self._newest_at if self._newest_at else 0.0)
 
     def on_row(self, row: M.AnaRow) -> None:
         with self.lock:
