@@ -7,7 +7,6 @@ import shutil
 import time
 
 import pytest
-import zmq
 
 from analyzer import pipeline, stream
 from analyzer.live_rows import NO_TELEMETRY, TIMED_OUT, RowTracker
