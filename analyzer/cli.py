@@ -192,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.live:
             return _live(args, opts)
         bd, dec, problem = load_columns(args.batch)
-        analysis = analyse_data(columnar.to_batch(dec, args.lookback_s), bd, opts, not args.no_plots, problem,
-                                report_lang(args.report_lang))
+        data = columnar.to_batch(dec, args.lookback_s, consume=True)
+        del dec  # the series hold what is needed from here on
+        analysis = analyse_data(data, bd, opts, not args.no_plots, problem, report_lang(args.report_lang))
         print(f"analysed {len(analysis.results)} request(s) -> {bd.summary / 'results.csv'}", flush=True)
         return 0
     except BadInput as exc:

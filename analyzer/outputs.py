@@ -89,6 +89,27 @@ def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]] | None = 
     return path
 
 
+def parquet_pieces(path: Path, samples) -> Path:
+    """A sample table written piece by piece (one row group per source): never the whole table in memory.
+    Text columns are strings even where a piece has none (a GPU without a uuid)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    writer = schema = None
+    try:
+        for piece in samples.pieces():
+            table = pa.table({c: _column(piece[c]) for c in samples.columns})
+            if writer is None:
+                schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
+                                    for f in table.schema])
+                writer = pq.ParquetWriter(tmp, schema)
+            writer.write_table(table if table.schema == schema else table.cast(schema))
+    finally:
+        if writer is not None:
+            writer.close()
+    os.replace(tmp, path)
+    return path
+
+
 def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
     """Write via a temporary file and an atomic rename: a killed analyzer never leaves half a CSV."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,10 +136,10 @@ def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool
     for rid in tqdm(rids, desc="request JSON", unit="req", disable=not progress or len(rids) < 50):
         written.append(write_text(bd.request_json(rid), json_text(a.request_json[rid])))
     written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))
-    if len(a.gpu_samples.get("t_ns", ())):
-        written.append(parquet(bd.raw / "samples_gpu.parquet", list(a.gpu_samples), data=a.gpu_samples))
-    if len(a.host_samples.get("t_ns", ())):
-        written.append(parquet(bd.raw / "samples_host.parquet", list(a.host_samples), data=a.host_samples))
+    if a.gpu_samples.rows:
+        written.append(parquet_pieces(bd.raw / "samples_gpu.parquet", a.gpu_samples))
+    if a.host_samples.rows:
+        written.append(parquet_pieces(bd.raw / "samples_host.parquet", a.host_samples))
     plot_files: list[str] = []
     if make_plots:
         from analyzer import plots  # matplotlib only when plotting

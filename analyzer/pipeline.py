@@ -67,8 +67,8 @@ class Analysis:
     stats: list[dict[str, Any]]
     pareto: list[dict[str, Any]]
     request_json: Mapping[str, dict[str, Any]]  # built when read (RequestJson): never all at once
-    gpu_samples: dict[str, np.ndarray]   # column → values (long format, for Parquet)
-    host_samples: dict[str, np.ndarray]
+    gpu_samples: "Samples"               # long format, for Parquet: one piece per GPU, built when written
+    host_samples: "Samples"
     timelines: list[dict[str, Any]]      # per GPU: key, t_s, power_w, simulated
     windows: list[dict[str, Any]]        # rid, a_s, b_s, label, warmup
     simulated: bool
@@ -467,35 +467,60 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
     }
 
 
-def _samples(batch: BatchData) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Long-format sample tables (for Parquet): one row per GPU sample, one per host sample."""
-    def cat(parts: list[np.ndarray], dtype) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+class Samples(Mapping):
+    """A long-format sample table kept as one piece per source, each built only while it is written
+    (``pieces()``); ``table[column]`` joins the pieces (for readers that want the whole column)."""
 
-    def same(value, n: int) -> np.ndarray:
-        out = np.empty(n, dtype=object)
-        out.fill(value)
-        return out
+    def __init__(self, columns: list[str], pieces: list[Callable[[], dict[str, np.ndarray]]], rows: int):
+        self.columns, self._pieces, self.rows = columns, pieces, rows
 
-    gs = batch.gpus
-    gcols: dict[str, np.ndarray] = {
-        "t_ns": cat([g.t_ns for g in gs], np.int64),
-        "src": cat([same(g.src, g.t_ns.size) for g in gs], object),
-        "gpu": cat([same(g.key, g.t_ns.size) for g in gs], object),
-        "seq": cat([g.seq for g in gs], np.int64),
-        "simulated": cat([np.full(g.t_ns.size, bool(g.simulated)) for g in gs], bool),
-    }
+    def pieces(self) -> Iterator[dict[str, np.ndarray]]:
+        for build in self._pieces:
+            yield build()
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        if column not in self.columns:
+            raise KeyError(column)
+        parts = [p[column] for p in self.pieces()]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+
+def _same(value: Any, n: int) -> np.ndarray:
+    out = np.empty(n, dtype=object)
+    out.fill(value)
+    return out
+
+
+def _gpu_piece(g: Series) -> dict[str, np.ndarray]:
+    n = g.t_ns.size
+    cols = {"t_ns": g.t_ns, "src": _same(g.src, n), "gpu": _same(g.key, n), "seq": g.seq,
+            "simulated": np.full(n, bool(g.simulated))}
     for f in M.GPU_SERIES:
-        gcols[f] = cat([g.values[f] for g in gs], np.float64)
-    gcols["host"] = cat([same(M.src_host(g.src), g.t_ns.size) for g in gs], object)
-    gcols["uuid"] = cat([same(g.meta.get("uuid"), g.t_ns.size) for g in gs], object)
-    gcols["name"] = cat([same(g.meta.get("name"), g.t_ns.size) for g in gs], object)
-    hcols: dict[str, np.ndarray] = {}
-    if batch.host is not None:
-        h = batch.host
-        hcols = {"t_ns": h.t_ns, "src": same(h.src, h.t_ns.size), "seq": h.seq}
-        for f, v in h.values.items():
-            hcols[f] = v
-        for zone, zs in sorted(batch.rapl.items()):
-            hcols[f"rapl_{zone}_uj"] = zs.values["energy_uj"]
-    return gcols, hcols
+        cols[f] = g.values[f]
+    cols.update(host=_same(M.src_host(g.src), n), uuid=_same(g.meta.get("uuid"), n), name=_same(g.meta.get("name"), n))
+    return cols
+
+
+GPU_SAMPLE_COLUMNS = ["t_ns", "src", "gpu", "seq", "simulated", *M.GPU_SERIES, "host", "uuid", "name"]
+
+
+def _samples(batch: BatchData) -> tuple[Samples, Samples]:
+    """Long-format sample tables (for Parquet): one row per GPU sample, one per host sample."""
+    gs = batch.gpus
+    gpu = Samples(GPU_SAMPLE_COLUMNS if gs else [], [lambda g=g: _gpu_piece(g) for g in gs],
+                  sum(g.t_ns.size for g in gs))
+    if batch.host is None:
+        return gpu, Samples([], [], 0)
+    h = batch.host
+    hcols = {"t_ns": h.t_ns, "src": _same(h.src, h.t_ns.size), "seq": h.seq}
+    for f, v in h.values.items():
+        hcols[f] = v
+    for zone, zs in sorted(batch.rapl.items()):
+        hcols[f"rapl_{zone}_uj"] = zs.values["energy_uj"]
+    return gpu, Samples(list(hcols), [lambda: hcols], h.t_ns.size)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,19 +31,6 @@ class RecordingError(ValueError):
     """A file that is not a recording at all (no header); the message names the file and the fix."""
 
 
-def _iter_objects(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield ``(end_offset, obj)`` for each complete msgpack object; stop quietly at a cut."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=_MAX_OBJECT)
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(_READ_CHUNK)
-            if not chunk:
-                return
-            unpacker.feed(chunk)
-            for obj in unpacker:
-                yield unpacker.tell(), obj
-
-
 class RecordingReader:
     """Iterate ``(topic, payload)`` over a recording; after iteration, ``problem`` says what was cut.
 
@@ -60,35 +48,42 @@ class RecordingReader:
         self.size_bytes = self.path.stat().st_size
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for batch in self.batches():
+            for topic, payload in batch:
+                yield topic, payload
+
+    def batches(self) -> Iterator[list[list]]:
+        """The messages as lists of ``[topic, payload]``, one list per read of the file: msgpack decodes
+        a whole read at once, and its shape is checked per list, not per message (the fast path of a
+        long recording). Anything unusual is re-read object by object to name the exact byte."""
         self.messages = 0
         self.good_bytes = 0
         self.problem = None
-        objects = _iter_objects(self.path)
-        try:
-            for end, obj in objects:
-                if self.header is None and self.good_bytes == 0:
-                    if not (isinstance(obj, dict) and obj.get("kind") == HEADER_KIND):
-                        raise RecordingError(
-                            f"{self.path}: first object is not a recording header; "
-                            "was this file written by shared.recording (telemetry.record or the collector)?"
-                        )
-                    self.header = obj
-                    self.good_bytes = end
-                    continue
-                if self.good_bytes == 0:  # header already known from an earlier pass
-                    self.good_bytes = end
-                    continue
-                if not (isinstance(obj, (list, tuple)) and len(obj) == 2 and isinstance(obj[0], str)
-                        and isinstance(obj[1], dict)):
-                    self.problem = f"corrupt object at byte {self.good_bytes}: expected [topic, payload]"
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=_MAX_OBJECT)
+        with open(self.path, "rb") as fh:
+            while True:
+                chunk = fh.read(_READ_CHUNK)
+                if not chunk:
+                    break
+                unpacker.feed(chunk)
+                start = end = self.good_bytes
+                objs: list | None = []
+                append, tell = objs.append, unpacker.tell
+                try:
+                    for obj in unpacker:
+                        append(obj)
+                        end = tell()  # (after a cut object, tell() counts its bytes too: read it here)
+                except Exception:  # msgpack's FormatError, StackError, BufferFull...
+                    objs = None
+                if objs and start == 0:
+                    self._take_header(objs.pop(0))
+                if objs is None or not _all_messages(objs):
+                    yield from self._one_by_one(start)
                     break
                 self.good_bytes = end
-                self.messages += 1
-                yield obj[0], obj[1]
-        except RecordingError:
-            raise
-        except Exception as exc:  # msgpack's FormatError, StackError, BufferFull...
-            self.problem = f"corrupt data at byte {self.good_bytes}: {exc}"
+                self.messages += len(objs)
+                if objs:
+                    yield objs
         if self.header is None:
             raise RecordingError(f"{self.path}: empty or unreadable recording (no complete header object)")
         if self.problem is None and self.good_bytes < self.size_bytes:
@@ -96,6 +91,50 @@ class RecordingReader:
                             f"{self.good_bytes} are not a complete message (the writer was killed?)")
         if self.problem:
             log.warning("recording_cut", path=str(self.path), problem=self.problem, messages=self.messages)
+
+    def _take_header(self, obj: Any) -> None:
+        if self.header is None:
+            if not (isinstance(obj, dict) and obj.get("kind") == HEADER_KIND):
+                raise RecordingError(
+                    f"{self.path}: first object is not a recording header; "
+                    "was this file written by shared.recording (telemetry.record or the collector)?"
+                )
+            self.header = obj
+        # else: the header is already known from an earlier pass
+
+    def _one_by_one(self, start: int) -> Iterator[list[list]]:
+        """From byte ``start`` (the end of the last whole message), object by object: yields the good
+        messages and stops at the first bad one, naming its byte in ``problem``."""
+        with open(self.path, "rb") as fh:
+            fh.seek(start)
+            unpacker = msgpack.Unpacker(fh, raw=False, strict_map_key=False, max_buffer_size=_MAX_OBJECT,
+                                        read_size=_READ_CHUNK)
+            try:
+                for obj in unpacker:
+                    end = start + unpacker.tell()
+                    if self.good_bytes == 0:
+                        self._take_header(obj)
+                        self.good_bytes = end
+                        continue
+                    if not _all_messages([obj]):
+                        self.problem = f"corrupt object at byte {self.good_bytes}: expected [topic, payload]"
+                        return
+                    self.good_bytes = end
+                    self.messages += 1
+                    yield [obj]
+            except RecordingError:
+                raise
+            except Exception as exc:  # msgpack's FormatError, StackError, BufferFull...
+                self.problem = f"corrupt data at byte {self.good_bytes}: {exc}"
+
+
+def _all_messages(objs: list) -> bool:
+    """Every object is ``[topic: str, payload: map]`` (checked per list, by the set of shapes)."""
+    if not objs:
+        return True
+    return (set(map(type, objs)) == {list} and set(map(len, objs)) == {2}
+            and set(map(type, map(itemgetter(0), objs))) == {str}
+            and set(map(type, map(itemgetter(1), objs))) == {dict})
 
 
 def read_recording(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], str | None]:
