@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from shared.bus import CurveKeys, Inbox, Publisher, bind_pub, connect_sub
+from shared.bus import CurveKeys, Inbox, Publisher, Subscriptions, bind_pub
 from shared.clock import ClockClient, boot_id, derived_endpoint
 from shared.logs import get_logger
 from shared.messages import TEL_HB, TEL_HOST, Body, ClockSync, Stamper, source_id
@@ -76,20 +76,11 @@ class Recorder:
                 self._clock_thread.start()
 
     def _telemetry_loop(self) -> None:
-        subs = [connect_sub(self.ctx, ep, curve=c) for ep, c in zip(self.telemetry_endpoints, self._curves)]
-        poller = zmq.Poller()
-        for sub in subs:
-            poller.register(sub, zmq.POLLIN)
+        subs = Subscriptions(self.ctx, self.telemetry_endpoints, self._curves, inbox=self.inbox)
         try:
             while not self._stop.is_set():
-                ready = dict(poller.poll(50))
-                for i, sub in enumerate(subs):
-                    if sub not in ready:
-                        continue
-                    # drain everything queued, then write under one lock acquisition
-                    batch = self.inbox.drain(sub, timeout_ms=0)
-                    if not batch:
-                        continue
+                for i, batch in subs.poll(50):
+                    # everything queued, written under one lock acquisition
                     with self._lock:
                         for topic, payload in batch:
                             self.writer.write(topic, payload)
@@ -105,8 +96,7 @@ class Recorder:
             if not self._stop.is_set():
                 log.error("telemetry_loop_failed", error=str(exc))
         finally:
-            for sub in subs:
-                sub.close(linger=0)
+            subs.close()
 
     def _heard(self, index: int, hb: dict[str, Any]) -> None:
         """A heartbeat: its source's endpoint and clock port; the heartbeat event once every endpoint spoke."""
