@@ -449,13 +449,21 @@ def _mapped_t(t: np.ndarray, src: np.ndarray, srcs: list[str], mappings: dict[st
 
 def _order(cols: dict[str, np.ndarray], sel: np.ndarray) -> np.ndarray:
     """Rows ``sel`` sorted by (t, seq): the order of stream.normalise within one source."""
-    return sel[np.lexsort((cols["seq"][sel], cols["t"][sel]))]
+    t = cols["t"][sel]
+    if t.size < 2 or (t[1:] > t[:-1]).all():  # the usual case: recorded in time order already
+        return sel
+    return sel[np.lexsort((cols["seq"][sel], t))]
 
 
 def _gpu_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str]) -> list[Series]:
     if cols["t"].size == 0:
         return []
-    pairs = sorted({(srcs[s], int(g)) for s, g in zip(*np.unique(np.stack([cols["src"], cols["gpu"]]), axis=1))})
+    if cols["gpu"].min() < 0 or cols["gpu"].max() >= 1 << 31:
+        found = set(zip(cols["src"].tolist(), cols["gpu"].tolist()))
+    else:  # one key per (source, GPU): a 1-D unique is much cheaper than a 2-D one
+        keys = np.unique(cols["src"].astype(np.int64) << 32 | cols["gpu"])
+        found = set(zip((keys >> 32).tolist(), (keys & 0xFFFFFFFF).tolist()))
+    pairs = sorted((srcs[s], int(g)) for s, g in found)
     one_src = len({s for s, _ in pairs}) == 1
     out = []
     for src, gpu in pairs:
