@@ -310,15 +310,13 @@ def _concat(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         return {"idx": np.zeros(0, np.int64), "src": np.zeros(0, np.int32), "t": np.zeros(0, np.int64),
                 "seq": np.zeros(0, np.int64)}
     names = list(dict.fromkeys(k for c in chunks for k in c))
+    sizes = [c["t"].size for c in chunks]
     out = {}
     for name in names:
-        parts = []
-        for c in chunks:
-            if name in c:
-                parts.append(c[name])
-            else:
-                parts.append(_absent(name, c["t"].size))
+        # column by column, each chunk's part dropped once joined: never two whole copies
+        parts = [c.pop(name) if name in c else _absent(name, n) for c, n in zip(chunks, sizes)]
         out[name] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        del parts
     return out
 
 
@@ -465,12 +463,11 @@ def _gpu_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str]) -> l
         found = set(zip((keys >> 32).tolist(), (keys & 0xFFFFFFFF).tolist()))
     pairs = sorted((srcs[s], int(g)) for s, g in found)
     one_src = len({s for s, _ in pairs}) == 1
-    out = []
+    out, picks = [], []
     for src, gpu in pairs:
         rows = _order(cols, np.flatnonzero((cols["src"] == srcs.index(src)) & (cols["gpu"] == gpu)))
         key = f"gpu{gpu}" if one_src else f"{src}/gpu{gpu}"
-        s = Series(key, src, cols["t"][rows], cols["seq"][rows], {f: cols[f][rows] for f in M.GPU_SERIES},
-                   bool(cols["simulated"][rows].any()))
+        s = Series(key, src, cols["t"][rows], cols["seq"][rows], {}, bool(cols["simulated"][rows].any()))
         last = rows[-1]
         s.meta = {"gpu": gpu}
         for k in ("uuid", "name"):
@@ -480,6 +477,14 @@ def _gpu_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str]) -> l
         kinds = np.unique(cols["power_kind"][rows])
         s.meta["power_kind"] = sorted({str(table.strings["power_kind"][c]) for c in kinds if c >= 0})
         out.append(s)
+        picks.append(rows)
+    # reading by reading, each column dropped once every GPU has its part: the caller passed its
+    # only reference (to_batch consumes), so the table and the series are never both whole
+    for f in M.GPU_SERIES:
+        col = cols.pop(f)
+        for s, rows in zip(out, picks):
+            s.values[f] = col[rows]
+        del col
     return out
 
 
@@ -574,10 +579,13 @@ def read_copy(stream: Path) -> tuple[Decoded, str | None] | None:
         tables = {}
         for topic in TABLE_TOPICS:
             tm = meta["tables"][topic]
-            table = pq.ParquetFile(root / f"{topic}.parquet").read()  # (read_table would import pandas)
-            cols = {name: table.column(name).to_numpy() for name in table.column_names}
+            pf = pq.ParquetFile(root / f"{topic}.parquet")  # (read_table would import pandas)
+            # column by column: the Arrow copy of one column at a time, never the whole table twice
+            cols = {name: pf.read(columns=[name]).column(0).to_numpy() for name in pf.schema_arrow.names}
             if not cols:
                 cols = _concat([])
+            if any(c.size != tm["rows"] for c in cols.values()):
+                raise ValueError(f"{topic}: column lengths differ from meta.json's {tm['rows']} rows")
             tables[topic] = Table(cols, tm["strings"], tm["extra"])
         with open(root / "events.msgpack", "rb") as fh:
             events = [tuple(e) for e in msgpack.Unpacker(fh, raw=False, strict_map_key=False,
@@ -603,8 +611,10 @@ def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for topic in TABLE_TOPICS:
+            # no dictionary pages (readings rarely repeat; building them tripled the writer's memory),
+            # row groups of 128 Ki rows (the writer holds one at a time)
             pq.write_table(pa.table(dec.tables[topic].cols), tmp / f"{topic}.parquet", compression="zstd",
-                           row_group_size=1 << 20)
+                           row_group_size=1 << 17, use_dictionary=False)
         with open(tmp / "events.msgpack", "wb") as fh:
             packer = msgpack.Packer(use_bin_type=True)
             for e in dec.events:

@@ -71,6 +71,8 @@ def json_text(obj: Any) -> str:
 
 
 def _column(values: list) -> pa.Array:
+    if isinstance(values, pa.Array):
+        return values
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them readable as text

@@ -482,6 +482,7 @@ class Samples(Mapping):
         if column not in self.columns:
             raise KeyError(column)
         parts = [p[column] for p in self.pieces()]
+        parts = [p if isinstance(p, np.ndarray) else p.to_numpy(zero_copy_only=False) for p in parts]  # Arrow text
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def __iter__(self) -> Iterator[str]:
@@ -491,10 +492,14 @@ class Samples(Mapping):
         return len(self.columns)
 
 
-def _same(value: Any, n: int) -> np.ndarray:
-    out = np.empty(n, dtype=object)
-    out.fill(value)
-    return out
+def _same(value: Any, n: int):
+    """A text column holding one value n times, as Arrow dictionary indices into that one value
+    (one byte a row; a column of n Python strings took ~60 bytes a row)."""
+    import pyarrow as pa
+
+    if value is None:
+        return pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int8()), pa.array([], pa.string()))
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int8)), pa.array([str(value)]))
 
 
 def _gpu_piece(g: Series) -> dict[str, np.ndarray]:
