@@ -1,12 +1,12 @@
 """The recording as typed columns: one streaming pass over stream.msgpack, and a columnar copy beside it.
 
-``decode`` reads the recording once. Telemetry (tel.gpu, tel.host, tel.hb) goes into per-topic column
-chunks (numpy: t, seq, source, every GPU_SERIES / HOST_SERIES reading, string fields as codes) a few
-thousand messages at a time, so no dict per sample outlives its chunk; the column readers and their
-checks come from the declarations in shared/messages.py (a whole chunk is checked per key, by the set
-of value types; a chunk with anything unusual is checked message by message with ``M.validate``, so
-both paths drop exactly the same messages). Events (requests, batch markers, clock probes) stay maps:
-they are few.
+``decode_file`` reads the recording once, a whole read of the file at a time. Telemetry (tel.gpu,
+tel.host, tel.hb) goes into per-topic column chunks (numpy: t, seq, source, every GPU_SERIES /
+HOST_SERIES reading, string fields as codes) a few thousand messages at a time, so no map per sample
+outlives its chunk; the column readers and their checks come from the declarations in
+shared/messages.py (per message shape, each column checked by its set of value types; a chunk with
+anything unusual is checked message by message with ``M.validate``, so both paths drop exactly the
+same messages). Events (requests, batch markers, clock probes) stay maps: they are few.
 
 ``to_batch`` then applies the rules of ``analyzer.stream.build`` to the columns: de-duplicate on
 (src, seq, t) keeping the first in file order, map clocks, scope to the batch, sort per source. The
@@ -529,10 +529,10 @@ def fingerprint(stream: Path) -> dict[str, Any]:
     return {"source_bytes": size, "head_tail_sha256": h.hexdigest()}
 
 
-def decode_file(stream: Path, write_copy: bool = True) -> tuple[Decoded, str | None]:
+def decode_file(stream: Path, keep_copy: bool = True) -> tuple[Decoded, str | None]:
     """One pass over stream.msgpack → (columns, the reader's problem or None); then writes the copy
     (not when the file changed while it was read: a recording still being written)."""
-    fp = fingerprint(stream) if write_copy else {}
+    fp = fingerprint(stream) if keep_copy else {}
     reader = RecordingReader(stream)
     dec = Decoder()
     gc_was_on = gc.isenabled()
@@ -544,8 +544,8 @@ def decode_file(stream: Path, write_copy: bool = True) -> tuple[Decoded, str | N
         if gc_was_on:
             gc.enable()
     out = dec.finish()
-    if write_copy and fingerprint(stream) == fp:
-        write_copy_fn(stream, out, reader.header or {}, reader.problem, fp)
+    if keep_copy and fingerprint(stream) == fp:
+        write_copy(stream, out, reader.header or {}, reader.problem, fp)
     return out, reader.problem
 
 
@@ -634,5 +634,3 @@ def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp
     log.info("columnar_copy_written", path=str(root), source_bytes=fp["source_bytes"])
     return True
 
-
-write_copy_fn = write_copy  # decode_file's parameter of the same name shadows it

@@ -57,7 +57,7 @@ def write(path: Path, items) -> Path:
 def both(path: Path):
     """(in-memory BatchData, columnar BatchData) of one recording; the columnar one without a copy."""
     _, items, problem = read_recording(path)
-    dec, problem2 = columnar.decode_file(path, write_copy=False)
+    dec, problem2 = columnar.decode_file(path, keep_copy=False)
     assert problem2 == problem
     return stream.build(items), columnar.to_batch(dec)
 
@@ -201,7 +201,7 @@ def test_cut_at_every_byte_is_analysed_up_to_the_cut(tmp_path):
         _, items, problem = read_recording(path)
         stride = cut % 61 == 0 or cut == len(whole)
         # at a stride, through load(): it writes the copy of this prefix (the rest: the decoder alone)
-        dec, problem2 = columnar.load(path) if stride else columnar.decode_file(path, write_copy=False)
+        dec, problem2 = columnar.load(path) if stride else columnar.decode_file(path, keep_copy=False)
         assert problem2 == problem
         seen_problems += problem is not None
         assert_same(stream.build(items), columnar.to_batch(dec))
