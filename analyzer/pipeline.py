@@ -237,7 +237,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
 
     request_json = RequestJson(one_json, [r.rid for r in reqs])
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus))
-    timelines = [{"key": g.key, "t_s": ((g.t_ns - origin) / 1e9), "power_w": g.values["power_mw"] / 1000.0,
+    timelines = [{"key": g.key, "t_s": seconds[id(g)], "power_w": g.values["power_mw"] / 1000.0,
                   "simulated": g.simulated, "name": g.meta.get("name"),
                   "gpu_id": f"{M.src_host(g.src) or '?'} / {g.meta.get('uuid') or g.key}"} for g in batch.gpus]
     first = {row["rid"]: finite(row.get("first_token_s")) for row in rows}
