@@ -11,7 +11,7 @@ from typing import Iterator
 
 import zmq
 
-from shared.bus import BusSecurityError, CurveKeys, connect_sub, telemetry_endpoint
+from shared.bus import BusSecurityError, CurveKeys, Subscriptions, connect_sub, telemetry_endpoint
 from shared.logs import configure_logging
 
 
@@ -102,4 +102,34 @@ def subscription(args: argparse.Namespace) -> Iterator[tuple[zmq.Socket, threadi
     finally:
         if sock is not None:
             sock.close(linger=0)
+        ctx.term()
+
+
+def subscriber_curves(args: argparse.Namespace, n: int) -> CurveKeys | list[CurveKeys] | None:
+    """Subscriptions' CURVE keys: one set for all endpoints, or one per endpoint (--endpoint-server-key)."""
+    files = getattr(args, "endpoint_server_key", None)
+    if not files:
+        return curve_keys(args, server_key_required=True)
+    if not args.curve_secret or len(files) != n:
+        raise BusSecurityError(f"{len(files)} --endpoint-server-key for {n} --endpoint; give one daemon .key per "
+                               "endpoint, in order, with --curve-secret")
+    return [CurveKeys.from_secret_file(args.curve_secret, f) for f in files]
+
+
+@contextmanager
+def subscriptions(args: argparse.Namespace) -> Iterator[tuple[Subscriptions, threading.Event, list[str]]]:
+    """``subscription`` for a receive loop over several endpoints (one socket each, shared.bus.Subscriptions):
+    yields (Subscriptions, stop event, endpoints) and closes everything on the way out."""
+    configure_logging(args.log_level, json=args.log_json)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    endpoints = args.endpoint or [telemetry_endpoint()]
+    ctx = zmq.Context()
+    subs = None
+    try:
+        subs = Subscriptions(ctx, endpoints, subscriber_curves(args, len(endpoints)), topics=args.topics)
+        yield subs, stop, endpoints
+    finally:
+        if subs is not None:
+            subs.close()
         ctx.term()

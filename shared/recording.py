@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import msgpack
 
@@ -202,3 +203,53 @@ class RecordingWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Source(Protocol):
+    def poll(self, timeout_ms: int) -> list[tuple[int, list[tuple[str, dict[str, Any]]]]]: ...
+
+
+class BusRecording:
+    """The one recording core of both recorders (``python -m telemetry.record`` and the collector's
+    Recorder): messages from a bus source (``shared.bus.Subscriptions``) and the process's own events
+    go to one RecordingWriter, each received batch under one lock acquisition so the two writers never
+    interleave bytes. ``on_batch(endpoint index, batch)`` runs after each batch is written (the
+    collector counts heartbeats and samples there)."""
+
+    def __init__(self, path: str | os.PathLike, meta: dict[str, Any] | None = None, flush_s: float = 0.2):
+        self.writer = RecordingWriter(path, meta=meta, flush_s=flush_s)
+        self.lock = threading.Lock()
+        self.received = 0
+
+    def write(self, topic: str, payload: dict[str, Any], flush: bool = False) -> None:
+        """One own message (an event), between received batches."""
+        with self.lock:
+            self.writer.write(topic, payload)
+            if flush:
+                self.writer.flush()
+
+    def run(self, source: _Source, stop: threading.Event, duration_s: float | None = None, count: int | None = None,
+            on_batch: Callable[[int, list[tuple[str, dict[str, Any]]]], None] | None = None,
+            poll_ms: int = 50) -> int:
+        """Record until ``stop`` is set, ``duration_s`` passed or ``count`` messages were written;
+        returns how many were received."""
+        end = time.monotonic() + duration_s if duration_s else None
+        while not stop.is_set() and (count is None or self.received < count):
+            if end is not None and time.monotonic() >= end:
+                break
+            for index, batch in source.poll(poll_ms):
+                if count is not None:
+                    batch = batch[:count - self.received]
+                with self.lock:
+                    for topic, payload in batch:
+                        self.writer.write(topic, payload)
+                self.received += len(batch)
+                if on_batch is not None:
+                    on_batch(index, batch)
+                if count is not None and self.received >= count:
+                    break
+        return self.received
+
+    def close(self) -> None:
+        with self.lock:
+            self.writer.close()
