@@ -14,8 +14,8 @@ import sys
 import time
 from typing import Any
 
-from shared.bus import Inbox, events_endpoint
-from shared.cli import add_subscriber_args, subscription
+from shared.bus import events_endpoint
+from shared.cli import add_subscriber_args, subscriptions
 from shared.escape import json_line, terminal_text
 from shared.logs import get_logger
 from shared.messages import BATCH_END, BATCH_START, REQ_END, REQ_FIRST_TOKEN, REQ_START, TEL_GPU, TEL_HB, TEL_HOST
@@ -198,16 +198,16 @@ def main(argv: list[str] | None = None) -> int:
             args.topics = ["req.", "batch.", ANA_ROW]
     totals = ModelTotals()
     interactive = sys.stdout.isatty()
-    state, inbox = TailState(), Inbox()
+    state = TailState()
     end = time.monotonic() + args.duration if args.duration else None
     next_draw = time.monotonic()
-    with subscription(args) as (sock, stop, endpoints):
+    with subscriptions(args) as (subs, stop, endpoints):
         log.info("tail_start", endpoints=endpoints, topics=args.topics)
         try:
             while not stop.is_set() and (args.count is None or state.messages < args.count):
                 if end is not None and time.monotonic() >= end:
                     break
-                for msg in inbox.drain(sock, timeout_ms=100):
+                for msg in (m for _, batch in subs.poll(100) for m in batch):
                     state.update(*msg)
                     if args.json:
                         print(to_json_line(*msg), flush=True)
