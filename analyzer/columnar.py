@@ -43,12 +43,12 @@ from shared.recording import RecordingReader
 log = get_logger("analyzer.columnar")
 
 CHUNK = 8192                   # messages per topic decoded at once (bounds the maps alive at a time)
-COPY_VERSION = 1
+COPY_VERSION = 2            # 2: tel.gpu driver and power_limit_w
 HASH_SPAN = 64 * 1024          # bytes hashed at each end of stream.msgpack to recognise it
 TABLE_TOPICS = (M.TEL_GPU, M.TEL_HOST, M.TEL_HB)
-STRING_KEYS = {M.TEL_GPU: ("uuid", "name", "power_kind"), M.TEL_HOST: (), M.TEL_HB: ()}
+STRING_KEYS = {M.TEL_GPU: ("uuid", "name", "power_kind", "driver"), M.TEL_HOST: (), M.TEL_HB: ()}
 FLOAT_KEYS = {M.TEL_GPU: M.GPU_SERIES, M.TEL_HOST: M.HOST_SERIES, M.TEL_HB: ()}
-EXTRA_KEYS = {M.TEL_GPU: ("gpu", "simulated"), M.TEL_HOST: ("simulated",), M.TEL_HB: ()}
+EXTRA_KEYS = {M.TEL_GPU: ("gpu", "simulated", "power_limit_w"), M.TEL_HOST: ("simulated",), M.TEL_HB: ()}
 _NONE = type(None)
 
 
@@ -252,6 +252,9 @@ class Decoder:
         if topic == M.TEL_GPU:
             cols["gpu"] = np.array(got["gpu"], dtype=np.int64)
             cols["simulated"] = np.array([v is True for v in got["simulated"]], dtype=bool)
+            # the enforced power limit as sent (NaN included: stream.build compares the raw values)
+            cols["power_limit_w:present"] = np.array([v is not None for v in got["power_limit_w"]], dtype=bool)
+            cols["power_limit_w"] = np.array(got["power_limit_w"], dtype=np.float64)
         elif topic == M.TEL_HOST:
             cols["simulated"] = np.array([bool(v) for v in got["simulated"]], dtype=bool)
         for key in FLOAT_KEYS[topic]:
@@ -474,8 +477,18 @@ def _gpu_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str]) -> l
             code = int(cols[k][last])
             if code >= 0:
                 s.meta[k] = table.strings[k][code]
+        drivers = cols["driver"][rows]
+        known = np.flatnonzero(drivers >= 0)
+        if known.size:  # the last one sent (only the slow ticks of some publishers carry it)
+            s.meta["driver"] = table.strings["driver"][int(drivers[known[-1]])]
         kinds = np.unique(cols["power_kind"][rows])
         s.meta["power_kind"] = sorted({str(table.strings["power_kind"][c]) for c in kinds if c >= 0})
+        # the enforced power limit and when it changed (stream.build's rule, vectorised)
+        sent = rows[cols["power_limit_w:present"][rows]]
+        limits, at = cols["power_limit_w"][sent], cols["t"][sent]
+        change = np.ones(limits.size, dtype=bool)
+        change[1:] = limits[1:] != limits[:-1]
+        s.meta["power_limit_changes"] = [(int(x), float(v)) for x, v in zip(at[change].tolist(), limits[change].tolist())]
         out.append(s)
         picks.append(rows)
     # reading by reading, each column dropped once every GPU has its part: the caller passed its

@@ -22,10 +22,14 @@ from typing import Any
 
 from collector.backends import BACKENDS, REGISTRY, normalize_base_url
 from collector.batch_run import BatchOptions, run_batch
+from collector.load import conflicts as load_conflicts
+from collector.load import overridden as load_overridden
+from collector.load import sweep_defaults
 from collector.outcome import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_SETTINGS
 from collector.resume import resume_inputs
 from collector.retry import RetryPolicy
 from collector.settings import SettingsError, load_test_cases, read_config_py, resolve_settings
+from collector.suites import SuiteError, build_cases, parse_spec, protocol_record
 from collector.tasks import LANGS, LOADS, TASKS, builtin_cases
 from shared.batch import BatchDir, new_batch_dir
 from shared.bus import BusSecurityError, CurveKeys, events_endpoint, is_loopback, telemetry_endpoint
@@ -81,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--loads", nargs="+", choices=LOADS, help="prompt loads (default: short medium long)")
     m.add_argument("--langs", nargs="+", choices=LANGS, help="built-in prompt languages (default: en zh)")
     m.add_argument("--runs", type=int, help="repetitions of every request (default 1)")
+    q = ap.add_argument_group("benchmark suites (docs/collector.md#suites)")
+    q.add_argument("--suite", action="append", default=None, metavar="SUITE",
+                   help="humaneval | gsm8k=FILE.jsonl | choice=FILE (.jsonl/.csv) | reference=FILE.jsonl; repeatable. "
+                        "Instead of the built-in tasks, or beside them when --tasks is given")
+    q.add_argument("--limit", type=int, help="the first N items of each suite, in file order")
+    q.add_argument("--sample", type=int, help="a stable random N items of each suite (see --sample-seed)")
+    q.add_argument("--sample-seed", "--sample_seed", dest="sample_seed", type=int, default=0,
+                   help="seed of --sample (default 0)")
+    q.add_argument("--shots", type=int, default=0, help="few-shot: the first N items of --shots-file before each "
+                                                         "question (default 0: zero-shot)")
+    q.add_argument("--shots-file", "--shots_file", dest="shots_file", type=Path,
+                   help="the few-shot examples, in the suite's own format")
     p = ap.add_argument_group("generation parameters")
     p.add_argument("--max-tokens", "--max_tokens", dest="max_tokens", type=int, help="max new tokens (default 256)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default 0.7)")
@@ -100,7 +116,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="server URL; host:port works too (default: OLLAMA_HOST, else http://127.0.0.1:11434; "
                         "openai: http://127.0.0.1:8080)")
     s.add_argument("--timeout", dest="timeout_s", type=float, help="seconds one request attempt may take before it is failed (default 600)")
-    s.add_argument("--concurrency", type=int, help="parallel streams per model, for load sweeps (default 1)")
+    s.add_argument("--concurrency", type=int, help="closed loop: parallel streams per model (default 1); several "
+                                                   "levels in one batch: --sweep concurrency=1,2,4")
+    ld = ap.add_argument_group("load (open loop, sweeps, SLOs; docs/collector.md \"Load sweeps\")")
+    ld.add_argument("--request-rate", "--request_rate", dest="request_rate", type=float,
+                    help="open loop: start requests at this mean rate (requests/s) whether or not earlier ones "
+                         "finished (default: none, the closed loop of --concurrency)")
+    ld.add_argument("--arrival", choices=("poisson", "constant"),
+                    help="open-loop arrival process (default poisson: exponential gaps)")
+    ld.add_argument("--arrival-seed", "--arrival_seed", dest="arrival_seed", type=int,
+                    help="seed of the Poisson schedule and of --sweep-order random (default 0)")
+    ld.add_argument("--max-concurrency", "--max_concurrency", dest="max_concurrency", type=int,
+                    help="open loop: at most this many requests in flight; a start that must wait is counted late")
+    ld.add_argument("--sweep", metavar="KIND=L1,L2,...",
+                    help="run the request matrix once per level: concurrency=1,2,4,8 (parallel streams) or "
+                         "rate=0.5,1,2,4 (open-loop requests/s); one batch directory, rows carry sweep_level")
+    ld.add_argument("--sweep-order", "--sweep_order", dest="sweep_order", choices=("given", "random"),
+                    help="level order (default given; random is shuffled by --arrival-seed)")
+    ld.add_argument("--cooldown-s", "--cooldown_s", dest="cooldown_s", type=float,
+                    help="seconds of idle between sweep levels (default 0)")
+    ld.add_argument("--goodput", nargs="+", metavar="KEY:MS",
+                    help="SLOs in ms, vLLM's keys: ttft:500 tpot:50 e2el:10000; the analyzer reports goodput_share, "
+                         "goodput_rps and J per good request per level")
+    ld.add_argument("--ignore-eos", "--ignore_eos", dest="ignore_eos", action="store_true", default=None,
+                    help="generate exactly --max-tokens (llama.cpp, vLLM); Ollama has no such option (said in the log)")
     s.add_argument("--prompt-cache", "--prompt_cache", dest="prompt_cache", choices=("off", "on"),
                    help="let llama.cpp's server reuse the KV cache of an earlier identical prompt (default off: "
                         "repeated runs each pay their own prefill; cached prompt tokens are recorded either way)")
@@ -121,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("models", "tasks", "loads", "langs", "runs", "max_tokens", "temperature", "top_p", "num_ctx", "seed",
-            "keep_alive", "warmup", "think", "backend", "base_url", "timeout_s", "concurrency", "prompt_cache")
+            "keep_alive", "warmup", "think", "backend", "base_url", "timeout_s", "concurrency", "prompt_cache",
+            "request_rate", "arrival", "arrival_seed", "max_concurrency", "sweep", "sweep_order", "cooldown_s",
+            "goodput", "ignore_eos")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -150,6 +191,15 @@ def load_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], li
         except SettingsError as exc:
             bad_file(config_file, exc, "defaults for its settings")
     settings = resolve_settings(_cli_settings(args), config_py)
+    problems = load_conflicts(settings)
+    if problems:
+        raise SettingsError("; ".join(problems))
+    for note in load_overridden(settings):
+        log.warning("sweep_overrides", setting=note)
+    changed = sweep_defaults(settings)
+    if changed:
+        log.info("sweep_defaults", set=changed, note="a sweep measures serving, not loading; set --keepalive or "
+                                                     "--no-warmup to choose otherwise")
     cases = None
     if cases_file is not None:
         try:
@@ -157,9 +207,22 @@ def load_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], li
             extra["cases_source"] = str(cases_file)
         except SettingsError as exc:
             bad_file(cases_file, exc, "the built-in task set")
-    if cases is None:
+    suite_cases: list[dict[str, Any]] = []
+    if args.suite:
+        try:
+            suite_cases, extra["suites"] = build_cases([parse_spec(x) for x in args.suite], args.limit, args.sample,
+                                                       args.sample_seed, args.shots, args.shots_file)
+        except SuiteError as exc:
+            raise SettingsError(str(exc)) from exc
+    if cases is None and (not suite_cases or args.tasks):
         cases = builtin_cases(settings["tasks"]["value"], settings["loads"]["value"], settings["langs"]["value"])
         extra["cases_source"] = "builtin"
+    if suite_cases:
+        cases = (cases or []) + suite_cases
+        extra["cases_source"] = "+".join(x for x in (extra.get("cases_source"), "suites") if x)
+    record = protocol_record(cases, extra.get("suites"), settings["backend"]["value"])
+    if record:
+        extra["suites"] = record
     if fallback:
         extra["fallback"] = {"flag": "--use-default-on-error", "files": fallback}
     return settings, cases, extra
@@ -171,7 +234,7 @@ def _cases_from(args: argparse.Namespace) -> str:
         return f"--cases-file {args.cases_file}"
     if args.exp_dir and (args.exp_dir / "test_cases.json").is_file():
         return str(args.exp_dir / "test_cases.json")
-    flags = [f"--{k} {' '.join(getattr(args, k))}" for k in ("tasks", "loads", "langs") if getattr(args, k)]
+    flags = [f"--{k} {' '.join(getattr(args, k))}" for k in ("tasks", "loads", "langs", "suite") if getattr(args, k)]
     return " ".join(flags)
 
 

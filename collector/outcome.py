@@ -30,6 +30,7 @@ class Tally:
     skipped: int = 0
     interrupted: bool = False
     fatal: str | None = None   # the server went away
+    late_starts: int = 0       # open loop: starts that missed their scheduled arrival (collector.arrivals)
 
     @property
     def ok_total(self) -> int:
@@ -65,6 +66,9 @@ def closing_line(t: Tally, batch_root: Path) -> str:
     done = f" ({t.already_done} before this start)" if t.already_done else ""
     line = (f"batch {verdict}: planned {t.planned} / ok {t.ok_total}{done} / failed {t.failed} / "
             f"skipped {t.skipped} / not run {max(0, t.not_done - t.failed - t.skipped)} -> {batch_root} (exit {code})")
+    if t.late_starts:
+        line += (f"\n  {t.late_starts} open-loop start(s) missed their scheduled arrival (start_lag_ms, start_blocked "
+                 "in the recording): the achieved rate is below the requested one")
     if code != EXIT_OK:
         line += f"\n  resume (runs what is missing, with the batch's own settings): {resume_command(batch_root)}"
     return line

@@ -95,7 +95,10 @@ def messy_items() -> list:
                   requests=[S.Req(0.5, 1.5), S.Req(1.0, 2.2, run=1), S.Req(3.0, 3.9, run=2, end=False)],
                   drop_telemetry_seqs={40, 41, 42, 300})
     items = S.messages(spec)
-    for topic, p in items:
+    for k, (topic, p) in enumerate(items):
+        if topic == M.TEL_GPU and p["gpu"] == 0 and k % 7 == 0:  # slow fields: driver, a power cap that changes
+            p["driver"] = "550.54" if k < 400 else "555.1"
+            p["power_limit_w"] = 300.0 if k % 3 else 250
         if topic == M.TEL_HOST and p["t"] > S.T0_NS + 2_000_000_000:
             p["procs"] = {**p["procs"], "late": {"cpu_pct": 5.0, "rss_mib": "12"}}  # text counts as a number
             p["rapl_uj"] = {**p["rapl_uj"], "dram": 7}
@@ -124,6 +127,7 @@ def test_columnar_path_gives_the_in_memory_batch_exactly(tmp_path, monkeypatch, 
     assert_same(old, new)
     if case == "messy":
         assert new.invalid == 4 and new.duplicates == 30 and "late" in new.procs and "dram" in new.rapl
+        assert new.gpus[0].meta["driver"] == "555.1" and len(new.gpus[0].meta["power_limit_changes"]) > 3
     if case == "clock":
         assert new.clock["telemetry@gpu-b"].method == "offset+drift" and len(new.gpus) == 3
     e_old, e_new = energies(old), energies(new)
