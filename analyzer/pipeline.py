@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -20,6 +21,7 @@ from analyzer.stream import BatchData, Request, Series
 from analyzer.throughput import cold_start, iso_utc, throughput, timing, token_latency
 from analyzer.windows import split_windows
 from shared import messages as M
+from shared.batch import resume_command
 from shared.logs import get_logger
 from shared.numbers import finite
 from shared.tasks import unknown_task_notes
@@ -43,6 +45,7 @@ class Options:
     assess: Callable | None = None      # injected scorer (tests); None = analyzer.quality.assess
     metric_percentiles: tuple[float, ...] = tables.DEFAULT_PERCENTILES  # stats.csv pXX columns
     server_gpus: str = "auto"           # which GPUs a request's energy counts (analyzer.hosts; --server-gpus)
+    batch_dir: Path | None = None       # where the batch lies: the PARTIAL note's resume command names it
     goodput: dict[str, float] | None = None  # SLOs in ms (--goodput); None: the collector's --goodput, if any
 
 
@@ -212,13 +215,18 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             row.setdefault(c, None)
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
     warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
-    problems[:0] = batch_problems(batch, results)
+    problems[:0] = batch_problems(batch, results, opts.batch_dir)
     problems.extend([m.describe() for m in batch.clock.values()] + batch.clock_notes)
     short = [row["rid"] for row in results if row.get("clock_short_window")]
     if short:
         problems.append(f"{len(short)} request window(s) are shorter than {CLOCK.SHORT_WINDOW_FACTOR:g} × the clock "
                         "mapping's uncertainty (clock_short_window): their energy edges are doubtful: "
                         + ", ".join(short[:10]))
+    unseen = [row["rid"] for row in results if row.get("cpu_server_basis") == "server_not_seen"]
+    if unseen:
+        problems.append(f"{len(unseen)} request(s) have no server CPU figures (cpu_server_basis = server_not_seen): "
+                        "their window opened before the telemetry daemon found the LLM server's process, or "
+                        "closed after it last saw it: " + ", ".join(unseen[:10]))
     if not (batch.batch_start and batch.batch_start.backend == "proxy"):  # the proxy's tasks are the user's labels
         problems.extend(unknown_task_notes(sorted({str(row["task"]) for row in results if row.get("task")})))
     skipped = [row for row in results if row.get("code_tests_skipped")]
@@ -442,7 +450,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     return row
 
 
-def batch_problems(batch: BatchData, results: list[dict]) -> list[str]:
+def batch_problems(batch: BatchData, results: list[dict], batch_dir: Path | None = None) -> list[str]:
     """Whether the batch is whole: interrupted or cut short, planned requests without a result,
     answers from another model than asked."""
     out = []
@@ -457,7 +465,7 @@ def batch_problems(batch: BatchData, results: list[dict]) -> list[str]:
         out.append(f"INCOMPLETE: {have} (failed ones are in results.csv with status failed; skipped ones never "
                    "ran, batch.end counts them)")
     if out and batch.batch_start is not None:
-        out[-1] += "; `python -m collector --exp-dir BATCH_DIR --resume` runs what is missing"
+        out[-1] += f"; `{resume_command(batch_dir or 'BATCH_DIR')}` runs what is missing"
     wrong = sorted({(r["model"], r["served_model"]) for r in results
                     if r.get("served_model") and r["model"] and r["served_model"] != r["model"]})
     for asked, got in wrong:

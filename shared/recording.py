@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 import msgpack
 
+from shared import timebase
 from shared.logs import get_logger
 from shared.messages import SCHEMA_VERSION
 
@@ -177,20 +178,20 @@ class RecordingWriter:
             self._fh.write(msgpack.packb(self.header, use_bin_type=True))
             self._fh.flush()
         self._packer = msgpack.Packer(use_bin_type=True)
-        self._last_flush = time.monotonic()
+        self._last_flush = timebase.now_s()
 
     def write(self, topic: str, payload: dict[str, Any]) -> None:
         """Append one message; flushes to the OS when ``flush_s`` has passed since the last flush."""
         self._fh.write(self._packer.pack([topic, payload]))
         self.written += 1
-        now = time.monotonic()
+        now = timebase.now_s()
         if now - self._last_flush >= self.flush_s:
             self._fh.flush()
             self._last_flush = now
 
     def flush(self) -> None:
         self._fh.flush()
-        self._last_flush = time.monotonic()
+        self._last_flush = timebase.now_s()
 
     def close(self) -> None:
         if not self._fh.closed:
@@ -233,9 +234,9 @@ class BusRecording:
             poll_ms: int = 50) -> int:
         """Record until ``stop`` is set, ``duration_s`` passed or ``count`` messages were written;
         returns how many were received."""
-        end = time.monotonic() + duration_s if duration_s else None
+        end = timebase.now_s() + duration_s if duration_s else None
         while not stop.is_set() and (count is None or self.received < count):
-            if end is not None and time.monotonic() >= end:
+            if end is not None and timebase.now_s() >= end:
                 break
             for index, batch in source.poll(poll_ms):
                 if count is not None:

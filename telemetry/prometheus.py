@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-import time
 from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from shared import timebase
 from shared.logs import get_logger
 from shared.messages import BATCH_START, REQ_END, REQ_START, TEL_GPU, TEL_HB, TEL_HOST, src_host
 from shared.cli import add_subscriber_args, subscriptions
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                         "the measuring proxy's, joules when one is the live analyzer's --publish-endpoint)")
     args = ap.parse_args(argv)
     metrics = TelemetryMetrics()
-    end = time.monotonic() + args.duration if args.duration else None
+    end = timebase.now_s() + args.duration if args.duration else None
     with subscriptions(args) as (subs, stop, endpoints):
         try:
             server, _thread = serve(metrics, args.port, args.addr)
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         log.info("prometheus_start", url=f"http://{args.addr}:{args.port}/metrics", endpoints=endpoints)
         try:
-            while not stop.is_set() and (end is None or time.monotonic() < end):
+            while not stop.is_set() and (end is None or timebase.now_s() < end):
                 for _, batch in subs.poll(100):
                     for msg in batch:
                         metrics.update(*msg)
