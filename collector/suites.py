@@ -72,7 +72,9 @@ def _jsonl(path: Path) -> list[tuple[int, dict]]:
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise SuiteError(f"{path}: cannot read ({exc}); check the path given to --suite") from exc
     rows = []
-    for i, line in enumerate(text.splitlines(), 1):
+    # JSON Lines are split at \n only: str.splitlines() also splits at U+2028, \x1c, \x85 ..., which a
+    # JSON string may hold raw (a row cut in two, and every later line number off)
+    for i, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -95,7 +97,8 @@ def _csv(path: Path) -> list[tuple[int, dict]]:
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise SuiteError(f"{path}: cannot read ({exc}); check the path given to --suite") from exc
     reader = csv.DictReader(io.StringIO(text))
-    rows = [(i + 2, {k.strip(): v for k, v in row.items() if k is not None}) for i, row in enumerate(reader)]
+    # reader.line_num: the file line a record ends on (a quoted field may span lines; blank lines are skipped)
+    rows = [(reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}) for row in reader]
     if not rows:
         raise SuiteError(f"{path}: no rows under the header line")
     return rows
