@@ -100,8 +100,8 @@ def bartscore_note(rows: list[dict[str, str]]) -> str | None:
 
 SUITE_COLUMNS = [("suite", "suite", "s"), ("model", "model", "s"), ("n", "n", "s"), ("accuracy", "pass@1", ".3f"),
                  ("accuracy_ci95_low", "95% low (Wilson)", ".3f"), ("accuracy_ci95_high", "95% high", ".3f"),
-                 ("pass@k", "pass@k", ".3f"), ("j_per_item", "J per problem", ".1f"),
-                 ("j_per_correct", "J per correct", ".1f"), ("group_quality_per_kj", "group 效质比 q/kJ", ".3f")]
+                 ("pass@k", "pass@k", ".3f"), ("j_per_item", "J per problem (GPU+CPU)", ".1f"),
+                 ("j_per_correct", "J per correct (GPU+CPU)", ".1f"), ("group_quality_per_kj", "group 效质比 q/kJ", ".3f")]
 
 
 def format_suites(rows: list[dict[str, str]]) -> str:

@@ -191,4 +191,6 @@ class TestSuiteDemo:
                                         "accuracy_ci95_low": "0.0089", "accuracy_ci95_high": "0.236",
                                         "j_per_item": "12.34", "j_per_correct": "246.8"}])
         assert "pass@1" in table.splitlines()[0] and "J per problem" in table.splitlines()[0]
+        # GPU + CPU energy, said so: the main table beside it shows "GPU J" (24033 vs 30281 per problem)
+        assert "J per problem (GPU+CPU)" in table and "J per correct (GPU+CPU)" in table
         assert "| humaneval | m | 20 | 0.050 | 0.009 | 0.236 | - | 12.3 | 246.8 | - |" in table
