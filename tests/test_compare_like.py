@@ -64,3 +64,14 @@ def test_unknown_task_is_in_the_reports_problems(tmp_path):
     notes = [p for p in a.problems if "not a known task" in p]
     assert len(notes) == 1 and "'trivia'" in notes[0] and "no quality_score" in notes[0]
     assert {"case_hash", "max_tokens"} <= set(pipeline.MAIN_COLUMNS)
+
+
+def test_a_row_pooled_over_different_max_tokens_says_so():
+    """Two batches of the same model and task with max tokens 12 and 32 pool into one row (max_tokens
+    "12,32"): the note names the mix instead of only "same GPU and quality basis"."""
+    row = {"task": "qa", "model": "m", "host": "h", "gpu_name": "g", "gpu_simulated": False, "quality_basis": "chrf",
+           "case_set": "abc", "n_batches": 2, "batches": "b1,b2", "max_tokens": "12,32"}
+    [note] = [n for n in C.notes_for([row], []) if "pooled" in n]
+    assert "different max tokens (12,32)" in note
+    [note] = [n for n in C.notes_for([{**row, "max_tokens": "32"}], []) if "pooled" in n]
+    assert "max tokens" not in note and note.endswith("same GPU and quality basis")
