@@ -66,6 +66,19 @@ def test_unknown_task_is_in_the_reports_problems(tmp_path):
     assert {"case_hash", "max_tokens"} <= set(pipeline.MAIN_COLUMNS)
 
 
+@pytest.mark.parametrize("backend, flagged", [("ollama", True), ("proxy", False)])
+def test_a_proxy_task_label_is_no_unknown_task_in_its_rows(tmp_path, backend, flagged):
+    """X-GenAI-Power-Task: 翻译 through the proxy is the user's label: its row has no "not a known task"
+    quality_error (a batch's own unknown task still has one)."""
+    reqs = [S.Req(1.0, 2.0, task="翻译")]
+    a = run(tmp_path, S.Spec(duration_s=3.0, requests=reqs, backend=backend), quality=True,
+            quality_options={"enable_bart": False})
+    [row] = a.results
+    assert row["task"] == "翻译" and row["len_chars"] is not None  # still scored: text statistics
+    assert ("not a known task" in (row["quality_error"] or "")) is flagged
+    assert any("not a known task" in p for p in a.problems) is flagged
+
+
 def test_a_row_pooled_over_different_max_tokens_says_so():
     """Two batches of the same model and task with max tokens 12 and 32 pool into one row (max_tokens
     "12,32"): the note names the mix instead of only "same GPU and quality basis"."""
