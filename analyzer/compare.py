@@ -345,7 +345,8 @@ def notes_for(board: list[dict[str, Any]], batches: list[dict[str, Any]]) -> lis
             out.append(f"batch {b['batch']} was analysed before GPUs were named (host and GPU show as {UNKNOWN}): "
                        f"rerun python -m analyzer --batch {b['path']}")
         if (b["quality_bases"] or "") == "":
-            out.append(f"batch {b['batch']} has no quality scores (analysed with --no-quality?), so no 效质比")
+            out.append(f"batch {b['batch']} has no quality scores, so no 效质比: analysed with --no-quality, or "
+                       "its requests have nothing to be scored against (proxy traffic, tasks without a reference)")
     return out
 
 

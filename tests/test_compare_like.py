@@ -88,3 +88,10 @@ def test_a_row_pooled_over_different_max_tokens_says_so():
     assert "different max tokens (12,32)" in note
     [note] = [n for n in C.notes_for([{**row, "max_tokens": "32"}], []) if "pooled" in n]
     assert "max tokens" not in note and note.endswith("same GPU and quality basis")
+
+
+def test_a_batch_without_scores_is_not_blamed_on_no_quality_alone():
+    """A proxy batch analysed with quality has no scores because nothing can be scored: the note must not
+    say only "analysed with --no-quality?"."""
+    [note] = C.notes_for([], [{"batch": "proxy_1_x", "gpu_named": True, "quality_bases": None, "path": "p"}])
+    assert "--no-quality" in note and "proxy traffic" in note and "no 效质比" in note
