@@ -335,14 +335,18 @@ def notes_for(board: list[dict[str, Any]], batches: list[dict[str, Any]]) -> lis
                                                   for (cs, mt), ms in sorted(sets.items())))
     for r in board:
         if r["n_batches"] > 1:
+            mixed = "," in str(r.get("max_tokens") or "")  # batches with different max tokens in one mean
             out.append(f"task {r['task']}, model {r['model']} on {r['host']} / {r['gpu_name']}: pooled from "
-                       f"{r['n_batches']} batches ({r['batches']}), same GPU and quality basis")
+                       f"{r['n_batches']} batches ({r['batches']}), same GPU and quality basis"
+                       + (f", but different max tokens ({r['max_tokens']}): its means mix answer lengths, "
+                          "and it is ranked only against rows with the same mix" if mixed else ""))
     for b in batches:
         if not b["gpu_named"]:
             out.append(f"batch {b['batch']} was analysed before GPUs were named (host and GPU show as {UNKNOWN}): "
                        f"rerun python -m analyzer --batch {b['path']}")
         if (b["quality_bases"] or "") == "":
-            out.append(f"batch {b['batch']} has no quality scores (analysed with --no-quality?), so no 效质比")
+            out.append(f"batch {b['batch']} has no quality scores, so no 效质比: analysed with --no-quality, or "
+                       "its requests have nothing to be scored against (proxy traffic, tasks without a reference)")
     return out
 
 
