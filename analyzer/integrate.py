@@ -19,11 +19,13 @@ into "not available", never into 0 J.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Callable
 
 import numpy as np
+
+from analyzer import fused as fusion
 
 # If the counter advanced on at least this share of samples it is read on demand (fresh at t_k).
 _FRESH_COUNTER_SHARE = 0.9
@@ -257,6 +259,16 @@ class CounterEnergy:
     period_s: float = float("nan")    # refresh period, s
     method: str = "midpoint"          # how the refreshes were located (RefreshFit.method)
     fitted: np.ndarray | None = None  # RefreshFit.fitted
+    fused: fusion.Fused | None = None  # instant power corrected by the counter (``with_power_shape``)
+
+    def with_power_shape(self, noise_w: float, delay_s: float, trace: Trace | None = None) -> "CounterEnergy":
+        """Between the refreshes, the instant power trace corrected by the counter's interval energies
+        (analyzer.fused) instead of apportioning each interval's energy by the power's share."""
+        if self.power is None or not self.usable:
+            return self
+        fused = fusion.build(self.r_s, self.e_j, self.power if trace is None else trace, noise_w, delay_s,
+                             self.err_s, self.fitted)
+        return self if fused is None else replace(self, fused=fused)
 
     @property
     def usable(self) -> bool:
@@ -348,6 +360,8 @@ class CounterEnergy:
         else:
             before = e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0])
             after = e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2])
+        if self.fused is not None:
+            inside = self.fused.cumulative_at(np.clip(x, r[0], r[-1])) + e[0]
         out = np.where(x < r[0], before, np.where(x > r[-1], after, inside))
         lo, hi = self.span
         return np.where((x < lo) | (x > hi), np.nan, out - e[0])
@@ -448,6 +462,11 @@ def edge_uncertainty(ce: CounterEnergy, x, delay_s: float, sample_t_s: np.ndarra
     indep = np.where(together, 0.0, t_err * np.abs(m))
     per_interval = np.nan_to_num(d1 * t_err + shape + noise + indep, nan=0.0) + COUNTER_RESOLUTION_J
     k = np.clip(np.searchsorted(r, x, side="right") - 1, 0, n - 1)
+    if ce.fused is not None:
+        # the shape's part comes from the fused variance model; the refresh instants' part stays
+        timing = np.nan_to_num(d1 * t_err + indep, nan=0.0) + COUNTER_RESOLUTION_J
+        inside = (x >= r[0]) & (x <= r[-1])
+        return np.where(inside, timing[k] + ce.fused.shape_uncertainty(np.clip(x, r[0], r[-1])), per_interval[k])
     return per_interval[k]
 
 
