@@ -76,6 +76,7 @@ class Fused:
     rho_k: np.ndarray    # residual of each refresh interval, J
     lag_s: float = 0.0   # how late the power reading showed changes (corrected), s
     step_s: np.ndarray | None = None  # per grid piece: where its power step sits (NaN: no step)
+    levels: tuple[np.ndarray, np.ndarray] | None = None  # per grid piece: power before / after its step
 
     def cumulative_at(self, x) -> np.ndarray:
         """F(x) − F(r_0), J, for x in [r_0, r_last] (NaN outside)."""
@@ -90,7 +91,7 @@ class Fused:
             step = np.isfinite(s)
             if step.any():
                 u0, u1 = u[j], u[j + 1]
-                y0, y1 = self.power.value_at(u0), self.power.value_at(u1)
+                y0, y1 = self.levels[0][j], self.levels[1][j]
                 xc = np.clip(x, u0, u1)
                 g = y0 * (np.minimum(xc, s) - u0) + y1 * np.maximum(xc - s, 0.0)
                 g1 = y0 * (s - u0) + y1 * (u1 - s)
@@ -162,7 +163,7 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     d_u = np.concatenate([[0.0], np.cumsum(share)])
     cv = np.concatenate([[0.0], np.cumsum(v)])
     return Fused(r_s, u, float(t_u[0]), power, d_u, cv, cv[np.searchsorted(u, r_s)], v_k, rho_k, lag,
-                 _steps(u, power, i, area + share, noise_w))
+                 _steps(u, power, i, area + share, noise_w), (power.y[i], power.y[i + 1]))
 
 
 def _smooth(resid: np.ndarray, v_k: np.ndarray, obs: np.ndarray) -> np.ndarray:
@@ -198,14 +199,15 @@ def _steps(u: np.ndarray, power: "Trace", i: np.ndarray, energy: np.ndarray, noi
 
     A step: the reading jumps between two samples by more than STEP_MIN_W + 6 × noise and by over
     twice the change on either side (a ramp or a sine changes alike from sample to sample and keeps
-    the linear trapezoid). The piece's corrected energy places it: y0·(s − u0) + y1·(u1 − s) = E."""
+    the linear trapezoid). The piece's corrected energy places it: y0·(s − u0) + y1·(u1 − s) = E,
+    y0 and y1 the readings on either side; a sample interval cut by a refresh is two pieces, each
+    placed by its own interval's energy (the step then lands in one, the other is flat)."""
     d = np.abs(np.diff(power.y))
     pad = np.concatenate([[0.0], d, [0.0]])
     big = (d > STEP_MIN_W + 6.0 * noise_w) & (d > 2.0 * np.maximum(pad[:-2], pad[2:]))
     u0, u1 = u[:-1], u[1:]
-    whole = (u0 == power.t_s[i]) & (u1 == power.t_s[i + 1])  # pieces that are a whole sample interval
     y0, y1 = power.y[i], power.y[i + 1]
     with np.errstate(invalid="ignore", divide="ignore"):
         s = u0 + (energy - y1 * (u1 - u0)) / (y0 - y1)
-    return np.where(big[i] & whole, np.clip(s, u0, u1), np.nan)
+    return np.where(big[i], np.clip(s, u0, u1), np.nan)
 
