@@ -33,6 +33,7 @@ UNEXPLAINED_SIGMAS = 0.0  # the bound: this many standard deviations of the expl
 # reading shows a change late, e.g. a reading held by the GPU and sampled stale), on this step.
 LAG_RANGE_S = (-0.01, 0.03)
 LAG_STEP_S = 0.0005
+LAG_INTERVALS = 3000
 LAG_MIN_GAIN = 0.8  # a lag is applied only when it cuts the residuals' sum of squares to this share
 
 
@@ -46,9 +47,12 @@ def fit_lag(r_s: np.ndarray, e_j: np.ndarray, power: "Trace") -> float:
     r, e = r_s[inner], e_j[inner]
     if r.size < 3:
         return 0.0
+    # at most LAG_INTERVALS refresh intervals, spread over the run: the lag is one number
+    k = np.arange(0, r.size - 1, max(1, (r.size - 1) // LAG_INTERVALS))
+    r0, r1, de = r[k], r[k + 1], e[k + 1] - e[k]
     lags = np.arange(LAG_RANGE_S[0], LAG_RANGE_S[1] + LAG_STEP_S / 2, LAG_STEP_S)
-    de = np.diff(e)
-    sse = np.array([float(np.sum((de - np.diff(power.integral_at(r + lag))) ** 2)) for lag in lags])
+    sse = np.array([float(np.sum((de - power.integral_at(r1 + lag) + power.integral_at(r0 + lag)) ** 2))
+                    for lag in lags])
     best = int(np.argmin(sse))
     zero = int(np.argmin(np.abs(lags)))
     if not sse[best] < LAG_MIN_GAIN * sse[zero]:

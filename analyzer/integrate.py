@@ -11,7 +11,9 @@ energy between concurrent requests only needs F at the window edges (see windows
   exact energy of the interval; where the window edge cuts an interval, that interval's counter
   energy is apportioned by a power step the counter itself places (``CounterEnergy.steps``), else
   by the power samples' shape (by time when there is no power trace). Before the first / after
-  the last refresh point the power integral extends the counter. ``edge_uncertainty`` and
+  the last refresh point the power integral extends the counter. With instant power the
+  analyzer instead corrects the power samples by each interval's counter residual
+  (``CounterEnergy.with_power_shape``, analyzer.fused). ``edge_uncertainty`` and
   ``common_uncertainty`` bound the error.
 
 Zero or one sample: F is NaN everywhere except at the single sample (0 J) — callers turn NaN
@@ -144,6 +146,7 @@ class RefreshFit:
     period_s: float          # refresh period (fitted; else median spacing), NaN when unknown
     method: str              # periodic_fit | midpoint | periodic_fit+midpoint | fresh | none
     fitted: np.ndarray | None = None  # per refresh: on a fitted line (its error is common to its neighbours)
+    segment: np.ndarray | None = None  # per refresh: which fitted line (-1: a midpoint)
 
 
 def _fit_segment(lo: np.ndarray, hi: np.ndarray, n: np.ndarray) -> tuple[float, float, Callable] | None:
@@ -187,7 +190,7 @@ def _coherent_numbers(mid: np.ndarray, period: float) -> np.ndarray | None:
     t = mid - mid[0]
     p = period
     for head, span in ((min(50, t.size), 0.1), (t.size, 0.005)):
-        cand = p * (1.0 + np.linspace(-span, span, 201))
+        cand = p * (1.0 + np.linspace(-span, span, 101))
         z = np.exp(2j * np.pi * t[None, :head] / cand[:, None]).mean(axis=1)
         p = float(cand[int(np.argmax(np.abs(z)))])
     z = np.exp(2j * np.pi * t / p).mean()
@@ -231,6 +234,7 @@ def fit_refreshes(t_s, y) -> RefreshFit:
     steps = np.maximum(np.rint(np.diff(mid[idx_n]) / period), 1.0)
     n_narrow = np.concatenate([[0.0], np.cumsum(steps)])
     on_line = np.zeros(mid.size, dtype=bool)
+    seg_id = np.full(mid.size, -1)
     fitted, periods = 0, []
     segments = 0
     for start in range(0, mid.size, FIT_SEGMENT):
@@ -245,10 +249,16 @@ def fit_refreshes(t_s, y) -> RefreshFit:
         if sel.sum() >= FIT_MIN_REFRESHES:
             k = idx_n[sel]
             n0 = n_narrow[sel][0]
-            n_seg = _coherent_numbers(mid[k], period)
-            if n_seg is not None:  # the counted steps drift when sampling is as coarse as the period
-                n_narrow[sel] = n_seg + n0
             got = _fit_segment(lo[k], hi[k], n_narrow[sel] - n0)
+            if got is None:  # the counted steps slipped (sampling as coarse as the period): renumber
+                # every change a refresh (sampling faster than the refresh): span / count is the period;
+                # the median spacing of the narrow intervals runs long when the spacing takes two values
+                seen = mid[sl]
+                p0 = min(period, float(seen[-1] - seen[0]) / max(seen.size - 1, 1))
+                n_seg = _coherent_numbers(mid[k], p0)
+                got = None if n_seg is None else _fit_segment(lo[k], hi[k], n_seg)
+                if got is not None:
+                    n_narrow[sel] = n_seg + n0
         if got is None:
             continue
         phi, p, err_fn = got
@@ -258,6 +268,7 @@ def fit_refreshes(t_s, y) -> RefreshFit:
         n_here[narrow[sl]] = n_narrow[sel] - n0
         r[sl], err[sl] = phi + p * n_here, err_fn(n_here)
         on_line[sl] = True
+        seg_id[sl] = segments
         fitted += 1
         periods.append(p)
     method = "periodic_fit" if fitted >= segments else "midpoint" if fitted == 0 else "periodic_fit+midpoint"
@@ -265,13 +276,13 @@ def fit_refreshes(t_s, y) -> RefreshFit:
         period = float(np.median(periods))
     values = v[changed]
     order = np.argsort(r, kind="stable")  # a line and midpoints meet at segment joins: keep time order
-    r, values, err, on_line = r[order], values[order], err[order], on_line[order]
+    r, values, err, on_line, seg_id = r[order], values[order], err[order], on_line[order], seg_id[order]
     # two changes placed on one refresh: one of them is numbered wrong (a stamp far off, or two
     # noisy neighbours rounded together) and its reading would be tied to the wrong instant, so
     # neither is used (dropping a refresh only merges two intervals; the energies stay exact)
     same = r[1:] <= r[:-1]
     keep = ~(np.concatenate([same, [False]]) | np.concatenate([[False], same]))
-    return RefreshFit(r[keep], values[keep], err[keep], period, method, on_line[keep])
+    return RefreshFit(r[keep], values[keep], err[keep], period, method, on_line[keep], seg_id[keep])
 
 
 @dataclass(frozen=True)
@@ -286,6 +297,7 @@ class CounterEnergy:
     period_s: float = float("nan")    # refresh period, s
     method: str = "midpoint"          # how the refreshes were located (RefreshFit.method)
     fitted: np.ndarray | None = None  # RefreshFit.fitted
+    segment: np.ndarray | None = None  # RefreshFit.segment
     fused: fusion.Fused | None = None  # instant power corrected by the counter (``with_power_shape``)
 
     def with_power_shape(self, noise_w: float, delay_s: float, trace: Trace | None = None) -> "CounterEnergy":
@@ -399,7 +411,7 @@ def counter_energy(t_s, energy_mj, power: Trace | None) -> CounterEnergy:
     t_d, e_d = dedupe_sorted(t_s, energy_mj)
     fit = fit_refreshes(t_d, e_d / 1000.0)
     span = (float(t_d[0]), float(t_d[-1])) if t_d.size else (float("nan"), float("nan"))
-    return CounterEnergy(fit.r_s, fit.y, power, span, fit.err_s, fit.period_s, fit.method, fit.fitted)
+    return CounterEnergy(fit.r_s, fit.y, power, span, fit.err_s, fit.period_s, fit.method, fit.fitted, fit.segment)
 
 
 def _per_interval(t: np.ndarray, y: np.ndarray, r: np.ndarray, ufunc) -> np.ndarray:
@@ -499,7 +511,8 @@ def edge_uncertainty(ce: CounterEnergy, x, delay_s: float, sample_t_s: np.ndarra
 
 def common_uncertainty(ce: CounterEnergy, a, b) -> np.ndarray:
     """The part of the refresh-time error shared by a window's two edges (J): a typical refresh
-    error bound × the change of the counter's mean power between the intervals holding a and b."""
+    error bound × the change of the counter's mean power between the intervals holding a and b;
+    edges on two different fitted lines add each one's error bound × its power."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     r = ce.r_s
     if r.size < 2 or ce.err_s is None:
@@ -507,4 +520,9 @@ def common_uncertainty(ce: CounterEnergy, a, b) -> np.ndarray:
     m = ce.mean_w
     ka = np.clip(np.searchsorted(r, a, side="right") - 1, 0, m.size - 1)
     kb = np.clip(np.searchsorted(r, b, side="right") - 1, 0, m.size - 1)
-    return float(np.median(ce.err_s)) * np.abs(m[kb] - m[ka])
+    out = float(np.median(ce.err_s)) * np.abs(m[kb] - m[ka])
+    if ce.segment is not None:
+        # edges on two fitted lines (segments of the run): their errors no longer move together
+        apart = (ce.segment[ka] != ce.segment[kb]) & (ce.segment[ka] >= 0) & (ce.segment[kb] >= 0)
+        out = out + np.where(apart, ce.err_s[ka] * np.abs(m[ka]) + ce.err_s[kb] * np.abs(m[kb]), 0.0)
+    return out
