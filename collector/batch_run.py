@@ -17,7 +17,7 @@ import aiohttp
 from tqdm import tqdm
 
 from collector import failures as F
-from collector.backends import Params
+from collector.backends import Params, get
 from collector.metadata import ServerUnusable, fetch_model_meta, get_json, list_models
 from collector.model_policy import ModelPolicy
 from collector.outcome import (EXIT_CONNECTION, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETTINGS, EXIT_TELEMETRY, Tally,
@@ -34,6 +34,7 @@ from shared.bus import BusBindError, BusSecurityError, CurveKeys
 from shared.logs import get_logger
 from shared.messages import BATCH_START, BatchEnd, BatchStart, ReqEnd, ReqFirstToken, ReqStart
 from shared.recording import RecordingReader
+from shared.tasks import unknown_task_notes
 
 log = get_logger("collector")
 
@@ -87,18 +88,23 @@ def write_texts(batch: BatchDir, rid: str, res: RequestResult) -> None:
         batch.text_file(rid).with_suffix(".thinking.txt").write_text(res.thinking, encoding="utf-8")
 
 
+def prompt_of(case: dict[str, Any], params: Params) -> str:
+    """What is sent: a raw completion prompt where the request is raw (HumanEval on /api/generate)."""
+    return case["raw_prompt"] if params.raw and case.get("raw_prompt") else case["prompt"]
+
+
 async def _run_job(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOptions, job: Job,
                    case: dict[str, Any], params: Params) -> RequestResult:
     if opts.server.is_llamacpp:  # llama.cpp caches prompts unless told not to; say it either way
         params.cache_prompt = opts.value("prompt_cache") == "on"
     start = rec.emit(ReqStart(rid=job.rid, model=job.model, task=job.task, load=job.load, run=job.run, case=job.case,
-                              case_hash=case_hash(case), warmup=job.warmup, prompt=case["prompt"],
+                              case_hash=case_hash(case), warmup=job.warmup, prompt=prompt_of(case, params),
                               params=params.as_dict()), flush=True)
 
     def on_first(kind: str, t: int, attempt: int) -> None:
         rec.emit(ReqFirstToken(rid=job.rid, kind=kind, attempt=attempt), t=t)
 
-    res = await run_request(session, opts.value("backend"), opts.base_url, job.model, case["prompt"], params,
+    res = await run_request(session, opts.value("backend"), opts.base_url, job.model, prompt_of(case, params), params,
                             timeout_s=opts.value("timeout_s"), policy=opts.policy, on_first=on_first,
                             t0_ns=start["t"], log=log)
     end = ReqEnd(rid=job.rid, ok=res.ok, text=res.text, thinking=res.thinking or None, api=res.api,
@@ -123,8 +129,7 @@ async def _resolve_models(session: aiohttp.ClientSession, opts: BatchOptions
     all_models, listing = await list_models(session, backend, opts.base_url, opts.value("timeout_s"))
     per_case = [case_models(c, opts.value("models"), opts.cli_models, all_models, backend) for c in opts.cases]
     wanted = list(dict.fromkeys(m for ms in per_case for m in ms))
-    listed = [m.get("name") or m.get("model") or m.get("id") or ""
-              for m in (listing or {}).get("models" if backend.startswith("ollama") else "data") or []]
+    listed = get(backend).listed_names(listing)
     missing = missing_models(wanted, listed, backend) if listing is not None else []
     meta = {}
     for m in wanted:
@@ -175,7 +180,11 @@ def print_plan(opts: BatchOptions, jobs: list[Job], per_model_warmup: list[str],
            "cases_source": opts.extra_config.get("cases_source")}
     if opts.extra_config.get("fallback"):
         out["fallback"] = opts.extra_config["fallback"]
+    if opts.extra_config.get("suites"):
+        out["suites"] = opts.extra_config["suites"]
     print(json.dumps(out, ensure_ascii=False, indent=1, default=str))
+    for note in unknown_task_notes(opts.cases):
+        print(f"UNKNOWN TASK: {note}")
     print(f"plan ({len(lines)} line(s)):")
     for line in lines[:DRY_RUN_LINES]:
         print("  " + line)
@@ -214,6 +223,8 @@ async def run_batch(opts: BatchOptions) -> int:
     rec: Recorder | None = None
     try:
         if not opts.dry_run:
+            for note in unknown_task_notes(opts.cases):
+                log.warning("unknown_task", note=note)
             batch.make()
             snapshot = config_snapshot(opts, batch_id)
             if not (opts.resume and batch.config_json.exists()):  # a resume keeps the first start's file
@@ -319,9 +330,7 @@ async def run_batch(opts: BatchOptions) -> int:
 
 
 def _missing_fix(backend: str, missing: list[str]) -> str:
-    if backend.startswith("ollama"):
-        return " ; ".join(f"ollama pull {m}" for m in missing) + " (or fix the names)"
-    return "load them in the server, or use a name from its GET /v1/models list"
+    return get(backend).missing_fix(missing)
 
 
 async def _run_matrix(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOptions, todo: list[Job],
@@ -332,7 +341,7 @@ async def _run_matrix(session: aiohttp.ClientSession, rec: Recorder, opts: Batch
     bar = tqdm(total=len(todo), desc="requests", unit="req", disable=not opts.progress or None, file=sys.stderr,
                dynamic_ncols=True)
     sem = asyncio.Semaphore(opts.value("concurrency"))
-    if opts.value("warmup") and opts.value("backend").startswith("ollama") \
+    if opts.value("warmup") and get(opts.value("backend")).keeps_alive \
             and str(opts.value("keep_alive")) in ("0", "0s", "0m"):
         log.warning("warmup_with_keepalive_0", keep_alive=opts.value("keep_alive"),
                     note="the model unloads after every request, so each timed request is cold anyway; "
@@ -369,7 +378,7 @@ async def _run_matrix(session: aiohttp.ClientSession, rec: Recorder, opts: Batch
                         bar.update(1)
                         return
                     case = opts.cases[job.case]
-                    res = await _run_job(session, rec, opts, job, case, policy.params(case))
+                    res = await _run_job(session, rec, opts, job, case, policy.params(case, job.run))
                     policy.remember(res.client.degraded, res.error_kind)
                     tally.requests += 1
                     if res.ok:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from collector.backends import get
+
 OLLAMA, OPENAI, UNKNOWN = "ollama", "openai", "unknown"
 
 
@@ -41,11 +43,12 @@ def backend_problem(backend: str, server: ServerKind, base_url: str) -> str | No
     if server.kind == UNKNOWN:
         return (f"{base_url} answered neither GET /api/version (Ollama) nor GET /v1/models (OpenAI-compatible); "
                 "is --base-url / OLLAMA_HOST the LLM server's address (with its port)?")
-    if backend.startswith("ollama") and server.kind == OPENAI:
+    family = get(backend).family
+    if family == OLLAMA and server.kind == OPENAI:
         what = f"an OpenAI-compatible server ({server.flavor})" if server.flavor else "an OpenAI-compatible server"
         return (f"{base_url} looks like {what}: GET /v1/models answered and GET /api/version did not; "
                 "use --backend openai (and --base-url for it, not OLLAMA_HOST)")
-    if backend == "openai" and server.kind == OLLAMA:
+    if family == OPENAI and server.kind == OLLAMA:
         return (f"{base_url} looks like an Ollama server (GET /api/version answered {server.version}); "
                 "use --backend ollama (its native API reports load and eval timings)")
     return None

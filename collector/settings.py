@@ -16,7 +16,7 @@ from typing import Any
 
 from collector.backends import BACKENDS
 from collector.tasks import LANGS, LOADS, TASKS
-from shared.tasks import TASK_ALIASES, canonical_task
+from shared.tasks import TASK_ALIASES, canonical_task, symbol_spec_problem
 
 
 class SettingsError(ValueError):
@@ -241,6 +241,9 @@ def load_test_cases(path: Path) -> list[dict[str, Any]]:
         where = f"{path}: case [{i}]"
         if not isinstance(item, dict):
             raise SettingsError(f"{where}: expected an object, got {type(item).__name__}")
+        if "suite" in item:
+            cases.extend(_suite_entry(item, path, where))
+            continue
         prompt = item.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise SettingsError(f'{where}: field "prompt" must be a non-empty string')
@@ -285,11 +288,46 @@ def load_test_cases(path: Path) -> list[dict[str, Any]]:
         if expect is not None:
             if not isinstance(expect, dict):
                 raise SettingsError(f'{where}: field "expect" must be an object (symbols, complexity, entry, tests)')
+            for spec in expect.get("symbols") or [] if isinstance(expect.get("symbols"), list) else []:
+                problem = symbol_spec_problem(spec)
+                if problem:  # refused now: a symbol no answer can have would cost every answer the mark
+                    raise SettingsError(f'{where}: field "expect": {problem}')
             case["expect"] = expect
         if "think" in item:
             case["think"] = check_value("think", item["think"], f'{where}: field "think"')
         case["sources"] = sources
         cases.append(case)
+    return cases
+
+
+def _suite_entry(item: dict[str, Any], path: Path, where: str) -> list[dict[str, Any]]:
+    """A {"suite": "gsm8k=FILE", "limit": N, "sample": N, "sample_seed": S} entry: the suite's items as
+    cases (a relative FILE is read next to test_cases.json)."""
+    from collector.suites import SuiteError, build_cases, parse_spec
+
+    spec_text = item.get("suite")
+    if not isinstance(spec_text, str):
+        raise SettingsError(f'{where}: field "suite" must be a string such as "humaneval" or "gsm8k=test.jsonl"')
+    kind, eq, file = spec_text.partition("=")
+    if eq and not Path(file).is_absolute():
+        spec_text = f"{kind}={path.parent / file}"
+    opts = {}
+    for key in ("limit", "sample", "sample_seed", "shots"):
+        v = item.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise SettingsError(f'{where}: field "{key}" must be a whole number ≥ 0, got {v!r}')
+        opts[key] = v
+    shots_file = item.get("shots_file")
+    try:
+        cases, _record = build_cases([parse_spec(spec_text)], opts["limit"], opts["sample"], opts["sample_seed"] or 0,
+                                     opts["shots"] or 0,
+                                     (path.parent / shots_file) if isinstance(shots_file, str) else None)
+    except SuiteError as exc:
+        raise SettingsError(f"{where}: {exc}") from exc
+    for case in cases:
+        case["source"] = f"test_cases.json suite {case['suite']}"
+        if "model" in item:
+            case["models"] = _model_spec(item["model"], where)
     return cases
 
 
