@@ -147,6 +147,7 @@ class RefreshFit:
     method: str              # periodic_fit | midpoint | periodic_fit+midpoint | fresh | none
     fitted: np.ndarray | None = None  # per refresh: on a fitted line (its error is common to its neighbours)
     segment: np.ndarray | None = None  # per refresh: which fitted line (-1: a midpoint)
+    drift_s: np.ndarray | None = None  # per refresh: its line's period error bound × its number
 
 
 def _fit_segment(lo: np.ndarray, hi: np.ndarray, n: np.ndarray) -> tuple[float, float, Callable] | None:
@@ -177,6 +178,7 @@ def _fit_segment(lo: np.ndarray, hi: np.ndarray, n: np.ndarray) -> tuple[float, 
         se = np.sqrt(s2 * (1.0 / n.size + (k - n_mean) ** 2 / sxx))
         return np.maximum(3.0 * se, phase_half) + FIT_SLACK_S
 
+    err.slope = 3.0 * np.sqrt(s2 / sxx)  # bound on the period's error: refreshes far apart drift apart
     return float(phi), float(period), err
 
 
@@ -235,6 +237,7 @@ def fit_refreshes(t_s, y) -> RefreshFit:
     n_narrow = np.concatenate([[0.0], np.cumsum(steps)])
     on_line = np.zeros(mid.size, dtype=bool)
     seg_id = np.full(mid.size, -1)
+    drift = np.zeros(mid.size)
     fitted, periods = 0, []
     segments = 0
     for start in range(0, mid.size, FIT_SEGMENT):
@@ -269,6 +272,7 @@ def fit_refreshes(t_s, y) -> RefreshFit:
         r[sl], err[sl] = phi + p * n_here, err_fn(n_here)
         on_line[sl] = True
         seg_id[sl] = segments
+        drift[sl] = err_fn.slope * n_here
         fitted += 1
         periods.append(p)
     method = "periodic_fit" if fitted >= segments else "midpoint" if fitted == 0 else "periodic_fit+midpoint"
@@ -276,13 +280,14 @@ def fit_refreshes(t_s, y) -> RefreshFit:
         period = float(np.median(periods))
     values = v[changed]
     order = np.argsort(r, kind="stable")  # a line and midpoints meet at segment joins: keep time order
-    r, values, err, on_line, seg_id = r[order], values[order], err[order], on_line[order], seg_id[order]
+    r, values, err, on_line, seg_id, drift = (r[order], values[order], err[order], on_line[order], seg_id[order],
+                                              drift[order])
     # two changes placed on one refresh: one of them is numbered wrong (a stamp far off, or two
     # noisy neighbours rounded together) and its reading would be tied to the wrong instant, so
     # neither is used (dropping a refresh only merges two intervals; the energies stay exact)
     same = r[1:] <= r[:-1]
     keep = ~(np.concatenate([same, [False]]) | np.concatenate([[False], same]))
-    return RefreshFit(r[keep], values[keep], err[keep], period, method, on_line[keep], seg_id[keep])
+    return RefreshFit(r[keep], values[keep], err[keep], period, method, on_line[keep], seg_id[keep], drift[keep])
 
 
 @dataclass(frozen=True)
@@ -298,6 +303,7 @@ class CounterEnergy:
     method: str = "midpoint"          # how the refreshes were located (RefreshFit.method)
     fitted: np.ndarray | None = None  # RefreshFit.fitted
     segment: np.ndarray | None = None  # RefreshFit.segment
+    drift_s: np.ndarray | None = None  # RefreshFit.drift_s
     fused: fusion.Fused | None = None  # instant power corrected by the counter (``with_power_shape``)
 
     def with_power_shape(self, noise_w: float, delay_s: float, trace: Trace | None = None) -> "CounterEnergy":
@@ -411,7 +417,8 @@ def counter_energy(t_s, energy_mj, power: Trace | None) -> CounterEnergy:
     t_d, e_d = dedupe_sorted(t_s, energy_mj)
     fit = fit_refreshes(t_d, e_d / 1000.0)
     span = (float(t_d[0]), float(t_d[-1])) if t_d.size else (float("nan"), float("nan"))
-    return CounterEnergy(fit.r_s, fit.y, power, span, fit.err_s, fit.period_s, fit.method, fit.fitted, fit.segment)
+    return CounterEnergy(fit.r_s, fit.y, power, span, fit.err_s, fit.period_s, fit.method, fit.fitted, fit.segment,
+                         fit.drift_s)
 
 
 def _per_interval(t: np.ndarray, y: np.ndarray, r: np.ndarray, ufunc) -> np.ndarray:
@@ -525,4 +532,8 @@ def common_uncertainty(ce: CounterEnergy, a, b) -> np.ndarray:
         # edges on two fitted lines (segments of the run): their errors no longer move together
         apart = (ce.segment[ka] != ce.segment[kb]) & (ce.segment[ka] >= 0) & (ce.segment[kb] >= 0)
         out = out + np.where(apart, ce.err_s[ka] * np.abs(m[ka]) + ce.err_s[kb] * np.abs(m[kb]), 0.0)
+        if ce.drift_s is not None:
+            # on one line: a period error moves the two edges' refreshes apart by slope × their distance
+            together = (ce.segment[ka] == ce.segment[kb]) & (ce.segment[ka] >= 0)
+            out = out + np.where(together, np.abs(ce.drift_s[kb] - ce.drift_s[ka]) * np.abs(m[kb]), 0.0)
     return out
