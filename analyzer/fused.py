@@ -33,7 +33,7 @@ UNEXPLAINED_SIGMAS = 0.0  # the bound: this many standard deviations of the expl
 # reading shows a change late, e.g. a reading held by the GPU and sampled stale), on this step.
 LAG_RANGE_S = (-0.01, 0.03)
 LAG_STEP_S = 0.0005
-LAG_INTERVALS = 3000
+LAG_INTERVALS = 1000
 LAG_MIN_GAIN = 0.8  # a lag is applied only when it cuts the residuals' sum of squares to this share
 
 
@@ -81,6 +81,7 @@ class Fused:
     lag_s: float = 0.0   # how late the power reading showed changes (corrected), s
     step_s: np.ndarray | None = None  # per grid piece: where its power step sits (NaN: no step)
     levels: tuple[np.ndarray, np.ndarray] | None = None  # per grid piece: power before / after its step
+    f_u: np.ndarray | None = None  # F at the grid points
 
     def cumulative_at(self, x) -> np.ndarray:
         """F(x) − F(r_0), J, for x in [r_0, r_last] (NaN outside)."""
@@ -89,7 +90,7 @@ class Fused:
         if self.step_s is not None:
             # inside a piece that holds a step: the step's integral, placed where the piece's
             # corrected energy puts it, instead of the linear ramp between the two readings
-            u, f_u = self.u, self.power.integral_at(self.u) - self.t0_j + self.d_u
+            u, f_u = self.u, self.f_u
             j = np.clip(np.searchsorted(u, x, side="right") - 1, 0, u.size - 2)
             s = self.step_s[j]
             step = np.isfinite(s)
@@ -167,7 +168,7 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     d_u = np.concatenate([[0.0], np.cumsum(share)])
     cv = np.concatenate([[0.0], np.cumsum(v)])
     return Fused(r_s, u, float(t_u[0]), power, d_u, cv, cv[np.searchsorted(u, r_s)], v_k, rho_k, lag,
-                 _steps(u, power, i, area + share, noise_w), (power.y[i], power.y[i + 1]))
+                 _steps(u, power, i, area + share, noise_w), (power.y[i], power.y[i + 1]), t_u - t_u[0] + d_u)
 
 
 def _smooth(resid: np.ndarray, v_k: np.ndarray, obs: np.ndarray) -> np.ndarray:
