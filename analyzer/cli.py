@@ -9,12 +9,13 @@ Exit codes: 0 done, 2 bad input (not a batch directory, no or unreadable recordi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from analyzer import clock, i18n, outputs, pipeline, stream, tables
+from analyzer import clock, columnar, i18n, load_curve, outputs, pipeline, stream, tables
 from analyzer.energy import DEFAULT_CPU_TDP_W
 from shared import bus
 from shared.batch import BatchDir
@@ -26,6 +27,8 @@ from shared.recording import RecordingError, read_recording
 log = get_logger("analyzer.cli")
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_OUTPUT_LOCKED = 3  # analysed and written, but a file open in another program kept its old version
 
 
 class BadInput(Exception):
@@ -79,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--metric-percentiles", default=None, metavar="Q,Q",
                     help="percentiles in stats.csv beside the median, comma-separated (default: 90,99; "
                          "as vLLM's bench serve --metric-percentiles)")
+    ap.add_argument("--goodput", nargs="+", default=None, metavar="KEY:MS",
+                    help="SLOs in ms (vLLM's keys): ttft:500 tpot:50 e2el:10000; per level goodput_share, "
+                         "goodput_rps and J per good request in load_curve.csv (default: the collector's --goodput)")
     ap.add_argument("--no-quality", action="store_true", help="skip the quality step (columns left empty)")
     ap.add_argument("--bart-checkpoint", default=None, help="BARTScore checkpoint (name or local path)")
     ap.add_argument("--device", default=None, help="quality device: cpu, cuda, cuda:1 (default: cuda if available)")
@@ -108,7 +114,25 @@ def options_from(args: argparse.Namespace) -> pipeline.Options:
     return pipeline.Options(cpu_tdp_w=tdp, idle_baseline=args.idle_baseline, quality=not args.no_quality,
                             quality_options=qopts, progress=not args.no_progress,
                             metric_percentiles=parse_percentiles(args.metric_percentiles),
-                            server_gpus=args.server_gpus)
+                            server_gpus=args.server_gpus, goodput=parse_goodput(args.goodput))
+
+
+def parse_goodput(items: list[str] | None) -> dict[str, float] | None:
+    """``["ttft:500", "tpot:50"]`` → {"ttft": 500.0, "tpot": 50.0}; None gives the collector's."""
+    if items is None:
+        return None
+    out: dict[str, float] = {}
+    for item in items:
+        key, sep, ms = item.partition(":")
+        try:
+            value = float(ms) if sep else float("nan")
+        except ValueError:
+            value = float("nan")
+        if key not in load_curve.SLO_COLUMNS or not value > 0:
+            raise BadInput(f"--goodput {item!r}: give KEY:MS with KEY one of {', '.join(load_curve.SLO_COLUMNS)} "
+                           "and a positive number of milliseconds, e.g. --goodput ttft:500 tpot:50")
+        out[key] = value
+    return out
 
 
 def parse_percentiles(text: str | None) -> tuple[float, ...]:
@@ -127,6 +151,16 @@ def parse_percentiles(text: str | None) -> tuple[float, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def analysed_line(results: list[dict]) -> str:
+    """``11 request(s) (10 ok, 1 failed)``: which rows results.csv holds, beside the collector's ``ok 10``."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
+    order = sorted(counts, key=lambda k: (k != "ok", k))
+    detail = f" ({', '.join(f'{counts[k]} {k}' for k in order)})" if counts else ""
+    return f"{len(results)} request(s){detail}"
+
+
 def report_lang(value: str) -> str:
     return i18n.lang_from_env() if value == "auto" else i18n.check(value)
 
@@ -134,17 +168,42 @@ def report_lang(value: str) -> str:
 def analyse_messages(items, bd: BatchDir, opts: pipeline.Options, lookback_s: float, plots: bool,
                      problem: str | None = None, lang: str = "en") -> pipeline.Analysis:
     """The one path both inputs take: messages → BatchData → Analysis → files."""
-    data = stream.build(items, lookback_s)
+    return analyse_data(stream.build(items, lookback_s), bd, opts, plots, problem, lang)
+
+
+def analyse_data(data: stream.BatchData, bd: BatchDir, opts: pipeline.Options, plots: bool,
+                 problem: str | None = None, lang: str = "en") -> pipeline.Analysis:
+    """BatchData → Analysis → files (``--batch`` builds it from columns, ``--live`` from messages)."""
     too_far = clock.refused(data.clock)
     if too_far:  # windows cannot be joined with samples this uncertain: no figures rather than wrong ones
         raise BadInput(f"{bd.root}: batch refused: " + "; ".join(too_far))
-    analysis = pipeline.analyze(data, opts, recording_problem=problem)
+    analysis = pipeline.analyze(data, dataclasses.replace(opts, batch_dir=bd.root), recording_problem=problem)
     outputs.write_all(analysis, bd, make_plots=plots, progress=opts.progress, lang=lang)
     return analysis
 
 
 def load_batch(root: Path):
     """(BatchDir, messages, problem) of a recorded batch, or BadInput naming the path and the fix."""
+    bd = _batch_dir(root)
+    try:
+        _header, items, problem = read_recording(bd.stream)
+    except RecordingError as exc:
+        raise BadInput(f"{exc}") from exc
+    return bd, items, problem
+
+
+def load_columns(root: Path) -> tuple[BatchDir, columnar.Decoded, str | None]:
+    """(BatchDir, the recording's columns, problem): from the columnar copy when it is this recording's,
+    else one streaming pass over stream.msgpack (which writes the copy)."""
+    bd = _batch_dir(root)
+    try:
+        dec, problem = columnar.load(bd.stream)
+    except RecordingError as exc:
+        raise BadInput(f"{exc}") from exc
+    return bd, dec, problem
+
+
+def _batch_dir(root: Path) -> BatchDir:
     if not root.exists():
         raise BadInput(f"{root}: no such directory; pass a batch directory such as data/experiments_2 "
                        "(the one that holds raw/stream.msgpack)")
@@ -154,11 +213,7 @@ def load_batch(root: Path):
     if not bd.stream.is_file():
         raise BadInput(f"{bd.stream}: not found, so {root} is not a recorded batch; run the collector "
                        "(python -m collector --exp-dir DIR) or telemetry recording first, or pass the right directory")
-    try:
-        _header, items, problem = read_recording(bd.stream)
-    except RecordingError as exc:
-        raise BadInput(f"{exc}") from exc
-    return bd, items, problem
+    return bd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,11 +225,20 @@ def main(argv: list[str] | None = None) -> int:
         opts = options_from(args)
         if args.live:
             return _live(args, opts)
-        bd, items, problem = load_batch(args.batch)
-        analysis = analyse_messages(items, bd, opts, args.lookback_s, not args.no_plots, problem,
-                                    report_lang(args.report_lang))
-        print(f"analysed {len(analysis.results)} request(s) -> {bd.summary / 'results.csv'}", flush=True)
+        bd, dec, problem = load_columns(args.batch)
+        data = columnar.to_batch(dec, args.lookback_s, consume=True)
+        del dec  # the series hold what is needed from here on
+        analysis = analyse_data(data, bd, opts, not args.no_plots, problem, report_lang(args.report_lang))
+        print(f"analysed {analysed_line(analysis.results)} -> {bd.summary / 'results.csv'}", flush=True)
         return 0
+    except outputs.OutputsLocked as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_OUTPUT_LOCKED
+    except KeyboardInterrupt:  # Ctrl-C (also the collector's closing analysis): one line, no traceback
+        again = f"python -m analyzer --batch {args.batch}" if args.batch else "python -m analyzer --live"
+        print(f"analysis interrupted: the files it had not replaced yet keep their previous version; run it "
+              f"again with {again}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     except BadInput as exc:
         log.error("bad_input", problem=str(exc))
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -217,7 +281,10 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
             log.error("batch_refused", batch=str(root), problem=str(exc))
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return
-        print(f"analysed {len(analysis.results)} request(s) -> {root / 'summary' / 'results.csv'}", flush=True)
+        except outputs.OutputsLocked as exc:  # a CSV open in Excel: the rest is written, the live analyzer goes on
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return
+        print(f"analysed {analysed_line(analysis.results)} -> {root / 'summary' / 'results.csv'}", flush=True)
 
     ctx = zmq.Context()
     try:

@@ -1,9 +1,11 @@
 """Write one Analysis into the batch directory (the only file-writing part of the analyzer)."""
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,40 @@ from shared.logs import get_logger
 log = get_logger("analyzer.outputs")
 
 CSV_ENCODING = "utf-8-sig"  # a BOM so that Excel on Windows reads UTF-8 (Chinese model/task names) right
+# the outputs of the write_all running now that another program holds open: (locked file, where the new one went)
+_LOCKED: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("locked", default=None)
+
+
+class OutputsLocked(Exception):
+    """Some outputs could not replace their file: another program holds it open (Excel on Windows
+    locks the CSV it shows, and os.replace raises PermissionError). Everything else was written;
+    each new version lies beside its locked file. The message names both and the fix."""
+
+    def __init__(self, locked: list[tuple[Path, Path]], written: list[Path]):
+        self.locked, self.written = locked, written
+        names = "; ".join(f"{old} is open in another program, so the new version is {new}" for old, new in locked)
+        super().__init__(f"{names}. Close it (Excel locks the files it shows) and rerun "
+                         f"python -m analyzer --batch {locked[0][0].parent.parent}: the other outputs are up to date")
+
+
+def _replace(tmp: Path, path: Path) -> Path:
+    """Atomic rename onto ``path``; while write_all runs, a locked ``path`` gets ``NAME.new.EXT`` beside it."""
+    try:
+        os.replace(tmp, path)
+        return path
+    except PermissionError:
+        locked = _LOCKED.get()
+        if locked is None:
+            raise
+        beside = path.with_name(f"{path.stem}.new{path.suffix}")
+        try:
+            os.replace(tmp, beside)
+        except OSError:
+            beside = tmp  # that one is held too: the finished file keeps its temporary name
+        locked.append((path, beside))
+        log.error("output_locked", path=str(path), written_to=str(beside),
+                  fix="close the program that has it open (Excel), then rerun the analysis")
+        return beside
 
 
 def jsonable(v: Any) -> Any:
@@ -39,11 +75,39 @@ def jsonable(v: Any) -> Any:
     return v
 
 
+_PLAIN_NUMBERS = {float, int, type(None)}
+
+
 def json_text(obj: Any) -> str:
-    return json.dumps(jsonable(obj), ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+    """Indented JSON; long lists of plain numbers (a window's samples) on one line each, written by
+    json's C encoder (the indenting encoder is pure Python: it took most of a batch's analysis time)."""
+    flat: dict[str, str] = {}
+    nonce = uuid.uuid4().hex  # placeholders no string in the data can equal
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)) and len(v) > 8 and set(map(type, v)) <= _PLAIN_NUMBERS:
+            try:
+                text = json.dumps(v, allow_nan=False)
+            except ValueError:  # NaN or inf inside: element by element
+                return [jsonable(x) for x in v]
+            key = f"\x00{nonce}:{len(flat)}"
+            flat[json.dumps(key)] = text
+            return key
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        return jsonable(v)
+
+    text = json.dumps(walk(obj), ensure_ascii=False, indent=2, allow_nan=False)
+    for key, value in flat.items():
+        text = text.replace(key, value, 1)
+    return text + "\n"
 
 
 def _column(values: list) -> pa.Array:
+    if isinstance(values, pa.Array):
+        return values
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them readable as text
@@ -58,6 +122,26 @@ def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]] | None = 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
+    return _replace(tmp, path)
+
+
+def parquet_pieces(path: Path, samples) -> Path:
+    """A sample table written piece by piece (one row group per source): never the whole table in memory.
+    Text columns are strings even where a piece has none (a GPU without a uuid)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    writer = schema = None
+    try:
+        for piece in samples.pieces():
+            table = pa.table({c: _column(piece[c]) for c in samples.columns})
+            if writer is None:
+                schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
+                                    for f in table.schema])
+                writer = pq.ParquetWriter(tmp, schema)
+            writer.write_table(table if table.schema == schema else table.cast(schema))
+    finally:
+        if writer is not None:
+            writer.close()
     os.replace(tmp, path)
     return path
 
@@ -69,13 +153,25 @@ def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
     # newline="" so "\n" stays "\n" on Windows too: byte-identical files on every platform.
     with open(tmp, "w", encoding=encoding, newline="") as fh:
         fh.write(text)
-    os.replace(tmp, path)
-    return path
+    return _replace(tmp, path)
 
 
 def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool = False,
               lang: str = "en") -> list[Path]:
-    """Every output file; returns their paths. ``lang`` ('en' or 'zh') is the reports' language."""
+    """Every output file; returns their paths. ``lang`` ('en' or 'zh') is the reports' language.
+    A file another program holds open does not stop the others: :class:`OutputsLocked` at the end."""
+    locked: list[tuple[Path, Path]] = []
+    token = _LOCKED.set(locked)
+    try:
+        written = _write_all(a, bd, make_plots, progress, lang)
+    finally:
+        _LOCKED.reset(token)
+    if locked:
+        raise OutputsLocked(locked, written)
+    return written
+
+
+def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang: str) -> list[Path]:
     bd.make()
     written = [
         write_text(bd.summary / "results.csv", tables.csv_text(a.columns, a.results), CSV_ENCODING),
@@ -88,16 +184,21 @@ def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool
     if a.suites:
         written.append(write_text(bd.summary / "suites.csv", tables.csv_text(tables.SUITE_BOARD_COLUMNS, a.suites),
                                   CSV_ENCODING))
+    if a.load_curve:
+        from analyzer import load_curve
+        written.append(write_text(bd.summary / "load_curve.csv", tables.csv_text(load_curve.COLUMNS, a.load_curve),
+                                  CSV_ENCODING))
+        written.append(parquet(bd.summary / "load_curve.parquet", list(load_curve.COLUMNS), a.load_curve))  # compare
     if a.warmups:
         written.append(write_text(bd.summary / "warmups.csv", tables.csv_text(a.columns, a.warmups), CSV_ENCODING))
-    items = sorted(a.request_json.items())
-    for rid, obj in tqdm(items, desc="request JSON", unit="req", disable=not progress or len(items) < 50):
-        written.append(write_text(bd.request_json(rid), json_text(obj)))
+    rids = sorted(a.request_json)  # each JSON is built, written and dropped in turn
+    for rid in tqdm(rids, desc="request JSON", unit="req", disable=not progress or len(rids) < 50):
+        written.append(write_text(bd.request_json(rid), json_text(a.request_json[rid])))
     written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))
-    if a.gpu_samples.get("t_ns"):
-        written.append(parquet(bd.raw / "samples_gpu.parquet", list(a.gpu_samples), data=a.gpu_samples))
-    if a.host_samples.get("t_ns"):
-        written.append(parquet(bd.raw / "samples_host.parquet", list(a.host_samples), data=a.host_samples))
+    if a.gpu_samples.rows:
+        written.append(parquet_pieces(bd.raw / "samples_gpu.parquet", a.gpu_samples))
+    if a.host_samples.rows:
+        written.append(parquet_pieces(bd.raw / "samples_host.parquet", a.host_samples))
     plot_files: list[str] = []
     if make_plots:
         from analyzer import plots  # matplotlib only when plotting

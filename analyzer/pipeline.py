@@ -3,8 +3,10 @@ except for the optional quality step, which is injected/contained in quality_cal
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -12,12 +14,14 @@ from analyzer import clock as CLOCK
 from analyzer import columns as COLS
 from analyzer import hosts
 from analyzer import energy as E
+from analyzer import load_curve as LC
 from analyzer import tables
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
 from analyzer.stream import BatchData, Request, Series
 from analyzer.throughput import cold_start, iso_utc, throughput, timing, token_latency
 from analyzer.windows import split_windows
 from shared import messages as M
+from shared.batch import resume_command
 from shared.logs import get_logger
 from shared.numbers import finite
 from shared.tasks import unknown_task_notes
@@ -41,6 +45,8 @@ class Options:
     assess: Callable | None = None      # injected scorer (tests); None = analyzer.quality.assess
     metric_percentiles: tuple[float, ...] = tables.DEFAULT_PERCENTILES  # stats.csv pXX columns
     server_gpus: str = "auto"           # which GPUs a request's energy counts (analyzer.hosts; --server-gpus)
+    batch_dir: Path | None = None       # where the batch lies: the PARTIAL note's resume command names it
+    goodput: dict[str, float] | None = None  # SLOs in ms (--goodput); None: the collector's --goodput, if any
 
 
 @dataclass
@@ -50,9 +56,9 @@ class Analysis:
     warmups: list[dict[str, Any]]
     stats: list[dict[str, Any]]
     pareto: list[dict[str, Any]]
-    request_json: dict[str, dict[str, Any]]
-    gpu_samples: dict[str, list]         # column → values (long format, for Parquet)
-    host_samples: dict[str, list]
+    request_json: Mapping[str, dict[str, Any]]  # built when read (RequestJson): never all at once
+    gpu_samples: "Samples"               # long format, for Parquet: one piece per GPU, built when written
+    host_samples: "Samples"
     timelines: list[dict[str, Any]]      # per GPU: key, t_s, power_w, simulated
     windows: list[dict[str, Any]]        # rid, a_s, b_s, label, warmup
     simulated: bool
@@ -62,6 +68,8 @@ class Analysis:
     quality_ran: bool = True                  # False with --no-quality: the report says so once
     stats_columns: tuple[str, ...] = tables.STATS_COLUMNS + tables.SPREAD_COLUMNS
     suites: list[dict[str, Any]] = field(default_factory=list)  # per model × suite (tables.suite_board)
+    load_curve: list[dict[str, Any]] = field(default_factory=list)  # summary/load_curve.csv (analyzer.load_curve)
+    slo: dict[str, float] | None = None
 
 
 def _sum_available(values: list) -> float | None:
@@ -74,9 +82,30 @@ def _label(req: Request) -> str:
     return f"{s.model or '?'}/{s.task or '?'}/{s.load or '?'}#{'?' if s.run is None else s.run}"
 
 
-def _in_window(series: Series, origin: int, a_s: float, b_s: float) -> np.ndarray:
-    t_s = (series.t_ns - origin) / 1e9
-    return (t_s >= a_s) & (t_s <= b_s)
+def _in_window(t_s: np.ndarray, a_s: float, b_s: float) -> slice:
+    """The samples with a_s <= t <= b_s (t_s sorted): a slice, not a mask over the whole run."""
+    return slice(int(np.searchsorted(t_s, a_s, side="left")), int(np.searchsorted(t_s, b_s, side="right")))
+
+
+class RequestJson(Mapping):
+    """rid → that request's JSON (raw/<rid>.json), built when asked for: the samples of every window
+    are never held at once (a day of requests would hold most of the recording)."""
+
+    def __init__(self, build: Callable[[str], dict[str, Any]], rids: list[str]):
+        self._build = build
+        self._rids = list(dict.fromkeys(rids))
+        self._known = set(self._rids)
+
+    def __getitem__(self, rid: str) -> dict[str, Any]:
+        if rid not in self._known:
+            raise KeyError(rid)
+        return self._build(rid)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rids)
+
+    def __len__(self) -> int:
+        return len(self._rids)
 
 
 def _clean(v):
@@ -159,6 +188,26 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         row["quality_error"] = q.get("quality_error")
         if not q and opts.quality and row["status"] == "ok" and row["rid"] in q_rids:
             row["quality_error"] = quality_problem or "quality not computed for this request"
+    loaded, slo = _load_info(batch, opts)
+    curve: list[dict[str, Any]] = []
+    curve_problems: list[str] = []
+    if loaded or slo:
+        for r, row in zip(reqs, rows):
+            _load_columns(r, row, slo)
+        spans = {r.rid: (float(win.a_s[i]), float(win.b_s[i])) for r, i in ((r, idx[r.rid]) for r in done)
+                 if not r.start.warmup}
+        par = ((batch.batch_start.load or {}) if batch.batch_start else {}).get("server_parallel")
+        measured = [row for r, row in zip(reqs, rows) if not r.start.warmup]
+        curve, curve_problems = LC.curve(measured, spans, _level_energy(batch, opts), slo, simulated,
+                                         par if isinstance(par, int) else None)
+        LC.annotate(measured, curve)
+        for row, a_s, b_s in zip(curve, *LC.level_windows(LC.groups(measured, spans), spans)):
+            row["gpu_power_limit_w"] = _power_limits(batch, float(a_s), float(b_s))
+            row["gpu_driver"] = _joined(g.meta.get("driver") for g in batch.gpus)
+        if curve and curve[0].get("gpu_energy_j") is not None:
+            curve_problems.append("load_curve.csv: each level's energy is its whole window's (first start to last "
+                                  "end, idle gaps between requests included); gpu_energy_split_j beside it sums the "
+                                  "per-request split (gaps excluded)")
     extra = sorted({k for row in rows for k in row} - set(MAIN_COLUMNS))
     columns = list(MAIN_COLUMNS) + extra
     for row in rows:
@@ -166,13 +215,18 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             row.setdefault(c, None)
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
     warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
-    problems[:0] = batch_problems(batch, results)
+    problems[:0] = batch_problems(batch, results, opts.batch_dir)
     problems.extend([m.describe() for m in batch.clock.values()] + batch.clock_notes)
     short = [row["rid"] for row in results if row.get("clock_short_window")]
     if short:
         problems.append(f"{len(short)} request window(s) are shorter than {CLOCK.SHORT_WINDOW_FACTOR:g} × the clock "
                         "mapping's uncertainty (clock_short_window): their energy edges are doubtful: "
                         + ", ".join(short[:10]))
+    unseen = [row["rid"] for row in results if row.get("cpu_server_basis") == "server_not_seen"]
+    if unseen:
+        problems.append(f"{len(unseen)} request(s) have no server CPU figures (cpu_server_basis = server_not_seen): "
+                        "their window opened before the telemetry daemon found the LLM server's process, or "
+                        "closed after it last saw it: " + ", ".join(unseen[:10]))
     if not (batch.batch_start and batch.batch_start.backend == "proxy"):  # the proxy's tasks are the user's labels
         problems.extend(unknown_task_notes(sorted({str(row["task"]) for row in results if row.get("task")})))
     skipped = [row for row in results if row.get("code_tests_skipped")]
@@ -194,12 +248,18 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     if incomplete:
         problems.append(f"{len(incomplete)} request(s) started but never ended (listed as incomplete): "
                         + ", ".join(incomplete[:10]))
-    request_json = {r.rid: _request_json(r, row, idx.get(r.rid), win, batch, quality.get(r.rid), simulated)
-                    for r, row in zip(reqs, rows)}
-    for rid, obj in request_json.items():
+    by_rid = {r.rid: (r, row) for r, row in zip(reqs, rows)}
+    seconds = {id(g): (g.t_ns - origin) / 1e9 for g in batch.gpus + ([batch.host] if batch.host else [])}
+
+    def one_json(rid: str) -> dict[str, Any]:
+        r, row = by_rid[rid]
+        obj = _request_json(r, row, idx.get(rid), win, batch, quality.get(rid), simulated, seconds)
         obj["itl_ms"] = itl.get(rid) or None
+        return obj
+
+    request_json = RequestJson(one_json, [r.rid for r in reqs])
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus))
-    timelines = [{"key": g.key, "t_s": ((g.t_ns - origin) / 1e9), "power_w": g.values["power_mw"] / 1000.0,
+    timelines = [{"key": g.key, "t_s": seconds[id(g)], "power_w": g.values["power_mw"] / 1000.0,
                   "simulated": g.simulated, "name": g.meta.get("name"),
                   "gpu_id": f"{M.src_host(g.src) or '?'} / {g.meta.get('uuid') or g.key}"} for g in batch.gpus]
     first = {row["rid"]: finite(row.get("first_token_s")) for row in rows}
@@ -211,12 +271,71 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None
     pct = tuple(opts.metric_percentiles)
+    problems.extend(curve_problems)
+    leveled = any(row.get("sweep_level") is not None for row in results)
     stats = tables.stats(results, simulated, pct, {"itl_ms": itl})
     return Analysis(columns, results, warmups, stats,
                     tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
                     str(batch_id) if batch_id is not None else None, batch.batch_end, opts.quality,
-                    tables.stats_columns(pct), tables.suite_board(stats))
+                    tables.stats_columns(pct, leveled), tables.suite_board(stats), curve, slo)
+
+
+def _load_info(batch: BatchData, opts: Options) -> tuple[bool, dict[str, float] | None]:
+    """(whether the batch ran load levels or open-loop arrivals, the SLOs for goodput). The SLOs are
+    the analyzer's --goodput, else the collector's (saved in batch.start's config)."""
+    bs = batch.batch_start
+    load = (bs.load or {}) if bs is not None else {}
+    loaded = bool(load.get("swept")) or any(lv.get("kind") == "rate" for lv in load.get("levels") or []
+                                            if isinstance(lv, dict))
+    slo = opts.goodput
+    if slo is None and bs is not None:
+        saved = (((bs.config or {}).get("settings") or {}).get("goodput") or {}).get("value")
+        slo = saved if isinstance(saved, dict) and saved else None
+    return loaded, slo
+
+
+def _load_columns(r: Request, row: dict[str, Any], slo: dict[str, float] | None) -> None:
+    """The request's load level and open-loop start (req.start), and whether it met the SLOs."""
+    s = r.start
+    row["sweep"], row["sweep_level"] = s.sweep, s.sweep_level
+    row["start_lag_ms"], row["start_blocked"] = s.start_lag_ms, s.start_blocked
+    row["start_late"] = (bool(s.start_blocked) or s.start_lag_ms > 10.0) if s.start_lag_ms is not None else None
+    if slo:
+        row["slo_ok"] = LC.meets_slo(row, slo) if row.get("status") != "incomplete" else False
+
+
+def _power_limits(batch: BatchData, a_s: float, b_s: float) -> str | None:
+    """The GPUs' enforced power limits in effect during [a_s, b_s] (W, comma-joined; None: not reported)."""
+    seen = set()
+    for g in batch.gpus:
+        changes = g.meta.get("power_limit_changes") or []
+        for i, (t_ns, w) in enumerate(changes):
+            start = (t_ns - batch.origin_ns) / 1e9
+            end = (changes[i + 1][0] - batch.origin_ns) / 1e9 if i + 1 < len(changes) else float("inf")
+            if start <= b_s and end >= a_s:
+                seen.add(w)
+    return ",".join(f"{w:g}" for w in sorted(seen)) or None
+
+
+def _level_energy(batch: BatchData, opts: Options):
+    """Energy of arbitrary (level) windows: GPU (every counted GPU summed) and CPU (RAPL, else TDP)."""
+    def energy(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+        w = E.Window(a, b)
+        out: dict[str, np.ndarray] = {}
+        if batch.gpus:
+            cols = [E.gpu_columns(g, batch.origin_ns, batch.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), w)
+                    for g in batch.gpus]
+            out["gpu_j"] = np.sum([c["energy_j"] for c in cols], axis=0)
+            out["gpu_unc_j"] = np.sum([c["energy_uncertainty_j"] for c in cols], axis=0)
+        host = E.host_columns(batch.host, batch.procs, batch.rapl, batch.origin_ns, batch.src_seqs, w, opts.cpu_tdp_w)
+        rapl, approx = host.get("cpu_energy_j_rapl"), host.get("cpu_energy_j_approx")
+        if rapl is not None and np.isfinite(rapl).all():
+            out["cpu_j"] = rapl
+        elif approx is not None and np.isfinite(approx).all():
+            out["cpu_j"] = approx
+        return out
+    return energy
 
 
 def _first_chunk_s(r: Request, origin: int) -> float:
@@ -331,7 +450,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     return row
 
 
-def batch_problems(batch: BatchData, results: list[dict]) -> list[str]:
+def batch_problems(batch: BatchData, results: list[dict], batch_dir: Path | None = None) -> list[str]:
     """Whether the batch is whole: interrupted or cut short, planned requests without a result,
     answers from another model than asked."""
     out = []
@@ -346,7 +465,7 @@ def batch_problems(batch: BatchData, results: list[dict]) -> list[str]:
         out.append(f"INCOMPLETE: {have} (failed ones are in results.csv with status failed; skipped ones never "
                    "ran, batch.end counts them)")
     if out and batch.batch_start is not None:
-        out[-1] += "; `python -m collector --exp-dir BATCH_DIR --resume` runs what is missing"
+        out[-1] += f"; `{resume_command(batch_dir or 'BATCH_DIR')}` runs what is missing"
     wrong = sorted({(r["model"], r["served_model"]) for r in results
                     if r.get("served_model") and r["model"] and r["served_model"] != r["model"]})
     for asked, got in wrong:
@@ -355,8 +474,16 @@ def batch_problems(batch: BatchData, results: list[dict]) -> list[str]:
     return out
 
 
+def _finite_list(values: np.ndarray, scale: float | None = None) -> list:
+    """finite() of each value (÷ scale first), vectorised: floats, None where absent or not finite."""
+    v = values / scale if scale is not None else values
+    out = v.astype(object)
+    out[~np.isfinite(v)] = None
+    return out.tolist()
+
+
 def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: BatchData, quality: dict | None,
-                  simulated: bool) -> dict:
+                  simulated: bool, seconds: dict[int, np.ndarray] | None = None) -> dict:
     """The seed's per-request JSON (raw/<rid>.json)."""
     s, e = r.start, r.end
     origin = batch.origin_ns
@@ -367,21 +494,23 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
         a_s, b_s = float(win.a_s[i]), float(win.b_s[i])
         full["window_start_s"], full["window_end_s"] = a_s, b_s
         full["gpus"] = {}
+        seconds = seconds or {}
         for g in batch.gpus:
-            m = _in_window(g, origin, a_s, b_s)
-            full["gpus"][g.key] = {"t_s": [round(float(x) - a_s, 6) for x in (g.t_ns[m] - origin) / 1e9],
-                                   "power_w": [finite(x / 1000.0) for x in g.values["power_mw"][m]],
-                                   "energy_mj": [finite(x) for x in g.values["energy_mj"][m]],
-                                   "util_gpu_pct": [finite(x) for x in g.values["util_gpu_pct"][m]],
-                                   "mem_used_mib": [finite(x) for x in g.values["mem_used_mib"][m]],
-                                   "temp_c": [finite(x) for x in g.values["temp_c"][m]],
-                                   "sm_clock_mhz": [finite(x) for x in g.values["sm_clock_mhz"][m]],
+            t_s = seconds[id(g)] if id(g) in seconds else (g.t_ns - origin) / 1e9
+            m = _in_window(t_s, a_s, b_s)
+            full["gpus"][g.key] = {"t_s": [round(x - a_s, 6) for x in t_s[m].tolist()],
+                                   "power_w": _finite_list(g.values["power_mw"][m], 1000.0),
+                                   **{k: _finite_list(g.values[k][m]) for k in ("energy_mj", "util_gpu_pct",
+                                                                                "mem_used_mib", "temp_c",
+                                                                                "sm_clock_mhz")},
                                    "simulated": g.simulated}
         if batch.host is not None:
-            m = _in_window(batch.host, origin, a_s, b_s)
-            full["host"] = {"t_s": [round(float(x) - a_s, 6) for x in (batch.host.t_ns[m] - origin) / 1e9],
-                            "cpu_pct": [finite(x) for x in batch.host.values["cpu_pct"][m]],
-                            "mem_used_mib": [finite(x) for x in batch.host.values["mem_used_mib"][m]]}
+            h = batch.host
+            t_s = seconds[id(h)] if id(h) in seconds else (h.t_ns - origin) / 1e9
+            m = _in_window(t_s, a_s, b_s)
+            full["host"] = {"t_s": [round(x - a_s, 6) for x in t_s[m].tolist()],
+                            "cpu_pct": _finite_list(h.values["cpu_pct"][m]),
+                            "mem_used_mib": _finite_list(h.values["mem_used_mib"][m])}
     bs = batch.batch_start or M.BatchStart(batch="")
     client = e.client if e is not None else None
     case = (bs.cases or [])[s.case] if s.case is not None and 0 <= s.case < len(bs.cases or []) else {}
@@ -406,33 +535,65 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
     }
 
 
-def _samples(batch: BatchData) -> tuple[dict[str, list], dict[str, list]]:
-    """Long-format sample tables (for Parquet): one row per GPU sample, one per host sample."""
-    gcols: dict[str, list] = {"t_ns": [], "src": [], "gpu": [], "seq": [], "simulated": []}
+class Samples(Mapping):
+    """A long-format sample table kept as one piece per source, each built only while it is written
+    (``pieces()``); ``table[column]`` joins the pieces (for readers that want the whole column)."""
+
+    def __init__(self, columns: list[str], pieces: list[Callable[[], dict[str, np.ndarray]]], rows: int):
+        self.columns, self._pieces, self.rows = columns, pieces, rows
+
+    def pieces(self) -> Iterator[dict[str, np.ndarray]]:
+        for build in self._pieces:
+            yield build()
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        if column not in self.columns:
+            raise KeyError(column)
+        parts = [p[column] for p in self.pieces()]
+        parts = [p if isinstance(p, np.ndarray) else p.to_numpy(zero_copy_only=False) for p in parts]  # Arrow text
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+
+def _same(value: Any, n: int):
+    """A text column holding one value n times, as Arrow dictionary indices into that one value
+    (one byte a row; a column of n Python strings took ~60 bytes a row)."""
+    import pyarrow as pa
+
+    if value is None:
+        return pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int8()), pa.array([], pa.string()))
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int8)), pa.array([str(value)]))
+
+
+def _gpu_piece(g: Series) -> dict[str, np.ndarray]:
+    n = g.t_ns.size
+    cols = {"t_ns": g.t_ns, "src": _same(g.src, n), "gpu": _same(g.key, n), "seq": g.seq,
+            "simulated": np.full(n, bool(g.simulated))}
     for f in M.GPU_SERIES:
-        gcols[f] = []
-    for g in batch.gpus:
-        n = g.t_ns.size
-        gcols["t_ns"].extend(g.t_ns.tolist())
-        gcols["src"].extend([g.src] * n)
-        gcols["gpu"].extend([g.key] * n)
-        gcols["seq"].extend(g.seq.tolist())
-        gcols["simulated"].extend([g.simulated] * n)
-        for f in list(gcols)[5:]:
-            gcols[f].extend(g.values[f].tolist())
-    # appended after the series loop above (it reads the columns by position)
-    gcols.update(host=[], uuid=[], name=[])
-    for g in batch.gpus:
-        n = g.t_ns.size
-        gcols["host"].extend([M.src_host(g.src)] * n)
-        gcols["uuid"].extend([g.meta.get("uuid")] * n)
-        gcols["name"].extend([g.meta.get("name")] * n)
-    hcols: dict[str, list] = {}
-    if batch.host is not None:
-        h = batch.host
-        hcols = {"t_ns": h.t_ns.tolist(), "src": [h.src] * h.t_ns.size, "seq": h.seq.tolist()}
-        for f, v in h.values.items():
-            hcols[f] = v.tolist()
-        for zone, zs in sorted(batch.rapl.items()):
-            hcols[f"rapl_{zone}_uj"] = zs.values["energy_uj"].tolist()
-    return gcols, hcols
+        cols[f] = g.values[f]
+    cols.update(host=_same(M.src_host(g.src), n), uuid=_same(g.meta.get("uuid"), n), name=_same(g.meta.get("name"), n))
+    return cols
+
+
+GPU_SAMPLE_COLUMNS = ["t_ns", "src", "gpu", "seq", "simulated", *M.GPU_SERIES, "host", "uuid", "name"]
+
+
+def _samples(batch: BatchData) -> tuple[Samples, Samples]:
+    """Long-format sample tables (for Parquet): one row per GPU sample, one per host sample."""
+    gs = batch.gpus
+    gpu = Samples(GPU_SAMPLE_COLUMNS if gs else [], [lambda g=g: _gpu_piece(g) for g in gs],
+                  sum(g.t_ns.size for g in gs))
+    if batch.host is None:
+        return gpu, Samples([], [], 0)
+    h = batch.host
+    hcols = {"t_ns": h.t_ns, "src": _same(h.src, h.t_ns.size), "seq": h.seq}
+    for f, v in h.values.items():
+        hcols[f] = v
+    for zone, zs in sorted(batch.rapl.items()):
+        hcols[f"rapl_{zone}_uj"] = zs.values["energy_uj"]
+    return gpu, Samples(list(hcols), [lambda: hcols], h.t_ns.size)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.batch import resume_command  # noqa: F401  (collector.outcome.resume_command stays importable)
+
 EXIT_OK, EXIT_SETTINGS, EXIT_TELEMETRY, EXIT_CONNECTION = 0, 1, 2, 3
 EXIT_INCOMPLETE, EXIT_NOTHING, EXIT_INTERRUPTED = 4, 5, 130
 EXIT_CODES_HELP = __doc__.split("\n\n", 1)[1].strip()
@@ -30,6 +32,7 @@ class Tally:
     skipped: int = 0
     interrupted: bool = False
     fatal: str | None = None   # the server went away
+    late_starts: int = 0       # open loop: starts that missed their scheduled arrival (collector.arrivals)
 
     @property
     def ok_total(self) -> int:
@@ -51,11 +54,6 @@ def exit_code(t: Tally) -> int:
     return EXIT_NOTHING if t.ok_total == 0 else EXIT_INCOMPLETE
 
 
-def resume_command(batch_root: Path) -> str:
-    """The command that continues this batch with its own saved settings."""
-    root = str(batch_root)
-    return f'python -m collector --exp-dir "{root}" --resume' if " " in root else \
-        f"python -m collector --exp-dir {root} --resume"
 
 
 def closing_line(t: Tally, batch_root: Path) -> str:
@@ -65,6 +63,9 @@ def closing_line(t: Tally, batch_root: Path) -> str:
     done = f" ({t.already_done} before this start)" if t.already_done else ""
     line = (f"batch {verdict}: planned {t.planned} / ok {t.ok_total}{done} / failed {t.failed} / "
             f"skipped {t.skipped} / not run {max(0, t.not_done - t.failed - t.skipped)} -> {batch_root} (exit {code})")
+    if t.late_starts:
+        line += (f"\n  {t.late_starts} open-loop start(s) missed their scheduled arrival (start_lag_ms, start_blocked "
+                 "in the recording): the achieved rate is below the requested one")
     if code != EXIT_OK:
         line += f"\n  resume (runs what is missing, with the batch's own settings): {resume_command(batch_root)}"
     return line

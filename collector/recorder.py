@@ -14,11 +14,12 @@ from typing import Any
 
 import zmq
 
-from shared.bus import CurveKeys, Inbox, Publisher, bind_pub, connect_sub
+from shared import timebase
+from shared.bus import CurveKeys, Inbox, Publisher, Subscriptions, bind_pub
 from shared.clock import ClockClient, boot_id, derived_endpoint
 from shared.logs import get_logger
 from shared.messages import TEL_HB, TEL_HOST, Body, ClockSync, Stamper, source_id
-from shared.recording import RecordingWriter
+from shared.recording import BusRecording
 
 log = get_logger("collector.recorder")
 
@@ -39,13 +40,14 @@ class Recorder:
                  clock_probe_s: float | None = CLOCK_PROBE_S):
         self.path = Path(path)
         self.ctx = ctx or zmq.Context.instance()
-        self.writer = RecordingWriter(self.path, meta=meta)
-        self._lock = threading.Lock()
+        self.recording = BusRecording(self.path, meta=meta)  # the core telemetry.record uses too
+        self.writer = self.recording.writer
+        self._lock = self.recording.lock
         self._stop = threading.Event()
         self.heartbeat = threading.Event()
-        self.telemetry_received = 0
         self._samples: dict[int, int] = {}     # telemetry samples (not heartbeats) per endpoint
         self._host_ticks: dict[int, int] = {}  # of them, tel.host
+        self._server: dict[int, tuple[int | None, bool]] = {}  # endpoint -> (watched server port, process found)
         self.inbox = Inbox()
         self.pub: Publisher | None = None
         self._pub_sock = None
@@ -76,37 +78,29 @@ class Recorder:
                 self._clock_thread.start()
 
     def _telemetry_loop(self) -> None:
-        subs = [connect_sub(self.ctx, ep, curve=c) for ep, c in zip(self.telemetry_endpoints, self._curves)]
-        poller = zmq.Poller()
-        for sub in subs:
-            poller.register(sub, zmq.POLLIN)
+        subs = Subscriptions(self.ctx, self.telemetry_endpoints, self._curves, inbox=self.inbox)
         try:
-            while not self._stop.is_set():
-                ready = dict(poller.poll(50))
-                for i, sub in enumerate(subs):
-                    if sub not in ready:
-                        continue
-                    # drain everything queued, then write under one lock acquisition
-                    batch = self.inbox.drain(sub, timeout_ms=0)
-                    if not batch:
-                        continue
-                    with self._lock:
-                        for topic, payload in batch:
-                            self.writer.write(topic, payload)
-                    self.telemetry_received += len(batch)
-                    for topic, payload in batch:
-                        if topic == TEL_HB:
-                            self._heard(i, payload)
-                        else:
-                            self._samples[i] = self._samples.get(i, 0) + 1
-                            if topic == TEL_HOST:
-                                self._host_ticks[i] = self._host_ticks.get(i, 0) + 1
+            self.recording.run(subs, self._stop, on_batch=self._count)
         except zmq.ZMQError as exc:  # context terminated under us at shutdown
             if not self._stop.is_set():
                 log.error("telemetry_loop_failed", error=str(exc))
         finally:
-            for sub in subs:
-                sub.close(linger=0)
+            subs.close()
+
+    @property
+    def telemetry_received(self) -> int:
+        return self.recording.received
+
+    def _count(self, i: int, batch: list) -> None:
+        for topic, payload in batch:
+            if topic == TEL_HB:
+                self._heard(i, payload)
+            else:
+                self._samples[i] = self._samples.get(i, 0) + 1
+                if topic == TEL_HOST:
+                    self._host_ticks[i] = self._host_ticks.get(i, 0) + 1
+                    found = self._server.get(i, (None, False))[1] or payload.get("server_cpu_s") is not None
+                    self._server[i] = (payload.get("server_port"), found)
 
     def _heard(self, index: int, hb: dict[str, Any]) -> None:
         """A heartbeat: its source's endpoint and clock port; the heartbeat event once every endpoint spoke."""
@@ -122,10 +116,10 @@ class Recorder:
         next_round = 0.0
         while not self._stop.is_set():
             fresh = [s for s in list(self.sources) if s not in self._probed]
-            if fresh or time.monotonic() >= next_round:
+            if fresh or timebase.now_s() >= next_round:
                 self.probe_clocks("start" if fresh else "during", only=fresh or None)
                 if not fresh:
-                    next_round = time.monotonic() + self.clock_probe_s
+                    next_round = timebase.now_s() + self.clock_probe_s
             self._stop.wait(0.1)
 
     def probe_clocks(self, phase: str, only: list[str] | None = None, timeout_ms: int = 1000) -> int:
@@ -180,6 +174,25 @@ class Recorder:
                 "Start the daemon first (`python -m telemetry`, or `make telemetry`), point "
                 "--telemetry-endpoint at it, or run without energy data using --no-telemetry.")
 
+    def wait_server_found(self, port: int | None, timeout_s: float, first_host_s: float = 1.0) -> list[str]:
+        """Wait until every daemon that watches the LLM server's ``port`` has found the process listening
+        there (its tel.host carries server_cpu_s), so no request window opens before the server's CPU time
+        is known. Returns the endpoints still searching at ``timeout_s`` (their early rows stay empty);
+        a daemon that sends no tel.host within ``first_host_s`` or watches another port is not waited for."""
+        if self._thread is None or port is None:
+            return []
+        start = timebase.now_s()
+        while True:
+            now = timebase.now_s()
+            servers = dict(self._server)
+            searching = [i for i, (p, found) in servers.items() if p == port and not found]
+            unheard = [i for i in range(len(self.telemetry_endpoints)) if i not in servers]
+            if not searching and (not unheard or now - start >= first_host_s):
+                return []
+            if now - start >= timeout_s:
+                return [self.telemetry_endpoints[i] for i in searching]
+            time.sleep(0.02)
+
     def emit(self, body: Body, t: int | None = None, flush: bool = False) -> dict[str, Any]:
         """Publish one own event (stamped) and record it; returns the stamped payload."""
         with self._lock:  # the clock prober emits from its own thread: one user of the PUB socket at a time
@@ -204,8 +217,8 @@ class Recorder:
             return self._samples.get(i, 0) >= samples.get(i, 0) + 2 and \
                 (i not in hosts or self._host_ticks.get(i, 0) >= hosts[i] + 2)
 
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        deadline = timebase.now_s() + timeout_s
+        while timebase.now_s() < deadline:
             if all(after(i) for i in range(len(self.telemetry_endpoints))):
                 return True
             time.sleep(0.01)
@@ -221,8 +234,7 @@ class Recorder:
             client.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        with self._lock:
-            self.writer.close()
+        self.recording.close()
         if self.inbox.dropped_oversize or self.inbox.dropped_invalid:
             log.warning("telemetry_messages_dropped", oversize=self.inbox.dropped_oversize,
                         invalid=self.inbox.dropped_invalid, limit_bytes=self.inbox.max_bytes)

@@ -16,7 +16,7 @@ from collector.batch_run import run_analyzer
 from shared import messages as M
 from shared.batch import BatchDir
 from shared.bus import Inbox, Publisher, bind_pub, connect_sub
-from shared.recording import RecordingReader, read_recording
+from shared.recording import RecordingError, RecordingReader, read_recording
 from tests.conftest import ROOT, free_port
 from tests.stubs import ollama_stub, serve
 
@@ -47,7 +47,9 @@ class SimTelemetry:
             while not self.stop.is_set():
                 pub.publish("tel.gpu", {"gpu": 0, "uuid": "GPU-sim-0", "power_mw": 50_000 + i, "power_kind": "sim",
                                         "simulated": True})
-                if i % 10 == 0:
+                if i % 10 == 0:  # the slow fields, then the heartbeat
+                    pub.publish("tel.gpu", {"gpu": 0, "uuid": "GPU-sim-0", "power_mw": 50_000 + i, "power_kind": "sim",
+                                            "power_limit_w": 300.0, "driver": "550.54.15", "simulated": True})
                     pub.publish("tel.hb", {"gpu_source": "sim", "simulated": True, "gpus": 1, "uptime_s": i / 50})
                 i += 1
                 time.sleep(0.02)
@@ -227,7 +229,10 @@ async def test_kill9_then_resume_loses_nothing(tmp_path):
             while time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
                 if stream.exists():
-                    done_before = sum(1 for t, p in RecordingReader(stream) if t == "req.end")
+                    try:
+                        done_before = sum(1 for t, p in RecordingReader(stream) if t == "req.end")
+                    except RecordingError:  # created, header not written yet
+                        continue
                     if done_before >= 2:
                         break
             assert done_before >= 2
