@@ -82,6 +82,7 @@ class Fused:
     step_s: np.ndarray | None = None  # per grid piece: where its power step sits (NaN: no step)
     levels: tuple[np.ndarray, np.ndarray] | None = None  # per grid piece: power before / after its step
     f_u: np.ndarray | None = None  # F at the grid points
+    reach_s: float = 0.0  # how far a change may sit from where the trace shows it (delay + spacing), s
 
     def cumulative_at(self, x) -> np.ndarray:
         """F(x) − F(r_0), J, for x in [r_0, r_last] (NaN outside)."""
@@ -110,7 +111,13 @@ class Fused:
         x = np.asarray(x, dtype=np.float64)
         k = np.clip(np.searchsorted(self.r_s, x, side="right") - 1, 0, self.v_k.size - 1)
         v = self.v_k[k]
-        vb = np.clip(np.interp(x, self.u, self.cv_u) - self.cv_r[k], 0.0, v)
+        lo, hi = self.r_s[k], self.r_s[np.minimum(k + 1, self.r_s.size - 1)]
+        # the trace shows a change up to reach_s away from where it happened (a held or late reading,
+        # a burst between two samples): the variance before x is only known to lie between its
+        # values reach_s either side, and the bound takes the worst split in that range
+        vb_lo = np.clip(np.interp(np.maximum(x - self.reach_s, lo), self.u, self.cv_u) - self.cv_r[k], 0.0, v)
+        vb_hi = np.clip(np.interp(np.minimum(x + self.reach_s, hi), self.u, self.cv_u) - self.cv_r[k], 0.0, v)
+        vb = np.clip(0.5 * v, vb_lo, vb_hi)
         with np.errstate(invalid="ignore", divide="ignore"):
             w = np.where(v > 0, vb / v, 0.5)
             sigma = np.sqrt(np.where(v > 0, vb * (v - vb) / v, 0.0))
@@ -166,9 +173,44 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
         rho_k = np.diff(d)
     share = rho_k[k] * v / v_k[k]
     d_u = np.concatenate([[0.0], np.cumsum(share)])
-    cv = np.concatenate([[0.0], np.cumsum(v)])
-    return Fused(r_s, u, float(t_u[0]), power, d_u, cv, cv[np.searchsorted(u, r_s)], v_k, rho_k, lag,
-                 _steps(u, power, i, area + share, noise_w), (power.y[i], power.y[i + 1]), t_u - t_u[0] + d_u)
+    # The bound's variance (not the estimate's): besides a step between two readings, the power may
+    # depart from the readings anywhere it is not steady, by up to the largest jump between readings within reach
+    # (a burst shorter than the spacing or the hold shows at the wrong place, or not at all).
+    reach = delay + float(np.median(np.diff(power.t_s)))
+    v_b = v + (_local_jump(power, mid, reach) * length) ** 2 / 3.0
+    v_kb = np.bincount(k, weights=v_b, minlength=n_k)
+    cv = np.concatenate([[0.0], np.cumsum(v_b)])
+    return Fused(r_s, u, float(t_u[0]), power, d_u, cv, cv[np.searchsorted(u, r_s)], v_kb, rho_k, lag,
+                 _steps(u, power, i, area + share, noise_w), (power.y[i], power.y[i + 1]), t_u - t_u[0] + d_u,
+                 reach)
+
+
+def _local_jump(power: "Trace", x: np.ndarray, reach_s: float) -> np.ndarray:
+    """Per instant x, the largest change between two consecutive power readings within reach_s of
+    it (W): a steady or smoothly changing power has small ones, a burst the burst's height."""
+    d = np.abs(np.diff(power.y))
+    lo = np.clip(np.searchsorted(power.t_s, x - reach_s, side="left") - 1, 0, d.size - 1)
+    hi = np.clip(np.searchsorted(power.t_s, x + reach_s, side="right"), lo + 1, d.size)
+    return _window_reduce(d, lo, hi, np.maximum)
+
+
+def _window_reduce(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, ufunc) -> np.ndarray:
+    """ufunc over y[lo:hi] for each pair (hi > lo), by a sparse table (log n passes)."""
+    tables = [y]
+    span = 1
+    while 2 * span <= y.size:
+        prev = tables[-1]
+        tables.append(ufunc(prev[:-span], prev[span:]))
+        span *= 2
+    n = np.maximum(hi - lo, 1)
+    j = np.floor(np.log2(n)).astype(np.int64)
+    out = np.empty(lo.size)
+    for level in np.unique(j):
+        sel = j == level
+        t = tables[level]
+        a, b = lo[sel], hi[sel] - (1 << level)
+        out[sel] = ufunc(t[a], t[b])
+    return out
 
 
 def _smooth(resid: np.ndarray, v_k: np.ndarray, obs: np.ndarray) -> np.ndarray:
