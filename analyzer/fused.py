@@ -14,7 +14,10 @@ whole refresh intervals come out exactly as the counter says; a window inside on
 moves away from the plain trapezoid only by the share of residual its own jumps carry, so on
 average it is never worse than the samples alone. The bound at x combines the remaining variance
 (3 σ of the part before x, given the interval's sum) and the residual the variance model does not
-explain (a burst between two readings: placed by the variance, but it may sit anywhere).
+explain (a burst between two readings: placed by the variance, but it may sit anywhere). For the
+bound only, each piece also carries what the readings may misplace (the largest paired change
+within reach: a held reading aliases a train of short bursts), and the split before x is
+taken at its worst within reach of x.
 """
 from __future__ import annotations
 
@@ -173,11 +176,12 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
         rho_k = np.diff(d)
     share = rho_k[k] * v / v_k[k]
     d_u = np.concatenate([[0.0], np.cumsum(share)])
-    # The bound's variance (not the estimate's): besides a step between two readings, the power may
-    # depart from the readings anywhere it is not steady, by up to the largest jump between readings within reach
-    # (a burst shorter than the spacing or the hold shows at the wrong place, or not at all).
+    # The bound's variance (not the estimate's): besides a step between two readings, a burst or a
+    # train of them may show at the wrong place or not at all (a 10 ms step read through a 20 ms
+    # hold): a piece near paired changes may be off by up to their height over its length.
+    # Changes pair up within a refresh period (what the counter cannot tell apart), at least reach.
     reach = delay + float(np.median(np.diff(power.t_s)))
-    v_b = v + (_local_jump(power, mid, reach) * length) ** 2 / 3.0
+    v_b = v + (_paired_jump(power, mid, max(reach, 0.5 * float(np.median(np.diff(r_s))))) * length) ** 2 / 12.0
     v_kb = np.bincount(k, weights=v_b, minlength=n_k)
     cv = np.concatenate([[0.0], np.cumsum(v_b)])
     return Fused(r_s, u, float(t_u[0]), power, d_u, cv, cv[np.searchsorted(u, r_s)], v_kb, rho_k, lag,
@@ -185,13 +189,25 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
                  reach)
 
 
-def _local_jump(power: "Trace", x: np.ndarray, reach_s: float) -> np.ndarray:
-    """Per instant x, the largest change between two consecutive power readings within reach_s of
-    it (W): a steady or smoothly changing power has small ones, a burst the burst's height."""
+def _paired_jump(power: "Trace", x: np.ndarray, reach_s) -> np.ndarray:
+    """Per instant x, the largest change between two consecutive power readings within reach of it
+    that has a partner (another change at least as large) within reach too (W): a burst or an
+    aliased train, whose readings may sit at the wrong place. A lone step (a square wave's edge, a
+    long burst's start) has none and keeps its own, placed-step bound; smooth power has small ones."""
     d = np.abs(np.diff(power.y))
-    lo = np.clip(np.searchsorted(power.t_s, x - reach_s, side="left") - 1, 0, d.size - 1)
-    hi = np.clip(np.searchsorted(power.t_s, x + reach_s, side="right"), lo + 1, d.size)
-    return _window_reduce(d, lo, hi, np.maximum)
+    mid = 0.5 * (power.t_s[1:] + power.t_s[:-1])
+    j = np.arange(d.size)
+    lo = np.searchsorted(mid, mid - reach_s, side="left")
+    hi = np.searchsorted(mid, mid + reach_s, side="right")
+    # the largest other change within reach, on either side (0 where there is none)
+    has_l, has_r = lo < j, hi > j + 1
+    left = _window_reduce(d, np.where(has_l, lo, 0), np.where(has_l, j, 1), np.maximum)
+    right = _window_reduce(d, np.where(has_r, j + 1, 0), np.where(has_r, hi, 1), np.maximum)
+    partner = np.maximum(np.where(has_l, left, 0.0), np.where(has_r, right, 0.0))
+    paired = np.minimum(d, partner)
+    a = np.clip(np.searchsorted(mid, x - reach_s, side="left"), 0, d.size - 1)
+    b = np.clip(np.searchsorted(mid, x + reach_s, side="right"), a + 1, d.size)
+    return _window_reduce(paired, a, b, np.maximum)
 
 
 def _window_reduce(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, ufunc) -> np.ndarray:
