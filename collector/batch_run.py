@@ -166,27 +166,53 @@ def _undo_empty_start(opts: BatchOptions, wrote_config: bool) -> None:
             pass
 
 
+ALL_MODELS = "*"  # a dry run that cannot ask the server: "all" stays unresolved
+
+
+def settings_lines(settings: dict[str, dict[str, Any]], cases_source: str | None) -> list[str]:
+    """``key  value  (source)`` per setting, one line each; the task/load/lang filters of the
+    built-in set are shown only when the built-in set runs."""
+    out = []
+    width = max(map(len, settings))
+    for key, entry in settings.items():
+        if key in ("tasks", "loads", "langs") and cases_source not in (None, "builtin"):
+            continue  # a case file's cases carry their own task, load and language
+        value = entry.get("value")
+        shown = "(none)" if value is None else " ".join(map(str, value)) if isinstance(value, list) else str(value)
+        source = entry.get("source", "?") + (f":{entry['line']}" if entry.get("line") else "")
+        out.append(f"  {key:<{width}}  {shown}  ({source})")
+    return out
+
+
 def print_plan(opts: BatchOptions, jobs: list[Job], per_model_warmup: list[str], missing: list[str],
                check_note: str | None) -> None:
-    """--dry-run: the whole plan (or a count and the first lines), warm-ups and missing models."""
+    """--dry-run: the plan first (or a count and the first lines), then models, cases, settings
+    with their sources, and any fallback."""
     lines = [f"warm-up  {m}" for m in per_model_warmup] + [f"request  {j.rid}" for j in jobs]
-    out = {"settings": opts.settings, "base_url": opts.base_url,
-           "cases": len(opts.cases), "requests": len(jobs), "warmups": len(per_model_warmup),
-           "cases_source": opts.extra_config.get("cases_source")}
-    if opts.extra_config.get("fallback"):
-        out["fallback"] = opts.extra_config["fallback"]
-    print(json.dumps(out, ensure_ascii=False, indent=1, default=str))
-    print(f"plan ({len(lines)} line(s)):")
+    source = opts.extra_config.get("cases_source")
+    print(f"plan: {len(jobs)} request(s), {len(per_model_warmup)} warm-up(s), {len(opts.cases)} case(s) "
+          f"({len(lines)} line(s)):")
     for line in lines[:DRY_RUN_LINES]:
         print("  " + line)
     if len(lines) > DRY_RUN_LINES:
         print(f"  … and {len(lines) - DRY_RUN_LINES} more")
     if check_note:
         print(f"models: not checked ({check_note})")
+        if any(j.model == ALL_MODELS for j in jobs):
+            print(f"  {ALL_MODELS} = every local generating model the server lists (\"all\"), resolved when it answers")
     elif missing:
         print(f"MISSING on the server (would be skipped): {', '.join(missing)}")
     else:
         print("models: all found on the server")
+    enc = (opts.extra_config.get("encodings") or {}).get(str(source))
+    print(f"cases: {'built-in task set' if source in (None, 'builtin') else source}"
+          + (f" (read as {enc})" if enc else ""))
+    print(f"server: {opts.base_url} ({opts.value('backend')})")
+    print("settings (source):")
+    for line in settings_lines(opts.settings, source):
+        print(line)
+    for f, why in ((opts.extra_config.get("fallback") or {}).get("files") or {}).items():
+        print(f"FALLBACK (--use-default-on-error): {f}: {why}")
 
 
 async def _probe(session: aiohttp.ClientSession, opts: BatchOptions) -> tuple[ServerKind, str | None]:
@@ -251,8 +277,8 @@ async def run_batch(opts: BatchOptions) -> int:
             except aiohttp.ClientConnectorError as exc:
                 hint = F.connection_hint(opts.base_url, str(exc.os_error or exc))
                 if opts.dry_run:
-                    per_case = [case_models(c, opts.value("models"), opts.cli_models, ["all"], opts.value("backend"))
-                                for c in opts.cases]
+                    per_case = [case_models(c, opts.value("models"), opts.cli_models, [ALL_MODELS],
+                                            opts.value("backend")) for c in opts.cases]
                     jobs = plan_jobs(batch_id, opts.cases, per_case, opts.value("runs"))
                     print_plan(opts, jobs, [], [], f"server unreachable: {hint}")
                     return EXIT_OK
@@ -314,7 +340,7 @@ async def run_batch(opts: BatchOptions) -> int:
     if opts.analyze:
         # an interrupted batch is analysed too: what finished is usable now (marked partial)
         run_analyzer(batch.root, opts.analyzer_args)
-    print(closing_line(tally, batch.root), file=sys.stderr, flush=True)
+    print(closing_line(tally, batch.root, opts.extra_config.get("fallback")), file=sys.stderr, flush=True)
     return exit_code(tally)
 
 

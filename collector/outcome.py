@@ -58,13 +58,25 @@ def resume_command(batch_root: Path) -> str:
         f"python -m collector --exp-dir {root} --resume"
 
 
-def closing_line(t: Tally, batch_root: Path) -> str:
+def fallback_note(fallback: dict | None) -> str | None:
+    """What --use-default-on-error replaced (config.json ``fallback``), for the closing line."""
+    files = (fallback or {}).get("files") or {}
+    if not files:
+        return None
+    parts = [f"{Path(f).name} was bad, ran {why.rsplit(' -> ', 1)[-1]} instead" for f, why in files.items()]
+    return "FALLBACK (--use-default-on-error): " + "; ".join(parts) + " (see report Problems)"
+
+
+def closing_line(t: Tally, batch_root: Path, fallback: dict | None = None) -> str:
     code = exit_code(t)
     verdict = {EXIT_OK: "complete", EXIT_INCOMPLETE: "INCOMPLETE", EXIT_NOTHING: "NOTHING SUCCEEDED",
                EXIT_INTERRUPTED: "INTERRUPTED", EXIT_CONNECTION: "STOPPED (server unreachable)"}[code]
     done = f" ({t.already_done} before this start)" if t.already_done else ""
     line = (f"batch {verdict}: planned {t.planned} / ok {t.ok_total}{done} / failed {t.failed} / "
             f"skipped {t.skipped} / not run {max(0, t.not_done - t.failed - t.skipped)} -> {batch_root} (exit {code})")
+    note = fallback_note(fallback)
+    if note:  # asked for, so still exit 0, but never a clean "complete" line
+        line = line.replace(f"batch {verdict}:", f"batch {verdict} WITH FALLBACK:", 1) + f"\n  {note}"
     if code != EXIT_OK:
         line += f"\n  resume (runs what is missing, with the batch's own settings): {resume_command(batch_root)}"
     return line

@@ -31,6 +31,8 @@ def warmup_rid(batch: str, model: str) -> str:
 def model_id(name: str, backend: str) -> str:
     """One identity per model: Ollama treats ``x`` and ``x:latest`` as the same model."""
     name = name.strip()
+    if name == "*":  # a dry run's stand-in for "all" when the server cannot be asked
+        return name
     if backend.startswith("ollama") and ":" not in name.rsplit("/", 1)[-1]:
         return name + ":latest"
     return name

@@ -307,7 +307,7 @@ async def test_dry_run_lists_the_plan_and_the_missing_models(tmp_path):
     assert "warm-up  ok:latest" in out and "warm-up  nosuch" not in out
     assert "… and " in out and " more" in out  # 2 models x 24 cases x 3 runs: a count and the first lines
     assert "MISSING on the server (would be skipped): nosuch:latest" in out
-    assert '"requests": 144' in out  # ok and ok:latest are one model
+    assert "plan: 144 request(s), 1 warm-up(s)" in out  # ok and ok:latest are one model
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
     async with serve(ollama_stub.make_app(load_s=0.0)) as url:  # not even the --out parent it would use
         rc, out = await run_collector("--out", str(tmp_path / "data"), "--dry-run", "--models", "ok", "--base-url", url)
