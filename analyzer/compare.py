@@ -441,8 +441,7 @@ def write_outputs(c: Comparison, out: Path, lang: str = "en") -> list[Path]:
         write_text(out / "leaderboard.csv", tables.csv_text(LEADERBOARD_COLUMNS, c.leaderboard), CSV_ENCODING),
         write_text(out / "batches.csv", tables.csv_text(BATCH_COLUMNS, c.batches), CSV_ENCODING),
         write_text(out / "notes.txt", "".join(n + "\n" for n in c.notes)),
-        write_text(out / "compare.html", render_html(c, lang)),
-    ]
+    ] + [write_text(out / i18n.suffixed("compare.html", one), render_html(c, one)) for one in i18n.langs_of(lang)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -453,8 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "compare.html go")
     ap.add_argument("--dataset", type=Path, help="also write a hive-partitioned Parquet dataset of requests and GPU "
                                                  "samples here (host=/gpu=/model=/date=)")
-    ap.add_argument("--lang", default="auto", choices=("auto",) + i18n.LANGS,
-                    help="language of compare.html (default auto: from the locale); CSV names never change")
+    ap.add_argument("--report-lang", "--lang", dest="lang", default="both", choices=i18n.LANG_CHOICES,
+                    help="which pages: en = compare.html, zh = compare.zh.html, both (default; auto is the same), "
+                         "as python -m analyzer --report-lang; CSV names never change")
     add_log_args(ap)
     return ap
 
@@ -462,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, json=args.log_json)
-    lang = i18n.lang_from_env() if args.lang == "auto" else args.lang
+    lang = i18n.check_choice(args.lang)
     try:
         c = compare(args.batches)
         files = write_outputs(c, args.out, lang)

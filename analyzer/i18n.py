@@ -9,6 +9,7 @@ import locale
 import os
 
 LANGS = ("en", "zh")
+LANG_CHOICES = LANGS + ("both", "auto")  # auto: the old default, now the same as both
 
 _TEXT: dict[str, dict[str, str]] = {
     "title": {"en": "Analysis report", "zh": "分析报告"},
@@ -131,7 +132,84 @@ _TEXT: dict[str, dict[str, str]] = {
               "line joins the Pareto-optimal rows. Click a column heading to sort.",
         "zh": "点为单个请求（悬停显示批次与请求 id）；十字为各行均值及 95% 区间；虚线连接帕累托最优的行。点击列标题排序。"},
     "batches": {"en": "Batches", "zh": "批次"},
+    # Notes: what the analysis did, said once; not problems (shown apart from them)
+    "notes": {"en": "Analysis notes", "zh": "分析说明"},
+    "n_clock_same_host": {"en": "{src}: same host as the collector (same boot id), one clock, no mapping",
+                          "zh": "{src}：与采集器在同一主机（同一 boot id），同一时钟，无需映射"},
+    "n_clock_mapped": {"en": "{src}: clock mapped into the collector's ({method}): offset {offset} ms (source − "
+                             "collector), drift {drift} ppm, ± {unc} ms from {probes} probe(s), shortest round trip "
+                             "{rtt} ms",
+                       "zh": "{src}：时钟已映射到采集器的时钟（{method}）：偏移 {offset} ms（源 − 采集器），漂移 {drift} ppm，"
+                             "不确定度 ± {unc} ms，来自 {probes} 次探测，最短往返 {rtt} ms"},
+    "n_no_quality": {"en": "quality step skipped (--no-quality): no quality scores, so no 效质比; rerun "
+                           "python -m analyzer --batch DIR without --no-quality",
+                     "zh": "已跳过质量评估（--no-quality）：没有质量分，因此没有效质比；去掉 --no-quality 重新运行 "
+                           "python -m analyzer --batch DIR"},
+    "n_no_bart": {"en": "BARTScore off (--no-bart): QA and summary answers are scored by chrF / 100 "
+                        "(quality_basis = chrf)",
+                  "zh": "已关闭 BARTScore（--no-bart）：问答和摘要用 chrF / 100 评分（quality_basis = chrf）"},
+    "n_cpu_tdp": {"en": "cpu_energy_j_approx uses a CPU TDP of {w} W ({source})",
+                  "zh": "cpu_energy_j_approx 使用的 CPU TDP 为 {w} W（{source}）"},
+    "src_flag": {"en": "--cpu-tdp-w", "zh": "--cpu-tdp-w"},
+    "src_batch": {"en": "recorded by the collector: {how}", "zh": "采集器记录：{how}"},
+    "src_default": {"en": "env CPU_TDP_W, else the default", "zh": "环境变量 CPU_TDP_W，否则默认值"},
+    # Problems added for hand-written files and outliers
+    "p_fallback": {
+        "en": "FALLBACK: {file} was bad, so --use-default-on-error ran {instead} instead; fix the file and run "
+              "a new batch to measure your own cases. Why: {why}",
+        "zh": "已回退：{file} 有错误，--use-default-on-error 改用了{instead}；请修复该文件并重新运行批次以测量你自己的用例。"
+              "原因：{why}"},
+    "fb_builtin": {"en": "the built-in task set", "zh": "内置任务集"},
+    "fb_defaults": {"en": "the defaults for its settings", "zh": "其设置的默认值"},
+    "p_outliers": {
+        "en": "{n} request(s) took more than {k}× the latency of the same case's other runs (column latency_outlier; "
+              "rule in docs/analyzer.md): {which}",
+        "zh": "{n} 个请求的延迟超过同一用例其他轮次的 {k} 倍（列 latency_outlier；规则见 docs/analyzer.md）：{which}"},
+    "p_bart_unavailable": {
+        "en": "BARTScore could not run, so {n} QA/summary request(s) are scored by chrF / 100 (quality_basis = "
+              "chrf). Reason and fix: {why}",
+        "zh": "BARTScore 无法运行（检查点 {checkpoints} 无法加载），因此 {n} 个问答/摘要请求改用 chrF / 100 评分"
+              "（quality_basis = chrf）。修复：在有网络的机器上运行 python -m analyzer.quality.fetch_checkpoint 下载检查点，"
+              "或用 python -m analyzer --no-bart 直接使用 chrF；英文原因见 results.csv 的 bartscore_error 列。"},
+    "yes": {"en": "true", "zh": "是"},
+    "no": {"en": "false", "zh": "否"},
 }
+
+# Words of ours that appear as cell values (column -> {value: key in _TEXT-like table}).
+_VALUES: dict[str, dict[str, str]] = {
+    "n too small": {"zh": "样本太少"}, "clipped": {"zh": "已截断"},
+    "ok": {"zh": "成功"}, "failed": {"zh": "失败"}, "incomplete": {"zh": "未完成"},
+}
+VALUE_COLUMNS = ("ci95_note", "status")
+
+
+class Msg(str):
+    """A catalogue message that is also its English text: code that treats it as a str keeps working,
+    and a report in another language renders ``key`` with ``fmt`` (values may be Msg too)."""
+
+    key: str
+    fmt: dict
+
+    def __new__(cls, key: str, **fmt) -> "Msg":
+        obj = super().__new__(cls, t(key, "en", **{k: render(v, "en") for k, v in fmt.items()}))
+        obj.key, obj.fmt = key, fmt
+        return obj
+
+
+def render(text, lang: str) -> str:
+    """A problem or note in ``lang``: a Msg through the catalogue, any other text as it is."""
+    if isinstance(text, Msg):
+        return t(text.key, lang, **{k: render(v, lang) for k, v in text.fmt.items()})
+    return text if isinstance(text, str) else str(text)
+
+
+def cell_value(column: str, value, lang: str):
+    """A cell's value as the reader sees it: true/false and our own words translated, data as it is."""
+    if isinstance(value, bool):
+        return t("yes" if value else "no", lang)
+    if column in VALUE_COLUMNS and isinstance(value, str) and value in _VALUES:
+        return _VALUES[value].get(lang) or value
+    return value
 
 # Table headings (the CSV column names stay in the files; the report shows these, the name on hover).
 _LABELS: dict[str, dict[str, str]] = {
@@ -181,6 +259,25 @@ def check(lang: str) -> str:
     if lang not in LANGS:
         raise ValueError(f"report language must be one of {', '.join(LANGS)}, got {lang!r}; fix --report-lang")
     return lang
+
+
+def check_choice(value: str) -> str:
+    """A --report-lang value: en, zh or both (auto -> both)."""
+    if value == "auto":
+        return "both"
+    if value == "both":
+        return value
+    return check(value)
+
+
+def langs_of(choice: str) -> tuple[str, ...]:
+    return LANGS if choice in ("both", "auto") else (check(choice),)
+
+
+def suffixed(name: str, lang: str) -> str:
+    """report.html -> report.zh.html for Chinese; English keeps the seed's names."""
+    stem, dot, ext = name.rpartition(".")
+    return name if lang == "en" else f"{stem}.{lang}{dot}{ext}"
 
 
 def lang_from_env() -> str:

@@ -12,6 +12,7 @@ from analyzer import clock as CLOCK
 from analyzer import hosts
 from analyzer import energy as E
 from analyzer import tables
+from analyzer.i18n import Msg
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
 from analyzer.stream import BatchData, Request, Series
 from analyzer.throughput import cold_start, iso_utc, throughput, timing, token_latency
@@ -39,7 +40,7 @@ MAIN_COLUMNS = SEED_COLUMNS + (
     "cpu_util_avg", "cpu_tdp_w", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_energy_j", "cpu_energy_basis",
     "cpu_coverage", "host_mem_peak_mib", "total_energy_j", "energy_basis",
     "cpu_energy_j_server", "cpu_server_basis", "cpu_server_share", "server_cpu_s", "host_cpu_other_pct",
-    "ttft_ms", "tpot_ms", "e2el_ms", "itl_ms_mean", "itl_ms_max",
+    "ttft_ms", "tpot_ms", "e2el_ms", "itl_ms_mean", "itl_ms_max", "latency_outlier", "latency_vs_twins",
 ) + QUALITY_COLUMNS + ("quality_per_j", "j_per_quality", "quality_error", "quality_per_kj", "prompt_cached_tokens")
 PER_GPU = ("energy_j", "energy_method", "energy_uncertainty_j", "coverage", "seq_gaps", "mem_peak_mib",
            "util_avg_pct", "temp_peak_c", "sm_clock_avg_mhz", "power_avg_w",
@@ -49,6 +50,7 @@ PER_GPU = ("energy_j", "energy_method", "energy_uncertainty_j", "coverage", "seq
 @dataclass
 class Options:
     cpu_tdp_w: float = E.DEFAULT_CPU_TDP_W
+    cpu_tdp_w_explicit: bool = True     # False: the batch's recorded cpu_tdp_w (collector settings) wins
     idle_baseline: bool = False
     quality: bool = True
     quality_options: dict[str, Any] = field(default_factory=dict)
@@ -76,6 +78,7 @@ class Analysis:
     batch_end: M.BatchEnd | None = None  # the collector's tally (skipped requests) for the report
     quality_ran: bool = True                  # False with --no-quality: the report says so once
     stats_columns: tuple[str, ...] = tables.STATS_COLUMNS
+    notes: list[str] = field(default_factory=list)  # what the analysis did (not problems), shown apart
 
 
 def _sum_available(values: list) -> float | None:
@@ -103,8 +106,40 @@ def _clean(v):
     return v
 
 
+def batch_setting(batch: BatchData, key: str) -> dict[str, Any] | None:
+    """One setting as the collector recorded it in batch.start's config ({"value", "source", ...})."""
+    config = batch.batch_start.config if batch.batch_start else None
+    entry = ((config or {}).get("settings") or {}).get(key) if isinstance(config, dict) else None
+    return entry if isinstance(entry, dict) else None
+
+
+def _cpu_tdp(batch: BatchData, opts: Options) -> tuple[Options, list[str]]:
+    """The CPU TDP the approximation uses: --cpu-tdp-w, else the batch's recorded CPU_TDP_W, else env/65."""
+    recorded = batch_setting(batch, "cpu_tdp_w")
+    value = finite((recorded or {}).get("value"), text=False)
+    if opts.cpu_tdp_w_explicit or value is None or value <= 0:
+        return opts, []
+    how = str(recorded.get("source") or "?") + (f":{recorded['line']}" if recorded.get("line") else "")
+    opts = dataclasses.replace(opts, cpu_tdp_w=float(value))
+    return opts, [Msg("n_cpu_tdp", w=f"{value:g}", source=Msg("src_batch", how=how))]
+
+
+def fallback_problems(batch: BatchData) -> list[str]:
+    """The collector's --use-default-on-error replaced a bad file: the batch measured other cases or
+    settings than the person wrote, which the report must say first."""
+    config = batch.batch_start.config if batch.batch_start else None
+    files = (((config or {}).get("fallback") or {}).get("files") or {}) if isinstance(config, dict) else {}
+    out = []
+    for path, why in files.items() if isinstance(files, dict) else ():
+        reason, _, instead = str(why).rpartition(" -> ")
+        out.append(Msg("p_fallback", file=str(path), why=reason or str(why),
+                       instead=Msg("fb_builtin" if str(path).endswith(".json") else "fb_defaults")))
+    return out
+
+
 def analyze(batch: BatchData, opts: Options | None = None, recording_problem: str | None = None) -> Analysis:
     opts = opts or Options()
+    opts, notes = _cpu_tdp(batch, opts)
     problems = [f"recording: {recording_problem}"] if recording_problem else []
     # several GPU hosts on the bus: count the server's GPUs; the samples of every GPU are still written
     all_gpus = batch.gpus
@@ -154,8 +189,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             problems.append(quality_problem)
     elif not opts.quality:
         log.info("quality_skipped", reason="--no-quality")
-        problems.append("quality step skipped (--no-quality): no quality scores, so no 效质比; rerun "
-                        "python -m analyzer --batch DIR without --no-quality")
+        notes.append(Msg("n_no_quality"))
+    if opts.quality and opts.quality_options.get("enable_bart") is False:
+        notes.append(Msg("n_no_bart"))
     for row in rows:
         for c in MAIN_COLUMNS:
             row.setdefault(c, None)
@@ -180,8 +216,14 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             row.setdefault(c, None)
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
     warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
-    problems[:0] = batch_problems(batch, results)
-    problems.extend([m.describe() for m in batch.clock.values()] + batch.clock_notes)
+    problems[:0] = fallback_problems(batch) + batch_problems(batch, results)
+    notes.extend(m.describe() for m in batch.clock.values())
+    problems.extend(batch.clock_notes)
+    outliers = mark_outliers(results)
+    if outliers:
+        problems.append(Msg("p_outliers", n=len(outliers), k=f"{OUTLIER_FACTOR:g}",
+                            which=", ".join(f"{r['rid']} ({r['latency_vs_twins']:.0f}×)" for r in outliers[:10])
+                            + (" …" if len(outliers) > 10 else "")))
     short = [row["rid"] for row in results if row.get("clock_short_window")]
     if short:
         problems.append(f"{len(short)} request window(s) are shorter than {CLOCK.SHORT_WINDOW_FACTOR:g} × the clock "
@@ -225,7 +267,34 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                     tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
                     str(batch_id) if batch_id is not None else None, batch.batch_end, opts.quality,
-                    tables.stats_columns(pct))
+                    tables.stats_columns(pct), notes)
+
+
+OUTLIER_FACTOR = 3.0  # latency above this many times the lower median of the case's other runs
+
+
+def mark_outliers(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-request latency outliers, against the same model's other successful runs of the same case:
+    ``latency_vs_twins`` = latency_s / the lower median of the others' (the lower median, so that two
+    slow runs out of three still stand out against the fast one), ``latency_outlier`` when above
+    OUTLIER_FACTOR. Rows without another run get neither. Returns the outliers."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in results:
+        lat = finite(r.get("latency_s"), text=False)
+        if r.get("status") == "ok" and lat is not None and lat > 0:
+            groups.setdefault((r.get("model"), r.get("case"), r.get("task"), r.get("load")), []).append(r)
+    out = []
+    for rows in groups.values():
+        if len(rows) < 2:
+            continue
+        for r in rows:
+            others = sorted(x["latency_s"] for x in rows if x is not r)
+            base = others[(len(others) - 1) // 2]
+            r["latency_vs_twins"] = r["latency_s"] / base
+            r["latency_outlier"] = r["latency_vs_twins"] > OUTLIER_FACTOR
+            if r["latency_outlier"]:
+                out.append(r)
+    return out
 
 
 def _first_chunk_s(r: Request, origin: int) -> float:

@@ -9,7 +9,8 @@ import math
 from collections import Counter
 from typing import Any
 
-from analyzer.i18n import label, t
+from analyzer.i18n import cell_value, label, t
+from analyzer.i18n import render as in_lang
 from shared.escape import md_inline
 from shared.numbers import finite
 
@@ -59,7 +60,7 @@ def md_table(columns, rows: list[dict[str, Any]], lang: str = "en") -> str:
     if not rows:
         return t("none", lang) + "\n"
     lines = ["| " + " | ".join(label(c, lang) for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_md_cell(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_md_cell(cell_value(c, r.get(c), lang)) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -76,9 +77,12 @@ def problem_list(a, lang: str = "en") -> list[str]:
     """Why a figure is missing or doubtful, one plain-text line each (the caller escapes for HTML)."""
     out: list[str] = []
     ok = [r for r in a.results if r.get("status") == "ok"]
+    out += [in_lang(p, lang) for p in a.problems if getattr(p, "key", None) == "p_fallback"]  # first: what ran
     fallback = [r for r in ok if r.get("quality_basis") == "chrf" and r.get("bartscore_error")]
     if fallback:
-        out.append(t("p_bart_fallback", lang, n=len(fallback), why=fallback[0]["bartscore_error"]))
+        checkpoints = ", ".join(sorted({str(r.get("bartscore_model")) for r in fallback if r.get("bartscore_model")}))
+        out.append(t("p_bart_unavailable", lang, n=len(fallback), why=fallback[0]["bartscore_error"],
+                     checkpoints=checkpoints or "?"))
     missing_q = [r for r in ok if finite(r.get("quality_score"), text=False) is None and a.quality_ran
                  and r.get("task") in ("qa", "summary", "code", "creative")]
     for why, n in Counter(_why_no_quality(r, lang) for r in missing_q).most_common():
@@ -102,8 +106,13 @@ def problem_list(a, lang: str = "en") -> list[str]:
     cached = [r for r in a.results if (finite(r.get("prompt_cached_tokens"), text=False) or 0) > 0]
     if cached:
         out.append(t("p_cache", lang, n=len(cached), tokens=int(sum(r["prompt_cached_tokens"] for r in cached))))
-    out += [f"{t('p_pipeline', lang)}: {p}" for p in a.problems]
+    out += [in_lang(p, lang) for p in a.problems if getattr(p, "key", None) != "p_fallback"]
     return out
+
+
+def note_list(a, lang: str = "en") -> list[str]:
+    """What the analysis did (clock mapping, skipped steps), in ``lang``: shown apart from Problems."""
+    return [in_lang(n, lang) for n in getattr(a, "notes", [])]
 
 
 def report_stats(a) -> list[dict[str, Any]]:
@@ -126,6 +135,9 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
     probs = problem_list(a, lang)
     parts.append(f"## {t('problems', lang)}\n\n" + ("\n".join(f"- {md_inline(p)}" for p in probs) if probs
                                                      else t("no_problems", lang)) + "\n")
+    notes = note_list(a, lang)
+    if notes:
+        parts.append(f"## {t('notes', lang)}\n\n" + "\n".join(f"- {md_inline(n)}" for n in notes) + "\n")
     low = [r for r in a.results if isinstance(r.get("gpu_coverage"), float) and r["gpu_coverage"] < 0.99]
     if low:
         parts.append(f"## {t('low_coverage', lang)}\n\n"
