@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CPU threads of the SmolLM2 server (default: up to 4)")
     ap.add_argument("--no-quality", action="store_true", help="skip the analyzer's quality step (faster)")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots (report.html draws its own)")
-    ap.add_argument("--report-lang", choices=("auto", "en", "zh"), default="auto",
-                    help="language of report.html and report.md (default auto: Chinese under a Chinese locale)")
+    ap.add_argument("--report-lang", choices=("both", "en", "zh", "auto"), default="both",
+                    help="which reports: en = report.html/.md, zh = report.zh.html/.md, both (default; auto is the same)")
     ap.add_argument("--keep-running", action="store_true",
                     help="after the batch, keep the telemetry daemon and the LLM server running until Ctrl-C")
     ap.add_argument("--verbose", action="store_true", help="show the collector's and analyzer's info logs")
@@ -158,10 +158,13 @@ def print_summary(batch: BatchDir) -> bool:
     rows = figures.read_results(results)
     listing = [("results (one row per request)", results),
                ("statistics (mean, variance, CI)", batch.summary / "stats.csv"),
-               ("Pareto (energy vs quality)", batch.summary / "pareto.csv"), ("report (open in a browser)", batch.summary / "report.html"),
-               ("report (Markdown)", batch.summary / "report.md"),
-               ("recording (replayable)", batch.stream), ("per-request JSON", batch.raw),
-               ("generated texts", batch.texts)]
+               ("Pareto (energy vs quality)", batch.summary / "pareto.csv")]
+    for lang, name in (("en", "report"), ("zh", "report.zh")):  # whichever --report-lang wrote
+        if (batch.summary / f"{name}.html").exists():
+            listing += [(f"report, {lang} (open in a browser)", batch.summary / f"{name}.html"),
+                        (f"report, {lang} (Markdown)", batch.summary / f"{name}.md")]
+    listing += [("recording (replayable)", batch.stream), ("per-request JSON", batch.raw),
+                ("generated texts", batch.texts)]
     for label, path in listing:
         if path.exists():
             print(f"  {label:34s} {path}")

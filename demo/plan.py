@@ -27,7 +27,7 @@ class DemoSettings:
     verbose: bool = False
     quality: bool = True
     plots: bool = True
-    report_lang: str = "auto"  # en, zh, or auto = the locale's
+    report_lang: str = "both"  # en (report.html), zh (report.zh.html) or both
 
     def validate(self) -> None:
         """Raise ValueError naming the flag and the fix."""

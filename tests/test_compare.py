@@ -218,12 +218,16 @@ def test_cli_writes_csvs_page_and_dataset(campaign, tmp_path):
     """The real entry point: exit 0 with the files; exit 2 and the fix for a batch not analysed yet."""
     out, lake = tmp_path / "out", tmp_path / "lake"
     cmd = [sys.executable, "-m", "analyzer.compare", *map(str, campaign), "--out", str(out), "--dataset", str(lake),
-           "--lang", "en"]
+           "--report-lang", "both"]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "compared 3 batch(es), 5 row(s)" in p.stdout
-    for name in ("leaderboard.csv", "batches.csv", "notes.txt", "compare.html"):
+    for name in ("leaderboard.csv", "batches.csv", "notes.txt", "compare.html", "compare.zh.html"):
         assert (out / name).is_file(), name
+    assert '<html lang="zh-CN"' in (out / "compare.zh.html").read_text(encoding="utf-8")
+    (out / "compare.zh.html").unlink()  # --lang: the old name of the same flag
+    assert subprocess.run(cmd[:-2] + ["--lang", "en"], cwd=ROOT, capture_output=True, timeout=120).returncode == 0
+    assert not (out / "compare.zh.html").exists()
     assert ds.dataset(lake / "requests", format="parquet", partitioning="hive").count_rows() == 4 * (2 + 3 + 1)
     bad = subprocess.run([sys.executable, "-m", "analyzer.compare", str(tmp_path / "nothing"), "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
