@@ -24,7 +24,7 @@ from collector.outcome import (EXIT_CONNECTION, EXIT_INTERRUPTED, EXIT_OK, EXIT_
                                closing_line, exit_code, resume_command)
 from collector.plan import (Job, case_models, finished_keys, missing_models, plan_jobs, request_key,
                             warmup_rid)
-from collector.probe import UNKNOWN, ServerKind, backend_problem, classify
+from collector.probe import OLLAMA_V1_NOTE, UNKNOWN, ServerKind, backend_problem, classify, ollama_v1_chosen
 from collector.recorder import Recorder, TelemetryTimeout
 from collector.retry import RetryPolicy
 from collector.runner import RequestResult, run_request
@@ -221,7 +221,12 @@ async def _probe(session: aiohttp.ClientSession, opts: BatchOptions) -> tuple[Se
     version = await get_json(session, "GET", opts.base_url + "/api/version", t)
     models = None if version else await get_json(session, "GET", opts.base_url + "/v1/models", t)
     server = classify(version, models)
-    return server, backend_problem(opts.value("backend"), server, opts.base_url)
+    # --backend and a URL ending in /v1, both written by the user: Ollama's /v1 is what they mean
+    v1_named = (opts.settings["backend"]["source"] != "default"
+                and str(opts.value("base_url") or "").rstrip("/").endswith("/v1"))
+    if ollama_v1_chosen(opts.value("backend"), server, v1_named):
+        log.warning("ollama_openai_api", base_url=opts.base_url + "/v1", note=OLLAMA_V1_NOTE)
+    return server, backend_problem(opts.value("backend"), server, opts.base_url, v1_named)
 
 
 async def run_batch(opts: BatchOptions) -> int:

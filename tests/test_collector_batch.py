@@ -246,6 +246,13 @@ async def test_wrong_backend_is_named_with_the_fix(tmp_path):
         rc, log = await run_collector("--out", str(tmp_path), "--backend", "openai", "--base-url", oll,
                                       "--models", "ok", "--no-telemetry", "--no-analyze")
         assert rc == 3 and "looks like an Ollama server" in log and "--backend ollama" in log
+        assert f"--base-url {oll}/v1" in log  # the way to measure its OpenAI-compatible API on purpose
+        # Ollama's /v1 named on purpose (--backend openai and a /v1 URL): a warning, and it runs
+        rc, log = await run_collector("--out", str(tmp_path), "--backend", "openai", "--base-url", oll + "/v1",
+                                      "--models", "ok", "--tasks", "qa", "--loads", "short", "--langs", "en",
+                                      "--max-tokens", "4", "--no-telemetry", "--no-analyze", "--no-progress")
+        assert rc == 0 and "ollama_openai_api" in log and "native API (--backend ollama)" in log, log
+        assert "looks like an Ollama server" not in log
         # control: the right backend at each works, and an OpenAI base URL ending in /v1 is understood
         rc, log = await run_collector("--out", str(tmp_path), "--backend", "openai", "--base-url", oai + "/v1",
                                       "--models", "ok", "--tasks", "qa", "--loads", "short", "--langs", "en",

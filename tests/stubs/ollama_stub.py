@@ -299,6 +299,12 @@ def make_app(**state: Any) -> web.Application:
     app.router.add_post("/api/generate", generate)
     app.router.add_post("/api/chat", chat)
     app.router.add_get("/api/ps", ps)
+    # Ollama serves its OpenAI-compatible API too (/v1): the OpenAI stub's "ollama" flavour
+    from tests.stubs import openai_stub
+
+    app[openai_stub.STATE] = openai_stub.OpenAIStubState(flavor="ollama")
+    app.router.add_get("/v1/models", openai_stub.models)
+    app.router.add_post("/v1/chat/completions", openai_stub.completions)
     return app
 
 
