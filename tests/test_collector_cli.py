@@ -304,7 +304,10 @@ async def test_bad_config_py_is_a_clear_error_or_falls_back(tmp_path):
     assert out.index("plan: 24 request(s)") < out.index("settings (source):")  # the plan first
     assert re.search(r"\n  runs +1  \(default\)", out)
     assert "models: not checked (server unreachable" in out  # said, not silently passed
-    assert "all:latest" not in out and "*/000-qa/short/1" in out  # "all" is not a model
+    rc, out = await run_collector("--exp-dir", str(exp), "--dry-run", "--use-default-on-error",
+                                  "--base-url", f"127.0.0.1:{free_port()}")
+    assert rc == 0 and "all:latest" not in out and "/*/000-qa/short/1" in out, out  # "all" is not a model
+    assert '* = every local generating model the server lists ("all")' in out
     # only the bad file is replaced: a good test_cases.json beside a bad config.py is still used
     (exp / "test_cases.json").write_text(json.dumps([{"prompt": "Why?", "task_type": "qa"}]), encoding="utf-8")
     rc, out = await run_collector("--exp-dir", str(exp), "--dry-run", "--use-default-on-error", "--models", "m",
