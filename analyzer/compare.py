@@ -45,7 +45,7 @@ OPTIONAL_METRICS = ("gpu_energy_prefill_j", "gpu_energy_decode_j")
 CI_METRICS = ("quality_per_kj", "quality_score", "total_energy_j")
 KEY_COLUMNS = ("task", "quality_basis", "model", "host", "gpu_name", "gpu_simulated")
 LEADERBOARD_COLUMNS = (
-    KEY_COLUMNS + ("rank", "batches", "n_batches", "n", "n_failed", "group_quality_per_kj", "quality_per_kj_mean",
+    KEY_COLUMNS + ("rank", "batches", "n_batches", "n", "n_failed", "n_outliers", "group_quality_per_kj", "quality_per_kj_mean",
                    "quality_per_kj_ci95_low", "quality_per_kj_ci95_high", "quality_score_mean",
                    "quality_score_ci95_low", "quality_score_ci95_high", "total_energy_j_mean",
                    "total_energy_j_ci95_low", "total_energy_j_ci95_high", "gpu_energy_j_mean", "j_per_token_mean",
@@ -56,11 +56,11 @@ BATCH_COLUMNS = ("batch", "path", "date", "requests", "ok", "failed", "hosts", "
 PAGE_COLUMNS = ("rank", "model", "host", "gpu_name", "n", "group_quality_per_kj", "quality_per_kj_mean",
                 "quality_per_kj_ci95_low", "quality_per_kj_ci95_high", "quality_score_mean", "total_energy_j_mean",
                 "j_per_token_mean", "gpu_energy_prefill_j_mean", "gpu_energy_decode_j_mean", "first_token_s_mean",
-                "toks_per_s_mean", "batches", "pareto_optimal")
+                "toks_per_s_mean", "n_outliers", "batches", "pareto_optimal")
 # Columns every batch's results.parquet is read with; absent ones (older batches) are NULL of this type.
 NEEDED = {"model": "VARCHAR", "task": "VARCHAR", "status": "VARCHAR", "quality_basis": "VARCHAR",
           "gpu_hosts": "VARCHAR", "gpu_names": "VARCHAR", "gpu_uuids": "VARCHAR", "gpu_simulated": "BOOLEAN",
-          "gpu_count": "BIGINT", "timestamp": "VARCHAR", "rid": "VARCHAR",
+          "gpu_count": "BIGINT", "timestamp": "VARCHAR", "rid": "VARCHAR", "latency_outlier": "BOOLEAN",
           **{m: "DOUBLE" for m in MEAN_METRICS + OPTIONAL_METRICS}}
 
 
@@ -171,6 +171,7 @@ def leaderboard(con) -> list[dict[str, Any]]:
                    coalesce(gpu_simulated, false) AS gpu_simulated,
                    string_agg(DISTINCT batch, ',' ORDER BY batch) AS batches, count(DISTINCT batch) AS n_batches,
                    count(*) AS n, string_agg(DISTINCT gpu_uuids, ',' ORDER BY gpu_uuids) AS gpu_uuids,
+                   count(*) FILTER (WHERE latency_outlier) AS n_outliers,
                    avg(quality_score) FILTER (WHERE quality_score IS NOT NULL AND total_energy_j IS NOT NULL) AS q_both,
                    avg(total_energy_j) FILTER (WHERE quality_score IS NOT NULL AND total_energy_j IS NOT NULL) AS e_both,
                    {", ".join(aggs)}
@@ -184,7 +185,7 @@ def leaderboard(con) -> list[dict[str, Any]]:
         out: dict[str, Any] = {k: r[k] for k in KEY_COLUMNS}
         out["quality_basis"] = r["quality_basis"] or None
         out.update(batches=r["batches"], n_batches=int(r["n_batches"]), n=int(r["n"]), n_failed=int(r["n_failed"]),
-                   gpu_uuids=r["gpu_uuids"])
+                   n_outliers=int(r["n_outliers"]), gpu_uuids=r["gpu_uuids"])
         for m in MEAN_METRICS + OPTIONAL_METRICS:
             out[f"{m}_mean"] = finite(r[f"{m}_mean"])
         notes = set()
@@ -278,6 +279,11 @@ def notes_for(board: list[dict[str, Any]], batches: list[dict[str, Any]]) -> lis
         if r["n_batches"] > 1:
             out.append(f"task {r['task']}, model {r['model']} on {r['host']} / {r['gpu_name']}: pooled from "
                        f"{r['n_batches']} batches ({r['batches']}), same GPU and quality basis")
+    slow = [r for r in board if r.get("n_outliers")]
+    if slow:  # kept in the means (they happened), but a reader should look at them
+        out.append(f"{sum(r['n_outliers'] for r in slow)} request(s) in {len(slow)} row(s) took more than 3× the "
+                   "latency of the same case's other runs (n_outliers; results.csv latency_outlier): "
+                   + "; ".join(f"{r['task']}/{r['model']}: {r['n_outliers']}" for r in slow[:10]))
     for b in batches:
         if not b["gpu_named"]:
             out.append(f"batch {b['batch']} was analysed before GPUs were named (host and GPU show as {UNKNOWN}): "

@@ -234,6 +234,7 @@ _LABELS: dict[str, dict[str, str]] = {
     "gpu_coverage": {"en": "GPU coverage", "zh": "GPU 覆盖率"}, "rid": {"zh": "请求 id"},
     "gpu_seq_gaps": {"zh": "序号缺口"}, "chrf": {"en": "chrF", "zh": "chrF"}, "rouge_l": {"en": "ROUGE-L", "zh": "ROUGE-L"},
     "error": {"en": "error", "zh": "错误"},
+    "n_outliers": {"en": "outliers", "zh": "离群请求"}, "latency_outlier": {"en": "outlier", "zh": "离群"},
     "rank": {"zh": "排名"}, "host": {"zh": "主机"}, "gpu_name": {"en": "GPU", "zh": "GPU"},
     "batches": {"zh": "批次"}, "batch": {"zh": "批次"},
     "quality_per_kj_ci95_low": {"en": "效质比 95% low", "zh": "效质比 95% 下限"},
