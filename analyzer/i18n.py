@@ -171,6 +171,46 @@ _TEXT: dict[str, dict[str, str]] = {
         "zh": "BARTScore 无法运行（检查点 {checkpoints} 无法加载），因此 {n} 个问答/摘要请求改用 chrF / 100 评分"
               "（quality_basis = chrf）。修复：在有网络的机器上运行 python -m analyzer.quality.fetch_checkpoint 下载检查点，"
               "或用 python -m analyzer --no-bart 直接使用 chrF；英文原因见 results.csv 的 bartscore_error 列。"},
+    "p_end_before_start": {"en": "request {rid}: req.end is stamped before req.start; treated as incomplete",
+                           "zh": "请求 {rid}：req.end 的时间戳早于 req.start；按未完成处理"},
+    "p_no_idle_samples": {"en": "idle baseline: no GPU power samples before the first request; net energy left empty",
+                          "zh": "空闲基线：第一个请求之前没有 GPU 功率采样；净能耗留空"},
+    "p_clock_short": {
+        "en": "{n} request window(s) are shorter than {k} × the clock mapping's uncertainty (clock_short_window): "
+              "their energy edges are doubtful: {which}",
+        "zh": "{n} 个请求时间窗短于时钟映射不确定度的 {k} 倍（clock_short_window）：其能耗边界存疑：{which}"},
+    "p_code_tests_skipped": {
+        "en": "code tests skipped for {n} request(s), their quality_score counts the static checks only: {why}",
+        "zh": "{n} 个请求的代码测试被跳过，其 quality_score 只计静态检查。原因（英文）：{why}"},
+    "p_unsafe_code_tests": {
+        "en": "code tests of {n} request(s) ran WITHOUT a sandbox (unsafe opt-in): model-written code could read "
+              "your files and use the network",
+        "zh": "{n} 个请求的代码测试在没有沙箱的情况下运行（不安全的选项）：模型写的代码可能读取你的文件并访问网络"},
+    "p_cpu_contention": {
+        "en": "CPU contention: in {n} request(s) other processes used more than {pct} % of the CPU "
+              "(host_cpu_other_pct); their cpu_energy_j_approx and timings include that load, cpu_energy_j_server "
+              "does not: {which}",
+        "zh": "CPU 争用：{n} 个请求期间其他进程占用超过 {pct} % 的 CPU（host_cpu_other_pct）；其 cpu_energy_j_approx "
+              "和计时包含这部分负载，cpu_energy_j_server 不包含：{which}"},
+    "p_incomplete_requests": {"en": "{n} request(s) started but never ended (listed as incomplete): {which}",
+                              "zh": "{n} 个请求已开始但未结束（列为未完成）：{which}"},
+    "p_mixed_bases": {
+        "en": "task {task}: quality_score comes from {n} bases ({which} requests); stats and the Pareto front are "
+              "given per basis, never mixed",
+        "zh": "任务 {task}：quality_score 来自 {n} 种依据（{which} 个请求）；统计与帕累托前沿按依据分别给出，从不混合"},
+    "p_gpus_no_server_host": {
+        "en": "GPU energy counts every GPU of {n} hosts ({hosts}): none is on the LLM server's host {server} as the "
+              "telemetry names hosts; pick them with --server-gpus HOST[,HOST/UUID...]",
+        "zh": "GPU 能耗计入了 {n} 台主机（{hosts}）的全部 GPU：按遥测的主机名，没有一块在 LLM 服务器所在主机 {server} 上；"
+              "请用 --server-gpus HOST[,HOST/UUID...] 指定"},
+    "p_server_gpus_no_match": {"en": "--server-gpus {spec} matches no recorded GPU (recorded: {recorded}); every GPU "
+                                     "counted",
+                               "zh": "--server-gpus {spec} 没有匹配到任何已记录的 GPU（已记录：{recorded}）；计入全部 GPU"},
+    "n_gpus_counted": {"en": "GPU energy counts {n} GPU(s) ({which}, {why}); not counted: {left}",
+                       "zh": "GPU 能耗计入 {n} 块 GPU（{which}，{why}）；未计入：{left}"},
+    "why_server_host": {"en": "the LLM server's host {server}", "zh": "LLM 服务器所在主机 {server}"},
+    "p_quality_failed": {"en": "quality step failed ({error}); quality columns left empty",
+                         "zh": "质量评估失败（{error}）；质量列留空"},
     "yes": {"en": "true", "zh": "是"},
     "no": {"en": "false", "zh": "否"},
 }

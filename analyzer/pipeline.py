@@ -145,13 +145,14 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     all_gpus = batch.gpus
     counted, gpu_notes = hosts.select(batch.gpus, opts.server_gpus, batch.batch_start)
     batch = dataclasses.replace(batch, gpus=counted)
-    problems.extend(gpu_notes)
+    for line in gpu_notes:  # which GPUs count is a note; a spec that matched nothing is a problem
+        (notes if getattr(line, "key", "").startswith("n_") else problems).append(line)
     origin = batch.origin_ns
     reqs = batch.requests
     done = [r for r in reqs if r.end is not None and r.end.t >= r.start.t]
     for r in reqs:
         if r.end is not None and r.end.t < r.start.t:
-            problems.append(f"request {r.rid}: req.end is stamped before req.start; treated as incomplete")
+            problems.append(Msg("p_end_before_start", rid=r.rid))
     win = E.Window(np.array([(r.start.t - origin) / 1e9 for r in done]),
                    np.array([(r.end.t - origin) / 1e9 for r in done]))
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
@@ -161,7 +162,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                                     mid)
                for g in batch.gpus}
     if opts.idle_baseline and batch.gpus and any(not np.isfinite(c["idle_w"]).any() for c in per_gpu.values()):
-        problems.append("idle baseline: no GPU power samples before the first request; net energy left empty")
+        problems.append(Msg("p_no_idle_samples"))
     host = E.host_columns(batch.host, batch.procs, batch.rapl, origin, batch.src_seqs, win, opts.cpu_tdp_w)
     simulated = any(g.simulated for g in batch.gpus)
     idx = {r.rid: i for i, r in enumerate(done)}
@@ -226,26 +227,21 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                             + (" …" if len(outliers) > 10 else "")))
     short = [row["rid"] for row in results if row.get("clock_short_window")]
     if short:
-        problems.append(f"{len(short)} request window(s) are shorter than {CLOCK.SHORT_WINDOW_FACTOR:g} × the clock "
-                        "mapping's uncertainty (clock_short_window): their energy edges are doubtful: "
-                        + ", ".join(short[:10]))
+        problems.append(Msg("p_clock_short", n=len(short), k=f"{CLOCK.SHORT_WINDOW_FACTOR:g}",
+                            which=", ".join(short[:10])))
     skipped = [row for row in results if row.get("code_tests_skipped")]
     if skipped:  # once per batch, not per row: the reason is the machine's, not the request's
-        problems.append(f"code tests skipped for {len(skipped)} request(s), their quality_score counts the static "
-                        f"checks only: {skipped[0]['code_tests_skipped']}")
+        problems.append(Msg("p_code_tests_skipped", n=len(skipped), why=skipped[0]["code_tests_skipped"]))
     unsafe = sum(1 for row in results if row.get("code_tests_sandbox") == UNSAFE_SANDBOX)
     if unsafe:
-        problems.append(f"code tests of {unsafe} request(s) ran WITHOUT a sandbox (unsafe opt-in): model-written "
-                        "code could read your files and use the network")
+        problems.append(Msg("p_unsafe_code_tests", n=unsafe))
     busy = [row["rid"] for row in results if (finite(row.get("host_cpu_other_pct")) or 0.0) > E.CONTENTION_OTHER_PCT]
     if busy:
-        problems.append(f"CPU contention: in {len(busy)} request(s) other processes used more than "
-                        f"{E.CONTENTION_OTHER_PCT:g} % of the CPU (host_cpu_other_pct); their cpu_energy_j_approx and "
-                        "timings include that load, cpu_energy_j_server does not: " + ", ".join(busy[:10]))
+        problems.append(Msg("p_cpu_contention", n=len(busy), pct=f"{E.CONTENTION_OTHER_PCT:g}",
+                            which=", ".join(busy[:10])))
     incomplete = [row["rid"] for row in rows if row["status"] == "incomplete"]
     if incomplete:
-        problems.append(f"{len(incomplete)} request(s) started but never ended (listed as incomplete): "
-                        + ", ".join(incomplete[:10]))
+        problems.append(Msg("p_incomplete_requests", n=len(incomplete), which=", ".join(incomplete[:10])))
     request_json = {r.rid: _request_json(r, row, idx.get(r.rid), win, batch, quality.get(r.rid), simulated)
                     for r, row in zip(reqs, rows)}
     for rid, obj in request_json.items():
