@@ -118,7 +118,7 @@ def write(analysis, root: Path, lang: str) -> Path:
 
     bd = BatchDir(root)
     outputs.write_all(analysis, bd, make_plots=False, lang=lang)
-    return bd.summary / "report.html"
+    return bd.summary / ("report.zh.html" if lang == "zh" else "report.html")
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
@@ -164,7 +164,7 @@ def test_en_and_zh_reports_carry_the_same_numbers(analysis, tmp_path):
     cells = re.compile(r'data-v="([^"]+)"')
     assert cells.findall(en) == cells.findall(zh) and len(cells.findall(en)) > 100
     assert '<html lang="zh-CN"' in zh and "组效质比" in zh and "每千焦的质量分" in zh
-    md_zh = (tmp_path / "zh" / "summary" / "report.md").read_text(encoding="utf-8")
+    md_zh = (tmp_path / "zh" / "summary" / "report.zh.md").read_text(encoding="utf-8")
     assert "## 问题" in md_zh and "效质比" in md_zh
     # CSV column names never change with the report language
     assert (tmp_path / "en" / "summary" / "results.csv").read_bytes() == \
