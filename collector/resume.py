@@ -3,7 +3,8 @@
 config.json, written at a batch's first start, holds every setting with its source, the resolved
 case list and the batch id. A resume uses those, not today's defaults or a config.py edited since:
 a flag given on the resume command line that contradicts a saved value is refused, naming the flag
-and both values; a case set that would differ (other --tasks, an edited test_cases.json) is refused.
+and both values; a case set that would differ is refused too, naming the cases that changed (an
+edited test_cases.json is an edit to undo, not a flag to drop).
 The batch id comes from config.json too, so a copied or renamed batch keeps its request ids.
 """
 from __future__ import annotations
