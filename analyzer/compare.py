@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from analyzer import i18n, report_html, tables
+from analyzer.i18n import Msg
 from analyzer.outputs import CSV_ENCODING, json_text, write_text
 from shared.batch import BatchDir
 from shared.cli import add_log_args
@@ -271,25 +272,21 @@ def notes_for(board: list[dict[str, Any]], batches: list[dict[str, Any]]) -> lis
         gpus = sorted({(h, g, s) for h, g, s, _ in keys})
         bases = sorted({b or UNKNOWN for *_, b in keys})
         if len(gpus) > 1 or len(bases) > 1:
-            out.append(f"task {task}, model {model}: measured on {len(gpus)} GPU set(s) ("
-                       + "; ".join(f"{h} / {g}{' (simulated)' if s else ''}" for h, g, s in gpus)
-                       + f") with {len(bases)} quality basis/bases ({', '.join(bases)}); "
-                       "shown as separate rows, never pooled")
+            out.append(Msg("c_split", task=task, model=model, n=len(gpus), bases=", ".join(bases), nb=len(bases),
+                           gpus=[Msg("c_gpu", host=h, gpu=g, sim=Msg("c_simulated") if s else "") for h, g, s in gpus]))
     for r in board:
         if r["n_batches"] > 1:
-            out.append(f"task {r['task']}, model {r['model']} on {r['host']} / {r['gpu_name']}: pooled from "
-                       f"{r['n_batches']} batches ({r['batches']}), same GPU and quality basis")
+            out.append(Msg("c_pooled", task=r["task"], model=r["model"], host=r["host"], gpu=r["gpu_name"],
+                           n=r["n_batches"], batches=r["batches"]))
     slow = [r for r in board if r.get("n_outliers")]
     if slow:  # kept in the means (they happened), but a reader should look at them
-        out.append(f"{sum(r['n_outliers'] for r in slow)} request(s) in {len(slow)} row(s) took more than 3× the "
-                   "latency of the same case's other runs (n_outliers; results.csv latency_outlier): "
-                   + "; ".join(f"{r['task']}/{r['model']}: {r['n_outliers']}" for r in slow[:10]))
+        out.append(Msg("c_outliers", n=sum(r["n_outliers"] for r in slow), rows=len(slow),
+                       which="; ".join(f"{r['task']}/{r['model']}: {r['n_outliers']}" for r in slow[:10])))
     for b in batches:
         if not b["gpu_named"]:
-            out.append(f"batch {b['batch']} was analysed before GPUs were named (host and GPU show as {UNKNOWN}): "
-                       f"rerun python -m analyzer --batch {b['path']}")
+            out.append(Msg("c_unnamed", batch=b["batch"], unknown=UNKNOWN, path=b["path"]))
         if (b["quality_bases"] or "") == "":
-            out.append(f"batch {b['batch']} has no quality scores (analysed with --no-quality?), so no 效质比")
+            out.append(Msg("c_no_quality", batch=b["batch"]))
     return out
 
 
@@ -403,7 +400,8 @@ def render_html(c: Comparison, lang: str = "en") -> str:
     if c.simulated:
         body.append(f'<p class="sim">⚠ {esc(t("compare_sim", lang))}</p>')
     body.append(f'<h2 id="problems">{esc(t("compare_notes", lang))}</h2>')
-    body.append('<ul class="problems">' + "".join(f"<li>{esc(n)}</li>" for n in c.notes) + "</ul>" if c.notes
+    body.append('<ul class="problems">' + "".join(f"<li>{esc(i18n.render(n, lang))}</li>" for n in c.notes) + "</ul>"
+                if c.notes
                 else f"<p>{esc(t('no_problems', lang))}</p>")
     groups: dict[tuple, list[dict]] = {}
     for r in c.leaderboard:

@@ -132,6 +132,24 @@ _TEXT: dict[str, dict[str, str]] = {
               "line joins the Pareto-optimal rows. Click a column heading to sort.",
         "zh": "点为单个请求（悬停显示批次与请求 id）；十字为各行均值及 95% 区间；虚线连接帕累托最优的行。点击列标题排序。"},
     "batches": {"en": "Batches", "zh": "批次"},
+    "c_split": {"en": "task {task}, model {model}: measured on {n} GPU set(s) ({gpus}) with {nb} quality basis/bases "
+                      "({bases}); shown as separate rows, never pooled",
+                "zh": "任务 {task}，模型 {model}：在 {n} 组 GPU（{gpus}）上测量，质量依据 {nb} 种（{bases}）；分行显示，从不合并"},
+    "c_simulated": {"en": " (simulated)", "zh": "（模拟）"},
+    "c_gpu": {"en": "{host} / {gpu}{sim}", "zh": "{host} / {gpu}{sim}"},
+    "c_pooled": {"en": "task {task}, model {model} on {host} / {gpu}: pooled from {n} batches ({batches}), same GPU "
+                       "and quality basis",
+                 "zh": "任务 {task}，模型 {model}，{host} / {gpu}：合并自 {n} 个批次（{batches}），GPU 与质量依据相同"},
+    "c_outliers": {"en": "{n} request(s) in {rows} row(s) took more than 3× the latency of the same case's other runs "
+                         "(n_outliers; results.csv latency_outlier): {which}",
+                   "zh": "{rows} 行中有 {n} 个请求的延迟超过同一用例其他轮次的 3 倍（n_outliers；results.csv 的 "
+                         "latency_outlier）：{which}"},
+    "c_unnamed": {"en": "batch {batch} was analysed before GPUs were named (host and GPU show as {unknown}): rerun "
+                        "python -m analyzer --batch {path}",
+                  "zh": "批次 {batch} 的分析早于 GPU 命名（主机和 GPU 显示为 {unknown}）：请重新运行 "
+                        "python -m analyzer --batch {path}"},
+    "c_no_quality": {"en": "batch {batch} has no quality scores (analysed with --no-quality?), so no 效质比",
+                     "zh": "批次 {batch} 没有质量分（分析时用了 --no-quality？），因此没有效质比"},
     # Notes: what the analysis did, said once; not problems (shown apart from them)
     "notes": {"en": "Analysis notes", "zh": "分析说明"},
     "n_clock_same_host": {"en": "{src}: same host as the collector (same boot id), one clock, no mapping",
@@ -237,7 +255,10 @@ class Msg(str):
 
 
 def render(text, lang: str) -> str:
-    """A problem or note in ``lang``: a Msg through the catalogue, any other text as it is."""
+    """A problem or note in ``lang``: a Msg through the catalogue (a list: its items joined by "; "),
+    any other text as it is."""
+    if isinstance(text, (list, tuple)):
+        return "; ".join(render(x, lang) for x in text)
     if isinstance(text, Msg):
         return t(text.key, lang, **{k: render(v, lang) for k, v in text.fmt.items()})
     return text if isinstance(text, str) else str(text)

@@ -230,7 +230,8 @@ def test_cli_writes_csvs_page_and_dataset(campaign, tmp_path):
     assert "compared 3 batch(es), 5 row(s)" in p.stdout
     for name in ("leaderboard.csv", "batches.csv", "notes.txt", "compare.html", "compare.zh.html"):
         assert (out / name).is_file(), name
-    assert '<html lang="zh-CN"' in (out / "compare.zh.html").read_text(encoding="utf-8")
+    zh = (out / "compare.zh.html").read_text(encoding="utf-8")
+    assert '<html lang="zh-CN"' in zh and "合并自 2 个批次（b1,b2）" in zh and "pooled from" not in zh  # notes too
     (out / "compare.zh.html").unlink()  # --lang: the old name of the same flag
     assert subprocess.run(cmd[:-2] + ["--lang", "en"], cwd=ROOT, capture_output=True, timeout=120).returncode == 0
     assert not (out / "compare.zh.html").exists()
