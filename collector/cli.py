@@ -150,7 +150,8 @@ def load_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], li
             log.warning("file_not_utf8", file=str(path), read_as=info["encoding"],
                         note='read as GBK ("ANSI" from Notepad on a Chinese system)' if info["encoding"] == "gbk"
                         else "read as UTF-16 (Notepad's \"Unicode\")",
-                        fix="check the Chinese text in the plan; " + SAVE_AS_UTF8 + " to make it portable")
+                        check=info.get("sample"), fix="if that line reads right, nothing is wrong; "
+                        + SAVE_AS_UTF8 + " to make the file portable")
 
     config_py = None
     if config_file is not None:

@@ -159,6 +159,9 @@ def _read(path: Path, info: dict | None) -> str:
         raise SettingsError(str(exc), file=path) from exc
     if info is not None:
         info["encoding"] = encoding
+        # a line to check by eye: GBK decodes some other encodings too, as nonsense
+        info["sample"] = next((f"line {i}: {line.strip()[:60]}" for i, line in enumerate(text.splitlines(), 1)
+                               if not line.isascii()), None)
     return text
 
 

@@ -133,7 +133,8 @@ class TestHandWritten:
         f.write_bytes(json.dumps(SEED_CASES, ensure_ascii=False).encode("gbk"))
         info = {}
         cases = load_test_cases(f, info=info)
-        assert info == {"encoding": "gbk"} and cases[0]["prompt"] == "请解释牛顿第一定律。"
+        assert info["encoding"] == "gbk" and cases[0]["prompt"] == "请解释牛顿第一定律。"
+        assert info["sample"].startswith("line 1: [{\"model\"")  # a line with Chinese, to check by eye
         c = tmp_path / "config.py"
         c.write_bytes("# 温度\nTEMPERATURE = 0.5\n".encode("gbk"))
         assert read_config_py(c, info=info) == {"temperature": (0.5, 2)} and info["encoding"] == "gbk"
