@@ -77,8 +77,8 @@ _TEXT: dict[str, dict[str, str]] = {
     "sort_hint": {"en": "Click a column heading to sort.", "zh": "点击列标题排序。"},
     "n_too_small": {"en": "n too small", "zh": "样本太少"},
     "simulated_suffix": {"en": " (SIMULATED GPU)", "zh": "（模拟 GPU）"},
-    "html_note": {"en": "The same report with interactive plots: report.html.",
-                  "zh": "含交互图表的同一报告：report.html。"},
+    "html_note": {"en": "The same report with interactive plots: {file}.",
+                  "zh": "含交互图表的同一报告：{file}。"},
     # Problems (counts and reasons; {…} filled in by the report)
     "p_quality_missing": {"en": "{n} successful request(s) have no quality score: {why}",
                           "zh": "{n} 个成功请求没有质量分：{why}"},

@@ -9,7 +9,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from analyzer.i18n import cell_value, label, t
+from analyzer.i18n import cell_value, label, suffixed, t
 from analyzer.i18n import render as in_lang
 from shared.escape import md_inline
 from shared.numbers import finite
@@ -124,7 +124,7 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
     a = analysis
     parts = [f"# {t('title', lang)} — {md_inline(title or a.batch_id or 'batch')}\n",
              f"**{t('ratio_name', lang)}.** " + t("ratio_def", lang).replace("<b>", "**").replace("</b>", "**")
-             + "\n\n" + t("basis_def", lang) + "\n\n" + t("html_note", lang) + "\n"]
+             + "\n\n" + t("basis_def", lang) + "\n\n" + t("html_note", lang, file=suffixed("report.html", lang)) + "\n"]
     if a.simulated:
         parts.append((SIM_BANNER if lang == "en" else f"> **⚠ {t('sim_banner', lang)}**") + "\n")
     elif not a.timelines:

@@ -183,7 +183,8 @@ def print_summary(batch: BatchDir) -> bool:
     note = figures.bartscore_note(rows)
     if note:
         print(f"\nBARTScore is empty, so QA and summary quality is chrF / 100 (quality_basis = chrf): {note}")
-    print("\n效质比 = quality points per kJ of GPU + CPU energy (higher is better); report.html defines it and "
+    page = "report.html" if (batch.summary / "report.html").exists() else "report.zh.html"
+    print(f"\n效质比 = quality points per kJ of GPU + CPU energy (higher is better); {page} defines it and "
           "lists any problems.")
     return True
 
