@@ -385,23 +385,23 @@ def _case_from(item: dict[str, Any], i: int, where, warn) -> tuple[dict[str, Any
                             "prompt": prompt, "source": "test_cases.json", "index_in_file": i}
     sources: dict[str, str] = {}
 
-    def check(key: str, fn) -> None:
+    def collect(fn, *args):
+        """fn(*args), its SettingsError kept with the others instead of raised."""
         try:
-            fn()
+            return fn(*args)
         except SettingsError as exc:
             errors.append(str(exc))
+            return None
 
     if "model" in item:
-        def model():
-            case["models"] = _model_spec(item["model"], where("model"))
-            sources["models"] = "test_cases.json"
-        check("model", model)
+        models = collect(_model_spec, item["model"], where("model"))
+        if models is not None:
+            case["models"], sources["models"] = models, "test_cases.json"
     for key in ("max_tokens", "temperature", "top_p", "num_ctx", "seed"):
         if key in item and item[key] is not None:
-            def one(key=key):
-                case[key] = check_value(key, item[key], f'{where(key)}: field "{key}"')
-                sources[key] = "test_cases.json"
-            check(key, one)
+            value = collect(check_value, key, item[key], f'{where(key)}: field "{key}"')
+            if value is not None:
+                case[key], sources[key] = value, "test_cases.json"
     ref = item.get("reference_text")
     if ref is not None:
         if not isinstance(ref, str):
@@ -432,9 +432,9 @@ def _case_from(item: dict[str, Any], i: int, where, warn) -> tuple[dict[str, Any
         else:
             case["expect"] = expect
     if "think" in item:
-        def think():
-            case["think"] = check_value("think", item["think"], f'{where("think")}: field "think"')
-        check("think", think)
+        think = collect(check_value, "think", item["think"], f'{where("think")}: field "think"')
+        if think is not None:
+            case["think"] = think
     case["sources"] = sources
     return case, errors
 
