@@ -125,6 +125,4 @@ def unprobed(messages: list[tuple[str, dict[str, Any]]], mappings: dict[str, Map
     if not mappings:
         return []
     srcs = sorted({str(p.get("src")) for t, p in messages if t in (M.TEL_GPU, M.TEL_HOST)} - set(mappings))
-    return [f"{s}: no clock probe answered, so its clock is taken as the collector's (right only on the same "
-            "host); start that daemon with a clock endpoint (python -m telemetry, default telemetry port + 2)"
-            for s in srcs]
+    return [Msg("p_clock_unprobed", src=s) for s in srcs]

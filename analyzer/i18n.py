@@ -229,6 +229,12 @@ _TEXT: dict[str, dict[str, str]] = {
     "why_server_host": {"en": "the LLM server's host {server}", "zh": "LLM 服务器所在主机 {server}"},
     "p_quality_failed": {"en": "quality step failed ({error}); quality columns left empty",
                          "zh": "质量评估失败（{error}）；质量列留空"},
+    "p_clock_unprobed": {
+        "en": "{src}: no clock probe answered, so its clock is taken as the collector's (right only on the same "
+              "host); start that daemon with a clock endpoint (python -m telemetry, default telemetry port + 2)",
+        "zh": "{src}：没有时钟探测应答，因此按采集器的时钟处理（仅在同一主机上正确）；请以带时钟端点的方式启动该守护进程"
+              "（python -m telemetry，默认端口为遥测端口 + 2）"},
+    "p_recording": {"en": "recording: {what}", "zh": "录制文件：{what}"},
     "yes": {"en": "true", "zh": "是"},
     "no": {"en": "false", "zh": "否"},
 }

@@ -140,7 +140,7 @@ def fallback_problems(batch: BatchData) -> list[str]:
 def analyze(batch: BatchData, opts: Options | None = None, recording_problem: str | None = None) -> Analysis:
     opts = opts or Options()
     opts, notes = _cpu_tdp(batch, opts)
-    problems = [f"recording: {recording_problem}"] if recording_problem else []
+    problems = [Msg("p_recording", what=recording_problem)] if recording_problem else []
     # several GPU hosts on the bus: count the server's GPUs; the samples of every GPU are still written
     all_gpus = batch.gpus
     counted, gpu_notes = hosts.select(batch.gpus, opts.server_gpus, batch.batch_start)
