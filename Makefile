@@ -11,7 +11,7 @@ BATCH ?=
 ARGS ?=
 FUZZ_TESTS ?= tests/test_escape.py tests/test_fuzz_parsers.py
 
-.PHONY: install test test-fast fuzz demo telemetry tail record collect analyze compare bench clean
+.PHONY: install test test-fast fuzz demo telemetry tail record collect proxy analyze compare bench clean
 
 install: $(STAMP)
 
@@ -49,6 +49,11 @@ record: install
 collect: install
 	@test -n "$(BATCH)" || (echo "usage: make collect BATCH=data/experiments_2 [ARGS='--runs 3']"; exit 2)
 	$(VPY) -m collector --exp-dir $(BATCH) $(ARGS)
+
+# Measure your own application: make proxy [UPSTREAM=http://127.0.0.1:11434] [ARGS='--listen 127.0.0.1:11435']
+UPSTREAM ?= http://127.0.0.1:11434
+proxy: install
+	$(VPY) -m collector.proxy --upstream $(UPSTREAM) --out data $(ARGS)
 
 analyze: install
 	@test -n "$(BATCH)" || (echo "usage: make analyze BATCH=data/experiments_2"; exit 2)

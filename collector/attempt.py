@@ -8,11 +8,12 @@ first-token notices and the failure kind out. No sockets and no clocks: the runn
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from collector import failures as F
-from collector.backends import make_parser, map_chunk
+from collector.backends import get
 from collector.stream_parse import BAD, DATA, DONE, EOF, ERROR_LINE, StreamProtocolError, ThinkSplitter
 from shared.messages import ClientMetrics
 
@@ -43,7 +44,8 @@ class AttemptState:
     served_model: str | None = None   # the "model" the server names in its chunks
 
     def __post_init__(self):
-        self._parser = make_parser(self.backend)
+        self._api = get(self.backend)
+        self._parser = self._api.make_parser()
         self._splitter = ThinkSplitter()
 
     def http_error(self, status: int, body: bytes) -> None:
@@ -87,13 +89,37 @@ class AttemptState:
                 self._data(ev.obj, t_ns, notices)
         return notices
 
+    def whole(self, body: bytes, t_ns: int) -> list[tuple[str, int]]:
+        """A non-streamed answer (``stream: false``) that arrived whole at ``t_ns``."""
+        notices: list[tuple[str, int]] = []
+        try:
+            obj = json.loads(body)
+        except (ValueError, RecursionError):
+            self.fail(f"the answer is not JSON: {body[:200]!r}", F.BAD_RESPONSE)
+            return notices
+        self.chunk_t_ns.append(t_ns)
+        self.first_chunk_ns = t_ns
+        if isinstance(obj, dict) and isinstance(obj.get("model"), str):
+            self.served_model = obj["model"]
+        delta = self._api.map_response(obj)
+        self.closed = True
+        if delta.error is not None:
+            self.error, self.error_kind = delta.error, F.classify_stream_error(delta.error)
+            return notices
+        self.api.update(delta.api)
+        th, ct = self._splitter.feed(delta.content)
+        th2, ct2 = self._splitter.finish()
+        self._take(ct + ct2, (delta.thinking or "") + th + th2, t_ns, notices)
+        self.done = True
+        return notices
+
     def _data(self, obj: Any, t_ns: int, notices: list[tuple[str, int]]) -> None:
         self.chunk_t_ns.append(t_ns)
         if self.first_chunk_ns is None:
             self.first_chunk_ns = t_ns
         if self.served_model is None and isinstance(obj, dict) and isinstance(obj.get("model"), str):
             self.served_model = obj["model"]
-        delta = map_chunk(self.backend, obj)
+        delta = self._api.map_chunk(obj)
         if delta.error is not None:
             self.error, self.error_kind = delta.error, F.classify_stream_error(delta.error)
             return
@@ -103,7 +129,7 @@ class AttemptState:
         if delta.content:
             th, ct = self._splitter.feed(delta.content)
             self._take(ct, th, t_ns, notices)
-        if delta.done and self.backend != "openai":  # OpenAI streams end with [DONE]
+        if delta.done and self._api.done_chunk:  # OpenAI streams end with [DONE] instead
             self.done = True
 
     def _take(self, content: str, thinking: str, t_ns: int, notices: list[tuple[str, int]]) -> None:

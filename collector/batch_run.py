@@ -17,7 +17,7 @@ import aiohttp
 from tqdm import tqdm
 
 from collector import failures as F
-from collector.backends import Params
+from collector.backends import Params, get
 from collector.metadata import ServerUnusable, fetch_model_meta, get_json, list_models
 from collector.model_policy import ModelPolicy
 from collector.outcome import (EXIT_CONNECTION, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETTINGS, EXIT_TELEMETRY, Tally,
@@ -123,8 +123,7 @@ async def _resolve_models(session: aiohttp.ClientSession, opts: BatchOptions
     all_models, listing = await list_models(session, backend, opts.base_url, opts.value("timeout_s"))
     per_case = [case_models(c, opts.value("models"), opts.cli_models, all_models, backend) for c in opts.cases]
     wanted = list(dict.fromkeys(m for ms in per_case for m in ms))
-    listed = [m.get("name") or m.get("model") or m.get("id") or ""
-              for m in (listing or {}).get("models" if backend.startswith("ollama") else "data") or []]
+    listed = get(backend).listed_names(listing)
     missing = missing_models(wanted, listed, backend) if listing is not None else []
     meta = {}
     for m in wanted:
@@ -350,9 +349,7 @@ async def run_batch(opts: BatchOptions) -> int:
 
 
 def _missing_fix(backend: str, missing: list[str]) -> str:
-    if backend.startswith("ollama"):
-        return " ; ".join(f"ollama pull {m}" for m in missing) + " (or fix the names)"
-    return "load them in the server, or use a name from its GET /v1/models list"
+    return get(backend).missing_fix(missing)
 
 
 async def _run_matrix(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOptions, todo: list[Job],
@@ -363,7 +360,7 @@ async def _run_matrix(session: aiohttp.ClientSession, rec: Recorder, opts: Batch
     bar = tqdm(total=len(todo), desc="requests", unit="req", disable=not opts.progress or None, file=sys.stderr,
                dynamic_ncols=True)
     sem = asyncio.Semaphore(opts.value("concurrency"))
-    if opts.value("warmup") and opts.value("backend").startswith("ollama") \
+    if opts.value("warmup") and get(opts.value("backend")).keeps_alive \
             and str(opts.value("keep_alive")) in ("0", "0s", "0m"):
         log.warning("warmup_with_keepalive_0", keep_alive=opts.value("keep_alive"),
                     note="the model unloads after every request, so each timed request is cold anyway; "

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from collector.backends import BACKENDS, normalize_base_url
+from collector.backends import BACKENDS, REGISTRY, normalize_base_url
 from collector.handwritten import SAVE_AS_UTF8
 from collector.batch_run import BatchOptions, run_batch
 from collector.outcome import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_SETTINGS
@@ -34,6 +34,25 @@ from shared.cli import add_curve_args, add_log_args, curve_keys
 from shared.logs import configure_logging, get_logger
 
 log = get_logger("collector.cli")
+
+
+def add_bus_args(b) -> None:
+    """The bus and telemetry flags, the same on the collector and the measuring proxy."""
+    b.add_argument("--events-endpoint", "--events_endpoint", dest="events_endpoint", default=None,
+                   help="PUB endpoint for req.*/batch.* events (default: GENAI_EVENTS_ENDPOINT or tcp://127.0.0.1:5557)")
+    b.add_argument("--telemetry-endpoint", "--telemetry_endpoint", dest="telemetry_endpoint", default=None,
+                   action="append", help="telemetry daemon PUB endpoint; repeat it for several daemons (GPU hosts) "
+                   "(default: GENAI_TELEMETRY_ENDPOINT or tcp://127.0.0.1:5556)")
+    b.add_argument("--telemetry-server-key", dest="telemetry_server_key", type=Path, action="append", default=None,
+                   metavar="FILE", help="with several --telemetry-endpoint on CURVE: each daemon's public .key, in "
+                   "the same order (default: --curve-server-key for all)")
+    b.add_argument("--clock-probe-s", dest="clock_probe_s", type=float, default=5.0,
+                   help="seconds between clock probes of each telemetry source during the batch (default 5; "
+                        "0 = none: only for daemons on this host)")
+    b.add_argument("--no-telemetry", "--no_telemetry", dest="no_telemetry", action="store_true",
+                   help="do not wait for or record telemetry (no energy figures)")
+    b.add_argument("--telemetry-wait", "--telemetry_wait", dest="telemetry_wait", type=float, default=5.0,
+                   help="seconds to wait for the first telemetry heartbeat (default 5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ask thinking models to think (on/off); auto sends nothing (default)")
     s = ap.add_argument_group("server")
     s.add_argument("--backend", choices=BACKENDS,
-                   help="ollama (/api/generate, default), ollama-chat (/api/chat), openai (/v1/chat/completions)")
+                   help=", ".join(f"{b.name} ({b.path})" for b in REGISTRY.values()) + "; default ollama")
     s.add_argument("--base-url", "--base_url", dest="base_url",
                    help="server URL; host:port works too (default: OLLAMA_HOST, else http://127.0.0.1:11434; "
                         "openai: http://127.0.0.1:8080)")
@@ -92,21 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--retries", type=int, default=4, help="503 busy retries with doubling back-off (default 4)")
     s.add_argument("--backoff", type=float, default=0.5, help="first busy back-off in seconds (default 0.5)")
     b = ap.add_argument_group("bus and recording")
-    b.add_argument("--events-endpoint", "--events_endpoint", dest="events_endpoint", default=None,
-                   help="PUB endpoint for req.*/batch.* events (default: GENAI_EVENTS_ENDPOINT or tcp://127.0.0.1:5557)")
-    b.add_argument("--telemetry-endpoint", "--telemetry_endpoint", dest="telemetry_endpoint", default=None,
-                   action="append", help="telemetry daemon PUB endpoint; repeat it for several daemons (GPU hosts) "
-                   "(default: GENAI_TELEMETRY_ENDPOINT or tcp://127.0.0.1:5556)")
-    b.add_argument("--telemetry-server-key", dest="telemetry_server_key", type=Path, action="append", default=None,
-                   metavar="FILE", help="with several --telemetry-endpoint on CURVE: each daemon's public .key, in "
-                   "the same order (default: --curve-server-key for all)")
-    b.add_argument("--clock-probe-s", dest="clock_probe_s", type=float, default=5.0,
-                   help="seconds between clock probes of each telemetry source during the batch (default 5; "
-                        "0 = none: only for daemons on this host)")
-    b.add_argument("--no-telemetry", "--no_telemetry", dest="no_telemetry", action="store_true",
-                   help="do not wait for or record telemetry (no energy figures)")
-    b.add_argument("--telemetry-wait", "--telemetry_wait", dest="telemetry_wait", type=float, default=5.0,
-                   help="seconds to wait for the first telemetry heartbeat (default 5)")
+    add_bus_args(b)
     b.add_argument("--no-analyze", "--no_analyze", dest="no_analyze", action="store_true",
                    help="do not run `python -m analyzer --batch DIR` at the end")
     b.add_argument("--analyzer-args", "--analyzer_args", dest="analyzer_args", default="",
@@ -221,6 +226,30 @@ def _resume(args: argparse.Namespace, settings, cases, extra) -> tuple[dict, lis
     return settings, cases, extra, saved.get("batch")
 
 
+def bus_setup(args: argparse.Namespace) -> tuple[str, list[str], CurveKeys | None,
+                                                  CurveKeys | list[CurveKeys] | None]:
+    """(events endpoint, telemetry endpoints, PUB keys, SUB keys) from the flags of
+    :func:`add_bus_args`; raises BusSecurityError for keys that do not fit."""
+    keys = curve_keys(args)
+    pub_curve = sub_curve = None
+    if keys is not None:
+        # encrypt our own PUB only off loopback, where bind_pub demands it
+        pub_curve = None if is_loopback(args.events_endpoint or events_endpoint()) else keys
+        sub_curve = keys if keys.server_public else None
+    tel_endpoints = args.telemetry_endpoint or [telemetry_endpoint()]
+    if args.telemetry_server_key:
+        if keys is None or len(args.telemetry_server_key) != len(tel_endpoints):
+            raise BusSecurityError(f"{len(args.telemetry_server_key)} --telemetry-server-key for "
+                                   f"{len(tel_endpoints)} --telemetry-endpoint")
+        sub_curve = [CurveKeys.from_secret_file(args.curve_secret, f) for f in args.telemetry_server_key]
+    return args.events_endpoint or events_endpoint(), tel_endpoints, pub_curve, sub_curve
+
+
+def recorder_telemetry(no_telemetry: bool, tel_endpoints: list[str]) -> str | list[str] | None:
+    """What the Recorder takes: None for --no-telemetry, one endpoint, or several (GPU hosts)."""
+    return None if no_telemetry else (tel_endpoints[0] if len(tel_endpoints) == 1 else tel_endpoints)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, json=args.log_json)
@@ -250,33 +279,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         batch = new_batch_dir(args.out or Path("data"))
     try:
-        keys = curve_keys(args)
+        events_ep, tel_endpoints, pub_curve, sub_curve = bus_setup(args)
     except BusSecurityError as exc:
-        log.error("bad_curve_keys", error=str(exc))
+        log.error("bad_curve_keys", error=str(exc), fix="give one daemon .key per --telemetry-endpoint, in order, "
+                  "with --curve-secret")
         return EXIT_SETTINGS
-    pub_curve = sub_curve = None
-    if keys is not None:
-        # encrypt our own PUB only off loopback, where bind_pub demands it
-        pub_curve = None if is_loopback(args.events_endpoint or events_endpoint()) else keys
-        sub_curve = keys if keys.server_public else None
-    tel_endpoints = args.telemetry_endpoint or [telemetry_endpoint()]
-    if args.telemetry_server_key:
-        if keys is None or len(args.telemetry_server_key) != len(tel_endpoints):
-            log.error("bad_curve_keys", error=f"{len(args.telemetry_server_key)} --telemetry-server-key for "
-                      f"{len(tel_endpoints)} --telemetry-endpoint", fix="give one daemon .key per endpoint, in order, "
-                      "with --curve-secret")
-            return EXIT_SETTINGS
-        try:
-            sub_curve = [CurveKeys.from_secret_file(args.curve_secret, f) for f in args.telemetry_server_key]
-        except BusSecurityError as exc:
-            log.error("bad_curve_keys", error=str(exc))
-            return EXIT_SETTINGS
     opts = BatchOptions(
         batch=batch, settings=settings, cases=cases,
         cli_models=bool(extra.pop("cli_models", args.models is not None)), base_url=base_url,
-        events_endpoint=args.events_endpoint or events_endpoint(),
-        telemetry_endpoint=None if args.no_telemetry else (tel_endpoints[0] if len(tel_endpoints) == 1
-                                                           else tel_endpoints),
+        events_endpoint=events_ep, telemetry_endpoint=recorder_telemetry(args.no_telemetry, tel_endpoints),
         clock_probe_s=args.clock_probe_s or None,
         telemetry_wait_s=args.telemetry_wait, resume=args.resume, analyze=not args.no_analyze,
         progress=not args.no_progress, analyzer_args=shlex.split(args.analyzer_args), pub_curve=pub_curve,

@@ -2,7 +2,8 @@
 
 Ollama: ``GET /api/tags`` (digest, details) + ``POST /api/show`` (context length, capabilities).
 OpenAI-compatible: ``GET /v1/models`` where the server has it (llama.cpp adds ``meta``, vLLM
-``max_model_len``). The pure parts (``model_meta_from_*``, ``local_generators``) take JSON.
+``max_model_len``). The pure parts are each backend's (``model_names``, ``can_generate``,
+``model_meta``, in collector/backends/); this module only asks the server.
 """
 from __future__ import annotations
 
@@ -11,73 +12,10 @@ from typing import Any
 
 import aiohttp
 
-from collector.plan import model_id
-
-
-def local_generators(tags: dict[str, Any]) -> list[str]:
-    """Names from /api/tags that can generate locally: cloud (remote_host) and embedding-only left out."""
-    out = []
-    for m in tags.get("models") or []:
-        if m.get("remote_host") or m.get("remote_model"):
-            continue
-        caps = m.get("capabilities")
-        if isinstance(caps, list) and "embedding" in caps and "completion" not in caps:
-            continue
-        name = m.get("name") or m.get("model")
-        if name:
-            out.append(name)
-    return out
-
-
-def model_meta_from_ollama(name: str, tags: dict[str, Any] | None, show: dict[str, Any] | None) -> dict[str, Any]:
-    """digest, parameter_size, quantization_level, family, context_length, capabilities (present ones)."""
-    meta: dict[str, Any] = {}
-    for m in (tags or {}).get("models") or []:
-        if model_id(name, "ollama") == model_id(m.get("name") or m.get("model") or "", "ollama"):
-            if m.get("digest"):
-                meta["digest"] = m["digest"]
-            if m.get("size") is not None:
-                meta["size_b"] = m["size"]
-            details = m.get("details") or {}
-            for key in ("parameter_size", "quantization_level", "family", "format"):
-                if details.get(key):
-                    meta[key] = details[key]
-            if details.get("context_length"):
-                meta["context_length"] = details["context_length"]
-            break
-    if show:
-        details = show.get("details") or {}
-        for key in ("parameter_size", "quantization_level", "family", "format"):
-            if details.get(key) and key not in meta:
-                meta[key] = details[key]
-        info = show.get("model_info") or {}
-        arch = info.get("general.architecture")
-        if arch and info.get(f"{arch}.context_length") is not None:
-            meta["context_length"] = info[f"{arch}.context_length"]
-        if info.get("general.parameter_count") is not None:
-            meta["parameter_count"] = info["general.parameter_count"]
-        if isinstance(show.get("capabilities"), list):
-            meta["capabilities"] = show["capabilities"]
-    return meta
-
-
-def model_meta_from_openai(name: str, models: dict[str, Any] | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    for m in (models or {}).get("data") or []:
-        if m.get("id") == name:
-            if m.get("owned_by"):
-                meta["owned_by"] = m["owned_by"]
-            if m.get("max_model_len"):
-                meta["context_length"] = m["max_model_len"]
-            extra = m.get("meta") or {}
-            if extra.get("n_ctx_train"):
-                meta["context_length"] = extra["n_ctx_train"]
-            if extra.get("n_params"):
-                meta["parameter_count"] = extra["n_params"]
-            if extra.get("size"):
-                meta["size_b"] = extra["size"]
-            break
-    return meta
+from collector.backends import get
+# the pure parts live with their backends; imported here under their old names
+from collector.backends.ollama_generate import local_generators, model_meta_from_ollama  # noqa: F401
+from collector.backends.openai_chat import model_meta_from_openai  # noqa: F401
 
 
 class ServerUnusable(RuntimeError):
@@ -110,24 +48,21 @@ async def get_json(session: aiohttp.ClientSession, method: str, url: str, timeou
 async def list_models(session: aiohttp.ClientSession, backend: str, base_url: str,
                       timeout_s: float) -> tuple[list[str], dict[str, Any] | None]:
     """(usable model names, the raw listing) — what "all" means for this server."""
-    if backend == "openai":
-        listing = await get_json(session, "GET", base_url + "/v1/models", timeout_s)
-        return [m["id"] for m in (listing or {}).get("data") or [] if m.get("id")], listing
-    listing = await get_json(session, "GET", base_url + "/api/tags", timeout_s)
+    api = get(backend)
+    listing = await get_json(session, "GET", base_url + api.models_path, timeout_s)
     names = []
-    for name in local_generators(listing or {}):
-        # older servers list no capabilities in /api/tags: ask /api/show before running an embedder
-        show = await get_json(session, "POST", base_url + "/api/show", timeout_s, json={"model": name})
-        caps = (show or {}).get("capabilities")
-        if isinstance(caps, list) and "embedding" in caps and "completion" not in caps:
-            continue
+    for name in api.model_names(listing or {}):
+        if api.show_path:  # older servers list no capabilities: ask before running an embedder
+            show = await get_json(session, "POST", base_url + api.show_path, timeout_s, json={"model": name})
+            if not api.can_generate(show):
+                continue
         names.append(name)
     return names, listing
 
 
 async def fetch_model_meta(session: aiohttp.ClientSession, backend: str, base_url: str, name: str,
                            listing: dict[str, Any] | None, timeout_s: float) -> dict[str, Any]:
-    if backend == "openai":
-        return model_meta_from_openai(name, listing)
-    show = await get_json(session, "POST", base_url + "/api/show", timeout_s, json={"model": name})
-    return model_meta_from_ollama(name, listing, show)
+    api = get(backend)
+    show = (await get_json(session, "POST", base_url + api.show_path, timeout_s, json={"model": name})
+            if api.show_path else None)
+    return api.model_meta(name, listing, show)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from collector.backends import Params
+from collector.backends import Params, get
 from shared.messages import REQ_END, REQ_START
 
 
@@ -30,12 +30,9 @@ def warmup_rid(batch: str, model: str) -> str:
 
 def model_id(name: str, backend: str) -> str:
     """One identity per model: Ollama treats ``x`` and ``x:latest`` as the same model."""
-    name = name.strip()
-    if name == "*":  # a dry run's stand-in for "all" when the server cannot be asked
-        return name
-    if backend.startswith("ollama") and ":" not in name.rsplit("/", 1)[-1]:
-        return name + ":latest"
-    return name
+    if name.strip() == "*":  # a dry run's stand-in for "all" when the server cannot be asked
+        return "*"
+    return get(backend).model_id(name)
 
 
 def case_models(case: dict[str, Any], batch_models: list[str], cli_models: bool, all_models: list[str],
@@ -103,7 +100,7 @@ def params_for(case: dict[str, Any], settings: dict[str, dict[str, Any]]) -> Par
 
     think = case.get("think", settings["think"]["value"]) if settings["think"]["source"] != "cli" \
         else settings["think"]["value"]
-    ollama = settings["backend"]["value"].startswith("ollama")
+    ollama = get(settings["backend"]["value"]).keeps_alive
     # only what the backend sends: OpenAI-compatible servers take no num_ctx, keep_alive or think
     return Params(temperature=pick("temperature"), top_p=pick("top_p"), num_ctx=pick("num_ctx") if ollama else None,
                   max_tokens=pick("max_tokens"), seed=pick("seed"),

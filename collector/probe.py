@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from collector.backends import get
+
 OLLAMA, OPENAI, UNKNOWN = "ollama", "openai", "unknown"
 
 
@@ -39,8 +41,8 @@ def classify(version_json: dict[str, Any] | None, models_json: dict[str, Any] | 
 
 
 def ollama_v1_chosen(backend: str, server: ServerKind, v1_named: bool) -> bool:
-    """The user asked for Ollama's OpenAI-compatible API on purpose (--backend openai and a /v1 URL)."""
-    return backend == "openai" and server.kind == OLLAMA and v1_named
+    """The user asked for Ollama's OpenAI-compatible API on purpose (an OpenAI backend and a /v1 URL)."""
+    return get(backend).family == OPENAI and server.kind == OLLAMA and v1_named
 
 
 OLLAMA_V1_NOTE = ("measuring Ollama through its OpenAI-compatible /v1 API, as asked; its native API (--backend ollama) "
@@ -55,11 +57,12 @@ def backend_problem(backend: str, server: ServerKind, base_url: str, v1_named: b
     if server.kind == UNKNOWN:
         return (f"{base_url} answered neither GET /api/version (Ollama) nor GET /v1/models (OpenAI-compatible); "
                 "is --base-url / OLLAMA_HOST the LLM server's address (with its port)?")
-    if backend.startswith("ollama") and server.kind == OPENAI:
+    family = get(backend).family
+    if family == OLLAMA and server.kind == OPENAI:
         what = f"an OpenAI-compatible server ({server.flavor})" if server.flavor else "an OpenAI-compatible server"
         return (f"{base_url} looks like {what}: GET /v1/models answered and GET /api/version did not; "
                 "use --backend openai (and --base-url for it, not OLLAMA_HOST)")
-    if backend == "openai" and server.kind == OLLAMA:
+    if family == OPENAI and server.kind == OLLAMA:
         return (f"{base_url} looks like an Ollama server (GET /api/version answered {server.version}); "
                 "use --backend ollama (its native API reports load and eval timings), or, to measure its "
                 f"OpenAI-compatible API on purpose, --base-url {base_url}/v1")

@@ -14,7 +14,7 @@ import aiohttp
 
 from collector import failures as F
 from collector.attempt import AttemptState
-from collector.backends import Params, build_payload, endpoint_path
+from collector.backends import Params, get
 from collector.retry import Retrier, RetryPolicy
 from shared.messages import ClientMetrics
 
@@ -65,8 +65,9 @@ async def run_request(session: aiohttp.ClientSession, backend: str, base_url: st
 
     ``t0_ns`` is the request's start (the req.start stamp); client times count from it.
     ``on_first(kind, t_ns, attempt)`` is called for each attempt's first content/thinking token."""
-    retrier = Retrier(policy or RetryPolicy(), copy.deepcopy(params), can_set_ctx=backend != "openai")
-    url = base_url.rstrip("/") + endpoint_path(backend)
+    api = get(backend)
+    retrier = Retrier(policy or RetryPolicy(), copy.deepcopy(params), can_set_ctx=api.can_set_ctx)
+    url = base_url.rstrip("/") + api.path
     t0_ns = time.monotonic_ns() if t0_ns is None else t0_ns
     while True:
         att = AttemptState(backend, time.monotonic_ns())
@@ -76,7 +77,7 @@ async def run_request(session: aiohttp.ClientSession, backend: str, base_url: st
             if on_first is not None:
                 on_first(kind, t, attempt)
 
-        payload = build_payload(backend, model, prompt, retrier.params)
+        payload = api.build_payload(model, prompt, retrier.params)
         try:
             await asyncio.wait_for(_stream(session, url, payload, att, notify), timeout_s)
         except asyncio.TimeoutError:

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-_INDEX_RE = re.compile(r"^experiments_(\d+)(?:_|$)")
+def _index_re(prefix: str) -> re.Pattern:
+    return re.compile(rf"^{re.escape(prefix)}_(\d+)(?:_|$)")
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,12 @@ def safe_name(rid: str) -> str:
     return re.sub(r'[<>:"/\\|?*\s]+', "_", rid)
 
 
-def new_batch_dir(out: str | Path, start: float | None = None) -> BatchDir:
-    """``out/experiments_{index}_{YYYYmmdd_HHMMSS}``, index one past the highest already there.
+def new_batch_dir(out: str | Path, start: float | None = None, prefix: str = "experiments") -> BatchDir:
+    """``out/{prefix}_{index}_{YYYYmmdd_HHMMSS}``, index one past the highest already there
+    (``experiments`` for the collector's batches, ``proxy`` for the measuring proxy's).
     Only names it: ``BatchDir.make()`` creates it (a dry run creates nothing)."""
     out = Path(out)
-    indices = [int(m.group(1)) for p in out.iterdir() if (m := _INDEX_RE.match(p.name))] if out.is_dir() else []
+    index_re = _index_re(prefix)
+    indices = [int(m.group(1)) for p in out.iterdir() if (m := index_re.match(p.name))] if out.is_dir() else []
     stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(start if start is not None else time.time()))
-    return BatchDir(out / f"experiments_{max(indices, default=0) + 1}_{stamp}")
+    return BatchDir(out / f"{prefix}_{max(indices, default=0) + 1}_{stamp}")

@@ -303,7 +303,8 @@ class TelHb(Body):
 class ReqStart(Body):
     """A request (or a warm-up) is sent. Its window opens at this message's `t`."""
     TOPIC: ClassVar[str] = REQ_START
-    rid: str = _k("request id, deterministic: `batch/model/case/load/run`", required=True)
+    rid: str = _k("request id, deterministic: `batch/model/case/load/run`; the measuring proxy's: "
+                  "`batch/model/{n:06d}-task/tag/1`, n counting its requests (unique per request)", required=True)
     model: str | None = _k("model name as asked of the server")
     task: str | None = _k("`qa` | `summary` | `code` | `creative` | other task types")
     load: str | None = _k("`short` | `medium` | `long`")
@@ -314,6 +315,9 @@ class ReqStart(Body):
     prompt: str | None = _k("the prompt sent")
     params: dict[str, Any] | None = _k("generation parameters sent (temperature, top_p, num_ctx, max_tokens, "
                                        "seed, keep_alive, think)")
+    prompt_note: dict[str, Any] | None = _k("measuring proxy: the prompt is not stored whole: {chars, bytes, sha256, "
+                                            "truncated, limit_bytes} or {..., stored: false} (--no-text)")
+    proxy: dict[str, Any] | None = _k("measuring proxy: {path, stream, usage_added} of the client's request")
 
 
 @dataclass(kw_only=True)
@@ -365,6 +369,8 @@ class ReqEnd(Body):
     warmup: bool | None = _k("true for a warm-up request")
     served_model: str | None = _k("the model name the server reported in its answer (compare with req.start "
                                   "`model`)")
+    text_note: dict[str, Any] | None = _k("measuring proxy: the answer is not stored whole (as req.start "
+                                          "`prompt_note`)")
 
 
 @dataclass(kw_only=True)
@@ -377,7 +383,7 @@ class BatchStart(Body):
                                   "temperature, expect, ...")
     models: dict[str, dict] | None = _k("{model: {digest, parameter_size, quantization_level, family, "
                                         "context_length}}")
-    backend: str | None = _k("`ollama` | `openai`")
+    backend: str | None = _k("`ollama` | `ollama-chat` | `openai` | `openai-completions`; `proxy` for the measuring proxy")
     base_url: str | None = _k("the LLM server's address")
     server_version: str | None = _k("the server's version, where it says")
     server: str | None = _k("what the start-up probe found: `ollama`, `llamacpp`, `vllm`, ... or `openai`")

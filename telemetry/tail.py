@@ -33,9 +33,63 @@ def to_json_line(topic: str, payload: dict[str, Any]) -> str:
     return json_line({"topic": topic, **payload}, default=str, separators=(",", ":"))
 
 
+ANA_ROW = "ana.row"  # the live analyzer's per-request rows (its --publish-endpoint)
+
+
+def output_tokens(api: dict[str, Any]) -> Any:
+    """The server's count of generated tokens, under whichever name it reports it."""
+    for value in (api.get("eval_count"), api.get("completion_tokens"), (api.get("timings") or {}).get("predicted_n")):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    return None
+
+
+class ModelTotals:
+    """Per model: requests finished, tokens generated, GPU joules (from ana.row rows). Pure."""
+
+    def __init__(self):
+        self.models: dict[str, dict[str, float]] = {}
+        self._model_of: dict[str, str] = {}      # rid → model, from req.start
+        self._energy_seen: set[str] = set()      # a rid's energy counts once (its row may come again, final)
+
+    def update(self, topic: str, p: dict[str, Any]) -> str | None:
+        """Fold one message in; returns the model it touched, or None."""
+        rid = str(p.get("rid", ""))
+        if topic == REQ_START and not p.get("warmup"):
+            self._model_of[rid] = str(p.get("model") or "?")
+            return None
+        if topic == REQ_END and rid in self._model_of:
+            model = self._model_of[rid]
+            t = self.models.setdefault(model, {"requests": 0, "tokens": 0, "joules": 0.0})
+            t["requests"] += 1
+            t["tokens"] += output_tokens(p.get("api") or {}) or 0
+            return model
+        if topic == ANA_ROW and p.get("energy_ready") and rid not in self._energy_seen:
+            row = p.get("row") or {}
+            energy = row.get("gpu_energy_j")
+            if not isinstance(energy, (int, float)) or isinstance(energy, bool):
+                return None
+            self._energy_seen.add(rid)
+            model = self._model_of.pop(rid, None) or str(row.get("model") or "?")
+            t = self.models.setdefault(model, {"requests": 0, "tokens": 0, "joules": 0.0})
+            t["joules"] += float(energy)
+            return model
+        return None
+
+    def line(self, model: str) -> str:
+        t = self.models[model]
+        return f"  {model}: {t['requests']} request(s), {t['tokens']:.0f} tokens, {t['joules']:.1f} J"
+
+
 def request_line(topic: str, p: dict[str, Any]) -> str | None:
     """One line per collector event (--requests), or None for other topics."""
     rid = p.get("rid", "")
+    if topic == ANA_ROW:
+        row = p.get("row") or {}
+        if not p.get("energy_ready"):
+            return f"energy {rid}  none: {p.get('reason') or 'unknown'}"
+        return (f"energy {rid}  {_num(row.get('gpu_energy_j'), '.2f')} J  "
+                f"{_num(row.get('j_per_token'), '.4f')} J/token")
     if topic == REQ_START:
         return f"start  {rid}" + ("  (warm-up)" if p.get("warmup") else "")
     if topic == REQ_FIRST_TOKEN:
@@ -43,8 +97,9 @@ def request_line(topic: str, p: dict[str, Any]) -> str | None:
     if topic == REQ_END:
         c, api = p.get("client") or {}, p.get("api") or {}
         head = "ok    " if p.get("ok") else "FAILED"
+        tokens = output_tokens(api)
         tail = (f"latency {_num(c.get('latency_s'), '.2f')} s  ttft {_num(c.get('first_token_s'), '.3f')} s  "
-                f"tokens {api.get('eval_count', api.get('completion_tokens', '-'))}")
+                f"tokens {'-' if tokens is None else tokens}")
         if not p.get("ok"):
             tail += f"  {p.get('error_kind')}: {p.get('error')}"
         return f"{head} {rid}  {tail}"
@@ -119,6 +174,11 @@ class TailState:
         return "\n".join(lines)
 
 
+def _analysis_endpoint() -> str:
+    import os
+    return os.environ.get("GENAI_ANALYSIS_ENDPOINT", "tcp://127.0.0.1:5558")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m telemetry.tail", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,14 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=None, metavar="N", help="stop after N messages")
     ap.add_argument("--refresh-s", type=float, default=0.5, help="table refresh period (default 0.5 s)")
     ap.add_argument("--requests", action="store_true",
-                    help="follow a batch instead: subscribe to the collector's events endpoint (default: "
-                         "GENAI_EVENTS_ENDPOINT or tcp://127.0.0.1:5557) and print a line per request event")
+                    help="follow a batch or the measuring proxy instead: subscribe to the collector's events "
+                         "endpoint (default: GENAI_EVENTS_ENDPOINT or tcp://127.0.0.1:5557) and the live analyzer's "
+                         "rows (GENAI_ANALYSIS_ENDPOINT or tcp://127.0.0.1:5558); a line per request event and "
+                         "running totals per model (requests, tokens, joules)")
     add_subscriber_args(ap, ["tel."], "topic prefixes (default: tel.; with --requests: req. batch.)")
     args = ap.parse_args(argv)
     if args.requests:
-        args.endpoint = args.endpoint or [events_endpoint()]
+        args.endpoint = args.endpoint or [events_endpoint(), _analysis_endpoint()]
         if args.topics == ["tel."]:
-            args.topics = ["req.", "batch."]
+            args.topics = ["req.", "batch.", ANA_ROW]
+    totals = ModelTotals()
     interactive = sys.stdout.isatty()
     state, inbox = TailState(), Inbox()
     end = time.monotonic() + args.duration if args.duration else None
@@ -149,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                     if args.json:
                         print(to_json_line(*msg), flush=True)
                     elif args.requests and (line := request_line(*msg)) is not None:
-                        print(line, flush=True)
+                        model = totals.update(*msg)
+                        print(line + ("\n" + totals.line(model) if model is not None else ""), flush=True)
                     if args.count is not None and state.messages >= args.count:
                         break
                 if not (args.json or args.requests) and time.monotonic() >= next_draw and state.messages:

@@ -81,8 +81,9 @@ class TestChunkMapping:
                                  "timings": {"prompt_n": 1085, "prompt_ms": 203.378, "predicted_n": 247,
                                              "predicted_ms": 933.63}})
         assert d.api["completion_tokens"] == 247 and d.api["prompt_tokens"] == 1085 and d.api["cached_tokens"] == 3
-        assert d.api["eval_count"] == 247 and d.api["eval_duration_ns"] == 933_630_000
-        assert d.api["prompt_eval_duration_ns"] == 203_378_000
+        # llama.cpp's timings stay under their own name: never relabelled as Ollama's eval_* fields
+        assert d.api["timings"]["predicted_ms"] == 933.63
+        assert not {"eval_count", "eval_duration_ns", "prompt_eval_count", "prompt_eval_duration_ns"} & set(d.api)
 
     @pytest.mark.parametrize("body", [
         {"error": {"message": "model 'x' not found", "type": "not_found_error", "param": None, "code": None}},
@@ -143,3 +144,52 @@ class TestModelMeta:
         meta = model_meta_from_openai("m", {"data": [{"id": "m", "owned_by": "llamacpp",
                                                       "meta": {"n_ctx_train": 8192, "n_params": 134}}]})
         assert meta == {"owned_by": "llamacpp", "context_length": 8192, "parameter_count": 134}
+
+
+class TestRegistry:
+    """One object per backend, registered in one place; the collector and the proxy read the same ones."""
+
+    def test_every_backend_is_reachable_by_name_and_path(self):
+        from collector.backends import BACKENDS, BY_PATH, REGISTRY, get
+        assert set(BACKENDS) == {"ollama", "ollama-chat", "openai", "openai-completions"}
+        for name in BACKENDS:
+            b = get(name)
+            assert b.name == name and BY_PATH[b.path] is b and REGISTRY[name] is b
+        with pytest.raises(ValueError, match="choose one of"):
+            get("nope")
+
+    def test_openai_completions_text_and_usage(self):
+        from collector.backends import get
+        b = get("openai-completions")
+        body = b.build_payload("m", "hi", Params(max_tokens=3))
+        assert body["prompt"] == "hi" and "messages" not in body and body["stream_options"] == {"include_usage": True}
+        d = b.map_chunk({"choices": [{"index": 0, "text": "Hel", "finish_reason": None}]})
+        assert d.content == "Hel" and not d.done
+        d = b.map_chunk({"choices": [{"index": 0, "text": "", "finish_reason": "length"}],
+                         "usage": {"completion_tokens": 3, "prompt_tokens": 1}})
+        assert d.api == {"completion_tokens": 3, "prompt_tokens": 1, "done_reason": "length"}
+
+    def test_non_streamed_answers(self):
+        from collector.backends import get
+        d = get("openai").map_response({"choices": [{"message": {"content": "ok", "reasoning_content": "hm"},
+                                                     "finish_reason": "stop"}], "usage": {"completion_tokens": 1}})
+        assert (d.content, d.thinking, d.done, d.api["done_reason"], d.api["completion_tokens"]) == \
+            ("ok", "hm", True, "stop", 1)
+        d = get("ollama-chat").map_response({"message": {"content": "ok"}, "done": True, "eval_count": 1})
+        assert d.content == "ok" and d.done and d.api["eval_count"] == 1
+
+    def test_usage_asked_for_a_client_that_did_not_is_hidden_again(self):
+        from collector.backends import get
+        b = get("openai")
+        body = {"model": "m", "stream": True}
+        assert b.ask_usage(body) is True and body["stream_options"] == {"include_usage": True}
+        assert b.ask_usage(body) is False  # already asked: the client gets usage as it asked
+        assert b.hide_usage({"choices": [], "usage": {"completion_tokens": 1}}) is None
+        assert b.hide_usage({"choices": [{"delta": {}}], "usage": {"x": 1}, "id": "a"}) == \
+            {"choices": [{"delta": {}}], "id": "a"}
+        assert get("ollama").ask_usage({"model": "m"}) is False  # Ollama always reports its counts
+
+    def test_model_id_rule_per_backend(self):
+        from collector.backends import get
+        assert get("ollama-chat").model_id("gemma3") == "gemma3:latest"
+        assert get("openai").model_id(" gemma3 ") == "gemma3"

@@ -155,6 +155,12 @@ class TestOpenAIStub:
         assert ("timings" in res.api) == (flavor == "llamacpp")
         assert [k for k, _ in firsts] == ["content"]
 
+    async def test_legacy_text_completions_backend(self):
+        async with serve(openai_stub.make_app("vllm")) as url:
+            res, firsts = await _run(url, "ok", "openai-completions", Params(max_tokens=6))
+        assert res.ok and res.text == "Hello from the stub, 你好" and res.api["completion_tokens"] == 6
+        assert res.api["done_reason"] == "length" and [k for k, _ in firsts] == ["content"]
+
     @pytest.mark.parametrize("flavor", ["llamacpp", "vllm", "ollama"])
     async def test_reasoning_kept_apart(self, flavor):
         async with serve(openai_stub.make_app(flavor)) as url:

@@ -154,6 +154,19 @@ class TestRequestsView:
         assert "INTERRUPTED" in request_line("batch.end", {"batch": "b", "ok": 1, "interrupted": True})
         assert request_line("tel.gpu", {"gpu": 0}) is None
 
+    def test_requests_per_model_totals_with_energy_rows(self):
+        from telemetry.tail import ModelTotals, request_line
+
+        t = ModelTotals()
+        t.update("req.start", {"rid": "r1", "model": "smol"})
+        assert t.update("req.end", {"rid": "r1", "ok": True, "api": {"completion_tokens": 7}}) == "smol"
+        row = {"rid": "r1", "energy_ready": True, "row": {"gpu_energy_j": 3.25, "j_per_token": 0.5}}
+        assert request_line("ana.row", row) == "energy r1  3.25 J  0.5000 J/token"
+        assert t.update("ana.row", row) == "smol" and t.update("ana.row", row) is None  # counted once
+        assert t.line("smol") == "  smol: 1 request(s), 7 tokens, 3.2 J"
+        assert "none: no telemetry" in request_line("ana.row", {"rid": "r2", "energy_ready": False,
+                                                                "reason": "no telemetry"})
+
 
 def test_log_lines_never_land_inside_a_progress_bar(monkeypatch):
     """Observed: log lines overwrote the progress bar. Each line now starts a line of its own."""
@@ -208,3 +221,22 @@ class TestFleetMetrics:
         assert 'genai_requests_total{host="gpu-a",model="qwen3:4b",status="failed"} 1.0' in text
         assert 'genai_requests_total{host="gpu-b",model="qwen3:4b",status="ok"} 1.0' in text
         assert 'host="laptop"' not in text
+
+    def test_proxy_traffic_per_model_requests_tokens_and_joules(self):
+        """req.end gives requests and tokens (whichever name the server used); ana.row rows give joules,
+        each request's once although the live analyzer may publish its row twice (early, then final)."""
+        from shared.messages import BATCH_START, REQ_END, REQ_START
+
+        m = TelemetryMetrics()
+        proxy, ana = Stamper("collector@box").stamp, Stamper("analyzer@box").stamp
+        m.update(BATCH_START, proxy({"batch": "proxy_1", "base_url": "http://127.0.0.1:8080", "backend": "proxy"}))
+        for rid, api in (("p/1", {"completion_tokens": 7}), ("p/2", {"timings": {"predicted_n": 5}})):
+            m.update(REQ_START, proxy({"rid": rid, "model": "smol"}))
+            m.update(REQ_END, proxy({"rid": rid, "ok": True, "api": api}))
+        for final in (False, True):
+            m.update("ana.row", ana({"rid": "p/1", "energy_ready": True, "final": final, "row": {"gpu_energy_j": 2.5}}))
+        m.update("ana.row", ana({"rid": "p/2", "energy_ready": False, "reason": "no telemetry", "row": {}}))
+        text = self._scrape(m)
+        assert 'genai_requests_total{host="box",model="smol",status="ok"} 2.0' in text
+        assert 'genai_request_tokens_total{host="box",model="smol"} 12.0' in text
+        assert 'genai_request_energy_joules_total{host="box",model="smol"} 2.5' in text

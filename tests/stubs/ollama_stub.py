@@ -63,6 +63,8 @@ class StubState:
     loaded: set[str] = field(default_factory=set)
     requests: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    headers: list[dict[str, str]] = field(default_factory=list)  # every generation request's headers
+    aborted: int = 0               # streams whose client went away mid-answer (the write failed)
 
 
 STATE = web.AppKey("stub_state", StubState)
@@ -157,6 +159,7 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
     if not isinstance(body, dict) or not body.get("model"):
         return _error(400, "model is required")
     st.requests.append(body)
+    st.headers.append(dict(request.headers))
     model = body["model"]
     s = scenario_of(model)
     st.counts[s] = st.counts.get(s, 0) + 1
@@ -222,19 +225,31 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
     prepared = False
     first_tok_ns = None
 
+    streaming = body.get("stream") is not False
+    collected: list[dict[str, Any]] = []  # stream: false gathers the chunks into one answer
+
     async def send(obj: dict[str, Any], delay: bool = True) -> None:
         nonlocal prepared
+        if not streaming:
+            if st.token_delay_s and delay and collected:
+                await asyncio.sleep(st.token_delay_s)
+            collected.append(obj)
+            return
         data = await _chunk_line(obj)
         if not prepared:
             await resp.prepare(request)  # headers go out only with the first chunk, as in Ollama
             prepared = True
         elif st.token_delay_s and delay:
             await asyncio.sleep(st.token_delay_s)  # between chunks, never after the last one
-        if s == "split":
-            for i in range(len(data)):
-                await resp.write(data[i:i + 1])
-        else:
-            await resp.write(data)
+        try:
+            if s == "split":
+                for i in range(len(data)):
+                    await resp.write(data[i:i + 1])
+            else:
+                await resp.write(data)
+        except ConnectionResetError:  # aiohttp's ClientConnectionResetError too: the client hung up
+            st.aborted += 1
+            raise
 
     sent = 0
     for t in thinking:
@@ -247,6 +262,8 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
         await send(chunk(t))
         sent += 1
         if s == "midstream" and sent == 3:
+            if not streaming:
+                return _error(500, MIDSTREAM_TEXT)
             await send({"error": MIDSTREAM_TEXT})
             await resp.write_eof()
             return resp
@@ -275,10 +292,29 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
     final["eval_count"] = len(answer) + len(thinking)
     final["eval_duration"] = max(1, done_ns - first_tok_ns)
     await send(final, delay=False)
+    if not streaming:
+        return _whole(collected, chat)
     await resp.write_eof()
     if _unloads(keep_alive):
         st.loaded.discard(model)
     return resp
+
+
+def _whole(chunks: list[dict[str, Any]], chat: bool) -> web.Response:
+    """``stream: false``: one JSON answer, the texts joined, the done chunk's metrics (as Ollama does)."""
+    final = dict(chunks[-1])
+    if chat:
+        msg = {"role": "assistant", "content": "".join(c["message"].get("content", "") for c in chunks)}
+        thinking = "".join(c["message"].get("thinking", "") for c in chunks)
+        if thinking:
+            msg["thinking"] = thinking
+        final["message"] = msg
+    else:
+        final["response"] = "".join(c.get("response", "") for c in chunks)
+        thinking = "".join(c.get("thinking", "") for c in chunks)
+        if thinking:
+            final["thinking"] = thinking
+    return web.json_response(final)
 
 
 async def ps(request: web.Request) -> web.Response:

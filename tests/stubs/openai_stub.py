@@ -6,6 +6,8 @@ Flavours (``--flavor``): ``llamacpp`` (``reasoning_content``, ``timings``, first
 ``content: null``), ``vllm`` (``reasoning``, new ``{"error":{...}}`` shape), ``vllm-old`` (old
 ``{"object":"error",...}`` shape), ``ollama`` (Ollama's ``/v1``: ``reasoning``, separate finish chunk).
 Usage comes in a final ``choices: []`` chunk only when ``stream_options.include_usage`` is true.
+``POST /v1/completions`` (legacy text completions) streams ``choices[0].text``; without ``"stream": true``
+either endpoint answers one JSON object with its usage, as OpenAI does.
 
 | model        | behaviour |
 |--------------|-----------|
@@ -45,6 +47,7 @@ class OpenAIStubState:
     token_delay_s: float = 0.001
     requests: list[dict[str, Any]] = field(default_factory=list)
     prompts_seen: set[str] = field(default_factory=set)  # llama.cpp's KV cache of earlier prompts
+    headers: list[dict[str, str]] = field(default_factory=list)  # every generation request's headers
 
 
 STATE = web.AppKey("openai_stub_state", OpenAIStubState)
@@ -81,6 +84,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     st = request.app[STATE]
     body = await request.json()
     st.requests.append(body)
+    st.headers.append(dict(request.headers))
     model = body.get("model", "")
     if model not in SCENARIOS or model == "missing":
         msg = f"The model `{model}` does not exist." if st.flavor.startswith("vllm") else f"model '{model}' not found"
@@ -91,15 +95,19 @@ async def completions(request: web.Request) -> web.StreamResponse:
                                  status=503)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     # llama.cpp reuses the KV cache of an identical earlier prompt unless cache_prompt is false
-    prompt_key = json.dumps(body.get("messages"), sort_keys=True)
+    prompt_key = json.dumps(body.get("messages", body.get("prompt")), sort_keys=True)
     cached = 11 if (st.flavor == "llamacpp" and body.get("cache_prompt", True) and prompt_key in st.prompts_seen) else 0
     st.prompts_seen.add(prompt_key)
     n = min(int(body.get("max_tokens") or len(ANSWER_TOKENS)), 64)
     answer = [ANSWER_TOKENS[i % len(ANSWER_TOKENS)] for i in range(n)]
     thinking = THINK_TOKENS if model == "think" else []
     created = int(time.time())
-    base = {"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": created, "model": model,
+    text_api = request.path == "/v1/completions"  # the legacy text-completion API
+    base = {"id": "cmpl-123" if text_api else "chatcmpl-123",
+            "object": "text_completion" if text_api else "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": "b6881-stub"}
+    if body.get("stream") is not True:
+        return await _whole(st, body, base, answer, thinking, cached, text_api)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
     sep = "data:" if model == "nospace" else "data: "
@@ -114,6 +122,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
             await resp.write(b": ping\n\n")
 
     def delta_chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        if text_api:
+            return {**base, "choices": [{"index": 0, "text": delta.get("content") or "", "logprobs": None,
+                                         "finish_reason": finish}]}
         return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
     if st.flavor == "llamacpp":
@@ -164,6 +175,28 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def _whole(st: OpenAIStubState, body: dict[str, Any], base: dict[str, Any], answer: list[str],
+                 thinking: list[str], cached: int, text_api: bool) -> web.Response:
+    """A non-streamed answer: one JSON object, usage always included (as OpenAI does)."""
+    if st.token_delay_s:
+        await asyncio.sleep(st.token_delay_s * (len(answer) + len(thinking)))
+    n = min(int(body.get("max_tokens") or len(ANSWER_TOKENS)), 64)
+    finish = "length" if n < len(ANSWER_TOKENS) else "stop"
+    if text_api:
+        choice: dict[str, Any] = {"index": 0, "text": "".join(answer), "logprobs": None, "finish_reason": finish}
+        obj = "text_completion"
+    else:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(answer)}
+        if thinking:
+            message["reasoning_content" if st.flavor in ("llamacpp", "vllm-old") else "reasoning"] = "".join(thinking)
+        choice = {"index": 0, "message": message, "finish_reason": finish}
+        obj = "chat.completion"
+    out = {**base, "object": obj, "choices": [choice], "usage": {
+        "prompt_tokens": 12, "completion_tokens": len(answer) + len(thinking),
+        "total_tokens": 12 + len(answer) + len(thinking), "prompt_tokens_details": {"cached_tokens": cached}}}
+    return web.json_response(out)
+
+
 def make_app(flavor: str = "llamacpp", **state: Any) -> web.Application:
     if flavor not in FLAVORS:
         raise ValueError(f"flavor {flavor!r}; choose one of {', '.join(FLAVORS)}")
@@ -172,6 +205,7 @@ def make_app(flavor: str = "llamacpp", **state: Any) -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_post("/v1/chat/completions", completions)
+    app.router.add_post("/v1/completions", completions)
     return app
 
 
