@@ -239,7 +239,7 @@ async def test_a_start_that_sent_nothing_does_not_block_the_same_command(tmp_pat
 async def test_wrong_backend_is_named_with_the_fix(tmp_path):
     """Observed: OLLAMA_HOST at an OpenAI-compatible server gave 'model not found, ollama pull' and exit 0;
     --backend openai at Ollama gave a 405 per request. Now: one clear refusal before any request."""
-    async with serve(openai_stub.make_app("llamacpp")) as oai, serve(ollama_stub.make_app(load_s=0.0)) as oll:
+    async with serve(openai_stub.make_app("llamacpp")) as oai, serve(ollama_stub.make_app(load_s=0.0, v1=True)) as oll:
         rc, log = await run_collector("--out", str(tmp_path), "--models", "ok", "--no-telemetry", "--no-analyze",
                                       env={"OLLAMA_HOST": oai.removeprefix("http://")})
         assert rc == 3 and "looks like an OpenAI-compatible server (llamacpp)" in log and "--backend openai" in log
