@@ -259,6 +259,13 @@ class Msg(str):
         obj.key, obj.fmt = key, fmt
         return obj
 
+    def __reduce__(self):  # copy and pickle (worker processes) rebuild it from key and fmt
+        return _msg, (self.key, self.fmt)
+
+
+def _msg(key: str, fmt: dict) -> Msg:
+    return Msg(key, **fmt)
+
 
 def render(text, lang: str) -> str:
     """A problem or note in ``lang``: a Msg through the catalogue (a list: its items joined by "; "),

@@ -142,3 +142,7 @@ def test_msg_is_its_english_text_and_renders_nested():
     assert m == "FALLBACK: f.json was bad, so --use-default-on-error ran the built-in task set instead; fix the " \
                 "file and run a new batch to measure your own cases. Why: bad"
     assert "内置任务集" in render(m, "zh") and render("plain", "zh") == "plain"
+    import copy
+    import pickle
+    for again in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
+        assert again == m and render(again, "zh") == render(m, "zh")
