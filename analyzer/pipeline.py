@@ -263,7 +263,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                     tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
                     str(batch_id) if batch_id is not None else None, batch.batch_end, opts.quality,
-                    tables.stats_columns(pct), notes)
+                    tables.stats_columns(pct), notes=notes)
 
 
 OUTLIER_FACTOR = 3.0  # latency above this many times the lower median of the case's other runs
