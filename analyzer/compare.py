@@ -14,6 +14,7 @@ a --dataset directory that holds something else).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import shutil
 import sys
@@ -21,9 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analyzer import columns as COLS
 from analyzer import i18n, report_html, tables
 from analyzer.i18n import Msg
 from analyzer.outputs import CSV_ENCODING, json_text, write_text
+from analyzer.suite_stats import pass_at_k, wilson
 from shared.batch import BatchDir
 from shared.cli import add_log_args
 from shared.escape import safe_filename
@@ -40,28 +43,28 @@ MAX_POINTS_PER_ROW = 200  # request dots per leaderboard row in the page's plots
 
 # Metrics averaged per row (mean, std and 95 % interval where a CI column is listed). Optional ones
 # (prefill/decode energy) appear only when some batch has them.
-MEAN_METRICS = ("quality_per_kj", "quality_score", "total_energy_j", "gpu_energy_j", "j_per_token", "first_token_s",
-                "toks_per_s", "latency_s")
-OPTIONAL_METRICS = ("gpu_energy_prefill_j", "gpu_energy_decode_j")
-CI_METRICS = ("quality_per_kj", "quality_score", "total_energy_j")
+MEAN_METRICS = COLS.COMPARE          # from the column registry (analyzer/columns.py)
+OPTIONAL_METRICS = COLS.COMPARE_OPTIONAL
+CI_METRICS = COLS.COMPARE_CI
 KEY_COLUMNS = ("task", "quality_basis", "model", "host", "gpu_name", "gpu_simulated")
+# What makes a ranking fair: every row ranked together ran the same cases (case_set: a hash of the sorted
+# case hashes; "unknown" for batches analysed before results.csv named them) with the same max tokens.
+LIKE_COLUMNS = ("case_set", "n_cases", "max_tokens")
 LEADERBOARD_COLUMNS = (
-    KEY_COLUMNS + ("rank", "batches", "n_batches", "n", "n_failed", "n_outliers", "group_quality_per_kj", "quality_per_kj_mean",
-                   "quality_per_kj_ci95_low", "quality_per_kj_ci95_high", "quality_score_mean",
-                   "quality_score_ci95_low", "quality_score_ci95_high", "total_energy_j_mean",
-                   "total_energy_j_ci95_low", "total_energy_j_ci95_high", "gpu_energy_j_mean", "j_per_token_mean",
-                   "gpu_energy_prefill_j_mean", "gpu_energy_decode_j_mean", "first_token_s_mean", "toks_per_s_mean",
-                   "latency_s_mean", "ci95_note", "pareto_optimal", "gpu_uuids"))
+    KEY_COLUMNS + LIKE_COLUMNS + ("rank", "batches", "n_batches", "n", "n_failed", "n_outliers", "group_quality_per_kj")
+    + COLS.COMPARE_COLUMNS + ("ci95_note", "pareto_optimal", "gpu_uuids", "pass_at_k", "k"))
 BATCH_COLUMNS = ("batch", "path", "date", "requests", "ok", "failed", "hosts", "gpu_names", "gpu_simulated",
                  "quality_bases", "models", "tasks", "gpu_named")
-PAGE_COLUMNS = ("rank", "model", "host", "gpu_name", "n", "group_quality_per_kj", "quality_per_kj_mean",
+PAGE_COLUMNS = ("rank", "model", "host", "gpu_name", "n_cases", "max_tokens", "n", "pass_at_k", "k", "group_quality_per_kj", "quality_per_kj_mean",
                 "quality_per_kj_ci95_low", "quality_per_kj_ci95_high", "quality_score_mean", "total_energy_j_mean",
                 "j_per_token_mean", "gpu_energy_prefill_j_mean", "gpu_energy_decode_j_mean", "first_token_s_mean",
                 "toks_per_s_mean", "n_outliers", "batches", "pareto_optimal")
 # Columns every batch's results.parquet is read with; absent ones (older batches) are NULL of this type.
 NEEDED = {"model": "VARCHAR", "task": "VARCHAR", "status": "VARCHAR", "quality_basis": "VARCHAR",
           "gpu_hosts": "VARCHAR", "gpu_names": "VARCHAR", "gpu_uuids": "VARCHAR", "gpu_simulated": "BOOLEAN",
-          "gpu_count": "BIGINT", "timestamp": "VARCHAR", "rid": "VARCHAR", "latency_outlier": "BOOLEAN",
+          "gpu_count": "BIGINT", "timestamp": "VARCHAR", "rid": "VARCHAR", "case_hash": "VARCHAR",
+          "max_tokens": "BIGINT", "suite": "VARCHAR", "item_id": "VARCHAR", "correct": "BOOLEAN",
+          "latency_outlier": "BOOLEAN",
           **{m: "DOUBLE" for m in MEAN_METRICS + OPTIONAL_METRICS}}
 
 
@@ -127,6 +130,10 @@ def connect(batches: list[tuple[str, Path]]):
         FROM raw_results r JOIN batch_files b ON r.filename = b.file""")
     cols = ", ".join(f'TRY_CAST(r."{c}" AS {t}) AS "{c}"' if c in have else f'CAST(NULL AS {t}) AS "{c}"'
                      for c, t in NEEDED.items())
+    if "suite" in have:  # a benchmark suite's items are a leaderboard of their own: task "suite NAME"
+        cols = cols.replace('TRY_CAST(r."task" AS VARCHAR) AS "task"',
+                            'coalesce(\'suite \' || TRY_CAST(r."suite" AS VARCHAR), TRY_CAST(r."task" AS VARCHAR)) '
+                            'AS "task"')
     # the columns the leaderboard reads, with one type each whatever the batches stored
     con.execute(f"CREATE VIEW requests AS SELECT r.batch, {cols}, r.host, r.gpu_name, r.gpu_named FROM requests_raw r")
     return con
@@ -173,6 +180,10 @@ def leaderboard(con) -> list[dict[str, Any]]:
                    string_agg(DISTINCT batch, ',' ORDER BY batch) AS batches, count(DISTINCT batch) AS n_batches,
                    count(*) AS n, string_agg(DISTINCT gpu_uuids, ',' ORDER BY gpu_uuids) AS gpu_uuids,
                    count(*) FILTER (WHERE latency_outlier) AS n_outliers,
+                   string_agg(DISTINCT coalesce(case_hash, '?'), ',' ORDER BY coalesce(case_hash, '?')) AS cases,
+                   count(DISTINCT case_hash) AS n_cases,
+                   string_agg(DISTINCT coalesce(CAST(max_tokens AS VARCHAR), '?'), ','
+                              ORDER BY coalesce(CAST(max_tokens AS VARCHAR), '?')) AS max_tokens,
                    avg(quality_score) FILTER (WHERE quality_score IS NOT NULL AND total_energy_j IS NOT NULL) AS q_both,
                    avg(total_energy_j) FILTER (WHERE quality_score IS NOT NULL AND total_energy_j IS NOT NULL) AS e_both,
                    {", ".join(aggs)}
@@ -186,7 +197,8 @@ def leaderboard(con) -> list[dict[str, Any]]:
         out: dict[str, Any] = {k: r[k] for k in KEY_COLUMNS}
         out["quality_basis"] = r["quality_basis"] or None
         out.update(batches=r["batches"], n_batches=int(r["n_batches"]), n=int(r["n"]), n_failed=int(r["n_failed"]),
-                   n_outliers=int(r["n_outliers"]), gpu_uuids=r["gpu_uuids"])
+                   n_outliers=int(r["n_outliers"]), gpu_uuids=r["gpu_uuids"], case_set=case_set_id(r["cases"]),
+                   n_cases=int(r["n_cases"]) or None, max_tokens=None if r["max_tokens"] == "?" else r["max_tokens"])
         for m in MEAN_METRICS + OPTIONAL_METRICS:
             out[f"{m}_mean"] = finite(r[f"{m}_mean"])
         notes = set()
@@ -195,6 +207,12 @@ def leaderboard(con) -> list[dict[str, Any]]:
             out[f"{m}_ci95_low"], out[f"{m}_ci95_high"] = low, high
             notes.add(note)
         out["ci95_note"] = "n too small" if "n too small" in notes else ("clipped" if "clipped" in notes else None)
+        basis = COLS.BASIS_BY_NAME.get(out["quality_basis"] or "")
+        n_q = int(r["quality_score_n"])
+        if basis is not None and basis.binary and out["quality_score_mean"] is not None and n_q:
+            # 0/1 scores: the accuracy's Wilson interval (binomial), not a t-interval of a mean
+            low, high = wilson(round(out["quality_score_mean"] * n_q), n_q)
+            out["quality_score_ci95_low"], out["quality_score_ci95_high"] = low, high
         q, e = finite(r["q_both"]), finite(r["e_both"])
         out["group_quality_per_kj"] = 1000.0 * q / e if (q is not None and e) else None
         rows.append(out)
@@ -202,11 +220,24 @@ def leaderboard(con) -> list[dict[str, Any]]:
     return rows
 
 
+def case_set_id(cases: str | None) -> str:
+    """A short name for the set of cases a row ran ("unknown" when a batch did not record them)."""
+    if not cases or "?" in cases.split(","):
+        return UNKNOWN
+    return hashlib.sha256(cases.encode("utf-8")).hexdigest()[:8]
+
+
+def rank_key(r: dict[str, Any]) -> tuple:
+    """Rows ranked together: same task, basis, simulated-or-not, case set and max tokens."""
+    return (r["task"], r["quality_basis"] or "", r["gpu_simulated"], r.get("case_set") or UNKNOWN,
+            r.get("max_tokens") or "")
+
+
 def _rank_and_pareto(rows: list[dict[str, Any]]) -> None:
-    """Per task, basis and simulated-or-not: rank by group 效质比 and mark the energy/quality Pareto front."""
+    """Per rank_key (like with like only): rank by group 效质比 and mark the energy/quality Pareto front."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["task"], r["quality_basis"] or "", r["gpu_simulated"]), []).append(r)
+        groups.setdefault(rank_key(r), []).append(r)
     for members in groups.values():
         ranked = sorted(members, key=lambda r: (r["group_quality_per_kj"] is None, -(r["group_quality_per_kj"] or 0.0),
                                                 r["model"], r["host"], r["gpu_name"]))
@@ -217,6 +248,24 @@ def _rank_and_pareto(rows: list[dict[str, Any]]) -> None:
             r["pareto_optimal"] = flag
         for r in members:
             r.setdefault("pareto_optimal", None)
+
+
+def add_pass_at_k(con, board: list[dict[str, Any]]) -> None:
+    """pass@k of each suite row with several samples per item (k = the fewest samples any item has):
+    the unbiased estimator, averaged over items. Rows without repeated items get none."""
+    cur = con.execute("""
+        SELECT task, coalesce(quality_basis, '') AS basis, model, host, gpu_name, coalesce(gpu_simulated, false) AS sim,
+               item_id, count(*) AS n, count(*) FILTER (WHERE correct) AS c
+        FROM requests WHERE status = 'ok' AND item_id IS NOT NULL AND correct IS NOT NULL GROUP BY ALL""")
+    per: dict[tuple, list[tuple[int, int]]] = {}
+    for task, basis, model, host, gpu, sim, _item, n, c in cur.fetchall():
+        per.setdefault((task, basis or None, model, host, gpu, sim), []).append((int(n), int(c)))
+    for r in board:
+        items = per.get(_row_key(r))
+        k = min(n for n, _ in items) if items else 0
+        r["pass_at_k"] = r["k"] = None
+        if k >= 2:
+            r["pass_at_k"], r["k"] = math.fsum(pass_at_k(n, c, k) for n, c in items) / len(items), k
 
 
 def batch_table(con) -> list[dict[str, Any]]:
@@ -274,6 +323,15 @@ def notes_for(board: list[dict[str, Any]], batches: list[dict[str, Any]]) -> lis
         if len(gpus) > 1 or len(bases) > 1:
             out.append(Msg("c_split", task=task, model=model, n=len(gpus), bases=", ".join(bases), nb=len(bases),
                            gpus=[Msg("c_gpu", host=h, gpu=g, sim=Msg("c_simulated") if s else "") for h, g, s in gpus]))
+    apart: dict[tuple, dict[tuple, list[str]]] = {}
+    for r in board:
+        apart.setdefault(rank_key(r)[:3], {}).setdefault(rank_key(r)[3:], []).append(r["model"])
+    for (task, basis, sim), sets in sorted(apart.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        if len(sets) > 1:
+            out.append(Msg("c_apart", task=task, basis=f" ({basis})" if basis else "",
+                           sim=Msg("c_simulated_gpu") if sim else "", n=len(sets),
+                           which=[Msg("c_set", cases=cs, max_tokens=mt or "unknown", models=", ".join(sorted(ms)))
+                                  for (cs, mt), ms in sorted(sets.items())]))
     for r in board:
         if r["n_batches"] > 1:
             out.append(Msg("c_pooled", task=r["task"], model=r["model"], host=r["host"], gpu=r["gpu_name"],
@@ -295,6 +353,7 @@ def compare(dirs: list[Path]) -> Comparison:
     con = connect(batches)
     try:
         board = leaderboard(con)
+        add_pass_at_k(con, board)
         btab = batch_table(con)
         points = request_points(con)
     finally:
@@ -405,12 +464,14 @@ def render_html(c: Comparison, lang: str = "en") -> str:
                 else f"<p>{esc(t('no_problems', lang))}</p>")
     groups: dict[tuple, list[dict]] = {}
     for r in c.leaderboard:
-        groups.setdefault((r["task"], r["quality_basis"], r["gpu_simulated"]), []).append(r)
+        groups.setdefault(rank_key(r), []).append(r)
     body.append(f"<h2>{esc(t('leaderboard', lang))}</h2><p class='caption'>{esc(t('compare_caption', lang))}</p>")
-    for i, ((task, basis, sim), rows) in enumerate(sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "",
-                                                                                          kv[0][2]))):
+    for i, ((task, basis, sim, cases, max_tokens), rows) in enumerate(sorted(groups.items(), key=lambda kv: tuple(
+            str(x) for x in kv[0]))):
         head = f"{t('task', lang)}: {task}" + (f" — {t('basis', lang)}: {basis}" if basis else "") + \
-            (t("simulated_suffix", lang) if sim else "")
+            (t("simulated_suffix", lang) if sim else "") + \
+            " — " + t("like_with_like", lang, cases=cases, n=rows[0].get("n_cases") or "?",
+                      max_tokens=max_tokens or "?")
         body.append(f"<h3>{esc(head)}</h3>")
         rows = sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0))
         labels = {_row_key(r): f"{r['model']} · {r['host']} / {r['gpu_name']}" for r in rows}
@@ -435,7 +496,7 @@ def render_html(c: Comparison, lang: str = "en") -> str:
 
 def _page_columns(rows: list[dict]) -> list[str]:
     """The page's columns, leaving out the optional ones no row has (prefill/decode energy)."""
-    optional = {f"{m}_mean" for m in OPTIONAL_METRICS}
+    optional = {f"{m}_mean" for m in OPTIONAL_METRICS} | {"pass_at_k", "k"}
     return [c for c in PAGE_COLUMNS if c not in optional or any(r.get(c) is not None for r in rows)]
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import locale
 import os
 
+from analyzer import columns as COLS
+
 LANGS = ("en", "zh")
 LANG_CHOICES = LANGS + ("both", "auto")  # auto: the old default, now the same as both
 
@@ -24,11 +26,8 @@ _TEXT: dict[str, dict[str, str]] = {
               "其倒数为每质量分的焦耳数（越低越好）。按模型和任务汇总时，<b>组效质比</b>是均值之比（平均质量 ÷ 平均能耗）；"
               "<b>逐请求效质比均值</b>是各请求自身比值的平均。两者不同，名称始终区分。"},
     "basis_def": {
-        "en": "Quality basis: bartscore = exp(BARTScore F); chrf = chrF / 100 (character n-grams against the "
-              "reference, no model weights); code_checks = share of code checks passed; diversity = distinct-2 and "
-              "length. Scores of different bases are never averaged or compared on one front.",
-        "zh": "质量依据：bartscore = exp(BARTScore F)；chrf = chrF / 100（与参考答案的字符 n-gram 匹配，无需模型权重）；"
-              "code_checks = 代码检查通过比例；diversity = distinct-2 与长度。不同依据的分数从不混合平均，也不放在同一前沿上比较。"},
+        "en": "Quality basis: {bases}. Scores of different bases are never averaged or compared on one front.",
+        "zh": "质量依据：{bases}。不同依据的分数从不混合平均，也不放在同一前沿上比较。"},
     "sim_banner": {
         "en": "SIMULATED GPU DATA. The GPU telemetry of this batch came from the simulated source (simulated: true "
               "on tel.gpu). GPU power, energy, memory, utilisation and temperature are NOT measurements; rows carry "
@@ -119,9 +118,11 @@ _TEXT: dict[str, dict[str, str]] = {
     "compare_def": {
         "en": "One row per task, quality basis, model and GPU (host / GPU name). Batches measured on different GPUs "
               "or scored on a different quality basis are never pooled; batches on the same GPU and basis are, and "
-              "the row names them. Rank: by group 效质比 within the task and basis.",
+              "the row names them. Rank: by group 效质比 within the task and basis, only among rows that ran the same cases "
+              "with the same max tokens (others are ranked apart, see Notes).",
         "zh": "每行对应一个任务、质量依据、模型和 GPU（主机 / GPU 型号）。在不同 GPU 上测量或以不同质量依据评分的批次从不合并；"
-              "同一 GPU 与依据的批次会合并，并在该行列出。排名：同一任务与依据内按组效质比排序。"},
+              "同一 GPU 与依据的批次会合并，并在该行列出。排名：同一任务与依据内按组效质比排序，且只在运行了相同用例、相同最大 token 数的行之间比较"
+              "（其余分开排名，见“说明”）。"},
     "compare_sim": {"en": "Some batches used a SIMULATED GPU: their energy and 效质比 are not measurements (their rows "
                           "are kept apart and marked).",
                     "zh": "部分批次使用模拟 GPU：其能耗与效质比并非实测值（这些行单独列出并标记）。"},
@@ -137,6 +138,11 @@ _TEXT: dict[str, dict[str, str]] = {
                 "zh": "任务 {task}，模型 {model}：在 {n} 组 GPU（{gpus}）上测量，质量依据 {nb} 种（{bases}）；分行显示，从不合并"},
     "c_simulated": {"en": " (simulated)", "zh": "（模拟）"},
     "c_gpu": {"en": "{host} / {gpu}{sim}", "zh": "{host} / {gpu}{sim}"},
+    "c_simulated_gpu": {"en": " (simulated GPU)", "zh": "（模拟 GPU）"},
+    "c_apart": {"en": "task {task}{basis}{sim}: rows ran {n} different case sets or max tokens, so they are ranked "
+                      "apart, never against each other: {which}",
+                "zh": "任务 {task}{basis}{sim}：各行运行了 {n} 种不同的用例集或最大 token 数，因此分开排名，从不相互比较：{which}"},
+    "c_set": {"en": "cases {cases}, max_tokens {max_tokens}: {models}", "zh": "用例集 {cases}，max_tokens {max_tokens}：{models}"},
     "c_pooled": {"en": "task {task}, model {model} on {host} / {gpu}: pooled from {n} batches ({batches}), same GPU "
                        "and quality basis",
                  "zh": "任务 {task}，模型 {model}，{host} / {gpu}：合并自 {n} 个批次（{batches}），GPU 与质量依据相同"},
@@ -198,8 +204,17 @@ _TEXT: dict[str, dict[str, str]] = {
               "their energy edges are doubtful: {which}",
         "zh": "{n} 个请求时间窗短于时钟映射不确定度的 {k} 倍（clock_short_window）：其能耗边界存疑：{which}"},
     "p_code_tests_skipped": {
-        "en": "code tests skipped for {n} request(s), their quality_score counts the static checks only: {why}",
-        "zh": "{n} 个请求的代码测试被跳过，其 quality_score 只计静态检查。原因（英文）：{why}"},
+        "en": "code tests skipped for {n} request(s), their quality_score counts the static checks only{suite}: {why}",
+        "zh": "{n} 个请求的代码测试被跳过，其 quality_score 只计静态检查{suite}。原因（英文）：{why}"},
+    "p_suite_no_score": {"en": " ({n} HumanEval item(s) have no score at all)",
+                         "zh": "（其中 {n} 道 HumanEval 题目完全没有分数）"},
+    "p_unknown_task": {
+        "en": "task {task} is not a known task{hint}; known: {known} (and their aliases), {suite} items and {proxy} "
+              "requests. Its answers get text statistics only (length, distinct-n, repetition): no quality_score, "
+              "so no 效质比; chrF/ROUGE-L columns are filled where the case has a reference_text",
+        "zh": "任务 {task} 不是已知任务{hint}；已知任务：{known}（及其别名）、{suite} 题目和 {proxy} 请求。其回答只做文本统计"
+              "（长度、distinct-n、重复率）：没有 quality_score，因此没有效质比；用例带 reference_text 时填写 chrF/ROUGE-L 列"},
+    "p_did_you_mean": {"en": " (did you mean {name}?)", "zh": "（是否想写 {name}？）"},
     "p_unsafe_code_tests": {
         "en": "code tests of {n} request(s) ran WITHOUT a sandbox (unsafe opt-in): model-written code could read "
               "your files and use the network",
@@ -237,6 +252,22 @@ _TEXT: dict[str, dict[str, str]] = {
     "p_recording": {"en": "recording: {what}", "zh": "录制文件：{what}"},
     "yes": {"en": "true", "zh": "是"},
     "no": {"en": "false", "zh": "否"},
+    "suites": {"en": "Benchmark suites", "zh": "基准测试"},
+    "suite": {"en": "Suite", "zh": "基准"},
+    "suite_protocol": {
+        "en": "Protocol: zero-shot generative (the item as a chat instruction, temperature 0 unless set; with "
+              "several runs each run is a sample with its own seed, for pass@k), scored from the generated text as the "
+              "benchmark scores it: HumanEval by its own check() in the sandbox, GSM8K by exact match of the number, "
+              "multiple choice by the chosen letter. This is NOT the 5-shot log-likelihood protocol behind most "
+              "published MMLU/C-Eval/CMMLU numbers. Accuracy has a Wilson 95% interval; pass@k is the unbiased "
+              "estimator of the HumanEval paper; J per item = mean energy per request (GPU + CPU), J per correct "
+              "answer = all energy ÷ correct answers; group 效质比 here is accuracy per kJ.",
+        "zh": "协议：零样本生成式（题目作为聊天指令，除非另行设置否则温度为 0；多轮时每轮为一个使用各自随机种子的样本，用于 pass@k），"
+              "按各基准自身的方式对生成文本评分：HumanEval 在沙箱中运行题目自带的 check()，GSM8K 精确匹配数字，选择题比较所选字母。"
+              "这不是多数已发表 MMLU/C-Eval/CMMLU 成绩所用的 5-shot 对数似然协议。准确率附 Wilson 95% 区间；pass@k 为 HumanEval "
+              "论文的无偏估计；每题能耗 = 每请求平均能耗（GPU + CPU），每个正确答案能耗 = 总能耗 ÷ 正确答案数；此处的组效质比即每千焦准确率。"},
+    "like_with_like": {"en": "cases {cases} ({n} case(s)), max tokens {max_tokens}",
+                       "zh": "用例集 {cases}（{n} 个用例），最大 token 数 {max_tokens}"},
 }
 
 # Words of ours that appear as cell values (column -> {value: key in _TEXT-like table}).
@@ -285,49 +316,56 @@ def cell_value(column: str, value, lang: str):
         return _VALUES[value].get(lang) or value
     return value
 
-# Table headings (the CSV column names stay in the files; the report shows these, the name on hover).
+# Headings of the columns that are not results.csv columns (stats, Pareto, compare); results.csv's own
+# come from the column registry (analyzer/columns.py). The CSV names stay in the files; the report
+# shows these, the name on hover.
 _LABELS: dict[str, dict[str, str]] = {
-    "model": {"zh": "模型"}, "text_lang": {"en": "lang", "zh": "语言"}, "task": {"zh": "任务"},
-    "load": {"zh": "负载"}, "run": {"zh": "轮次"},
-    "status": {"zh": "状态"}, "metric": {"zh": "指标"}, "n": {"zh": "n"}, "n_failed": {"zh": "失败数"},
-    "mean": {"zh": "均值"}, "std": {"zh": "标准差"}, "ci95_low": {"zh": "95% 下限"}, "ci95_high": {"zh": "95% 上限"},
+    "metric": {"zh": "指标"}, "n": {"zh": "n"}, "n_failed": {"zh": "失败数"},
+    "mean": {"zh": "均值"}, "std": {"en": "std (cases and runs)", "zh": "标准差（跨用例与轮次）"},
+    "ci95_low": {"zh": "95% 下限"}, "ci95_high": {"zh": "95% 上限"},
     "ci95_note": {"en": "CI note", "zh": "区间说明"},
-    "latency_s": {"en": "latency (s)", "zh": "延迟（s）"}, "first_token_s": {"en": "TTFT (s)", "zh": "首 token（s）"},
-    "toks_per_s": {"en": "tok/s", "zh": "tok/s"}, "gpu_energy_j": {"en": "GPU J", "zh": "GPU 能耗 J"},
-    "cpu_energy_j": {"en": "CPU J", "zh": "CPU 能耗 J"}, "total_energy_j": {"en": "energy J", "zh": "总能耗 J"},
-    "quality_score": {"en": "quality", "zh": "质量分"}, "quality_basis": {"en": "basis", "zh": "质量依据"},
-    "quality_per_kj": {"en": "效质比 (quality/kJ)", "zh": "效质比（质量/kJ）"},
-    "j_per_quality": {"en": "J per quality point", "zh": "每质量分焦耳"},
+    "run_to_run_std": {"en": "run-to-run std (same case)", "zh": "同一用例轮次间标准差"},
+    "n_cases": {"en": "cases", "zh": "用例数"}, "n_repeated_cases": {"en": "cases run twice or more", "zh": "重复运行的用例数"},
+    "case_set": {"en": "case set", "zh": "用例集"},
     "total_energy_j_mean": {"en": "mean energy J", "zh": "平均能耗 J"},
     "quality_score_mean": {"en": "mean quality", "zh": "平均质量分"},
     "group_quality_per_kj": {"en": "group 效质比 (quality/kJ)", "zh": "组效质比（质量/kJ）"},
     "group_j_per_quality": {"en": "group J per quality point", "zh": "组每质量分焦耳"},
     "quality_per_kj_mean": {"en": "mean of per-request 效质比", "zh": "逐请求效质比均值"},
     "pareto_optimal": {"en": "Pareto-optimal", "zh": "帕累托最优"},
-    "gpu_energy_method": {"en": "GPU energy method", "zh": "GPU 能耗方法"},
-    "gpu_coverage": {"en": "GPU coverage", "zh": "GPU 覆盖率"}, "rid": {"zh": "请求 id"},
-    "gpu_seq_gaps": {"zh": "序号缺口"}, "chrf": {"en": "chrF", "zh": "chrF"}, "rouge_l": {"en": "ROUGE-L", "zh": "ROUGE-L"},
-    "error": {"en": "error", "zh": "错误"},
-    "n_outliers": {"en": "outliers", "zh": "离群请求"}, "latency_outlier": {"en": "outlier", "zh": "离群"},
+    "n_outliers": {"en": "outliers", "zh": "离群请求"},
     "rank": {"zh": "排名"}, "host": {"zh": "主机"}, "gpu_name": {"en": "GPU", "zh": "GPU"},
     "batches": {"zh": "批次"}, "batch": {"zh": "批次"},
     "quality_per_kj_ci95_low": {"en": "效质比 95% low", "zh": "效质比 95% 下限"},
     "quality_per_kj_ci95_high": {"en": "效质比 95% high", "zh": "效质比 95% 上限"},
-    "j_per_token_mean": {"en": "J/token", "zh": "J/token"},
     "gpu_energy_prefill_j_mean": {"en": "prefill GPU J", "zh": "预填充 GPU 能耗 J"},
     "gpu_energy_decode_j_mean": {"en": "decode GPU J", "zh": "解码 GPU 能耗 J"},
-    "first_token_s_mean": {"en": "TTFT (s)", "zh": "首 token（s）"}, "toks_per_s_mean": {"en": "tok/s", "zh": "tok/s"},
+    "accuracy": {"en": "accuracy", "zh": "准确率"},
+    "accuracy_ci95_low": {"en": "accuracy 95% low (Wilson)", "zh": "准确率 95% 下限（Wilson）"},
+    "accuracy_ci95_high": {"en": "accuracy 95% high (Wilson)", "zh": "准确率 95% 上限（Wilson）"},
+    "accuracy_strict": {"en": "accuracy (strict)", "zh": "准确率（严格）"},
+    "j_per_item": {"en": "J per item", "zh": "每题能耗 J"},
+    "j_per_correct": {"en": "J per correct answer", "zh": "每个正确答案能耗 J"},
+    "k": {"en": "k (samples/item)", "zh": "k（每题样本数）"},
+    "pass_at_k": {"en": "pass@k", "zh": "pass@k"},
 }
 
 
 def t(key: str, lang: str, **fmt) -> str:
     text = _TEXT[key].get(lang) or _TEXT[key]["en"]
+    if key == "basis_def":  # every registered quality basis, from the column registry
+        fmt = {"bases": COLS.bases_text(lang), **fmt}
     return text.format(**fmt) if fmt else text
 
 
 def label(column: str, lang: str) -> str:
+    """A column's heading: this module's table, else the column registry's label (``<metric>_mean``:
+    the metric's label, as compare's per-row means), else the name itself."""
     entry = _LABELS.get(column, {})
-    return entry.get(lang) or entry.get("en") or column
+    found = entry.get(lang) or entry.get("en") or COLS.label(column, lang)
+    if found is None and column.endswith("_mean"):
+        found = COLS.label(column[:-len("_mean")], lang)
+    return found or column
 
 
 def check(lang: str) -> str:

@@ -81,8 +81,14 @@ def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool
     written = [
         write_text(bd.summary / "results.csv", tables.csv_text(a.columns, a.results), CSV_ENCODING),
         write_text(bd.summary / "stats.csv", tables.csv_text(a.stats_columns, a.stats), CSV_ENCODING),
+        write_text(bd.summary / "stats_per_case.csv", tables.csv_text(tables.PER_CASE_COLUMNS,
+                                                                      tables.per_case(a.results, a.simulated)),
+                   CSV_ENCODING),
         write_text(bd.summary / "pareto.csv", tables.csv_text(tables.PARETO_COLUMNS, a.pareto), CSV_ENCODING),
     ]
+    if a.suites:
+        written.append(write_text(bd.summary / "suites.csv", tables.csv_text(tables.SUITE_BOARD_COLUMNS, a.suites),
+                                  CSV_ENCODING))
     if a.warmups:
         written.append(write_text(bd.summary / "warmups.csv", tables.csv_text(a.columns, a.warmups), CSV_ENCODING))
     items = sorted(a.request_json.items())
@@ -101,7 +107,7 @@ def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool
         for tl in a.timelines:
             p = plots.power_timeline(bd.plots, tl, a.windows)
             written.append(p)
-        for task in sorted({str(r.get("task")) for r in a.results}):
+        for task in sorted({str(r.get("task")) for r in a.results if not r.get("suite")}):
             # one plot per quality basis: scores of different bases never share axes
             bases = sorted({p.get("quality_basis") or "" for p in a.pareto if p["task"] == task}) or [""]
             for basis in bases:

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from analyzer import clock as CLOCK
+from analyzer import columns as COLS
 from analyzer import hosts
 from analyzer import energy as E
 from analyzer import tables
@@ -20,31 +21,15 @@ from analyzer.windows import split_windows
 from shared import messages as M
 from shared.logs import get_logger
 from shared.numbers import finite
+from shared.tasks import PROXY_TASK, SUITE_TASK, TASKS, closest_task, unknown_tasks
 
 log = get_logger("analyzer.pipeline")
 
-SEED_COLUMNS = ("timestamp", "model", "task", "load", "run", "latency_s", "toks_per_s", "gpu_mem_peak_mb",
-                "gpu_util_avg", "gpu_energy_j", "bartscore")
-MAIN_COLUMNS = SEED_COLUMNS + (
-    "rid", "status", "ok", "error", "error_kind", "case", "cold", "first_token_s", "first_thinking_s",
-    "first_chunk_s", "output_tokens", "toks_per_s_method", "client_toks_per_s", "e2e_toks_per_s", "prompt_tokens",
-    "prefill_toks_per_s", "window_s", "effective_window_s", "concurrency_max",
-    "gpu_count", "gpu_simulated", "gpu_power_kind", "gpu_energy_method", "gpu_energy_counter_j",
-    "gpu_energy_power_j", "gpu_energy_uncertainty_j", "gpu_energy_uncertainty_pct", "gpu_short_window",
-    "gpu_coverage", "gpu_seq_gaps", "gpu_samples", "gpu_idle_w", "gpu_energy_net_j", "gpu_power_avg_w", "gpu_power_peak_w",
-    "gpu_temp_peak_c", "gpu_sm_clock_avg_mhz", "j_per_token", "tokens_per_j",
-    "gpu_energy_prefill_j", "gpu_energy_prefill_uncertainty_j", "gpu_prefill_short",
-    "gpu_energy_decode_j", "gpu_energy_decode_uncertainty_j", "gpu_decode_short",
-    "j_per_prompt_token", "j_per_output_token",
-    "gpu_sampling_hz", "gpu_counter_refresh_ms", "gpu_counter_refresh_fit",
-    "cpu_util_avg", "cpu_tdp_w", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_energy_j", "cpu_energy_basis",
-    "cpu_coverage", "host_mem_peak_mib", "total_energy_j", "energy_basis",
-    "cpu_energy_j_server", "cpu_server_basis", "cpu_server_share", "server_cpu_s", "host_cpu_other_pct",
-    "ttft_ms", "tpot_ms", "e2el_ms", "itl_ms_mean", "itl_ms_max", "latency_outlier", "latency_vs_twins",
-) + QUALITY_COLUMNS + ("quality_per_j", "j_per_quality", "quality_error", "quality_per_kj", "prompt_cached_tokens")
-PER_GPU = ("energy_j", "energy_method", "energy_uncertainty_j", "coverage", "seq_gaps", "mem_peak_mib",
-           "util_avg_pct", "temp_peak_c", "sm_clock_avg_mhz", "power_avg_w",
-           "energy_prefill_j", "energy_decode_j", "counter_refresh_fit")
+# results.csv's columns, in order (the seed's first), and the per-GPU fields written as gpu<k>_<field>
+# when a request used more than one GPU: both from the column registry (analyzer/columns.py).
+SEED_COLUMNS = COLS.SEED_COLUMNS
+MAIN_COLUMNS = COLS.RESULTS
+PER_GPU = COLS.PER_GPU
 
 
 @dataclass
@@ -77,7 +62,8 @@ class Analysis:
     batch_id: str | None
     batch_end: M.BatchEnd | None = None  # the collector's tally (skipped requests) for the report
     quality_ran: bool = True                  # False with --no-quality: the report says so once
-    stats_columns: tuple[str, ...] = tables.STATS_COLUMNS
+    stats_columns: tuple[str, ...] = tables.STATS_COLUMNS + tables.SPREAD_COLUMNS
+    suites: list[dict[str, Any]] = field(default_factory=list)  # per model × suite (tables.suite_board)
     notes: list[str] = field(default_factory=list)  # what the analysis did (not problems), shown apart
 
 
@@ -229,9 +215,16 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     if short:
         problems.append(Msg("p_clock_short", n=len(short), k=f"{CLOCK.SHORT_WINDOW_FACTOR:g}",
                             which=", ".join(short[:10])))
+    if not (batch.batch_start and batch.batch_start.backend == "proxy"):  # the proxy's tasks are the user's labels
+        for name in unknown_tasks(sorted({str(row["task"]) for row in results if row.get("task")})):
+            close = closest_task(name)
+            problems.append(Msg("p_unknown_task", task=repr(name), known=", ".join(TASKS), suite=SUITE_TASK,
+                                proxy=PROXY_TASK, hint=Msg("p_did_you_mean", name=repr(close)) if close else ""))
     skipped = [row for row in results if row.get("code_tests_skipped")]
     if skipped:  # once per batch, not per row: the reason is the machine's, not the request's
-        problems.append(Msg("p_code_tests_skipped", n=len(skipped), why=skipped[0]["code_tests_skipped"]))
+        on_suite = sum(1 for row in skipped if row.get("suite"))
+        problems.append(Msg("p_code_tests_skipped", n=len(skipped), why=skipped[0]["code_tests_skipped"],
+                            suite=Msg("p_suite_no_score", n=on_suite) if on_suite else ""))
     unsafe = sum(1 for row in results if row.get("code_tests_sandbox") == UNSAFE_SANDBOX)
     if unsafe:
         problems.append(Msg("p_unsafe_code_tests", n=unsafe))
@@ -259,11 +252,12 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None
     pct = tuple(opts.metric_percentiles)
-    return Analysis(columns, results, warmups, tables.stats(results, simulated, pct, {"itl_ms": itl}),
+    stats = tables.stats(results, simulated, pct, {"itl_ms": itl})
+    return Analysis(columns, results, warmups, stats,
                     tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
                     str(batch_id) if batch_id is not None else None, batch.batch_end, opts.quality,
-                    tables.stats_columns(pct), notes=notes)
+                    tables.stats_columns(pct), tables.suite_board(stats), notes=notes)
 
 
 OUTLIER_FACTOR = 3.0  # latency above this many times the lower median of the case's other runs
@@ -316,11 +310,22 @@ def _joined(values) -> str | None:
     return ",".join(sorted({str(v) for v in values if v})) or None
 
 
+def _suite_of(case: int | None, batch: BatchData) -> dict[str, Any]:
+    """suite and item_id of a benchmark suite's item (empty for other cases)."""
+    cases = batch.batch_start.cases if batch.batch_start else None
+    c = cases[case] if cases and isinstance(case, int) and 0 <= case < len(cases) and isinstance(cases[case], dict) \
+        else {}
+    return {"suite": c.get("suite"), "item_id": c.get("item_id")}
+
+
 def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData, opts: Options, simulated: bool) -> dict:
     s, e = r.start, r.end
     row: dict[str, Any] = {
         "timestamp": iso_utc(s.wall), "model": s.model, "task": s.task, "load": s.load,
         "run": s.run, "rid": r.rid, "case": s.case, "cold": cold_start(e),
+        # what makes runs comparable: the same case content and the same max tokens asked
+        "case_hash": s.case_hash, "max_tokens": (s.params or {}).get("max_tokens"), "seed": (s.params or {}).get("seed"),
+        **_suite_of(s.case, batch),
         "gpu_count": len(batch.gpus), "gpu_simulated": simulated if batch.gpus else None,
         "gpu_power_kind": ",".join(sorted({k for g in batch.gpus for k in g.meta.get("power_kind", [])})) or None,
         "cpu_tdp_w": opts.cpu_tdp_w,
@@ -353,40 +358,15 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     gpu_vals = {k: {c: _clean(v[c][i]) for c in v} for k, v in per_gpu.items()}
     if gpu_vals:
         g = list(gpu_vals.values())
-        row["gpu_energy_j"] = _sum_available([x["energy_j"] for x in g])
-        row["gpu_energy_method"] = ",".join(sorted({x["energy_method"] for x in g}))
-        row["gpu_energy_counter_j"] = _sum_available([x["energy_counter_j"] for x in g])
-        row["gpu_energy_power_j"] = _sum_available([x["energy_power_j"] for x in g])
-        row["gpu_energy_uncertainty_j"] = _sum_available([x["energy_uncertainty_j"] for x in g])
+        for col in COLS.GPU_COMBINED:  # each GPU column by its registered rule (sum, mean, max, …)
+            field_, rule = col.gpu
+            row[col.name] = COLS.combine(rule, [x[field_] for x in g])
+        if not opts.idle_baseline:
+            row["gpu_idle_w"] = row["gpu_energy_net_j"] = None
         if row["gpu_energy_uncertainty_j"] is not None and row["gpu_energy_j"]:
             row["gpu_energy_uncertainty_pct"] = 100.0 * row["gpu_energy_uncertainty_j"] / row["gpu_energy_j"]
-        shorts = [x["short_window"] for x in g if x["short_window"] is not None]
-        row["gpu_short_window"] = any(shorts) if shorts else None
-        for phase in ("prefill", "decode"):
-            row[f"gpu_energy_{phase}_j"] = _sum_available([x[f"energy_{phase}_j"] for x in g])
-            row[f"gpu_energy_{phase}_uncertainty_j"] = _sum_available([x[f"energy_{phase}_uncertainty_j"] for x in g])
-            flags = [x[f"{phase}_short"] for x in g if x[f"{phase}_short"] is not None]
-            row[f"gpu_{phase}_short"] = bool(any(flags)) if flags else None
-        hz = [x["sampling_hz"] for x in g if x["sampling_hz"] is not None]
-        row["gpu_sampling_hz"] = min(hz) if hz else None
         refresh = [x["counter_refresh_s"] for x in g if x["counter_refresh_s"] is not None]
         row["gpu_counter_refresh_ms"] = 1000.0 * max(refresh) if refresh else None
-        fits = sorted({x["counter_refresh_fit"] for x in g if x["counter_refresh_fit"]})
-        row["gpu_counter_refresh_fit"] = ",".join(fits) or None
-        row["gpu_coverage"] = min(x["coverage"] for x in g)
-        row["gpu_seq_gaps"] = int(sum(x["seq_gaps"] for x in g))
-        row["gpu_samples"] = int(sum(x["samples"] for x in g))
-        row["gpu_idle_w"] = _sum_available([x["idle_w"] for x in g]) if opts.idle_baseline else None
-        row["gpu_energy_net_j"] = _sum_available([x["energy_net_j"] for x in g]) if opts.idle_baseline else None
-        row["gpu_power_avg_w"] = _sum_available([x["power_avg_w"] for x in g])
-        row["gpu_power_peak_w"] = _sum_available([x["power_peak_w"] for x in g])
-        row["gpu_mem_peak_mb"] = _sum_available([x["mem_peak_mib"] for x in g])  # the seed's name; holds MiB
-        utils = [x["util_avg_pct"] for x in g if x["util_avg_pct"] is not None]
-        row["gpu_util_avg"] = sum(utils) / len(utils) if utils else None
-        temps = [x["temp_peak_c"] for x in g if x["temp_peak_c"] is not None]
-        row["gpu_temp_peak_c"] = max(temps) if temps else None
-        clocks = [x["sm_clock_avg_mhz"] for x in g if x["sm_clock_avg_mhz"] is not None]
-        row["gpu_sm_clock_avg_mhz"] = sum(clocks) / len(clocks) if clocks else None
         if len(gpu_vals) > 1:
             for k, x in gpu_vals.items():
                 name = k.replace("/", "_").replace("@", "_")

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from analyzer import columns as COLS
 from analyzer.i18n import Msg
 from shared.logs import get_logger
 from shared.tasks import canonical_task
 
 log = get_logger("analyzer.quality_call")
 
-# Columns the quality module may return (docs/quality.md); always present in results.csv, empty when absent.
-QUALITY_COLUMNS = (
-    "quality_score", "bartscore_p", "bartscore_r", "bartscore_f", "bartscore_model", "bartscore_error",
-    "code_found", "code_parses", "code_symbols_ok", "code_symbols_missing", "code_mentions_complexity",
-    "code_tests_passed", "code_tests_error", "code_tests_sandbox", "code_tests_skipped", "len_chars", "len_tokens",
-    "distinct_1", "distinct_2", "distinct_3", "repetition_rate", "text_lang", "chrf", "rouge_l", "quality_basis",
-)
+# Columns the quality module may return (docs/quality.md); always present in results.csv, empty when
+# absent. Declared in the column registry (source "quality").
+QUALITY_COLUMNS = COLS.QUALITY
 # analyzer.quality.sandbox.UNSAFE, repeated so that an analysis without quality never imports the
 # package (tests/test_analyzer_cli.py runs the unsafe path end to end, so the two cannot drift apart).
 UNSAFE_SANDBOX = "none (unsafe opt-in)"
@@ -48,6 +45,8 @@ def quality_inputs(requests: list[dict[str, Any]], cases: list[dict[str, Any]] |
             "lang": c.get("lang"),
             "expect": c.get("expect"),
             "prompt": r.get("prompt") or c.get("prompt") or "",
+            # a benchmark suite's item: how it is scored (analyzer/quality/suite_answers.py)
+            "suite": c.get("suite"), "item_id": c.get("item_id"), "suite_data": c.get("suite_data"),
         })
     return out
 

@@ -9,8 +9,10 @@ import math
 from collections import Counter
 from typing import Any
 
+from analyzer import columns as COLS
 from analyzer.i18n import cell_value, label, suffixed, t
 from analyzer.i18n import render as in_lang
+from analyzer.tables import SUITE_BOARD_COLUMNS
 from shared.escape import md_inline
 from shared.numbers import finite
 
@@ -18,9 +20,7 @@ SIM_BANNER = ("> **⚠ SIMULATED GPU DATA.** The GPU telemetry of this batch cam
               "(`simulated: true` on tel.gpu). GPU power, energy, memory, utilisation and temperature below are "
               "NOT measurements; rows carry `gpu_simulated = true`.")
 
-RESULT_COLUMNS = ("model", "task", "load", "text_lang", "run", "status", "latency_s", "first_token_s", "toks_per_s",
-                  "gpu_energy_j", "gpu_energy_method", "gpu_coverage", "cpu_energy_j", "total_energy_j", "quality_score",
-                  "quality_basis", "quality_per_kj", "j_per_quality")
+RESULT_COLUMNS = COLS.REPORT  # the column registry's report columns, in order
 STAT_COLUMNS = ("model", "task", "load", "metric", "quality_basis", "n", "n_failed", "mean", "std", "ci95_low",
                 "ci95_high", "ci95_note")
 PARETO_COLUMNS = ("task", "quality_basis", "model", "n", "total_energy_j_mean", "quality_score_mean",
@@ -142,6 +142,9 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
     if low:
         parts.append(f"## {t('low_coverage', lang)}\n\n"
                      + md_table(("rid", "gpu_coverage", "gpu_seq_gaps", "gpu_energy_j"), low, lang))
+    if getattr(a, "suites", None):
+        parts.append(f"## {t('suites', lang)}\n\n{t('suite_protocol', lang)}\n\n"
+                     + md_table(SUITE_BOARD_COLUMNS, a.suites, lang))
     parts.append(f"## {t('pareto', lang)}\n\n" + md_table(PARETO_COLUMNS, a.pareto, lang))
     parts.append(f"## {t('results', lang)}\n\n" + md_table(RESULT_COLUMNS, a.results, lang))
     failed = [r for r in a.results if r.get("status") != "ok"]

@@ -15,6 +15,7 @@ import numpy as np
 from analyzer.i18n import cell_value, label, t
 from analyzer.report import (PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, note_list, problem_list,
                              report_stats)
+from analyzer.tables import SUITE_BOARD_COLUMNS
 from shared.escape import html_text
 from shared.numbers import finite
 
@@ -263,9 +264,33 @@ def _groups(a) -> list[tuple[str, str | None]]:
     """(task, basis) pairs in the Pareto table, then tasks that have results but no quality at all."""
     seen = [(p["task"], p.get("quality_basis")) for p in a.pareto]
     out = list(dict.fromkeys(seen))
-    for task in sorted({str(r.get("task")) for r in a.results}):
+    for task in sorted({str(r.get("task")) for r in a.results if not r.get("suite")}):  # suites: own section
         if not any(g[0] == task for g in out):
             out.append((task, None))
+    return out
+
+
+def _suite_sections(a, colors: dict[str, str], lang: str) -> list[str]:
+    """Per benchmark suite: accuracy against energy per item (dots: requests; crosses: models, Pareto
+    front marked) and its leaderboard, with the protocol said next to the figures."""
+    if not getattr(a, "suites", None):
+        return []
+    out = [f"<h2 id='suites'>{esc(t('suites', lang))}</h2><p class='caption'>{esc(t('suite_protocol', lang))}</p>"]
+    for i, suite in enumerate(sorted({r["suite"] for r in a.suites})):
+        board = [r for r in a.suites if r["suite"] == suite]
+        out.append(f"<h3>{esc(t('suite', lang))}: {esc(suite)}</h3>")
+        pts = [{"model": str(r.get("model")), "load": r.get("item_id"), "run": r.get("run"), "e": r["total_energy_j"],
+                "q": float(bool(r.get("correct")))}
+               for r in a.results if r.get("suite") == suite and r.get("ok") and r.get("correct") is not None
+               and finite(r.get("total_energy_j"), text=False) is not None]
+        front = [{**r, "total_energy_j_mean": r["j_per_item"], "quality_score_mean": r["accuracy"],
+                  "quality_score_ci95_low": r.get("accuracy_ci95_low"),
+                  "quality_score_ci95_high": r.get("accuracy_ci95_high")}
+                 for r in board if r.get("j_per_item") is not None]
+        if pts and front:
+            out.append(scatter_svg(f"suite-scatter-{i}", pts, front, colors, lang))
+        cols = [c for c in SUITE_BOARD_COLUMNS if c != "suite" and any(r.get(c) is not None for r in board)]
+        out.append(html_table(f"suite-{i}", cols, board, lang))
     return out
 
 
@@ -293,6 +318,7 @@ def render_html(a, lang: str = "en", title: str | None = None) -> str:
     if notes:
         body.append(f'<h2 id="notes">{esc(t("notes", lang))}</h2><ul class="notes">'
                     + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    body.extend(_suite_sections(a, colors, lang))
     body.append(f"<h2>{esc(t('per_task', lang))}</h2><p class='caption'>{esc(t('scatter_caption', lang))}</p>")
     for i, (task, basis) in enumerate(_groups(a)):
         head = f"{t('task', lang)}: {task}" + (f" — {t('basis', lang)}: {basis}" if basis else "")

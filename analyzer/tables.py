@@ -7,7 +7,9 @@ import io
 import math
 from typing import Any, Iterable
 
+from analyzer import columns as COLS
 from analyzer.i18n import Msg
+from analyzer.suite_stats import suite_figures
 from shared.numbers import finite
 
 # Two-sided 95 % Student-t quantiles by degrees of freedom (no scipy needed); 1.96 beyond 30.
@@ -16,20 +18,26 @@ _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
         29: 2.045, 30: 2.042}
 
-STAT_METRICS = ("latency_s", "first_token_s", "first_thinking_s", "first_chunk_s", "toks_per_s", "client_toks_per_s",
-                "e2e_toks_per_s", "output_tokens", "gpu_energy_j", "gpu_energy_net_j", "gpu_energy_uncertainty_j",
-                "j_per_token", "tokens_per_j", "gpu_mem_peak_mb", "gpu_util_avg", "gpu_temp_peak_c",
-                "gpu_power_avg_w", "gpu_sm_clock_avg_mhz", "gpu_coverage", "cpu_util_avg", "cpu_energy_j_approx",
-                "cpu_energy_j_rapl", "cpu_energy_j", "host_mem_peak_mib", "total_energy_j", "quality_score",
-                "bartscore", "bartscore_f", "distinct_2", "quality_per_j", "j_per_quality", "chrf", "rouge_l",
-                "quality_per_kj", "ttft_ms", "tpot_ms", "e2el_ms", "gpu_energy_prefill_j", "gpu_energy_decode_j",
-                "j_per_prompt_token", "j_per_output_token", "cpu_energy_j_server", "host_cpu_other_pct")
-# Metrics whose value depends on what quality_score was computed from: their stats are per quality_basis.
-BASIS_METRICS = ("quality_score", "quality_per_j", "j_per_quality", "quality_per_kj")
+# stats.csv's metrics and the ones summarised per quality_basis: from the column registry.
+STAT_METRICS = COLS.STATS
+BASIS_METRICS = COLS.BASIS_METRICS
 # Percentiles reported beside the median, as vLLM's --metric-percentiles (changed with the analyzer's flag).
 DEFAULT_PERCENTILES = (90.0, 99.0)
 STATS_COLUMNS = ("model", "task", "load", "metric", "n", "n_failed", "mean", "variance", "std", "ci95_low",
                  "ci95_high", "gpu_simulated", "quality_basis", "ci95_note", "median", "p90", "p99")
+# Appended after the percentiles: the seed's grouping pools different cases (and English with Chinese),
+# so ``std`` is the spread across cases and runs; ``run_to_run_std`` is the spread of repeated runs of the
+# same case (pooled within-case standard deviation), ``n_cases`` how many cases the group holds and
+# ``n_repeated_cases`` how many of them ran at least twice (the ones run_to_run_std comes from).
+SPREAD_COLUMNS = ("n_cases", "n_repeated_cases", "run_to_run_std", "suite")
+# A benchmark suite's figures per model × suite (stats.csv rows; "suite" is the key's fourth part there):
+# accuracy with its Wilson 95 % interval, pass@k, energy per item and per correct answer.
+SUITE_BOARD_COLUMNS = ("suite", "model", "quality_basis", "n", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high",
+                       "accuracy_strict", "pass@1", "pass@k", "k", "j_per_item", "j_per_correct",
+                       "group_quality_per_kj", "pareto_optimal")
+# stats_per_case.csv: one row per model × case × metric over its runs (the run-to-run spread per case).
+PER_CASE_COLUMNS = ("model", "task", "load", "case", "case_hash", "metric", "quality_basis", "n", "mean", "std",
+                    "ci95_low", "ci95_high", "ci95_note", "gpu_simulated")
 # pareto.csv: group_* are ratios of the group's means (mean quality / mean energy); quality_per_kj_mean is
 # the mean of the per-request ratios (results.csv quality_per_kj). The two differ; they never share a name.
 PARETO_COLUMNS = ("task", "model", "n", "total_energy_j_mean", "quality_score_mean", "group_quality_per_j",
@@ -37,16 +45,9 @@ PARETO_COLUMNS = ("task", "model", "n", "total_energy_j_mean", "quality_score_me
                   "quality_per_kj_mean", "total_energy_j_ci95_low", "total_energy_j_ci95_high",
                   "quality_score_ci95_low", "quality_score_ci95_high", "ci95_note")
 MIN_N_FOR_CI = 3  # below this a 95 % interval of a mean says nothing useful: ci95_note = "n too small"
-# The range a metric's values (so its mean) can take; intervals are clipped to it. Default: [0, ∞).
-_RANGE: dict[str, tuple[float | None, float | None]] = {
-    "quality_score": (0.0, 1.0), "gpu_coverage": (0.0, 1.0), "distinct_2": (0.0, 1.0), "rouge_l": (0.0, 1.0),
-    "chrf": (0.0, 100.0), "gpu_util_avg": (0.0, 100.0), "cpu_util_avg": (0.0, 100.0), "host_cpu_other_pct": (0.0, 100.0),
-    "bartscore": (None, 0.0), "bartscore_f": (None, 0.0), "gpu_energy_net_j": (None, None),
-}
-
-
 def metric_range(metric: str) -> tuple[float | None, float | None]:
-    return _RANGE.get(metric, (0.0, None))
+    """The range a metric's values (so its mean) can take; intervals are clipped to it. Default: [0, ∞)."""
+    return COLS.metric_range(metric)
 
 
 def t95(df: int) -> float:
@@ -88,8 +89,51 @@ def pct_name(q: float) -> str:
 
 
 def stats_columns(percentiles=DEFAULT_PERCENTILES) -> tuple[str, ...]:
-    """stats.csv columns for the chosen percentiles (the default gives STATS_COLUMNS)."""
-    return STATS_COLUMNS[:STATS_COLUMNS.index("median") + 1] + tuple(pct_name(q) for q in percentiles)
+    """stats.csv columns for the chosen percentiles (the default gives STATS_COLUMNS + SPREAD_COLUMNS)."""
+    return STATS_COLUMNS[:STATS_COLUMNS.index("median") + 1] + tuple(pct_name(q) for q in percentiles) \
+        + SPREAD_COLUMNS
+
+
+def _case_of(row) -> str:
+    """What makes two requests the same case: its content hash (else its index in the batch)."""
+    return str(row.get("case_hash") or row.get("case") or "")
+
+
+def run_to_run(members: list[dict], metric: str) -> dict[str, Any]:
+    """n_cases, n_repeated_cases and the pooled within-case std of ``metric`` (None under 2 runs of any case)."""
+    by_case: dict[str, list[float]] = {}
+    for r in members:
+        v = finite(r.get(metric))
+        if v is not None:
+            by_case.setdefault(_case_of(r), []).append(v)
+    repeated = [v for v in by_case.values() if len(v) >= 2]
+    df = sum(len(v) - 1 for v in repeated)
+    ss = math.fsum((x - math.fsum(v) / len(v)) ** 2 for v in repeated for x in v)
+    return {"n_cases": len(by_case), "n_repeated_cases": len(repeated),
+            "run_to_run_std": math.sqrt(ss / df) if df else None}
+
+
+def per_case(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]]:
+    """stats_per_case.csv: each model × case × metric over its successful runs (quality per basis)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in results:
+        if row.get("ok"):
+            groups.setdefault((str(row.get("model") or ""), _case_of(row)), []).append(row)
+    out = []
+    for (model, _case), rows in sorted(groups.items()):
+        first = rows[0]
+        base = {"model": model, "task": first.get("task"), "load": first.get("load"), "case": first.get("case"),
+                "case_hash": first.get("case_hash"), "gpu_simulated": simulated}
+        for metric in STAT_METRICS:
+            parts = sorted({_basis(r) for r in rows}) if metric in BASIS_METRICS else [None]
+            for basis in parts:
+                members = rows if basis is None else [r for r in rows if _basis(r) == basis]
+                vals = [v for v in (finite(r.get(metric)) for r in members) if v is not None]
+                if vals:
+                    d = describe(vals, *metric_range(metric))
+                    out.append({**base, "metric": metric, "quality_basis": basis or None,
+                                **{k: d[k] for k in ("n", "mean", "std", "ci95_low", "ci95_high", "ci95_note")}})
+    return out
 
 
 def percentiles_of(values: list[float], percentiles=DEFAULT_PERCENTILES) -> dict[str, Any]:
@@ -112,7 +156,7 @@ def percentiles_of(values: list[float], percentiles=DEFAULT_PERCENTILES) -> dict
 
 
 def _key(row) -> tuple:
-    return tuple("" if row.get(k) is None else str(row.get(k)) for k in ("model", "task", "load"))
+    return tuple("" if row.get(k) is None else str(row.get(k)) for k in ("model", "task", "load", "suite"))
 
 
 def _basis(row) -> str:
@@ -133,7 +177,8 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
         rows = groups[key]
         good = [r for r in rows if r.get("ok")]
         failed = len(rows) - len(good)
-        base = {"model": key[0], "task": key[1], "load": key[2], "n_failed": failed, "gpu_simulated": simulated}
+        base = {"model": key[0], "task": key[1], "load": key[2], "suite": key[3] or None, "n_failed": failed,
+                "gpu_simulated": simulated}
         for metric in STAT_METRICS:
             parts = sorted({_basis(r) for r in good}) if metric in BASIS_METRICS else [None]
             for basis in parts:
@@ -142,12 +187,18 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
                 if not vals:
                     continue
                 out.append({**base, "metric": metric, "quality_basis": basis or None,
-                            **describe(vals, *metric_range(metric)), **percentiles_of(vals, percentiles)})
+                            **describe(vals, *metric_range(metric)), **percentiles_of(vals, percentiles),
+                            **run_to_run(members, metric)})
         for metric, by_rid in (pooled or {}).items():
             vals = [v for r in good for v in (finite(x) for x in by_rid.get(r.get("rid"), [])) if v is not None]
             if vals:
                 out.append({**base, "metric": metric, **describe(vals, *metric_range(metric)),
                             **percentiles_of(vals, percentiles)})
+        if key[3]:  # a benchmark suite: accuracy (Wilson), pass@k, J per item and per correct answer
+            basis = next((_basis(r) for r in good if _basis(r)), "") or None
+            for metric, vals in suite_figures(good):
+                out.append({**base, "metric": metric, "quality_basis": basis, "variance": None, "std": None,
+                            "ci95_low": None, "ci95_high": None, "ci95_note": None, **vals})
         # The group's ratio of means: mean quality over mean energy (robust to one tiny-energy request).
         for basis in sorted({_basis(r) for r in good}):
             members = [r for r in good if _basis(r) == basis]
@@ -166,6 +217,33 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
     return out
 
 
+def suite_board(stats_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The leaderboard of each suite: one row per model × suite from stats.csv's suite rows, accuracy
+    against energy per item with the Pareto front marked (per suite and basis)."""
+    rows: dict[tuple, dict[str, Any]] = {}
+    for st in stats_rows:
+        if not st.get("suite"):
+            continue
+        key = (st["suite"], st["model"])
+        r = rows.setdefault(key, {"suite": st["suite"], "model": st["model"], "quality_basis": None})
+        metric = st["metric"]
+        if metric == "accuracy":
+            r.update(n=st["n"], accuracy=st["mean"], accuracy_ci95_low=st["ci95_low"],
+                     accuracy_ci95_high=st["ci95_high"], quality_basis=st.get("quality_basis"))
+        elif metric in ("accuracy_strict", "j_per_item", "j_per_correct", "pass@1"):
+            r[metric] = st["mean"]
+        elif metric.startswith("pass@"):
+            r["pass@k"], r["k"] = st["mean"], int(metric[5:])
+        elif metric == "group_quality_per_kj" and st.get("quality_basis") == r["quality_basis"]:
+            r["group_quality_per_kj"] = st["mean"]
+    out = [r for r in rows.values() if r.get("accuracy") is not None]
+    for suite in sorted({r["suite"] for r in out}):
+        members = [r for r in out if r["suite"] == suite and r.get("j_per_item") is not None]
+        for r, flag in zip(members, pareto_flags([(r["j_per_item"], r["accuracy"]) for r in members])):
+            r["pareto_optimal"] = flag
+    return sorted(out, key=lambda r: (r["suite"], -(r["accuracy"] or 0.0), r["model"]))
+
+
 def pareto_flags(points: list[tuple[float, float]]) -> list[bool]:
     """True for points no other point dominates (energy ≤ and quality ≥, one of them strictly)."""
     flags = []
@@ -181,7 +259,7 @@ def pareto(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any
     their 95 % intervals; Pareto-optimal marked. Bases are never mixed on one front."""
     by: dict[tuple[str, str, str], list[dict]] = {}
     for row in results:
-        if not row.get("ok"):
+        if not row.get("ok") or row.get("suite"):  # suites have their own board (suite_board), one per suite
             continue
         e, q = finite(row.get("total_energy_j")), finite(row.get("quality_score"))
         if e is None or q is None:

@@ -34,6 +34,7 @@ from shared.bus import BusBindError, BusSecurityError, CurveKeys
 from shared.logs import get_logger
 from shared.messages import BATCH_START, BatchEnd, BatchStart, ReqEnd, ReqFirstToken, ReqStart
 from shared.recording import RecordingReader
+from shared.tasks import unknown_task_notes
 
 log = get_logger("collector")
 
@@ -87,18 +88,23 @@ def write_texts(batch: BatchDir, rid: str, res: RequestResult) -> None:
         batch.text_file(rid).with_suffix(".thinking.txt").write_text(res.thinking, encoding="utf-8")
 
 
+def prompt_of(case: dict[str, Any], params: Params) -> str:
+    """What is sent: a raw completion prompt where the request is raw (HumanEval on /api/generate)."""
+    return case["raw_prompt"] if params.raw and case.get("raw_prompt") else case["prompt"]
+
+
 async def _run_job(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOptions, job: Job,
                    case: dict[str, Any], params: Params) -> RequestResult:
     if opts.server.is_llamacpp:  # llama.cpp caches prompts unless told not to; say it either way
         params.cache_prompt = opts.value("prompt_cache") == "on"
     start = rec.emit(ReqStart(rid=job.rid, model=job.model, task=job.task, load=job.load, run=job.run, case=job.case,
-                              case_hash=case_hash(case), warmup=job.warmup, prompt=case["prompt"],
+                              case_hash=case_hash(case), warmup=job.warmup, prompt=prompt_of(case, params),
                               params=params.as_dict()), flush=True)
 
     def on_first(kind: str, t: int, attempt: int) -> None:
         rec.emit(ReqFirstToken(rid=job.rid, kind=kind, attempt=attempt), t=t)
 
-    res = await run_request(session, opts.value("backend"), opts.base_url, job.model, case["prompt"], params,
+    res = await run_request(session, opts.value("backend"), opts.base_url, job.model, prompt_of(case, params), params,
                             timeout_s=opts.value("timeout_s"), policy=opts.policy, on_first=on_first,
                             t0_ns=start["t"], log=log)
     end = ReqEnd(rid=job.rid, ok=res.ok, text=res.text, thinking=res.thinking or None, api=res.api,
@@ -206,6 +212,10 @@ def print_plan(opts: BatchOptions, jobs: list[Job], per_model_warmup: list[str],
     enc = (opts.extra_config.get("encodings") or {}).get(str(source))
     print(f"cases: {'built-in task set' if source in (None, 'builtin') else source}"
           + (f" (read as {enc})" if enc else ""))
+    for note in unknown_task_notes(opts.cases):
+        print(f"UNKNOWN TASK: {note}")
+    if opts.extra_config.get("suites"):  # selection and protocol, as config.json records them
+        print("suites: " + json.dumps(opts.extra_config["suites"], ensure_ascii=False, default=str))
     print(f"server: {opts.base_url} ({opts.value('backend')})")
     print("settings (source):")
     for line in settings_lines(opts.settings, source):
@@ -244,6 +254,8 @@ async def run_batch(opts: BatchOptions) -> int:
     rec: Recorder | None = None
     try:
         if not opts.dry_run:
+            for note in unknown_task_notes(opts.cases):
+                log.warning("unknown_task", note=note)
             batch.make()
             snapshot = config_snapshot(opts, batch_id)
             if not (opts.resume and batch.config_json.exists()):  # a resume keeps the first start's file
@@ -397,7 +409,7 @@ async def _run_matrix(session: aiohttp.ClientSession, rec: Recorder, opts: Batch
                         bar.update(1)
                         return
                     case = opts.cases[job.case]
-                    res = await _run_job(session, rec, opts, job, case, policy.params(case))
+                    res = await _run_job(session, rec, opts, job, case, policy.params(case, job.run))
                     policy.remember(res.client.degraded, res.error_kind)
                     tally.requests += 1
                     if res.ok:

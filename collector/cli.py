@@ -27,6 +27,7 @@ from collector.outcome import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_SETTINGS
 from collector.resume import resume_inputs
 from collector.retry import RetryPolicy
 from collector.settings import SettingsError, load_test_cases, read_config_py, resolve_settings
+from collector.suites import SuiteError, build_cases, parse_spec, protocol_record
 from collector.tasks import LANGS, LOADS, TASKS, builtin_cases
 from shared.batch import BatchDir, new_batch_dir
 from shared.bus import BusSecurityError, CurveKeys, events_endpoint, is_loopback, telemetry_endpoint
@@ -82,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--loads", nargs="+", choices=LOADS, help="prompt loads (default: short medium long)")
     m.add_argument("--langs", nargs="+", choices=LANGS, help="built-in prompt languages (default: en zh)")
     m.add_argument("--runs", type=int, help="repetitions of every request (default 1)")
+    q = ap.add_argument_group("benchmark suites (docs/collector.md#suites)")
+    q.add_argument("--suite", action="append", default=None, metavar="SUITE",
+                   help="humaneval | gsm8k=FILE.jsonl | choice=FILE (.jsonl/.csv) | reference=FILE.jsonl; repeatable. "
+                        "Instead of the built-in tasks, or beside them when --tasks is given")
+    q.add_argument("--limit", type=int, help="the first N items of each suite, in file order")
+    q.add_argument("--sample", type=int, help="a stable random N items of each suite (see --sample-seed)")
+    q.add_argument("--sample-seed", "--sample_seed", dest="sample_seed", type=int, default=0,
+                   help="seed of --sample (default 0)")
+    q.add_argument("--shots", type=int, default=0, help="few-shot: the first N items of --shots-file before each "
+                                                         "question (default 0: zero-shot)")
+    q.add_argument("--shots-file", "--shots_file", dest="shots_file", type=Path,
+                   help="the few-shot examples, in the suite's own format")
     p = ap.add_argument_group("generation parameters")
     p.add_argument("--max-tokens", "--max_tokens", dest="max_tokens", type=int, help="max new tokens (default 256)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default 0.7)")
@@ -175,9 +188,22 @@ def load_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], li
             extra["cases_source"] = str(cases_file)
         except SettingsError as exc:
             bad_file(cases_file, exc, "the built-in task set")
-    if cases is None:
+    suite_cases: list[dict[str, Any]] = []
+    if args.suite:
+        try:
+            suite_cases, extra["suites"] = build_cases([parse_spec(x) for x in args.suite], args.limit, args.sample,
+                                                       args.sample_seed, args.shots, args.shots_file)
+        except SuiteError as exc:
+            raise SettingsError(str(exc)) from exc
+    if cases is None and (not suite_cases or args.tasks):
         cases = builtin_cases(settings["tasks"]["value"], settings["loads"]["value"], settings["langs"]["value"])
         extra["cases_source"] = "builtin"
+    if suite_cases:
+        cases = (cases or []) + suite_cases
+        extra["cases_source"] = "+".join(x for x in (extra.get("cases_source"), "suites") if x)
+    record = protocol_record(cases, extra.get("suites"), settings["backend"]["value"])
+    if record:
+        extra["suites"] = record
     if fallback:
         extra["fallback"] = {"flag": "--use-default-on-error", "files": fallback}
     if encodings:
@@ -205,7 +231,7 @@ def _cases_from(args: argparse.Namespace) -> str:
         return f"--cases-file {args.cases_file}"
     if args.exp_dir and (args.exp_dir / "test_cases.json").is_file():
         return str(args.exp_dir / "test_cases.json")
-    flags = [f"--{k} {' '.join(getattr(args, k))}" for k in ("tasks", "loads", "langs") if getattr(args, k)]
+    flags = [f"--{k} {' '.join(getattr(args, k))}" for k in ("tasks", "loads", "langs", "suite") if getattr(args, k)]
     return " ".join(flags)
 
 

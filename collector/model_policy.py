@@ -21,9 +21,9 @@ class ModelPolicy:
     sticky: dict[str, Any] = field(default_factory=dict)
     skipped: bool = False
 
-    def params(self, case: dict[str, Any]) -> Params:
-        """The case's parameters with the model's sticky lowered values applied."""
-        p = params_for(case, self.settings)
+    def params(self, case: dict[str, Any], run: int | None = None) -> Params:
+        """The case's parameters (run ``run``) with the model's sticky lowered values applied."""
+        p = params_for(case, self.settings, run)
         for key, value in self.sticky.items():
             if key == "num_ctx" or (key == "max_tokens" and (p.max_tokens is None or p.max_tokens > value)):
                 setattr(p, key, value)

@@ -7,6 +7,8 @@ from typing import Any, Iterable
 from collector.backends import Params, get
 from shared.messages import REQ_END, REQ_START
 
+PASS_AT_K_TEMPERATURE = 0.8  # several samples of one suite item must differ (the HumanEval paper's setting)
+
 
 @dataclass(frozen=True)
 class Job:
@@ -90,8 +92,11 @@ def finished_keys(messages: Iterable[tuple[str, dict[str, Any]]], backend: str) 
     return done
 
 
-def params_for(case: dict[str, Any], settings: dict[str, dict[str, Any]]) -> Params:
-    """Per-request parameters: explicit CLI > the case's own value > config.py > default."""
+def params_for(case: dict[str, Any], settings: dict[str, dict[str, Any]], run: int | None = None) -> Params:
+    """Per-request parameters: explicit CLI > the case's own value > config.py > default.
+
+    A suite item's runs are samples of one problem (pass@k): run r sends seed + r (recorded), and the
+    temperature is 0 unless set, or PASS_AT_K_TEMPERATURE with several runs, so the samples differ."""
     def pick(key: str) -> Any:
         s = settings[key]
         if s["source"] == "cli" or key not in case:
@@ -101,9 +106,21 @@ def params_for(case: dict[str, Any], settings: dict[str, dict[str, Any]]) -> Par
     think = case.get("think", settings["think"]["value"]) if settings["think"]["source"] != "cli" \
         else settings["think"]["value"]
     ollama = get(settings["backend"]["value"]).keeps_alive
+    temperature, seed = pick("temperature"), pick("seed")
+    if case.get("suite"):
+        runs = settings["runs"]["value"] or 1
+        if settings["temperature"]["source"] == "default" and "temperature" not in case:
+            temperature = PASS_AT_K_TEMPERATURE if runs > 1 else 0.0
+        if run is not None:
+            seed = (seed or 0) + run
     # only what the backend sends: OpenAI-compatible servers take no num_ctx, keep_alive or think
-    return Params(temperature=pick("temperature"), top_p=pick("top_p"), num_ctx=pick("num_ctx") if ollama else None,
-                  max_tokens=pick("max_tokens"), seed=pick("seed"),
+    if case.get("raw_prompt") and settings["backend"]["value"] == "ollama":
+        # HumanEval on Ollama's generate endpoint: the problem as a raw completion prompt, cut at its stop sequences
+        return Params(temperature=temperature, top_p=pick("top_p"), num_ctx=pick("num_ctx"), max_tokens=pick("max_tokens"),
+                      seed=seed, keep_alive=settings["keep_alive"]["value"], think=None, raw=True,
+                      options={"stop": list(case.get("stop") or []), **dict(case.get("options") or {})})
+    return Params(temperature=temperature, top_p=pick("top_p"), num_ctx=pick("num_ctx") if ollama else None,
+                  max_tokens=pick("max_tokens"), seed=seed,
                   keep_alive=settings["keep_alive"]["value"] if ollama else None,
                   think={"on": True, "off": False}.get(think) if ollama else None,
                   options=dict(case.get("options") or {}))

@@ -18,7 +18,7 @@ from typing import Any
 from collector.backends import BACKENDS
 from collector.handwritten import FileTextError, json_slips, line_of, nearest, read_text
 from collector.tasks import LANGS, LOADS, TASKS
-from shared.tasks import TASK_ALIASES, canonical_task
+from shared.tasks import TASK_ALIASES, canonical_task, symbol_spec_problem
 
 
 class SettingsError(ValueError):
@@ -67,7 +67,7 @@ CONFIG_PY_NAMES = {
 
 # test_cases.json fields (the seed's first); "task" is an alias of "task_type"
 CASE_KEYS = ("model", "prompt", "task_type", "reference_text", "max_tokens", "temperature", "top_p", "num_ctx",
-             "seed", "load", "lang", "options", "expect", "think", "task")
+             "seed", "load", "lang", "options", "expect", "think", "task", "suite")
 NOTE_KEYS = ("note", "comment", "description", "id")  # a person's notes: kept in the file, not used
 
 
@@ -345,6 +345,12 @@ def load_test_cases(path: Path, warn=None, info: dict | None = None) -> list[dic
         if not isinstance(item, dict):
             errors.append(f"{where()}: expected an object, got {type(item).__name__}")
             continue
+        if "suite" in item:  # a benchmark suite's items as cases (collector/suites.py)
+            try:
+                cases.extend(_suite_entry(item, path, where()))
+            except SettingsError as exc:
+                errors.append(str(exc))
+            continue
         case, case_errors = _case_from(item, i, where, warn)
         errors.extend(case_errors)
         if not case_errors:
@@ -430,6 +436,9 @@ def _case_from(item: dict[str, Any], i: int, where, warn) -> tuple[dict[str, Any
         if not isinstance(expect, dict):
             errors.append(f'{where("expect")}: field "expect" must be an object (symbols, complexity, entry, tests)')
         else:
+            symbols = expect.get("symbols") if isinstance(expect.get("symbols"), list) else []
+            # refused now: a symbol no answer can have would cost every answer the mark
+            errors += [f'{where("expect")}: field "expect": {p}' for p in map(symbol_spec_problem, symbols) if p]
             case["expect"] = expect
     if "think" in item:
         think = collect(check_value, "think", item["think"], f'{where("think")}: field "think"')

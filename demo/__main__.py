@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from pathlib import Path
 
 from demo import figures
-from demo.plan import DEFAULT_LANGS, DEFAULT_LOADS, DEFAULT_TASKS, DemoSettings, analyzer_flags, collector_args, server_args, \
+from demo.plan import DEFAULT_LANGS, DEFAULT_LOADS, DEFAULT_TASKS, SUITE_MAX_TOKENS, DemoSettings, analyzer_flags, collector_args, server_args, \
     telemetry_args
 from demo.procs import Child, wait_until
 from shared.batch import BatchDir, new_batch_dir
@@ -63,15 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("data"),
                     help="parent directory of the new experiments_{index}_{time} batch (default: data)")
-    ap.add_argument("--runs", type=int, default=2, help="repetitions of every request (default 2)")
-    ap.add_argument("--tasks", nargs="+", choices=TASKS, default=list(DEFAULT_TASKS),
-                    help=f"built-in tasks (default: {' '.join(DEFAULT_TASKS)})")
+    ap.add_argument("--runs", type=int, default=None,
+                    help="repetitions of every request (default 2; 1 with --suite: pass@1)")
+    ap.add_argument("--tasks", nargs="+", choices=TASKS, default=None,
+                    help=f"built-in tasks (default: {' '.join(DEFAULT_TASKS)}; none with --suite unless given)")
+    ap.add_argument("--suite", action="append", default=None,
+                    help="a benchmark suite: humaneval, gsm8k=FILE, choice=FILE, reference=FILE (repeatable)")
+    ap.add_argument("--limit", type=int, default=None, help="with --suite: the first N items of each suite")
+    ap.add_argument("--sample", type=int, default=None, help="with --suite: a stable random N items")
+    ap.add_argument("--sample-seed", dest="sample_seed", type=int, default=0, help="seed of --sample (default 0)")
     ap.add_argument("--loads", nargs="+", choices=LOADS, default=list(DEFAULT_LOADS),
                     help=f"prompt loads (default: {' '.join(DEFAULT_LOADS)})")
     ap.add_argument("--langs", nargs="+", choices=("en", "zh"), default=list(DEFAULT_LANGS),
                     help=f"prompt languages (default: {' '.join(DEFAULT_LANGS)})")
-    ap.add_argument("--max-tokens", "--max_tokens", dest="max_tokens", type=int, default=80,
-                    help="max new tokens per request (default 80)")
+    ap.add_argument("--max-tokens", "--max_tokens", dest="max_tokens", type=int, default=None,
+                    help="max new tokens per request (default 80; 384 with --suite, room for a function)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds one request may take (default 300)")
     ap.add_argument("--ollama", action="store_true",
                     help="use the Ollama server at OLLAMA_HOST (default 127.0.0.1:11434) instead of starting SmolLM2")
@@ -92,9 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> DemoSettings:
-    s = DemoSettings(out=args.out, tasks=tuple(args.tasks), loads=tuple(args.loads), langs=tuple(args.langs),
-                     runs=args.runs,
-                     max_tokens=args.max_tokens, timeout_s=args.timeout, ollama=args.ollama,
+    suites = tuple(args.suite or ())
+    tasks = tuple(args.tasks) if args.tasks else (() if suites else DEFAULT_TASKS)
+    s = DemoSettings(out=args.out, tasks=tasks, loads=tuple(args.loads), langs=tuple(args.langs),
+                     runs=args.runs if args.runs is not None else (1 if suites else 2),
+                     suites=suites, limit=args.limit, sample=args.sample, sample_seed=args.sample_seed,
+                     max_tokens=args.max_tokens if args.max_tokens is not None else (SUITE_MAX_TOKENS if suites else 80), timeout_s=args.timeout, ollama=args.ollama,
                      models=tuple(args.models or ()), verbose=args.verbose, quality=not args.no_quality,
                      plots=not args.no_plots, report_lang=args.report_lang)
     s.validate()
@@ -177,6 +186,10 @@ def print_summary(batch: BatchDir) -> bool:
     figs = figures.key_figures(rows)
     print()
     print(figures.format_table(figs))
+    suites_csv = batch.summary / "suites.csv"
+    if suites_csv.is_file():
+        print("\nbenchmark suites (zero-shot generative; pass@1 = accuracy over single samples):")
+        print(figures.format_suites(figures.read_results(suites_csv)))
     if any(f["gpu_simulated"] for f in figs):
         print("\nGPU figures are SIMULATED: no NVIDIA GPU was measured (telemetry ran with --gpu sim, power follows "
               "the CPU load). CPU figures come from the real host (psutil; RAPL where readable).")
@@ -207,8 +220,9 @@ def run_demo(s: DemoSettings, threads: int, keep_running: bool) -> int:
         telemetry.start()
         print(f"telemetry daemon on {tel_ep} (SIMULATED GPU; real host CPU/memory/RAPL)", flush=True)
         base_url = check_ollama() if s.ollama else start_llm_server(logs, threads, children, port)
-        print(f"running {len(s.tasks) * len(s.loads) * len(s.langs) * s.runs * len(s.model_names)} requests "
-              f"-> {batch.root}", flush=True)
+        builtin = len(s.tasks) * len(s.loads) * len(s.langs) * s.runs * len(s.model_names)
+        suites = f" + the items of {', '.join(s.suites)} × {s.runs} run(s)" if s.suites else ""
+        print(f"running {builtin} built-in request(s){suites} -> {batch.root}", flush=True)
         # the collector's output is inherited: its progress bar is the demo's progress bar
         collector = Child("collector", collector_args(s, batch.root, base_url, tel_ep, ev_ep))
         children.append(collector)  # tracked before it starts: a Ctrl-C in between still stops it

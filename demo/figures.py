@@ -1,6 +1,9 @@
 """Key figures of a finished batch, from its summary/results.csv rows (pure, no I/O but the CSV read).
 
 Absent values stay absent: an empty cell is never averaged as 0, and shows as ``-``.
+Each figure carries the report's name for it: ``group 效质比`` is stats.csv's group_quality_per_kj
+(mean quality ÷ mean energy of the group), never the mean of per-request ratios; ``GPU J/tok`` is the
+GPU's energy only (the CPU's is its own column).
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from typing import Any
 from shared.escape import terminal_text
 from shared.numbers import finite
 
-# (results.csv column, table heading, format)
+GROUP_RATIO = "group_quality_per_kj"  # computed per group, as stats.csv: not a results.csv column
+# (results.csv column or GROUP_RATIO, table heading, format)
 COLUMNS: list[tuple[str, str, str]] = [
     ("latency_s", "latency s", ".2f"),
     ("first_token_s", "TTFT s", ".3f"),
@@ -20,9 +24,9 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("output_tokens", "out tok", ".0f"),
     ("gpu_energy_j", "GPU J", ".1f"),
     ("cpu_energy_j", "CPU J", ".1f"),
-    ("j_per_token", "J/tok", ".2f"),
+    ("j_per_token", "GPU J/tok", ".2f"),
     ("quality_score", "quality", ".2f"),
-    ("quality_per_kj", "效质比 q/kJ", ".2f"),
+    (GROUP_RATIO, "group 效质比 q/kJ", ".2f"),
     ("bartscore", "BARTScore", ".2f"),
 ]
 GROUP = ("model", "task", "load")
@@ -52,9 +56,22 @@ def key_figures(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
         for col, _, _ in COLUMNS:
             values = [v for r in ok if (v := finite(r.get(col))) is not None]
             fig[col] = statistics.fmean(values) if values else None
+        fig[GROUP_RATIO] = group_ratio(ok)
         fig["gpu_simulated"] = any(_true(r.get("gpu_simulated")) for r in members)
         out.append(fig)
     return out
+
+
+def group_ratio(ok: list[dict[str, str]]) -> float | None:
+    """stats.csv's group_quality_per_kj: 1000 × mean quality_score ÷ mean total_energy_j; None when the
+    group's scores come from more than one quality basis (never mixed) or a part is missing."""
+    if len({r.get("quality_basis") or "" for r in ok if finite(r.get("quality_score")) is not None}) > 1:
+        return None
+    q = [v for r in ok if (v := finite(r.get("quality_score"))) is not None]
+    e = [v for r in ok if (v := finite(r.get("total_energy_j"))) is not None]
+    if not (q and e and sum(e) > 0):
+        return None
+    return 1000.0 * statistics.fmean(q) / statistics.fmean(e)
 
 
 def format_table(figures: list[dict[str, Any]]) -> str:
@@ -79,3 +96,23 @@ def bartscore_note(rows: list[dict[str, str]]) -> str | None:
             if (r.get(col) or "").strip():
                 return r[col].strip()
     return None
+
+
+SUITE_COLUMNS = [("suite", "suite", "s"), ("model", "model", "s"), ("n", "n", "s"), ("accuracy", "pass@1", ".3f"),
+                 ("accuracy_ci95_low", "95% low (Wilson)", ".3f"), ("accuracy_ci95_high", "95% high", ".3f"),
+                 ("pass@k", "pass@k", ".3f"), ("j_per_item", "J per problem", ".1f"),
+                 ("j_per_correct", "J per correct", ".1f"), ("group_quality_per_kj", "group 效质比 q/kJ", ".3f")]
+
+
+def format_suites(rows: list[dict[str, str]]) -> str:
+    """summary/suites.csv as a Markdown table: pass@1 (accuracy) and energy per problem per model × suite."""
+    lines = ["| " + " | ".join(h for _, h, _ in SUITE_COLUMNS) + " |", "|" + "---|" * len(SUITE_COLUMNS)]
+    for r in rows:
+        cells = []
+        for col, _, fmt in SUITE_COLUMNS:
+            v = r.get(col)
+            num = finite(v) if fmt != "s" else None
+            cells.append("-" if v in (None, "") else (format(num, fmt) if num is not None
+                                                       else terminal_text(v).replace("|", "\\|")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

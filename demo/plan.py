@@ -10,6 +10,7 @@ DEFAULT_TASKS = ("qa", "summary", "code", "creative")
 # One load keeps the default demo (4 tasks x 2 languages x 2 runs) under 3 minutes on a busy 2-core host.
 DEFAULT_LOADS = ("short",)
 DEFAULT_LANGS = ("en", "zh")
+SUITE_MAX_TOKENS = 384  # a HumanEval function with a short explanation fits; SmolLM2 rarely needs more
 
 
 @dataclass
@@ -28,6 +29,10 @@ class DemoSettings:
     quality: bool = True
     plots: bool = True
     report_lang: str = "both"  # en (report.html), zh (report.zh.html) or both
+    suites: tuple[str, ...] = ()   # --suite values, passed to the collector as they are
+    limit: int | None = None
+    sample: int | None = None
+    sample_seed: int = 0
 
     def validate(self) -> None:
         """Raise ValueError naming the flag and the fix."""
@@ -76,10 +81,16 @@ def collector_args(s: DemoSettings, batch_dir: Path, base_url: str, telemetry_en
                    events_endpoint: str) -> list[str]:
     """``python -m collector`` arguments for the demo batch (the collector runs the analyzer at the end)."""
     args = ["collector", "--exp-dir", str(batch_dir), "--backend", s.backend, "--base-url", base_url,
-            "--models", *s.model_names, "--tasks", *s.tasks, "--loads", *s.loads, "--langs", *s.langs,
-            "--runs", str(s.runs), "--max-tokens", str(s.max_tokens), "--seed", str(s.seed),
+            "--models", *s.model_names, *(["--tasks", *s.tasks] if s.tasks else []), "--loads", *s.loads,
+            "--langs", *s.langs, "--runs", str(s.runs), "--max-tokens", str(s.max_tokens), "--seed", str(s.seed),
             "--timeout", f"{s.timeout_s:g}", "--telemetry-endpoint", telemetry_endpoint,
             "--events-endpoint", events_endpoint, "--telemetry-wait", "30"]
+    for suite in s.suites:
+        args += ["--suite", suite]
+    if s.suites and s.limit is not None:
+        args += ["--limit", str(s.limit)]
+    if s.suites and s.sample is not None:
+        args += ["--sample", str(s.sample), "--sample-seed", str(s.sample_seed)]
     if s.ollama:
         # keep the model loaded between requests, and load it once before the timed ones
         args += ["--keepalive", "5m", "--warmup"]

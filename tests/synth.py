@@ -87,6 +87,9 @@ class Req:
     error: str = "HTTP 500 from server"  # the error text of a failed request (ok=False)
     chunk_s: list[float] | None = None  # chunk arrivals after a_s (the first is the first token); None: none sent
     prompt_eval_count: int | None = None
+    case_hash: str | None = None    # req.start case_hash (None: not sent, as older collectors)
+    max_tokens: int | None = None   # req.start params.max_tokens
+    seed: int | None = None         # req.start params.seed
 
 
 @dataclass
@@ -172,7 +175,10 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
         events.append((r.a_s, M.REQ_START, {"rid": rid, "model": r.model, "task": r.task, "load": r.load, "run": r.run,
                                              "case": r.case, "warmup": r.warmup,
                                              "prompt": (spec.cases[r.case] if r.case < len(spec.cases) else {}).get("prompt", "q?"),
-                                             "params": {"temperature": 0.7}}))
+                                             "params": {"temperature": 0.7,
+                                                        **({"max_tokens": r.max_tokens} if r.max_tokens else {}),
+                                                        **({"seed": r.seed} if r.seed is not None else {})},
+                                             **({"case_hash": r.case_hash} if r.case_hash else {})}))
         if r.end:
             lat = r.b_s - r.a_s
             first_s = r.chunk_s[0] if r.chunk_s else 0.1 * lat

@@ -65,8 +65,9 @@ class TestPercentileStats:
         assert st["ttft_ms"]["n"] == 2 and st["ttft_ms"]["mean"] == pytest.approx(150.0)
         assert st["e2el_ms"]["p90"] == pytest.approx(np.percentile([1000.0, 500.0], 90))
         assert st["tpot_ms"]["median"] == pytest.approx(np.median([200.0, 200.0]))
-        assert a.stats_columns == tables.STATS_COLUMNS
-        assert tables.csv_text(a.stats_columns, a.stats).splitlines()[0].endswith("median,p90,p99")
+        assert a.stats_columns == tables.STATS_COLUMNS + tables.SPREAD_COLUMNS
+        assert tables.csv_text(a.stats_columns, a.stats).splitlines()[0].endswith(
+            "median,p90,p99,n_cases,n_repeated_cases,run_to_run_std,suite")
 
     def test_metric_percentiles_flag(self, tmp_path):
         default = cli.options_from(cli.build_parser().parse_args(["--batch", "x"]))
@@ -75,7 +76,7 @@ class TestPercentileStats:
         assert opts.metric_percentiles == (50.0, 99.9)
         reqs = [S.Req(1.0, 2.0, eval_count=5, chunk_s=[0.2, 0.3, 0.45, 0.5, 0.8, 1.0])]
         a = run(tmp_path, S.Spec(duration_s=3.0, requests=reqs), metric_percentiles=opts.metric_percentiles)
-        assert a.stats_columns[-3:] == ("median", "p50", "p99.9")
+        assert a.stats_columns[-7:-4] == ("median", "p50", "p99.9")
         itl = next(s for s in a.stats if s["metric"] == "itl_ms")
         assert itl["p99.9"] == pytest.approx(np.percentile([100, 150, 50, 300, 200], 99.9))
         for bad in ("0", "101", "x"):

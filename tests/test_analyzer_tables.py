@@ -152,7 +152,7 @@ class TestQualityCall:
         cases = [{"task_type": "knowledge_qa", "reference_text": "ref", "lang": "zh", "prompt": "p"}]
         q = quality_inputs([{"rid": "r", "task": "knowledge_qa", "text": "t", "thinking": None, "case": 0}], cases)
         assert q == [{"rid": "r", "task": "qa", "text": "t", "thinking": None, "reference": "ref", "lang": "zh",
-                      "expect": None, "prompt": "p"}]
+                      "expect": None, "prompt": "p", "suite": None, "item_id": None, "suite_data": None}]
 
     def test_bad_return_type_is_contained(self):
         """An assess that returns nonsense is reported, not raised."""

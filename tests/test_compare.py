@@ -33,7 +33,8 @@ def scorer_for(basis: str):
 
 
 def make_batch(root: Path, bid: str, host: str, gpu: str, watts: float, models: list[str], day: int,
-               basis: str = "chrf", fail: str | None = None, runs: int = 4, slow: str | None = None) -> Path:
+               basis: str = "chrf", fail: str | None = None, runs: int = 4, case_hash: str | None = None,
+               max_tokens: int | None = None, slow: str | None = None) -> Path:
     """A recorded batch (real stream.msgpack) analysed by the real pipeline into root/bid; ``slow``: the rid
     of a request that takes 6× as long as its twins (a latency outlier)."""
     reqs, t = [], 1.0
@@ -42,7 +43,7 @@ def make_batch(root: Path, bid: str, host: str, gpu: str, watts: float, models: 
             rid = f"{bid}/{m}/0/short/{run}"
             dur = (0.5 + 0.1 * mi + 0.02 * run) * (6 if rid == slow else 1)
             reqs.append(S.Req(t, t + dur, model=m, run=run, rid=rid, ok=rid != fail,
-                              eval_count=50 + 10 * mi, text="Paris."))
+                              eval_count=50 + 10 * mi, text="Paris.", case_hash=case_hash, max_tokens=max_tokens))
             t += max(1.0, dur + 0.5)
     spec = S.Spec(duration_s=t + 1.0, rate_hz=50.0, requests=reqs, batch_id=bid, tel_src=f"telemetry@{host}",
                   gpus=[S.Gpu(S.constant(watts), simulated=False, name=gpu, uuid=f"GPU-{host}-0")], cases=[CASE],

@@ -3,6 +3,7 @@ builds (pure), and its process handling on real subprocesses (own group, polite 
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 import time
 
 import psutil
@@ -155,3 +156,39 @@ def test_bad_arguments_exit_2_naming_the_flag_before_starting_anything(tmp_path)
                          capture_output=True, text=True, encoding="utf-8", timeout=60)
     assert out.returncode == 2 and "--runs must be at least 1" in out.stderr
     assert list(tmp_path.iterdir()) == [] and "child_started" not in out.stderr
+
+
+class TestFigureNames:
+    def test_group_ratio_is_the_reports_group_figure_not_a_mean_of_ratios(self):
+        rows = [row(quality_score="1.0", total_energy_j="100", quality_per_kj="10", quality_basis="chrf"),
+                row(quality_score="0.0", total_energy_j="500", quality_per_kj="0", quality_basis="chrf")]
+        [f] = figures.key_figures(rows)
+        assert f["group_quality_per_kj"] == pytest.approx(1000 * 0.5 / 300)  # not (10 + 0) / 2
+        heads = figures.format_table([f]).splitlines()[0]
+        assert "group 效质比 q/kJ" in heads and "GPU J/tok" in heads and "| J/tok |" not in heads
+
+    def test_mixed_bases_give_no_group_ratio(self):
+        [f] = figures.key_figures([row(quality_score="1", total_energy_j="1", quality_basis="chrf"),
+                                   row(quality_score="1", total_energy_j="1", quality_basis="bartscore")])
+        assert f["group_quality_per_kj"] is None
+
+
+class TestSuiteDemo:
+    def test_suite_flags_reach_the_collector_instead_of_the_tasks(self):
+        from demo.__main__ import build_parser, settings_from
+        from demo.plan import SUITE_MAX_TOKENS, collector_args
+
+        s = settings_from(build_parser().parse_args(["--suite", "humaneval", "--limit", "20"]))
+        args = collector_args(s, Path("b"), "http://x", "tcp://t", "tcp://e")
+        assert "--tasks" not in args and args[args.index("--suite") + 1] == "humaneval"
+        assert args[args.index("--limit") + 1] == "20" and args[args.index("--runs") + 1] == "1"
+        assert args[args.index("--max-tokens") + 1] == str(SUITE_MAX_TOKENS)
+        both = settings_from(build_parser().parse_args(["--suite", "humaneval", "--tasks", "qa"]))
+        assert collector_args(both, Path("b"), "u", "t", "e").count("--tasks") == 1
+
+    def test_suite_table(self):
+        table = figures.format_suites([{"suite": "humaneval", "model": "m", "n": "20", "accuracy": "0.05",
+                                        "accuracy_ci95_low": "0.0089", "accuracy_ci95_high": "0.236",
+                                        "j_per_item": "12.34", "j_per_correct": "246.8"}])
+        assert "pass@1" in table.splitlines()[0] and "J per problem" in table.splitlines()[0]
+        assert "| humaneval | m | 20 | 0.050 | 0.009 | 0.236 | - | 12.3 | 246.8 | - |" in table

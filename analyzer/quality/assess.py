@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from analyzer.quality import code_checks, quality_score, reference as refm, sandbox, text as textm
+from analyzer.quality import code_checks, reference as refm, sandbox, scorers, suite_answers, text as textm
 from analyzer.quality.options import QualityOptions
 from shared.logs import get_logger
+from shared.tasks import is_known_task, unknown_task_note
 
 log = get_logger("quality")
 
@@ -20,10 +21,12 @@ CODE_COLUMNS = ("code_found", "code_parses", "code_symbols_ok", "code_symbols_mi
                 "code_tests_passed", "code_tests_error", "code_tests_sandbox", "code_tests_skipped")
 TEXT_COLUMNS = ("len_chars", "len_tokens", "distinct_1", "distinct_2", "distinct_3", "repetition_rate")
 REFERENCE_COLUMNS = ("chrf", "rouge_l")
+SUITE_COLUMNS = ("correct", "correct_strict", "extracted_answer")
+EXTRACTED_CHARS = 2000  # the extracted answer kept in results.csv (a HumanEval program can be long)
 # quality_basis names what quality_score was computed from: one of BASES (None when there is no score).
-BASES = ("bartscore", "chrf", "code_checks", "diversity")
+BASES = tuple(scorers.SCORERS)
 COLUMNS = BART_COLUMNS + CODE_COLUMNS + TEXT_COLUMNS + ("text_lang", "quality_score", "quality_error") \
-    + REFERENCE_COLUMNS + ("quality_basis",)
+    + REFERENCE_COLUMNS + ("quality_basis",) + SUITE_COLUMNS
 
 # Loaded scorers, kept for the life of the process: the analyzer may call assess() more than once.
 _SCORERS: dict[tuple, object] = {}
@@ -42,6 +45,8 @@ def _static(req: dict, row: dict) -> dict | None:
     if lang not in (None, "en", "zh"):
         raise ValueError(f"lang must be 'en', 'zh' or None, got {lang!r}; fix the case's 'lang' field")
     row["text_lang"] = lang
+    if _suite_kind(req) in ("humaneval", "gsm8k", "choice"):
+        return _suite_static(req, answer, row)
     if req.get("task") != "code":
         return None
     expect = code_checks.resolve_expect(req.get("expect"), req.get("prompt"))
@@ -52,7 +57,8 @@ def _static(req: dict, row: dict) -> dict | None:
         missing = code_checks.missing_symbols(code or "", expect.symbols)
         row["code_symbols_ok"] = not missing
         row["code_symbols_missing"] = ",".join(missing)
-    row["code_mentions_complexity"] = code_checks.mentions_complexity(answer, expect.complexity)
+    if expect.complexity:  # a check the case never asked for must not count (quality_score skips None)
+        row["code_mentions_complexity"] = code_checks.mentions_complexity(answer, expect.complexity)
     if expect.tests:
         if code is None:
             row["code_tests_passed"], row["code_tests_error"] = False, "no code found in the answer"
@@ -60,6 +66,39 @@ def _static(req: dict, row: dict) -> dict | None:
             row["code_tests_passed"], row["code_tests_error"] = False, "the code does not parse"
         else:
             return {"code": code, "tests": expect.tests, "entry": expect.entry}
+    return None
+
+
+def _suite_kind(req: dict) -> str | None:
+    return (req.get("suite_data") or {}).get("kind") if isinstance(req.get("suite_data"), dict) else None
+
+
+def _is_reference_task(req: dict) -> bool:
+    """qa, summary and reference-suite items are scored against their reference text."""
+    return req.get("task") in ("qa", "summary") or _suite_kind(req) == "reference"
+
+
+def _suite_static(req: dict, answer: str, row: dict) -> dict | None:
+    """A suite item's verdict from the answer (GSM8K, choice), or the HumanEval test job."""
+    data = req["suite_data"]
+    kind = data["kind"]
+    if kind == "humaneval":
+        program, _how = suite_answers.humaneval_program(data["prompt"], answer, data["entry_point"])
+        row["extracted_answer"] = suite_answers.humaneval_code(answer, data["entry_point"])[:EXTRACTED_CHARS]
+        if not suite_answers.parses(program):
+            row["code_tests_passed"], row["code_tests_error"] = False, "the program (prompt + answer) does not parse"
+            return None
+        return {"code": program, "tests": suite_answers.humaneval_tests(data["test"], data["entry_point"]),
+                "entry": data["entry_point"]}
+    if kind == "gsm8k":
+        flexible, strict = suite_answers.gsm8k_flexible(answer), suite_answers.gsm8k_strict(answer)
+        row["extracted_answer"] = flexible
+        row["correct"] = flexible is not None and flexible == data["target"]
+        row["correct_strict"] = strict is not None and strict == data["target"]
+    elif kind == "choice":
+        letter = suite_answers.extract_choice(answer, int(data.get("n_options") or 4))
+        row["extracted_answer"] = letter
+        row["correct"] = letter is not None and letter == data["answer"]
     return None
 
 
@@ -169,25 +208,29 @@ def _release_gpu_memory() -> None:
 
 
 def _final_score(req: dict, row: dict) -> tuple[float | None, str | None]:
-    """(quality_score, quality_basis). Reference tasks: BARTScore where it was computed, else chrF / 100."""
+    """(quality_score, quality_basis) by the task's registered rule (scorers.py). Reference tasks:
+    BARTScore where it was computed, else chrF / 100."""
     task = req.get("task")
-    if task in ("qa", "summary"):
+    kind = _suite_kind(req)
+    if kind == "humaneval":  # pass@1 of this sample: the problem's own tests; None when they could not run
+        row["correct"] = row["code_tests_passed"]
+        return scorers.score("tests_passed", req, row) if row["correct"] is not None else (None, None)
+    if kind == "gsm8k":
+        return scorers.score("exact_match", req, row)
+    if kind == "choice":
+        return scorers.score("choice_match", req, row)
+    if _is_reference_task(req):
         if not (req.get("reference") or "").strip():
             return None, None
         if row["len_chars"] == 0:
             return 0.0, None  # the basis follows the task's other answers: _empty_answer_basis
         if row["bartscore_f"] is not None:
-            return quality_score.from_bartscore(row["bartscore_f"], answer_empty=False), "bartscore"
-        if row["chrf"] is not None:
-            return quality_score.from_chrf(row["chrf"]), "chrf"
-        return None, None
+            return scorers.score("bartscore", req, row)
+        return scorers.score("chrf", req, row)
     if task == "code":
-        return quality_score.from_code_checks(row["code_found"], row["code_parses"], row["code_symbols_ok"],
-                                              row["code_mentions_complexity"], row["code_tests_passed"]), "code_checks"
+        return scorers.score("code_checks", req, row)
     if task == "creative":
-        expect = req.get("expect") or {}
-        target = expect.get("min_tokens") or quality_score.CREATIVE_TARGET_TOKENS.get(row["text_lang"] or "en", 100)
-        return quality_score.from_creative(row["distinct_2"], row["len_tokens"], int(target)), "diversity"
+        return scorers.score("diversity", req, row)
     return None, None
 
 
@@ -218,7 +261,7 @@ def _empty_answer_basis(results: dict[str, dict], by_rid: dict[str, dict]) -> No
             seen.setdefault((req.get("task"), row["text_lang"]), set()).add(row["quality_basis"])
     for rid, req in by_rid.items():
         row = results[rid]
-        if req.get("task") in ("qa", "summary") and row["quality_score"] == 0.0 and row["quality_basis"] is None:
+        if _is_reference_task(req) and row["quality_score"] == 0.0 and row["quality_basis"] is None:
             bases = seen.get((req.get("task"), row["text_lang"]), set())
             row["quality_basis"] = "bartscore" if bases == {"bartscore"} else "chrf"
 
@@ -255,8 +298,8 @@ def assess(requests: list[dict], options: QualityOptions | None = None, progress
             if reference:
                 answer = textm.strip_thinking(req.get("text"))
                 ref_jobs[rid] = (reference, answer, req.get("lang") or textm.detect_lang(reference))
-                if not opts.enable_bart:
-                    pass  # columns stay empty
+                if not opts.enable_bart or not _is_reference_task(req):
+                    pass  # columns stay empty: only qa and summary are scored by BARTScore
                 elif not answer:
                     row["bartscore_error"] = "the answer is empty: nothing to score"
                 else:
@@ -279,7 +322,9 @@ def assess(requests: list[dict], options: QualityOptions | None = None, progress
         except Exception as exc:  # noqa: BLE001
             row["quality_error"] = f"{type(exc).__name__}: {exc}"
             continue
-        if row["quality_score"] is None and rid in ref_jobs:
+        if row["quality_score"] is None and not is_known_task(req.get("task")):
+            row["quality_error"] = unknown_task_note(str(req.get("task") or ""))
+        elif row["quality_score"] is None and rid in ref_jobs:
             # say why: neither BARTScore nor chrF could be computed for this reference
             row["quality_error"] = "; ".join(x for x in (row["bartscore_error"], reference_problem) if x) or None
     _empty_answer_basis(results, by_rid)

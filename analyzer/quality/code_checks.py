@@ -5,8 +5,12 @@ Nothing here runs generated code; ``sandbox.py`` does that, in another process.
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 from dataclasses import dataclass, field
+
+from shared.tasks import PY_KEYWORDS, symbol_spec_problem
 
 # ```python / ```py / ```python3 / ``` (no language) … ```. The closing fence may sit at the end of a
 # code line or have prose after it (models do both); a fence left open (answer cut by max_tokens)
@@ -27,6 +31,7 @@ _COMPLEXITY_WORDS = {
 # Used only when a code case carries no `expect` and its prompt asks for a binary search (the seed's
 # code task): the symbols a binary search nearly always names, alternatives separated by '|'.
 BINARY_SEARCH_EXPECT = {"symbols": ["mid", "low|left|lo|l|start|begin", "high|right|hi|r|end"], "complexity": "O(log n)"}
+_DEF_SPEC_RE = re.compile(r"(?:async\s+)?(def|class)\s+([A-Za-z_]\w*)")
 _BINARY_SEARCH_PROMPT_RE = re.compile(r"binary[\s_-]*search|二分", re.I)
 
 
@@ -48,10 +53,15 @@ def resolve_expect(expect: dict | None, prompt: str | None) -> CodeExpect:
     if not isinstance(expect, dict):
         raise ValueError(f"expect must be a mapping, got {type(expect).__name__}; fix the case's 'expect' field")
     symbols = expect.get("symbols") or []
-    if isinstance(symbols, str):
-        symbols = [s for s in re.split(r"[,\s]+", symbols) if s]
+    if isinstance(symbols, str):  # "mid, lo|low, def f" or "mid lo|low": 'def NAME' stays one entry
+        symbols = [w for part in symbols.split(",") for w in
+                   ([part.strip()] if _DEF_SPEC_RE.fullmatch(part.strip()) else part.split()) if w]
     if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
         raise ValueError("expect.symbols must be a list of strings such as ['mid', 'low|left']")
+    for spec in symbols:
+        problem = symbol_spec_problem(spec)
+        if problem:
+            raise ValueError(problem)
     for key in ("complexity", "entry", "tests"):
         if expect.get(key) is not None and not isinstance(expect[key], str):
             raise ValueError(f"expect.{key} must be a string, got {type(expect[key]).__name__}")
@@ -118,10 +128,33 @@ def _identifiers(code: str) -> set[str]:
     return names
 
 
+def _keywords(code: str) -> set[str]:
+    """The Python keywords the code uses (tokens, so keywords in strings and comments do not count)."""
+    found: set[str] = set()
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+            if tok.type == tokenize.NAME and tok.string in PY_KEYWORDS:
+                found.add(tok.string)
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        found |= {w for w in re.findall(r"[A-Za-z_]\w*", code) if w in PY_KEYWORDS}
+    return found
+
+
+def _has(alt: str, code: str, names: set[str], keywords: set[str]) -> bool:
+    m = _DEF_SPEC_RE.fullmatch(alt)
+    if m:  # 'def NAME' / 'class NAME': the code defines it
+        return _defines(code, m.group(2))
+    if alt in PY_KEYWORDS:
+        return alt in keywords
+    return alt in names
+
+
 def missing_symbols(code: str, symbols: list[str]) -> list[str]:
-    """The expected symbols (each "a|b" = any alternative) that the code never names, in order."""
-    names = _identifiers(code)
-    return [spec for spec in symbols if not any(alt.strip() in names for alt in spec.split("|") if alt.strip())]
+    """The expected symbols that the code never has, in order. Each entry lists alternatives separated
+    by '|'; an alternative is a name ('mid'), a Python keyword ('while') or 'def NAME' / 'class NAME'."""
+    names, keywords = _identifiers(code), _keywords(code)
+    return [spec for spec in symbols
+            if not any(_has(alt.strip(), code, names, keywords) for alt in spec.split("|") if alt.strip())]
 
 
 def normalise_complexity(expr: str) -> str:

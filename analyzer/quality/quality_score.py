@@ -5,7 +5,8 @@
   monotone, in (0, 1]. Without its checkpoint: chrF / 100 (character n-gram F-score, no weights).
   An empty answer scores 0; no reference → None.
 - code: the share of checks passed; with tests, the tests weigh half and the static checks (code
-  found, parses, expected symbols when the case names some, complexity stated) share the other half.
+  found, parses, expected symbols and stated complexity, each only when the case asks for it) share the
+  other half.
 - creative: mean of distinct-2 and length adequacy min(1, len_tokens / target), target = the case's
   expect.min_tokens, else 100 words (en) or 150 characters (zh). Fewer than 2 tokens → distinct-2 is
   taken as 0 (no text, no diversity).
@@ -34,9 +35,10 @@ def from_chrf(chrf: float | None) -> float | None:
     return min(1.0, max(0.0, chrf / 100.0))
 
 
-def from_code_checks(found: bool, parses: bool, symbols_ok: bool | None, mentions_complexity: bool,
+def from_code_checks(found: bool, parses: bool, symbols_ok: bool | None, mentions_complexity: bool | None,
                      tests_passed: bool | None) -> float:
-    static = [found, parses, mentions_complexity] + ([symbols_ok] if symbols_ok is not None else [])
+    """None for symbols_ok / mentions_complexity = the case did not ask for that check: it does not count."""
+    static = [found, parses] + [c for c in (symbols_ok, mentions_complexity) if c is not None]
     static_share = sum(bool(c) for c in static) / len(static)
     if tests_passed is None:
         return static_share

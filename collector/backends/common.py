@@ -25,6 +25,7 @@ class Params:
     think: bool | None = None
     cache_prompt: bool | None = None  # llama.cpp's server only: reuse the KV cache of an earlier prompt
     options: dict[str, Any] = field(default_factory=dict)  # extra per-case Ollama options
+    raw: bool | None = None  # Ollama /api/generate only: the prompt as is, no chat template (HumanEval completion)
 
     def as_dict(self) -> dict[str, Any]:
         """The parameters actually sent; one left to the server's default is absent."""
@@ -34,6 +35,8 @@ class Params:
             d["think"] = self.think
         if self.cache_prompt is not None:
             d["cache_prompt"] = self.cache_prompt
+        if self.raw is not None:
+            d["raw"] = self.raw
         if self.options:
             d["options"] = dict(self.options)
         return d

@@ -94,6 +94,8 @@ class OllamaGenerate(Backend):
                 options[key] = value
         body: dict[str, Any] = {"model": model, "stream": True, "options": options}
         body.update(self._prompt_body(prompt))
+        if p.raw and self.path == "/api/generate":  # the prompt as is: no chat template (HumanEval completion)
+            body["raw"] = True
         if p.keep_alive is not None:
             body["keep_alive"] = p.keep_alive
         if p.think is not None:

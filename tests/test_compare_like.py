@@ -1,0 +1,66 @@
+"""analyzer.compare ranks only like with like: rows that ran other cases or another max tokens are
+ranked apart and the notes say so; stats.csv keeps the seed's grouping and adds the run-to-run spread."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from analyzer import compare as C
+from analyzer import pipeline, tables
+from tests import synth as S
+from tests.test_analyzer_pipeline import run
+from tests.test_compare import make_batch
+
+
+def test_different_cases_or_max_tokens_are_ranked_apart(tmp_path):
+    dirs = [make_batch(tmp_path, "b1", "h", "RTX 4090", 200.0, ["m:1b", "m:3b"], 0, case_hash="aaaa", max_tokens=256),
+            make_batch(tmp_path, "b2", "h", "RTX 4090", 200.0, ["m:7b"], 1, case_hash="bbbb", max_tokens=32),
+            make_batch(tmp_path, "b3", "h", "RTX 4090", 200.0, ["m:1b", "m:3b"], 2, basis="bartscore",
+                       case_hash="aaaa", max_tokens=32)]
+    c = C.compare(dirs)
+    chrf = {r["model"]: r for r in c.leaderboard if r["quality_basis"] == "chrf"}
+    assert chrf["m:1b"]["case_set"] == chrf["m:3b"]["case_set"] != chrf["m:7b"]["case_set"]
+    assert chrf["m:7b"]["max_tokens"] == "32" and chrf["m:1b"]["max_tokens"] == "256"
+    # m:7b ran other prompts: it is first of its own ranking, never ranked against m:1b / m:3b
+    assert chrf["m:7b"]["rank"] == 1 and sorted((chrf["m:1b"]["rank"], chrf["m:3b"]["rank"])) == [1, 2]
+    note = next(n for n in c.notes if "ranked apart" in n)
+    assert "task qa (chrf)" in note and "2 different case sets" in note and "m:7b" in note
+    # the same cases on another basis is another ranking already; no "ranked apart" note for it
+    assert not any("bartscore" in n and "ranked apart" in n for n in c.notes)
+    page = C.render_html(c)
+    assert page.count("max tokens 32") >= 1 and page.count("max tokens 256") >= 1
+
+
+def test_old_batches_without_case_hashes_are_unknown_not_pooled_with_known(tmp_path):
+    dirs = [make_batch(tmp_path, "b1", "h", "RTX 4090", 200.0, ["m:1b"], 0),
+            make_batch(tmp_path, "b2", "h", "RTX 4090", 200.0, ["m:3b"], 1, case_hash="aaaa", max_tokens=64)]
+    rows = {r["model"]: r for r in C.compare(dirs).leaderboard}
+    assert rows["m:1b"]["case_set"] == C.UNKNOWN and rows["m:1b"]["rank"] == 1 and rows["m:3b"]["rank"] == 1
+
+
+class TestRunToRunSpread:
+    def test_pooled_within_case_std_beside_the_seed_grouping(self):
+        rows = [{"model": "m", "task": "qa", "load": "short", "ok": True, "case_hash": h, "latency_s": v, "rid": str(i)}
+                for i, (h, v) in enumerate([("c1", 1.0), ("c1", 3.0), ("c2", 10.0), ("c2", 12.0), ("c3", 5.0)])]
+        [st] = [s for s in tables.stats(rows, False) if s["metric"] == "latency_s"]
+        assert st["n"] == 5 and st["std"] == pytest.approx(math.sqrt(sum((v - 6.2) ** 2 for v in (1, 3, 10, 12, 5)) / 4))
+        assert (st["n_cases"], st["n_repeated_cases"]) == (3, 2)
+        assert st["run_to_run_std"] == pytest.approx(math.sqrt((1 + 1 + 1 + 1) / 2))  # c3 ran once: no spread
+        per = {(p["case_hash"], p["metric"]): p for p in tables.per_case(rows, False)}
+        assert per[("c2", "latency_s")]["n"] == 2 and per[("c2", "latency_s")]["std"] == pytest.approx(math.sqrt(2))
+        assert per[("c3", "latency_s")]["std"] is None
+
+    def test_one_run_per_case_has_no_run_to_run_spread(self):
+        rows = [{"model": "m", "task": "qa", "load": "short", "ok": True, "case_hash": f"c{i}", "latency_s": float(i)}
+                for i in range(3)]
+        [st] = [s for s in tables.stats(rows, False) if s["metric"] == "latency_s"]
+        assert st["std"] == pytest.approx(1.0) and st["run_to_run_std"] is None and st["n_repeated_cases"] == 0
+
+
+def test_unknown_task_is_in_the_reports_problems(tmp_path):
+    reqs = [S.Req(1.0, 2.0, task="trivia"), S.Req(2.5, 3.0, task="qa")]
+    a = run(tmp_path, S.Spec(duration_s=4.0, requests=reqs))
+    notes = [p for p in a.problems if "not a known task" in p]
+    assert len(notes) == 1 and "'trivia'" in notes[0] and "no quality_score" in notes[0]
+    assert {"case_hash", "max_tokens"} <= set(pipeline.MAIN_COLUMNS)
