@@ -448,6 +448,37 @@ def _case_from(item: dict[str, Any], i: int, where, warn) -> tuple[dict[str, Any
     return case, errors
 
 
+def _suite_entry(item: dict[str, Any], path: Path, where: str) -> list[dict[str, Any]]:
+    """A {"suite": "gsm8k=FILE", "limit": N, "sample": N, "sample_seed": S} entry: the suite's items as
+    cases (a relative FILE is read next to test_cases.json)."""
+    from collector.suites import SuiteError, build_cases, parse_spec
+
+    spec_text = item.get("suite")
+    if not isinstance(spec_text, str):
+        raise SettingsError(f'{where}: field "suite" must be a string such as "humaneval" or "gsm8k=test.jsonl"')
+    kind, eq, file = spec_text.partition("=")
+    if eq and not Path(file).is_absolute():
+        spec_text = f"{kind}={path.parent / file}"
+    opts = {}
+    for key in ("limit", "sample", "sample_seed", "shots"):
+        v = item.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise SettingsError(f'{where}: field "{key}" must be a whole number ≥ 0, got {v!r}')
+        opts[key] = v
+    shots_file = item.get("shots_file")
+    try:
+        cases, _record = build_cases([parse_spec(spec_text)], opts["limit"], opts["sample"], opts["sample_seed"] or 0,
+                                     opts["shots"] or 0,
+                                     (path.parent / shots_file) if isinstance(shots_file, str) else None)
+    except SuiteError as exc:
+        raise SettingsError(f"{where}: {exc}") from exc
+    for case in cases:
+        case["source"] = f"test_cases.json suite {case['suite']}"
+        if "model" in item:
+            case["models"] = _model_spec(item["model"], where)
+    return cases
+
+
 def case_hash(case: dict[str, Any]) -> str:
     """Short stable hash of what makes a case: task, load, lang, prompt."""
     key = json.dumps([case.get("task"), case.get("load"), case.get("lang"), case.get("prompt")], ensure_ascii=False)
