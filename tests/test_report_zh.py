@@ -147,3 +147,14 @@ def test_msg_is_its_english_text_and_renders_nested():
     import pickle
     for again in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
         assert again == m and render(again, "zh") == render(m, "zh")
+
+
+def test_no_bart_and_lang_flags_of_the_analyzer():
+    from analyzer import cli
+
+    args = cli.build_parser().parse_args(["--batch", "b", "--no-bart", "--lang", "zh"])
+    assert cli.options_from(args).quality_options == {"enable_bart": False}
+    assert cli.report_lang(args.report_lang) == "zh"  # --lang is --report-lang, as in analyzer.compare
+    default = cli.build_parser().parse_args(["--batch", "b"])
+    assert cli.report_lang(default.report_lang) == "both" and cli.report_lang("auto") == "both"
+    assert not cli.options_from(default).cpu_tdp_w_explicit  # the batch's recorded TDP may be used
