@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analyzer import clock, i18n, outputs, pipeline, stream, tables
+from analyzer import load_curve, clock, i18n, outputs, pipeline, stream, tables
 from analyzer.energy import DEFAULT_CPU_TDP_W
 from shared import bus
 from shared.batch import BatchDir
@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--metric-percentiles", default=None, metavar="Q,Q",
                     help="percentiles in stats.csv beside the median, comma-separated (default: 90,99; "
                          "as vLLM's bench serve --metric-percentiles)")
+    ap.add_argument("--goodput", nargs="+", default=None, metavar="KEY:MS",
+                    help="SLOs in ms (vLLM's keys): ttft:500 tpot:50 e2el:10000; per level goodput_share, "
+                         "goodput_rps and J per good request in load_curve.csv (default: the collector's --goodput)")
     ap.add_argument("--no-quality", action="store_true", help="skip the quality step (columns left empty)")
     ap.add_argument("--bart-checkpoint", default=None, help="BARTScore checkpoint (name or local path)")
     ap.add_argument("--no-bart", action="store_true",
@@ -113,7 +116,25 @@ def options_from(args: argparse.Namespace) -> pipeline.Options:
     return pipeline.Options(cpu_tdp_w=tdp, cpu_tdp_w_explicit=args.cpu_tdp_w is not None, idle_baseline=args.idle_baseline, quality=not args.no_quality,
                             quality_options=qopts, progress=not args.no_progress,
                             metric_percentiles=parse_percentiles(args.metric_percentiles),
-                            server_gpus=args.server_gpus)
+                            server_gpus=args.server_gpus, goodput=parse_goodput(args.goodput))
+
+
+def parse_goodput(items: list[str] | None) -> dict[str, float] | None:
+    """``["ttft:500", "tpot:50"]`` → {"ttft": 500.0, "tpot": 50.0}; None gives the collector's."""
+    if items is None:
+        return None
+    out: dict[str, float] = {}
+    for item in items:
+        key, sep, ms = item.partition(":")
+        try:
+            value = float(ms) if sep else float("nan")
+        except ValueError:
+            value = float("nan")
+        if key not in load_curve.SLO_COLUMNS or not value > 0:
+            raise BadInput(f"--goodput {item!r}: give KEY:MS with KEY one of {', '.join(load_curve.SLO_COLUMNS)} "
+                           "and a positive number of milliseconds, e.g. --goodput ttft:500 tpot:50")
+        out[key] = value
+    return out
 
 
 def parse_percentiles(text: str | None) -> tuple[float, ...]:

@@ -182,6 +182,16 @@ REGISTRY: tuple[Col, ...] = (
     _q("correct_strict", unit="", en="correct (strict)", zh="正确（严格）"),
     _q("extracted_answer", unit="", en="extracted answer", zh="提取的答案"),
     Col("seed", unit="", en="seed", zh="随机种子"),
+    # load sweeps and open-loop arrivals (issue 20; empty outside them): the level, how the start kept its
+    # schedule, the level's achieved load (load_curve.csv), and whether the request met the SLOs (--goodput)
+    Col("sweep", unit="", en="sweep", zh="扫描类型"),
+    Col("sweep_level", unit="", en="sweep level", zh="负载级别"),
+    Col("start_lag_ms", en="start lag (ms)", zh="启动滞后（ms）"),
+    Col("start_blocked", unit="", en="start blocked", zh="等待并发槽"),
+    Col("start_late", unit="", en="start late", zh="启动延误"),
+    Col("level_concurrency", unit="requests", en="level concurrency", zh="级别实际并发"),
+    Col("level_rate_rps", unit="requests/s", en="level rate (req/s)", zh="级别实际速率（请求/s）"),
+    Col("slo_ok", unit="", en="met SLOs", zh="满足 SLO"),
     # a run far slower than the same case's other runs (pipeline.mark_outliers; docs/analyzer.md)
     Col("latency_outlier", unit="", en="latency outlier", zh="延迟离群", report=19),
     Col("latency_vs_twins", unit="×", en="latency ÷ other runs'", zh="延迟 ÷ 同用例其他轮次"),

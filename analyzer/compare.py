@@ -24,6 +24,7 @@ from typing import Any
 
 from analyzer import columns as COLS
 from analyzer import i18n, report_html, tables
+from analyzer import load_curve as LC
 from analyzer.i18n import Msg
 from analyzer.outputs import CSV_ENCODING, json_text, write_text
 from analyzer.suite_stats import pass_at_k, wilson
@@ -79,6 +80,7 @@ class Comparison:
     points: dict[tuple, list[dict[str, Any]]]   # leaderboard key → request dots (energy, quality) for the plots
     notes: list[str] = field(default_factory=list)
     simulated: bool = False
+    load_curve: list[dict[str, Any]] = field(default_factory=list)  # every batch's load levels, batch named
 
 
 def _duckdb():
@@ -356,9 +358,31 @@ def compare(dirs: list[Path]) -> Comparison:
         add_pass_at_k(con, board)
         btab = batch_table(con)
         points = request_points(con)
+        curve = load_curves(con, batches)
     finally:
         con.close()
-    return Comparison(btab, board, points, notes_for(board, btab), any(b["gpu_simulated"] for b in btab))
+    return Comparison(btab, board, points, notes_for(board, btab), any(b["gpu_simulated"] for b in btab), curve)
+
+
+LOAD_CURVE_COLUMNS = ("batch",) + tuple(c for c in LC.COLUMNS)
+
+
+def load_curves(con, batches: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+    """Every batch's summary/load_curve.parquet (batches with load levels), one row per batch × model ×
+    level, for the overlay of J/token against output tokens/s."""
+    files = [(b, p.parent / "load_curve.parquet") for b, p in batches if (p.parent / "load_curve.parquet").is_file()]
+    if not files:
+        return []
+    rel = con.execute("SELECT * FROM read_parquet(?, union_by_name = true, filename = true)",
+                      [[str(f) for _, f in files]])
+    names = [d[0] for d in rel.description]
+    by_file = {str(f): b for b, f in files}
+    out = []
+    for rec in rel.fetchall():
+        row = dict(zip(names, rec))
+        row["batch"] = by_file.get(row.pop("filename"), "")
+        out.append(row)
+    return sorted(out, key=lambda r: (r["batch"], str(r.get("model")), finite(r.get("sweep_level"), text=False) or 0.0))
 
 
 # ---------------------------------------------------------------- the dataset (hive-partitioned Parquet)
@@ -482,6 +506,14 @@ def render_html(c: Comparison, lang: str = "en") -> str:
         if pts and front:
             body.append(report_html.scatter_svg(f"scatter-{i}", pts, front, colors, lang))
         body.append(report_html.html_table(f"leaderboard-{i}", _page_columns(rows), rows, lang))
+    if c.load_curve:  # one line per batch × model through its load levels
+        from analyzer.report_load import load_curve_svg
+        rows = [{**r, "model": f"{r['model']} · {r['batch']}"} for r in c.load_curve]
+        colors = {m: report_html.PALETTE[j % len(report_html.PALETTE)]
+                  for j, m in enumerate(dict.fromkeys(r["model"] for r in rows))}
+        body.append(f'<h2 id="load-curve">{esc(t("load_curve", lang))}</h2>'
+                    f"<p class='caption'>{esc(t('load_curve_caption', lang, slo='load_curve.csv: slo'))}</p>")
+        body.append(load_curve_svg("load-curve-plot", rows, colors, lang) or "")
     body.append(f"<h2>{esc(t('batches', lang))}</h2>"
                 + report_html.html_table("batches", [c_ for c_ in BATCH_COLUMNS if c_ != "gpu_named"], c.batches, lang))
     csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"
@@ -506,7 +538,9 @@ def write_outputs(c: Comparison, out: Path, lang: str = "en") -> list[Path]:
         write_text(out / "leaderboard.csv", tables.csv_text(LEADERBOARD_COLUMNS, c.leaderboard), CSV_ENCODING),
         write_text(out / "batches.csv", tables.csv_text(BATCH_COLUMNS, c.batches), CSV_ENCODING),
         write_text(out / "notes.txt", "".join(n + "\n" for n in c.notes)),
-    ] + [write_text(out / i18n.suffixed("compare.html", one), render_html(c, one)) for one in i18n.langs_of(lang)]
+    ] + [write_text(out / i18n.suffixed("compare.html", one), render_html(c, one)) for one in i18n.langs_of(lang)] \
+        + ([write_text(out / "load_curve.csv", tables.csv_text(LOAD_CURVE_COLUMNS, c.load_curve), CSV_ENCODING)]
+           if c.load_curve else [])
 
 
 def build_parser() -> argparse.ArgumentParser:

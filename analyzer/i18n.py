@@ -54,6 +54,17 @@ _TEXT: dict[str, dict[str, str]] = {
     "x_energy": {"en": "energy per request, GPU + CPU (J)", "zh": "每请求能耗，GPU + CPU（J）"},
     "y_quality": {"en": "quality_score", "zh": "质量分 quality_score"},
     "timeline": {"en": "Power timeline", "zh": "功率时间线"},
+    "load_curve": {"en": "Energy under load", "zh": "负载下的能耗"},
+    "load_curve_caption": {
+        "en": "J per output token (GPU, each level's whole window, idle gaps included) against output tokens/s, one "
+              "line per model through its load levels (labelled); filled rings: every request of the level met the "
+              "SLOs ({slo}); bars: 95 % intervals from the spread of output lengths. Full table: load_curve.csv.",
+        "zh": "每输出 token 能耗（GPU，按每个负载级别的完整时间窗，含空闲间隙）对输出 token/s，每个模型一条线，"
+              "标注负载级别；实心圈：该级别所有请求均满足 SLO（{slo}）；误差线：由输出长度离散度得到的 95% 区间。"
+              "完整表见 load_curve.csv。"},
+    "x_tokens_per_s": {"en": "output tokens/s", "zh": "输出 token/s"},
+    "y_j_per_token": {"en": "J per output token (GPU)", "zh": "每输出 token 能耗（J，GPU）"},
+    "no_slo": {"en": "none set (--goodput)", "zh": "未设置（--goodput）"},
     "timeline_caption": {
         "en": "GPU power over time. Request windows are shaded: prefill (start to first token) darker, decode "
               "(first token to end) lighter; warm-ups grey. Hover a window for its request.",

@@ -89,6 +89,11 @@ def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool
     if a.suites:
         written.append(write_text(bd.summary / "suites.csv", tables.csv_text(tables.SUITE_BOARD_COLUMNS, a.suites),
                                   CSV_ENCODING))
+    if a.load_curve:
+        from analyzer import load_curve
+        written.append(write_text(bd.summary / "load_curve.csv", tables.csv_text(load_curve.COLUMNS, a.load_curve),
+                                  CSV_ENCODING))
+        written.append(parquet(bd.summary / "load_curve.parquet", list(load_curve.COLUMNS), a.load_curve))  # compare
     if a.warmups:
         written.append(write_text(bd.summary / "warmups.csv", tables.csv_text(a.columns, a.warmups), CSV_ENCODING))
     items = sorted(a.request_json.items())

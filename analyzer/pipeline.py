@@ -12,6 +12,7 @@ from analyzer import clock as CLOCK
 from analyzer import columns as COLS
 from analyzer import hosts
 from analyzer import energy as E
+from analyzer import load_curve as LC
 from analyzer import tables
 from analyzer.i18n import Msg
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
@@ -43,6 +44,7 @@ class Options:
     assess: Callable | None = None      # injected scorer (tests); None = analyzer.quality.assess
     metric_percentiles: tuple[float, ...] = tables.DEFAULT_PERCENTILES  # stats.csv pXX columns
     server_gpus: str = "auto"           # which GPUs a request's energy counts (analyzer.hosts; --server-gpus)
+    goodput: dict[str, float] | None = None  # SLOs in ms (--goodput); None: the collector's --goodput, if any
 
 
 @dataclass
@@ -64,6 +66,8 @@ class Analysis:
     quality_ran: bool = True                  # False with --no-quality: the report says so once
     stats_columns: tuple[str, ...] = tables.STATS_COLUMNS + tables.SPREAD_COLUMNS
     suites: list[dict[str, Any]] = field(default_factory=list)  # per model × suite (tables.suite_board)
+    load_curve: list[dict[str, Any]] = field(default_factory=list)  # summary/load_curve.csv (analyzer.load_curve)
+    slo: dict[str, float] | None = None
     notes: list[str] = field(default_factory=list)  # what the analysis did (not problems), shown apart
 
 
@@ -196,6 +200,26 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         row["quality_error"] = q.get("quality_error")
         if not q and opts.quality and row["status"] == "ok" and row["rid"] in q_rids:
             row["quality_error"] = quality_problem or "quality not computed for this request"
+    loaded, slo = _load_info(batch, opts)
+    curve: list[dict[str, Any]] = []
+    curve_problems: list[str] = []
+    if loaded or slo:
+        for r, row in zip(reqs, rows):
+            _load_columns(r, row, slo)
+        spans = {r.rid: (float(win.a_s[i]), float(win.b_s[i])) for r, i in ((r, idx[r.rid]) for r in done)
+                 if not r.start.warmup}
+        par = ((batch.batch_start.load or {}) if batch.batch_start else {}).get("server_parallel")
+        measured = [row for r, row in zip(reqs, rows) if not r.start.warmup]
+        curve, curve_problems = LC.curve(measured, spans, _level_energy(batch, opts), slo, simulated,
+                                         par if isinstance(par, int) else None)
+        LC.annotate(measured, curve)
+        for row, a_s, b_s in zip(curve, *LC.level_windows(LC.groups(measured, spans), spans)):
+            row["gpu_power_limit_w"] = _power_limits(batch, float(a_s), float(b_s))
+            row["gpu_driver"] = _joined(g.meta.get("driver") for g in batch.gpus)
+        if curve and curve[0].get("gpu_energy_j") is not None:
+            curve_problems.append("load_curve.csv: each level's energy is its whole window's (first start to last "
+                                  "end, idle gaps between requests included); gpu_energy_split_j beside it sums the "
+                                  "per-request split (gaps excluded)")
     extra = sorted({k for row in rows for k in row} - set(MAIN_COLUMNS))
     columns = list(MAIN_COLUMNS) + extra
     for row in rows:
@@ -252,12 +276,14 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None
     pct = tuple(opts.metric_percentiles)
+    problems.extend(curve_problems)
+    leveled = any(row.get("sweep_level") is not None for row in results)
     stats = tables.stats(results, simulated, pct, {"itl_ms": itl})
     return Analysis(columns, results, warmups, stats,
                     tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
                     str(batch_id) if batch_id is not None else None, batch.batch_end, opts.quality,
-                    tables.stats_columns(pct), tables.suite_board(stats), notes=notes)
+                    tables.stats_columns(pct, leveled), tables.suite_board(stats), curve, slo, notes=notes)
 
 
 OUTLIER_FACTOR = 3.0  # latency above this many times the lower median of the case's other runs
@@ -285,6 +311,63 @@ def mark_outliers(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if r["latency_outlier"]:
                 out.append(r)
     return out
+
+
+def _load_info(batch: BatchData, opts: Options) -> tuple[bool, dict[str, float] | None]:
+    """(whether the batch ran load levels or open-loop arrivals, the SLOs for goodput). The SLOs are
+    the analyzer's --goodput, else the collector's (saved in batch.start's config)."""
+    bs = batch.batch_start
+    load = (bs.load or {}) if bs is not None else {}
+    loaded = bool(load.get("swept")) or any(lv.get("kind") == "rate" for lv in load.get("levels") or []
+                                            if isinstance(lv, dict))
+    slo = opts.goodput
+    if slo is None and bs is not None:
+        saved = (((bs.config or {}).get("settings") or {}).get("goodput") or {}).get("value")
+        slo = saved if isinstance(saved, dict) and saved else None
+    return loaded, slo
+
+
+def _load_columns(r: Request, row: dict[str, Any], slo: dict[str, float] | None) -> None:
+    """The request's load level and open-loop start (req.start), and whether it met the SLOs."""
+    s = r.start
+    row["sweep"], row["sweep_level"] = s.sweep, s.sweep_level
+    row["start_lag_ms"], row["start_blocked"] = s.start_lag_ms, s.start_blocked
+    row["start_late"] = (bool(s.start_blocked) or s.start_lag_ms > 10.0) if s.start_lag_ms is not None else None
+    if slo:
+        row["slo_ok"] = LC.meets_slo(row, slo) if row.get("status") != "incomplete" else False
+
+
+def _power_limits(batch: BatchData, a_s: float, b_s: float) -> str | None:
+    """The GPUs' enforced power limits in effect during [a_s, b_s] (W, comma-joined; None: not reported)."""
+    seen = set()
+    for g in batch.gpus:
+        changes = g.meta.get("power_limit_changes") or []
+        for i, (t_ns, w) in enumerate(changes):
+            start = (t_ns - batch.origin_ns) / 1e9
+            end = (changes[i + 1][0] - batch.origin_ns) / 1e9 if i + 1 < len(changes) else float("inf")
+            if start <= b_s and end >= a_s:
+                seen.add(w)
+    return ",".join(f"{w:g}" for w in sorted(seen)) or None
+
+
+def _level_energy(batch: BatchData, opts: Options):
+    """Energy of arbitrary (level) windows: GPU (every counted GPU summed) and CPU (RAPL, else TDP)."""
+    def energy(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+        w = E.Window(a, b)
+        out: dict[str, np.ndarray] = {}
+        if batch.gpus:
+            cols = [E.gpu_columns(g, batch.origin_ns, batch.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), w)
+                    for g in batch.gpus]
+            out["gpu_j"] = np.sum([c["energy_j"] for c in cols], axis=0)
+            out["gpu_unc_j"] = np.sum([c["energy_uncertainty_j"] for c in cols], axis=0)
+        host = E.host_columns(batch.host, batch.procs, batch.rapl, batch.origin_ns, batch.src_seqs, w, opts.cpu_tdp_w)
+        rapl, approx = host.get("cpu_energy_j_rapl"), host.get("cpu_energy_j_approx")
+        if rapl is not None and np.isfinite(rapl).all():
+            out["cpu_j"] = rapl
+        elif approx is not None and np.isfinite(approx).all():
+            out["cpu_j"] = approx
+        return out
+    return energy
 
 
 def _first_chunk_s(r: Request, origin: int) -> float:

@@ -146,6 +146,11 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
         parts.append(f"## {t('suites', lang)}\n\n{t('suite_protocol', lang)}\n\n"
                      + md_table(SUITE_BOARD_COLUMNS, a.suites, lang))
     parts.append(f"## {t('pareto', lang)}\n\n" + md_table(PARETO_COLUMNS, a.pareto, lang))
+    if getattr(a, "load_curve", None):
+        from analyzer import load_curve
+        slo = load_curve.slo_text(getattr(a, "slo", None)) or t("no_slo", lang)
+        parts.append(f"## {t('load_curve', lang)}\n\n{t('load_curve_caption', lang, slo=md_inline(slo))}\n\n"
+                     + md_table(load_curve.PAGE_COLUMNS, a.load_curve, lang))
     parts.append(f"## {t('results', lang)}\n\n" + md_table(RESULT_COLUMNS, a.results, lang))
     failed = [r for r in a.results if r.get("status") != "ok"]
     if failed:  # the server's or the collector's own words, escaped like every other cell

@@ -270,6 +270,23 @@ def _groups(a) -> list[tuple[str, str | None]]:
     return out
 
 
+def _load_section(a, colors: dict[str, str], lang: str) -> list[str]:
+    """J/token vs output tokens/s over the load levels (a sweep or an open-loop batch only)."""
+    rows = getattr(a, "load_curve", None)
+    if not rows:
+        return []
+    from analyzer import load_curve
+    from analyzer.report_load import load_curve_svg
+
+    slo = load_curve.slo_text(getattr(a, "slo", None)) or t("no_slo", lang)
+    out = [f'<h2 id="load-curve">{esc(t("load_curve", lang))}</h2>'
+           f"<p class='caption'>{esc(t('load_curve_caption', lang, slo=slo))}</p>"]
+    svg = load_curve_svg("load-curve-plot", rows, colors, lang)
+    out.append(svg or f"<p>{esc(t('none', lang))}</p>")
+    out.append(f"<div class='scroll'>{_section_table('load-curve-table', load_curve.PAGE_COLUMNS, rows, lang)}</div>")
+    return out
+
+
 def _suite_sections(a, colors: dict[str, str], lang: str) -> list[str]:
     """Per benchmark suite: accuracy against energy per item (dots: requests; crosses: models, Pareto
     front marked) and its leaderboard, with the protocol said next to the figures."""
@@ -335,6 +352,7 @@ def render_html(a, lang: str = "en", title: str | None = None) -> str:
             body.append(html_table(f"pareto-{i}", PARETO_COLUMNS, front, lang))
         else:
             body.append(f"<p>{esc(t('no_quality_plot', lang))}</p>")
+    body.extend(_load_section(a, colors, lang))
     if a.timelines:
         body.append(f"<h2>{esc(t('timeline', lang))}{esc(t('simulated_suffix', lang)) if a.simulated else ''}</h2>"
                     f"<p class='caption'>{esc(t('timeline_caption', lang))}</p>")

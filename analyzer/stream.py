@@ -167,7 +167,17 @@ def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAU
         s = _series(key, src, rows, M.GPU_SERIES)
         last = rows[-1]
         s.meta = {k: last.get(k) for k in ("gpu", "uuid", "name") if last.get(k) is not None}
+        driver = next((r["driver"] for r in reversed(rows) if r.get("driver") is not None), None)
+        if driver is not None:  # a header field, but only the slow ticks of some publishers carry it
+            s.meta["driver"] = driver
         s.meta["power_kind"] = sorted({str(r.get("power_kind")) for r in rows if r.get("power_kind") is not None})
+        # the enforced power limit and when it changed (a cap set between sweep levels shows per level)
+        changes: list[tuple[int, float]] = []
+        for r in rows:
+            v = r.get("power_limit_w")
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and (not changes or changes[-1][1] != v):
+                changes.append((int(r["t"]), float(v)))
+        s.meta["power_limit_changes"] = changes
         gpus.append(s)
     host = procs = rapl = None
     procs, rapl = {}, {}

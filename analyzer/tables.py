@@ -88,10 +88,12 @@ def pct_name(q: float) -> str:
     return f"p{q:g}"
 
 
-def stats_columns(percentiles=DEFAULT_PERCENTILES) -> tuple[str, ...]:
-    """stats.csv columns for the chosen percentiles (the default gives STATS_COLUMNS + SPREAD_COLUMNS)."""
-    return STATS_COLUMNS[:STATS_COLUMNS.index("median") + 1] + tuple(pct_name(q) for q in percentiles) \
+def stats_columns(percentiles=DEFAULT_PERCENTILES, leveled: bool = False) -> tuple[str, ...]:
+    """stats.csv columns for the chosen percentiles (the default gives STATS_COLUMNS + SPREAD_COLUMNS); a
+    batch of load levels (--sweep) gets ``sweep_level`` after ``load``: its key is model × task × load × level."""
+    cols = STATS_COLUMNS[:STATS_COLUMNS.index("median") + 1] + tuple(pct_name(q) for q in percentiles) \
         + SPREAD_COLUMNS
+    return cols[:3] + ("sweep_level",) + cols[3:] if leveled else cols
 
 
 def _case_of(row) -> str:
@@ -156,7 +158,10 @@ def percentiles_of(values: list[float], percentiles=DEFAULT_PERCENTILES) -> dict
 
 
 def _key(row) -> tuple:
-    return tuple("" if row.get(k) is None else str(row.get(k)) for k in ("model", "task", "load", "suite"))
+    """model, task, load, suite, then the sweep level (numeric order; none first)."""
+    lv = finite(row.get("sweep_level"))
+    return tuple("" if row.get(k) is None else str(row.get(k)) for k in ("model", "task", "load", "suite")) + (
+        (0, 0.0) if lv is None else (1, lv),)
 
 
 def _basis(row) -> str:
@@ -179,6 +184,8 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
         failed = len(rows) - len(good)
         base = {"model": key[0], "task": key[1], "load": key[2], "suite": key[3] or None, "n_failed": failed,
                 "gpu_simulated": simulated}
+        if key[4][0]:
+            base["sweep_level"] = rows[0].get("sweep_level")
         for metric in STAT_METRICS:
             parts = sorted({_basis(r) for r in good}) if metric in BASIS_METRICS else [None]
             for basis in parts:

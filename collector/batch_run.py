@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -17,7 +18,10 @@ import aiohttp
 from tqdm import tqdm
 
 from collector import failures as F
+from collector.arrivals import Start, late_summary, offsets, run_open_loop
 from collector.backends import Params, get
+from collector.load import Level, level_seed
+from collector.load import levels as load_levels
 from collector.metadata import ServerUnusable, fetch_model_meta, get_json, list_models
 from collector.model_policy import ModelPolicy
 from collector.outcome import (EXIT_CONNECTION, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETTINGS, EXIT_TELEMETRY, Tally,
@@ -94,12 +98,17 @@ def prompt_of(case: dict[str, Any], params: Params) -> str:
 
 
 async def _run_job(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOptions, job: Job,
-                   case: dict[str, Any], params: Params) -> RequestResult:
+                   case: dict[str, Any], params: Params, sched: Start | None = None) -> RequestResult:
     if opts.server.is_llamacpp:  # llama.cpp caches prompts unless told not to; say it either way
         params.cache_prompt = opts.value("prompt_cache") == "on"
+    if opts.value("ignore_eos") and _takes_ignore_eos(opts):
+        params.options.setdefault("ignore_eos", True)  # llama.cpp and vLLM: generate exactly max_tokens
+    lv = job.level if job.level is not None and job.level.swept else None
     start = rec.emit(ReqStart(rid=job.rid, model=job.model, task=job.task, load=job.load, run=job.run, case=job.case,
                               case_hash=case_hash(case), warmup=job.warmup, prompt=prompt_of(case, params),
-                              params=params.as_dict()), flush=True)
+                              params=params.as_dict(), sweep=lv.kind if lv else None, sweep_level=job.sweep_level,
+                              start_lag_ms=round(sched.lag_ms, 3) if sched else None,
+                              start_blocked=sched.blocked if sched else None), flush=True)
 
     def on_first(kind: str, t: int, attempt: int) -> None:
         rec.emit(ReqFirstToken(rid=job.rid, kind=kind, attempt=attempt), t=t)
@@ -147,7 +156,8 @@ def _previous_state(opts: BatchOptions) -> set:
 
 
 def _job_key(opts: BatchOptions, job: Job):
-    return request_key(job.model, case_hash(opts.cases[job.case]), job.load, job.run, opts.value("backend"))
+    return request_key(job.model, case_hash(opts.cases[job.case]), job.load, job.run, opts.value("backend"),
+                       job.sweep_level)
 
 
 def _has_started(stream: Path) -> bool:
@@ -295,7 +305,7 @@ async def run_batch(opts: BatchOptions) -> int:
                 if opts.dry_run:
                     per_case = [case_models(c, opts.value("models"), opts.cli_models, [ALL_MODELS],
                                             opts.value("backend")) for c in opts.cases]
-                    jobs = plan_jobs(batch_id, opts.cases, per_case, opts.value("runs"))
+                    jobs = plan_jobs(batch_id, opts.cases, per_case, opts.value("runs"), load_levels(opts.settings))
                     print_plan(opts, jobs, [], [], f"server unreachable: {hint}")
                     return EXIT_OK
                 log.error("server_unreachable", error=hint)
@@ -308,7 +318,8 @@ async def run_batch(opts: BatchOptions) -> int:
                 log.error("no_models", base_url=opts.base_url,
                           fix="pull a model (`ollama pull gemma3:4b`) or name models with --models")
                 return EXIT_SETTINGS
-            jobs = plan_jobs(batch_id, opts.cases, per_case, opts.value("runs"))
+            levels = load_levels(opts.settings)
+            jobs = plan_jobs(batch_id, opts.cases, per_case, opts.value("runs"), levels)
             if missing:
                 log.error("models_missing", models=missing, base_url=opts.base_url,
                           fix=_missing_fix(opts.value("backend"), missing),
@@ -327,7 +338,8 @@ async def run_batch(opts: BatchOptions) -> int:
                                 base_url=opts.base_url, server_version=opts.server.version,
                                 server=opts.server.flavor or opts.server.kind, planned=len(jobs),
                                 resumed=bool(opts.resume), already_done=tally.already_done,
-                                missing_models=missing or None), flush=True)
+                                missing_models=missing or None,
+                                load=await _load_facts(session, opts, levels)), flush=True)
             started = True
             log.info("batch_start", batch=batch_id, planned=len(jobs), todo=len(todo), models=list(models_meta),
                      base_url=opts.base_url, backend=opts.value("backend"), server=opts.server.flavor)
@@ -342,7 +354,7 @@ async def run_batch(opts: BatchOptions) -> int:
                     log.warning("telemetry_silent_at_end", note="the last request's window may be partly uncovered")
                 rec.emit(BatchEnd(batch=batch_id, requests=tally.requests, ok=tally.ok, failed=tally.failed,
                                   skipped=tally.skipped, interrupted=tally.interrupted or tally.fatal is not None,
-                                  telemetry_received=rec.telemetry_received,
+                                  telemetry_received=rec.telemetry_received, late_starts=tally.late_starts or None,
                                   telemetry_dropped={"oversize": rec.inbox.dropped_oversize,
                                                      "invalid": rec.inbox.dropped_invalid}), flush=True)
             rec.close()
@@ -366,68 +378,150 @@ def _missing_fix(backend: str, missing: list[str]) -> str:
 
 async def _run_matrix(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOptions, todo: list[Job],
                       models_meta: dict[str, Any], tally: Tally) -> None:
-    by_model: dict[str, list[Job]] = {}
+    """Model by model (it stays loaded), level by level: each level drained before the next."""
+    by_model: dict[str, dict[Level | None, list[Job]]] = {}
     for j in todo:
-        by_model.setdefault(j.model, []).append(j)
+        by_model.setdefault(j.model, {}).setdefault(j.level, []).append(j)
     bar = tqdm(total=len(todo), desc="requests", unit="req", disable=not opts.progress or None, file=sys.stderr,
                dynamic_ncols=True)
-    sem = asyncio.Semaphore(opts.value("concurrency"))
     if opts.value("warmup") and get(opts.value("backend")).keeps_alive \
             and str(opts.value("keep_alive")) in ("0", "0s", "0m"):
         log.warning("warmup_with_keepalive_0", keep_alive=opts.value("keep_alive"),
                     note="the model unloads after every request, so each timed request is cold anyway; "
                          "use --keepalive 5m to measure warm requests")
     stop = asyncio.Event()
+    first_level = True
     try:
-        for model, jobs in by_model.items():
-            if stop.is_set():
-                tally.skipped += len(jobs)
-                bar.update(len(jobs))
-                continue
+        for model, per_level in by_model.items():
             policy = ModelPolicy(opts.settings)
-            if opts.value("warmup"):
-                first = jobs[0]
-                case = opts.cases[first.case]
-                wjob = Job(warmup_rid(first.rid.split("/", 1)[0], model), model, first.case, first.task, first.load,
-                           0, warmup=True)
-                res = await _run_job(session, rec, opts, wjob, case, policy.warmup_params(case, WARMUP_PROMPT_MAX_TOKENS))
-                policy.remember(res.client.degraded, res.error_kind, warmup=True)
-                if res.fatal:
-                    tally.fatal = res.error
-                    stop.set()
-                elif policy.after(res.error_kind):
-                    _log_skipped(model)
-            if stop.is_set() or policy.skipped:
-                tally.skipped += len(jobs)
-                bar.update(len(jobs))
-                continue
-
-            async def one(job: Job, policy: ModelPolicy = policy, model: str = model) -> None:
-                async with sem:
-                    if stop.is_set() or policy.skipped:
-                        tally.skipped += 1
-                        bar.update(1)
-                        return
-                    case = opts.cases[job.case]
-                    res = await _run_job(session, rec, opts, job, case, policy.params(case, job.run))
-                    policy.remember(res.client.degraded, res.error_kind)
-                    tally.requests += 1
-                    if res.ok:
-                        tally.ok += 1
-                    else:
-                        tally.failed += 1
-                    if res.fatal:
-                        tally.fatal = res.error
-                        stop.set()
-                    elif policy.after(res.error_kind):
-                        _log_skipped(model)
-                    bar.update(1)
-
-            await asyncio.gather(*(one(j) for j in jobs))
+            for level, jobs in per_level.items():
+                if stop.is_set() or policy.skipped:
+                    tally.skipped += len(jobs)
+                    bar.update(len(jobs))
+                    continue
+                if level is not None and level.swept and not first_level and opts.value("cooldown_s"):
+                    log.info("sweep_cooldown", seconds=opts.value("cooldown_s"), next_sweep_level=level.label)
+                    await asyncio.sleep(opts.value("cooldown_s"))
+                first_level = False
+                if opts.value("warmup"):  # once per model and level: every level starts warm
+                    await _warmup(session, rec, opts, jobs[0], policy, tally, stop)
+                if stop.is_set() or policy.skipped:
+                    tally.skipped += len(jobs)
+                    bar.update(len(jobs))
+                    continue
+                await _run_level(session, rec, opts, model, level, jobs, policy, tally, stop, bar)
     finally:
         bar.close()
     if tally.fatal:
         log.error("batch_stopped", reason=tally.fatal, kept="every finished request is in the recording")
+
+
+async def _warmup(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOptions, first: Job,
+                  policy: ModelPolicy, tally: Tally, stop: asyncio.Event) -> None:
+    case = opts.cases[first.case]
+    wjob = Job(warmup_rid(first.rid.split("/", 1)[0], first.model, first.level), first.model, first.case, first.task,
+               first.load, 0, warmup=True, level=first.level)
+    res = await _run_job(session, rec, opts, wjob, case, policy.warmup_params(case, WARMUP_PROMPT_MAX_TOKENS))
+    policy.remember(res.client.degraded, res.error_kind, warmup=True)
+    if res.fatal:
+        tally.fatal = res.error
+        stop.set()
+    elif policy.after(res.error_kind):
+        _log_skipped(first.model)
+
+
+async def _run_level(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOptions, model: str,
+                     level: Level | None, jobs: list[Job], policy: ModelPolicy, tally: Tally, stop: asyncio.Event,
+                     bar) -> None:
+    """One level's requests: closed loop (N parallel streams) or open loop (arrivals on schedule)."""
+    level = level or Level("concurrency", opts.value("concurrency"))
+
+    async def one(job: Job, sched: Start | None = None) -> None:
+        if stop.is_set() or policy.skipped:
+            tally.skipped += 1
+            bar.update(1)
+            return
+        case = opts.cases[job.case]
+        res = await _run_job(session, rec, opts, job, case, policy.params(case, job.run), sched)
+        policy.remember(res.client.degraded, res.error_kind)
+        tally.requests += 1
+        if res.ok:
+            tally.ok += 1
+        else:
+            tally.failed += 1
+        if res.fatal:
+            tally.fatal = res.error
+            stop.set()
+        elif policy.after(res.error_kind):
+            _log_skipped(model)
+        bar.update(1)
+
+    if level.swept:
+        log.info("sweep_level_start", model=model, sweep_level=level.label, requests=len(jobs))
+    if not level.open_loop:
+        sem = asyncio.Semaphore(int(level.value))
+
+        async def bounded(job: Job) -> None:
+            async with sem:
+                await one(job)
+
+        await asyncio.gather(*(bounded(j) for j in jobs))
+        return
+    schedule = offsets(level.arrival, len(jobs), float(level.value), level_seed(opts.value("arrival_seed"), model,
+                                                                                   level))
+    records = await run_open_loop(schedule, level.max_concurrency, lambda i, r: one(jobs[i], r), stop)
+    tally.skipped += len(jobs) - len(records)
+    bar.update(len(jobs) - len(records))
+    late = late_summary(records)
+    tally.late_starts += late["late"]
+    if late["late"]:
+        log.warning("late_starts", model=model, sweep_level=level.label, **late,
+                    note="these requests started after their scheduled arrival (the server or --max-concurrency "
+                         "could not keep up); each one's start_lag_ms is recorded, nothing was delayed silently")
+    else:
+        log.info("level_schedule_kept", model=model, sweep_level=level.label, **late)
+
+
+def _takes_ignore_eos(opts: BatchOptions) -> bool:
+    """OpenAI-compatible servers (llama.cpp, vLLM) take ``ignore_eos``; Ollama's API has no such option."""
+    return not opts.value("backend").startswith("ollama")
+
+
+async def _load_facts(session: aiohttp.ClientSession, opts: BatchOptions, levels: list[Level]) -> dict[str, Any]:
+    """What shapes the load levels, for batch.start: the levels, the arrival process, and how many
+    requests the server serves in parallel where it tells (llama.cpp's /props total_slots; Ollama's
+    OLLAMA_NUM_PARALLEL when set in this environment). Warns when a level asks for more."""
+    facts: dict[str, Any] = {
+        "levels": [{"kind": lv.kind, "value": lv.value, "label": lv.label} for lv in levels],
+        "swept": any(lv.swept for lv in levels), "arrival": opts.value("arrival"),
+        "arrival_seed": opts.value("arrival_seed"), "max_concurrency": opts.value("max_concurrency"),
+        "server_parallel": None, "server_parallel_source": None}
+    if opts.value("ignore_eos"):
+        facts["ignore_eos"] = ("sent (ignore_eos: true)" if _takes_ignore_eos(opts) else
+                               "not supported by Ollama's API: output lengths vary with the model's answers")
+        if not _takes_ignore_eos(opts):
+            log.warning("ignore_eos_unsupported", backend=opts.value("backend"),
+                        note="Ollama has no ignore_eos; outputs end where the model stops (or at --max-tokens)")
+    if opts.server.is_llamacpp:
+        props = await get_json(session, "GET", opts.base_url + "/props", opts.value("timeout_s"))
+        slots = (props or {}).get("total_slots") if isinstance(props, dict) else None
+        if isinstance(slots, int):
+            facts.update(server_parallel=slots, server_parallel_source="llama.cpp /props total_slots")
+    elif opts.value("backend").startswith("ollama"):
+        env = os.environ.get("OLLAMA_NUM_PARALLEL", "").strip()
+        if env.isdigit():
+            facts.update(server_parallel=int(env), server_parallel_source="OLLAMA_NUM_PARALLEL (this environment)")
+    want = max((lv.value if not lv.open_loop else (lv.max_concurrency or 0) for lv in levels), default=1)
+    par = facts["server_parallel"]
+    if par is not None and want > par:
+        log.warning("concurrency_above_server_parallel", requested=want, server_parallel=par,
+                    source=facts["server_parallel_source"],
+                    note="the server queues requests beyond its parallel slots: TTFT then includes queueing")
+    elif par is None and want > 1 and opts.value("backend").startswith("ollama"):
+        log.warning("server_parallel_unknown", requested=want,
+                    note="Ollama serves at most OLLAMA_NUM_PARALLEL requests at once (set on the server) and queues "
+                         "the rest; the analyzer flags levels whose TTFT grows like a queue")
+    return facts
 
 
 def _log_skipped(model: str) -> None:

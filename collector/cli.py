@@ -23,6 +23,9 @@ from typing import Any
 from collector.backends import BACKENDS, REGISTRY, normalize_base_url
 from collector.handwritten import SAVE_AS_UTF8
 from collector.batch_run import BatchOptions, run_batch
+from collector.load import conflicts as load_conflicts
+from collector.load import overridden as load_overridden
+from collector.load import sweep_defaults
 from collector.outcome import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_SETTINGS
 from collector.resume import resume_inputs
 from collector.retry import RetryPolicy
@@ -114,7 +117,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="server URL; host:port works too (default: OLLAMA_HOST, else http://127.0.0.1:11434; "
                         "openai: http://127.0.0.1:8080)")
     s.add_argument("--timeout", dest="timeout_s", type=float, help="seconds one request attempt may take before it is failed (default 600)")
-    s.add_argument("--concurrency", type=int, help="parallel streams per model, for load sweeps (default 1)")
+    s.add_argument("--concurrency", type=int, help="closed loop: parallel streams per model (default 1); several "
+                                                   "levels in one batch: --sweep concurrency=1,2,4")
+    ld = ap.add_argument_group("load (open loop, sweeps, SLOs; docs/collector.md \"Load sweeps\")")
+    ld.add_argument("--request-rate", "--request_rate", dest="request_rate", type=float,
+                    help="open loop: start requests at this mean rate (requests/s) whether or not earlier ones "
+                         "finished (default: none, the closed loop of --concurrency)")
+    ld.add_argument("--arrival", choices=("poisson", "constant"),
+                    help="open-loop arrival process (default poisson: exponential gaps)")
+    ld.add_argument("--arrival-seed", "--arrival_seed", dest="arrival_seed", type=int,
+                    help="seed of the Poisson schedule and of --sweep-order random (default 0)")
+    ld.add_argument("--max-concurrency", "--max_concurrency", dest="max_concurrency", type=int,
+                    help="open loop: at most this many requests in flight; a start that must wait is counted late")
+    ld.add_argument("--sweep", metavar="KIND=L1,L2,...",
+                    help="run the request matrix once per level: concurrency=1,2,4,8 (parallel streams) or "
+                         "rate=0.5,1,2,4 (open-loop requests/s); one batch directory, rows carry sweep_level")
+    ld.add_argument("--sweep-order", "--sweep_order", dest="sweep_order", choices=("given", "random"),
+                    help="level order (default given; random is shuffled by --arrival-seed)")
+    ld.add_argument("--cooldown-s", "--cooldown_s", dest="cooldown_s", type=float,
+                    help="seconds of idle between sweep levels (default 0)")
+    ld.add_argument("--goodput", nargs="+", metavar="KEY:MS",
+                    help="SLOs in ms, vLLM's keys: ttft:500 tpot:50 e2el:10000; the analyzer reports goodput_share, "
+                         "goodput_rps and J per good request per level")
+    ld.add_argument("--ignore-eos", "--ignore_eos", dest="ignore_eos", action="store_true", default=None,
+                    help="generate exactly --max-tokens (llama.cpp, vLLM); Ollama has no such option (said in the log)")
     s.add_argument("--prompt-cache", "--prompt_cache", dest="prompt_cache", choices=("off", "on"),
                    help="let llama.cpp's server reuse the KV cache of an earlier identical prompt (default off: "
                         "repeated runs each pay their own prefill; cached prompt tokens are recorded either way)")
@@ -139,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("models", "tasks", "loads", "langs", "runs", "max_tokens", "temperature", "top_p", "num_ctx", "seed",
             "keep_alive", "warmup", "think", "backend", "base_url", "timeout_s", "concurrency", "prompt_cache",
-            "cpu_tdp_w")
+            "request_rate", "arrival", "arrival_seed", "max_concurrency", "sweep", "sweep_order", "cooldown_s",
+            "goodput", "ignore_eos", "cpu_tdp_w")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -180,6 +207,15 @@ def load_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], li
         except SettingsError as exc:
             bad_file(config_file, exc, "defaults for its settings")
     settings = resolve_settings(_cli_settings(args), config_py)
+    problems = load_conflicts(settings)
+    if problems:
+        raise SettingsError("; ".join(problems))
+    for note in load_overridden(settings):
+        log.warning("sweep_overrides", setting=note)
+    changed = sweep_defaults(settings)
+    if changed:
+        log.info("sweep_defaults", set=changed, note="a sweep measures serving, not loading; set --keepalive or "
+                                                     "--no-warmup to choose otherwise")
     cases = None
     if cases_file is not None:
         try:

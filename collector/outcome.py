@@ -30,6 +30,7 @@ class Tally:
     skipped: int = 0
     interrupted: bool = False
     fatal: str | None = None   # the server went away
+    late_starts: int = 0       # open loop: starts that missed their scheduled arrival (collector.arrivals)
 
     @property
     def ok_total(self) -> int:
@@ -74,6 +75,9 @@ def closing_line(t: Tally, batch_root: Path, fallback: dict | None = None) -> st
     done = f" ({t.already_done} before this start)" if t.already_done else ""
     line = (f"batch {verdict}: planned {t.planned} / ok {t.ok_total}{done} / failed {t.failed} / "
             f"skipped {t.skipped} / not run {max(0, t.not_done - t.failed - t.skipped)} -> {batch_root} (exit {code})")
+    if t.late_starts:
+        line += (f"\n  {t.late_starts} open-loop start(s) missed their scheduled arrival (start_lag_ms, start_blocked "
+                 "in the recording): the achieved rate is below the requested one")
     note = fallback_note(fallback)
     if note:  # asked for, so still exit 0, but never a clean "complete" line
         line = line.replace(f"batch {verdict}:", f"batch {verdict} WITH FALLBACK:", 1) + f"\n  {note}"

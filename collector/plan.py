@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from collector.backends import Params, get
+from collector.load import Level
 from shared.messages import REQ_END, REQ_START
 
 PASS_AT_K_TEMPERATURE = 0.8  # several samples of one suite item must differ (the HumanEval paper's setting)
@@ -19,15 +20,24 @@ class Job:
     load: str
     run: int           # 1-based repetition number; 0 for the warm-up
     warmup: bool = False
+    level: Level | None = None  # the load level it runs at (collector.load); None: the batch's one level
+
+    @property
+    def sweep_level(self) -> int | float | None:
+        return self.level.number if self.level is not None else None
 
 
-def make_rid(batch: str, model: str, case: int, task: str, load: str, run: int | str) -> str:
-    """``batch/model/case/load/run``: the same inputs always give the same id (resume relies on it)."""
-    return f"{batch}/{model}/{case:03d}-{task}/{load}/{run}"
+def make_rid(batch: str, model: str, case: int, task: str, load: str, run: int | str,
+             level: Level | None = None) -> str:
+    """``batch/model/case/load/run`` (a sweep: ``batch/model/case/load/c4/run``): the same inputs
+    always give the same id (resume relies on it)."""
+    lv = f"{level.label}/" if level is not None and level.swept else ""
+    return f"{batch}/{model}/{case:03d}-{task}/{load}/{lv}{run}"
 
 
-def warmup_rid(batch: str, model: str) -> str:
-    return f"{batch}/{model}/warmup/-/0"
+def warmup_rid(batch: str, model: str, level: Level | None = None) -> str:
+    lv = f"{level.label}/" if level is not None and level.swept else ""
+    return f"{batch}/{model}/warmup/-/{lv}0"
 
 
 def model_id(name: str, backend: str) -> str:
@@ -56,26 +66,32 @@ def missing_models(wanted: Iterable[str], listed: Iterable[str], backend: str) -
     return [m for m in wanted if model_id(m, backend) not in have]
 
 
-def plan_jobs(batch: str, cases: list[dict[str, Any]], models_per_case: list[list[str]], runs: int) -> list[Job]:
-    """Model-major order (a model stays loaded across its cases), then case, then run."""
+def plan_jobs(batch: str, cases: list[dict[str, Any]], models_per_case: list[list[str]], runs: int,
+              levels: list[Level] | None = None) -> list[Job]:
+    """Model-major order (a model stays loaded across its cases and load levels), then level (in
+    the order given), then case, then run."""
     models = list(dict.fromkeys(m for ms in models_per_case for m in ms))
     jobs = []
     for model in models:
-        for i, case in enumerate(cases):
-            if model not in models_per_case[i]:
-                continue
-            for run in range(1, runs + 1):
-                jobs.append(Job(make_rid(batch, model, i, case["task"], case["load"], run), model, i,
-                                case["task"], case["load"], run))
+        for level in levels or [None]:
+            for i, case in enumerate(cases):
+                if model not in models_per_case[i]:
+                    continue
+                for run in range(1, runs + 1):
+                    jobs.append(Job(make_rid(batch, model, i, case["task"], case["load"], run, level), model, i,
+                                    case["task"], case["load"], run, level=level))
     return jobs
 
 
-RequestKey = tuple[str, str, str, int]  # (model, case content hash, load, run)
+# (model, case content hash, load, run, sweep level or None)
+RequestKey = tuple[str, str, str, int, "int | float | None"]
 
 
-def request_key(model: str, case_hash: str, load: str, run: int, backend: str) -> RequestKey:
-    """A request's identity: what was asked of which model, not the directory it was recorded in."""
-    return (model_id(model, backend), case_hash, load, run)
+def request_key(model: str, case_hash: str, load: str, run: int, backend: str,
+                sweep_level: int | float | None = None) -> RequestKey:
+    """A request's identity: what was asked of which model at which sweep level, not the directory
+    it was recorded in."""
+    return (model_id(model, backend), case_hash, load, run, sweep_level)
 
 
 def finished_keys(messages: Iterable[tuple[str, dict[str, Any]]], backend: str) -> set[RequestKey]:
@@ -88,7 +104,9 @@ def finished_keys(messages: Iterable[tuple[str, dict[str, Any]]], backend: str) 
         elif topic == REQ_END and p.get("ok") is True and p.get("rid") in starts:
             s = starts[p["rid"]]
             if all(isinstance(s.get(k), str) for k in ("model", "case_hash", "load")) and isinstance(s.get("run"), int):
-                done.add(request_key(s["model"], s["case_hash"], s["load"], s["run"], backend))
+                level = s.get("sweep_level")
+                level = level if isinstance(level, (int, float)) and not isinstance(level, bool) else None
+                done.add(request_key(s["model"], s["case_hash"], s["load"], s["run"], backend, level))
     return done
 
 

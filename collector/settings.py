@@ -50,11 +50,24 @@ DEFAULTS: dict[str, Any] = {
     "timeout_s": 600.0,
     "concurrency": 1,
     "prompt_cache": "off",
+    # load (collector.arrivals, docs/collector.md "Load sweeps"); None/defaults = the seed's serial run
+    "request_rate": None,
+    "arrival": "poisson",
+    "arrival_seed": 0,
+    "max_concurrency": None,
+    "sweep": None,
+    "sweep_order": "given",
+    "cooldown_s": 0.0,
+    "goodput": None,
+    "ignore_eos": False,
     "cpu_tdp_w": None,
 }
 
 # Settings an environment variable may set (the seed's CPU_TDP_W): below config.py, above the default.
 ENV_NAMES = {"cpu_tdp_w": "CPU_TDP_W"}
+
+SWEEP_KINDS = ("concurrency", "rate")
+GOODPUT_KEYS = ("ttft", "tpot", "e2el")  # vLLM's --goodput keys, milliseconds
 
 # config.py names (the seed's spellings first) -> setting key
 CONFIG_PY_NAMES = {
@@ -62,8 +75,13 @@ CONFIG_PY_NAMES = {
     "KEEPALIVE": "keep_alive", "KEEP_ALIVE": "keep_alive", "WARMUP": "warmup", "RUNS": "runs",
     "MAX_TOKENS": "max_tokens", "MODELS": "models", "TASKS": "tasks", "LOADS": "loads", "LANGS": "langs",
     "THINK": "think", "BACKEND": "backend", "BASE_URL": "base_url", "TIMEOUT": "timeout_s",
-    "CONCURRENCY": "concurrency", "PROMPT_CACHE": "prompt_cache", "CPU_TDP_W": "cpu_tdp_w",
+    "CONCURRENCY": "concurrency", "PROMPT_CACHE": "prompt_cache", "REQUEST_RATE": "request_rate",
+    "ARRIVAL": "arrival", "ARRIVAL_SEED": "arrival_seed", "MAX_CONCURRENCY": "max_concurrency", "SWEEP": "sweep",
+    "SWEEP_ORDER": "sweep_order", "COOLDOWN_S": "cooldown_s", "GOODPUT": "goodput", "IGNORE_EOS": "ignore_eos",
+    "CPU_TDP_W": "cpu_tdp_w",
 }
+# Flags whose spelling is not derived from the key by cli_flag's rule.
+FLAG_NAMES = {"cooldown_s": "--cooldown-s"}
 
 # test_cases.json fields (the seed's first); "task" is an alias of "task_type"
 CASE_KEYS = ("model", "prompt", "task_type", "reference_text", "max_tokens", "temperature", "top_p", "num_ctx",
@@ -90,11 +108,35 @@ def check_value(key: str, value: Any, where: str) -> Any:
         if not _is_num(value) or not 0 < value <= 1:
             raise fail("a number in (0, 1]")
         return float(value)
-    if key in ("num_ctx", "max_tokens", "runs", "concurrency"):
+    if key in ("num_ctx", "max_tokens", "runs", "concurrency", "max_concurrency"):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise fail("a positive integer")
         return value
-    if key == "seed":
+    if key == "request_rate":
+        if not _is_num(value) or not value > 0:
+            raise fail("a positive number of requests per second")
+        return float(value)
+    if key == "cooldown_s":
+        if not _is_num(value) or value < 0:
+            raise fail("a number of seconds >= 0")
+        return float(value)
+    if key == "arrival":
+        if value not in ("poisson", "constant"):
+            raise fail('"poisson" or "constant"')
+        return value
+    if key == "sweep_order":
+        if value not in ("given", "random"):
+            raise fail('"given" or "random"')
+        return value
+    if key == "ignore_eos":
+        if not isinstance(value, bool):
+            raise fail("True or False")
+        return value
+    if key == "sweep":
+        return parse_sweep(value, fail)
+    if key == "goodput":
+        return parse_goodput(value, fail)
+    if key in ("seed", "arrival_seed"):
         if not isinstance(value, int) or isinstance(value, bool):
             raise fail("an integer")
         return value
@@ -148,6 +190,60 @@ def check_value(key: str, value: Any, where: str) -> Any:
                 raise fail(f"names from {', '.join(allowed)} (unknown: {', '.join(bad)})")
         return list(value)
     raise SettingsError(f"{where}: unknown setting {key!r}")
+
+
+def parse_sweep(value: Any, fail) -> dict[str, Any]:
+    """``"concurrency=1,2,4"`` / ``"rate=0.5,1"`` (or the saved ``{"kind", "levels"}``) to
+    ``{"kind": ..., "levels": [...]}``: concurrency levels are positive integers, rates positive numbers."""
+    if isinstance(value, dict):
+        kind, levels = value.get("kind"), value.get("levels")
+    elif isinstance(value, str) and "=" in value:
+        kind, _, text = value.partition("=")
+        kind = kind.strip()
+        try:
+            levels = [float(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise fail("KIND=L1,L2,... with numbers, e.g. concurrency=1,2,4,8 or rate=0.5,1,2") from None
+    else:
+        raise fail("KIND=L1,L2,... e.g. concurrency=1,2,4,8 or rate=0.5,1,2")
+    if kind not in SWEEP_KINDS:
+        raise fail(f"a sweep over {' or '.join(SWEEP_KINDS)} (e.g. concurrency=1,2,4,8), not {kind!r}")
+    if not isinstance(levels, list) or not levels or not all(_is_num(v) and v > 0 for v in levels):
+        raise fail("at least one level, every level > 0")
+    if kind == "concurrency":
+        if not all(float(v).is_integer() for v in levels):
+            raise fail("whole numbers of parallel requests, e.g. concurrency=1,2,4,8")
+        levels = [int(v) for v in levels]
+    else:
+        levels = [float(v) for v in levels]
+    if len(set(levels)) != len(levels):
+        raise fail("each level once")
+    return {"kind": kind, "levels": levels}
+
+
+def parse_goodput(value: Any, fail) -> dict[str, float]:
+    """``["ttft:500", "tpot:50"]`` (vLLM's spelling, ms) or ``{"ttft": 500}`` to ``{key: ms}``."""
+    if isinstance(value, str):
+        value = value.split()
+    if isinstance(value, (list, tuple)):
+        out: dict[str, Any] = {}
+        for item in value:
+            key, sep, ms = str(item).partition(":")
+            if not sep:
+                raise fail("KEY:MS pairs such as ttft:500 tpot:50 e2el:10000")
+            try:
+                out[key.strip()] = float(ms)
+            except ValueError:
+                raise fail(f"a number of milliseconds after {key}:") from None
+        value = out
+    if not isinstance(value, dict) or not value:
+        raise fail("KEY:MS pairs such as ttft:500 tpot:50 e2el:10000")
+    bad = [k for k in value if k not in GOODPUT_KEYS]
+    if bad:
+        raise fail(f"SLO keys from {', '.join(GOODPUT_KEYS)} (unknown: {', '.join(map(str, bad))})")
+    if not all(_is_num(v) and v > 0 for v in value.values()):
+        raise fail("every SLO a positive number of milliseconds")
+    return {k: float(value[k]) for k in GOODPUT_KEYS if k in value}
 
 
 def _read(path: Path, info: dict | None) -> str:
@@ -227,7 +323,7 @@ def _joined_errors(path: Path, errors: list[str]) -> str:
 
 def cli_flag(key: str) -> str:
     """The command-line flag of a setting (keys carry their unit; the seed's flags do not)."""
-    return "--" + key.removesuffix("_s").replace("_", "-")
+    return FLAG_NAMES.get(key) or "--" + key.removesuffix("_s").replace("_", "-")
 
 
 def resolve_settings(cli: dict[str, Any], config_py: dict[str, tuple[Any, int]] | None,

@@ -236,6 +236,7 @@ class TelGpu(Body):
     gpu: int = _k("GPU index on its host", required=True)
     uuid: str | None = _k("GPU UUID (stable across reboots)")
     name: str | None = _k("GPU product name")
+    driver: str | None = _k("the GPU driver's version (NVML), where known")
     power_kind: str | None = _k("what power_mw is: `instant` | `average_1s` | `unknown` | `sim`")
     power_mw: float | None = _k("board power, milliwatts")
     energy_mj: float | None = _k("NVML total-energy counter, millijoules since the driver loaded (Volta and newer)")
@@ -246,6 +247,7 @@ class TelGpu(Body):
     temp_c: float | None = _k("GPU temperature, °C")
     sm_clock_mhz: float | None = _k("SM clock, MHz")
     pstate: str | None = _k("performance state, e.g. `P0`")
+    power_limit_w: float | None = _k("enforced board power limit, W (NVML; a user cap shows here)")
     procs: dict[int, float] | None = _k("{pid: device memory used, MiB} of processes on this GPU")
     simulated: bool | None = _k("true on every message of the simulated GPU source")
     errors: list[str] | None = _k("`field: code` for each field whose read failed this tick")
@@ -315,6 +317,11 @@ class ReqStart(Body):
     prompt: str | None = _k("the prompt sent")
     params: dict[str, Any] | None = _k("generation parameters sent (temperature, top_p, num_ctx, max_tokens, "
                                        "seed, keep_alive, think)")
+    sweep: str | None = _k("load sweep kind: `concurrency` (parallel streams) | `rate` (open-loop requests/s); "
+                           "absent outside a sweep")
+    sweep_level: float | None = _k("the sweep level this request ran at (e.g. 4 streams, 0.5 requests/s)")
+    start_lag_ms: float | None = _k("open loop: how much later than its scheduled arrival the request started, ms")
+    start_blocked: bool | None = _k("open loop: true when the start waited for a --max-concurrency slot")
     prompt_note: dict[str, Any] | None = _k("measuring proxy: the prompt is not stored whole: {chars, bytes, sha256, "
                                             "truncated, limit_bytes} or {..., stored: false} (--no-text)")
     proxy: dict[str, Any] | None = _k("measuring proxy: {path, stream, usage_added} of the client's request")
@@ -391,6 +398,9 @@ class BatchStart(Body):
     planned: int | None = _k("requests in the matrix")
     resumed: bool | None = _k("true when this start resumes an earlier one")
     already_done: int | None = _k("requests finished before this start")
+    load: dict[str, Any] | None = _k("how the batch loads the server: `levels` in run order ({kind, value, "
+                                     "label}), `swept`, `arrival`, `arrival_seed`, `max_concurrency`, "
+                                     "`server_parallel` (+ `_source`) where the server tells, `ignore_eos`")
 
 
 @dataclass(kw_only=True)
@@ -404,6 +414,8 @@ class BatchEnd(Body):
     skipped: int | None = _k("requests not run (model missing, batch stopped)")
     interrupted: bool | None = _k("true when stopped early (Ctrl-C, server gone)")
     telemetry_received: int | None = _k("telemetry messages the collector recorded")
+    late_starts: int | None = _k("open loop: requests that started more than 10 ms after their scheduled "
+                                 "arrival or waited for a --max-concurrency slot (never delayed silently)")
     telemetry_dropped: dict[str, int] | None = _k("{oversize, invalid}: bus messages refused unread")
 
 

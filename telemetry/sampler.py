@@ -38,6 +38,10 @@ def _put_clock(g: GPU, b: TelGpu) -> None:
     b.sm_clock_mhz = g.sm_clock_mhz()
 
 
+def _put_power_limit(g: GPU, b: TelGpu) -> None:
+    b.power_limit_w = g.power_limit_w()
+
+
 def _put_pstate(g: GPU, b: TelGpu) -> None:
     b.pstate = g.pstate()
 
@@ -49,7 +53,8 @@ def _put_procs(g: GPU, b: TelGpu) -> None:
 Getter = Callable[[GPU, TelGpu], None]
 FAST: tuple[tuple[str, Getter], ...] = (("power", _put_power), ("energy", _put_energy))
 SLOW: tuple[tuple[str, Getter], ...] = (("util", _put_util), ("mem", _put_mem), ("temp", _put_temp),
-                                        ("clock", _put_clock), ("pstate", _put_pstate), ("procs", _put_procs))
+                                        ("clock", _put_clock), ("pstate", _put_pstate), ("procs", _put_procs),
+                                        ("power_limit", _put_power_limit))
 
 
 def slow_every(fast_hz: float, slow_hz: float) -> int:
@@ -69,7 +74,8 @@ class GpuReader:
 
     def header(self) -> TelGpu:
         g = self.gpu
-        return TelGpu(gpu=g.index, uuid=g.uuid, name=g.name, power_kind=g.power_kind, simulated=g.simulated or None)
+        return TelGpu(gpu=g.index, uuid=g.uuid, name=g.name, power_kind=g.power_kind, simulated=g.simulated or None,
+                      driver=g.driver)
 
     def read(self, t_ns: int, slow: bool) -> tuple[dict[str, Any], list[tuple[str, GPUError]]]:
         """One tick: the message body and ``(field, exception)`` behind each ``errors`` entry (for logging)."""

@@ -167,7 +167,7 @@ class FakeDevice:
                  instant: bool = True, instant_mw: int | None = None,
                  energy_mj: int | Callable[[], int] | None = 1_000_000, energy_step_mj: int = 0,
                  util: tuple[int, int] = (40, 10), mem_b: tuple[int, int] = (2 << 30, 80 << 30),
-                 temp_c: int = 55, sm_clock_mhz: int = 1755, pstate: int = 0,
+                 temp_c: int = 55, sm_clock_mhz: int = 1755, pstate: int = 0, power_limit_mw: int = 700_000,
                  procs: list[tuple[int, int | None]] = (), fail: dict[str, int] | None = None,
                  fail_after: dict[str, tuple[int, int]] | None = None, hang: dict[str, threading.Event] | None = None,
                  trace: dict | None = None):
@@ -179,6 +179,7 @@ class FakeDevice:
         self.power_mw, self.instant, self.instant_mw = power_mw, instant, instant_mw
         self.energy_mj, self.energy_step_mj = energy_mj, energy_step_mj
         self.util, self.mem_b, self.temp_c, self.sm_clock_mhz, self.pstate = util, mem_b, temp_c, sm_clock_mhz, pstate
+        self.power_limit_mw = power_limit_mw
         self.procs = list(procs)
         self.fail = dict(fail or {})
         self.fail_after = {k: tuple(v) for k, v in (fail_after or {}).items()}
@@ -327,6 +328,11 @@ def nvmlDeviceGetClockInfo(h: FakeDevice, clock: int) -> int:
     if clock != NVML_CLOCK_SM:
         raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
     return h.sm_clock_mhz
+
+
+def nvmlDeviceGetEnforcedPowerLimit(h: FakeDevice) -> int:
+    h.enter("nvmlDeviceGetEnforcedPowerLimit")
+    return h.power_limit_mw
 
 
 def nvmlDeviceGetPerformanceState(h: FakeDevice) -> int:

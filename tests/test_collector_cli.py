@@ -48,7 +48,9 @@ class SimTelemetry:
             while not self.stop.is_set():
                 pub.publish("tel.gpu", {"gpu": 0, "uuid": "GPU-sim-0", "power_mw": 50_000 + i, "power_kind": "sim",
                                         "simulated": True})
-                if i % 10 == 0:
+                if i % 10 == 0:  # the slow fields, then the heartbeat
+                    pub.publish("tel.gpu", {"gpu": 0, "uuid": "GPU-sim-0", "power_mw": 50_000 + i, "power_kind": "sim",
+                                            "power_limit_w": 300.0, "driver": "550.54.15", "simulated": True})
                     pub.publish("tel.hb", {"gpu_source": "sim", "simulated": True, "gpus": 1, "uptime_s": i / 50})
                 i += 1
                 time.sleep(0.02)

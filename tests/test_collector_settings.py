@@ -285,7 +285,7 @@ class TestPlan:
                 ("req.end", {"rid": "old-name/m/000-qa/short/2", "ok": False}),
                 ("req.start", {"rid": "old-name/m/warmup/-/0", **start, "run": 0, "warmup": True}),
                 ("req.end", {"rid": "old-name/m/warmup/-/0", "ok": True})]
-        assert finished_keys(msgs, "ollama") == {("m:latest", "h1", "short", 1)}
+        assert finished_keys(msgs, "ollama") == {("m:latest", "h1", "short", 1, None)}
 
     def test_params_precedence_cli_case_config(self, tmp_path):
         f = tmp_path / "config.py"
@@ -298,3 +298,74 @@ class TestPlan:
     def test_case_hash_stable_and_prompt_sensitive(self):
         a = {"task": "qa", "load": "short", "lang": "en", "prompt": "x"}
         assert case_hash(a) == case_hash(dict(a)) and case_hash(a) != case_hash({**a, "prompt": "y"})
+
+
+class TestLoadSettings:
+    """--sweep, --request-rate, --goodput (collector.settings / collector.load)."""
+
+    def test_sweep_and_goodput_are_parsed_and_checked(self):
+        from collector import load as L
+        s = resolve_settings({"sweep": "concurrency=1,2,4", "goodput": ["ttft:500", "e2el:10000"]}, None)
+        assert s["sweep"]["value"] == {"kind": "concurrency", "levels": [1, 2, 4]}
+        assert s["goodput"]["value"] == {"ttft": 500.0, "e2el": 10000.0}
+        assert [lv.label for lv in L.levels(s)] == ["c1", "c2", "c4"]
+        rate = resolve_settings({"sweep": "rate=0.5,2"}, None)["sweep"]["value"]
+        assert rate == {"kind": "rate", "levels": [0.5, 2.0]}
+        for bad, why in (("concurrency=1.5", "whole numbers"), ("qps=1,2", "concurrency or rate"),
+                         ("rate=1,1", "each level once"), ("rate=0", "> 0"), ("rate", "KIND=")):
+            with pytest.raises(SettingsError, match=why):
+                resolve_settings({"sweep": bad}, None)
+        with pytest.raises(SettingsError, match=r"--goodput.*unknown: itl"):
+            resolve_settings({"goodput": ["itl:5"]}, None)
+        with pytest.raises(SettingsError, match=r"--cooldown-s"):
+            resolve_settings({"cooldown_s": -1}, None)
+
+    def test_config_py_sets_a_sweep(self, tmp_path):
+        f = tmp_path / "config.py"
+        f.write_text('SWEEP = "rate=1,2"\nMAX_CONCURRENCY = 8\nGOODPUT = {"ttft": 300}\n', encoding="utf-8")
+        s = resolve_settings({}, read_config_py(f))
+        assert s["sweep"] == {"value": {"kind": "rate", "levels": [1.0, 2.0]}, "source": "config.py", "line": 1}
+        assert s["max_concurrency"]["value"] == 8 and s["goodput"]["value"] == {"ttft": 300.0}
+
+    def test_default_is_the_seed_serial_run(self):
+        from collector import load as L
+        s = resolve_settings({}, None)
+        assert L.levels(s) == [L.Level("concurrency", 1)] and L.sweep_defaults(s) == [] and L.conflicts(s) == []
+        jobs = plan_jobs("B", builtin_cases(["qa"], ["short"], ["en"]), [["m"]], 1, L.levels(s))
+        assert jobs[0].rid == "B/m/000-qa/short/1" and jobs[0].sweep_level is None
+
+    def test_a_sweep_keeps_the_model_loaded_and_warm_unless_told(self):
+        from collector import load as L
+        s = resolve_settings({"sweep": "concurrency=1,2"}, None)
+        assert L.sweep_defaults(s) and s["keep_alive"]["value"] == L.SWEEP_KEEP_ALIVE and s["warmup"]["value"] is True
+        s = resolve_settings({"sweep": "concurrency=1,2", "keep_alive": "0s", "warmup": False}, None)
+        assert L.sweep_defaults(s) == [] and s["keep_alive"]["value"] == "0s" and s["warmup"]["value"] is False
+
+    def test_conflicting_load_flags_are_named(self):
+        from collector import load as L
+        s = resolve_settings({"sweep": "rate=1", "concurrency": 2}, None)
+        assert L.conflicts(s) == [] and "the sweep sets each level's load instead" in L.overridden(s)[0]
+        assert "drop one of them" in L.conflicts(resolve_settings({"sweep": "rate=1", "request_rate": 2}, None))[0]
+        assert "--max-concurrency bounds open-loop" in L.conflicts(resolve_settings({"max_concurrency": 2}, None))[0]
+        assert L.conflicts(resolve_settings({"sweep": "rate=1", "max_concurrency": 2}, None)) == []
+
+    def test_sweep_plan_runs_the_matrix_once_per_level_with_level_in_rid_and_key(self):
+        from collector import load as L
+        s = resolve_settings({"sweep": "concurrency=4,1", "runs": 2}, None)
+        cases = builtin_cases(["qa"], ["short"], ["en"])
+        jobs = plan_jobs("B", cases, [["m", "n"]] * len(cases), 2, L.levels(s))
+        assert len(jobs) == 2 * 2 * 2 * len(cases) and len({j.rid for j in jobs}) == len(jobs)
+        assert [j.sweep_level for j in jobs if j.model == "m"] == [4, 4, 1, 1]  # the order given, model-major
+        assert jobs[0].rid == "B/m/000-qa/short/c4/1"
+        msgs = [("req.start", {"rid": "x", "model": "m", "case_hash": "h", "load": "short", "run": 1,
+                               "sweep_level": 4}), ("req.end", {"rid": "x", "ok": True})]
+        assert finished_keys(msgs, "openai") == {("m", "h", "short", 1, 4)}
+
+    def test_random_order_is_reproducible_by_seed(self):
+        from collector import load as L
+        orders = {tuple(lv.value for lv in L.levels(resolve_settings(
+            {"sweep": "concurrency=1,2,4,8,16,32", "sweep_order": "random", "arrival_seed": seed}, None)))
+            for seed in (1, 1, 2, 3)}
+        assert all(sorted(o) == [1, 2, 4, 8, 16, 32] for o in orders) and len(orders) >= 2
+        a = L.levels(resolve_settings({"sweep": "concurrency=1,2,4,8,16,32", "sweep_order": "random"}, None))
+        assert a == L.levels(resolve_settings({"sweep": "concurrency=1,2,4,8,16,32", "sweep_order": "random"}, None))

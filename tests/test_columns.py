@@ -15,8 +15,10 @@ from tests import synth as S
 
 DATA = Path(__file__).resolve().parent / "data"
 # registry columns added after the header was frozen (issue 23's suites); they come after the old ones
-NEW_SINCE_FROZEN = ("suite", "item_id", "correct", "correct_strict", "extracted_answer", "seed", "latency_outlier",
-                    "latency_vs_twins")
+NEW_SINCE_FROZEN = ("suite", "item_id", "correct", "correct_strict", "extracted_answer", "seed",
+                    # issue 20's load sweeps
+                    "sweep", "sweep_level", "start_lag_ms", "start_blocked", "start_late", "level_concurrency",
+                    "level_rate_rps", "slo_ok", "latency_outlier", "latency_vs_twins")
 # stats.csv's metrics before the registry, in their order (rows of stats.csv come in this order)
 STAT_METRICS_BEFORE = (
     "latency_s", "first_token_s", "first_thinking_s", "first_chunk_s", "toks_per_s", "client_toks_per_s",

@@ -70,7 +70,7 @@ class TestReadings:
     def test_all_quantities_in_their_units(self, nvml):
         """Bytes become MiB, pstate becomes 'P<n>', processes without a usage figure are left out."""
         dev = fake.FakeDevice(util=(77, 33), mem_b=(3 << 30, 80 << 30), temp_c=61, sm_clock_mhz=1980, pstate=2,
-                              procs=[(1234, 512 << 20), (999, None)], energy_mj=5_000)
+                              procs=[(1234, 512 << 20), (999, None)], energy_mj=5_000, power_limit_mw=300_000)
         body, errors = GpuReader(nvml(dev).gpus[0]).read(0, slow=True)
         assert errors == []
         assert (body["util_gpu_pct"], body["util_mem_pct"]) == (77, 33)
@@ -78,6 +78,8 @@ class TestReadings:
         assert (body["temp_c"], body["sm_clock_mhz"], body["pstate"]) == (61, 1980, "P2")
         assert body["procs"] == {1234: 512.0}
         assert body["energy_mj"] == 5_000 and body["uuid"] == "GPU-fake-0"
+        assert body["power_limit_w"] == 300.0  # the enforced limit: a user cap (nvidia-smi -pl) shows here
+        assert body["driver"] == fake.nvmlSystemGetDriverVersion()
 
     def test_gpu_without_energy_counter_has_energy_absent(self, nvml):
         """NVMLError_NotSupported on the energy counter -> key absent on every tick, never 0."""

@@ -53,6 +53,8 @@ class GPU(ABC):
     power_kind: str = "unknown"
     #: True only for the simulated source; every message of a simulated GPU says so
     simulated: bool = False
+    #: the driver's version (NVML), sent with every tel.gpu like name and uuid; None where unknown
+    driver: str | None = None
 
     def at(self, t_ns: int) -> None:
         """Called once per tick before the getters with the tick's monotonic time (ns).
@@ -83,6 +85,10 @@ class GPU(ABC):
     @abstractmethod
     def sm_clock_mhz(self) -> int:
         """Streaming-multiprocessor clock in MHz."""
+
+    def power_limit_w(self) -> float:
+        """The enforced board power limit in W (what caps the power under load)."""
+        raise NotSupported(f"power limit is not readable on GPU {self.index}")
 
     @abstractmethod
     def pstate(self) -> str:

@@ -13,6 +13,7 @@ from telemetry.gpu.base import GPU, NotSupported
 _DEFAULTS: dict[str, Any] = {
     "power_mw": 100_000, "energy_mj": 0, "util_pct": (50, 20), "mem_mib": (1024.0, 8192.0),
     "temp_c": 50, "sm_clock_mhz": 1500, "pstate": "P0", "procs_mib": {},
+    "power_limit_w": 450.0,
 }
 
 
@@ -62,6 +63,9 @@ class FakeGPU(GPU):
 
     def pstate(self) -> str:
         return self._get("pstate")
+
+    def power_limit_w(self) -> float:
+        return self._get("power_limit_w")
 
     def procs_mib(self) -> dict[int, float]:
         return self._get("procs_mib")

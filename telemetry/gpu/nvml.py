@@ -166,6 +166,13 @@ class NvmlGPU(GPU):
         """SM clock in MHz."""
         return int(self._nv.nvmlDeviceGetClockInfo(self._handle, self._nv.NVML_CLOCK_SM))
 
+    @_nvml_call("nvmlDeviceGetEnforcedPowerLimit")
+    def power_limit_w(self) -> float:
+        """The enforced power limit (the lower of the default and any user cap) in W."""
+        if not hasattr(self._nv, "nvmlDeviceGetEnforcedPowerLimit"):
+            raise NotSupported("this pynvml has no nvmlDeviceGetEnforcedPowerLimit")
+        return self._nv.nvmlDeviceGetEnforcedPowerLimit(self._handle) / 1000.0
+
     @_nvml_call("nvmlDeviceGetPerformanceState")
     def pstate(self) -> str:
         """Performance state ``P0``..``P15``."""
@@ -215,6 +222,8 @@ class NvmlBackend:
             except nv.NVMLError as exc:
                 self.skipped.append((i, str(map_nvml_error(nv, exc, "nvmlDeviceGetHandleByIndex", i))))
         self.driver = self._driver_version()
+        for g in self.gpus:
+            g.driver = self.driver
 
     def _driver_version(self) -> str | None:
         try:

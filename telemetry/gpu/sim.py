@@ -117,6 +117,10 @@ class SimGPU(GPU):
         self._ensure_time()
         return 1980 if self._load > 0.05 else 210
 
+    def power_limit_w(self) -> float:
+        """A fixed 350 W, like a consumer card at its default limit."""
+        return 350.0
+
     def pstate(self) -> str:
         """P0 when loaded, P8 when idle."""
         self._ensure_time()

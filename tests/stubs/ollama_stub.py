@@ -25,6 +25,10 @@ the done chunk, ``omitempty`` fields absent. Scenarios (the part of the model na
 | hang         | never answers |
 | embed        | embedding-only: 400 ``"embed" does not support generate`` |
 
+Load: ``service_s`` makes every answer take that long (spread over its chunks); ``parallel`` lets
+that many requests generate at once and queues the rest, as Ollama does beyond OLLAMA_NUM_PARALLEL
+(``max_active`` records the most seen at once).
+
 Models with ``thinking`` capability: think, inline-think. Others answer 400 ``"m" does not support
 thinking`` when ``think`` is true. Empty prompt (or ``messages: []``) loads, and with
 ``keep_alive: 0`` unloads, like Ollama. ``app[STATE].requests`` keeps every request body.
@@ -60,6 +64,11 @@ class StubState:
     token_delay_s: float = 0.001   # between streamed chunks
     oom_ctx_limit: int = 1024      # oom-* scenarios succeed at or below this num_ctx
     default_num_predict: int = 11
+    service_s: float | None = None  # fixed time to generate any answer (overrides token_delay_s)
+    parallel: int | None = None     # requests generated at once (OLLAMA_NUM_PARALLEL); the rest queue
+    active: int = 0                 # requests generating now, and the most seen at once
+    max_active: int = 0
+    slots: asyncio.Semaphore | None = None
     loaded: set[str] = field(default_factory=set)
     requests: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -191,6 +200,29 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
                 st.loaded.add(model)
             final.update(done=True, done_reason="load")
         return web.json_response(final)
+    if st.parallel:  # queue like Ollama beyond OLLAMA_NUM_PARALLEL: the wait shows up as TTFT
+        if st.slots is None:
+            st.slots = asyncio.Semaphore(st.parallel)
+        async with st.slots:
+            return await _answer(request, st, body, model, s, chat, arrived)
+    return await _answer(request, st, body, model, s, chat, arrived)
+
+
+async def _answer(request: web.Request, st: StubState, body: dict[str, Any], model: str, s: str, chat: bool,
+                  arrived: int) -> web.StreamResponse:
+    st.active += 1
+    st.max_active = max(st.max_active, st.active)
+    try:
+        return await _stream_answer(request, st, body, model, s, chat, arrived)
+    finally:
+        st.active -= 1
+
+
+async def _stream_answer(request: web.Request, st: StubState, body: dict[str, Any], model: str, s: str, chat: bool,
+                         arrived: int) -> web.StreamResponse:
+    options = body.get("options") or {}
+    num_ctx = options.get("num_ctx", 4096)
+    keep_alive = body.get("keep_alive")
     # load
     if model not in st.loaded:
         await asyncio.sleep(st.load_s)
@@ -221,6 +253,9 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
         c["done"] = False
         return c
 
+    delay_s = st.token_delay_s
+    if st.service_s is not None:  # the whole answer takes service_s: spread over the gaps between chunks
+        delay_s = st.service_s / (len(answer) + len(thinking))
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-ndjson"})
     prepared = False
     first_tok_ns = None
@@ -239,8 +274,8 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
         if not prepared:
             await resp.prepare(request)  # headers go out only with the first chunk, as in Ollama
             prepared = True
-        elif st.token_delay_s and delay:
-            await asyncio.sleep(st.token_delay_s)  # between chunks, never after the last one
+        elif delay_s and delay:
+            await asyncio.sleep(delay_s)  # between chunks, never after the last one
         try:
             if s == "split":
                 for i in range(len(data)):
@@ -274,8 +309,8 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
         if s == "drop" and sent == 2:
             request.transport.close()  # the runner died: no done chunk, no clean chunked end
             return resp
-    if st.token_delay_s:
-        await asyncio.sleep(st.token_delay_s)  # the last token's time, inside the server's timings
+    if delay_s:
+        await asyncio.sleep(delay_s)  # the last token's time, inside the server's timings
     done_ns = time.monotonic_ns()
     final = chunk("")
     final["done"] = True
@@ -353,8 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=11434)
     ap.add_argument("--load-s", type=float, default=0.12, help="simulated model load time (s)")
     ap.add_argument("--token-delay-s", type=float, default=0.001, help="delay between chunks (s)")
+    ap.add_argument("--service-s", type=float, default=None, help="fixed time to generate any answer (s)")
+    ap.add_argument("--parallel", type=int, default=None,
+                    help="requests generated at once, the rest queue (like OLLAMA_NUM_PARALLEL)")
     args = ap.parse_args(argv)
-    web.run_app(make_app(load_s=args.load_s, token_delay_s=args.token_delay_s), host=args.host, port=args.port,
+    web.run_app(make_app(load_s=args.load_s, token_delay_s=args.token_delay_s, service_s=args.service_s,
+                         parallel=args.parallel), host=args.host, port=args.port,
                 print=lambda *a: print(f"ollama stub on http://{args.host}:{args.port}", flush=True))
     return 0
 

@@ -45,6 +45,9 @@ CTX_ERROR = ("the request exceeds the available context size. try increasing the
 class OpenAIStubState:
     flavor: str = "llamacpp"
     token_delay_s: float = 0.001
+    service_s: float | None = None  # fixed time to generate any answer (overrides token_delay_s)
+    parallel: int | None = None     # slots generating at once (llama.cpp --parallel, /props total_slots)
+    slots: asyncio.Semaphore | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     prompts_seen: set[str] = field(default_factory=set)  # llama.cpp's KV cache of earlier prompts
     headers: list[dict[str, str]] = field(default_factory=list)  # every generation request's headers
@@ -80,8 +83,22 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def props(request: web.Request) -> web.Response:
+    """llama.cpp's GET /props (the part the collector reads: its parallel slots)."""
+    return web.json_response({"total_slots": request.app[STATE].parallel or 1, "build_info": "b6881-stub"})
+
+
 async def completions(request: web.Request) -> web.StreamResponse:
     st = request.app[STATE]
+    if st.parallel:  # requests beyond the slots wait, as in llama.cpp's server
+        if st.slots is None:
+            st.slots = asyncio.Semaphore(st.parallel)
+        async with st.slots:
+            return await _completions(request, st)
+    return await _completions(request, st)
+
+
+async def _completions(request: web.Request, st: OpenAIStubState) -> web.StreamResponse:
     body = await request.json()
     st.requests.append(body)
     st.headers.append(dict(request.headers))
@@ -112,11 +129,12 @@ async def completions(request: web.Request) -> web.StreamResponse:
     await resp.prepare(request)
     sep = "data:" if model == "nospace" else "data: "
     t_start = time.monotonic()
+    delay_s = st.token_delay_s if st.service_s is None else st.service_s / (len(answer) + len(thinking) + 2)
 
     async def event(obj: dict[str, Any] | str) -> None:
         text = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
-        if st.token_delay_s:
-            await asyncio.sleep(st.token_delay_s)
+        if delay_s:
+            await asyncio.sleep(delay_s)
         await resp.write(f"{sep}{text}\n\n".encode("utf-8"))
         if model == "ping":
             await resp.write(b": ping\n\n")
@@ -204,6 +222,8 @@ def make_app(flavor: str = "llamacpp", **state: Any) -> web.Application:
     app[STATE] = OpenAIStubState(flavor=flavor, **state)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
+    if flavor == "llamacpp":
+        app.router.add_get("/props", props)
     app.router.add_post("/v1/chat/completions", completions)
     app.router.add_post("/v1/completions", completions)
     return app
