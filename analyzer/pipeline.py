@@ -298,7 +298,9 @@ def mark_outliers(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in results:
         lat = finite(r.get("latency_s"), text=False)
         if r.get("status") == "ok" and lat is not None and lat > 0:
-            groups.setdefault((r.get("model"), r.get("case"), r.get("task"), r.get("load")), []).append(r)
+            # a sweep's levels are different loads: a run is compared with its own level's twins only
+            key = (r.get("model"), r.get("case"), r.get("task"), r.get("load"), r.get("sweep_level"))
+            groups.setdefault(key, []).append(r)
     out = []
     for rows in groups.values():
         if len(rows) < 2:

@@ -127,6 +127,8 @@ def test_outlier_rule_uses_the_lower_median_of_the_others():
     assert [r["rid"] for r in out] == ["b", "c"] and rows[0]["latency_outlier"] is False
     assert "latency_outlier" not in rows[3]  # no other run: no verdict
     assert pipeline.mark_outliers([row("x", 1.0), row("y", 2.9)]) == []  # under 3×: not an outlier
+    levels = [row("l1", 1.0), row("l1b", 1.1), {**row("l8", 9.0), "sweep_level": 8}, {**row("l8b", 9.5), "sweep_level": 8}]
+    assert pipeline.mark_outliers(levels) == []  # a sweep's busier level is not an outlier of the idle one
 
 
 def test_cpu_tdp_recorded_by_the_collector_is_used_unless_the_flag_says_otherwise(analysis):
