@@ -9,6 +9,7 @@ Exit codes: 0 done, 2 bad input (not a batch directory, no or unreadable recordi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,8 @@ from shared.recording import RecordingError, read_recording
 log = get_logger("analyzer.cli")
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_OUTPUT_LOCKED = 3  # analysed and written, but a file open in another program kept its old version
 
 
 class BadInput(Exception):
@@ -153,6 +156,16 @@ def parse_percentiles(text: str | None) -> tuple[float, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def analysed_line(results: list[dict]) -> str:
+    """``11 request(s) (10 ok, 1 failed)``: which rows results.csv holds, beside the collector's ``ok 10``."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
+    order = sorted(counts, key=lambda k: (k != "ok", k))
+    detail = f" ({', '.join(f'{counts[k]} {k}' for k in order)})" if counts else ""
+    return f"{len(results)} request(s){detail}"
+
+
 def report_lang(value: str) -> str:
     return i18n.check_choice(value)
 
@@ -164,7 +177,7 @@ def analyse_messages(items, bd: BatchDir, opts: pipeline.Options, lookback_s: fl
     too_far = clock.refused(data.clock)
     if too_far:  # windows cannot be joined with samples this uncertain: no figures rather than wrong ones
         raise BadInput(f"{bd.root}: batch refused: " + "; ".join(too_far))
-    analysis = pipeline.analyze(data, opts, recording_problem=problem)
+    analysis = pipeline.analyze(data, dataclasses.replace(opts, batch_dir=bd.root), recording_problem=problem)
     outputs.write_all(analysis, bd, make_plots=plots, progress=opts.progress, lang=lang)
     return analysis
 
@@ -199,8 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         bd, items, problem = load_batch(args.batch)
         analysis = analyse_messages(items, bd, opts, args.lookback_s, not args.no_plots, problem,
                                     report_lang(args.report_lang))
-        print(f"analysed {len(analysis.results)} request(s) -> {bd.summary / 'results.csv'}", flush=True)
+        print(f"analysed {analysed_line(analysis.results)} -> {bd.summary / 'results.csv'}", flush=True)
         return 0
+    except outputs.OutputsLocked as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_OUTPUT_LOCKED
+    except KeyboardInterrupt:  # Ctrl-C (also the collector's closing analysis): one line, no traceback
+        again = f"python -m analyzer --batch {args.batch}" if args.batch else "python -m analyzer --live"
+        print(f"analysis interrupted: the files it had not replaced yet keep their previous version; run it "
+              f"again with {again}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     except BadInput as exc:
         log.error("bad_input", problem=str(exc))
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -243,7 +264,10 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
             log.error("batch_refused", batch=str(root), problem=str(exc))
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return
-        print(f"analysed {len(analysis.results)} request(s) -> {root / 'summary' / 'results.csv'}", flush=True)
+        except outputs.OutputsLocked as exc:  # a CSV open in Excel: the rest is written, the live analyzer goes on
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return
+        print(f"analysed {analysed_line(analysis.results)} -> {root / 'summary' / 'results.csv'}", flush=True)
 
     ctx = zmq.Context()
     try:

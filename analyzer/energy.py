@@ -219,7 +219,9 @@ def server_columns(host: Series, t_s: np.ndarray, w: Window, cpu_tdp_w: float, r
     all processes' CPU seconds (∫ cpu_pct/100 × cores), the server's share of them;
     cpu_energy_j_server = the host's CPU energy × share: RAPL when recorded, else the seed's TDP
     approximation (TDP × all CPU s / cores); the share is clipped to [0, 1]; host_cpu_other_pct = the
-    other processes' CPU, % of all cores."""
+    other processes' CPU, % of all cores. A window that starts before the daemon first found the server's
+    process (or ends after it last saw it) has no server figures and basis ``server_not_seen``: the CPU
+    time the server spent outside the trace is unknown, never 0."""
     n = w.a_s.size
     nan = np.full(n, np.nan)
     out = {"server_cpu_s": nan, "cpu_server_share": nan, "cpu_energy_j_server": nan, "host_cpu_other_pct": nan,
@@ -232,6 +234,7 @@ def server_columns(host: Series, t_s: np.ndarray, w: Window, cpu_tdp_w: float, r
     n_cores = float(np.nanmedian(cores))
     busy = Trace.build(t_s, v["cpu_pct"] * n_cores / 100.0)  # cores busy
     lo, hi = server.span()
+    unseen = (w.a_s < lo) | (w.b_s > hi)
     server_s = split_windows(lambda x: server.value_at(np.clip(x, lo, hi)), w.a_s, w.b_s).energy
     split_all = split_windows(_clipped(busy.integral_at, *busy.span()), w.a_s, w.b_s)
     all_s = split_all.energy
@@ -242,11 +245,11 @@ def server_columns(host: Series, t_s: np.ndarray, w: Window, cpu_tdp_w: float, r
     # the host's energy (RAPL, else the seed's TDP approximation) times the server's share: the two
     # clocks of the samples (host cpu_pct vs the process's CPU time) never put the server above the host
     energy = np.where(use_rapl, rapl_j, cpu_tdp_w * all_s / n_cores) * share
-    no = cov <= 0
+    no = (cov <= 0) | unseen
     out.update(server_cpu_s=_nan_where(server_s, no), cpu_server_share=_nan_where(share, no),
                cpu_energy_j_server=_nan_where(energy, no), host_cpu_other_pct=_nan_where(other, no),
-               cpu_server_basis=np.array([None if nd else ("rapl_share" if r else "tdp_share")
-                                          for nd, r in zip(no, use_rapl)], dtype=object))
+               cpu_server_basis=np.array([("server_not_seen" if u else None) if nd else ("rapl_share" if r else "tdp_share")
+                                          for nd, u, r in zip(no, unseen & (cov > 0), use_rapl)], dtype=object))
     return out
 
 

@@ -261,6 +261,11 @@ _TEXT: dict[str, dict[str, str]] = {
         "zh": "{src}：没有时钟探测应答，因此按采集器的时钟处理（仅在同一主机上正确）；请以带时钟端点的方式启动该守护进程"
               "（python -m telemetry，默认端口为遥测端口 + 2）"},
     "p_recording": {"en": "recording: {what}", "zh": "录制文件：{what}"},
+    "p_server_not_seen": {
+        "en": "{n} request(s) have no server CPU figures (cpu_server_basis = server_not_seen): their window opened "
+              "before the telemetry daemon found the LLM server's process, or closed after it last saw it: {which}",
+        "zh": "{n} 个请求没有服务器 CPU 数据（cpu_server_basis = server_not_seen）：其时间窗开始于遥测守护进程找到 LLM "
+              "服务器进程之前，或结束于最后一次看到它之后：{which}"},
     "yes": {"en": "true", "zh": "是"},
     "no": {"en": "false", "zh": "否"},
     "suites": {"en": "Benchmark suites", "zh": "基准测试"},

@@ -2,7 +2,6 @@
 batch.end arrives. The buffering rule is pure (LiveBuffer); the socket loop is thin (run_live)."""
 from __future__ import annotations
 
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
@@ -10,6 +9,7 @@ from typing import Any, Callable
 import zmq
 
 from analyzer.stream import DEFAULT_LOOKBACK_S, TELEMETRY
+from shared import timebase
 from shared import messages as M
 from shared.bus import CurveKeys, Inbox, connect_sub
 from shared.logs import get_logger
@@ -124,11 +124,11 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
     buf = LiveBuffer(lookback_s, grace_s)
     done = 0
     stopped_early = False
-    started = time.monotonic()
+    started = timebase.now_s()
     log.info("live_listening", endpoints=endpoints, lookback_s=lookback_s)
     try:
         while max_batches is None or done < max_batches:
-            now = time.monotonic()
+            now = timebase.now_s()
             if exit_after_s is not None and now - started > exit_after_s:
                 log.warning("live_exit_after", seconds=exit_after_s, batches=done)
                 stopped_early = True
@@ -137,8 +137,8 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
             for s in socks:
                 if s in ready:
                     for topic, payload in inbox.drain(s, timeout_ms=0):
-                        buf.feed(topic, payload, time.monotonic())
-            if buf.ready(time.monotonic()):
+                        buf.feed(topic, payload, timebase.now_s())
+            if buf.ready(timebase.now_s()):
                 try:
                     on_batch(buf.take())
                 except Exception:  # one bad batch must not stop the listener

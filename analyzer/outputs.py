@@ -1,6 +1,7 @@
 """Write one Analysis into the batch directory (the only file-writing part of the analyzer)."""
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 import os
@@ -20,6 +21,40 @@ from shared.logs import get_logger
 log = get_logger("analyzer.outputs")
 
 CSV_ENCODING = "utf-8-sig"  # a BOM so that Excel on Windows reads UTF-8 (Chinese model/task names) right
+# the outputs of the write_all running now that another program holds open: (locked file, where the new one went)
+_LOCKED: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("locked", default=None)
+
+
+class OutputsLocked(Exception):
+    """Some outputs could not replace their file: another program holds it open (Excel on Windows
+    locks the CSV it shows, and os.replace raises PermissionError). Everything else was written;
+    each new version lies beside its locked file. The message names both and the fix."""
+
+    def __init__(self, locked: list[tuple[Path, Path]], written: list[Path]):
+        self.locked, self.written = locked, written
+        names = "; ".join(f"{old} is open in another program, so the new version is {new}" for old, new in locked)
+        super().__init__(f"{names}. Close it (Excel locks the files it shows) and rerun "
+                         f"python -m analyzer --batch {locked[0][0].parent.parent}: the other outputs are up to date")
+
+
+def _replace(tmp: Path, path: Path) -> Path:
+    """Atomic rename onto ``path``; while write_all runs, a locked ``path`` gets ``NAME.new.EXT`` beside it."""
+    try:
+        os.replace(tmp, path)
+        return path
+    except PermissionError:
+        locked = _LOCKED.get()
+        if locked is None:
+            raise
+        beside = path.with_name(f"{path.stem}.new{path.suffix}")
+        try:
+            os.replace(tmp, beside)
+        except OSError:
+            beside = tmp  # that one is held too: the finished file keeps its temporary name
+        locked.append((path, beside))
+        log.error("output_locked", path=str(path), written_to=str(beside),
+                  fix="close the program that has it open (Excel), then rerun the analysis")
+        return beside
 
 
 def jsonable(v: Any) -> Any:
@@ -58,8 +93,7 @@ def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]] | None = 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return path
+    return _replace(tmp, path)
 
 
 def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -69,14 +103,26 @@ def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
     # newline="" so "\n" stays "\n" on Windows too: byte-identical files on every platform.
     with open(tmp, "w", encoding=encoding, newline="") as fh:
         fh.write(text)
-    os.replace(tmp, path)
-    return path
+    return _replace(tmp, path)
 
 
 def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool = False,
               lang: str = "en") -> list[Path]:
     """Every output file; returns their paths. ``lang``: 'en' (report.md/.html), 'zh' (report.zh.md/.html)
-    or 'both'."""
+    or 'both'.
+    A file another program holds open does not stop the others: :class:`OutputsLocked` at the end."""
+    locked: list[tuple[Path, Path]] = []
+    token = _LOCKED.set(locked)
+    try:
+        written = _write_all(a, bd, make_plots, progress, lang)
+    finally:
+        _LOCKED.reset(token)
+    if locked:
+        raise OutputsLocked(locked, written)
+    return written
+
+
+def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang: str) -> list[Path]:
     bd.make()
     written = [
         write_text(bd.summary / "results.csv", tables.csv_text(a.columns, a.results), CSV_ENCODING),

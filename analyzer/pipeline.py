@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -20,6 +21,7 @@ from analyzer.stream import BatchData, Request, Series
 from analyzer.throughput import cold_start, iso_utc, throughput, timing, token_latency
 from analyzer.windows import split_windows
 from shared import messages as M
+from shared.batch import resume_command
 from shared.logs import get_logger
 from shared.numbers import finite
 from shared.tasks import PROXY_TASK, SUITE_TASK, TASKS, closest_task, unknown_tasks
@@ -44,6 +46,7 @@ class Options:
     assess: Callable | None = None      # injected scorer (tests); None = analyzer.quality.assess
     metric_percentiles: tuple[float, ...] = tables.DEFAULT_PERCENTILES  # stats.csv pXX columns
     server_gpus: str = "auto"           # which GPUs a request's energy counts (analyzer.hosts; --server-gpus)
+    batch_dir: Path | None = None       # where the batch lies: the PARTIAL note's resume command names it
     goodput: dict[str, float] | None = None  # SLOs in ms (--goodput); None: the collector's --goodput, if any
 
 
@@ -227,7 +230,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             row.setdefault(c, None)
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
     warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
-    problems[:0] = fallback_problems(batch) + batch_problems(batch, results)
+    problems[:0] = fallback_problems(batch) + batch_problems(batch, results, opts.batch_dir)
     notes.extend(m.describe() for m in batch.clock.values())
     problems.extend(batch.clock_notes)
     outliers = mark_outliers(results)
@@ -239,6 +242,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     if short:
         problems.append(Msg("p_clock_short", n=len(short), k=f"{CLOCK.SHORT_WINDOW_FACTOR:g}",
                             which=", ".join(short[:10])))
+    unseen = [row["rid"] for row in results if row.get("cpu_server_basis") == "server_not_seen"]
+    if unseen:
+        problems.append(Msg("p_server_not_seen", n=len(unseen), which=", ".join(unseen[:10])))
     if not (batch.batch_start and batch.batch_start.backend == "proxy"):  # the proxy's tasks are the user's labels
         for name in unknown_tasks(sorted({str(row["task"]) for row in results if row.get("task")})):
             close = closest_task(name)
@@ -484,7 +490,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     return row
 
 
-def batch_problems(batch: BatchData, results: list[dict]) -> list[str]:
+def batch_problems(batch: BatchData, results: list[dict], batch_dir: Path | None = None) -> list[str]:
     """Whether the batch is whole: interrupted or cut short, planned requests without a result,
     answers from another model than asked."""
     out = []
@@ -499,7 +505,7 @@ def batch_problems(batch: BatchData, results: list[dict]) -> list[str]:
         out.append(f"INCOMPLETE: {have} (failed ones are in results.csv with status failed; skipped ones never "
                    "ran, batch.end counts them)")
     if out and batch.batch_start is not None:
-        out[-1] += "; `python -m collector --exp-dir BATCH_DIR --resume` runs what is missing"
+        out[-1] += f"; `{resume_command(batch_dir or 'BATCH_DIR')}` runs what is missing"
     wrong = sorted({(r["model"], r["served_model"]) for r in results
                     if r.get("served_model") and r["model"] and r["served_model"] != r["model"]})
     for asked, got in wrong:

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from tqdm import tqdm
@@ -37,6 +38,7 @@ from shared.batch import BatchDir
 from shared.bus import BusBindError, BusSecurityError, CurveKeys
 from shared.logs import get_logger
 from shared.messages import BATCH_START, BatchEnd, BatchStart, ReqEnd, ReqFirstToken, ReqStart
+from shared.procs import stop_child
 from shared.recording import RecordingReader
 from shared.tasks import unknown_task_notes
 
@@ -248,8 +250,64 @@ async def _probe(session: aiohttp.ClientSession, opts: BatchOptions) -> tuple[Se
     return server, backend_problem(opts.value("backend"), server, opts.base_url, v1_named)
 
 
+SERVER_FIND_S = 3.0  # how long the batch waits for the telemetry daemon to find the LLM server's process
+
+
+async def _find_server_process(rec: Recorder, opts: BatchOptions) -> None:
+    """Before the first request: wait (bounded) until a daemon watching the server's port has found its
+    process, so server_cpu_s covers every window; else say which rows will lack it (never a zero)."""
+    parts = urlsplit(opts.base_url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    searching = await asyncio.to_thread(rec.wait_server_found, port, SERVER_FIND_S)
+    if searching:
+        log.warning("server_process_not_found", port=port, telemetry=searching, waited_s=SERVER_FIND_S,
+                    effect="server_cpu_s and cpu_energy_j_server stay empty for the requests before the daemon "
+                           "finds the process listening on that port",
+                    fix="is the daemon on the server's host, and may it see that process (same user, or root)?")
+
+
+@dataclass
+class Collected:
+    """What the collecting part of a batch left: the exit code so far, and the tally to close with
+    (None when the batch never started: nothing to analyse, no closing line)."""
+    code: int
+    tally: Tally | None = None
+    rec_messages: int = 0
+
+
 async def run_batch(opts: BatchOptions) -> int:
     """Run the whole batch; returns the process exit code (collector.outcome)."""
+    return finish_batch(opts, await collect_batch(opts))
+
+
+def finish_batch(opts: BatchOptions, c: Collected) -> int:
+    """The closing analysis and the closing line (the resume line is always the last thing printed).
+    The collector's CLI runs this after the event loop is gone, so a Ctrl-C here is a plain
+    KeyboardInterrupt that run_analyzer catches: no traceback, the closing line still follows."""
+    if c.tally is None:
+        return c.code
+    tally, batch = c.tally, opts.batch
+    log.info("batch_end", batch=opts.batch_id or batch.root.name, dir=str(batch.root), planned=tally.planned,
+             ok=tally.ok_total, failed=tally.failed, skipped=tally.skipped, interrupted=tally.interrupted,
+             telemetry_messages=c.rec_messages)
+    analysis = None
+    if opts.analyze:
+        # an interrupted batch is analysed too: what finished is usable now (marked partial)
+        analysis = run_analyzer(batch.root, opts.analyzer_args)
+    if analysis is INTERRUPTED:
+        print(f"analysis interrupted: results.csv and the reports were not updated; run it again with "
+              f"python -m analyzer --batch {batch.root}", file=sys.stderr, flush=True)
+    print(closing_line(tally, batch.root, opts.extra_config.get("fallback")), file=sys.stderr, flush=True)
+    return exit_code(tally)
+
+
+async def collect_batch(opts: BatchOptions) -> Collected:
+    """Run the batch's requests and write its recording (batch.start … batch.end)."""
+    got = await _collect(opts)
+    return got if isinstance(got, Collected) else Collected(got)
+
+
+async def _collect(opts: BatchOptions) -> "Collected | int":
     batch = opts.batch
     batch_id = opts.batch_id or batch.root.name
     done_before: set = set()
@@ -328,6 +386,7 @@ async def run_batch(opts: BatchOptions) -> int:
             if opts.dry_run:
                 print_plan(opts, jobs, warmups, missing, None)
                 return EXIT_OK
+            await _find_server_process(rec, opts)
             todo = [j for j in jobs if _job_key(opts, j) not in done_before]
             tally.planned, tally.already_done = len(jobs), len(jobs) - len(todo)
             skipped = [j for j in todo if j.model in missing]
@@ -361,15 +420,8 @@ async def run_batch(opts: BatchOptions) -> int:
         if not started and not opts.dry_run:
             _undo_empty_start(opts, wrote_config)
     if not started:
-        return EXIT_INTERRUPTED if tally.interrupted else EXIT_OK
-    log.info("batch_end", batch=batch_id, dir=str(batch.root), planned=tally.planned, ok=tally.ok_total,
-             failed=tally.failed, skipped=tally.skipped, interrupted=tally.interrupted,
-             telemetry_messages=rec.telemetry_received if rec else 0)
-    if opts.analyze:
-        # an interrupted batch is analysed too: what finished is usable now (marked partial)
-        run_analyzer(batch.root, opts.analyzer_args)
-    print(closing_line(tally, batch.root, opts.extra_config.get("fallback")), file=sys.stderr, flush=True)
-    return exit_code(tally)
+        return Collected(EXIT_INTERRUPTED if tally.interrupted else EXIT_OK)
+    return Collected(exit_code(tally), tally, rec.telemetry_received if rec else 0)
 
 
 def _missing_fix(backend: str, missing: list[str]) -> str:
@@ -533,16 +585,43 @@ def analyzer_command(batch_root: Path, extra: list[str] | None = None) -> list[s
     return [sys.executable, "-m", "analyzer", "--batch", str(batch_root), *(extra or [])]
 
 
+class _Interrupted:
+    """run_analyzer's answer when Ctrl-C stopped the analysis (falsy, like a failure)."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+INTERRUPTED = _Interrupted()
+ANALYZER_STOP_S = 10.0  # after a Ctrl-C: how long the analyzer child may take to stop before it is killed
+
+
 def run_analyzer(batch_root: Path, extra: list[str] | None = None) -> bool:
-    """Run the analyzer as a separate process; a failure is a warning (collection is complete)."""
+    """Run the analyzer as a separate process; a failure is a warning (collection is complete).
+
+    The child shares the terminal's process group, so a Ctrl-C reaches it too and it stops by itself
+    (one line, exit 130, no traceback); here the KeyboardInterrupt only waits for that, kills the child
+    if it lingers (or at a further Ctrl-C), and returns :data:`INTERRUPTED`."""
     cmd = analyzer_command(batch_root, extra)
     shown = " ".join(["python -m analyzer --batch", str(batch_root), *(extra or [])])
     log.info("analyzer_start", command=shown)
     try:
-        proc = subprocess.run(cmd, check=False)
+        proc = subprocess.Popen(cmd)
     except OSError as exc:
         log.warning("analyzer_failed", error=str(exc), run_later=shown)
         return False
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        # a terminal's Ctrl-C reached the child too; a SIGTERM to the collector alone did not: then the
+        # analysis may still finish within the wait, else the child is killed
+        if stop_child(proc, ANALYZER_STOP_S, own_group=False, asked=True) == 0:
+            return True
+        log.warning("analysis_interrupted", run_later=shown)
+        return INTERRUPTED
+    if proc.returncode == EXIT_INTERRUPTED:  # the child got the Ctrl-C, this process did not
+        log.warning("analysis_interrupted", run_later=shown)
+        return INTERRUPTED
     if proc.returncode != 0:
         log.warning("analyzer_failed", returncode=proc.returncode, run_later=shown,
                     note="collection is complete; the recording is intact")

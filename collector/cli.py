@@ -22,7 +22,7 @@ from typing import Any
 
 from collector.backends import BACKENDS, REGISTRY, normalize_base_url
 from collector.handwritten import SAVE_AS_UTF8
-from collector.batch_run import BatchOptions, run_batch
+from collector.batch_run import BatchOptions, Collected, collect_batch, finish_batch
 from collector.load import conflicts as load_conflicts
 from collector.load import overridden as load_overridden
 from collector.load import sweep_defaults
@@ -352,16 +352,34 @@ def main(argv: list[str] | None = None) -> int:
         events_endpoint=events_ep, telemetry_endpoint=recorder_telemetry(args.no_telemetry, tel_endpoints),
         clock_probe_s=args.clock_probe_s or None,
         telemetry_wait_s=args.telemetry_wait, resume=args.resume, analyze=not args.no_analyze,
-        progress=not args.no_progress, analyzer_args=shlex.split(args.analyzer_args), pub_curve=pub_curve,
+        progress=not args.no_progress, analyzer_args=child_log_args(args) + shlex.split(args.analyzer_args), pub_curve=pub_curve,
         sub_curve=sub_curve, policy=RetryPolicy(busy_retries=args.retries, backoff_s=args.backoff),
         extra_config=extra, batch_id=batch_id, dry_run=args.dry_run, created_dir=args.exp_dir is None)
     try:
-        return asyncio.run(_main_with_signals(opts))
+        collected = asyncio.run(_main_with_signals(opts))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    # outside the event loop: a Ctrl-C during the closing analysis is a plain KeyboardInterrupt there,
+    # and SIGTERM (Ctrl-Break on Windows, what the demo sends) is made one too
+    _stop_signal_as_ctrl_c()
+    return finish_batch(opts, collected)
 
 
-async def _main_with_signals(opts: BatchOptions) -> int:
+def _stop_signal_as_ctrl_c() -> None:
+    import signal
+
+    name = "SIGBREAK" if sys.platform == "win32" else "SIGTERM"
+    if hasattr(signal, name):
+        signal.signal(getattr(signal, name), signal.default_int_handler)
+
+
+def child_log_args(args: argparse.Namespace) -> list[str]:
+    """The collector's --log-level / --log-json for its analyzer child, so `--log-level warning` quiets both
+    (first: an explicit --analyzer-args '--log-level debug' still wins)."""
+    return ["--log-level", args.log_level] + (["--log-json"] if args.log_json else [])
+
+
+async def _main_with_signals(opts: BatchOptions) -> Collected:
     import signal
 
     loop = asyncio.get_running_loop()
@@ -373,6 +391,6 @@ async def _main_with_signals(opts: BatchOptions) -> int:
     elif task is not None and hasattr(signal, "SIGBREAK"):
         signal.signal(signal.SIGBREAK, lambda *_: loop.call_soon_threadsafe(task.cancel))
     try:
-        return await run_batch(opts)
+        return await collect_batch(opts)
     except asyncio.CancelledError:
-        return EXIT_INTERRUPTED
+        return Collected(EXIT_INTERRUPTED)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.batch import resume_command  # noqa: F401  (collector.outcome.resume_command stays importable)
+
 EXIT_OK, EXIT_SETTINGS, EXIT_TELEMETRY, EXIT_CONNECTION = 0, 1, 2, 3
 EXIT_INCOMPLETE, EXIT_NOTHING, EXIT_INTERRUPTED = 4, 5, 130
 EXIT_CODES_HELP = __doc__.split("\n\n", 1)[1].strip()
@@ -52,11 +54,6 @@ def exit_code(t: Tally) -> int:
     return EXIT_NOTHING if t.ok_total == 0 else EXIT_INCOMPLETE
 
 
-def resume_command(batch_root: Path) -> str:
-    """The command that continues this batch with its own saved settings."""
-    root = str(batch_root)
-    return f'python -m collector --exp-dir "{root}" --resume' if " " in root else \
-        f"python -m collector --exp-dir {root} --resume"
 
 
 def fallback_note(fallback: dict | None) -> str | None:

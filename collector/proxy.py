@@ -46,6 +46,7 @@ from collector.proxy_rows import (DEFAULT_ANALYSIS_ENDPOINT, Entry, RowBook, ana
                                   lookup_answer)
 from collector.recorder import Recorder, TelemetryTimeout
 from shared import messages as M
+from shared import timebase
 from shared.batch import BatchDir, new_batch_dir
 from shared.bus import BusBindError, BusSecurityError, CurveKeys
 from shared.cli import add_curve_args, add_log_args
@@ -286,7 +287,7 @@ class Proxy:
             except OSError as exc:
                 log.warning("text_not_written", rid=entry.rid, error=str(exc))
         entry.end = self.rec.emit(end, t=end_ns, flush=True)
-        entry.ended_s = time.monotonic()
+        entry.ended_s = timebase.now_s()
         entry.row = local_row(entry)
         entry.start, entry.firsts, entry.end = {}, [], None  # the row is all the lookup needs: texts go
         bound(self.entries)
@@ -305,7 +306,7 @@ class Proxy:
         exit_code = self.child.poll() if self.child is not None else None
         return lookup_answer(rid, e, self.batch_id, self.rows is not None,
                              self.rows.get(rid) if self.rows is not None else None, exit_code,
-                             time.monotonic(), self.opts.row_wait_s)
+                             timebase.now_s(), self.opts.row_wait_s)
 
     async def lookup(self, request: web.Request) -> web.Response:
         status, body = self.row_answer(rid_from_path(request.match_info["rid"]))
@@ -447,8 +448,8 @@ def _wait_child_ready(child: subprocess.Popen, endpoint: str, timeout_s: float =
         host, port = parts.hostname, parts.port
     except ValueError:
         host = port = None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and child.poll() is None and host and port:
+    deadline = timebase.now_s() + timeout_s
+    while timebase.now_s() < deadline and child.poll() is None and host and port:
         try:
             socket.create_connection((host, port), timeout=0.2).close()
             time.sleep(0.3)  # its SUB sockets' subscriptions travel to the publishers

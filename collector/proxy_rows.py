@@ -73,7 +73,7 @@ class Entry:
     start: dict[str, Any]
     firsts: list[dict[str, Any]] = field(default_factory=list)
     end: dict[str, Any] | None = None
-    ended_s: float | None = None       # monotonic seconds at its end (the row wait counts from it)
+    ended_s: float | None = None       # shared.timebase seconds at its end (the row wait counts from it)
     row: dict[str, Any] | None = None  # what the proxy itself knows of its row (no energy)
 
 

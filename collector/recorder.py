@@ -14,6 +14,7 @@ from typing import Any
 
 import zmq
 
+from shared import timebase
 from shared.bus import CurveKeys, Inbox, Publisher, bind_pub, connect_sub
 from shared.clock import ClockClient, boot_id, derived_endpoint
 from shared.logs import get_logger
@@ -46,6 +47,7 @@ class Recorder:
         self.telemetry_received = 0
         self._samples: dict[int, int] = {}     # telemetry samples (not heartbeats) per endpoint
         self._host_ticks: dict[int, int] = {}  # of them, tel.host
+        self._server: dict[int, tuple[int | None, bool]] = {}  # endpoint -> (watched server port, process found)
         self.inbox = Inbox()
         self.pub: Publisher | None = None
         self._pub_sock = None
@@ -101,6 +103,8 @@ class Recorder:
                             self._samples[i] = self._samples.get(i, 0) + 1
                             if topic == TEL_HOST:
                                 self._host_ticks[i] = self._host_ticks.get(i, 0) + 1
+                                found = self._server.get(i, (None, False))[1] or payload.get("server_cpu_s") is not None
+                                self._server[i] = (payload.get("server_port"), found)
         except zmq.ZMQError as exc:  # context terminated under us at shutdown
             if not self._stop.is_set():
                 log.error("telemetry_loop_failed", error=str(exc))
@@ -122,10 +126,10 @@ class Recorder:
         next_round = 0.0
         while not self._stop.is_set():
             fresh = [s for s in list(self.sources) if s not in self._probed]
-            if fresh or time.monotonic() >= next_round:
+            if fresh or timebase.now_s() >= next_round:
                 self.probe_clocks("start" if fresh else "during", only=fresh or None)
                 if not fresh:
-                    next_round = time.monotonic() + self.clock_probe_s
+                    next_round = timebase.now_s() + self.clock_probe_s
             self._stop.wait(0.1)
 
     def probe_clocks(self, phase: str, only: list[str] | None = None, timeout_ms: int = 1000) -> int:
@@ -180,6 +184,25 @@ class Recorder:
                 "Start the daemon first (`python -m telemetry`, or `make telemetry`), point "
                 "--telemetry-endpoint at it, or run without energy data using --no-telemetry.")
 
+    def wait_server_found(self, port: int | None, timeout_s: float, first_host_s: float = 1.0) -> list[str]:
+        """Wait until every daemon that watches the LLM server's ``port`` has found the process listening
+        there (its tel.host carries server_cpu_s), so no request window opens before the server's CPU time
+        is known. Returns the endpoints still searching at ``timeout_s`` (their early rows stay empty);
+        a daemon that sends no tel.host within ``first_host_s`` or watches another port is not waited for."""
+        if self._thread is None or port is None:
+            return []
+        start = timebase.now_s()
+        while True:
+            now = timebase.now_s()
+            servers = dict(self._server)
+            searching = [i for i, (p, found) in servers.items() if p == port and not found]
+            unheard = [i for i in range(len(self.telemetry_endpoints)) if i not in servers]
+            if not searching and (not unheard or now - start >= first_host_s):
+                return []
+            if now - start >= timeout_s:
+                return [self.telemetry_endpoints[i] for i in searching]
+            time.sleep(0.02)
+
     def emit(self, body: Body, t: int | None = None, flush: bool = False) -> dict[str, Any]:
         """Publish one own event (stamped) and record it; returns the stamped payload."""
         with self._lock:  # the clock prober emits from its own thread: one user of the PUB socket at a time
@@ -204,8 +227,8 @@ class Recorder:
             return self._samples.get(i, 0) >= samples.get(i, 0) + 2 and \
                 (i not in hosts or self._host_ticks.get(i, 0) >= hosts[i] + 2)
 
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        deadline = timebase.now_s() + timeout_s
+        while timebase.now_s() < deadline:
             if all(after(i) for i in range(len(self.telemetry_endpoints))):
                 return True
             time.sleep(0.01)

@@ -1,4 +1,4 @@
-"""One streaming request over aiohttp, timed with the client's monotonic clock. The loop only
+"""One streaming request over aiohttp, timed with the host's shared clock (shared.timebase). The loop only
 moves bytes and stamps their arrival: the attempt's state machine is :mod:`collector.attempt`,
 the retry decision :mod:`collector.retry`.
 """
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -16,6 +15,7 @@ from collector import failures as F
 from collector.attempt import AttemptState
 from collector.backends import Params, get
 from collector.retry import Retrier, RetryPolicy
+from shared import timebase
 from shared.messages import ClientMetrics
 
 
@@ -49,11 +49,11 @@ async def _stream(session: aiohttp.ClientSession, url: str, payload: dict[str, A
             return
         att.status = resp.status
         async for data in resp.content.iter_any():
-            for kind, t in att.feed(data, time.monotonic_ns()):
+            for kind, t in att.feed(data, timebase.now_ns()):
                 notify(kind, t)
             if att.closed:
                 return
-        for kind, t in att.feed(b"", time.monotonic_ns()):
+        for kind, t in att.feed(b"", timebase.now_ns()):
             notify(kind, t)
 
 
@@ -68,9 +68,9 @@ async def run_request(session: aiohttp.ClientSession, backend: str, base_url: st
     api = get(backend)
     retrier = Retrier(policy or RetryPolicy(), copy.deepcopy(params), can_set_ctx=api.can_set_ctx)
     url = base_url.rstrip("/") + api.path
-    t0_ns = time.monotonic_ns() if t0_ns is None else t0_ns
+    t0_ns = timebase.now_ns() if t0_ns is None else t0_ns
     while True:
-        att = AttemptState(backend, time.monotonic_ns())
+        att = AttemptState(backend, timebase.now_ns())
         attempt = retrier.retries
 
         def notify(kind: str, t: int) -> None:
@@ -93,7 +93,7 @@ async def run_request(session: aiohttp.ClientSession, backend: str, base_url: st
                      f"({type(exc).__name__}: {exc})", F.TRUNCATED)
         except aiohttp.ClientError as exc:
             att.fail(f"{type(exc).__name__}: {exc}", F.BAD_RESPONSE)
-        end_ns = time.monotonic_ns()
+        end_ns = timebase.now_ns()
         note = None if att.ok else retrier.after(att.error_kind)
         if note is not None:
             if log is not None:

@@ -28,6 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+from shared import timebase
 from shared.bus import free_port
 from shared.logs import configure_logging, get_logger
 
@@ -112,13 +113,13 @@ def running_server(port: int | None = None, ctx: int = 2048, threads: int = 2,
                              "--threads", str(threads)], cwd=str(root), env=env,
                             stdout=subprocess.DEVNULL, stderr=errlog)
     try:
-        deadline = time.monotonic() + startup_timeout_s
+        deadline = timebase.now_s() + startup_timeout_s
         while not _ready(base_url):
             if proc.poll() is not None:
                 errlog.seek(0)
                 err = errlog.read().decode("utf-8", errors="replace")[-2000:]
                 raise DemoServerError(f"demo LLM server exited with code {proc.returncode}: {err}")
-            if time.monotonic() > deadline:
+            if timebase.now_s() > deadline:
                 raise DemoServerError(f"demo LLM server did not answer on {base_url} within {startup_timeout_s:g} s")
             time.sleep(0.2)
         yield base_url

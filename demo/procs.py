@@ -1,34 +1,29 @@
 """Child processes the demo starts and must always stop, even on Ctrl-C.
 
-Each child runs in its own process group (POSIX: a new session; Windows:
+Each child runs in its own process group (shared/procs.py: POSIX a new session, Windows
 CREATE_NEW_PROCESS_GROUP), so a Ctrl-C in the terminal reaches only the demo, which then
 stops its children in order: first a polite stop (SIGINT to the group on POSIX, CTRL_BREAK_EVENT
 on Windows: every entry point of this project treats both like Ctrl-C), then a kill after a
 timeout. Signalling the whole group also stops grandchildren (the analyzer the collector runs).
+The Windows branch has never run on Windows (see shared/procs.py).
 """
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import IO
 
+from shared import timebase
+from shared.procs import group_popen_kwargs, signal_child
 from shared.logs import get_logger
 
 log = get_logger("demo.procs")
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOWS = sys.platform == "win32"
-
-
-def group_popen_kwargs() -> dict:
-    """Popen keyword arguments that put the child in its own process group."""
-    if WINDOWS:
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-    return {"start_new_session": True}
 
 
 class Child:
@@ -82,16 +77,7 @@ class Child:
 
     def _signal_group(self, polite: bool) -> None:
         assert self.proc is not None
-        try:
-            if WINDOWS:
-                if polite:
-                    self.proc.send_signal(signal.CTRL_BREAK_EVENT)  # reaches the child's whole group
-                else:
-                    self.proc.kill()
-            else:
-                os.killpg(self.proc.pid, signal.SIGINT if polite else signal.SIGKILL)
-        except (ProcessLookupError, PermissionError, OSError):
-            pass  # already gone
+        signal_child(self.proc, polite)
 
     def kill(self) -> None:
         """Kill the child and its process group at once (no polite stop first)."""
@@ -122,8 +108,8 @@ class Child:
 
 def wait_until(predicate, timeout_s: float, children: list[Child], step_s: float = 0.2) -> bool:
     """Poll ``predicate`` until it is true (True), the time is up (False) or a child died (False)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    deadline = timebase.now_s() + timeout_s
+    while timebase.now_s() < deadline:
         if predicate():
             return True
         if any(not c.alive() for c in children):

@@ -18,6 +18,13 @@ def _index_re(prefix: str) -> re.Pattern:
     return re.compile(rf"^{re.escape(prefix)}_(\d+)(?:_|$)")
 
 
+def resume_command(batch_root: Path | str) -> str:
+    """The command that continues a batch with its own saved settings (quoted where the path has spaces)."""
+    root = str(batch_root)
+    return f'python -m collector --exp-dir "{root}" --resume' if " " in root else \
+        f"python -m collector --exp-dir {root} --resume"
+
+
 @dataclass(frozen=True)
 class BatchDir:
     root: Path

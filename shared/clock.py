@@ -1,6 +1,6 @@
 """Clock probes between hosts: the daemon answers, the collector asks (NTP-style), the analyzer fits.
 
-Every process stamps with its own ``time.monotonic_ns()``, which is per machine. When the collector
+Every process stamps with ``shared.timebase.now_ns()`` (re-exported here), which is per machine. When the collector
 and a telemetry daemon run on different hosts, the collector probes the daemon's clock: it notes its
 own clock when the probe leaves (``sent_ns``) and when the answer arrives (``received_ns``); the
 daemon answers with its clock (``remote_ns``). The source's offset is ``remote_ns − midpoint``,
@@ -22,6 +22,7 @@ import zmq
 
 from shared.bus import CurveKeys, bind_server
 from shared.logs import get_logger
+from shared.timebase import now_ns  # noqa: F401  (the one clock; importable from here too)
 
 log = get_logger("shared.clock")
 
@@ -130,13 +131,13 @@ class ClockClient:
 
     def probe(self, timeout_ms: int = PROBE_TIMEOUT_MS) -> Probe | None:
         s = self._socket()
-        sent = time.monotonic_ns()
+        sent = now_ns()
         s.send(b"t")
         if not s.poll(timeout_ms, zmq.POLLIN):
             self.close()
             return None
         data = s.recv()
-        received = time.monotonic_ns()
+        received = now_ns()
         try:
             ans: dict[str, Any] = msgpack.unpackb(data, raw=False)
             return Probe(sent, received, int(ans["t_ns"]), ans.get("wall_ns"), ans.get("boot_id"), ans.get("src"))

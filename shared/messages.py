@@ -2,7 +2,7 @@
 
 A bus message is ``[topic, payload]``; the payload is one flat msgpack map: the envelope ``v``
 (schema version), ``src`` (publisher id), ``seq`` (+1 per message per publisher), ``t``
-(``time.monotonic_ns()`` when the reading was taken) and ``wall`` (``time.time_ns()``), then the
+(``shared.timebase.now_ns()`` when the reading was taken) and ``wall`` (``time.time_ns()``), then the
 topic's own keys, each declared once below with its type and unit. Producers build a body class
 and send ``body.to_msg()``; readers get a typed object from ``Class.from_msg(payload)``;
 ``validate`` checks any payload at the boundary. docs/contract.md is generated from this file
@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import msgpack
+
+from shared import timebase
 
 # v2: req.end client.chunk_t became chunk_t_ns (unit in the name); client seconds count from the
 # request's start (v1: from the answering attempt's); req.first_token is sent per attempt.
@@ -49,8 +51,8 @@ class MessageError(ValueError):
 
 
 def now_ns() -> tuple[int, int]:
-    """Return ``(t, wall)``: monotonic ns (joins windows) and wall-clock ns (for humans)."""
-    return time.monotonic_ns(), time.time_ns()
+    """Return ``(t, wall)``: the host's shared clock in ns (shared.timebase; joins windows) and wall-clock ns (for humans)."""
+    return timebase.now_ns(), time.time_ns()
 
 
 def source_id(role: str) -> str:
@@ -78,8 +80,8 @@ class Stamper:
             t, wall_now = now_ns()
             wall = wall_now if wall is None else wall
         elif wall is None:
-            # Keep wall consistent with a caller-supplied monotonic stamp.
-            wall = time.time_ns() - (time.monotonic_ns() - t)
+            # Keep wall consistent with a caller-supplied stamp on the shared clock.
+            wall = time.time_ns() - (timebase.now_ns() - t)
         payload = {"v": SCHEMA_VERSION, "src": self.src, "seq": next(self._seq), "t": t, "wall": wall}
         payload.update(body)
         return payload
@@ -225,7 +227,7 @@ class Body(Record):
     v: int | None = _k("schema version")
     src: str | None = _k("publisher id, e.g. `telemetry@host`")
     seq: int | None = _k("per-publisher sequence number, +1 per message (a gap = lost messages)")
-    t: int | None = _k("`time.monotonic_ns()` when the reading was taken (windows join on it)")
+    t: int | None = _k("`shared.timebase.now_ns()` (the host's shared clock) when the reading was taken (windows join on it)")
     wall: int | None = _k("`time.time_ns()` at the same moment (for people and cross-host joins)")
 
 
@@ -292,13 +294,16 @@ class TelHb(Body):
     TOPIC: ClassVar[str] = TEL_HB
     sources: dict[str, dict] | None = _k("{source: {target_hz, achieved_hz (since the last heartbeat), "
                                          "jitter_ms_p50, jitter_ms_p99 (start delay after the deadline), "
-                                         "dropped_ticks, samples, errors (cumulative)}}")
+                                         "dropped_ticks, samples, errors (cumulative), rate_ratio (ticks run "
+                                         "of ticks due since the last heartbeat), rate_low (rate_ratio < 0.95)}}")
     gpu_source: str | None = _k("`nvml` | `sim` | `none`")
     simulated: bool | None = _k("true when any GPU is simulated")
     gpus: int | None = _k("number of GPUs sampled")
     uptime_s: float | None = _k("seconds since the daemon started")
     boot_id: str | None = _k("the daemon host's boot id (Linux; absent elsewhere): equal to the collector's = one clock")
     clock_port: int | None = _k("TCP port of the daemon's clock probe endpoint (REQ/REP, on the telemetry host)")
+    clock: str | None = _k("the OS clock every stamp reads (shared.timebase), e.g. "
+                           "`perf_counter: clock_gettime(CLOCK_MONOTONIC), 1e-09 s`")
 
 
 @dataclass(kw_only=True)
@@ -348,7 +353,7 @@ class ClientMetrics(Record):
     first_thinking_s: float | None = _k("request sent → first thinking token, s")
     first_chunk_s: float | None = _k("request sent → first streamed chunk of any kind, s (vLLM's TTFT)")
     chunks: int | None = _k("streamed chunks received")
-    chunk_t_ns: list[int] | None = _k("monotonic arrival time of every chunk, ns (ITL/TPOT under any definition)")
+    chunk_t_ns: list[int] | None = _k("arrival time of every chunk on the shared clock, ns (ITL/TPOT under any definition)")
     retries: int | None = _k("attempts before the last one")
     degraded: dict[str, Any] | None = _k("{param: value} lowered after an out-of-memory answer")
     attempt_s: float | None = _k("request sent → the answering attempt sent, s (0 without retries)")
@@ -426,8 +431,8 @@ class ClockSync(Body):
     The analyzer fits each source's clock into the collector's (offset and drift) from these."""
     TOPIC: ClassVar[str] = CLOCK_SYNC
     source: str = _k("the probed telemetry publisher id (the `src` of its tel.* messages)", required=True)
-    sent_ns: int = _k("collector `time.monotonic_ns()` when the probe left", required=True)
-    received_ns: int = _k("collector `time.monotonic_ns()` when the answer arrived", required=True)
+    sent_ns: int = _k("collector clock (`shared.timebase.now_ns()`) when the probe left", required=True)
+    received_ns: int = _k("collector clock (`shared.timebase.now_ns()`) when the answer arrived", required=True)
     remote_ns: int = _k("the source's clock (the one its tel.* `t` uses) when it answered, ns", required=True)
     rtt_ns: int | None = _k("received_ns − sent_ns, ns: the offset is known to ± rtt_ns / 2")
     offset_ns: int | None = _k("remote_ns − (sent_ns + received_ns) / 2: the source's clock minus the collector's, ns")

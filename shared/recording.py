@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import msgpack
 
+from shared import timebase
 from shared.logs import get_logger
 from shared.messages import SCHEMA_VERSION
 
@@ -137,20 +138,20 @@ class RecordingWriter:
             self._fh.write(msgpack.packb(self.header, use_bin_type=True))
             self._fh.flush()
         self._packer = msgpack.Packer(use_bin_type=True)
-        self._last_flush = time.monotonic()
+        self._last_flush = timebase.now_s()
 
     def write(self, topic: str, payload: dict[str, Any]) -> None:
         """Append one message; flushes to the OS when ``flush_s`` has passed since the last flush."""
         self._fh.write(self._packer.pack([topic, payload]))
         self.written += 1
-        now = time.monotonic()
+        now = timebase.now_s()
         if now - self._last_flush >= self.flush_s:
             self._fh.flush()
             self._last_flush = now
 
     def flush(self) -> None:
         self._fh.flush()
-        self._last_flush = time.monotonic()
+        self._last_flush = timebase.now_s()
 
     def close(self) -> None:
         if not self._fh.closed:

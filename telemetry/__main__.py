@@ -83,7 +83,7 @@ def _clock_options(args: argparse.Namespace) -> dict:
         out["src"] = f"telemetry@{args.test_pose_host}"
         out["boot_id"] = f"test-pose-{args.test_pose_host}"
     if args.test_clock_offset_s or args.test_clock_drift_ppm:
-        # remote = t + offset + drift × t on the machine's monotonic clock: a test knows the true mapping exactly
+        # remote = t + offset + drift × t on the machine's clock (shared.timebase): a test knows the true mapping exactly
         offset_ns, drift = round(args.test_clock_offset_s * 1e9), args.test_clock_drift_ppm * 1e-6
         out["clock_skew"] = lambda t: t + offset_ns + round(drift * t)
     return out

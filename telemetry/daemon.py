@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import zmq
 
+from shared import timebase
 from shared.bus import BusError, CurveKeys, Publisher, bind_pub
 from shared.clock import ClockServer, boot_id
 from shared.logs import get_logger
@@ -31,6 +32,7 @@ from telemetry.schedule import DeadlineSchedule
 log = get_logger("telemetry")
 
 Item = tuple[str, dict[str, Any], int, int]  # topic, body, t_ns, wall_ns
+LOW_RATE_BEATS = 3  # heartbeats in a row below 95 % of the target rate before the daemon warns
 TickFn = Callable[[int, int], "tuple[str, dict[str, Any]] | None"]
 
 
@@ -53,7 +55,7 @@ class DaemonConfig:
     clock_endpoint: str | None = None   # REP endpoint answering the collector's clock probes (None: none)
     clock_optional: bool = False        # a derived default endpoint that cannot be bound is skipped, with a warning
     boot_id: str | None = field(default_factory=boot_id)
-    # tests only: a daemon posing as another host maps its monotonic clock (offset and drift) everywhere it stamps
+    # tests only: a daemon posing as another host maps its clock (shared.timebase) (offset and drift) everywhere it stamps
     clock_skew: Callable[[int], int] | None = None
 
     def __post_init__(self):
@@ -69,15 +71,18 @@ class SourceThread(threading.Thread):
     """Runs ``tick(t_ns, k)`` on a deadline schedule and queues what it returns."""
 
     def __init__(self, name: str, rate_hz: float, tick: TickFn, out: "queue.SimpleQueue[Item]",
-                 stop: threading.Event, clock_ns: Callable[[], int] = time.monotonic_ns, dither: bool = False):
+                 stop: threading.Event, clock_ns: Callable[[], int] | None = None, dither: bool = False,
+                 sleep: Callable[[float], None] = time.sleep):
         # daemon=True: a thread stuck inside a driver call must not keep the process alive.
         super().__init__(name=f"sampler-{name}", daemon=True)
         self.source = name
         self._tick = tick
         self._out = out
         self._stop_event = stop
-        self._clock_ns = clock_ns
-        self.schedule = DeadlineSchedule(rate_hz, clock_ns(), dither=dither)
+        # the shared clock (read at each call, so timebase.injected reaches it); tests may pass their own
+        self._clock_ns = clock_ns or (lambda: timebase.now_ns())
+        self._sleep = sleep
+        self.schedule = DeadlineSchedule(rate_hz, self._clock_ns(), dither=dither)
         self.failures = 0
 
     def run(self) -> None:
@@ -85,11 +90,13 @@ class SourceThread(threading.Thread):
         while not stop.is_set():
             wait_ns = sched.deadline_ns() - clock()
             if wait_ns > 0:
-                # time.sleep wakes more punctually than Event.wait; the 50 ms cap keeps stop responsive.
-                time.sleep(min(wait_ns / 1e9, 0.05))
+                # time.sleep wakes more punctually than Event.wait (high-resolution on Windows from
+                # Python 3.11); the 50 ms cap keeps stop responsive.
+                self._sleep(min(wait_ns / 1e9, 0.05))
                 continue
-            t_ns, wall_ns = time.monotonic_ns(), time.time_ns()
-            k = sched.begin(clock())
+            # one reading stamps the sample and starts the tick: the stamp is on the schedule's clock
+            t_ns, wall_ns = clock(), time.time_ns()
+            k = sched.begin(t_ns)
             if k is None:
                 continue
             try:
@@ -151,6 +158,7 @@ class Daemon:
         self.threads: list[SourceThread] = []
         self.tickers: dict[str, GpuTicker] = {}
         self.stuck_sources: list[str] = []  # sampler threads still inside a driver call at exit
+        self._low_rate: dict[str, int] = {}    # source -> consecutive heartbeats below its target rate
 
     def describe(self) -> dict[str, Any]:
         """What the daemon samples and where it publishes (the start log line)."""
@@ -163,7 +171,7 @@ class Daemon:
             "gpu_slow_hz": c.gpu_slow_hz if self.gpus else None,
             "host_hz": c.host_hz, "watch": list(c.watch), "server_port": c.server_port,
             "rapl_zones": [z.key for z in rapl.zones] if rapl else [],
-            "curve": c.curve is not None,
+            "curve": c.curve is not None, "clock": timebase.describe(),
         }
 
     def _start_threads(self, out: "queue.SimpleQueue[Item]", stop: threading.Event) -> None:
@@ -185,9 +193,27 @@ class Daemon:
             ticker = self.tickers.get(th.source)
             entry["errors"] = th.failures + (ticker.reader.errors_total if ticker else 0)
             sources[th.source] = entry
+            self._check_rate(th.source, entry)
         return TelHb(sources=sources, gpu_source=self.gpu_source, simulated=self.simulated, gpus=len(self.gpus),
                      uptime_s=(now_ns - started_ns) / 1e9, boot_id=self.config.boot_id,
-                     clock_port=self.clock_port).to_msg()
+                     clock_port=self.clock_port, clock=timebase.describe()).to_msg()
+
+    def _check_rate(self, source: str, entry: dict[str, Any]) -> None:
+        """Warn once when a source stays below 95 % of its target rate for LOW_RATE_BEATS heartbeats
+        (one slow second is load; three in a row is a clock, a sleep or a driver that cannot keep up)."""
+        n = self._low_rate.get(source, 0)
+        if entry.get("rate_low"):
+            self._low_rate[source] = n + 1
+            if n + 1 == LOW_RATE_BEATS:
+                log.warning("sampling_rate_low", source=source, target_hz=entry["target_hz"],
+                            achieved_hz=round(entry["achieved_hz"], 1), rate_ratio=entry.get("rate_ratio"),
+                            dropped_ticks=entry["dropped_ticks"], clock=timebase.describe(),
+                            effect="fewer samples per request window than asked; energy edges are coarser",
+                            fix="lower --gpu-hz, free a CPU core, or check the clock (Python >= 3.11 on Windows)")
+        elif entry.get("rate_low") is False:
+            if n >= LOW_RATE_BEATS:
+                log.info("sampling_rate_recovered", source=source, achieved_hz=round(entry["achieved_hz"], 1))
+            self._low_rate[source] = 0
 
     @property
     def clock_port(self) -> int | None:
@@ -203,7 +229,7 @@ class Daemon:
         out: "queue.SimpleQueue[Item]" = queue.SimpleQueue()
         inner_stop = threading.Event()
         pub = Publisher(sock, self.config.src)
-        started_ns = time.monotonic_ns()
+        started_ns = timebase.now_ns()
         hb_ns = round(self.config.heartbeat_s * 1e9)
         next_hb = started_ns + hb_ns
         end_ns = started_ns + round(self.config.duration_s * 1e9) if self.config.duration_s else None
@@ -212,7 +238,7 @@ class Daemon:
         if self.config.clock_endpoint:
             try:
                 clock = ClockServer(ctx, self.config.clock_endpoint, self.config.src,
-                                    lambda: skew(time.monotonic_ns()), self.config.boot_id, self.config.curve)
+                                    lambda: skew(timebase.now_ns()), self.config.boot_id, self.config.curve)
                 clock.start()
             except BusError as exc:
                 if not self.config.clock_optional:
@@ -222,6 +248,9 @@ class Daemon:
                             hint="a collector on another host cannot map this daemon's clock; pass --clock-endpoint")
                 self.config.clock_endpoint = None
         log.info("telemetry_start", **self.describe(), clock_endpoint=self.config.clock_endpoint)
+        weak = timebase.timing_ok()
+        if weak:
+            log.warning("timing_too_coarse", problem=weak, fix="use Python 3.11 or later")
         # Python hands the GIL over only every 5 ms by default; a sampler woken for its deadline
         # would wait that long behind the publisher. A shorter interval keeps 1 kHz jitter small.
         old_switch = sys.getswitchinterval()
@@ -230,7 +259,7 @@ class Daemon:
             self._start_threads(out, inner_stop)
             self.started.set()
             while not stop.is_set():
-                now = time.monotonic_ns()
+                now = timebase.now_ns()
                 if end_ns is not None and now >= end_ns:
                     break
                 if now >= next_hb:

@@ -5,12 +5,12 @@
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
 import psutil
 
+from shared import timebase
 from shared.messages import TelHost
 from telemetry.rapl import RaplReader
 
@@ -60,7 +60,7 @@ class ProcessWatch:
         """``{name: {pid, pids, cpu_pct, rss_mib}}`` summed over that name's processes; absent if none."""
         if not self.names:
             return {}
-        now = time.monotonic()
+        now = timebase.now_s()
         if now - self._last_scan >= self.rescan_s:
             self._rescan()
             self._last_scan = now
@@ -93,11 +93,16 @@ def listening_pids(port: int) -> set[int]:
 class ServerWatch:
     """The LLM server found by the port it listens on, with its children (Ollama runs each model in
     a runner child process), rescanned every ``rescan_s``. Reports their cumulative CPU time: the
-    analyzer takes differences at window edges, so a missed tick loses nothing."""
+    analyzer takes differences at window edges, so a missed tick loses nothing.
 
-    def __init__(self, port: int, rescan_s: float = 2.0):
+    Until a process is found, ``server_cpu_s`` is absent (never 0: "not seen" is not "idle") and the
+    port is rescanned every ``missing_rescan_s``, so a server that starts after the daemon is found
+    within a fraction of a second (the collector waits for that before its first request)."""
+
+    def __init__(self, port: int, rescan_s: float = 2.0, missing_rescan_s: float = 0.2):
         self.port = port
         self.rescan_s = rescan_s
+        self.missing_rescan_s = missing_rescan_s
         self._procs: dict[int, psutil.Process] = {}
         self._last_cpu: dict[int, float] = {}   # pid -> last CPU time seen (kept after it exits)
         self._last_scan = float("-inf")
@@ -115,9 +120,9 @@ class ServerWatch:
         self._procs = found
 
     def read(self) -> dict[str, Any]:
-        """``{server_port, server_pids, server_cpu_s}``; only the port when no process listens."""
-        now = time.monotonic()
-        if now - self._last_scan >= self.rescan_s:
+        """``{server_port, server_pids, server_cpu_s}``; only the port when no process was ever found."""
+        now = timebase.now_s()
+        if now - self._last_scan >= (self.rescan_s if self._last_cpu else self.missing_rescan_s):
             self._rescan()
             self._last_scan = now
         pids = []

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from shared import timebase
 from shared.bus import Inbox
 from shared.logs import get_logger
 from shared.messages import BATCH_START, REQ_END, REQ_START, TEL_GPU, TEL_HB, TEL_HOST, src_host
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                         "the measuring proxy's, joules when one is the live analyzer's --publish-endpoint)")
     args = ap.parse_args(argv)
     metrics, inbox = TelemetryMetrics(), Inbox()
-    end = time.monotonic() + args.duration if args.duration else None
+    end = timebase.now_s() + args.duration if args.duration else None
     with subscription(args) as (sock, stop, endpoints):
         try:
             server, _thread = serve(metrics, args.port, args.addr)
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         log.info("prometheus_start", url=f"http://{args.addr}:{args.port}/metrics", endpoints=endpoints)
         try:
-            while not stop.is_set() and (end is None or time.monotonic() < end):
+            while not stop.is_set() and (end is None or timebase.now_s() < end):
                 for msg in inbox.drain(sock, timeout_ms=100):
                     metrics.update(*msg)
         finally:

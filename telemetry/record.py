@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-import time
 from pathlib import Path
 
 import zmq
 
+from shared import timebase
 from shared.bus import Inbox
 from shared.logs import get_logger
 from shared.recording import RecordingWriter
@@ -28,10 +28,10 @@ def record(sock: zmq.Socket, writer: RecordingWriter, stop: threading.Event, dur
            count: int | None = None, inbox: Inbox | None = None) -> int:
     """Write messages from ``sock`` until stop, duration or count; returns how many were written."""
     inbox = inbox or Inbox()
-    end = time.monotonic() + duration_s if duration_s else None
+    end = timebase.now_s() + duration_s if duration_s else None
     written = 0
     while not stop.is_set() and (count is None or written < count):
-        if end is not None and time.monotonic() >= end:
+        if end is not None and timebase.now_s() >= end:
             break
         for topic, payload in inbox.drain(sock, timeout_ms=100):
             writer.write(topic, payload)

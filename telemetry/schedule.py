@@ -16,6 +16,7 @@ import math
 import threading
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+RATE_LOW = 0.95  # a source running fewer than 95 % of its due ticks is below its target rate
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -43,10 +44,11 @@ class DeadlineSchedule:
         # Window since the last report (for achieved rate and jitter percentiles).
         self._win_start_ns = start_ns
         self._win_samples = 0
+        self._win_missed_start = 0  # dropped + overdue ticks when the window began
         self._win_jitter_ns: list[int] = []
 
     def deadline_ns(self, k: int | None = None) -> int:
-        """When tick ``k`` (default: the next one to run) is due, in monotonic ns."""
+        """When tick ``k`` (default: the next one to run) is due, in ns on the shared clock (shared.timebase)."""
         k = self._next_k if k is None else k
         offset = int(((k * _GOLDEN) % 1.0) * self.period_ns) if self.dither else 0
         return self.start_ns + k * self.period_ns + offset
@@ -80,12 +82,20 @@ class DeadlineSchedule:
         """Heartbeat entry for this source; starts a new window for rate and jitter."""
         with self._lock:
             span_ns = now_ns - self._win_start_ns
+            missed = self.dropped + self._pending_dropped(now_ns)
             out = {
                 "target_hz": self.rate_hz,
                 "achieved_hz": self._win_samples * 1e9 / span_ns if span_ns > 0 else 0.0,
-                "dropped_ticks": self.dropped + self._pending_dropped(now_ns),
+                "dropped_ticks": missed,
                 "samples": self.samples,
             }
+            # Ticks run of ticks due in the window: exact where achieved_hz counts ±1 sample at the edges
+            # (±10 % at 10 Hz over a second); below RATE_LOW the target rate is not being reached.
+            due = self._win_samples + (missed - self._win_missed_start)
+            if due > 0:
+                out["rate_ratio"] = round(self._win_samples / due, 4)
+                out["rate_low"] = self._win_samples / due < RATE_LOW
+            self._win_missed_start = missed
             if self._win_jitter_ns:
                 jit = sorted(self._win_jitter_ns)
                 out["jitter_ms_p50"] = percentile(jit, 50) / 1e6

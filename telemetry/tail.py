@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Any
 
+from shared import timebase
 from shared.bus import Inbox, events_endpoint
 from shared.cli import add_subscriber_args, subscription
 from shared.escape import json_line, terminal_text
@@ -93,13 +93,17 @@ def request_line(topic: str, p: dict[str, Any]) -> str | None:
     if topic == REQ_START:
         return f"start  {rid}" + ("  (warm-up)" if p.get("warmup") else "")
     if topic == REQ_FIRST_TOKEN:
-        return f"first  {rid}  {p.get('kind')}"
+        # a retried request sends one per attempt: numbered from 1, so retries are not identical lines
+        attempt = p.get("attempt")
+        return f"first  {rid}  {p.get('kind')}" + (f"  (attempt {attempt + 1})" if isinstance(attempt, int) else "")
     if topic == REQ_END:
         c, api = p.get("client") or {}, p.get("api") or {}
         head = "ok    " if p.get("ok") else "FAILED"
         tokens = output_tokens(api)
         tail = (f"latency {_num(c.get('latency_s'), '.2f')} s  ttft {_num(c.get('first_token_s'), '.3f')} s  "
                 f"tokens {'-' if tokens is None else tokens}")
+        if c.get("retries"):
+            tail += f"  after {c['retries'] + 1} attempts"
         if not p.get("ok"):
             tail += f"  {p.get('error_kind')}: {p.get('error')}"
         return f"{head} {rid}  {tail}"
@@ -167,11 +171,23 @@ class TailState:
             parts = []
             for name, s in sorted((self.hb.get("sources") or {}).items()):
                 parts.append(f"{name} {_num(s.get('achieved_hz'), '.1f')}/{_num(s.get('target_hz'), 'g')} Hz "
-                             f"p99 {_num(s.get('jitter_ms_p99'), '.2f')} ms drop {s.get('dropped_ticks', '-')}")
+                             f"p99 {_num(s.get('jitter_ms_p99'), '.2f')} ms drop {s.get('dropped_ticks', '-')}"
+                             + (" BELOW TARGET RATE" if s.get("rate_low") else ""))
             sim = "  SIMULATED GPU" if self.hb.get("simulated") else ""
             lines.append(f"hb: {'; '.join(parts)}{sim}")
         lines.append(f"messages {self.messages}, seq gaps {self.seq_gaps}")
         return "\n".join(lines)
+
+
+WAITING_REMIND_S = 10.0  # while nothing arrived: the waiting line again this often
+
+
+def waiting_line(endpoints: list[str], requests: bool, waited_s: float = 0.0) -> str:
+    """What tail says before the first message (never a blank screen): where it listens and what starts it."""
+    what, start = (("batch events", "a running batch (python -m collector ...)") if requests else
+                   ("telemetry", "the daemon (python -m telemetry)"))
+    since = f", nothing for {waited_s:.0f} s" if waited_s else ""
+    return f"waiting for {what} on {', '.join(endpoints)} …{since} (needs {start}; Ctrl-C stops)"
 
 
 def _analysis_endpoint() -> str:
@@ -199,14 +215,22 @@ def main(argv: list[str] | None = None) -> int:
     totals = ModelTotals()
     interactive = sys.stdout.isatty()
     state, inbox = TailState(), Inbox()
-    end = time.monotonic() + args.duration if args.duration else None
-    next_draw = time.monotonic()
+    end = timebase.now_s() + args.duration if args.duration else None
+    next_draw = timebase.now_s()
     with subscription(args) as (sock, stop, endpoints):
         log.info("tail_start", endpoints=endpoints, topics=args.topics)
+        started = timebase.now_s()
+        # on stderr: --json keeps stdout to JSON lines only
+        print(waiting_line(endpoints, args.requests), file=sys.stderr, flush=True)
+        remind = started + WAITING_REMIND_S
         try:
             while not stop.is_set() and (args.count is None or state.messages < args.count):
-                if end is not None and time.monotonic() >= end:
+                now = timebase.now_s()
+                if end is not None and now >= end:
                     break
+                if not state.messages and now >= remind:
+                    print(waiting_line(endpoints, args.requests, now - started), file=sys.stderr, flush=True)
+                    remind = now + WAITING_REMIND_S
                 for msg in inbox.drain(sock, timeout_ms=100):
                     state.update(*msg)
                     if args.json:
@@ -216,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
                         print(line + ("\n" + totals.line(model) if model is not None else ""), flush=True)
                     if args.count is not None and state.messages >= args.count:
                         break
-                if not (args.json or args.requests) and time.monotonic() >= next_draw and state.messages:
+                if not (args.json or args.requests) and timebase.now_s() >= next_draw and state.messages:
                     # ANSI clear-and-home on a terminal (Windows 10+ consoles understand it too).
                     print(("\x1b[H\x1b[J" if interactive else "\n") + state.render(), flush=True)
-                    next_draw = time.monotonic() + args.refresh_s
+                    next_draw = timebase.now_s() + args.refresh_s
             if not (args.json or args.requests) and state.messages:
                 print(state.render(), flush=True)
         except BrokenPipeError:

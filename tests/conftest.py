@@ -1,9 +1,12 @@
-"""Fixtures shared by every test: zmq contexts that must close, free loopback ports."""
+"""Fixtures shared by every test: zmq contexts that must close, free loopback ports, and the one rule for
+tests that need a system part the project does not install (bubblewrap, Chromium)."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import zmq
@@ -37,3 +40,49 @@ def zctx():
 @pytest.fixture
 def endpoint():
     return f"tcp://127.0.0.1:{free_port()}"
+
+
+# System parts some tests drive (not Python packages): on a fresh machine they skip with the reason
+# and the install line; under CI (CI=true, .ci/run installs both) a missing one fails the run instead.
+BWRAP_INSTALL = "apt-get install -y bubblewrap (Debian/Ubuntu; Fedora: dnf install bubblewrap)"
+CHROMIUM_INSTALL = "apt-get install -y chromium (Debian/Ubuntu), or set CHROMIUM to the browser binary"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def missing_system_part(what: str, why: str, install: str, ci_fails: bool = True) -> NoReturn:
+    """Skip this test: ``what`` is missing (``why``), with the line that installs it. Under CI it fails."""
+    msg = f"needs {what}, which is not usable here: {why}. Install: {install}"
+    if ci_fails and in_ci():
+        pytest.fail(f"CI=true: {msg} (.ci/run installs it; a CI run never skips this quietly)", pytrace=False)
+    pytest.skip(msg)
+
+
+def require_sandbox():
+    """The code-test sandbox (bubblewrap) as analyzer.quality.sandbox detects it; skip/fail per the rule above.
+    Elsewhere than Linux there is no bwrap at all: a skip even under CI."""
+    from analyzer.quality import sandbox
+
+    choice = sandbox.sandbox_choice()
+    if choice.kind != sandbox.BWRAP:
+        missing_system_part("the code-test sandbox (bubblewrap)", choice.reason or "no sandbox", BWRAP_INSTALL,
+                            ci_fails=sys.platform == "linux")
+    return choice
+
+
+def require_chromium() -> str:
+    """The headless browser binary (env CHROMIUM overrides the PATH search); skip/fail per the rule above."""
+    found = os.environ.get("CHROMIUM") or next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
+    if not found:
+        missing_system_part("headless Chromium (the report.html browser test)",
+                            f"none of {', '.join(CHROMIUM_NAMES)} on PATH and no env CHROMIUM", CHROMIUM_INSTALL)
+    return found
+
+
+@pytest.fixture
+def sandbox_choice():
+    """The working bwrap sandbox, or the test is skipped (fails under CI) with the install line."""
+    return require_sandbox()

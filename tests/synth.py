@@ -102,6 +102,7 @@ class Spec:
     cpu_pct: Callable[[float], float] = lambda t: 25.0
     rapl_w: float | None = None     # package power in W → rapl_uj counter
     server_cores: float | None = None  # the LLM server's CPU use in cores → server_cpu_s (8-core host)
+    server_found_s: float = 0.0     # the daemon finds the server's process at this time (no server_cpu_s before)
     requests: list[Req] = field(default_factory=list)
     drop_telemetry_seqs: set[int] = field(default_factory=set)
     batch_id: str = "experiments_1_20260101_000000"
@@ -156,7 +157,9 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
         host: dict[str, Any] = {"cpu_pct": spec.cpu_pct(t), "mem_used_mib": 8000.0 + t, "mem_total_mib": 32000.0,
                                 "procs": {"ollama": {"pid": 42, "cpu_pct": 10.0, "rss_mib": 500.0 + t}}}
         if spec.server_cores is not None:
-            host.update(cpu_count=8, server_port=11434, server_pids=[42, 43], server_cpu_s=spec.server_cores * t)
+            host.update(cpu_count=8, server_port=11434)
+            if t >= spec.server_found_s:
+                host.update(server_pids=[42, 43], server_cpu_s=spec.server_cores * t)
         if spec.rapl_w is not None:
             host["rapl_uj"] = {"package-0": int(round(spec.rapl_w * t * 1e6)), "core": int(round(spec.rapl_w * 0.5 * t * 1e6))}
         add(tel, M.TEL_HOST, host, t)

@@ -180,6 +180,24 @@ class TestServerCpu:
         assert row["host_cpu_other_pct"] == pytest.approx(43.75, rel=1e-6)
         assert any(p.startswith("CPU contention") and row["rid"] in p for p in a.problems)
 
+    def test_windows_before_the_server_was_found_stay_empty_never_zero(self, tmp_path):
+        """The daemon found the server's process 2 s in (it started after the daemon): a request before that
+        has no server figures and says why (clamping its window to the trace gave server_cpu_s = 0 and
+        cpu_energy_j_server = 0, the flaky demo rows); one after it is measured as usual."""
+        spec = S.Spec(duration_s=5.0, server_cores=0.5, server_found_s=2.0,
+                      requests=[S.Req(0.5031, 1.5031, model="early"), S.Req(1.9031, 2.9031, model="straddles"),
+                                S.Req(3.0031, 4.0031, model="late")])
+        a = run(tmp_path, spec, cpu_tdp_w=80.0)
+        rows = by_model(a)
+        for early in ("early", "straddles"):
+            assert rows[early]["server_cpu_s"] is None and rows[early]["cpu_energy_j_server"] is None
+            assert rows[early]["cpu_server_share"] is None and rows[early]["cpu_server_basis"] == "server_not_seen"
+            assert rows[early]["cpu_energy_j_approx"] is not None  # the host's own CPU figures stay
+        assert rows["late"]["server_cpu_s"] == pytest.approx(0.5, rel=1e-6)
+        assert rows["late"]["cpu_server_basis"] == "tdp_share"
+        note = next(p for p in a.problems if "server_not_seen" in p)
+        assert note.startswith("2 request(s)") and rows["early"]["rid"] in note and rows["late"]["rid"] not in note
+
     def test_server_never_above_the_host(self, tmp_path):
         """Seen on the demo: the process's CPU time ran a few % above the host's cpu_pct integral (they are
         sampled apart). The share is clipped to 1, so the server's energy is at most the host's."""

@@ -22,6 +22,8 @@ def batch_dir_from(stdout: str):
     return Path(lines[-1].removeprefix("batch: ").strip())
 
 
+# a hang guard, not a speed target: on a loaded shared CI machine the CPU model's 8 answers took 4 min
+@pytest.mark.timeout(600)
 def test_demo_runs_end_to_end_on_the_real_cpu_model(tmp_path):
     """All four tasks in English and Chinese (one load, one run, short answers): every successful row
     has a quality score with its basis and a 效质比, offline; the first row's GPU is marked simulated and
@@ -29,7 +31,7 @@ def test_demo_runs_end_to_end_on_the_real_cpu_model(tmp_path):
     process is gone when the demo exits."""
     proc = subprocess.run([sys.executable, "-m", "demo", "--out", str(tmp_path), "--runs", "1", "--loads", "short",
                            "--max-tokens", "24", "--no-plots", "--report-lang", "zh", "--log-level", "info"],
-                          cwd=ROOT, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=240)
+                          cwd=ROOT, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=540)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     batch = batch_dir_from(proc.stdout)
     assert batch.parent == tmp_path and batch.name.startswith("experiments_1_")

@@ -7,9 +7,7 @@ step (chrF, no BART weights): three models, QA and creative, three runs each, on
 and a model name that is an HTML injection attempt."""
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,22 +18,18 @@ from analyzer import outputs, pipeline, report_html, stream
 from shared.messages import BatchEnd
 from shared.recording import read_recording
 from tests import synth as S
+from tests.conftest import require_chromium
 
 HOSTILE = 'evil"><img src=x onerror="document.title=1">'
 # what a server might put in an error text: a script, a javascript: link, Markdown that injects HTML
 HOSTILE_ERROR = ('HTTP 500 <script>document.title="pwned"</script> [click](javascript:document.title="pwned") '
                  '![x](x" onerror="document.title=\'pwned\')')
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 
 def chromium() -> str:
-    """The browser binary (env CHROMIUM overrides); a clear failure, never a skip, when absent."""
-    found = os.environ.get("CHROMIUM") or next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
-    if not found:
-        pytest.fail("headless Chromium is needed for the report.html browser test and was not found "
-                    f"(looked for {', '.join(CHROMIUM_NAMES)} on PATH and env CHROMIUM). Fix: apt-get install -y "
-                    "chromium (Debian/Ubuntu; .ci/run does this), or set CHROMIUM to the browser binary")
-    return found
+    """The browser binary (env CHROMIUM overrides): without one the test is skipped with the install line,
+    and fails under CI=true (.ci/run installs it) — tests/conftest.py's one rule for system parts."""
+    return require_chromium()
 
 
 def browse(page: Path, shot: Path, tmp: Path) -> tuple[str, list[str]]:

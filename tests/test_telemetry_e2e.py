@@ -202,6 +202,16 @@ class TestSubscribers:
             validate(topic, msg)
         daemon.kill()
 
+    @pytest.mark.parametrize("mode", [[], ["--json"], ["--requests"]])
+    def test_tail_without_a_daemon_says_what_it_waits_for(self, procs, endpoint, mode):
+        """Nothing publishes on the endpoint: tail says so at once (stderr; stdout stays empty, JSON-clean)
+        instead of a blank screen, and ends with exit 0 at --duration."""
+        tail = procs.start("telemetry.tail", "--endpoint", endpoint, "--duration", "1.5", *mode)
+        assert tail.wait(20) == 0, procs.stderr(tail)
+        what = "batch events" if mode == ["--requests"] else "telemetry"
+        assert f"waiting for {what} on {endpoint} …" in procs.stderr(tail)
+        assert procs.stdout(tail) == ""
+
     def test_tail_table_shows_the_simulated_gpu(self, procs, endpoint):
         daemon = procs.start(*daemon_args(endpoint, "--gpu", "sim", "--duration", "10"))
         tail = procs.start("telemetry.tail", "--endpoint", endpoint, "--duration", "2.5")

@@ -154,6 +154,32 @@ class TestRequestsView:
         assert "INTERRUPTED" in request_line("batch.end", {"batch": "b", "ok": 1, "interrupted": True})
         assert request_line("tel.gpu", {"gpu": 0}) is None
 
+    def test_table_marks_a_source_below_its_target_rate(self):
+        st = TailState()
+        st.update("tel.hb", {"src": "t@h", "seq": 0, "sources": {
+            "gpu0": {"achieved_hz": 64.0, "target_hz": 100.0, "dropped_ticks": 36, "rate_low": True},
+            "host": {"achieved_hz": 10.0, "target_hz": 10.0, "dropped_ticks": 0, "rate_low": False}}})
+        hb = next(line for line in st.render().splitlines() if line.startswith("hb: "))
+        assert hb.count("BELOW TARGET RATE") == 1 and hb.index("BELOW") < hb.index("host")
+
+    def test_retried_attempts_are_numbered(self):
+        """A retried request sends req.first_token per attempt: the lines differ by their attempt number."""
+        from telemetry.tail import request_line
+
+        lines = [request_line("req.first_token", {"rid": "r", "kind": "content", "attempt": k}) for k in range(3)]
+        assert lines == ["first  r  content  (attempt 1)", "first  r  content  (attempt 2)",
+                         "first  r  content  (attempt 3)"]
+        end = request_line("req.end", {"rid": "r", "ok": True, "client": {"latency_s": 1.0, "retries": 2}})
+        assert "after 3 attempts" in end
+        assert "attempts" not in request_line("req.end", {"rid": "r", "ok": True, "client": {"retries": 0}})
+
+    def test_waiting_line_names_the_endpoint_and_what_to_start(self):
+        from telemetry.tail import waiting_line
+
+        assert waiting_line(["tcp://127.0.0.1:5556"], False) == (
+            "waiting for telemetry on tcp://127.0.0.1:5556 … (needs the daemon (python -m telemetry); Ctrl-C stops)")
+        assert "batch events on tcp://h:5557 …, nothing for 10 s" in waiting_line(["tcp://h:5557"], True, 10.2)
+
     def test_requests_per_model_totals_with_energy_rows(self):
         from telemetry.tail import ModelTotals, request_line
 

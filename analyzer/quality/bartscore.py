@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 from analyzer.quality.options import DEFAULT_CHECKPOINT, DEFAULT_CHECKPOINT_ZH  # noqa: F401 - re-exported
+from shared import timebase
 from shared.logs import get_logger
 
 log = get_logger("quality.bartscore")
@@ -177,7 +177,7 @@ class BARTScorer:
         self.batch_size = batch_size
         self.min_fill = min_fill if min_fill is not None else (0.6 if self.device.startswith("cuda") else 0.9)
         self.pairs_scored = 0  # distinct pairs run through the model so far (duplicates are scored once)
-        started = time.monotonic()
+        started = timebase.now_s()
         self.tokenizer, model = load_checkpoint(self.checkpoint)
         self.dtype = _resolve_dtype(dtype, self.device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
@@ -190,7 +190,7 @@ class BARTScorer:
             raise BartScoreUnavailable(f"BARTScore checkpoint '{self.checkpoint}' has no pad_token_id or "
                                        "decoder_start_token_id in its config; it is not a usable BART model.")
         log.info("bartscore_loaded", checkpoint=self.checkpoint, device=self.device, dtype=str(self.dtype),
-                 max_length=self.max_length, load_s=round(time.monotonic() - started, 2))
+                 max_length=self.max_length, load_s=round(timebase.now_s() - started, 2))
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, special tokens added, truncated to max_length, no padding."""

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from shared import timebase
 from shared.logs import get_logger
 
 log = get_logger("quality.sandbox")
@@ -203,11 +204,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def _wait_keep_zombie(proc: subprocess.Popen, timeout_s: float) -> bool:
     """Wait for the child to exit without reaping it, so its pid (= the group id) cannot be reused
     before the group is killed. True when it exited within ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
+    deadline = timebase.now_s() + timeout_s
     while True:
         if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
             return True
-        if time.monotonic() >= deadline:
+        if timebase.now_s() >= deadline:
             return False
         time.sleep(0.01)
 

@@ -57,7 +57,7 @@ class GPU(ABC):
     driver: str | None = None
 
     def at(self, t_ns: int) -> None:
-        """Called once per tick before the getters with the tick's monotonic time (ns).
+        """Called once per tick before the getters with the tick's time (ns, shared.timebase).
 
         Real GPUs ignore it; the simulated GPU advances its state to ``t_ns`` so that its
         readings belong exactly to the published timestamp."""

@@ -8,11 +8,11 @@ Every reading it produces is marked ``simulated`` and ``power_kind = "sim"``.
 """
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import psutil
 
+from shared import timebase
 from telemetry.gpu.base import GPU
 
 _MW_NS_PER_MJ = 1_000_000_000  # 1 mJ = 1 mW * 1 s = 1e9 mW·ns
@@ -23,7 +23,7 @@ class HostCpuLoad:
 
     Kept separate from ``psutil.cpu_percent`` so it never disturbs the host sampler's readings."""
 
-    def __init__(self, refresh_s: float = 0.1, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, refresh_s: float = 0.1, clock: Callable[[], float] = timebase.now_s):
         self.refresh_s = refresh_s
         self._clock = clock
         self._last_t = clock()
@@ -56,7 +56,7 @@ class SimGPU(GPU):
 
     def __init__(self, index: int = 0, load: Callable[[], float] | None = None, idle_mw: int = 30_000,
                  max_mw: int = 250_000, mem_total_mib: float = 24_576.0,
-                 clock_ns: Callable[[], int] = time.monotonic_ns):
+                 clock_ns: Callable[[], int] = timebase.now_ns):
         if not 0 <= idle_mw <= max_mw:
             raise ValueError(f"sim GPU: need 0 <= idle_mw <= max_mw, got idle_mw={idle_mw}, max_mw={max_mw}")
         self.index = index
