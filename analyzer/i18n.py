@@ -266,6 +266,21 @@ _TEXT: dict[str, dict[str, str]] = {
               "before the telemetry daemon found the LLM server's process, or closed after it last saw it: {which}",
         "zh": "{n} 个请求没有服务器 CPU 数据（cpu_server_basis = server_not_seen）：其时间窗开始于遥测守护进程找到 LLM "
               "服务器进程之前，或结束于最后一次看到它之后：{which}"},
+    "p_have_planned": {"en": "{ok} of {planned} planned request(s) have a successful result",
+                       "zh": "计划的 {planned} 个请求中有 {ok} 个成功"},
+    "p_have_ok": {"en": "{ok} request(s) ok", "zh": "{ok} 个请求成功"},
+    "p_resume_hint": {"en": "; `{command}` runs what is missing", "zh": "；运行 `{command}` 可补齐缺少的请求"},
+    "p_partial_cut": {"en": "PARTIAL: the recording ends without batch.end (the collector was killed?); {have}{resume}",
+                      "zh": "不完整：录制文件没有 batch.end（采集器被强行终止？）；{have}{resume}"},
+    "p_partial_interrupted": {"en": "PARTIAL: the batch was interrupted; {have}{resume}",
+                              "zh": "不完整：批次被中断；{have}{resume}"},
+    "p_incomplete": {"en": "INCOMPLETE: {have} (failed ones are in results.csv with status failed; skipped ones "
+                           "never ran, batch.end counts them){resume}",
+                     "zh": "未全部完成：{have}（失败的请求在 results.csv 中状态为 failed；被跳过的请求从未运行，由 batch.end "
+                           "计数）{resume}"},
+    "p_model_mismatch": {"en": "MODEL MISMATCH: requests for {asked} were answered by a server that reports {got} "
+                               "(column served_model)",
+                         "zh": "模型不符：发给 {asked} 的请求由自报为 {got} 的服务器作答（列 served_model）"},
     "yes": {"en": "true", "zh": "是"},
     "no": {"en": "false", "zh": "否"},
     "suites": {"en": "Benchmark suites", "zh": "基准测试"},

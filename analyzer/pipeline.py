@@ -496,21 +496,20 @@ def batch_problems(batch: BatchData, results: list[dict], batch_dir: Path | None
     out = []
     planned = batch.batch_start.planned if batch.batch_start else None
     ok = sum(1 for r in results if r["status"] == "ok")
-    have = f"{ok} of {planned} planned request(s) have a successful result" if planned else f"{ok} request(s) ok"
+    have = Msg("p_have_planned", ok=ok, planned=planned) if planned else Msg("p_have_ok", ok=ok)
+    resume = ""
+    if batch.batch_start is not None:
+        resume = Msg("p_resume_hint", command=resume_command(batch_dir or "BATCH_DIR"))
     if batch.batch_start is not None and batch.batch_end is None:
-        out.append(f"PARTIAL: the recording ends without batch.end (the collector was killed?); {have}")
+        out.append(Msg("p_partial_cut", have=have, resume=resume))
     elif batch.batch_end is not None and batch.batch_end.interrupted:
-        out.append(f"PARTIAL: the batch was interrupted; {have}")
+        out.append(Msg("p_partial_interrupted", have=have, resume=resume))
     elif planned and ok < planned:
-        out.append(f"INCOMPLETE: {have} (failed ones are in results.csv with status failed; skipped ones never "
-                   "ran, batch.end counts them)")
-    if out and batch.batch_start is not None:
-        out[-1] += f"; `{resume_command(batch_dir or 'BATCH_DIR')}` runs what is missing"
+        out.append(Msg("p_incomplete", have=have, resume=resume))
     wrong = sorted({(r["model"], r["served_model"]) for r in results
                     if r.get("served_model") and r["model"] and r["served_model"] != r["model"]})
     for asked, got in wrong:
-        out.append(f"MODEL MISMATCH: requests for {asked} were answered by a server that reports {got} "
-                   "(column served_model)")
+        out.append(Msg("p_model_mismatch", asked=asked, got=got))
     return out
 
 

@@ -160,3 +160,15 @@ def test_no_bart_and_lang_flags_of_the_analyzer():
     default = cli.build_parser().parse_args(["--batch", "b"])
     assert cli.report_lang(default.report_lang) == "both" and cli.report_lang("auto") == "both"
     assert not cli.options_from(default).cpu_tdp_w_explicit  # the batch's recorded TDP may be used
+
+
+def test_partial_batch_says_so_in_chinese_with_the_resume_command(tmp_path):
+    base = S.tiny_spec()
+    spec = S.Spec(**{**base.__dict__, "interrupted": True, "planned": 20})
+    a = pipeline.analyze(stream.build(S.messages(spec)),
+                         pipeline.Options(quality=False, batch_dir=tmp_path / "b"))
+    en = next(p for p in report.problem_list(a, "en") if p.startswith("PARTIAL"))
+    zh = next(p for p in report.problem_list(a, "zh") if p.startswith("不完整"))
+    assert en.startswith("PARTIAL: the batch was interrupted; 11 of 20 planned request(s) have a successful result")
+    assert zh.startswith("不完整：批次被中断；计划的 20 个请求中有 11 个成功；运行 `python -m collector --exp-dir")
+    assert str(tmp_path / "b") in zh and "--resume" in zh and not any("PARTIAL" in p for p in report.problem_list(a, "zh"))
