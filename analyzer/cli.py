@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analyzer import load_curve, clock, i18n, outputs, pipeline, stream, tables
+from analyzer import clock, columnar, i18n, load_curve, outputs, pipeline, stream, tables
 from analyzer.energy import DEFAULT_CPU_TDP_W
 from shared import bus
 from shared.batch import BatchDir
@@ -173,7 +173,12 @@ def report_lang(value: str) -> str:
 def analyse_messages(items, bd: BatchDir, opts: pipeline.Options, lookback_s: float, plots: bool,
                      problem: str | None = None, lang: str = "en") -> pipeline.Analysis:
     """The one path both inputs take: messages → BatchData → Analysis → files."""
-    data = stream.build(items, lookback_s)
+    return analyse_data(stream.build(items, lookback_s), bd, opts, plots, problem, lang)
+
+
+def analyse_data(data: stream.BatchData, bd: BatchDir, opts: pipeline.Options, plots: bool,
+                 problem: str | None = None, lang: str = "en") -> pipeline.Analysis:
+    """BatchData → Analysis → files (``--batch`` builds it from columns, ``--live`` from messages)."""
     too_far = clock.refused(data.clock)
     if too_far:  # windows cannot be joined with samples this uncertain: no figures rather than wrong ones
         raise BadInput(f"{bd.root}: batch refused: " + "; ".join(too_far))
@@ -184,6 +189,26 @@ def analyse_messages(items, bd: BatchDir, opts: pipeline.Options, lookback_s: fl
 
 def load_batch(root: Path):
     """(BatchDir, messages, problem) of a recorded batch, or BadInput naming the path and the fix."""
+    bd = _batch_dir(root)
+    try:
+        _header, items, problem = read_recording(bd.stream)
+    except RecordingError as exc:
+        raise BadInput(f"{exc}") from exc
+    return bd, items, problem
+
+
+def load_columns(root: Path) -> tuple[BatchDir, columnar.Decoded, str | None]:
+    """(BatchDir, the recording's columns, problem): from the columnar copy when it is this recording's,
+    else one streaming pass over stream.msgpack (which writes the copy)."""
+    bd = _batch_dir(root)
+    try:
+        dec, problem = columnar.load(bd.stream)
+    except RecordingError as exc:
+        raise BadInput(f"{exc}") from exc
+    return bd, dec, problem
+
+
+def _batch_dir(root: Path) -> BatchDir:
     if not root.exists():
         raise BadInput(f"{root}: no such directory; pass a batch directory such as data/experiments_2 "
                        "(the one that holds raw/stream.msgpack)")
@@ -193,11 +218,7 @@ def load_batch(root: Path):
     if not bd.stream.is_file():
         raise BadInput(f"{bd.stream}: not found, so {root} is not a recorded batch; run the collector "
                        "(python -m collector --exp-dir DIR) or telemetry recording first, or pass the right directory")
-    try:
-        _header, items, problem = read_recording(bd.stream)
-    except RecordingError as exc:
-        raise BadInput(f"{exc}") from exc
-    return bd, items, problem
+    return bd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         opts = options_from(args)
         if args.live:
             return _live(args, opts)
-        bd, items, problem = load_batch(args.batch)
-        analysis = analyse_messages(items, bd, opts, args.lookback_s, not args.no_plots, problem,
-                                    report_lang(args.report_lang))
+        bd, dec, problem = load_columns(args.batch)
+        data = columnar.to_batch(dec, args.lookback_s, consume=True)
+        del dec  # the series hold what is needed from here on
+        analysis = analyse_data(data, bd, opts, not args.no_plots, problem, report_lang(args.report_lang))
         print(f"analysed {analysed_line(analysis.results)} -> {bd.summary / 'results.csv'}", flush=True)
         return 0
     except outputs.OutputsLocked as exc:

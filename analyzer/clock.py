@@ -122,7 +122,12 @@ def refused(mappings: dict[str, Mapping]) -> list[str]:
 def unprobed(messages: list[tuple[str, dict[str, Any]]], mappings: dict[str, Mapping]) -> list[str]:
     """Telemetry sources without any clock.sync in a recording that has some (an older daemon without a
     clock endpoint): their clock is taken as the collector's, true only on the same host."""
+    return unprobed_notes(sorted({str(p.get("src")) for t, p in messages if t in (M.TEL_GPU, M.TEL_HOST)}), mappings)
+
+
+def unprobed_notes(tel_srcs: list[str], mappings: dict[str, Mapping]) -> list[str]:
+    """``unprobed`` given the telemetry sources in scope."""
     if not mappings:
         return []
-    srcs = sorted({str(p.get("src")) for t, p in messages if t in (M.TEL_GPU, M.TEL_HOST)} - set(mappings))
+    srcs = sorted(set(tel_srcs) - set(mappings))
     return [Msg("p_clock_unprobed", src=s) for s in srcs]

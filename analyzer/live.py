@@ -11,7 +11,7 @@ import zmq
 from analyzer.stream import DEFAULT_LOOKBACK_S, TELEMETRY
 from shared import timebase
 from shared import messages as M
-from shared.bus import CurveKeys, Inbox, connect_sub
+from shared.bus import CurveKeys, Subscriptions
 from shared.logs import get_logger
 
 log = get_logger("analyzer.live")
@@ -115,12 +115,8 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
     """Receive until ``max_batches`` batches were analysed, ``exit_after_s`` passed, or Ctrl-C.
     Returns the number of batches analysed. ``curve`` may be a list, one per endpoint (daemons with
     keys of their own): then each endpoint gets its own SUB socket."""
-    curves = list(curve) if isinstance(curve, (list, tuple)) else [curve] * len(endpoints)
-    socks = [connect_sub(ctx, ep, curve=c) for ep, c in zip(endpoints, curves)]
-    poller = zmq.Poller()
-    for s in socks:
-        poller.register(s, zmq.POLLIN)
-    inbox = Inbox()
+    subs = Subscriptions(ctx, endpoints, curve)
+    inbox = subs.inbox
     buf = LiveBuffer(lookback_s, grace_s)
     done = 0
     stopped_early = False
@@ -133,11 +129,9 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
                 log.warning("live_exit_after", seconds=exit_after_s, batches=done)
                 stopped_early = True
                 break
-            ready = dict(poller.poll(100))
-            for s in socks:
-                if s in ready:
-                    for topic, payload in inbox.drain(s, timeout_ms=0):
-                        buf.feed(topic, payload, timebase.now_s())
+            for _, batch in subs.poll(100):
+                for topic, payload in batch:
+                    buf.feed(topic, payload, timebase.now_s())
             if buf.ready(timebase.now_s()):
                 try:
                     on_batch(buf.take())
@@ -157,8 +151,7 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
                 done += 1
             except Exception:
                 log.exception("live_batch_failed")
-        for s in socks:
-            s.close(linger=0)
+        subs.close()
         if inbox.dropped_oversize or inbox.dropped_invalid:
             log.warning("live_dropped", oversize=inbox.dropped_oversize, invalid=inbox.dropped_invalid)
     return done

@@ -5,6 +5,7 @@ import contextvars
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +75,39 @@ def jsonable(v: Any) -> Any:
     return v
 
 
+_PLAIN_NUMBERS = {float, int, type(None)}
+
+
 def json_text(obj: Any) -> str:
-    return json.dumps(jsonable(obj), ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+    """Indented JSON; long lists of plain numbers (a window's samples) on one line each, written by
+    json's C encoder (the indenting encoder is pure Python: it took most of a batch's analysis time)."""
+    flat: dict[str, str] = {}
+    nonce = uuid.uuid4().hex  # placeholders no string in the data can equal
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)) and len(v) > 8 and set(map(type, v)) <= _PLAIN_NUMBERS:
+            try:
+                text = json.dumps(v, allow_nan=False)
+            except ValueError:  # NaN or inf inside: element by element
+                return [jsonable(x) for x in v]
+            key = f"\x00{nonce}:{len(flat)}"
+            flat[json.dumps(key)] = text
+            return key
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        return jsonable(v)
+
+    text = json.dumps(walk(obj), ensure_ascii=False, indent=2, allow_nan=False)
+    for key, value in flat.items():
+        text = text.replace(key, value, 1)
+    return text + "\n"
 
 
 def _column(values: list) -> pa.Array:
+    if isinstance(values, pa.Array):
+        return values
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them readable as text
@@ -94,6 +123,27 @@ def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]] | None = 
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
     return _replace(tmp, path)
+
+
+def parquet_pieces(path: Path, samples) -> Path:
+    """A sample table written piece by piece (one row group per source): never the whole table in memory.
+    Text columns are strings even where a piece has none (a GPU without a uuid)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    writer = schema = None
+    try:
+        for piece in samples.pieces():
+            table = pa.table({c: _column(piece[c]) for c in samples.columns})
+            if writer is None:
+                schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
+                                    for f in table.schema])
+                writer = pq.ParquetWriter(tmp, schema)
+            writer.write_table(table if table.schema == schema else table.cast(schema))
+    finally:
+        if writer is not None:
+            writer.close()
+    os.replace(tmp, path)
+    return path
 
 
 def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -142,14 +192,14 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
         written.append(parquet(bd.summary / "load_curve.parquet", list(load_curve.COLUMNS), a.load_curve))  # compare
     if a.warmups:
         written.append(write_text(bd.summary / "warmups.csv", tables.csv_text(a.columns, a.warmups), CSV_ENCODING))
-    items = sorted(a.request_json.items())
-    for rid, obj in tqdm(items, desc="request JSON", unit="req", disable=not progress or len(items) < 50):
-        written.append(write_text(bd.request_json(rid), json_text(obj)))
+    rids = sorted(a.request_json)  # each JSON is built, written and dropped in turn
+    for rid in tqdm(rids, desc="request JSON", unit="req", disable=not progress or len(rids) < 50):
+        written.append(write_text(bd.request_json(rid), json_text(a.request_json[rid])))
     written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))
-    if a.gpu_samples.get("t_ns"):
-        written.append(parquet(bd.raw / "samples_gpu.parquet", list(a.gpu_samples), data=a.gpu_samples))
-    if a.host_samples.get("t_ns"):
-        written.append(parquet(bd.raw / "samples_host.parquet", list(a.host_samples), data=a.host_samples))
+    if a.gpu_samples.rows:
+        written.append(parquet_pieces(bd.raw / "samples_gpu.parquet", a.gpu_samples))
+    if a.host_samples.rows:
+        written.append(parquet_pieces(bd.raw / "samples_host.parquet", a.host_samples))
     plot_files: list[str] = []
     if make_plots:
         from analyzer import plots  # matplotlib only when plotting

@@ -3,9 +3,10 @@ except for the optional quality step, which is injected/contained in quality_cal
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -57,9 +58,9 @@ class Analysis:
     warmups: list[dict[str, Any]]
     stats: list[dict[str, Any]]
     pareto: list[dict[str, Any]]
-    request_json: dict[str, dict[str, Any]]
-    gpu_samples: dict[str, list]         # column → values (long format, for Parquet)
-    host_samples: dict[str, list]
+    request_json: Mapping[str, dict[str, Any]]  # built when read (RequestJson): never all at once
+    gpu_samples: "Samples"               # long format, for Parquet: one piece per GPU, built when written
+    host_samples: "Samples"
     timelines: list[dict[str, Any]]      # per GPU: key, t_s, power_w, simulated
     windows: list[dict[str, Any]]        # rid, a_s, b_s, label, warmup
     simulated: bool
@@ -84,9 +85,30 @@ def _label(req: Request) -> str:
     return f"{s.model or '?'}/{s.task or '?'}/{s.load or '?'}#{'?' if s.run is None else s.run}"
 
 
-def _in_window(series: Series, origin: int, a_s: float, b_s: float) -> np.ndarray:
-    t_s = (series.t_ns - origin) / 1e9
-    return (t_s >= a_s) & (t_s <= b_s)
+def _in_window(t_s: np.ndarray, a_s: float, b_s: float) -> slice:
+    """The samples with a_s <= t <= b_s (t_s sorted): a slice, not a mask over the whole run."""
+    return slice(int(np.searchsorted(t_s, a_s, side="left")), int(np.searchsorted(t_s, b_s, side="right")))
+
+
+class RequestJson(Mapping):
+    """rid → that request's JSON (raw/<rid>.json), built when asked for: the samples of every window
+    are never held at once (a day of requests would hold most of the recording)."""
+
+    def __init__(self, build: Callable[[str], dict[str, Any]], rids: list[str]):
+        self._build = build
+        self._rids = list(dict.fromkeys(rids))
+        self._known = set(self._rids)
+
+    def __getitem__(self, rid: str) -> dict[str, Any]:
+        if rid not in self._known:
+            raise KeyError(rid)
+        return self._build(rid)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rids)
+
+    def __len__(self) -> int:
+        return len(self._rids)
 
 
 def _clean(v):
@@ -265,12 +287,18 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     incomplete = [row["rid"] for row in rows if row["status"] == "incomplete"]
     if incomplete:
         problems.append(Msg("p_incomplete_requests", n=len(incomplete), which=", ".join(incomplete[:10])))
-    request_json = {r.rid: _request_json(r, row, idx.get(r.rid), win, batch, quality.get(r.rid), simulated)
-                    for r, row in zip(reqs, rows)}
-    for rid, obj in request_json.items():
+    by_rid = {r.rid: (r, row) for r, row in zip(reqs, rows)}
+    seconds = {id(g): (g.t_ns - origin) / 1e9 for g in batch.gpus + ([batch.host] if batch.host else [])}
+
+    def one_json(rid: str) -> dict[str, Any]:
+        r, row = by_rid[rid]
+        obj = _request_json(r, row, idx.get(rid), win, batch, quality.get(rid), simulated, seconds)
         obj["itl_ms"] = itl.get(rid) or None
+        return obj
+
+    request_json = RequestJson(one_json, [r.rid for r in reqs])
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus))
-    timelines = [{"key": g.key, "t_s": ((g.t_ns - origin) / 1e9), "power_w": g.values["power_mw"] / 1000.0,
+    timelines = [{"key": g.key, "t_s": seconds[id(g)], "power_w": g.values["power_mw"] / 1000.0,
                   "simulated": g.simulated, "name": g.meta.get("name"),
                   "gpu_id": f"{M.src_host(g.src) or '?'} / {g.meta.get('uuid') or g.key}"} for g in batch.gpus]
     first = {row["rid"]: finite(row.get("first_token_s")) for row in rows}
@@ -513,8 +541,16 @@ def batch_problems(batch: BatchData, results: list[dict], batch_dir: Path | None
     return out
 
 
+def _finite_list(values: np.ndarray, scale: float | None = None) -> list:
+    """finite() of each value (÷ scale first), vectorised: floats, None where absent or not finite."""
+    v = values / scale if scale is not None else values
+    out = v.astype(object)
+    out[~np.isfinite(v)] = None
+    return out.tolist()
+
+
 def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: BatchData, quality: dict | None,
-                  simulated: bool) -> dict:
+                  simulated: bool, seconds: dict[int, np.ndarray] | None = None) -> dict:
     """The seed's per-request JSON (raw/<rid>.json)."""
     s, e = r.start, r.end
     origin = batch.origin_ns
@@ -525,21 +561,23 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
         a_s, b_s = float(win.a_s[i]), float(win.b_s[i])
         full["window_start_s"], full["window_end_s"] = a_s, b_s
         full["gpus"] = {}
+        seconds = seconds or {}
         for g in batch.gpus:
-            m = _in_window(g, origin, a_s, b_s)
-            full["gpus"][g.key] = {"t_s": [round(float(x) - a_s, 6) for x in (g.t_ns[m] - origin) / 1e9],
-                                   "power_w": [finite(x / 1000.0) for x in g.values["power_mw"][m]],
-                                   "energy_mj": [finite(x) for x in g.values["energy_mj"][m]],
-                                   "util_gpu_pct": [finite(x) for x in g.values["util_gpu_pct"][m]],
-                                   "mem_used_mib": [finite(x) for x in g.values["mem_used_mib"][m]],
-                                   "temp_c": [finite(x) for x in g.values["temp_c"][m]],
-                                   "sm_clock_mhz": [finite(x) for x in g.values["sm_clock_mhz"][m]],
+            t_s = seconds[id(g)] if id(g) in seconds else (g.t_ns - origin) / 1e9
+            m = _in_window(t_s, a_s, b_s)
+            full["gpus"][g.key] = {"t_s": [round(x - a_s, 6) for x in t_s[m].tolist()],
+                                   "power_w": _finite_list(g.values["power_mw"][m], 1000.0),
+                                   **{k: _finite_list(g.values[k][m]) for k in ("energy_mj", "util_gpu_pct",
+                                                                                "mem_used_mib", "temp_c",
+                                                                                "sm_clock_mhz")},
                                    "simulated": g.simulated}
         if batch.host is not None:
-            m = _in_window(batch.host, origin, a_s, b_s)
-            full["host"] = {"t_s": [round(float(x) - a_s, 6) for x in (batch.host.t_ns[m] - origin) / 1e9],
-                            "cpu_pct": [finite(x) for x in batch.host.values["cpu_pct"][m]],
-                            "mem_used_mib": [finite(x) for x in batch.host.values["mem_used_mib"][m]]}
+            h = batch.host
+            t_s = seconds[id(h)] if id(h) in seconds else (h.t_ns - origin) / 1e9
+            m = _in_window(t_s, a_s, b_s)
+            full["host"] = {"t_s": [round(x - a_s, 6) for x in t_s[m].tolist()],
+                            "cpu_pct": _finite_list(h.values["cpu_pct"][m]),
+                            "mem_used_mib": _finite_list(h.values["mem_used_mib"][m])}
     bs = batch.batch_start or M.BatchStart(batch="")
     client = e.client if e is not None else None
     case = (bs.cases or [])[s.case] if s.case is not None and 0 <= s.case < len(bs.cases or []) else {}
@@ -564,33 +602,65 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
     }
 
 
-def _samples(batch: BatchData) -> tuple[dict[str, list], dict[str, list]]:
-    """Long-format sample tables (for Parquet): one row per GPU sample, one per host sample."""
-    gcols: dict[str, list] = {"t_ns": [], "src": [], "gpu": [], "seq": [], "simulated": []}
+class Samples(Mapping):
+    """A long-format sample table kept as one piece per source, each built only while it is written
+    (``pieces()``); ``table[column]`` joins the pieces (for readers that want the whole column)."""
+
+    def __init__(self, columns: list[str], pieces: list[Callable[[], dict[str, np.ndarray]]], rows: int):
+        self.columns, self._pieces, self.rows = columns, pieces, rows
+
+    def pieces(self) -> Iterator[dict[str, np.ndarray]]:
+        for build in self._pieces:
+            yield build()
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        if column not in self.columns:
+            raise KeyError(column)
+        parts = [p[column] for p in self.pieces()]
+        parts = [p if isinstance(p, np.ndarray) else p.to_numpy(zero_copy_only=False) for p in parts]  # Arrow text
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+
+def _same(value: Any, n: int):
+    """A text column holding one value n times, as Arrow dictionary indices into that one value
+    (one byte a row; a column of n Python strings took ~60 bytes a row)."""
+    import pyarrow as pa
+
+    if value is None:
+        return pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int8()), pa.array([], pa.string()))
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int8)), pa.array([str(value)]))
+
+
+def _gpu_piece(g: Series) -> dict[str, np.ndarray]:
+    n = g.t_ns.size
+    cols = {"t_ns": g.t_ns, "src": _same(g.src, n), "gpu": _same(g.key, n), "seq": g.seq,
+            "simulated": np.full(n, bool(g.simulated))}
     for f in M.GPU_SERIES:
-        gcols[f] = []
-    for g in batch.gpus:
-        n = g.t_ns.size
-        gcols["t_ns"].extend(g.t_ns.tolist())
-        gcols["src"].extend([g.src] * n)
-        gcols["gpu"].extend([g.key] * n)
-        gcols["seq"].extend(g.seq.tolist())
-        gcols["simulated"].extend([g.simulated] * n)
-        for f in list(gcols)[5:]:
-            gcols[f].extend(g.values[f].tolist())
-    # appended after the series loop above (it reads the columns by position)
-    gcols.update(host=[], uuid=[], name=[])
-    for g in batch.gpus:
-        n = g.t_ns.size
-        gcols["host"].extend([M.src_host(g.src)] * n)
-        gcols["uuid"].extend([g.meta.get("uuid")] * n)
-        gcols["name"].extend([g.meta.get("name")] * n)
-    hcols: dict[str, list] = {}
-    if batch.host is not None:
-        h = batch.host
-        hcols = {"t_ns": h.t_ns.tolist(), "src": [h.src] * h.t_ns.size, "seq": h.seq.tolist()}
-        for f, v in h.values.items():
-            hcols[f] = v.tolist()
-        for zone, zs in sorted(batch.rapl.items()):
-            hcols[f"rapl_{zone}_uj"] = zs.values["energy_uj"].tolist()
-    return gcols, hcols
+        cols[f] = g.values[f]
+    cols.update(host=_same(M.src_host(g.src), n), uuid=_same(g.meta.get("uuid"), n), name=_same(g.meta.get("name"), n))
+    return cols
+
+
+GPU_SAMPLE_COLUMNS = ["t_ns", "src", "gpu", "seq", "simulated", *M.GPU_SERIES, "host", "uuid", "name"]
+
+
+def _samples(batch: BatchData) -> tuple[Samples, Samples]:
+    """Long-format sample tables (for Parquet): one row per GPU sample, one per host sample."""
+    gs = batch.gpus
+    gpu = Samples(GPU_SAMPLE_COLUMNS if gs else [], [lambda g=g: _gpu_piece(g) for g in gs],
+                  sum(g.t_ns.size for g in gs))
+    if batch.host is None:
+        return gpu, Samples([], [], 0)
+    h = batch.host
+    hcols = {"t_ns": h.t_ns, "src": _same(h.src, h.t_ns.size), "seq": h.seq}
+    for f, v in h.values.items():
+        hcols[f] = v
+    for zone, zs in sorted(batch.rapl.items()):
+        hcols[f"rapl_{zone}_uj"] = zs.values["energy_uj"]
+    return gpu, Samples(list(hcols), [lambda: hcols], h.t_ns.size)

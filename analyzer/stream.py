@@ -120,27 +120,13 @@ def _series(key: str, src: str, rows: list[dict[str, Any]], fields: tuple[str, .
     return Series(key, src, t, seq, values, simulated)
 
 
-def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAULT_LOOKBACK_S) -> BatchData:
-    """Messages in any order → BatchData."""
-    msgs, invalid, duplicates = normalise(items)
-    # telemetry from other hosts onto the collector's clock first: scope and windows are on that clock
-    mappings = clock.fit(msgs)
-    msgs = clock.apply(msgs, mappings)
-    msgs = scope(msgs, lookback_s)
-    origin = msgs[0][1]["t"] if msgs else 0
-    gpu_rows: dict[tuple[str, int], list[dict]] = {}
-    host_rows: dict[str, list[dict]] = {}
-    src_seqs: dict[str, list[int]] = {}
+def events_to_requests(msgs: Iterable[tuple[str, dict[str, Any]]]) -> tuple[M.BatchStart | None, M.BatchEnd | None,
+                                                                           list[Request]]:
+    """(first batch.start, last batch.end, requests sorted by (start t, rid)) from sorted messages."""
     requests: dict[str, Request] = {}
     batch_start = batch_end = None
     for topic, p in msgs:
-        src = str(p["src"])
-        src_seqs.setdefault(src, []).append(p["seq"])
-        if topic == M.TEL_GPU:
-            gpu_rows.setdefault((src, int(p["gpu"])), []).append(p)
-        elif topic == M.TEL_HOST:
-            host_rows.setdefault(src, []).append(p)
-        elif topic == M.REQ_START:
+        if topic == M.REQ_START:
             rid = str(p["rid"])
             if rid in requests:
                 log.warning("request_restarted", rid=rid, note="a later req.start replaces the earlier one")
@@ -160,6 +146,28 @@ def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAU
             batch_start = batch_start or M.BatchStart.from_msg(p)
         elif topic == M.BATCH_END:
             batch_end = M.BatchEnd.from_msg(p)  # the last one counts
+    return batch_start, batch_end, sorted(requests.values(), key=lambda r: (r.start.t, r.rid))
+
+
+def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAULT_LOOKBACK_S) -> BatchData:
+    """Messages in any order → BatchData."""
+    msgs, invalid, duplicates = normalise(items)
+    # telemetry from other hosts onto the collector's clock first: scope and windows are on that clock
+    mappings = clock.fit(msgs)
+    msgs = clock.apply(msgs, mappings)
+    msgs = scope(msgs, lookback_s)
+    origin = msgs[0][1]["t"] if msgs else 0
+    gpu_rows: dict[tuple[str, int], list[dict]] = {}
+    host_rows: dict[str, list[dict]] = {}
+    src_seqs: dict[str, list[int]] = {}
+    for topic, p in msgs:
+        src = str(p["src"])
+        src_seqs.setdefault(src, []).append(p["seq"])
+        if topic == M.TEL_GPU:
+            gpu_rows.setdefault((src, int(p["gpu"])), []).append(p)
+        elif topic == M.TEL_HOST:
+            host_rows.setdefault(src, []).append(p)
+    batch_start, batch_end, reqs = events_to_requests(msgs)
     gpu_srcs = sorted({src for src, _ in gpu_rows})
     gpus = []
     for (src, idx), rows in sorted(gpu_rows.items()):
@@ -195,7 +203,6 @@ def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAU
         for zone in zones:
             zrow = [{"t": r["t"], "seq": r["seq"], "energy_uj": (r.get("rapl_uj") or {}).get(zone)} for r in rows]
             rapl[zone] = _series(f"rapl:{zone}", src, zrow, ("energy_uj",))
-    reqs = sorted(requests.values(), key=lambda r: (r.start.t, r.rid))
     return BatchData(origin, gpus, host, procs, rapl,
                      {s: np.array(sorted(v), dtype=np.int64) for s, v in src_seqs.items()},
                      reqs, batch_start, batch_end, invalid, duplicates, clock=mappings,

@@ -15,11 +15,11 @@ from typing import Any
 import zmq
 
 from shared import timebase
-from shared.bus import CurveKeys, Inbox, Publisher, bind_pub, connect_sub
+from shared.bus import CurveKeys, Inbox, Publisher, Subscriptions, bind_pub
 from shared.clock import ClockClient, boot_id, derived_endpoint
 from shared.logs import get_logger
 from shared.messages import TEL_HB, TEL_HOST, Body, ClockSync, Stamper, source_id
-from shared.recording import RecordingWriter
+from shared.recording import BusRecording
 
 log = get_logger("collector.recorder")
 
@@ -40,11 +40,11 @@ class Recorder:
                  clock_probe_s: float | None = CLOCK_PROBE_S):
         self.path = Path(path)
         self.ctx = ctx or zmq.Context.instance()
-        self.writer = RecordingWriter(self.path, meta=meta)
-        self._lock = threading.Lock()
+        self.recording = BusRecording(self.path, meta=meta)  # the core telemetry.record uses too
+        self.writer = self.recording.writer
+        self._lock = self.recording.lock
         self._stop = threading.Event()
         self.heartbeat = threading.Event()
-        self.telemetry_received = 0
         self._samples: dict[int, int] = {}     # telemetry samples (not heartbeats) per endpoint
         self._host_ticks: dict[int, int] = {}  # of them, tel.host
         self._server: dict[int, tuple[int | None, bool]] = {}  # endpoint -> (watched server port, process found)
@@ -78,39 +78,29 @@ class Recorder:
                 self._clock_thread.start()
 
     def _telemetry_loop(self) -> None:
-        subs = [connect_sub(self.ctx, ep, curve=c) for ep, c in zip(self.telemetry_endpoints, self._curves)]
-        poller = zmq.Poller()
-        for sub in subs:
-            poller.register(sub, zmq.POLLIN)
+        subs = Subscriptions(self.ctx, self.telemetry_endpoints, self._curves, inbox=self.inbox)
         try:
-            while not self._stop.is_set():
-                ready = dict(poller.poll(50))
-                for i, sub in enumerate(subs):
-                    if sub not in ready:
-                        continue
-                    # drain everything queued, then write under one lock acquisition
-                    batch = self.inbox.drain(sub, timeout_ms=0)
-                    if not batch:
-                        continue
-                    with self._lock:
-                        for topic, payload in batch:
-                            self.writer.write(topic, payload)
-                    self.telemetry_received += len(batch)
-                    for topic, payload in batch:
-                        if topic == TEL_HB:
-                            self._heard(i, payload)
-                        else:
-                            self._samples[i] = self._samples.get(i, 0) + 1
-                            if topic == TEL_HOST:
-                                self._host_ticks[i] = self._host_ticks.get(i, 0) + 1
-                                found = self._server.get(i, (None, False))[1] or payload.get("server_cpu_s") is not None
-                                self._server[i] = (payload.get("server_port"), found)
+            self.recording.run(subs, self._stop, on_batch=self._count)
         except zmq.ZMQError as exc:  # context terminated under us at shutdown
             if not self._stop.is_set():
                 log.error("telemetry_loop_failed", error=str(exc))
         finally:
-            for sub in subs:
-                sub.close(linger=0)
+            subs.close()
+
+    @property
+    def telemetry_received(self) -> int:
+        return self.recording.received
+
+    def _count(self, i: int, batch: list) -> None:
+        for topic, payload in batch:
+            if topic == TEL_HB:
+                self._heard(i, payload)
+            else:
+                self._samples[i] = self._samples.get(i, 0) + 1
+                if topic == TEL_HOST:
+                    self._host_ticks[i] = self._host_ticks.get(i, 0) + 1
+                    found = self._server.get(i, (None, False))[1] or payload.get("server_cpu_s") is not None
+                    self._server[i] = (payload.get("server_port"), found)
 
     def _heard(self, index: int, hb: dict[str, Any]) -> None:
         """A heartbeat: its source's endpoint and clock port; the heartbeat event once every endpoint spoke."""
@@ -244,8 +234,7 @@ class Recorder:
             client.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        with self._lock:
-            self.writer.close()
+        self.recording.close()
         if self.inbox.dropped_oversize or self.inbox.dropped_invalid:
             log.warning("telemetry_messages_dropped", oversize=self.inbox.dropped_oversize,
                         invalid=self.inbox.dropped_invalid, limit_bytes=self.inbox.max_bytes)

@@ -273,3 +273,46 @@ class Inbox:
             if msg is not None:
                 out.append(msg)
         return out
+
+
+class Subscriptions:
+    """Several endpoints, one SUB socket each (each may have CURVE keys of its own), polled together:
+    the one receive loop of every multi-endpoint subscriber (the collector's recorder, ``analyzer
+    --live``). ``poll`` returns ``[(endpoint index, [(topic, payload), ...]), ...]``, everything
+    queued on the sockets that were ready; the index tells which endpoint (which daemon) sent it."""
+
+    def __init__(self, ctx: zmq.Context, endpoints: Iterable[str], curve: CurveKeys | list[CurveKeys | None] | None = None,
+                 topics: Iterable[str] = ("",), inbox: Inbox | None = None):
+        self.endpoints = list(endpoints)
+        curves = list(curve) if isinstance(curve, (list, tuple)) else [curve] * len(self.endpoints)
+        self.inbox = inbox or Inbox()
+        self.socks: list[zmq.Socket] = []
+        try:
+            for ep, c in zip(self.endpoints, curves):
+                self.socks.append(connect_sub(ctx, ep, topics, curve=c))
+        except Exception:
+            self.close()
+            raise
+        self._poller = zmq.Poller()
+        for sock in self.socks:
+            self._poller.register(sock, zmq.POLLIN)
+
+    def poll(self, timeout_ms: int) -> list[tuple[int, list[tuple[str, dict[str, Any]]]]]:
+        ready = dict(self._poller.poll(timeout_ms))
+        out = []
+        for i, sock in enumerate(self.socks):
+            if sock in ready:
+                batch = self.inbox.drain(sock, timeout_ms=0)
+                if batch:
+                    out.append((i, batch))
+        return out
+
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close(linger=0)
+
+    def __enter__(self) -> "Subscriptions":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

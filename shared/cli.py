@@ -11,7 +11,7 @@ from typing import Iterator
 
 import zmq
 
-from shared.bus import BusSecurityError, CurveKeys, connect_sub, telemetry_endpoint
+from shared.bus import BusSecurityError, CurveKeys, Subscriptions, telemetry_endpoint
 from shared.logs import configure_logging
 
 
@@ -74,32 +74,32 @@ def add_subscriber_args(ap: argparse.ArgumentParser, topics: list[str], topics_h
     add_log_args(ap)
 
 
-def _sub_keys(args: argparse.Namespace, n: int) -> dict:
-    """connect_sub's CURVE arguments: one server key for all endpoints, or one per endpoint."""
+def subscriber_curves(args: argparse.Namespace, n: int) -> CurveKeys | list[CurveKeys] | None:
+    """Subscriptions' CURVE keys: one set for all endpoints, or one per endpoint (--endpoint-server-key)."""
     files = getattr(args, "endpoint_server_key", None)
     if not files:
-        return {"curve": curve_keys(args, server_key_required=True)}
+        return curve_keys(args, server_key_required=True)
     if not args.curve_secret or len(files) != n:
         raise BusSecurityError(f"{len(files)} --endpoint-server-key for {n} --endpoint; give one daemon .key per "
                                "endpoint, in order, with --curve-secret")
-    keys = [CurveKeys.from_secret_file(args.curve_secret, f) for f in files]
-    return {"curve": keys[0], "server_keys": [k.server_public for k in keys]}
+    return [CurveKeys.from_secret_file(args.curve_secret, f) for f in files]
 
 
 @contextmanager
-def subscription(args: argparse.Namespace) -> Iterator[tuple[zmq.Socket, threading.Event, list[str]]]:
-    """Configure logging and signals, connect a SUB socket; yields (socket, stop event, endpoints)
-    and closes everything on the way out."""
+def subscriptions(args: argparse.Namespace) -> Iterator[tuple[Subscriptions, threading.Event, list[str]]]:
+    """Every bus subscriber's set-up (tail, record, prometheus): logging, signals, one SUB socket per
+    endpoint (shared.bus.Subscriptions, the receive loop the collector's recorder and analyzer --live
+    use too); yields (Subscriptions, stop event, endpoints) and closes everything on the way out."""
     configure_logging(args.log_level, json=args.log_json)
     stop = threading.Event()
     stop_on_signals(stop)
     endpoints = args.endpoint or [telemetry_endpoint()]
     ctx = zmq.Context()
-    sock = None
+    subs = None
     try:
-        sock = connect_sub(ctx, endpoints, args.topics, **_sub_keys(args, len(endpoints)))
-        yield sock, stop, endpoints
+        subs = Subscriptions(ctx, endpoints, subscriber_curves(args, len(endpoints)), topics=args.topics)
+        yield subs, stop, endpoints
     finally:
-        if sock is not None:
-            sock.close(linger=0)
+        if subs is not None:
+            subs.close()
         ctx.term()

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import msgpack
 
@@ -29,19 +31,6 @@ log = get_logger("recording")
 
 class RecordingError(ValueError):
     """A file that is not a recording at all (no header); the message names the file and the fix."""
-
-
-def _iter_objects(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield ``(end_offset, obj)`` for each complete msgpack object; stop quietly at a cut."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=_MAX_OBJECT)
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(_READ_CHUNK)
-            if not chunk:
-                return
-            unpacker.feed(chunk)
-            for obj in unpacker:
-                yield unpacker.tell(), obj
 
 
 class RecordingReader:
@@ -61,35 +50,42 @@ class RecordingReader:
         self.size_bytes = self.path.stat().st_size
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for batch in self.batches():
+            for topic, payload in batch:
+                yield topic, payload
+
+    def batches(self) -> Iterator[list[list]]:
+        """The messages as lists of ``[topic, payload]``, one list per read of the file: msgpack decodes
+        a whole read at once, and its shape is checked per list, not per message (the fast path of a
+        long recording). Anything unusual is re-read object by object to name the exact byte."""
         self.messages = 0
         self.good_bytes = 0
         self.problem = None
-        objects = _iter_objects(self.path)
-        try:
-            for end, obj in objects:
-                if self.header is None and self.good_bytes == 0:
-                    if not (isinstance(obj, dict) and obj.get("kind") == HEADER_KIND):
-                        raise RecordingError(
-                            f"{self.path}: first object is not a recording header; "
-                            "was this file written by shared.recording (telemetry.record or the collector)?"
-                        )
-                    self.header = obj
-                    self.good_bytes = end
-                    continue
-                if self.good_bytes == 0:  # header already known from an earlier pass
-                    self.good_bytes = end
-                    continue
-                if not (isinstance(obj, (list, tuple)) and len(obj) == 2 and isinstance(obj[0], str)
-                        and isinstance(obj[1], dict)):
-                    self.problem = f"corrupt object at byte {self.good_bytes}: expected [topic, payload]"
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=_MAX_OBJECT)
+        with open(self.path, "rb") as fh:
+            while True:
+                chunk = fh.read(_READ_CHUNK)
+                if not chunk:
+                    break
+                unpacker.feed(chunk)
+                start = end = self.good_bytes
+                objs: list | None = []
+                append, tell = objs.append, unpacker.tell
+                try:
+                    for obj in unpacker:
+                        append(obj)
+                        end = tell()  # (after a cut object, tell() counts its bytes too: read it here)
+                except Exception:  # msgpack's FormatError, StackError, BufferFull...
+                    objs = None
+                if objs and start == 0:
+                    self._take_header(objs.pop(0))
+                if objs is None or not _all_messages(objs):
+                    yield from self._one_by_one(start)
                     break
                 self.good_bytes = end
-                self.messages += 1
-                yield obj[0], obj[1]
-        except RecordingError:
-            raise
-        except Exception as exc:  # msgpack's FormatError, StackError, BufferFull...
-            self.problem = f"corrupt data at byte {self.good_bytes}: {exc}"
+                self.messages += len(objs)
+                if objs:
+                    yield objs
         if self.header is None:
             raise RecordingError(f"{self.path}: empty or unreadable recording (no complete header object)")
         if self.problem is None and self.good_bytes < self.size_bytes:
@@ -97,6 +93,50 @@ class RecordingReader:
                             f"{self.good_bytes} are not a complete message (the writer was killed?)")
         if self.problem:
             log.warning("recording_cut", path=str(self.path), problem=self.problem, messages=self.messages)
+
+    def _take_header(self, obj: Any) -> None:
+        if self.header is None:
+            if not (isinstance(obj, dict) and obj.get("kind") == HEADER_KIND):
+                raise RecordingError(
+                    f"{self.path}: first object is not a recording header; "
+                    "was this file written by shared.recording (telemetry.record or the collector)?"
+                )
+            self.header = obj
+        # else: the header is already known from an earlier pass
+
+    def _one_by_one(self, start: int) -> Iterator[list[list]]:
+        """From byte ``start`` (the end of the last whole message), object by object: yields the good
+        messages and stops at the first bad one, naming its byte in ``problem``."""
+        with open(self.path, "rb") as fh:
+            fh.seek(start)
+            unpacker = msgpack.Unpacker(fh, raw=False, strict_map_key=False, max_buffer_size=_MAX_OBJECT,
+                                        read_size=_READ_CHUNK)
+            try:
+                for obj in unpacker:
+                    end = start + unpacker.tell()
+                    if self.good_bytes == 0:
+                        self._take_header(obj)
+                        self.good_bytes = end
+                        continue
+                    if not _all_messages([obj]):
+                        self.problem = f"corrupt object at byte {self.good_bytes}: expected [topic, payload]"
+                        return
+                    self.good_bytes = end
+                    self.messages += 1
+                    yield [obj]
+            except RecordingError:
+                raise
+            except Exception as exc:  # msgpack's FormatError, StackError, BufferFull...
+                self.problem = f"corrupt data at byte {self.good_bytes}: {exc}"
+
+
+def _all_messages(objs: list) -> bool:
+    """Every object is ``[topic: str, payload: map]`` (checked per list, by the set of shapes)."""
+    if not objs:
+        return True
+    return (set(map(type, objs)) == {list} and set(map(len, objs)) == {2}
+            and set(map(type, map(itemgetter(0), objs))) == {str}
+            and set(map(type, map(itemgetter(1), objs))) == {dict})
 
 
 def read_recording(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], str | None]:
@@ -164,3 +204,53 @@ class RecordingWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Source(Protocol):
+    def poll(self, timeout_ms: int) -> list[tuple[int, list[tuple[str, dict[str, Any]]]]]: ...
+
+
+class BusRecording:
+    """The one recording core of both recorders (``python -m telemetry.record`` and the collector's
+    Recorder): messages from a bus source (``shared.bus.Subscriptions``) and the process's own events
+    go to one RecordingWriter, each received batch under one lock acquisition so the two writers never
+    interleave bytes. ``on_batch(endpoint index, batch)`` runs after each batch is written (the
+    collector counts heartbeats and samples there)."""
+
+    def __init__(self, path: str | os.PathLike, meta: dict[str, Any] | None = None, flush_s: float = 0.2):
+        self.writer = RecordingWriter(path, meta=meta, flush_s=flush_s)
+        self.lock = threading.Lock()
+        self.received = 0
+
+    def write(self, topic: str, payload: dict[str, Any], flush: bool = False) -> None:
+        """One own message (an event), between received batches."""
+        with self.lock:
+            self.writer.write(topic, payload)
+            if flush:
+                self.writer.flush()
+
+    def run(self, source: _Source, stop: threading.Event, duration_s: float | None = None, count: int | None = None,
+            on_batch: Callable[[int, list[tuple[str, dict[str, Any]]]], None] | None = None,
+            poll_ms: int = 50) -> int:
+        """Record until ``stop`` is set, ``duration_s`` passed or ``count`` messages were written;
+        returns how many were received."""
+        end = timebase.now_s() + duration_s if duration_s else None
+        while not stop.is_set() and (count is None or self.received < count):
+            if end is not None and timebase.now_s() >= end:
+                break
+            for index, batch in source.poll(poll_ms):
+                if count is not None:
+                    batch = batch[:count - self.received]
+                with self.lock:
+                    for topic, payload in batch:
+                        self.writer.write(topic, payload)
+                self.received += len(batch)
+                if on_batch is not None:
+                    on_batch(index, batch)
+                if count is not None and self.received >= count:
+                    break
+        return self.received
+
+    def close(self) -> None:
+        with self.lock:
+            self.writer.close()

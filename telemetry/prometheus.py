@@ -16,17 +16,15 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-import time
 from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from shared import timebase
-from shared.bus import Inbox
 from shared.logs import get_logger
 from shared.messages import BATCH_START, REQ_END, REQ_START, TEL_GPU, TEL_HB, TEL_HOST, src_host
-from shared.cli import add_subscriber_args, subscription
+from shared.cli import add_subscriber_args, subscriptions
 from telemetry.tail import ANA_ROW, output_tokens
 
 log = get_logger("telemetry.prometheus")
@@ -211,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
                         "ana.row: telemetry, the request rate and tokens when an --endpoint is the collector's or "
                         "the measuring proxy's, joules when one is the live analyzer's --publish-endpoint)")
     args = ap.parse_args(argv)
-    metrics, inbox = TelemetryMetrics(), Inbox()
+    metrics = TelemetryMetrics()
     end = timebase.now_s() + args.duration if args.duration else None
-    with subscription(args) as (sock, stop, endpoints):
+    with subscriptions(args) as (subs, stop, endpoints):
         try:
             server, _thread = serve(metrics, args.port, args.addr)
         except OSError as exc:
@@ -223,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("prometheus_start", url=f"http://{args.addr}:{args.port}/metrics", endpoints=endpoints)
         try:
             while not stop.is_set() and (end is None or timebase.now_s() < end):
-                for msg in inbox.drain(sock, timeout_ms=100):
-                    metrics.update(*msg)
+                for _, batch in subs.poll(100):
+                    for msg in batch:
+                        metrics.update(*msg)
         finally:
             server.shutdown()
             server.server_close()

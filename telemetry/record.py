@@ -10,35 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from pathlib import Path
 
-import zmq
-
-from shared import timebase
-from shared.bus import Inbox
+from shared.cli import add_subscriber_args, subscriptions
 from shared.logs import get_logger
-from shared.recording import RecordingWriter
-from shared.cli import add_subscriber_args, subscription
+from shared.recording import BusRecording
 
 log = get_logger("telemetry.record")
-
-
-def record(sock: zmq.Socket, writer: RecordingWriter, stop: threading.Event, duration_s: float | None = None,
-           count: int | None = None, inbox: Inbox | None = None) -> int:
-    """Write messages from ``sock`` until stop, duration or count; returns how many were written."""
-    inbox = inbox or Inbox()
-    end = timebase.now_s() + duration_s if duration_s else None
-    written = 0
-    while not stop.is_set() and (count is None or written < count):
-        if end is not None and timebase.now_s() >= end:
-            break
-        for topic, payload in inbox.drain(sock, timeout_ms=100):
-            writer.write(topic, payload)
-            written += 1
-            if count is not None and written >= count:
-                break
-    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,14 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=None, metavar="N", help="stop after N messages")
     add_subscriber_args(ap, [""], "topic prefixes to keep (default: everything)")
     args = ap.parse_args(argv)
-    inbox = Inbox()
-    with subscription(args) as (sock, stop, endpoints):
-        with RecordingWriter(args.out, meta={"recorder": "telemetry.record", "endpoints": endpoints}) as writer:
+    with subscriptions(args) as (subs, stop, endpoints):
+        # the collector's Recorder records through the same core (shared.recording.BusRecording)
+        rec = BusRecording(args.out, meta={"recorder": "telemetry.record", "endpoints": endpoints})
+        try:
             log.info("record_start", out=str(args.out), endpoints=endpoints, topics=args.topics,
-                     resumed_from=writer.resumed_from)
-            written = record(sock, writer, stop, args.duration, args.count, inbox)
-        log.info("record_stop", out=str(args.out), written=written, dropped_oversize=inbox.dropped_oversize,
-                 dropped_invalid=inbox.dropped_invalid)
+                     resumed_from=rec.writer.resumed_from)
+            written = rec.run(subs, stop, args.duration, args.count, poll_ms=100)
+        finally:
+            rec.close()
+        log.info("record_stop", out=str(args.out), written=written, dropped_oversize=subs.inbox.dropped_oversize,
+                 dropped_invalid=subs.inbox.dropped_invalid)
     return 0
 
 

@@ -14,8 +14,8 @@ import sys
 from typing import Any
 
 from shared import timebase
-from shared.bus import Inbox, events_endpoint
-from shared.cli import add_subscriber_args, subscription
+from shared.bus import events_endpoint
+from shared.cli import add_subscriber_args, subscriptions
 from shared.escape import json_line, terminal_text
 from shared.logs import get_logger
 from shared.messages import BATCH_END, BATCH_START, REQ_END, REQ_FIRST_TOKEN, REQ_START, TEL_GPU, TEL_HB, TEL_HOST
@@ -214,10 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             args.topics = ["req.", "batch.", ANA_ROW]
     totals = ModelTotals()
     interactive = sys.stdout.isatty()
-    state, inbox = TailState(), Inbox()
+    state = TailState()
     end = timebase.now_s() + args.duration if args.duration else None
     next_draw = timebase.now_s()
-    with subscription(args) as (sock, stop, endpoints):
+    with subscriptions(args) as (subs, stop, endpoints):
         log.info("tail_start", endpoints=endpoints, topics=args.topics)
         started = timebase.now_s()
         # on stderr: --json keeps stdout to JSON lines only
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not state.messages and now >= remind:
                     print(waiting_line(endpoints, args.requests, now - started), file=sys.stderr, flush=True)
                     remind = now + WAITING_REMIND_S
-                for msg in inbox.drain(sock, timeout_ms=100):
+                for msg in (m for _, batch in subs.poll(100) for m in batch):
                     state.update(*msg)
                     if args.json:
                         print(to_json_line(*msg), flush=True)

@@ -112,3 +112,25 @@ class TestBind:
         with pytest.raises(BusBindError, match=endpoint.replace(".", r"\.")):
             bind_pub(zctx, endpoint)
         first.close()
+
+
+def test_subscriptions_receive_from_every_endpoint_and_say_which(zctx):
+    """shared.bus.Subscriptions (the recorder's and analyzer --live's receive loop): one socket per
+    endpoint, every message with the index of the endpoint it came from, topics filtered."""
+    from shared.bus import Subscriptions, free_port
+
+    eps = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
+    pubs = [Publisher(bind_pub(zctx, ep), f"telemetry@h{i}") for i, ep in enumerate(eps)]
+    with Subscriptions(zctx, eps, topics=("tel.",)) as subs:
+        got: dict[int, list] = {0: [], 1: []}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (len(got[0]) >= 5 and len(got[1]) >= 5):
+            for i, pub in enumerate(pubs):
+                pub.publish("tel.gpu", {"gpu": 0, "from": i})
+                pub.publish("req.start", {"rid": "x"})  # not subscribed
+            for index, batch in subs.poll(50):
+                got[index].extend(batch)
+        for index, msgs in got.items():
+            assert len(msgs) >= 5
+            assert {t for t, _ in msgs} == {"tel.gpu"}
+            assert {p["from"] for _, p in msgs} == {index} and {p["src"] for _, p in msgs} == {f"telemetry@h{index}"}

@@ -75,3 +75,29 @@ class TestAppend:
         header, items, problem = read_recording(path)
         assert problem is None
         assert items == sent[:3] + [("req.end", extra)]
+
+
+def test_bus_recording_writes_batches_and_own_events_and_stops_at_count(tmp_path):
+    """shared.recording.BusRecording, the core of both recorders: received batches and own events in
+    one file, a count limit cutting inside a batch, on_batch told which endpoint sent what."""
+    import threading
+
+    from shared.recording import BusRecording, read_recording
+
+    class Script:  # a bus source that hands out scripted batches (the real one is shared.bus.Subscriptions)
+        def __init__(self):
+            self.batches = [[(0, [("tel.gpu", {"i": 0}), ("tel.gpu", {"i": 1})])], [],
+                            [(1, [("tel.hb", {"i": 2})]), (0, [("tel.gpu", {"i": 3}), ("tel.gpu", {"i": 4})])]]
+
+        def poll(self, timeout_ms):
+            return self.batches.pop(0) if self.batches else []
+
+    seen = []
+    rec = BusRecording(tmp_path / "s.msgpack", meta={"recorder": "test"})
+    rec.write("req.start", {"i": -1})
+    got = rec.run(Script(), threading.Event(), count=4, on_batch=lambda i, b: seen.append((i, len(b))))
+    rec.close()
+    _, items, problem = read_recording(tmp_path / "s.msgpack")
+    assert got == 4 and problem is None
+    assert [p["i"] for _, p in items] == [-1, 0, 1, 2, 3]
+    assert seen == [(0, 2), (1, 1), (0, 1)]

@@ -1,0 +1,649 @@
+"""The recording as typed columns: one streaming pass over stream.msgpack, and a columnar copy beside it.
+
+``decode_file`` reads the recording once, a whole read of the file at a time. Telemetry (tel.gpu,
+tel.host, tel.hb) goes into per-topic column chunks (numpy: t, seq, source, every GPU_SERIES /
+HOST_SERIES reading, string fields as codes) a few thousand messages at a time, so no map per sample
+outlives its chunk; the column readers and their checks come from the declarations in
+shared/messages.py (per message shape, each column checked by its set of value types; a chunk with
+anything unusual is checked message by message with ``M.validate``, so both paths drop exactly the
+same messages). Events (requests, batch markers, clock probes) stay maps: they are few.
+
+``to_batch`` then applies the rules of ``analyzer.stream.build`` to the columns: de-duplicate on
+(src, seq, t) keeping the first in file order, map clocks, scope to the batch, sort per source. The
+result is the same BatchData, array for array, as ``stream.build`` on the message list.
+
+``load`` keeps a columnar copy (``raw/columns/``: one zstd Parquet file per topic, the events, and
+``meta.json`` last) and reads it instead of stream.msgpack when it is still the copy of this recording:
+same length and the same hash of its first and last 64 KiB (never mtime: copying a batch changes
+that). A missing, partial or stale copy is rebuilt from stream.msgpack, the source of truth.
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from itertools import compress, repeat
+from operator import itemgetter, not_
+from typing import Any, Iterable
+
+import msgpack
+import numpy as np
+
+from analyzer import clock, hosts
+from analyzer.stream import DEFAULT_LOOKBACK_S, BatchData, Series, events_to_requests
+from shared import messages as M
+from shared.logs import get_logger
+from shared.numbers import finite
+from shared.recording import RecordingReader
+
+log = get_logger("analyzer.columnar")
+
+CHUNK = 8192                   # messages per topic decoded at once (bounds the maps alive at a time)
+COPY_VERSION = 2            # 2: tel.gpu driver and power_limit_w
+HASH_SPAN = 64 * 1024          # bytes hashed at each end of stream.msgpack to recognise it
+TABLE_TOPICS = (M.TEL_GPU, M.TEL_HOST, M.TEL_HB)
+STRING_KEYS = {M.TEL_GPU: ("uuid", "name", "power_kind", "driver"), M.TEL_HOST: (), M.TEL_HB: ()}
+FLOAT_KEYS = {M.TEL_GPU: M.GPU_SERIES, M.TEL_HOST: M.HOST_SERIES, M.TEL_HB: ()}
+EXTRA_KEYS = {M.TEL_GPU: ("gpu", "simulated", "power_limit_w"), M.TEL_HOST: ("simulated",), M.TEL_HB: ()}
+_NONE = type(None)
+
+
+def _num(v: Any) -> float:
+    x = finite(v)
+    return np.nan if x is None else x
+
+
+def _floats(values: list) -> np.ndarray:
+    """Readings as float64, NaN where absent or not finite (the rule of shared.numbers.finite)."""
+    try:
+        out = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return np.array([_num(v) for v in values], dtype=np.float64)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _column(rows: list[dict], key: str) -> list:
+    """``[p.get(key) for p in rows]`` without a Python-level loop."""
+    return list(map(dict.get, rows, repeat(key)))
+
+
+def _shape_valid(topic: str, types: dict[str, set[type]]) -> bool:
+    """True when every payload with these value types per key passes M.validate's checks (the
+    declarations of shared/messages.py); False means: check those messages one by one."""
+    if any(types.get(k) != {int} for k in ("v", "seq", "t", "wall")) or types.get("src") != {str}:
+        return False
+    for c in M.BODIES[topic].checks():
+        seen = types.get(c.name)
+        if seen is None:
+            if c.required:
+                return False
+            continue
+        if _NONE in seen:
+            if c.required:
+                return False
+            seen = seen - {_NONE}
+        if not seen or object in c.types:
+            continue
+        if c.nested is not None or (c.no_bool and bool in seen) or not all(issubclass(t, c.types) for t in seen):
+            return False
+    return True
+
+
+def _fast_columns(topic: str, rows: list[dict], keys: list[str]) -> dict[str, list] | None:
+    """``keys`` as columns (None where absent) when every row surely passes M.validate, else None
+    (then each row is checked on its own). Rows are grouped by their keys (a daemon sends one or two
+    shapes: slow fields every few ticks); within a shape the values are transposed into columns and
+    checked by the set of types per column, all without a Python-level step per message."""
+    n = len(rows)
+    shape_of = list(map(tuple, rows))
+    shapes = set(shape_of)
+    out: dict[str, list] = {}
+    merged: dict[str, np.ndarray] = {}
+    for shape in shapes:
+        if len(shapes) == 1:
+            sel, pos = rows, None
+        else:
+            mask = list(map(shape.__eq__, shape_of))
+            sel = list(compress(rows, mask))
+            pos = np.fromiter(compress(range(n), mask), dtype=np.int64)
+        cols = dict(zip(shape, zip(*map(tuple, map(dict.values, sel)))))
+        if not _shape_valid(topic, {k: set(map(type, v)) for k, v in cols.items()}):
+            return None
+        if pos is None:
+            out = {k: (list(cols[k]) if k in cols else [None] * n) for k in keys}
+        else:
+            for k in keys:
+                if k in cols:
+                    col = merged.setdefault(k, np.full(n, None, dtype=object))
+                    col[pos] = np.fromiter(cols[k], dtype=object, count=pos.size)
+    if merged or not out:
+        out = {k: (merged[k].tolist() if k in merged else [None] * n) for k in keys}
+    if not set(out["v"]) <= set(M.READABLE_VERSIONS):
+        return None
+    return out
+
+
+@dataclass
+class Table:
+    """One telemetry topic, every source, in file order. ``cols``: name → array; codes index ``strings``."""
+
+    cols: dict[str, np.ndarray]
+    strings: dict[str, list[str]] = field(default_factory=dict)   # string key → its values by code
+    extra: list[str] = field(default_factory=list)                # host: proc:/rapl: column groups
+
+    @property
+    def n(self) -> int:
+        return int(self.cols["t"].size)
+
+
+@dataclass
+class Decoded:
+    """A recording as columns: telemetry tables, events (idx, topic, payload) and the source names."""
+
+    tables: dict[str, Table]
+    events: list[tuple[int, str, dict[str, Any]]]
+    srcs: list[str]
+    invalid: int = 0
+
+
+class Decoder:
+    """Feed ``(topic, payload)`` in file order; ``finish()`` gives the Decoded columns."""
+
+    def __init__(self) -> None:
+        self.idx = 0
+        self.invalid = 0
+        self.events: list[tuple[int, str, dict[str, Any]]] = []
+        self._pending: dict[str, list[dict]] = {t: [] for t in TABLE_TOPICS}
+        self._pending_idx: dict[str, list[int]] = {t: [] for t in TABLE_TOPICS}
+        self._chunks: dict[str, list[dict[str, np.ndarray]]] = {t: [] for t in TABLE_TOPICS}
+        self._src: dict[str, int] = {}
+        self._strings: dict[tuple[str, str], dict[str, int]] = {}
+        self._extra: dict[str, list[str]] = {t: [] for t in TABLE_TOPICS}
+
+    def feed(self, topic: str, payload: dict[str, Any]) -> None:
+        pending = self._pending.get(topic)
+        if pending is not None:
+            pending.append(payload)
+            self._pending_idx[topic].append(self.idx)
+            if len(pending) >= CHUNK:
+                self._convert(topic)
+        else:
+            try:
+                M.validate(topic, payload)
+            except M.MessageError as exc:
+                self._invalid(topic, exc)
+            else:
+                self._src_code(payload["src"])
+                self.events.append((self.idx, topic, payload))
+        self.idx += 1
+
+    def feed_batch(self, batch: list[list]) -> None:
+        """``[[topic, payload], ...]`` in file order: telemetry shared out per topic without a
+        Python-level step per message; events one by one (they are few)."""
+        n = len(batch)
+        topics = list(map(itemgetter(0), batch))
+        payloads = list(map(itemgetter(1), batch))
+        positions = range(self.idx, self.idx + n)
+        table = list(map(self._pending.__contains__, topics))
+        for topic in set(compress(topics, table)):
+            mask = list(map(topic.__eq__, topics))
+            rows = self._pending[topic]
+            rows.extend(compress(payloads, mask))
+            self._pending_idx[topic].extend(compress(positions, mask))
+        if not all(table):
+            for i in compress(range(n), map(not_, table)):
+                self.idx = positions[i]
+                self.feed(topics[i], payloads[i])
+        self.idx = positions.stop
+        for topic, rows in self._pending.items():
+            if len(rows) >= CHUNK:
+                self._convert(topic)
+
+    def _invalid(self, topic: str, exc: Exception) -> None:
+        self.invalid += 1
+        if self.invalid <= 3:
+            log.warning("message_invalid", topic=topic, problem=str(exc))
+
+    def _src_code(self, src: Any) -> int:
+        return self._src.setdefault(str(src), len(self._src))
+
+    def _codes(self, topic: str, key: str, values: list) -> np.ndarray:
+        lookup = self._strings.setdefault((topic, key), {})
+        for v in set(values) - set(lookup) - {None}:
+            lookup[v] = len(lookup)
+        return np.array(list(map(lookup.get, values, repeat(-1))), dtype=np.int32)
+
+    def _convert(self, topic: str) -> None:
+        rows, idx = self._pending[topic], self._pending_idx[topic]
+        self._pending[topic], self._pending_idx[topic] = [], []
+        if not rows:
+            return
+        keys = ["v", "src", "t", "seq", *EXTRA_KEYS[topic], *FLOAT_KEYS[topic], *STRING_KEYS[topic]]
+        got = _fast_columns(topic, rows, keys)
+        if got is None:
+            kept, kept_idx = [], []
+            for p, i in zip(rows, idx):
+                try:
+                    M.validate(topic, p)
+                except M.MessageError as exc:
+                    self._invalid(topic, exc)
+                    continue
+                kept.append(p)
+                kept_idx.append(i)
+            rows, idx = kept, kept_idx
+            if not rows:
+                return
+            got = {k: _column(rows, k) for k in keys}
+        src_codes = self._src
+        for v in set(got["src"]) - set(src_codes):
+            self._src_code(v)
+        cols: dict[str, np.ndarray] = {
+            "idx": np.array(idx, dtype=np.int64),
+            "src": np.array(list(map(src_codes.get, got["src"])) if set(map(type, got["src"])) == {str}
+                            else [self._src_code(v) for v in got["src"]], dtype=np.int32),
+            "t": np.array(got["t"], dtype=np.int64),
+            "seq": np.array(got["seq"], dtype=np.int64),
+        }
+        if topic == M.TEL_GPU:
+            cols["gpu"] = np.array(got["gpu"], dtype=np.int64)
+            cols["simulated"] = np.array([v is True for v in got["simulated"]], dtype=bool)
+            # the enforced power limit as sent (NaN included: stream.build compares the raw values)
+            cols["power_limit_w:present"] = np.array([v is not None for v in got["power_limit_w"]], dtype=bool)
+            cols["power_limit_w"] = np.array(got["power_limit_w"], dtype=np.float64)
+        elif topic == M.TEL_HOST:
+            cols["simulated"] = np.array([bool(v) for v in got["simulated"]], dtype=bool)
+        for key in FLOAT_KEYS[topic]:
+            cols[key] = _floats(got[key])
+        for key in STRING_KEYS[topic]:
+            cols[key] = self._codes(topic, key, got[key])
+        if topic == M.TEL_HOST:
+            cols.update(self._host_nested(rows))
+        self._chunks[topic].append(cols)
+
+    def _host_nested(self, rows: list[dict]) -> dict[str, np.ndarray]:
+        """Watched processes and RAPL zones as column groups: present, readings (NaN where absent)."""
+        n = len(rows)
+        out: dict[str, np.ndarray] = {}
+        extra = self._extra[M.TEL_HOST]
+        for i, p in enumerate(rows):
+            for name, proc in (p.get("procs") or {}).items():
+                base = f"proc:{name}"
+                if base + ":present" not in out:
+                    out[base + ":present"] = np.zeros(n, dtype=bool)
+                    out[base + ":sim"] = np.zeros(n, dtype=bool)
+                    out[base + ":cpu_pct"] = np.full(n, np.nan)
+                    out[base + ":rss_mib"] = np.full(n, np.nan)
+                proc = proc or {}
+                out[base + ":present"][i] = True
+                out[base + ":sim"][i] = bool(proc.get("simulated"))
+                out[base + ":cpu_pct"][i] = _num(proc.get("cpu_pct"))
+                out[base + ":rss_mib"][i] = _num(proc.get("rss_mib"))
+            for zone, uj in (p.get("rapl_uj") or {}).items():
+                base = f"rapl:{zone}"
+                if base + ":present" not in out:
+                    out[base + ":present"] = np.zeros(n, dtype=bool)
+                    out[base + ":energy_uj"] = np.full(n, np.nan)
+                out[base + ":present"][i] = True
+                out[base + ":energy_uj"][i] = _num(uj)
+        for name in out:
+            group = name.rsplit(":", 1)[0]
+            if group not in extra:
+                extra.append(group)
+        return out
+
+    def finish(self) -> Decoded:
+        tables = {}
+        for topic in TABLE_TOPICS:
+            self._convert(topic)
+            chunks = self._chunks[topic]
+            self._chunks[topic] = []
+            strings = {key: list(self._strings.get((topic, key), {})) for key in STRING_KEYS[topic]}
+            tables[topic] = Table(_concat(chunks), strings, list(self._extra[topic]))
+        return Decoded(tables, self.events, list(self._src), self.invalid)
+
+
+def _concat(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Chunks → one column each; a column missing from a chunk (a proc seen later) is filled as absent."""
+    if not chunks:
+        return {"idx": np.zeros(0, np.int64), "src": np.zeros(0, np.int32), "t": np.zeros(0, np.int64),
+                "seq": np.zeros(0, np.int64)}
+    names = list(dict.fromkeys(k for c in chunks for k in c))
+    sizes = [c["t"].size for c in chunks]
+    out = {}
+    for name in names:
+        # column by column, each chunk's part dropped once joined: never two whole copies
+        parts = [c.pop(name) if name in c else _absent(name, n) for c, n in zip(chunks, sizes)]
+        out[name] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        del parts
+    return out
+
+
+def _absent(name: str, n: int) -> np.ndarray:
+    """A host column group's rows where it was not in the message: not present, no reading."""
+    return np.zeros(n, dtype=bool) if name.endswith((":present", ":sim")) else np.full(n, np.nan)
+
+
+def decode_items(items: Iterable[tuple[str, dict[str, Any]]]) -> Decoded:
+    dec = Decoder()
+    for topic, payload in items:
+        dec.feed(topic, payload)
+    return dec.finish()
+
+
+# ---------------------------------------------------------------------------------------------
+# Columns → BatchData, by the rules of analyzer.stream.build.
+
+def _sort_key(event: tuple[int, str, dict]) -> tuple:
+    p = event[2]
+    return p["t"], str(p["src"]), p["seq"]
+
+
+def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool = False) -> BatchData:
+    """The BatchData of the decoded recording. ``consume``: empty ``dec``'s tables on the way (the
+    caller is done with them), so the columns and the series are not both held at the peak."""
+    tabs = dec.tables
+    parts = [tabs[t].cols for t in TABLE_TOPICS]
+    codes = {s: i for i, s in enumerate(dec.srcs)}
+    ev_src = np.array([codes[str(p["src"])] for _, _, p in dec.events], dtype=np.int32)
+    ev_cols = {"src": ev_src, "t": np.array([p["t"] for _, _, p in dec.events], dtype=np.int64),
+               "seq": np.array([p["seq"] for _, _, p in dec.events], dtype=np.int64),
+               "idx": np.array([i for i, _, _ in dec.events], dtype=np.int64)}
+    # de-duplicate on (src, seq, t) over every topic, the first in file order kept
+    keeps = _first_of_duplicates(parts + [ev_cols])
+    duplicates = int(sum((~k).sum() for k in keeps))
+    events = sorted((e for e, k in zip(dec.events, keeps[-1]) if k), key=_sort_key)
+    evs = [(topic, p) for _, topic, p in events]
+    mappings = clock.fit(evs)
+    starts = [p["t"] for t, p in evs if t == M.BATCH_START]
+    ends = [p["t"] for t, p in evs if t == M.BATCH_END]
+    lo = min(starts) - int(lookback_s * 1e9) if starts else None
+    hi = max(ends) if ends else None
+    scoped: dict[str, dict[str, np.ndarray]] = {}
+    for topic, keep in zip(TABLE_TOPICS, keeps):
+        cols = tabs[topic].cols
+        t = _mapped_t(cols["t"], cols["src"], dec.srcs, mappings)
+        if lo is not None:
+            keep = keep & (t >= lo)
+        if hi is not None:
+            keep = keep & (t <= hi)
+        if keep.all():  # the usual case: views, no copy
+            scoped[topic] = {**cols, "t": t}
+        else:
+            sel = np.flatnonzero(keep)
+            scoped[topic] = {k: v[sel] for k, v in cols.items()}
+            scoped[topic]["t"] = t[sel]
+        if consume:
+            tabs[topic].cols = {}
+    all_t = [s["t"] for s in scoped.values()] + [np.array([p["t"] for _, p in evs], dtype=np.int64)]
+    firsts = [int(x.min()) for x in all_t if x.size]
+    origin = min(firsts) if firsts else 0
+    src_seqs: dict[str, np.ndarray] = {}
+    ev_src_sel = np.array([str(p["src"]) for _, p in evs], dtype=object)
+    ev_seq_sel = np.array([p["seq"] for _, p in evs], dtype=np.int64)
+    ev_t_sel = all_t[-1]
+    firsts_by_src = []
+    for code, src in enumerate(dec.srcs):
+        sel = [s["src"] == code for s in scoped.values()] + [ev_src_sel == src]
+        seqs = np.concatenate([s["seq"][m] for s, m in zip(scoped.values(), sel)] + [ev_seq_sel[sel[-1]]])
+        if seqs.size:
+            src_seqs[src] = np.sort(seqs)
+            ts = [s["t"][m] for s, m in zip(scoped.values(), sel)] + [ev_t_sel[sel[-1]]]
+            firsts_by_src.append((min(int(x.min()) for x in ts if x.size), src))
+    # in the order each source first appears in time (as stream.build fills it)
+    src_seqs = {src: src_seqs[src] for _, src in sorted(firsts_by_src)}
+    batch_start, batch_end, requests = events_to_requests(evs)
+    tel_srcs = sorted({dec.srcs[c] for topic in (M.TEL_GPU, M.TEL_HOST) for c in np.unique(scoped[topic]["src"])})
+    del scoped[M.TEL_HB]
+    gpus = _gpu_series(scoped.pop(M.TEL_GPU), tabs[M.TEL_GPU], dec.srcs)
+    host, procs, rapl = _host_series(scoped.pop(M.TEL_HOST), tabs[M.TEL_HOST], dec.srcs, batch_start)
+    return BatchData(origin, gpus, host, procs, rapl, src_seqs, requests, batch_start, batch_end, dec.invalid,
+                     duplicates, clock=mappings, clock_notes=clock.unprobed_notes(tel_srcs, mappings))
+
+
+def _first_of_duplicates(parts: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """Per part, a keep mask: False for a message whose (src, seq, t) came earlier in the file."""
+    seq = np.concatenate([p["seq"] for p in parts])
+    if seq.size and seq.min() >= 0 and seq.max() < 1 << 40:
+        # the usual case, checked cheaply: no (src, seq) repeats at all, so no duplicates
+        key = np.concatenate([p["src"].astype(np.int64) for p in parts]) << 40 | seq
+        key.sort()
+        if not (key[1:] == key[:-1]).any():
+            return [np.ones(p["src"].size, dtype=bool) for p in parts]
+        del key
+    src = np.concatenate([p["src"] for p in parts])
+    t = np.concatenate([p["t"] for p in parts])
+    idx = np.concatenate([p["idx"] for p in parts])
+    keep = np.ones(src.size, dtype=bool)
+    if src.size > 1:
+        order = np.lexsort((idx, t, seq, src))
+        same = ((src[order][1:] == src[order][:-1]) & (seq[order][1:] == seq[order][:-1])
+                & (t[order][1:] == t[order][:-1]))
+        keep[order[1:][same]] = False
+    out, at = [], 0
+    for p in parts:
+        n = p["src"].size
+        out.append(keep[at:at + n])
+        at += n
+    return out
+
+
+def _mapped_t(t: np.ndarray, src: np.ndarray, srcs: list[str], mappings: dict[str, clock.Mapping]) -> np.ndarray:
+    """Telemetry stamps on the collector's clock (clock.Mapping.to_collector, element-wise)."""
+    out = t
+    for name, m in mappings.items():
+        if m.identity or name not in srcs:
+            continue
+        sel = src == srcs.index(name)
+        if not sel.any():
+            continue
+        if out is t:
+            out = t.copy()
+        x = t[sel]
+        out[sel] = x + m.offset_ns + np.round(m.drift * (x - m.r0).astype(np.float64)).astype(np.int64)
+    return out
+
+
+def _order(cols: dict[str, np.ndarray], sel: np.ndarray) -> np.ndarray:
+    """Rows ``sel`` sorted by (t, seq): the order of stream.normalise within one source."""
+    t = cols["t"][sel]
+    if t.size < 2 or (t[1:] > t[:-1]).all():  # the usual case: recorded in time order already
+        return sel
+    return sel[np.lexsort((cols["seq"][sel], t))]
+
+
+def _gpu_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str]) -> list[Series]:
+    if cols["t"].size == 0:
+        return []
+    if cols["gpu"].min() < 0 or cols["gpu"].max() >= 1 << 31:
+        found = set(zip(cols["src"].tolist(), cols["gpu"].tolist()))
+    else:  # one key per (source, GPU): a 1-D unique is much cheaper than a 2-D one
+        keys = np.unique(cols["src"].astype(np.int64) << 32 | cols["gpu"])
+        found = set(zip((keys >> 32).tolist(), (keys & 0xFFFFFFFF).tolist()))
+    pairs = sorted((srcs[s], int(g)) for s, g in found)
+    one_src = len({s for s, _ in pairs}) == 1
+    out, picks = [], []
+    for src, gpu in pairs:
+        rows = _order(cols, np.flatnonzero((cols["src"] == srcs.index(src)) & (cols["gpu"] == gpu)))
+        key = f"gpu{gpu}" if one_src else f"{src}/gpu{gpu}"
+        s = Series(key, src, cols["t"][rows], cols["seq"][rows], {}, bool(cols["simulated"][rows].any()))
+        last = rows[-1]
+        s.meta = {"gpu": gpu}
+        for k in ("uuid", "name"):
+            code = int(cols[k][last])
+            if code >= 0:
+                s.meta[k] = table.strings[k][code]
+        drivers = cols["driver"][rows]
+        known = np.flatnonzero(drivers >= 0)
+        if known.size:  # the last one sent (only the slow ticks of some publishers carry it)
+            s.meta["driver"] = table.strings["driver"][int(drivers[known[-1]])]
+        kinds = np.unique(cols["power_kind"][rows])
+        s.meta["power_kind"] = sorted({str(table.strings["power_kind"][c]) for c in kinds if c >= 0})
+        # the enforced power limit and when it changed (stream.build's rule, vectorised)
+        sent = rows[cols["power_limit_w:present"][rows]]
+        limits, at = cols["power_limit_w"][sent], cols["t"][sent]
+        change = np.ones(limits.size, dtype=bool)
+        change[1:] = limits[1:] != limits[:-1]
+        s.meta["power_limit_changes"] = [(int(x), float(v)) for x, v in zip(at[change].tolist(), limits[change].tolist())]
+        out.append(s)
+        picks.append(rows)
+    # reading by reading, each column dropped once every GPU has its part: the caller passed its
+    # only reference (to_batch consumes), so the table and the series are never both whole
+    for f in M.GPU_SERIES:
+        col = cols.pop(f)
+        for s, rows in zip(out, picks):
+            s.values[f] = col[rows]
+        del col
+    return out
+
+
+def _host_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str], batch_start):
+    if cols["t"].size == 0:
+        return None, {}, {}
+    present = sorted({srcs[c] for c in np.unique(cols["src"])})
+    src = hosts.pick_host_src(present, batch_start)
+    if len(present) > 1:
+        log.info("several_host_sources", srcs=present, used=src)
+    rows = _order(cols, np.flatnonzero(cols["src"] == srcs.index(src)))
+    t, seq = cols["t"][rows], cols["seq"][rows]
+    host = Series("host", src, t, seq, {f: cols[f][rows] for f in M.HOST_SERIES}, bool(cols["simulated"][rows].any()))
+    procs, rapl = {}, {}
+    groups = [g for g in table.extra if cols[g + ":present"][rows].any()]
+    for name in sorted(g[len("proc:"):] for g in groups if g.startswith("proc:")):
+        g = f"proc:{name}"
+        procs[name] = Series(g, src, t, seq, {"cpu_pct": cols[g + ":cpu_pct"][rows], "rss_mib": cols[g + ":rss_mib"][rows]},
+                             bool(cols[g + ":sim"][rows].any()))
+    for zone in sorted(g[len("rapl:"):] for g in groups if g.startswith("rapl:")):
+        g = f"rapl:{zone}"
+        rapl[zone] = Series(g, src, t, seq, {"energy_uj": cols[g + ":energy_uj"][rows]}, False)
+    return host, procs, rapl
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading stream.msgpack, and the columnar copy beside it.
+
+def copy_dir(stream: Path) -> Path:
+    return Path(stream).parent / "columns"
+
+
+def fingerprint(stream: Path) -> dict[str, Any]:
+    """What identifies a recording's bytes: its length and a hash of its first and last HASH_SPAN bytes."""
+    size = stream.stat().st_size
+    h = hashlib.sha256()
+    with open(stream, "rb") as fh:
+        h.update(fh.read(HASH_SPAN))
+        if size > HASH_SPAN:
+            fh.seek(max(size - HASH_SPAN, HASH_SPAN))
+            h.update(fh.read())
+    return {"source_bytes": size, "head_tail_sha256": h.hexdigest()}
+
+
+def decode_file(stream: Path, keep_copy: bool = True) -> tuple[Decoded, str | None]:
+    """One pass over stream.msgpack → (columns, the reader's problem or None); then writes the copy
+    (not when the file changed while it was read: a recording still being written)."""
+    fp = fingerprint(stream) if keep_copy else {}
+    reader = RecordingReader(stream)
+    dec = Decoder()
+    gc_was_on = gc.isenabled()
+    gc.disable()  # only containers of plain values are made here: no cycles to find (~10 % of the pass)
+    try:
+        for batch in reader.batches():
+            dec.feed_batch(batch)
+    finally:
+        if gc_was_on:
+            gc.enable()
+    out = dec.finish()
+    if keep_copy and fingerprint(stream) == fp:
+        write_copy(stream, out, reader.header or {}, reader.problem, fp)
+    return out, reader.problem
+
+
+def load(stream: Path) -> tuple[Decoded, str | None]:
+    """The recording's columns: from the columnar copy when it matches stream.msgpack, else decoded
+    from stream.msgpack (and the copy rewritten). Raises RecordingError like RecordingReader."""
+    stream = Path(stream)
+    got = read_copy(stream)
+    if got is not None:
+        return got
+    return decode_file(stream)
+
+
+def read_copy(stream: Path) -> tuple[Decoded, str | None] | None:
+    """The copy, or None when it is missing, partial, unreadable or not this recording's (logged why)."""
+    import pyarrow.parquet as pq
+
+    root = copy_dir(stream)
+    meta_path = root / "meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("version") != COPY_VERSION:
+            raise ValueError(f"copy version {meta.get('version')}, this build writes {COPY_VERSION}")
+        now = fingerprint(stream)
+        if {k: meta.get(k) for k in now} != now:
+            log.info("columnar_copy_stale", path=str(root), recorded=meta.get("source_bytes"),
+                     now=now["source_bytes"], note="rebuilt from stream.msgpack")
+            return None
+        tables = {}
+        for topic in TABLE_TOPICS:
+            tm = meta["tables"][topic]
+            pf = pq.ParquetFile(root / f"{topic}.parquet")  # (read_table would import pandas)
+            # column by column: the Arrow copy of one column at a time, never the whole table twice
+            cols = {name: pf.read(columns=[name]).column(0).to_numpy() for name in pf.schema_arrow.names}
+            if not cols:
+                cols = _concat([])
+            if any(c.size != tm["rows"] for c in cols.values()):
+                raise ValueError(f"{topic}: column lengths differ from meta.json's {tm['rows']} rows")
+            tables[topic] = Table(cols, tm["strings"], tm["extra"])
+        with open(root / "events.msgpack", "rb") as fh:
+            events = [tuple(e) for e in msgpack.Unpacker(fh, raw=False, strict_map_key=False,
+                                                         max_buffer_size=1 << 30)]
+        dec = Decoded(tables, [(int(i), str(t), p) for i, t, p in events], meta["srcs"], int(meta["invalid"]))
+    except Exception as exc:  # a damaged copy is never trusted: stream.msgpack is the source of truth
+        log.warning("columnar_copy_unreadable", path=str(root), problem=str(exc), note="rebuilt from stream.msgpack")
+        return None
+    log.info("columnar_copy_used", path=str(root), source_bytes=meta["source_bytes"])
+    return dec, meta.get("problem")
+
+
+def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp: dict[str, Any]) -> bool:
+    """Write the columnar copy: one zstd Parquet file per topic, the events, and meta.json last (a copy
+    without meta.json is never read). Failing (read-only batch, full disk) only costs the next analysis
+    a re-read of stream.msgpack. ``fp``: the fingerprint taken before the recording was read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = copy_dir(stream)
+    tmp = root.with_name(root.name + ".tmp")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for topic in TABLE_TOPICS:
+            # no dictionary pages (readings rarely repeat; building them tripled the writer's memory),
+            # row groups of 128 Ki rows (the writer holds one at a time)
+            pq.write_table(pa.table(dec.tables[topic].cols), tmp / f"{topic}.parquet", compression="zstd",
+                           row_group_size=1 << 17, use_dictionary=False)
+        with open(tmp / "events.msgpack", "wb") as fh:
+            packer = msgpack.Packer(use_bin_type=True)
+            for e in dec.events:
+                fh.write(packer.pack(list(e)))
+        meta = {"version": COPY_VERSION, **fp, "problem": problem, "srcs": dec.srcs, "invalid": dec.invalid,
+                "recording_header": header,
+                "tables": {t: {"rows": dec.tables[t].n, "strings": dec.tables[t].strings,
+                               "extra": dec.tables[t].extra} for t in TABLE_TOPICS}}
+        (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, default=str), encoding="utf-8")
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(tmp, root)
+    except Exception as exc:
+        log.warning("columnar_copy_not_written", path=str(root), problem=str(exc),
+                    note="the next analysis reads stream.msgpack again")
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    log.info("columnar_copy_written", path=str(root), source_bytes=fp["source_bytes"])
+    return True
+
