@@ -336,8 +336,10 @@ def notes_for(board: list[dict[str, Any]], batches: list[dict[str, Any]]) -> lis
                                   for (cs, mt), ms in sorted(sets.items())]))
     for r in board:
         if r["n_batches"] > 1:
+            mixed = "," in str(r.get("max_tokens") or "")  # batches with different max tokens in one mean
             out.append(Msg("c_pooled", task=r["task"], model=r["model"], host=r["host"], gpu=r["gpu_name"],
-                           n=r["n_batches"], batches=r["batches"]))
+                           n=r["n_batches"], batches=r["batches"],
+                           mixed=Msg("c_pooled_mixed", max_tokens=r["max_tokens"]) if mixed else ""))
     slow = [r for r in board if r.get("n_outliers")]
     if slow:  # kept in the means (they happened), but a reader should look at them
         out.append(Msg("c_outliers", n=sum(r["n_outliers"] for r in slow), rows=len(slow),

@@ -155,8 +155,11 @@ _TEXT: dict[str, dict[str, str]] = {
                 "zh": "任务 {task}{basis}{sim}：各行运行了 {n} 种不同的用例集或最大 token 数，因此分开排名，从不相互比较：{which}"},
     "c_set": {"en": "cases {cases}, max_tokens {max_tokens}: {models}", "zh": "用例集 {cases}，max_tokens {max_tokens}：{models}"},
     "c_pooled": {"en": "task {task}, model {model} on {host} / {gpu}: pooled from {n} batches ({batches}), same GPU "
-                       "and quality basis",
-                 "zh": "任务 {task}，模型 {model}，{host} / {gpu}：合并自 {n} 个批次（{batches}），GPU 与质量依据相同"},
+                       "and quality basis{mixed}",
+                 "zh": "任务 {task}，模型 {model}，{host} / {gpu}：合并自 {n} 个批次（{batches}），GPU 与质量依据相同{mixed}"},
+    "c_pooled_mixed": {"en": ", but different max tokens ({max_tokens}): its means mix answer lengths, and it is ranked "
+                             "only against rows with the same mix",
+                       "zh": "，但最大 token 数不同（{max_tokens}）：其均值混合了不同的回答长度，只与相同组合的行一起排名"},
     "c_outliers": {"en": "{n} request(s) in {rows} row(s) took more than 3× the latency of the same case's other runs "
                          "(n_outliers; results.csv latency_outlier): {which}",
                    "zh": "{rows} 行中有 {n} 个请求的延迟超过同一用例其他轮次的 3 倍（n_outliers；results.csv 的 "
@@ -165,8 +168,10 @@ _TEXT: dict[str, dict[str, str]] = {
                         "python -m analyzer --batch {path}",
                   "zh": "批次 {batch} 的分析早于 GPU 命名（主机和 GPU 显示为 {unknown}）：请重新运行 "
                         "python -m analyzer --batch {path}"},
-    "c_no_quality": {"en": "batch {batch} has no quality scores (analysed with --no-quality?), so no 效质比",
-                     "zh": "批次 {batch} 没有质量分（分析时用了 --no-quality？），因此没有效质比"},
+    "c_no_quality": {"en": "batch {batch} has no quality scores, so no 效质比: analysed with --no-quality, or its "
+                           "requests have nothing to be scored against (proxy traffic, tasks without a reference)",
+                     "zh": "批次 {batch} 没有质量分，因此没有效质比：分析时用了 --no-quality，或其请求没有可对照评分的内容"
+                           "（代理流量、没有参考答案的任务）"},
     # Notes: what the analysis did, said once; not problems (shown apart from them)
     "notes": {"en": "Analysis notes", "zh": "分析说明"},
     "n_clock_same_host": {"en": "{src}: same host as the collector (same boot id), one clock, no mapping",

@@ -191,8 +191,11 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             row["effective_window_s"] = float(conc.energy[idx[r.rid]])
             row["concurrency_max"] = int(conc.max_active[idx[r.rid]])
         rows.append(row)
-    # Quality: finished, successful, measured requests only.
-    q_reqs = [{"rid": r.rid, "task": r.start.task, "text": r.end.text, "thinking": r.end.thinking,
+    # Quality: finished, successful, measured requests only. A proxy batch's task names are the user's
+    # labels (X-GenAI-Power-Task), not task types: scored as proxy requests, never "not a known task".
+    proxied = bool(batch.batch_start and batch.batch_start.backend == "proxy")
+    q_reqs = [{"rid": r.rid, "task": PROXY_TASK if proxied else r.start.task, "text": r.end.text,
+               "thinking": r.end.thinking,
                "prompt": r.start.prompt, "case": r.start.case}
               for r in reqs if r.end is not None and r.end.ok and not r.start.warmup]
     quality: dict[str, dict] = {}

@@ -90,15 +90,17 @@ class AttemptState:
         return notices
 
     def whole(self, body: bytes, t_ns: int) -> list[tuple[str, int]]:
-        """A non-streamed answer (``stream: false``) that arrived whole at ``t_ns``."""
+        """A non-streamed answer (``stream: false``) that arrived whole at ``t_ns``.
+
+        Its first token's instant is unknown (the server sent nothing before the end): no first-token
+        notice and no chunk times, so TTFT, TPOT and client tokens/s stay empty instead of TTFT =
+        latency and a decode of a few microseconds."""
         notices: list[tuple[str, int]] = []
         try:
             obj = json.loads(body)
         except (ValueError, RecursionError):
             self.fail(f"the answer is not JSON: {body[:200]!r}", F.BAD_RESPONSE)
             return notices
-        self.chunk_t_ns.append(t_ns)
-        self.first_chunk_ns = t_ns
         if isinstance(obj, dict) and isinstance(obj.get("model"), str):
             self.served_model = obj["model"]
         delta = self._api.map_response(obj)
@@ -110,8 +112,9 @@ class AttemptState:
         th, ct = self._splitter.feed(delta.content)
         th2, ct2 = self._splitter.finish()
         self._take(ct + ct2, (delta.thinking or "") + th + th2, t_ns, notices)
+        self.first_content_ns = self.first_thinking_ns = None
         self.done = True
-        return notices
+        return []
 
     def _data(self, obj: Any, t_ns: int, notices: list[tuple[str, int]]) -> None:
         self.chunk_t_ns.append(t_ns)

@@ -64,15 +64,22 @@ def parse_spec(text: str) -> SuiteSpec:
 
 # ---------------------------------------------------------------- reading
 
-def _jsonl(path: Path) -> list[tuple[int, dict]]:
+def _read(path: Path) -> str:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SuiteError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from exc
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise SuiteError(f"{path}: cannot read ({exc}); check the path given to --suite") from exc
+    return text
+
+
+def _jsonl(path: Path) -> list[tuple[int, dict]]:
+    text = _read(path)
     rows = []
-    for i, line in enumerate(text.splitlines(), 1):
+    # JSON Lines are split at \n only: str.splitlines() also splits at U+2028, \x1c, \x85 ..., which a
+    # JSON string may hold raw (a row cut in two, and every later line number off)
+    for i, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -88,14 +95,10 @@ def _jsonl(path: Path) -> list[tuple[int, dict]]:
 
 
 def _csv(path: Path) -> list[tuple[int, dict]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SuiteError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from exc
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-        raise SuiteError(f"{path}: cannot read ({exc}); check the path given to --suite") from exc
+    text = _read(path)
     reader = csv.DictReader(io.StringIO(text))
-    rows = [(i + 2, {k.strip(): v for k, v in row.items() if k is not None}) for i, row in enumerate(reader)]
+    # reader.line_num: the file line a record ends on (a quoted field may span lines; blank lines are skipped)
+    rows = [(reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}) for row in reader]
     if not rows:
         raise SuiteError(f"{path}: no rows under the header line")
     return rows

@@ -8,6 +8,7 @@ GPU's energy only (the CPU's is its own column).
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("cpu_energy_j", "CPU J", ".1f"),
     ("j_per_token", "GPU J/tok", ".2f"),
     ("quality_score", "quality", ".2f"),
-    (GROUP_RATIO, "group 效质比 q/kJ", ".2f"),
+    (GROUP_RATIO, "group 效质比 q/kJ", "sig3"),
     ("bartscore", "BARTScore", ".2f"),
 ]
 GROUP = ("model", "task", "load")
@@ -74,6 +75,16 @@ def group_ratio(ok: list[dict[str, str]]) -> float | None:
     return 1000.0 * statistics.fmean(q) / statistics.fmean(e)
 
 
+def _fmt(value: float, fmt: str) -> str:
+    """``sig3``: three significant digits, never fewer than two decimals and no exponent, so a ratio of
+    0.0853 reads as report.html has it (".2f" printed 0.09 beside the report's 0.0853)."""
+    if fmt != "sig3":
+        return format(value, fmt)
+    if not value:
+        return "0.00"
+    return f"{value:.{min(6, max(2, 2 - math.floor(math.log10(abs(value)))))}f}"
+
+
 def format_table(figures: list[dict[str, Any]]) -> str:
     """A Markdown table (readable as plain text too) of :func:`key_figures`."""
     heads = ["model", "task", "load", "ok/all"] + [h for _, h, _ in COLUMNS]
@@ -82,7 +93,7 @@ def format_table(figures: list[dict[str, Any]]) -> str:
         # model, task and load come from the server and the cases: control characters shown, not obeyed
         cells = [terminal_text(f[k]).replace("|", "\\|") for k in ("model", "task", "load")]
         cells.append(f"{f['n_ok']}/{f['n_ok'] + f['n_failed']}")
-        cells += ["-" if f[col] is None else format(f[col], fmt) for col, _, fmt in COLUMNS]
+        cells += ["-" if f[col] is None else _fmt(f[col], fmt) for col, _, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -100,8 +111,8 @@ def bartscore_note(rows: list[dict[str, str]]) -> str | None:
 
 SUITE_COLUMNS = [("suite", "suite", "s"), ("model", "model", "s"), ("n", "n", "s"), ("accuracy", "pass@1", ".3f"),
                  ("accuracy_ci95_low", "95% low (Wilson)", ".3f"), ("accuracy_ci95_high", "95% high", ".3f"),
-                 ("pass@k", "pass@k", ".3f"), ("j_per_item", "J per problem", ".1f"),
-                 ("j_per_correct", "J per correct", ".1f"), ("group_quality_per_kj", "group 效质比 q/kJ", ".3f")]
+                 ("pass@k", "pass@k", ".3f"), ("j_per_item", "J per problem (GPU+CPU)", ".1f"),
+                 ("j_per_correct", "J per correct (GPU+CPU)", ".1f"), ("group_quality_per_kj", "group 效质比 q/kJ", ".3f")]
 
 
 def format_suites(rows: list[dict[str, str]]) -> str:

@@ -116,6 +116,7 @@ class Spec:
     tel_src: str = "telemetry@synth"  # the daemon's publisher id: its host part names the GPUs' host
     wall0_ns: int = WALL0_NS        # wall clock at T0 (the batch's date)
     base_url: str | None = None     # batch.start base_url (the LLM server's address)
+    backend: str = "ollama"         # batch.start backend ("proxy" for a proxy batch)
 
 
 def rid_of(spec: Spec, i: int, r: Req) -> str:
@@ -169,7 +170,7 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
     # Collector events.
     add(col, M.BATCH_START, {"batch": spec.batch_id, "config": spec.config,
                              "cases": spec.cases, "models": {"m1": {"family": "synth", "parameter_size": "1B"}},
-                             "backend": "ollama", **({"planned": spec.planned} if spec.planned else {}),
+                             "backend": spec.backend, **({"planned": spec.planned} if spec.planned else {}),
                              **({"base_url": spec.base_url} if spec.base_url else {})},
         0.0005, order=-1)
     events = []

@@ -95,6 +95,26 @@ class TestAttemptOpenAI:
         assert notices == [("content", 7)] and att.ok and "".join(att.text) == "Hi"
         assert att.api.get("completion_tokens") == 1
 
+    def test_a_whole_answer_has_no_first_token_instant(self):
+        """A non-streamed answer (the proxy passes ``stream: false`` through): its text and usage count,
+        but the first token's time is unknown, so TTFT/TPOT/client tokens/s stay empty (they were
+        TTFT = latency, TPOT 0.016 ms, 67000 tok/s on the demo's server)."""
+        from analyzer.throughput import throughput
+        att = AttemptState("openai", 0)
+        body = {"model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi there"},
+                                           "finish_reason": "length"}],
+                "usage": {"completion_tokens": 16, "prompt_tokens": 3}}
+        assert att.whole(json.dumps(body).encode(), 3_000 * MS) == []
+        assert att.ok and att.done and "".join(att.text) == "Hi there" and att.api.get("completion_tokens") == 16
+        m = att.client_metrics(request_t0_ns=0, end_ns=3_001 * MS)
+        assert m.latency_s == pytest.approx(3.001)
+        assert m.first_token_s is None and m.first_chunk_s is None and m.chunks == 0
+        from shared.messages import ReqEnd
+        end = ReqEnd(rid="r", ok=True, text="Hi there", api=att.api, client=m)
+        t = throughput(end, m.latency_s, m.first_token_s, m.first_chunk_s)
+        assert t["output_tokens"] == 16 and t["client_toks_per_s"] is None and t["toks_per_s"] is None
+        assert t["e2e_toks_per_s"] == pytest.approx(16 / 3.001)
+
     def test_missing_done_marker_is_truncated(self):
         att = AttemptState("openai", 0)
         att.feed(sse({"choices": [{"index": 0, "delta": {"content": "Hi"}}]}), 1)

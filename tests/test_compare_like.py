@@ -64,3 +64,34 @@ def test_unknown_task_is_in_the_reports_problems(tmp_path):
     notes = [p for p in a.problems if "not a known task" in p]
     assert len(notes) == 1 and "'trivia'" in notes[0] and "no quality_score" in notes[0]
     assert {"case_hash", "max_tokens"} <= set(pipeline.MAIN_COLUMNS)
+
+
+@pytest.mark.parametrize("backend, flagged", [("ollama", True), ("proxy", False)])
+def test_a_proxy_task_label_is_no_unknown_task_in_its_rows(tmp_path, backend, flagged):
+    """X-GenAI-Power-Task: 翻译 through the proxy is the user's label: its row has no "not a known task"
+    quality_error (a batch's own unknown task still has one)."""
+    reqs = [S.Req(1.0, 2.0, task="翻译")]
+    a = run(tmp_path, S.Spec(duration_s=3.0, requests=reqs, backend=backend), quality=True,
+            quality_options={"enable_bart": False})
+    [row] = a.results
+    assert row["task"] == "翻译" and row["len_chars"] is not None  # still scored: text statistics
+    assert ("not a known task" in (row["quality_error"] or "")) is flagged
+    assert any("not a known task" in p for p in a.problems) is flagged
+
+
+def test_a_row_pooled_over_different_max_tokens_says_so():
+    """Two batches of the same model and task with max tokens 12 and 32 pool into one row (max_tokens
+    "12,32"): the note names the mix instead of only "same GPU and quality basis"."""
+    row = {"task": "qa", "model": "m", "host": "h", "gpu_name": "g", "gpu_simulated": False, "quality_basis": "chrf",
+           "case_set": "abc", "n_batches": 2, "batches": "b1,b2", "max_tokens": "12,32"}
+    [note] = [n for n in C.notes_for([row], []) if "pooled" in n]
+    assert "different max tokens (12,32)" in note
+    [note] = [n for n in C.notes_for([{**row, "max_tokens": "32"}], []) if "pooled" in n]
+    assert "max tokens" not in note and note.endswith("same GPU and quality basis")
+
+
+def test_a_batch_without_scores_is_not_blamed_on_no_quality_alone():
+    """A proxy batch analysed with quality has no scores because nothing can be scored: the note must not
+    say only "analysed with --no-quality?"."""
+    [note] = C.notes_for([], [{"batch": "proxy_1_x", "gpu_named": True, "quality_bases": None, "path": "p"}])
+    assert "--no-quality" in note and "proxy traffic" in note and "no 效质比" in note

@@ -167,6 +167,15 @@ class TestFigureNames:
         heads = figures.format_table([f]).splitlines()[0]
         assert "group 效质比 q/kJ" in heads and "GPU J/tok" in heads and "| J/tok |" not in heads
 
+    @pytest.mark.parametrize("ratio, cell", [(0.08531, "0.0853"), (0.01751, "0.0175"), (12.345, "12.35"),
+                                             (0.0, "0.00"), (0.30, "0.300")])
+    def test_group_ratio_keeps_three_significant_digits(self, ratio, cell):
+        """Simulated-GPU ratios are ~0.01-0.1 q/kJ: the table shows what report.html shows, not 0.09 for 0.0853."""
+        [f] = figures.key_figures([row(quality_score="1", total_energy_j="1", quality_basis="chrf")])
+        f["group_quality_per_kj"] = ratio
+        cells = [c.strip() for c in figures.format_table([f]).splitlines()[2].split("|")]
+        assert cells[figures.format_table([f]).splitlines()[0].split("|").index(" group 效质比 q/kJ ")] == cell
+
     def test_mixed_bases_give_no_group_ratio(self):
         [f] = figures.key_figures([row(quality_score="1", total_energy_j="1", quality_basis="chrf"),
                                    row(quality_score="1", total_energy_j="1", quality_basis="bartscore")])
@@ -191,4 +200,6 @@ class TestSuiteDemo:
                                         "accuracy_ci95_low": "0.0089", "accuracy_ci95_high": "0.236",
                                         "j_per_item": "12.34", "j_per_correct": "246.8"}])
         assert "pass@1" in table.splitlines()[0] and "J per problem" in table.splitlines()[0]
+        # GPU + CPU energy, said so: the main table beside it shows "GPU J" (24033 vs 30281 per problem)
+        assert "J per problem (GPU+CPU)" in table and "J per correct (GPU+CPU)" in table
         assert "| humaneval | m | 20 | 0.050 | 0.009 | 0.236 | - | 12.3 | 246.8 | - |" in table

@@ -149,6 +149,23 @@ class TestLoaders:
             load_items(SuiteSpec("gsm8k", f))
         assert str(f) in str(err.value) and message in str(err.value)
 
+    def test_line_numbers_are_the_files_own(self, tmp_path):
+        """A raw U+2028 inside a JSON string is part of its row (not a line break), and a CSV record
+        with a quoted multi-line field or after a blank line is named by the line an editor shows."""
+        g = tmp_path / "g.jsonl"
+        g.write_text('{"question": "a\u2028b 中文", "answer": "#### 1"}\n{"question": "q", "answer": "x"}\n',
+                     encoding="utf-8")
+        with pytest.raises(SuiteError) as err:
+            load_items(SuiteSpec("gsm8k", g))
+        assert f"{g}:2: field \"answer\" must end with" in str(err.value)
+        g.write_text('{"question": "a\u2028b", "answer": "#### 1"}\n', encoding="utf-8")
+        assert load_items(SuiteSpec("gsm8k", g))[0]["question"] == "a\u2028b"
+        c = tmp_path / "c.csv"
+        c.write_text('question,A,B,C,D,answer\n"two\nlines",1,2,3,4,B\n\n"1+1=?",1,2,3,4,E\n', encoding="utf-8")
+        with pytest.raises(SuiteError) as err:
+            load_items(SuiteSpec("choice", c))
+        assert f"{c}:5: field \"answer\" = 'E'" in str(err.value)
+
     def test_unknown_suite_and_missing_file(self, tmp_path):
         with pytest.raises(SuiteError, match="unknown suite"):
             parse_spec("mmlu")
