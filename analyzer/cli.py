@@ -19,6 +19,7 @@ from analyzer import clock, columnar, i18n, load_curve, outputs, pipeline, strea
 from analyzer.energy import DEFAULT_CPU_TDP_W
 from shared import bus
 from shared.batch import BatchDir
+from shared.listen import ALLOW_REMOTE_FLAG, ListenError, check_listen, parse_listen
 from shared.cli import add_curve_args, add_log_args, curve_keys
 from shared.messages import BATCH_START
 from shared.logs import configure_logging, get_logger
@@ -69,6 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--exit-after-s", type=float, default=None, help="live: stop after this many seconds")
     ap.add_argument("--grace-s", type=float, default=1.0, help="live: wait this long after batch.end for "
                                                                "in-flight telemetry (default 1)")
+    ap.add_argument("--publish-endpoint", nargs="?", const="", default=None, metavar="ENDPOINT",
+                    help="live: publish each request's analysed row (topic ana.row) on this PUB endpoint as soon as "
+                         "the telemetry after its end has arrived, and the batch's final rows at batch.end "
+                         f"(without a value: env {bus.ENV_ANALYSIS} or {bus.ANALYSIS_ENDPOINT})")
+    ap.add_argument("--serve", default=None, metavar="HOST:PORT",
+                    help="live: serve the live page here (power, requests in flight, each answer's energy; e.g. "
+                         "127.0.0.1:8765; port 0 picks a free one). Loopback only unless --allow-remote: the page has "
+                         "no authentication of its own, whatever CURVE keys the bus uses")
+    ap.add_argument(ALLOW_REMOTE_FLAG, action="store_true",
+                    help="allow a non-loopback --serve address (no authentication: a warning is logged)")
+    ap.add_argument("--no-outputs", action="store_true",
+                    help="live: write no files, only publish rows and serve the page (what `python -m collector "
+                         "--serve` starts: the collector's own analysis of its recording writes the batch's files)")
+    ap.add_argument("--row-settle-s", type=float, default=0.3,
+                    help="live: a request's row waits for telemetry this far past its end (default %(default)s s)")
+    ap.add_argument("--row-timeout-s", type=float, default=5.0,
+                    help="live: ... but at most this long after its req.end arrived; then the row goes out with "
+                         "the telemetry there is, and says why its energy is missing (default %(default)s s)")
     ap.add_argument("--lookback-s", type=float, default=stream.DEFAULT_LOOKBACK_S,
                     help="telemetry kept from before batch.start, for the idle baseline (default %(default)s s)")
     ap.add_argument("--server-gpus", default="auto", metavar="SPEC",
@@ -222,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.live and args.batch is None:
             raise BadInput("nothing to analyse: pass --batch DIR (a recorded batch) or --live (subscribe to the bus)")
+        if args.serve is not None and not args.live:
+            raise BadInput("--serve is the live page of the live analysis: pass --live --serve HOST:PORT")
         opts = options_from(args)
         if args.live:
             return _live(args, opts)
@@ -267,12 +288,18 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
         except bus.BusSecurityError as exc:
             raise BadInput(str(exc)) from exc
 
-    def on_batch(items):
+    def on_batch(items, service=None):
         data_start = next((p for t, p in items if t == BATCH_START), None)
-        root = resolve_batch_dir(data_start, args.batch, args.out_root)
+        root = None if args.no_outputs else resolve_batch_dir(data_start, args.batch, args.out_root)
+        if root is None and args.no_outputs:
+            if service is not None:
+                service.on_analysis(pipeline.analyze(stream.build(items, args.lookback_s), opts))
+            return
         if root is None:
             log.error("live_no_output_dir", batch=(data_start or {}).get("batch"),
                       fix="pass --batch DIR or --out-root DIR, or have the collector put out_dir in its config")
+            if service is not None:  # no files, but the final rows still go out
+                service.on_analysis(pipeline.analyze(stream.build(items, args.lookback_s), opts))
             return
         try:
             analysis = analyse_messages(items, BatchDir(root), opts, args.lookback_s, not args.no_plots,
@@ -285,11 +312,74 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return
         print(f"analysed {analysed_line(analysis.results)} -> {root / 'summary' / 'results.csv'}", flush=True)
+        if service is not None:
+            service.on_analysis(analysis)
 
     ctx = zmq.Context()
+    service = None
     try:
-        run_live(ctx, endpoints, on_batch, args.lookback_s, args.grace_s, 1 if args.once else None,
-                 args.exit_after_s, curve)
+        service = _live_service(ctx, args, opts)
+        run_live(ctx, endpoints, lambda items: on_batch(items, service), args.lookback_s, args.grace_s,
+                 1 if args.once else None, args.exit_after_s, curve,
+                 on_message=service.on_message if service else None, on_tick=service.on_tick if service else None,
+                 on_ready=service.ready if service else None)
     finally:
+        if service is not None:
+            service.close()
         ctx.destroy(linger=0)
     return 0
+
+
+def _live_service(ctx, args: argparse.Namespace, opts: pipeline.Options):
+    """Per-request rows (``--publish-endpoint``) and the live page (``--serve``); None when neither is asked."""
+    if args.publish_endpoint is None and args.serve is None:
+        return None
+    from analyzer.live_rows import RowTracker
+    from analyzer.live_service import LiveService
+    from shared.messages import source_id
+
+    publish = viewer = server = None
+    if args.publish_endpoint is not None:
+        endpoint = args.publish_endpoint or bus.analysis_endpoint()
+
+        def publish():
+            # bound once the bus sockets are connected: a parent that waits for this endpoint (the proxy)
+            # then knows this process hears every event it sends after
+            try:
+                sock = bus.bind_pub(ctx, endpoint, curve=_publish_curve(args, endpoint))
+            except bus.BusError as exc:
+                raise BadInput(f"--publish-endpoint: {exc}") from exc
+            log.info("live_rows_publishing", endpoint=endpoint)
+            return bus.Publisher(sock, source_id("analyzer"))
+    if args.serve is not None:
+        from analyzer.live_page import PageHub, PageServer
+
+        try:
+            listen = parse_listen(args.serve, "--serve")
+            warning = check_listen(listen, args.allow_remote, "--serve")
+        except ListenError as exc:
+            raise BadInput(str(exc)) from exc
+        if warning:
+            log.warning("live_page_exposed", listen=str(listen), note=warning)
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+        viewer = PageHub(lang=page_lang(args.report_lang))
+        server = PageServer(viewer, listen.host, listen.port)
+        try:
+            url = server.start()
+        except OSError as exc:
+            raise BadInput(f"--serve {listen}: cannot listen there ({exc}); pick a free port") from exc
+        log.info("live_page", url=url)
+    tracker = RowTracker(opts, settle_s=args.row_settle_s, timeout_s=args.row_timeout_s, lookback_s=args.lookback_s)
+    return LiveService(tracker, None, viewer, server, publish=publish)
+
+
+def page_lang(value: str) -> str:
+    """One language for the live page from the reports' flag (en, zh; auto or both: the locale's)."""
+    return value if value in i18n.LANGS else i18n.lang_from_env()
+
+
+def _publish_curve(args: argparse.Namespace, endpoint: str):
+    """A non-loopback publish endpoint needs this process's own CURVE secret (as every publisher)."""
+    if bus.is_loopback(endpoint) or not args.curve_secret:
+        return None
+    return bus.CurveKeys.from_secret_file(args.curve_secret, None)

@@ -11,7 +11,9 @@ energy between concurrent requests only needs F at the window edges (see windows
   exact energy of the interval; where the window edge cuts an interval, that interval's counter
   energy is apportioned by a power step the counter itself places (``CounterEnergy.steps``), else
   by the power samples' shape (by time when there is no power trace). Before the first / after
-  the last refresh point the power integral extends the counter. ``edge_uncertainty`` and
+  the last refresh point the power integral extends the counter. With instant power the
+  analyzer instead corrects the power samples by each interval's counter residual
+  (``CounterEnergy.with_power_shape``, analyzer.fused). ``edge_uncertainty`` and
   ``common_uncertainty`` bound the error.
 
 Zero or one sample: F is NaN everywhere except at the single sample (0 J) — callers turn NaN
@@ -19,11 +21,13 @@ into "not available", never into 0 J.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Callable
 
 import numpy as np
+
+from analyzer import fused as fusion
 
 # If the counter advanced on at least this share of samples it is read on demand (fresh at t_k).
 _FRESH_COUNTER_SHARE = 0.9
@@ -142,6 +146,8 @@ class RefreshFit:
     period_s: float          # refresh period (fitted; else median spacing), NaN when unknown
     method: str              # periodic_fit | midpoint | periodic_fit+midpoint | fresh | none
     fitted: np.ndarray | None = None  # per refresh: on a fitted line (its error is common to its neighbours)
+    segment: np.ndarray | None = None  # per refresh: which fitted line (-1: a midpoint)
+    drift_s: np.ndarray | None = None  # per refresh: its line's period error bound × its number
 
 
 def _fit_segment(lo: np.ndarray, hi: np.ndarray, n: np.ndarray) -> tuple[float, float, Callable] | None:
@@ -172,7 +178,29 @@ def _fit_segment(lo: np.ndarray, hi: np.ndarray, n: np.ndarray) -> tuple[float, 
         se = np.sqrt(s2 * (1.0 / n.size + (k - n_mean) ** 2 / sxx))
         return np.maximum(3.0 * se, phase_half) + FIT_SLACK_S
 
+    err.slope = 3.0 * np.sqrt(s2 / sxx)  # bound on the period's error: refreshes far apart drift apart
     return float(phi), float(period), err
+
+
+def _coherent_numbers(mid: np.ndarray, period: float) -> np.ndarray | None:
+    """Refresh numbers of the instants ``mid`` (each off its refresh by up to ± a quarter period):
+    the period and phase that line the instants up best (largest |mean exp(2πi·t/p)|), searched
+    coarse over the first 50 and fine over all, then each instant's nearest refresh number.
+    Counting steps between neighbours instead (rint of their spacing / period) slips by one
+    whenever two neighbours' errors add past half a period: at 100 Hz on a 20 ms counter, often.
+    None when the instants do not line up (coherence under 0.5: not periodic)."""
+    t = mid - mid[0]
+    p = period
+    for head, span in ((min(50, t.size), 0.1), (t.size, 0.005)):
+        cand = p * (1.0 + np.linspace(-span, span, 101))
+        z = np.exp(2j * np.pi * t[None, :head] / cand[:, None]).mean(axis=1)
+        p = float(cand[int(np.argmax(np.abs(z)))])
+    z = np.exp(2j * np.pi * t / p).mean()
+    if abs(z) < 0.5:
+        return None
+    phi = np.angle(z) / (2 * np.pi) * p
+    n = np.rint((t - phi) / p)
+    return n - n[0]
 
 
 def fit_refreshes(t_s, y) -> RefreshFit:
@@ -208,6 +236,8 @@ def fit_refreshes(t_s, y) -> RefreshFit:
     steps = np.maximum(np.rint(np.diff(mid[idx_n]) / period), 1.0)
     n_narrow = np.concatenate([[0.0], np.cumsum(steps)])
     on_line = np.zeros(mid.size, dtype=bool)
+    seg_id = np.full(mid.size, -1)
+    drift = np.zeros(mid.size)
     fitted, periods = 0, []
     segments = 0
     for start in range(0, mid.size, FIT_SEGMENT):
@@ -223,6 +253,15 @@ def fit_refreshes(t_s, y) -> RefreshFit:
             k = idx_n[sel]
             n0 = n_narrow[sel][0]
             got = _fit_segment(lo[k], hi[k], n_narrow[sel] - n0)
+            if got is None:  # the counted steps slipped (sampling as coarse as the period): renumber
+                # every change a refresh (sampling faster than the refresh): span / count is the period;
+                # the median spacing of the narrow intervals runs long when the spacing takes two values
+                seen = mid[sl]
+                p0 = min(period, float(seen[-1] - seen[0]) / max(seen.size - 1, 1))
+                n_seg = _coherent_numbers(mid[k], p0)
+                got = None if n_seg is None else _fit_segment(lo[k], hi[k], n_seg)
+                if got is not None:
+                    n_narrow[sel] = n_seg + n0
         if got is None:
             continue
         phi, p, err_fn = got
@@ -232,6 +271,8 @@ def fit_refreshes(t_s, y) -> RefreshFit:
         n_here[narrow[sl]] = n_narrow[sel] - n0
         r[sl], err[sl] = phi + p * n_here, err_fn(n_here)
         on_line[sl] = True
+        seg_id[sl] = segments
+        drift[sl] = err_fn.slope * n_here
         fitted += 1
         periods.append(p)
     method = "periodic_fit" if fitted >= segments else "midpoint" if fitted == 0 else "periodic_fit+midpoint"
@@ -239,10 +280,14 @@ def fit_refreshes(t_s, y) -> RefreshFit:
         period = float(np.median(periods))
     values = v[changed]
     order = np.argsort(r, kind="stable")  # a line and midpoints meet at segment joins: keep time order
-    r, values, err, on_line = r[order], values[order], err[order], on_line[order]
-    # two changes placed on one refresh (a stamp far off): keep the later reading
-    keep = np.concatenate([r[1:] > r[:-1], [True]])
-    return RefreshFit(r[keep], values[keep], err[keep], period, method, on_line[keep])
+    r, values, err, on_line, seg_id, drift = (r[order], values[order], err[order], on_line[order], seg_id[order],
+                                              drift[order])
+    # two changes placed on one refresh: one of them is numbered wrong (a stamp far off, or two
+    # noisy neighbours rounded together) and its reading would be tied to the wrong instant, so
+    # neither is used (dropping a refresh only merges two intervals; the energies stay exact)
+    same = r[1:] <= r[:-1]
+    keep = ~(np.concatenate([same, [False]]) | np.concatenate([[False], same]))
+    return RefreshFit(r[keep], values[keep], err[keep], period, method, on_line[keep], seg_id[keep], drift[keep])
 
 
 @dataclass(frozen=True)
@@ -257,6 +302,18 @@ class CounterEnergy:
     period_s: float = float("nan")    # refresh period, s
     method: str = "midpoint"          # how the refreshes were located (RefreshFit.method)
     fitted: np.ndarray | None = None  # RefreshFit.fitted
+    segment: np.ndarray | None = None  # RefreshFit.segment
+    drift_s: np.ndarray | None = None  # RefreshFit.drift_s
+    fused: fusion.Fused | None = None  # instant power corrected by the counter (``with_power_shape``)
+
+    def with_power_shape(self, noise_w: float, delay_s: float, trace: Trace | None = None) -> "CounterEnergy":
+        """Between the refreshes, the instant power trace corrected by the counter's interval energies
+        (analyzer.fused) instead of apportioning each interval's energy by the power's share."""
+        if self.power is None or not self.usable:
+            return self
+        fused = fusion.build(self.r_s, self.e_j, self.power if trace is None else trace, noise_w, delay_s,
+                             self.err_s, self.fitted)
+        return self if fused is None else replace(self, fused=fused)
 
     @property
     def usable(self) -> bool:
@@ -348,6 +405,8 @@ class CounterEnergy:
         else:
             before = e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0])
             after = e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2])
+        if self.fused is not None:
+            inside = self.fused.cumulative_at(np.clip(x, r[0], r[-1])) + e[0]
         out = np.where(x < r[0], before, np.where(x > r[-1], after, inside))
         lo, hi = self.span
         return np.where((x < lo) | (x > hi), np.nan, out - e[0])
@@ -358,7 +417,8 @@ def counter_energy(t_s, energy_mj, power: Trace | None) -> CounterEnergy:
     t_d, e_d = dedupe_sorted(t_s, energy_mj)
     fit = fit_refreshes(t_d, e_d / 1000.0)
     span = (float(t_d[0]), float(t_d[-1])) if t_d.size else (float("nan"), float("nan"))
-    return CounterEnergy(fit.r_s, fit.y, power, span, fit.err_s, fit.period_s, fit.method, fit.fitted)
+    return CounterEnergy(fit.r_s, fit.y, power, span, fit.err_s, fit.period_s, fit.method, fit.fitted, fit.segment,
+                         fit.drift_s)
 
 
 def _per_interval(t: np.ndarray, y: np.ndarray, r: np.ndarray, ufunc) -> np.ndarray:
@@ -448,12 +508,18 @@ def edge_uncertainty(ce: CounterEnergy, x, delay_s: float, sample_t_s: np.ndarra
     indep = np.where(together, 0.0, t_err * np.abs(m))
     per_interval = np.nan_to_num(d1 * t_err + shape + noise + indep, nan=0.0) + COUNTER_RESOLUTION_J
     k = np.clip(np.searchsorted(r, x, side="right") - 1, 0, n - 1)
+    if ce.fused is not None:
+        # the shape's part comes from the fused variance model; the refresh instants' part stays
+        timing = np.nan_to_num(d1 * t_err + indep, nan=0.0) + COUNTER_RESOLUTION_J
+        inside = (x >= r[0]) & (x <= r[-1])
+        return np.where(inside, timing[k] + ce.fused.shape_uncertainty(np.clip(x, r[0], r[-1])), per_interval[k])
     return per_interval[k]
 
 
 def common_uncertainty(ce: CounterEnergy, a, b) -> np.ndarray:
     """The part of the refresh-time error shared by a window's two edges (J): a typical refresh
-    error bound × the change of the counter's mean power between the intervals holding a and b."""
+    error bound × the change of the counter's mean power between the intervals holding a and b;
+    edges on two different fitted lines add each one's error bound × its power."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     r = ce.r_s
     if r.size < 2 or ce.err_s is None:
@@ -461,4 +527,13 @@ def common_uncertainty(ce: CounterEnergy, a, b) -> np.ndarray:
     m = ce.mean_w
     ka = np.clip(np.searchsorted(r, a, side="right") - 1, 0, m.size - 1)
     kb = np.clip(np.searchsorted(r, b, side="right") - 1, 0, m.size - 1)
-    return float(np.median(ce.err_s)) * np.abs(m[kb] - m[ka])
+    out = float(np.median(ce.err_s)) * np.abs(m[kb] - m[ka])
+    if ce.segment is not None:
+        # edges on two fitted lines (segments of the run): their errors no longer move together
+        apart = (ce.segment[ka] != ce.segment[kb]) & (ce.segment[ka] >= 0) & (ce.segment[kb] >= 0)
+        out = out + np.where(apart, ce.err_s[ka] * np.abs(m[ka]) + ce.err_s[kb] * np.abs(m[kb]), 0.0)
+        if ce.drift_s is not None:
+            # on one line: a period error moves the two edges' refreshes apart by slope × their distance
+            together = (ce.segment[ka] == ce.segment[kb]) & (ce.segment[ka] >= 0)
+            out = out + np.where(together, np.abs(ce.drift_s[kb] - ce.drift_s[ka]) * np.abs(m[kb]), 0.0)
+    return out

@@ -111,10 +111,14 @@ def resolve_batch_dir(batch_start: dict[str, Any] | None, override: Path | None,
 
 def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Message]], None],
              lookback_s: float, grace_s: float, max_batches: int | None = None, exit_after_s: float | None = None,
-             curve: CurveKeys | list[CurveKeys | None] | None = None) -> int:
+             curve: CurveKeys | list[CurveKeys | None] | None = None,
+             on_message: Callable[[str, dict[str, Any], float], None] | None = None,
+             on_tick: Callable[[float], None] | None = None, on_ready: Callable[[], None] | None = None) -> int:
     """Receive until ``max_batches`` batches were analysed, ``exit_after_s`` passed, or Ctrl-C.
     Returns the number of batches analysed. ``curve`` may be a list, one per endpoint (daemons with
-    keys of their own): then each endpoint gets its own SUB socket."""
+    keys of their own): then each endpoint gets its own SUB socket. ``on_message`` sees every
+    message as it arrives, ``on_tick`` runs after every poll (at least every 100 ms): the per-request
+    rows and the live page hang there; ``on_ready`` once the sockets are connected."""
     subs = Subscriptions(ctx, endpoints, curve)
     inbox = subs.inbox
     buf = LiveBuffer(lookback_s, grace_s)
@@ -122,6 +126,8 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
     stopped_early = False
     started = timebase.now_s()
     log.info("live_listening", endpoints=endpoints, lookback_s=lookback_s)
+    if on_ready is not None:
+        on_ready()
     try:
         while max_batches is None or done < max_batches:
             now = timebase.now_s()
@@ -132,6 +138,13 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
             for _, batch in subs.poll(100):
                 for topic, payload in batch:
                     buf.feed(topic, payload, timebase.now_s())
+                    if on_message is not None:
+                        on_message(topic, payload, timebase.now_s())
+            if on_tick is not None:
+                try:
+                    on_tick(timebase.now_s())
+                except Exception:  # a failing observer must not stop the batch analysis
+                    log.exception("live_tick_failed")
             if buf.ready(timebase.now_s()):
                 try:
                     on_batch(buf.take())

@@ -45,6 +45,7 @@ class Options:
     assess: Callable | None = None      # injected scorer (tests); None = analyzer.quality.assess
     metric_percentiles: tuple[float, ...] = tables.DEFAULT_PERCENTILES  # stats.csv pXX columns
     server_gpus: str = "auto"           # which GPUs a request's energy counts (analyzer.hosts; --server-gpus)
+    log_skipped_quality: bool = True    # False for the live rows: quality waits for batch.end, said once there
     batch_dir: Path | None = None       # where the batch lies: the PARTIAL note's resume command names it
     goodput: dict[str, float] | None = None  # SLOs in ms (--goodput); None: the collector's --goodput, if any
 
@@ -171,7 +172,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         if quality_problem:
             problems.append(quality_problem)
     elif not opts.quality:
-        log.info("quality_skipped", reason="--no-quality")
+        if opts.log_skipped_quality:
+            log.info("quality_skipped", reason="--no-quality")
         problems.append("quality step skipped (--no-quality): no quality scores, so no 效质比; rerun "
                         "python -m analyzer --batch DIR without --no-quality")
     for row in rows:

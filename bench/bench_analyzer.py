@@ -86,6 +86,9 @@ def accuracy(n_windows: int) -> list[tuple]:
     for kind, p in (("instant", instant), ("average_1s", averaged)):
         tr = Trace.build(t, p)
         ce = counter_energy(t, counter_mj, tr)
+        if kind == "instant":  # the analyzer's rule for instant power (analyzer.fused), as gpu_columns does
+            shape, delay_s = E.power_trace(t, p)
+            ce = counter_energy(t, counter_mj, shape).with_power_shape(E.power_noise_w(shape), delay_s)
         for length in (0.1, 0.35, 1.0, 5.0):
             a = rng.uniform(2, dur_s - length - 1, n_windows)
             b = a + length

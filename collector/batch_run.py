@@ -12,7 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -71,6 +71,8 @@ class BatchOptions:
     created_dir: bool = False               # an auto-named directory this start made
     server: ServerKind = field(default_factory=lambda: ServerKind(UNKNOWN))
     clock_probe_s: float | None = 5.0       # seconds between clock probes of each telemetry source (None: none)
+    # runs once the events endpoint is bound, before anything is sent on it (--serve starts its page here)
+    on_bound: Callable[[], None] | None = None
 
     def value(self, key: str) -> Any:
         return self.settings[key]["value"]
@@ -311,6 +313,8 @@ async def _collect(opts: BatchOptions) -> "Collected | int":
                 log.error("events_endpoint_refused", error=str(exc),
                           fix="keep --events-endpoint on 127.0.0.1, or pass --curve-secret to encrypt it")
                 return EXIT_SETTINGS
+            if opts.on_bound is not None:
+                await asyncio.to_thread(opts.on_bound)
             try:
                 await asyncio.to_thread(rec.wait_heartbeat, opts.telemetry_wait_s)
             except TelemetryTimeout as exc:

@@ -34,6 +34,7 @@ from collector.tasks import LANGS, LOADS, TASKS, builtin_cases
 from shared.batch import BatchDir, new_batch_dir
 from shared.bus import BusSecurityError, CurveKeys, events_endpoint, is_loopback, telemetry_endpoint
 from shared.cli import add_curve_args, add_log_args, curve_keys
+from shared.listen import ALLOW_REMOTE_FLAG, ListenError, check_listen, parse_listen
 from shared.logs import configure_logging, get_logger
 
 log = get_logger("collector.cli")
@@ -154,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_curve_args(b, underscore=True)
     o = ap.add_argument_group("output")
     o.add_argument("--no-progress", "--no_progress", dest="no_progress", action="store_true", help="no progress bar")
+    o.add_argument("--serve", default=None, metavar="HOST:PORT",
+                   help="serve a live page of the batch (power, requests in flight, each answer's energy) here, e.g. "
+                        "127.0.0.1:8765, from a child `python -m analyzer --live --serve`; loopback only unless "
+                        "--allow-remote (the page has no authentication of its own)")
+    o.add_argument(ALLOW_REMOTE_FLAG, action="store_true",
+                   help="allow a non-loopback --serve address (no authentication: a warning is printed)")
     add_log_args(o, underscore=True)
     return ap
 
@@ -320,14 +327,55 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress, analyzer_args=child_log_args(args) + shlex.split(args.analyzer_args), pub_curve=pub_curve,
         sub_curve=sub_curve, policy=RetryPolicy(busy_retries=args.retries, backoff_s=args.backoff),
         extra_config=extra, batch_id=batch_id, dry_run=args.dry_run, created_dir=args.exp_dir is None)
+    page = None
+    if args.serve is not None and not args.dry_run:
+        page = _live_page(args, tel_endpoints, opts.events_endpoint)
+        if page is None:
+            return EXIT_SETTINGS
+        opts.on_bound = lambda: _start_page(page)
+    try:  # the page stays up through the closing analysis, then goes with the collector
+        try:
+            collected = asyncio.run(_main_with_signals(opts))
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        # outside the event loop: a Ctrl-C during the closing analysis is a plain KeyboardInterrupt there,
+        # and SIGTERM (Ctrl-Break on Windows, what the demo sends) is made one too
+        _stop_signal_as_ctrl_c()
+        return finish_batch(opts, collected)
+    finally:
+        if page is not None:
+            page.stop()
+
+
+def _live_page(args: argparse.Namespace, tel_endpoints: list[str], events_ep: str):
+    """The child that will serve the live page (collector.live_child); None after logging why it cannot."""
+    from collector.live_child import LivePage, live_command
+
     try:
-        collected = asyncio.run(_main_with_signals(opts))
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    # outside the event loop: a Ctrl-C during the closing analysis is a plain KeyboardInterrupt there,
-    # and SIGTERM (Ctrl-Break on Windows, what the demo sends) is made one too
-    _stop_signal_as_ctrl_c()
-    return finish_batch(opts, collected)
+        listen = parse_listen(args.serve, "--serve")
+        warning = check_listen(listen, args.allow_remote, "--serve")
+    except ListenError as exc:
+        log.error("bad_serve", error=str(exc))
+        return None
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    return LivePage(live_command(str(listen), [] if args.no_telemetry else tel_endpoints, events_ep,
+                                 allow_remote=args.allow_remote, curve_secret=args.curve_secret,
+                                 curve_server_key=args.curve_server_key))
+
+
+def _start_page(page) -> None:
+    """Start the page's process once the events endpoint is bound (it then hears batch.start); a page
+    that cannot start is logged and the batch goes on without it."""
+    from collector.live_child import LivePageError
+
+    try:
+        url = page.start()
+    except LivePageError as exc:
+        log.error("live_page_failed", error=str(exc))
+        return
+    log.info("live_page", url=url)
+    print(f"live page: {url}  (stops when the collector exits)", file=sys.stderr, flush=True)
 
 
 def _stop_signal_as_ctrl_c() -> None:

@@ -84,6 +84,8 @@ class ProxyOptions:
     analyze: bool = True
     analyzer_args: list[str] = field(default_factory=list)
     curve_args: list[str] = field(default_factory=list)  # CURVE flags handed to the live analyzer
+    serve: str | None = None                   # HOST:PORT of the live page the live analyzer serves (--serve)
+    allow_remote: bool = False                 # ... a non-loopback one allowed (--allow-remote)
 
 
 class Proxy:
@@ -349,6 +351,8 @@ def live_analyzer_command(opts: ProxyOptions) -> list[str]:
            "--no-quality", "--no-plots", "--no-progress"]
     for t in tels:
         cmd += ["--telemetry-endpoint", t]
+    if opts.serve:  # it prints "live page: URL" on the stdout it shares with the proxy
+        cmd += ["--serve", opts.serve] + (["--allow-remote"] if opts.allow_remote else [])
     # the batch analysis's own options too (--server-gpus, --idle-baseline, ...): the live rows match it
     return cmd + opts.curve_args + opts.analyzer_args
 
@@ -484,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--analysis-endpoint", default=None,
                     help="where the live analyzer publishes ana.row (default: GENAI_ANALYSIS_ENDPOINT or "
                          f"{DEFAULT_ANALYSIS_ENDPOINT})")
+    ap.add_argument("--serve", default=None, metavar="HOST:PORT",
+                    help="the live analyzer also serves the live page here (power, requests in flight, each answer's "
+                         "energy; its URL is printed), e.g. 127.0.0.1:8765; loopback only unless --allow-remote")
     ap.add_argument("--no-live-analyzer", action="store_true",
                     help="do not start `python -m analyzer --live`; read rows from one already publishing on "
                          "--analysis-endpoint")
@@ -507,6 +514,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_SETTINGS
     if warning:
         log.warning("listen_remote", warning=warning)
+    if args.serve is not None:
+        try:
+            serve_at = parse_listen(args.serve, "--serve")
+            check_listen(serve_at, args.allow_remote, "--serve")  # the page warns itself when exposed
+        except ListenError as exc:
+            log.error("bad_serve", error=str(exc))
+            return EXIT_SETTINGS
+        if args.no_live_analyzer or args.no_telemetry:
+            log.error("bad_serve", error="--serve is the page of the live analyzer the proxy starts",
+                      fix="drop --no-live-analyzer / --no-telemetry, or run `python -m analyzer --live --serve "
+                          "HOST:PORT` yourself")
+            return EXIT_SETTINGS
     upstream = args.upstream.strip().rstrip("/")
     if "://" not in upstream:
         upstream = "http://" + upstream
@@ -529,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
                         no_text=args.no_text, max_stored_bytes=args.max_stored_bytes, drain_s=args.drain_s,
                         row_wait_s=args.row_wait_s, analysis_endpoint=args.analysis_endpoint or analysis_endpoint(),
                         live_analyzer=not args.no_live_analyzer, analyze=not args.no_analyze,
-                        analyzer_args=shlex.split(args.analyzer_args), curve_args=curve_args)
+                        analyzer_args=shlex.split(args.analyzer_args), curve_args=curve_args,
+                        serve=args.serve, allow_remote=args.allow_remote)
     return asyncio.run(_run(opts))
 
 

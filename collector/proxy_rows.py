@@ -2,7 +2,6 @@
 ``ana.row`` rows gathered from the bus, and the lookup's answer (pure) from both."""
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,18 +10,20 @@ import zmq
 
 from analyzer.throughput import throughput, timing, token_latency
 from shared import messages as M
-from shared.bus import CurveKeys, Inbox, connect_sub
+from shared.bus import ANALYSIS_ENDPOINT, CurveKeys, Inbox, connect_sub
+from shared.bus import analysis_endpoint as bus_analysis_endpoint
 from shared.logs import get_logger
 
 log = get_logger("collector.proxy")
 
-ANA_ROW = getattr(M, "ANA_ROW", "ana.row")  # the live analyzer's per-request rows (shared/messages.py)
-DEFAULT_ANALYSIS_ENDPOINT = "tcp://127.0.0.1:5558"
+ANA_ROW = M.ANA_ROW  # the live analyzer's per-request rows (shared/messages.py)
+# shared.bus's: 5560 (5558 is the telemetry daemon's clock probe, its port + 2)
+DEFAULT_ANALYSIS_ENDPOINT = ANALYSIS_ENDPOINT
 NO_TELEMETRY_REASON = "no telemetry connected (the proxy runs with --no-telemetry)"
 
 
 def analysis_endpoint() -> str:
-    return os.environ.get("GENAI_ANALYSIS_ENDPOINT", DEFAULT_ANALYSIS_ENDPOINT)
+    return bus_analysis_endpoint()
 
 
 MAX_KEPT = 100_000  # finished requests (and published rows) the lookup remembers; the oldest go first

@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots (report.html draws its own)")
     ap.add_argument("--report-lang", choices=("auto", "en", "zh"), default="auto",
                     help="language of report.html and report.md (default auto: Chinese under a Chinese locale)")
+    ap.add_argument("--serve", default="auto", metavar="HOST:PORT",
+                    help="where the live page of the batch is served (power, requests in flight, each answer's "
+                         "energy; the URL is printed); default auto: a free port on 127.0.0.1")
+    ap.add_argument("--no-serve", action="store_true", help="no live page")
     ap.add_argument("--keep-running", action="store_true",
                     help="after the batch, keep the telemetry daemon and the LLM server running until Ctrl-C")
     ap.add_argument("--verbose", action="store_true", help="show the collector's and analyzer's info logs")
@@ -105,7 +109,9 @@ def settings_from(args: argparse.Namespace) -> DemoSettings:
                      suites=suites, limit=args.limit, sample=args.sample, sample_seed=args.sample_seed,
                      max_tokens=args.max_tokens if args.max_tokens is not None else (SUITE_MAX_TOKENS if suites else 80), timeout_s=args.timeout, ollama=args.ollama,
                      models=tuple(args.models or ()), verbose=args.verbose, quality=not args.no_quality,
-                     plots=not args.no_plots, report_lang=args.report_lang)
+                     plots=not args.no_plots, report_lang=args.report_lang,
+                     serve=None if args.no_serve else (f"127.0.0.1:{free_port()}" if args.serve == "auto"
+                                                       else args.serve))
     s.validate()
     return s
 

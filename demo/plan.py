@@ -29,6 +29,7 @@ class DemoSettings:
     quality: bool = True
     plots: bool = True
     report_lang: str = "auto"  # en, zh, or auto = the locale's
+    serve: str | None = None   # HOST:PORT of the live page (collector --serve); None: no page
     suites: tuple[str, ...] = ()   # --suite values, passed to the collector as they are
     limit: int | None = None
     sample: int | None = None
@@ -99,4 +100,6 @@ def collector_args(s: DemoSettings, batch_dir: Path, base_url: str, telemetry_en
     flags = analyzer_flags(s)
     if flags:
         args += ["--analyzer-args", " ".join(flags)]
+    if s.serve:
+        args += ["--serve", s.serve]  # the collector prints the page's URL
     return args

@@ -21,9 +21,11 @@ from shared.messages import MAX_PAYLOAD_BYTES, MessageError, Stamper, decode
 
 TELEMETRY_ENDPOINT = "tcp://127.0.0.1:5556"
 EVENTS_ENDPOINT = "tcp://127.0.0.1:5557"
+ANALYSIS_ENDPOINT = "tcp://127.0.0.1:5560"  # analyzer --live: ana.row (5558 is the daemon clock probe, 5556 + 2)
 # Env overrides so every process of a session agrees without repeating flags.
 ENV_TELEMETRY = "GENAI_TELEMETRY_ENDPOINT"
 ENV_EVENTS = "GENAI_EVENTS_ENDPOINT"
+ENV_ANALYSIS = "GENAI_ANALYSIS_ENDPOINT"
 SEND_HWM = 200_000  # messages a slow subscriber may lag before PUB drops for it (shows as seq gaps)
 
 
@@ -45,6 +47,10 @@ def telemetry_endpoint() -> str:
 
 def events_endpoint() -> str:
     return os.environ.get(ENV_EVENTS, EVENTS_ENDPOINT)
+
+
+def analysis_endpoint() -> str:
+    return os.environ.get(ENV_ANALYSIS, ANALYSIS_ENDPOINT)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -39,6 +39,7 @@ REQ_END = "req.end"
 BATCH_START = "batch.start"
 BATCH_END = "batch.end"
 CLOCK_SYNC = "clock.sync"
+ANA_ROW = "ana.row"
 
 ENVELOPE_KEYS = ("v", "src", "seq", "t", "wall")
 
@@ -444,8 +445,24 @@ class ClockSync(Body):
     endpoint: str | None = _k("the probe endpoint asked")
 
 
+@dataclass(kw_only=True)
+class AnaRow(Body):
+    """One request's analysed row, published by `python -m analyzer --live` (`--publish-endpoint`) as
+    soon as the telemetry after the request's end has arrived (or a bounded wait ran out), and again
+    with `final` true when the batch's analysis at batch.end replaces it (those rows are results.csv's)."""
+    TOPIC: ClassVar[str] = ANA_ROW
+    rid: str = _k("request id (as in req.start)", required=True)
+    batch: str | None = _k("batch id (the batch directory's name) the request belongs to")
+    row: dict[str, Any] = _k("that request's results.csv row: {column: value}, absent values as nil", required=True)
+    energy_ready: bool = _k("true when the row holds the request's GPU energy (`gpu_energy_j`)", required=True)
+    reason: str | None = _k("why the row has no GPU energy, e.g. `no telemetry connected`, "
+                            "`timed out waiting for telemetry after the end`")
+    final: bool | None = _k("true for the row of the batch's analysis at batch.end (equal to a replay's "
+                            "results.csv); absent or false for the row computed when the request ended")
+
+
 BODIES: dict[str, type[Body]] = {c.TOPIC: c for c in (TelGpu, TelHost, TelHb, ReqStart, ReqFirstToken, ReqEnd,
-                                                       BatchStart, BatchEnd, ClockSync)}
+                                                       BatchStart, BatchEnd, ClockSync, AnaRow)}
 TOPICS = tuple(BODIES)
 
 

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from shared import timebase
-from shared.bus import events_endpoint
+from shared.bus import ANALYSIS_ENDPOINT, analysis_endpoint, events_endpoint
 from shared.cli import add_subscriber_args, subscriptions
 from shared.escape import json_line, terminal_text
 from shared.logs import get_logger
@@ -33,7 +33,7 @@ def to_json_line(topic: str, payload: dict[str, Any]) -> str:
     return json_line({"topic": topic, **payload}, default=str, separators=(",", ":"))
 
 
-ANA_ROW = "ana.row"  # the live analyzer's per-request rows (its --publish-endpoint)
+ANA_ROW = "ana.row"  # the live analyzer's per-request rows (its --publish-endpoint; shared.messages.ANA_ROW)
 
 
 def output_tokens(api: dict[str, Any]) -> Any:
@@ -191,8 +191,7 @@ def waiting_line(endpoints: list[str], requests: bool, waited_s: float = 0.0) ->
 
 
 def _analysis_endpoint() -> str:
-    import os
-    return os.environ.get("GENAI_ANALYSIS_ENDPOINT", "tcp://127.0.0.1:5558")
+    return analysis_endpoint()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", action="store_true",
                     help="follow a batch or the measuring proxy instead: subscribe to the collector's events "
                          "endpoint (default: GENAI_EVENTS_ENDPOINT or tcp://127.0.0.1:5557) and the live analyzer's "
-                         "rows (GENAI_ANALYSIS_ENDPOINT or tcp://127.0.0.1:5558); a line per request event and "
+                         f"rows (GENAI_ANALYSIS_ENDPOINT or {ANALYSIS_ENDPOINT}); a line per request event and "
                          "running totals per model (requests, tokens, joules)")
     add_subscriber_args(ap, ["tel."], "topic prefixes (default: tel.; with --requests: req. batch.)")
     args = ap.parse_args(argv)

@@ -89,7 +89,11 @@ _make_error_classes()
 # process on the machine, so a benchmark can compute the truth for any window it picks).
 
 def trace_power_w(tr: dict, t_s: float) -> float:
-    """True board power (W) of trace ``tr`` at ``t_s`` seconds after its ``t0_ns``."""
+    """True board power (W) of trace ``tr`` at ``t_s`` seconds after its ``t0_ns``.
+
+    Shapes: square, ramp (sawtooth), sine, and ``pulses``: ``idle_w`` with rectangular pulses
+    ``[[start_s, length_s, watts], ...]`` (sorted, disjoint, inside ``period_s``) repeated every
+    period: decode steps and prefills of 10–100 ms, alone or in trains."""
     shape, period = tr["shape"], tr["period_s"]
     if shape == "square":  # high for the first half of each period
         return tr["high_w"] if (t_s % period) < period / 2 else tr["low_w"]
@@ -97,7 +101,10 @@ def trace_power_w(tr: dict, t_s: float) -> float:
         return tr["low_w"] + (tr["high_w"] - tr["low_w"]) * ((t_s % period) / period)
     if shape == "sine":
         return tr["mean_w"] + tr["amp_w"] * math.sin(2 * math.pi * t_s / period)
-    raise ValueError(f"unknown trace shape {shape!r}: square | ramp | sine")
+    if shape == "pulses":
+        r = t_s % period
+        return next((w for start, length, w in tr["pulses"] if start <= r < start + length), tr["idle_w"])
+    raise ValueError(f"unknown trace shape {shape!r}: square | ramp | sine | pulses")
 
 
 def trace_energy_j(tr: dict, t_s: float) -> float:
@@ -113,7 +120,15 @@ def trace_energy_j(tr: dict, t_s: float) -> float:
     if shape == "sine":
         w = 2 * math.pi / period
         return tr["mean_w"] * t_s + tr["amp_w"] * (1 - math.cos(w * t_s)) / w
-    raise ValueError(f"unknown trace shape {shape!r}: square | ramp | sine")
+    if shape == "pulses":
+        return k * _pulses_energy_j(tr, period) + _pulses_energy_j(tr, r)
+    raise ValueError(f"unknown trace shape {shape!r}: square | ramp | sine | pulses")
+
+
+def _pulses_energy_j(tr: dict, r: float) -> float:
+    """∫ power over [0, r] of one period of a ``pulses`` trace (r ≤ period)."""
+    extra = sum((w - tr["idle_w"]) * min(max(r - start, 0.0), length) for start, length, w in tr["pulses"])
+    return tr["idle_w"] * r + extra
 
 
 def trace_last_refresh_s(t_s: float, period_s: float, phase_s: float) -> float:

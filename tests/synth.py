@@ -54,6 +54,18 @@ def sine(mean_w: float, amp_w: float, period_s: float) -> Power:
                  lambda t: mean_w * t + amp_w * (1 - math.cos(w * t)) / w)
 
 
+def pulses(idle_w: float, bursts: list[tuple[float, float, float]]) -> Power:
+    """``idle_w`` with rectangular bursts (start_s, length_s, watts), disjoint: decode steps, prefills."""
+
+    def p(t: float) -> float:
+        return next((w for start, length, w in bursts if start <= t < start + length), idle_w)
+
+    def e(t: float) -> float:
+        return idle_w * t + sum((w - idle_w) * min(max(t - start, 0.0), length) for start, length, w in bursts)
+
+    return Power(p, e)
+
+
 @dataclass
 class Gpu:
     power: Power
@@ -66,6 +78,8 @@ class Gpu:
     temp_c: float = 60.0
     name: str = "Synth GPU"
     uuid: str | None = None         # default GPU-synth-<index>
+    refresh_phase_s: float = 0.0    # the counter refreshes at phase + k·refresh_s
+    hold_s: float = 0.0             # power reading held between the GPU's own refreshes (0: read fresh)
 
 
 @dataclass
@@ -151,9 +165,11 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
                                     "temp_c": g.temp_c + 10 * (t / spec.duration_s), "sm_clock_mhz": 1800.0,
                                     "power_kind": "sim" if g.simulated else "instant"}
             if g.publish_power:
-                body["power_mw"] = g.power.p_w(t) * 1000.0
+                held = math.floor(t / g.hold_s) * g.hold_s if g.hold_s > 0 else t
+                body["power_mw"] = g.power.p_w(held) * 1000.0
             if g.counter:
-                refreshed = math.floor(t / g.refresh_s) * g.refresh_s
+                ph = g.refresh_phase_s
+                refreshed = ph + math.floor((t - ph) / g.refresh_s) * g.refresh_s
                 body["energy_mj"] = int(round(g.power.e_j(refreshed) * 1000.0))
             if g.simulated:
                 body["simulated"] = True

@@ -129,3 +129,41 @@ class TestCounter:
         """A counter going backwards (driver reload) is not trusted; callers fall back to power."""
         ce = counter_energy(np.arange(6.0), np.array([0, 1000, 2000, 0, 1000, 2000.0]), None)
         assert not ce.usable
+
+
+class TestFused:
+    """Instant power corrected by the counter's interval energies (analyzer.fused)."""
+
+    def _ce(self, power, refresh_s=0.05):
+        """100 Hz samples dithered as the daemon's (so the refresh fit is exact to a fraction of a ms)."""
+        k = np.arange(1000)
+        t = PHASE_S + (k + (k * 0.6180339887498949) % 1.0) / RATE_HZ
+        p = np.array([power.p_w(x) for x in t])
+        c = np.array([round(power.e_j(math.floor(x / refresh_s) * refresh_s) * 1000.0) for x in t])
+        return t, p, counter_energy(t, c, Trace.build(t, p)).with_power_shape(0.0, 0.0)
+
+    def test_whole_refresh_intervals_are_the_counters(self):
+        """At every refresh point F moves exactly as the counter did (to its 1 mJ resolution)."""
+        _, _, ce = self._ce(S.square(300.0, 60.0, 0.37))
+        assert ce.fused is not None
+        r = ce.r_s[5:-5]
+        assert np.allclose(np.diff(ce.cumulative_at(r)), np.diff(ce.e_j[5:-5]), atol=1e-9)
+
+    def test_flat_power_keeps_the_samples(self):
+        """A window inside one refresh interval on steady power: the samples' trapezoid, untouched."""
+        t, p, ce = self._ce(S.constant(150.0))
+        tr = Trace.build(t, p)
+        a, b = 3.0113, 3.0391
+        assert ce.cumulative_at(b) - ce.cumulative_at(a) == pytest.approx(tr.integral_at(b) - tr.integral_at(a), abs=2e-3)
+
+    def test_step_between_two_readings_is_placed_by_the_counter(self):
+        """A 300 → 60 W step between two 100 Hz readings: the trapezoid ramps across the 10 ms, the
+        corrected trace puts the step where the interval's energy says: an edge just past it comes closer."""
+        power = S.square(300.0, 60.0, 2.05)  # step down at 1.025 s: mid refresh interval
+        t, p, ce = self._ce(power)
+        tr = Trace.build(t, p)
+        a, b = 0.9651, 1.0262
+        true = power.e_j(b) - power.e_j(a)
+        fused = ce.cumulative_at(b) - ce.cumulative_at(a)
+        trap = tr.integral_at(b) - tr.integral_at(a)
+        assert abs(fused - true) < 0.6 * abs(trap - true)  # what is left: the refresh instants' ~0.5 ms

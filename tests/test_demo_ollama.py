@@ -46,6 +46,7 @@ def test_demo_runs_the_same_batch_against_an_ollama_server(procs, tmp_path):
     assert all(r["status"] == "ok" and r["model"] == "ok:latest" and r["gpu_simulated"] == "true" for r in rows)
     assert "| ok:latest | qa | short | 1/1 |" in out and "SIMULATED" in out
     assert out.count("child_stopped") == 2  # telemetry and collector; no LLM server was started
+    assert "live page: http://127.0.0.1:" in out  # the collector's live page, its URL printed
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT; on Windows Ctrl-C goes through CTRL_C_EVENT")

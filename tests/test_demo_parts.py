@@ -67,6 +67,16 @@ class TestPlan:
         assert "--telemetry-endpoint tcp://127.0.0.1:2" in joined and "--events-endpoint tcp://127.0.0.1:3" in joined
         assert "--no-telemetry" not in args and "--no-analyze" not in args  # energy and analysis are the point
 
+    def test_live_page_on_a_free_loopback_port_unless_turned_off(self, tmp_path):
+        from demo.__main__ import build_parser, settings_from
+
+        s = settings_from(build_parser().parse_args([]))
+        assert s.serve and s.serve.startswith("127.0.0.1:") and int(s.serve.split(":")[1]) > 0
+        args = collector_args(s, tmp_path, "http://127.0.0.1:1", "tcp://a", "tcp://b")
+        assert args[args.index("--serve") + 1] == s.serve  # the collector starts the page and prints its URL
+        off = settings_from(build_parser().parse_args(["--no-serve"]))
+        assert off.serve is None and "--serve" not in collector_args(off, tmp_path, "http://x", "tcp://a", "tcp://b")
+
     def test_ollama_keeps_models_loaded_and_warms_up(self, tmp_path):
         s = DemoSettings(ollama=True, models=("gemma3:1b",))
         args = collector_args(s, tmp_path, "http://127.0.0.1:11434", "tcp://a", "tcp://b")

@@ -154,7 +154,8 @@ def test_rows_with_energy_from_the_live_analyzer_it_starts(procs, tmp_path):
     out = tmp_path / "data"
     proxy = procs.start("collector.proxy", "--listen", f"127.0.0.1:{port}", "--upstream", up, "--out", str(out),
                         "--telemetry-endpoint", tel, "--telemetry-wait", "30", "--events-endpoint", loopback(),
-                        "--analysis-endpoint", loopback(), "--analyzer-args", "--no-quality --no-plots --no-progress")
+                        "--analysis-endpoint", loopback(), "--analyzer-args", "--no-quality --no-plots --no-progress",
+                        "--serve", "127.0.0.1:0")
     wait_for(lambda: http_ok(url + "/api/version") or proxy.poll() is not None, 90, "the proxy to answer")
     assert proxy.poll() is None, procs.output(proxy)
     rids = []
@@ -177,6 +178,14 @@ def test_rows_with_energy_from_the_live_analyzer_it_starts(procs, tmp_path):
     for body in bodies.values():
         assert body["energy_ready"] is True, body
         assert body["row"]["gpu_energy_j"] > 0 and body["row"]["output_tokens"] == 10
+    # --serve: the live analyzer's page, its URL printed, shows the same rows
+    page = next(line.split()[2] for line in procs.stdout(proxy).splitlines() if line.startswith("live page: "))
+    status, state = get_json(page + "state")
+    from collector.proxy_flow import rid_from_path as _rid
+    shown = {r["rid"]: r for r in state["rows"]}
+    assert status == 200 and sorted(shown) == sorted(_rid(r) for r in rids), state
+    for rid, body in bodies.items():
+        assert shown[_rid(rid)]["values"]["gpu_energy_j"] == body["row"]["gpu_energy_j"]
     proxy.send_signal(signal.SIGINT)
     assert proxy.wait(120) == 0, procs.output(proxy)
     [batch] = list(out.iterdir())

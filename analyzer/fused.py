@@ -1,0 +1,218 @@
+"""The power samples corrected by the counter's whole-interval energies (pure numpy; s, W, J).
+
+Between two counter refreshes r_k, r_k+1 the counter knows the exact energy ΔE_k; the power
+trace's trapezoid over the same interval is off by the residual ρ_k = ΔE_k − T_k. That residual is
+the trapezoid's error, and it sits where the trapezoid can be wrong: on the sample intervals where
+the power jumps (a burst edge somewhere between two readings), a little everywhere for noise.
+So each refresh interval's residual is shared among its sample intervals in proportion to their
+error variance (the best linear estimate of each part's error, given their sum):
+
+    v_i = (|Δp_i| · (Δt_i + delay))² / 12 + (noise · Δt_i)²   (a step anywhere in the interval)
+
+and F(x) = T(x) + the residual shares before x. Where the power is flat the trace is kept as read;
+whole refresh intervals come out exactly as the counter says; a window inside one refresh interval
+moves away from the plain trapezoid only by the share of residual its own jumps carry, so on
+average it is never worse than the samples alone. The bound at x combines the remaining variance
+(3 σ of the part before x, given the interval's sum) and the residual the variance model does not
+explain (a burst between two readings: placed by the variance, but it may sit anywhere).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # integrate imports this module
+    from analyzer.integrate import Trace
+
+STEP_MIN_W = 5.0
+SIGMAS = 3.0
+UNEXPLAINED_SIGMAS = 0.0  # the bound: this many standard deviations of the explained part
+# The power reading's lag against the counter is searched in this range (s; positive: the power
+# reading shows a change late, e.g. a reading held by the GPU and sampled stale), on this step.
+LAG_RANGE_S = (-0.01, 0.03)
+LAG_STEP_S = 0.0005
+LAG_INTERVALS = 1000
+LAG_MIN_GAIN = 0.8  # a lag is applied only when it cuts the residuals' sum of squares to this share
+
+
+def fit_lag(r_s: np.ndarray, e_j: np.ndarray, power: "Trace") -> float:
+    """How late the power reading shows a change, against the counter's exact interval energies (s).
+
+    The lag that makes the power's integral over every refresh interval closest to the counter's
+    (least squares); 0 when shifting does not help clearly (steady power carries no timing)."""
+    p_lo, p_hi = power.span()
+    inner = (r_s + LAG_RANGE_S[0] >= p_lo) & (r_s + LAG_RANGE_S[1] <= p_hi)
+    r, e = r_s[inner], e_j[inner]
+    if r.size < 3:
+        return 0.0
+    # at most LAG_INTERVALS refresh intervals, spread over the run: the lag is one number
+    k = np.arange(0, r.size - 1, max(1, (r.size - 1) // LAG_INTERVALS))
+    r0, r1, de = r[k], r[k + 1], e[k + 1] - e[k]
+    lags = np.arange(LAG_RANGE_S[0], LAG_RANGE_S[1] + LAG_STEP_S / 2, LAG_STEP_S)
+    sse = np.array([float(np.sum((de - power.integral_at(r1 + lag) + power.integral_at(r0 + lag)) ** 2))
+                    for lag in lags])
+    best = int(np.argmin(sse))
+    zero = int(np.argmin(np.abs(lags)))
+    if not sse[best] < LAG_MIN_GAIN * sse[zero]:
+        return 0.0
+    if 0 < best < lags.size - 1:  # parabola through the minimum and its neighbours
+        y0, y1, y2 = sse[best - 1], sse[best], sse[best + 1]
+        den = y0 - 2 * y1 + y2
+        if den > 0:
+            return float(lags[best] + 0.5 * LAG_STEP_S * (y0 - y2) / den)
+    return float(lags[best])
+
+
+@dataclass(frozen=True)
+class Fused:
+    """F relative to the first refresh, on a grid u (refresh points ∪ power samples inside them)."""
+
+    r_s: np.ndarray      # refresh points
+    u: np.ndarray        # grid
+    t0_j: float          # power integral at r_s[0]
+    power: Trace
+    d_u: np.ndarray      # residual placed before each grid point (cumulative), J
+    cv_u: np.ndarray     # variance before each grid point (cumulative over the run), J²
+    cv_r: np.ndarray     # the same at each refresh point
+    v_k: np.ndarray      # variance of each refresh interval, J²
+    rho_k: np.ndarray    # residual of each refresh interval, J
+    lag_s: float = 0.0   # how late the power reading showed changes (corrected), s
+    step_s: np.ndarray | None = None  # per grid piece: where its power step sits (NaN: no step)
+    levels: tuple[np.ndarray, np.ndarray] | None = None  # per grid piece: power before / after its step
+    f_u: np.ndarray | None = None  # F at the grid points
+
+    def cumulative_at(self, x) -> np.ndarray:
+        """F(x) − F(r_0), J, for x in [r_0, r_last] (NaN outside)."""
+        x = np.asarray(x, dtype=np.float64)
+        out = self.power.integral_at(x) - self.t0_j + np.interp(x, self.u, self.d_u)
+        if self.step_s is not None:
+            # inside a piece that holds a step: the step's integral, placed where the piece's
+            # corrected energy puts it, instead of the linear ramp between the two readings
+            u, f_u = self.u, self.f_u
+            j = np.clip(np.searchsorted(u, x, side="right") - 1, 0, u.size - 2)
+            s = self.step_s[j]
+            step = np.isfinite(s)
+            if step.any():
+                u0, u1 = u[j], u[j + 1]
+                y0, y1 = self.levels[0][j], self.levels[1][j]
+                xc = np.clip(x, u0, u1)
+                g = y0 * (np.minimum(xc, s) - u0) + y1 * np.maximum(xc - s, 0.0)
+                g1 = y0 * (s - u0) + y1 * (u1 - s)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    rest = (f_u[j + 1] - f_u[j] - g1) * (xc - u0) / (u1 - u0)
+                out = np.where(step, f_u[j] + g + rest, out)
+        return np.where((x < self.r_s[0]) | (x > self.r_s[-1]), np.nan, out)
+
+    def shape_uncertainty(self, x) -> np.ndarray:
+        """Bound (J) on the error of F(x) from the shape inside its refresh interval."""
+        x = np.asarray(x, dtype=np.float64)
+        k = np.clip(np.searchsorted(self.r_s, x, side="right") - 1, 0, self.v_k.size - 1)
+        v = self.v_k[k]
+        vb = np.clip(np.interp(x, self.u, self.cv_u) - self.cv_r[k], 0.0, v)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where(v > 0, vb / v, 0.5)
+            sigma = np.sqrt(np.where(v > 0, vb * (v - vb) / v, 0.0))
+        unexplained = np.maximum(np.abs(self.rho_k[k]) - UNEXPLAINED_SIGMAS * np.sqrt(v), 0.0)
+        return SIGMAS * sigma + unexplained * np.maximum(w, 1.0 - w)
+
+
+def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_s: float,
+          err_s: np.ndarray | None = None, fitted: np.ndarray | None = None) -> Fused | None:
+    """The fused F for refresh points (r_s, e_j) and an instant-power trace; None where the power
+    trace does not span the refreshes (the caller keeps the counter's own rule).
+
+    ``err_s``/``fitted``: the refresh instants' error bounds and whether each lies on a fitted line.
+    A refresh located only by a midpoint (± several ms) makes its counter value an uncertain
+    observation of the energy up to an uncertain instant; there the correction is smoothed
+    (``_smooth``) instead of forcing the trace through every value."""
+    if r_s.size < 2 or power.n < 2:
+        return None
+    lag = fit_lag(r_s, e_j, power)
+    if lag:
+        # shifted, the trace still spans the refreshes: its end reading held to the old end
+        lo, hi = power.span()
+        t, y = power.t_s - lag, power.y
+        t = np.concatenate([[lo], t, [hi]])
+        y = np.concatenate([y[:1], y, y[-1:]])
+        keep = (t >= lo) & (t <= hi)
+        power = type(power).build(t[keep], y[keep])
+    inner = power.t_s[(power.t_s > r_s[0]) & (power.t_s < r_s[-1])]
+    u = np.union1d(r_s, inner)
+    t_u = power.integral_at(u)
+    if not np.all(np.isfinite(t_u)):
+        return None
+    length = np.diff(u)
+    area = np.diff(t_u)
+    # each grid piece lies in one sample interval i (its parent) and one refresh interval k
+    mid = 0.5 * (u[1:] + u[:-1])
+    i = np.clip(np.searchsorted(power.t_s, mid, side="right") - 1, 0, power.n - 2)
+    dt = power.t_s[i + 1] - power.t_s[i]
+    jump = np.abs(power.y[i + 1] - power.y[i])
+    delay = max(float(delay_s), 0.0) if np.isfinite(delay_s) else 0.0
+    v_parent = (jump * (dt + delay)) ** 2 / 12.0 + (noise_w * dt) ** 2
+    # a piece of a sample interval carries its share of the parent's variance (by time); a tiny
+    # floor so a flat, clean trace spreads its residual by time rather than by nothing
+    v = v_parent * length / dt + 1e-12 * length
+    k = np.clip(np.searchsorted(r_s, mid, side="right") - 1, 0, r_s.size - 2)
+    n_k = r_s.size - 1
+    v_k = np.bincount(k, weights=v, minlength=n_k)
+    rho_k = np.diff(e_j) - np.bincount(k, weights=area, minlength=n_k)
+    if err_s is not None and fitted is not None and not np.all(fitted):
+        # variance of each counter value as a reading of the energy up to its (uncertain) instant
+        obs = np.where(fitted, 0.0, (power.value_at(r_s) * err_s) ** 2 / 3.0)
+        d = _smooth(np.concatenate([[0.0], np.cumsum(rho_k)]), v_k, np.nan_to_num(obs, nan=0.0))
+        rho_k = np.diff(d)
+    share = rho_k[k] * v / v_k[k]
+    d_u = np.concatenate([[0.0], np.cumsum(share)])
+    cv = np.concatenate([[0.0], np.cumsum(v)])
+    return Fused(r_s, u, float(t_u[0]), power, d_u, cv, cv[np.searchsorted(u, r_s)], v_k, rho_k, lag,
+                 _steps(u, power, i, area + share, noise_w), (power.y[i], power.y[i + 1]), t_u - t_u[0] + d_u)
+
+
+def _smooth(resid: np.ndarray, v_k: np.ndarray, obs: np.ndarray) -> np.ndarray:
+    """The trace's cumulative error at each refresh point, given the counter's residuals ``resid``
+    observed with variance ``obs`` and the trace's error growing by ``v_k`` over each interval:
+    minimises Σ (D_k+1 − D_k)² / v_k + Σ (D_k − resid_k)² / obs_k (a tridiagonal system, Thomas
+    algorithm). Refreshes with obs 0 are kept exactly."""
+    n = resid.size
+    p_obs = 1.0 / np.maximum(obs, 1e-12)
+    p_v = 1.0 / np.maximum(v_k, 1e-9)
+    diag = p_obs.copy()
+    diag[:-1] += p_v
+    diag[1:] += p_v
+    off = -p_v  # between k and k+1
+    rhs = resid * p_obs
+    c = np.zeros(n - 1)
+    dd = np.zeros(n)
+    b0 = diag[0]
+    c[0], dd[0] = off[0] / b0, rhs[0] / b0
+    for i in range(1, n):  # forward sweep (one pass per refresh, run only when some are midpoints)
+        den = diag[i] - off[i - 1] * c[i - 1]
+        if i < n - 1:
+            c[i] = off[i] / den
+        dd[i] = (rhs[i] - off[i - 1] * dd[i - 1]) / den
+    out = dd
+    for i in range(n - 2, -1, -1):
+        out[i] = dd[i] - c[i] * out[i + 1]
+    return out
+
+
+def _steps(u: np.ndarray, power: "Trace", i: np.ndarray, energy: np.ndarray, noise_w: float) -> np.ndarray:
+    """Per grid piece, the instant of the power step it holds (NaN where none).
+
+    A step: the reading jumps between two samples by more than STEP_MIN_W + 6 × noise and by over
+    twice the change on either side (a ramp or a sine changes alike from sample to sample and keeps
+    the linear trapezoid). The piece's corrected energy places it: y0·(s − u0) + y1·(u1 − s) = E,
+    y0 and y1 the readings on either side; a sample interval cut by a refresh is two pieces, each
+    placed by its own interval's energy (the step then lands in one, the other is flat)."""
+    d = np.abs(np.diff(power.y))
+    pad = np.concatenate([[0.0], d, [0.0]])
+    big = (d > STEP_MIN_W + 6.0 * noise_w) & (d > 2.0 * np.maximum(pad[:-2], pad[2:]))
+    u0, u1 = u[:-1], u[1:]
+    y0, y1 = power.y[i], power.y[i + 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = u0 + (energy - y1 * (u1 - u0)) / (y0 - y1)
+    return np.where(big[i], np.clip(s, u0, u1), np.nan)
+

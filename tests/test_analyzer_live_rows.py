@@ -1,0 +1,163 @@
+"""Each request's row as soon as the telemetry after its end has arrived (analyzer.live_rows), and
+``analyzer --live --publish-endpoint`` publishing them as ``ana.row`` over a real loopback bus."""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+
+import pytest
+
+from analyzer import pipeline, stream
+from analyzer.live_rows import NO_TELEMETRY, TIMED_OUT, RowTracker
+from shared import messages as M
+from shared.bus import Inbox, connect_sub
+from shared.recording import read_recording
+from tests import synth as S
+from tests.conftest import free_port
+from tests.test_analyzer_cli import TINY, analyzer
+from tests.test_analyzer_live import live_analyzer
+
+NUMERIC_TOL = 1e-9  # float rounding only: times are counted from a different origin in a slice
+
+
+def _rows_equal(early: dict, final: dict) -> list[str]:
+    """Columns where the early row differs from the batch's row beyond float rounding."""
+    out = []
+    for k, v in final.items():
+        w = early.get(k)
+        if isinstance(v, float) and isinstance(w, float):
+            if not math.isclose(v, w, rel_tol=NUMERIC_TOL, abs_tol=1e-12):
+                out.append(f"{k}: {w} != {v}")
+        elif v != w:
+            out.append(f"{k}: {w!r} != {v!r}")
+    return out
+
+
+def _feed_all(tr: RowTracker, msgs, settle_s: float = 0.3) -> dict[str, M.AnaRow]:
+    """Feed messages at the pace their stamps say; collect rows as they become due."""
+    got: dict[str, M.AnaRow] = {}
+    for topic, p in msgs:
+        now = (p["t"] - S.T0_NS) / 1e9
+        tr.feed(topic, p, now)
+        tr.tick(now)
+        for row in tr.rows(tr.due(now)):
+            assert row.rid not in got
+            got[row.rid] = row
+            got[row.rid].row["_due_at_s"] = now
+    return got
+
+
+def test_each_row_comes_after_its_end_with_the_replays_numbers():
+    """Overlapping requests on a square-wave GPU: each row is due within the settle time of its end
+    (not at batch.end) and holds the numbers the whole batch's analysis gives."""
+    reqs = [S.Req(1.0, 2.5), S.Req(2.0, 4.0, model="m2"), S.Req(3.0, 3.5), S.Req(5.0, 7.2, run=1),
+            S.Req(8.0, 8.05), S.Req(8.5, 9.0, warmup=True)]
+    spec = S.Spec(duration_s=12.0, gpus=[S.Gpu(S.square(200.0, 80.0, 0.7))], requests=reqs)
+    msgs = S.messages(spec)
+    got = _feed_all(RowTracker(pipeline.Options(quality=False), settle_s=0.3), msgs)
+    full = pipeline.analyze(stream.build(msgs), pipeline.Options(quality=False))
+    assert sorted(got) == sorted(r["rid"] for r in full.results)  # the warm-up has no row
+    for row in full.results:
+        early = got[row["rid"]]
+        assert early.energy_ready and early.reason is None and early.batch == spec.batch_id
+        req = next(r for i, r in enumerate(reqs) if S.rid_of(spec, i, r) == row["rid"])
+        assert req.b_s + 0.3 <= early.row.pop("_due_at_s") <= req.b_s + 0.35  # the next samples after settle
+        assert _rows_equal(early.row, row) == []
+    # the concurrency split holds: overlapping requests share the energy as in the batch's analysis
+    assert got[S.rid_of(spec, 2, reqs[2])].row["concurrency_max"] == 2
+
+
+def test_no_telemetry_row_goes_out_at_once_with_the_reason():
+    spec = S.Spec(duration_s=3.0, requests=[S.Req(1.0, 1.5)])
+    events = [(t, p) for t, p in S.messages(spec) if not t.startswith("tel.")]
+    tr = RowTracker()
+    got = []
+    for topic, p in events:
+        tr.feed(topic, p, 0.0)
+        got += tr.rows(tr.due(0.0))
+    assert len(got) == 1
+    assert not got[0].energy_ready and got[0].reason == NO_TELEMETRY
+    assert got[0].row["status"] == "ok" and got[0].row["latency_s"] == pytest.approx(0.5)
+
+
+def test_telemetry_that_stops_gives_a_row_after_the_timeout():
+    """The daemon goes quiet just before the request ends: the row waits timeout_s, then goes out
+    with the reason; while the daemon counts as connected, nothing is published early."""
+    spec = S.Spec(duration_s=6.0, requests=[S.Req(1.0, 2.0)])
+    msgs = [(t, p) for t, p in S.messages(spec)
+            if not (t.startswith("tel.") and p["t"] > S.T0_NS + int(1.9e9))]
+    tr = RowTracker(timeout_s=2.0, stale_s=10.0)
+    for topic, p in msgs:
+        tr.feed(topic, p, (p["t"] - S.T0_NS) / 1e9)
+    assert tr.due(3.9) == []
+    (due,) = tr.due(4.1)
+    assert due.reason == TIMED_OUT
+    (row,) = tr.rows([due])
+    assert row.reason in (TIMED_OUT, None)  # the samples up to 1.9 s may still give an energy
+    assert row.row["status"] == "ok"
+
+
+def test_memory_is_bounded_by_time():
+    """A long quiet stretch and many requests: telemetry kept is the context, not the history."""
+    reqs = [S.Req(1.0 + k * 2.0, 1.5 + k * 2.0, run=k) for k in range(20)]
+    spec = S.Spec(duration_s=45.0, rate_hz=50.0, requests=reqs)
+    tr = RowTracker(context_s=5.0)
+    got = _feed_all(tr, S.messages(spec))
+    assert len(got) == 20 and all(r.energy_ready for r in got.values())
+    kept = sum(len(q) for q in tr.telemetry.values())
+    assert kept <= 3 * 50 * 6  # gpu + host + heartbeat messages of about context_s + settle
+    assert not tr.requests and not tr.finished
+
+
+@pytest.mark.slow
+def test_live_analyzer_publishes_ana_row_then_final_rows(tmp_path, zctx):
+    """`analyzer --live --publish-endpoint`: every request's row on the bus before batch.end arrives,
+    then final rows equal to a replay's results.csv."""
+    live_dir, batch_dir = tmp_path / "live" / "tiny", tmp_path / "batch" / "tiny"
+    shutil.copytree(TINY, live_dir)
+    shutil.copytree(TINY, batch_dir)
+    _, items, _ = read_recording(TINY / "raw" / "stream.msgpack")
+    pub = f"tcp://127.0.0.1:{free_port()}"
+    sub = connect_sub(zctx, pub, topics=(M.ANA_ROW,))
+    inbox = Inbox()
+    received: list[dict] = []
+    end_at = None
+    with live_analyzer(zctx, "--batch", str(live_dir), "--once", "--no-quality", "--no-plots", "--grace-s", "0.5",
+                       "--publish-endpoint", pub, "--row-timeout-s", "1", "--exit-after-s", "90", timeout_s=90) as send:
+        time.sleep(0.5)  # the SUB connects to the analyzer's PUB (it binds at start)
+        for topic, payload in items:
+            if topic == M.BATCH_END:
+                # stop before batch.end until every request's early row is out (the recording's pace)
+                deadline = time.monotonic() + 20
+                rids = {p["rid"] for t, p in items if t == M.REQ_START and not p.get("warmup")}
+                while {r["rid"] for r in received} < rids and time.monotonic() < deadline:
+                    msg = inbox.recv(sub, timeout_ms=200)
+                    if msg is not None:
+                        received.append(M.AnaRow.from_msg(msg[1]).to_msg())
+                end_at = len(received)
+            send(topic, payload)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(1 for r in received if r.get("final")) < end_at:
+            msg = inbox.recv(sub, timeout_ms=200)
+            if msg is not None:
+                M.validate(msg[0], msg[1], strict=True)
+                received.append(msg[1])
+    sub.close(linger=0)
+    early = [r for r in received[:end_at]]
+    final = [r for r in received if r.get("final")]
+    assert early and not any(r.get("final") for r in early)
+    r = analyzer("--batch", batch_dir, "--no-quality", "--no-plots")
+    assert r.returncode == 0, r.stderr
+    import csv
+    with open(batch_dir / "summary" / "results.csv", encoding="utf-8-sig") as f:
+        replay = {row["rid"]: row for row in csv.DictReader(f)}
+    assert sorted(r["rid"] for r in final) == sorted(replay) == sorted(r["rid"] for r in early)
+    for row in final:
+        want = replay[row["rid"]]
+        assert str(row["row"]["gpu_energy_j"]) == want["gpu_energy_j"] or math.isclose(
+            row["row"]["gpu_energy_j"], float(want["gpu_energy_j"]), rel_tol=1e-12)
+        assert row["energy_ready"] == bool(want["gpu_energy_j"])
+    finals = {r["rid"]: r["row"] for r in final}
+    for r in early:  # the early rows already held the replay's numbers
+        assert _rows_equal(r["row"], finals[r["rid"]]) == [], r["rid"]
