@@ -150,9 +150,13 @@ _TEXT: dict[str, dict[str, str]] = {
     "c_simulated": {"en": " (simulated)", "zh": "（模拟）"},
     "c_gpu": {"en": "{host} / {gpu}{sim}", "zh": "{host} / {gpu}{sim}"},
     "c_simulated_gpu": {"en": " (simulated GPU)", "zh": "（模拟 GPU）"},
-    "c_apart": {"en": "task {task}{basis}{sim}: rows ran {n} different case sets or max tokens, so they are ranked "
-                      "apart, never against each other: {which}",
-                "zh": "任务 {task}{basis}{sim}：各行运行了 {n} 种不同的用例集或最大 token 数，因此分开排名，从不相互比较：{which}"},
+    "c_apart": {"en": "task {task}{basis}{sim}{level}: rows ran {n} different case sets or max tokens, so they are "
+                      "ranked apart, never against each other: {which}",
+                "zh": "任务 {task}{basis}{sim}{level}：各行运行了 {n} 种不同的用例集或最大 token 数，因此分开排名，从不相互比较：{which}"},
+    "c_at_level": {"en": " at {sweep} {level}", "zh": "（{sweep} {level}）"},
+    "c_levels": {"en": "task {task}, model {model}: {n} load levels ({which}); each level is a row of its own, ranked "
+                       "only against rows at the same level, never pooled with the others",
+                 "zh": "任务 {task}，模型 {model}：{n} 个负载级别（{which}）；每个级别单独成行，只与同一级别的行一起排名，从不与其他级别合并"},
     "c_set": {"en": "cases {cases}, max_tokens {max_tokens}: {models}", "zh": "用例集 {cases}，max_tokens {max_tokens}：{models}"},
     "c_pooled": {"en": "task {task}, model {model} on {host} / {gpu}: pooled from {n} batches ({batches}), same GPU "
                        "and quality basis{mixed}",
