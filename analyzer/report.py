@@ -133,7 +133,8 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
     if getattr(a, "suites", None):
         parts.append(f"## {t('suites', lang)}\n\n{t('suite_protocol', lang)}\n\n"
                      + md_table(SUITE_BOARD_COLUMNS, a.suites, lang))
-    parts.append(f"## {t('pareto', lang)}\n\n" + md_table(PARETO_COLUMNS, a.pareto, lang))
+    if a.pareto or any(not r.get("suite") for r in a.results):  # suite-only: the suites' section is all there is
+        parts.append(f"## {t('pareto', lang)}\n\n" + md_table(PARETO_COLUMNS, a.pareto, lang))
     if getattr(a, "load_curve", None):
         from analyzer import load_curve
         slo = load_curve.slo_text(getattr(a, "slo", None)) or t("no_slo", lang)

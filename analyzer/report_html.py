@@ -331,8 +331,10 @@ def render_html(a, lang: str = "en", title: str | None = None) -> str:
     body.append('<ul class="problems">' + "".join(f"<li>{esc(p)}</li>" for p in probs) + "</ul>" if probs
                 else f"<p>{esc(t('no_problems', lang))}</p>")
     body.extend(_suite_sections(a, colors, lang))
-    body.append(f"<h2>{esc(t('per_task', lang))}</h2><p class='caption'>{esc(t('scatter_caption', lang))}</p>")
-    for i, (task, basis) in enumerate(_groups(a)):
+    task_groups = _groups(a)
+    if task_groups:  # a suite-only batch has nothing here: its suites have their own section above
+        body.append(f"<h2>{esc(t('per_task', lang))}</h2><p class='caption'>{esc(t('scatter_caption', lang))}</p>")
+    for i, (task, basis) in enumerate(task_groups):
         head = f"{t('task', lang)}: {task}" + (f" — {t('basis', lang)}: {basis}" if basis else "")
         body.append(f"<h3>{esc(head)}</h3>")
         pts = [{"model": str(r.get("model")), "load": r.get("load"), "run": r.get("run"), "e": r["total_energy_j"],
