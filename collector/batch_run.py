@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from collector import failures as F
 from collector.arrivals import Start, late_summary, offsets, run_open_loop
+from collector.attempt import AttemptState
 from collector.backends import Params, get
 from collector.load import Level, level_seed
 from collector.load import levels as load_levels
@@ -117,8 +118,11 @@ async def _run_job(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOpt
     def on_first(kind: str, t: int, attempt: int) -> None:
         rec.emit(ReqFirstToken(rid=job.rid, kind=kind, attempt=attempt), t=t)
 
+    def on_progress(att: AttemptState, t: int, attempt: int) -> None:
+        rec.emit(att.progress(job.rid, attempt), t=t)
+
     res = await run_request(session, opts.value("backend"), opts.base_url, job.model, prompt_of(case, params), params,
-                            timeout_s=opts.value("timeout_s"), policy=opts.policy, on_first=on_first,
+                            timeout_s=opts.value("timeout_s"), policy=opts.policy, on_first=on_first, on_progress=on_progress,
                             t0_ns=start["t"], log=log)
     end = ReqEnd(rid=job.rid, ok=res.ok, text=res.text, thinking=res.thinking or None, api=res.api,
                  client=res.client, error=res.error, error_kind=res.error_kind, served_model=res.served_model,

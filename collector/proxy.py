@@ -232,7 +232,10 @@ class Proxy:
                 hider = UsageHider(backend) if hide else None
                 try:
                     async for data in up.content.iter_any():
-                        firsts(att.feed(data, _now()))
+                        now = _now()
+                        firsts(att.feed(data, now))
+                        if att.progress_due(now):  # at most every 0.5 s, for live views (never per chunk)
+                            self.rec.emit(att.progress(rid, 0), t=now)
                         out = hider.feed(data) if hider is not None else data
                         if out:
                             await resp.write(out)

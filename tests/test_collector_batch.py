@@ -327,3 +327,40 @@ async def test_a_missing_exp_dir_is_said_plainly(tmp_path):
                                   "--no-telemetry")
     assert rc == 1 and "exp_dir_missing" in log and "--out" in log
     assert not (tmp_path / "experiments_2_typo").exists()
+
+
+async def test_slow_streams_send_progress_and_results_ignore_it(tmp_path):
+    """A collector batch against a slowly streaming server: req.progress on the bus and in the recording
+    (throttled, tokens growing), and the recording analyses to the same results.csv without them."""
+    import shutil
+
+    from shared import messages as M
+    from shared.recording import RecordingWriter
+
+    async with serve(ollama_stub.make_app(load_s=0.0, token_delay_s=0.12)) as url:
+        rc, log = await run_collector("--out", str(tmp_path / "a"), "--models", "ok", "--tasks", "qa", "--loads",
+                                      "short", "--langs", "en", "--runs", "1", "--max-tokens", "11", "--base-url", url,
+                                      "--no-telemetry", "--no-progress", "--no-warmup", "--analyzer-args",
+                                      "--no-quality --no-plots --no-progress")
+    assert rc == 0, log
+    [batch] = list((tmp_path / "a").iterdir())
+    header, items, problem = read_recording(batch / "raw" / "stream.msgpack")
+    assert problem is None
+    progress = [p for t, p in items if t == M.REQ_PROGRESS]
+    [end] = [p for t, p in items if t == M.REQ_END]
+    assert 1 <= len(progress) <= end["client"]["latency_s"] / 0.5 + 1  # never per chunk (12 chunks)
+    assert [p["tokens_so_far"] for p in progress] == sorted(p["tokens_so_far"] for p in progress)
+    assert all(p["rid"] == end["rid"] and 0 < p["tokens_so_far"] <= 11 for p in progress), ([(p["rid"], p["tokens_so_far"]) for p in progress], end["rid"])
+    for p in progress:
+        M.validate(M.REQ_PROGRESS, p, strict=True)
+    # the same recording without req.progress, analysed: byte-identical results
+    other = tmp_path / "b" / batch.name
+    shutil.copytree(batch, other, ignore=shutil.ignore_patterns("summary", "plots", "columns", "*.json"))
+    (other / "raw" / "stream.msgpack").unlink()
+    with RecordingWriter(other / "raw" / "stream.msgpack", meta={k: v for k, v in header.items()
+                                                                   if k == "batch"}) as w:
+        for t, p in items:
+            if t != M.REQ_PROGRESS:
+                w.write(t, p)
+    assert run_analyzer(other, ["--no-quality", "--no-plots", "--no-progress"])
+    assert (other / "summary" / "results.csv").read_bytes() == (batch / "summary" / "results.csv").read_bytes()

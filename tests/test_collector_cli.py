@@ -176,7 +176,9 @@ async def test_batch_records_telemetry_and_every_request_event(stub, tmp_path):
     assert (be["requests"], be["ok"], be["failed"], be["skipped"], be["interrupted"]) == (8, 8, 0, 4, False)
     # every key the collector sent is declared in the contract, with its declared type
     own = [(t, p) for t, p in items if str(p["src"]).startswith("collector@")]
-    assert {t for t, _ in own} == {"batch.start", "req.start", "req.first_token", "req.end", "batch.end"}
+    # req.progress only where a stream lasted over 0.5 s (a slow machine): allowed, never required here
+    assert {t for t, _ in own} - {"req.progress"} == {"batch.start", "req.start", "req.first_token", "req.end",
+                                                      "batch.end"}
     for topic, payload in own:
         M.validate(topic, payload, strict=True)
     # texts per timed request from the collector; seed-style raw JSON from the analyzer alone
