@@ -214,3 +214,33 @@ def test_a_sweep_batch_zh_report_holds_no_english_prose():
     assert any(x.startswith("QUEUEING: tiny-a:1b at concurrency 4") for x in report.problem_list(a, "en"))
     # the checker sees the English page's sweep prose
     assert {"queue", "slot"} <= english_left(report.render(a, [], lang="en"), allowed)
+
+
+def test_suites_leaderboard_and_live_page_hold_no_english_prose(analysis):
+    import dataclasses
+
+    from analyzer import columns as COLS
+    from analyzer import live_page, tables
+
+    stats = [{"suite": "gsm8k", "model": m, "metric": metric, "mean": v, "n": 20, "ci95_low": v - 0.1,
+              "ci95_high": v + 0.1, "quality_basis": "exact_match"}
+             for m, acc in (("tiny-a:1b", 0.6), ("tiny-b:3b", 0.8))
+             for metric, v in (("accuracy", acc), ("accuracy_strict", acc - 0.1), ("j_per_item", 10.0),
+                               ("j_per_correct", 15.0), ("pass@1", acc))]
+    a = dataclasses.replace(analysis, suites=tables.suite_board(stats))
+    # names: the suite, the bases, pass@k and "5-shot" (the benchmarks' own terms)
+    allowed = TECH | data_words(analysis) | {b.name for b in COLS.BASES} | {"gsm", "pass", "shot"}
+    p = _Text()
+    p.feed(report_html.render_html(a, "zh"))
+    html_text = "\n".join(p.out)
+    assert "基准测试" in html_text and "准确率" in html_text
+    assert english_left(html_text, allowed) == set()
+    assert english_left(report.render(a, [], lang="zh"), allowed) == set()
+    # the live page: its static text and every word its script shows (placeholders are names)
+    p = _Text()
+    p.feed(live_page.render_page("zh"))
+    assert english_left("\n".join(p.out), TECH) == set()
+    shown = " ".join(re.sub(r"\{\w+\}", " ", str(v)) for v in live_page.words("zh").values())
+    assert english_left(shown, TECH) == set(), shown
+    en = " ".join(re.sub(r"\{\w+\}", " ", str(v)) for v in live_page.words("en").values())
+    assert len(english_left(en, TECH)) > 10  # the checker sees the English page's words
