@@ -18,7 +18,8 @@ from shared.bus import ANALYSIS_ENDPOINT, analysis_endpoint, events_endpoint
 from shared.cli import add_subscriber_args, subscriptions
 from shared.escape import json_line, terminal_text
 from shared.logs import get_logger
-from shared.messages import BATCH_END, BATCH_START, REQ_END, REQ_FIRST_TOKEN, REQ_START, TEL_GPU, TEL_HB, TEL_HOST
+from shared.messages import (BATCH_END, BATCH_START, REQ_END, REQ_FIRST_TOKEN, REQ_PROGRESS, REQ_START, TEL_GPU, TEL_HB,
+                             TEL_HOST)
 
 log = get_logger("telemetry.tail")
 
@@ -106,6 +107,9 @@ def request_line(topic: str, p: dict[str, Any]) -> str | None:
         # a retried request sends one per attempt: numbered from 1, so retries are not identical lines
         attempt = p.get("attempt")
         return f"first  {rid}  {p.get('kind')}" + (f"  (attempt {attempt + 1})" if isinstance(attempt, int) else "")
+    if topic == REQ_PROGRESS:  # at most 2/s per request while it streams
+        basis = " (chunks)" if p.get("tokens_basis") == "chunks" else ""
+        return f"tokens {rid}  {p.get('tokens_so_far', '-')} so far{basis}, {p.get('chars_so_far', '-')} chars"
     if topic == REQ_END:
         c, api = p.get("client") or {}, p.get("api") or {}
         head = "ok    " if p.get("ok") else "FAILED"

@@ -29,6 +29,7 @@ from analyzer.live_state import ROW_COLUMNS, cell
 from collector.recorder import Recorder
 from shared import messages as M
 from shared.escape import terminal_text
+from shared.recording import RecordingReader
 from tests.cdp import Browser
 from tests.conftest import free_port
 
@@ -99,7 +100,10 @@ def _run_batch(rec: Recorder, batch: str, n: int) -> list[str]:
         rec.emit(M.ReqStart(rid=rid, model=model, task="qa", load="short", run=1, case=0, prompt="q?"), flush=True)
         time.sleep(0.25)
         rec.emit(M.ReqFirstToken(rid=rid, kind="content", attempt=0), flush=True)
-        time.sleep(0.5)
+        # as the collector sends it while a stream lasts (≤ 2/s); the results must not change for it
+        rec.emit(M.ReqProgress(rid=rid, attempt=0, chunks_so_far=12 + i, tokens_so_far=12 + i, tokens_basis="chunks",
+                               chars_so_far=40), flush=True)
+        time.sleep(1.5 if i == 0 else 0.5)  # the first long enough for the page to show its tokens so far
         rec.emit(M.ReqEnd(rid=rid, ok=True, text=HOSTILE_ANSWER if i == 1 else "Paris.",
                           api={"eval_count": 20 + i, "eval_duration_ns": 400_000_000},
                           client=M.ClientMetrics(latency_s=0.75, first_token_s=0.25, chunks=20 + i)), flush=True)
@@ -147,6 +151,10 @@ async def test_live_page_in_chromium_with_twenty_sse_viewers(tmp_path, zctx):
             rec.wait_heartbeat(20)
             await asyncio.sleep(1.0)  # the live analyzer's SUB has joined the events PUB
             batch_task = asyncio.get_running_loop().run_in_executor(None, _run_batch, rec, "live-b", 5)
+            # a request in flight shows its tokens so far (from req.progress)
+            await page.wait_for("(function(){var td=document.querySelector('#inflight td[data-col=tokens_so_far]');"
+                                "return td && td.textContent === '12';})()", 20, "tokens so far of a request in flight")
+            assert "tokens so far" in await page.eval("document.getElementById('inflight').textContent")
             # a finished request appears with its energy while the batch still runs
             await page.wait_for("(function(){var td=document.querySelector('#rows-table tr.early td[data-col=gpu_energy_j]');"
                                 "return td && td.textContent.length > 0;})()", 30, "an early row with its energy")
@@ -219,6 +227,7 @@ async def test_live_page_in_chromium_with_twenty_sse_viewers(tmp_path, zctx):
                         "--lookback-s", "0.5"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert any(t == M.REQ_PROGRESS for t, _ in RecordingReader(rec_dir / "raw" / "stream.msgpack"))
     with open(rec_dir / "summary" / "results.csv", encoding="utf-8-sig") as f:
         replay = {row["rid"]: row for row in csv.DictReader(f)}
     shown = json.loads(shown)

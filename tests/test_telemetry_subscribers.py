@@ -153,6 +153,9 @@ class TestRequestsView:
         assert bad.startswith("FAILED r") and "timeout: no answer" in bad
         assert "INTERRUPTED" in request_line("batch.end", {"batch": "b", "ok": 1, "interrupted": True})
         assert request_line("tel.gpu", {"gpu": 0}) is None
+        progress = request_line("req.progress", {"rid": "r", "tokens_so_far": 17, "tokens_basis": "chunks",
+                                                 "chars_so_far": 80})
+        assert progress == "tokens r  17 so far (chunks), 80 chars"
 
     def test_table_marks_a_source_below_its_target_rate(self):
         st = TailState()
