@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--idle-baseline", action="store_true", help="subtract the GPU idle power measured before "
                                                                  "the first request (gpu_energy_net_j)")
     ap.add_argument("--cpu-tdp-w", type=float, default=None, help="CPU TDP in W for cpu_energy_j_approx "
-                                                                  "(default: env CPU_TDP_W, else 65)")
+                                                                  "(default: the batch's recorded CPU_TDP_W (collector --cpu-tdp-w, config.py, env), else env "
+                                                                  "CPU_TDP_W, else 65)")
     ap.add_argument("--metric-percentiles", default=None, metavar="Q,Q",
                     help="percentiles in stats.csv beside the median, comma-separated (default: 90,99; "
                          "as vLLM's bench serve --metric-percentiles)")
@@ -106,14 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "goodput_rps and J per good request in load_curve.csv (default: the collector's --goodput)")
     ap.add_argument("--no-quality", action="store_true", help="skip the quality step (columns left empty)")
     ap.add_argument("--bart-checkpoint", default=None, help="BARTScore checkpoint (name or local path)")
+    ap.add_argument("--no-bart", action="store_true",
+                    help="score QA/summary by chrF / 100 without loading a BARTScore checkpoint (offline machines)")
     ap.add_argument("--device", default=None, help="quality device: cpu, cuda, cuda:1 (default: cuda if available)")
     ap.add_argument("--unsafe-code-tests-without-sandbox", dest="unsafe_code_tests", action="store_true",
                     help="where no sandbox (bubblewrap) is available, run model-written code tests as your user "
                          "anyway (UNSAFE: the code can read your files and use the network); default: skip them")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots (report.html draws its own)")
-    ap.add_argument("--report-lang", choices=("auto",) + i18n.LANGS, default="auto",
-                    help="language of report.md and report.html: en, zh, or auto = the locale's (default); "
-                         "CSV column names never change")
+    ap.add_argument("--report-lang", "--lang", dest="report_lang", choices=i18n.LANG_CHOICES, default="both",
+                    help="which reports: en = report.md/report.html, zh = report.zh.md/report.zh.html (the English "
+                         "ones are left as they are), both (default; auto is the same); CSV column names never change")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_log_args(ap)
     return ap
@@ -130,7 +133,9 @@ def options_from(args: argparse.Namespace) -> pipeline.Options:
         qopts["device"] = args.device
     if args.unsafe_code_tests:
         qopts["unsafe_code_tests_without_sandbox"] = True
-    return pipeline.Options(cpu_tdp_w=tdp, idle_baseline=args.idle_baseline, quality=not args.no_quality,
+    if args.no_bart:
+        qopts["enable_bart"] = False
+    return pipeline.Options(cpu_tdp_w=tdp, cpu_tdp_w_explicit=args.cpu_tdp_w is not None, idle_baseline=args.idle_baseline, quality=not args.no_quality,
                             quality_options=qopts, progress=not args.no_progress,
                             metric_percentiles=parse_percentiles(args.metric_percentiles),
                             server_gpus=args.server_gpus, goodput=parse_goodput(args.goodput))
@@ -181,7 +186,7 @@ def analysed_line(results: list[dict]) -> str:
 
 
 def report_lang(value: str) -> str:
-    return i18n.lang_from_env() if value == "auto" else i18n.check(value)
+    return i18n.check_choice(value)
 
 
 def analyse_messages(items, bd: BatchDir, opts: pipeline.Options, lookback_s: float, plots: bool,

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from analyzer.i18n import Msg
 from shared import messages as M
 
 MAX_UNCERTAINTY_MS = 800.0
@@ -50,11 +51,10 @@ class Mapping:
 
     def describe(self) -> str:
         if self.identity:
-            return f"{self.source}: same host as the collector (same boot id), one clock, no mapping"
-        return (f"{self.source}: clock mapped into the collector's ({self.method}): offset "
-                f"{-self.offset_ns / 1e6:+.3f} ms (source − collector), drift {-self.drift * 1e6:+.2f} ppm, "
-                f"± {self.uncertainty_ms:.3f} ms from {self.probes} probe(s), shortest round trip "
-                f"{self.rtt_ms_min:.3f} ms")
+            return Msg("n_clock_same_host", src=self.source)
+        return Msg("n_clock_mapped", src=self.source, method=self.method, offset=f"{-self.offset_ns / 1e6:+.3f}",
+                   drift=f"{-self.drift * 1e6:+.2f}", unc=f"{self.uncertainty_ms:.3f}", probes=self.probes,
+                   rtt=f"{self.rtt_ms_min:.3f}")
 
 
 def fit(messages: list[tuple[str, dict[str, Any]]]) -> dict[str, Mapping]:
@@ -130,6 +130,4 @@ def unprobed_notes(tel_srcs: list[str], mappings: dict[str, Mapping]) -> list[st
     if not mappings:
         return []
     srcs = sorted(set(tel_srcs) - set(mappings))
-    return [f"{s}: no clock probe answered, so its clock is taken as the collector's (right only on the same "
-            "host); start that daemon with a clock endpoint (python -m telemetry, default telemetry port + 2)"
-            for s in srcs]
+    return [Msg("p_clock_unprobed", src=s) for s in srcs]

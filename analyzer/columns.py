@@ -192,6 +192,9 @@ REGISTRY: tuple[Col, ...] = (
     Col("level_concurrency", unit="requests", en="level concurrency", zh="级别实际并发"),
     Col("level_rate_rps", unit="requests/s", en="level rate (req/s)", zh="级别实际速率（请求/s）"),
     Col("slo_ok", unit="", en="met SLOs", zh="满足 SLO"),
+    # a run far slower than the same case's other runs (pipeline.mark_outliers; docs/analyzer.md)
+    Col("latency_outlier", unit="", en="latency outlier", zh="延迟离群", report=19),
+    Col("latency_vs_twins", unit="×", en="latency ÷ other runs'", zh="延迟 ÷ 同用例其他轮次"),
 )
 
 BY_NAME: dict[str, Col] = {c.name: c for c in REGISTRY}

@@ -4,9 +4,10 @@
     python -m analyzer.compare BATCH_DIR... --out DIR --dataset data/lake   # also a hive-partitioned dataset
 
 Reads each batch's summary/results.parquet (and raw/samples_gpu.parquet for --dataset) with DuckDB,
-never the CSVs. Rows are per task × quality basis × model × GPU (host, GPU name) × simulated or not:
-batches measured on different GPUs or scored on a different quality basis are never pooled; batches on
-the same GPU and basis are pooled and the row names every batch it came from.
+never the CSVs. Rows are per task × quality basis × model × GPU (host, GPU name) × simulated or not ×
+load level (a --sweep batch's sweep and sweep_level; empty outside sweeps): batches measured on different
+GPUs, scored on a different quality basis or run at another load level are never pooled; batches on the
+same GPU, basis and level are pooled and the row names every batch it came from.
 
 Exit codes: 0 done, 2 bad input (no such batch, a batch not analysed yet, clashing batch names,
 a --dataset directory that holds something else).
@@ -25,6 +26,7 @@ from typing import Any
 from analyzer import columns as COLS
 from analyzer import i18n, report_html, tables
 from analyzer import load_curve as LC
+from analyzer.i18n import Msg
 from analyzer.outputs import CSV_ENCODING, json_text, write_text
 from analyzer.suite_stats import pass_at_k, wilson
 from shared.batch import BatchDir
@@ -46,24 +48,27 @@ MAX_POINTS_PER_ROW = 200  # request dots per leaderboard row in the page's plots
 MEAN_METRICS = COLS.COMPARE          # from the column registry (analyzer/columns.py)
 OPTIONAL_METRICS = COLS.COMPARE_OPTIONAL
 CI_METRICS = COLS.COMPARE_CI
-KEY_COLUMNS = ("task", "quality_basis", "model", "host", "gpu_name", "gpu_simulated")
+# sweep/sweep_level: a load sweep's levels are rows of their own (latency and J/token move with the load)
+KEY_COLUMNS = ("task", "quality_basis", "model", "host", "gpu_name", "gpu_simulated", "sweep", "sweep_level")
 # What makes a ranking fair: every row ranked together ran the same cases (case_set: a hash of the sorted
 # case hashes; "unknown" for batches analysed before results.csv named them) with the same max tokens.
 LIKE_COLUMNS = ("case_set", "n_cases", "max_tokens")
 LEADERBOARD_COLUMNS = (
-    KEY_COLUMNS + LIKE_COLUMNS + ("rank", "batches", "n_batches", "n", "n_failed", "group_quality_per_kj")
+    KEY_COLUMNS + LIKE_COLUMNS + ("rank", "batches", "n_batches", "n", "n_failed", "n_outliers", "group_quality_per_kj")
     + COLS.COMPARE_COLUMNS + ("ci95_note", "pareto_optimal", "gpu_uuids", "pass_at_k", "k"))
 BATCH_COLUMNS = ("batch", "path", "date", "requests", "ok", "failed", "hosts", "gpu_names", "gpu_simulated",
                  "quality_bases", "models", "tasks", "gpu_named")
-PAGE_COLUMNS = ("rank", "model", "host", "gpu_name", "n_cases", "max_tokens", "n", "pass_at_k", "k", "group_quality_per_kj", "quality_per_kj_mean",
+PAGE_COLUMNS = ("rank", "model", "sweep", "sweep_level", "host", "gpu_name", "n_cases", "max_tokens", "n", "pass_at_k", "k", "group_quality_per_kj", "quality_per_kj_mean",
                 "quality_per_kj_ci95_low", "quality_per_kj_ci95_high", "quality_score_mean", "total_energy_j_mean",
                 "j_per_token_mean", "gpu_energy_prefill_j_mean", "gpu_energy_decode_j_mean", "first_token_s_mean",
-                "toks_per_s_mean", "batches", "pareto_optimal")
+                "toks_per_s_mean", "n_outliers", "batches", "pareto_optimal")
 # Columns every batch's results.parquet is read with; absent ones (older batches) are NULL of this type.
 NEEDED = {"model": "VARCHAR", "task": "VARCHAR", "status": "VARCHAR", "quality_basis": "VARCHAR",
           "gpu_hosts": "VARCHAR", "gpu_names": "VARCHAR", "gpu_uuids": "VARCHAR", "gpu_simulated": "BOOLEAN",
           "gpu_count": "BIGINT", "timestamp": "VARCHAR", "rid": "VARCHAR", "case_hash": "VARCHAR",
           "max_tokens": "BIGINT", "suite": "VARCHAR", "item_id": "VARCHAR", "correct": "BOOLEAN",
+          "sweep": "VARCHAR", "sweep_level": "DOUBLE",
+          "latency_outlier": "BOOLEAN",
           **{m: "DOUBLE" for m in MEAN_METRICS + OPTIONAL_METRICS}}
 
 
@@ -164,7 +169,7 @@ def _interval(mean: float | None, std: float | None, n: int, metric: str) -> tup
 
 
 def leaderboard(con) -> list[dict[str, Any]]:
-    """One row per task × basis × model × host × GPU name × simulated over successful requests."""
+    """One row per task × basis × model × host × GPU name × simulated × load level over successful requests."""
     aggs = []
     for m in MEAN_METRICS + OPTIONAL_METRICS:
         aggs.append(f'avg("{m}") AS "{m}_mean"')
@@ -172,13 +177,15 @@ def leaderboard(con) -> list[dict[str, Any]]:
             aggs += [f'stddev_samp("{m}") AS "{m}_std"', f'count("{m}") AS "{m}_n"']
     ok = con.execute(f"""
         WITH failed AS (
-            SELECT task, model, host, gpu_name, coalesce(gpu_simulated, false) AS gpu_simulated, count(*) AS n_failed
+            SELECT task, model, host, gpu_name, coalesce(gpu_simulated, false) AS gpu_simulated, sweep, sweep_level,
+                   count(*) AS n_failed
             FROM requests WHERE status IS DISTINCT FROM 'ok' GROUP BY ALL)
         SELECT g.*, coalesce(f.n_failed, 0) AS n_failed FROM (
             SELECT task, coalesce(quality_basis, '') AS quality_basis, model, host, gpu_name,
-                   coalesce(gpu_simulated, false) AS gpu_simulated,
+                   coalesce(gpu_simulated, false) AS gpu_simulated, sweep, sweep_level,
                    string_agg(DISTINCT batch, ',' ORDER BY batch) AS batches, count(DISTINCT batch) AS n_batches,
                    count(*) AS n, string_agg(DISTINCT gpu_uuids, ',' ORDER BY gpu_uuids) AS gpu_uuids,
+                   count(*) FILTER (WHERE latency_outlier) AS n_outliers,
                    string_agg(DISTINCT coalesce(case_hash, '?'), ',' ORDER BY coalesce(case_hash, '?')) AS cases,
                    count(DISTINCT case_hash) AS n_cases,
                    string_agg(DISTINCT coalesce(CAST(max_tokens AS VARCHAR), '?'), ','
@@ -187,8 +194,10 @@ def leaderboard(con) -> list[dict[str, Any]]:
                    avg(total_energy_j) FILTER (WHERE quality_score IS NOT NULL AND total_energy_j IS NOT NULL) AS e_both,
                    {", ".join(aggs)}
             FROM requests WHERE status = 'ok' GROUP BY ALL) g
-        LEFT JOIN failed f USING (task, model, host, gpu_name, gpu_simulated)
-        ORDER BY task, quality_basis, gpu_simulated, model, host, gpu_name""")
+        LEFT JOIN failed f ON f.task IS NOT DISTINCT FROM g.task AND f.model IS NOT DISTINCT FROM g.model
+            AND f.host = g.host AND f.gpu_name = g.gpu_name AND f.gpu_simulated = g.gpu_simulated
+            AND f.sweep IS NOT DISTINCT FROM g.sweep AND f.sweep_level IS NOT DISTINCT FROM g.sweep_level
+        ORDER BY task, quality_basis, gpu_simulated, model, host, gpu_name, sweep, sweep_level""")
     names = [d[0] for d in ok.description]
     rows = []
     for rec in ok.fetchall():
@@ -196,8 +205,8 @@ def leaderboard(con) -> list[dict[str, Any]]:
         out: dict[str, Any] = {k: r[k] for k in KEY_COLUMNS}
         out["quality_basis"] = r["quality_basis"] or None
         out.update(batches=r["batches"], n_batches=int(r["n_batches"]), n=int(r["n"]), n_failed=int(r["n_failed"]),
-                   gpu_uuids=r["gpu_uuids"], case_set=case_set_id(r["cases"]), n_cases=int(r["n_cases"]) or None,
-                   max_tokens=None if r["max_tokens"] == "?" else r["max_tokens"])
+                   n_outliers=int(r["n_outliers"]), gpu_uuids=r["gpu_uuids"], case_set=case_set_id(r["cases"]),
+                   n_cases=int(r["n_cases"]) or None, max_tokens=None if r["max_tokens"] == "?" else r["max_tokens"])
         for m in MEAN_METRICS + OPTIONAL_METRICS:
             out[f"{m}_mean"] = finite(r[f"{m}_mean"])
         notes = set()
@@ -227,9 +236,15 @@ def case_set_id(cases: str | None) -> str:
 
 
 def rank_key(r: dict[str, Any]) -> tuple:
-    """Rows ranked together: same task, basis, simulated-or-not, case set and max tokens."""
+    """Rows ranked together: same task, basis, simulated-or-not, case set, max tokens and load level."""
     return (r["task"], r["quality_basis"] or "", r["gpu_simulated"], r.get("case_set") or UNKNOWN,
-            r.get("max_tokens") or "")
+            r.get("max_tokens") or "", r.get("sweep") or "", level_text(r.get("sweep_level")))
+
+
+def level_text(level: Any) -> str:
+    """A load level as written on the page and in the notes ("" outside a sweep)."""
+    v = finite(level, text=False)
+    return "" if v is None else f"{v:g}"
 
 
 def _rank_and_pareto(rows: list[dict[str, Any]]) -> None:
@@ -254,11 +269,11 @@ def add_pass_at_k(con, board: list[dict[str, Any]]) -> None:
     the unbiased estimator, averaged over items. Rows without repeated items get none."""
     cur = con.execute("""
         SELECT task, coalesce(quality_basis, '') AS basis, model, host, gpu_name, coalesce(gpu_simulated, false) AS sim,
-               item_id, count(*) AS n, count(*) FILTER (WHERE correct) AS c
+               sweep, sweep_level, item_id, count(*) AS n, count(*) FILTER (WHERE correct) AS c
         FROM requests WHERE status = 'ok' AND item_id IS NOT NULL AND correct IS NOT NULL GROUP BY ALL""")
     per: dict[tuple, list[tuple[int, int]]] = {}
-    for task, basis, model, host, gpu, sim, _item, n, c in cur.fetchall():
-        per.setdefault((task, basis or None, model, host, gpu, sim), []).append((int(n), int(c)))
+    for task, basis, model, host, gpu, sim, sweep, level, _item, n, c in cur.fetchall():
+        per.setdefault((task, basis or None, model, host, gpu, sim, sweep, level), []).append((int(n), int(c)))
     for r in board:
         items = per.get(_row_key(r))
         k = min(n for n, _ in items) if items else 0
@@ -293,14 +308,14 @@ def request_points(con) -> dict[tuple, list[dict[str, Any]]]:
     """Up to MAX_POINTS_PER_ROW requests per leaderboard row, deterministic (by batch and rid)."""
     cur = con.execute(f"""
         SELECT task, coalesce(quality_basis, '') AS basis, model, host, gpu_name, coalesce(gpu_simulated, false) AS sim,
-               batch, rid, total_energy_j, quality_score
+               sweep, sweep_level, batch, rid, total_energy_j, quality_score
         FROM requests
         WHERE status = 'ok' AND total_energy_j IS NOT NULL AND quality_score IS NOT NULL
-        QUALIFY row_number() OVER (PARTITION BY task, basis, model, host, gpu_name, sim ORDER BY batch, rid)
-                <= {MAX_POINTS_PER_ROW}""")
+        QUALIFY row_number() OVER (PARTITION BY task, basis, model, host, gpu_name, sim, sweep, sweep_level
+                                   ORDER BY batch, rid) <= {MAX_POINTS_PER_ROW}""")
     out: dict[tuple, list[dict]] = {}
-    for task, basis, model, host, gpu, sim, batch, rid, e, q in cur.fetchall():
-        out.setdefault((task, basis or None, model, host, gpu, sim), []).append(
+    for task, basis, model, host, gpu, sim, sweep, level, batch, rid, e, q in cur.fetchall():
+        out.setdefault((task, basis or None, model, host, gpu, sim, sweep, level), []).append(
             {"e": float(e), "q": float(q), "load": batch, "run": rid})
     return out
 
@@ -320,33 +335,42 @@ def notes_for(board: list[dict[str, Any]], batches: list[dict[str, Any]]) -> lis
         gpus = sorted({(h, g, s) for h, g, s, _ in keys})
         bases = sorted({b or UNKNOWN for *_, b in keys})
         if len(gpus) > 1 or len(bases) > 1:
-            out.append(f"task {task}, model {model}: measured on {len(gpus)} GPU set(s) ("
-                       + "; ".join(f"{h} / {g}{' (simulated)' if s else ''}" for h, g, s in gpus)
-                       + f") with {len(bases)} quality basis/bases ({', '.join(bases)}); "
-                       "shown as separate rows, never pooled")
+            out.append(Msg("c_split", task=task, model=model, n=len(gpus), bases=", ".join(bases), nb=len(bases),
+                           gpus=[Msg("c_gpu", host=h, gpu=g, sim=Msg("c_simulated") if s else "") for h, g, s in gpus]))
     apart: dict[tuple, dict[tuple, list[str]]] = {}
     for r in board:
-        apart.setdefault(rank_key(r)[:3], {}).setdefault(rank_key(r)[3:], []).append(r["model"])
-    for (task, basis, sim), sets in sorted(apart.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        k = rank_key(r)
+        apart.setdefault(k[:3] + k[5:], {}).setdefault(k[3:5], []).append(r["model"])
+    for (task, basis, sim, sweep, level), sets in sorted(apart.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         if len(sets) > 1:
-            out.append(f"task {task}{f' ({basis})' if basis else ''}{' (simulated GPU)' if sim else ''}: rows ran "
-                       f"{len(sets)} different case sets or max tokens, so they are ranked apart, never against "
-                       "each other: " + "; ".join(f"cases {cs}, max_tokens {mt or 'unknown'}: {', '.join(sorted(ms))}"
-                                                  for (cs, mt), ms in sorted(sets.items())))
+            out.append(Msg("c_apart", task=task, basis=f" ({basis})" if basis else "",
+                           sim=Msg("c_simulated_gpu") if sim else "", n=len(sets),
+                           level=Msg("c_at_level", sweep=sweep, level=level) if level else "",
+                           which=[Msg("c_set", cases=cs, max_tokens=mt or "unknown", models=", ".join(sorted(ms)))
+                                  for (cs, mt), ms in sorted(sets.items())]))
+    levels: dict[tuple, set[tuple]] = {}
+    for r in board:
+        if r.get("sweep_level") is not None:
+            levels.setdefault((r["task"], r["model"]), set()).add((r.get("sweep") or "", r["sweep_level"]))
+    for (task, model), lv in sorted(levels.items()):
+        if len(lv) > 1:
+            out.append(Msg("c_levels", task=task, model=model, n=len(lv),
+                           which=", ".join(f"{s} {level_text(v)}" for s, v in sorted(lv))))
     for r in board:
         if r["n_batches"] > 1:
             mixed = "," in str(r.get("max_tokens") or "")  # batches with different max tokens in one mean
-            out.append(f"task {r['task']}, model {r['model']} on {r['host']} / {r['gpu_name']}: pooled from "
-                       f"{r['n_batches']} batches ({r['batches']}), same GPU and quality basis"
-                       + (f", but different max tokens ({r['max_tokens']}): its means mix answer lengths, "
-                          "and it is ranked only against rows with the same mix" if mixed else ""))
+            out.append(Msg("c_pooled", task=r["task"], model=r["model"], host=r["host"], gpu=r["gpu_name"],
+                           n=r["n_batches"], batches=r["batches"],
+                           mixed=Msg("c_pooled_mixed", max_tokens=r["max_tokens"]) if mixed else ""))
+    slow = [r for r in board if r.get("n_outliers")]
+    if slow:  # kept in the means (they happened), but a reader should look at them
+        out.append(Msg("c_outliers", n=sum(r["n_outliers"] for r in slow), rows=len(slow),
+                       which="; ".join(f"{r['task']}/{r['model']}: {r['n_outliers']}" for r in slow[:10])))
     for b in batches:
         if not b["gpu_named"]:
-            out.append(f"batch {b['batch']} was analysed before GPUs were named (host and GPU show as {UNKNOWN}): "
-                       f"rerun python -m analyzer --batch {b['path']}")
+            out.append(Msg("c_unnamed", batch=b["batch"], unknown=UNKNOWN, path=b["path"]))
         if (b["quality_bases"] or "") == "":
-            out.append(f"batch {b['batch']} has no quality scores, so no 效质比: analysed with --no-quality, or "
-                       "its requests have nothing to be scored against (proxy traffic, tasks without a reference)")
+            out.append(Msg("c_no_quality", batch=b["batch"]))
     return out
 
 
@@ -483,18 +507,19 @@ def render_html(c: Comparison, lang: str = "en") -> str:
     if c.simulated:
         body.append(f'<p class="sim">⚠ {esc(t("compare_sim", lang))}</p>')
     body.append(f'<h2 id="problems">{esc(t("compare_notes", lang))}</h2>')
-    body.append('<ul class="problems">' + "".join(f"<li>{esc(n)}</li>" for n in c.notes) + "</ul>" if c.notes
+    body.append('<ul class="problems">' + "".join(f"<li>{esc(i18n.render(n, lang))}</li>" for n in c.notes) + "</ul>"
+                if c.notes
                 else f"<p>{esc(t('no_problems', lang))}</p>")
     groups: dict[tuple, list[dict]] = {}
     for r in c.leaderboard:
         groups.setdefault(rank_key(r), []).append(r)
     body.append(f"<h2>{esc(t('leaderboard', lang))}</h2><p class='caption'>{esc(t('compare_caption', lang))}</p>")
-    for i, ((task, basis, sim, cases, max_tokens), rows) in enumerate(sorted(groups.items(), key=lambda kv: tuple(
-            str(x) for x in kv[0]))):
+    for i, ((task, basis, sim, cases, max_tokens, sweep, level), rows) in enumerate(sorted(
+            groups.items(), key=lambda kv: tuple(str(x) for x in kv[0][:5]) + (kv[0][5], _num(kv[0][6])))):
         head = f"{t('task', lang)}: {task}" + (f" — {t('basis', lang)}: {basis}" if basis else "") + \
             (t("simulated_suffix", lang) if sim else "") + \
             " — " + t("like_with_like", lang, cases=cases, n=rows[0].get("n_cases") or "?",
-                      max_tokens=max_tokens or "?")
+                      max_tokens=max_tokens or "?") + (f" — {sweep} {level}" if level else "")
         body.append(f"<h3>{esc(head)}</h3>")
         rows = sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0))
         labels = {_row_key(r): f"{r['model']} · {r['host']} / {r['gpu_name']}" for r in rows}
@@ -525,9 +550,13 @@ def render_html(c: Comparison, lang: str = "en") -> str:
             + f'\n<div id="tip"></div><script>{report_html.JS}</script></body></html>\n')
 
 
+def _num(text: str) -> float:
+    return float(text) if text else -1.0
+
+
 def _page_columns(rows: list[dict]) -> list[str]:
-    """The page's columns, leaving out the optional ones no row has (prefill/decode energy)."""
-    optional = {f"{m}_mean" for m in OPTIONAL_METRICS} | {"pass_at_k", "k"}
+    """The page's columns, leaving out the optional ones no row has (prefill/decode energy, load level)."""
+    optional = {f"{m}_mean" for m in OPTIONAL_METRICS} | {"pass_at_k", "k", "sweep", "sweep_level"}
     return [c for c in PAGE_COLUMNS if c not in optional or any(r.get(c) is not None for r in rows)]
 
 
@@ -537,9 +566,9 @@ def write_outputs(c: Comparison, out: Path, lang: str = "en") -> list[Path]:
         write_text(out / "leaderboard.csv", tables.csv_text(LEADERBOARD_COLUMNS, c.leaderboard), CSV_ENCODING),
         write_text(out / "batches.csv", tables.csv_text(BATCH_COLUMNS, c.batches), CSV_ENCODING),
         write_text(out / "notes.txt", "".join(n + "\n" for n in c.notes)),
-        write_text(out / "compare.html", render_html(c, lang)),
-    ] + ([write_text(out / "load_curve.csv", tables.csv_text(LOAD_CURVE_COLUMNS, c.load_curve), CSV_ENCODING)]
-         if c.load_curve else [])
+    ] + [write_text(out / i18n.suffixed("compare.html", one), render_html(c, one)) for one in i18n.langs_of(lang)] \
+        + ([write_text(out / "load_curve.csv", tables.csv_text(LOAD_CURVE_COLUMNS, c.load_curve), CSV_ENCODING)]
+           if c.load_curve else [])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -550,8 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "compare.html go")
     ap.add_argument("--dataset", type=Path, help="also write a hive-partitioned Parquet dataset of requests and GPU "
                                                  "samples here (host=/gpu=/model=/date=)")
-    ap.add_argument("--lang", default="auto", choices=("auto",) + i18n.LANGS,
-                    help="language of compare.html (default auto: from the locale); CSV names never change")
+    ap.add_argument("--report-lang", "--lang", dest="lang", default="both", choices=i18n.LANG_CHOICES,
+                    help="which pages: en = compare.html, zh = compare.zh.html, both (default; auto is the same), "
+                         "as python -m analyzer --report-lang; CSV names never change")
     add_log_args(ap)
     return ap
 
@@ -559,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, json=args.log_json)
-    lang = i18n.lang_from_env() if args.lang == "auto" else args.lang
+    lang = i18n.check_choice(args.lang)
     try:
         c = compare(args.batches)
         files = write_outputs(c, args.out, lang)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from analyzer.i18n import Msg
 from shared import messages as M
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0", ""}
@@ -44,20 +45,18 @@ def select(gpus: list, spec: str, batch_start: M.BatchStart | None) -> tuple[lis
         server = server_host(batch_start)
         chosen = [g for g in gpus if server and (M.src_host(g.src) or "").lower() == server.lower()]
         if not chosen:
-            return list(gpus), [f"GPU energy counts every GPU of {len(hosts)} hosts ({', '.join(hosts)}): none is on "
-                                f"the LLM server's host {server or '(unknown)'} as the telemetry names hosts; pick them "
-                                "with --server-gpus HOST[,HOST/UUID...]"]
-        why = f"the LLM server's host {server}"
+            return list(gpus), [Msg("p_gpus_no_server_host", n=len(hosts), hosts=", ".join(hosts),
+                                    server=server or "?")]
+        why = Msg("why_server_host", server=server)
     else:
         items = [x.strip() for x in spec.split(",") if x.strip()]
         chosen = [g for g in gpus if any(_matches(g, x) for x in items)]
         if not chosen:
-            return list(gpus), [f"--server-gpus {spec} matches no recorded GPU (recorded: "
-                                + ", ".join(_name(g) for g in gpus) + "); every GPU counted"]
+            return list(gpus), [Msg("p_server_gpus_no_match", spec=spec, recorded=", ".join(_name(g) for g in gpus))]
         why = f"--server-gpus {spec}"
     left = [g for g in gpus if g not in chosen]
-    return chosen, [f"GPU energy counts {len(chosen)} GPU(s) ({', '.join(_name(g) for g in chosen)}, {why}); "
-                    f"not counted: {', '.join(_name(g) for g in left) or 'none'}"]
+    return chosen, [Msg("n_gpus_counted", n=len(chosen), which=", ".join(_name(g) for g in chosen), why=why,
+                        left=", ".join(_name(g) for g in left) or "-")]
 
 
 def _name(g) -> str:

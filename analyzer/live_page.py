@@ -269,6 +269,7 @@ WORDS: dict[str, dict[str, str]] = {
     "running": {"en": "running", "zh": "进行中"}, "waiting": {"en": "waiting for a batch", "zh": "等待批次"},
     "elapsed_s": {"en": "elapsed (s)", "zh": "已用时（s）"},
     "first_token_at": {"en": "first token after (s)", "zh": "首 token 用时（s）"},
+    "tokens_so_far": {"en": "tokens so far", "zh": "已生成 token"},
     "early": {"en": "at its end", "zh": "结束时"}, "final": {"en": "final (batch)", "zh": "最终（批次）"},
     "row_state": {"en": "row", "zh": "行"}, "answer": {"en": "answer (start)", "zh": "回答（开头）"}, "reason": {"en": "no energy because", "zh": "无能耗原因"},
     "requests": {"en": "requests", "zh": "请求数"}, "tokens": {"en": "tokens", "zh": "token 数"},
@@ -298,7 +299,7 @@ h1{font-size:1.4em;margin:0 0 4px}h2{font-size:1.1em;margin:18px 0 6px;border-bo
 .note{color:#555;font-size:12px}.sim{background:#fff3cd;border-left:4px solid #e0a800;padding:6px 10px;font-weight:bold}
 #conn{font-size:12px;padding:2px 8px;border-radius:8px;background:#ddd}#conn.on{background:#c9f0cf}
 table.data{border-collapse:collapse;font-size:12px;margin:6px 0}
-table.data th,table.data td{border:1px solid #ddd;padding:3px 6px;text-align:left;max-width:360px;overflow-wrap:anywhere}
+table.data th,table.data td{border:1px solid #ddd;padding:3px 6px;text-align:left;max-width:360px;overflow-wrap:break-word}
 table.data td.num{text-align:right}table.data th{background:#f4f4f4}
 .scroll{max-height:420px;overflow:auto}.grid2{display:flex;flex-wrap:wrap;gap:24px}
 svg{background:#fff;display:block}.frame{fill:none;stroke:#999}.tick{font-size:10px;fill:#555}
@@ -356,7 +357,8 @@ function table(id,cols,heads,data,numeric,rowClass){
  var tb=el('table','data');var hr=el('tr');heads.forEach(function(h){hr.appendChild(el('th',null,h));});
  var th=el('thead');th.appendChild(hr);tb.appendChild(th);var body=el('tbody');
  data.forEach(function(d){var tr=el('tr',rowClass?rowClass(d):null);cols.forEach(function(c){
-  var v=(typeof c==='function')?c(d):d[c];var td=el('td',numeric.indexOf(c)>=0?'num':null,v);tr.appendChild(td);});
+  var v=(typeof c==='function')?c(d):d[c];var td=el('td',numeric.indexOf(c)>=0?'num':null,v);
+  if(typeof c==='string')td.setAttribute('data-col',c);tr.appendChild(td);});
   body.appendChild(tr);});tb.appendChild(body);box.appendChild(tb);
 }
 var ROWCOLS=JSON.parse(document.getElementById('rowcols').textContent);
@@ -379,7 +381,7 @@ function render(){
  prune(S.gpus,S.now,S.window_s);prune(S.cpu,S.now,S.window_s);
  $('sim').style.display=S.simulated?'block':'none';
  plot('power',S.gpus,'W');plot('cpu',S.cpu,'%',100);
- table('inflight',['model','task','elapsed_s','first_token_s'],[W.col_model,W.col_task,W.elapsed_s,W.first_token_at],S.in_flight,['elapsed_s','first_token_s']);
+ table('inflight',['model','task','elapsed_s','first_token_s','tokens_so_far'],[W.col_model,W.col_task,W.elapsed_s,W.first_token_at,W.tokens_so_far],S.in_flight,['elapsed_s','first_token_s','tokens_so_far']);
  table('totals',['model','requests','tokens','gpu_energy_j','j_per_token','total_energy_j'],
   [W.col_model,W.requests,W.tokens,W.col_gpu_energy_j,W.col_j_per_token,W.col_total_energy_j],S.totals,['requests','tokens','gpu_energy_j','j_per_token','total_energy_j']);
  var b=S.batch||{},p=$('progress');clear(p);

@@ -13,6 +13,7 @@ reports' ``fmt_num`` so the page reads like report.html.
 """
 from __future__ import annotations
 
+import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,9 @@ ROW_COLUMNS = ("model", "task", "status", "gpu_energy_j", "j_per_token", "first_
                "output_tokens", "total_energy_j", "quality_score", "quality_basis", "gpu_simulated")
 SILENT_S = 3.0  # a batch running with no telemetry for this long is a problem shown on the page
 MAX_TEXT = 300  # characters of an error, a name or an answer shown (the full texts are in the batch's files)
+
+
+_BREAKS_RE = re.compile(r"[\t\n\r]+")  # line breaks and tabs in an answer excerpt
 
 
 def text(v: Any) -> str:
@@ -109,7 +113,8 @@ class LiveState:
                 del self.in_flight[rid]
         elif topic == M.REQ_START and p.get("rid") is not None and not p.get("warmup"):
             self.in_flight[str(p["rid"])] = {"rid": text(p["rid"]), "model": text(p.get("model")),
-                                             "task": text(p.get("task")), "start_wall_s": wall_s, "first_s": None}
+                                             "task": text(p.get("task")), "start_wall_s": wall_s, "first_s": None,
+                                             "tokens": None, "basis": None}
             while len(self.in_flight) > self.max_in_flight:
                 self.in_flight.popitem(last=False)
             self.batch["started"] = self.batch.get("started", 0) + 1
@@ -117,10 +122,16 @@ class LiveState:
             r = self.in_flight.get(str(p.get("rid")))
             if r is not None and p.get("kind") == "content":
                 r["first_s"] = max(0.0, wall_s - r["start_wall_s"])
+        elif topic == M.REQ_PROGRESS:  # throttled by its senders (≤ 2/s per request): live view only
+            r = self.in_flight.get(str(p.get("rid")))
+            n = p.get("tokens_so_far")
+            if r is not None and isinstance(n, int) and not isinstance(n, bool):
+                r["tokens"], r["basis"] = n, text(p.get("tokens_basis") or "")
         elif topic == M.REQ_END:
             r = self.in_flight.pop(str(p.get("rid")), None)
             if r is not None:
-                self._answers[str(p["rid"])] = text(p.get("text") or "")
+                # a one-line excerpt: line breaks read as spaces, not as "\n" escapes
+                self._answers[str(p["rid"])] = text(_BREAKS_RE.sub(" ", str(p.get("text") or "")))
                 while len(self._answers) > self.max_in_flight:
                     self._answers.popitem(last=False)
                 key = "ok" if p.get("ok") else "failed"
@@ -222,7 +233,8 @@ class LiveState:
     def _in_flight(self, now_wall_s: float) -> list[dict[str, Any]]:
         return [{"rid": r["rid"], "model": r["model"], "task": r["task"],
                  "elapsed_s": fmt_num(max(0.0, now_wall_s - r["start_wall_s"])),
-                 "first_token_s": fmt_num(r["first_s"])} for r in list(self.in_flight.values())[-100:]]
+                 "first_token_s": fmt_num(r["first_s"]), "tokens_so_far": fmt_num(r["tokens"]),
+                 "tokens_basis": r["basis"] or ""} for r in list(self.in_flight.values())[-100:]]
 
     def _problems(self, now_wall_s: float) -> list[str]:
         out = list(self.problems)

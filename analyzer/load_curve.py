@@ -7,9 +7,13 @@ that whole window's (idle gaps between requests included, so J/token is what ser
 load costs), and beside it the per-request split summed (idle gaps excluded).
 
 Intervals: latency figures get the 95 % t-interval of their mean over the level's requests.
-output_tokens_per_s and j_per_token are level totals over one window; their interval carries the
-spread of output lengths (n × the interval of the mean output tokens), not a repeat of the level.
-goodput_share gets a Wilson interval.
+output_tokens_per_s and j_per_token are level totals over one window, so their interval comes from
+how the level's requests differ, per request: the t-interval of the ratio estimator (delta method)
+of output tokens per request-second and of GPU joules (the per-request split) per output token,
+scaled to the level figure. A fixed output length therefore still gets the spread of the requests'
+times and energies, never a zero-width interval from equal lengths alone. It is not a repeat of the
+level (each level ran once: ``ci95_basis`` says so); rerun the sweep for that. Without per-request
+energy, or under 3 requests, the interval is empty. goodput_share gets a Wilson interval.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from analyzer import tables
+from analyzer.i18n import Msg
 from shared.numbers import finite
 
 SLO_COLUMNS = {"ttft": "ttft_ms", "tpot": "tpot_ms", "e2el": "e2el_ms"}
@@ -31,7 +36,7 @@ COLUMNS = ("model", "sweep", "sweep_level", "n", "n_failed", "level_window_s", "
            "output_tokens_per_s", "output_tokens_per_s_ci95_low", "output_tokens_per_s_ci95_high",
            *(f"{m}_{s}" for m in LATENCY for s in ("mean", "median", "p99", "ci95_low", "ci95_high")),
            "gpu_power_avg_w", "gpu_energy_j", "gpu_energy_uncertainty_j", "cpu_energy_j",
-           "j_per_token", "j_per_token_ci95_low", "j_per_token_ci95_high", "j_per_token_gpu_cpu",
+           "j_per_token", "j_per_token_ci95_low", "j_per_token_ci95_high", "ci95_basis", "j_per_token_gpu_cpu",
            "gpu_energy_split_j", "j_per_token_split", "idle_gap_j",
            "slo", "goodput_n", "goodput_share", "goodput_share_ci95_low", "goodput_share_ci95_high", "goodput_rps",
            "j_per_good_request", "slo_met", "queueing", "gpu_sm_clock_avg_mhz", "gpu_power_limit_w", "gpu_driver",
@@ -42,6 +47,7 @@ PAGE_COLUMNS = ("model", "sweep", "sweep_level", "n", "request_throughput_rps", 
                 "tpot_ms_median", "e2el_ms_p99", "gpu_power_avg_w", "j_per_token", "j_per_token_split",
                 "goodput_share", "goodput_rps", "j_per_good_request", "queueing")
 ENERGY_WINDOW_NOTE = "level window: first start to last end, idle gaps included"
+CI_BASIS = "per-request spread (n={n}), level ran once"
 
 
 def slo_text(slo: dict[str, float] | None) -> str | None:
@@ -135,6 +141,27 @@ def _at(arr, i: int) -> float | None:
     return None if arr is None else finite(float(arr[i]))
 
 
+def ratio_interval(x: list[float], y: list[float]) -> tuple[float, float] | None:
+    """95 % t-interval of sum(x) / sum(y) over paired per-request values (the ratio estimator's
+    delta-method standard error); None under tables.MIN_N_FOR_CI pairs or without a positive sum(y)."""
+    n = len(x)
+    if n < tables.MIN_N_FOR_CI or n != len(y):
+        return None
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    my = float(ys.mean())
+    if not my > 0:
+        return None
+    r = float(xs.mean()) / my
+    se = float(np.std(xs - r * ys, ddof=1)) / (my * math.sqrt(n))
+    half = tables.t95(n - 1) * se
+    return max(0.0, r - half), r + half
+
+
+def _scaled(value: float, ratio: float, iv: tuple[float, float]) -> tuple[float, float]:
+    """The ratio's interval moved onto the level figure (same relative width)."""
+    return value * iv[0] / ratio, value * iv[1] / ratio
+
+
 def _stat(vals: list[float], metric: str) -> dict[str, Any]:
     d = tables.describe(vals, *tables.metric_range(metric))
     p = tables.percentiles_of(vals, (99.0,))
@@ -163,10 +190,15 @@ def _level_row(key, members, spans, a_s, b_s, gpu_j, gpu_unc_j, cpu_j, slo, simu
     row["output_tokens"] = total_tokens if tokens else None
     if tokens:
         row["output_tokens_per_s"] = total_tokens / win
-        d = tables.describe(tokens, 0.0, None)
-        if d["ci95_low"] is not None:
-            row["output_tokens_per_s_ci95_low"] = len(tokens) * d["ci95_low"] / win
-            row["output_tokens_per_s_ci95_high"] = len(tokens) * d["ci95_high"] / win
+        # per request: output tokens against its own time (tokens per request-second)
+        paired = [(t, spans[r["rid"]][1] - spans[r["rid"]][0]) for r in ok
+                  if (t := finite(r.get("output_tokens"))) is not None]
+        iv = ratio_interval([t for t, _ in paired], [d for _, d in paired])
+        if iv is not None and len(paired) == len(ok):
+            rate = math.fsum(t for t, _ in paired) / math.fsum(d for _, d in paired)
+            row["output_tokens_per_s_ci95_low"], row["output_tokens_per_s_ci95_high"] = _scaled(
+                row["output_tokens_per_s"], rate, iv)
+            row["ci95_basis"] = CI_BASIS.format(n=len(paired))
     for metric in LATENCY:
         vals = [v for v in (finite(r.get(metric)) for r in ok) if v is not None]
         if vals:
@@ -177,14 +209,19 @@ def _level_row(key, members, spans, a_s, b_s, gpu_j, gpu_unc_j, cpu_j, slo, simu
     row["gpu_energy_j"], row["gpu_energy_uncertainty_j"], row["cpu_energy_j"] = gpu_j, gpu_unc_j, cpu_j
     if gpu_j is not None:
         row["gpu_power_avg_w"] = gpu_j / win
+    split = [v for v in (finite(r.get("gpu_energy_j")) for r in ok) if v is not None]
     if gpu_j is not None and total_tokens > 0:
         row["j_per_token"] = gpu_j / total_tokens
-        if row.get("output_tokens_per_s_ci95_low"):
-            row["j_per_token_ci95_low"] = gpu_j / (row["output_tokens_per_s_ci95_high"] * win)
-            row["j_per_token_ci95_high"] = gpu_j / (row["output_tokens_per_s_ci95_low"] * win)
+        # per request: its GPU joules (the split) against its output tokens
+        both = [(e, t) for r in ok if (e := finite(r.get("gpu_energy_j"))) is not None
+                and (t := finite(r.get("output_tokens"))) is not None]
+        iv = ratio_interval([e for e, _ in both], [t for _, t in both]) if len(both) == len(ok) else None
+        ratio = math.fsum(e for e, _ in both) / total_tokens if both else 0.0
+        if iv is not None and ratio > 0:
+            row["j_per_token_ci95_low"], row["j_per_token_ci95_high"] = _scaled(row["j_per_token"], ratio, iv)
+            row["ci95_basis"] = CI_BASIS.format(n=len(both))
         if cpu_j is not None:
             row["j_per_token_gpu_cpu"] = (gpu_j + cpu_j) / total_tokens
-    split = [v for v in (finite(r.get("gpu_energy_j")) for r in ok) if v is not None]
     if split and len(split) == len(ok):
         row["gpu_energy_split_j"] = math.fsum(split)
         if total_tokens > 0:
@@ -199,6 +236,11 @@ def _level_row(key, members, spans, a_s, b_s, gpu_j, gpu_unc_j, cpu_j, slo, simu
                    j_per_good_request=gpu_j / good if (gpu_j is not None and good) else None,
                    slo_met=good == len(members))
     return row
+
+
+def _kind(sweep) -> Msg | str:
+    """The sweep's kind as the report's reader says it (through the catalogue)."""
+    return Msg(f"sweep_{sweep}") if sweep in ("concurrency", "rate") else str(sweep)
 
 
 def _queueing(rows: list[dict[str, Any]]) -> list[str]:
@@ -219,10 +261,8 @@ def _queueing(rows: list[dict[str, Any]]) -> list[str]:
                 continue
             r["queueing"] = t > QUEUE_FACTOR * base and t > base + QUEUE_MIN_MS
             if r["queueing"]:
-                problems.append(
-                    f"QUEUEING: {model} at {r.get('sweep')} {r['sweep_level']:g}: median TTFT {t:.0f} ms against "
-                    f"{base:.0f} ms at {lv[0]['sweep_level']:g}: requests wait for a free slot in the server (its "
-                    "parallelism is below this level; Ollama serves OLLAMA_NUM_PARALLEL at once), so TTFT and "
-                    "goodput at this level measure the queue")
+                problems.append(Msg("p_queueing", model=model, sweep=_kind(r.get("sweep")),
+                                    level=f"{r['sweep_level']:g}", ttft=f"{t:.0f}", base=f"{base:.0f}",
+                                    base_level=f"{lv[0]['sweep_level']:g}"))
         lv[0]["queueing"] = False
     return problems

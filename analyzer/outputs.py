@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from analyzer import report, report_html, tables
+from analyzer import i18n, report, report_html, tables
 from analyzer.pipeline import Analysis
 from shared.batch import BatchDir
 from shared.logs import get_logger
@@ -158,7 +158,8 @@ def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
 
 def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool = False,
               lang: str = "en") -> list[Path]:
-    """Every output file; returns their paths. ``lang`` ('en' or 'zh') is the reports' language.
+    """Every output file; returns their paths. ``lang``: 'en' (report.md/.html), 'zh' (report.zh.md/.html)
+    or 'both'.
     A file another program holds open does not stop the others: :class:`OutputsLocked` at the end."""
     locked: list[tuple[Path, Path]] = []
     token = _LOCKED.set(locked)
@@ -217,8 +218,9 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
                     written.append(p)
         plot_files = [f"../plots/{p.name}" for p in written if p.suffix == ".png"]
     # report.html does not need matplotlib: its plots are SVG drawn from the analysis itself
-    written.append(write_text(bd.summary / "report.html", report_html.render_html(a, lang)))
-    written.append(write_text(bd.summary / "report.md", report.render(a, plot_files, lang=lang)))
+    for one in i18n.langs_of(lang):
+        written.append(write_text(bd.summary / i18n.suffixed("report.html", one), report_html.render_html(a, one)))
+        written.append(write_text(bd.summary / i18n.suffixed("report.md", one), report.render(a, plot_files, lang=one)))
     log.info("outputs_written", batch=str(bd.root), files=len(written), results=len(a.results),
              simulated=a.simulated)
     return written

@@ -16,6 +16,7 @@ from analyzer import hosts
 from analyzer import energy as E
 from analyzer import load_curve as LC
 from analyzer import tables
+from analyzer.i18n import Msg
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
 from analyzer.stream import BatchData, Request, Series
 from analyzer.throughput import cold_start, iso_utc, throughput, timing, token_latency
@@ -24,7 +25,7 @@ from shared import messages as M
 from shared.batch import resume_command
 from shared.logs import get_logger
 from shared.numbers import finite
-from shared.tasks import PROXY_TASK, unknown_task_notes
+from shared.tasks import PROXY_TASK, SUITE_TASK, TASKS, closest_task, unknown_tasks
 
 log = get_logger("analyzer.pipeline")
 
@@ -38,6 +39,7 @@ PER_GPU = COLS.PER_GPU
 @dataclass
 class Options:
     cpu_tdp_w: float = E.DEFAULT_CPU_TDP_W
+    cpu_tdp_w_explicit: bool = True     # False: the batch's recorded cpu_tdp_w (collector settings) wins
     idle_baseline: bool = False
     quality: bool = True
     quality_options: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +73,7 @@ class Analysis:
     suites: list[dict[str, Any]] = field(default_factory=list)  # per model × suite (tables.suite_board)
     load_curve: list[dict[str, Any]] = field(default_factory=list)  # summary/load_curve.csv (analyzer.load_curve)
     slo: dict[str, float] | None = None
+    notes: list[str] = field(default_factory=list)  # what the analysis did (not problems), shown apart
 
 
 def _sum_available(values: list) -> float | None:
@@ -119,20 +122,53 @@ def _clean(v):
     return v
 
 
+def batch_setting(batch: BatchData, key: str) -> dict[str, Any] | None:
+    """One setting as the collector recorded it in batch.start's config ({"value", "source", ...})."""
+    config = batch.batch_start.config if batch.batch_start else None
+    entry = ((config or {}).get("settings") or {}).get(key) if isinstance(config, dict) else None
+    return entry if isinstance(entry, dict) else None
+
+
+def _cpu_tdp(batch: BatchData, opts: Options) -> tuple[Options, list[str]]:
+    """The CPU TDP the approximation uses: --cpu-tdp-w, else the batch's recorded CPU_TDP_W, else env/65."""
+    recorded = batch_setting(batch, "cpu_tdp_w")
+    value = finite((recorded or {}).get("value"), text=False)
+    if opts.cpu_tdp_w_explicit or value is None or value <= 0:
+        return opts, []
+    how = str(recorded.get("source") or "?") + (f":{recorded['line']}" if recorded.get("line") else "")
+    opts = dataclasses.replace(opts, cpu_tdp_w=float(value))
+    return opts, [Msg("n_cpu_tdp", w=f"{value:g}", source=Msg("src_batch", how=how))]
+
+
+def fallback_problems(batch: BatchData) -> list[str]:
+    """The collector's --use-default-on-error replaced a bad file: the batch measured other cases or
+    settings than the person wrote, which the report must say first."""
+    config = batch.batch_start.config if batch.batch_start else None
+    files = (((config or {}).get("fallback") or {}).get("files") or {}) if isinstance(config, dict) else {}
+    out = []
+    for path, why in files.items() if isinstance(files, dict) else ():
+        reason, _, instead = str(why).rpartition(" -> ")
+        out.append(Msg("p_fallback", file=str(path), why=reason or str(why),
+                       instead=Msg("fb_builtin" if str(path).endswith(".json") else "fb_defaults")))
+    return out
+
+
 def analyze(batch: BatchData, opts: Options | None = None, recording_problem: str | None = None) -> Analysis:
     opts = opts or Options()
-    problems = [f"recording: {recording_problem}"] if recording_problem else []
+    opts, notes = _cpu_tdp(batch, opts)
+    problems = [Msg("p_recording", what=recording_problem)] if recording_problem else []
     # several GPU hosts on the bus: count the server's GPUs; the samples of every GPU are still written
     all_gpus = batch.gpus
     counted, gpu_notes = hosts.select(batch.gpus, opts.server_gpus, batch.batch_start)
     batch = dataclasses.replace(batch, gpus=counted)
-    problems.extend(gpu_notes)
+    for line in gpu_notes:  # which GPUs count is a note; a spec that matched nothing is a problem
+        (notes if getattr(line, "key", "").startswith("n_") else problems).append(line)
     origin = batch.origin_ns
     reqs = batch.requests
     done = [r for r in reqs if r.end is not None and r.end.t >= r.start.t]
     for r in reqs:
         if r.end is not None and r.end.t < r.start.t:
-            problems.append(f"request {r.rid}: req.end is stamped before req.start; treated as incomplete")
+            problems.append(Msg("p_end_before_start", rid=r.rid))
     win = E.Window(np.array([(r.start.t - origin) / 1e9 for r in done]),
                    np.array([(r.end.t - origin) / 1e9 for r in done]))
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
@@ -142,7 +178,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                                     mid)
                for g in batch.gpus}
     if opts.idle_baseline and batch.gpus and any(not np.isfinite(c["idle_w"]).any() for c in per_gpu.values()):
-        problems.append("idle baseline: no GPU power samples before the first request; net energy left empty")
+        problems.append(Msg("p_no_idle_samples"))
     host = E.host_columns(batch.host, batch.procs, batch.rapl, origin, batch.src_seqs, win, opts.cpu_tdp_w)
     simulated = any(g.simulated for g in batch.gpus)
     idx = {r.rid: i for i, r in enumerate(done)}
@@ -174,8 +210,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     elif not opts.quality:
         if opts.log_skipped_quality:
             log.info("quality_skipped", reason="--no-quality")
-        problems.append("quality step skipped (--no-quality): no quality scores, so no 效质比; rerun "
-                        "python -m analyzer --batch DIR without --no-quality")
+        notes.append(Msg("n_no_quality"))
+    if opts.quality and opts.quality_options.get("enable_bart") is False:
+        notes.append(Msg("n_no_bart"))
     for row in rows:
         for c in MAIN_COLUMNS:
             row.setdefault(c, None)
@@ -210,9 +247,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             row["gpu_power_limit_w"] = _power_limits(batch, float(a_s), float(b_s))
             row["gpu_driver"] = _joined(g.meta.get("driver") for g in batch.gpus)
         if curve and curve[0].get("gpu_energy_j") is not None:
-            curve_problems.append("load_curve.csv: each level's energy is its whole window's (first start to last "
-                                  "end, idle gaps between requests included); gpu_energy_split_j beside it sums the "
-                                  "per-request split (gaps excluded)")
+            notes.append(Msg("n_level_window"))  # how the figures were made: a note, not a problem
     extra = sorted({k for row in rows for k in row} - set(MAIN_COLUMNS))
     columns = list(MAIN_COLUMNS) + extra
     for row in rows:
@@ -220,39 +255,41 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             row.setdefault(c, None)
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
     warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
-    problems[:0] = batch_problems(batch, results, opts.batch_dir)
-    problems.extend([m.describe() for m in batch.clock.values()] + batch.clock_notes)
+    problems[:0] = fallback_problems(batch) + batch_problems(batch, results, opts.batch_dir)
+    notes.extend(m.describe() for m in batch.clock.values())
+    problems.extend(batch.clock_notes)
+    outliers = mark_outliers(results)
+    if outliers:
+        problems.append(Msg("p_outliers", n=len(outliers), k=f"{OUTLIER_FACTOR:g}",
+                            which=", ".join(f"{r['rid']} ({r['latency_vs_twins']:.0f}×)" for r in outliers[:10])
+                            + (" …" if len(outliers) > 10 else "")))
     short = [row["rid"] for row in results if row.get("clock_short_window")]
     if short:
-        problems.append(f"{len(short)} request window(s) are shorter than {CLOCK.SHORT_WINDOW_FACTOR:g} × the clock "
-                        "mapping's uncertainty (clock_short_window): their energy edges are doubtful: "
-                        + ", ".join(short[:10]))
+        problems.append(Msg("p_clock_short", n=len(short), k=f"{CLOCK.SHORT_WINDOW_FACTOR:g}",
+                            which=", ".join(short[:10])))
     unseen = [row["rid"] for row in results if row.get("cpu_server_basis") == "server_not_seen"]
     if unseen:
-        problems.append(f"{len(unseen)} request(s) have no server CPU figures (cpu_server_basis = server_not_seen): "
-                        "their window opened before the telemetry daemon found the LLM server's process, or "
-                        "closed after it last saw it: " + ", ".join(unseen[:10]))
+        problems.append(Msg("p_server_not_seen", n=len(unseen), which=", ".join(unseen[:10])))
     if not (batch.batch_start and batch.batch_start.backend == "proxy"):  # the proxy's tasks are the user's labels
-        problems.extend(unknown_task_notes(sorted({str(row["task"]) for row in results if row.get("task")})))
+        for name in unknown_tasks(sorted({str(row["task"]) for row in results if row.get("task")})):
+            close = closest_task(name)
+            problems.append(Msg("p_unknown_task", task=repr(name), known=", ".join(TASKS), suite=SUITE_TASK,
+                                proxy=PROXY_TASK, hint=Msg("p_did_you_mean", name=repr(close)) if close else ""))
     skipped = [row for row in results if row.get("code_tests_skipped")]
     if skipped:  # once per batch, not per row: the reason is the machine's, not the request's
         on_suite = sum(1 for row in skipped if row.get("suite"))
-        problems.append(f"code tests skipped for {len(skipped)} request(s), their quality_score counts the static "
-                        "checks only" + (f" ({on_suite} HumanEval item(s) have no score at all)" if on_suite else "")
-                        + f": {skipped[0]['code_tests_skipped']}")
+        problems.append(Msg("p_code_tests_skipped", n=len(skipped), why=skipped[0]["code_tests_skipped"],
+                            suite=Msg("p_suite_no_score", n=on_suite) if on_suite else ""))
     unsafe = sum(1 for row in results if row.get("code_tests_sandbox") == UNSAFE_SANDBOX)
     if unsafe:
-        problems.append(f"code tests of {unsafe} request(s) ran WITHOUT a sandbox (unsafe opt-in): model-written "
-                        "code could read your files and use the network")
+        problems.append(Msg("p_unsafe_code_tests", n=unsafe))
     busy = [row["rid"] for row in results if (finite(row.get("host_cpu_other_pct")) or 0.0) > E.CONTENTION_OTHER_PCT]
     if busy:
-        problems.append(f"CPU contention: in {len(busy)} request(s) other processes used more than "
-                        f"{E.CONTENTION_OTHER_PCT:g} % of the CPU (host_cpu_other_pct); their cpu_energy_j_approx and "
-                        "timings include that load, cpu_energy_j_server does not: " + ", ".join(busy[:10]))
+        problems.append(Msg("p_cpu_contention", n=len(busy), pct=f"{E.CONTENTION_OTHER_PCT:g}",
+                            which=", ".join(busy[:10])))
     incomplete = [row["rid"] for row in rows if row["status"] == "incomplete"]
     if incomplete:
-        problems.append(f"{len(incomplete)} request(s) started but never ended (listed as incomplete): "
-                        + ", ".join(incomplete[:10]))
+        problems.append(Msg("p_incomplete_requests", n=len(incomplete), which=", ".join(incomplete[:10])))
     by_rid = {r.rid: (r, row) for r, row in zip(reqs, rows)}
     seconds = {id(g): (g.t_ns - origin) / 1e9 for g in batch.gpus + ([batch.host] if batch.host else [])}
 
@@ -283,7 +320,36 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                     tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
                     str(batch_id) if batch_id is not None else None, batch.batch_end, opts.quality,
-                    tables.stats_columns(pct, leveled), tables.suite_board(stats), curve, slo)
+                    tables.stats_columns(pct, leveled), tables.suite_board(stats), curve, slo, notes=notes)
+
+
+OUTLIER_FACTOR = 3.0  # latency above this many times the lower median of the case's other runs
+
+
+def mark_outliers(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-request latency outliers, against the same model's other successful runs of the same case:
+    ``latency_vs_twins`` = latency_s / the lower median of the others' (the lower median, so that two
+    slow runs out of three still stand out against the fast one), ``latency_outlier`` when above
+    OUTLIER_FACTOR. Rows without another run get neither. Returns the outliers."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in results:
+        lat = finite(r.get("latency_s"), text=False)
+        if r.get("status") == "ok" and lat is not None and lat > 0:
+            # a sweep's levels are different loads: a run is compared with its own level's twins only
+            key = (r.get("model"), r.get("case"), r.get("task"), r.get("load"), r.get("sweep_level"))
+            groups.setdefault(key, []).append(r)
+    out = []
+    for rows in groups.values():
+        if len(rows) < 2:
+            continue
+        for r in rows:
+            others = sorted(x["latency_s"] for x in rows if x is not r)
+            base = others[(len(others) - 1) // 2]
+            r["latency_vs_twins"] = r["latency_s"] / base
+            r["latency_outlier"] = r["latency_vs_twins"] > OUTLIER_FACTOR
+            if r["latency_outlier"]:
+                out.append(r)
+    return out
 
 
 def _load_info(batch: BatchData, opts: Options) -> tuple[bool, dict[str, float] | None]:
@@ -461,21 +527,20 @@ def batch_problems(batch: BatchData, results: list[dict], batch_dir: Path | None
     out = []
     planned = batch.batch_start.planned if batch.batch_start else None
     ok = sum(1 for r in results if r["status"] == "ok")
-    have = f"{ok} of {planned} planned request(s) have a successful result" if planned else f"{ok} request(s) ok"
+    have = Msg("p_have_planned", ok=ok, planned=planned) if planned else Msg("p_have_ok", ok=ok)
+    resume = ""
+    if batch.batch_start is not None:
+        resume = Msg("p_resume_hint", command=resume_command(batch_dir or "BATCH_DIR"))
     if batch.batch_start is not None and batch.batch_end is None:
-        out.append(f"PARTIAL: the recording ends without batch.end (the collector was killed?); {have}")
+        out.append(Msg("p_partial_cut", have=have, resume=resume))
     elif batch.batch_end is not None and batch.batch_end.interrupted:
-        out.append(f"PARTIAL: the batch was interrupted; {have}")
+        out.append(Msg("p_partial_interrupted", have=have, resume=resume))
     elif planned and ok < planned:
-        out.append(f"INCOMPLETE: {have} (failed ones are in results.csv with status failed; skipped ones never "
-                   "ran, batch.end counts them)")
-    if out and batch.batch_start is not None:
-        out[-1] += f"; `{resume_command(batch_dir or 'BATCH_DIR')}` runs what is missing"
+        out.append(Msg("p_incomplete", have=have, resume=resume))
     wrong = sorted({(r["model"], r["served_model"]) for r in results
                     if r.get("served_model") and r["model"] and r["served_model"] != r["model"]})
     for asked, got in wrong:
-        out.append(f"MODEL MISMATCH: requests for {asked} were answered by a server that reports {got} "
-                   "(column served_model)")
+        out.append(Msg("p_model_mismatch", asked=asked, got=got))
     return out
 
 

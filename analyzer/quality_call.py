@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from analyzer import columns as COLS
+from analyzer.i18n import Msg
 from shared.logs import get_logger
 from shared.tasks import canonical_task
 
@@ -71,7 +72,7 @@ def run_quality(inputs: list[dict[str, Any]], options: dict[str, Any] | None = N
             raise TypeError(f"assess returned {type(result).__name__}, expected dict[rid, dict]")
         return {str(k): dict(v) for k, v in result.items() if isinstance(v, dict)}, None
     except Exception as exc:  # the quality step must never sink the efficiency analysis
-        problem = f"quality step failed ({type(exc).__name__}: {exc}); quality columns left empty"
+        problem = Msg("p_quality_failed", error=f"{type(exc).__name__}: {exc}")
         log.warning("quality_failed", error=str(exc), kind=type(exc).__name__,
                     fix="check analyzer.quality is installed (pip install -e '.[quality]'), or pass --no-quality")
         return {}, problem

@@ -10,7 +10,8 @@ from collections import Counter
 from typing import Any
 
 from analyzer import columns as COLS
-from analyzer.i18n import label, t
+from analyzer.i18n import cell_value, label, suffixed, t
+from analyzer.i18n import render as in_lang
 from analyzer.tables import SUITE_BOARD_COLUMNS
 from shared.escape import md_inline
 from shared.numbers import finite
@@ -59,7 +60,7 @@ def md_table(columns, rows: list[dict[str, Any]], lang: str = "en") -> str:
     if not rows:
         return t("none", lang) + "\n"
     lines = ["| " + " | ".join(label(c, lang) for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_md_cell(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_md_cell(cell_value(c, r.get(c), lang)) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -76,9 +77,12 @@ def problem_list(a, lang: str = "en") -> list[str]:
     """Why a figure is missing or doubtful, one plain-text line each (the caller escapes for HTML)."""
     out: list[str] = []
     ok = [r for r in a.results if r.get("status") == "ok"]
+    out += [in_lang(p, lang) for p in a.problems if getattr(p, "key", None) == "p_fallback"]  # first: what ran
     fallback = [r for r in ok if r.get("quality_basis") == "chrf" and r.get("bartscore_error")]
     if fallback:
-        out.append(t("p_bart_fallback", lang, n=len(fallback), why=fallback[0]["bartscore_error"]))
+        checkpoints = ", ".join(sorted({str(r.get("bartscore_model")) for r in fallback if r.get("bartscore_model")}))
+        out.append(t("p_bart_unavailable", lang, n=len(fallback), why=fallback[0]["bartscore_error"],
+                     checkpoints=checkpoints or "?"))
     missing_q = [r for r in ok if finite(r.get("quality_score"), text=False) is None and a.quality_ran
                  and r.get("task") in ("qa", "summary", "code", "creative")]
     for why, n in Counter(_why_no_quality(r, lang) for r in missing_q).most_common():
@@ -102,8 +106,13 @@ def problem_list(a, lang: str = "en") -> list[str]:
     cached = [r for r in a.results if (finite(r.get("prompt_cached_tokens"), text=False) or 0) > 0]
     if cached:
         out.append(t("p_cache", lang, n=len(cached), tokens=int(sum(r["prompt_cached_tokens"] for r in cached))))
-    out += [f"{t('p_pipeline', lang)}: {p}" for p in a.problems]
+    out += [in_lang(p, lang) for p in a.problems if getattr(p, "key", None) != "p_fallback"]
     return out
+
+
+def note_list(a, lang: str = "en") -> list[str]:
+    """What the analysis did (clock mapping, skipped steps), in ``lang``: shown apart from Problems."""
+    return [in_lang(n, lang) for n in getattr(a, "notes", [])]
 
 
 def report_stats(a) -> list[dict[str, Any]]:
@@ -115,7 +124,7 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
     a = analysis
     parts = [f"# {t('title', lang)} — {md_inline(title or a.batch_id or 'batch')}\n",
              f"**{t('ratio_name', lang)}.** " + t("ratio_def", lang).replace("<b>", "**").replace("</b>", "**")
-             + "\n\n" + t("basis_def", lang) + "\n\n" + t("html_note", lang) + "\n"]
+             + "\n\n" + t("basis_def", lang) + "\n\n" + t("html_note", lang, file=suffixed("report.html", lang)) + "\n"]
     if a.simulated:
         parts.append((SIM_BANNER if lang == "en" else f"> **⚠ {t('sim_banner', lang)}**") + "\n")
     elif not a.timelines:
@@ -126,6 +135,9 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
     probs = problem_list(a, lang)
     parts.append(f"## {t('problems', lang)}\n\n" + ("\n".join(f"- {md_inline(p)}" for p in probs) if probs
                                                      else t("no_problems", lang)) + "\n")
+    notes = note_list(a, lang)
+    if notes:
+        parts.append(f"## {t('notes', lang)}\n\n" + "\n".join(f"- {md_inline(n)}" for n in notes) + "\n")
     low = [r for r in a.results if isinstance(r.get("gpu_coverage"), float) and r["gpu_coverage"] < 0.99]
     if low:
         parts.append(f"## {t('low_coverage', lang)}\n\n"
@@ -133,7 +145,8 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
     if getattr(a, "suites", None):
         parts.append(f"## {t('suites', lang)}\n\n{t('suite_protocol', lang)}\n\n"
                      + md_table(SUITE_BOARD_COLUMNS, a.suites, lang))
-    parts.append(f"## {t('pareto', lang)}\n\n" + md_table(PARETO_COLUMNS, a.pareto, lang))
+    if a.pareto or any(not r.get("suite") for r in a.results):  # suite-only: the suites' section is all there is
+        parts.append(f"## {t('pareto', lang)}\n\n" + md_table(PARETO_COLUMNS, a.pareto, lang))
     if getattr(a, "load_curve", None):
         from analyzer import load_curve
         slo = load_curve.slo_text(getattr(a, "slo", None)) or t("no_slo", lang)

@@ -12,9 +12,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from analyzer.i18n import label, t
+from analyzer.i18n import cell_value, label, t
+from analyzer.report import (PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, note_list, problem_list,
+                             report_stats)
 from analyzer.tables import SUITE_BOARD_COLUMNS
-from analyzer.report import PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, problem_list, report_stats
 from shared.escape import html_text
 from shared.numbers import finite
 
@@ -184,7 +185,7 @@ def html_table(table_id: str, columns: Iterable[str], rows: list[dict[str, Any]]
             v = r.get(c)
             n = finite(v, text=False)
             attr = f' data-v="{n!r}"' if n is not None else ""
-            cells.append(f"<td{attr}>{esc(fmt_num(v))}</td>")
+            cells.append(f"<td{attr}>{esc(fmt_num(cell_value(c, v, lang)))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<table class="data sortable" id="{esc(table_id)}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
@@ -330,9 +331,15 @@ def render_html(a, lang: str = "en", title: str | None = None) -> str:
     body.append(f'<h2 id="problems">{esc(t("problems", lang))}</h2>')
     body.append('<ul class="problems">' + "".join(f"<li>{esc(p)}</li>" for p in probs) + "</ul>" if probs
                 else f"<p>{esc(t('no_problems', lang))}</p>")
+    notes = note_list(a, lang)
+    if notes:
+        body.append(f'<h2 id="notes">{esc(t("notes", lang))}</h2><ul class="notes">'
+                    + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
     body.extend(_suite_sections(a, colors, lang))
-    body.append(f"<h2>{esc(t('per_task', lang))}</h2><p class='caption'>{esc(t('scatter_caption', lang))}</p>")
-    for i, (task, basis) in enumerate(_groups(a)):
+    task_groups = _groups(a)
+    if task_groups:  # a suite-only batch has nothing here: its suites have their own section above
+        body.append(f"<h2>{esc(t('per_task', lang))}</h2><p class='caption'>{esc(t('scatter_caption', lang))}</p>")
+    for i, (task, basis) in enumerate(task_groups):
         head = f"{t('task', lang)}: {task}" + (f" — {t('basis', lang)}: {basis}" if basis else "")
         body.append(f"<h3>{esc(head)}</h3>")
         pts = [{"model": str(r.get("model")), "load": r.get("load"), "run": r.get("run"), "e": r["total_energy_j"],

@@ -8,6 +8,7 @@ import math
 from typing import Any, Iterable
 
 from analyzer import columns as COLS
+from analyzer.i18n import Msg
 from analyzer.suite_stats import suite_figures
 from shared.numbers import finite
 
@@ -303,9 +304,8 @@ def basis_problems(results: list[dict[str, Any]]) -> list[str]:
         if r.get("ok") and finite(r.get("quality_score")) is not None:
             counts = per.setdefault(str(r.get("task")), {})
             counts[_basis(r)] = counts.get(_basis(r), 0) + 1
-    return [f"task {task}: quality_score comes from {len(c)} bases ("
-            + ", ".join(f"{b or 'unknown'}: {n} requests" for b, n in sorted(c.items()))
-            + "); stats and the Pareto front are given per basis, never mixed"
+    return [Msg("p_mixed_bases", task=task, n=len(c),
+                which=", ".join(f"{b or 'unknown'}: {n}" for b, n in sorted(c.items())))
             for task, c in sorted(per.items()) if len(c) > 1]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import calendar
 import shutil
-import signal
 import json
 import socket
 import statistics
@@ -21,6 +20,8 @@ import time
 from pathlib import Path
 
 import aiohttp
+
+from shared.procs import stop_child
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,16 +86,8 @@ def run(quick: bool = False) -> str:
         direct = asyncio.run(_delays(f"http://127.0.0.1:{stub_port}", requests, tokens))
         via = asyncio.run(_delays(f"http://127.0.0.1:{proxy_port}", requests, tokens))
     finally:
-        for p in reversed(procs):  # the proxy first: Ctrl-C, as a user stops it
-            if p.poll() is None and sys.platform != "win32":
-                p.send_signal(signal.SIGINT if p is not procs[0] else signal.SIGTERM)
-            elif p.poll() is None:
-                p.terminate()
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
+        for p in reversed(procs):  # the proxy first: Ctrl-C, as a user stops it; the stub: SIGTERM
+            stop_child(p, 30, own_group=False, terminate=p is procs[0])
         shutil.rmtree(out_dir, ignore_errors=True)
     added = statistics.median(via) - statistics.median(direct)
     return "\n".join([

@@ -15,7 +15,7 @@ from typing import Any
 from collector import failures as F
 from collector.backends import get
 from collector.stream_parse import BAD, DATA, DONE, EOF, ERROR_LINE, StreamProtocolError, ThinkSplitter
-from shared.messages import ClientMetrics
+from shared.messages import PROGRESS_EVERY_NS, ClientMetrics, ReqProgress
 
 # A load_duration at or above this means the model was loaded for this request (cold).
 COLD_LOAD_NS = 100_000_000
@@ -42,8 +42,12 @@ class AttemptState:
     error_kind: str | None = None
     bad_lines: int = 0
     served_model: str | None = None   # the "model" the server names in its chunks
+    text_chunks: int = 0              # chunks that carried answer or thinking text (req.progress)
+    chars: int = 0                    # characters of answer and thinking text so far
+    next_progress_ns: int = 0         # req.progress is due no earlier than this
 
     def __post_init__(self):
+        self.next_progress_ns = self.t0_ns + PROGRESS_EVERY_NS
         self._api = get(self.backend)
         self._parser = self._api.make_parser()
         self._splitter = ThinkSplitter()
@@ -116,6 +120,25 @@ class AttemptState:
         self.done = True
         return []
 
+    def progress_due(self, t_ns: int) -> bool:
+        """True at most once per PROGRESS_EVERY_NS while text streams: one comparison per chunk, so the
+        hot path stays a counter and a time check; the caller then sends :meth:`progress`."""
+        if t_ns < self.next_progress_ns or not self.text_chunks or self.closed or self.done:
+            return False
+        self.next_progress_ns = t_ns + PROGRESS_EVERY_NS
+        return True
+
+    def progress(self, rid: str, attempt: int) -> ReqProgress:
+        """The req.progress body for now: the server's own count where the stream carries one so far
+        (eval_count / completion_tokens), else the chunks that carried text."""
+        server = self.api.get("eval_count", self.api.get("completion_tokens"))
+        if isinstance(server, int) and not isinstance(server, bool):
+            tokens, basis = server, "server"
+        else:
+            tokens, basis = self.text_chunks, "chunks"
+        return ReqProgress(rid=rid, attempt=attempt, chunks_so_far=len(self.chunk_t_ns), tokens_so_far=tokens,
+                           tokens_basis=basis, chars_so_far=self.chars)
+
     def _data(self, obj: Any, t_ns: int, notices: list[tuple[str, int]]) -> None:
         self.chunk_t_ns.append(t_ns)
         if self.first_chunk_ns is None:
@@ -127,6 +150,8 @@ class AttemptState:
             self.error, self.error_kind = delta.error, F.classify_stream_error(delta.error)
             return
         self.api.update(delta.api)
+        if delta.thinking or delta.content:
+            self.text_chunks += 1
         if delta.thinking:
             self._take("", delta.thinking, t_ns, notices)
         if delta.content:
@@ -136,6 +161,7 @@ class AttemptState:
             self.done = True
 
     def _take(self, content: str, thinking: str, t_ns: int, notices: list[tuple[str, int]]) -> None:
+        self.chars += len(thinking) + len(content)
         if thinking:
             self.thinking.append(thinking)
             if self.first_thinking_ns is None:

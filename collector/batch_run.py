@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from collector import failures as F
 from collector.arrivals import Start, late_summary, offsets, run_open_loop
+from collector.attempt import AttemptState
 from collector.backends import Params, get
 from collector.load import Level, level_seed
 from collector.load import levels as load_levels
@@ -29,7 +30,7 @@ from collector.outcome import (EXIT_CONNECTION, EXIT_INTERRUPTED, EXIT_OK, EXIT_
                                closing_line, exit_code, resume_command)
 from collector.plan import (Job, case_models, finished_keys, missing_models, plan_jobs, request_key,
                             warmup_rid)
-from collector.probe import UNKNOWN, ServerKind, backend_problem, classify
+from collector.probe import OLLAMA_V1_NOTE, UNKNOWN, ServerKind, backend_problem, classify, ollama_v1_chosen
 from collector.recorder import Recorder, TelemetryTimeout
 from collector.retry import RetryPolicy
 from collector.runner import RequestResult, run_request
@@ -117,8 +118,11 @@ async def _run_job(session: aiohttp.ClientSession, rec: Recorder, opts: BatchOpt
     def on_first(kind: str, t: int, attempt: int) -> None:
         rec.emit(ReqFirstToken(rid=job.rid, kind=kind, attempt=attempt), t=t)
 
+    def on_progress(att: AttemptState, t: int, attempt: int) -> None:
+        rec.emit(att.progress(job.rid, attempt), t=t)
+
     res = await run_request(session, opts.value("backend"), opts.base_url, job.model, prompt_of(case, params), params,
-                            timeout_s=opts.value("timeout_s"), policy=opts.policy, on_first=on_first,
+                            timeout_s=opts.value("timeout_s"), policy=opts.policy, on_first=on_first, on_progress=on_progress,
                             t0_ns=start["t"], log=log)
     end = ReqEnd(rid=job.rid, ok=res.ok, text=res.text, thinking=res.thinking or None, api=res.api,
                  client=res.client, error=res.error, error_kind=res.error_kind, served_model=res.served_model,
@@ -185,31 +189,57 @@ def _undo_empty_start(opts: BatchOptions, wrote_config: bool) -> None:
             pass
 
 
+ALL_MODELS = "*"  # a dry run that cannot ask the server: "all" stays unresolved
+
+
+def settings_lines(settings: dict[str, dict[str, Any]], cases_source: str | None) -> list[str]:
+    """``key  value  (source)`` per setting, one line each; the task/load/lang filters of the
+    built-in set are shown only when the built-in set runs."""
+    out = []
+    width = max(map(len, settings))
+    for key, entry in settings.items():
+        if key in ("tasks", "loads", "langs") and cases_source not in (None, "builtin"):
+            continue  # a case file's cases carry their own task, load and language
+        value = entry.get("value")
+        shown = "(none)" if value is None else " ".join(map(str, value)) if isinstance(value, list) else str(value)
+        source = entry.get("source", "?") + (f":{entry['line']}" if entry.get("line") else "")
+        out.append(f"  {key:<{width}}  {shown}  ({source})")
+    return out
+
+
 def print_plan(opts: BatchOptions, jobs: list[Job], per_model_warmup: list[str], missing: list[str],
                check_note: str | None) -> None:
-    """--dry-run: the whole plan (or a count and the first lines), warm-ups and missing models."""
+    """--dry-run: the plan first (or a count and the first lines), then models, cases, settings
+    with their sources, and any fallback."""
     lines = [f"warm-up  {m}" for m in per_model_warmup] + [f"request  {j.rid}" for j in jobs]
-    out = {"settings": opts.settings, "base_url": opts.base_url,
-           "cases": len(opts.cases), "requests": len(jobs), "warmups": len(per_model_warmup),
-           "cases_source": opts.extra_config.get("cases_source")}
-    if opts.extra_config.get("fallback"):
-        out["fallback"] = opts.extra_config["fallback"]
-    if opts.extra_config.get("suites"):
-        out["suites"] = opts.extra_config["suites"]
-    print(json.dumps(out, ensure_ascii=False, indent=1, default=str))
-    for note in unknown_task_notes(opts.cases):
-        print(f"UNKNOWN TASK: {note}")
-    print(f"plan ({len(lines)} line(s)):")
+    source = opts.extra_config.get("cases_source")
+    print(f"plan: {len(jobs)} request(s), {len(per_model_warmup)} warm-up(s), {len(opts.cases)} case(s) "
+          f"({len(lines)} line(s)):")
     for line in lines[:DRY_RUN_LINES]:
         print("  " + line)
     if len(lines) > DRY_RUN_LINES:
         print(f"  … and {len(lines) - DRY_RUN_LINES} more")
     if check_note:
         print(f"models: not checked ({check_note})")
+        if any(j.model == ALL_MODELS for j in jobs):
+            print(f"  {ALL_MODELS} = every local generating model the server lists (\"all\"), resolved when it answers")
     elif missing:
         print(f"MISSING on the server (would be skipped): {', '.join(missing)}")
     else:
         print("models: all found on the server")
+    enc = (opts.extra_config.get("encodings") or {}).get(str(source))
+    print(f"cases: {'built-in task set' if source in (None, 'builtin') else source}"
+          + (f" (read as {enc})" if enc else ""))
+    for note in unknown_task_notes(opts.cases):
+        print(f"UNKNOWN TASK: {note}")
+    if opts.extra_config.get("suites"):  # selection and protocol, as config.json records them
+        print("suites: " + json.dumps(opts.extra_config["suites"], ensure_ascii=False, default=str))
+    print(f"server: {opts.base_url} ({opts.value('backend')})")
+    print("settings (source):")
+    for line in settings_lines(opts.settings, source):
+        print(line)
+    for f, why in ((opts.extra_config.get("fallback") or {}).get("files") or {}).items():
+        print(f"FALLBACK (--use-default-on-error): {f}: {why}")
 
 
 async def _probe(session: aiohttp.ClientSession, opts: BatchOptions) -> tuple[ServerKind, str | None]:
@@ -218,7 +248,12 @@ async def _probe(session: aiohttp.ClientSession, opts: BatchOptions) -> tuple[Se
     version = await get_json(session, "GET", opts.base_url + "/api/version", t)
     models = None if version else await get_json(session, "GET", opts.base_url + "/v1/models", t)
     server = classify(version, models)
-    return server, backend_problem(opts.value("backend"), server, opts.base_url)
+    # --backend and a URL ending in /v1, both written by the user: Ollama's /v1 is what they mean
+    v1_named = (opts.settings["backend"]["source"] != "default"
+                and str(opts.value("base_url") or "").rstrip("/").endswith("/v1"))
+    if ollama_v1_chosen(opts.value("backend"), server, v1_named):
+        log.warning("ollama_openai_api", base_url=opts.base_url + "/v1", note=OLLAMA_V1_NOTE)
+    return server, backend_problem(opts.value("backend"), server, opts.base_url, v1_named)
 
 
 SERVER_FIND_S = 3.0  # how long the batch waits for the telemetry daemon to find the LLM server's process
@@ -268,7 +303,7 @@ def finish_batch(opts: BatchOptions, c: Collected) -> int:
     if analysis is INTERRUPTED:
         print(f"analysis interrupted: results.csv and the reports were not updated; run it again with "
               f"python -m analyzer --batch {batch.root}", file=sys.stderr, flush=True)
-    print(closing_line(tally, batch.root), file=sys.stderr, flush=True)
+    print(closing_line(tally, batch.root, opts.extra_config.get("fallback")), file=sys.stderr, flush=True)
     return exit_code(tally)
 
 
@@ -334,8 +369,8 @@ async def _collect(opts: BatchOptions) -> "Collected | int":
             except aiohttp.ClientConnectorError as exc:
                 hint = F.connection_hint(opts.base_url, str(exc.os_error or exc))
                 if opts.dry_run:
-                    per_case = [case_models(c, opts.value("models"), opts.cli_models, ["all"], opts.value("backend"))
-                                for c in opts.cases]
+                    per_case = [case_models(c, opts.value("models"), opts.cli_models, [ALL_MODELS],
+                                            opts.value("backend")) for c in opts.cases]
                     jobs = plan_jobs(batch_id, opts.cases, per_case, opts.value("runs"), load_levels(opts.settings))
                     print_plan(opts, jobs, [], [], f"server unreachable: {hint}")
                     return EXIT_OK

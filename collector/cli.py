@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.backends import BACKENDS, REGISTRY, normalize_base_url
+from collector.handwritten import SAVE_AS_UTF8
 from collector.batch_run import BatchOptions, Collected, collect_batch, finish_batch
 from collector.load import conflicts as load_conflicts
 from collector.load import overridden as load_overridden
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prompt-cache", "--prompt_cache", dest="prompt_cache", choices=("off", "on"),
                    help="let llama.cpp's server reuse the KV cache of an earlier identical prompt (default off: "
                         "repeated runs each pay their own prefill; cached prompt tokens are recorded either way)")
+    s.add_argument("--cpu-tdp-w", "--cpu_tdp_w", dest="cpu_tdp_w", type=float,
+                   help="this host's CPU TDP in W, recorded for the analyzer's cpu_energy_j_approx (default: config.py "
+                        "CPU_TDP_W, else env CPU_TDP_W, else the analyzer's 65)")
     s.add_argument("--retries", type=int, default=4, help="503 busy retries with doubling back-off (default 4)")
     s.add_argument("--backoff", type=float, default=0.5, help="first busy back-off in seconds (default 0.5)")
     b = ap.add_argument_group("bus and recording")
@@ -169,7 +173,7 @@ def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("models", "tasks", "loads", "langs", "runs", "max_tokens", "temperature", "top_p", "num_ctx", "seed",
             "keep_alive", "warmup", "think", "backend", "base_url", "timeout_s", "concurrency", "prompt_cache",
             "request_rate", "arrival", "arrival_seed", "max_concurrency", "sweep", "sweep_order", "cooldown_s",
-            "goodput", "ignore_eos")
+            "goodput", "ignore_eos", "cpu_tdp_w")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -190,10 +194,22 @@ def load_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], li
         log.warning("bad_file_replaced", file=str(path), reason=str(exc), instead=instead, flag="--use-default-on-error")
         fallback[str(path)] = f"{exc} -> {instead}"
 
+    encodings: dict[str, str] = {}
+
+    def note_encoding(path: Path, info: dict) -> None:
+        if info.get("encoding") not in (None, "utf-8"):
+            encodings[str(path)] = info["encoding"]
+            log.warning("file_not_utf8", file=str(path), read_as=info["encoding"],
+                        note='read as GBK ("ANSI" from Notepad on a Chinese system)' if info["encoding"] == "gbk"
+                        else "read as UTF-16 (Notepad's \"Unicode\")",
+                        check=info.get("sample"), fix="if that line reads right, nothing is wrong; "
+                        + SAVE_AS_UTF8 + " to make the file portable")
+
     config_py = None
     if config_file is not None:
         try:
-            config_py = read_config_py(config_file, warn=log.warning)
+            config_py = read_config_py(config_file, warn=log.warning, info=(info := {}))
+            note_encoding(config_file, info)
             extra["config_py"] = str(config_file)
         except SettingsError as exc:
             bad_file(config_file, exc, "defaults for its settings")
@@ -210,7 +226,8 @@ def load_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], li
     cases = None
     if cases_file is not None:
         try:
-            cases = load_test_cases(cases_file)
+            cases = load_test_cases(cases_file, warn=log.warning, info=(info := {}))
+            note_encoding(cases_file, info)
             extra["cases_source"] = str(cases_file)
         except SettingsError as exc:
             bad_file(cases_file, exc, "the built-in task set")
@@ -232,7 +249,23 @@ def load_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], li
         extra["suites"] = record
     if fallback:
         extra["fallback"] = {"flag": "--use-default-on-error", "files": fallback}
+    if encodings:
+        extra["encodings"] = encodings
     return settings, cases, extra
+
+
+def settings_fix(exc: SettingsError, args: argparse.Namespace) -> str:
+    """The fix line of a settings error: --use-default-on-error only where it would help (a bad file on
+    a fresh start; a resume reads the batch's saved config.json, not the files)."""
+    if exc.file is None:
+        return "fix the flag or value named above" if not args.resume else \
+            "resume with the batch's own settings (drop the flags named above), or start a new batch"
+    if args.resume:
+        return f"fix {exc.file}; the resume reads the batch's saved config.json, not a replacement file"
+    if args.use_default_on_error:
+        return f"fix {exc.file}"
+    return (f"fix {exc.file}, or pass --use-default-on-error to run with "
+            + ("the built-in task set" if exc.file.suffix == ".json" else "the defaults") + " instead")
 
 
 def _cases_from(args: argparse.Namespace) -> str:
@@ -258,7 +291,7 @@ def _resume(args: argparse.Namespace, settings, cases, extra) -> tuple[dict, lis
         raise SettingsError(f"{saved_path}: cannot read the batch's saved settings ({exc}); restore it, or start "
                             "a new batch") from exc
     settings, cases = resume_inputs(saved, settings, cases, _cases_from(args), str(saved_path))
-    extra = {k: saved[k] for k in ("cases_source", "config_py", "fallback", "cli_models") if k in saved}
+    extra = {k: saved[k] for k in ("cases_source", "config_py", "fallback", "cli_models", "encodings") if k in saved}
     return settings, cases, extra, saved.get("batch")
 
 
@@ -303,8 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             settings, cases, extra, batch_id = _resume(args, settings, cases, extra)
     except SettingsError as exc:
-        log.error("bad_settings", error=str(exc),
-                  fix="fix the file or flag; --use-default-on-error replaces a bad file by the defaults")
+        fix = settings_fix(exc, args)
+        log.error("bad_settings", error=str(exc).splitlines()[0], fix=fix)
+        if "\n" in str(exc):  # every problem of the file, one per line, readable as written
+            print(str(exc), file=sys.stderr, flush=True)
         return EXIT_SETTINGS
     backend = settings["backend"]["value"]
     base_url = normalize_base_url(settings["base_url"]["value"], backend)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from shared.logs import get_logger
+from shared.procs import stop_child
 
 log = get_logger("collector.live_child")
 
@@ -77,11 +78,5 @@ class LivePage:
             del self._stderr[:-50]
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=timeout_s)
+        if self.proc is not None:
+            stop_child(self.proc, timeout_s, own_group=False, terminate=True, kill_wait_s=timeout_s)

@@ -56,7 +56,16 @@ def exit_code(t: Tally) -> int:
 
 
 
-def closing_line(t: Tally, batch_root: Path) -> str:
+def fallback_note(fallback: dict | None) -> str | None:
+    """What --use-default-on-error replaced (config.json ``fallback``), for the closing line."""
+    files = (fallback or {}).get("files") or {}
+    if not files:
+        return None
+    parts = [f"{Path(f).name} was bad, ran {why.rsplit(' -> ', 1)[-1]} instead" for f, why in files.items()]
+    return "FALLBACK (--use-default-on-error): " + "; ".join(parts) + " (see report Problems)"
+
+
+def closing_line(t: Tally, batch_root: Path, fallback: dict | None = None) -> str:
     code = exit_code(t)
     verdict = {EXIT_OK: "complete", EXIT_INCOMPLETE: "INCOMPLETE", EXIT_NOTHING: "NOTHING SUCCEEDED",
                EXIT_INTERRUPTED: "INTERRUPTED", EXIT_CONNECTION: "STOPPED (server unreachable)"}[code]
@@ -66,6 +75,9 @@ def closing_line(t: Tally, batch_root: Path) -> str:
     if t.late_starts:
         line += (f"\n  {t.late_starts} open-loop start(s) missed their scheduled arrival (start_lag_ms, start_blocked "
                  "in the recording): the achieved rate is below the requested one")
+    note = fallback_note(fallback)
+    if note:  # asked for, so still exit 0, but never a clean "complete" line
+        line = line.replace(f"batch {verdict}:", f"batch {verdict} WITH FALLBACK:", 1) + f"\n  {note}"
     if code != EXIT_OK:
         line += f"\n  resume (runs what is missing, with the batch's own settings): {resume_command(batch_root)}"
     return line

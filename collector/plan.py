@@ -42,6 +42,8 @@ def warmup_rid(batch: str, model: str, level: Level | None = None) -> str:
 
 def model_id(name: str, backend: str) -> str:
     """One identity per model: Ollama treats ``x`` and ``x:latest`` as the same model."""
+    if name.strip() == "*":  # a dry run's stand-in for "all" when the server cannot be asked
+        return "*"
     return get(backend).model_id(name)
 
 

@@ -2,9 +2,11 @@
 
 Ollama answers ``GET /api/version`` with ``{"version": ...}``; an OpenAI-compatible server
 (llama.cpp, vLLM, LM Studio, SGLang) answers ``GET /v1/models`` with ``{"data": [...]}`` and not
-``/api/version``. (Ollama also serves ``/v1``, but its native API is the one that reports load and
-eval timings, so an Ollama server is measured with an ``ollama`` backend.) llama.cpp names itself
-in ``owned_by: "llamacpp"``.
+``/api/version``. Ollama also serves ``/v1`` on purpose, and people measure through it to match what
+their applications call: ``--backend openai`` with a base URL ending in ``/v1`` at an Ollama server is
+taken as meant (with a warning that the native API reports load and eval timings); ``--backend openai``
+at an Ollama server's bare address is refused as the likely slip it is. llama.cpp names itself in
+``owned_by: "llamacpp"``.
 """
 from __future__ import annotations
 
@@ -38,8 +40,20 @@ def classify(version_json: dict[str, Any] | None, models_json: dict[str, Any] | 
     return ServerKind(UNKNOWN)
 
 
-def backend_problem(backend: str, server: ServerKind, base_url: str) -> str | None:
-    """Why ``backend`` cannot talk to ``server``, with the fix; None when they match."""
+def ollama_v1_chosen(backend: str, server: ServerKind, v1_named: bool) -> bool:
+    """The user asked for Ollama's OpenAI-compatible API on purpose (an OpenAI backend and a /v1 URL)."""
+    return get(backend).family == OPENAI and server.kind == OLLAMA and v1_named
+
+
+OLLAMA_V1_NOTE = ("measuring Ollama through its OpenAI-compatible /v1 API, as asked; its native API (--backend ollama) "
+                  "also reports load, prompt-eval and eval timings, so throughput is timed on the client here")
+
+
+def backend_problem(backend: str, server: ServerKind, base_url: str, v1_named: bool = False) -> str | None:
+    """Why ``backend`` cannot talk to ``server``, with the fix; None when they match (or when
+    ``v1_named``: the user named --backend openai and a /v1 URL, see ollama_v1_chosen)."""
+    if ollama_v1_chosen(backend, server, v1_named):
+        return None
     if server.kind == UNKNOWN:
         return (f"{base_url} answered neither GET /api/version (Ollama) nor GET /v1/models (OpenAI-compatible); "
                 "is --base-url / OLLAMA_HOST the LLM server's address (with its port)?")
@@ -50,5 +64,6 @@ def backend_problem(backend: str, server: ServerKind, base_url: str) -> str | No
                 "use --backend openai (and --base-url for it, not OLLAMA_HOST)")
     if family == OPENAI and server.kind == OLLAMA:
         return (f"{base_url} looks like an Ollama server (GET /api/version answered {server.version}); "
-                "use --backend ollama (its native API reports load and eval timings)")
+                "use --backend ollama (its native API reports load and eval timings), or, to measure its "
+                f"OpenAI-compatible API on purpose, --base-url {base_url}/v1")
     return None

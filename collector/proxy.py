@@ -53,6 +53,7 @@ from shared.cli import add_curve_args, add_log_args
 from shared.listen import Listen, ListenError, add_listen_args, check_listen, parse_listen
 from shared.logs import configure_logging, get_logger
 from shared.messages import BatchEnd, BatchStart, ReqEnd, ReqFirstToken, ReqStart
+from shared.procs import stop_child
 
 log = get_logger("collector.proxy")
 
@@ -231,7 +232,10 @@ class Proxy:
                 hider = UsageHider(backend) if hide else None
                 try:
                     async for data in up.content.iter_any():
-                        firsts(att.feed(data, _now()))
+                        now = _now()
+                        firsts(att.feed(data, now))
+                        if att.progress_due(now):  # at most every 0.5 s, for live views (never per chunk)
+                            self.rec.emit(att.progress(rid, 0), t=now)
                         out = hider.feed(data) if hider is not None else data
                         if out:
                             await resp.write(out)
@@ -419,7 +423,7 @@ async def serve(opts: ProxyOptions, stop: asyncio.Event, ready: Any = None) -> i
         proxy.closing = True
         await runner.cleanup()
         if child is not None:  # before batch.end: the analysis of the whole batch is the one run below
-            _stop_child(child)
+            stop_child(child, 10, own_group=False, terminate=True, kill_wait_s=5)
         if started:
             if not rec.settle(1.0):
                 log.warning("telemetry_silent_at_end", note="the last request's window may be partly uncovered")
@@ -463,17 +467,6 @@ def _wait_child_ready(child: subprocess.Popen, endpoint: str, timeout_s: float =
     log.warning("live_analyzer_not_ready", endpoint=endpoint, exited=child.poll(),
                 effect="lookups answer without energy; the analysis at Ctrl-C is unaffected")
     return False
-
-
-def _stop_child(child: subprocess.Popen) -> None:
-    if child.poll() is not None:
-        return
-    child.terminate()
-    try:
-        child.wait(10)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait(5)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,8 @@
 config.json, written at a batch's first start, holds every setting with its source, the resolved
 case list and the batch id. A resume uses those, not today's defaults or a config.py edited since:
 a flag given on the resume command line that contradicts a saved value is refused, naming the flag
-and both values; a case set that would differ (other --tasks, an edited test_cases.json) is refused.
+and both values; a case set that would differ is refused too, naming the cases that changed (an
+edited test_cases.json is an edit to undo, not a flag to drop).
 The batch id comes from config.json too, so a copied or renamed batch keeps its request ids.
 """
 from __future__ import annotations
@@ -44,15 +45,47 @@ def resume_inputs(saved: dict[str, Any], settings: dict[str, dict[str, Any]], ca
     if not isinstance(old_cases, list) or not old_cases:
         raise SettingsError(f"{where}: holds no \"cases\" list (written by an older version?); "
                             "start a new batch, or resume with the same inputs as the first run")
+    changed = []
     if cases_from and [case_hash(c) for c in cases] != [case_hash(c) for c in old_cases]:
-        problems.append(f"{cases_from} gives {len(cases)} case(s) that differ from the {len(old_cases)} the batch "
-                        "was started with")
+        changed = case_changes(old_cases, cases)
     if problems:
-        raise SettingsError(f"--resume keeps the settings saved in {where}; this command line contradicts them: "
+        raise SettingsError(f"--resume keeps the settings saved in {where}; these flags contradict them: "
                             + "; ".join(problems)
                             + ". Drop those flags to resume as started, or start a new batch (--out DIR or another "
-                              "--exp-dir) to change them")
+                              "--exp-dir) to change them"
+                            + (f". Also, {cases_from} changed since the start: " + "; ".join(changed) if changed
+                               else ""))
+    if changed:
+        flag = cases_from.startswith("--")
+        raise SettingsError(f"--resume runs the cases the batch was started with (saved in {where}), but "
+                            f"{cases_from} {'gives other cases' if flag else 'was edited since'}: "
+                            + "; ".join(changed)
+                            + (". Drop the flag to resume as started" if flag else
+                               ". Undo the edit to resume as started (the saved cases are in config.json)")
+                            + ", or start a new batch (--out DIR or another --exp-dir) to run the new cases")
     return old, old_cases
+
+
+def case_changes(old: list[dict[str, Any]], new: list[dict[str, Any]], limit: int = 5) -> list[str]:
+    """Which cases differ, by position: "case [1] (qa, short): prompt changed", "case [3] added"."""
+    out = []
+    for i in range(max(len(old), len(new))):
+        if i >= len(new):
+            out.append(f"case [{i}] ({_case_name(old[i])}) removed")
+        elif i >= len(old):
+            out.append(f"case [{i}] ({_case_name(new[i])}) added")
+        elif case_hash(old[i]) != case_hash(new[i]):
+            what = [k for k in ("task", "load", "lang", "prompt") if old[i].get(k) != new[i].get(k)]
+            out.append(f"case [{i}] ({_case_name(old[i])}): {', '.join(what)} changed")
+    if len(out) > limit:
+        out = out[:limit] + [f"… {len(out) - limit} more"]
+    return out
+
+
+def _case_name(case: dict[str, Any]) -> str:
+    prompt = str(case.get("prompt") or "")
+    short = prompt[:30].replace("\n", " ") + ("…" if len(prompt) > 30 else "")
+    return f"{case.get('task_type') or case.get('task')}, {case.get('load')}: {short!r}"
 
 
 def _show(v: Any) -> str:

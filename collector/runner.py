@@ -42,15 +42,18 @@ class RequestResult:
 
 
 async def _stream(session: aiohttp.ClientSession, url: str, payload: dict[str, Any], att: AttemptState,
-                  notify: Callable[[str, int], None]) -> None:
+                  notify: Callable[[str, int], None], progress: Callable[[AttemptState, int], None] | None) -> None:
     async with session.post(url, json=payload) as resp:
         if resp.status != 200:
             att.http_error(resp.status, await resp.read())
             return
         att.status = resp.status
         async for data in resp.content.iter_any():
-            for kind, t in att.feed(data, timebase.now_ns()):
+            now = timebase.now_ns()
+            for kind, t in att.feed(data, now):
                 notify(kind, t)
+            if progress is not None and att.progress_due(now):
+                progress(att, now)
             if att.closed:
                 return
         for kind, t in att.feed(b"", timebase.now_ns()):
@@ -60,11 +63,13 @@ async def _stream(session: aiohttp.ClientSession, url: str, payload: dict[str, A
 async def run_request(session: aiohttp.ClientSession, backend: str, base_url: str, model: str, prompt: str,
                       params: Params, *, timeout_s: float = 600.0, policy: RetryPolicy | None = None,
                       on_first: Callable[[str, int, int], None] | None = None, t0_ns: int | None = None,
+                      on_progress: Callable[[AttemptState, int, int], None] | None = None,
                       log=None) -> RequestResult:
     """Run one request with retries; never raises for server/network trouble (see ``error_kind``).
 
     ``t0_ns`` is the request's start (the req.start stamp); client times count from it.
-    ``on_first(kind, t_ns, attempt)`` is called for each attempt's first content/thinking token."""
+    ``on_first(kind, t_ns, attempt)`` is called for each attempt's first content/thinking token;
+    ``on_progress(att, t_ns, attempt)`` at most every 0.5 s while text streams (``att.progress_due``)."""
     api = get(backend)
     retrier = Retrier(policy or RetryPolicy(), copy.deepcopy(params), can_set_ctx=api.can_set_ctx)
     url = base_url.rstrip("/") + api.path
@@ -77,9 +82,13 @@ async def run_request(session: aiohttp.ClientSession, backend: str, base_url: st
             if on_first is not None:
                 on_first(kind, t, attempt)
 
+        def progress(a: AttemptState, t: int) -> None:
+            if on_progress is not None:
+                on_progress(a, t, attempt)
+
         payload = api.build_payload(model, prompt, retrier.params)
         try:
-            await asyncio.wait_for(_stream(session, url, payload, att, notify), timeout_s)
+            await asyncio.wait_for(_stream(session, url, payload, att, notify, progress if on_progress else None), timeout_s)
         except asyncio.TimeoutError:
             att.fail(f"no complete answer within --timeout {timeout_s:g} s", F.TIMEOUT)
         except aiohttp.ClientConnectorError as exc:

@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CPU threads of the SmolLM2 server (default: up to 4)")
     ap.add_argument("--no-quality", action="store_true", help="skip the analyzer's quality step (faster)")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots (report.html draws its own)")
-    ap.add_argument("--report-lang", choices=("auto", "en", "zh"), default="auto",
-                    help="language of report.html and report.md (default auto: Chinese under a Chinese locale)")
+    ap.add_argument("--report-lang", choices=("both", "en", "zh", "auto"), default="both",
+                    help="which reports: en = report.html/.md, zh = report.zh.html/.md, both (default; auto is the same)")
     ap.add_argument("--serve", default="auto", metavar="HOST:PORT",
                     help="where the live page of the batch is served (power, requests in flight, each answer's "
                          "energy; the URL is printed); default auto: a free port on 127.0.0.1")
@@ -173,10 +173,13 @@ def print_summary(batch: BatchDir) -> bool:
     rows = figures.read_results(results)
     listing = [("results (one row per request)", results),
                ("statistics (mean, variance, CI)", batch.summary / "stats.csv"),
-               ("Pareto (energy vs quality)", batch.summary / "pareto.csv"), ("report (open in a browser)", batch.summary / "report.html"),
-               ("report (Markdown)", batch.summary / "report.md"),
-               ("recording (replayable)", batch.stream), ("per-request JSON", batch.raw),
-               ("generated texts", batch.texts)]
+               ("Pareto (energy vs quality)", batch.summary / "pareto.csv")]
+    for lang, name in (("en", "report"), ("zh", "report.zh")):  # whichever --report-lang wrote
+        if (batch.summary / f"{name}.html").exists():
+            listing += [(f"report, {lang} (open in a browser)", batch.summary / f"{name}.html"),
+                        (f"report, {lang} (Markdown)", batch.summary / f"{name}.md")]
+    listing += [("recording (replayable)", batch.stream), ("per-request JSON", batch.raw),
+                ("generated texts", batch.texts)]
     for label, path in listing:
         if path.exists():
             print(f"  {label:34s} {path}")
@@ -199,7 +202,8 @@ def print_summary(batch: BatchDir) -> bool:
     note = figures.bartscore_note(rows)
     if note:
         print(f"\nBARTScore is empty, so QA and summary quality is chrF / 100 (quality_basis = chrf): {note}")
-    print("\n效质比 = quality points per kJ of GPU + CPU energy (higher is better); report.html defines it and "
+    page = "report.html" if (batch.summary / "report.html").exists() else "report.zh.html"
+    print(f"\n效质比 = quality points per kJ of GPU + CPU energy (higher is better); {page} defines it and "
           "lists any problems.")
     return True
 

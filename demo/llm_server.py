@@ -31,6 +31,7 @@ from typing import Iterator
 from shared import timebase
 from shared.bus import free_port
 from shared.logs import configure_logging, get_logger
+from shared.procs import stop_child
 
 log = get_logger("demo.llm_server")
 
@@ -124,13 +125,7 @@ def running_server(port: int | None = None, ctx: int = 2048, threads: int = 2,
             time.sleep(0.2)
         yield base_url
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_child(proc, 10, own_group=False, terminate=True)
         errlog.close()
 
 

@@ -28,7 +28,7 @@ class DemoSettings:
     verbose: bool = False
     quality: bool = True
     plots: bool = True
-    report_lang: str = "auto"  # en, zh, or auto = the locale's
+    report_lang: str = "both"  # en (report.html), zh (report.zh.html) or both
     serve: str | None = None   # HOST:PORT of the live page (collector --serve); None: no page
     suites: tuple[str, ...] = ()   # --suite values, passed to the collector as they are
     limit: int | None = None

@@ -36,12 +36,16 @@ TEL_HB = "tel.hb"
 REQ_START = "req.start"
 REQ_FIRST_TOKEN = "req.first_token"
 REQ_END = "req.end"
+REQ_PROGRESS = "req.progress"
 BATCH_START = "batch.start"
 BATCH_END = "batch.end"
 CLOCK_SYNC = "clock.sync"
 ANA_ROW = "ana.row"
 
 ENVELOPE_KEYS = ("v", "src", "seq", "t", "wall")
+
+# req.progress: at most one per request per this interval while it streams (bounded bus load).
+PROGRESS_EVERY_NS = 500_000_000
 
 # A payload bigger than this is dropped unread (counted by the receiver), never unpacked.
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
@@ -387,6 +391,22 @@ class ReqEnd(Body):
 
 
 @dataclass(kw_only=True)
+class ReqProgress(Body):
+    """How far a streamed answer has come, sent by the collector and the measuring proxy at most every
+    `PROGRESS_EVERY_NS` (0.5 s) per request while it streams, never per chunk. For live views only:
+    the analysis of results ignores it (a recording with or without it gives the same results)."""
+    TOPIC: ClassVar[str] = REQ_PROGRESS
+    rid: str = _k("request id", required=True)
+    attempt: int | None = _k("which attempt of the request (0 = first; retries count up and start again at 0 tokens)")
+    chunks_so_far: int | None = _k("streamed chunks received in this attempt")
+    tokens_so_far: int | None = _k("tokens generated so far as the client can know them (see `tokens_basis`)")
+    tokens_basis: str | None = _k("`chunks`: streamed chunks that carried answer or thinking text (Ollama and "
+                                  "OpenAI-compatible servers send about one token per chunk) | `server`: a count "
+                                  "the server put in the stream")
+    chars_so_far: int | None = _k("characters of answer and thinking text received in this attempt")
+
+
+@dataclass(kw_only=True)
 class BatchStart(Body):
     """A batch (or its resumption) starts."""
     TOPIC: ClassVar[str] = BATCH_START
@@ -462,7 +482,7 @@ class AnaRow(Body):
 
 
 BODIES: dict[str, type[Body]] = {c.TOPIC: c for c in (TelGpu, TelHost, TelHb, ReqStart, ReqFirstToken, ReqEnd,
-                                                       BatchStart, BatchEnd, ClockSync, AnaRow)}
+                                                       ReqProgress, BatchStart, BatchEnd, ClockSync, AnaRow)}
 TOPICS = tuple(BODIES)
 
 

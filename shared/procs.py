@@ -28,19 +28,23 @@ def group_popen_kwargs(platform: str = sys.platform) -> dict[str, Any]:
     return {"start_new_session": True}
 
 
-def signal_plan(polite: bool, own_group: bool = True, platform: str = sys.platform) -> tuple[str, int | None]:
+def signal_plan(polite: bool, own_group: bool = True, platform: str = sys.platform,
+                terminate: bool = False) -> tuple[str, int | None]:
     """What stopping a child does: ``("killpg", sig)`` (the child's group), ``("send_signal", sig)``
-    (the child alone) or ``("kill", None)`` (TerminateProcess / SIGKILL of the child alone)."""
+    (the child alone) or ``("kill", None)`` (TerminateProcess / SIGKILL of the child alone).
+    ``terminate``: the polite stop is SIGTERM (Windows: TerminateProcess) rather than a Ctrl-C, for
+    children that are not ours to interrupt (servers, the live analyzer)."""
     if platform == "win32":
         # CTRL_BREAK_EVENT can only address a process group; a child in ours is terminated instead
-        return ("send_signal", CTRL_BREAK_EVENT) if polite and own_group else ("kill", None)
-    sig = signal.SIGINT if polite else signal.SIGKILL
+        return ("send_signal", CTRL_BREAK_EVENT) if polite and own_group and not terminate else ("kill", None)
+    sig = (signal.SIGTERM if terminate else signal.SIGINT) if polite else signal.SIGKILL
     return ("killpg", sig) if own_group else ("send_signal", sig)
 
 
-def signal_child(proc: subprocess.Popen, polite: bool, own_group: bool = True, platform: str = sys.platform) -> None:
+def signal_child(proc: subprocess.Popen, polite: bool, own_group: bool = True, platform: str = sys.platform,
+                 terminate: bool = False) -> None:
     """Send the stop :func:`signal_plan` says; a child already gone is not an error."""
-    how, sig = signal_plan(polite, own_group, platform)
+    how, sig = signal_plan(polite, own_group, platform, terminate)
     try:
         if how == "killpg":
             os.killpg(proc.pid, sig)
@@ -53,19 +57,22 @@ def signal_child(proc: subprocess.Popen, polite: bool, own_group: bool = True, p
 
 
 def stop_child(proc: subprocess.Popen, timeout_s: float, *, own_group: bool = True, asked: bool = False,
-               platform: str = sys.platform) -> int | None:
+               terminate: bool = False, kill_wait_s: float = 10.0, platform: str = sys.platform) -> int | None:
     """Stop ``proc`` politely (unless ``asked``: it already got the same Ctrl-C), wait ``timeout_s``, then
-    kill it; a further Ctrl-C while waiting kills it at once. Returns its return code."""
+    kill it and wait ``kill_wait_s``; a further Ctrl-C while waiting kills it at once. Returns its return
+    code. ``own_group``: the child was started with :func:`group_popen_kwargs`, so its whole group is
+    stopped; otherwise the child alone. ``terminate``: ask with SIGTERM (Windows: TerminateProcess)
+    instead of a Ctrl-C. This is the project's one terminate–wait–kill; use it rather than a copy."""
     if proc.poll() is not None:
         return proc.returncode
     if not asked:
-        signal_child(proc, True, own_group, platform)
+        signal_child(proc, True, own_group, platform, terminate)
     try:
         proc.wait(timeout_s)
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
         signal_child(proc, False, own_group, platform)
         try:
-            proc.wait(10)
+            proc.wait(kill_wait_s)
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
             pass
     return proc.poll()

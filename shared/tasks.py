@@ -40,11 +40,17 @@ def is_known_task(name: str | None) -> bool:
     return bool(name) and canonical_task(str(name)) in KNOWN_TASKS
 
 
+def closest_task(name: str) -> str | None:
+    """The known task name (or alias) an unknown name most likely meant, or None."""
+    close = difflib.get_close_matches(_spelling(name), list(TASK_ALIASES), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def unknown_task_note(name: str) -> str:
     """What a user must hear about an unknown task: that it is unknown, the closest known name, and how
     its answers will be scored."""
-    close = difflib.get_close_matches(_spelling(name), list(TASK_ALIASES), n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest_task(name)
+    hint = f" (did you mean {close!r}?)" if close else ""
     return (f"task {name!r} is not a known task{hint}; known: {', '.join(TASKS)} (and their aliases), "
             f"{SUITE_TASK} items and {PROXY_TASK} requests. Its answers get {UNKNOWN_SCORING}")
 
@@ -72,6 +78,11 @@ def symbol_spec_problem(spec: object) -> str | None:
 
 def unknown_task_notes(tasks) -> list[str]:
     """One note per distinct unknown task among ``tasks`` (names, or case dicts with ``task``/``task_type``)."""
+    return [unknown_task_note(n) for n in unknown_tasks(tasks)]
+
+
+def unknown_tasks(tasks) -> list[str]:
+    """The distinct unknown task names among ``tasks`` (names, or case dicts), in order."""
     seen: list[str] = []
     for t in tasks:
         name = (t.get("task_type") or t.get("task")) if isinstance(t, dict) else t
@@ -79,4 +90,4 @@ def unknown_task_notes(tasks) -> list[str]:
             continue
         if name is not None and not is_known_task(str(name)) and str(name) not in seen:
             seen.append(str(name))
-    return [unknown_task_note(n) for n in seen]
+    return seen

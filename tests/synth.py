@@ -104,6 +104,8 @@ class Req:
     case_hash: str | None = None    # req.start case_hash (None: not sent, as older collectors)
     max_tokens: int | None = None   # req.start params.max_tokens
     seed: int | None = None         # req.start params.seed
+    sweep: str | None = None        # req.start sweep / sweep_level (a --sweep batch; Spec.load says swept)
+    sweep_level: float | None = None
 
 
 @dataclass
@@ -131,6 +133,7 @@ class Spec:
     wall0_ns: int = WALL0_NS        # wall clock at T0 (the batch's date)
     base_url: str | None = None     # batch.start base_url (the LLM server's address)
     backend: str = "ollama"         # batch.start backend ("proxy" for a proxy batch)
+    load: dict[str, Any] | None = None  # batch.start load (e.g. {"swept": True} for a --sweep batch)
 
 
 def rid_of(spec: Spec, i: int, r: Req) -> str:
@@ -187,7 +190,8 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
     add(col, M.BATCH_START, {"batch": spec.batch_id, "config": spec.config,
                              "cases": spec.cases, "models": {"m1": {"family": "synth", "parameter_size": "1B"}},
                              "backend": spec.backend, **({"planned": spec.planned} if spec.planned else {}),
-                             **({"base_url": spec.base_url} if spec.base_url else {})},
+                             **({"base_url": spec.base_url} if spec.base_url else {}),
+                             **({"load": spec.load} if spec.load else {})},
         0.0005, order=-1)
     events = []
     for i, r in enumerate(spec.requests):
@@ -198,7 +202,9 @@ def messages(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
                                              "params": {"temperature": 0.7,
                                                         **({"max_tokens": r.max_tokens} if r.max_tokens else {}),
                                                         **({"seed": r.seed} if r.seed is not None else {})},
-                                             **({"case_hash": r.case_hash} if r.case_hash else {})}))
+                                             **({"case_hash": r.case_hash} if r.case_hash else {}),
+                                             **({"sweep": r.sweep, "sweep_level": r.sweep_level}
+                                                if r.sweep_level is not None else {})}))
         if r.end:
             lat = r.b_s - r.a_s
             first_s = r.chunk_s[0] if r.chunk_s else 0.1 * lat

@@ -19,15 +19,23 @@ from tests.test_analyzer_cli import TINY, analyzer
 from tests.test_analyzer_live import live_analyzer
 
 NUMERIC_TOL = 1e-9  # float rounding only: times are counted from a different origin in a slice
+# The bound's refresh-period term is fitted over the run so far (docs/analyzer.md): an early row's
+# uncertainty may move in its later digits once the whole run is fitted, never its energy.
+UNCERTAINTY_TOL = 1e-6
+# judged against the case's other runs, which an early row has not seen yet (the final rows carry them)
+AGAINST_OTHER_RUNS = ("latency_outlier", "latency_vs_twins")
 
 
 def _rows_equal(early: dict, final: dict) -> list[str]:
     """Columns where the early row differs from the batch's row beyond float rounding."""
     out = []
     for k, v in final.items():
+        if k in AGAINST_OTHER_RUNS:
+            continue
         w = early.get(k)
         if isinstance(v, float) and isinstance(w, float):
-            if not math.isclose(v, w, rel_tol=NUMERIC_TOL, abs_tol=1e-12):
+            tol = UNCERTAINTY_TOL if "uncertainty" in k else NUMERIC_TOL
+            if not math.isclose(v, w, rel_tol=tol, abs_tol=1e-12):
                 out.append(f"{k}: {w} != {v}")
         elif v != w:
             out.append(f"{k}: {w!r} != {v!r}")

@@ -273,3 +273,20 @@ class TestBatchCompleteness:
         assert a.problems[0].startswith("INCOMPLETE: 1 of 2 planned")
         whole = run(tmp_path / "whole", S.Spec(duration_s=5, requests=self.REQS, planned=2))
         assert not [p for p in whole.problems if p.startswith(("PARTIAL", "INCOMPLETE"))]
+
+
+def test_progress_events_do_not_change_the_results():
+    """req.progress (live views' tokens so far) is ignored by the analysis: the same rows with and without."""
+    from shared import messages as M
+    msgs = S.messages(S.Spec(duration_s=3.0, requests=[S.Req(1.0, 2.0), S.Req(1.5, 2.5, model="b")]))
+    stamper = M.Stamper("collector@other")
+    with_progress = list(msgs)
+    for topic, p in msgs:
+        if topic == M.REQ_FIRST_TOKEN:
+            body = M.ReqProgress(rid=p["rid"], attempt=0, chunks_so_far=3, tokens_so_far=3, tokens_basis="chunks",
+                                 chars_so_far=12)
+            with_progress.append((M.REQ_PROGRESS, stamper.stamp(body.to_msg(), t=p["t"] + 1000, wall=p["wall"])))
+    a1 = pipeline.analyze(stream.build(msgs), pipeline.Options(quality=False))
+    a2 = pipeline.analyze(stream.build(with_progress), pipeline.Options(quality=False))
+    assert len(with_progress) == len(msgs) + 2
+    assert a1.results == a2.results and a1.problems == a2.problems and len(a1.results) == 2

@@ -239,13 +239,20 @@ async def test_a_start_that_sent_nothing_does_not_block_the_same_command(tmp_pat
 async def test_wrong_backend_is_named_with_the_fix(tmp_path):
     """Observed: OLLAMA_HOST at an OpenAI-compatible server gave 'model not found, ollama pull' and exit 0;
     --backend openai at Ollama gave a 405 per request. Now: one clear refusal before any request."""
-    async with serve(openai_stub.make_app("llamacpp")) as oai, serve(ollama_stub.make_app(load_s=0.0)) as oll:
+    async with serve(openai_stub.make_app("llamacpp")) as oai, serve(ollama_stub.make_app(load_s=0.0, v1=True)) as oll:
         rc, log = await run_collector("--out", str(tmp_path), "--models", "ok", "--no-telemetry", "--no-analyze",
                                       env={"OLLAMA_HOST": oai.removeprefix("http://")})
         assert rc == 3 and "looks like an OpenAI-compatible server (llamacpp)" in log and "--backend openai" in log
         rc, log = await run_collector("--out", str(tmp_path), "--backend", "openai", "--base-url", oll,
                                       "--models", "ok", "--no-telemetry", "--no-analyze")
         assert rc == 3 and "looks like an Ollama server" in log and "--backend ollama" in log
+        assert f"--base-url {oll}/v1" in log  # the way to measure its OpenAI-compatible API on purpose
+        # Ollama's /v1 named on purpose (--backend openai and a /v1 URL): a warning, and it runs
+        rc, log = await run_collector("--out", str(tmp_path), "--backend", "openai", "--base-url", oll + "/v1",
+                                      "--models", "ok", "--tasks", "qa", "--loads", "short", "--langs", "en",
+                                      "--max-tokens", "4", "--no-telemetry", "--no-analyze", "--no-progress")
+        assert rc == 0 and "ollama_openai_api" in log and "native API (--backend ollama)" in log, log
+        assert "looks like an Ollama server" not in log
         # control: the right backend at each works, and an OpenAI base URL ending in /v1 is understood
         rc, log = await run_collector("--out", str(tmp_path), "--backend", "openai", "--base-url", oai + "/v1",
                                       "--models", "ok", "--tasks", "qa", "--loads", "short", "--langs", "en",
@@ -307,7 +314,7 @@ async def test_dry_run_lists_the_plan_and_the_missing_models(tmp_path):
     assert "warm-up  ok:latest" in out and "warm-up  nosuch" not in out
     assert "… and " in out and " more" in out  # 2 models x 24 cases x 3 runs: a count and the first lines
     assert "MISSING on the server (would be skipped): nosuch:latest" in out
-    assert '"requests": 144' in out  # ok and ok:latest are one model
+    assert "plan: 144 request(s), 1 warm-up(s)" in out  # ok and ok:latest are one model
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
     async with serve(ollama_stub.make_app(load_s=0.0)) as url:  # not even the --out parent it would use
         rc, out = await run_collector("--out", str(tmp_path / "data"), "--dry-run", "--models", "ok", "--base-url", url)
@@ -320,3 +327,40 @@ async def test_a_missing_exp_dir_is_said_plainly(tmp_path):
                                   "--no-telemetry")
     assert rc == 1 and "exp_dir_missing" in log and "--out" in log
     assert not (tmp_path / "experiments_2_typo").exists()
+
+
+async def test_slow_streams_send_progress_and_results_ignore_it(tmp_path):
+    """A collector batch against a slowly streaming server: req.progress on the bus and in the recording
+    (throttled, tokens growing), and the recording analyses to the same results.csv without them."""
+    import shutil
+
+    from shared import messages as M
+    from shared.recording import RecordingWriter
+
+    async with serve(ollama_stub.make_app(load_s=0.0, token_delay_s=0.12)) as url:
+        rc, log = await run_collector("--out", str(tmp_path / "a"), "--models", "ok", "--tasks", "qa", "--loads",
+                                      "short", "--langs", "en", "--runs", "1", "--max-tokens", "11", "--base-url", url,
+                                      "--no-telemetry", "--no-progress", "--no-warmup", "--analyzer-args",
+                                      "--no-quality --no-plots --no-progress")
+    assert rc == 0, log
+    [batch] = list((tmp_path / "a").iterdir())
+    header, items, problem = read_recording(batch / "raw" / "stream.msgpack")
+    assert problem is None
+    progress = [p for t, p in items if t == M.REQ_PROGRESS]
+    [end] = [p for t, p in items if t == M.REQ_END]
+    assert 1 <= len(progress) <= end["client"]["latency_s"] / 0.5 + 1  # never per chunk (12 chunks)
+    assert [p["tokens_so_far"] for p in progress] == sorted(p["tokens_so_far"] for p in progress)
+    assert all(p["rid"] == end["rid"] and 0 < p["tokens_so_far"] <= 11 for p in progress), ([(p["rid"], p["tokens_so_far"]) for p in progress], end["rid"])
+    for p in progress:
+        M.validate(M.REQ_PROGRESS, p, strict=True)
+    # the same recording without req.progress, analysed: byte-identical results
+    other = tmp_path / "b" / batch.name
+    shutil.copytree(batch, other, ignore=shutil.ignore_patterns("summary", "plots", "columns", "*.json"))
+    (other / "raw" / "stream.msgpack").unlink()
+    with RecordingWriter(other / "raw" / "stream.msgpack", meta={k: v for k, v in header.items()
+                                                                   if k == "batch"}) as w:
+        for t, p in items:
+            if t != M.REQ_PROGRESS:
+                w.write(t, p)
+    assert run_analyzer(other, ["--no-quality", "--no-plots", "--no-progress"])
+    assert (other / "summary" / "results.csv").read_bytes() == (batch / "summary" / "results.csv").read_bytes()

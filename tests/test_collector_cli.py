@@ -4,6 +4,7 @@ recording read back with shared.recording."""
 import asyncio
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -175,7 +176,9 @@ async def test_batch_records_telemetry_and_every_request_event(stub, tmp_path):
     assert (be["requests"], be["ok"], be["failed"], be["skipped"], be["interrupted"]) == (8, 8, 0, 4, False)
     # every key the collector sent is declared in the contract, with its declared type
     own = [(t, p) for t, p in items if str(p["src"]).startswith("collector@")]
-    assert {t for t, _ in own} == {"batch.start", "req.start", "req.first_token", "req.end", "batch.end"}
+    # req.progress only where a stream lasted over 0.5 s (a slow machine): allowed, never required here
+    assert {t for t, _ in own} - {"req.progress"} == {"batch.start", "req.start", "req.first_token", "req.end",
+                                                      "batch.end"}
     for topic, payload in own:
         M.validate(topic, payload, strict=True)
     # texts per timed request from the collector; seed-style raw JSON from the analyzer alone
@@ -303,17 +306,21 @@ async def test_bad_config_py_is_a_clear_error_or_falls_back(tmp_path):
     rc, out = await run_collector("--exp-dir", str(exp), "--dry-run", "--use-default-on-error", "--models", "m",
                                   "--base-url", f"127.0.0.1:{free_port()}")
     assert rc == 0, out
-    plan = json.loads(out[out.index("{"):out.index("\nplan (") + 1])
-    assert plan["cases_source"] == "builtin" and "config.py:2" in plan["fallback"]["files"][str(exp / "config.py")]
-    assert plan["requests"] == 24 and plan["settings"]["runs"]["source"] == "default"
+    assert "cases: built-in task set" in out and f"FALLBACK (--use-default-on-error): {exp / 'config.py'}: " in out
+    assert "config.py:2: Import statement" in out
+    assert out.index("plan: 24 request(s)") < out.index("settings (source):")  # the plan first
+    assert re.search(r"\n  runs +1  \(default\)", out)
     assert "models: not checked (server unreachable" in out  # said, not silently passed
+    rc, out = await run_collector("--exp-dir", str(exp), "--dry-run", "--use-default-on-error",
+                                  "--base-url", f"127.0.0.1:{free_port()}")
+    assert rc == 0 and "all:latest" not in out and "/*/000-qa/short/1" in out, out  # "all" is not a model
+    assert '* = every local generating model the server lists ("all")' in out
     # only the bad file is replaced: a good test_cases.json beside a bad config.py is still used
     (exp / "test_cases.json").write_text(json.dumps([{"prompt": "Why?", "task_type": "qa"}]), encoding="utf-8")
     rc, out = await run_collector("--exp-dir", str(exp), "--dry-run", "--use-default-on-error", "--models", "m",
                                   "--base-url", f"127.0.0.1:{free_port()}")
-    plan = json.loads(out[out.index("{"):out.index("\nplan (") + 1])
-    assert rc == 0 and plan["cases_source"].endswith("test_cases.json") and plan["cases"] == 1, out
-    assert list(plan["fallback"]["files"]) == [str(exp / "config.py")]
+    assert rc == 0 and f"cases: {exp / 'test_cases.json'}" in out and "1 case(s)" in out, out
+    assert out.count("FALLBACK (--use-default-on-error):") == 1 and "tasks " not in out  # a case file's own tasks
 
 
 async def test_no_heartbeat_is_a_clear_error(tmp_path):

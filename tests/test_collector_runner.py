@@ -8,6 +8,7 @@ from collector import failures as F
 from collector.backends import Params
 from collector.retry import RetryPolicy
 from collector.runner import run_request
+from shared import messages as M
 from tests.conftest import free_port
 from tests.stubs import ollama_stub, openai_stub, serve
 
@@ -216,3 +217,23 @@ async def test_closed_before_answering_is_retried_once_then_truncated():
         await server.wait_closed()
     assert not res.ok and res.error_kind == F.TRUNCATED and "before answering" in res.error
     assert res.client.retries == 1 and len(accepted) == 2
+
+
+async def test_slow_stream_sends_throttled_progress_with_growing_token_counts():
+    """req.progress while an answer streams: at least one, tokens growing, never more than one per 0.5 s
+    per request (not per chunk: 11 chunks over ~1.7 s give at most 4)."""
+    app = ollama_stub.make_app(load_s=0.0, token_delay_s=0.15)
+    seen = []
+    async with serve(app) as url, aiohttp.ClientSession() as s:
+        res = await run_request(s, "ollama", url, "ok", "Why is the sky blue?", Params(max_tokens=11), timeout_s=10,
+                                policy=FAST, on_progress=lambda att, t, a: seen.append((t, att.progress("r", a))))
+    assert res.ok and res.client.chunks == 12
+    assert 1 <= len(seen) <= res.client.latency_s / 0.5 + 1
+    ts = [t for t, _ in seen]
+    assert all(b - a >= 500_000_000 for a, b in zip(ts, ts[1:]))
+    bodies = [b for _, b in seen]
+    tokens = [b.tokens_so_far for b in bodies]
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens) and 0 < tokens[-1] <= 11
+    assert all(b.tokens_basis == "chunks" and b.attempt == 0 and b.rid == "r" for b in bodies)
+    assert all(0 < b.chars_so_far <= len(res.text) and b.chunks_so_far == b.tokens_so_far for b in bodies)
+    M.validate(M.REQ_PROGRESS, M.Stamper("x").stamp(bodies[-1].to_msg()), strict=True)

@@ -102,9 +102,111 @@ class TestTestCases:
 
     def test_invalid_json_names_line_and_column(self, tmp_path):
         f = tmp_path / "test_cases.json"
-        f.write_text('[\n  {"prompt": "x",}\n]', encoding="utf-8")
+        f.write_text('[\n  {"prompt" "x"}\n]', encoding="utf-8")
         with pytest.raises(SettingsError, match=r"test_cases.json:2:\d+: not valid JSON"):
             load_test_cases(f)
+
+
+class TestHandWritten:
+    """Files written in Notepad: the message names file, line and fix, every problem at once."""
+
+    def test_comments_and_trailing_commas_are_named_at_their_lines(self, tmp_path):
+        f = tmp_path / "test_cases.json"
+        f.write_text('[\n  // the first case\n  {"prompt": "x // not a comment", "task_type": "qa",},\n'
+                     '  /* old */ {"prompt": "y", "task_type": "qa"},\n]\n', encoding="utf-8")
+        with pytest.raises(SettingsError) as exc:
+            load_test_cases(f)
+        msg = str(exc.value)
+        assert f"{f}: 4 problems" in msg
+        assert f"{f}:2: JSON allows no comments" in msg and f"{f}:4: JSON allows no comments" in msg
+        assert f"{f}:3: trailing comma before '}}'" in msg and f"{f}:4: trailing comma before ']'" in msg
+        assert exc.value.file == f  # a file --use-default-on-error could replace
+
+    def test_full_width_punctuation_from_a_chinese_keyboard(self, tmp_path):
+        f = tmp_path / "test_cases.json"
+        f.write_text('[{"prompt": "你好，世界", "task_type"： "qa"}]', encoding="utf-8")
+        with pytest.raises(SettingsError, match=r"test_cases.json:1: full-width '：'.*ASCII ':'"):
+            load_test_cases(f)
+
+    def test_gbk_file_from_notepad_is_read_and_its_encoding_reported(self, tmp_path):
+        f = tmp_path / "test_cases.json"
+        f.write_bytes(json.dumps(SEED_CASES, ensure_ascii=False).encode("gbk"))
+        info = {}
+        cases = load_test_cases(f, info=info)
+        assert info["encoding"] == "gbk" and cases[0]["prompt"] == "请解释牛顿第一定律。"
+        assert info["sample"].startswith("line 1: [{\"model\"")  # a line with Chinese, to check by eye
+        c = tmp_path / "config.py"
+        c.write_bytes("# 温度\nTEMPERATURE = 0.5\n".encode("gbk"))
+        assert read_config_py(c, info=info) == {"temperature": (0.5, 2)} and info["encoding"] == "gbk"
+
+    def test_utf16_from_notepad_unicode_is_read(self, tmp_path):
+        f = tmp_path / "test_cases.json"
+        f.write_bytes(json.dumps(SEED_CASES, ensure_ascii=False).encode("utf-16"))
+        info = {}
+        assert load_test_cases(f, info=info)[1]["prompt"].startswith("写一段") and info["encoding"] == "utf-16"
+
+    def test_bytes_neither_utf8_nor_gbk_name_the_line_and_how_to_save(self, tmp_path):
+        f = tmp_path / "test_cases.json"
+        f.write_bytes(b'[\n{"prompt": "\xff\xff", "task_type": "qa"}]')
+        with pytest.raises(SettingsError) as exc:
+            load_test_cases(f)
+        assert f"{f}:2: not UTF-8 text (byte 0xff) and not GBK" in str(exc.value)
+        assert 'Encoding "UTF-8"' in str(exc.value)
+
+    def test_misspelled_keys_name_the_nearest_and_all_errors_come_at_once(self, tmp_path):
+        f = tmp_path / "test_cases.json"
+        f.write_text(json.dumps([
+            {"prompt": "Why?", "task_type": "qa", "refrence_text": "Because."},
+            {"promt": "How?", "task_type": "qa"},
+            {"prompt": "x", "task_type": "qa", "max_tokens": 0, "tempreature": 0.5, "note": "mine", "owner": "li"},
+        ], indent=1), encoding="utf-8")
+        seen = []
+        with pytest.raises(SettingsError) as exc:
+            load_test_cases(f, warn=lambda event, **kw: seen.append((event, kw["field"])))
+        msg = str(exc.value)
+        lines = f.read_text(encoding="utf-8").splitlines()
+        ref_line = next(i + 1 for i, x in enumerate(lines) if "refrence_text" in x)
+        assert f'{f}:{ref_line}: case [0]: unknown field "refrence_text"; did you mean "reference_text"?' in msg
+        assert 'case [1]: unknown field "promt"; did you mean "prompt"?' in msg
+        assert 'field "prompt" must be' not in msg  # the typo is the problem, said once
+        assert 'case [2]: unknown field "tempreature"; did you mean "temperature"?' in msg
+        assert 'case [2]: field "max_tokens": max_tokens = 0 is invalid' in msg
+        assert f"{f}: 4 problems" in msg
+        assert seen == [("case_unknown_field", "owner")]  # far from every field: warned, not refused; notes are fine
+
+    def test_config_py_typos_and_every_error_at_once(self, tmp_path):
+        f = tmp_path / "config.py"
+        f.write_text("TEMPERATUR = 0.5\nRUNS = 0\nimport os\nMY_NOTE = 1\n", encoding="utf-8")
+        with pytest.raises(SettingsError) as exc:
+            read_config_py(f, warn=lambda *a, **k: None)
+        msg = str(exc.value)
+        assert f"{f}:1: unknown name TEMPERATUR; did you mean TEMPERATURE?" in msg
+        assert f"{f}:2: runs = 0 is invalid" in msg and f"{f}:3: Import statement" in msg and "3 problems" in msg
+
+    def test_chinese_task_names_are_names(self, tmp_path):
+        f = tmp_path / "test_cases.json"
+        f.write_text(json.dumps([{"prompt": "把 hello 翻译成中文", "task_type": "翻译"},
+                                 {"prompt": "x", "task_type": "日本語_要約-2"}], ensure_ascii=False), encoding="utf-8")
+        cases = load_test_cases(f)
+        assert [c["task"] for c in cases] == ["翻译", "日本語_要約-2"]
+        rid = make_rid("B", "m:1b", 0, cases[0]["task"], cases[0]["load"], 1)
+        from shared.batch import BatchDir
+        assert BatchDir(tmp_path).text_file(rid).name == "B_m_1b_000-翻译_short_1.txt"  # legal on Windows too
+        f.write_text(json.dumps([{"prompt": "x", "task_type": "翻译 / 中文"}], ensure_ascii=False), encoding="utf-8")
+        with pytest.raises(SettingsError, match=r'letters \(any script, e\.g\. 翻译\), digits.*without spaces or "/"'):
+            load_test_cases(f)
+
+    def test_cpu_tdp_w_from_config_py_then_env(self, tmp_path):
+        f = tmp_path / "config.py"
+        f.write_text("CPU_TDP_W = 95\n", encoding="utf-8")
+        s = resolve_settings({}, read_config_py(f), env={"CPU_TDP_W": "45"})
+        assert s["cpu_tdp_w"] == {"value": 95.0, "source": "config.py", "line": 1}
+        assert resolve_settings({}, None, env={"CPU_TDP_W": "45"})["cpu_tdp_w"] == {"value": 45.0,
+                                                                                    "source": "env CPU_TDP_W"}
+        assert resolve_settings({"cpu_tdp_w": 30}, read_config_py(f))["cpu_tdp_w"]["source"] == "cli"
+        assert resolve_settings({}, None, env={})["cpu_tdp_w"]["value"] is None
+        with pytest.raises(SettingsError, match="environment CPU_TDP_W: cpu_tdp_w = 'hot' is invalid"):
+            resolve_settings({}, None, env={"CPU_TDP_W": "hot"})
 
 
 class TestBuiltinTasks:

@@ -18,7 +18,7 @@ DATA = Path(__file__).resolve().parent / "data"
 NEW_SINCE_FROZEN = ("suite", "item_id", "correct", "correct_strict", "extracted_answer", "seed",
                     # issue 20's load sweeps
                     "sweep", "sweep_level", "start_lag_ms", "start_blocked", "start_late", "level_concurrency",
-                    "level_rate_rps", "slo_ok")
+                    "level_rate_rps", "slo_ok", "latency_outlier", "latency_vs_twins")
 # stats.csv's metrics before the registry, in their order (rows of stats.csv come in this order)
 STAT_METRICS_BEFORE = (
     "latency_s", "first_token_s", "first_thinking_s", "first_chunk_s", "toks_per_s", "client_toks_per_s",
@@ -70,7 +70,7 @@ def test_outputs_are_generated_from_the_registry():
     assert report.RESULT_COLUMNS == ("model", "task", "load", "text_lang", "run", "status", "latency_s",
                                      "first_token_s", "toks_per_s", "gpu_energy_j", "gpu_energy_method",
                                      "gpu_coverage", "cpu_energy_j", "total_energy_j", "quality_score",
-                                     "quality_basis", "quality_per_kj", "j_per_quality")
+                                     "quality_basis", "quality_per_kj", "j_per_quality", "latency_outlier")
     assert compare.MEAN_METRICS == ("quality_per_kj", "quality_score", "total_energy_j", "gpu_energy_j", "j_per_token",
                                     "first_token_s", "toks_per_s", "latency_s")
     assert "quality_score_ci95_low" in compare.LEADERBOARD_COLUMNS and "latency_s_mean" in compare.LEADERBOARD_COLUMNS

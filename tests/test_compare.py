@@ -34,15 +34,17 @@ def scorer_for(basis: str):
 
 def make_batch(root: Path, bid: str, host: str, gpu: str, watts: float, models: list[str], day: int,
                basis: str = "chrf", fail: str | None = None, runs: int = 4, case_hash: str | None = None,
-               max_tokens: int | None = None) -> Path:
-    """A recorded batch (real stream.msgpack) analysed by the real pipeline into root/bid."""
+               max_tokens: int | None = None, slow: str | None = None) -> Path:
+    """A recorded batch (real stream.msgpack) analysed by the real pipeline into root/bid; ``slow``: the rid
+    of a request that takes 6× as long as its twins (a latency outlier)."""
     reqs, t = [], 1.0
     for run in range(1, runs + 1):
         for mi, m in enumerate(models):
             rid = f"{bid}/{m}/0/short/{run}"
-            reqs.append(S.Req(t, t + 0.5 + 0.1 * mi + 0.02 * run, model=m, run=run, rid=rid, ok=rid != fail,
+            dur = (0.5 + 0.1 * mi + 0.02 * run) * (6 if rid == slow else 1)
+            reqs.append(S.Req(t, t + dur, model=m, run=run, rid=rid, ok=rid != fail,
                               eval_count=50 + 10 * mi, text="Paris.", case_hash=case_hash, max_tokens=max_tokens))
-            t += 1.0
+            t += max(1.0, dur + 0.5)
     spec = S.Spec(duration_s=t + 1.0, rate_hz=50.0, requests=reqs, batch_id=bid, tel_src=f"telemetry@{host}",
                   gpus=[S.Gpu(S.constant(watts), simulated=False, name=gpu, uuid=f"GPU-{host}-0")], cases=[CASE],
                   wall0_ns=S.WALL0_NS + day * 86_400_000_000_000, rapl_w=20.0)
@@ -56,7 +58,7 @@ def make_batch(root: Path, bid: str, host: str, gpu: str, watts: float, models: 
 def campaign(tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("campaign")
     return [make_batch(root, "b1", "hostA", "RTX 4090", 200.0, ["m:1b", "m:3b"], 0),
-            make_batch(root, "b2", "hostA", "RTX 4090", 210.0, ["m:1b", "m:7b", HOSTILE], 1),
+            make_batch(root, "b2", "hostA", "RTX 4090", 210.0, ["m:1b", "m:7b", HOSTILE], 1, slow="b2/m:7b/0/short/3"),
             make_batch(root, "b3", "hostB", "A100 80GB", 300.0, ["m:1b"], 2, fail="b3/m:1b/0/short/2")]
 
 
@@ -78,6 +80,9 @@ def test_leaderboard_matches_each_batch_results_csv(campaign):
     c = C.compare(campaign)
     by_name = {b.name: results_csv(b) for b in campaign}
     assert len(c.leaderboard) == 5  # m:1b on hostA (b1+b2), m:3b, m:7b, the hostile one, m:1b on hostB
+    # the slow twin is flagged per request and counted in its row; the compare notes say where
+    assert [r["model"] for r in c.leaderboard if r["n_outliers"]] == ["m:7b"]
+    assert any("1 request(s) in 1 row(s) took more than 3×" in n and "qa/m:7b: 1" in n for n in c.notes)
     for row in c.leaderboard:
         mine = [r for b in row["batches"].split(",") for r in by_name[b]
                 if r["model"] == row["model"] and r["task"] == row["task"] and r["gpu_hosts"] == row["host"]
@@ -86,6 +91,7 @@ def test_leaderboard_matches_each_batch_results_csv(campaign):
         ok = [r for r in mine if r["status"] == "ok" and (r["quality_basis"] or None) == row["quality_basis"]]
         failed = [r for r in mine if r["status"] != "ok"]
         assert ok and row["n"] == len(ok) and row["n_failed"] == len(failed)
+        assert row["n_outliers"] == sum(r["latency_outlier"] == "true" for r in ok)
         for metric in ("quality_per_kj", "quality_score", "total_energy_j", "j_per_token", "first_token_s",
                        "toks_per_s", "gpu_energy_j"):
             assert row[f"{metric}_mean"] == pytest.approx(mean(floats(ok, metric)), rel=1e-9), metric
@@ -219,12 +225,17 @@ def test_cli_writes_csvs_page_and_dataset(campaign, tmp_path):
     """The real entry point: exit 0 with the files; exit 2 and the fix for a batch not analysed yet."""
     out, lake = tmp_path / "out", tmp_path / "lake"
     cmd = [sys.executable, "-m", "analyzer.compare", *map(str, campaign), "--out", str(out), "--dataset", str(lake),
-           "--lang", "en"]
+           "--report-lang", "both"]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "compared 3 batch(es), 5 row(s)" in p.stdout
-    for name in ("leaderboard.csv", "batches.csv", "notes.txt", "compare.html"):
+    for name in ("leaderboard.csv", "batches.csv", "notes.txt", "compare.html", "compare.zh.html"):
         assert (out / name).is_file(), name
+    zh = (out / "compare.zh.html").read_text(encoding="utf-8")
+    assert '<html lang="zh-CN"' in zh and "合并自 2 个批次（b1,b2）" in zh and "pooled from" not in zh  # notes too
+    (out / "compare.zh.html").unlink()  # --lang: the old name of the same flag
+    assert subprocess.run(cmd[:-2] + ["--lang", "en"], cwd=ROOT, capture_output=True, timeout=120).returncode == 0
+    assert not (out / "compare.zh.html").exists()
     assert ds.dataset(lake / "requests", format="parquet", partitioning="hive").count_rows() == 4 * (2 + 3 + 1)
     bad = subprocess.run([sys.executable, "-m", "analyzer.compare", str(tmp_path / "nothing"), "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -7,10 +7,10 @@ import math
 import pytest
 
 from analyzer import compare as C
-from analyzer import pipeline, tables
+from analyzer import cli, pipeline, tables
 from tests import synth as S
 from tests.test_analyzer_pipeline import run
-from tests.test_compare import make_batch
+from tests.test_compare import CASE, make_batch, scorer_for
 
 
 def test_different_cases_or_max_tokens_are_ranked_apart(tmp_path):
@@ -95,3 +95,47 @@ def test_a_batch_without_scores_is_not_blamed_on_no_quality_alone():
     say only "analysed with --no-quality?"."""
     [note] = C.notes_for([], [{"batch": "proxy_1_x", "gpu_named": True, "quality_bases": None, "path": "p"}])
     assert "--no-quality" in note and "proxy traffic" in note and "no 效质比" in note
+
+
+def sweep_batch(root, bid: str, models: list[str], levels: list[float]):
+    """A --sweep concurrency batch (real stream.msgpack, real pipeline): every model runs 3 requests per
+    level; a higher level makes each request slower, so pooling levels would blur the latency."""
+    reqs, t = [], 1.0
+    for lv in levels:
+        for m in models:
+            for run in range(1, 4):
+                reqs.append(S.Req(t, t + 0.2 * lv + 0.01 * run, model=m, run=run, rid=f"{bid}/{m}/c{lv:g}/{run}",
+                                  eval_count=50, text="Paris.", case_hash="aaaa", max_tokens=64,
+                                  sweep="concurrency", sweep_level=lv))
+                t += 1.0
+    spec = S.Spec(duration_s=t + 1.0, rate_hz=50.0, requests=reqs, batch_id=bid, tel_src="telemetry@h",
+                  gpus=[S.Gpu(S.constant(200.0), simulated=False, name="RTX 4090", uuid="GPU-h-0")],
+                  cases=[CASE], wall0_ns=S.WALL0_NS, rapl_w=20.0, load={"swept": True})
+    S.write_batch(root / bid, spec)
+    bd, items, problem = cli.load_batch(root / bid)
+    cli.analyse_messages(items, bd, pipeline.Options(assess=scorer_for("chrf")), 120.0, False, problem, "en")
+    return root / bid
+
+
+def test_load_levels_are_rows_of_their_own_ranked_per_level(tmp_path):
+    """A sweep's levels are never pooled: one row per model × level with that level's latency, ranked only
+    against the other models at the same level; a batch without levels keeps its one row per model."""
+    dirs = [sweep_batch(tmp_path, "s1", ["m:1b", "m:3b"], [1.0, 4.0]),
+            make_batch(tmp_path, "b1", "h", "RTX 4090", 200.0, ["m:1b"], 0, case_hash="aaaa", max_tokens=64)]
+    c = C.compare(dirs)
+    rows = {(r["model"], r["sweep_level"]): r for r in c.leaderboard}
+    assert set(rows) == {("m:1b", 1.0), ("m:1b", 4.0), ("m:3b", 1.0), ("m:3b", 4.0), ("m:1b", None)}
+    assert rows[("m:1b", 4.0)]["sweep"] == "concurrency" and rows[("m:1b", None)]["sweep"] is None
+    for m in ("m:1b", "m:3b"):
+        assert rows[(m, 1.0)]["n"] == rows[(m, 4.0)]["n"] == 3
+        assert rows[(m, 1.0)]["latency_s_mean"] == pytest.approx(0.22, abs=0.03)
+        assert rows[(m, 4.0)]["latency_s_mean"] == pytest.approx(0.82, abs=0.03)
+    # like with like: each level ranks its two models 1 and 2; the level-less batch is a ranking of its own
+    for lv in (1.0, 4.0):
+        assert sorted(rows[(m, lv)]["rank"] for m in ("m:1b", "m:3b")) == [1, 2]
+    assert rows[("m:1b", None)]["rank"] == 1
+    assert any("2 load levels (concurrency 1, concurrency 4)" in n for n in c.notes)
+    assert not any("ranked apart" in n for n in c.notes)  # same cases and max tokens at every level
+    page = C.render_html(c)
+    assert "— concurrency 1</h3>" in page and "— concurrency 4</h3>" in page
+    assert "sweep_level" in C.LEADERBOARD_COLUMNS

@@ -43,8 +43,9 @@ def test_demo_runs_end_to_end_on_the_real_cpu_model(tmp_path):
         assert r["quality_per_kj"] != "" and float(r["quality_per_kj"]) >= 0, r
         bases = {"code": ("code_checks",), "creative": ("diversity",)}.get(r["task"], ("bartscore", "chrf"))
         assert r["quality_basis"] in bases, r
-    page = (batch / "summary" / "report.html").read_text(encoding="utf-8")
+    page = (batch / "summary" / "report.zh.html").read_text(encoding="utf-8")
     assert '<html lang="zh-CN"' in page and "效质比" in page
+    assert not (batch / "summary" / "report.html").exists()  # --report-lang zh writes only the Chinese one
     row = next(r for r in rows if r["task"] == "qa")
     assert row["status"] == "ok" and row["model"] == "smollm2-135m-instruct"
     assert row["gpu_simulated"] == "true"

@@ -29,6 +29,7 @@ from analyzer.live_state import ROW_COLUMNS, cell
 from collector.recorder import Recorder
 from shared import messages as M
 from shared.escape import terminal_text
+from shared.recording import RecordingReader
 from tests.cdp import Browser
 from tests.conftest import free_port
 
@@ -99,7 +100,10 @@ def _run_batch(rec: Recorder, batch: str, n: int) -> list[str]:
         rec.emit(M.ReqStart(rid=rid, model=model, task="qa", load="short", run=1, case=0, prompt="q?"), flush=True)
         time.sleep(0.25)
         rec.emit(M.ReqFirstToken(rid=rid, kind="content", attempt=0), flush=True)
-        time.sleep(0.5)
+        # as the collector sends it while a stream lasts (≤ 2/s); the results must not change for it
+        rec.emit(M.ReqProgress(rid=rid, attempt=0, chunks_so_far=12 + i, tokens_so_far=12 + i, tokens_basis="chunks",
+                               chars_so_far=40), flush=True)
+        time.sleep(1.5 if i == 0 else 0.5)  # the first long enough for the page to show its tokens so far
         rec.emit(M.ReqEnd(rid=rid, ok=True, text=HOSTILE_ANSWER if i == 1 else "Paris.",
                           api={"eval_count": 20 + i, "eval_duration_ns": 400_000_000},
                           client=M.ClientMetrics(latency_s=0.75, first_token_s=0.25, chunks=20 + i)), flush=True)
@@ -147,6 +151,10 @@ async def test_live_page_in_chromium_with_twenty_sse_viewers(tmp_path, zctx):
             rec.wait_heartbeat(20)
             await asyncio.sleep(1.0)  # the live analyzer's SUB has joined the events PUB
             batch_task = asyncio.get_running_loop().run_in_executor(None, _run_batch, rec, "live-b", 5)
+            # a request in flight shows its tokens so far (from req.progress)
+            await page.wait_for("(function(){var td=document.querySelector('#inflight td[data-col=tokens_so_far]');"
+                                "return td && td.textContent === '12';})()", 20, "tokens so far of a request in flight")
+            assert "tokens so far" in await page.eval("document.getElementById('inflight').textContent")
             # a finished request appears with its energy while the batch still runs
             await page.wait_for("(function(){var td=document.querySelector('#rows-table tr.early td[data-col=gpu_energy_j]');"
                                 "return td && td.textContent.length > 0;})()", 30, "an early row with its energy")
@@ -219,6 +227,7 @@ async def test_live_page_in_chromium_with_twenty_sse_viewers(tmp_path, zctx):
                         "--lookback-s", "0.5"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert any(t == M.REQ_PROGRESS for t, _ in RecordingReader(rec_dir / "raw" / "stream.msgpack"))
     with open(rec_dir / "summary" / "results.csv", encoding="utf-8-sig") as f:
         replay = {row["rid"]: row for row in csv.DictReader(f)}
     shown = json.loads(shown)
@@ -289,3 +298,37 @@ async def test_collector_serve_starts_the_page_and_prints_its_url(tmp_path):
     async with aiohttp.ClientSession() as s:
         with pytest.raises(aiohttp.ClientConnectorError):
             await s.get(url + "state")
+
+
+async def test_table_cells_wrap_between_words_never_inside_one(tmp_path):
+    """Column headers, model names and numbers stay whole words: a narrow column may wrap at spaces
+    and hyphens but never shows "statu|s", "J/toke|n" or "1,14|1" (only a word longer than a cell's max width may
+    break)."""
+    from analyzer.live_page import PageHub, PageServer
+    from analyzer.live_state import LiveState
+
+    hub = PageHub(LiveState(), lang="en")
+    server = PageServer(hub, "127.0.0.1", 0)
+    url = await asyncio.to_thread(server.start)
+    try:
+        row = {"rid": "r1", "model": "smollm2-135m-instruct", "task": "summary", "status": "ok",
+               "gpu_energy_j": 1141.25, "total_energy_j": 1437.5, "output_tokens": 7, "j_per_token": 163.0,
+               "ttft_ms": 4080.0, "toks_per_s": 14.1, "gpu_simulated": True}
+        await asyncio.to_thread(hub.on_row, M.AnaRow(rid="r1", batch="b", row=row, energy_ready=True))
+        async with Browser(tmp_path) as browser:
+            page = await browser.open(url)
+            await page.call("Emulation.setDeviceMetricsOverride", width=1000, height=900, deviceScaleFactor=1,
+                            mobile=False)
+            await page.wait_for("document.querySelectorAll('#rows-table td').length > 0", 20, "the row")
+            # every word of every header and cell is laid out on one line (one client rect per word)
+            split = await page.eval("""(function(){var out=[];
+              document.querySelectorAll('table.data th, table.data td').forEach(function(c){
+                var t=c.firstChild; if(!t||t.nodeType!==3) return; var s=t.data, re=/[^\\s-]+/g, m;
+                while((m=re.exec(s))){ if(m[0].length>30) continue; var r=document.createRange();
+                  r.setStart(t,m.index); r.setEnd(t,m.index+m[0].length);
+                  var tops={}; Array.prototype.forEach.call(r.getClientRects(),function(q){tops[Math.round(q.top)]=1;});
+                  if(Object.keys(tops).length>1) out.push(m[0]); }});
+              return JSON.stringify(out);})()""")
+            assert json.loads(split) == []
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -170,3 +170,32 @@ def test_serve_is_loopback_unless_allowed(addr, ok, capsys):
 def test_serve_needs_live(capsys):
     assert cli.main(["--serve", "127.0.0.1:0", "--batch", "x"]) == 2
     assert "--live --serve" in capsys.readouterr().err
+
+
+def test_an_answer_with_line_breaks_reads_as_words_not_backslash_n():
+    """Observed with SmolLM2: "colors.\\n\\n2. White" was shown with literal \\n; the one-line excerpt
+    now has spaces where the answer broke lines (controls and bidi stay visible escapes)."""
+    st = LiveState()
+    st.on_message(M.BATCH_START, _p(0, src="collector@x", batch="b", planned=1))
+    st.on_message(M.REQ_START, _p(1, src="collector@x", seq=1, rid="r", model="m", task="qa"))
+    st.on_message(M.REQ_END, _p(2, src="collector@x", seq=2, rid="r", ok=True,
+                                text="1. Red.\n\n2. White.\r\n3.\tBlue \x1b[31m"))
+    st.on_row(_row("r", 5.0))
+    [row] = st.snapshot(0)["rows"]
+    assert row["answer"] == "1. Red. 2. White. 3. Blue \\x1b[31m"
+
+
+def test_requests_in_flight_show_tokens_so_far_from_progress_events():
+    st = LiveState()
+    st.on_message(M.REQ_START, _p(0, src="collector@x", seq=1, rid="r", model="m", task="qa"))
+    [r] = st.snapshot(1)["in_flight"]
+    assert r["tokens_so_far"] == "" and r["tokens_basis"] == ""  # nothing streamed yet: empty, not 0
+    st.on_message(M.REQ_PROGRESS, _p(0.6, src="collector@x", seq=2, rid="r", attempt=0, chunks_so_far=9,
+                                     tokens_so_far=8, tokens_basis="chunks", chars_so_far=30))
+    st.on_message(M.REQ_PROGRESS, _p(1.1, src="collector@x", seq=3, rid="r", attempt=0, chunks_so_far=1500,
+                                     tokens_so_far=1499, tokens_basis="chunks", chars_so_far=6000))
+    st.on_message(M.REQ_PROGRESS, _p(1.2, src="collector@x", seq=4, rid="gone", tokens_so_far=5))  # never started
+    [r] = st.tick(WALL0 / 1e9 + 1.5)["in_flight"]
+    assert (r["rid"], r["tokens_so_far"], r["tokens_basis"], r["elapsed_s"]) == ("r", "1499", "chunks", "1.50")
+    st.on_message(M.REQ_END, _p(2, src="collector@x", seq=5, rid="r", ok=True, text="x"))
+    assert st.snapshot(2)["in_flight"] == []

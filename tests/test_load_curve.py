@@ -72,3 +72,41 @@ def test_stats_key_gains_the_level_only_when_set():
     assert tables.stats_columns(leveled=True)[:4] == ("model", "task", "load", "sweep_level")
     plain = tables.stats([{k: v for k, v in r.items() if k != "sweep_level"} for r in rows], False)
     assert "sweep_level" not in plain[0] and "sweep_level" not in tables.stats_columns()
+
+
+def test_fixed_output_length_still_gets_an_honest_interval_from_the_requests():
+    """Every request answers exactly 64 tokens (--ignore-eos): the old interval, from the spread of
+    output lengths alone, had zero width. Now it comes from how the requests' times and energies
+    differ, checked against a bootstrap of the same per-request ratios; a level whose requests are
+    identical in every way keeps a zero-width interval, and the row says the level ran once."""
+    rng = np.random.default_rng(7)
+    dur = 1.0 + 0.3 * rng.random(12)
+    joules = 40.0 * dur + rng.normal(0.0, 2.0, 12)
+    rows, spans, t = [], {}, 0.0
+    for i in range(12):
+        rows.append(row(f"r{i}", 4, 100, 10, 1000, tokens=64, gpu_j=float(joules[i])))
+        spans[f"r{i}"] = (t, t + float(dur[i]))
+        t += 0.25  # overlapping, as at concurrency 4
+
+    def energy(a, b):
+        return {"gpu_j": 50.0 * (b - a), "gpu_unc_j": np.zeros_like(a), "cpu_j": None}
+
+    (lv,), _ = LC.curve(rows, spans, energy, None, simulated=False)
+    assert lv["ci95_basis"] == "per-request spread (n=12), level ran once"
+    for fig, x, y in (("output_tokens_per_s", np.full(12, 64.0), dur), ("j_per_token", joules, np.full(12, 64.0))):
+        lo, hi, v = lv[f"{fig}_ci95_low"], lv[f"{fig}_ci95_high"], lv[fig]
+        assert lo < v < hi and hi - lo > 0.02 * v, (fig, lo, v, hi)
+        # the same relative width as a bootstrap over requests of sum(x) / sum(y)
+        idx = rng.integers(0, 12, size=(4000, 12))
+        boot = x[idx].sum(axis=1) / y[idx].sum(axis=1)
+        b_lo, b_hi = np.percentile(boot, [2.5, 97.5])
+        r = x.sum() / y.sum()
+        assert (hi - lo) / v == pytest.approx((b_hi - b_lo) / r, rel=0.35)
+    same = [row(f"s{i}", 1, 100, 10, 1000, tokens=64, gpu_j=40.0) for i in range(5)]
+    sspans = {f"s{i}": (2.0 * i, 2.0 * i + 1.0) for i in range(5)}
+    (one,), _ = LC.curve(same, sspans, energy, None, simulated=False)
+    assert one["j_per_token_ci95_low"] == pytest.approx(one["j_per_token_ci95_high"])
+    # two requests: too few for an interval, left empty rather than shown as certain
+    (few,), _ = LC.curve(same[:2], sspans, energy, None, simulated=False)
+    assert few.get("j_per_token_ci95_low") is None and few.get("output_tokens_per_s_ci95_low") is None
+    assert few.get("ci95_basis") is None

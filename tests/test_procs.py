@@ -62,3 +62,66 @@ def test_stop_child_asks_then_kills_a_real_child(ignores_sigint, expected):
             proc.kill()
         proc.wait(10)
     assert procs.stop_child(proc, 1.0) == expected  # already gone: just its code
+
+
+def test_terminate_plan_sigterm_or_terminateprocess():
+    # servers and the live analyzer are asked with SIGTERM (Windows: TerminateProcess), not a Ctrl-C
+    assert procs.signal_plan(True, own_group=False, platform="linux", terminate=True) == ("send_signal", signal.SIGTERM)
+    assert procs.signal_plan(True, platform="linux", terminate=True) == ("killpg", signal.SIGTERM)
+    assert procs.signal_plan(False, own_group=False, platform="linux", terminate=True) == ("send_signal", signal.SIGKILL)
+    assert procs.signal_plan(True, platform="win32", terminate=True) == ("kill", None)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the POSIX branch, on real processes")
+@pytest.mark.parametrize("ignores_sigterm, expected", [(False, -signal.SIGTERM), (True, -signal.SIGKILL)])
+def test_stop_child_terminates_a_child_in_our_group_alone(ignores_sigterm, expected):
+    """A child in our own process group (the proxy's live analyzer, the demo server): SIGTERM to it alone,
+    then SIGKILL after the wait; this test process, in the same group, is untouched."""
+    code = ("import signal, time\n"
+            + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignores_sigterm else "")
+            + "print('up', flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        t0 = time.monotonic()
+        assert procs.stop_child(proc, 0.5, own_group=False, terminate=True, kill_wait_s=5) == expected
+        assert (time.monotonic() - t0 >= 0.5) == ignores_sigterm  # killed only after the polite wait
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the POSIX branch, on real processes")
+def test_stop_child_terminates_a_whole_own_group():
+    """A child started in its own group: SIGTERM reaches its grandchild too."""
+    code = ("import subprocess, sys, time\n"
+            "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "print(g.pid, flush=True)\ng.wait()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, **procs.group_popen_kwargs())
+    grandchild = None
+    try:
+        grandchild = int(proc.stdout.readline())
+        assert procs.stop_child(proc, 5, terminate=True) == -signal.SIGTERM
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _alive(grandchild):
+            time.sleep(0.05)
+        assert not _alive(grandchild)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def _alive(pid: int) -> bool:
+    import os
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (not yet reaped by init) counts as gone
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -224,6 +224,14 @@ class TestFailures:
         assert row["output_tokens"] == 12 and row["ok"] is True and 300 <= row["ttft_ms"] < arrivals[0] * 1000 + 50
         [e] = ends(opts)
         assert e["client"]["first_token_s"] >= 0.3 and e["client"]["chunks"] == 13
+        # tokens so far for live views: throttled (≤ 1 per 0.5 s), not one per chunk
+        progress = [p for t, p in recorded(opts) if t == M.REQ_PROGRESS]
+        assert 1 <= len(progress) <= e["client"]["latency_s"] / 0.5 + 1 and all(p["rid"] == e["rid"] for p in progress)
+        tokens = [p["tokens_so_far"] for p in progress]
+        assert tokens == sorted(tokens) and 0 < tokens[-1] <= 12 and progress[0]["tokens_basis"] == "chunks"
+        assert all(b["t"] - a["t"] >= 500_000_000 for a, b in zip(progress, progress[1:]))
+        for p in progress:
+            M.validate(M.REQ_PROGRESS, p, strict=True)
 
 
 class TestStorageRules:

@@ -254,6 +254,24 @@ class TestAssessWithBart:
         assert len(errors) == 1 and "HF_HUB_OFFLINE" in errors.pop()
         assert all(row["bartscore"] is None and row["len_chars"] == 1 for row in rows.values())
 
+    def test_unavailable_checkpoints_are_one_warning_with_a_cli_fix(self, monkeypatch):
+        """Observed: an offline demo logged [error] bartscore_unavailable twice (English and Chinese
+        checkpoints) with a Python API as the fix. Now one warning names both, with --no-bart."""
+        from structlog.testing import capture_logs
+
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setenv("BARTSCORE_CHECKPOINT", "quality-tests/no-such-bart")
+        monkeypatch.setenv("BARTSCORE_CHECKPOINT_ZH", "quality-tests/no-such-bart-zh")
+        requests = [{"rid": f"r{i}", "task": "qa", "text": "x", "thinking": None, "reference": "y", "lang": lang,
+                     "expect": None, "prompt": ""} for i, lang in enumerate(("en", "zh"))]
+        with capture_logs() as logs:
+            rows = assess(requests, QualityOptions(device="cpu"))
+        said = [e for e in logs if e["event"] == "bartscore_unavailable"]
+        assert len(said) == 1 and said[0]["log_level"] == "warning"
+        assert said[0]["checkpoints"] == ["quality-tests/no-such-bart", "quality-tests/no-such-bart-zh"]
+        assert "python -m analyzer --no-bart" in said[0]["fix"] and not [e for e in logs if e["log_level"] == "error"]
+        assert "python -m analyzer --no-bart" in rows["r0"]["bartscore_error"]  # the reason the report quotes
+
 
 class TestEntryPoints:
     def test_cli_scores_a_jsonl_file(self, tiny_bart, tmp_path):

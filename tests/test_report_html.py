@@ -112,7 +112,7 @@ def write(analysis, root: Path, lang: str) -> Path:
 
     bd = BatchDir(root)
     outputs.write_all(analysis, bd, make_plots=False, lang=lang)
-    return bd.summary / "report.html"
+    return bd.summary / ("report.zh.html" if lang == "zh" else "report.html")
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
@@ -158,7 +158,7 @@ def test_en_and_zh_reports_carry_the_same_numbers(analysis, tmp_path):
     cells = re.compile(r'data-v="([^"]+)"')
     assert cells.findall(en) == cells.findall(zh) and len(cells.findall(en)) > 100
     assert '<html lang="zh-CN"' in zh and "组效质比" in zh and "每千焦的质量分" in zh
-    md_zh = (tmp_path / "zh" / "summary" / "report.md").read_text(encoding="utf-8")
+    md_zh = (tmp_path / "zh" / "summary" / "report.zh.md").read_text(encoding="utf-8")
     assert "## 问题" in md_zh and "效质比" in md_zh
     # CSV column names never change with the report language
     assert (tmp_path / "en" / "summary" / "results.csv").read_bytes() == \
@@ -198,3 +198,28 @@ def test_numbers_read_without_exponents():
 
     assert [fmt_num(x) for x in (3.4e-05, 0.5, 12.345, 2491.3, 0.0, None, True, 12)] == [
         "0.0000340", "0.500", "12.3", "2,491", "0", "", "true", "12"]
+
+
+def test_suite_only_batch_has_no_empty_energy_vs_quality_section(tmp_path):
+    """A batch of benchmark-suite items only (--suite, no built-in tasks): the suites have their own
+    section, so report.html and report.md show no per-task energy/quality heading with nothing under it."""
+    cases = [{"prompt": f"What is {i} + 40?", "task": "suite", "load": "all", "lang": "en", "suite": "gsm8k:gsm",
+              "item_id": f"g{i}", "suite_data": {"kind": "gsm8k", "target": str(40 + i)}} for i in range(3)]
+    reqs, t = [], 1.0
+    for model in ("m-small:1b", "m-large:7b"):
+        for case in range(3):
+            reqs.append(S.Req(t, t + 0.5, model=model, task="suite", load="all", run=1, case=case,
+                              text=f"The answer is {40 + case}.", rid=f"s/{model}/{case}"))
+            t += 0.7
+    bd = S.write_batch(tmp_path / "suite_only", S.Spec(duration_s=t + 1.0, rate_hz=50.0, requests=reqs,
+                                                       batch_id="suite_only", cases=cases))
+    _, items, problem = read_recording(bd.stream)
+    a = pipeline.analyze(stream.build(items), pipeline.Options(quality=True, quality_options={"enable_bart": False}),
+                         recording_problem=problem)
+    assert a.results and all(r.get("suite") == "gsm8k:gsm" for r in a.results) and a.suites
+    outputs.write_all(a, bd, make_plots=False, lang="en")
+    html = (bd.summary / "report.html").read_text(encoding="utf-8")
+    md = (bd.summary / "report.md").read_text(encoding="utf-8")
+    assert "suite-scatter-0" in html  # the suite's own energy/accuracy chart is there
+    assert "Energy vs quality per task" not in html and 'id="scatter-0"' not in html
+    assert "## Pareto front" not in md and "## " + report_html.t("suites", "en") in md

@@ -207,9 +207,8 @@ class TestCli:
                                             "--suite", "humaneval", "--limit", "10", "--sample", "3",
                                             "--sample-seed", "5"))
         assert rc == 0, out
-        plan = json.loads(out[out.index("{"):out.index("\nplan (") + 1])
-        assert plan["requests"] == 3 and plan["cases_source"] == "suites"
-        rec = plan["suites"]
+        assert "plan: 3 request(s)" in out and "\ncases: suites\n" in out
+        rec = json.loads(next(line for line in out.splitlines() if line.startswith("suites: "))[len("suites: "):])
         assert (rec["limit"], rec["sample"], rec["sample_seed"]) == (10, 3, 5) and "NOT the 5-shot" in rec["protocol"]
         assert rec["suites"]["humaneval"]["items"] == 3 and "raw completion" in rec["endpoint"]
 
@@ -221,7 +220,7 @@ class TestCli:
 
         rc, out = asyncio.run(run_collector("--dry-run", "--models", "m", "--base-url", f"127.0.0.1:{free_port()}",
                                             "--suite", "mmlu"))
-        assert rc != 0 and "unknown suite" in out and "plan (" not in out
+        assert rc != 0 and "unknown suite" in out and "plan:" not in out
         bad = tmp_path / "g.jsonl"
         bad.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q2"}\n', encoding="utf-8")
         rc, out = asyncio.run(run_collector("--dry-run", "--models", "m", "--base-url", f"127.0.0.1:{free_port()}",

@@ -152,19 +152,16 @@ def _bartscore(jobs: dict[str, tuple[str, str, str]], results: dict[str, dict], 
     by_checkpoint: dict[str, list[str]] = {}
     for rid, (checkpoint, _ref, _hyp) in jobs.items():
         by_checkpoint.setdefault(checkpoint, []).append(rid)
+    unavailable: dict[str, str] = {}  # checkpoint -> why; said once for the batch, after the loop
     for checkpoint, rids in by_checkpoint.items():
         for rid in rids:
             results[rid]["bartscore_model"] = checkpoint
         try:
             scorer = _scorer(checkpoint, opts)
-        except BartScoreUnavailable as exc:
-            log.error("bartscore_unavailable", checkpoint=checkpoint, requests=len(rids), error=str(exc))
-            for rid in rids:
-                results[rid]["bartscore_error"] = str(exc)
-            continue
-        except Exception as exc:  # noqa: BLE001 - e.g. torch missing, CUDA broken
-            message = f"BARTScore could not start with '{checkpoint}': {type(exc).__name__}: {exc}"
-            log.error("bartscore_unavailable", checkpoint=checkpoint, requests=len(rids), error=message)
+        except Exception as exc:  # noqa: BLE001 - BartScoreUnavailable, or e.g. torch missing, CUDA broken
+            message = str(exc) if isinstance(exc, BartScoreUnavailable) else \
+                f"BARTScore could not start with '{checkpoint}': {type(exc).__name__}: {exc}"
+            unavailable[checkpoint] = message
             for rid in rids:
                 results[rid]["bartscore_error"] = message
             continue
@@ -182,13 +179,25 @@ def _bartscore(jobs: dict[str, tuple[str, str, str]], results: dict[str, dict], 
                     triples.append((p[0], r[0], f[0]))
                 except Exception as one_exc:  # noqa: BLE001
                     triples.append(f"{type(one_exc).__name__}: {one_exc}")
-        for rid, triple in zip(rids, triples):
-            if isinstance(triple, str):
-                results[rid]["bartscore_error"] = f"BARTScore failed: {triple}"
-                continue
-            p, r, f = triple
-            row = results[rid]
-            row["bartscore"], row["bartscore_p"], row["bartscore_r"], row["bartscore_f"] = p, p, r, f
+        _store_triples(results, rids, triples)
+    if unavailable:
+        # a warning, not an error: the batch is scored by chrF instead and the report says so
+        log.warning("bartscore_unavailable", checkpoints=list(unavailable),
+                    requests=sum(len(by_checkpoint[c]) for c in unavailable),
+                    effect="QA/summary scored by chrF / 100 (quality_basis chrf)",
+                    why=next(iter(unavailable.values())).split(" Fix: ")[0],
+                    fix="python -m analyzer.quality.fetch_checkpoint CHECKPOINT on a machine with network, or "
+                        "python -m analyzer --no-bart (collector: --analyzer-args \"--no-bart\")")
+
+
+def _store_triples(results: dict[str, dict], rids: list[str], triples: list) -> None:
+    for rid, triple in zip(rids, triples):
+        if isinstance(triple, str):
+            results[rid]["bartscore_error"] = f"BARTScore failed: {triple}"
+            continue
+        p, r, f = triple
+        row = results[rid]
+        row["bartscore"], row["bartscore_p"], row["bartscore_r"], row["bartscore_f"] = p, p, r, f
 
 
 def _release_gpu_memory() -> None:

@@ -47,7 +47,7 @@ def fix_hint(checkpoint: str) -> str:
     return (f"Fix: on a machine with network run `python -m analyzer.quality.fetch_checkpoint {checkpoint} "
             f"--out models/{checkpoint.replace('/', '--')}` and set BARTSCORE_CHECKPOINT (BARTSCORE_CHECKPOINT_ZH "
             f"for Chinese) to that directory; or fill the Hugging Face cache with `hf download {checkpoint}`; "
-            "or run without BARTScore (QualityOptions(enable_bart=False)).")
+            "or run without BARTScore: python -m analyzer --no-bart (from the collector: --analyzer-args \"--no-bart\").")
 
 
 def _looks_like_path(checkpoint: str) -> bool:

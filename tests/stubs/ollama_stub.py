@@ -360,7 +360,9 @@ async def ps(request: web.Request) -> web.Response:
 
 
 def make_app(**state: Any) -> web.Application:
-    """The stub as an aiohttp app; keyword arguments set :class:`StubState` fields."""
+    """The stub as an aiohttp app; keyword arguments set :class:`StubState` fields; ``v1=True`` adds
+    Ollama's OpenAI-compatible API (/v1/models, /v1/chat/completions), off by default."""
+    v1 = state.pop("v1", False)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE] = StubState(**state)
     app.router.add_get("/", root)  # also answers HEAD
@@ -370,6 +372,12 @@ def make_app(**state: Any) -> web.Application:
     app.router.add_post("/api/generate", generate)
     app.router.add_post("/api/chat", chat)
     app.router.add_get("/api/ps", ps)
+    if v1:  # Ollama serves its OpenAI-compatible API too: the OpenAI stub's "ollama" flavour
+        from tests.stubs import openai_stub
+
+        app[openai_stub.STATE] = openai_stub.OpenAIStubState(flavor="ollama")
+        app.router.add_get("/v1/models", openai_stub.models)
+        app.router.add_post("/v1/chat/completions", openai_stub.completions)
     return app
 
 
