@@ -299,7 +299,7 @@ h1{font-size:1.4em;margin:0 0 4px}h2{font-size:1.1em;margin:18px 0 6px;border-bo
 .note{color:#555;font-size:12px}.sim{background:#fff3cd;border-left:4px solid #e0a800;padding:6px 10px;font-weight:bold}
 #conn{font-size:12px;padding:2px 8px;border-radius:8px;background:#ddd}#conn.on{background:#c9f0cf}
 table.data{border-collapse:collapse;font-size:12px;margin:6px 0}
-table.data th,table.data td{border:1px solid #ddd;padding:3px 6px;text-align:left;max-width:360px;overflow-wrap:anywhere}
+table.data th,table.data td{border:1px solid #ddd;padding:3px 6px;text-align:left;max-width:360px;overflow-wrap:break-word}
 table.data td.num{text-align:right}table.data th{background:#f4f4f4}
 .scroll{max-height:420px;overflow:auto}.grid2{display:flex;flex-wrap:wrap;gap:24px}
 svg{background:#fff;display:block}.frame{fill:none;stroke:#999}.tick{font-size:10px;fill:#555}

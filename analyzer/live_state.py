@@ -13,6 +13,7 @@ reports' ``fmt_num`` so the page reads like report.html.
 """
 from __future__ import annotations
 
+import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,9 @@ ROW_COLUMNS = ("model", "task", "status", "gpu_energy_j", "j_per_token", "first_
                "output_tokens", "total_energy_j", "quality_score", "quality_basis", "gpu_simulated")
 SILENT_S = 3.0  # a batch running with no telemetry for this long is a problem shown on the page
 MAX_TEXT = 300  # characters of an error, a name or an answer shown (the full texts are in the batch's files)
+
+
+_BREAKS_RE = re.compile(r"[\t\n\r]+")  # line breaks and tabs in an answer excerpt
 
 
 def text(v: Any) -> str:
@@ -126,7 +130,8 @@ class LiveState:
         elif topic == M.REQ_END:
             r = self.in_flight.pop(str(p.get("rid")), None)
             if r is not None:
-                self._answers[str(p["rid"])] = text(p.get("text") or "")
+                # a one-line excerpt: line breaks read as spaces, not as "\n" escapes
+                self._answers[str(p["rid"])] = text(_BREAKS_RE.sub(" ", str(p.get("text") or "")))
                 while len(self._answers) > self.max_in_flight:
                     self._answers.popitem(last=False)
                 key = "ok" if p.get("ok") else "failed"

@@ -1,6 +1,6 @@
 """Prometheus exporter: subscribes to the telemetry bus and serves the latest values over HTTP.
 
-    python -m telemetry.prometheus --port 9109     # then scrape http://127.0.0.1:9109/metrics
+    python -m telemetry.prometheus --listen 127.0.0.1:9109   # then scrape http://127.0.0.1:9109/metrics
 
 GPU gauges carry labels ``host`` (the daemon's host, from its publisher id), ``gpu``, ``uuid``,
 ``name`` and ``simulated`` ("true" for the simulated source, so a dashboard can never mistake it for
@@ -8,8 +8,9 @@ a measurement); host metrics carry ``host``. Subscribe to several daemons (one `
 for a fleet view, and to the collector's (or the measuring proxy's) endpoint for ``genai_requests_total``
 (labels ``host`` — the LLM server's host —, ``model``, ``status``) and ``genai_request_tokens_total``,
 and to the live analyzer's ``--publish-endpoint`` for ``genai_request_energy_joules_total`` (per model). Energy counters are exported as Prometheus counters
-(``*_joules_total``); use ``rate()`` on them for average watts. Binds 127.0.0.1 only unless --addr
-says otherwise. grafana/ holds a dashboard for these metrics.
+(``*_joules_total``); use ``rate()`` on them for average watts. Listens on 127.0.0.1:9109 (--listen HOST:PORT;
+--addr/--port are older spellings); another address (Prometheus on another host) needs
+--allow-remote and logs a warning: /metrics has no authentication. grafana/ holds a dashboard for these metrics.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from shared import timebase
 from shared.logs import get_logger
 from shared.messages import BATCH_START, REQ_END, REQ_START, TEL_GPU, TEL_HB, TEL_HOST, src_host
 from shared.cli import add_subscriber_args, subscriptions
+from shared.listen import Listen, ListenError, add_listen_args, check_listen, parse_listen
 from telemetry.tail import ANA_ROW, output_tokens
 
 log = get_logger("telemetry.prometheus")
@@ -203,22 +205,32 @@ def serve(metrics: TelemetryMetrics, port: int, addr: str = "127.0.0.1"):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m telemetry.prometheus", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--port", type=int, default=9109, help="HTTP port for /metrics (default 9109)")
-    ap.add_argument("--addr", default="127.0.0.1", help="HTTP address to bind (default 127.0.0.1)")
+    add_listen_args(ap, "127.0.0.1:9109", "/metrics")
+    ap.add_argument("--port", type=int, default=None, help="the port of --listen (older spelling)")
+    ap.add_argument("--addr", default=None, help="the address of --listen (older spelling)")
     add_subscriber_args(ap, ["tel.", "req.", "batch.", ANA_ROW], "topic prefixes (default: tel. req. batch. "
                         "ana.row: telemetry, the request rate and tokens when an --endpoint is the collector's or "
                         "the measuring proxy's, joules when one is the live analyzer's --publish-endpoint)")
     args = ap.parse_args(argv)
+    try:  # the one rule of every HTTP listener: loopback unless --allow-remote (no authentication)
+        listen = parse_listen(args.listen)
+        listen = Listen(args.addr or listen.host, listen.port if args.port is None else args.port)
+        warning = check_listen(listen, args.allow_remote, "--listen/--addr")
+    except ListenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if warning:
+        log.warning("listen_remote", warning=warning)
     metrics = TelemetryMetrics()
     end = timebase.now_s() + args.duration if args.duration else None
     with subscriptions(args) as (subs, stop, endpoints):
         try:
-            server, _thread = serve(metrics, args.port, args.addr)
+            server, _thread = serve(metrics, listen.port, listen.host)
         except OSError as exc:
-            print(f"error: cannot serve on {args.addr}:{args.port}: {exc} (is the port in use? pass --port)",
+            print(f"error: cannot serve on {listen}: {exc} (is the port in use? pass --listen 127.0.0.1:PORT)",
                   file=sys.stderr)
             return 2
-        log.info("prometheus_start", url=f"http://{args.addr}:{args.port}/metrics", endpoints=endpoints)
+        log.info("prometheus_start", url=f"{listen.url}/metrics", endpoints=endpoints)
         try:
             while not stop.is_set() and (end is None or timebase.now_s() < end):
                 for _, batch in subs.poll(100):

@@ -52,6 +52,7 @@ class ModelTotals:
         self.models: dict[str, dict[str, float]] = {}
         self._model_of: dict[str, str] = {}      # rid → model, from req.start
         self._energy_seen: set[str] = set()      # a rid's energy counts once (its row may come again, final)
+        self._row_seen: set[str] = set()         # rids whose first row came (the others await their energy)
 
     def update(self, topic: str, p: dict[str, Any]) -> str | None:
         """Fold one message in; returns the model it touched, or None."""
@@ -61,10 +62,16 @@ class ModelTotals:
             return None
         if topic == REQ_END and rid in self._model_of:
             model = self._model_of[rid]
-            t = self.models.setdefault(model, {"requests": 0, "tokens": 0, "joules": 0.0})
+            t = self.models.setdefault(model, {"requests": 0, "tokens": 0, "joules": 0.0, "rows": 0})
             t["requests"] += 1
             t["tokens"] += output_tokens(p.get("api") or {}) or 0
             return model
+        if topic == ANA_ROW and rid not in self._row_seen:  # the request's row came, with or without energy
+            self._row_seen.add(rid)
+            model = self._model_of.get(rid) or str((p.get("row") or {}).get("model") or "?")
+            self.models.setdefault(model, {"requests": 0, "tokens": 0, "joules": 0.0, "rows": 0})["rows"] += 1
+            if not p.get("energy_ready"):
+                return model
         if topic == ANA_ROW and p.get("energy_ready") and rid not in self._energy_seen:
             row = p.get("row") or {}
             energy = row.get("gpu_energy_j")
@@ -72,14 +79,17 @@ class ModelTotals:
                 return None
             self._energy_seen.add(rid)
             model = self._model_of.pop(rid, None) or str(row.get("model") or "?")
-            t = self.models.setdefault(model, {"requests": 0, "tokens": 0, "joules": 0.0})
+            t = self.models.setdefault(model, {"requests": 0, "tokens": 0, "joules": 0.0, "rows": 0})
             t["joules"] += float(energy)
             return model
         return None
 
     def line(self, model: str) -> str:
         t = self.models[model]
-        return f"  {model}: {t['requests']} request(s), {t['tokens']:.0f} tokens, {t['joules']:.1f} J"
+        # joules are the GPU's (gpu_energy_j); requests whose row has not come yet are not zero: say so
+        awaiting = t["requests"] - t["rows"]
+        return (f"  {model}: {t['requests']} request(s), {t['tokens']:.0f} tokens, {t['joules']:.1f} GPU J"
+                + (f" ({awaiting} awaiting energy)" if awaiting > 0 else ""))
 
 
 def request_line(topic: str, p: dict[str, Any]) -> str | None:

@@ -28,3 +28,15 @@ def test_non_loopback_is_refused_without_the_flag_and_warned_with_it():
         check_listen(parse_listen("0.0.0.0:8765"), allow_remote=False)
     warning = check_listen(parse_listen("0.0.0.0:8765"), allow_remote=True)
     assert warning and "no authentication" in warning
+
+
+def test_prometheus_exporter_follows_the_same_rule(capsys):
+    """The exporter takes --listen and --allow-remote like the proxy and the page; its older --addr
+    and --port still work but cannot expose it without --allow-remote either."""
+    from telemetry import prometheus
+
+    assert prometheus.main(["--addr", "0.0.0.0", "--port", "0", "--duration", "0.1"]) == 2
+    assert "--allow-remote" in capsys.readouterr().err
+    assert prometheus.main(["--listen", "0.0.0.0:0", "--duration", "0.1"]) == 2
+    assert "--allow-remote" in capsys.readouterr().err
+    assert prometheus.main(["--listen", "127.0.0.1:0", "--duration", "0.1"]) == 0

@@ -298,3 +298,37 @@ async def test_collector_serve_starts_the_page_and_prints_its_url(tmp_path):
     async with aiohttp.ClientSession() as s:
         with pytest.raises(aiohttp.ClientConnectorError):
             await s.get(url + "state")
+
+
+async def test_table_cells_wrap_between_words_never_inside_one(tmp_path):
+    """Column headers, model names and numbers stay whole words: a narrow column may wrap at spaces
+    and hyphens but never shows "statu|s", "J/toke|n" or "1,14|1" (only a word longer than a cell's max width may
+    break)."""
+    from analyzer.live_page import PageHub, PageServer
+    from analyzer.live_state import LiveState
+
+    hub = PageHub(LiveState(), lang="en")
+    server = PageServer(hub, "127.0.0.1", 0)
+    url = await asyncio.to_thread(server.start)
+    try:
+        row = {"rid": "r1", "model": "smollm2-135m-instruct", "task": "summary", "status": "ok",
+               "gpu_energy_j": 1141.25, "total_energy_j": 1437.5, "output_tokens": 7, "j_per_token": 163.0,
+               "ttft_ms": 4080.0, "toks_per_s": 14.1, "gpu_simulated": True}
+        await asyncio.to_thread(hub.on_row, M.AnaRow(rid="r1", batch="b", row=row, energy_ready=True))
+        async with Browser(tmp_path) as browser:
+            page = await browser.open(url)
+            await page.call("Emulation.setDeviceMetricsOverride", width=1000, height=900, deviceScaleFactor=1,
+                            mobile=False)
+            await page.wait_for("document.querySelectorAll('#rows-table td').length > 0", 20, "the row")
+            # every word of every header and cell is laid out on one line (one client rect per word)
+            split = await page.eval("""(function(){var out=[];
+              document.querySelectorAll('table.data th, table.data td').forEach(function(c){
+                var t=c.firstChild; if(!t||t.nodeType!==3) return; var s=t.data, re=/[^\\s-]+/g, m;
+                while((m=re.exec(s))){ if(m[0].length>30) continue; var r=document.createRange();
+                  r.setStart(t,m.index); r.setEnd(t,m.index+m[0].length);
+                  var tops={}; Array.prototype.forEach.call(r.getClientRects(),function(q){tops[Math.round(q.top)]=1;});
+                  if(Object.keys(tops).length>1) out.push(m[0]); }});
+              return JSON.stringify(out);})()""")
+            assert json.loads(split) == []
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -172,6 +172,19 @@ def test_serve_needs_live(capsys):
     assert "--live --serve" in capsys.readouterr().err
 
 
+def test_an_answer_with_line_breaks_reads_as_words_not_backslash_n():
+    """Observed with SmolLM2: "colors.\\n\\n2. White" was shown with literal \\n; the one-line excerpt
+    now has spaces where the answer broke lines (controls and bidi stay visible escapes)."""
+    st = LiveState()
+    st.on_message(M.BATCH_START, _p(0, src="collector@x", batch="b", planned=1))
+    st.on_message(M.REQ_START, _p(1, src="collector@x", seq=1, rid="r", model="m", task="qa"))
+    st.on_message(M.REQ_END, _p(2, src="collector@x", seq=2, rid="r", ok=True,
+                                text="1. Red.\n\n2. White.\r\n3.\tBlue \x1b[31m"))
+    st.on_row(_row("r", 5.0))
+    [row] = st.snapshot(0)["rows"]
+    assert row["answer"] == "1. Red. 2. White. 3. Blue \\x1b[31m"
+
+
 def test_requests_in_flight_show_tokens_so_far_from_progress_events():
     st = LiveState()
     st.on_message(M.REQ_START, _p(0, src="collector@x", seq=1, rid="r", model="m", task="qa"))

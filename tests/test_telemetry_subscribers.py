@@ -189,10 +189,18 @@ class TestRequestsView:
         t = ModelTotals()
         t.update("req.start", {"rid": "r1", "model": "smol"})
         assert t.update("req.end", {"rid": "r1", "ok": True, "api": {"completion_tokens": 7}}) == "smol"
+        # before its row comes the request's energy is unknown, not zero
+        assert t.line("smol") == "  smol: 1 request(s), 7 tokens, 0.0 GPU J (1 awaiting energy)"
         row = {"rid": "r1", "energy_ready": True, "row": {"gpu_energy_j": 3.25, "j_per_token": 0.5}}
         assert request_line("ana.row", row) == "energy r1  3.25 J  0.5000 J/token"
         assert t.update("ana.row", row) == "smol" and t.update("ana.row", row) is None  # counted once
-        assert t.line("smol") == "  smol: 1 request(s), 7 tokens, 3.2 J"
+        assert t.line("smol") == "  smol: 1 request(s), 7 tokens, 3.2 GPU J"
+        # a row without energy (failed request, no telemetry) is not awaited for ever
+        t.update("req.start", {"rid": "r3", "model": "smol"})
+        t.update("req.end", {"rid": "r3", "ok": False, "api": {}})
+        assert t.update("ana.row", {"rid": "r3", "energy_ready": False, "reason": "no telemetry",
+                                    "row": {"model": "smol"}}) == "smol"
+        assert t.line("smol") == "  smol: 2 request(s), 7 tokens, 3.2 GPU J"
         assert "none: no telemetry" in request_line("ana.row", {"rid": "r2", "energy_ready": False,
                                                                 "reason": "no telemetry"})
 
