@@ -62,6 +62,21 @@ _TEXT: dict[str, dict[str, str]] = {
         "zh": "每输出 token 能耗（GPU，按每个负载级别的完整时间窗，含空闲间隙）对输出 token/s，每个模型一条线，"
               "标注负载级别；实心圈：该级别所有请求均满足 SLO（{slo}）；误差线：由输出长度离散度得到的 95% 区间。"
               "完整表见 load_curve.csv。"},
+    "p_queueing": {
+        "en": "QUEUEING: {model} at {sweep} {level}: median TTFT {ttft} ms against {base} ms at {base_level}: requests "
+              "wait for a free slot in the server (its parallelism is below this level; Ollama serves "
+              "OLLAMA_NUM_PARALLEL at once), so TTFT and goodput at this level measure the queue",
+        "zh": "排队：{model} 在{sweep} {level} 下 TTFT 中位数为 {ttft} ms，而在{sweep} {base_level} 下为 {base} ms：请求在等待服务器的"
+              "空闲槽位（其并行度低于此级别；Ollama 同时服务 OLLAMA_NUM_PARALLEL 个请求），因此此级别的 TTFT 和达标吞吐"
+              "测得的是排队"},
+    "n_level_window": {
+        "en": "load_curve.csv: each level's energy is its whole window's (first start to last end, idle gaps between "
+              "requests included); gpu_energy_split_j beside it sums the per-request split (gaps excluded)",
+        "zh": "load_curve.csv：每个级别的能耗取其完整时间窗（从首个请求开始到最后一个请求结束，含请求之间的空闲间隙）；"
+              "旁边的 gpu_energy_split_j 为逐请求拆分之和（不含间隙）"},
+    "sweep_concurrency": {"en": "concurrency", "zh": "并发"},
+    "sweep_rate": {"en": "rate", "zh": "速率"},
+    "tip_goodput": {"en": "goodput", "zh": "达标比例"},
     "x_tokens_per_s": {"en": "output tokens/s", "zh": "输出 token/s"},
     "y_j_per_token": {"en": "J per output token (GPU)", "zh": "每输出 token 能耗（J，GPU）"},
     "no_slo": {"en": "none set (--goodput)", "zh": "未设置（--goodput）"},
@@ -296,13 +311,20 @@ _TEXT: dict[str, dict[str, str]] = {
     "suite": {"en": "Suite", "zh": "基准"},
     "suite_protocol": {
         "en": "Protocol: zero-shot generative (the item as a chat instruction, temperature 0 unless set; with "
-              "several runs each run is a sample with its own seed, for pass@k), scored from the generated text as the "
+              "several runs each run is a sample with its own seed, for pass@k; the answer ends at the suite's stop "
+              "sequences: GSM8K at a new \"Question:\", multiple choice where a new item begins, HumanEval as a raw "
+              "completion at the Codex paper's \"\\ndef \", \"\\nclass \", \"\\nif __name__\", \"\\nprint(\", \"\\n#\" but "
+              "as a chat answer only at end-of-turn text, all at end-of-turn text such as </s> and <|im_end|>; "
+              "config.json suites lists each suite's, with --stop/--no-stop if the user replaced them), scored from the generated text as the "
               "benchmark scores it: HumanEval by its own check() in the sandbox, GSM8K by exact match of the number, "
               "multiple choice by the chosen letter. This is NOT the 5-shot log-likelihood protocol behind most "
               "published MMLU/C-Eval/CMMLU numbers. Accuracy has a Wilson 95% interval; pass@k is the unbiased "
               "estimator of the HumanEval paper; J per item = mean energy per request (GPU + CPU), J per correct "
               "answer = all energy ÷ correct answers; group 效质比 here is accuracy per kJ.",
-        "zh": "协议：零样本生成式（题目作为聊天指令，除非另行设置否则温度为 0；多轮时每轮为一个使用各自随机种子的样本，用于 pass@k），"
+        "zh": "协议：零样本生成式（题目作为聊天指令，除非另行设置否则温度为 0；多轮时每轮为一个使用各自随机种子的样本，用于 pass@k；"
+              "回答在该基准的停止序列处结束：GSM8K 在新的 \"Question:\" 处，选择题在新题目开始处，HumanEval 作为原始补全时在 Codex "
+              "论文的 \"\\ndef \"、\"\\nclass \"、\"\\nif __name__\"、\"\\nprint(\"、\"\\n#\" 处、作为聊天回答时只在轮次结束标记处，"
+              "均在 </s>、<|im_end|> 等轮次结束标记处；config.json 的 suites 列出每个基准的停止序列，以及用户是否用 --stop/--no-stop 替换），"
               "按各基准自身的方式对生成文本评分：HumanEval 在沙箱中运行题目自带的 check()，GSM8K 精确匹配数字，选择题比较所选字母。"
               "这不是多数已发表 MMLU/C-Eval/CMMLU 成绩所用的 5-shot 对数似然协议。准确率附 Wilson 95% 区间；pass@k 为 HumanEval "
               "论文的无偏估计；每题能耗 = 每请求平均能耗（GPU + CPU），每个正确答案能耗 = 总能耗 ÷ 正确答案数；此处的组效质比即每千焦准确率。"},
@@ -314,8 +336,9 @@ _TEXT: dict[str, dict[str, str]] = {
 _VALUES: dict[str, dict[str, str]] = {
     "n too small": {"zh": "样本太少"}, "clipped": {"zh": "已截断"},
     "ok": {"zh": "成功"}, "failed": {"zh": "失败"}, "incomplete": {"zh": "未完成"},
+    "concurrency": {"zh": "并发"}, "rate": {"zh": "速率"},  # a sweep's kind (the load-level table)
 }
-VALUE_COLUMNS = ("ci95_note", "status")
+VALUE_COLUMNS = ("ci95_note", "status", "sweep")
 
 
 class Msg(str):
@@ -388,6 +411,12 @@ _LABELS: dict[str, dict[str, str]] = {
     "j_per_correct": {"en": "J per correct answer", "zh": "每个正确答案能耗 J"},
     "k": {"en": "k (samples/item)", "zh": "k（每题样本数）"},
     "pass_at_k": {"en": "pass@k", "zh": "pass@k"},
+    # the load-level table (load_curve.csv); English keeps the CSV names
+    "request_throughput_rps": {"zh": "请求/s"}, "output_tokens_per_s": {"zh": "输出 token/s"},
+    "ttft_ms_median": {"zh": "TTFT 中位数 ms"}, "tpot_ms_median": {"zh": "每输出 token 时间中位数 ms"},
+    "e2el_ms_p99": {"zh": "端到端延迟 p99 ms"}, "gpu_power_avg_w": {"zh": "GPU 平均功率 W"},
+    "j_per_token_split": {"zh": "每 token 焦耳（逐请求拆分）"}, "goodput_share": {"zh": "达标比例"},
+    "goodput_rps": {"zh": "达标请求/s"}, "j_per_good_request": {"zh": "每个达标请求焦耳"}, "queueing": {"zh": "排队"},
 }
 
 

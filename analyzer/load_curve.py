@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from analyzer import tables
+from analyzer.i18n import Msg
 from shared.numbers import finite
 
 SLO_COLUMNS = {"ttft": "ttft_ms", "tpot": "tpot_ms", "e2el": "e2el_ms"}
@@ -237,6 +238,11 @@ def _level_row(key, members, spans, a_s, b_s, gpu_j, gpu_unc_j, cpu_j, slo, simu
     return row
 
 
+def _kind(sweep) -> Msg | str:
+    """The sweep's kind as the report's reader says it (through the catalogue)."""
+    return Msg(f"sweep_{sweep}") if sweep in ("concurrency", "rate") else str(sweep)
+
+
 def _queueing(rows: list[dict[str, Any]]) -> list[str]:
     """Mark levels whose median TTFT grew like a queue against the model's lowest level."""
     problems = []
@@ -255,10 +261,8 @@ def _queueing(rows: list[dict[str, Any]]) -> list[str]:
                 continue
             r["queueing"] = t > QUEUE_FACTOR * base and t > base + QUEUE_MIN_MS
             if r["queueing"]:
-                problems.append(
-                    f"QUEUEING: {model} at {r.get('sweep')} {r['sweep_level']:g}: median TTFT {t:.0f} ms against "
-                    f"{base:.0f} ms at {lv[0]['sweep_level']:g}: requests wait for a free slot in the server (its "
-                    "parallelism is below this level; Ollama serves OLLAMA_NUM_PARALLEL at once), so TTFT and "
-                    "goodput at this level measure the queue")
+                problems.append(Msg("p_queueing", model=model, sweep=_kind(r.get("sweep")),
+                                    level=f"{r['sweep_level']:g}", ttft=f"{t:.0f}", base=f"{base:.0f}",
+                                    base_level=f"{lv[0]['sweep_level']:g}"))
         lv[0]["queueing"] = False
     return problems

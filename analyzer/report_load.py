@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from analyzer.i18n import label, t
+from analyzer.i18n import cell_value, label, t
 from analyzer.report import fmt_num
 from analyzer.report_html import MARGIN, SCATTER_H, SCATTER_W, _Axes, esc
 from shared.numbers import finite
@@ -19,10 +19,10 @@ def _points(rows: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
     return sorted(pts, key=lambda r: (finite(r.get("sweep_level"), text=False) or 0.0))
 
 
-def level_text(r: dict[str, Any]) -> str:
+def level_text(r: dict[str, Any], lang: str = "en") -> str:
     lv = finite(r.get("sweep_level"), text=False)
     if lv is None:
-        return "rate" if r.get("sweep") == "rate" else "-"
+        return cell_value("sweep", "rate", lang) if r.get("sweep") == "rate" else "-"
     return f"{'c' if r.get('sweep') == 'concurrency' else 'r'}{lv:g}"
 
 
@@ -48,14 +48,14 @@ def load_curve_svg(plot_id: str, rows: list[dict[str, Any]], colors: dict[str, s
             bar = (f'<line x1="{x}" y1="{ax.y(lo)}" x2="{x}" y2="{ax.y(hi)}" stroke="{c}" class="bar"/>'
                    if lo is not None and hi is not None else "")
             met = p.get("slo_met") is True
-            tip = (f"{model} · {level_text(p)} · {fmt_num(float(p['output_tokens_per_s']))} tok/s · "
+            tip = (f"{model} · {level_text(p, lang)} · {fmt_num(float(p['output_tokens_per_s']))} tok/s · "
                    f"{fmt_num(float(p['j_per_token']))} J/tok · {label('request_throughput_rps', lang)} "
                    f"{fmt_num(p.get('request_throughput_rps'))}"
-                   + (f" · goodput {fmt_num(p.get('goodput_share'))}" if p.get("slo") else ""))
+                   + (f" · {t('tip_goodput', lang)} {fmt_num(p.get('goodput_share'))}" if p.get("slo") else ""))
             ty = y - 7 if k % 2 == 0 else y + 16  # alternate above/below: close levels stay legible
             out.append(f'<g class="mark lvl{" slo-met" if met else ""}" data-tip="{esc(tip)}">{bar}'
                        f'<circle cx="{x}" cy="{y}" r="{6 if met else 4}" fill="{c if met else "#fff"}" stroke="{c}" '
-                       f'stroke-width="2"/><text x="{x + 7}" y="{ty}" class="legend">{esc(level_text(p))}</text></g>')
+                       f'stroke-width="2"/><text x="{x + 7}" y="{ty}" class="legend">{esc(level_text(p, lang))}</text></g>')
         lx = MARGIN["l"] + ax.pw + 14
         short = model if len(model) <= 24 else model[:23] + "…"
         out.append(f'<g data-tip="{esc(model)}"><circle cx="{lx}" cy="{legend_y}" r="4" fill="{c}"/>'

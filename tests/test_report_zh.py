@@ -16,7 +16,7 @@ from tests import synth as S
 TECH = {"BARTScore", "GPU", "CPU", "chrF", "token", "tok", "kJ", "TDP", "ms", "ppm", "id", "boot", "exp", "gram",
         "distinct", "csv", "md", "html", "simulated", "true", "tel", "gpu", "TTFT", "ROUGE", "Pareto", "python", "DIR",
         "docs", "analyzer", "batch", "quality", "no", "bart", "efficiency",
-        "HumanEval", "GSM", "check", "MMLU", "CMMLU", "Eval", "Wilson"}  # benchmark names, check() of HumanEval
+        "HumanEval", "GSM", "check", "MMLU", "CMMLU", "Eval", "Wilson", "Ollama", "SLO", "TPOT"}  # benchmark names, check() of HumanEval
 FALLBACK_WHY = "test_cases.json:3: trailing comma before '}': JSON allows none after the last item; delete that comma"
 
 
@@ -73,6 +73,7 @@ def english_left(text: str, allowed: set[str]) -> set[str]:
     text = re.sub(r"--[a-z][a-z-]+", " ", text)  # command-line flags are names
     text = re.sub(r"[\w./-]+\.(csv|py|json|html|md|msgpack)\b", " ", text)  # file names
     text = re.sub(r"\b[a-z]+(_[a-z0-9]+)+\b", " ", text)  # column and setting names
+    text = re.sub(r"\b[A-Z]+(_[A-Z0-9]+)+\b", " ", text)  # environment variables (OLLAMA_NUM_PARALLEL)
     return {w for w in re.findall(r"[A-Za-z][A-Za-z]+", text) if w not in allowed}
 
 
@@ -172,3 +173,74 @@ def test_partial_batch_says_so_in_chinese_with_the_resume_command(tmp_path):
     assert en.startswith("PARTIAL: the batch was interrupted; 11 of 20 planned request(s) have a successful result")
     assert zh.startswith("不完整：批次被中断；计划的 20 个请求中有 11 个成功；运行 `python -m collector --exp-dir")
     assert str(tmp_path / "b") in zh and "--resume" in zh and not any("PARTIAL" in p for p in report.problem_list(a, "zh"))
+
+
+def sweep_spec() -> S.Spec:
+    """Two models through concurrency levels 1, 2, 4; at 4 the first token waits (a queue)."""
+    reqs, t = [], 0.5
+    for level, dur in ((1, 1.0), (2, 1.0), (4, 4.0)):
+        for run in range(3):
+            for model in ("tiny-a:1b", "tiny-b:3b"):
+                first = dur * 0.9 if level == 4 else 0.05
+                reqs.append(S.Req(t, t + dur, model=model, run=run, sweep="concurrency", sweep_level=level,
+                                  chunk_s=[first, dur * 0.95]))
+                t += dur + 0.2
+    return S.Spec(duration_s=t + 1.0, requests=reqs, load={"swept": True})
+
+
+def test_a_sweep_batch_zh_report_holds_no_english_prose():
+    from analyzer import columns as COLS
+    from analyzer import load_curve
+
+    slo = {"ttft": 500.0}
+    a = pipeline.analyze(stream.build(S.messages(sweep_spec())), pipeline.Options(quality=False, goodput=slo))
+    assert len(a.load_curve) == 6 and any(r.get("queueing") for r in a.load_curve)
+    # names: quality bases, the SLO as the user gave it (--goodput ttft:500)
+    allowed = TECH | data_words(a) | {b.name for b in COLS.BASES} | set(re.findall(r"[a-z]+", load_curve.slo_text(slo)))
+    page = report_html.render_html(a, "zh")
+    p = _Text()
+    p.feed(page)
+    html_text = "\n".join(p.out)
+    assert "负载下的能耗" in html_text and 'id="load-curve-plot"' in page
+    left = english_left(html_text, allowed)
+    assert left == set(), f"English words in a sweep batch's report.zh.html: {sorted(left)}"
+    md = report.render(a, [], lang="zh")
+    left = english_left(md, allowed)
+    assert left == set(), f"English words in a sweep batch's report.zh.md: {sorted(left)}"
+    # the queue is a problem in Chinese, the level window's energy a note (not a problem)
+    probs, notes = report.problem_list(a, "zh"), report.note_list(a, "zh")
+    assert any(x.startswith("排队：tiny-a:1b 在并发 4 下") for x in probs)
+    assert any("完整时间窗" in n for n in notes) and not any("完整时间窗" in x for x in probs)
+    assert any(x.startswith("QUEUEING: tiny-a:1b at concurrency 4") for x in report.problem_list(a, "en"))
+    # the checker sees the English page's sweep prose
+    assert {"queue", "slot"} <= english_left(report.render(a, [], lang="en"), allowed)
+
+
+def test_suites_leaderboard_and_live_page_hold_no_english_prose(analysis):
+    import dataclasses
+
+    from analyzer import columns as COLS
+    from analyzer import live_page, tables
+
+    stats = [{"suite": "gsm8k", "model": m, "metric": metric, "mean": v, "n": 20, "ci95_low": v - 0.1,
+              "ci95_high": v + 0.1, "quality_basis": "exact_match"}
+             for m, acc in (("tiny-a:1b", 0.6), ("tiny-b:3b", 0.8))
+             for metric, v in (("accuracy", acc), ("accuracy_strict", acc - 0.1), ("j_per_item", 10.0),
+                               ("j_per_correct", 15.0), ("pass@1", acc))]
+    a = dataclasses.replace(analysis, suites=tables.suite_board(stats))
+    # names: the suite, the bases, pass@k and "5-shot" (the benchmarks' own terms)
+    allowed = TECH | data_words(analysis) | {b.name for b in COLS.BASES} | {"gsm", "pass", "shot"}
+    p = _Text()
+    p.feed(report_html.render_html(a, "zh"))
+    html_text = "\n".join(p.out)
+    assert "基准测试" in html_text and "准确率" in html_text
+    assert english_left(html_text, allowed) == set()
+    assert english_left(report.render(a, [], lang="zh"), allowed) == set()
+    # the live page: its static text and every word its script shows (placeholders are names)
+    p = _Text()
+    p.feed(live_page.render_page("zh"))
+    assert english_left("\n".join(p.out), TECH) == set()
+    shown = " ".join(re.sub(r"\{\w+\}", " ", str(v)) for v in live_page.words("zh").values())
+    assert english_left(shown, TECH) == set(), shown
+    en = " ".join(re.sub(r"\{\w+\}", " ", str(v)) for v in live_page.words("en").values())
+    assert len(english_left(en, TECH)) > 10  # the checker sees the English page's words
