@@ -3,6 +3,7 @@
     python -m analyzer --batch data/experiments_2            # replay data/experiments_2/raw/stream.msgpack
     python -m analyzer --live                                 # analyse each batch as its batch.end arrives
     python -m analyzer --live --batch data/experiments_2 --once
+    python -m analyzer --live --serve 127.0.0.1:8765          # ... and the live page at http://127.0.0.1:8765/
 
 Exit codes: 0 done, 2 bad input (not a batch directory, no or unreadable recording).
 """
@@ -49,8 +50,17 @@ def _tdp_default() -> float:
     return value
 
 
+# repeated after the long list of options, where a reader of --help ends up
+EPILOG = """examples:
+  python -m analyzer --batch data/experiments_2             # replay a recorded batch into its summary/
+  python -m analyzer --live                                 # analyse each batch as its batch.end arrives
+  python -m analyzer --live --serve 127.0.0.1:8765          # ... and serve the live page (power, requests, energy)
+  python -m analyzer --live --publish-endpoint              # ... and publish each request's row (ana.row)
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m analyzer", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m analyzer", description=__doc__, epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=Path, help="batch directory (replay its raw/stream.msgpack; with --live: "
                                                "where the live batch's outputs go)")

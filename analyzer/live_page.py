@@ -265,6 +265,10 @@ WORDS: dict[str, dict[str, str]] = {
                    "zh": "GPU 数据来自模拟源：其功率和能耗并非实测值。"},
     "progress": {"en": "{done} of {planned} done ({ok} ok, {failed} failed), {flying} in flight",
                  "zh": "已完成 {done} / {planned}（成功 {ok}，失败 {failed}），进行中 {flying}"},
+    # a batch with no planned total (the measuring proxy counts requests as they come)
+    "progress_open": {"en": "{done} done ({ok} ok, {failed} failed), {flying} in flight",
+                      "zh": "已完成 {done}（成功 {ok}，失败 {failed}），进行中 {flying}"},
+    "total_j": {"en": "energy J (GPU + CPU)", "zh": "总能耗 J（GPU + CPU）"},
     "ended": {"en": "ended", "zh": "已结束"}, "interrupted": {"en": "interrupted", "zh": "已中断"},
     "running": {"en": "running", "zh": "进行中"}, "waiting": {"en": "waiting for a batch", "zh": "等待批次"},
     "elapsed_s": {"en": "elapsed (s)", "zh": "已用时（s）"},
@@ -289,6 +293,7 @@ def words(lang: str) -> dict[str, str]:
     out["col_j_per_token"] = "J/token"
     out["col_output_tokens"] = "tokens" if lang == "en" else "输出 token"
     out["col_gpu_simulated"] = out["simulated"]
+    out["col_total_energy_j"] = out["total_j"]  # next to "GPU J": say this one adds the CPU
     return out
 
 
@@ -330,18 +335,21 @@ function mergeSeries(old,upd,full){
  .concat(old.filter(function(s){return !upd.some(function(u){return u.key===s.key;});}));
 }
 function prune(series,now,win){series.forEach(function(s){var i=0;while(i<s.points.length&&s.points[i][0]<now-win)i++;if(i)s.points.splice(0,i);});}
+// a round tick step (1, 2, 2.5 or 5 times a power of ten) at least raw: ticks read 0 / 50 / 100 / 150
+function niceStep(raw){if(!(raw>0))return 1;var p=Math.pow(10,Math.floor(Math.log10(raw))),f=raw/p;
+ return (f<=1?1:f<=2?2:f<=2.5?2.5:f<=5?5:10)*p;}
 function plot(id,series,unit,yfix){
  var box=$(id);clear(box);var w=Math.max(320,Math.min(900,box.clientWidth||640)),h=220,l=48,r=12,t=10,b=28;
  var s=svg('svg',{width:w,height:h,'class':'plot','data-series':series.length});box.appendChild(s);
- var now=S.now,oldest=now,ymax=yfix||1;
+ var now=S.now,oldest=now,ymax=yfix||1,ystep;
  series.forEach(function(x){if(x.points.length&&x.points[0][0]<oldest)oldest=x.points[0][0];});
  var win=Math.min(S.window_s,Math.max(60,now-oldest));  // a short run fills the figure; at most the window
  series.forEach(function(x){x.points.forEach(function(p){if(p[1]>ymax)ymax=p[1];});});
- if(!yfix)ymax*=1.1;
+ if(yfix){ystep=ymax/4;}else{ystep=niceStep(ymax*1.05/4);ymax=ystep*Math.ceil(ymax*1.05/ystep);}
  function X(v){return l+(w-l-r)*(1-(now-v)/win);}function Y(v){return t+(h-t-b)*(1-v/ymax);}
  s.appendChild(svg('rect',{x:l,y:t,width:w-l-r,height:h-t-b,'class':'frame'}));
- for(var k=0;k<=4;k++){var v=ymax*k/4,y=Y(v);var tx=svg('text',{x:l-4,y:y+3,'text-anchor':'end','class':'tick'});
-  tx.textContent=v>=100?v.toFixed(0):v.toFixed(1);s.appendChild(tx);}
+ for(var k=0;k*ystep<=ymax+ystep*1e-9;k++){var v=k*ystep,y=Y(v);var tx=svg('text',{x:l-4,y:y+3,'text-anchor':'end','class':'tick ytick'});
+  tx.textContent=String(parseFloat(v.toPrecision(10)));s.appendChild(tx);}
  var tl=svg('text',{x:l,y:h-8,'class':'tick'});tl.textContent=win>=120?'-'+Math.round(win/60)+' min':'-'+Math.round(win)+' s';s.appendChild(tl);
  var tr=svg('text',{x:w-r,y:h-8,'text-anchor':'end','class':'tick'});tr.textContent=W.now+' ('+unit+')';s.appendChild(tr);
  series.forEach(function(x,i){if(x.points.length<1)return;
@@ -364,7 +372,9 @@ function table(id,cols,heads,data,numeric,rowClass){
 var ROWCOLS=JSON.parse(document.getElementById('rowcols').textContent);
 function renderRows(){
  var data=order.slice().reverse().map(function(k){return rows[k];});
- var cols=ROWCOLS.map(function(c){return function(d){return d.cells[c];};});
+ var cols=ROWCOLS.map(function(c){return function(d){var v=d.cells[c];
+  if(c==='gpu_simulated')return v==='true'?W.simulated:(v==='false'?'':v);  // the page's word, not raw true
+  return v;};});
  cols.push(function(d){return d.final?W.final:W.early;});cols.push(function(d){return d.reason;});
  cols.push(function(d){return d.answer;});
  var heads=ROWCOLS.map(function(c){return W['col_'+c]||c;}).concat([W.row_state,W.reason,W.answer]);
@@ -387,7 +397,7 @@ function render(){
  var b=S.batch||{},p=$('progress');clear(p);
  if(!b.id){p.appendChild(el('span',null,W.waiting));}else{
   p.appendChild(el('b',null,b.id+' '));var done=(b.ok||0)+(b.failed||0);
-  p.appendChild(el('span',null,fmt(W.progress,{done:done,planned:b.planned||'?',ok:b.ok||0,failed:b.failed||0,flying:S.in_flight.length})+' \u2014 '+(b.ended?(b.interrupted?W.interrupted:W.ended):W.running)));
+  p.appendChild(el('span',null,fmt(b.planned?W.progress:W.progress_open,{done:done,planned:b.planned,ok:b.ok||0,failed:b.failed||0,flying:S.in_flight.length})+' \u2014 '+(b.ended?(b.interrupted?W.interrupted:W.ended):W.running)));
   if(b.planned){var pr=document.createElement('progress');pr.max=b.planned;pr.value=Math.min(done,b.planned);p.appendChild(pr);}}
  var ul=$('problems');clear(ul);(S.problems.length?S.problems:[W.none]).forEach(function(x){ul.appendChild(el('li',null,x));});
  $('dropped').textContent=fmt(W.dropped,{n:viewerDropped});

@@ -39,6 +39,16 @@ TIMED_OUT = "timed out waiting for telemetry after the end"
 NO_GPU = "no GPU telemetry in the request's window"
 
 
+def failed_reason(end: dict[str, Any] | None) -> str | None:
+    """Why a failed request has no energy: its failure, not the telemetry (a fast 404 has no window to
+    measure); None for a request that did not fail."""
+    if end is None or end.get("ok") is not False:
+        return None
+    why = end.get("error") or end.get("error_kind") or "no reason given"
+    kind = end.get("error_kind")
+    return f"the request failed ({kind}: {why})" if kind and kind != why else f"the request failed ({why})"
+
+
 class _Refused(ValueError):
     """The slice's clocks cannot be joined (as analyzer.clock.refused): rows go out without figures."""
 
@@ -223,7 +233,7 @@ class RowTracker:
             if row is None:
                 row = {"rid": d.rid, "model": req.start.get("model"), "task": req.start.get("task")}
             ready = row.get("gpu_energy_j") is not None
-            reason = None if ready else (failure or d.reason or NO_GPU)
+            reason = None if ready else (failure or failed_reason(req.end) or d.reason or NO_GPU)
             out.append(M.AnaRow(rid=d.rid, batch=req.batch, row=clean_row(row), energy_ready=ready, reason=reason))
         self.forget(rids)
         self._prune()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol
 
-from analyzer.live_rows import RowTracker, clean_row
+from analyzer.live_rows import RowTracker, clean_row, failed_reason
 from shared import messages as M
 from shared.bus import Publisher
 from shared.logs import get_logger
@@ -66,7 +66,8 @@ class LiveService:
         for row in analysis.results:  # warm-ups are not results: no row for them, early or final
             ready = row.get("gpu_energy_j") is not None
             reason = None if ready else (row.get("error") if row.get("status") == "incomplete"
-                                         else "no GPU energy for this request in the batch's analysis")
+                                         else failed_reason({"ok": row.get("status") != "failed", **row})
+                                         or "no GPU energy for this request in the batch's analysis")
             self._emit(M.AnaRow(rid=str(row["rid"]), batch=analysis.batch_id, row=clean_row(row), energy_ready=ready,
                                 reason=reason, final=True))
         if self.viewer is not None:

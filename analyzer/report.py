@@ -143,7 +143,7 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
         parts.append(f"## {t('low_coverage', lang)}\n\n"
                      + md_table(("rid", "gpu_coverage", "gpu_seq_gaps", "gpu_energy_j"), low, lang))
     if getattr(a, "suites", None):
-        parts.append(f"## {t('suites', lang)}\n\n{t('suite_protocol', lang)}\n\n"
+        parts.append(f"## {t('suites', lang)}\n\n{md_inline(t('suite_protocol', lang))}\n\n"
                      + md_table(SUITE_BOARD_COLUMNS, a.suites, lang))
     if a.pareto or any(not r.get("suite") for r in a.results):  # suite-only: the suites' section is all there is
         parts.append(f"## {t('pareto', lang)}\n\n" + md_table(PARETO_COLUMNS, a.pareto, lang))

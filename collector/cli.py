@@ -30,7 +30,7 @@ from collector.outcome import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_SETTINGS
 from collector.resume import resume_inputs
 from collector.retry import RetryPolicy
 from collector.settings import SettingsError, load_test_cases, read_config_py, resolve_settings
-from collector.suites import SuiteError, build_cases, parse_spec, protocol_record
+from collector.suites import SuiteError, build_cases, parse_spec, parse_stop, protocol_record
 from collector.tasks import LANGS, LOADS, TASKS, builtin_cases
 from shared.batch import BatchDir, new_batch_dir
 from shared.bus import BusSecurityError, CurveKeys, events_endpoint, is_loopback, telemetry_endpoint
@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "question (default 0: zero-shot)")
     q.add_argument("--shots-file", "--shots_file", dest="shots_file", type=Path,
                    help="the few-shot examples, in the suite's own format")
+    q.add_argument("--stop", action="append", default=None, metavar="SEQ",
+                   help="a stop sequence sent instead of the suites' own (repeatable; write a newline as \\n). "
+                        "Default: each suite's (docs/collector.md#suites)")
+    q.add_argument("--no-stop", "--no_stop", dest="no_stop", action="store_true",
+                   help="send no stop sequences with suite items (answers end at end-of-sequence or --max-tokens)")
     p = ap.add_argument_group("generation parameters")
     p.add_argument("--max-tokens", "--max_tokens", dest="max_tokens", type=int, help="max new tokens (default 256)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default 0.7)")
@@ -235,7 +240,8 @@ def load_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], li
     if args.suite:
         try:
             suite_cases, extra["suites"] = build_cases([parse_spec(x) for x in args.suite], args.limit, args.sample,
-                                                       args.sample_seed, args.shots, args.shots_file)
+                                                       args.sample_seed, args.shots, args.shots_file,
+                                                       parse_stop(args.stop, args.no_stop))
         except SuiteError as exc:
             raise SettingsError(str(exc)) from exc
     if cases is None and (not suite_cases or args.tasks):

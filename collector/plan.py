@@ -133,12 +133,13 @@ def params_for(case: dict[str, Any], settings: dict[str, dict[str, Any]], run: i
             seed = (seed or 0) + run
     # only what the backend sends: OpenAI-compatible servers take no num_ctx, keep_alive or think
     if case.get("raw_prompt") and settings["backend"]["value"] == "ollama":
-        # HumanEval on Ollama's generate endpoint: the problem as a raw completion prompt, cut at its stop sequences
+        # HumanEval on Ollama's generate endpoint: the problem as a raw completion prompt, cut at the Codex stop sequences
+        # (a chat answer has the suite's own, case["stop"]: see collector.suites)
         return Params(temperature=temperature, top_p=pick("top_p"), num_ctx=pick("num_ctx"), max_tokens=pick("max_tokens"),
                       seed=seed, keep_alive=settings["keep_alive"]["value"], think=None, raw=True,
-                      options={"stop": list(case.get("stop") or []), **dict(case.get("options") or {})})
+                      stop=list(case.get("raw_stop", case.get("stop")) or []), options=dict(case.get("options") or {}))
     return Params(temperature=temperature, top_p=pick("top_p"), num_ctx=pick("num_ctx") if ollama else None,
                   max_tokens=pick("max_tokens"), seed=seed,
                   keep_alive=settings["keep_alive"]["value"] if ollama else None,
                   think={"on": True, "off": False}.get(think) if ollama else None,
-                  options=dict(case.get("options") or {}))
+                  stop=list(case.get("stop") or []), options=dict(case.get("options") or {}))

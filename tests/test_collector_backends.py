@@ -30,6 +30,26 @@ class TestPayloads:
     def test_params_as_dict_leaves_server_defaults_absent(self):
         assert Params(max_tokens=8).as_dict() == {"max_tokens": 8}
 
+    @pytest.mark.parametrize("backend", ["ollama", "ollama-chat"])
+    def test_ollama_stop_sequences_go_in_options(self, backend):
+        body = build_payload(backend, "m", "hi", Params(temperature=0.0, stop=["Question:", "</s>"],
+                                                        options={"stop": ["old"], "top_k": 1}))
+        assert body["options"] == {"stop": ["Question:", "</s>"], "temperature": 0.0, "top_k": 1}
+        assert "stop" not in body  # Ollama reads it in options only
+
+    @pytest.mark.parametrize("backend", ["openai", "openai-completions"])
+    def test_openai_stop_sequences_are_a_top_level_list(self, backend):
+        body = build_payload(backend, "m", "hi", Params(max_tokens=4, stop=["Question:", "<|im_end|>"]))
+        assert body["stop"] == ["Question:", "<|im_end|>"] and "options" not in body
+
+    @pytest.mark.parametrize("backend", ["ollama", "ollama-chat", "openai", "openai-completions"])
+    def test_no_stop_sends_none_and_records_none(self, backend):
+        for stop in (None, []):
+            body = build_payload(backend, "m", "hi", Params(stop=stop))
+            assert "stop" not in body and "stop" not in body.get("options", {})
+            assert "stop" not in Params(stop=stop).as_dict()
+        assert Params(stop=["\n#"]).as_dict() == {"stop": ["\n#"]}  # recorded in req.start params
+
     @pytest.mark.parametrize("value,backend,expected", [
         ("127.0.0.1:11434", "ollama", "http://127.0.0.1:11434"),
         ("localhost", "ollama", "http://localhost:11434"),

@@ -332,3 +332,45 @@ async def test_table_cells_wrap_between_words_never_inside_one(tmp_path):
             assert json.loads(split) == []
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_proxy_batch_page_reads_plainly_in_chinese(tmp_path):
+    """A proxy's batch (no planned total) in Chinese: progress says "已完成 1", not "1 / ?"; the
+    simulated column shows the page's word, not raw "true"; the total-energy column says it adds the
+    CPU; the power axis has round ticks (0 / 100 / 200 / 300 for a 275 W peak)."""
+    from analyzer.live_page import PageHub, PageServer
+    from analyzer.live_state import LiveState
+
+    hub = PageHub(LiveState(), lang="zh")
+    server = PageServer(hub, "127.0.0.1", 0)
+    url = await asyncio.to_thread(server.start)
+    try:
+        t0 = time.time_ns()
+        hub.on_message(M.BATCH_START, {"batch": "proxy-1", "wall": t0}, 0.0)
+        for i in range(12):  # 3 s of power, up to 275 W
+            hub.on_message(M.TEL_GPU, {"src": "h1/telemetry", "uuid": "GPU-0", "power_mw": 68_800 + i * 18_800,
+                                       "simulated": True, "wall": t0 + i * 250_000_000}, 0.0)
+        hub.on_message(M.REQ_START, {"rid": "r1", "model": "m", "task": "proxy", "wall": t0}, 0.0)
+        hub.on_message(M.REQ_END, {"rid": "r1", "ok": True, "text": "hi", "wall": t0 + 10**9}, 0.0)
+        row = {"rid": "r1", "model": "m", "task": "proxy", "status": "ok", "gpu_energy_j": 12.5,
+               "total_energy_j": 14.0, "output_tokens": 3, "gpu_simulated": True}
+        await asyncio.to_thread(hub.on_row, M.AnaRow(rid="r1", batch="proxy-1", row=row, energy_ready=True))
+        async with Browser(tmp_path) as browser:
+            page = await browser.open(url)
+            await page.wait_for("document.querySelectorAll('#rows-table td').length > 0 && "
+                                "document.querySelectorAll('#power .ytick').length > 0", 20, "the row and the plot")
+            progress = await page.eval("document.getElementById('progress').textContent")
+            assert "已完成 1（" in progress and "?" not in progress, progress
+            assert await page.eval("document.querySelector('#rows-table td[data-col=gpu_simulated]').textContent") == "模拟"
+            heads = json.loads(await page.eval(
+                "JSON.stringify(Array.from(document.querySelectorAll('#rows-table th')).map(function(t){return t.textContent;}))"))
+            assert "总能耗 J（GPU + CPU）" in heads and "GPU 能耗 J" in heads, heads
+            ticks = json.loads(await page.eval(
+                "JSON.stringify(Array.from(document.querySelectorAll('#power .ytick')).map(function(t){return t.textContent;}))"))
+            assert ticks == ["0", "100", "200", "300"], ticks
+            cpu_ticks = json.loads(await page.eval(
+                "JSON.stringify(Array.from(document.querySelectorAll('#cpu .ytick')).map(function(t){return t.textContent;}))"))
+            assert cpu_ticks == ["0", "25", "50", "75", "100"]  # the CPU figure's fixed 0-100 % axis
+            assert page.exceptions == [] and page.console == []
+    finally:
+        await asyncio.to_thread(server.stop)

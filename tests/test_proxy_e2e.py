@@ -178,8 +178,14 @@ def test_rows_with_energy_from_the_live_analyzer_it_starts(procs, tmp_path):
     for body in bodies.values():
         assert body["energy_ready"] is True, body
         assert body["row"]["gpu_energy_j"] > 0 and body["row"]["output_tokens"] == 10
-    # --serve: the live analyzer's page, its URL printed, shows the same rows
-    page = next(line.split()[2] for line in procs.stdout(proxy).splitlines() if line.startswith("live page: "))
+    # --serve: the live analyzer's page, its URL printed by the proxy in its banner (on stderr, after the
+    # "measuring proxy on" line, as `python -m collector --serve` prints it), shows the same rows
+    err = procs.stderr(proxy).splitlines()
+    assert not [line for line in procs.stdout(proxy).splitlines() if line.startswith("live page: ")]
+    at = [i for i, line in enumerate(err) if line.startswith("live page: ")]
+    assert len(at) == 1 and at[0] > next(i for i, line in enumerate(err) if line.startswith("measuring proxy on")), err
+    assert err[at[0]].endswith("(stops when the proxy exits)")
+    page = err[at[0]].split()[2]
     status, state = get_json(page + "state")
     from collector.proxy_flow import rid_from_path as _rid
     shown = {r["rid"]: r for r in state["rows"]}

@@ -212,6 +212,25 @@ class TestCli:
         assert (rec["limit"], rec["sample"], rec["sample_seed"]) == (10, 3, 5) and "NOT the 5-shot" in rec["protocol"]
         assert rec["suites"]["humaneval"]["items"] == 3 and "raw completion" in rec["endpoint"]
 
+    def test_dry_run_records_the_stop_sequences_and_their_override(self):
+        import asyncio
+
+        from tests.conftest import free_port
+        from tests.test_collector_cli import run_collector
+
+        def suites(*flags):
+            rc, out = asyncio.run(run_collector("--dry-run", "--models", "m", "--base-url", f"127.0.0.1:{free_port()}",
+                                                "--suite", "humaneval", "--limit", "1", *flags))
+            assert rc == 0, out
+            return json.loads(next(line for line in out.splitlines() if line.startswith("suites: "))[len("suites: "):])
+
+        he = suites("--stop", "\\nEND")["suites"]["humaneval"]
+        assert he["stop"] == {"raw completion": ["\nEND"]} and he["stop_source"] == "user"
+        he = suites("--no-stop")["suites"]["humaneval"]
+        assert he["stop"] == {"raw completion": []} and he["stop_source"] == "none"
+        rec = suites("--backend", "openai")
+        assert rec["suites"]["humaneval"]["stop"] == {"chat": ["</s>", "<|im_end|>", "<|eot_id|>", "<end_of_turn>"]}
+
     def test_unknown_suite_or_bad_file_stops_before_sending(self, tmp_path):
         import asyncio
 
@@ -253,3 +272,83 @@ def test_reference_suite_is_scored_like_qa_and_has_no_verdict(tmp_path):
     row = assess([req], OPTS)["r"]
     assert row["quality_basis"] == "chrf" and 0 < row["quality_score"] <= 1 and row["correct"] is None
     assert row["quality_error"] is None
+
+
+class TestStopSequences:
+    """Each suite's stop sequences (the standard harnesses' generative conventions) never cut the text
+    its scorer needs; the user can replace them or send none."""
+
+    @staticmethod
+    def _cases(tmp_path, stop=None):
+        (tmp_path / "gsm.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n', encoding="utf-8")
+        (tmp_path / "mc.csv").write_text("question,A,B,answer\nsky?,red,blue,B\n天空？,红,蓝,B\n", encoding="utf-8")
+        specs = [parse_spec(s) for s in ("humaneval", f"gsm8k={tmp_path / 'gsm.jsonl'}", f"choice={tmp_path / 'mc.csv'}")]
+        return build_cases(specs, limit=2, stop=stop)
+
+    def test_defaults_per_suite(self, tmp_path):
+        from collector.suites import END_OF_TURN, HUMANEVAL_STOP
+
+        cases, record = self._cases(tmp_path)
+        by = {(c["suite_kind"], c["lang"]): c for c in cases}
+        assert by[("gsm8k", "en")]["stop"] == ["Question:", *END_OF_TURN]
+        assert by[("choice", "en")]["stop"][0] == "\nAnswer the multiple choice question"
+        assert by[("choice", "zh")]["stop"][0] == "\n以下是单项选择题"
+        he = by[("humaneval", "en")]
+        # chat-mode HumanEval: end-of-turn text only (its code block holds the def, imports, helpers)
+        assert he["stop"] == list(END_OF_TURN) and he["raw_stop"] == list(HUMANEVAL_STOP)
+        assert {s["stop_source"] for s in record["suites"].values()} == {"suite"}
+
+    def test_a_stop_never_cuts_what_the_scorer_reads(self, tmp_path):
+        """The answers each prompt asks for, and answers that reason first, contain no stop sequence."""
+        answers = {
+            "gsm8k": ["First, 1 + 1 = 2.\n\nSo the answer is 2.\n#### 2", "答案是 2"],
+            "choice": ["Let me think.\n\nA. red is wrong\nB. blue\n\nThe answer is B", "答案：B", "B"],
+            "humaneval": ["```python\nimport math\n\n# helper\ndef helper(x):\n    return x\n\n\n"
+                          "def has_close_elements(numbers, threshold):\n    print(1)\n    return False\n```"],
+        }
+        cases, _ = self._cases(tmp_path)
+        for case in cases:
+            for answer in answers[case["suite_kind"]]:
+                assert not [s for s in case["stop"] if s in answer], (case["suite"], answer)
+
+    def test_user_stop_replaces_and_no_stop_sends_none(self, tmp_path):
+        from collector.suites import parse_stop
+
+        assert parse_stop(["\\n\\nQ:", "Z"]) == ["\n\nQ:", "Z"] and parse_stop(None) is None
+        assert parse_stop(["x"], off=True) == []
+        with pytest.raises(SuiteError, match="--no-stop"):
+            parse_stop([""])
+        cases, record = self._cases(tmp_path, stop=["\n\nQ:"])
+        assert all(c["stop"] == ["\n\nQ:"] for c in cases)
+        assert [c["raw_stop"] for c in cases if c.get("raw_stop")] == [["\n\nQ:"]] * 2
+        assert {s["stop_source"] for s in record["suites"].values()} == {"user"}
+        cases, record = self._cases(tmp_path, stop=[])
+        assert all(c["stop"] == [] for c in cases) and {s["stop_source"] for s in record["suites"].values()} == {"none"}
+
+    def test_stop_in_a_test_cases_json_suite_entry(self, tmp_path):
+        from collector.settings import SettingsError, load_test_cases
+
+        (tmp_path / "gsm.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n', encoding="utf-8")
+        tc = tmp_path / "test_cases.json"
+        tc.write_text(json.dumps([{"suite": "gsm8k=gsm.jsonl", "stop": ["\n\n"]}, {"suite": "gsm8k=gsm.jsonl",
+                                                                                  "stop": []}]), encoding="utf-8")
+        assert [c["stop"] for c in load_test_cases(tc)] == [["\n\n"], []]
+        tc.write_text(json.dumps([{"suite": "gsm8k=gsm.jsonl", "stop": "Question:"}]), encoding="utf-8")
+        with pytest.raises(SettingsError, match=r'case \[0\].*"stop" must be a list'):
+            load_test_cases(tc)
+
+    def test_params_send_the_chat_or_the_raw_list(self, tmp_path):
+        from collector.backends import build_payload
+        from collector.plan import params_for
+        from collector.settings import resolve_settings
+
+        cases, _ = self._cases(tmp_path)
+        he = next(c for c in cases if c["suite_kind"] == "humaneval")
+        gsm = next(c for c in cases if c["suite_kind"] == "gsm8k")
+        for backend in ("ollama", "ollama-chat", "openai"):
+            settings = resolve_settings({"backend": backend}, None, env={})
+            p_he, p_gsm = params_for(he, settings, 1), params_for(gsm, settings, 1)
+            assert p_gsm.stop == gsm["stop"]
+            assert p_he.stop == (he["raw_stop"] if backend == "ollama" else he["stop"])
+            body = build_payload(backend, "m", "x", p_gsm)
+            assert (body["options"]["stop"] if backend.startswith("ollama") else body["stop"]) == gsm["stop"]

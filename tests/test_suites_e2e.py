@@ -17,7 +17,7 @@ GSM = [("How many?", "6 * 7 = 42\n#### 42"), ("And now?", "#### 7"), ("Total?", 
 
 
 async def test_gsm8k_and_choice_accuracy_end_to_end(stub, tmp_path):  # noqa: F811
-    url, _state = stub
+    url, state = stub
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "gsm.jsonl").write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in GSM),
@@ -29,6 +29,14 @@ async def test_gsm8k_and_choice_accuracy_end_to_end(stub, tmp_path):  # noqa: F8
     rc, log = await run_collector("--exp-dir", str(exp), "--models", "ok", "--base-url", url, "--no-telemetry",
                                   "--no-progress", "--runs", "2", "--max-tokens", "11", timeout_s=180)
     assert rc == 0, log
+    # the stub received each suite's stop sequences (Ollama: options.stop), as config.json records them
+    from collector.suites import END_OF_TURN
+    stops = {b["prompt"].startswith("Solve the math"): b["options"]["stop"] for b in state.requests if b.get("prompt")}
+    assert stops == {True: ["Question:", *END_OF_TURN], False: ["\nAnswer the multiple choice question", *END_OF_TURN]}
+    batch_cfg = json.loads((exp / "config.json").read_text(encoding="utf-8"))
+    recorded = batch_cfg["suites"]["suites"]
+    assert recorded["gsm8k:gsm"]["stop"] == {"chat": stops[True]} and "stop sequences" in batch_cfg["suites"]["stop_rule"]
+    assert recorded["choice:mc"]["stop"] == {"chat (en)": stops[False]}
     with open(exp / "summary" / "results.csv", encoding="utf-8-sig", newline="") as fh:
         rows = list(csv.DictReader(fh))
     gsm = [r for r in rows if r["suite"] == "gsm8k:gsm"]
@@ -51,9 +59,11 @@ async def test_gsm8k_and_choice_accuracy_end_to_end(stub, tmp_path):  # noqa: F8
     assert {p["params"]["temperature"] for p in starts} == {0.8}
     cfg = json.loads((exp / "config.json").read_text(encoding="utf-8"))
     assert "NOT the 5-shot" in cfg["suites"]["protocol"] and "/api/generate" in cfg["suites"]["endpoint"]
-    assert cfg["suites"]["suites"]["gsm8k:gsm"] == {"kind": "gsm8k", "items": 4, "basis": "exact_match"}
+    assert cfg["suites"]["suites"]["gsm8k:gsm"] == {"kind": "gsm8k", "items": 4, "basis": "exact_match",
+                                                    "stop": {"chat": ["Question:", *END_OF_TURN]}}
     page = (exp / "summary" / "report.html").read_text(encoding="utf-8")
     assert "NOT the 5-shot log-likelihood protocol" in page and "gsm8k:gsm" in page
+    assert "the answer ends at the suite" in page and "stop sequences: GSM8K at a new" in page
 
 
 def _suite_batch(root, bid: str, answers: dict[str, list[str]], day: int = 0, runs: int = 1):
@@ -145,12 +155,16 @@ async def test_openai_backend_answers_without_the_number_score_zero(tmp_path):
     (tmp_path / "gsm.jsonl").write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in GSM),
                                         encoding="utf-8")
     (tmp_path / "mc.csv").write_text("question,A,B,C,D,answer\n天空是什么颜色？,红,蓝,绿,黑,B\n", encoding="utf-8")
-    async with serve(openai_stub.make_app("llamacpp")) as url:
+    app = openai_stub.make_app("llamacpp")
+    async with serve(app) as url:
         rc, log = await run_collector("--out", str(tmp_path / "out"), "--backend", "openai", "--base-url", url,
                                       "--models", "ok", "--no-telemetry", "--no-progress", "--suite",
                                       f"gsm8k={tmp_path / 'gsm.jsonl'}", "--suite", f"choice={tmp_path / 'mc.csv'}",
-                                      timeout_s=180)
+                                      "--stop", "\\n\\nQ:", "--stop", "###", timeout_s=180)
     assert rc == 0, log
+    # --stop replaced every suite's own: the OpenAI stub got them as the top-level "stop" list
+    sent = [b for b in app[openai_stub.STATE].requests if b.get("messages")]
+    assert len(sent) == 5 and all(b["stop"] == ["\n\nQ:", "###"] for b in sent)
     [batch] = list((tmp_path / "out").iterdir())
     with open(batch / "summary" / "suites.csv", encoding="utf-8-sig", newline="") as fh:
         board = {r["suite"]: r for r in csv.DictReader(fh)}

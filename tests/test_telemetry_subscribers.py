@@ -182,6 +182,22 @@ class TestRequestsView:
         assert waiting_line(["tcp://127.0.0.1:5556"], False) == (
             "waiting for telemetry on tcp://127.0.0.1:5556 … (needs the daemon (python -m telemetry); Ctrl-C stops)")
         assert "batch events on tcp://h:5557 …, nothing for 10 s" in waiting_line(["tcp://h:5557"], True, 10.2)
+        assert "the measuring proxy (python -m collector.proxy ...)" in waiting_line(["tcp://h:5557"], True)
+
+    def test_a_whole_answer_through_the_proxy_says_ttft_is_not_known(self):
+        """A non-streamed request (req.start proxy.stream false) has no time to first token: its line says
+        why instead of "ttft - s"; a streamed one keeps its number."""
+        from telemetry.tail import NotStreamed, request_line
+
+        ns = NotStreamed()
+        events = [("req.start", {"rid": "a", "proxy": {"path": "/api/generate", "stream": False}}),
+                  ("req.start", {"rid": "b", "proxy": {"path": "/api/generate", "stream": True}}),
+                  ("req.end", {"rid": "a", "ok": True, "client": {"latency_s": 0.5}}),
+                  ("req.end", {"rid": "b", "ok": True, "client": {"latency_s": 0.5, "first_token_s": 0.125}})]
+        lines = [request_line(t, p, ns.update(t, p)) for t, p in events]
+        assert "ttft n/a (not streamed)" in lines[2] and "ttft -" not in lines[2], lines[2]
+        assert "ttft 0.125 s" in lines[3]
+        assert ns.rids == {}  # forgotten at its end: bounded
 
     def test_requests_per_model_totals_with_energy_rows(self):
         from telemetry.tail import ModelTotals, request_line

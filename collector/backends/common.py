@@ -26,6 +26,7 @@ class Params:
     cache_prompt: bool | None = None  # llama.cpp's server only: reuse the KV cache of an earlier prompt
     options: dict[str, Any] = field(default_factory=dict)  # extra per-case Ollama options
     raw: bool | None = None  # Ollama /api/generate only: the prompt as is, no chat template (HumanEval completion)
+    stop: list[str] | None = None  # stop sequences (a suite's); None or [] = none sent (the server's own)
 
     def as_dict(self) -> dict[str, Any]:
         """The parameters actually sent; one left to the server's default is absent."""
@@ -37,6 +38,8 @@ class Params:
             d["cache_prompt"] = self.cache_prompt
         if self.raw is not None:
             d["raw"] = self.raw
+        if self.stop:
+            d["stop"] = list(self.stop)
         if self.options:
             d["options"] = dict(self.options)
         return d

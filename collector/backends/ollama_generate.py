@@ -92,6 +92,8 @@ class OllamaGenerate(Backend):
                            ("num_predict", p.max_tokens), ("seed", p.seed)):
             if value is not None:
                 options[key] = value
+        if p.stop:  # replaces the Modelfile's stop list for this request
+            options["stop"] = list(p.stop)
         body: dict[str, Any] = {"model": model, "stream": True, "options": options}
         body.update(self._prompt_body(prompt))
         if p.raw and self.path == "/api/generate":  # the prompt as is: no chat template (HumanEval completion)

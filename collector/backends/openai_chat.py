@@ -69,6 +69,8 @@ class OpenAIChat(Backend):
                 body[key] = value
         if p.cache_prompt is not None:
             body["cache_prompt"] = p.cache_prompt
+        if p.stop:
+            body["stop"] = list(p.stop)
         # OpenAI has no num_ctx/keep_alive; per-case extra options pass through as top-level keys.
         body.update({k: v for k, v in p.options.items() if k not in body})
         return body
