@@ -324,7 +324,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "zh": "协议：零样本生成式（题目作为聊天指令，除非另行设置否则温度为 0；多轮时每轮为一个使用各自随机种子的样本，用于 pass@k；"
               "回答在该基准的停止序列处结束：GSM8K 在新的 \"Question:\" 处，选择题在新题目开始处，HumanEval 作为原始补全时在 Codex "
               "论文的 \"\\ndef \"、\"\\nclass \"、\"\\nif __name__\"、\"\\nprint(\"、\"\\n#\" 处、作为聊天回答时只在轮次结束标记处，"
-              "均在 </s>、<|im_end|> 等轮次结束标记处；config.json 的 suites 列出每个基准的停止序列，以及用户是否用 --stop/--no-stop 替换），"
+              "均在 </s>、<|im_end|> 等轮次结束标记处；config.json 的 \"suites\" 列出每个基准的停止序列，以及用户是否用 --stop/--no-stop 替换），"
               "按各基准自身的方式对生成文本评分：HumanEval 在沙箱中运行题目自带的 check()，GSM8K 精确匹配数字，选择题比较所选字母。"
               "这不是多数已发表 MMLU/C-Eval/CMMLU 成绩所用的 5-shot 对数似然协议。准确率附 Wilson 95% 区间；pass@k 为 HumanEval "
               "论文的无偏估计；每题能耗 = 每请求平均能耗（GPU + CPU），每个正确答案能耗 = 总能耗 ÷ 正确答案数；此处的组效质比即每千焦准确率。"},

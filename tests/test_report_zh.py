@@ -3,6 +3,7 @@ name or data (models, tasks, rids, column names, flags, file names, units), neve
 Also: outliers, the collector's fallback and the CPU TDP recorded with the batch reach the report."""
 from __future__ import annotations
 
+import html
 import re
 from html.parser import HTMLParser
 
@@ -16,7 +17,7 @@ from tests import synth as S
 TECH = {"BARTScore", "GPU", "CPU", "chrF", "token", "tok", "kJ", "TDP", "ms", "ppm", "id", "boot", "exp", "gram",
         "distinct", "csv", "md", "html", "simulated", "true", "tel", "gpu", "TTFT", "ROUGE", "Pareto", "python", "DIR",
         "docs", "analyzer", "batch", "quality", "no", "bart", "efficiency",
-        "HumanEval", "GSM", "check", "MMLU", "CMMLU", "Eval", "Wilson", "Ollama", "SLO", "TPOT"}  # benchmark names, check() of HumanEval
+        "HumanEval", "Codex", "GSM", "check", "MMLU", "CMMLU", "Eval", "Wilson", "Ollama", "SLO", "TPOT"}  # benchmark names, check() of HumanEval
 FALLBACK_WHY = "test_cases.json:3: trailing comma before '}': JSON allows none after the last item; delete that comma"
 
 
@@ -69,8 +70,9 @@ def data_words(a) -> set[str]:
 
 
 def english_left(text: str, allowed: set[str]) -> set[str]:
-    text = re.sub(r"\\(.)", r"\1", text)  # Markdown escapes (cpu\_energy) are still names
+    text = html.unescape(re.sub(r"\\(.)", r"\1", text))  # Markdown and entity escapes (cpu\_energy, &lt;) are still names
     text = re.sub(r"--[a-z][a-z-]+", " ", text)  # command-line flags are names
+    text = re.sub(r'"[^"\n]*"', " ", text)  # quoted literals (stop sequences, keys) are data
     text = re.sub(r"[\w./-]+\.(csv|py|json|html|md|msgpack)\b", " ", text)  # file names
     text = re.sub(r"\b[a-z]+(_[a-z0-9]+)+\b", " ", text)  # column and setting names
     text = re.sub(r"\b[A-Z]+(_[A-Z0-9]+)+\b", " ", text)  # environment variables (OLLAMA_NUM_PARALLEL)
