@@ -44,7 +44,7 @@ def model_run(limit: int | None) -> tuple[list[dict[str, str]], float, str]:
         if proc.returncode != 0 or not found:
             return [], took, f"demo exited {proc.returncode}: {(proc.stdout + proc.stderr)[-600:]}"
         with open(found[0], encoding="utf-8-sig", newline="") as fh:
-            return list(csv.DictReader(fh)), took, " ".join(cmd[1:]).replace(tmp, "TMP")
+            return list(csv.DictReader(fh)), took, " ".join(cmd[2:]).replace(tmp, "TMP")
 
 
 def _f(v: str | None, fmt: str) -> str:
