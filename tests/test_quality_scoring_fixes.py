@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from analyzer.quality import QualityOptions, assess, code_checks as cc, sandbox
+from analyzer.quality import QualityOptions, assess, code_checks as cc
 from collector.settings import SettingsError, load_test_cases
 from collector.tasks import builtin_cases
 from shared.tasks import canonical_task, is_known_task, symbol_spec_problem, unknown_task_notes
@@ -17,8 +17,8 @@ from tests.test_collector_cli import run_collector
 from tests.test_quality_assess import ANSWER, req
 
 NO_BART = QualityOptions(enable_bart=False, code_timeout_s=5)
-CHOICE = sandbox.sandbox_choice()
-needs_sandbox = pytest.mark.skipif(CHOICE.kind != sandbox.BWRAP, reason=f"code tests need a sandbox: {CHOICE.reason}")
+# the shared rule (tests/conftest.py): skip with the install line without bubblewrap, fail under CI=true
+needs_sandbox = pytest.mark.usefixtures("sandbox_choice")
 
 RECURSIVE = '''```python
 def binary_search(arr, target, lo=0, hi=None):

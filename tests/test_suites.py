@@ -9,13 +9,13 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from analyzer.quality import QualityOptions, assess, sandbox
+from analyzer.quality import QualityOptions, assess
 from analyzer.quality import suite_answers as SA
 from analyzer.suite_stats import pass_at_k, suite_figures, wilson
 from collector.suites import SuiteError, SuiteSpec, build_cases, load_items, parse_spec, select
 
-CHOICE = sandbox.sandbox_choice()
-needs_sandbox = pytest.mark.skipif(CHOICE.kind != sandbox.BWRAP, reason=f"code tests need a sandbox: {CHOICE.reason}")
+# the shared rule (tests/conftest.py): skip with the install line without bubblewrap, fail under CI=true
+needs_sandbox = pytest.mark.usefixtures("sandbox_choice")
 OPTS = QualityOptions(enable_bart=False, code_timeout_s=10)
 HUMANEVAL = load_items(SuiteSpec("humaneval"))
 N_CHECKED = 12  # the full 164 run in `python -m bench --only suites` (the positive control)
