@@ -1,12 +1,12 @@
 """The recording as typed columns: one streaming pass over stream.msgpack, and a columnar copy beside it.
 
 ``decode_file`` reads the recording once, a whole read of the file at a time. Telemetry (tel.gpu,
-tel.host, tel.hb) goes into per-topic column chunks (numpy: t, seq, source, every GPU_SERIES /
-HOST_SERIES reading, string fields as codes) a few thousand messages at a time, so no map per sample
-outlives its chunk; the column readers and their checks come from the declarations in
-shared/messages.py (per message shape, each column checked by its set of value types; a chunk with
-anything unusual is checked message by message with ``M.validate``, so both paths drop exactly the
-same messages). Events (requests, batch markers, clock probes) stay maps: they are few.
+tel.host, tel.hb) goes into per-topic column chunks (numpy: t, seq, source, every key declared
+``series=True`` as float64, every ``label=True`` key as codes) a few thousand messages at a time, so no
+map per sample outlives its chunk; the column lists and their checks come from the declarations in
+shared/messages.py, never from a hand copy (per message shape, each column checked by its set of value
+types; a chunk with anything unusual is checked message by message with ``M.validate``, so both paths
+drop exactly the same messages). Events (requests, batch markers, clock probes) stay maps: they are few.
 
 ``to_batch`` then applies the rules of ``analyzer.stream.build`` to the columns: de-duplicate on
 (src, seq, t) keeping the first in file order, map clocks, scope to the batch, sort per source. The
@@ -46,9 +46,18 @@ CHUNK = 8192                   # messages per topic decoded at once (bounds the 
 COPY_VERSION = 2            # 2: tel.gpu driver and power_limit_w
 HASH_SPAN = 64 * 1024          # bytes hashed at each end of stream.msgpack to recognise it
 TABLE_TOPICS = (M.TEL_GPU, M.TEL_HOST, M.TEL_HB)
-STRING_KEYS = {M.TEL_GPU: ("uuid", "name", "power_kind", "driver"), M.TEL_HOST: (), M.TEL_HB: ()}
-FLOAT_KEYS = {M.TEL_GPU: M.GPU_SERIES, M.TEL_HOST: M.HOST_SERIES, M.TEL_HB: ()}
-EXTRA_KEYS = {M.TEL_GPU: ("gpu", "simulated", "power_limit_w"), M.TEL_HOST: ("simulated",), M.TEL_HB: ()}
+# The columns of each topic, from its declaration: readings (float64) and labels (codes).
+FLOAT_KEYS = {t: M.BODIES[t].series_keys() for t in TABLE_TOPICS}
+STRING_KEYS = {t: M.BODIES[t].label_keys() for t in TABLE_TOPICS}
+# Keys with a conversion of their own in Decoder._convert: the GPU index (it splits the series), the
+# simulated flag, the power limit as sent (its changes are kept); names checked against the declarations
+# at import. tel.host's ``simulated`` is not declared: read as stream.build reads it, for the same result.
+EXTRA_KEYS = {M.TEL_GPU: M.TelGpu.declared("gpu", "simulated", "power_limit_w"), M.TEL_HOST: ("simulated",),
+              M.TEL_HB: ()}
+# Labels read by name in _gpu_series (a GPU's meta): a rename in shared/messages.py fails here, at import.
+_GPU_META = M.TelGpu.declared("uuid", "name")
+_GPU_DRIVER, _GPU_POWER_KIND = M.TelGpu.declared("driver", "power_kind")
+_HOST_PROCS, _HOST_RAPL = M.TelHost.declared("procs", "rapl_uj")   # nested maps: column groups
 _NONE = type(None)
 
 
@@ -72,12 +81,12 @@ def _column(rows: list[dict], key: str) -> list:
     return list(map(dict.get, rows, repeat(key)))
 
 
-def _shape_valid(topic: str, types: dict[str, set[type]]) -> bool:
+def _shape_valid(body: type[M.Body], types: dict[str, set[type]]) -> bool:
     """True when every payload with these value types per key passes M.validate's checks (the
     declarations of shared/messages.py); False means: check those messages one by one."""
     if any(types.get(k) != {int} for k in ("v", "seq", "t", "wall")) or types.get("src") != {str}:
         return False
-    for c in M.BODIES[topic].checks():
+    for c in body.checks():
         seen = types.get(c.name)
         if seen is None:
             if c.required:
@@ -94,7 +103,7 @@ def _shape_valid(topic: str, types: dict[str, set[type]]) -> bool:
     return True
 
 
-def _fast_columns(topic: str, rows: list[dict], keys: list[str]) -> dict[str, list] | None:
+def _fast_columns(body: type[M.Body], rows: list[dict], keys: list[str]) -> dict[str, list] | None:
     """``keys`` as columns (None where absent) when every row surely passes M.validate, else None
     (then each row is checked on its own). Rows are grouped by their keys (a daemon sends one or two
     shapes: slow fields every few ticks); within a shape the values are transposed into columns and
@@ -112,7 +121,7 @@ def _fast_columns(topic: str, rows: list[dict], keys: list[str]) -> dict[str, li
             sel = list(compress(rows, mask))
             pos = np.fromiter(compress(range(n), mask), dtype=np.int64)
         cols = dict(zip(shape, zip(*map(tuple, map(dict.values, sel)))))
-        if not _shape_valid(topic, {k: set(map(type, v)) for k, v in cols.items()}):
+        if not _shape_valid(body, {k: set(map(type, v)) for k, v in cols.items()}):
             return None
         if pos is None:
             out = {k: (list(cols[k]) if k in cols else [None] * n) for k in keys}
@@ -135,6 +144,7 @@ class Table:
     cols: dict[str, np.ndarray]
     strings: dict[str, list[str]] = field(default_factory=dict)   # string key → its values by code
     extra: list[str] = field(default_factory=list)                # host: proc:/rapl: column groups
+    series: tuple[str, ...] = ()                                  # the readings' columns (declared series)
 
     @property
     def n(self) -> int:
@@ -152,9 +162,14 @@ class Decoded:
 
 
 class Decoder:
-    """Feed ``(topic, payload)`` in file order; ``finish()`` gives the Decoded columns."""
+    """Feed ``(topic, payload)`` in file order; ``finish()`` gives the Decoded columns. ``bodies``: a
+    declaration per telemetry topic to read by instead of shared.messages.BODIES' (its series and label
+    keys become the columns; used to show that a newly declared reading needs no other edit)."""
 
-    def __init__(self) -> None:
+    def __init__(self, bodies: dict[str, type[M.Body]] | None = None) -> None:
+        self._bodies = {t: (bodies or {}).get(t) or M.BODIES[t] for t in TABLE_TOPICS}
+        self._float_keys = {t: b.series_keys() for t, b in self._bodies.items()}
+        self._string_keys = {t: b.label_keys() for t, b in self._bodies.items()}
         self.idx = 0
         self.invalid = 0
         self.events: list[tuple[int, str, dict[str, Any]]] = []
@@ -223,13 +238,14 @@ class Decoder:
         self._pending[topic], self._pending_idx[topic] = [], []
         if not rows:
             return
-        keys = ["v", "src", "t", "seq", *EXTRA_KEYS[topic], *FLOAT_KEYS[topic], *STRING_KEYS[topic]]
-        got = _fast_columns(topic, rows, keys)
+        body, floats, strings = self._bodies[topic], self._float_keys[topic], self._string_keys[topic]
+        keys = ["v", "src", "t", "seq", *EXTRA_KEYS[topic], *floats, *strings]
+        got = _fast_columns(body, rows, keys)
         if got is None:
             kept, kept_idx = [], []
             for p, i in zip(rows, idx):
                 try:
-                    M.validate(topic, p)
+                    M.validate(topic, p, body=body)
                 except M.MessageError as exc:
                     self._invalid(topic, exc)
                     continue
@@ -257,9 +273,9 @@ class Decoder:
             cols["power_limit_w"] = np.array(got["power_limit_w"], dtype=np.float64)
         elif topic == M.TEL_HOST:
             cols["simulated"] = np.array([bool(v) for v in got["simulated"]], dtype=bool)
-        for key in FLOAT_KEYS[topic]:
+        for key in floats:
             cols[key] = _floats(got[key])
-        for key in STRING_KEYS[topic]:
+        for key in strings:
             cols[key] = self._codes(topic, key, got[key])
         if topic == M.TEL_HOST:
             cols.update(self._host_nested(rows))
@@ -271,7 +287,7 @@ class Decoder:
         out: dict[str, np.ndarray] = {}
         extra = self._extra[M.TEL_HOST]
         for i, p in enumerate(rows):
-            for name, proc in (p.get("procs") or {}).items():
+            for name, proc in (p.get(_HOST_PROCS) or {}).items():
                 base = f"proc:{name}"
                 if base + ":present" not in out:
                     out[base + ":present"] = np.zeros(n, dtype=bool)
@@ -283,7 +299,7 @@ class Decoder:
                 out[base + ":sim"][i] = bool(proc.get("simulated"))
                 out[base + ":cpu_pct"][i] = _num(proc.get("cpu_pct"))
                 out[base + ":rss_mib"][i] = _num(proc.get("rss_mib"))
-            for zone, uj in (p.get("rapl_uj") or {}).items():
+            for zone, uj in (p.get(_HOST_RAPL) or {}).items():
                 base = f"rapl:{zone}"
                 if base + ":present" not in out:
                     out[base + ":present"] = np.zeros(n, dtype=bool)
@@ -302,8 +318,8 @@ class Decoder:
             self._convert(topic)
             chunks = self._chunks[topic]
             self._chunks[topic] = []
-            strings = {key: list(self._strings.get((topic, key), {})) for key in STRING_KEYS[topic]}
-            tables[topic] = Table(_concat(chunks), strings, list(self._extra[topic]))
+            strings = {key: list(self._strings.get((topic, key), {})) for key in self._string_keys[topic]}
+            tables[topic] = Table(_concat(chunks), strings, list(self._extra[topic]), self._float_keys[topic])
         return Decoded(tables, self.events, list(self._src), self.invalid)
 
 
@@ -328,8 +344,8 @@ def _absent(name: str, n: int) -> np.ndarray:
     return np.zeros(n, dtype=bool) if name.endswith((":present", ":sim")) else np.full(n, np.nan)
 
 
-def decode_items(items: Iterable[tuple[str, dict[str, Any]]]) -> Decoded:
-    dec = Decoder()
+def decode_items(items: Iterable[tuple[str, dict[str, Any]]], bodies: dict[str, type[M.Body]] | None = None) -> Decoded:
+    dec = Decoder(bodies)
     for topic, payload in items:
         dec.feed(topic, payload)
     return dec.finish()
@@ -473,16 +489,16 @@ def _gpu_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str]) -> l
         s = Series(key, src, cols["t"][rows], cols["seq"][rows], {}, bool(cols["simulated"][rows].any()))
         last = rows[-1]
         s.meta = {"gpu": gpu}
-        for k in ("uuid", "name"):
+        for k in _GPU_META:
             code = int(cols[k][last])
             if code >= 0:
                 s.meta[k] = table.strings[k][code]
-        drivers = cols["driver"][rows]
+        drivers = cols[_GPU_DRIVER][rows]
         known = np.flatnonzero(drivers >= 0)
         if known.size:  # the last one sent (only the slow ticks of some publishers carry it)
-            s.meta["driver"] = table.strings["driver"][int(drivers[known[-1]])]
-        kinds = np.unique(cols["power_kind"][rows])
-        s.meta["power_kind"] = sorted({str(table.strings["power_kind"][c]) for c in kinds if c >= 0})
+            s.meta["driver"] = table.strings[_GPU_DRIVER][int(drivers[known[-1]])]
+        kinds = np.unique(cols[_GPU_POWER_KIND][rows])
+        s.meta["power_kind"] = sorted({str(table.strings[_GPU_POWER_KIND][c]) for c in kinds if c >= 0})
         # the enforced power limit and when it changed (stream.build's rule, vectorised)
         sent = rows[cols["power_limit_w:present"][rows]]
         limits, at = cols["power_limit_w"][sent], cols["t"][sent]
@@ -493,7 +509,7 @@ def _gpu_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str]) -> l
         picks.append(rows)
     # reading by reading, each column dropped once every GPU has its part: the caller passed its
     # only reference (to_batch consumes), so the table and the series are never both whole
-    for f in M.GPU_SERIES:
+    for f in table.series:
         col = cols.pop(f)
         for s, rows in zip(out, picks):
             s.values[f] = col[rows]
@@ -510,7 +526,7 @@ def _host_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str], bat
         log.info("several_host_sources", srcs=present, used=src)
     rows = _order(cols, np.flatnonzero(cols["src"] == srcs.index(src)))
     t, seq = cols["t"][rows], cols["seq"][rows]
-    host = Series("host", src, t, seq, {f: cols[f][rows] for f in M.HOST_SERIES}, bool(cols["simulated"][rows].any()))
+    host = Series("host", src, t, seq, {f: cols[f][rows] for f in table.series}, bool(cols["simulated"][rows].any()))
     procs, rapl = {}, {}
     groups = [g for g in table.extra if cols[g + ":present"][rows].any()]
     for name in sorted(g[len("proc:"):] for g in groups if g.startswith("proc:")):
@@ -599,7 +615,12 @@ def read_copy(stream: Path) -> tuple[Decoded, str | None] | None:
                 cols = _concat([])
             if any(c.size != tm["rows"] for c in cols.values()):
                 raise ValueError(f"{topic}: column lengths differ from meta.json's {tm['rows']} rows")
-            tables[topic] = Table(cols, tm["strings"], tm["extra"])
+            declared = (*FLOAT_KEYS[topic], *STRING_KEYS[topic])
+            lacking = [k for k in declared if k not in cols or (k in STRING_KEYS[topic] and k not in tm["strings"])]
+            if tm["rows"] and lacking:  # a key declared since the copy was written: rebuild, no version bump needed
+                raise ValueError(f"{topic}: no column {lacking[0]!r} (declared in shared/messages.py after "
+                                 f"this copy was written)")
+            tables[topic] = Table(cols, tm["strings"], tm["extra"], FLOAT_KEYS[topic])
         with open(root / "events.msgpack", "rb") as fh:
             events = [tuple(e) for e in msgpack.Unpacker(fh, raw=False, strict_map_key=False,
                                                          max_buffer_size=1 << 30)]

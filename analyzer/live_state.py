@@ -28,6 +28,10 @@ ROW_COLUMNS = ("model", "task", "status", "gpu_energy_j", "j_per_token", "first_
                "output_tokens", "total_energy_j", "quality_score", "quality_basis", "gpu_simulated")
 SILENT_S = 3.0  # a batch running with no telemetry for this long is a problem shown on the page
 MAX_TEXT = 300  # characters of an error, a name or an answer shown (the full texts are in the batch's files)
+# the tel.* keys on_message reads by name, checked against the declarations at import (a key renamed in
+# shared/messages.py fails here, not as a silently empty chart)
+M.TelGpu.declared("gpu", "uuid", "name", "simulated", "power_kind", "power_mw")
+M.TelHost.declared("cpu_pct")
 
 
 _BREAKS_RE = re.compile(r"[\t\n\r]+")  # line breaks and tabs in an answer excerpt

@@ -20,6 +20,11 @@ log = get_logger("analyzer.stream")
 
 TELEMETRY = (M.TEL_GPU, M.TEL_HOST)
 DEFAULT_LOOKBACK_S = 120.0
+# tel.gpu keys read by name for a GPU's meta, checked against the declarations at import (a key renamed
+# in shared/messages.py fails here, not mid-analysis); the readings are M.GPU_SERIES / M.HOST_SERIES
+GPU_META = M.TelGpu.declared("gpu", "uuid", "name")
+_DRIVER, _POWER_KIND, _POWER_LIMIT = M.TelGpu.declared("driver", "power_kind", "power_limit_w")
+_PROCS, _RAPL = M.TelHost.declared("procs", "rapl_uj")
 
 
 @dataclass
@@ -174,15 +179,15 @@ def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAU
         key = f"gpu{idx}" if len(gpu_srcs) == 1 else f"{src}/gpu{idx}"
         s = _series(key, src, rows, M.GPU_SERIES)
         last = rows[-1]
-        s.meta = {k: last.get(k) for k in ("gpu", "uuid", "name") if last.get(k) is not None}
-        driver = next((r["driver"] for r in reversed(rows) if r.get("driver") is not None), None)
+        s.meta = {k: last.get(k) for k in GPU_META if last.get(k) is not None}
+        driver = next((r[_DRIVER] for r in reversed(rows) if r.get(_DRIVER) is not None), None)
         if driver is not None:  # a header field, but only the slow ticks of some publishers carry it
             s.meta["driver"] = driver
-        s.meta["power_kind"] = sorted({str(r.get("power_kind")) for r in rows if r.get("power_kind") is not None})
+        s.meta["power_kind"] = sorted({str(r.get(_POWER_KIND)) for r in rows if r.get(_POWER_KIND) is not None})
         # the enforced power limit and when it changed (a cap set between sweep levels shows per level)
         changes: list[tuple[int, float]] = []
         for r in rows:
-            v = r.get("power_limit_w")
+            v = r.get(_POWER_LIMIT)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and (not changes or changes[-1][1] != v):
                 changes.append((int(r["t"]), float(v)))
         s.meta["power_limit_changes"] = changes
@@ -195,13 +200,13 @@ def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAU
             log.info("several_host_sources", srcs=sorted(host_rows), used=src)
         rows = host_rows[src]
         host = _series("host", src, rows, M.HOST_SERIES)
-        names = sorted({n for r in rows for n in (r.get("procs") or {})})
+        names = sorted({n for r in rows for n in (r.get(_PROCS) or {})})
         for name in names:
-            prow = [{"t": r["t"], "seq": r["seq"], **((r.get("procs") or {}).get(name) or {})} for r in rows]
+            prow = [{"t": r["t"], "seq": r["seq"], **((r.get(_PROCS) or {}).get(name) or {})} for r in rows]
             procs[name] = _series(f"proc:{name}", src, prow, ("cpu_pct", "rss_mib"))
-        zones = sorted({z for r in rows for z in (r.get("rapl_uj") or {})})
+        zones = sorted({z for r in rows for z in (r.get(_RAPL) or {})})
         for zone in zones:
-            zrow = [{"t": r["t"], "seq": r["seq"], "energy_uj": (r.get("rapl_uj") or {}).get(zone)} for r in rows]
+            zrow = [{"t": r["t"], "seq": r["seq"], "energy_uj": (r.get(_RAPL) or {}).get(zone)} for r in rows]
             rapl[zone] = _series(f"rapl:{zone}", src, zrow, ("energy_uj",))
     return BatchData(origin, gpus, host, procs, rapl,
                      {s: np.array(sorted(v), dtype=np.int64) for s, v in src_seqs.items()},

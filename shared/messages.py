@@ -113,10 +113,14 @@ def decode(data: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # The bodies. ``doc`` says what a key holds; the unit is in its name. ``required`` keys must be
-# present; the rest are optional (absent = not available).
+# present; the rest are optional (absent = not available). Two flags tell the analyzer how to keep a
+# telemetry key per sample (its column readers come from them, never from a hand list):
+# ``series``: a numeric reading kept as a float64 array over time per source, NaN where absent
+# (``Record.series_keys``: GPU_SERIES, HOST_SERIES); ``label``: text kept per sample as codes
+# (``Record.label_keys``: the GPU's identity and kind).
 
-def _k(doc: str, *, required: bool = False, default: Any = None) -> Any:
-    return field(default=default, metadata={"doc": doc, "required": required})
+def _k(doc: str, *, required: bool = False, default: Any = None, series: bool = False, label: bool = False) -> Any:
+    return field(default=default, metadata={"doc": doc, "required": required, "series": series, "label": label})
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,42 @@ class Record:
     @classmethod
     def keys(cls) -> tuple[str, ...]:
         return tuple(c.name for c in cls.checks())
+
+    @classmethod
+    def series_keys(cls) -> tuple[str, ...]:
+        """The keys declared ``series=True``, in declaration order (a subclass's after its base's)."""
+        return cls._flagged("series", (int, float))
+
+    @classmethod
+    def label_keys(cls) -> tuple[str, ...]:
+        """The keys declared ``label=True``, in declaration order."""
+        return cls._flagged("label", (str,))
+
+    @classmethod
+    def _flagged(cls, flag: str, scalars: tuple[type, ...]) -> tuple[str, ...]:
+        cache = f"_{flag}_keys"
+        got = cls.__dict__.get(cache)
+        if got is None:
+            checks = {c.name: c for c in cls.checks()}
+            got = tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(flag))
+            for name in got:  # a flag on a key of another type is a slip in this file: say so at import
+                c = checks[name]
+                if c.nested is not None or not set(c.types) <= set(scalars):
+                    raise TypeError(f"{cls.__name__}.{name}: declared {flag}=True but typed "
+                                    f"{'/'.join(t.__name__ for t in c.types)}; a {flag} key is "
+                                    f"{'/'.join(t.__name__ for t in scalars)} (shared/messages.py)")
+            setattr(cls, cache, got)
+        return got
+
+    @classmethod
+    def declared(cls, *names: str) -> tuple[str, ...]:
+        """``names`` unchanged when each is a declared key of this body, else a KeyError naming it:
+        readers name the keys they read through this once, at import, so a renamed key fails there."""
+        missing = [n for n in names if n not in cls.keys() and n not in cls._ENVELOPE]
+        if missing:
+            raise KeyError(f"{cls.__name__} declares no key {missing[0]!r}: declare it in shared/messages.py "
+                           f"or read another ({', '.join(cls.keys())})")
+        return names
 
     @classmethod
     def check(cls, payload: dict[str, Any], where: str | None = None, strict: bool = False) -> None:
@@ -241,18 +281,19 @@ class TelGpu(Body):
     """One GPU, one tick. Power and energy every tick; the slower fields every `--gpu-slow-hz` tick."""
     TOPIC: ClassVar[str] = TEL_GPU
     gpu: int = _k("GPU index on its host", required=True)
-    uuid: str | None = _k("GPU UUID (stable across reboots)")
-    name: str | None = _k("GPU product name")
-    driver: str | None = _k("the GPU driver's version (NVML), where known")
-    power_kind: str | None = _k("what power_mw is: `instant` | `average_1s` | `unknown` | `sim`")
-    power_mw: float | None = _k("board power, milliwatts")
-    energy_mj: float | None = _k("NVML total-energy counter, millijoules since the driver loaded (Volta and newer)")
-    util_gpu_pct: float | None = _k("SM utilisation, %")
-    util_mem_pct: float | None = _k("memory-controller utilisation, %")
-    mem_used_mib: float | None = _k("device memory used, MiB")
-    mem_total_mib: float | None = _k("device memory total, MiB")
-    temp_c: float | None = _k("GPU temperature, °C")
-    sm_clock_mhz: float | None = _k("SM clock, MHz")
+    uuid: str | None = _k("GPU UUID (stable across reboots)", label=True)
+    name: str | None = _k("GPU product name", label=True)
+    driver: str | None = _k("the GPU driver's version (NVML), where known", label=True)
+    power_kind: str | None = _k("what power_mw is: `instant` | `average_1s` | `unknown` | `sim`", label=True)
+    power_mw: float | None = _k("board power, milliwatts", series=True)
+    energy_mj: float | None = _k("NVML total-energy counter, millijoules since the driver loaded (Volta and newer)",
+                                 series=True)
+    util_gpu_pct: float | None = _k("SM utilisation, %", series=True)
+    util_mem_pct: float | None = _k("memory-controller utilisation, %", series=True)
+    mem_used_mib: float | None = _k("device memory used, MiB", series=True)
+    mem_total_mib: float | None = _k("device memory total, MiB", series=True)
+    temp_c: float | None = _k("GPU temperature, °C", series=True)
+    sm_clock_mhz: float | None = _k("SM clock, MHz", series=True)
     pstate: str | None = _k("performance state, e.g. `P0`")
     power_limit_w: float | None = _k("enforced board power limit, W (NVML; a user cap shows here)")
     procs: dict[int, float] | None = _k("{pid: device memory used, MiB} of processes on this GPU")
@@ -260,20 +301,19 @@ class TelGpu(Body):
     errors: list[str] | None = _k("`field: code` for each field whose read failed this tick")
 
 
-# The numeric tel.gpu keys the analyzer turns into sample arrays.
-GPU_SERIES = ("power_mw", "energy_mj", "util_gpu_pct", "util_mem_pct", "mem_used_mib", "mem_total_mib",
-              "temp_c", "sm_clock_mhz")
+# The numeric tel.gpu keys the analyzer turns into sample arrays (declared series=True above).
+GPU_SERIES = TelGpu.series_keys()
 
 
 @dataclass(kw_only=True)
 class TelHost(Body):
     """The host, one tick (psutil, RAPL). Byte counters are cumulative since boot."""
     TOPIC: ClassVar[str] = TEL_HOST
-    cpu_pct: float = _k("host CPU utilisation over the last tick, % of all cores", required=True)
+    cpu_pct: float = _k("host CPU utilisation over the last tick, % of all cores", required=True, series=True)
     cpu_pct_per_core: list[float] | None = _k("the same per core, %")
-    mem_used_mib: float | None = _k("host memory used (total − available), MiB")
-    mem_total_mib: float | None = _k("host memory total, MiB")
-    swap_used_mib: float | None = _k("swap used, MiB")
+    mem_used_mib: float | None = _k("host memory used (total − available), MiB", series=True)
+    mem_total_mib: float | None = _k("host memory total, MiB", series=True)
+    swap_used_mib: float | None = _k("swap used, MiB", series=True)
     disk_read_b: int | None = _k("bytes read from disks, cumulative")
     disk_write_b: int | None = _k("bytes written to disks, cumulative")
     net_sent_b: int | None = _k("bytes sent on all interfaces, cumulative")
@@ -282,15 +322,16 @@ class TelHost(Body):
                                                "e.g. `intel-rapl:0/package-0`")
     procs: dict[str, dict] | None = _k("{watched name: {pid (lowest), pids, cpu_pct, rss_mib}} summed over the "
                                        "running processes of that name")
-    cpu_count: int | None = _k("logical CPUs of the host (cpu_pct is a share of all of them)")
+    cpu_count: int | None = _k("logical CPUs of the host (cpu_pct is a share of all of them)", series=True)
     server_port: int | None = _k("TCP port of the LLM server the daemon watches (`--server-port`)")
     server_pids: list[int] | None = _k("the process listening on server_port and its children (e.g. Ollama's "
                                        "runners)")
     server_cpu_s: float | None = _k("user + system CPU time of those processes, s, cumulative (processes that "
-                                    "exited keep their last figure)")
+                                    "exited keep their last figure)", series=True)
 
 
-HOST_SERIES = ("cpu_pct", "mem_used_mib", "mem_total_mib", "swap_used_mib", "cpu_count", "server_cpu_s")
+# The numeric tel.host keys the analyzer turns into sample arrays (declared series=True above).
+HOST_SERIES = TelHost.series_keys()
 
 
 @dataclass(kw_only=True)
@@ -486,9 +527,11 @@ BODIES: dict[str, type[Body]] = {c.TOPIC: c for c in (TelGpu, TelHost, TelHb, Re
 TOPICS = tuple(BODIES)
 
 
-def validate(topic: str, payload: dict[str, Any], strict: bool = False) -> dict[str, Any]:
+def validate(topic: str, payload: dict[str, Any], strict: bool = False,
+             body: type[Body] | None = None) -> dict[str, Any]:
     """Check the envelope and the topic's keys; return the payload unchanged. Unknown topics pass
-    with a valid envelope (a newer publisher may add topics)."""
+    with a valid envelope (a newer publisher may add topics). ``body``: the declaration to check
+    against, by default the topic's in BODIES (a reader given a wider declaration passes its own)."""
     for key in ENVELOPE_KEYS:
         if key not in payload:
             raise MessageError(f"{topic}: missing envelope key {key!r} (every payload needs {ENVELOPE_KEYS})")
@@ -497,7 +540,7 @@ def validate(topic: str, payload: dict[str, Any], strict: bool = False) -> dict[
     for key in ("seq", "t", "wall"):
         if not isinstance(payload[key], int) or isinstance(payload[key], bool):
             raise MessageError(f"{topic}: {key!r} must be an integer, got {payload[key]!r}")
-    body = BODIES.get(topic)
+    body = body or BODIES.get(topic)
     if body is not None:
         body.check(payload, strict=strict)
     return payload

@@ -237,3 +237,60 @@ def test_two_hour_recording_analysed_in_bounded_memory(tmp_path):
         assert rss_mib < 1024, f"peak RSS {rss_mib:.0f} MiB for a 2 h recording"
         assert B.worst_error(root, exact) < 1e-6
     assert (root / "raw" / "columns" / "meta.json").is_file()
+
+
+@dataclasses.dataclass(kw_only=True)
+class TelGpuWithFan(M.TelGpu):
+    """tel.gpu as a build that declares one more reading would have it (nothing else edited)."""
+    fan_pct: float | None = M._k("fan speed, % of its maximum", series=True)
+
+
+def test_a_newly_declared_series_key_reaches_the_series_without_other_edits(monkeypatch):
+    """Declaring a reading ``series=True`` is the whole change: the decoder reads it as a column, checks
+    its type by the declaration, and to_batch hands it to every GPU's Series; absent ticks are NaN."""
+    monkeypatch.setattr(columnar, "CHUNK", 64)  # chunks by shape (fast path) and the one with the bad message
+    items, fan = [], {}
+    for k, (topic, p) in enumerate(S.messages(S.tiny_spec())):
+        if topic == M.TEL_GPU and k % 3:  # on some ticks only (a slow field): two message shapes
+            p = {**p, "fan_pct": float(k % 97)}
+            fan[(p["gpu"], p["seq"])] = p["fan_pct"]
+        items.append((topic, p))
+    plain = columnar.to_batch(columnar.decode_items(items))
+    assert all("fan_pct" not in g.values for g in plain.gpus)  # not declared: not read
+    bad = next(p for t, p in items if t == M.TEL_GPU and "fan_pct" in p)
+    items.append((M.TEL_GPU, {**bad, "seq": 10**6, "fan_pct": "fast"}))  # wrong type for the declaration
+    assert columnar.decode_items(items).invalid == 0          # an undeclared key is not checked
+    dec = columnar.decode_items(items, bodies={M.TEL_GPU: TelGpuWithFan})
+    data = columnar.to_batch(dec)
+    assert dec.invalid == 1 and data.invalid == 1            # checked as declared: the text is refused
+    assert data.gpus and fan
+    for g, p in zip(data.gpus, plain.gpus):
+        assert list(g.values) == [*M.GPU_SERIES, "fan_pct"]
+        want = np.array([fan.get((g.meta["gpu"], s), np.nan) for s in g.seq.tolist()])
+        assert np.array_equal(g.values["fan_pct"], want, equal_nan=True) and np.isfinite(want).any()
+        for f in M.GPU_SERIES:  # the other readings as before
+            assert np.array_equal(g.values[f], p.values[f], equal_nan=True)
+
+
+def test_every_declared_series_key_is_a_column_and_a_series_value(tmp_path):
+    """Both paths keep every declared reading; a copy lacking one (written before it was declared) is rebuilt."""
+    import pyarrow.parquet as pq
+
+    path = shutil.copy(STORED, tmp_path / "stream.msgpack")
+    old, new = both(path)
+    for data in (old, new):
+        assert data.gpus and data.host is not None
+        assert all(list(g.values) == list(M.GPU_SERIES) for g in data.gpus)
+        assert list(data.host.values) == list(M.HOST_SERIES)
+    dec, _ = columnar.load(path)                              # writes the copy
+    for topic in columnar.TABLE_TOPICS:
+        t = dec.tables[topic]
+        assert set(M.BODIES[topic].series_keys()) | set(M.BODIES[topic].label_keys()) <= set(t.cols)
+        assert set(t.strings) == set(M.BODIES[topic].label_keys())
+    gpu_file = tmp_path / "columns" / "tel.gpu.parquet"
+    assert columnar.read_copy(path) is not None
+    table = pq.read_table(gpu_file)
+    pq.write_table(table.drop(["temp_c"]), gpu_file)         # as if temp_c had been declared since
+    assert columnar.read_copy(path) is None
+    dec, _ = columnar.load(path)
+    assert "temp_c" in dec.tables[M.TEL_GPU].cols and columnar.read_copy(path) is not None

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from shared import messages as m
@@ -107,3 +109,32 @@ class TestContract:
     def test_unknown_topic_needs_only_an_envelope(self):
         p = m.Stamper("x").stamp({"anything": 1})
         assert m.validate("tel.future", p) is p
+
+
+class TestDeclaredColumns:
+    """The analyzer's per-sample column lists come from the declarations (``series=True``,
+    ``label=True``), not from hand copies: changing them is a deliberate edit of this list."""
+
+    def test_series_and_label_keys_are_the_documented_ones(self):
+        assert m.GPU_SERIES == ("power_mw", "energy_mj", "util_gpu_pct", "util_mem_pct", "mem_used_mib",
+                                "mem_total_mib", "temp_c", "sm_clock_mhz")
+        assert m.HOST_SERIES == ("cpu_pct", "mem_used_mib", "mem_total_mib", "swap_used_mib", "cpu_count",
+                                 "server_cpu_s")
+        assert m.GPU_SERIES == m.TelGpu.series_keys() and m.HOST_SERIES == m.TelHost.series_keys()
+        assert m.TelGpu.label_keys() == ("uuid", "name", "driver", "power_kind")
+        assert m.TelHost.label_keys() == () and m.TelHb.series_keys() == m.TelHb.label_keys() == ()
+        # no event topic declares any: they stay maps in the analyzer
+        assert not any(b.series_keys() or b.label_keys() for t, b in m.BODIES.items() if not t.startswith("tel."))
+
+    def test_a_flag_on_a_key_of_the_wrong_type_fails_when_read(self):
+        @dataclasses.dataclass(kw_only=True)
+        class Bad(m.TelGpu):
+            fan_mode: str | None = m._k("fan mode", series=True)
+
+        with pytest.raises(TypeError, match=r"Bad.fan_mode: declared series=True but typed str"):
+            Bad.series_keys()
+
+    def test_declared_names_the_missing_key(self):
+        assert m.TelGpu.declared("gpu", "power_mw", "t") == ("gpu", "power_mw", "t")
+        with pytest.raises(KeyError, match=r"TelGpu declares no key 'power_w'.*shared/messages.py"):
+            m.TelGpu.declared("gpu", "power_w")
