@@ -98,11 +98,13 @@ def power_noise_w(tr: Trace) -> float:
 
 
 def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
-                idle_until_s: float | None = None, mid_s: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                idle_until_s: float | None = None, mid_s: np.ndarray | None = None,
+                idle_w: float | None = None) -> dict[str, np.ndarray]:
     """Energy (J), method, uncertainty, coverage and gauges of one GPU for every window.
 
     ``mid_s``: per window, the first streamed chunk (NaN when none): energy is also split into
-    prefill [a, mid] and decode [mid, b] by the window split rule."""
+    prefill [a, mid] and decode [mid, b] by the window split rule. ``idle_w``: the idle power when
+    the caller measured it (``idle_power_w``) on other samples than these (a later time slab)."""
     t_s = seconds(series, origin_ns)
     v = series.values
     n = w.a_s.size
@@ -176,11 +178,8 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
             else np.zeros(n))
     with np.errstate(invalid="ignore", divide="ignore"):
         hz = np.where(span > 0, (ib - ia) / span, run_hz)
-    idle_w = np.nan
-    if idle_until_s is not None and has_power and raw_power.t_s[0] < idle_until_s:
-        # Only samples taken before the first request: no interpolation towards its load.
-        idle_end = float(raw_power.t_s[raw_power.t_s <= idle_until_s][-1])
-        idle_w = float(window_mean(raw_power, [raw_power.t_s[0]], [idle_end])[0])
+    if idle_w is None:
+        idle_w = _idle_w(raw_power, idle_until_s) if has_power else np.nan
     return {
         "energy_j": energy,
         "energy_method": np.array([method if not nd else "none" for nd in no_data], dtype=object),
@@ -205,6 +204,19 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
         "temp_peak_c": window_peak(Trace.build(t_s, v["temp_c"]), w.a_s, w.b_s),
         "sm_clock_avg_mhz": window_mean(Trace.build(t_s, v["sm_clock_mhz"]), w.a_s, w.b_s),
     }
+
+
+def _idle_w(raw_power: Trace, idle_until_s: float | None) -> float:
+    if idle_until_s is None or raw_power.n < 2 or not raw_power.t_s[0] < idle_until_s:
+        return np.nan
+    # Only samples taken before the first request: no interpolation towards its load.
+    idle_end = float(raw_power.t_s[raw_power.t_s <= idle_until_s][-1])
+    return float(window_mean(raw_power, [raw_power.t_s[0]], [idle_end])[0])
+
+
+def idle_power_w(series: Series, origin_ns: int, idle_until_s: float | None) -> float:
+    """Mean power (W) of the samples before ``idle_until_s`` (the first request), NaN without two."""
+    return _idle_w(Trace.build(seconds(series, origin_ns), series.values["power_mw"] / 1000.0), idle_until_s)
 
 
 def rapl_package_zones(zones: list[str]) -> list[str]:

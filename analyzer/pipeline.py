@@ -15,6 +15,7 @@ from analyzer import columns as COLS
 from analyzer import hosts
 from analyzer import energy as E
 from analyzer import load_curve as LC
+from analyzer import slabs as SL
 from analyzer import tables
 from analyzer.i18n import Msg
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
@@ -50,6 +51,7 @@ class Options:
     log_skipped_quality: bool = True    # False for the live rows: quality waits for batch.end, said once there
     batch_dir: Path | None = None       # where the batch lies: the PARTIAL note's resume command names it
     goodput: dict[str, float] | None = None  # SLOs in ms (--goodput); None: the collector's --goodput, if any
+    slab_s: float = SL.SLAB_S           # seconds of telemetry measured at a time (analyzer.slabs)
 
 
 @dataclass
@@ -174,12 +176,12 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
     idle_until = (min(r.start.t for r in reqs) - origin) / 1e9 if (opts.idle_baseline and reqs) else None
     mid = np.array([_first_chunk_s(r, origin) for r in done])
-    per_gpu = {g.key: E.gpu_columns(g, origin, batch.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), win, idle_until,
-                                    mid)
-               for g in batch.gpus}
+    # the telemetry of every GPU (counted or not: all are written), read a slab of time at a time
+    source = SL.source_of(dataclasses.replace(batch, gpus=all_gpus))
+    slabs = SL.plan(win.a_s, win.b_s, source.span_s(), opts.slab_s)
+    per_gpu, host, timelines = _measure(batch, source, slabs, win, mid, idle_until, opts)
     if opts.idle_baseline and batch.gpus and any(not np.isfinite(c["idle_w"]).any() for c in per_gpu.values()):
         problems.append(Msg("p_no_idle_samples"))
-    host = E.host_columns(batch.host, batch.procs, batch.rapl, origin, batch.src_seqs, win, opts.cpu_tdp_w)
     simulated = any(g.simulated for g in batch.gpus)
     idx = {r.rid: i for i, r in enumerate(done)}
     cases = batch.batch_start.cases if batch.batch_start else None
@@ -240,7 +242,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                  if not r.start.warmup}
         par = ((batch.batch_start.load or {}) if batch.batch_start else {}).get("server_parallel")
         measured = [row for r, row in zip(reqs, rows) if not r.start.warmup]
-        curve, curve_problems = LC.curve(measured, spans, _level_energy(batch, opts), slo, simulated,
+        curve, curve_problems = LC.curve(measured, spans, _level_energy(batch, opts, source, slabs), slo, simulated,
                                          par if isinstance(par, int) else None)
         LC.annotate(measured, curve)
         for row, a_s, b_s in zip(curve, *LC.level_windows(LC.groups(measured, spans), spans)):
@@ -291,19 +293,21 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     if incomplete:
         problems.append(Msg("p_incomplete_requests", n=len(incomplete), which=", ".join(incomplete[:10])))
     by_rid = {r.rid: (r, row) for r, row in zip(reqs, rows)}
-    seconds = {id(g): (g.t_ns - origin) / 1e9 for g in batch.gpus + ([batch.host] if batch.host else [])}
+    counted_keys = {g.key for g in batch.gpus}
 
     def one_json(rid: str) -> dict[str, Any]:
         r, row = by_rid[rid]
-        obj = _request_json(r, row, idx.get(rid), win, batch, quality.get(rid), simulated, seconds)
+        i = idx.get(rid)
+        tele = batch
+        if i is not None:  # the window's telemetry (a second either side; the JSON keeps [a, b])
+            tele = source.between(float(win.a_s[i]) - 1.0, float(win.b_s[i]) + 1.0)
+            tele = dataclasses.replace(tele, gpus=[g for g in tele.gpus if g.key in counted_keys])
+        obj = _request_json(r, row, i, win, tele, quality.get(rid), simulated)
         obj["itl_ms"] = itl.get(rid) or None
         return obj
 
     request_json = RequestJson(one_json, [r.rid for r in reqs])
-    gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus))
-    timelines = [{"key": g.key, "t_s": seconds[id(g)], "power_w": g.values["power_mw"] / 1000.0,
-                  "simulated": g.simulated, "name": g.meta.get("name"),
-                  "gpu_id": f"{M.src_host(g.src) or '?'} / {g.meta.get('uuid') or g.key}"} for g in batch.gpus]
+    gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus), source, slabs)
     first = {row["rid"]: finite(row.get("first_token_s")) for row in rows}
     # first_s: where prefill ends and decode begins (None when no first token was seen)
     windows = [{"rid": r.rid, "a_s": float(win.a_s[i]), "b_s": float(win.b_s[i]), "label": _label(r),
@@ -389,24 +393,94 @@ def _power_limits(batch: BatchData, a_s: float, b_s: float) -> str | None:
     return ",".join(f"{w:g}" for w in sorted(seen)) or None
 
 
-def _level_energy(batch: BatchData, opts: Options):
-    """Energy of arbitrary (level) windows: GPU (every counted GPU summed) and CPU (RAPL, else TDP)."""
+def _energy_parts(tele: BatchData, opts: Options, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+    """GPU energy (every GPU of ``tele`` summed) and the host's CPU energy, RAPL and TDP, over windows."""
+    w = E.Window(a, b)
+    out: dict[str, np.ndarray] = {}
+    if tele.gpus:
+        cols = [E.gpu_columns(g, tele.origin_ns, tele.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), w)
+                for g in tele.gpus]
+        out["gpu_j"] = np.sum([c["energy_j"] for c in cols], axis=0)
+        out["gpu_unc_j"] = np.sum([c["energy_uncertainty_j"] for c in cols], axis=0)
+    host = E.host_columns(tele.host, tele.procs, tele.rapl, tele.origin_ns, tele.src_seqs, w, opts.cpu_tdp_w)
+    out["rapl"], out["approx"] = host["cpu_energy_j_rapl"], host["cpu_energy_j_approx"]
+    return out
+
+
+def _level_energy(batch: BatchData, opts: Options, source: SL.Source, slabs: list[SL.Slab]):
+    """Energy of arbitrary (level) windows: GPU (every counted GPU summed) and CPU (RAPL, else TDP).
+    A level may last hours: over several slabs, each window is cut where slabs meet and its pieces
+    added up."""
+    counted = {g.key for g in batch.gpus}
+
+    def tele_of(lo_s: float, hi_s: float) -> BatchData:
+        tele = source.between(lo_s, hi_s)
+        return dataclasses.replace(tele, gpus=[g for g in tele.gpus if g.key in counted])
+
     def energy(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
-        w = E.Window(a, b)
-        out: dict[str, np.ndarray] = {}
-        if batch.gpus:
-            cols = [E.gpu_columns(g, batch.origin_ns, batch.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), w)
-                    for g in batch.gpus]
-            out["gpu_j"] = np.sum([c["energy_j"] for c in cols], axis=0)
-            out["gpu_unc_j"] = np.sum([c["energy_uncertainty_j"] for c in cols], axis=0)
-        host = E.host_columns(batch.host, batch.procs, batch.rapl, batch.origin_ns, batch.src_seqs, w, opts.cpu_tdp_w)
-        rapl, approx = host.get("cpu_energy_j_rapl"), host.get("cpu_energy_j_approx")
+        if len(slabs) == 1:
+            parts = _energy_parts(tele_of(-SL.INF, SL.INF), opts, a, b)
+        else:
+            owner, pa, pb, which = SL.pieces(a, b, slabs)
+            parts = {}
+            for j in np.unique(which):
+                sel = which == j
+                got = _energy_parts(tele_of(float(pa[sel].min()) - SL.MARGIN_S, float(pb[sel].max()) + SL.MARGIN_S),
+                                    opts, pa[sel], pb[sel])
+                for k, v in got.items():
+                    np.add.at(parts.setdefault(k, np.zeros(a.size)), owner[sel], v)
+        out = {k: parts[k] for k in ("gpu_j", "gpu_unc_j") if k in parts}
+        rapl, approx = parts.get("rapl"), parts.get("approx")
         if rapl is not None and np.isfinite(rapl).all():
             out["cpu_j"] = rapl
         elif approx is not None and np.isfinite(approx).all():
             out["cpu_j"] = approx
         return out
     return energy
+
+
+def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.Window, mid: np.ndarray,
+             idle_until: float | None, opts: Options) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray],
+                                                            list[dict[str, Any]]]:
+    """Per window: every counted GPU's columns and the host's, slab by slab; and each counted GPU's
+    power timeline (a slab's own stretch at a time: whole on one slab, its min/max envelope on more)."""
+    origin = batch.origin_ns
+    counted = [g.key for g in batch.gpus]
+    idle: dict[str, float | None] = {k: None for k in counted}
+    if len(slabs) > 1 and idle_until is not None:
+        # the idle power: the samples of the last slab's length before the first request
+        before = source.between(idle_until - opts.slab_s, idle_until)
+        idle.update({g.key: E.idle_power_w(g, origin, idle_until) for g in before.gpus if g.key in idle})
+    power: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in counted}
+    parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+    for s in slabs:
+        tele = source.between(s.lo_s, s.hi_s)
+        gpus = {g.key: g for g in tele.gpus}
+        # the slab's windows and every window overlapping them: concurrent requests share energy
+        ctx = SL.context(win.a_s, win.b_s, s.rows)
+        w = E.Window(win.a_s[ctx], win.b_s[ctx])
+        mine = np.searchsorted(ctx, s.rows)
+        cols: dict[str, np.ndarray] = {}
+        for key in counted:
+            g = gpus[key]
+            got = E.gpu_columns(g, origin, tele.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), w,
+                                idle_until if s.whole else None, mid[ctx], idle_w=idle[key])
+            cols.update({(key, c): v[mine] for c, v in got.items()})
+            t_s = E.seconds(g, origin)
+            own = (t_s >= s.own_lo_s) & (t_s < s.own_hi_s) if not s.whole else slice(None)
+            power[key].append(SL.envelope(t_s[own], g.values["power_mw"][own] / 1000.0) if not s.whole
+                              else (t_s, g.values["power_mw"] / 1000.0))
+        got = E.host_columns(tele.host, tele.procs, tele.rapl, origin, tele.src_seqs, w, opts.cpu_tdp_w)
+        cols.update({(None, c): np.asarray(v)[mine] for c, v in got.items()})
+        parts.append((s.rows, cols))
+    whole = SL.scatter(win.a_s.size, parts)
+    per_gpu = {k: {c: v for (g, c), v in whole.items() if g == k} for k in counted}
+    host = {c: v for (g, c), v in whole.items() if g is None}
+    timelines = [{"key": g.key, "t_s": np.concatenate([t for t, _ in power[g.key]]),
+                  "power_w": np.concatenate([p for _, p in power[g.key]]),
+                  "simulated": g.simulated, "name": g.meta.get("name"),
+                  "gpu_id": f"{M.src_host(g.src) or '?'} / {g.meta.get('uuid') or g.key}"} for g in batch.gpus]
+    return per_gpu, host, timelines
 
 
 def _first_chunk_s(r: Request, origin: int) -> float:
@@ -553,8 +627,8 @@ def _finite_list(values: np.ndarray, scale: float | None = None) -> list:
 
 
 def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: BatchData, quality: dict | None,
-                  simulated: bool, seconds: dict[int, np.ndarray] | None = None) -> dict:
-    """The seed's per-request JSON (raw/<rid>.json)."""
+                  simulated: bool) -> dict:
+    """The seed's per-request JSON (raw/<rid>.json). ``batch``: its telemetry around the window at least."""
     s, e = r.start, r.end
     origin = batch.origin_ns
     full: dict[str, Any] = {}
@@ -564,9 +638,8 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
         a_s, b_s = float(win.a_s[i]), float(win.b_s[i])
         full["window_start_s"], full["window_end_s"] = a_s, b_s
         full["gpus"] = {}
-        seconds = seconds or {}
         for g in batch.gpus:
-            t_s = seconds[id(g)] if id(g) in seconds else (g.t_ns - origin) / 1e9
+            t_s = (g.t_ns - origin) / 1e9
             m = _in_window(t_s, a_s, b_s)
             full["gpus"][g.key] = {"t_s": [round(x - a_s, 6) for x in t_s[m].tolist()],
                                    "power_w": _finite_list(g.values["power_mw"][m], 1000.0),
@@ -576,7 +649,7 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
                                    "simulated": g.simulated}
         if batch.host is not None:
             h = batch.host
-            t_s = seconds[id(h)] if id(h) in seconds else (h.t_ns - origin) / 1e9
+            t_s = (h.t_ns - origin) / 1e9
             m = _in_window(t_s, a_s, b_s)
             full["host"] = {"t_s": [round(x - a_s, 6) for x in t_s[m].tolist()],
                             "cpu_pct": _finite_list(h.values["cpu_pct"][m]),
@@ -653,17 +726,44 @@ def _gpu_piece(g: Series) -> dict[str, np.ndarray]:
 GPU_SAMPLE_COLUMNS = ["t_ns", "src", "gpu", "seq", "simulated", *M.GPU_SERIES, "host", "uuid", "name"]
 
 
-def _samples(batch: BatchData) -> tuple[Samples, Samples]:
-    """Long-format sample tables (for Parquet): one row per GPU sample, one per host sample."""
+def _samples(batch: BatchData, source: SL.Source, slabs: list[SL.Slab]) -> tuple[Samples, Samples]:
+    """Long-format sample tables (for Parquet): one row per GPU sample, one per host sample; a piece
+    per GPU (and one for the host) per slab, each slab's own stretch of time, read when written."""
     gs = batch.gpus
-    gpu = Samples(GPU_SAMPLE_COLUMNS if gs else [], [lambda g=g: _gpu_piece(g) for g in gs],
-                  sum(g.t_ns.size for g in gs))
+
+    def own(s: SL.Slab) -> BatchData:
+        tele = source.between(s.own_lo_s, s.own_hi_s)
+        if s.own_hi_s == SL.INF:
+            return tele
+        hi = batch.origin_ns + s.own_hi_s * 1e9  # [own_lo, own_hi): a sample on the cut is the next slab's
+
+        def cut(x: Series | None) -> Series | None:
+            return None if x is None else SL.view(x, -SL.INF, np.nextafter(hi, -SL.INF))
+        return dataclasses.replace(tele, gpus=[cut(g) for g in tele.gpus], host=cut(tele.host),
+                                   rapl={k: cut(v) for k, v in tele.rapl.items()})
+
+    def gpu_piece(s: SL.Slab, key: str) -> dict[str, np.ndarray]:
+        return _gpu_piece(next(g for g in own(s).gpus if g.key == key))
+
+    gpu = Samples(GPU_SAMPLE_COLUMNS if gs else [], [lambda s=s, k=g.key: gpu_piece(s, k) for s in slabs for g in gs],
+                  sum(_count(g) for g in gs))
     if batch.host is None:
         return gpu, Samples([], [], 0)
     h = batch.host
-    hcols = {"t_ns": h.t_ns, "src": _same(h.src, h.t_ns.size), "seq": h.seq}
-    for f, v in h.values.items():
-        hcols[f] = v
-    for zone, zs in sorted(batch.rapl.items()):
-        hcols[f"rapl_{zone}_uj"] = zs.values["energy_uj"]
-    return gpu, Samples(list(hcols), [lambda: hcols], h.t_ns.size)
+    names = ["t_ns", "src", "seq", *h.values, *(f"rapl_{zone}_uj" for zone in sorted(batch.rapl))]
+
+    def host_piece(s: SL.Slab) -> dict[str, np.ndarray]:
+        tele = own(s)
+        hs = tele.host
+        hcols = {"t_ns": hs.t_ns, "src": _same(hs.src, hs.t_ns.size), "seq": hs.seq}
+        for f, v in hs.values.items():
+            hcols[f] = v
+        for zone, zs in sorted(tele.rapl.items()):
+            hcols[f"rapl_{zone}_uj"] = zs.values["energy_uj"]
+        return hcols
+    return gpu, Samples(names, [lambda s=s: host_piece(s) for s in slabs], _count(h))
+
+
+def _count(series: Series) -> int:
+    """Samples in a series: its arrays', or, read by slab from a source, the count the source gave."""
+    return int(series.meta.get("samples", series.t_ns.size))

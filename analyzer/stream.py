@@ -65,6 +65,7 @@ class BatchData:
     duplicates: int = 0
     clock: dict[str, Any] = field(default_factory=dict)   # telemetry src → analyzer.clock.Mapping
     clock_notes: list[str] = field(default_factory=list)  # sources that could not be mapped
+    source: Any = None   # where the telemetry is read by stretch of time (analyzer.slabs.Source); None: the arrays above
 
 
 def normalise(items: Iterable[tuple[str, dict[str, Any]]]) -> tuple[list[tuple[str, dict[str, Any]]], int, int]:

@@ -1,0 +1,188 @@
+"""Long recordings in time slabs: a batch's telemetry measured a slab of time at a time.
+
+The energy rules fit over the series they are given (refresh periods, noise, the counter's
+intervals) and hold temporaries several times its size: over hours of several GPUs that is GBs. A
+slab owns a stretch of the time axis: the windows that start in it, and the telemetry from a margin
+before its earliest window to a margin after its latest end (windows may run past the slab's end).
+Memory then grows with the slab, not the recording. A recording whose telemetry spans at most one
+slab is one slab over all of its telemetry: the results are those of the whole-run analysis, bit for
+bit. Longer ones are fitted per slab (a refresh period or a noise level per ten minutes, not per day).
+
+Pure: plans and views over sorted arrays; the reading of telemetry is the source's (``Source``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+
+from analyzer.stream import BatchData, Series
+
+SLAB_S = 600.0    # seconds of the time axis a slab owns
+MARGIN_S = 30.0   # telemetry read around a slab's windows (counter intervals and hold fits reach past the edges)
+ENVELOPE_POINTS = 1000  # per slab and GPU, the timeline keeps the min and max of this many buckets
+
+INF = float("inf")
+
+
+@dataclass(frozen=True)
+class Slab:
+    rows: np.ndarray   # indices of the windows that start in this slab
+    own_lo_s: float    # the part of the time axis it owns, [own_lo, own_hi): samples are written once
+    own_hi_s: float
+    lo_s: float        # the telemetry it reads: own part and its windows, plus the margin
+    hi_s: float
+
+    @property
+    def whole(self) -> bool:
+        return self.lo_s == -INF and self.hi_s == INF
+
+
+def plan(a_s: np.ndarray, b_s: np.ndarray, span_s: tuple[float, float], slab_s: float = SLAB_S,
+         margin_s: float = MARGIN_S) -> list[Slab]:
+    """The slabs of a batch: windows ``[a_s, b_s]`` (s from the origin) and the telemetry's span.
+
+    One slab (everything) when the span is at most ``slab_s``; else cuts every ``slab_s`` from the
+    span's start, the first slab open to the left and the last to the right."""
+    a_s, b_s = np.asarray(a_s, dtype=np.float64), np.asarray(b_s, dtype=np.float64)
+    lo, hi = span_s
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo <= slab_s:
+        return [Slab(np.arange(a_s.size), -INF, INF, -INF, INF)]
+    k = int(np.ceil((hi - lo) / slab_s))
+    cuts = np.concatenate([[-INF], lo + slab_s * np.arange(1, k), [INF]])
+    which = np.clip(np.searchsorted(cuts, a_s, side="right") - 1, 0, k - 1)
+    out = []
+    for i in range(k):
+        rows = np.flatnonzero(which == i)
+        own_lo, own_hi = float(cuts[i]), float(cuts[i + 1])
+        first = min(own_lo, float(a_s[rows].min())) if rows.size else own_lo
+        last = max(own_hi, float(b_s[rows].max())) if rows.size else own_hi
+        out.append(Slab(rows, own_lo, own_hi, -INF if i == 0 else first - margin_s,
+                        INF if i == k - 1 else last + margin_s))
+    return out
+
+
+def context(a_s: np.ndarray, b_s: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` and every window overlapping one of them (sorted indices): a window's share of the
+    energy it runs concurrently with others depends on those others, wherever they start."""
+    if rows.size == 0 or rows.size == a_s.size:
+        return rows
+    lo, hi = float(a_s[rows].min()), float(b_s[rows].max())
+    near = np.flatnonzero((a_s <= hi) & (b_s >= lo))
+    return np.union1d(near, rows)
+
+
+def pieces(a_s: np.ndarray, b_s: np.ndarray, slabs: list[Slab]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Long windows cut where the slabs' own parts meet: (window index, piece a, piece b, slab index)
+    per piece. A window inside one slab is one piece; energies of the pieces add up to the window's."""
+    a_s, b_s = np.asarray(a_s, dtype=np.float64), np.asarray(b_s, dtype=np.float64)
+    owner, pa, pb, slab = [], [], [], []
+    for j, s in enumerate(slabs):
+        lo = np.maximum(a_s, s.own_lo_s)
+        hi = np.minimum(b_s, s.own_hi_s)
+        # a zero-length window belongs to the slab that owns its instant
+        take = np.flatnonzero((hi > lo) | ((a_s == b_s) & (a_s >= s.own_lo_s) & (a_s < s.own_hi_s)))
+        owner.append(take)
+        pa.append(lo[take])
+        pb.append(hi[take])
+        slab.append(np.full(take.size, j))
+    cat = np.concatenate
+    return cat(owner), cat(pa), cat(pb), cat(slab)
+
+
+def view(series: Series, lo_ns: float, hi_ns: float) -> Series:
+    """The samples with lo <= t <= hi: views of the arrays, no copy."""
+    t = series.t_ns
+    i0 = 0 if lo_ns == -INF else int(np.searchsorted(t, lo_ns, side="left"))
+    i1 = t.size if hi_ns == INF else int(np.searchsorted(t, hi_ns, side="right"))
+    if i0 == 0 and i1 == t.size:
+        return series
+    return dataclasses.replace(series, t_ns=t[i0:i1], seq=series.seq[i0:i1],
+                               values={k: v[i0:i1] for k, v in series.values.items()})
+
+
+class Source(Protocol):
+    """Where a batch's telemetry is read from, by stretch of time (s from the batch origin)."""
+
+    def span_s(self) -> tuple[float, float]: ...
+
+    def between(self, lo_s: float, hi_s: float) -> BatchData: ...
+
+
+class InMemory:
+    """A BatchData whose series are whole arrays: a stretch is a view."""
+
+    def __init__(self, batch: BatchData):
+        self.batch = batch
+
+    def span_s(self) -> tuple[float, float]:
+        firsts = [s.t_ns[0] for s in self._series() if s.t_ns.size]
+        lasts = [s.t_ns[-1] for s in self._series() if s.t_ns.size]
+        if not firsts:
+            return (float("nan"), float("nan"))
+        o = self.batch.origin_ns
+        return (min(firsts) - o) / 1e9, (max(lasts) - o) / 1e9
+
+    def _series(self) -> Iterator[Series]:
+        b = self.batch
+        yield from b.gpus
+        if b.host is not None:
+            yield b.host
+
+    def between(self, lo_s: float, hi_s: float) -> BatchData:
+        b = self.batch
+        if lo_s == -INF and hi_s == INF:
+            return b
+        o = b.origin_ns
+        lo, hi = (lo_s if lo_s == -INF else o + lo_s * 1e9), (hi_s if hi_s == INF else o + hi_s * 1e9)
+        return dataclasses.replace(b, gpus=[view(g, lo, hi) for g in b.gpus],
+                                   host=view(b.host, lo, hi) if b.host is not None else None,
+                                   procs={k: view(v, lo, hi) for k, v in b.procs.items()},
+                                   rapl={k: view(v, lo, hi) for k, v in b.rapl.items()})
+
+
+def source_of(batch: BatchData) -> Source:
+    return batch.source if getattr(batch, "source", None) is not None else InMemory(batch)
+
+
+def scatter(n: int, parts: list[tuple[np.ndarray, dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:
+    """Per-slab column dicts (window rows, columns) → whole columns of n windows, in window order."""
+    if len(parts) == 1 and parts[0][0].size == n and np.array_equal(parts[0][0], np.arange(n)):
+        return parts[0][1]
+    out: dict[str, np.ndarray] = {}
+    for rows, cols in parts:
+        for name, v in cols.items():
+            v = np.asarray(v)
+            if name not in out:
+                out[name] = (np.full(n, np.nan) if v.dtype.kind == "f" else
+                             np.zeros(n, dtype=v.dtype) if v.dtype.kind in "iub" else np.full(n, None, dtype=object))
+            out[name][rows] = v
+    return out
+
+
+def envelope(t: np.ndarray, y: np.ndarray, buckets: int = ENVELOPE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most 2 × buckets points: each bucket's lowest and highest reading, in time order (peaks stay)."""
+    if t.size <= 2 * buckets:
+        return t, y
+    edges = np.linspace(0, t.size, buckets + 1).astype(np.int64)
+    keep = []
+    yy = np.where(np.isfinite(y), y, np.nan)
+    for i0, i1 in zip(edges[:-1], edges[1:]):
+        seg = yy[i0:i1]
+        if not np.isfinite(seg).any():
+            keep.append(i0)
+            continue
+        lo, hi = i0 + int(np.nanargmin(seg)), i0 + int(np.nanargmax(seg))
+        keep.extend(sorted({lo, hi}))
+    idx = np.array(keep, dtype=np.int64)
+    return t[idx], y[idx]
+
+
+def over_slabs(batch: BatchData, slabs: list[Slab], fn: Callable[[BatchData, Slab], dict[str, np.ndarray]],
+               n: int) -> dict[str, np.ndarray]:
+    """``fn(telemetry of the slab, slab)`` for each slab with windows, scattered into n windows."""
+    src = source_of(batch)
+    parts = [(s.rows, fn(src.between(s.lo_s, s.hi_s), s)) for s in slabs if s.rows.size or len(slabs) == 1]
+    return scatter(n, parts) if parts else {}

@@ -1,0 +1,135 @@
+"""Measuring a batch a slab of time at a time (analyzer.slabs): the plan partitions the time axis and
+every window, and a synthetic batch measured in slabs of a few seconds gives the exact energies, the
+same request JSON and the same samples as measured whole."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from analyzer import columnar, pipeline, slabs as SL
+from tests import synth as S
+
+
+def test_one_slab_when_the_telemetry_spans_at_most_a_slab():
+    (only,) = SL.plan(np.array([1.0, 2.0]), np.array([3.0, 9.0]), (0.0, 600.0))
+    assert only.whole and list(only.rows) == [0, 1]
+    (empty,) = SL.plan(np.zeros(0), np.zeros(0), (float("nan"), float("nan")))
+    assert empty.whole
+
+
+def test_plan_partitions_time_and_windows():
+    rng = np.random.default_rng(3)
+    a = np.sort(rng.uniform(0, 100, 200))
+    b = a + rng.uniform(0, 15, 200)
+    slabs = SL.plan(a, b, (0.0, 110.0), slab_s=10.0, margin_s=2.0)
+    assert len(slabs) == 11
+    assert slabs[0].own_lo_s == -SL.INF and slabs[-1].own_hi_s == SL.INF and slabs[0].lo_s == -SL.INF
+    for left, right in zip(slabs, slabs[1:]):
+        assert left.own_hi_s == right.own_lo_s
+    rows = np.concatenate([s.rows for s in slabs])
+    assert sorted(rows.tolist()) == list(range(200))
+    for s in slabs:
+        assert ((a[s.rows] >= s.own_lo_s) & (a[s.rows] < s.own_hi_s)).all()
+        assert (a[s.rows] - 2.0 >= s.lo_s).all() and (b[s.rows] + 2.0 <= s.hi_s).all()
+    owner, pa, pb, which = SL.pieces(a, b, slabs)
+    total = np.zeros(200)
+    np.add.at(total, owner, pb - pa)
+    assert np.allclose(total, b - a)
+    for j, s in enumerate(slabs):
+        sel = which == j
+        assert (pa[sel] >= s.own_lo_s).all() and (pb[sel] <= s.own_hi_s).all()
+
+
+def test_context_holds_every_overlapping_window():
+    a = np.array([0.0, 1.0, 5.0, 9.0, 20.0])
+    b = np.array([6.0, 2.0, 9.5, 10.0, 21.0])
+    assert SL.context(a, b, np.array([2])).tolist() == [0, 2, 3]
+
+
+def test_envelope_keeps_peaks_and_bounds_points():
+    t = np.arange(100_000, dtype=float)
+    y = np.sin(t / 50.0)
+    y[12_345] = 9.0
+    tt, yy = SL.envelope(t, y, buckets=100)
+    assert tt.size <= 200 and 9.0 in yy and (np.diff(tt) > 0).all()
+
+
+def _spec() -> S.Spec:
+    # overlapping requests across slab cuts, a counter and a power reading, a ramp, RAPL and the server
+    reqs = [S.Req(0.5 + 1.7 * k, 0.5 + 1.7 * k + 2.9, run=k, chunk_s=[0.3, 0.5]) for k in range(10)]
+    return S.Spec(duration_s=20.0, rate_hz=50.0, dither=True, rapl_w=20.0, server_cores=1.0,
+                  gpus=[S.Gpu(S.constant(120.0)), S.Gpu(S.ramp(60.0, 3.0), refresh_s=0.1)], requests=reqs)
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    root = tmp_path_factory.mktemp("slabs") / "experiments_1_20260101_000000"
+    bd = S.write_batch(root, _spec())
+    dec, _ = columnar.decode_file(bd.stream, keep_copy=False)
+    batch = columnar.to_batch(dec)
+    whole = pipeline.analyze(batch, pipeline.Options(quality=False, idle_baseline=True))
+    sliced = pipeline.analyze(batch, pipeline.Options(quality=False, idle_baseline=True, slab_s=3.0))
+    margin, SL.MARGIN_S = SL.MARGIN_S, 1.0
+    try:  # slabs that read only their own stretch: fits of their own
+        tight = pipeline.analyze(batch, pipeline.Options(quality=False, idle_baseline=True, slab_s=3.0))
+    finally:
+        SL.MARGIN_S = margin
+    return batch, whole, sliced, tight
+
+
+def test_slabs_give_the_exact_energies(measured):
+    _, whole, sliced, _ = measured
+    spec = _spec()
+    for w_row, s_row in zip(whole.results, sliced.results):
+        assert w_row["rid"] == s_row["rid"]
+        i = int(w_row["rid"].rsplit("-", 1)[1])
+        r = spec.requests[i]
+        # concurrent requests share the energy of their overlap: the sum over requests is exact
+        assert s_row["gpu_energy_j"] == pytest.approx(w_row["gpu_energy_j"], rel=1e-6)
+        assert s_row["cpu_energy_j"] == pytest.approx(w_row["cpu_energy_j"], rel=1e-6)
+        assert s_row["effective_window_s"] == w_row["effective_window_s"]
+        assert r.b_s > r.a_s
+    exact = sum(g.power.e_j(spec.requests[-1].b_s) - g.power.e_j(spec.requests[0].a_s) for g in spec.gpus)
+    assert sum(r["gpu_energy_j"] for r in sliced.results) == pytest.approx(exact, rel=1e-3)
+
+
+def test_slabs_with_their_own_fits_stay_exact(measured):
+    _, whole, _, tight = measured
+    spec = _spec()
+    exact = sum(g.power.e_j(spec.requests[-1].b_s) - g.power.e_j(spec.requests[0].a_s) for g in spec.gpus)
+    assert sum(r["gpu_energy_j"] for r in tight.results) == pytest.approx(exact, rel=1e-3)
+    for w_row, t_row in zip(whole.results, tight.results):
+        assert t_row["gpu_energy_j"] == pytest.approx(w_row["gpu_energy_j"], rel=1e-3)
+        assert t_row["gpu_energy_uncertainty_j"] > 0
+    assert {r["gpu_idle_w"] for r in tight.results} == {whole.results[0]["gpu_idle_w"]}
+
+
+def test_slabs_give_the_same_request_json_samples_and_timelines(measured):
+    _, whole, sliced, _ = measured
+    assert sorted(whole.request_json) == sorted(sliced.request_json)
+    for rid in whole.request_json:
+        a, b = whole.request_json[rid], sliced.request_json[rid]
+        assert json.dumps(a["system_metrics_full"], sort_keys=True) == json.dumps(b["system_metrics_full"], sort_keys=True)
+    for name in ("gpu_samples", "host_samples"):
+        w, s = getattr(whole, name), getattr(sliced, name)
+        assert w.rows == s.rows and list(w) == list(s)
+        assert len(list(s.pieces())) > len(list(w.pieces()))  # a piece per slab
+        for col in ("t_ns", "seq"):
+            assert sorted(w[col].tolist()) == sorted(s[col].tolist())  # every sample once
+    for tw, ts in zip(whole.timelines, sliced.timelines):
+        assert np.array_equal(tw["t_s"], ts["t_s"]) and np.array_equal(tw["power_w"], ts["power_w"], equal_nan=True)
+
+
+def test_level_energy_adds_up_over_slabs(measured):
+    batch, _, _, _ = measured
+    src = SL.InMemory(batch)
+    a, b = np.array([0.5, 16.0]), np.array([15.5, 19.0])
+    one = pipeline._level_energy(batch, pipeline.Options(), src, SL.plan(a, b, src.span_s()))(a, b)
+    many = pipeline._level_energy(batch, pipeline.Options(), src, SL.plan(a, b, src.span_s(), 3.0))(a, b)
+    assert set(one) == set(many) == {"gpu_j", "gpu_unc_j", "cpu_j"}
+    spec = _spec()
+    exact = np.array([sum(g.power.e_j(y) - g.power.e_j(x) for g in spec.gpus) for x, y in zip(a, b)])
+    assert np.allclose(many["gpu_j"], one["gpu_j"], rtol=1e-6) and np.allclose(many["gpu_j"], exact, rtol=1e-3)
+    assert np.allclose(many["cpu_j"], one["cpu_j"], rtol=1e-6)
