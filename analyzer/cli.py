@@ -22,7 +22,6 @@ from shared import bus
 from shared.batch import BatchDir
 from shared.listen import ALLOW_REMOTE_FLAG, ListenError, check_listen, parse_listen
 from shared.cli import add_curve_args, add_log_args, curve_keys
-from shared.messages import BATCH_START
 from shared.logs import configure_logging, get_logger
 from shared.recording import RecordingError, read_recording
 
@@ -80,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--exit-after-s", type=float, default=None, help="live: stop after this many seconds")
     ap.add_argument("--grace-s", type=float, default=1.0, help="live: wait this long after batch.end for "
                                                                "in-flight telemetry (default 1)")
+    ap.add_argument("--spool-dir", type=Path, default=None, metavar="DIR",
+                    help="live: where an open batch's messages are spooled until its batch.end (a directory per "
+                         "process, removed after; about 110 MB per GPU-hour at 100 Hz). Default: the system temp "
+                         "directory; where that is in memory (tmpfs), pass a directory on disk")
     ap.add_argument("--publish-endpoint", nargs="?", const="", default=None, metavar="ENDPOINT",
                     help="live: publish each request's analysed row (topic ana.row) on this PUB endpoint as soon as "
                          "the telemetry after its end has arrived, and the batch's final rows at batch.end "
@@ -201,13 +204,14 @@ def report_lang(value: str) -> str:
 
 def analyse_messages(items, bd: BatchDir, opts: pipeline.Options, lookback_s: float, plots: bool,
                      problem: str | None = None, lang: str = "en") -> pipeline.Analysis:
-    """The one path both inputs take: messages → BatchData → Analysis → files."""
+    """A message list in memory → BatchData → Analysis → files (the tests' and tools' way in; both CLI inputs
+    read columns: analyse_data)."""
     return analyse_data(stream.build(items, lookback_s), bd, opts, plots, problem, lang)
 
 
 def analyse_data(data: stream.BatchData, bd: BatchDir, opts: pipeline.Options, plots: bool,
                  problem: str | None = None, lang: str = "en") -> pipeline.Analysis:
-    """BatchData → Analysis → files (``--batch`` builds it from columns, ``--live`` from messages)."""
+    """BatchData → Analysis → files (built from columns: ``--batch`` from the recording, ``--live`` from its spool)."""
     too_far = clock.refused(data.clock)
     if too_far:  # windows cannot be joined with samples this uncertain: no figures rather than wrong ones
         raise BadInput(f"{bd.root}: batch refused: " + "; ".join(too_far))
@@ -303,22 +307,27 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
         except bus.BusSecurityError as exc:
             raise BadInput(str(exc)) from exc
 
-    def on_batch(items, service=None):
-        data_start = next((p for t, p in items if t == BATCH_START), None)
+    def on_batch(batch, service=None):
+        # batch: the finished batch's spool (analyzer.live_spool), read back by the batch analyzer's reader
+        data_start = batch.batch_start
+        if batch.problem:  # its spool could not be written: no analysis rather than a partial one
+            log.error("live_batch_not_analysed", batch=(data_start or {}).get("batch"), problem=batch.problem)
+            print(f"error: {batch.problem}", file=sys.stderr, flush=True)
+            return
         root = None if args.no_outputs else resolve_batch_dir(data_start, args.batch, args.out_root)
         if root is None and args.no_outputs:
             if service is not None:
-                service.on_analysis(pipeline.analyze(stream.build(items, args.lookback_s), opts))
+                service.on_analysis(pipeline.analyze(batch.data(args.lookback_s), opts))
             return
         if root is None:
             log.error("live_no_output_dir", batch=(data_start or {}).get("batch"),
                       fix="pass --batch DIR or --out-root DIR, or have the collector put out_dir in its config")
             if service is not None:  # no files, but the final rows still go out
-                service.on_analysis(pipeline.analyze(stream.build(items, args.lookback_s), opts))
+                service.on_analysis(pipeline.analyze(batch.data(args.lookback_s), opts))
             return
         try:
-            analysis = analyse_messages(items, BatchDir(root), opts, args.lookback_s, not args.no_plots,
-                                        lang=report_lang(args.report_lang))
+            analysis = analyse_data(batch.data(args.lookback_s), BatchDir(root), opts, not args.no_plots,
+                                    lang=report_lang(args.report_lang))
         except BadInput as exc:  # one refused batch (clock too uncertain) must not end the live analyzer
             log.error("batch_refused", batch=str(root), problem=str(exc))
             print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -334,10 +343,10 @@ def _live(args: argparse.Namespace, opts: pipeline.Options) -> int:
     service = None
     try:
         service = _live_service(ctx, args, opts)
-        run_live(ctx, endpoints, lambda items: on_batch(items, service), args.lookback_s, args.grace_s,
+        run_live(ctx, endpoints, lambda batch: on_batch(batch, service), args.lookback_s, args.grace_s,
                  1 if args.once else None, args.exit_after_s, curve,
                  on_message=service.on_message if service else None, on_tick=service.on_tick if service else None,
-                 on_ready=service.ready if service else None)
+                 on_ready=service.ready if service else None, spool_dir=args.spool_dir)
     finally:
         if service is not None:
             service.close()

@@ -2,12 +2,15 @@
 batch.end arrives. The buffering rule is pure (LiveBuffer); the socket loop is thin (run_live)."""
 from __future__ import annotations
 
+import signal
+import threading
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
 import zmq
 
+from analyzer.live_spool import Spool, SpoolBatch
 from analyzer.stream import DEFAULT_LOOKBACK_S, TELEMETRY
 from shared import timebase
 from shared import messages as M
@@ -20,18 +23,24 @@ Message = tuple[str, dict[str, Any]]
 
 
 class LiveBuffer:
-    """Keeps telemetry for ``lookback_s`` before a batch and everything during it.
+    """Keeps telemetry for ``lookback_s`` before a batch and spools everything during it.
 
-    ``feed`` returns nothing; after a batch.end, ``ready(now_s)`` becomes true once ``grace_s``
-    has passed (telemetry from the other socket may still be in flight), and ``take()`` hands
-    over the batch's messages. stream.scope() then cuts them exactly as a replay would.
+    Telemetry is held per source for the look-back only (each host's monotonic clock is its own, so
+    each source is pruned against its own newest stamp), whether a batch is open or not: memory does
+    not grow with the time a batch stays open. From batch.start on, every message goes, as it arrives,
+    to the batch's spool file (``analyzer.live_spool``: why a file, where, and how leftovers go), the
+    look-back first. ``feed`` returns nothing; after a batch.end, ``ready(now_s)`` becomes true once
+    ``grace_s`` has passed (telemetry from the other socket may still be in flight), and ``take()``
+    hands over the batch's spool (a ``SpoolBatch``: iterate its messages, or ``data()`` for the
+    BatchData, which stream.scope's rule then cuts exactly as a replay would). ``close()`` at exit.
     """
 
-    def __init__(self, lookback_s: float = DEFAULT_LOOKBACK_S, grace_s: float = 1.0):
+    def __init__(self, lookback_s: float = DEFAULT_LOOKBACK_S, grace_s: float = 1.0, spool: Spool | None = None):
         self.lookback_ns = int(lookback_s * 1e9)
         self.grace_s = grace_s
-        self.telemetry: deque[Message] = deque()
-        self.events: list[Message] = []
+        self.spool = spool or Spool()
+        self.telemetry: dict[str, deque[Message]] = {}  # per publisher: its last lookback_s, arrival order
+        self.batch: SpoolBatch | None = None            # the open batch
         self.open = False
         self.ended_at_s: float | None = None
         self.dropped_events = 0
@@ -45,43 +54,86 @@ class LiveBuffer:
             self._next.append((topic, payload, now_s))  # belongs to the next batch
             return
         if kept:
-            self.telemetry.append((topic, payload))
-            src = str(payload.get("src"))
-            self._newest[src] = max(self._newest.get(src, 0), payload.get("t", 0))
-            if not self.open:
-                # per source: each host's monotonic clock is its own (mapped only at analysis)
-                while self.telemetry:
-                    head = self.telemetry[0][1]
-                    if head.get("t", 0) >= self._newest.get(str(head.get("src")), 0) - self.lookback_ns:
-                        break
-                    self.telemetry.popleft()
+            self._hold(topic, payload)
+            if self.batch is not None:
+                self.batch.write(topic, payload)
             return
         if topic == M.BATCH_START:
-            if self.open and self.events and self.events[0][1].get("batch") != payload.get("batch"):
-                log.warning("batch_start_without_end", previous=self.events[0][1].get("batch"),
+            if self.open and self.batch is not None and self.batch.events \
+                    and (self.batch.batch_start or {}).get("batch") != payload.get("batch"):
+                log.warning("batch_start_without_end", previous=(self.batch.batch_start or {}).get("batch"),
                             note="previous batch's events discarded")
-                self.events = []
+                self.batch = self._telemetry_of(self.batch)
+            if not self.open:
+                self.batch = self.spool.open_batch()
+                for q in self.telemetry.values():
+                    for m in q:
+                        self.batch.write(*m)
             self.open = True
         if not self.open:
             self.dropped_events += 1
             return
-        self.events.append((topic, payload))
+        self.batch.write(topic, payload, event=True)
         if topic == M.BATCH_END:
             self.ended_at_s = now_s
+
+    def _hold(self, topic: str, payload: dict[str, Any]) -> None:
+        """Keep the message for the next batch's look-back; drop what is older than it (this source)."""
+        src = str(payload.get("src"))
+        q = self.telemetry.get(src)
+        if q is None:
+            q = self.telemetry[src] = deque()
+        q.append((topic, payload))
+        newest = max(self._newest.get(src, 0), _t(payload))
+        self._newest[src] = newest
+        horizon = newest - self.lookback_ns
+        while q and _t(q[0][1]) < horizon:
+            q.popleft()
+
+    def _telemetry_of(self, old: SpoolBatch) -> SpoolBatch:
+        """A new spool with only the telemetry of ``old`` (whose events are discarded), read back in order."""
+        new = self.spool.open_batch()
+        old.close()
+        if old.problem:  # its file is incomplete: the new batch cannot be analysed either
+            new.problem = new.problem or old.problem
+        else:
+            for topic, payload in old:
+                if topic in TELEMETRY or topic in (M.TEL_HB, M.CLOCK_SYNC):
+                    new.write(topic, payload)
+        old.remove()
+        return new
 
     def ready(self, now_s: float) -> bool:
         return self.ended_at_s is not None and now_s - self.ended_at_s >= self.grace_s
 
-    def take(self) -> list[Message]:
-        """The finished batch's messages; the buffer keeps telemetry for the next batch's look-back."""
-        out = list(self.telemetry) + self.events
-        self.events = []
+    def take(self) -> SpoolBatch:
+        """The finished batch's spool (closed; the caller removes it once analysed); the buffer keeps
+        the look-back telemetry for the next batch."""
+        batch = self.batch if self.batch is not None else self.spool.open_batch()
+        batch.close()
+        self.batch = None
         self.open = False
         self.ended_at_s = None
         pending, self._next = self._next, []
         for topic, payload, now_s in pending:
             self.feed(topic, payload, now_s)
-        return out
+        return batch
+
+    def held(self) -> int:
+        """Messages held in memory (the look-back per source and events waiting out a grace period)."""
+        return sum(len(q) for q in self.telemetry.values()) + len(self._next)
+
+    def close(self) -> None:
+        """At exit: the open batch's spool and this process's spool directory go."""
+        if self.batch is not None:
+            self.batch.remove()
+            self.batch = None
+        self.spool.close()
+
+
+def _t(payload: dict[str, Any]) -> int:
+    t = payload.get("t", 0)
+    return t if isinstance(t, int) else 0
 
 
 def config_value(config: dict | None, key: str) -> Any:
@@ -109,26 +161,32 @@ def resolve_batch_dir(batch_start: dict[str, Any] | None, override: Path | None,
     return None
 
 
-def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Message]], None],
+def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[SpoolBatch], None],
              lookback_s: float, grace_s: float, max_batches: int | None = None, exit_after_s: float | None = None,
              curve: CurveKeys | list[CurveKeys | None] | None = None,
              on_message: Callable[[str, dict[str, Any], float], None] | None = None,
-             on_tick: Callable[[float], None] | None = None, on_ready: Callable[[], None] | None = None) -> int:
+             on_tick: Callable[[float], None] | None = None, on_ready: Callable[[], None] | None = None,
+             spool_dir: Path | None = None) -> int:
     """Receive until ``max_batches`` batches were analysed, ``exit_after_s`` passed, or Ctrl-C.
     Returns the number of batches analysed. ``curve`` may be a list, one per endpoint (daemons with
     keys of their own): then each endpoint gets its own SUB socket. ``on_message`` sees every
     message as it arrives, ``on_tick`` runs after every poll (at least every 100 ms): the per-request
-    rows and the live page hang there; ``on_ready`` once the sockets are connected."""
+    rows and the live page hang there; ``on_ready`` once the sockets are connected. ``on_batch`` gets
+    each finished batch's spool (in ``spool_dir``, default the system temp directory), removed after."""
+    spool = Spool(spool_dir)
+    spool.remove_stale()  # what killed live analyzers left there
     subs = Subscriptions(ctx, endpoints, curve)
     inbox = subs.inbox
-    buf = LiveBuffer(lookback_s, grace_s)
+    buf = LiveBuffer(lookback_s, grace_s, spool)
     done = 0
-    stopped_early = False
+    stopped_early = terminated = False
+    restore: Callable[[], None] = lambda: None  # noqa: E731
     started = timebase.now_s()
-    log.info("live_listening", endpoints=endpoints, lookback_s=lookback_s)
-    if on_ready is not None:
-        on_ready()
     try:
+        restore = _on_sigterm()
+        log.info("live_listening", endpoints=endpoints, lookback_s=lookback_s)
+        if on_ready is not None:
+            on_ready()
         while max_batches is None or done < max_batches:
             now = timebase.now_s()
             if exit_after_s is not None and now - started > exit_after_s:
@@ -146,25 +204,62 @@ def run_live(ctx: zmq.Context, endpoints: list[str], on_batch: Callable[[list[Me
                 except Exception:  # a failing observer must not stop the batch analysis
                     log.exception("live_tick_failed")
             if buf.ready(timebase.now_s()):
-                try:
-                    on_batch(buf.take())
-                except Exception:  # one bad batch must not stop the listener
-                    log.exception("live_batch_failed")
+                _analyse(on_batch, buf.take())
                 done += 1
     except KeyboardInterrupt:
         log.info("live_stopped", batches=done)
         stopped_early = True
+    except _Terminated:
+        terminated = True
     finally:
-        if stopped_early and buf.open and buf.events:
+        if stopped_early and buf.open and buf.batch is not None and buf.batch.events:
             # The collector died or we are stopping mid-batch: analyse what arrived; requests
             # without req.end are reported as incomplete.
-            log.warning("live_batch_unfinished", batch=buf.events[0][1].get("batch"), events=len(buf.events))
+            log.warning("live_batch_unfinished", batch=(buf.batch.batch_start or {}).get("batch"),
+                        events=buf.batch.events)
             try:
-                on_batch(buf.take())
-                done += 1
-            except Exception:
-                log.exception("live_batch_failed")
+                if _analyse(on_batch, buf.take()):
+                    done += 1
+            except _Terminated:
+                terminated = True
+        buf.close()
         subs.close()
         if inbox.dropped_oversize or inbox.dropped_invalid:
             log.warning("live_dropped", oversize=inbox.dropped_oversize, invalid=inbox.dropped_invalid)
+        restore()
+    if terminated:  # the spool is gone: now end as SIGTERM always ended this process
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
     return done
+
+
+class _Terminated(BaseException):
+    """SIGTERM (how the proxy and ``collector --serve`` stop their live analyzer) while run_live runs."""
+
+
+def _on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM unwind run_live (its spool removed on the way) instead of ending the process where it
+    stands; returns what puts the previous handler back. Only the main thread can set one (elsewhere
+    nothing changes). A second SIGTERM during the clean-up ends the process at once (the next live
+    analyzer removes what is left). Windows' TerminateProcess cannot be caught: the same leftover rule."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _analyse(on_batch: Callable[[SpoolBatch], None], batch: SpoolBatch) -> bool:
+    """``on_batch(batch)``, then the spool goes; False when it failed (one bad batch must not stop the listener)."""
+    try:
+        on_batch(batch)
+        return True
+    except Exception:
+        log.exception("live_batch_failed")
+        return False
+    finally:
+        batch.remove()

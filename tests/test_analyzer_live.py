@@ -12,6 +12,7 @@ import pytest
 import zmq
 
 from analyzer.live import LiveBuffer, resolve_batch_dir
+from analyzer.live_spool import Spool
 from shared import messages as M
 from shared.messages import encode
 from shared.recording import read_recording
@@ -64,10 +65,12 @@ def test_live_replay_matches_batch_byte_for_byte(tmp_path, zctx):
     shutil.copytree(TINY, batch_dir)
     _, items, problem = read_recording(TINY / "raw" / "stream.msgpack")
     assert problem is None
+    spool = tmp_path / "spool"
     with live_analyzer(zctx, "--batch", str(live_dir), "--once", "--no-quality", "--no-plots", "--grace-s", "0.5",
-                       "--exit-after-s", "90", timeout_s=90) as send:
+                       "--exit-after-s", "90", "--spool-dir", str(spool), timeout_s=90) as send:
         for topic, payload in items:
             send(topic, payload)
+    assert list(spool.iterdir()) == []  # the batch's spool file and the process's directory went after use
     r = analyzer("--batch", batch_dir, "--no-quality", "--no-plots")
     assert r.returncode == 0, r.stderr
     for rel in ("summary/results.csv", "summary/stats.csv", "summary/pareto.csv", "summary/warmups.csv"):
@@ -84,24 +87,25 @@ def test_live_unfinished_batch_is_analysed_on_exit(tmp_path, zctx):
     from tests import synth as S
 
     spec = S.Spec(duration_s=3.0, requests=[S.Req(1.0, 1.5), S.Req(2.0, 2.5, end=False)], batch_end=False)
-    out_dir = tmp_path / "out"
+    out_dir, spool = tmp_path / "out", tmp_path / "spool"
     with live_analyzer(zctx, "--out-root", str(out_dir), "--no-quality", "--no-plots", "--exit-after-s", "4",
-                       timeout_s=60) as send:
+                       "--spool-dir", str(spool), timeout_s=60) as send:
         for topic, payload in S.messages(spec):
             send(topic, payload)
     text = (out_dir / spec.batch_id / "summary" / "results.csv").read_text(encoding="utf-8-sig")
     lines = text.splitlines()
     assert len(lines) == 3
     assert ",ok," in lines[1] and ",incomplete," in lines[2]
+    assert list(spool.iterdir()) == []
 
 
 class TestLiveBuffer:
     def _p(self, t_s: float, **body):
         return {"v": 1, "src": "x", "seq": int(t_s * 1000), "t": int(t_s * 1e9), "wall": 0, **body}
 
-    def test_keeps_lookback_telemetry_and_batch_events(self):
+    def test_keeps_lookback_telemetry_and_batch_events(self, tmp_path):
         """Telemetry older than the look-back is pruned while no batch is open; events only inside a batch."""
-        buf = LiveBuffer(lookback_s=2.0, grace_s=0.5)
+        buf = LiveBuffer(lookback_s=2.0, grace_s=0.5, spool=Spool(tmp_path))
         for t in range(10):
             buf.feed(M.TEL_HOST, self._p(t, cpu_pct=1.0), now_s=t)
         buf.feed(M.REQ_START, self._p(9.1, rid="stray"), now_s=9.1)
@@ -110,16 +114,16 @@ class TestLiveBuffer:
         buf.feed(M.BATCH_END, self._p(11, batch="b"), now_s=11)
         assert not buf.ready(11.2)
         assert buf.ready(11.6)
-        got = buf.take()
+        got = list(buf.take())
         tel_t = sorted(p["t"] / 1e9 for t, p in got if t == M.TEL_HOST)
         assert tel_t == [7, 8, 9, 10]
         assert [t for t, _ in got if not t.startswith("tel.")] == [M.BATCH_START, M.BATCH_END]
         assert buf.dropped_events == 1 and not buf.open
 
-    def test_hosts_with_far_apart_clocks_and_clock_sync_around_the_batch(self):
+    def test_hosts_with_far_apart_clocks_and_clock_sync_around_the_batch(self, tmp_path):
         """Two daemons whose monotonic clocks are 1000 s apart: each keeps its own look-back (pruning per
         source); clock.sync probes from before batch.start and after batch.end belong to the batch."""
-        buf = LiveBuffer(lookback_s=2.0, grace_s=0.5)
+        buf = LiveBuffer(lookback_s=2.0, grace_s=0.5, spool=Spool(tmp_path))
         for t in range(10):
             buf.feed(M.TEL_HOST, {**self._p(t, cpu_pct=1.0), "src": "telemetry@near"}, now_s=t)
             buf.feed(M.TEL_HOST, {**self._p(1000 + t, cpu_pct=1.0), "src": "telemetry@far"}, now_s=t)
@@ -127,25 +131,25 @@ class TestLiveBuffer:
         buf.feed(M.BATCH_START, self._p(9.5, batch="b"), now_s=9.5)
         buf.feed(M.BATCH_END, self._p(11, batch="b"), now_s=11)
         buf.feed(M.CLOCK_SYNC, self._p(11.1, source="telemetry@far"), now_s=11.1)
-        got = buf.take()
+        got = list(buf.take())
         near = sorted(p["t"] / 1e9 for t, p in got if t == M.TEL_HOST and p["src"] == "telemetry@near")
         far = sorted(p["t"] / 1e9 - 1000 for t, p in got if t == M.TEL_HOST and p["src"] == "telemetry@far")
         assert near == far == [7, 8, 9]
         assert [p["t"] / 1e9 for t, p in got if t == M.CLOCK_SYNC] == [9.2, 11.1]
-        assert not buf.events and not buf._next
+        assert buf.batch is None and not buf._next
 
-    def test_next_batch_during_grace_is_kept_for_later(self):
+    def test_next_batch_during_grace_is_kept_for_later(self, tmp_path):
         """A batch.start arriving while the previous batch waits out its grace period is not lost."""
-        buf = LiveBuffer(lookback_s=5.0, grace_s=1.0)
+        buf = LiveBuffer(lookback_s=5.0, grace_s=1.0, spool=Spool(tmp_path))
         buf.feed(M.BATCH_START, self._p(1, batch="a"), now_s=1)
         buf.feed(M.BATCH_END, self._p(2, batch="a"), now_s=2)
         buf.feed(M.BATCH_START, self._p(2.1, batch="b"), now_s=2.1)
         buf.feed(M.REQ_START, self._p(2.2, rid="r"), now_s=2.2)
-        first = buf.take()
+        first = list(buf.take())
         assert [p.get("batch") for _, p in first] == ["a", "a"]
-        assert buf.open and [t for t, _ in buf.events] == [M.BATCH_START, M.REQ_START]
+        assert buf.open and buf.batch.events == 2 and buf.batch.batch_start["batch"] == "b"
         buf.feed(M.BATCH_END, self._p(3, batch="b"), now_s=3)
-        second = buf.take()
+        second = list(buf.take())
         assert [t for t, _ in second] == [M.BATCH_START, M.REQ_START, M.BATCH_END]
 
     def test_output_dir_rules(self, tmp_path):
@@ -156,3 +160,44 @@ class TestLiveBuffer:
         assert resolve_batch_dir({"batch": "b", "config": {"exp_dir": "d/e"}}, None, None) == Path("d/e")
         assert resolve_batch_dir({"batch": "b", "config": {}}, None, tmp_path) == tmp_path / "b"
         assert resolve_batch_dir({"batch": "b"}, None, None) is None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is TerminateProcess on Windows: not catchable")
+def test_sigterm_with_a_batch_open_removes_the_spool(tmp_path, zctx):
+    """The proxy and `collector --serve` stop their live analyzer with SIGTERM while a batch is open: it
+    still ends as SIGTERM ends a process, and its spool goes with it."""
+    import signal
+    import time
+
+    from tests import synth as S
+
+    tel_ep, ev_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    tel, ev = zctx.socket(zmq.XPUB), zctx.socket(zmq.XPUB)
+    spool = tmp_path / "spool"
+    proc = None
+    try:
+        for s, ep in ((tel, tel_ep), (ev, ev_ep)):
+            s.setsockopt(zmq.LINGER, 0)
+            s.bind(ep)
+        proc = subprocess.Popen([sys.executable, "-m", "analyzer", "--live", "--telemetry-endpoint", tel_ep,
+                                 "--events-endpoint", ev_ep, "--no-outputs", "--spool-dir", str(spool)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_subscribed(tel, 60)
+        _wait_subscribed(ev, 10)
+        spec = S.Spec(duration_s=2.0, requests=[S.Req(0.5, 1.0)], batch_end=False)
+        for topic, payload in S.messages(spec):
+            (tel if topic.startswith("tel.") else ev).send_multipart([topic.encode("ascii"), encode(payload)])
+        deadline = time.monotonic() + 30
+        while not list(spool.glob("analyzer-live-*/batch-*.msgpack")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(spool.glob("analyzer-live-*/batch-*.msgpack")), "the open batch was never spooled"
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGTERM, err.decode("utf-8", "replace")[-2000:]
+        assert list(spool.iterdir()) == []
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        tel.close(linger=0)
+        ev.close(linger=0)
