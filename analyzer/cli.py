@@ -241,6 +241,17 @@ def load_columns(root: Path) -> tuple[BatchDir, columnar.Decoded, str | None]:
     return bd, dec, problem
 
 
+def load_data(root: Path, lookback_s: float) -> tuple[BatchDir, stream.BatchData, str | None]:
+    """(BatchDir, the recording's BatchData, problem): its GPU samples left in the columnar copy and
+    read a slab of time at a time (analyzer.gpu_store), the copy written first when missing or stale."""
+    bd = _batch_dir(root)
+    try:
+        data, problem = columnar.load_batch(bd.stream, lookback_s)
+    except RecordingError as exc:
+        raise BadInput(f"{exc}") from exc
+    return bd, data, problem
+
+
 def _batch_dir(root: Path) -> BatchDir:
     if not root.exists():
         raise BadInput(f"{root}: no such directory; pass a batch directory such as data/experiments_2 "
@@ -265,9 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = options_from(args)
         if args.live:
             return _live(args, opts)
-        bd, dec, problem = load_columns(args.batch)
-        data = columnar.to_batch(dec, args.lookback_s, consume=True)
-        del dec  # the series hold what is needed from here on
+        bd, data, problem = load_data(args.batch, args.lookback_s)
         analysis = analyse_data(data, bd, opts, not args.no_plots, problem, report_lang(args.report_lang))
         print(f"analysed {analysed_line(analysis.results)} -> {bd.summary / 'results.csv'}", flush=True)
         return 0

@@ -33,7 +33,7 @@ from typing import Any, Iterable
 import msgpack
 import numpy as np
 
-from analyzer import clock, hosts
+from analyzer import clock, gpu_store, hosts
 from analyzer.stream import DEFAULT_LOOKBACK_S, BatchData, Series, events_to_requests
 from shared import messages as M
 from shared.logs import get_logger
@@ -43,7 +43,7 @@ from shared.recording import RecordingReader
 log = get_logger("analyzer.columnar")
 
 CHUNK = 8192                   # messages per topic decoded at once (bounds the maps alive at a time)
-COPY_VERSION = 2            # 2: tel.gpu driver and power_limit_w
+COPY_VERSION = 3            # 2: tel.gpu driver and power_limit_w; 3: tel.gpu in one file per GPU (analyzer.gpu_store)
 HASH_SPAN = 64 * 1024          # bytes hashed at each end of stream.msgpack to recognise it
 TABLE_TOPICS = (M.TEL_GPU, M.TEL_HOST, M.TEL_HB)
 # The columns of each topic, from its declaration: readings (float64) and labels (codes).
@@ -166,7 +166,9 @@ class Decoder:
     declaration per telemetry topic to read by instead of shared.messages.BODIES' (its series and label
     keys become the columns; used to show that a newly declared reading needs no other edit)."""
 
-    def __init__(self, bodies: dict[str, type[M.Body]] | None = None) -> None:
+    def __init__(self, bodies: dict[str, type[M.Body]] | None = None, sink=None) -> None:
+        # sink(topic, column chunk) → True when it took the chunk (analyzer.gpu_store.Spill: to disk)
+        self.sink = sink
         self._bodies = {t: (bodies or {}).get(t) or M.BODIES[t] for t in TABLE_TOPICS}
         self._float_keys = {t: b.series_keys() for t, b in self._bodies.items()}
         self._string_keys = {t: b.label_keys() for t, b in self._bodies.items()}
@@ -279,6 +281,8 @@ class Decoder:
             cols[key] = self._codes(topic, key, got[key])
         if topic == M.TEL_HOST:
             cols.update(self._host_nested(rows))
+        if self.sink is not None and self.sink(topic, cols):
+            return
         self._chunks[topic].append(cols)
 
     def _host_nested(self, rows: list[dict]) -> dict[str, np.ndarray]:
@@ -558,12 +562,9 @@ def fingerprint(stream: Path) -> dict[str, Any]:
     return {"source_bytes": size, "head_tail_sha256": h.hexdigest()}
 
 
-def decode_file(stream: Path, keep_copy: bool = True) -> tuple[Decoded, str | None]:
-    """One pass over stream.msgpack → (columns, the reader's problem or None); then writes the copy
-    (not when the file changed while it was read: a recording still being written)."""
-    fp = fingerprint(stream) if keep_copy else {}
+def _decode(stream: Path, sink=None) -> tuple[Decoded, RecordingReader]:
     reader = RecordingReader(stream)
-    dec = Decoder()
+    dec = Decoder(sink=sink)
     gc_was_on = gc.isenabled()
     gc.disable()  # only containers of plain values are made here: no cycles to find (~10 % of the pass)
     try:
@@ -572,10 +573,50 @@ def decode_file(stream: Path, keep_copy: bool = True) -> tuple[Decoded, str | No
     finally:
         if gc_was_on:
             gc.enable()
-    out = dec.finish()
+    return dec.finish(), reader
+
+
+def decode_file(stream: Path, keep_copy: bool = True) -> tuple[Decoded, str | None]:
+    """One pass over stream.msgpack → (columns, the reader's problem or None), all in memory; then
+    writes the copy (not when the file changed while it was read: a recording still being written)."""
+    fp = fingerprint(stream) if keep_copy else {}
+    out, reader = _decode(stream)
     if keep_copy and fingerprint(stream) == fp:
         write_copy(stream, out, reader.header or {}, reader.problem, fp)
     return out, reader.problem
+
+
+def decode_to_copy(stream: Path) -> bool:
+    """One pass over stream.msgpack that writes the columnar copy as it reads: the GPU samples go to
+    their files chunk by chunk (analyzer.gpu_store.Spill), never whole in memory. False when no copy
+    could be written (read-only batch, full disk, the file changed while it was read)."""
+    root = copy_dir(stream)
+    tmp = root.with_name(root.name + ".tmp")
+    fp = fingerprint(stream)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        spill = gpu_store.Spill(tmp)
+    except OSError as exc:
+        log.warning("columnar_copy_not_written", path=str(root), problem=str(exc), note="analysed in memory")
+        return False
+    try:
+        out, reader = _decode(stream, sink=spill)
+        files = spill.close()
+    except OSError as exc:
+        spill.abort()
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.warning("columnar_copy_not_written", path=str(root), problem=str(exc), note="analysed in memory")
+        return False
+    except BaseException:
+        spill.abort()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if fingerprint(stream) != fp:
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.info("columnar_copy_not_written", path=str(root), problem="stream.msgpack changed while it was read")
+        return False
+    return write_copy(stream, out, reader.header or {}, reader.problem, fp, gpu_files=files)
 
 
 def load(stream: Path) -> tuple[Decoded, str | None]:
@@ -588,8 +629,25 @@ def load(stream: Path) -> tuple[Decoded, str | None]:
     return decode_file(stream)
 
 
-def read_copy(stream: Path) -> tuple[Decoded, str | None] | None:
-    """The copy, or None when it is missing, partial, unreadable or not this recording's (logged why)."""
+def load_batch(stream: Path, lookback_s: float = DEFAULT_LOOKBACK_S) -> tuple[BatchData, str | None]:
+    """The recording's BatchData with its GPU samples left in the copy's files, read by stretch of time
+    (analyzer.gpu_store): memory bounded by a slab, not the recording. The copy is written first when
+    missing or stale; when it cannot be, the recording is analysed in memory."""
+    stream = Path(stream)
+    got = read_copy(stream, gpus=False)
+    if got is None and decode_to_copy(stream):
+        got = read_copy(stream, gpus=False)
+    if got is None:
+        dec, problem = decode_file(stream, keep_copy=False)
+        return to_batch(dec, lookback_s, consume=True), problem
+    (dec, problem), files = got
+    return gpu_store.lazy_batch(copy_dir(stream), files, dec, lookback_s), problem
+
+
+def read_copy(stream: Path, gpus: bool = True):
+    """The copy, or None when it is missing, partial, unreadable or not this recording's (logged why).
+    ``gpus=False``: ((Decoded without the GPU rows, problem), the GPU files' entries) instead: the GPU
+    samples stay on disk (analyzer.gpu_store)."""
     import pyarrow.parquet as pq
 
     root = copy_dir(stream)
@@ -606,11 +664,25 @@ def read_copy(stream: Path) -> tuple[Decoded, str | None] | None:
                      now=now["source_bytes"], note="rebuilt from stream.msgpack")
             return None
         tables = {}
+        files = meta["gpu_files"]
         for topic in TABLE_TOPICS:
             tm = meta["tables"][topic]
-            pf = pq.ParquetFile(root / f"{topic}.parquet")  # (read_table would import pandas)
-            # column by column: the Arrow copy of one column at a time, never the whole table twice
-            cols = {name: pf.read(columns=[name]).column(0).to_numpy() for name in pf.schema_arrow.names}
+            if topic == M.TEL_GPU:
+                cols = (gpu_store.read_all(root, files) if gpus else None) or _concat([])
+                if not gpus:
+                    for f in files:  # each GPU file is there, whole, with every declared column
+                        pf = pq.ParquetFile(root / f["file"])
+                        names = set(pf.schema_arrow.names)
+                        lacking = [k for k in (*FLOAT_KEYS[topic], *STRING_KEYS[topic]) if k not in names]
+                        if pf.metadata.num_rows != f["rows"] or lacking:
+                            raise ValueError(f"{f['file']}: {pf.metadata.num_rows} rows (meta.json: {f['rows']})"
+                                             + (f", no column {lacking[0]!r}" if lacking else ""))
+                    tables[topic] = Table(cols, tm["strings"], tm["extra"], FLOAT_KEYS[topic])
+                    continue
+            else:
+                pf = pq.ParquetFile(root / f"{topic}.parquet")  # (read_table would import pandas)
+                # column by column: the Arrow copy of one column at a time, never the whole table twice
+                cols = {name: pf.read(columns=[name]).column(0).to_numpy() for name in pf.schema_arrow.names}
             if not cols:
                 cols = _concat([])
             if any(c.size != tm["rows"] for c in cols.values()):
@@ -629,22 +701,33 @@ def read_copy(stream: Path) -> tuple[Decoded, str | None] | None:
         log.warning("columnar_copy_unreadable", path=str(root), problem=str(exc), note="rebuilt from stream.msgpack")
         return None
     log.info("columnar_copy_used", path=str(root), source_bytes=meta["source_bytes"])
-    return dec, meta.get("problem")
+    return (dec, meta.get("problem")) if gpus else ((dec, meta.get("problem")), files)
 
 
-def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp: dict[str, Any]) -> bool:
-    """Write the columnar copy: one zstd Parquet file per topic, the events, and meta.json last (a copy
-    without meta.json is never read). Failing (read-only batch, full disk) only costs the next analysis
-    a re-read of stream.msgpack. ``fp``: the fingerprint taken before the recording was read."""
+def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp: dict[str, Any],
+               gpu_files: list[dict[str, Any]] | None = None) -> bool:
+    """Write the columnar copy: the GPU samples one zstd Parquet file per GPU (analyzer.gpu_store), the
+    host and heartbeats one per topic, the events, and meta.json last (a copy without meta.json is
+    never read). Failing (read-only batch, full disk) only costs the next analysis a re-read of
+    stream.msgpack. ``fp``: the fingerprint taken before the recording was read. ``gpu_files``: the
+    GPU files already spilled into the copy's .tmp folder (decode_to_copy); else from ``dec``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     root = copy_dir(stream)
     tmp = root.with_name(root.name + ".tmp")
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        if gpu_files is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            spill = gpu_store.Spill(tmp)
+            gpu = dec.tables[M.TEL_GPU]
+            if gpu.n:
+                spill(M.TEL_GPU, gpu.cols)
+            gpu_files = spill.close()
         for topic in TABLE_TOPICS:
+            if topic == M.TEL_GPU:
+                continue
             # no dictionary pages (readings rarely repeat; building them tripled the writer's memory),
             # row groups of 128 Ki rows (the writer holds one at a time)
             pq.write_table(pa.table(dec.tables[topic].cols), tmp / f"{topic}.parquet", compression="zstd",
@@ -653,9 +736,11 @@ def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp
             packer = msgpack.Packer(use_bin_type=True)
             for e in dec.events:
                 fh.write(packer.pack(list(e)))
+        rows = {t: dec.tables[t].n for t in TABLE_TOPICS}
+        rows[M.TEL_GPU] = sum(f["rows"] for f in gpu_files)
         meta = {"version": COPY_VERSION, **fp, "problem": problem, "srcs": dec.srcs, "invalid": dec.invalid,
-                "recording_header": header,
-                "tables": {t: {"rows": dec.tables[t].n, "strings": dec.tables[t].strings,
+                "recording_header": header, "gpu_files": gpu_files,
+                "tables": {t: {"rows": rows[t], "strings": dec.tables[t].strings,
                                "extra": dec.tables[t].extra} for t in TABLE_TOPICS}}
         (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, default=str), encoding="utf-8")
         shutil.rmtree(root, ignore_errors=True)

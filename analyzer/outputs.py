@@ -192,7 +192,7 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
         written.append(parquet(bd.summary / "load_curve.parquet", list(load_curve.COLUMNS), a.load_curve))  # compare
     if a.warmups:
         written.append(write_text(bd.summary / "warmups.csv", tables.csv_text(a.columns, a.warmups), CSV_ENCODING))
-    rids = sorted(a.request_json)  # each JSON is built, written and dropped in turn
+    rids = list(a.request_json)  # in time order (its telemetry is read in order); each built, written, dropped
     for rid in tqdm(rids, desc="request JSON", unit="req", disable=not progress or len(rids) < 50):
         written.append(write_text(bd.request_json(rid), json_text(a.request_json[rid])))
     written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))

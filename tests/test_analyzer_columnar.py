@@ -151,6 +151,14 @@ def test_whole_analysis_identical_through_the_cli_paths(tmp_path):
         assert [r["gpu_energy_j"] for r in b.results] == [r["gpu_energy_j"] for r in a.results]
     assert (root / "raw" / "columns" / "meta.json").is_file()
     assert outputs.json_text(b.request_json[b.results[0]["rid"]]) == outputs.json_text(a.request_json[a.results[0]["rid"]])
+    shutil.rmtree(root / "raw" / "columns")
+    for _ in range(2):  # the GPU samples left on disk and read by stretch (analyzer.gpu_store): again the same
+        bd, data, problem = cli.load_data(root, 120.0)
+        assert data.source is not None and all(g.t_ns.size == 0 for g in data.gpus)
+        c = cli.analyse_data(data, bd, opts, False, problem)
+        assert (root / "summary" / "results.csv").read_bytes() == mem
+        for rid in a.request_json:
+            assert outputs.json_text(c.request_json[rid]) == outputs.json_text(a.request_json[rid])
 
 
 def test_copy_is_used_then_rebuilt_when_stale_or_damaged(tmp_path):
@@ -183,11 +191,17 @@ def test_copy_is_used_then_rebuilt_when_stale_or_damaged(tmp_path):
 
     # a damaged copy is never trusted: rebuilt from stream.msgpack
     columnar.load(path)
-    pq_file = tmp_path / "raw" / "columns" / "tel.gpu.parquet"
-    pq_file.write_bytes(pq_file.read_bytes()[:100])
-    assert columnar.read_copy(path) is None
-    dec, _ = columnar.load(path)
-    assert columnar.to_batch(dec).gpus and columnar.read_copy(path) is not None
+    for damaged in ("tel.host.parquet", "gpu/0.parquet"):
+        pq_file = tmp_path / "raw" / "columns" / damaged
+        pq_file.write_bytes(pq_file.read_bytes()[:100])
+        assert columnar.read_copy(path) is None and columnar.read_copy(path, gpus=False) is None
+        dec, _ = columnar.load(path)
+        assert columnar.to_batch(dec).gpus and columnar.read_copy(path) is not None
+    # the GPU samples left on disk: a file gone means the copy is rebuilt, not a batch without that GPU
+    (tmp_path / "raw" / "columns" / "gpu" / "0.parquet").unlink()
+    assert columnar.read_copy(path, gpus=False) is None
+    data, _ = columnar.load_batch(path)
+    assert data.source is not None and [g.key for g in data.gpus] == [g.key for g in columnar.to_batch(dec).gpus]
 
 
 @pytest.mark.slow  # thousands of analyses (~20 s on a shared machine)
@@ -287,10 +301,10 @@ def test_every_declared_series_key_is_a_column_and_a_series_value(tmp_path):
         t = dec.tables[topic]
         assert set(M.BODIES[topic].series_keys()) | set(M.BODIES[topic].label_keys()) <= set(t.cols)
         assert set(t.strings) == set(M.BODIES[topic].label_keys())
-    gpu_file = tmp_path / "columns" / "tel.gpu.parquet"
+    gpu_file = tmp_path / "columns" / "gpu" / "0.parquet"
     assert columnar.read_copy(path) is not None
     table = pq.read_table(gpu_file)
     pq.write_table(table.drop(["temp_c"]), gpu_file)         # as if temp_c had been declared since
-    assert columnar.read_copy(path) is None
+    assert columnar.read_copy(path) is None and columnar.read_copy(path, gpus=False) is None
     dec, _ = columnar.load(path)
     assert "temp_c" in dec.tables[M.TEL_GPU].cols and columnar.read_copy(path) is not None

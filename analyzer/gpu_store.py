@@ -1,0 +1,383 @@
+"""The GPU telemetry of a recording on disk, one Parquet file per (source, GPU), read by stretch of time.
+
+GPU samples are most of a recording (100 Hz per GPU, against 10 Hz for the host and a few events per
+request): a day of eight GPUs is 69 M of them. ``Spill`` takes the decoder's tel.gpu column chunks
+as stream.msgpack is read and appends them to ``gpu/<k>.parquet`` in row groups of ``ROW_GROUP``
+rows, noting each group's range of raw stamps, so nothing of the GPUs is held whole. ``Store`` then
+serves the analysis (analyzer.slabs.Source): ``between(lo_s, hi_s)`` reads the row groups around that
+stretch and applies ``columnar.to_batch``'s rules to them (de-duplication, clock mapping, scope,
+order, series meta), so a stretch is the same BatchData, array for array, as the same stretch of the
+whole recording in memory. The host's table (10 Hz) and the events stay in memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analyzer import clock
+from analyzer import slabs as SL
+from analyzer.stream import BatchData, Series
+from shared import messages as M
+
+ROW_GROUP = 1 << 16        # rows per Parquet row group of a GPU file (about 11 min at 100 Hz)
+PAD_NS = 1_000_000_000     # raw stamps read beyond a stretch: covers the clock mapping's rounding
+READ_AHEAD_S = 600.0       # a short stretch (one request) is read with this much after it, kept for the next
+GPU_DIR = "gpu"
+
+
+class Spill:
+    """Decoder sink for tel.gpu: chunks → one Parquet file per (source code, GPU index) under ``root``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        (self.root / GPU_DIR).mkdir(parents=True, exist_ok=True)
+        self._files: dict[tuple[int, int], dict[str, Any]] = {}
+        self._buf: dict[tuple[int, int], list[dict[str, np.ndarray]]] = {}
+        self._rows: dict[tuple[int, int], int] = {}
+
+    def __call__(self, topic: str, cols: dict[str, np.ndarray]) -> bool:
+        if topic != M.TEL_GPU:
+            return False
+        src, gpu = cols["src"].astype(np.int64), cols["gpu"]
+        for s, g in sorted(set(zip(src.tolist(), gpu.tolist()))):
+            sel = np.flatnonzero((src == s) & (gpu == g))
+            key = (int(s), int(g))
+            self._buf.setdefault(key, []).append({k: v[sel] for k, v in cols.items()})
+            self._rows[key] = self._rows.get(key, 0) + sel.size
+            if self._rows[key] >= ROW_GROUP:
+                self._flush(key)
+        return True
+
+    def _flush(self, key: tuple[int, int]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        parts = self._buf.pop(key, [])
+        self._rows[key] = 0
+        if not parts:
+            return
+        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        f = self._files.get(key)
+        if f is None:
+            name = f"{GPU_DIR}/{len(self._files)}.parquet"
+            table = pa.table(cols)
+            f = self._files[key] = {"src": key[0], "gpu": key[1], "file": name, "rows": 0, "groups": [],
+                                    "writer": pq.ParquetWriter(self.root / name, table.schema, compression="zstd",
+                                                               use_dictionary=False)}
+        else:
+            table = pa.table(cols)
+        for at in range(0, table.num_rows, ROW_GROUP):
+            part = table.slice(at, ROW_GROUP)
+            t = cols["t"][at:at + ROW_GROUP]
+            f["writer"].write_table(part, row_group_size=ROW_GROUP)
+            f["groups"].append([int(t.min()), int(t.max()), int(part.num_rows)])
+            f["rows"] += part.num_rows
+
+    def close(self) -> list[dict[str, Any]]:
+        """Flush and close every file: [{src, gpu, file, rows, groups: [[t_min, t_max, rows], ...]}]."""
+        for key in list(self._buf):
+            self._flush(key)
+        out = []
+        for f in self._files.values():
+            f.pop("writer").close()
+            out.append(f)
+        return out
+
+    def abort(self) -> None:
+        for f in self._files.values():
+            w = f.pop("writer", None)
+            if w is not None:
+                w.close()
+
+
+def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
+    """Every GPU file joined back into one tel.gpu table in file order (the whole-recording path)."""
+    import pyarrow.parquet as pq
+
+    if not files:
+        return None
+    parts = []
+    for f in files:
+        pf = pq.ParquetFile(Path(root) / f["file"])
+        cols = {name: pf.read(columns=[name]).column(0).to_numpy() for name in pf.schema_arrow.names}
+        if any(c.size != f["rows"] for c in cols.values()):
+            raise ValueError(f"{f['file']}: {next(iter(cols.values())).size} rows, meta.json says {f['rows']}")
+        parts.append(cols)
+    order = np.argsort(np.concatenate([p["idx"] for p in parts]), kind="stable")
+    out = {}
+    for name in list(parts[0]):
+        out[name] = np.concatenate([p.pop(name) for p in parts])[order]
+    return out
+
+
+def _in_order(pf) -> bool:
+    """Stamps never go back and sequence numbers always go up, in file order: no repeats, no sorting."""
+    last_t, last_seq = None, None
+    for g in range(pf.num_row_groups):
+        tab = pf.read_row_group(g, columns=["t", "seq"])
+        t, seq = tab.column("t").to_numpy(), tab.column("seq").to_numpy()
+        if t.size == 0:
+            continue
+        if (np.diff(t) < 0).any() or (np.diff(seq) <= 0).any():
+            return False
+        if last_t is not None and (t[0] < last_t or seq[0] <= last_seq):
+            return False
+        last_t, last_seq = int(t[-1]), int(seq[-1])
+    return True
+
+
+def _raw_range(m: clock.Mapping | None, lo_ns: float, hi_ns: float) -> tuple[float, float]:
+    """Raw stamps of a source that may map into [lo, hi] on the collector's clock (padded)."""
+    if m is None or m.identity:
+        return lo_ns - PAD_NS, hi_ns + PAD_NS
+
+    def raw(x: float) -> float:
+        if not np.isfinite(x):
+            return x
+        return m.r0 + (x - m.offset_ns - m.r0) / (1.0 + m.drift)
+    return raw(lo_ns) - PAD_NS, raw(hi_ns) + PAD_NS
+
+
+@dataclass
+class Scan:
+    """One GPU file's scoped rows, read once: what the whole-recording series' meta would say."""
+
+    rows: int = 0
+    first_t: int | None = None
+    last_t: int | None = None
+    simulated: bool = False
+    last: dict[str, int] = dataclasses.field(default_factory=dict)   # label → code on the last row
+    driver: int = -1
+    kinds: set = dataclasses.field(default_factory=set)
+    limits: list = dataclasses.field(default_factory=list)           # (t, W) where it changed
+    limit: tuple | None = None                                       # (the last limit sent,)
+
+
+class Store:
+    """A recording's GPU files as an analyzer.slabs.Source. ``base``: the BatchData of everything
+    else (host, events, requests; no GPUs) built by columnar.to_batch; ``tables``: the in-memory host
+    and heartbeat tables and the clock/batch events, for the stretches."""
+
+    def __init__(self, root: Path, files: list[dict[str, Any]], strings: dict[str, list[str]], series: tuple[str, ...],
+                 dec, lookback_s: float, base: BatchData):
+        self.root, self.files, self.strings, self.series = Path(root), files, strings, series
+        self.dec, self.lookback_s = dec, lookback_s
+        self.mappings = base.clock
+        self.srcs = dec.srcs
+        starts = [p["t"] for _, t, p in dec.events if t == M.BATCH_START]
+        ends = [p["t"] for _, t, p in dec.events if t == M.BATCH_END]
+        self.lo = min(starts) - int(lookback_s * 1e9) if starts else None
+        self.hi = max(ends) if ends else None
+        # what a stretch needs of the events: the clock probes and the batch markers (mapping, scope);
+        # every event's seq still counts as seen (a publisher of both events and telemetry has no gap)
+        self._marks = [e for e in dec.events if e[1] in (M.CLOCK_SYNC, M.BATCH_START, M.BATCH_END)]
+        seqs: dict[str, set] = {}
+        for _, _, p in dec.events:
+            seqs.setdefault(str(p["src"]), set()).add(int(p["seq"]))
+        self._event_seqs = {s: np.array(sorted(v), dtype=np.int64) for s, v in seqs.items()}
+        self._cache: tuple[float, float, BatchData] | None = None
+        self.scans = [self._scan(f) for f in files]
+        self.base = base
+
+    # -- the whole file, once: meta of the series ------------------------------------------------
+    def _scoped(self, f: dict[str, Any], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mapped stamps, in-scope mask) of raw stamps ``t`` of file ``f``'s source."""
+        src = self.srcs[f["src"]]
+        m = self.mappings.get(src)
+        mapped = t if (m is None or m.identity) else t + m.offset_ns + np.round(
+            m.drift * (t - m.r0).astype(np.float64)).astype(np.int64)
+        keep = np.ones(t.size, dtype=bool)
+        if self.lo is not None:
+            keep &= mapped >= self.lo
+        if self.hi is not None:
+            keep &= mapped <= self.hi
+        return mapped, keep
+
+    def _scan(self, f: dict[str, Any]) -> Scan:
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(self.root / f["file"])
+        have = set(pf.schema_arrow.names)
+        labels = [k for k in ("uuid", "name") if k in have]
+        names = [n for n in ("t", "seq", "simulated", "power_limit_w:present", "power_limit_w", "driver",
+                             "power_kind", *labels) if n in have]
+        out = Scan()
+        if _in_order(pf):  # the usual case: a group at a time, file order is time order, no repeats
+            for g in range(pf.num_row_groups):
+                self._step(out, f, pf.read_row_group(g, columns=names), labels)
+        else:  # shuffled or repeated samples: the whole file's few meta columns, in time order, once each
+            tab = pf.read(columns=names)
+            t, seq = tab.column("t").to_numpy(), tab.column("seq").to_numpy()
+            order = np.lexsort((seq, t))
+            first = np.ones(order.size, dtype=bool)
+            first[1:] = (t[order][1:] != t[order][:-1]) | (seq[order][1:] != seq[order][:-1])
+            self._step(out, f, tab.take(order[first]), labels)
+        return out
+
+    def _step(self, out: Scan, f: dict[str, Any], tab, labels: list[str]) -> None:
+        """Fold rows in time order into the scan (columnar._gpu_series's rules, a part at a time)."""
+        c = {n: tab.column(n).to_numpy() for n in tab.column_names}
+        mapped, keep = self._scoped(f, c["t"])
+        rows = np.flatnonzero(keep)
+        if rows.size == 0:
+            return
+        out.rows += rows.size
+        first, last = int(mapped[rows[0]]), int(mapped[rows[-1]])
+        out.first_t = first if out.first_t is None else min(out.first_t, first)
+        out.last_t = last if out.last_t is None else max(out.last_t, last)
+        out.simulated |= bool(c["simulated"][rows].any())
+        for k in labels:
+            out.last[k] = int(c[k][rows[-1]])
+        if "driver" in c:
+            known = rows[c["driver"][rows] >= 0]
+            if known.size:
+                out.driver = int(c["driver"][known[-1]])
+        if "power_kind" in c:
+            out.kinds |= set(np.unique(c["power_kind"][rows]).tolist())
+        sent = rows[c["power_limit_w:present"][rows]]
+        for at, w in zip(mapped[sent].tolist(), c["power_limit_w"][sent].tolist()):
+            if out.limit is None or not (w == out.limit[0]):
+                out.limits.append((int(at), float(w)))
+            out.limit = (w,)
+
+    def gpus(self) -> list[Series]:
+        """The series of every GPU with samples in scope, meta only (arrays empty), as to_batch names them."""
+        have = [(f, s) for f, s in zip(self.files, self.scans) if s.rows]
+        pairs = sorted((self.srcs[f["src"]], f["gpu"], i) for i, (f, _) in enumerate(have))
+        one_src = len({s for s, _, _ in pairs}) == 1
+        out = []
+        empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
+        for src, gpu, i in pairs:
+            f, sc = have[i]
+            s = Series(f"gpu{gpu}" if one_src else f"{src}/gpu{gpu}", src, empty_i, empty_i,
+                       {k: empty_f for k in self.series}, sc.simulated)
+            s.meta = {"gpu": gpu}
+            for k, code in sc.last.items():
+                if code >= 0:
+                    s.meta[k] = self.strings[k][code]
+            if sc.driver >= 0:
+                s.meta["driver"] = self.strings["driver"][sc.driver]
+            s.meta["power_kind"] = sorted({str(self.strings["power_kind"][c]) for c in sc.kinds if c >= 0})
+            s.meta["power_limit_changes"] = sc.limits
+            s.meta["samples"] = sc.rows
+            s.meta["file"] = f["file"]
+            out.append(s)
+        return out
+
+    def first_last(self) -> tuple[int | None, int | None]:
+        firsts = [s.first_t for s in self.scans if s.first_t is not None]
+        lasts = [s.last_t for s in self.scans if s.last_t is not None]
+        return (min(firsts) if firsts else None), (max(lasts) if lasts else None)
+
+    # -- stretches ----------------------------------------------------------------------------------
+    def span_s(self) -> tuple[float, float]:
+        b = self.base
+        ends = [x for x in self.first_last() if x is not None]
+        if b.host is not None and b.host.t_ns.size:
+            ends += [int(b.host.t_ns[0]), int(b.host.t_ns[-1])]
+        if not ends:
+            return (float("nan"), float("nan"))
+        return (min(ends) - b.origin_ns) / 1e9, (max(ends) - b.origin_ns) / 1e9
+
+    def between(self, lo_s: float, hi_s: float) -> BatchData:
+        if self._cache is not None and self._cache[0] <= lo_s and hi_s <= self._cache[1]:
+            return SL.InMemory(self._cache[2]).between(lo_s, hi_s)
+        read_hi = hi_s if hi_s - lo_s >= READ_AHEAD_S / 10 else hi_s + READ_AHEAD_S
+        got = self._read(lo_s, read_hi)
+        self._cache = None  # the old stretch goes before the next is held
+        self._cache = (lo_s, read_hi, got)
+        return SL.InMemory(got).between(lo_s, hi_s)
+
+    def _read(self, lo_s: float, hi_s: float) -> BatchData:
+        import pyarrow.parquet as pq
+
+        from analyzer.columnar import Decoded, Table, TABLE_TOPICS, _concat, to_batch
+
+        b = self.base
+        lo_ns = lo_s if lo_s == -SL.INF else b.origin_ns + lo_s * 1e9
+        hi_ns = hi_s if hi_s == SL.INF else b.origin_ns + hi_s * 1e9
+        ranges = {code: _raw_range(self.mappings.get(src), lo_ns, hi_ns) for code, src in enumerate(self.srcs)}
+        parts = []
+        for f in self.files:
+            r0, r1 = ranges[f["src"]]
+            groups = [i for i, (t0, t1, _) in enumerate(f["groups"]) if t1 >= r0 and t0 <= r1]
+            if not groups:
+                continue
+            tab = pq.ParquetFile(self.root / f["file"]).read_row_groups(groups)
+            cols = {n: tab.column(n).to_numpy() for n in tab.column_names}
+            del tab
+            sel = np.flatnonzero((cols["t"] >= r0) & (cols["t"] <= r1))
+            parts.append({k: v[sel] for k, v in cols.items()})
+        tables = {}
+        gpu = self.dec.tables[M.TEL_GPU]
+        tables[M.TEL_GPU] = Table(_concat(parts) if parts else _concat([]), gpu.strings, gpu.extra, gpu.series)
+        for topic in TABLE_TOPICS:
+            if topic == M.TEL_GPU:
+                continue
+            tab = self.dec.tables[topic]
+            c = tab.cols
+            raw0 = np.array([ranges[i][0] for i in range(len(self.srcs))], dtype=np.float64)
+            raw1 = np.array([ranges[i][1] for i in range(len(self.srcs))], dtype=np.float64)
+            # every source's rows (their seqs say what was lost), the host's picked below as the whole's
+            keep = (c["t"] >= raw0[c["src"]]) & (c["t"] <= raw1[c["src"]]) if c["t"].size else np.zeros(0, bool)
+            sel = np.flatnonzero(keep)
+            tables[topic] = Table({k: v[sel] for k, v in c.items()}, tab.strings, tab.extra, tab.series)
+        part = to_batch(Decoded(tables, self._marks, self.srcs, 0), self.lookback_s)
+        # the whole recording's names, order and meta; a GPU without samples here gets empty arrays
+        found = {(g.src, g.meta.get("gpu")): g for g in part.gpus}
+        gpus = []
+        for g in b.gpus:
+            got = found.get((g.src, g.meta.get("gpu")))
+            gpus.append(dataclasses.replace(g, t_ns=got.t_ns, seq=got.seq, values=got.values) if got is not None
+                        else _empty(g))
+        src_seqs = dict(part.src_seqs)
+        for s, ev in self._event_seqs.items():
+            src_seqs[s] = np.union1d(src_seqs.get(s, np.zeros(0, dtype=np.int64)), ev)
+        host, procs, rapl = part.host, part.procs, part.rapl
+        if b.host is not None and (host is None or host.src != b.host.src):
+            # the stretch holds no sample of the whole's host (another host's, at most): none here
+            host, procs, rapl = _empty(b.host), {}, {}
+        elif host is not None and b.host is not None:
+            host = dataclasses.replace(b.host, t_ns=host.t_ns, seq=host.seq, values=host.values)
+        return dataclasses.replace(b, gpus=gpus, host=host, procs=procs, rapl=rapl, src_seqs=src_seqs, source=None)
+
+
+def _empty(series: Series) -> Series:
+    z = series.t_ns[:0]
+    return dataclasses.replace(series, t_ns=z, seq=series.seq[:0], values={k: v[:0] for k, v in series.values.items()})
+
+
+def lazy_batch(root: Path, files: list[dict[str, Any]], dec, lookback_s: float) -> BatchData:
+    """The BatchData of a recording whose GPU samples stay in ``root``'s files: host, events and
+    requests as columnar.to_batch builds them, the GPUs as meta, their samples read by stretch."""
+    from analyzer.columnar import to_batch
+
+    base = to_batch(dec, lookback_s)  # dec's tel.gpu table is empty: its rows are in the files
+    gpu = dec.tables[M.TEL_GPU]
+    store = Store(root, files, gpu.strings, tuple(gpu.series), dec, lookback_s, base)
+    gpus = store.gpus()
+    first, _ = store.first_last()
+    events_or_host = bool(dec.events) or base.host is not None or dec.tables[M.TEL_HB].n > 0
+    origin = base.origin_ns if first is None else (min(base.origin_ns, first) if events_or_host else first)
+    tel_srcs = sorted({g.src for g in gpus} | _host_srcs(dec, store))
+    base = dataclasses.replace(base, gpus=gpus, origin_ns=origin, src_seqs={},
+                               clock_notes=clock.unprobed_notes(tel_srcs, base.clock))
+    store.base = base
+    return dataclasses.replace(base, source=store)
+
+
+def _host_srcs(dec, store: Store) -> set[str]:
+    c = dec.tables[M.TEL_HOST].cols
+    if not c["t"].size:
+        return set()
+    out = set()
+    for code in np.unique(c["src"]).tolist():
+        t = c["t"][c["src"] == code]
+        _, keep = store._scoped({"src": code}, t)
+        if keep.any():
+            out.add(store.srcs[code])
+    return out
