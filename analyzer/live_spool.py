@@ -138,20 +138,23 @@ class SpoolBatch:
             yield topic, payload
 
     def data(self, lookback_s: float):
-        """The batch's BatchData, read from the file by the batch analyzer's streaming reader (memory:
-        what ``--batch`` needs for the same recording, not a map per message)."""
+        """The batch's BatchData, read from the file as ``--batch`` reads a recording: its GPU samples
+        in a columnar copy beside it, read a slab of time at a time (memory: a slab, not the batch)."""
         from analyzer import columnar
 
         self.close()
         if self.problem:
             raise OSError(self.problem)
-        dec, problem = columnar.decode_file(self.path, keep_copy=False)
+        data, problem = columnar.load_batch(self.path, lookback_s)
         if problem:
             log.warning("live_spool_cut", path=str(self.path), problem=problem)
-        return columnar.to_batch(dec, lookback_s, consume=True)
+        return data
 
     def remove(self) -> None:
+        from analyzer import columnar
+
         self.close()
+        shutil.rmtree(columnar.copy_dir(self.path), ignore_errors=True)
         try:
             self.path.unlink(missing_ok=True)
         except OSError as exc:  # (Windows: still open elsewhere) the directory goes at exit or next start

@@ -143,6 +143,11 @@ class InMemory:
                                    rapl={k: view(v, lo, hi) for k, v in b.rapl.items()})
 
 
+def materialise(batch: BatchData) -> BatchData:
+    """The batch with every series whole in memory (a batch read by stretch, read whole: small ones)."""
+    return batch if getattr(batch, "source", None) is None else batch.source.between(-INF, INF)
+
+
 def source_of(batch: BatchData) -> Source:
     return batch.source if getattr(batch, "source", None) is not None else InMemory(batch)
 
