@@ -165,7 +165,8 @@ class Store:
     def __init__(self, root: Path, files: list[dict[str, Any]], strings: dict[str, list[str]], series: tuple[str, ...],
                  dec, lookback_s: float, base: BatchData):
         self.root, self.files, self.strings, self.series = Path(root), files, strings, series
-        self.dec, self.lookback_s = dec, lookback_s
+        # the tables only: the events' maps are the requests' (held in base), not needed again here
+        self.dec, self.lookback_s = dataclasses.replace(dec, events=[]), lookback_s
         self.mappings = base.clock
         self.srcs = dec.srcs
         starts = [p["t"] for _, t, p in dec.events if t == M.BATCH_START]

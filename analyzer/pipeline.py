@@ -186,10 +186,10 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     idx = {r.rid: i for i, r in enumerate(done)}
     cases = batch.batch_start.cases if batch.batch_start else None
     rows = []
-    itl: dict[str, list[float]] = {}
+    itl: dict[str, np.ndarray] = {}
     for r in reqs:
         row = _row(r, idx.get(r.rid), per_gpu, host, batch, opts, simulated)
-        itl[r.rid] = row.pop("_itl_ms", [])
+        itl[r.rid] = np.asarray(row.pop("_itl_ms", []), dtype=np.float64)  # 8 bytes a gap, not a float object
         if r.rid in idx:
             row["effective_window_s"] = float(conc.energy[idx[r.rid]])
             row["concurrency_max"] = int(conc.max_active[idx[r.rid]])
@@ -303,7 +303,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             tele = source.between(float(win.a_s[i]) - 1.0, float(win.b_s[i]) + 1.0)
             tele = dataclasses.replace(tele, gpus=[g for g in tele.gpus if g.key in counted_keys])
         obj = _request_json(r, row, i, win, tele, quality.get(rid), simulated)
-        obj["itl_ms"] = itl.get(rid) or None
+        gaps = itl.get(rid)
+        obj["itl_ms"] = gaps.tolist() if gaps is not None and gaps.size else None
         return obj
 
     request_json = RequestJson(one_json, [r.rid for r in reqs])

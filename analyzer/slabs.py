@@ -168,20 +168,18 @@ def scatter(n: int, parts: list[tuple[np.ndarray, dict[str, np.ndarray]]]) -> di
 
 
 def envelope(t: np.ndarray, y: np.ndarray, buckets: int = ENVELOPE_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """At most 2 × buckets points: each bucket's lowest and highest reading, in time order (peaks stay)."""
+    """At most about 2 × buckets points: each bucket's lowest and highest reading, in time order (peaks stay)."""
     if t.size <= 2 * buckets:
         return t, y
-    edges = np.linspace(0, t.size, buckets + 1).astype(np.int64)
-    keep = []
-    yy = np.where(np.isfinite(y), y, np.nan)
-    for i0, i1 in zip(edges[:-1], edges[1:]):
-        seg = yy[i0:i1]
-        if not np.isfinite(seg).any():
-            keep.append(i0)
-            continue
-        lo, hi = i0 + int(np.nanargmin(seg)), i0 + int(np.nanargmax(seg))
-        keep.extend(sorted({lo, hi}))
-    idx = np.array(keep, dtype=np.int64)
+    m = t.size // buckets
+    k = buckets * m
+    low = np.where(np.isfinite(y), y, np.inf)
+    high = np.where(np.isfinite(y), y, -np.inf)
+    base = np.arange(buckets) * m
+    picks = [base + np.argmin(low[:k].reshape(buckets, m), axis=1), base + np.argmax(high[:k].reshape(buckets, m), axis=1)]
+    if k < t.size:  # the rest, shorter than a bucket
+        picks += [np.array([k + int(np.argmin(low[k:])), k + int(np.argmax(high[k:]))])]
+    idx = np.unique(np.concatenate(picks))
     return t[idx], y[idx]
 
 
