@@ -206,13 +206,14 @@ def analyse_messages(items, bd: BatchDir, opts: pipeline.Options, lookback_s: fl
 
 
 def analyse_data(data: stream.BatchData, bd: BatchDir, opts: pipeline.Options, plots: bool,
-                 problem: str | None = None, lang: str = "en") -> pipeline.Analysis:
-    """BatchData → Analysis → files (``--batch`` builds it from columns, ``--live`` from messages)."""
+                 problem: str | None = None, lang: str = "en", samples_key: str | None = None) -> pipeline.Analysis:
+    """BatchData → Analysis → files (``--batch`` builds it from columns, ``--live`` from messages).
+    ``samples_key``: columnar.samples_key of the recording (sample files already holding it are kept)."""
     too_far = clock.refused(data.clock)
     if too_far:  # windows cannot be joined with samples this uncertain: no figures rather than wrong ones
         raise BadInput(f"{bd.root}: batch refused: " + "; ".join(too_far))
     analysis = pipeline.analyze(data, dataclasses.replace(opts, batch_dir=bd.root), recording_problem=problem)
-    outputs.write_all(analysis, bd, make_plots=plots, progress=opts.progress, lang=lang)
+    outputs.write_all(analysis, bd, make_plots=plots, progress=opts.progress, lang=lang, samples_key=samples_key)
     return analysis
 
 
@@ -263,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             return _live(args, opts)
         bd, dec, problem = load_columns(args.batch)
         data = columnar.to_batch(dec, args.lookback_s, consume=True)
+        key = columnar.samples_key(dec, args.lookback_s)
         del dec  # the series hold what is needed from here on
-        analysis = analyse_data(data, bd, opts, not args.no_plots, problem, report_lang(args.report_lang))
+        analysis = analyse_data(data, bd, opts, not args.no_plots, problem, report_lang(args.report_lang), key)
         print(f"analysed {analysed_line(analysis.results)} -> {bd.summary / 'results.csv'}", flush=True)
         return 0
     except outputs.OutputsLocked as exc:

@@ -149,6 +149,7 @@ class Decoded:
     events: list[tuple[int, str, dict[str, Any]]]
     srcs: list[str]
     invalid: int = 0
+    source: dict[str, Any] = field(default_factory=dict)  # fingerprint() of the recording read whole, else {}
 
 
 class Decoder:
@@ -542,6 +543,25 @@ def fingerprint(stream: Path) -> dict[str, Any]:
     return {"source_bytes": size, "head_tail_sha256": h.hexdigest()}
 
 
+# the modules that turn a recording's bytes into the sample tables (raw/samples_*.parquet)
+_SAMPLE_CODE = ("analyzer/columnar.py", "analyzer/stream.py", "analyzer/clock.py", "analyzer/hosts.py",
+                "analyzer/pipeline.py", "shared/messages.py")
+
+
+def samples_key(dec: Decoded, lookback_s: float) -> str | None:
+    """What raw/samples_*.parquet of this analysis derive from: the recording's fingerprint, the
+    lookback and the code that builds them (None when the recording was not read whole, e.g. while
+    still being written). A samples file carrying the same key holds the same table: not rewritten."""
+    if not dec.source:
+        return None
+    root = Path(__file__).resolve().parent.parent
+    code = hashlib.sha256()
+    for name in _SAMPLE_CODE:
+        code.update((root / name).read_bytes())
+    return json.dumps({"recording": dec.source, "lookback_s": float(lookback_s), "copy_version": COPY_VERSION,
+                       "code_sha256": code.hexdigest()}, sort_keys=True)
+
+
 def decode_file(stream: Path, keep_copy: bool = True) -> tuple[Decoded, str | None]:
     """One pass over stream.msgpack → (columns, the reader's problem or None); then writes the copy
     (not when the file changed while it was read: a recording still being written)."""
@@ -558,6 +578,7 @@ def decode_file(stream: Path, keep_copy: bool = True) -> tuple[Decoded, str | No
             gc.enable()
     out = dec.finish()
     if keep_copy and fingerprint(stream) == fp:
+        out.source = fp
         write_copy(stream, out, reader.header or {}, reader.problem, fp)
     return out, reader.problem
 
@@ -603,7 +624,7 @@ def read_copy(stream: Path) -> tuple[Decoded, str | None] | None:
         with open(root / "events.msgpack", "rb") as fh:
             events = [tuple(e) for e in msgpack.Unpacker(fh, raw=False, strict_map_key=False,
                                                          max_buffer_size=1 << 30)]
-        dec = Decoded(tables, [(int(i), str(t), p) for i, t, p in events], meta["srcs"], int(meta["invalid"]))
+        dec = Decoded(tables, [(int(i), str(t), p) for i, t, p in events], meta["srcs"], int(meta["invalid"]), now)
     except Exception as exc:  # a damaged copy is never trusted: stream.msgpack is the source of truth
         log.warning("columnar_copy_unreadable", path=str(root), problem=str(exc), note="rebuilt from stream.msgpack")
         return None

@@ -2,7 +2,9 @@
 except for the optional quality step, which is injected/contained in quality_call)."""
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,9 +344,11 @@ def mark_outliers(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for rows in groups.values():
         if len(rows) < 2:
             continue
+        lats = sorted(x["latency_s"] for x in rows)
+        mid = (len(rows) - 2) // 2  # the lower median's place among the others
         for r in rows:
-            others = sorted(x["latency_s"] for x in rows if x is not r)
-            base = others[(len(others) - 1) // 2]
+            # the others, sorted, are ``lats`` less one copy of r's value: the median lies before or after it
+            base = lats[mid] if bisect.bisect_left(lats, r["latency_s"]) > mid else lats[mid + 1]
             r["latency_vs_twins"] = r["latency_s"] / base
             r["latency_outlier"] = r["latency_vs_twins"] > OUTLIER_FACTOR
             if r["latency_outlier"]:
@@ -547,9 +551,33 @@ def batch_problems(batch: BatchData, results: list[dict], batch_dir: Path | None
 def _finite_list(values: np.ndarray, scale: float | None = None) -> list:
     """finite() of each value (÷ scale first), vectorised: floats, None where absent or not finite."""
     v = values / scale if scale is not None else values
+    if np.isfinite(v).all():  # the usual case: no object array
+        return v.tolist()
     out = v.astype(object)
     out[~np.isfinite(v)] = None
     return out.tolist()
+
+
+def _offsets(t_s: np.ndarray, a_s: float) -> list[float]:
+    """``[round(t - a_s, 6) for t in t_s]``, vectorised. Python's round(x, 6) is the double nearest to
+    x·10⁶ rounded to an integer k, over 10⁶; numpy's product x·1e6 is off by far less than 10⁻⁶ here, so
+    its rint gives the same k except near a half, and k / 1e6 is that nearest double (IEEE division
+    rounds correctly). Values near a half, or too large for that bound, take Python's round."""
+    x = t_s - a_s
+    p = x * 1e6
+    out = (np.rint(p) / 1e6).tolist()
+    with np.errstate(invalid="ignore"):  # (inf or NaN: in doubt, so Python's round)
+        doubt = ~(np.abs(x) < 1e7) | (np.abs(p - np.floor(p) - 0.5) <= 1e-6 + np.abs(p) * 2.0 ** -50)
+    for i in np.flatnonzero(doubt).tolist():
+        out[i] = round(float(x[i]), 6)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _in_summary(column: str) -> bool:
+    """Whether a results column goes into a request JSON's system_metrics_summary."""
+    return (column.startswith(("gpu_", "cpu_", "host_", "proc_"))
+            or column in ("j_per_token", "tokens_per_j", "total_energy_j", "energy_basis"))
 
 
 def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: BatchData, quality: dict | None,
@@ -558,8 +586,7 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
     s, e = r.start, r.end
     origin = batch.origin_ns
     full: dict[str, Any] = {}
-    summary: dict[str, Any] = {k: row.get(k) for k in row if k.startswith(("gpu_", "cpu_", "host_", "proc_"))
-                               or k in ("j_per_token", "tokens_per_j", "total_energy_j", "energy_basis")}
+    summary: dict[str, Any] = {k: row.get(k) for k in row if _in_summary(k)}
     if i is not None:
         a_s, b_s = float(win.a_s[i]), float(win.b_s[i])
         full["window_start_s"], full["window_end_s"] = a_s, b_s
@@ -568,7 +595,7 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
         for g in batch.gpus:
             t_s = seconds[id(g)] if id(g) in seconds else (g.t_ns - origin) / 1e9
             m = _in_window(t_s, a_s, b_s)
-            full["gpus"][g.key] = {"t_s": [round(x - a_s, 6) for x in t_s[m].tolist()],
+            full["gpus"][g.key] = {"t_s": _offsets(t_s[m], a_s),
                                    "power_w": _finite_list(g.values["power_mw"][m], 1000.0),
                                    **{k: _finite_list(g.values[k][m]) for k in ("energy_mj", "util_gpu_pct",
                                                                                 "mem_used_mib", "temp_c",
@@ -578,7 +605,7 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
             h = batch.host
             t_s = seconds[id(h)] if id(h) in seconds else (h.t_ns - origin) / 1e9
             m = _in_window(t_s, a_s, b_s)
-            full["host"] = {"t_s": [round(x - a_s, 6) for x in t_s[m].tolist()],
+            full["host"] = {"t_s": _offsets(t_s[m], a_s),
                             "cpu_pct": _finite_list(h.values["cpu_pct"][m]),
                             "mem_used_mib": _finite_list(h.values["mem_used_mib"][m])}
     bs = batch.batch_start or M.BatchStart(batch="")

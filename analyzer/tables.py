@@ -110,7 +110,8 @@ def run_to_run(members: list[dict], metric: str) -> dict[str, Any]:
             by_case.setdefault(_case_of(r), []).append(v)
     repeated = [v for v in by_case.values() if len(v) >= 2]
     df = sum(len(v) - 1 for v in repeated)
-    ss = math.fsum((x - math.fsum(v) / len(v)) ** 2 for v in repeated for x in v)
+    means = [math.fsum(v) / len(v) for v in repeated]  # once per case (per value it was quadratic)
+    ss = math.fsum((x - m) ** 2 for v, m in zip(repeated, means) for x in v)
     return {"n_cases": len(by_case), "n_repeated_cases": len(repeated),
             "run_to_run_std": math.sqrt(ss / df) if df else None}
 
@@ -330,6 +331,24 @@ def csv_text(columns: Iterable[str], rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
-    for row in rows:
-        w.writerow([cell(row.get(c)) for c in columns])
+    # column by column: the cells of a column mostly share one type, converted without cell()'s checks
+    w.writerows(zip(*[_cells([row.get(c) for row in rows]) for c in columns]) if columns else [[] for _ in rows])
     return buf.getvalue()
+
+
+_NONE = type(None)
+
+
+def _cells(values: list) -> list[str]:
+    """``[cell(v) for v in values]``, by the column's set of types."""
+    types = set(map(type, values))
+    if types <= {str}:
+        return values
+    if types <= {str, _NONE}:
+        return ["" if v is None else v for v in values]
+    if types <= {float, _NONE}:
+        fin = math.isfinite
+        return ["" if v is None or not fin(v) else format(v, ".10g") for v in values]
+    if types <= {int, _NONE}:
+        return ["" if v is None else int.__repr__(v) for v in values]
+    return list(map(cell, values))
