@@ -646,9 +646,13 @@ def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp
         tmp.mkdir(parents=True)
         for topic in TABLE_TOPICS:
             # no dictionary pages (readings rarely repeat; building them tripled the writer's memory),
-            # row groups of 128 Ki rows (the writer holds one at a time)
-            pq.write_table(pa.table(dec.tables[topic].cols), tmp / f"{topic}.parquet", compression="zstd",
-                           row_group_size=1 << 17, use_dictionary=False)
+            # row groups of 128 Ki rows (the writer holds one at a time); readings byte-stream-split and
+            # integers (times, sequence numbers, codes) delta-coded: half the size, and faster to read
+            cols = dec.tables[topic].cols
+            floats = [name for name, v in cols.items() if v.dtype.kind == "f"]
+            ints = {name: "DELTA_BINARY_PACKED" for name, v in cols.items() if v.dtype.kind in "iu"}
+            pq.write_table(pa.table(cols), tmp / f"{topic}.parquet", compression="zstd", row_group_size=1 << 17,
+                           use_dictionary=False, use_byte_stream_split=floats or False, column_encoding=ints or None)
         with open(tmp / "events.msgpack", "wb") as fh:
             packer = msgpack.Packer(use_bin_type=True)
             for e in dec.events:

@@ -124,6 +124,13 @@ def _clean(v):
     return v
 
 
+def _cleaned(values) -> list:
+    """``[_clean(v) for v in values]``, a float array at once (NaN and inf: None)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+        return _finite_list(values) if values.dtype.kind == "f" else values.tolist()
+    return [_clean(v) for v in (values.tolist() if isinstance(values, np.ndarray) else values)]
+
+
 def batch_setting(batch: BatchData, key: str) -> dict[str, Any] | None:
     """One setting as the collector recorded it in batch.start's config ({"value", "source", ...})."""
     config = batch.batch_start.config if batch.batch_start else None
@@ -187,8 +194,10 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     cases = batch.batch_start.cases if batch.batch_start else None
     rows = []
     itl: dict[str, list[float]] = {}
+    gpu_cells = {k: {c: _cleaned(v) for c, v in cols.items()} for k, cols in per_gpu.items()}
+    host_cells = {k: _cleaned(v) for k, v in host.items()}
     for r in reqs:
-        row = _row(r, idx.get(r.rid), per_gpu, host, batch, opts, simulated)
+        row = _row(r, idx.get(r.rid), gpu_cells, host_cells, batch, opts, simulated)
         itl[r.rid] = row.pop("_itl_ms", [])
         if r.rid in idx:
             row["effective_window_s"] = float(conc.energy[idx[r.rid]])
@@ -481,7 +490,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     row["window_s"] = (e.t - s.t) / 1e9
     if row["clock_uncertainty_ms"] is not None:  # a window only a few uncertainties long: its edges are doubtful
         row["clock_short_window"] = row["window_s"] < CLOCK.SHORT_WINDOW_FACTOR * row["clock_uncertainty_ms"] / 1e3
-    gpu_vals = {k: {c: _clean(v[c][i]) for c in v} for k, v in per_gpu.items()}
+    gpu_vals = {k: {c: col[i] for c, col in v.items()} for k, v in per_gpu.items()}
     if gpu_vals:
         g = list(gpu_vals.values())
         for col in COLS.GPU_COMBINED:  # each GPU column by its registered rule (sum, mean, max, …)
@@ -498,7 +507,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
                 name = k.replace("/", "_").replace("@", "_")
                 for c in PER_GPU:
                     row[f"{name}_{c}"] = x[c]
-    h = {k: _clean(v[i]) for k, v in host.items()}
+    h = {k: v[i] for k, v in host.items()}
     row.update({k: h.get(k) for k in ("cpu_util_avg", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_coverage",
                                       "host_mem_peak_mib", "cpu_energy_j_server", "cpu_server_basis",
                                       "cpu_server_share", "server_cpu_s", "host_cpu_other_pct")})
