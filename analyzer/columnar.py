@@ -27,8 +27,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from itertools import compress, repeat
-from operator import itemgetter, not_
-from typing import Any, Iterable
+from operator import is_, is_not, itemgetter, not_
+from typing import Any, Iterable, Sequence
 
 import msgpack
 import numpy as np
@@ -94,7 +94,7 @@ def _shape_valid(topic: str, types: dict[str, set[type]]) -> bool:
     return True
 
 
-def _fast_columns(topic: str, rows: list[dict], keys: list[str]) -> dict[str, list] | None:
+def _fast_columns(topic: str, rows: list[dict], keys: list[str]) -> dict[str, Sequence] | None:
     """``keys`` as columns (None where absent) when every row surely passes M.validate, else None
     (then each row is checked on its own). Rows are grouped by their keys (a daemon sends one or two
     shapes: slow fields every few ticks); within a shape the values are transposed into columns and
@@ -115,7 +115,7 @@ def _fast_columns(topic: str, rows: list[dict], keys: list[str]) -> dict[str, li
         if not _shape_valid(topic, {k: set(map(type, v)) for k, v in cols.items()}):
             return None
         if pos is None:
-            out = {k: (list(cols[k]) if k in cols else [None] * n) for k in keys}
+            out = {k: (cols[k] if k in cols else (None,) * n) for k in keys}
         else:
             for k in keys:
                 if k in cols:
@@ -217,7 +217,7 @@ class Decoder:
         lookup = self._strings.setdefault((topic, key), {})
         for v in set(values) - set(lookup) - {None}:
             lookup[v] = len(lookup)
-        return np.array(list(map(lookup.get, values, repeat(-1))), dtype=np.int32)
+        return np.fromiter(map(lookup.get, values, repeat(-1)), dtype=np.int32, count=len(values))
 
     def _convert(self, topic: str) -> None:
         rows, idx = self._pending[topic], self._pending_idx[topic]
@@ -245,19 +245,22 @@ class Decoder:
             self._src_code(v)
         cols: dict[str, np.ndarray] = {
             "idx": np.array(idx, dtype=np.int64),
-            "src": np.array(list(map(src_codes.get, got["src"])) if set(map(type, got["src"])) == {str}
-                            else [self._src_code(v) for v in got["src"]], dtype=np.int32),
+            "src": (np.fromiter(map(src_codes.get, got["src"]), dtype=np.int32, count=len(got["src"]))
+                    if set(map(type, got["src"])) == {str}
+                    else np.array([self._src_code(v) for v in got["src"]], dtype=np.int32)),
             "t": np.array(got["t"], dtype=np.int64),
             "seq": np.array(got["seq"], dtype=np.int64),
         }
         if topic == M.TEL_GPU:
             cols["gpu"] = np.array(got["gpu"], dtype=np.int64)
-            cols["simulated"] = np.array([v is True for v in got["simulated"]], dtype=bool)
+            n = len(got["simulated"])
+            cols["simulated"] = np.fromiter(map(is_, got["simulated"], repeat(True)), dtype=bool, count=n)
             # the enforced power limit as sent (NaN included: stream.build compares the raw values)
-            cols["power_limit_w:present"] = np.array([v is not None for v in got["power_limit_w"]], dtype=bool)
+            cols["power_limit_w:present"] = np.fromiter(map(is_not, got["power_limit_w"], repeat(None)), dtype=bool,
+                                                        count=n)
             cols["power_limit_w"] = np.array(got["power_limit_w"], dtype=np.float64)
         elif topic == M.TEL_HOST:
-            cols["simulated"] = np.array([bool(v) for v in got["simulated"]], dtype=bool)
+            cols["simulated"] = np.fromiter(map(bool, got["simulated"]), dtype=bool, count=len(got["simulated"]))
         for key in FLOAT_KEYS[topic]:
             cols[key] = _floats(got[key])
         for key in STRING_KEYS[topic]:
@@ -268,29 +271,10 @@ class Decoder:
 
     def _host_nested(self, rows: list[dict]) -> dict[str, np.ndarray]:
         """Watched processes and RAPL zones as column groups: present, readings (NaN where absent)."""
-        n = len(rows)
-        out: dict[str, np.ndarray] = {}
+        out = _same_nested(rows)
+        if out is None:
+            out = _nested_by_row(rows)
         extra = self._extra[M.TEL_HOST]
-        for i, p in enumerate(rows):
-            for name, proc in (p.get("procs") or {}).items():
-                base = f"proc:{name}"
-                if base + ":present" not in out:
-                    out[base + ":present"] = np.zeros(n, dtype=bool)
-                    out[base + ":sim"] = np.zeros(n, dtype=bool)
-                    out[base + ":cpu_pct"] = np.full(n, np.nan)
-                    out[base + ":rss_mib"] = np.full(n, np.nan)
-                proc = proc or {}
-                out[base + ":present"][i] = True
-                out[base + ":sim"][i] = bool(proc.get("simulated"))
-                out[base + ":cpu_pct"][i] = _num(proc.get("cpu_pct"))
-                out[base + ":rss_mib"][i] = _num(proc.get("rss_mib"))
-            for zone, uj in (p.get("rapl_uj") or {}).items():
-                base = f"rapl:{zone}"
-                if base + ":present" not in out:
-                    out[base + ":present"] = np.zeros(n, dtype=bool)
-                    out[base + ":energy_uj"] = np.full(n, np.nan)
-                out[base + ":present"][i] = True
-                out[base + ":energy_uj"][i] = _num(uj)
         for name in out:
             group = name.rsplit(":", 1)[0]
             if group not in extra:
@@ -306,6 +290,75 @@ class Decoder:
             strings = {key: list(self._strings.get((topic, key), {})) for key in STRING_KEYS[topic]}
             tables[topic] = Table(_concat(chunks), strings, list(self._extra[topic]))
         return Decoded(tables, self.events, list(self._src), self.invalid)
+
+
+def _nested_by_row(rows: list[dict]) -> dict[str, np.ndarray]:
+    """_host_nested's columns, row by row (any mix of processes and zones)."""
+    n = len(rows)
+    out: dict[str, np.ndarray] = {}
+    for i, p in enumerate(rows):
+        for name, proc in (p.get("procs") or {}).items():
+            base = f"proc:{name}"
+            if base + ":present" not in out:
+                out[base + ":present"] = np.zeros(n, dtype=bool)
+                out[base + ":sim"] = np.zeros(n, dtype=bool)
+                out[base + ":cpu_pct"] = np.full(n, np.nan)
+                out[base + ":rss_mib"] = np.full(n, np.nan)
+            proc = proc or {}
+            out[base + ":present"][i] = True
+            out[base + ":sim"][i] = bool(proc.get("simulated"))
+            out[base + ":cpu_pct"][i] = _num(proc.get("cpu_pct"))
+            out[base + ":rss_mib"][i] = _num(proc.get("rss_mib"))
+        for zone, uj in (p.get("rapl_uj") or {}).items():
+            base = f"rapl:{zone}"
+            if base + ":present" not in out:
+                out[base + ":present"] = np.zeros(n, dtype=bool)
+                out[base + ":energy_uj"] = np.full(n, np.nan)
+            out[base + ":present"][i] = True
+            out[base + ":energy_uj"][i] = _num(uj)
+    return out
+
+
+def _same_nested(rows: list[dict]) -> dict[str, np.ndarray] | None:
+    """_nested_by_row's columns when every row watches the same processes and RAPL zones in the same
+    order (the usual chunk), a column at a time; None otherwise."""
+    n = len(rows)
+    procs = list(map(dict.get, rows, repeat("procs")))
+    zones = list(map(dict.get, rows, repeat("rapl_uj")))
+    proc_shapes, zone_shapes = set(map(_keys, procs)), set(map(_keys, zones))
+    if len(proc_shapes) != 1 or len(zone_shapes) != 1 or None in proc_shapes or None in zone_shapes:
+        return None
+    out: dict[str, np.ndarray] = {}
+    for name in next(iter(proc_shapes)):
+        each = list(map(itemgetter(name), procs))
+        if set(map(type, each)) != {dict}:
+            return None
+        base = f"proc:{name}"
+        out[base + ":present"] = np.ones(n, dtype=bool)
+        out[base + ":sim"] = np.fromiter(map(bool, map(dict.get, each, repeat("simulated"))), dtype=bool, count=n)
+        out[base + ":cpu_pct"] = _nums(list(map(dict.get, each, repeat("cpu_pct"))))
+        out[base + ":rss_mib"] = _nums(list(map(dict.get, each, repeat("rss_mib"))))
+    for zone in next(iter(zone_shapes)):
+        base = f"rapl:{zone}"
+        out[base + ":present"] = np.ones(n, dtype=bool)
+        out[base + ":energy_uj"] = _nums(list(map(itemgetter(zone), zones)))
+    return out
+
+
+def _keys(d: Any) -> tuple | None:
+    """A nested map's keys in order (() for an empty or absent one; None: not a map)."""
+    if not d:
+        return ()
+    return tuple(d) if type(d) is dict else None
+
+
+def _nums(values: list) -> np.ndarray:
+    """``[_num(v) for v in values]`` as float64: a column of plain numbers at once."""
+    if set(map(type, values)) <= {float, int}:
+        out = np.array(values, dtype=np.float64)
+        out[~np.isfinite(out)] = np.nan
+        return out
+    return np.array([_num(v) for v in values], dtype=np.float64)
 
 
 def _concat(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

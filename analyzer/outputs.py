@@ -190,7 +190,9 @@ def parquet_pieces(path: Path, samples, key: str | None = None) -> Path:
             if writer is None:
                 schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
                                     for f in table.schema], metadata={SAMPLES_KEY: key} if key else None)
-                writer = pq.ParquetWriter(tmp, schema)
+                # dictionary pages for the text columns only: readings rarely repeat (a third of the time)
+                text = [f.name for f in schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)]
+                writer = pq.ParquetWriter(tmp, schema, use_dictionary=text or False)
             writer.write_table(table if table.schema == schema else table.cast(schema))
     finally:
         if writer is not None:

@@ -36,6 +36,7 @@ log = get_logger("analyzer.pipeline")
 SEED_COLUMNS = COLS.SEED_COLUMNS
 MAIN_COLUMNS = COLS.RESULTS
 PER_GPU = COLS.PER_GPU
+MAIN_SET = frozenset(MAIN_COLUMNS)
 
 
 @dataclass
@@ -225,8 +226,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     if opts.quality and opts.quality_options.get("enable_bart") is False:
         notes.append(Msg("n_no_bart"))
     for row in rows:
-        for c in MAIN_COLUMNS:
-            row.setdefault(c, None)
+        if not row.keys() >= MAIN_SET:  # (a set test first: most rows have every column already)
+            for c in MAIN_COLUMNS:
+                row.setdefault(c, None)
         q = quality.get(row["rid"], {})
         for col in QUALITY_COLUMNS:
             row[col] = _clean(q.get(col))
@@ -262,8 +264,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     extra = sorted({k for row in rows for k in row} - set(MAIN_COLUMNS))
     columns = list(MAIN_COLUMNS) + extra
     for row in rows:
-        for c in columns:
-            row.setdefault(c, None)
+        if len(row) < len(columns):  # (its keys are among the columns: fewer means some are missing)
+            for c in columns:
+                row.setdefault(c, None)
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
     warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
     problems[:0] = fallback_problems(batch) + batch_problems(batch, results, opts.batch_dir)
