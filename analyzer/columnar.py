@@ -59,12 +59,28 @@ def _num(v: Any) -> float:
 
 def _floats(values: list) -> np.ndarray:
     """Readings as float64, NaN where absent or not finite (the rule of shared.numbers.finite)."""
+    if _all_none(values):  # a series this publisher does not send
+        return np.full(len(values), np.nan)
     try:
         out = np.array(values, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
         return np.array([_num(v) for v in values], dtype=np.float64)
     out[~np.isfinite(out)] = np.nan
     return out
+
+
+def _all_none(values: Sequence) -> bool:
+    """Every value None (a field absent throughout), counted without a Python-level step."""
+    return values.count(None) == len(values)
+
+
+def _src_column(values: Sequence, codes: dict[str, int], code_of) -> np.ndarray:
+    """The source codes of a column of publisher ids (``code_of``: the decoder's, for any odd one)."""
+    if set(map(type, values)) != {str}:
+        return np.array([code_of(v) for v in values], dtype=np.int32)
+    if len(set(values)) == 1:  # the usual chunk: one daemon
+        return np.full(len(values), codes[values[0]], dtype=np.int32)
+    return np.fromiter(map(codes.get, values), dtype=np.int32, count=len(values))
 
 
 def _column(rows: list[dict], key: str) -> list:
@@ -215,8 +231,11 @@ class Decoder:
 
     def _codes(self, topic: str, key: str, values: list) -> np.ndarray:
         lookup = self._strings.setdefault((topic, key), {})
-        for v in set(values) - set(lookup) - {None}:
+        distinct = set(values)
+        for v in distinct - set(lookup) - {None}:
             lookup[v] = len(lookup)
+        if len(distinct) == 1:  # (one GPU's name, a field absent throughout)
+            return np.full(len(values), lookup.get(next(iter(distinct)), -1), dtype=np.int32)
         return np.fromiter(map(lookup.get, values, repeat(-1)), dtype=np.int32, count=len(values))
 
     def _convert(self, topic: str) -> None:
@@ -245,22 +264,25 @@ class Decoder:
             self._src_code(v)
         cols: dict[str, np.ndarray] = {
             "idx": np.array(idx, dtype=np.int64),
-            "src": (np.fromiter(map(src_codes.get, got["src"]), dtype=np.int32, count=len(got["src"]))
-                    if set(map(type, got["src"])) == {str}
-                    else np.array([self._src_code(v) for v in got["src"]], dtype=np.int32)),
+            "src": _src_column(got["src"], src_codes, self._src_code),
             "t": np.array(got["t"], dtype=np.int64),
             "seq": np.array(got["seq"], dtype=np.int64),
         }
         if topic == M.TEL_GPU:
             cols["gpu"] = np.array(got["gpu"], dtype=np.int64)
-            n = len(got["simulated"])
-            cols["simulated"] = np.fromiter(map(is_, got["simulated"], repeat(True)), dtype=bool, count=n)
+            n, limits = len(got["simulated"]), got["power_limit_w"]
+            cols["simulated"] = (np.zeros(n, dtype=bool) if _all_none(got["simulated"])
+                                 else np.fromiter(map(is_, got["simulated"], repeat(True)), dtype=bool, count=n))
             # the enforced power limit as sent (NaN included: stream.build compares the raw values)
-            cols["power_limit_w:present"] = np.fromiter(map(is_not, got["power_limit_w"], repeat(None)), dtype=bool,
-                                                        count=n)
-            cols["power_limit_w"] = np.array(got["power_limit_w"], dtype=np.float64)
+            if _all_none(limits):
+                cols["power_limit_w:present"], cols["power_limit_w"] = np.zeros(n, dtype=bool), np.full(n, np.nan)
+            else:
+                cols["power_limit_w:present"] = np.fromiter(map(is_not, limits, repeat(None)), dtype=bool, count=n)
+                cols["power_limit_w"] = np.array(limits, dtype=np.float64)
         elif topic == M.TEL_HOST:
-            cols["simulated"] = np.fromiter(map(bool, got["simulated"]), dtype=bool, count=len(got["simulated"]))
+            sims = got["simulated"]
+            cols["simulated"] = (np.zeros(len(sims), dtype=bool) if _all_none(sims)
+                                 else np.fromiter(map(bool, sims), dtype=bool, count=len(sims)))
         for key in FLOAT_KEYS[topic]:
             cols[key] = _floats(got[key])
         for key in STRING_KEYS[topic]:
