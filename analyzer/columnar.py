@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from itertools import compress, repeat
@@ -618,21 +619,21 @@ def fingerprint(stream: Path) -> dict[str, Any]:
     return {"source_bytes": size, "head_tail_sha256": h.hexdigest()}
 
 
-# the modules that turn a recording's bytes into the sample tables (raw/samples_*.parquet)
-_SAMPLE_CODE = ("analyzer/columnar.py", "analyzer/stream.py", "analyzer/clock.py", "analyzer/hosts.py",
-                "analyzer/pipeline.py", "shared/messages.py")
-
-
 def samples_key(dec: Decoded, lookback_s: float) -> str | None:
     """What raw/samples_*.parquet of this analysis derive from: the recording's fingerprint, the
     lookback and the code that builds them (None when the recording was not read whole, e.g. while
-    still being written). A samples file carrying the same key holds the same table: not rewritten."""
+    still being written, or the code cannot be read). A samples file carrying the same key holds the
+    same table: not rewritten."""
     if not dec.source:
         return None
-    root = Path(__file__).resolve().parent.parent
+    from analyzer import outputs, pipeline  # (they import this module's neighbours, not this one)
+
     code = hashlib.sha256()
-    for name in _SAMPLE_CODE:
-        code.update((root / name).read_bytes())
+    try:
+        for module in (clock, hosts, M, outputs, pipeline, sys.modules[__name__], sys.modules[BatchData.__module__]):
+            code.update(Path(module.__file__).read_bytes())
+    except (OSError, TypeError):  # no source beside the module: no key, the files are written
+        return None
     return json.dumps({"recording": dec.source, "lookback_s": float(lookback_s), "copy_version": COPY_VERSION,
                        "code_sha256": code.hexdigest()}, sort_keys=True)
 
