@@ -210,13 +210,14 @@ def analyse_messages(items, bd: BatchDir, opts: pipeline.Options, lookback_s: fl
 
 
 def analyse_data(data: stream.BatchData, bd: BatchDir, opts: pipeline.Options, plots: bool,
-                 problem: str | None = None, lang: str = "en") -> pipeline.Analysis:
-    """BatchData → Analysis → files (built from columns: ``--batch`` from the recording, ``--live`` from its spool)."""
+                 problem: str | None = None, lang: str = "en", samples_key: str | None = None) -> pipeline.Analysis:
+    """BatchData → Analysis → files (built from columns: ``--batch`` from the recording, ``--live`` from its spool).
+    ``samples_key``: columnar.samples_key of the recording (sample files already holding it are kept)."""
     too_far = clock.refused(data.clock)
     if too_far:  # windows cannot be joined with samples this uncertain: no figures rather than wrong ones
         raise BadInput(f"{bd.root}: batch refused: " + "; ".join(too_far))
     analysis = pipeline.analyze(data, dataclasses.replace(opts, batch_dir=bd.root), recording_problem=problem)
-    outputs.write_all(analysis, bd, make_plots=plots, progress=opts.progress, lang=lang)
+    outputs.write_all(analysis, bd, make_plots=plots, progress=opts.progress, lang=lang, samples_key=samples_key)
     return analysis
 
 
@@ -280,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.live:
             return _live(args, opts)
         bd, data, problem = load_data(args.batch, args.lookback_s)
-        analysis = analyse_data(data, bd, opts, not args.no_plots, problem, report_lang(args.report_lang))
+        key = columnar.samples_key(getattr(data.source, "recording", None) or {}, args.lookback_s)
+        analysis = analyse_data(data, bd, opts, not args.no_plots, problem, report_lang(args.report_lang), key)
         print(f"analysed {analysed_line(analysis.results)} -> {bd.summary / 'results.csv'}", flush=True)
         return 0
     except outputs.OutputsLocked as exc:

@@ -24,11 +24,12 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from itertools import compress, repeat
-from operator import itemgetter, not_
-from typing import Any, Iterable
+from operator import is_, is_not, itemgetter, not_
+from typing import Any, Iterable, Sequence
 
 import msgpack
 import numpy as np
@@ -68,12 +69,28 @@ def _num(v: Any) -> float:
 
 def _floats(values: list) -> np.ndarray:
     """Readings as float64, NaN where absent or not finite (the rule of shared.numbers.finite)."""
+    if _all_none(values):  # a series this publisher does not send
+        return np.full(len(values), np.nan)
     try:
         out = np.array(values, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
         return np.array([_num(v) for v in values], dtype=np.float64)
     out[~np.isfinite(out)] = np.nan
     return out
+
+
+def _all_none(values: Sequence) -> bool:
+    """Every value None (a field absent throughout), counted without a Python-level step."""
+    return values.count(None) == len(values)
+
+
+def _src_column(values: Sequence, codes: dict[str, int], code_of) -> np.ndarray:
+    """The source codes of a column of publisher ids (``code_of``: the decoder's, for any odd one)."""
+    if set(map(type, values)) != {str}:
+        return np.array([code_of(v) for v in values], dtype=np.int32)
+    if len(set(values)) == 1:  # the usual chunk: one daemon
+        return np.full(len(values), codes[values[0]], dtype=np.int32)
+    return np.fromiter(map(codes.get, values), dtype=np.int32, count=len(values))
 
 
 def _column(rows: list[dict], key: str) -> list:
@@ -103,7 +120,7 @@ def _shape_valid(body: type[M.Body], types: dict[str, set[type]]) -> bool:
     return True
 
 
-def _fast_columns(body: type[M.Body], rows: list[dict], keys: list[str]) -> dict[str, list] | None:
+def _fast_columns(body: type[M.Body], rows: list[dict], keys: list[str]) -> dict[str, Sequence] | None:
     """``keys`` as columns (None where absent) when every row surely passes M.validate, else None
     (then each row is checked on its own). Rows are grouped by their keys (a daemon sends one or two
     shapes: slow fields every few ticks); within a shape the values are transposed into columns and
@@ -124,7 +141,7 @@ def _fast_columns(body: type[M.Body], rows: list[dict], keys: list[str]) -> dict
         if not _shape_valid(body, {k: set(map(type, v)) for k, v in cols.items()}):
             return None
         if pos is None:
-            out = {k: (list(cols[k]) if k in cols else [None] * n) for k in keys}
+            out = {k: (cols[k] if k in cols else (None,) * n) for k in keys}
         else:
             for k in keys:
                 if k in cols:
@@ -159,6 +176,7 @@ class Decoded:
     events: list[tuple[int, str, dict[str, Any]]]
     srcs: list[str]
     invalid: int = 0
+    source: dict[str, Any] = field(default_factory=dict)  # fingerprint() of the recording read whole, else {}
 
 
 class Decoder:
@@ -231,9 +249,12 @@ class Decoder:
 
     def _codes(self, topic: str, key: str, values: list) -> np.ndarray:
         lookup = self._strings.setdefault((topic, key), {})
-        for v in set(values) - set(lookup) - {None}:
+        distinct = set(values)
+        for v in distinct - set(lookup) - {None}:
             lookup[v] = len(lookup)
-        return np.array(list(map(lookup.get, values, repeat(-1))), dtype=np.int32)
+        if len(distinct) == 1:  # (one GPU's name, a field absent throughout)
+            return np.full(len(values), lookup.get(next(iter(distinct)), -1), dtype=np.int32)
+        return np.fromiter(map(lookup.get, values, repeat(-1)), dtype=np.int32, count=len(values))
 
     def _convert(self, topic: str) -> None:
         rows, idx = self._pending[topic], self._pending_idx[topic]
@@ -262,19 +283,25 @@ class Decoder:
             self._src_code(v)
         cols: dict[str, np.ndarray] = {
             "idx": np.array(idx, dtype=np.int64),
-            "src": np.array(list(map(src_codes.get, got["src"])) if set(map(type, got["src"])) == {str}
-                            else [self._src_code(v) for v in got["src"]], dtype=np.int32),
+            "src": _src_column(got["src"], src_codes, self._src_code),
             "t": np.array(got["t"], dtype=np.int64),
             "seq": np.array(got["seq"], dtype=np.int64),
         }
         if topic == M.TEL_GPU:
             cols["gpu"] = np.array(got["gpu"], dtype=np.int64)
-            cols["simulated"] = np.array([v is True for v in got["simulated"]], dtype=bool)
+            n, limits = len(got["simulated"]), got["power_limit_w"]
+            cols["simulated"] = (np.zeros(n, dtype=bool) if _all_none(got["simulated"])
+                                 else np.fromiter(map(is_, got["simulated"], repeat(True)), dtype=bool, count=n))
             # the enforced power limit as sent (NaN included: stream.build compares the raw values)
-            cols["power_limit_w:present"] = np.array([v is not None for v in got["power_limit_w"]], dtype=bool)
-            cols["power_limit_w"] = np.array(got["power_limit_w"], dtype=np.float64)
+            if _all_none(limits):
+                cols["power_limit_w:present"], cols["power_limit_w"] = np.zeros(n, dtype=bool), np.full(n, np.nan)
+            else:
+                cols["power_limit_w:present"] = np.fromiter(map(is_not, limits, repeat(None)), dtype=bool, count=n)
+                cols["power_limit_w"] = np.array(limits, dtype=np.float64)
         elif topic == M.TEL_HOST:
-            cols["simulated"] = np.array([bool(v) for v in got["simulated"]], dtype=bool)
+            sims = got["simulated"]
+            cols["simulated"] = (np.zeros(len(sims), dtype=bool) if _all_none(sims)
+                                 else np.fromiter(map(bool, sims), dtype=bool, count=len(sims)))
         for key in floats:
             cols[key] = _floats(got[key])
         for key in strings:
@@ -287,29 +314,10 @@ class Decoder:
 
     def _host_nested(self, rows: list[dict]) -> dict[str, np.ndarray]:
         """Watched processes and RAPL zones as column groups: present, readings (NaN where absent)."""
-        n = len(rows)
-        out: dict[str, np.ndarray] = {}
+        out = _same_nested(rows)
+        if out is None:
+            out = _nested_by_row(rows)
         extra = self._extra[M.TEL_HOST]
-        for i, p in enumerate(rows):
-            for name, proc in (p.get(_HOST_PROCS) or {}).items():
-                base = f"proc:{name}"
-                if base + ":present" not in out:
-                    out[base + ":present"] = np.zeros(n, dtype=bool)
-                    out[base + ":sim"] = np.zeros(n, dtype=bool)
-                    out[base + ":cpu_pct"] = np.full(n, np.nan)
-                    out[base + ":rss_mib"] = np.full(n, np.nan)
-                proc = proc or {}
-                out[base + ":present"][i] = True
-                out[base + ":sim"][i] = bool(proc.get("simulated"))
-                out[base + ":cpu_pct"][i] = _num(proc.get("cpu_pct"))
-                out[base + ":rss_mib"][i] = _num(proc.get("rss_mib"))
-            for zone, uj in (p.get(_HOST_RAPL) or {}).items():
-                base = f"rapl:{zone}"
-                if base + ":present" not in out:
-                    out[base + ":present"] = np.zeros(n, dtype=bool)
-                    out[base + ":energy_uj"] = np.full(n, np.nan)
-                out[base + ":present"][i] = True
-                out[base + ":energy_uj"][i] = _num(uj)
         for name in out:
             group = name.rsplit(":", 1)[0]
             if group not in extra:
@@ -325,6 +333,75 @@ class Decoder:
             strings = {key: list(self._strings.get((topic, key), {})) for key in self._string_keys[topic]}
             tables[topic] = Table(_concat(chunks), strings, list(self._extra[topic]), self._float_keys[topic])
         return Decoded(tables, self.events, list(self._src), self.invalid)
+
+
+def _nested_by_row(rows: list[dict]) -> dict[str, np.ndarray]:
+    """_host_nested's columns, row by row (any mix of processes and zones)."""
+    n = len(rows)
+    out: dict[str, np.ndarray] = {}
+    for i, p in enumerate(rows):
+        for name, proc in (p.get(_HOST_PROCS) or {}).items():
+            base = f"proc:{name}"
+            if base + ":present" not in out:
+                out[base + ":present"] = np.zeros(n, dtype=bool)
+                out[base + ":sim"] = np.zeros(n, dtype=bool)
+                out[base + ":cpu_pct"] = np.full(n, np.nan)
+                out[base + ":rss_mib"] = np.full(n, np.nan)
+            proc = proc or {}
+            out[base + ":present"][i] = True
+            out[base + ":sim"][i] = bool(proc.get("simulated"))
+            out[base + ":cpu_pct"][i] = _num(proc.get("cpu_pct"))
+            out[base + ":rss_mib"][i] = _num(proc.get("rss_mib"))
+        for zone, uj in (p.get(_HOST_RAPL) or {}).items():
+            base = f"rapl:{zone}"
+            if base + ":present" not in out:
+                out[base + ":present"] = np.zeros(n, dtype=bool)
+                out[base + ":energy_uj"] = np.full(n, np.nan)
+            out[base + ":present"][i] = True
+            out[base + ":energy_uj"][i] = _num(uj)
+    return out
+
+
+def _same_nested(rows: list[dict]) -> dict[str, np.ndarray] | None:
+    """_nested_by_row's columns when every row watches the same processes and RAPL zones in the same
+    order (the usual chunk), a column at a time; None otherwise."""
+    n = len(rows)
+    procs = list(map(dict.get, rows, repeat(_HOST_PROCS)))
+    zones = list(map(dict.get, rows, repeat(_HOST_RAPL)))
+    proc_shapes, zone_shapes = set(map(_keys, procs)), set(map(_keys, zones))
+    if len(proc_shapes) != 1 or len(zone_shapes) != 1 or None in proc_shapes or None in zone_shapes:
+        return None
+    out: dict[str, np.ndarray] = {}
+    for name in next(iter(proc_shapes)):
+        each = list(map(itemgetter(name), procs))
+        if set(map(type, each)) != {dict}:
+            return None
+        base = f"proc:{name}"
+        out[base + ":present"] = np.ones(n, dtype=bool)
+        out[base + ":sim"] = np.fromiter(map(bool, map(dict.get, each, repeat("simulated"))), dtype=bool, count=n)
+        out[base + ":cpu_pct"] = _nums(list(map(dict.get, each, repeat("cpu_pct"))))
+        out[base + ":rss_mib"] = _nums(list(map(dict.get, each, repeat("rss_mib"))))
+    for zone in next(iter(zone_shapes)):
+        base = f"rapl:{zone}"
+        out[base + ":present"] = np.ones(n, dtype=bool)
+        out[base + ":energy_uj"] = _nums(list(map(itemgetter(zone), zones)))
+    return out
+
+
+def _keys(d: Any) -> tuple | None:
+    """A nested map's keys in order (() for an empty or absent one; None: not a map)."""
+    if not d:
+        return ()
+    return tuple(d) if type(d) is dict else None
+
+
+def _nums(values: list) -> np.ndarray:
+    """``[_num(v) for v in values]`` as float64: a column of plain numbers at once."""
+    if set(map(type, values)) <= {float, int}:
+        out = np.array(values, dtype=np.float64)
+        out[~np.isfinite(out)] = np.nan
+        return out
+    return np.array([_num(v) for v in values], dtype=np.float64)
 
 
 def _concat(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -562,6 +639,26 @@ def fingerprint(stream: Path) -> dict[str, Any]:
     return {"source_bytes": size, "head_tail_sha256": h.hexdigest()}
 
 
+def samples_key(source: dict[str, Any], lookback_s: float) -> str | None:
+    """What raw/samples_*.parquet of this analysis derive from: the recording's fingerprint
+    (``Decoded.source``), the lookback and the code that builds them (None when the recording was not
+    read whole, e.g. while still being written, or the code cannot be read). A samples file carrying
+    the same key holds the same table: not rewritten."""
+    if not source:
+        return None
+    from analyzer import outputs, pipeline, slabs  # (they import this module's neighbours, not this one)
+
+    code = hashlib.sha256()
+    try:
+        for module in (clock, hosts, M, outputs, pipeline, slabs, gpu_store, sys.modules[__name__],
+                       sys.modules[BatchData.__module__]):
+            code.update(Path(module.__file__).read_bytes())
+    except (OSError, TypeError):  # no source beside the module: no key, the files are written
+        return None
+    return json.dumps({"recording": source, "lookback_s": float(lookback_s), "copy_version": COPY_VERSION,
+                       "code_sha256": code.hexdigest()}, sort_keys=True)
+
+
 def _decode(stream: Path, sink=None) -> tuple[Decoded, RecordingReader]:
     reader = RecordingReader(stream)
     dec = Decoder(sink=sink)
@@ -582,6 +679,7 @@ def decode_file(stream: Path, keep_copy: bool = True) -> tuple[Decoded, str | No
     fp = fingerprint(stream) if keep_copy else {}
     out, reader = _decode(stream)
     if keep_copy and fingerprint(stream) == fp:
+        out.source = fp
         write_copy(stream, out, reader.header or {}, reader.problem, fp)
     return out, reader.problem
 
@@ -696,7 +794,7 @@ def read_copy(stream: Path, gpus: bool = True):
         with open(root / "events.msgpack", "rb") as fh:
             events = [tuple(e) for e in msgpack.Unpacker(fh, raw=False, strict_map_key=False,
                                                          max_buffer_size=1 << 30)]
-        dec = Decoded(tables, [(int(i), str(t), p) for i, t, p in events], meta["srcs"], int(meta["invalid"]))
+        dec = Decoded(tables, [(int(i), str(t), p) for i, t, p in events], meta["srcs"], int(meta["invalid"]), now)
     except Exception as exc:  # a damaged copy is never trusted: stream.msgpack is the source of truth
         log.warning("columnar_copy_unreadable", path=str(root), problem=str(exc), note="rebuilt from stream.msgpack")
         return None
@@ -729,9 +827,13 @@ def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp
             if topic == M.TEL_GPU:
                 continue
             # no dictionary pages (readings rarely repeat; building them tripled the writer's memory),
-            # row groups of 128 Ki rows (the writer holds one at a time)
-            pq.write_table(pa.table(dec.tables[topic].cols), tmp / f"{topic}.parquet", compression="zstd",
-                           row_group_size=1 << 17, use_dictionary=False)
+            # row groups of 128 Ki rows (the writer holds one at a time); readings byte-stream-split and
+            # integers (times, sequence numbers, codes) delta-coded: half the size, and faster to read
+            cols = dec.tables[topic].cols
+            floats = [name for name, v in cols.items() if v.dtype.kind == "f"]
+            ints = {name: "DELTA_BINARY_PACKED" for name, v in cols.items() if v.dtype.kind in "iu"}
+            pq.write_table(pa.table(cols), tmp / f"{topic}.parquet", compression="zstd", row_group_size=1 << 17,
+                           use_dictionary=False, use_byte_stream_split=floats or False, column_encoding=ints or None)
         with open(tmp / "events.msgpack", "wb") as fh:
             packer = msgpack.Packer(use_bin_type=True)
             for e in dec.events:

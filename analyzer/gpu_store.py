@@ -65,9 +65,13 @@ class Spill:
         if f is None:
             name = f"{GPU_DIR}/{len(self._files)}.parquet"
             table = pa.table(cols)
+            # as the copy's other tables: no dictionary pages, readings byte-stream-split, integers delta-coded
+            floats = [n for n, v in cols.items() if v.dtype.kind == "f"]
+            ints = {n: "DELTA_BINARY_PACKED" for n, v in cols.items() if v.dtype.kind in "iu"}
+            writer = pq.ParquetWriter(self.root / name, table.schema, compression="zstd", use_dictionary=False,
+                                      use_byte_stream_split=floats or False, column_encoding=ints or None)
             f = self._files[key] = {"src": key[0], "gpu": key[1], "file": name, "rows": 0, "groups": [],
-                                    "writer": pq.ParquetWriter(self.root / name, table.schema, compression="zstd",
-                                                               use_dictionary=False)}
+                                    "writer": writer}
         else:
             table = pa.table(cols)
         for at in range(0, table.num_rows, ROW_GROUP):
@@ -181,6 +185,7 @@ class Store:
             seqs.setdefault(str(p["src"]), set()).add(int(p["seq"]))
         self._event_seqs = {s: np.array(sorted(v), dtype=np.int64) for s, v in seqs.items()}
         self._cache: tuple[float, float, BatchData] | None = None
+        self.recording: dict[str, Any] = {}
         self.scans = [self._scan(f) for f in files]
         self.base = base
 
@@ -360,6 +365,7 @@ def lazy_batch(root: Path, files: list[dict[str, Any]], dec, lookback_s: float) 
     base = to_batch(dec, lookback_s)  # dec's tel.gpu table is empty: its rows are in the files
     gpu = dec.tables[M.TEL_GPU]
     store = Store(root, files, gpu.strings, tuple(gpu.series), dec, lookback_s, base)
+    store.recording = dec.source  # the fingerprint of the recording the copy is of (columnar.samples_key)
     gpus = store.gpus()
     first, _ = store.first_last()
     events_or_host = bool(dec.events) or base.host is not None or dec.tables[M.TEL_HB].n > 0

@@ -5,7 +5,6 @@ import contextvars
 import json
 import math
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -76,33 +75,68 @@ def jsonable(v: Any) -> Any:
 
 
 _PLAIN_NUMBERS = {float, int, type(None)}
+_encode_str = json.encoder.encode_basestring        # ensure_ascii=False (json's C version when built)
+_flat_numbers = json.JSONEncoder(allow_nan=False).encode  # one line, json's C encoder; ValueError on NaN/inf
 
 
 def json_text(obj: Any) -> str:
-    """Indented JSON; long lists of plain numbers (a window's samples) on one line each, written by
-    json's C encoder (the indenting encoder is pure Python: it took most of a batch's analysis time)."""
-    flat: dict[str, str] = {}
-    nonce = uuid.uuid4().hex  # placeholders no string in the data can equal
+    """Indented JSON (as ``json.dumps(jsonable(obj), ensure_ascii=False, indent=2)``), except that long
+    lists of plain numbers (a window's samples) stay on one line each. Written here rather than by
+    json's indenting encoder, which is pure Python and took most of a batch's analysis time; every
+    scalar and number list still goes through json's own C encoders, so the text is the same."""
+    return _json(obj, "\n") + "\n"
 
-    def walk(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {str(k): walk(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)) and len(v) > 8 and set(map(type, v)) <= _PLAIN_NUMBERS:
+
+def _json(v: Any, nl: str) -> str:
+    """``v`` as JSON; ``nl``: a newline and the indent of the line ``v`` starts on."""
+    plain = _PLAIN_JSON.get(type(v))
+    if plain is not None:
+        return plain(v)
+    if isinstance(v, dict):
+        if not v:
+            return "{}"
+        if not all(type(k) is str for k in v):
+            v = {str(k): x for k, x in v.items()}  # (as json would, after str(): a later duplicate wins)
+        inner = nl + "  "
+        return "{" + inner + ("," + inner).join([_encode_str(k) + ": " + _json(x, inner) for k, x in v.items()]) \
+            + nl + "}"
+    if isinstance(v, (list, tuple)):
+        if len(v) > 8 and set(map(type, v)) <= _PLAIN_NUMBERS:
             try:
-                text = json.dumps(v, allow_nan=False)
-            except ValueError:  # NaN or inf inside: element by element
-                return [jsonable(x) for x in v]
-            key = f"\x00{nonce}:{len(flat)}"
-            flat[json.dumps(key)] = text
-            return key
-        if isinstance(v, (list, tuple)):
-            return [walk(x) for x in v]
-        return jsonable(v)
+                return _flat_numbers(v)
+            except ValueError:  # NaN or inf inside: element by element, one per line
+                v = [jsonable(x) for x in v]
+        if not v:
+            return "[]"
+        inner = nl + "  "
+        return "[" + inner + ("," + inner).join([_json(x, inner) for x in v]) + nl + "]"
+    return _scalar_json(jsonable(v))
 
-    text = json.dumps(walk(obj), ensure_ascii=False, indent=2, allow_nan=False)
-    for key, value in flat.items():
-        text = text.replace(key, value, 1)
-    return text + "\n"
+
+def _float_json(v: float) -> str:
+    return float.__repr__(v) if math.isfinite(v) else "null"
+
+
+# the usual scalars, by exact type, without jsonable()'s checks
+_PLAIN_JSON: dict[type, Any] = {str: _encode_str, float: _float_json, int: int.__repr__, type(None): lambda v: "null",
+                                bool: lambda v: "true" if v else "false"}
+
+
+def _scalar_json(v: Any) -> str:
+    """One jsonable() scalar as json.dumps writes it."""
+    if isinstance(v, str):
+        return _encode_str(v)
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        return int.__repr__(v)
+    if isinstance(v, float):
+        return float.__repr__(v)  # finite: jsonable() made NaN and inf None
+    raise TypeError(f"Object of type {type(v).__name__} is not JSON serializable")
 
 
 def _column(values: list) -> pa.Array:
@@ -114,10 +148,22 @@ def _column(values: list) -> pa.Array:
         return pa.array([None if v is None else tables.cell(v) for v in values], type=pa.string())
 
 
+_NUMBERS = {float, int, bool, type(None)}
+_AS_IS = {str, int, bool, type(None)}
+
+
+def _jsonable_column(values: list) -> list:
+    """``[jsonable(v) for v in values]``, without the per-value checks where the types allow it."""
+    types = set(map(type, values))
+    if types <= _AS_IS or (types <= _NUMBERS and all(map(math.isfinite, [v for v in values if v is not None]))):
+        return values
+    return [jsonable(v) for v in values]
+
+
 def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]] | None = None,
             data: dict[str, list] | None = None) -> Path:
     if data is None:
-        data = {c: [jsonable(r.get(c)) for r in rows or []] for c in columns}
+        data = {c: _jsonable_column([r.get(c) for r in rows or []]) for c in columns}
     table = pa.table({c: _column(data[c]) for c in columns})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -125,9 +171,16 @@ def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]] | None = 
     return _replace(tmp, path)
 
 
-def parquet_pieces(path: Path, samples) -> Path:
+SAMPLES_KEY = b"genai_power.samples_key"  # Parquet metadata: what the table was built from (columnar.samples_key)
+
+
+def parquet_pieces(path: Path, samples, key: str | None = None) -> Path:
     """A sample table written piece by piece (one row group per source): never the whole table in memory.
-    Text columns are strings even where a piece has none (a GPU without a uuid)."""
+    Text columns are strings even where a piece has none (a GPU without a uuid). ``key``: what the
+    table derives from, kept in the file's metadata; a file already holding this key and as many rows
+    is that same table, left as it is (a re-analysis would write the recording's samples again)."""
+    if key is not None and _holds(path, key, samples):
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     writer = schema = None
@@ -136,8 +189,10 @@ def parquet_pieces(path: Path, samples) -> Path:
             table = pa.table({c: _column(piece[c]) for c in samples.columns})
             if writer is None:
                 schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
-                                    for f in table.schema])
-                writer = pq.ParquetWriter(tmp, schema)
+                                    for f in table.schema], metadata={SAMPLES_KEY: key} if key else None)
+                # dictionary pages for the text columns only: readings rarely repeat (a third of the time)
+                text = [f.name for f in schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)]
+                writer = pq.ParquetWriter(tmp, schema, use_dictionary=text or False)
             writer.write_table(table if table.schema == schema else table.cast(schema))
     finally:
         if writer is not None:
@@ -146,25 +201,45 @@ def parquet_pieces(path: Path, samples) -> Path:
     return path
 
 
-def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
-    """Write via a temporary file and an atomic rename: a killed analyzer never leaves half a CSV."""
+def _holds(path: Path, key: str, samples) -> bool:
+    """Whether the Parquet file at ``path`` was written from ``key`` with ``samples``' rows and columns."""
+    try:
+        meta = pq.read_metadata(path)
+    except (OSError, pa.ArrowException):  # missing or not a whole Parquet file: written again
+        return False
+    stored = (meta.metadata or {}).get(SAMPLES_KEY)
+    return (stored == key.encode() and meta.num_rows == samples.rows
+            and meta.schema.to_arrow_schema().names == list(samples.columns))
+
+
+def write_text(path: Path, text: str, encoding: str = "utf-8", skip_unchanged: bool = False) -> Path:
+    """Write via a temporary file and an atomic rename: a killed analyzer never leaves half a CSV.
+    ``skip_unchanged``: a file that already holds exactly these bytes is left as it is (creating the
+    temporary file costs more than composing a request's JSON: a re-analysis rewrites thousands)."""
+    data = text.encode(encoding)
+    if skip_unchanged:
+        try:
+            if path.stat().st_size == len(data) and path.read_bytes() == data:
+                return path
+        except OSError:  # missing or unreadable: written below
+            pass
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    # newline="" so "\n" stays "\n" on Windows too: byte-identical files on every platform.
-    with open(tmp, "w", encoding=encoding, newline="") as fh:
-        fh.write(text)
+    # bytes as encoded here ("\n" stays "\n" on Windows too): byte-identical files on every platform.
+    with open(tmp, "wb") as fh:
+        fh.write(data)
     return _replace(tmp, path)
 
 
 def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool = False,
-              lang: str = "en") -> list[Path]:
+              lang: str = "en", samples_key: str | None = None) -> list[Path]:
     """Every output file; returns their paths. ``lang``: 'en' (report.md/.html), 'zh' (report.zh.md/.html)
-    or 'both'.
+    or 'both'. ``samples_key``: what the sample tables derive from (columnar.samples_key; see parquet_pieces).
     A file another program holds open does not stop the others: :class:`OutputsLocked` at the end."""
     locked: list[tuple[Path, Path]] = []
     token = _LOCKED.set(locked)
     try:
-        written = _write_all(a, bd, make_plots, progress, lang)
+        written = _write_all(a, bd, make_plots, progress, lang, samples_key)
     finally:
         _LOCKED.reset(token)
     if locked:
@@ -172,7 +247,8 @@ def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool
     return written
 
 
-def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang: str) -> list[Path]:
+def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang: str,
+               samples_key: str | None) -> list[Path]:
     bd.make()
     written = [
         write_text(bd.summary / "results.csv", tables.csv_text(a.columns, a.results), CSV_ENCODING),
@@ -194,12 +270,12 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
         written.append(write_text(bd.summary / "warmups.csv", tables.csv_text(a.columns, a.warmups), CSV_ENCODING))
     rids = list(a.request_json)  # in time order (its telemetry is read in order); each built, written, dropped
     for rid in tqdm(rids, desc="request JSON", unit="req", disable=not progress or len(rids) < 50):
-        written.append(write_text(bd.request_json(rid), json_text(a.request_json[rid])))
+        written.append(write_text(bd.request_json(rid), json_text(a.request_json[rid]), skip_unchanged=True))
     written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))
     if a.gpu_samples.rows:
-        written.append(parquet_pieces(bd.raw / "samples_gpu.parquet", a.gpu_samples))
+        written.append(parquet_pieces(bd.raw / "samples_gpu.parquet", a.gpu_samples, samples_key))
     if a.host_samples.rows:
-        written.append(parquet_pieces(bd.raw / "samples_host.parquet", a.host_samples))
+        written.append(parquet_pieces(bd.raw / "samples_host.parquet", a.host_samples, samples_key))
     plot_files: list[str] = []
     if make_plots:
         from analyzer import plots  # matplotlib only when plotting

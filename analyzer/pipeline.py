@@ -2,7 +2,9 @@
 except for the optional quality step, which is injected/contained in quality_call)."""
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ log = get_logger("analyzer.pipeline")
 SEED_COLUMNS = COLS.SEED_COLUMNS
 MAIN_COLUMNS = COLS.RESULTS
 PER_GPU = COLS.PER_GPU
+MAIN_SET = frozenset(MAIN_COLUMNS)
 
 
 @dataclass
@@ -124,6 +127,13 @@ def _clean(v):
     return v
 
 
+def _cleaned(values) -> list:
+    """``[_clean(v) for v in values]``, a float array at once (NaN and inf: None)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+        return _finite_list(values) if values.dtype.kind == "f" else values.tolist()
+    return [_clean(v) for v in (values.tolist() if isinstance(values, np.ndarray) else values)]
+
+
 def batch_setting(batch: BatchData, key: str) -> dict[str, Any] | None:
     """One setting as the collector recorded it in batch.start's config ({"value", "source", ...})."""
     config = batch.batch_start.config if batch.batch_start else None
@@ -187,8 +197,10 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     cases = batch.batch_start.cases if batch.batch_start else None
     rows = []
     itl: dict[str, np.ndarray] = {}
+    gpu_cells = {k: {c: _cleaned(v) for c, v in cols.items()} for k, cols in per_gpu.items()}
+    host_cells = {k: _cleaned(v) for k, v in host.items()}
     for r in reqs:
-        row = _row(r, idx.get(r.rid), per_gpu, host, batch, opts, simulated)
+        row = _row(r, idx.get(r.rid), gpu_cells, host_cells, batch, opts, simulated)
         itl[r.rid] = np.asarray(row.pop("_itl_ms", []), dtype=np.float64)  # 8 bytes a gap, not a float object
         if r.rid in idx:
             row["effective_window_s"] = float(conc.energy[idx[r.rid]])
@@ -216,8 +228,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     if opts.quality and opts.quality_options.get("enable_bart") is False:
         notes.append(Msg("n_no_bart"))
     for row in rows:
-        for c in MAIN_COLUMNS:
-            row.setdefault(c, None)
+        if not row.keys() >= MAIN_SET:  # (a set test first: most rows have every column already)
+            for c in MAIN_COLUMNS:
+                row.setdefault(c, None)
         q = quality.get(row["rid"], {})
         for col in QUALITY_COLUMNS:
             row[col] = _clean(q.get(col))
@@ -253,8 +266,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     extra = sorted({k for row in rows for k in row} - set(MAIN_COLUMNS))
     columns = list(MAIN_COLUMNS) + extra
     for row in rows:
-        for c in columns:
-            row.setdefault(c, None)
+        if len(row) < len(columns):  # (its keys are among the columns: fewer means some are missing)
+            for c in columns:
+                row.setdefault(c, None)
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
     warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
     problems[:0] = fallback_problems(batch) + batch_problems(batch, results, opts.batch_dir)
@@ -347,9 +361,11 @@ def mark_outliers(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for rows in groups.values():
         if len(rows) < 2:
             continue
+        lats = sorted(x["latency_s"] for x in rows)
+        mid = (len(rows) - 2) // 2  # the lower median's place among the others
         for r in rows:
-            others = sorted(x["latency_s"] for x in rows if x is not r)
-            base = others[(len(others) - 1) // 2]
+            # the others, sorted, are ``lats`` less one copy of r's value: the median lies before or after it
+            base = lats[mid] if bisect.bisect_left(lats, r["latency_s"]) > mid else lats[mid + 1]
             r["latency_vs_twins"] = r["latency_s"] / base
             r["latency_outlier"] = r["latency_vs_twins"] > OUTLIER_FACTOR
             if r["latency_outlier"]:
@@ -552,7 +568,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     row["window_s"] = (e.t - s.t) / 1e9
     if row["clock_uncertainty_ms"] is not None:  # a window only a few uncertainties long: its edges are doubtful
         row["clock_short_window"] = row["window_s"] < CLOCK.SHORT_WINDOW_FACTOR * row["clock_uncertainty_ms"] / 1e3
-    gpu_vals = {k: {c: _clean(v[c][i]) for c in v} for k, v in per_gpu.items()}
+    gpu_vals = {k: {c: col[i] for c, col in v.items()} for k, v in per_gpu.items()}
     if gpu_vals:
         g = list(gpu_vals.values())
         for col in COLS.GPU_COMBINED:  # each GPU column by its registered rule (sum, mean, max, …)
@@ -569,7 +585,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
                 name = k.replace("/", "_").replace("@", "_")
                 for c in PER_GPU:
                     row[f"{name}_{c}"] = x[c]
-    h = {k: _clean(v[i]) for k, v in host.items()}
+    h = {k: v[i] for k, v in host.items()}
     row.update({k: h.get(k) for k in ("cpu_util_avg", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_coverage",
                                       "host_mem_peak_mib", "cpu_energy_j_server", "cpu_server_basis",
                                       "cpu_server_share", "server_cpu_s", "host_cpu_other_pct")})
@@ -622,9 +638,33 @@ def batch_problems(batch: BatchData, results: list[dict], batch_dir: Path | None
 def _finite_list(values: np.ndarray, scale: float | None = None) -> list:
     """finite() of each value (÷ scale first), vectorised: floats, None where absent or not finite."""
     v = values / scale if scale is not None else values
+    if np.isfinite(v).all():  # the usual case: no object array
+        return v.tolist()
     out = v.astype(object)
     out[~np.isfinite(v)] = None
     return out.tolist()
+
+
+def _offsets(t_s: np.ndarray, a_s: float) -> list[float]:
+    """``[round(t - a_s, 6) for t in t_s]``, vectorised. Python's round(x, 6) is the double nearest to
+    x·10⁶ rounded to an integer k, over 10⁶; numpy's product x·1e6 is off by far less than 10⁻⁶ here, so
+    its rint gives the same k except near a half, and k / 1e6 is that nearest double (IEEE division
+    rounds correctly). Values near a half, or too large for that bound, take Python's round."""
+    x = t_s - a_s
+    p = x * 1e6
+    out = (np.rint(p) / 1e6).tolist()
+    with np.errstate(invalid="ignore"):  # (inf or NaN: in doubt, so Python's round)
+        doubt = ~(np.abs(x) < 1e7) | (np.abs(p - np.floor(p) - 0.5) <= 1e-6 + np.abs(p) * 2.0 ** -50)
+    for i in np.flatnonzero(doubt).tolist():
+        out[i] = round(float(x[i]), 6)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _in_summary(column: str) -> bool:
+    """Whether a results column goes into a request JSON's system_metrics_summary."""
+    return (column.startswith(("gpu_", "cpu_", "host_", "proc_"))
+            or column in ("j_per_token", "tokens_per_j", "total_energy_j", "energy_basis"))
 
 
 def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: BatchData, quality: dict | None,
@@ -633,8 +673,7 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
     s, e = r.start, r.end
     origin = batch.origin_ns
     full: dict[str, Any] = {}
-    summary: dict[str, Any] = {k: row.get(k) for k in row if k.startswith(("gpu_", "cpu_", "host_", "proc_"))
-                               or k in ("j_per_token", "tokens_per_j", "total_energy_j", "energy_basis")}
+    summary: dict[str, Any] = {k: row.get(k) for k in row if _in_summary(k)}
     if i is not None:
         a_s, b_s = float(win.a_s[i]), float(win.b_s[i])
         full["window_start_s"], full["window_end_s"] = a_s, b_s
@@ -642,7 +681,7 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
         for g in batch.gpus:
             t_s = (g.t_ns - origin) / 1e9
             m = _in_window(t_s, a_s, b_s)
-            full["gpus"][g.key] = {"t_s": [round(x - a_s, 6) for x in t_s[m].tolist()],
+            full["gpus"][g.key] = {"t_s": _offsets(t_s[m], a_s),
                                    "power_w": _finite_list(g.values["power_mw"][m], 1000.0),
                                    **{k: _finite_list(g.values[k][m]) for k in ("energy_mj", "util_gpu_pct",
                                                                                 "mem_used_mib", "temp_c",
@@ -652,7 +691,7 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
             h = batch.host
             t_s = (h.t_ns - origin) / 1e9
             m = _in_window(t_s, a_s, b_s)
-            full["host"] = {"t_s": [round(x - a_s, 6) for x in t_s[m].tolist()],
+            full["host"] = {"t_s": _offsets(t_s[m], a_s),
                             "cpu_pct": _finite_list(h.values["cpu_pct"][m]),
                             "mem_used_mib": _finite_list(h.values["mem_used_mib"][m])}
     bs = batch.batch_start or M.BatchStart(batch="")

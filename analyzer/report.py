@@ -60,7 +60,20 @@ def md_table(columns, rows: list[dict[str, Any]], lang: str = "en") -> str:
     if not rows:
         return t("none", lang) + "\n"
     lines = ["| " + " | ".join(label(c, lang) for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_md_cell(cell_value(c, r.get(c), lang)) for c in columns) + " |" for r in rows]
+    seen: dict[tuple, str] = {}  # text cells by column and value: a model or a status repeats on every row
+
+    def md_cell(c: str, v: Any) -> str:
+        kind = type(v)
+        if kind is float or kind is int or v is None:
+            return fmt_num(v)
+        if kind is str or kind is bool:
+            key = (c, kind, v)
+            if key not in seen:
+                seen[key] = _md_cell(cell_value(c, v, lang))
+            return seen[key]
+        return _md_cell(cell_value(c, v, lang))
+
+    lines += ["| " + " | ".join([md_cell(c, r.get(c)) for c in columns]) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,7 @@ that came from a model, a server or a config (names, answers, errors) goes throu
 from __future__ import annotations
 
 import math
+from itertools import repeat
 from typing import Any, Iterable
 
 import numpy as np
@@ -62,6 +63,14 @@ class _Axes:
 
     def y(self, v: float) -> float:
         return round(MARGIN["t"] + self.ph - (v - self.y0) / (self.y1 - self.y0) * self.ph, 2)
+
+    # x() and y() of many values: the same float operations element-wise, then Python's round
+    def xs(self, v: np.ndarray) -> list[float]:
+        return list(map(round, (MARGIN["l"] + (v - self.x0) / (self.x1 - self.x0) * self.pw).tolist(), repeat(2)))
+
+    def ys(self, v: np.ndarray) -> list[float]:
+        return list(map(round, (MARGIN["t"] + self.ph - (v - self.y0) / (self.y1 - self.y0) * self.ph).tolist(),
+                        repeat(2)))
 
     def frame(self, xlabel: str, ylabel: str) -> list[str]:
         out = [f'<rect x="{MARGIN["l"]}" y="{MARGIN["t"]}" width="{self.pw}" height="{self.ph}" class="frame"/>']
@@ -140,8 +149,25 @@ def _decimate(ts: np.ndarray, ps: np.ndarray, limit: int) -> tuple[np.ndarray, n
     return ts[idx], ps[idx]
 
 
-def timeline_svg(plot_id: str, timeline: dict, windows: list[dict], lang: str) -> str | None:
-    """GPU power over time; request windows shaded, prefill darker than decode."""
+def window_spans(windows: list[dict], lang: str) -> list[tuple[float, float, str, str]]:
+    """The shaded spans of the request windows: (start s, end s, kind, escaped tooltip); prefill and
+    decode apart where the first token is known."""
+    out = []
+    for w in windows:
+        a, b, f = w["a_s"], w["b_s"], w.get("first_s")
+        kind = "warm" if w["warmup"] else None
+        spans = [(a, b, kind or "decode")] if (f is None or not a <= f <= b) else \
+            [(a, f, kind or "prefill"), (f, b, kind or "decode")]
+        for s0, s1, k in spans:
+            tip = f"{w['label']} · {t('warmup' if k == 'warm' else k, lang)} · {fmt_num(s1 - s0)} s"
+            out.append((s0, s1, k, esc(tip)))
+    return out
+
+
+def timeline_svg(plot_id: str, timeline: dict, windows: list[dict], lang: str,
+                 spans: list[tuple[float, float, str, str]] | None = None) -> str | None:
+    """GPU power over time; request windows shaded, prefill darker than decode. ``spans``:
+    window_spans(windows, lang) when the caller has them already (they are the same for every GPU)."""
     ts, ps = np.asarray(timeline["t_s"], dtype=float), np.asarray(timeline["power_w"], dtype=float)
     ok = np.isfinite(ts) & np.isfinite(ps)
     ts, ps = ts[ok], ps[ok]
@@ -153,17 +179,14 @@ def timeline_svg(plot_id: str, timeline: dict, windows: list[dict], lang: str) -
     out = [f'<svg class="plot" id="{esc(plot_id)}" viewBox="0 0 {TIMELINE_W} {TIMELINE_H}" width="{TIMELINE_W}" '
            f'height="{TIMELINE_H}" role="img">'] + ax.frame(t("x_time", lang), t("y_power", lang))
     top, height = MARGIN["t"], ax.ph
-    for w in windows:
-        a, b, f = w["a_s"], w["b_s"], w.get("first_s")
-        kind = "warm" if w["warmup"] else None
-        spans = [(a, b, kind or "decode")] if (f is None or not a <= f <= b) else \
-            [(a, f, kind or "prefill"), (f, b, kind or "decode")]
-        for s0, s1, k in spans:
-            tip = f"{w['label']} · {t('warmup' if k == 'warm' else k, lang)} · {fmt_num(s1 - s0)} s"
-            out.append(f'<rect class="mark win {k}" x="{ax.x(s0)}" y="{top}" width="{max(0.5, ax.x(s1) - ax.x(s0))}" '
-                       f'height="{height}" data-tip="{esc(tip)}"/>')
+    spans = window_spans(windows, lang) if spans is None else spans
+    starts = ax.xs(np.array([sp[0] for sp in spans], dtype=float))
+    ends = ax.xs(np.array([sp[1] for sp in spans], dtype=float))
+    for (_s0, _s1, k, tip), x0, x1 in zip(spans, starts, ends):
+        out.append(f'<rect class="mark win {k}" x="{x0}" y="{top}" width="{max(0.5, x1 - x0)}" '
+                   f'height="{height}" data-tip="{tip}"/>')
     dt, dp = _decimate(ts, ps, MAX_TIMELINE_POINTS)
-    pts = " ".join(f"{ax.x(float(a))},{ax.y(float(b))}" for a, b in zip(dt, dp))
+    pts = " ".join(f"{x},{y}" for x, y in zip(ax.xs(dt), ax.ys(dp)))
     out.append(f'<polyline class="mark power" points="{pts}"/>')
     lx = MARGIN["l"] + 10
     for k in ("prefill", "decode", "warm"):
@@ -179,16 +202,34 @@ def html_table(table_id: str, columns: Iterable[str], rows: list[dict[str, Any]]
     columns = list(columns)
     head = "".join(f'<th title="{esc(c)}">{esc(label(c, lang))}</th>' for c in columns)
     body = []
+    seen: dict[tuple, str] = {}  # other cells (text mostly: a model, a status) by column, type and value
     for r in rows:
         cells = []
         for c in columns:
             v = r.get(c)
-            n = finite(v, text=False)
-            attr = f' data-v="{n!r}"' if n is not None else ""
-            cells.append(f"<td{attr}>{esc(fmt_num(cell_value(c, v, lang)))}</td>")
+            kind = type(v)
+            if kind is float or kind is int:  # a number: fmt_num's digits need no escaping
+                n = float(v)
+                cells.append(f'<td data-v="{n!r}">{fmt_num(v)}</td>' if math.isfinite(n) else "<td></td>")
+            elif v is None:
+                cells.append("<td></td>")
+            else:
+                try:
+                    cells.append(seen[(c, kind, v)])
+                except (KeyError, TypeError):  # not seen yet, or not hashable
+                    cell = _td(c, v, lang)
+                    if kind is str or kind is bool:
+                        seen[(c, kind, v)] = cell
+                    cells.append(cell)
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<table class="data sortable" id="{esc(table_id)}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _td(column: str, v: Any, lang: str) -> str:
+    n = finite(v, text=False)
+    attr = f' data-v="{n!r}"' if n is not None else ""
+    return f"<td{attr}>{esc(fmt_num(cell_value(column, v, lang)))}</td>"
 
 
 def _section_table(table_id: str, columns, rows, lang: str) -> str:
@@ -358,8 +399,9 @@ def render_html(a, lang: str = "en", title: str | None = None) -> str:
     if a.timelines:
         body.append(f"<h2>{esc(t('timeline', lang))}{esc(t('simulated_suffix', lang)) if a.simulated else ''}</h2>"
                     f"<p class='caption'>{esc(t('timeline_caption', lang))}</p>")
+        spans = window_spans(a.windows, lang)
         for i, tl in enumerate(a.timelines):
-            svg = timeline_svg(f"timeline-{i}", tl, a.windows, lang)
+            svg = timeline_svg(f"timeline-{i}", tl, a.windows, lang, spans)
             body.append(f"<h3>{esc(tl['key'])}{' — ' + esc(tl.get('name')) if tl.get('name') else ''}"
                         f"{' (' + esc(tl['gpu_id']) + ')' if tl.get('gpu_id') else ''}</h3>")  # named by host and uuid
             body.append(svg or f"<p>{esc(t('none', lang))}</p>")

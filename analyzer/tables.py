@@ -103,14 +103,19 @@ def _case_of(row) -> str:
 
 def run_to_run(members: list[dict], metric: str) -> dict[str, Any]:
     """n_cases, n_repeated_cases and the pooled within-case std of ``metric`` (None under 2 runs of any case)."""
+    return _run_to_run([_case_of(r) for r in members], [finite(r.get(metric)) for r in members])
+
+
+def _run_to_run(cases: list[str], values: list[float | None]) -> dict[str, Any]:
+    """run_to_run of the members' cases and finite() values (None: no value)."""
     by_case: dict[str, list[float]] = {}
-    for r in members:
-        v = finite(r.get(metric))
+    for case, v in zip(cases, values):
         if v is not None:
-            by_case.setdefault(_case_of(r), []).append(v)
+            by_case.setdefault(case, []).append(v)
     repeated = [v for v in by_case.values() if len(v) >= 2]
     df = sum(len(v) - 1 for v in repeated)
-    ss = math.fsum((x - math.fsum(v) / len(v)) ** 2 for v in repeated for x in v)
+    means = [math.fsum(v) / len(v) for v in repeated]  # once per case (per value it was quadratic)
+    ss = math.fsum((x - m) ** 2 for v, m in zip(repeated, means) for x in v)
     return {"n_cases": len(by_case), "n_repeated_cases": len(repeated),
             "run_to_run_std": math.sqrt(ss / df) if df else None}
 
@@ -186,16 +191,19 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
                 "gpu_simulated": simulated}
         if key[4][0]:
             base["sweep_level"] = rows[0].get("sweep_level")
+        good_cases = [_case_of(r) for r in good]
         for metric in STAT_METRICS:
             parts = sorted({_basis(r) for r in good}) if metric in BASIS_METRICS else [None]
             for basis in parts:
                 members = good if basis is None else [r for r in good if _basis(r) == basis]
-                vals = [v for v in (finite(r.get(metric)) for r in members) if v is not None]
+                cases = good_cases if basis is None else [_case_of(r) for r in members]
+                got = [finite(r.get(metric)) for r in members]
+                vals = [v for v in got if v is not None]
                 if not vals:
                     continue
                 out.append({**base, "metric": metric, "quality_basis": basis or None,
                             **describe(vals, *metric_range(metric)), **percentiles_of(vals, percentiles),
-                            **run_to_run(members, metric)})
+                            **_run_to_run(cases, got)})
         for metric, by_rid in (pooled or {}).items():
             vals = [v for r in good for v in (finite(x) for x in by_rid.get(r.get("rid"), [])) if v is not None]
             if vals:
@@ -330,6 +338,24 @@ def csv_text(columns: Iterable[str], rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
-    for row in rows:
-        w.writerow([cell(row.get(c)) for c in columns])
+    # column by column: the cells of a column mostly share one type, converted without cell()'s checks
+    w.writerows(zip(*[_cells([row.get(c) for row in rows]) for c in columns]) if columns else [[] for _ in rows])
     return buf.getvalue()
+
+
+_NONE = type(None)
+
+
+def _cells(values: list) -> list[str]:
+    """``[cell(v) for v in values]``, by the column's set of types."""
+    types = set(map(type, values))
+    if types <= {str}:
+        return values
+    if types <= {str, _NONE}:
+        return ["" if v is None else v for v in values]
+    if types <= {float, _NONE}:
+        fin = math.isfinite
+        return ["" if v is None or not fin(v) else format(v, ".10g") for v in values]
+    if types <= {int, _NONE}:
+        return ["" if v is None else int.__repr__(v) for v in values]
+    return list(map(cell, values))

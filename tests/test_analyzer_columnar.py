@@ -308,3 +308,58 @@ def test_every_declared_series_key_is_a_column_and_a_series_value(tmp_path):
     assert columnar.read_copy(path) is None and columnar.read_copy(path, gpus=False) is None
     dec, _ = columnar.load(path)
     assert "temp_c" in dec.tables[M.TEL_GPU].cols and columnar.read_copy(path) is not None
+
+
+def test_re_analysis_keeps_sample_files_and_unchanged_request_files(tmp_path):
+    """The samples Parquet carries what it was built from (columnar.samples_key): a re-analysis of the
+    same recording leaves it, a changed recording or lookback writes it again, and so does a file whose
+    rows do not match its key. Request JSON files whose bytes would not change are left too."""
+    import pyarrow.parquet as pq
+
+    from analyzer import cli, outputs
+
+    root = tmp_path / "b"
+    shutil.copytree(STORED.parent.parent, root)
+    samples = root / "raw" / "samples_gpu.parquet"
+    argv = ["--batch", str(root), "--no-quality", "--no-plots", "--no-progress"]
+
+    def ident(p: Path) -> tuple:
+        st = p.stat()
+        return st.st_ino, st.st_mtime_ns
+
+    assert cli.main(argv) == 0
+    key = pq.read_metadata(samples).metadata[outputs.SAMPLES_KEY]
+    assert json.loads(key)["recording"]["source_bytes"] == (root / "raw" / "stream.msgpack").stat().st_size
+    table = pq.read_table(samples)
+    some_json = sorted((root / "raw").glob("*.json"))[0]
+    before = ident(samples), ident(some_json), some_json.read_bytes()
+    assert cli.main(argv) == 0                                   # the copy, same lookback: nothing rewritten
+    assert (ident(samples), ident(some_json), some_json.read_bytes()) == before
+
+    some_json.write_text("{}", encoding="utf-8")                 # a request file that differs: written again
+    assert cli.main(argv) == 0
+    assert some_json.read_bytes() == before[2]
+
+    assert cli.main(argv + ["--lookback-s", "30"]) == 0          # another lookback: another key
+    assert ident(samples) != before[0] and pq.read_metadata(samples).metadata[outputs.SAMPLES_KEY] != key
+
+    # the right key on a table that is not the one it names (fewer rows): not trusted
+    pq.write_table(table.slice(0, 5).replace_schema_metadata({outputs.SAMPLES_KEY: key}), samples)
+    assert cli.main(argv) == 0
+    assert pq.read_table(samples).num_rows == table.num_rows
+
+    with RecordingWriter(root / "raw" / "stream.msgpack") as w:   # the recording grew: another key
+        w.write(M.REQ_START, M.Stamper("collector@synth", first_seq=9000).stamp(
+            M.ReqStart(rid="late/one", model="m1", task="qa").to_msg(), t=S.T0_NS + 9_000_000_000, wall=S.WALL0_NS))
+    kept = ident(samples)
+    assert cli.main(argv) == 0
+    assert ident(samples) != kept and pq.read_metadata(samples).metadata[outputs.SAMPLES_KEY] != key
+
+
+def test_a_recording_read_while_written_gives_no_samples_key(tmp_path):
+    path = write(tmp_path / "raw" / "stream.msgpack", S.messages(S.tiny_spec()))
+    dec, _ = columnar.decode_file(path, keep_copy=False)        # (no fingerprint taken: nothing to key on)
+    assert columnar.samples_key(dec.source, 120.0) is None
+    dec, _ = columnar.decode_file(path)
+    assert columnar.samples_key(dec.source, 120.0) == columnar.samples_key(columnar.read_copy(path)[0].source, 120.0)
+    assert columnar.samples_key(dec.source, 120.0) != columnar.samples_key(dec.source, 60.0)

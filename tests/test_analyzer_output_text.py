@@ -1,0 +1,151 @@
+"""The analyzer's fast writers give the text of the plain ones they replace: request JSON against
+json.dumps, CSV cells against tables.cell, the per-request sample times against Python's round, the
+HTML and Markdown report cells against their per-cell rules, and the linear run-to-run and outlier
+figures against their quadratic definitions. Random values, the odd ones included (NaN, inf, -0.0,
+numpy scalars, bytes, non-text keys, text that needs escaping)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+
+from analyzer import outputs, pipeline, report, report_html, tables
+from analyzer.i18n import cell_value
+from shared.numbers import finite
+
+R = random.Random(17)
+ODD = [None, True, False, 0, -3, 2**70, 1.5, -0.0, 1e300, 1e-7, float("nan"), float("inf"), "x", 'é"\\\n\x00中\u202e',
+       np.float64(2.5), np.float32(0.1), np.int64(7), np.bool_(True), b"by\xfftes", np.float64("nan"), 3.0]
+
+
+def value(depth: int = 0):
+    k = R.random()
+    if depth > 3 or k < 0.4:
+        return R.choice(ODD)
+    if k < 0.65:
+        n = R.choice([0, 1, 8, 9, 30])
+        kind = R.random()
+        if kind < 0.4:
+            return [R.choice([1.0, 2, None, 0.1, 123456789.123, -0.0]) for _ in range(n)]
+        if kind < 0.5:
+            return [R.choice([1.0, float("nan"), None]) for _ in range(n)]
+        if kind < 0.6:
+            return tuple(R.choice([1.0, 2]) for _ in range(n))
+        if kind < 0.7:
+            return [R.choice([1.0, True]) for _ in range(n)]
+        return [value(depth + 1) for _ in range(n)]
+    keys = R.choice([["a", "b"], ["a", 1, "1"], [True, None, 2.5], ["é", "中文"], []])
+    return {key: value(depth + 1) for key in keys}
+
+
+def reference_json(obj) -> str:
+    """The definition: json.dumps(indent=2) of jsonable(obj), then each long list of plain numbers on
+    one line as json.dumps writes it."""
+    flat = {}
+
+    def walk(v):
+        if isinstance(v, dict):
+            return {str(k): walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)) and len(v) > 8 and set(map(type, v)) <= {float, int, type(None)}:
+            try:
+                text = json.dumps(v, allow_nan=False)
+            except ValueError:
+                return [outputs.jsonable(x) for x in v]
+            key = f"\x00placeholder:{len(flat)}"
+            flat[json.dumps(key)] = text
+            return key
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        return outputs.jsonable(v)
+
+    text = json.dumps(walk(obj), ensure_ascii=False, indent=2, allow_nan=False)
+    for key, v in flat.items():
+        text = text.replace(key, v, 1)
+    return text + "\n"
+
+
+def test_json_text_is_the_indented_json_with_number_lists_on_one_line():
+    for _ in range(5000):
+        obj = {"top": value(), "x": value(), "samples": [R.random() * 300 for _ in range(20)]}
+        assert outputs.json_text(obj) == reference_json(obj)
+    assert outputs.json_text({"t_s": [0.0, 0.01] * 5}) == '{\n  "t_s": [0.0, 0.01, 0.0, 0.01, 0.0, 0.01, 0.0, 0.01, 0.0, 0.01]\n}\n'
+    for bad in ({"a": object()}, {"a": np.zeros(3)}, {"a": {1, 2}}):
+        with pytest.raises(TypeError):
+            outputs.json_text(bad)
+
+
+def test_sample_offsets_are_pythons_round():
+    rng = np.random.default_rng(3)
+    k = rng.integers(0, 10**11, 20_000)
+    halves = (k + 0.5) / 1e6  # exactly between two µs: the cases a rint of x·1e6 could get wrong
+    arrays = [rng.uniform(-s, s, 20_000) for s in (1e-3, 1.0, 3600.0, 86_400.0, 1e8, 1e12)]
+    arrays += [halves, np.nextafter(halves, 0), np.nextafter(halves, np.inf),
+               np.array([0.0, -0.0, 5e-7, -5e-7, 1.5e-6, 2.5e-6, np.nan, np.inf, -np.inf, 2.0**53])]
+    for t_s in arrays:
+        for a_s in (0.0, 12.345678901, -1000.5):
+            got = pipeline._offsets(t_s, a_s)
+            want = [round(x - a_s, 6) for x in t_s.tolist()]
+            assert list(map(repr, got)) == list(map(repr, want))
+
+
+def test_csv_text_is_cell_by_cell():
+    columns = ["f", "i", "s", "b", "mixed", "none"]
+    rows = [{"f": R.choice([1.5, None, float("nan"), 1e-9, -0.0, 123456.789]), "i": R.choice([1, None, 2**80]),
+             "s": R.choice(["a,b", 'q"', "", None, "中"]), "b": R.choice([True, False, None]),
+             "mixed": R.choice([1, 2.5, "x", None, True, [1, 2], np.float64(3.25)])} for _ in range(500)]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for row in rows:
+        w.writerow([tables.cell(row.get(c)) for c in columns])
+    assert tables.csv_text(columns, rows) == buf.getvalue()
+
+
+def test_report_cells_follow_their_per_cell_rules():
+    columns = ["latency_s", "model", "status", "ok", "output_tokens", "error", "gpu_energy_j"]
+    rows = [{"latency_s": R.choice([1.25, None, float("nan"), 12345.6, 2]), "model": R.choice(["m<1>", "m&2", "7"]),
+             "status": R.choice(["ok", "failed"]), "ok": R.choice([True, False, None]),
+             "output_tokens": R.choice([10, 123456, None]), "error": R.choice([None, "a\x1b[31m|b", ["x"]]),
+             "gpu_energy_j": R.choice([np.float64(1.5), 0.0, -3.25e-5, float("inf")])} for _ in range(300)]
+    for lang in ("en", "zh"):
+        cells = []
+        for r in rows:
+            for c in columns:
+                v = r.get(c)
+                n = finite(v, text=False)
+                attr = f' data-v="{n!r}"' if n is not None else ""
+                cells.append(f"<td{attr}>{report_html.esc(report.fmt_num(cell_value(c, v, lang)))}</td>")
+        html = report_html.html_table("t", columns, rows, lang)
+        assert "".join(cells) == html[html.index("<tbody>") + 7:html.index("</tbody>")].replace("<tr>", "").replace("</tr>", "")
+        md = report.md_table(columns, rows, lang).splitlines()[2:]
+        assert md == ["| " + " | ".join(report._md_cell(cell_value(c, r.get(c), lang)) for c in columns) + " |"
+                      for r in rows]
+
+
+def test_run_to_run_and_outliers_match_their_definitions():
+    members = [{"case": R.choice([1, 2, 3]), "latency_s": R.choice([1.0, 2.0, 2.5, None, 7.0, 30.0])} for _ in range(200)]
+    by_case = {}
+    for r in members:
+        if r["latency_s"] is not None:
+            by_case.setdefault(str(r["case"]), []).append(r["latency_s"])
+    repeated = [v for v in by_case.values() if len(v) >= 2]
+    ss = math.fsum((x - math.fsum(v) / len(v)) ** 2 for v in repeated for x in v)
+    got = tables.run_to_run(members, "latency_s")
+    assert got["run_to_run_std"] == math.sqrt(ss / sum(len(v) - 1 for v in repeated))
+
+    for _ in range(300):
+        rows = [{"status": "ok", "model": "m", "case": 0, "latency_s": R.choice([1, 2, 2.5, 3.0, 10.0, 0.1, 7])}
+                for _ in range(R.randint(1, 9))]
+        pipeline.mark_outliers(rows)
+        for r in rows:
+            others = sorted(x["latency_s"] for x in rows if x is not r)
+            if others:
+                assert r["latency_vs_twins"] == r["latency_s"] / others[(len(others) - 1) // 2]
+                assert r["latency_outlier"] == (r["latency_vs_twins"] > pipeline.OUTLIER_FACTOR)
+            else:
+                assert "latency_vs_twins" not in r
