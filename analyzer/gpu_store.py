@@ -25,7 +25,7 @@ from shared import messages as M
 
 ROW_GROUP = 1 << 16        # rows per Parquet row group of a GPU file (about 11 min at 100 Hz)
 PAD_NS = 1_000_000_000     # raw stamps read beyond a stretch: covers the clock mapping's rounding
-READ_AHEAD_S = 600.0       # a short stretch (one request) is read with this much after it, kept for the next
+READ_AHEAD_S = SL.SLAB_S   # a short stretch (one request) is read with this much after it, kept for the next
 GPU_DIR = "gpu"
 
 
@@ -186,6 +186,7 @@ class Store:
         self._event_seqs = {s: np.array(sorted(v), dtype=np.int64) for s, v in seqs.items()}
         self._cache: tuple[float, float, BatchData] | None = None
         self.recording: dict[str, Any] = {}
+        self.most_rows = 0  # the most GPU rows one stretch held (the bench and tests show it stays a slab's)
         self.scans = [self._scan(f) for f in files]
         self.base = base
 
@@ -318,6 +319,7 @@ class Store:
             del tab
             sel = np.flatnonzero((cols["t"] >= r0) & (cols["t"] <= r1))
             parts.append({k: v[sel] for k, v in cols.items()})
+        self.most_rows = max(self.most_rows, sum(p["t"].size for p in parts))
         tables = {}
         gpu = self.dec.tables[M.TEL_GPU]
         tables[M.TEL_GPU] = Table(_concat(parts) if parts else _concat([]), gpu.strings, gpu.extra, gpu.series)

@@ -41,12 +41,13 @@ class Slab:
 
 
 def plan(a_s: np.ndarray, b_s: np.ndarray, span_s: tuple[float, float], slab_s: float = SLAB_S,
-         margin_s: float = MARGIN_S) -> list[Slab]:
+         margin_s: float | None = None) -> list[Slab]:
     """The slabs of a batch: windows ``[a_s, b_s]`` (s from the origin) and the telemetry's span.
 
     One slab (everything) when the span is at most ``slab_s``; else cuts every ``slab_s`` from the
     span's start, the first slab open to the left and the last to the right."""
     a_s, b_s = np.asarray(a_s, dtype=np.float64), np.asarray(b_s, dtype=np.float64)
+    margin_s = MARGIN_S if margin_s is None else margin_s
     lo, hi = span_s
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo <= slab_s:
         return [Slab(np.arange(a_s.size), -INF, INF, -INF, INF)]

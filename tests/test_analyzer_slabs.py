@@ -172,3 +172,28 @@ def test_gpu_samples_read_from_disk_by_stretch_equal_the_in_memory_batch(tmp_pat
             assert m[col].tolist() == z[col].tolist()
     for tm, tz in zip(memory.timelines, lazy.timelines):
         assert np.array_equal(tm["t_s"], tz["t_s"]) and np.array_equal(tm["power_w"], tz["power_w"], equal_nan=True)
+
+
+def test_a_long_recording_is_read_a_slab_at_a_time(tmp_path, monkeypatch):
+    """Memory follows the slab, not the recording: analysing a recording ten slabs long never holds
+    more GPU rows at once than a slab and its margins (plus a row group per GPU), while every request's
+    energy is the exact one."""
+    from tests.test_analyzer_columnar import write
+
+    reqs = [S.Req(0.3 + 0.8 * k, 0.9 + 0.8 * k, run=k, chunk_s=[0.1]) for k in range(48)]
+    spec = S.Spec(duration_s=40.0, rate_hz=50.0, gpus=[S.Gpu(S.constant(150.0)), S.Gpu(S.constant(70.0))],
+                  requests=reqs)
+    path = write(tmp_path / "raw" / "stream.msgpack", S.messages(spec))
+    monkeypatch.setattr(SL, "MARGIN_S", 0.5)
+    monkeypatch.setattr(columnar.gpu_store, "ROW_GROUP", 64)
+    monkeypatch.setattr(columnar.gpu_store, "READ_AHEAD_S", 4.0)
+    data, _ = columnar.load_batch(path)
+    total = sum(g.meta["samples"] for g in data.gpus)
+    a = pipeline.analyze(data, pipeline.Options(quality=False, slab_s=4.0))
+    for rid in a.request_json:  # as outputs.write_all writes them: in time order
+        a.request_json[rid]
+    list(a.gpu_samples.pieces())
+    slab_rows = 2 * 50 * (4.0 + 0.6 + 2 * 0.5 + 2 * columnar.gpu_store.PAD_NS / 1e9)
+    assert 0 < data.source.most_rows <= slab_rows + 2 * 64 and data.source.most_rows < total / 4
+    for row in a.results:
+        assert row["gpu_energy_j"] == pytest.approx(220.0 * 0.6, rel=1e-6)
