@@ -17,7 +17,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from analyzer import columnar, pipeline, stream
+from analyzer import columnar, pipeline, slabs as SL, stream
 from shared import messages as M
 from shared.recording import RecordingWriter, read_recording
 from tests import synth as S
@@ -45,6 +45,19 @@ def assert_same(a, b, path="batch"):
             assert_same(x, y, f"{path}[{i}]")
     else:
         assert a == b, (path, a, b)
+
+
+def assert_same_telemetry(want, got):
+    """A batch whose GPU samples are read by stretch from the columnar copy (analyzer.gpu_store), read
+    whole: every series, request, marker and clock equals the message list's."""
+    assert got.source is not None
+    whole = SL.materialise(got)
+    for g in whole.gpus:
+        g.meta = {k: v for k, v in g.meta.items() if k not in ("samples", "file")}  # where it was read from
+    skip = {"src_seqs", "duplicates", "invalid", "source"}  # bookkeeping of the reading, not the batch
+    for f in dataclasses.fields(want):
+        if f.name not in skip:
+            assert_same(getattr(want, f.name), getattr(whole, f.name), f"batch.{f.name}")
 
 
 def write(path: Path, items) -> Path:
@@ -227,6 +240,9 @@ def test_cut_at_every_byte_is_analysed_up_to_the_cut(tmp_path):
             again = columnar.read_copy(path)
             assert again is not None and again[1] == problem
             assert_same(stream.build(items), columnar.to_batch(again[0]))
+            lazy, problem3 = columnar.load_batch(path)  # and its GPU samples read by stretch
+            assert problem3 == problem
+            assert_same_telemetry(stream.build(items), lazy)
     assert seen_problems > 0.9 * (len(whole) - header)
 
 

@@ -4,7 +4,6 @@ the message list gave (array for array), the spool goes after use, and a killed 
 leftover is removed by the next one without touching a running one's."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -13,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from analyzer import slabs as SL, stream
+from analyzer import stream
 from analyzer.live import LiveBuffer
 from analyzer.live_spool import PREFIX, Spool, is_stale, remove_stale
 from shared import messages as M
 from tests import synth as S
-from tests.test_analyzer_columnar import assert_same, clock_items, messy_items
+from tests.test_analyzer_columnar import assert_same_telemetry, clock_items, messy_items
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 10**12
@@ -84,19 +83,6 @@ def _order_for_live(items: list) -> list:
     end = [m for m in items if m[0] == M.BATCH_END]
     rest = [m for m in items if m[0] not in (M.BATCH_START, M.BATCH_END)]
     return start + rest + end
-
-
-def assert_same_telemetry(want, got):
-    """The spool is read as --batch reads a recording: GPU samples by stretch from the columnar copy
-    (analyzer.gpu_store). Read whole, every series, request, marker and clock equals the message list's."""
-    assert got.source is not None
-    whole = SL.materialise(got)
-    for g in whole.gpus:
-        g.meta = {k: v for k, v in g.meta.items() if k not in ("samples", "file")}  # where it was read from
-    skip = {"src_seqs", "duplicates", "invalid", "source"}  # bookkeeping of the reading, not the batch
-    for f in dataclasses.fields(want):
-        if f.name not in skip:
-            assert_same(getattr(want, f.name), getattr(whole, f.name), f"batch.{f.name}")
 
 
 @pytest.mark.parametrize("case", ["tiny", "clock", "messy"])
