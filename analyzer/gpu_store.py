@@ -162,9 +162,9 @@ class Scan:
 
 
 class Store:
-    """A recording's GPU files as an analyzer.slabs.Source. ``base``: the BatchData of everything
-    else (host, events, requests; no GPUs) built by columnar.to_batch; ``tables``: the in-memory host
-    and heartbeat tables and the clock/batch events, for the stretches."""
+    """A recording's GPU files as an analyzer.slabs.Source. ``dec``: the recording's columns without
+    the GPU rows (the host and heartbeat tables, in memory: a stretch takes its part of them); ``base``:
+    the BatchData of everything but the GPUs (host, events, requests) built from it by columnar.to_batch."""
 
     def __init__(self, root: Path, files: list[dict[str, Any]], strings: dict[str, list[str]], series: tuple[str, ...],
                  dec, lookback_s: float, base: BatchData):
@@ -193,10 +193,9 @@ class Store:
     # -- the whole file, once: meta of the series ------------------------------------------------
     def _scoped(self, f: dict[str, Any], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mapped stamps, in-scope mask) of raw stamps ``t`` of file ``f``'s source."""
-        src = self.srcs[f["src"]]
-        m = self.mappings.get(src)
-        mapped = t if (m is None or m.identity) else t + m.offset_ns + np.round(
-            m.drift * (t - m.r0).astype(np.float64)).astype(np.int64)
+        from analyzer.columnar import _mapped_t
+
+        mapped = _mapped_t(t, np.full(t.size, f["src"], dtype=np.int32), self.srcs, self.mappings)
         keep = np.ones(t.size, dtype=bool)
         if self.lo is not None:
             keep &= mapped >= self.lo
@@ -294,8 +293,8 @@ class Store:
         if self._cache is not None and self._cache[0] <= lo_s and hi_s <= self._cache[1]:
             return SL.InMemory(self._cache[2]).between(lo_s, hi_s)
         read_hi = hi_s if hi_s - lo_s >= READ_AHEAD_S / 10 else hi_s + READ_AHEAD_S
+        self._cache = None  # the old stretch goes before the next is read (the caller may still hold a view)
         got = self._read(lo_s, read_hi)
-        self._cache = None  # the old stretch goes before the next is held
         self._cache = (lo_s, read_hi, got)
         return SL.InMemory(got).between(lo_s, hi_s)
 
