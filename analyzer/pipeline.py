@@ -466,30 +466,16 @@ def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.W
     idle: dict[str, float | None] = {k: None for k in counted}
     if len(slabs) > 1 and idle_until is not None:
         # the idle power: the samples of the last slab's length before the first request
-        before = source.between(idle_until - opts.slab_s, idle_until)
-        idle.update({g.key: E.idle_power_w(g, origin, idle_until) for g in before.gpus if g.key in idle})
+        before = source.between(idle_until - opts.slab_s, idle_until).gpus
+        idle.update({g.key: E.idle_power_w(g, origin, idle_until) for g in before if g.key in idle})
+        del before
     power: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in counted}
-    parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
-    for s in slabs:
-        tele = source.between(s.lo_s, s.hi_s)
-        gpus = {g.key: g for g in tele.gpus}
-        # the slab's windows and every window overlapping them: concurrent requests share energy
-        ctx = SL.context(win.a_s, win.b_s, s.rows)
-        w = E.Window(win.a_s[ctx], win.b_s[ctx])
-        mine = np.searchsorted(ctx, s.rows)
-        cols: dict[str, np.ndarray] = {}
-        for key in counted:
-            g = gpus[key]
-            got = E.gpu_columns(g, origin, tele.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), w,
-                                idle_until if s.whole else None, mid[ctx], idle_w=idle[key])
-            cols.update({(key, c): v[mine] for c, v in got.items()})
-            t_s = E.seconds(g, origin)
-            own = (t_s >= s.own_lo_s) & (t_s < s.own_hi_s) if not s.whole else slice(None)
-            power[key].append(SL.envelope(t_s[own], g.values["power_mw"][own] / 1000.0) if not s.whole
-                              else (t_s, g.values["power_mw"] / 1000.0))
-        got = E.host_columns(tele.host, tele.procs, tele.rapl, origin, tele.src_seqs, w, opts.cpu_tdp_w)
-        cols.update({(None, c): np.asarray(v)[mine] for c, v in got.items()})
+    parts: list[tuple[np.ndarray, dict]] = []
+    for s in slabs:  # one slab's telemetry at a time: each read goes when its slab is measured
+        cols, shapes = _measure_slab(source.between(s.lo_s, s.hi_s), s, counted, win, mid, idle_until, idle, opts)
         parts.append((s.rows, cols))
+        for key, piece in shapes.items():
+            power[key].append(piece)
     whole = SL.scatter(win.a_s.size, parts)
     per_gpu = {k: {c: v for (g, c), v in whole.items() if g == k} for k in counted}
     host = {c: v for (g, c), v in whole.items() if g is None}
@@ -498,6 +484,34 @@ def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.W
                   "simulated": g.simulated, "name": g.meta.get("name"),
                   "gpu_id": f"{M.src_host(g.src) or '?'} / {g.meta.get('uuid') or g.key}"} for g in batch.gpus]
     return per_gpu, host, timelines
+
+
+def _measure_slab(tele: BatchData, s: SL.Slab, counted: list[str], win: E.Window, mid: np.ndarray,
+                  idle_until: float | None, idle: dict[str, float | None], opts: Options) -> tuple[dict, dict]:
+    """One slab: ({(GPU key or None for the host, column): values of the slab's windows}, {GPU key:
+    its power over the slab's own stretch: whole on one slab, the min/max envelope on more})."""
+    origin = tele.origin_ns
+    gpus = {g.key: g for g in tele.gpus}
+    # the slab's windows and every window overlapping them: concurrent requests share energy
+    ctx = SL.context(win.a_s, win.b_s, s.rows)
+    w = E.Window(win.a_s[ctx], win.b_s[ctx])
+    mine = np.searchsorted(ctx, s.rows)
+    cols: dict[tuple, np.ndarray] = {}
+    shapes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for key in counted:
+        g = gpus[key]
+        got = E.gpu_columns(g, origin, tele.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), w,
+                            idle_until if s.whole else None, mid[ctx], idle_w=idle[key])
+        cols.update({(key, c): v[mine] for c, v in got.items()})
+        t_s, p_w = E.seconds(g, origin), g.values["power_mw"] / 1000.0
+        if s.whole:
+            shapes[key] = (t_s, p_w)
+        else:
+            own = (t_s >= s.own_lo_s) & (t_s < s.own_hi_s)
+            shapes[key] = SL.envelope(t_s[own], p_w[own])
+    got = E.host_columns(tele.host, tele.procs, tele.rapl, origin, tele.src_seqs, w, opts.cpu_tdp_w)
+    cols.update({(None, c): np.asarray(v)[mine] for c, v in got.items()})
+    return cols, shapes
 
 
 def _first_chunk_s(r: Request, origin: int) -> float:
