@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
@@ -146,11 +146,11 @@ class InMemory:
 
 def materialise(batch: BatchData) -> BatchData:
     """The batch with every series whole in memory (a batch read by stretch, read whole: small ones)."""
-    return batch if getattr(batch, "source", None) is None else batch.source.between(-INF, INF)
+    return batch if batch.source is None else batch.source.between(-INF, INF)
 
 
 def source_of(batch: BatchData) -> Source:
-    return batch.source if getattr(batch, "source", None) is not None else InMemory(batch)
+    return batch.source if batch.source is not None else InMemory(batch)
 
 
 def scatter(n: int, parts: list[tuple[np.ndarray, dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:
@@ -182,11 +182,3 @@ def envelope(t: np.ndarray, y: np.ndarray, buckets: int = ENVELOPE_POINTS) -> tu
         picks += [np.array([k + int(np.argmin(low[k:])), k + int(np.argmax(high[k:]))])]
     idx = np.unique(np.concatenate(picks))
     return t[idx], y[idx]
-
-
-def over_slabs(batch: BatchData, slabs: list[Slab], fn: Callable[[BatchData, Slab], dict[str, np.ndarray]],
-               n: int) -> dict[str, np.ndarray]:
-    """``fn(telemetry of the slab, slab)`` for each slab with windows, scattered into n windows."""
-    src = source_of(batch)
-    parts = [(s.rows, fn(src.between(s.lo_s, s.hi_s), s)) for s in slabs if s.rows.size or len(slabs) == 1]
-    return scatter(n, parts) if parts else {}

@@ -257,16 +257,28 @@ def _header_len(data: bytes) -> int:
 def test_two_hour_recording_analysed_in_bounded_memory(tmp_path):
     """A 2 h, 100 Hz recording (~800k messages, ~230 MB) through ``python -m analyzer --batch`` stays under
     1 GiB peak RSS (the message-list path needed about 2.3 KB per message, ~2 GB here), and again from
-    the columnar copy; every request's energy is the exact one."""
+    the columnar copy; every request's energy is the exact one; the GPU rows held at once are a slab's."""
     from bench import bench_scale as B
 
     root = tmp_path / "experiments_long"
-    _, exact = B.generate(root, 1, 2.0)
+    path, exact = B.generate(root, 1, 2.0)
     for _ in range(2):
         _, rss_mib = B.run_analyzer(root)
         assert rss_mib < 1024, f"peak RSS {rss_mib:.0f} MiB for a 2 h recording"
         assert B.worst_error(root, exact) < 1e-6
     assert (root / "raw" / "columns" / "meta.json").is_file()
+    # and why it stays bounded: never more than a slab (and its margins, a row group) of GPU rows at once,
+    # so a regression that reads the recording whole fails here whatever the machine's memory
+    from analyzer import gpu_store, slabs as SL
+
+    data, _ = columnar.load_batch(path)
+    a = pipeline.analyze(data, pipeline.Options(quality=False))
+    for rid in a.request_json:
+        a.request_json[rid]
+    list(a.gpu_samples.pieces())
+    total = sum(g.meta["samples"] for g in data.gpus)
+    assert total == 2 * 3600 * B.RATE_HZ
+    assert data.source.most_rows <= B.RATE_HZ * (SL.SLAB_S + 2 * SL.MARGIN_S + 10) + gpu_store.ROW_GROUP < total / 4
 
 
 @dataclasses.dataclass(kw_only=True)
