@@ -17,6 +17,7 @@ from analyzer import columns as COLS
 from analyzer import hosts
 from analyzer import energy as E
 from analyzer import load_curve as LC
+from analyzer import rows as ROWS
 from analyzer import slabs as SL
 from analyzer import tables
 from analyzer.i18n import Msg
@@ -199,9 +200,11 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     itl: dict[str, np.ndarray] = {}
     gpu_cells = {k: {c: _cleaned(v) for c, v in cols.items()} for k, cols in per_gpu.items()}
     host_cells = {k: _cleaned(v) for k, v in host.items()}
+    layouts = ROWS.Layouts()  # rows as compact mappings: a dict of ~200 columns a request is several KB
     for r in reqs:
-        row = _row(r, idx.get(r.rid), gpu_cells, host_cells, batch, opts, simulated)
-        itl[r.rid] = np.asarray(row.pop("_itl_ms", []), dtype=np.float64)  # 8 bytes a gap, not a float object
+        built = _row(r, idx.get(r.rid), gpu_cells, host_cells, batch, opts, simulated)
+        itl[r.rid] = np.asarray(built.pop("_itl_ms", []), dtype=np.float64)  # 8 bytes a gap, not a float object
+        row = layouts.row(built)
         if r.rid in idx:
             row["effective_window_s"] = float(conc.energy[idx[r.rid]])
             row["concurrency_max"] = int(conc.max_active[idx[r.rid]])

@@ -338,9 +338,18 @@ def csv_text(columns: Iterable[str], rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
-    # column by column: the cells of a column mostly share one type, converted without cell()'s checks
-    w.writerows(zip(*[_cells([row.get(c) for row in rows]) for c in columns]) if columns else [[] for _ in rows])
+    if not columns:
+        w.writerows([[] for _ in rows])
+    # column by column: the cells of a column mostly share one type, converted without cell()'s checks;
+    # a block of rows at a time, so the cells of a long batch are never all held at once (every fast
+    # path of _cells writes what cell() writes, so the block's own types change no byte)
+    for lo in range(0, len(rows), _CSV_BLOCK) if columns else ():
+        block = rows[lo:lo + _CSV_BLOCK]
+        w.writerows(zip(*[_cells([row.get(c) for row in block]) for c in columns]))
     return buf.getvalue()
+
+
+_CSV_BLOCK = 512
 
 
 _NONE = type(None)

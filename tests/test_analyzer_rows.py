@@ -1,0 +1,97 @@
+"""Compact results rows (analyzer.rows.Row): they behave as the dicts they replace, and every file
+written from them is the file written from plain dicts of the same keys, order and values."""
+from __future__ import annotations
+
+import dataclasses
+import random
+import sys
+from pathlib import Path
+
+from analyzer import outputs, pipeline
+from analyzer.rows import Layouts, Row
+from analyzer.stream import build
+from shared.batch import BatchDir
+from tests import synth as S
+
+
+def _same(row: Row, d: dict) -> None:
+    assert list(row) == list(d)
+    assert list(row.items()) == list(d.items())
+    assert list(row.values()) == list(d.values())
+    assert list(row.keys()) == list(d.keys())
+    assert len(row) == len(d) and len(row.items()) == len(d)
+    assert row == d and d == row and not (row != d)
+    assert dict(row) == d and list({**row}) == list(d) and row.copy() == d
+    assert repr(row) == repr(d)
+    assert row.keys() >= set(d) and set(row.keys()) == set(d)
+    for k in ("a", "b", "zz", "missing"):
+        assert (k in row) == (k in d)
+        assert row.get(k) == d.get(k) and row.get(k, 7) == d.get(k, 7)
+
+
+def test_row_follows_a_dict_through_random_edits():
+    rnd = random.Random(5)
+    layouts = Layouts()
+    keys = ["a", "b", "c", "d", "e", "zz"]
+    for trial in range(200):
+        start = {k: rnd.random() for k in rnd.sample(keys, rnd.randint(0, 4))}
+        d, row = dict(start), layouts.row(start)
+        _same(row, d)
+        for _ in range(12):
+            k, v = rnd.choice(keys), rnd.choice([None, 1, 2.5, "x", True])
+            op = rnd.randrange(5)
+            if op == 0:
+                d[k] = v
+                row[k] = v
+            elif op == 1 and k in d:
+                del d[k]
+                del row[k]
+            elif op == 2:
+                assert row.pop(k, "none") == d.pop(k, "none")
+            elif op == 3:
+                assert row.setdefault(k, v) == d.setdefault(k, v)
+            else:
+                extra = {rnd.choice(keys): v}
+                d.update(extra)
+                row.update(extra)
+            _same(row, d)
+
+
+def test_rows_built_alike_share_one_layout():
+    layouts = Layouts()
+    rows = [layouts.row({"a": i, "b": None}) for i in range(3)]
+    for r in rows:
+        r["c"] = 1.0  # the same edit moves every row to the same next layout
+    assert len({id(r._layout) for r in rows}) == 1
+    assert sys.getsizeof(rows[0]._vals) < sys.getsizeof(dict(rows[0]))
+
+
+def _batch():
+    gpus = [S.Gpu(S.constant(100.0)), S.Gpu(S.square(200.0, 80.0, 2.0))]
+    reqs = [S.Req(1.0, 4.0, run=0, chunk_s=[0.2, 0.3, 0.5, 0.9]), S.Req(5.0, 9.0, run=1, ok=False),
+            S.Req(10.0, 12.0, run=2, warmup=True), S.Req(13.0, 20.0, run=3, chunk_s=[0.5, 0.6]),
+            S.Req(21.0, 25.0, run=4, end=False), S.Req(24.0, 28.0, run=5, task="code", model="m2")]
+    spec = S.Spec(duration_s=30.0, gpus=gpus, rapl_w=40.0, server_cores=2.0, requests=reqs, planned=6)
+    return build(S.messages(spec), 120.0)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_files_from_rows_are_the_files_from_plain_dicts(tmp_path):
+    a = pipeline.analyze(_batch(), pipeline.Options(quality=False, idle_baseline=True))
+    assert a.results and a.warmups and all(isinstance(r, Row) for r in a.results + a.warmups)
+    assert {r["status"] for r in a.results} == {"ok", "failed", "incomplete"}
+    plain = dataclasses.replace(a, results=[dict(r) for r in a.results], warmups=[dict(r) for r in a.warmups])
+    assert all(type(r) is dict for r in plain.results)
+    outputs.write_all(a, BatchDir(tmp_path / "rows"), make_plots=False, lang="both")
+    outputs.write_all(plain, BatchDir(tmp_path / "dicts"), make_plots=False, lang="both")
+    got, want = _files(tmp_path / "rows"), _files(tmp_path / "dicts")
+    assert len(want) > 10 and list(got) == list(want)
+    for name in want:
+        assert got[name] == want[name], name
+    # each request JSON's summary: the row's columns in the row's order, as from a dict
+    for row in a.results:
+        summary = a.request_json[row["rid"]]["system_metrics_summary"]
+        assert list(summary.items()) == [(k, v) for k, v in dict(row).items() if pipeline._in_summary(k)]
