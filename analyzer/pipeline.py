@@ -3,6 +3,7 @@ except for the optional quality step, which is injected/contained in quality_cal
 from __future__ import annotations
 
 import bisect
+from array import array
 import dataclasses
 import functools
 from collections.abc import Mapping
@@ -209,6 +210,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             row["effective_window_s"] = float(conc.energy[idx[r.rid]])
             row["concurrency_max"] = int(conc.max_active[idx[r.rid]])
         rows.append(row)
+    del per_gpu, host, gpu_cells, host_cells  # every request's figures are in its row now
     # Quality: finished, successful, measured requests only. A proxy batch's task names are the user's
     # labels (X-GenAI-Power-Task), not task types: scored as proxy requests, never "not a known task".
     proxied = bool(batch.batch_start and batch.batch_start.backend == "proxy")
@@ -722,7 +724,7 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
         "latency_seconds": row.get("latency_s"), "first_token_seconds": row.get("first_token_s"),
         "first_thinking_seconds": row.get("first_thinking_s"), "first_chunk_seconds": row.get("first_chunk_s"),
         "throughput_tokens_per_sec": row.get("toks_per_s"), "throughput_method": row.get("toks_per_s_method"),
-        "api_metrics": e.api if e else None, "client_metrics": client.to_msg() if client else None,
+        "api_metrics": e.api if e else None, "client_metrics": _client_msg(client) if client else None,
         "system_metrics_summary": summary, "system_metrics_full": full,
         "quality": quality,
         "metadata": {"batch": bs.batch or None, "config": bs.config, "model": (bs.models or {}).get(s.model),
@@ -733,6 +735,14 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
                      "cold": row.get("cold"), "gpu_simulated": simulated if batch.gpus else None,
                      "backend": bs.backend},
     }
+
+
+def _client_msg(client: M.ClientMetrics) -> dict[str, Any]:
+    """The req.end client map as received: chunk_t_ns (held as an array, analyzer.stream) a list again."""
+    out = client.to_msg()
+    if isinstance(out.get("chunk_t_ns"), array):
+        out["chunk_t_ns"] = out["chunk_t_ns"].tolist()
+    return out
 
 
 class Samples(Mapping):

@@ -6,6 +6,7 @@ on (src, seq, t) and sorted on (t, src, seq) first.
 """
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -146,13 +147,27 @@ def events_to_requests(msgs: Iterable[tuple[str, dict[str, Any]]]) -> tuple[M.Ba
             if req is None:
                 log.warning("request_end_without_start", rid=p["rid"])
             elif req.end is None:
-                req.end = M.ReqEnd.from_msg(p)
+                req.end = _compact_chunks(M.ReqEnd.from_msg(p))
         elif topic == M.BATCH_START:
             # the first one carries the config; resumes repeat it
             batch_start = batch_start or M.BatchStart.from_msg(p)
         elif topic == M.BATCH_END:
             batch_end = M.BatchEnd.from_msg(p)  # the last one counts
     return batch_start, batch_end, sorted(requests.values(), key=lambda r: (r.start.t, r.rid))
+
+
+def _compact_chunks(end: M.ReqEnd) -> M.ReqEnd:
+    """``end`` with its client.chunk_t_ns as an int64 array (8 bytes a chunk, not an int object and a
+    pointer, 40): a long answer streams thousands of chunks, and every request's are held until its
+    JSON is written. Anything but plain integers is left as it came."""
+    c = end.client
+    ts = c.chunk_t_ns if c is not None else None
+    if isinstance(ts, list) and ts and all(type(x) is int for x in ts):
+        try:
+            c.chunk_t_ns = array("q", ts)
+        except OverflowError:  # beyond int64: kept as the list
+            pass
+    return end
 
 
 def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAULT_LOOKBACK_S) -> BatchData:
