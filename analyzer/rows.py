@@ -103,6 +103,9 @@ class Row(MutableMapping):
     def copy(self) -> dict[str, Any]:
         return dict(zip(self._layout.keys, self._vals))
 
+    def __copy__(self) -> "Row":
+        return Row(self._layout, list(self._vals))  # its own values, as a dict's copy (the layout is shared)
+
     def __repr__(self) -> str:
         return repr(self.copy())
 

@@ -2,7 +2,9 @@
 written from them is the file written from plain dicts of the same keys, order and values."""
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 import random
 import sys
 from pathlib import Path
@@ -55,6 +57,14 @@ def test_row_follows_a_dict_through_random_edits():
                 d.update(extra)
                 row.update(extra)
             _same(row, d)
+
+
+def test_a_copied_row_is_its_own():
+    row = Layouts().row({"a": 1})
+    other = copy.copy(row)
+    other["a"], other["b"] = 2, 3
+    assert list(row.items()) == [("a", 1)] and list(other.items()) == [("a", 2), ("b", 3)]
+    assert pickle.loads(pickle.dumps(row)) == row and copy.deepcopy(other) == other
 
 
 def test_rows_built_alike_share_one_layout():
