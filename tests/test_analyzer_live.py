@@ -31,9 +31,10 @@ def _wait_subscribed(sock: zmq.Socket, timeout_s: float) -> None:
 
 
 @contextmanager
-def live_analyzer(zctx, *args: str, timeout_s: float):
-    """Run ``python -m analyzer --live ARGS`` subscribed to two XPUB sockets (telemetry, events);
-    yields ``send(topic, payload)``, then waits for the process to exit 0. Always killed at teardown."""
+def live_process(zctx, *args: str):
+    """``python -m analyzer --live ARGS`` subscribed to two XPUB sockets (telemetry, events); yields
+    ``(proc, send)`` once both are subscribed, ``send(topic, payload)`` publishing on the right one.
+    Always killed at teardown."""
     tel_ep, ev_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     tel, ev = zctx.socket(zmq.XPUB), zctx.socket(zmq.XPUB)
     proc = None
@@ -47,16 +48,23 @@ def live_analyzer(zctx, *args: str, timeout_s: float):
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _wait_subscribed(tel, 60)
         _wait_subscribed(ev, 10)
-        yield lambda topic, payload: (tel if topic.startswith("tel.") else ev).send_multipart(
+        yield proc, lambda topic, payload: (tel if topic.startswith("tel.") else ev).send_multipart(
             [topic.encode("ascii"), encode(payload)])
-        _, err = proc.communicate(timeout=timeout_s)
-        assert proc.returncode == 0, err.decode("utf-8", "replace")[-2000:]
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
         tel.close(linger=0)
         ev.close(linger=0)
+
+
+@contextmanager
+def live_analyzer(zctx, *args: str, timeout_s: float):
+    """live_process, then waits for the process to exit 0; yields ``send(topic, payload)``."""
+    with live_process(zctx, *args) as (proc, send):
+        yield send
+        _, err = proc.communicate(timeout=timeout_s)
+        assert proc.returncode == 0, err.decode("utf-8", "replace")[-2000:]
 
 
 def test_live_replay_matches_batch_byte_for_byte(tmp_path, zctx):
@@ -171,22 +179,11 @@ def test_sigterm_with_a_batch_open_removes_the_spool(tmp_path, zctx):
 
     from tests import synth as S
 
-    tel_ep, ev_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    tel, ev = zctx.socket(zmq.XPUB), zctx.socket(zmq.XPUB)
     spool = tmp_path / "spool"
-    proc = None
-    try:
-        for s, ep in ((tel, tel_ep), (ev, ev_ep)):
-            s.setsockopt(zmq.LINGER, 0)
-            s.bind(ep)
-        proc = subprocess.Popen([sys.executable, "-m", "analyzer", "--live", "--telemetry-endpoint", tel_ep,
-                                 "--events-endpoint", ev_ep, "--no-outputs", "--spool-dir", str(spool)],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _wait_subscribed(tel, 60)
-        _wait_subscribed(ev, 10)
+    with live_process(zctx, "--no-outputs", "--spool-dir", str(spool)) as (proc, send):
         spec = S.Spec(duration_s=2.0, requests=[S.Req(0.5, 1.0)], batch_end=False)
         for topic, payload in S.messages(spec):
-            (tel if topic.startswith("tel.") else ev).send_multipart([topic.encode("ascii"), encode(payload)])
+            send(topic, payload)
         deadline = time.monotonic() + 30
         while not list(spool.glob("analyzer-live-*/batch-*.msgpack")) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -195,9 +192,3 @@ def test_sigterm_with_a_batch_open_removes_the_spool(tmp_path, zctx):
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGTERM, err.decode("utf-8", "replace")[-2000:]
         assert list(spool.iterdir()) == []
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        tel.close(linger=0)
-        ev.close(linger=0)
