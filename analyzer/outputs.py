@@ -20,6 +20,7 @@ import analyzer
 import shared
 from analyzer import i18n, report, report_html, tables
 from analyzer.pipeline import Analysis
+from analyzer.rows import columns_of
 from shared.batch import BatchDir
 from shared.logs import get_logger
 
@@ -168,7 +169,7 @@ def _jsonable_column(values: list) -> list:
 def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]] | None = None,
             data: dict[str, list] | None = None) -> Path:
     if data is None:
-        data = {c: _jsonable_column([r.get(c) for r in rows or []]) for c in columns}
+        data = {c: _jsonable_column(values) for c, values in zip(columns, columns_of(rows or [], columns))}
     table = pa.table({c: _column(data[c]) for c in columns})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

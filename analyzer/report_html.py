@@ -138,14 +138,20 @@ def scatter_svg(plot_id: str, points: list[dict], front: list[dict], colors: dic
 
 
 def _decimate(ts: np.ndarray, ps: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    if ts.size <= limit:
+    """The lowest and highest point (the first of equals) of each of limit // 2 runs of points as
+    np.array_split cuts them: its first n % k runs one longer, so two blocks of equal runs, each a
+    reshape whose rows are the runs."""
+    n, k = ts.size, limit // 2
+    if n <= limit:
         return ts, ps
-    keep = set()
-    for chunk in np.array_split(np.arange(ts.size), limit // 2):
-        if chunk.size:
-            keep.add(int(chunk[np.argmin(ps[chunk])]))
-            keep.add(int(chunk[np.argmax(ps[chunk])]))
-    idx = np.array(sorted(keep))
+    q, r = divmod(n, k)
+    keep = []
+    for lo, hi, size in ((0, r * (q + 1), q + 1), (r * (q + 1), n, q)):
+        if hi > lo:
+            runs = ps[lo:hi].reshape(-1, size)
+            first = lo + np.arange(runs.shape[0]) * size
+            keep += [first + runs.argmin(axis=1), first + runs.argmax(axis=1)]
+    idx = np.unique(np.concatenate(keep))
     return ts[idx], ps[idx]
 
 
@@ -165,9 +171,11 @@ def window_spans(windows: list[dict], lang: str) -> list[tuple[float, float, str
 
 
 def timeline_svg(plot_id: str, timeline: dict, windows: list[dict], lang: str,
-                 spans: list[tuple[float, float, str, str]] | None = None) -> str | None:
+                 spans: list[tuple[float, float, str, str]] | None = None,
+                 drawn: dict[tuple[float, float], str] | None = None) -> str | None:
     """GPU power over time; request windows shaded, prefill darker than decode. ``spans``:
-    window_spans(windows, lang) when the caller has them already (they are the same for every GPU)."""
+    window_spans(windows, lang) when the caller has them already (they are the same for every GPU);
+    ``drawn``: their shading by time axis, kept by the caller for the next GPU's (most share one axis)."""
     ts, ps = np.asarray(timeline["t_s"], dtype=float), np.asarray(timeline["power_w"], dtype=float)
     ok = np.isfinite(ts) & np.isfinite(ps)
     ts, ps = ts[ok], ps[ok]
@@ -179,12 +187,17 @@ def timeline_svg(plot_id: str, timeline: dict, windows: list[dict], lang: str,
     out = [f'<svg class="plot" id="{esc(plot_id)}" viewBox="0 0 {TIMELINE_W} {TIMELINE_H}" width="{TIMELINE_W}" '
            f'height="{TIMELINE_H}" role="img">'] + ax.frame(t("x_time", lang), t("y_power", lang))
     top, height = MARGIN["t"], ax.ph
-    spans = window_spans(windows, lang) if spans is None else spans
-    starts = ax.xs(np.array([sp[0] for sp in spans], dtype=float))
-    ends = ax.xs(np.array([sp[1] for sp in spans], dtype=float))
-    for (_s0, _s1, k, tip), x0, x1 in zip(spans, starts, ends):
-        out.append(f'<rect class="mark win {k}" x="{x0}" y="{top}" width="{max(0.5, x1 - x0)}" '
-                   f'height="{height}" data-tip="{tip}"/>')
+    shading = None if drawn is None else drawn.get((ax.x0, ax.x1))
+    if shading is None:
+        spans = window_spans(windows, lang) if spans is None else spans
+        starts = ax.xs(np.array([sp[0] for sp in spans], dtype=float))
+        ends = ax.xs(np.array([sp[1] for sp in spans], dtype=float))
+        shading = "".join([f'<rect class="mark win {k}" x="{x0}" y="{top}" width="{max(0.5, x1 - x0)}" '
+                           f'height="{height}" data-tip="{tip}"/>'
+                           for (_s0, _s1, k, tip), x0, x1 in zip(spans, starts, ends)])
+        if drawn is not None:
+            drawn[(ax.x0, ax.x1)] = shading
+    out.append(shading)
     dt, dp = _decimate(ts, ps, MAX_TIMELINE_POINTS)
     pts = " ".join(f"{x},{y}" for x, y in zip(ax.xs(dt), ax.ys(dp)))
     out.append(f'<polyline class="mark power" points="{pts}"/>')
@@ -400,8 +413,9 @@ def render_html(a, lang: str = "en", title: str | None = None) -> str:
         body.append(f"<h2>{esc(t('timeline', lang))}{esc(t('simulated_suffix', lang)) if a.simulated else ''}</h2>"
                     f"<p class='caption'>{esc(t('timeline_caption', lang))}</p>")
         spans = window_spans(a.windows, lang)
+        drawn: dict[tuple[float, float], str] = {}
         for i, tl in enumerate(a.timelines):
-            svg = timeline_svg(f"timeline-{i}", tl, a.windows, lang, spans)
+            svg = timeline_svg(f"timeline-{i}", tl, a.windows, lang, spans, drawn)
             body.append(f"<h3>{esc(tl['key'])}{' — ' + esc(tl.get('name')) if tl.get('name') else ''}"
                         f"{' (' + esc(tl['gpu_id']) + ')' if tl.get('gpu_id') else ''}</h3>")  # named by host and uuid
             body.append(svg or f"<p>{esc(t('none', lang))}</p>")

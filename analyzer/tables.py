@@ -8,6 +8,7 @@ import math
 from typing import Any, Iterable
 
 from analyzer import columns as COLS
+from analyzer import rows as ROWS
 from analyzer.i18n import Msg
 from analyzer.suite_stats import suite_figures
 from shared.numbers import finite
@@ -345,7 +346,7 @@ def csv_text(columns: Iterable[str], rows: list[dict[str, Any]]) -> str:
     # path of _cells writes what cell() writes, so the block's own types change no byte)
     for lo in range(0, len(rows), _CSV_BLOCK) if columns else ():
         block = rows[lo:lo + _CSV_BLOCK]
-        w.writerows(zip(*[_cells([row.get(c) for row in block]) for c in columns]))
+        w.writerows(zip(*[_cells(values) for values in ROWS.columns_of(block, columns)]))
     return buf.getvalue()
 
 
