@@ -14,8 +14,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from analyzer.i18n import cell_value, label, t
-from analyzer.report import (PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, note_list, problem_list,
-                             report_stats)
+from analyzer.report import (NUMBER_TYPES, PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, note_list,
+                             problem_list, report_stats)
+from analyzer.rows import columns_of
 from analyzer.tables import SUITE_BOARD_COLUMNS
 from shared.escape import html_text
 from shared.numbers import finite
@@ -214,29 +215,32 @@ def html_table(table_id: str, columns: Iterable[str], rows: list[dict[str, Any]]
     """A sortable table; numbers carry data-v (the raw value) so sorting is numeric."""
     columns = list(columns)
     head = "".join(f'<th title="{esc(c)}">{esc(label(c, lang))}</th>' for c in columns)
-    body = []
     seen: dict[tuple, str] = {}  # other cells (text mostly: a model, a status) by column, type and value
-    for r in rows:
-        cells = []
-        for c in columns:
-            v = r.get(c)
-            kind = type(v)
-            if kind is float or kind is int:  # a number: fmt_num's digits need no escaping
-                n = float(v)
-                cells.append(f'<td data-v="{n!r}">{fmt_num(v)}</td>' if math.isfinite(n) else "<td></td>")
-            elif v is None:
-                cells.append("<td></td>")
-            else:
-                try:
-                    cells.append(seen[(c, kind, v)])
-                except (KeyError, TypeError):  # not seen yet, or not hashable
-                    cell = _td(c, v, lang)
-                    if kind is str or kind is bool:
-                        seen[(c, kind, v)] = cell
-                    cells.append(cell)
-        body.append("<tr>" + "".join(cells) + "</tr>")
+
+    def cell(c: str, v: Any) -> str:
+        kind = type(v)
+        if kind is float or kind is int or v is None:
+            return _number_td(v)
+        try:
+            return seen[(c, kind, v)]
+        except (KeyError, TypeError):  # not seen yet, or not hashable
+            td = _td(c, v, lang)
+            if kind is str or kind is bool:
+                seen[(c, kind, v)] = td
+            return td
+    cells = [list(map(_number_td, values)) if set(map(type, values)) <= NUMBER_TYPES else [cell(c, v) for v in values]
+             for c, values in zip(columns, columns_of(rows, columns))]  # a column at a time
+    body = ["<tr>" + "".join(row) + "</tr>" for row in zip(*cells)] if cells else ["<tr></tr>" for _ in rows]
     return (f'<table class="data sortable" id="{esc(table_id)}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _number_td(v: float | int | None) -> str:
+    """A number's cell (fmt_num's digits need no escaping), its value in data-v for sorting."""
+    if v is None:
+        return "<td></td>"
+    n = float(v)
+    return f'<td data-v="{n!r}">{fmt_num(v)}</td>' if math.isfinite(n) else "<td></td>"
 
 
 def _td(column: str, v: Any, lang: str) -> str:
