@@ -678,6 +678,16 @@ def _finite_list(values: np.ndarray, scale: float | None = None) -> list:
     return out.tolist()
 
 
+def _each(parts: list[np.ndarray], convert: Callable[[np.ndarray], list]) -> list[list]:
+    """``[convert(p) for p in parts]`` by one call on the parts joined (``convert`` goes element by
+    element, so each part's slice of its result is the same list), when they have one dtype."""
+    if len(parts) < 2 or len({p.dtype for p in parts}) > 1:
+        return [convert(p) for p in parts]
+    whole = convert(np.concatenate(parts))
+    ends = np.cumsum([p.size for p in parts]).tolist()
+    return [whole[lo:hi] for lo, hi in zip([0, *ends], ends)]
+
+
 def _offsets(t_s: np.ndarray, a_s: float) -> list[float]:
     """``[round(t - a_s, 6) for t in t_s]``, vectorised. Python's round(x, 6) is the double nearest to
     x·10⁶ rounded to an integer k, over 10⁶; numpy's product x·1e6 is off by far less than 10⁻⁶ here, so
@@ -711,15 +721,16 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
         a_s, b_s = float(win.a_s[i]), float(win.b_s[i])
         full["window_start_s"], full["window_end_s"] = a_s, b_s
         full["gpus"] = {}
-        for g in batch.gpus:
-            t_s = (g.t_ns - origin) / 1e9
-            m = _in_window(t_s, a_s, b_s)
-            full["gpus"][g.key] = {"t_s": _offsets(t_s[m], a_s),
-                                   "power_w": _finite_list(g.values["power_mw"][m], 1000.0),
-                                   **{k: _finite_list(g.values[k][m]) for k in ("energy_mj", "util_gpu_pct",
-                                                                                "mem_used_mib", "temp_c",
-                                                                                "sm_clock_mhz")},
-                                   "simulated": g.simulated}
+        ts = [(g.t_ns - origin) / 1e9 for g in batch.gpus]
+        cuts = [_in_window(t_s, a_s, b_s) for t_s in ts]
+        # each list of every GPU at once: a GPU's lists are slices of the joined ones
+        lists = {"t_s": _each([t_s[m] for t_s, m in zip(ts, cuts)], functools.partial(_offsets, a_s=a_s)),
+                 "power_w": _each([g.values["power_mw"][m] for g, m in zip(batch.gpus, cuts)],
+                                  functools.partial(_finite_list, scale=1000.0)),
+                 **{k: _each([g.values[k][m] for g, m in zip(batch.gpus, cuts)], _finite_list)
+                    for k in ("energy_mj", "util_gpu_pct", "mem_used_mib", "temp_c", "sm_clock_mhz")}}
+        for n, g in enumerate(batch.gpus):
+            full["gpus"][g.key] = {**{k: v[n] for k, v in lists.items()}, "simulated": g.simulated}
         if batch.host is not None:
             h = batch.host
             t_s = (h.t_ns - origin) / 1e9
