@@ -292,11 +292,11 @@ class RequestFiles:
         if key is not None and self._kept(path, key):
             return path
         data = json_text(build()).encode("utf-8")
-        write_bytes(path, data, skip_unchanged=True)
-        if key is not None:
+        written = write_bytes(path, data, skip_unchanged=True)
+        if key is not None and written == path:  # (a locked file kept its old bytes: not noted)
             st = path.stat()
             self._new[path.name] = [key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, _digest(data)]
-        return path
+        return written
 
     def _kept(self, path: Path, key: str) -> bool:
         entry = self._old.get(path.name)
@@ -321,8 +321,7 @@ class RequestFiles:
     def close(self) -> Path | None:
         """Write the index of this analysis' files (none without a key: an old one would be stale)."""
         if self._key is None:
-            if self.index.exists():
-                self.index.unlink()
+            self.index.unlink(missing_ok=True)
             return None
         return write_text(self.index, json.dumps({"files": self._new}, separators=(",", ":")), skip_unchanged=True)
 

@@ -126,3 +126,25 @@ def test_every_option_and_the_quality_scores_are_in_a_request_key(tmp_path):
     one, other = (analysis(tmp_path, assess=scorer(s)).request_json for s in (0.5, 0.6))
     assert one.key(ok) != other.key(ok)
     assert one.key(ok) == analysis(tmp_path, assess=scorer(0.5)).request_json.key(ok)
+
+
+def test_a_locked_request_file_is_written_again_once_free(tmp_path, monkeypatch):
+    """A request file another program holds (Windows) keeps its old bytes; the next run writes it."""
+    root = batch(tmp_path)
+    want = analyse(root, "--cpu-tdp-w", "200")
+    analyse(root)
+    name = sorted(want)[0]
+    real = os.replace
+
+    def replace(src, dst, *a, **k):
+        if Path(dst).name == name:
+            raise PermissionError(13, "in use", str(dst))
+        return real(src, dst, *a, **k)
+    monkeypatch.setattr(os, "replace", replace)
+    assert cli.main(["--batch", str(root), *ARGV, "--cpu-tdp-w", "200"]) == cli.EXIT_OUTPUT_LOCKED
+    assert (root / "raw" / name).read_bytes() != want[name]
+    beside = root / "raw" / name.replace(".json", ".new.json")
+    assert beside.read_bytes() == want[name]                     # the new version went beside it
+    beside.unlink()
+    monkeypatch.setattr(os, "replace", real)
+    assert analyse(root, "--cpu-tdp-w", "200") == want
