@@ -246,9 +246,12 @@ REQUEST_KEYS = "request_json.keys"  # in raw/: what each <rid>.json was built fr
 
 @functools.lru_cache(maxsize=1)
 def _code_digest() -> str | None:
-    """The sources of the analyzer and shared packages and the versions of Python and the numeric
-    libraries: the code a request JSON comes from (None when a source cannot be read)."""
-    h = hashlib.sha256(f"{sys.version}\0{np.__version__}\0{pa.__version__}".encode())
+    """The sources of the analyzer and shared packages and the versions of Python, the numeric
+    libraries and msgpack (the events' decoder): the code a request JSON comes from (None when a
+    source cannot be read)."""
+    import msgpack
+
+    h = hashlib.sha256(f"{sys.version}\0{np.__version__}\0{pa.__version__}\0{msgpack.version}".encode())
     try:
         for package in (analyzer, shared):
             root = Path(package.__file__).parent
