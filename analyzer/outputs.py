@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import contextvars
+import functools
+import hashlib
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+import analyzer
+import shared
 from analyzer import i18n, report, report_html, tables
 from analyzer.pipeline import Analysis
+from analyzer.rows import columns_of
 from shared.batch import BatchDir
 from shared.logs import get_logger
 
@@ -163,7 +169,7 @@ def _jsonable_column(values: list) -> list:
 def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]] | None = None,
             data: dict[str, list] | None = None) -> Path:
     if data is None:
-        data = {c: _jsonable_column([r.get(c) for r in rows or []]) for c in columns}
+        data = {c: _jsonable_column(values) for c, values in zip(columns, columns_of(rows or [], columns))}
     table = pa.table({c: _column(data[c]) for c in columns})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -216,7 +222,11 @@ def write_text(path: Path, text: str, encoding: str = "utf-8", skip_unchanged: b
     """Write via a temporary file and an atomic rename: a killed analyzer never leaves half a CSV.
     ``skip_unchanged``: a file that already holds exactly these bytes is left as it is (creating the
     temporary file costs more than composing a request's JSON: a re-analysis rewrites thousands)."""
-    data = text.encode(encoding)
+    return write_bytes(path, text.encode(encoding), skip_unchanged)
+
+
+def write_bytes(path: Path, data: bytes, skip_unchanged: bool = False) -> Path:
+    """:func:`write_text` of bytes already encoded."""
     if skip_unchanged:
         try:
             if path.stat().st_size == len(data) and path.read_bytes() == data:
@@ -229,6 +239,94 @@ def write_text(path: Path, text: str, encoding: str = "utf-8", skip_unchanged: b
     with open(tmp, "wb") as fh:
         fh.write(data)
     return _replace(tmp, path)
+
+
+REQUEST_KEYS = "request_json.keys"  # in raw/: what each <rid>.json was built from, and the bytes it was left with
+
+
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str | None:
+    """The sources of the analyzer and shared packages and the versions of Python, the numeric
+    libraries and msgpack (the events' decoder): the code a request JSON comes from (None when a
+    source cannot be read)."""
+    import msgpack
+
+    h = hashlib.sha256(f"{sys.version}\0{np.__version__}\0{pa.__version__}\0{msgpack.version}".encode())
+    try:
+        for package in (analyzer, shared):
+            root = Path(package.__file__).parent
+            for f in sorted(root.rglob("*.py")):
+                h.update(f"\0{package.__name__}/{f.relative_to(root).as_posix()}\0".encode())
+                h.update(f.read_bytes())
+    except (OSError, TypeError):
+        return None
+    return h.hexdigest()
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+class RequestFiles:
+    """raw/<rid>.json kept, not even built, when the analysis that wrote it had the same inputs: the
+    recording and lookback (``samples_key``), the code, and the request's own (``RequestJson.key``:
+    options, quality scores). raw/request_json.keys notes each file's key with the size, times and
+    digest of the bytes written; a file missing, or whose bytes differ from those, is written again
+    (times that differ, as after copying the batch, send it to its digest)."""
+
+    def __init__(self, raw: Path, samples_key: str | None):
+        self.index = raw / REQUEST_KEYS
+        code = _code_digest()
+        self._key = None if samples_key is None or code is None else f"{samples_key}\0{code}"
+        self._old: dict[str, list] = self._read() if self._key is not None else {}
+        self._new: dict[str, list] = {}
+
+    def _read(self) -> dict[str, list]:
+        try:
+            stored = json.loads(self.index.read_bytes())
+        except (OSError, ValueError):  # missing or damaged: every file built
+            return {}
+        files = stored.get("files") if isinstance(stored, dict) else None
+        return files if isinstance(files, dict) else {}
+
+    def write(self, path: Path, own_key: str | None, build) -> Path:
+        """``path`` holding ``build()``'s JSON (json_text), built only when the file may not hold it."""
+        key = None if self._key is None or own_key is None else _digest(f"{self._key}\0{own_key}".encode())
+        if key is not None and self._kept(path, key):
+            return path
+        data = json_text(build()).encode("utf-8")
+        written = write_bytes(path, data, skip_unchanged=True)
+        if key is not None and written == path:  # (a locked file kept its old bytes: not noted)
+            st = path.stat()
+            self._new[path.name] = [key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, _digest(data)]
+        return written
+
+    def _kept(self, path: Path, key: str) -> bool:
+        entry = self._old.get(path.name)
+        if not (isinstance(entry, list) and len(entry) == 5 and entry[0] == key):
+            return False
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        if st.st_size != entry[1]:
+            return False
+        if (st.st_mtime_ns, st.st_ctime_ns) != (entry[2], entry[3]):  # touched, copied or changed: its bytes say
+            try:
+                if _digest(path.read_bytes()) != entry[4]:
+                    return False
+            except OSError:
+                return False
+            entry = [key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, entry[4]]
+        self._new[path.name] = entry
+        return True
+
+    def close(self) -> Path | None:
+        """Write the index of this analysis' files (none without a key: an old one would be stale)."""
+        if self._key is None:
+            self.index.unlink(missing_ok=True)
+            return None
+        return write_text(self.index, json.dumps({"files": self._new}, separators=(",", ":")), skip_unchanged=True)
 
 
 def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool = False,
@@ -245,6 +343,11 @@ def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool
     if locked:
         raise OutputsLocked(locked, written)
     return written
+
+
+def _key_of(request_json, rid: str) -> str | None:
+    key = getattr(request_json, "key", None)  # (a plain mapping of JSON, as tools pass: always written)
+    return key(rid) if key is not None else None
 
 
 def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang: str,
@@ -269,8 +372,11 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
     if a.warmups:
         written.append(write_text(bd.summary / "warmups.csv", tables.csv_text(a.columns, a.warmups), CSV_ENCODING))
     rids = list(a.request_json)  # in time order (its telemetry is read in order); each built, written, dropped
+    files = RequestFiles(bd.raw, samples_key)
     for rid in tqdm(rids, desc="request JSON", unit="req", disable=not progress or len(rids) < 50):
-        written.append(write_text(bd.request_json(rid), json_text(a.request_json[rid]), skip_unchanged=True))
+        written.append(files.write(bd.request_json(rid), _key_of(a.request_json, rid),
+                                   functools.partial(a.request_json.__getitem__, rid)))
+    files.close()
     written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))
     if a.gpu_samples.rows:
         written.append(parquet_pieces(bd.raw / "samples_gpu.parquet", a.gpu_samples, samples_key))

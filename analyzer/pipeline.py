@@ -6,6 +6,8 @@ import bisect
 from array import array
 import dataclasses
 import functools
+import hashlib
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,12 +102,23 @@ def _in_window(t_s: np.ndarray, a_s: float, b_s: float) -> slice:
 
 class RequestJson(Mapping):
     """rid → that request's JSON (raw/<rid>.json), built when asked for: the samples of every window
-    are never held at once (a day of requests would hold most of the recording)."""
+    are never held at once (a day of requests would hold most of the recording). ``inputs``: what one
+    request's JSON derives from beyond the recording, its lookback and the code (``key``)."""
 
-    def __init__(self, build: Callable[[str], dict[str, Any]], rids: list[str]):
+    def __init__(self, build: Callable[[str], dict[str, Any]], rids: list[str],
+                 inputs: Callable[[str], str] | None = None):
         self._build = build
         self._rids = list(dict.fromkeys(rids))
         self._known = set(self._rids)
+        self._inputs = inputs
+
+    def key(self, rid: str) -> str | None:
+        """What ``self[rid]`` is built from besides the recording, the lookback and the code (None: not
+        known, so it is always built). Two analyses of one recording by one code giving the same key
+        give the same JSON (outputs.write_all then leaves a file holding it)."""
+        if rid not in self._known:
+            raise KeyError(rid)
+        return None if self._inputs is None else self._inputs(rid)
 
     def __getitem__(self, rid: str) -> dict[str, Any]:
         if rid not in self._known:
@@ -326,7 +339,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         obj["itl_ms"] = gaps.tolist() if gaps is not None and gaps.size else None
         return obj
 
-    request_json = RequestJson(one_json, [r.rid for r in reqs])
+    request_json = RequestJson(one_json, [r.rid for r in reqs],
+                               functools.partial(_request_inputs, _options_text(opts), quality))
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus), source, slabs)
     first = {row["rid"]: finite(row.get("first_token_s")) for row in rows}
     # first_s: where prefill ends and decode begins (None when no first token was seen)
@@ -664,6 +678,16 @@ def _finite_list(values: np.ndarray, scale: float | None = None) -> list:
     return out.tolist()
 
 
+def _each(parts: list[np.ndarray], convert: Callable[[np.ndarray], list]) -> list[list]:
+    """``[convert(p) for p in parts]`` by one call on the parts joined (``convert`` goes element by
+    element, so each part's slice of its result is the same list), when they have one dtype."""
+    if len(parts) < 2 or len({p.dtype for p in parts}) > 1:
+        return [convert(p) for p in parts]
+    whole = convert(np.concatenate(parts))
+    ends = np.cumsum([p.size for p in parts]).tolist()
+    return [whole[lo:hi] for lo, hi in zip([0, *ends], ends)]
+
+
 def _offsets(t_s: np.ndarray, a_s: float) -> list[float]:
     """``[round(t - a_s, 6) for t in t_s]``, vectorised. Python's round(x, 6) is the double nearest to
     x·10⁶ rounded to an integer k, over 10⁶; numpy's product x·1e6 is off by far less than 10⁻⁶ here, so
@@ -697,15 +721,16 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
         a_s, b_s = float(win.a_s[i]), float(win.b_s[i])
         full["window_start_s"], full["window_end_s"] = a_s, b_s
         full["gpus"] = {}
-        for g in batch.gpus:
-            t_s = (g.t_ns - origin) / 1e9
-            m = _in_window(t_s, a_s, b_s)
-            full["gpus"][g.key] = {"t_s": _offsets(t_s[m], a_s),
-                                   "power_w": _finite_list(g.values["power_mw"][m], 1000.0),
-                                   **{k: _finite_list(g.values[k][m]) for k in ("energy_mj", "util_gpu_pct",
-                                                                                "mem_used_mib", "temp_c",
-                                                                                "sm_clock_mhz")},
-                                   "simulated": g.simulated}
+        ts = [(g.t_ns - origin) / 1e9 for g in batch.gpus]
+        cuts = [_in_window(t_s, a_s, b_s) for t_s in ts]
+        # each list of every GPU at once: a GPU's lists are slices of the joined ones
+        lists = {"t_s": _each([t_s[m] for t_s, m in zip(ts, cuts)], functools.partial(_offsets, a_s=a_s)),
+                 "power_w": _each([g.values["power_mw"][m] for g, m in zip(batch.gpus, cuts)],
+                                  functools.partial(_finite_list, scale=1000.0)),
+                 **{k: _each([g.values[k][m] for g, m in zip(batch.gpus, cuts)], _finite_list)
+                    for k in ("energy_mj", "util_gpu_pct", "mem_used_mib", "temp_c", "sm_clock_mhz")}}
+        for n, g in enumerate(batch.gpus):
+            full["gpus"][g.key] = {**{k: v[n] for k, v in lists.items()}, "simulated": g.simulated}
         if batch.host is not None:
             h = batch.host
             t_s = (h.t_ns - origin) / 1e9
@@ -735,6 +760,28 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
                      "cold": row.get("cold"), "gpu_simulated": simulated if batch.gpus else None,
                      "backend": bs.backend},
     }
+
+
+# Options that a request JSON does not derive from: progress bars and logs; batch_dir only names the
+# batch in a problem's resume command; assess only scores, and each request's scores are in its key.
+_NOT_IN_REQUEST_JSON = frozenset({"progress", "log_skipped_quality", "batch_dir", "assess"})
+
+
+def _options_text(opts: Options) -> str:
+    """Every other option, as text (a changed one changes every request JSON's key)."""
+    return repr([(f.name, getattr(opts, f.name)) for f in dataclasses.fields(opts)
+                 if f.name not in _NOT_IN_REQUEST_JSON])
+
+
+def _request_inputs(options: str, quality: dict[str, dict], rid: str) -> str | None:
+    """A request JSON's inputs beyond the recording and the code: the options, its rid and its quality
+    scores (the scorers are outside the recording), pickled: every value exact, whatever its type.
+    None (always built) for scores that cannot be pickled."""
+    try:
+        scores = hashlib.sha256(pickle.dumps(quality.get(rid), protocol=4)).hexdigest()
+    except (pickle.PicklingError, TypeError, AttributeError, ValueError):
+        return None
+    return f"{options}\0{rid!r}\0{scores}"
 
 
 def _client_msg(client: M.ClientMetrics) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 from analyzer import columns as COLS
 from analyzer.i18n import cell_value, label, suffixed, t
 from analyzer.i18n import render as in_lang
+from analyzer.rows import columns_of
 from analyzer.tables import SUITE_BOARD_COLUMNS
 from shared.escape import md_inline
 from shared.numbers import finite
@@ -34,21 +35,30 @@ FAILED_COLUMNS = ("rid", "model", "task", "status", "error_kind", "error")
 
 def fmt_num(v: Any) -> str:
     """A number as people read it: 3 significant digits, never an exponent (1234.5 → 1,234; 0.0000342 → 0.0000342)."""
+    if type(v) is float:  # most cells: no other test first
+        return _fmt_float(v)
     if v is None or isinstance(v, bool):
         return "" if v is None else ("true" if v else "false")
     if isinstance(v, int):
         return f"{v:,}" if abs(v) >= 10000 else str(v)
     if not isinstance(v, float):
         return str(v)
+    return _fmt_float(v)
+
+
+def _fmt_float(v: float) -> str:
     if not math.isfinite(v):
         return ""
     if v == 0:
         return "0"
     a = abs(v)
     if a >= 1000:
-        return f"{v:,.0f}"
-    decimals = max(0, 2 - int(math.floor(math.log10(a))))
-    return f"{v:.{decimals}f}"
+        return format(v, ",.0f")
+    decimals = max(0, 2 - math.floor(math.log10(a)))
+    return format(v, _FIXED[decimals] if decimals < len(_FIXED) else f".{decimals}f")
+
+
+_FIXED = tuple(f".{d}f" for d in range(24))  # format specs of 0 to 23 decimals, made once
 
 
 def _md_cell(v: Any) -> str:
@@ -73,8 +83,13 @@ def md_table(columns, rows: list[dict[str, Any]], lang: str = "en") -> str:
             return seen[key]
         return _md_cell(cell_value(c, v, lang))
 
-    lines += ["| " + " | ".join([md_cell(c, r.get(c)) for c in columns]) + " |" for r in rows]
+    cells = [list(map(fmt_num, values)) if set(map(type, values)) <= NUMBER_TYPES else [md_cell(c, v) for v in values]
+             for c, values in zip(columns, columns_of(rows, list(columns)))]  # a column at a time
+    lines += ["| " + " | ".join(row) + " |" for row in zip(*cells)] if cells else ["|  |" for _ in rows]
     return "\n".join(lines) + "\n"
+
+
+NUMBER_TYPES = {float, int, type(None)}  # a column of these: fmt_num() each, nothing to escape
 
 
 

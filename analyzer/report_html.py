@@ -14,8 +14,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from analyzer.i18n import cell_value, label, t
-from analyzer.report import (PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, note_list, problem_list,
-                             report_stats)
+from analyzer.report import (NUMBER_TYPES, PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, note_list,
+                             problem_list, report_stats)
+from analyzer.rows import columns_of
 from analyzer.tables import SUITE_BOARD_COLUMNS
 from shared.escape import html_text
 from shared.numbers import finite
@@ -138,14 +139,20 @@ def scatter_svg(plot_id: str, points: list[dict], front: list[dict], colors: dic
 
 
 def _decimate(ts: np.ndarray, ps: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    if ts.size <= limit:
+    """The lowest and highest point (the first of equals) of each of limit // 2 runs of points as
+    np.array_split cuts them: its first n % k runs one longer, so two blocks of equal runs, each a
+    reshape whose rows are the runs."""
+    n, k = ts.size, limit // 2
+    if n <= limit:
         return ts, ps
-    keep = set()
-    for chunk in np.array_split(np.arange(ts.size), limit // 2):
-        if chunk.size:
-            keep.add(int(chunk[np.argmin(ps[chunk])]))
-            keep.add(int(chunk[np.argmax(ps[chunk])]))
-    idx = np.array(sorted(keep))
+    q, r = divmod(n, k)
+    keep = []
+    for lo, hi, size in ((0, r * (q + 1), q + 1), (r * (q + 1), n, q)):
+        if hi > lo:
+            runs = ps[lo:hi].reshape(-1, size)
+            first = lo + np.arange(runs.shape[0]) * size
+            keep += [first + runs.argmin(axis=1), first + runs.argmax(axis=1)]
+    idx = np.unique(np.concatenate(keep))
     return ts[idx], ps[idx]
 
 
@@ -165,9 +172,11 @@ def window_spans(windows: list[dict], lang: str) -> list[tuple[float, float, str
 
 
 def timeline_svg(plot_id: str, timeline: dict, windows: list[dict], lang: str,
-                 spans: list[tuple[float, float, str, str]] | None = None) -> str | None:
+                 spans: list[tuple[float, float, str, str]] | None = None,
+                 drawn: dict[tuple[float, float], str] | None = None) -> str | None:
     """GPU power over time; request windows shaded, prefill darker than decode. ``spans``:
-    window_spans(windows, lang) when the caller has them already (they are the same for every GPU)."""
+    window_spans(windows, lang) when the caller has them already (they are the same for every GPU);
+    ``drawn``: their shading by time axis, kept by the caller for the next GPU's (most share one axis)."""
     ts, ps = np.asarray(timeline["t_s"], dtype=float), np.asarray(timeline["power_w"], dtype=float)
     ok = np.isfinite(ts) & np.isfinite(ps)
     ts, ps = ts[ok], ps[ok]
@@ -179,12 +188,17 @@ def timeline_svg(plot_id: str, timeline: dict, windows: list[dict], lang: str,
     out = [f'<svg class="plot" id="{esc(plot_id)}" viewBox="0 0 {TIMELINE_W} {TIMELINE_H}" width="{TIMELINE_W}" '
            f'height="{TIMELINE_H}" role="img">'] + ax.frame(t("x_time", lang), t("y_power", lang))
     top, height = MARGIN["t"], ax.ph
-    spans = window_spans(windows, lang) if spans is None else spans
-    starts = ax.xs(np.array([sp[0] for sp in spans], dtype=float))
-    ends = ax.xs(np.array([sp[1] for sp in spans], dtype=float))
-    for (_s0, _s1, k, tip), x0, x1 in zip(spans, starts, ends):
-        out.append(f'<rect class="mark win {k}" x="{x0}" y="{top}" width="{max(0.5, x1 - x0)}" '
-                   f'height="{height}" data-tip="{tip}"/>')
+    shading = None if drawn is None else drawn.get((ax.x0, ax.x1))
+    if shading is None:
+        spans = window_spans(windows, lang) if spans is None else spans
+        starts = ax.xs(np.array([sp[0] for sp in spans], dtype=float))
+        ends = ax.xs(np.array([sp[1] for sp in spans], dtype=float))
+        shading = "".join([f'<rect class="mark win {k}" x="{x0}" y="{top}" width="{max(0.5, x1 - x0)}" '
+                           f'height="{height}" data-tip="{tip}"/>'
+                           for (_s0, _s1, k, tip), x0, x1 in zip(spans, starts, ends)])
+        if drawn is not None:
+            drawn[(ax.x0, ax.x1)] = shading
+    out.append(shading)
     dt, dp = _decimate(ts, ps, MAX_TIMELINE_POINTS)
     pts = " ".join(f"{x},{y}" for x, y in zip(ax.xs(dt), ax.ys(dp)))
     out.append(f'<polyline class="mark power" points="{pts}"/>')
@@ -201,29 +215,32 @@ def html_table(table_id: str, columns: Iterable[str], rows: list[dict[str, Any]]
     """A sortable table; numbers carry data-v (the raw value) so sorting is numeric."""
     columns = list(columns)
     head = "".join(f'<th title="{esc(c)}">{esc(label(c, lang))}</th>' for c in columns)
-    body = []
     seen: dict[tuple, str] = {}  # other cells (text mostly: a model, a status) by column, type and value
-    for r in rows:
-        cells = []
-        for c in columns:
-            v = r.get(c)
-            kind = type(v)
-            if kind is float or kind is int:  # a number: fmt_num's digits need no escaping
-                n = float(v)
-                cells.append(f'<td data-v="{n!r}">{fmt_num(v)}</td>' if math.isfinite(n) else "<td></td>")
-            elif v is None:
-                cells.append("<td></td>")
-            else:
-                try:
-                    cells.append(seen[(c, kind, v)])
-                except (KeyError, TypeError):  # not seen yet, or not hashable
-                    cell = _td(c, v, lang)
-                    if kind is str or kind is bool:
-                        seen[(c, kind, v)] = cell
-                    cells.append(cell)
-        body.append("<tr>" + "".join(cells) + "</tr>")
+
+    def cell(c: str, v: Any) -> str:
+        kind = type(v)
+        if kind is float or kind is int or v is None:
+            return _number_td(v)
+        try:
+            return seen[(c, kind, v)]
+        except (KeyError, TypeError):  # not seen yet, or not hashable
+            td = _td(c, v, lang)
+            if kind is str or kind is bool:
+                seen[(c, kind, v)] = td
+            return td
+    cells = [list(map(_number_td, values)) if set(map(type, values)) <= NUMBER_TYPES else [cell(c, v) for v in values]
+             for c, values in zip(columns, columns_of(rows, columns))]  # a column at a time
+    body = ["<tr>" + "".join(row) + "</tr>" for row in zip(*cells)] if cells else ["<tr></tr>" for _ in rows]
     return (f'<table class="data sortable" id="{esc(table_id)}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _number_td(v: float | int | None) -> str:
+    """A number's cell (fmt_num's digits need no escaping), its value in data-v for sorting."""
+    if v is None:
+        return "<td></td>"
+    n = float(v)
+    return f'<td data-v="{n!r}">{fmt_num(v)}</td>' if math.isfinite(n) else "<td></td>"
 
 
 def _td(column: str, v: Any, lang: str) -> str:
@@ -400,8 +417,9 @@ def render_html(a, lang: str = "en", title: str | None = None) -> str:
         body.append(f"<h2>{esc(t('timeline', lang))}{esc(t('simulated_suffix', lang)) if a.simulated else ''}</h2>"
                     f"<p class='caption'>{esc(t('timeline_caption', lang))}</p>")
         spans = window_spans(a.windows, lang)
+        drawn: dict[tuple[float, float], str] = {}
         for i, tl in enumerate(a.timelines):
-            svg = timeline_svg(f"timeline-{i}", tl, a.windows, lang, spans)
+            svg = timeline_svg(f"timeline-{i}", tl, a.windows, lang, spans, drawn)
             body.append(f"<h3>{esc(tl['key'])}{' — ' + esc(tl.get('name')) if tl.get('name') else ''}"
                         f"{' (' + esc(tl['gpu_id']) + ')' if tl.get('gpu_id') else ''}</h3>")  # named by host and uuid
             body.append(svg or f"<p>{esc(t('none', lang))}</p>")

@@ -7,7 +7,10 @@ import io
 import math
 from typing import Any, Iterable
 
+import numpy as np
+
 from analyzer import columns as COLS
+from analyzer import rows as ROWS
 from analyzer.i18n import Msg
 from analyzer.suite_stats import suite_figures
 from shared.numbers import finite
@@ -120,6 +123,49 @@ def _run_to_run(cases: list[str], values: list[float | None]) -> dict[str, Any]:
             "run_to_run_std": math.sqrt(ss / df) if df else None}
 
 
+def _finites(values: list) -> list:
+    """``[finite(v) for v in values]``: a column of floats or of ints (and None) without a call per value."""
+    types = set(map(type, values))
+    if types <= _FLOATS:
+        fin = math.isfinite
+        return [v if v is None or fin(v) else None for v in values]
+    if types <= _INTS:
+        return [None if v is None else float(v) for v in values]
+    return list(map(finite, values))
+
+
+_FLOATS = {float, type(None)}
+_INTS = {int, type(None)}
+
+
+class _Members:
+    """A group's rows read a column at a time: finite() values of each metric, the rows of each quality
+    basis (positions), their cases (a metric of a group is a column, not a get per row)."""
+
+    def __init__(self, rows: list, metrics: tuple[str, ...]):
+        cols = ROWS.columns_of(rows, [*metrics, "quality_basis", "case_hash", "case"])
+        self._values = dict(zip(metrics, cols))
+        self._finite: dict[str, list] = {}
+        basis, case_hash, case = cols[-3:]
+        self.cases = [str(h or c or "") for h, c in zip(case_hash, case)]  # _case_of
+        self.bases: dict[str, list[int]] = {}
+        for i, b in enumerate(basis):
+            self.bases.setdefault(str(b or ""), []).append(i)  # _basis
+
+    def finite(self, metric: str) -> list:
+        got = self._finite.get(metric)
+        if got is None:
+            got = self._finite[metric] = _finites(self._values[metric])
+        return got
+
+    def parts(self, metric: str) -> list[tuple[str | None, list[float | None], list[str]]]:
+        """(basis, finite values, cases): one part (basis None) or, for a basis metric, one per basis."""
+        got = self.finite(metric)
+        if metric not in BASIS_METRICS:
+            return [(None, got, self.cases)]
+        return [(basis, [got[i] for i in at], [self.cases[i] for i in at]) for basis, at in sorted(self.bases.items())]
+
+
 def per_case(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]]:
     """stats_per_case.csv: each model × case × metric over its successful runs (quality per basis)."""
     groups: dict[tuple, list[dict]] = {}
@@ -131,11 +177,10 @@ def per_case(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, A
         first = rows[0]
         base = {"model": model, "task": first.get("task"), "load": first.get("load"), "case": first.get("case"),
                 "case_hash": first.get("case_hash"), "gpu_simulated": simulated}
+        members = _Members(rows, STAT_METRICS)
         for metric in STAT_METRICS:
-            parts = sorted({_basis(r) for r in rows}) if metric in BASIS_METRICS else [None]
-            for basis in parts:
-                members = rows if basis is None else [r for r in rows if _basis(r) == basis]
-                vals = [v for v in (finite(r.get(metric)) for r in members) if v is not None]
+            for basis, got, _cases in members.parts(metric):
+                vals = [v for v in got if v is not None]
                 if vals:
                     d = describe(vals, *metric_range(metric))
                     out.append({**base, "metric": metric, "quality_basis": basis or None,
@@ -191,13 +236,9 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
                 "gpu_simulated": simulated}
         if key[4][0]:
             base["sweep_level"] = rows[0].get("sweep_level")
-        good_cases = [_case_of(r) for r in good]
+        members = _Members(good, STAT_METRICS)
         for metric in STAT_METRICS:
-            parts = sorted({_basis(r) for r in good}) if metric in BASIS_METRICS else [None]
-            for basis in parts:
-                members = good if basis is None else [r for r in good if _basis(r) == basis]
-                cases = good_cases if basis is None else [_case_of(r) for r in members]
-                got = [finite(r.get(metric)) for r in members]
+            for basis, got, cases in members.parts(metric):
                 vals = [v for v in got if v is not None]
                 if not vals:
                     continue
@@ -205,7 +246,7 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
                             **describe(vals, *metric_range(metric)), **percentiles_of(vals, percentiles),
                             **_run_to_run(cases, got)})
         for metric, by_rid in (pooled or {}).items():
-            vals = [v for r in good for v in (finite(x) for x in by_rid.get(r.get("rid"), [])) if v is not None]
+            vals = _pooled([by_rid.get(r.get("rid"), []) for r in good])
             if vals:
                 out.append({**base, "metric": metric, **describe(vals, *metric_range(metric)),
                             **percentiles_of(vals, percentiles)})
@@ -215,10 +256,10 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
                 out.append({**base, "metric": metric, "quality_basis": basis, "variance": None, "std": None,
                             "ci95_low": None, "ci95_high": None, "ci95_note": None, **vals})
         # The group's ratio of means: mean quality over mean energy (robust to one tiny-energy request).
-        for basis in sorted({_basis(r) for r in good}):
-            members = [r for r in good if _basis(r) == basis]
-            q = [v for v in (finite(r.get("quality_score")) for r in members) if v is not None]
-            e = [v for v in (finite(r.get("total_energy_j")) for r in members) if v is not None]
+        quality, energy = members.finite("quality_score"), members.finite("total_energy_j")
+        for basis, at in sorted(members.bases.items()):
+            q = [v for v in (quality[i] for i in at) if v is not None]
+            e = [v for v in (energy[i] for i in at) if v is not None]
             if not (q and e and sum(e) > 0):
                 continue
             qm, em = math.fsum(q) / len(q), math.fsum(e) / len(e)
@@ -230,6 +271,14 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
                             "mean": value, "variance": None, "std": None, "ci95_low": None, "ci95_high": None,
                             "ci95_note": None})
     return out
+
+
+def _pooled(parts: list) -> list[float]:
+    """Every finite() value of the parts (one per request, in order), the float arrays at once."""
+    if all(isinstance(p, np.ndarray) and p.dtype == np.float64 for p in parts):
+        v = np.concatenate(parts) if parts else np.zeros(0)
+        return v[np.isfinite(v)].tolist()
+    return [v for p in parts for v in (finite(x) for x in p) if v is not None]
 
 
 def suite_board(stats_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -345,7 +394,7 @@ def csv_text(columns: Iterable[str], rows: list[dict[str, Any]]) -> str:
     # path of _cells writes what cell() writes, so the block's own types change no byte)
     for lo in range(0, len(rows), _CSV_BLOCK) if columns else ():
         block = rows[lo:lo + _CSV_BLOCK]
-        w.writerows(zip(*[_cells([row.get(c) for row in block]) for c in columns]))
+        w.writerows(zip(*[_cells(values) for values in ROWS.columns_of(block, columns)]))
     return buf.getvalue()
 
 

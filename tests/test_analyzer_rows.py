@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from analyzer import outputs, pipeline
-from analyzer.rows import Layouts, Row
+from analyzer.rows import Layouts, Row, columns_of
 from analyzer.stream import build
 from shared.batch import BatchDir
 from tests import synth as S
@@ -105,3 +105,16 @@ def test_files_from_rows_are_the_files_from_plain_dicts(tmp_path):
     for row in a.results:
         summary = a.request_json[row["rid"]]["system_metrics_summary"]
         assert list(summary.items()) == [(k, v) for k, v in dict(row).items() if pipeline._in_summary(k)]
+
+
+def test_columns_of_reads_what_get_reads():
+    """A column at a time, over rows of several layouts (one grown by a key), plain dicts and names
+    some rows lack: each value is the row's get()."""
+    layouts = Layouts()
+    grown = layouts.row({"a": 1, "b": 2.5})
+    grown["z"] = "zz"
+    rows = [layouts.row({"a": 1, "b": 2.5}), layouts.row({"b": None, "c": "x"}), {"a": 5, "c": [1]}, grown,
+            layouts.row({"a": 7, "b": 8.5})]
+    for names in (["a"], ["b", "a"], ["c", "a", "z"], ["missing"], [], ["z", "z"]):
+        assert columns_of(rows, names) == [[r.get(c) for r in rows] for c in names], names
+    assert columns_of([], ["a", "b"]) == [[], []]

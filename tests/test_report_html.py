@@ -223,3 +223,21 @@ def test_suite_only_batch_has_no_empty_energy_vs_quality_section(tmp_path):
     assert "suite-scatter-0" in html  # the suite's own energy/accuracy chart is there
     assert "Energy vs quality per task" not in html and 'id="scatter-0"' not in html
     assert "## Pareto front" not in md and "## " + report_html.t("suites", "en") in md
+
+
+def test_a_long_timeline_keeps_each_runs_lowest_and_highest_point():
+    """Decimation: the points cut into limit // 2 runs as numpy's array_split cuts them (the first
+    n % k one longer), each run's first lowest and first highest point kept, in time order."""
+    import numpy as np
+
+    from analyzer.report_html import _decimate
+
+    rng = np.random.default_rng(7)
+    for n, limit in ((10, 10), (11, 10), (3001, 3000), (9999, 3000), (50, 4), (7, 2)):
+        ts, ps = np.arange(n, dtype=float), rng.integers(0, 4, n).astype(float)
+        keep = set()
+        for run in np.array_split(np.arange(n), limit // 2):
+            keep |= {int(run[np.argmin(ps[run])]), int(run[np.argmax(ps[run])])}
+        want = sorted(keep) if n > limit else list(range(n))
+        dt, dp = _decimate(ts, ps, limit)
+        assert dt.tolist() == want and dp.tolist() == ps[want].tolist(), (n, limit)
