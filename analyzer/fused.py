@@ -54,8 +54,9 @@ def fit_lag(r_s: np.ndarray, e_j: np.ndarray, power: "Trace") -> float:
     k = np.arange(0, r.size - 1, max(1, (r.size - 1) // LAG_INTERVALS))
     r0, r1, de = r[k], r[k + 1], e[k + 1] - e[k]
     lags = np.arange(LAG_RANGE_S[0], LAG_RANGE_S[1] + LAG_STEP_S / 2, LAG_STEP_S)
-    sse = np.array([float(np.sum((de - power.integral_at(r1 + lag) + power.integral_at(r0 + lag)) ** 2))
-                    for lag in lags])
+    # every lag in one call (a row each): the integrals element for element as one call per lag
+    resid = (de - power.integral_at(r1 + lags[:, None]) + power.integral_at(r0 + lags[:, None])) ** 2
+    sse = np.array([float(np.sum(row)) for row in resid])
     best = int(np.argmin(sse))
     zero = int(np.argmin(np.abs(lags)))
     if not sse[best] < LAG_MIN_GAIN * sse[zero]:
@@ -201,32 +202,35 @@ def _paired_jump(power: "Trace", x: np.ndarray, reach_s) -> np.ndarray:
     hi = np.searchsorted(mid, mid + reach_s, side="right")
     # the largest other change within reach, on either side (0 where there is none)
     has_l, has_r = lo < j, hi > j + 1
-    left = _window_reduce(d, np.where(has_l, lo, 0), np.where(has_l, j, 1), np.maximum)
-    right = _window_reduce(d, np.where(has_r, j + 1, 0), np.where(has_r, hi, 1), np.maximum)
+    table = _sparse_table(d, np.maximum)
+    left = _window_reduce(table, np.where(has_l, lo, 0), np.where(has_l, j, 1), np.maximum)
+    right = _window_reduce(table, np.where(has_r, j + 1, 0), np.where(has_r, hi, 1), np.maximum)
     partner = np.maximum(np.where(has_l, left, 0.0), np.where(has_r, right, 0.0))
     paired = np.minimum(d, partner)
     a = np.clip(np.searchsorted(mid, x - reach_s, side="left"), 0, d.size - 1)
     b = np.clip(np.searchsorted(mid, x + reach_s, side="right"), a + 1, d.size)
-    return _window_reduce(paired, a, b, np.maximum)
+    return _window_reduce(_sparse_table(paired, np.maximum), a, b, np.maximum)
 
 
-def _window_reduce(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, ufunc) -> np.ndarray:
-    """ufunc over y[lo:hi] for each pair (hi > lo), by a sparse table (log n passes)."""
-    tables = [y]
+def _sparse_table(y: np.ndarray, ufunc) -> np.ndarray:
+    """Row r: ufunc over y[i:i + 2**r] at each i (log n rows; the tail of a row past its last whole
+    span is unused)."""
+    rows = max(int(y.size).bit_length(), 1)
+    table = np.empty((rows, y.size), dtype=y.dtype)
+    table[0] = y
     span = 1
-    while 2 * span <= y.size:
-        prev = tables[-1]
-        tables.append(ufunc(prev[:-span], prev[span:]))
+    for r in range(1, rows):
+        ufunc(table[r - 1, :y.size - span], table[r - 1, span:], out=table[r, :y.size - span])
+        table[r, y.size - span:] = table[r - 1, y.size - span:]
         span *= 2
+    return table
+
+
+def _window_reduce(table: np.ndarray, lo: np.ndarray, hi: np.ndarray, ufunc) -> np.ndarray:
+    """ufunc over y[lo:hi] for each pair (hi > lo), from y's ``_sparse_table``: two overlapping spans."""
     n = np.maximum(hi - lo, 1)
     j = np.floor(np.log2(n)).astype(np.int64)
-    out = np.empty(lo.size)
-    for level in np.unique(j):
-        sel = j == level
-        t = tables[level]
-        a, b = lo[sel], hi[sel] - (1 << level)
-        out[sel] = ufunc(t[a], t[b])
-    return out
+    return ufunc(table[j, lo], table[j, hi - (1 << j)])
 
 
 def _smooth(resid: np.ndarray, v_k: np.ndarray, obs: np.ndarray) -> np.ndarray:
