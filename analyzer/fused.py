@@ -54,9 +54,10 @@ def fit_lag(r_s: np.ndarray, e_j: np.ndarray, power: "Trace") -> float:
     k = np.arange(0, r.size - 1, max(1, (r.size - 1) // LAG_INTERVALS))
     r0, r1, de = r[k], r[k + 1], e[k + 1] - e[k]
     lags = np.arange(LAG_RANGE_S[0], LAG_RANGE_S[1] + LAG_STEP_S / 2, LAG_STEP_S)
-    # every lag in one call (a row each): the integrals element for element as one call per lag
-    resid = (de - power.integral_at(r1 + lags[:, None]) + power.integral_at(r0 + lags[:, None])) ** 2
-    sse = np.array([float(np.sum(row)) for row in resid])
+    # every lag in one call, each interval's lags side by side (sorted: a quicker search), element
+    # for element as one call per lag; then a lag's residuals summed as one row, as they were
+    resid = (de[:, None] - power.integral_at(r1[:, None] + lags) + power.integral_at(r0[:, None] + lags)) ** 2
+    sse = np.array([float(np.sum(row)) for row in np.ascontiguousarray(resid.T)])
     best = int(np.argmin(sse))
     zero = int(np.argmin(np.abs(lags)))
     if not sse[best] < LAG_MIN_GAIN * sse[zero]:
@@ -202,35 +203,31 @@ def _paired_jump(power: "Trace", x: np.ndarray, reach_s) -> np.ndarray:
     hi = np.searchsorted(mid, mid + reach_s, side="right")
     # the largest other change within reach, on either side (0 where there is none)
     has_l, has_r = lo < j, hi > j + 1
-    table = _sparse_table(d, np.maximum)
-    left = _window_reduce(table, np.where(has_l, lo, 0), np.where(has_l, j, 1), np.maximum)
-    right = _window_reduce(table, np.where(has_r, j + 1, 0), np.where(has_r, hi, 1), np.maximum)
+    left, right = _window_reduce(d, [(np.where(has_l, lo, 0), np.where(has_l, j, 1)),
+                                     (np.where(has_r, j + 1, 0), np.where(has_r, hi, 1))], np.maximum)
     partner = np.maximum(np.where(has_l, left, 0.0), np.where(has_r, right, 0.0))
     paired = np.minimum(d, partner)
     a = np.clip(np.searchsorted(mid, x - reach_s, side="left"), 0, d.size - 1)
     b = np.clip(np.searchsorted(mid, x + reach_s, side="right"), a + 1, d.size)
-    return _window_reduce(_sparse_table(paired, np.maximum), a, b, np.maximum)
+    return _window_reduce(paired, [(a, b)], np.maximum)[0]
 
 
-def _sparse_table(y: np.ndarray, ufunc) -> np.ndarray:
-    """Row r: ufunc over y[i:i + 2**r] at each i (log n rows; the tail of a row past its last whole
-    span is unused)."""
-    rows = max(int(y.size).bit_length(), 1)
-    table = np.empty((rows, y.size), dtype=y.dtype)
-    table[0] = y
-    span = 1
-    for r in range(1, rows):
-        ufunc(table[r - 1, :y.size - span], table[r - 1, span:], out=table[r, :y.size - span])
-        table[r, y.size - span:] = table[r - 1, y.size - span:]
-        span *= 2
-    return table
-
-
-def _window_reduce(table: np.ndarray, lo: np.ndarray, hi: np.ndarray, ufunc) -> np.ndarray:
-    """ufunc over y[lo:hi] for each pair (hi > lo), from y's ``_sparse_table``: two overlapping spans."""
-    n = np.maximum(hi - lo, 1)
-    j = np.floor(np.log2(n)).astype(np.int64)
-    return ufunc(table[j, lo], table[j, hi - (1 << j)])
+def _window_reduce(y: np.ndarray, windows: list[tuple[np.ndarray, np.ndarray]], ufunc) -> list[np.ndarray]:
+    """ufunc over y[lo:hi] for each pair (hi > lo) of each (lo, hi) in ``windows``: the ufunc of two
+    overlapping power-of-two spans, from a sparse table only as deep as the longest window needs."""
+    levels = [np.floor(np.log2(np.maximum(hi - lo, 1))).astype(np.int64) for lo, hi in windows]
+    table = [y]  # row r: ufunc over y[i:i + 2**r] at each i
+    for r in range(1, 1 + max((int(j.max()) for j in levels if j.size), default=0)):
+        prev, span = table[-1], 1 << (r - 1)
+        table.append(ufunc(prev[:-span], prev[span:]))
+    out = []
+    for (lo, hi), j in zip(windows, levels):
+        got = np.empty(lo.size, dtype=y.dtype)
+        for r in range(len(table)):  # (a few rows: windows span a few samples)
+            sel = j == r
+            got[sel] = ufunc(table[r][lo[sel]], table[r][hi[sel] - (1 << r)])
+        out.append(got)
+    return out
 
 
 def _smooth(resid: np.ndarray, v_k: np.ndarray, obs: np.ndarray) -> np.ndarray:

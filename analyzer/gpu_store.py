@@ -266,14 +266,13 @@ class Store:
         for f in self.files:
             r0, r1 = ranges[f["src"]]
             groups = [i for i, (t0, t1, _) in enumerate(f["groups"]) if t1 >= r0 and t0 <= r1]
-            if groups:
-                parts += _rows_between(pq.ParquetFile(self.root / f["file"]).read_row_groups(groups), r0, r1)
+            got = _rows_between(pq.ParquetFile(self.root / f["file"]).read_row_groups(groups), r0, r1) if groups else None
+            if got is not None:
+                parts.append(got)
         self.most_rows = max(self.most_rows, sum(p["t"].size for p in parts))
         tables = {}
         gpu = self.dec.tables[M.TEL_GPU]
-        # the stretch's one copy of the readings (the parts are views of the files' decoded pages)
-        cols = _concat(parts) if len(parts) > 1 else {k: v.copy() for k, v in (parts or [_concat([])])[0].items()}
-        tables[M.TEL_GPU] = Table(cols, gpu.strings, gpu.extra, gpu.series)
+        tables[M.TEL_GPU] = Table(_concat(parts) if parts else _concat([]), gpu.strings, gpu.extra, gpu.series)
         for topic in TABLE_TOPICS:
             if topic == M.TEL_GPU:
                 continue
@@ -305,20 +304,19 @@ class Store:
         return dataclasses.replace(b, gpus=gpus, host=host, procs=procs, rapl=rapl, src_seqs=src_seqs, source=None)
 
 
-def _rows_between(tab, r0: float, r1: float) -> list[dict[str, np.ndarray]]:
-    """The rows of an Arrow table with r0 <= t <= r1, in order, a part per record batch: numpy views of
-    the batch where the rows are one run of it (the usual case: a file in time order), else copies."""
-    parts = []
+def _rows_between(tab, r0: float, r1: float) -> dict[str, np.ndarray] | None:
+    """The rows of an Arrow table with r0 <= t <= r1, in order, as numpy columns (None: no such row):
+    only those rows copied out of the decoded pages, once, so the pages go with the table."""
+    picks = []
     for batch in tab.to_batches():
         t = batch.column("t").to_numpy()
-        keep = (t >= r0) & (t <= r1)
-        sel = np.flatnonzero(keep)
-        if sel.size == 0:
-            continue
-        cols = {n: batch.column(i).to_numpy(zero_copy_only=False) for i, n in enumerate(batch.schema.names)}
-        run = sel[-1] - sel[0] + 1 == sel.size
-        parts.append({k: v[sel[0]:sel[-1] + 1] if run else v[sel] for k, v in cols.items()})
-    return parts
+        sel = np.flatnonzero((t >= r0) & (t <= r1))
+        if sel.size:  # a file in time order keeps one run of each batch: a slice, no index array
+            picks.append((batch, slice(sel[0], sel[-1] + 1) if sel[-1] - sel[0] + 1 == sel.size else sel))
+    if not picks:
+        return None
+    return {n: np.concatenate([b.column(i).to_numpy(zero_copy_only=False)[p] for b, p in picks])
+            for i, n in enumerate(tab.schema.names)}
 
 
 def _empty(series: Series) -> Series:

@@ -26,6 +26,7 @@ MARGIN_S = 30.0   # telemetry read around a slab's windows (counter intervals an
 ENVELOPE_POINTS = 1000  # per slab and GPU, the timeline keeps the min and max of this many buckets
 
 INF = float("inf")
+EXACT = float(1 << 53)  # integers up to this size are floats exactly
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ def first_at_least(lo: float) -> int:
     float64, as an integer bound (stamps past 2**53 round to a float; exact below). A float needle
     would make np.searchsorted convert the whole int64 array on every call."""
     top = math.ceil(lo)
+    if -EXACT < lo <= EXACT:  # every integer here is a float: float(t) >= lo is t >= lo
+        return top
     bottom = math.floor(np.nextafter(lo, -INF))  # float(bottom) < lo: the answer is in (bottom, top]
     while top - bottom > 1:
         mid = (top + bottom) // 2
@@ -111,10 +114,10 @@ def first_at_least(lo: float) -> int:
 
 def stamp_range(t: np.ndarray, lo: float, hi: float) -> tuple[int, int]:
     """(i0, i1): the sorted stamps t[i0:i1] are those with lo <= t <= hi (as the float comparison)."""
-    if t.dtype.kind not in "iu" or not (np.isfinite(lo) or lo == -INF) or not (np.isfinite(hi) or hi == INF):
+    if t.dtype.kind not in "iu" or math.isnan(lo) or math.isnan(hi):
         return int(np.searchsorted(t, lo, side="left")), int(np.searchsorted(t, hi, side="right"))
-    i0 = 0 if lo == -INF else int(np.searchsorted(t, _int64(first_at_least(lo)), side="left"))
-    i1 = t.size if hi == INF else int(np.searchsorted(t, _int64(-first_at_least(-hi)), side="right"))
+    i0 = 0 if lo == -INF else t.size if lo == INF else int(np.searchsorted(t, _int64(first_at_least(lo)), side="left"))
+    i1 = t.size if hi == INF else 0 if hi == -INF else int(np.searchsorted(t, _int64(-first_at_least(-hi)), side="right"))
     return i0, i1
 
 
