@@ -152,6 +152,9 @@ class Store:
             seqs.setdefault(str(p["src"]), set()).add(int(p["seq"]))
         self._event_seqs = {s: np.array(sorted(v), dtype=np.int64) for s, v in seqs.items()}
         self._cache: tuple[float, float, BatchData] | None = None
+        # per GPU file, the last row group a stretch read, decoded: stretches are read in time order and
+        # meet or overlap (a slab's margins, requests past a cut), so the next one starts in it
+        self._last_group: dict[str, tuple[int, Any]] = {}
         self.recording: dict[str, Any] = {}
         self.most_rows = 0  # the most GPU rows one stretch held (the bench and tests show it stays a slab's)
         self.scans = [self._scan(f) for f in files]
@@ -253,9 +256,18 @@ class Store:
         self._cache = (lo_s, read_hi, got)
         return SL.InMemory(got).between(lo_s, hi_s)
 
-    def _read(self, lo_s: float, hi_s: float) -> BatchData:
+    def _groups(self, f: dict[str, Any], groups: list[int]):
+        """Row groups ``groups`` of GPU file ``f`` as one Arrow table, the last one kept decoded."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
+        kept = self._last_group.pop(f["file"], None)
+        pf = pq.ParquetFile(self.root / f["file"])
+        tabs = [kept[1] if kept is not None and kept[0] == g else pf.read_row_group(g) for g in groups]
+        self._last_group[f["file"]] = (groups[-1], tabs[-1])
+        return pa.concat_tables(tabs) if len(tabs) > 1 else tabs[0]
+
+    def _read(self, lo_s: float, hi_s: float) -> BatchData:
         from analyzer.columnar import Decoded, Table, TABLE_TOPICS, _concat, to_batch
 
         b = self.base
@@ -266,7 +278,7 @@ class Store:
         for f in self.files:
             r0, r1 = ranges[f["src"]]
             groups = [i for i, (t0, t1, _) in enumerate(f["groups"]) if t1 >= r0 and t0 <= r1]
-            got = _rows_between(pq.ParquetFile(self.root / f["file"]).read_row_groups(groups), r0, r1) if groups else None
+            got = _rows_between(self._groups(f, groups), r0, r1) if groups else None
             if got is not None:
                 parts.append(got)
         self.most_rows = max(self.most_rows, sum(p["t"].size for p in parts))
