@@ -116,8 +116,8 @@ def stamp_range(t: np.ndarray, lo: float, hi: float) -> tuple[int, int]:
     """(i0, i1): the sorted stamps t[i0:i1] are those with lo <= t <= hi (as the float comparison)."""
     if t.dtype.kind not in "iu" or math.isnan(lo) or math.isnan(hi):
         return int(np.searchsorted(t, lo, side="left")), int(np.searchsorted(t, hi, side="right"))
-    i0 = 0 if lo == -INF else t.size if lo == INF else int(np.searchsorted(t, _int64(first_at_least(lo)), side="left"))
-    i1 = t.size if hi == INF else 0 if hi == -INF else int(np.searchsorted(t, _int64(-first_at_least(-hi)), side="right"))
+    i0 = 0 if lo == -INF else t.size if lo == INF else int(t.searchsorted(_int64(first_at_least(lo)), side="left"))
+    i1 = t.size if hi == INF else 0 if hi == -INF else int(t.searchsorted(_int64(-first_at_least(-hi)), side="right"))
     return i0, i1
 
 
