@@ -67,11 +67,7 @@ def split_windows(cumulative: Callable[[np.ndarray], np.ndarray], a_s, b_s) -> S
     energy = prefix[ib] - prefix[ia]
     effective = prefix_eff[ib] - prefix_eff[ia]
     # Most concurrent requests within each window (1 for a window alone; n is >= 1 inside any window).
-    max_active = np.ones(a_s.size, dtype=np.int64)
-    if n.size:
-        for i in range(a_s.size):
-            if ib[i] > ia[i]:
-                max_active[i] = int(n[ia[i]:ib[i]].max())
+    max_active = _max_over(n, ia, ib, 1)
     total = float(np.sum(np.where(n > 0, seg, 0.0)))
     return Split(energy, effective, max_active, total)
 
@@ -160,16 +156,22 @@ def window_peak(trace: Trace, a_s, b_s) -> np.ndarray:
     edge_a, edge_b = trace.value_at(a_s), trace.value_at(b_s)
     ia = np.searchsorted(trace.t_s, a_s, side="left")
     ib = np.searchsorted(trace.t_s, b_s, side="right")
-    has = ib > ia
-    inner = np.full(a_s.size, np.nan)
-    if has.any():  # each window's max by one reduceat over (start, end) pairs (a sentinel past the end)
-        y = np.append(trace.y, np.nan)
-        pairs = np.stack([ia[has], ib[has]], axis=1).ravel()
-        inner[has] = np.maximum.reduceat(y, pairs)[::2]
+    inner = _max_over(trace.y, ia, ib, np.nan)
     # max() over (edge a, edge b, inner) where finite, the first kept on a tie: as Python's max
     for v in (edge_a, edge_b, inner):
         take = np.isfinite(v) & (np.isnan(out) | (v > out))
         out = np.where(take, v, out)
+    return out
+
+
+def _max_over(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, fill) -> np.ndarray:
+    """y[lo:hi].max() for each pair (``fill`` where hi <= lo): one reduceat over the (lo, hi) pairs,
+    every other result taken (a sentinel after y lets hi reach its end)."""
+    out = np.full(lo.size, fill, dtype=y.dtype)
+    has = hi > lo
+    if has.any():
+        pairs = np.stack([lo[has], hi[has]], axis=1).ravel()
+        out[has] = np.maximum.reduceat(np.append(y, y[:1]), pairs)[::2]
     return out
 
 
