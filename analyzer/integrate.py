@@ -51,11 +51,13 @@ def dedupe_sorted(t_s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
     t_s = np.asarray(t_s, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     ok = np.isfinite(y) & np.isfinite(t_s)
-    t_s, y = t_s[ok], y[ok]
+    if not ok.all():  # (the usual case: nothing to drop, no copy)
+        t_s, y = t_s[ok], y[ok]
     if t_s.size > 1:
         keep = np.ones(t_s.size, dtype=bool)
         keep[:-1] = t_s[1:] != t_s[:-1]
-        t_s, y = t_s[keep], y[keep]
+        if not keep.all():
+            t_s, y = t_s[keep], y[keep]
     return t_s, y
 
 
