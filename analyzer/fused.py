@@ -151,7 +151,10 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
         keep = (t >= lo) & (t <= hi)
         power = type(power).build(t[keep], y[keep])
     inner = power.t_s[(power.t_s > r_s[0]) & (power.t_s < r_s[-1])]
-    u = np.union1d(r_s, inner)
+    # np.union1d of two increasing arrays: merged (a stable sort finds the two runs), repeats dropped
+    u = np.concatenate([r_s, inner])
+    u.sort(kind="stable")
+    u = u[np.concatenate([[True], u[1:] != u[:-1]])]
     t_u = power.integral_at(u)
     if not np.all(np.isfinite(t_u)):
         return None
