@@ -49,6 +49,13 @@ class Mapping:
             return t
         return t + self.offset_ns + int(round(self.drift * (t - self.r0)))
 
+    def to_source(self, t: float) -> float:
+        """``to_collector``'s inverse: the source's clock at collector time t (a float, the rounding
+        not undone: within a nanosecond or so of the stamp that maps to t); ±inf stay."""
+        if self.identity or not math.isfinite(t):
+            return t
+        return self.r0 + (t - self.offset_ns - self.r0) / (1.0 + self.drift)
+
     def describe(self) -> str:
         if self.identity:
             return Msg("n_clock_same_host", src=self.source)

@@ -488,13 +488,13 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
         sel = [s["src"] == code for s in scoped.values()] + [ev_src_sel == src]
         seqs = np.concatenate([s["seq"][m] for s, m in zip(scoped.values(), sel)] + [ev_seq_sel[sel[-1]]])
         if seqs.size:
-            src_seqs[src] = np.sort(seqs)
+            src_seqs[src] = np.sort(seqs, kind="stable")  # (runs in order: merged)
             ts = [s["t"][m] for s, m in zip(scoped.values(), sel)] + [ev_t_sel[sel[-1]]]
             firsts_by_src.append((min(int(x.min()) for x in ts if x.size), src))
     # in the order each source first appears in time (as stream.build fills it)
     src_seqs = {src: src_seqs[src] for _, src in sorted(firsts_by_src)}
     batch_start, batch_end, requests = events_to_requests(evs)
-    tel_srcs = sorted({dec.srcs[c] for topic in (M.TEL_GPU, M.TEL_HOST) for c in np.unique(scoped[topic]["src"])})
+    tel_srcs = sorted({dec.srcs[c] for topic in (M.TEL_GPU, M.TEL_HOST) for c in distinct(scoped[topic]["src"])})
     del scoped[M.TEL_HB]
     gpus = _gpu_series(scoped.pop(M.TEL_GPU), tabs[M.TEL_GPU], dec.srcs)
     host, procs, rapl = _host_series(scoped.pop(M.TEL_HOST), tabs[M.TEL_HOST], dec.srcs, batch_start)
@@ -508,7 +508,7 @@ def _first_of_duplicates(parts: list[dict[str, np.ndarray]]) -> list[np.ndarray]
     if seq.size and seq.min() >= 0 and seq.max() < 1 << 40:
         # the usual case, checked cheaply: no (src, seq) repeats at all, so no duplicates
         key = np.concatenate([p["src"].astype(np.int64) for p in parts]) << 40 | seq
-        key.sort()
+        key.sort(kind="stable")  # runs already in order (a source's seqs in file order): timsort merges them
         if not (key[1:] == key[:-1]).any():
             return [np.ones(p["src"].size, dtype=bool) for p in parts]
         del key
@@ -553,41 +553,102 @@ def _order(cols: dict[str, np.ndarray], sel: np.ndarray) -> np.ndarray:
     return sel[np.lexsort((cols["seq"][sel], t))]
 
 
+def distinct(v: np.ndarray) -> np.ndarray:
+    """np.unique(v) where v comes in runs of equal values (codes, stamps in order): unique over the runs'
+    first values, not over every element."""
+    if v.size < 2:
+        return np.unique(v)
+    return np.unique(v[np.flatnonzero(np.concatenate([[True], v[1:] != v[:-1]]))])
+
+
+@dataclass
+class GpuFold:
+    """A GPU series' meta by stream.build's rules, folded over its rows in time order a part at a time:
+    _gpu_series folds a GPU's rows at once, analyzer.gpu_store a row group at a time."""
+
+    rows: int = 0
+    first_t: int | None = None
+    last_t: int | None = None
+    simulated: bool = False
+    last: dict[str, int] = field(default_factory=dict)   # label → its code on the last row
+    driver: int = -1                                      # the last driver sent (only slow ticks carry it)
+    kinds: set = field(default_factory=set)               # power kind codes seen
+    limits: list = field(default_factory=list)            # (t, W) where the enforced power limit changed
+    limit: tuple | None = None                            # (the last limit sent,)
+
+    def add(self, cols: dict[str, np.ndarray], rows: np.ndarray, t: np.ndarray) -> None:
+        """Rows ``rows`` of ``cols`` (indices in time order, after those folded before); ``t``: the
+        stamps of cols' rows on the collector's clock."""
+        if rows.size == 0:
+            return
+        self.rows += rows.size
+        first, last = int(t[rows[0]]), int(t[rows[-1]])
+        self.first_t = first if self.first_t is None else min(self.first_t, first)
+        self.last_t = last if self.last_t is None else max(self.last_t, last)
+        self.simulated |= bool(cols["simulated"][rows].any())
+        for k in _GPU_META:
+            if k in cols:
+                self.last[k] = int(cols[k][rows[-1]])
+        if _GPU_DRIVER in cols:
+            drivers = cols[_GPU_DRIVER][rows]
+            known = np.flatnonzero(drivers >= 0)
+            if known.size:
+                self.driver = int(drivers[known[-1]])
+        if _GPU_POWER_KIND in cols:
+            self.kinds |= set(distinct(cols[_GPU_POWER_KIND][rows]).tolist())
+        sent = rows[cols["power_limit_w:present"][rows]]
+        if sent.size:
+            limits = cols["power_limit_w"][sent]
+            change = np.ones(limits.size, dtype=bool)
+            change[1:] = limits[1:] != limits[:-1]
+            change[0] = self.limit is None or not (limits[0] == self.limit[0])
+            self.limits += [(int(x), float(v)) for x, v in zip(t[sent][change].tolist(), limits[change].tolist())]
+            self.limit = (limits[-1],)
+
+    def meta(self, gpu: int, strings: dict[str, list[str]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"gpu": gpu}
+        for k, code in self.last.items():
+            if code >= 0:
+                out[k] = strings[k][code]
+        if self.driver >= 0:
+            out["driver"] = strings[_GPU_DRIVER][self.driver]
+        out["power_kind"] = sorted({str(strings[_GPU_POWER_KIND][c]) for c in self.kinds if c >= 0})
+        out["power_limit_changes"] = self.limits
+        return out
+
+
 def _gpu_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str]) -> list[Series]:
     if cols["t"].size == 0:
         return []
+    spans = {}
     if cols["gpu"].min() < 0 or cols["gpu"].max() >= 1 << 31:
         found = set(zip(cols["src"].tolist(), cols["gpu"].tolist()))
     else:  # one key per (source, GPU): a 1-D unique is much cheaper than a 2-D one
-        keys = np.unique(cols["src"].astype(np.int64) << 32 | cols["gpu"])
+        key = cols["src"].astype(np.int64) << 32 | cols["gpu"]
+        heads = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+        keys = np.unique(key[heads])
         found = set(zip((keys >> 32).tolist(), (keys & 0xFFFFFFFF).tolist()))
+        if heads.size == keys.size:  # each GPU's rows in one run (a stretch read GPU file by GPU file)
+            stops = np.append(heads[1:], key.size)
+            spans = {(int(k >> 32), int(k & 0xFFFFFFFF)): (int(a), int(b))
+                     for k, a, b in zip(key[heads].tolist(), heads.tolist(), stops.tolist())}
     pairs = sorted((srcs[s], int(g)) for s, g in found)
     one_src = len({s for s, _ in pairs}) == 1
     out, picks = [], []
     for src, gpu in pairs:
-        rows = _order(cols, np.flatnonzero((cols["src"] == srcs.index(src)) & (cols["gpu"] == gpu)))
+        span = spans.get((srcs.index(src), gpu))
+        sel = (np.arange(*span) if span is not None else
+               np.flatnonzero((cols["src"] == srcs.index(src)) & (cols["gpu"] == gpu)))
+        rows = _order(cols, sel)
         key = f"gpu{gpu}" if one_src else f"{src}/gpu{gpu}"
-        s = Series(key, src, cols["t"][rows], cols["seq"][rows], {}, bool(cols["simulated"][rows].any()))
-        last = rows[-1]
-        s.meta = {"gpu": gpu}
-        for k in _GPU_META:
-            code = int(cols[k][last])
-            if code >= 0:
-                s.meta[k] = table.strings[k][code]
-        drivers = cols[_GPU_DRIVER][rows]
-        known = np.flatnonzero(drivers >= 0)
-        if known.size:  # the last one sent (only the slow ticks of some publishers carry it)
-            s.meta["driver"] = table.strings[_GPU_DRIVER][int(drivers[known[-1]])]
-        kinds = np.unique(cols[_GPU_POWER_KIND][rows])
-        s.meta["power_kind"] = sorted({str(table.strings[_GPU_POWER_KIND][c]) for c in kinds if c >= 0})
-        # the enforced power limit and when it changed (stream.build's rule, vectorised)
-        sent = rows[cols["power_limit_w:present"][rows]]
-        limits, at = cols["power_limit_w"][sent], cols["t"][sent]
-        change = np.ones(limits.size, dtype=bool)
-        change[1:] = limits[1:] != limits[:-1]
-        s.meta["power_limit_changes"] = [(int(x), float(v)) for x, v in zip(at[change].tolist(), limits[change].tolist())]
+        fold = GpuFold()
+        fold.add(cols, rows, cols["t"])
+        # rows in order in one run: slices (views), no copy of the readings
+        pick = slice(*span) if span is not None and rows is sel else rows
+        s = Series(key, src, cols["t"][pick], cols["seq"][pick], {}, fold.simulated)
+        s.meta = fold.meta(gpu, table.strings)
         out.append(s)
-        picks.append(rows)
+        picks.append(pick)
     # reading by reading, each column dropped once every GPU has its part: the caller passed its
     # only reference (to_batch consumes), so the table and the series are never both whole
     for f in table.series:
@@ -601,7 +662,7 @@ def _gpu_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str]) -> l
 def _host_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str], batch_start):
     if cols["t"].size == 0:
         return None, {}, {}
-    present = sorted({srcs[c] for c in np.unique(cols["src"])})
+    present = sorted({srcs[c] for c in distinct(cols["src"])})
     src = hosts.pick_host_src(present, batch_start)
     if len(present) > 1:
         log.info("several_host_sources", srcs=present, used=src)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from analyzer.integrate import Trace, common_uncertainty, counter_energy, edge_uncertainty, fit_refreshes
+from analyzer.integrate import Trace, common_uncertainty, counter_energy, edge_uncertainty_fn, fit_refreshes
 from analyzer.stream import Series
 from analyzer.windows import (coverage, gaps_touching, seq_gap_intervals, split_sub, split_windows, window_mean,
                               window_peak)
@@ -141,8 +141,10 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
         noise = power_noise_w(power) if own_shape else 0.0
         spacing = float(np.median(np.diff(power.t_s))) if own_shape else None
 
+        edge_at = edge_uncertainty_fn(counter, shape, t_s, noise, spacing)
+
         def unc_fn(x):
-            return edge_uncertainty(counter, np.clip(x, *counter.span), shape, t_s, noise, spacing)
+            return edge_at(np.clip(x, *counter.span))
 
         _, uncertainty = split_sub(cum, w.a_s, w.b_s, w.a_s, w.b_s, unc_fn)
         uncertainty = uncertainty + common_uncertainty(counter, w.a_s, w.b_s)

@@ -54,8 +54,10 @@ def fit_lag(r_s: np.ndarray, e_j: np.ndarray, power: "Trace") -> float:
     k = np.arange(0, r.size - 1, max(1, (r.size - 1) // LAG_INTERVALS))
     r0, r1, de = r[k], r[k + 1], e[k + 1] - e[k]
     lags = np.arange(LAG_RANGE_S[0], LAG_RANGE_S[1] + LAG_STEP_S / 2, LAG_STEP_S)
-    sse = np.array([float(np.sum((de - power.integral_at(r1 + lag) + power.integral_at(r0 + lag)) ** 2))
-                    for lag in lags])
+    # every lag in one call, each interval's lags side by side (sorted: a quicker search), element
+    # for element as one call per lag; then a lag's residuals summed as one row, as they were
+    resid = (de[:, None] - power.integral_at(r1[:, None] + lags) + power.integral_at(r0[:, None] + lags)) ** 2
+    sse = np.array([float(np.sum(row)) for row in np.ascontiguousarray(resid.T)])
     best = int(np.argmin(sse))
     zero = int(np.argmin(np.abs(lags)))
     if not sse[best] < LAG_MIN_GAIN * sse[zero]:
@@ -149,7 +151,10 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
         keep = (t >= lo) & (t <= hi)
         power = type(power).build(t[keep], y[keep])
     inner = power.t_s[(power.t_s > r_s[0]) & (power.t_s < r_s[-1])]
-    u = np.union1d(r_s, inner)
+    # np.union1d of two increasing arrays: merged (a stable sort finds the two runs), repeats dropped
+    u = np.concatenate([r_s, inner])
+    u.sort(kind="stable")
+    u = u[np.concatenate([[True], u[1:] != u[:-1]])]
     t_u = power.integral_at(u)
     if not np.all(np.isfinite(t_u)):
         return None
@@ -201,31 +206,30 @@ def _paired_jump(power: "Trace", x: np.ndarray, reach_s) -> np.ndarray:
     hi = np.searchsorted(mid, mid + reach_s, side="right")
     # the largest other change within reach, on either side (0 where there is none)
     has_l, has_r = lo < j, hi > j + 1
-    left = _window_reduce(d, np.where(has_l, lo, 0), np.where(has_l, j, 1), np.maximum)
-    right = _window_reduce(d, np.where(has_r, j + 1, 0), np.where(has_r, hi, 1), np.maximum)
+    left, right = _window_reduce(d, [(np.where(has_l, lo, 0), np.where(has_l, j, 1)),
+                                     (np.where(has_r, j + 1, 0), np.where(has_r, hi, 1))], np.maximum)
     partner = np.maximum(np.where(has_l, left, 0.0), np.where(has_r, right, 0.0))
     paired = np.minimum(d, partner)
     a = np.clip(np.searchsorted(mid, x - reach_s, side="left"), 0, d.size - 1)
     b = np.clip(np.searchsorted(mid, x + reach_s, side="right"), a + 1, d.size)
-    return _window_reduce(paired, a, b, np.maximum)
+    return _window_reduce(paired, [(a, b)], np.maximum)[0]
 
 
-def _window_reduce(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, ufunc) -> np.ndarray:
-    """ufunc over y[lo:hi] for each pair (hi > lo), by a sparse table (log n passes)."""
-    tables = [y]
-    span = 1
-    while 2 * span <= y.size:
-        prev = tables[-1]
-        tables.append(ufunc(prev[:-span], prev[span:]))
-        span *= 2
-    n = np.maximum(hi - lo, 1)
-    j = np.floor(np.log2(n)).astype(np.int64)
-    out = np.empty(lo.size)
-    for level in np.unique(j):
-        sel = j == level
-        t = tables[level]
-        a, b = lo[sel], hi[sel] - (1 << level)
-        out[sel] = ufunc(t[a], t[b])
+def _window_reduce(y: np.ndarray, windows: list[tuple[np.ndarray, np.ndarray]], ufunc) -> list[np.ndarray]:
+    """ufunc over y[lo:hi] for each pair (hi > lo) of each (lo, hi) in ``windows``: the ufunc of two
+    overlapping power-of-two spans, from a sparse table only as deep as the longest window needs."""
+    levels = [np.floor(np.log2(np.maximum(hi - lo, 1))).astype(np.int64) for lo, hi in windows]
+    table = [y]  # row r: ufunc over y[i:i + 2**r] at each i
+    for r in range(1, 1 + max((int(j.max()) for j in levels if j.size), default=0)):
+        prev, span = table[-1], 1 << (r - 1)
+        table.append(ufunc(prev[:-span], prev[span:]))
+    out = []
+    for (lo, hi), j in zip(windows, levels):
+        got = np.empty(lo.size, dtype=y.dtype)
+        for r in range(len(table)):  # (a few rows: windows span a few samples)
+            sel = j == r
+            got[sel] = ufunc(table[r][lo[sel]], table[r][hi[sel] - (1 << r)])
+        out.append(got)
     return out
 
 

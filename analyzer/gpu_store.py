@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from analyzer import clock
 from analyzer import slabs as SL
 from analyzer.stream import BatchData, Series
 from shared import messages as M
+
+if TYPE_CHECKING:  # (columnar imports this module)
+    from analyzer.columnar import GpuFold
 
 ROW_GROUP = 1 << 16        # rows per Parquet row group of a GPU file (about 11 min at 100 Hz)
 PAD_NS = 1_000_000_000     # raw stamps read beyond a stretch: covers the clock mapping's rounding
@@ -118,47 +121,11 @@ def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] |
     return out
 
 
-def _in_order(pf) -> bool:
-    """Stamps never go back and sequence numbers always go up, in file order: no repeats, no sorting."""
-    last_t, last_seq = None, None
-    for g in range(pf.num_row_groups):
-        tab = pf.read_row_group(g, columns=["t", "seq"])
-        t, seq = tab.column("t").to_numpy(), tab.column("seq").to_numpy()
-        if t.size == 0:
-            continue
-        if (np.diff(t) < 0).any() or (np.diff(seq) <= 0).any():
-            return False
-        if last_t is not None and (t[0] < last_t or seq[0] <= last_seq):
-            return False
-        last_t, last_seq = int(t[-1]), int(seq[-1])
-    return True
-
-
 def _raw_range(m: clock.Mapping | None, lo_ns: float, hi_ns: float) -> tuple[float, float]:
     """Raw stamps of a source that may map into [lo, hi] on the collector's clock (padded)."""
-    if m is None or m.identity:
+    if m is None:
         return lo_ns - PAD_NS, hi_ns + PAD_NS
-
-    def raw(x: float) -> float:
-        if not np.isfinite(x):
-            return x
-        return m.r0 + (x - m.offset_ns - m.r0) / (1.0 + m.drift)
-    return raw(lo_ns) - PAD_NS, raw(hi_ns) + PAD_NS
-
-
-@dataclass
-class Scan:
-    """One GPU file's scoped rows, read once: what the whole-recording series' meta would say."""
-
-    rows: int = 0
-    first_t: int | None = None
-    last_t: int | None = None
-    simulated: bool = False
-    last: dict[str, int] = dataclasses.field(default_factory=dict)   # label → code on the last row
-    driver: int = -1
-    kinds: set = dataclasses.field(default_factory=set)
-    limits: list = dataclasses.field(default_factory=list)           # (t, W) where it changed
-    limit: tuple | None = None                                       # (the last limit sent,)
+    return m.to_source(lo_ns) - PAD_NS, m.to_source(hi_ns) + PAD_NS
 
 
 class Store:
@@ -185,6 +152,9 @@ class Store:
             seqs.setdefault(str(p["src"]), set()).add(int(p["seq"]))
         self._event_seqs = {s: np.array(sorted(v), dtype=np.int64) for s, v in seqs.items()}
         self._cache: tuple[float, float, BatchData] | None = None
+        # per GPU file, the last row group a stretch read, decoded: stretches are read in time order and
+        # meet or overlap (a slab's margins, requests past a cut), so the next one starts in it
+        self._last_group: dict[str, tuple[int, Any]] = {}
         self.recording: dict[str, Any] = {}
         self.most_rows = 0  # the most GPU rows one stretch held (the bench and tests show it stays a slab's)
         self.scans = [self._scan(f) for f in files]
@@ -203,52 +173,47 @@ class Store:
             keep &= mapped <= self.hi
         return mapped, keep
 
-    def _scan(self, f: dict[str, Any]) -> Scan:
+    def _scan(self, f: dict[str, Any]) -> GpuFold:
+        """The meta of file ``f``'s series, read a row group at a time (its few meta columns, once)
+        while file order is time order without repeats (the usual case); else the whole file's meta
+        columns sorted by (t, seq), repeats dropped."""
         import pyarrow.parquet as pq
+
+        from analyzer.columnar import GpuFold
 
         pf = pq.ParquetFile(self.root / f["file"])
         have = set(pf.schema_arrow.names)
-        labels = [k for k in ("uuid", "name") if k in have]
         names = [n for n in ("t", "seq", "simulated", "power_limit_w:present", "power_limit_w", "driver",
-                             "power_kind", *labels) if n in have]
-        out = Scan()
-        if _in_order(pf):  # the usual case: a group at a time, file order is time order, no repeats
-            for g in range(pf.num_row_groups):
-                self._step(out, f, pf.read_row_group(g, columns=names), labels)
-        else:  # shuffled or repeated samples: the whole file's few meta columns, in time order, once each
-            tab = pf.read(columns=names)
-            t, seq = tab.column("t").to_numpy(), tab.column("seq").to_numpy()
-            order = np.lexsort((seq, t))
-            first = np.ones(order.size, dtype=bool)
-            first[1:] = (t[order][1:] != t[order][:-1]) | (seq[order][1:] != seq[order][:-1])
-            self._step(out, f, tab.take(order[first]), labels)
+                             "power_kind", "uuid", "name") if n in have]
+        out = GpuFold()
+        last_t, last_seq = None, None
+        for g in range(pf.num_row_groups):
+            tab = pf.read_row_group(g, columns=names)
+            c = {n: tab.column(n).to_numpy() for n in tab.column_names}
+            t, seq = c["t"], c["seq"]
+            if t.size == 0:
+                continue
+            if ((np.diff(t) < 0).any() or (np.diff(seq) <= 0).any()
+                    or (last_t is not None and (t[0] < last_t or seq[0] <= last_seq))):
+                break  # shuffled or repeated: folded over again below, from the whole file
+            last_t, last_seq = int(t[-1]), int(seq[-1])
+            self._fold(out, f, c)
+        else:
+            return out
+        tab = pf.read(columns=names)
+        t, seq = tab.column("t").to_numpy(), tab.column("seq").to_numpy()
+        order = np.lexsort((seq, t))
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = (t[order][1:] != t[order][:-1]) | (seq[order][1:] != seq[order][:-1])
+        tab = tab.take(order[first])
+        out = GpuFold()
+        self._fold(out, f, {n: tab.column(n).to_numpy() for n in tab.column_names})
         return out
 
-    def _step(self, out: Scan, f: dict[str, Any], tab, labels: list[str]) -> None:
-        """Fold rows in time order into the scan (columnar._gpu_series's rules, a part at a time)."""
-        c = {n: tab.column(n).to_numpy() for n in tab.column_names}
+    def _fold(self, out: GpuFold, f: dict[str, Any], c: dict[str, np.ndarray]) -> None:
+        """Rows in time order into the file's fold (columnar.GpuFold: _gpu_series's rules), those in scope."""
         mapped, keep = self._scoped(f, c["t"])
-        rows = np.flatnonzero(keep)
-        if rows.size == 0:
-            return
-        out.rows += rows.size
-        first, last = int(mapped[rows[0]]), int(mapped[rows[-1]])
-        out.first_t = first if out.first_t is None else min(out.first_t, first)
-        out.last_t = last if out.last_t is None else max(out.last_t, last)
-        out.simulated |= bool(c["simulated"][rows].any())
-        for k in labels:
-            out.last[k] = int(c[k][rows[-1]])
-        if "driver" in c:
-            known = rows[c["driver"][rows] >= 0]
-            if known.size:
-                out.driver = int(c["driver"][known[-1]])
-        if "power_kind" in c:
-            out.kinds |= set(np.unique(c["power_kind"][rows]).tolist())
-        sent = rows[c["power_limit_w:present"][rows]]
-        for at, w in zip(mapped[sent].tolist(), c["power_limit_w"][sent].tolist()):
-            if out.limit is None or not (w == out.limit[0]):
-                out.limits.append((int(at), float(w)))
-            out.limit = (w,)
+        out.add(c, np.flatnonzero(keep), mapped)
 
     def gpus(self) -> list[Series]:
         """The series of every GPU with samples in scope, meta only (arrays empty), as to_batch names them."""
@@ -261,14 +226,7 @@ class Store:
             f, sc = have[i]
             s = Series(f"gpu{gpu}" if one_src else f"{src}/gpu{gpu}", src, empty_i, empty_i,
                        {k: empty_f for k in self.series}, sc.simulated)
-            s.meta = {"gpu": gpu}
-            for k, code in sc.last.items():
-                if code >= 0:
-                    s.meta[k] = self.strings[k][code]
-            if sc.driver >= 0:
-                s.meta["driver"] = self.strings["driver"][sc.driver]
-            s.meta["power_kind"] = sorted({str(self.strings["power_kind"][c]) for c in sc.kinds if c >= 0})
-            s.meta["power_limit_changes"] = sc.limits
+            s.meta = sc.meta(gpu, self.strings)
             s.meta["samples"] = sc.rows
             s.meta["file"] = f["file"]
             out.append(s)
@@ -298,9 +256,18 @@ class Store:
         self._cache = (lo_s, read_hi, got)
         return SL.InMemory(got).between(lo_s, hi_s)
 
-    def _read(self, lo_s: float, hi_s: float) -> BatchData:
+    def _groups(self, f: dict[str, Any], groups: list[int]):
+        """Row groups ``groups`` of GPU file ``f`` as one Arrow table, the last one kept decoded."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
+        kept = self._last_group.pop(f["file"], None)
+        pf = pq.ParquetFile(self.root / f["file"])
+        tabs = [kept[1] if kept is not None and kept[0] == g else pf.read_row_group(g) for g in groups]
+        self._last_group[f["file"]] = (groups[-1], tabs[-1])
+        return pa.concat_tables(tabs) if len(tabs) > 1 else tabs[0]
+
+    def _read(self, lo_s: float, hi_s: float) -> BatchData:
         from analyzer.columnar import Decoded, Table, TABLE_TOPICS, _concat, to_batch
 
         b = self.base
@@ -311,13 +278,9 @@ class Store:
         for f in self.files:
             r0, r1 = ranges[f["src"]]
             groups = [i for i, (t0, t1, _) in enumerate(f["groups"]) if t1 >= r0 and t0 <= r1]
-            if not groups:
-                continue
-            tab = pq.ParquetFile(self.root / f["file"]).read_row_groups(groups)
-            cols = {n: tab.column(n).to_numpy() for n in tab.column_names}
-            del tab
-            sel = np.flatnonzero((cols["t"] >= r0) & (cols["t"] <= r1))
-            parts.append({k: v[sel] for k, v in cols.items()})
+            got = _rows_between(self._groups(f, groups), r0, r1) if groups else None
+            if got is not None:
+                parts.append(got)
         self.most_rows = max(self.most_rows, sum(p["t"].size for p in parts))
         tables = {}
         gpu = self.dec.tables[M.TEL_GPU]
@@ -351,6 +314,21 @@ class Store:
         elif host is not None and b.host is not None:
             host = dataclasses.replace(b.host, t_ns=host.t_ns, seq=host.seq, values=host.values)
         return dataclasses.replace(b, gpus=gpus, host=host, procs=procs, rapl=rapl, src_seqs=src_seqs, source=None)
+
+
+def _rows_between(tab, r0: float, r1: float) -> dict[str, np.ndarray] | None:
+    """The rows of an Arrow table with r0 <= t <= r1, in order, as numpy columns (None: no such row):
+    only those rows copied out of the decoded pages, once, so the pages go with the table."""
+    picks = []
+    for batch in tab.to_batches():
+        t = batch.column("t").to_numpy()
+        sel = np.flatnonzero((t >= r0) & (t <= r1))
+        if sel.size:  # a file in time order keeps one run of each batch: a slice, no index array
+            picks.append((batch, slice(sel[0], sel[-1] + 1) if sel[-1] - sel[0] + 1 == sel.size else sel))
+    if not picks:
+        return None
+    return {n: np.concatenate([b.column(i).to_numpy(zero_copy_only=False)[p] for b, p in picks])
+            for i, n in enumerate(tab.schema.names)}
 
 
 def _empty(series: Series) -> Series:

@@ -51,11 +51,13 @@ def dedupe_sorted(t_s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
     t_s = np.asarray(t_s, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     ok = np.isfinite(y) & np.isfinite(t_s)
-    t_s, y = t_s[ok], y[ok]
+    if not ok.all():  # (the usual case: nothing to drop, no copy)
+        t_s, y = t_s[ok], y[ok]
     if t_s.size > 1:
         keep = np.ones(t_s.size, dtype=bool)
         keep[:-1] = t_s[1:] != t_s[:-1]
-        t_s, y = t_s[keep], y[keep]
+        if not keep.all():
+            t_s, y = t_s[keep], y[keep]
     return t_s, y
 
 
@@ -465,10 +467,15 @@ def edge_uncertainty(ce: CounterEnergy, x, delay_s: float, sample_t_s: np.ndarra
     Steady or linearly changing power: every term but noise and resolution is near zero, as is
     the error. A bound, not a standard deviation: the bench checks the error falls inside it.
     """
-    x = np.asarray(x, dtype=np.float64)
+    return edge_uncertainty_fn(ce, delay_s, sample_t_s, noise_w, spacing_s)(x)
+
+
+def edge_uncertainty_fn(ce: CounterEnergy, delay_s: float, sample_t_s: np.ndarray | None = None,
+                        noise_w: float = 0.0, spacing_s: float | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """``edge_uncertainty`` as a function of x: the per-interval terms computed once for many calls."""
     r = ce.r_s
     if r.size < 2:
-        return np.full(x.shape, np.nan)
+        return lambda x: np.full(np.shape(x), np.nan)
     length = np.diff(r)
     m = ce.mean_w
     n = m.size
@@ -507,13 +514,17 @@ def edge_uncertainty(ce: CounterEnergy, x, delay_s: float, sample_t_s: np.ndarra
     noise = np.where(step | explained, 0.0, noise)
     indep = np.where(together, 0.0, t_err * np.abs(m))
     per_interval = np.nan_to_num(d1 * t_err + shape + noise + indep, nan=0.0) + COUNTER_RESOLUTION_J
-    k = np.clip(np.searchsorted(r, x, side="right") - 1, 0, n - 1)
-    if ce.fused is not None:
-        # the shape's part comes from the fused variance model; the refresh instants' part stays
-        timing = np.nan_to_num(d1 * t_err + indep, nan=0.0) + COUNTER_RESOLUTION_J
-        inside = (x >= r[0]) & (x <= r[-1])
-        return np.where(inside, timing[k] + ce.fused.shape_uncertainty(np.clip(x, r[0], r[-1])), per_interval[k])
-    return per_interval[k]
+    # the shape's part comes from the fused variance model; the refresh instants' part stays
+    timing = np.nan_to_num(d1 * t_err + indep, nan=0.0) + COUNTER_RESOLUTION_J if ce.fused is not None else None
+
+    def at(x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        k = np.clip(np.searchsorted(r, x, side="right") - 1, 0, n - 1)
+        if timing is not None:
+            inside = (x >= r[0]) & (x <= r[-1])
+            return np.where(inside, timing[k] + ce.fused.shape_uncertainty(np.clip(x, r[0], r[-1])), per_interval[k])
+        return per_interval[k]
+    return at
 
 
 def common_uncertainty(ce: CounterEnergy, a, b) -> np.ndarray:

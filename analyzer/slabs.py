@@ -13,6 +13,7 @@ Pure: plans and views over sorted arrays; the reading of telemetry is the source
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
@@ -25,6 +26,7 @@ MARGIN_S = 30.0   # telemetry read around a slab's windows (counter intervals an
 ENVELOPE_POINTS = 1000  # per slab and GPU, the timeline keeps the min and max of this many buckets
 
 INF = float("inf")
+EXACT = float(1 << 53)  # integers up to this size are floats exactly
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,40 @@ def pieces(a_s: np.ndarray, b_s: np.ndarray, slabs: list[Slab]) -> tuple[np.ndar
     return cat(owner), cat(pa), cat(pb), cat(slab)
 
 
+def first_at_least(lo: float) -> int:
+    """The least integer t with float(t) >= lo: ``t >= lo`` on int64 stamps, which numpy compares as
+    float64, as an integer bound (stamps past 2**53 round to a float; exact below). A float needle
+    would make np.searchsorted convert the whole int64 array on every call."""
+    top = math.ceil(lo)
+    if -EXACT < lo <= EXACT:  # every integer here is a float: float(t) >= lo is t >= lo
+        return top
+    bottom = math.floor(np.nextafter(lo, -INF))  # float(bottom) < lo: the answer is in (bottom, top]
+    while top - bottom > 1:
+        mid = (top + bottom) // 2
+        if float(mid) >= lo:
+            top = mid
+        else:
+            bottom = mid
+    return top
+
+
+def stamp_range(t: np.ndarray, lo: float, hi: float) -> tuple[int, int]:
+    """(i0, i1): the sorted stamps t[i0:i1] are those with lo <= t <= hi (as the float comparison)."""
+    if t.dtype.kind not in "iu" or math.isnan(lo) or math.isnan(hi):
+        return int(np.searchsorted(t, lo, side="left")), int(np.searchsorted(t, hi, side="right"))
+    i0 = 0 if lo == -INF else t.size if lo == INF else int(t.searchsorted(_int64(first_at_least(lo)), side="left"))
+    i1 = t.size if hi == INF else 0 if hi == -INF else int(t.searchsorted(_int64(-first_at_least(-hi)), side="right"))
+    return i0, i1
+
+
+def _int64(x: int) -> np.int64:
+    return np.int64(min(max(x, -(1 << 63)), (1 << 63) - 1))
+
+
 def view(series: Series, lo_ns: float, hi_ns: float) -> Series:
     """The samples with lo <= t <= hi: views of the arrays, no copy."""
     t = series.t_ns
-    i0 = 0 if lo_ns == -INF else int(np.searchsorted(t, lo_ns, side="left"))
-    i1 = t.size if hi_ns == INF else int(np.searchsorted(t, hi_ns, side="right"))
+    i0, i1 = stamp_range(t, lo_ns, hi_ns)
     if i0 == 0 and i1 == t.size:
         return series
     return dataclasses.replace(series, t_ns=t[i0:i1], seq=series.seq[i0:i1],

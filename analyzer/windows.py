@@ -67,11 +67,7 @@ def split_windows(cumulative: Callable[[np.ndarray], np.ndarray], a_s, b_s) -> S
     energy = prefix[ib] - prefix[ia]
     effective = prefix_eff[ib] - prefix_eff[ia]
     # Most concurrent requests within each window (1 for a window alone; n is >= 1 inside any window).
-    max_active = np.ones(a_s.size, dtype=np.int64)
-    if n.size:
-        for i in range(a_s.size):
-            if ib[i] > ia[i]:
-                max_active[i] = int(n[ia[i]:ib[i]].max())
+    max_active = _max_over(n, ia, ib, 1)
     total = float(np.sum(np.where(n > 0, seg, 0.0)))
     return Split(energy, effective, max_active, total)
 
@@ -88,13 +84,14 @@ def seq_gap_intervals(t_s: np.ndarray, seq: np.ndarray, src_seqs: np.ndarray) ->
         z = np.zeros(0)
         return z, z, np.zeros(0, dtype=np.int64)
     dt = np.diff(t_s)
-    expected = np.diff(seq) - 1
-    seen_between = np.searchsorted(src_seqs, seq[1:], side="left") - np.searchsorted(src_seqs, seq[:-1], side="right")
-    lost = expected - seen_between
     median_dt = float(np.median(dt))
-    is_gap = (lost > 0) & (dt > GAP_FACTOR * median_dt)
-    idx = np.flatnonzero(is_gap)
-    return t_s[idx], t_s[idx + 1], lost[idx].astype(np.int64)
+    idx = np.flatnonzero(dt > GAP_FACTOR * median_dt)  # the long intervals (few): where seqs are looked up
+    expected = seq[idx + 1] - seq[idx] - 1
+    seen_between = (np.searchsorted(src_seqs, seq[idx + 1], side="left")
+                    - np.searchsorted(src_seqs, seq[idx], side="right"))
+    lost = expected - seen_between
+    idx, lost = idx[lost > 0], lost[lost > 0]
+    return t_s[idx], t_s[idx + 1], lost.astype(np.int64)
 
 
 def coverage(span: tuple[float, float], gap_start: np.ndarray, gap_end: np.ndarray, a_s, b_s) -> np.ndarray:
@@ -159,12 +156,22 @@ def window_peak(trace: Trace, a_s, b_s) -> np.ndarray:
     edge_a, edge_b = trace.value_at(a_s), trace.value_at(b_s)
     ia = np.searchsorted(trace.t_s, a_s, side="left")
     ib = np.searchsorted(trace.t_s, b_s, side="right")
-    for i in range(a_s.size):
-        vals = [v for v in (edge_a[i], edge_b[i]) if np.isfinite(v)]
-        if ib[i] > ia[i]:
-            vals.append(float(trace.y[ia[i]:ib[i]].max()))
-        if vals:
-            out[i] = max(vals)
+    inner = _max_over(trace.y, ia, ib, np.nan)
+    # max() over (edge a, edge b, inner) where finite, the first kept on a tie: as Python's max
+    for v in (edge_a, edge_b, inner):
+        take = np.isfinite(v) & (np.isnan(out) | (v > out))
+        out = np.where(take, v, out)
+    return out
+
+
+def _max_over(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, fill) -> np.ndarray:
+    """y[lo:hi].max() for each pair (``fill`` where hi <= lo): one reduceat over the (lo, hi) pairs,
+    every other result taken (a sentinel after y lets hi reach its end)."""
+    out = np.full(lo.size, fill, dtype=y.dtype)
+    has = hi > lo
+    if has.any():
+        pairs = np.stack([lo[has], hi[has]], axis=1).ravel()
+        out[has] = np.maximum.reduceat(np.append(y, y[:1]), pairs)[::2]
     return out
 
 

@@ -56,6 +56,21 @@ def test_envelope_keeps_peaks_and_bounds_points():
     assert tt.size <= 200 and 9.0 in yy and (np.diff(tt) > 0).all()
 
 
+@pytest.mark.parametrize("base", [5_000_000_000_000, 2 ** 53 - 300, 1_700_000_000_000_000_000])
+def test_stamp_range_is_the_float_comparison_on_int64_stamps(base):
+    """The integer bounds select exactly the stamps numpy's ``lo <= t <= hi`` selects (int64 compared
+    as float64): exact below 2**53, and past it the stamps that round onto a bound as well."""
+    rng = np.random.default_rng(5)
+    t = np.sort(base + rng.integers(-2000, 2000, 400))
+    edges = [float(x) for x in t[::7]] + [float(base) + x for x in rng.uniform(-2100, 2100, 60)]
+    for lo in edges:
+        for hi in (lo, lo + 0.5, lo + 700.0, SL.INF):
+            i0, i1 = SL.stamp_range(t, lo, hi)
+            assert np.array_equal(np.flatnonzero((t >= lo) & (t <= hi)), np.arange(i0, i1)), (lo, hi)
+    assert SL.stamp_range(t, -SL.INF, SL.INF) == (0, t.size)
+    assert SL.stamp_range(t, float("nan"), SL.INF) == (t.size, t.size)
+
+
 def _spec() -> S.Spec:
     # overlapping requests across slab cuts, a counter and a power reading, a ramp, RAPL and the server
     reqs = [S.Req(0.5 + 1.7 * k, 0.5 + 1.7 * k + 2.9, run=k, chunk_s=[0.3, 0.5]) for k in range(10)]

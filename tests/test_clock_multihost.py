@@ -371,3 +371,16 @@ def test_windows_a_few_uncertainties_long_are_flagged():
     assert rows["short"]["clock_uncertainty_ms"] == pytest.approx(200.0, rel=0.01)
     assert rows["long"]["gpu_energy_j"] == pytest.approx(200.0, rel=1e-3)  # offset 0: the energy is unchanged
     assert any("clock_short_window" in p and "short" in p for p in a.problems)
+
+
+def test_to_source_inverts_to_collector():
+    """Collector time → the source's clock: the stamp that maps to t, to the mapping's rounding (a
+    negative drift and offset too); same-host mappings and ±inf are left as they are."""
+    for offset, drift in ((30_000_000_000, 50e-6), (-7_123_456_789, -120e-6), (5, 0.0)):
+        m = clock.Mapping("t@b", "offset+drift", offset, drift, r0=1_000_000_000_000)
+        for raw in (0, 999_999_999_999, 1_000_000_000_000, 86_400_000_000_000 + 12_345):
+            back = m.to_source(float(m.to_collector(raw)))
+            assert abs(back - raw) <= 1.0 + abs(raw) * 1e-15, (offset, drift, raw, back)
+        assert m.to_source(float("inf")) == float("inf") and m.to_source(-float("inf")) == -float("inf")
+    same = clock.Mapping("t@b", "same_host", offset_ns=10, drift=1e-3)
+    assert same.to_source(123.0) == 123.0
