@@ -176,10 +176,34 @@ async def test_resume_refuses_flags_that_contradict_the_saved_settings(tmp_path)
     assert topics["batch.end"][-1]["requests"] == 0
 
 
+def _hold_after_first_answer(app) -> tuple[asyncio.Event, asyncio.Event]:
+    """The stub answers one generation request; the next ones wait until ``release`` is set. Returns
+    ``(held, release)``: ``held`` is set once a request waits (the client is then past its first answer),
+    so a Ctrl-C "after the first request" lands there however slow the machine, not after the last."""
+    from aiohttp import web
+
+    held, release, answered = asyncio.Event(), asyncio.Event(), []
+
+    @web.middleware
+    async def gate(request, handler):
+        if request.path not in ("/api/generate", "/api/chat"):
+            return await handler(request)
+        if answered and not release.is_set():
+            held.set()
+            await release.wait()
+        response = await handler(request)
+        answered.append(request.path)
+        return response
+
+    app.middlewares.append(gate)
+    return held, release
+
+
 async def test_resume_continues_with_the_batch_own_settings_even_renamed(tmp_path):
     """Observed: a --runs 3 batch resumed without --runs finished with runs 2-3 never done; a renamed
     batch re-ran everything. Now: interrupted, renamed, resumed with only --exp-dir and --resume."""
     app = ollama_stub.make_app(load_s=0.0, token_delay_s=0.05)
+    held, release = _hold_after_first_answer(app)
     async with serve(app) as url:
         first = tmp_path / "first"
         first.mkdir()
@@ -190,14 +214,15 @@ async def test_resume_continues_with_the_batch_own_settings_even_renamed(tmp_pat
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=collector_env())
         stream = first / "raw" / "stream.msgpack"
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
+            await asyncio.wait_for(held.wait(), 120)  # the second request waits at the server
+            deadline = time.monotonic() + 60
+            while not (stream.exists() and any(t == "req.end" for t, _ in RecordingReader(stream))):
+                assert time.monotonic() < deadline, "the first request's req.end was never recorded"
                 await asyncio.sleep(0.02)
-                if stream.exists() and any(t == "req.end" for t, _ in RecordingReader(stream)):
-                    break
             proc.send_signal(signal.SIGINT)  # Ctrl-C after the first request
-            _, err = await asyncio.wait_for(proc.communicate(), 30)
+            _, err = await asyncio.wait_for(proc.communicate(), 120)
         finally:
+            release.set()  # the held request goes on (its client is gone), and the resumed runs are not held
             if proc.returncode is None:
                 proc.kill()
         log = err.decode("utf-8", "replace")
@@ -206,11 +231,11 @@ async def test_resume_continues_with_the_batch_own_settings_even_renamed(tmp_pat
         moved = tmp_path / "renamed"
         first.rename(moved)
         rc, log = await run_collector("--exp-dir", str(moved), "--resume", "--base-url", url, "--no-telemetry",
-                                      "--no-analyze", "--no-progress")
+                                      "--no-analyze", "--no-progress", timeout_s=180)
         assert rc == 0, log
         assert "batch complete: planned 3 / ok 3" in log
         rc, log = await run_collector("--exp-dir", str(moved), "--resume", "--base-url", url, "--no-telemetry",
-                                      "--no-analyze", "--no-progress")
+                                      "--no-analyze", "--no-progress", timeout_s=180)
         assert rc == 0 and "(3 before this start)" in log, log  # nothing left: nothing re-run
     _, items, _ = read_recording(moved / "raw" / "stream.msgpack")
     topics = by_topic(items)
