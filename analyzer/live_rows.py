@@ -5,10 +5,10 @@ also finishes requests one by one: when every connected telemetry source has sen
 request's end (plus ``settle_s``, so the energy counter has refreshed after it), or ``timeout_s``
 after its req.end arrived (at once when no source is connected: none heard for ``stale_s``, which
 takes ``stale_s`` of listening to know, since the events come on a socket of their own and may
-overtake the telemetry that covers them), the request is analysed by the same pipeline as a replay, on a slice of
-the stream: the telemetry from ``context_s`` before the earliest start among the requests that
-overlap it, and those requests (ones still running get an end just after it, which gives the same
-concurrency split inside its window). Rows computed so can differ from the batch-end analysis only
+overtake the telemetry that covers them), the request is analysed by the same pipeline as a replay,
+on a slice of the stream: the telemetry from ``context_s`` before the earliest start among the
+requests that overlap it, and those requests (ones still running get an end just after it, which
+gives the same concurrency split inside its window). Rows computed so can differ from the batch-end analysis only
 where the batch fits something over the whole run (the counter's refresh period, noise); the
 batch-end rows are published again with ``final`` and equal a replay's results.csv.
 
