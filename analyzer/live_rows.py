@@ -3,10 +3,12 @@
 The batch's analysis waits for batch.end (and the proxy has none until Ctrl-C), so the live analyzer
 also finishes requests one by one: when every connected telemetry source has sent samples past a
 request's end (plus ``settle_s``, so the energy counter has refreshed after it), or ``timeout_s``
-after its req.end arrived, the request is analysed by the same pipeline as a replay, on a slice of
-the stream: the telemetry from ``context_s`` before the earliest start among the requests that
-overlap it, and those requests (ones still running get an end just after it, which gives the same
-concurrency split inside its window). Rows computed so can differ from the batch-end analysis only
+after its req.end arrived (at once when no source is connected: none heard for ``stale_s``, which
+takes ``stale_s`` of listening to know, since the events come on a socket of their own and may
+overtake the telemetry that covers them), the request is analysed by the same pipeline as a replay,
+on a slice of the stream: the telemetry from ``context_s`` before the earliest start among the
+requests that overlap it, and those requests (ones still running get an end just after it, which
+gives the same concurrency split inside its window). Rows computed so can differ from the batch-end analysis only
 where the batch fits something over the whole run (the counter's refresh period, noise); the
 batch-end rows are published again with ``final`` and equal a replay's results.csv.
 
@@ -105,6 +107,7 @@ class RowTracker:
         self.telemetry: dict[str, deque[Message]] = {}   # per telemetry publisher, in arrival order
         self.newest_t: dict[str, int] = {}                # newest t per telemetry publisher (its clock)
         self.seen_s: dict[str, float] = {}                # local time its last message arrived
+        self.since_s: float | None = None                 # local time this tracker was first fed or ticked
         self.offset_ns: dict[str, int] = {}               # its clock minus the collector's (clock.sync)
         self.clock_syncs: deque[Message] = deque(maxlen=64)
         self.batch_start: dict[str, Any] | None = None
@@ -113,6 +116,7 @@ class RowTracker:
 
     # -- input -------------------------------------------------------------------------------
     def feed(self, topic: str, payload: dict[str, Any], now_s: float) -> None:
+        self._listening(now_s)
         if topic in TELEMETRY_TOPICS:
             src = str(payload.get("src"))
             self.telemetry.setdefault(src, deque()).append((topic, payload))
@@ -154,6 +158,12 @@ class RowTracker:
                 self.finished[rid] = (req.start["t"], req.end["t"])
 
     # -- readiness -----------------------------------------------------------------------------
+    def _listening(self, now_s: float) -> float:
+        """Seconds since this tracker first heard anything (its start, for the receive loop's ticks)."""
+        if self.since_s is None:
+            self.since_s = now_s
+        return now_s - self.since_s
+
     def _live_sources(self, now_s: float) -> list[str]:
         return [s for s, seen in self.seen_s.items() if now_s - seen <= self.stale_s]
 
@@ -166,7 +176,10 @@ class RowTracker:
                 continue
             end_t = req.end["t"] + self.settle_ns
             if not live:
-                out.append(Due(rid, NO_TELEMETRY))
+                # silence means "no telemetry" only after stale_s of it: a daemon's first samples may
+                # still be on their way (its socket is not the events' one)
+                if self._listening(now_s) >= self.stale_s:
+                    out.append(Due(rid, NO_TELEMETRY))
             elif all(self.newest_t.get(s, 0) - self.offset_ns.get(s, 0) >= end_t for s in live):
                 out.append(Due(rid, None))
             elif now_s - (req.end_seen_s or now_s) >= self.timeout_s:
@@ -256,6 +269,7 @@ class RowTracker:
 
     def tick(self, now_s: float) -> None:
         """Prune by time (called from the receive loop every poll)."""
+        self._listening(now_s)
         self._prune()
 
 

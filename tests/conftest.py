@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 import pytest
 import zmq
@@ -40,6 +41,27 @@ def zctx():
 @pytest.fixture
 def endpoint():
     return f"tcp://127.0.0.1:{free_port()}"
+
+
+def watch_handshake(sock: zmq.Socket) -> Callable[[float], None]:
+    """Watch ``sock`` for its first completed connection (call this before its peer can be there); returns
+    ``wait(timeout_s)``, which returns once it happened or fails the test. A SUB's subscriptions go out right
+    after it: a publisher heard from then on reaches it, where a fixed sleep is a guess on a busy machine."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+
+    def wait(timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                if mon.poll(int(left * 1000)) and recv_monitor_message(mon)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    return
+            pytest.fail(f"no connection within {timeout_s} s")
+        finally:
+            sock.disable_monitor()
+            mon.close(linger=0)
+    return wait
 
 
 # System parts some tests drive (not Python packages): on a fresh machine they skip with the reason

@@ -14,7 +14,7 @@ from shared import messages as M
 from shared.bus import Inbox, connect_sub
 from shared.recording import read_recording
 from tests import synth as S
-from tests.conftest import free_port
+from tests.conftest import free_port, watch_handshake
 from tests.test_analyzer_cli import TINY, analyzer
 from tests.test_analyzer_live import live_analyzer
 
@@ -76,17 +76,47 @@ def test_each_row_comes_after_its_end_with_the_replays_numbers():
     assert got[S.rid_of(spec, 2, reqs[2])].row["concurrency_max"] == 2
 
 
+def _rows_without_telemetry(msgs, stale_s: float = 3.0) -> list[M.AnaRow]:
+    """The events alone, to a tracker that has listened for stale_s: each row as soon as it is due."""
+    tr = RowTracker(stale_s=stale_s)
+    tr.tick(0.0)
+    got = []
+    for topic, p in (m for m in msgs if not m[0].startswith("tel.")):
+        tr.feed(topic, p, stale_s)
+        got += tr.rows(tr.due(stale_s))
+    return got
+
+
 def test_no_telemetry_row_goes_out_at_once_with_the_reason():
     spec = S.Spec(duration_s=3.0, requests=[S.Req(1.0, 1.5)])
-    events = [(t, p) for t, p in S.messages(spec) if not t.startswith("tel.")]
-    tr = RowTracker()
-    got = []
-    for topic, p in events:
-        tr.feed(topic, p, 0.0)
-        got += tr.rows(tr.due(0.0))
+    got = _rows_without_telemetry(S.messages(spec))
     assert len(got) == 1
     assert not got[0].energy_ready and got[0].reason == NO_TELEMETRY
     assert got[0].row["status"] == "ok" and got[0].row["latency_s"] == pytest.approx(0.5)
+
+
+def test_events_ahead_of_the_first_telemetry_wait_for_it():
+    """Just started: a request's events arrive before any telemetry (they come on a socket of their own).
+    Its row waits for the telemetry rather than saying none is connected, and holds the energy; with no
+    telemetry at all it goes out stale_s after the tracker started, with the reason."""
+    spec = S.Spec(duration_s=3.0, requests=[S.Req(1.0, 1.5)])
+    msgs = S.messages(spec)
+    events = [m for m in msgs if not m[0].startswith("tel.")]
+    tr = RowTracker(pipeline.Options(quality=False), stale_s=3.0)
+    for topic, p in events:
+        tr.feed(topic, p, 0.0)
+    assert tr.due(0.0) == [] and tr.due(2.9) == []
+    for topic, p in msgs:
+        if topic.startswith("tel."):
+            tr.feed(topic, p, 2.9)
+    (row,) = tr.rows(tr.due(2.9))
+    assert row.energy_ready and row.reason is None and row.row["gpu_count"] == 1
+    alone = RowTracker(stale_s=3.0)
+    for topic, p in events:
+        alone.feed(topic, p, 0.0)
+    assert alone.due(2.9) == []
+    (due,) = alone.due(3.0)
+    assert due.reason == NO_TELEMETRY
 
 
 def test_telemetry_that_stops_gives_a_row_after_the_timeout():
@@ -128,16 +158,19 @@ def test_live_analyzer_publishes_ana_row_then_final_rows(tmp_path, zctx):
     _, items, _ = read_recording(TINY / "raw" / "stream.msgpack")
     pub = f"tcp://127.0.0.1:{free_port()}"
     sub = connect_sub(zctx, pub, topics=(M.ANA_ROW,))
+    connected = watch_handshake(sub)
     inbox = Inbox()
     received: list[dict] = []
     end_at = None
+    # the row timeout is headroom only: every request's telemetry past its end is in the recording
     with live_analyzer(zctx, "--batch", str(live_dir), "--once", "--no-quality", "--no-plots", "--grace-s", "0.5",
-                       "--publish-endpoint", pub, "--row-timeout-s", "1", "--exit-after-s", "90", timeout_s=90) as send:
-        time.sleep(0.5)  # the SUB connects to the analyzer's PUB (it binds at start)
+                       "--publish-endpoint", pub, "--row-timeout-s", "30", "--exit-after-s", "240",
+                       timeout_s=240) as send:
+        connected(60)  # the SUB reached the analyzer's PUB (bound once its own SUBs connected)
         for topic, payload in items:
             if topic == M.BATCH_END:
                 # stop before batch.end until every request's early row is out (the recording's pace)
-                deadline = time.monotonic() + 20
+                deadline = time.monotonic() + 90
                 rids = {p["rid"] for t, p in items if t == M.REQ_START and not p.get("warmup")}
                 while {r["rid"] for r in received} < rids and time.monotonic() < deadline:
                     msg = inbox.recv(sub, timeout_ms=200)
@@ -145,7 +178,7 @@ def test_live_analyzer_publishes_ana_row_then_final_rows(tmp_path, zctx):
                         received.append(M.AnaRow.from_msg(msg[1]).to_msg())
                 end_at = len(received)
             send(topic, payload)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline and sum(1 for r in received if r.get("final")) < end_at:
             msg = inbox.recv(sub, timeout_ms=200)
             if msg is not None:
@@ -185,12 +218,7 @@ def test_a_failed_request_row_says_it_failed_not_that_telemetry_is_missing():
     assert failed.reason.startswith("the request failed") and "model 'nope' not found" in failed.reason, failed
     assert ok.energy_ready and ok.reason is None
     # without telemetry the failure is still the reason that matters
-    tr = RowTracker()
-    rows = []
-    for topic, p in (m for m in S.messages(spec) if not m[0].startswith("tel.")):
-        tr.feed(topic, p, 0.0)
-        rows += tr.rows(tr.due(0.0))
-    by = {r.rid: r for r in rows}
+    by = {r.rid: r for r in _rows_without_telemetry(S.messages(spec))}
     assert "model 'nope' not found" in by[failed.rid].reason and by[ok.rid].reason == NO_TELEMETRY
 
 

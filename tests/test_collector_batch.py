@@ -77,8 +77,32 @@ async def test_oom_degraded_values_kept_for_the_model(tmp_path):
     assert [e["client"]["retries"] for e in ends] == [2, 0, 0] and all(e["ok"] for e in ends)
 
 
+def _hold_after_answers(app, answers: int) -> tuple[asyncio.Event, asyncio.Event]:
+    """The stub answers ``answers`` generation requests; the next ones wait until ``release`` is set.
+    Returns ``(held, release)``: ``held`` is set once a request waits (the client is then past those
+    answers), so a stop "after the first requests" lands there however slow the machine, not after the last."""
+    from aiohttp import web
+
+    held, release, answered = asyncio.Event(), asyncio.Event(), []
+
+    @web.middleware
+    async def gate(request, handler):
+        if request.path not in ("/api/generate", "/api/chat"):
+            return await handler(request)
+        if len(answered) >= answers and not release.is_set():
+            held.set()
+            await release.wait()
+        response = await handler(request)
+        answered.append(request.path)
+        return response
+
+    app.middlewares.append(gate)
+    return held, release
+
+
 async def test_server_going_away_stops_the_batch_and_keeps_what_finished(tmp_path):
     app = ollama_stub.make_app(load_s=0.0, token_delay_s=0.02)
+    held, release = _hold_after_answers(app, 2)
     stream = tmp_path / "b" / "raw" / "stream.msgpack"
     (tmp_path / "b").mkdir()
     cm = serve(app)
@@ -90,15 +114,16 @@ async def test_server_going_away_stops_the_batch_and_keeps_what_finished(tmp_pat
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=collector_env())
     stopped = False
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        await asyncio.wait_for(held.wait(), 120)  # two answered, the third waits at the server
+        deadline = time.monotonic() + 60
+        while not (stream.exists() and sum(1 for t, _ in RecordingReader(stream) if t == "req.end") >= 2):
+            assert time.monotonic() < deadline, "the first two requests' req.end were never recorded"
             await asyncio.sleep(0.05)
-            if stream.exists() and sum(1 for t, _ in RecordingReader(stream) if t == "req.end") >= 2:
-                break
         await cm.__aexit__(None, None, None)  # the server goes away mid-batch
         stopped = True
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
     finally:
+        release.set()
         if not stopped:
             await cm.__aexit__(None, None, None)
         if proc.returncode is None:
@@ -180,6 +205,7 @@ async def test_resume_continues_with_the_batch_own_settings_even_renamed(tmp_pat
     """Observed: a --runs 3 batch resumed without --runs finished with runs 2-3 never done; a renamed
     batch re-ran everything. Now: interrupted, renamed, resumed with only --exp-dir and --resume."""
     app = ollama_stub.make_app(load_s=0.0, token_delay_s=0.05)
+    held, release = _hold_after_answers(app, 1)
     async with serve(app) as url:
         first = tmp_path / "first"
         first.mkdir()
@@ -190,14 +216,15 @@ async def test_resume_continues_with_the_batch_own_settings_even_renamed(tmp_pat
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=collector_env())
         stream = first / "raw" / "stream.msgpack"
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
+            await asyncio.wait_for(held.wait(), 120)  # the second request waits at the server
+            deadline = time.monotonic() + 60
+            while not (stream.exists() and any(t == "req.end" for t, _ in RecordingReader(stream))):
+                assert time.monotonic() < deadline, "the first request's req.end was never recorded"
                 await asyncio.sleep(0.02)
-                if stream.exists() and any(t == "req.end" for t, _ in RecordingReader(stream)):
-                    break
             proc.send_signal(signal.SIGINT)  # Ctrl-C after the first request
-            _, err = await asyncio.wait_for(proc.communicate(), 30)
+            _, err = await asyncio.wait_for(proc.communicate(), 120)
         finally:
+            release.set()  # the held request goes on (its client is gone), and the resumed runs are not held
             if proc.returncode is None:
                 proc.kill()
         log = err.decode("utf-8", "replace")
@@ -206,11 +233,11 @@ async def test_resume_continues_with_the_batch_own_settings_even_renamed(tmp_pat
         moved = tmp_path / "renamed"
         first.rename(moved)
         rc, log = await run_collector("--exp-dir", str(moved), "--resume", "--base-url", url, "--no-telemetry",
-                                      "--no-analyze", "--no-progress")
+                                      "--no-analyze", "--no-progress", timeout_s=180)
         assert rc == 0, log
         assert "batch complete: planned 3 / ok 3" in log
         rc, log = await run_collector("--exp-dir", str(moved), "--resume", "--base-url", url, "--no-telemetry",
-                                      "--no-analyze", "--no-progress")
+                                      "--no-analyze", "--no-progress", timeout_s=180)
         assert rc == 0 and "(3 before this start)" in log, log  # nothing left: nothing re-run
     _, items, _ = read_recording(moved / "raw" / "stream.msgpack")
     topics = by_topic(items)

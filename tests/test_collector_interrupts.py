@@ -36,16 +36,31 @@ def _has_req_start(stream) -> bool:
         return False
 
 
-def _analyzer_loading(pid: int) -> bool:
+def _analyzer_child(pid: int):
+    """The collector's analyzer child (a psutil.Process), or None while there is none."""
     import psutil
 
     try:
-        for child in psutil.Process(pid).children():
-            if "analyzer" in child.cmdline() and any("numpy" in m.path for m in child.memory_maps()):
-                return True
+        return next((c for c in psutil.Process(pid).children() if "analyzer" in c.cmdline()), None)
     except psutil.Error:
-        pass
-    return False
+        return None
+
+
+async def _hold_analyzer_loading(pid: int, timeout_s: float):
+    """The analyzer child stopped (SIGSTOP) while it runs Python with numpy loaded: it is stopped as soon as
+    it is seen, then let run 10 ms at a time until numpy is mapped. On a busy machine a check that lets it
+    run could find it done already (the analysis of one request takes about a second)."""
+    deadline = time.monotonic() + timeout_s
+    while (child := _analyzer_child(pid)) is None:
+        assert time.monotonic() < deadline, "the collector started no analyzer child"
+        await asyncio.sleep(0.02)
+    child.suspend()
+    while not any("numpy" in m.path for m in child.memory_maps()):
+        assert time.monotonic() < deadline, "the analyzer child never loaded numpy"
+        child.resume()
+        await asyncio.sleep(0.01)
+        child.suspend()
+    return child
 
 
 @pytest.mark.parametrize("second", ["ctrl-c", "sigterm"])
@@ -66,17 +81,17 @@ async def test_a_second_ctrl_c_during_the_closing_analysis_prints_no_traceback_a
                 cwd=str(ROOT), stdout=asyncio.subprocess.DEVNULL, stderr=err, env=collector_env(),
                 start_new_session=True)  # its own group: the test plays the terminal for it alone
             try:
-                assert await _wait_for(lambda: _has_req_start(stream), 30)
+                assert await _wait_for(lambda: _has_req_start(stream), 60)
                 os.killpg(proc.pid, signal.SIGINT)
-                assert await _wait_for(lambda: b"analyzer_start" in err_path.read_bytes(), 30)
                 # the analyzer child is running Python (loading numpy): the Ctrl-C lands inside it, where the
                 # traceback used to come from (the same group: it gets the SIGINT with the collector)
-                assert await _wait_for(lambda: _analyzer_loading(proc.pid), 30)
+                child = await _hold_analyzer_loading(proc.pid, 60)
                 if second == "ctrl-c":
                     os.killpg(proc.pid, signal.SIGINT)
                 else:
                     proc.send_signal(signal.SIGTERM)
-                rc = await asyncio.wait_for(proc.wait(), 60)
+                child.resume()
+                rc = await asyncio.wait_for(proc.wait(), 120)
             finally:
                 if proc.returncode is None:
                     os.killpg(proc.pid, signal.SIGKILL)
