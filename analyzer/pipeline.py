@@ -98,6 +98,30 @@ def _in_window(t_s: np.ndarray, a_s: float, b_s: float) -> slice:
     return slice(int(np.searchsorted(t_s, a_s, side="left")), int(np.searchsorted(t_s, b_s, side="right")))
 
 
+class Gaps(Mapping):
+    """rid → that request's inter-token gaps (ms), worked out again from its chunk times when asked:
+    a long answer's are thousands of values, and the chunk times are held anyway (its JSON has them)."""
+
+    def __init__(self, by_rid: Mapping[str, tuple[Request, Any]]):
+        self._by_rid = by_rid
+
+    def __getitem__(self, rid: str) -> list[float]:
+        return _gaps(self._by_rid[rid][0])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_rid)
+
+    def __len__(self) -> int:
+        return len(self._by_rid)
+
+
+def _gaps(r: Request) -> list[float]:
+    """The request's inter-token gaps (ms) as its row's itl_ms_mean and itl_ms_max were made from."""
+    if r.end is None or r.end.t < r.start.t:  # (no window: _row measured nothing)
+        return []
+    return token_latency(r.start, r.end, timing(r.start, r.end, r.first_tokens), None)[1]
+
+
 class RequestJson(Mapping):
     """rid → that request's JSON (raw/<rid>.json), built when asked for: the samples of every window
     are never held at once (a day of requests would hold most of the recording)."""
@@ -198,14 +222,11 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     idx = {r.rid: i for i, r in enumerate(done)}
     cases = batch.batch_start.cases if batch.batch_start else None
     rows = []
-    itl: dict[str, np.ndarray] = {}
     gpu_cells = {k: {c: _cleaned(v) for c, v in cols.items()} for k, cols in per_gpu.items()}
     host_cells = {k: _cleaned(v) for k, v in host.items()}
     layouts = ROWS.Layouts()  # rows as compact mappings: a dict of ~200 columns a request is several KB
     for r in reqs:
-        built = _row(r, idx.get(r.rid), gpu_cells, host_cells, batch, opts, simulated)
-        itl[r.rid] = np.asarray(built.pop("_itl_ms", []), dtype=np.float64)  # 8 bytes a gap, not a float object
-        row = layouts.row(built)
+        row = layouts.row(_row(r, idx.get(r.rid), gpu_cells, host_cells, batch, opts, simulated))
         if r.rid in idx:
             row["effective_window_s"] = float(conc.energy[idx[r.rid]])
             row["concurrency_max"] = int(conc.max_active[idx[r.rid]])
@@ -322,8 +343,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             tele = source.between(float(win.a_s[i]) - 1.0, float(win.b_s[i]) + 1.0)
             tele = dataclasses.replace(tele, gpus=[g for g in tele.gpus if g.key in counted_keys])
         obj = _request_json(r, row, i, win, tele, quality.get(rid), simulated)
-        gaps = itl.get(rid)
-        obj["itl_ms"] = gaps.tolist() if gaps is not None and gaps.size else None
+        obj["itl_ms"] = _gaps(r) or None
         return obj
 
     request_json = RequestJson(one_json, [r.rid for r in reqs])
@@ -339,7 +359,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     pct = tuple(opts.metric_percentiles)
     problems.extend(curve_problems)
     leveled = any(row.get("sweep_level") is not None for row in results)
-    stats = tables.stats(results, simulated, pct, {"itl_ms": itl})
+    stats = tables.stats(results, simulated, pct, {"itl_ms": Gaps(by_rid)})
     return Analysis(columns, results, warmups, stats,
                     tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
@@ -580,7 +600,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
         row.update(throughput(e, tm.get("latency_s"), tm.get("first_token_s"), tm.get("first_chunk_s")))
         row["served_model"] = e.served_model
         row["prompt_cache"] = (s.params or {}).get("cache_prompt")
-        lat, row["_itl_ms"] = token_latency(s, e, tm, row.get("output_tokens"))
+        lat, _ = token_latency(s, e, tm, row.get("output_tokens"))  # the gaps themselves: _gaps, when needed
         row.update(lat)
     if i is None:
         return row
