@@ -160,6 +160,25 @@ def _cleaned(values) -> list:
     return [_clean(v) for v in (values.tolist() if isinstance(values, np.ndarray) else values)]
 
 
+class _Cells:
+    """Per-window columns (numpy) as the Python values a row holds (_cleaned), a block of windows at a
+    time: every window's at once were a float object per request, column and GPU while the rows were
+    built (KBs a request with 8 GPUs), and the memory they left behind stayed."""
+
+    BLOCK = 512
+
+    def __init__(self, cols: dict[str, np.ndarray]):
+        self._cols, self._lo, self._cells = cols, -1, {}
+
+    def at(self, i: int) -> dict[str, Any]:
+        """{column: window i's value}. Windows are asked for in order: one block converted at a time."""
+        lo = i - i % self.BLOCK
+        if lo != self._lo:
+            self._lo = lo
+            self._cells = {c: _cleaned(v[lo:lo + self.BLOCK]) for c, v in self._cols.items()}
+        return {c: cells[i - lo] for c, cells in self._cells.items()}
+
+
 def batch_setting(batch: BatchData, key: str) -> dict[str, Any] | None:
     """One setting as the collector recorded it in batch.start's config ({"value", "source", ...})."""
     config = batch.batch_start.config if batch.batch_start else None
@@ -222,8 +241,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     idx = {r.rid: i for i, r in enumerate(done)}
     cases = batch.batch_start.cases if batch.batch_start else None
     rows = []
-    gpu_cells = {k: {c: _cleaned(v) for c, v in cols.items()} for k, cols in per_gpu.items()}
-    host_cells = {k: _cleaned(v) for k, v in host.items()}
+    gpu_cells = {k: _Cells(cols) for k, cols in per_gpu.items()}
+    host_cells = _Cells(host)
     layouts = ROWS.Layouts()  # rows as compact mappings: a dict of ~200 columns a request is several KB
     for r in reqs:
         row = layouts.row(_row(r, idx.get(r.rid), gpu_cells, host_cells, batch, opts, simulated))
@@ -607,7 +626,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
     row["window_s"] = (e.t - s.t) / 1e9
     if row["clock_uncertainty_ms"] is not None:  # a window only a few uncertainties long: its edges are doubtful
         row["clock_short_window"] = row["window_s"] < CLOCK.SHORT_WINDOW_FACTOR * row["clock_uncertainty_ms"] / 1e3
-    gpu_vals = {k: {c: col[i] for c, col in v.items()} for k, v in per_gpu.items()}
+    gpu_vals = {k: v.at(i) for k, v in per_gpu.items()}
     if gpu_vals:
         g = list(gpu_vals.values())
         for col in COLS.GPU_COMBINED:  # each GPU column by its registered rule (sum, mean, max, …)
@@ -624,7 +643,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
                 name = k.replace("/", "_").replace("@", "_")
                 for c in PER_GPU:
                     row[f"{name}_{c}"] = x[c]
-    h = {k: v[i] for k, v in host.items()}
+    h = host.at(i)
     row.update({k: h.get(k) for k in ("cpu_util_avg", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_coverage",
                                       "host_mem_peak_mib", "cpu_energy_j_server", "cpu_server_basis",
                                       "cpu_server_share", "server_cpu_s", "host_cpu_other_pct")})
