@@ -142,3 +142,14 @@ def test_columns_of_is_a_get_per_row_and_column():
     picked = rows[::-2] + [{"a": 9}]  # some rows, out of order, and a plain dict
     assert columns_of(picked, names) == [[r.get(c) for r in picked] for c in names]
     assert columns_of([], names) == [[] for _ in names] and columns_of(rows, []) == []
+
+
+def test_rows_are_the_same_whatever_the_block_of_windows_converted(monkeypatch):
+    """The per-window figures become row values a block of windows at a time (pipeline._Cells): blocks
+    of two, cut between every other request, give the rows of one block."""
+    opts = pipeline.Options(quality=False, idle_baseline=True)
+    want = pipeline.analyze(_batch(), opts)
+    monkeypatch.setattr(pipeline._Cells, "BLOCK", 2)
+    got = pipeline.analyze(_batch(), opts)
+    assert len(want.results) > 4 and any(r.get("gpu_energy_j") is not None for r in want.results)
+    assert repr([dict(r) for r in got.results + got.warmups]) == repr([dict(r) for r in want.results + want.warmups])
