@@ -589,7 +589,8 @@ def _suite_of(case: int | None, batch: BatchData) -> dict[str, Any]:
     return {"suite": c.get("suite"), "item_id": c.get("item_id")}
 
 
-def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData, opts: Options, simulated: bool) -> dict:
+def _row(r: Request, i: int | None, per_gpu: dict[str, _Cells], host: _Cells, batch: BatchData, opts: Options,
+         simulated: bool) -> dict:
     s, e = r.start, r.end
     row: dict[str, Any] = {
         "timestamp": iso_utc(s.wall), "model": s.model, "task": s.task, "load": s.load,
