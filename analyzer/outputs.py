@@ -1,6 +1,7 @@
 """Write one Analysis into the batch directory (the only file-writing part of the analyzer)."""
 from __future__ import annotations
 
+import codecs
 import contextvars
 import functools
 import hashlib
@@ -218,11 +219,28 @@ def _holds(path: Path, key: str, samples) -> bool:
             and meta.schema.to_arrow_schema().names == list(samples.columns))
 
 
-def write_text(path: Path, text: str, encoding: str = "utf-8", skip_unchanged: bool = False) -> Path:
+def write_text(path: Path, text: str | list[str], encoding: str = "utf-8", skip_unchanged: bool = False) -> Path:
     """Write via a temporary file and an atomic rename: a killed analyzer never leaves half a CSV.
-    ``skip_unchanged``: a file that already holds exactly these bytes is left as it is (creating the
-    temporary file costs more than composing a request's JSON: a re-analysis rewrites thousands)."""
-    return write_bytes(path, text.encode(encoding), skip_unchanged)
+    ``text``: a string, or its parts in order. ``skip_unchanged``: a file that already holds exactly
+    these bytes is left as it is (creating the temporary file costs more than composing a request's
+    JSON: a re-analysis rewrites thousands)."""
+    if not isinstance(text, str) and skip_unchanged:
+        text = "".join(text)
+    if isinstance(text, str) and (skip_unchanged or len(text) <= _PIECE):
+        return write_bytes(path, text.encode(encoding), skip_unchanged)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    # a long text (a report of a day of requests) encoded a piece at a time: never twice in memory
+    with open(tmp, "wb") as fh:
+        enc = codecs.getincrementalencoder(encoding)()
+        for part in [text] if isinstance(text, str) else text:
+            for at in range(0, len(part), _PIECE):
+                fh.write(enc.encode(part[at:at + _PIECE]))
+        fh.write(enc.encode("", final=True))
+    return _replace(tmp, path)
+
+
+_PIECE = 1 << 20  # characters encoded at a time by write_text
 
 
 def write_bytes(path: Path, data: bytes, skip_unchanged: bool = False) -> Path:
@@ -401,7 +419,7 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
         plot_files = [f"../plots/{p.name}" for p in written if p.suffix == ".png"]
     # report.html does not need matplotlib: its plots are SVG drawn from the analysis itself
     for one in i18n.langs_of(lang):
-        written.append(write_text(bd.summary / i18n.suffixed("report.html", one), report_html.render_html(a, one)))
+        written.append(write_text(bd.summary / i18n.suffixed("report.html", one), report_html.html_parts(a, one)))
         written.append(write_text(bd.summary / i18n.suffixed("report.md", one), report.render(a, plot_files, lang=one)))
     log.info("outputs_written", batch=str(bd.root), files=len(written), results=len(a.results),
              simulated=a.simulated)

@@ -100,6 +100,30 @@ def _in_window(t_s: np.ndarray, a_s: float, b_s: float) -> slice:
     return slice(int(np.searchsorted(t_s, a_s, side="left")), int(np.searchsorted(t_s, b_s, side="right")))
 
 
+class Gaps(Mapping):
+    """rid → that request's inter-token gaps (ms), worked out again from its chunk times when asked:
+    a long answer's are thousands of values, and the chunk times are held anyway (its JSON has them)."""
+
+    def __init__(self, by_rid: Mapping[str, tuple[Request, Any]]):
+        self._by_rid = by_rid
+
+    def __getitem__(self, rid: str) -> list[float]:
+        return _gaps(self._by_rid[rid][0])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_rid)
+
+    def __len__(self) -> int:
+        return len(self._by_rid)
+
+
+def _gaps(r: Request) -> list[float]:
+    """The request's inter-token gaps (ms) as its row's itl_ms_mean and itl_ms_max were made from."""
+    if r.end is None or r.end.t < r.start.t:  # (no window: _row measured nothing)
+        return []
+    return token_latency(r.start, r.end, timing(r.start, r.end, r.first_tokens), None)[1]
+
+
 class RequestJson(Mapping):
     """rid → that request's JSON (raw/<rid>.json), built when asked for: the samples of every window
     are never held at once (a day of requests would hold most of the recording). ``inputs``: what one
@@ -147,6 +171,25 @@ def _cleaned(values) -> list:
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
         return _finite_list(values) if values.dtype.kind == "f" else values.tolist()
     return [_clean(v) for v in (values.tolist() if isinstance(values, np.ndarray) else values)]
+
+
+class _Cells:
+    """Per-window columns (numpy) as the Python values a row holds (_cleaned), a block of windows at a
+    time: every window's at once were a float object per request, column and GPU while the rows were
+    built (KBs a request with 8 GPUs), and the memory they left behind stayed."""
+
+    BLOCK = 512
+
+    def __init__(self, cols: dict[str, np.ndarray]):
+        self._cols, self._lo, self._cells = cols, -1, {}
+
+    def at(self, i: int) -> dict[str, Any]:
+        """{column: window i's value}. Windows are asked for in order: one block converted at a time."""
+        lo = i - i % self.BLOCK
+        if lo != self._lo:
+            self._lo = lo
+            self._cells = {c: _cleaned(v[lo:lo + self.BLOCK]) for c, v in self._cols.items()}
+        return {c: cells[i - lo] for c, cells in self._cells.items()}
 
 
 def batch_setting(batch: BatchData, key: str) -> dict[str, Any] | None:
@@ -211,14 +254,11 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     idx = {r.rid: i for i, r in enumerate(done)}
     cases = batch.batch_start.cases if batch.batch_start else None
     rows = []
-    itl: dict[str, np.ndarray] = {}
-    gpu_cells = {k: {c: _cleaned(v) for c, v in cols.items()} for k, cols in per_gpu.items()}
-    host_cells = {k: _cleaned(v) for k, v in host.items()}
+    gpu_cells = {k: _Cells(cols) for k, cols in per_gpu.items()}
+    host_cells = _Cells(host)
     layouts = ROWS.Layouts()  # rows as compact mappings: a dict of ~200 columns a request is several KB
     for r in reqs:
-        built = _row(r, idx.get(r.rid), gpu_cells, host_cells, batch, opts, simulated)
-        itl[r.rid] = np.asarray(built.pop("_itl_ms", []), dtype=np.float64)  # 8 bytes a gap, not a float object
-        row = layouts.row(built)
+        row = layouts.row(_row(r, idx.get(r.rid), gpu_cells, host_cells, batch, opts, simulated))
         if r.rid in idx:
             row["effective_window_s"] = float(conc.energy[idx[r.rid]])
             row["concurrency_max"] = int(conc.max_active[idx[r.rid]])
@@ -335,8 +375,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             tele = source.between(float(win.a_s[i]) - 1.0, float(win.b_s[i]) + 1.0)
             tele = dataclasses.replace(tele, gpus=[g for g in tele.gpus if g.key in counted_keys])
         obj = _request_json(r, row, i, win, tele, quality.get(rid), simulated)
-        gaps = itl.get(rid)
-        obj["itl_ms"] = gaps.tolist() if gaps is not None and gaps.size else None
+        obj["itl_ms"] = _gaps(r) or None
         return obj
 
     request_json = RequestJson(one_json, [r.rid for r in reqs],
@@ -353,7 +392,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     pct = tuple(opts.metric_percentiles)
     problems.extend(curve_problems)
     leveled = any(row.get("sweep_level") is not None for row in results)
-    stats = tables.stats(results, simulated, pct, {"itl_ms": itl})
+    stats = tables.stats(results, simulated, pct, {"itl_ms": Gaps(by_rid)})
     return Analysis(columns, results, warmups, stats,
                     tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,
@@ -564,7 +603,8 @@ def _suite_of(case: int | None, batch: BatchData) -> dict[str, Any]:
     return {"suite": c.get("suite"), "item_id": c.get("item_id")}
 
 
-def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData, opts: Options, simulated: bool) -> dict:
+def _row(r: Request, i: int | None, per_gpu: dict[str, _Cells], host: _Cells, batch: BatchData, opts: Options,
+         simulated: bool) -> dict:
     s, e = r.start, r.end
     row: dict[str, Any] = {
         "timestamp": iso_utc(s.wall), "model": s.model, "task": s.task, "load": s.load,
@@ -594,14 +634,14 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
         row.update(throughput(e, tm.get("latency_s"), tm.get("first_token_s"), tm.get("first_chunk_s")))
         row["served_model"] = e.served_model
         row["prompt_cache"] = (s.params or {}).get("cache_prompt")
-        lat, row["_itl_ms"] = token_latency(s, e, tm, row.get("output_tokens"))
+        lat, _ = token_latency(s, e, tm, row.get("output_tokens"))  # the gaps themselves: _gaps, when needed
         row.update(lat)
     if i is None:
         return row
     row["window_s"] = (e.t - s.t) / 1e9
     if row["clock_uncertainty_ms"] is not None:  # a window only a few uncertainties long: its edges are doubtful
         row["clock_short_window"] = row["window_s"] < CLOCK.SHORT_WINDOW_FACTOR * row["clock_uncertainty_ms"] / 1e3
-    gpu_vals = {k: {c: col[i] for c, col in v.items()} for k, v in per_gpu.items()}
+    gpu_vals = {k: v.at(i) for k, v in per_gpu.items()}
     if gpu_vals:
         g = list(gpu_vals.values())
         for col in COLS.GPU_COMBINED:  # each GPU column by its registered rule (sum, mean, max, …)
@@ -618,7 +658,7 @@ def _row(r: Request, i: int | None, per_gpu: dict, host: dict, batch: BatchData,
                 name = k.replace("/", "_").replace("@", "_")
                 for c in PER_GPU:
                     row[f"{name}_{c}"] = x[c]
-    h = {k: v[i] for k, v in host.items()}
+    h = host.at(i)
     row.update({k: h.get(k) for k in ("cpu_util_avg", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_coverage",
                                       "host_mem_peak_mib", "cpu_energy_j_server", "cpu_server_basis",
                                       "cpu_server_share", "server_cpu_s", "host_cpu_other_pct")})

@@ -370,6 +370,12 @@ def _suite_sections(a, colors: dict[str, str], lang: str) -> list[str]:
 
 
 def render_html(a, lang: str = "en", title: str | None = None) -> str:
+    return "".join(html_parts(a, lang, title))
+
+
+def html_parts(a, lang: str = "en", title: str | None = None) -> list[str]:
+    """render_html's page in parts, to be written one after the other: a page of a day of requests is
+    tens of MB, and twice that as one string once a character beyond Latin-1 (a dash, Chinese) is in it."""
     models = sorted({str(r.get("model")) for r in a.results})
     colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
     name = title or a.batch_id or "batch"
@@ -431,9 +437,10 @@ def render_html(a, lang: str = "en", title: str | None = None) -> str:
         body.append(f"<h2>{esc(t('warmups', lang))}</h2>"
                     + _section_table("warmups", ("rid", "model", "status", "latency_s", "gpu_energy_j"), a.warmups, lang))
     csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"
-    return (f'<!DOCTYPE html>\n<html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(t('title', lang))} — {esc(name)}</title><style>{CSS}</style><script>{JS_HEAD}</script>"
-            "</head>\n<body>"
-            + "\n".join(body) + f'\n<div id="tip"></div><script>{JS}</script></body></html>\n')
+    body[0] = (f'<!DOCTYPE html>\n<html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">'
+               f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+               f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+               f"<title>{esc(t('title', lang))} — {esc(name)}</title><style>{CSS}</style><script>{JS_HEAD}</script>"
+               "</head>\n<body>" + body[0])
+    body[-1] += f'\n<div id="tip"></div><script>{JS}</script></body></html>\n'
+    return [p for part in body for p in (part, "\n")][:-1]  # (head and tail joined to the first and last parts)

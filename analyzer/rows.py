@@ -1,48 +1,146 @@
 """Compact results rows: a mapping that behaves as the dict it replaces, at a fraction of its memory.
 
-A batch's results hold one row of some 150-250 columns per request; as dicts they cost several KB
-each, most of it the dict's own table (a hash, a key and a value pointer per slot, a third of the slots
-empty). A :class:`Row` keeps only its values, in a list; the keys, their order and their positions are
-a :class:`Layout` shared by every row built the same way (most rows of a batch share one or a few).
-Adding or removing a key moves the row to the next layout, itself shared, so a row iterates its keys in
-the order they were added, as a dict would: the request JSON's summary and every file keep their order.
+A batch's results hold one row of some 150-250 columns per request, a day of requests tens of
+thousands of rows. As dicts they cost several KB each: the dict's own table, and a Python object for
+every number (a float is 24 bytes and a pointer). Here the values live column-wise in a :class:`Table`
+shared by the rows of one analysis: a column of floats is an array of doubles (8 bytes a row) with a
+byte a row saying which are None, a column of integers the same with int64, a column still all None
+costs nothing, anything else (text, booleans, a column of mixed types) a list, its repeated strings
+held once. A :class:`Row` is a view: its row number and a :class:`Layout`, the keys and their order,
+shared by every row built the same way. Adding or removing a key moves the row to the next layout,
+itself shared, so a row iterates its keys in the order they were added, as a dict would: the request
+JSON's summary and every file keep their order, and every value reads back as it was stored (type,
+bits and all).
 """
 from __future__ import annotations
 
+from array import array
 from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, ValuesView
-from operator import itemgetter
 from typing import Any
+
+_INTERN_MAX = 256  # distinct strings a column holds once (names, statuses); beyond that, as they come
+_I64 = (-(1 << 63), (1 << 63) - 1)
+
+
+class Column:
+    """One column's values by row number. ``vals``: None while every value is None, else an array
+    (with ``none`` marking the rows whose value is None) or a list."""
+
+    __slots__ = ("vals", "none", "seen")
+
+    def __init__(self) -> None:
+        self.vals: array | list | None = None
+        self.none: bytearray | None = None
+        self.seen: dict[str, str] | None = None
+
+    def get(self, i: int) -> Any:
+        vals = self.vals
+        if vals is None or i >= len(vals):
+            return None
+        none = self.none
+        if none is not None and none[i]:
+            return None
+        return vals[i]
+
+    def set(self, i: int, v: Any) -> None:
+        vals = self.vals
+        if vals is None:
+            if v is None:
+                return
+            self._start(type(v), v)
+            vals = self.vals
+        n = len(vals)
+        if i >= n:  # rows are added in order: the new row's cell, after any skipped rows' (None)
+            self._grow(i + 1 - n)
+        none = self.none
+        if none is None:  # a list
+            if type(v) is str:
+                v = self._once(v)
+            vals[i] = v
+        elif v is None:
+            none[i] = 1
+        elif type(v) is (float if vals.typecode == "d" else int) and (vals.typecode == "d" or _I64[0] <= v <= _I64[1]):
+            vals[i] = v
+            none[i] = 0
+        else:  # another type: the column becomes a list (every value as it was)
+            self.vals, self.none = [self.get(j) for j in range(len(vals))], None
+            self.set(i, v)
+
+    def _start(self, kind: type, v: Any) -> None:
+        if kind is float:
+            self.vals, self.none = array("d"), bytearray()
+        elif kind is int and _I64[0] <= v <= _I64[1]:
+            self.vals, self.none = array("q"), bytearray()
+        else:
+            self.vals = []
+
+    def _grow(self, k: int) -> None:
+        if self.none is None:
+            self.vals.extend([None] * k)
+        else:
+            self.vals.frombytes(bytes(self.vals.itemsize * k))
+            self.none.extend(b"\x01" * k)
+
+    def _once(self, v: str) -> str:
+        seen = self.seen
+        if seen is None:
+            seen = self.seen = {}
+        got = seen.get(v)
+        if got is not None:
+            return got
+        if len(seen) < _INTERN_MAX:
+            seen[v] = v
+        return v
+
+
+class Table:
+    """The columns of one analysis's rows, by name; each row a row number."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, Column] = {}
+        self.n = 0
+
+    def column(self, key: str) -> Column:
+        col = self.columns.get(key)
+        if col is None:
+            col = self.columns[key] = Column()
+        return col
+
+    def new_row(self) -> int:
+        self.n += 1
+        return self.n - 1
 
 
 class Layout:
-    """One key order: the keys, their positions, and the layouts one key more or less (made once)."""
+    """One key order: the keys, their columns, and the layouts one key more or less (made once)."""
 
-    __slots__ = ("keys", "index", "_plus", "_minus")
+    __slots__ = ("keys", "index", "table", "_plus", "_minus")
 
-    def __init__(self, keys: tuple[str, ...]):
-        self.keys = keys
-        self.index = {k: i for i, k in enumerate(keys)}
+    def __init__(self, keys: tuple[str, ...], table: Table):
+        self.keys, self.table = keys, table
+        self.index = {k: table.column(k) for k in keys}  # (a dict: keys() is a real set-like view)
         self._plus: dict[str, Layout] = {}
         self._minus: dict[str, Layout] = {}
 
     def plus(self, key: str) -> "Layout":
         nxt = self._plus.get(key)
         if nxt is None:
-            nxt = self._plus[key] = Layout(self.keys + (key,))
+            nxt = self._plus[key] = Layout(self.keys + (key,), self.table)
         return nxt
 
     def minus(self, key: str) -> "Layout":
         nxt = self._minus.get(key)
         if nxt is None:
-            nxt = self._minus[key] = Layout(tuple(k for k in self.keys if k != key))
+            nxt = self._minus[key] = Layout(tuple(k for k in self.keys if k != key), self.table)
         return nxt
 
 
 class Layouts:
-    """The layouts of one analysis, by key order (kept with the analysis, not the process: a live
-    service analysing batch after batch does not collect every layout it ever saw)."""
+    """The layouts and the table of one analysis (kept with the analysis, not the process: a live
+    service analysing batch after batch does not collect every row and layout it ever saw)."""
 
     def __init__(self) -> None:
+        self.table = Table()
         self._by_keys: dict[tuple[str, ...], Layout] = {}
 
     def row(self, d: Mapping[str, Any]) -> "Row":
@@ -50,47 +148,49 @@ class Layouts:
         keys = tuple(d)
         layout = self._by_keys.get(keys)
         if layout is None:
-            layout = self._by_keys[keys] = Layout(keys)
-        return Row(layout, list(d.values()))
+            layout = self._by_keys[keys] = Layout(keys, self.table)
+        i = self.table.new_row()
+        for col, v in zip(layout.index.values(), d.values()):
+            col.set(i, v)
+        return Row(layout, i)
 
 
 class Row(MutableMapping):
     """A results row: a dict's behaviour (key order, get, setdefault, pop, ==, dict(row), {**row})
-    over a shared :class:`Layout` and a list of values."""
+    over a shared :class:`Layout` and its row number in the layout's table."""
 
-    __slots__ = ("_layout", "_vals")
+    __slots__ = ("_layout", "_i")
 
-    def __init__(self, layout: Layout, values: list[Any]):
-        self._layout, self._vals = layout, values
+    def __init__(self, layout: Layout, i: int):
+        self._layout, self._i = layout, i
 
     def __getitem__(self, key: str) -> Any:
-        return self._vals[self._layout.index[key]]
+        return self._layout.index[key].get(self._i)
 
     def get(self, key: str, default: Any = None) -> Any:
-        i = self._layout.index.get(key)
-        return default if i is None else self._vals[i]
+        col = self._layout.index.get(key)
+        return default if col is None else col.get(self._i)
 
     def __contains__(self, key: object) -> bool:
         return key in self._layout.index
 
     def __setitem__(self, key: str, value: Any) -> None:
-        i = self._layout.index.get(key)
-        if i is None:
+        col = self._layout.index.get(key)
+        if col is None:
             self._layout = self._layout.plus(key)
-            self._vals.append(value)
-        else:
-            self._vals[i] = value
+            col = self._layout.index[key]
+        col.set(self._i, value)
 
     def __delitem__(self, key: str) -> None:
-        i = self._layout.index[key]
+        if key not in self._layout.index:
+            raise KeyError(key)
         self._layout = self._layout.minus(key)
-        del self._vals[i]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._layout.keys)
 
     def __len__(self) -> int:
-        return len(self._vals)
+        return len(self._layout.keys)
 
     def keys(self):
         return self._layout.index.keys()  # a real dict view: set operations at C speed
@@ -102,10 +202,19 @@ class Row(MutableMapping):
         return _Values(self)
 
     def copy(self) -> dict[str, Any]:
-        return dict(zip(self._layout.keys, self._vals))
+        i = self._i
+        return {k: col.get(i) for k, col in self._layout.index.items()}
 
     def __copy__(self) -> "Row":
-        return Row(self._layout, list(self._vals))  # its own values, as a dict's copy (the layout is shared)
+        """A row with its own values, as a dict's copy (a new row of the same table and layout)."""
+        layout = self._layout
+        i = layout.table.new_row()
+        for col in layout.index.values():
+            col.set(i, col.get(self._i))
+        return Row(layout, i)
+
+    def __reduce__(self):
+        return _from_dict, (self.copy(),)  # pickled alone, not with its table
 
     def __repr__(self) -> str:
         return repr(self.copy())
@@ -118,13 +227,18 @@ class Row(MutableMapping):
     __hash__ = None  # type: ignore[assignment]  (a mutable mapping, as a dict)
 
 
+def _from_dict(d: dict[str, Any]) -> Row:
+    return Layouts().row(d)
+
+
 class _Items(ItemsView):
     """``row.items()``: (key, value) pairs in the row's order, without a lookup per key."""
 
     __slots__ = ()
 
     def __iter__(self):
-        return zip(self._mapping._layout.keys, self._mapping._vals)
+        i = self._mapping._i
+        return ((k, col.get(i)) for k, col in self._mapping._layout.index.items())
 
 
 class _Values(ValuesView):
@@ -133,32 +247,48 @@ class _Values(ValuesView):
     __slots__ = ()
 
     def __iter__(self):
-        return iter(self._mapping._vals)
+        i = self._mapping._i
+        return (col.get(i) for col in self._mapping._layout.index.values())
 
 
 def columns_of(rows: list[Mapping[str, Any]], names: list[str]) -> list[list[Any]]:
-    """``[[row.get(c) for row in rows] for c in names]``: each row's values picked at once, by positions
-    found once per layout (a get per row and column was most of writing a long batch's tables)."""
+    """``[[row.get(c) for row in rows] for c in names]``, a column at a time: each column's values taken
+    from its table at once (a get per row and cell was most of writing a long batch's tables)."""
     if not rows or not names:
         return [[] for _ in names]
-    pick: dict[int, Any] = {}  # id(layout) → its values of names (the rows hold their layouts alive)
-    picked = []
-    for row in rows:
-        if type(row) is Row:
-            get = pick.get(id(row._layout))
-            if get is None:
-                get = pick[id(row._layout)] = _picker(row._layout, names)
-            picked.append(get(row._vals))
-        else:
-            picked.append(tuple(map(row.get, names)))
-    return [list(col) for col in zip(*picked)]
+    if any(type(r) is not Row for r in rows) or len({id(r._layout.table) for r in rows}) > 1:
+        return [[r.get(c) for r in rows] for c in names]
+    table = rows[0]._layout.table
+    idx = [r._i for r in rows]
+    whole = idx == list(range(table.n))  # the usual case: every row of the table, in order
+    layouts: dict[int, tuple[Layout, list[int]]] = {}
+    for at, r in enumerate(rows):
+        layouts.setdefault(id(r._layout), (r._layout, []))[1].append(at)
+    out = []
+    for c in names:
+        col = table.columns.get(c)
+        values = _column_values(col, table.n) if col is not None else [None] * table.n
+        values = values if whole else [values[i] for i in idx]
+        for layout, at in layouts.values():
+            if c not in layout.index:  # rows without the key: None, as row.get gives
+                for j in at:
+                    values[j] = None
+        out.append(values)
+    return out
 
 
-def _picker(layout: Layout, names: list[str]):
-    """values list → the tuple of ``names``' values (None where the layout lacks one)."""
-    at = [layout.index.get(c) for c in names]
-    lacking = None in at
-    if lacking:  # a lacking name reads a None put after the values
-        at = [len(layout.keys) if i is None else i for i in at]
-    get = itemgetter(*at) if len(at) > 1 else (lambda vals, i=at[0]: (vals[i],))
-    return (lambda vals: get(vals + [None])) if lacking else get
+def _column_values(col: Column, n: int) -> list[Any]:
+    """The column's n values as a list (None where None, or never set)."""
+    vals = col.vals
+    if vals is None:
+        return [None] * n
+    if col.none is None:
+        out = list(vals)
+    else:
+        out = vals.tolist()
+        at = col.none.find(1)
+        while at >= 0:
+            out[at] = None
+            at = col.none.find(1, at + 1)
+    out.extend([None] * (n - len(out)))
+    return out

@@ -132,28 +132,58 @@ def events_to_requests(msgs: Iterable[tuple[str, dict[str, Any]]]) -> tuple[M.Ba
     """(first batch.start, last batch.end, requests sorted by (start t, rid)) from sorted messages."""
     requests: dict[str, Request] = {}
     batch_start = batch_end = None
+    once = _Once()
     for topic, p in msgs:
         if topic == M.REQ_START:
             rid = str(p["rid"])
             if rid in requests:
                 log.warning("request_restarted", rid=rid, note="a later req.start replaces the earlier one")
-            requests[rid] = Request(rid, M.ReqStart.from_msg(p))
+            requests[rid] = Request(rid, once(M.ReqStart.from_msg(p), "src", "model", "task", "load"))
         elif topic == M.REQ_FIRST_TOKEN:
             req = requests.get(str(p["rid"]))
             if req is not None:
-                req.first_tokens.append(M.ReqFirstToken.from_msg(p))
+                req.first_tokens.append(_rid_of(req, once(M.ReqFirstToken.from_msg(p), "src", "kind")))
         elif topic == M.REQ_END:
             req = requests.get(str(p["rid"]))
             if req is None:
                 log.warning("request_end_without_start", rid=p["rid"])
             elif req.end is None:
-                req.end = _compact_chunks(M.ReqEnd.from_msg(p))
+                req.end = _rid_of(req, once(_compact_chunks(M.ReqEnd.from_msg(p)), "src"))
         elif topic == M.BATCH_START:
             # the first one carries the config; resumes repeat it
             batch_start = batch_start or M.BatchStart.from_msg(p)
         elif topic == M.BATCH_END:
             batch_end = M.BatchEnd.from_msg(p)  # the last one counts
     return batch_start, batch_end, sorted(requests.values(), key=lambda r: (r.start.t, r.rid))
+
+
+class _Once:
+    """Strings that every request repeats (its publisher, model, task, load) held once, not once per
+    event: a day of requests holds tens of thousands of each."""
+
+    MAX = 1024  # distinct values held; beyond that, each as it came
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def __call__(self, msg, *fields: str):
+        seen = self._seen
+        for name in fields:
+            v = getattr(msg, name)
+            if type(v) is str:
+                got = seen.get(v)
+                if got is not None:
+                    setattr(msg, name, got)
+                elif len(seen) < self.MAX:
+                    seen[v] = v
+        return msg
+
+
+def _rid_of(req: Request, msg):
+    """``msg`` (a req.end or req.first_token of ``req``) holding the request's own rid string."""
+    if msg.rid == req.rid:
+        msg.rid = req.rid
+    return msg
 
 
 def _compact_chunks(end: M.ReqEnd) -> M.ReqEnd:

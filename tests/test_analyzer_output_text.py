@@ -149,3 +149,32 @@ def test_run_to_run_and_outliers_match_their_definitions():
                 assert r["latency_outlier"] == (r["latency_vs_twins"] > pipeline.OUTLIER_FACTOR)
             else:
                 assert "latency_vs_twins" not in r
+
+
+def test_text_written_in_parts_is_the_text_written_whole(tmp_path):
+    """write_text of parts, or of a text longer than the piece it encodes at a time, writes the bytes of
+    the whole text encoded at once (utf-8-sig: one BOM; characters beyond Latin-1 across the cuts)."""
+    parts = ["head—", "中" * (outputs._PIECE + 3), "", "tail\n" * 5, "é"]
+    whole = "".join(parts)
+    for encoding in ("utf-8", "utf-8-sig"):
+        want = whole.encode(encoding)
+        for i, text in enumerate((parts, whole, [whole])):
+            path = outputs.write_text(tmp_path / f"{encoding}-{i}.txt", text, encoding)
+            assert path.read_bytes() == want
+        path = outputs.write_text(tmp_path / f"{encoding}-skip.txt", parts, encoding, skip_unchanged=True)
+        assert path.read_bytes() == want
+
+
+def test_report_html_file_is_the_rendered_page(tmp_path):
+    """write_all writes report.html from its parts: the bytes of render_html's page."""
+    from analyzer.stream import build
+    from shared.batch import BatchDir
+    from tests import synth as S
+
+    spec = S.Spec(duration_s=12.0, gpus=[S.Gpu(S.constant(100.0))], requests=[S.Req(1.0, 4.0, run=0),
+                                                                            S.Req(5.0, 9.0, run=1, ok=False)])
+    analysis = pipeline.analyze(build(S.messages(spec), 120.0), pipeline.Options(quality=False))
+    bd = BatchDir(tmp_path / "b")
+    outputs.write_all(analysis, bd, make_plots=False, lang="both")
+    for lang, name in (("en", "report.html"), ("zh", "report.zh.html")):
+        assert (bd.summary / name).read_bytes() == report_html.render_html(analysis, lang).encode("utf-8")

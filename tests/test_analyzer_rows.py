@@ -6,8 +6,10 @@ import copy
 import dataclasses
 import pickle
 import random
-import sys
+import struct
 from pathlib import Path
+
+import numpy as np
 
 from analyzer import outputs, pipeline
 from analyzer.rows import Layouts, Row, columns_of
@@ -73,7 +75,27 @@ def test_rows_built_alike_share_one_layout():
     for r in rows:
         r["c"] = 1.0  # the same edit moves every row to the same next layout
     assert len({id(r._layout) for r in rows}) == 1
-    assert sys.getsizeof(rows[0]._vals) < sys.getsizeof(dict(rows[0]))
+    table = layouts.table
+    assert table.columns["a"].vals.typecode == "q" and table.columns["c"].vals.typecode == "d"
+    assert table.columns["b"].vals is None  # a column still all None holds nothing
+
+
+def test_values_read_back_as_stored():
+    """Column-wise storage keeps every value's type and bits: ints and floats apart, -0.0, NaN's
+    payload, bools, integers beyond int64, numpy scalars; a column that meets a second type keeps both."""
+    nan = struct.unpack("<d", bytes.fromhex("0100000000f8ff7f"))[0]
+    values = [1, 2.5, -0.0, nan, float("inf"), True, None, 1 << 70, np.float64(0.1), "x", [1], 3]
+    layouts = Layouts()
+    rows = [layouts.row({"v": v, "f": float(i), "i": i}) for i, v in enumerate(values)]
+    rows[3]["f"] = None
+    rows[5]["late"] = 7  # rows 0-4 never had the key: a key, not a None
+    for i, (row, v) in enumerate(zip(rows, values)):
+        got = row["v"]
+        assert type(got) is type(v) and (got is v or struct.pack("<d", got) == struct.pack("<d", v) if
+                                          type(v) is float else got == v)
+        assert row["f"] == (None if i == 3 else float(i)) and type(row["i"]) is int
+        assert ("late" in row) == (i == 5)
+    assert layouts.table.columns["f"].vals.typecode == "d" and type(layouts.table.columns["v"].vals) is list
 
 
 def _batch():
@@ -118,3 +140,29 @@ def test_columns_of_reads_what_get_reads():
     for names in (["a"], ["b", "a"], ["c", "a", "z"], ["missing"], [], ["z", "z"]):
         assert columns_of(rows, names) == [[r.get(c) for r in rows] for c in names], names
     assert columns_of([], ["a", "b"]) == [[], []]
+
+
+def test_columns_of_is_a_get_per_row_and_column():
+    rnd = random.Random(7)
+    layouts = Layouts()
+    rows = [layouts.row({k: rnd.choice([None, 1, 2.5, "x", True]) for k in rnd.sample("abcd", rnd.randint(0, 4))})
+            for _ in range(60)]
+    for r in rows[::3]:
+        r["late"] = 1.5  # a column set on some rows only, after the others were made
+    names = ["a", "b", "c", "d", "late", "never"]
+    want = [[r.get(c) for r in rows] for c in names]
+    assert columns_of(rows, names) == want
+    picked = rows[::-2] + [{"a": 9}]  # some rows, out of order, and a plain dict
+    assert columns_of(picked, names) == [[r.get(c) for r in picked] for c in names]
+    assert columns_of([], names) == [[] for _ in names] and columns_of(rows, []) == []
+
+
+def test_rows_are_the_same_whatever_the_block_of_windows_converted(monkeypatch):
+    """The per-window figures become row values a block of windows at a time (pipeline._Cells): blocks
+    of two, cut between every other request, give the rows of one block."""
+    opts = pipeline.Options(quality=False, idle_baseline=True)
+    want = pipeline.analyze(_batch(), opts)
+    monkeypatch.setattr(pipeline._Cells, "BLOCK", 2)
+    got = pipeline.analyze(_batch(), opts)
+    assert len(want.results) > 4 and any(r.get("gpu_energy_j") is not None for r in want.results)
+    assert repr([dict(r) for r in got.results + got.warmups]) == repr([dict(r) for r in want.results + want.warmups])
