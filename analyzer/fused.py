@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from analyzer.search import search_sorted
+
 if TYPE_CHECKING:  # integrate imports this module
     from analyzer.integrate import Trace
 
@@ -162,7 +164,7 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     area = np.diff(t_u)
     # each grid piece lies in one sample interval i (its parent) and one refresh interval k
     mid = 0.5 * (u[1:] + u[:-1])
-    i = np.clip(np.searchsorted(power.t_s, mid, side="right") - 1, 0, power.n - 2)
+    i = np.clip(search_sorted(power.t_s, mid, side="right") - 1, 0, power.n - 2)
     dt = power.t_s[i + 1] - power.t_s[i]
     jump = np.abs(power.y[i + 1] - power.y[i])
     delay = max(float(delay_s), 0.0) if np.isfinite(delay_s) else 0.0
@@ -170,7 +172,7 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     # a piece of a sample interval carries its share of the parent's variance (by time); a tiny
     # floor so a flat, clean trace spreads its residual by time rather than by nothing
     v = v_parent * length / dt + 1e-12 * length
-    k = np.clip(np.searchsorted(r_s, mid, side="right") - 1, 0, r_s.size - 2)
+    k = np.clip(search_sorted(r_s, mid, side="right") - 1, 0, r_s.size - 2)
     n_k = r_s.size - 1
     v_k = np.bincount(k, weights=v, minlength=n_k)
     rho_k = np.diff(e_j) - np.bincount(k, weights=area, minlength=n_k)
@@ -189,7 +191,7 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     v_b = v + (_paired_jump(power, mid, max(reach, 0.5 * float(np.median(np.diff(r_s))))) * length) ** 2 / 12.0
     v_kb = np.bincount(k, weights=v_b, minlength=n_k)
     cv = np.concatenate([[0.0], np.cumsum(v_b)])
-    return Fused(r_s, u, float(t_u[0]), power, d_u, cv, cv[np.searchsorted(u, r_s)], v_kb, rho_k, lag,
+    return Fused(r_s, u, float(t_u[0]), power, d_u, cv, cv[search_sorted(u, r_s)], v_kb, rho_k, lag,
                  _steps(u, power, i, area + share, noise_w), (power.y[i], power.y[i + 1]), t_u - t_u[0] + d_u,
                  reach)
 
@@ -202,16 +204,16 @@ def _paired_jump(power: "Trace", x: np.ndarray, reach_s) -> np.ndarray:
     d = np.abs(np.diff(power.y))
     mid = 0.5 * (power.t_s[1:] + power.t_s[:-1])
     j = np.arange(d.size)
-    lo = np.searchsorted(mid, mid - reach_s, side="left")
-    hi = np.searchsorted(mid, mid + reach_s, side="right")
+    lo = search_sorted(mid, mid - reach_s, side="left")
+    hi = search_sorted(mid, mid + reach_s, side="right")
     # the largest other change within reach, on either side (0 where there is none)
     has_l, has_r = lo < j, hi > j + 1
     left, right = _window_reduce(d, [(np.where(has_l, lo, 0), np.where(has_l, j, 1)),
                                      (np.where(has_r, j + 1, 0), np.where(has_r, hi, 1))], np.maximum)
     partner = np.maximum(np.where(has_l, left, 0.0), np.where(has_r, right, 0.0))
     paired = np.minimum(d, partner)
-    a = np.clip(np.searchsorted(mid, x - reach_s, side="left"), 0, d.size - 1)
-    b = np.clip(np.searchsorted(mid, x + reach_s, side="right"), a + 1, d.size)
+    a = np.clip(search_sorted(mid, x - reach_s, side="left"), 0, d.size - 1)
+    b = np.clip(search_sorted(mid, x + reach_s, side="right"), a + 1, d.size)
     return _window_reduce(paired, [(a, b)], np.maximum)[0]
 
 

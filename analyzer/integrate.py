@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from analyzer import fused as fusion
+from analyzer.search import search_sorted
 
 # If the counter advanced on at least this share of samples it is read on demand (fresh at t_k).
 _FRESH_COUNTER_SHARE = 0.9
@@ -59,6 +60,7 @@ def dedupe_sorted(t_s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
         if not keep.all():
             t_s, y = t_s[keep], y[keep]
     return t_s, y
+
 
 
 def cumulative_trapezoid(t_s: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -108,7 +110,7 @@ class Trace:
         if self.n == 1:
             return np.where(x == self.t_s[0], 0.0, np.nan)
         t, y = self.t_s, self.y
-        i = np.clip(np.searchsorted(t, x, side="right") - 1, 0, t.size - 2)
+        i = np.clip(search_sorted(t, x, side="right") - 1, 0, t.size - 2)
         dt = x - t[i]
         slope = (y[i + 1] - y[i]) / (t[i + 1] - t[i])
         y_x = y[i] + slope * dt
@@ -426,7 +428,7 @@ def counter_energy(t_s, energy_mj, power: Trace | None) -> CounterEnergy:
 def _per_interval(t: np.ndarray, y: np.ndarray, r: np.ndarray, ufunc) -> np.ndarray:
     """ufunc-reduce of y over the samples in each interval [r_k, r_k+1) (the last runs to the end);
     NaN where an interval holds none. Callers widen it to the neighbours with ``_around``."""
-    b = np.searchsorted(t, r, side="left")
+    b = search_sorted(t, r, side="left")
     start, stop = b[:-1], b[1:]
     has = stop > start
     if not has.any():

@@ -167,3 +167,20 @@ class TestFused:
         fused = ce.cumulative_at(b) - ce.cumulative_at(a)
         trap = tr.integral_at(b) - tr.integral_at(a)
         assert abs(fused - true) < 0.6 * abs(trap - true)  # what is left: the refresh instants' ~0.5 ms
+
+
+def test_search_sorted_matches_numpy_on_merged_needles():
+    # many increasing needles take the merge path: ties (needles equal to elements, repeated needles)
+    # must land on the same side as np.searchsorted's; unsorted or NaN needles are searched
+    from analyzer.search import MERGE_MIN, search_sorted
+
+    rng = np.random.default_rng(3)
+    a = np.cumsum(rng.integers(1, 4, 3 * MERGE_MIN)).astype(np.float64)
+    v = np.sort(np.concatenate([a[::2], a[::3] + 0.5, a[:50], [a[0] - 1.0, a[-1] + 1.0]]))
+    assert v.size >= MERGE_MIN
+    for side in ("left", "right"):
+        assert np.array_equal(search_sorted(a, v, side), np.searchsorted(a, v, side=side))
+        shuffled = rng.permutation(v)
+        assert np.array_equal(search_sorted(a, shuffled, side), np.searchsorted(a, shuffled, side=side))
+        with_nan = np.concatenate([v, [np.nan]])
+        assert np.array_equal(search_sorted(a, with_nan, side), np.searchsorted(a, with_nan, side=side))
