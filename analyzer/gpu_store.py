@@ -268,23 +268,23 @@ class Store:
         return pa.concat_tables(tabs) if len(tabs) > 1 else tabs[0]
 
     def _read(self, lo_s: float, hi_s: float) -> BatchData:
-        from analyzer.columnar import Decoded, Table, TABLE_TOPICS, _concat, to_batch
+        from analyzer.columnar import Decoded, Table, TABLE_TOPICS, to_batch
 
         b = self.base
         lo_ns = lo_s if lo_s == -SL.INF else b.origin_ns + lo_s * 1e9
         hi_ns = hi_s if hi_s == SL.INF else b.origin_ns + hi_s * 1e9
         ranges = {code: _raw_range(self.mappings.get(src), lo_ns, hi_ns) for code, src in enumerate(self.srcs)}
-        parts = []
+        picks = []  # per file with rows here: its batches' rows in the stretch
         for f in self.files:
             r0, r1 = ranges[f["src"]]
             groups = [i for i, (t0, t1, _) in enumerate(f["groups"]) if t1 >= r0 and t0 <= r1]
             got = _rows_between(self._groups(f, groups), r0, r1) if groups else None
-            if got is not None:
-                parts.append(got)
-        self.most_rows = max(self.most_rows, sum(p["t"].size for p in parts))
+            if got:
+                picks.append(got)
+        self.most_rows = max(self.most_rows, sum(_rows(p) for got in picks for p in got))
         tables = {}
         gpu = self.dec.tables[M.TEL_GPU]
-        tables[M.TEL_GPU] = Table(_concat(parts) if parts else _concat([]), gpu.strings, gpu.extra, gpu.series)
+        tables[M.TEL_GPU] = Table(_joined(picks), gpu.strings, gpu.extra, gpu.series)
         for topic in TABLE_TOPICS:
             if topic == M.TEL_GPU:
                 continue
@@ -316,19 +316,35 @@ class Store:
         return dataclasses.replace(b, gpus=gpus, host=host, procs=procs, rapl=rapl, src_seqs=src_seqs, source=None)
 
 
-def _rows_between(tab, r0: float, r1: float) -> dict[str, np.ndarray] | None:
-    """The rows of an Arrow table with r0 <= t <= r1, in order, as numpy columns (None: no such row):
-    only those rows copied out of the decoded pages, once, so the pages go with the table."""
+def _rows_between(tab, r0: float, r1: float) -> list[tuple[Any, Any]]:
+    """The rows of an Arrow table with r0 <= t <= r1, in order: (record batch, slice or index array)
+    per batch holding some (``_joined`` copies them out of the decoded pages)."""
     picks = []
     for batch in tab.to_batches():
         t = batch.column("t").to_numpy()
         sel = np.flatnonzero((t >= r0) & (t <= r1))
         if sel.size:  # a file in time order keeps one run of each batch: a slice, no index array
             picks.append((batch, slice(sel[0], sel[-1] + 1) if sel[-1] - sel[0] + 1 == sel.size else sel))
-    if not picks:
-        return None
-    return {n: np.concatenate([b.column(i).to_numpy(zero_copy_only=False)[p] for b, p in picks])
-            for i, n in enumerate(tab.schema.names)}
+    return picks
+
+
+def _rows(pick: tuple[Any, Any]) -> int:
+    p = pick[1]
+    return p.stop - p.start if isinstance(p, slice) else p.size
+
+
+def _joined(picks: list[list[tuple[Any, Any]]]) -> dict[str, np.ndarray]:
+    """Every file's picked rows (``_rows_between``), in file order, as one numpy column each: copied
+    once, straight from the pages, when the files share their columns (as the one Spill writes)."""
+    from analyzer.columnar import _concat
+
+    names = [b.schema.names for got in picks for b, _ in got]
+    if names and all(n == names[0] for n in names):
+        flat = [pick for got in picks for pick in got]
+        return {n: np.concatenate([b.column(i).to_numpy(zero_copy_only=False)[p] for b, p in flat])
+                for i, n in enumerate(names[0])}
+    return _concat([{n: np.concatenate([b.column(i).to_numpy(zero_copy_only=False)[p] for b, p in got])
+                     for i, n in enumerate(got[0][0].schema.names)} for got in picks])
 
 
 def _empty(series: Series) -> Series:
