@@ -152,19 +152,18 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
         y = np.concatenate([y[:1], y, y[-1:]])
         keep = (t >= lo) & (t <= hi)
         power = type(power).build(t[keep], y[keep])
-    inner = power.t_s[(power.t_s > r_s[0]) & (power.t_s < r_s[-1])]
-    # np.union1d of two increasing arrays: merged (a stable sort finds the two runs), repeats dropped
-    u = np.concatenate([r_s, inner])
-    u.sort(kind="stable")
-    u = u[np.concatenate([[True], u[1:] != u[:-1]])]
-    t_u = power.integral_at(u)
+    u, below_t, below_r, at_r = _grid(r_s, power.t_s)
+    t_u = power.integral_at(u, below_t)
     if not np.all(np.isfinite(t_u)):
         return None
     length = np.diff(u)
     area = np.diff(t_u)
     # each grid piece lies in one sample interval i (its parent) and one refresh interval k
     mid = 0.5 * (u[1:] + u[:-1])
-    i = np.clip(search_sorted(power.t_s, mid, side="right") - 1, 0, power.n - 2)
+    if not ((mid > u[:-1]).all() and (mid < u[1:]).all()):  # a piece too short to hold its midpoint
+        below_t = below_r = None
+    i = np.clip((search_sorted(power.t_s, mid, side="right") if below_t is None else below_t[:-1]) - 1,
+                0, power.n - 2)
     dt = power.t_s[i + 1] - power.t_s[i]
     jump = np.abs(power.y[i + 1] - power.y[i])
     delay = max(float(delay_s), 0.0) if np.isfinite(delay_s) else 0.0
@@ -172,7 +171,7 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     # a piece of a sample interval carries its share of the parent's variance (by time); a tiny
     # floor so a flat, clean trace spreads its residual by time rather than by nothing
     v = v_parent * length / dt + 1e-12 * length
-    k = np.clip(search_sorted(r_s, mid, side="right") - 1, 0, r_s.size - 2)
+    k = np.clip((search_sorted(r_s, mid, side="right") if below_r is None else below_r[:-1]) - 1, 0, r_s.size - 2)
     n_k = r_s.size - 1
     v_k = np.bincount(k, weights=v, minlength=n_k)
     rho_k = np.diff(e_j) - np.bincount(k, weights=area, minlength=n_k)
@@ -191,9 +190,29 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     v_b = v + (_paired_jump(power, mid, max(reach, 0.5 * float(np.median(np.diff(r_s))))) * length) ** 2 / 12.0
     v_kb = np.bincount(k, weights=v_b, minlength=n_k)
     cv = np.concatenate([[0.0], np.cumsum(v_b)])
-    return Fused(r_s, u, float(t_u[0]), power, d_u, cv, cv[search_sorted(u, r_s)], v_kb, rho_k, lag,
+    return Fused(r_s, u, float(t_u[0]), power, d_u, cv, cv[at_r], v_kb, rho_k, lag,
                  _steps(u, power, i, area + share, noise_w), (power.y[i], power.y[i + 1]), t_u - t_u[0] + d_u,
                  reach)
+
+
+def _grid(r_s: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The grid u: the refresh points and the samples inside them (np.union1d of two increasing
+    arrays, merged by one stable sort that finds the two runs), and from that merge, as
+    np.searchsorted would give them: per grid point the samples and the refresh points at or
+    before it (side "right"), per refresh point its place in u."""
+    inner = t_s[(t_s > r_s[0]) & (t_s < r_s[-1])]
+    order = np.argsort(np.concatenate([r_s, inner]), kind="stable")
+    merged = np.concatenate([r_s, inner])[order]
+    from_r = order < r_s.size
+    first = np.concatenate([[True], merged[1:] != merged[:-1]])
+    last = np.concatenate([first[1:], [True]])  # a run of equal points counts whole
+    u = merged[first]
+    below_r = np.cumsum(from_r)[last]
+    # samples up to r_s[0] are not in the grid; one equal to r_s[-1] is not either
+    below_t = np.cumsum(~from_r)[last] + np.searchsorted(t_s, r_s[0], side="right")
+    below_t[-1] = np.searchsorted(t_s, u[-1], side="right")
+    at_r = (np.cumsum(first) - 1)[from_r]
+    return u, below_t, below_r, at_r
 
 
 def _paired_jump(power: "Trace", x: np.ndarray, reach_s) -> np.ndarray:

@@ -102,15 +102,16 @@ class Trace:
         out = np.interp(x, self.t_s, self.y)
         return np.where((x < self.t_s[0]) | (x > self.t_s[-1]), np.nan, out)
 
-    def integral_at(self, x) -> np.ndarray:
-        """F(x) = integral of y from t[0] to x (y·s); NaN outside the sampled span."""
+    def integral_at(self, x, below: np.ndarray | None = None) -> np.ndarray:
+        """F(x) = integral of y from t[0] to x (y·s); NaN outside the sampled span. ``below``: the
+        samples at or before each x (np.searchsorted(t, x, "right")) when the caller has them."""
         x = np.asarray(x, dtype=np.float64)
         if self.n == 0:
             return np.full(x.shape, np.nan)
         if self.n == 1:
             return np.where(x == self.t_s[0], 0.0, np.nan)
         t, y = self.t_s, self.y
-        i = np.clip(search_sorted(t, x, side="right") - 1, 0, t.size - 2)
+        i = np.clip((search_sorted(t, x, side="right") if below is None else below) - 1, 0, t.size - 2)
         dt = x - t[i]
         slope = (y[i + 1] - y[i]) / (t[i + 1] - t[i])
         y_x = y[i] + slope * dt

@@ -184,3 +184,17 @@ def test_search_sorted_matches_numpy_on_merged_needles():
         assert np.array_equal(search_sorted(a, shuffled, side), np.searchsorted(a, shuffled, side=side))
         with_nan = np.concatenate([v, [np.nan]])
         assert np.array_equal(search_sorted(a, with_nan, side), np.searchsorted(a, with_nan, side=side))
+
+
+def test_fused_grid_counts_match_searchsorted():
+    # the fused grid's merge gives what np.searchsorted would: samples shared with refresh points,
+    # samples before the first and at the last refresh point, repeated refresh points
+    from analyzer.fused import _grid
+
+    t = np.arange(0.0, 10.0, 0.5)
+    for r in (np.array([1.0, 2.25, 2.5, 2.5, 6.0, 9.0]), np.array([0.25, 3.0, 7.75]), t[2:-3].copy()):
+        u, below_t, below_r, at_r = _grid(r, t)
+        assert np.array_equal(u, np.union1d(r, t[(t > r[0]) & (t < r[-1])]))
+        assert np.array_equal(below_t, np.searchsorted(t, u, side="right"))
+        assert np.array_equal(below_r, np.searchsorted(r, u, side="right"))
+        assert np.array_equal(at_r, np.searchsorted(u, r))
