@@ -376,20 +376,41 @@ class CounterEnergy:
         """F(x) in J relative to the first refresh point; NaN outside the sample span."""
         x = np.asarray(x, dtype=np.float64)
         r, e = self.r_s, self.e_j
+        has_power = self.power is not None and self.power.n >= 2
+        if self.fused is not None:
+            inside = self.fused.cumulative_at(np.clip(x, r[0], r[-1])) + e[0]
+        else:
+            inside = self._apportioned(x, has_power)
+        # Outside [r_first, r_last]: extend with power, else with the neighbouring interval's mean power.
+        if has_power:
+            p_x = self.power.integral_at(x)
+            before = e[0] - (self.power.integral_at(r[0]) - p_x)
+            after = e[-1] + (p_x - self.power.integral_at(r[-1]))
+            before = np.where(np.isfinite(before), before, e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0]))
+            after = np.where(np.isfinite(after), after, e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2]))
+        else:
+            before = e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0])
+            after = e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2])
+        out = np.where(x < r[0], before, np.where(x > r[-1], after, inside))
+        lo, hi = self.span
+        return np.where((x < lo) | (x > hi), np.nan, out - e[0])
+
+    def _apportioned(self, x: np.ndarray, has_power: bool) -> np.ndarray:
+        """The counter at x inside [r_first, r_last]: its interval's energy apportioned by a step the
+        counter placed, else by the power's share, else by time."""
+        r, e = self.r_s, self.e_j
         j = np.clip(np.searchsorted(r, x, side="right") - 1, 0, r.size - 2)
         r0, r1, e0, e1 = r[j], r[j + 1], e[j], e[j + 1]
         frac_t = (x - r0) / (r1 - r0)
-        has_power = self.power is not None and self.power.n >= 2
         if has_power:
             fx, f0, f1 = (self.power.integral_at(v) for v in (x, r0, r1))
             denom = f1 - f0
             with np.errstate(invalid="ignore", divide="ignore"):
                 frac_p = (fx - f0) / denom
             frac = np.where(np.isfinite(frac_p) & (denom > 0), frac_p, frac_t)
+            frac = np.where(self.next_to_step[j], frac_t, frac)
         else:
             frac = frac_t
-        if has_power:
-            frac = np.where(self.next_to_step[j], frac_t, frac)
         st, lv0, lv1 = self.steps
         s_j, a_j, b_j = st[j], lv0[j], lv1[j]
         step_here = np.isfinite(s_j)
@@ -400,21 +421,7 @@ class CounterEnergy:
                 g1 = a_j * (s_j - r0) + b_j * (r1 - s_j)
                 frac_s = g / g1
             frac = np.where(step_here & np.isfinite(frac_s) & (g1 > 0), frac_s, frac)
-        inside = e0 + (e1 - e0) * frac
-        # Outside [r_first, r_last]: extend with power, else with the neighbouring interval's mean power.
-        if has_power:
-            before = e[0] - (self.power.integral_at(r[0]) - self.power.integral_at(x))
-            after = e[-1] + (self.power.integral_at(x) - self.power.integral_at(r[-1]))
-            before = np.where(np.isfinite(before), before, e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0]))
-            after = np.where(np.isfinite(after), after, e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2]))
-        else:
-            before = e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0])
-            after = e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2])
-        if self.fused is not None:
-            inside = self.fused.cumulative_at(np.clip(x, r[0], r[-1])) + e[0]
-        out = np.where(x < r[0], before, np.where(x > r[-1], after, inside))
-        lo, hi = self.span
-        return np.where((x < lo) | (x > hi), np.nan, out - e[0])
+        return e0 + (e1 - e0) * frac
 
 
 def counter_energy(t_s, energy_mj, power: Trace | None) -> CounterEnergy:
