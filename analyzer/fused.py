@@ -40,6 +40,7 @@ LAG_RANGE_S = (-0.01, 0.03)
 LAG_STEP_S = 0.0005
 LAG_INTERVALS = 1000
 LAG_MIN_GAIN = 0.8  # a lag is applied only when it cuts the residuals' sum of squares to this share
+PARTNER_STEPS = 8  # neighbours within a paired jump's reach stepped through directly; beyond, searched
 
 
 def fit_lag(r_s: np.ndarray, e_j: np.ndarray, power: "Trace") -> float:
@@ -222,18 +223,39 @@ def _paired_jump(power: "Trace", x: np.ndarray, reach_s) -> np.ndarray:
     long burst's start) has none and keeps its own, placed-step bound; smooth power has small ones."""
     d = np.abs(np.diff(power.y))
     mid = 0.5 * (power.t_s[1:] + power.t_s[:-1])
-    j = np.arange(d.size)
-    lo = search_sorted(mid, mid - reach_s, side="left")
-    hi = search_sorted(mid, mid + reach_s, side="right")
-    # the largest other change within reach, on either side (0 where there is none)
-    has_l, has_r = lo < j, hi > j + 1
-    left, right = _window_reduce(d, [(np.where(has_l, lo, 0), np.where(has_l, j, 1)),
-                                     (np.where(has_r, j + 1, 0), np.where(has_r, hi, 1))], np.maximum)
-    partner = np.maximum(np.where(has_l, left, 0.0), np.where(has_r, right, 0.0))
+    partner = _partner(d, mid, reach_s)
     paired = np.minimum(d, partner)
     a = np.clip(search_sorted(mid, x - reach_s, side="left"), 0, d.size - 1)
     b = np.clip(search_sorted(mid, x + reach_s, side="right"), a + 1, d.size)
     return _window_reduce(paired, [(a, b)], np.maximum)[0]
+
+
+def _partner(d: np.ndarray, mid: np.ndarray, reach_s) -> np.ndarray:
+    """Per change d[j] (at increasing instants mid), the largest other change within reach of it on
+    either side (0 where there is none): neighbours taken a step at a time outwards while any is in
+    reach (a few: reach spans a few samples), else from a sparse table over searched windows."""
+    lo_x, hi_x = mid - reach_s, mid + reach_s
+    partner = np.zeros(d.size)
+    for m in range(1, d.size):
+        if m > PARTNER_STEPS:  # dense samples: search each window instead
+            return _partner_searched(d, mid, reach_s)
+        left = mid[:-m] >= lo_x[m:]  # j - m within reach of j
+        right = mid[m:] <= hi_x[:-m]  # j + m within reach of j
+        if not (left.any() or right.any()):
+            break
+        partner[m:] = np.where(left, np.maximum(partner[m:], d[:-m]), partner[m:])
+        partner[:-m] = np.where(right, np.maximum(partner[:-m], d[m:]), partner[:-m])
+    return partner
+
+
+def _partner_searched(d: np.ndarray, mid: np.ndarray, reach_s) -> np.ndarray:
+    j = np.arange(d.size)
+    lo = search_sorted(mid, mid - reach_s, side="left")
+    hi = search_sorted(mid, mid + reach_s, side="right")
+    has_l, has_r = lo < j, hi > j + 1
+    left, right = _window_reduce(d, [(np.where(has_l, lo, 0), np.where(has_l, j, 1)),
+                                     (np.where(has_r, j + 1, 0), np.where(has_r, hi, 1))], np.maximum)
+    return np.maximum(np.where(has_l, left, 0.0), np.where(has_r, right, 0.0))
 
 
 def _window_reduce(y: np.ndarray, windows: list[tuple[np.ndarray, np.ndarray]], ufunc) -> list[np.ndarray]:

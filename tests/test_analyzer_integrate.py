@@ -198,3 +198,17 @@ def test_fused_grid_counts_match_searchsorted():
         assert np.array_equal(below_t, np.searchsorted(t, u, side="right"))
         assert np.array_equal(below_r, np.searchsorted(r, u, side="right"))
         assert np.array_equal(at_r, np.searchsorted(u, r))
+
+
+def test_paired_jump_partner_stepped_matches_searched():
+    # the neighbours stepped through outwards give each change the partner the searched windows give,
+    # for reaches of a few samples and for one past the steps (searched then), irregular spacing
+    from analyzer.fused import PARTNER_STEPS, _partner, _partner_searched
+
+    rng = np.random.default_rng(5)
+    mid = np.cumsum(rng.uniform(0.002, 0.02, 5000))
+    d = np.abs(rng.normal(0.0, 10.0, mid.size)).round(1)
+    for reach in (0.001, 0.01, 0.03, 0.02 * (PARTNER_STEPS + 2)):
+        assert np.array_equal(_partner(d, mid, reach), _partner_searched(d, mid, reach))
+    assert not _partner(d, mid, 0.001).any()  # samples further apart than the reach: no partner
+    assert (_partner(d, mid, 0.03) > 0).mean() > 0.9
