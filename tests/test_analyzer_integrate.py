@@ -182,6 +182,9 @@ def test_search_sorted_matches_numpy_on_merged_needles():
         assert np.array_equal(search_sorted(a, v, side), np.searchsorted(a, v, side=side))
         shuffled = rng.permutation(v)
         assert np.array_equal(search_sorted(a, shuffled, side), np.searchsorted(a, shuffled, side=side))
+        rows = v[: v.size // 4 * 4].reshape(-1, 4)  # increasing in reading order (merged), then not
+        assert np.array_equal(search_sorted(a, rows, side), np.searchsorted(a, rows, side=side))
+        assert np.array_equal(search_sorted(a, rows.T, side), np.searchsorted(a, rows.T, side=side))
         with_nan = np.concatenate([v, [np.nan]])
         assert np.array_equal(search_sorted(a, with_nan, side), np.searchsorted(a, with_nan, side=side))
 
