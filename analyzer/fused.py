@@ -315,9 +315,12 @@ def _steps(u: np.ndarray, power: "Trace", i: np.ndarray, energy: np.ndarray, noi
     d = np.abs(np.diff(power.y))
     pad = np.concatenate([[0.0], d, [0.0]])
     big = (d > STEP_MIN_W + 6.0 * noise_w) & (d > 2.0 * np.maximum(pad[:-2], pad[2:]))
-    u0, u1 = u[:-1], u[1:]
-    y0, y1 = power.y[i], power.y[i + 1]
+    at = np.flatnonzero(big[i])  # (placed only where a step is: few pieces)
+    out = np.full(i.size, np.nan)
+    u0, u1, ia = u[at], u[at + 1], i[at]
+    y0, y1 = power.y[ia], power.y[ia + 1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        s = u0 + (energy - y1 * (u1 - u0)) / (y0 - y1)
-    return np.where(big[i], np.clip(s, u0, u1), np.nan)
+        s = u0 + (energy[at] - y1 * (u1 - u0)) / (y0 - y1)
+    out[at] = np.clip(s, u0, u1)
+    return out
 
