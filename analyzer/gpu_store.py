@@ -68,10 +68,12 @@ class Spill:
         if f is None:
             name = f"{GPU_DIR}/{len(self._files)}.parquet"
             table = pa.table(cols)
-            # as the copy's other tables: no dictionary pages, readings byte-stream-split, integers delta-coded
+            # no dictionary pages, readings byte-stream-split, integers delta-coded; LZ4, not the other
+            # tables' zstd: every re-analysis decodes each GPU row once (zstd: ~1.7x the decoding CPU,
+            # for about half the size)
             floats = [n for n, v in cols.items() if v.dtype.kind == "f"]
             ints = {n: "DELTA_BINARY_PACKED" for n, v in cols.items() if v.dtype.kind in "iu"}
-            writer = pq.ParquetWriter(self.root / name, table.schema, compression="zstd", use_dictionary=False,
+            writer = pq.ParquetWriter(self.root / name, table.schema, compression="lz4", use_dictionary=False,
                                       use_byte_stream_split=floats or False, column_encoding=ints or None)
             f = self._files[key] = {"src": key[0], "gpu": key[1], "file": name, "rows": 0, "groups": [],
                                     "writer": writer}
