@@ -12,7 +12,7 @@ drop exactly the same messages). Events (requests, batch markers, clock probes) 
 (src, seq, t) keeping the first in file order, map clocks, scope to the batch, sort per source. The
 result is the same BatchData, array for array, as ``stream.build`` on the message list.
 
-``load`` keeps a columnar copy (``raw/columns/``: one zstd Parquet file per topic, the events, and
+``load`` keeps a columnar copy (``raw/columns/``: one Parquet file per topic, zstd (the GPU's LZ4), the events, and
 ``meta.json`` last) and reads it instead of stream.msgpack when it is still the copy of this recording:
 same length and the same hash of its first and last 64 KiB (never mtime: copying a batch changes
 that). A missing, partial or stale copy is rebuilt from stream.msgpack, the source of truth.
@@ -44,7 +44,8 @@ from shared.recording import RecordingReader
 log = get_logger("analyzer.columnar")
 
 CHUNK = 8192                   # messages per topic decoded at once (bounds the maps alive at a time)
-COPY_VERSION = 3            # 2: tel.gpu driver and power_limit_w; 3: tel.gpu in one file per GPU (analyzer.gpu_store)
+# 2: tel.gpu driver and power_limit_w; 3: tel.gpu in one file per GPU (analyzer.gpu_store); 4: those LZ4
+COPY_VERSION = 4
 HASH_SPAN = 64 * 1024          # bytes hashed at each end of stream.msgpack to recognise it
 TABLE_TOPICS = (M.TEL_GPU, M.TEL_HOST, M.TEL_HB)
 # The columns of each topic, from its declaration: readings (float64) and labels (codes).
@@ -865,7 +866,7 @@ def read_copy(stream: Path, gpus: bool = True):
 
 def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp: dict[str, Any],
                gpu_files: list[dict[str, Any]] | None = None) -> bool:
-    """Write the columnar copy: the GPU samples one zstd Parquet file per GPU (analyzer.gpu_store), the
+    """Write the columnar copy: the GPU samples one LZ4 Parquet file per GPU (analyzer.gpu_store), the
     host and heartbeats one per topic, the events, and meta.json last (a copy without meta.json is
     never read). Failing (read-only batch, full disk) only costs the next analysis a re-read of
     stream.msgpack. ``fp``: the fingerprint taken before the recording was read. ``gpu_files``: the

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from analyzer.search import search_sorted
+
 if TYPE_CHECKING:  # integrate imports this module
     from analyzer.integrate import Trace
 
@@ -38,6 +40,7 @@ LAG_RANGE_S = (-0.01, 0.03)
 LAG_STEP_S = 0.0005
 LAG_INTERVALS = 1000
 LAG_MIN_GAIN = 0.8  # a lag is applied only when it cuts the residuals' sum of squares to this share
+PARTNER_STEPS = 8  # neighbours within a paired jump's reach stepped through directly; beyond, searched
 
 
 def fit_lag(r_s: np.ndarray, e_j: np.ndarray, power: "Trace") -> float:
@@ -150,19 +153,18 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
         y = np.concatenate([y[:1], y, y[-1:]])
         keep = (t >= lo) & (t <= hi)
         power = type(power).build(t[keep], y[keep])
-    inner = power.t_s[(power.t_s > r_s[0]) & (power.t_s < r_s[-1])]
-    # np.union1d of two increasing arrays: merged (a stable sort finds the two runs), repeats dropped
-    u = np.concatenate([r_s, inner])
-    u.sort(kind="stable")
-    u = u[np.concatenate([[True], u[1:] != u[:-1]])]
-    t_u = power.integral_at(u)
+    u, below_t, below_r, at_r = _grid(r_s, power.t_s)
+    t_u = power.integral_at(u, below_t)
     if not np.all(np.isfinite(t_u)):
         return None
     length = np.diff(u)
     area = np.diff(t_u)
     # each grid piece lies in one sample interval i (its parent) and one refresh interval k
     mid = 0.5 * (u[1:] + u[:-1])
-    i = np.clip(np.searchsorted(power.t_s, mid, side="right") - 1, 0, power.n - 2)
+    if not ((mid > u[:-1]).all() and (mid < u[1:]).all()):  # a piece too short to hold its midpoint
+        below_t = below_r = None
+    i = np.clip((search_sorted(power.t_s, mid, side="right") if below_t is None else below_t[:-1]) - 1,
+                0, power.n - 2)
     dt = power.t_s[i + 1] - power.t_s[i]
     jump = np.abs(power.y[i + 1] - power.y[i])
     delay = max(float(delay_s), 0.0) if np.isfinite(delay_s) else 0.0
@@ -170,7 +172,7 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     # a piece of a sample interval carries its share of the parent's variance (by time); a tiny
     # floor so a flat, clean trace spreads its residual by time rather than by nothing
     v = v_parent * length / dt + 1e-12 * length
-    k = np.clip(np.searchsorted(r_s, mid, side="right") - 1, 0, r_s.size - 2)
+    k = np.clip((search_sorted(r_s, mid, side="right") if below_r is None else below_r[:-1]) - 1, 0, r_s.size - 2)
     n_k = r_s.size - 1
     v_k = np.bincount(k, weights=v, minlength=n_k)
     rho_k = np.diff(e_j) - np.bincount(k, weights=area, minlength=n_k)
@@ -189,9 +191,29 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     v_b = v + (_paired_jump(power, mid, max(reach, 0.5 * float(np.median(np.diff(r_s))))) * length) ** 2 / 12.0
     v_kb = np.bincount(k, weights=v_b, minlength=n_k)
     cv = np.concatenate([[0.0], np.cumsum(v_b)])
-    return Fused(r_s, u, float(t_u[0]), power, d_u, cv, cv[np.searchsorted(u, r_s)], v_kb, rho_k, lag,
+    return Fused(r_s, u, float(t_u[0]), power, d_u, cv, cv[at_r], v_kb, rho_k, lag,
                  _steps(u, power, i, area + share, noise_w), (power.y[i], power.y[i + 1]), t_u - t_u[0] + d_u,
                  reach)
+
+
+def _grid(r_s: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The grid u: the refresh points and the samples inside them (np.union1d of two increasing
+    arrays, merged by one stable sort that finds the two runs), and from that merge, as
+    np.searchsorted would give them: per grid point the samples and the refresh points at or
+    before it (side "right"), per refresh point its place in u."""
+    inner = t_s[(t_s > r_s[0]) & (t_s < r_s[-1])]
+    order = np.argsort(np.concatenate([r_s, inner]), kind="stable")
+    merged = np.concatenate([r_s, inner])[order]
+    from_r = order < r_s.size
+    first = np.concatenate([[True], merged[1:] != merged[:-1]])
+    last = np.concatenate([first[1:], [True]])  # a run of equal points counts whole
+    u = merged[first]
+    below_r = np.cumsum(from_r)[last]
+    # samples up to r_s[0] are not in the grid; one equal to r_s[-1] is not either
+    below_t = np.cumsum(~from_r)[last] + np.searchsorted(t_s, r_s[0], side="right")
+    below_t[-1] = np.searchsorted(t_s, u[-1], side="right")
+    at_r = (np.cumsum(first) - 1)[from_r]
+    return u, below_t, below_r, at_r
 
 
 def _paired_jump(power: "Trace", x: np.ndarray, reach_s) -> np.ndarray:
@@ -201,18 +223,39 @@ def _paired_jump(power: "Trace", x: np.ndarray, reach_s) -> np.ndarray:
     long burst's start) has none and keeps its own, placed-step bound; smooth power has small ones."""
     d = np.abs(np.diff(power.y))
     mid = 0.5 * (power.t_s[1:] + power.t_s[:-1])
+    partner = _partner(d, mid, reach_s)
+    paired = np.minimum(d, partner)
+    a = np.clip(search_sorted(mid, x - reach_s, side="left"), 0, d.size - 1)
+    b = np.clip(search_sorted(mid, x + reach_s, side="right"), a + 1, d.size)
+    return _window_reduce(paired, [(a, b)], np.maximum)[0]
+
+
+def _partner(d: np.ndarray, mid: np.ndarray, reach_s) -> np.ndarray:
+    """Per change d[j] (at increasing instants mid), the largest other change within reach of it on
+    either side (0 where there is none): neighbours taken a step at a time outwards while any is in
+    reach (a few: reach spans a few samples), else from a sparse table over searched windows."""
+    lo_x, hi_x = mid - reach_s, mid + reach_s
+    partner = np.zeros(d.size)
+    for m in range(1, d.size):
+        if m > PARTNER_STEPS:  # dense samples: search each window instead
+            return _partner_searched(d, mid, reach_s)
+        left = mid[:-m] >= lo_x[m:]  # j - m within reach of j
+        right = mid[m:] <= hi_x[:-m]  # j + m within reach of j
+        if not (left.any() or right.any()):
+            break
+        partner[m:] = np.where(left, np.maximum(partner[m:], d[:-m]), partner[m:])
+        partner[:-m] = np.where(right, np.maximum(partner[:-m], d[m:]), partner[:-m])
+    return partner
+
+
+def _partner_searched(d: np.ndarray, mid: np.ndarray, reach_s) -> np.ndarray:
     j = np.arange(d.size)
-    lo = np.searchsorted(mid, mid - reach_s, side="left")
-    hi = np.searchsorted(mid, mid + reach_s, side="right")
-    # the largest other change within reach, on either side (0 where there is none)
+    lo = search_sorted(mid, mid - reach_s, side="left")
+    hi = search_sorted(mid, mid + reach_s, side="right")
     has_l, has_r = lo < j, hi > j + 1
     left, right = _window_reduce(d, [(np.where(has_l, lo, 0), np.where(has_l, j, 1)),
                                      (np.where(has_r, j + 1, 0), np.where(has_r, hi, 1))], np.maximum)
-    partner = np.maximum(np.where(has_l, left, 0.0), np.where(has_r, right, 0.0))
-    paired = np.minimum(d, partner)
-    a = np.clip(np.searchsorted(mid, x - reach_s, side="left"), 0, d.size - 1)
-    b = np.clip(np.searchsorted(mid, x + reach_s, side="right"), a + 1, d.size)
-    return _window_reduce(paired, [(a, b)], np.maximum)[0]
+    return np.maximum(np.where(has_l, left, 0.0), np.where(has_r, right, 0.0))
 
 
 def _window_reduce(y: np.ndarray, windows: list[tuple[np.ndarray, np.ndarray]], ufunc) -> list[np.ndarray]:
@@ -272,9 +315,12 @@ def _steps(u: np.ndarray, power: "Trace", i: np.ndarray, energy: np.ndarray, noi
     d = np.abs(np.diff(power.y))
     pad = np.concatenate([[0.0], d, [0.0]])
     big = (d > STEP_MIN_W + 6.0 * noise_w) & (d > 2.0 * np.maximum(pad[:-2], pad[2:]))
-    u0, u1 = u[:-1], u[1:]
-    y0, y1 = power.y[i], power.y[i + 1]
+    at = np.flatnonzero(big[i])  # (placed only where a step is: few pieces)
+    out = np.full(i.size, np.nan)
+    u0, u1, ia = u[at], u[at + 1], i[at]
+    y0, y1 = power.y[ia], power.y[ia + 1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        s = u0 + (energy - y1 * (u1 - u0)) / (y0 - y1)
-    return np.where(big[i], np.clip(s, u0, u1), np.nan)
+        s = u0 + (energy[at] - y1 * (u1 - u0)) / (y0 - y1)
+    out[at] = np.clip(s, u0, u1)
+    return out
 

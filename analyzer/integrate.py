@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from analyzer import fused as fusion
+from analyzer.search import search_sorted
 
 # If the counter advanced on at least this share of samples it is read on demand (fresh at t_k).
 _FRESH_COUNTER_SHARE = 0.9
@@ -59,6 +60,7 @@ def dedupe_sorted(t_s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
         if not keep.all():
             t_s, y = t_s[keep], y[keep]
     return t_s, y
+
 
 
 def cumulative_trapezoid(t_s: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -100,15 +102,16 @@ class Trace:
         out = np.interp(x, self.t_s, self.y)
         return np.where((x < self.t_s[0]) | (x > self.t_s[-1]), np.nan, out)
 
-    def integral_at(self, x) -> np.ndarray:
-        """F(x) = integral of y from t[0] to x (y·s); NaN outside the sampled span."""
+    def integral_at(self, x, below: np.ndarray | None = None) -> np.ndarray:
+        """F(x) = integral of y from t[0] to x (y·s); NaN outside the sampled span. ``below``: the
+        samples at or before each x (np.searchsorted(t, x, "right")) when the caller has them."""
         x = np.asarray(x, dtype=np.float64)
         if self.n == 0:
             return np.full(x.shape, np.nan)
         if self.n == 1:
             return np.where(x == self.t_s[0], 0.0, np.nan)
         t, y = self.t_s, self.y
-        i = np.clip(np.searchsorted(t, x, side="right") - 1, 0, t.size - 2)
+        i = np.clip((search_sorted(t, x, side="right") if below is None else below) - 1, 0, t.size - 2)
         dt = x - t[i]
         slope = (y[i + 1] - y[i]) / (t[i + 1] - t[i])
         y_x = y[i] + slope * dt
@@ -373,20 +376,41 @@ class CounterEnergy:
         """F(x) in J relative to the first refresh point; NaN outside the sample span."""
         x = np.asarray(x, dtype=np.float64)
         r, e = self.r_s, self.e_j
+        has_power = self.power is not None and self.power.n >= 2
+        if self.fused is not None:
+            inside = self.fused.cumulative_at(np.clip(x, r[0], r[-1])) + e[0]
+        else:
+            inside = self._apportioned(x, has_power)
+        # Outside [r_first, r_last]: extend with power, else with the neighbouring interval's mean power.
+        if has_power:
+            p_x = self.power.integral_at(x)
+            before = e[0] - (self.power.integral_at(r[0]) - p_x)
+            after = e[-1] + (p_x - self.power.integral_at(r[-1]))
+            before = np.where(np.isfinite(before), before, e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0]))
+            after = np.where(np.isfinite(after), after, e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2]))
+        else:
+            before = e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0])
+            after = e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2])
+        out = np.where(x < r[0], before, np.where(x > r[-1], after, inside))
+        lo, hi = self.span
+        return np.where((x < lo) | (x > hi), np.nan, out - e[0])
+
+    def _apportioned(self, x: np.ndarray, has_power: bool) -> np.ndarray:
+        """The counter at x inside [r_first, r_last]: its interval's energy apportioned by a step the
+        counter placed, else by the power's share, else by time."""
+        r, e = self.r_s, self.e_j
         j = np.clip(np.searchsorted(r, x, side="right") - 1, 0, r.size - 2)
         r0, r1, e0, e1 = r[j], r[j + 1], e[j], e[j + 1]
         frac_t = (x - r0) / (r1 - r0)
-        has_power = self.power is not None and self.power.n >= 2
         if has_power:
             fx, f0, f1 = (self.power.integral_at(v) for v in (x, r0, r1))
             denom = f1 - f0
             with np.errstate(invalid="ignore", divide="ignore"):
                 frac_p = (fx - f0) / denom
             frac = np.where(np.isfinite(frac_p) & (denom > 0), frac_p, frac_t)
+            frac = np.where(self.next_to_step[j], frac_t, frac)
         else:
             frac = frac_t
-        if has_power:
-            frac = np.where(self.next_to_step[j], frac_t, frac)
         st, lv0, lv1 = self.steps
         s_j, a_j, b_j = st[j], lv0[j], lv1[j]
         step_here = np.isfinite(s_j)
@@ -397,21 +421,7 @@ class CounterEnergy:
                 g1 = a_j * (s_j - r0) + b_j * (r1 - s_j)
                 frac_s = g / g1
             frac = np.where(step_here & np.isfinite(frac_s) & (g1 > 0), frac_s, frac)
-        inside = e0 + (e1 - e0) * frac
-        # Outside [r_first, r_last]: extend with power, else with the neighbouring interval's mean power.
-        if has_power:
-            before = e[0] - (self.power.integral_at(r[0]) - self.power.integral_at(x))
-            after = e[-1] + (self.power.integral_at(x) - self.power.integral_at(r[-1]))
-            before = np.where(np.isfinite(before), before, e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0]))
-            after = np.where(np.isfinite(after), after, e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2]))
-        else:
-            before = e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0])
-            after = e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2])
-        if self.fused is not None:
-            inside = self.fused.cumulative_at(np.clip(x, r[0], r[-1])) + e[0]
-        out = np.where(x < r[0], before, np.where(x > r[-1], after, inside))
-        lo, hi = self.span
-        return np.where((x < lo) | (x > hi), np.nan, out - e[0])
+        return e0 + (e1 - e0) * frac
 
 
 def counter_energy(t_s, energy_mj, power: Trace | None) -> CounterEnergy:
@@ -426,7 +436,7 @@ def counter_energy(t_s, energy_mj, power: Trace | None) -> CounterEnergy:
 def _per_interval(t: np.ndarray, y: np.ndarray, r: np.ndarray, ufunc) -> np.ndarray:
     """ufunc-reduce of y over the samples in each interval [r_k, r_k+1) (the last runs to the end);
     NaN where an interval holds none. Callers widen it to the neighbours with ``_around``."""
-    b = np.searchsorted(t, r, side="left")
+    b = search_sorted(t, r, side="left")
     start, stop = b[:-1], b[1:]
     has = stop > start
     if not has.any():

@@ -391,3 +391,23 @@ def test_a_recording_read_while_written_gives_no_samples_key(tmp_path):
     dec, _ = columnar.decode_file(path)
     assert columnar.samples_key(dec.source, 120.0) == columnar.samples_key(columnar.read_copy(path)[0].source, 120.0)
     assert columnar.samples_key(dec.source, 120.0) != columnar.samples_key(dec.source, 60.0)
+
+
+def test_gpu_files_with_columns_in_another_order_read_the_same(tmp_path):
+    """GPU files whose columns differ (here one written in another column order) are joined by name:
+    the stretches read from them are the in-memory batch's, as from files written alike."""
+    import pyarrow.parquet as pq
+
+    spec = S.Spec(duration_s=3.0, requests=[S.Req(0.5, 1.5), S.Req(1.0, 2.5, run=1)],
+                  gpus=[S.Gpu(S.square(200.0, 50.0, 0.7)), S.Gpu(S.constant(80.0))])
+    path = write(tmp_path / "raw" / "stream.msgpack", S.messages(spec))
+    _, items, _ = read_recording(path)
+    columnar.load(path)  # writes the copy
+    gpu_file = tmp_path / "raw" / "columns" / "gpu" / "1.parquet"
+    table = pq.read_table(gpu_file)
+    pq.write_table(table.select(table.column_names[::-1]), gpu_file)
+    lazy, _ = columnar.load_batch(path)
+    assert lazy.source is not None and len(lazy.gpus) == 2
+    assert_same_telemetry(stream.build(items), lazy)
+    e_want = energies(stream.build(items))
+    assert e_want == energies(lazy) and all(v[0] for v in e_want.values())

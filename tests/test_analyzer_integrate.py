@@ -167,3 +167,51 @@ class TestFused:
         fused = ce.cumulative_at(b) - ce.cumulative_at(a)
         trap = tr.integral_at(b) - tr.integral_at(a)
         assert abs(fused - true) < 0.6 * abs(trap - true)  # what is left: the refresh instants' ~0.5 ms
+
+
+def test_search_sorted_matches_numpy_on_merged_needles():
+    # many increasing needles take the merge path: ties (needles equal to elements, repeated needles)
+    # must land on the same side as np.searchsorted's; unsorted or NaN needles are searched
+    from analyzer.search import MERGE_MIN, search_sorted
+
+    rng = np.random.default_rng(3)
+    a = np.cumsum(rng.integers(1, 4, 3 * MERGE_MIN)).astype(np.float64)
+    v = np.sort(np.concatenate([a[::2], a[::3] + 0.5, a[:50], [a[0] - 1.0, a[-1] + 1.0]]))
+    assert v.size >= MERGE_MIN
+    for side in ("left", "right"):
+        assert np.array_equal(search_sorted(a, v, side), np.searchsorted(a, v, side=side))
+        shuffled = rng.permutation(v)
+        assert np.array_equal(search_sorted(a, shuffled, side), np.searchsorted(a, shuffled, side=side))
+        rows = v[: v.size // 4 * 4].reshape(-1, 4)  # increasing in reading order (merged), then not
+        assert np.array_equal(search_sorted(a, rows, side), np.searchsorted(a, rows, side=side))
+        assert np.array_equal(search_sorted(a, rows.T, side), np.searchsorted(a, rows.T, side=side))
+        with_nan = np.concatenate([v, [np.nan]])
+        assert np.array_equal(search_sorted(a, with_nan, side), np.searchsorted(a, with_nan, side=side))
+
+
+def test_fused_grid_counts_match_searchsorted():
+    # the fused grid's merge gives what np.searchsorted would: samples shared with refresh points,
+    # samples before the first and at the last refresh point, repeated refresh points
+    from analyzer.fused import _grid
+
+    t = np.arange(0.0, 10.0, 0.5)
+    for r in (np.array([1.0, 2.25, 2.5, 2.5, 6.0, 9.0]), np.array([0.25, 3.0, 7.75]), t[2:-3].copy()):
+        u, below_t, below_r, at_r = _grid(r, t)
+        assert np.array_equal(u, np.union1d(r, t[(t > r[0]) & (t < r[-1])]))
+        assert np.array_equal(below_t, np.searchsorted(t, u, side="right"))
+        assert np.array_equal(below_r, np.searchsorted(r, u, side="right"))
+        assert np.array_equal(at_r, np.searchsorted(u, r))
+
+
+def test_paired_jump_partner_stepped_matches_searched():
+    # the neighbours stepped through outwards give each change the partner the searched windows give,
+    # for reaches of a few samples and for one past the steps (searched then), irregular spacing
+    from analyzer.fused import PARTNER_STEPS, _partner, _partner_searched
+
+    rng = np.random.default_rng(5)
+    mid = np.cumsum(rng.uniform(0.002, 0.02, 5000))
+    d = np.abs(rng.normal(0.0, 10.0, mid.size)).round(1)
+    for reach in (0.001, 0.01, 0.03, 0.02 * (PARTNER_STEPS + 2)):
+        assert np.array_equal(_partner(d, mid, reach), _partner_searched(d, mid, reach))
+    assert not _partner(d, mid, 0.001).any()  # samples further apart than the reach: no partner
+    assert (_partner(d, mid, 0.03) > 0).mean() > 0.9
