@@ -19,7 +19,7 @@ import multiprocessing.connection
 import os
 import signal
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
@@ -36,8 +36,9 @@ Run = Callable[[Callable[..., Any], Iterable[Task]], Iterator[Any]]
 
 
 def jobs(wanted: int | None, source: SL.Source, slabs: list[SL.Slab]) -> int:
-    """How many processes measure the slabs: workers only for more than one slab read from the
-    columnar copy on disk (an in-memory source stays in this process); ``wanted`` None: one a core."""
+    """How many processes measure the slabs (this one and workers): more than one only for more than
+    one slab read from the columnar copy on disk (an in-memory source stays here); ``wanted`` None:
+    one a core."""
     if len(slabs) < 2 or not isinstance(source, gpu_store.Store):
         return 1
     n = (os.cpu_count() or 1) if wanted is None else wanted
@@ -47,18 +48,62 @@ def jobs(wanted: int | None, source: SL.Source, slabs: list[SL.Slab]) -> int:
 @contextmanager
 def runner(source: SL.Source, n: int) -> Iterator[Run]:
     """``run(fn, tasks)``: fn(source.between(lo_s, hi_s), *args) per task, in task order, read when
-    its result is taken (in this process: one stretch held at a time); in ``n`` workers when n > 1."""
+    its result is taken (here: one stretch held at a time); when n > 1, by this process and n - 1
+    workers, each taking runs of consecutive tasks (stretches read in time order share row groups)."""
+    def here(fn: Callable[..., Any], task: Task) -> Any:
+        return fn(source.between(task[0], task[1]), *task[2])
+
     if n <= 1:
-        yield lambda fn, tasks: (fn(source.between(lo, hi), *args) for lo, hi, args in tasks)
+        yield lambda fn, tasks: (here(fn, t) for t in tasks)
         return
-    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
+    pool = ProcessPoolExecutor(n - 1, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
                                initargs=(portable(source),))
     try:
-        yield lambda fn, tasks: _gather(pool, fn, tasks)
+        yield lambda fn, tasks: _gather(pool, n, fn, list(tasks), here)
     except BaseException:  # an error, Ctrl-C: the other slabs are not waited for
         _stop(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def _gather(pool: ProcessPoolExecutor, n: int, fn: Callable[..., Any], tasks: list[Task],
+            here: Callable[[Callable[..., Any], Task], Any]) -> Iterator[Any]:
+    """The results in task order: runs of tasks handed to the workers (two each in hand, so none
+    waits), and the next run taken here while they work; an error raised where its task comes."""
+    size = max(1, min(RUN_TASKS, len(tasks) // (4 * n)))
+    runs = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+    outcome: dict[int, Future | list | Exception] = {}
+    busy: set[Future] = set()
+    given = 0
+    try:
+        for k in range(len(runs)):
+            while True:
+                while len(busy) < 2 * (n - 1) and given < len(runs):
+                    outcome[given] = pool.submit(_run, fn, runs[given])
+                    busy.add(outcome[given])
+                    given += 1
+                got = outcome.get(k)
+                if got is not None and not (isinstance(got, Future) and not got.done()):
+                    break
+                if given < len(runs):  # this process takes the next run meanwhile
+                    try:
+                        outcome[given] = [here(fn, t) for t in runs[given]]
+                    except Exception as exc:  # raised in its turn, as a worker's
+                        outcome[given] = exc
+                    given += 1
+                else:
+                    wait(busy, return_when=FIRST_COMPLETED)
+                busy = {f for f in busy if not f.done()}
+            got = outcome.pop(k)
+            if isinstance(got, Exception):
+                raise got
+            yield from got.result() if isinstance(got, Future) else got  # a worker's error is raised here
+    finally:
+        for f in busy:
+            f.cancel()
+
+
+RUN_TASKS = 3  # consecutive tasks a worker takes at a time: few, so that the processes end together
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
@@ -70,16 +115,6 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     for p in list((getattr(pool, "_processes", None) or {}).values()):
         p.terminate()
     pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _gather(pool: ProcessPoolExecutor, fn: Callable[..., Any], tasks: Iterable[Task]) -> Iterator[Any]:
-    futures: list[Future] = [pool.submit(_run, fn, lo, hi, args) for lo, hi, args in tasks]
-    try:
-        for f in futures:
-            yield f.result()  # a worker's exception is raised here as it was raised there
-    finally:
-        for f in futures:
-            f.cancel()
 
 
 def portable(store: gpu_store.Store) -> gpu_store.Store:
@@ -111,8 +146,8 @@ def _exit_with(sentinel: int) -> None:
     os._exit(1)
 
 
-def _run(fn: Callable[..., Any], lo_s: float, hi_s: float, args: tuple) -> Any:
-    return fn(_store.between(lo_s, hi_s), *args)
+def _run(fn: Callable[..., Any], tasks: list[Task]) -> list[Any]:
+    return [fn(_store.between(lo_s, hi_s), *args) for lo_s, hi_s, args in tasks]
 
 
 # -- what a slab computes (in a worker or here) ---------------------------------------------------------

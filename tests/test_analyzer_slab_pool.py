@@ -104,7 +104,7 @@ def _block(tele, marks: str) -> None:
 
 def _drive(stream: str, marks: str) -> None:
     data, _ = columnar.load_batch(Path(stream))
-    with slab_pool.runner(data.source, 2) as run:
+    with slab_pool.runner(data.source, 3) as run:  # two workers (this process waits: two tasks only)
         list(run(_block, [(0.0, 5.0, (marks,)), (5.0, 10.0, (marks,))]))
 
 
