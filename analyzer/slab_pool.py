@@ -17,6 +17,7 @@ import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -56,13 +57,24 @@ def runner(source: SL.Source, n: int) -> Iterator[Run]:
     if n <= 1:
         yield lambda fn, tasks: (here(fn, t) for t in tasks)
         return
-    pool = ProcessPoolExecutor(n - 1, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
-                               initargs=(portable(source),))
+    spawn = multiprocessing.get_context("spawn")
+    # the store goes by a queue, written by its own thread: starting a worker writes only a few bytes to
+    # it, so this process goes on measuring while the workers import (and a worker that dies starting
+    # cannot hold up a write)
+    handoff = spawn.Queue()
+    handoff.cancel_join_thread()  # a copy no worker took must not hold up this process's exit
+    store = pickle.dumps(portable(source), protocol=pickle.HIGHEST_PROTOCOL)
+    for _ in range(n - 1):
+        handoff.put(store)
+    del store
+    pool = ProcessPoolExecutor(n - 1, mp_context=spawn, initializer=_start, initargs=(handoff,))
     try:
         yield lambda fn, tasks: _gather(pool, n, fn, list(tasks), here)
     except BaseException:  # an error, Ctrl-C: the other slabs are not waited for
         _stop(pool)
         raise
+    finally:
+        handoff.close()
     pool.shutdown(wait=True)
 
 
@@ -132,13 +144,13 @@ def portable(store: gpu_store.Store) -> gpu_store.Store:
 _store: gpu_store.Store | None = None  # a worker's reader of the copy
 
 
-def _start(store: gpu_store.Store) -> None:
+def _start(handoff: Any) -> None:
     global _store
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
-    _store = store
+    _store = pickle.loads(handoff.get())
 
 
 def _exit_with(sentinel: int) -> None:
