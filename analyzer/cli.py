@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with several telemetry hosts: the GPUs a request's energy counts. auto (default): those on "
                          "the LLM server's host (batch.start base_url; the collector's host for a loopback server); "
                          "all; or HOST, HOST/UUID, UUID comma-separated")
+    ap.add_argument("--jobs", type=int, default=None, metavar="N",
+                    help="processes that measure a long recording's ten-minute slabs, read from its columnar copy "
+                         "(default: one per CPU core, at most one per slab; 1: all in this process)")
     ap.add_argument("--idle-baseline", action="store_true", help="subtract the GPU idle power measured before "
                                                                  "the first request (gpu_energy_net_j)")
     ap.add_argument("--cpu-tdp-w", type=float, default=None, help="CPU TDP in W for cpu_energy_j_approx "
@@ -148,10 +151,12 @@ def options_from(args: argparse.Namespace) -> pipeline.Options:
         qopts["unsafe_code_tests_without_sandbox"] = True
     if args.no_bart:
         qopts["enable_bart"] = False
+    if args.jobs is not None and args.jobs < 1:
+        raise BadInput(f"--jobs {args.jobs}: give a number of processes, 1 or more (1: no worker processes)")
     return pipeline.Options(cpu_tdp_w=tdp, cpu_tdp_w_explicit=args.cpu_tdp_w is not None, idle_baseline=args.idle_baseline, quality=not args.no_quality,
                             quality_options=qopts, progress=not args.no_progress,
                             metric_percentiles=parse_percentiles(args.metric_percentiles),
-                            server_gpus=args.server_gpus, goodput=parse_goodput(args.goodput))
+                            server_gpus=args.server_gpus, goodput=parse_goodput(args.goodput), jobs=args.jobs)
 
 
 def parse_goodput(items: list[str] | None) -> dict[str, float] | None:

@@ -21,6 +21,7 @@ from analyzer import hosts
 from analyzer import energy as E
 from analyzer import load_curve as LC
 from analyzer import rows as ROWS
+from analyzer import slab_pool
 from analyzer import slabs as SL
 from analyzer import tables
 from analyzer.i18n import Msg
@@ -59,6 +60,7 @@ class Options:
     batch_dir: Path | None = None       # where the batch lies: the PARTIAL note's resume command names it
     goodput: dict[str, float] | None = None  # SLOs in ms (--goodput); None: the collector's --goodput, if any
     slab_s: float = SL.SLAB_S           # seconds of telemetry measured at a time (analyzer.slabs)
+    jobs: int | None = None             # processes measuring slabs (--jobs; analyzer.slab_pool): None one a core, 1 here
 
 
 @dataclass
@@ -468,42 +470,25 @@ def _power_limits(batch: BatchData, a_s: float, b_s: float) -> str | None:
     return ",".join(f"{w:g}" for w in sorted(seen)) or None
 
 
-def _energy_parts(tele: BatchData, opts: Options, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
-    """GPU energy (every GPU of ``tele`` summed) and the host's CPU energy, RAPL and TDP, over windows."""
-    w = E.Window(a, b)
-    out: dict[str, np.ndarray] = {}
-    if tele.gpus:
-        cols = [E.gpu_columns(g, tele.origin_ns, tele.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), w)
-                for g in tele.gpus]
-        out["gpu_j"] = np.sum([c["energy_j"] for c in cols], axis=0)
-        out["gpu_unc_j"] = np.sum([c["energy_uncertainty_j"] for c in cols], axis=0)
-    host = E.host_columns(tele.host, tele.procs, tele.rapl, tele.origin_ns, tele.src_seqs, w, opts.cpu_tdp_w)
-    out["rapl"], out["approx"] = host["cpu_energy_j_rapl"], host["cpu_energy_j_approx"]
-    return out
-
-
 def _level_energy(batch: BatchData, opts: Options, source: SL.Source, slabs: list[SL.Slab]):
     """Energy of arbitrary (level) windows: GPU (every counted GPU summed) and CPU (RAPL, else TDP).
     A level may last hours: over several slabs, each window is cut where slabs meet and its pieces
-    added up."""
+    added up (the slabs measured on every core: analyzer.slab_pool)."""
     counted = {g.key for g in batch.gpus}
 
-    def tele_of(lo_s: float, hi_s: float) -> BatchData:
-        tele = source.between(lo_s, hi_s)
-        return dataclasses.replace(tele, gpus=[g for g in tele.gpus if g.key in counted])
-
     def energy(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
-        if len(slabs) == 1:
-            parts = _energy_parts(tele_of(-SL.INF, SL.INF), opts, a, b)
-        else:
-            owner, pa, pb, which = SL.pieces(a, b, slabs)
-            parts = {}
-            for j in np.unique(which):
-                sel = which == j
-                got = _energy_parts(tele_of(float(pa[sel].min()) - SL.MARGIN_S, float(pb[sel].max()) + SL.MARGIN_S),
-                                    opts, pa[sel], pb[sel])
-                for k, v in got.items():
-                    np.add.at(parts.setdefault(k, np.zeros(a.size)), owner[sel], v)
+        with slab_pool.runner(source, slab_pool.jobs(opts.jobs, source, slabs)) as run:
+            if len(slabs) == 1:
+                parts = next(run(slab_pool.energy_parts, [(-SL.INF, SL.INF, (counted, a, b, opts.cpu_tdp_w))]))
+            else:
+                owner, pa, pb, which = SL.pieces(a, b, slabs)
+                sels = [which == j for j in np.unique(which)]
+                tasks = [(float(pa[sel].min()) - SL.MARGIN_S, float(pb[sel].max()) + SL.MARGIN_S,
+                          (counted, pa[sel], pb[sel], opts.cpu_tdp_w)) for sel in sels]
+                parts = {}
+                for sel, got in zip(sels, run(slab_pool.energy_parts, tasks)):
+                    for k, v in got.items():
+                        np.add.at(parts.setdefault(k, np.zeros(a.size)), owner[sel], v)
         out = {k: parts[k] for k in ("gpu_j", "gpu_unc_j") if k in parts}
         rapl, approx = parts.get("rapl"), parts.get("approx")
         if rapl is not None and np.isfinite(rapl).all():
@@ -517,8 +502,9 @@ def _level_energy(batch: BatchData, opts: Options, source: SL.Source, slabs: lis
 def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.Window, mid: np.ndarray,
              idle_until: float | None, opts: Options) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray],
                                                             list[dict[str, Any]]]:
-    """Per window: every counted GPU's columns and the host's, slab by slab; and each counted GPU's
-    power timeline (a slab's own stretch at a time: whole on one slab, its min/max envelope on more)."""
+    """Per window: every counted GPU's columns and the host's, slab by slab (on every core:
+    analyzer.slab_pool); and each counted GPU's power timeline (a slab's own stretch at a time: whole
+    on one slab, its min/max envelope on more)."""
     origin = batch.origin_ns
     counted = [g.key for g in batch.gpus]
     idle: dict[str, float | None] = {k: None for k in counted}
@@ -529,11 +515,13 @@ def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.W
         del before
     power: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in counted}
     parts: list[tuple[np.ndarray, dict]] = []
-    for s in slabs:  # one slab's telemetry at a time: each read goes when its slab is measured
-        cols, shapes = _measure_slab(source.between(s.lo_s, s.hi_s), s, counted, win, mid, idle_until, idle, opts)
-        parts.append((s.rows, cols))
-        for key, piece in shapes.items():
-            power[key].append(piece)
+    with slab_pool.runner(source, slab_pool.jobs(opts.jobs, source, slabs)) as run:
+        # one slab's telemetry at a time: each read goes when its slab is measured
+        for s, (cols, shapes) in zip(slabs, run(slab_pool.measure_slab, (_slab_task(s, counted, win, mid, idle_until,
+                                                                                    idle, opts) for s in slabs))):
+            parts.append((s.rows, cols))
+            for key, piece in shapes.items():
+                power[key].append(piece)
     whole = SL.scatter(win.a_s.size, parts)
     per_gpu = {k: {c: v for (g, c), v in whole.items() if g == k} for k in counted}
     host = {c: v for (g, c), v in whole.items() if g is None}
@@ -544,32 +532,13 @@ def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.W
     return per_gpu, host, timelines
 
 
-def _measure_slab(tele: BatchData, s: SL.Slab, counted: list[str], win: E.Window, mid: np.ndarray,
-                  idle_until: float | None, idle: dict[str, float | None], opts: Options) -> tuple[dict, dict]:
-    """One slab: ({(GPU key or None for the host, column): values of the slab's windows}, {GPU key:
-    its power over the slab's own stretch: whole on one slab, the min/max envelope on more})."""
-    origin = tele.origin_ns
-    gpus = {g.key: g for g in tele.gpus}
-    # the slab's windows and every window overlapping them: concurrent requests share energy
+def _slab_task(s: SL.Slab, counted: list[str], win: E.Window, mid: np.ndarray, idle_until: float | None,
+               idle: dict[str, float | None], opts: Options) -> slab_pool.Task:
+    """What slab_pool.measure_slab needs of slab ``s``: its windows and every window overlapping them
+    (concurrent requests share energy), not the whole run's."""
     ctx = SL.context(win.a_s, win.b_s, s.rows)
-    w = E.Window(win.a_s[ctx], win.b_s[ctx])
-    mine = np.searchsorted(ctx, s.rows)
-    cols: dict[tuple, np.ndarray] = {}
-    shapes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for key in counted:
-        g = gpus[key]
-        got = E.gpu_columns(g, origin, tele.src_seqs.get(g.src, np.zeros(0, dtype=np.int64)), w,
-                            idle_until if s.whole else None, mid[ctx], idle_w=idle[key])
-        cols.update({(key, c): v[mine] for c, v in got.items()})
-        t_s, p_w = E.seconds(g, origin), g.values["power_mw"] / 1000.0
-        if s.whole:
-            shapes[key] = (t_s, p_w)
-        else:
-            own = (t_s >= s.own_lo_s) & (t_s < s.own_hi_s)
-            shapes[key] = SL.envelope(t_s[own], p_w[own])
-    got = E.host_columns(tele.host, tele.procs, tele.rapl, origin, tele.src_seqs, w, opts.cpu_tdp_w)
-    cols.update({(None, c): np.asarray(v)[mine] for c, v in got.items()})
-    return cols, shapes
+    return s.lo_s, s.hi_s, (s, counted, E.Window(win.a_s[ctx], win.b_s[ctx]), mid[ctx], np.searchsorted(ctx, s.rows),
+                            idle_until, idle, opts.cpu_tdp_w)
 
 
 def _first_chunk_s(r: Request, origin: int) -> float:
@@ -804,7 +773,7 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
 
 # Options that a request JSON does not derive from: progress bars and logs; batch_dir only names the
 # batch in a problem's resume command; assess only scores, and each request's scores are in its key.
-_NOT_IN_REQUEST_JSON = frozenset({"progress", "log_skipped_quality", "batch_dir", "assess"})
+_NOT_IN_REQUEST_JSON = frozenset({"progress", "log_skipped_quality", "batch_dir", "assess", "jobs"})
 
 
 def _options_text(opts: Options) -> str:

@@ -45,7 +45,7 @@ def test_help_answers():
     assert r.returncode == 0
     for flag in ("--batch", "--live", "--idle-baseline", "--no-quality", "--bart-checkpoint", "--device",
                  "--unsafe-code-tests-without-sandbox",
-                 "--cpu-tdp-w", "--telemetry-endpoint", "--events-endpoint"):
+                 "--cpu-tdp-w", "--telemetry-endpoint", "--events-endpoint", "--jobs"):
         assert flag in r.stdout
     # the examples close the help, the live page's among them
     examples = r.stdout[r.stdout.rindex("examples:"):]
@@ -125,6 +125,11 @@ def test_bad_cpu_tdp_env_is_bad_input(batch):
     r = subprocess.run([sys.executable, "-m", "analyzer", "--batch", str(batch), "--no-quality"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60, env={**os.environ, "CPU_TDP_W": "abc"})
     assert r.returncode == 2 and "CPU_TDP_W" in r.stderr
+
+
+def test_jobs_below_one_is_bad_input(batch):
+    r = analyzer("--batch", batch, "--no-quality", "--jobs", "0")
+    assert r.returncode == 2 and "--jobs 0" in r.stderr
 
 
 def test_cpu_tdp_flag_scales_approx_energy(batch, tmp_path):
