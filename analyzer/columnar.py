@@ -441,9 +441,12 @@ def _sort_key(event: tuple[int, str, dict]) -> tuple:
     return p["t"], str(p["src"]), p["seq"]
 
 
-def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool = False) -> BatchData:
+def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool = False,
+             mappings: dict[str, clock.Mapping] | None = None) -> BatchData:
     """The BatchData of the decoded recording. ``consume``: empty ``dec``'s tables on the way (the
-    caller is done with them), so the columns and the series are not both held at the peak."""
+    caller is done with them), so the columns and the series are not both held at the peak.
+    ``mappings``: the clock mappings already fitted (a stretch of a recording: its own events hold
+    only some of the probes), else fitted from dec's clock probes."""
     tabs = dec.tables
     parts = [tabs[t].cols for t in TABLE_TOPICS]
     codes = {s: i for i, s in enumerate(dec.srcs)}
@@ -456,7 +459,8 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
     duplicates = int(sum((~k).sum() for k in keeps))
     events = sorted((e for e, k in zip(dec.events, keeps[-1]) if k), key=_sort_key)
     evs = [(topic, p) for _, topic, p in events]
-    mappings = clock.fit(evs)
+    if mappings is None:
+        mappings = clock.fit(evs)
     starts = [p["t"] for t, p in evs if t == M.BATCH_START]
     ends = [p["t"] for t, p in evs if t == M.BATCH_END]
     lo = min(starts) - int(lookback_s * 1e9) if starts else None
