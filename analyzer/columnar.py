@@ -35,7 +35,7 @@ import msgpack
 import numpy as np
 
 from analyzer import clock, gpu_store, hosts
-from analyzer.stream import DEFAULT_LOOKBACK_S, BatchData, Series, events_to_requests
+from analyzer.stream import DEFAULT_LOOKBACK_S, BatchData, Series, chunk_array, events_to_requests
 from shared import messages as M
 from shared.logs import get_logger
 from shared.numbers import finite
@@ -441,9 +441,12 @@ def _sort_key(event: tuple[int, str, dict]) -> tuple:
     return p["t"], str(p["src"]), p["seq"]
 
 
-def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool = False) -> BatchData:
+def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool = False,
+             mappings: dict[str, clock.Mapping] | None = None) -> BatchData:
     """The BatchData of the decoded recording. ``consume``: empty ``dec``'s tables on the way (the
-    caller is done with them), so the columns and the series are not both held at the peak."""
+    caller is done with them), so the columns and the series are not both held at the peak.
+    ``mappings``: the clock mappings already fitted (a stretch of a recording: its own events hold
+    only some of the probes), else fitted from dec's clock probes."""
     tabs = dec.tables
     parts = [tabs[t].cols for t in TABLE_TOPICS]
     codes = {s: i for i, s in enumerate(dec.srcs)}
@@ -456,7 +459,8 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
     duplicates = int(sum((~k).sum() for k in keeps))
     events = sorted((e for e, k in zip(dec.events, keeps[-1]) if k), key=_sort_key)
     evs = [(topic, p) for _, topic, p in events]
-    mappings = clock.fit(evs)
+    if mappings is None:
+        mappings = clock.fit(evs)
     starts = [p["t"] for t, p in evs if t == M.BATCH_START]
     ends = [p["t"] for t, p in evs if t == M.BATCH_END]
     lo = min(starts) - int(lookback_s * 1e9) if starts else None
@@ -853,10 +857,16 @@ def read_copy(stream: Path, gpus: bool = True):
                 raise ValueError(f"{topic}: no column {lacking[0]!r} (declared in shared/messages.py after "
                                  f"this copy was written)")
             tables[topic] = Table(cols, tm["strings"], tm["extra"], FLOAT_KEYS[topic])
+        events = []
         with open(root / "events.msgpack", "rb") as fh:
-            events = [tuple(e) for e in msgpack.Unpacker(fh, raw=False, strict_map_key=False,
-                                                         max_buffer_size=1 << 30)]
-        dec = Decoded(tables, [(int(i), str(t), p) for i, t, p in events], meta["srcs"], int(meta["invalid"]), now)
+            # event by event, a req.end's chunk stamps an int64 array at once: a day's Python int lists
+            # are never all held (their memory, freed, stayed behind: ~4 KB a request)
+            for i, t, p in msgpack.Unpacker(fh, raw=False, strict_map_key=False, max_buffer_size=1 << 30):
+                c = p.get("client") if t == M.REQ_END and isinstance(p, dict) else None
+                if isinstance(c, dict) and "chunk_t_ns" in c:
+                    c["chunk_t_ns"] = chunk_array(c["chunk_t_ns"])
+                events.append((int(i), str(t), p))
+        dec = Decoded(tables, events, meta["srcs"], int(meta["invalid"]), now)
     except Exception as exc:  # a damaged copy is never trusted: stream.msgpack is the source of truth
         log.warning("columnar_copy_unreadable", path=str(root), problem=str(exc), note="rebuilt from stream.msgpack")
         return None

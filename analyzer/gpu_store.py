@@ -146,9 +146,12 @@ class Store:
         ends = [p["t"] for _, t, p in dec.events if t == M.BATCH_END]
         self.lo = min(starts) - int(lookback_s * 1e9) if starts else None
         self.hi = max(ends) if ends else None
-        # what a stretch needs of the events: the clock probes and the batch markers (mapping, scope);
-        # every event's seq still counts as seen (a publisher of both events and telemetry has no gap)
-        self._marks = [e for e in dec.events if e[1] in (M.CLOCK_SYNC, M.BATCH_START, M.BATCH_END)]
+        # what a stretch needs of the events: the batch markers (scope, the host's pick), not the whole
+        # day's clock probes every time (the clock is fitted once: base.clock); every event's seq still
+        # counts as seen (a publisher of both events and telemetry has no gap)
+        self._marks = [e for e in dec.events if e[1] in (M.BATCH_START, M.BATCH_END)]
+        # the non-GPU tables' rows by source in time order, once: a stretch bisects rather than masks them
+        self._rows_by_src = {topic: _by_src(dec.tables[topic].cols) for topic in dec.tables if topic != M.TEL_GPU}
         seqs: dict[str, set] = {}
         for _, _, p in dec.events:
             seqs.setdefault(str(p["src"]), set()).add(int(p["seq"]))
@@ -339,14 +342,13 @@ class Store:
             if topic == M.TEL_GPU:
                 continue
             tab = self.dec.tables[topic]
-            c = tab.cols
-            raw0 = np.array([ranges[i][0] for i in range(len(self.srcs))], dtype=np.float64)
-            raw1 = np.array([ranges[i][1] for i in range(len(self.srcs))], dtype=np.float64)
-            # every source's rows (their seqs say what was lost), the host's picked below as the whole's
-            keep = (c["t"] >= raw0[c["src"]]) & (c["t"] <= raw1[c["src"]]) if c["t"].size else np.zeros(0, bool)
-            sel = np.flatnonzero(keep)
-            tables[topic] = Table({k: v[sel] for k, v in c.items()}, tab.strings, tab.extra, tab.series)
-        part = to_batch(Decoded(tables, self._marks, self.srcs, 0), self.lookback_s)
+            # every source's rows (their seqs say what was lost), the host's picked below as the whole's;
+            # in file order, as a mask over the table would pick them
+            picks = [idx[np.searchsorted(t, ranges[code][0], "left"):np.searchsorted(t, ranges[code][1], "right")]
+                     for code, idx, t in self._rows_by_src[topic]]
+            sel = np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
+            tables[topic] = Table({k: v[sel] for k, v in tab.cols.items()}, tab.strings, tab.extra, tab.series)
+        part = to_batch(Decoded(tables, self._marks, self.srcs, 0), self.lookback_s, mappings=self.mappings)
         # the whole recording's names, order and meta; a GPU without samples here gets empty arrays
         found = {(g.src, g.meta.get("gpu")): g for g in part.gpus}
         gpus = []
@@ -355,8 +357,18 @@ class Store:
             gpus.append(dataclasses.replace(g, t_ns=got.t_ns, seq=got.seq, values=got.values) if got is not None
                         else _empty(g))
         src_seqs = dict(part.src_seqs)
+        # the events' seqs between the first and the last of a source's samples in the stretch: all
+        # that counts the seqs seen between two of them (windows.seq_gap_intervals), not the whole day's
+        bounds: dict[str, tuple[int, int]] = {}
+        for series in part.gpus + ([part.host] if part.host is not None else []):
+            if series.seq.size:
+                a, z = int(series.seq.min()), int(series.seq.max())
+                was = bounds.get(series.src, (a, z))
+                bounds[series.src] = (min(a, was[0]), max(z, was[1]))
         for s, ev in self._event_seqs.items():
-            src_seqs[s] = np.union1d(src_seqs.get(s, np.zeros(0, dtype=np.int64)), ev)
+            a, z = bounds.get(s, (0, -1))
+            near = ev[np.searchsorted(ev, a, "left"):np.searchsorted(ev, z, "right")]
+            src_seqs[s] = np.union1d(src_seqs.get(s, np.zeros(0, dtype=np.int64)), near)
         host, procs, rapl = part.host, part.procs, part.rapl
         if b.host is not None and (host is None or host.src != b.host.src):
             # the stretch holds no sample of the whole's host (another host's, at most): none here
@@ -364,6 +376,26 @@ class Store:
         elif host is not None and b.host is not None:
             host = dataclasses.replace(b.host, t_ns=host.t_ns, seq=host.seq, values=host.values)
         return dataclasses.replace(b, gpus=gpus, host=host, procs=procs, rapl=rapl, src_seqs=src_seqs, source=None)
+
+
+def _by_src(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Per source code of a table: (code, its rows' indices, their raw stamps as float64), in stamp
+    order (stable), so the rows within a raw range [r0, r1] are found by bisection. float64 as the
+    ranges are: the comparison a mask ``t >= r0`` makes."""
+    from analyzer.columnar import distinct
+
+    t = cols["t"]
+    if not t.size:
+        return []
+    out = []
+    for code in distinct(cols["src"]).tolist():
+        idx = np.flatnonzero(cols["src"] == code)
+        tf = t[idx].astype(np.float64)
+        if tf.size > 1 and (tf[1:] < tf[:-1]).any():
+            order = np.argsort(t[idx], kind="stable")
+            idx, tf = idx[order], tf[order]
+        out.append((int(code), idx, tf))
+    return out
 
 
 def _rows_between(tab, r0: float, r1: float) -> list[tuple[Any, Any]]:

@@ -148,7 +148,7 @@ def events_to_requests(msgs: Iterable[tuple[str, dict[str, Any]]]) -> tuple[M.Ba
             if req is None:
                 log.warning("request_end_without_start", rid=p["rid"])
             elif req.end is None:
-                req.end = _rid_of(req, once(_compact_chunks(M.ReqEnd.from_msg(p)), "src"))
+                req.end = _rid_of(req, once(_req_end(p), "src"))
         elif topic == M.BATCH_START:
             # the first one carries the config; resumes repeat it
             batch_start = batch_start or M.BatchStart.from_msg(p)
@@ -186,17 +186,34 @@ def _rid_of(req: Request, msg):
     return msg
 
 
-def _compact_chunks(end: M.ReqEnd) -> M.ReqEnd:
-    """``end`` with its client.chunk_t_ns as an int64 array (8 bytes a chunk, not an int object and a
+def chunk_array(ts: Any) -> Any:
+    """A req.end's client.chunk_t_ns as an int64 array (8 bytes a chunk, not an int object and a
     pointer, 40): a long answer streams thousands of chunks, and every request's are held until its
     JSON is written. Anything but plain integers is left as it came."""
-    c = end.client
-    ts = c.chunk_t_ns if c is not None else None
     if isinstance(ts, list) and ts and all(type(x) is int for x in ts):
         try:
-            c.chunk_t_ns = array("q", ts)
+            return array("q", ts)
         except OverflowError:  # beyond int64: kept as the list
             pass
+    return ts
+
+
+def _compact_chunks(end: M.ReqEnd) -> M.ReqEnd:
+    """``end`` with its client.chunk_t_ns as ``chunk_array`` holds it."""
+    if end.client is not None:
+        end.client.chunk_t_ns = chunk_array(end.client.chunk_t_ns)
+    return end
+
+
+def _req_end(p: dict[str, Any]) -> M.ReqEnd:
+    """The M.ReqEnd of a payload, compacted; one whose chunk_t_ns is an array already (as
+    analyzer.columnar.read_copy decodes them) checked as the list it stands for."""
+    c = p.get("client")
+    ts = c.get("chunk_t_ns") if isinstance(c, dict) else None
+    if not isinstance(ts, array):
+        return _compact_chunks(M.ReqEnd.from_msg(p))
+    end = M.ReqEnd.from_msg({**p, "client": {**c, "chunk_t_ns": []}})
+    end.client.chunk_t_ns = ts
     return end
 
 
