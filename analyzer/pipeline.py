@@ -60,7 +60,7 @@ class Options:
     batch_dir: Path | None = None       # where the batch lies: the PARTIAL note's resume command names it
     goodput: dict[str, float] | None = None  # SLOs in ms (--goodput); None: the collector's --goodput, if any
     slab_s: float = SL.SLAB_S           # seconds of telemetry measured at a time (analyzer.slabs)
-    jobs: int | None = None             # processes measuring slabs (--jobs; analyzer.slab_pool): None one a core, 1 here
+    jobs: int | None = 1                # processes measuring slabs (--jobs; analyzer.slab_pool): 1 here, None one a core
 
 
 @dataclass
