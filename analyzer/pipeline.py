@@ -473,7 +473,7 @@ def _power_limits(batch: BatchData, a_s: float, b_s: float) -> str | None:
 def _level_energy(batch: BatchData, opts: Options, source: SL.Source, slabs: list[SL.Slab]):
     """Energy of arbitrary (level) windows: GPU (every counted GPU summed) and CPU (RAPL, else TDP).
     A level may last hours: over several slabs, each window is cut where slabs meet and its pieces
-    added up (the slabs measured on every core: analyzer.slab_pool)."""
+    added up (with --jobs N, the slabs measured by N processes: analyzer.slab_pool)."""
     counted = {g.key for g in batch.gpus}
 
     def energy(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
@@ -502,7 +502,7 @@ def _level_energy(batch: BatchData, opts: Options, source: SL.Source, slabs: lis
 def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.Window, mid: np.ndarray,
              idle_until: float | None, opts: Options) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray],
                                                             list[dict[str, Any]]]:
-    """Per window: every counted GPU's columns and the host's, slab by slab (on every core:
+    """Per window: every counted GPU's columns and the host's, slab by slab (with --jobs N, by N processes:
     analyzer.slab_pool); and each counted GPU's power timeline (a slab's own stretch at a time: whole
     on one slab, its min/max envelope on more)."""
     origin = batch.origin_ns
