@@ -1,4 +1,4 @@
-"""Slabs measured on every core: what one slab computes, run in this process or in worker processes.
+"""Slabs measured on several cores (--jobs N): what one slab computes, run in this process or in worker processes.
 
 A long recording's slabs are independent given what the parent sends with each (the windows of its
 context, the idle power): ``runner`` maps a slab function over stretches of time, in this process or
