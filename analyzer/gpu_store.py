@@ -162,8 +162,23 @@ class Store:
         self._last_group: dict[str, tuple[int, Any]] = {}
         self.recording: dict[str, Any] = {}
         self.most_rows = 0  # the most GPU rows one stretch held (the bench and tests show it stays a slab's)
+        self._open: dict[str, Any] = {}  # per GPU file, its pq.ParquetFile (footer parsed once)
         self.scans = [self._scan(f) for f in files]
         self.base = base
+
+    def __getstate__(self) -> dict[str, Any]:
+        # open files stay with the process that opened them (a worker opens its own)
+        return {**self.__dict__, "_open": {}}
+
+    def _file(self, f: dict[str, Any]):
+        """GPU file ``f`` opened, once per process, by the first stretch that reads it: a stretch reads
+        each of its files up to three times (schema, stamps, rows) and a day has dozens of slabs."""
+        import pyarrow.parquet as pq
+
+        pf = self._open.get(f["file"])
+        if pf is None:
+            pf = self._open[f["file"]] = pq.ParquetFile(self.root / f["file"])
+        return pf
 
     # -- the whole file, once: meta of the series ------------------------------------------------
     def _scoped(self, f: dict[str, Any], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +201,7 @@ class Store:
 
         from analyzer.columnar import GpuFold
 
+        # (not kept open: the stretches open their files when first read, as a worker does)
         pf = pq.ParquetFile(self.root / f["file"])
         have = set(pf.schema_arrow.names)
         names = [n for n in ("t", "seq", "simulated", "power_limit_w:present", "power_limit_w", "driver",
@@ -264,10 +280,9 @@ class Store:
     def _groups(self, f: dict[str, Any], groups: list[int]):
         """Row groups ``groups`` of GPU file ``f`` as one Arrow table, the last one kept decoded."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         kept = self._last_group.pop(f["file"], None)
-        pf = pq.ParquetFile(self.root / f["file"])
+        pf = self._file(f)
         tabs = [kept[1] if kept is not None and kept[0] == g else pf.read_row_group(g) for g in groups]
         self._last_group[f["file"]] = (groups[-1], tabs[-1])
         return pa.concat_tables(tabs) if len(tabs) > 1 else tabs[0]
@@ -277,11 +292,9 @@ class Store:
         each. Copied once out of the decoded pages into columns sized first from the stamps alone (a
         small column), each file's groups let go before the next file's are read; files whose columns
         differ (not as Spill writes them) are joined as columnar.to_batch's chunks instead."""
-        import pyarrow.parquet as pq
-
         from analyzer.columnar import _concat
 
-        schemas = [pq.ParquetFile(self.root / f["file"]).schema_arrow for f, _, _, _ in wanted]
+        schemas = [self._file(f).schema_arrow for f, _, _, _ in wanted]
         if any(not sc.equals(schemas[0]) for sc in schemas):
             parts = [_copied(_rows_between(self._groups(f, g), r0, r1)) for f, r0, r1, g in wanted]
             return _concat([p for p in parts if p])
@@ -303,19 +316,14 @@ class Store:
     def _count(self, f: dict[str, Any], r0: float, r1: float, groups: list[int]) -> int:
         """How many rows of ``groups`` of file ``f`` have r0 <= t <= r1: a group inside by its noted
         stamp range, all of its rows; else its stamps read alone."""
-        import pyarrow.parquet as pq
-
         kept = self._last_group.get(f["file"])
-        pf = None
         n = 0
         for g in groups:
             t0, t1, rows = f["groups"][g]
             if r0 <= t0 and t1 <= r1:
                 n += rows
                 continue
-            if pf is None:
-                pf = pq.ParquetFile(self.root / f["file"])
-            tab = kept[1] if kept is not None and kept[0] == g else pf.read_row_group(g, columns=["t"])
+            tab = kept[1] if kept is not None and kept[0] == g else self._file(f).read_row_group(g, columns=["t"])
             t = tab.column("t").to_numpy()
             n += int(np.count_nonzero((t >= r0) & (t <= r1)))
         return n
