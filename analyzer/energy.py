@@ -61,16 +61,20 @@ def series_coverage(series: Series, t_s: np.ndarray, src_seqs: np.ndarray, w: Wi
 
 
 def power_trace(t_s: np.ndarray, power_w: np.ndarray) -> tuple[Trace, float]:
+    """``power_trace_of`` the readings' trace."""
+    return power_trace_of(Trace.build(t_s, power_w))
+
+
+def power_trace_of(raw: Trace) -> tuple[Trace, float]:
     """The power trace used for shape, and how late it may show a change (s).
 
     A reading the GPU holds between its own refreshes (e.g. 20 ms on some boards, seen as the same
     value on several samples) describes the instant it refreshed, not the sample time: when those
     refreshes fit a period, the trace is re-timed to them and the delay is the fit's error bound;
     otherwise the delay is the hold plus the sample spacing."""
-    raw = Trace.build(t_s, power_w)
     if raw.n < 2:
         return raw, float("nan")
-    dt = float(np.median(np.diff(raw.t_s)))
+    dt = raw.spacing_s
     fit = fit_refreshes(raw.t_s, raw.y)
     # Held: it changes at (nearly) every refresh of its own, a few samples apart. A reading that is
     # merely steady (no noise, constant load) changes rarely and must not be re-timed.
@@ -110,7 +114,7 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
     n = w.a_s.size
     cov, gaps, inside = series_coverage(series, t_s, src_seqs, w)
     raw_power = Trace.build(t_s, v["power_mw"] / 1000.0)
-    power, shape_s = power_trace(t_s, v["power_mw"] / 1000.0)
+    power, shape_s = power_trace_of(raw_power)
     has_power = power.n >= 2
     split_p = split_windows(_clipped(power.integral_at, *power.span()), w.a_s, w.b_s) if has_power else None
     counter = counter_energy(t_s, v["energy_mj"], power if has_power else None) if np.isfinite(v["energy_mj"]).sum() >= 2 else None
@@ -139,7 +143,7 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
         cum = _clipped(counter.cumulative_at, *counter.span)
         own_shape = has_power and counter.power is power
         noise = power_noise_w(power) if own_shape else 0.0
-        spacing = float(np.median(np.diff(power.t_s))) if own_shape else None
+        spacing = power.spacing_s if own_shape else None
 
         edge_at = edge_uncertainty_fn(counter, shape, t_s, noise, spacing)
 

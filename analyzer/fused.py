@@ -165,13 +165,13 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
         below_t = below_r = None
     i = np.clip((search_sorted(power.t_s, mid, side="right") if below_t is None else below_t[:-1]) - 1,
                 0, power.n - 2)
-    dt = power.t_s[i + 1] - power.t_s[i]
-    jump = np.abs(power.y[i + 1] - power.y[i])
+    # per sample interval (fewer than the pieces), then picked by each piece's parent
+    dt_i = np.diff(power.t_s)
     delay = max(float(delay_s), 0.0) if np.isfinite(delay_s) else 0.0
-    v_parent = (jump * (dt + delay)) ** 2 / 12.0 + (noise_w * dt) ** 2
+    v_i = (np.abs(np.diff(power.y)) * (dt_i + delay)) ** 2 / 12.0 + (noise_w * dt_i) ** 2
     # a piece of a sample interval carries its share of the parent's variance (by time); a tiny
     # floor so a flat, clean trace spreads its residual by time rather than by nothing
-    v = v_parent * length / dt + 1e-12 * length
+    v = v_i[i] * length / dt_i[i] + 1e-12 * length
     k = np.clip((search_sorted(r_s, mid, side="right") if below_r is None else below_r[:-1]) - 1, 0, r_s.size - 2)
     n_k = r_s.size - 1
     v_k = np.bincount(k, weights=v, minlength=n_k)
@@ -187,7 +187,7 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     # train of them may show at the wrong place or not at all (a 10 ms step read through a 20 ms
     # hold): a piece near paired changes may be off by up to their height over its length.
     # Changes pair up within a refresh period (what the counter cannot tell apart), at least reach.
-    reach = delay + float(np.median(np.diff(power.t_s)))
+    reach = delay + power.spacing_s
     v_b = v + (_paired_jump(power, mid, max(reach, 0.5 * float(np.median(np.diff(r_s))))) * length) ** 2 / 12.0
     v_kb = np.bincount(k, weights=v_b, minlength=n_k)
     cv = np.concatenate([[0.0], np.cumsum(v_b)])

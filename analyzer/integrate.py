@@ -88,6 +88,16 @@ class Trace:
     def n(self) -> int:
         return int(self.t_s.size)
 
+    @cached_property
+    def slopes(self) -> np.ndarray:
+        """Per sample interval, its linear slope (y·s⁻¹)."""
+        return np.diff(self.y) / np.diff(self.t_s)
+
+    @cached_property
+    def spacing_s(self) -> float:
+        """The median sample spacing (s): the shape's users each need it."""
+        return float(np.median(np.diff(self.t_s)))
+
     def span(self) -> tuple[float, float]:
         """(first, last) sample time; (nan, nan) for an empty trace."""
         if self.n == 0:
@@ -113,9 +123,11 @@ class Trace:
         t, y = self.t_s, self.y
         i = np.clip((search_sorted(t, x, side="right") if below is None else below) - 1, 0, t.size - 2)
         dt = x - t[i]
-        slope = (y[i + 1] - y[i]) / (t[i + 1] - t[i])
-        y_x = y[i] + slope * dt
-        out = self.cum[i] + dt * (y[i] + y_x) * 0.5
+        y_i = y[i]
+        # many points (a grid, rows of shifts): the slopes of the whole trace, once, then picked
+        slope = self.slopes[i] if x.size * 4 >= t.size else (y[i + 1] - y_i) / (t[i + 1] - t[i])
+        y_x = y_i + slope * dt
+        out = self.cum[i] + dt * (y_i + y_x) * 0.5
         return np.where((x < t[0]) | (x > t[-1]), np.nan, out)
 
 
@@ -330,6 +342,11 @@ class CounterEnergy:
         length = np.diff(self.r_s)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.diff(self.e_j) / length
+
+    @cached_property
+    def err_median_s(self) -> float:
+        """A typical refresh error bound (s): each window edge set's common part uses it."""
+        return float(np.median(self.err_s))
 
     @cached_property
     def steps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -548,7 +565,7 @@ def common_uncertainty(ce: CounterEnergy, a, b) -> np.ndarray:
     m = ce.mean_w
     ka = np.clip(np.searchsorted(r, a, side="right") - 1, 0, m.size - 1)
     kb = np.clip(np.searchsorted(r, b, side="right") - 1, 0, m.size - 1)
-    out = float(np.median(ce.err_s)) * np.abs(m[kb] - m[ka])
+    out = ce.err_median_s * np.abs(m[kb] - m[ka])
     if ce.segment is not None:
         # edges on two fitted lines (segments of the run): their errors no longer move together
         apart = (ce.segment[ka] != ce.segment[kb]) & (ce.segment[ka] >= 0) & (ce.segment[kb] >= 0)
