@@ -108,7 +108,11 @@ def _json(v: Any, nl: str) -> str:
         return "{" + inner + ("," + inner).join([_encode_str(k) + ": " + _json(x, inner) for k, x in v.items()]) \
             + nl + "}"
     if isinstance(v, (list, tuple)):
-        if len(v) > 8 and set(map(type, v)) <= _PLAIN_NUMBERS:
+        types = set(map(type, v)) if len(v) > 8 else None
+        if types is not None and types <= _PLAIN_NUMBERS:
+            same = _one_float(v) if types == {float} else None
+            if same is not None:
+                return same
             try:
                 return _flat_numbers(v)
             except ValueError:  # NaN or inf inside: element by element, one per line
@@ -118,6 +122,17 @@ def _json(v: Any, nl: str) -> str:
         inner = nl + "  "
         return "[" + inner + ("," + inner).join([_json(x, inner) for x in v]) + nl + "]"
     return _scalar_json(jsonable(v))
+
+
+def _one_float(v: list) -> str | None:
+    """A list of floats holding one value n times (a reading held between changes: a window's power,
+    clocks, memory) as _flat_numbers writes it, its text made once; None for any other list. (Zero is
+    left out: 0.0 and -0.0 are equal but written apart.)"""
+    x = v[0]
+    if x != v[-1] or not x or not math.isfinite(x) or v.count(x) != len(v):
+        return None
+    text = float.__repr__(x)
+    return "[" + (text + ", ") * (len(v) - 1) + text + "]"
 
 
 def _float_json(v: float) -> str:
