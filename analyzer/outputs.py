@@ -5,6 +5,7 @@ import codecs
 import contextvars
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -197,30 +198,57 @@ SAMPLES_KEY = b"genai_power.samples_key"  # Parquet metadata: what the table was
 
 
 def parquet_pieces(path: Path, samples, key: str | None = None) -> Path:
-    """A sample table written piece by piece (one row group per source): never the whole table in memory.
-    Text columns are strings even where a piece has none (a GPU without a uuid). ``key``: what the
-    table derives from, kept in the file's metadata; a file already holding this key and as many rows
-    is that same table, left as it is (a re-analysis would write the recording's samples again)."""
-    if key is not None and _holds(path, key, samples):
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    writer = schema = None
+    """A sample table written piece by piece: parquet_tables of that one table."""
+    return parquet_tables([(path, samples)], key)[0]
+
+
+def parquet_tables(tables: list[tuple[Path, Any]], key: str | None = None) -> list[Path]:
+    """Sample tables (pipeline.Samples) written piece by piece (one row group per piece): never a whole
+    table in memory; the tables together, a stretch of time at a time, so that a stretch is read once
+    for the pieces of all of them. Text columns are strings even where a piece has none (a GPU without
+    a uuid). ``key``: what the tables derive from, kept in each file's metadata; a file already holding
+    this key and as many rows is that same table, left as it is (a re-analysis would write the
+    recording's samples again)."""
+    todo = [(path, samples) for path, samples in tables if key is None or not _holds(path, key, samples)]
+    writers = [_PieceWriter(path, key) for path, _ in todo]
     try:
-        for piece in samples.pieces():
-            table = pa.table({c: _column(piece[c]) for c in samples.columns})
-            if writer is None:
-                schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
-                                    for f in table.schema], metadata={SAMPLES_KEY: key} if key else None)
-                # dictionary pages for the text columns only: readings rarely repeat (a third of the time)
-                text = [f.name for f in schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)]
-                writer = pq.ParquetWriter(tmp, schema, use_dictionary=text or False)
-            writer.write_table(table if table.schema == schema else table.cast(schema))
+        for stretch in itertools.zip_longest(*(samples.stretches() for _, samples in todo), fillvalue=()):
+            for w, (_, samples), pieces in zip(writers, todo, stretch):
+                for piece in pieces:
+                    w.write({c: _column(piece[c]) for c in samples.columns})
     finally:
-        if writer is not None:
-            writer.close()
-    os.replace(tmp, path)
-    return path
+        for w in writers:
+            w.close()
+    for w in writers:
+        w.done()
+    return [path for path, _ in tables]
+
+
+class _PieceWriter:
+    """One Parquet file written a piece at a time into a temporary file, moved into place when done."""
+
+    def __init__(self, path: Path, key: str | None):
+        self.path, self.key = path, key
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.writer = self.schema = None
+
+    def write(self, columns: dict[str, Any]) -> None:
+        table = pa.table(columns)
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
+                                     for f in table.schema], metadata={SAMPLES_KEY: self.key} if self.key else None)
+            # dictionary pages for the text columns only: readings rarely repeat (a third of the time)
+            text = [f.name for f in self.schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)]
+            self.writer = pq.ParquetWriter(self.tmp, self.schema, use_dictionary=text or False)
+        self.writer.write_table(table if table.schema == self.schema else table.cast(self.schema))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def done(self) -> None:
+        os.replace(self.tmp, self.path)
 
 
 def _holds(path: Path, key: str, samples) -> bool:
@@ -411,10 +439,8 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
                                    functools.partial(a.request_json.__getitem__, rid)))
     files.close()
     written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))
-    if a.gpu_samples.rows:
-        written.append(parquet_pieces(bd.raw / "samples_gpu.parquet", a.gpu_samples, samples_key))
-    if a.host_samples.rows:
-        written.append(parquet_pieces(bd.raw / "samples_host.parquet", a.host_samples, samples_key))
+    samples = [(bd.raw / "samples_gpu.parquet", a.gpu_samples), (bd.raw / "samples_host.parquet", a.host_samples)]
+    written.extend(parquet_tables([(path, table) for path, table in samples if table.rows], samples_key))
     plot_files: list[str] = []
     if make_plots:
         from analyzer import plots  # matplotlib only when plotting

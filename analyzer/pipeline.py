@@ -802,15 +802,21 @@ def _client_msg(client: M.ClientMetrics) -> dict[str, Any]:
 
 
 class Samples(Mapping):
-    """A long-format sample table kept as one piece per source, each built only while it is written
-    (``pieces()``); ``table[column]`` joins the pieces (for readers that want the whole column)."""
+    """A long-format sample table kept as pieces (one per source and stretch of time), each built only
+    while it is written (``pieces()``); ``table[column]`` joins the pieces (for readers that want the
+    whole column). The pieces are grouped by the stretch they read (``stretches()``): tables written
+    together, a stretch at a time, read each stretch once (outputs.parquet_tables)."""
 
-    def __init__(self, columns: list[str], pieces: list[Callable[[], dict[str, np.ndarray]]], rows: int):
-        self.columns, self._pieces, self.rows = columns, pieces, rows
+    def __init__(self, columns: list[str], stretches: list[list[Callable[[], dict[str, np.ndarray]]]], rows: int):
+        self.columns, self._stretches, self.rows = columns, stretches, rows
+
+    def stretches(self) -> Iterator[Iterator[dict[str, np.ndarray]]]:
+        for builds in self._stretches:
+            yield (build() for build in builds)
 
     def pieces(self) -> Iterator[dict[str, np.ndarray]]:
-        for build in self._pieces:
-            yield build()
+        for built in self.stretches():
+            yield from built
 
     def __getitem__(self, column: str) -> np.ndarray:
         if column not in self.columns:
@@ -851,25 +857,23 @@ GPU_SAMPLE_COLUMNS = ["t_ns", "src", "gpu", "seq", "simulated", *M.GPU_SERIES, "
 
 def _samples(batch: BatchData, source: SL.Source, slabs: list[SL.Slab]) -> tuple[Samples, Samples]:
     """Long-format sample tables (for Parquet): one row per GPU sample, one per host sample; a piece
-    per GPU (and one for the host) per slab, each slab's own stretch of time, read when written."""
+    per GPU (and one for the host) per slab, each slab's own stretch of time, read when written, and
+    once for all its pieces when the tables are written together."""
     gs = batch.gpus
+    held: dict[tuple[float, float], BatchData] = {}  # the last slab's stretch, for its other pieces
 
     def own(s: SL.Slab) -> BatchData:
-        tele = source.between(s.own_lo_s, s.own_hi_s)
-        if s.own_hi_s == SL.INF:
-            return tele
-        hi = batch.origin_ns + s.own_hi_s * 1e9  # [own_lo, own_hi): a sample on the cut is the next slab's
-
-        def cut(x: Series | None) -> Series | None:
-            return None if x is None else SL.view(x, -SL.INF, np.nextafter(hi, -SL.INF))
-        return dataclasses.replace(tele, gpus=[cut(g) for g in tele.gpus], host=cut(tele.host),
-                                   rapl={k: cut(v) for k, v in tele.rapl.items()})
+        span = (s.own_lo_s, s.own_hi_s)
+        if span not in held:
+            held.clear()  # (before the next is read: one stretch held at a time)
+            held[span] = _own(batch, source, s)
+        return held[span]
 
     def gpu_piece(s: SL.Slab, key: str) -> dict[str, np.ndarray]:
         return _gpu_piece(next(g for g in own(s).gpus if g.key == key))
 
-    gpu = Samples(GPU_SAMPLE_COLUMNS if gs else [], [lambda s=s, k=g.key: gpu_piece(s, k) for s in slabs for g in gs],
-                  sum(_count(g) for g in gs))
+    gpu = Samples(GPU_SAMPLE_COLUMNS if gs else [],
+                  [[functools.partial(gpu_piece, s, g.key) for g in gs] for s in slabs], sum(_count(g) for g in gs))
     if batch.host is None:
         return gpu, Samples([], [], 0)
     h = batch.host
@@ -884,7 +888,20 @@ def _samples(batch: BatchData, source: SL.Source, slabs: list[SL.Slab]) -> tuple
         for zone, zs in sorted(tele.rapl.items()):
             hcols[f"rapl_{zone}_uj"] = zs.values["energy_uj"]
         return hcols
-    return gpu, Samples(names, [lambda s=s: host_piece(s) for s in slabs], _count(h))
+    return gpu, Samples(names, [[functools.partial(host_piece, s)] for s in slabs], _count(h))
+
+
+def _own(batch: BatchData, source: SL.Source, s: SL.Slab) -> BatchData:
+    """Slab ``s``'s own stretch of telemetry, [own_lo, own_hi): a sample on the cut is the next slab's."""
+    tele = source.between(s.own_lo_s, s.own_hi_s)
+    if s.own_hi_s == SL.INF:
+        return tele
+    hi = batch.origin_ns + s.own_hi_s * 1e9
+
+    def cut(x: Series | None) -> Series | None:
+        return None if x is None else SL.view(x, -SL.INF, np.nextafter(hi, -SL.INF))
+    return dataclasses.replace(tele, gpus=[cut(g) for g in tele.gpus], host=cut(tele.host),
+                               rapl={k: cut(v) for k, v in tele.rapl.items()})
 
 
 def _count(series: Series) -> int:

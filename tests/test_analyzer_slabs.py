@@ -137,6 +137,40 @@ def test_slabs_give_the_same_request_json_samples_and_timelines(measured):
         assert np.array_equal(tw["t_s"], ts["t_s"]) and np.array_equal(tw["power_w"], ts["power_w"], equal_nan=True)
 
 
+class _Counted(SL.InMemory):
+    """A source that counts the stretches asked of it."""
+
+    def __init__(self, batch):
+        super().__init__(batch)
+        self.asked = 0
+
+    def between(self, lo_s, hi_s):
+        self.asked += 1
+        return super().between(lo_s, hi_s)
+
+
+def test_sample_tables_written_together_read_each_slab_once(measured, tmp_path):
+    """The GPU and host sample tables written together read each slab's stretch once for all their
+    pieces, and hold what each table written alone holds."""
+    import pyarrow.parquet as pq
+
+    from analyzer import outputs
+
+    batch = measured[0]
+    src = _Counted(batch)
+    slabs = SL.plan(np.array([0.5, 16.0]), np.array([15.5, 19.0]), src.span_s(), 3.0)
+    assert len(slabs) > 3 and batch.gpus and batch.host is not None
+    gpu, host = pipeline._samples(batch, src, slabs)
+    together = outputs.parquet_tables([(tmp_path / "gpu.parquet", gpu), (tmp_path / "host.parquet", host)], "k")
+    assert src.asked == len(slabs)
+    for path, table in zip(together, (gpu, host)):
+        alone = outputs.parquet_pieces(tmp_path / f"alone_{path.name}", table)
+        a, b = pq.read_table(path), pq.read_table(alone)
+        assert a.num_rows == table.rows > 0 and pq.ParquetFile(path).metadata.num_row_groups == len(list(table.pieces()))
+        for col in a.column_names:
+            assert list(map(repr, a.column(col).to_pylist())) == list(map(repr, b.column(col).to_pylist()))  # (NaN too)
+
+
 def test_level_energy_adds_up_over_slabs(measured):
     batch, _, _, _ = measured
     src = SL.InMemory(batch)
