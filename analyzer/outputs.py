@@ -203,25 +203,53 @@ def parquet_pieces(path: Path, samples, key: str | None = None) -> Path:
 
 
 def parquet_tables(tables: list[tuple[Path, Any]], key: str | None = None) -> list[Path]:
+    """Sample tables (pipeline.Samples) written together, whole: SampleTables.finish."""
+    return SampleTables(tables, key).finish()
+
+
+class SampleTables:
     """Sample tables (pipeline.Samples) written piece by piece (one row group per piece): never a whole
     table in memory; the tables together, a stretch of time at a time, so that a stretch is read once
-    for the pieces of all of them. Text columns are strings even where a piece has none (a GPU without
-    a uuid). ``key``: what the tables derive from, kept in each file's metadata; a file already holding
-    this key and as many rows is that same table, left as it is (a re-analysis would write the
-    recording's samples again)."""
-    todo = [(path, samples) for path, samples in tables if key is None or not _holds(path, key, samples)]
-    writers = [_PieceWriter(path, key) for path, _ in todo]
-    try:
-        for stretch in itertools.zip_longest(*(samples.stretches() for _, samples in todo), fillvalue=()):
-            for w, (_, samples), pieces in zip(writers, todo, stretch):
-                for piece in pieces:
-                    w.write({c: _column(piece[c]) for c in samples.columns})
-    finally:
-        for w in writers:
+    for the pieces of all of them, and ``upto`` lets a caller write the stretches that a request JSON
+    reading a later one is past (the JSON and the samples of a slab from one read). Text columns are
+    strings even where a piece has none (a GPU without a uuid). ``key``: what the tables derive from,
+    kept in each file's metadata; a file already holding this key and as many rows is that same table,
+    left as it is (a re-analysis would write the recording's samples again)."""
+
+    def __init__(self, tables: list[tuple[Path, Any]], key: str | None = None):
+        self.paths = [path for path, _ in tables]
+        self._todo = [(path, samples) for path, samples in tables if key is None or not _holds(path, key, samples)]
+        self._writers = [_PieceWriter(path, key) for path, _ in self._todo]
+        self._stretches = itertools.zip_longest(*(samples.stretches() for _, samples in self._todo), fillvalue=())
+        self._next = 0  # the first stretch not written yet
+
+    def upto(self, stretch: int | None) -> None:
+        """Write the stretches before ``stretch`` (all when None) not yet written."""
+        if not self._todo:
+            return
+        try:
+            while stretch is None or self._next < stretch:
+                pieces_by_table = next(self._stretches, None)
+                if pieces_by_table is None:
+                    return
+                self._next += 1
+                for w, (_, samples), pieces in zip(self._writers, self._todo, pieces_by_table):
+                    for piece in pieces:
+                        w.write({c: _column(piece[c]) for c in samples.columns})
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for w in self._writers:
             w.close()
-    for w in writers:
-        w.done()
-    return [path for path, _ in tables]
+
+    def finish(self) -> list[Path]:
+        self.upto(None)
+        self.close()
+        for w in self._writers:
+            w.done()
+        return self.paths
 
 
 class _PieceWriter:
@@ -246,6 +274,7 @@ class _PieceWriter:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
     def done(self) -> None:
         os.replace(self.tmp, self.path)
@@ -434,13 +463,21 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
         written.append(write_text(bd.summary / "warmups.csv", tables.csv_text(a.columns, a.warmups), CSV_ENCODING))
     rids = list(a.request_json)  # in time order (its telemetry is read in order); each built, written, dropped
     files = RequestFiles(bd.raw, samples_key)
-    for rid in tqdm(rids, desc="request JSON", unit="req", disable=not progress or len(rids) < 50):
-        written.append(files.write(bd.request_json(rid), _key_of(a.request_json, rid),
-                                   functools.partial(a.request_json.__getitem__, rid)))
+    samples = [(bd.raw / "samples_gpu.parquet", a.gpu_samples), (bd.raw / "samples_host.parquet", a.host_samples)]
+    # a slab's samples written once the JSON are past it: its stretch read once for both
+    sample_tables = SampleTables([(path, table) for path, table in samples if table.rows], samples_key)
+    stretch = getattr(a.request_json, "stretch", lambda rid: None)
+    try:
+        for rid in tqdm(rids, desc="request JSON", unit="req", disable=not progress or len(rids) < 50):
+            sample_tables.upto(stretch(rid))
+            written.append(files.write(bd.request_json(rid), _key_of(a.request_json, rid),
+                                       functools.partial(a.request_json.__getitem__, rid)))
+    except BaseException:
+        sample_tables.close()
+        raise
     files.close()
     written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))
-    samples = [(bd.raw / "samples_gpu.parquet", a.gpu_samples), (bd.raw / "samples_host.parquet", a.host_samples)]
-    written.extend(parquet_tables([(path, table) for path, table in samples if table.rows], samples_key))
+    written.extend(sample_tables.finish())
     plot_files: list[str] = []
     if make_plots:
         from analyzer import plots  # matplotlib only when plotting

@@ -132,11 +132,17 @@ class RequestJson(Mapping):
     request's JSON derives from beyond the recording, its lookback and the code (``key``)."""
 
     def __init__(self, build: Callable[[str], dict[str, Any]], rids: list[str],
-                 inputs: Callable[[str], str] | None = None):
+                 inputs: Callable[[str], str] | None = None, stretches: Mapping[str, int] | None = None):
         self._build = build
         self._rids = list(dict.fromkeys(rids))
         self._known = set(self._rids)
         self._inputs = inputs
+        self._stretches = stretches or {}
+
+    def stretch(self, rid: str) -> int | None:
+        """The slab whose stretch of telemetry ``self[rid]`` reads (Samples.stretches' index; None:
+        it reads none), so that a writer can write that stretch's samples while it is held."""
+        return self._stretches.get(rid)
 
     def key(self, rid: str) -> str | None:
         """What ``self[rid]`` is built from besides the recording, the lookback and the code (None: not
@@ -369,19 +375,27 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     by_rid = {r.rid: (r, row) for r, row in zip(reqs, rows)}
     counted_keys = {g.key for g in batch.gpus}
 
+    slab_of = {int(i): k for k, s in enumerate(slabs) for i in s.rows.tolist()}
+    stretch_of = {r.rid: slab_of[idx[r.rid]] for r in done if idx[r.rid] in slab_of}
+
     def one_json(rid: str) -> dict[str, Any]:
         r, row = by_rid[rid]
         i = idx.get(rid)
         tele = batch
         if i is not None:  # the window's telemetry (a second either side; the JSON keeps [a, b])
-            tele = source.between(float(win.a_s[i]) - 1.0, float(win.b_s[i]) + 1.0)
+            a_s, b_s = float(win.a_s[i]) - 1.0, float(win.b_s[i]) + 1.0
+            k = stretch_of.get(rid)
+            # read as its slab's stretch (it holds the window and the margin): the samples of that
+            # slab are written from the same read (outputs.write_all)
+            tele = (SL.InMemory(source.between(slabs[k].lo_s, slabs[k].hi_s)).between(a_s, b_s) if k is not None
+                    else source.between(a_s, b_s))
             tele = dataclasses.replace(tele, gpus=[g for g in tele.gpus if g.key in counted_keys])
         obj = _request_json(r, row, i, win, tele, quality.get(rid), simulated)
         obj["itl_ms"] = _gaps(r) or None
         return obj
 
     request_json = RequestJson(one_json, [r.rid for r in reqs],
-                               functools.partial(_request_inputs, _options_text(opts), quality))
+                               functools.partial(_request_inputs, _options_text(opts), quality), stretch_of)
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus), source, slabs)
     first = {row["rid"]: finite(row.get("first_token_s")) for row in rows}
     # first_s: where prefill ends and decode begins (None when no first token was seen)
