@@ -5,6 +5,7 @@ import codecs
 import contextvars
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -108,7 +109,11 @@ def _json(v: Any, nl: str) -> str:
         return "{" + inner + ("," + inner).join([_encode_str(k) + ": " + _json(x, inner) for k, x in v.items()]) \
             + nl + "}"
     if isinstance(v, (list, tuple)):
-        if len(v) > 8 and set(map(type, v)) <= _PLAIN_NUMBERS:
+        types = set(map(type, v)) if len(v) > 8 else None
+        if types is not None and types <= _PLAIN_NUMBERS:
+            same = _one_float(v) if types == {float} else None
+            if same is not None:
+                return same
             try:
                 return _flat_numbers(v)
             except ValueError:  # NaN or inf inside: element by element, one per line
@@ -118,6 +123,17 @@ def _json(v: Any, nl: str) -> str:
         inner = nl + "  "
         return "[" + inner + ("," + inner).join([_json(x, inner) for x in v]) + nl + "]"
     return _scalar_json(jsonable(v))
+
+
+def _one_float(v: list) -> str | None:
+    """A list of floats holding one value n times (a reading held between changes: a window's power,
+    clocks, memory) as _flat_numbers writes it, its text made once; None for any other list. (Zero is
+    left out: 0.0 and -0.0 are equal but written apart.)"""
+    x = v[0]
+    if x != v[-1] or not x or not math.isfinite(x) or v.count(x) != len(v):
+        return None
+    text = float.__repr__(x)
+    return "[" + (text + ", ") * (len(v) - 1) + text + "]"
 
 
 def _float_json(v: float) -> str:
@@ -182,30 +198,86 @@ SAMPLES_KEY = b"genai_power.samples_key"  # Parquet metadata: what the table was
 
 
 def parquet_pieces(path: Path, samples, key: str | None = None) -> Path:
-    """A sample table written piece by piece (one row group per source): never the whole table in memory.
-    Text columns are strings even where a piece has none (a GPU without a uuid). ``key``: what the
-    table derives from, kept in the file's metadata; a file already holding this key and as many rows
-    is that same table, left as it is (a re-analysis would write the recording's samples again)."""
-    if key is not None and _holds(path, key, samples):
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    writer = schema = None
-    try:
-        for piece in samples.pieces():
-            table = pa.table({c: _column(piece[c]) for c in samples.columns})
-            if writer is None:
-                schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
-                                    for f in table.schema], metadata={SAMPLES_KEY: key} if key else None)
-                # dictionary pages for the text columns only: readings rarely repeat (a third of the time)
-                text = [f.name for f in schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)]
-                writer = pq.ParquetWriter(tmp, schema, use_dictionary=text or False)
-            writer.write_table(table if table.schema == schema else table.cast(schema))
-    finally:
-        if writer is not None:
-            writer.close()
-    os.replace(tmp, path)
-    return path
+    """A sample table written piece by piece: parquet_tables of that one table."""
+    return parquet_tables([(path, samples)], key)[0]
+
+
+def parquet_tables(tables: list[tuple[Path, Any]], key: str | None = None) -> list[Path]:
+    """Sample tables (pipeline.Samples) written together, whole: SampleTables.finish."""
+    return SampleTables(tables, key).finish()
+
+
+class SampleTables:
+    """Sample tables (pipeline.Samples) written piece by piece (one row group per piece): never a whole
+    table in memory; the tables together, a stretch of time at a time, so that a stretch is read once
+    for the pieces of all of them, and ``upto`` lets a caller write the stretches that a request JSON
+    reading a later one is past (the JSON and the samples of a slab from one read). Text columns are
+    strings even where a piece has none (a GPU without a uuid). ``key``: what the tables derive from,
+    kept in each file's metadata; a file already holding this key and as many rows is that same table,
+    left as it is (a re-analysis would write the recording's samples again)."""
+
+    def __init__(self, tables: list[tuple[Path, Any]], key: str | None = None):
+        self.paths = [path for path, _ in tables]
+        self._todo = [(path, samples) for path, samples in tables if key is None or not _holds(path, key, samples)]
+        self._writers = [_PieceWriter(path, key) for path, _ in self._todo]
+        self._stretches = itertools.zip_longest(*(samples.stretches() for _, samples in self._todo), fillvalue=())
+        self._next = 0  # the first stretch not written yet
+
+    def upto(self, stretch: int | None) -> None:
+        """Write the stretches before ``stretch`` (all when None) not yet written."""
+        if not self._todo:
+            return
+        try:
+            while stretch is None or self._next < stretch:
+                pieces_by_table = next(self._stretches, None)
+                if pieces_by_table is None:
+                    return
+                self._next += 1
+                for w, (_, samples), pieces in zip(self._writers, self._todo, pieces_by_table):
+                    for piece in pieces:
+                        w.write({c: _column(piece[c]) for c in samples.columns})
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for w in self._writers:
+            w.close()
+
+    def finish(self) -> list[Path]:
+        self.upto(None)
+        self.close()
+        for w in self._writers:
+            w.done()
+        return self.paths
+
+
+class _PieceWriter:
+    """One Parquet file written a piece at a time into a temporary file, moved into place when done."""
+
+    def __init__(self, path: Path, key: str | None):
+        self.path, self.key = path, key
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.writer = self.schema = None
+
+    def write(self, columns: dict[str, Any]) -> None:
+        table = pa.table(columns)
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
+                                     for f in table.schema], metadata={SAMPLES_KEY: self.key} if self.key else None)
+            # dictionary pages for the text columns only: readings rarely repeat (a third of the time)
+            text = [f.name for f in self.schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)]
+            self.writer = pq.ParquetWriter(self.tmp, self.schema, use_dictionary=text or False)
+        self.writer.write_table(table if table.schema == self.schema else table.cast(self.schema))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def done(self) -> None:
+        os.replace(self.tmp, self.path)
 
 
 def _holds(path: Path, key: str, samples) -> bool:
@@ -391,15 +463,21 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
         written.append(write_text(bd.summary / "warmups.csv", tables.csv_text(a.columns, a.warmups), CSV_ENCODING))
     rids = list(a.request_json)  # in time order (its telemetry is read in order); each built, written, dropped
     files = RequestFiles(bd.raw, samples_key)
-    for rid in tqdm(rids, desc="request JSON", unit="req", disable=not progress or len(rids) < 50):
-        written.append(files.write(bd.request_json(rid), _key_of(a.request_json, rid),
-                                   functools.partial(a.request_json.__getitem__, rid)))
+    samples = [(bd.raw / "samples_gpu.parquet", a.gpu_samples), (bd.raw / "samples_host.parquet", a.host_samples)]
+    # a slab's samples written once the JSON are past it: its stretch read once for both
+    sample_tables = SampleTables([(path, table) for path, table in samples if table.rows], samples_key)
+    stretch = getattr(a.request_json, "stretch", lambda rid: None)
+    try:
+        for rid in tqdm(rids, desc="request JSON", unit="req", disable=not progress or len(rids) < 50):
+            sample_tables.upto(stretch(rid))
+            written.append(files.write(bd.request_json(rid), _key_of(a.request_json, rid),
+                                       functools.partial(a.request_json.__getitem__, rid)))
+    except BaseException:
+        sample_tables.close()
+        raise
     files.close()
     written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))
-    if a.gpu_samples.rows:
-        written.append(parquet_pieces(bd.raw / "samples_gpu.parquet", a.gpu_samples, samples_key))
-    if a.host_samples.rows:
-        written.append(parquet_pieces(bd.raw / "samples_host.parquet", a.host_samples, samples_key))
+    written.extend(sample_tables.finish())
     plot_files: list[str] = []
     if make_plots:
         from analyzer import plots  # matplotlib only when plotting

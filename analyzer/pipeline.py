@@ -132,11 +132,17 @@ class RequestJson(Mapping):
     request's JSON derives from beyond the recording, its lookback and the code (``key``)."""
 
     def __init__(self, build: Callable[[str], dict[str, Any]], rids: list[str],
-                 inputs: Callable[[str], str] | None = None):
+                 inputs: Callable[[str], str] | None = None, stretches: Mapping[str, int] | None = None):
         self._build = build
         self._rids = list(dict.fromkeys(rids))
         self._known = set(self._rids)
         self._inputs = inputs
+        self._stretches = stretches or {}
+
+    def stretch(self, rid: str) -> int | None:
+        """The slab whose stretch of telemetry ``self[rid]`` reads (Samples.stretches' index; None:
+        it reads none), so that a writer can write that stretch's samples while it is held."""
+        return self._stretches.get(rid)
 
     def key(self, rid: str) -> str | None:
         """What ``self[rid]`` is built from besides the recording, the lookback and the code (None: not
@@ -369,19 +375,27 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     by_rid = {r.rid: (r, row) for r, row in zip(reqs, rows)}
     counted_keys = {g.key for g in batch.gpus}
 
+    slab_of = {int(i): k for k, s in enumerate(slabs) for i in s.rows.tolist()}
+    stretch_of = {r.rid: slab_of[idx[r.rid]] for r in done if idx[r.rid] in slab_of}
+
     def one_json(rid: str) -> dict[str, Any]:
         r, row = by_rid[rid]
         i = idx.get(rid)
         tele = batch
         if i is not None:  # the window's telemetry (a second either side; the JSON keeps [a, b])
-            tele = source.between(float(win.a_s[i]) - 1.0, float(win.b_s[i]) + 1.0)
+            a_s, b_s = float(win.a_s[i]) - 1.0, float(win.b_s[i]) + 1.0
+            k = stretch_of.get(rid)
+            # read as its slab's stretch (it holds the window and the margin): the samples of that
+            # slab are written from the same read (outputs.write_all)
+            tele = (SL.InMemory(source.between(slabs[k].lo_s, slabs[k].hi_s)).between(a_s, b_s) if k is not None
+                    else source.between(a_s, b_s))
             tele = dataclasses.replace(tele, gpus=[g for g in tele.gpus if g.key in counted_keys])
         obj = _request_json(r, row, i, win, tele, quality.get(rid), simulated)
         obj["itl_ms"] = _gaps(r) or None
         return obj
 
     request_json = RequestJson(one_json, [r.rid for r in reqs],
-                               functools.partial(_request_inputs, _options_text(opts), quality))
+                               functools.partial(_request_inputs, _options_text(opts), quality), stretch_of)
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus), source, slabs)
     first = {row["rid"]: finite(row.get("first_token_s")) for row in rows}
     # first_s: where prefill ends and decode begins (None when no first token was seen)
@@ -802,15 +816,21 @@ def _client_msg(client: M.ClientMetrics) -> dict[str, Any]:
 
 
 class Samples(Mapping):
-    """A long-format sample table kept as one piece per source, each built only while it is written
-    (``pieces()``); ``table[column]`` joins the pieces (for readers that want the whole column)."""
+    """A long-format sample table kept as pieces (one per source and stretch of time), each built only
+    while it is written (``pieces()``); ``table[column]`` joins the pieces (for readers that want the
+    whole column). The pieces are grouped by the stretch they read (``stretches()``): tables written
+    together, a stretch at a time, read each stretch once (outputs.parquet_tables)."""
 
-    def __init__(self, columns: list[str], pieces: list[Callable[[], dict[str, np.ndarray]]], rows: int):
-        self.columns, self._pieces, self.rows = columns, pieces, rows
+    def __init__(self, columns: list[str], stretches: list[list[Callable[[], dict[str, np.ndarray]]]], rows: int):
+        self.columns, self._stretches, self.rows = columns, stretches, rows
+
+    def stretches(self) -> Iterator[Iterator[dict[str, np.ndarray]]]:
+        for builds in self._stretches:
+            yield (build() for build in builds)
 
     def pieces(self) -> Iterator[dict[str, np.ndarray]]:
-        for build in self._pieces:
-            yield build()
+        for built in self.stretches():
+            yield from built
 
     def __getitem__(self, column: str) -> np.ndarray:
         if column not in self.columns:
@@ -851,25 +871,23 @@ GPU_SAMPLE_COLUMNS = ["t_ns", "src", "gpu", "seq", "simulated", *M.GPU_SERIES, "
 
 def _samples(batch: BatchData, source: SL.Source, slabs: list[SL.Slab]) -> tuple[Samples, Samples]:
     """Long-format sample tables (for Parquet): one row per GPU sample, one per host sample; a piece
-    per GPU (and one for the host) per slab, each slab's own stretch of time, read when written."""
+    per GPU (and one for the host) per slab, each slab's own stretch of time, read when written, and
+    once for all its pieces when the tables are written together."""
     gs = batch.gpus
+    held: dict[tuple[float, float], BatchData] = {}  # the last slab's stretch, for its other pieces
 
     def own(s: SL.Slab) -> BatchData:
-        tele = source.between(s.own_lo_s, s.own_hi_s)
-        if s.own_hi_s == SL.INF:
-            return tele
-        hi = batch.origin_ns + s.own_hi_s * 1e9  # [own_lo, own_hi): a sample on the cut is the next slab's
-
-        def cut(x: Series | None) -> Series | None:
-            return None if x is None else SL.view(x, -SL.INF, np.nextafter(hi, -SL.INF))
-        return dataclasses.replace(tele, gpus=[cut(g) for g in tele.gpus], host=cut(tele.host),
-                                   rapl={k: cut(v) for k, v in tele.rapl.items()})
+        span = (s.own_lo_s, s.own_hi_s)
+        if span not in held:
+            held.clear()  # (before the next is read: one stretch held at a time)
+            held[span] = _own(batch, source, s)
+        return held[span]
 
     def gpu_piece(s: SL.Slab, key: str) -> dict[str, np.ndarray]:
         return _gpu_piece(next(g for g in own(s).gpus if g.key == key))
 
-    gpu = Samples(GPU_SAMPLE_COLUMNS if gs else [], [lambda s=s, k=g.key: gpu_piece(s, k) for s in slabs for g in gs],
-                  sum(_count(g) for g in gs))
+    gpu = Samples(GPU_SAMPLE_COLUMNS if gs else [],
+                  [[functools.partial(gpu_piece, s, g.key) for g in gs] for s in slabs], sum(_count(g) for g in gs))
     if batch.host is None:
         return gpu, Samples([], [], 0)
     h = batch.host
@@ -884,7 +902,20 @@ def _samples(batch: BatchData, source: SL.Source, slabs: list[SL.Slab]) -> tuple
         for zone, zs in sorted(tele.rapl.items()):
             hcols[f"rapl_{zone}_uj"] = zs.values["energy_uj"]
         return hcols
-    return gpu, Samples(names, [lambda s=s: host_piece(s) for s in slabs], _count(h))
+    return gpu, Samples(names, [[functools.partial(host_piece, s)] for s in slabs], _count(h))
+
+
+def _own(batch: BatchData, source: SL.Source, s: SL.Slab) -> BatchData:
+    """Slab ``s``'s own stretch of telemetry, [own_lo, own_hi): a sample on the cut is the next slab's."""
+    tele = source.between(s.own_lo_s, s.own_hi_s)
+    if s.own_hi_s == SL.INF:
+        return tele
+    hi = batch.origin_ns + s.own_hi_s * 1e9
+
+    def cut(x: Series | None) -> Series | None:
+        return None if x is None else SL.view(x, -SL.INF, np.nextafter(hi, -SL.INF))
+    return dataclasses.replace(tele, gpus=[cut(g) for g in tele.gpus], host=cut(tele.host),
+                               rapl={k: cut(v) for k, v in tele.rapl.items()})
 
 
 def _count(series: Series) -> int:

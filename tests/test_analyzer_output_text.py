@@ -73,6 +73,12 @@ def test_json_text_is_the_indented_json_with_number_lists_on_one_line():
     for _ in range(5000):
         obj = {"top": value(), "x": value(), "samples": [R.random() * 300 for _ in range(20)]}
         assert outputs.json_text(obj) == reference_json(obj)
+    # a reading held (one value repeated) is written once and copied: still json's text, with the
+    # values equal to it but written apart (-0.0 and 0.0, 2 and 2.0) and those json refuses
+    nan = float("nan")
+    for held in ([125.0] * 9, [0.0] * 9, [0.0] * 8 + [-0.0], [2.0] * 8 + [2], [2] + [2.0] * 8, [1e300] * 12,
+                 [nan] * 9, [float("inf")] * 9, [-7.25] * 30 + [None], [0.1] * 8 + [0.1 + 1e-17]):
+        assert outputs.json_text({"p": held}) == reference_json({"p": held})
     assert outputs.json_text({"t_s": [0.0, 0.01] * 5}) == '{\n  "t_s": [0.0, 0.01, 0.0, 0.01, 0.0, 0.01, 0.0, 0.01, 0.0, 0.01]\n}\n'
     for bad in ({"a": object()}, {"a": np.zeros(3)}, {"a": {1, 2}}):
         with pytest.raises(TypeError):

@@ -137,6 +137,74 @@ def test_slabs_give_the_same_request_json_samples_and_timelines(measured):
         assert np.array_equal(tw["t_s"], ts["t_s"]) and np.array_equal(tw["power_w"], ts["power_w"], equal_nan=True)
 
 
+class _Counted(SL.InMemory):
+    """A source that notes the stretches asked of it."""
+
+    def __init__(self, batch):
+        super().__init__(batch)
+        self.ranges = []
+
+    @property
+    def asked(self) -> int:
+        return len(self.ranges)
+
+    def between(self, lo_s, hi_s):
+        self.ranges.append((lo_s, hi_s))
+        return super().between(lo_s, hi_s)
+
+    def reads(self) -> int:
+        """The reads a source keeping its last stretch (analyzer.gpu_store.Store) makes for these asks."""
+        held, n = None, 0
+        for lo, hi in self.ranges:
+            if held is None or not (held[0] <= lo and hi <= held[1]):
+                held, n = (lo, hi), n + 1
+        return n
+
+
+def test_sample_tables_written_together_read_each_slab_once(measured, tmp_path):
+    """The GPU and host sample tables written together read each slab's stretch once for all their
+    pieces, and hold what each table written alone holds."""
+    import pyarrow.parquet as pq
+
+    from analyzer import outputs
+
+    batch = measured[0]
+    src = _Counted(batch)
+    slabs = SL.plan(np.array([0.5, 16.0]), np.array([15.5, 19.0]), src.span_s(), 3.0)
+    assert len(slabs) > 3 and batch.gpus and batch.host is not None
+    gpu, host = pipeline._samples(batch, src, slabs)
+    together = outputs.parquet_tables([(tmp_path / "gpu.parquet", gpu), (tmp_path / "host.parquet", host)], "k")
+    assert src.asked == len(slabs)
+    for path, table in zip(together, (gpu, host)):
+        alone = outputs.parquet_pieces(tmp_path / f"alone_{path.name}", table)
+        a, b = pq.read_table(path), pq.read_table(alone)
+        assert a.num_rows == table.rows > 0 and pq.ParquetFile(path).metadata.num_row_groups == len(list(table.pieces()))
+        for col in a.column_names:
+            assert list(map(repr, a.column(col).to_pylist())) == list(map(repr, b.column(col).to_pylist()))  # (NaN too)
+
+
+def test_a_slabs_request_json_and_samples_are_written_from_one_read(measured, tmp_path):
+    """Writing the outputs reads each slab's stretch once: its requests' JSON and its samples (a
+    source keeping its last stretch, as the copy's reader does, serves the rest), with the same JSON."""
+    import dataclasses
+
+    from analyzer import outputs
+    from shared.batch import BatchDir
+
+    batch, _, sliced, _ = measured
+    src = _Counted(batch)
+    opts = pipeline.Options(quality=False, idle_baseline=True, slab_s=3.0, jobs=1)
+    a = pipeline.analyze(dataclasses.replace(batch, source=src), opts)
+    slabs = len(list(a.gpu_samples.stretches()))
+    assert slabs > 3
+    src.ranges.clear()
+    bd = BatchDir(tmp_path / "b")
+    outputs.write_all(a, bd, make_plots=False)
+    assert src.reads() == slabs
+    for rid in sliced.request_json:
+        assert bd.request_json(rid).read_text() == outputs.json_text(sliced.request_json[rid])
+
+
 def test_level_energy_adds_up_over_slabs(measured):
     batch, _, _, _ = measured
     src = SL.InMemory(batch)
