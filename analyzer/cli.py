@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--jobs", type=int, default=1, metavar="N",
                     help="processes that measure a long recording's ten-minute slabs, read from its columnar copy "
                          "(default 1: all in this process; each more adds a worker with its imports and a slab of its "
-                         "own, ~370 MiB at 8 GPUs, for up to a quarter less wall time on long multi-GPU recordings)")
+                         "own, ~350 MiB at 8 GPUs, for up to a sixth less wall time on long multi-GPU recordings)")
     ap.add_argument("--idle-baseline", action="store_true", help="subtract the GPU idle power measured before "
                                                                  "the first request (gpu_energy_net_j)")
     ap.add_argument("--cpu-tdp-w", type=float, default=None, help="CPU TDP in W for cpu_energy_j_approx "
