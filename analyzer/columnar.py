@@ -34,7 +34,7 @@ from typing import Any, Iterable, Sequence
 import msgpack
 import numpy as np
 
-from analyzer import clock, gpu_store, hosts
+from analyzer import clock, gpu_store, hosts, memory
 from analyzer.stream import DEFAULT_LOOKBACK_S, BatchData, Series, chunk_array, events_to_requests
 from shared import messages as M
 from shared.logs import get_logger
@@ -800,6 +800,7 @@ def load_batch(stream: Path, lookback_s: float = DEFAULT_LOOKBACK_S) -> tuple[Ba
     stream = Path(stream)
     got = read_copy(stream, gpus=False)
     if got is None and decode_to_copy(stream):
+        memory.give_back()  # the pass's chunks, freed: the analysis starts from a low water mark
         got = read_copy(stream, gpus=False)
     if got is None:
         dec, problem = decode_file(stream, keep_copy=False)

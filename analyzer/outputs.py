@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 import analyzer
 import shared
-from analyzer import i18n, report, report_html, tables
+from analyzer import i18n, memory, report, report_html, tables
 from analyzer.pipeline import Analysis
 from analyzer.rows import columns_of
 from shared.batch import BatchDir
@@ -468,8 +468,13 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
     sample_tables = SampleTables([(path, table) for path, table in samples if table.rows], samples_key)
     stretch = getattr(a.request_json, "stretch", lambda rid: None)
     try:
+        last = None
         for rid in tqdm(rids, desc="request JSON", unit="req", disable=not progress or len(rids) < 50):
-            sample_tables.upto(stretch(rid))
+            at = stretch(rid)
+            if at != last:  # a slab done: its stretch, texts and pieces freed, handed back
+                sample_tables.upto(at)
+                memory.give_back()
+                last = at
             written.append(files.write(bd.request_json(rid), _key_of(a.request_json, rid),
                                        functools.partial(a.request_json.__getitem__, rid)))
     except BaseException:

@@ -20,6 +20,7 @@ from analyzer import columns as COLS
 from analyzer import hosts
 from analyzer import energy as E
 from analyzer import load_curve as LC
+from analyzer import memory
 from analyzer import rows as ROWS
 from analyzer import slab_pool
 from analyzer import slabs as SL
@@ -536,6 +537,7 @@ def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.W
             parts.append((s.rows, cols))
             for key, piece in shapes.items():
                 power[key].append(piece)
+            memory.give_back()  # the slab's samples, freed
     whole = SL.scatter(win.a_s.size, parts)
     per_gpu = {k: {c: v for (g, c), v in whole.items() if g == k} for k in counted}
     host = {c: v for (g, c), v in whole.items() if g is None}

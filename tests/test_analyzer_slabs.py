@@ -280,3 +280,15 @@ def test_a_long_recording_is_read_a_slab_at_a_time(tmp_path, monkeypatch):
     assert 0 < data.source.most_rows <= slab_rows + 2 * 64 and data.source.most_rows < total / 4
     for row in a.results:
         assert row["gpu_energy_j"] == pytest.approx(220.0 * 0.6, rel=1e-6)
+
+
+def test_freed_memory_is_handed_back_on_linux():
+    """analyzer.memory finds glibc's malloc_trim on Linux (else the peak-memory figures of a long run
+    climb to a high-water mark no live data explains); giving back never changes a result."""
+    import sys
+
+    from analyzer import memory
+
+    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+        assert memory._TRIM is not None
+    memory.give_back()
