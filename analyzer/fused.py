@@ -60,7 +60,7 @@ def fit_lag(r_s: np.ndarray, e_j: np.ndarray, power: "Trace") -> float:
     # every lag in one call, each interval's lags side by side (sorted: a quicker search), element
     # for element as one call per lag; then a lag's residuals summed as one row, as they were
     resid = (de[:, None] - power.integral_at(r1[:, None] + lags) + power.integral_at(r0[:, None] + lags)) ** 2
-    sse = np.array([float(np.sum(row)) for row in np.ascontiguousarray(resid.T)])
+    sse = np.ascontiguousarray(resid.T).sum(axis=1)  # (a contiguous row's pairwise sum: np.sum's per row)
     best = int(np.argmin(sse))
     zero = int(np.argmin(np.abs(lags)))
     if not sse[best] < LAG_MIN_GAIN * sse[zero]:
@@ -168,7 +168,7 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     # per sample interval (fewer than the pieces), then picked by each piece's parent
     dt_i = np.diff(power.t_s)
     delay = max(float(delay_s), 0.0) if np.isfinite(delay_s) else 0.0
-    v_i = (np.abs(np.diff(power.y)) * (dt_i + delay)) ** 2 / 12.0 + (noise_w * dt_i) ** 2
+    v_i = (power.jumps * (dt_i + delay)) ** 2 / 12.0 + (noise_w * dt_i) ** 2
     # a piece of a sample interval carries its share of the parent's variance (by time); a tiny
     # floor so a flat, clean trace spreads its residual by time rather than by nothing
     v = v_i[i] * length / dt_i[i] + 1e-12 * length
@@ -221,7 +221,7 @@ def _paired_jump(power: "Trace", x: np.ndarray, reach_s) -> np.ndarray:
     that has a partner (another change at least as large) within reach too (W): a burst or an
     aliased train, whose readings may sit at the wrong place. A lone step (a square wave's edge, a
     long burst's start) has none and keeps its own, placed-step bound; smooth power has small ones."""
-    d = np.abs(np.diff(power.y))
+    d = power.jumps
     mid = 0.5 * (power.t_s[1:] + power.t_s[:-1])
     partner = _partner(d, mid, reach_s)
     paired = np.minimum(d, partner)
@@ -235,10 +235,13 @@ def _partner(d: np.ndarray, mid: np.ndarray, reach_s) -> np.ndarray:
     either side (0 where there is none): neighbours taken a step at a time outwards while any is in
     reach (a few: reach spans a few samples), else from a sparse table over searched windows."""
     lo_x, hi_x = mid - reach_s, mid + reach_s
+    far = PARTNER_STEPS + 1
+    # dense samples (a change in reach beyond PARTNER_STEPS on either side): search each window instead;
+    # else nothing past the steps below is in reach (mid increases), so stepping is complete
+    if d.size > far and ((mid[far:] <= hi_x[:-far]) | (mid[:-far] >= lo_x[far:])).any():
+        return _partner_searched(d, mid, reach_s)
     partner = np.zeros(d.size)
-    for m in range(1, d.size):
-        if m > PARTNER_STEPS:  # dense samples: search each window instead
-            return _partner_searched(d, mid, reach_s)
+    for m in range(1, min(d.size, far)):
         left = mid[:-m] >= lo_x[m:]  # j - m within reach of j
         right = mid[m:] <= hi_x[:-m]  # j + m within reach of j
         if not (left.any() or right.any()):
@@ -312,7 +315,7 @@ def _steps(u: np.ndarray, power: "Trace", i: np.ndarray, energy: np.ndarray, noi
     the linear trapezoid). The piece's corrected energy places it: y0·(s − u0) + y1·(u1 − s) = E,
     y0 and y1 the readings on either side; a sample interval cut by a refresh is two pieces, each
     placed by its own interval's energy (the step then lands in one, the other is flat)."""
-    d = np.abs(np.diff(power.y))
+    d = power.jumps
     pad = np.concatenate([[0.0], d, [0.0]])
     big = (d > STEP_MIN_W + 6.0 * noise_w) & (d > 2.0 * np.maximum(pad[:-2], pad[2:]))
     at = np.flatnonzero(big[i])  # (placed only where a step is: few pieces)

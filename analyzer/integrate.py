@@ -94,6 +94,12 @@ class Trace:
         return np.diff(self.y) / np.diff(self.t_s)
 
     @cached_property
+    def jumps(self) -> np.ndarray:
+        """Per sample interval, the size of its change |Δy| (the fused shape's variance, paired jumps
+        and steps each need it)."""
+        return np.abs(np.diff(self.y))
+
+    @cached_property
     def spacing_s(self) -> float:
         """The median sample spacing (s): the shape's users each need it."""
         return float(np.median(np.diff(self.t_s)))
