@@ -581,6 +581,10 @@ class GpuFold:
     limits: list = field(default_factory=list)            # (t, W) where the enforced power limit changed
     limit: tuple | None = None                            # (the last limit sent,)
 
+    # the columns add reads (besides t, which comes mapped to the collector's clock), and seq
+    COLUMNS = ("t", "seq", "simulated", "power_limit_w:present", "power_limit_w", _GPU_DRIVER, _GPU_POWER_KIND,
+               *_GPU_META)
+
     def add(self, cols: dict[str, np.ndarray], rows: np.ndarray, t: np.ndarray) -> None:
         """Rows ``rows`` of ``cols`` (indices in time order, after those folded before); ``t``: the
         stamps of cols' rows on the collector's clock."""

@@ -167,8 +167,8 @@ class Store:
         self.base = base
 
     def __getstate__(self) -> dict[str, Any]:
-        # open files stay with the process that opened them (a worker opens its own)
-        return {**self.__dict__, "_open": {}}
+        # open files and decoded row groups stay with the process that has them (a worker reads its own)
+        return {**self.__dict__, "_open": {}, "_cache": None, "_last_group": {}}
 
     def _file(self, f: dict[str, Any]):
         """GPU file ``f`` opened, once per process, by the first stretch that reads it: a stretch reads
@@ -204,8 +204,7 @@ class Store:
         # (not kept open: the stretches open their files when first read, as a worker does)
         pf = pq.ParquetFile(self.root / f["file"])
         have = set(pf.schema_arrow.names)
-        names = [n for n in ("t", "seq", "simulated", "power_limit_w:present", "power_limit_w", "driver",
-                             "power_kind", "uuid", "name") if n in have]
+        names = [n for n in GpuFold.COLUMNS if n in have]
         out = GpuFold()
         last_t, last_seq = None, None
         for g in range(pf.num_row_groups):

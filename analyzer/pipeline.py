@@ -376,8 +376,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     by_rid = {r.rid: (r, row) for r, row in zip(reqs, rows)}
     counted_keys = {g.key for g in batch.gpus}
 
-    slab_of = {int(i): k for k, s in enumerate(slabs) for i in s.rows.tolist()}
-    stretch_of = {r.rid: slab_of[idx[r.rid]] for r in done if idx[r.rid] in slab_of}
+    stretch_of = {done[i].rid: k for k, s in enumerate(slabs) for i in s.rows.tolist()}
 
     def one_json(rid: str) -> dict[str, Any]:
         r, row = by_rid[rid]

@@ -132,8 +132,7 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 def portable(store: gpu_store.Store) -> gpu_store.Store:
     """The store as a worker gets it: without the stretch and row groups it keeps decoded, the requests
     and the host's whole series (a stretch's host rows come from its tables, store.dec)."""
-    out = copy.copy(store)
-    out._cache, out._last_group = None, {}
+    out = copy.copy(store)  # (its open files and decoded row groups are not pickled: Store.__getstate__)
     b = store.base
     host = None if b.host is None else dataclasses.replace(
         b.host, t_ns=b.host.t_ns[:0], seq=b.host.seq[:0], values={k: v[:0] for k, v in b.host.values.items()})

@@ -7,7 +7,6 @@ import io
 import math
 from typing import Any, Iterable
 
-import numpy as np
 
 from analyzer import columns as COLS
 from analyzer import rows as ROWS
@@ -274,10 +273,7 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
 
 
 def _pooled(parts: list) -> list[float]:
-    """Every finite() value of the parts (one per request, in order), the float arrays at once."""
-    if all(isinstance(p, np.ndarray) and p.dtype == np.float64 for p in parts):
-        v = np.concatenate(parts) if parts else np.zeros(0)
-        return v[np.isfinite(v)].tolist()
+    """Every finite() value of the parts (one per request, in order)."""
     return [v for p in parts for v in (finite(x) for x in p) if v is not None]
 
 
