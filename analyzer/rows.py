@@ -267,8 +267,13 @@ def columns_of(rows: list[Mapping[str, Any]], names: list[str]) -> list[list[Any
     out = []
     for c in names:
         col = table.columns.get(c)
-        values = _column_values(col, table.n) if col is not None else [None] * table.n
-        values = values if whole else [values[i] for i in idx]
+        if col is None:
+            values = [None] * len(idx)
+        elif whole:
+            values = _column_values(col, table.n)
+        else:  # some rows (a block of the CSV, a group): theirs only, not the whole column each time
+            get = col.get
+            values = [get(i) for i in idx]
         for layout, at in layouts.values():
             if c not in layout.index:  # rows without the key: None, as row.get gives
                 for j in at:
