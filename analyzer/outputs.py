@@ -471,7 +471,9 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
         last = None
         for rid in tqdm(rids, desc="request JSON", unit="req", disable=not progress or len(rids) < 50):
             at = stretch(rid)
-            if at != last:  # a slab done: its stretch, texts and pieces freed, handed back
+            # a slab done: its samples written, its stretch, texts and pieces freed and handed back (a
+            # request with no window has no stretch: it writes nothing early, finish writes the rest)
+            if at is not None and at != last:
                 sample_tables.upto(at)
                 memory.give_back()
                 last = at

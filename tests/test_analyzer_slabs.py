@@ -205,6 +205,31 @@ def test_a_slabs_request_json_and_samples_are_written_from_one_read(measured, tm
         assert bd.request_json(rid).read_text() == outputs.json_text(sliced.request_json[rid])
 
 
+def test_a_request_without_a_window_does_not_write_the_samples_early(tmp_path, monkeypatch):
+    """A request with no window (started, never ended) among the others has no stretch: it writes no
+    slab's samples ahead of their requests' JSON, so each slab is still read once (margins short
+    enough that one slab's stretch does not hold the next's)."""
+    import dataclasses
+
+    from analyzer import outputs
+    from shared.batch import BatchDir
+
+    spec = _spec()
+    spec.requests[3] = dataclasses.replace(spec.requests[3], end=False)
+    monkeypatch.setattr(SL, "MARGIN_S", 0.5)
+    bd = S.write_batch(tmp_path / "experiments_1_20260101_000000", spec)
+    dec, _ = columnar.decode_file(bd.stream, keep_copy=False)
+    batch = columnar.to_batch(dec)
+    src = _Counted(batch)
+    a = pipeline.analyze(dataclasses.replace(batch, source=src), pipeline.Options(quality=False, slab_s=3.0, jobs=1))
+    rids = list(a.request_json)
+    assert any(a.request_json.stretch(rid) is None for rid in rids[:-3])  # (in the middle, not last)
+    slabs = len(list(a.gpu_samples.stretches()))
+    src.ranges.clear()
+    outputs.write_all(a, BatchDir(tmp_path / "out"), make_plots=False)
+    assert src.reads() == slabs
+
+
 def test_level_energy_adds_up_over_slabs(measured):
     batch, _, _, _ = measured
     src = SL.InMemory(batch)
