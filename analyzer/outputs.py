@@ -479,12 +479,12 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
                 last = at
             written.append(files.write(bd.request_json(rid), _key_of(a.request_json, rid),
                                        functools.partial(a.request_json.__getitem__, rid)))
-    except BaseException:
+        files.close()
+        written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))
+        written.extend(sample_tables.finish())
+    except BaseException:  # the sample files' writers closed whatever failed (a live analyzer goes on)
         sample_tables.close()
         raise
-    files.close()
-    written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))
-    written.extend(sample_tables.finish())
     plot_files: list[str] = []
     if make_plots:
         from analyzer import plots  # matplotlib only when plotting
