@@ -9,6 +9,7 @@ import argparse
 import importlib
 import pkgutil
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,13 +38,35 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(mod.run(quick=args.quick).rstrip() + "\n")
         print(f"   {part} took {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
     cmd = "python -m bench" + (" --quick" if args.quick else "") + (f" --only {' '.join(args.only)}" if args.only else "")
-    text = (f"# Benchmarks\n\nProduced by `{cmd}` (`make bench`) on {time.strftime('%Y-%m-%d')}, "
-            f"{platform.machine()}, {platform.processor() or platform.system()}, Python {platform.python_version()}.\n"
-            "Speed targets are checked here, never by timed unit tests.\n\n" + "\n".join(sections))
+    produced = (f"`{cmd}` (`make bench`) on {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+                f"{platform.processor() or platform.system()}, Python {platform.python_version()}")
+    path = ROOT / "BENCHMARKS.md"
+    if args.only and path.is_file():  # the other parts' sections stay as they were
+        text = merge(path.read_text(encoding="utf-8"), sections, f"Sections rerun by {produced}.")
+    else:
+        text = (f"# Benchmarks\n\nProduced by {produced}.\n"
+                "Speed targets are checked here, never by timed unit tests.\n\n" + "\n".join(sections))
     print(text)
     if not args.no_write:
-        (ROOT / "BENCHMARKS.md").write_text(text, encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
     return 0
+
+
+def merge(existing: str, sections: list[str], note: str) -> str:
+    """``existing`` with each of ``sections`` in place of the section of the same ``## `` heading (new
+    ones appended), and ``note`` as a line of the header: one part rerun leaves the others' figures."""
+    def split(text: str) -> list[str]:
+        parts = re.split(r"(?m)^(?=## )", text)
+        return [p.rstrip() + "\n" for p in parts]
+
+    parts = split(existing)
+    head = parts[0].rstrip("\n").split("\n")
+    head = [line for line in head if not line.startswith("Sections rerun by ")]
+    head.insert(3 if len(head) >= 3 else len(head), note)
+    out = {p.split("\n", 1)[0]: p for p in parts[1:]}
+    for sec in sections:
+        out[sec.split("\n", 1)[0]] = sec.rstrip() + "\n"
+    return "\n".join(head) + "\n\n" + "\n".join(out.values())
 
 
 if __name__ == "__main__":
