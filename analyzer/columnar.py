@@ -34,7 +34,7 @@ from typing import Any, Iterable, Sequence
 import msgpack
 import numpy as np
 
-from analyzer import clock, gpu_store, hosts, memory
+from analyzer import arrow_np, clock, gpu_store, hosts, memory
 from analyzer.stream import DEFAULT_LOOKBACK_S, BatchData, Series, chunk_array, events_to_requests
 from shared import messages as M
 from shared.logs import get_logger
@@ -442,11 +442,13 @@ def _sort_key(event: tuple[int, str, dict]) -> tuple:
 
 
 def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool = False,
-             mappings: dict[str, clock.Mapping] | None = None) -> BatchData:
+             mappings: dict[str, clock.Mapping] | None = None, gpu_meta: bool = True) -> BatchData:
     """The BatchData of the decoded recording. ``consume``: empty ``dec``'s tables on the way (the
     caller is done with them), so the columns and the series are not both held at the peak.
     ``mappings``: the clock mappings already fitted (a stretch of a recording: its own events hold
-    only some of the probes), else fitted from dec's clock probes."""
+    only some of the probes), else fitted from dec's clock probes. ``gpu_meta=False``: the GPU series'
+    meta is only their index (a stretch of a recording whose meta was read once: its table holds only
+    the stamps, seqs and readings)."""
     tabs = dec.tables
     parts = [tabs[t].cols for t in TABLE_TOPICS]
     codes = {s: i for i, s in enumerate(dec.srcs)}
@@ -501,7 +503,7 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
     batch_start, batch_end, requests = events_to_requests(evs)
     tel_srcs = sorted({dec.srcs[c] for topic in (M.TEL_GPU, M.TEL_HOST) for c in distinct(scoped[topic]["src"])})
     del scoped[M.TEL_HB]
-    gpus = _gpu_series(scoped.pop(M.TEL_GPU), tabs[M.TEL_GPU], dec.srcs)
+    gpus = _gpu_series(scoped.pop(M.TEL_GPU), tabs[M.TEL_GPU], dec.srcs, gpu_meta)
     host, procs, rapl = _host_series(scoped.pop(M.TEL_HOST), tabs[M.TEL_HOST], dec.srcs, batch_start)
     return BatchData(origin, gpus, host, procs, rapl, src_seqs, requests, batch_start, batch_end, dec.invalid,
                      duplicates, clock=mappings, clock_notes=clock.unprobed_notes(tel_srcs, mappings))
@@ -626,7 +628,7 @@ class GpuFold:
         return out
 
 
-def _gpu_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str]) -> list[Series]:
+def _gpu_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str], meta: bool = True) -> list[Series]:
     if cols["t"].size == 0:
         return []
     spans = {}
@@ -651,11 +653,12 @@ def _gpu_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str]) -> l
         rows = _order(cols, sel)
         key = f"gpu{gpu}" if one_src else f"{src}/gpu{gpu}"
         fold = GpuFold()
-        fold.add(cols, rows, cols["t"])
+        if meta:
+            fold.add(cols, rows, cols["t"])
         # rows in order in one run: slices (views), no copy of the readings
         pick = slice(*span) if span is not None and rows is sel else rows
         s = Series(key, src, cols["t"][pick], cols["seq"][pick], {}, fold.simulated)
-        s.meta = fold.meta(gpu, table.strings)
+        s.meta = fold.meta(gpu, table.strings) if meta else {"gpu": gpu}
         out.append(s)
         picks.append(pick)
     # reading by reading, each column dropped once every GPU has its part: the caller passed its
@@ -851,7 +854,8 @@ def read_copy(stream: Path, gpus: bool = True):
             else:
                 pf = pq.ParquetFile(root / f"{topic}.parquet")  # (read_table would import pandas)
                 # column by column: the Arrow copy of one column at a time, never the whole table twice
-                cols = {name: pf.read(columns=[name]).column(0).to_numpy() for name in pf.schema_arrow.names}
+                cols = {name: arrow_np.to_numpy(pf.read(columns=[name], use_threads=False).column(0))
+                        for name in pf.schema_arrow.names}
             if not cols:
                 cols = _concat([])
             if any(c.size != tm["rows"] for c in cols.values()):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analyzer import clock
+from analyzer import arrow_np, clock
 from analyzer import slabs as SL
 from analyzer.stream import BatchData, Series
 from shared import messages as M
@@ -112,7 +112,8 @@ def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] |
     parts = []
     for f in files:
         pf = pq.ParquetFile(Path(root) / f["file"])
-        cols = {name: pf.read(columns=[name]).column(0).to_numpy() for name in pf.schema_arrow.names}
+        cols = {name: arrow_np.to_numpy(pf.read(columns=[name], use_threads=False).column(0))
+                for name in pf.schema_arrow.names}
         if any(c.size != f["rows"] for c in cols.values()):
             raise ValueError(f"{f['file']}: {next(iter(cols.values())).size} rows, meta.json says {f['rows']}")
         parts.append(cols)
@@ -208,8 +209,8 @@ class Store:
         out = GpuFold()
         last_t, last_seq = None, None
         for g in range(pf.num_row_groups):
-            tab = pf.read_row_group(g, columns=names)
-            c = {n: tab.column(n).to_numpy() for n in tab.column_names}
+            tab = pf.read_row_group(g, columns=names, use_threads=False)
+            c = {n: arrow_np.to_numpy(tab.column(n)) for n in tab.column_names}
             t, seq = c["t"], c["seq"]
             if t.size == 0:
                 continue
@@ -220,14 +221,14 @@ class Store:
             self._fold(out, f, c)
         else:
             return out
-        tab = pf.read(columns=names)
-        t, seq = tab.column("t").to_numpy(), tab.column("seq").to_numpy()
+        tab = pf.read(columns=names, use_threads=False)
+        t, seq = arrow_np.to_numpy(tab.column("t")), arrow_np.to_numpy(tab.column("seq"))
         order = np.lexsort((seq, t))
         first = np.ones(order.size, dtype=bool)
         first[1:] = (t[order][1:] != t[order][:-1]) | (seq[order][1:] != seq[order][:-1])
         tab = tab.take(order[first])
         out = GpuFold()
-        self._fold(out, f, {n: tab.column(n).to_numpy() for n in tab.column_names})
+        self._fold(out, f, {n: arrow_np.to_numpy(tab.column(n)) for n in tab.column_names})
         return out
 
     def _fold(self, out: GpuFold, f: dict[str, Any], c: dict[str, np.ndarray]) -> None:
@@ -276,56 +277,71 @@ class Store:
         self._cache = (lo_s, read_hi, got)
         return SL.InMemory(got).between(lo_s, hi_s)
 
-    def _groups(self, f: dict[str, Any], groups: list[int]):
-        """Row groups ``groups`` of GPU file ``f`` as one Arrow table, the last one kept decoded."""
+    def _groups(self, f: dict[str, Any], groups: list[int], names: tuple[str, ...], keep: bool = True):
+        """Row groups ``groups`` (ascending) of GPU file ``f``, columns ``names``, as one Arrow table; the
+        last one kept decoded for the next stretch (``keep``)."""
         import pyarrow as pa
 
-        kept = self._last_group.pop(f["file"], None)
+        kept = self._last_group.get(f["file"])
         pf = self._file(f)
-        tabs = [kept[1] if kept is not None and kept[0] == g else pf.read_row_group(g) for g in groups]
-        self._last_group[f["file"]] = (groups[-1], tabs[-1])
-        return pa.concat_tables(tabs) if len(tabs) > 1 else tabs[0]
+        if kept is not None and kept[1] == names and kept[0] in groups:
+            i = groups.index(kept[0])
+            tabs = [pf.read_row_groups(groups[:i], columns=list(names), use_threads=False) if i else None,
+                    kept[2],
+                    pf.read_row_groups(groups[i + 1:], columns=list(names), use_threads=False)
+                    if i + 1 < len(groups) else None]
+            tab = pa.concat_tables([t for t in tabs if t is not None])
+        else:
+            tab = pf.read_row_groups(groups, columns=list(names), use_threads=False)
+        if keep:
+            last = pf.metadata.row_group(groups[-1]).num_rows
+            self._last_group[f["file"]] = (groups[-1], names, tab.slice(tab.num_rows - last))
+        return tab
+
+    def _names(self, f: dict[str, Any]) -> tuple[str, ...]:
+        """The columns a stretch reads of file ``f``: stamps, seqs and readings. Its source and GPU are
+        the file's own (filled in, not decoded); its meta comes from the whole file's scan; ``idx`` (file
+        order) only matters among repeated messages, read then (``_Rows``)."""
+        have = self._file(f).schema_arrow.names
+        return tuple(n for n in ("t", "seq", *self.series) if n in have)
 
     def _gpu_rows(self, wanted: list[tuple[dict[str, Any], float, float, list[int]]]) -> dict[str, np.ndarray]:
         """The rows of each (file, r0, r1, groups) with r0 <= t <= r1, in file order, one numpy column
-        each. Copied once out of the decoded pages into columns sized first from the stamps alone (a
-        small column), each file's groups let go before the next file's are read; files whose columns
-        differ (not as Spill writes them) are joined as columnar.to_batch's chunks instead."""
+        each. Copied once out of the decoded pages into columns sized by the groups' rows (pages never
+        written to are never resident), each file's groups let go before the next file's are read;
+        files whose columns differ (not as Spill writes them) are joined as columnar.to_batch's chunks."""
         from analyzer.columnar import _concat
 
         schemas = [self._file(f).schema_arrow for f, _, _, _ in wanted]
         if any(not sc.equals(schemas[0]) for sc in schemas):
-            parts = [_copied(_rows_between(self._groups(f, g), r0, r1)) for f, r0, r1, g in wanted]
+            parts = [_copied(_rows_between(self._groups(f, g, tuple(sc.names)), r0, r1))
+                     for (f, r0, r1, g), sc in zip(wanted, schemas)]
             return _concat([p for p in parts if p])
-        total = sum(self._count(f, r0, r1, g) for f, r0, r1, g in wanted)
-        out: dict[str, np.ndarray] = {}
+        if not wanted:
+            return _concat([])
+        names = self._names(wanted[0][0])
+        fixed = ("src", "gpu")
+        most = sum(self._file(f).metadata.row_group(g).num_rows for f, _, _, groups in wanted for g in groups)
+        out = {n: np.empty(most, dtype=arrow_np.dtype_of(schemas[0].field(n).type)) for n in (*fixed, *names)}
         at = 0
         for f, r0, r1, g in wanted:
-            for batch, p in _rows_between(self._groups(f, g), r0, r1):
+            for batch, p in _rows_between(self._groups(f, g, names), r0, r1):
+                n = _rows(p)
                 for i, name in enumerate(batch.schema.names):
-                    col = batch.column(i).to_numpy(zero_copy_only=False)[p]
-                    if name not in out:
-                        out[name] = np.empty(total, dtype=col.dtype)
-                    out[name][at:at + col.size] = col
-                at += _rows((batch, p))
-        if at != total:
-            raise ValueError(f"GPU files: {at} rows in the stretch, their stamps counted {total}")
-        return out if out else _concat([])
+                    out[name][at:at + n] = arrow_np.to_numpy(batch.column(i))[p]
+                for name in fixed:
+                    out[name][at:at + n] = f[name]
+                at += n
+        return _Rows({n: v[:at] for n, v in out.items()}, lambda: self._idx(wanted))
 
-    def _count(self, f: dict[str, Any], r0: float, r1: float, groups: list[int]) -> int:
-        """How many rows of ``groups`` of file ``f`` have r0 <= t <= r1: a group inside by its noted
-        stamp range, all of its rows; else its stamps read alone."""
-        kept = self._last_group.get(f["file"])
-        n = 0
-        for g in groups:
-            t0, t1, rows = f["groups"][g]
-            if r0 <= t0 and t1 <= r1:
-                n += rows
-                continue
-            tab = kept[1] if kept is not None and kept[0] == g else self._file(f).read_row_group(g, columns=["t"])
-            t = tab.column("t").to_numpy()
-            n += int(np.count_nonzero((t >= r0) & (t <= r1)))
-        return n
+    def _idx(self, wanted: list[tuple[dict[str, Any], float, float, list[int]]]) -> np.ndarray:
+        """The ``idx`` column of ``_gpu_rows(wanted)``'s rows (the same rows: picked by the same stamps)."""
+        parts = []
+        for f, r0, r1, g in wanted:
+            tab = self._groups(f, g, ("t", "idx"), keep=False)
+            t = arrow_np.to_numpy(tab.column("t"))
+            parts.append(arrow_np.to_numpy(tab.column("idx"))[(t >= r0) & (t <= r1)])
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def _read(self, lo_s: float, hi_s: float) -> BatchData:
         from analyzer.columnar import Decoded, Table, TABLE_TOPICS, to_batch
@@ -355,7 +371,8 @@ class Store:
                      for code, idx, t in self._rows_by_src[topic]]
             sel = np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
             tables[topic] = Table({k: v[sel] for k, v in tab.cols.items()}, tab.strings, tab.extra, tab.series)
-        part = to_batch(Decoded(tables, self._marks, self.srcs, 0), self.lookback_s, mappings=self.mappings)
+        part = to_batch(Decoded(tables, self._marks, self.srcs, 0), self.lookback_s, mappings=self.mappings,
+                        gpu_meta=False)
         # the whole recording's names, order and meta; a GPU without samples here gets empty arrays
         found = {(g.src, g.meta.get("gpu")): g for g in part.gpus}
         gpus = []
@@ -385,6 +402,21 @@ class Store:
         return dataclasses.replace(b, gpus=gpus, host=host, procs=procs, rapl=rapl, src_seqs=src_seqs, source=None)
 
 
+class _Rows(dict):
+    """A stretch's GPU columns. ``idx`` (the rows' places in stream.msgpack) is read only if asked for:
+    columnar.to_batch needs it only to tell which of a repeated message's copies came first."""
+
+    def __init__(self, cols: dict[str, np.ndarray], read_idx):
+        super().__init__(cols)
+        self._read_idx = read_idx
+
+    def __missing__(self, key: str) -> np.ndarray:
+        if key != "idx":
+            raise KeyError(key)
+        self["idx"] = idx = self._read_idx()
+        return idx
+
+
 def _by_src(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Per source code of a table: (code, its rows' indices, their raw stamps as float64), in stamp
     order (stable), so the rows within a raw range [r0, r1] are found by bisection. float64 as the
@@ -410,22 +442,21 @@ def _rows_between(tab, r0: float, r1: float) -> list[tuple[Any, Any]]:
     per batch holding some."""
     picks = []
     for batch in tab.to_batches():
-        t = batch.column("t").to_numpy()
+        t = arrow_np.to_numpy(batch.column("t"))
         sel = np.flatnonzero((t >= r0) & (t <= r1))
         if sel.size:  # a file in time order keeps one run of each batch: a slice, no index array
             picks.append((batch, slice(sel[0], sel[-1] + 1) if sel[-1] - sel[0] + 1 == sel.size else sel))
     return picks
 
 
-def _rows(pick: tuple[Any, Any]) -> int:
-    p = pick[1]
+def _rows(p: slice | np.ndarray) -> int:
     return p.stop - p.start if isinstance(p, slice) else p.size
 
 
 def _copied(picks: list[tuple[Any, Any]]) -> dict[str, np.ndarray]:
     """One file's picked rows (``_rows_between``) as numpy columns."""
     names = picks[0][0].schema.names if picks else []
-    return {n: np.concatenate([b.column(i).to_numpy(zero_copy_only=False)[p] for b, p in picks])
+    return {n: np.concatenate([arrow_np.to_numpy(b.column(i))[p] for b, p in picks])
             for i, n in enumerate(names)}
 
 
