@@ -42,3 +42,65 @@ def to_numpy(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
         bits = np.unpackbits(np.frombuffer(buf, dtype=np.uint8), count=at + n, bitorder="little")
         return bits[at:].view(np.bool_)
     return np.frombuffer(buf, dtype=dt, count=n, offset=at * dt.itemsize)
+
+
+_ARROW = {np.dtype(v): k for k, v in _DTYPES.items() if v is not np.bool_}  # (native byte order only)
+_NONE = type(None)
+
+
+def from_numpy(a: np.ndarray) -> pa.Array | None:
+    """``pa.array(a)`` of a 1-D array of numbers or booleans (a view of its memory where contiguous),
+    pandas left unimported; None for another dtype or shape."""
+    if a.ndim != 1:
+        return None
+    if a.dtype == np.bool_:
+        return pa.Array.from_buffers(pa.bool_(), a.size, [None, pa.py_buffer(np.packbits(a, bitorder="little"))])
+    kind = _ARROW.get(a.dtype)
+    return None if kind is None else pa.Array.from_buffers(kind, a.size, [None, pa.py_buffer(np.ascontiguousarray(a))])
+
+
+def from_list(values: list) -> pa.Array | None:
+    """``pa.array(values)`` for a list of one plain type (float, int, bool or str, None as null), built
+    from buffers (``pa.array`` imports pandas, whatever it is given); None for anything else (numpy
+    scalars, mixed types, out-of-range integers, text that is not UTF-8): pa.array's to make."""
+    if not isinstance(values, list):
+        return None
+    n = len(values)
+    kinds = set(map(type, values)) - {_NONE}
+    if not kinds:
+        return pa.nulls(n)
+    if len(kinds) > 1:
+        return None
+    kind = kinds.pop()
+    valid = None if None not in values else np.fromiter((v is not None for v in values), dtype=np.bool_, count=n)
+    mask = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    nulls = 0 if valid is None else n - int(valid.sum())
+    plain = values if valid is None else [v for v in values if v is not None]
+    try:
+        if kind is str:
+            data = [v.encode("utf-8") for v in plain]
+            sizes = np.zeros(n + 1, dtype=np.int64)
+            lengths = np.fromiter(map(len, data), dtype=np.int64, count=len(data))
+            if valid is None:
+                sizes[1:] = lengths
+            else:
+                sizes[1:][valid] = lengths
+            offsets = np.cumsum(sizes)
+            if offsets[-1] >= 1 << 31:
+                return None
+            return pa.Array.from_buffers(pa.string(), n, [mask, pa.py_buffer(offsets.astype(np.int32)),
+                                                          pa.py_buffer(b"".join(data))], nulls)
+        if kind is bool:
+            bits = np.zeros(n, dtype=np.bool_)
+            bits[valid if valid is not None else slice(None)] = plain
+            return pa.Array.from_buffers(pa.bool_(), n, [mask, pa.py_buffer(np.packbits(bits, bitorder="little"))],
+                                         nulls)
+        if kind in (int, float):
+            dt = np.int64 if kind is int else np.float64
+            out = np.zeros(n, dtype=dt)
+            out[valid if valid is not None else slice(None)] = np.array(plain, dtype=dt)
+            return pa.Array.from_buffers(pa.int64() if kind is int else pa.float64(), n,
+                                         [mask, pa.py_buffer(out)], nulls)
+    except (OverflowError, UnicodeEncodeError):
+        return None
+    return None

@@ -852,9 +852,13 @@ def _same(value: Any, n: int):
     (one byte a row; a column of n Python strings took ~60 bytes a row)."""
     import pyarrow as pa
 
+    from analyzer import arrow_np  # (arrays from buffers: pa.array imports pandas)
+
     if value is None:
-        return pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int8()), pa.array([], pa.string()))
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int8)), pa.array([str(value)]))
+        return pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int8()), pa.nulls(0, pa.string()))
+    text = arrow_np.from_list([str(value)])
+    return pa.DictionaryArray.from_arrays(arrow_np.from_numpy(np.zeros(n, dtype=np.int8)),
+                                          pa.array([str(value)]) if text is None else text)
 
 
 def _gpu_piece(g: Series) -> dict[str, np.ndarray]:
