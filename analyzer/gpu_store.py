@@ -209,8 +209,7 @@ class Store:
         out = GpuFold()
         last_t, last_seq = None, None
         for g in range(pf.num_row_groups):
-            tab = pf.read_row_group(g, columns=names, use_threads=False)
-            c = {n: arrow_np.to_numpy(tab.column(n)) for n in tab.column_names}
+            c = _group_meta(pf, g, names)
             t, seq = c["t"], c["seq"]
             if t.size == 0:
                 continue
@@ -415,6 +414,30 @@ class _Rows(dict):
             raise KeyError(key)
         self["idx"] = idx = self._read_idx()
         return idx
+
+
+def _group_meta(pf, g: int, names: list[str]) -> dict[str, np.ndarray]:
+    """Columns ``names`` of row group ``g`` of GPU file ``pf``. A label, flag or code column holding one
+    value throughout the group (its statistics: min == max, no nulls; the usual case) is filled in
+    rather than decoded; the power limit is not read where the group sends none (GpuFold reads it only
+    where sent)."""
+    rg, schema = pf.metadata.row_group(g), pf.schema_arrow
+    fixed = {}  # name → (its one value, dtype)
+    for name in names:
+        col = rg.column(schema.get_field_index(name))
+        dtype, stats = arrow_np.dtype_of(schema.field(name).type), col.statistics
+        if (name not in ("t", "seq") and col.path_in_schema == name and dtype is not None and dtype.kind in "biu"
+                and stats is not None and stats.has_min_max and stats.has_null_count and stats.null_count == 0
+                and stats.min == stats.max):
+            fixed[name] = (stats.min, dtype)
+    skip = set(fixed)
+    if fixed.get("power_limit_w:present", (None,))[0] is False:
+        skip.add("power_limit_w")
+    tab = pf.read_row_group(g, columns=[n for n in names if n not in skip], use_threads=False)
+    out = {n: arrow_np.to_numpy(tab.column(n)) for n in tab.column_names}
+    for name, (value, dtype) in fixed.items():
+        out[name] = np.full(rg.num_rows, value, dtype=dtype)
+    return out
 
 
 def _by_src(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray]]:

@@ -411,3 +411,26 @@ def test_gpu_files_with_columns_in_another_order_read_the_same(tmp_path):
     assert_same_telemetry(stream.build(items), lazy)
     e_want = energies(stream.build(items))
     assert e_want == energies(lazy) and all(v[0] for v in e_want.values())
+
+
+def test_gpu_meta_read_by_row_group_equals_the_in_memory_batch(tmp_path, monkeypatch):
+    """A GPU file in time order has its meta read a row group at a time, a label or flag holding one value
+    throughout a group filled in from the group's statistics: the same meta (driver, power kinds, the
+    power limit's changes, simulated) as the whole recording in memory, where one GPU sends its driver
+    and a changing power limit on some ticks and the other never does."""
+    spec = S.Spec(duration_s=4.0, rate_hz=50.0, requests=[S.Req(0.5, 1.5), S.Req(1.0, 3.2, run=1)],
+                  gpus=[S.Gpu(S.square(200.0, 50.0, 0.7)), S.Gpu(S.constant(80.0))])
+    items = S.messages(spec)
+    slow = [p for topic, p in items if topic == M.TEL_GPU and p["gpu"] == 0][::23]
+    for n, p in enumerate(slow):
+        p["driver"] = "550.54" if n < len(slow) // 2 else "555.1"
+        p["power_limit_w"] = 300.0 if n % 4 < 2 else 250
+    path = write(tmp_path / "raw" / "stream.msgpack", items)
+    monkeypatch.setattr(columnar.gpu_store, "ROW_GROUP", 16)  # groups with and without the slow fields
+    _, items, _ = read_recording(path)
+    lazy, _ = columnar.load_batch(path)
+    want = stream.build(items)
+    assert want.gpus[0].meta["driver"] == "555.1" and len(want.gpus[0].meta["power_limit_changes"]) > 3
+    assert "driver" not in want.gpus[1].meta and not want.gpus[1].meta["power_limit_changes"]
+    assert [g.meta["power_limit_changes"] for g in lazy.gpus] == [g.meta["power_limit_changes"] for g in want.gpus]
+    assert_same_telemetry(want, lazy)
