@@ -46,6 +46,10 @@ def to_numpy(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 _ARROW = {np.dtype(v): k for k, v in _DTYPES.items() if v is not np.bool_}  # (native byte order only)
 _NONE = type(None)
+# Longer lists are left to pa.array: building from Python costs ~0.05-0.1 us a value more than its C++
+# conversion, so a results table of a few hundred columns and more rows than this would spend more
+# than pandas' import (~0.25 s, once a process) saves
+LIST_ROWS = 10_000
 
 
 def from_numpy(a: np.ndarray) -> pa.Array | None:
@@ -62,8 +66,9 @@ def from_numpy(a: np.ndarray) -> pa.Array | None:
 def from_list(values: list) -> pa.Array | None:
     """``pa.array(values)`` for a list of one plain type (float, int, bool or str, None as null), built
     from buffers (``pa.array`` imports pandas, whatever it is given); None for anything else (numpy
-    scalars, mixed types, out-of-range integers, text that is not UTF-8): pa.array's to make."""
-    if not isinstance(values, list):
+    scalars, mixed types, out-of-range integers, text that is not UTF-8, more than LIST_ROWS values):
+    pa.array's to make."""
+    if not isinstance(values, list) or len(values) > LIST_ROWS:
         return None
     n = len(values)
     kinds = set(map(type, values)) - {_NONE}

@@ -60,7 +60,8 @@ def test_lists_built_from_buffers_write_pa_arrays_parquet(values):
     assert _parquet(got) == _parquet(want)
 
 
-@pytest.mark.parametrize("values", [[1, 2.5], [True, 1], ["a", 1], [2 ** 63], ["\ud800"], [np.float64(1.0)], (1.0,)])
+@pytest.mark.parametrize("values", [[1, 2.5], [True, 1], ["a", 1], [2 ** 63], ["\ud800"], [np.float64(1.0)], (1.0,),
+                                    [1.0] * (arrow_np.LIST_ROWS + 1)])
 def test_other_lists_are_left_to_pa_array(values):
     assert arrow_np.from_list(values) is None
 
