@@ -378,18 +378,24 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
 
     stretch_of = {done[i].rid: k for k, s in enumerate(slabs) for i in s.rows.tolist()}
 
+    held: list = [None, None]  # [slab, its _Stretch]: the requests of a slab are written in a row
+
     def one_json(rid: str) -> dict[str, Any]:
         r, row = by_rid[rid]
         i = idx.get(rid)
-        tele = batch
+        tele = _Stretch(batch)
         if i is not None:  # the window's telemetry (a second either side; the JSON keeps [a, b])
-            a_s, b_s = float(win.a_s[i]) - 1.0, float(win.b_s[i]) + 1.0
             k = stretch_of.get(rid)
-            # read as its slab's stretch (it holds the window and the margin): the samples of that
-            # slab are written from the same read (outputs.write_all)
-            tele = (SL.InMemory(source.between(slabs[k].lo_s, slabs[k].hi_s)).between(a_s, b_s) if k is not None
-                    else source.between(a_s, b_s))
-            tele = dataclasses.replace(tele, gpus=[g for g in tele.gpus if g.key in counted_keys])
+            if k is None:
+                tele = _Stretch(source.between(float(win.a_s[i]) - 1.0, float(win.b_s[i]) + 1.0), counted_keys)
+            elif held[0] == k:
+                tele = held[1]
+            else:
+                # read as its slab's stretch (it holds the window and the margin): the samples of that
+                # slab are written from the same read (outputs.write_all); the last slab's let go first
+                held[:] = [None, None]
+                tele = _Stretch(source.between(slabs[k].lo_s, slabs[k].hi_s), counted_keys)
+                held[:] = [k, tele]
         obj = _request_json(r, row, i, win, tele, quality.get(rid), simulated)
         obj["itl_ms"] = _gaps(r) or None
         return obj
@@ -734,9 +740,27 @@ def _in_summary(column: str) -> bool:
             or column in ("j_per_token", "tokens_per_j", "total_energy_j", "energy_basis"))
 
 
-def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: BatchData, quality: dict | None,
+class _Stretch:
+    """Telemetry that request JSONs read (``counted``: the GPUs kept, None: all), with each series'
+    times in s from the origin, made once for every request reading it."""
+
+    def __init__(self, batch: BatchData, counted: set[str] | None = None):
+        if counted is not None:
+            batch = dataclasses.replace(batch, gpus=[g for g in batch.gpus if g.key in counted])
+        self.batch = batch
+        self._t_s: dict[int, np.ndarray] = {}
+
+    def t_s(self, series: Series) -> np.ndarray:
+        t_s = self._t_s.get(id(series))
+        if t_s is None:
+            t_s = self._t_s[id(series)] = (series.t_ns - self.batch.origin_ns) / 1e9
+        return t_s
+
+
+def _request_json(r: Request, row: dict, i: int | None, win: E.Window, tele: _Stretch, quality: dict | None,
                   simulated: bool) -> dict:
-    """The seed's per-request JSON (raw/<rid>.json). ``batch``: its telemetry around the window at least."""
+    """The seed's per-request JSON (raw/<rid>.json). ``tele``: its telemetry around the window at least."""
+    batch = tele.batch
     s, e = r.start, r.end
     origin = batch.origin_ns
     full: dict[str, Any] = {}
@@ -745,7 +769,7 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
         a_s, b_s = float(win.a_s[i]), float(win.b_s[i])
         full["window_start_s"], full["window_end_s"] = a_s, b_s
         full["gpus"] = {}
-        ts = [(g.t_ns - origin) / 1e9 for g in batch.gpus]
+        ts = [tele.t_s(g) for g in batch.gpus]
         cuts = [_in_window(t_s, a_s, b_s) for t_s in ts]
         # each list of every GPU at once: a GPU's lists are slices of the joined ones
         lists = {"t_s": _each([t_s[m] for t_s, m in zip(ts, cuts)], functools.partial(_offsets, a_s=a_s)),
@@ -757,7 +781,7 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: Ba
             full["gpus"][g.key] = {**{k: v[n] for k, v in lists.items()}, "simulated": g.simulated}
         if batch.host is not None:
             h = batch.host
-            t_s = (h.t_ns - origin) / 1e9
+            t_s = tele.t_s(h)
             m = _in_window(t_s, a_s, b_s)
             full["host"] = {"t_s": _offsets(t_s[m], a_s),
                             "cpu_pct": _finite_list(h.values["cpu_pct"][m]),

@@ -80,6 +80,13 @@ def test_json_text_is_the_indented_json_with_number_lists_on_one_line():
                  [nan] * 9, [float("inf")] * 9, [-7.25] * 30 + [None], [0.1] * 8 + [0.1 + 1e-17]):
         assert outputs.json_text({"p": held}) == reference_json({"p": held})
     assert outputs.json_text({"t_s": [0.0, 0.01] * 5}) == '{\n  "t_s": [0.0, 0.01, 0.0, 0.01, 0.0, 0.01, 0.0, 0.01, 0.0, 0.01]\n}\n'
+    # a list equal to one written before has its text, but for the equal lists written apart
+    ts = [0.5 + i / 100 for i in range(12)]
+    for later in (list(ts), ts[:6] + [-0.0] + ts[7:], ts[:6] + [0.0] + ts[7:], ts[:6] + [6] + ts[7:],
+                  ts[:6] + [True] + ts[7:], ts[:11] + [ts[11] + 1e-15], ts + [1.0]):
+        for first in (ts, later[:6] + [0.0] + later[7:], later[:6] + [-0.0] + later[7:]):
+            for obj in ({"a": first, "b": later}, {"a": [first, later], "b": {"c": later}}):
+                assert outputs.json_text(obj) == reference_json(obj)
     for bad in ({"a": object()}, {"a": np.zeros(3)}, {"a": {1, 2}}):
         with pytest.raises(TypeError):
             outputs.json_text(bad)
