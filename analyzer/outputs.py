@@ -25,6 +25,7 @@ from analyzer.pipeline import Analysis
 from analyzer.rows import columns_of
 from shared.batch import BatchDir
 from shared.logs import get_logger
+from shared.numbers import FiniteFloats
 
 log = get_logger("analyzer.outputs")
 
@@ -83,6 +84,7 @@ def jsonable(v: Any) -> Any:
 
 
 _PLAIN_NUMBERS = {float, int, type(None)}
+_STR = {str}
 _encode_str = json.encoder.encode_basestring        # ensure_ascii=False (json's C version when built)
 _flat_numbers = json.JSONEncoder(allow_nan=False).encode  # one line, json's C encoder; ValueError on NaN/inf
 
@@ -104,7 +106,7 @@ def _json(v: Any, nl: str, lists: dict) -> str:
     if isinstance(v, dict):
         if not v:
             return "{}"
-        if not all(type(k) is str for k in v):
+        if set(map(type, v)) != _STR:
             v = {str(k): x for k, x in v.items()}  # (as json would, after str(): a later duplicate wins)
         inner = nl + "  "
         # a scalar written here, not by a call of _json (most values of a request's JSON are scalars)
@@ -112,6 +114,8 @@ def _json(v: Any, nl: str, lists: dict) -> str:
             _encode_str(k) + ": " + (plain(x) if (plain := _PLAIN_JSON.get(type(x))) is not None
                                      else _json(x, inner, lists)) for k, x in v.items()]) + nl + "}"
     if isinstance(v, (list, tuple)):
+        if type(v) is FiniteFloats and len(v) > 8:  # (its values need no check)
+            return _float_list(v, lists)
         types = set(map(type, v)) if len(v) > 8 else None
         if types is not None and types <= _PLAIN_NUMBERS:
             try:

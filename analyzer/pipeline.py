@@ -7,6 +7,7 @@ from array import array
 import dataclasses
 import functools
 import hashlib
+import itertools
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from analyzer.windows import split_windows
 from shared import messages as M
 from shared.batch import resume_command
 from shared.logs import get_logger
-from shared.numbers import finite
+from shared.numbers import FiniteFloats, finite
 from shared.tasks import PROXY_TASK, SUITE_TASK, TASKS, closest_task, unknown_tasks
 
 log = get_logger("analyzer.pipeline")
@@ -714,8 +715,26 @@ def _each(parts: list[np.ndarray], convert: Callable[[np.ndarray], list]) -> lis
     if len(parts) < 2 or len({p.dtype for p in parts}) > 1:
         return [convert(p) for p in parts]
     whole = convert(np.concatenate(parts))
-    ends = np.cumsum([p.size for p in parts]).tolist()
+    ends = list(itertools.accumulate([p.size for p in parts]))
+    if type(whole) is FiniteFloats:
+        return [FiniteFloats(whole[lo:hi]) for lo, hi in zip([0, *ends], ends)]
     return [whole[lo:hi] for lo, hi in zip([0, *ends], ends)]
+
+
+def _samples_list(values: np.ndarray, scale: float | None = None) -> list:
+    """_finite_list of a request's samples: floats all finite are marked so (FiniteFloats), for its
+    JSON writer."""
+    v = values / scale if scale is not None else values
+    if v.dtype.kind == "f" and np.isfinite(v).all():
+        return FiniteFloats(v.tolist())
+    return _finite_list(v)
+
+
+def _samples_offsets(t_s: np.ndarray, a_s: float) -> list:
+    """_offsets of a request's sample times, marked as _samples_list marks its lists (finite
+    differences round to finite values)."""
+    out = _offsets(t_s, a_s)
+    return FiniteFloats(out) if np.isfinite(t_s - a_s).all() else out
 
 
 def _offsets(t_s: np.ndarray, a_s: float) -> list[float]:
@@ -738,6 +757,12 @@ def _in_summary(column: str) -> bool:
     """Whether a results column goes into a request JSON's system_metrics_summary."""
     return (column.startswith(("gpu_", "cpu_", "host_", "proc_"))
             or column in ("j_per_token", "tokens_per_j", "total_energy_j", "energy_basis"))
+
+
+@functools.lru_cache(maxsize=64)
+def _summary_keys(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns of a row (its keys, in order) that go into its JSON's summary: rows built alike share them."""
+    return tuple(c for c in columns if _in_summary(c))
 
 
 class _Stretch:
@@ -764,7 +789,7 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, tele: _St
     s, e = r.start, r.end
     origin = batch.origin_ns
     full: dict[str, Any] = {}
-    summary: dict[str, Any] = {k: row.get(k) for k in row if _in_summary(k)}
+    summary: dict[str, Any] = {k: row.get(k) for k in _summary_keys(tuple(row))}
     if i is not None:
         a_s, b_s = float(win.a_s[i]), float(win.b_s[i])
         full["window_start_s"], full["window_end_s"] = a_s, b_s
@@ -772,10 +797,10 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, tele: _St
         ts = [tele.t_s(g) for g in batch.gpus]
         cuts = [_in_window(t_s, a_s, b_s) for t_s in ts]
         # each list of every GPU at once: a GPU's lists are slices of the joined ones
-        lists = {"t_s": _each([t_s[m] for t_s, m in zip(ts, cuts)], functools.partial(_offsets, a_s=a_s)),
+        lists = {"t_s": _each([t_s[m] for t_s, m in zip(ts, cuts)], functools.partial(_samples_offsets, a_s=a_s)),
                  "power_w": _each([g.values["power_mw"][m] for g, m in zip(batch.gpus, cuts)],
-                                  functools.partial(_finite_list, scale=1000.0)),
-                 **{k: _each([g.values[k][m] for g, m in zip(batch.gpus, cuts)], _finite_list)
+                                  functools.partial(_samples_list, scale=1000.0)),
+                 **{k: _each([g.values[k][m] for g, m in zip(batch.gpus, cuts)], _samples_list)
                     for k in ("energy_mj", "util_gpu_pct", "mem_used_mib", "temp_c", "sm_clock_mhz")}}
         for n, g in enumerate(batch.gpus):
             full["gpus"][g.key] = {**{k: v[n] for k, v in lists.items()}, "simulated": g.simulated}
@@ -783,9 +808,9 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, tele: _St
             h = batch.host
             t_s = tele.t_s(h)
             m = _in_window(t_s, a_s, b_s)
-            full["host"] = {"t_s": _offsets(t_s[m], a_s),
-                            "cpu_pct": _finite_list(h.values["cpu_pct"][m]),
-                            "mem_used_mib": _finite_list(h.values["mem_used_mib"][m])}
+            full["host"] = {"t_s": _samples_offsets(t_s[m], a_s),
+                            "cpu_pct": _samples_list(h.values["cpu_pct"][m]),
+                            "mem_used_mib": _samples_list(h.values["mem_used_mib"][m])}
     bs = batch.batch_start or M.BatchStart(batch="")
     client = e.client if e is not None else None
     case = (bs.cases or [])[s.case] if s.case is not None and 0 <= s.case < len(bs.cases or []) else {}

@@ -16,7 +16,7 @@ import pytest
 
 from analyzer import outputs, pipeline, report, report_html, tables
 from analyzer.i18n import cell_value
-from shared.numbers import finite
+from shared.numbers import FiniteFloats, finite
 
 R = random.Random(17)
 ODD = [None, True, False, 0, -3, 2**70, 1.5, -0.0, 1e300, 1e-7, float("nan"), float("inf"), "x", 'é"\\\n\x00中\u202e',
@@ -90,6 +90,26 @@ def test_json_text_is_the_indented_json_with_number_lists_on_one_line():
     for bad in ({"a": object()}, {"a": np.zeros(3)}, {"a": {1, 2}}):
         with pytest.raises(TypeError):
             outputs.json_text(bad)
+
+
+def test_request_sample_lists_are_written_as_their_plain_lists():
+    """A request's sample lists marked as finite floats (FiniteFloats: written without a check per
+    value) are exactly those that hold finite floats only, and their text is the plain list's."""
+    nan, inf = float("nan"), float("inf")
+    arrays = [np.array(a) for a in ([125.0] * 12, [0.5 + i / 7 for i in range(12)], [1.0, nan] * 6, [inf] + [2.0] * 11,
+                                    [3] * 12, [0.0] * 6 + [-0.0] * 6, [1.5] * 4)]
+    for a in arrays:
+        for scale in (None, 1000.0):
+            got = pipeline._samples_list(a, scale)
+            plain = pipeline._finite_list(a, scale)
+            assert got == plain and list(map(repr, got)) == list(map(repr, plain))
+            assert (type(got) is FiniteFloats) == all(type(x) is float and math.isfinite(x) for x in plain)
+            assert outputs.json_text({"p": got, "q": [got]}) == reference_json({"p": plain, "q": [plain]})
+        t_s = pipeline._samples_offsets(a, 0.25)
+        assert list(map(repr, t_s)) == list(map(repr, pipeline._offsets(a, 0.25)))
+        assert (type(t_s) is FiniteFloats) == all(math.isfinite(x) for x in t_s)
+    parts = pipeline._each([arrays[0], arrays[1], arrays[5]], pipeline._samples_list)
+    assert [type(p) for p in parts] == [FiniteFloats] * 3 and sum(parts, []) == np.concatenate([arrays[0], arrays[1], arrays[5]]).tolist()
 
 
 def test_sample_offsets_are_pythons_round():
