@@ -721,6 +721,32 @@ def _each(parts: list[np.ndarray], convert: Callable[[np.ndarray], list]) -> lis
     return [whole[lo:hi] for lo, hi in zip([0, *ends], ends)]
 
 
+_READINGS = {"power_w": ("power_mw", 1000.0), "energy_mj": ("energy_mj", None), "util_gpu_pct": ("util_gpu_pct", None),
+             "mem_used_mib": ("mem_used_mib", None), "temp_c": ("temp_c", None), "sm_clock_mhz": ("sm_clock_mhz", None)}
+
+
+def _readings(gpus: list[Series], cuts: list[slice]) -> dict[str, list[list]]:
+    """A request JSON's reading lists: name -> each GPU's list (its samples ``cuts``), as _each of
+    _samples_list gives them; when every reading is a double and finite, all made by one tolist()."""
+    parts = [g.values[column][m] for column, _ in _READINGS.values() for g, m in zip(gpus, cuts)]
+    if parts and all(p.dtype == np.float64 for p in parts):
+        joined = np.concatenate(parts)
+        ends = list(itertools.accumulate([p.size for p in parts]))
+        at = 0
+        for k, (_, scale) in enumerate(_READINGS.values()):
+            end = ends[(k + 1) * len(gpus) - 1]
+            if scale is not None:
+                joined[at:end] /= scale  # (a copy: the same division as _samples_list's)
+            at = end
+        if np.isfinite(joined).all():
+            whole = joined.tolist()
+            pieces = [FiniteFloats(whole[lo:hi]) for lo, hi in zip([0, *ends], ends)]
+            return {name: pieces[k * len(gpus):(k + 1) * len(gpus)] for k, name in enumerate(_READINGS)}
+    return {name: _each([g.values[column][m] for g, m in zip(gpus, cuts)],
+                        functools.partial(_samples_list, scale=scale))
+            for name, (column, scale) in _READINGS.items()}
+
+
 def _samples_list(values: np.ndarray, scale: float | None = None) -> list:
     """_finite_list of a request's samples: floats all finite are marked so (FiniteFloats), for its
     JSON writer."""
@@ -798,10 +824,7 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, tele: _St
         cuts = [_in_window(t_s, a_s, b_s) for t_s in ts]
         # each list of every GPU at once: a GPU's lists are slices of the joined ones
         lists = {"t_s": _each([t_s[m] for t_s, m in zip(ts, cuts)], functools.partial(_samples_offsets, a_s=a_s)),
-                 "power_w": _each([g.values["power_mw"][m] for g, m in zip(batch.gpus, cuts)],
-                                  functools.partial(_samples_list, scale=1000.0)),
-                 **{k: _each([g.values[k][m] for g, m in zip(batch.gpus, cuts)], _samples_list)
-                    for k in ("energy_mj", "util_gpu_pct", "mem_used_mib", "temp_c", "sm_clock_mhz")}}
+                 **_readings(batch.gpus, cuts)}
         for n, g in enumerate(batch.gpus):
             full["gpus"][g.key] = {**{k: v[n] for k, v in lists.items()}, "simulated": g.simulated}
         if batch.host is not None:

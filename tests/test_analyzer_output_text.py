@@ -112,6 +112,31 @@ def test_request_sample_lists_are_written_as_their_plain_lists():
     assert [type(p) for p in parts] == [FiniteFloats] * 3 and sum(parts, []) == np.concatenate([arrays[0], arrays[1], arrays[5]]).tolist()
 
 
+def test_request_readings_are_each_gpus_plain_lists():
+    """A request's reading lists, made for every GPU at once, are each GPU's _finite_list (power in W),
+    whatever the GPUs hold: doubles, a NaN, integers, nothing in the window."""
+    from analyzer.stream import Series
+
+    rng = np.random.default_rng(5)
+    columns = ("power_mw", "energy_mj", "util_gpu_pct", "mem_used_mib", "temp_c", "sm_clock_mhz")
+
+    def gpu(values):
+        return Series("g", "s", np.arange(40), np.arange(40), {c: values(c) for c in columns})
+
+    doubles = [gpu(lambda c: rng.uniform(0, 300_000, 40)) for _ in range(3)]
+    kinds = [doubles, doubles[:1], doubles + [gpu(lambda c: np.where(np.arange(40) == 7, np.nan, 1.5))],
+             doubles + [gpu(lambda c: np.arange(40))], []]
+    for gpus in kinds:
+        for cut in (slice(3, 30), slice(5, 5)):
+            cuts = [cut] * len(gpus)
+            got = pipeline._readings(gpus, cuts)
+            assert list(got) == ["power_w", "energy_mj", "util_gpu_pct", "mem_used_mib", "temp_c", "sm_clock_mhz"]
+            for name, column in zip(got, columns):
+                want = [pipeline._finite_list(g.values[column][cut], 1000.0 if column == "power_mw" else None)
+                        for g in gpus]
+                assert [list(map(repr, x)) for x in got[name]] == [list(map(repr, x)) for x in want]
+
+
 def test_sample_offsets_are_pythons_round():
     rng = np.random.default_rng(3)
     k = rng.integers(0, 10**11, 20_000)
