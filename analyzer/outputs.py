@@ -25,6 +25,7 @@ from analyzer.pipeline import Analysis
 from analyzer.rows import columns_of
 from shared.batch import BatchDir
 from shared.logs import get_logger
+from shared.numbers import FiniteFloats
 
 log = get_logger("analyzer.outputs")
 
@@ -83,6 +84,7 @@ def jsonable(v: Any) -> Any:
 
 
 _PLAIN_NUMBERS = {float, int, type(None)}
+_STR = {str}
 _encode_str = json.encoder.encode_basestring        # ensure_ascii=False (json's C version when built)
 _flat_numbers = json.JSONEncoder(allow_nan=False).encode  # one line, json's C encoder; ValueError on NaN/inf
 
@@ -92,37 +94,58 @@ def json_text(obj: Any) -> str:
     lists of plain numbers (a window's samples) stay on one line each. Written here rather than by
     json's indenting encoder, which is pure Python and took most of a batch's analysis time; every
     scalar and number list still goes through json's own C encoders, so the text is the same."""
-    return _json(obj, "\n") + "\n"
+    return _json(obj, "\n", {}) + "\n"
 
 
-def _json(v: Any, nl: str) -> str:
-    """``v`` as JSON; ``nl``: a newline and the indent of the line ``v`` starts on."""
+def _json(v: Any, nl: str, lists: dict) -> str:
+    """``v`` as JSON; ``nl``: a newline and the indent of the line ``v`` starts on; ``lists``: the
+    float lists written so far in this text (_float_list)."""
     plain = _PLAIN_JSON.get(type(v))
     if plain is not None:
         return plain(v)
     if isinstance(v, dict):
         if not v:
             return "{}"
-        if not all(type(k) is str for k in v):
+        if set(map(type, v)) != _STR:
             v = {str(k): x for k, x in v.items()}  # (as json would, after str(): a later duplicate wins)
         inner = nl + "  "
-        return "{" + inner + ("," + inner).join([_encode_str(k) + ": " + _json(x, inner) for k, x in v.items()]) \
-            + nl + "}"
+        # a scalar written here, not by a call of _json (most values of a request's JSON are scalars)
+        return "{" + inner + ("," + inner).join([
+            _encode_str(k) + ": " + (plain(x) if (plain := _PLAIN_JSON.get(type(x))) is not None
+                                     else _json(x, inner, lists)) for k, x in v.items()]) + nl + "}"
     if isinstance(v, (list, tuple)):
+        if type(v) is FiniteFloats and len(v) > 8:  # (its values need no check)
+            return _float_list(v, lists)
         types = set(map(type, v)) if len(v) > 8 else None
         if types is not None and types <= _PLAIN_NUMBERS:
-            same = _one_float(v) if types == {float} else None
-            if same is not None:
-                return same
             try:
-                return _flat_numbers(v)
+                return _float_list(v, lists) if types == {float} else _flat_numbers(v)
             except ValueError:  # NaN or inf inside: element by element, one per line
                 v = [jsonable(x) for x in v]
         if not v:
             return "[]"
         inner = nl + "  "
-        return "[" + inner + ("," + inner).join([_json(x, inner) for x in v]) + nl + "]"
+        return "[" + inner + ("," + inner).join([plain(x) if (plain := _PLAIN_JSON.get(type(x))) is not None
+                                                 else _json(x, inner, lists) for x in v]) + nl + "]"
     return _scalar_json(jsonable(v))
+
+
+def _float_list(v: list, lists: dict) -> str:
+    """A list of floats as _flat_numbers writes it (ValueError on NaN or inf). A list equal to one
+    written before in this text has that one's text (the GPUs of a host share their sample times, and
+    often readings): equal floats are written alike but for 0.0 and -0.0, so lists holding a zero are
+    neither kept nor matched (a list equal to one without zeros has none)."""
+    same = _one_float(v)
+    if same is not None:
+        return same
+    key = (len(v), v[0], v[-1])
+    seen = lists.get(key)
+    if seen is not None and seen[0] == v:
+        return seen[1]
+    text = _flat_numbers(v)
+    if 0.0 not in v:
+        lists[key] = (v, text)
+    return text
 
 
 def _one_float(v: list) -> str | None:

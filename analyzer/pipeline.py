@@ -7,6 +7,7 @@ from array import array
 import dataclasses
 import functools
 import hashlib
+import itertools
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from analyzer.windows import split_windows
 from shared import messages as M
 from shared.batch import resume_command
 from shared.logs import get_logger
-from shared.numbers import finite
+from shared.numbers import FiniteFloats, finite
 from shared.tasks import PROXY_TASK, SUITE_TASK, TASKS, closest_task, unknown_tasks
 
 log = get_logger("analyzer.pipeline")
@@ -378,18 +379,24 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
 
     stretch_of = {done[i].rid: k for k, s in enumerate(slabs) for i in s.rows.tolist()}
 
+    held: list = [None, None]  # [slab, its _Stretch]: the requests of a slab are written in a row
+
     def one_json(rid: str) -> dict[str, Any]:
         r, row = by_rid[rid]
         i = idx.get(rid)
-        tele = batch
+        tele = _Stretch(batch)
         if i is not None:  # the window's telemetry (a second either side; the JSON keeps [a, b])
-            a_s, b_s = float(win.a_s[i]) - 1.0, float(win.b_s[i]) + 1.0
             k = stretch_of.get(rid)
-            # read as its slab's stretch (it holds the window and the margin): the samples of that
-            # slab are written from the same read (outputs.write_all)
-            tele = (SL.InMemory(source.between(slabs[k].lo_s, slabs[k].hi_s)).between(a_s, b_s) if k is not None
-                    else source.between(a_s, b_s))
-            tele = dataclasses.replace(tele, gpus=[g for g in tele.gpus if g.key in counted_keys])
+            if k is None:
+                tele = _Stretch(source.between(float(win.a_s[i]) - 1.0, float(win.b_s[i]) + 1.0), counted_keys)
+            elif held[0] == k:
+                tele = held[1]
+            else:
+                # read as its slab's stretch (it holds the window and the margin): the samples of that
+                # slab are written from the same read (outputs.write_all); the last slab's let go first
+                held[:] = [None, None]
+                tele = _Stretch(source.between(slabs[k].lo_s, slabs[k].hi_s), counted_keys)
+                held[:] = [k, tele]
         obj = _request_json(r, row, i, win, tele, quality.get(rid), simulated)
         obj["itl_ms"] = _gaps(r) or None
         return obj
@@ -708,8 +715,52 @@ def _each(parts: list[np.ndarray], convert: Callable[[np.ndarray], list]) -> lis
     if len(parts) < 2 or len({p.dtype for p in parts}) > 1:
         return [convert(p) for p in parts]
     whole = convert(np.concatenate(parts))
-    ends = np.cumsum([p.size for p in parts]).tolist()
+    ends = list(itertools.accumulate([p.size for p in parts]))
+    if type(whole) is FiniteFloats:
+        return [FiniteFloats(whole[lo:hi]) for lo, hi in zip([0, *ends], ends)]
     return [whole[lo:hi] for lo, hi in zip([0, *ends], ends)]
+
+
+_READINGS = {"power_w": ("power_mw", 1000.0), "energy_mj": ("energy_mj", None), "util_gpu_pct": ("util_gpu_pct", None),
+             "mem_used_mib": ("mem_used_mib", None), "temp_c": ("temp_c", None), "sm_clock_mhz": ("sm_clock_mhz", None)}
+
+
+def _readings(gpus: list[Series], cuts: list[slice]) -> dict[str, list[list]]:
+    """A request JSON's reading lists: name -> each GPU's list (its samples ``cuts``), as _each of
+    _samples_list gives them; when every reading is a double and finite, all made by one tolist()."""
+    parts = [g.values[column][m] for column, _ in _READINGS.values() for g, m in zip(gpus, cuts)]
+    if parts and all(p.dtype == np.float64 for p in parts):
+        joined = np.concatenate(parts)
+        ends = list(itertools.accumulate([p.size for p in parts]))
+        at = 0
+        for k, (_, scale) in enumerate(_READINGS.values()):
+            end = ends[(k + 1) * len(gpus) - 1]
+            if scale is not None:
+                joined[at:end] /= scale  # (a copy: the same division as _samples_list's)
+            at = end
+        if np.isfinite(joined).all():
+            whole = joined.tolist()
+            pieces = [FiniteFloats(whole[lo:hi]) for lo, hi in zip([0, *ends], ends)]
+            return {name: pieces[k * len(gpus):(k + 1) * len(gpus)] for k, name in enumerate(_READINGS)}
+    return {name: _each([g.values[column][m] for g, m in zip(gpus, cuts)],
+                        functools.partial(_samples_list, scale=scale))
+            for name, (column, scale) in _READINGS.items()}
+
+
+def _samples_list(values: np.ndarray, scale: float | None = None) -> list:
+    """_finite_list of a request's samples: floats all finite are marked so (FiniteFloats), for its
+    JSON writer."""
+    v = values / scale if scale is not None else values
+    if v.dtype.kind == "f" and np.isfinite(v).all():
+        return FiniteFloats(v.tolist())
+    return _finite_list(v)
+
+
+def _samples_offsets(t_s: np.ndarray, a_s: float) -> list:
+    """_offsets of a request's sample times, marked as _samples_list marks its lists (finite
+    differences round to finite values)."""
+    out = _offsets(t_s, a_s)
+    return FiniteFloats(out) if np.isfinite(t_s - a_s).all() else out
 
 
 def _offsets(t_s: np.ndarray, a_s: float) -> list[float]:
@@ -734,34 +785,55 @@ def _in_summary(column: str) -> bool:
             or column in ("j_per_token", "tokens_per_j", "total_energy_j", "energy_basis"))
 
 
-def _request_json(r: Request, row: dict, i: int | None, win: E.Window, batch: BatchData, quality: dict | None,
+@functools.lru_cache(maxsize=64)
+def _summary_keys(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns of a row (its keys, in order) that go into its JSON's summary: rows built alike share them."""
+    return tuple(c for c in columns if _in_summary(c))
+
+
+class _Stretch:
+    """Telemetry that request JSONs read (``counted``: the GPUs kept, None: all), with each series'
+    times in s from the origin, made once for every request reading it."""
+
+    def __init__(self, batch: BatchData, counted: set[str] | None = None):
+        if counted is not None:
+            batch = dataclasses.replace(batch, gpus=[g for g in batch.gpus if g.key in counted])
+        self.batch = batch
+        self._t_s: dict[int, np.ndarray] = {}
+
+    def t_s(self, series: Series) -> np.ndarray:
+        t_s = self._t_s.get(id(series))
+        if t_s is None:
+            t_s = self._t_s[id(series)] = (series.t_ns - self.batch.origin_ns) / 1e9
+        return t_s
+
+
+def _request_json(r: Request, row: dict, i: int | None, win: E.Window, tele: _Stretch, quality: dict | None,
                   simulated: bool) -> dict:
-    """The seed's per-request JSON (raw/<rid>.json). ``batch``: its telemetry around the window at least."""
+    """The seed's per-request JSON (raw/<rid>.json). ``tele``: its telemetry around the window at least."""
+    batch = tele.batch
     s, e = r.start, r.end
     origin = batch.origin_ns
     full: dict[str, Any] = {}
-    summary: dict[str, Any] = {k: row.get(k) for k in row if _in_summary(k)}
+    summary: dict[str, Any] = {k: row.get(k) for k in _summary_keys(tuple(row))}
     if i is not None:
         a_s, b_s = float(win.a_s[i]), float(win.b_s[i])
         full["window_start_s"], full["window_end_s"] = a_s, b_s
         full["gpus"] = {}
-        ts = [(g.t_ns - origin) / 1e9 for g in batch.gpus]
+        ts = [tele.t_s(g) for g in batch.gpus]
         cuts = [_in_window(t_s, a_s, b_s) for t_s in ts]
         # each list of every GPU at once: a GPU's lists are slices of the joined ones
-        lists = {"t_s": _each([t_s[m] for t_s, m in zip(ts, cuts)], functools.partial(_offsets, a_s=a_s)),
-                 "power_w": _each([g.values["power_mw"][m] for g, m in zip(batch.gpus, cuts)],
-                                  functools.partial(_finite_list, scale=1000.0)),
-                 **{k: _each([g.values[k][m] for g, m in zip(batch.gpus, cuts)], _finite_list)
-                    for k in ("energy_mj", "util_gpu_pct", "mem_used_mib", "temp_c", "sm_clock_mhz")}}
+        lists = {"t_s": _each([t_s[m] for t_s, m in zip(ts, cuts)], functools.partial(_samples_offsets, a_s=a_s)),
+                 **_readings(batch.gpus, cuts)}
         for n, g in enumerate(batch.gpus):
             full["gpus"][g.key] = {**{k: v[n] for k, v in lists.items()}, "simulated": g.simulated}
         if batch.host is not None:
             h = batch.host
-            t_s = (h.t_ns - origin) / 1e9
+            t_s = tele.t_s(h)
             m = _in_window(t_s, a_s, b_s)
-            full["host"] = {"t_s": _offsets(t_s[m], a_s),
-                            "cpu_pct": _finite_list(h.values["cpu_pct"][m]),
-                            "mem_used_mib": _finite_list(h.values["mem_used_mib"][m])}
+            full["host"] = {"t_s": _samples_offsets(t_s[m], a_s),
+                            "cpu_pct": _samples_list(h.values["cpu_pct"][m]),
+                            "mem_used_mib": _samples_list(h.values["mem_used_mib"][m])}
     bs = batch.batch_start or M.BatchStart(batch="")
     client = e.client if e is not None else None
     case = (bs.cases or [])[s.case] if s.case is not None and 0 <= s.case < len(bs.cases or []) else {}

@@ -20,6 +20,13 @@ def finite(v: Any, text: bool = True) -> float | None:
     return x if math.isfinite(x) else None
 
 
+class FiniteFloats(list):
+    """A list that holds Python floats only, each finite (numpy's tolist() of a finite float array):
+    a writer may take that as checked (analyzer.outputs.json_text writes it on one line at once)."""
+
+    __slots__ = ()
+
+
 def positive(v: Any) -> float | None:
     x = finite(v)
     return x if x is not None and x > 0 else None

@@ -16,7 +16,7 @@ import pytest
 
 from analyzer import outputs, pipeline, report, report_html, tables
 from analyzer.i18n import cell_value
-from shared.numbers import finite
+from shared.numbers import FiniteFloats, finite
 
 R = random.Random(17)
 ODD = [None, True, False, 0, -3, 2**70, 1.5, -0.0, 1e300, 1e-7, float("nan"), float("inf"), "x", 'é"\\\n\x00中\u202e',
@@ -80,9 +80,61 @@ def test_json_text_is_the_indented_json_with_number_lists_on_one_line():
                  [nan] * 9, [float("inf")] * 9, [-7.25] * 30 + [None], [0.1] * 8 + [0.1 + 1e-17]):
         assert outputs.json_text({"p": held}) == reference_json({"p": held})
     assert outputs.json_text({"t_s": [0.0, 0.01] * 5}) == '{\n  "t_s": [0.0, 0.01, 0.0, 0.01, 0.0, 0.01, 0.0, 0.01, 0.0, 0.01]\n}\n'
+    # a list equal to one written before has its text, but for the equal lists written apart
+    ts = [0.5 + i / 100 for i in range(12)]
+    for later in (list(ts), ts[:6] + [-0.0] + ts[7:], ts[:6] + [0.0] + ts[7:], ts[:6] + [6] + ts[7:],
+                  ts[:6] + [True] + ts[7:], ts[:11] + [ts[11] + 1e-15], ts + [1.0]):
+        for first in (ts, later[:6] + [0.0] + later[7:], later[:6] + [-0.0] + later[7:]):
+            for obj in ({"a": first, "b": later}, {"a": [first, later], "b": {"c": later}}):
+                assert outputs.json_text(obj) == reference_json(obj)
     for bad in ({"a": object()}, {"a": np.zeros(3)}, {"a": {1, 2}}):
         with pytest.raises(TypeError):
             outputs.json_text(bad)
+
+
+def test_request_sample_lists_are_written_as_their_plain_lists():
+    """A request's sample lists marked as finite floats (FiniteFloats: written without a check per
+    value) are exactly those that hold finite floats only, and their text is the plain list's."""
+    nan, inf = float("nan"), float("inf")
+    arrays = [np.array(a) for a in ([125.0] * 12, [0.5 + i / 7 for i in range(12)], [1.0, nan] * 6, [inf] + [2.0] * 11,
+                                    [3] * 12, [0.0] * 6 + [-0.0] * 6, [1.5] * 4)]
+    for a in arrays:
+        for scale in (None, 1000.0):
+            got = pipeline._samples_list(a, scale)
+            plain = pipeline._finite_list(a, scale)
+            assert got == plain and list(map(repr, got)) == list(map(repr, plain))
+            assert (type(got) is FiniteFloats) == all(type(x) is float and math.isfinite(x) for x in plain)
+            assert outputs.json_text({"p": got, "q": [got]}) == reference_json({"p": plain, "q": [plain]})
+        t_s = pipeline._samples_offsets(a, 0.25)
+        assert list(map(repr, t_s)) == list(map(repr, pipeline._offsets(a, 0.25)))
+        assert (type(t_s) is FiniteFloats) == all(math.isfinite(x) for x in t_s)
+    parts = pipeline._each([arrays[0], arrays[1], arrays[5]], pipeline._samples_list)
+    assert [type(p) for p in parts] == [FiniteFloats] * 3 and sum(parts, []) == np.concatenate([arrays[0], arrays[1], arrays[5]]).tolist()
+
+
+def test_request_readings_are_each_gpus_plain_lists():
+    """A request's reading lists, made for every GPU at once, are each GPU's _finite_list (power in W),
+    whatever the GPUs hold: doubles, a NaN, integers, nothing in the window."""
+    from analyzer.stream import Series
+
+    rng = np.random.default_rng(5)
+    columns = ("power_mw", "energy_mj", "util_gpu_pct", "mem_used_mib", "temp_c", "sm_clock_mhz")
+
+    def gpu(values):
+        return Series("g", "s", np.arange(40), np.arange(40), {c: values(c) for c in columns})
+
+    doubles = [gpu(lambda c: rng.uniform(0, 300_000, 40)) for _ in range(3)]
+    kinds = [doubles, doubles[:1], doubles + [gpu(lambda c: np.where(np.arange(40) == 7, np.nan, 1.5))],
+             doubles + [gpu(lambda c: np.arange(40))], []]
+    for gpus in kinds:
+        for cut in (slice(3, 30), slice(5, 5)):
+            cuts = [cut] * len(gpus)
+            got = pipeline._readings(gpus, cuts)
+            assert list(got) == ["power_w", "energy_mj", "util_gpu_pct", "mem_used_mib", "temp_c", "sm_clock_mhz"]
+            for name, column in zip(got, columns):
+                want = [pipeline._finite_list(g.values[column][cut], 1000.0 if column == "power_mw" else None)
+                        for g in gpus]
+                assert [list(map(repr, x)) for x in got[name]] == [list(map(repr, x)) for x in want]
 
 
 def test_sample_offsets_are_pythons_round():
