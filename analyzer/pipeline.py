@@ -43,7 +43,6 @@ log = get_logger("analyzer.pipeline")
 SEED_COLUMNS = COLS.SEED_COLUMNS
 MAIN_COLUMNS = COLS.RESULTS
 PER_GPU = COLS.PER_GPU
-MAIN_SET = frozenset(MAIN_COLUMNS)
 
 
 @dataclass
@@ -267,11 +266,11 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     host_cells = _Cells(host)
     layouts = ROWS.Layouts()  # rows as compact mappings: a dict of ~200 columns a request is several KB
     for r in reqs:
-        row = layouts.row(_row(r, idx.get(r.rid), gpu_cells, host_cells, batch, opts, simulated))
+        d = _row(r, idx.get(r.rid), gpu_cells, host_cells, batch, opts, simulated)
         if r.rid in idx:
-            row["effective_window_s"] = float(conc.energy[idx[r.rid]])
-            row["concurrency_max"] = int(conc.max_active[idx[r.rid]])
-        rows.append(row)
+            d["effective_window_s"] = float(conc.energy[idx[r.rid]])
+            d["concurrency_max"] = int(conc.max_active[idx[r.rid]])
+        rows.append(layouts.row(d))
     del per_gpu, host, gpu_cells, host_cells  # every request's figures are in its row now
     # Quality: finished, successful, measured requests only. A proxy batch's task names are the user's
     # labels (X-GenAI-Power-Task), not task types: scored as proxy requests, never "not a known task".
@@ -294,24 +293,23 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         notes.append(Msg("n_no_quality"))
     if opts.quality and opts.quality_options.get("enable_bart") is False:
         notes.append(Msg("n_no_bart"))
+    ROWS.fill(rows, MAIN_COLUMNS)
     for row in rows:
-        if not row.keys() >= MAIN_SET:  # (a set test first: most rows have every column already)
-            for c in MAIN_COLUMNS:
-                row.setdefault(c, None)
         q = quality.get(row["rid"], {})
-        for col in QUALITY_COLUMNS:
-            row[col] = _clean(q.get(col))
+        # the row's quality columns in one dict, set in one update (in this order, as one by one)
+        cells = {col: _clean(q.get(col)) for col in QUALITY_COLUMNS}
         for col in sorted(set(q) - set(QUALITY_COLUMNS) - {"bartscore", "quality_error"}):
-            row[f"q_{col}"] = _clean(q.get(col))
-        row["bartscore"] = _clean(q.get("bartscore"))
-        qs, te = finite(row["quality_score"]), finite(row["total_energy_j"])
-        row["quality_per_j"] = qs / te if (qs is not None and te) else None
-        row["j_per_quality"] = te / qs if (qs and te is not None) else None
+            cells[f"q_{col}"] = _clean(q.get(col))
+        cells["bartscore"] = _clean(q.get("bartscore"))
+        qs, te = finite(cells["quality_score"]), finite(row["total_energy_j"])
+        cells["quality_per_j"] = qs / te if (qs is not None and te) else None
+        cells["j_per_quality"] = te / qs if (qs and te is not None) else None
         # the readable unit (quality points per kJ); quality_per_j stays for existing readers
-        row["quality_per_kj"] = 1000.0 * row["quality_per_j"] if row["quality_per_j"] is not None else None
-        row["quality_error"] = q.get("quality_error")
+        cells["quality_per_kj"] = 1000.0 * cells["quality_per_j"] if cells["quality_per_j"] is not None else None
+        cells["quality_error"] = q.get("quality_error")
         if not q and opts.quality and row["status"] == "ok" and row["rid"] in q_rids:
-            row["quality_error"] = quality_problem or "quality not computed for this request"
+            cells["quality_error"] = quality_problem or "quality not computed for this request"
+        row.update(cells)
     loaded, slo = _load_info(batch, opts)
     curve: list[dict[str, Any]] = []
     curve_problems: list[str] = []
@@ -332,10 +330,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             notes.append(Msg("n_level_window"))  # how the figures were made: a note, not a problem
     extra = sorted({k for row in rows for k in row} - set(MAIN_COLUMNS))
     columns = list(MAIN_COLUMNS) + extra
-    for row in rows:
-        if len(row) < len(columns):  # (its keys are among the columns: fewer means some are missing)
-            for c in columns:
-                row.setdefault(c, None)
+    ROWS.fill(rows, columns)
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
     warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
     problems[:0] = fallback_problems(batch) + batch_problems(batch, results, opts.batch_dir)

@@ -149,11 +149,18 @@ def test_columns_of_is_a_get_per_row_and_column():
             for _ in range(60)]
     for r in rows[::3]:
         r["late"] = 1.5  # a column set on some rows only, after the others were made
-    names = ["a", "b", "c", "d", "late", "never"]
+    for k, r in enumerate(rows):
+        r["f"] = None if k % 4 == 0 else k * 0.5  # a column of floats, some None
+    names = ["a", "b", "c", "d", "late", "never", "f"]
     want = [[r.get(c) for r in rows] for c in names]
     assert columns_of(rows, names) == want
     picked = rows[::-2] + [{"a": 9}]  # some rows, out of order, and a plain dict
     assert columns_of(picked, names) == [[r.get(c) for r in picked] for c in names]
+    rows.append(layouts.row({"b": 3.5}))  # a row beyond where most columns end
+    for some in (rows[::-3], rows[:60:3], rows[10:30], rows[40:], rows[5:6], rows[-1:], [rows[7], rows[2]]):
+        got = columns_of(some, names)  # runs of rows, other rows, one row
+        assert got == [[r.get(c) for r in some] for c in names]
+        assert [[type(v) for v in col] for col in got] == [[type(r.get(c)) for r in some] for c in names]
     assert columns_of([], names) == [[] for _ in names] and columns_of(rows, []) == []
 
 
