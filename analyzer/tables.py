@@ -274,7 +274,7 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
 
 def _pooled(parts: list) -> list[float]:
     """Every finite() value of the parts (one per request, in order)."""
-    return [v for p in parts for v in (finite(x) for x in p) if v is not None]
+    return [v for p in parts for v in _finites(p) if v is not None]
 
 
 def suite_board(stats_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
