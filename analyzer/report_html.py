@@ -199,7 +199,7 @@ def timeline_svg(plot_id: str, timeline: dict, windows: list[dict], lang: str,
             drawn[(ax.x0, ax.x1)] = shading
     out.append(shading)
     dt, dp = _decimate(ts, ps, MAX_TIMELINE_POINTS)
-    pts = " ".join(f"{x},{y}" for x, y in zip(ax.xs(dt), ax.ys(dp)))
+    pts = " ".join(map("{},{}".format, ax.xs(dt), ax.ys(dp)))  # (f"{x},{y}" each, without a frame per point)
     out.append(f'<polyline class="mark power" points="{pts}"/>')
     lx = MARGIN["l"] + 10
     for k in ("prefill", "decode", "warm"):
