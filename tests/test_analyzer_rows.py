@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from analyzer import outputs, pipeline
-from analyzer.rows import Layouts, Row, columns_of
+from analyzer.rows import Layouts, Row, columns_of, fill
 from analyzer.stream import build
 from shared.batch import BatchDir
 from tests import synth as S
@@ -59,6 +59,25 @@ def test_row_follows_a_dict_through_random_edits():
                 d.update(extra)
                 row.update(extra)
             _same(row, d)
+
+
+def test_fill_is_setdefault_none_of_each_key():
+    """rows.fill: every row given each missing key (None) in the keys' order, its own values kept,
+    whatever layout the row had (one built so, one grown, one with a key deleted, a plain dict)."""
+    layouts = Layouts()
+    starts = [{"a": 1.5, "b": "x"}, {"b": "y"}, {}, {"c": 2, "a": None}, {"a": 2.5, "b": "z"}]
+    rows = [layouts.row(d) for d in starts] + [{"b": 3}]
+    rows[1]["z"] = 4.5
+    del rows[4]["a"]  # its old value stays in the column: fill must give None, not 2.5
+    dicts = [dict(r) for r in rows]
+    keys = ("a", "c", "b", "d", "a")
+    fill(rows, keys)
+    for d in dicts:
+        for k in keys:
+            d.setdefault(k, None)
+    assert [list(r.items()) for r in rows] == [list(d.items()) for d in dicts]
+    for row, d in zip(rows[:-1], dicts):
+        _same(row, d)
 
 
 def test_a_copied_row_is_its_own():
