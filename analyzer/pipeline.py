@@ -376,7 +376,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             row["gpu_driver"] = _joined(g.meta.get("driver") for g in batch.gpus)
         if curve and curve[0].get("gpu_energy_j") is not None:
             notes.append(Msg("n_level_window"))  # how the figures were made: a note, not a problem
-    extra = sorted({k for row in rows for k in row} - set(MAIN_COLUMNS))
+    extra = sorted(ROWS.keys_of(rows) - set(MAIN_COLUMNS))
     columns = list(MAIN_COLUMNS) + extra
     ROWS.fill(rows, columns)
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]

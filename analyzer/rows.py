@@ -347,6 +347,12 @@ class _Values(ValuesView):
         return (col.get(i) for col in self._mapping._layout.index.values())
 
 
+def keys_of(rows: list[Mapping[str, Any]]) -> set[str]:
+    """``{k for row in rows for k in row}``, the keys of each layout once (not of each row)."""
+    layouts = {id(r._layout): r._layout for r in rows if type(r) is Row}
+    return set().union(*(layout.keys for layout in layouts.values()), *(r for r in rows if type(r) is not Row))
+
+
 def columns_of(rows: list[Mapping[str, Any]], names: list[str]) -> list[list[Any]]:
     """``[[row.get(c) for row in rows] for c in names]``, a column at a time: each column's values taken
     from its table at once (a get per row and cell was most of writing a long batch's tables)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from analyzer import outputs, pipeline
-from analyzer.rows import Layouts, Row, columns_of, fill
+from analyzer.rows import Layouts, Row, columns_of, fill, keys_of
 from analyzer.stream import build
 from shared.batch import BatchDir
 from tests import synth as S
@@ -78,6 +78,8 @@ def test_fill_is_setdefault_none_of_each_key():
     assert [list(r.items()) for r in rows] == [list(d.items()) for d in dicts]
     for row, d in zip(rows[:-1], dicts):
         _same(row, d)
+    assert keys_of(rows[:3]) == {"a", "b", "c", "d", "z"} and keys_of([layouts.row({"q": 1}), {"r": 2}]) == {"q", "r"}
+    assert keys_of([]) == set()
 
 
 def test_a_copied_row_is_its_own():
