@@ -44,7 +44,6 @@ log = get_logger("analyzer.pipeline")
 SEED_COLUMNS = COLS.SEED_COLUMNS
 MAIN_COLUMNS = COLS.RESULTS
 PER_GPU = COLS.PER_GPU
-MAIN_SET = frozenset(MAIN_COLUMNS)
 
 
 @dataclass
@@ -177,29 +176,76 @@ def _clean(v):
 
 
 def _cleaned(values) -> list:
-    """``[_clean(v) for v in values]``, a float array at once (NaN and inf: None)."""
+    """``[_clean(v) for v in values]``, a float array at once (NaN and inf: None), values _clean keeps
+    (text, flags, ints, None) without a call each."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
         return _finite_list(values) if values.dtype.kind == "f" else values.tolist()
-    return [_clean(v) for v in (values.tolist() if isinstance(values, np.ndarray) else values)]
+    values = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    return values if set(map(type, values)) <= _KEPT else [_clean(v) for v in values]
+
+
+_KEPT = {str, bool, int, type(None)}  # the types _clean returns as they are
 
 
 class _Cells:
     """Per-window columns (numpy) as the Python values a row holds (_cleaned), a block of windows at a
     time: every window's at once were a float object per request, column and GPU while the rows were
-    built (KBs a request with 8 GPUs), and the memory they left behind stayed."""
+    built (KBs a request with 8 GPUs), and the memory they left behind stayed. ``names``: the columns
+    a window gives, in this order (None where there is no such column); default: every column."""
 
     BLOCK = 512
 
-    def __init__(self, cols: dict[str, np.ndarray]):
+    def __init__(self, cols: dict[str, np.ndarray], names: tuple[str, ...] | None = None, n: int = 0):
         self._cols, self._lo, self._cells = cols, -1, {}
+        self._names, self._n = (tuple(cols) if names is None else names), n
 
     def at(self, i: int) -> dict[str, Any]:
         """{column: window i's value}. Windows are asked for in order: one block converted at a time."""
+        cells, j = self._window(i)
+        return {c: v[j] for c, v in cells.items()}
+
+    def _window(self, i: int) -> tuple[Any, int]:
+        """(the block that holds window i, i's place in it)."""
         lo = i - i % self.BLOCK
         if lo != self._lo:
             self._lo = lo
-            self._cells = {c: _cleaned(v[lo:lo + self.BLOCK]) for c, v in self._cols.items()}
-        return {c: cells[i - lo] for c, cells in self._cells.items()}
+            self._cells = self._block(lo, lo + self.BLOCK)
+        return self._cells, i - lo
+
+    def _block(self, lo: int, hi: int) -> Any:
+        cols, missing = self._cols, [None] * (min(hi, self._n) - lo)
+        return {c: _cleaned(cols[c][lo:hi]) if c in cols else missing for c in self._names}
+
+
+class _GpuCells(_Cells):
+    """A window's GPU columns from every counted GPU's per-window columns, a block of windows at a
+    time: each GPU column by its registered rule (sum, mean, max, …) and the GPUs' counter refresh
+    (``head``), then with several GPUs each GPU's own as <gpu>_<field> (``tail``)."""
+
+    def __init__(self, per_gpu: dict[str, dict[str, np.ndarray]]):
+        super().__init__({})
+        self._per_gpu = per_gpu
+
+    def at(self, i: int) -> tuple[dict[str, Any], dict[str, Any]]:  # type: ignore[override]
+        (head, tail), j = self._window(i)
+        return {c: v[j] for c, v in head.items()}, {c: v[j] for c, v in tail.items()}
+
+    def _block(self, lo: int, hi: int) -> Any:
+        each = {k: {c: _cleaned(v[lo:hi]) for c, v in cols.items()} for k, cols in self._per_gpu.items()}
+        g = list(each.values())
+        head = {}
+        for col in COLS.GPU_COMBINED:
+            field_, rule = col.gpu
+            head[col.name] = [COLS.combine(rule, list(vals)) for vals in zip(*[x[field_] for x in g])]
+        # (after gpu_energy_uncertainty_pct, which _row adds from the head's figures)
+        tail = {"gpu_counter_refresh_ms": [1000.0 * max(got) if (got := [v for v in vals if v is not None]) else None
+                                           for vals in zip(*[x["counter_refresh_s"] for x in g])]}
+        if len(each) > 1:
+            for k, x in each.items():
+                name = k.replace("/", "_").replace("@", "_")
+                for c in PER_GPU:
+                    tail[f"{name}_{c}"] = x[c]
+        return head, tail
 
 
 def batch_setting(batch: BatchData, key: str) -> dict[str, Any] | None:
@@ -264,15 +310,16 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     idx = {r.rid: i for i, r in enumerate(done)}
     cases = batch.batch_start.cases if batch.batch_start else None
     rows = []
-    gpu_cells = {k: _Cells(cols) for k, cols in per_gpu.items()}
-    host_cells = _Cells(host)
+    gpu_cells = _GpuCells(per_gpu) if per_gpu else None
+    host_cells = _Cells(host, HOST_COLUMNS + tuple(sorted(k for k in host if k.startswith("proc_"))), len(done))
+    fixed = _batch_columns(batch, opts, simulated)
     layouts = ROWS.Layouts()  # rows as compact mappings: a dict of ~200 columns a request is several KB
     for r in reqs:
-        row = layouts.row(_row(r, idx.get(r.rid), gpu_cells, host_cells, batch, opts, simulated))
+        d = _row(r, idx.get(r.rid), gpu_cells, host_cells, batch, opts, fixed)
         if r.rid in idx:
-            row["effective_window_s"] = float(conc.energy[idx[r.rid]])
-            row["concurrency_max"] = int(conc.max_active[idx[r.rid]])
-        rows.append(row)
+            d["effective_window_s"] = float(conc.energy[idx[r.rid]])
+            d["concurrency_max"] = int(conc.max_active[idx[r.rid]])
+        rows.append(layouts.row(d))
     del per_gpu, host, gpu_cells, host_cells  # every request's figures are in its row now
     # Quality: finished, successful, measured requests only. A proxy batch's task names are the user's
     # labels (X-GenAI-Power-Task), not task types: scored as proxy requests, never "not a known task".
@@ -295,24 +342,23 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         notes.append(Msg("n_no_quality"))
     if opts.quality and opts.quality_options.get("enable_bart") is False:
         notes.append(Msg("n_no_bart"))
+    ROWS.fill(rows, MAIN_COLUMNS)
     for row in rows:
-        if not row.keys() >= MAIN_SET:  # (a set test first: most rows have every column already)
-            for c in MAIN_COLUMNS:
-                row.setdefault(c, None)
         q = quality.get(row["rid"], {})
-        for col in QUALITY_COLUMNS:
-            row[col] = _clean(q.get(col))
+        # the row's quality columns in one dict, set in one update (in this order, as one by one)
+        cells = {col: _clean(q.get(col)) for col in QUALITY_COLUMNS} if q else dict.fromkeys(QUALITY_COLUMNS)
         for col in sorted(set(q) - set(QUALITY_COLUMNS) - {"bartscore", "quality_error"}):
-            row[f"q_{col}"] = _clean(q.get(col))
-        row["bartscore"] = _clean(q.get("bartscore"))
-        qs, te = finite(row["quality_score"]), finite(row["total_energy_j"])
-        row["quality_per_j"] = qs / te if (qs is not None and te) else None
-        row["j_per_quality"] = te / qs if (qs and te is not None) else None
+            cells[f"q_{col}"] = _clean(q.get(col))
+        cells["bartscore"] = _clean(q.get("bartscore"))
+        qs, te = finite(cells["quality_score"]), finite(row["total_energy_j"])
+        cells["quality_per_j"] = qs / te if (qs is not None and te) else None
+        cells["j_per_quality"] = te / qs if (qs and te is not None) else None
         # the readable unit (quality points per kJ); quality_per_j stays for existing readers
-        row["quality_per_kj"] = 1000.0 * row["quality_per_j"] if row["quality_per_j"] is not None else None
-        row["quality_error"] = q.get("quality_error")
+        cells["quality_per_kj"] = 1000.0 * cells["quality_per_j"] if cells["quality_per_j"] is not None else None
+        cells["quality_error"] = q.get("quality_error")
         if not q and opts.quality and row["status"] == "ok" and row["rid"] in q_rids:
-            row["quality_error"] = quality_problem or "quality not computed for this request"
+            cells["quality_error"] = quality_problem or "quality not computed for this request"
+        row.update(cells)
     loaded, slo = _load_info(batch, opts)
     curve: list[dict[str, Any]] = []
     curve_problems: list[str] = []
@@ -331,12 +377,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
             row["gpu_driver"] = _joined(g.meta.get("driver") for g in batch.gpus)
         if curve and curve[0].get("gpu_energy_j") is not None:
             notes.append(Msg("n_level_window"))  # how the figures were made: a note, not a problem
-    extra = sorted({k for row in rows for k in row} - set(MAIN_COLUMNS))
+    extra = sorted(ROWS.keys_of(rows) - set(MAIN_COLUMNS))
     columns = list(MAIN_COLUMNS) + extra
-    for row in rows:
-        if len(row) < len(columns):  # (its keys are among the columns: fewer means some are missing)
-            for c in columns:
-                row.setdefault(c, None)
+    ROWS.fill(rows, columns)
     results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
     warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
     problems[:0] = fallback_problems(batch) + batch_problems(batch, results, opts.batch_dir)
@@ -594,15 +637,9 @@ def _suite_of(case: int | None, batch: BatchData) -> dict[str, Any]:
     return {"suite": c.get("suite"), "item_id": c.get("item_id")}
 
 
-def _row(r: Request, i: int | None, per_gpu: dict[str, _Cells], host: _Cells, batch: BatchData, opts: Options,
-         simulated: bool) -> dict:
-    s, e = r.start, r.end
-    row: dict[str, Any] = {
-        "timestamp": iso_utc(s.wall), "model": s.model, "task": s.task, "load": s.load,
-        "run": s.run, "rid": r.rid, "case": s.case, "cold": cold_start(e),
-        # what makes runs comparable: the same case content and the same max tokens asked
-        "case_hash": s.case_hash, "max_tokens": (s.params or {}).get("max_tokens"), "seed": (s.params or {}).get("seed"),
-        **_suite_of(s.case, batch),
+def _batch_columns(batch: BatchData, opts: Options, simulated: bool) -> dict[str, Any]:
+    """The row's columns that are the batch's (the same on every row): its GPUs, CPU TDP and clocks."""
+    return {
         "gpu_count": len(batch.gpus), "gpu_simulated": simulated if batch.gpus else None,
         "gpu_power_kind": ",".join(sorted({k for g in batch.gpus for k in g.meta.get("power_kind", [])})) or None,
         "cpu_tdp_w": opts.cpu_tdp_w,
@@ -611,6 +648,23 @@ def _row(r: Request, i: int | None, per_gpu: dict[str, _Cells], host: _Cells, ba
         "gpu_names": _joined(g.meta.get("name") for g in batch.gpus),
         "gpu_uuids": _joined(g.meta.get("uuid") for g in batch.gpus),
         **_clock_columns(batch),
+    }
+
+
+# the host's columns of a row, in this order (then any proc_* columns, sorted)
+HOST_COLUMNS = ("cpu_util_avg", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_coverage", "host_mem_peak_mib",
+                "cpu_energy_j_server", "cpu_server_basis", "cpu_server_share", "server_cpu_s", "host_cpu_other_pct")
+
+
+def _row(r: Request, i: int | None, gpu: _GpuCells | None, host: _Cells, batch: BatchData, opts: Options,
+         fixed: dict[str, Any]) -> dict:
+    s, e = r.start, r.end
+    row: dict[str, Any] = {
+        "timestamp": iso_utc(s.wall), "model": s.model, "task": s.task, "load": s.load,
+        "run": s.run, "rid": r.rid, "case": s.case, "cold": cold_start(e),
+        # what makes runs comparable: the same case content and the same max tokens asked
+        "case_hash": s.case_hash, "max_tokens": (s.params or {}).get("max_tokens"), "seed": (s.params or {}).get("seed"),
+        **_suite_of(s.case, batch), **fixed,
     }
     if e is None or i is None:
         why = ("incomplete: req.start without req.end (batch cut short?)" if e is None
@@ -632,30 +686,15 @@ def _row(r: Request, i: int | None, per_gpu: dict[str, _Cells], host: _Cells, ba
     row["window_s"] = (e.t - s.t) / 1e9
     if row["clock_uncertainty_ms"] is not None:  # a window only a few uncertainties long: its edges are doubtful
         row["clock_short_window"] = row["window_s"] < CLOCK.SHORT_WINDOW_FACTOR * row["clock_uncertainty_ms"] / 1e3
-    gpu_vals = {k: v.at(i) for k, v in per_gpu.items()}
-    if gpu_vals:
-        g = list(gpu_vals.values())
-        for col in COLS.GPU_COMBINED:  # each GPU column by its registered rule (sum, mean, max, …)
-            field_, rule = col.gpu
-            row[col.name] = COLS.combine(rule, [x[field_] for x in g])
+    if gpu is not None:
+        head, tail = gpu.at(i)
+        row.update(head)
         if not opts.idle_baseline:
             row["gpu_idle_w"] = row["gpu_energy_net_j"] = None
         if row["gpu_energy_uncertainty_j"] is not None and row["gpu_energy_j"]:
             row["gpu_energy_uncertainty_pct"] = 100.0 * row["gpu_energy_uncertainty_j"] / row["gpu_energy_j"]
-        refresh = [x["counter_refresh_s"] for x in g if x["counter_refresh_s"] is not None]
-        row["gpu_counter_refresh_ms"] = 1000.0 * max(refresh) if refresh else None
-        if len(gpu_vals) > 1:
-            for k, x in gpu_vals.items():
-                name = k.replace("/", "_").replace("@", "_")
-                for c in PER_GPU:
-                    row[f"{name}_{c}"] = x[c]
-    h = host.at(i)
-    row.update({k: h.get(k) for k in ("cpu_util_avg", "cpu_energy_j_approx", "cpu_energy_j_rapl", "cpu_coverage",
-                                      "host_mem_peak_mib", "cpu_energy_j_server", "cpu_server_basis",
-                                      "cpu_server_share", "server_cpu_s", "host_cpu_other_pct")})
-    for k in sorted(h):
-        if k.startswith("proc_"):
-            row[k] = h[k]
+        row.update(tail)
+    row.update(host.at(i))
     if row["cpu_energy_j_rapl"] is not None:
         row["cpu_energy_j"], row["cpu_energy_basis"] = row["cpu_energy_j_rapl"], "rapl"
     elif row["cpu_energy_j_approx"] is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 from analyzer import columns as COLS
 from analyzer.i18n import cell_value, label, suffixed, t
@@ -70,26 +70,35 @@ def md_table(columns, rows: list[dict[str, Any]], lang: str = "en") -> str:
     if not rows:
         return t("none", lang) + "\n"
     lines = ["| " + " | ".join(label(c, lang) for c in columns) + " |", "|" + "---|" * len(columns)]
-    seen: dict[tuple, str] = {}  # text cells by column and value: a model or a status repeats on every row
-
-    def md_cell(c: str, v: Any) -> str:
-        kind = type(v)
-        if kind is float or kind is int or v is None:
-            return fmt_num(v)
-        if kind is str or kind is bool:
-            key = (c, kind, v)
-            if key not in seen:
-                seen[key] = _md_cell(cell_value(c, v, lang))
-            return seen[key]
-        return _md_cell(cell_value(c, v, lang))
-
-    cells = [list(map(fmt_num, values)) if set(map(type, values)) <= NUMBER_TYPES else [md_cell(c, v) for v in values]
-             for c, values in zip(columns, columns_of(rows, list(columns)))]  # a column at a time
+    cells = table_cells(columns, rows, fmt_num, lambda c, v: _md_cell(cell_value(c, v, lang)))
     lines += ["| " + " | ".join(row) + " |" for row in zip(*cells)] if cells else ["|  |" for _ in rows]
     return "\n".join(lines) + "\n"
 
 
-NUMBER_TYPES = {float, int, type(None)}  # a column of these: fmt_num() each, nothing to escape
+NUMBER_TYPES = {float, int, type(None)}  # a column of these: number() each, nothing to escape
+
+
+def table_cells(columns, rows: list[dict[str, Any]], number: Callable[[Any], str],
+                other: Callable[[str, Any], str]) -> list[list[str]]:
+    """A table's cells, a column at a time: numbers (and None) as ``number(v)``, any other value as
+    ``other(column, v)``, made once per column and value for text and flags (a model or a status
+    repeats on every row)."""
+    seen: dict[tuple, str] = {}
+
+    def cell(c: str, v: Any) -> str:
+        kind = type(v)
+        if kind is float or kind is int or v is None:
+            return number(v)
+        try:
+            return seen[(c, kind, v)]
+        except (KeyError, TypeError):  # not seen yet, or not hashable
+            got = other(c, v)
+            if kind is str or kind is bool:
+                seen[(c, kind, v)] = got
+            return got
+
+    return [list(map(number, values)) if set(map(type, values)) <= NUMBER_TYPES else [cell(c, v) for v in values]
+            for c, values in zip(columns, columns_of(rows, list(columns)))]
 
 
 

@@ -14,9 +14,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from analyzer.i18n import cell_value, label, t
-from analyzer.report import (NUMBER_TYPES, PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, note_list,
-                             problem_list, report_stats)
-from analyzer.rows import columns_of
+from analyzer.report import (PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, note_list, problem_list,
+                             report_stats, table_cells)
 from analyzer.tables import SUITE_BOARD_COLUMNS
 from shared.escape import html_text
 from shared.numbers import finite
@@ -200,7 +199,7 @@ def timeline_svg(plot_id: str, timeline: dict, windows: list[dict], lang: str,
             drawn[(ax.x0, ax.x1)] = shading
     out.append(shading)
     dt, dp = _decimate(ts, ps, MAX_TIMELINE_POINTS)
-    pts = " ".join(f"{x},{y}" for x, y in zip(ax.xs(dt), ax.ys(dp)))
+    pts = " ".join(map("{},{}".format, ax.xs(dt), ax.ys(dp)))  # (f"{x},{y}" each, without a frame per point)
     out.append(f'<polyline class="mark power" points="{pts}"/>')
     lx = MARGIN["l"] + 10
     for k in ("prefill", "decode", "warm"):
@@ -215,21 +214,7 @@ def html_table(table_id: str, columns: Iterable[str], rows: list[dict[str, Any]]
     """A sortable table; numbers carry data-v (the raw value) so sorting is numeric."""
     columns = list(columns)
     head = "".join(f'<th title="{esc(c)}">{esc(label(c, lang))}</th>' for c in columns)
-    seen: dict[tuple, str] = {}  # other cells (text mostly: a model, a status) by column, type and value
-
-    def cell(c: str, v: Any) -> str:
-        kind = type(v)
-        if kind is float or kind is int or v is None:
-            return _number_td(v)
-        try:
-            return seen[(c, kind, v)]
-        except (KeyError, TypeError):  # not seen yet, or not hashable
-            td = _td(c, v, lang)
-            if kind is str or kind is bool:
-                seen[(c, kind, v)] = td
-            return td
-    cells = [list(map(_number_td, values)) if set(map(type, values)) <= NUMBER_TYPES else [cell(c, v) for v in values]
-             for c, values in zip(columns, columns_of(rows, columns))]  # a column at a time
+    cells = table_cells(columns, rows, _number_td, lambda c, v: _td(c, v, lang))
     body = ["<tr>" + "".join(row) + "</tr>" for row in zip(*cells)] if cells else ["<tr></tr>" for _ in rows]
     return (f'<table class="data sortable" id="{esc(table_id)}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')

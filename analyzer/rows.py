@@ -15,7 +15,8 @@ bits and all).
 from __future__ import annotations
 
 from array import array
-from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, ValuesView
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, MutableMapping, ValuesView
+from operator import itemgetter
 from typing import Any
 
 _INTERN_MAX = 256  # distinct strings a column holds once (names, statuses); beyond that, as they come
@@ -24,14 +25,15 @@ _I64 = (-(1 << 63), (1 << 63) - 1)
 
 class Column:
     """One column's values by row number. ``vals``: None while every value is None, else an array
-    (with ``none`` marking the rows whose value is None) or a list."""
+    (with ``none`` marking the rows whose value is None; ``kind`` its values' type) or a list."""
 
-    __slots__ = ("vals", "none", "seen")
+    __slots__ = ("vals", "none", "seen", "kind")
 
     def __init__(self) -> None:
         self.vals: array | list | None = None
         self.none: bytearray | None = None
         self.seen: dict[str, str] | None = None
+        self.kind: type | None = None
 
     def get(self, i: int) -> Any:
         vals = self.vals
@@ -51,7 +53,10 @@ class Column:
             vals = self.vals
         n = len(vals)
         if i >= n:  # rows are added in order: the new row's cell, after any skipped rows' (None)
-            self._grow(i + 1 - n)
+            if i > n:
+                self._grow(i - n)
+            self.append(v)
+            return
         none = self.none
         if none is None:  # a list
             if type(v) is str:
@@ -59,18 +64,37 @@ class Column:
             vals[i] = v
         elif v is None:
             none[i] = 1
-        elif type(v) is (float if vals.typecode == "d" else int) and (vals.typecode == "d" or _I64[0] <= v <= _I64[1]):
+        elif type(v) is self.kind and (self.kind is float or _I64[0] <= v <= _I64[1]):
             vals[i] = v
             none[i] = 0
-        else:  # another type: the column becomes a list (every value as it was)
-            self.vals, self.none = [self.get(j) for j in range(len(vals))], None
+        else:
+            self._to_list()
             self.set(i, v)
+
+    def append(self, v: Any) -> None:
+        """The cell of the row after the column's last (the column started)."""
+        none = self.none
+        if none is None:  # a list
+            self.vals.append(self._once(v) if type(v) is str else v)
+        elif v is None:
+            self.vals.append(0)
+            none.append(1)
+        elif type(v) is self.kind and (self.kind is float or _I64[0] <= v <= _I64[1]):
+            self.vals.append(v)
+            none.append(0)
+        else:
+            self._to_list()
+            self.vals.append(self._once(v) if type(v) is str else v)
+
+    def _to_list(self) -> None:
+        """Another type met: the column becomes a list (every value as it was)."""
+        self.vals, self.none, self.kind = [self.get(j) for j in range(len(self.vals))], None, None
 
     def _start(self, kind: type, v: Any) -> None:
         if kind is float:
-            self.vals, self.none = array("d"), bytearray()
+            self.vals, self.none, self.kind = array("d"), bytearray(), float
         elif kind is int and _I64[0] <= v <= _I64[1]:
-            self.vals, self.none = array("q"), bytearray()
+            self.vals, self.none, self.kind = array("q"), bytearray(), int
         else:
             self.vals = []
 
@@ -94,11 +118,13 @@ class Column:
 
 
 class Table:
-    """The columns of one analysis's rows, by name; each row a row number."""
+    """The columns of one analysis's rows, by name; each row a row number. Its layouts by their keys:
+    rows that reach the same keys by any edits share one."""
 
     def __init__(self) -> None:
         self.columns: dict[str, Column] = {}
         self.n = 0
+        self._layouts: dict[tuple[str, ...], Layout] = {}
 
     def column(self, key: str) -> Column:
         col = self.columns.get(key)
@@ -106,33 +132,51 @@ class Table:
             col = self.columns[key] = Column()
         return col
 
+    def layout(self, keys: tuple[str, ...]) -> "Layout":
+        got = self._layouts.get(keys)
+        if got is None:
+            got = self._layouts[keys] = Layout(keys, self)
+        return got
+
     def new_row(self) -> int:
         self.n += 1
         return self.n - 1
 
 
 class Layout:
-    """One key order: the keys, their columns, and the layouts one key more or less (made once)."""
+    """One key order: the keys, their columns, and the layouts an edit leads to (found once)."""
 
-    __slots__ = ("keys", "index", "table", "_plus", "_minus")
+    __slots__ = ("keys", "index", "cols", "table", "_plus", "_minus", "_with")
 
     def __init__(self, keys: tuple[str, ...], table: Table):
         self.keys, self.table = keys, table
         self.index = {k: table.column(k) for k in keys}  # (a dict: keys() is a real set-like view)
+        self.cols = tuple(self.index.values())
         self._plus: dict[str, Layout] = {}
         self._minus: dict[str, Layout] = {}
+        self._with: dict[tuple[str, ...], tuple[Layout, tuple[Column, ...], tuple[Column, ...]]] = {}
 
     def plus(self, key: str) -> "Layout":
         nxt = self._plus.get(key)
         if nxt is None:
-            nxt = self._plus[key] = Layout(self.keys + (key,), self.table)
+            nxt = self._plus[key] = self.table.layout(self.keys + (key,))
         return nxt
 
     def minus(self, key: str) -> "Layout":
         nxt = self._minus.get(key)
         if nxt is None:
-            nxt = self._minus[key] = Layout(tuple(k for k in self.keys if k != key), self.table)
+            nxt = self._minus[key] = self.table.layout(tuple(k for k in self.keys if k != key))
         return nxt
+
+    def with_keys(self, keys: tuple[str, ...]) -> tuple["Layout", tuple[Column, ...], tuple[Column, ...]]:
+        """The layout after setting ``keys`` in order (new ones appended, as a dict's), the keys'
+        columns and the new keys' columns."""
+        got = self._with.get(keys)
+        if got is None:
+            new = tuple(k for k in dict.fromkeys(keys) if k not in self.index)
+            nxt = self.table.layout(self.keys + new) if new else self
+            got = self._with[keys] = (nxt, tuple(nxt.index[k] for k in keys), tuple(nxt.index[k] for k in new))
+        return got
 
 
 class Layouts:
@@ -141,17 +185,29 @@ class Layouts:
 
     def __init__(self) -> None:
         self.table = Table()
-        self._by_keys: dict[tuple[str, ...], Layout] = {}
 
     def row(self, d: Mapping[str, Any]) -> "Row":
         """``d`` as a Row (same keys, order and values)."""
-        keys = tuple(d)
-        layout = self._by_keys.get(keys)
-        if layout is None:
-            layout = self._by_keys[keys] = Layout(keys, self.table)
+        layout = self.table.layout(tuple(d))
         i = self.table.new_row()
-        for col, v in zip(layout.index.values(), d.values()):
-            col.set(i, v)
+        for col, v in zip(layout.cols, d.values()):
+            # Column.set's usual cases inline (a call per cell was most of building a request's row)
+            vals = col.vals
+            if vals is None:
+                if v is not None:
+                    col.set(i, v)
+            elif len(vals) != i:  # (rows without the key in between)
+                col.set(i, v)
+            elif col.none is None:  # a list
+                vals.append(col._once(v) if type(v) is str else v)
+            elif v is None:
+                vals.append(0)
+                col.none.append(1)
+            elif type(v) is col.kind and (col.kind is float or _I64[0] <= v <= _I64[1]):
+                vals.append(v)
+                col.none.append(0)
+            else:  # another type: the column becomes a list
+                col.set(i, v)
         return Row(layout, i)
 
 
@@ -169,7 +225,12 @@ class Row(MutableMapping):
 
     def get(self, key: str, default: Any = None) -> Any:
         col = self._layout.index.get(key)
-        return default if col is None else col.get(self._i)
+        if col is None:
+            return default
+        vals, i = col.vals, self._i  # (Column.get inline: rows are read a cell at a time in many places)
+        if vals is None or i >= len(vals) or (col.none is not None and col.none[i]):
+            return None
+        return vals[i]
 
     def __contains__(self, key: object) -> bool:
         return key in self._layout.index
@@ -180,6 +241,22 @@ class Row(MutableMapping):
             self._layout = self._layout.plus(key)
             col = self._layout.index[key]
         col.set(self._i, value)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        col = self._layout.index.get(key)
+        if col is not None:
+            return col.get(self._i)
+        self[key] = default
+        return default
+
+    def update(self, other: Any = (), /, **kw: Any) -> None:
+        if type(other) is not dict or kw:
+            return MutableMapping.update(self, other, **kw)
+        # a dict's keys at once: one step to the layout they lead to, not a step per key
+        self._layout, cols, _ = self._layout.with_keys(tuple(other))
+        i = self._i
+        for col, v in zip(cols, other.values()):
+            col.set(i, v)
 
     def __delitem__(self, key: str) -> None:
         if key not in self._layout.index:
@@ -209,7 +286,7 @@ class Row(MutableMapping):
         """A row with its own values, as a dict's copy (a new row of the same table and layout)."""
         layout = self._layout
         i = layout.table.new_row()
-        for col in layout.index.values():
+        for col in layout.cols:
             col.set(i, col.get(self._i))
         return Row(layout, i)
 
@@ -229,6 +306,25 @@ class Row(MutableMapping):
 
 def _from_dict(d: dict[str, Any]) -> Row:
     return Layouts().row(d)
+
+
+def fill(rows: list[MutableMapping[str, Any]], keys: Iterable[str]) -> None:
+    """``row.setdefault(k, None)`` for each row and each of ``keys``, in order (the keys a layout
+    lacks found once per layout, not once per row and key)."""
+    keys = tuple(keys)
+    by_layout: dict[Layout, tuple[Layout, tuple[Column, ...], tuple[Column, ...]]] = {}
+    for row in rows:
+        if type(row) is Row:
+            layout = row._layout
+            got = by_layout.get(layout)
+            if got is None:
+                got = by_layout[layout] = layout.with_keys(keys)
+            row._layout = got[0]
+            for col in got[2]:
+                col.set(row._i, None)
+        else:
+            for k in keys:
+                row.setdefault(k, None)
 
 
 class _Items(ItemsView):
@@ -251,6 +347,12 @@ class _Values(ValuesView):
         return (col.get(i) for col in self._mapping._layout.index.values())
 
 
+def keys_of(rows: list[Mapping[str, Any]]) -> set[str]:
+    """``{k for row in rows for k in row}``, the keys of each layout once (not of each row)."""
+    layouts = {id(r._layout): r._layout for r in rows if type(r) is Row}
+    return set().union(*(layout.keys for layout in layouts.values()), *(r for r in rows if type(r) is not Row))
+
+
 def columns_of(rows: list[Mapping[str, Any]], names: list[str]) -> list[list[Any]]:
     """``[[row.get(c) for row in rows] for c in names]``, a column at a time: each column's values taken
     from its table at once (a get per row and cell was most of writing a long batch's tables)."""
@@ -260,18 +362,26 @@ def columns_of(rows: list[Mapping[str, Any]], names: list[str]) -> list[list[Any
         return [[r.get(c) for r in rows] for c in names]
     table = rows[0]._layout.table
     idx = [r._i for r in rows]
-    whole = idx == list(range(table.n))  # the usual case: every row of the table, in order
+    lo = idx[0]
+    # the usual cases: every row of the table in order, or a run of them (a block of the CSV)
+    run = idx == list(range(lo, lo + len(idx)))
+    pick = None if run or len(idx) < 2 else itemgetter(*idx)  # other rows (a group): at C speed
+    top = max(idx)
     layouts: dict[int, tuple[Layout, list[int]]] = {}
     for at, r in enumerate(rows):
         layouts.setdefault(id(r._layout), (r._layout, []))[1].append(at)
     out = []
     for c in names:
         col = table.columns.get(c)
-        if col is None:
+        if col is None or col.vals is None:
             values = [None] * len(idx)
-        elif whole:
-            values = _column_values(col, table.n)
-        else:  # some rows (a block of the CSV, a group): theirs only, not the whole column each time
+        elif run:
+            values = _column_values(col, lo, lo + len(idx))
+        elif pick is not None and top < len(col.vals):
+            values = list(pick(col.vals))
+            if col.none is not None and 1 in (flags := pick(col.none)):
+                values = [None if f else v for v, f in zip(values, flags)]
+        else:
             get = col.get
             values = [get(i) for i in idx]
         for layout, at in layouts.values():
@@ -282,18 +392,19 @@ def columns_of(rows: list[Mapping[str, Any]], names: list[str]) -> list[list[Any
     return out
 
 
-def _column_values(col: Column, n: int) -> list[Any]:
-    """The column's n values as a list (None where None, or never set)."""
+def _column_values(col: Column, lo: int, hi: int) -> list[Any]:
+    """The column's values of rows lo to hi as a list (None where None, or never set)."""
     vals = col.vals
     if vals is None:
-        return [None] * n
+        return [None] * (hi - lo)
     if col.none is None:
-        out = list(vals)
+        out = vals[lo:hi]
     else:
-        out = vals.tolist()
-        at = col.none.find(1)
+        out = vals[lo:hi].tolist()
+        none = col.none[lo:hi]
+        at = none.find(1)
         while at >= 0:
             out[at] = None
-            at = col.none.find(1, at + 1)
-    out.extend([None] * (n - len(out)))
+            at = none.find(1, at + 1)
+    out.extend([None] * (hi - lo - len(out)))
     return out

@@ -274,7 +274,7 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
 
 def _pooled(parts: list) -> list[float]:
     """Every finite() value of the parts (one per request, in order)."""
-    return [v for p in parts for v in (finite(x) for x in p) if v is not None]
+    return [v for p in parts for v in _finites(p) if v is not None]
 
 
 def suite_board(stats_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -398,6 +398,8 @@ _CSV_BLOCK = 512
 
 
 _NONE = type(None)
+_G10 = "{:.10g}".format
+_NOT_FINITE = frozenset(_G10(v) for v in (math.nan, math.inf, -math.inf))
 
 
 def _cells(values: list) -> list[str]:
@@ -408,8 +410,10 @@ def _cells(values: list) -> list[str]:
     if types <= {str, _NONE}:
         return ["" if v is None else v for v in values]
     if types <= {float, _NONE}:
-        fin = math.isfinite
-        return ["" if v is None or not fin(v) else format(v, ".10g") for v in values]
+        g10 = _G10  # format(v, ".10g"), as cell()
+        out = list(map(g10, values)) if _NONE not in types else ["" if v is None else g10(v) for v in values]
+        # NaN and inf (blank, as cell()) are the only floats whose text is a word
+        return out if _NOT_FINITE.isdisjoint(out) else ["" if x in _NOT_FINITE else x for x in out]
     if types <= {int, _NONE}:
         return ["" if v is None else int.__repr__(v) for v in values]
     return list(map(cell, values))

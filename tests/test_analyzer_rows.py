@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from analyzer import outputs, pipeline
-from analyzer.rows import Layouts, Row, columns_of
+from analyzer.rows import Layouts, Row, columns_of, fill, keys_of
 from analyzer.stream import build
 from shared.batch import BatchDir
 from tests import synth as S
@@ -59,6 +59,27 @@ def test_row_follows_a_dict_through_random_edits():
                 d.update(extra)
                 row.update(extra)
             _same(row, d)
+
+
+def test_fill_is_setdefault_none_of_each_key():
+    """rows.fill: every row given each missing key (None) in the keys' order, its own values kept,
+    whatever layout the row had (one built so, one grown, one with a key deleted, a plain dict)."""
+    layouts = Layouts()
+    starts = [{"a": 1.5, "b": "x"}, {"b": "y"}, {}, {"c": 2, "a": None}, {"a": 2.5, "b": "z"}]
+    rows = [layouts.row(d) for d in starts] + [{"b": 3}]
+    rows[1]["z"] = 4.5
+    del rows[4]["a"]  # its old value stays in the column: fill must give None, not 2.5
+    dicts = [dict(r) for r in rows]
+    keys = ("a", "c", "b", "d", "a")
+    fill(rows, keys)
+    for d in dicts:
+        for k in keys:
+            d.setdefault(k, None)
+    assert [list(r.items()) for r in rows] == [list(d.items()) for d in dicts]
+    for row, d in zip(rows[:-1], dicts):
+        _same(row, d)
+    assert keys_of(rows[:3]) == {"a", "b", "c", "d", "z"} and keys_of([layouts.row({"q": 1}), {"r": 2}]) == {"q", "r"}
+    assert keys_of([]) == set()
 
 
 def test_a_copied_row_is_its_own():
@@ -149,11 +170,18 @@ def test_columns_of_is_a_get_per_row_and_column():
             for _ in range(60)]
     for r in rows[::3]:
         r["late"] = 1.5  # a column set on some rows only, after the others were made
-    names = ["a", "b", "c", "d", "late", "never"]
+    for k, r in enumerate(rows):
+        r["f"] = None if k % 4 == 0 else k * 0.5  # a column of floats, some None
+    names = ["a", "b", "c", "d", "late", "never", "f"]
     want = [[r.get(c) for r in rows] for c in names]
     assert columns_of(rows, names) == want
     picked = rows[::-2] + [{"a": 9}]  # some rows, out of order, and a plain dict
     assert columns_of(picked, names) == [[r.get(c) for r in picked] for c in names]
+    rows.append(layouts.row({"b": 3.5}))  # a row beyond where most columns end
+    for some in (rows[::-3], rows[:60:3], rows[10:30], rows[40:], rows[5:6], rows[-1:], [rows[7], rows[2]]):
+        got = columns_of(some, names)  # runs of rows, other rows, one row
+        assert got == [[r.get(c) for r in some] for c in names]
+        assert [[type(v) for v in col] for col in got] == [[type(r.get(c)) for r in some] for c in names]
     assert columns_of([], names) == [[] for _ in names] and columns_of(rows, []) == []
 
 
