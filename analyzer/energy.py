@@ -125,9 +125,11 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
         shape_tr = Trace.build(0.5 * (counter.r_s[1:] + counter.r_s[:-1]), counter.mean_w)
         counter = replace(counter, power=shape_tr)
         shape_s = 0.0  # a line through exact means: its error is the curvature term
-    if use_counter and has_power and counter.power is power:
+    own_shape = use_counter and has_power and counter.power is power
+    noise = power_noise_w(power) if own_shape else 0.0
+    if own_shape:
         # instant power: the samples' shape, corrected by the counter's interval energies
-        counter = counter.with_power_shape(power_noise_w(power), shape_s)
+        counter = counter.with_power_shape(noise, shape_s)
     split_c = split_windows(_clipped(counter.cumulative_at, *counter.span), w.a_s, w.b_s) if use_counter else None
     nan = np.full(n, np.nan)
     mid = np.full(n, np.nan) if mid_s is None else np.clip(np.asarray(mid_s, dtype=np.float64), w.a_s, w.b_s)
@@ -141,8 +143,6 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
         fit_method = counter.method
         shape = shape_s if counter.power is not None else refresh_s / 2  # no power: apportioned by time
         cum = _clipped(counter.cumulative_at, *counter.span)
-        own_shape = has_power and counter.power is power
-        noise = power_noise_w(power) if own_shape else 0.0
         spacing = power.spacing_s if own_shape else None
 
         edge_at = edge_uncertainty_fn(counter, shape, t_s, noise, spacing)

@@ -202,17 +202,24 @@ def _grid(r_s: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     np.searchsorted would give them: per grid point the samples and the refresh points at or
     before it (side "right"), per refresh point its place in u."""
     inner = t_s[(t_s > r_s[0]) & (t_s < r_s[-1])]
-    order = np.argsort(np.concatenate([r_s, inner]), kind="stable")
-    merged = np.concatenate([r_s, inner])[order]
-    from_r = order < r_s.size
-    first = np.concatenate([[True], merged[1:] != merged[:-1]])
-    last = np.concatenate([first[1:], [True]])  # a run of equal points counts whole
-    u = merged[first]
-    below_r = np.cumsum(from_r)[last]
+    both = np.concatenate([r_s, inner])
+    order = np.argsort(both, kind="stable")
+    merged = both[order]
+    first = np.ones(merged.size, dtype=bool)
+    np.not_equal(merged[1:], merged[:-1], out=first[1:])
+    end = np.flatnonzero(np.append(first[1:], True))  # a run of equal points counts whole: at its last
+    u = merged[end]
+    # the stable merge keeps each array's order: at merged position m, a refresh point's own number
+    # counts the refresh points up to it, and an inner sample's number the samples up to it
+    o = order[end]
+    from_r = o < r_s.size
+    below_r = np.where(from_r, o + 1, end - (o - r_s.size))
     # samples up to r_s[0] are not in the grid; one equal to r_s[-1] is not either
-    below_t = np.cumsum(~from_r)[last] + np.searchsorted(t_s, r_s[0], side="right")
+    below_t = end + 1 - below_r + np.searchsorted(t_s, r_s[0], side="right")
     below_t[-1] = np.searchsorted(t_s, u[-1], side="right")
-    at_r = (np.cumsum(first) - 1)[from_r]
+    at_r = np.flatnonzero(order < r_s.size)
+    if end.size < merged.size:  # equal points merged: a refresh point's place counts the runs before it
+        at_r = (np.cumsum(first) - 1)[at_r]
     return u, below_t, below_r, at_r
 
 
@@ -246,8 +253,8 @@ def _partner(d: np.ndarray, mid: np.ndarray, reach_s) -> np.ndarray:
         right = mid[m:] <= hi_x[:-m]  # j + m within reach of j
         if not (left.any() or right.any()):
             break
-        partner[m:] = np.where(left, np.maximum(partner[m:], d[:-m]), partner[m:])
-        partner[:-m] = np.where(right, np.maximum(partner[:-m], d[m:]), partner[:-m])
+        np.maximum(partner[m:], d[:-m], out=partner[m:], where=left)
+        np.maximum(partner[:-m], d[m:], out=partner[:-m], where=right)
     return partner
 
 
@@ -264,18 +271,27 @@ def _partner_searched(d: np.ndarray, mid: np.ndarray, reach_s) -> np.ndarray:
 def _window_reduce(y: np.ndarray, windows: list[tuple[np.ndarray, np.ndarray]], ufunc) -> list[np.ndarray]:
     """ufunc over y[lo:hi] for each pair (hi > lo) of each (lo, hi) in ``windows``: the ufunc of two
     overlapping power-of-two spans, from a sparse table only as deep as the longest window needs."""
-    levels = [np.floor(np.log2(np.maximum(hi - lo, 1))).astype(np.int64) for lo, hi in windows]
+    levels = [_floor_log2(np.maximum(hi - lo, 1)) for lo, hi in windows]
     table = [y]  # row r: ufunc over y[i:i + 2**r] at each i
     for r in range(1, 1 + max((int(j.max()) for j in levels if j.size), default=0)):
         prev, span = table[-1], 1 << (r - 1)
         table.append(ufunc(prev[:-span], prev[span:]))
+    # the rows end to end: each window's two spans picked from its own row by one gather each
+    start = np.cumsum([0] + [row.size for row in table[:-1]])
+    flat = np.concatenate(table)
     out = []
     for (lo, hi), j in zip(windows, levels):
-        got = np.empty(lo.size, dtype=y.dtype)
-        for r in range(len(table)):  # (a few rows: windows span a few samples)
-            sel = j == r
-            got[sel] = ufunc(table[r][lo[sel]], table[r][hi[sel] - (1 << r)])
-        out.append(got)
+        at = start[j] + lo
+        out.append(ufunc(flat[at], flat[at + (hi - lo) - np.left_shift(1, j)]))
+    return out
+
+
+def _floor_log2(n: np.ndarray) -> np.ndarray:
+    """floor(log2(n)) of positive integers: a count of the powers of two each reaches (a few passes for
+    the short windows here, not a logarithm each)."""
+    out = np.zeros(n.shape, dtype=np.int64)
+    for r in range(1, int(n.max(initial=1)).bit_length()):
+        out += n >= (1 << r)
     return out
 
 

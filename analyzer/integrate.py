@@ -77,12 +77,16 @@ class Trace:
 
     t_s: np.ndarray
     y: np.ndarray
-    cum: np.ndarray
 
     @classmethod
     def build(cls, t_s, y) -> "Trace":
         t_s, y = dedupe_sorted(t_s, y)
-        return cls(t_s, y, cumulative_trapezoid(t_s, y))
+        return cls(t_s, y)
+
+    @cached_property
+    def cum(self) -> np.ndarray:
+        """The cumulative trapezoid integral at each sample (a gauge read only for its peaks needs none)."""
+        return cumulative_trapezoid(self.t_s, self.y)
 
     @property
     def n(self) -> int:
@@ -131,10 +135,20 @@ class Trace:
         dt = x - t[i]
         y_i = y[i]
         # many points (a grid, rows of shifts): the slopes of the whole trace, once, then picked
-        slope = self.slopes[i] if x.size * 4 >= t.size else (y[i + 1] - y_i) / (t[i + 1] - t[i])
-        y_x = y_i + slope * dt
-        out = self.cum[i] + dt * (y_i + y_x) * 0.5
-        return np.where((x < t[0]) | (x > t[-1]), np.nan, out)
+        part = self.slopes[i] if x.size * 4 >= t.size else (y[i + 1] - y_i) / (t[i + 1] - t[i])
+        # cum + dt·(y_i + y_x)/2 with y_x = y_i + slope·dt, worked in place (the same operations)
+        part *= dt
+        part += y_i
+        part += y_i
+        part *= dt
+        part *= 0.5
+        out = self.cum[i]
+        out += part
+        outside = (x < t[0]) | (x > t[-1])
+        if not out.ndim:
+            return np.where(outside, np.nan, out)
+        out[outside] = np.nan
+        return out
 
 
 def refresh_points(t_s: np.ndarray, counter_j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
