@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from analyzer.search import search_sorted
+from analyzer.search import search_sorted, window_reduce
 
 if TYPE_CHECKING:  # integrate imports this module
     from analyzer.integrate import Trace
@@ -234,7 +234,7 @@ def _paired_jump(power: "Trace", x: np.ndarray, reach_s) -> np.ndarray:
     paired = np.minimum(d, partner)
     a = np.clip(search_sorted(mid, x - reach_s, side="left"), 0, d.size - 1)
     b = np.clip(search_sorted(mid, x + reach_s, side="right"), a + 1, d.size)
-    return _window_reduce(paired, [(a, b)], np.maximum)[0]
+    return window_reduce(paired, [(a, b)], np.maximum)[0]
 
 
 def _partner(d: np.ndarray, mid: np.ndarray, reach_s) -> np.ndarray:
@@ -263,36 +263,9 @@ def _partner_searched(d: np.ndarray, mid: np.ndarray, reach_s) -> np.ndarray:
     lo = search_sorted(mid, mid - reach_s, side="left")
     hi = search_sorted(mid, mid + reach_s, side="right")
     has_l, has_r = lo < j, hi > j + 1
-    left, right = _window_reduce(d, [(np.where(has_l, lo, 0), np.where(has_l, j, 1)),
+    left, right = window_reduce(d, [(np.where(has_l, lo, 0), np.where(has_l, j, 1)),
                                      (np.where(has_r, j + 1, 0), np.where(has_r, hi, 1))], np.maximum)
     return np.maximum(np.where(has_l, left, 0.0), np.where(has_r, right, 0.0))
-
-
-def _window_reduce(y: np.ndarray, windows: list[tuple[np.ndarray, np.ndarray]], ufunc) -> list[np.ndarray]:
-    """ufunc over y[lo:hi] for each pair (hi > lo) of each (lo, hi) in ``windows``: the ufunc of two
-    overlapping power-of-two spans, from a sparse table only as deep as the longest window needs."""
-    levels = [_floor_log2(np.maximum(hi - lo, 1)) for lo, hi in windows]
-    table = [y]  # row r: ufunc over y[i:i + 2**r] at each i
-    for r in range(1, 1 + max((int(j.max()) for j in levels if j.size), default=0)):
-        prev, span = table[-1], 1 << (r - 1)
-        table.append(ufunc(prev[:-span], prev[span:]))
-    # the rows end to end: each window's two spans picked from its own row by one gather each
-    start = np.cumsum([0] + [row.size for row in table[:-1]])
-    flat = np.concatenate(table)
-    out = []
-    for (lo, hi), j in zip(windows, levels):
-        at = start[j] + lo
-        out.append(ufunc(flat[at], flat[at + (hi - lo) - np.left_shift(1, j)]))
-    return out
-
-
-def _floor_log2(n: np.ndarray) -> np.ndarray:
-    """floor(log2(n)) of positive integers: a count of the powers of two each reaches (a few passes for
-    the short windows here, not a logarithm each)."""
-    out = np.zeros(n.shape, dtype=np.int64)
-    for r in range(1, int(n.max(initial=1)).bit_length()):
-        out += n >= (1 << r)
-    return out
 
 
 def _smooth(resid: np.ndarray, v_k: np.ndarray, obs: np.ndarray) -> np.ndarray:

@@ -393,10 +393,11 @@ class CounterEnergy:
         tol = STEP_FLAT * np.abs(jump)
         is_step = ((np.abs(jump) > STEP_MIN_W) & (flat_l <= tol) & (flat_r <= tol)
                    & (m >= lo_lvl - tol) & (m <= hi_lvl + tol))
-        r0, r1 = self.r_s[:-1], self.r_s[1:]
+        k = np.flatnonzero(is_step)  # (placed only where a step is: few intervals)
+        r0, r1 = self.r_s[k], self.r_s[k + 1]
         with np.errstate(invalid="ignore", divide="ignore"):
-            at = r0 + (np.diff(self.e_j) - right * (r1 - r0)) / (left - right)
-        s = np.where(is_step, np.clip(at, r0, r1), np.nan)
+            at = r0 + ((self.e_j[k + 1] - self.e_j[k]) - right[k] * (r1 - r0)) / (left[k] - right[k])
+        s[k] = np.clip(at, r0, r1)
         return s, left, right
 
     @cached_property

@@ -1,4 +1,4 @@
-"""Sorted search over sample arrays (pure numpy)."""
+"""Sorted search over sample arrays, and reductions over windows of them (pure numpy)."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,3 +23,38 @@ def search_sorted(a: np.ndarray, v: np.ndarray, side: str = "left") -> np.ndarra
     else:
         pos = np.flatnonzero(np.argsort(np.concatenate([a, v]), kind="stable") >= a.size)
     return pos - np.arange(v.size)
+
+
+def window_reduce(y: np.ndarray, windows: list[tuple[np.ndarray, np.ndarray]], ufunc) -> list[np.ndarray]:
+    """ufunc over y[lo:hi] for each pair (hi > lo) of each (lo, hi) in ``windows`` (an exact reduction,
+    max/min: either way below gives the same values). Many short windows (a window per sample or per
+    grid piece): the ufunc of two overlapping power-of-two spans, from a sparse table only as deep as
+    the longest window needs; few long ones (a request's samples): one reduceat over the pairs."""
+    levels = [_floor_log2(np.maximum(hi - lo, 1)) for lo, hi in windows]
+    depth = max((int(j.max()) for j in levels if j.size), default=0)
+    if depth * y.size > 4 * sum(lo.size for lo, _ in windows):
+        # every other result taken (a sentinel after y lets hi reach its end)
+        ext = np.append(y, y[:1])
+        return [ufunc.reduceat(ext, np.stack([lo, hi], axis=1).ravel())[::2] if lo.size else y[:0].copy()
+                for lo, hi in windows]
+    table = [y]  # row r: ufunc over y[i:i + 2**r] at each i
+    for r in range(1, 1 + depth):
+        prev, span = table[-1], 1 << (r - 1)
+        table.append(ufunc(prev[:-span], prev[span:]))
+    # the rows end to end: each window's two spans picked from its own row by one gather each
+    start = np.cumsum([0] + [row.size for row in table[:-1]])
+    flat = np.concatenate(table) if depth else y
+    out = []
+    for (lo, hi), j in zip(windows, levels):
+        at = start[j] + lo
+        out.append(ufunc(flat[at], flat[at + (hi - lo) - np.left_shift(1, j)]))
+    return out
+
+
+def _floor_log2(n: np.ndarray) -> np.ndarray:
+    """floor(log2(n)) of positive integers: a count of the powers of two each reaches (a few passes for
+    short windows, not a logarithm each)."""
+    out = np.zeros(n.shape, dtype=np.int64)
+    for r in range(1, int(n.max(initial=1)).bit_length()):
+        out += n >= (1 << r)
+    return out

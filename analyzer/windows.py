@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from analyzer.integrate import Trace
+from analyzer.search import window_reduce
 
 # A sample interval this many times the median spacing, with sequence numbers missing, is a gap.
 GAP_FACTOR = 1.5
@@ -165,13 +166,11 @@ def window_peak(trace: Trace, a_s, b_s) -> np.ndarray:
 
 
 def _max_over(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, fill) -> np.ndarray:
-    """y[lo:hi].max() for each pair (``fill`` where hi <= lo): one reduceat over the (lo, hi) pairs,
-    every other result taken (a sentinel after y lets hi reach its end)."""
+    """y[lo:hi].max() for each pair (``fill`` where hi <= lo)."""
     out = np.full(lo.size, fill, dtype=y.dtype)
     has = hi > lo
     if has.any():
-        pairs = np.stack([lo[has], hi[has]], axis=1).ravel()
-        out[has] = np.maximum.reduceat(np.append(y, y[:1]), pairs)[::2]
+        out[has] = window_reduce(y, [(lo[has], hi[has])], np.maximum)[0]
     return out
 
 
