@@ -10,8 +10,13 @@ MERGE_MIN = 4096
 def search_sorted(a: np.ndarray, v: np.ndarray, side: str = "left") -> np.ndarray:
     """``np.searchsorted(a, v, side)`` for a sorted float array ``a``, index for index. Many increasing
     needles (a grid, shifted samples) are placed by one stable merge of the two runs instead (a
-    binary search per needle costs several times as much); others are searched."""
+    binary search per needle costs several times as much); rows of increasing needles (shifts around
+    some points) by a search of each row's ends and a few comparisons; others are searched."""
     v = np.asarray(v)
+    if v.ndim == 2 and v.shape[1] > 1 and a.size and (v[:, 1:] >= v[:, :-1]).all():
+        got = _search_rows(a, v, side)
+        if got is not None:
+            return got
     if v.ndim > 1:  # increasing in reading order (rows of shifts that do not overlap): as one row
         return search_sorted(a, v.ravel(), side).reshape(v.shape)
     if (v.ndim != 1 or v.size < MERGE_MIN or 10 * v.size < a.size or v.dtype != np.float64
@@ -23,6 +28,22 @@ def search_sorted(a: np.ndarray, v: np.ndarray, side: str = "left") -> np.ndarra
     else:
         pos = np.flatnonzero(np.argsort(np.concatenate([a, v]), kind="stable") >= a.size)
     return pos - np.arange(v.size)
+
+
+def _search_rows(a: np.ndarray, v: np.ndarray, side: str, most: int = 16) -> np.ndarray | None:
+    """Rows of increasing needles (a few shifts around each of some points): each row's first and last
+    needle searched, then the few elements of ``a`` between them compared with the row's needles;
+    None where a row spans more than ``most`` of them."""
+    first = np.searchsorted(a, v[:, 0], side=side)
+    span = int((np.searchsorted(a, v[:, -1], side=side) - first).max(initial=0))
+    if span > most:
+        return None
+    ext = np.append(a, np.nan)  # (past the end: NaN compares false)
+    out = np.repeat(first, v.shape[1]).reshape(v.shape)
+    for s in range(span):
+        e = ext[np.minimum(first + s, a.size)][:, None]
+        out += (e <= v) if side == "right" else (e < v)
+    return out
 
 
 def window_reduce(y: np.ndarray, windows: list[tuple[np.ndarray, np.ndarray]], ufunc) -> list[np.ndarray]:
