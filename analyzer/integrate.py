@@ -524,11 +524,46 @@ def edge_uncertainty_fn(ce: CounterEnergy, delay_s: float, sample_t_s: np.ndarra
     r = ce.r_s
     if r.size < 2:
         return lambda x: np.full(np.shape(x), np.nan)
-    length = np.diff(r)
     m = ce.mean_w
     n = m.size
     pad = np.concatenate([[m[0]], m, [m[-1]]])
     d1 = np.fmax(np.abs(pad[1:-1] - pad[:-2]), np.abs(pad[2:] - pad[1:-1]))
+    err = ce.err_s if ce.err_s is not None else np.zeros(r.size)
+    t_err = np.maximum(err[:-1], err[1:])
+    fitted = ce.fitted if ce.fitted is not None else np.zeros(r.size, dtype=bool)
+    together = fitted[:-1] & fitted[1:]
+    indep = np.where(together, 0.0, t_err * np.abs(m))
+    terms = (ce, delay_s, sample_t_s, noise_w, spacing_s, d1, t_err, together, indep)
+    if ce.fused is None:
+        per_interval = _interval_bounds(*terms)
+
+        def at(x) -> np.ndarray:
+            return per_interval[np.clip(np.searchsorted(r, np.asarray(x, dtype=np.float64), side="right") - 1, 0, n - 1)]
+        return at
+    # the shape's part comes from the fused variance model; the refresh instants' part stays. The
+    # whole per-interval bound holds only outside the refresh points (the span's ends): worked out
+    # the first time an x lies there (never, where the refreshes span the samples)
+    timing = np.nan_to_num(d1 * t_err + indep, nan=0.0) + COUNTER_RESOLUTION_J
+    outside: list[np.ndarray] = []
+
+    def at_fused(x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        k = np.clip(np.searchsorted(r, x, side="right") - 1, 0, n - 1)
+        inside = (x >= r[0]) & (x <= r[-1])
+        if not inside.all() and not outside:
+            outside.append(_interval_bounds(*terms))
+        other = outside[0][k] if outside else 0.0
+        return np.where(inside, timing[k] + ce.fused.shape_uncertainty(np.clip(x, r[0], r[-1])), other)
+    return at_fused
+
+
+def _interval_bounds(ce: CounterEnergy, delay_s: float, sample_t_s: np.ndarray | None, noise_w: float,
+                     spacing_s: float | None, d1: np.ndarray, t_err: np.ndarray, together: np.ndarray,
+                     indep: np.ndarray) -> np.ndarray:
+    """``edge_uncertainty``'s bound per refresh interval, every term (J)."""
+    r, m = ce.r_s, ce.mean_w
+    n = m.size
+    length = np.diff(r)
     d2 = np.zeros(n)
     if n >= 3:
         d2[1:-1] = np.abs(m[2:] - 2 * m[1:-1] + m[:-2])
@@ -542,16 +577,12 @@ def edge_uncertainty_fn(ce: CounterEnergy, delay_s: float, sample_t_s: np.ndarra
     d2_rest = np.where(step | near, 0.0, d2)
     curv = _around(d2_rest, np.fmax)
     side_all = _around(curv, np.fmax)
-    err = ce.err_s if ce.err_s is not None else np.zeros(r.size)
-    t_err = np.maximum(err[:-1], err[1:])
     tau = np.minimum(delay_s, 0.5 * length)
     if sample_t_s is not None and sample_t_s.size > 1:
         # a sample gap in or next to the interval: the shape is unknown across it
         gaps = np.concatenate([[0.0], np.diff(sample_t_s)])  # gaps[i]: spacing before sample i
         big = _around(_per_interval(sample_t_s, gaps, r, np.maximum), np.fmax)
         tau = np.maximum(tau, np.minimum(0.5 * np.nan_to_num(big, nan=0.0), 0.5 * length))
-    fitted = ce.fitted if ce.fitted is not None else np.zeros(r.size, dtype=bool)
-    together = fitted[:-1] & fitted[1:]
     with np.errstate(invalid="ignore"):
         levels = np.where(together, np.abs(lv1 - lv0), np.abs(lv0) + np.abs(lv1))
         step_term = t_err * levels + side_all * length
@@ -560,19 +591,7 @@ def edge_uncertainty_fn(ce: CounterEnergy, delay_s: float, sample_t_s: np.ndarra
     shape = np.where(step, step_term, np.where(explained, side_all * length, d1 * tau / 2 + curv * curv_len))
     noise = 0.0 if not noise_w else noise_w * np.sqrt(np.maximum(delay_s, 0.005) * length / 2)
     noise = np.where(step | explained, 0.0, noise)
-    indep = np.where(together, 0.0, t_err * np.abs(m))
-    per_interval = np.nan_to_num(d1 * t_err + shape + noise + indep, nan=0.0) + COUNTER_RESOLUTION_J
-    # the shape's part comes from the fused variance model; the refresh instants' part stays
-    timing = np.nan_to_num(d1 * t_err + indep, nan=0.0) + COUNTER_RESOLUTION_J if ce.fused is not None else None
-
-    def at(x) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        k = np.clip(np.searchsorted(r, x, side="right") - 1, 0, n - 1)
-        if timing is not None:
-            inside = (x >= r[0]) & (x <= r[-1])
-            return np.where(inside, timing[k] + ce.fused.shape_uncertainty(np.clip(x, r[0], r[-1])), per_interval[k])
-        return per_interval[k]
-    return at
+    return np.nan_to_num(d1 * t_err + shape + noise + indep, nan=0.0) + COUNTER_RESOLUTION_J
 
 
 def common_uncertainty(ce: CounterEnergy, a, b) -> np.ndarray:
