@@ -419,17 +419,21 @@ class CounterEnergy:
             inside = self.fused.cumulative_at(np.clip(x, r[0], r[-1])) + e[0]
         else:
             inside = self._apportioned(x, has_power)
-        # Outside [r_first, r_last]: extend with power, else with the neighbouring interval's mean power.
-        if has_power:
+        # Outside [r_first, r_last]: extend with power, else with the neighbouring interval's mean power
+        # (none there, where the refreshes span the samples: every x between them)
+        if not ((x < r[0]) | (x > r[-1])).any():
+            out = inside
+        elif has_power:
             p_x = self.power.integral_at(x)
             before = e[0] - (self.power.integral_at(r[0]) - p_x)
             after = e[-1] + (p_x - self.power.integral_at(r[-1]))
             before = np.where(np.isfinite(before), before, e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0]))
             after = np.where(np.isfinite(after), after, e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2]))
+            out = np.where(x < r[0], before, np.where(x > r[-1], after, inside))
         else:
             before = e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0])
             after = e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2])
-        out = np.where(x < r[0], before, np.where(x > r[-1], after, inside))
+            out = np.where(x < r[0], before, np.where(x > r[-1], after, inside))
         lo, hi = self.span
         return np.where((x < lo) | (x > hi), np.nan, out - e[0])
 
