@@ -171,7 +171,10 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     v_i = (power.jumps * (dt_i + delay)) ** 2 / 12.0 + (noise_w * dt_i) ** 2
     # a piece of a sample interval carries its share of the parent's variance (by time); a tiny
     # floor so a flat, clean trace spreads its residual by time rather than by nothing
-    v = v_i[i] * length / dt_i[i] + 1e-12 * length
+    v = v_i[i]
+    v *= length
+    v /= dt_i[i]
+    v += 1e-12 * length
     k = np.clip((search_sorted(r_s, mid, side="right") if below_r is None else below_r[:-1]) - 1, 0, r_s.size - 2)
     n_k = r_s.size - 1
     v_k = np.bincount(k, weights=v, minlength=n_k)
@@ -181,19 +184,35 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
         obs = np.where(fitted, 0.0, (power.value_at(r_s) * err_s) ** 2 / 3.0)
         d = _smooth(np.concatenate([[0.0], np.cumsum(rho_k)]), v_k, np.nan_to_num(obs, nan=0.0))
         rho_k = np.diff(d)
-    share = rho_k[k] * v / v_k[k]
-    d_u = np.concatenate([[0.0], np.cumsum(share)])
+    share = rho_k[k]
+    share *= v
+    share /= v_k[k]
+    d_u = _from_zero(share)
     # The bound's variance (not the estimate's): besides a step between two readings, a burst or a
     # train of them may show at the wrong place or not at all (a 10 ms step read through a 20 ms
     # hold): a piece near paired changes may be off by up to their height over its length.
     # Changes pair up within a refresh period (what the counter cannot tell apart), at least reach.
     reach = delay + power.spacing_s
-    v_b = v + (_paired_jump(power, mid, max(reach, 0.5 * float(np.median(np.diff(r_s))))) * length) ** 2 / 12.0
+    v_b = _paired_jump(power, mid, max(reach, 0.5 * float(np.median(np.diff(r_s)))))
+    v_b *= length
+    v_b **= 2
+    v_b /= 12.0
+    v_b += v
     v_kb = np.bincount(k, weights=v_b, minlength=n_k)
-    cv = np.concatenate([[0.0], np.cumsum(v_b)])
+    cv = _from_zero(v_b)
+    area += share
+    f_u = t_u - t_u[0]
+    f_u += d_u
     return Fused(r_s, u, float(t_u[0]), power, d_u, cv, cv[at_r], v_kb, rho_k, lag,
-                 _steps(u, power, i, area + share, noise_w), (power.y[i], power.y[i + 1]), t_u - t_u[0] + d_u,
-                 reach)
+                 _steps(u, power, i, area, noise_w), (power.y[i], power.y[i + 1]), f_u, reach)
+
+
+def _from_zero(a: np.ndarray) -> np.ndarray:
+    """0 and then the running sum of ``a`` (np.concatenate([[0.0], np.cumsum(a)]) without the copy)."""
+    out = np.empty(a.size + 1)
+    out[0] = 0.0
+    np.cumsum(a, out=out[1:])
+    return out
 
 
 def _grid(r_s: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
