@@ -240,7 +240,7 @@ def _coherent_numbers(mid: np.ndarray, period: float) -> np.ndarray | None:
     return n - n[0]
 
 
-def fit_refreshes(t_s, y) -> RefreshFit:
+def fit_refreshes(t_s, y, spacing_s: float | None = None) -> RefreshFit:
     """Refresh instants of a reading that holds its value between refreshes (a counter, held power).
 
     The firmware refreshes periodically: the period and phase are fitted per segment of the run
@@ -250,7 +250,9 @@ def fit_refreshes(t_s, y) -> RefreshFit:
     refresh, and a sampling gap makes one that spans several refreshes; the line still places them.
     Where a segment does not fit, the midpoint of each interval is used (error: half its width).
     A reading that changes on (nearly) every sample is fresh when read: its sample times, error 0.
+    ``spacing_s``: the median spacing of ``t_s`` when the caller has it (a fresh reading's period).
     """
+    n_in = np.size(t_s)
     t_s, v = dedupe_sorted(t_s, y)
     empty = np.zeros(0)
     if t_s.size < 2:
@@ -259,7 +261,9 @@ def fit_refreshes(t_s, y) -> RefreshFit:
     if changed.size == 0:
         return RefreshFit(empty, empty, empty, float("nan"), "none")
     if changed.size >= _FRESH_COUNTER_SHARE * (t_s.size - 1):
-        return RefreshFit(t_s.copy(), v.copy(), np.zeros(t_s.size), float(np.median(np.diff(t_s))), "fresh",
+        if spacing_s is None or t_s.size != n_in:  # (samples dropped: not the caller's spacing)
+            spacing_s = float(np.median(np.diff(t_s)))
+        return RefreshFit(t_s.copy(), v.copy(), np.zeros(t_s.size), spacing_s, "fresh",
                           np.ones(t_s.size, dtype=bool))
     lo, hi = t_s[changed - 1], t_s[changed]
     mid = 0.5 * (lo + hi)
@@ -466,10 +470,11 @@ class CounterEnergy:
         return e0 + (e1 - e0) * frac
 
 
-def counter_energy(t_s, energy_mj, power: Trace | None) -> CounterEnergy:
-    """Build the counter-based cumulative energy from raw (t_s, energy_mj) samples."""
+def counter_energy(t_s, energy_mj, power: Trace | None, spacing_s: float | None = None) -> CounterEnergy:
+    """Build the counter-based cumulative energy from raw (t_s, energy_mj) samples (``spacing_s``: the
+    median spacing of ``t_s`` when the caller has it)."""
     t_d, e_d = dedupe_sorted(t_s, energy_mj)
-    fit = fit_refreshes(t_d, e_d / 1000.0)
+    fit = fit_refreshes(t_d, e_d / 1000.0, spacing_s if t_d.size == np.size(t_s) else None)
     span = (float(t_d[0]), float(t_d[-1])) if t_d.size else (float("nan"), float("nan"))
     return CounterEnergy(fit.r_s, fit.y, power, span, fit.err_s, fit.period_s, fit.method, fit.fitted, fit.segment,
                          fit.drift_s)
@@ -542,7 +547,8 @@ def edge_uncertainty_fn(ce: CounterEnergy, delay_s: float, sample_t_s: np.ndarra
         per_interval = _interval_bounds(*terms)
 
         def at(x) -> np.ndarray:
-            return per_interval[np.clip(np.searchsorted(r, np.asarray(x, dtype=np.float64), side="right") - 1, 0, n - 1)]
+            k = np.searchsorted(r, np.asarray(x, dtype=np.float64), side="right") - 1
+            return per_interval[np.clip(k, 0, n - 1)]
         return at
     # the shape's part comes from the fused variance model; the refresh instants' part stays. The
     # whole per-interval bound holds only outside the refresh points (the span's ends): worked out

@@ -205,7 +205,8 @@ def test_window_reduce_matches_each_window_reduced():
         for windows in ([short, long], [long]):  # with the short ones: the table; alone: reduceat
             for (lo, hi), got in zip(windows, window_reduce(y, windows, ufunc)):
                 assert np.array_equal(got, [ufunc.reduce(y[a:b]) for a, b in zip(lo, hi)], equal_nan=True)
-    assert np.isnan(window_reduce(y, [long], np.maximum)[0][0]) and not np.isnan(window_reduce(y, [long], np.fmax)[0][0])
+    assert np.isnan(window_reduce(y, [long], np.maximum)[0][0])
+    assert not np.isnan(window_reduce(y, [long], np.fmax)[0][0])
 
 
 def test_fused_grid_counts_match_searchsorted():

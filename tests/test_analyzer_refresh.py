@@ -85,6 +85,11 @@ class TestFit:
         t = _times(2.0)
         fit = fit_refreshes(t, np.arange(t.size) * 3.0)
         assert fit.method == "fresh" and np.array_equal(fit.r_s, t) and not fit.err_s.any()
+        # the caller's median spacing is the period of a fresh reading, unless samples were dropped
+        y = np.arange(t.size) * 3.0
+        assert fit_refreshes(t, y, float(np.median(np.diff(t)))).period_s == fit.period_s
+        y[5] = np.nan
+        assert fit_refreshes(t, y, 123.0).period_s == fit_refreshes(t, y).period_s != 123.0
 
 
 class TestUncertainty:
