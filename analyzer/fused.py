@@ -134,14 +134,16 @@ class Fused:
 
 
 def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_s: float,
-          err_s: np.ndarray | None = None, fitted: np.ndarray | None = None) -> Fused | None:
+          err_s: np.ndarray | None = None, fitted: np.ndarray | None = None,
+          spacing_s: float | None = None) -> Fused | None:
     """The fused F for refresh points (r_s, e_j) and an instant-power trace; None where the power
     trace does not span the refreshes (the caller keeps the counter's own rule).
 
     ``err_s``/``fitted``: the refresh instants' error bounds and whether each lies on a fitted line.
     A refresh located only by a midpoint (± several ms) makes its counter value an uncertain
     observation of the energy up to an uncertain instant; there the correction is smoothed
-    (``_smooth``) instead of forcing the trace through every value."""
+    (``_smooth``) instead of forcing the trace through every value. ``spacing_s``: the refresh points'
+    median spacing when the caller has it."""
     if r_s.size < 2 or power.n < 2:
         return None
     lag = fit_lag(r_s, e_j, power)
@@ -193,7 +195,8 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     # hold): a piece near paired changes may be off by up to their height over its length.
     # Changes pair up within a refresh period (what the counter cannot tell apart), at least reach.
     reach = delay + power.spacing_s
-    v_b = _paired_jump(power, mid, max(reach, 0.5 * float(np.median(np.diff(r_s)))))
+    spacing = float(np.median(np.diff(r_s))) if spacing_s is None else spacing_s
+    v_b = _paired_jump(power, mid, max(reach, 0.5 * spacing))
     v_b *= length
     v_b **= 2
     v_b /= 12.0

@@ -352,8 +352,9 @@ class CounterEnergy:
         (analyzer.fused) instead of apportioning each interval's energy by the power's share."""
         if self.power is None or not self.usable:
             return self
+        # a fresh counter's refresh points are its samples: its period is their median spacing
         fused = fusion.build(self.r_s, self.e_j, self.power if trace is None else trace, noise_w, delay_s,
-                             self.err_s, self.fitted)
+                             self.err_s, self.fitted, self.period_s if self.method == "fresh" else None)
         return self if fused is None else replace(self, fused=fused)
 
     @property
