@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from analyzer.search import search_sorted, window_reduce
+from analyzer.search import clip_index, search_sorted, window_reduce
 
 if TYPE_CHECKING:  # integrate imports this module
     from analyzer.integrate import Trace
@@ -165,8 +165,8 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     mid = 0.5 * (u[1:] + u[:-1])
     if not ((mid > u[:-1]).all() and (mid < u[1:]).all()):  # a piece too short to hold its midpoint
         below_t = below_r = None
-    i = np.clip((search_sorted(power.t_s, mid, side="right") if below_t is None else below_t[:-1]) - 1,
-                0, power.n - 2)
+    i = clip_index((search_sorted(power.t_s, mid, side="right") if below_t is None else below_t[:-1]) - 1,
+                   0, power.n - 2)
     # per sample interval (fewer than the pieces), then picked by each piece's parent
     dt_i = np.diff(power.t_s)
     delay = max(float(delay_s), 0.0) if np.isfinite(delay_s) else 0.0
@@ -177,7 +177,8 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     v *= length
     v /= dt_i[i]
     v += 1e-12 * length
-    k = np.clip((search_sorted(r_s, mid, side="right") if below_r is None else below_r[:-1]) - 1, 0, r_s.size - 2)
+    k = clip_index((search_sorted(r_s, mid, side="right") if below_r is None else below_r[:-1]) - 1, 0,
+                   r_s.size - 2)
     n_k = r_s.size - 1
     v_k = np.bincount(k, weights=v, minlength=n_k)
     rho_k = np.diff(e_j) - np.bincount(k, weights=area, minlength=n_k)
@@ -254,8 +255,8 @@ def _paired_jump(power: "Trace", x: np.ndarray, reach_s) -> np.ndarray:
     mid = 0.5 * (power.t_s[1:] + power.t_s[:-1])
     partner = _partner(d, mid, reach_s)
     paired = np.minimum(d, partner)
-    a = np.clip(search_sorted(mid, x - reach_s, side="left"), 0, d.size - 1)
-    b = np.clip(search_sorted(mid, x + reach_s, side="right"), a + 1, d.size)
+    a = clip_index(search_sorted(mid, x - reach_s, side="left"), 0, d.size - 1)
+    b = clip_index(search_sorted(mid, x + reach_s, side="right"), a + 1, d.size)
     return window_reduce(paired, [(a, b)], np.maximum)[0]
 
 

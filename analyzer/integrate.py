@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from analyzer import fused as fusion
-from analyzer.search import search_sorted
+from analyzer.search import clip_index, search_sorted
 
 # If the counter advanced on at least this share of samples it is read on demand (fresh at t_k).
 _FRESH_COUNTER_SHARE = 0.9
@@ -131,7 +131,7 @@ class Trace:
         if self.n == 1:
             return np.where(x == self.t_s[0], 0.0, np.nan)
         t, y = self.t_s, self.y
-        i = np.clip((search_sorted(t, x, side="right") if below is None else below) - 1, 0, t.size - 2)
+        i = clip_index((search_sorted(t, x, side="right") if below is None else below) - 1, 0, t.size - 2)
         dt = x - t[i]
         y_i = y[i]
         # many points (a grid, rows of shifts): the slopes of the whole trace, once, then picked

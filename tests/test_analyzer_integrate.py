@@ -209,6 +209,17 @@ def test_window_reduce_matches_each_window_reduced():
     assert not np.isnan(window_reduce(y, [long], np.fmax)[0][0])
 
 
+def test_clip_index_is_np_clip():
+    # in place on an index array (bounds a number or an array), a new value for a scalar index
+    from analyzer.search import clip_index
+
+    i = np.array([-3, 0, 4, 9, 12])
+    lo = np.array([1, 1, 5, 0, 2])
+    assert np.array_equal(clip_index(i.copy(), 0, 9), np.clip(i, 0, 9))
+    assert np.array_equal(clip_index(i.copy(), lo, 10), np.clip(i, lo, 10))
+    assert clip_index(np.searchsorted(i, 100) - 1, 0, 3) == 3
+
+
 def test_fused_grid_counts_match_searchsorted():
     # the fused grid's merge gives what np.searchsorted would: samples shared with refresh points,
     # samples before the first and at the last refresh point, repeated refresh points
