@@ -168,7 +168,7 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     i = clip_index((search_sorted(power.t_s, mid, side="right") if below_t is None else below_t[:-1]) - 1,
                    0, power.n - 2)
     # per sample interval (fewer than the pieces), then picked by each piece's parent
-    dt_i = np.diff(power.t_s)
+    dt_i = power.dt
     delay = max(float(delay_s), 0.0) if np.isfinite(delay_s) else 0.0
     v_i = (power.jumps * (dt_i + delay)) ** 2 / 12.0 + (noise_w * dt_i) ** 2
     # a piece of a sample interval carries its share of the parent's variance (by time); a tiny

@@ -63,11 +63,12 @@ def dedupe_sorted(t_s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 
-def cumulative_trapezoid(t_s: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """C[i] = integral of the linear interpolation of y from t[0] to t[i] (same length as t)."""
+def cumulative_trapezoid(t_s: np.ndarray, y: np.ndarray, dt: np.ndarray | None = None) -> np.ndarray:
+    """C[i] = integral of the linear interpolation of y from t[0] to t[i] (same length as t); ``dt``:
+    np.diff(t_s) when the caller has it."""
     c = np.zeros(t_s.size, dtype=np.float64)
     if t_s.size > 1:
-        np.cumsum(np.diff(t_s) * (y[1:] + y[:-1]) * 0.5, out=c[1:])
+        np.cumsum((np.diff(t_s) if dt is None else dt) * (y[1:] + y[:-1]) * 0.5, out=c[1:])
     return c
 
 
@@ -86,16 +87,22 @@ class Trace:
     @cached_property
     def cum(self) -> np.ndarray:
         """The cumulative trapezoid integral at each sample (a gauge read only for its peaks needs none)."""
-        return cumulative_trapezoid(self.t_s, self.y)
+        return cumulative_trapezoid(self.t_s, self.y, self.dt)
 
     @property
     def n(self) -> int:
         return int(self.t_s.size)
 
     @cached_property
+    def dt(self) -> np.ndarray:
+        """Per sample interval, its length (s): the integral, the slopes, the spacing and the fused
+        shape each need it."""
+        return np.diff(self.t_s)
+
+    @cached_property
     def slopes(self) -> np.ndarray:
         """Per sample interval, its linear slope (y·s⁻¹)."""
-        return np.diff(self.y) / np.diff(self.t_s)
+        return np.diff(self.y) / self.dt
 
     @cached_property
     def jumps(self) -> np.ndarray:
@@ -106,7 +113,7 @@ class Trace:
     @cached_property
     def spacing_s(self) -> float:
         """The median sample spacing (s): the shape's users each need it."""
-        return float(np.median(np.diff(self.t_s)))
+        return float(np.median(self.dt))
 
     def span(self) -> tuple[float, float]:
         """(first, last) sample time; (nan, nan) for an empty trace."""
