@@ -47,13 +47,15 @@ def samples_inside(t_s: np.ndarray, w: Window) -> np.ndarray:
     return (np.searchsorted(t_s, w.b_s, side="right") - np.searchsorted(t_s, w.a_s, side="left")).astype(np.int64)
 
 
-def series_coverage(series: Series, t_s: np.ndarray, src_seqs: np.ndarray, w: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(coverage fraction, gaps touching each window, samples inside each window).
+def series_coverage(series: Series, t_s: np.ndarray, src_seqs: np.ndarray, w: Window,
+                    spacing_s: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coverage fraction, gaps touching each window, samples inside each window); ``spacing_s``: the
+    samples' median spacing when the caller has it.
 
     A window with no sample inside it has coverage 0: interpolating between samples taken
     outside the window would be a guess, not a measurement.
     """
-    g0, g1, _ = seq_gap_intervals(t_s, series.seq, src_seqs)
+    g0, g1, _ = seq_gap_intervals(t_s, series.seq, src_seqs, spacing_s)
     span = (float(t_s[0]), float(t_s[-1])) if t_s.size else (np.nan, np.nan)
     inside = samples_inside(t_s, w)
     cov = np.where(inside > 0, coverage(span, g0, g1, w.a_s, w.b_s), 0.0)
@@ -75,7 +77,7 @@ def power_trace_of(raw: Trace) -> tuple[Trace, float]:
     if raw.n < 2:
         return raw, float("nan")
     dt = raw.spacing_s
-    fit = fit_refreshes(raw.t_s, raw.y)
+    fit = fit_refreshes(raw.t_s, raw.y, dt)
     # Held: it changes at (nearly) every refresh of its own, a few samples apart. A reading that is
     # merely steady (no noise, constant load) changes rarely and must not be re-timed.
     held = (fit.method not in ("fresh", "none") and np.isfinite(fit.period_s) and 1.5 * dt < fit.period_s <= HOLD_MAX_S
@@ -112,12 +114,15 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
     t_s = seconds(series, origin_ns)
     v = series.values
     n = w.a_s.size
-    cov, gaps, inside = series_coverage(series, t_s, src_seqs, w)
     raw_power = Trace.build(t_s, v["power_mw"] / 1000.0)
+    # the samples' median spacing, once: the power trace's own where it kept every sample
+    spacing_t = raw_power.spacing_s if raw_power.n == t_s.size and t_s.size > 1 else None
+    cov, gaps, inside = series_coverage(series, t_s, src_seqs, w, spacing_t)
     power, shape_s = power_trace_of(raw_power)
     has_power = power.n >= 2
     split_p = split_windows(_clipped(power.integral_at, *power.span()), w.a_s, w.b_s) if has_power else None
-    counter = counter_energy(t_s, v["energy_mj"], power if has_power else None) if np.isfinite(v["energy_mj"]).sum() >= 2 else None
+    counter = (counter_energy(t_s, v["energy_mj"], power if has_power else None, spacing_t)
+               if np.isfinite(v["energy_mj"]).sum() >= 2 else None)
     use_counter = counter is not None and counter.usable
     if use_counter and "average_1s" in series.meta.get("power_kind", []) and counter.r_s.size >= 3:
         # A 1 s average has no shape at the counter's scale: take it from the counter's own
@@ -125,9 +130,11 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
         shape_tr = Trace.build(0.5 * (counter.r_s[1:] + counter.r_s[:-1]), counter.mean_w)
         counter = replace(counter, power=shape_tr)
         shape_s = 0.0  # a line through exact means: its error is the curvature term
-    if use_counter and has_power and counter.power is power:
+    own_shape = use_counter and has_power and counter.power is power
+    noise = power_noise_w(power) if own_shape else 0.0
+    if own_shape:
         # instant power: the samples' shape, corrected by the counter's interval energies
-        counter = counter.with_power_shape(power_noise_w(power), shape_s)
+        counter = counter.with_power_shape(noise, shape_s)
     split_c = split_windows(_clipped(counter.cumulative_at, *counter.span), w.a_s, w.b_s) if use_counter else None
     nan = np.full(n, np.nan)
     mid = np.full(n, np.nan) if mid_s is None else np.clip(np.asarray(mid_s, dtype=np.float64), w.a_s, w.b_s)
@@ -141,8 +148,6 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
         fit_method = counter.method
         shape = shape_s if counter.power is not None else refresh_s / 2  # no power: apportioned by time
         cum = _clipped(counter.cumulative_at, *counter.span)
-        own_shape = has_power and counter.power is power
-        noise = power_noise_w(power) if own_shape else 0.0
         spacing = power.spacing_s if own_shape else None
 
         edge_at = edge_uncertainty_fn(counter, shape, t_s, noise, spacing)

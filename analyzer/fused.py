@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from analyzer.search import search_sorted
+from analyzer.search import clip_index, search_sorted, window_reduce
 
 if TYPE_CHECKING:  # integrate imports this module
     from analyzer.integrate import Trace
@@ -134,14 +134,16 @@ class Fused:
 
 
 def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_s: float,
-          err_s: np.ndarray | None = None, fitted: np.ndarray | None = None) -> Fused | None:
+          err_s: np.ndarray | None = None, fitted: np.ndarray | None = None,
+          spacing_s: float | None = None) -> Fused | None:
     """The fused F for refresh points (r_s, e_j) and an instant-power trace; None where the power
     trace does not span the refreshes (the caller keeps the counter's own rule).
 
     ``err_s``/``fitted``: the refresh instants' error bounds and whether each lies on a fitted line.
     A refresh located only by a midpoint (± several ms) makes its counter value an uncertain
     observation of the energy up to an uncertain instant; there the correction is smoothed
-    (``_smooth``) instead of forcing the trace through every value."""
+    (``_smooth``) instead of forcing the trace through every value. ``spacing_s``: the refresh points'
+    median spacing when the caller has it."""
     if r_s.size < 2 or power.n < 2:
         return None
     lag = fit_lag(r_s, e_j, power)
@@ -163,16 +165,20 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
     mid = 0.5 * (u[1:] + u[:-1])
     if not ((mid > u[:-1]).all() and (mid < u[1:]).all()):  # a piece too short to hold its midpoint
         below_t = below_r = None
-    i = np.clip((search_sorted(power.t_s, mid, side="right") if below_t is None else below_t[:-1]) - 1,
-                0, power.n - 2)
+    i = clip_index((search_sorted(power.t_s, mid, side="right") if below_t is None else below_t[:-1]) - 1,
+                   0, power.n - 2)
     # per sample interval (fewer than the pieces), then picked by each piece's parent
-    dt_i = np.diff(power.t_s)
+    dt_i = power.dt
     delay = max(float(delay_s), 0.0) if np.isfinite(delay_s) else 0.0
     v_i = (power.jumps * (dt_i + delay)) ** 2 / 12.0 + (noise_w * dt_i) ** 2
     # a piece of a sample interval carries its share of the parent's variance (by time); a tiny
     # floor so a flat, clean trace spreads its residual by time rather than by nothing
-    v = v_i[i] * length / dt_i[i] + 1e-12 * length
-    k = np.clip((search_sorted(r_s, mid, side="right") if below_r is None else below_r[:-1]) - 1, 0, r_s.size - 2)
+    v = v_i[i]
+    v *= length
+    v /= dt_i[i]
+    v += 1e-12 * length
+    k = clip_index((search_sorted(r_s, mid, side="right") if below_r is None else below_r[:-1]) - 1, 0,
+                   r_s.size - 2)
     n_k = r_s.size - 1
     v_k = np.bincount(k, weights=v, minlength=n_k)
     rho_k = np.diff(e_j) - np.bincount(k, weights=area, minlength=n_k)
@@ -181,19 +187,36 @@ def build(r_s: np.ndarray, e_j: np.ndarray, power: Trace, noise_w: float, delay_
         obs = np.where(fitted, 0.0, (power.value_at(r_s) * err_s) ** 2 / 3.0)
         d = _smooth(np.concatenate([[0.0], np.cumsum(rho_k)]), v_k, np.nan_to_num(obs, nan=0.0))
         rho_k = np.diff(d)
-    share = rho_k[k] * v / v_k[k]
-    d_u = np.concatenate([[0.0], np.cumsum(share)])
+    share = rho_k[k]
+    share *= v
+    share /= v_k[k]
+    d_u = _from_zero(share)
     # The bound's variance (not the estimate's): besides a step between two readings, a burst or a
     # train of them may show at the wrong place or not at all (a 10 ms step read through a 20 ms
     # hold): a piece near paired changes may be off by up to their height over its length.
     # Changes pair up within a refresh period (what the counter cannot tell apart), at least reach.
     reach = delay + power.spacing_s
-    v_b = v + (_paired_jump(power, mid, max(reach, 0.5 * float(np.median(np.diff(r_s))))) * length) ** 2 / 12.0
+    spacing = float(np.median(np.diff(r_s))) if spacing_s is None else spacing_s
+    v_b = _paired_jump(power, mid, max(reach, 0.5 * spacing))
+    v_b *= length
+    v_b **= 2
+    v_b /= 12.0
+    v_b += v
     v_kb = np.bincount(k, weights=v_b, minlength=n_k)
-    cv = np.concatenate([[0.0], np.cumsum(v_b)])
+    cv = _from_zero(v_b)
+    area += share
+    f_u = t_u - t_u[0]
+    f_u += d_u
     return Fused(r_s, u, float(t_u[0]), power, d_u, cv, cv[at_r], v_kb, rho_k, lag,
-                 _steps(u, power, i, area + share, noise_w), (power.y[i], power.y[i + 1]), t_u - t_u[0] + d_u,
-                 reach)
+                 _steps(u, power, i, area, noise_w), (power.y[i], power.y[i + 1]), f_u, reach)
+
+
+def _from_zero(a: np.ndarray) -> np.ndarray:
+    """0 and then the running sum of ``a`` (np.concatenate([[0.0], np.cumsum(a)]) without the copy)."""
+    out = np.empty(a.size + 1)
+    out[0] = 0.0
+    np.cumsum(a, out=out[1:])
+    return out
 
 
 def _grid(r_s: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -202,17 +225,24 @@ def _grid(r_s: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     np.searchsorted would give them: per grid point the samples and the refresh points at or
     before it (side "right"), per refresh point its place in u."""
     inner = t_s[(t_s > r_s[0]) & (t_s < r_s[-1])]
-    order = np.argsort(np.concatenate([r_s, inner]), kind="stable")
-    merged = np.concatenate([r_s, inner])[order]
-    from_r = order < r_s.size
-    first = np.concatenate([[True], merged[1:] != merged[:-1]])
-    last = np.concatenate([first[1:], [True]])  # a run of equal points counts whole
-    u = merged[first]
-    below_r = np.cumsum(from_r)[last]
+    both = np.concatenate([r_s, inner])
+    order = np.argsort(both, kind="stable")
+    merged = both[order]
+    first = np.ones(merged.size, dtype=bool)
+    np.not_equal(merged[1:], merged[:-1], out=first[1:])
+    end = np.flatnonzero(np.append(first[1:], True))  # a run of equal points counts whole: at its last
+    u = merged[end]
+    # the stable merge keeps each array's order: at merged position m, a refresh point's own number
+    # counts the refresh points up to it, and an inner sample's number the samples up to it
+    o = order[end]
+    from_r = o < r_s.size
+    below_r = np.where(from_r, o + 1, end - (o - r_s.size))
     # samples up to r_s[0] are not in the grid; one equal to r_s[-1] is not either
-    below_t = np.cumsum(~from_r)[last] + np.searchsorted(t_s, r_s[0], side="right")
+    below_t = end + 1 - below_r + np.searchsorted(t_s, r_s[0], side="right")
     below_t[-1] = np.searchsorted(t_s, u[-1], side="right")
-    at_r = (np.cumsum(first) - 1)[from_r]
+    at_r = np.flatnonzero(order < r_s.size)
+    if end.size < merged.size:  # equal points merged: a refresh point's place counts the runs before it
+        at_r = (np.cumsum(first) - 1)[at_r]
     return u, below_t, below_r, at_r
 
 
@@ -225,9 +255,9 @@ def _paired_jump(power: "Trace", x: np.ndarray, reach_s) -> np.ndarray:
     mid = 0.5 * (power.t_s[1:] + power.t_s[:-1])
     partner = _partner(d, mid, reach_s)
     paired = np.minimum(d, partner)
-    a = np.clip(search_sorted(mid, x - reach_s, side="left"), 0, d.size - 1)
-    b = np.clip(search_sorted(mid, x + reach_s, side="right"), a + 1, d.size)
-    return _window_reduce(paired, [(a, b)], np.maximum)[0]
+    a = clip_index(search_sorted(mid, x - reach_s, side="left"), 0, d.size - 1)
+    b = clip_index(search_sorted(mid, x + reach_s, side="right"), a + 1, d.size)
+    return window_reduce(paired, [(a, b)], np.maximum)[0]
 
 
 def _partner(d: np.ndarray, mid: np.ndarray, reach_s) -> np.ndarray:
@@ -246,8 +276,8 @@ def _partner(d: np.ndarray, mid: np.ndarray, reach_s) -> np.ndarray:
         right = mid[m:] <= hi_x[:-m]  # j + m within reach of j
         if not (left.any() or right.any()):
             break
-        partner[m:] = np.where(left, np.maximum(partner[m:], d[:-m]), partner[m:])
-        partner[:-m] = np.where(right, np.maximum(partner[:-m], d[m:]), partner[:-m])
+        np.maximum(partner[m:], d[:-m], out=partner[m:], where=left)
+        np.maximum(partner[:-m], d[m:], out=partner[:-m], where=right)
     return partner
 
 
@@ -256,27 +286,9 @@ def _partner_searched(d: np.ndarray, mid: np.ndarray, reach_s) -> np.ndarray:
     lo = search_sorted(mid, mid - reach_s, side="left")
     hi = search_sorted(mid, mid + reach_s, side="right")
     has_l, has_r = lo < j, hi > j + 1
-    left, right = _window_reduce(d, [(np.where(has_l, lo, 0), np.where(has_l, j, 1)),
+    left, right = window_reduce(d, [(np.where(has_l, lo, 0), np.where(has_l, j, 1)),
                                      (np.where(has_r, j + 1, 0), np.where(has_r, hi, 1))], np.maximum)
     return np.maximum(np.where(has_l, left, 0.0), np.where(has_r, right, 0.0))
-
-
-def _window_reduce(y: np.ndarray, windows: list[tuple[np.ndarray, np.ndarray]], ufunc) -> list[np.ndarray]:
-    """ufunc over y[lo:hi] for each pair (hi > lo) of each (lo, hi) in ``windows``: the ufunc of two
-    overlapping power-of-two spans, from a sparse table only as deep as the longest window needs."""
-    levels = [np.floor(np.log2(np.maximum(hi - lo, 1))).astype(np.int64) for lo, hi in windows]
-    table = [y]  # row r: ufunc over y[i:i + 2**r] at each i
-    for r in range(1, 1 + max((int(j.max()) for j in levels if j.size), default=0)):
-        prev, span = table[-1], 1 << (r - 1)
-        table.append(ufunc(prev[:-span], prev[span:]))
-    out = []
-    for (lo, hi), j in zip(windows, levels):
-        got = np.empty(lo.size, dtype=y.dtype)
-        for r in range(len(table)):  # (a few rows: windows span a few samples)
-            sel = j == r
-            got[sel] = ufunc(table[r][lo[sel]], table[r][hi[sel] - (1 << r)])
-        out.append(got)
-    return out
 
 
 def _smooth(resid: np.ndarray, v_k: np.ndarray, obs: np.ndarray) -> np.ndarray:

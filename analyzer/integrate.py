@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from analyzer import fused as fusion
-from analyzer.search import search_sorted
+from analyzer.search import clip_index, search_sorted
 
 # If the counter advanced on at least this share of samples it is read on demand (fresh at t_k).
 _FRESH_COUNTER_SHARE = 0.9
@@ -63,11 +63,12 @@ def dedupe_sorted(t_s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 
-def cumulative_trapezoid(t_s: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """C[i] = integral of the linear interpolation of y from t[0] to t[i] (same length as t)."""
+def cumulative_trapezoid(t_s: np.ndarray, y: np.ndarray, dt: np.ndarray | None = None) -> np.ndarray:
+    """C[i] = integral of the linear interpolation of y from t[0] to t[i] (same length as t); ``dt``:
+    np.diff(t_s) when the caller has it."""
     c = np.zeros(t_s.size, dtype=np.float64)
     if t_s.size > 1:
-        np.cumsum(np.diff(t_s) * (y[1:] + y[:-1]) * 0.5, out=c[1:])
+        np.cumsum((np.diff(t_s) if dt is None else dt) * (y[1:] + y[:-1]) * 0.5, out=c[1:])
     return c
 
 
@@ -77,21 +78,31 @@ class Trace:
 
     t_s: np.ndarray
     y: np.ndarray
-    cum: np.ndarray
 
     @classmethod
     def build(cls, t_s, y) -> "Trace":
         t_s, y = dedupe_sorted(t_s, y)
-        return cls(t_s, y, cumulative_trapezoid(t_s, y))
+        return cls(t_s, y)
+
+    @cached_property
+    def cum(self) -> np.ndarray:
+        """The cumulative trapezoid integral at each sample (a gauge read only for its peaks needs none)."""
+        return cumulative_trapezoid(self.t_s, self.y, self.dt)
 
     @property
     def n(self) -> int:
         return int(self.t_s.size)
 
     @cached_property
+    def dt(self) -> np.ndarray:
+        """Per sample interval, its length (s): the integral, the slopes, the spacing and the fused
+        shape each need it."""
+        return np.diff(self.t_s)
+
+    @cached_property
     def slopes(self) -> np.ndarray:
         """Per sample interval, its linear slope (y·s⁻¹)."""
-        return np.diff(self.y) / np.diff(self.t_s)
+        return np.diff(self.y) / self.dt
 
     @cached_property
     def jumps(self) -> np.ndarray:
@@ -102,7 +113,7 @@ class Trace:
     @cached_property
     def spacing_s(self) -> float:
         """The median sample spacing (s): the shape's users each need it."""
-        return float(np.median(np.diff(self.t_s)))
+        return float(np.median(self.dt))
 
     def span(self) -> tuple[float, float]:
         """(first, last) sample time; (nan, nan) for an empty trace."""
@@ -127,14 +138,24 @@ class Trace:
         if self.n == 1:
             return np.where(x == self.t_s[0], 0.0, np.nan)
         t, y = self.t_s, self.y
-        i = np.clip((search_sorted(t, x, side="right") if below is None else below) - 1, 0, t.size - 2)
+        i = clip_index((search_sorted(t, x, side="right") if below is None else below) - 1, 0, t.size - 2)
         dt = x - t[i]
         y_i = y[i]
         # many points (a grid, rows of shifts): the slopes of the whole trace, once, then picked
-        slope = self.slopes[i] if x.size * 4 >= t.size else (y[i + 1] - y_i) / (t[i + 1] - t[i])
-        y_x = y_i + slope * dt
-        out = self.cum[i] + dt * (y_i + y_x) * 0.5
-        return np.where((x < t[0]) | (x > t[-1]), np.nan, out)
+        part = self.slopes[i] if x.size * 4 >= t.size else (y[i + 1] - y_i) / (t[i + 1] - t[i])
+        # cum + dt·(y_i + y_x)/2 with y_x = y_i + slope·dt, worked in place (the same operations)
+        part *= dt
+        part += y_i
+        part += y_i
+        part *= dt
+        part *= 0.5
+        out = self.cum[i]
+        out += part
+        outside = (x < t[0]) | (x > t[-1])
+        if not out.ndim:
+            return np.where(outside, np.nan, out)
+        out[outside] = np.nan
+        return out
 
 
 def refresh_points(t_s: np.ndarray, counter_j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,7 +247,7 @@ def _coherent_numbers(mid: np.ndarray, period: float) -> np.ndarray | None:
     return n - n[0]
 
 
-def fit_refreshes(t_s, y) -> RefreshFit:
+def fit_refreshes(t_s, y, spacing_s: float | None = None) -> RefreshFit:
     """Refresh instants of a reading that holds its value between refreshes (a counter, held power).
 
     The firmware refreshes periodically: the period and phase are fitted per segment of the run
@@ -236,7 +257,9 @@ def fit_refreshes(t_s, y) -> RefreshFit:
     refresh, and a sampling gap makes one that spans several refreshes; the line still places them.
     Where a segment does not fit, the midpoint of each interval is used (error: half its width).
     A reading that changes on (nearly) every sample is fresh when read: its sample times, error 0.
+    ``spacing_s``: the median spacing of ``t_s`` when the caller has it (a fresh reading's period).
     """
+    n_in = np.size(t_s)
     t_s, v = dedupe_sorted(t_s, y)
     empty = np.zeros(0)
     if t_s.size < 2:
@@ -245,7 +268,9 @@ def fit_refreshes(t_s, y) -> RefreshFit:
     if changed.size == 0:
         return RefreshFit(empty, empty, empty, float("nan"), "none")
     if changed.size >= _FRESH_COUNTER_SHARE * (t_s.size - 1):
-        return RefreshFit(t_s.copy(), v.copy(), np.zeros(t_s.size), float(np.median(np.diff(t_s))), "fresh",
+        if spacing_s is None or t_s.size != n_in:  # (samples dropped: not the caller's spacing)
+            spacing_s = float(np.median(np.diff(t_s)))
+        return RefreshFit(t_s.copy(), v.copy(), np.zeros(t_s.size), spacing_s, "fresh",
                           np.ones(t_s.size, dtype=bool))
     lo, hi = t_s[changed - 1], t_s[changed]
     mid = 0.5 * (lo + hi)
@@ -334,8 +359,9 @@ class CounterEnergy:
         (analyzer.fused) instead of apportioning each interval's energy by the power's share."""
         if self.power is None or not self.usable:
             return self
+        # a fresh counter's refresh points are its samples: its period is their median spacing
         fused = fusion.build(self.r_s, self.e_j, self.power if trace is None else trace, noise_w, delay_s,
-                             self.err_s, self.fitted)
+                             self.err_s, self.fitted, self.period_s if self.method == "fresh" else None)
         return self if fused is None else replace(self, fused=fused)
 
     @property
@@ -379,10 +405,11 @@ class CounterEnergy:
         tol = STEP_FLAT * np.abs(jump)
         is_step = ((np.abs(jump) > STEP_MIN_W) & (flat_l <= tol) & (flat_r <= tol)
                    & (m >= lo_lvl - tol) & (m <= hi_lvl + tol))
-        r0, r1 = self.r_s[:-1], self.r_s[1:]
+        k = np.flatnonzero(is_step)  # (placed only where a step is: few intervals)
+        r0, r1 = self.r_s[k], self.r_s[k + 1]
         with np.errstate(invalid="ignore", divide="ignore"):
-            at = r0 + (np.diff(self.e_j) - right * (r1 - r0)) / (left - right)
-        s = np.where(is_step, np.clip(at, r0, r1), np.nan)
+            at = r0 + ((self.e_j[k + 1] - self.e_j[k]) - right[k] * (r1 - r0)) / (left[k] - right[k])
+        s[k] = np.clip(at, r0, r1)
         return s, left, right
 
     @cached_property
@@ -404,17 +431,21 @@ class CounterEnergy:
             inside = self.fused.cumulative_at(np.clip(x, r[0], r[-1])) + e[0]
         else:
             inside = self._apportioned(x, has_power)
-        # Outside [r_first, r_last]: extend with power, else with the neighbouring interval's mean power.
-        if has_power:
+        # Outside [r_first, r_last]: extend with power, else with the neighbouring interval's mean power
+        # (none there, where the refreshes span the samples: every x between them)
+        if not ((x < r[0]) | (x > r[-1])).any():
+            out = inside
+        elif has_power:
             p_x = self.power.integral_at(x)
             before = e[0] - (self.power.integral_at(r[0]) - p_x)
             after = e[-1] + (p_x - self.power.integral_at(r[-1]))
             before = np.where(np.isfinite(before), before, e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0]))
             after = np.where(np.isfinite(after), after, e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2]))
+            out = np.where(x < r[0], before, np.where(x > r[-1], after, inside))
         else:
             before = e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0])
             after = e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2])
-        out = np.where(x < r[0], before, np.where(x > r[-1], after, inside))
+            out = np.where(x < r[0], before, np.where(x > r[-1], after, inside))
         lo, hi = self.span
         return np.where((x < lo) | (x > hi), np.nan, out - e[0])
 
@@ -447,10 +478,11 @@ class CounterEnergy:
         return e0 + (e1 - e0) * frac
 
 
-def counter_energy(t_s, energy_mj, power: Trace | None) -> CounterEnergy:
-    """Build the counter-based cumulative energy from raw (t_s, energy_mj) samples."""
+def counter_energy(t_s, energy_mj, power: Trace | None, spacing_s: float | None = None) -> CounterEnergy:
+    """Build the counter-based cumulative energy from raw (t_s, energy_mj) samples (``spacing_s``: the
+    median spacing of ``t_s`` when the caller has it)."""
     t_d, e_d = dedupe_sorted(t_s, energy_mj)
-    fit = fit_refreshes(t_d, e_d / 1000.0)
+    fit = fit_refreshes(t_d, e_d / 1000.0, spacing_s if t_d.size == np.size(t_s) else None)
     span = (float(t_d[0]), float(t_d[-1])) if t_d.size else (float("nan"), float("nan"))
     return CounterEnergy(fit.r_s, fit.y, power, span, fit.err_s, fit.period_s, fit.method, fit.fitted, fit.segment,
                          fit.drift_s)
@@ -509,11 +541,47 @@ def edge_uncertainty_fn(ce: CounterEnergy, delay_s: float, sample_t_s: np.ndarra
     r = ce.r_s
     if r.size < 2:
         return lambda x: np.full(np.shape(x), np.nan)
-    length = np.diff(r)
     m = ce.mean_w
     n = m.size
     pad = np.concatenate([[m[0]], m, [m[-1]]])
     d1 = np.fmax(np.abs(pad[1:-1] - pad[:-2]), np.abs(pad[2:] - pad[1:-1]))
+    err = ce.err_s if ce.err_s is not None else np.zeros(r.size)
+    t_err = np.maximum(err[:-1], err[1:])
+    fitted = ce.fitted if ce.fitted is not None else np.zeros(r.size, dtype=bool)
+    together = fitted[:-1] & fitted[1:]
+    indep = np.where(together, 0.0, t_err * np.abs(m))
+    terms = (ce, delay_s, sample_t_s, noise_w, spacing_s, d1, t_err, together, indep)
+    if ce.fused is None:
+        per_interval = _interval_bounds(*terms)
+
+        def at(x) -> np.ndarray:
+            k = np.searchsorted(r, np.asarray(x, dtype=np.float64), side="right") - 1
+            return per_interval[np.clip(k, 0, n - 1)]
+        return at
+    # the shape's part comes from the fused variance model; the refresh instants' part stays. The
+    # whole per-interval bound holds only outside the refresh points (the span's ends): worked out
+    # the first time an x lies there (never, where the refreshes span the samples)
+    timing = np.nan_to_num(d1 * t_err + indep, nan=0.0) + COUNTER_RESOLUTION_J
+    outside: list[np.ndarray] = []
+
+    def at_fused(x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        k = np.clip(np.searchsorted(r, x, side="right") - 1, 0, n - 1)
+        inside = (x >= r[0]) & (x <= r[-1])
+        if not inside.all() and not outside:
+            outside.append(_interval_bounds(*terms))
+        other = outside[0][k] if outside else 0.0
+        return np.where(inside, timing[k] + ce.fused.shape_uncertainty(np.clip(x, r[0], r[-1])), other)
+    return at_fused
+
+
+def _interval_bounds(ce: CounterEnergy, delay_s: float, sample_t_s: np.ndarray | None, noise_w: float,
+                     spacing_s: float | None, d1: np.ndarray, t_err: np.ndarray, together: np.ndarray,
+                     indep: np.ndarray) -> np.ndarray:
+    """``edge_uncertainty``'s bound per refresh interval, every term (J)."""
+    r, m = ce.r_s, ce.mean_w
+    n = m.size
+    length = np.diff(r)
     d2 = np.zeros(n)
     if n >= 3:
         d2[1:-1] = np.abs(m[2:] - 2 * m[1:-1] + m[:-2])
@@ -527,16 +595,12 @@ def edge_uncertainty_fn(ce: CounterEnergy, delay_s: float, sample_t_s: np.ndarra
     d2_rest = np.where(step | near, 0.0, d2)
     curv = _around(d2_rest, np.fmax)
     side_all = _around(curv, np.fmax)
-    err = ce.err_s if ce.err_s is not None else np.zeros(r.size)
-    t_err = np.maximum(err[:-1], err[1:])
     tau = np.minimum(delay_s, 0.5 * length)
     if sample_t_s is not None and sample_t_s.size > 1:
         # a sample gap in or next to the interval: the shape is unknown across it
         gaps = np.concatenate([[0.0], np.diff(sample_t_s)])  # gaps[i]: spacing before sample i
         big = _around(_per_interval(sample_t_s, gaps, r, np.maximum), np.fmax)
         tau = np.maximum(tau, np.minimum(0.5 * np.nan_to_num(big, nan=0.0), 0.5 * length))
-    fitted = ce.fitted if ce.fitted is not None else np.zeros(r.size, dtype=bool)
-    together = fitted[:-1] & fitted[1:]
     with np.errstate(invalid="ignore"):
         levels = np.where(together, np.abs(lv1 - lv0), np.abs(lv0) + np.abs(lv1))
         step_term = t_err * levels + side_all * length
@@ -545,19 +609,7 @@ def edge_uncertainty_fn(ce: CounterEnergy, delay_s: float, sample_t_s: np.ndarra
     shape = np.where(step, step_term, np.where(explained, side_all * length, d1 * tau / 2 + curv * curv_len))
     noise = 0.0 if not noise_w else noise_w * np.sqrt(np.maximum(delay_s, 0.005) * length / 2)
     noise = np.where(step | explained, 0.0, noise)
-    indep = np.where(together, 0.0, t_err * np.abs(m))
-    per_interval = np.nan_to_num(d1 * t_err + shape + noise + indep, nan=0.0) + COUNTER_RESOLUTION_J
-    # the shape's part comes from the fused variance model; the refresh instants' part stays
-    timing = np.nan_to_num(d1 * t_err + indep, nan=0.0) + COUNTER_RESOLUTION_J if ce.fused is not None else None
-
-    def at(x) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        k = np.clip(np.searchsorted(r, x, side="right") - 1, 0, n - 1)
-        if timing is not None:
-            inside = (x >= r[0]) & (x <= r[-1])
-            return np.where(inside, timing[k] + ce.fused.shape_uncertainty(np.clip(x, r[0], r[-1])), per_interval[k])
-        return per_interval[k]
-    return at
+    return np.nan_to_num(d1 * t_err + shape + noise + indep, nan=0.0) + COUNTER_RESOLUTION_J
 
 
 def common_uncertainty(ce: CounterEnergy, a, b) -> np.ndarray:

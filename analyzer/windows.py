@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from analyzer.integrate import Trace
+from analyzer.search import window_reduce
 
 # A sample interval this many times the median spacing, with sequence numbers missing, is a gap.
 GAP_FACTOR = 1.5
@@ -72,19 +73,21 @@ def split_windows(cumulative: Callable[[np.ndarray], np.ndarray], a_s, b_s) -> S
     return Split(energy, effective, max_active, total)
 
 
-def seq_gap_intervals(t_s: np.ndarray, seq: np.ndarray, src_seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def seq_gap_intervals(t_s: np.ndarray, seq: np.ndarray, src_seqs: np.ndarray,
+                      spacing_s: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample intervals that lost messages: ``(start_s, end_s, lost_count)`` arrays.
 
     ``t_s``/``seq`` are one series (sorted by t) of one publisher; ``src_seqs`` every seq that
     publisher's messages carried (all topics, sorted). An interval is a gap when sequence numbers
     between its two samples never arrived and it is longer than GAP_FACTOR × the median spacing
-    (so a lost heartbeat does not mark the GPU series as gappy).
+    (so a lost heartbeat does not mark the GPU series as gappy). ``spacing_s``: that median when the
+    caller has it.
     """
     if t_s.size < 2:
         z = np.zeros(0)
         return z, z, np.zeros(0, dtype=np.int64)
     dt = np.diff(t_s)
-    median_dt = float(np.median(dt))
+    median_dt = float(np.median(dt)) if spacing_s is None else spacing_s
     idx = np.flatnonzero(dt > GAP_FACTOR * median_dt)  # the long intervals (few): where seqs are looked up
     expected = seq[idx + 1] - seq[idx] - 1
     seen_between = (np.searchsorted(src_seqs, seq[idx + 1], side="left")
@@ -165,13 +168,11 @@ def window_peak(trace: Trace, a_s, b_s) -> np.ndarray:
 
 
 def _max_over(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, fill) -> np.ndarray:
-    """y[lo:hi].max() for each pair (``fill`` where hi <= lo): one reduceat over the (lo, hi) pairs,
-    every other result taken (a sentinel after y lets hi reach its end)."""
+    """y[lo:hi].max() for each pair (``fill`` where hi <= lo)."""
     out = np.full(lo.size, fill, dtype=y.dtype)
     has = hi > lo
     if has.any():
-        pairs = np.stack([lo[has], hi[has]], axis=1).ravel()
-        out[has] = np.maximum.reduceat(np.append(y, y[:1]), pairs)[::2]
+        out[has] = window_reduce(y, [(lo[has], hi[has])], np.maximum)[0]
     return out
 
 

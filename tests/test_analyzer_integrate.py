@@ -189,6 +189,37 @@ def test_search_sorted_matches_numpy_on_merged_needles():
         assert np.array_equal(search_sorted(a, with_nan, side), np.searchsorted(a, with_nan, side=side))
 
 
+def test_window_reduce_matches_each_window_reduced():
+    # many short windows take the sparse table, few long ones reduceat: both give each window's own
+    # reduction (NaN kept by maximum, skipped by fmax), windows reaching the array's end included
+    from analyzer.search import window_reduce
+
+    rng = np.random.default_rng(7)
+    y = rng.normal(size=400)
+    y[[17, 230]] = np.nan
+    lo_s = rng.integers(0, 399, 2000)
+    short = (lo_s, np.minimum(lo_s + rng.integers(1, 6, lo_s.size), 400))
+    lo_l = np.array([0, 5, 120, 300])
+    long = (lo_l, np.array([400, 250, 121, 400]))
+    for ufunc in (np.maximum, np.fmax, np.minimum):
+        for windows in ([short, long], [long]):  # with the short ones: the table; alone: reduceat
+            for (lo, hi), got in zip(windows, window_reduce(y, windows, ufunc)):
+                assert np.array_equal(got, [ufunc.reduce(y[a:b]) for a, b in zip(lo, hi)], equal_nan=True)
+    assert np.isnan(window_reduce(y, [long], np.maximum)[0][0])
+    assert not np.isnan(window_reduce(y, [long], np.fmax)[0][0])
+
+
+def test_clip_index_is_np_clip():
+    # in place on an index array (bounds a number or an array), a new value for a scalar index
+    from analyzer.search import clip_index
+
+    i = np.array([-3, 0, 4, 9, 12])
+    lo = np.array([1, 1, 5, 0, 2])
+    assert np.array_equal(clip_index(i.copy(), 0, 9), np.clip(i, 0, 9))
+    assert np.array_equal(clip_index(i.copy(), lo, 10), np.clip(i, lo, 10))
+    assert clip_index(np.searchsorted(i, 100) - 1, 0, 3) == 3
+
+
 def test_fused_grid_counts_match_searchsorted():
     # the fused grid's merge gives what np.searchsorted would: samples shared with refresh points,
     # samples before the first and at the last refresh point, repeated refresh points

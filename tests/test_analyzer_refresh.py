@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from analyzer.integrate import Trace, counter_energy, edge_uncertainty, fit_refreshes
+from analyzer.integrate import Trace, counter_energy, edge_uncertainty, edge_uncertainty_fn, fit_refreshes
 from analyzer.windows import split_sub, split_windows
 from tests import synth as S
 
@@ -85,6 +85,11 @@ class TestFit:
         t = _times(2.0)
         fit = fit_refreshes(t, np.arange(t.size) * 3.0)
         assert fit.method == "fresh" and np.array_equal(fit.r_s, t) and not fit.err_s.any()
+        # the caller's median spacing is the period of a fresh reading, unless samples were dropped
+        y = np.arange(t.size) * 3.0
+        assert fit_refreshes(t, y, float(np.median(np.diff(t)))).period_s == fit.period_s
+        y[5] = np.nan
+        assert fit_refreshes(t, y, 123.0).period_s == fit_refreshes(t, y).period_s != 123.0
 
 
 class TestUncertainty:
@@ -97,6 +102,21 @@ class TestUncertainty:
         ce, t = self._ce(S.constant(200.0))
         u = edge_uncertainty(ce, np.array([5.0123, 7.777]), 0.01, t)
         assert np.all(u <= 0.0011)  # only the counter's 1 mJ resolution
+
+    def test_fused_bound_outside_the_refreshes_is_the_counters_own(self):
+        """With the fused shape, an edge before the first or after the last refresh keeps the whole
+        per-interval bound (the fused variance holds between refreshes only), called in any order."""
+        power = S.square(300.0, 60.0, 0.8)
+        ce, t = self._ce(power)
+        fused = ce.with_power_shape(1.0, 0.01)
+        assert fused.fused is not None and ce.r_s[0] > t[0] and ce.r_s[-1] < t[-1]
+        ends = np.array([t[0], 0.5 * (t[0] + ce.r_s[0]), 0.5 * (ce.r_s[-1] + t[-1]), t[-1]])
+        inner = np.array([5.0123, 7.777])
+        own = edge_uncertainty(ce, ends, 0.01, t, 1.0, 0.01)
+        at = edge_uncertainty_fn(fused, 0.01, t, 1.0, 0.01)
+        assert np.array_equal(at(inner), edge_uncertainty(fused, inner, 0.01, t, 1.0, 0.01))  # inside first
+        assert np.array_equal(at(ends), own) and np.array_equal(at(np.append(ends, inner))[:4], own)
+        assert not np.array_equal(at(inner), edge_uncertainty(ce, inner, 0.01, t, 1.0, 0.01))
 
     def test_step_edge_bound_covers_the_error(self):
         """Square wave 300/60 W: windows with an edge next to a step have a bound ≥ their error."""
