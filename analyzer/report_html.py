@@ -8,8 +8,8 @@ that came from a model, a server or a config (names, answers, errors) goes throu
 from __future__ import annotations
 
 import math
-from itertools import repeat
-from typing import Any, Iterable
+from itertools import chain, repeat
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -212,12 +212,23 @@ def timeline_svg(plot_id: str, timeline: dict, windows: list[dict], lang: str,
 
 def html_table(table_id: str, columns: Iterable[str], rows: list[dict[str, Any]], lang: str) -> str:
     """A sortable table; numbers carry data-v (the raw value) so sorting is numeric."""
+    return "".join(html_table_parts(table_id, columns, rows, lang))
+
+
+_TABLE_BLOCK = 2048  # rows whose cells are made at once: a day's results table is ~20 MB of text
+
+
+def html_table_parts(table_id: str, columns: Iterable[str], rows: list[dict[str, Any]], lang: str) -> Iterator[str]:
+    """html_table in parts, a block of rows each: only a block's cells are held at once."""
     columns = list(columns)
     head = "".join(f'<th title="{esc(c)}">{esc(label(c, lang))}</th>' for c in columns)
-    cells = table_cells(columns, rows, _number_td, lambda c, v: _td(c, v, lang))
-    body = ["<tr>" + "".join(row) + "</tr>" for row in zip(*cells)] if cells else ["<tr></tr>" for _ in rows]
-    return (f'<table class="data sortable" id="{esc(table_id)}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table>')
+    yield f'<table class="data sortable" id="{esc(table_id)}"><thead><tr>{head}</tr></thead><tbody>'
+    other = lambda c, v: _td(c, v, lang)  # noqa: E731
+    for at in range(0, len(rows), _TABLE_BLOCK):
+        block = rows[at:at + _TABLE_BLOCK]
+        cells = table_cells(columns, block, _number_td, other)
+        yield "".join(["<tr>" + "".join(row) + "</tr>" for row in zip(*cells)] if cells else ["<tr></tr>"] * len(block))
+    yield "</tbody></table>"
 
 
 def _number_td(v: float | int | None) -> str:
@@ -235,7 +246,14 @@ def _td(column: str, v: Any, lang: str) -> str:
 
 
 def _section_table(table_id: str, columns, rows, lang: str) -> str:
-    return html_table(table_id, columns, rows, lang) if rows else f"<p>{esc(t('none', lang))}</p>"
+    return "".join(_section_table_parts(table_id, columns, rows, lang))
+
+
+def _section_table_parts(table_id: str, columns, rows, lang: str) -> Iterator[str]:
+    if rows:
+        yield from html_table_parts(table_id, columns, rows, lang)
+    else:
+        yield f"<p>{esc(t('none', lang))}</p>"
 
 
 CSS = """
@@ -358,13 +376,14 @@ def render_html(a, lang: str = "en", title: str | None = None) -> str:
     return "".join(html_parts(a, lang, title))
 
 
-def html_parts(a, lang: str = "en", title: str | None = None) -> list[str]:
-    """render_html's page in parts, to be written one after the other: a page of a day of requests is
-    tens of MB, and twice that as one string once a character beyond Latin-1 (a dash, Chinese) is in it."""
+def html_parts(a, lang: str = "en", title: str | None = None) -> Iterator[str]:
+    """render_html's page in parts, made as they are written: a page of a day of requests is a hundred
+    MB (a timeline of each GPU, the results table), and twice that as one string once a character beyond
+    Latin-1 (a dash, Chinese) is in it. Only the part being written is held."""
     models = sorted({str(r.get("model")) for r in a.results})
     colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
     name = title or a.batch_id or "batch"
-    body: list[str] = [f"<h1>{esc(t('title', lang))} — {esc(name)}</h1>",
+    body: list = [f"<h1>{esc(t('title', lang))} — {esc(name)}</h1>",
                        f'<div class="def" id="ratio-def"><b>{esc(t("ratio_name", lang))}.</b> {t("ratio_def", lang)}'
                        f'<br><span class="caption">{esc(t("basis_def", lang))}</span></div>']
     if a.simulated:
@@ -410,22 +429,32 @@ def html_parts(a, lang: str = "en", title: str | None = None) -> list[str]:
         spans = window_spans(a.windows, lang)
         drawn: dict[tuple[float, float], str] = {}
         for i, tl in enumerate(a.timelines):
-            svg = timeline_svg(f"timeline-{i}", tl, a.windows, lang, spans, drawn)
             body.append(f"<h3>{esc(tl['key'])}{' — ' + esc(tl.get('name')) if tl.get('name') else ''}"
                         f"{' (' + esc(tl['gpu_id']) + ')' if tl.get('gpu_id') else ''}</h3>")  # named by host and uuid
-            body.append(svg or f"<p>{esc(t('none', lang))}</p>")
-    body.append(f"<h2>{esc(t('results', lang))}</h2><p class='caption'>{esc(t('sort_hint', lang))}</p>"
-                f"<div class='scroll'>{_section_table('results', RESULT_COLUMNS, a.results, lang)}</div>")
+            # drawn when written (in order: spans and drawn are shared by the timelines)
+            body.append(lambda i=i, tl=tl: timeline_svg(f"timeline-{i}", tl, a.windows, lang, spans, drawn)
+                        or f"<p>{esc(t('none', lang))}</p>")
+    body.append(chain([f"<h2>{esc(t('results', lang))}</h2><p class='caption'>{esc(t('sort_hint', lang))}</p>"
+                       "<div class='scroll'>"], _section_table_parts("results", RESULT_COLUMNS, a.results, lang),
+                      ["</div>"]))
     body.append(f"<h2>{esc(t('stats', lang))}</h2>"
                 f"<div class='scroll'>{_section_table('stats', STAT_COLUMNS, report_stats(a), lang)}</div>")
     if a.warmups:
         body.append(f"<h2>{esc(t('warmups', lang))}</h2>"
                     + _section_table("warmups", ("rid", "model", "status", "latency_s", "gpu_energy_j"), a.warmups, lang))
     csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"
-    body[0] = (f'<!DOCTYPE html>\n<html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">'
-               f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
-               f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-               f"<title>{esc(t('title', lang))} — {esc(name)}</title><style>{CSS}</style><script>{JS_HEAD}</script>"
-               "</head>\n<body>" + body[0])
-    body[-1] += f'\n<div id="tip"></div><script>{JS}</script></body></html>\n'
-    return [p for part in body for p in (part, "\n")][:-1]  # (head and tail joined to the first and last parts)
+    yield (f'<!DOCTYPE html>\n<html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">'
+           f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+           f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+           f"<title>{esc(t('title', lang))} — {esc(name)}</title><style>{CSS}</style><script>{JS_HEAD}</script>"
+           "</head>\n<body>")
+    for i, part in enumerate(body):
+        if i:
+            yield "\n"
+        if isinstance(part, str):
+            yield part
+        elif callable(part):
+            yield part()
+        else:
+            yield from part
+    yield f'\n<div id="tip"></div><script>{JS}</script></body></html>\n'
