@@ -678,7 +678,10 @@ def _host_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str], bat
     src = hosts.pick_host_src(present, batch_start)
     if len(present) > 1:
         log.info("several_host_sources", srcs=present, used=src)
-    rows = _order(cols, np.flatnonzero(cols["src"] == srcs.index(src)))
+    sel = np.flatnonzero(cols["src"] == srcs.index(src))
+    rows = _order(cols, sel)
+    if rows is sel and sel.size == cols["t"].size:  # the usual one host, in order: views, not a copy of a
+        rows = slice(None)                           # day's 10 Hz readings (~70 MB) beside the table's
     t, seq = cols["t"][rows], cols["seq"][rows]
     host = Series("host", src, t, seq, {f: cols[f][rows] for f in table.series}, bool(cols["simulated"][rows].any()))
     procs, rapl = {}, {}
