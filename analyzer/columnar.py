@@ -81,11 +81,11 @@ def _floats(values: list, types: set[type]) -> np.ndarray:
     return out
 
 
-def _src_column(values: Sequence, types: set[type], codes: dict[str, int], code_of) -> np.ndarray:
+def _src_column(values: Sequence, types: set[type], distinct: set, codes: dict[str, int], code_of) -> np.ndarray:
     """The source codes of a column of publisher ids (``code_of``: the decoder's, for any odd one)."""
     if types != {str}:
         return np.array([code_of(v) for v in values], dtype=np.int32)
-    if len(set(values)) == 1:  # the usual chunk: one daemon
+    if len(distinct) == 1:  # the usual chunk: one daemon
         return np.full(len(values), codes[values[0]], dtype=np.int32)
     return np.fromiter(map(codes.get, values), dtype=np.int32, count=len(values))
 
@@ -313,12 +313,12 @@ class Decoder:
             types = {k: set(map(type, v)) for k, v in got.items()}
         else:
             got, types = fast
-        src_codes = self._src
-        for v in set(got["src"]) - set(src_codes):
+        src_codes, srcs = self._src, set(got["src"])
+        for v in srcs - set(src_codes):
             self._src_code(v)
         cols: dict[str, np.ndarray] = {
             "idx": idx,
-            "src": _src_column(got["src"], types["src"], src_codes, self._src_code),
+            "src": _src_column(got["src"], types["src"], srcs, src_codes, self._src_code),
             "t": np.array(got["t"], dtype=np.int64),
             "seq": np.array(got["seq"], dtype=np.int64),
         }
