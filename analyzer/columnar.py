@@ -122,8 +122,8 @@ def _fast_columns(body: type[M.Body], rows: list[dict], keys: list[str]
     """(``keys`` as columns, None where absent; each column's set of value types) when every row surely
     passes M.validate, else None (then each row is checked on its own). Rows are grouped by their keys
     (a daemon sends one or two shapes: slow fields every few ticks); a group's values are read in one
-    row-major list and typed by the distinct rows' type signatures (few), then sliced into columns,
-    all without a Python-level step per message."""
+    row-major list, typed per key, then sliced into columns, all without a Python-level step per
+    message."""
     n = len(rows)
     out: dict[str, list] = {}
     types: dict[str, set[type]] = {}
@@ -132,8 +132,7 @@ def _fast_columns(body: type[M.Body], rows: list[dict], keys: list[str]
         if flat is None:
             return None
         width = len(shape)
-        signatures = set(zip(*[map(type, flat)] * width))
-        seen = dict(zip(shape, map(set, zip(*signatures))))
+        seen = _types_by_key(shape, flat)
         if not _shape_valid(body, seen):
             return None
         at = {k: j for j, k in enumerate(shape)}
@@ -152,6 +151,16 @@ def _fast_columns(body: type[M.Body], rows: list[dict], keys: list[str]
     if not set(out["v"]) <= set(M.READABLE_VERSIONS):
         return None
     return out, types
+
+
+def _types_by_key(shape: tuple, flat: list) -> dict[Any, set[type]]:
+    """Each key's set of value types, from a group's row-major values: one comparison when every row
+    is typed alike (the usual chunk), else by the distinct rows' type signatures (few)."""
+    types, width = list(map(type, flat)), len(shape)
+    first = types[:width]
+    if types == first * (len(types) // width):
+        return {k: {t} for k, t in zip(shape, first)}
+    return dict(zip(shape, map(set, zip(*set(zip(*[iter(types)] * width))))))
 
 
 def _shape_groups(rows: list[dict]) -> Iterable[tuple[np.ndarray | None, tuple, list]]:
