@@ -175,12 +175,14 @@ def _shape_groups(rows: list[dict]) -> Iterable[tuple[np.ndarray | None, tuple, 
             yield pos, shape, None
             continue
         try:  # every row has these keys (and no other: as many) → one group
-            yield pos, shape, list(chain.from_iterable(map(itemgetter(*shape), sel)))
+            flat = list(chain.from_iterable(map(itemgetter(*shape), sel)))
         except KeyError:
             shapes = list(map(tuple, sel))
             for shape in set(shapes):
                 sub_pos, sub = _pick(sel, list(map(shape.__eq__, shapes)), pos)
                 yield sub_pos, shape, list(chain.from_iterable(map(itemgetter(*shape), sub)))
+            continue
+        yield pos, shape, flat
 
 
 def _pick(rows: list, mask: list[bool], pos: np.ndarray | None = None) -> tuple[np.ndarray, list]:
