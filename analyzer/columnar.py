@@ -27,8 +27,8 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from itertools import compress, repeat
-from operator import is_, is_not, itemgetter, not_
+from itertools import chain, compress, repeat
+from operator import is_, is_not, itemgetter
 from typing import Any, Iterable, Sequence
 
 import msgpack
@@ -68,28 +68,24 @@ def _num(v: Any) -> float:
     return np.nan if x is None else x
 
 
-def _floats(values: list) -> np.ndarray:
-    """Readings as float64, NaN where absent or not finite (the rule of shared.numbers.finite)."""
-    if _all_none(values):  # a series this publisher does not send
+def _floats(values: list, types: set[type]) -> np.ndarray:
+    """Readings as float64, NaN where absent or not finite (the rule of shared.numbers.finite).
+    ``types``: the values' types."""
+    if types <= {_NONE}:  # a series this publisher does not send
         return np.full(len(values), np.nan)
     try:
-        out = np.array(values, dtype=np.float64)
+        out = np.fromiter(values, dtype=np.float64, count=len(values))
     except (TypeError, ValueError, OverflowError):
         return np.array([_num(v) for v in values], dtype=np.float64)
     out[~np.isfinite(out)] = np.nan
     return out
 
 
-def _all_none(values: Sequence) -> bool:
-    """Every value None (a field absent throughout), counted without a Python-level step."""
-    return values.count(None) == len(values)
-
-
-def _src_column(values: Sequence, codes: dict[str, int], code_of) -> np.ndarray:
+def _src_column(values: Sequence, types: set[type], distinct: set, codes: dict[str, int], code_of) -> np.ndarray:
     """The source codes of a column of publisher ids (``code_of``: the decoder's, for any odd one)."""
-    if set(map(type, values)) != {str}:
+    if types != {str}:
         return np.array([code_of(v) for v in values], dtype=np.int32)
-    if len(set(values)) == 1:  # the usual chunk: one daemon
+    if len(distinct) == 1:  # the usual chunk: one daemon
         return np.full(len(values), codes[values[0]], dtype=np.int32)
     return np.fromiter(map(codes.get, values), dtype=np.int32, count=len(values))
 
@@ -121,38 +117,78 @@ def _shape_valid(body: type[M.Body], types: dict[str, set[type]]) -> bool:
     return True
 
 
-def _fast_columns(body: type[M.Body], rows: list[dict], keys: list[str]) -> dict[str, Sequence] | None:
-    """``keys`` as columns (None where absent) when every row surely passes M.validate, else None
-    (then each row is checked on its own). Rows are grouped by their keys (a daemon sends one or two
-    shapes: slow fields every few ticks); within a shape the values are transposed into columns and
-    checked by the set of types per column, all without a Python-level step per message."""
+def _fast_columns(body: type[M.Body], rows: list[dict], keys: list[str]
+                  ) -> tuple[dict[str, list], dict[str, set[type]]] | None:
+    """(``keys`` as columns, None where absent; each column's set of value types) when every row surely
+    passes M.validate, else None (then each row is checked on its own). Rows are grouped by their keys
+    (a daemon sends one or two shapes: slow fields every few ticks); a group's values are read in one
+    row-major list, typed per key, then sliced into columns, all without a Python-level step per
+    message."""
     n = len(rows)
-    shape_of = list(map(tuple, rows))
-    shapes = set(shape_of)
     out: dict[str, list] = {}
+    types: dict[str, set[type]] = {}
     merged: dict[str, np.ndarray] = {}
-    for shape in shapes:
-        if len(shapes) == 1:
-            sel, pos = rows, None
-        else:
-            mask = list(map(shape.__eq__, shape_of))
-            sel = list(compress(rows, mask))
-            pos = np.fromiter(compress(range(n), mask), dtype=np.int64)
-        cols = dict(zip(shape, zip(*map(tuple, map(dict.values, sel)))))
-        if not _shape_valid(body, {k: set(map(type, v)) for k, v in cols.items()}):
+    for pos, shape, flat in _shape_groups(rows):
+        if flat is None:
             return None
-        if pos is None:
-            out = {k: (cols[k] if k in cols else (None,) * n) for k in keys}
-        else:
-            for k in keys:
-                if k in cols:
-                    col = merged.setdefault(k, np.full(n, None, dtype=object))
-                    col[pos] = np.fromiter(cols[k], dtype=object, count=pos.size)
+        width = len(shape)
+        seen = _types_by_key(shape, flat)
+        if not _shape_valid(body, seen):
+            return None
+        at = {k: j for j, k in enumerate(shape)}
+        for k in keys:
+            j = at.get(k)
+            if pos is None:  # one group: the chunk
+                out[k] = flat[j::width] if j is not None else [None] * n
+                types[k] = seen[k] if j is not None else {_NONE}
+                continue
+            types[k] = types.get(k, set()) | (seen[k] if j is not None else {_NONE})
+            if j is not None:
+                col = merged.setdefault(k, np.full(n, None, dtype=object))
+                col[pos] = np.fromiter(flat[j::width], dtype=object, count=pos.size)
     if merged or not out:
         out = {k: (merged[k].tolist() if k in merged else [None] * n) for k in keys}
     if not set(out["v"]) <= set(M.READABLE_VERSIONS):
         return None
-    return out
+    return out, types
+
+
+def _types_by_key(shape: tuple, flat: list) -> dict[Any, set[type]]:
+    """Each key's set of value types, from a group's row-major values: one comparison when every row
+    is typed alike (the usual chunk), else by the distinct rows' type signatures (few)."""
+    types, width = list(map(type, flat)), len(shape)
+    first = types[:width]
+    if types == first * (len(types) // width):
+        return {k: {t} for k, t in zip(shape, first)}
+    return dict(zip(shape, map(set, zip(*set(zip(*[iter(types)] * width))))))
+
+
+def _shape_groups(rows: list[dict]) -> Iterable[tuple[np.ndarray | None, tuple, list]]:
+    """(positions, or None for all; their keys; their values row-major in that key order) per group of
+    rows with the same keys: by number of keys first (cheap), then by keys in order where those differ."""
+    lens = list(map(len, rows))
+    widths = set(lens)
+    parts = [(None, rows)] if len(widths) == 1 else [_pick(rows, list(map(w.__eq__, lens))) for w in widths]
+    for pos, sel in parts:
+        shape = tuple(sel[0])
+        if len(shape) < len(M.ENVELOPE_KEYS):  # surely not valid (and itemgetter of one key gives no tuple)
+            yield pos, shape, None
+            continue
+        try:  # every row has these keys (and no other: as many) → one group
+            flat = list(chain.from_iterable(map(itemgetter(*shape), sel)))
+        except KeyError:
+            shapes = list(map(tuple, sel))
+            for shape in set(shapes):
+                sub_pos, sub = _pick(sel, list(map(shape.__eq__, shapes)), pos)
+                yield sub_pos, shape, list(chain.from_iterable(map(itemgetter(*shape), sub)))
+            continue
+        yield pos, shape, flat
+
+
+def _pick(rows: list, mask: list[bool], pos: np.ndarray | None = None) -> tuple[np.ndarray, list]:
+    """The rows where ``mask`` is true, and their positions (in ``pos``, else in ``rows``)."""
+    at = np.flatnonzero(np.array(mask, dtype=bool))
+    return (at if pos is None else pos[at]), list(compress(rows, mask))
 
 
 @dataclass
@@ -195,7 +231,8 @@ class Decoder:
         self.invalid = 0
         self.events: list[tuple[int, str, dict[str, Any]]] = []
         self._pending: dict[str, list[dict]] = {t: [] for t in TABLE_TOPICS}
-        self._pending_idx: dict[str, list[int]] = {t: [] for t in TABLE_TOPICS}
+        self._pending_idx: dict[str, list[np.ndarray]] = {t: [] for t in TABLE_TOPICS}
+        self._table_code = {t: i for i, t in enumerate(TABLE_TOPICS)}
         self._chunks: dict[str, list[dict[str, np.ndarray]]] = {t: [] for t in TABLE_TOPICS}
         self._src: dict[str, int] = {}
         self._strings: dict[tuple[str, str], dict[str, int]] = {}
@@ -205,37 +242,41 @@ class Decoder:
         pending = self._pending.get(topic)
         if pending is not None:
             pending.append(payload)
-            self._pending_idx[topic].append(self.idx)
+            self._pending_idx[topic].append(np.array([self.idx], dtype=np.int64))
             if len(pending) >= CHUNK:
                 self._convert(topic)
         else:
-            try:
-                M.validate(topic, payload)
-            except M.MessageError as exc:
-                self._invalid(topic, exc)
-            else:
-                self._src_code(payload["src"])
-                self.events.append((self.idx, topic, payload))
+            self._event(self.idx, topic, payload)
         self.idx += 1
 
-    def feed_batch(self, batch: list[list]) -> None:
-        """``[[topic, payload], ...]`` in file order: telemetry shared out per topic without a
-        Python-level step per message; events one by one (they are few)."""
-        n = len(batch)
-        topics = list(map(itemgetter(0), batch))
-        payloads = list(map(itemgetter(1), batch))
-        positions = range(self.idx, self.idx + n)
-        table = list(map(self._pending.__contains__, topics))
-        for topic in set(compress(topics, table)):
-            mask = list(map(topic.__eq__, topics))
-            rows = self._pending[topic]
-            rows.extend(compress(payloads, mask))
-            self._pending_idx[topic].extend(compress(positions, mask))
-        if not all(table):
-            for i in compress(range(n), map(not_, table)):
-                self.idx = positions[i]
-                self.feed(topics[i], payloads[i])
-        self.idx = positions.stop
+    def _event(self, idx: int, topic: str, payload: dict[str, Any]) -> None:
+        try:
+            M.validate(topic, payload)
+        except M.MessageError as exc:
+            self._invalid(topic, exc)
+        else:
+            self._src_code(payload["src"])
+            self.events.append((idx, topic, payload))
+
+    def feed_batch(self, topics: list[str], payloads: list[dict[str, Any]]) -> None:
+        """Messages in file order: telemetry shared out per topic without a Python-level step per
+        message; events one by one (they are few)."""
+        n = len(topics)
+        other = len(TABLE_TOPICS)
+        kind = np.fromiter(map(self._table_code.get, topics, repeat(other)), dtype=np.int8, count=n)
+        counts = np.bincount(kind, minlength=other + 1).tolist()
+        for code, topic in enumerate(TABLE_TOPICS):
+            if counts[code] == n:
+                self._pending[topic].extend(payloads)
+                self._pending_idx[topic].append(np.arange(self.idx, self.idx + n, dtype=np.int64))
+            elif counts[code]:
+                mask = kind == code
+                self._pending[topic].extend(compress(payloads, mask.tolist()))
+                self._pending_idx[topic].append(np.flatnonzero(mask) + self.idx)
+        if counts[other]:
+            for i in np.flatnonzero(kind == other).tolist():
+                self._event(self.idx + i, topics[i], payloads[i])
+        self.idx += n
         for topic, rows in self._pending.items():
             if len(rows) >= CHUNK:
                 self._convert(topic)
@@ -262,49 +303,53 @@ class Decoder:
         self._pending[topic], self._pending_idx[topic] = [], []
         if not rows:
             return
+        idx = np.concatenate(idx) if len(idx) > 1 else idx[0]
         body, floats, strings = self._bodies[topic], self._float_keys[topic], self._string_keys[topic]
         keys = ["v", "src", "t", "seq", *EXTRA_KEYS[topic], *floats, *strings]
-        got = _fast_columns(body, rows, keys)
-        if got is None:
-            kept, kept_idx = [], []
-            for p, i in zip(rows, idx):
+        fast = _fast_columns(body, rows, keys)
+        if fast is None:
+            keep = []
+            for p in rows:
                 try:
                     M.validate(topic, p, body=body)
                 except M.MessageError as exc:
                     self._invalid(topic, exc)
+                    keep.append(False)
                     continue
-                kept.append(p)
-                kept_idx.append(i)
-            rows, idx = kept, kept_idx
+                keep.append(True)
+            rows, idx = list(compress(rows, keep)), idx[np.array(keep, dtype=bool)]
             if not rows:
                 return
             got = {k: _column(rows, k) for k in keys}
-        src_codes = self._src
-        for v in set(got["src"]) - set(src_codes):
+            types = {k: set(map(type, v)) for k, v in got.items()}
+        else:
+            got, types = fast
+        src_codes, srcs = self._src, set(got["src"])
+        for v in srcs - set(src_codes):
             self._src_code(v)
         cols: dict[str, np.ndarray] = {
-            "idx": np.array(idx, dtype=np.int64),
-            "src": _src_column(got["src"], src_codes, self._src_code),
+            "idx": idx,
+            "src": _src_column(got["src"], types["src"], srcs, src_codes, self._src_code),
             "t": np.array(got["t"], dtype=np.int64),
             "seq": np.array(got["seq"], dtype=np.int64),
         }
         if topic == M.TEL_GPU:
             cols["gpu"] = np.array(got["gpu"], dtype=np.int64)
             n, limits = len(got["simulated"]), got["power_limit_w"]
-            cols["simulated"] = (np.zeros(n, dtype=bool) if _all_none(got["simulated"])
+            cols["simulated"] = (np.zeros(n, dtype=bool) if types["simulated"] == {_NONE}
                                  else np.fromiter(map(is_, got["simulated"], repeat(True)), dtype=bool, count=n))
             # the enforced power limit as sent (NaN included: stream.build compares the raw values)
-            if _all_none(limits):
+            if types["power_limit_w"] == {_NONE}:
                 cols["power_limit_w:present"], cols["power_limit_w"] = np.zeros(n, dtype=bool), np.full(n, np.nan)
             else:
                 cols["power_limit_w:present"] = np.fromiter(map(is_not, limits, repeat(None)), dtype=bool, count=n)
                 cols["power_limit_w"] = np.array(limits, dtype=np.float64)
         elif topic == M.TEL_HOST:
             sims = got["simulated"]
-            cols["simulated"] = (np.zeros(len(sims), dtype=bool) if _all_none(sims)
+            cols["simulated"] = (np.zeros(len(sims), dtype=bool) if types["simulated"] == {_NONE}
                                  else np.fromiter(map(bool, sims), dtype=bool, count=len(sims)))
         for key in floats:
-            cols[key] = _floats(got[key])
+            cols[key] = _floats(got[key], types[key])
         for key in strings:
             cols[key] = self._codes(topic, key, got[key])
         if topic == M.TEL_HOST:
@@ -741,8 +786,8 @@ def _decode(stream: Path, sink=None) -> tuple[Decoded, RecordingReader]:
     gc_was_on = gc.isenabled()
     gc.disable()  # only containers of plain values are made here: no cycles to find (~10 % of the pass)
     try:
-        for batch in reader.batches():
-            dec.feed_batch(batch)
+        for topics, payloads in reader.batches():
+            dec.feed_batch(topics, payloads)
     finally:
         if gc_was_on:
             gc.enable()

@@ -45,12 +45,16 @@ class Spill:
     def __call__(self, topic: str, cols: dict[str, np.ndarray]) -> bool:
         if topic != M.TEL_GPU:
             return False
-        src, gpu = cols["src"].astype(np.int64), cols["gpu"]
-        for s, g in sorted(set(zip(src.tolist(), gpu.tolist()))):
-            sel = np.flatnonzero((src == s) & (gpu == g))
-            key = (int(s), int(g))
-            self._buf.setdefault(key, []).append({k: v[sel] for k, v in cols.items()})
-            self._rows[key] = self._rows.get(key, 0) + sel.size
+        # rows by (source, GPU), each's in file order (a stable sort): one gather per column, then views
+        order = np.lexsort((cols["gpu"], cols["src"]))
+        src, gpu = cols["src"][order], cols["gpu"][order]
+        starts = np.flatnonzero(np.diff(src, prepend=-1) | np.diff(gpu, prepend=gpu[:1] - 1))
+        ends = [*starts[1:].tolist(), order.size]
+        cols = {k: v[order] for k, v in cols.items()}
+        for a, b in zip(starts.tolist(), ends):
+            key = (int(src[a]), int(gpu[a]))
+            self._buf.setdefault(key, []).append({k: v[a:b] for k, v in cols.items()})
+            self._rows[key] = self._rows.get(key, 0) + b - a
             if self._rows[key] >= ROW_GROUP:
                 self._flush(key)
         return True

@@ -50,14 +50,14 @@ class RecordingReader:
         self.size_bytes = self.path.stat().st_size
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        for batch in self.batches():
-            for topic, payload in batch:
-                yield topic, payload
+        for topics, payloads in self.batches():
+            yield from zip(topics, payloads)
 
-    def batches(self) -> Iterator[list[list]]:
-        """The messages as lists of ``[topic, payload]``, one list per read of the file: msgpack decodes
-        a whole read at once, and its shape is checked per list, not per message (the fast path of a
-        long recording). Anything unusual is re-read object by object to name the exact byte."""
+    def batches(self) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
+        """The messages as (topics, payloads), two lists per read of the file: msgpack decodes a whole
+        read at once, and its shape is checked per list, not per message (the fast path of a long
+        recording; the analyzer takes the lists as they are). Anything unusual is re-read object by
+        object to name the exact byte."""
         self.messages = 0
         self.good_bytes = 0
         self.problem = None
@@ -79,13 +79,14 @@ class RecordingReader:
                     objs = None
                 if objs and start == 0:
                     self._take_header(objs.pop(0))
-                if objs is None or not _all_messages(objs):
+                split = None if objs is None else _split(objs)
+                if split is None:
                     yield from self._one_by_one(start)
                     break
                 self.good_bytes = end
                 self.messages += len(objs)
                 if objs:
-                    yield objs
+                    yield split
         if self.header is None:
             raise RecordingError(f"{self.path}: empty or unreadable recording (no complete header object)")
         if self.problem is None and self.good_bytes < self.size_bytes:
@@ -104,7 +105,7 @@ class RecordingReader:
             self.header = obj
         # else: the header is already known from an earlier pass
 
-    def _one_by_one(self, start: int) -> Iterator[list[list]]:
+    def _one_by_one(self, start: int) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
         """From byte ``start`` (the end of the last whole message), object by object: yields the good
         messages and stops at the first bad one, naming its byte in ``problem``."""
         with open(self.path, "rb") as fh:
@@ -118,25 +119,30 @@ class RecordingReader:
                         self._take_header(obj)
                         self.good_bytes = end
                         continue
-                    if not _all_messages([obj]):
+                    split = _split([obj])
+                    if split is None:
                         self.problem = f"corrupt object at byte {self.good_bytes}: expected [topic, payload]"
                         return
                     self.good_bytes = end
                     self.messages += 1
-                    yield [obj]
+                    yield split
             except RecordingError:
                 raise
             except Exception as exc:  # msgpack's FormatError, StackError, BufferFull...
                 self.problem = f"corrupt data at byte {self.good_bytes}: {exc}"
 
 
-def _all_messages(objs: list) -> bool:
-    """Every object is ``[topic: str, payload: map]`` (checked per list, by the set of shapes)."""
+def _split(objs: list) -> tuple[list[str], list[dict[str, Any]]] | None:
+    """(topics, payloads) when every object is ``[topic: str, payload: map]`` (checked per list, by the
+    set of shapes), else None."""
     if not objs:
-        return True
-    return (set(map(type, objs)) == {list} and set(map(len, objs)) == {2}
-            and set(map(type, map(itemgetter(0), objs))) == {str}
-            and set(map(type, map(itemgetter(1), objs))) == {dict})
+        return [], []
+    if set(map(type, objs)) != {list} or set(map(len, objs)) != {2}:
+        return None
+    topics, payloads = list(map(itemgetter(0), objs)), list(map(itemgetter(1), objs))
+    if set(map(type, topics)) != {str} or set(map(type, payloads)) != {dict}:
+        return None
+    return topics, payloads
 
 
 def read_recording(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], str | None]:

@@ -147,6 +147,28 @@ def test_columnar_path_gives_the_in_memory_batch_exactly(tmp_path, monkeypatch, 
     assert e_old == e_new and any(v[0] for v in e_new.values())
 
 
+@pytest.mark.parametrize("chunk", [8, columnar.CHUNK])
+def test_rows_with_as_many_keys_but_other_ones_or_in_another_order(monkeypatch, chunk):
+    """A chunk's rows are grouped by their number of keys and read by the first row's keys: a row with
+    two readings in each other's place reads the same; one with a key swapped for an undeclared one,
+    or for a declared one of the wrong type (as many keys both), is refused, as stream.build does."""
+    monkeypatch.setattr(columnar, "CHUNK", chunk)
+    items = S.messages(S.tiny_spec())
+    at = [i for i, (t, _) in enumerate(items) if t == M.TEL_GPU]
+    swap = {at[3]: ("gpu", "fan_pct", 1.0), at[9]: ("temp_c", "simulated", "yes")}
+    for i, (drop, key, value) in swap.items():
+        items[i] = (M.TEL_GPU, {**{k: v for k, v in items[i][1].items() if k != drop}, key: value})
+    keys = list(items[at[20]][1])
+    a, b = keys.index("power_mw"), keys.index("temp_c")  # two readings swap places: read by name, not place
+    keys[a], keys[b] = keys[b], keys[a]
+    moved = {k: items[at[20]][1][k] for k in keys}
+    items[at[20]] = (M.TEL_GPU, moved)
+    new = columnar.to_batch(columnar.decode_items(items))  # (message by message: chunks of exactly ``chunk``)
+    assert_same(stream.build(items), new)
+    assert new.invalid == 2
+    assert any(moved["seq"] in g.seq.tolist() for g in new.gpus) and moved["power_mw"] != moved["temp_c"]
+
+
 def test_whole_analysis_identical_through_the_cli_paths(tmp_path):
     """--batch (columns, then the copy) writes the same results.csv as the message path."""
     from analyzer import cli, outputs
