@@ -49,6 +49,23 @@ class TestPercentileStats:
         assert got["median"] == pytest.approx(np.percentile(vals, 50))
         for q in (90.0, 99.0, 12.5):
             assert got[tables.pct_name(q)] == pytest.approx(np.percentile(vals, q))
+
+    def test_pooled_doubles_give_the_lists_figures(self):
+        """Pooled gaps are held as an array of doubles: the same figures, bit for bit, as the list of
+        floats (signed zeros in their order included), and the same describe()."""
+        rng = np.random.default_rng(3)
+        parts = [rng.exponential(0.02, 40).tolist() + [0.0, -0.0, float("nan"), None] for _ in range(30)]
+        pooled = tables._pooled(iter(parts))
+        as_list = [v for p in parts for v in p if v is not None and v == v]
+        assert pooled.tolist() == as_list
+        qs = (50.0, 90.0, 99.0, 12.5, 0.0, 100.0)
+        got, want = tables.percentiles_of(pooled, qs), tables.percentiles_of(as_list, qs)
+        assert {k: repr(v) for k, v in got.items()} == {k: repr(v) for k, v in want.items()}
+        assert all(type(v) is float for v in got.values())
+        assert tables.describe(pooled) == tables.describe(as_list)
+        for zeros in ([-0.0, 0.0, 1.0], [0.0, -0.0, 1.0], [1.0, -0.0, -0.0]):
+            low = tables.percentiles_of(tables._pooled(iter([zeros])), (0.0, 25.0, 50.0))
+            assert repr(low) == repr(tables.percentiles_of(zeros, (0.0, 25.0, 50.0)))
         assert tables.percentiles_of([], (90.0,)) == {"median": None, "p90": None}
 
     def test_stats_rows_and_pooled_itl(self, tmp_path):
