@@ -133,7 +133,7 @@ def _fast_columns(body: type[M.Body], rows: list[dict], keys: list[str]
             return None
         width = len(shape)
         seen = _types_by_key(shape, flat)
-        if not _shape_valid(body, seen):
+        if not _shape_valid(body, seen) or not _ints_fit(body, shape, flat, seen):
             return None
         at = {k: j for j, k in enumerate(shape)}
         for k in keys:
@@ -151,6 +151,21 @@ def _fast_columns(body: type[M.Body], rows: list[dict], keys: list[str]
     if not set(out["v"]) <= set(M.READABLE_VERSIONS):
         return None
     return out, types
+
+
+def _ints_fit(body: type[M.Body], shape: tuple, flat: list, seen: dict[Any, set[type]]) -> bool:
+    """True when a group's integers of the keys declared int (the envelope's seq/t/wall included) fit in
+    64 bits, as M.validate requires: a column's min and max, no Python-level step per message."""
+    width, ints = len(shape), body.int64_keys()
+    for j, k in enumerate(shape):
+        if int not in seen[k] or k not in ints:
+            continue
+        col = flat[j::width]
+        if _NONE in seen[k]:  # (an optional key sent as nil: rare)
+            col = [v for v in col if v is not None]
+        if min(col) < M.INT64_MIN or max(col) > M.INT64_MAX:
+            return False
+    return True
 
 
 def _types_by_key(shape: tuple, flat: list) -> dict[Any, set[type]]:
