@@ -49,6 +49,12 @@ ENVELOPE_INTS = ("seq", "t", "wall")
 # carries 2**63 .. 2**64 - 1, refused like a wrong type.
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
+
+def is_int64(v: Any) -> bool:
+    """``v`` is an integer (not a bool) that fits in 64 bits: what the contract's int keys hold."""
+    return isinstance(v, int) and not isinstance(v, bool) and INT64_MIN <= v <= INT64_MAX
+
+
 # req.progress: at most one per request per this interval while it streams (bounded bus load).
 PROGRESS_EVERY_NS = 500_000_000
 
@@ -243,7 +249,7 @@ class Record:
             if not isinstance(v, c.types) or (c.no_bool and v.__class__ is bool):
                 raise MessageError(f"{where}: key {c.name!r} must be {'/'.join(t.__name__ for t in c.types)}, "
                                    f"got {type(v).__name__} {v!r:.60}")
-            if c.int64 and v.__class__ is int and not INT64_MIN <= v <= INT64_MAX:
+            if c.int64 and not is_int64(v):
                 raise MessageError(f"{where}: key {c.name!r} is beyond the 64-bit integer range, got {v!r}")
             if c.nested is not None:
                 c.nested.check(v, f"{where}.{c.name}", strict)
@@ -558,9 +564,8 @@ def validate(topic: str, payload: dict[str, Any], strict: bool = False,
     if not isinstance(payload["src"], str):
         raise MessageError(f"{topic}: 'src' must be a str, got {type(payload['src']).__name__} {payload['src']!r:.60}")
     for key in ENVELOPE_INTS:
-        v = payload[key]
-        if not isinstance(v, int) or isinstance(v, bool) or not INT64_MIN <= v <= INT64_MAX:
-            raise MessageError(f"{topic}: {key!r} must be a 64-bit integer, got {v!r:.60}")
+        if not is_int64(payload[key]):
+            raise MessageError(f"{topic}: {key!r} must be a 64-bit integer, got {payload[key]!r:.60}")
     body = body or BODIES.get(topic)
     if body is not None:
         body.check(payload, strict=strict)
