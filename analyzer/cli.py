@@ -219,6 +219,9 @@ def analyse_data(data: stream.BatchData, bd: BatchDir, opts: pipeline.Options, p
                  problem: str | None = None, lang: str = "en", samples_key: str | None = None) -> pipeline.Analysis:
     """BatchData → Analysis → files (built from columns: ``--batch`` from the recording, ``--live`` from its spool).
     ``samples_key``: columnar.samples_key of the recording (sample files already holding it are kept)."""
+    if data.invalid:  # each was logged as it was read (the first few): the count, on every run
+        log.warning("messages_invalid", count=data.invalid, note="not as shared/messages.py declares: dropped, "
+                    "the rest analysed")
     too_far = clock.refused(data.clock)
     if too_far:  # windows cannot be joined with samples this uncertain: no figures rather than wrong ones
         raise BadInput(f"{bd.root}: batch refused: " + "; ".join(too_far))

@@ -119,8 +119,9 @@ def _shape_valid(body: type[M.Body], types: dict[str, set[type]]) -> bool:
 
 def _fast_columns(body: type[M.Body], rows: list[dict], keys: list[str]
                   ) -> tuple[dict[str, list], dict[str, set[type]]] | None:
-    """(``keys`` as columns, None where absent; each column's set of value types) when every row surely
-    passes M.validate, else None (then each row is checked on its own). Rows are grouped by their keys
+    """(``keys`` as columns, None where absent, those declared int as int64 arrays where the chunk is one
+    group; each column's set of value types) when every row surely passes M.validate, else None (then
+    each row is checked on its own). Rows are grouped by their keys
     (a daemon sends one or two shapes: slow fields every few ticks); a group's values are read in one
     row-major list, typed per key, then sliced into columns, all without a Python-level step per
     message."""
@@ -133,13 +134,14 @@ def _fast_columns(body: type[M.Body], rows: list[dict], keys: list[str]
             return None
         width = len(shape)
         seen = _types_by_key(shape, flat)
-        if not _shape_valid(body, seen):
+        ints = _shape_valid(body, seen) and _int64_columns(body, shape, flat, seen)
+        if ints is False:
             return None
         at = {k: j for j, k in enumerate(shape)}
         for k in keys:
             j = at.get(k)
             if pos is None:  # one group: the chunk
-                out[k] = flat[j::width] if j is not None else [None] * n
+                out[k] = [None] * n if j is None else ints[k] if k in ints else flat[j::width]
                 types[k] = seen[k] if j is not None else {_NONE}
                 continue
             types[k] = types.get(k, set()) | (seen[k] if j is not None else {_NONE})
@@ -151,6 +153,27 @@ def _fast_columns(body: type[M.Body], rows: list[dict], keys: list[str]
     if not set(out["v"]) <= set(M.READABLE_VERSIONS):
         return None
     return out, types
+
+
+def _int64_columns(body: type[M.Body], shape: tuple, flat: list, seen: dict[Any, set[type]]
+                   ) -> dict[str, np.ndarray] | bool:
+    """A group's columns of keys declared int (the envelope's seq/t/wall included) as int64 arrays (those
+    with no nil), or False when an integer does not fit in 64 bits (M.validate refuses it): each column
+    converted once (t, seq, gpu are kept so), no Python-level step per message."""
+    width, declared, out = len(shape), body.int64_keys(), {}
+    for j, k in enumerate(shape):
+        if int not in seen[k] or k not in declared:
+            continue
+        col = flat[j::width]
+        if _NONE in seen[k]:  # (an optional key sent as nil: rare)
+            col = [v for v in col if v is not None]
+        try:
+            arr = np.fromiter(col, dtype=np.int64, count=len(col))
+        except OverflowError:
+            return False
+        if seen[k] == {int}:
+            out[k] = arr
+    return out
 
 
 def _types_by_key(shape: tuple, flat: list) -> dict[Any, set[type]]:
@@ -330,11 +353,11 @@ class Decoder:
         cols: dict[str, np.ndarray] = {
             "idx": idx,
             "src": _src_column(got["src"], types["src"], srcs, src_codes, self._src_code),
-            "t": np.array(got["t"], dtype=np.int64),
-            "seq": np.array(got["seq"], dtype=np.int64),
+            "t": np.asarray(got["t"], dtype=np.int64),
+            "seq": np.asarray(got["seq"], dtype=np.int64),
         }
         if topic == M.TEL_GPU:
-            cols["gpu"] = np.array(got["gpu"], dtype=np.int64)
+            cols["gpu"] = np.asarray(got["gpu"], dtype=np.int64)
             n, limits = len(got["simulated"]), got["power_limit_w"]
             cols["simulated"] = (np.zeros(n, dtype=bool) if types["simulated"] == {_NONE}
                                  else np.fromiter(map(is_, got["simulated"], repeat(True)), dtype=bool, count=n))

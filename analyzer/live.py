@@ -132,8 +132,8 @@ class LiveBuffer:
 
 
 def _t(payload: dict[str, Any]) -> int:
-    t = payload.get("t", 0)
-    return t if isinstance(t, int) else 0
+    t = payload.get("t", 0)  # (one the contract refuses would set the look-back's horizon: as none)
+    return t if M.is_int64(t) else 0
 
 
 def config_value(config: dict | None, key: str) -> Any:

@@ -115,8 +115,14 @@ class RowTracker:
         self.finished: dict[str, tuple[int, int]] = {}    # published: (start t, end t), for concurrency
 
     # -- input -------------------------------------------------------------------------------
-    def feed(self, topic: str, payload: dict[str, Any], now_s: float) -> None:
+    def feed(self, topic: str, payload: dict[str, Any], now_s: float) -> bool:
+        """Take one message; False when the contract refuses it (the analysis drops it too): it moves no
+        source's newest t and is no source."""
         self._listening(now_s)
+        try:
+            M.validate(topic, payload)
+        except M.MessageError:
+            return False
         if topic in TELEMETRY_TOPICS:
             src = str(payload.get("src"))
             self.telemetry.setdefault(src, deque()).append((topic, payload))
@@ -142,6 +148,7 @@ class RowTracker:
             req = self.requests.get(str(payload.get("rid")))
             if req is not None and req.end is None:
                 req.end, req.end_seen_s = payload, now_s
+        return True
 
     def batch_id(self) -> str | None:
         return str(self.batch_start["batch"]) if self.batch_start and self.batch_start.get("batch") else None

@@ -49,7 +49,8 @@ class LiveService:
             print(f"live page: {self.server.url}", flush=True)
 
     def on_message(self, topic: str, payload: dict[str, Any], now_s: float) -> None:
-        self.tracker.feed(topic, payload, now_s)
+        if not self.tracker.feed(topic, payload, now_s):  # (the page reads only what the contract allows)
+            return
         if self.viewer is not None:
             self.viewer.on_message(topic, payload, now_s)
 

@@ -36,7 +36,9 @@ def markdown() -> str:
            "A bus message is `[topic, payload]`; the payload is one flat msgpack map: the envelope, then the",
            "topic's keys. Units are in the key names. Absent means not available, never a fake zero.",
            f"Readers accept schema versions {', '.join(map(str, M.READABLE_VERSIONS))}; a payload over "
-           f"{M.MAX_PAYLOAD_BYTES // (1024 * 1024)} MiB is dropped unread.", "",
+           f"{M.MAX_PAYLOAD_BYTES // (1024 * 1024)} MiB is dropped unread.",
+           "An `int` is a signed 64-bit integer: a payload with a wrong type or an integer beyond that range",
+           "is refused whole.", "",
            "## Envelope (every topic)", ""]
     out += _table(M.Body)
     for topic, cls in M.BODIES.items():

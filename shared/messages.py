@@ -43,6 +43,17 @@ CLOCK_SYNC = "clock.sync"
 ANA_ROW = "ana.row"
 
 ENVELOPE_KEYS = ("v", "src", "seq", "t", "wall")
+ENVELOPE_INTS = ("seq", "t", "wall")
+
+# A key declared int holds a signed 64-bit integer (readers keep them as int64 arrays); msgpack also
+# carries 2**63 .. 2**64 - 1, refused like a wrong type.
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def is_int64(v: Any) -> bool:
+    """``v`` is an integer (not a bool) that fits in 64 bits: what the contract's int keys hold."""
+    return isinstance(v, int) and not isinstance(v, bool) and INT64_MIN <= v <= INT64_MAX
+
 
 # req.progress: at most one per request per this interval while it streams (bounded bus load).
 PROGRESS_EVERY_NS = 500_000_000
@@ -128,6 +139,7 @@ class _Check:
     name: str
     types: tuple[type, ...]
     no_bool: bool               # an int/float key refuses True/False (bool is an int in Python)
+    int64: bool                 # declared int: its integers must fit in 64 bits (INT64_MIN..INT64_MAX)
     nested: type | None         # a Record class parsed from a nested map
     required: bool
 
@@ -152,7 +164,7 @@ def _check_for(name: str, hint: Any, required: bool) -> _Check:
         else:  # Any
             allowed.append(object)
     no_bool = bool not in args and any(t in (int, float) for t in allowed)
-    return _Check(name, tuple(dict.fromkeys(allowed)), no_bool, nested, required)
+    return _Check(name, tuple(dict.fromkeys(allowed)), no_bool, int in args, nested, required)
 
 
 @dataclass(kw_only=True)
@@ -176,6 +188,16 @@ class Record:
     @classmethod
     def keys(cls) -> tuple[str, ...]:
         return tuple(c.name for c in cls.checks())
+
+    @classmethod
+    def int64_keys(cls) -> tuple[str, ...]:
+        """The keys whose integers must fit in 64 bits: the envelope's ``seq``/``t``/``wall`` (a body's)
+        and every key declared int."""
+        got = cls.__dict__.get("_int64_keys")
+        if got is None:
+            got = (ENVELOPE_INTS if cls._ENVELOPE else ()) + tuple(c.name for c in cls.checks() if c.int64)
+            cls._int64_keys = got  # type: ignore[attr-defined]
+        return got
 
     @classmethod
     def series_keys(cls) -> tuple[str, ...]:
@@ -227,6 +249,8 @@ class Record:
             if not isinstance(v, c.types) or (c.no_bool and v.__class__ is bool):
                 raise MessageError(f"{where}: key {c.name!r} must be {'/'.join(t.__name__ for t in c.types)}, "
                                    f"got {type(v).__name__} {v!r:.60}")
+            if c.int64 and not is_int64(v):
+                raise MessageError(f"{where}: key {c.name!r} is beyond the 64-bit integer range, got {v!r}")
             if c.nested is not None:
                 c.nested.check(v, f"{where}.{c.name}", strict)
         if strict:
@@ -537,9 +561,11 @@ def validate(topic: str, payload: dict[str, Any], strict: bool = False,
             raise MessageError(f"{topic}: missing envelope key {key!r} (every payload needs {ENVELOPE_KEYS})")
     if payload["v"] not in READABLE_VERSIONS:
         raise MessageError(f"{topic}: schema version {payload['v']!r}, this build reads {READABLE_VERSIONS}")
-    for key in ("seq", "t", "wall"):
-        if not isinstance(payload[key], int) or isinstance(payload[key], bool):
-            raise MessageError(f"{topic}: {key!r} must be an integer, got {payload[key]!r}")
+    if not isinstance(payload["src"], str):
+        raise MessageError(f"{topic}: 'src' must be a str, got {type(payload['src']).__name__} {payload['src']!r:.60}")
+    for key in ENVELOPE_INTS:
+        if not is_int64(payload[key]):
+            raise MessageError(f"{topic}: {key!r} must be a 64-bit integer, got {payload[key]!r:.60}")
     body = body or BODIES.get(topic)
     if body is not None:
         body.check(payload, strict=strict)

@@ -276,3 +276,24 @@ if __name__ == "__main__":  # python -m tests.synth OUT_DIR: rewrite the stored 
     import sys
 
     write_batch(Path(sys.argv[1]), tiny_spec())
+
+
+def hostile(items: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """Messages that break the contract in ways a lax reader crashes on, each a copy of one in ``items``
+    (a seq of its own, so none is a duplicate): a ``src`` that is a map or a list (unhashable), and
+    integers beyond 64 bits (msgpack carries up to 2**64 - 1) in the envelope and in keys declared int."""
+    first = {}
+    for topic, p in items:
+        first.setdefault(topic, p)
+    gpu, host, end = first[M.TEL_GPU], first[M.TEL_HOST], first[M.REQ_END]
+    big = 2**64 - 1
+    seq = iter(range(900_000, 901_000))
+    probe = {"v": M.SCHEMA_VERSION, "src": end["src"], "t": end["t"], "wall": end["wall"],
+             "source": gpu["src"], "sent_ns": big, "received_ns": end["t"], "remote_ns": gpu["t"]}
+    bad = [(M.TEL_GPU, {**gpu, "src": {"daemon": 1}}), (M.TEL_HOST, {**host, "src": [1, 2]}),
+           (M.REQ_END, {**end, "src": {"collector": 1}}),
+           (M.TEL_GPU, {**gpu, "t": big}), (M.TEL_GPU, {**gpu, "seq": 2**63}), (M.TEL_GPU, {**gpu, "gpu": big}),
+           (M.TEL_HOST, {**host, "wall": big}), (M.TEL_HOST, {**host, "disk_read_b": big}),
+           (M.REQ_END, {**end, "t": big}), (M.REQ_END, {**end, "client": {**(end.get("client") or {}), "chunks": big}}),
+           (M.CLOCK_SYNC, probe)]
+    return [(topic, {**p, "seq": next(seq)} if p.get("seq") != 2**63 else p) for topic, p in bad]

@@ -456,3 +456,22 @@ def test_gpu_meta_read_by_row_group_equals_the_in_memory_batch(tmp_path, monkeyp
     assert "driver" not in want.gpus[1].meta and not want.gpus[1].meta["power_limit_changes"]
     assert [g.meta["power_limit_changes"] for g in lazy.gpus] == [g.meta["power_limit_changes"] for g in want.gpus]
     assert_same_telemetry(want, lazy)
+
+
+@pytest.mark.parametrize("chunk", [3, 64, columnar.CHUNK])
+def test_hostile_messages_are_refused_alike_by_both_paths(tmp_path, monkeypatch, chunk):
+    """A ``src`` that is a map or a list and integers beyond 64 bits (tests/synth.hostile) are counted
+    invalid and dropped by the columnar decoder (its fast path included: they sit among good rows of a
+    chunk) as by stream.build: the batch of the recording without them."""
+    monkeypatch.setattr(columnar, "CHUNK", chunk)
+    items = S.messages(S.tiny_spec())
+    bad = S.hostile(items)
+    mixed = list(items)
+    for k, m in enumerate(bad):  # spread over the recording, so into several chunks
+        mixed.insert((k + 1) * len(items) // (len(bad) + 1), m)
+    old, new = both(write(tmp_path / "stream.msgpack", mixed))
+    assert_same(old, new)
+    assert new.invalid == len(bad)
+    assert_same(dataclasses.replace(stream.build(items), invalid=len(bad)), new)
+    # message by message, chunks of exactly ``chunk``: each hostile row among good ones of its chunk
+    assert_same(new, columnar.to_batch(columnar.decode_items(mixed)))

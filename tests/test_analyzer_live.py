@@ -128,6 +128,23 @@ class TestLiveBuffer:
         assert [t for t, _ in got if not t.startswith("tel.")] == [M.BATCH_START, M.BATCH_END]
         assert buf.dropped_events == 1 and not buf.open
 
+    def test_an_invalid_message_moves_no_look_back(self, tmp_path):
+        """A t beyond 64 bits is not the source's newest reading: the look-back kept is the same; a message
+        the contract refuses still goes into an open batch (its analysis counts it invalid, as a replay's)."""
+        buf = LiveBuffer(lookback_s=2.0, grace_s=0.5, spool=Spool(tmp_path))
+        for t in range(10):
+            buf.feed(M.TEL_HOST, self._p(t, cpu_pct=1.0), now_s=t)
+            if t == 8:
+                buf.feed(M.TEL_HOST, {**self._p(t, cpu_pct=1.0), "seq": 1, "t": 2**64 - 1}, now_s=t)
+                buf.feed(M.TEL_HOST, {**self._p(t, cpu_pct=1.0), "seq": 2, "src": {"x": 1}}, now_s=t)
+        buf.feed(M.BATCH_START, self._p(9.5, batch="b"), now_s=9.5)
+        buf.feed(M.TEL_HOST, {**self._p(10, cpu_pct=1.0), "t": 2**64 - 1}, now_s=10)
+        buf.feed(M.BATCH_END, self._p(11, batch="b"), now_s=11)
+        got = [p for t, p in buf.take() if t == M.TEL_HOST]
+        assert sorted(p["t"] / 1e9 for p in got if p["t"] < 2**63 and p["src"] == "x") == [7, 8, 9]
+        assert [p["src"] for p in got if p["src"] != "x"] == [{"x": 1}]
+        assert [p["t"] for p in got if p["t"] >= 2**63] == [2**64 - 1] * 2  # (held in arrival order)
+
     def test_hosts_with_far_apart_clocks_and_clock_sync_around_the_batch(self, tmp_path):
         """Two daemons whose monotonic clocks are 1000 s apart: each keeps its own look-back (pruning per
         source); clock.sync probes from before batch.start and after batch.end belong to the batch."""

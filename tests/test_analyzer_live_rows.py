@@ -45,8 +45,9 @@ def _rows_equal(early: dict, final: dict) -> list[str]:
 def _feed_all(tr: RowTracker, msgs, settle_s: float = 0.3) -> dict[str, M.AnaRow]:
     """Feed messages at the pace their stamps say; collect rows as they become due."""
     got: dict[str, M.AnaRow] = {}
+    now = 0.0
     for topic, p in msgs:
-        now = (p["t"] - S.T0_NS) / 1e9
+        now = (p["t"] - S.T0_NS) / 1e9 if M.is_int64(p["t"]) else now  # (a hostile stamp: arrives now)
         tr.feed(topic, p, now)
         tr.tick(now)
         for row in tr.rows(tr.due(now)):
@@ -74,6 +75,26 @@ def test_each_row_comes_after_its_end_with_the_replays_numbers():
         assert _rows_equal(early.row, row) == []
     # the concurrency split holds: overlapping requests share the energy as in the batch's analysis
     assert got[S.rid_of(spec, 2, reqs[2])].row["concurrency_max"] == 2
+
+
+def test_stamps_beyond_64_bits_move_no_row_ahead():
+    """A telemetry t or a clock probe's offset beyond 64 bits (tests/synth.hostile, which the analysis
+    drops) is no source's newest reading: each row is still due after the telemetry past its end, with
+    the replay's numbers."""
+    reqs = [S.Req(1.0, 2.5), S.Req(5.0, 7.2, run=1)]
+    spec = S.Spec(duration_s=10.0, gpus=[S.Gpu(S.square(200.0, 80.0, 0.7))], requests=reqs)
+    msgs = S.messages(spec)
+    probe = M.Stamper("collector@synth", first_seq=500).stamp(M.ClockSync(
+        source=spec.tel_src, sent_ns=S.T0_NS, received_ns=S.T0_NS, remote_ns=S.T0_NS).to_msg(), t=S.T0_NS, wall=0)
+    mixed = msgs[:5] + S.hostile(msgs) + [(M.CLOCK_SYNC, {**probe, "offset_ns": 2**64 - 1})] + msgs[5:]
+    got = _feed_all(RowTracker(pipeline.Options(quality=False), settle_s=0.3), mixed)
+    full = pipeline.analyze(stream.build(msgs), pipeline.Options(quality=False))
+    assert sorted(got) == sorted(r["rid"] for r in full.results)
+    for row in full.results:
+        early = got[row["rid"]]
+        req = next(r for i, r in enumerate(reqs) if S.rid_of(spec, i, r) == row["rid"])
+        assert early.energy_ready and req.b_s + 0.3 <= early.row.pop("_due_at_s") <= req.b_s + 0.35
+        assert _rows_equal(early.row, row) == []
 
 
 def _rows_without_telemetry(msgs, stale_s: float = 3.0) -> list[M.AnaRow]:
@@ -248,3 +269,20 @@ def test_the_final_row_of_a_failed_request_says_it_failed():
     assert failed.final and not failed.energy_ready
     assert failed.reason.startswith("the request failed") and "model 'nope' not found" in failed.reason, failed.reason
     assert "the request failed" not in by[S.rid_of(spec, 1, reqs[1])].reason
+
+
+def test_the_live_page_is_handed_only_what_the_contract_allows():
+    """A message the contract refuses (a wall that is a map, tests/synth.hostile's) goes neither to the
+    row tracker nor to the live page's state: the listener goes on, the page shows the good ones."""
+    from analyzer.live_page import PageHub
+    from analyzer.live_service import LiveService
+
+    msgs = S.messages(S.Spec(duration_s=2.0, requests=[S.Req(0.5, 1.0)]))
+    gpu = next(p for t, p in msgs if t == M.TEL_GPU)
+    bad = S.hostile(msgs) + [(M.TEL_GPU, {**gpu, "seq": 10**6, "wall": {"x": 1}})]
+    hub = PageHub()
+    service = LiveService(RowTracker(), viewer=hub)
+    for topic, p in bad + msgs:
+        service.on_message(topic, p, 1.0)
+    assert list(hub.state.gpus) == ["synth/GPU-synth-0"] and hub.state.telemetry_gaps == {"telemetry@synth": (
+        max(p["seq"] for t, p in msgs if t.startswith("tel.")), 0)}

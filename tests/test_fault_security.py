@@ -16,9 +16,10 @@ import zmq
 from shared import bus
 from shared.bus import Publisher, bind_pub
 from shared.messages import MAX_PAYLOAD_BYTES, TEL_GPU, TEL_HB
-from shared.recording import read_recording
+from shared.recording import RecordingWriter, read_recording
+from tests import synth as S
 from tests.conftest import free_port
-from tests.fault_helpers import loopback, procs  # noqa: F401
+from tests.fault_helpers import analyzer, loopback, procs  # noqa: F401
 
 pytestmark = pytest.mark.slow  # starts processes or a model (left out by `make test-fast`)
 
@@ -109,3 +110,30 @@ def test_curve_daemon_gives_nothing_to_subscriber_processes_without_its_key(proc
     assert len(got) == 3 and all(m["topic"].startswith("tel.") and m["src"].startswith("telemetry@") for m in got)
     assert not [line for line in procs.output(wrong).splitlines() if line.startswith("{")]
     assert not [line for line in procs.output(plain).splitlines() if line.startswith("{")]
+
+
+def test_analyzer_counts_hostile_messages_invalid_and_analyses_the_rest(tmp_path):
+    """A recording with messages whose ``src`` is a map or a list, or whose integers are beyond 64 bits
+    (tests/synth.hostile), among good ones: ``analyzer --batch`` (a first run, then one from the columnar
+    copy) exits 0 with the results of the recording without them, and reports how many it dropped."""
+    items = S.messages(S.tiny_spec())
+    bad = S.hostile(items)
+    mixed = list(items)
+    for k, m in enumerate(bad):
+        mixed.insert((k + 1) * len(items) // (len(bad) + 1), m)
+    results = {}
+    for name, msgs in (("clean", items), ("hostile", mixed)):
+        root = tmp_path / name / "b"
+        with RecordingWriter(root / "raw" / "stream.msgpack", meta={"batch": "b"}) as w:
+            for topic, payload in msgs:
+                w.write(topic, payload)
+        for first in (True, False):  # from stream.msgpack, then from the columnar copy
+            run = analyzer(root)
+            assert run.returncode == 0, run.stderr[-2000:]
+            if name == "clean":
+                assert "invalid" not in run.stderr
+            else:  # the count on every run; the first few named as the recording is read
+                assert f"count={len(bad)}" in run.stderr and "messages_invalid" in run.stderr
+                assert ("'src' must be a str" in run.stderr) == first
+            results.setdefault(name, []).append((root / "summary" / "results.csv").read_bytes())
+    assert results["hostile"] == results["clean"] and len(results["clean"][0].splitlines()) > 5

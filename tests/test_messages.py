@@ -58,6 +58,40 @@ class TestValidate:
         p = m.Stamper("x").stamp({"rid": "r", "kind": "content"})
         assert m.validate(m.REQ_FIRST_TOKEN, p) is p
 
+    @pytest.mark.parametrize("src", [{"a": 1}, [1, 2], 7, None, b"x"])
+    def test_src_must_be_a_str(self, src):
+        """(a map or a list is unhashable: readers key their tables on it)"""
+        for topic in (m.TEL_GPU, m.REQ_FIRST_TOKEN, "tel.future"):
+            with pytest.raises(m.MessageError, match="'src' must be a str"):
+                m.validate(topic, {**m.Stamper("x").stamp({"gpu": 0, "rid": "r", "kind": "content"}), "src": src})
+
+    @pytest.mark.parametrize("topic,body,where", [
+        (m.TEL_GPU, {"gpu": 0}, "t"), (m.TEL_GPU, {"gpu": 0}, "seq"), (m.TEL_HB, {}, "wall"),
+        (m.TEL_GPU, {"gpu": 0}, "gpu"), (m.TEL_HOST, {"cpu_pct": 1.0}, "disk_read_b"),
+        (m.CLOCK_SYNC, {"source": "s", "sent_ns": 1, "received_ns": 2, "remote_ns": 3}, "sent_ns"),
+        (m.REQ_END, {"rid": "r", "ok": True, "client": {}}, "client.chunks"),
+    ])
+    def test_integers_must_fit_in_64_bits(self, topic, body, where):
+        """msgpack carries 2**63 .. 2**64 - 1 (and readers keep int64 arrays): refused, named; the
+        bounds themselves pass."""
+        def with_value(v):
+            p = m.Stamper("x").stamp(body)
+            if where.startswith("client."):
+                p["client"] = {where[len("client."):]: v}
+            else:
+                p[where] = v
+            return p
+        key = where.rpartition(".")[2]
+        for v in (m.INT64_MAX, m.INT64_MIN):
+            m.validate(topic, with_value(v), strict=True)
+        for v in (m.INT64_MAX + 1, 2**64 - 1, m.INT64_MIN - 1):
+            with pytest.raises(m.MessageError, match=f"'{key}'.*64-bit"):
+                m.validate(topic, with_value(v))
+
+    def test_a_big_integer_where_a_float_is_declared_is_a_reading(self):
+        p = m.Stamper("x").stamp({"gpu": 0, "power_mw": 2**64 - 1})
+        assert m.validate(m.TEL_GPU, p) is p
+
 
 class TestContract:
     """shared/messages.py is the contract: typed bodies, checked types, one generated doc."""
