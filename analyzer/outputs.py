@@ -331,12 +331,16 @@ def write_text(path: Path, text: str | list[str], encoding: str = "utf-8", skip_
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     # a long text (a report of a day of requests) encoded a piece at a time: never twice in memory
-    with open(tmp, "wb") as fh:
-        enc = codecs.getincrementalencoder(encoding)()
-        for part in [text] if isinstance(text, str) else text:
-            for at in range(0, len(part), _PIECE):
-                fh.write(enc.encode(part[at:at + _PIECE]))
-        fh.write(enc.encode("", final=True))
+    try:
+        with open(tmp, "wb") as fh:
+            enc = codecs.getincrementalencoder(encoding)()
+            for part in [text] if isinstance(text, str) else text:  # (parts may be made as they are written)
+                for at in range(0, len(part), _PIECE):
+                    fh.write(enc.encode(part[at:at + _PIECE]))
+            fh.write(enc.encode("", final=True))
+    except BaseException:  # a part that failed to be made: no half file left beside the last good one
+        tmp.unlink(missing_ok=True)
+        raise
     return _replace(tmp, path)
 
 

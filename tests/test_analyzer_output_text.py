@@ -223,6 +223,21 @@ def test_text_written_in_parts_is_the_text_written_whole(tmp_path):
         assert path.read_bytes() == want
 
 
+def test_parts_made_as_written_that_fail_leave_the_last_good_file(tmp_path):
+    """report.html's parts are made as they are written: one that fails leaves the file as it was and
+    no temporary file beside it."""
+    path = outputs.write_text(tmp_path / "report.html", "good\n")
+
+    def parts():
+        yield "new " * (outputs._PIECE // 2)
+        raise ValueError("a part failed")
+
+    with pytest.raises(ValueError, match="a part failed"):
+        outputs.write_text(path, parts())
+    assert path.read_text(encoding="utf-8") == "good\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+
+
 def test_report_html_file_is_the_rendered_page(tmp_path):
     """write_all writes report.html from its parts: the bytes of render_html's page."""
     from analyzer.stream import build
