@@ -210,11 +210,9 @@ def _jsonable_column(values: list) -> list:
     return [jsonable(v) for v in values]
 
 
-def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]] | None = None,
-            data: dict[str, list] | None = None) -> Path:
+def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:
     # a column's Python values made, converted and dropped before the next (a day's results: ~0.3 GB at once)
-    made = (_column(data[c]) for c in columns) if data is not None else \
-        (_column(_jsonable_column(values)) for values in iter_columns(rows or [], columns))
+    made = (_column(_jsonable_column(values)) for values in iter_columns(rows, columns))
     table = pa.table(dict(zip(columns, made)))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

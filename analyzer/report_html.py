@@ -383,9 +383,10 @@ def html_parts(a, lang: str = "en", title: str | None = None) -> Iterator[str]:
     models = sorted({str(r.get("model")) for r in a.results})
     colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
     name = title or a.batch_id or "batch"
-    body: list = [f"<h1>{esc(t('title', lang))} — {esc(name)}</h1>",
-                       f'<div class="def" id="ratio-def"><b>{esc(t("ratio_name", lang))}.</b> {t("ratio_def", lang)}'
-                       f'<br><span class="caption">{esc(t("basis_def", lang))}</span></div>']
+    body: list = [  # a part: its text, a function that makes it, or its pieces
+                  f"<h1>{esc(t('title', lang))} — {esc(name)}</h1>",
+                  f'<div class="def" id="ratio-def"><b>{esc(t("ratio_name", lang))}.</b> {t("ratio_def", lang)}'
+                  f'<br><span class="caption">{esc(t("basis_def", lang))}</span></div>']
     if a.simulated:
         body.append(f'<p class="sim">⚠ {esc(t("sim_banner", lang))}</p>')
     elif not a.timelines:
