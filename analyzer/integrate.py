@@ -433,19 +433,19 @@ class CounterEnergy:
             inside = self._apportioned(x, has_power)
         # Outside [r_first, r_last]: extend with power, else with the neighbouring interval's mean power
         # (none there, where the refreshes span the samples: every x between them)
-        if not ((x < r[0]) | (x > r[-1])).any():
+        below, above = x < r[0], x > r[-1]
+        if not (below | above).any():
             out = inside
-        elif has_power:
-            p_x = self.power.integral_at(x)
-            before = e[0] - (self.power.integral_at(r[0]) - p_x)
-            after = e[-1] + (p_x - self.power.integral_at(r[-1]))
-            before = np.where(np.isfinite(before), before, e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0]))
-            after = np.where(np.isfinite(after), after, e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2]))
-            out = np.where(x < r[0], before, np.where(x > r[-1], after, inside))
         else:
             before = e[0] - (r[0] - x) * (e[1] - e[0]) / (r[1] - r[0])
             after = e[-1] + (x - r[-1]) * (e[-1] - e[-2]) / (r[-1] - r[-2])
-            out = np.where(x < r[0], before, np.where(x > r[-1], after, inside))
+            if has_power:  # the power's integral where it is finite, the interval's mean power elsewhere
+                p_x = self.power.integral_at(x)
+                by_power = e[0] - (self.power.integral_at(r[0]) - p_x)
+                before = np.where(np.isfinite(by_power), by_power, before)
+                by_power = e[-1] + (p_x - self.power.integral_at(r[-1]))
+                after = np.where(np.isfinite(by_power), by_power, after)
+            out = np.where(below, before, np.where(above, after, inside))
         lo, hi = self.span
         return np.where((x < lo) | (x > hi), np.nan, out - e[0])
 

@@ -45,14 +45,15 @@ def _search_rows(a: np.ndarray, v: np.ndarray, side: str, most: int = 16) -> np.
     needle searched, then the few elements of ``a`` between them compared with the row's needles;
     None where a row spans more than ``most`` of them."""
     first = np.searchsorted(a, v[:, 0], side=side)
-    span = int((np.searchsorted(a, v[:, -1], side=side) - first).max(initial=0))
+    last = np.searchsorted(a, v[:, -1], side=side)
+    span = int((last - first).max(initial=0))
     if span > most:
         return None
-    ext = np.append(a, np.nan)  # (past the end: NaN compares false)
     out = np.repeat(first, v.shape[1]).reshape(v.shape)
     for s in range(span):
-        e = ext[np.minimum(first + s, a.size)][:, None]
-        out += (e <= v) if side == "right" else (e < v)
+        j = first + s
+        e = a[np.minimum(j, a.size - 1)][:, None]  # (a row past its last element: nothing counted)
+        out += ((e <= v) if side == "right" else (e < v)) & (j < last)[:, None]
     return out
 
 
@@ -68,13 +69,18 @@ def window_reduce(y: np.ndarray, windows: list[tuple[np.ndarray, np.ndarray]], u
         ext = np.append(y, y[:1])
         return [ufunc.reduceat(ext, np.stack([lo, hi], axis=1).ravel())[::2] if lo.size else y[:0].copy()
                 for lo, hi in windows]
-    table = [y]  # row r: ufunc over y[i:i + 2**r] at each i
-    for r in range(1, 1 + depth):
-        prev, span = table[-1], 1 << (r - 1)
-        table.append(ufunc(prev[:-span], prev[span:]))
-    # the rows end to end: each window's two spans picked from its own row by one gather each
-    start = np.cumsum([0] + [row.size for row in table[:-1]])
-    flat = np.concatenate(table) if depth else y
+    # row r (ufunc over y[i:i + 2**r] at each i) made in place, the rows end to end: each window's two
+    # spans are picked from its own row by one gather each
+    sizes = [y.size - (1 << r) + 1 for r in range(depth + 1)]
+    start = np.cumsum([0] + sizes[:-1])
+    if depth:
+        flat = np.empty(sum(sizes), dtype=y.dtype)
+        flat[:y.size] = y
+        for r in range(1, 1 + depth):
+            span, prev = 1 << (r - 1), flat[start[r - 1]:start[r - 1] + sizes[r - 1]]
+            ufunc(prev[:-span], prev[span:], out=flat[start[r]:start[r] + sizes[r]])
+    else:
+        flat = y
     out = []
     for (lo, hi), j in zip(windows, levels):
         at = start[j] + lo
