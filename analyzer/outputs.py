@@ -11,7 +11,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -223,16 +223,6 @@ def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:
 SAMPLES_KEY = b"genai_power.samples_key"  # Parquet metadata: what the table was built from (columnar.samples_key)
 
 
-def parquet_pieces(path: Path, samples, key: str | None = None) -> Path:
-    """A sample table written piece by piece: parquet_tables of that one table."""
-    return parquet_tables([(path, samples)], key)[0]
-
-
-def parquet_tables(tables: list[tuple[Path, Any]], key: str | None = None) -> list[Path]:
-    """Sample tables (pipeline.Samples) written together, whole: SampleTables.finish."""
-    return SampleTables(tables, key).finish()
-
-
 class SampleTables:
     """Sample tables (pipeline.Samples) written piece by piece (one row group per piece): never a whole
     table in memory; the tables together, a stretch of time at a time, so that a stretch is read once
@@ -271,11 +261,11 @@ class SampleTables:
             w.close()
 
     def finish(self) -> list[Path]:
+        """Every table written: the paths of the files (a locked one's new version beside it)."""
         self.upto(None)
         self.close()
-        for w in self._writers:
-            w.done()
-        return self.paths
+        moved = {w.path: w.done() for w in self._writers}
+        return [moved.get(path, path) for path in self.paths]
 
 
 class _PieceWriter:
@@ -302,8 +292,8 @@ class _PieceWriter:
             self.writer.close()
             self.writer = None
 
-    def done(self) -> None:
-        os.replace(self.tmp, self.path)
+    def done(self) -> Path:
+        return _replace(self.tmp, self.path)
 
 
 def _holds(path: Path, key: str, samples) -> bool:
@@ -326,23 +316,35 @@ def write_text(path: Path, text: str | list[str], encoding: str = "utf-8", skip_
         text = "".join(text)
     if isinstance(text, str) and (skip_unchanged or len(text) <= _PIECE):
         return write_bytes(path, text.encode(encoding), skip_unchanged)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    # a long text (a report of a day of requests) encoded a piece at a time: never twice in memory
-    try:
-        with open(tmp, "wb") as fh:
-            enc = codecs.getincrementalencoder(encoding)()
-            for part in [text] if isinstance(text, str) else text:  # (parts may be made as they are written)
-                for at in range(0, len(part), _PIECE):
-                    fh.write(enc.encode(part[at:at + _PIECE]))
-            fh.write(enc.encode("", final=True))
-    except BaseException:  # a part that failed to be made: no half file left beside the last good one
-        tmp.unlink(missing_ok=True)
-        raise
-    return _replace(tmp, path)
+    return _write_chunks(path, _encoded([text] if isinstance(text, str) else text, encoding))
 
 
 _PIECE = 1 << 20  # characters encoded at a time by write_text
+
+
+def _encoded(parts: Iterable[str], encoding: str) -> Iterator[bytes]:
+    """A long text (a report of a day of requests) encoded a piece at a time: never twice in memory.
+    (Its parts may be made as they are written.)"""
+    enc = codecs.getincrementalencoder(encoding)()
+    for part in parts:
+        for at in range(0, len(part), _PIECE):
+            yield enc.encode(part[at:at + _PIECE])
+    yield enc.encode("", final=True)
+
+
+def _write_chunks(path: Path, chunks: Iterable[bytes]) -> Path:
+    """The bytes into a temporary file, then renamed onto ``path`` (_replace). A chunk that fails to be
+    made leaves no half file beside the last good one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return _replace(tmp, path)
 
 
 def write_bytes(path: Path, data: bytes, skip_unchanged: bool = False) -> Path:
@@ -353,12 +355,8 @@ def write_bytes(path: Path, data: bytes, skip_unchanged: bool = False) -> Path:
                 return path
         except OSError:  # missing or unreadable: written below
             pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     # bytes as encoded here ("\n" stays "\n" on Windows too): byte-identical files on every platform.
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    return _replace(tmp, path)
+    return _write_chunks(path, [data])
 
 
 REQUEST_KEYS = "request_json.keys"  # in raw/: what each <rid>.json was built from, and the bytes it was left with
@@ -452,7 +450,7 @@ class RequestFiles:
 def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool = False,
               lang: str = "en", samples_key: str | None = None) -> list[Path]:
     """Every output file; returns their paths. ``lang``: 'en' (report.md/.html), 'zh' (report.zh.md/.html)
-    or 'both'. ``samples_key``: what the sample tables derive from (columnar.samples_key; see parquet_pieces).
+    or 'both'. ``samples_key``: what the sample tables derive from (columnar.samples_key; see SampleTables).
     A file another program holds open does not stop the others: :class:`OutputsLocked` at the end."""
     locked: list[tuple[Path, Path]] = []
     token = _LOCKED.set(locked)

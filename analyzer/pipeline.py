@@ -931,7 +931,7 @@ class Samples(Mapping):
     """A long-format sample table kept as pieces (one per source and stretch of time), each built only
     while it is written (``pieces()``); ``table[column]`` joins the pieces (for readers that want the
     whole column). The pieces are grouped by the stretch they read (``stretches()``): tables written
-    together, a stretch at a time, read each stretch once (outputs.parquet_tables)."""
+    together, a stretch at a time, read each stretch once (outputs.SampleTables)."""
 
     def __init__(self, columns: list[str], stretches: list[list[Callable[[], dict[str, np.ndarray]]]], rows: int):
         self.columns, self._stretches, self.rows = columns, stretches, rows

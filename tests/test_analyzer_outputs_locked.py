@@ -74,3 +74,15 @@ def test_the_file_beside_locked_too_keeps_the_temporary_name(batch, monkeypatch)
         outputs.write_all(a, BatchDir(batch), make_plots=False)
     assert exc.value.locked == [(batch / "summary" / "stats.csv", batch / "summary" / "stats.csv.tmp")]
     assert (batch / "summary" / "stats.csv.tmp").is_file() and (batch / "summary" / "report.md").is_file()
+
+
+def test_a_locked_sample_table_gets_its_new_version_beside_it(batch, monkeypatch, capsys):
+    """The sample tables (written a piece at a time) take the same way round a locked file."""
+    raw = batch / "raw"
+    refused = lock(monkeypatch, "samples_gpu.parquet")
+    rc = cli.main(["--batch", str(batch), "--no-quality", "--no-plots", "--no-progress"])
+    _out, err = capsys.readouterr()
+    assert rc == cli.EXIT_OUTPUT_LOCKED and refused == [raw / "samples_gpu.parquet"]
+    assert f"so the new version is {raw / 'samples_gpu.new.parquet'}" in err
+    assert (raw / "samples_gpu.new.parquet").is_file() and (raw / "samples_host.parquet").is_file()
+    assert not list(raw.glob("*.tmp"))

@@ -173,10 +173,10 @@ def test_sample_tables_written_together_read_each_slab_once(measured, tmp_path):
     slabs = SL.plan(np.array([0.5, 16.0]), np.array([15.5, 19.0]), src.span_s(), 3.0)
     assert len(slabs) > 3 and batch.gpus and batch.host is not None
     gpu, host = pipeline._samples(batch, src, slabs)
-    together = outputs.parquet_tables([(tmp_path / "gpu.parquet", gpu), (tmp_path / "host.parquet", host)], "k")
+    together = outputs.SampleTables([(tmp_path / "gpu.parquet", gpu), (tmp_path / "host.parquet", host)], "k").finish()
     assert src.asked == len(slabs)
     for path, table in zip(together, (gpu, host)):
-        alone = outputs.parquet_pieces(tmp_path / f"alone_{path.name}", table)
+        alone = outputs.SampleTables([(tmp_path / f"alone_{path.name}", table)]).finish()[0]
         a, b = pq.read_table(path), pq.read_table(alone)
         assert a.num_rows == table.rows > 0 and pq.ParquetFile(path).metadata.num_row_groups == len(list(table.pieces()))
         for col in a.column_names:
