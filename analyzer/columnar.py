@@ -34,12 +34,12 @@ from typing import Any, Iterable, Sequence
 import msgpack
 import numpy as np
 
-from analyzer import arrow_np, clock, gpu_store, hosts, memory
+from analyzer import arrow_np, clock, gpu_store, hosts, memory, packed
 from analyzer.stream import DEFAULT_LOOKBACK_S, BatchData, Series, chunk_array, events_to_requests
 from shared import messages as M
 from shared.logs import get_logger
 from shared.numbers import finite
-from shared.recording import RecordingReader
+from shared.recording import RecordingReader, Scanned
 
 log = get_logger("analyzer.columnar")
 
@@ -61,6 +61,9 @@ _GPU_META = M.TelGpu.declared("uuid", "name")
 _GPU_DRIVER, _GPU_POWER_KIND = M.TelGpu.declared("driver", "power_kind")
 _HOST_PROCS, _HOST_RAPL = M.TelHost.declared("procs", "rapl_uj")   # nested maps: column groups
 _NONE = type(None)
+# The topic read from its msgpack bytes (analyzer.packed): a GPU's per-tick map of scalars, most of a
+# recording. (tel.host and tel.hb carry nested maps: msgpack decodes them, as a slow tick's procs.)
+PACKED_TOPIC = M.TEL_GPU
 
 
 def _num(v: Any) -> float:
@@ -260,6 +263,9 @@ class Decoder:
         self._src: dict[str, int] = {}
         self._strings: dict[tuple[str, str], dict[str, int]] = {}
         self._extra: dict[str, list[str]] = {t: [] for t in TABLE_TOPICS}
+        # the messages of PACKED_TOPIC in a read that surely pass this decoder's declaration
+        self.find = packed.Finder(PACKED_TOPIC, self._valid, self._bodies[PACKED_TOPIC].int64_keys(),
+                                  M.READABLE_VERSIONS)
 
     def feed(self, topic: str, payload: dict[str, Any]) -> None:
         pending = self._pending.get(topic)
@@ -281,28 +287,59 @@ class Decoder:
             self._src_code(payload["src"])
             self.events.append((idx, topic, payload))
 
-    def feed_batch(self, topics: list[str], payloads: list[dict[str, Any]]) -> None:
+    def feed_batch(self, topics: list[str], payloads: list[dict[str, Any]], idx: np.ndarray | None = None,
+                   convert: bool = True) -> None:
         """Messages in file order: telemetry shared out per topic without a Python-level step per
-        message; events one by one (they are few)."""
+        message; events one by one (they are few). ``idx``: their places in the file (a scanned read's
+        objects, between the messages read from the bytes), else the next ones."""
         n = len(topics)
+        if idx is None:
+            idx = np.arange(self.idx, self.idx + n, dtype=np.int64)
+            self.idx += n
         other = len(TABLE_TOPICS)
         kind = np.fromiter(map(self._table_code.get, topics, repeat(other)), dtype=np.int8, count=n)
         counts = np.bincount(kind, minlength=other + 1).tolist()
         for code, topic in enumerate(TABLE_TOPICS):
             if counts[code] == n:
                 self._pending[topic].extend(payloads)
-                self._pending_idx[topic].append(np.arange(self.idx, self.idx + n, dtype=np.int64))
+                self._pending_idx[topic].append(idx)
             elif counts[code]:
                 mask = kind == code
                 self._pending[topic].extend(compress(payloads, mask.tolist()))
-                self._pending_idx[topic].append(np.flatnonzero(mask) + self.idx)
+                self._pending_idx[topic].append(idx[mask])
         if counts[other]:
             for i in np.flatnonzero(kind == other).tolist():
-                self._event(self.idx + i, topics[i], payloads[i])
-        self.idx += n
+                self._event(int(idx[i]), topics[i], payloads[i])
+        if convert:
+            self._convert_full()
+
+    def _convert_full(self) -> None:
         for topic, rows in self._pending.items():
             if len(rows) >= CHUNK:
                 self._convert(topic)
+
+    def feed_scanned(self, part: Scanned) -> None:
+        """A read of ``RecordingReader.scan(self.find)``: its objects, and the messages ``find`` read
+        from the bytes as columns, each topic's rows kept in file order."""
+        sel = part.sel
+        at = np.asarray(part.at, dtype=np.int64)
+        if sel.size:
+            at = np.concatenate([at, part.found.starts[sel]])
+        rank = np.empty(at.size, dtype=np.int64)
+        rank[np.argsort(at)] = np.arange(self.idx, self.idx + at.size)
+        self.idx += at.size
+        n = len(part.topics)
+        self.feed_batch(part.topics, part.payloads, rank[:n], convert=False)
+        if sel.size:
+            self._emit(PACKED_TOPIC, self._packed_columns(PACKED_TOPIC, part.found, sel, rank[n:]))
+        self._convert_full()
+
+    def _valid(self, payload: dict[str, Any]) -> bool:
+        try:
+            M.validate(PACKED_TOPIC, payload, body=self._bodies[PACKED_TOPIC])
+        except M.MessageError:
+            return False
+        return True
 
     def _invalid(self, topic: str, exc: Exception) -> None:
         self.invalid += 1
@@ -322,10 +359,28 @@ class Decoder:
         return np.fromiter(map(lookup.get, values, repeat(-1)), dtype=np.int32, count=len(values))
 
     def _convert(self, topic: str) -> None:
+        cols = self._columns(topic)
+        if cols is not None:
+            self._emit(topic, cols)
+
+    def _emit(self, topic: str, cols: dict[str, np.ndarray]) -> None:
+        """A chunk of a topic's columns to the sink or the table; the rows still pending before it, those
+        of a scanned read's objects, joined in file order first."""
+        if self._pending[topic]:
+            before = self._columns(topic)
+            if before is not None:
+                order = np.argsort(np.concatenate([before["idx"], cols["idx"]]), kind="stable")
+                cols = {k: np.concatenate([before[k], v])[order] for k, v in cols.items()}
+        if self.sink is not None and self.sink(topic, cols):
+            return
+        self._chunks[topic].append(cols)
+
+    def _columns(self, topic: str) -> dict[str, np.ndarray] | None:
+        """The pending rows of a topic as columns (None when none is valid)."""
         rows, idx = self._pending[topic], self._pending_idx[topic]
         self._pending[topic], self._pending_idx[topic] = [], []
         if not rows:
-            return
+            return None
         idx = np.concatenate(idx) if len(idx) > 1 else idx[0]
         body, floats, strings = self._bodies[topic], self._float_keys[topic], self._string_keys[topic]
         keys = ["v", "src", "t", "seq", *EXTRA_KEYS[topic], *floats, *strings]
@@ -342,7 +397,7 @@ class Decoder:
                 keep.append(True)
             rows, idx = list(compress(rows, keep)), idx[np.array(keep, dtype=bool)]
             if not rows:
-                return
+                return None
             got = {k: _column(rows, k) for k in keys}
             types = {k: set(map(type, v)) for k, v in got.items()}
         else:
@@ -377,9 +432,54 @@ class Decoder:
             cols[key] = self._codes(topic, key, got[key])
         if topic == M.TEL_HOST:
             cols.update(self._host_nested(rows))
-        if self.sink is not None and self.sink(topic, cols):
-            return
-        self._chunks[topic].append(cols)
+        return cols
+
+    def _packed_columns(self, topic: str, found: packed.Found, rows: np.ndarray, idx: np.ndarray
+                        ) -> dict[str, np.ndarray]:
+        """``_columns`` of messages ``rows`` of ``found`` (at ``idx`` in the file): a number gathered from
+        the bytes a layout at a time, a string, boolean or nil its group's own (its decoded payload's)."""
+        groups = found.group[rows]
+        layouts = np.array([g.layout for g in found.groups], dtype=np.int32)[groups]
+        by_layout = [(lay, np.flatnonzero(layouts == lay)) for lay in distinct(layouts).tolist()]
+        ids = distinct(groups).tolist()
+        n = rows.size
+
+        def column(key: str, out: np.ndarray, constant=None, number=None) -> np.ndarray:
+            for lay, at in by_layout:
+                if found.layouts[lay].slots.get(key, (0, packed.REJECT))[1] in packed.NUMBERS:
+                    out[at] = found.numbers(rows[at], key, lay) if number is None else number
+                elif constant is not None:  # (the groups of every layout: few)
+                    values = {g: constant(key, found.groups[g].payload.get(key)) for g in ids}
+                    if len(set(values.values())) == 1:
+                        out[at] = next(iter(values.values()))
+                    else:
+                        table = np.zeros(len(found.groups), dtype=out.dtype)
+                        table[list(values)] = list(values.values())
+                        out[at] = table[groups[at]]
+            return out
+
+        cols: dict[str, np.ndarray] = {
+            "idx": idx,
+            "src": column("src", np.empty(n, dtype=np.int32), lambda _, v: self._src_code(v)),
+            "t": column("t", np.empty(n, dtype=np.int64)),
+            "seq": column("seq", np.empty(n, dtype=np.int64)),
+        }
+        if topic == M.TEL_GPU:
+            cols["gpu"] = column("gpu", np.empty(n, dtype=np.int64))
+            cols["simulated"] = column("simulated", np.zeros(n, dtype=bool), lambda _, v: v is True)
+            cols["power_limit_w:present"] = column("power_limit_w", np.zeros(n, dtype=bool),
+                                                   lambda _, v: v is not None, number=True)
+            # the enforced power limit as sent (non-finite included: stream.build compares the raw values)
+            cols["power_limit_w"] = column("power_limit_w", np.full(n, np.nan))
+        for key in self._float_keys[topic]:
+            out = column(key, np.full(n, np.nan))
+            out[~np.isfinite(out)] = np.nan
+            cols[key] = out
+        lookups = {key: self._strings.setdefault((topic, key), {}) for key in self._string_keys[topic]}
+        for key in self._string_keys[topic]:
+            cols[key] = column(key, np.full(n, -1, dtype=np.int32),
+                               lambda k, v: -1 if v is None else lookups[k].setdefault(v, len(lookups[k])))
+        return cols
 
     def _host_nested(self, rows: list[dict]) -> dict[str, np.ndarray]:
         """Watched processes and RAPL zones as column groups: present, readings (NaN where absent)."""
@@ -809,8 +909,8 @@ def _decode(stream: Path, sink=None) -> tuple[Decoded, RecordingReader]:
     gc_was_on = gc.isenabled()
     gc.disable()  # only containers of plain values are made here: no cycles to find (~10 % of the pass)
     try:
-        for topics, payloads in reader.batches():
-            dec.feed_batch(topics, payloads)
+        for part in reader.scan(dec.find):
+            dec.feed_scanned(part)
     finally:
         if gc_was_on:
             gc.enable()

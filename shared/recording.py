@@ -12,6 +12,8 @@ import os
 import socket
 import threading
 import time
+from bisect import bisect_left
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
@@ -25,12 +27,26 @@ from shared.messages import SCHEMA_VERSION
 HEADER_KIND = "header"
 _READ_CHUNK = 1 << 20
 _MAX_OBJECT = 64 * 1024 * 1024  # one object larger than this means a corrupt file, not a message
+_SCAN_READ = 8 << 20            # bytes a read in ``scan`` (its finder works on whole reads)
 
 log = get_logger("recording")
 
 
 class RecordingError(ValueError):
     """A file that is not a recording at all (no header); the message names the file and the fix."""
+
+
+@dataclass
+class Scanned:
+    """A read of the file (``RecordingReader.scan``): the objects msgpack decoded (``topics``,
+    ``payloads``, each one's first byte in the read: ``at``), what the finder returned, and the indices
+    of its messages that are messages of the recording (``sel``), all in file order."""
+
+    topics: list[str]
+    payloads: list[dict[str, Any]]
+    at: list[int]
+    found: Any
+    sel: Any
 
 
 class RecordingReader:
@@ -89,6 +105,100 @@ class RecordingReader:
                     yield split
         if self.header is None:
             raise RecordingError(f"{self.path}: empty or unreadable recording (no complete header object)")
+        self._note_cut()
+
+    def scan(self, find: Callable[[bytes], Any], read_bytes: int = _SCAN_READ) -> Iterator["Scanned"]:
+        """The messages a read of the file at a time, like ``batches``, but those ``find`` reads from
+        the bytes are not decoded: ``find(buf)`` gives the messages it read (``.starts``/``.ends``,
+        sorted byte offsets in ``buf``) and each Scanned says which of them are messages of the
+        recording (``sel``), the others decoded by msgpack. ``find`` may read look-alikes (the bytes of
+        a message inside a longer string): one is taken only where the message before it ends, so they
+        never are. A corrupt object ends the scan as it ends ``batches``, named to the byte."""
+        import numpy as np
+
+        self.messages = 0
+        self.good_bytes = 0
+        self.problem = None
+        carry = b""
+        with open(self.path, "rb") as fh:
+            while True:
+                data = fh.read(read_bytes)
+                if not data:
+                    break
+                buf = carry + data if carry else data
+                part, used, bad = self._scan_read(buf, find(buf))
+                self.good_bytes += used
+                self.messages += len(part.topics) + part.sel.size
+                if len(part.topics) or part.sel.size:
+                    yield part
+                if bad:
+                    for topics, payloads in self._one_by_one(self.good_bytes):
+                        yield Scanned(topics, payloads, list(range(len(topics))), None, np.zeros(0, dtype=np.int64))
+                    break
+                carry = buf[used:]
+        if self.header is None:
+            raise RecordingError(f"{self.path}: empty or unreadable recording (no complete header object)")
+        self._note_cut()
+
+    def _scan_read(self, buf: bytes, found: Any) -> tuple["Scanned", int, bool]:
+        """(the read's messages, the bytes they take, whether what follows is not a message)."""
+        import numpy as np
+
+        starts, ends = found.starts.tolist(), found.ends.tolist()
+        # the last message of the run of back-to-back found messages from each one
+        breaks = np.flatnonzero(found.ends[:-1] != found.starts[1:]).tolist() + [len(starts) - 1]
+        runs = np.zeros(len(starts) + 1, dtype=np.int64)   # +1 at a run's first message, -1 after its last
+        part = Scanned([], [], [], found, None)
+        p, view = 0, memoryview(buf)
+        complete, bad = True, False
+        while p < len(buf) and complete:
+            i = bisect_left(starts, p)
+            at_header = p == 0 and self.good_bytes == 0  # (the file's first object: its header)
+            if i < len(starts) and starts[i] == p and not at_header:
+                j = breaks[bisect_left(breaks, i)]
+                runs[i] += 1
+                runs[j + 1] -= 1
+                p = ends[j]
+            else:
+                p, complete, bad = self._decode_gap(view, p, starts, i, part)
+        view.release()
+        part.sel = np.flatnonzero(np.cumsum(runs[:-1]) > 0)
+        return part, p, bad
+
+    def _decode_gap(self, view: memoryview, p: int, starts: list[int], i: int, part: "Scanned"
+                    ) -> tuple[int, bool, bool]:
+        """Objects by msgpack from byte ``p`` to the next found message (``starts[i]``), or on past it
+        when an object spans it (a look-alike). (end of the last whole object, whether that is a found
+        message's start rather than the read's end, whether what follows is not ``[topic, map]``)."""
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=_MAX_OBJECT)
+        origin = p
+        stop = p
+        while True:
+            nxt = starts[i] if i < len(starts) else len(view)
+            try:
+                unpacker.feed(view[stop:nxt])
+                stop = nxt
+                for obj in unpacker:
+                    if p == 0 and self.good_bytes == 0:
+                        self._take_header(obj)
+                    elif type(obj) is list and len(obj) == 2 and type(obj[0]) is str and type(obj[1]) is dict:
+                        part.topics.append(obj[0])
+                        part.payloads.append(obj[1])
+                        part.at.append(p)
+                    else:
+                        return p, False, True
+                    p = origin + unpacker.tell()
+            except RecordingError:
+                raise
+            except Exception:  # msgpack's FormatError, StackError, BufferFull...: named by _one_by_one
+                return p, False, True
+            if p == stop:
+                return p, True, False
+            if stop == len(view):
+                return p, False, False
+            i += 1  # an object spans starts[i]: a look-alike
+
+    def _note_cut(self) -> None:
         if self.problem is None and self.good_bytes < self.size_bytes:
             self.problem = (f"truncated tail: {self.size_bytes - self.good_bytes} bytes after byte "
                             f"{self.good_bytes} are not a complete message (the writer was killed?)")
