@@ -440,14 +440,16 @@ class Decoder:
         the bytes a layout at a time, a string, boolean or nil its group's own (its decoded payload's)."""
         groups = found.group[rows]
         layouts = np.array([g.layout for g in found.groups], dtype=np.int32)[groups]
-        by_layout = [(lay, np.flatnonzero(layouts == lay)) for lay in distinct(layouts).tolist()]
+        starts = found.starts[rows]
+        by_layout = [(lay, at, starts[at]) for lay in distinct(layouts).tolist()
+                     for at in [np.flatnonzero(layouts == lay)]]
         ids = distinct(groups).tolist()
         n = rows.size
 
         def column(key: str, out: np.ndarray, constant=None, number=None) -> np.ndarray:
-            for lay, at in by_layout:
+            for lay, at, first in by_layout:
                 if found.layouts[lay].slots.get(key, (0, packed.REJECT))[1] in packed.NUMBERS:
-                    out[at] = found.numbers(rows[at], key, lay) if number is None else number
+                    out[at] = found.numbers(first, key, lay) if number is None else number
                 elif constant is not None:  # (the groups of every layout: few)
                     values = {g: constant(key, found.groups[g].payload.get(key)) for g in ids}
                     if len(set(values.values())) == 1:

@@ -104,16 +104,15 @@ class Found:
     groups: list[Group]
     layouts: list[Layout]
 
-    def numbers(self, rows: np.ndarray, key: str, layout: int) -> np.ndarray:
-        """The number ``key`` holds in messages ``rows`` (indices, all of ``layout``, where ``key``'s
-        class is one of NUMBERS): int64, uint64 or float64 as sent."""
+    def numbers(self, starts: np.ndarray, key: str, layout: int) -> np.ndarray:
+        """The number ``key`` holds in the messages beginning at ``starts`` (all of ``layout``, where
+        ``key``'s class is one of NUMBERS): int64, uint64 or float64 as sent."""
         off, cls = self.layouts[layout].slots[key]
-        at = self.starts[rows] + off
         if cls == POSFIX:
-            return self.u8[at].astype(np.int64)
+            return self.u8[starts + off].astype(np.int64)
         if cls == NEGFIX:
-            return self.u8[at].astype(np.int64) - 256
-        return _view(self.u8, _NUMBER[cls])[at + 1]
+            return self.u8[starts + off].astype(np.int64) - 256
+        return _view(self.u8, _NUMBER[cls])[starts + (off + 1)]
 
 
 def _view(u8: np.ndarray, dtype) -> np.ndarray:

@@ -144,13 +144,18 @@ class RecordingReader:
         """(the read's messages, the bytes they take, whether what follows is not a message)."""
         import numpy as np
 
-        starts, ends = found.starts.tolist(), found.ends.tolist()
-        # the last message of the run of back-to-back found messages from each one
-        breaks = np.flatnonzero(found.ends[:-1] != found.starts[1:]).tolist() + [len(starts) - 1]
-        runs = np.zeros(len(starts) + 1, dtype=np.int64)   # +1 at a run's first message, -1 after its last
         part = Scanned([], [], [], found, None)
-        p, view = 0, memoryview(buf)
-        complete, bad = True, False
+        view = memoryview(buf)
+        # the usual read at once; from where that stops, run by run (the file's header: from the start)
+        p, done = (0, False) if self.good_bytes == 0 else self._gaps_at_once(view, found, part)
+        runs = np.zeros(found.starts.size + 1, dtype=np.int64)   # +1 at a run's first message, -1 after its last
+        runs[0] += 1
+        runs[np.searchsorted(found.starts, p)] -= 1
+        complete, bad = not done, False
+        if complete:
+            starts, ends = found.starts.tolist(), found.ends.tolist()
+            # the last message of the run of back-to-back found messages from each one
+            breaks = np.flatnonzero(found.ends[:-1] != found.starts[1:]).tolist() + [len(starts) - 1]
         while p < len(buf) and complete:
             i = bisect_left(starts, p)
             at_header = p == 0 and self.good_bytes == 0  # (the file's first object: its header)
@@ -164,6 +169,62 @@ class RecordingReader:
         view.release()
         part.sel = np.flatnonzero(np.cumsum(runs[:-1]) > 0)
         return part, p, bad
+
+    def _gaps_at_once(self, view: memoryview, found: Any, part: "Scanned") -> tuple[int, bool]:
+        """The objects between the runs of back-to-back found messages, all decoded by one msgpack
+        Unpacker, when each such gap holds whole objects (the usual read: no look-alike found). Returns
+        (the byte up to which the read is done, and the found messages before it are messages; whether
+        that is all of it, the rest a cut object). Not all: from the first gap whose objects run past
+        its end (a look-alike began there), or from 0 when anything is odd (finds that overlap, an
+        object not ``[topic, map]``, corrupt bytes)."""
+        import numpy as np
+
+        s, e, size = found.starts, found.ends, len(view)
+        if s.size and (e[:-1] > s[1:]).any():
+            return 0, False
+        brk = np.flatnonzero(e[:-1] != s[1:])
+        a = np.concatenate([[0], e[brk], e[-1:]]).astype(np.int64)
+        b = np.concatenate([s[:1], s[brk + 1], [size]]).astype(np.int64)
+        a, b = a[b > a], b[b > a]
+        if not a.size:
+            return size, True
+        cut = np.cumsum(b - a)  # each gap's end in the joined bytes, and its start:
+        begin = cut - (b - a)
+        if int(cut[-1]) > _MAX_OBJECT:
+            return 0, False
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=_MAX_OBJECT)
+        objs, obj_end = [], []
+        append, tell = obj_end.append, unpacker.tell
+        try:
+            unpacker.feed(b"".join([view[x:y] for x, y in zip(a.tolist(), b.tolist())]))
+            for obj in unpacker:
+                objs.append(obj)
+                append(tell())
+        except Exception:  # (msgpack raises several unrelated types): read run by run to name it
+            return 0, False
+        split = _split(objs)
+        if split is None:
+            return 0, False
+        obj_end = np.array(obj_end, dtype=np.int64)
+        inner = cut[:-1] if b[-1] == size else cut  # a gap before a found message must end with an object
+        short = np.flatnonzero(~np.isin(inner, obj_end))
+        if short.size:  # from that gap on, run by run
+            k = int(short[0])
+            keep = int(np.searchsorted(obj_end, begin[k], side="right"))
+            stop, done = int(a[k]), False
+        else:
+            keep, done = len(objs), True
+            if b[-1] != size:  # the read ends with a found message
+                stop = size
+            else:  # up to the last whole object of the gap that ends the read
+                last = int(obj_end[-1]) if keep and obj_end[-1] > begin[-1] else int(begin[-1])
+                stop = int(a[-1]) + last - int(begin[-1])
+        first = np.concatenate([[0], obj_end[:keep - 1]]) if keep else obj_end[:0]
+        gap = np.searchsorted(cut, first, side="right")
+        part.topics.extend(split[0][:keep])
+        part.payloads.extend(split[1][:keep])
+        part.at.extend((a[gap] + first - begin[gap]).tolist())
+        return stop, done
 
     def _decode_gap(self, view: memoryview, p: int, starts: list[int], i: int, part: "Scanned"
                     ) -> tuple[int, bool, bool]:
