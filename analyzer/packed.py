@@ -56,6 +56,9 @@ def _tables() -> tuple[np.ndarray, np.ndarray]:
 
 
 _CLASS, _WIDTH = _tables()
+_LONGEST = 4096   # bytes of the longest message read here (a GPU's tick is ~300; longer ones: msgpack's)
+_MOST_KEYS = 255
+# odd multipliers of a row hash: a row is a message's words (at most _LONGEST / 8) or its layout (1 + 2 a key)
 _MIX = np.random.default_rng(17).integers(1, 1 << 62, size=1024, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 
 
@@ -195,12 +198,12 @@ class Finder:
         layouts and groups kept."""
         out = np.full(starts.size, -1, dtype=np.int32)
         count, first = _map_headers(u8, starts + self._prefix.size)
-        for n in np.unique(count[count > 0]).tolist():
+        for n in np.unique(count[(count > 0) & (count <= _MOST_KEYS)]).tolist():
             sel = np.flatnonzero(count == n)
             ends, cls, voff, ok = _parse(u8, first[sel], n)
             sel, ends, cls, voff = sel[ok], ends[ok], cls[ok], voff[ok] - starts[sel[ok], None]
             length = ends - starts[sel]
-            ok = length >= 8  # (no telemetry message is shorter: its envelope alone is longer)
+            ok = (length >= 8) & (length <= _LONGEST)  # (no telemetry message is shorter: its envelope is longer)
             sel, cls, voff, length = sel[ok], cls[ok], voff[ok], length[ok]
             geometry = np.column_stack([length, cls, voff]).astype(np.uint64)
             for rows in _same_rows(geometry):

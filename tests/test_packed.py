@@ -96,7 +96,10 @@ def hostile_stream() -> list[bytes]:
                     odd(i + 12, msgpack.packb(None), key=msgpack.packb("uuid")),
                     odd(i + 13, msgpack.packb(True), key=msgpack.packb("simulated")),
                     odd(i + 14, msgpack.packb(float("nan")), key=msgpack.packb("power_limit_w")),
-                    odd(i + 15, msgpack.packb(250), key=msgpack.packb("power_limit_w"))]
+                    odd(i + 15, msgpack.packb(250), key=msgpack.packb("power_limit_w")),
+                    rec(i + 16, 0, **{f"extra_{k}": float(k) for k in range(300)}),   # more keys than read here
+                    rec(i + 17, 0, **{f"x{k}": "y" * 30 for k in range(200)}),       # longer than read here
+                    rec(i + 18, 0, **{f"e{k}": float(k) for k in range(240)})]       # as many as read here
         if i == 120:  # members of a valid group (the same bytes but numbers) that the contract refuses
             out += [rec(i, 0, envelope={"t": 2**63 + 5}), rec(i, 1, envelope={"v": 3}),
                     rec(i, 2, envelope={"wall": 2**64 - 1})]
