@@ -243,7 +243,8 @@ class Decoded:
 
 
 class Decoder:
-    """Feed ``(topic, payload)`` in file order; ``finish()`` gives the Decoded columns. ``bodies``: a
+    """Feed messages in file order (``feed_batch``, or ``feed_scanned`` with the reads of
+    ``RecordingReader.scan(decoder.find)``); ``finish()`` gives the Decoded columns. ``bodies``: a
     declaration per telemetry topic to read by instead of shared.messages.BODIES' (its series and label
     keys become the columns; used to show that a newly declared reading needs no other edit)."""
 
@@ -266,17 +267,6 @@ class Decoder:
         # the messages of PACKED_TOPIC in a read that surely pass this decoder's declaration
         self.find = packed.Finder(PACKED_TOPIC, self._valid, self._bodies[PACKED_TOPIC].int64_keys(),
                                   M.READABLE_VERSIONS)
-
-    def feed(self, topic: str, payload: dict[str, Any]) -> None:
-        pending = self._pending.get(topic)
-        if pending is not None:
-            pending.append(payload)
-            self._pending_idx[topic].append(np.array([self.idx], dtype=np.int64))
-            if len(pending) >= CHUNK:
-                self._convert(topic)
-        else:
-            self._event(self.idx, topic, payload)
-        self.idx += 1
 
     def _event(self, idx: int, topic: str, payload: dict[str, Any]) -> None:
         try:
@@ -597,9 +587,10 @@ def _absent(name: str, n: int) -> np.ndarray:
 
 
 def decode_items(items: Iterable[tuple[str, dict[str, Any]]], bodies: dict[str, type[M.Body]] | None = None) -> Decoded:
+    """Messages as columns, fed one at a time (each chunk exactly CHUNK messages of its topic)."""
     dec = Decoder(bodies)
     for topic, payload in items:
-        dec.feed(topic, payload)
+        dec.feed_batch([topic], [payload])
     return dec.finish()
 
 
