@@ -228,8 +228,8 @@ class _GpuCells(_Cells):
         self._per_gpu = per_gpu
 
     def at(self, i: int) -> tuple[dict[str, Any], dict[str, Any]]:  # type: ignore[override]
-        (head, tail), j = self._window(i)
-        return {c: v[j] for c, v in head.items()}, {c: v[j] for c, v in tail.items()}
+        (head, head_rows, tail, tail_rows), j = self._window(i)
+        return dict(zip(head, head_rows[j])), dict(zip(tail, tail_rows[j]))
 
     def _block(self, lo: int, hi: int) -> Any:
         each = {k: {c: _cleaned(v[lo:hi]) for c, v in cols.items()} for k, cols in self._per_gpu.items()}
@@ -246,7 +246,8 @@ class _GpuCells(_Cells):
                 name = k.replace("/", "_").replace("@", "_")
                 for c in PER_GPU:
                     tail[f"{name}_{c}"] = x[c]
-        return head, tail
+        # each window's values side by side (a row's dicts made by zip: a dict of ~100 columns a window)
+        return tuple(head), list(zip(*head.values())), tuple(tail), list(zip(*tail.values()))
 
 
 def batch_setting(batch: BatchData, key: str) -> dict[str, Any] | None:
