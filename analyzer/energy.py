@@ -10,7 +10,7 @@ import numpy as np
 
 from analyzer.integrate import Trace, common_uncertainty, counter_energy, edge_uncertainty_fn, fit_refreshes
 from analyzer.stream import Series
-from analyzer.windows import (coverage, gaps_touching, seq_gap_intervals, split_sub, split_windows, window_mean,
+from analyzer.windows import (coverage, gaps_touching, seq_gap_intervals, split_subs, split_windows, window_mean,
                               window_peak)
 
 DEFAULT_CPU_TDP_W = 65.0
@@ -100,6 +100,8 @@ def power_noise_w(tr: Trace) -> float:
     if y.size < 4:
         return 0.0
     d2 = y[2:] - 2 * y[1:-1] + y[:-2]
+    if (d2.size - np.count_nonzero(d2)) * 2 > d2.size and not np.isnan(d2).any():
+        return 0.0  # most points on a line (a stepped reading): the median is 0, not sorted for
     return float(1.4826 * np.median(np.abs(d2)) / np.sqrt(6.0))
 
 
@@ -138,6 +140,7 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
     split_c = split_windows(_clipped(counter.cumulative_at, *counter.span), w.a_s, w.b_s) if use_counter else None
     nan = np.full(n, np.nan)
     mid = np.full(n, np.nan) if mid_s is None else np.clip(np.asarray(mid_s, dtype=np.float64), w.a_s, w.b_s)
+    sub = {"prefill": (w.a_s, mid), "decode": (mid, w.b_s)}  # a request's phases, as sub-windows
     phases: dict[str, np.ndarray] = {}
     if use_counter:
         energy = split_c.energy
@@ -155,10 +158,10 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
         def unc_fn(x):
             return edge_at(np.clip(x, *counter.span))
 
-        _, uncertainty = split_sub(cum, w.a_s, w.b_s, w.a_s, w.b_s, unc_fn)
+        # the whole window's uncertainty and each phase's, at one set of breakpoints
+        (_, uncertainty), *by_phase = split_subs(cum, w.a_s, w.b_s, [(w.a_s, w.b_s), *sub.values()], unc_fn)
         uncertainty = uncertainty + common_uncertainty(counter, w.a_s, w.b_s)
-        for phase, (c, d) in (("prefill", (w.a_s, mid)), ("decode", (mid, w.b_s))):
-            e, u = split_sub(cum, w.a_s, w.b_s, c, d, unc_fn)
+        for (phase, (c, d)), (e, u) in zip(sub.items(), by_phase):
             u = u + common_uncertainty(counter, np.where(np.isfinite(c), c, w.a_s), np.where(np.isfinite(d), d, w.b_s))
             phases[f"energy_{phase}_j"], phases[f"energy_{phase}_uncertainty_j"] = e, u
             phases[f"{phase}_short"] = np.where(np.isfinite(e), (d - c) < SHORT_WINDOW_REFRESHES * refresh_s, np.nan)
@@ -166,8 +169,8 @@ def gpu_columns(series: Series, origin_ns: int, src_seqs: np.ndarray, w: Window,
         energy, method, effective, short, refresh_s = split_p.energy, "power_trapezoid", split_p.effective_s, None, np.nan
         fit_method, uncertainty = None, nan
         cum = _clipped(power.integral_at, *power.span())
-        for phase, (c, d) in (("prefill", (w.a_s, mid)), ("decode", (mid, w.b_s))):
-            phases[f"energy_{phase}_j"] = split_sub(cum, w.a_s, w.b_s, c, d)[0]
+        for phase, (e, _) in zip(sub, split_subs(cum, w.a_s, w.b_s, list(sub.values()))):
+            phases[f"energy_{phase}_j"] = e
             phases[f"energy_{phase}_uncertainty_j"], phases[f"{phase}_short"] = nan, nan
     else:
         energy, method, effective, short, refresh_s = nan, "none", nan, None, np.nan

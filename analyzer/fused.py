@@ -41,6 +41,7 @@ LAG_STEP_S = 0.0005
 LAG_INTERVALS = 1000
 LAG_MIN_GAIN = 0.8  # a lag is applied only when it cuts the residuals' sum of squares to this share
 PARTNER_STEPS = 8  # neighbours within a paired jump's reach stepped through directly; beyond, searched
+SPARSE_SHARE = 32  # paired jumps worked out per change where at most 1 in this many readings changes
 
 
 def fit_lag(r_s: np.ndarray, e_j: np.ndarray, power: "Trace") -> float:
@@ -250,14 +251,50 @@ def _paired_jump(power: "Trace", x: np.ndarray, reach_s) -> np.ndarray:
     """Per instant x, the largest change between two consecutive power readings within reach of it
     that has a partner (another change at least as large) within reach too (W): a burst or an
     aliased train, whose readings may sit at the wrong place. A lone step (a square wave's edge, a
-    long burst's start) has none and keeps its own, placed-step bound; smooth power has small ones."""
+    long burst's start) has none and keeps its own, placed-step bound; smooth power has small ones.
+
+    Per x, the largest over the changes whose midpoints lie in [x − reach, x + reach] (the change
+    nearest after x − reach where none does: a gap). Readings held between changes (a stepped or
+    held power reading: most changes 0) take ``_paired_sparse``, the same values."""
     d = power.jumps
+    changed = np.flatnonzero(d)
+    if changed.size * SPARSE_SHARE <= d.size:
+        return _paired_sparse(d, power.t_s, changed, x, reach_s)
     mid = 0.5 * (power.t_s[1:] + power.t_s[:-1])
     partner = _partner(d, mid, reach_s)
     paired = np.minimum(d, partner)
     a = clip_index(search_sorted(mid, x - reach_s, side="left"), 0, d.size - 1)
     b = clip_index(search_sorted(mid, x + reach_s, side="right"), a + 1, d.size)
     return window_reduce(paired, [(a, b)], np.maximum)[0]
+
+
+def _paired_sparse(d: np.ndarray, t: np.ndarray, changed: np.ndarray, x: np.ndarray, reach_s) -> np.ndarray:
+    """``_paired_jump`` where few readings change (``changed``: where d is not 0): a change pairs only
+    with another change, and a paired change j counts at the instants x whose window holds it; those
+    are a run of x (the windows' ends increase with x), found by two searches per change, not one per x.
+
+    x's window is the sample intervals [a, b): a = how many have their midpoint < x − reach (at most
+    the last), b = how many have it <= x + reach (at least a + 1). It holds j when a <= j < b: a <= j
+    is x − reach <= mid_j (the x before p1); b > j is mid_j <= x + reach (the x from the first with
+    x + reach >= mid_j on) or a = j (an empty window: the x from p1 of j − 1 on); the last interval
+    is in the window of every x from there to the end."""
+    out = np.zeros(x.size)
+    d_c = d[changed]
+    paired = np.minimum(d_c, _partner(d_c, 0.5 * (t[changed + 1] + t[changed]), reach_s))
+    j, value = changed[paired > 0], paired[paired > 0]
+    if not j.size:
+        return out
+    lo_x, hi_x = x - reach_s, x + reach_s
+    mid_j = 0.5 * (t[j + 1] + t[j])
+    before = np.maximum(j - 1, 0)
+    p1 = np.searchsorted(lo_x, mid_j, side="right")
+    p1_before = np.where(j > 0, np.searchsorted(lo_x, 0.5 * (t[before + 1] + t[before]), side="right"), 0)
+    first = np.minimum(np.searchsorted(hi_x, mid_j, side="left"), p1_before)
+    p1[j == d.size - 1] = x.size
+    n = np.maximum(p1 - first, 0)
+    at = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n - first, n)  # each run's x, run after run
+    np.maximum.at(out, at, np.repeat(value, n))
+    return out
 
 
 def _partner(d: np.ndarray, mid: np.ndarray, reach_s) -> np.ndarray:

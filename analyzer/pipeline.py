@@ -29,7 +29,7 @@ from analyzer import tables
 from analyzer.i18n import Msg
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
 from analyzer.stream import BatchData, Request, Series
-from analyzer.throughput import cold_start, iso_utc, throughput, timing, token_latency
+from analyzer.throughput import TIMING_COLUMNS, cold_start, iso_utc, throughput, timing, token_latency
 from analyzer.windows import split_windows
 from shared import messages as M
 from shared.batch import resume_command
@@ -111,7 +111,7 @@ class Gaps(Mapping):
         self._by_rid = by_rid
 
     def __getitem__(self, rid: str) -> list[float]:
-        return _gaps(self._by_rid[rid][0])
+        return _gaps(*self._by_rid[rid])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._by_rid)
@@ -120,11 +120,12 @@ class Gaps(Mapping):
         return len(self._by_rid)
 
 
-def _gaps(r: Request) -> list[float]:
-    """The request's inter-token gaps (ms) as its row's itl_ms_mean and itl_ms_max were made from."""
+def _gaps(r: Request, row: Mapping[str, Any]) -> list[float]:
+    """The request's inter-token gaps (ms) as its row's itl_ms_mean and itl_ms_max were made from (from the
+    row's timing columns: ``timing`` is not worked out again)."""
     if r.end is None or r.end.t < r.start.t:  # (no window: _row measured nothing)
         return []
-    return token_latency(r.start, r.end, timing(r.start, r.end, r.first_tokens), None)[1]
+    return token_latency(r.start, r.end, {k: row[k] for k in TIMING_COLUMNS}, None)[1]
 
 
 class RequestJson(Mapping):
@@ -227,8 +228,8 @@ class _GpuCells(_Cells):
         self._per_gpu = per_gpu
 
     def at(self, i: int) -> tuple[dict[str, Any], dict[str, Any]]:  # type: ignore[override]
-        (head, tail), j = self._window(i)
-        return {c: v[j] for c, v in head.items()}, {c: v[j] for c, v in tail.items()}
+        (head, head_rows, tail, tail_rows), j = self._window(i)
+        return dict(zip(head, head_rows[j])), dict(zip(tail, tail_rows[j]))
 
     def _block(self, lo: int, hi: int) -> Any:
         each = {k: {c: _cleaned(v[lo:hi]) for c, v in cols.items()} for k, cols in self._per_gpu.items()}
@@ -245,7 +246,8 @@ class _GpuCells(_Cells):
                 name = k.replace("/", "_").replace("@", "_")
                 for c in PER_GPU:
                     tail[f"{name}_{c}"] = x[c]
-        return head, tail
+        # each window's values side by side (a row's dicts made by zip: a dict of ~100 columns a window)
+        return tuple(head), list(zip(*head.values())), tuple(tail), list(zip(*tail.values()))
 
 
 def batch_setting(batch: BatchData, key: str) -> dict[str, Any] | None:
@@ -441,7 +443,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                 tele = _Stretch(source.between(slabs[k].lo_s, slabs[k].hi_s), counted_keys)
                 held[:] = [k, tele]
         obj = _request_json(r, row, i, win, tele, quality.get(rid), simulated)
-        obj["itl_ms"] = _gaps(r) or None
+        obj["itl_ms"] = _gaps(r, row) or None
         return obj
 
     request_json = RequestJson(one_json, [r.rid for r in reqs],

@@ -102,47 +102,58 @@ def table_cells(columns, rows: list[dict[str, Any]], number: Callable[[Any], str
 
 
 
-def _why_no_quality(r: dict, lang: str) -> str:
-    if r.get("quality_error"):
-        return str(r["quality_error"])
-    if r.get("task") in ("qa", "summary"):
+def _why_no_quality(quality_error: Any, task: Any, lang: str) -> str:
+    if quality_error:
+        return str(quality_error)
+    if task in ("qa", "summary"):
         return t("p_no_reference", lang)
     return t("p_no_reason", lang)
+
+
+# the results' columns the Problems list reads (a column at a time: it is made for each report and language)
+_PROBLEM_COLUMNS = ("status", "quality_basis", "bartscore_error", "bartscore_model", "quality_score", "task",
+                    "quality_error", "total_energy_j", "cpu_util_avg", "prompt_cached_tokens")
 
 
 def problem_list(a, lang: str = "en") -> list[str]:
     """Why a figure is missing or doubtful, one plain-text line each (the caller escapes for HTML)."""
     out: list[str] = []
-    ok = [r for r in a.results if r.get("status") == "ok"]
+    col = dict(zip(_PROBLEM_COLUMNS, columns_of(a.results, list(_PROBLEM_COLUMNS))))
+    status = col["status"]
+    ok = [i for i, s in enumerate(status) if s == "ok"]
     out += [in_lang(p, lang) for p in a.problems if getattr(p, "key", None) == "p_fallback"]  # first: what ran
-    fallback = [r for r in ok if r.get("quality_basis") == "chrf" and r.get("bartscore_error")]
+    basis, bart_error, bart_model = col["quality_basis"], col["bartscore_error"], col["bartscore_model"]
+    fallback = [i for i in ok if basis[i] == "chrf" and bart_error[i]]
     if fallback:
-        checkpoints = ", ".join(sorted({str(r.get("bartscore_model")) for r in fallback if r.get("bartscore_model")}))
-        out.append(t("p_bart_unavailable", lang, n=len(fallback), why=fallback[0]["bartscore_error"],
+        checkpoints = ", ".join(sorted({str(bart_model[i]) for i in fallback if bart_model[i]}))
+        out.append(t("p_bart_unavailable", lang, n=len(fallback), why=bart_error[fallback[0]],
                      checkpoints=checkpoints or "?"))
-    missing_q = [r for r in ok if finite(r.get("quality_score"), text=False) is None and a.quality_ran
-                 and r.get("task") in ("qa", "summary", "code", "creative")]
-    for why, n in Counter(_why_no_quality(r, lang) for r in missing_q).most_common():
+    task, score = col["task"], col["quality_score"]
+    missing_q = [i for i in ok if a.quality_ran and finite(score[i], text=False) is None
+                 and task[i] in ("qa", "summary", "code", "creative")]
+    for why, n in Counter(_why_no_quality(col["quality_error"][i], task[i], lang) for i in missing_q).most_common():
         out.append(t("p_quality_missing", lang, n=n, why=why))
-    missing_e = [r for r in ok if finite(r.get("total_energy_j"), text=False) is None]
+    energy = col["total_energy_j"]
+    missing_e = sum(1 for i in ok if finite(energy[i], text=False) is None)
     if missing_e:
-        out.append(t("p_energy_missing", lang, n=len(missing_e)))
+        out.append(t("p_energy_missing", lang, n=missing_e))
     skipped = a.batch_end.skipped if a.batch_end is not None else None
     if isinstance(skipped, int) and skipped > 0:
         out.append(t("p_skipped", lang, n=skipped))
-    failed = [r for r in a.results if r.get("status") == "failed"]
+    failed = [a.results[i] for i, s in enumerate(status) if s == "failed"]
     if failed:
         what = "; ".join(f"{r.get('model')}/{r.get('task')}/{r.get('load')}#{r.get('run')}: "
                          f"{str(r.get('error') or '')[:160]}" for r in failed[:MAX_FAILED_LISTED])
         out.append(t("p_failed", lang, n=len(failed), what=what + (" …" if len(failed) > MAX_FAILED_LISTED else "")))
     if a.simulated:
         out.append(t("p_simulated", lang))
-    busy = [r for r in ok if (finite(r.get("cpu_util_avg"), text=False) or 0.0) >= CONTENTION_PCT]
+    cpu = col["cpu_util_avg"]
+    busy = sum(1 for i in ok if (finite(cpu[i], text=False) or 0.0) >= CONTENTION_PCT)
     if busy:
-        out.append(t("p_contention", lang, n=len(busy), total=len(ok), pct=f"{CONTENTION_PCT:g}"))
-    cached = [r for r in a.results if (finite(r.get("prompt_cached_tokens"), text=False) or 0) > 0]
+        out.append(t("p_contention", lang, n=busy, total=len(ok), pct=f"{CONTENTION_PCT:g}"))
+    cached = [v for v in col["prompt_cached_tokens"] if (finite(v, text=False) or 0) > 0]
     if cached:
-        out.append(t("p_cache", lang, n=len(cached), tokens=int(sum(r["prompt_cached_tokens"] for r in cached))))
+        out.append(t("p_cache", lang, n=len(cached), tokens=int(sum(cached))))
     out += [in_lang(p, lang) for p in a.problems if getattr(p, "key", None) != "p_fallback"]
     return out
 

@@ -159,14 +159,17 @@ def window_spans(windows: list[dict], lang: str) -> list[tuple[float, float, str
     """The shaded spans of the request windows: (start s, end s, kind, escaped tooltip); prefill and
     decode apart where the first token is known."""
     out = []
+    # esc works character by character: the label escaped once per window, each kind's word once, and
+    # the number (digits, ',', '.', '-') as it is
+    words = {k: esc(t("warmup" if k == "warm" else k, lang)) for k in ("prefill", "decode", "warm")}
     for w in windows:
         a, b, f = w["a_s"], w["b_s"], w.get("first_s")
         kind = "warm" if w["warmup"] else None
         spans = [(a, b, kind or "decode")] if (f is None or not a <= f <= b) else \
             [(a, f, kind or "prefill"), (f, b, kind or "decode")]
+        label = esc(f"{w['label']}")
         for s0, s1, k in spans:
-            tip = f"{w['label']} · {t('warmup' if k == 'warm' else k, lang)} · {fmt_num(s1 - s0)} s"
-            out.append((s0, s1, k, esc(tip)))
+            out.append((s0, s1, k, f"{label} · {words[k]} · {fmt_num(s1 - s0)} s"))
     return out
 
 

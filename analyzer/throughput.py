@@ -7,6 +7,7 @@ The method used is named in ``toks_per_s_method``.
 """
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
 from typing import Any
 
@@ -18,6 +19,9 @@ def iso_utc(wall_ns: int) -> str:
     """Wall-clock ns → ``2026-01-02T03:04:05.678Z`` (UTC, so the CSV does not depend on the time zone)."""
     t = _dt.datetime.fromtimestamp(wall_ns / 1e9, tz=_dt.timezone.utc)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+TIMING_COLUMNS = ("latency_s", "first_token_s", "first_thinking_s", "first_chunk_s")  # timing()'s keys, in order
 
 
 def timing(start: ReqStart, end: ReqEnd | None, first_tokens: list[ReqFirstToken]) -> dict[str, Any]:
@@ -113,11 +117,11 @@ def token_latency(start: ReqStart, end: ReqEnd | None, tm: dict[str, Any],
     out["e2el_ms"] = lat * 1000.0 if lat is not None else None
     if ttft_s is not None and lat is not None and output_tokens is not None and output_tokens >= 2 and lat >= ttft_s:
         out["tpot_ms"] = (lat - ttft_s) * 1000.0 / (output_tokens - 1)
-    chunks = sorted(int(c) for c in ((end.client.chunk_t_ns if end.client else None) or []))
+    chunks = sorted(map(int, (end.client.chunk_t_ns if end.client else None) or []))
     if ttft_s is not None:
         # 1 µs slack: ttft_s went through a float division of the same ns stamps.
         first_ns = start.t + round(ttft_s * 1e9) - 1000
-        chunks = [c for c in chunks if c >= first_ns]
+        del chunks[:bisect.bisect_left(chunks, first_ns)]  # (sorted: the earlier ones are a head)
     itl = [(b - a) / 1e6 for a, b in zip(chunks, chunks[1:])]
     if itl:
         out["itl_ms_mean"], out["itl_ms_max"] = sum(itl) / len(itl), max(itl)

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -186,13 +186,22 @@ def split_sub(cumulative: Callable[[np.ndarray], np.ndarray], a_s, b_s, c_s, d_s
     split (a sub-window's edge counts 1/n of it, a breakpoint inside it |1/n_before − 1/n_after|).
     Returns (energy, uncertainty); the uncertainty is NaN without ``point_uncertainty``.
     """
+    return split_subs(cumulative, a_s, b_s, [(c_s, d_s)], point_uncertainty)[0]
+
+
+def split_subs(cumulative: Callable[[np.ndarray], np.ndarray], a_s, b_s, subs: list[tuple[Any, Any]],
+               point_uncertainty: Callable[[np.ndarray], np.ndarray] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``split_sub`` of each (c, d) in ``subs`` (several phases of the same windows), ``cumulative`` and
+    ``point_uncertainty`` called once at the breakpoints of them all. A breakpoint where the windows
+    active do not change adds nothing to a sub-window's uncertainty (its weight is 0); its energy is
+    then a sum of two shares instead of one (the same within rounding)."""
     a_s, b_s = np.asarray(a_s, dtype=np.float64), np.asarray(b_s, dtype=np.float64)
-    c_s, d_s = np.asarray(c_s, dtype=np.float64), np.asarray(d_s, dtype=np.float64)
+    subs = [(np.asarray(c, dtype=np.float64), np.asarray(d, dtype=np.float64)) for c, d in subs]
     nan = np.full(a_s.size, np.nan)
     if a_s.size == 0:
-        return nan, nan
-    ok = np.isfinite(c_s) & np.isfinite(d_s) & (d_s >= c_s)
-    u = np.unique(np.concatenate([a_s, b_s, c_s[ok], d_s[ok]]))
+        return [(nan, nan) for _ in subs]
+    oks = [np.isfinite(c) & np.isfinite(d) & (d >= c) for c, d in subs]
+    u = np.unique(np.concatenate([a_s, b_s] + [x for (c, d), ok in zip(subs, oks) for x in (c[ok], d[ok])]))
     delta = np.zeros(u.size + 1, dtype=np.int64)
     np.add.at(delta, np.searchsorted(u, a_s), 1)
     np.add.at(delta, np.searchsorted(u, b_s), -1)
@@ -201,19 +210,24 @@ def split_sub(cumulative: Callable[[np.ndarray], np.ndarray], a_s, b_s, c_s, d_s
     seg = np.diff(cumulative(u))
     share = np.where(np.isfinite(seg), seg, 0.0) * inv
     prefix = np.concatenate([[0.0], np.cumsum(share)])
-    ic = np.searchsorted(u, np.where(ok, c_s, u[0]))
-    id_ = np.searchsorted(u, np.where(ok, d_s, u[0]))
-    energy = np.where(ok, prefix[id_] - prefix[ic], np.nan)
-    if point_uncertainty is None:
-        return energy, nan
-    pu = np.nan_to_num(np.abs(np.asarray(point_uncertainty(u), dtype=np.float64)), nan=0.0)
-    # Weight of each interior breakpoint k (between segments k-1 and k).
-    w = np.zeros(u.size)
-    if u.size > 2:
-        w[1:-1] = np.abs(inv[:-1] - inv[1:])
-    pw = np.concatenate([[0.0], np.cumsum(w * pu)])
-    inner = np.where(id_ > ic + 1, pw[np.maximum(id_, ic + 1)] - pw[np.minimum(ic + 1, id_)], 0.0)
-    seg_first = inv[np.clip(ic, 0, max(inv.size - 1, 0))] if inv.size else np.zeros(ic.size)
-    seg_last = inv[np.clip(id_ - 1, 0, max(inv.size - 1, 0))] if inv.size else np.zeros(ic.size)
-    unc = np.where(id_ > ic, pu[ic] * seg_first + pu[id_] * seg_last + inner, 0.0)
-    return energy, np.where(ok, unc, np.nan)
+    if point_uncertainty is not None:
+        pu = np.nan_to_num(np.abs(np.asarray(point_uncertainty(u), dtype=np.float64)), nan=0.0)
+        # Weight of each interior breakpoint k (between segments k-1 and k).
+        w = np.zeros(u.size)
+        if u.size > 2:
+            w[1:-1] = np.abs(inv[:-1] - inv[1:])
+        pw = np.concatenate([[0.0], np.cumsum(w * pu)])
+    out = []
+    for (c_s, d_s), ok in zip(subs, oks):
+        ic = np.searchsorted(u, np.where(ok, c_s, u[0]))
+        id_ = np.searchsorted(u, np.where(ok, d_s, u[0]))
+        energy = np.where(ok, prefix[id_] - prefix[ic], np.nan)
+        if point_uncertainty is None:
+            out.append((energy, nan))
+            continue
+        inner = np.where(id_ > ic + 1, pw[np.maximum(id_, ic + 1)] - pw[np.minimum(ic + 1, id_)], 0.0)
+        seg_first = inv[np.clip(ic, 0, max(inv.size - 1, 0))] if inv.size else np.zeros(ic.size)
+        seg_last = inv[np.clip(id_ - 1, 0, max(inv.size - 1, 0))] if inv.size else np.zeros(ic.size)
+        unc = np.where(id_ > ic, pu[ic] * seg_first + pu[id_] * seg_last + inner, 0.0)
+        out.append((energy, np.where(ok, unc, np.nan)))
+    return out

@@ -246,3 +246,52 @@ def test_paired_jump_partner_stepped_matches_searched():
         assert np.array_equal(_partner(d, mid, reach), _partner_searched(d, mid, reach))
     assert not _partner(d, mid, 0.001).any()  # samples further apart than the reach: no partner
     assert (_partner(d, mid, 0.03) > 0).mean() > 0.9
+
+
+def test_paired_jump_sparse_matches_dense(monkeypatch):
+    # held readings (most changes 0): the changes' own runs of instants give each instant what the
+    # windows of every instant give, bit for bit: gaps wider than the reach (empty windows), instants
+    # before the first and past the last change, reaches of one to many samples, both ends' changes
+    from analyzer import fused
+
+    rng = np.random.default_rng(11)
+    checked = 0
+    for trial in range(400):
+        n = int(rng.integers(2, 300))
+        dt = rng.choice([0.01, 0.01, 0.01, 0.25], n - 1) * rng.uniform(0.8, 1.2, n - 1)
+        t = np.concatenate([[0.0], np.cumsum(dt)])
+        y = np.repeat(rng.uniform(0.0, 300.0, n), rng.integers(1, 30, n))[:n]
+        power = Trace.build(t, y)
+        x = np.sort(np.concatenate([rng.uniform(t[0] - 0.05, t[-1] + 0.05, 2 * n), t[1:-1]]))
+        reach = float(rng.choice([0.005, 0.02, 0.05, 0.3]))
+        monkeypatch.setattr(fused, "SPARSE_SHARE", 10**9)  # the windows of every instant
+        dense = fused._paired_jump(power, x, reach)
+        monkeypatch.setattr(fused, "SPARSE_SHARE", 0)  # the runs of each change
+        sparse = fused._paired_jump(power, x, reach)
+        assert np.array_equal(sparse.view(np.int64), dense.view(np.int64)), trial
+        checked += bool((dense > 0).any())
+    assert checked > 100  # paired changes were there to place
+
+
+def test_power_noise_of_stepped_and_noisy_readings():
+    # the robust spread of the second differences: 0 where most points lie on a line (a stepped
+    # reading), taken without sorting; exactly the median's value either side of half
+    from analyzer.energy import power_noise_w
+
+    def by_median(y: np.ndarray) -> float:
+        d2 = y[2:] - 2 * y[1:-1] + y[:-2]
+        return float(1.4826 * np.median(np.abs(d2)) / np.sqrt(6.0))
+
+    rng = np.random.default_rng(4)
+    for n in (4, 5, 6, 7, 50, 51):
+        for zeros in range(n - 1):  # second differences that are 0: none to all but one
+            d2 = np.where(np.arange(n - 2) < zeros, 0.0, rng.normal(0.0, 3.0, n - 2))
+            y = np.concatenate([[0.0, 1.0], np.zeros(n - 2)])
+            for i in range(2, n):  # the points whose second differences are d2
+                y[i] = d2[i - 2] + 2 * y[i - 1] - y[i - 2]
+            tr = Trace(np.arange(float(n)), y)
+            assert power_noise_w(tr) == by_median(y)
+    stepped = Trace.build(np.arange(0.0, 10.0, 0.01), np.repeat([50.0, 300.0, 80.0, 300.0], 250))
+    assert power_noise_w(stepped) == 0.0
+    noisy = Trace.build(np.arange(0.0, 10.0, 0.01), rng.normal(200.0, 5.0, 1000))
+    assert power_noise_w(noisy) == pytest.approx(5.0, rel=0.2)

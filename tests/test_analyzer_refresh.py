@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from analyzer.integrate import Trace, counter_energy, edge_uncertainty, edge_uncertainty_fn, fit_refreshes
-from analyzer.windows import split_sub, split_windows
+from analyzer.windows import split_sub, split_subs, split_windows
 from tests import synth as S
 
 GOLDEN = 0.6180339887498949
@@ -149,6 +149,26 @@ class TestUncertainty:
         assert e1[0] + e2[0] == pytest.approx(150.0)
         assert math.isnan(split_sub(cum, [0.0], [1.0], [np.nan], [1.0], pu)[0][0])
 
+
+    def test_split_subs_as_each_alone(self):
+        """Phases of the same windows split together: the phases as alone (their breakpoints are the
+        same), the whole window's uncertainty bit for bit though the phases' breakpoints are added
+        (the windows active do not change there), and cumulative asked once."""
+        rng = np.random.default_rng(7)
+        a = np.sort(rng.uniform(0.0, 50.0, 40))
+        b = a + rng.uniform(0.5, 5.0, a.size)
+        mid = np.where(rng.random(a.size) < 0.2, np.nan, a + rng.uniform(0.0, 1.0, a.size) * (b - a))
+        calls = []
+        cum = lambda x: calls.append(x) or 7.3 * x + np.sin(x)  # noqa: E731
+        pu = lambda x: 0.1 + 0.01 * np.cos(x)  # noqa: E731
+        subs = [(a, b), (a, mid), (mid, b)]
+        got = split_subs(cum, a, b, subs, pu)
+        assert len(calls) == 1
+        alone = [split_sub(cum, a, b, c, d, pu) for c, d in subs]
+        assert np.array_equal(got[0][1], alone[0][1])
+        for (e, u), (e1, u1) in zip(got[1:], alone[1:]):
+            assert np.array_equal(e, e1, equal_nan=True) and np.array_equal(u, u1, equal_nan=True)
+        assert np.isnan(got[1][0]).sum() == np.isnan(mid).sum() > 0
 
 class TestSteps:
     def test_counter_places_square_wave_steps(self):
