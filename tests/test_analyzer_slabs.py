@@ -305,6 +305,13 @@ def test_a_long_recording_is_read_a_slab_at_a_time(tmp_path, monkeypatch):
     assert 0 < data.source.most_rows <= slab_rows + 2 * 64 and data.source.most_rows < total / 4
     for row in a.results:
         assert row["gpu_energy_j"] == pytest.approx(220.0 * 0.6, rel=1e-6)
+    # the row group each GPU file keeps decoded for the next stretch holds its own buffers, not those
+    # of the whole read it came from
+    store = data.source
+    for f in store.files:
+        g, names, kept = store._last_group[f["file"]]
+        alone = store._file(f).read_row_group(g, columns=list(names), use_threads=False)
+        assert kept.num_rows == f["groups"][g][2] and kept.get_total_buffer_size() == alone.get_total_buffer_size()
 
 
 def test_freed_memory_is_handed_back_on_linux():
