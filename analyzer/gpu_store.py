@@ -109,15 +109,11 @@ class Spill:
 
 def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
     """Every GPU file joined back into one tel.gpu table in file order (the whole-recording path)."""
-    import pyarrow.parquet as pq
-
     if not files:
         return None
     parts = []
     for f in files:
-        pf = pq.ParquetFile(Path(root) / f["file"])
-        cols = {name: arrow_np.to_numpy(pf.read(columns=[name], use_threads=False).column(0))
-                for name in pf.schema_arrow.names}
+        cols = read_columns(Path(root) / f["file"])
         if any(c.size != f["rows"] for c in cols.values()):
             raise ValueError(f"{f['file']}: {next(iter(cols.values())).size} rows, meta.json says {f['rows']}")
         parts.append(cols)
@@ -126,6 +122,16 @@ def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] |
     for name in list(parts[0]):
         out[name] = np.concatenate([p.pop(name) for p in parts])[order]
     return out
+
+
+def read_columns(path: Path) -> dict[str, np.ndarray]:
+    """Every column of a Parquet file as a numpy array, read a column at a time: the Arrow copy of one
+    column at a time, never the whole table twice (and no pq.read_table: it would import pandas)."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    return {name: arrow_np.to_numpy(pf.read(columns=[name], use_threads=False).column(0))
+            for name in pf.schema_arrow.names}
 
 
 def _raw_range(m: clock.Mapping | None, lo_ns: float, hi_ns: float) -> tuple[float, float]:
