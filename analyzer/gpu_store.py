@@ -56,10 +56,12 @@ class Spill:
             self._buf.setdefault(key, []).append({k: v[a:b] for k, v in cols.items()})
             self._rows[key] = self._rows.get(key, 0) + b - a
             if self._rows[key] >= ROW_GROUP:
-                self._flush(key)
+                self._flush(key, whole=True)
         return True
 
-    def _flush(self, key: tuple[int, int]) -> None:
+    def _flush(self, key: tuple[int, int], whole: bool = False) -> None:
+        """Write GPU ``key``'s buffered rows as row groups of ``ROW_GROUP`` rows; ``whole``: only full
+        groups, the rest held for the next (a file's groups are all full-size but its last)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -67,7 +69,15 @@ class Spill:
         self._rows[key] = 0
         if not parts:
             return
-        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if len(parts) > 1 else parts[0]
+        held = next(iter(cols.values())).size
+        upto = held - held % ROW_GROUP if whole else held
+        if upto < held:  # (a copy: a view would hold the whole chunk the rows came from)
+            self._buf[key] = [{k: v[upto:].copy() for k, v in cols.items()}]
+            self._rows[key] = held - upto
+            cols = {k: v[:upto] for k, v in cols.items()}
+        if not upto:
+            return
         f = self._files.get(key)
         if f is None:
             name = f"{GPU_DIR}/{len(self._files)}.parquet"
