@@ -230,12 +230,22 @@ def test_a_request_without_a_window_does_not_write_the_samples_early(tmp_path, m
     assert src.reads() == slabs
 
 
+def _level_energy(batch, a: np.ndarray, b: np.ndarray, slab_s: float) -> dict[str, np.ndarray]:
+    """The energies of level windows [a, b] as the analysis measures them: with its slabs."""
+    from analyzer import energy as E
+
+    src = SL.InMemory(batch)
+    slabs = SL.plan(a, b, src.span_s(), slab_s)
+    levels = pipeline._LevelPieces(a, b, slabs)
+    *_, got = pipeline._measure(batch, src, slabs, E.Window(a, b), a, None, pipeline.Options(), levels)
+    return levels.measured(got, a, b)
+
+
 def test_level_energy_adds_up_over_slabs(measured):
     batch, _, _, _ = measured
-    src = SL.InMemory(batch)
     a, b = np.array([0.5, 16.0]), np.array([15.5, 19.0])
-    one = pipeline._level_energy(batch, pipeline.Options(), src, SL.plan(a, b, src.span_s()))(a, b)
-    many = pipeline._level_energy(batch, pipeline.Options(), src, SL.plan(a, b, src.span_s(), 3.0))(a, b)
+    one = _level_energy(batch, a, b, SL.SLAB_S)
+    many = _level_energy(batch, a, b, 3.0)
     assert set(one) == set(many) == {"gpu_j", "gpu_unc_j", "cpu_j"}
     spec = _spec()
     exact = np.array([sum(g.power.e_j(y) - g.power.e_j(x) for g in spec.gpus) for x, y in zip(a, b)])
