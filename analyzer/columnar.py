@@ -34,7 +34,7 @@ from typing import Any, Iterable, Sequence
 import msgpack
 import numpy as np
 
-from analyzer import arrow_np, clock, gpu_store, hosts, memory, packed
+from analyzer import clock, gpu_store, hosts, memory, packed
 from analyzer.stream import DEFAULT_LOOKBACK_S, BatchData, Series, chunk_array, events_to_requests
 from shared import messages as M
 from shared.logs import get_logger
@@ -1016,10 +1016,7 @@ def read_copy(stream: Path, gpus: bool = True):
                     tables[topic] = Table(cols, tm["strings"], tm["extra"], FLOAT_KEYS[topic])
                     continue
             else:
-                pf = pq.ParquetFile(root / f"{topic}.parquet")  # (read_table would import pandas)
-                # column by column: the Arrow copy of one column at a time, never the whole table twice
-                cols = {name: arrow_np.to_numpy(pf.read(columns=[name], use_threads=False).column(0))
-                        for name in pf.schema_arrow.names}
+                cols = gpu_store.read_columns(root / f"{topic}.parquet")
             if not cols:
                 cols = _concat([])
             if any(c.size != tm["rows"] for c in cols.values()):

@@ -56,10 +56,12 @@ class Spill:
             self._buf.setdefault(key, []).append({k: v[a:b] for k, v in cols.items()})
             self._rows[key] = self._rows.get(key, 0) + b - a
             if self._rows[key] >= ROW_GROUP:
-                self._flush(key)
+                self._flush(key, whole=True)
         return True
 
-    def _flush(self, key: tuple[int, int]) -> None:
+    def _flush(self, key: tuple[int, int], whole: bool = False) -> None:
+        """Write GPU ``key``'s buffered rows as row groups of ``ROW_GROUP`` rows; ``whole``: only full
+        groups, the rest held for the next (a file's groups are all full-size but its last)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -67,7 +69,15 @@ class Spill:
         self._rows[key] = 0
         if not parts:
             return
-        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if len(parts) > 1 else parts[0]
+        held = next(iter(cols.values())).size
+        upto = held - held % ROW_GROUP if whole else held
+        if upto < held:  # (a copy: a view would hold the whole chunk the rows came from)
+            self._buf[key] = [{k: v[upto:].copy() for k, v in cols.items()}]
+            self._rows[key] = held - upto
+            cols = {k: v[:upto] for k, v in cols.items()}
+        if not upto:
+            return
         f = self._files.get(key)
         if f is None:
             name = f"{GPU_DIR}/{len(self._files)}.parquet"
@@ -109,15 +119,11 @@ class Spill:
 
 def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
     """Every GPU file joined back into one tel.gpu table in file order (the whole-recording path)."""
-    import pyarrow.parquet as pq
-
     if not files:
         return None
     parts = []
     for f in files:
-        pf = pq.ParquetFile(Path(root) / f["file"])
-        cols = {name: arrow_np.to_numpy(pf.read(columns=[name], use_threads=False).column(0))
-                for name in pf.schema_arrow.names}
+        cols = read_columns(Path(root) / f["file"])
         if any(c.size != f["rows"] for c in cols.values()):
             raise ValueError(f"{f['file']}: {next(iter(cols.values())).size} rows, meta.json says {f['rows']}")
         parts.append(cols)
@@ -126,6 +132,16 @@ def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] |
     for name in list(parts[0]):
         out[name] = np.concatenate([p.pop(name) for p in parts])[order]
     return out
+
+
+def read_columns(path: Path) -> dict[str, np.ndarray]:
+    """Every column of a Parquet file as a numpy array, read a column at a time: the Arrow copy of one
+    column at a time, never the whole table twice (and no pq.read_table: it would import pandas)."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    return {name: arrow_np.to_numpy(pf.read(columns=[name], use_threads=False).column(0))
+            for name in pf.schema_arrow.names}
 
 
 def _raw_range(m: clock.Mapping | None, lo_ns: float, hi_ns: float) -> tuple[float, float]:
@@ -164,7 +180,7 @@ class Store:
         self._cache: tuple[float, float, BatchData] | None = None
         # per GPU file, the last row group a stretch read, decoded: stretches are read in time order and
         # meet or overlap (a slab's margins, requests past a cut), so the next one starts in it
-        self._last_group: dict[str, tuple[int, Any]] = {}
+        self._last_group: dict[str, tuple[int, tuple[str, ...], Any]] = {}
         self.recording: dict[str, Any] = {}
         self.most_rows = 0  # the most GPU rows one stretch held (the bench and tests show it stays a slab's)
         self._open: dict[str, Any] = {}  # per GPU file, its pq.ParquetFile (footer parsed once)
@@ -282,24 +298,29 @@ class Store:
 
     def _groups(self, f: dict[str, Any], groups: list[int], names: tuple[str, ...], keep: bool = True):
         """Row groups ``groups`` (ascending) of GPU file ``f``, columns ``names``, as one Arrow table; the
-        last one kept decoded for the next stretch (``keep``)."""
+        last one kept decoded for the next stretch (``keep``). The kept group is read on its own: a
+        slice of a read of several groups would hold the whole read's buffers."""
         import pyarrow as pa
 
         kept = self._last_group.get(f["file"])
+        if kept is not None and (kept[1] != names or kept[0] not in groups):
+            kept = None
         pf = self._file(f)
-        if kept is not None and kept[1] == names and kept[0] in groups:
-            i = groups.index(kept[0])
-            tabs = [pf.read_row_groups(groups[:i], columns=list(names), use_threads=False) if i else None,
-                    kept[2],
-                    pf.read_row_groups(groups[i + 1:], columns=list(names), use_threads=False)
-                    if i + 1 < len(groups) else None]
-            tab = pa.concat_tables([t for t in tabs if t is not None])
-        else:
-            tab = pf.read_row_groups(groups, columns=list(names), use_threads=False)
+        tabs, run = [], []
+        for g in groups:
+            alone = kept is not None and g == kept[0]
+            if alone or (keep and g == groups[-1]):
+                if run:
+                    tabs.append(pf.read_row_groups(run, columns=list(names), use_threads=False))
+                    run = []
+                tabs.append(kept[2] if alone else pf.read_row_group(g, columns=list(names), use_threads=False))
+            else:
+                run.append(g)
+        if run:
+            tabs.append(pf.read_row_groups(run, columns=list(names), use_threads=False))
         if keep:
-            last = pf.metadata.row_group(groups[-1]).num_rows
-            self._last_group[f["file"]] = (groups[-1], names, tab.slice(tab.num_rows - last))
-        return tab
+            self._last_group[f["file"]] = (groups[-1], names, tabs[-1])
+        return tabs[0] if len(tabs) == 1 else pa.concat_tables(tabs)
 
     def _names(self, f: dict[str, Any]) -> tuple[str, ...]:
         """The columns a stretch reads of file ``f``: stamps, seqs and readings. Its source and GPU are
@@ -370,8 +391,7 @@ class Store:
             tab = self.dec.tables[topic]
             # every source's rows (their seqs say what was lost), the host's picked below as the whole's;
             # in file order, as a mask over the table would pick them
-            picks = [idx[np.searchsorted(t, ranges[code][0], "left"):np.searchsorted(t, ranges[code][1], "right")]
-                     for code, idx, t in self._rows_by_src[topic]]
+            picks = [idx[slice(*SL.stamp_range(t, *ranges[code]))] for code, idx, t in self._rows_by_src[topic]]
             sel = np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
             tables[topic] = Table({k: v[sel] for k, v in tab.cols.items()}, tab.strings, tab.extra, tab.series)
         part = to_batch(Decoded(tables, self._marks, self.srcs, 0), self.lookback_s, mappings=self.mappings,
@@ -445,9 +465,9 @@ def _group_meta(pf, g: int, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def _by_src(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """Per source code of a table: (code, its rows' indices, their raw stamps as float64), in stamp
-    order (stable), so the rows within a raw range [r0, r1] are found by bisection. float64 as the
-    ranges are: the comparison a mask ``t >= r0`` makes."""
+    """Per source code of a table: (code, its rows' indices, their raw stamps), in stamp order (stable),
+    so the rows within a raw range are found by bisection (slabs.stamp_range: the comparison a mask
+    ``t >= r0`` makes)."""
     from analyzer.columnar import distinct
 
     t = cols["t"]
@@ -456,11 +476,11 @@ def _by_src(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarr
     out = []
     for code in distinct(cols["src"]).tolist():
         idx = np.flatnonzero(cols["src"] == code)
-        tf = t[idx].astype(np.float64)
-        if tf.size > 1 and (tf[1:] < tf[:-1]).any():
-            order = np.argsort(t[idx], kind="stable")
-            idx, tf = idx[order], tf[order]
-        out.append((int(code), idx, tf))
+        ts = t[idx]
+        if ts.size > 1 and (ts[1:] < ts[:-1]).any():
+            order = np.argsort(ts, kind="stable")
+            idx, ts = idx[order], ts[order]
+        out.append((int(code), idx, ts))
     return out
 
 

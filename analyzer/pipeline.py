@@ -302,14 +302,19 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
     idle_until = (min(r.start.t for r in reqs) - origin) / 1e9 if (opts.idle_baseline and reqs) else None
     mid = np.array([_first_chunk_s(r, origin) for r in done])
+    idx = {r.rid: i for i, r in enumerate(done)}
     # the telemetry of every GPU (counted or not: all are written), read a slab of time at a time
     source = SL.source_of(dataclasses.replace(batch, gpus=all_gpus))
     slabs = SL.plan(win.a_s, win.b_s, source.span_s(), opts.slab_s)
-    per_gpu, host, timelines = _measure(batch, source, slabs, win, mid, idle_until, opts)
+    loaded, slo = _load_info(batch, opts)
+    # the load levels' windows (the requests' own fields say which level each ran in) are measured with the slabs
+    spans = {r.rid: (float(win.a_s[i]), float(win.b_s[i])) for r, i in ((r, idx[r.rid]) for r in done)
+             if not r.start.warmup} if (loaded or slo) else {}
+    levels = _LevelPieces.of(reqs, spans, slabs) if (loaded or slo) else None
+    per_gpu, host, timelines, level_j = _measure(batch, source, slabs, win, mid, idle_until, opts, levels)
     if opts.idle_baseline and batch.gpus and any(not np.isfinite(c["idle_w"]).any() for c in per_gpu.values()):
         problems.append(Msg("p_no_idle_samples"))
     simulated = any(g.simulated for g in batch.gpus)
-    idx = {r.rid: i for i, r in enumerate(done)}
     cases = batch.batch_start.cases if batch.batch_start else None
     rows = []
     gpu_cells = _GpuCells(per_gpu) if per_gpu else None
@@ -361,17 +366,15 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         if not q and opts.quality and row["status"] == "ok" and row["rid"] in q_rids:
             cells["quality_error"] = quality_problem or "quality not computed for this request"
         row.update(cells)
-    loaded, slo = _load_info(batch, opts)
     curve: list[dict[str, Any]] = []
     curve_problems: list[str] = []
     if loaded or slo:
         for r, row in zip(reqs, rows):
             _load_columns(r, row, slo)
-        spans = {r.rid: (float(win.a_s[i]), float(win.b_s[i])) for r, i in ((r, idx[r.rid]) for r in done)
-                 if not r.start.warmup}
         par = ((batch.batch_start.load or {}) if batch.batch_start else {}).get("server_parallel")
         measured = [row for r, row in zip(reqs, rows) if not r.start.warmup]
-        curve, curve_problems = LC.curve(measured, spans, _level_energy(batch, opts, source, slabs), slo, simulated,
+        level_energy = functools.partial(_LevelPieces.measured, levels, level_j)
+        curve, curve_problems = LC.curve(measured, spans, level_energy, slo, simulated,
                                          par if isinstance(par, int) else None)
         LC.annotate(measured, curve)
         for row, a_s, b_s in zip(curve, *LC.level_windows(LC.groups(measured, spans), spans)):
@@ -536,41 +539,70 @@ def _power_limits(batch: BatchData, a_s: float, b_s: float) -> str | None:
     return ",".join(f"{w:g}" for w in sorted(seen)) or None
 
 
-def _level_energy(batch: BatchData, opts: Options, source: SL.Source, slabs: list[SL.Slab]):
-    """Energy of arbitrary (level) windows: GPU (every counted GPU summed) and CPU (RAPL, else TDP).
-    A level may last hours: over several slabs, each window is cut where slabs meet and its pieces
-    added up (with --jobs N, the slabs measured by N processes: analyzer.slab_pool)."""
-    counted = {g.key for g in batch.gpus}
+class _LevelPieces:
+    """The load levels' windows [a, b] (a level may last hours) cut where the slabs meet, each slab's
+    pieces measured with that slab (the same read of its telemetry) and added up per window: GPU energy
+    (every counted GPU summed) and CPU (RAPL, else TDP)."""
 
-    def energy(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
-        with slab_pool.runner(source, slab_pool.jobs(opts.jobs, source, slabs)) as run:
-            if len(slabs) == 1:
-                parts = next(run(slab_pool.energy_parts, [(-SL.INF, SL.INF, (counted, a, b, opts.cpu_tdp_w))]))
-            else:
-                owner, pa, pb, which = SL.pieces(a, b, slabs)
-                sels = [which == j for j in np.unique(which)]
-                tasks = [(float(pa[sel].min()) - SL.MARGIN_S, float(pb[sel].max()) + SL.MARGIN_S,
-                          (counted, pa[sel], pb[sel], opts.cpu_tdp_w)) for sel in sels]
-                parts = {}
-                for sel, got in zip(sels, run(slab_pool.energy_parts, tasks)):
-                    for k, v in got.items():
-                        np.add.at(parts.setdefault(k, np.zeros(a.size)), owner[sel], v)
-        out = {k: parts[k] for k in ("gpu_j", "gpu_unc_j") if k in parts}
-        rapl, approx = parts.get("rapl"), parts.get("approx")
+    def __init__(self, a: np.ndarray, b: np.ndarray, slabs: list[SL.Slab]):
+        self.a, self.b = a, b
+        self.whole = len(slabs) == 1
+        if self.whole:
+            self.tasks: list[tuple | None] = [(-SL.INF, SL.INF, a, b)]
+            return
+        owner, pa, pb, which = SL.pieces(a, b, slabs)
+        self.tasks, self._owner = [], []
+        for j in range(len(slabs)):
+            sel = which == j
+            self._owner.append(owner[sel])
+            if not sel.any():
+                self.tasks.append(None)
+                continue
+            # a piece's telemetry: the piece and the margin (within its slab's stretch)
+            self.tasks.append((float(pa[sel].min()) - SL.MARGIN_S, float(pb[sel].max()) + SL.MARGIN_S,
+                               pa[sel], pb[sel]))
+
+    @classmethod
+    def of(cls, reqs: list[Request], spans: dict[str, tuple[float, float]],
+           slabs: list[SL.Slab]) -> _LevelPieces | None:
+        """The levels as load_curve groups the results' rows (model and level are the request's own)."""
+        keys = [{"rid": r.rid, "model": r.start.model, "sweep_level": r.start.sweep_level}
+                for r in reqs if not r.start.warmup]
+        grouped = LC.groups(keys, spans)
+        return cls(*LC.level_windows(grouped, spans), slabs) if grouped else None
+
+    def total(self, parts: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray]:
+        """The windows' energies from the slabs' parts (slab_pool.energy_parts, in slab order)."""
+        if self.whole:
+            got = parts[0]
+        else:
+            got = {}
+            for owner, part in zip(self._owner, parts):
+                for k, v in (part or {}).items():
+                    np.add.at(got.setdefault(k, np.zeros(self.a.size)), owner, v)
+        out = {k: got[k] for k in ("gpu_j", "gpu_unc_j") if k in got}
+        rapl, approx = got.get("rapl"), got.get("approx")
         if rapl is not None and np.isfinite(rapl).all():
             out["cpu_j"] = rapl
         elif approx is not None and np.isfinite(approx).all():
             out["cpu_j"] = approx
         return out
-    return energy
+
+    def measured(self, got: dict[str, np.ndarray], a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+        """load_curve's level_energy(a, b): the windows measured with the slabs (``got``), the same ones."""
+        if not (np.array_equal(a, self.a) and np.array_equal(b, self.b)):
+            raise RuntimeError("the load levels' windows are not those measured with the slabs")
+        return got
 
 
 def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.Window, mid: np.ndarray,
-             idle_until: float | None, opts: Options) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray],
-                                                            list[dict[str, Any]]]:
+             idle_until: float | None, opts: Options, levels: _LevelPieces | None = None
+             ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], list[dict[str, Any]],
+                        dict[str, np.ndarray] | None]:
     """Per window: every counted GPU's columns and the host's, slab by slab (with --jobs N, by N processes:
-    analyzer.slab_pool); and each counted GPU's power timeline (a slab's own stretch at a time: whole
-    on one slab, its min/max envelope on more)."""
+    analyzer.slab_pool); each counted GPU's power timeline (a slab's own stretch at a time: whole on one
+    slab, its min/max envelope on more); and the load levels' energies (``levels``; else None), their
+    pieces measured from the same read of each slab."""
     origin = batch.origin_ns
     counted = [g.key for g in batch.gpus]
     idle: dict[str, float | None] = {k: None for k in counted}
@@ -581,11 +613,14 @@ def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.W
         del before
     power: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in counted}
     parts: list[tuple[np.ndarray, dict]] = []
+    level_parts: list[dict[str, np.ndarray] | None] = []
+    tasks = (_slab_task(s, counted, win, mid, idle_until, idle, opts, levels.tasks[j] if levels else None)
+             for j, s in enumerate(slabs))
     with slab_pool.runner(source, slab_pool.jobs(opts.jobs, source, slabs)) as run:
         # one slab's telemetry at a time: each read goes when its slab is measured
-        for s, (cols, shapes) in zip(slabs, run(slab_pool.measure_slab, (_slab_task(s, counted, win, mid, idle_until,
-                                                                                    idle, opts) for s in slabs))):
+        for s, (cols, shapes, level) in zip(slabs, run(slab_pool.measure_slab, tasks)):
             parts.append((s.rows, cols))
+            level_parts.append(level)
             for key, piece in shapes.items():
                 power[key].append(piece)
             memory.give_back()  # the slab's samples, freed
@@ -596,16 +631,16 @@ def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.W
                   "power_w": np.concatenate([p for _, p in power[g.key]]),
                   "simulated": g.simulated, "name": g.meta.get("name"),
                   "gpu_id": f"{M.src_host(g.src) or '?'} / {g.meta.get('uuid') or g.key}"} for g in batch.gpus]
-    return per_gpu, host, timelines
+    return per_gpu, host, timelines, levels.total(level_parts) if levels else None
 
 
 def _slab_task(s: SL.Slab, counted: list[str], win: E.Window, mid: np.ndarray, idle_until: float | None,
-               idle: dict[str, float | None], opts: Options) -> slab_pool.Task:
+               idle: dict[str, float | None], opts: Options, level: tuple | None) -> slab_pool.Task:
     """What slab_pool.measure_slab needs of slab ``s``: its windows and every window overlapping them
-    (concurrent requests share energy), not the whole run's."""
+    (concurrent requests share energy), not the whole run's; ``level``: its pieces of the load levels."""
     ctx = SL.context(win.a_s, win.b_s, s.rows)
     return s.lo_s, s.hi_s, (s, counted, E.Window(win.a_s[ctx], win.b_s[ctx]), mid[ctx], np.searchsorted(ctx, s.rows),
-                            idle_until, idle, opts.cpu_tdp_w)
+                            idle_until, idle, opts.cpu_tdp_w, level)
 
 
 def _first_chunk_s(r: Request, origin: int) -> float:

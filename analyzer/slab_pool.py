@@ -1,11 +1,11 @@
 """Slabs measured on several cores (--jobs N): what one slab computes, run in this process or in worker processes.
 
 A long recording's slabs are independent given what the parent sends with each (the windows of its
-context, the idle power): ``runner`` maps a slab function over stretches of time, in this process or
-in a pool of workers, and yields the results in task order, so the caller (pipeline._measure,
-_level_energy) combines them exactly as in one process, bit for bit. Each worker reads the columnar
-copy's GPU files itself (its own analyzer.gpu_store.Store, sent once without its caches or the
-requests): nothing of a slab's samples crosses a pipe, only its results. Workers start by "spawn"
+context, the idle power, its pieces of the load levels): ``runner`` maps a slab function over
+stretches of time, in this process or in a pool of workers, and yields the results in task order, so
+the caller (pipeline._measure) combines them exactly as in one process, bit for bit. Each worker reads
+the columnar copy's GPU files itself (its own analyzer.gpu_store.Store, sent once without its caches or
+the requests): nothing of a slab's samples crosses a pipe, only its results. Workers start by "spawn"
 (all Windows has) and import this module and what a slab reads with; they ignore Ctrl-C (it reaches
 every process of the console: the parent stops the pool) and exit as soon as the parent does, however
 it ends (SIGTERM, a crash), so none is left behind.
@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from analyzer import energy as E
-from analyzer import gpu_store
+from analyzer import gpu_store, memory
 from analyzer import slabs as SL
 from analyzer.stream import BatchData
 
@@ -158,16 +158,23 @@ def _exit_with(sentinel: int) -> None:
 
 
 def _run(fn: Callable[..., Any], tasks: list[Task]) -> list[Any]:
-    return [fn(_store.between(lo_s, hi_s), *args) for lo_s, hi_s, args in tasks]
+    out = []
+    for lo_s, hi_s, args in tasks:
+        out.append(fn(_store.between(lo_s, hi_s), *args))
+        memory.give_back()  # the slab's temporaries, freed (as the analyzer's process does after each)
+    return out
 
 
 # -- what a slab computes (in a worker or here) ---------------------------------------------------------
 def measure_slab(tele: BatchData, s: SL.Slab, counted: list[str], w: E.Window, mid: np.ndarray, mine: np.ndarray,
-                 idle_until: float | None, idle: dict[str, float | None], cpu_tdp_w: float) -> tuple[dict, dict]:
+                 idle_until: float | None, idle: dict[str, float | None], cpu_tdp_w: float,
+                 level: tuple[float, float, np.ndarray, np.ndarray] | None = None) -> tuple[dict, dict, dict | None]:
     """One slab: ({(GPU key or None for the host, column): values of the slab's windows}, {GPU key:
-    its power over the slab's own stretch: whole on one slab, the min/max envelope on more}). ``w``,
-    ``mid``: the windows of the slab's context (its own and every one overlapping them: concurrent
-    requests share energy); ``mine``: where the slab's own windows are among them."""
+    its power over the slab's own stretch: whole on one slab, the min/max envelope on more}, the load
+    levels' pieces in the slab or None). ``w``, ``mid``: the windows of the slab's context (its own and
+    every one overlapping them: concurrent requests share energy); ``mine``: where the slab's own
+    windows are among them; ``level``: (lo_s, hi_s, a, b): the level pieces [a, b] and the stretch
+    they are measured over (within the slab's: a view of it, as a fresh read of it would be)."""
     origin = tele.origin_ns
     gpus = {g.key: g for g in tele.gpus}
     cols: dict[tuple, np.ndarray] = {}
@@ -185,7 +192,11 @@ def measure_slab(tele: BatchData, s: SL.Slab, counted: list[str], w: E.Window, m
             shapes[key] = SL.envelope(t_s[own], p_w[own])
     got = E.host_columns(tele.host, tele.procs, tele.rapl, origin, tele.src_seqs, w, cpu_tdp_w)
     cols.update({(None, c): np.asarray(v)[mine] for c, v in got.items()})
-    return cols, shapes
+    levels = None
+    if level is not None:
+        lo_s, hi_s, a, b = level
+        levels = energy_parts(SL.InMemory(tele).between(lo_s, hi_s), set(counted), a, b, cpu_tdp_w)
+    return cols, shapes, levels
 
 
 def energy_parts(tele: BatchData, counted: set[str], a: np.ndarray, b: np.ndarray,

@@ -57,6 +57,37 @@ def test_workers_write_the_same_files_as_one_process(tmp_path):
     assert [name for name in one if one[name] != two[name]] == []
 
 
+def test_load_levels_measured_with_their_slabs_equal_each_piece_read_on_its_own(tmp_path, monkeypatch):
+    """A level's pieces are measured from the read of the slab that holds them (a view of it): the same
+    energies, bit for bit, as each piece's stretch read afresh from the copy by a store holding nothing
+    (margins short enough that a piece's stretch is not its slab's)."""
+    from analyzer import load_curve as LC
+
+    monkeypatch.setattr(SL, "MARGIN_S", 0.5)
+    bd = S.write_batch(tmp_path / "b", _spec())
+    data, _ = columnar.load_batch(bd.stream)
+    opts = pipeline.Options(quality=False, slab_s=3.0, progress=False)
+    analysis = pipeline.analyze(data, opts)
+    origin = data.source.base.origin_ns
+    spans = {r.rid: ((r.start.t - origin) / 1e9, (r.end.t - origin) / 1e9) for r in data.requests}
+    a, b = LC.level_windows(LC.groups(analysis.results, spans), spans)
+    slabs = SL.plan(np.array([x for x, _ in spans.values()]), np.array([y for _, y in spans.values()]),
+                    data.source.span_s(), opts.slab_s)
+    owner, pa, pb, which = SL.pieces(a, b, slabs)
+    assert len(slabs) > 4 and np.bincount(owner).max() > 1  # (levels over several slabs)
+    want = {k: np.zeros(a.size) for k in ("gpu_j", "gpu_unc_j", "rapl")}
+    for j in np.unique(which):
+        sel = which == j
+        fresh = columnar.load_batch(bd.stream)[0].source
+        piece = fresh.between(float(pa[sel].min()) - SL.MARGIN_S, float(pb[sel].max()) + SL.MARGIN_S)
+        got = slab_pool.energy_parts(piece, {g.key for g in data.gpus}, pa[sel], pb[sel], opts.cpu_tdp_w)
+        for k, v in want.items():
+            np.add.at(v, owner[sel], got[k])
+    for name, key in (("gpu_energy_j", "gpu_j"), ("gpu_energy_uncertainty_j", "gpu_unc_j"), ("cpu_energy_j", "rapl")):
+        assert [row[name] for row in analysis.load_curve] == [x if np.isfinite(x) else None for x in want[key]]
+    assert (want["gpu_j"] > 0).all() and (want["rapl"] > 0).all()
+
+
 def test_in_memory_and_single_slab_sources_stay_in_this_process(tmp_path):
     bd = S.write_batch(tmp_path / "b", _spec())
     dec, _ = columnar.decode_file(bd.stream, keep_copy=False)

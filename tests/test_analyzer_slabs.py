@@ -230,12 +230,22 @@ def test_a_request_without_a_window_does_not_write_the_samples_early(tmp_path, m
     assert src.reads() == slabs
 
 
+def _level_energy(batch, a: np.ndarray, b: np.ndarray, slab_s: float) -> dict[str, np.ndarray]:
+    """The energies of level windows [a, b] as the analysis measures them: with its slabs."""
+    from analyzer import energy as E
+
+    src = SL.InMemory(batch)
+    slabs = SL.plan(a, b, src.span_s(), slab_s)
+    levels = pipeline._LevelPieces(a, b, slabs)
+    *_, got = pipeline._measure(batch, src, slabs, E.Window(a, b), a, None, pipeline.Options(), levels)
+    return levels.measured(got, a, b)
+
+
 def test_level_energy_adds_up_over_slabs(measured):
     batch, _, _, _ = measured
-    src = SL.InMemory(batch)
     a, b = np.array([0.5, 16.0]), np.array([15.5, 19.0])
-    one = pipeline._level_energy(batch, pipeline.Options(), src, SL.plan(a, b, src.span_s()))(a, b)
-    many = pipeline._level_energy(batch, pipeline.Options(), src, SL.plan(a, b, src.span_s(), 3.0))(a, b)
+    one = _level_energy(batch, a, b, SL.SLAB_S)
+    many = _level_energy(batch, a, b, 3.0)
     assert set(one) == set(many) == {"gpu_j", "gpu_unc_j", "cpu_j"}
     spec = _spec()
     exact = np.array([sum(g.power.e_j(y) - g.power.e_j(x) for g in spec.gpus) for x, y in zip(a, b)])
@@ -305,6 +315,13 @@ def test_a_long_recording_is_read_a_slab_at_a_time(tmp_path, monkeypatch):
     assert 0 < data.source.most_rows <= slab_rows + 2 * 64 and data.source.most_rows < total / 4
     for row in a.results:
         assert row["gpu_energy_j"] == pytest.approx(220.0 * 0.6, rel=1e-6)
+    # the row group each GPU file keeps decoded for the next stretch holds its own buffers, not those
+    # of the whole read it came from
+    store = data.source
+    for f in store.files:
+        g, names, kept = store._last_group[f["file"]]
+        alone = store._file(f).read_row_group(g, columns=list(names), use_threads=False)
+        assert kept.num_rows == f["groups"][g][2] and kept.get_total_buffer_size() == alone.get_total_buffer_size()
 
 
 def test_freed_memory_is_handed_back_on_linux():
