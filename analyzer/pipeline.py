@@ -764,11 +764,14 @@ _READINGS = {"power_w": ("power_mw", 1000.0), "energy_mj": ("energy_mj", None), 
              "mem_used_mib": ("mem_used_mib", None), "temp_c": ("temp_c", None), "sm_clock_mhz": ("sm_clock_mhz", None)}
 
 
+_F64 = {np.dtype(np.float64)}
+
+
 def _readings(gpus: list[Series], cuts: list[slice]) -> dict[str, list[list]]:
     """A request JSON's reading lists: name -> each GPU's list (its samples ``cuts``), as _each of
     _samples_list gives them; when every reading is a double and finite, all made by one tolist()."""
     parts = [g.values[column][m] for column, _ in _READINGS.values() for g, m in zip(gpus, cuts)]
-    if parts and all(p.dtype == np.float64 for p in parts):
+    if parts and {p.dtype for p in parts} == _F64:
         joined = np.concatenate(parts)
         ends = list(itertools.accumulate([p.size for p in parts]))
         at = 0
@@ -809,11 +812,15 @@ def _offsets(t_s: np.ndarray, a_s: float) -> list[float]:
     rounds correctly). Values near a half, or too large for that bound, take Python's round."""
     x = t_s - a_s
     p = x * 1e6
-    out = (np.rint(p) / 1e6).tolist()
-    with np.errstate(invalid="ignore"):  # (inf or NaN: in doubt, so Python's round)
-        doubt = ~(np.abs(x) < 1e7) | (np.abs(p - np.floor(p) - 0.5) <= 1e-6 + np.abs(p) * 2.0 ** -50)
-    for i in np.flatnonzero(doubt).tolist():
-        out[i] = round(float(x[i]), 6)
+    k = np.rint(p)
+    out = (k / 1e6).tolist()
+    ap = np.abs(p)
+    with np.errstate(invalid="ignore"):  # (inf or NaN: in doubt as not below the bound, so Python's round)
+        doubt = np.abs(p - k) >= 0.5 - 1e-6 - ap * 2.0 ** -50  # p a hair from a half: |p - k| near 0.5
+    doubt |= ~(ap < 1e13)  # |x| not below 1e7
+    if doubt.any():
+        for i in np.flatnonzero(doubt).tolist():
+            out[i] = round(float(x[i]), 6)
     return out
 
 
