@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import contextvars
 import functools
 import hashlib
@@ -46,7 +47,7 @@ class OutputsLocked(Exception):
                          f"python -m analyzer --batch {locked[0][0].parent.parent}: the other outputs are up to date")
 
 
-def _replace(tmp: Path, path: Path) -> Path:
+def _replace(tmp: Path | str, path: Path) -> Path:
     """Atomic rename onto ``path``; while write_all runs, a locked ``path`` gets ``NAME.new.EXT`` beside it."""
     try:
         os.replace(tmp, path)
@@ -59,7 +60,7 @@ def _replace(tmp: Path, path: Path) -> Path:
         try:
             os.replace(tmp, beside)
         except OSError:
-            beside = tmp  # that one is held too: the finished file keeps its temporary name
+            beside = Path(tmp)  # that one is held too: the finished file keeps its temporary name
         locked.append((path, beside))
         log.error("output_locked", path=str(path), written_to=str(beside),
                   fix="close the program that has it open (Excel), then rerun the analysis")
@@ -136,19 +137,20 @@ def _float_list(v: list, lists: dict) -> str:
     often readings), and one value held n times (a reading between changes) is written once and
     repeated: equal floats are written alike but for 0.0 and -0.0, so lists holding a zero are neither
     kept nor matched (a list equal to one without zeros has none) nor repeated."""
-    x, n = v[0], len(v)
-    key = (n, x, v[-1])
+    x, n, last = v[0], len(v), v[-1]
+    key = (n, x, last)
     seen = lists.get(key)
-    if seen is not None and seen[0] == v:
+    if seen is not None and (seen[0] is v or seen[0] == v):
         return seen[1]
-    if x == v[-1] and x and v.count(x) == n and math.isfinite(x):
+    if x == last and x and v.count(x) == n and math.isfinite(x):  # (no zero in it)
         text = float.__repr__(x)
         text = "[" + (text + ", ") * (n - 1) + text + "]"
     else:
         # a FiniteFloats' text is its repr (floats, each finite): json's encoder is set up on every call
         text = list.__repr__(v) if type(v) is FiniteFloats else _flat_numbers(v)
-    if 0.0 not in v:
-        lists[key] = (v, text)
+        if 0.0 in v:
+            return text
+    lists[key] = (v, text)
     return text
 
 
@@ -333,7 +335,7 @@ def _write_chunks(path: Path, chunks: Iterable[bytes]) -> Path:
     """The bytes into a temporary file, then renamed onto ``path`` (_replace). A chunk that fails to be
     made leaves no half file beside the last good one. (Written by descriptor, without a file object or
     a look at the folder first: a run writes thousands of request JSONs.)"""
-    tmp = Path(f"{path}.tmp")
+    tmp = f"{path}.tmp"
     try:
         fd = os.open(tmp, _CREATE, 0o666)
     except FileNotFoundError:  # its folder not made yet
@@ -348,7 +350,8 @@ def _write_chunks(path: Path, chunks: Iterable[bytes]) -> Path:
         finally:
             os.close(fd)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
     return _replace(tmp, path)
 
