@@ -85,6 +85,7 @@ def jsonable(v: Any) -> Any:
 
 
 _PLAIN_NUMBERS = {float, int, type(None)}
+_FLOAT = {float}
 _STR = {str}
 _encode_str = json.encoder.encode_basestring        # ensure_ascii=False (json's C version when built)
 _flat_numbers = json.JSONEncoder(allow_nan=False).encode  # one line, json's C encoder; ValueError on NaN/inf
@@ -120,7 +121,9 @@ def _json(v: Any, nl: str, lists: dict) -> str:
         types = set(map(type, v)) if len(v) > 8 else None
         if types is not None and types <= _PLAIN_NUMBERS:
             try:
-                return _float_list(v, lists) if types == {float} else _flat_numbers(v)
+                if types == _FLOAT:
+                    return _float_list(v, lists)
+                return _flat_numbers(v) if type(None) in types else _numbers_text(v)
             except ValueError:  # NaN or inf inside: element by element, one per line
                 v = [jsonable(x) for x in v]
         if not v:
@@ -146,11 +149,19 @@ def _float_list(v: list, lists: dict) -> str:
         text = float.__repr__(x)
         text = "[" + (text + ", ") * (n - 1) + text + "]"
     else:
-        # a FiniteFloats' text is its repr (floats, each finite): json's encoder is set up on every call
-        text = list.__repr__(v) if type(v) is FiniteFloats else _flat_numbers(v)
+        text = list.__repr__(v) if type(v) is FiniteFloats else _numbers_text(v)
         if 0.0 in v:
             return text
     lists[key] = (v, text)
+    return text
+
+
+def _numbers_text(v: list | tuple) -> str:
+    """A list of ints and floats (no bool, no None) as _flat_numbers writes it, ValueError on NaN or
+    inf: its repr (each number's is json's; json's encoder is set up on every call)."""
+    text = list.__repr__(v if isinstance(v, list) else list(v))
+    if "n" in text:  # nan or inf: no other number's text has an n
+        raise ValueError("a number that is not finite")
     return text
 
 

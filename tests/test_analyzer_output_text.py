@@ -79,6 +79,11 @@ def test_json_text_is_the_indented_json_with_number_lists_on_one_line():
     for held in ([125.0] * 9, [0.0] * 9, [0.0] * 8 + [-0.0], [2.0] * 8 + [2], [2] + [2.0] * 8, [1e300] * 12,
                  [nan] * 9, [float("inf")] * 9, [-7.25] * 30 + [None], [0.1] * 8 + [0.1 + 1e-17]):
         assert outputs.json_text({"p": held}) == reference_json({"p": held})
+    # lists of numbers alone (written by their repr): ints, floats and both, in lists and tuples
+    for numbers in ([2**70, -3, 0] * 3, [1.5, 2, -0.0] * 3, (1.5, 2.0, 1e300) * 3, [1.5, 2, float("inf")] * 3,
+                    (float("nan"),) * 9, [-1e-7, 5e-324, 1e16] * 3, tuple(range(9))):
+        obj = {"n": numbers, "m": [numbers, list(numbers)]}
+        assert outputs.json_text(obj) == reference_json(obj)
     assert outputs.json_text({"t_s": [0.0, 0.01] * 5}) == '{\n  "t_s": [0.0, 0.01, 0.0, 0.01, 0.0, 0.01, 0.0, 0.01, 0.0, 0.01]\n}\n'
     # a list equal to one written before has its text, but for the equal lists written apart
     ts = [0.5 + i / 100 for i in range(12)]
