@@ -95,7 +95,8 @@ def json_text(obj: Any) -> str:
     """Indented JSON (as ``json.dumps(jsonable(obj), ensure_ascii=False, indent=2)``), except that long
     lists of plain numbers (a window's samples) stay on one line each. Written here rather than by
     json's indenting encoder, which is pure Python and took most of a batch's analysis time; every
-    scalar and number list still goes through json's own C encoders, so the text is the same."""
+    text, int and float is written as json writes it (its C string encoder, int and float repr, which
+    json's encoder calls), so the text is the same."""
     return _json(obj, "\n", {}) + "\n"
 
 
