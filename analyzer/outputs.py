@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import contextvars
 import functools
 import hashlib
@@ -46,7 +47,7 @@ class OutputsLocked(Exception):
                          f"python -m analyzer --batch {locked[0][0].parent.parent}: the other outputs are up to date")
 
 
-def _replace(tmp: Path, path: Path) -> Path:
+def _replace(tmp: Path | str, path: Path) -> Path:
     """Atomic rename onto ``path``; while write_all runs, a locked ``path`` gets ``NAME.new.EXT`` beside it."""
     try:
         os.replace(tmp, path)
@@ -59,7 +60,7 @@ def _replace(tmp: Path, path: Path) -> Path:
         try:
             os.replace(tmp, beside)
         except OSError:
-            beside = tmp  # that one is held too: the finished file keeps its temporary name
+            beside = Path(tmp)  # that one is held too: the finished file keeps its temporary name
         locked.append((path, beside))
         log.error("output_locked", path=str(path), written_to=str(beside),
                   fix="close the program that has it open (Excel), then rerun the analysis")
@@ -84,6 +85,7 @@ def jsonable(v: Any) -> Any:
 
 
 _PLAIN_NUMBERS = {float, int, type(None)}
+_FLOAT = {float}
 _STR = {str}
 _encode_str = json.encoder.encode_basestring        # ensure_ascii=False (json's C version when built)
 _flat_numbers = json.JSONEncoder(allow_nan=False).encode  # one line, json's C encoder; ValueError on NaN/inf
@@ -93,7 +95,8 @@ def json_text(obj: Any) -> str:
     """Indented JSON (as ``json.dumps(jsonable(obj), ensure_ascii=False, indent=2)``), except that long
     lists of plain numbers (a window's samples) stay on one line each. Written here rather than by
     json's indenting encoder, which is pure Python and took most of a batch's analysis time; every
-    scalar and number list still goes through json's own C encoders, so the text is the same."""
+    text, int and float is written as json writes it (its C string encoder, int and float repr, which
+    json's encoder calls), so the text is the same."""
     return _json(obj, "\n", {}) + "\n"
 
 
@@ -103,6 +106,8 @@ def _json(v: Any, nl: str, lists: dict) -> str:
     plain = _PLAIN_JSON.get(type(v))
     if plain is not None:
         return plain(v)
+    if type(v) is FiniteFloats and len(v) > 8:  # (its values need no check)
+        return _float_list(v, lists)
     if isinstance(v, dict):
         if not v:
             return "{}"
@@ -114,12 +119,12 @@ def _json(v: Any, nl: str, lists: dict) -> str:
             _encode_str(k) + ": " + (plain(x) if (plain := _PLAIN_JSON.get(type(x))) is not None
                                      else _json(x, inner, lists)) for k, x in v.items()]) + nl + "}"
     if isinstance(v, (list, tuple)):
-        if type(v) is FiniteFloats and len(v) > 8:  # (its values need no check)
-            return _float_list(v, lists)
         types = set(map(type, v)) if len(v) > 8 else None
         if types is not None and types <= _PLAIN_NUMBERS:
             try:
-                return _float_list(v, lists) if types == {float} else _flat_numbers(v)
+                if types == _FLOAT:
+                    return _float_list(v, lists)
+                return _flat_numbers(v) if type(None) in types else _numbers_text(v)
             except ValueError:  # NaN or inf inside: element by element, one per line
                 v = [jsonable(x) for x in v]
         if not v:
@@ -133,30 +138,32 @@ def _json(v: Any, nl: str, lists: dict) -> str:
 def _float_list(v: list, lists: dict) -> str:
     """A list of floats as _flat_numbers writes it (ValueError on NaN or inf). A list equal to one
     written before in this text has that one's text (the GPUs of a host share their sample times, and
-    often readings): equal floats are written alike but for 0.0 and -0.0, so lists holding a zero are
-    neither kept nor matched (a list equal to one without zeros has none)."""
-    same = _one_float(v)
-    if same is not None:
-        return same
-    key = (len(v), v[0], v[-1])
+    often readings), and one value held n times (a reading between changes) is written once and
+    repeated: equal floats are written alike but for 0.0 and -0.0, so lists holding a zero are neither
+    kept nor matched (a list equal to one without zeros has none) nor repeated."""
+    x, n, last = v[0], len(v), v[-1]
+    key = (n, x, last)
     seen = lists.get(key)
-    if seen is not None and seen[0] == v:
+    if seen is not None and (seen[0] is v or seen[0] == v):
         return seen[1]
-    text = _flat_numbers(v)
-    if 0.0 not in v:
-        lists[key] = (v, text)
+    if x == last and x and v.count(x) == n and math.isfinite(x):  # (no zero in it)
+        text = float.__repr__(x)
+        text = "[" + (text + ", ") * (n - 1) + text + "]"
+    else:
+        text = list.__repr__(v) if type(v) is FiniteFloats else _numbers_text(v)
+        if 0.0 in v:
+            return text
+    lists[key] = (v, text)
     return text
 
 
-def _one_float(v: list) -> str | None:
-    """A list of floats holding one value n times (a reading held between changes: a window's power,
-    clocks, memory) as _flat_numbers writes it, its text made once; None for any other list. (Zero is
-    left out: 0.0 and -0.0 are equal but written apart.)"""
-    x = v[0]
-    if x != v[-1] or not x or not math.isfinite(x) or v.count(x) != len(v):
-        return None
-    text = float.__repr__(x)
-    return "[" + (text + ", ") * (len(v) - 1) + text + "]"
+def _numbers_text(v: list | tuple) -> str:
+    """A list of ints and floats (no bool, no None) as _flat_numbers writes it, ValueError on NaN or
+    inf: its repr (each number's is json's; json's encoder is set up on every call)."""
+    text = list.__repr__(v if isinstance(v, list) else list(v))
+    if "n" in text:  # nan or inf: no other number's text has an n
+        raise ValueError("a number that is not finite")
+    return text
 
 
 def _float_json(v: float) -> str:
@@ -332,17 +339,31 @@ def _encoded(parts: Iterable[str], encoding: str) -> Iterator[bytes]:
     yield enc.encode("", final=True)
 
 
+# a new file for bytes as they are ("\n" stays "\n" on Windows too): byte-identical files on every platform
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+
+
 def _write_chunks(path: Path, chunks: Iterable[bytes]) -> Path:
     """The bytes into a temporary file, then renamed onto ``path`` (_replace). A chunk that fails to be
-    made leaves no half file beside the last good one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    made leaves no half file beside the last good one. (Written by descriptor, without a file object or
+    a look at the folder first: a run writes thousands of request JSONs.)"""
+    tmp = f"{path}.tmp"
     try:
-        with open(tmp, "wb") as fh:
+        fd = os.open(tmp, _CREATE, 0o666)
+    except FileNotFoundError:  # its folder not made yet
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, _CREATE, 0o666)
+    try:
+        try:
             for chunk in chunks:
-                fh.write(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
     return _replace(tmp, path)
 
@@ -351,11 +372,10 @@ def write_bytes(path: Path, data: bytes, skip_unchanged: bool = False) -> Path:
     """:func:`write_text` of bytes already encoded."""
     if skip_unchanged:
         try:
-            if path.stat().st_size == len(data) and path.read_bytes() == data:
+            if os.stat(path).st_size == len(data) and path.read_bytes() == data:
                 return path
         except OSError:  # missing or unreadable: written below
             pass
-    # bytes as encoded here ("\n" stays "\n" on Windows too): byte-identical files on every platform.
     return _write_chunks(path, [data])
 
 
@@ -415,7 +435,7 @@ class RequestFiles:
         data = json_text(build()).encode("utf-8")
         written = write_bytes(path, data, skip_unchanged=True)
         if key is not None and written == path:  # (a locked file kept its old bytes: not noted)
-            st = path.stat()
+            st = os.stat(path)
             self._new[path.name] = [key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, _digest(data)]
         return written
 

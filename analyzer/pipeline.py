@@ -100,7 +100,7 @@ def _label(req: Request) -> str:
 
 def _in_window(t_s: np.ndarray, a_s: float, b_s: float) -> slice:
     """The samples with a_s <= t <= b_s (t_s sorted): a slice, not a mask over the whole run."""
-    return slice(int(np.searchsorted(t_s, a_s, side="left")), int(np.searchsorted(t_s, b_s, side="right")))
+    return slice(int(t_s.searchsorted(a_s, "left")), int(t_s.searchsorted(b_s, "right")))
 
 
 class Gaps(Mapping):
@@ -801,11 +801,14 @@ _READINGS = {"power_w": ("power_mw", 1000.0), "energy_mj": ("energy_mj", None), 
              "mem_used_mib": ("mem_used_mib", None), "temp_c": ("temp_c", None), "sm_clock_mhz": ("sm_clock_mhz", None)}
 
 
+_F64 = {np.dtype(np.float64)}
+
+
 def _readings(gpus: list[Series], cuts: list[slice]) -> dict[str, list[list]]:
     """A request JSON's reading lists: name -> each GPU's list (its samples ``cuts``), as _each of
     _samples_list gives them; when every reading is a double and finite, all made by one tolist()."""
     parts = [g.values[column][m] for column, _ in _READINGS.values() for g, m in zip(gpus, cuts)]
-    if parts and all(p.dtype == np.float64 for p in parts):
+    if parts and {p.dtype for p in parts} == _F64:
         joined = np.concatenate(parts)
         ends = list(itertools.accumulate([p.size for p in parts]))
         at = 0
@@ -846,11 +849,15 @@ def _offsets(t_s: np.ndarray, a_s: float) -> list[float]:
     rounds correctly). Values near a half, or too large for that bound, take Python's round."""
     x = t_s - a_s
     p = x * 1e6
-    out = (np.rint(p) / 1e6).tolist()
-    with np.errstate(invalid="ignore"):  # (inf or NaN: in doubt, so Python's round)
-        doubt = ~(np.abs(x) < 1e7) | (np.abs(p - np.floor(p) - 0.5) <= 1e-6 + np.abs(p) * 2.0 ** -50)
-    for i in np.flatnonzero(doubt).tolist():
-        out[i] = round(float(x[i]), 6)
+    k = np.rint(p)
+    out = (k / 1e6).tolist()
+    ap = np.abs(p)
+    with np.errstate(invalid="ignore"):  # (inf or NaN: in doubt as not below the bound, so Python's round)
+        doubt = np.abs(p - k) >= 0.5 - 1e-6 - ap * 2.0 ** -50  # p a hair from a half: |p - k| near 0.5
+    doubt |= ~(ap < 1e13)  # |x| not below 1e7
+    if doubt.any():
+        for i in np.flatnonzero(doubt).tolist():
+            out[i] = round(float(x[i]), 6)
     return out
 
 
@@ -869,18 +876,25 @@ def _summary_keys(columns: tuple[str, ...]) -> tuple[str, ...]:
 
 class _Stretch:
     """Telemetry that request JSONs read (``counted``: the GPUs kept, None: all), with each series'
-    times in s from the origin, made once for every request reading it."""
+    times in s from the origin, made once for every request reading it: series sampled at the same
+    times (a host's GPUs) share one array, so a request works out their window and offsets once."""
 
     def __init__(self, batch: BatchData, counted: set[str] | None = None):
         if counted is not None:
             batch = dataclasses.replace(batch, gpus=[g for g in batch.gpus if g.key in counted])
         self.batch = batch
         self._t_s: dict[int, np.ndarray] = {}
+        self._made: list[tuple[np.ndarray, np.ndarray]] = []  # (t_ns, its t_s) of each distinct times array
 
     def t_s(self, series: Series) -> np.ndarray:
         t_s = self._t_s.get(id(series))
         if t_s is None:
-            t_s = self._t_s[id(series)] = (series.t_ns - self.batch.origin_ns) / 1e9
+            t_ns = series.t_ns
+            t_s = next((t_s for other, t_s in self._made if other is t_ns or np.array_equal(other, t_ns)), None)
+            if t_s is None:
+                t_s = (t_ns - self.batch.origin_ns) / 1e9
+                self._made.append((t_ns, t_s))
+            self._t_s[id(series)] = t_s
         return t_s
 
 
@@ -897,10 +911,14 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, tele: _St
         full["window_start_s"], full["window_end_s"] = a_s, b_s
         full["gpus"] = {}
         ts = [tele.t_s(g) for g in batch.gpus]
-        cuts = [_in_window(t_s, a_s, b_s) for t_s in ts]
+        # each distinct times array's window and offsets once (GPUs sampled together share one list),
         # each list of every GPU at once: a GPU's lists are slices of the joined ones
-        lists = {"t_s": _each([t_s[m] for t_s, m in zip(ts, cuts)], functools.partial(_samples_offsets, a_s=a_s)),
-                 **_readings(batch.gpus, cuts)}
+        own = list({id(t_s): t_s for t_s in ts}.values())
+        at = {id(t_s): k for k, t_s in enumerate(own)}
+        own_cuts = [_in_window(t_s, a_s, b_s) for t_s in own]
+        own_offsets = _each([t_s[m] for t_s, m in zip(own, own_cuts)], functools.partial(_samples_offsets, a_s=a_s))
+        cuts = [own_cuts[at[id(t_s)]] for t_s in ts]
+        lists = {"t_s": [own_offsets[at[id(t_s)]] for t_s in ts], **_readings(batch.gpus, cuts)}
         for n, g in enumerate(batch.gpus):
             full["gpus"][g.key] = {**{k: v[n] for k, v in lists.items()}, "simulated": g.simulated}
         if batch.host is not None:

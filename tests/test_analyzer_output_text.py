@@ -79,6 +79,11 @@ def test_json_text_is_the_indented_json_with_number_lists_on_one_line():
     for held in ([125.0] * 9, [0.0] * 9, [0.0] * 8 + [-0.0], [2.0] * 8 + [2], [2] + [2.0] * 8, [1e300] * 12,
                  [nan] * 9, [float("inf")] * 9, [-7.25] * 30 + [None], [0.1] * 8 + [0.1 + 1e-17]):
         assert outputs.json_text({"p": held}) == reference_json({"p": held})
+    # lists of numbers alone (written by their repr): ints, floats and both, in lists and tuples
+    for numbers in ([2**70, -3, 0] * 3, [1.5, 2, -0.0] * 3, (1.5, 2.0, 1e300) * 3, [1.5, 2, float("inf")] * 3,
+                    (float("nan"),) * 9, [-1e-7, 5e-324, 1e16] * 3, tuple(range(9))):
+        obj = {"n": numbers, "m": [numbers, list(numbers)]}
+        assert outputs.json_text(obj) == reference_json(obj)
     assert outputs.json_text({"t_s": [0.0, 0.01] * 5}) == '{\n  "t_s": [0.0, 0.01, 0.0, 0.01, 0.0, 0.01, 0.0, 0.01, 0.0, 0.01]\n}\n'
     # a list equal to one written before has its text, but for the equal lists written apart
     ts = [0.5 + i / 100 for i in range(12)]
@@ -251,3 +256,43 @@ def test_report_html_file_is_the_rendered_page(tmp_path):
     outputs.write_all(analysis, bd, make_plots=False, lang="both")
     for lang, name in (("en", "report.html"), ("zh", "report.zh.html")):
         assert (bd.summary / name).read_bytes() == report_html.render_html(analysis, lang).encode("utf-8")
+
+
+def test_gpus_sampled_at_equal_times_share_one_times_array():
+    """A stretch gives the GPUs sampled at equal times one times array (so a request works out their
+    window and offsets once), and a GPU sampled at other times its own, each its times from the origin."""
+    from analyzer.stream import BatchData, Series
+
+    t = np.arange(40, dtype=np.int64) * 10_000_000 + 5_000_000_000
+
+    def gpu(key, t_ns):
+        return Series(key, "s", t_ns, np.arange(t_ns.size), {})
+
+    gpus = [gpu("a", t), gpu("b", t.copy()), gpu("c", t + 1), gpu("d", t[:-1]), gpu("e", t.copy())]
+    tele = pipeline._Stretch(BatchData(4_000_000_000, gpus, None, {}, {}, {}, [], None, None))
+    got = [tele.t_s(g) for g in gpus]
+    assert got[0] is got[1] is got[4] and len({id(x) for x in got}) == 3
+    for g, t_s in zip(gpus, got):
+        assert t_s.tolist() == ((g.t_ns - 4_000_000_000) / 1e9).tolist() and tele.t_s(g) is t_s
+
+
+def test_request_json_gives_each_gpu_its_own_sample_times(tmp_path):
+    """GPUs sampled at equal times and one sampled at other times: each GPU's list of a request's
+    sample times holds its own samples in the window, as offsets from the window's start."""
+    from analyzer import stream
+    from shared.recording import read_recording
+    from tests import synth as S
+
+    spec = S.Spec(duration_s=3.0, gpus=[S.Gpu(S.constant(100.0)) for _ in range(3)], requests=[S.Req(1.0, 2.0)])
+    _, items, problem = read_recording(S.write_batch(tmp_path / "batch", spec).stream)
+    batch = stream.build(items)
+    batch.gpus[2].t_ns = batch.gpus[2].t_ns + 3_000_000  # sampled 3 ms later
+    a = pipeline.analyze(batch, pipeline.Options(quality=False), recording_problem=problem)
+    j = next(iter(a.request_json.values()))
+    full = j["system_metrics_full"]
+    a_s, b_s = full["window_start_s"], full["window_end_s"]
+    for g in batch.gpus:
+        t_s = ((g.t_ns - batch.origin_ns) / 1e9).tolist()
+        assert full["gpus"][g.key]["t_s"] == [round(t - a_s, 6) for t in t_s if a_s <= t <= b_s]
+    gpus = list(full["gpus"].values())
+    assert gpus[0]["t_s"] == gpus[1]["t_s"] != gpus[2]["t_s"]
