@@ -63,6 +63,14 @@ def from_numpy(a: np.ndarray) -> pa.Array | None:
     return None if kind is None else pa.Array.from_buffers(kind, a.size, [None, pa.py_buffer(np.ascontiguousarray(a))])
 
 
+def table(cols: dict[str, np.ndarray]) -> pa.Table:
+    """``pa.table(cols)`` of 1-D numpy arrays (of numbers and booleans: from_numpy; others by pa.array),
+    pandas left unimported (pa.table imports it when given numpy arrays)."""
+    made = [from_numpy(v) for v in cols.values()]
+    return pa.Table.from_arrays([pa.array(v) if a is None else a for a, v in zip(made, cols.values())],
+                                names=list(cols))
+
+
 def from_list(values: list) -> pa.Array | None:
     """``pa.array(values)`` for a list of one plain type (float, int, bool or str, None as null), built
     from buffers (``pa.array`` imports pandas, whatever it is given); None for anything else (numpy

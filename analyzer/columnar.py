@@ -34,7 +34,7 @@ from typing import Any, Iterable, Sequence
 import msgpack
 import numpy as np
 
-from analyzer import clock, gpu_store, hosts, memory, packed
+from analyzer import arrow_np, clock, gpu_store, hosts, memory, packed
 from analyzer.stream import DEFAULT_LOOKBACK_S, BatchData, Series, chunk_array, events_to_requests
 from shared import messages as M
 from shared.logs import get_logger
@@ -1051,7 +1051,6 @@ def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp
     never read). Failing (read-only batch, full disk) only costs the next analysis a re-read of
     stream.msgpack. ``fp``: the fingerprint taken before the recording was read. ``gpu_files``: the
     GPU files already spilled into the copy's .tmp folder (decode_to_copy); else from ``dec``."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     root = copy_dir(stream)
@@ -1074,7 +1073,7 @@ def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp
             cols = dec.tables[topic].cols
             floats = [name for name, v in cols.items() if v.dtype.kind == "f"]
             ints = {name: "DELTA_BINARY_PACKED" for name, v in cols.items() if v.dtype.kind in "iu"}
-            pq.write_table(pa.table(cols), tmp / f"{topic}.parquet", compression="zstd", row_group_size=1 << 17,
+            pq.write_table(arrow_np.table(cols), tmp / f"{topic}.parquet", compression="zstd", row_group_size=1 << 17,
                            use_dictionary=False, use_byte_stream_split=floats or False, column_encoding=ints or None)
         with open(tmp / "events.msgpack", "wb") as fh:
             packer = msgpack.Packer(use_bin_type=True)

@@ -62,7 +62,6 @@ class Spill:
     def _flush(self, key: tuple[int, int], whole: bool = False) -> None:
         """Write GPU ``key``'s buffered rows as row groups of ``ROW_GROUP`` rows; ``whole``: only full
         groups, the rest held for the next (a file's groups are all full-size but its last)."""
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         parts = self._buf.pop(key, [])
@@ -81,7 +80,7 @@ class Spill:
         f = self._files.get(key)
         if f is None:
             name = f"{GPU_DIR}/{len(self._files)}.parquet"
-            table = pa.table(cols)
+            table = arrow_np.table(cols)
             # no dictionary pages, readings byte-stream-split, integers delta-coded; LZ4, not the other
             # tables' zstd: every re-analysis decodes each GPU row once (zstd: ~1.7x the decoding CPU,
             # for about half the size)
@@ -92,7 +91,7 @@ class Spill:
             f = self._files[key] = {"src": key[0], "gpu": key[1], "file": name, "rows": 0, "groups": [],
                                     "writer": writer}
         else:
-            table = pa.table(cols)
+            table = arrow_np.table(cols)
         for at in range(0, table.num_rows, ROW_GROUP):
             part = table.slice(at, ROW_GROUP)
             t = cols["t"][at:at + ROW_GROUP]
