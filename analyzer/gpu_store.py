@@ -576,8 +576,9 @@ def _copied(picks: list[tuple[Any, Any]]) -> dict[str, np.ndarray]:
 
 
 def _empty(series: Series) -> Series:
-    z = series.t_ns[:0]
-    return dataclasses.replace(series, t_ns=z, seq=series.seq[:0], values={k: v[:0] for k, v in series.values.items()})
+    """``series`` with no samples: arrays of its dtypes, new (a view, however short, would hold the whole)."""
+    return dataclasses.replace(series, t_ns=series.t_ns[:0].copy(), seq=series.seq[:0].copy(),
+                               values={k: v[:0].copy() for k, v in series.values.items()})
 
 
 def lazy_batch(root: Path, files: list[dict[str, Any]], dec, lookback_s: float) -> BatchData:
