@@ -169,7 +169,8 @@ class Store:
         # and not the host's rows: the file's, by stretch (_HostFile)
         host = dec.tables[M.TEL_HOST]
         self.host_file = _HostFile(self.root / f"{M.TEL_HOST}.parquet", host.cols["t"])
-        self.dec = dataclasses.replace(dec, events=[], tables={**dec.tables, M.TEL_HOST: dataclasses.replace(host, cols={})})
+        self.dec = dataclasses.replace(dec, events=[],
+                                       tables={**dec.tables, M.TEL_HOST: dataclasses.replace(host, cols={})})
         self.lookback_s = lookback_s
         h = base.host
         self._host_ends = [int(h.t_ns[0]), int(h.t_ns[-1])] if h is not None and h.t_ns.size else []
