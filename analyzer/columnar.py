@@ -844,16 +844,21 @@ def _host_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str], bat
     if rows is sel and sel.size == cols["t"].size:  # the usual one host, in order: views, not a copy of a
         rows = slice(None)                           # day's 10 Hz readings (~70 MB) beside the table's
     t, seq = cols["t"][rows], cols["seq"][rows]
-    host = Series("host", src, t, seq, {f: cols[f][rows] for f in table.series}, bool(cols["simulated"][rows].any()))
+
+    def reading(name: str) -> np.ndarray:
+        # a table read without its readings (read_copy's whole-recording host table: they are read by
+        # stretch, gpu_store.Store) gives the series, their readings empty
+        return cols[name][rows] if name in cols else np.zeros(0)
+    host = Series("host", src, t, seq, {f: reading(f) for f in table.series}, bool(cols["simulated"][rows].any()))
     procs, rapl = {}, {}
     groups = [g for g in table.extra if cols[g + ":present"][rows].any()]
     for name in sorted(g[len("proc:"):] for g in groups if g.startswith("proc:")):
         g = f"proc:{name}"
-        procs[name] = Series(g, src, t, seq, {"cpu_pct": cols[g + ":cpu_pct"][rows], "rss_mib": cols[g + ":rss_mib"][rows]},
+        procs[name] = Series(g, src, t, seq, {"cpu_pct": reading(g + ":cpu_pct"), "rss_mib": reading(g + ":rss_mib")},
                              bool(cols[g + ":sim"][rows].any()))
     for zone in sorted(g[len("rapl:"):] for g in groups if g.startswith("rapl:")):
         g = f"rapl:{zone}"
-        rapl[zone] = Series(g, src, t, seq, {"energy_uj": cols[g + ":energy_uj"][rows]}, False)
+        rapl[zone] = Series(g, src, t, seq, {"energy_uj": reading(g + ":energy_uj")}, False)
     return host, procs, rapl
 
 
@@ -1003,6 +1008,8 @@ def read_copy(stream: Path, gpus: bool = True):
         files = meta["gpu_files"]
         for topic in TABLE_TOPICS:
             tm = meta["tables"][topic]
+            # without the GPUs' rows, the host's readings stay on disk too (read by stretch, gpu_store.Store)
+            lean = not gpus and topic == M.TEL_HOST
             if topic == M.TEL_GPU:
                 cols = (gpu_store.read_all(root, files) if gpus else None) or _concat([])
                 if not gpus:
@@ -1016,13 +1023,15 @@ def read_copy(stream: Path, gpus: bool = True):
                     tables[topic] = Table(cols, tm["strings"], tm["extra"], FLOAT_KEYS[topic])
                     continue
             else:
-                cols = gpu_store.read_columns(root / f"{topic}.parquet")
+                path = root / f"{topic}.parquet"
+                cols = gpu_store.read_columns(path, readings=not lean)
+            have = set(pq.ParquetFile(path).schema_arrow.names) if lean else set(cols)
             if not cols:
                 cols = _concat([])
             if any(c.size != tm["rows"] for c in cols.values()):
                 raise ValueError(f"{topic}: column lengths differ from meta.json's {tm['rows']} rows")
             declared = (*FLOAT_KEYS[topic], *STRING_KEYS[topic])
-            lacking = [k for k in declared if k not in cols or (k in STRING_KEYS[topic] and k not in tm["strings"])]
+            lacking = [k for k in declared if k not in have or (k in STRING_KEYS[topic] and k not in tm["strings"])]
             if tm["rows"] and lacking:  # a key declared since the copy was written: rebuild, no version bump needed
                 raise ValueError(f"{topic}: no column {lacking[0]!r} (declared in shared/messages.py after "
                                  f"this copy was written)")
@@ -1073,7 +1082,9 @@ def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp
             cols = dec.tables[topic].cols
             floats = [name for name, v in cols.items() if v.dtype.kind == "f"]
             ints = {name: "DELTA_BINARY_PACKED" for name, v in cols.items() if v.dtype.kind in "iu"}
-            pq.write_table(arrow_np.table(cols), tmp / f"{topic}.parquet", compression="zstd", row_group_size=1 << 17,
+            # (the host's in groups of a stretch's size: a re-analysis reads them by stretch, gpu_store.Store)
+            group = gpu_store.HOST_ROW_GROUP if topic == M.TEL_HOST else 1 << 17
+            pq.write_table(arrow_np.table(cols), tmp / f"{topic}.parquet", compression="zstd", row_group_size=group,
                            use_dictionary=False, use_byte_stream_split=floats or False, column_encoding=ints or None)
         with open(tmp / "events.msgpack", "wb") as fh:
             packer = msgpack.Packer(use_bin_type=True)

@@ -7,10 +7,12 @@ rows, noting each group's range of raw stamps, so nothing of the GPUs is held wh
 serves the analysis (analyzer.slabs.Source): ``between(lo_s, hi_s)`` reads the row groups around that
 stretch and applies ``columnar.to_batch``'s rules to them (de-duplication, clock mapping, scope,
 order, series meta), so a stretch is the same BatchData, array for array, as the same stretch of the
-whole recording in memory. The host's table (10 Hz) and the events stay in memory.
+whole recording in memory. The host's table (10 Hz) is read by stretch too, from the copy's
+tel.host.parquet (row groups of ``HOST_ROW_GROUP`` rows); the heartbeats and the events stay in memory.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ ROW_GROUP = 1 << 16        # rows per Parquet row group of a GPU file (about 11 
 PAD_NS = 1_000_000_000     # raw stamps read beyond a stretch: covers the clock mapping's rounding
 READ_AHEAD_S = SL.SLAB_S   # a short stretch (one request) is read with this much after it, kept for the next
 GPU_DIR = "gpu"
+HOST_ROW_GROUP = 1 << 14   # rows per row group of the copy's tel.host.parquet (about 27 min at 10 Hz)
 
 
 class Spill:
@@ -133,14 +136,16 @@ def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] |
     return out
 
 
-def read_columns(path: Path) -> dict[str, np.ndarray]:
+def read_columns(path: Path, readings: bool = True) -> dict[str, np.ndarray]:
     """Every column of a Parquet file as a numpy array, read a column at a time: the Arrow copy of one
-    column at a time, never the whole table twice (and no pq.read_table: it would import pandas)."""
+    column at a time, never the whole table twice (and no pq.read_table: it would import pandas).
+    ``readings=False``: all but the floating-point columns (stamps, seqs, codes and flags)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
-    return {name: arrow_np.to_numpy(pf.read(columns=[name], use_threads=False).column(0))
-            for name in pf.schema_arrow.names}
+    return {f.name: arrow_np.to_numpy(pf.read(columns=[f.name], use_threads=False).column(0))
+            for f in pf.schema_arrow if readings or not pa.types.is_floating(f.type)}
 
 
 def _raw_range(m: clock.Mapping | None, lo_ns: float, hi_ns: float) -> tuple[float, float]:
@@ -152,14 +157,23 @@ def _raw_range(m: clock.Mapping | None, lo_ns: float, hi_ns: float) -> tuple[flo
 
 class Store:
     """A recording's GPU files as an analyzer.slabs.Source. ``dec``: the recording's columns without
-    the GPU rows (the host and heartbeat tables, in memory: a stretch takes its part of them); ``base``:
-    the BatchData of everything but the GPUs (host, events, requests) built from it by columnar.to_batch."""
+    the GPU rows (the heartbeat table in memory: a stretch takes its part of it; the host's stamps, seqs
+    and flags, its readings left in the copy's tel.host.parquet, read by stretch as the GPU files);
+    ``base``: the BatchData of everything but the GPUs (host, events, requests) built from it by
+    columnar.to_batch."""
 
     def __init__(self, root: Path, files: list[dict[str, Any]], strings: dict[str, list[str]], series: tuple[str, ...],
                  dec, lookback_s: float, base: BatchData):
         self.root, self.files, self.strings, self.series = Path(root), files, strings, series
         # the tables only: the events' maps are the requests' (held in base), not needed again here
-        self.dec, self.lookback_s = dataclasses.replace(dec, events=[]), lookback_s
+        # and not the host's rows: the file's, by stretch (_HostFile)
+        host = dec.tables[M.TEL_HOST]
+        self.host_file = _HostFile(self.root / f"{M.TEL_HOST}.parquet", host.cols["t"])
+        self.dec = dataclasses.replace(dec, events=[],
+                                       tables={**dec.tables, M.TEL_HOST: dataclasses.replace(host, cols={})})
+        self.lookback_s = lookback_s
+        h = base.host
+        self._host_ends = [int(h.t_ns[0]), int(h.t_ns[-1])] if h is not None and h.t_ns.size else []
         self.mappings = base.clock
         self.srcs = dec.srcs
         starts = [p["t"] for _, t, p in dec.events if t == M.BATCH_START]
@@ -171,7 +185,8 @@ class Store:
         # counts as seen (a publisher of both events and telemetry has no gap)
         self._marks = [e for e in dec.events if e[1] in (M.BATCH_START, M.BATCH_END)]
         # the non-GPU tables' rows by source in time order, once: a stretch bisects rather than masks them
-        self._rows_by_src = {topic: _by_src(dec.tables[topic].cols) for topic in dec.tables if topic != M.TEL_GPU}
+        self._rows_by_src = {topic: _by_src(dec.tables[topic].cols) for topic in dec.tables
+                             if topic not in (M.TEL_GPU, M.TEL_HOST)}
         seqs: dict[str, set] = {}
         for _, _, p in dec.events:
             seqs.setdefault(str(p["src"]), set()).add(int(p["seq"]))
@@ -188,7 +203,7 @@ class Store:
 
     def __getstate__(self) -> dict[str, Any]:
         # open files and decoded row groups stay with the process that has them (a worker reads its own)
-        return {**self.__dict__, "_open": {}, "_cache": None, "_last_group": {}}
+        return {**self.__dict__, "_open": {}, "_cache": None, "_last_group": {}, "host_file": self.host_file.closed()}
 
     def _file(self, f: dict[str, Any]):
         """GPU file ``f`` opened, once per process, by the first stretch that reads it: a stretch reads
@@ -279,9 +294,7 @@ class Store:
     # -- stretches ----------------------------------------------------------------------------------
     def span_s(self) -> tuple[float, float]:
         b = self.base
-        ends = [x for x in self.first_last() if x is not None]
-        if b.host is not None and b.host.t_ns.size:
-            ends += [int(b.host.t_ns[0]), int(b.host.t_ns[-1])]
+        ends = [x for x in self.first_last() if x is not None] + self._host_ends
         if not ends:
             return (float("nan"), float("nan"))
         return (min(ends) - b.origin_ns) / 1e9, (max(ends) - b.origin_ns) / 1e9
@@ -367,7 +380,7 @@ class Store:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def _read(self, lo_s: float, hi_s: float) -> BatchData:
-        from analyzer.columnar import Decoded, Table, TABLE_TOPICS, to_batch
+        from analyzer.columnar import Decoded, Table, TABLE_TOPICS, _concat, to_batch
 
         b = self.base
         lo_ns = lo_s if lo_s == -SL.INF else b.origin_ns + lo_s * 1e9
@@ -388,6 +401,9 @@ class Store:
             if topic == M.TEL_GPU:
                 continue
             tab = self.dec.tables[topic]
+            if topic == M.TEL_HOST:
+                tables[topic] = Table(self.host_file.rows(ranges) or _concat([]), tab.strings, tab.extra, tab.series)
+                continue
             # every source's rows (their seqs say what was lost), the host's picked below as the whole's;
             # in file order, as a mask over the table would pick them
             picks = [idx[slice(*SL.stamp_range(t, *ranges[code]))] for code, idx, t in self._rows_by_src[topic]]
@@ -422,6 +438,60 @@ class Store:
         elif host is not None and b.host is not None:
             host = dataclasses.replace(b.host, t_ns=host.t_ns, seq=host.seq, values=host.values)
         return dataclasses.replace(b, gpus=gpus, host=host, procs=procs, rapl=rapl, src_seqs=src_seqs, source=None)
+
+
+class _HostFile:
+    """The copy's tel.host.parquet read by stretch: the row groups whose stamps meet a stretch's raw
+    ranges, and of them the rows of each source within its range, in file order (the rows a mask over
+    the whole table picks). The last group read stays decoded: stretches come in time order and meet
+    or overlap, so the next one starts in it. ``t``: the file's stamps (each group's range, noted once)."""
+
+    def __init__(self, path: Path, t: np.ndarray):
+        import pyarrow.parquet as pq
+
+        self.path, self.groups = path, []  # (group, its stamps' range as floats: compared as below)
+        self.most_rows = 0  # the most host rows one stretch held decoded (the tests show it stays a slab's)
+        if t.size:
+            md, at = pq.ParquetFile(path).metadata, 0
+            for g in range(md.num_row_groups):
+                n = md.row_group(g).num_rows
+                if n:
+                    self.groups.append((g, float(t[at:at + n].min()), float(t[at:at + n].max())))
+                at += n
+        self._pf, self._kept = None, None
+
+    def closed(self) -> _HostFile:
+        """This reader without its open file and decoded group (a worker opens its own)."""
+        out = copy.copy(self)
+        out._pf, out._kept = None, None
+        return out
+
+    def rows(self, ranges: dict[int, tuple[float, float]]) -> dict[str, np.ndarray] | None:
+        """The rows of each source code within its raw range ``ranges[code]`` (None: no group holds any)."""
+        import pyarrow.parquet as pq
+
+        want = [g for g, t0, t1 in self.groups if any(t1 >= r0 and t0 <= r1 for r0, r1 in ranges.values())]
+        if not want:
+            return None
+        if self._pf is None:
+            self._pf = pq.ParquetFile(self.path)
+        parts = []
+        for g in want:
+            if self._kept is not None and self._kept[0] == g:
+                parts.append(self._kept[1])
+            else:
+                tab = self._pf.read_row_group(g, use_threads=False)
+                parts.append({n: arrow_np.to_numpy(c) for n, c in zip(tab.column_names, tab.columns)})
+        self._kept = (want[-1], parts[-1])
+        cols = {n: np.concatenate([p[n] for p in parts]) if len(parts) > 1 else parts[0][n] for n in parts[0]}
+        t, src = cols["t"], cols["src"]
+        self.most_rows = max(self.most_rows, t.size)
+        keep = np.zeros(t.size, dtype=bool)
+        for code in np.unique(src).tolist():
+            r0, r1 = ranges[code]
+            keep |= (src == code) & (t >= r0) & (t <= r1)
+        sel = np.flatnonzero(keep)
+        return {n: v[sel] for n, v in cols.items()}
 
 
 class _Rows(dict):
@@ -507,8 +577,9 @@ def _copied(picks: list[tuple[Any, Any]]) -> dict[str, np.ndarray]:
 
 
 def _empty(series: Series) -> Series:
-    z = series.t_ns[:0]
-    return dataclasses.replace(series, t_ns=z, seq=series.seq[:0], values={k: v[:0] for k, v in series.values.items()})
+    """``series`` with no samples: arrays of its dtypes, new (a view, however short, would hold the whole)."""
+    return dataclasses.replace(series, t_ns=series.t_ns[:0].copy(), seq=series.seq[:0].copy(),
+                               values={k: v[:0].copy() for k, v in series.values.items()})
 
 
 def lazy_batch(root: Path, files: list[dict[str, Any]], dec, lookback_s: float) -> BatchData:
@@ -519,6 +590,11 @@ def lazy_batch(root: Path, files: list[dict[str, Any]], dec, lookback_s: float) 
     base = to_batch(dec, lookback_s)  # dec's tel.gpu table is empty: its rows are in the files
     gpu = dec.tables[M.TEL_GPU]
     store = Store(root, files, gpu.strings, tuple(gpu.series), dec, lookback_s, base)
+    if base.host is not None:  # its rows are the stretches' (dec's host table had no readings); kept: meta
+        host = _empty(base.host)
+        host.meta = {**base.host.meta, "samples": int(base.host.t_ns.size)}
+        base = dataclasses.replace(base, host=host, procs={k: _empty(v) for k, v in base.procs.items()},
+                                   rapl={k: _empty(v) for k, v in base.rapl.items()})
     store.recording = dec.source  # the fingerprint of the recording the copy is of (columnar.samples_key)
     gpus = store.gpus()
     first, _ = store.first_last()

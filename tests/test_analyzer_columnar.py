@@ -54,7 +54,7 @@ def assert_same_telemetry(want, got):
     whole: every series, request, marker and clock equals the message list's."""
     assert got.source is not None
     whole = SL.materialise(got)
-    for g in whole.gpus:
+    for g in whole.gpus + ([whole.host] if whole.host is not None else []):
         g.meta = {k: v for k, v in g.meta.items() if k not in ("samples", "file")}  # where it was read from
     skip = {"src_seqs", "duplicates", "invalid", "source"}  # bookkeeping of the reading, not the batch
     for f in dataclasses.fields(want):

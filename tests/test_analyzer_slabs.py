@@ -272,6 +272,7 @@ def test_gpu_samples_read_from_disk_by_stretch_equal_the_in_memory_batch(tmp_pat
     path = write(tmp_path / "raw" / "stream.msgpack", items)
     monkeypatch.setattr(SL, "MARGIN_S", 0.5)
     monkeypatch.setattr(columnar.gpu_store, "ROW_GROUP", 64)  # many row groups: stretches read a few
+    monkeypatch.setattr(columnar.gpu_store, "HOST_ROW_GROUP", 16)  # the host's too
     opts = pipeline.Options(quality=False, idle_baseline=True, slab_s=slab_s)
     dec, _ = columnar.decode_file(path, keep_copy=False)
     memory = pipeline.analyze(columnar.to_batch(dec), opts)
@@ -294,8 +295,8 @@ def test_gpu_samples_read_from_disk_by_stretch_equal_the_in_memory_batch(tmp_pat
 
 def test_a_long_recording_is_read_a_slab_at_a_time(tmp_path, monkeypatch):
     """Memory follows the slab, not the recording: analysing a recording ten slabs long never holds
-    more GPU rows at once than a slab and its margins (plus a row group per GPU), while every request's
-    energy is the exact one."""
+    more GPU rows at once than a slab and its margins (plus a row group per GPU), nor more host rows
+    than a slab's (plus a row group at each end), while every request's energy is the exact one."""
     from tests.test_analyzer_columnar import write
 
     reqs = [S.Req(0.3 + 0.8 * k, 0.9 + 0.8 * k, run=k, chunk_s=[0.1]) for k in range(48)]
@@ -305,14 +306,22 @@ def test_a_long_recording_is_read_a_slab_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(SL, "MARGIN_S", 0.5)
     monkeypatch.setattr(columnar.gpu_store, "ROW_GROUP", 64)
     monkeypatch.setattr(columnar.gpu_store, "READ_AHEAD_S", 4.0)
+    monkeypatch.setattr(columnar.gpu_store, "HOST_ROW_GROUP", 16)
     data, _ = columnar.load_batch(path)
     total = sum(g.meta["samples"] for g in data.gpus)
     a = pipeline.analyze(data, pipeline.Options(quality=False, slab_s=4.0))
     for rid in a.request_json:  # as outputs.write_all writes them: in time order
         a.request_json[rid]
     list(a.gpu_samples.pieces())
+    list(a.host_samples.pieces())
     slab_rows = 2 * 50 * (4.0 + 0.6 + 2 * 0.5 + 2 * columnar.gpu_store.PAD_NS / 1e9)
     assert 0 < data.source.most_rows <= slab_rows + 2 * 64 and data.source.most_rows < total / 4
+    # the host's rows (sampled with the GPUs here): read by stretch too, the whole table never held
+    host_total = data.host.meta["samples"]
+    assert data.host.t_ns.size == 0 and host_total == 50 * 40
+    assert 0 < data.source.host_file.most_rows <= slab_rows / 2 + 2 * 16 < host_total / 4
+    assert [r["cpu_energy_j"] for r in a.results] == [r["cpu_energy_j"] for r in pipeline.analyze(
+        SL.materialise(data), pipeline.Options(quality=False, slab_s=4.0)).results]
     for row in a.results:
         assert row["gpu_energy_j"] == pytest.approx(220.0 * 0.6, rel=1e-6)
     # the row group each GPU file keeps decoded for the next stretch holds its own buffers, not those
