@@ -437,17 +437,16 @@ class Decoder:
         n = rows.size
 
         def column(key: str, out: np.ndarray, constant=None, number=None) -> np.ndarray:
+            by_group = None  # constant's value for each group of these rows, made once
             for lay, at, first in by_layout:
                 if found.layouts[lay].slots.get(key, (0, packed.REJECT))[1] in packed.NUMBERS:
                     out[at] = found.numbers(first, key, lay) if number is None else number
-                elif constant is not None:  # (the groups of every layout: few)
-                    values = {g: constant(key, found.groups[g].payload.get(key)) for g in ids}
-                    if len(set(values.values())) == 1:
-                        out[at] = next(iter(values.values()))
-                    else:
-                        table = np.zeros(len(found.groups), dtype=out.dtype)
-                        table[list(values)] = list(values.values())
-                        out[at] = table[groups[at]]
+                elif constant is not None:
+                    if by_group is None:
+                        by_group = np.zeros(len(found.groups), dtype=out.dtype)
+                        for g in ids:
+                            by_group[g] = constant(key, found.groups[g].payload.get(key))
+                    out[at] = by_group[groups[at]]
             return out
 
         cols: dict[str, np.ndarray] = {

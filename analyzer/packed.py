@@ -209,19 +209,20 @@ class Finder:
             for rows in _same_rows(geometry):
                 r = rows[0]
                 at = starts[sel[rows]]
-                words = _words(u8, at, _mask(int(length[r]), cls[r], voff[r]))
+                mask = _mask(int(length[r]), cls[r], voff[r])
+                words = _words(u8, at, mask)
                 for g in _same_rows(words):
-                    lay = self._group(u8, at[g[0]], int(length[r]), cls[r], voff[r], words[g[0]])
+                    lay = self._group(u8, at[g[0]], int(length[r]), cls[r], voff[r], mask, words[g[0]])
                     if lay is not None:
                         ok = self._members(u8, at[g], lay)
                         out[sel[rows[g[ok]]]] = lay.ids[-1]
         return out
 
-    def _group(self, u8: np.ndarray, at: int, length: int, cls: np.ndarray, voff: np.ndarray,
+    def _group(self, u8: np.ndarray, at: int, length: int, cls: np.ndarray, voff: np.ndarray, mask: np.ndarray,
                row: np.ndarray) -> Layout | None:
-        """The layout of the new group of the message at ``at`` (``row``: its fixed words), the group
-        last in its ``ids``; None when msgpack does not read it as ``[topic, map]`` with as many keys,
-        or the contract refuses it."""
+        """The layout of the new group of the message at ``at`` (``mask``: its layout's, ``row``: its
+        fixed words), the group last in its ``ids``; None when msgpack does not read it as ``[topic,
+        map]`` with as many keys, or the contract refuses it."""
         try:
             obj = msgpack.unpackb(u8[at:at + length].tobytes(), raw=False, strict_map_key=False)
         except Exception:  # (msgpack raises several unrelated types)
@@ -241,7 +242,7 @@ class Finder:
             checks += [(off, 0xE0, 0x1F) for off, c in slots.values() if c == NEGFIX]
             checks += [(off + 1, 0, 0x7F) for k, (off, c) in slots.items() if c == U64 and k in ints]
             index = self._layout_of[key] = len(self.layouts)
-            self.layouts.append(Layout(length, slots, _mask(length, cls, voff), checks, slots["v"][0]))
+            self.layouts.append(Layout(length, slots, mask, checks, slots["v"][0]))
         lay = self.layouts[index]
         lay.add(len(self.groups), row)
         self.groups.append(Group(payload, index))

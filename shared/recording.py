@@ -242,12 +242,13 @@ class RecordingReader:
                 for obj in unpacker:
                     if p == 0 and self.good_bytes == 0:
                         self._take_header(obj)
-                    elif type(obj) is list and len(obj) == 2 and type(obj[0]) is str and type(obj[1]) is dict:
-                        part.topics.append(obj[0])
-                        part.payloads.append(obj[1])
-                        part.at.append(p)
                     else:
-                        return p, False, True
+                        split = _split([obj])
+                        if split is None:
+                            return p, False, True
+                        part.topics += split[0]
+                        part.payloads += split[1]
+                        part.at.append(p)
                     p = origin + unpacker.tell()
             except RecordingError:
                 raise
