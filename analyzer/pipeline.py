@@ -432,8 +432,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     def one_json(rid: str) -> dict[str, Any]:
         r, row = by_rid[rid]
         i = idx.get(rid)
-        tele = _Stretch(batch)
-        if i is not None:  # the window's telemetry (a second either side; the JSON keeps [a, b])
+        if i is None:
+            tele = _Stretch(batch)
+        else:  # the window's telemetry (a second either side; the JSON keeps [a, b])
             k = stretch_of.get(rid)
             if k is None:
                 tele = _Stretch(source.between(float(win.a_s[i]) - 1.0, float(win.b_s[i]) + 1.0), counted_keys)
@@ -791,8 +792,13 @@ def _each(parts: list[np.ndarray], convert: Callable[[np.ndarray], list]) -> lis
     if len(parts) < 2 or len({p.dtype for p in parts}) > 1:
         return [convert(p) for p in parts]
     whole = convert(np.concatenate(parts))
-    ends = list(itertools.accumulate([p.size for p in parts]))
-    if type(whole) is FiniteFloats:
+    return _cut(whole, list(itertools.accumulate([p.size for p in parts])), type(whole) is FiniteFloats)
+
+
+def _cut(whole: list, ends: list[int], finite: bool) -> list[list]:
+    """``whole`` cut into the pieces ending at ``ends``; ``finite``: each marked FiniteFloats (a slice
+    of one is a plain list)."""
+    if finite:
         return [FiniteFloats(whole[lo:hi]) for lo, hi in zip([0, *ends], ends)]
     return [whole[lo:hi] for lo, hi in zip([0, *ends], ends)]
 
@@ -818,8 +824,7 @@ def _readings(gpus: list[Series], cuts: list[slice]) -> dict[str, list[list]]:
                 joined[at:end] /= scale  # (a copy: the same division as _samples_list's)
             at = end
         if np.isfinite(joined).all():
-            whole = joined.tolist()
-            pieces = [FiniteFloats(whole[lo:hi]) for lo, hi in zip([0, *ends], ends)]
+            pieces = _cut(joined.tolist(), ends, True)
             return {name: pieces[k * len(gpus):(k + 1) * len(gpus)] for k, name in enumerate(_READINGS)}
     return {name: _each([g.values[column][m] for g, m in zip(gpus, cuts)],
                         functools.partial(_samples_list, scale=scale))

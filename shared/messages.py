@@ -249,7 +249,7 @@ class Record:
             if not isinstance(v, c.types) or (c.no_bool and v.__class__ is bool):
                 raise MessageError(f"{where}: key {c.name!r} must be {'/'.join(t.__name__ for t in c.types)}, "
                                    f"got {type(v).__name__} {v!r:.60}")
-            if c.int64 and not is_int64(v):
+            if c.int64 and isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:  # (an int | str key's text passes)
                 raise MessageError(f"{where}: key {c.name!r} is beyond the 64-bit integer range, got {v!r}")
             if c.nested is not None:
                 c.nested.check(v, f"{where}.{c.name}", strict)
