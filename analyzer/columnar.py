@@ -35,7 +35,7 @@ import msgpack
 import numpy as np
 
 from analyzer import arrow_np, clock, gpu_store, hosts, memory, packed
-from analyzer.stream import DEFAULT_LOOKBACK_S, BatchData, Series, chunk_array, events_to_requests
+from analyzer.stream import DEFAULT_LOOKBACK_S, BatchData, Series, chunk_array, events_to_requests, leave_answer
 from shared import messages as M
 from shared.logs import get_logger
 from shared.numbers import finite
@@ -1036,14 +1036,22 @@ def read_copy(stream: Path, gpus: bool = True):
                                  f"this copy was written)")
             tables[topic] = Table(cols, tm["strings"], tm["extra"], FLOAT_KEYS[topic])
         events = []
-        with open(root / "events.msgpack", "rb") as fh:
+        events_path = root / "events.msgpack"
+        with open(events_path, "rb") as fh:
             # event by event, a req.end's chunk stamps an int64 array at once: a day's Python int lists
-            # are never all held (their memory, freed, stayed behind: ~4 KB a request)
-            for i, t, p in msgpack.Unpacker(fh, raw=False, strict_map_key=False, max_buffer_size=1 << 30):
-                c = p.get("client") if t == M.REQ_END and isinstance(p, dict) else None
-                if isinstance(c, dict) and "chunk_t_ns" in c:
-                    c["chunk_t_ns"] = chunk_array(c["chunk_t_ns"])
+            # are never all held (their memory, freed, stayed behind: ~4 KB a request); its answer is
+            # left in the file, read back where needed (stream.answer)
+            unpacker = msgpack.Unpacker(fh, raw=False, strict_map_key=False, max_buffer_size=1 << 30)
+            at = 0
+            for i, t, p in unpacker:
+                end = unpacker.tell()
+                if t == M.REQ_END and isinstance(p, dict):
+                    c = p.get("client")
+                    if isinstance(c, dict) and "chunk_t_ns" in c:
+                        c["chunk_t_ns"] = chunk_array(c["chunk_t_ns"])
+                    leave_answer(p, events_path, at, end - at)
                 events.append((int(i), str(t), p))
+                at = end
         dec = Decoded(tables, events, meta["srcs"], int(meta["invalid"]), now)
     except Exception as exc:  # a damaged copy is never trusted: stream.msgpack is the source of truth
         log.warning("columnar_copy_unreadable", path=str(root), problem=str(exc), note="rebuilt from stream.msgpack")

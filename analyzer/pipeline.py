@@ -28,7 +28,7 @@ from analyzer import slabs as SL
 from analyzer import tables
 from analyzer.i18n import Msg
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
-from analyzer.stream import BatchData, Request, Series
+from analyzer.stream import BatchData, Request, Series, answer
 from analyzer.throughput import TIMING_COLUMNS, cold_start, iso_utc, throughput, timing, token_latency
 from analyzer.windows import split_windows
 from shared import messages as M
@@ -331,14 +331,14 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     # Quality: finished, successful, measured requests only. A proxy batch's task names are the user's
     # labels (X-GenAI-Power-Task), not task types: scored as proxy requests, never "not a known task".
     proxied = bool(batch.batch_start and batch.batch_start.backend == "proxy")
-    q_reqs = [{"rid": r.rid, "task": PROXY_TASK if proxied else r.start.task, "text": r.end.text,
-               "thinking": r.end.thinking,
-               "prompt": r.start.prompt, "case": r.start.case}
-              for r in reqs if r.end is not None and r.end.ok and not r.start.warmup]
+    scored = [r for r in reqs if r.end is not None and r.end.ok and not r.start.warmup]
     quality: dict[str, dict] = {}
     quality_problem = None
-    q_rids = {q["rid"] for q in q_reqs}
-    if opts.quality and q_reqs:
+    q_rids = {r.rid for r in scored}
+    if opts.quality and scored:
+        q_reqs = [{"rid": r.rid, "task": PROXY_TASK if proxied else r.start.task,
+                   **dict(zip(("text", "thinking"), answer(r))), "prompt": r.start.prompt, "case": r.start.case}
+                  for r in scored]
         quality, quality_problem = run_quality(quality_inputs(q_reqs, cases), opts.quality_options, opts.progress,
                                                opts.assess)
         if quality_problem:
@@ -908,6 +908,7 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, tele: _St
     """The seed's per-request JSON (raw/<rid>.json). ``tele``: its telemetry around the window at least."""
     batch = tele.batch
     s, e = r.start, r.end
+    text, thinking = answer(r)
     origin = batch.origin_ns
     full: dict[str, Any] = {}
     summary: dict[str, Any] = {k: row.get(k) for k in _summary_keys(tuple(row))}
@@ -938,8 +939,8 @@ def _request_json(r: Request, row: dict, i: int | None, win: E.Window, tele: _St
     case = (bs.cases or [])[s.case] if s.case is not None and 0 <= s.case < len(bs.cases or []) else {}
     return {
         "rid": r.rid, "model": s.model, "task": s.task, "task_type": case.get("task_type", s.task), "load": s.load,
-        "run": s.run, "case": s.case, "prompt": s.prompt, "generated_text": e.text if e else None,
-        "thinking_text": e.thinking if e else None, "status": row["status"], "ok": row["ok"],
+        "run": s.run, "case": s.case, "prompt": s.prompt, "generated_text": text,
+        "thinking_text": thinking, "status": row["status"], "ok": row["ok"],
         "error": row.get("error"), "error_kind": row.get("error_kind"),
         "latency_seconds": row.get("latency_s"), "first_token_seconds": row.get("first_token_s"),
         "first_thinking_seconds": row.get("first_thinking_s"), "first_chunk_seconds": row.get("first_chunk_s"),

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
+import msgpack
 import numpy as np
 
 from analyzer import clock, hosts
@@ -47,6 +49,56 @@ class Request:
     start: M.ReqStart
     end: M.ReqEnd | None = None
     first_tokens: list[M.ReqFirstToken] = field(default_factory=list)
+    answer_at: StoredAnswer | None = None  # where end's text and thinking were left on disk (read by ``answer``)
+
+
+ANSWER_KEYS = M.ReqEnd.declared("text", "thinking")  # a req.end's answer: the bulk of a request's events
+STORED_AT = "\0stored_at"  # a payload's key (no producer's: declared keys are names) holding its StoredAnswer
+
+
+class StoredAnswer:
+    """A req.end's text and thinking left in a file of msgpack events (the columnar copy's events.msgpack):
+    a day of requests' answers are not all held, and a re-analysis whose request JSON are current never
+    reads them. ``at``, ``size``: the event's bytes, a ``[i, topic, payload]`` list."""
+
+    __slots__ = ("path", "at", "size", "rid")
+
+    def __init__(self, path: Path, at: int, size: int, rid: str):
+        self.path, self.at, self.size, self.rid = path, at, size, rid
+
+    def read(self) -> tuple[str | None, str | None]:
+        with open(self.path, "rb") as fh:
+            fh.seek(self.at)
+            data = fh.read(self.size)
+        try:
+            _, topic, p = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            if topic != M.REQ_END or p.get("rid") != self.rid:
+                raise ValueError(f"{topic} of {p.get('rid')!r}")
+            text, thinking = (p.get(k) for k in ANSWER_KEYS)
+            if not all(v is None or isinstance(v, str) for v in (text, thinking)):
+                raise ValueError("text or thinking not a string")
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise RuntimeError(f"{self.path}: byte {self.at} no longer holds the req.end of {self.rid!r} ({exc}): "
+                               "the columnar copy changed during the analysis; run the analyzer again") from exc
+        return text, thinking
+
+
+def answer(r: Request) -> tuple[str | None, str | None]:
+    """(text, thinking) of the request's req.end: on the end itself, or read back from where it was left."""
+    if r.answer_at is not None:
+        return r.answer_at.read()
+    return (r.end.text, r.end.thinking) if r.end is not None else (None, None)
+
+
+def leave_answer(p: dict[str, Any], path: Path, at: int, size: int) -> None:
+    """Take a req.end payload's text and thinking out, noting where they are (``path``: bytes ``at``,
+    ``size``); one whose values would fail the contract's check keeps them (the check names the key)."""
+    if not all(isinstance(p.get(k), (str, type(None))) for k in ANSWER_KEYS) or not isinstance(p.get("rid"), str):
+        return
+    if any(p.get(k) is not None for k in ANSWER_KEYS):
+        for k in ANSWER_KEYS:
+            p.pop(k, None)
+        p[STORED_AT] = StoredAnswer(path, at, size, p["rid"])
 
 
 @dataclass
@@ -132,13 +184,15 @@ def events_to_requests(msgs: Iterable[tuple[str, dict[str, Any]]]) -> tuple[M.Ba
     """(first batch.start, last batch.end, requests sorted by (start t, rid)) from sorted messages."""
     requests: dict[str, Request] = {}
     batch_start = batch_end = None
-    once = _Once()
+    once, prompts = _Once(), _Once()
     for topic, p in msgs:
         if topic == M.REQ_START:
             rid = str(p["rid"])
             if rid in requests:
                 log.warning("request_restarted", rid=rid, note="a later req.start replaces the earlier one")
-            requests[rid] = Request(rid, once(M.ReqStart.from_msg(p), "src", "model", "task", "load"))
+            # a case's prompt repeats in each of its runs: held once too
+            requests[rid] = Request(rid, prompts(once(M.ReqStart.from_msg(p), "src", "model", "task", "load"),
+                                                 "prompt"))
         elif topic == M.REQ_FIRST_TOKEN:
             req = requests.get(str(p["rid"]))
             if req is not None:
@@ -149,6 +203,7 @@ def events_to_requests(msgs: Iterable[tuple[str, dict[str, Any]]]) -> tuple[M.Ba
                 log.warning("request_end_without_start", rid=p["rid"])
             elif req.end is None:
                 req.end = _rid_of(req, once(_req_end(p), "src"))
+                req.answer_at = p.get(STORED_AT)
         elif topic == M.BATCH_START:
             # the first one carries the config; resumes repeat it
             batch_start = batch_start or M.BatchStart.from_msg(p)

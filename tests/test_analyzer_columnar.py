@@ -27,7 +27,12 @@ STORED = ROOT / "tests" / "data" / "analyzer_batch" / "raw" / "stream.msgpack"
 
 
 def assert_same(a, b, path="batch"):
-    """Exact equality of two BatchData trees (arrays: same dtype, shape and values, NaN = NaN)."""
+    """Exact equality of two BatchData trees (arrays: same dtype, shape and values, NaN = NaN). A
+    request's answer is compared as stream.answer reads it, wherever it is held (the copy leaves it on disk)."""
+    if isinstance(a, stream.Request) and isinstance(b, stream.Request):
+        assert stream.answer(a) == stream.answer(b), (path, stream.answer(a), stream.answer(b))
+        a, b = (dataclasses.replace(r, answer_at=None, end=r.end and dataclasses.replace(r.end, text=None, thinking=None))
+                for r in (a, b))
     if dataclasses.is_dataclass(a) and not isinstance(a, type):
         assert type(a) is type(b), path
         for f in dataclasses.fields(a):
@@ -477,3 +482,47 @@ def test_hostile_messages_are_refused_alike_by_both_paths(tmp_path, monkeypatch,
     assert_same(dataclasses.replace(stream.build(items), invalid=len(bad)), new)
     # message by message, chunks of exactly ``chunk``: each hostile row among good ones of its chunk
     assert_same(new, columnar.to_batch(columnar.decode_items(mixed)))
+
+
+def test_answers_stay_in_the_copy_and_are_read_back_where_used(tmp_path):
+    """A request's text and thinking are left in the copy's events.msgpack (a day's answers are not all
+    held): the quality scorer and the request JSON get them exactly as the message path has them, and a
+    copy rewritten under a running analysis is an error naming the file, not another request's answer."""
+    spec = S.tiny_spec()
+    for k, r in enumerate(spec.requests):
+        r.text = f"第{k}个回答 · answer {k} " * (k + 1)
+    msgs = S.messages(spec)
+    for topic, p in msgs:  # a thinking text on some answers, an empty one on others
+        if topic == M.REQ_END:
+            p["thinking"] = f"thought of {p['rid']}" if int(p["seq"]) % 2 else ""
+    path = write(tmp_path / "raw" / "stream.msgpack", msgs)
+    mem = stream.build(read_recording(path)[1])
+    data, _ = columnar.load_batch(path)
+    want = {r.rid: (r.end.text, r.end.thinking) for r in mem.requests if r.end is not None}
+    assert any(t for _, t in want.values()) and all(r.end.text is None for r in data.requests if r.end)
+    assert {r.rid: stream.answer(r) for r in data.requests if r.end is not None} == want
+
+    scored = {}
+
+    def assess(inputs, opts, progress=False):
+        scored.update({q["rid"]: (q["text"], q["thinking"]) for q in inputs})
+        return {}
+
+    a = pipeline.analyze(data, pipeline.Options(progress=False, assess=assess))
+    assert scored and scored == {rid: v for rid, v in want.items() if rid in scored}
+    for rid, (text, thinking) in want.items():
+        obj = a.request_json[rid]
+        assert (obj["generated_text"], obj["thinking_text"]) == (text, thinking)
+
+    events = tmp_path / "raw" / "columns" / "events.msgpack"
+    events.write_bytes(b"\x00" * 8 + events.read_bytes())  # another copy in its place: every offset moved
+    with pytest.raises(RuntimeError, match="events.msgpack.*run the analyzer again"):
+        stream.answer(next(r for r in data.requests if r.answer_at is not None))
+
+
+def test_an_answer_of_the_wrong_type_stays_for_the_contract_check(tmp_path):
+    p = {"rid": "r", "text": 7, "thinking": "t"}
+    stream.leave_answer(p, tmp_path / "e", 0, 10)
+    assert p == {"rid": "r", "text": 7, "thinking": "t"}  # M.ReqEnd.from_msg names the key, as before
+    with pytest.raises(M.MessageError, match="'text'"):
+        M.ReqEnd.from_msg({**p, "v": 2, "src": "s", "seq": 1, "t": 1, "ok": True})
