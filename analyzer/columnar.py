@@ -1023,7 +1023,7 @@ def read_copy(stream: Path, gpus: bool = True):
                     continue
             else:
                 path = root / f"{topic}.parquet"
-                cols = gpu_store.read_columns(path, readings=not lean)
+                cols = arrow_np.read_columns(path, readings=not lean)
             have = set(pq.ParquetFile(path).schema_arrow.names) if lean else set(cols)
             if not cols:
                 cols = _concat([])

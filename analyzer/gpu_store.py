@@ -125,7 +125,7 @@ def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] |
         return None
     parts = []
     for f in files:
-        cols = read_columns(Path(root) / f["file"])
+        cols = arrow_np.read_columns(Path(root) / f["file"])
         if any(c.size != f["rows"] for c in cols.values()):
             raise ValueError(f"{f['file']}: {next(iter(cols.values())).size} rows, meta.json says {f['rows']}")
         parts.append(cols)
@@ -134,18 +134,6 @@ def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] |
     for name in list(parts[0]):
         out[name] = np.concatenate([p.pop(name) for p in parts])[order]
     return out
-
-
-def read_columns(path: Path, readings: bool = True) -> dict[str, np.ndarray]:
-    """Every column of a Parquet file as a numpy array, read a column at a time: the Arrow copy of one
-    column at a time, never the whole table twice (and no pq.read_table: it would import pandas).
-    ``readings=False``: all but the floating-point columns (stamps, seqs, codes and flags)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    return {f.name: arrow_np.to_numpy(pf.read(columns=[f.name], use_threads=False).column(0))
-            for f in pf.schema_arrow if readings or not pa.types.is_floating(f.type)}
 
 
 def _raw_range(m: clock.Mapping | None, lo_ns: float, hi_ns: float) -> tuple[float, float]:
