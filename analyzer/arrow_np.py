@@ -9,8 +9,6 @@ a column at a time.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 
@@ -47,13 +45,10 @@ def to_numpy(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.frombuffer(buf, dtype=dt, count=n, offset=at * dt.itemsize)
 
 
-def read_columns(path: Path, readings: bool = True) -> dict[str, np.ndarray]:
-    """Every column of a Parquet file as a numpy array, read a column at a time: the Arrow copy of one
-    column at a time, never the whole table twice (and no pq.read_table: it would import pandas).
-    ``readings=False``: all but the floating-point columns (stamps, seqs, codes and flags)."""
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
+def read_columns(pf, readings: bool = True) -> dict[str, np.ndarray]:
+    """Every column of an open Parquet file (pq.ParquetFile) as a numpy array, read a column at a time:
+    the Arrow copy of one column at a time, never the whole table twice (and no pq.read_table: it would
+    import pandas). ``readings=False``: all but the floating-point columns (stamps, seqs, codes and flags)."""
     return {f.name: to_numpy(pf.read(columns=[f.name], use_threads=False).column(0))
             for f in pf.schema_arrow if readings or not pa.types.is_floating(f.type)}
 
