@@ -4,7 +4,8 @@
 imports pandas (about a quarter of a second per process) though no pandas object is made. The
 columnar copy's columns are numbers and booleans without nulls: their data buffer is the array, taken
 as a view (numbers) or unpacked (booleans, one bit a value), the same values and dtype as to_numpy
-gives. Anything else (nulls, text) still goes through to_numpy.
+gives. Anything else (nulls, text) still goes through to_numpy. read_columns: a Parquet file the same way,
+a column at a time.
 """
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ def to_numpy(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
         bits = np.unpackbits(np.frombuffer(buf, dtype=np.uint8), count=at + n, bitorder="little")
         return bits[at:].view(np.bool_)
     return np.frombuffer(buf, dtype=dt, count=n, offset=at * dt.itemsize)
+
+
+def read_columns(pf, readings: bool = True) -> dict[str, np.ndarray]:
+    """Every column of an open Parquet file (pq.ParquetFile) as a numpy array, read a column at a time:
+    the Arrow copy of one column at a time, never the whole table twice (and no pq.read_table: it would
+    import pandas). ``readings=False``: all but the floating-point columns (stamps, seqs, codes and flags)."""
+    return {f.name: to_numpy(pf.read(columns=[f.name], use_threads=False).column(0))
+            for f in pf.schema_arrow if readings or not pa.types.is_floating(f.type)}
 
 
 _ARROW = {np.dtype(v): k for k, v in _DTYPES.items() if v is not np.bool_}  # (native byte order only)

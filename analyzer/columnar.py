@@ -1011,6 +1011,7 @@ def read_copy(stream: Path, gpus: bool = True):
             lean = not gpus and topic == M.TEL_HOST
             if topic == M.TEL_GPU:
                 cols = (gpu_store.read_all(root, files) if gpus else None) or _concat([])
+                have = set(cols)
                 if not gpus:
                     for f in files:  # each GPU file is there, whole, with every declared column
                         pf = pq.ParquetFile(root / f["file"])
@@ -1022,9 +1023,9 @@ def read_copy(stream: Path, gpus: bool = True):
                     tables[topic] = Table(cols, tm["strings"], tm["extra"], FLOAT_KEYS[topic])
                     continue
             else:
-                path = root / f"{topic}.parquet"
-                cols = gpu_store.read_columns(path, readings=not lean)
-            have = set(pq.ParquetFile(path).schema_arrow.names) if lean else set(cols)
+                pf = pq.ParquetFile(root / f"{topic}.parquet")  # (its footer parsed once)
+                cols = arrow_np.read_columns(pf, readings=not lean)
+                have = set(pf.schema_arrow.names)
             if not cols:
                 cols = _concat([])
             if any(c.size != tm["rows"] for c in cols.values()):

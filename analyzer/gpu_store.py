@@ -121,11 +121,13 @@ class Spill:
 
 def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
     """Every GPU file joined back into one tel.gpu table in file order (the whole-recording path)."""
+    import pyarrow.parquet as pq
+
     if not files:
         return None
     parts = []
     for f in files:
-        cols = read_columns(Path(root) / f["file"])
+        cols = arrow_np.read_columns(pq.ParquetFile(Path(root) / f["file"]))
         if any(c.size != f["rows"] for c in cols.values()):
             raise ValueError(f"{f['file']}: {next(iter(cols.values())).size} rows, meta.json says {f['rows']}")
         parts.append(cols)
@@ -134,18 +136,6 @@ def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] |
     for name in list(parts[0]):
         out[name] = np.concatenate([p.pop(name) for p in parts])[order]
     return out
-
-
-def read_columns(path: Path, readings: bool = True) -> dict[str, np.ndarray]:
-    """Every column of a Parquet file as a numpy array, read a column at a time: the Arrow copy of one
-    column at a time, never the whole table twice (and no pq.read_table: it would import pandas).
-    ``readings=False``: all but the floating-point columns (stamps, seqs, codes and flags)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    return {f.name: arrow_np.to_numpy(pf.read(columns=[f.name], use_threads=False).column(0))
-            for f in pf.schema_arrow if readings or not pa.types.is_floating(f.type)}
 
 
 def _raw_range(m: clock.Mapping | None, lo_ns: float, hi_ns: float) -> tuple[float, float]:
@@ -192,28 +182,21 @@ class Store:
             seqs.setdefault(str(p["src"]), set()).add(int(p["seq"]))
         self._event_seqs = {s: np.array(sorted(v), dtype=np.int64) for s, v in seqs.items()}
         self._cache: tuple[float, float, BatchData] | None = None
-        # per GPU file, the last row group a stretch read, decoded: stretches are read in time order and
-        # meet or overlap (a slab's margins, requests past a cut), so the next one starts in it
-        self._last_group: dict[str, tuple[int, tuple[str, ...], Any]] = {}
+        self._files = {f["file"]: _GroupFile(self.root / f["file"], [(t0, t1) for t0, t1, _ in f["groups"]])
+                       for f in files}
         self.recording: dict[str, Any] = {}
         self.most_rows = 0  # the most GPU rows one stretch held (the bench and tests show it stays a slab's)
-        self._open: dict[str, Any] = {}  # per GPU file, its pq.ParquetFile (footer parsed once)
         self.scans = [self._scan(f) for f in files]
         self.base = base
 
     def __getstate__(self) -> dict[str, Any]:
         # open files and decoded row groups stay with the process that has them (a worker reads its own)
-        return {**self.__dict__, "_open": {}, "_cache": None, "_last_group": {}, "host_file": self.host_file.closed()}
+        return {**self.__dict__, "_cache": None, "_files": {k: v.closed() for k, v in self._files.items()},
+                "host_file": self.host_file.closed()}
 
     def _file(self, f: dict[str, Any]):
-        """GPU file ``f`` opened, once per process, by the first stretch that reads it: a stretch reads
-        each of its files up to three times (schema, stamps, rows) and a day has dozens of slabs."""
-        import pyarrow.parquet as pq
-
-        pf = self._open.get(f["file"])
-        if pf is None:
-            pf = self._open[f["file"]] = pq.ParquetFile(self.root / f["file"])
-        return pf
+        """GPU file ``f``'s pq.ParquetFile, opened by the first stretch that reads it (_GroupFile)."""
+        return self._files[f["file"]].pf
 
     # -- the whole file, once: meta of the series ------------------------------------------------
     def _scoped(self, f: dict[str, Any], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -308,32 +291,6 @@ class Store:
         self._cache = (lo_s, read_hi, got)
         return SL.InMemory(got).between(lo_s, hi_s)
 
-    def _groups(self, f: dict[str, Any], groups: list[int], names: tuple[str, ...], keep: bool = True):
-        """Row groups ``groups`` (ascending) of GPU file ``f``, columns ``names``, as one Arrow table; the
-        last one kept decoded for the next stretch (``keep``). The kept group is read on its own: a
-        slice of a read of several groups would hold the whole read's buffers."""
-        import pyarrow as pa
-
-        kept = self._last_group.get(f["file"])
-        if kept is not None and (kept[1] != names or kept[0] not in groups):
-            kept = None
-        pf = self._file(f)
-        tabs, run = [], []
-        for g in groups:
-            alone = kept is not None and g == kept[0]
-            if alone or (keep and g == groups[-1]):
-                if run:
-                    tabs.append(pf.read_row_groups(run, columns=list(names), use_threads=False))
-                    run = []
-                tabs.append(kept[2] if alone else pf.read_row_group(g, columns=list(names), use_threads=False))
-            else:
-                run.append(g)
-        if run:
-            tabs.append(pf.read_row_groups(run, columns=list(names), use_threads=False))
-        if keep:
-            self._last_group[f["file"]] = (groups[-1], names, tabs[-1])
-        return tabs[0] if len(tabs) == 1 else pa.concat_tables(tabs)
-
     def _names(self, f: dict[str, Any]) -> tuple[str, ...]:
         """The columns a stretch reads of file ``f``: stamps, seqs and readings. Its source and GPU are
         the file's own (filled in, not decoded); its meta comes from the whole file's scan; ``idx`` (file
@@ -350,7 +307,7 @@ class Store:
 
         schemas = [self._file(f).schema_arrow for f, _, _, _ in wanted]
         if any(not sc.equals(schemas[0]) for sc in schemas):
-            parts = [_copied(_rows_between(self._groups(f, g, tuple(sc.names)), r0, r1))
+            parts = [_copied(_rows_between(self._files[f["file"]].read(g, tuple(sc.names)), r0, r1))
                      for (f, r0, r1, g), sc in zip(wanted, schemas)]
             return _concat([p for p in parts if p])
         if not wanted:
@@ -361,7 +318,7 @@ class Store:
         out = {n: np.empty(most, dtype=arrow_np.dtype_of(schemas[0].field(n).type)) for n in (*fixed, *names)}
         at = 0
         for f, r0, r1, g in wanted:
-            for batch, p in _rows_between(self._groups(f, g, names), r0, r1):
+            for batch, p in _rows_between(self._files[f["file"]].read(g, names), r0, r1):
                 n = _rows(p)
                 for i, name in enumerate(batch.schema.names):
                     out[name][at:at + n] = arrow_np.to_numpy(batch.column(i))[p]
@@ -374,7 +331,7 @@ class Store:
         """The ``idx`` column of ``_gpu_rows(wanted)``'s rows (the same rows: picked by the same stamps)."""
         parts = []
         for f, r0, r1, g in wanted:
-            tab = self._groups(f, g, ("t", "idx"), keep=False)
+            tab = self._files[f["file"]].read(g, ("t", "idx"), keep=False)
             t = arrow_np.to_numpy(tab.column("t"))
             parts.append(arrow_np.to_numpy(tab.column("idx"))[(t >= r0) & (t <= r1)])
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
@@ -389,7 +346,7 @@ class Store:
         wanted = []  # (file, its raw range, its row groups there)
         for f in self.files:
             r0, r1 = ranges[f["src"]]
-            groups = [i for i, (t0, t1, _) in enumerate(f["groups"]) if t1 >= r0 and t0 <= r1]
+            groups = self._files[f["file"]].meeting([(r0, r1)])
             if groups:
                 wanted.append((f, r0, r1, groups))
         cols = self._gpu_rows(wanted)
@@ -440,50 +397,95 @@ class Store:
         return dataclasses.replace(b, gpus=gpus, host=host, procs=procs, rapl=rapl, src_seqs=src_seqs, source=None)
 
 
-class _HostFile:
-    """The copy's tel.host.parquet read by stretch: the row groups whose stamps meet a stretch's raw
-    ranges, and of them the rows of each source within its range, in file order (the rows a mask over
-    the whole table picks). The last group read stays decoded: stretches come in time order and meet
-    or overlap, so the next one starts in it. ``t``: the file's stamps (each group's range, noted once)."""
+class _GroupFile:
+    """A Parquet file of the copy read by row group: opened once per process, by its first read (a stretch
+    reads a file up to three times, schema, stamps and rows, and a day has dozens of slabs), and the last
+    group a stretch read kept decoded: stretches are read in time order and meet or overlap (a slab's
+    margins, requests past a cut), so the next one starts in it. ``spans``: each group's range of raw
+    stamps; ``pf``: the file already open."""
 
-    def __init__(self, path: Path, t: np.ndarray):
-        import pyarrow.parquet as pq
+    def __init__(self, path: Path, spans: list[tuple[float, float]], pf: Any = None):
+        self.path, self.spans = path, spans
+        self._pf, self._kept = pf, None  # _kept: (group, columns, its Arrow table)
 
-        self.path, self.groups = path, []  # (group, its stamps' range as floats: compared as below)
-        self.most_rows = 0  # the most host rows one stretch held decoded (the tests show it stays a slab's)
-        if t.size:
-            md, at = pq.ParquetFile(path).metadata, 0
-            for g in range(md.num_row_groups):
-                n = md.row_group(g).num_rows
-                if n:
-                    self.groups.append((g, float(t[at:at + n].min()), float(t[at:at + n].max())))
-                at += n
-        self._pf, self._kept = None, None
-
-    def closed(self) -> _HostFile:
+    def closed(self) -> _GroupFile:
         """This reader without its open file and decoded group (a worker opens its own)."""
         out = copy.copy(self)
         out._pf, out._kept = None, None
         return out
 
-    def rows(self, ranges: dict[int, tuple[float, float]]) -> dict[str, np.ndarray] | None:
-        """The rows of each source code within its raw range ``ranges[code]`` (None: no group holds any)."""
+    @property
+    def pf(self):
+        if self._pf is None:
+            import pyarrow.parquet as pq
+
+            self._pf = pq.ParquetFile(self.path)
+        return self._pf
+
+    def meeting(self, ranges: list[tuple[float, float]]) -> list[int]:
+        """The row groups whose stamps meet one of the raw ranges [r0, r1], ascending."""
+        return [g for g, (t0, t1) in enumerate(self.spans) if any(t1 >= r0 and t0 <= r1 for r0, r1 in ranges)]
+
+    def read(self, groups: list[int], names: tuple[str, ...], keep: bool = True):
+        """Row groups ``groups`` (ascending), columns ``names``, as one Arrow table; the last one kept
+        decoded for the next stretch (``keep``). The kept group is read on its own: a slice of a read of
+        several groups would hold the whole read's buffers."""
+        import pyarrow as pa
+
+        kept = self._kept
+        if kept is not None and (kept[1] != names or kept[0] not in groups):
+            kept = None
+        pf = self.pf
+        tabs, run = [], []
+        for g in groups:
+            alone = kept is not None and g == kept[0]
+            if alone or (keep and g == groups[-1]):
+                if run:
+                    tabs.append(pf.read_row_groups(run, columns=list(names), use_threads=False))
+                    run = []
+                tabs.append(kept[2] if alone else pf.read_row_group(g, columns=list(names), use_threads=False))
+            else:
+                run.append(g)
+        if run:
+            tabs.append(pf.read_row_groups(run, columns=list(names), use_threads=False))
+        if keep:
+            self._kept = (groups[-1], names, tabs[-1])
+        return tabs[0] if len(tabs) == 1 else pa.concat_tables(tabs)
+
+
+class _HostFile:
+    """The copy's tel.host.parquet read by stretch: the row groups whose stamps meet a stretch's raw
+    ranges (a _GroupFile), and of them the rows of each source within its range, in file order (the rows
+    a mask over the whole table picks). ``t``: the file's stamps (each group's range, noted once)."""
+
+    def __init__(self, path: Path, t: np.ndarray):
         import pyarrow.parquet as pq
 
-        want = [g for g, t0, t1 in self.groups if any(t1 >= r0 and t0 <= r1 for r0, r1 in ranges.values())]
+        spans, pf, self.names = [], None, ()
+        if t.size:
+            pf = pq.ParquetFile(path)  # kept: its footer parsed once
+            md, at, self.names = pf.metadata, 0, tuple(pf.schema_arrow.names)
+            for g in range(md.num_row_groups):
+                n = md.row_group(g).num_rows
+                # (as floats: compared as below; an empty group meets no range)
+                spans.append((float(t[at:at + n].min()), float(t[at:at + n].max())) if n else (np.nan, np.nan))
+                at += n
+        self.file = _GroupFile(path, spans, pf)
+        self.most_rows = 0  # the most host rows one stretch held decoded (the tests show it stays a slab's)
+
+    def closed(self) -> _HostFile:
+        """This reader without its open file and decoded group (a worker opens its own)."""
+        out = copy.copy(self)
+        out.file = self.file.closed()
+        return out
+
+    def rows(self, ranges: dict[int, tuple[float, float]]) -> dict[str, np.ndarray] | None:
+        """The rows of each source code within its raw range ``ranges[code]`` (None: no group holds any)."""
+        want = self.file.meeting(list(ranges.values()))
         if not want:
             return None
-        if self._pf is None:
-            self._pf = pq.ParquetFile(self.path)
-        parts = []
-        for g in want:
-            if self._kept is not None and self._kept[0] == g:
-                parts.append(self._kept[1])
-            else:
-                tab = self._pf.read_row_group(g, use_threads=False)
-                parts.append({n: arrow_np.to_numpy(c) for n, c in zip(tab.column_names, tab.columns)})
-        self._kept = (want[-1], parts[-1])
-        cols = {n: np.concatenate([p[n] for p in parts]) if len(parts) > 1 else parts[0][n] for n in parts[0]}
+        tab = self.file.read(want, self.names)
+        cols = {n: arrow_np.to_numpy(c) for n, c in zip(tab.column_names, tab.columns)}
         t, src = cols["t"], cols["src"]
         self.most_rows = max(self.most_rows, t.size)
         keep = np.zeros(t.size, dtype=bool)

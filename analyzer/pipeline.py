@@ -29,7 +29,7 @@ from analyzer import tables
 from analyzer.i18n import Msg
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
 from analyzer.stream import BatchData, Request, Series, answer
-from analyzer.throughput import TIMING_COLUMNS, cold_start, iso_utc, throughput, timing, token_latency
+from analyzer.throughput import cold_start, iso_utc, throughput, timing, token_latency
 from analyzer.windows import split_windows
 from shared import messages as M
 from shared.batch import resume_command
@@ -122,10 +122,10 @@ class Gaps(Mapping):
 
 def _gaps(r: Request, row: Mapping[str, Any]) -> list[float]:
     """The request's inter-token gaps (ms) as its row's itl_ms_mean and itl_ms_max were made from (from the
-    row's timing columns: ``timing`` is not worked out again)."""
+    row's timing columns, which token_latency reads by name: ``timing`` is not worked out again)."""
     if r.end is None or r.end.t < r.start.t:  # (no window: _row measured nothing)
         return []
-    return token_latency(r.start, r.end, {k: row[k] for k in TIMING_COLUMNS}, None)[1]
+    return token_latency(r.start, r.end, row, None)[1]
 
 
 class RequestJson(Mapping):

@@ -167,6 +167,13 @@ def report_stats(a) -> list[dict[str, Any]]:
     return [s for s in a.stats if s["metric"] in REPORT_METRICS]
 
 
+def requests_line(a, lang: str = "en") -> str:
+    """The line counting the requests by status and the warm-ups (report.md's and report.html's)."""
+    by = Counter(r.get("status") for r in a.results)
+    return t("requests_line", lang, n=len(a.results), ok=by["ok"], failed=by["failed"], inc=by["incomplete"],
+             warm=len(a.warmups))
+
+
 def render(analysis, plot_files: list[str], title: str | None = None, lang: str = "en") -> str:
     """Markdown text; ``plot_files`` are paths relative to the summary directory."""
     a = analysis
@@ -177,9 +184,7 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
         parts.append((SIM_BANNER if lang == "en" else f"> **⚠ {t('sim_banner', lang)}**") + "\n")
     elif not a.timelines:
         parts.append(f"> {t('no_gpu', lang)}\n")
-    parts.append(t("requests_line", lang, n=len(a.results), ok=sum(1 for r in a.results if r.get("status") == "ok"),
-                   failed=sum(1 for r in a.results if r.get("status") == "failed"),
-                   inc=sum(1 for r in a.results if r.get("status") == "incomplete"), warm=len(a.warmups)) + "\n")
+    parts.append(requests_line(a, lang) + "\n")
     probs = problem_list(a, lang)
     parts.append(f"## {t('problems', lang)}\n\n" + ("\n".join(f"- {md_inline(p)}" for p in probs) if probs
                                                      else t("no_problems", lang)) + "\n")

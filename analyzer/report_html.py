@@ -15,7 +15,7 @@ import numpy as np
 
 from analyzer.i18n import cell_value, label, t
 from analyzer.report import (PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, note_list, problem_list,
-                             report_stats, table_cells)
+                             report_stats, requests_line, table_cells)
 from analyzer.tables import SUITE_BOARD_COLUMNS
 from shared.escape import html_text
 from shared.numbers import finite
@@ -394,11 +394,7 @@ def html_parts(a, lang: str = "en", title: str | None = None) -> Iterator[str]:
         body.append(f'<p class="sim">⚠ {esc(t("sim_banner", lang))}</p>')
     elif not a.timelines:
         body.append(f"<p>{esc(t('no_gpu', lang))}</p>")
-    body.append("<p>" + esc(t("requests_line", lang, n=len(a.results),
-                                ok=sum(1 for r in a.results if r.get("status") == "ok"),
-                                failed=sum(1 for r in a.results if r.get("status") == "failed"),
-                                inc=sum(1 for r in a.results if r.get("status") == "incomplete"),
-                                warm=len(a.warmups))) + "</p>")
+    body.append("<p>" + esc(requests_line(a, lang)) + "</p>")
     probs = problem_list(a, lang)
     body.append(f'<h2 id="problems">{esc(t("problems", lang))}</h2>')
     body.append('<ul class="problems">' + "".join(f"<li>{esc(p)}</li>" for p in probs) + "</ul>" if probs

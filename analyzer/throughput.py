@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
+from collections.abc import Mapping
 from typing import Any
 
 from shared.messages import ClientMetrics, ReqEnd, ReqFirstToken, ReqStart
@@ -19,9 +20,6 @@ def iso_utc(wall_ns: int) -> str:
     """Wall-clock ns → ``2026-01-02T03:04:05.678Z`` (UTC, so the CSV does not depend on the time zone)."""
     t = _dt.datetime.fromtimestamp(wall_ns / 1e9, tz=_dt.timezone.utc)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-
-
-TIMING_COLUMNS = ("latency_s", "first_token_s", "first_thinking_s", "first_chunk_s")  # timing()'s keys, in order
 
 
 def timing(start: ReqStart, end: ReqEnd | None, first_tokens: list[ReqFirstToken]) -> dict[str, Any]:
@@ -96,7 +94,7 @@ def cold_start(end: ReqEnd | None) -> bool | None:
     return end.client.cold if end is not None and end.client is not None else None
 
 
-def token_latency(start: ReqStart, end: ReqEnd | None, tm: dict[str, Any],
+def token_latency(start: ReqStart, end: ReqEnd | None, tm: Mapping[str, Any],
                   output_tokens: int | None) -> tuple[dict[str, Any], list[float]]:
     """TTFT, TPOT, E2EL (ms) and the inter-token latencies, as vLLM's ``bench serve`` and AIPerf define them.
 

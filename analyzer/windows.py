@@ -176,25 +176,20 @@ def _max_over(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, fill) -> np.ndarray
     return out
 
 
-def split_sub(cumulative: Callable[[np.ndarray], np.ndarray], a_s, b_s, c_s, d_s,
-              point_uncertainty: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Shares of ``cumulative``'s increase over sub-windows [c, d] of the windows [a, b] (a phase of a
-    request), by the rule of ``split_windows``: each elementary interval is shared equally among the
-    *windows* [a, b] active in it, so a request's phases add up to its window share. NaN c/d → NaN.
+def split_subs(cumulative: Callable[[np.ndarray], np.ndarray], a_s, b_s, subs: list[tuple[Any, Any]],
+               point_uncertainty: Callable[[np.ndarray], np.ndarray] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Shares of ``cumulative``'s increase over the sub-windows [c, d] of the windows [a, b] (a phase of a
+    request), for each (c, d) in ``subs`` (several phases of the same windows), by the rule of
+    ``split_windows``: each elementary interval is shared equally among the *windows* [a, b] active in
+    it, so a request's phases add up to its window share. NaN c/d → NaN.
 
     ``point_uncertainty(x)``: a bound on the error of F at x; propagated linearly through the
     split (a sub-window's edge counts 1/n of it, a breakpoint inside it |1/n_before − 1/n_after|).
-    Returns (energy, uncertainty); the uncertainty is NaN without ``point_uncertainty``.
+    ``cumulative`` and ``point_uncertainty`` are called once, at the breakpoints of all the subs. A
+    breakpoint where the windows active do not change adds nothing to a sub-window's uncertainty (its
+    weight is 0); its energy is then a sum of two shares instead of one (the same within rounding).
+    Returns (energy, uncertainty) per sub; the uncertainty is NaN without ``point_uncertainty``.
     """
-    return split_subs(cumulative, a_s, b_s, [(c_s, d_s)], point_uncertainty)[0]
-
-
-def split_subs(cumulative: Callable[[np.ndarray], np.ndarray], a_s, b_s, subs: list[tuple[Any, Any]],
-               point_uncertainty: Callable[[np.ndarray], np.ndarray] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``split_sub`` of each (c, d) in ``subs`` (several phases of the same windows), ``cumulative`` and
-    ``point_uncertainty`` called once at the breakpoints of them all. A breakpoint where the windows
-    active do not change adds nothing to a sub-window's uncertainty (its weight is 0); its energy is
-    then a sum of two shares instead of one (the same within rounding)."""
     a_s, b_s = np.asarray(a_s, dtype=np.float64), np.asarray(b_s, dtype=np.float64)
     subs = [(np.asarray(c, dtype=np.float64), np.asarray(d, dtype=np.float64)) for c, d in subs]
     nan = np.full(a_s.size, np.nan)

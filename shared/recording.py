@@ -301,7 +301,8 @@ class RecordingReader:
             except RecordingError:
                 raise
             except Exception as exc:  # msgpack's FormatError, StackError, BufferFull...
-                self.problem = f"corrupt data at byte {self.good_bytes}: {exc}"
+                # (FormatError, bytes that are no msgpack, has no message: its name says it)
+                self.problem = f"corrupt data at byte {self.good_bytes}: {str(exc) or type(exc).__name__}"
 
 
 def _split(objs: list) -> tuple[list[str], list[dict[str, Any]]] | None:

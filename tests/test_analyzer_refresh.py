@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from analyzer.integrate import Trace, counter_energy, edge_uncertainty, edge_uncertainty_fn, fit_refreshes
-from analyzer.windows import split_sub, split_subs, split_windows
+from analyzer.windows import split_subs, split_windows
 from tests import synth as S
 
 GOLDEN = 0.6180339887498949
@@ -133,21 +133,21 @@ class TestUncertainty:
         steady = np.abs(unc) < 0.01
         assert steady.mean() > 0.25  # windows with no step near an edge say so
 
-    def test_split_sub_propagates_edge_bounds(self):
+    def test_split_subs_propagates_edge_bounds(self):
         """One window: u(a) + u(b). Two overlapping windows: each edge of the other counts |1/1 − 1/2|."""
         cum = lambda x: 100.0 * np.asarray(x)  # noqa: E731
         pu = lambda x: np.full(np.shape(x), 1.0)  # noqa: E731
-        e, u = split_sub(cum, [0.0], [2.0], [0.0], [2.0], pu)
+        [(e, u)] = split_subs(cum, [0.0], [2.0], [([0.0], [2.0])], pu)
         assert e[0] == pytest.approx(200.0) and u[0] == pytest.approx(2.0)
-        e, u = split_sub(cum, [0.0, 1.0], [2.0, 3.0], [0.0, 1.0], [2.0, 3.0], pu)
+        [(e, u)] = split_subs(cum, [0.0, 1.0], [2.0, 3.0], [([0.0, 1.0], [2.0, 3.0])], pu)
         assert e.tolist() == pytest.approx([150.0, 150.0])
         # window 0: edge 0 (×1), breakpoint 1 (|1 − 1/2|), edge 2 (×1/2)
         assert u.tolist() == pytest.approx([1 + 0.5 + 0.5, 0.5 + 0.5 + 1])
         # phases [0, 0.5] and [0.5, 2] of window 0 add to its share
-        e1, _ = split_sub(cum, [0.0, 1.0], [2.0, 3.0], [0.0, 1.0], [0.5, 3.0], pu)
-        e2, _ = split_sub(cum, [0.0, 1.0], [2.0, 3.0], [0.5, 1.0], [2.0, 3.0], pu)
+        (e1, _), (e2, _) = split_subs(cum, [0.0, 1.0], [2.0, 3.0],
+                                      [([0.0, 1.0], [0.5, 3.0]), ([0.5, 1.0], [2.0, 3.0])], pu)
         assert e1[0] + e2[0] == pytest.approx(150.0)
-        assert math.isnan(split_sub(cum, [0.0], [1.0], [np.nan], [1.0], pu)[0][0])
+        assert math.isnan(split_subs(cum, [0.0], [1.0], [([np.nan], [1.0])], pu)[0][0][0])
 
 
     def test_split_subs_as_each_alone(self):
@@ -164,7 +164,7 @@ class TestUncertainty:
         subs = [(a, b), (a, mid), (mid, b)]
         got = split_subs(cum, a, b, subs, pu)
         assert len(calls) == 1
-        alone = [split_sub(cum, a, b, c, d, pu) for c, d in subs]
+        alone = [split_subs(cum, a, b, [sub], pu)[0] for sub in subs]
         assert np.array_equal(got[0][1], alone[0][1])
         for (e, u), (e1, u1) in zip(got[1:], alone[1:]):
             assert np.array_equal(e, e1, equal_nan=True) and np.array_equal(u, u1, equal_nan=True)

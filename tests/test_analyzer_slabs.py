@@ -328,7 +328,7 @@ def test_a_long_recording_is_read_a_slab_at_a_time(tmp_path, monkeypatch):
     # of the whole read it came from
     store = data.source
     for f in store.files:
-        g, names, kept = store._last_group[f["file"]]
+        g, names, kept = store._files[f["file"]]._kept
         alone = store._file(f).read_row_group(g, columns=list(names), use_threads=False)
         assert kept.num_rows == f["groups"][g][2] and kept.get_total_buffer_size() == alone.get_total_buffer_size()
 

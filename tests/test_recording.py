@@ -53,6 +53,17 @@ class TestTruncation:
         assert list(reader) == sent
         assert reader.problem.startswith("corrupt object")
 
+    def test_bytes_that_are_no_msgpack_reported_by_name(self, tmp_path):
+        """0xc1 is never valid msgpack: msgpack's FormatError has no message, the problem names it."""
+        path = tmp_path / "s.msgpack"
+        sent = _write(path, n=3)
+        good = path.stat().st_size
+        with open(path, "ab") as fh:
+            fh.write(b"\xc1")
+        reader = RecordingReader(path)
+        assert list(reader) == sent
+        assert reader.problem == f"corrupt data at byte {good}: FormatError"
+
     def test_file_without_header_is_a_clear_error(self, tmp_path):
         path = tmp_path / "x.msgpack"
         path.write_bytes(msgpack.packb(["tel.gpu", {}]))

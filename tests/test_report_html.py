@@ -193,6 +193,19 @@ def test_problems_name_skips_contention_and_cache_hits(analysis):
     assert "reused" not in "\n".join(problem_list(analysis, "en"))  # the synthetic batch had no cache hit
 
 
+def test_md_and_html_count_the_requests_by_status_alike(analysis):
+    """report.md's and report.html's requests line: each status counted, the warm-up apart."""
+    import dataclasses
+
+    from analyzer import report
+
+    rows = [dict(r) for r in analysis.results]
+    next(r for r in rows if r["status"] == "ok")["status"] = "incomplete"
+    changed = dataclasses.replace(analysis, results=rows)
+    line = "Requests: 18 measured (16 ok, 1 failed, 1 incomplete), 1 warm-up"
+    assert line in report.render(changed, []) and line in report_html.render_html(changed, "en")
+
+
 def test_numbers_read_without_exponents():
     from analyzer.report import fmt_num
 
