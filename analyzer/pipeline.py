@@ -8,8 +8,9 @@ import dataclasses
 import functools
 import hashlib
 import itertools
+import math
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -75,7 +76,7 @@ class Analysis:
     gpu_samples: "Samples"               # long format, for Parquet: one piece per GPU, built when written
     host_samples: "Samples"
     timelines: list[dict[str, Any]]      # per GPU: key, t_s, power_w, simulated
-    windows: list[dict[str, Any]]        # rid, a_s, b_s, label, warmup
+    windows: Sequence[dict[str, Any]]    # rid, a_s, b_s, label, warmup, first_s (pipeline.Windows)
     simulated: bool
     problems: list[str]
     batch_id: str | None
@@ -101,6 +102,29 @@ def _label(req: Request) -> str:
 def _in_window(t_s: np.ndarray, a_s: float, b_s: float) -> slice:
     """The samples with a_s <= t <= b_s (t_s sorted): a slice, not a mask over the whole run."""
     return slice(int(t_s.searchsorted(a_s, "left")), int(t_s.searchsorted(b_s, "right")))
+
+
+def _nan_if_none(v: float | None) -> float:
+    return math.nan if v is None else v
+
+
+class Windows(Sequence):
+    """The requests' windows for the plots and the report: a dict each (rid, a_s, b_s, label, warmup and
+    first_s, where prefill ends and decode begins: None when no first token was seen), made when read
+    (a day of requests' dicts are not all held). ``first``: the first token's s after a_s, NaN for none."""
+
+    def __init__(self, done: list[Request], win: E.Window, first: np.ndarray):
+        self._done, self._win, self._first = done, win, first
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        r, a_s, first = self._done[i], float(self._win.a_s[i]), float(self._first[i])
+        return {"rid": r.rid, "a_s": a_s, "b_s": float(self._win.b_s[i]), "label": _label(r),
+                "warmup": bool(r.start.warmup), "first_s": None if math.isnan(first) else a_s + first}
+
+    def __len__(self) -> int:
+        return len(self._done)
 
 
 class Gaps(Mapping):
@@ -453,12 +477,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     request_json = RequestJson(one_json, [r.rid for r in reqs],
                                functools.partial(_request_inputs, _options_text(opts), quality), stretch_of)
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus), source, slabs)
-    first = {row["rid"]: finite(row.get("first_token_s")) for row in rows}
-    # first_s: where prefill ends and decode begins (None when no first token was seen)
-    windows = [{"rid": r.rid, "a_s": float(win.a_s[i]), "b_s": float(win.b_s[i]), "label": _label(r),
-                "warmup": bool(r.start.warmup),
-                "first_s": (float(win.a_s[i]) + first[r.rid]) if first.get(r.rid) is not None else None}
-               for r, i in ((r, idx[r.rid]) for r in done)]
+    first = np.array([_nan_if_none(finite(by_rid[r.rid][1].get("first_token_s"))) for r in done], dtype=np.float64)
+    windows = Windows(done, win, first)
     problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None
     pct = tuple(opts.metric_percentiles)

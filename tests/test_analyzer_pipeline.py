@@ -6,6 +6,7 @@ import math
 import pytest
 
 from analyzer import pipeline, stream
+from shared import messages as M
 from shared.recording import read_recording
 from tests import synth as S
 
@@ -277,7 +278,6 @@ class TestBatchCompleteness:
 
 def test_progress_events_do_not_change_the_results():
     """req.progress (live views' tokens so far) is ignored by the analysis: the same rows with and without."""
-    from shared import messages as M
     msgs = S.messages(S.Spec(duration_s=3.0, requests=[S.Req(1.0, 2.0), S.Req(1.5, 2.5, model="b")]))
     stamper = M.Stamper("collector@other")
     with_progress = list(msgs)
@@ -290,3 +290,26 @@ def test_progress_events_do_not_change_the_results():
     a2 = pipeline.analyze(stream.build(with_progress), pipeline.Options(quality=False))
     assert len(with_progress) == len(msgs) + 2
     assert a1.results == a2.results and a1.problems == a2.problems and len(a1.results) == 2
+
+
+def test_windows_are_the_done_requests_with_their_prefill_end():
+    """Analysis.windows (made when read): each finished request's window, label and first token; a
+    warm-up marked; a request without a first token has no first_s."""
+    spec = S.tiny_spec()
+    spec.requests.append(S.Req(spec.duration_s - 1.2, spec.duration_s - 1.0, rid="silent/one", ok=False))
+    msgs = [(t, p) for t, p in S.messages(spec) if not (t == M.REQ_FIRST_TOKEN and p["rid"] == "silent/one")]
+    for t, p in msgs:  # no first token at all for this one
+        if t == M.REQ_END and p["rid"] == "silent/one":
+            del p["client"]["first_token_s"]
+    a = pipeline.analyze(stream.build(msgs), pipeline.Options(quality=False))
+    rows = {r["rid"]: r for r in a.results + a.warmups}
+    got = list(a.windows)
+    assert len(got) == len(a.windows) == len(rows) and a.windows[-1] == got[-1] and a.windows[1:3] == got[1:3]
+    assert [w["rid"] for w in got if w["warmup"]] == ["warmup/tiny-a:1b"]
+    for w in got:
+        row = rows[w["rid"]]
+        assert w["b_s"] - w["a_s"] == pytest.approx(row["latency_s"], abs=1e-6)
+        assert w["label"] == f"{row['model']}/{row['task']}/{row['load']}#{row['run']}"
+        first = row.get("first_token_s")
+        assert w["first_s"] == (None if first is None or math.isnan(first) else w["a_s"] + first)
+    assert any(w["first_s"] is None for w in got) and any(w["first_s"] is not None for w in got)
