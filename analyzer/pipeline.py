@@ -633,19 +633,22 @@ def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.W
         idle.update({g.key: E.idle_power_w(g, origin, idle_until) for g in before if g.key in idle})
         del before
     power: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in counted}
-    parts: list[tuple[np.ndarray, dict]] = []
+    # each slab's columns written into the whole ones as it comes (not every slab's held, then copied)
+    scatter = SL.Scatter(win.a_s.size)
     level_parts: list[dict[str, np.ndarray] | None] = []
     tasks = (_slab_task(s, counted, win, mid, idle_until, idle, opts, levels.tasks[j] if levels else None)
              for j, s in enumerate(slabs))
     with slab_pool.runner(source, slab_pool.jobs(opts.jobs, source, slabs)) as run:
         # one slab's telemetry at a time: each read goes when its slab is measured
         for s, (cols, shapes, level) in zip(slabs, run(slab_pool.measure_slab, tasks)):
-            parts.append((s.rows, cols))
+            scatter.add(s.rows, cols)
             level_parts.append(level)
             for key, piece in shapes.items():
                 power[key].append(piece)
+            del cols, shapes, level  # gone before the next slab is measured
             memory.give_back()  # the slab's samples, freed
-    whole = SL.scatter(win.a_s.size, parts)
+    whole = scatter.result()
+    del scatter
     per_gpu = {k: {c: v for (g, c), v in whole.items() if g == k} for k in counted}
     host = {c: v for (g, c), v in whole.items() if g is None}
     timelines = [{"key": g.key, "t_s": np.concatenate([t for t, _ in power[g.key]]),

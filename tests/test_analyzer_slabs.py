@@ -56,6 +56,32 @@ def test_envelope_keeps_peaks_and_bounds_points():
     assert tt.size <= 200 and 9.0 in yy and (np.diff(tt) > 0).all()
 
 
+
+def test_scatter_writes_each_slab_as_it_comes():
+    sc = SL.Scatter(4)
+    sc.add(np.array([0, 2]), {"e": np.array([1.0, 3.0]), "n": np.array([10, 30])})
+    # columns only a later slab gives: None, zero, False in the rows of the slabs before (and of none)
+    sc.add(np.array([1]), {"e": np.array([2.0]), "proc": np.array(["x"], dtype=object), "ok": np.array([True])})
+    sc.add(np.zeros(0, dtype=int), {"e": np.zeros(0)})
+    got = sc.result()
+    assert np.array_equal(got["e"], [1.0, 2.0, 3.0, np.nan], equal_nan=True)
+    assert got["n"].tolist() == [10, 0, 30, 0] and got["n"].dtype == np.int64
+    assert got["proc"].tolist() == [None, "x", None, None]
+    assert got["ok"].tolist() == [False, True, False, False]
+
+
+def test_scatter_keeps_one_whole_part_as_it_is():
+    part = {"e": np.array([1.0, 2.0], dtype=np.float32)}
+    one = SL.Scatter(2)
+    one.add(np.arange(2), part)
+    assert one.result() is part
+    # more parts after it: the whole one is written as any other (float columns of float64)
+    more = SL.Scatter(2)
+    more.add(np.arange(2), part)
+    more.add(np.array([1]), {"e": np.array([5.0])})
+    got = more.result()["e"]
+    assert got.dtype == np.float64 and got.tolist() == [1.0, 5.0]
+
 @pytest.mark.parametrize("base", [5_000_000_000_000, 2 ** 53 - 300, 1_700_000_000_000_000_000])
 def test_stamp_range_is_the_float_comparison_on_int64_stamps(base):
     """The integer bounds select exactly the stamps numpy's ``lo <= t <= hi`` selects (int64 compared
