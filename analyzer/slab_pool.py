@@ -189,7 +189,7 @@ def measure_slab(tele: BatchData, s: SL.Slab, counted: list[str], w: E.Window, m
             shapes[key] = (t_s, p_w)
         else:
             own = (t_s >= s.own_lo_s) & (t_s < s.own_hi_s)
-            shapes[key] = SL.envelope(t_s[own], p_w[own])
+            shapes[key] = SL.envelope(t_s[own], p_w[own], s.buckets)
     got = E.host_columns(tele.host, tele.procs, tele.rapl, origin, tele.src_seqs, w, cpu_tdp_w)
     cols.update({(None, c): np.asarray(v)[mine] for c, v in got.items()})
     levels = None

@@ -24,6 +24,7 @@ from analyzer.stream import BatchData, Series
 SLAB_S = 600.0    # seconds of the time axis a slab owns
 MARGIN_S = 30.0   # telemetry read around a slab's windows (counter intervals and hold fits reach past the edges)
 ENVELOPE_POINTS = 1000  # per slab and GPU, the timeline keeps the min and max of this many buckets
+TIMELINE_POINTS = 100_000  # per GPU, the most points a run's timeline keeps (its slabs share them out)
 
 INF = float("inf")
 EXACT = float(1 << 53)  # integers up to this size are floats exactly
@@ -36,6 +37,7 @@ class Slab:
     own_hi_s: float
     lo_s: float        # the telemetry it reads: own part and its windows, plus the margin
     hi_s: float
+    buckets: int = ENVELOPE_POINTS  # its part of the timeline: the min and max of this many buckets
 
     @property
     def whole(self) -> bool:
@@ -54,6 +56,8 @@ def plan(a_s: np.ndarray, b_s: np.ndarray, span_s: tuple[float, float], slab_s: 
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo <= slab_s:
         return [Slab(np.arange(a_s.size), -INF, INF, -INF, INF)]
     k = int(np.ceil((hi - lo) / slab_s))
+    # a long run's slabs keep fewer points each: its timeline stays TIMELINE_POINTS at most, whatever its length
+    buckets = max(1, min(ENVELOPE_POINTS, TIMELINE_POINTS // (2 * k)))
     cuts = np.concatenate([[-INF], lo + slab_s * np.arange(1, k), [INF]])
     which = np.clip(np.searchsorted(cuts, a_s, side="right") - 1, 0, k - 1)
     out = []
@@ -63,7 +67,7 @@ def plan(a_s: np.ndarray, b_s: np.ndarray, span_s: tuple[float, float], slab_s: 
         first = min(own_lo, float(a_s[rows].min())) if rows.size else own_lo
         last = max(own_hi, float(b_s[rows].max())) if rows.size else own_hi
         out.append(Slab(rows, own_lo, own_hi, -INF if i == 0 else first - margin_s,
-                        INF if i == k - 1 else last + margin_s))
+                        INF if i == k - 1 else last + margin_s, buckets))
     return out
 
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from analyzer import columnar, pipeline, slabs as SL
+from analyzer import columnar, pipeline, slabs as SL, stream
 from tests import synth as S
 
 
@@ -118,6 +118,26 @@ def measured(tmp_path_factory):
     finally:
         SL.MARGIN_S = margin
     return batch, whole, sliced, tight
+
+
+def test_a_long_runs_timeline_is_shared_out_among_its_slabs(monkeypatch):
+    """A run of many slabs keeps TIMELINE_POINTS per GPU at most, spread over the whole run, each slab's
+    peak kept; the energies are not touched (the timeline is for the plots)."""
+    bursts = [(1.0 + 2.0 * k, 0.05, 300.0 + k) for k in range(29)]  # a short peak in every slab
+    spec = S.Spec(duration_s=60.0, rate_hz=50.0, gpus=[S.Gpu(S.pulses(80.0, bursts))],
+                  requests=[S.Req(0.5 + 2.0 * k, 1.5 + 2.0 * k, run=k) for k in range(29)])
+    batch = stream.build(S.messages(spec))
+    opts = pipeline.Options(quality=False, slab_s=2.0)
+    full = pipeline.analyze(batch, opts)
+    monkeypatch.setattr(SL, "TIMELINE_POINTS", 600)
+    slabs = SL.plan(np.array([0.5]), np.array([1.5]), (0.0, 60.0), 2.0)
+    assert len(slabs) == 30 and {s.buckets for s in slabs} == {10}
+    lean = pipeline.analyze(batch, opts)
+    (tl,), (tl_full,) = lean.timelines, full.timelines
+    assert tl["t_s"].size <= 600 < tl_full["t_s"].size
+    assert tl["t_s"][0] < 2.0 and tl["t_s"][-1] > 58.0 and (np.diff(tl["t_s"]) > 0).all()
+    assert {300.0 + k for k in range(29)} <= set(tl["power_w"].tolist())
+    assert [r["gpu_energy_j"] for r in lean.results] == [r["gpu_energy_j"] for r in full.results]
 
 
 def test_slabs_give_the_exact_energies(measured):
