@@ -193,6 +193,12 @@ def _scalar_json(v: Any) -> str:
 
 
 def _column(values: list) -> pa.Array:
+    got = _typed(values)
+    return _text(values) if got is None else got
+
+
+def _typed(values: list) -> pa.Array | None:
+    """The values as Arrow makes them (None: types that do not mix)."""
     if isinstance(values, pa.Array):
         return values
     # built from buffers where the values allow it: pa.array imports pandas (~0.25 s a run)
@@ -201,8 +207,13 @@ def _column(values: list) -> pa.Array:
         return plain
     try:
         return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them readable as text
-        return pa.array([None if v is None else tables.cell(v) for v in values], type=pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+
+
+def _text(values: list) -> pa.Array:
+    """Mixed types kept readable as text (their CSV cells)."""
+    return pa.array([None if v is None else tables.cell(v) for v in values], type=pa.string())
 
 
 _NUMBERS = {float, int, bool, type(None)}
@@ -217,14 +228,89 @@ def _jsonable_column(values: list) -> list:
     return [jsonable(v) for v in values]
 
 
-def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:
-    # a column's Python values made, converted and dropped before the next (a day's results: ~0.3 GB at once)
-    made = (_column(_jsonable_column(values)) for values in iter_columns(rows, columns))
-    table = pa.table(dict(zip(columns, made)))
+# rows per row group of a results.parquet (its Arrow columns held a block at a time): at most
+# arrow_np.LIST_ROWS, so that a block's columns are built from buffers; longer ones go to pa.array, which
+# imports pandas (~50 MiB) and held more (a day's results: ~80 MiB at 16,384 rows a block, ~35 at 8,192)
+PARQUET_BLOCK = 8_192
+
+
+def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]], block: int = PARQUET_BLOCK) -> Path:
+    """The rows as Parquet, a block of rows at a time (a row group each; a day's results as one Arrow
+    table: ~0.15 GB). The file reads back as the table of every row at once would be: with more than
+    one block, each column's type is found over all its rows first (_types) and every block made in it."""
+    names = list(dict.fromkeys(columns))  # (a name given twice once, as pa.table of a dict)
+    types = _types(rows, names) if len(rows) > block else None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
+    writer = None
+    try:
+        for lo in range(0, len(rows) or 1, block):  # (no rows: one table of none, as pa.table writes)
+            # a column's Python values made, converted and dropped before the next
+            made = iter_columns(rows[lo:lo + block], names)
+            arrays = [_column(_jsonable_column(values)) for values in made] if types is None else \
+                [_in_type(values, *kind) for values, kind in zip(made, types)]
+            table = pa.Table.from_arrays(arrays, names=names)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)  # (a block of another schema is refused: never a file of two)
+            del table, arrays
+            if lo + block < len(rows):  # freed before the next block (the heap kept three of a day's blocks)
+                memory.give_back()
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     return _replace(tmp, path)
+
+
+_PLAIN_TYPES = {float: pa.float64(), int: pa.int64(), str: pa.string(), bool: pa.bool_()}
+_I64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _types(rows: list[dict[str, Any]], names: list[str]) -> list[tuple[pa.DataType, bool]]:
+    """Each column's Arrow type over all rows, as _column of the whole column makes it, and whether it is
+    text of mixed types; one column's values made at a time. Arrow infers a type from every value, in
+    order ([1.5, True] is double, [True, 1.5] mixed), so a column of one plain type is named by its
+    type and any other is made whole, once, for its type."""
+    out = []
+    for values in iter_columns(rows, names):
+        kind = _plain_type(values)
+        if kind is None:
+            got = _typed(_jsonable_column(values))
+            out.append((pa.string(), True) if got is None else (got.type, False))
+        else:
+            out.append((kind, False))
+    return out
+
+
+def _plain_type(values: list) -> pa.DataType | None:
+    """The type of a column of one plain type and None, as _column makes it; None for any other column."""
+    kinds = set(map(type, values)) - {type(None)}
+    if not kinds:
+        return pa.null()
+    one = kinds.pop()
+    if kinds or one not in _PLAIN_TYPES:
+        return None
+    if one is float:  # NaN and inf are None (jsonable): a column of them alone is null
+        return pa.float64() if any(v is not None and math.isfinite(v) for v in values) else pa.null()
+    if one is int:  # (one beyond int64 is pa.array's to convert or refuse)
+        ints = [v for v in values if v is not None]
+        return pa.int64() if _I64[0] <= min(ints) and max(ints) <= _I64[1] else None
+    return _PLAIN_TYPES[one]
+
+
+def _in_type(values: list, kind: pa.DataType, text: bool) -> pa.Array:
+    """_column of a block's values in their whole column's type ``kind`` (``text``: the whole column's
+    types do not mix). A block of another type (all None, ints in a column of floats) is converted to
+    it value by value, as the whole column was."""
+    values = _jsonable_column(values)
+    if text:
+        return _text(values)
+    got = _typed(values)
+    return got if got is not None and got.type == kind else pa.array(values, type=kind)
 
 
 SAMPLES_KEY = b"genai_power.samples_key"  # Parquet metadata: what the table was built from (columnar.samples_key)
@@ -314,11 +400,12 @@ def _holds(path: Path, key: str, samples) -> bool:
             and meta.schema.to_arrow_schema().names == list(samples.columns))
 
 
-def write_text(path: Path, text: str | list[str], encoding: str = "utf-8", skip_unchanged: bool = False) -> Path:
+def write_text(path: Path, text: str | Iterable[str], encoding: str = "utf-8", skip_unchanged: bool = False) -> Path:
     """Write via a temporary file and an atomic rename: a killed analyzer never leaves half a CSV.
-    ``text``: a string, or its parts in order. ``skip_unchanged``: a file that already holds exactly
-    these bytes is left as it is (creating the temporary file costs more than composing a request's
-    JSON: a re-analysis rewrites thousands)."""
+    ``text``: a string, or its parts in order (a list, or an iterable that makes them as they are
+    written: a day's results.csv is never one string). ``skip_unchanged``: a file that already holds
+    exactly these bytes is left as it is (creating the temporary file costs more than composing a
+    request's JSON: a re-analysis rewrites thousands)."""
     if not isinstance(text, str) and skip_unchanged:
         text = "".join(text)
     if isinstance(text, str) and (skip_unchanged or len(text) <= _PIECE):
@@ -492,7 +579,8 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
                samples_key: str | None) -> list[Path]:
     bd.make()
     written = [
-        write_text(bd.summary / "results.csv", tables.csv_text(a.columns, a.results), CSV_ENCODING),
+        # a request's row a line: the CSV written as it is made, a block of rows at a time
+        write_text(bd.summary / "results.csv", tables.csv_parts(a.columns, a.results), CSV_ENCODING),
         write_text(bd.summary / "stats.csv", tables.csv_text(a.stats_columns, a.stats), CSV_ENCODING),
         write_text(bd.summary / "stats_per_case.csv", tables.csv_text(tables.PER_CASE_COLUMNS,
                                                                       tables.per_case(a.results, a.simulated)),
@@ -508,7 +596,7 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
                                   CSV_ENCODING))
         written.append(parquet(bd.summary / "load_curve.parquet", list(load_curve.COLUMNS), a.load_curve))  # compare
     if a.warmups:
-        written.append(write_text(bd.summary / "warmups.csv", tables.csv_text(a.columns, a.warmups), CSV_ENCODING))
+        written.append(write_text(bd.summary / "warmups.csv", tables.csv_parts(a.columns, a.warmups), CSV_ENCODING))
     rids = list(a.request_json)  # in time order (its telemetry is read in order); each built, written, dropped
     files = RequestFiles(bd.raw, samples_key)
     samples = [(bd.raw / "samples_gpu.parquet", a.gpu_samples), (bd.raw / "samples_host.parquet", a.host_samples)]
@@ -529,7 +617,7 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
                                        functools.partial(a.request_json.__getitem__, rid)))
         files.close()
         written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))
-        memory.give_back()  # the results' Arrow table (a day's: ~0.15 GB), freed before the reports
+        memory.give_back()  # the results' last block of Arrow columns, freed before the reports
         written.extend(sample_tables.finish())
     except BaseException:  # the sample files' writers closed whatever failed (a live analyzer goes on)
         sample_tables.close()

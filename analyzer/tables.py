@@ -6,7 +6,7 @@ import csv
 import io
 import math
 from array import array
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -391,19 +391,34 @@ def cell(v: Any) -> str:
 
 def csv_text(columns: Iterable[str], rows: list[dict[str, Any]]) -> str:
     """CSV with ``\\n`` line ends; the caller writes it as utf-8-sig (Excel on Windows reads the BOM)."""
+    return "".join(csv_parts(columns, rows))
+
+
+def csv_parts(columns: Iterable[str], rows: list[dict[str, Any]]) -> Iterator[str]:
+    """csv_text in parts, made as they are asked for: the header, then a block of rows at a time (a day's
+    results.csv is ~50 MB of text; outputs.write_text encodes and writes each part as it comes)."""
     columns = list(columns)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     if not columns:
         w.writerows([[] for _ in rows])
+    yield _taken(buf)
     # column by column: the cells of a column mostly share one type, converted without cell()'s checks;
     # a block of rows at a time, so the cells of a long batch are never all held at once (every fast
     # path of _cells writes what cell() writes, so the block's own types change no byte)
     for lo in range(0, len(rows), _CSV_BLOCK) if columns else ():
         block = rows[lo:lo + _CSV_BLOCK]
         w.writerows(zip(*[_cells(values) for values in ROWS.columns_of(block, columns)]))
-    return buf.getvalue()
+        yield _taken(buf)
+
+
+def _taken(buf: io.StringIO) -> str:
+    """The text written to ``buf`` so far, ``buf`` emptied."""
+    text = buf.getvalue()
+    buf.seek(0)
+    buf.truncate()
+    return text
 
 
 _CSV_BLOCK = 512
