@@ -167,7 +167,7 @@ def _check_for(name: str, hint: Any, required: bool) -> _Check:
     return _Check(name, tuple(dict.fromkeys(allowed)), no_bool, int in args, nested, required)
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class Record:
     """A typed map of the contract: declared keys, checked types, ``to_msg``/``from_msg``."""
 
@@ -285,7 +285,7 @@ class Record:
         return cls(**kw)
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class Body(Record):
     """A topic's payload. The envelope keys are filled by ``from_msg`` (None on a body a producer
     builds: the publisher's Stamper adds them)."""
@@ -300,7 +300,7 @@ class Body(Record):
     wall: int | None = _k("`time.time_ns()` at the same moment (for people and cross-host joins)")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class TelGpu(Body):
     """One GPU, one tick. Power and energy every tick; the slower fields every `--gpu-slow-hz` tick."""
     TOPIC: ClassVar[str] = TEL_GPU
@@ -329,7 +329,7 @@ class TelGpu(Body):
 GPU_SERIES = TelGpu.series_keys()
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class TelHost(Body):
     """The host, one tick (psutil, RAPL). Byte counters are cumulative since boot."""
     TOPIC: ClassVar[str] = TEL_HOST
@@ -358,7 +358,7 @@ class TelHost(Body):
 HOST_SERIES = TelHost.series_keys()
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class TelHb(Body):
     """Daemon heartbeat, about once a second."""
     TOPIC: ClassVar[str] = TEL_HB
@@ -376,7 +376,7 @@ class TelHb(Body):
                            "`perf_counter: clock_gettime(CLOCK_MONOTONIC), 1e-09 s`")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class ReqStart(Body):
     """A request (or a warm-up) is sent. Its window opens at this message's `t`."""
     TOPIC: ClassVar[str] = REQ_START
@@ -402,7 +402,7 @@ class ReqStart(Body):
     proxy: dict[str, Any] | None = _k("measuring proxy: {path, stream, usage_added} of the client's request")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class ReqFirstToken(Body):
     """The first streamed token of a kind arrived in an attempt (`t` = its arrival). A retried
     request sends one per attempt; the last attempt's is the request's."""
@@ -412,7 +412,7 @@ class ReqFirstToken(Body):
     attempt: int | None = _k("which attempt of the request (0 = first; retries count up)")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class ClientMetrics(Record):
     """What the collector's clock saw of a request (the `client` map of req.end). Seconds count from
     the request's start, the req.start instant that opens the energy window, retries included
@@ -432,7 +432,7 @@ class ClientMetrics(Record):
     bad_lines: int | None = _k("streamed lines that were not valid JSON")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class ReqEnd(Body):
     """A request ended (`t` closes its window). In the recording it means the request is complete."""
     TOPIC: ClassVar[str] = REQ_END
@@ -455,7 +455,7 @@ class ReqEnd(Body):
                                           "`prompt_note`)")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class ReqProgress(Body):
     """How far a streamed answer has come, sent by the collector and the measuring proxy at most every
     `PROGRESS_EVERY_NS` (0.5 s) per request while it streams, never per chunk. For live views only:
@@ -471,7 +471,7 @@ class ReqProgress(Body):
     chars_so_far: int | None = _k("characters of answer and thinking text received in this attempt")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class BatchStart(Body):
     """A batch (or its resumption) starts."""
     TOPIC: ClassVar[str] = BATCH_START
@@ -494,7 +494,7 @@ class BatchStart(Body):
                                      "`server_parallel` (+ `_source`) where the server tells, `ignore_eos`")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class BatchEnd(Body):
     """A batch (or one start of it) ends."""
     TOPIC: ClassVar[str] = BATCH_END
@@ -510,7 +510,7 @@ class BatchEnd(Body):
     telemetry_dropped: dict[str, int] | None = _k("{oversize, invalid}: bus messages refused unread")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class ClockSync(Body):
     """One clock probe of a telemetry source by the collector (NTP-style), recorded by the collector at
     batch start, every few seconds and at the end. Envelope `t` is the collector's clock at the answer.
@@ -530,7 +530,7 @@ class ClockSync(Body):
     endpoint: str | None = _k("the probe endpoint asked")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class AnaRow(Body):
     """One request's analysed row, published by `python -m analyzer --live` (`--publish-endpoint`) as
     soon as the telemetry after the request's end has arrived (or a bounded wait ran out), and again
