@@ -274,6 +274,81 @@ class _GpuCells(_Cells):
         return tuple(head), list(zip(*head.values())), tuple(tail), list(zip(*tail.values()))
 
 
+class _SlabRows:
+    """Every request's results row (``finish()``: in ``reqs`` order), a slab's requests' made as soon as
+    its per-window columns come (``add``), so the whole run's columns are never held beside the rows (a
+    day of 8 GPUs: ~75 MiB). ``make(r, i, at, gpu, host)``: request r's row as a dict (i: its window,
+    None for none; at: the window's place in the cells). A request without a window is made in its turn
+    among the others: the slabs own windows by start time, so the table's rows keep ``reqs`` order and
+    ROWS.iter_columns reads runs of them as slices (any order gives the same values)."""
+
+    def __init__(self, reqs: list[Request], idx: dict[str, int], slabs: list[SL.Slab], counted: list[str],
+                 make: Callable[[Request, int | None, int | None, _GpuCells | None, _Cells | None], dict]):
+        self._reqs, self._counted, self._make = reqs, counted, make
+        self._layouts = ROWS.Layouts()  # rows as compact mappings: a dict of ~200 columns a request is several KB
+        self._rows: list[Any] = [None] * len(reqs)
+        self._win = np.array([idx.get(r.rid, -1) for r in reqs], dtype=np.int64)  # each request's window
+        slab_of = np.zeros(sum(s.rows.size for s in slabs), dtype=np.int64)
+        for k, s in enumerate(slabs):
+            slab_of[s.rows] = k
+        at = np.full(len(reqs), -1, dtype=np.int64)
+        at[self._win >= 0] = slab_of[self._win[self._win >= 0]]
+        self._order = np.argsort(at, kind="stable")  # the requests by slab (first those without a window)
+        self._bounds = np.searchsorted(at[self._order], np.arange(-1, len(slabs) + 1))
+        self._undone, self._u = self._order[:self._bounds[1]].tolist(), 0
+        self._procs: list[tuple[str, ...]] = []  # per slab: the proc columns its rows were made with
+        self.idle_found: set[str] = set()  # the GPUs with an idle power in some window
+
+    def add(self, s: SL.Slab, cols: dict[tuple, np.ndarray]) -> None:
+        """The rows of slab ``s``'s requests from its columns ({(GPU key or None for the host, column):
+        values of ``s.rows``}), the next slab's."""
+        k = len(self._procs)
+        per_gpu: dict[str, dict[str, np.ndarray]] = {g: {} for g in self._counted}
+        host: dict[str, np.ndarray] = {}
+        for (g, c), v in cols.items():
+            (host if g is None else per_gpu[g])[c] = v
+        self.idle_found.update(g for g, c in per_gpu.items() if np.isfinite(c["idle_w"]).any())
+        # a row has the proc columns of the whole run (None where its slab saw no such process): those met so far
+        procs = tuple(sorted({*(self._procs[-1] if self._procs else ()), *(c for c in host if c.startswith("proc_"))}))
+        self._procs.append(procs)
+        gpu = _GpuCells(per_gpu) if per_gpu else None
+        cells = _Cells(host, HOST_COLUMNS + procs, s.rows.size)
+        mine = self._order[self._bounds[k + 1]:self._bounds[k + 2]]
+        for p, at in zip(mine.tolist(), np.searchsorted(s.rows, self._win[mine]).tolist()):
+            self._undone_before(p)
+            self._rows[p] = self._layouts.row(self._make(self._reqs[p], int(self._win[p]), at, gpu, cells))
+
+    def _undone_before(self, p: float) -> None:
+        """The rows of the requests without a window before the p-th."""
+        undone, u = self._undone, self._u
+        while u < len(undone) and undone[u] < p:
+            self._rows[undone[u]] = self._layouts.row(self._make(self._reqs[undone[u]], None, None, None, None))
+            u += 1
+        self._u = u
+
+    def finish(self) -> list[ROWS.Row]:
+        """Every request's row, in ``reqs`` order."""
+        self._undone_before(math.inf)
+        every = self._procs[-1] if self._procs else ()
+        for k, procs in enumerate(self._procs):
+            if procs != every:  # a process first seen in a later slab: these rows get its columns too
+                for p in self._order[self._bounds[k + 1]:self._bounds[k + 2]].tolist():
+                    self._rows[p] = self._layouts.row(_with_procs(self._rows[p], every))
+        return self._rows
+
+
+def _with_procs(row: Mapping[str, Any], procs: tuple[str, ...]) -> dict[str, Any]:
+    """``row`` with the proc columns ``procs`` (sorted) after its host columns, as a row made with
+    them has them (None where it has none)."""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if not k.startswith("proc_"):
+            out[k] = v
+            if k == HOST_COLUMNS[-1]:
+                out.update((c, row.get(c)) for c in procs)
+    return out
+
+
 def batch_setting(batch: BatchData, key: str) -> dict[str, Any] | None:
     """One setting as the collector recorded it in batch.start's config ({"value", "source", ...})."""
     config = batch.batch_start.config if batch.batch_start else None
@@ -335,23 +410,24 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     spans = {r.rid: (float(win.a_s[i]), float(win.b_s[i])) for r, i in ((r, idx[r.rid]) for r in done)
              if not r.start.warmup} if (loaded or slo) else {}
     levels = _LevelPieces.of(reqs, spans, slabs) if (loaded or slo) else None
-    per_gpu, host, timelines, level_j = _measure(batch, source, slabs, win, mid, idle_until, opts, levels)
-    if opts.idle_baseline and batch.gpus and any(not np.isfinite(c["idle_w"]).any() for c in per_gpu.values()):
-        problems.append(Msg("p_no_idle_samples"))
     simulated = any(g.simulated for g in batch.gpus)
-    cases = batch.batch_start.cases if batch.batch_start else None
-    rows = []
-    gpu_cells = _GpuCells(per_gpu) if per_gpu else None
-    host_cells = _Cells(host, HOST_COLUMNS + tuple(sorted(k for k in host if k.startswith("proc_"))), len(done))
     fixed = _batch_columns(batch, opts, simulated)
-    layouts = ROWS.Layouts()  # rows as compact mappings: a dict of ~200 columns a request is several KB
-    for r in reqs:
-        d = _row(r, idx.get(r.rid), gpu_cells, host_cells, batch, opts, fixed)
-        if r.rid in idx:
-            d["effective_window_s"] = float(conc.energy[idx[r.rid]])
-            d["concurrency_max"] = int(conc.max_active[idx[r.rid]])
-        rows.append(layouts.row(d))
-    del per_gpu, host, gpu_cells, host_cells  # every request's figures are in its row now
+
+    def make(r: Request, i: int | None, at: int | None, gpu: _GpuCells | None, host: _Cells | None) -> dict:
+        d = _row(r, at, gpu, host, batch, opts, fixed)
+        if i is not None:
+            d["effective_window_s"] = float(conc.energy[i])
+            d["concurrency_max"] = int(conc.max_active[i])
+        return d
+
+    # every request's row built with its slab (then the slab's columns go: the run's are never all held)
+    built = _SlabRows(reqs, idx, slabs, [g.key for g in batch.gpus], make)
+    timelines, level_j = _measure(batch, source, slabs, win, mid, idle_until, opts, levels, built.add)
+    rows = built.finish()
+    if opts.idle_baseline and batch.gpus and not built.idle_found >= {g.key for g in batch.gpus}:
+        problems.append(Msg("p_no_idle_samples"))
+    del built
+    cases = batch.batch_start.cases if batch.batch_start else None
     # Quality: finished, successful, measured requests only. A proxy batch's task names are the user's
     # labels (X-GenAI-Power-Task), not task types: scored as proxy requests, never "not a known task".
     proxied = bool(batch.batch_start and batch.batch_start.backend == "proxy")
@@ -617,13 +693,14 @@ class _LevelPieces:
 
 
 def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.Window, mid: np.ndarray,
-             idle_until: float | None, opts: Options, levels: _LevelPieces | None = None
-             ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], list[dict[str, Any]],
-                        dict[str, np.ndarray] | None]:
-    """Per window: every counted GPU's columns and the host's, slab by slab (with --jobs N, by N processes:
-    analyzer.slab_pool); each counted GPU's power timeline (a slab's own stretch at a time: whole on one
-    slab, its min/max envelope on more); and the load levels' energies (``levels``; else None), their
-    pieces measured from the same read of each slab."""
+             idle_until: float | None, opts: Options, levels: _LevelPieces | None = None,
+             take: Callable[[SL.Slab, dict[tuple, np.ndarray]], None] | None = None
+             ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray] | None]:
+    """Per window, every counted GPU's columns and the host's, slab by slab (with --jobs N, by N processes:
+    analyzer.slab_pool), each slab's handed to ``take`` as it comes, in slab order ({(GPU key or None for
+    the host, column): values of the slab's windows, ``s.rows``}) and let go; returns each counted GPU's
+    power timeline (a slab's own stretch at a time: whole on one slab, its min/max envelope on more) and
+    the load levels' energies (``levels``; else None), their pieces measured from the same read of each slab."""
     origin = batch.origin_ns
     counted = [g.key for g in batch.gpus]
     idle: dict[str, float | None] = {k: None for k in counted}
@@ -633,29 +710,24 @@ def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.W
         idle.update({g.key: E.idle_power_w(g, origin, idle_until) for g in before if g.key in idle})
         del before
     power: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in counted}
-    # each slab's columns written into the whole ones as it comes (not every slab's held, then copied)
-    scatter = SL.Scatter(win.a_s.size)
     level_parts: list[dict[str, np.ndarray] | None] = []
     tasks = (_slab_task(s, counted, win, mid, idle_until, idle, opts, levels.tasks[j] if levels else None)
              for j, s in enumerate(slabs))
     with slab_pool.runner(source, slab_pool.jobs(opts.jobs, source, slabs)) as run:
         # one slab's telemetry at a time: each read goes when its slab is measured
         for s, (cols, shapes, level) in zip(slabs, run(slab_pool.measure_slab, tasks)):
-            scatter.add(s.rows, cols)
+            if take is not None:
+                take(s, cols)
             level_parts.append(level)
             for key, piece in shapes.items():
                 power[key].append(piece)
             del cols, shapes, level  # gone before the next slab is measured
             memory.give_back()  # the slab's samples, freed
-    whole = scatter.result()
-    del scatter
-    per_gpu = {k: {c: v for (g, c), v in whole.items() if g == k} for k in counted}
-    host = {c: v for (g, c), v in whole.items() if g is None}
     timelines = [{"key": g.key, "t_s": np.concatenate([t for t, _ in power[g.key]]),
                   "power_w": np.concatenate([p for _, p in power[g.key]]),
                   "simulated": g.simulated, "name": g.meta.get("name"),
                   "gpu_id": f"{M.src_host(g.src) or '?'} / {g.meta.get('uuid') or g.key}"} for g in batch.gpus]
-    return per_gpu, host, timelines, levels.total(level_parts) if levels else None
+    return timelines, levels.total(level_parts) if levels else None
 
 
 def _slab_task(s: SL.Slab, counted: list[str], win: E.Window, mid: np.ndarray, idle_until: float | None,

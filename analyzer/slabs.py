@@ -188,41 +188,6 @@ def source_of(batch: BatchData) -> Source:
     return batch.source if batch.source is not None else InMemory(batch)
 
 
-class Scatter:
-    """Per-slab column dicts (window rows, columns) → whole columns of n windows, in window order,
-    written as the slabs come: each column made on its first sight (with the first slab's dtype; NaN,
-    zero or None in rows no slab writes), so a slab's part can go as soon as it is added."""
-
-    def __init__(self, n: int):
-        self.n = n
-        self._out: dict[str, np.ndarray] = {}
-        self._first: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
-        self._added = 0
-
-    def add(self, rows: np.ndarray, cols: dict[str, np.ndarray]) -> None:
-        n = self.n
-        if self._added == 0 and rows.size == n and np.array_equal(rows, np.arange(n)):
-            self._first = (rows, cols)  # every window in order: kept as it is, unless more come
-        else:
-            if self._first is not None:
-                self._write(*self._first)
-                self._first = None
-            self._write(rows, cols)
-        self._added += 1
-
-    def _write(self, rows: np.ndarray, cols: dict[str, np.ndarray]) -> None:
-        out, n = self._out, self.n
-        for name, v in cols.items():
-            v = np.asarray(v)
-            if name not in out:
-                out[name] = (np.full(n, np.nan) if v.dtype.kind == "f" else
-                             np.zeros(n, dtype=v.dtype) if v.dtype.kind in "iub" else np.full(n, None, dtype=object))
-            out[name][rows] = v
-
-    def result(self) -> dict[str, np.ndarray]:
-        return self._first[1] if self._first is not None else self._out
-
-
 def envelope(t: np.ndarray, y: np.ndarray, buckets: int = ENVELOPE_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """At most about 2 × buckets points: each bucket's lowest and highest reading, in time order (peaks stay)."""
     if t.size <= 2 * buckets:

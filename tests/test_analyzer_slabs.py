@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from analyzer import columnar, pipeline, slabs as SL, stream
+from shared import messages as M
 from tests import synth as S
 
 
@@ -55,32 +56,6 @@ def test_envelope_keeps_peaks_and_bounds_points():
     tt, yy = SL.envelope(t, y, buckets=100)
     assert tt.size <= 200 and 9.0 in yy and (np.diff(tt) > 0).all()
 
-
-
-def test_scatter_writes_each_slab_as_it_comes():
-    sc = SL.Scatter(4)
-    sc.add(np.array([0, 2]), {"e": np.array([1.0, 3.0]), "n": np.array([10, 30])})
-    # columns only a later slab gives: None, zero, False in the rows of the slabs before (and of none)
-    sc.add(np.array([1]), {"e": np.array([2.0]), "proc": np.array(["x"], dtype=object), "ok": np.array([True])})
-    sc.add(np.zeros(0, dtype=int), {"e": np.zeros(0)})
-    got = sc.result()
-    assert np.array_equal(got["e"], [1.0, 2.0, 3.0, np.nan], equal_nan=True)
-    assert got["n"].tolist() == [10, 0, 30, 0] and got["n"].dtype == np.int64
-    assert got["proc"].tolist() == [None, "x", None, None]
-    assert got["ok"].tolist() == [False, True, False, False]
-
-
-def test_scatter_keeps_one_whole_part_as_it_is():
-    part = {"e": np.array([1.0, 2.0], dtype=np.float32)}
-    one = SL.Scatter(2)
-    one.add(np.arange(2), part)
-    assert one.result() is part
-    # more parts after it: the whole one is written as any other (float columns of float64)
-    more = SL.Scatter(2)
-    more.add(np.arange(2), part)
-    more.add(np.array([1]), {"e": np.array([5.0])})
-    got = more.result()["e"]
-    assert got.dtype == np.float64 and got.tolist() == [1.0, 5.0]
 
 @pytest.mark.parametrize("base", [5_000_000_000_000, 2 ** 53 - 300, 1_700_000_000_000_000_000])
 def test_stamp_range_is_the_float_comparison_on_int64_stamps(base):
@@ -377,6 +352,48 @@ def test_a_long_recording_is_read_a_slab_at_a_time(tmp_path, monkeypatch):
         g, names, kept = store._files[f["file"]]._kept
         alone = store._file(f).read_row_group(g, columns=list(names), use_threads=False)
         assert kept.num_rows == f["groups"][g][2] and kept.get_total_buffer_size() == alone.get_total_buffer_size()
+
+
+def _host_cut(items, gap: tuple[float, float], since_s: float) -> list:
+    """The messages with no host sample in ``gap`` (s) and a second watched process from ``since_s`` on."""
+    out = []
+    for topic, p in items:
+        if topic == M.TEL_HOST:
+            t = (p["t"] - S.T0_NS) / 1e9
+            if gap[0] <= t < gap[1]:
+                continue
+            if t >= since_s:
+                p = {**p, "procs": {**p["procs"], "vllm": {"pid": 7, "cpu_pct": 5.0, "rss_mib": 100.0 + t}}}
+        out.append((topic, p))
+    return out
+
+
+def test_rows_made_slab_by_slab_have_the_whole_runs_columns(tmp_path, monkeypatch):
+    """A request's row is made when its slab is measured: a slab that saw no host sample, and a process
+    watched only from a later slab on, still leave every row the whole run's columns, in one slab's
+    order (None where its own slab had none); and the rows keep the requests' order, a request without
+    a window among them, in the table too (where its runs are read as slices)."""
+    import dataclasses
+
+    from tests.test_analyzer_columnar import write
+
+    spec = _spec()
+    spec.requests[3] = dataclasses.replace(spec.requests[3], end=False)
+    monkeypatch.setattr(SL, "MARGIN_S", 0.5)
+    monkeypatch.setattr(columnar.gpu_store, "HOST_ROW_GROUP", 16)  # a stretch's processes: those of its rows
+    # slab [6, 9) reads [5.5, 12.4]: no host sample; vllm only in the stretches from slab [12, 15) on
+    path = write(tmp_path / "raw" / "stream.msgpack", _host_cut(S.messages(spec), (4.5, 13.5), 15.0))
+    opts = pipeline.Options(quality=False)
+    sliced = pipeline.analyze(columnar.load_batch(path)[0], dataclasses.replace(opts, slab_s=3.0))
+    whole = pipeline.analyze(columnar.load_batch(path)[0], opts)
+    assert [list(r) for r in sliced.results] == [list(r) for r in whole.results]
+    assert "proc_vllm_rss_peak_mib" in whole.columns and sliced.columns == whole.columns
+    vllm = [r["proc_vllm_rss_peak_mib"] for r in sliced.results]
+    assert vllm[:7] == [None] * 7 and None not in vllm[-2:]
+    assert whole.results[4]["cpu_util_avg"] is not None and sliced.results[4]["cpu_util_avg"] is None
+    plain = pipeline.analyze(stream.build(S.messages(spec)), dataclasses.replace(opts, slab_s=3.0))
+    assert plain.results[3]["status"] == "incomplete"
+    assert [r._i for r in plain.results] == list(range(len(spec.requests)))  # (rows.Row: its table row)
 
 
 def test_freed_memory_is_handed_back_on_linux():
