@@ -141,23 +141,34 @@ _INTS = {int, type(None)}
 
 class _Members:
     """A group's rows read a column at a time: finite() values of each metric, the rows of each quality
-    basis (positions), their cases (a metric of a group is a column, not a get per row)."""
+    basis (positions), their cases (a metric of a group is a column, not a get per row). The metrics are
+    read in the order given, each as it is first asked for and let go after (a day's ~40 metrics as
+    Python lists at once were ~80 MiB), but for ``KEPT``, asked for again (the group's ratio of means)."""
+
+    KEPT = ("quality_score", "total_energy_j")
 
     def __init__(self, rows: list, metrics: tuple[str, ...]):
-        cols = ROWS.columns_of(rows, [*metrics, "quality_basis", "case_hash", "case"])
-        self._values = dict(zip(metrics, cols))
-        self._finite: dict[str, list] = {}
-        basis, case_hash, case = cols[-3:]
+        cols = ROWS.iter_columns(rows, ["quality_basis", "case_hash", "case", *metrics])
+        basis, case_hash, case = next(cols), next(cols), next(cols)
         self.cases = [str(h or c or "") for h, c in zip(case_hash, case)]  # _case_of
         self.bases: dict[str, list[int]] = {}
         for i, b in enumerate(basis):
             self.bases.setdefault(str(b or ""), []).append(i)  # _basis
+        self._ahead = zip(metrics, cols)
+        self._kept: dict[str, list] = {}
 
     def finite(self, metric: str) -> list:
-        got = self._finite.get(metric)
-        if got is None:
-            got = self._finite[metric] = _finites(self._values[metric])
-        return got
+        got = self._kept.get(metric)
+        if got is not None:
+            return got
+        for name, values in self._ahead:  # (a metric skipped over is let go)
+            if name == metric or name in self.KEPT:
+                got = _finites(values)
+                if name in self.KEPT:
+                    self._kept[name] = got
+                if name == metric:
+                    return got
+        raise KeyError(f"{metric!r}: not among the metrics still to read, in their order")
 
     def parts(self, metric: str) -> list[tuple[str | None, list[float | None], list[str]]]:
         """(basis, finite values, cases): one part (basis None) or, for a basis metric, one per basis."""
