@@ -35,7 +35,8 @@ import msgpack
 import numpy as np
 
 from analyzer import arrow_np, clock, gpu_store, hosts, memory, packed
-from analyzer.stream import DEFAULT_LOOKBACK_S, BatchData, Series, chunk_array, events_to_requests, leave_answer
+from analyzer.stream import (DEFAULT_LOOKBACK_S, REQUEST_TOPICS, BatchData, EventFile, Series, events_to_requests,
+                             lean_event)
 from shared import messages as M
 from shared.logs import get_logger
 from shared.numbers import finite
@@ -1037,20 +1038,16 @@ def read_copy(stream: Path, gpus: bool = True):
                                  f"this copy was written)")
             tables[topic] = Table(cols, tm["strings"], tm["extra"], FLOAT_KEYS[topic])
         events = []
-        events_path = root / "events.msgpack"
-        with open(events_path, "rb") as fh:
-            # event by event, a req.end's chunk stamps an int64 array at once: a day's Python int lists
-            # are never all held (their memory, freed, stayed behind: ~4 KB a request); its answer is
-            # left in the file, read back where needed (stream.answer)
+        requests = EventFile(root / "events.msgpack")
+        with open(requests.path, "rb") as fh:
+            # event by event, a request's own left in the file where it is (stream.Request.stored: read back
+            # when used): a day of requests' events are not all held
             unpacker = msgpack.Unpacker(fh, raw=False, strict_map_key=False, max_buffer_size=1 << 30)
             at = 0
             for i, t, p in unpacker:
                 end = unpacker.tell()
-                if t == M.REQ_END and isinstance(p, dict):
-                    c = p.get("client")
-                    if isinstance(c, dict) and "chunk_t_ns" in c:
-                        c["chunk_t_ns"] = chunk_array(c["chunk_t_ns"])
-                    leave_answer(p, events_path, at, end - at)
+                if t in REQUEST_TOPICS and isinstance(p, dict) and isinstance(p.get("rid"), str):
+                    p = lean_event(t, p, requests, at, end - at)
                 events.append((int(i), str(t), p))
                 at = end
         dec = Decoded(tables, events, meta["srcs"], int(meta["invalid"]), now)

@@ -121,7 +121,7 @@ class Windows(Sequence):
             return [self[k] for k in range(*i.indices(len(self)))]
         r, a_s, first = self._done[i], float(self._win.a_s[i]), float(self._first[i])
         return {"rid": r.rid, "a_s": a_s, "b_s": float(self._win.b_s[i]), "label": _label(r),
-                "warmup": bool(r.start.warmup), "first_s": None if math.isnan(first) else a_s + first}
+                "warmup": r.warmup, "first_s": None if math.isnan(first) else a_s + first}
 
     def __len__(self) -> int:
         return len(self._done)
@@ -129,7 +129,7 @@ class Windows(Sequence):
 
 class Gaps(Mapping):
     """rid → that request's inter-token gaps (ms), worked out again from its chunk times when asked:
-    a long answer's are thousands of values, and the chunk times are held anyway (its JSON has them)."""
+    a long answer's are thousands of values (the chunk times are its req.end's, stream.Request)."""
 
     def __init__(self, by_rid: Mapping[str, tuple[Request, Any]]):
         self._by_rid = by_rid
@@ -147,7 +147,7 @@ class Gaps(Mapping):
 def _gaps(r: Request, row: Mapping[str, Any]) -> list[float]:
     """The request's inter-token gaps (ms) as its row's itl_ms_mean and itl_ms_max were made from (from the
     row's timing columns, which token_latency reads by name: ``timing`` is not worked out again)."""
-    if r.end is None or r.end.t < r.start.t:  # (no window: _row measured nothing)
+    if r.end_t is None or r.end_t < r.start_t:  # (no window: _row measured nothing)
         return []
     return token_latency(r.start, r.end, row, None)[1]
 
@@ -392,14 +392,14 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         (notes if getattr(line, "key", "").startswith("n_") else problems).append(line)
     origin = batch.origin_ns
     reqs = batch.requests
-    done = [r for r in reqs if r.end is not None and r.end.t >= r.start.t]
+    done = [r for r in reqs if r.end_t is not None and r.end_t >= r.start_t]
     for r in reqs:
-        if r.end is not None and r.end.t < r.start.t:
+        if r.end_t is not None and r.end_t < r.start_t:
             problems.append(Msg("p_end_before_start", rid=r.rid))
-    win = E.Window(np.array([(r.start.t - origin) / 1e9 for r in done]),
-                   np.array([(r.end.t - origin) / 1e9 for r in done]))
+    win = E.Window(np.array([(r.start_t - origin) / 1e9 for r in done]),
+                   np.array([(r.end_t - origin) / 1e9 for r in done]))
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
-    idle_until = (min(r.start.t for r in reqs) - origin) / 1e9 if (opts.idle_baseline and reqs) else None
+    idle_until = (min(r.start_t for r in reqs) - origin) / 1e9 if (opts.idle_baseline and reqs) else None
     mid = np.array([_first_chunk_s(r, origin) for r in done])
     idx = {r.rid: i for i, r in enumerate(done)}
     # the telemetry of every GPU (counted or not: all are written), read a slab of time at a time
@@ -408,7 +408,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     loaded, slo = _load_info(batch, opts)
     # the load levels' windows (the requests' own fields say which level each ran in) are measured with the slabs
     spans = {r.rid: (float(win.a_s[i]), float(win.b_s[i])) for r, i in ((r, idx[r.rid]) for r in done)
-             if not r.start.warmup} if (loaded or slo) else {}
+             if not r.warmup} if (loaded or slo) else {}
     levels = _LevelPieces.of(reqs, spans, slabs) if (loaded or slo) else None
     simulated = any(g.simulated for g in batch.gpus)
     fixed = _batch_columns(batch, opts, simulated)
@@ -431,7 +431,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     # Quality: finished, successful, measured requests only. A proxy batch's task names are the user's
     # labels (X-GenAI-Power-Task), not task types: scored as proxy requests, never "not a known task".
     proxied = bool(batch.batch_start and batch.batch_start.backend == "proxy")
-    scored = [r for r in reqs if r.end is not None and r.end.ok and not r.start.warmup]
+    scored = [r for r in reqs if r.ok and not r.warmup]
     quality: dict[str, dict] = {}
     quality_problem = None
     q_rids = {r.rid for r in scored}
@@ -472,7 +472,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         for r, row in zip(reqs, rows):
             _load_columns(r, row, slo)
         par = ((batch.batch_start.load or {}) if batch.batch_start else {}).get("server_parallel")
-        measured = [row for r, row in zip(reqs, rows) if not r.start.warmup]
+        measured = [row for r, row in zip(reqs, rows) if not r.warmup]
         level_energy = functools.partial(_LevelPieces.measured, levels, level_j)
         curve, curve_problems = LC.curve(measured, spans, level_energy, slo, simulated,
                                          par if isinstance(par, int) else None)
@@ -485,8 +485,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     extra = sorted(ROWS.keys_of(rows) - set(MAIN_COLUMNS))
     columns = list(MAIN_COLUMNS) + extra
     ROWS.fill(rows, columns)
-    results = [row for r, row in zip(reqs, rows) if not r.start.warmup]
-    warmups = [row for r, row in zip(reqs, rows) if r.start.warmup]
+    results = [row for r, row in zip(reqs, rows) if not r.warmup]
+    warmups = [row for r, row in zip(reqs, rows) if r.warmup]
     problems[:0] = fallback_problems(batch) + batch_problems(batch, results, opts.batch_dir)
     notes.extend(m.describe() for m in batch.clock.values())
     problems.extend(batch.clock_notes)
@@ -664,7 +664,7 @@ class _LevelPieces:
            slabs: list[SL.Slab]) -> _LevelPieces | None:
         """The levels as load_curve groups the results' rows (model and level are the request's own)."""
         keys = [{"rid": r.rid, "model": r.start.model, "sweep_level": r.start.sweep_level}
-                for r in reqs if not r.start.warmup]
+                for r in reqs if not r.warmup]
         grouped = LC.groups(keys, spans)
         return cls(*LC.level_windows(grouped, spans), slabs) if grouped else None
 
@@ -745,7 +745,7 @@ def _first_chunk_s(r: Request, origin: int) -> float:
     tm = timing(r.start, r.end, r.first_tokens)
     firsts = [v for v in (tm.get("first_chunk_s"), tm.get("first_token_s"), tm.get("first_thinking_s"))
               if v is not None]
-    return (r.start.t - origin) / 1e9 + min(firsts) if firsts else float("nan")
+    return (r.start_t - origin) / 1e9 + min(firsts) if firsts else float("nan")
 
 
 def _clock_columns(batch: BatchData) -> dict[str, Any]:

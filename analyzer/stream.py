@@ -7,6 +7,7 @@ on (src, seq, t) and sorted on (t, src, seq) first.
 from __future__ import annotations
 
 from array import array
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -43,17 +44,142 @@ class Series:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
 class Request:
-    rid: str
-    start: M.ReqStart
-    end: M.ReqEnd | None = None
-    first_tokens: list[M.ReqFirstToken] = field(default_factory=list)
-    answer_at: StoredAnswer | None = None  # where end's text and thinking were left on disk (read by ``answer``)
+    """A request's events: its req.start, req.first_token(s) and req.end, typed. Either held, or left in a
+    file of msgpack events (the columnar copy's events.msgpack: ``EventFile``) and read back when used, the
+    last few thousand read kept: a day of requests' events are not all held (they were ~4 KiB a request).
+    What every pass over the requests reads is held either way: ``start_t`` and ``end_t`` (ns; None
+    without a req.end), ``warmup`` and ``ok`` (None without a req.end)."""
+
+    __slots__ = ("rid", "start_t", "end_t", "warmup", "ok", "_start", "_end", "_firsts", "_answer_at", "_file", "_at")
+
+    def __init__(self, rid: str, start: M.ReqStart, end: M.ReqEnd | None = None,
+                 first_tokens: list[M.ReqFirstToken] | None = None, answer_at: StoredAnswer | None = None):
+        self.rid, self._file, self._at = rid, None, None
+        self._start, self.start_t, self.warmup = start, start.t, bool(start.warmup)
+        self._firsts = [] if first_tokens is None else first_tokens
+        self._answer_at = answer_at
+        self.end = end
+
+    @classmethod
+    def stored(cls, rid: str, file: EventFile, at: int, size: int, t: int, warmup: Any) -> Request:
+        """A request whose req.start is the event at byte ``at`` (``size`` bytes) of ``file``."""
+        r = cls.__new__(cls)
+        r.rid, r._file, r._at = rid, file, array("q", (at, size, -1, 0))
+        r.start_t, r.warmup, r.end_t, r.ok = t, bool(warmup), None, None
+        r._start = r._end = r._answer_at = None
+        r._firsts = []
+        return r
+
+    def store_first_token(self, at: int, size: int) -> None:
+        self._at.extend((at, size))
+
+    def store_end(self, at: int, size: int, t: int, ok: Any) -> None:
+        self._at[2:4] = array("q", (at, size))
+        self.end_t, self.ok = t, bool(ok)
+
+    @property
+    def start(self) -> M.ReqStart:
+        return self._start if self._file is None else self._file.request(self)[0]
+
+    @property
+    def end(self) -> M.ReqEnd | None:
+        return self._end if self._file is None else self._file.request(self)[1]
+
+    @end.setter
+    def end(self, end: M.ReqEnd | None) -> None:
+        if self._file is not None:
+            raise AttributeError(f"{self.rid}: a stored request's events are its file's")
+        self._end = end
+        self.end_t, self.ok = (None, None) if end is None else (end.t, end.ok)
+
+    @property
+    def first_tokens(self) -> list[M.ReqFirstToken]:
+        return self._firsts if self._file is None else self._file.request(self)[2]
+
+    @property
+    def answer_at(self) -> StoredAnswer | None:
+        """Where the req.end's text and thinking are on disk (None: on the req.end itself)."""
+        if self._file is not None and self.end_t is not None:
+            return StoredAnswer(self._file.path, self._at[2], self._at[3], self.rid)
+        return self._answer_at
+
+    @answer_at.setter
+    def answer_at(self, at: StoredAnswer | None) -> None:
+        self._answer_at = at
+
+    def __repr__(self) -> str:
+        return f"Request({self.rid!r}, {'stored' if self._file is not None else 'held'}, end_t={self.end_t})"
+
+
+class EventFile:
+    """A file of msgpack events, ``[i, topic, payload]`` each (the columnar copy's events.msgpack), whose
+    requests' events are read back by place (``Request.stored``) when used: typed again, the answer left
+    out (``answer`` reads it), the last ``CACHE`` requests read kept (the passes go in time order)."""
+
+    CACHE = 2048
+    NEAR = 1 << 20  # a request's events this close together are read in one read
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._cache: OrderedDict[int, tuple] = OrderedDict()  # start's byte → (start, end, first tokens)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "_cache": OrderedDict()}
+
+    def request(self, r: Request) -> tuple[M.ReqStart, M.ReqEnd | None, list[M.ReqFirstToken]]:
+        at = r._at
+        got = self._cache.get(at[0])
+        if got is not None:
+            self._cache.move_to_end(at[0])
+            return got
+        has_end = at[2] >= 0
+        places = [(at[0], at[1])] + ([(at[2], at[3])] if has_end else []) + \
+            [(at[k], at[k + 1]) for k in range(4, len(at), 2)]
+        topics = [M.REQ_START] + ([M.REQ_END] if has_end else []) + [M.REQ_FIRST_TOKEN] * ((len(at) - 4) // 2)
+        payloads = [self._check(e, t, r.rid, a) for (a, _), t, e in zip(places, topics, self._read(places))]
+        start, end = M.ReqStart.from_msg(payloads[0]), None
+        if has_end:
+            for k in ANSWER_KEYS:  # read by ``answer`` where used, not kept with the rest
+                payloads[1].pop(k, None)
+            end = _rid_of(r, _req_end(payloads[1]))
+        firsts = [_rid_of(r, M.ReqFirstToken.from_msg(p)) for p in payloads[1 + has_end:]]
+        got = (start, end, firsts)
+        self._cache[at[0]] = got
+        if len(self._cache) > self.CACHE:
+            self._cache.popitem(last=False)
+        return got
+
+    def _read(self, places: list[tuple[int, int]]) -> list[Any]:
+        lo, hi = min(a for a, _ in places), max(a + n for a, n in places)
+        with open(self.path, "rb") as fh:
+            if hi - lo <= self.NEAR:  # one read (a request's events are usually near each other)
+                fh.seek(lo)
+                data = memoryview(fh.read(hi - lo))
+                raw = [data[a - lo:a - lo + n] for a, n in places]
+            else:
+                raw = []
+                for a, n in places:
+                    fh.seek(a)
+                    raw.append(fh.read(n))
+        out = []
+        for (a, _), b in zip(places, raw):
+            try:
+                out.append(msgpack.unpackb(b, raw=False, strict_map_key=False))
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                out.append(exc)
+        return out
+
+    def _check(self, event: Any, topic: str, rid: str, at: int) -> dict[str, Any]:
+        ok = isinstance(event, list) and len(event) == 3 and event[1] == topic and isinstance(event[2], dict) \
+            and event[2].get("rid") == rid
+        if not ok:
+            raise RuntimeError(f"{self.path}: byte {at} no longer holds the {topic} of {rid!r} ({event!r:.80}): "
+                               "the columnar copy changed during the analysis; run the analyzer again")
+        return event[2]
 
 
 ANSWER_KEYS = M.ReqEnd.declared("text", "thinking")  # a req.end's answer: the bulk of a request's events
-STORED_AT = "\0stored_at"  # a payload's key (no producer's: declared keys are names) holding its StoredAnswer
 
 
 class StoredAnswer:
@@ -88,17 +214,6 @@ def answer(r: Request) -> tuple[str | None, str | None]:
     if r.answer_at is not None:
         return r.answer_at.read()
     return (r.end.text, r.end.thinking) if r.end is not None else (None, None)
-
-
-def leave_answer(p: dict[str, Any], path: Path, at: int, size: int) -> None:
-    """Take a req.end payload's text and thinking out, noting where they are (``path``: bytes ``at``,
-    ``size``); one whose values would fail the contract's check keeps them (the check names the key)."""
-    if not all(isinstance(p.get(k), (str, type(None))) for k in ANSWER_KEYS) or not isinstance(p.get("rid"), str):
-        return
-    if any(p.get(k) is not None for k in ANSWER_KEYS):
-        for k in ANSWER_KEYS:
-            p.pop(k, None)
-        p[STORED_AT] = StoredAnswer(path, at, size, p["rid"])
 
 
 @dataclass
@@ -179,6 +294,23 @@ def _series(key: str, src: str, rows: list[dict[str, Any]], fields: tuple[str, .
     return Series(key, src, t, seq, values, simulated)
 
 
+REQUEST_TOPICS = (M.REQ_START, M.REQ_FIRST_TOKEN, M.REQ_END)
+STORED = "\0stored"  # a lean event's key (no producer's: declared keys are names): (EventFile, byte, size)
+_WARMUP, _OK = M.ReqStart.declared("warmup")[0], M.ReqEnd.declared("ok")[0]
+
+
+def lean_event(topic: str, p: dict[str, Any], file: EventFile, at: int, size: int) -> dict[str, Any]:
+    """A request's event ``p`` (bytes ``at``, ``size`` of ``file``) as ``events_to_requests`` needs it to
+    make a stored Request: the envelope, the rid, warmup or ok, and where the whole event is."""
+    out = {k: p[k] for k in ("src", "seq", "t", "rid")}
+    if topic == M.REQ_START:
+        out[_WARMUP] = p.get(_WARMUP)
+    elif topic == M.REQ_END:
+        out[_OK] = p.get(_OK)
+    out[STORED] = (file, at, size)
+    return out
+
+
 def events_to_requests(msgs: Iterable[tuple[str, dict[str, Any]]]) -> tuple[M.BatchStart | None, M.BatchEnd | None,
                                                                            list[Request]]:
     """(first batch.start, last batch.end, requests sorted by (start t, rid)) from sorted messages."""
@@ -186,30 +318,36 @@ def events_to_requests(msgs: Iterable[tuple[str, dict[str, Any]]]) -> tuple[M.Ba
     batch_start = batch_end = None
     once, prompts = _Once(), _Once()
     for topic, p in msgs:
+        at = p.get(STORED) if topic in REQUEST_TOPICS else None
         if topic == M.REQ_START:
             rid = str(p["rid"])
             if rid in requests:
                 log.warning("request_restarted", rid=rid, note="a later req.start replaces the earlier one")
-            # a case's prompt repeats in each of its runs: held once too
-            requests[rid] = Request(rid, prompts(once(M.ReqStart.from_msg(p), "src", "model", "task", "load"),
-                                                 "prompt"))
+            if at is not None:
+                requests[rid] = Request.stored(rid, *at, p["t"], p.get(_WARMUP))
+            else:  # a case's prompt repeats in each of its runs: held once too
+                requests[rid] = Request(rid, prompts(once(M.ReqStart.from_msg(p), "src", "model", "task", "load"),
+                                                     "prompt"))
         elif topic == M.REQ_FIRST_TOKEN:
             req = requests.get(str(p["rid"]))
-            if req is not None:
+            if req is not None and at is not None:
+                req.store_first_token(*at[1:])
+            elif req is not None:
                 req.first_tokens.append(_rid_of(req, once(M.ReqFirstToken.from_msg(p), "src", "kind")))
         elif topic == M.REQ_END:
             req = requests.get(str(p["rid"]))
             if req is None:
                 log.warning("request_end_without_start", rid=p["rid"])
-            elif req.end is None:
+            elif req.end_t is None and at is not None:
+                req.store_end(*at[1:], p["t"], p.get(_OK))
+            elif req.end_t is None:
                 req.end = _rid_of(req, once(_req_end(p), "src"))
-                req.answer_at = p.get(STORED_AT)
         elif topic == M.BATCH_START:
             # the first one carries the config; resumes repeat it
             batch_start = batch_start or M.BatchStart.from_msg(p)
         elif topic == M.BATCH_END:
             batch_end = M.BatchEnd.from_msg(p)  # the last one counts
-    return batch_start, batch_end, sorted(requests.values(), key=lambda r: (r.start.t, r.rid))
+    return batch_start, batch_end, sorted(requests.values(), key=lambda r: (r.start_t, r.rid))
 
 
 class _Once:
@@ -253,22 +391,11 @@ def chunk_array(ts: Any) -> Any:
     return ts
 
 
-def _compact_chunks(end: M.ReqEnd) -> M.ReqEnd:
-    """``end`` with its client.chunk_t_ns as ``chunk_array`` holds it."""
+def _req_end(p: dict[str, Any]) -> M.ReqEnd:
+    """The M.ReqEnd of a payload, its client.chunk_t_ns as ``chunk_array`` holds it."""
+    end = M.ReqEnd.from_msg(p)
     if end.client is not None:
         end.client.chunk_t_ns = chunk_array(end.client.chunk_t_ns)
-    return end
-
-
-def _req_end(p: dict[str, Any]) -> M.ReqEnd:
-    """The M.ReqEnd of a payload, compacted; one whose chunk_t_ns is an array already (as
-    analyzer.columnar.read_copy decodes them) checked as the list it stands for."""
-    c = p.get("client")
-    ts = c.get("chunk_t_ns") if isinstance(c, dict) else None
-    if not isinstance(ts, array):
-        return _compact_chunks(M.ReqEnd.from_msg(p))
-    end = M.ReqEnd.from_msg({**p, "client": {**c, "chunk_t_ns": []}})
-    end.client.chunk_t_ns = ts
     return end
 
 
