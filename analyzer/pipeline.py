@@ -94,9 +94,10 @@ def _sum_available(values: list) -> float | None:
     return float(sum(vals)) if vals else None
 
 
-def _label(req: Request) -> str:
-    s = req.start
-    return f"{s.model or '?'}/{s.task or '?'}/{s.load or '?'}#{'?' if s.run is None else s.run}"
+def _label(row: Mapping[str, Any]) -> str:
+    """A request's label in the plots and report.html, from its row (model, task, load, run: its req.start's)."""
+    run = row.get("run")
+    return f"{row.get('model') or '?'}/{row.get('task') or '?'}/{row.get('load') or '?'}#{'?' if run is None else run}"
 
 
 def _in_window(t_s: np.ndarray, a_s: float, b_s: float) -> slice:
@@ -111,16 +112,17 @@ def _nan_if_none(v: float | None) -> float:
 class Windows(Sequence):
     """The requests' windows for the plots and the report: a dict each (rid, a_s, b_s, label, warmup and
     first_s, where prefill ends and decode begins: None when no first token was seen), made when read
-    (a day of requests' dicts are not all held). ``first``: the first token's s after a_s, NaN for none."""
+    (a day of requests' dicts are not all held; a report reads them once per GPU). ``rows``: the done
+    requests' results rows; ``first``: the first token's s after a_s, NaN for none."""
 
-    def __init__(self, done: list[Request], win: E.Window, first: np.ndarray):
-        self._done, self._win, self._first = done, win, first
+    def __init__(self, done: list[Request], rows: list[Mapping[str, Any]], win: E.Window, first: np.ndarray):
+        self._done, self._rows, self._win, self._first = done, rows, win, first
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
         r, a_s, first = self._done[i], float(self._win.a_s[i]), float(self._first[i])
-        return {"rid": r.rid, "a_s": a_s, "b_s": float(self._win.b_s[i]), "label": _label(r),
+        return {"rid": r.rid, "a_s": a_s, "b_s": float(self._win.b_s[i]), "label": _label(self._rows[i]),
                 "warmup": r.warmup, "first_s": None if math.isnan(first) else a_s + first}
 
     def __len__(self) -> int:
@@ -400,7 +402,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                    np.array([(r.end_t - origin) / 1e9 for r in done]))
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
     idle_until = (min(r.start_t for r in reqs) - origin) / 1e9 if (opts.idle_baseline and reqs) else None
-    mid = np.array([_first_chunk_s(r, origin) for r in done])
+    mid = _FirstChunks(done, origin)
     idx = {r.rid: i for i, r in enumerate(done)}
     # the telemetry of every GPU (counted or not: all are written), read a slab of time at a time
     source = SL.source_of(dataclasses.replace(batch, gpus=all_gpus))
@@ -553,8 +555,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     request_json = RequestJson(one_json, [r.rid for r in reqs],
                                functools.partial(_request_inputs, _options_text(opts), quality), stretch_of)
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus), source, slabs)
-    first = np.array([_nan_if_none(finite(by_rid[r.rid][1].get("first_token_s"))) for r in done], dtype=np.float64)
-    windows = Windows(done, win, first)
+    done_rows = [by_rid[r.rid][1] for r in done]
+    first = np.array([_nan_if_none(finite(row.get("first_token_s"))) for row in done_rows], dtype=np.float64)
+    windows = Windows(done, done_rows, win, first)
     problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None
     pct = tuple(opts.metric_percentiles)
@@ -692,7 +695,7 @@ class _LevelPieces:
         return got
 
 
-def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.Window, mid: np.ndarray,
+def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.Window, mid: _FirstChunks | np.ndarray,
              idle_until: float | None, opts: Options, levels: _LevelPieces | None = None,
              take: Callable[[SL.Slab, dict[tuple, np.ndarray]], None] | None = None
              ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray] | None]:
@@ -730,13 +733,30 @@ def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.W
     return timelines, levels.total(level_parts) if levels else None
 
 
-def _slab_task(s: SL.Slab, counted: list[str], win: E.Window, mid: np.ndarray, idle_until: float | None,
+def _slab_task(s: SL.Slab, counted: list[str], win: E.Window, mid: _FirstChunks | np.ndarray, idle_until: float | None,
                idle: dict[str, float | None], opts: Options, level: tuple | None) -> slab_pool.Task:
     """What slab_pool.measure_slab needs of slab ``s``: its windows and every window overlapping them
     (concurrent requests share energy), not the whole run's; ``level``: its pieces of the load levels."""
     ctx = SL.context(win.a_s, win.b_s, s.rows)
     return s.lo_s, s.hi_s, (s, counted, E.Window(win.a_s[ctx], win.b_s[ctx]), mid[ctx], np.searchsorted(ctx, s.rows),
                             idle_until, idle, opts.cpu_tdp_w, level)
+
+
+class _FirstChunks:
+    """Each window's prefill/decode boundary (``_first_chunk_s``) by window index, ``mid[indices]``, worked
+    out when a slab first asks: its requests' events are then read for the slab's measure and, still
+    among the last read (stream.EventFile), for its rows; not in a pass of its own over every request."""
+
+    def __init__(self, done: list[Request], origin: int):
+        self._done, self._origin = done, origin
+        self._s, self._known = np.full(len(done), np.nan), np.zeros(len(done), dtype=bool)
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        todo = idx[~self._known[idx]]
+        for i in todo.tolist():
+            self._s[i] = _first_chunk_s(self._done[i], self._origin)
+        self._known[todo] = True
+        return self._s[idx]
 
 
 def _first_chunk_s(r: Request, origin: int) -> float:

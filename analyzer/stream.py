@@ -67,8 +67,7 @@ class Request:
         r = cls.__new__(cls)
         r.rid, r._file, r._at = rid, file, array("q", (at, size, -1, 0))
         r.start_t, r.warmup, r.end_t, r.ok = t, bool(warmup), None, None
-        r._start = r._end = r._answer_at = None
-        r._firsts = []
+        r._start = r._end = r._answer_at = r._firsts = None
         return r
 
     def store_first_token(self, at: int, size: int) -> None:
@@ -138,12 +137,13 @@ class EventFile:
             [(at[k], at[k + 1]) for k in range(4, len(at), 2)]
         topics = [M.REQ_START] + ([M.REQ_END] if has_end else []) + [M.REQ_FIRST_TOKEN] * ((len(at) - 4) // 2)
         payloads = [self._check(e, t, r.rid, a) for (a, _), t, e in zip(places, topics, self._read(places))]
-        start, end = M.ReqStart.from_msg(payloads[0]), None
+        # (checked as the recording was read, before the copy was written)
+        start, end = M.ReqStart.from_msg(payloads[0], check=False), None
         if has_end:
             for k in ANSWER_KEYS:  # read by ``answer`` where used, not kept with the rest
                 payloads[1].pop(k, None)
-            end = _rid_of(r, _req_end(payloads[1]))
-        firsts = [_rid_of(r, M.ReqFirstToken.from_msg(p)) for p in payloads[1 + has_end:]]
+            end = _rid_of(r, _req_end(payloads[1], check=False))
+        firsts = [_rid_of(r, M.ReqFirstToken.from_msg(p, check=False)) for p in payloads[1 + has_end:]]
         got = (start, end, firsts)
         self._cache[at[0]] = got
         if len(self._cache) > self.CACHE:
@@ -383,7 +383,7 @@ def chunk_array(ts: Any) -> Any:
     """A req.end's client.chunk_t_ns as an int64 array (8 bytes a chunk, not an int object and a
     pointer, 40): a long answer streams thousands of chunks, and every request's are held until its
     JSON is written. Anything but plain integers is left as it came."""
-    if isinstance(ts, list) and ts and all(type(x) is int for x in ts):
+    if isinstance(ts, list) and ts and set(map(type, ts)) == {int}:  # (not bools: their type is bool)
         try:
             return array("q", ts)
         except OverflowError:  # beyond int64: kept as the list
@@ -391,9 +391,9 @@ def chunk_array(ts: Any) -> Any:
     return ts
 
 
-def _req_end(p: dict[str, Any]) -> M.ReqEnd:
+def _req_end(p: dict[str, Any], check: bool = True) -> M.ReqEnd:
     """The M.ReqEnd of a payload, its client.chunk_t_ns as ``chunk_array`` holds it."""
-    end = M.ReqEnd.from_msg(p)
+    end = M.ReqEnd.from_msg(p, check)
     if end.client is not None:
         end.client.chunk_t_ns = chunk_array(end.client.chunk_t_ns)
     return end

@@ -269,16 +269,18 @@ class Record:
         return out
 
     @classmethod
-    def from_msg(cls, payload: dict[str, Any]):
-        """A typed object from a payload (checked; older aliases mapped; unknown keys ignored)."""
+    def from_msg(cls, payload: dict[str, Any], check: bool = True):
+        """A typed object from a payload (checked; older aliases mapped; unknown keys ignored).
+        ``check=False``: a payload checked already (an analyzer's copy of messages it checked as it read them)."""
         if cls.ALIASES:
             payload = {cls.ALIASES.get(k, k): v for k, v in payload.items()}
-        cls.check(payload)
+        if check:
+            cls.check(payload)
         kw: dict[str, Any] = {}
         for c in cls.checks():
             v = payload.get(c.name)
             if v is not None:
-                kw[c.name] = c.nested.from_msg(v) if c.nested is not None else v
+                kw[c.name] = c.nested.from_msg(v, check) if c.nested is not None else v
         for name in cls._ENVELOPE:
             if name in payload:
                 kw[name] = payload[name]
