@@ -35,8 +35,8 @@ import msgpack
 import numpy as np
 
 from analyzer import arrow_np, clock, gpu_store, hosts, memory, packed
-from analyzer.stream import (DEFAULT_LOOKBACK_S, REQUEST_TOPICS, BatchData, EventFile, Series, events_to_requests,
-                             lean_event)
+from analyzer.stream import (DEFAULT_LOOKBACK_S, REQUEST_TOPICS, BatchData, EventFile, Series, StoredEvents,
+                             events_to_requests, stored_requests)
 from shared import messages as M
 from shared.logs import get_logger
 from shared.numbers import finite
@@ -241,6 +241,7 @@ class Decoded:
     srcs: list[str]
     invalid: int = 0
     source: dict[str, Any] = field(default_factory=dict)  # fingerprint() of the recording read whole, else {}
+    requests: StoredEvents | None = None  # the request events left in a copy's file (read_copy), not in events
 
 
 class Decoder:
@@ -617,10 +618,13 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
     ev_cols = {"src": ev_src, "t": np.array([p["t"] for _, _, p in dec.events], dtype=np.int64),
                "seq": np.array([p["seq"] for _, _, p in dec.events], dtype=np.int64),
                "idx": np.array([i for i, _, _ in dec.events], dtype=np.int64)}
+    # the request events a copy left in its file (read_copy): columns, not maps
+    stored = dec.requests if dec.requests is not None and len(dec.requests) else None
+    req_cols = stored.columns() if stored is not None else None
     # de-duplicate on (src, seq, t) over every topic, the first in file order kept
-    keeps = _first_of_duplicates(parts + [ev_cols])
+    keeps = _first_of_duplicates(parts + [ev_cols] + ([req_cols] if stored is not None else []))
     duplicates = int(sum((~k).sum() for k in keeps))
-    events = sorted((e for e, k in zip(dec.events, keeps[-1]) if k), key=_sort_key)
+    events = sorted((e for e, k in zip(dec.events, keeps[len(parts)]) if k), key=_sort_key)
     evs = [(topic, p) for _, topic, p in events]
     if mappings is None:
         mappings = clock.fit(evs)
@@ -644,13 +648,22 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
             scoped[topic]["t"] = t[sel]
         if consume:
             tabs[topic].cols = {}
-    all_t = [s["t"] for s in scoped.values()] + [np.array([p["t"] for _, p in evs], dtype=np.int64)]
+    ev_t_sel = np.array([p["t"] for _, p in evs], dtype=np.int64)
+    ev_src_sel = np.array([str(p["src"]) for _, p in evs], dtype=object)
+    ev_seq_sel = np.array([p["seq"] for _, p in evs], dtype=np.int64)
+    order = None
+    if stored is not None:  # the stored request events, in the order the others are sorted in: (t, src, seq)
+        kept = np.flatnonzero(keeps[-1])
+        rank = np.empty(len(dec.srcs), dtype=np.int64)
+        rank[sorted(range(len(dec.srcs)), key=dec.srcs.__getitem__)] = np.arange(len(dec.srcs))
+        order = kept[np.lexsort((req_cols["seq"][kept], rank[req_cols["src"][kept]], req_cols["t"][kept]))]
+        ev_t_sel = np.concatenate([ev_t_sel, req_cols["t"][order]])
+        ev_src_sel = np.concatenate([ev_src_sel, np.array(dec.srcs, dtype=object)[req_cols["src"][order]]])
+        ev_seq_sel = np.concatenate([ev_seq_sel, req_cols["seq"][order]])
+    all_t = [s["t"] for s in scoped.values()] + [ev_t_sel]
     firsts = [int(x.min()) for x in all_t if x.size]
     origin = min(firsts) if firsts else 0
     src_seqs: dict[str, np.ndarray] = {}
-    ev_src_sel = np.array([str(p["src"]) for _, p in evs], dtype=object)
-    ev_seq_sel = np.array([p["seq"] for _, p in evs], dtype=np.int64)
-    ev_t_sel = all_t[-1]
     firsts_by_src = []
     for code, src in enumerate(dec.srcs):
         sel = [s["src"] == code for s in scoped.values()] + [ev_src_sel == src]
@@ -662,6 +675,8 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
     # in the order each source first appears in time (as stream.build fills it)
     src_seqs = {src: src_seqs[src] for _, src in sorted(firsts_by_src)}
     batch_start, batch_end, requests = events_to_requests(evs)
+    if order is not None:
+        requests = sorted(requests + stored_requests(stored, order.tolist()), key=lambda r: (r.start_t, r.rid))
     tel_srcs = sorted({dec.srcs[c] for topic in (M.TEL_GPU, M.TEL_HOST) for c in distinct(scoped[topic]["src"])})
     del scoped[M.TEL_HB]
     gpus = _gpu_series(scoped.pop(M.TEL_GPU), tabs[M.TEL_GPU], dec.srcs, gpu_meta)
@@ -1038,19 +1053,22 @@ def read_copy(stream: Path, gpus: bool = True):
                                  f"this copy was written)")
             tables[topic] = Table(cols, tm["strings"], tm["extra"], FLOAT_KEYS[topic])
         events = []
-        requests = EventFile(root / "events.msgpack")
-        with open(requests.path, "rb") as fh:
-            # event by event, a request's own left in the file where it is (stream.Request.stored: read back
-            # when used): a day of requests' events are not all held
+        requests = StoredEvents(EventFile(root / "events.msgpack"))
+        src_code = {src: k for k, src in enumerate(meta["srcs"])}
+        with open(requests.file.path, "rb") as fh:
+            # event by event, a request's own left in the file where it is, noted as a row of columns
+            # (stream.StoredEvents; read back when used): a day of requests' events are not all held,
+            # nor a map each while the copy is read (their memory, freed, stayed behind)
             unpacker = msgpack.Unpacker(fh, raw=False, strict_map_key=False, max_buffer_size=1 << 30)
             at = 0
             for i, t, p in unpacker:
                 end = unpacker.tell()
                 if t in REQUEST_TOPICS and isinstance(p, dict) and isinstance(p.get("rid"), str):
-                    p = lean_event(t, p, requests, at, end - at)
-                events.append((int(i), str(t), p))
+                    requests.add(REQUEST_TOPICS.index(t), int(i), src_code[str(p["src"])], p, at, end - at)
+                else:
+                    events.append((int(i), str(t), p))
                 at = end
-        dec = Decoded(tables, events, meta["srcs"], int(meta["invalid"]), now)
+        dec = Decoded(tables, events, meta["srcs"], int(meta["invalid"]), now, requests.done())
     except Exception as exc:  # a damaged copy is never trusted: stream.msgpack is the source of truth
         log.warning("columnar_copy_unreadable", path=str(root), problem=str(exc), note="rebuilt from stream.msgpack")
         return None

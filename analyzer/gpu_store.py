@@ -159,7 +159,7 @@ class Store:
         # and not the host's rows: the file's, by stretch (_HostFile)
         host = dec.tables[M.TEL_HOST]
         self.host_file = _HostFile(self.root / f"{M.TEL_HOST}.parquet", host.cols["t"])
-        self.dec = dataclasses.replace(dec, events=[],
+        self.dec = dataclasses.replace(dec, events=[], requests=None,
                                        tables={**dec.tables, M.TEL_HOST: dataclasses.replace(host, cols={})})
         self.lookback_s = lookback_s
         h = base.host
@@ -177,10 +177,16 @@ class Store:
         # the non-GPU tables' rows by source in time order, once: a stretch bisects rather than masks them
         self._rows_by_src = {topic: _by_src(dec.tables[topic].cols) for topic in dec.tables
                              if topic not in (M.TEL_GPU, M.TEL_HOST)}
-        seqs: dict[str, set] = {}
-        for _, _, p in dec.events:
-            seqs.setdefault(str(p["src"]), set()).add(int(p["seq"]))
-        self._event_seqs = {s: np.array(sorted(v), dtype=np.int64) for s, v in seqs.items()}
+        seqs: dict[str, list[np.ndarray]] = {}
+        names = np.array([str(p["src"]) for _, _, p in dec.events], dtype=object)
+        values = np.array([int(p["seq"]) for _, _, p in dec.events], dtype=np.int64)
+        for name in sorted(set(names.tolist())):
+            seqs.setdefault(name, []).append(values[names == name])
+        if dec.requests is not None and len(dec.requests):  # (the request events left in the copy's file)
+            cols = dec.requests.columns()
+            for code in np.unique(cols["src"]).tolist():
+                seqs.setdefault(dec.srcs[code], []).append(cols["seq"][cols["src"] == code])
+        self._event_seqs = {s: np.unique(np.concatenate(v)) for s, v in seqs.items()}
         self._cache: tuple[float, float, BatchData] | None = None
         self._files = {f["file"]: _GroupFile(self.root / f["file"], [(t0, t1) for t0, t1, _ in f["groups"]])
                        for f in files}
@@ -600,7 +606,7 @@ def lazy_batch(root: Path, files: list[dict[str, Any]], dec, lookback_s: float) 
     store.recording = dec.source  # the fingerprint of the recording the copy is of (columnar.samples_key)
     gpus = store.gpus()
     first, _ = store.first_last()
-    events_or_host = bool(dec.events) or base.host is not None or dec.tables[M.TEL_HB].n > 0
+    events_or_host = bool(dec.events) or bool(dec.requests) or base.host is not None or dec.tables[M.TEL_HB].n > 0
     origin = base.origin_ns if first is None else (min(base.origin_ns, first) if events_or_host else first)
     tel_srcs = sorted({g.src for g in gpus} | _host_srcs(dec, store))
     base = dataclasses.replace(base, gpus=gpus, origin_ns=origin, src_seqs={},

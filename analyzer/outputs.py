@@ -527,7 +527,7 @@ class RequestFiles:
         return written
 
     def _kept(self, path: Path, key: str) -> bool:
-        entry = self._old.get(path.name)
+        entry = self._old.pop(path.name, None)  # (moved to _new when kept: a day's entries are not held twice)
         if not (isinstance(entry, list) and len(entry) == 5 and entry[0] == key):
             return False
         try:
@@ -556,7 +556,8 @@ class RequestFiles:
 
 def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool = False,
               lang: str = "en", samples_key: str | None = None) -> list[Path]:
-    """Every output file; returns their paths. ``lang``: 'en' (report.md/.html), 'zh' (report.zh.md/.html)
+    """Every output file; returns their paths but the request JSON files' (raw/<rid>.json, one a request:
+    counted in the log, not listed, a day's are tens of thousands of paths). ``lang``: 'en' (report.md/.html), 'zh' (report.zh.md/.html)
     or 'both'. ``samples_key``: what the sample tables derive from (columnar.samples_key; see SampleTables).
     A file another program holds open does not stop the others: :class:`OutputsLocked` at the end."""
     locked: list[tuple[Path, Path]] = []
@@ -613,8 +614,8 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
                 sample_tables.upto(at)
                 memory.give_back()
                 last = at
-            written.append(files.write(bd.request_json(rid), _key_of(a.request_json, rid),
-                                       functools.partial(a.request_json.__getitem__, rid)))
+            files.write(bd.request_json(rid), _key_of(a.request_json, rid),
+                        functools.partial(a.request_json.__getitem__, rid))
         files.close()
         written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))
         memory.give_back()  # the results' last block of Arrow columns, freed before the reports
@@ -644,6 +645,6 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
         written.append(write_text(bd.summary / i18n.suffixed("report.html", one), report_html.html_parts(a, one)))
         written.append(write_text(bd.summary / i18n.suffixed("report.md", one), report.render(a, plot_files, lang=one)))
         memory.give_back()
-    log.info("outputs_written", batch=str(bd.root), files=len(written), results=len(a.results),
-             simulated=a.simulated)
+    log.info("outputs_written", batch=str(bd.root), files=len(written) + len(rids), request_json=len(rids),
+             results=len(a.results), simulated=a.simulated)
     return written

@@ -146,12 +146,14 @@ class Gaps(Mapping):
         return len(self._by_rid)
 
 
-def _gaps(r: Request, row: Mapping[str, Any]) -> list[float]:
+def _gaps(r: Request, row: Mapping[str, Any], events: tuple | None = None) -> list[float]:
     """The request's inter-token gaps (ms) as its row's itl_ms_mean and itl_ms_max were made from (from the
-    row's timing columns, which token_latency reads by name: ``timing`` is not worked out again)."""
+    row's timing columns, which token_latency reads by name: ``timing`` is not worked out again).
+    ``events``: r.events() when the caller has them."""
     if r.end_t is None or r.end_t < r.start_t:  # (no window: _row measured nothing)
         return []
-    return token_latency(r.start, r.end, row, None)[1]
+    start, end, _ = events or r.events(keep=False)  # (read once, for stats.csv)
+    return token_latency(start, end, row, None)[1]
 
 
 class RequestJson(Mapping):
@@ -548,8 +550,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                 held[:] = [None, None]
                 tele = _Stretch(source.between(slabs[k].lo_s, slabs[k].hi_s), counted_keys)
                 held[:] = [k, tele]
-        obj = _request_json(r, row, i, win, tele, quality.get(rid), simulated)
-        obj["itl_ms"] = _gaps(r, row) or None
+        events = r.events(keep=False)  # (each request's JSON built once)
+        obj = _request_json(r, events, row, i, win, tele, quality.get(rid), simulated)
+        obj["itl_ms"] = _gaps(r, row, events) or None
         return obj
 
     request_json = RequestJson(one_json, [r.rid for r in reqs],
@@ -1018,11 +1021,12 @@ class _Stretch:
         return t_s
 
 
-def _request_json(r: Request, row: dict, i: int | None, win: E.Window, tele: _Stretch, quality: dict | None,
-                  simulated: bool) -> dict:
-    """The seed's per-request JSON (raw/<rid>.json). ``tele``: its telemetry around the window at least."""
+def _request_json(r: Request, events: tuple, row: dict, i: int | None, win: E.Window, tele: _Stretch,
+                  quality: dict | None, simulated: bool) -> dict:
+    """The seed's per-request JSON (raw/<rid>.json). ``events``: r.events(); ``tele``: its telemetry around
+    the window at least."""
     batch = tele.batch
-    s, e = r.start, r.end
+    s, e, _ = events
     text, thinking = answer(r)
     origin = batch.origin_ns
     full: dict[str, Any] = {}

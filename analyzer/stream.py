@@ -77,6 +77,13 @@ class Request:
         self._at[2:4] = array("q", (at, size))
         self.end_t, self.ok = t, bool(ok)
 
+    def events(self, keep: bool = True) -> tuple[M.ReqStart, M.ReqEnd | None, list[M.ReqFirstToken]]:
+        """(start, end, first tokens). ``keep=False``: a stored request's read for one use, not kept among
+        the last read (a pass that reads each request once: kept, they would outlive what it builds between)."""
+        if self._file is None:
+            return self._start, self._end, self._firsts
+        return self._file.request(self, keep)
+
     @property
     def start(self) -> M.ReqStart:
         return self._start if self._file is None else self._file.request(self)[0]
@@ -126,7 +133,8 @@ class EventFile:
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "_cache": OrderedDict()}
 
-    def request(self, r: Request) -> tuple[M.ReqStart, M.ReqEnd | None, list[M.ReqFirstToken]]:
+    def request(self, r: Request, keep: bool = True) -> tuple[M.ReqStart, M.ReqEnd | None, list[M.ReqFirstToken]]:
+        """Request r's events, typed; ``keep``: kept among the last read."""
         at = r._at
         got = self._cache.get(at[0])
         if got is not None:
@@ -145,9 +153,10 @@ class EventFile:
             end = _rid_of(r, _req_end(payloads[1], check=False))
         firsts = [_rid_of(r, M.ReqFirstToken.from_msg(p, check=False)) for p in payloads[1 + has_end:]]
         got = (start, end, firsts)
-        self._cache[at[0]] = got
-        if len(self._cache) > self.CACHE:
-            self._cache.popitem(last=False)
+        if keep:
+            self._cache[at[0]] = got
+            if len(self._cache) > self.CACHE:
+                self._cache.popitem(last=False)
         return got
 
     def _read(self, places: list[tuple[int, int]]) -> list[Any]:
@@ -295,20 +304,75 @@ def _series(key: str, src: str, rows: list[dict[str, Any]], fields: tuple[str, .
 
 
 REQUEST_TOPICS = (M.REQ_START, M.REQ_FIRST_TOKEN, M.REQ_END)
-STORED = "\0stored"  # a lean event's key (no producer's: declared keys are names): (EventFile, byte, size)
+
+
+class StoredEvents:
+    """A file's request events (``EventFile``) as columns, in file order, none held as a map: per event
+    its ``kind`` (an index of REQUEST_TOPICS), its place in the recording (``idx``), publisher code
+    (``src``), ``seq``, ``t``, where it is in the file (``at``, ``size``), ``flag`` (a req.start's
+    warmup, a req.end's ok) and its rid (``rid``, an index of ``rids``: one string a request).
+    ``stored_requests`` makes the requests of them."""
+
+    def __init__(self, file: EventFile):
+        self.file = file
+        self.kind = array("b")
+        self.flag = array("b")
+        self.idx, self.src, self.seq, self.t, self.at, self.size, self.rid = (array("q") for _ in range(7))
+        self.rids: list[str] = []
+        self._rid_code: dict[str, int] = {}
+
+    def add(self, kind: int, idx: int, src: int, p: dict[str, Any], at: int, size: int) -> None:
+        rid = p["rid"]
+        code = self._rid_code.get(rid)
+        if code is None:
+            code = self._rid_code[rid] = len(self.rids)
+            self.rids.append(rid)
+        self.kind.append(kind)
+        self.flag.append(bool(p.get(_WARMUP) if kind == 0 else p.get(_OK)))
+        for col, v in ((self.idx, idx), (self.src, src), (self.seq, p["seq"]), (self.t, p["t"]),
+                       (self.at, at), (self.size, size), (self.rid, code)):
+            col.append(v)
+
+    def done(self) -> StoredEvents:
+        """Read whole: the lookup of rids by string let go."""
+        self._rid_code = {}
+        return self
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """src, seq, t, idx as int64 arrays (to_batch's de-duplication and order)."""
+        return {k: np.frombuffer(getattr(self, k), dtype=np.int64) if len(self) else np.zeros(0, dtype=np.int64)
+                for k in ("src", "seq", "t", "idx")}
+
+
 _WARMUP, _OK = M.ReqStart.declared("warmup")[0], M.ReqEnd.declared("ok")[0]
 
 
-def lean_event(topic: str, p: dict[str, Any], file: EventFile, at: int, size: int) -> dict[str, Any]:
-    """A request's event ``p`` (bytes ``at``, ``size`` of ``file``) as ``events_to_requests`` needs it to
-    make a stored Request: the envelope, the rid, warmup or ok, and where the whole event is."""
-    out = {k: p[k] for k in ("src", "seq", "t", "rid")}
-    if topic == M.REQ_START:
-        out[_WARMUP] = p.get(_WARMUP)
-    elif topic == M.REQ_END:
-        out[_OK] = p.get(_OK)
-    out[STORED] = (file, at, size)
-    return out
+def stored_requests(ev: StoredEvents, order: Iterable[int]) -> list[Request]:
+    """The requests of ``ev``'s events taken in ``order`` (sorted and de-duplicated), as
+    ``events_to_requests`` makes them of held events (a later req.start replaces, the first req.end counts),
+    each left in ev's file (``Request.stored``)."""
+    requests: dict[str, Request] = {}
+    kind, flag, t, at, size, rid_of, rids, file = ev.kind, ev.flag, ev.t, ev.at, ev.size, ev.rid, ev.rids, ev.file
+    for j in order:
+        rid, k = rids[rid_of[j]], kind[j]
+        if k == 0:
+            if rid in requests:
+                log.warning("request_restarted", rid=rid, note="a later req.start replaces the earlier one")
+            requests[rid] = Request.stored(rid, file, at[j], size[j], t[j], flag[j])
+        elif k == 1:
+            req = requests.get(rid)
+            if req is not None:
+                req.store_first_token(at[j], size[j])
+        else:
+            req = requests.get(rid)
+            if req is None:
+                log.warning("request_end_without_start", rid=rid)
+            elif req.end_t is None:
+                req.store_end(at[j], size[j], t[j], flag[j])
+    return list(requests.values())
 
 
 def events_to_requests(msgs: Iterable[tuple[str, dict[str, Any]]]) -> tuple[M.BatchStart | None, M.BatchEnd | None,
@@ -318,29 +382,22 @@ def events_to_requests(msgs: Iterable[tuple[str, dict[str, Any]]]) -> tuple[M.Ba
     batch_start = batch_end = None
     once, prompts = _Once(), _Once()
     for topic, p in msgs:
-        at = p.get(STORED) if topic in REQUEST_TOPICS else None
         if topic == M.REQ_START:
             rid = str(p["rid"])
             if rid in requests:
                 log.warning("request_restarted", rid=rid, note="a later req.start replaces the earlier one")
-            if at is not None:
-                requests[rid] = Request.stored(rid, *at, p["t"], p.get(_WARMUP))
-            else:  # a case's prompt repeats in each of its runs: held once too
-                requests[rid] = Request(rid, prompts(once(M.ReqStart.from_msg(p), "src", "model", "task", "load"),
-                                                     "prompt"))
+            # a case's prompt repeats in each of its runs: held once too
+            requests[rid] = Request(rid, prompts(once(M.ReqStart.from_msg(p), "src", "model", "task", "load"),
+                                                 "prompt"))
         elif topic == M.REQ_FIRST_TOKEN:
             req = requests.get(str(p["rid"]))
-            if req is not None and at is not None:
-                req.store_first_token(*at[1:])
-            elif req is not None:
+            if req is not None:
                 req.first_tokens.append(_rid_of(req, once(M.ReqFirstToken.from_msg(p), "src", "kind")))
         elif topic == M.REQ_END:
             req = requests.get(str(p["rid"]))
             if req is None:
                 log.warning("request_end_without_start", rid=p["rid"])
-            elif req.end_t is None and at is not None:
-                req.store_end(*at[1:], p["t"], p.get(_OK))
-            elif req.end_t is None:
+            elif req.end is None:
                 req.end = _rid_of(req, once(_req_end(p), "src"))
         elif topic == M.BATCH_START:
             # the first one carries the config; resumes repeat it

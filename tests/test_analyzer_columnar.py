@@ -179,6 +179,26 @@ def test_rows_with_as_many_keys_but_other_ones_or_in_another_order(monkeypatch, 
     assert any(moved["seq"] in g.seq.tolist() for g in new.gpus) and moved["power_mw"] != moved["temp_c"]
 
 
+@pytest.mark.parametrize("case", ["stored", "clock", "messy"])
+def test_the_copy_read_back_gives_the_in_memory_batch_exactly(tmp_path, case):
+    """Through the columnar copy (its request events left in events.msgpack, noted as columns: shuffled,
+    duplicated, restarted), the batch is the message list's: requests, their order and events, the
+    duplicates counted and every publisher's seqs."""
+    if case == "stored":
+        path = tmp_path / "stream.msgpack"
+        shutil.copyfile(STORED, path)
+    else:
+        path = write(tmp_path / "stream.msgpack", {"clock": clock_items, "messy": messy_items}[case]())
+    _, items, _ = read_recording(path)
+    mem = stream.build(items)
+    columnar.load(path)  # writes the copy
+    dec, _ = columnar.read_copy(path)
+    assert dec.requests is not None and len(dec.requests) and not any(t in stream.REQUEST_TOPICS for _, t, _ in dec.events)
+    assert_same(mem, columnar.to_batch(dec))
+    if case == "messy":
+        assert mem.duplicates == 30 and len(mem.requests) == 3
+
+
 def test_whole_analysis_identical_through_the_cli_paths(tmp_path):
     """--batch (columns, then the copy) writes the same results.csv as the message path."""
     from analyzer import cli, outputs
