@@ -250,9 +250,10 @@ class Decoder:
     declaration per telemetry topic to read by instead of shared.messages.BODIES' (its series and label
     keys become the columns; used to show that a newly declared reading needs no other edit)."""
 
-    def __init__(self, bodies: dict[str, type[M.Body]] | None = None, sink=None) -> None:
-        # sink(topic, column chunk) → True when it took the chunk (analyzer.gpu_store.Spill: to disk)
-        self.sink = sink
+    def __init__(self, bodies: dict[str, type[M.Body]] | None = None, sink=None, event_sink=None) -> None:
+        # sink(topic, column chunk) → True when it took the chunk (analyzer.gpu_store.Spill: to disk);
+        # event_sink(idx, topic, payload): each valid event, then not held (EventSpill: to the copy's file)
+        self.sink, self.event_sink = sink, event_sink
         self._bodies = {t: (bodies or {}).get(t) or M.BODIES[t] for t in TABLE_TOPICS}
         self._float_keys = {t: b.series_keys() for t, b in self._bodies.items()}
         self._string_keys = {t: b.label_keys() for t, b in self._bodies.items()}
@@ -277,7 +278,10 @@ class Decoder:
             self._invalid(topic, exc)
         else:
             self._src_code(payload["src"])
-            self.events.append((idx, topic, payload))
+            if self.event_sink is not None:
+                self.event_sink(idx, topic, payload)
+            else:
+                self.events.append((idx, topic, payload))
 
     def feed_batch(self, topics: list[str], payloads: list[dict[str, Any]], idx: np.ndarray | None = None,
                    convert: bool = True) -> None:
@@ -916,9 +920,24 @@ def samples_key(source: dict[str, Any], lookback_s: float) -> str | None:
                        "code_sha256": code.hexdigest()}, sort_keys=True)
 
 
-def _decode(stream: Path, sink=None) -> tuple[Decoded, RecordingReader]:
+class EventSpill:
+    """Decoder event sink: each event written to a copy's events.msgpack as it is read (``[idx, topic,
+    payload]``, as write_copy writes them), not held: a day's request events are ~150 MB as maps."""
+
+    def __init__(self, path: Path):
+        self._fh = open(path, "wb")
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+
+    def __call__(self, idx: int, topic: str, payload: dict[str, Any]) -> None:
+        self._fh.write(self._pack([idx, topic, payload]))
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _decode(stream: Path, sink=None, event_sink=None) -> tuple[Decoded, RecordingReader]:
     reader = RecordingReader(stream)
-    dec = Decoder(sink=sink)
+    dec = Decoder(sink=sink, event_sink=event_sink)
     gc_was_on = gc.isenabled()
     gc.disable()  # only containers of plain values are made here: no cycles to find (~10 % of the pass)
     try:
@@ -952,18 +971,22 @@ def decode_to_copy(stream: Path) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         spill = gpu_store.Spill(tmp)
+        events = EventSpill(tmp / "events.msgpack")
     except OSError as exc:
         log.warning("columnar_copy_not_written", path=str(root), problem=str(exc), note="analysed in memory")
         return False
     try:
-        out, reader = _decode(stream, sink=spill)
+        out, reader = _decode(stream, sink=spill, event_sink=events)
+        events.close()
         files = spill.close()
     except OSError as exc:
+        events.close()
         spill.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         log.warning("columnar_copy_not_written", path=str(root), problem=str(exc), note="analysed in memory")
         return False
     except BaseException:
+        events.close()
         spill.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -971,7 +994,7 @@ def decode_to_copy(stream: Path) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
         log.info("columnar_copy_not_written", path=str(root), problem="stream.msgpack changed while it was read")
         return False
-    return write_copy(stream, out, reader.header or {}, reader.problem, fp, gpu_files=files)
+    return write_copy(stream, out, reader.header or {}, reader.problem, fp, gpu_files=files, events_written=True)
 
 
 def load(stream: Path) -> tuple[Decoded, str | None]:
@@ -1077,12 +1100,13 @@ def read_copy(stream: Path, gpus: bool = True):
 
 
 def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp: dict[str, Any],
-               gpu_files: list[dict[str, Any]] | None = None) -> bool:
+               gpu_files: list[dict[str, Any]] | None = None, events_written: bool = False) -> bool:
     """Write the columnar copy: the GPU samples one LZ4 Parquet file per GPU (analyzer.gpu_store), the
     host and heartbeats one per topic, the events, and meta.json last (a copy without meta.json is
     never read). Failing (read-only batch, full disk) only costs the next analysis a re-read of
     stream.msgpack. ``fp``: the fingerprint taken before the recording was read. ``gpu_files``: the
-    GPU files already spilled into the copy's .tmp folder (decode_to_copy); else from ``dec``."""
+    GPU files already spilled into the copy's .tmp folder (decode_to_copy); else from ``dec``.
+    ``events_written``: its events.msgpack too (decode_to_copy's EventSpill); else from ``dec``."""
     import pyarrow.parquet as pq
 
     root = copy_dir(stream)
@@ -1109,10 +1133,11 @@ def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp
             group = gpu_store.HOST_ROW_GROUP if topic == M.TEL_HOST else 1 << 17
             pq.write_table(arrow_np.table(cols), tmp / f"{topic}.parquet", compression="zstd", row_group_size=group,
                            use_dictionary=False, use_byte_stream_split=floats or False, column_encoding=ints or None)
-        with open(tmp / "events.msgpack", "wb") as fh:
-            packer = msgpack.Packer(use_bin_type=True)
-            for e in dec.events:
-                fh.write(packer.pack(list(e)))
+        if not events_written:
+            with open(tmp / "events.msgpack", "wb") as fh:
+                packer = msgpack.Packer(use_bin_type=True)
+                for e in dec.events:
+                    fh.write(packer.pack(list(e)))
         rows = {t: dec.tables[t].n for t in TABLE_TOPICS}
         rows[M.TEL_GPU] = sum(f["rows"] for f in gpu_files)
         meta = {"version": COPY_VERSION, **fp, "problem": problem, "srcs": dec.srcs, "invalid": dec.invalid,
