@@ -643,7 +643,7 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
     # report.html does not need matplotlib: its plots are SVG drawn from the analysis itself
     for one in i18n.langs_of(lang):
         written.append(write_text(bd.summary / i18n.suffixed("report.html", one), report_html.html_parts(a, one)))
-        written.append(write_text(bd.summary / i18n.suffixed("report.md", one), report.render(a, plot_files, lang=one)))
+        written.append(write_text(bd.summary / i18n.suffixed("report.md", one), report.render_parts(a, plot_files, lang=one)))
         memory.give_back()
     log.info("outputs_written", batch=str(bd.root), files=len(written) + len(rids), request_json=len(rids),
              results=len(a.results), simulated=a.simulated)

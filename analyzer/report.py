@@ -5,8 +5,10 @@ Every text that is not ours (model names, rids, tasks, error texts, problems quo
 shared.escape.md_inline here: it shows as text and never becomes HTML, a link or an image."""
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
 from analyzer import columns as COLS
@@ -67,12 +69,22 @@ def _md_cell(v: Any) -> str:
 
 
 def md_table(columns, rows: list[dict[str, Any]], lang: str = "en") -> str:
+    return "".join(md_table_parts(columns, rows, lang))
+
+
+MD_BLOCK = 4096  # rows of a Markdown table made at a time: a day's results table is megabytes of text
+
+
+def md_table_parts(columns, rows: list[dict[str, Any]], lang: str = "en") -> Iterator[str]:
+    """md_table's text a block of rows at a time (the block's cells, then its lines, never the whole table's)."""
     if not rows:
-        return t("none", lang) + "\n"
-    lines = ["| " + " | ".join(label(c, lang) for c in columns) + " |", "|" + "---|" * len(columns)]
-    cells = table_cells(columns, rows, fmt_num, lambda c, v: _md_cell(cell_value(c, v, lang)))
-    lines += ["| " + " | ".join(row) + " |" for row in zip(*cells)] if cells else ["|  |" for _ in rows]
-    return "\n".join(lines) + "\n"
+        yield t("none", lang) + "\n"
+        return
+    yield "| " + " | ".join(label(c, lang) for c in columns) + " |\n|" + "---|" * len(columns) + "\n"
+    for lo in range(0, len(rows), MD_BLOCK):
+        block = rows[lo:lo + MD_BLOCK]
+        cells = table_cells(columns, block, fmt_num, lambda c, v: _md_cell(cell_value(c, v, lang)))
+        yield "\n".join(["| " + " | ".join(row) + " |" for row in zip(*cells)] if cells else ["|  |" for _ in block]) + "\n"
 
 
 NUMBER_TYPES = {float, int, type(None)}  # a column of these: number() each, nothing to escape
@@ -176,8 +188,23 @@ def requests_line(a, lang: str = "en") -> str:
 
 def render(analysis, plot_files: list[str], title: str | None = None, lang: str = "en") -> str:
     """Markdown text; ``plot_files`` are paths relative to the summary directory."""
+    return "".join(render_parts(analysis, plot_files, title, lang))
+
+
+def render_parts(analysis, plot_files: list[str], title: str | None = None, lang: str = "en") -> Iterator[str]:
+    """render's text in pieces as they are written, the results table a block of rows at a time."""
+    for k, part in enumerate(_sections(analysis, plot_files, title, lang)):
+        if k:
+            yield "\n"
+        if isinstance(part, str):
+            yield part
+        else:
+            yield from part
+
+
+def _sections(analysis, plot_files: list[str], title: str | None, lang: str) -> list[str | Iterable[str]]:
     a = analysis
-    parts = [f"# {t('title', lang)} — {md_inline(title or a.batch_id or 'batch')}\n",
+    parts: list[str | Iterable[str]] = [f"# {t('title', lang)} — {md_inline(title or a.batch_id or 'batch')}\n",
              f"**{t('ratio_name', lang)}.** " + t("ratio_def", lang).replace("<b>", "**").replace("</b>", "**")
              + "\n\n" + t("basis_def", lang) + "\n\n" + t("html_note", lang, file=suffixed("report.html", lang)) + "\n"]
     if a.simulated:
@@ -205,7 +232,7 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
         slo = load_curve.slo_text(getattr(a, "slo", None)) or t("no_slo", lang)
         parts.append(f"## {t('load_curve', lang)}\n\n{t('load_curve_caption', lang, slo=md_inline(slo))}\n\n"
                      + md_table(load_curve.PAGE_COLUMNS, a.load_curve, lang))
-    parts.append(f"## {t('results', lang)}\n\n" + md_table(RESULT_COLUMNS, a.results, lang))
+    parts.append(itertools.chain([f"## {t('results', lang)}\n\n"], md_table_parts(RESULT_COLUMNS, a.results, lang)))
     failed = [r for r in a.results if r.get("status") != "ok"]
     if failed:  # the server's or the collector's own words, escaped like every other cell
         parts.append(f"## {t('failed_table', lang)}\n\n" + md_table(FAILED_COLUMNS, failed, lang))
@@ -218,4 +245,4 @@ def render(analysis, plot_files: list[str], title: str | None = None, lang: str 
         # Plot names are ours (shared.escape.safe_filename); <…> keeps any odd character inside the link.
         parts.append(f"## {t('plots', lang)}{sim}\n\n" + "\n".join(f"![{md_inline(p)}](<{p}>)" for p in plot_files)
                      + "\n")
-    return "\n".join(parts)
+    return parts

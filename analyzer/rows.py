@@ -3,79 +3,90 @@
 A batch's results hold one row of some 150-250 columns per request, a day of requests tens of
 thousands of rows. As dicts they cost several KB each: the dict's own table, and a Python object for
 every number (a float is 24 bytes and a pointer). Here the values live column-wise in a :class:`Table`
-shared by the rows of one analysis: a column of floats is an array of doubles (8 bytes a row) with a
-byte a row saying which are None, a column of integers the same with int64, a column still all None
-costs nothing, anything else (text, booleans, a column of mixed types) a list, its repeated strings
-held once. A :class:`Row` is a view: its row number and a :class:`Layout`, the keys and their order,
-shared by every row built the same way. Adding or removing a key moves the row to the next layout,
-itself shared, so a row iterates its keys in the order they were added, as a dict would: the request
-JSON's summary and every file keep their order, and every value reads back as it was stored (type,
-bits and all).
+shared by the rows of one analysis, each column in parts of ``PART_ROWS`` rows: a part of floats is an
+array of doubles (8 bytes a row) with a byte a row saying which are None, a part of integers the same
+with int64, a part still all None costs nothing, anything else (text, booleans, mixed types) a list, its
+repeated strings held once. At most ``RESIDENT_PARTS`` parts are held; the least recently made or read
+go to the table's spill file (a temporary file, gone with the table) and are read back when used, so a
+week of requests' results costs the same memory as an hour's (the passes over the rows go in row or
+column order: a part read back serves the next few thousand reads). A :class:`Row` is a view: its row
+number and a :class:`Layout`, the keys and their order, shared by every row built the same way. Adding
+or removing a key moves the row to the next layout, itself shared, so a row iterates its keys in the
+order they were added, as a dict would: the request JSON's summary and every file keep their order,
+and every value reads back as it was stored (type, bits and all).
 """
 from __future__ import annotations
 
+import pickle
+import tempfile
 from array import array
+from collections import deque
 from collections.abc import ItemsView, Iterable, Iterator, Mapping, MutableMapping, ValuesView
 from operator import itemgetter
 from typing import Any
 
+import numpy as np
+
+PART_ROWS = 4096       # rows of a column held together (a power of two)
+RESIDENT_PARTS = 512   # parts held at most (~20 MiB): enough for every column of a few thousand rows
 _INTERN_MAX = 256  # distinct strings a column holds once (names, statuses); beyond that, as they come
 _I64 = (-(1 << 63), (1 << 63) - 1)
 
 
-class Column:
-    """One column's values by row number. ``vals``: None while every value is None, else an array
-    (with ``none`` marking the rows whose value is None; ``kind`` its values' type) or a list."""
+class _Part:
+    """Rows [b·PART_ROWS, (b+1)·PART_ROWS) of one column, by their place j in the part. ``vals``: an
+    array (``none`` marking the rows whose value is None; ``kind`` its values' type) or a list; None
+    while every value is None, or while the part is in the spill file (``at``: its place there).
+    ``dirty``: changed since it was last written there."""
 
-    __slots__ = ("vals", "none", "seen", "kind")
+    __slots__ = ("vals", "none", "kind", "at", "dirty")
 
     def __init__(self) -> None:
         self.vals: array | list | None = None
         self.none: bytearray | None = None
-        self.seen: dict[str, str] | None = None
         self.kind: type | None = None
+        self.at: tuple[int, int] | None = None
+        self.dirty = False
 
-    def get(self, i: int) -> Any:
+    def get(self, j: int) -> Any:
         vals = self.vals
-        if vals is None or i >= len(vals):
+        if j >= len(vals) or (self.none is not None and self.none[j]):
             return None
-        none = self.none
-        if none is not None and none[i]:
-            return None
-        return vals[i]
+        return vals[j]
 
-    def set(self, i: int, v: Any) -> None:
+    def set(self, j: int, v: Any, col: Column) -> None:
+        """Set place j (the part resident, or all None)."""
         vals = self.vals
         if vals is None:
             if v is None:
                 return
             self._start(type(v), v)
+            col.table.hold(self)
             vals = self.vals
+        self.dirty = True
         n = len(vals)
-        if i >= n:  # rows are added in order: the new row's cell, after any skipped rows' (None)
-            if i > n:
-                self._grow(i - n)
-            self.append(v)
+        if j >= n:  # rows are added in order: the new row's cell, after any skipped rows' (None)
+            if j > n:
+                self._grow(j - n)
+            self.append(v, col)
             return
         none = self.none
         if none is None:  # a list
-            if type(v) is str:
-                v = self._once(v)
-            vals[i] = v
+            vals[j] = col.once(v) if type(v) is str else v
         elif v is None:
-            none[i] = 1
+            none[j] = 1
         elif type(v) is self.kind and (self.kind is float or _I64[0] <= v <= _I64[1]):
-            vals[i] = v
-            none[i] = 0
+            vals[j] = v
+            none[j] = 0
         else:
             self._to_list()
-            self.set(i, v)
+            self.set(j, v, col)
 
-    def append(self, v: Any) -> None:
-        """The cell of the row after the column's last (the column started)."""
+    def append(self, v: Any, col: Column) -> None:
+        """The cell after the part's last (the part resident and started)."""
         none = self.none
         if none is None:  # a list
-            self.vals.append(self._once(v) if type(v) is str else v)
+            self.vals.append(col.once(v) if type(v) is str else v)
         elif v is None:
             self.vals.append(0)
             none.append(1)
@@ -84,10 +95,36 @@ class Column:
             none.append(0)
         else:
             self._to_list()
-            self.vals.append(self._once(v) if type(v) is str else v)
+            self.vals.append(col.once(v) if type(v) is str else v)
+
+    def values(self, lo: int, hi: int) -> list[Any]:
+        """Places lo to hi as a list (None where None, or never set)."""
+        vals = self.vals
+        if self.none is None:
+            out = vals[lo:hi]
+        else:
+            out = vals[lo:hi].tolist()
+            none = self.none[lo:hi]
+            at = none.find(1)
+            while at >= 0:
+                out[at] = None
+                at = none.find(1, at + 1)
+        out.extend([None] * (hi - lo - len(out)))
+        return out
+
+    def pick(self, places: list[int]) -> list[Any]:
+        """The values at ``places`` (any order)."""
+        vals = self.vals
+        if len(places) < 2 or max(places) >= len(vals):
+            return [self.get(j) for j in places]
+        pick = itemgetter(*places)  # at C speed
+        out = list(pick(vals))
+        if self.none is not None and 1 in (flags := pick(self.none)):
+            out = [None if f else v for v, f in zip(out, flags)]
+        return out
 
     def _to_list(self) -> None:
-        """Another type met: the column becomes a list (every value as it was)."""
+        """Another type met: the part becomes a list (every value as it was)."""
         self.vals, self.none, self.kind = [self.get(j) for j in range(len(self.vals))], None, None
 
     def _start(self, kind: type, v: Any) -> None:
@@ -105,7 +142,73 @@ class Column:
             self.vals.frombytes(bytes(self.vals.itemsize * k))
             self.none.extend(b"\x01" * k)
 
-    def _once(self, v: str) -> str:
+
+class Column:
+    """One column's values by row number, in parts (``parts[i >> shift]``, place ``i & mask``)."""
+
+    __slots__ = ("parts", "seen", "table", "shift", "mask")
+
+    def __init__(self, table: Table) -> None:
+        self.parts: list[_Part] = []
+        self.seen: dict[str, str] | None = None
+        self.table, self.shift, self.mask = table, table.shift, table.mask
+
+    def part(self, b: int) -> _Part | None:
+        """Part b, read back if spilled (None: no row that far has a value)."""
+        if b >= len(self.parts):
+            return None
+        p = self.parts[b]
+        if p.vals is None and p.at is not None:
+            self.table.load(p)
+        return p
+
+    def get(self, i: int) -> Any:
+        b = i >> self.shift
+        parts = self.parts
+        if b >= len(parts):
+            return None
+        p = parts[b]
+        vals = p.vals
+        if vals is None:
+            if p.at is None:
+                return None
+            vals = self.table.load(p)
+        j = i & self.mask
+        if j >= len(vals):
+            return None
+        none = p.none
+        if none is not None and none[j]:
+            return None
+        return vals[j]
+
+    def set(self, i: int, v: Any) -> None:
+        b = i >> self.shift
+        parts = self.parts
+        if v is None and (b >= len(parts) or (parts[b].vals is None and parts[b].at is None)):
+            return  # None where every value is None already
+        while len(parts) <= b:
+            parts.append(_Part())
+        p = parts[b]
+        if p.vals is None and p.at is not None:
+            self.table.load(p)
+        p.set(i & self.mask, v, self)
+
+    def values(self, lo: int, hi: int) -> list[Any]:
+        """The values of rows lo to hi as a list (None where None, or never set)."""
+        out: list[Any] = []
+        while lo < hi:
+            b = lo >> self.shift
+            end = min(hi, (b + 1) << self.shift)
+            p = self.part(b)
+            if p is None or p.vals is None:
+                out.extend([None] * (end - lo))
+            else:
+                j = lo & self.mask
+                out.extend(p.values(j, j + end - lo))
+            lo = end
+        return out
+
+    def once(self, v: str) -> str:
         seen = self.seen
         if seen is None:
             seen = self.seen = {}
@@ -119,17 +222,27 @@ class Column:
 
 class Table:
     """The columns of one analysis's rows, by name; each row a row number. Its layouts by their keys:
-    rows that reach the same keys by any edits share one."""
+    rows that reach the same keys by any edits share one. The parts held, oldest first (``hold``):
+    beyond ``resident`` the oldest is written to the spill file and let go."""
 
-    def __init__(self) -> None:
+    def __init__(self, part_rows: int | None = None, resident: int | None = None) -> None:
+        part_rows = PART_ROWS if part_rows is None else part_rows
+        resident = RESIDENT_PARTS if resident is None else resident
+        if part_rows < 1 or part_rows & (part_rows - 1) or resident < 1:
+            raise ValueError(f"part_rows must be a power of two and resident at least 1, not {part_rows}, {resident}")
         self.columns: dict[str, Column] = {}
         self.n = 0
         self._layouts: dict[tuple[str, ...], Layout] = {}
+        self.shift, self.mask, self.resident = part_rows.bit_length() - 1, part_rows - 1, resident
+        self._held: deque[_Part] = deque()
+        self._file: Any = None
+        self._end = 0
+        self.spilled = 0  # parts written to the spill file (their writes, counted)
 
     def column(self, key: str) -> Column:
         col = self.columns.get(key)
         if col is None:
-            col = self.columns[key] = Column()
+            col = self.columns[key] = Column(self)
         return col
 
     def layout(self, keys: tuple[str, ...]) -> "Layout":
@@ -141,6 +254,39 @@ class Table:
     def new_row(self) -> int:
         self.n += 1
         return self.n - 1
+
+    def hold(self, p: _Part) -> None:
+        """Part p was made or read back: held, the oldest held beyond ``resident`` spilled."""
+        held = self._held
+        held.append(p)
+        while len(held) > self.resident:
+            self._spill(held.popleft())
+
+    def load(self, p: _Part) -> array | list:
+        """Spilled part p read back (held again); its values."""
+        self._file.seek(p.at[0])
+        p.vals, p.none, p.kind = pickle.loads(self._file.read(p.at[1]))
+        p.dirty = False
+        self.hold(p)
+        return p.vals
+
+    def _spill(self, p: _Part) -> None:
+        if p.vals is None:
+            return
+        if p.dirty or p.at is None:  # else the file's copy is still its values
+            data = pickle.dumps((p.vals, p.none, p.kind), protocol=pickle.HIGHEST_PROTOCOL)
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="genai-power-rows-")
+            if p.at is not None and p.at[1] >= len(data):  # its old place (a part of numbers keeps its size)
+                where = p.at[0]
+            else:
+                where, self._end = self._end, self._end + len(data)
+            self._file.seek(where)
+            self._file.write(data)
+            p.at = (where, len(data))
+            self.spilled += 1
+        p.vals = p.none = None
+        p.dirty = False
 
 
 class Layout:
@@ -183,30 +329,36 @@ class Layouts:
     """The layouts and the table of one analysis (kept with the analysis, not the process: a live
     service analysing batch after batch does not collect every row and layout it ever saw)."""
 
-    def __init__(self) -> None:
-        self.table = Table()
+    def __init__(self, table: Table | None = None) -> None:
+        self.table = table if table is not None else Table()
 
     def row(self, d: Mapping[str, Any]) -> "Row":
         """``d`` as a Row (same keys, order and values)."""
-        layout = self.table.layout(tuple(d))
-        i = self.table.new_row()
+        table = self.table
+        layout = table.layout(tuple(d))
+        i = table.new_row()
+        b, j = i >> table.shift, i & table.mask
         for col, v in zip(layout.cols, d.values()):
-            # Column.set's usual cases inline (a call per cell was most of building a request's row)
-            vals = col.vals
-            if vals is None:
-                if v is not None:
+            # the usual case inline, a cell appended to its column's held part (a call per cell was
+            # most of building a request's row); any other (a new part, a spilled one, a gap, a type) by set
+            parts = col.parts
+            p = parts[b] if len(parts) > b else None
+            vals = p.vals if p is not None else None
+            if vals is None or len(vals) != j:
+                if v is not None:  # (a new row's None is no value: nothing to store)
                     col.set(i, v)
-            elif len(vals) != i:  # (rows without the key in between)
-                col.set(i, v)
-            elif col.none is None:  # a list
-                vals.append(col._once(v) if type(v) is str else v)
+            elif p.none is None:  # a list
+                vals.append(col.once(v) if type(v) is str else v)
+                p.dirty = True
             elif v is None:
                 vals.append(0)
-                col.none.append(1)
-            elif type(v) is col.kind and (col.kind is float or _I64[0] <= v <= _I64[1]):
+                p.none.append(1)
+                p.dirty = True
+            elif type(v) is p.kind and (p.kind is float or _I64[0] <= v <= _I64[1]):
                 vals.append(v)
-                col.none.append(0)
-            else:  # another type: the column becomes a list
+                p.none.append(0)
+                p.dirty = True
+            else:  # another type: the part becomes a list
                 col.set(i, v)
         return Row(layout, i)
 
@@ -225,12 +377,7 @@ class Row(MutableMapping):
 
     def get(self, key: str, default: Any = None) -> Any:
         col = self._layout.index.get(key)
-        if col is None:
-            return default
-        vals, i = col.vals, self._i  # (Column.get inline: rows are read a cell at a time in many places)
-        if vals is None or i >= len(vals) or (col.none is not None and col.none[i]):
-            return None
-        return vals[i]
+        return default if col is None else col.get(self._i)
 
     def __contains__(self, key: object) -> bool:
         return key in self._layout.index
@@ -372,44 +519,27 @@ def iter_columns(rows: list[Mapping[str, Any]], names: list[str]) -> Iterator[li
     lo = idx[0]
     # the usual cases: every row of the table in order, or a run of them (a block of the CSV)
     run = idx == list(range(lo, lo + len(idx)))
-    pick = None if run or len(idx) < 2 else itemgetter(*idx)  # other rows (a group): at C speed
-    top = max(idx)
+    if not run:  # other rows (a group): split where the part changes, each piece read at C speed
+        where = np.asarray(idx, dtype=np.int64)
+        part = where >> table.shift
+        cuts = [0, *(np.flatnonzero(np.diff(part)) + 1).tolist(), len(idx)]
+        pieces = [(int(part[k]), (where[k:m] & table.mask).tolist()) for k, m in zip(cuts, cuts[1:])]
     layouts: dict[int, tuple[Layout, list[int]]] = {}
     for at, r in enumerate(rows):
         layouts.setdefault(id(r._layout), (r._layout, []))[1].append(at)
     for c in names:
         col = table.columns.get(c)
-        if col is None or col.vals is None:
+        if col is None:
             values = [None] * len(idx)
         elif run:
-            values = _column_values(col, lo, lo + len(idx))
-        elif pick is not None and top < len(col.vals):
-            values = list(pick(col.vals))
-            if col.none is not None and 1 in (flags := pick(col.none)):
-                values = [None if f else v for v, f in zip(values, flags)]
+            values = col.values(lo, lo + len(idx))
         else:
-            get = col.get
-            values = [get(i) for i in idx]
+            values = []
+            for b, places in pieces:
+                p = col.part(b)
+                values.extend([None] * len(places) if p is None or p.vals is None else p.pick(places))
         for layout, at in layouts.values():
             if c not in layout.index:  # rows without the key: None, as row.get gives
                 for j in at:
                     values[j] = None
         yield values
-
-
-def _column_values(col: Column, lo: int, hi: int) -> list[Any]:
-    """The column's values of rows lo to hi as a list (None where None, or never set)."""
-    vals = col.vals
-    if vals is None:
-        return [None] * (hi - lo)
-    if col.none is None:
-        out = vals[lo:hi]
-    else:
-        out = vals[lo:hi].tolist()
-        none = col.none[lo:hi]
-        at = none.find(1)
-        while at >= 0:
-            out[at] = None
-            at = none.find(1, at + 1)
-    out.extend([None] * (hi - lo - len(out)))
-    return out

@@ -10,9 +10,11 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from analyzer import outputs, pipeline
-from analyzer.rows import Layouts, Row, columns_of, fill, keys_of
+from analyzer import outputs, pipeline, report
+from analyzer import rows as ROWS
+from analyzer.rows import Layouts, Row, Table, columns_of, fill, keys_of
 from analyzer.stream import build
 from shared.batch import BatchDir
 from tests import synth as S
@@ -33,9 +35,17 @@ def _same(row: Row, d: dict) -> None:
         assert row.get(k) == d.get(k) and row.get(k, 7) == d.get(k, 7)
 
 
-def test_row_follows_a_dict_through_random_edits():
+# the tables a row is tested on: the usual one (nothing spilled at these sizes), and tables of tiny
+# parts that hold few of them, so that nearly every read and edit goes through the spill file
+TABLES = {"held": lambda: Table(), "spilled": lambda: Table(part_rows=4, resident=3),
+          "one-row parts": lambda: Table(part_rows=1, resident=1)}
+tables = pytest.mark.parametrize("table", list(TABLES))
+
+
+@tables
+def test_row_follows_a_dict_through_random_edits(table):
     rnd = random.Random(5)
-    layouts = Layouts()
+    layouts = Layouts(TABLES[table]())
     keys = ["a", "b", "c", "d", "e", "zz"]
     for trial in range(200):
         start = {k: rnd.random() for k in rnd.sample(keys, rnd.randint(0, 4))}
@@ -61,10 +71,11 @@ def test_row_follows_a_dict_through_random_edits():
             _same(row, d)
 
 
-def test_fill_is_setdefault_none_of_each_key():
+@tables
+def test_fill_is_setdefault_none_of_each_key(table):
     """rows.fill: every row given each missing key (None) in the keys' order, its own values kept,
     whatever layout the row had (one built so, one grown, one with a key deleted, a plain dict)."""
-    layouts = Layouts()
+    layouts = Layouts(TABLES[table]())
     starts = [{"a": 1.5, "b": "x"}, {"b": "y"}, {}, {"c": 2, "a": None}, {"a": 2.5, "b": "z"}]
     rows = [layouts.row(d) for d in starts] + [{"b": 3}]
     rows[1]["z"] = 4.5
@@ -97,16 +108,17 @@ def test_rows_built_alike_share_one_layout():
         r["c"] = 1.0  # the same edit moves every row to the same next layout
     assert len({id(r._layout) for r in rows}) == 1
     table = layouts.table
-    assert table.columns["a"].vals.typecode == "q" and table.columns["c"].vals.typecode == "d"
-    assert table.columns["b"].vals is None  # a column still all None holds nothing
+    assert table.columns["a"].parts[0].vals.typecode == "q" and table.columns["c"].parts[0].vals.typecode == "d"
+    assert not table.columns["b"].parts  # a column still all None holds nothing
 
 
-def test_values_read_back_as_stored():
+@tables
+def test_values_read_back_as_stored(table):
     """Column-wise storage keeps every value's type and bits: ints and floats apart, -0.0, NaN's
     payload, bools, integers beyond int64, numpy scalars; a column that meets a second type keeps both."""
     nan = struct.unpack("<d", bytes.fromhex("0100000000f8ff7f"))[0]
     values = [1, 2.5, -0.0, nan, float("inf"), True, None, 1 << 70, np.float64(0.1), "x", [1], 3]
-    layouts = Layouts()
+    layouts = Layouts(TABLES[table]())
     rows = [layouts.row({"v": v, "f": float(i), "i": i}) for i, v in enumerate(values)]
     rows[3]["f"] = None
     rows[5]["late"] = 7  # rows 0-4 never had the key: a key, not a None
@@ -116,7 +128,55 @@ def test_values_read_back_as_stored():
                                           type(v) is float else got == v)
         assert row["f"] == (None if i == 3 else float(i)) and type(row["i"]) is int
         assert ("late" in row) == (i == 5)
-    assert layouts.table.columns["f"].vals.typecode == "d" and type(layouts.table.columns["v"].vals) is list
+    if table == "held":
+        assert layouts.table.columns["f"].parts[0].vals.typecode == "d" and type(layouts.table.columns["v"].parts[0].vals) is list
+
+
+def test_a_long_table_holds_few_parts_and_reads_back_every_edit():
+    """Rows beyond what the table holds go to its spill file and come back as they were, edits of
+    old rows included (a part read back, changed, spilled again; one that becomes a list and grows)."""
+    table = Table(part_rows=64, resident=6)
+    layouts = Layouts(table)
+    rnd = random.Random(11)
+    dicts = [{"f": rnd.random(), "i": k, "s": f"r{k}", "n": None if k % 3 else k * 0.5} for k in range(2000)]
+    rows = [layouts.row(d) for d in dicts]
+    for k in rnd.sample(range(2000), 300):  # old rows edited after their parts were spilled
+        v = rnd.choice([None, 7, 1.25, "text " * rnd.randint(1, 30), True])
+        rows[k]["f"] = dicts[k]["f"] = v
+        rows[k]["late"] = dicts[k]["late"] = k
+    for k in range(0, 2000, 7):
+        del rows[k]["s"]
+        del dicts[k]["s"]
+    held = [p for col in table.columns.values() for p in col.parts if p.vals is not None]
+    assert len(held) <= 6 and table.spilled > 100 and table._file is not None
+    assert [dict(r) for r in rows] == dicts and [list(r) for r in rows] == [list(d) for d in dicts]
+    names = ["f", "i", "s", "n", "late", "never"]
+    assert columns_of(rows, names) == [[d.get(c) for d in dicts] for c in names]
+    some = rows[1500::-3] + rows[::250]
+    assert columns_of(some, names) == [[r.get(c) for r in some] for c in names]
+    assert [type(r["f"]) for r in rows] == [type(d["f"]) for d in dicts]
+
+
+def test_a_table_needs_parts_of_a_power_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        Table(part_rows=100)
+
+
+def test_an_analysis_whose_rows_spill_gives_the_same_files(tmp_path, monkeypatch):
+    """The pipeline's rows on a table that holds three parts of two rows (every pass reads back what it
+    needs), report.md's tables made two rows at a time: the same results and files as the usual way."""
+    opts = pipeline.Options(quality=False, idle_baseline=True)
+    want = pipeline.analyze(_batch(), opts)
+    outputs.write_all(want, BatchDir(tmp_path / "held"), make_plots=False, lang="en")
+    monkeypatch.setattr(ROWS, "PART_ROWS", 2)
+    monkeypatch.setattr(ROWS, "RESIDENT_PARTS", 3)
+    monkeypatch.setattr(report, "MD_BLOCK", 2)
+    got = pipeline.analyze(_batch(), opts)
+    outputs.write_all(got, BatchDir(tmp_path / "spilled"), make_plots=False, lang="en")
+    assert got.results[0]._layout.table.spilled > 0
+    assert repr([dict(r) for r in got.results + got.warmups]) == repr([dict(r) for r in want.results + want.warmups])
+    a, b = _files(tmp_path / "held"), _files(tmp_path / "spilled")
+    assert len(a) > 10 and list(a) == list(b) and all(a[k] == b[k] for k in a)
 
 
 def _batch():
@@ -150,10 +210,11 @@ def test_files_from_rows_are_the_files_from_plain_dicts(tmp_path):
         assert list(summary.items()) == [(k, v) for k, v in dict(row).items() if pipeline._in_summary(k)]
 
 
-def test_columns_of_reads_what_get_reads():
+@tables
+def test_columns_of_reads_what_get_reads(table):
     """A column at a time, over rows of several layouts (one grown by a key), plain dicts and names
     some rows lack: each value is the row's get()."""
-    layouts = Layouts()
+    layouts = Layouts(TABLES[table]())
     grown = layouts.row({"a": 1, "b": 2.5})
     grown["z"] = "zz"
     rows = [layouts.row({"a": 1, "b": 2.5}), layouts.row({"b": None, "c": "x"}), {"a": 5, "c": [1]}, grown,
@@ -163,9 +224,10 @@ def test_columns_of_reads_what_get_reads():
     assert columns_of([], ["a", "b"]) == [[], []]
 
 
-def test_columns_of_is_a_get_per_row_and_column():
+@tables
+def test_columns_of_is_a_get_per_row_and_column(table):
     rnd = random.Random(7)
-    layouts = Layouts()
+    layouts = Layouts(TABLES[table]())
     rows = [layouts.row({k: rnd.choice([None, 1, 2.5, "x", True]) for k in rnd.sample("abcd", rnd.randint(0, 4))})
             for _ in range(60)]
     for r in rows[::3]:
