@@ -10,10 +10,12 @@ import itertools
 import json
 import math
 import os
+import struct
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import msgpack
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -474,8 +476,6 @@ def _code_digest() -> str | None:
     """The sources of the analyzer and shared packages and the versions of Python, the numeric
     libraries and msgpack (the events' decoder): the code a request JSON comes from (None when a
     source cannot be read)."""
-    import msgpack
-
     h = hashlib.sha256(f"{sys.version}\0{np.__version__}\0{pa.__version__}\0{msgpack.version}".encode())
     try:
         for package in (analyzer, shared):
@@ -488,31 +488,43 @@ def _code_digest() -> str | None:
     return h.hexdigest()
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+# an index entry: the file's key, its size, modification and change times (ns), the digest of its bytes
+_ENTRY = struct.Struct("<16s3q16s")
+
+
+def request_index(raw: Path) -> dict[str, tuple[bytes, int, int, int, bytes]]:
+    """raw/request_json.keys read: each file's entry (empty when missing or damaged)."""
+    return {name: _ENTRY.unpack(e) for name, e in RequestFiles(raw, None, read=True)._old.items()}
 
 
 class RequestFiles:
     """raw/<rid>.json kept, not even built, when the analysis that wrote it had the same inputs: the
     recording and lookback (``samples_key``), the code, and the request's own (``RequestJson.key``:
     options, quality scores). raw/request_json.keys notes each file's key with the size, times and
-    digest of the bytes written; a file missing, or whose bytes differ from those, is written again
+    digest of the bytes written (msgpack: a file's name and 56 bytes, held so: a day's index is ~8 MiB,
+    not the ~23 MiB of Python lists); a file missing, or whose bytes differ from those, is written again
     (times that differ, as after copying the batch, send it to its digest)."""
 
-    def __init__(self, raw: Path, samples_key: str | None):
+    def __init__(self, raw: Path, samples_key: str | None, read: bool = False):
         self.index = raw / REQUEST_KEYS
         code = _code_digest()
         self._key = None if samples_key is None or code is None else f"{samples_key}\0{code}"
-        self._old: dict[str, list] = self._read() if self._key is not None else {}
-        self._new: dict[str, list] = {}
+        self._old: dict[str, bytes] = self._read() if (self._key is not None or read) else {}
+        self._new: dict[str, bytes] = {}
 
-    def _read(self) -> dict[str, list]:
+    def _read(self) -> dict[str, bytes]:
         try:
-            stored = json.loads(self.index.read_bytes())
-        except (OSError, ValueError):  # missing or damaged: every file built
+            stored = msgpack.unpackb(self.index.read_bytes(), raw=False)
+        except Exception:  # missing or damaged (or an older version's JSON index): every file built
             return {}
         files = stored.get("files") if isinstance(stored, dict) else None
-        return files if isinstance(files, dict) else {}
+        if not isinstance(files, dict):
+            return {}
+        return {k: v for k, v in files.items() if type(k) is str and type(v) is bytes and len(v) == _ENTRY.size}
 
     def write(self, path: Path, own_key: str | None, build) -> Path:
         """``path`` holding ``build()``'s JSON (json_text), built only when the file may not hold it."""
@@ -523,26 +535,29 @@ class RequestFiles:
         written = write_bytes(path, data, skip_unchanged=True)
         if key is not None and written == path:  # (a locked file kept its old bytes: not noted)
             st = os.stat(path)
-            self._new[path.name] = [key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, _digest(data)]
+            self._new[path.name] = _ENTRY.pack(key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, _digest(data))
         return written
 
-    def _kept(self, path: Path, key: str) -> bool:
+    def _kept(self, path: Path, key: bytes) -> bool:
         entry = self._old.pop(path.name, None)  # (moved to _new when kept: a day's entries are not held twice)
-        if not (isinstance(entry, list) and len(entry) == 5 and entry[0] == key):
+        if entry is None:
+            return False
+        was, size, mtime, ctime, digest = _ENTRY.unpack(entry)
+        if was != key:
             return False
         try:
             st = path.stat()
         except OSError:
             return False
-        if st.st_size != entry[1]:
+        if st.st_size != size:
             return False
-        if (st.st_mtime_ns, st.st_ctime_ns) != (entry[2], entry[3]):  # touched, copied or changed: its bytes say
+        if (st.st_mtime_ns, st.st_ctime_ns) != (mtime, ctime):  # touched, copied or changed: its bytes say
             try:
-                if _digest(path.read_bytes()) != entry[4]:
+                if _digest(path.read_bytes()) != digest:
                     return False
             except OSError:
                 return False
-            entry = [key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, entry[4]]
+            entry = _ENTRY.pack(key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest)
         self._new[path.name] = entry
         return True
 
@@ -551,7 +566,7 @@ class RequestFiles:
         if self._key is None:
             self.index.unlink(missing_ok=True)
             return None
-        return write_text(self.index, json.dumps({"files": self._new}, separators=(",", ":")), skip_unchanged=True)
+        return write_bytes(self.index, msgpack.packb({"files": self._new}, use_bin_type=True), skip_unchanged=True)
 
 
 def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool = False,

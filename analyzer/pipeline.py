@@ -133,17 +133,18 @@ class Gaps(Mapping):
     """rid → that request's inter-token gaps (ms), worked out again from its chunk times when asked:
     a long answer's are thousands of values (the chunk times are its req.end's, stream.Request)."""
 
-    def __init__(self, by_rid: Mapping[str, tuple[Request, Any]]):
-        self._by_rid = by_rid
+    def __init__(self, place: Mapping[str, int], reqs: list[Request], rows: list[Mapping[str, Any]]):
+        self._at, self._reqs, self._rows = place, reqs, rows  # rid → its place in reqs and rows
 
     def __getitem__(self, rid: str) -> list[float]:
-        return _gaps(*self._by_rid[rid])
+        p = self._at[rid]
+        return _gaps(self._reqs[p], self._rows[p])
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._by_rid)
+        return iter(self._at)
 
     def __len__(self) -> int:
-        return len(self._by_rid)
+        return len(self._at)
 
 
 def _gaps(r: Request, row: Mapping[str, Any], events: tuple | None = None) -> list[float]:
@@ -161,18 +162,17 @@ class RequestJson(Mapping):
     are never held at once (a day of requests would hold most of the recording). ``inputs``: what one
     request's JSON derives from beyond the recording, its lookback and the code (``key``)."""
 
-    def __init__(self, build: Callable[[str], dict[str, Any]], rids: list[str],
-                 inputs: Callable[[str], str] | None = None, stretches: Mapping[str, int] | None = None):
+    def __init__(self, build: Callable[[str], dict[str, Any]], rids: Mapping[str, Any] | list[str],
+                 inputs: Callable[[str], str] | None = None, stretches: Callable[[str], int | None] | None = None):
         self._build = build
-        self._rids = list(dict.fromkeys(rids))
-        self._known = set(self._rids)
+        self._known = rids if isinstance(rids, Mapping) else dict.fromkeys(rids)  # (in order, each once)
         self._inputs = inputs
-        self._stretches = stretches or {}
+        self._stretches = stretches
 
     def stretch(self, rid: str) -> int | None:
         """The slab whose stretch of telemetry ``self[rid]`` reads (Samples.stretches' index; None:
         it reads none), so that a writer can write that stretch's samples while it is held."""
-        return self._stretches.get(rid)
+        return None if self._stretches is None else self._stretches(rid)
 
     def key(self, rid: str) -> str | None:
         """What ``self[rid]`` is built from besides the recording, the lookback and the code (None: not
@@ -188,10 +188,10 @@ class RequestJson(Mapping):
         return self._build(rid)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._rids)
+        return iter(self._known)
 
     def __len__(self) -> int:
-        return len(self._rids)
+        return len(self._known)
 
 
 def _clean(v):
@@ -526,20 +526,25 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     incomplete = [row["rid"] for row in rows if row["status"] == "incomplete"]
     if incomplete:
         problems.append(Msg("p_incomplete_requests", n=len(incomplete), which=", ".join(incomplete[:10])))
-    by_rid = {r.rid: (r, row) for r, row in zip(reqs, rows)}
+    place = {r.rid: p for p, r in enumerate(reqs)}  # (one lookup by rid for what follows: not a dict each)
     counted_keys = {g.key for g in batch.gpus}
+    slab_of = np.full(len(done), -1, dtype=np.int64)  # each window's slab
+    for k, s in enumerate(slabs):
+        slab_of[s.rows] = k
 
-    stretch_of = {done[i].rid: k for k, s in enumerate(slabs) for i in s.rows.tolist()}
+    def stretch_of(rid: str) -> int | None:
+        i = idx.get(rid)
+        return None if i is None or slab_of[i] < 0 else int(slab_of[i])
 
     held: list = [None, None]  # [slab, its _Stretch]: the requests of a slab are written in a row
 
     def one_json(rid: str) -> dict[str, Any]:
-        r, row = by_rid[rid]
+        r, row = reqs[place[rid]], rows[place[rid]]
         i = idx.get(rid)
         if i is None:
             tele = _Stretch(batch)
         else:  # the window's telemetry (a second either side; the JSON keeps [a, b])
-            k = stretch_of.get(rid)
+            k = stretch_of(rid)
             if k is None:
                 tele = _Stretch(source.between(float(win.a_s[i]) - 1.0, float(win.b_s[i]) + 1.0), counted_keys)
             elif held[0] == k:
@@ -555,10 +560,10 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         obj["itl_ms"] = _gaps(r, row, events) or None
         return obj
 
-    request_json = RequestJson(one_json, [r.rid for r in reqs],
+    request_json = RequestJson(one_json, place,
                                functools.partial(_request_inputs, _options_text(opts), quality), stretch_of)
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus), source, slabs)
-    done_rows = [by_rid[r.rid][1] for r in done]
+    done_rows = [rows[place[r.rid]] for r in done]
     first = np.array([_nan_if_none(finite(row.get("first_token_s"))) for row in done_rows], dtype=np.float64)
     windows = Windows(done, done_rows, win, first)
     problems.extend(tables.basis_problems(results))
@@ -566,7 +571,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     pct = tuple(opts.metric_percentiles)
     problems.extend(curve_problems)
     leveled = any(row.get("sweep_level") is not None for row in results)
-    stats = tables.stats(results, simulated, pct, {"itl_ms": Gaps(by_rid)})
+    stats = tables.stats(results, simulated, pct, {"itl_ms": Gaps(place, reqs, rows)})
     return Analysis(columns, results, warmups, stats,
                     tables.pareto(results, simulated),
                     request_json, gpu_samples, host_samples, timelines, windows, simulated, problems,

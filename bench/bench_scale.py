@@ -193,8 +193,10 @@ class _TreeRss:
 
 
 def worst_error(batch: Path, exact: dict[str, float]) -> float:
+    # only the two cells kept: a day's rows as dicts would grow this process, and the next analyzer
+    # started from it is charged its pages in its peak RSS
     with open(batch / "summary" / "results.csv", encoding="utf-8-sig", newline="") as fh:
-        rows = {r["rid"]: r for r in csv.DictReader(fh)}
+        rows = {r["rid"]: {"gpu_energy_j": r["gpu_energy_j"]} for r in csv.DictReader(fh)}
     missing = set(exact) - set(rows)
     if missing:
         raise RuntimeError(f"{len(missing)} request(s) missing from results.csv, e.g. {sorted(missing)[0]}")
