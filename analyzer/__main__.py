@@ -5,6 +5,9 @@ EXIT_INTERRUPTED = 130
 AGAIN = "analysis interrupted before it read anything; run it again with python -m analyzer --batch DIR"
 
 if __name__ == "__main__":
+    from shared.procs import ctrl_c_interrupts
+
+    ctrl_c_interrupts()
     # A Ctrl-C while numpy/pyarrow load would surface as numpy's ImportError with two tracebacks (the
     # collector's closing analysis is often stopped right then): held until the imports are done.
     held: list[int] = []

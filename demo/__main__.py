@@ -36,6 +36,7 @@ from demo.procs import Child, wait_until
 from shared.batch import BatchDir, new_batch_dir
 from shared.bus import free_port
 from shared.logs import configure_logging, get_logger
+from shared.procs import ctrl_c_interrupts
 
 log = get_logger("demo")
 
@@ -291,4 +292,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    ctrl_c_interrupts()
     sys.exit(main())

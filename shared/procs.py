@@ -21,6 +21,16 @@ CTRL_BREAK_EVENT = getattr(signal, "CTRL_BREAK_EVENT", 1)  # its value on Window
 CREATE_NEW_PROCESS_GROUP = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200)
 
 
+def ctrl_c_interrupts() -> None:
+    """Ctrl-C (SIGINT) raises KeyboardInterrupt here even when this process was started with SIGINT
+    ignored, as a shell starts a background job (``cmd &`` in a script): an ignored SIGINT is inherited
+    by every child, and the collector, the demo and the tests stop their children with SIGINT, which
+    would then never reach them. With a handler here, children start with the default again (a handler,
+    unlike SIG_IGN, does not outlive exec). Call it first thing in an entry point."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def group_popen_kwargs(platform: str = sys.platform) -> dict[str, Any]:
     """Popen keyword arguments that put the child in its own process group."""
     if platform == "win32":

@@ -108,3 +108,11 @@ def require_chromium() -> str:
 def sandbox_choice():
     """The working bwrap sandbox, or the test is skipped (fails under CI) with the install line."""
     return require_sandbox()
+
+
+def pytest_configure(config):
+    # A test run started with SIGINT ignored (``make test &`` from a script) would pass the ignore on to
+    # every child the tests stop with SIGINT: restored here, as our entry points do (shared.procs).
+    from shared.procs import ctrl_c_interrupts
+
+    ctrl_c_interrupts()

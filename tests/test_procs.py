@@ -2,14 +2,18 @@
 run on Windows: its plan is checked on any OS (what it would call), the POSIX branch on real processes."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from shared import procs
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Recorded:
@@ -125,3 +129,49 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+_GRANDCHILD = "import time; print('ready', flush=True); time.sleep(30)"
+_PARENT = f"""import subprocess, sys
+from shared.procs import ctrl_c_interrupts
+if sys.argv[1] == 'restore':
+    ctrl_c_interrupts()
+child = subprocess.Popen([sys.executable, '-c', {_GRANDCHILD!r}], stdout=subprocess.PIPE, text=True)
+print(child.pid, child.stdout.readline().strip(), flush=True)
+print(child.wait(), flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT inherited as ignored is a POSIX thing")
+@pytest.mark.parametrize("how", ["restore", "leave"])
+def test_a_process_started_with_sigint_ignored_still_stops_its_children_with_it(how):
+    """A parent started with SIGINT ignored (a shell's background job) passes the ignore on to its
+    children, so a SIGINT meant to stop one is lost; ctrl_c_interrupts() in the parent ends that."""
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, how], stdout=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        pid, ready = parent.stdout.readline().split()
+        assert ready == "ready"
+        os.kill(int(pid), signal.SIGINT)
+        if how == "restore":
+            assert parent.stdout.readline().strip() == str(-signal.SIGINT)  # the grandchild died of it
+        else:
+            time.sleep(1.0)
+            os.kill(int(pid), 0)  # still running: the SIGINT was ignored
+            os.kill(int(pid), signal.SIGKILL)
+            assert parent.stdout.readline().strip() == str(-signal.SIGKILL)
+        assert parent.wait(10) == 0
+    finally:
+        parent.kill()
+
+
+@pytest.mark.parametrize("module", ["analyzer", "collector", "demo"])
+def test_the_entry_points_that_stop_children_take_ctrl_c_back(module):
+    """python -m analyzer / collector / demo started with SIGINT ignored: Ctrl-C raises
+    KeyboardInterrupt in them again (their children then start with the default)."""
+    code = (f"import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); sys.argv = [{module!r}, '--help']\n"
+            f"try:\n    runpy.run_module({module!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT)
+    assert out.stdout.strip().splitlines()[-1] == "True", out.stderr[-2000:]
