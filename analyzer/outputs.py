@@ -496,9 +496,22 @@ def _digest(data: bytes) -> bytes:
 _ENTRY = struct.Struct("<16s3q16s")
 
 
+def _read_index(path: Path) -> dict[str, bytes]:
+    """A request_json.keys file's entries, packed (empty when missing or damaged, or an older
+    version's JSON index: every file built)."""
+    try:
+        stored = msgpack.unpackb(path.read_bytes(), raw=False)
+    except Exception:
+        return {}
+    files = stored.get("files") if isinstance(stored, dict) else None
+    if not isinstance(files, dict):
+        return {}
+    return {k: v for k, v in files.items() if type(k) is str and type(v) is bytes and len(v) == _ENTRY.size}
+
+
 def request_index(raw: Path) -> dict[str, tuple[bytes, int, int, int, bytes]]:
-    """raw/request_json.keys read: each file's entry (empty when missing or damaged)."""
-    return {name: _ENTRY.unpack(e) for name, e in RequestFiles(raw, None, read=True)._old.items()}
+    """raw/request_json.keys read: each file's entry unpacked."""
+    return {name: _ENTRY.unpack(e) for name, e in _read_index(raw / REQUEST_KEYS).items()}
 
 
 class RequestFiles:
@@ -509,22 +522,12 @@ class RequestFiles:
     not the ~23 MiB of Python lists); a file missing, or whose bytes differ from those, is written again
     (times that differ, as after copying the batch, send it to its digest)."""
 
-    def __init__(self, raw: Path, samples_key: str | None, read: bool = False):
+    def __init__(self, raw: Path, samples_key: str | None):
         self.index = raw / REQUEST_KEYS
         code = _code_digest()
         self._key = None if samples_key is None or code is None else f"{samples_key}\0{code}"
-        self._old: dict[str, bytes] = self._read() if (self._key is not None or read) else {}
+        self._old: dict[str, bytes] = _read_index(self.index) if self._key is not None else {}
         self._new: dict[str, bytes] = {}
-
-    def _read(self) -> dict[str, bytes]:
-        try:
-            stored = msgpack.unpackb(self.index.read_bytes(), raw=False)
-        except Exception:  # missing or damaged (or an older version's JSON index): every file built
-            return {}
-        files = stored.get("files") if isinstance(stored, dict) else None
-        if not isinstance(files, dict):
-            return {}
-        return {k: v for k, v in files.items() if type(k) is str and type(v) is bytes and len(v) == _ENTRY.size}
 
     def write(self, path: Path, own_key: str | None, build) -> Path:
         """``path`` holding ``build()``'s JSON (json_text), built only when the file may not hold it."""

@@ -188,10 +188,7 @@ class Column:
             return  # None where every value is None already
         while len(parts) <= b:
             parts.append(_Part())
-        p = parts[b]
-        if p.vals is None and p.at is not None:
-            self.table.load(p)
-        p.set(i & self.mask, v, self)
+        self.part(b).set(i & self.mask, v, self)
 
     def values(self, lo: int, hi: int) -> list[Any]:
         """The values of rows lo to hi as a list (None where None, or never set)."""
