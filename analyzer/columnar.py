@@ -679,8 +679,9 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
     # in the order each source first appears in time (as stream.build fills it)
     src_seqs = {src: src_seqs[src] for _, src in sorted(firsts_by_src)}
     batch_start, batch_end, requests = events_to_requests(evs)
-    if order is not None:
-        requests = sorted(requests + stored_requests(stored, order.tolist()), key=lambda r: (r.start_t, r.rid))
+    if order is not None:  # (held ones beside them only for an rid that is not a string: then all as objects)
+        kept = stored_requests(stored, order.tolist())
+        requests = sorted(requests + list(kept), key=lambda r: (r.start_t, r.rid)) if requests else kept
     tel_srcs = sorted({dec.srcs[c] for topic in (M.TEL_GPU, M.TEL_HOST) for c in distinct(scoped[topic]["src"])})
     del scoped[M.TEL_HB]
     gpus = _gpu_series(scoped.pop(M.TEL_GPU), tabs[M.TEL_GPU], dec.srcs, gpu_meta)

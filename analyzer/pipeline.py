@@ -29,7 +29,7 @@ from analyzer import slabs as SL
 from analyzer import tables
 from analyzer.i18n import Msg
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
-from analyzer.stream import BatchData, Request, Series, answer
+from analyzer.stream import BatchData, Request, Series, answer, request_columns, request_rids, take_requests
 from analyzer.throughput import cold_start, iso_utc, throughput, timing, token_latency
 from analyzer.windows import split_windows
 from shared import messages as M
@@ -112,21 +112,23 @@ def _nan_if_none(v: float | None) -> float:
 class Windows(Sequence):
     """The requests' windows for the plots and the report: a dict each (rid, a_s, b_s, label, warmup and
     first_s, where prefill ends and decode begins: None when no first token was seen), made when read
-    (a day of requests' dicts are not all held; a report reads them once per GPU). ``rows``: the done
-    requests' results rows; ``first``: the first token's s after a_s, NaN for none."""
+    (a day of requests' dicts are not all held; a report reads them once per GPU). ``rids``, ``warmup``,
+    ``rows``: the done requests' rids, warm-up flags and results rows; ``first``: the first token's s
+    after a_s, NaN for none."""
 
-    def __init__(self, done: list[Request], rows: list[Mapping[str, Any]], win: E.Window, first: np.ndarray):
-        self._done, self._rows, self._win, self._first = done, rows, win, first
+    def __init__(self, rids: list[str], warmup: np.ndarray, rows: list[Mapping[str, Any]], win: E.Window,
+                 first: np.ndarray):
+        self._rids, self._warmup, self._rows, self._win, self._first = rids, warmup, rows, win, first
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
-        r, a_s, first = self._done[i], float(self._win.a_s[i]), float(self._first[i])
-        return {"rid": r.rid, "a_s": a_s, "b_s": float(self._win.b_s[i]), "label": _label(self._rows[i]),
-                "warmup": r.warmup, "first_s": None if math.isnan(first) else a_s + first}
+        a_s, first = float(self._win.a_s[i]), float(self._first[i])
+        return {"rid": self._rids[i], "a_s": a_s, "b_s": float(self._win.b_s[i]), "label": _label(self._rows[i]),
+                "warmup": bool(self._warmup[i]), "first_s": None if math.isnan(first) else a_s + first}
 
     def __len__(self) -> int:
-        return len(self._done)
+        return len(self._rids)
 
 
 class Gaps(Mapping):
@@ -286,12 +288,12 @@ class _SlabRows:
     among the others: the slabs own windows by start time, so the table's rows keep ``reqs`` order and
     ROWS.iter_columns reads runs of them as slices (any order gives the same values)."""
 
-    def __init__(self, reqs: list[Request], idx: dict[str, int], slabs: list[SL.Slab], counted: list[str],
+    def __init__(self, reqs: Sequence[Request], window_of: np.ndarray, slabs: list[SL.Slab], counted: list[str],
                  make: Callable[[Request, int | None, int | None, _GpuCells | None, _Cells | None], dict]):
         self._reqs, self._counted, self._make = reqs, counted, make
         self._layouts = ROWS.Layouts()  # rows as compact mappings: a dict of ~200 columns a request is several KB
         self._rows: list[Any] = [None] * len(reqs)
-        self._win = np.array([idx.get(r.rid, -1) for r in reqs], dtype=np.int64)  # each request's window
+        self._win = window_of  # each request's window (-1: none)
         slab_of = np.zeros(sum(s.rows.size for s in slabs), dtype=np.int64)
         for k, s in enumerate(slabs):
             slab_of[s.rows] = k
@@ -395,24 +397,27 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     for line in gpu_notes:  # which GPUs count is a note; a spec that matched nothing is a problem
         (notes if getattr(line, "key", "").startswith("n_") else problems).append(line)
     origin = batch.origin_ns
-    reqs = batch.requests
-    done = [r for r in reqs if r.end_t is not None and r.end_t >= r.start_t]
-    for r in reqs:
-        if r.end_t is not None and r.end_t < r.start_t:
-            problems.append(Msg("p_end_before_start", rid=r.rid))
-    win = E.Window(np.array([(r.start_t - origin) / 1e9 for r in done]),
-                   np.array([(r.end_t - origin) / 1e9 for r in done]))
+    reqs = batch.requests  # (a day's are columns, stream.StoredRequests: read as arrays where a pass needs no more)
+    rc = request_columns(reqs)
+    rids = request_rids(reqs)
+    ended = rc["has_end"]
+    done_at = np.flatnonzero(ended & (rc["end_t"] >= rc["start_t"]))  # the requests with a window, by window
+    for p in np.flatnonzero(ended & (rc["end_t"] < rc["start_t"])).tolist():
+        problems.append(Msg("p_end_before_start", rid=rids[p]))
+    done = take_requests(reqs, done_at)
+    win = E.Window((rc["start_t"][done_at] - origin) / 1e9, (rc["end_t"][done_at] - origin) / 1e9)
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
-    idle_until = (min(r.start_t for r in reqs) - origin) / 1e9 if (opts.idle_baseline and reqs) else None
+    idle_until = (int(rc["start_t"].min()) - origin) / 1e9 if (opts.idle_baseline and len(reqs)) else None
     mid = _FirstChunks(done, origin)
-    idx = {r.rid: i for i, r in enumerate(done)}
+    window_of = np.full(len(reqs), -1, dtype=np.int64)  # each request's window (-1: none)
+    window_of[done_at] = np.arange(done_at.size)
     # the telemetry of every GPU (counted or not: all are written), read a slab of time at a time
     source = SL.source_of(dataclasses.replace(batch, gpus=all_gpus))
     slabs = SL.plan(win.a_s, win.b_s, source.span_s(), opts.slab_s)
     loaded, slo = _load_info(batch, opts)
     # the load levels' windows (the requests' own fields say which level each ran in) are measured with the slabs
-    spans = {r.rid: (float(win.a_s[i]), float(win.b_s[i])) for r, i in ((r, idx[r.rid]) for r in done)
-             if not r.warmup} if (loaded or slo) else {}
+    spans = {rids[p]: (float(win.a_s[i]), float(win.b_s[i])) for i, p in enumerate(done_at.tolist())
+             if not rc["warmup"][p]} if (loaded or slo) else {}
     levels = _LevelPieces.of(reqs, spans, slabs) if (loaded or slo) else None
     simulated = any(g.simulated for g in batch.gpus)
     fixed = _batch_columns(batch, opts, simulated)
@@ -425,7 +430,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         return d
 
     # every request's row built with its slab (then the slab's columns go: the run's are never all held)
-    built = _SlabRows(reqs, idx, slabs, [g.key for g in batch.gpus], make)
+    built = _SlabRows(reqs, window_of, slabs, [g.key for g in batch.gpus], make)
     timelines, level_j = _measure(batch, source, slabs, win, mid, idle_until, opts, levels, built.add)
     rows = built.finish()
     if opts.idle_baseline and batch.gpus and not built.idle_found >= {g.key for g in batch.gpus}:
@@ -435,14 +440,14 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     # Quality: finished, successful, measured requests only. A proxy batch's task names are the user's
     # labels (X-GenAI-Power-Task), not task types: scored as proxy requests, never "not a known task".
     proxied = bool(batch.batch_start and batch.batch_start.backend == "proxy")
-    scored = [r for r in reqs if r.ok and not r.warmup]
+    scored = np.flatnonzero(rc["ok"] & ~rc["warmup"])
     quality: dict[str, dict] = {}
     quality_problem = None
-    q_rids = {r.rid for r in scored}
-    if opts.quality and scored:
+    q_rids = {rids[p] for p in scored.tolist()}
+    if opts.quality and scored.size:
         q_reqs = [{"rid": r.rid, "task": PROXY_TASK if proxied else r.start.task,
                    **dict(zip(("text", "thinking"), answer(r))), "prompt": r.start.prompt, "case": r.start.case}
-                  for r in scored]
+                  for r in map(reqs.__getitem__, scored.tolist())]
         quality, quality_problem = run_quality(quality_inputs(q_reqs, cases), opts.quality_options, opts.progress,
                                                opts.assess)
         if quality_problem:
@@ -476,7 +481,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         for r, row in zip(reqs, rows):
             _load_columns(r, row, slo)
         par = ((batch.batch_start.load or {}) if batch.batch_start else {}).get("server_parallel")
-        measured = [row for r, row in zip(reqs, rows) if not r.warmup]
+        measured = [row for w, row in zip(rc["warmup"].tolist(), rows) if not w]
         level_energy = functools.partial(_LevelPieces.measured, levels, level_j)
         curve, curve_problems = LC.curve(measured, spans, level_energy, slo, simulated,
                                          par if isinstance(par, int) else None)
@@ -489,8 +494,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     extra = sorted(ROWS.keys_of(rows) - set(MAIN_COLUMNS))
     columns = list(MAIN_COLUMNS) + extra
     ROWS.fill(rows, columns)
-    results = [row for r, row in zip(reqs, rows) if not r.warmup]
-    warmups = [row for r, row in zip(reqs, rows) if r.warmup]
+    results = [row for w, row in zip(rc["warmup"].tolist(), rows) if not w]
+    warmups = [row for w, row in zip(rc["warmup"].tolist(), rows) if w]
     problems[:0] = fallback_problems(batch) + batch_problems(batch, results, opts.batch_dir)
     notes.extend(m.describe() for m in batch.clock.values())
     problems.extend(batch.clock_notes)
@@ -526,21 +531,25 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     incomplete = [row["rid"] for row in rows if row["status"] == "incomplete"]
     if incomplete:
         problems.append(Msg("p_incomplete_requests", n=len(incomplete), which=", ".join(incomplete[:10])))
-    place = {r.rid: p for p, r in enumerate(reqs)}  # (one lookup by rid for what follows: not a dict each)
+    place = {rid: p for p, rid in enumerate(rids)}  # (one lookup by rid for what follows: not a dict each)
     counted_keys = {g.key for g in batch.gpus}
     slab_of = np.full(len(done), -1, dtype=np.int64)  # each window's slab
     for k, s in enumerate(slabs):
         slab_of[s.rows] = k
 
+    def window(rid: str) -> int | None:
+        i = int(window_of[place[rid]])
+        return None if i < 0 else i
+
     def stretch_of(rid: str) -> int | None:
-        i = idx.get(rid)
+        i = window(rid) if rid in place else None
         return None if i is None or slab_of[i] < 0 else int(slab_of[i])
 
     held: list = [None, None]  # [slab, its _Stretch]: the requests of a slab are written in a row
 
     def one_json(rid: str) -> dict[str, Any]:
         r, row = reqs[place[rid]], rows[place[rid]]
-        i = idx.get(rid)
+        i = window(rid)
         if i is None:
             tele = _Stretch(batch)
         else:  # the window's telemetry (a second either side; the JSON keeps [a, b])
@@ -563,9 +572,9 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     request_json = RequestJson(one_json, place,
                                functools.partial(_request_inputs, _options_text(opts), quality), stretch_of)
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus), source, slabs)
-    done_rows = [rows[place[r.rid]] for r in done]
+    done_rows = [rows[p] for p in done_at.tolist()]
     first = np.array([_nan_if_none(finite(row.get("first_token_s"))) for row in done_rows], dtype=np.float64)
-    windows = Windows(done, done_rows, win, first)
+    windows = Windows([rids[p] for p in done_at.tolist()], rc["warmup"][done_at], done_rows, win, first)
     problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None
     pct = tuple(opts.metric_percentiles)
@@ -724,6 +733,7 @@ def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.W
     level_parts: list[dict[str, np.ndarray] | None] = []
     tasks = (_slab_task(s, counted, win, mid, idle_until, idle, opts, levels.tasks[j] if levels else None)
              for j, s in enumerate(slabs))
+    memory.give_back()  # what reading the copy and indexing the requests freed, before the slabs' working set
     with slab_pool.runner(source, slab_pool.jobs(opts.jobs, source, slabs)) as run:
         # one slab's telemetry at a time: each read goes when its slab is measured
         for s, (cols, shapes, level) in zip(slabs, run(slab_pool.measure_slab, tasks)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -235,7 +236,7 @@ class BatchData:
     procs: dict[str, Series]             # watched process name -> cpu_pct / rss_mib
     rapl: dict[str, Series]              # zone -> cumulative energy_uj
     src_seqs: dict[str, np.ndarray]      # every seq seen per publisher (for gap detection)
-    requests: list[Request]              # sorted by (start t, rid)
+    requests: Sequence[Request]          # sorted by (start t, rid): a list, or StoredRequests
     batch_start: M.BatchStart | None
     batch_end: M.BatchEnd | None
     invalid: int = 0
@@ -350,29 +351,121 @@ class StoredEvents:
 _WARMUP, _OK = M.ReqStart.declared("warmup")[0], M.ReqEnd.declared("ok")[0]
 
 
-def stored_requests(ev: StoredEvents, order: Iterable[int]) -> list[Request]:
+def stored_requests(ev: StoredEvents, order: Iterable[int]) -> StoredRequests:
     """The requests of ``ev``'s events taken in ``order`` (sorted and de-duplicated), as
-    ``events_to_requests`` makes them of held events (a later req.start replaces, the first req.end counts),
-    each left in ev's file (``Request.stored``)."""
-    requests: dict[str, Request] = {}
-    kind, flag, t, at, size, rid_of, rids, file = ev.kind, ev.flag, ev.t, ev.at, ev.size, ev.rid, ev.rids, ev.file
+    ``events_to_requests`` makes them of held events (a later req.start replaces, the first req.end counts;
+    sorted by (start t, rid)), each left in ev's file: columns (``StoredRequests``), not objects."""
+    slot: dict[str, int] = {}  # rid → its request's number (a restarted request takes a new one)
+    rid_at, start, end = array("q"), array("q"), array("q")  # start: (at, size, t, warmup) a request
+    firsts = array("q")  # (request, at, size) a first token
+    kind, flag, t, at, size, rid_of, rids = ev.kind, ev.flag, ev.t, ev.at, ev.size, ev.rid, ev.rids
     for j in order:
-        rid, k = rids[rid_of[j]], kind[j]
+        code, k = rid_of[j], kind[j]
+        rid = rids[code]
         if k == 0:
-            if rid in requests:
+            if rid in slot:
                 log.warning("request_restarted", rid=rid, note="a later req.start replaces the earlier one")
-            requests[rid] = Request.stored(rid, file, at[j], size[j], t[j], flag[j])
+            slot[rid] = len(rid_at)
+            rid_at.append(code)
+            start.extend((at[j], size[j], t[j], flag[j]))
+            end.extend((-1, 0, 0, 0))
         elif k == 1:
-            req = requests.get(rid)
-            if req is not None:
-                req.store_first_token(at[j], size[j])
+            n = slot.get(rid)
+            if n is not None:
+                firsts.extend((n, at[j], size[j]))
         else:
-            req = requests.get(rid)
-            if req is None:
+            n = slot.get(rid)
+            if n is None:
                 log.warning("request_end_without_start", rid=rid)
-            elif req.end_t is None:
-                req.store_end(at[j], size[j], t[j], flag[j])
-    return list(requests.values())
+            elif end[4 * n] < 0:
+                end[4 * n:4 * n + 4] = array("q", (at[j], size[j], t[j], flag[j]))
+    live = np.array(sorted(slot.values()), dtype=np.int64)
+    del slot
+    cols = _RequestColumns(ev.file, ev.rids, np.frombuffer(rid_at, dtype=np.int64).copy(),
+                           np.frombuffer(start, dtype=np.int64).reshape(-1, 4).copy(),
+                           np.frombuffer(end, dtype=np.int64).reshape(-1, 4).copy(),
+                           np.frombuffer(firsts, dtype=np.int64).reshape(-1, 3).copy())
+    # by (start t, rid), as events_to_requests sorts
+    names = [rids[c] for c in cols.rid[live].tolist()]
+    by_rid = np.empty(live.size, dtype=np.int64)
+    by_rid[sorted(range(live.size), key=names.__getitem__)] = np.arange(live.size)
+    return StoredRequests(cols, live[np.lexsort((by_rid, cols.start[live, 2]))])
+
+
+class _RequestColumns:
+    """The columns of StoredRequests, by request number: ``rid`` (an index of ``rids``), ``start`` and
+    ``end`` (at, size, t, flag: warmup / ok; an end's at -1 for none) and ``firsts`` (request, at, size:
+    by request, each's in file order), ``first_lo``: where each request's first tokens begin there."""
+
+    def __init__(self, file: EventFile, rids: list[str], rid: np.ndarray, start: np.ndarray, end: np.ndarray,
+                 firsts: np.ndarray):
+        self.file, self.rids, self.rid, self.start, self.end = file, rids, rid, start, end
+        self.firsts = firsts[np.argsort(firsts[:, 0], kind="stable")]
+        self.first_lo = np.searchsorted(self.firsts[:, 0], np.arange(len(rid) + 1))
+
+
+class StoredRequests(Sequence):
+    """Requests whose events are left in a file (``EventFile``), held as columns: an rid and ~60 bytes of
+    stamps, flags and event places a request, not a ``Request`` object each (with its arrays and numbers
+    ~450 bytes: a day of requests' were ~20 MiB). ``self[i]`` makes request i's Request when read; the
+    passes that need only stamps and flags read ``columns()``; ``take(idx)``: those requests, a view."""
+
+    def __init__(self, cols: _RequestColumns, rows: np.ndarray):
+        self._cols, self._rows = cols, rows
+
+    def __len__(self) -> int:
+        return int(self._rows.size)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.take(np.arange(len(self))[i])
+        c, k = self._cols, int(self._rows[i])
+        at, size, t, warmup = c.start[k].tolist()
+        r = Request.stored(c.rids[c.rid[k]], c.file, at, size, t, warmup)
+        for _, a, n in c.firsts[c.first_lo[k]:c.first_lo[k + 1]].tolist():
+            r.store_first_token(a, n)
+        at, size, t, ok = c.end[k].tolist()
+        if at >= 0:
+            r.store_end(at, size, t, ok)
+        return r
+
+    def take(self, idx: np.ndarray) -> StoredRequests:
+        return StoredRequests(self._cols, self._rows[np.asarray(idx, dtype=np.int64)])
+
+    def rids(self) -> list[str]:
+        c = self._cols
+        return [c.rids[x] for x in c.rid[self._rows].tolist()]
+
+    def columns(self) -> dict[str, np.ndarray]:
+        c, rows = self._cols, self._rows
+        start, end = c.start[rows], c.end[rows]
+        has_end = end[:, 0] >= 0
+        return {"start_t": start[:, 2], "end_t": end[:, 2], "has_end": has_end, "warmup": start[:, 3] != 0,
+                "ok": has_end & (end[:, 3] != 0)}
+
+
+def request_columns(reqs: Sequence[Request]) -> dict[str, np.ndarray]:
+    """start_t, end_t (0 without a req.end), has_end, warmup and ok (False without a req.end) of every
+    request, as arrays: StoredRequests' own columns, else read off the objects."""
+    if isinstance(reqs, StoredRequests):
+        return reqs.columns()
+    n = len(reqs)
+    end_t = [r.end_t for r in reqs]
+    return {"start_t": np.fromiter((r.start_t for r in reqs), dtype=np.int64, count=n),
+            "end_t": np.fromiter((0 if t is None else t for t in end_t), dtype=np.int64, count=n),
+            "has_end": np.fromiter((t is not None for t in end_t), dtype=bool, count=n),
+            "warmup": np.fromiter((bool(r.warmup) for r in reqs), dtype=bool, count=n),
+            "ok": np.fromiter((bool(r.ok) for r in reqs), dtype=bool, count=n)}
+
+
+def request_rids(reqs: Sequence[Request]) -> list[str]:
+    """Every request's rid, in order (StoredRequests' without making a Request each)."""
+    return reqs.rids() if isinstance(reqs, StoredRequests) else [r.rid for r in reqs]
+
+
+def take_requests(reqs: Sequence[Request], idx: np.ndarray) -> Sequence[Request]:
+    """The requests at ``idx``: a view of StoredRequests, else a list."""
+    return reqs.take(idx) if isinstance(reqs, StoredRequests) else [reqs[i] for i in np.asarray(idx).tolist()]
 
 
 def events_to_requests(msgs: Iterable[tuple[str, dict[str, Any]]]) -> tuple[M.BatchStart | None, M.BatchEnd | None,

@@ -551,6 +551,35 @@ def test_answers_stay_in_the_copy_and_are_read_back_where_used(tmp_path):
         stream.answer(next(r for r in data.requests if r.answer_at is not None))
 
 
+def test_stored_requests_are_columns_not_objects(tmp_path):
+    """A copy's requests are held as columns (stream.StoredRequests: an rid and a few numbers each), no
+    Request object alive once the batch is read; each is made when read, equal to the message path's, and
+    the arrays the analysis reads (stamps, flags, rids, a subset) are those of the requests themselves."""
+    import gc
+
+    spec = S.tiny_spec()
+    msgs = S.messages(spec)
+    unended = next(p["rid"] for t, p in msgs if t == M.REQ_END)
+    msgs = [(t, p) for t, p in msgs if not (t == M.REQ_END and p["rid"] == unended)]  # one never ended
+    path = write(tmp_path / "raw" / "stream.msgpack", msgs)
+    mem = stream.build(read_recording(path)[1])
+    data, _ = columnar.load_batch(path)
+    gc.collect()
+    assert isinstance(data.requests, stream.StoredRequests)
+    assert not [o for o in gc.get_objects() if type(o) is stream.Request and o._file is not None]  # (mem's are held)
+    assert_same(mem.requests, list(data.requests))
+    want, got = stream.request_columns(mem.requests), stream.request_columns(data.requests)
+    assert list(want) == list(got) and all(np.array_equal(want[k], got[k]) for k in want)
+    assert not got["has_end"].all() and got["warmup"].any() and got["ok"].any()
+    assert stream.request_rids(data.requests) == [r.rid for r in mem.requests]
+    pick = np.array([3, 0, len(mem.requests) - 1])
+    view = stream.take_requests(data.requests, pick)
+    assert isinstance(view, stream.StoredRequests) and len(view) == 3
+    assert_same([mem.requests[i] for i in pick.tolist()], list(view))
+    assert stream.request_rids(view) == [mem.requests[i].rid for i in pick.tolist()]
+    assert_same(mem.requests[1:4], list(data.requests[1:4]))
+
+
 def test_requests_events_stay_in_the_copy_and_are_read_back_when_used(tmp_path, monkeypatch):
     """A re-analysis holds no request's events but the last few read (stream.EventFile): each is read
     back from the copy's events.msgpack, typed exactly as the message path makes it, whatever the order
