@@ -288,19 +288,17 @@ class _SlabRows:
     among the others: the slabs own windows by start time, so the table's rows keep ``reqs`` order and
     ROWS.iter_columns reads runs of them as slices (any order gives the same values)."""
 
-    def __init__(self, reqs: Sequence[Request], window_of: np.ndarray, slabs: list[SL.Slab], counted: list[str],
-                 make: Callable[[Request, int | None, int | None, _GpuCells | None, _Cells | None], dict]):
+    def __init__(self, reqs: Sequence[Request], window_of: np.ndarray, slab_of: np.ndarray, slabs: int,
+                 counted: list[str], make: Callable[[Request, int | None, int | None, _GpuCells | None, _Cells | None],
+                                                    dict]):
         self._reqs, self._counted, self._make = reqs, counted, make
         self._layouts = ROWS.Layouts()  # rows as compact mappings: a dict of ~200 columns a request is several KB
         self._rows: list[Any] = [None] * len(reqs)
         self._win = window_of  # each request's window (-1: none)
-        slab_of = np.zeros(sum(s.rows.size for s in slabs), dtype=np.int64)
-        for k, s in enumerate(slabs):
-            slab_of[s.rows] = k
-        at = np.full(len(reqs), -1, dtype=np.int64)
+        at = np.full(len(reqs), -1, dtype=np.int64)  # each request's slab (slab_of: each window's)
         at[self._win >= 0] = slab_of[self._win[self._win >= 0]]
         self._order = np.argsort(at, kind="stable")  # the requests by slab (first those without a window)
-        self._bounds = np.searchsorted(at[self._order], np.arange(-1, len(slabs) + 1))
+        self._bounds = np.searchsorted(at[self._order], np.arange(-1, slabs + 1))
         self._undone, self._u = self._order[:self._bounds[1]].tolist(), 0
         self._procs: list[tuple[str, ...]] = []  # per slab: the proc columns its rows were made with
         self.idle_found: set[str] = set()  # the GPUs with an idle power in some window
@@ -404,6 +402,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     done_at = np.flatnonzero(ended & (rc["end_t"] >= rc["start_t"]))  # the requests with a window, by window
     for p in np.flatnonzero(ended & (rc["end_t"] < rc["start_t"])).tolist():
         problems.append(Msg("p_end_before_start", rid=rids[p]))
+    warm = rc["warmup"].tolist()
     done = take_requests(reqs, done_at)
     win = E.Window((rc["start_t"][done_at] - origin) / 1e9, (rc["end_t"][done_at] - origin) / 1e9)
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
@@ -414,10 +413,13 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     # the telemetry of every GPU (counted or not: all are written), read a slab of time at a time
     source = SL.source_of(dataclasses.replace(batch, gpus=all_gpus))
     slabs = SL.plan(win.a_s, win.b_s, source.span_s(), opts.slab_s)
+    slab_of = np.full(len(done), -1, dtype=np.int64)  # each window's slab
+    for k, s in enumerate(slabs):
+        slab_of[s.rows] = k
     loaded, slo = _load_info(batch, opts)
     # the load levels' windows (the requests' own fields say which level each ran in) are measured with the slabs
     spans = {rids[p]: (float(win.a_s[i]), float(win.b_s[i])) for i, p in enumerate(done_at.tolist())
-             if not rc["warmup"][p]} if (loaded or slo) else {}
+             if not warm[p]} if (loaded or slo) else {}
     levels = _LevelPieces.of(reqs, spans, slabs) if (loaded or slo) else None
     simulated = any(g.simulated for g in batch.gpus)
     fixed = _batch_columns(batch, opts, simulated)
@@ -430,7 +432,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         return d
 
     # every request's row built with its slab (then the slab's columns go: the run's are never all held)
-    built = _SlabRows(reqs, window_of, slabs, [g.key for g in batch.gpus], make)
+    built = _SlabRows(reqs, window_of, slab_of, len(slabs), [g.key for g in batch.gpus], make)
     timelines, level_j = _measure(batch, source, slabs, win, mid, idle_until, opts, levels, built.add)
     rows = built.finish()
     if opts.idle_baseline and batch.gpus and not built.idle_found >= {g.key for g in batch.gpus}:
@@ -481,7 +483,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         for r, row in zip(reqs, rows):
             _load_columns(r, row, slo)
         par = ((batch.batch_start.load or {}) if batch.batch_start else {}).get("server_parallel")
-        measured = [row for w, row in zip(rc["warmup"].tolist(), rows) if not w]
+        measured = [row for w, row in zip(warm, rows) if not w]
         level_energy = functools.partial(_LevelPieces.measured, levels, level_j)
         curve, curve_problems = LC.curve(measured, spans, level_energy, slo, simulated,
                                          par if isinstance(par, int) else None)
@@ -494,8 +496,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     extra = sorted(ROWS.keys_of(rows) - set(MAIN_COLUMNS))
     columns = list(MAIN_COLUMNS) + extra
     ROWS.fill(rows, columns)
-    results = [row for w, row in zip(rc["warmup"].tolist(), rows) if not w]
-    warmups = [row for w, row in zip(rc["warmup"].tolist(), rows) if w]
+    results = [row for w, row in zip(warm, rows) if not w]
+    warmups = [row for w, row in zip(warm, rows) if w]
     problems[:0] = fallback_problems(batch) + batch_problems(batch, results, opts.batch_dir)
     notes.extend(m.describe() for m in batch.clock.values())
     problems.extend(batch.clock_notes)
@@ -533,9 +535,6 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         problems.append(Msg("p_incomplete_requests", n=len(incomplete), which=", ".join(incomplete[:10])))
     place = {rid: p for p, rid in enumerate(rids)}  # (one lookup by rid for what follows: not a dict each)
     counted_keys = {g.key for g in batch.gpus}
-    slab_of = np.full(len(done), -1, dtype=np.int64)  # each window's slab
-    for k, s in enumerate(slabs):
-        slab_of[s.rows] = k
 
     def window(rid: str) -> int | None:
         i = int(window_of[place[rid]])
