@@ -28,7 +28,8 @@ from shared import messages as M
 if TYPE_CHECKING:  # (columnar imports this module)
     from analyzer.columnar import GpuFold
 
-ROW_GROUP = 1 << 16        # rows per Parquet row group of a GPU file (about 11 min at 100 Hz)
+ROW_GROUP = 1 << 14        # rows per Parquet row group of a GPU file (about 2.7 min at 100 Hz: a stretch
+#                            decodes little beyond its own; 64 Ki rows held ~50 MiB more at the peak of 8 GPUs)
 PAD_NS = 1_000_000_000     # raw stamps read beyond a stretch: covers the clock mapping's rounding
 READ_AHEAD_S = SL.SLAB_S   # a short stretch (one request) is read with this much after it, kept for the next
 GPU_DIR = "gpu"
@@ -199,6 +200,18 @@ class Store:
         # open files and decoded row groups stay with the process that has them (a worker reads its own)
         return {**self.__dict__, "_cache": None, "_files": {k: v.closed() for k, v in self._files.items()},
                 "host_file": self.host_file.closed()}
+
+    @property
+    def holding(self) -> bool:
+        """Whether a stretch read or a file's decoded row group is kept (for the next read)."""
+        return self._cache is not None or any(gf._kept is not None for gf in (*self._files.values(), self.host_file.file))
+
+    def release(self) -> None:
+        """Let go of the last stretch read and each file's kept row group: a pass over the slabs is done
+        (the next stretch read is the first slab's, so they would only sit beside the outputs)."""
+        self._cache = None
+        for gf in (*self._files.values(), self.host_file.file):
+            gf._kept = None
 
     def _file(self, f: dict[str, Any]):
         """GPU file ``f``'s pq.ParquetFile, opened by the first stretch that reads it (_GroupFile)."""

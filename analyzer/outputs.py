@@ -635,9 +635,12 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
             files.write(bd.request_json(rid), _key_of(a.request_json, rid),
                         functools.partial(a.request_json.__getitem__, rid))
         files.close()
+        samples_written = sample_tables.finish()
+        getattr(a.request_json, "release", lambda: None)()  # the last stretch read, freed before the tables
+        memory.give_back()
         written.append(parquet(bd.summary / "results.parquet", a.columns, a.results))
+        written.extend(samples_written)
         memory.give_back()  # the results' last block of Arrow columns, freed before the reports
-        written.extend(sample_tables.finish())
     except BaseException:  # the sample files' writers closed whatever failed (a live analyzer goes on)
         sample_tables.close()
         raise

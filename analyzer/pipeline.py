@@ -24,6 +24,7 @@ from analyzer import energy as E
 from analyzer import load_curve as LC
 from analyzer import memory
 from analyzer import rows as ROWS
+from analyzer import shading
 from analyzer import slab_pool
 from analyzer import slabs as SL
 from analyzer import tables
@@ -130,6 +131,13 @@ class Windows(Sequence):
     def __len__(self) -> int:
         return len(self._rids)
 
+    def arrays(self) -> shading.WindowArrays:
+        """The windows as arrays, no dict made per window (their values as ``self[i]`` gives them)."""
+        n = len(self)
+        a_s = np.asarray(self._win.a_s[:n], dtype=np.float64)
+        return shading.WindowArrays(a_s, np.asarray(self._win.b_s[:n], dtype=np.float64), a_s + self._first,
+                                    np.asarray(self._warmup, dtype=bool))
+
 
 class Gaps(Mapping):
     """rid → that request's inter-token gaps (ms), worked out again from its chunk times when asked:
@@ -165,11 +173,19 @@ class RequestJson(Mapping):
     request's JSON derives from beyond the recording, its lookback and the code (``key``)."""
 
     def __init__(self, build: Callable[[str], dict[str, Any]], rids: Mapping[str, Any] | list[str],
-                 inputs: Callable[[str], str] | None = None, stretches: Callable[[str], int | None] | None = None):
+                 inputs: Callable[[str], str] | None = None, stretches: Callable[[str], int | None] | None = None,
+                 release: Callable[[], None] | None = None):
         self._build = build
         self._known = rids if isinstance(rids, Mapping) else dict.fromkeys(rids)  # (in order, each once)
         self._inputs = inputs
         self._stretches = stretches
+        self._release = release
+
+    def release(self) -> None:
+        """The files are written: let go of the telemetry kept to build the next one (a slab's stretch,
+        ~60-100 MiB for 8 GPUs) before the reports are made. A later read reads it again."""
+        if self._release is not None:
+            self._release()
 
     def stretch(self, rid: str) -> int | None:
         """The slab whose stretch of telemetry ``self[rid]`` reads (Samples.stretches' index; None:
@@ -568,9 +584,16 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         obj["itl_ms"] = _gaps(r, row, events) or None
         return obj
 
-    request_json = RequestJson(one_json, place,
-                               functools.partial(_request_inputs, _options_text(opts), quality), stretch_of)
-    gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus), source, slabs)
+    sample_stretch: dict[tuple[float, float], BatchData] = {}  # (_samples': the last slab's own stretch)
+
+    def let_go() -> None:  # the request files and sample tables written: no stretch is read again
+        held[:] = [None, None]
+        sample_stretch.clear()
+        source.release()
+
+    request_json = RequestJson(one_json, place, functools.partial(_request_inputs, _options_text(opts), quality),
+                               stretch_of, let_go)
+    gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus), source, slabs, sample_stretch)
     done_rows = [rows[p] for p in done_at.tolist()]
     first = np.array([_nan_if_none(finite(row.get("first_token_s"))) for row in done_rows], dtype=np.float64)
     windows = Windows([rids[p] for p in done_at.tolist()], rc["warmup"][done_at], done_rows, win, first)
@@ -743,6 +766,8 @@ def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.W
                 power[key].append(piece)
             del cols, shapes, level  # gone before the next slab is measured
             memory.give_back()  # the slab's samples, freed
+    source.release()  # (the last slab's stretch: the request files read theirs from the first slab on)
+    memory.give_back()
     timelines = [{"key": g.key, "t_s": np.concatenate([t for t, _ in power[g.key]]),
                   "power_w": np.concatenate([p for _, p in power[g.key]]),
                   "simulated": g.simulated, "name": g.meta.get("name"),
@@ -1179,12 +1204,14 @@ def _gpu_piece(g: Series) -> dict[str, np.ndarray]:
 GPU_SAMPLE_COLUMNS = ["t_ns", "src", "gpu", "seq", "simulated", *M.GPU_SERIES, "host", "uuid", "name"]
 
 
-def _samples(batch: BatchData, source: SL.Source, slabs: list[SL.Slab]) -> tuple[Samples, Samples]:
+def _samples(batch: BatchData, source: SL.Source, slabs: list[SL.Slab],
+             held: dict[tuple[float, float], BatchData] | None = None) -> tuple[Samples, Samples]:
     """Long-format sample tables (for Parquet): one row per GPU sample, one per host sample; a piece
     per GPU (and one for the host) per slab, each slab's own stretch of time, read when written, and
-    once for all its pieces when the tables are written together."""
+    once for all its pieces when the tables are written together. ``held``: the last slab's stretch,
+    for its other pieces (the caller empties it once the tables are written)."""
     gs = batch.gpus
-    held: dict[tuple[float, float], BatchData] = {}  # the last slab's stretch, for its other pieces
+    held = {} if held is None else held
 
     def own(s: SL.Slab) -> BatchData:
         span = (s.own_lo_s, s.own_hi_s)

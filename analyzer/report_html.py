@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 from itertools import chain, repeat
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from analyzer import shading
 from analyzer.i18n import cell_value, label, t
 from analyzer.report import (PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, note_list, problem_list,
                              report_stats, requests_line, table_cells)
@@ -155,52 +156,53 @@ def _decimate(ts: np.ndarray, ps: np.ndarray, limit: int) -> tuple[np.ndarray, n
     return ts[idx], ps[idx]
 
 
-def window_spans(windows: list[dict], lang: str) -> list[tuple[float, float, str, str]]:
-    """The shaded spans of the request windows: (start s, end s, kind, escaped tooltip); prefill and
-    decode apart where the first token is known."""
-    out = []
-    # esc works character by character: the label escaped once per window, each kind's word once, and
-    # the number (digits, ',', '.', '-') as it is
-    words = {k: esc(t("warmup" if k == "warm" else k, lang)) for k in ("prefill", "decode", "warm")}
-    for w in windows:
-        a, b, f = w["a_s"], w["b_s"], w.get("first_s")
-        kind = "warm" if w["warmup"] else None
-        spans = [(a, b, kind or "decode")] if (f is None or not a <= f <= b) else \
-            [(a, f, kind or "prefill"), (f, b, kind or "decode")]
-        label = esc(f"{w['label']}")
-        for s0, s1, k in spans:
-            out.append((s0, s1, k, f"{label} · {words[k]} · {fmt_num(s1 - s0)} s"))
-    return out
+def _span_tips(windows: Sequence[dict], sp: shading.Spans, lang: str) -> list[str]:
+    """Each drawn span's tooltip, escaped: a window's label, kind and length; a merged span's count of
+    windows, kind and time range."""
+    # esc works character by character: each kind's word escaped once, the number (digits, ',', '.',
+    # '-') as it is, a window's label once
+    words = [esc(t("warmup" if k == "warm" else k, lang)) for k in shading.KINDS]
+    tips, label, last = [], "", -1
+    for s0, s1, k, i, n in zip(sp.s0.tolist(), sp.s1.tolist(), sp.kind.tolist(), sp.window.tolist(), sp.count.tolist()):
+        if n > 1:
+            tips.append(esc(t("spans_merged", lang, n=n, kind=t("warmup" if k == shading.WARM else shading.KINDS[k],
+                                                                     lang), a=fmt_num(s0), b=fmt_num(s1))))
+            continue
+        if i != last:
+            label, last = esc(f"{windows[i]['label']}"), i
+        tips.append(f"{label} · {words[k]} · {fmt_num(s1 - s0)} s")
+    return tips
 
 
-def timeline_svg(plot_id: str, timeline: dict, windows: list[dict], lang: str,
-                 spans: list[tuple[float, float, str, str]] | None = None,
+def timeline_svg(plot_id: str, timeline: dict, windows: Sequence[dict], lang: str,
+                 arrays: shading.WindowArrays | None = None,
                  drawn: dict[tuple[float, float], str] | None = None) -> str | None:
-    """GPU power over time; request windows shaded, prefill darker than decode. ``spans``:
-    window_spans(windows, lang) when the caller has them already (they are the same for every GPU);
-    ``drawn``: their shading by time axis, kept by the caller for the next GPU's (most share one axis)."""
+    """GPU power over time; request windows shaded, prefill darker than decode (analyzer.shading: merged
+    within a pixel when there are very many). ``arrays``: shading.window_arrays(windows) when the
+    caller has them already (they are the same for every GPU); ``drawn``: their shading by time axis,
+    kept by the caller for the next GPU's (most share one axis)."""
     ts, ps = np.asarray(timeline["t_s"], dtype=float), np.asarray(timeline["power_w"], dtype=float)
     ok = np.isfinite(ts) & np.isfinite(ps)
     ts, ps = ts[ok], ps[ok]
     if ts.size < 2:
         return None
-    x0 = min(float(ts[0]), min((w["a_s"] for w in windows), default=float(ts[0])))
-    x1 = max(float(ts[-1]), max((w["b_s"] for w in windows), default=float(ts[-1])))
+    w = shading.window_arrays(windows) if arrays is None else arrays
+    x0 = min(float(ts[0]), float(w.a_s.min())) if w.a_s.size else float(ts[0])
+    x1 = max(float(ts[-1]), float(w.b_s.max())) if w.b_s.size else float(ts[-1])
     ax = _Axes(TIMELINE_W, TIMELINE_H, x0, x1 if x1 > x0 else x0 + 1, 0.0, float(ps.max()) * 1.1 or 1.0)
     out = [f'<svg class="plot" id="{esc(plot_id)}" viewBox="0 0 {TIMELINE_W} {TIMELINE_H}" width="{TIMELINE_W}" '
            f'height="{TIMELINE_H}" role="img">'] + ax.frame(t("x_time", lang), t("y_power", lang))
     top, height = MARGIN["t"], ax.ph
-    shading = None if drawn is None else drawn.get((ax.x0, ax.x1))
-    if shading is None:
-        spans = window_spans(windows, lang) if spans is None else spans
-        starts = ax.xs(np.array([sp[0] for sp in spans], dtype=float))
-        ends = ax.xs(np.array([sp[1] for sp in spans], dtype=float))
-        shading = "".join([f'<rect class="mark win {k}" x="{x0}" y="{top}" width="{max(0.5, x1 - x0)}" '
-                           f'height="{height}" data-tip="{tip}"/>'
-                           for (_s0, _s1, k, tip), x0, x1 in zip(spans, starts, ends)])
+    shade = None if drawn is None else drawn.get((ax.x0, ax.x1))
+    if shade is None:
+        sp = shading.shading(w, ax.x0, ax.x1, ax.pw)
+        kinds = [shading.KINDS[k] for k in sp.kind.tolist()]
+        shade = "".join([f'<rect class="mark win {k}" x="{x0}" y="{top}" width="{max(0.5, x1 - x0)}" '
+                         f'height="{height}" data-tip="{tip}"/>'
+                         for k, tip, x0, x1 in zip(kinds, _span_tips(windows, sp, lang), ax.xs(sp.s0), ax.xs(sp.s1))])
         if drawn is not None:
-            drawn[(ax.x0, ax.x1)] = shading
-    out.append(shading)
+            drawn[(ax.x0, ax.x1)] = shade
+    out.append(shade)
     dt, dp = _decimate(ts, ps, MAX_TIMELINE_POINTS)
     pts = " ".join(map("{},{}".format, ax.xs(dt), ax.ys(dp)))  # (f"{x},{y}" each, without a frame per point)
     out.append(f'<polyline class="mark power" points="{pts}"/>')
@@ -426,13 +428,13 @@ def html_parts(a, lang: str = "en", title: str | None = None) -> Iterator[str]:
     if a.timelines:
         body.append(f"<h2>{esc(t('timeline', lang))}{esc(t('simulated_suffix', lang)) if a.simulated else ''}</h2>"
                     f"<p class='caption'>{esc(t('timeline_caption', lang))}</p>")
-        spans = window_spans(a.windows, lang)
+        arrays = shading.window_arrays(a.windows)
         drawn: dict[tuple[float, float], str] = {}
         for i, tl in enumerate(a.timelines):
             body.append(f"<h3>{esc(tl['key'])}{' — ' + esc(tl.get('name')) if tl.get('name') else ''}"
                         f"{' (' + esc(tl['gpu_id']) + ')' if tl.get('gpu_id') else ''}</h3>")  # named by host and uuid
             # drawn when written (in order: spans and drawn are shared by the timelines)
-            body.append(lambda i=i, tl=tl: timeline_svg(f"timeline-{i}", tl, a.windows, lang, spans, drawn)
+            body.append(lambda i=i, tl=tl: timeline_svg(f"timeline-{i}", tl, a.windows, lang, arrays, drawn)
                         or f"<p>{esc(t('none', lang))}</p>")
     body.append(chain([f"<h2>{esc(t('results', lang))}</h2><p class='caption'>{esc(t('sort_hint', lang))}</p>"
                        "<div class='scroll'>"], _section_table_parts("results", RESULT_COLUMNS, a.results, lang),

@@ -146,6 +146,9 @@ class Source(Protocol):
 
     def between(self, lo_s: float, hi_s: float) -> BatchData: ...
 
+    def release(self) -> None:
+        """A pass over the stretches is done: what is kept for the next read may go."""
+
 
 class InMemory:
     """A BatchData whose series are whole arrays: a stretch is a view."""
@@ -166,6 +169,9 @@ class InMemory:
         yield from b.gpus
         if b.host is not None:
             yield b.host
+
+    def release(self) -> None:
+        """(Nothing is kept beyond the batch itself.)"""
 
     def between(self, lo_s: float, hi_s: float) -> BatchData:
         b = self.batch

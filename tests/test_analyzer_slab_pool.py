@@ -113,6 +113,23 @@ def test_a_worker_gets_the_store_without_its_cached_samples(tmp_path):
     assert [g.t_ns.tolist() for g in part.gpus] == [g.t_ns.tolist() for g in SL.InMemory(whole).between(5.0, 9.0).gpus]
 
 
+def test_the_store_lets_go_of_its_last_stretch_once_a_pass_is_done(tmp_path):
+    """A stretch and the files' decoded row groups are kept only while a pass over the slabs reads
+    them: after the measure pass, and after the request files are built (RequestJson.release), none is
+    (a slab of 8 GPUs' is ~100 MiB, else held beside the reports); a later read reads it again."""
+    bd = S.write_batch(tmp_path / "b", _spec())
+    data, _ = columnar.load_batch(bd.stream)
+    store = data.source
+    a = pipeline.analyze(data, pipeline.Options(quality=False, slab_s=3.0))
+    assert not store.holding
+    rid = next(iter(a.request_json))
+    built = a.request_json[rid]
+    assert store.holding and built["system_metrics_full"]
+    a.request_json.release()
+    assert not store.holding
+    assert a.request_json[rid] == built
+
+
 def test_a_worker_error_is_raised_as_in_one_process(tmp_path):
     spec = _spec()
     raised = {}

@@ -1,0 +1,106 @@
+"""The request windows' shading on a power timeline (report.html's SVG, the PNG plots): prefill and
+decode apart where the first token is known, warm-ups on their own. While the spans are few enough to
+tell apart each is drawn; beyond SPAN_LIMIT those of a kind that meet within a pixel are drawn as one
+(with how many it holds), so a day of requests shades a timeline with about its width of rectangles,
+not ~86,000 of them (a page of ~10 MB per GPU, and as many strings held while it is made).
+Pure: arrays in, arrays out."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+SPAN_LIMIT = 2000  # more spans than this are merged where they meet within a pixel
+KINDS = ("prefill", "decode", "warm")  # a span's kind: its index here
+PREFILL, DECODE, WARM = range(3)
+
+
+class WindowArrays(NamedTuple):
+    """The done requests' windows: start and end (s from the batch origin), where the first token came
+    (s, NaN: not seen) and whether each is a warm-up."""
+    a_s: np.ndarray
+    b_s: np.ndarray
+    first_s: np.ndarray
+    warmup: np.ndarray
+
+
+def window_arrays(windows: Sequence[dict[str, Any]]) -> WindowArrays:
+    """The windows as arrays: read as such from a pipeline.Windows (no dict made per window), else
+    from each window's dict (a_s, b_s, first_s or None, warmup)."""
+    own = getattr(windows, "arrays", None)
+    if own is not None:
+        return own()
+    return WindowArrays(np.array([w["a_s"] for w in windows], dtype=np.float64),
+                        np.array([w["b_s"] for w in windows], dtype=np.float64),
+                        np.array([np.nan if w.get("first_s") is None else w["first_s"] for w in windows],
+                                 dtype=np.float64),
+                        np.array([bool(w["warmup"]) for w in windows], dtype=bool))
+
+
+class Spans(NamedTuple):
+    """Shaded spans: start, end (s), kind (KINDS index), and the window each came from (its index; for
+    a merged span, the first window's) and how many windows' spans it holds."""
+    s0: np.ndarray
+    s1: np.ndarray
+    kind: np.ndarray
+    window: np.ndarray
+    count: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.s0.size)
+
+
+def spans(w: WindowArrays) -> Spans:
+    """Each window's spans in window order: [a, first) prefill then [first, b] decode where the first
+    token fell inside the window, else [a, b] whole (decode); a warm-up's of kind warm."""
+    a, b, f, warm = w.a_s, w.b_s, w.first_s, w.warmup
+    split = (a <= f) & (f <= b)  # (NaN compares False: not split)
+    n = a.size
+    per = 1 + split.astype(np.int64)
+    at = np.concatenate(([0], np.cumsum(per)[:-1])) if n else np.zeros(0, dtype=np.int64)
+    total = int(per.sum())
+    s0, s1 = np.empty(total), np.empty(total)
+    kind = np.empty(total, dtype=np.int8)
+    window = np.repeat(np.arange(n), per)
+    s0[at], s1[at] = a, np.where(split, f, b)
+    kind[at] = np.where(warm, WARM, np.where(split, PREFILL, DECODE))
+    second = at[split] + 1
+    s0[second], s1[second], kind[second] = f[split], b[split], np.where(warm[split], WARM, DECODE)
+    return Spans(s0, s1, kind, window, np.ones(total, dtype=np.int64))
+
+
+def whole(w: WindowArrays) -> Spans:
+    """Each window as one span, [a, b], kind warm or decode (the PNG plots shade whole windows)."""
+    n = w.a_s.size
+    return Spans(w.a_s, w.b_s, np.where(w.warmup, WARM, DECODE).astype(np.int8), np.arange(n),
+                 np.ones(n, dtype=np.int64))
+
+
+def merged(sp: Spans, resolution: float) -> Spans:
+    """The spans of each kind that overlap or lie within ``resolution`` (s, a pixel) of each other, as
+    one span from the first's start to the latest end, noting how many it holds; kinds in KINDS order,
+    each in time order."""
+    parts = []
+    for k in range(len(KINDS)):
+        mine = np.flatnonzero(sp.kind == k)
+        if not mine.size:
+            continue
+        mine = mine[np.argsort(sp.s0[mine], kind="stable")]
+        s0, s1 = sp.s0[mine], sp.s1[mine]
+        reach = np.maximum.accumulate(s1)  # the latest end so far: a run's end is its last one's reach
+        starts = np.flatnonzero(np.concatenate(([True], s0[1:] > reach[:-1] + resolution)))
+        ends = np.concatenate((starts[1:], [mine.size])) - 1
+        parts.append(Spans(s0[starts], reach[ends], np.full(starts.size, k, dtype=np.int8), sp.window[mine][starts],
+                           np.add.reduceat(sp.count[mine], starts)))
+    if not parts:
+        return sp
+    return Spans(*(np.concatenate(cols) for cols in zip(*parts)))
+
+
+def shading(w: WindowArrays, x0: float, x1: float, pixels: int, limit: int = SPAN_LIMIT) -> Spans:
+    """The spans to draw on an axis from x0 to x1 (s) ``pixels`` wide: every window's while there are at
+    most ``limit``, else merged within a pixel."""
+    sp = spans(w)
+    if len(sp) <= limit:
+        return sp
+    return merged(sp, (x1 - x0) / max(pixels, 1))
