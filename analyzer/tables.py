@@ -3,6 +3,7 @@ deterministic CSV text (fixed column order, sorted rows, fixed float format)."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 from array import array
@@ -13,6 +14,7 @@ import numpy as np
 from analyzer import columns as COLS
 from analyzer import rows as ROWS
 from analyzer.i18n import Msg
+from analyzer.pooled import PooledValues, kth
 from analyzer.suite_stats import suite_figures
 from shared.numbers import finite
 
@@ -202,12 +204,15 @@ def per_case(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, A
 
 def percentiles_of(values: list[float], percentiles=DEFAULT_PERCENTILES) -> dict[str, Any]:
     """median and each pXX, linearly interpolated between order statistics (numpy's default, as vLLM).
-    An array of doubles (a day's pooled gaps: millions) is sorted in place: no Python float each, no copy."""
+    An array of doubles (a day's pooled gaps: millions) is sorted in place: no Python float each, no copy;
+    pooled values in their file (analyzer.pooled) have each order statistic found, not all sorted."""
     out: dict[str, Any] = {"median": None, **{pct_name(q): None for q in percentiles}}
     if not values:
         return out
-    if isinstance(values, array):
-        v = np.frombuffer(values, dtype=np.float64)
+    if isinstance(values, PooledValues) and values.held() is None:  # in its file: each rank found (pooled.kth)
+        v, get = values, functools.lru_cache(maxsize=None)(functools.partial(kth, values))
+    elif isinstance(values, (array, PooledValues)):
+        v = np.frombuffer(values if isinstance(values, array) else values.held(), dtype=np.float64)
         v.sort(kind="stable")
         get = v.item
     else:
@@ -270,6 +275,7 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
             if vals:
                 out.append({**base, "metric": metric, **describe(vals, *metric_range(metric)),
                             **percentiles_of(vals, percentiles)})
+            vals.close()
         if key[3]:  # a benchmark suite: accuracy (Wilson), pass@k, J per item and per correct answer
             basis = next((_basis(r) for r in good if _basis(r)), "") or None
             for metric, vals in suite_figures(good):
@@ -293,10 +299,11 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
     return out
 
 
-def _pooled(parts: Iterable[list]) -> array:
+def _pooled(parts: Iterable[list]) -> PooledValues:
     """Every finite() value of the parts (one per request, made in order and dropped), as doubles: a day's
-    inter-token gaps are millions, 8 bytes each here and ~32 as Python floats in lists."""
-    out = array("d")
+    inter-token gaps are millions, 8 bytes each here (~32 as Python floats in lists), and beyond a
+    million in a temporary file (analyzer.pooled: a week's were ~120 MB)."""
+    out = PooledValues()
     for p in parts:
         out.extend(v for v in _finites(p) if v is not None)
     return out
