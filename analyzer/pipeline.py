@@ -133,9 +133,8 @@ class Windows(Sequence):
 
     def arrays(self) -> shading.WindowArrays:
         """The windows as arrays, no dict made per window (their values as ``self[i]`` gives them)."""
-        n = len(self)
-        a_s = np.asarray(self._win.a_s[:n], dtype=np.float64)
-        return shading.WindowArrays(a_s, np.asarray(self._win.b_s[:n], dtype=np.float64), a_s + self._first,
+        a_s = np.asarray(self._win.a_s, dtype=np.float64)
+        return shading.WindowArrays(a_s, np.asarray(self._win.b_s, dtype=np.float64), a_s + self._first,
                                     np.asarray(self._warmup, dtype=bool))
 
 

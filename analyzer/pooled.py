@@ -49,9 +49,6 @@ class PooledValues:
     def __len__(self) -> int:
         return self._spilled + len(self._held)
 
-    def __bool__(self) -> bool:
-        return len(self) > 0
-
     def _from_file(self) -> Iterator[np.ndarray]:
         if self._file is None:
             return

@@ -156,17 +156,22 @@ def _decimate(ts: np.ndarray, ps: np.ndarray, limit: int) -> tuple[np.ndarray, n
     return ts[idx], ps[idx]
 
 
+def _kind_word(kind: str, lang: str) -> str:
+    """A shaded span's kind (shading.KINDS) in words."""
+    return t("warmup" if kind == "warm" else kind, lang)
+
+
 def _span_tips(windows: Sequence[dict], sp: shading.Spans, lang: str) -> list[str]:
     """Each drawn span's tooltip, escaped: a window's label, kind and length; a merged span's count of
     windows, kind and time range."""
     # esc works character by character: each kind's word escaped once, the number (digits, ',', '.',
     # '-') as it is, a window's label once
-    words = [esc(t("warmup" if k == "warm" else k, lang)) for k in shading.KINDS]
+    names = [_kind_word(k, lang) for k in shading.KINDS]
+    words = [esc(w) for w in names]
     tips, label, last = [], "", -1
     for s0, s1, k, i, n in zip(sp.s0.tolist(), sp.s1.tolist(), sp.kind.tolist(), sp.window.tolist(), sp.count.tolist()):
         if n > 1:
-            tips.append(esc(t("spans_merged", lang, n=n, kind=t("warmup" if k == shading.WARM else shading.KINDS[k],
-                                                                     lang), a=fmt_num(s0), b=fmt_num(s1))))
+            tips.append(esc(t("spans_merged", lang, n=n, kind=names[k], a=fmt_num(s0), b=fmt_num(s1))))
             continue
         if i != last:
             label, last = esc(f"{windows[i]['label']}"), i
@@ -207,9 +212,9 @@ def timeline_svg(plot_id: str, timeline: dict, windows: Sequence[dict], lang: st
     pts = " ".join(map("{},{}".format, ax.xs(dt), ax.ys(dp)))  # (f"{x},{y}" each, without a frame per point)
     out.append(f'<polyline class="mark power" points="{pts}"/>')
     lx = MARGIN["l"] + 10
-    for k in ("prefill", "decode", "warm"):
+    for k in shading.KINDS:
         out.append(f'<rect class="win {k}" x="{lx}" y="{MARGIN["t"] + 6}" width="14" height="10"/>'
-                   f'<text x="{lx + 18}" y="{MARGIN["t"] + 15}" class="legend">{esc(t("warmup" if k == "warm" else k, lang))}</text>')
+                   f'<text x="{lx + 18}" y="{MARGIN["t"] + 15}" class="legend">{esc(_kind_word(k, lang))}</text>')
         lx += 90
     out.append("</svg>")
     return "".join(out)

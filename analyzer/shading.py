@@ -57,7 +57,7 @@ def spans(w: WindowArrays) -> Spans:
     split = (a <= f) & (f <= b)  # (NaN compares False: not split)
     n = a.size
     per = 1 + split.astype(np.int64)
-    at = np.concatenate(([0], np.cumsum(per)[:-1])) if n else np.zeros(0, dtype=np.int64)
+    at = np.cumsum(per) - per  # each window's first span
     total = int(per.sum())
     s0, s1 = np.empty(total), np.empty(total)
     kind = np.empty(total, dtype=np.int8)
