@@ -90,8 +90,9 @@ _TEXT: dict[str, dict[str, str]] = {
     "prefill": {"en": "prefill", "zh": "预填充"},
     "decode": {"en": "decode", "zh": "解码"},
     "warmup": {"en": "warm-up", "zh": "预热"},
-    "spans_merged": {"en": "{n} requests' {kind}, {a}–{b} s (too many to draw apart)",
-                     "zh": "{n} 个请求的{kind}，{a}–{b} s（过多，合并绘制）"},
+    "spans_merged": {"en": "{n} requests' {kind} over {a}–{b} s, {pct} % of that time (too many to draw apart: "
+                           "shaded by that share)",
+                     "zh": "{n} 个请求的{kind}，{a}–{b} s，占该时段 {pct} %（过多，合并绘制：按该比例着色）"},
     "pareto": {"en": "Pareto front and 效质比 per task", "zh": "各任务的帕累托前沿与效质比"},
     "results": {"en": "Results (one row per request)", "zh": "结果（每个请求一行）"},
     "stats": {"en": "Stats (mean, std, 95% CI over runs; full table in stats.csv)",

@@ -17,24 +17,26 @@ from analyzer import shading  # noqa: E402
 from shared.escape import mpl_text, safe_filename  # noqa: E402
 
 MAX_LABELS = 40  # more windows than this get shading without text, to stay legible
+WINDOW_ALPHA = 0.2  # a request window's shading
 
 
 def _sim(flag: bool) -> str:
     return " — SIMULATED GPU" if flag else ""
 
 
-def merged_windows(windows: list[dict], t: np.ndarray, pixels: int) -> list[tuple[float, float, str]] | None:
-    """(start, end, colour) of the shading when there are too many windows to tell apart at this width
-    (analyzer.shading.SPAN_LIMIT): those that meet within a pixel as one (a day of requests drawn as
-    ~86,000 patches took minutes and most of the analyzer's memory); None: each window drawn."""
+def merged_windows(windows: list[dict], t: np.ndarray, pixels: int) -> list[tuple[float, float, str, float]] | None:
+    """(start, end, colour, opacity) of the shading when there are too many windows to tell apart at this
+    width (analyzer.shading.SPAN_LIMIT): those that meet within a pixel as one, as opaque as the share of
+    it they cover (a day of requests drawn as ~86,000 patches took minutes and most of the analyzer's
+    memory); None: each window drawn."""
     arrays = shading.window_arrays(windows)
     if arrays.a_s.size <= shading.SPAN_LIMIT:
         return None
     lo = min(float(arrays.a_s.min()), float(t.min()) if t.size else np.inf)
     hi = max(float(arrays.b_s.max()), float(t.max()) if t.size else -np.inf)
     sp = shading.merged(shading.whole(arrays), (hi - lo) / max(pixels, 1))
-    return [(s0, s1, "tab:gray" if k == shading.WARM else "tab:orange")
-            for s0, s1, k in zip(sp.s0.tolist(), sp.s1.tolist(), sp.kind.tolist())]
+    return [(s0, s1, "tab:gray" if k == shading.WARM else "tab:orange", WINDOW_ALPHA * share)
+            for s0, s1, k, share in zip(sp.s0.tolist(), sp.s1.tolist(), sp.kind.tolist(), sp.share().tolist())]
 
 
 def power_timeline(out_dir: Path, timeline: dict, windows: list[dict]) -> Path:
@@ -45,12 +47,12 @@ def power_timeline(out_dir: Path, timeline: dict, windows: list[dict]) -> Path:
     ax.plot(t[ok], p[ok], lw=0.8, color="tab:blue", label="power (W)")
     merged = merged_windows(windows, t[ok], int(fig.get_figwidth() * fig.dpi))
     if merged is not None:
-        for s0, s1, color in merged:
-            ax.axvspan(s0, s1, color=color, alpha=0.2, lw=0)
+        for s0, s1, color, alpha in merged:
+            ax.axvspan(s0, s1, color=color, alpha=alpha, lw=0)
     else:
         for i, w in enumerate(windows):
             color = "tab:gray" if w["warmup"] else ("tab:orange" if i % 2 == 0 else "tab:green")
-            ax.axvspan(w["a_s"], w["b_s"], color=color, alpha=0.2, lw=0)
+            ax.axvspan(w["a_s"], w["b_s"], color=color, alpha=WINDOW_ALPHA, lw=0)
             if len(windows) <= MAX_LABELS:
                 ax.text((w["a_s"] + w["b_s"]) / 2, 1.0, mpl_text(w["label"]) + (" (warm-up)" if w["warmup"] else ""),
                         transform=ax.get_xaxis_transform(), rotation=90, va="top", ha="center", fontsize=6)

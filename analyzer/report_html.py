@@ -169,9 +169,11 @@ def _span_tips(windows: Sequence[dict], sp: shading.Spans, lang: str) -> list[st
     names = [_kind_word(k, lang) for k in shading.KINDS]
     words = [esc(w) for w in names]
     tips, label, last = [], "", -1
-    for s0, s1, k, i, n in zip(sp.s0.tolist(), sp.s1.tolist(), sp.kind.tolist(), sp.window.tolist(), sp.count.tolist()):
+    for s0, s1, k, i, n, share in zip(sp.s0.tolist(), sp.s1.tolist(), sp.kind.tolist(), sp.window.tolist(),
+                                      sp.count.tolist(), sp.share().tolist()):
         if n > 1:
-            tips.append(esc(t("spans_merged", lang, n=n, kind=names[k], a=fmt_num(s0), b=fmt_num(s1))))
+            tips.append(esc(t("spans_merged", lang, n=n, kind=names[k], a=fmt_num(s0), b=fmt_num(s1),
+                              pct=fmt_num(100.0 * share))))
             continue
         if i != last:
             label, last = esc(f"{windows[i]['label']}"), i
@@ -202,9 +204,12 @@ def timeline_svg(plot_id: str, timeline: dict, windows: Sequence[dict], lang: st
     if shade is None:
         sp = shading.shading(w, ax.x0, ax.x1, ax.pw)
         kinds = [shading.KINDS[k] for k in sp.kind.tolist()]
+        # a merged span as light as the share of it its windows cover (one window: as the stylesheet says)
+        fades = ["" if n == 1 else f' fill-opacity="{f:.2f}"' for n, f in zip(sp.count.tolist(), sp.share().tolist())]
         shade = "".join([f'<rect class="mark win {k}" x="{x0}" y="{top}" width="{max(0.5, x1 - x0)}" '
-                         f'height="{height}" data-tip="{tip}"/>'
-                         for k, tip, x0, x1 in zip(kinds, _span_tips(windows, sp, lang), ax.xs(sp.s0), ax.xs(sp.s1))])
+                         f'height="{height}"{fade} data-tip="{tip}"/>'
+                         for k, fade, tip, x0, x1 in zip(kinds, fades, _span_tips(windows, sp, lang), ax.xs(sp.s0),
+                                                         ax.xs(sp.s1))])
         if drawn is not None:
             drawn[(ax.x0, ax.x1)] = shade
     out.append(shade)

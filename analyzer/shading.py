@@ -39,15 +39,22 @@ def window_arrays(windows: Sequence[dict[str, Any]]) -> WindowArrays:
 
 class Spans(NamedTuple):
     """Shaded spans: start, end (s), kind (KINDS index), and the window each came from (its index; for
-    a merged span, the first window's) and how many windows' spans it holds."""
+    a merged span, the first window's), how many windows' spans it holds and their summed length (s)."""
     s0: np.ndarray
     s1: np.ndarray
     kind: np.ndarray
     window: np.ndarray
     count: np.ndarray
+    busy: np.ndarray
 
     def __len__(self) -> int:
         return int(self.s0.size)
+
+    def share(self) -> np.ndarray:
+        """Of each span, the part its windows cover (1 for one window; a merged span of windows with gaps
+        between them less): drawn as its opacity, so that a merged span does not read as one long window."""
+        length = self.s1 - self.s0
+        return np.minimum(1.0, np.divide(self.busy, length, out=np.ones_like(length), where=length > 0))
 
 
 def spans(w: WindowArrays) -> Spans:
@@ -66,20 +73,20 @@ def spans(w: WindowArrays) -> Spans:
     kind[at] = np.where(warm, WARM, np.where(split, PREFILL, DECODE))
     second = at[split] + 1
     s0[second], s1[second], kind[second] = f[split], b[split], np.where(warm[split], WARM, DECODE)
-    return Spans(s0, s1, kind, window, np.ones(total, dtype=np.int64))
+    return Spans(s0, s1, kind, window, np.ones(total, dtype=np.int64), s1 - s0)
 
 
 def whole(w: WindowArrays) -> Spans:
     """Each window as one span, [a, b], kind warm or decode (the PNG plots shade whole windows)."""
     n = w.a_s.size
     return Spans(w.a_s, w.b_s, np.where(w.warmup, WARM, DECODE).astype(np.int8), np.arange(n),
-                 np.ones(n, dtype=np.int64))
+                 np.ones(n, dtype=np.int64), w.b_s - w.a_s)
 
 
 def merged(sp: Spans, resolution: float) -> Spans:
     """The spans of each kind that overlap or lie within ``resolution`` (s, a pixel) of each other, as
-    one span from the first's start to the latest end, noting how many it holds; kinds in KINDS order,
-    each in time order."""
+    one span from the first's start to the latest end, noting how many it holds and their summed
+    length; kinds in KINDS order, each in time order."""
     parts = []
     for k in range(len(KINDS)):
         mine = np.flatnonzero(sp.kind == k)
@@ -91,7 +98,7 @@ def merged(sp: Spans, resolution: float) -> Spans:
         starts = np.flatnonzero(np.concatenate(([True], s0[1:] > reach[:-1] + resolution)))
         ends = np.concatenate((starts[1:], [mine.size])) - 1
         parts.append(Spans(s0[starts], reach[ends], np.full(starts.size, k, dtype=np.int8), sp.window[mine][starts],
-                           np.add.reduceat(sp.count[mine], starts)))
+                           np.add.reduceat(sp.count[mine], starts), np.add.reduceat(sp.busy[mine], starts)))
     if not parts:
         return sp
     return Spans(*(np.concatenate(cols) for cols in zip(*parts)))

@@ -59,6 +59,11 @@ def test_merged_spans_cover_each_span_once_and_stay_a_pixel_apart():
         at = np.searchsorted(s0, sp.s0[orig], side="right") - 1
         assert (at >= 0).all() and (sp.s1[orig] <= s1[at]).all()
         assert np.bincount(at, minlength=s0.size).tolist() == m.count[mine].tolist()
+        # the windows' own length kept: a merged span's share of it they cover, never above 1
+        np.testing.assert_allclose(m.busy[mine], np.bincount(at, weights=(sp.s1 - sp.s0)[orig], minlength=s0.size))
+    share = m.share()
+    assert ((share >= 0) & (share <= 1)).all() and (share[m.count > 1] < 1).any()  # (0: spans of no length)
+    assert (sp.share() == 1).all()  # (a window's own span covers itself)
 
 
 def test_pipeline_windows_give_the_arrays_their_dicts_hold():
@@ -96,6 +101,10 @@ def test_timeline_svg_draws_each_window_while_few_and_merges_many(lang):
     # at most a rectangle per pixel and kind, far fewer than the windows' 52,000 spans
     assert 0 < len(shaded) <= 3 * report_html.TIMELINE_W
     counts = [int(m.group(1)) for _, tip in shaded if (m := re.match(r"(\d+)", tip))]
+    # a merged span is as light as the share of it its windows cover (these leave gaps): never a solid bar
+    fades = [float(f) for f in re.findall(r'<rect class="mark win \w+"[^>]*fill-opacity="([0-9.]+)"', svg)]
+    assert len(fades) == len(counts) and all(0 < f < 1 for f in fades)
+    assert all(re.search(r"\d %", tip) for _, tip in shaded if re.match(r"\d+", tip))
     merged_kinds = {k for k, tip in shaded if re.match(r"\d+", tip)}
     assert counts and merged_kinds <= {"prefill", "decode", "warm"}
     singles = sum(1 for _, tip in shaded if not re.match(r"\d+", tip))
@@ -110,8 +119,10 @@ def test_png_timeline_merges_many_windows():
     t = _timeline(many)["t_s"]
     drawn = plots.merged_windows(many, t, 1200)
     assert drawn is not None and 0 < len(drawn) <= 2 * 1200
-    assert {c for _, _, c in drawn} == {"tab:gray", "tab:orange"}  # warm-ups apart
-    ends = np.array([[s0, s1] for s0, s1, _ in drawn])
+    assert {c for _, _, c, _ in drawn} == {"tab:gray", "tab:orange"}  # warm-ups apart
+    assert all(0 < alpha <= plots.WINDOW_ALPHA for _, _, _, alpha in drawn)
+    assert min(alpha for _, _, _, alpha in drawn) < plots.WINDOW_ALPHA  # (gaps between the windows: lighter)
+    ends = np.array([[s0, s1] for s0, s1, _, _ in drawn])
     a = np.array([w["a_s"] for w in many])
     b = np.array([w["b_s"] for w in many])
     assert ends[:, 0].min() == a.min() and ends[:, 1].max() == b.max()
