@@ -34,7 +34,7 @@ from typing import Any, Iterable, Sequence
 import msgpack
 import numpy as np
 
-from analyzer import arrow_np, clock, gpu_store, hosts, memory, packed
+from analyzer import arrow_np, clock, gpu_store, hosts, memory, packed, table_spill
 from analyzer.stream import (DEFAULT_LOOKBACK_S, REQUEST_TOPICS, BatchData, EventFile, Series, StoredEvents,
                              events_to_requests, stored_requests)
 from shared import messages as M
@@ -580,15 +580,10 @@ def _concat(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     out = {}
     for name in names:
         # column by column, each chunk's part dropped once joined: never two whole copies
-        parts = [c.pop(name) if name in c else _absent(name, n) for c, n in zip(chunks, sizes)]
+        parts = [c.pop(name) if name in c else table_spill.absent(name, n) for c, n in zip(chunks, sizes)]
         out[name] = np.concatenate(parts) if len(parts) > 1 else parts[0]
         del parts
     return out
-
-
-def _absent(name: str, n: int) -> np.ndarray:
-    """A host column group's rows where it was not in the message: not present, no reading."""
-    return np.zeros(n, dtype=bool) if name.endswith((":present", ":sim")) else np.full(n, np.nan)
 
 
 def decode_items(items: Iterable[tuple[str, dict[str, Any]]], bodies: dict[str, type[M.Body]] | None = None) -> Decoded:
@@ -608,13 +603,16 @@ def _sort_key(event: tuple[int, str, dict]) -> tuple:
 
 
 def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool = False,
-             mappings: dict[str, clock.Mapping] | None = None, gpu_meta: bool = True) -> BatchData:
+             mappings: dict[str, clock.Mapping] | None = None, gpu_meta: bool = True,
+             host_scan: gpu_store.HostScan | None = None) -> BatchData:
     """The BatchData of the decoded recording. ``consume``: empty ``dec``'s tables on the way (the
     caller is done with them), so the columns and the series are not both held at the peak.
     ``mappings``: the clock mappings already fitted (a stretch of a recording: its own events hold
     only some of the probes), else fitted from dec's clock probes. ``gpu_meta=False``: the GPU series'
     meta is only their index (a stretch of a recording whose meta was read once: its table holds only
-    the stamps, seqs and readings)."""
+    the stamps, seqs and readings). ``host_scan``: the host's rows left in the copy's file (dec's host
+    table empty), none repeated: the host series' meta folded from the file a row group at a time
+    (arrays empty, as gpu_store.lazy_batch leaves them)."""
     tabs = dec.tables
     parts = [tabs[t].cols for t in TABLE_TOPICS]
     codes = {s: i for i, s in enumerate(dec.srcs)}
@@ -636,6 +634,7 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
     ends = [p["t"] for t, p in evs if t == M.BATCH_END]
     lo = min(starts) - int(lookback_s * 1e9) if starts else None
     hi = max(ends) if ends else None
+    facts = None if host_scan is None else host_scan.fold(dec.srcs, mappings, lo, hi, tabs[M.TEL_HOST].extra)
     scoped: dict[str, dict[str, np.ndarray]] = {}
     for topic, keep in zip(TABLE_TOPICS, keeps):
         cols = tabs[topic].cols
@@ -665,7 +664,7 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
         ev_src_sel = np.concatenate([ev_src_sel, np.array(dec.srcs, dtype=object)[req_cols["src"][order]]])
         ev_seq_sel = np.concatenate([ev_seq_sel, req_cols["seq"][order]])
     all_t = [s["t"] for s in scoped.values()] + [ev_t_sel]
-    firsts = [int(x.min()) for x in all_t if x.size]
+    firsts = [int(x.min()) for x in all_t if x.size] + [f.first_t for f in (facts or {}).values()]
     origin = min(firsts) if firsts else 0
     src_seqs: dict[str, np.ndarray] = {}
     firsts_by_src = []
@@ -682,23 +681,52 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
     if order is not None:  # (held ones beside them only for an rid that is not a string: then all as objects)
         kept = stored_requests(stored, order.tolist())
         requests = sorted(requests + list(kept), key=lambda r: (r.start_t, r.rid)) if requests else kept
-    tel_srcs = sorted({dec.srcs[c] for topic in (M.TEL_GPU, M.TEL_HOST) for c in distinct(scoped[topic]["src"])})
+    tel_srcs = sorted({dec.srcs[c] for topic in (M.TEL_GPU, M.TEL_HOST) for c in distinct(scoped[topic]["src"])}
+                      | {dec.srcs[c] for c in facts or {}})
     del scoped[M.TEL_HB]
     gpus = _gpu_series(scoped.pop(M.TEL_GPU), tabs[M.TEL_GPU], dec.srcs, gpu_meta)
-    host, procs, rapl = _host_series(scoped.pop(M.TEL_HOST), tabs[M.TEL_HOST], dec.srcs, batch_start)
+    if facts is None:
+        host, procs, rapl = _host_series(scoped.pop(M.TEL_HOST), tabs[M.TEL_HOST], dec.srcs, batch_start)
+    else:
+        host, procs, rapl = _host_meta(facts, tabs[M.TEL_HOST], dec.srcs, batch_start)
     return BatchData(origin, gpus, host, procs, rapl, src_seqs, requests, batch_start, batch_end, dec.invalid,
                      duplicates, clock=mappings, clock_notes=clock.unprobed_notes(tel_srcs, mappings))
+
+
+def seq_keys(src: np.ndarray, seq: np.ndarray) -> np.ndarray | None:
+    """Messages' (source code, seq) as one int64 each, src << 40 | seq (made in place: a week's host rows
+    are millions, three arrays of them at once were ~75 MiB a day); None where a seq is out of its 40 bits."""
+    if seq.size and (seq.min() < 0 or seq.max() >= 1 << 40):
+        return None
+    key = src.astype(np.int64)
+    key <<= 40
+    key |= seq
+    return key
+
+
+def message_keys(dec: Decoded) -> np.ndarray | None:
+    """seq_keys() of the heartbeats, the events and the stored requests' events (every message a lazy batch
+    holds but the GPUs' and the host's), sorted; None where one is out of range."""
+    codes = {s: i for i, s in enumerate(dec.srcs)}
+    hb = dec.tables[M.TEL_HB].cols
+    src = [hb["src"], np.array([codes[str(p["src"])] for _, _, p in dec.events], dtype=np.int32)]
+    seq = [hb["seq"], np.array([p["seq"] for _, _, p in dec.events], dtype=np.int64)]
+    if dec.requests is not None and len(dec.requests):
+        cols = dec.requests.columns()
+        src.append(cols["src"])
+        seq.append(cols["seq"])
+    out = seq_keys(np.concatenate(src), np.concatenate(seq))
+    if out is not None:
+        out.sort()
+    return out
 
 
 def _first_of_duplicates(parts: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
     """Per part, a keep mask: False for a message whose (src, seq, t) came earlier in the file."""
     seq = np.concatenate([p["seq"] for p in parts])
-    if seq.size and seq.min() >= 0 and seq.max() < 1 << 40:
-        # the usual case, checked cheaply: no (src, seq) repeats at all, so no duplicates (the key made
-        # in place: a week's host rows are millions, three arrays of them at once were ~75 MiB a day)
-        key = np.concatenate([p["src"] for p in parts]).astype(np.int64)
-        key <<= 40
-        key |= seq
+    key = seq_keys(np.concatenate([p["src"] for p in parts]), seq) if seq.size else None
+    if key is not None:
+        # the usual case, checked cheaply: no (src, seq) repeats at all, so no duplicates
         key.sort(kind="stable")  # runs already in order (a source's seqs in file order): timsort merges them
         if not (key[1:] == key[:-1]).any():
             return [np.ones(p["src"].size, dtype=bool) for p in parts]
@@ -885,6 +913,29 @@ def _host_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str], bat
     return host, procs, rapl
 
 
+def _host_meta(facts: dict[int, gpu_store.HostFacts], table: Table, srcs: list[str], batch_start):
+    """_host_series' host, processes and RAPL zones from the host's rows folded (gpu_store.HostScan),
+    their arrays empty, the host's samples counted in its meta: as gpu_store.lazy_batch leaves them."""
+    present = sorted(srcs[c] for c, f in facts.items() if f.rows)
+    if not present:
+        return None, {}, {}
+    src = hosts.pick_host_src(present, batch_start)
+    if len(present) > 1:
+        log.info("several_host_sources", srcs=present, used=src)
+    f = facts[srcs.index(src)]
+    ints, floats = np.zeros(0, dtype=np.int64), np.zeros(0)
+    host = Series("host", src, ints, ints.copy(), {k: floats.copy() for k in table.series}, f.simulated,
+                  meta={"samples": f.rows})
+    procs, rapl = {}, {}
+    groups = [g for g in table.extra if g in f.present]
+    for name in sorted(g[len("proc:"):] for g in groups if g.startswith("proc:")):
+        procs[name] = Series(f"proc:{name}", src, ints.copy(), ints.copy(), {"cpu_pct": floats.copy(),
+                             "rss_mib": floats.copy()}, f"proc:{name}" in f.sim)
+    for zone in sorted(g[len("rapl:"):] for g in groups if g.startswith("rapl:")):
+        rapl[zone] = Series(f"rapl:{zone}", src, ints.copy(), ints.copy(), {"energy_uj": floats.copy()}, False)
+    return host, procs, rapl
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading stream.msgpack, and the columnar copy beside it.
 
@@ -966,39 +1017,56 @@ def decode_file(stream: Path, keep_copy: bool = True) -> tuple[Decoded, str | No
 
 def decode_to_copy(stream: Path) -> bool:
     """One pass over stream.msgpack that writes the columnar copy as it reads: the GPU samples go to
-    their files chunk by chunk (analyzer.gpu_store.Spill), never whole in memory. False when no copy
-    could be written (read-only batch, full disk, the file changed while it was read)."""
+    their files chunk by chunk (analyzer.gpu_store.Spill), the host's and the heartbeats' rows to part
+    files joined at the end (analyzer.table_spill), the events to their file: none of them whole in
+    memory. False when no copy could be written (read-only batch, full disk, the file changed while it
+    was read)."""
     root = copy_dir(stream)
     tmp = root.with_name(root.name + ".tmp")
     fp = fingerprint(stream)
+    spills = []
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        spill = gpu_store.Spill(tmp)
-        events = EventSpill(tmp / "events.msgpack")
+        spills.append(gpu_store.Spill(tmp))
+        spills.append(table_spill.TableSpill(tmp, _row_groups()))
+        spills.append(EventSpill(tmp / "events.msgpack"))
     except OSError as exc:
+        _abort(spills, tmp)
         log.warning("columnar_copy_not_written", path=str(root), problem=str(exc), note="analysed in memory")
         return False
+    gpus, tables, events = spills
     try:
-        out, reader = _decode(stream, sink=spill, event_sink=events)
+        out, reader = _decode(stream, sink=lambda topic, cols: gpus(topic, cols) or tables(topic, cols),
+                              event_sink=events)
         events.close()
-        files = spill.close()
+        files = gpus.close()
+        rows = tables.close()
     except OSError as exc:
-        events.close()
-        spill.abort()
-        shutil.rmtree(tmp, ignore_errors=True)
+        _abort(spills, tmp)
         log.warning("columnar_copy_not_written", path=str(root), problem=str(exc), note="analysed in memory")
         return False
     except BaseException:
-        events.close()
-        spill.abort()
-        shutil.rmtree(tmp, ignore_errors=True)
+        _abort(spills, tmp)
         raise
     if fingerprint(stream) != fp:
         shutil.rmtree(tmp, ignore_errors=True)
         log.info("columnar_copy_not_written", path=str(root), problem="stream.msgpack changed while it was read")
         return False
-    return write_copy(stream, out, reader.header or {}, reader.problem, fp, gpu_files=files, events_written=True)
+    return write_copy(stream, out, reader.header or {}, reader.problem, fp, gpu_files=files, events_written=True,
+                      tables_written=rows)
+
+
+def _row_groups() -> dict[str, int]:
+    """Rows per Parquet row group of the copy's tables but the GPUs' (the host's a stretch's worth: a
+    re-analysis reads them by stretch, gpu_store.Store; a writer holds one group at a time)."""
+    return {M.TEL_HOST: gpu_store.HOST_ROW_GROUP, M.TEL_HB: 1 << 17}
+
+
+def _abort(spills: list, tmp: Path) -> None:
+    for s in spills:
+        (s.close if isinstance(s, EventSpill) else s.abort)()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load(stream: Path) -> tuple[Decoded, str | None]:
@@ -1050,7 +1118,6 @@ def read_copy(stream: Path, gpus: bool = True):
         files = meta["gpu_files"]
         for topic in TABLE_TOPICS:
             tm = meta["tables"][topic]
-            # without the GPUs' rows, the host's readings stay on disk too (read by stretch, gpu_store.Store)
             lean = not gpus and topic == M.TEL_HOST
             if topic == M.TEL_GPU:
                 cols = (gpu_store.read_all(root, files) if gpus else None) or _concat([])
@@ -1067,11 +1134,15 @@ def read_copy(stream: Path, gpus: bool = True):
                     continue
             else:
                 pf = pq.ParquetFile(root / f"{topic}.parquet")  # (its footer parsed once)
-                cols = arrow_np.read_columns(pf, readings=not lean)
+                if pf.metadata.num_rows != tm["rows"]:
+                    raise ValueError(f"{topic}.parquet: {pf.metadata.num_rows} rows (meta.json: {tm['rows']})")
+                # (without the GPUs' rows, none of the host's: gpu_store.lazy_batch folds them from the
+                # file a row group at a time, the stretches read theirs)
+                cols = _concat([]) if lean else arrow_np.read_columns(pf)
                 have = set(pf.schema_arrow.names)
             if not cols:
                 cols = _concat([])
-            if any(c.size != tm["rows"] for c in cols.values()):
+            if not lean and any(c.size != tm["rows"] for c in cols.values()):
                 raise ValueError(f"{topic}: column lengths differ from meta.json's {tm['rows']} rows")
             declared = (*FLOAT_KEYS[topic], *STRING_KEYS[topic])
             lacking = [k for k in declared if k not in have or (k in STRING_KEYS[topic] and k not in tm["strings"])]
@@ -1104,13 +1175,15 @@ def read_copy(stream: Path, gpus: bool = True):
 
 
 def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp: dict[str, Any],
-               gpu_files: list[dict[str, Any]] | None = None, events_written: bool = False) -> bool:
+               gpu_files: list[dict[str, Any]] | None = None, events_written: bool = False,
+               tables_written: dict[str, int] | None = None) -> bool:
     """Write the columnar copy: the GPU samples one LZ4 Parquet file per GPU (analyzer.gpu_store), the
     host and heartbeats one per topic, the events, and meta.json last (a copy without meta.json is
     never read). Failing (read-only batch, full disk) only costs the next analysis a re-read of
     stream.msgpack. ``fp``: the fingerprint taken before the recording was read. ``gpu_files``: the
     GPU files already spilled into the copy's .tmp folder (decode_to_copy); else from ``dec``.
-    ``events_written``: its events.msgpack too (decode_to_copy's EventSpill); else from ``dec``."""
+    ``events_written``: its events.msgpack too (decode_to_copy's EventSpill); else from ``dec``.
+    ``tables_written``: rows of the other tables already written there (decode_to_copy's TableSpill)."""
     import pyarrow.parquet as pq
 
     root = copy_dir(stream)
@@ -1124,25 +1197,19 @@ def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp
             if gpu.n:
                 spill(M.TEL_GPU, gpu.cols)
             gpu_files = spill.close()
+        written = tables_written or {}
         for topic in TABLE_TOPICS:
-            if topic == M.TEL_GPU:
+            if topic == M.TEL_GPU or topic in written:
                 continue
-            # no dictionary pages (readings rarely repeat; building them tripled the writer's memory),
-            # row groups of 128 Ki rows (the writer holds one at a time); readings byte-stream-split and
-            # integers (times, sequence numbers, codes) delta-coded: half the size, and faster to read
             cols = dec.tables[topic].cols
-            floats = [name for name, v in cols.items() if v.dtype.kind == "f"]
-            ints = {name: "DELTA_BINARY_PACKED" for name, v in cols.items() if v.dtype.kind in "iu"}
-            # (the host's in groups of a stretch's size: a re-analysis reads them by stretch, gpu_store.Store)
-            group = gpu_store.HOST_ROW_GROUP if topic == M.TEL_HOST else 1 << 17
-            pq.write_table(arrow_np.table(cols), tmp / f"{topic}.parquet", compression="zstd", row_group_size=group,
-                           use_dictionary=False, use_byte_stream_split=floats or False, column_encoding=ints or None)
+            pq.write_table(arrow_np.table(cols), tmp / f"{topic}.parquet", row_group_size=_row_groups()[topic],
+                           **table_spill.parquet_options(cols))
         if not events_written:
             with open(tmp / "events.msgpack", "wb") as fh:
                 packer = msgpack.Packer(use_bin_type=True)
                 for e in dec.events:
                     fh.write(packer.pack(list(e)))
-        rows = {t: dec.tables[t].n for t in TABLE_TOPICS}
+        rows = {t: dec.tables[t].n for t in TABLE_TOPICS} | written
         rows[M.TEL_GPU] = sum(f["rows"] for f in gpu_files)
         meta = {"version": COPY_VERSION, **fp, "problem": problem, "srcs": dec.srcs, "invalid": dec.invalid,
                 "recording_header": header, "gpu_files": gpu_files,

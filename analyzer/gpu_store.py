@@ -154,17 +154,22 @@ class Store:
     columnar.to_batch."""
 
     def __init__(self, root: Path, files: list[dict[str, Any]], strings: dict[str, list[str]], series: tuple[str, ...],
-                 dec, lookback_s: float, base: BatchData):
+                 dec, lookback_s: float, base: BatchData, host: HostScan):
         self.root, self.files, self.strings, self.series = Path(root), files, strings, series
         # the tables only: the events' maps are the requests' (held in base), not needed again here
         # and not the host's rows: the file's, by stretch (_HostFile)
-        host = dec.tables[M.TEL_HOST]
-        self.host_file = _HostFile(self.root / f"{M.TEL_HOST}.parquet", host.cols["t"])
+        self.host_file = _HostFile(self.root / f"{M.TEL_HOST}.parquet", host)
         self.dec = dataclasses.replace(dec, events=[], requests=None,
-                                       tables={**dec.tables, M.TEL_HOST: dataclasses.replace(host, cols={})})
+                                       tables={**dec.tables, M.TEL_HOST: dataclasses.replace(dec.tables[M.TEL_HOST], cols={})})
         self.lookback_s = lookback_s
         h = base.host
-        self._host_ends = [int(h.t_ns[0]), int(h.t_ns[-1])] if h is not None and h.t_ns.size else []
+        if h is not None and h.t_ns.size:
+            self._host_ends = [int(h.t_ns[0]), int(h.t_ns[-1])]
+        elif h is not None and host.facts:  # (folded: the picked source's first and last stamps)
+            f = host.facts[dec.srcs.index(h.src)]
+            self._host_ends = [f.first_t, f.last_t]
+        else:
+            self._host_ends = []
         self.mappings = base.clock
         self.srcs = dec.srcs
         starts = [p["t"] for _, t, p in dec.events if t == M.BATCH_START]
@@ -472,24 +477,110 @@ class _GroupFile:
         return tabs[0] if len(tabs) == 1 else pa.concat_tables(tabs)
 
 
+@dataclass
+class HostFacts:
+    """What a batch needs of one source's host rows in scope (columnar._host_series' meta, folded)."""
+
+    rows: int = 0
+    first_t: int = 0   # the first and last stamp, on the collector's clock
+    last_t: int = 0
+    simulated: bool = False
+    present: set[str] = dataclasses.field(default_factory=set)  # the column groups (proc:*, rapl:*) sent
+    sim: set[str] = dataclasses.field(default_factory=set)      # the processes' groups marked simulated
+
+
+class HostScan:
+    """The copy's tel.host.parquet met a row group at a time, never whole (a week of the host's 10 Hz
+    stamps, seqs and flags is ~200 MB, then de-duplicated and sorted): each group's range of raw stamps
+    (``spans``, the stretches' _HostFile's), and whether its rows are the usual ones (``usual``): no
+    (source, seq) sent twice, none another message's (``others``: their columnar.seq_keys, sorted; None
+    when they could not be made), so every row is kept (columnar._first_of_duplicates would find so).
+    Then ``fold`` gives what the batch needs of them; else the table is read whole (``lean``)."""
+
+    COLUMNS = ("src", "seq", "t")
+
+    def __init__(self, path: Path, others: np.ndarray | None):
+        import pyarrow.parquet as pq
+
+        from analyzer.columnar import seq_keys
+
+        self.pf = pq.ParquetFile(path)  # kept: its footer parsed once
+        self.names = tuple(self.pf.schema_arrow.names)
+        self.spans: list[tuple[float, float]] = []
+        self.usual = others is not None
+        self.facts: dict[int, HostFacts] = {}
+        last: dict[int, int] = {}  # each source's last seq so far, in file order
+        for g in range(self.pf.num_row_groups):
+            c = self._group(g, self.COLUMNS)
+            src, seq, t = c["src"], c["seq"], c["t"]
+            # (as floats: compared as the stretches' ranges are; an empty group meets no range)
+            self.spans.append((float(t.min()), float(t.max())) if t.size else (np.nan, np.nan))
+            if not self.usual or not t.size:
+                continue
+            key = seq_keys(src, seq)
+            if key is None:
+                self.usual = False
+                continue
+            at = np.searchsorted(others, key)
+            hit = at < others.size
+            if (others[at[hit]] == key[hit]).any():
+                self.usual = False
+                continue
+            for code in np.unique(src).tolist():  # each source's seqs rising in file order: none twice
+                mine = seq[src == code]
+                if mine[0] <= last.get(code, -1) or (mine[1:] <= mine[:-1]).any():
+                    self.usual = False
+                    break
+                last[code] = int(mine[-1])
+
+    def _group(self, g: int, names) -> dict[str, np.ndarray]:
+        tab = self.pf.read_row_group(g, columns=[n for n in names if n in self.names], use_threads=False)
+        return {n: arrow_np.to_numpy(c) for n, c in zip(tab.column_names, tab.columns)}
+
+    def lean(self) -> dict[str, np.ndarray]:
+        """The whole table's stamps, seqs, codes and flags (its readings left on disk)."""
+        return arrow_np.read_columns(self.pf, readings=False)
+
+    def fold(self, srcs: list[str], mappings: dict[str, clock.Mapping], lo: int | None, hi: int | None,
+             extra: list[str]) -> dict[int, HostFacts]:
+        """Per source code, its rows with stamps (mapped to the collector's clock) within [lo, hi]: their
+        count, first and last stamps, flags and the column groups of ``extra`` sent (kept as ``facts``)."""
+        from analyzer.columnar import _mapped_t
+
+        flags = [f"{g}:present" for g in extra] + [f"{g}:sim" for g in extra if g.startswith("proc:")]
+        out: dict[int, HostFacts] = {}
+        for g in range(self.pf.num_row_groups):
+            c = self._group(g, ("src", "t", "simulated", *flags))
+            src = c["src"]
+            t = _mapped_t(c["t"], src, srcs, mappings)
+            keep = np.ones(t.size, dtype=bool)
+            if lo is not None:
+                keep &= t >= lo
+            if hi is not None:
+                keep &= t <= hi
+            for code in np.unique(src[keep]).tolist():
+                sel = keep & (src == code)
+                mine = t[sel]
+                f = out.get(code)
+                if f is None:
+                    f = out[code] = HostFacts(first_t=int(mine.min()), last_t=int(mine.max()))
+                f.rows += int(mine.size)
+                f.first_t, f.last_t = min(f.first_t, int(mine.min())), max(f.last_t, int(mine.max()))
+                f.simulated |= bool(c["simulated"][sel].any())
+                f.present |= {name for name in extra if c[f"{name}:present"][sel].any()}
+                f.sim |= {name for name in extra if name.startswith("proc:") and c[f"{name}:sim"][sel].any()}
+        self.facts = out
+        return out
+
+
 class _HostFile:
     """The copy's tel.host.parquet read by stretch: the row groups whose stamps meet a stretch's raw
     ranges (a _GroupFile), and of them the rows of each source within its range, in file order (the rows
-    a mask over the whole table picks). ``t``: the file's stamps (each group's range, noted once)."""
+    a mask over the whole table picks). ``scan``: the file met once (each group's range of stamps)."""
 
-    def __init__(self, path: Path, t: np.ndarray):
-        import pyarrow.parquet as pq
-
-        spans, pf, self.names = [], None, ()
-        if t.size:
-            pf = pq.ParquetFile(path)  # kept: its footer parsed once
-            md, at, self.names = pf.metadata, 0, tuple(pf.schema_arrow.names)
-            for g in range(md.num_row_groups):
-                n = md.row_group(g).num_rows
-                # (as floats: compared as below; an empty group meets no range)
-                spans.append((float(t[at:at + n].min()), float(t[at:at + n].max())) if n else (np.nan, np.nan))
-                at += n
-        self.file = _GroupFile(path, spans, pf)
+    def __init__(self, path: Path, scan: HostScan):
+        self.names = scan.names
+        self.file = _GroupFile(path, scan.spans, scan.pf)
         self.most_rows = 0  # the most host rows one stretch held decoded (the tests show it stays a slab's)
 
     def closed(self) -> _HostFile:
@@ -606,14 +697,19 @@ def _empty(series: Series) -> Series:
 def lazy_batch(root: Path, files: list[dict[str, Any]], dec, lookback_s: float) -> BatchData:
     """The BatchData of a recording whose GPU samples stay in ``root``'s files: host, events and
     requests as columnar.to_batch builds them, the GPUs as meta, their samples read by stretch."""
-    from analyzer.columnar import to_batch
+    from analyzer.columnar import message_keys, to_batch
 
-    base = to_batch(dec, lookback_s)  # dec's tel.gpu table is empty: its rows are in the files
+    # the host's rows stay in the copy's file (read_copy left dec's host table empty): folded from it a
+    # row group at a time, unless one repeats a message (then read whole, de-duplicated as the others)
+    scan = HostScan(root / f"{M.TEL_HOST}.parquet", message_keys(dec))
+    if not scan.usual:
+        dec.tables[M.TEL_HOST].cols = scan.lean()
+    base = to_batch(dec, lookback_s, host_scan=scan if scan.usual else None)  # (dec's tel.gpu table is empty too)
     gpu = dec.tables[M.TEL_GPU]
-    store = Store(root, files, gpu.strings, tuple(gpu.series), dec, lookback_s, base)
+    store = Store(root, files, gpu.strings, tuple(gpu.series), dec, lookback_s, base, scan)
     if base.host is not None:  # its rows are the stretches' (dec's host table had no readings); kept: meta
         host = _empty(base.host)
-        host.meta = {**base.host.meta, "samples": int(base.host.t_ns.size)}
+        host.meta = {**base.host.meta, "samples": base.host.meta.get("samples", int(base.host.t_ns.size))}
         base = dataclasses.replace(base, host=host, procs={k: _empty(v) for k, v in base.procs.items()},
                                    rapl={k: _empty(v) for k, v in base.rapl.items()})
     store.recording = dec.source  # the fingerprint of the recording the copy is of (columnar.samples_key)
@@ -621,7 +717,7 @@ def lazy_batch(root: Path, files: list[dict[str, Any]], dec, lookback_s: float) 
     first, _ = store.first_last()
     events_or_host = bool(dec.events) or bool(dec.requests) or base.host is not None or dec.tables[M.TEL_HB].n > 0
     origin = base.origin_ns if first is None else (min(base.origin_ns, first) if events_or_host else first)
-    tel_srcs = sorted({g.src for g in gpus} | _host_srcs(dec, store))
+    tel_srcs = sorted({g.src for g in gpus} | ({dec.srcs[c] for c in scan.facts} if scan.usual else _host_srcs(dec, store)))
     base = dataclasses.replace(base, gpus=gpus, origin_ns=origin, src_seqs={},
                                clock_notes=clock.unprobed_notes(tel_srcs, base.clock))
     store.base = base
