@@ -276,9 +276,6 @@ def _batch_dir(root: Path) -> BatchDir:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Arrow's own allocator keeps what the GPU files' row groups needed (~60 MiB more at the peak of a
-    # long recording); the system's returns it. Set before pyarrow first allocates; the user's wins.
-    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, json=args.log_json)
     try:

@@ -71,7 +71,8 @@ class _Parts:
     def chunks(self, dtypes: dict[str, np.dtype]) -> Iterator[dict[str, np.ndarray]]:
         """The chunks back in order, as numpy columns ``dtypes`` (absent where a part has none)."""
         for path, _ in self.files:
-            with pa.memory_map(str(path)) as source:
+            # (read, not mapped: a part is removed once joined, which Windows refuses while it is mapped)
+            with pa.OSFile(str(path)) as source:
                 reader = pa.ipc.open_file(source)
                 for i in range(reader.num_record_batches):
                     b = reader.get_batch(i)
