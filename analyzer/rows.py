@@ -21,7 +21,7 @@ import pickle
 import tempfile
 from array import array
 from collections import deque
-from collections.abc import ItemsView, Iterable, Iterator, Mapping, MutableMapping, ValuesView
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, MutableMapping, Sequence, ValuesView
 from operator import itemgetter
 from typing import Any
 
@@ -512,24 +512,30 @@ def iter_columns(rows: list[Mapping[str, Any]], names: list[str]) -> Iterator[li
         yield from ([r.get(c) for r in rows] for c in names)
         return
     table = rows[0]._layout.table
-    idx = [r._i for r in rows]
-    lo = idx[0]
+    # (the rows' places as an array, not Python ints: a week's group of rows is held while its columns
+    # are read)
+    where = np.fromiter((r._i for r in rows), dtype=np.int64, count=len(rows))
+    lo, n = int(where[0]), len(rows)
     # the usual cases: every row of the table in order, or a run of them (a block of the CSV)
-    run = idx == list(range(lo, lo + len(idx)))
+    run = bool((where == np.arange(lo, lo + n)).all())
     if not run:  # other rows (a group): split where the part changes, each piece read at C speed
-        where = np.asarray(idx, dtype=np.int64)
         part = where >> table.shift
-        cuts = [0, *(np.flatnonzero(np.diff(part)) + 1).tolist(), len(idx)]
+        cuts = [0, *(np.flatnonzero(np.diff(part)) + 1).tolist(), n]
         pieces = [(int(part[k]), (where[k:m] & table.mask).tolist()) for k, m in zip(cuts, cuts[1:])]
-    layouts: dict[int, tuple[Layout, list[int]]] = {}
-    for at, r in enumerate(rows):
-        layouts.setdefault(id(r._layout), (r._layout, []))[1].append(at)
+    del where
+    first = rows[0]._layout
+    if all(r._layout is first for r in rows):  # the usual: every row built alike, no list of places
+        layouts: dict[int, tuple[Layout, Sequence[int]]] = {id(first): (first, range(n))}
+    else:
+        layouts = {}
+        for at, r in enumerate(rows):
+            layouts.setdefault(id(r._layout), (r._layout, []))[1].append(at)
     for c in names:
         col = table.columns.get(c)
         if col is None:
-            values = [None] * len(idx)
+            values = [None] * n
         elif run:
-            values = col.values(lo, lo + len(idx))
+            values = col.values(lo, lo + n)
         else:
             values = []
             for b, places in pieces:

@@ -7,7 +7,7 @@ import functools
 import io
 import math
 from array import array
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -153,9 +153,11 @@ class _Members:
         cols = ROWS.iter_columns(rows, ["quality_basis", "case_hash", "case", *metrics])
         basis, case_hash, case = next(cols), next(cols), next(cols)
         self.cases = [str(h or c or "") for h, c in zip(case_hash, case)]  # _case_of
-        self.bases: dict[str, list[int]] = {}
+        self.bases: dict[str, Sequence[int]] = {}
         for i, b in enumerate(basis):
             self.bases.setdefault(str(b or ""), []).append(i)  # _basis
+        if len(self.bases) == 1:  # the usual: one basis, every row (a range, not a week's Python ints)
+            self.bases = {k: range(len(basis)) for k in self.bases}
         self._ahead = zip(metrics, cols)
         self._kept: dict[str, list] = {}
 
@@ -177,6 +179,8 @@ class _Members:
         got = self.finite(metric)
         if metric not in BASIS_METRICS:
             return [(None, got, self.cases)]
+        if len(self.bases) == 1:  # (one basis: every row, not a copy of the lists)
+            return [(basis, got, self.cases) for basis in self.bases]
         return [(basis, [got[i] for i in at], [self.cases[i] for i in at]) for basis, at in sorted(self.bases.items())]
 
 

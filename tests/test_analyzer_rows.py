@@ -222,6 +222,9 @@ def test_columns_of_reads_what_get_reads(table):
     for names in (["a"], ["b", "a"], ["c", "a", "z"], ["missing"], [], ["z", "z"]):
         assert columns_of(rows, names) == [[r.get(c) for r in rows] for c in names], names
     assert columns_of([], ["a", "b"]) == [[], []]
+    alike = [layouts.row({"a": k, "b": k * 0.5}) for k in range(10)]  # one layout: no list of places made
+    for some in (alike, alike[::-2], alike[3:4]):
+        assert columns_of(some, ["b", "z", "a"]) == [[r.get(c) for r in some] for c in ("b", "z", "a")]
 
 
 @tables
