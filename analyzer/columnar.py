@@ -989,6 +989,8 @@ class EventSpill:
     def close(self) -> None:
         self._fh.close()
 
+    abort = close  # (as the other spills: what was written goes with the copy's .tmp folder)
+
 
 def _decode(stream: Path, sink=None, event_sink=None) -> tuple[Decoded, RecordingReader]:
     reader = RecordingReader(stream)
@@ -1065,7 +1067,7 @@ def _row_groups() -> dict[str, int]:
 
 def _abort(spills: list, tmp: Path) -> None:
     for s in spills:
-        (s.close if isinstance(s, EventSpill) else s.abort)()
+        s.abort()
     shutil.rmtree(tmp, ignore_errors=True)
 
 
