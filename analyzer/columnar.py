@@ -886,31 +886,18 @@ def _gpu_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str], meta
 def _host_series(cols: dict[str, np.ndarray], table: Table, srcs: list[str], batch_start):
     if cols["t"].size == 0:
         return None, {}, {}
-    present = sorted({srcs[c] for c in distinct(cols["src"])})
-    src = hosts.pick_host_src(present, batch_start)
-    if len(present) > 1:
-        log.info("several_host_sources", srcs=present, used=src)
+    src = _pick_host(sorted({srcs[c] for c in distinct(cols["src"])}), batch_start)
     sel = np.flatnonzero(cols["src"] == srcs.index(src))
     rows = _order(cols, sel)
     if rows is sel and sel.size == cols["t"].size:  # the usual one host, in order: views, not a copy of a
         rows = slice(None)                           # day's 10 Hz readings (~70 MB) beside the table's
-    t, seq = cols["t"][rows], cols["seq"][rows]
 
     def reading(name: str) -> np.ndarray:
         # a table read without its readings (read_copy's whole-recording host table: they are read by
         # stretch, gpu_store.Store) gives the series, their readings empty
         return cols[name][rows] if name in cols else np.zeros(0)
-    host = Series("host", src, t, seq, {f: reading(f) for f in table.series}, bool(cols["simulated"][rows].any()))
-    procs, rapl = {}, {}
-    groups = [g for g in table.extra if cols[g + ":present"][rows].any()]
-    for name in sorted(g[len("proc:"):] for g in groups if g.startswith("proc:")):
-        g = f"proc:{name}"
-        procs[name] = Series(g, src, t, seq, {"cpu_pct": reading(g + ":cpu_pct"), "rss_mib": reading(g + ":rss_mib")},
-                             bool(cols[g + ":sim"][rows].any()))
-    for zone in sorted(g[len("rapl:"):] for g in groups if g.startswith("rapl:")):
-        g = f"rapl:{zone}"
-        rapl[zone] = Series(g, src, t, seq, {"energy_uj": reading(g + ":energy_uj")}, False)
-    return host, procs, rapl
+    return _host_parts(src, cols["t"][rows], cols["seq"][rows], table, reading, bool(cols["simulated"][rows].any()),
+                       lambda g: bool(cols[g + ":present"][rows].any()), lambda g: bool(cols[g + ":sim"][rows].any()))
 
 
 def _host_meta(facts: dict[int, gpu_store.HostFacts], table: Table, srcs: list[str], batch_start):
@@ -919,20 +906,37 @@ def _host_meta(facts: dict[int, gpu_store.HostFacts], table: Table, srcs: list[s
     present = sorted(srcs[c] for c, f in facts.items() if f.rows)
     if not present:
         return None, {}, {}
+    src = _pick_host(present, batch_start)
+    f = facts[srcs.index(src)]
+    empty = np.zeros(0, dtype=np.int64)
+    host, procs, rapl = _host_parts(src, empty, empty, table, lambda name: np.zeros(0), f.simulated,
+                                    f.present.__contains__, f.sim.__contains__)
+    host.meta = {"samples": f.rows}
+    return host, procs, rapl
+
+
+def _pick_host(present: list[str], batch_start) -> str:
+    """The tel.host source whose series counts (hosts.pick_host_src), said when there were several."""
     src = hosts.pick_host_src(present, batch_start)
     if len(present) > 1:
         log.info("several_host_sources", srcs=present, used=src)
-    f = facts[srcs.index(src)]
-    ints, floats = np.zeros(0, dtype=np.int64), np.zeros(0)
-    host = Series("host", src, ints, ints.copy(), {k: floats.copy() for k in table.series}, f.simulated,
-                  meta={"samples": f.rows})
+    return src
+
+
+def _host_parts(src: str, t: np.ndarray, seq: np.ndarray, table: Table, reading, simulated: bool, present, sim):
+    """The host's series and those of its processes and RAPL zones, from the picked source's stamps, seqs
+    and ``reading(column)``; ``present(group)``, ``sim(group)``: whether a column group was sent, marked
+    simulated."""
+    host = Series("host", src, t, seq, {f: reading(f) for f in table.series}, simulated)
     procs, rapl = {}, {}
-    groups = [g for g in table.extra if g in f.present]
+    groups = [g for g in table.extra if present(g)]
     for name in sorted(g[len("proc:"):] for g in groups if g.startswith("proc:")):
-        procs[name] = Series(f"proc:{name}", src, ints.copy(), ints.copy(), {"cpu_pct": floats.copy(),
-                             "rss_mib": floats.copy()}, f"proc:{name}" in f.sim)
+        g = f"proc:{name}"
+        procs[name] = Series(g, src, t, seq, {"cpu_pct": reading(g + ":cpu_pct"), "rss_mib": reading(g + ":rss_mib")},
+                             sim(g))
     for zone in sorted(g[len("rapl:"):] for g in groups if g.startswith("rapl:")):
-        rapl[zone] = Series(f"rapl:{zone}", src, ints.copy(), ints.copy(), {"energy_uj": floats.copy()}, False)
+        g = f"rapl:{zone}"
+        rapl[zone] = Series(g, src, t, seq, {"energy_uj": reading(g + ":energy_uj")}, False)
     return host, procs, rapl
 
 

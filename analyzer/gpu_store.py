@@ -561,11 +561,10 @@ class HostScan:
             for code in np.unique(src[keep]).tolist():
                 sel = keep & (src == code)
                 mine = t[sel]
-                f = out.get(code)
-                if f is None:
-                    f = out[code] = HostFacts(first_t=int(mine.min()), last_t=int(mine.max()))
+                a, z = int(mine.min()), int(mine.max())
+                f = out.setdefault(code, HostFacts(first_t=a, last_t=z))
                 f.rows += int(mine.size)
-                f.first_t, f.last_t = min(f.first_t, int(mine.min())), max(f.last_t, int(mine.max()))
+                f.first_t, f.last_t = min(f.first_t, a), max(f.last_t, z)
                 f.simulated |= bool(c["simulated"][sel].any())
                 f.present |= {name for name in extra if c[f"{name}:present"][sel].any()}
                 f.sim |= {name for name in extra if name.startswith("proc:") and c[f"{name}:sim"][sel].any()}
