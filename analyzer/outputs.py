@@ -12,6 +12,7 @@ import math
 import os
 import struct
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -499,14 +500,8 @@ _ENTRY = struct.Struct("<16s3q16s")
 def _read_index(path: Path) -> dict[str, bytes]:
     """A request_json.keys file's entries, packed (empty when missing or damaged, or an older
     version's JSON index: every file built)."""
-    try:
-        stored = msgpack.unpackb(path.read_bytes(), raw=False)
-    except Exception:
-        return {}
-    files = stored.get("files") if isinstance(stored, dict) else None
-    if not isinstance(files, dict):
-        return {}
-    return {k: v for k, v in files.items() if type(k) is str and type(v) is bytes and len(v) == _ENTRY.size}
+    with _OldIndex(path) as old:
+        return dict(old.entries())
 
 
 def request_index(raw: Path) -> dict[str, tuple[bytes, int, int, int, bytes]]:
@@ -514,20 +509,119 @@ def request_index(raw: Path) -> dict[str, tuple[bytes, int, int, int, bytes]]:
     return {name: _ENTRY.unpack(e) for name, e in _read_index(raw / REQUEST_KEYS).items()}
 
 
+class _OldIndex:
+    """The last analysis' request_json.keys read an entry at a time as the files come: they come in the
+    order it wrote them (the requests' time order), so the usual lookup is the next entry and nothing is
+    held; one asked out of order reads on, holding the entries passed until they are asked for. A
+    damaged file gives the entries before the damage (each is checked against its file anyway)."""
+
+    def __init__(self, path: Path):
+        self._fh: Any = None
+        self._left = 0
+        self._passed: dict[str, bytes] = {}
+        try:
+            self._fh = open(path, "rb")
+            self._up = msgpack.Unpacker(self._fh, raw=False, max_buffer_size=1 << 20)
+            for _ in range(self._up.read_map_header()):  # {"files": {name: entry}}
+                if self._up.unpack() == "files":
+                    self._left = self._up.read_map_header()
+                    break
+                self._up.skip()
+        except Exception:  # missing, damaged, or an older version's JSON: no entries
+            self._left = 0
+
+    def __enter__(self) -> _OldIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._left = 0
+        self._passed.clear()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def entries(self) -> Iterator[tuple[str, bytes]]:
+        """The entries not yet read, in the file's order."""
+        while self._left:
+            self._left -= 1
+            try:
+                name, entry = self._up.unpack(), self._up.unpack()
+            except Exception:  # damaged from here on: the rest unknown (those files built again)
+                self._left = 0
+                return
+            if type(name) is str and type(entry) is bytes and len(entry) == _ENTRY.size:
+                yield name, entry
+
+    def pop(self, name: str) -> bytes | None:
+        """``name``'s entry (each given once), or None when the file has none."""
+        entry = self._passed.pop(name, None)
+        if entry is not None:
+            return entry
+        for other, entry in self.entries():
+            if other == name:
+                return entry
+            self._passed[other] = entry
+        return None
+
+
+class _NewIndex:
+    """The entries of this analysis' request_json.keys as they come, packed into a temporary file (a
+    week's are tens of MiB: not held), then written as one msgpack map, unless the file already holds
+    those very bytes."""
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryFile(prefix="genai-power-keys-")
+        self._packer = msgpack.Packer(use_bin_type=True)
+        self._n = 0
+        self._digest = hashlib.blake2b(digest_size=16)
+
+    def add(self, name: str, entry: bytes) -> None:
+        data = self._packer.pack(name) + self._packer.pack(entry)
+        self._tmp.write(data)
+        self._digest.update(data)
+        self._n += 1
+
+    def write(self, path: Path) -> Path:
+        head = (self._packer.pack_map_header(1) + self._packer.pack("files")
+                + self._packer.pack_map_header(self._n))
+        size = len(head) + self._tmp.tell()
+        with contextlib.suppress(OSError):  # unchanged: left as it is (missing or unreadable: written)
+            if os.stat(path).st_size == size and _file_digest(path, len(head)) == (head, self._digest.digest()):
+                return path
+        self._tmp.seek(0)
+        return _write_chunks(path, itertools.chain([head], iter(lambda: self._tmp.read(1 << 20), b"")))
+
+    def close(self) -> None:
+        self._tmp.close()
+
+
+def _file_digest(path: Path, head: int) -> tuple[bytes, bytes]:
+    """A file's first ``head`` bytes and the digest of the rest, read a MiB at a time."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        first = f.read(head)
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return first, h.digest()
+
+
 class RequestFiles:
     """raw/<rid>.json kept, not even built, when the analysis that wrote it had the same inputs: the
     recording and lookback (``samples_key``), the code, and the request's own (``RequestJson.key``:
     options, quality scores). raw/request_json.keys notes each file's key with the size, times and
-    digest of the bytes written (msgpack: a file's name and 56 bytes, held so: a day's index is ~8 MiB,
-    not the ~23 MiB of Python lists); a file missing, or whose bytes differ from those, is written again
-    (times that differ, as after copying the batch, send it to its digest)."""
+    digest of the bytes written (msgpack: a file's name and 56 bytes); read and written an entry at a
+    time (_OldIndex, _NewIndex: a week's index is not held). A file missing, or whose bytes differ from
+    those, is written again (times that differ, as after copying the batch, send it to its digest)."""
 
     def __init__(self, raw: Path, samples_key: str | None):
         self.index = raw / REQUEST_KEYS
         code = _code_digest()
         self._key = None if samples_key is None or code is None else f"{samples_key}\0{code}"
-        self._old: dict[str, bytes] = _read_index(self.index) if self._key is not None else {}
-        self._new: dict[str, bytes] = {}
+        self._old = _OldIndex(self.index) if self._key is not None else None
+        self._new = _NewIndex() if self._key is not None else None
 
     def write(self, path: Path, own_key: str | None, build) -> Path:
         """``path`` holding ``build()``'s JSON (json_text), built only when the file may not hold it."""
@@ -538,11 +632,11 @@ class RequestFiles:
         written = write_bytes(path, data, skip_unchanged=True)
         if key is not None and written == path:  # (a locked file kept its old bytes: not noted)
             st = os.stat(path)
-            self._new[path.name] = _ENTRY.pack(key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, _digest(data))
+            self._new.add(path.name, _ENTRY.pack(key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, _digest(data)))
         return written
 
     def _kept(self, path: Path, key: bytes) -> bool:
-        entry = self._old.pop(path.name, None)  # (moved to _new when kept: a day's entries are not held twice)
+        entry = self._old.pop(path.name)
         if entry is None:
             return False
         was, size, mtime, ctime, digest = _ENTRY.unpack(entry)
@@ -561,7 +655,7 @@ class RequestFiles:
             except OSError:
                 return False
             entry = _ENTRY.pack(key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest)
-        self._new[path.name] = entry
+        self._new.add(path.name, entry)
         return True
 
     def close(self) -> Path | None:
@@ -569,7 +663,17 @@ class RequestFiles:
         if self._key is None:
             self.index.unlink(missing_ok=True)
             return None
-        return write_bytes(self.index, msgpack.packb({"files": self._new}, use_bin_type=True), skip_unchanged=True)
+        self._old.close()  # (before the new is written over it: Windows will not replace an open file)
+        try:
+            return self._new.write(self.index)
+        finally:
+            self._new.close()
+
+    def abort(self) -> None:
+        """Let go of the indexes' files (an analysis that failed writes no index)."""
+        for one in (self._old, self._new):
+            if one is not None:
+                one.close()
 
 
 def write_all(a: Analysis, bd: BatchDir, make_plots: bool = True, progress: bool = False,
@@ -643,6 +747,7 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
         memory.give_back()  # the results' last block of Arrow columns, freed before the reports
     except BaseException:  # the sample files' writers closed whatever failed (a live analyzer goes on)
         sample_tables.close()
+        files.abort()
         raise
     plot_files: list[str] = []
     if make_plots:

@@ -29,6 +29,7 @@ from analyzer import slab_pool
 from analyzer import slabs as SL
 from analyzer import tables
 from analyzer.i18n import Msg
+from analyzer.places import Places
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
 from analyzer.stream import BatchData, Request, Series, answer, request_columns, request_rids, take_requests
 from analyzer.throughput import cold_start, iso_utc, throughput, timing, token_latency
@@ -308,7 +309,7 @@ class _SlabRows:
                                                     dict]):
         self._reqs, self._counted, self._make = reqs, counted, make
         self._layouts = ROWS.Layouts()  # rows as compact mappings: a dict of ~200 columns a request is several KB
-        self._rows: list[Any] = [None] * len(reqs)
+        self._num = np.full(len(reqs), -1, dtype=np.int64)  # each request's row number in the table
         self._win = window_of  # each request's window (-1: none)
         at = np.full(len(reqs), -1, dtype=np.int64)  # each request's slab (slab_of: each window's)
         at[self._win >= 0] = slab_of[self._win[self._win >= 0]]
@@ -335,25 +336,26 @@ class _SlabRows:
         mine = self._order[self._bounds[k + 1]:self._bounds[k + 2]]
         for p, at in zip(mine.tolist(), np.searchsorted(s.rows, self._win[mine]).tolist()):
             self._undone_before(p)
-            self._rows[p] = self._layouts.row(self._make(self._reqs[p], int(self._win[p]), at, gpu, cells))
+            self._num[p] = self._layouts.row(self._make(self._reqs[p], int(self._win[p]), at, gpu, cells))._i
 
     def _undone_before(self, p: float) -> None:
         """The rows of the requests without a window before the p-th."""
         undone, u = self._undone, self._u
         while u < len(undone) and undone[u] < p:
-            self._rows[undone[u]] = self._layouts.row(self._make(self._reqs[undone[u]], None, None, None, None))
+            self._num[undone[u]] = self._layouts.row(self._make(self._reqs[undone[u]], None, None, None, None))._i
             u += 1
         self._u = u
 
-    def finish(self) -> list[ROWS.Row]:
-        """Every request's row, in ``reqs`` order."""
+    def finish(self) -> ROWS.RowList:
+        """Every request's row, in ``reqs`` order (a Row made when read)."""
         self._undone_before(math.inf)
         every = self._procs[-1] if self._procs else ()
+        rows = ROWS.RowList(self._layouts.table, self._num)
         for k, procs in enumerate(self._procs):
             if procs != every:  # a process first seen in a later slab: these rows get its columns too
                 for p in self._order[self._bounds[k + 1]:self._bounds[k + 2]].tolist():
-                    self._rows[p] = self._layouts.row(_with_procs(self._rows[p], every))
-        return self._rows
+                    self._num[p] = self._layouts.row(_with_procs(rows[p], every))._i
+        return rows
 
 
 def _with_procs(row: Mapping[str, Any], procs: tuple[str, ...]) -> dict[str, Any]:
@@ -417,7 +419,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     done_at = np.flatnonzero(ended & (rc["end_t"] >= rc["start_t"]))  # the requests with a window, by window
     for p in np.flatnonzero(ended & (rc["end_t"] < rc["start_t"])).tolist():
         problems.append(Msg("p_end_before_start", rid=rids[p]))
-    warm = rc["warmup"].tolist()
+    warm = rc["warmup"]
     done = take_requests(reqs, done_at)
     win = E.Window((rc["start_t"][done_at] - origin) / 1e9, (rc["end_t"][done_at] - origin) / 1e9)
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
@@ -457,10 +459,10 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     # Quality: finished, successful, measured requests only. A proxy batch's task names are the user's
     # labels (X-GenAI-Power-Task), not task types: scored as proxy requests, never "not a known task".
     proxied = bool(batch.batch_start and batch.batch_start.backend == "proxy")
-    scored = np.flatnonzero(rc["ok"] & ~rc["warmup"])
+    to_score = rc["ok"] & ~rc["warmup"]  # (by place, not a set of rids: ~35 bytes a request)
+    scored = np.flatnonzero(to_score)
     quality: dict[str, dict] = {}
     quality_problem = None
-    q_rids = {rids[p] for p in scored.tolist()}
     if opts.quality and scored.size:
         q_reqs = [{"rid": r.rid, "task": PROXY_TASK if proxied else r.start.task,
                    **dict(zip(("text", "thinking"), answer(r))), "prompt": r.start.prompt, "case": r.start.case}
@@ -476,7 +478,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     if opts.quality and opts.quality_options.get("enable_bart") is False:
         notes.append(Msg("n_no_bart"))
     ROWS.fill(rows, MAIN_COLUMNS)
-    for row in rows:
+    for p, row in enumerate(rows):
         q = quality.get(row["rid"], {})
         # the row's quality columns in one dict, set in one update (in this order, as one by one)
         cells = {col: _clean(q.get(col)) for col in QUALITY_COLUMNS} if q else dict.fromkeys(QUALITY_COLUMNS)
@@ -489,7 +491,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         # the readable unit (quality points per kJ); quality_per_j stays for existing readers
         cells["quality_per_kj"] = 1000.0 * cells["quality_per_j"] if cells["quality_per_j"] is not None else None
         cells["quality_error"] = q.get("quality_error")
-        if not q and opts.quality and row["status"] == "ok" and row["rid"] in q_rids:
+        if not q and opts.quality and row["status"] == "ok" and to_score[p]:
             cells["quality_error"] = quality_problem or "quality not computed for this request"
         row.update(cells)
     curve: list[dict[str, Any]] = []
@@ -498,7 +500,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         for r, row in zip(reqs, rows):
             _load_columns(r, row, slo)
         par = ((batch.batch_start.load or {}) if batch.batch_start else {}).get("server_parallel")
-        measured = [row for w, row in zip(warm, rows) if not w]
+        measured = rows.take(np.flatnonzero(~rc["warmup"]))
         level_energy = functools.partial(_LevelPieces.measured, levels, level_j)
         curve, curve_problems = LC.curve(measured, spans, level_energy, slo, simulated,
                                          par if isinstance(par, int) else None)
@@ -511,8 +513,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     extra = sorted(ROWS.keys_of(rows) - set(MAIN_COLUMNS))
     columns = list(MAIN_COLUMNS) + extra
     ROWS.fill(rows, columns)
-    results = [row for w, row in zip(warm, rows) if not w]
-    warmups = [row for w, row in zip(warm, rows) if w]
+    results = rows.take(np.flatnonzero(~rc["warmup"]))  # (row numbers, not a Row object a request)
+    warmups = rows.take(np.flatnonzero(rc["warmup"]))
     problems[:0] = fallback_problems(batch) + batch_problems(batch, results, opts.batch_dir)
     notes.extend(m.describe() for m in batch.clock.values())
     problems.extend(batch.clock_notes)
@@ -548,7 +550,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     incomplete = [row["rid"] for row in rows if row["status"] == "incomplete"]
     if incomplete:
         problems.append(Msg("p_incomplete_requests", n=len(incomplete), which=", ".join(incomplete[:10])))
-    place = {rid: p for p, rid in enumerate(rids)}  # (one lookup by rid for what follows: not a dict each)
+    place = Places(rids)  # (one lookup by rid for what follows: arrays, not a dict entry and an int a request)
     counted_keys = {g.key for g in batch.gpus}
 
     def window(rid: str) -> int | None:
@@ -593,7 +595,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     request_json = RequestJson(one_json, place, functools.partial(_request_inputs, _options_text(opts), quality),
                                stretch_of, let_go)
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus), source, slabs, sample_stretch)
-    done_rows = [rows[p] for p in done_at.tolist()]
+    done_rows = rows.take(done_at)
     first = np.array([_nan_if_none(finite(row.get("first_token_s"))) for row in done_rows], dtype=np.float64)
     windows = Windows([rids[p] for p in done_at.tolist()], rc["warmup"][done_at], done_rows, win, first)
     problems.extend(tables.basis_problems(results))
@@ -617,13 +619,11 @@ def mark_outliers(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ``latency_vs_twins`` = latency_s / the lower median of the others' (the lower median, so that two
     slow runs out of three still stand out against the fast one), ``latency_outlier`` when above
     OUTLIER_FACTOR. Rows without another run get neither. Returns the outliers."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in results:
-        lat = finite(r.get("latency_s"), text=False)
-        if r.get("status") == "ok" and lat is not None and lat > 0:
-            # a sweep's levels are different loads: a run is compared with its own level's twins only
-            key = (r.get("model"), r.get("case"), r.get("task"), r.get("load"), r.get("sweep_level"))
-            groups.setdefault(key, []).append(r)
+    def key(status, latency_s, *twins):
+        lat = finite(latency_s, text=False)
+        # a sweep's levels are different loads: a run is compared with its own level's twins only
+        return twins if status == "ok" and lat is not None and lat > 0 else None
+    groups = ROWS.group_by(results, ["status", "latency_s", "model", "case", "task", "load", "sweep_level"], key)
     out = []
     for rows in groups.values():
         if len(rows) < 2:

@@ -23,7 +23,7 @@ from array import array
 from collections import deque
 from collections.abc import ItemsView, Iterable, Iterator, Mapping, MutableMapping, Sequence, ValuesView
 from operator import itemgetter
-from typing import Any
+from typing import Any, Callable, Hashable
 
 import numpy as np
 
@@ -230,6 +230,8 @@ class Table:
         self.columns: dict[str, Column] = {}
         self.n = 0
         self._layouts: dict[tuple[str, ...], Layout] = {}
+        self.by_id: list[Layout] = []  # the layouts by id
+        self.layout_of = array("i")  # each row's layout id (the table's, not its Row objects': see RowList)
         self.shift, self.mask, self.resident = part_rows.bit_length() - 1, part_rows - 1, resident
         self._held: deque[_Part] = deque()
         self._file: Any = None
@@ -245,10 +247,12 @@ class Table:
     def layout(self, keys: tuple[str, ...]) -> "Layout":
         got = self._layouts.get(keys)
         if got is None:
-            got = self._layouts[keys] = Layout(keys, self)
+            got = self._layouts[keys] = Layout(keys, self, len(self.by_id))
+            self.by_id.append(got)
         return got
 
-    def new_row(self) -> int:
+    def new_row(self, layout: Layout) -> int:
+        self.layout_of.append(layout.id)
         self.n += 1
         return self.n - 1
 
@@ -289,10 +293,10 @@ class Table:
 class Layout:
     """One key order: the keys, their columns, and the layouts an edit leads to (found once)."""
 
-    __slots__ = ("keys", "index", "cols", "table", "_plus", "_minus", "_with")
+    __slots__ = ("keys", "index", "cols", "table", "id", "_plus", "_minus", "_with")
 
-    def __init__(self, keys: tuple[str, ...], table: Table):
-        self.keys, self.table = keys, table
+    def __init__(self, keys: tuple[str, ...], table: Table, number: int = 0):
+        self.keys, self.table, self.id = keys, table, number
         self.index = {k: table.column(k) for k in keys}  # (a dict: keys() is a real set-like view)
         self.cols = tuple(self.index.values())
         self._plus: dict[str, Layout] = {}
@@ -333,7 +337,7 @@ class Layouts:
         """``d`` as a Row (same keys, order and values)."""
         table = self.table
         layout = table.layout(tuple(d))
-        i = table.new_row()
+        i = table.new_row(layout)
         b, j = i >> table.shift, i & table.mask
         for col, v in zip(layout.cols, d.values()):
             # the usual case inline, a cell appended to its column's held part (a call per cell was
@@ -357,27 +361,48 @@ class Layouts:
                 p.dirty = True
             else:  # another type: the part becomes a list
                 col.set(i, v)
-        return Row(layout, i)
+        return Row.at(table, i)
 
 
 class Row(MutableMapping):
     """A results row: a dict's behaviour (key order, get, setdefault, pop, ==, dict(row), {**row})
-    over a shared :class:`Layout` and its row number in the layout's table."""
+    over its row number in a :class:`Table`, whose layout (keys and order) the table notes: any Row of
+    that row number, made at any time (``RowList``), sees every edit of any other."""
 
-    __slots__ = ("_layout", "_i")
+    __slots__ = ("_t", "_i")
 
     def __init__(self, layout: Layout, i: int):
-        self._layout, self._i = layout, i
+        self._t, self._i = layout.table, i
+        layout.table.layout_of[i] = layout.id
+
+    @classmethod
+    def at(cls, table: Table, i: int) -> Row:
+        """Row i of ``table`` as it stands."""
+        row = object.__new__(cls)
+        row._t, row._i = table, i
+        return row
+
+    @property
+    def _layout(self) -> Layout:
+        t = self._t
+        return t.by_id[t.layout_of[self._i]]
+
+    @_layout.setter
+    def _layout(self, layout: Layout) -> None:
+        self._t.layout_of[self._i] = layout.id
 
     def __getitem__(self, key: str) -> Any:
-        return self._layout.index[key].get(self._i)
+        t = self._t
+        return t.by_id[t.layout_of[self._i]].index[key].get(self._i)
 
     def get(self, key: str, default: Any = None) -> Any:
-        col = self._layout.index.get(key)
+        t = self._t
+        col = t.by_id[t.layout_of[self._i]].index.get(key)
         return default if col is None else col.get(self._i)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._layout.index
+        t = self._t
+        return key in t.by_id[t.layout_of[self._i]].index
 
     def __setitem__(self, key: str, value: Any) -> None:
         col = self._layout.index.get(key)
@@ -429,10 +454,10 @@ class Row(MutableMapping):
     def __copy__(self) -> "Row":
         """A row with its own values, as a dict's copy (a new row of the same table and layout)."""
         layout = self._layout
-        i = layout.table.new_row()
+        i = layout.table.new_row(layout)
         for col in layout.cols:
             col.set(i, col.get(self._i))
-        return Row(layout, i)
+        return Row.at(layout.table, i)
 
     def __reduce__(self):
         return _from_dict, (self.copy(),)  # pickled alone, not with its table
@@ -491,10 +516,110 @@ class _Values(ValuesView):
         return (col.get(i) for col in self._mapping._layout.index.values())
 
 
-def keys_of(rows: list[Mapping[str, Any]]) -> set[str]:
+class RowList(Sequence):
+    """Rows of one table by row number, each Row made when read: a week's results hold 8 bytes a row
+    here (its number), not a Row object and an int each (~90 bytes, and the allocator's arenas they
+    pin). ``take(idx)``: those rows, another RowList; ``+``, ``==`` as lists of the rows."""
+
+    __slots__ = ("table", "places")
+
+    def __init__(self, table: Table, places: Sequence[int] | np.ndarray):
+        self.table, self.places = table, np.asarray(places, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.places.size)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return RowList(self.table, self.places[k])
+        return Row.at(self.table, int(self.places[k]))
+
+    def __iter__(self) -> Iterator[Row]:
+        table, places, at = self.table, self.places, Row.at
+        for lo in range(0, places.size, PART_ROWS):  # (numbers as ints a block at a time, not all at once)
+            for i in places[lo:lo + PART_ROWS].tolist():
+                yield at(table, i)
+
+    def take(self, idx: Sequence[int] | np.ndarray) -> RowList:
+        return RowList(self.table, self.places[np.asarray(idx, dtype=np.int64)])
+
+    def layout_ids(self) -> np.ndarray:
+        """Each row's layout id (the table's ``by_id``)."""
+        ids = np.frombuffer(self.table.layout_of, dtype=np.int32) if self.table.n else np.zeros(0, np.int32)
+        return ids[self.places]
+
+    def __add__(self, other: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        return [*self, *other]
+
+    def __radd__(self, other: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        return [*other, *self]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (list, tuple, RowList)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return list, (list(self),)  # pickled as the list of rows it stands for
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
+def _layouts_of(rows: Sequence[Mapping[str, Any]]) -> dict[int, tuple[Layout, Sequence[int]]]:
+    """The rows' layouts, each with the rows' positions that have it (a range when all do)."""
+    n = len(rows)
+    if isinstance(rows, RowList):
+        ids = rows.layout_ids()
+        if not n or (ids == ids[0]).all():
+            return {int(ids[0]): (rows.table.by_id[int(ids[0])], range(n))} if n else {}
+        return {u: (rows.table.by_id[u], np.flatnonzero(ids == u).tolist()) for u in np.unique(ids).tolist()}
+    first = rows[0]._layout
+    if all(r._layout is first for r in rows):  # the usual: every row built alike, no list of places
+        return {id(first): (first, range(n))}
+    layouts: dict[int, tuple[Layout, list[int]]] = {}
+    for at, r in enumerate(rows):
+        layout = r._layout
+        layouts.setdefault(id(layout), (layout, []))[1].append(at)
+    return layouts
+
+
+def keys_of(rows: Sequence[Mapping[str, Any]]) -> set[str]:
     """``{k for row in rows for k in row}``, the keys of each layout once (not of each row)."""
+    if isinstance(rows, RowList):
+        return set().union(*(layout.keys for layout, _ in _layouts_of(rows).values()))
     layouts = {id(r._layout): r._layout for r in rows if type(r) is Row}
     return set().union(*(layout.keys for layout in layouts.values()), *(r for r in rows if type(r) is not Row))
+
+
+def group_by(rows: Sequence[Mapping[str, Any]], names: list[str],
+             key: Callable[..., Hashable | None]) -> dict[Hashable, Sequence[Mapping[str, Any]]]:
+    """{key(*the row's values of ``names``): the rows giving it, in order}, rows whose key is None left
+    out. A RowList's groups are RowLists (its rows' numbers: a week's groups are not a Row object each
+    while they are worked through); a list's, lists."""
+    if not isinstance(rows, RowList):
+        out: dict[Hashable, list[Mapping[str, Any]]] = {}
+        for row in rows:
+            k = key(*(row.get(c) for c in names))
+            if k is not None:
+                out.setdefault(k, []).append(row)
+        return out
+    at: dict[Hashable, array] = {}
+    for p, values in enumerate(zip(*iter_columns(rows, names))):
+        k = key(*values)
+        if k is not None:
+            got = at.get(k)
+            if got is None:
+                got = at[k] = array("q")
+            got.append(p)
+    return {k: rows.take(np.frombuffer(v, dtype=np.int64)) for k, v in at.items()}
+
+
+def truthy(rows: Sequence[Mapping[str, Any]], name: str) -> Sequence[Mapping[str, Any]]:
+    """The rows whose ``name`` is truthy (``[r for r in rows if r.get(name)]``; a RowList's, a RowList)."""
+    return group_by(rows, [name], lambda v: True if v else None).get(True, rows[:0])
 
 
 def columns_of(rows: list[Mapping[str, Any]], names: list[str]) -> list[list[Any]]:
@@ -508,13 +633,16 @@ def iter_columns(rows: list[Mapping[str, Any]], names: list[str]) -> Iterator[li
     if not rows or not names:
         yield from ([] for _ in names)
         return
-    if any(type(r) is not Row for r in rows) or len({id(r._layout.table) for r in rows}) > 1:
+    if isinstance(rows, RowList):
+        table, where = rows.table, rows.places
+    elif any(type(r) is not Row for r in rows) or len({id(r._t) for r in rows}) > 1:
         yield from ([r.get(c) for r in rows] for c in names)
         return
-    table = rows[0]._layout.table
-    # (the rows' places as an array, not Python ints: a week's group of rows is held while its columns
-    # are read)
-    where = np.fromiter((r._i for r in rows), dtype=np.int64, count=len(rows))
+    else:
+        table = rows[0]._t
+        # (the rows' places as an array, not Python ints: a week's group of rows is held while its columns
+        # are read)
+        where = np.fromiter((r._i for r in rows), dtype=np.int64, count=len(rows))
     lo, n = int(where[0]), len(rows)
     # the usual cases: every row of the table in order, or a run of them (a block of the CSV)
     run = bool((where == np.arange(lo, lo + n)).all())
@@ -523,13 +651,7 @@ def iter_columns(rows: list[Mapping[str, Any]], names: list[str]) -> Iterator[li
         cuts = [0, *(np.flatnonzero(np.diff(part)) + 1).tolist(), n]
         pieces = [(int(part[k]), (where[k:m] & table.mask).tolist()) for k, m in zip(cuts, cuts[1:])]
     del where
-    first = rows[0]._layout
-    if all(r._layout is first for r in rows):  # the usual: every row built alike, no list of places
-        layouts: dict[int, tuple[Layout, Sequence[int]]] = {id(first): (first, range(n))}
-    else:
-        layouts = {}
-        for at, r in enumerate(rows):
-            layouts.setdefault(id(r._layout), (r._layout, []))[1].append(at)
+    layouts = _layouts_of(rows)
     for c in names:
         col = table.columns.get(c)
         if col is None:

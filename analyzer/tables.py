@@ -186,10 +186,8 @@ class _Members:
 
 def per_case(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]]:
     """stats_per_case.csv: each model × case × metric over its successful runs (quality per basis)."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in results:
-        if row.get("ok"):
-            groups.setdefault((str(row.get("model") or ""), _case_of(row)), []).append(row)
+    groups = ROWS.group_by(results, ["ok", "model", "case_hash", "case"], lambda ok, model, case_hash, case: (
+        (str(model or ""), str(case_hash or case or "")) if ok else None))  # (_case_of)
     out = []
     for (model, _case), rows in sorted(groups.items()):
         first = rows[0]
@@ -236,11 +234,18 @@ def percentiles_of(values: list[float], percentiles=DEFAULT_PERCENTILES) -> dict
     return out
 
 
+_KEY = ["model", "task", "load", "suite", "sweep_level"]
+
+
 def _key(row) -> tuple:
     """model, task, load, suite, then the sweep level (numeric order; none first)."""
-    lv = finite(row.get("sweep_level"))
-    return tuple("" if row.get(k) is None else str(row.get(k)) for k in ("model", "task", "load", "suite")) + (
-        (0, 0.0) if lv is None else (1, lv),)
+    return _key_of(*(row.get(k) for k in _KEY))
+
+
+def _key_of(*values) -> tuple:
+    """_key of a row's values of _KEY."""
+    lv = finite(values[4])
+    return tuple("" if v is None else str(v) for v in values[:4]) + ((0, 0.0) if lv is None else (1, lv),)
 
 
 def _basis(row) -> str:
@@ -253,13 +258,11 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
 
     Quality metrics (BASIS_METRICS) get one row per quality_basis, so two bases are never averaged.
     ``pooled``: {metric: {rid: values}}: every value of the group's requests in one sample (ITL)."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in results:
-        groups.setdefault(_key(row), []).append(row)
+    groups = ROWS.group_by(results, _KEY, _key_of)
     out = []
     for key in sorted(groups):
         rows = groups[key]
-        good = [r for r in rows if r.get("ok")]
+        good = ROWS.truthy(rows, "ok")
         failed = len(rows) - len(good)
         base = {"model": key[0], "task": key[1], "load": key[2], "suite": key[3] or None, "n_failed": failed,
                 "gpu_simulated": simulated}
@@ -353,14 +356,13 @@ def pareto_flags(points: list[tuple[float, float]]) -> list[bool]:
 def pareto(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]]:
     """Per task and quality basis: each model's mean energy per request and mean quality_score, with
     their 95 % intervals; Pareto-optimal marked. Bases are never mixed on one front."""
-    by: dict[tuple[str, str, str], list[dict]] = {}
-    for row in results:
-        if not row.get("ok") or row.get("suite"):  # suites have their own board (suite_board), one per suite
-            continue
-        e, q = finite(row.get("total_energy_j")), finite(row.get("quality_score"))
-        if e is None or q is None:
-            continue
-        by.setdefault((str(row.get("task")), _basis(row), str(row.get("model"))), []).append(row)
+    def key(ok, suite, e, q, task, basis, model):
+        # suites have their own board (suite_board), one per suite
+        if not ok or suite or finite(e) is None or finite(q) is None:
+            return None
+        return str(task), str(basis or ""), str(model)  # (_basis)
+    by = ROWS.group_by(results, ["ok", "suite", "total_energy_j", "quality_score", "task", "quality_basis", "model"],
+                       key)
     out = []
     for task, basis in sorted({(t, b) for t, b, _ in by}):
         models = sorted(m for t, b, m in by if (t, b) == (task, basis))

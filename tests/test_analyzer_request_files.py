@@ -150,3 +150,43 @@ def test_a_locked_request_file_is_written_again_once_free(tmp_path, monkeypatch)
     beside.unlink()
     monkeypatch.setattr(os, "replace", real)
     assert analyse(root, "--cpu-tdp-w", "200") == want
+
+
+def test_the_index_is_read_and_written_an_entry_at_a_time(tmp_path):
+    """request_json.keys read as the files come (the usual order: nothing held; out of order: the entries
+    passed held until asked), written through a temporary file with the bytes msgpack.packb gives the
+    whole map, left untouched when unchanged; a damaged tail keeps the entries before it."""
+    import msgpack
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    names = [f"r{k}.json" for k in range(40)]
+
+    def run(order: list[str], key: str = "k") -> list[str]:
+        built: list[str] = []
+        files = outputs.RequestFiles(raw, "rec")
+        for name in order:
+            files.write(raw / name, key, lambda name=name: built.append(name) or {"rid": name})
+        files.close()
+        return built
+
+    assert run(names) == names
+    index = raw / outputs.REQUEST_KEYS
+    entries = outputs._read_index(index)
+    assert list(entries) == names                                     # in the order written
+    assert index.read_bytes() == msgpack.packb({"files": entries}, use_bin_type=True)
+    same = ident(index)
+    assert run(names) == [] and ident(index) == same                  # unchanged: not written again
+    old = outputs._OldIndex(index)
+    assert old.pop(names[5]) == entries[names[5]] and len(old._passed) == 5   # out of order: those passed held
+    assert [old.pop(n) for n in names[:5]] == [entries[n] for n in names[:5]] and not old._passed
+    assert old.pop("missing.json") is None and len(old._passed) == len(names) - 6  # read to the end
+    assert old.pop(names[6]) == entries[names[6]] and old.pop(names[6]) is None    # each given once
+    old.close()
+    assert run(names[::-1]) == []                                     # any order finds every entry
+    assert list(outputs._read_index(index)) == names[::-1]
+    data = index.read_bytes()
+    index.write_bytes(data[:len(data) // 2])                          # cut mid-way: the first half kept
+    built = run(names[::-1])
+    assert built and len(built) < len(names) and built == names[::-1][len(names) - len(built):]
+    assert run(names[::-1], key="other") == names[::-1]               # another key: every file built

@@ -259,3 +259,57 @@ def test_rows_are_the_same_whatever_the_block_of_windows_converted(monkeypatch):
     got = pipeline.analyze(_batch(), opts)
     assert len(want.results) > 4 and any(r.get("gpu_energy_j") is not None for r in want.results)
     assert repr([dict(r) for r in got.results + got.warmups]) == repr([dict(r) for r in want.results + want.warmups])
+
+
+@tables
+def test_a_row_list_makes_rows_that_see_every_edit(table):
+    """RowList: rows by number, a Row made when read. The table notes each row's layout, so a Row made
+    before another Row of the same row added or removed keys sees it; take, slices, ==, + and pickling
+    behave as the list of rows it stands for, and columns_of / keys_of / fill read it as that list."""
+    rnd = random.Random(3)
+    layouts = Layouts(TABLES[table]())
+    dicts = [{k: rnd.choice([None, 1, 2.5, "x"]) for k in rnd.sample("abc", rnd.randint(1, 3))} for _ in range(30)]
+    made = [layouts.row(d) for d in dicts]
+    rows = ROWS.RowList(layouts.table, [r._i for r in made])
+    assert len(rows) == 30 and rows == made and made == list(rows) and rows == dicts
+    early = rows[4]
+    for k, r in enumerate(rows):  # edits through Rows made by the list, one at a time
+        if k % 3 == 0:
+            r["late"] = k * 1.5
+            dicts[k]["late"] = k * 1.5
+        if k % 5 == 0:
+            key = next(iter(r))
+            del r[key]
+            del dicts[k][key]
+    assert early == dicts[4] and rows[4] == dicts[4] and made[3] == dicts[3]  # (Rows made before the edits)
+    _same(rows[9], dicts[9])
+    assert rows[-1] == dicts[-1] and rows[::7] == dicts[::7] and isinstance(rows[::7], ROWS.RowList)
+    some = rows.take([12, 3, 3, 27])
+    assert some == [dicts[12], dicts[3], dicts[3], dicts[27]] and len(some) == 4
+    assert rows[:2] + [{"z": 1}] == dicts[:2] + [{"z": 1}] and [{"z": 1}] + rows[:1] == [{"z": 1}, dicts[0]]
+    assert pickle.loads(pickle.dumps(rows)) == dicts
+    names = ["a", "late", "b", "never", "c"]
+    for part in (rows, rows[::-2], some, rows[5:6], rows[:0]):
+        want = [[r.get(c) for r in part] for c in names]
+        assert columns_of(part, names) == want
+        assert keys_of(part) == set().union(*(set(r) for r in part))
+    fill(rows, ["zz", "a"])
+    for d in dicts:
+        d.setdefault("zz", None)
+        d.setdefault("a", None)
+    assert rows == dicts and [list(r) for r in rows] == [list(d) for d in dicts]
+
+
+@tables
+def test_group_by_a_row_list_is_group_by_its_rows(table):
+    rnd = random.Random(5)
+    layouts = Layouts(TABLES[table]())
+    dicts = [{"m": rnd.choice(["x", "y", None]), "ok": rnd.choice([True, False, None]), "v": k} for k in range(50)]
+    rows = ROWS.RowList(layouts.table, [layouts.row(d)._i for d in dicts])
+    key = (lambda m, ok: None if m is None else (m, bool(ok)))
+    got, want = ROWS.group_by(rows, ["m", "ok"], key), ROWS.group_by(dicts, ["m", "ok"], key)
+    assert list(got) == list(want) and all(got[k] == want[k] for k in want)  # groups in first-seen order
+    assert all(isinstance(g, ROWS.RowList) for g in got.values()) and all(type(g) is list for g in want.values())
+    assert sum(map(len, got.values())) == sum(d["m"] is not None for d in dicts)
+    assert ROWS.truthy(rows, "ok") == [d for d in dicts if d["ok"]] == ROWS.truthy(dicts, "ok")
+    assert ROWS.truthy(rows.take([k for k, d in enumerate(dicts) if not d["ok"]]), "ok") == []
