@@ -420,6 +420,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     for p in np.flatnonzero(ended & (rc["end_t"] < rc["start_t"])).tolist():
         problems.append(Msg("p_end_before_start", rid=rids[p]))
     warm = rc["warmup"]
+    measured_at = np.flatnonzero(~warm)  # the requests measured (not warm-ups), by place
     done = take_requests(reqs, done_at)
     win = E.Window((rc["start_t"][done_at] - origin) / 1e9, (rc["end_t"][done_at] - origin) / 1e9)
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
@@ -479,7 +480,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         notes.append(Msg("n_no_bart"))
     ROWS.fill(rows, MAIN_COLUMNS)
     for p, row in enumerate(rows):
-        q = quality.get(row["rid"], {})
+        q = quality.get(rids[p], {}) if quality else {}  # (the rid column not read back: ~80 B a row held)
         # the row's quality columns in one dict, set in one update (in this order, as one by one)
         cells = {col: _clean(q.get(col)) for col in QUALITY_COLUMNS} if q else dict.fromkeys(QUALITY_COLUMNS)
         for col in sorted(set(q) - set(QUALITY_COLUMNS) - {"bartscore", "quality_error"}):
@@ -500,7 +501,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
         for r, row in zip(reqs, rows):
             _load_columns(r, row, slo)
         par = ((batch.batch_start.load or {}) if batch.batch_start else {}).get("server_parallel")
-        measured = rows.take(np.flatnonzero(~rc["warmup"]))
+        measured = rows.take(measured_at)
         level_energy = functools.partial(_LevelPieces.measured, levels, level_j)
         curve, curve_problems = LC.curve(measured, spans, level_energy, slo, simulated,
                                          par if isinstance(par, int) else None)
@@ -513,8 +514,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     extra = sorted(ROWS.keys_of(rows) - set(MAIN_COLUMNS))
     columns = list(MAIN_COLUMNS) + extra
     ROWS.fill(rows, columns)
-    results = rows.take(np.flatnonzero(~rc["warmup"]))  # (row numbers, not a Row object a request)
-    warmups = rows.take(np.flatnonzero(rc["warmup"]))
+    results = rows.take(measured_at)  # (row numbers, not a Row object a request)
+    warmups = rows.take(np.flatnonzero(warm))
     problems[:0] = fallback_problems(batch) + batch_problems(batch, results, opts.batch_dir)
     notes.extend(m.describe() for m in batch.clock.values())
     problems.extend(batch.clock_notes)
