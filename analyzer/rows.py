@@ -17,6 +17,7 @@ and every value reads back as it was stored (type, bits and all).
 """
 from __future__ import annotations
 
+import functools
 import pickle
 import tempfile
 from array import array
@@ -361,7 +362,7 @@ class Layouts:
                 p.dirty = True
             else:  # another type: the part becomes a list
                 col.set(i, v)
-        return Row.at(table, i)
+        return Row(table, i)
 
 
 class Row(MutableMapping):
@@ -371,16 +372,8 @@ class Row(MutableMapping):
 
     __slots__ = ("_t", "_i")
 
-    def __init__(self, layout: Layout, i: int):
-        self._t, self._i = layout.table, i
-        layout.table.layout_of[i] = layout.id
-
-    @classmethod
-    def at(cls, table: Table, i: int) -> Row:
-        """Row i of ``table`` as it stands."""
-        row = object.__new__(cls)
-        row._t, row._i = table, i
-        return row
+    def __init__(self, table: Table, i: int):
+        self._t, self._i = table, i  # (row i of the table as it stands: its layout the table's)
 
     @property
     def _layout(self) -> Layout:
@@ -457,7 +450,7 @@ class Row(MutableMapping):
         i = layout.table.new_row(layout)
         for col in layout.cols:
             col.set(i, col.get(self._i))
-        return Row.at(layout.table, i)
+        return Row(layout.table, i)
 
     def __reduce__(self):
         return _from_dict, (self.copy(),)  # pickled alone, not with its table
@@ -532,13 +525,12 @@ class RowList(Sequence):
     def __getitem__(self, k):
         if isinstance(k, slice):
             return RowList(self.table, self.places[k])
-        return Row.at(self.table, int(self.places[k]))
+        return Row(self.table, int(self.places[k]))
 
     def __iter__(self) -> Iterator[Row]:
-        table, places, at = self.table, self.places, Row.at
+        row, places = functools.partial(Row, self.table), self.places
         for lo in range(0, places.size, PART_ROWS):  # (numbers as ints a block at a time, not all at once)
-            for i in places[lo:lo + PART_ROWS].tolist():
-                yield at(table, i)
+            yield from map(row, places[lo:lo + PART_ROWS].tolist())
 
     def take(self, idx: Sequence[int] | np.ndarray) -> RowList:
         return RowList(self.table, self.places[np.asarray(idx, dtype=np.int64)])
