@@ -104,7 +104,12 @@ def stats_columns(percentiles=DEFAULT_PERCENTILES, leveled: bool = False) -> tup
 
 def _case_of(row) -> str:
     """What makes two requests the same case: its content hash (else its index in the batch)."""
-    return str(row.get("case_hash") or row.get("case") or "")
+    return _case_key(row.get("case_hash"), row.get("case"))
+
+
+def _case_key(case_hash, case) -> str:
+    """_case_of of a row's case_hash and case values (as read a column at a time)."""
+    return str(case_hash or case or "")
 
 
 def run_to_run(members: list[dict], metric: str) -> dict[str, Any]:
@@ -152,10 +157,10 @@ class _Members:
     def __init__(self, rows: list, metrics: tuple[str, ...]):
         cols = ROWS.iter_columns(rows, ["quality_basis", "case_hash", "case", *metrics])
         basis, case_hash, case = next(cols), next(cols), next(cols)
-        self.cases = [str(h or c or "") for h, c in zip(case_hash, case)]  # _case_of
+        self.cases = list(map(_case_key, case_hash, case))
         self.bases: dict[str, Sequence[int]] = {}
         for i, b in enumerate(basis):
-            self.bases.setdefault(str(b or ""), []).append(i)  # _basis
+            self.bases.setdefault(_basis_key(b), []).append(i)
         if len(self.bases) == 1:  # the usual: one basis, every row (a range, not a week's Python ints)
             self.bases = {k: range(len(basis)) for k in self.bases}
         self._ahead = zip(metrics, cols)
@@ -187,7 +192,7 @@ class _Members:
 def per_case(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]]:
     """stats_per_case.csv: each model × case × metric over its successful runs (quality per basis)."""
     groups = ROWS.group_by(results, ["ok", "model", "case_hash", "case"], lambda ok, model, case_hash, case: (
-        (str(model or ""), str(case_hash or case or "")) if ok else None))  # (_case_of)
+        (str(model or ""), _case_key(case_hash, case)) if ok else None))
     out = []
     for (model, _case), rows in sorted(groups.items()):
         first = rows[0]
@@ -249,7 +254,12 @@ def _key_of(*values) -> tuple:
 
 
 def _basis(row) -> str:
-    return str(row.get("quality_basis") or "")
+    return _basis_key(row.get("quality_basis"))
+
+
+def _basis_key(basis) -> str:
+    """_basis of a row's quality_basis value (as read a column at a time)."""
+    return str(basis or "")
 
 
 def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PERCENTILES,
@@ -360,7 +370,7 @@ def pareto(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any
         # suites have their own board (suite_board), one per suite
         if not ok or suite or finite(e) is None or finite(q) is None:
             return None
-        return str(task), str(basis or ""), str(model)  # (_basis)
+        return str(task), _basis_key(basis), str(model)
     by = ROWS.group_by(results, ["ok", "suite", "total_energy_j", "quality_score", "task", "quality_basis", "model"],
                        key)
     out = []
