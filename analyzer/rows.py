@@ -29,6 +29,7 @@ from typing import Any, Callable, Hashable
 import numpy as np
 
 PART_ROWS = 4096       # rows of a column held together (a power of two)
+GROUP_BLOCK = 1 << 15  # rows whose key columns group_by reads at once
 RESIDENT_PARTS = 512   # parts held at most (~20 MiB): enough for every column of a few thousand rows
 _INTERN_MAX = 256  # distinct strings a column holds once (names, statuses); beyond that, as they come
 _I64 = (-(1 << 63), (1 << 63) - 1)
@@ -599,13 +600,16 @@ def group_by(rows: Sequence[Mapping[str, Any]], names: list[str],
                 out.setdefault(k, []).append(row)
         return out
     at: dict[Hashable, array] = {}
-    for p, values in enumerate(zip(*iter_columns(rows, names))):
-        k = key(*values)
-        if k is not None:
-            got = at.get(k)
-            if got is None:
-                got = at[k] = array("q")
-            got.append(p)
+    # the key columns a block of rows at a time: a week's columns at once, as Python values, were tens of
+    # MiB that the allocators kept after (their arenas pinned by the few values that lived on)
+    for lo in range(0, len(rows), GROUP_BLOCK):
+        for p, values in enumerate(zip(*iter_columns(rows[lo:lo + GROUP_BLOCK], names)), lo):
+            k = key(*values)
+            if k is not None:
+                got = at.get(k)
+                if got is None:
+                    got = at[k] = array("q")
+                got.append(p)
     return {k: rows.take(np.frombuffer(v, dtype=np.int64)) for k, v in at.items()}
 
 

@@ -301,7 +301,9 @@ def test_a_row_list_makes_rows_that_see_every_edit(table):
 
 
 @tables
-def test_group_by_a_row_list_is_group_by_its_rows(table):
+@pytest.mark.parametrize("block", [7, 1 << 15])  # key columns read in blocks of rows: one, or many
+def test_group_by_a_row_list_is_group_by_its_rows(table, block, monkeypatch):
+    monkeypatch.setattr(ROWS, "GROUP_BLOCK", block)
     rnd = random.Random(5)
     layouts = Layouts(TABLES[table]())
     dicts = [{"m": rnd.choice(["x", "y", None]), "ok": rnd.choice([True, False, None]), "v": k} for k in range(50)]
