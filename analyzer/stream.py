@@ -7,6 +7,7 @@ on (src, seq, t) and sorted on (t, src, seq) first.
 from __future__ import annotations
 
 from array import array
+import functools
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -542,11 +543,27 @@ def chunk_array(ts: Any) -> Any:
 
 
 def _req_end(p: dict[str, Any], check: bool = True) -> M.ReqEnd:
-    """The M.ReqEnd of a payload, its client.chunk_t_ns as ``chunk_array`` holds it."""
+    """The M.ReqEnd of a payload, its client.chunk_t_ns as ``chunk_array`` holds it. Stamps that are not
+    all integers within 64 bits (the contract checks the list, not its items) are let go, and logged:
+    the request keeps its end (status, tokens, energy) and has no inter-token latency, where text or a
+    stamp beyond int64 had stopped the analysis or made a gap of millennia; stream.msgpack keeps them."""
     end = M.ReqEnd.from_msg(p, check)
     if end.client is not None:
-        end.client.chunk_t_ns = chunk_array(end.client.chunk_t_ns)
+        ts = end.client.chunk_t_ns = chunk_array(end.client.chunk_t_ns)
+        if ts and not isinstance(ts, array):
+            bad = next((x for x in ts if type(x) is not int), None) if isinstance(ts, list) else ts
+            _unreadable_chunks(str(end.rid), f"{type(bad).__name__} {bad!r:.40}" if bad is not None
+                               else "an integer beyond 64 bits")
+            end.client.chunk_t_ns = None
     return end
+
+
+@functools.lru_cache(maxsize=256)
+def _unreadable_chunks(rid: str, what: str) -> None:
+    """Logged once a request (a stored request's req.end is read again each time the request is)."""
+    log.warning("chunk_stamps_unreadable", rid=rid, got=what,
+                note="client.chunk_t_ns must be integers (ns) within 64 bits: this request's inter-token "
+                     "latency is not computed; its other figures are")
 
 
 def build(items: Iterable[tuple[str, dict[str, Any]]], lookback_s: float = DEFAULT_LOOKBACK_S) -> BatchData:
