@@ -247,6 +247,33 @@ def _coherent_numbers(mid: np.ndarray, period: float) -> np.ndarray | None:
     return n - n[0]
 
 
+ORDER_PASSES = 64  # placed_in_order: passes over the crossings before the strict rule
+
+
+def placed_in_order(r: np.ndarray) -> np.ndarray:
+    """Which of the refreshes placed for the changes (in the order the changes were seen) to keep.
+    The changes were seen in time order, so their refreshes are too; a change placed at or before the
+    one seen before it (two on one refresh, a stamp far off, a line and midpoints crossing at a segment
+    join) is numbered wrong, or its neighbour is, and its reading would be tied to the wrong instant:
+    both go, pass after pass until the rest are in order (dropping a refresh only merges two intervals;
+    the energies stay exact). Sorted instead, a counter's readings could run backwards, and the whole
+    run's counter be judged unusable."""
+    at = np.arange(r.size)
+    for _ in range(ORDER_PASSES):
+        x = r[at]
+        crossed = x[1:] <= x[:-1]
+        if not crossed.any():
+            break
+        at = at[~(np.concatenate([crossed, [False]]) | np.concatenate([[False], crossed]))]
+    else:  # (a tangle: only those after every one before them and before every one after)
+        x = r[at]
+        at = at[(x > np.concatenate([[-np.inf], np.maximum.accumulate(x)[:-1]]))
+                & (x < np.concatenate([np.minimum.accumulate(x[::-1])[::-1][1:], [np.inf]]))]
+    keep = np.zeros(r.size, dtype=bool)
+    keep[at] = True
+    return keep
+
+
 def fit_refreshes(t_s, y, spacing_s: float | None = None) -> RefreshFit:
     """Refresh instants of a reading that holds its value between refreshes (a counter, held power).
 
@@ -327,14 +354,7 @@ def fit_refreshes(t_s, y, spacing_s: float | None = None) -> RefreshFit:
     if periods:
         period = float(np.median(periods))
     values = v[changed]
-    order = np.argsort(r, kind="stable")  # a line and midpoints meet at segment joins: keep time order
-    r, values, err, on_line, seg_id, drift = (r[order], values[order], err[order], on_line[order], seg_id[order],
-                                              drift[order])
-    # two changes placed on one refresh: one of them is numbered wrong (a stamp far off, or two
-    # noisy neighbours rounded together) and its reading would be tied to the wrong instant, so
-    # neither is used (dropping a refresh only merges two intervals; the energies stay exact)
-    same = r[1:] <= r[:-1]
-    keep = ~(np.concatenate([same, [False]]) | np.concatenate([[False], same]))
+    keep = placed_in_order(r)
     return RefreshFit(r[keep], values[keep], err[keep], period, method, on_line[keep], seg_id[keep], drift[keep])
 
 
@@ -478,10 +498,32 @@ class CounterEnergy:
         return e0 + (e1 - e0) * frac
 
 
+LATE_READ_SAMPLES = 8  # how many later samples a counter reading is checked against (drop_late_reads)
+
+
+def drop_late_reads(t_s: np.ndarray, counter: np.ndarray, ahead: int = LATE_READ_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    """The samples of a cumulative counter less those read late after their stamp (a busy host): such a
+    reading holds a refresh that came after the next samples' stamps, so it is above one of the next
+    ``ahead`` samples and reached again by another of them. Kept, the counter ran backwards there and
+    the whole run's counter was unusable (its energy fell back to the power trapezoid). A counter reset
+    (a driver reload: back to about zero from a whole run's joules) is never reached again so soon, and
+    still shows."""
+    n = counter.size
+    if n < 2 or not (np.diff(counter) < 0).any():  # (the usual case: never backwards, nothing to drop)
+        return t_s, counter
+    low, high = np.full(n, np.inf), np.full(n, -np.inf)  # the least and the most of the next ``ahead``
+    for k in range(1, min(ahead, n - 1) + 1):
+        low[:-k] = np.minimum(low[:-k], counter[k:])
+        high[:-k] = np.maximum(high[:-k], counter[k:])
+    keep = ~((counter > low) & (counter <= high))
+    return t_s[keep], counter[keep]
+
+
 def counter_energy(t_s, energy_mj, power: Trace | None, spacing_s: float | None = None) -> CounterEnergy:
     """Build the counter-based cumulative energy from raw (t_s, energy_mj) samples (``spacing_s``: the
     median spacing of ``t_s`` when the caller has it)."""
     t_d, e_d = dedupe_sorted(t_s, energy_mj)
+    t_d, e_d = drop_late_reads(t_d, e_d)
     fit = fit_refreshes(t_d, e_d / 1000.0, spacing_s if t_d.size == np.size(t_s) else None)
     span = (float(t_d[0]), float(t_d[-1])) if t_d.size else (float("nan"), float("nan"))
     return CounterEnergy(fit.r_s, fit.y, power, span, fit.err_s, fit.period_s, fit.method, fit.fitted, fit.segment,

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from analyzer.integrate import Trace, counter_energy, cumulative_trapezoid, refresh_points
+from analyzer.integrate import Trace, counter_energy, cumulative_trapezoid, drop_late_reads, refresh_points
 from analyzer.windows import split_windows
 from tests import synth as S
 
@@ -126,9 +126,23 @@ class TestCounter:
         assert r.tolist() == [0.0, 1.0, 2.0]
 
     def test_counter_reset_is_not_usable(self):
-        """A counter going backwards (driver reload) is not trusted; callers fall back to power."""
-        ce = counter_energy(np.arange(6.0), np.array([0, 1000, 2000, 0, 1000, 2000.0]), None)
+        """A counter going backwards for good (a driver reload: from the joules since the last one back
+        to about zero) is not trusted; callers fall back to power."""
+        ce = counter_energy(np.arange(6.0), np.array([5e9, 5e9 + 1000, 5e9 + 2000, 0, 1000, 2000.0]), None)
         assert not ce.usable
+
+    def test_a_late_read_is_left_out_not_the_whole_counter(self):
+        """A reading taken late after its stamp (a busy host) holds a later refresh than the next
+        samples: it is left out, and the counter's energies stay exact, where the run's counter had
+        gone unusable and its energy fallen back to the power trapezoid, without uncertainty."""
+        t = np.arange(0.0, 2.0, 0.01) + 0.0013
+        refresh = np.floor(t / 0.02) * 0.02  # a 20 ms refresh of a steady 100 W
+        read = refresh.copy()
+        read[[50, 120, 121]] += 0.04  # three reads 40 ms late (two of them in a row)
+        ce = counter_energy(t, read * 100.0 * 1000.0, None)
+        assert ce.usable
+        assert ce.cumulative_at(np.array([1.5]))[0] - ce.cumulative_at(np.array([0.5]))[0] == pytest.approx(100.0, rel=1e-9)
+        assert drop_late_reads(t, read)[0].size == t.size - 3
 
 
 class TestFused:

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from analyzer.integrate import Trace, counter_energy, edge_uncertainty, edge_uncertainty_fn, fit_refreshes
+from analyzer.integrate import (Trace, counter_energy, edge_uncertainty, edge_uncertainty_fn, fit_refreshes,
+                                placed_in_order)
 from analyzer.windows import split_subs, split_windows
 from tests import synth as S
 
@@ -90,6 +91,32 @@ class TestFit:
         assert fit_refreshes(t, y, float(np.median(np.diff(t)))).period_s == fit.period_s
         y[5] = np.nan
         assert fit_refreshes(t, y, 123.0).period_s == fit_refreshes(t, y).period_s != 123.0
+
+    @pytest.mark.parametrize("r,kept", [
+        ([0, 1, 2, 3], [0, 1, 2, 3]),                 # in order: all
+        ([0, 1, 1, 2], [0, 3]),                       # two on one refresh: neither
+        ([0, 1, 3, 2, 4], [0, 1, 4]),                 # a crossing: both of it
+        ([0, 5, 1, 2, 3, 6], [0, 3, 4, 5]),           # one far ahead: it and the one it crossed, not the rest
+        ([5, 6, 1, 2, 7], [4]),                       # a crossing left by the first pass goes in the next
+    ])
+    def test_refreshes_are_kept_in_the_order_their_changes_were_seen(self, r, kept):
+        """A change placed at or before the one seen before it is numbered wrong (or its neighbour is):
+        both go, never sorted into place (a counter's readings would then run backwards)."""
+        assert np.flatnonzero(placed_in_order(np.array(r, dtype=float))).tolist() == kept
+
+    @pytest.mark.parametrize("passes", [1, 64])
+    def test_what_is_kept_is_always_in_order(self, passes, monkeypatch):
+        """Any tangle (a pass at most, then the strict rule: after every one before, before every one
+        after) leaves refreshes in strictly increasing order, most of a nearly ordered run kept."""
+        import analyzer.integrate as I
+
+        monkeypatch.setattr(I, "ORDER_PASSES", passes)
+        rng = np.random.default_rng(3)
+        for _ in range(200):
+            r = np.arange(50.0)
+            r[rng.integers(0, 50, 4)] += rng.normal(0, 5, 4)  # four changes placed off
+            keep = placed_in_order(r)
+            assert np.all(np.diff(r[keep]) > 0) and keep.sum() >= 30
 
 
 class TestUncertainty:
