@@ -31,7 +31,8 @@ from analyzer import tables
 from analyzer.i18n import Msg
 from analyzer.places import Places
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
-from analyzer.stream import BatchData, Request, Series, answer, request_columns, request_rids, take_requests
+from analyzer.stream import (BatchData, Request, Series, answer, request_columns, request_rids, take_requests,
+                             take_strings)
 from analyzer.throughput import cold_start, iso_utc, throughput, timing, token_latency
 from analyzer.windows import split_windows
 from shared import messages as M
@@ -118,7 +119,7 @@ class Windows(Sequence):
     ``rows``: the done requests' rids, warm-up flags and results rows; ``first``: the first token's s
     after a_s, NaN for none."""
 
-    def __init__(self, rids: list[str], warmup: np.ndarray, rows: list[Mapping[str, Any]], win: E.Window,
+    def __init__(self, rids: Sequence[str], warmup: np.ndarray, rows: list[Mapping[str, Any]], win: E.Window,
                  first: np.ndarray):
         self._rids, self._warmup, self._rows, self._win, self._first = rids, warmup, rows, win, first
 
@@ -598,7 +599,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus), source, slabs, sample_stretch)
     done_rows = rows.take(done_at)
     first = np.array([_nan_if_none(finite(row.get("first_token_s"))) for row in done_rows], dtype=np.float64)
-    windows = Windows([rids[p] for p in done_at.tolist()], rc["warmup"][done_at], done_rows, win, first)
+    windows = Windows(take_strings(rids, done_at), rc["warmup"][done_at], done_rows, win, first)
     problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None
     pct = tuple(opts.metric_percentiles)

@@ -308,27 +308,72 @@ def _series(key: str, src: str, rows: list[dict[str, Any]], fields: tuple[str, .
 REQUEST_TOPICS = (M.REQ_START, M.REQ_FIRST_TOKEN, M.REQ_END)
 
 
+class PackedStrings(Sequence):
+    """Strings held as one UTF-8 buffer and where each begins and ends (16 bytes a string beside its
+    text), a str made when one is read: a week's rids as str objects were ~60 bytes each over their text,
+    and, made one by one among the events' short-lived maps, they kept the allocator's pools they were
+    put in. ``take(idx)``: those strings, sharing the buffer."""
+
+    __slots__ = ("_buf", "_lo", "_hi")
+
+    def __init__(self, buf: bytes, lo: np.ndarray, hi: np.ndarray):
+        self._buf, self._lo, self._hi = buf, lo, hi
+
+    @classmethod
+    def of(cls, buf: bytes, ends: array) -> PackedStrings:
+        """The strings of ``buf`` that end at each of ``ends``, one after the other."""
+        hi = np.frombuffer(ends, dtype=np.int64).copy() if len(ends) else np.zeros(0, dtype=np.int64)
+        return cls(buf, np.concatenate([np.zeros(min(hi.size, 1), dtype=np.int64), hi[:-1]]), hi)
+
+    def __len__(self) -> int:
+        return int(self._lo.size)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.take(np.arange(len(self))[i])
+        return self._buf[int(self._lo[i]):int(self._hi[i])].decode("utf-8", "surrogatepass")
+
+    def __iter__(self):
+        buf = self._buf
+        for k in range(0, len(self), 4096):  # (the places as ints a block at a time)
+            for a, b in zip(self._lo[k:k + 4096].tolist(), self._hi[k:k + 4096].tolist()):
+                yield buf[a:b].decode("utf-8", "surrogatepass")
+
+    def take(self, idx: np.ndarray) -> PackedStrings:
+        idx = np.asarray(idx, dtype=np.int64)
+        return PackedStrings(self._buf, self._lo[idx], self._hi[idx])
+
+
+def take_strings(strings: Sequence[str], idx: np.ndarray) -> Sequence[str]:
+    """The strings at ``idx``: a PackedStrings' view, else a list."""
+    if isinstance(strings, PackedStrings):
+        return strings.take(idx)
+    return [strings[i] for i in np.asarray(idx).tolist()]
+
+
 class StoredEvents:
     """A file's request events (``EventFile``) as columns, in file order, none held as a map: per event
     its ``kind`` (an index of REQUEST_TOPICS), its place in the recording (``idx``), publisher code
     (``src``), ``seq``, ``t``, where it is in the file (``at``, ``size``), ``flag`` (a req.start's
-    warmup, a req.end's ok) and its rid (``rid``, an index of ``rids``: one string a request).
-    ``stored_requests`` makes the requests of them."""
+    warmup, a req.end's ok) and its rid (``rid``, an index of ``rids``: one string a request, packed:
+    a PackedStrings once ``done``). ``stored_requests`` makes the requests of them."""
 
     def __init__(self, file: EventFile):
         self.file = file
         self.kind = array("b")
         self.flag = array("b")
         self.idx, self.src, self.seq, self.t, self.at, self.size, self.rid = (array("q") for _ in range(7))
-        self.rids: list[str] = []
+        self.rids = PackedStrings.of(b"", array("q"))
+        self._text, self._ends = bytearray(), array("q")  # each new rid's UTF-8 and where it ends
         self._rid_code: dict[str, int] = {}
 
     def add(self, kind: int, idx: int, src: int, p: dict[str, Any], at: int, size: int) -> None:
         rid = p["rid"]
         code = self._rid_code.get(rid)
         if code is None:
-            code = self._rid_code[rid] = len(self.rids)
-            self.rids.append(rid)
+            code = self._rid_code[rid] = len(self._ends)
+            self._text += rid.encode("utf-8", "surrogatepass")
+            self._ends.append(len(self._text))
         self.kind.append(kind)
         self.flag.append(bool(p.get(_WARMUP) if kind == 0 else p.get(_OK)))
         for col, v in ((self.idx, idx), (self.src, src), (self.seq, p["seq"]), (self.t, p["t"]),
@@ -336,8 +381,10 @@ class StoredEvents:
             col.append(v)
 
     def done(self) -> StoredEvents:
-        """Read whole: the lookup of rids by string let go."""
+        """Read whole: the rids packed, their lookup by string let go."""
         self._rid_code = {}
+        self.rids = PackedStrings.of(bytes(self._text), self._ends)
+        self._text, self._ends = bytearray(), array("q")
         return self
 
     def __len__(self) -> int:
@@ -356,28 +403,27 @@ def stored_requests(ev: StoredEvents, order: Iterable[int]) -> StoredRequests:
     """The requests of ``ev``'s events taken in ``order`` (sorted and de-duplicated), as
     ``events_to_requests`` makes them of held events (a later req.start replaces, the first req.end counts;
     sorted by (start t, rid)), each left in ev's file: columns (``StoredRequests``), not objects."""
-    slot: dict[str, int] = {}  # rid → its request's number (a restarted request takes a new one)
+    slot: dict[int, int] = {}  # rid (its code) → its request's number (a restarted request takes a new one)
     rid_at, start, end = array("q"), array("q"), array("q")  # start: (at, size, t, warmup) a request
     firsts = array("q")  # (request, at, size) a first token
     kind, flag, t, at, size, rid_of, rids = ev.kind, ev.flag, ev.t, ev.at, ev.size, ev.rid, ev.rids
     for j in order:
         code, k = rid_of[j], kind[j]
-        rid = rids[code]
         if k == 0:
-            if rid in slot:
-                log.warning("request_restarted", rid=rid, note="a later req.start replaces the earlier one")
-            slot[rid] = len(rid_at)
+            if code in slot:
+                log.warning("request_restarted", rid=rids[code], note="a later req.start replaces the earlier one")
+            slot[code] = len(rid_at)
             rid_at.append(code)
             start.extend((at[j], size[j], t[j], flag[j]))
             end.extend((-1, 0, 0, 0))
         elif k == 1:
-            n = slot.get(rid)
+            n = slot.get(code)
             if n is not None:
                 firsts.extend((n, at[j], size[j]))
         else:
-            n = slot.get(rid)
+            n = slot.get(code)
             if n is None:
-                log.warning("request_end_without_start", rid=rid)
+                log.warning("request_end_without_start", rid=rids[code])
             elif end[4 * n] < 0:
                 end[4 * n:4 * n + 4] = array("q", (at[j], size[j], t[j], flag[j]))
     live = np.array(sorted(slot.values()), dtype=np.int64)
@@ -386,11 +432,16 @@ def stored_requests(ev: StoredEvents, order: Iterable[int]) -> StoredRequests:
                            np.frombuffer(start, dtype=np.int64).reshape(-1, 4).copy(),
                            np.frombuffer(end, dtype=np.int64).reshape(-1, 4).copy(),
                            np.frombuffer(firsts, dtype=np.int64).reshape(-1, 3).copy())
-    # by (start t, rid), as events_to_requests sorts
-    names = [rids[c] for c in cols.rid[live].tolist()]
-    by_rid = np.empty(live.size, dtype=np.int64)
-    by_rid[sorted(range(live.size), key=names.__getitem__)] = np.arange(live.size)
-    return StoredRequests(cols, live[np.lexsort((by_rid, cols.start[live, 2]))])
+    # by (start t, rid), as events_to_requests sorts: the rids read only where two start at one instant
+    t0 = cols.start[live, 2]
+    by_t = np.argsort(t0, kind="stable")
+    same = np.flatnonzero(t0[by_t][1:] == t0[by_t][:-1])
+    tied = np.unique(np.concatenate([by_t[same], by_t[same + 1]]))
+    by_rid = np.zeros(live.size, dtype=np.int64)
+    if tied.size:
+        names = [rids[c] for c in cols.rid[live[tied]].tolist()]
+        by_rid[tied[sorted(range(tied.size), key=names.__getitem__)]] = np.arange(tied.size)
+    return StoredRequests(cols, live[np.lexsort((by_rid, t0))])
 
 
 class _RequestColumns:
@@ -398,7 +449,7 @@ class _RequestColumns:
     ``end`` (at, size, t, flag: warmup / ok; an end's at -1 for none) and ``firsts`` (request, at, size:
     by request, each's in file order), ``first_lo``: where each request's first tokens begin there."""
 
-    def __init__(self, file: EventFile, rids: list[str], rid: np.ndarray, start: np.ndarray, end: np.ndarray,
+    def __init__(self, file: EventFile, rids: Sequence[str], rid: np.ndarray, start: np.ndarray, end: np.ndarray,
                  firsts: np.ndarray):
         self.file, self.rids, self.rid, self.start, self.end = file, rids, rid, start, end
         self.firsts = firsts[np.argsort(firsts[:, 0], kind="stable")]
@@ -433,9 +484,9 @@ class StoredRequests(Sequence):
     def take(self, idx: np.ndarray) -> StoredRequests:
         return StoredRequests(self._cols, self._rows[np.asarray(idx, dtype=np.int64)])
 
-    def rids(self) -> list[str]:
+    def rids(self) -> Sequence[str]:
         c = self._cols
-        return [c.rids[x] for x in c.rid[self._rows].tolist()]
+        return take_strings(c.rids, c.rid[self._rows])
 
     def columns(self) -> dict[str, np.ndarray]:
         c, rows = self._cols, self._rows
@@ -459,8 +510,9 @@ def request_columns(reqs: Sequence[Request]) -> dict[str, np.ndarray]:
             "ok": np.fromiter((bool(r.ok) for r in reqs), dtype=bool, count=n)}
 
 
-def request_rids(reqs: Sequence[Request]) -> list[str]:
-    """Every request's rid, in order (StoredRequests' without making a Request each)."""
+def request_rids(reqs: Sequence[Request]) -> Sequence[str]:
+    """Every request's rid, in order (StoredRequests' without making a Request each: packed, a str made
+    when one is read)."""
     return reqs.rids() if isinstance(reqs, StoredRequests) else [r.rid for r in reqs]
 
 

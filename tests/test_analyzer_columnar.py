@@ -571,12 +571,13 @@ def test_stored_requests_are_columns_not_objects(tmp_path):
     want, got = stream.request_columns(mem.requests), stream.request_columns(data.requests)
     assert list(want) == list(got) and all(np.array_equal(want[k], got[k]) for k in want)
     assert not got["has_end"].all() and got["warmup"].any() and got["ok"].any()
-    assert stream.request_rids(data.requests) == [r.rid for r in mem.requests]
+    rids = stream.request_rids(data.requests)  # packed: one buffer, no str object a request
+    assert isinstance(rids, stream.PackedStrings) and list(rids) == [r.rid for r in mem.requests]
     pick = np.array([3, 0, len(mem.requests) - 1])
     view = stream.take_requests(data.requests, pick)
     assert isinstance(view, stream.StoredRequests) and len(view) == 3
     assert_same([mem.requests[i] for i in pick.tolist()], list(view))
-    assert stream.request_rids(view) == [mem.requests[i].rid for i in pick.tolist()]
+    assert list(stream.request_rids(view)) == [mem.requests[i].rid for i in pick.tolist()]
     assert_same(mem.requests[1:4], list(data.requests[1:4]))
 
 
