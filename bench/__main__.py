@@ -70,4 +70,7 @@ def merge(existing: str, sections: list[str], note: str) -> str:
 
 
 if __name__ == "__main__":
+    from shared.procs import ctrl_c_interrupts
+
+    ctrl_c_interrupts()  # (started as a background job, SIGINT ignored: its daemons would inherit that)
     sys.exit(main())

@@ -165,9 +165,9 @@ def test_a_process_started_with_sigint_ignored_still_stops_its_children_with_it(
         parent.kill()
 
 
-@pytest.mark.parametrize("module", ["analyzer", "collector", "demo"])
+@pytest.mark.parametrize("module", ["analyzer", "collector", "demo", "bench"])
 def test_the_entry_points_that_stop_children_take_ctrl_c_back(module):
-    """python -m analyzer / collector / demo started with SIGINT ignored: Ctrl-C raises
+    """python -m analyzer / collector / demo / bench started with SIGINT ignored: Ctrl-C raises
     KeyboardInterrupt in them again (their children then start with the default)."""
     code = (f"import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); sys.argv = [{module!r}, '--help']\n"
             f"try:\n    runpy.run_module({module!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
