@@ -582,16 +582,17 @@ def _rid_of(req: Request, msg):
     return msg
 
 
-def chunk_array(ts: Any) -> Any:
+def chunk_array(ts: list) -> array:
     """A req.end's client.chunk_t_ns as an int64 array (8 bytes a chunk, not an int object and a
     pointer, 40): a long answer streams thousands of chunks, and every request's are held until its
-    JSON is written. Anything but plain integers is left as it came."""
-    if isinstance(ts, list) and ts and set(map(type, ts)) == {int}:  # (not bools: their type is bool)
+    JSON is written. ValueError naming the first stamp that is not an integer within 64 bits."""
+    if set(map(type, ts)) == {int}:  # (not bools: their type is bool)
         try:
             return array("q", ts)
-        except OverflowError:  # beyond int64: kept as the list
-            pass
-    return ts
+        except OverflowError:
+            raise ValueError("an integer beyond 64 bits") from None
+    bad = next(x for x in ts if type(x) is not int)
+    raise ValueError(f"{type(bad).__name__} {bad!r:.40}")
 
 
 def _req_end(p: dict[str, Any], check: bool = True) -> M.ReqEnd:
@@ -600,12 +601,11 @@ def _req_end(p: dict[str, Any], check: bool = True) -> M.ReqEnd:
     the request keeps its end (status, tokens, energy) and has no inter-token latency, where text or a
     stamp beyond int64 had stopped the analysis or made a gap of millennia; stream.msgpack keeps them."""
     end = M.ReqEnd.from_msg(p, check)
-    if end.client is not None:
-        ts = end.client.chunk_t_ns = chunk_array(end.client.chunk_t_ns)
-        if ts and not isinstance(ts, array):
-            bad = next((x for x in ts if type(x) is not int), None) if isinstance(ts, list) else ts
-            _unreadable_chunks(str(end.rid), f"{type(bad).__name__} {bad!r:.40}" if bad is not None
-                               else "an integer beyond 64 bits")
+    if end.client is not None and end.client.chunk_t_ns:  # (none, or an empty list: left as they came)
+        try:
+            end.client.chunk_t_ns = chunk_array(end.client.chunk_t_ns)
+        except ValueError as why:
+            _unreadable_chunks(str(end.rid), str(why))
             end.client.chunk_t_ns = None
     return end
 

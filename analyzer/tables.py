@@ -242,13 +242,9 @@ def percentiles_of(values: list[float], percentiles=DEFAULT_PERCENTILES) -> dict
 _KEY = ["model", "task", "load", "suite", "sweep_level"]
 
 
-def _key(row) -> tuple:
-    """model, task, load, suite, then the sweep level (numeric order; none first)."""
-    return _key_of(*(row.get(k) for k in _KEY))
-
-
 def _key_of(*values) -> tuple:
-    """_key of a row's values of _KEY."""
+    """A stats group's key of a row's values of _KEY: model, task, load, suite, then the sweep level
+    (numeric order; none first)."""
     lv = finite(values[4])
     return tuple("" if v is None else str(v) for v in values[:4]) + ((0, 0.0) if lv is None else (1, lv),)
 
