@@ -679,7 +679,7 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
     src_seqs = {src: src_seqs[src] for _, src in sorted(firsts_by_src)}
     batch_start, batch_end, requests = events_to_requests(evs)
     if order is not None:  # (held ones beside them only for an rid that is not a string: then all as objects)
-        kept = stored_requests(stored, order.tolist())
+        kept = stored_requests(stored, order)
         requests = sorted(requests + list(kept), key=lambda r: (r.start_t, r.rid)) if requests else kept
     tel_srcs = sorted({dec.srcs[c] for topic in (M.TEL_GPU, M.TEL_HOST) for c in distinct(scoped[topic]["src"])}
                       | {dec.srcs[c] for c in facts or {}})

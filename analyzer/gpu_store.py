@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analyzer import arrow_np, clock
+from analyzer import arrow_np, clock, mapped
 from analyzer import slabs as SL
 from analyzer.stream import BatchData, Series
 from shared import messages as M
@@ -192,7 +192,7 @@ class Store:
             cols = dec.requests.columns()
             for code in np.unique(cols["src"]).tolist():
                 seqs.setdefault(dec.srcs[code], []).append(cols["seq"][cols["src"] == code])
-        self._event_seqs = {s: np.unique(np.concatenate(v)) for s, v in seqs.items()}
+        self._event_seqs = {s: mapped.kept(np.unique(np.concatenate(v))) for s, v in seqs.items()}
         self._cache: tuple[float, float, BatchData] | None = None
         self._files = {f["file"]: _GroupFile(self.root / f["file"], [(t0, t1) for t0, t1, _ in f["groups"]])
                        for f in files}
@@ -660,7 +660,7 @@ def _by_src(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarr
         if ts.size > 1 and (ts[1:] < ts[:-1]).any():
             order = np.argsort(ts, kind="stable")
             idx, ts = idx[order], ts[order]
-        out.append((int(code), idx, ts))
+        out.append((int(code), mapped.kept(idx), mapped.kept(ts)))
     return out
 
 

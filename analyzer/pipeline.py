@@ -22,7 +22,7 @@ from analyzer import columns as COLS
 from analyzer import hosts
 from analyzer import energy as E
 from analyzer import load_curve as LC
-from analyzer import memory
+from analyzer import mapped, memory
 from analyzer import rows as ROWS
 from analyzer import shading
 from analyzer import slab_pool
@@ -310,11 +310,11 @@ class _SlabRows:
                                                     dict]):
         self._reqs, self._counted, self._make = reqs, counted, make
         self._layouts = ROWS.Layouts()  # rows as compact mappings: a dict of ~200 columns a request is several KB
-        self._num = np.full(len(reqs), -1, dtype=np.int64)  # each request's row number in the table
+        self._num = mapped.full(len(reqs), -1, dtype=np.int64)  # each request's row number in the table
         self._win = window_of  # each request's window (-1: none)
         at = np.full(len(reqs), -1, dtype=np.int64)  # each request's slab (slab_of: each window's)
         at[self._win >= 0] = slab_of[self._win[self._win >= 0]]
-        self._order = np.argsort(at, kind="stable")  # the requests by slab (first those without a window)
+        self._order = mapped.kept(np.argsort(at, kind="stable"))  # the requests by slab (first those without a window)
         self._bounds = np.searchsorted(at[self._order], np.arange(-1, slabs + 1))
         self._undone, self._u = self._order[:self._bounds[1]].tolist(), 0
         self._procs: list[tuple[str, ...]] = []  # per slab: the proc columns its rows were made with
@@ -417,22 +417,25 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     rc = request_columns(reqs)
     rids = request_rids(reqs)
     ended = rc["has_end"]
-    done_at = np.flatnonzero(ended & (rc["end_t"] >= rc["start_t"]))  # the requests with a window, by window
+    # (the run's per-request arrays in mapped files: analyzer.mapped) the requests with a window, by window
+    done_at = mapped.kept(np.flatnonzero(ended & (rc["end_t"] >= rc["start_t"])))
     for p in np.flatnonzero(ended & (rc["end_t"] < rc["start_t"])).tolist():
         problems.append(Msg("p_end_before_start", rid=rids[p]))
     warm = rc["warmup"]
-    measured_at = np.flatnonzero(~warm)  # the requests measured (not warm-ups), by place
+    measured_at = mapped.kept(np.flatnonzero(~warm))  # the requests measured (not warm-ups), by place
     done = take_requests(reqs, done_at)
-    win = E.Window((rc["start_t"][done_at] - origin) / 1e9, (rc["end_t"][done_at] - origin) / 1e9)
+    win = E.Window(*(mapped.kept((rc[k][done_at] - origin) / 1e9) for k in ("start_t", "end_t")))
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
+    conc = dataclasses.replace(conc, energy=mapped.kept(conc.energy), effective_s=mapped.kept(conc.effective_s),
+                               max_active=mapped.kept(conc.max_active))
     idle_until = (int(rc["start_t"].min()) - origin) / 1e9 if (opts.idle_baseline and len(reqs)) else None
     mid = _FirstChunks(done, origin)
-    window_of = np.full(len(reqs), -1, dtype=np.int64)  # each request's window (-1: none)
+    window_of = mapped.full(len(reqs), -1, dtype=np.int64)  # each request's window (-1: none)
     window_of[done_at] = np.arange(done_at.size)
     # the telemetry of every GPU (counted or not: all are written), read a slab of time at a time
     source = SL.source_of(dataclasses.replace(batch, gpus=all_gpus))
     slabs = SL.plan(win.a_s, win.b_s, source.span_s(), opts.slab_s)
-    slab_of = np.full(len(done), -1, dtype=np.int64)  # each window's slab
+    slab_of = mapped.full(len(done), -1, dtype=np.int64)  # each window's slab
     for k, s in enumerate(slabs):
         slab_of[s.rows] = k
     loaded, slo = _load_info(batch, opts)
@@ -521,6 +524,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     notes.extend(m.describe() for m in batch.clock.values())
     problems.extend(batch.clock_notes)
     outliers = mark_outliers(results)
+    memory.give_back()  # (each pass over the rows after the slabs leaves what it freed, and the index's pages read)
     if outliers:
         problems.append(Msg("p_outliers", n=len(outliers), k=f"{OUTLIER_FACTOR:g}",
                             which=", ".join(f"{r['rid']} ({r['latency_vs_twins']:.0f}×)" for r in outliers[:10])
@@ -598,13 +602,15 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                                stretch_of, let_go)
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus), source, slabs, sample_stretch)
     done_rows = rows.take(done_at)
-    first = np.array([_nan_if_none(finite(row.get("first_token_s"))) for row in done_rows], dtype=np.float64)
-    windows = Windows(take_strings(rids, done_at), rc["warmup"][done_at], done_rows, win, first)
+    first = mapped.kept(np.fromiter((_nan_if_none(finite(row.get("first_token_s"))) for row in done_rows),
+                                    dtype=np.float64, count=len(done_rows)))
+    windows = Windows(take_strings(rids, done_at), mapped.kept(rc["warmup"][done_at]), done_rows, win, first)
     problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None
     pct = tuple(opts.metric_percentiles)
     problems.extend(curve_problems)
     leveled = any(row.get("sweep_level") is not None for row in results)
+    memory.give_back()
     stats = tables.stats(results, simulated, pct, {"itl_ms": Gaps(place, reqs, rows)})
     return Analysis(columns, results, warmups, stats,
                     tables.pareto(results, simulated),
@@ -792,7 +798,7 @@ class _FirstChunks:
 
     def __init__(self, done: list[Request], origin: int):
         self._done, self._origin = done, origin
-        self._s, self._known = np.full(len(done), np.nan), np.zeros(len(done), dtype=bool)
+        self._s, self._known = mapped.full(len(done), np.nan), mapped.full(len(done), False, dtype=bool)
 
     def __getitem__(self, idx: np.ndarray) -> np.ndarray:
         todo = idx[~self._known[idx]]

@@ -10,6 +10,8 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from analyzer import mapped
+
 
 class Places(Mapping):
     """``{rid: p for p, rid in enumerate(rids)}`` (a repeated rid: its last place, as the dict's)."""
@@ -17,8 +19,8 @@ class Places(Mapping):
     def __init__(self, rids: Sequence[str]):
         self._rids = rids
         h = np.fromiter(map(hash, rids), dtype=np.int64, count=len(rids))
-        self._order = np.argsort(h, kind="stable")  # (equal hashes: by place)
-        self._h = h[self._order]
+        self._order = mapped.kept(np.argsort(h, kind="stable"))  # (equal hashes: by place)
+        self._h = mapped.kept(h[self._order])
         self._last: tuple[str | None, int] = (None, -1)
         self._n = len(set(rids)) if self._h.size and (np.diff(self._h) == 0).any() else len(rids)
 

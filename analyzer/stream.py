@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import msgpack
 import numpy as np
 
-from analyzer import clock, hosts
+from analyzer import clock, hosts, mapped
 from shared import messages as M
 from shared.logs import get_logger
 from shared.numbers import finite
@@ -320,10 +320,13 @@ class PackedStrings(Sequence):
         self._buf, self._lo, self._hi = buf, lo, hi
 
     @classmethod
-    def of(cls, buf: bytes, ends: array) -> PackedStrings:
-        """The strings of ``buf`` that end at each of ``ends``, one after the other."""
-        hi = np.frombuffer(ends, dtype=np.int64).copy() if len(ends) else np.zeros(0, dtype=np.int64)
-        return cls(buf, np.concatenate([np.zeros(min(hi.size, 1), dtype=np.int64), hi[:-1]]), hi)
+    def of(cls, buf: Any, ends: Any) -> PackedStrings:
+        """The strings of ``buf`` (UTF-8: bytes, or an array of them) that end at each of ``ends``, one
+        after the other; buffer and bounds mapped when large (analyzer.mapped), else held."""
+        hi = mapped.kept(np.frombuffer(ends, dtype=np.int64).copy() if len(ends) else np.zeros(0, dtype=np.int64))
+        lo = mapped.kept(np.concatenate([np.zeros(min(hi.size, 1), dtype=np.int64), hi[:-1]]))
+        big = mapped.kept(np.frombuffer(buf, dtype=np.uint8))
+        return cls(big if mapped.is_mapped(big) else bytes(big), lo, hi)
 
     def __len__(self) -> int:
         return int(self._lo.size)
@@ -331,17 +334,17 @@ class PackedStrings(Sequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return self.take(np.arange(len(self))[i])
-        return self._buf[int(self._lo[i]):int(self._hi[i])].decode("utf-8", "surrogatepass")
+        return str(self._buf[int(self._lo[i]):int(self._hi[i])], "utf-8", "surrogatepass")
 
     def __iter__(self):
         buf = self._buf
         for k in range(0, len(self), 4096):  # (the places as ints a block at a time)
             for a, b in zip(self._lo[k:k + 4096].tolist(), self._hi[k:k + 4096].tolist()):
-                yield buf[a:b].decode("utf-8", "surrogatepass")
+                yield str(buf[a:b], "utf-8", "surrogatepass")
 
     def take(self, idx: np.ndarray) -> PackedStrings:
         idx = np.asarray(idx, dtype=np.int64)
-        return PackedStrings(self._buf, self._lo[idx], self._hi[idx])
+        return PackedStrings(self._buf, mapped.kept(self._lo[idx]), mapped.kept(self._hi[idx]))
 
 
 def take_strings(strings: Sequence[str], idx: np.ndarray) -> Sequence[str]:
@@ -355,83 +358,127 @@ class StoredEvents:
     """A file's request events (``EventFile``) as columns, in file order, none held as a map: per event
     its ``kind`` (an index of REQUEST_TOPICS), its place in the recording (``idx``), publisher code
     (``src``), ``seq``, ``t``, where it is in the file (``at``, ``size``), ``flag`` (a req.start's
-    warmup, a req.end's ok) and its rid (``rid``, an index of ``rids``: one string a request, packed:
-    a PackedStrings once ``done``). ``stored_requests`` makes the requests of them."""
+    warmup, a req.end's ok) and its rid (``rid``, an index of ``rids``: one string a request, packed).
+    The columns are appended to as events come and spilled to temporary files as they grow
+    (analyzer.mapped.Spooled), each event's rid as its text: no Python object is kept per event or per
+    request while the file is read (a month's would be hundreds of MiB, and kept the allocator's pools
+    the events' maps were read into); ``done()`` makes them arrays (mapped) and numbers the rids.
+    ``stored_requests`` makes the requests of them."""
+
+    NAMES = ("kind", "flag", "idx", "src", "seq", "t", "at", "size")
 
     def __init__(self, file: EventFile):
         self.file = file
-        self.kind = array("b")
-        self.flag = array("b")
-        self.idx, self.src, self.seq, self.t, self.at, self.size, self.rid = (array("q") for _ in range(7))
+        self._cols = {k: mapped.Spooled("b" if k in ("kind", "flag") else "q") for k in self.NAMES}
+        self._text, self._ends = mapped.Spooled("B"), mapped.Spooled("q")  # each event's rid: UTF-8, where it ends
+        self._n, self._end = 0, 0
         self.rids = PackedStrings.of(b"", array("q"))
-        self._text, self._ends = bytearray(), array("q")  # each new rid's UTF-8 and where it ends
-        self._rid_code: dict[str, int] = {}
+        self.rid = np.zeros(0, dtype=np.int64)
+        for k in self.NAMES:
+            setattr(self, k, np.zeros(0, dtype=np.int8 if k in ("kind", "flag") else np.int64))
 
     def add(self, kind: int, idx: int, src: int, p: dict[str, Any], at: int, size: int) -> None:
-        rid = p["rid"]
-        code = self._rid_code.get(rid)
-        if code is None:
-            code = self._rid_code[rid] = len(self._ends)
-            self._text += rid.encode("utf-8", "surrogatepass")
-            self._ends.append(len(self._text))
-        self.kind.append(kind)
-        self.flag.append(bool(p.get(_WARMUP) if kind == 0 else p.get(_OK)))
-        for col, v in ((self.idx, idx), (self.src, src), (self.seq, p["seq"]), (self.t, p["t"]),
-                       (self.at, at), (self.size, size), (self.rid, code)):
-            col.append(v)
+        c = self._cols
+        text = p["rid"].encode("utf-8", "surrogatepass")
+        self._end += len(text)
+        self._text.buf.frombytes(text)
+        self._ends.buf.append(self._end)
+        c["kind"].buf.append(kind)
+        c["flag"].buf.append(bool(p.get(_WARMUP) if kind == 0 else p.get(_OK)))
+        for k, v in (("idx", idx), ("src", src), ("seq", p["seq"]), ("t", p["t"]), ("at", at), ("size", size)):
+            c[k].buf.append(v)
+        self._n += 1
+        if not self._n % mapped.Spooled.CHUNK:
+            for col in (*c.values(), self._text, self._ends):
+                col.spill()
 
     def done(self) -> StoredEvents:
-        """Read whole: the rids packed, their lookup by string let go."""
-        self._rid_code = {}
-        self.rids = PackedStrings.of(bytes(self._text), self._ends)
-        self._text, self._ends = bytearray(), array("q")
+        """Read whole: the columns as arrays; the rids numbered in the order first met, each packed once."""
+        for k, col in self._cols.items():
+            setattr(self, k, col.array())
+        text, ends = self._text.array(), self._ends.array()
+        self._cols, self._text, self._ends = {}, mapped.Spooled("B"), mapped.Spooled("q")
+        code = mapped.Spooled("q")
+        seen: dict[bytes, int] = {}  # (only while numbering: the rids' bytes, once each)
+        uniq, uniq_ends = mapped.Spooled("B"), mapped.Spooled("q")
+        lo = 0
+        for k in range(0, ends.size, mapped.Spooled.CHUNK):  # a block of events' texts as one bytes at a time
+            block = ends[k:k + mapped.Spooled.CHUNK].tolist()
+            chunk, base = text[lo:block[-1]].tobytes(), lo
+            for hi in block:
+                rid = chunk[lo - base:hi - base]
+                got = seen.get(rid)
+                if got is None:
+                    got = seen[rid] = len(seen)
+                    uniq.buf.frombytes(rid)
+                    uniq_ends.buf.append(len(uniq))
+                code.buf.append(got)
+                lo = hi
+            for col in (code, uniq, uniq_ends):
+                col.spill()
+            mapped.drop()
+        del seen
+        self.rid = code.array()
+        self.rids = PackedStrings.of(uniq.array(), uniq_ends.array())
         return self
 
     def __len__(self) -> int:
-        return len(self.kind)
+        return self._n
 
     def columns(self) -> dict[str, np.ndarray]:
         """src, seq, t, idx as int64 arrays (to_batch's de-duplication and order)."""
-        return {k: np.frombuffer(getattr(self, k), dtype=np.int64) if len(self) else np.zeros(0, dtype=np.int64)
-                for k in ("src", "seq", "t", "idx")}
+        return {k: getattr(self, k) for k in ("src", "seq", "t", "idx")}
 
 
 _WARMUP, _OK = M.ReqStart.declared("warmup")[0], M.ReqEnd.declared("ok")[0]
 
 
-def stored_requests(ev: StoredEvents, order: Iterable[int]) -> StoredRequests:
+def stored_requests(ev: StoredEvents, order: np.ndarray) -> StoredRequests:
     """The requests of ``ev``'s events taken in ``order`` (sorted and de-duplicated), as
     ``events_to_requests`` makes them of held events (a later req.start replaces, the first req.end counts;
-    sorted by (start t, rid)), each left in ev's file: columns (``StoredRequests``), not objects."""
-    slot: dict[int, int] = {}  # rid (its code) → its request's number (a restarted request takes a new one)
-    rid_at, start, end = array("q"), array("q"), array("q")  # start: (at, size, t, warmup) a request
-    firsts = array("q")  # (request, at, size) a first token
-    kind, flag, t, at, size, rid_of, rids = ev.kind, ev.flag, ev.t, ev.at, ev.size, ev.rid, ev.rids
-    for j in order:
-        code, k = rid_of[j], kind[j]
-        if k == 0:
-            if code in slot:
-                log.warning("request_restarted", rid=rids[code], note="a later req.start replaces the earlier one")
-            slot[code] = len(rid_at)
-            rid_at.append(code)
-            start.extend((at[j], size[j], t[j], flag[j]))
-            end.extend((-1, 0, 0, 0))
-        elif k == 1:
-            n = slot.get(code)
-            if n is not None:
-                firsts.extend((n, at[j], size[j]))
-        else:
-            n = slot.get(code)
-            if n is None:
-                log.warning("request_end_without_start", rid=rids[code])
-            elif end[4 * n] < 0:
-                end[4 * n:4 * n + 4] = array("q", (at[j], size[j], t[j], flag[j]))
-    live = np.array(sorted(slot.values()), dtype=np.int64)
-    del slot
-    cols = _RequestColumns(ev.file, ev.rids, np.frombuffer(rid_at, dtype=np.int64).copy(),
-                           np.frombuffer(start, dtype=np.int64).reshape(-1, 4).copy(),
-                           np.frombuffer(end, dtype=np.int64).reshape(-1, 4).copy(),
-                           np.frombuffer(firsts, dtype=np.int64).reshape(-1, 3).copy())
+    sorted by (start t, rid)), each left in ev's file: columns (``StoredRequests``), not objects. The
+    events are read a block at a time and the columns spooled (analyzer.mapped): no Python object a request."""
+    rids = ev.rids
+    slot = array("q", [-1]) * len(rids)  # rid code → its request's number (a restarted request takes a new one)
+    ended = bytearray()  # each request's: a req.end counted
+    rid_at, start = mapped.Spooled("q"), mapped.Spooled("q")  # start: (at, size, t, warmup) a request
+    ends, firsts = mapped.Spooled("q"), mapped.Spooled("q")  # (request, at, size, t, ok) a req.end; (request, at, size)
+    order = np.asarray(order, dtype=np.int64)
+    step = mapped.Spooled.CHUNK
+    for lo in range(0, order.size, step):
+        js = order[lo:lo + step]
+        for code, k, f, t, at, size in zip(ev.rid[js].tolist(), ev.kind[js].tolist(), ev.flag[js].tolist(),
+                                           ev.t[js].tolist(), ev.at[js].tolist(), ev.size[js].tolist()):
+            if k == 0:
+                if slot[code] >= 0:
+                    log.warning("request_restarted", rid=rids[code], note="a later req.start replaces the earlier one")
+                slot[code] = len(ended)
+                ended.append(0)
+                rid_at.buf.append(code)
+                start.buf.extend((at, size, t, f))
+            elif k == 1:
+                n = slot[code]
+                if n >= 0:
+                    firsts.buf.extend((n, at, size))
+            else:
+                n = slot[code]
+                if n < 0:
+                    log.warning("request_end_without_start", rid=rids[code])
+                elif not ended[n]:
+                    ended[n] = 1
+                    ends.buf.extend((n, at, size, t, f))
+        for col in (rid_at, start, ends, firsts):
+            col.spill()
+        mapped.drop()
+    got = np.frombuffer(slot, dtype=np.int64)
+    live = mapped.kept(np.sort(got[got >= 0]))
+    del slot, ended, got
+    end = mapped.full((len(rid_at), 4), 0, dtype=np.int64)
+    end[:, 0] = -1
+    e = ends.array().reshape(-1, 5)
+    end[e[:, 0]] = e[:, 1:]
+    cols = _RequestColumns(ev.file, rids, rid_at.array(), start.array().reshape(-1, 4), end,
+                           firsts.array().reshape(-1, 3))
     # by (start t, rid), as events_to_requests sorts: the rids read only where two start at one instant
     t0 = cols.start[live, 2]
     by_t = np.argsort(t0, kind="stable")
@@ -452,8 +499,8 @@ class _RequestColumns:
     def __init__(self, file: EventFile, rids: Sequence[str], rid: np.ndarray, start: np.ndarray, end: np.ndarray,
                  firsts: np.ndarray):
         self.file, self.rids, self.rid, self.start, self.end = file, rids, rid, start, end
-        self.firsts = firsts[np.argsort(firsts[:, 0], kind="stable")]
-        self.first_lo = np.searchsorted(self.firsts[:, 0], np.arange(len(rid) + 1))
+        self.firsts = mapped.kept(firsts[np.argsort(firsts[:, 0], kind="stable")])  # (by request, in file order)
+        self.first_lo = mapped.kept(np.searchsorted(self.firsts[:, 0], np.arange(len(rid) + 1)))
 
 
 class StoredRequests(Sequence):
@@ -463,7 +510,7 @@ class StoredRequests(Sequence):
     passes that need only stamps and flags read ``columns()``; ``take(idx)``: those requests, a view."""
 
     def __init__(self, cols: _RequestColumns, rows: np.ndarray):
-        self._cols, self._rows = cols, rows
+        self._cols, self._rows = cols, mapped.kept(rows)
 
     def __len__(self) -> int:
         return int(self._rows.size)
@@ -490,10 +537,10 @@ class StoredRequests(Sequence):
 
     def columns(self) -> dict[str, np.ndarray]:
         c, rows = self._cols, self._rows
-        start, end = c.start[rows], c.end[rows]
+        start, end = c.start[rows, 2:], c.end[rows]
         has_end = end[:, 0] >= 0
-        return {"start_t": start[:, 2], "end_t": end[:, 2], "has_end": has_end, "warmup": start[:, 3] != 0,
-                "ok": has_end & (end[:, 3] != 0)}
+        return {k: mapped.kept(v) for k, v in (("start_t", start[:, 0]), ("end_t", end[:, 2]), ("has_end", has_end),
+                                                ("warmup", start[:, 1] != 0), ("ok", has_end & (end[:, 3] != 0)))}
 
 
 def request_columns(reqs: Sequence[Request]) -> dict[str, np.ndarray]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import itertools
 import math
 from array import array
 from typing import Any, Iterable, Iterator, Sequence
@@ -71,10 +72,10 @@ def describe(values: list[float], lo: float | None = None, hi: float | None = No
                            "ci95_note": None}
     if n == 0:
         return out
-    mean = math.fsum(values) / n
+    mean = math.fsum(_python_floats(values)) / n
     out["mean"] = mean
     if n >= 2:
-        var = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
+        var = math.fsum((v - mean) ** 2 for v in _python_floats(values)) / (n - 1)
         out.update(variance=var, std=math.sqrt(var))
     if n < MIN_N_FOR_CI:
         out["ci95_note"] = "n too small"
@@ -87,6 +88,17 @@ def describe(values: list[float], lo: float | None = None, hi: float | None = No
         high = min(high, hi) if hi is not None else high
     out.update(ci95_low=low, ci95_high=high)
     return out
+
+
+def _python_floats(values: Iterable[float]) -> Iterable[float]:
+    """The values as Python floats (an array's a block at a time): describe's arithmetic is Python's on
+    any input, so a mean or variance is the same to the bit from a list or an array."""
+    if isinstance(values, np.ndarray):
+        return itertools.chain.from_iterable(values[k:k + _BLOCK].tolist() for k in range(0, values.size, _BLOCK))
+    return values
+
+
+_BLOCK = 1 << 14
 
 
 def pct_name(q: float) -> str:
@@ -117,9 +129,11 @@ def run_to_run(members: list[dict], metric: str) -> dict[str, Any]:
     return _run_to_run([_case_of(r) for r in members], [finite(r.get(metric)) for r in members])
 
 
-def _run_to_run(cases: list[str], values: list[float | None]) -> dict[str, Any]:
-    """run_to_run of the members' cases and finite() values (None: no value)."""
+def _run_to_run(cases: list[str], values: list[float | None] | np.ndarray) -> dict[str, Any]:
+    """run_to_run of the members' cases and finite() values (None, or NaN in an array: no value)."""
     by_case: dict[str, list[float]] = {}
+    if isinstance(values, np.ndarray):
+        values = [None if math.isnan(v) else v for v in _python_floats(values)]
     for case, v in zip(cases, values):
         if v is not None:
             by_case.setdefault(case, []).append(v)
@@ -142,15 +156,32 @@ def _finites(values: list) -> list:
     return list(map(finite, values))
 
 
+def _finite_array(values: list) -> np.ndarray:
+    """_finites as an array of doubles, NaN for None (8 bytes a value, where the list held a float object
+    and a pointer: a week's group, a metric at a time, and the allocator's pools they left behind)."""
+    types = set(map(type, values))
+    if types <= _FLOATS:
+        out = np.fromiter((math.nan if v is None else v for v in values), dtype=np.float64, count=len(values))
+        out[~np.isfinite(out)] = math.nan
+        return out
+    return np.fromiter((math.nan if v is None else v for v in _finites(values)), dtype=np.float64, count=len(values))
+
+
+def _present(values: np.ndarray) -> np.ndarray:
+    """The values that are there (not NaN), in order."""
+    return values[~np.isnan(values)]
+
+
 _FLOATS = {float, type(None)}
 _INTS = {int, type(None)}
 
 
 class _Members:
-    """A group's rows read a column at a time: finite() values of each metric, the rows of each quality
-    basis (positions), their cases (a metric of a group is a column, not a get per row). The metrics are
-    read in the order given, each as it is first asked for and let go after (a day's ~40 metrics as
-    Python lists at once were ~80 MiB), but for ``KEPT``, asked for again (the group's ratio of means)."""
+    """A group's rows read a column at a time: finite() values of each metric (an array, NaN for none),
+    the rows of each quality basis (positions), their cases (a metric of a group is a column, not a get
+    per row). The metrics are read in the order given, each as it is first asked for and let go after (a
+    day's ~40 metrics as Python lists at once were ~80 MiB), but for ``KEPT``, asked for again (the
+    group's ratio of means)."""
 
     KEPT = ("quality_score", "total_energy_j")
 
@@ -164,29 +195,31 @@ class _Members:
         if len(self.bases) == 1:  # the usual: one basis, every row (a range, not a week's Python ints)
             self.bases = {k: range(len(basis)) for k in self.bases}
         self._ahead = zip(metrics, cols)
-        self._kept: dict[str, list] = {}
+        self._kept: dict[str, np.ndarray] = {}
 
-    def finite(self, metric: str) -> list:
+    def finite(self, metric: str) -> np.ndarray:
         got = self._kept.get(metric)
         if got is not None:
             return got
         for name, values in self._ahead:  # (a metric skipped over is let go)
             if name == metric or name in self.KEPT:
-                got = _finites(values)
+                got = _finite_array(values)
+                del values
                 if name in self.KEPT:
                     self._kept[name] = got
                 if name == metric:
                     return got
         raise KeyError(f"{metric!r}: not among the metrics still to read, in their order")
 
-    def parts(self, metric: str) -> list[tuple[str | None, list[float | None], list[str]]]:
+    def parts(self, metric: str) -> list[tuple[str | None, np.ndarray, list[str]]]:
         """(basis, finite values, cases): one part (basis None) or, for a basis metric, one per basis."""
         got = self.finite(metric)
         if metric not in BASIS_METRICS:
             return [(None, got, self.cases)]
         if len(self.bases) == 1:  # (one basis: every row, not a copy of the lists)
             return [(basis, got, self.cases) for basis in self.bases]
-        return [(basis, [got[i] for i in at], [self.cases[i] for i in at]) for basis, at in sorted(self.bases.items())]
+        return [(basis, got[np.asarray(at, dtype=np.int64)], [self.cases[i] for i in at])
+                for basis, at in sorted(self.bases.items())]
 
 
 def per_case(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]]:
@@ -201,8 +234,8 @@ def per_case(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, A
         members = _Members(rows, STAT_METRICS)
         for metric in STAT_METRICS:
             for basis, got, _cases in members.parts(metric):
-                vals = [v for v in got if v is not None]
-                if vals:
+                vals = _present(got)
+                if vals.size:
                     d = describe(vals, *metric_range(metric))
                     out.append({**base, "metric": metric, "quality_basis": basis or None,
                                 **{k: d[k] for k in ("n", "mean", "std", "ci95_low", "ci95_high", "ci95_note")}})
@@ -214,10 +247,13 @@ def percentiles_of(values: list[float], percentiles=DEFAULT_PERCENTILES) -> dict
     An array of doubles (a day's pooled gaps: millions) is sorted in place: no Python float each, no copy;
     pooled values in their file (analyzer.pooled) have each order statistic found, not all sorted."""
     out: dict[str, Any] = {"median": None, **{pct_name(q): None for q in percentiles}}
-    if not values:
+    if not len(values):
         return out
     if isinstance(values, PooledValues) and values.held() is None:  # in its file: each rank found (pooled.kth)
         v, get = values, functools.lru_cache(maxsize=None)(functools.partial(kth, values))
+    elif isinstance(values, np.ndarray):  # (a stable sort: sorted()'s order, -0.0 and 0.0 as they came)
+        v = np.sort(values, kind="stable")
+        get = v.item
     elif isinstance(values, (array, PooledValues)):
         v = np.frombuffer(values if isinstance(values, array) else values.held(), dtype=np.float64)
         v.sort(kind="stable")
@@ -277,8 +313,8 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
         members = _Members(good, STAT_METRICS)
         for metric in STAT_METRICS:
             for basis, got, cases in members.parts(metric):
-                vals = [v for v in got if v is not None]
-                if not vals:
+                vals = _present(got)
+                if not vals.size:
                     continue
                 out.append({**base, "metric": metric, "quality_basis": basis or None,
                             **describe(vals, *metric_range(metric)), **percentiles_of(vals, percentiles),
@@ -297,11 +333,11 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
         # The group's ratio of means: mean quality over mean energy (robust to one tiny-energy request).
         quality, energy = members.finite("quality_score"), members.finite("total_energy_j")
         for basis, at in sorted(members.bases.items()):
-            q = [v for v in (quality[i] for i in at) if v is not None]
-            e = [v for v in (energy[i] for i in at) if v is not None]
-            if not (q and e and sum(e) > 0):
+            at = np.asarray(at, dtype=np.int64)
+            q, e = _present(quality[at]), _present(energy[at])
+            if not (q.size and e.size and sum(_python_floats(e)) > 0):  # (Python's sum, in order, as on a list)
                 continue
-            qm, em = math.fsum(q) / len(q), math.fsum(e) / len(e)
+            qm, em = math.fsum(_python_floats(q)) / len(q), math.fsum(_python_floats(e)) / len(e)
             for metric, value in (("group_quality_per_j", qm / em), ("group_quality_per_kj", 1000.0 * qm / em),
                                   ("group_j_per_quality", em / qm if qm > 0 else None)):
                 if value is None:

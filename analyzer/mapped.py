@@ -1,0 +1,122 @@
+"""Arrays that grow with the requests, kept in temporary files mapped into memory.
+
+A run's index of its requests (their stamps and places in the events file, their rids, their windows)
+is a few hundred bytes a request: on the heap, a month of requests' is hundreds of MiB that no phase
+of the analysis reads at once. An array made here lives in a temporary file mapped into the process:
+the passes read and write it as any array, and ``drop()`` (memory.give_back calls it between slabs and
+phases) hands its pages back to the OS, which keeps them in the file (its page cache first) and pages
+them in again when read. So what stays resident is what the current phase touches, not the run's
+requests. Only arrays of ``MIN_BYTES`` or more go to a file, and only where a mapping's pages can be
+dropped (``madvise``: Linux); elsewhere, or for a small batch, an array stays on the heap: only the
+figure for peak memory differs, never a value. The files are unlinked as soon as they are made (they
+go with the last array using them, or with the process) and are made where ``tempfile`` puts its
+files (``TMPDIR``: on a machine whose temporary directory is RAM, point it at a disk).
+"""
+from __future__ import annotations
+
+import mmap
+import tempfile
+import weakref
+from array import array
+from typing import Any
+
+import numpy as np
+
+MIN_BYTES = 1 << 18  # smaller arrays stay on the heap (a file and a mapping each is not worth it)
+_CAN = hasattr(mmap, "MADV_DONTNEED") and hasattr(mmap.mmap, "madvise")
+_maps: weakref.WeakSet = weakref.WeakSet()  # the live mappings (each goes with its last array)
+
+
+def empty(shape: Any, dtype: Any = np.float64) -> np.ndarray:
+    """``np.empty``, in a mapped file where large enough (its bytes zero there, not undefined)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if not _CAN or dtype.hasobject or n < max(MIN_BYTES, 1):
+        return np.empty(shape, dtype)
+    with tempfile.TemporaryFile(prefix="genai-power-index-") as f:
+        f.truncate(n)
+        m = mmap.mmap(f.fileno(), n)  # (the mapping keeps its own handle: the file object can go)
+    _maps.add(m)
+    return np.frombuffer(m, dtype=dtype).reshape(shape)
+
+
+def full(shape: Any, value: Any, dtype: Any = np.float64) -> np.ndarray:
+    """``np.full``, in a mapped file where large enough."""
+    out = empty(shape, dtype)
+    out[...] = value
+    return out
+
+
+def kept(a: Any) -> np.ndarray:
+    """``a`` as an array, copied into a mapped file where large enough (then ``a`` can go)."""
+    a = np.asarray(a)
+    if not _CAN or a.dtype.hasobject or a.nbytes < MIN_BYTES or is_mapped(a):
+        return a
+    out = empty(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
+class Spooled:
+    """An array made by appending to ``buf`` (an ``array`` of ``typecode``), never all on the heap: the
+    owner calls ``spill()`` now and then (every ``CHUNK`` appends or so), which writes what ``buf`` holds
+    to a temporary file and empties it once it is ``MIN_BYTES`` or more. ``array()``: every value
+    appended, one array (mapped once any was spilled; ``buf`` itself, viewed, when none was)."""
+
+    CHUNK = 1 << 16  # values an owner lets buf hold before it spills
+
+    def __init__(self, typecode: str):
+        self.buf = array(typecode)
+        self._dtype = np.dtype(typecode)
+        self._file: Any = None
+        self._n = 0  # values in the file
+
+    def __len__(self) -> int:
+        return self._n + len(self.buf)
+
+    def spill(self) -> None:
+        if not _CAN or not self.buf or len(self.buf) * self._dtype.itemsize < MIN_BYTES:  # (a small one stays)
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="genai-power-index-")
+        self.buf.tofile(self._file)
+        self._n += len(self.buf)
+        self.buf = array(self.buf.typecode)
+
+    def array(self) -> np.ndarray:
+        """Every value appended (then append no more)."""
+        dtype = self._dtype
+        if self._file is not None:
+            self.spill()
+            with self._file as f:
+                f.flush()
+                m = mmap.mmap(f.fileno(), self._n * dtype.itemsize)
+            self._file, self._n = None, 0
+            _maps.add(m)
+            self.buf = np.frombuffer(m, dtype)  # (what a second call returns)
+        if isinstance(self.buf, np.ndarray):
+            return self.buf
+        return np.frombuffer(self.buf, dtype) if len(self.buf) else np.zeros(0, dtype)
+
+
+def is_mapped(a: np.ndarray) -> bool:
+    """Whether ``a`` is (a view of) an array made here."""
+    base: Any = a
+    while True:
+        if isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        elif isinstance(base, memoryview):
+            base = base.obj
+        else:
+            return isinstance(base, mmap.mmap)
+
+
+def drop() -> int:
+    """Hand every mapped array's resident pages back (their values stay in the files). Returns the bytes
+    of the mappings (what may have been resident)."""
+    total = 0
+    for m in list(_maps):
+        if not m.closed:
+            m.madvise(mmap.MADV_DONTNEED)
+            total += len(m)
+    return total

@@ -1,0 +1,91 @@
+"""analyzer.mapped: the arrays that grow with the requests, kept in temporary files mapped into memory.
+
+Their values are the arrays' own whatever the OS does with the pages; memory.give_back hands the pages
+back; and an analysis with every such array mapped (the size threshold at zero, the spools spilling
+every three values) writes the very files of one with none mapped."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from analyzer import mapped, memory, pipeline, stream
+from tests.test_analyzer_columnar import STORED
+
+LINUX = pytest.mark.skipif(not mapped._CAN, reason="a mapping's pages are dropped with madvise (Linux)")
+
+
+def _rss_file_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+@LINUX
+def test_a_large_array_lives_in_a_file_and_give_back_drops_its_pages():
+    a = np.arange(2 << 20, dtype=np.int64)  # 16 MiB
+    m = mapped.kept(a)
+    assert mapped.is_mapped(m) and mapped.is_mapped(m[5:9]) and not mapped.is_mapped(a)
+    assert np.array_equal(m, a)
+    m[7] = -1  # written pages are the file's: dropped, then read back as written
+    before = _rss_file_mib()
+    memory.give_back()
+    assert _rss_file_mib() < before - 12, "the mapping's pages were not handed back"
+    assert m[7] == -1 and int(m.sum()) == int(a.sum()) - 8
+
+
+def test_small_arrays_and_objects_stay_on_the_heap():
+    small = np.arange(100)
+    assert mapped.kept(small) is small
+    objs = np.array(["a", None] * 100_000, dtype=object)
+    assert mapped.kept(objs) is objs
+    assert not mapped.is_mapped(mapped.full(10, -1, np.int64))
+    assert mapped.full(10, -1, np.int64).tolist() == [-1] * 10
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1 << 16])
+def test_a_spooled_array_is_every_value_appended(monkeypatch, chunk):
+    monkeypatch.setattr(mapped, "MIN_BYTES", 0)
+    s = mapped.Spooled("q")
+    values = [(-1) ** k * k * 1_000_003 for k in range(1000)]
+    for k, v in enumerate(values, 1):
+        s.buf.append(v)
+        if k % chunk == 0:
+            s.spill()
+    assert len(s) == len(values)
+    got = s.array()
+    assert got.dtype == np.int64 and got.tolist() == values
+    assert s.array().tolist() == values  # (asked again: the same)
+    assert mapped.Spooled("b").array().tolist() == []
+
+
+def _analyse(root):
+    from analyzer import cli
+
+    bd, data, problem = cli.load_data(root, 120.0)
+    a = cli.analyse_data(data, bd, pipeline.Options(quality=False, progress=False), False, problem)
+    files = {p.name: p.read_bytes() for p in (root / "summary").glob("*.csv")}
+    files.update({p.name: p.read_bytes() for p in (root / "raw").glob("*.json")})
+    return a, data, files
+
+
+def test_an_analysis_with_every_index_array_mapped_writes_the_same_files(tmp_path, monkeypatch):
+    plain = tmp_path / "plain"
+    shutil.copytree(STORED.parent.parent, plain)
+    a, data, want = _analyse(plain)
+    assert isinstance(data.requests, stream.StoredRequests) and not mapped.is_mapped(data.requests._cols.start)
+    monkeypatch.setattr(mapped, "MIN_BYTES", 0)
+    monkeypatch.setattr(mapped.Spooled, "CHUNK", 3)
+    forced = tmp_path / "forced"
+    shutil.copytree(STORED.parent.parent, forced)
+    b, data, got = _analyse(forced)
+    if mapped._CAN:  # (elsewhere nothing is mapped: the same files all the more)
+        cols = data.requests._cols
+        assert all(mapped.is_mapped(x) for x in (cols.start, cols.end, cols.rid, cols.firsts, data.requests._rows))
+    assert len(a.results) == len(b.results) > 2
+    assert set(got) == set(want) and "results.csv" in got and "stats.csv" in got
+    for name in want:
+        assert got[name] == want[name], name
