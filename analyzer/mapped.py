@@ -75,7 +75,11 @@ class Spooled:
         return self._n + len(self.buf)
 
     def spill(self) -> None:
-        if not _CAN or not self.buf or len(self.buf) * self._dtype.itemsize < MIN_BYTES:  # (a small one stays)
+        if _CAN and len(self.buf) * self._dtype.itemsize >= max(MIN_BYTES, 1):  # (a small one stays)
+            self._write()
+
+    def _write(self) -> None:
+        if not self.buf:
             return
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="genai-power-index-")
@@ -87,7 +91,7 @@ class Spooled:
         """Every value appended (then append no more)."""
         dtype = self._dtype
         if self._file is not None:
-            self.spill()
+            self._write()  # (the rest, however short)
             with self._file as f:
                 f.flush()
                 m = mmap.mmap(f.fileno(), self._n * dtype.itemsize)

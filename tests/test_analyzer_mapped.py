@@ -46,9 +46,11 @@ def test_small_arrays_and_objects_stay_on_the_heap():
     assert mapped.full(10, -1, np.int64).tolist() == [-1] * 10
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 1 << 16])
-def test_a_spooled_array_is_every_value_appended(monkeypatch, chunk):
-    monkeypatch.setattr(mapped, "MIN_BYTES", 0)
+@pytest.mark.parametrize("chunk, least", [(1, 0), (3, 0), (3, 80), (7, 800), (1 << 16, 0)])
+def test_a_spooled_array_is_every_value_appended(monkeypatch, chunk, least):
+    """Spilled every ``chunk`` values once ``least`` bytes are held: the values left held at the end (fewer
+    than that) are read back with the rest."""
+    monkeypatch.setattr(mapped, "MIN_BYTES", least)
     s = mapped.Spooled("q")
     values = [(-1) ** k * k * 1_000_003 for k in range(1000)]
     for k, v in enumerate(values, 1):
@@ -72,12 +74,14 @@ def _analyse(root):
     return a, data, files
 
 
-def test_an_analysis_with_every_index_array_mapped_writes_the_same_files(tmp_path, monkeypatch):
+@pytest.mark.parametrize("least", [0, 40])
+def test_an_analysis_with_every_index_array_mapped_writes_the_same_files(tmp_path, monkeypatch, least):
+    """``least``: MIN_BYTES; at 40 the spools of bytes spill later than those of int64 (5 values)."""
     plain = tmp_path / "plain"
     shutil.copytree(STORED.parent.parent, plain)
     a, data, want = _analyse(plain)
     assert isinstance(data.requests, stream.StoredRequests) and not mapped.is_mapped(data.requests._cols.start)
-    monkeypatch.setattr(mapped, "MIN_BYTES", 0)
+    monkeypatch.setattr(mapped, "MIN_BYTES", least)
     monkeypatch.setattr(mapped.Spooled, "CHUNK", 3)
     forced = tmp_path / "forced"
     shutil.copytree(STORED.parent.parent, forced)
@@ -85,6 +89,7 @@ def test_an_analysis_with_every_index_array_mapped_writes_the_same_files(tmp_pat
     if mapped._CAN:  # (elsewhere nothing is mapped: the same files all the more)
         cols = data.requests._cols
         assert all(mapped.is_mapped(x) for x in (cols.start, cols.end, cols.rid, cols.firsts, data.requests._rows))
+        assert len(cols.rid) == len(a.results) + 1  # (every request, the warm-up too: none lost in a spool)
     assert len(a.results) == len(b.results) > 2
     assert set(got) == set(want) and "results.csv" in got and "stats.csv" in got
     for name in want:
