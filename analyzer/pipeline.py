@@ -151,6 +151,20 @@ class Gaps(Mapping):
         p = self._at[rid]
         return _gaps(self._reqs[p], self._rows[p])
 
+    def of_rows(self, rows: Sequence[Mapping[str, Any]]) -> Iterator[list[float]]:
+        """Each of ``rows``' gaps (``self.get(row["rid"], [])``), the rows of this analysis found by their
+        number in its table, not by rid: a week's rids read back from the table as strings were the
+        biggest parts it held."""
+        mine = self._rows
+        if not (isinstance(rows, ROWS.RowList) and isinstance(mine, ROWS.RowList) and rows.table is mine.table):
+            yield from (self.get(r.get("rid"), []) for r in rows)
+            return
+        place = mapped.full(mine.table.n, -1, dtype=np.int64)  # each table row's request (-1: none)
+        place[mine.places] = np.arange(len(mine))
+        for k in range(0, len(rows), 1 << 14):
+            for p in place[rows.places[k:k + (1 << 14)]].tolist():
+                yield _gaps(self._reqs[p], mine[p]) if p >= 0 else []
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._at)
 

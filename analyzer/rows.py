@@ -28,6 +28,8 @@ from typing import Any, Callable, Hashable
 
 import numpy as np
 
+from shared.numbers import finite
+
 PART_ROWS = 4096       # rows of a column held together (a power of two)
 GROUP_BLOCK = 1 << 15  # rows whose key columns group_by reads at once
 RESIDENT_PARTS = 512   # parts held at most (~20 MiB): enough for every column of a few thousand rows
@@ -629,11 +631,88 @@ def iter_columns(rows: list[Mapping[str, Any]], names: list[str]) -> Iterator[li
     if not rows or not names:
         yield from ([] for _ in names)
         return
+    got = _placed(rows)
+    if got is None:
+        yield from ([r.get(c) for r in rows] for c in names)
+        return
+    table, lo, n, pieces = got
+    layouts = _layouts_of(rows)
+    for c in names:
+        col = table.columns.get(c)
+        if col is None:
+            values = [None] * n
+        elif pieces is None:
+            values = col.values(lo, lo + n)
+        else:
+            values = []
+            for b, places in pieces:
+                p = col.part(b)
+                values.extend([None] * len(places) if p is None or p.vals is None else p.pick(places.tolist()))
+        for layout, at in layouts.values():
+            if c not in layout.index:  # rows without the key: None, as row.get gives
+                for j in at:
+                    values[j] = None
+        yield values
+
+
+def iter_floats(rows: list[Mapping[str, Any]], names: list[str]) -> Iterator[np.ndarray]:
+    """iter_columns' columns as arrays of doubles: each value as ``finite`` reads it, NaN where that gives
+    None. A part of numbers is read as an array (no Python float a value: a week's group of rows, a column
+    at a time, made millions, and the allocator kept the pools they had been put in)."""
+    n = len(rows)
+    got = _placed(rows) if n and names else None
+    if got is None:
+        for values in iter_columns(rows, names):
+            yield np.fromiter((_NAN if (x := finite(v)) is None else x for v in values), dtype=np.float64, count=n)
+        return
+    table, lo, n, pieces = got
+    if pieces is None:  # a run of rows: each part's share of it
+        first, last = lo >> table.shift, (lo + n - 1) >> table.shift
+        pieces = [(b, np.arange(max(lo, b << table.shift), min(lo + n, (b + 1) << table.shift)) & table.mask)
+                  for b in range(first, last + 1)]
+    layouts = _layouts_of(rows)
+    for c in names:
+        out = np.full(n, _NAN)
+        col = table.columns.get(c)
+        at = 0
+        for b, places in pieces if col is not None else ():
+            vals = _part_floats(col.part(b), places)
+            if vals is not None:
+                out[at:at + places.size] = vals
+            at += places.size
+        for layout, where in layouts.values():
+            if c not in layout.index:  # rows without the key: None, as row.get gives
+                out[np.asarray(where, dtype=np.int64) if not isinstance(where, range) else slice(where.start, where.stop)] = _NAN
+        yield out
+
+
+_NAN = float("nan")
+
+
+def _part_floats(p: _Part | None, places: np.ndarray) -> np.ndarray | None:
+    """Part p's values at ``places`` as iter_floats gives them (None: the part is all None)."""
+    if p is None or p.vals is None:
+        return None
+    if p.none is None:  # a list: any values, each as finite reads it
+        return np.fromiter((_NAN if (x := finite(v)) is None else x for v in p.pick(places.tolist())),
+                           dtype=np.float64, count=places.size)
+    out = np.full(places.size, _NAN)
+    have = places < len(p.vals)  # (places past the part's last value were never set)
+    j = places[have]
+    v = np.frombuffer(p.vals, dtype=np.float64 if p.kind is float else np.int64)[j].astype(np.float64)
+    v[(np.frombuffer(p.none, dtype=np.uint8)[j] != 0) | ~np.isfinite(v)] = _NAN
+    out[have] = v
+    return out
+
+
+def _placed(rows: Sequence[Mapping[str, Any]]) -> tuple[Table, int, int, list | None] | None:
+    """Where rows are in their table: (table, first row, count, None) for a run of rows in order, else
+    (table, first, count, [(part, its rows' places in it), ...] in the rows' order); None for rows that
+    are not all Row views of one table."""
     if isinstance(rows, RowList):
         table, where = rows.table, rows.places
     elif any(type(r) is not Row for r in rows) or len({id(r._t) for r in rows}) > 1:
-        yield from ([r.get(c) for r in rows] for c in names)
-        return
+        return None
     else:
         table = rows[0]._t
         # (the rows' places as an array, not Python ints: a week's group of rows is held while its columns
@@ -641,26 +720,9 @@ def iter_columns(rows: list[Mapping[str, Any]], names: list[str]) -> Iterator[li
         where = np.fromiter((r._i for r in rows), dtype=np.int64, count=len(rows))
     lo, n = int(where[0]), len(rows)
     # the usual cases: every row of the table in order, or a run of them (a block of the CSV)
-    run = bool((where == np.arange(lo, lo + n)).all())
-    if not run:  # other rows (a group): split where the part changes, each piece read at C speed
-        part = where >> table.shift
-        cuts = [0, *(np.flatnonzero(np.diff(part)) + 1).tolist(), n]
-        pieces = [(int(part[k]), (where[k:m] & table.mask).tolist()) for k, m in zip(cuts, cuts[1:])]
-    del where
-    layouts = _layouts_of(rows)
-    for c in names:
-        col = table.columns.get(c)
-        if col is None:
-            values = [None] * n
-        elif run:
-            values = col.values(lo, lo + n)
-        else:
-            values = []
-            for b, places in pieces:
-                p = col.part(b)
-                values.extend([None] * len(places) if p is None or p.vals is None else p.pick(places))
-        for layout, at in layouts.values():
-            if c not in layout.index:  # rows without the key: None, as row.get gives
-                for j in at:
-                    values[j] = None
-        yield values
+    if bool((where == np.arange(lo, lo + n)).all()):
+        return table, lo, n, None
+    # other rows (a group): split where the part changes, each piece read at C speed
+    part = where >> table.shift
+    cuts = [0, *(np.flatnonzero(np.diff(part)) + 1).tolist(), n]
+    return table, lo, n, [(int(part[k]), where[k:m] & table.mask) for k, m in zip(cuts, cuts[1:])]

@@ -156,17 +156,6 @@ def _finites(values: list) -> list:
     return list(map(finite, values))
 
 
-def _finite_array(values: list) -> np.ndarray:
-    """_finites as an array of doubles, NaN for None (8 bytes a value, where the list held a float object
-    and a pointer: a week's group, a metric at a time, and the allocator's pools they left behind)."""
-    types = set(map(type, values))
-    if types <= _FLOATS:
-        out = np.fromiter((math.nan if v is None else v for v in values), dtype=np.float64, count=len(values))
-        out[~np.isfinite(out)] = math.nan
-        return out
-    return np.fromiter((math.nan if v is None else v for v in _finites(values)), dtype=np.float64, count=len(values))
-
-
 def _present(values: np.ndarray) -> np.ndarray:
     """The values that are there (not NaN), in order."""
     return values[~np.isnan(values)]
@@ -186,15 +175,14 @@ class _Members:
     KEPT = ("quality_score", "total_energy_j")
 
     def __init__(self, rows: list, metrics: tuple[str, ...]):
-        cols = ROWS.iter_columns(rows, ["quality_basis", "case_hash", "case", *metrics])
-        basis, case_hash, case = next(cols), next(cols), next(cols)
+        basis, case_hash, case = ROWS.columns_of(rows, ["quality_basis", "case_hash", "case"])
         self.cases = list(map(_case_key, case_hash, case))
         self.bases: dict[str, Sequence[int]] = {}
         for i, b in enumerate(basis):
             self.bases.setdefault(_basis_key(b), []).append(i)
         if len(self.bases) == 1:  # the usual: one basis, every row (a range, not a week's Python ints)
             self.bases = {k: range(len(basis)) for k in self.bases}
-        self._ahead = zip(metrics, cols)
+        self._ahead = zip(metrics, ROWS.iter_floats(rows, list(metrics)))
         self._kept: dict[str, np.ndarray] = {}
 
     def finite(self, metric: str) -> np.ndarray:
@@ -203,8 +191,7 @@ class _Members:
             return got
         for name, values in self._ahead:  # (a metric skipped over is let go)
             if name == metric or name in self.KEPT:
-                got = _finite_array(values)
-                del values
+                got = values
                 if name in self.KEPT:
                     self._kept[name] = got
                 if name == metric:
@@ -299,7 +286,8 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
     """One row per model × task × load × metric over successful requests; failures counted in n_failed.
 
     Quality metrics (BASIS_METRICS) get one row per quality_basis, so two bases are never averaged.
-    ``pooled``: {metric: {rid: values}}: every value of the group's requests in one sample (ITL)."""
+    ``pooled``: {metric: {rid: values}}: every value of the group's requests in one sample (ITL); a
+    mapping with ``of_rows(rows)`` gives the rows' values itself."""
     groups = ROWS.group_by(results, _KEY, _key_of)
     out = []
     for key in sorted(groups):
@@ -320,7 +308,8 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
                             **describe(vals, *metric_range(metric)), **percentiles_of(vals, percentiles),
                             **_run_to_run(cases, got)})
         for metric, by_rid in (pooled or {}).items():
-            vals = _pooled(by_rid.get(r.get("rid"), []) for r in good)
+            of_rows = getattr(by_rid, "of_rows", None)  # (the analysis's: found by row, not rid)
+            vals = _pooled(of_rows(good) if of_rows else (by_rid.get(r.get("rid"), []) for r in good))
             if vals:
                 out.append({**base, "metric": metric, **describe(vals, *metric_range(metric)),
                             **percentiles_of(vals, percentiles)})

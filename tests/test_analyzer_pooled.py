@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyzer import pooled, tables
+from analyzer import pooled, stream, tables
+from analyzer import rows as ROWS
 
 
 def _pool(values, held: int) -> pooled.PooledValues:
@@ -52,3 +53,37 @@ def test_stats_pooled_rows_are_the_same_held_or_in_the_file(monkeypatch):
     mine = [v for r in results if r["load"] == 1 for v in gaps[r["rid"]] if isinstance(v, float) and v == v]
     row = next(row for row in itl if row["load"] == "1")
     assert row["n"] == len(mine) and row["p99"] == float(np.percentile(mine, 99.0))
+
+
+def test_an_analysis_gaps_found_by_row_are_those_found_by_rid(tmp_path):
+    """stats.csv's pooled gaps of an analysis are read by each row's place in the results table
+    (Gaps.of_rows), not by its rid read back as a string: the same values, request by request, and so
+    the same stats rows as by rid; other rows (plain dicts) are looked up by rid."""
+    from analyzer import cli, pipeline
+    from tests import synth as S
+    from tests.test_analyzer_columnar import write
+
+    reqs = [S.Req(0.2 + 0.3 * k, 0.45 + 0.3 * k, run=k, warmup=k == 0, case=k % 2,
+                  chunk_s=[0.05 + 0.01 * j * (1 + k % 3) for j in range(5 + k)]) for k in range(8)]
+    msgs = S.messages(S.Spec(duration_s=3.0, rate_hz=20.0, gpus=[S.Gpu(S.constant(100.0))], requests=reqs))
+    root = tmp_path / "b"
+    write(root / "raw" / "stream.msgpack", msgs)
+    _bd, data, _problem = cli.load_data(root, 120.0)
+    a = pipeline.analyze(data, pipeline.Options(quality=False, progress=False))
+    # every request's row in the requests' order (as analyze holds them): the measured ones and the warm-ups
+    warm = stream.request_columns(data.requests)["warmup"]
+    places = np.empty(len(data.requests), dtype=np.int64)
+    places[~warm], places[warm] = a.results.places, a.warmups.places
+    assert warm.any() and isinstance(a.results, ROWS.RowList)
+    gaps = pipeline.Gaps(pipeline.Places(stream.request_rids(data.requests)), data.requests,
+                         ROWS.RowList(a.results.table, places))
+    rows = a.results
+    by_row = list(gaps.of_rows(rows))
+    by_rid = [gaps.get(r["rid"], []) for r in rows]
+    assert by_row == by_rid and sum(map(len, by_row)) > 10
+    assert list(gaps.of_rows([dict(r) for r in rows])) == by_rid
+    flipped = rows.take(np.arange(len(rows))[::-1])  # (any order: each its own)
+    assert list(gaps.of_rows(flipped)) == by_rid[::-1]
+    pct = (50.0, 99.0)
+    assert tables.stats(rows, False, pct, {"itl_ms": gaps}) == tables.stats(rows, False, pct, {"itl_ms": dict(zip(
+        [r["rid"] for r in rows], by_rid))})

@@ -14,9 +14,10 @@ import pytest
 
 from analyzer import outputs, pipeline, report
 from analyzer import rows as ROWS
-from analyzer.rows import Layouts, Row, Table, columns_of, fill, keys_of
+from analyzer.rows import Layouts, Row, RowList, Table, columns_of, fill, iter_floats, keys_of
 from analyzer.stream import build
 from shared.batch import BatchDir
+from shared.numbers import finite
 from tests import synth as S
 
 
@@ -248,6 +249,41 @@ def test_columns_of_is_a_get_per_row_and_column(table):
         assert got == [[r.get(c) for r in some] for c in names]
         assert [[type(v) for v in col] for col in got] == [[type(r.get(c)) for r in some] for c in names]
     assert columns_of([], names) == [[] for _ in names] and columns_of(rows, []) == []
+
+
+def _as_finite(values) -> list:
+    """finite() of each value, NaN for None, as bits (NaN compares unequal; -0.0 must stay -0.0)."""
+    return [float("nan") if (x := finite(v)) is None else x for v in values]
+
+
+def _bits(values) -> list:
+    return [np.float64(v).tobytes() for v in values]
+
+
+@tables
+def test_iter_floats_is_finite_of_each_value(table):
+    """Each column as doubles: finite() of every value (floats, ints, a big int, numeric text, text, bools,
+    inf and NaN, None, a list), NaN where it gives None, for runs of rows, other rows, a RowList and its
+    groups, rows that lack the key and plain dicts; the parts of numbers read as arrays, the others by value."""
+    rnd = random.Random(11)
+    layouts = Layouts(TABLES[table]())
+    odd = [None, 3, 2.5, -0.0, "4.5", "x", " ", True, float("inf"), float("nan"), 2 ** 60 + 1, [1]]
+    rows = [layouts.row({k: rnd.choice(odd) for k in rnd.sample("abc", rnd.randint(0, 3))}) for _ in range(40)]
+    for k, r in enumerate(rows):
+        r["f"] = None if k % 5 == 0 else (k - 20) * 0.25 if k % 7 else float("-inf")  # a part of floats
+        r["i"] = None if k % 6 == 0 else (k - 9) * 10 ** 15  # a part of ints (beyond 2**53 some)
+    for r in rows[::4]:
+        r["late"] = 1.5  # set on some rows only, after the others were made
+    names = ["a", "b", "c", "f", "i", "late", "never"]
+    table_of = rows[0]._t
+    listed = RowList(table_of, np.array([r._i for r in rows], dtype=np.int64))
+    some_sets = (rows, rows[::-3], rows[10:30], rows[5:6], [rows[7], rows[2]], listed, listed.take(np.arange(39, -1, -2)),
+                 rows[:3] + [{"a": 1.25, "f": "2"}])
+    for some in some_sets:
+        got = list(iter_floats(some, names))
+        assert [g.dtype for g in got] == [np.float64] * len(names)
+        assert [_bits(g) for g in got] == [_bits(_as_finite(r.get(c) for r in some)) for c in names]
+    assert [g.size for g in iter_floats([], names)] == [0] * len(names)
 
 
 def test_rows_are_the_same_whatever_the_block_of_windows_converted(monkeypatch):
