@@ -34,7 +34,7 @@ from typing import Any, Iterable, Sequence
 import msgpack
 import numpy as np
 
-from analyzer import arrow_np, clock, gpu_store, hosts, memory, packed, table_spill
+from analyzer import arrow_np, clock, gpu_store, hosts, mapped, memory, packed, table_spill
 from analyzer.stream import (DEFAULT_LOOKBACK_S, REQUEST_TOPICS, BatchData, EventFile, Series, StoredEvents,
                              events_to_requests, stored_requests)
 from shared import messages as M
@@ -604,7 +604,7 @@ def _sort_key(event: tuple[int, str, dict]) -> tuple:
 
 def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool = False,
              mappings: dict[str, clock.Mapping] | None = None, gpu_meta: bool = True,
-             host_scan: gpu_store.HostScan | None = None) -> BatchData:
+             host_scan: gpu_store.HostScan | None = None, seqs: bool = True) -> BatchData:
     """The BatchData of the decoded recording. ``consume``: empty ``dec``'s tables on the way (the
     caller is done with them), so the columns and the series are not both held at the peak.
     ``mappings``: the clock mappings already fitted (a stretch of a recording: its own events hold
@@ -612,7 +612,8 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
     meta is only their index (a stretch of a recording whose meta was read once: its table holds only
     the stamps, seqs and readings). ``host_scan``: the host's rows left in the copy's file (dec's host
     table empty), none repeated: the host series' meta folded from the file a row group at a time
-    (arrays empty, as gpu_store.lazy_batch leaves them)."""
+    (arrays empty, as gpu_store.lazy_batch leaves them). ``seqs=False``: no ``src_seqs`` (a lazy batch's
+    store keeps its own: every message's seq of a day, sorted, was ~8 bytes a message more at the peak)."""
     tabs = dec.tables
     parts = [tabs[t].cols for t in TABLE_TOPICS]
     codes = {s: i for i, s in enumerate(dec.srcs)}
@@ -652,31 +653,36 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
         if consume:
             tabs[topic].cols = {}
     ev_t_sel = np.array([p["t"] for _, p in evs], dtype=np.int64)
-    ev_src_sel = np.array([str(p["src"]) for _, p in evs], dtype=object)
+    ev_src_sel = np.array([codes[str(p["src"])] for _, p in evs], dtype=np.int64)  # (codes: 8 bytes an event)
     ev_seq_sel = np.array([p["seq"] for _, p in evs], dtype=np.int64)
     order = None
     if stored is not None:  # the stored request events, in the order the others are sorted in: (t, src, seq)
         kept = np.flatnonzero(keeps[-1])
         rank = np.empty(len(dec.srcs), dtype=np.int64)
         rank[sorted(range(len(dec.srcs)), key=dec.srcs.__getitem__)] = np.arange(len(dec.srcs))
-        order = kept[np.lexsort((req_cols["seq"][kept], rank[req_cols["src"][kept]], req_cols["t"][kept]))]
-        ev_t_sel = np.concatenate([ev_t_sel, req_cols["t"][order]])
-        ev_src_sel = np.concatenate([ev_src_sel, np.array(dec.srcs, dtype=object)[req_cols["src"][order]]])
-        ev_seq_sel = np.concatenate([ev_seq_sel, req_cols["seq"][order]])
-    all_t = [s["t"] for s in scoped.values()] + [ev_t_sel]
+        order = mapped.kept(kept[np.lexsort((req_cols["seq"][kept], rank[req_cols["src"][kept]], req_cols["t"][kept]))])
+        del kept
+        memory.give_back()  # (the de-duplication's and the sort's arrays, a day's events' each)
+    all_t = [s["t"] for s in scoped.values()] + [ev_t_sel] + ([req_cols["t"][order]] if order is not None else [])
     firsts = [int(x.min()) for x in all_t if x.size] + [f.first_t for f in (facts or {}).values()]
     origin = min(firsts) if firsts else 0
+    del all_t
     src_seqs: dict[str, np.ndarray] = {}
     firsts_by_src = []
-    for code, src in enumerate(dec.srcs):
-        sel = [s["src"] == code for s in scoped.values()] + [ev_src_sel == src]
-        seqs = np.concatenate([s["seq"][m] for s, m in zip(scoped.values(), sel)] + [ev_seq_sel[sel[-1]]])
-        if seqs.size:
-            src_seqs[src] = np.sort(seqs, kind="stable")  # (runs in order: merged)
+    if seqs and order is not None:
+        ev_src_sel = np.concatenate([ev_src_sel, req_cols["src"][order]])
+        ev_seq_sel = np.concatenate([ev_seq_sel, req_cols["seq"][order]])
+        ev_t_sel = np.concatenate([ev_t_sel, req_cols["t"][order]])
+    for code, src in enumerate(dec.srcs if seqs else ()):
+        sel = [s["src"] == code for s in scoped.values()] + [ev_src_sel == code]
+        got = np.concatenate([s["seq"][m] for s, m in zip(scoped.values(), sel)] + [ev_seq_sel[sel[-1]]])
+        if got.size:
+            src_seqs[src] = np.sort(got, kind="stable")  # (runs in order: merged)
             ts = [s["t"][m] for s, m in zip(scoped.values(), sel)] + [ev_t_sel[sel[-1]]]
             firsts_by_src.append((min(int(x.min()) for x in ts if x.size), src))
     # in the order each source first appears in time (as stream.build fills it)
     src_seqs = {src: src_seqs[src] for _, src in sorted(firsts_by_src)}
+    del ev_t_sel, ev_src_sel, ev_seq_sel
     batch_start, batch_end, requests = events_to_requests(evs)
     if order is not None:  # (held ones beside them only for an rid that is not a string: then all as objects)
         kept = stored_requests(stored, order)
@@ -709,15 +715,23 @@ def message_keys(dec: Decoded) -> np.ndarray | None:
     holds but the GPUs' and the host's), sorted; None where one is out of range."""
     codes = {s: i for i, s in enumerate(dec.srcs)}
     hb = dec.tables[M.TEL_HB].cols
-    src = [hb["src"], np.array([codes[str(p["src"])] for _, _, p in dec.events], dtype=np.int32)]
-    seq = [hb["seq"], np.array([p["seq"] for _, _, p in dec.events], dtype=np.int64)]
+    parts = [(hb["src"], hb["seq"]), (np.array([codes[str(p["src"])] for _, _, p in dec.events], dtype=np.int64),
+                                      np.array([p["seq"] for _, _, p in dec.events], dtype=np.int64))]
     if dec.requests is not None and len(dec.requests):
         cols = dec.requests.columns()
-        src.append(cols["src"])
-        seq.append(cols["seq"])
-    out = seq_keys(np.concatenate(src), np.concatenate(seq))
-    if out is not None:
-        out.sort()
+        parts.append((cols["src"], cols["seq"]))
+    if any(seq.size and (seq.min() < 0 or seq.max() >= 1 << 40) for _, seq in parts):
+        return None
+    # made and sorted in place, in a mapped file (analyzer.mapped): a day's messages' keys are not copied
+    out = mapped.empty(sum(seq.size for _, seq in parts), np.int64)
+    at = 0
+    for src, seq in parts:
+        key = out[at:at + seq.size]
+        key[:] = src
+        key <<= 40
+        key |= seq
+        at += seq.size
+    out.sort()
     return out
 
 
@@ -1145,6 +1159,8 @@ def read_copy(stream: Path, gpus: bool = True):
                 # (without the GPUs' rows, none of the host's: gpu_store.lazy_batch folds them from the
                 # file a row group at a time, the stretches read theirs)
                 cols = _concat([]) if lean else arrow_np.read_columns(pf)
+                if topic == M.TEL_HB:  # (a heartbeat a second from each daemon, whatever the length: mapped)
+                    cols = {k: mapped.kept(v) for k, v in cols.items()}
                 have = set(pf.schema_arrow.names)
             if not cols:
                 cols = _concat([])

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analyzer import arrow_np, clock, mapped
+from analyzer import arrow_np, clock, mapped, memory
 from analyzer import slabs as SL
 from analyzer.stream import BatchData, Series
 from shared import messages as M
@@ -189,10 +189,13 @@ class Store:
         for name in sorted(set(names.tolist())):
             seqs.setdefault(name, []).append(values[names == name])
         if dec.requests is not None and len(dec.requests):  # (the request events left in the copy's file)
+            from analyzer.columnar import distinct
+
             cols = dec.requests.columns()
-            for code in np.unique(cols["src"]).tolist():
-                seqs.setdefault(dec.srcs[code], []).append(cols["seq"][cols["src"] == code])
-        self._event_seqs = {s: mapped.kept(np.unique(np.concatenate(v))) for s, v in seqs.items()}
+            for code in distinct(cols["src"]).tolist():
+                mine = cols["src"] == code
+                seqs.setdefault(dec.srcs[code], []).append(cols["seq"] if mine.all() else cols["seq"][mine])
+        self._event_seqs = {s: _sorted_once(v) for s, v in seqs.items()}
         self._cache: tuple[float, float, BatchData] | None = None
         self._files = {f["file"]: _GroupFile(self.root / f["file"], [(t0, t1) for t0, t1, _ in f["groups"]])
                        for f in files}
@@ -644,6 +647,20 @@ def _group_meta(pf, g: int, names: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def _sorted_once(parts: list[np.ndarray]) -> np.ndarray:
+    """``np.unique`` of the parts' values (mapped: analyzer.mapped), without a sort where they rise
+    already (a publisher's seqs in file order: a day's events' sorted again were three copies at once)."""
+    if len(parts) == 1 and (parts[0].size < 2 or (parts[0][1:] > parts[0][:-1]).all()):
+        return mapped.kept(parts[0])
+    out = mapped.empty(sum(p.size for p in parts), np.int64)  # (joined and sorted in place, not on the heap)
+    at = 0
+    for p in parts:
+        out[at:at + p.size] = p
+        at += p.size
+    out.sort(kind="stable")  # (runs in order: merged)
+    return out if out.size < 2 or (out[1:] > out[:-1]).all() else mapped.kept(np.unique(out))
+
+
 def _by_src(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Per source code of a table: (code, its rows' indices, their raw stamps), in stamp order (stable),
     so the rows within a raw range are found by bisection (slabs.stamp_range: the comparison a mask
@@ -703,9 +720,13 @@ def lazy_batch(root: Path, files: list[dict[str, Any]], dec, lookback_s: float) 
     scan = HostScan(root / f"{M.TEL_HOST}.parquet", message_keys(dec))
     if not scan.usual:
         dec.tables[M.TEL_HOST].cols = scan.lean()
-    base = to_batch(dec, lookback_s, host_scan=scan if scan.usual else None)  # (dec's tel.gpu table is empty too)
+    memory.give_back()  # (each step below reads every event's columns: their pages, and what it freed, handed back)
+    # (dec's tel.gpu table is empty too; the store keeps every source's seqs itself)
+    base = to_batch(dec, lookback_s, host_scan=scan if scan.usual else None, seqs=False)
+    memory.give_back()
     gpu = dec.tables[M.TEL_GPU]
     store = Store(root, files, gpu.strings, tuple(gpu.series), dec, lookback_s, base, scan)
+    memory.give_back()
     if base.host is not None:  # its rows are the stretches' (dec's host table had no readings); kept: meta
         host = _empty(base.host)
         host.meta = {**base.host.meta, "samples": base.host.meta.get("samples", int(base.host.t_ns.size))}

@@ -94,3 +94,19 @@ def test_an_analysis_with_every_index_array_mapped_writes_the_same_files(tmp_pat
     assert set(got) == set(want) and "results.csv" in got and "stats.csv" in got
     for name in want:
         assert got[name] == want[name], name
+
+
+@pytest.mark.parametrize("least", [0, 1 << 18])
+def test_a_sources_event_seqs_are_sorted_once_each(monkeypatch, least):
+    """gpu_store._sorted_once: np.unique of the parts, whether one part already rises (kept as it is, no
+    sort), parts that each rise but interleave, or repeats; joined and sorted in a mapped file."""
+    from analyzer.gpu_store import _sorted_once
+
+    monkeypatch.setattr(mapped, "MIN_BYTES", least)
+    rng = np.random.default_rng(3)
+    rising = np.cumsum(rng.integers(1, 5, 1000))
+    cases = [[rising], [rising[::2], rising[1::2]], [rising, rising[:10]], [rng.integers(0, 50, 300)],
+             [np.zeros(0, dtype=np.int64)], [np.array([7])], [np.array([5, 5])]]
+    for parts in cases:
+        got = _sorted_once([np.asarray(p, dtype=np.int64) for p in parts])
+        assert got.dtype == np.int64 and got.tolist() == np.unique(np.concatenate(parts)).tolist()
