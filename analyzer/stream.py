@@ -310,9 +310,10 @@ REQUEST_TOPICS = (M.REQ_START, M.REQ_FIRST_TOKEN, M.REQ_END)
 
 class PackedStrings(Sequence):
     """Strings held as one UTF-8 buffer and where each begins and ends (16 bytes a string beside its
-    text), a str made when one is read: a week's rids as str objects were ~60 bytes each over their text,
-    and, made one by one among the events' short-lived maps, they kept the allocator's pools they were
-    put in. ``take(idx)``: those strings, sharing the buffer."""
+    text; buffer and bounds in mapped files when large, analyzer.mapped), a str made when one is read: a
+    week's rids as str objects were ~60 bytes each over their text, and, made one by one among the
+    events' short-lived maps, they kept the allocator's pools they were put in. ``take(idx)``: those
+    strings, sharing the buffer."""
 
     __slots__ = ("_buf", "_lo", "_hi")
 
