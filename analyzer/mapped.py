@@ -115,12 +115,8 @@ def is_mapped(a: np.ndarray) -> bool:
             return isinstance(base, mmap.mmap)
 
 
-def drop() -> int:
-    """Hand every mapped array's resident pages back (their values stay in the files). Returns the bytes
-    of the mappings (what may have been resident)."""
-    total = 0
+def drop() -> None:
+    """Hand every mapped array's resident pages back (their values stay in the files)."""
     for m in list(_maps):
         if not m.closed:
             m.madvise(mmap.MADV_DONTNEED)
-            total += len(m)
-    return total

@@ -108,10 +108,6 @@ def _in_window(t_s: np.ndarray, a_s: float, b_s: float) -> slice:
     return slice(int(t_s.searchsorted(a_s, "left")), int(t_s.searchsorted(b_s, "right")))
 
 
-def _nan_if_none(v: float | None) -> float:
-    return math.nan if v is None else v
-
-
 class Windows(Sequence):
     """The requests' windows for the plots and the report: a dict each (rid, a_s, b_s, label, warmup and
     first_s, where prefill ends and decode begins: None when no first token was seen), made when read
@@ -146,6 +142,7 @@ class Gaps(Mapping):
 
     def __init__(self, place: Mapping[str, int], reqs: list[Request], rows: list[Mapping[str, Any]]):
         self._at, self._reqs, self._rows = place, reqs, rows  # rid → its place in reqs and rows
+        self._place: np.ndarray | None = None  # (of_rows': by table row)
 
     def __getitem__(self, rid: str) -> list[float]:
         p = self._at[rid]
@@ -159,8 +156,10 @@ class Gaps(Mapping):
         if not (isinstance(rows, ROWS.RowList) and isinstance(mine, ROWS.RowList) and rows.table is mine.table):
             yield from (self.get(r.get("rid"), []) for r in rows)
             return
-        place = mapped.full(mine.table.n, -1, dtype=np.int64)  # each table row's request (-1: none)
-        place[mine.places] = np.arange(len(mine))
+        if self._place is None:  # each table row's request (-1: none), once for every group
+            self._place = mapped.full(mine.table.n, -1, dtype=np.int64)
+            self._place[mine.places] = np.arange(len(mine))
+        place = self._place
         for k in range(0, len(rows), 1 << 14):
             for p in place[rows.places[k:k + (1 << 14)]].tolist():
                 yield _gaps(self._reqs[p], mine[p]) if p >= 0 else []
@@ -616,8 +615,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
                                stretch_of, let_go)
     gpu_samples, host_samples = _samples(dataclasses.replace(batch, gpus=all_gpus), source, slabs, sample_stretch)
     done_rows = rows.take(done_at)
-    first = mapped.kept(np.fromiter((_nan_if_none(finite(row.get("first_token_s"))) for row in done_rows),
-                                    dtype=np.float64, count=len(done_rows)))
+    first = mapped.kept(next(ROWS.iter_floats(done_rows, ["first_token_s"])))
     windows = Windows(take_strings(rids, done_at), mapped.kept(rc["warmup"][done_at]), done_rows, win, first)
     problems.extend(tables.basis_problems(results))
     batch_id = (batch.batch_start or batch.batch_end).batch if (batch.batch_start or batch.batch_end) else None

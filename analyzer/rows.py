@@ -663,7 +663,7 @@ def iter_floats(rows: list[Mapping[str, Any]], names: list[str]) -> Iterator[np.
     got = _placed(rows) if n and names else None
     if got is None:
         for values in iter_columns(rows, names):
-            yield np.fromiter((_NAN if (x := finite(v)) is None else x for v in values), dtype=np.float64, count=n)
+            yield _finite_floats(values, n)
         return
     table, lo, n, pieces = got
     if pieces is None:  # a run of rows: each part's share of it
@@ -682,11 +682,16 @@ def iter_floats(rows: list[Mapping[str, Any]], names: list[str]) -> Iterator[np.
             at += places.size
         for layout, where in layouts.values():
             if c not in layout.index:  # rows without the key: None, as row.get gives
-                out[np.asarray(where, dtype=np.int64) if not isinstance(where, range) else slice(where.start, where.stop)] = _NAN
+                out[where] = _NAN
         yield out
 
 
 _NAN = float("nan")
+
+
+def _finite_floats(values: Iterable[Any], n: int) -> np.ndarray:
+    """The n values as ``finite`` reads each, NaN where that gives None."""
+    return np.fromiter((_NAN if (x := finite(v)) is None else x for v in values), dtype=np.float64, count=n)
 
 
 def _part_floats(p: _Part | None, places: np.ndarray) -> np.ndarray | None:
@@ -694,8 +699,7 @@ def _part_floats(p: _Part | None, places: np.ndarray) -> np.ndarray | None:
     if p is None or p.vals is None:
         return None
     if p.none is None:  # a list: any values, each as finite reads it
-        return np.fromiter((_NAN if (x := finite(v)) is None else x for v in p.pick(places.tolist())),
-                           dtype=np.float64, count=places.size)
+        return _finite_floats(p.pick(places.tolist()), places.size)
     out = np.full(places.size, _NAN)
     have = places < len(p.vals)  # (places past the part's last value were never set)
     j = places[have]

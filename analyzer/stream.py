@@ -372,7 +372,7 @@ class StoredEvents:
         self.file = file
         self._cols = {k: mapped.Spooled("b" if k in ("kind", "flag") else "q") for k in self.NAMES}
         self._text, self._ends = mapped.Spooled("B"), mapped.Spooled("q")  # each event's rid: UTF-8, where it ends
-        self._n, self._end = 0, 0
+        self._n = 0
         self.rids = PackedStrings.of(b"", array("q"))
         self.rid = np.zeros(0, dtype=np.int64)
         for k in self.NAMES:
@@ -380,10 +380,8 @@ class StoredEvents:
 
     def add(self, kind: int, idx: int, src: int, p: dict[str, Any], at: int, size: int) -> None:
         c = self._cols
-        text = p["rid"].encode("utf-8", "surrogatepass")
-        self._end += len(text)
-        self._text.buf.frombytes(text)
-        self._ends.buf.append(self._end)
+        self._text.buf.frombytes(p["rid"].encode("utf-8", "surrogatepass"))
+        self._ends.buf.append(len(self._text))
         c["kind"].buf.append(kind)
         c["flag"].buf.append(bool(p.get(_WARMUP) if kind == 0 else p.get(_OK)))
         for k, v in (("idx", idx), ("src", src), ("seq", p["seq"]), ("t", p["t"]), ("at", at), ("size", size)):
