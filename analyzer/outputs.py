@@ -720,7 +720,9 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
         written.append(parquet(bd.summary / "load_curve.parquet", list(load_curve.COLUMNS), a.load_curve))  # compare
     if a.warmups:
         written.append(write_text(bd.summary / "warmups.csv", tables.csv_parts(a.columns, a.warmups), CSV_ENCODING))
-    rids = list(a.request_json)  # in time order (its telemetry is read in order); each built, written, dropped
+    # in time order (its telemetry is read in order); each built, written, dropped. Iterated, not listed:
+    # a list of a week's rids is a string object a request, held to the end
+    n_json = len(a.request_json)
     files = RequestFiles(bd.raw, samples_key)
     samples = [(bd.raw / "samples_gpu.parquet", a.gpu_samples), (bd.raw / "samples_host.parquet", a.host_samples)]
     # a slab's samples written once the JSON are past it: its stretch read once for both
@@ -728,7 +730,8 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
     stretch = getattr(a.request_json, "stretch", lambda rid: None)
     try:
         last = None
-        for rid in tqdm(rids, desc="request JSON", unit="req", disable=not progress or len(rids) < 50):
+        for rid in tqdm(a.request_json, desc="request JSON", unit="req", total=n_json,
+                        disable=not progress or n_json < 50):
             at = stretch(rid)
             # a slab done: its samples written, its stretch, texts and pieces freed and handed back (a
             # request with no window has no stretch: it writes nothing early, finish writes the rest)
@@ -771,6 +774,6 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
         written.append(write_text(bd.summary / i18n.suffixed("report.html", one), report_html.html_parts(a, one)))
         written.append(write_text(bd.summary / i18n.suffixed("report.md", one), report.render_parts(a, plot_files, lang=one)))
         memory.give_back()
-    log.info("outputs_written", batch=str(bd.root), files=len(written) + len(rids), request_json=len(rids),
+    log.info("outputs_written", batch=str(bd.root), files=len(written) + n_json, request_json=n_json,
              results=len(a.results), simulated=a.simulated)
     return written

@@ -163,6 +163,7 @@ class Gaps(Mapping):
         for k in range(0, len(rows), 1 << 14):
             for p in place[rows.places[k:k + (1 << 14)]].tolist():
                 yield _gaps(self._reqs[p], mine[p]) if p >= 0 else []
+            mapped.drop()  # the block's events read from their mapped files: not resident for the whole pass
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._at)

@@ -34,7 +34,7 @@ def merged_windows(windows: list[dict], t: np.ndarray, pixels: int) -> list[tupl
         return None
     lo = min(float(arrays.a_s.min()), float(t.min()) if t.size else np.inf)
     hi = max(float(arrays.b_s.max()), float(t.max()) if t.size else -np.inf)
-    sp = shading.merged(shading.whole(arrays), (hi - lo) / max(pixels, 1))
+    sp = shading.shading(arrays, lo, hi, pixels, limit=0, of=shading.whole)
     return [(s0, s1, "tab:gray" if k == shading.WARM else "tab:orange", WINDOW_ALPHA * share)
             for s0, s1, k, share in zip(sp.s0.tolist(), sp.s1.tolist(), sp.kind.tolist(), sp.share().tolist())]
 

@@ -127,45 +127,78 @@ _PROBLEM_COLUMNS = ("status", "quality_basis", "bartscore_error", "bartscore_mod
                     "quality_error", "total_energy_j", "cpu_util_avg", "prompt_cached_tokens")
 
 
+_PROBLEM_BLOCK = 1 << 14  # rows read at once (a week's ten columns as Python values were ~50 MiB)
+
+
+class _Tally:
+    """What problem_list says of the results' rows, counted a block of rows at a time."""
+
+    def __init__(self, quality_ran: bool, lang: str):
+        self.quality_ran, self.lang = quality_ran, lang
+        self.ok = self.fallback = self.missing_e = self.busy = self.failed = self.cached = self.tokens = 0
+        self.fallback_why: Any = None
+        self.checkpoints: set[str] = set()
+        self.missing_q: Counter = Counter()
+        self.failed_rows: list = []  # the first MAX_FAILED_LISTED
+
+    def add(self, rows) -> None:
+        col = dict(zip(_PROBLEM_COLUMNS, columns_of(rows, list(_PROBLEM_COLUMNS))))
+        status, basis, task, score = col["status"], col["quality_basis"], col["task"], col["quality_score"]
+        bart_error, bart_model, energy, cpu = col["bartscore_error"], col["bartscore_model"], \
+            col["total_energy_j"], col["cpu_util_avg"]
+        for i, s in enumerate(status):
+            if s == "failed":
+                self.failed += 1
+                if len(self.failed_rows) < MAX_FAILED_LISTED:
+                    self.failed_rows.append(rows[i])
+            if s != "ok":
+                continue
+            self.ok += 1
+            if basis[i] == "chrf" and bart_error[i]:
+                self.fallback += 1
+                if self.fallback == 1:  # (the first one's words stand for all)
+                    self.fallback_why = bart_error[i]
+                if bart_model[i]:
+                    self.checkpoints.add(str(bart_model[i]))
+            if self.quality_ran and finite(score[i], text=False) is None \
+                    and task[i] in ("qa", "summary", "code", "creative"):
+                self.missing_q[_why_no_quality(col["quality_error"][i], task[i], self.lang)] += 1
+            if finite(energy[i], text=False) is None:
+                self.missing_e += 1
+            if (finite(cpu[i], text=False) or 0.0) >= CONTENTION_PCT:
+                self.busy += 1
+        cached = [v for v in col["prompt_cached_tokens"] if (finite(v, text=False) or 0) > 0]
+        self.cached += len(cached)
+        self.tokens = sum(cached, self.tokens)
+
+
 def problem_list(a, lang: str = "en") -> list[str]:
     """Why a figure is missing or doubtful, one plain-text line each (the caller escapes for HTML)."""
     out: list[str] = []
-    col = dict(zip(_PROBLEM_COLUMNS, columns_of(a.results, list(_PROBLEM_COLUMNS))))
-    status = col["status"]
-    ok = [i for i, s in enumerate(status) if s == "ok"]
+    n = _Tally(a.quality_ran, lang)
+    for lo in range(0, len(a.results), _PROBLEM_BLOCK):
+        n.add(a.results[lo:lo + _PROBLEM_BLOCK])
     out += [in_lang(p, lang) for p in a.problems if getattr(p, "key", None) == "p_fallback"]  # first: what ran
-    basis, bart_error, bart_model = col["quality_basis"], col["bartscore_error"], col["bartscore_model"]
-    fallback = [i for i in ok if basis[i] == "chrf" and bart_error[i]]
-    if fallback:
-        checkpoints = ", ".join(sorted({str(bart_model[i]) for i in fallback if bart_model[i]}))
-        out.append(t("p_bart_unavailable", lang, n=len(fallback), why=bart_error[fallback[0]],
-                     checkpoints=checkpoints or "?"))
-    task, score = col["task"], col["quality_score"]
-    missing_q = [i for i in ok if a.quality_ran and finite(score[i], text=False) is None
-                 and task[i] in ("qa", "summary", "code", "creative")]
-    for why, n in Counter(_why_no_quality(col["quality_error"][i], task[i], lang) for i in missing_q).most_common():
-        out.append(t("p_quality_missing", lang, n=n, why=why))
-    energy = col["total_energy_j"]
-    missing_e = sum(1 for i in ok if finite(energy[i], text=False) is None)
-    if missing_e:
-        out.append(t("p_energy_missing", lang, n=missing_e))
+    if n.fallback:
+        out.append(t("p_bart_unavailable", lang, n=n.fallback, why=n.fallback_why,
+                     checkpoints=", ".join(sorted(n.checkpoints)) or "?"))
+    for why, k in n.missing_q.most_common():
+        out.append(t("p_quality_missing", lang, n=k, why=why))
+    if n.missing_e:
+        out.append(t("p_energy_missing", lang, n=n.missing_e))
     skipped = a.batch_end.skipped if a.batch_end is not None else None
     if isinstance(skipped, int) and skipped > 0:
         out.append(t("p_skipped", lang, n=skipped))
-    failed = [a.results[i] for i, s in enumerate(status) if s == "failed"]
-    if failed:
+    if n.failed:
         what = "; ".join(f"{r.get('model')}/{r.get('task')}/{r.get('load')}#{r.get('run')}: "
-                         f"{str(r.get('error') or '')[:160]}" for r in failed[:MAX_FAILED_LISTED])
-        out.append(t("p_failed", lang, n=len(failed), what=what + (" …" if len(failed) > MAX_FAILED_LISTED else "")))
+                         f"{str(r.get('error') or '')[:160]}" for r in n.failed_rows)
+        out.append(t("p_failed", lang, n=n.failed, what=what + (" …" if n.failed > MAX_FAILED_LISTED else "")))
     if a.simulated:
         out.append(t("p_simulated", lang))
-    cpu = col["cpu_util_avg"]
-    busy = sum(1 for i in ok if (finite(cpu[i], text=False) or 0.0) >= CONTENTION_PCT)
-    if busy:
-        out.append(t("p_contention", lang, n=busy, total=len(ok), pct=f"{CONTENTION_PCT:g}"))
-    cached = [v for v in col["prompt_cached_tokens"] if (finite(v, text=False) or 0) > 0]
-    if cached:
-        out.append(t("p_cache", lang, n=len(cached), tokens=int(sum(cached))))
+    if n.busy:
+        out.append(t("p_contention", lang, n=n.busy, total=n.ok, pct=f"{CONTENTION_PCT:g}"))
+    if n.cached:
+        out.append(t("p_cache", lang, n=n.cached, tokens=int(n.tokens)))
     out += [in_lang(p, lang) for p in a.problems if getattr(p, "key", None) != "p_fallback"]
     return out
 

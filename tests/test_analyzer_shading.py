@@ -66,6 +66,30 @@ def test_merged_spans_cover_each_span_once_and_stay_a_pixel_apart():
     assert (sp.share() == 1).all()  # (a window's own span covers itself)
 
 
+@pytest.mark.parametrize("of", [shading.spans, shading.whole])
+def test_merging_a_block_of_windows_at_a_time_gives_the_spans_of_merging_all_at_once(monkeypatch, of):
+    """A week's windows are shaded a block at a time (bounded memory): the same runs, starts, reaches,
+    first windows and counts as one merge of every span, whatever order the windows come in (blocks that
+    interleave in time, equal starts across blocks)."""
+    wins = _windows(3000, gap=2.0)
+    order = np.random.default_rng(5).permutation(len(wins))
+    wins = [wins[i] for i in order]
+    for i in range(0, len(wins), 50):  # starts equal to another block's
+        wins[i] = {**wins[i], "a_s": wins[(i + 977) % len(wins)]["a_s"]}
+        wins[i]["b_s"] = max(wins[i]["b_s"], wins[i]["a_s"])
+    arrays = shading.window_arrays(wins)
+    x0, x1, pixels = float(arrays.a_s.min()), float(arrays.b_s.max()), 700
+    whole_merge = shading.merged(of(arrays), (x1 - x0) / pixels)
+    monkeypatch.setattr(shading, "BLOCK", 97)
+    blocked = shading.shading(arrays, x0, x1, pixels, of=of)
+    assert 0 < len(blocked) < len(of(arrays))
+    for name in ("s0", "s1", "kind", "window", "count"):
+        assert getattr(blocked, name).tolist() == getattr(whole_merge, name).tolist(), name
+    np.testing.assert_allclose(blocked.busy, whole_merge.busy, rtol=1e-12)
+    monkeypatch.setattr(shading, "BLOCK", 10_000)  # one block: as before
+    assert shading.shading(arrays, x0, x1, pixels, of=of).window.tolist() == whole_merge.window.tolist()
+
+
 def test_pipeline_windows_give_the_arrays_their_dicts_hold():
     """pipeline.Windows hands the shading its arrays without a dict per window, the same values."""
     a = np.array([0.5, 2.0, 4.0, 7.5])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -191,6 +192,45 @@ def test_problems_name_skips_contention_and_cache_hits(analysis):
     zh = "\n".join(problem_list(changed, "zh"))
     assert "2 个计划中的请求被跳过" in zh and "共 42 个" in zh
     assert "reused" not in "\n".join(problem_list(analysis, "en"))  # the synthetic batch had no cache hit
+
+
+def test_problems_counted_a_block_of_rows_at_a_time_are_those_of_all_at_once(analysis, monkeypatch):
+    """problem_list reads a week's results a block of rows at a time: every count, the first reason, the
+    first failures named and the reasons' order are those of one pass, blocks cutting through them."""
+    import dataclasses
+
+    from analyzer import report
+
+    rows = []
+    for i in range(61):
+        r = dict(analysis.results[i % len(analysis.results)])
+        r.update(status="ok", ok=True, error=None, task=["qa", "summary", "chat"][i % 3], quality_score=0.5,
+                 cpu_util_avg=99.0 if i % 5 == 0 else 10.0, prompt_cached_tokens=i if i % 4 == 0 else None,
+                 total_energy_j=None if i % 6 == 0 else 2.0, quality_error=None, run=i)
+        if i % 7 == 0:
+            r.update(quality_basis="chrf", bartscore_error=f"no checkpoint {i}", bartscore_model=f"bart-{i % 2}")
+        if i % 8 == 3:
+            r.update(quality_score=None, quality_error=["timeout", "empty answer", "empty answer"][i // 8 % 3])
+        if i % 9 == 4:
+            r.update(status="failed", ok=False, error=f"HTTP 500 #{i}")
+        rows.append(r)
+    changed = dataclasses.replace(analysis, results=rows, quality_ran=True)
+    whole = report.problem_list(changed, "en")
+    monkeypatch.setattr(report, "_PROBLEM_BLOCK", 4)
+    assert report.problem_list(changed, "en") == whole
+    text = "\n".join(whole)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert "scored by chrF / 100" in text and "no checkpoint 0" in text and "no checkpoint 7" not in text
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert f"{len(failed)} request(s) failed" in text and "HTTP 500 #4:" not in text and "#4: HTTP 500 #4" in text
+    assert f"#{failed[5]['run']}: " not in text and " …" in text  # five named, the rest counted
+    assert f"during {sum(r['cpu_util_avg'] > 90 for r in ok)} of {len(ok)} request window(s)" in text
+    cached = [r["prompt_cached_tokens"] for r in rows if r["prompt_cached_tokens"]]
+    assert f"{len(cached)} request(s) reused prompt tokens from the server's cache ({sum(cached)} tokens" in text
+    assert f"{sum(r['total_energy_j'] is None for r in ok)} successful request(s) have no energy figure" in text
+    missing = [r["quality_error"] for r in ok if r["quality_score"] is None and r["task"] != "chat"]
+    assert [line for line in whole if "have no quality score" in line] == \
+        [f"{n} successful request(s) have no quality score: {why}" for why, n in Counter(missing).most_common()]
 
 
 def test_md_and_html_count_the_requests_by_status_alike(analysis):
