@@ -242,7 +242,7 @@ def parquet(path: Path, columns: list[str], rows: list[dict[str, Any]], block: i
     table: ~0.15 GB). The file reads back as the table of every row at once would be: with more than
     one block, each column's type is found over all its rows first (_types) and every block made in it."""
     names = list(dict.fromkeys(columns))  # (a name given twice once, as pa.table of a dict)
-    types = _types(rows, names) if len(rows) > block else None
+    types = _types(rows, names, block) if len(rows) > block else None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     writer = None
@@ -273,36 +273,64 @@ _PLAIN_TYPES = {float: pa.float64(), int: pa.int64(), str: pa.string(), bool: pa
 _I64 = (-(1 << 63), (1 << 63) - 1)
 
 
-def _types(rows: list[dict[str, Any]], names: list[str]) -> list[tuple[pa.DataType, bool]]:
+def _types(rows: list[dict[str, Any]], names: list[str], block: int) -> list[tuple[pa.DataType, bool]]:
     """Each column's Arrow type over all rows, as _column of the whole column makes it, and whether it is
-    text of mixed types; one column's values made at a time. Arrow infers a type from every value, in
-    order ([1.5, True] is double, [True, 1.5] mixed), so a column of one plain type is named by its
-    type and any other is made whole, once, for its type."""
+    text of mixed types; the columns' values made a block of rows at a time (a week's column of text as
+    Python values was tens of MiB). Arrow infers a type from every value, in order ([1.5, True] is
+    double, [True, 1.5] mixed), so a column of one plain type is named by its type and any other is made
+    whole, once, for its type."""
+    seen = [_Kinds() for _ in names]
+    for lo in range(0, len(rows), block):
+        for kinds, values in zip(seen, iter_columns(rows[lo:lo + block], names)):
+            kinds.add(values)
     out = []
-    for values in iter_columns(rows, names):
-        kind = _plain_type(values)
+    for name, kinds in zip(names, seen):
+        kind = kinds.plain()
         if kind is None:
-            got = _typed(_jsonable_column(values))
+            got = _typed(_jsonable_column(next(iter_columns(rows, [name]))))
             out.append((pa.string(), True) if got is None else (got.type, False))
         else:
             out.append((kind, False))
     return out
 
 
-def _plain_type(values: list) -> pa.DataType | None:
-    """The type of a column of one plain type and None, as _column makes it; None for any other column."""
-    kinds = set(map(type, values)) - {type(None)}
-    if not kinds:
-        return pa.null()
-    one = kinds.pop()
-    if kinds or one not in _PLAIN_TYPES:
-        return None
-    if one is float:  # NaN and inf are None (jsonable): a column of them alone is null
-        return pa.float64() if any(v is not None and math.isfinite(v) for v in values) else pa.null()
-    if one is int:  # (one beyond int64 is pa.array's to convert or refuse)
-        ints = [v for v in values if v is not None]
-        return pa.int64() if _I64[0] <= min(ints) and max(ints) <= _I64[1] else None
-    return _PLAIN_TYPES[one]
+class _Kinds:
+    """The types of a column's values but None, added a block of values at a time, and what its type
+    depends on: whether a float among them is finite, the least and greatest int."""
+
+    __slots__ = ("kinds", "finite", "lo", "hi")
+
+    def __init__(self) -> None:
+        self.kinds: set[type] = set()
+        self.finite = False
+        self.lo: int | None = None
+        self.hi: int | None = None
+
+    def add(self, values: list) -> None:
+        kinds = set(map(type, values)) - {type(None)}
+        self.kinds |= kinds
+        if kinds == {float} and not self.finite:
+            self.finite = any(v is not None and math.isfinite(v) for v in values)
+        elif kinds == {int}:
+            ints = [v for v in values if v is not None]
+            lo, hi = min(ints), max(ints)
+            self.lo = lo if self.lo is None else min(self.lo, lo)
+            self.hi = hi if self.hi is None else max(self.hi, hi)
+
+    def plain(self) -> pa.DataType | None:
+        """The type of a column of one plain type and None, as _column makes it; None for any other."""
+        if not self.kinds:
+            return pa.null()
+        if len(self.kinds) > 1:
+            return None
+        one = next(iter(self.kinds))
+        if one not in _PLAIN_TYPES:
+            return None
+        if one is float:  # NaN and inf are None (jsonable): a column of them alone is null
+            return pa.float64() if self.finite else pa.null()
+        if one is int:  # (one beyond int64 is pa.array's to convert or refuse)
+            return pa.int64() if _I64[0] <= self.lo and self.hi <= _I64[1] else None
+        return _PLAIN_TYPES[one]
 
 
 def _in_type(values: list, kind: pa.DataType, text: bool) -> pa.Array:

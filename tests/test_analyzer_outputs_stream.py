@@ -56,6 +56,8 @@ TRICKY = {
     "nested": lambda i: {"a": i} if i < 5 else {"b": [f"{i}"], "a": None},
     "numpy": lambda i: np.float64(i) if i % 2 else np.int64(i),
     "int_list_late": lambda i: None if i < 9 else [1, 2],
+    "nan_then_ints": lambda i: float("nan") if i < 4 else i,  # a block of NaN alone, then ints: mixed
+    "ints_low_late": lambda i: -(1 << 62) if i == 10 else i,  # the least int in the last block
 }
 
 
