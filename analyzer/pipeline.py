@@ -2,7 +2,6 @@
 except for the optional quality step, which is injected/contained in quality_call)."""
 from __future__ import annotations
 
-import bisect
 from array import array
 import dataclasses
 import functools
@@ -649,14 +648,15 @@ def mark_outliers(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for rows in groups.values():
         if len(rows) < 2:
             continue
-        lats = sorted(x["latency_s"] for x in rows)
+        lat = next(ROWS.iter_floats(rows, ["latency_s"]))  # (as doubles: a week's group is no Python float a row)
+        lats = np.sort(lat)
         mid = (len(rows) - 2) // 2  # the lower median's place among the others
-        for r in rows:
-            # the others, sorted, are ``lats`` less one copy of r's value: the median lies before or after it
-            base = lats[mid] if bisect.bisect_left(lats, r["latency_s"]) > mid else lats[mid + 1]
-            r["latency_vs_twins"] = r["latency_s"] / base
-            r["latency_outlier"] = r["latency_vs_twins"] > OUTLIER_FACTOR
-            if r["latency_outlier"]:
+        # the others, sorted, are ``lats`` less one copy of a row's value: the median lies before or after it
+        ratio = lat / np.where(lats.searchsorted(lat, side="left") > mid, lats[mid], lats[mid + 1])
+        for r, vs, outlier in zip(rows, ratio.tolist(), (ratio > OUTLIER_FACTOR).tolist()):
+            r["latency_vs_twins"] = vs
+            r["latency_outlier"] = outlier
+            if outlier:
                 out.append(r)
     return out
 

@@ -129,19 +129,25 @@ def run_to_run(members: list[dict], metric: str) -> dict[str, Any]:
     return _run_to_run([_case_of(r) for r in members], [finite(r.get(metric)) for r in members])
 
 
-def _run_to_run(cases: list[str], values: list[float | None] | np.ndarray) -> dict[str, Any]:
-    """run_to_run of the members' cases and finite() values (None, or NaN in an array: no value)."""
-    by_case: dict[str, list[float]] = {}
-    if isinstance(values, np.ndarray):
-        values = [None if math.isnan(v) else v for v in _python_floats(values)]
-    for case, v in zip(cases, values):
-        if v is not None:
-            by_case.setdefault(case, []).append(v)
-    repeated = [v for v in by_case.values() if len(v) >= 2]
-    df = sum(len(v) - 1 for v in repeated)
-    means = [math.fsum(v) / len(v) for v in repeated]  # once per case (per value it was quadratic)
-    ss = math.fsum((x - m) ** 2 for v, m in zip(repeated, means) for x in v)
-    return {"n_cases": len(by_case), "n_repeated_cases": len(repeated),
+def _run_to_run(cases: Sequence[str] | np.ndarray, values: Sequence[float | None] | np.ndarray) -> dict[str, Any]:
+    """run_to_run of the members' cases (or their codes, ints) and finite() values (None, or NaN in an
+    array: no value). As arrays, a case's values found by a sort of the codes, not gathered into a list
+    of Python floats each: fsum rounds the exact sum once, so the order the values come in is no matter."""
+    if not isinstance(cases, np.ndarray):
+        codes: dict[str, int] = {}
+        cases = np.array([codes.setdefault(c, len(codes)) for c in cases], dtype=np.int64)
+    if not isinstance(values, np.ndarray):
+        values = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    have = ~np.isnan(values)
+    order = np.argsort(cases[have], kind="stable")
+    code, vals = cases[have][order], values[have][order]
+    starts = np.flatnonzero(np.concatenate(([True], code[1:] != code[:-1]))) if code.size else code
+    sizes = np.diff(np.append(starts, code.size))
+    repeated = [vals[a:a + n] for a, n in zip(starts.tolist(), sizes.tolist()) if n >= 2]
+    df = sum(v.size - 1 for v in repeated)
+    means = [math.fsum(_python_floats(v)) / v.size for v in repeated]  # once per case (per value it was quadratic)
+    ss = math.fsum((x - m) ** 2 for v, m in zip(repeated, means) for x in _python_floats(v))
+    return {"n_cases": int(starts.size), "n_repeated_cases": len(repeated),
             "run_to_run_std": math.sqrt(ss / df) if df else None}
 
 
@@ -175,13 +181,24 @@ class _Members:
     KEPT = ("quality_score", "total_energy_j")
 
     def __init__(self, rows: list, metrics: tuple[str, ...]):
-        basis, case_hash, case = ROWS.columns_of(rows, ["quality_basis", "case_hash", "case"])
-        self.cases = list(map(_case_key, case_hash, case))
-        self.bases: dict[str, Sequence[int]] = {}
-        for i, b in enumerate(basis):
-            self.bases.setdefault(_basis_key(b), []).append(i)
-        if len(self.bases) == 1:  # the usual: one basis, every row (a range, not a week's Python ints)
-            self.bases = {k: range(len(basis)) for k in self.bases}
+        # each row's case as a code (the cases' keys once each) and the rows of each basis, read a block of
+        # rows at a time: a week's three columns and keys as Python values were ~15 MiB
+        codes: dict[str, int] = {}
+        self.cases = np.empty(len(rows), dtype=np.int64)
+        at: dict[str, array] = {}
+        for lo in range(0, len(rows), _BLOCK):
+            basis, case_hash, case = ROWS.columns_of(rows[lo:lo + _BLOCK], ["quality_basis", "case_hash", "case"])
+            self.cases[lo:lo + len(basis)] = [codes.setdefault(_case_key(h, c), len(codes))
+                                              for h, c in zip(case_hash, case)]
+            for b, key in enumerate(map(_basis_key, basis), lo):
+                got = at.get(key)
+                if got is None:
+                    got = at[key] = array("q")
+                got.append(b)
+        # the usual, one basis: every row (a range, not a copy of the rows' numbers)
+        self.bases: dict[str, Sequence[int] | np.ndarray] = \
+            {k: range(len(rows)) for k in at} if len(at) == 1 else \
+            {k: np.frombuffer(v, dtype=np.int64) for k, v in at.items()}
         self._ahead = zip(metrics, ROWS.iter_floats(rows, list(metrics)))
         self._kept: dict[str, np.ndarray] = {}
 
@@ -198,15 +215,15 @@ class _Members:
                     return got
         raise KeyError(f"{metric!r}: not among the metrics still to read, in their order")
 
-    def parts(self, metric: str) -> list[tuple[str | None, np.ndarray, list[str]]]:
-        """(basis, finite values, cases): one part (basis None) or, for a basis metric, one per basis."""
+    def parts(self, metric: str) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
+        """(basis, finite values, the cases' codes): one part (basis None) or, for a basis metric, one per
+        basis."""
         got = self.finite(metric)
         if metric not in BASIS_METRICS:
             return [(None, got, self.cases)]
-        if len(self.bases) == 1:  # (one basis: every row, not a copy of the lists)
+        if len(self.bases) == 1:  # (one basis: every row, not a copy of the arrays)
             return [(basis, got, self.cases) for basis in self.bases]
-        return [(basis, got[np.asarray(at, dtype=np.int64)], [self.cases[i] for i in at])
-                for basis, at in sorted(self.bases.items())]
+        return [(basis, got[at], self.cases[at]) for basis, at in sorted(self.bases.items())]
 
 
 def per_case(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]]:

@@ -351,3 +351,28 @@ def test_group_by_a_row_list_is_group_by_its_rows(table, block, monkeypatch):
     assert sum(map(len, got.values())) == sum(d["m"] is not None for d in dicts)
     assert ROWS.truthy(rows, "ok") == [d for d in dicts if d["ok"]] == ROWS.truthy(dicts, "ok")
     assert ROWS.truthy(rows.take([k for k, d in enumerate(dicts) if not d["ok"]]), "ok") == []
+
+
+@pytest.mark.parametrize("block", [5, 1 << 14])
+def test_stats_of_a_row_list_read_in_blocks_are_those_of_its_dicts(block, monkeypatch):
+    """stats.csv's and stats_per_case.csv's rows from a RowList, its cases and bases read a block of rows
+    at a time (cases as codes, run-to-run spread found by a sort of them), are those of the plain dicts."""
+    from analyzer import tables as T
+
+    monkeypatch.setattr(T, "_BLOCK", block)
+    rnd = random.Random(11)
+    dicts = []
+    for k in range(120):
+        case = rnd.randrange(9)
+        dicts.append({"rid": f"r{k}", "model": rnd.choice(["a", "b"]), "task": "qa", "load": "short",
+                      "ok": k % 13 != 0, "status": "ok" if k % 13 else "failed", "case": case,
+                      "case_hash": None if case % 3 == 0 else f"h{case}",
+                      "quality_basis": rnd.choice(["bartscore", "chrf", None]),
+                      "latency_s": rnd.choice([None, 0.5 + rnd.random(), 2.0]), "quality_score": rnd.random(),
+                      "total_energy_j": 10.0 * rnd.random()})
+    layouts = Layouts(Table(part_rows=8, resident=3))
+    rows = RowList(layouts.table, [layouts.row(d)._i for d in dicts])
+    want = T.stats(dicts, False)
+    assert {r["n_repeated_cases"] for r in want if r["metric"] == "latency_s"} - {0, None}
+    assert repr(T.stats(rows, False)) == repr(want)
+    assert repr(T.per_case(rows, False)) == repr(T.per_case(dicts, False))
