@@ -438,6 +438,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     measured_at = mapped.kept(np.flatnonzero(~warm))  # the requests measured (not warm-ups), by place
     done = take_requests(reqs, done_at)
     win = E.Window(*(mapped.kept((rc[k][done_at] - origin) / 1e9) for k in ("start_t", "end_t")))
+    memory.give_back()  # the request columns' pages read so far, handed back before the windows' split
     conc = split_windows(lambda x: x, win.a_s, win.b_s)
     conc = dataclasses.replace(conc, energy=mapped.kept(conc.energy), effective_s=mapped.kept(conc.effective_s),
                                max_active=mapped.kept(conc.max_active))

@@ -54,23 +54,32 @@ def split_windows(cumulative: Callable[[np.ndarray], np.ndarray], a_s, b_s) -> S
         return Split(empty, empty, np.zeros(0, dtype=np.int64), 0.0)
     if np.any(b_s < a_s):
         raise ValueError("split_windows: a window ends before it starts (req.end.t < req.start.t)")
+    # (each array made in place of the last where it can, and let go once used: a week's windows are
+    # hundreds of thousands, and these arrays a few times as many values)
     u, n = active_segments(a_s, b_s)
-    f = cumulative(u)
-    seg = np.diff(f)
-    seg = np.where(np.isfinite(seg), seg, 0.0)
-    safe_n = np.maximum(n, 1)
-    share = np.where(n > 0, seg / safe_n, 0.0)
-    eff = np.where(n > 0, np.diff(u) / safe_n, 0.0)
-    prefix = np.concatenate([[0.0], np.cumsum(share)])
-    prefix_eff = np.concatenate([[0.0], np.cumsum(eff)])
-    ia = np.searchsorted(u, a_s)
-    ib = np.searchsorted(u, b_s)
-    energy = prefix[ib] - prefix[ia]
-    effective = prefix_eff[ib] - prefix_eff[ia]
+    ia, ib = np.searchsorted(u, a_s), np.searchsorted(u, b_s)
     # Most concurrent requests within each window (1 for a window alone; n is >= 1 inside any window).
     max_active = _max_over(n, ia, ib, 1)
-    total = float(np.sum(np.where(n > 0, seg, 0.0)))
+    idle = n == 0
+    n = np.maximum(n, 1, out=n)
+    seg = np.diff(cumulative(u))
+    seg[~np.isfinite(seg)] = 0.0
+    total = float(np.sum(np.where(idle, 0.0, seg)))
+    energy = _shared(seg, n, idle, ia, ib)
+    del seg
+    effective = _shared(np.diff(u), n, idle, ia, ib)
     return Split(energy, effective, max_active, total)
+
+
+def _shared(seg: np.ndarray, n: np.ndarray, idle: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """Each window's sum of ``seg`` / n over its segments ia to ib (0 where idle), by a prefix sum;
+    ``seg`` is overwritten."""
+    share = np.divide(seg, n, out=seg)
+    share[idle] = 0.0
+    prefix = np.empty(share.size + 1)
+    prefix[0] = 0.0
+    np.cumsum(share, out=prefix[1:])
+    return prefix[ib] - prefix[ia]
 
 
 def seq_gap_intervals(t_s: np.ndarray, seq: np.ndarray, src_seqs: np.ndarray,
