@@ -65,10 +65,10 @@ def rows(w: WindowArrays, lo: int, hi: int) -> WindowArrays:
     return WindowArrays(*(x[lo:hi] for x in w))
 
 
-def spans(w: WindowArrays, first: int = 0) -> Spans:
+def spans(w: WindowArrays, offset: int = 0) -> Spans:
     """Each window's spans in window order: [a, first) prefill then [first, b] decode where the first
-    token fell inside the window, else [a, b] whole (decode); a warm-up's of kind warm. ``first``: the
-    first window's number (``Spans.window``: w is windows ``first`` on of a longer list)."""
+    token fell inside the window, else [a, b] whole (decode); a warm-up's of kind warm. ``offset``: the
+    number of w's first window (``Spans.window``, where w is a block of a longer list)."""
     a, b, f, warm = w.a_s, w.b_s, w.first_s, w.warmup
     split = (a <= f) & (f <= b)  # (NaN compares False: not split)
     n = a.size
@@ -77,7 +77,7 @@ def spans(w: WindowArrays, first: int = 0) -> Spans:
     total = int(per.sum())
     s0, s1 = np.empty(total), np.empty(total)
     kind = np.empty(total, dtype=np.int8)
-    window = np.repeat(np.arange(first, first + n), per)
+    window = np.repeat(np.arange(offset, offset + n), per)
     s0[at], s1[at] = a, np.where(split, f, b)
     kind[at] = np.where(warm, WARM, np.where(split, PREFILL, DECODE))
     second = at[split] + 1
@@ -85,10 +85,10 @@ def spans(w: WindowArrays, first: int = 0) -> Spans:
     return Spans(s0, s1, kind, window, np.ones(total, dtype=np.int64), s1 - s0)
 
 
-def whole(w: WindowArrays, first: int = 0) -> Spans:
+def whole(w: WindowArrays, offset: int = 0) -> Spans:
     """Each window as one span, [a, b], kind warm or decode (the PNG plots shade whole windows)."""
     n = w.a_s.size
-    return Spans(w.a_s, w.b_s, np.where(w.warmup, WARM, DECODE).astype(np.int8), np.arange(first, first + n),
+    return Spans(w.a_s, w.b_s, np.where(w.warmup, WARM, DECODE).astype(np.int8), np.arange(offset, offset + n),
                  np.ones(n, dtype=np.int64), w.b_s - w.a_s)
 
 
@@ -110,6 +110,11 @@ def merged(sp: Spans, resolution: float) -> Spans:
                            np.add.reduceat(sp.count[mine], starts), np.add.reduceat(sp.busy[mine], starts)))
     if not parts:
         return sp
+    return joined(parts)
+
+
+def joined(parts: list[Spans]) -> Spans:
+    """The spans of ``parts``, one after another."""
     return Spans(*(np.concatenate(cols) for cols in zip(*parts)))
 
 
@@ -129,4 +134,4 @@ def shading(w: WindowArrays, x0: float, x1: float, pixels: int, limit: int = SPA
         sp = of(w, 0)
         return sp if len(sp) <= limit else merged(sp, resolution)
     parts = [merged(of(rows(w, lo, lo + BLOCK), lo), resolution) for lo in range(0, n, BLOCK)]
-    return merged(Spans(*(np.concatenate(cols) for cols in zip(*parts))), resolution)
+    return merged(joined(parts), resolution)

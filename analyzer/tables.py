@@ -139,8 +139,9 @@ def _run_to_run(cases: Sequence[str] | np.ndarray, values: Sequence[float | None
     if not isinstance(values, np.ndarray):
         values = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     have = ~np.isnan(values)
-    order = np.argsort(cases[have], kind="stable")
-    code, vals = cases[have][order], values[have][order]
+    code, vals = cases[have], values[have]
+    order = np.argsort(code, kind="stable")
+    code, vals = code[order], vals[order]
     starts = np.flatnonzero(np.concatenate(([True], code[1:] != code[:-1]))) if code.size else code
     sizes = np.diff(np.append(starts, code.size))
     repeated = [vals[a:a + n] for a, n in zip(starts.tolist(), sizes.tolist()) if n >= 2]
