@@ -45,8 +45,9 @@ from shared.recording import RecordingReader, Scanned
 log = get_logger("analyzer.columnar")
 
 CHUNK = 8192                   # messages per topic decoded at once (bounds the maps alive at a time)
-# 2: tel.gpu driver and power_limit_w; 3: tel.gpu in one file per GPU (analyzer.gpu_store); 4: those LZ4
-COPY_VERSION = 4
+# 2: tel.gpu driver and power_limit_w; 3: tel.gpu in one file per GPU (analyzer.gpu_store); 4: those LZ4;
+# 5: a GPU's file in parts (gpu_store.PART_GROUPS)
+COPY_VERSION = 5
 HASH_SPAN = 64 * 1024          # bytes hashed at each end of stream.msgpack to recognise it
 TABLE_TOPICS = (M.TEL_GPU, M.TEL_HOST, M.TEL_HB)
 # The columns of each topic, from its declaration: readings (float64) and labels (codes).
@@ -1143,12 +1144,12 @@ def read_copy(stream: Path, gpus: bool = True):
                 cols = (gpu_store.read_all(root, files) if gpus else None) or _concat([])
                 have = set(cols)
                 if not gpus:
-                    for f in files:  # each GPU file is there, whole, with every declared column
-                        pf = pq.ParquetFile(root / f["file"])
-                        names = set(pf.schema_arrow.names)
+                    for f in files:  # each GPU file is there, whole (every part), with every declared column
+                        names = set(pq.read_schema(root / f["file"]).names)
                         lacking = [k for k in (*FLOAT_KEYS[topic], *STRING_KEYS[topic]) if k not in names]
-                        if pf.metadata.num_rows != f["rows"] or lacking:
-                            raise ValueError(f"{f['file']}: {pf.metadata.num_rows} rows (meta.json: {f['rows']})"
+                        rows = sum(pq.read_metadata(root / part).num_rows for part in gpu_store.parts_of(f))
+                        if rows != f["rows"] or lacking:
+                            raise ValueError(f"{f['file']}: {rows} rows (meta.json: {f['rows']})"
                                              + (f", no column {lacking[0]!r}" if lacking else ""))
                     tables[topic] = Table(cols, tm["strings"], tm["extra"], FLOAT_KEYS[topic])
                     continue

@@ -3,7 +3,9 @@
 GPU samples are most of a recording (100 Hz per GPU, against 10 Hz for the host and a few events per
 request): a day of eight GPUs is 69 M of them. ``Spill`` takes the decoder's tel.gpu column chunks
 as stream.msgpack is read and appends them to ``gpu/<k>.parquet`` in row groups of ``ROW_GROUP``
-rows, noting each group's range of raw stamps, so nothing of the GPUs is held whole. ``Store`` then
+rows, noting each group's range of raw stamps, so nothing of the GPUs is held whole. A GPU's file is
+in parts of ``PART_GROUPS`` groups (``gpu/<k>.parquet``, ``gpu/<k>.1.parquet``, ...): a reader holds
+one part's footer, not one that grows with the recording (a day's file at 100 Hz parsed to ~8 MiB). ``Store`` then
 serves the analysis (analyzer.slabs.Source): ``between(lo_s, hi_s)`` reads the row groups around that
 stretch and applies ``columnar.to_batch``'s rules to them (de-duplication, clock mapping, scope,
 order, series meta), so a stretch is the same BatchData, array for array, as the same stretch of the
@@ -33,6 +35,7 @@ ROW_GROUP = 1 << 14        # rows per Parquet row group of a GPU file (about 2.7
 PAD_NS = 1_000_000_000     # raw stamps read beyond a stretch: covers the clock mapping's rounding
 READ_AHEAD_S = SL.SLAB_S   # a short stretch (one request) is read with this much after it, kept for the next
 GPU_DIR = "gpu"
+PART_GROUPS = 32           # row groups per part of a GPU's file (about 87 min at 100 Hz)
 HOST_ROW_GROUP = 1 << 14   # rows per row group of the copy's tel.host.parquet (about 27 min at 10 Hz)
 
 
@@ -43,6 +46,7 @@ class Spill:
         self.root = Path(root)
         (self.root / GPU_DIR).mkdir(parents=True, exist_ok=True)
         self._files: dict[tuple[int, int], dict[str, Any]] = {}
+        self._options: dict[tuple[int, int], tuple] = {}  # each GPU's schema, float and integer columns
         self._buf: dict[tuple[int, int], list[dict[str, np.ndarray]]] = {}
         self._rows: dict[tuple[int, int], int] = {}
 
@@ -81,24 +85,30 @@ class Spill:
             cols = {k: v[:upto] for k, v in cols.items()}
         if not upto:
             return
+        table = arrow_np.table(cols)
         f = self._files.get(key)
         if f is None:
             name = f"{GPU_DIR}/{len(self._files)}.parquet"
-            table = arrow_np.table(cols)
             # no dictionary pages, readings byte-stream-split, integers delta-coded; LZ4, not the other
             # tables' zstd: every re-analysis decodes each GPU row once (zstd: ~1.7x the decoding CPU,
             # for about half the size)
-            floats = [n for n, v in cols.items() if v.dtype.kind == "f"]
-            ints = {n: "DELTA_BINARY_PACKED" for n, v in cols.items() if v.dtype.kind in "iu"}
-            writer = pq.ParquetWriter(self.root / name, table.schema, compression="lz4", use_dictionary=False,
-                                      use_byte_stream_split=floats or False, column_encoding=ints or None)
-            f = self._files[key] = {"src": key[0], "gpu": key[1], "file": name, "rows": 0, "groups": [],
-                                    "writer": writer}
-        else:
-            table = arrow_np.table(cols)
+            floats = tuple(n for n, v in cols.items() if v.dtype.kind == "f")
+            ints = tuple(n for n, v in cols.items() if v.dtype.kind in "iu")
+            self._options[key] = (table.schema, floats, ints)
+            f = self._files[key] = {"src": key[0], "gpu": key[1], "file": name, "parts": [],
+                                    "part_groups": PART_GROUPS, "rows": 0, "groups": []}
         for at in range(0, table.num_rows, ROW_GROUP):
             part = table.slice(at, ROW_GROUP)
             t = cols["t"][at:at + ROW_GROUP]
+            if len(f["groups"]) % PART_GROUPS == 0:  # the next part begins
+                if f.get("writer") is not None:
+                    f.pop("writer").close()
+                k = len(f["parts"])
+                f["parts"].append(f["file"] if not k else f["file"].replace(".parquet", f".{k}.parquet"))
+                schema, floats, ints = self._options[key]  # (fresh arguments: pyarrow alters those it is given)
+                f["writer"] = pq.ParquetWriter(self.root / f["parts"][-1], schema, compression="lz4",
+                                               use_dictionary=False, use_byte_stream_split=list(floats) or False,
+                                               column_encoding=dict.fromkeys(ints, "DELTA_BINARY_PACKED") or None)
             f["writer"].write_table(part, row_group_size=ROW_GROUP)
             f["groups"].append([int(t.min()), int(t.max()), int(part.num_rows)])
             f["rows"] += part.num_rows
@@ -128,7 +138,8 @@ def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] |
         return None
     parts = []
     for f in files:
-        cols = arrow_np.read_columns(pq.ParquetFile(Path(root) / f["file"]))
+        got = [arrow_np.read_columns(pq.ParquetFile(Path(root) / name)) for name in parts_of(f)]
+        cols = {k: np.concatenate([c[k] for c in got]) for k in got[0]} if len(got) > 1 else got[0]
         if any(c.size != f["rows"] for c in cols.values()):
             raise ValueError(f"{f['file']}: {next(iter(cols.values())).size} rows, meta.json says {f['rows']}")
         parts.append(cols)
@@ -137,6 +148,11 @@ def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] |
     for name in list(parts[0]):
         out[name] = np.concatenate([p.pop(name) for p in parts])[order]
     return out
+
+
+def parts_of(f: dict[str, Any]) -> list[str]:
+    """The files of GPU file entry ``f`` (its parts, in order)."""
+    return f.get("parts") or [f["file"]]
 
 
 def _raw_range(m: clock.Mapping | None, lo_ns: float, hi_ns: float) -> tuple[float, float]:
@@ -197,7 +213,8 @@ class Store:
                 seqs.setdefault(dec.srcs[code], []).append(cols["seq"] if mine.all() else cols["seq"][mine])
         self._event_seqs = {s: _sorted_once(v) for s, v in seqs.items()}
         self._cache: tuple[float, float, BatchData] | None = None
-        self._files = {f["file"]: _GroupFile(self.root / f["file"], [(t0, t1) for t0, t1, _ in f["groups"]])
+        self._files = {f["file"]: _GroupFile([self.root / n for n in parts_of(f)],
+                                             [(t0, t1) for t0, t1, _ in f["groups"]], f.get("part_groups"))
                        for f in files}
         self.recording: dict[str, Any] = {}
         self.most_rows = 0  # the most GPU rows one stretch held (the bench and tests show it stays a slab's)
@@ -221,9 +238,9 @@ class Store:
         for gf in (*self._files.values(), self.host_file.file):
             gf._kept = None
 
-    def _file(self, f: dict[str, Any]):
-        """GPU file ``f``'s pq.ParquetFile, opened by the first stretch that reads it (_GroupFile)."""
-        return self._files[f["file"]].pf
+    def _file(self, f: dict[str, Any]) -> _GroupFile:
+        """GPU file ``f``'s reader (its parts opened as the stretches read them)."""
+        return self._files[f["file"]]
 
     # -- the whole file, once: meta of the series ------------------------------------------------
     def _scoped(self, f: dict[str, Any], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -247,13 +264,12 @@ class Store:
         from analyzer.columnar import GpuFold
 
         # (not kept open: the stretches open their files when first read, as a worker does)
-        pf = pq.ParquetFile(self.root / f["file"])
-        have = set(pf.schema_arrow.names)
+        parts = [self.root / name for name in parts_of(f)]
+        have = set(pq.read_schema(parts[0]).names)
         names = [n for n in GpuFold.COLUMNS if n in have]
         out = GpuFold()
         last_t, last_seq = None, None
-        for g in range(pf.num_row_groups):
-            c = _group_meta(pf, g, names)
+        for c in (_group_meta(pf, g, names) for pf in map(pq.ParquetFile, parts) for g in range(pf.num_row_groups)):
             t, seq = c["t"], c["seq"]
             if t.size == 0:
                 continue
@@ -264,7 +280,9 @@ class Store:
             self._fold(out, f, c)
         else:
             return out
-        tab = pf.read(columns=names, use_threads=False)
+        import pyarrow as pa
+
+        tab = pa.concat_tables([pq.ParquetFile(part).read(columns=names, use_threads=False) for part in parts])
         t, seq = arrow_np.to_numpy(tab.column("t")), arrow_np.to_numpy(tab.column("seq"))
         order = np.lexsort((seq, t))
         first = np.ones(order.size, dtype=bool)
@@ -341,7 +359,7 @@ class Store:
             return _concat([])
         names = self._names(wanted[0][0])
         fixed = ("src", "gpu")
-        most = sum(self._file(f).metadata.row_group(g).num_rows for f, _, _, groups in wanted for g in groups)
+        most = sum(f["groups"][g][2] for f, _, _, groups in wanted for g in groups)
         out = {n: np.empty(most, dtype=arrow_np.dtype_of(schemas[0].field(n).type)) for n in (*fixed, *names)}
         at = 0
         for f, r0, r1, g in wanted:
@@ -425,33 +443,51 @@ class Store:
 
 
 class _GroupFile:
-    """A Parquet file of the copy read by row group: opened once per process, by its first read (a stretch
-    reads a file up to three times, schema, stamps and rows, and a day has dozens of slabs), and the last
-    group a stretch read kept decoded: stretches are read in time order and meet or overlap (a slab's
-    margins, requests past a cut), so the next one starts in it. ``spans``: each group's range of raw
-    stamps; ``pf``: the file already open."""
+    """A Parquet file of the copy read by row group, in its parts of ``per`` groups (one part: ``per``
+    None): a part opened once per process while its groups are read (a stretch reads a file up to three
+    times, schema, stamps and rows, and a day has dozens of slabs), one part open at a time (its footer
+    parsed: a whole day's was ~8 MiB), and the last group a stretch read kept decoded: stretches are
+    read in time order and meet or overlap (a slab's margins, requests past a cut), so the next one
+    starts in it. ``spans``: each group's range of raw stamps; ``pf``: the first part already open."""
 
-    def __init__(self, path: Path, spans: list[tuple[float, float]], pf: Any = None):
-        self.path, self.spans = path, spans
-        self._pf, self._kept = pf, None  # _kept: (group, columns, its Arrow table)
+    def __init__(self, paths: list[Path], spans: list[tuple[float, float]], per: int | None = None, pf: Any = None):
+        self.paths, self.spans, self.per = paths, spans, per or max(len(spans), 1)
+        self._open = (0, pf) if pf is not None else None  # (part, its pq.ParquetFile)
+        self._kept = None  # (group, columns, its Arrow table)
+        self._schema = pf.schema_arrow if pf is not None else None
 
     def closed(self) -> _GroupFile:
         """This reader without its open file and decoded group (a worker opens its own)."""
         out = copy.copy(self)
-        out._pf, out._kept = None, None
+        out._open, out._kept, out._schema = None, None, None
         return out
 
-    @property
-    def pf(self):
-        if self._pf is None:
+    def _part(self, k: int):
+        """Part k's pq.ParquetFile (the one open before let go)."""
+        if self._open is None or self._open[0] != k:
             import pyarrow.parquet as pq
 
-            self._pf = pq.ParquetFile(self.path)
-        return self._pf
+            self._open = None
+            self._open = (k, pq.ParquetFile(self.paths[k]))
+        return self._open[1]
+
+    @property
+    def schema_arrow(self):
+        if self._schema is None:
+            self._schema = self._part(0).schema_arrow
+        return self._schema
 
     def meeting(self, ranges: list[tuple[float, float]]) -> list[int]:
         """The row groups whose stamps meet one of the raw ranges [r0, r1], ascending."""
         return [g for g, (t0, t1) in enumerate(self.spans) if any(t1 >= r0 and t0 <= r1 for r0, r1 in ranges)]
+
+    def _groups(self, run: list[int], names: tuple[str, ...]) -> list:
+        """Row groups ``run`` (ascending) as a table per part they lie in."""
+        out, per = [], self.per
+        for k in sorted({g // per for g in run}):
+            out.append(self._part(k).read_row_groups([g - k * per for g in run if g // per == k],
+                                                     columns=list(names), use_threads=False))
+        return out
 
     def read(self, groups: list[int], names: tuple[str, ...], keep: bool = True):
         """Row groups ``groups`` (ascending), columns ``names``, as one Arrow table; the last one kept
@@ -462,19 +498,18 @@ class _GroupFile:
         kept = self._kept
         if kept is not None and (kept[1] != names or kept[0] not in groups):
             kept = None
-        pf = self.pf
         tabs, run = [], []
         for g in groups:
             alone = kept is not None and g == kept[0]
             if alone or (keep and g == groups[-1]):
                 if run:
-                    tabs.append(pf.read_row_groups(run, columns=list(names), use_threads=False))
+                    tabs.extend(self._groups(run, names))
                     run = []
-                tabs.append(kept[2] if alone else pf.read_row_group(g, columns=list(names), use_threads=False))
+                tabs.extend([kept[2]] if alone else self._groups([g], names))
             else:
                 run.append(g)
         if run:
-            tabs.append(pf.read_row_groups(run, columns=list(names), use_threads=False))
+            tabs.extend(self._groups(run, names))
         if keep:
             self._kept = (groups[-1], names, tabs[-1])
         return tabs[0] if len(tabs) == 1 else pa.concat_tables(tabs)
@@ -582,7 +617,7 @@ class _HostFile:
 
     def __init__(self, path: Path, scan: HostScan):
         self.names = scan.names
-        self.file = _GroupFile(path, scan.spans, scan.pf)
+        self.file = _GroupFile([path], scan.spans, None, scan.pf)
         self.most_rows = 0  # the most host rows one stretch held decoded (the tests show it stays a slab's)
 
     def closed(self) -> _HostFile:

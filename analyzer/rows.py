@@ -6,10 +6,12 @@ every number (a float is 24 bytes and a pointer). Here the values live column-wi
 shared by the rows of one analysis, each column in parts of ``PART_ROWS`` rows: a part of floats is an
 array of doubles (8 bytes a row) with a byte a row saying which are None, a part of integers the same
 with int64, a part still all None costs nothing, anything else (text, booleans, mixed types) a list, its
-repeated strings held once. At most ``RESIDENT_PARTS`` parts are held; the least recently made or read
-go to the table's spill file (a temporary file, gone with the table) and are read back when used, so a
-week of requests' results costs the same memory as an hour's (the passes over the rows go in row or
-column order: a part read back serves the next few thousand reads). A :class:`Row` is a view: its row
+repeated strings held once. The parts held take at most ``RESIDENT_BYTES``, counted by what their values
+take (a part of text may be ten of numbers), and are at most ``RESIDENT_PARTS``, but never fewer than
+one a column; the least recently made or read go to the table's spill file (a temporary file, gone
+with the table) and are read back when used, so a week of requests' results costs the same memory as
+an hour's (the passes over the rows go in row or column order: a part read back serves the next few
+thousand reads). A :class:`Row` is a view: its row
 number and a :class:`Layout`, the keys and their order, shared by every row built the same way. Adding
 or removing a key moves the row to the next layout, itself shared, so a row iterates its keys in the
 order they were added, as a dict would: the request JSON's summary and every file keep their order,
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import pickle
+import sys
 import tempfile
 from array import array
 from collections import deque
@@ -32,7 +35,8 @@ from shared.numbers import finite
 
 PART_ROWS = 4096       # rows of a column held together (a power of two)
 GROUP_BLOCK = 1 << 15  # rows whose key columns group_by reads at once
-RESIDENT_PARTS = 512   # parts held at most (~20 MiB): enough for every column of a few thousand rows
+RESIDENT_PARTS = 512   # parts held at most: enough for every column of a few thousand rows
+RESIDENT_BYTES = 16 << 20  # their values' bytes at most (but a part of each column)
 _INTERN_MAX = 256  # distinct strings a column holds once (names, statuses); beyond that, as they come
 _I64 = (-(1 << 63), (1 << 63) - 1)
 
@@ -41,9 +45,9 @@ class _Part:
     """Rows [b·PART_ROWS, (b+1)·PART_ROWS) of one column, by their place j in the part. ``vals``: an
     array (``none`` marking the rows whose value is None; ``kind`` its values' type) or a list; None
     while every value is None, or while the part is in the spill file (``at``: its place there).
-    ``dirty``: changed since it was last written there."""
+    ``dirty``: changed since it was last written there. ``cost``: its bytes as the table counts them."""
 
-    __slots__ = ("vals", "none", "kind", "at", "dirty")
+    __slots__ = ("vals", "none", "kind", "at", "dirty", "cost")
 
     def __init__(self) -> None:
         self.vals: array | list | None = None
@@ -51,6 +55,7 @@ class _Part:
         self.kind: type | None = None
         self.at: tuple[int, int] | None = None
         self.dirty = False
+        self.cost = 0
 
     def get(self, j: int) -> Any:
         vals = self.vals
@@ -65,7 +70,7 @@ class _Part:
             if v is None:
                 return
             self._start(type(v), v)
-            col.table.hold(self)
+            col.table.hold(self, col.cost or self._full_cost(col.mask + 1))
             vals = self.vals
         self.dirty = True
         n = len(vals)
@@ -139,6 +144,19 @@ class _Part:
         else:
             self.vals = []
 
+    def _full_cost(self, rows: int) -> int:
+        """A guess at a new part's bytes once full (its column's parts so far had none measured)."""
+        return rows * (self.vals.itemsize + 1 if self.none is not None else 64)
+
+    def measure(self) -> int:
+        """The bytes of the values held: an array's and its None flags, or a list's pointers and the
+        objects it holds (each once: a column's repeated strings are one object)."""
+        vals = self.vals
+        if self.none is not None:
+            return vals.itemsize * len(vals) + len(self.none)
+        own = {id(v): v for v in vals if v is not None and v is not True and v is not False}
+        return 8 * len(vals) + sum(map(sys.getsizeof, own.values()))
+
     def _grow(self, k: int) -> None:
         if self.none is None:
             self.vals.extend([None] * k)
@@ -150,11 +168,12 @@ class _Part:
 class Column:
     """One column's values by row number, in parts (``parts[i >> shift]``, place ``i & mask``)."""
 
-    __slots__ = ("parts", "seen", "table", "shift", "mask")
+    __slots__ = ("parts", "seen", "table", "shift", "mask", "cost")
 
     def __init__(self, table: Table) -> None:
         self.parts: list[_Part] = []
         self.seen: dict[str, str] | None = None
+        self.cost = 0  # a part's bytes as last measured: what a new part of it is counted at
         self.table, self.shift, self.mask = table, table.shift, table.mask
 
     def part(self, b: int) -> _Part | None:
@@ -163,7 +182,7 @@ class Column:
             return None
         p = self.parts[b]
         if p.vals is None and p.at is not None:
-            self.table.load(p)
+            self.table.load(p, self)
         return p
 
     def get(self, i: int) -> Any:
@@ -176,7 +195,7 @@ class Column:
         if vals is None:
             if p.at is None:
                 return None
-            vals = self.table.load(p)
+            vals = self.table.load(p, self)
         j = i & self.mask
         if j >= len(vals):
             return None
@@ -191,6 +210,8 @@ class Column:
         if v is None and (b >= len(parts) or (parts[b].vals is None and parts[b].at is None)):
             return  # None where every value is None already
         while len(parts) <= b:
+            if parts and parts[-1].vals is not None:  # the part before is full: its bytes measured
+                self.table.measured(parts[-1], self)
             parts.append(_Part())
         self.part(b).set(i & self.mask, v, self)
 
@@ -224,13 +245,17 @@ class Column:
 class Table:
     """The columns of one analysis's rows, by name; each row a row number. Its layouts by their keys:
     rows that reach the same keys by any edits share one. The parts held, oldest first (``hold``):
-    beyond ``resident`` the oldest is written to the spill file and let go."""
+    beyond ``resident`` parts, or ``resident_bytes`` while more than one a column, the oldest is written
+    to the spill file and let go (a pass in row order needs a part of each column at once)."""
 
-    def __init__(self, part_rows: int | None = None, resident: int | None = None) -> None:
+    def __init__(self, part_rows: int | None = None, resident: int | None = None,
+                 resident_bytes: int | None = None) -> None:
         part_rows = PART_ROWS if part_rows is None else part_rows
         resident = RESIDENT_PARTS if resident is None else resident
         if part_rows < 1 or part_rows & (part_rows - 1) or resident < 1:
             raise ValueError(f"part_rows must be a power of two and resident at least 1, not {part_rows}, {resident}")
+        self.budget = RESIDENT_BYTES if resident_bytes is None else resident_bytes
+        self.held_bytes = 0  # the held parts' costs
         self.columns: dict[str, Column] = {}
         self.n = 0
         self._layouts: dict[tuple[str, ...], Layout] = {}
@@ -241,6 +266,7 @@ class Table:
         self._file: Any = None
         self._end = 0
         self.spilled = 0  # parts written to the spill file (their writes, counted)
+        self.loaded = 0  # parts read back from it
 
     def column(self, key: str) -> Column:
         col = self.columns.get(key)
@@ -260,22 +286,35 @@ class Table:
         self.n += 1
         return self.n - 1
 
-    def hold(self, p: _Part) -> None:
-        """Part p was made or read back: held, the oldest held beyond ``resident`` spilled."""
+    def hold(self, p: _Part, cost: int) -> None:
+        """Part p was made or read back, counted at ``cost`` bytes: held, the oldest spilled while the
+        parts held are too many or (more than one a column) take too much."""
         held = self._held
         held.append(p)
-        while len(held) > self.resident:
+        p.cost = cost
+        self.held_bytes += cost
+        floor = len(self.columns)
+        while len(held) > self.resident or (self.held_bytes > self.budget and len(held) > floor):
             self._spill(held.popleft())
 
-    def load(self, p: _Part) -> array | list:
+    def measured(self, p: _Part, col: Column) -> None:
+        """Held part p is full: counted at its measured bytes, as its column's next part will be."""
+        cost = p.measure()
+        self.held_bytes += cost - p.cost
+        p.cost = col.cost = cost
+
+    def load(self, p: _Part, col: Column) -> array | list:
         """Spilled part p read back (held again); its values."""
         self._file.seek(p.at[0])
         p.vals, p.none, p.kind = pickle.loads(self._file.read(p.at[1]))
         p.dirty = False
-        self.hold(p)
+        col.cost = cost = p.measure()
+        self.loaded += 1
+        self.hold(p, cost)
         return p.vals
 
     def _spill(self, p: _Part) -> None:
+        self.held_bytes -= p.cost
         if p.vals is None:
             return
         if p.dirty or p.at is None:  # else the file's copy is still its values

@@ -293,12 +293,14 @@ def test_gpu_samples_read_from_disk_by_stretch_equal_the_in_memory_batch(tmp_pat
     path = write(tmp_path / "raw" / "stream.msgpack", items)
     monkeypatch.setattr(SL, "MARGIN_S", 0.5)
     monkeypatch.setattr(columnar.gpu_store, "ROW_GROUP", 64)  # many row groups: stretches read a few
+    monkeypatch.setattr(columnar.gpu_store, "PART_GROUPS", 3)  # in parts: stretches cross them
     monkeypatch.setattr(columnar.gpu_store, "HOST_ROW_GROUP", 16)  # the host's too
     opts = pipeline.Options(quality=False, idle_baseline=True, slab_s=slab_s)
     dec, _ = columnar.decode_file(path, keep_copy=False)
     memory = pipeline.analyze(columnar.to_batch(dec), opts)
     lazy_batch, _ = columnar.load_batch(path)
     assert lazy_batch.source is not None and (tmp_path / "raw" / "columns" / "gpu").is_dir()
+    assert max(len(f["parts"]) for f in lazy_batch.source.files) > 1
     lazy = pipeline.analyze(lazy_batch, opts)
     assert _rows(lazy) == _rows(memory)
     assert [r["gpu_energy_j"] for r in lazy.results] == [r["gpu_energy_j"] for r in memory.results]
@@ -326,6 +328,7 @@ def test_a_long_recording_is_read_a_slab_at_a_time(tmp_path, monkeypatch):
     path = write(tmp_path / "raw" / "stream.msgpack", S.messages(spec))
     monkeypatch.setattr(SL, "MARGIN_S", 0.5)
     monkeypatch.setattr(columnar.gpu_store, "ROW_GROUP", 64)
+    monkeypatch.setattr(columnar.gpu_store, "PART_GROUPS", 4)
     monkeypatch.setattr(columnar.gpu_store, "READ_AHEAD_S", 4.0)
     monkeypatch.setattr(columnar.gpu_store, "HOST_ROW_GROUP", 16)
     data, _ = columnar.load_batch(path)
@@ -346,11 +349,13 @@ def test_a_long_recording_is_read_a_slab_at_a_time(tmp_path, monkeypatch):
     for row in a.results:
         assert row["gpu_energy_j"] == pytest.approx(220.0 * 0.6, rel=1e-6)
     # the row group each GPU file keeps decoded for the next stretch holds its own buffers, not those
-    # of the whole read it came from
+    # of the whole read it came from; of the file's parts (a footer each), one is open: the last read's
     store = data.source
     for f in store.files:
-        g, names, kept = store._files[f["file"]]._kept
-        alone = store._file(f).read_row_group(g, columns=list(names), use_threads=False)
+        reader = store._file(f)
+        g, names, kept = reader._kept
+        assert len(f["parts"]) > 2 and reader._open[0] == len(f["parts"]) - 1
+        alone = reader._part(g // 4).read_row_group(g % 4, columns=list(names), use_threads=False)
         assert kept.num_rows == f["groups"][g][2] and kept.get_total_buffer_size() == alone.get_total_buffer_size()
 
 

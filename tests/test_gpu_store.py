@@ -11,8 +11,10 @@ from shared import messages as M
 def test_spill_writes_full_row_groups_but_the_last_and_holds_less_than_a_group(tmp_path, monkeypatch):
     """Chunks of any size (two sources, three GPUs, interleaved) become files whose row groups are all
     ROW_GROUP rows but the last, each noted with its stamps' range; between chunks a GPU's buffer holds
-    less than a group; read back, the rows are the chunks' in their order, value for value."""
+    less than a group; each file in parts of PART_GROUPS groups; read back, the rows are the chunks' in
+    their order, value for value."""
     monkeypatch.setattr(gpu_store, "ROW_GROUP", 64)
+    monkeypatch.setattr(gpu_store, "PART_GROUPS", 2)
     rng = np.random.default_rng(7)
     n = 2000
     cols = {"src": rng.integers(0, 2, n).astype(np.int32), "gpu": rng.integers(0, 2, n) + 0,
@@ -29,8 +31,10 @@ def test_spill_writes_full_row_groups_but_the_last_and_holds_less_than_a_group(t
     assert sorted((f["src"], f["gpu"]) for f in files) == [(0, 0), (0, 1), (1, 5)]
     for f in files:
         mine = (cols["src"] == f["src"]) & (cols["gpu"] == f["gpu"])
-        meta = pq.ParquetFile(tmp_path / f["file"]).metadata
-        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        metas = [pq.read_metadata(tmp_path / part) for part in f["parts"]]
+        assert f["parts"][0] == f["file"] and len(f["parts"]) == -(-len(f["groups"]) // 2) > 1
+        assert [m.num_row_groups for m in metas[:-1]] == [2] * (len(metas) - 1) and metas[-1].num_row_groups in (1, 2)
+        sizes = [m.row_group(g).num_rows for m in metas for g in range(m.num_row_groups)]
         assert sizes == [g[2] for g in f["groups"]] and sum(sizes) == f["rows"] == mine.sum()
         assert set(sizes[:-1]) == {64} and 0 < sizes[-1] <= 64
         t, at = cols["t"][mine], np.cumsum([0, *sizes])
