@@ -34,7 +34,7 @@ from typing import Any, Iterable, Sequence
 import msgpack
 import numpy as np
 
-from analyzer import arrow_np, clock, gpu_store, hosts, mapped, memory, packed, table_spill
+from analyzer import arrow_np, clock, gpu_store, hosts, mapped, memory, packed, parquet_parts, table_spill
 from analyzer.stream import (DEFAULT_LOOKBACK_S, REQUEST_TOPICS, BatchData, EventFile, Series, StoredEvents,
                              events_to_requests, stored_requests)
 from shared import messages as M
@@ -46,7 +46,7 @@ log = get_logger("analyzer.columnar")
 
 CHUNK = 8192                   # messages per topic decoded at once (bounds the maps alive at a time)
 # 2: tel.gpu driver and power_limit_w; 3: tel.gpu in one file per GPU (analyzer.gpu_store); 4: those LZ4;
-# 5: a GPU's file in parts (gpu_store.PART_GROUPS)
+# 5: the Parquet files in parts (analyzer.parquet_parts)
 COPY_VERSION = 5
 HASH_SPAN = 64 * 1024          # bytes hashed at each end of stream.msgpack to recognise it
 TABLE_TOPICS = (M.TEL_GPU, M.TEL_HOST, M.TEL_HB)
@@ -1147,22 +1147,24 @@ def read_copy(stream: Path, gpus: bool = True):
                     for f in files:  # each GPU file is there, whole (every part), with every declared column
                         names = set(pq.read_schema(root / f["file"]).names)
                         lacking = [k for k in (*FLOAT_KEYS[topic], *STRING_KEYS[topic]) if k not in names]
-                        rows = sum(pq.read_metadata(root / part).num_rows for part in gpu_store.parts_of(f))
+                        rows = sum(pq.read_metadata(root / part).num_rows for part in f["parts"])
                         if rows != f["rows"] or lacking:
                             raise ValueError(f"{f['file']}: {rows} rows (meta.json: {f['rows']})"
                                              + (f", no column {lacking[0]!r}" if lacking else ""))
                     tables[topic] = Table(cols, tm["strings"], tm["extra"], FLOAT_KEYS[topic])
                     continue
             else:
-                pf = pq.ParquetFile(root / f"{topic}.parquet")  # (its footer parsed once)
-                if pf.metadata.num_rows != tm["rows"]:
-                    raise ValueError(f"{topic}.parquet: {pf.metadata.num_rows} rows (meta.json: {tm['rows']})")
+                parts = parquet_parts.parts_on_disk(root, f"{topic}.parquet")
+                rows = sum(pq.read_metadata(part).num_rows for part in parts)
+                if not parts or rows != tm["rows"]:
+                    raise ValueError(f"{topic}.parquet: {rows} rows in {len(parts)} part(s) (meta.json: {tm['rows']})")
                 # (without the GPUs' rows, none of the host's: gpu_store.lazy_batch folds them from the
                 # file a row group at a time, the stretches read theirs)
-                cols = _concat([]) if lean else arrow_np.read_columns(pf)
+                got = [] if lean else [arrow_np.read_columns(pq.ParquetFile(part)) for part in parts]
+                cols = _concat([]) if lean else got[0] if len(got) == 1 else _concat(got)
                 if topic == M.TEL_HB:  # (a heartbeat a second from each daemon, whatever the length: mapped)
                     cols = {k: mapped.kept(v) for k, v in cols.items()}
-                have = set(pf.schema_arrow.names)
+                have = set(pq.read_schema(parts[0]).names)
             if not cols:
                 cols = _concat([])
             if not lean and any(c.size != tm["rows"] for c in cols.values()):
@@ -1225,8 +1227,10 @@ def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp
             if topic == M.TEL_GPU or topic in written:
                 continue
             cols = dec.tables[topic].cols
-            pq.write_table(arrow_np.table(cols), tmp / f"{topic}.parquet", row_group_size=_row_groups()[topic],
-                           **table_spill.parquet_options(cols))
+            table = arrow_np.table(cols)
+            writer = parquet_parts.PartWriter(tmp, f"{topic}.parquet", table.schema, **table_spill.parquet_options(cols))
+            writer.write(table, _row_groups()[topic])
+            writer.close()
         if not events_written:
             with open(tmp / "events.msgpack", "wb") as fh:
                 packer = msgpack.Packer(use_bin_type=True)

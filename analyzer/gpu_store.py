@@ -4,8 +4,8 @@ GPU samples are most of a recording (100 Hz per GPU, against 10 Hz for the host 
 request): a day of eight GPUs is 69 M of them. ``Spill`` takes the decoder's tel.gpu column chunks
 as stream.msgpack is read and appends them to ``gpu/<k>.parquet`` in row groups of ``ROW_GROUP``
 rows, noting each group's range of raw stamps, so nothing of the GPUs is held whole. A GPU's file is
-in parts of ``PART_GROUPS`` groups (``gpu/<k>.parquet``, ``gpu/<k>.1.parquet``, ...): a reader holds
-one part's footer, not one that grows with the recording (a day's file at 100 Hz parsed to ~8 MiB). ``Store`` then
+in parts (``gpu/<k>.parquet``, ``gpu/<k>.1.parquet``, ...: analyzer.parquet_parts), as the host's is: a
+reader holds one part's footer, not one that grows with the recording. ``Store`` then
 serves the analysis (analyzer.slabs.Source): ``between(lo_s, hi_s)`` reads the row groups around that
 stretch and applies ``columnar.to_batch``'s rules to them (de-duplication, clock mapping, scope,
 order, series meta), so a stretch is the same BatchData, array for array, as the same stretch of the
@@ -24,6 +24,7 @@ import numpy as np
 
 from analyzer import arrow_np, clock, mapped, memory
 from analyzer import slabs as SL
+from analyzer.parquet_parts import PartWriter, parts_on_disk
 from analyzer.stream import BatchData, Series
 from shared import messages as M
 
@@ -35,7 +36,6 @@ ROW_GROUP = 1 << 14        # rows per Parquet row group of a GPU file (about 2.7
 PAD_NS = 1_000_000_000     # raw stamps read beyond a stretch: covers the clock mapping's rounding
 READ_AHEAD_S = SL.SLAB_S   # a short stretch (one request) is read with this much after it, kept for the next
 GPU_DIR = "gpu"
-PART_GROUPS = 32           # row groups per part of a GPU's file (about 87 min at 100 Hz)
 HOST_ROW_GROUP = 1 << 14   # rows per row group of the copy's tel.host.parquet (about 27 min at 10 Hz)
 
 
@@ -46,7 +46,6 @@ class Spill:
         self.root = Path(root)
         (self.root / GPU_DIR).mkdir(parents=True, exist_ok=True)
         self._files: dict[tuple[int, int], dict[str, Any]] = {}
-        self._options: dict[tuple[int, int], tuple] = {}  # each GPU's schema, float and integer columns
         self._buf: dict[tuple[int, int], list[dict[str, np.ndarray]]] = {}
         self._rows: dict[tuple[int, int], int] = {}
 
@@ -70,8 +69,6 @@ class Spill:
     def _flush(self, key: tuple[int, int], whole: bool = False) -> None:
         """Write GPU ``key``'s buffered rows as row groups of ``ROW_GROUP`` rows; ``whole``: only full
         groups, the rest held for the next (a file's groups are all full-size but its last)."""
-        import pyarrow.parquet as pq
-
         parts = self._buf.pop(key, [])
         self._rows[key] = 0
         if not parts:
@@ -88,30 +85,20 @@ class Spill:
         table = arrow_np.table(cols)
         f = self._files.get(key)
         if f is None:
-            name = f"{GPU_DIR}/{len(self._files)}.parquet"
             # no dictionary pages, readings byte-stream-split, integers delta-coded; LZ4, not the other
             # tables' zstd: every re-analysis decodes each GPU row once (zstd: ~1.7x the decoding CPU,
             # for about half the size)
-            floats = tuple(n for n, v in cols.items() if v.dtype.kind == "f")
-            ints = tuple(n for n, v in cols.items() if v.dtype.kind in "iu")
-            self._options[key] = (table.schema, floats, ints)
-            f = self._files[key] = {"src": key[0], "gpu": key[1], "file": name, "parts": [],
-                                    "part_groups": PART_GROUPS, "rows": 0, "groups": []}
+            floats = [n for n, v in cols.items() if v.dtype.kind == "f"]
+            ints = {n: "DELTA_BINARY_PACKED" for n, v in cols.items() if v.dtype.kind in "iu"}
+            writer = PartWriter(self.root, f"{GPU_DIR}/{len(self._files)}.parquet", table.schema, compression="lz4",
+                                use_dictionary=False, use_byte_stream_split=floats or False, column_encoding=ints or None)
+            f = self._files[key] = {"src": key[0], "gpu": key[1], "file": writer.name, "parts": writer.parts,
+                                    "part_groups": writer.per, "rows": 0, "groups": [], "writer": writer}
+        f["writer"].write(table, ROW_GROUP)
         for at in range(0, table.num_rows, ROW_GROUP):
-            part = table.slice(at, ROW_GROUP)
             t = cols["t"][at:at + ROW_GROUP]
-            if len(f["groups"]) % PART_GROUPS == 0:  # the next part begins
-                if f.get("writer") is not None:
-                    f.pop("writer").close()
-                k = len(f["parts"])
-                f["parts"].append(f["file"] if not k else f["file"].replace(".parquet", f".{k}.parquet"))
-                schema, floats, ints = self._options[key]  # (fresh arguments: pyarrow alters those it is given)
-                f["writer"] = pq.ParquetWriter(self.root / f["parts"][-1], schema, compression="lz4",
-                                               use_dictionary=False, use_byte_stream_split=list(floats) or False,
-                                               column_encoding=dict.fromkeys(ints, "DELTA_BINARY_PACKED") or None)
-            f["writer"].write_table(part, row_group_size=ROW_GROUP)
-            f["groups"].append([int(t.min()), int(t.max()), int(part.num_rows)])
-            f["rows"] += part.num_rows
+            f["groups"].append([int(t.min()), int(t.max()), int(t.size)])
+            f["rows"] += t.size
 
     def close(self) -> list[dict[str, Any]]:
         """Flush and close every file: [{src, gpu, file, rows, groups: [[t_min, t_max, rows], ...]}]."""
@@ -138,7 +125,7 @@ def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] |
         return None
     parts = []
     for f in files:
-        got = [arrow_np.read_columns(pq.ParquetFile(Path(root) / name)) for name in parts_of(f)]
+        got = [arrow_np.read_columns(pq.ParquetFile(Path(root) / name)) for name in f["parts"]]
         cols = {k: np.concatenate([c[k] for c in got]) for k in got[0]} if len(got) > 1 else got[0]
         if any(c.size != f["rows"] for c in cols.values()):
             raise ValueError(f"{f['file']}: {next(iter(cols.values())).size} rows, meta.json says {f['rows']}")
@@ -148,11 +135,6 @@ def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] |
     for name in list(parts[0]):
         out[name] = np.concatenate([p.pop(name) for p in parts])[order]
     return out
-
-
-def parts_of(f: dict[str, Any]) -> list[str]:
-    """The files of GPU file entry ``f`` (its parts, in order)."""
-    return f.get("parts") or [f["file"]]
 
 
 def _raw_range(m: clock.Mapping | None, lo_ns: float, hi_ns: float) -> tuple[float, float]:
@@ -174,7 +156,7 @@ class Store:
         self.root, self.files, self.strings, self.series = Path(root), files, strings, series
         # the tables only: the events' maps are the requests' (held in base), not needed again here
         # and not the host's rows: the file's, by stretch (_HostFile)
-        self.host_file = _HostFile(self.root / f"{M.TEL_HOST}.parquet", host)
+        self.host_file = _HostFile(host)
         self.dec = dataclasses.replace(dec, events=[], requests=None,
                                        tables={**dec.tables, M.TEL_HOST: dataclasses.replace(dec.tables[M.TEL_HOST], cols={})})
         self.lookback_s = lookback_s
@@ -213,8 +195,8 @@ class Store:
                 seqs.setdefault(dec.srcs[code], []).append(cols["seq"] if mine.all() else cols["seq"][mine])
         self._event_seqs = {s: _sorted_once(v) for s, v in seqs.items()}
         self._cache: tuple[float, float, BatchData] | None = None
-        self._files = {f["file"]: _GroupFile([self.root / n for n in parts_of(f)],
-                                             [(t0, t1) for t0, t1, _ in f["groups"]], f.get("part_groups"))
+        self._files = {f["file"]: _GroupFile([self.root / n for n in f["parts"]],
+                                             [(t0, t1) for t0, t1, _ in f["groups"]], f["part_groups"])
                        for f in files}
         self.recording: dict[str, Any] = {}
         self.most_rows = 0  # the most GPU rows one stretch held (the bench and tests show it stays a slab's)
@@ -264,7 +246,7 @@ class Store:
         from analyzer.columnar import GpuFold
 
         # (not kept open: the stretches open their files when first read, as a worker does)
-        parts = [self.root / name for name in parts_of(f)]
+        parts = [self.root / name for name in f["parts"]]
         have = set(pq.read_schema(parts[0]).names)
         names = [n for n in GpuFold.COLUMNS if n in have]
         out = GpuFold()
@@ -443,18 +425,18 @@ class Store:
 
 
 class _GroupFile:
-    """A Parquet file of the copy read by row group, in its parts of ``per`` groups (one part: ``per``
-    None): a part opened once per process while its groups are read (a stretch reads a file up to three
-    times, schema, stamps and rows, and a day has dozens of slabs), one part open at a time (its footer
-    parsed: a whole day's was ~8 MiB), and the last group a stretch read kept decoded: stretches are
-    read in time order and meet or overlap (a slab's margins, requests past a cut), so the next one
-    starts in it. ``spans``: each group's range of raw stamps; ``pf``: the first part already open."""
+    """A Parquet file of the copy read by row group, in its parts of ``per`` groups (analyzer.parquet_parts):
+    a part opened once per process while its groups are read (a stretch reads a file up to three times,
+    schema, stamps and rows, and a day has dozens of slabs), one part open at a time (a footer parsed
+    takes ~15 KiB a row group: a whole day's GPU file held ~8 MiB), and the last group a stretch read
+    kept decoded: stretches are read in time order and meet or overlap (a slab's margins, requests past
+    a cut), so the next one starts in it. ``spans``: each group's range of raw stamps."""
 
-    def __init__(self, paths: list[Path], spans: list[tuple[float, float]], per: int | None = None, pf: Any = None):
-        self.paths, self.spans, self.per = paths, spans, per or max(len(spans), 1)
-        self._open = (0, pf) if pf is not None else None  # (part, its pq.ParquetFile)
+    def __init__(self, paths: list[Path], spans: list[tuple[float, float]], per: int):
+        self.paths, self.spans, self.per = paths, spans, per
+        self._open = None  # (part, its pq.ParquetFile)
         self._kept = None  # (group, columns, its Arrow table)
-        self._schema = pf.schema_arrow if pf is not None else None
+        self._schema = None
 
     def closed(self) -> _GroupFile:
         """This reader without its open file and decoded group (a worker opens its own)."""
@@ -537,18 +519,20 @@ class HostScan:
 
     COLUMNS = ("src", "seq", "t")
 
-    def __init__(self, path: Path, others: np.ndarray | None):
+    def __init__(self, paths: list[Path], others: np.ndarray | None):
         import pyarrow.parquet as pq
 
         from analyzer.columnar import seq_keys
 
-        self.pf = pq.ParquetFile(path)  # kept: its footer parsed once
-        self.names = tuple(self.pf.schema_arrow.names)
+        counts = [pq.read_metadata(part).num_row_groups for part in paths]  # (every part full but the last)
+        self.groups = sum(counts)
+        self.names = tuple(pq.read_schema(paths[0]).names)
         self.spans: list[tuple[float, float]] = []
+        self.file = _GroupFile(paths, self.spans, max(counts[0], 1))  # (the stretches' reader: _HostFile)
         self.usual = others is not None
         self.facts: dict[int, HostFacts] = {}
         last: dict[int, int] = {}  # each source's last seq so far, in file order
-        for g in range(self.pf.num_row_groups):
+        for g in range(self.groups):
             c = self._group(g, self.COLUMNS)
             src, seq, t = c["src"], c["seq"], c["t"]
             # (as floats: compared as the stretches' ranges are; an empty group meets no range)
@@ -572,12 +556,15 @@ class HostScan:
                 last[code] = int(mine[-1])
 
     def _group(self, g: int, names) -> dict[str, np.ndarray]:
-        tab = self.pf.read_row_group(g, columns=[n for n in names if n in self.names], use_threads=False)
+        tab, = self.file._groups([g], tuple(n for n in names if n in self.names))
         return {n: arrow_np.to_numpy(c) for n, c in zip(tab.column_names, tab.columns)}
 
     def lean(self) -> dict[str, np.ndarray]:
         """The whole table's stamps, seqs, codes and flags (its readings left on disk)."""
-        return arrow_np.read_columns(self.pf, readings=False)
+        import pyarrow.parquet as pq
+
+        got = [arrow_np.read_columns(pq.ParquetFile(part), readings=False) for part in self.file.paths]
+        return got[0] if len(got) == 1 else {k: np.concatenate([c[k] for c in got]) for k in got[0]}
 
     def fold(self, srcs: list[str], mappings: dict[str, clock.Mapping], lo: int | None, hi: int | None,
              extra: list[str]) -> dict[int, HostFacts]:
@@ -587,7 +574,7 @@ class HostScan:
 
         flags = [f"{g}:present" for g in extra] + [f"{g}:sim" for g in extra if g.startswith("proc:")]
         out: dict[int, HostFacts] = {}
-        for g in range(self.pf.num_row_groups):
+        for g in range(self.groups):
             c = self._group(g, ("src", "t", "simulated", *flags))
             src = c["src"]
             t = _mapped_t(c["t"], src, srcs, mappings)
@@ -615,9 +602,9 @@ class _HostFile:
     ranges (a _GroupFile), and of them the rows of each source within its range, in file order (the rows
     a mask over the whole table picks). ``scan``: the file met once (each group's range of stamps)."""
 
-    def __init__(self, path: Path, scan: HostScan):
+    def __init__(self, scan: HostScan):
         self.names = scan.names
-        self.file = _GroupFile([path], scan.spans, None, scan.pf)
+        self.file = scan.file
         self.most_rows = 0  # the most host rows one stretch held decoded (the tests show it stays a slab's)
 
     def closed(self) -> _HostFile:
@@ -752,7 +739,7 @@ def lazy_batch(root: Path, files: list[dict[str, Any]], dec, lookback_s: float) 
 
     # the host's rows stay in the copy's file (read_copy left dec's host table empty): folded from it a
     # row group at a time, unless one repeats a message (then read whole, de-duplicated as the others)
-    scan = HostScan(root / f"{M.TEL_HOST}.parquet", message_keys(dec))
+    scan = HostScan(parts_on_disk(root, f"{M.TEL_HOST}.parquet"), message_keys(dec))
     if not scan.usual:
         dec.tables[M.TEL_HOST].cols = scan.lean()
     memory.give_back()  # (each step below reads every event's columns: their pages, and what it freed, handed back)

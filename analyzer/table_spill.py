@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from analyzer import arrow_np
+from analyzer.parquet_parts import PartWriter
 
 PART_DIR = "parts"
 
@@ -116,9 +117,8 @@ class TableSpill:
             parts.end()
 
     def _write(self, topic: str, parts: _Parts) -> None:
-        """Row groups of exactly ``groups[topic]`` rows but the last, as pq.write_table makes of the whole."""
-        import pyarrow.parquet as pq
-
+        """Row groups of exactly ``groups[topic]`` rows but the last, as pq.write_table makes of the whole
+        (in parts: analyzer.parquet_parts)."""
         group, dtypes, writer, held = self.groups[topic], parts.columns(), None, []
         try:
             for last, cols in _then_end(parts.chunks(dtypes)):
@@ -131,8 +131,8 @@ class TableSpill:
                 upto = n if last else n - n % group
                 table = arrow_np.table({k: v[:upto] for k, v in joined.items()})
                 if writer is None:
-                    writer = pq.ParquetWriter(self.root / f"{topic}.parquet", table.schema, **parquet_options(joined))
-                writer.write_table(table, row_group_size=group)
+                    writer = PartWriter(self.root, f"{topic}.parquet", table.schema, **parquet_options(joined))
+                writer.write(table, group)
                 # (a copy: a view would hold the whole of the joined arrays)
                 held = [{k: v[upto:].copy() for k, v in joined.items()}] if upto < n else []
         finally:

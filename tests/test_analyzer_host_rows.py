@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from analyzer import arrow_np, columnar, gpu_store, table_spill
+from analyzer import arrow_np, columnar, gpu_store, parquet_parts, table_spill
 from shared import messages as M
 from tests import synth as S
 from tests.test_analyzer_columnar import clock_items, messy_items, write
@@ -120,15 +120,17 @@ def test_the_host_folded_by_row_group_is_the_whole_tables(tmp_path, monkeypatch,
     """A lazy batch's host, processes and RAPL zones (meta, flags, samples in scope) equal those the whole
     host table gives, and so do its duplicates, origin, clock notes and the host's first and last stamps:
     folded from the file (nothing of the host held) on clean recordings, one host or two on mapped
-    clocks; read whole on a shuffled one with duplicates."""
+    clocks; read whole on a shuffled one with duplicates. The file in parts of two row groups."""
     monkeypatch.setattr(gpu_store, "HOST_ROW_GROUP", 16)
+    monkeypatch.setattr(parquet_parts, "PART_GROUPS", 2)
     items = {"procs": _procs_spec_items, "clock": clock_items, "messy": messy_items}[case]()
     path = write(tmp_path / "raw" / "stream.msgpack", items)
     assert columnar.decode_to_copy(path)
     (dec, _), files = columnar.read_copy(path, gpus=False)
     assert dec.tables[M.TEL_HOST].cols["t"].size == 0  # the host's rows left in the file
-    scan = gpu_store.HostScan(columnar.copy_dir(path) / f"{M.TEL_HOST}.parquet", columnar.message_keys(dec))
-    assert scan.usual is usual and len(scan.spans) > 4
+    scan = gpu_store.HostScan(parquet_parts.parts_on_disk(columnar.copy_dir(path), f"{M.TEL_HOST}.parquet"),
+                                columnar.message_keys(dec))
+    assert scan.usual is usual and len(scan.spans) > 4 and len(scan.file.paths) == -(-len(scan.spans) // 2)
     folded, _ = columnar.load_batch(path)
     with monkeypatch.context() as m:  # the whole table read, as a host row that repeats another makes it
         m.setattr(columnar, "message_keys", lambda dec: None)
@@ -158,5 +160,6 @@ def test_a_host_row_sharing_another_messages_seq_is_read_whole(tmp_path):
     path = write(tmp_path / "raw" / "stream.msgpack", items)
     assert columnar.decode_to_copy(path)
     (dec, _), _ = columnar.read_copy(path, gpus=False)
-    scan = gpu_store.HostScan(columnar.copy_dir(path) / f"{M.TEL_HOST}.parquet", columnar.message_keys(dec))
+    scan = gpu_store.HostScan(parquet_parts.parts_on_disk(columnar.copy_dir(path), f"{M.TEL_HOST}.parquet"),
+                                columnar.message_keys(dec))
     assert not scan.usual

@@ -293,7 +293,7 @@ def test_gpu_samples_read_from_disk_by_stretch_equal_the_in_memory_batch(tmp_pat
     path = write(tmp_path / "raw" / "stream.msgpack", items)
     monkeypatch.setattr(SL, "MARGIN_S", 0.5)
     monkeypatch.setattr(columnar.gpu_store, "ROW_GROUP", 64)  # many row groups: stretches read a few
-    monkeypatch.setattr(columnar.gpu_store, "PART_GROUPS", 3)  # in parts: stretches cross them
+    monkeypatch.setattr(columnar.parquet_parts, "PART_GROUPS", 3)  # in parts: stretches cross them
     monkeypatch.setattr(columnar.gpu_store, "HOST_ROW_GROUP", 16)  # the host's too
     opts = pipeline.Options(quality=False, idle_baseline=True, slab_s=slab_s)
     dec, _ = columnar.decode_file(path, keep_copy=False)
@@ -328,7 +328,7 @@ def test_a_long_recording_is_read_a_slab_at_a_time(tmp_path, monkeypatch):
     path = write(tmp_path / "raw" / "stream.msgpack", S.messages(spec))
     monkeypatch.setattr(SL, "MARGIN_S", 0.5)
     monkeypatch.setattr(columnar.gpu_store, "ROW_GROUP", 64)
-    monkeypatch.setattr(columnar.gpu_store, "PART_GROUPS", 4)
+    monkeypatch.setattr(columnar.parquet_parts, "PART_GROUPS", 4)
     monkeypatch.setattr(columnar.gpu_store, "READ_AHEAD_S", 4.0)
     monkeypatch.setattr(columnar.gpu_store, "HOST_ROW_GROUP", 16)
     data, _ = columnar.load_batch(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
-from analyzer import gpu_store
+from analyzer import gpu_store, parquet_parts
 from shared import messages as M
 
 
@@ -14,7 +14,7 @@ def test_spill_writes_full_row_groups_but_the_last_and_holds_less_than_a_group(t
     less than a group; each file in parts of PART_GROUPS groups; read back, the rows are the chunks' in
     their order, value for value."""
     monkeypatch.setattr(gpu_store, "ROW_GROUP", 64)
-    monkeypatch.setattr(gpu_store, "PART_GROUPS", 2)
+    monkeypatch.setattr(parquet_parts, "PART_GROUPS", 2)
     rng = np.random.default_rng(7)
     n = 2000
     cols = {"src": rng.integers(0, 2, n).astype(np.int32), "gpu": rng.integers(0, 2, n) + 0,
