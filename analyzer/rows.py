@@ -7,8 +7,8 @@ shared by the rows of one analysis, each column in parts of ``PART_ROWS`` rows: 
 array of doubles (8 bytes a row) with a byte a row saying which are None, a part of integers the same
 with int64, a part still all None costs nothing, anything else (text, booleans, mixed types) a list, its
 repeated strings held once. The parts held take at most ``RESIDENT_BYTES``, counted by what their values
-take (a part of text may be ten of numbers), and are at most ``RESIDENT_PARTS``, but never fewer than
-one a column; the least recently made or read go to the table's spill file (a temporary file, gone
+take (a part of text may be ten of numbers), and are at most ``RESIDENT_PARTS``, but are never fewer
+than one a column; the least recently made or read go to the table's spill file (a temporary file, gone
 with the table) and are read back when used, so a week of requests' results costs the same memory as
 an hour's (the passes over the rows go in row or column order: a part read back serves the next few
 thousand reads). A :class:`Row` is a view: its row
@@ -245,8 +245,8 @@ class Column:
 class Table:
     """The columns of one analysis's rows, by name; each row a row number. Its layouts by their keys:
     rows that reach the same keys by any edits share one. The parts held, oldest first (``hold``):
-    beyond ``resident`` parts, or ``resident_bytes`` while more than one a column, the oldest is written
-    to the spill file and let go (a pass in row order needs a part of each column at once)."""
+    beyond ``resident`` parts or ``resident_bytes``, but while more than one a column, the oldest is
+    written to the spill file and let go (a pass in row order needs a part of each column at once)."""
 
     def __init__(self, part_rows: int | None = None, resident: int | None = None,
                  resident_bytes: int | None = None) -> None:
@@ -288,13 +288,13 @@ class Table:
 
     def hold(self, p: _Part, cost: int) -> None:
         """Part p was made or read back, counted at ``cost`` bytes: held, the oldest spilled while the
-        parts held are too many or (more than one a column) take too much."""
+        parts held are more than one a column and too many or take too much."""
         held = self._held
         held.append(p)
         p.cost = cost
         self.held_bytes += cost
         floor = len(self.columns)
-        while len(held) > self.resident or (self.held_bytes > self.budget and len(held) > floor):
+        while len(held) > floor and (len(held) > self.resident or self.held_bytes > self.budget):
             self._spill(held.popleft())
 
     def measured(self, p: _Part, col: Column) -> None:

@@ -160,8 +160,8 @@ def test_a_long_table_holds_few_parts_and_reads_back_every_edit():
 
 def test_a_table_holds_its_bytes_but_a_part_of_each_column():
     """The parts held are counted by their bytes (a part of text ~10x one of numbers): the oldest go to
-    the spill file beyond the table's bytes, but one part a column stays, so a pass in row order over
-    every column reads each part back once, not once a row."""
+    the spill file beyond the table's bytes (or parts), but one part a column stays, so a pass in row
+    order over every column reads each part back once, not once a row."""
     table = Table(part_rows=64, resident_bytes=60_000)
     layouts = Layouts(table)
     dicts = [{"f": k * 0.5, "s": f"text {k} " * 10, "status": "ok" if k % 5 else "failed"} for k in range(3000)]
@@ -171,7 +171,7 @@ def test_a_table_holds_its_bytes_but_a_part_of_each_column():
     number, text, status = (table.columns[k].part(1) for k in ("f", "s", "status"))
     assert number.measure() == 64 * 9 and text.measure() > 10 * number.measure()
     assert status.measure() < 2 * number.measure()  # ("ok" and "failed": one object each)
-    table.budget = 1  # less than any part: still one a column
+    table.budget, table.resident = 1, 1  # less than any part, fewer parts than columns: still one a column
     before = table.loaded
     assert [dict(r) for r in rows] == dicts
     assert table.loaded - before == sum(len(col.parts) for col in table.columns.values())
