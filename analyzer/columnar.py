@@ -1160,8 +1160,7 @@ def read_copy(stream: Path, gpus: bool = True):
                     raise ValueError(f"{topic}.parquet: {rows} rows in {len(parts)} part(s) (meta.json: {tm['rows']})")
                 # (without the GPUs' rows, none of the host's: gpu_store.lazy_batch folds them from the
                 # file a row group at a time, the stretches read theirs)
-                got = [] if lean else [arrow_np.read_columns(pq.ParquetFile(part)) for part in parts]
-                cols = _concat([]) if lean else got[0] if len(got) == 1 else _concat(got)
+                cols = _concat([]) if lean else parquet_parts.read_columns(parts)
                 if topic == M.TEL_HB:  # (a heartbeat a second from each daemon, whatever the length: mapped)
                     cols = {k: mapped.kept(v) for k, v in cols.items()}
                 have = set(pq.read_schema(parts[0]).names)
@@ -1228,7 +1227,7 @@ def write_copy(stream: Path, dec: Decoded, header: dict, problem: str | None, fp
                 continue
             cols = dec.tables[topic].cols
             table = arrow_np.table(cols)
-            writer = parquet_parts.PartWriter(tmp, f"{topic}.parquet", table.schema, **table_spill.parquet_options(cols))
+            writer = parquet_parts.PartWriter(tmp, f"{topic}.parquet", table.schema, **parquet_parts.parquet_options(cols))
             writer.write(table, _row_groups()[topic])
             writer.close()
         if not events_written:

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analyzer import arrow_np, clock, mapped, memory
+from analyzer import arrow_np, clock, mapped, memory, parquet_parts
 from analyzer import slabs as SL
-from analyzer.parquet_parts import PartWriter, parts_on_disk
 from analyzer.stream import BatchData, Series
 from shared import messages as M
 
@@ -85,13 +84,10 @@ class Spill:
         table = arrow_np.table(cols)
         f = self._files.get(key)
         if f is None:
-            # no dictionary pages, readings byte-stream-split, integers delta-coded; LZ4, not the other
-            # tables' zstd: every re-analysis decodes each GPU row once (zstd: ~1.7x the decoding CPU,
-            # for about half the size)
-            floats = [n for n, v in cols.items() if v.dtype.kind == "f"]
-            ints = {n: "DELTA_BINARY_PACKED" for n, v in cols.items() if v.dtype.kind in "iu"}
-            writer = PartWriter(self.root, f"{GPU_DIR}/{len(self._files)}.parquet", table.schema, compression="lz4",
-                                use_dictionary=False, use_byte_stream_split=floats or False, column_encoding=ints or None)
+            # LZ4, not the other tables' zstd: every re-analysis decodes each GPU row once (zstd: ~1.7x
+            # the decoding CPU, for about half the size)
+            writer = parquet_parts.PartWriter(self.root, f"{GPU_DIR}/{len(self._files)}.parquet", table.schema,
+                                              **parquet_parts.parquet_options(cols, compression="lz4"))
             f = self._files[key] = {"src": key[0], "gpu": key[1], "file": writer.name, "parts": writer.parts,
                                     "part_groups": writer.per, "rows": 0, "groups": [], "writer": writer}
         f["writer"].write(table, ROW_GROUP)
@@ -119,14 +115,11 @@ class Spill:
 
 def read_all(root: Path, files: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
     """Every GPU file joined back into one tel.gpu table in file order (the whole-recording path)."""
-    import pyarrow.parquet as pq
-
     if not files:
         return None
     parts = []
     for f in files:
-        got = [arrow_np.read_columns(pq.ParquetFile(Path(root) / name)) for name in f["parts"]]
-        cols = {k: np.concatenate([c[k] for c in got]) for k in got[0]} if len(got) > 1 else got[0]
+        cols = parquet_parts.read_columns([Path(root) / name for name in f["parts"]])
         if any(c.size != f["rows"] for c in cols.values()):
             raise ValueError(f"{f['file']}: {next(iter(cols.values())).size} rows, meta.json says {f['rows']}")
         parts.append(cols)
@@ -561,10 +554,7 @@ class HostScan:
 
     def lean(self) -> dict[str, np.ndarray]:
         """The whole table's stamps, seqs, codes and flags (its readings left on disk)."""
-        import pyarrow.parquet as pq
-
-        got = [arrow_np.read_columns(pq.ParquetFile(part), readings=False) for part in self.file.paths]
-        return got[0] if len(got) == 1 else {k: np.concatenate([c[k] for c in got]) for k in got[0]}
+        return parquet_parts.read_columns(self.file.paths, readings=False)
 
     def fold(self, srcs: list[str], mappings: dict[str, clock.Mapping], lo: int | None, hi: int | None,
              extra: list[str]) -> dict[int, HostFacts]:
@@ -739,7 +729,7 @@ def lazy_batch(root: Path, files: list[dict[str, Any]], dec, lookback_s: float) 
 
     # the host's rows stay in the copy's file (read_copy left dec's host table empty): folded from it a
     # row group at a time, unless one repeats a message (then read whole, de-duplicated as the others)
-    scan = HostScan(parts_on_disk(root, f"{M.TEL_HOST}.parquet"), message_keys(dec))
+    scan = HostScan(parquet_parts.parts_on_disk(root, f"{M.TEL_HOST}.parquet"), message_keys(dec))
     if not scan.usual:
         dec.tables[M.TEL_HOST].cols = scan.lean()
     memory.give_back()  # (each step below reads every event's columns: their pages, and what it freed, handed back)

@@ -12,12 +12,36 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 PART_GROUPS = 32  # row groups per part (a GPU's at 100 Hz: about 87 minutes; the host's at 10 Hz: 14 hours)
 
 
 def part_name(name: str, k: int) -> str:
     """Part k's file name of the file ``name`` (``x.parquet``: ``x.parquet``, ``x.1.parquet``, ...)."""
     return name if not k else f"{name.removesuffix('.parquet')}.{k}.parquet"
+
+
+def parquet_options(cols: dict[str, np.ndarray], compression: str = "zstd") -> dict[str, Any]:
+    """How the copy writes a table of columns ``cols``: no dictionary pages (readings rarely repeat;
+    building them tripled the writer's memory), readings byte-stream-split and integers (times, sequence
+    numbers, codes) delta-coded: half the size, and faster to read. zstd, but the GPUs' LZ4
+    (gpu_store.Spill)."""
+    floats = [name for name, v in cols.items() if v.dtype.kind == "f"]
+    ints = {name: "DELTA_BINARY_PACKED" for name, v in cols.items() if v.dtype.kind in "iu"}
+    return {"compression": compression, "use_dictionary": False, "use_byte_stream_split": floats or False,
+            "column_encoding": ints or None}
+
+
+def read_columns(paths: list[Path], readings: bool = True) -> dict[str, np.ndarray]:
+    """Every column of a file's parts ``paths`` as one numpy array (arrow_np.read_columns of each part,
+    joined a column at a time; the parts of a file share its columns)."""
+    import pyarrow.parquet as pq
+
+    from analyzer import arrow_np
+
+    got = [arrow_np.read_columns(pq.ParquetFile(part), readings) for part in paths]
+    return got[0] if len(got) == 1 else {k: np.concatenate([c.pop(k) for c in got]) for k in list(got[0])}
 
 
 def parts_on_disk(root: Path, name: str) -> list[Path]:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from analyzer import arrow_np
-from analyzer.parquet_parts import PartWriter
+from analyzer.parquet_parts import PartWriter, parquet_options
 
 PART_DIR = "parts"
 
@@ -23,16 +23,6 @@ PART_DIR = "parts"
 def absent(name: str, n: int) -> np.ndarray:
     """A host column group's rows where it was not in the message: not present, no reading."""
     return np.zeros(n, dtype=bool) if name.endswith((":present", ":sim")) else np.full(n, np.nan)
-
-
-def parquet_options(cols: dict[str, np.ndarray]) -> dict[str, Any]:
-    """How the copy writes a table other than the GPUs': no dictionary pages (readings rarely repeat;
-    building them tripled the writer's memory), readings byte-stream-split and integers (times, sequence
-    numbers, codes) delta-coded: half the size, and faster to read."""
-    floats = [name for name, v in cols.items() if v.dtype.kind == "f"]
-    ints = {name: "DELTA_BINARY_PACKED" for name, v in cols.items() if v.dtype.kind in "iu"}
-    return {"compression": "zstd", "use_dictionary": False, "use_byte_stream_split": floats or False,
-            "column_encoding": ints or None}
 
 
 class _Parts:
