@@ -798,8 +798,9 @@ def _write_all(a: Analysis, bd: BatchDir, make_plots: bool, progress: bool, lang
                     written.append(p)
         plot_files = [f"../plots/{p.name}" for p in written if p.suffix == ".png"]
     # report.html does not need matplotlib: its plots are SVG drawn from the analysis itself
-    for one in i18n.langs_of(lang):
+    for one in i18n.langs_of(lang):  # (each report's working set handed back before the next is made)
         written.append(write_text(bd.summary / i18n.suffixed("report.html", one), report_html.html_parts(a, one)))
+        memory.give_back()
         written.append(write_text(bd.summary / i18n.suffixed("report.md", one), report.render_parts(a, plot_files, lang=one)))
         memory.give_back()
     log.info("outputs_written", batch=str(bd.root), files=len(written) + n_json, request_json=n_json,

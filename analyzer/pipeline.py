@@ -650,16 +650,23 @@ def mark_outliers(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(rows) < 2:
             continue
         lat = next(ROWS.iter_floats(rows, ["latency_s"]))  # (as doubles: a week's group is no Python float a row)
-        lats = np.sort(lat)
         mid = (len(rows) - 2) // 2  # the lower median's place among the others
-        # the others, sorted, are ``lats`` less one copy of a row's value: the median lies before or after it
-        ratio = lat / np.where(lats.searchsorted(lat, side="left") > mid, lats[mid], lats[mid + 1])
-        for r, vs, outlier in zip(rows, ratio.tolist(), (ratio > OUTLIER_FACTOR).tolist()):
-            r["latency_vs_twins"] = vs
-            r["latency_outlier"] = outlier
-            if outlier:
-                out.append(r)
+        low, high = np.partition(lat, (mid, mid + 1))[[mid, mid + 1]]  # the group's sorted values there
+        # the others, sorted, are the group's less one copy of a row's value: a row above the value at
+        # ``mid`` leaves it in place, any other row moves the one after it there
+        ratio = lat / np.where(lat > low, low, high)
+        del lat
+        for lo in range(0, ratio.size, _OUTLIER_BLOCK):  # (Python floats a block at a time, not a group's)
+            part = ratio[lo:lo + _OUTLIER_BLOCK]
+            for r, vs, outlier in zip(rows[lo:lo + _OUTLIER_BLOCK], part.tolist(), (part > OUTLIER_FACTOR).tolist()):
+                r["latency_vs_twins"] = vs
+                r["latency_outlier"] = outlier
+                if outlier:
+                    out.append(r)
     return out
+
+
+_OUTLIER_BLOCK = 1 << 14
 
 
 def _load_info(batch: BatchData, opts: Options) -> tuple[bool, dict[str, float] | None]:

@@ -651,7 +651,13 @@ def group_by(rows: Sequence[Mapping[str, Any]], names: list[str],
                 if got is None:
                     got = at[k] = array("q")
                 got.append(p)
-    return {k: rows.take(np.frombuffer(v, dtype=np.int64)) for k, v in at.items()}
+    if len(at) == 1 and len(next(iter(at.values()))) == len(rows):  # one group of every row: the rows themselves
+        return {k: rows for k in at}
+    out = {}
+    for k, v in at.items():  # each group's table row numbers written over its positions (no second array)
+        places = np.frombuffer(v, dtype=np.int64)
+        out[k] = RowList(rows.table, np.take(rows.places, places, out=places))
+    return out
 
 
 def truthy(rows: Sequence[Mapping[str, Any]], name: str) -> Sequence[Mapping[str, Any]]:
@@ -705,9 +711,10 @@ def iter_floats(rows: list[Mapping[str, Any]], names: list[str]) -> Iterator[np.
             yield _finite_floats(values, n)
         return
     table, lo, n, pieces = got
-    if pieces is None:  # a run of rows: each part's share of it
+    if pieces is None:  # a run of rows: each part's share of it, as a range (not a place a row)
         first, last = lo >> table.shift, (lo + n - 1) >> table.shift
-        pieces = [(b, np.arange(max(lo, b << table.shift), min(lo + n, (b + 1) << table.shift)) & table.mask)
+        pieces = [(b, slice(max(lo, b << table.shift) & table.mask,
+                            ((min(lo + n, (b + 1) << table.shift) - 1) & table.mask) + 1))
                   for b in range(first, last + 1)]
     layouts = _layouts_of(rows)
     for c in names:
@@ -715,10 +722,11 @@ def iter_floats(rows: list[Mapping[str, Any]], names: list[str]) -> Iterator[np.
         col = table.columns.get(c)
         at = 0
         for b, places in pieces if col is not None else ():
+            k = places.stop - places.start if type(places) is slice else places.size
             vals = _part_floats(col.part(b), places)
             if vals is not None:
-                out[at:at + places.size] = vals
-            at += places.size
+                out[at:at + k] = vals
+            at += k
         for layout, where in layouts.values():
             if c not in layout.index:  # rows without the key: None, as row.get gives
                 out[where] = _NAN
@@ -733,15 +741,24 @@ def _finite_floats(values: Iterable[Any], n: int) -> np.ndarray:
     return np.fromiter((_NAN if (x := finite(v)) is None else x for v in values), dtype=np.float64, count=n)
 
 
-def _part_floats(p: _Part | None, places: np.ndarray) -> np.ndarray | None:
-    """Part p's values at ``places`` as iter_floats gives them (None: the part is all None)."""
+def _part_floats(p: _Part | None, places: np.ndarray | slice) -> np.ndarray | None:
+    """Part p's values at ``places`` (an array, or a slice of the part) as iter_floats gives them (None:
+    the part is all None)."""
     if p is None or p.vals is None:
         return None
+    ranged = type(places) is slice
     if p.none is None:  # a list: any values, each as finite reads it
+        if ranged:
+            return _finite_floats(p.values(places.start, places.stop), places.stop - places.start)
         return _finite_floats(p.pick(places.tolist()), places.size)
-    out = np.full(places.size, _NAN)
-    have = places < len(p.vals)  # (places past the part's last value were never set)
-    j = places[have]
+    if ranged:  # (places past the part's last value were never set)
+        out = np.full(places.stop - places.start, _NAN)
+        j = slice(places.start, max(places.start, min(places.stop, len(p.vals))))
+        have = slice(0, j.stop - j.start)
+    else:
+        out = np.full(places.size, _NAN)
+        have = places < len(p.vals)
+        j = places[have]
     v = np.frombuffer(p.vals, dtype=np.float64 if p.kind is float else np.int64)[j].astype(np.float64)
     v[(np.frombuffer(p.none, dtype=np.uint8)[j] != 0) | ~np.isfinite(v)] = _NAN
     out[have] = v

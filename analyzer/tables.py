@@ -8,7 +8,7 @@ import io
 import itertools
 import math
 from array import array
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -129,27 +129,45 @@ def run_to_run(members: list[dict], metric: str) -> dict[str, Any]:
     return _run_to_run([_case_of(r) for r in members], [finite(r.get(metric)) for r in members])
 
 
-def _run_to_run(cases: Sequence[str] | np.ndarray, values: Sequence[float | None] | np.ndarray) -> dict[str, Any]:
-    """run_to_run of the members' cases (or their codes, ints) and finite() values (None, or NaN in an
-    array: no value). As arrays, a case's values found by a sort of the codes, not gathered into a list
-    of Python floats each: fsum rounds the exact sum once, so the order the values come in is no matter."""
-    if not isinstance(cases, np.ndarray):
-        codes: dict[str, int] = {}
-        cases = np.array([codes.setdefault(c, len(codes)) for c in cases], dtype=np.int64)
+def _run_to_run(cases: Sequence[str] | np.ndarray | _CaseOrder,
+                values: Sequence[float | None] | np.ndarray) -> dict[str, Any]:
+    """run_to_run of the members' cases (their codes, ints, or their _CaseOrder) and finite() values
+    (None, or NaN in an array: no value). As arrays, a case's values found by a sort of the codes, not
+    gathered into a list of Python floats each: fsum rounds the exact sum once, so the order the values
+    come in is no matter."""
+    if not isinstance(cases, _CaseOrder):
+        if not isinstance(cases, np.ndarray):
+            codes: dict[str, int] = {}
+            cases = np.array([codes.setdefault(c, len(codes)) for c in cases], dtype=np.int64)
+        cases = _CaseOrder(cases)
     if not isinstance(values, np.ndarray):
         values = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    have = ~np.isnan(values)
-    code, vals = cases[have], values[have]
-    order = np.argsort(code, kind="stable")
-    code, vals = code[order], vals[order]
-    starts = np.flatnonzero(np.concatenate(([True], code[1:] != code[:-1]))) if code.size else code
-    sizes = np.diff(np.append(starts, code.size))
+    vals = values[cases.order]  # by case, each case's in their order
+    have = ~np.isnan(vals)
+    sizes = cases.sizes
+    if not have.all():  # the values there, each case's count of them
+        sizes = np.add.reduceat(have, cases.starts) if vals.size else sizes
+        vals = vals[have]
+    del have
+    starts = np.cumsum(sizes) - sizes
     repeated = [vals[a:a + n] for a, n in zip(starts.tolist(), sizes.tolist()) if n >= 2]
     df = sum(v.size - 1 for v in repeated)
     means = [math.fsum(_python_floats(v)) / v.size for v in repeated]  # once per case (per value it was quadratic)
     ss = math.fsum((x - m) ** 2 for v, m in zip(repeated, means) for x in _python_floats(v))
-    return {"n_cases": int(starts.size), "n_repeated_cases": len(repeated),
+    return {"n_cases": int(np.count_nonzero(sizes)), "n_repeated_cases": len(repeated),
             "run_to_run_std": math.sqrt(ss / df) if df else None}
+
+
+class _CaseOrder:
+    """Rows' case codes sorted once for every metric of a group: ``order`` (the rows by case, stable),
+    and each case's first place in it and count."""
+
+    def __init__(self, codes: np.ndarray):
+        self.order = np.argsort(codes, kind="stable")
+        code = codes[self.order]
+        self.starts = np.flatnonzero(np.concatenate(([True], code[1:] != code[:-1]))) if code.size else \
+            np.zeros(0, dtype=np.int64)
+        self.sizes = np.diff(np.append(self.starts, code.size))
 
 
 def _finites(values: list) -> list:
@@ -176,21 +194,19 @@ class _Members:
     """A group's rows read a column at a time: finite() values of each metric (an array, NaN for none),
     the rows of each quality basis (positions), their cases (a metric of a group is a column, not a get
     per row). The metrics are read in the order given, each as it is first asked for and let go after (a
-    day's ~40 metrics as Python lists at once were ~80 MiB), but for ``KEPT``, asked for again (the
-    group's ratio of means)."""
-
-    KEPT = ("quality_score", "total_energy_j")
+    day's ~40 metrics as Python lists at once were ~80 MiB; a week's, as arrays kept, 8 bytes a request
+    each)."""
 
     def __init__(self, rows: list, metrics: tuple[str, ...]):
         # each row's case as a code (the cases' keys once each) and the rows of each basis, read a block of
         # rows at a time: a week's three columns and keys as Python values were ~15 MiB
         codes: dict[str, int] = {}
-        self.cases = np.empty(len(rows), dtype=np.int64)
+        cases = np.empty(len(rows), dtype=np.int32)
         at: dict[str, array] = {}
         for lo in range(0, len(rows), _BLOCK):
             basis, case_hash, case = ROWS.columns_of(rows[lo:lo + _BLOCK], ["quality_basis", "case_hash", "case"])
-            self.cases[lo:lo + len(basis)] = [codes.setdefault(_case_key(h, c), len(codes))
-                                              for h, c in zip(case_hash, case)]
+            cases[lo:lo + len(basis)] = [codes.setdefault(_case_key(h, c), len(codes))
+                                         for h, c in zip(case_hash, case)]
             for b, key in enumerate(map(_basis_key, basis), lo):
                 got = at.get(key)
                 if got is None:
@@ -200,31 +216,33 @@ class _Members:
         self.bases: dict[str, Sequence[int] | np.ndarray] = \
             {k: range(len(rows)) for k in at} if len(at) == 1 else \
             {k: np.frombuffer(v, dtype=np.int64) for k, v in at.items()}
+        self.cases = cases
+        self._by_case: _CaseOrder | None = None
         self._ahead = zip(metrics, ROWS.iter_floats(rows, list(metrics)))
-        self._kept: dict[str, np.ndarray] = {}
 
     def finite(self, metric: str) -> np.ndarray:
-        got = self._kept.get(metric)
-        if got is not None:
-            return got
         for name, values in self._ahead:  # (a metric skipped over is let go)
-            if name == metric or name in self.KEPT:
-                got = values
-                if name in self.KEPT:
-                    self._kept[name] = got
-                if name == metric:
-                    return got
+            if name == metric:
+                return values
         raise KeyError(f"{metric!r}: not among the metrics still to read, in their order")
 
-    def parts(self, metric: str) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
-        """(basis, finite values, the cases' codes): one part (basis None) or, for a basis metric, one per
-        basis."""
+    def by_case(self, at: Sequence[int] | np.ndarray | None = None) -> _CaseOrder:
+        """The cases' order of every row (``at`` None) or of the rows at ``at``."""
+        if at is not None:
+            return _CaseOrder(self.cases[np.asarray(at, dtype=np.int64)])
+        if self._by_case is None:
+            self._by_case = _CaseOrder(self.cases)
+        return self._by_case
+
+    def parts(self, metric: str) -> list[tuple[str | None, np.ndarray, Callable[[], _CaseOrder]]]:
+        """(basis, finite values, their cases' order when asked): one part (basis None) or, for a basis
+        metric, one per basis."""
         got = self.finite(metric)
         if metric not in BASIS_METRICS:
-            return [(None, got, self.cases)]
+            return [(None, got, self.by_case)]
         if len(self.bases) == 1:  # (one basis: every row, not a copy of the arrays)
-            return [(basis, got, self.cases) for basis in self.bases]
-        return [(basis, got[at], self.cases[at]) for basis, at in sorted(self.bases.items())]
+            return [(basis, got, self.by_case) for basis in self.bases]
+        return [(basis, got[at], functools.partial(self.by_case, at)) for basis, at in sorted(self.bases.items())]
 
 
 def per_case(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]]:
@@ -267,17 +285,19 @@ def percentiles_of(values: list[float], percentiles=DEFAULT_PERCENTILES) -> dict
         v = sorted(values)
         get = v.__getitem__
 
+    return _percentiles(len(v), get, percentiles)
+
+
+def _percentiles(n: int, get: Callable[[int], float], percentiles) -> dict[str, Any]:
+    """percentiles_of n sorted values, the k-th of them ``get(k)``."""
     def at(q: float) -> float:
-        pos = (len(v) - 1) * q / 100.0
+        pos = (n - 1) * q / 100.0
         lo = math.floor(pos)
-        hi = min(lo + 1, len(v) - 1)
+        hi = min(lo + 1, n - 1)
         a, b = get(lo), get(hi)
         return a + (b - a) * (pos - lo)
 
-    out["median"] = at(50.0)
-    for q in percentiles:
-        out[pct_name(q)] = at(q)
-    return out
+    return {"median": at(50.0), **{pct_name(q): at(q) for q in percentiles}}
 
 
 _KEY = ["model", "task", "load", "suite", "sweep_level"]
@@ -322,9 +342,13 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
                 vals = _present(got)
                 if not vals.size:
                     continue
-                out.append({**base, "metric": metric, "quality_basis": basis or None,
-                            **describe(vals, *metric_range(metric)), **percentiles_of(vals, percentiles),
-                            **_run_to_run(cases, got)})
+                # (the present values sorted where they are: describe's sums are exact, so in any order)
+                vals.sort(kind="stable")
+                row = {**base, "metric": metric, "quality_basis": basis or None,
+                       **describe(vals, *metric_range(metric)), **_percentiles(vals.size, vals.item, percentiles)}
+                del vals
+                out.append({**row, **_run_to_run(cases(), got)})
+                del got
         for metric, by_rid in (pooled or {}).items():
             of_rows = getattr(by_rid, "of_rows", None)  # (the analysis's: found by row, not rid)
             vals = _pooled(of_rows(good) if of_rows else (by_rid.get(r.get("rid"), []) for r in good))
@@ -338,7 +362,7 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
                 out.append({**base, "metric": metric, "quality_basis": basis, "variance": None, "std": None,
                             "ci95_low": None, "ci95_high": None, "ci95_note": None, **vals})
         # The group's ratio of means: mean quality over mean energy (robust to one tiny-energy request).
-        quality, energy = members.finite("quality_score"), members.finite("total_energy_j")
+        quality, energy = ROWS.iter_floats(good, ["quality_score", "total_energy_j"])
         for basis, at in sorted(members.bases.items()):
             at = np.asarray(at, dtype=np.int64)
             q, e = _present(quality[at]), _present(energy[at])

@@ -371,6 +371,8 @@ def test_group_by_a_row_list_is_group_by_its_rows(table, block, monkeypatch):
     assert sum(map(len, got.values())) == sum(d["m"] is not None for d in dicts)
     assert ROWS.truthy(rows, "ok") == [d for d in dicts if d["ok"]] == ROWS.truthy(dicts, "ok")
     assert ROWS.truthy(rows.take([k for k, d in enumerate(dicts) if not d["ok"]]), "ok") == []
+    every = ROWS.group_by(rows, ["v"], lambda v: "all")  # one group of every row: the rows, not a copy of them
+    assert list(every) == ["all"] and every["all"] is rows
 
 
 @pytest.mark.parametrize("block", [5, 1 << 14])
