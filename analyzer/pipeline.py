@@ -781,7 +781,8 @@ def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.W
         del before
     power: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in counted}
     level_parts: list[dict[str, np.ndarray] | None] = []
-    tasks = (_slab_task(s, counted, win, mid, idle_until, idle, opts, levels.tasks[j] if levels else None)
+    overlaps = SL.Overlaps(win.a_s, win.b_s)
+    tasks = (_slab_task(s, counted, win, overlaps, mid, idle_until, idle, opts, levels.tasks[j] if levels else None)
              for j, s in enumerate(slabs))
     memory.give_back()  # what reading the copy and indexing the requests freed, before the slabs' working set
     with slab_pool.runner(source, slab_pool.jobs(opts.jobs, source, slabs)) as run:
@@ -803,11 +804,13 @@ def _measure(batch: BatchData, source: SL.Source, slabs: list[SL.Slab], win: E.W
     return timelines, levels.total(level_parts) if levels else None
 
 
-def _slab_task(s: SL.Slab, counted: list[str], win: E.Window, mid: _FirstChunks | np.ndarray, idle_until: float | None,
-               idle: dict[str, float | None], opts: Options, level: tuple | None) -> slab_pool.Task:
+def _slab_task(s: SL.Slab, counted: list[str], win: E.Window, overlaps: SL.Overlaps, mid: _FirstChunks | np.ndarray,
+               idle_until: float | None, idle: dict[str, float | None], opts: Options,
+               level: tuple | None) -> slab_pool.Task:
     """What slab_pool.measure_slab needs of slab ``s``: its windows and every window overlapping them
-    (concurrent requests share energy), not the whole run's; ``level``: its pieces of the load levels."""
-    ctx = SL.context(win.a_s, win.b_s, s.rows)
+    (concurrent requests share energy; ``overlaps``: of ``win``), not the whole run's; ``level``: its
+    pieces of the load levels."""
+    ctx = overlaps.context(s.rows)
     return s.lo_s, s.hi_s, (s, counted, E.Window(win.a_s[ctx], win.b_s[ctx]), mid[ctx], np.searchsorted(ctx, s.rows),
                             idle_until, idle, opts.cpu_tdp_w, level)
 

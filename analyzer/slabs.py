@@ -19,6 +19,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
+from analyzer import mapped
 from analyzer.stream import BatchData, Series
 
 SLAB_S = 600.0    # seconds of the time axis a slab owns
@@ -60,9 +61,13 @@ def plan(a_s: np.ndarray, b_s: np.ndarray, span_s: tuple[float, float], slab_s: 
     buckets = max(1, min(ENVELOPE_POINTS, TIMELINE_POINTS // (2 * k)))
     cuts = np.concatenate([[-INF], lo + slab_s * np.arange(1, k), [INF]])
     which = np.clip(np.searchsorted(cuts, a_s, side="right") - 1, 0, k - 1)
+    # the windows by slab, each slab's in index order: views of one array (not a pass over every window a slab)
+    by_slab = mapped.kept(np.argsort(which, kind="stable"))
+    bounds = np.searchsorted(which[by_slab], np.arange(k + 1)).tolist()
+    del which
     out = []
     for i in range(k):
-        rows = np.flatnonzero(which == i)
+        rows = by_slab[bounds[i]:bounds[i + 1]]
         own_lo, own_hi = float(cuts[i]), float(cuts[i + 1])
         first = min(own_lo, float(a_s[rows].min())) if rows.size else own_lo
         last = max(own_hi, float(b_s[rows].max())) if rows.size else own_hi
@@ -74,11 +79,30 @@ def plan(a_s: np.ndarray, b_s: np.ndarray, span_s: tuple[float, float], slab_s: 
 def context(a_s: np.ndarray, b_s: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``rows`` and every window overlapping one of them (sorted indices): a window's share of the
     energy it runs concurrently with others depends on those others, wherever they start."""
-    if rows.size == 0 or rows.size == a_s.size:
-        return rows
-    lo, hi = float(a_s[rows].min()), float(b_s[rows].max())
-    near = np.flatnonzero((a_s <= hi) & (b_s >= lo))
-    return np.union1d(near, rows)
+    return Overlaps(a_s, b_s).context(rows)
+
+
+class Overlaps:
+    """``context`` of the windows ``[a_s, b_s]`` for one slab after another, without a pass over every
+    window each time (a month's windows a slab were its requests' pages read again 4,000 times): the
+    windows by start, and the latest end of those starting no later than each (a running maximum), so
+    the windows overlapping a range are those between two binary searches whose end reaches it."""
+
+    def __init__(self, a_s: np.ndarray, b_s: np.ndarray):
+        self.a_s, self.b_s = a_s, b_s
+        self._order = mapped.kept(np.argsort(a_s, kind="stable"))
+        self._starts = mapped.kept(a_s[self._order])
+        self._reach = mapped.kept(np.maximum.accumulate(b_s[self._order])) if a_s.size else self._starts
+
+    def context(self, rows: np.ndarray) -> np.ndarray:
+        if rows.size == 0 or rows.size == self.a_s.size:
+            return rows
+        lo, hi = float(self.a_s[rows].min()), float(self.b_s[rows].max())
+        # a_s <= hi: the windows before the first starting after hi; b_s >= lo: none before the first
+        # whose running maximum of ends reaches lo, and of those after it, the ones whose own end does
+        first = int(np.searchsorted(self._reach, lo, side="left"))
+        near = self._order[first:int(np.searchsorted(self._starts, hi, side="right"))]
+        return np.union1d(near[self.b_s[near] >= lo], rows)
 
 
 def pieces(a_s: np.ndarray, b_s: np.ndarray, slabs: list[Slab]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

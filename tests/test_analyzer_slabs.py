@@ -49,6 +49,25 @@ def test_context_holds_every_overlapping_window():
     assert SL.context(a, b, np.array([2])).tolist() == [0, 2, 3]
 
 
+def test_overlaps_found_by_search_are_those_a_pass_over_every_window_finds():
+    """Windows in no order (long ones, zero-length ones, equal starts): for any set of rows, the windows
+    overlapping their span found by Overlaps' two searches are those the comparison of every window gives;
+    and a plan's slabs hold each window once, each slab's in index order."""
+    rng = np.random.default_rng(8)
+    for n in (1, 2, 7, 300):
+        a = rng.choice(np.arange(0.0, 50.0, 0.5), n)  # (repeated starts)
+        b = a + np.where(rng.random(n) < 0.1, rng.uniform(0, 40, n), rng.choice([0.0, 0.5, 2.0], n))
+        found = SL.Overlaps(a, b)
+        for _ in range(40):
+            rows = np.sort(rng.choice(n, rng.integers(1, n + 1), replace=False))
+            lo, hi = a[rows].min(), b[rows].max()
+            want = np.union1d(np.flatnonzero((a <= hi) & (b >= lo)), rows)
+            assert found.context(rows).tolist() == want.tolist()
+        slabs = SL.plan(a, b, (0.0, 90.0), slab_s=7.0)
+        assert [s.rows.tolist() for s in slabs] == [sorted(s.rows.tolist()) for s in slabs]
+        assert sorted(np.concatenate([s.rows for s in slabs]).tolist()) == list(range(n))
+
+
 def test_envelope_keeps_peaks_and_bounds_points():
     t = np.arange(100_000, dtype=float)
     y = np.sin(t / 50.0)
