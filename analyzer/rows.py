@@ -640,19 +640,27 @@ def group_by(rows: Sequence[Mapping[str, Any]], names: list[str],
             if k is not None:
                 out.setdefault(k, []).append(row)
         return out
-    at: dict[Hashable, array] = {}
+    at: dict[Hashable, array] | None = None
+    # (the usual: every row of one key. Its positions are not listed while rows 0..run-1 are all of it)
+    run_key: Hashable | None = None
+    run = 0
     # the key columns a block of rows at a time: a week's columns at once, as Python values, were tens of
     # MiB that the allocators kept after (their arenas pinned by the few values that lived on)
     for lo in range(0, len(rows), GROUP_BLOCK):
         for p, values in enumerate(zip(*iter_columns(rows[lo:lo + GROUP_BLOCK], names)), lo):
             k = key(*values)
+            if at is None:
+                if k is not None and (run == 0 or k == run_key):
+                    run_key, run = k, run + 1
+                    continue
+                at = {run_key: array("q", range(run))} if run else {}
             if k is not None:
                 got = at.get(k)
                 if got is None:
                     got = at[k] = array("q")
                 got.append(p)
-    if len(at) == 1 and len(next(iter(at.values()))) == len(rows):  # one group of every row: the rows themselves
-        return {k: rows for k in at}
+    if at is None:  # one group of every row (or no rows): the rows themselves
+        return {run_key: rows} if run else {}
     out = {}
     for k, v in at.items():  # each group's table row numbers written over its positions (no second array)
         places = np.frombuffer(v, dtype=np.int64)
