@@ -658,13 +658,19 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
     ev_seq_sel = np.array([p["seq"] for _, p in evs], dtype=np.int64)
     order = None
     if stored is not None:  # the stored request events, in the order the others are sorted in: (t, src, seq)
-        kept = np.flatnonzero(keeps[-1])
         rank = np.empty(len(dec.srcs), dtype=np.int64)
         rank[sorted(range(len(dec.srcs)), key=dec.srcs.__getitem__)] = np.arange(len(dec.srcs))
-        order = mapped.kept(kept[np.lexsort((req_cols["seq"][kept], rank[req_cols["src"][kept]], req_cols["t"][kept]))])
-        del kept
+        if keeps[-1].all():  # the usual: every one kept, sorted as they are (no copy of each column first)
+            order = mapped.kept(np.lexsort((req_cols["seq"], rank[req_cols["src"]], req_cols["t"])))
+        else:
+            kept = np.flatnonzero(keeps[-1])
+            order = mapped.kept(kept[np.lexsort((req_cols["seq"][kept], rank[req_cols["src"][kept]],
+                                                 req_cols["t"][kept]))])
+            del kept
         memory.give_back()  # (the de-duplication's and the sort's arrays, a day's events' each)
-    all_t = [s["t"] for s in scoped.values()] + [ev_t_sel] + ([req_cols["t"][order]] if order is not None else [])
+    all_t = [s["t"] for s in scoped.values()] + [ev_t_sel]
+    if order is not None:  # (the stored events' kept stamps, not a copy of them in sorted order)
+        all_t.append(req_cols["t"] if keeps[-1].all() else req_cols["t"][keeps[-1]])
     firsts = [int(x.min()) for x in all_t if x.size] + [f.first_t for f in (facts or {}).values()]
     origin = min(firsts) if firsts else 0
     del all_t
@@ -741,11 +747,15 @@ def _first_of_duplicates(parts: list[dict[str, np.ndarray]]) -> list[np.ndarray]
     seq = np.concatenate([p["seq"] for p in parts])
     key = seq_keys(np.concatenate([p["src"] for p in parts]), seq) if seq.size else None
     if key is not None:
-        # the usual case, checked cheaply: no (src, seq) repeats at all, so no duplicates
+        # the usual case, checked cheaply: no (src, seq) repeats at all, so no duplicates. (The seqs made
+        # again if not: not held beside the key's sort, nor the mapped columns' pages read for it)
+        del seq
+        mapped.drop()
         key.sort(kind="stable")  # runs already in order (a source's seqs in file order): timsort merges them
         if not (key[1:] == key[:-1]).any():
             return [np.ones(p["src"].size, dtype=bool) for p in parts]
         del key
+        seq = np.concatenate([p["seq"] for p in parts])
     src = np.concatenate([p["src"] for p in parts])
     t = np.concatenate([p["t"] for p in parts])
     idx = np.concatenate([p["idx"] for p in parts])
