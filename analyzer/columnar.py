@@ -660,7 +660,8 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
     if stored is not None:  # the stored request events, in the order the others are sorted in: (t, src, seq)
         rank = np.empty(len(dec.srcs), dtype=np.int64)
         rank[sorted(range(len(dec.srcs)), key=dec.srcs.__getitem__)] = np.arange(len(dec.srcs))
-        if keeps[-1].all():  # the usual: every one kept, sorted as they are (no copy of each column first)
+        all_kept = bool(keeps[-1].all())
+        if all_kept:  # the usual: every one kept, sorted as they are (no copy of each column first)
             order = mapped.kept(np.lexsort((req_cols["seq"], rank[req_cols["src"]], req_cols["t"])))
         else:
             kept = np.flatnonzero(keeps[-1])
@@ -670,7 +671,7 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
         memory.give_back()  # (the de-duplication's and the sort's arrays, a day's events' each)
     all_t = [s["t"] for s in scoped.values()] + [ev_t_sel]
     if order is not None:  # (the stored events' kept stamps, not a copy of them in sorted order)
-        all_t.append(req_cols["t"] if keeps[-1].all() else req_cols["t"][keeps[-1]])
+        all_t.append(req_cols["t"] if all_kept else req_cols["t"][keeps[-1]])
     firsts = [int(x.min()) for x in all_t if x.size] + [f.first_t for f in (facts or {}).values()]
     origin = min(firsts) if firsts else 0
     del all_t

@@ -92,7 +92,7 @@ class Overlaps:
         self.a_s, self.b_s = a_s, b_s
         self._order = mapped.kept(np.argsort(a_s, kind="stable"))
         self._starts = mapped.kept(a_s[self._order])
-        self._reach = mapped.kept(np.maximum.accumulate(b_s[self._order])) if a_s.size else self._starts
+        self._reach = mapped.kept(np.maximum.accumulate(b_s[self._order]))
 
     def context(self, rows: np.ndarray) -> np.ndarray:
         if rows.size == 0 or rows.size == self.a_s.size:
