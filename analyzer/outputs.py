@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 import analyzer
 import shared
-from analyzer import arrow_np, i18n, memory, report, report_html, tables
+from analyzer import arrow_np, i18n, memory, parquet_footer, report, report_html, tables
 from analyzer.pipeline import Analysis
 from analyzer.rows import iter_columns
 from shared.batch import BatchDir
@@ -421,14 +421,11 @@ class _PieceWriter:
 
 
 def _holds(path: Path, key: str, samples) -> bool:
-    """Whether the Parquet file at ``path`` was written from ``key`` with ``samples``' rows and columns."""
-    try:
-        meta = pq.read_metadata(path)
-    except (OSError, pa.ArrowException):  # missing or not a whole Parquet file: written again
-        return False
-    stored = (meta.metadata or {}).get(SAMPLES_KEY)
-    return (stored == key.encode() and meta.num_rows == samples.rows
-            and meta.schema.to_arrow_schema().names == list(samples.columns))
+    """Whether the Parquet file at ``path`` was written from ``key`` with ``samples``' rows and columns
+    (read from its footer's bytes, not parsed whole: analyzer.parquet_footer)."""
+    got = parquet_footer.head(path)
+    return (got is not None and got.rows == samples.rows and got.columns == list(samples.columns)
+            and parquet_footer.key_value(SAMPLES_KEY, key.encode("utf-8")) in got.footer)
 
 
 def write_text(path: Path, text: str | Iterable[str], encoding: str = "utf-8", skip_unchanged: bool = False) -> Path:

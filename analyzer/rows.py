@@ -31,6 +31,7 @@ from typing import Any, Callable, Hashable
 
 import numpy as np
 
+from analyzer import mapped
 from shared.numbers import finite
 
 PART_ROWS = 4096       # rows of a column held together (a power of two)
@@ -553,13 +554,14 @@ class _Values(ValuesView):
 
 class RowList(Sequence):
     """Rows of one table by row number, each Row made when read: a week's results hold 8 bytes a row
-    here (its number), not a Row object and an int each (~90 bytes, and the allocator's arenas they
-    pin). ``take(idx)``: those rows, another RowList; ``+``, ``==`` as lists of the rows."""
+    here (its number; in a mapped file where long: analyzer.mapped), not a Row object and an int each
+    (~90 bytes, and the allocator's arenas they pin). ``take(idx)``: those rows, another RowList; ``+``,
+    ``==`` as lists of the rows."""
 
     __slots__ = ("table", "places")
 
     def __init__(self, table: Table, places: Sequence[int] | np.ndarray):
-        self.table, self.places = table, np.asarray(places, dtype=np.int64)
+        self.table, self.places = table, mapped.kept(np.asarray(places, dtype=np.int64))
 
     def __len__(self) -> int:
         return int(self.places.size)
