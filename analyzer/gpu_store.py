@@ -174,6 +174,7 @@ class Store:
         # the non-GPU tables' rows by source in time order, once: a stretch bisects rather than masks them
         self._rows_by_src = {topic: _by_src(dec.tables[topic].cols) for topic in dec.tables
                              if topic not in (M.TEL_GPU, M.TEL_HOST)}
+        mapped.drop()  # (the heartbeats' pages read, handed back before the events' are: each a pass of its own)
         seqs: dict[str, list[np.ndarray]] = {}
         names = np.array([str(p["src"]) for _, _, p in dec.events], dtype=object)
         values = np.array([int(p["seq"]) for _, _, p in dec.events], dtype=np.int64)
@@ -187,6 +188,7 @@ class Store:
                 mine = cols["src"] == code
                 seqs.setdefault(dec.srcs[code], []).append(cols["seq"] if mine.all() else cols["seq"][mine])
         self._event_seqs = {s: _sorted_once(v) for s, v in seqs.items()}
+        mapped.drop()
         self._cache: tuple[float, float, BatchData] | None = None
         self._files = {f["file"]: _GroupFile([self.root / n for n in f["parts"]],
                                              [(t0, t1) for t0, t1, _ in f["groups"]], f["part_groups"])

@@ -429,6 +429,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     reqs = batch.requests  # (a day's are columns, stream.StoredRequests: read as arrays where a pass needs no more)
     rc = request_columns(reqs)
     rids = request_rids(reqs)
+    mapped.drop()  # (the pages each pass over the requests reads are handed back before the next one's)
     ended = rc["has_end"]
     # (the run's per-request arrays in mapped files: analyzer.mapped) the requests with a window, by window
     done_at = mapped.kept(np.flatnonzero(ended & (rc["end_t"] >= rc["start_t"])))
@@ -571,6 +572,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     if incomplete:
         problems.append(Msg("p_incomplete_requests", n=len(incomplete), which=", ".join(incomplete[:10])))
     place = Places(rids)  # (one lookup by rid for what follows: arrays, not a dict entry and an int a request)
+    mapped.drop()
     counted_keys = {g.key for g in batch.gpus}
 
     def window(rid: str) -> int | None:
