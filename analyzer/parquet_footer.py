@@ -69,7 +69,7 @@ class _Reader:
 
     def skip(self, kind: int) -> None:
         if kind in (_TRUE, _FALSE):
-            return  # (a field's bool is its type; a list's bools are a byte each: _BYTE below)
+            return  # (a field's bool is its type; a list's or a map's bools are a byte each: _item)
         if kind == _BYTE:
             self.at += 1
         elif kind in (_I16, _I32, _I64):
@@ -81,14 +81,14 @@ class _Reader:
         elif kind in (_LIST, _SET):
             n, elem = self.list_head()
             for _ in range(n):
-                self.skip(_BYTE if elem in (_TRUE, _FALSE) else elem)
+                self.skip(_item(elem))
         elif kind == _MAP:
             n = self.varint()
             if n:
                 kv = self.byte()
                 for _ in range(n):
-                    self.skip(kv >> 4)
-                    self.skip(kv & 0x0F)
+                    self.skip(_item(kv >> 4))
+                    self.skip(_item(kv & 0x0F))
         elif kind == _STRUCT:
             last = 0
             while True:
@@ -98,6 +98,11 @@ class _Reader:
                 self.skip(k)
         else:
             raise ValueError(f"Thrift type {kind}")
+
+
+def _item(kind: int) -> int:
+    """How a list's or a map's element of type ``kind`` is skipped (a bool there is a byte)."""
+    return _BYTE if kind in (_TRUE, _FALSE) else kind
 
 
 def _schema_element(r: _Reader) -> tuple[str | None, int]:
