@@ -672,7 +672,7 @@ def _sorted_once(parts: list[np.ndarray]) -> np.ndarray:
         out[at:at + p.size] = p
         at += p.size
     out.sort(kind="stable")  # (runs in order: merged)
-    return out if out.size < 2 or (out[1:] > out[:-1]).all() else mapped.kept(np.unique(out))
+    return mapped.written(out) if out.size < 2 or (out[1:] > out[:-1]).all() else mapped.kept(np.unique(out))
 
 
 def _by_src(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray]]:

@@ -41,20 +41,30 @@ def empty(shape: Any, dtype: Any = np.float64) -> np.ndarray:
 
 
 def full(shape: Any, value: Any, dtype: Any = np.float64) -> np.ndarray:
-    """``np.full``, in a mapped file where large enough."""
+    """``np.full``, in a mapped file where large enough (its pages handed back once filled)."""
     out = empty(shape, dtype)
     out[...] = value
-    return out
+    return written(out)
 
 
 def kept(a: Any) -> np.ndarray:
-    """``a`` as an array, copied into a mapped file where large enough (then ``a`` can go)."""
+    """``a`` as an array, copied into a mapped file where large enough (then ``a`` can go; the copy's
+    pages handed back once written)."""
     a = np.asarray(a)
     if not _CAN or a.dtype.hasobject or a.nbytes < MIN_BYTES or is_mapped(a):
         return a
     out = empty(a.shape, a.dtype)
     out[...] = a
-    return out
+    return written(out)
+
+
+def written(a: np.ndarray) -> np.ndarray:
+    """``a``, its mapping's resident pages handed back when it is mapped (a whole array just written: its
+    pages would otherwise stay resident, beside the next pass's, until the next ``drop()``)."""
+    m = _mapping(a)
+    if m is not None and not m.closed:
+        m.madvise(mmap.MADV_DONTNEED)
+    return a
 
 
 class Spooled:
@@ -105,6 +115,11 @@ class Spooled:
 
 def is_mapped(a: np.ndarray) -> bool:
     """Whether ``a`` is (a view of) an array made here."""
+    return _mapping(a) is not None
+
+
+def _mapping(a: Any) -> mmap.mmap | None:
+    """The mapping ``a`` is (a view of), else None."""
     base: Any = a
     while True:
         if isinstance(base, np.ndarray) and base.base is not None:
@@ -112,7 +127,7 @@ def is_mapped(a: np.ndarray) -> bool:
         elif isinstance(base, memoryview):
             base = base.obj
         else:
-            return isinstance(base, mmap.mmap)
+            return base if isinstance(base, mmap.mmap) else None
 
 
 def drop() -> None:

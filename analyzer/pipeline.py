@@ -33,7 +33,7 @@ from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_input
 from analyzer.stream import (BatchData, Request, Series, answer, request_columns, request_rids, take_requests,
                              take_strings)
 from analyzer.throughput import cold_start, iso_utc, throughput, timing, token_latency
-from analyzer.windows import split_windows
+from analyzer.windows import split_time
 from shared import messages as M
 from shared.batch import resume_command
 from shared.logs import get_logger
@@ -440,9 +440,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     done = take_requests(reqs, done_at)
     win = E.Window(*(mapped.kept((rc[k][done_at] - origin) / 1e9) for k in ("start_t", "end_t")))
     memory.give_back()  # the request columns' pages read so far, handed back before the windows' split
-    conc = split_windows(lambda x: x, win.a_s, win.b_s)
-    conc = dataclasses.replace(conc, energy=mapped.kept(conc.energy), effective_s=mapped.kept(conc.effective_s),
-                               max_active=mapped.kept(conc.max_active))
+    # each window's share of the time it ran and the most requests beside it (a block of windows at a time)
+    shared_s, most_active = split_time(win.a_s, win.b_s, mapped.empty, mapped.drop)
     idle_until = (int(rc["start_t"].min()) - origin) / 1e9 if (opts.idle_baseline and len(reqs)) else None
     mid = _FirstChunks(done, origin)
     window_of = mapped.full(len(reqs), -1, dtype=np.int64)  # each request's window (-1: none)
@@ -464,8 +463,8 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     def make(r: Request, i: int | None, at: int | None, gpu: _GpuCells | None, host: _Cells | None) -> dict:
         d = _row(r, at, gpu, host, batch, opts, fixed)
         if i is not None:
-            d["effective_window_s"] = float(conc.energy[i])
-            d["concurrency_max"] = int(conc.max_active[i])
+            d["effective_window_s"] = float(shared_s[i])
+            d["concurrency_max"] = int(most_active[i])
         return d
 
     # every request's row built with its slab (then the slab's columns go: the run's are never all held)

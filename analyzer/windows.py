@@ -71,6 +71,49 @@ def split_windows(cumulative: Callable[[np.ndarray], np.ndarray], a_s, b_s) -> S
     return Split(energy, effective, max_active, total)
 
 
+SPLIT_BLOCK = 1 << 15  # windows a block of split_time (its arrays: a few MiB, whatever the run's length)
+
+
+def split_time(a_s: np.ndarray, b_s: np.ndarray, empty: Callable[..., np.ndarray] = np.empty,
+               after_block: Callable[[], None] | None = None, block: int = SPLIT_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """``split_windows(lambda x: x, a_s, b_s)``'s energy and max_active (each window's share of the time
+    it was active, the most windows active at once in it) in arrays made by ``empty``, a block of windows
+    at a time in the order they start: the block's own windows and those still active where it starts,
+    cut to its stretch of time (from its first start to the next block's). So the arrays held are a
+    block's and the windows in flight, not the run's (a week's windows at once were ~90 bytes each).
+    The segments are split_windows', so max_active is the same; a share is summed over the blocks it
+    spans, each from its own prefix sum (the same within rounding). ``after_block`` is called after
+    each block (analyzer.mapped.drop: the output pages written handed back)."""
+    a_s, b_s = np.asarray(a_s, dtype=np.float64), np.asarray(b_s, dtype=np.float64)
+    n_win = a_s.size
+    share, most = empty(n_win, np.float64), empty(n_win, np.int64)
+    starts_in_order = all(not (x[1:] < x[:-1]).any() for x in (a_s[lo:lo + block + 1] for lo in range(0, n_win, block)))
+    order = None if starts_in_order else np.argsort(a_s, kind="stable")
+    carry = np.zeros(0, dtype=np.int64)  # the windows still active where the next block starts
+    for lo in range(0, n_win, block):
+        hi = min(lo + block, n_win)
+        own = np.arange(lo, hi) if order is None else order[lo:hi]
+        if (b_s[own] < a_s[own]).any():
+            raise ValueError("split_windows: a window ends before it starts (req.end.t < req.start.t)")
+        t0 = a_s[own[0]]
+        t1 = (a_s[hi] if order is None else a_s[order[hi]]) if hi < n_win else np.inf
+        idx = np.concatenate([carry, own])
+        ca, cb = np.maximum(a_s[idx], t0), np.minimum(b_s[idx], t1)
+        u, n = active_segments(ca, cb)
+        ia, ib = np.searchsorted(u, ca), np.searchsorted(u, cb)
+        part_most = _max_over(n, ia, ib, 1)
+        idle = n == 0
+        part = _shared(np.diff(u), np.maximum(n, 1, out=n), idle, ia, ib)
+        k = carry.size  # (the carried windows' shares so far, added to; the block's own start here)
+        share[idx[:k]] += part[:k]
+        most[idx[:k]] = np.maximum(most[idx[:k]], part_most[:k])
+        share[own], most[own] = part[k:], part_most[k:]
+        carry = idx[b_s[idx] > t1]
+        if after_block is not None:
+            after_block()
+    return share, most
+
+
 def _shared(seg: np.ndarray, n: np.ndarray, idle: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
     """Each window's sum of ``seg`` / n over its segments ia to ib (0 where idle), by a prefix sum;
     ``seg`` is overwritten."""

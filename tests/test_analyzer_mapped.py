@@ -37,6 +37,19 @@ def test_a_large_array_lives_in_a_file_and_give_back_drops_its_pages():
     assert m[7] == -1 and int(m.sum()) == int(a.sum()) - 8
 
 
+@LINUX
+def test_an_array_made_in_a_file_is_not_left_resident_once_written():
+    """kept() and full() hand the pages they wrote back at once: a pass that makes a run's array does not
+    leave it resident beside the next pass's (the values are still read back)."""
+    a = np.arange(2 << 20, dtype=np.int64)  # 16 MiB
+    memory.give_back()
+    before = _rss_file_mib()
+    m, f = mapped.kept(a), mapped.full(2 << 20, 7, np.int64)
+    assert _rss_file_mib() < before + 4, "the written pages stayed resident"
+    assert np.array_equal(m, a) and int(f.sum()) == 7 * (2 << 20)
+    assert mapped.written(a) is a  # (an array on the heap: as it was)
+
+
 def test_small_arrays_and_objects_stay_on_the_heap():
     small = np.arange(100)
     assert mapped.kept(small) is small

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from analyzer.integrate import Trace
-from analyzer.windows import (active_segments, coverage, gaps_touching, seq_gap_intervals, split_windows,
-                              window_mean, window_peak)
+from analyzer.windows import (active_segments, coverage, gaps_touching, seq_gap_intervals, split_time,
+                              split_windows, window_mean, window_peak)
 
 
 def identity(x):
@@ -44,6 +44,64 @@ class TestSplitWindows:
         u, n = active_segments(np.array([0.0, 1.0]), np.array([2.0, 3.0]))
         assert u.tolist() == [0.0, 1.0, 2.0, 3.0]
         assert n.tolist() == [1, 2, 1]
+
+
+def _windows(rng, n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """n windows: serial, overlapping (up to ~8 in flight), one long window over all, ties, zero-length."""
+    if kind == "serial":
+        a = np.cumsum(rng.uniform(0.5, 2.0, n))
+        return a, a + rng.uniform(0.0, 0.4, n)
+    a = np.sort(rng.uniform(0.0, n / 8, n))
+    b = a + rng.exponential(1.0, n)
+    if kind == "long":
+        b[0] = a[-1] + 5.0  # in flight through every block
+    if kind == "ties":
+        a, b = np.round(a), np.round(b)  # starts and ends shared by many, on block edges too
+        b[::7] = a[::7]  # zero-length windows among them
+    if kind == "shuffled":
+        order = rng.permutation(n)
+        a, b = a[order], b[order]
+    return a, b
+
+
+class TestSplitTime:
+    """split_time: split_windows(identity)'s shares and most active, a block of windows at a time."""
+
+    @pytest.mark.parametrize("kind", ["serial", "overlapping", "long", "ties", "shuffled"])
+    @pytest.mark.parametrize("block", [1, 2, 3, 64, 1 << 15])
+    def test_the_same_as_the_whole_split(self, kind, block):
+        rng = np.random.default_rng(len(kind) * 1000 + block)
+        a, b = _windows(rng, 500, kind)
+        whole = split_windows(identity, a, b)
+        calls = []
+        share, most = split_time(a, b, block=block, after_block=lambda: calls.append(1))
+        assert most.tolist() == whole.max_active.tolist()
+        np.testing.assert_allclose(share, whole.energy, rtol=1e-12, atol=1e-12)
+        assert len(calls) == -(-a.size // block)
+        assert (whole.max_active.max() == 1) == (kind == "serial")  # (the case meant: overlaps or none)
+
+    def test_an_overlap_is_shared_across_a_block_edge(self):
+        """The worked example of test_overlap_is_split_equally_and_sums_to_total, a window a block."""
+        share, most = split_time(np.array([0.0, 1.0, 1.5]), np.array([2.0, 3.0, 2.5]), block=1)
+        assert share.tolist() == pytest.approx([1 + 0.25 + 1 / 6, 0.25 + 1 / 6 + 0.25 + 0.5, 1 / 6 + 0.25])
+        assert most.tolist() == [3, 3, 3]
+
+    def test_into_the_arrays_asked_for_and_none_for_none(self):
+        made = []
+
+        def empty(n, dtype):
+            made.append(np.dtype(dtype))
+            return np.full(n, -7, dtype=dtype)  # (not zero: every value must be written)
+
+        share, most = split_time(np.array([0.0, 0.5]), np.array([1.0, 1.0]), empty=empty)
+        assert made == [np.dtype(np.float64), np.dtype(np.int64)]
+        assert share.tolist() == [0.75, 0.25] and most.tolist() == [2, 2]
+        share, most = split_time(np.zeros(0), np.zeros(0))
+        assert share.size == most.size == 0
+
+    def test_end_before_start_is_an_error(self):
+        with pytest.raises(ValueError, match="ends before it starts"):
+            split_time(np.array([0.0, 2.0]), np.array([1.0, 1.0]), block=1)
 
 
 class TestCoverageAndGaps:
