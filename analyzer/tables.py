@@ -229,7 +229,7 @@ class _Members:
     def by_case(self, at: Sequence[int] | np.ndarray | None = None) -> _CaseOrder:
         """The cases' order of every row (``at`` None) or of the rows at ``at``."""
         if at is not None:
-            return _CaseOrder(self.cases[np.asarray(at, dtype=np.int64)])
+            return _CaseOrder(_at(self.cases, at))
         if self._by_case is None:
             self._by_case = _CaseOrder(self.cases)
         return self._by_case
@@ -243,6 +243,13 @@ class _Members:
         if len(self.bases) == 1:  # (one basis: every row, not a copy of the arrays)
             return [(basis, got, self.by_case) for basis in self.bases]
         return [(basis, got[at], functools.partial(self.by_case, at)) for basis, at in sorted(self.bases.items())]
+
+
+def _at(values: np.ndarray, at: Sequence[int] | np.ndarray) -> np.ndarray:
+    """``values`` at the positions ``at`` (a basis's rows: a range is a slice, not an int object a row)."""
+    if isinstance(at, range):
+        return values[at.start:at.stop:at.step]
+    return values[np.asarray(at, dtype=np.int64)]
 
 
 def per_case(results: list[dict[str, Any]], simulated: bool) -> list[dict[str, Any]]:
@@ -364,8 +371,7 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
         # The group's ratio of means: mean quality over mean energy (robust to one tiny-energy request).
         quality, energy = ROWS.iter_floats(good, ["quality_score", "total_energy_j"])
         for basis, at in sorted(members.bases.items()):
-            at = np.asarray(at, dtype=np.int64)
-            q, e = _present(quality[at]), _present(energy[at])
+            q, e = _present(_at(quality, at)), _present(_at(energy, at))
             if not (q.size and e.size and sum(_python_floats(e)) > 0):  # (Python's sum, in order, as on a list)
                 continue
             qm, em = math.fsum(_python_floats(q)) / len(q), math.fsum(_python_floats(e)) / len(e)

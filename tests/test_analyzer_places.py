@@ -14,8 +14,11 @@ def as_dict(rids: list[str]) -> dict[str, int]:
     return {rid: p for p, rid in enumerate(rids)}
 
 
+@pytest.mark.parametrize("block", [7, 1 << 15])
 @pytest.mark.parametrize("same_hash", [False, True])
-def test_places_give_what_the_dict_gives(monkeypatch, same_hash):
+def test_places_give_what_the_dict_gives(monkeypatch, same_hash, block):
+    """``block``: rids hashed and keys compared at a time (7: runs of one hash across blocks' edges)."""
+    monkeypatch.setattr(places, "_BLOCK", block)
     if same_hash:  # every rid of a length shares one hash: each lookup checks the rid itself
         monkeypatch.setattr(places, "hash", len, raising=False)
     rng = random.Random(7)
