@@ -803,7 +803,8 @@ def distinct(v: np.ndarray) -> np.ndarray:
     first values, not over every element."""
     if v.size < 2:
         return np.unique(v)
-    return np.unique(v[np.flatnonzero(np.concatenate([[True], v[1:] != v[:-1]]))])
+    return np.unique(np.concatenate([b[np.flatnonzero(np.concatenate([[True], b[1:] != b[:-1]]))]
+                                     for b in mapped.in_blocks(v)]))  # (a block's first value: a run's, or again)
 
 
 @dataclass

@@ -184,9 +184,10 @@ class Store:
             from analyzer.columnar import distinct
 
             cols = dec.requests.columns()
-            for code in distinct(cols["src"]).tolist():
-                mine = cols["src"] == code
-                seqs.setdefault(dec.srcs[code], []).append(cols["seq"] if mine.all() else cols["seq"][mine])
+            codes = distinct(cols["src"]).tolist()
+            for code in codes:  # (one publisher, the usual: its seqs are the column, no mask read)
+                seqs.setdefault(dec.srcs[code], []).append(cols["seq"] if len(codes) == 1 else
+                                                            cols["seq"][cols["src"] == code])
         self._event_seqs = {s: _sorted_once(v) for s, v in seqs.items()}
         mapped.drop()
         self._cache: tuple[float, float, BatchData] | None = None
@@ -664,7 +665,7 @@ def _group_meta(pf, g: int, names: list[str]) -> dict[str, np.ndarray]:
 def _sorted_once(parts: list[np.ndarray]) -> np.ndarray:
     """``np.unique`` of the parts' values (mapped: analyzer.mapped), without a sort where they rise
     already (a publisher's seqs in file order: a day's events' sorted again were three copies at once)."""
-    if len(parts) == 1 and (parts[0].size < 2 or (parts[0][1:] > parts[0][:-1]).all()):
+    if len(parts) == 1 and all((b[1:] > b[:-1]).all() for b in mapped.in_blocks(parts[0], overlap=1)):
         return mapped.kept(parts[0])
     out = mapped.empty(sum(p.size for p in parts), np.int64)  # (joined and sorted in place, not on the heap)
     at = 0
@@ -672,7 +673,8 @@ def _sorted_once(parts: list[np.ndarray]) -> np.ndarray:
         out[at:at + p.size] = p
         at += p.size
     out.sort(kind="stable")  # (runs in order: merged)
-    return mapped.written(out) if out.size < 2 or (out[1:] > out[:-1]).all() else mapped.kept(np.unique(out))
+    rising = all((b[1:] > b[:-1]).all() for b in mapped.in_blocks(out, overlap=1))
+    return mapped.written(out) if rising else mapped.kept(np.unique(out))
 
 
 def _by_src(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray]]:

@@ -18,7 +18,7 @@ import mmap
 import tempfile
 import weakref
 from array import array
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -111,6 +111,15 @@ class Spooled:
         if isinstance(self.buf, np.ndarray):
             return self.buf
         return np.frombuffer(self.buf, dtype) if len(self.buf) else np.zeros(0, dtype)
+
+
+def in_blocks(a: np.ndarray, size: int = 1 << 16, overlap: int = 0) -> Iterator[np.ndarray]:
+    """``a``'s values a block of ``size`` at a time (views, each with the next one's first ``overlap``
+    values too), a mapped array's pages handed back after each: a pass over a run's array (a check, a
+    count) leaves no more of it resident than a block."""
+    for lo in range(0, a.shape[0], size):
+        yield a[lo:lo + size + overlap]
+        written(a)
 
 
 def is_mapped(a: np.ndarray) -> bool:

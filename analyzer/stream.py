@@ -11,6 +11,7 @@ import functools
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -367,6 +368,7 @@ class StoredEvents:
     ``stored_requests`` makes the requests of them."""
 
     NAMES = ("kind", "flag", "idx", "src", "seq", "t", "at", "size")
+    RECENT = 1 << 14  # rids the numbering looks up by their bytes: those last met (a request's events are near)
 
     def __init__(self, file: EventFile):
         self.file = file
@@ -397,26 +399,10 @@ class StoredEvents:
             setattr(self, k, col.array())
         text, ends = self._text.array(), self._ends.array()
         self._cols, self._text, self._ends = {}, mapped.Spooled("B"), mapped.Spooled("q")
-        code = mapped.Spooled("q")
-        seen: dict[bytes, int] = {}  # (only while numbering: the rids' bytes, once each)
-        uniq, uniq_ends = mapped.Spooled("B"), mapped.Spooled("q")
-        lo = 0
-        for k in range(0, ends.size, mapped.Spooled.CHUNK):  # a block of events' texts as one bytes at a time
-            block = ends[k:k + mapped.Spooled.CHUNK].tolist()
-            chunk, base = text[lo:block[-1]].tobytes(), lo
-            for hi in block:
-                rid = chunk[lo - base:hi - base]
-                got = seen.get(rid)
-                if got is None:
-                    got = seen[rid] = len(seen)
-                    uniq.buf.frombytes(rid)
-                    uniq_ends.buf.append(len(uniq))
-                code.buf.append(got)
-                lo = hi
-            for col in (code, uniq, uniq_ends):
-                col.spill()
-            mapped.drop()
-        del seen
+        # the rids last met looked up, not every one: held, a day's were ~100 bytes a request. A rid that
+        # comes back once let go (a restart long after) is then numbered twice: found by the rids'
+        # hashes, and the whole numbered again with every rid held
+        code, uniq, uniq_ends = _number_rids(text, ends, self.RECENT) or _number_rids(text, ends, None)
         self.rid = code.array()
         self.rids = PackedStrings.of(uniq.array(), uniq_ends.array())
         return self
@@ -427,6 +413,58 @@ class StoredEvents:
     def columns(self) -> dict[str, np.ndarray]:
         """src, seq, t, idx as int64 arrays (to_batch's de-duplication and order)."""
         return {k: getattr(self, k) for k in ("src", "seq", "t", "idx")}
+
+
+def _number_rids(text: np.ndarray, ends: np.ndarray, recent: int | None):
+    """Each event's rid (``text`` up to each of ``ends``) numbered in the order first met, and each rid's
+    text once: (code an event, the rids' texts, where each ends), spooled (analyzer.mapped). ``recent``:
+    only the rids last met are held (from ``recent`` up to twice that); None when a rid let go came back
+    (then numbered twice: its hash is another rid's). ``recent`` None: every rid held."""
+    code, uniq, uniq_ends = mapped.Spooled("q"), mapped.Spooled("B"), mapped.Spooled("q")
+    hashes = mapped.Spooled("q") if recent else None  # each rid's hash, as first met
+    seen: dict[bytes, int] = {}
+    n, lo = 0, 0
+    for k in range(0, ends.size, mapped.Spooled.CHUNK):  # a block of events' texts as one bytes at a time
+        block = ends[k:k + mapped.Spooled.CHUNK].tolist()
+        chunk, base = text[lo:block[-1]].tobytes(), lo
+        for hi in block:
+            rid = chunk[lo - base:hi - base]
+            got = seen.pop(rid, None) if recent else seen.get(rid)
+            if got is None:
+                got, n = n, n + 1
+                uniq.buf.frombytes(rid)
+                uniq_ends.buf.append(len(uniq))
+                if hashes is not None:
+                    hashes.buf.append(hash(rid))
+                if recent and len(seen) >= 2 * recent:  # (the oldest half let go: dicts keep insertion order)
+                    seen = dict(islice(seen.items(), recent, None))
+            seen[rid] = got  # (held: last met, at the dict's end)
+            code.buf.append(got)
+            lo = hi
+        for col in (code, uniq, uniq_ends, hashes or uniq):
+            col.spill()
+        mapped.drop()
+    del seen
+    if hashes is not None and _repeated(hashes.array(), uniq.array(), uniq_ends.array()):
+        return None
+    return code, uniq, uniq_ends
+
+
+def _repeated(hashes: np.ndarray, text: np.ndarray, ends: np.ndarray) -> bool:
+    """Whether two of the strings (``text`` up to each of ``ends``; ``hashes``, theirs) are the same: their
+    hashes sorted (a copy, in a mapped file), the strings of a hash met twice compared."""
+    if hashes.size < 2:
+        return False
+    h = mapped.empty(hashes.size, np.int64)
+    h[:] = hashes
+    h.sort()
+    twice = np.unique(np.concatenate([b[1:][b[1:] == b[:-1]] for b in mapped.in_blocks(h, overlap=1)]))
+    del h
+    for v in twice.tolist():  # (rare: a restarted request, or two rids of one hash)
+        texts = [bytes(text[(ends[i - 1] if i else 0):ends[i]]) for i in np.flatnonzero(hashes == v).tolist()]
+        if len(set(texts)) < len(texts):
+            return True
+    return False
 
 
 _WARMUP, _OK = M.ReqStart.declared("warmup")[0], M.ReqEnd.declared("ok")[0]

@@ -50,6 +50,21 @@ def test_an_array_made_in_a_file_is_not_left_resident_once_written():
     assert mapped.written(a) is a  # (an array on the heap: as it was)
 
 
+@pytest.mark.parametrize("size, overlap", [(1, 0), (3, 1), (4096, 1), (1 << 20, 0)])
+def test_a_pass_in_blocks_sees_every_value_once_and_leaves_no_pages(size, overlap):
+    a = mapped.kept(np.arange(3 << 19, dtype=np.int64))  # 12 MiB
+    blocks = list(mapped.in_blocks(a[:10], size, overlap))
+    assert [b.tolist() for b in blocks] == [list(range(lo, min(lo + size + overlap, 10))) for lo in range(0, 10, size)]
+    if size < 4096:
+        return
+    want = int(a.sum())
+    memory.give_back()
+    before = _rss_file_mib()
+    assert sum(int(b[:size].sum()) for b in mapped.in_blocks(a, size, overlap)) == want
+    if mapped._CAN:
+        assert _rss_file_mib() < before + 9, "the pass left the array's pages resident"
+
+
 def test_small_arrays_and_objects_stay_on_the_heap():
     small = np.arange(100)
     assert mapped.kept(small) is small

@@ -1,9 +1,11 @@
 """stream.PackedStrings: the requests' rids as one UTF-8 buffer and their bounds, read as the list of str
 they stand for (any text, in order, sliced, taken, pickled), and built by StoredEvents as events come."""
 import pickle
+import random
 from array import array
 
 import numpy as np
+import pytest
 
 from analyzer import places, stream
 
@@ -47,6 +49,42 @@ def test_stored_events_pack_each_rid_once(tmp_path):
     assert isinstance(ev.rids, stream.PackedStrings) and list(ev.rids) == ["a", "中", "b"]
     assert list(ev.rid) == [0, 1, 0, 2, 1]
 
+
+@pytest.mark.parametrize("recent", [1, 2, 3, 1 << 14])
+def test_stored_events_number_rids_as_a_dict_of_every_rid_would(tmp_path, monkeypatch, recent):
+    """Only the rids last met are looked up (``RECENT``): a rid met again after it was let go (a request
+    restarted long after, or one whose events are far apart) is found among the rids' hashes and the
+    whole numbered again with every rid held, so the numbers are a dict's of every rid, in any case."""
+    monkeypatch.setattr(stream.StoredEvents, "RECENT", recent)
+    rng = random.Random(recent)
+    rids = [f"b/m/{k}/{'中' * (k % 3)}" for k in range(40)]
+    order = [r for r in rids for _ in range(3)]  # each request's events together (the usual)
+    order[60:60] = [rids[0], rids[5], "", rids[0]]  # and some met again long after
+    for _ in range(3):
+        order.insert(rng.randrange(len(order)), rng.choice(rids))
+    ev = stream.StoredEvents(stream.EventFile(tmp_path / "events.msgpack"))
+    for k, rid in enumerate(order):
+        ev.add(0, k, 0, {"rid": rid, "seq": k, "t": k}, 0, 0)
+    ev.done()
+    want: dict[str, int] = {}
+    for rid in order:
+        want.setdefault(rid, len(want))
+    assert list(ev.rids) == list(want) and ev.rid.tolist() == [want[r] for r in order]
+
+
+def test_rids_numbered_once_each_when_every_one_comes_once_together(tmp_path, monkeypatch):
+    """The usual case goes through once: no rid of the recent ones' numbering is another's."""
+    calls = []
+    real = stream._number_rids
+    monkeypatch.setattr(stream, "_number_rids", lambda *a: calls.append(a[2]) or real(*a))
+    monkeypatch.setattr(stream.StoredEvents, "RECENT", 2)
+    ev = stream.StoredEvents(stream.EventFile(tmp_path / "events.msgpack"))
+    for k in range(30):
+        for kind in (0, 1, 2):
+            ev.add(kind, 3 * k + kind, 0, {"rid": f"r{k}", "seq": 3 * k + kind, "t": k}, 0, 0)
+    ev.done()
+    assert calls == [2] and list(ev.rids) == [f"r{k}" for k in range(30)]
+    assert ev.rid.tolist() == [k for k in range(30) for _ in range(3)]
 
 def test_requests_starting_at_one_instant_are_in_rid_order_as_held(tmp_path):
     """The stored requests' order is (start t, rid), the held path's: rids are decoded only to break
