@@ -661,7 +661,9 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
         rank = np.empty(len(dec.srcs), dtype=np.int64)
         rank[sorted(range(len(dec.srcs)), key=dec.srcs.__getitem__)] = np.arange(len(dec.srcs))
         all_kept = bool(keeps[-1].all())
-        if all_kept:  # the usual: every one kept, sorted as they are (no copy of each column first)
+        if all_kept and _in_order(req_cols, rank):  # the usual: every one kept, in order as they are
+            order = _places(len(stored))
+        elif all_kept:  # every one kept, sorted as they are (no copy of each column first)
             order = mapped.kept(np.lexsort((req_cols["seq"], rank[req_cols["src"]], req_cols["t"])))
         else:
             kept = np.flatnonzero(keeps[-1])
@@ -728,35 +730,59 @@ def message_keys(dec: Decoded) -> np.ndarray | None:
     if dec.requests is not None and len(dec.requests):
         cols = dec.requests.columns()
         parts.append((cols["src"], cols["seq"]))
-    if any(seq.size and (seq.min() < 0 or seq.max() >= 1 << 40) for _, seq in parts):
-        return None
-    # made and sorted in place, in a mapped file (analyzer.mapped): a day's messages' keys are not copied
+    return sorted_keys(parts)
+
+
+def sorted_keys(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
+    """seq_keys() of every (src, seq) part, joined and sorted, None where a seq is out of its 40 bits. Made
+    and sorted in place in a mapped file (analyzer.mapped), a block of each part at a time: a day's
+    messages' keys are not copied on the heap, nor left resident."""
+    for _, seq in parts:
+        if any(b.size and (b.min() < 0 or b.max() >= 1 << 40) for b in mapped.in_blocks(seq)):
+            return None
     out = mapped.empty(sum(seq.size for _, seq in parts), np.int64)
     at = 0
     for src, seq in parts:
-        key = out[at:at + seq.size]
-        key[:] = src
-        key <<= 40
-        key |= seq
+        for lo in range(0, seq.size, _KEY_BLOCK):
+            key = out[at + lo:at + min(lo + _KEY_BLOCK, seq.size)]
+            key[:] = src[lo:lo + _KEY_BLOCK]
+            key <<= 40
+            key |= seq[lo:lo + _KEY_BLOCK]
         at += seq.size
-    out.sort()
-    return out
+    out.sort()  # (in place: no buffer beside it)
+    return mapped.written(out)
+
+
+_KEY_BLOCK = 1 << 16
+
+
+def _in_order(cols: dict[str, np.ndarray], rank: np.ndarray) -> bool:
+    """Whether events (``cols``: t, src, seq) are in (t, rank[src], seq) order as they are (a recording's
+    usual), so that their lexsort would leave them there: checked a block at a time, not sorted."""
+    for t, src, seq in zip(*(mapped.in_blocks(cols[k], _KEY_BLOCK, overlap=1) for k in ("t", "src", "seq"))):
+        r = rank[src]
+        same_t, same_r = t[1:] == t[:-1], r[1:] == r[:-1]
+        if not ((t[1:] > t[:-1]) | (same_t & ((r[1:] > r[:-1]) | (same_r & (seq[1:] >= seq[:-1]))))).all():
+            return False
+    return True
+
+
+def _places(n: int) -> np.ndarray:
+    """0 to n - 1, made a block at a time in a mapped file (analyzer.mapped)."""
+    out = mapped.empty(n, np.int64)
+    for lo in range(0, n, _KEY_BLOCK):
+        out[lo:lo + _KEY_BLOCK] = np.arange(lo, min(lo + _KEY_BLOCK, n))
+    return mapped.written(out)
 
 
 def _first_of_duplicates(parts: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
     """Per part, a keep mask: False for a message whose (src, seq, t) came earlier in the file."""
-    seq = np.concatenate([p["seq"] for p in parts])
-    key = seq_keys(np.concatenate([p["src"] for p in parts]), seq) if seq.size else None
-    if key is not None:
-        # the usual case, checked cheaply: no (src, seq) repeats at all, so no duplicates. (The seqs made
-        # again if not: not held beside the key's sort, nor the mapped columns' pages read for it)
-        del seq
-        mapped.drop()
-        key.sort(kind="stable")  # runs already in order (a source's seqs in file order): timsort merges them
-        if not (key[1:] == key[:-1]).any():
+    key = sorted_keys([(p["src"], p["seq"]) for p in parts]) if any(p["seq"].size for p in parts) else None
+    if key is not None:  # the usual case, checked cheaply: no (src, seq) repeats at all, so no duplicates
+        if not any((b[1:] == b[:-1]).any() for b in mapped.in_blocks(key, overlap=1)):
             return [np.ones(p["src"].size, dtype=bool) for p in parts]
         del key
-        seq = np.concatenate([p["seq"] for p in parts])
+    seq = np.concatenate([p["seq"] for p in parts])
     src = np.concatenate([p["src"] for p in parts])
     t = np.concatenate([p["t"] for p in parts])
     idx = np.concatenate([p["idx"] for p in parts])

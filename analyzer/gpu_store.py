@@ -386,7 +386,8 @@ class Store:
                 continue
             # every source's rows (their seqs say what was lost), the host's picked below as the whole's;
             # in file order, as a mask over the table would pick them
-            picks = [idx[slice(*SL.stamp_range(t, *ranges[code]))] for code, idx, t in self._rows_by_src[topic]]
+            spans = [(idx, SL.stamp_range(t, *ranges[code])) for code, idx, t in self._rows_by_src[topic]]
+            picks = [np.arange(*ab) if idx is None else idx[slice(*ab)] for idx, ab in spans]
             sel = np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
             tables[topic] = Table({k: v[sel] for k, v in tab.cols.items()}, tab.strings, tab.extra, tab.series)
         part = to_batch(Decoded(tables, self._marks, self.srcs, 0), self.lookback_s, mappings=self.mappings,
@@ -677,17 +678,21 @@ def _sorted_once(parts: list[np.ndarray]) -> np.ndarray:
     return mapped.written(out) if rising else mapped.kept(np.unique(out))
 
 
-def _by_src(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+def _by_src(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray | None, np.ndarray]]:
     """Per source code of a table: (code, its rows' indices, their raw stamps), in stamp order (stable),
     so the rows within a raw range are found by bisection (slabs.stamp_range: the comparison a mask
-    ``t >= r0`` makes)."""
+    ``t >= r0`` makes). One source whose stamps rise in file order (the usual): (code, None, the table's
+    own stamps): its rows are the table's, no index array made (a day's heartbeats' were 16 bytes each)."""
     from analyzer.columnar import distinct
 
     t = cols["t"]
     if not t.size:
         return []
+    codes = distinct(cols["src"]).tolist()
+    if len(codes) == 1 and all((b[1:] >= b[:-1]).all() for b in mapped.in_blocks(t, overlap=1)):
+        return [(int(codes[0]), None, t)]
     out = []
-    for code in distinct(cols["src"]).tolist():
+    for code in codes:
         idx = np.flatnonzero(cols["src"] == code)
         ts = t[idx]
         if ts.size > 1 and (ts[1:] < ts[:-1]).any():

@@ -607,3 +607,26 @@ def test_requests_events_stay_in_the_copy_and_are_read_back_when_used(tmp_path, 
         data.requests[0].start
 
 
+
+
+@pytest.mark.parametrize("block", [1, 3, 1 << 16])
+def test_events_found_in_order_exactly_where_their_sort_would_keep_them(monkeypatch, block):
+    """_in_order (a block at a time) is true exactly where lexsort by (t, rank of src, seq) is the
+    identity; sorted_keys is the sort of every part's seq_keys (None for a seq beyond 40 bits)."""
+    monkeypatch.setattr(columnar, "_KEY_BLOCK", block)
+    rng = np.random.default_rng(block)
+    rank = np.array([2, 0, 1])
+    for _ in range(200):
+        n = int(rng.integers(0, 9))
+        cols = {"t": np.sort(rng.integers(0, 4, n)), "src": rng.integers(0, 3, n), "seq": rng.integers(0, 3, n)}
+        if rng.random() < 0.3:
+            cols["t"] = rng.integers(0, 4, n)
+        want = np.array_equal(np.lexsort((cols["seq"], rank[cols["src"]], cols["t"])), np.arange(n))
+        assert columnar._in_order(cols, rank) == want
+    assert columnar._places(5).tolist() == [0, 1, 2, 3, 4]
+    parts = [(rng.integers(0, 3, 7), rng.integers(0, 1 << 40, 7)), (np.zeros(0, np.int64), np.zeros(0, np.int64)),
+             (rng.integers(0, 3, 5), rng.integers(0, 9, 5))]
+    want = np.sort(np.concatenate([columnar.seq_keys(s, q) for s, q in parts]))
+    assert columnar.sorted_keys(parts).tolist() == want.tolist()
+    assert columnar.sorted_keys(parts + [(np.zeros(1, np.int64), np.array([1 << 40]))]) is None
+    assert columnar.sorted_keys(parts + [(np.zeros(1, np.int64), np.array([-1]))]) is None
