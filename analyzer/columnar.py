@@ -662,7 +662,7 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
         rank[sorted(range(len(dec.srcs)), key=dec.srcs.__getitem__)] = np.arange(len(dec.srcs))
         all_kept = bool(keeps[-1].all())
         if all_kept and _in_order(req_cols, rank):  # the usual: every one kept, in order as they are
-            order = _places(len(stored))
+            order = mapped.arange(len(stored))
         elif all_kept:  # every one kept, sorted as they are (no copy of each column first)
             order = mapped.kept(np.lexsort((req_cols["seq"], rank[req_cols["src"]], req_cols["t"])))
         else:
@@ -765,14 +765,6 @@ def _in_order(cols: dict[str, np.ndarray], rank: np.ndarray) -> bool:
         if not ((t[1:] > t[:-1]) | (same_t & ((r[1:] > r[:-1]) | (same_r & (seq[1:] >= seq[:-1]))))).all():
             return False
     return True
-
-
-def _places(n: int) -> np.ndarray:
-    """0 to n - 1, made a block at a time in a mapped file (analyzer.mapped)."""
-    out = mapped.empty(n, np.int64)
-    for lo in range(0, n, _KEY_BLOCK):
-        out[lo:lo + _KEY_BLOCK] = np.arange(lo, min(lo + _KEY_BLOCK, n))
-    return mapped.written(out)
 
 
 def _first_of_duplicates(parts: list[dict[str, np.ndarray]]) -> list[np.ndarray]:

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 
 MIN_BYTES = 1 << 18  # smaller arrays stay on the heap (a file and a mapping each is not worth it)
+_BLOCK = 1 << 16  # values a pass over an array made here fills or reads at a time
 _CAN = hasattr(mmap, "MADV_DONTNEED") and hasattr(mmap.mmap, "madvise")
 _maps: weakref.WeakSet = weakref.WeakSet()  # the live mappings (each goes with its last array)
 
@@ -44,6 +45,14 @@ def full(shape: Any, value: Any, dtype: Any = np.float64) -> np.ndarray:
     """``np.full``, in a mapped file where large enough (its pages handed back once filled)."""
     out = empty(shape, dtype)
     out[...] = value
+    return written(out)
+
+
+def arange(n: int) -> np.ndarray:
+    """``np.arange(n)`` (int64), made a block at a time in a mapped file where large enough."""
+    out = empty(n, np.int64)
+    for lo in range(0, n, _BLOCK):
+        out[lo:lo + _BLOCK] = np.arange(lo, min(lo + _BLOCK, n))
     return written(out)
 
 
@@ -113,7 +122,7 @@ class Spooled:
         return np.frombuffer(self.buf, dtype) if len(self.buf) else np.zeros(0, dtype)
 
 
-def in_blocks(a: np.ndarray, size: int = 1 << 16, overlap: int = 0) -> Iterator[np.ndarray]:
+def in_blocks(a: np.ndarray, size: int = _BLOCK, overlap: int = 0) -> Iterator[np.ndarray]:
     """``a``'s values a block of ``size`` at a time (views, each with the next one's first ``overlap``
     values too), a mapped array's pages handed back after each: a pass over a run's array (a check, a
     count) leaves no more of it resident than a block."""

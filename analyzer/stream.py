@@ -508,7 +508,10 @@ def stored_requests(ev: StoredEvents, order: np.ndarray) -> StoredRequests:
             col.spill()
         mapped.drop()
     got = np.frombuffer(slot, dtype=np.int64)
-    live = mapped.kept(np.sort(got[got >= 0]))
+    n_started = len(ended)
+    # the requests not replaced by a later req.start: every one started (no restart, the usual), else sorted
+    every = int(np.count_nonzero(got >= 0)) == n_started
+    live = mapped.arange(n_started) if every else mapped.kept(np.sort(got[got >= 0]))
     del slot, ended, got
     end = mapped.full((len(rid_at), 4), 0, dtype=np.int64)
     end[:, 0] = -1
@@ -517,6 +520,8 @@ def stored_requests(ev: StoredEvents, order: np.ndarray) -> StoredRequests:
     cols = _RequestColumns(ev.file, rids, rid_at.array(), start.array().reshape(-1, 4), end,
                            firsts.array().reshape(-1, 3))
     # by (start t, rid), as events_to_requests sorts: the rids read only where two start at one instant
+    if live.size == n_started and _rising(cols.start[:, 2]):  # (every request, started one after another)
+        return StoredRequests(cols, live)
     t0 = cols.start[live, 2]
     by_t = np.argsort(t0, kind="stable")
     same = np.flatnonzero(t0[by_t][1:] == t0[by_t][:-1])
@@ -528,6 +533,14 @@ def stored_requests(ev: StoredEvents, order: np.ndarray) -> StoredRequests:
     return StoredRequests(cols, live[np.lexsort((by_rid, t0))])
 
 
+def _rising(v: np.ndarray, strictly: bool = True) -> bool:
+    """Whether ``v`` rises (or, not ``strictly``, never falls), checked a block at a time (analyzer.mapped)."""
+    return all(((b[1:] > b[:-1]) if strictly else (b[1:] >= b[:-1])).all() for b in mapped.in_blocks(v, overlap=1))
+
+
+_BLOCK = 1 << 16
+
+
 class _RequestColumns:
     """The columns of StoredRequests, by request number: ``rid`` (an index of ``rids``), ``start`` and
     ``end`` (at, size, t, flag: warmup / ok; an end's at -1 for none) and ``firsts`` (request, at, size:
@@ -536,8 +549,13 @@ class _RequestColumns:
     def __init__(self, file: EventFile, rids: Sequence[str], rid: np.ndarray, start: np.ndarray, end: np.ndarray,
                  firsts: np.ndarray):
         self.file, self.rids, self.rid, self.start, self.end = file, rids, rid, start, end
-        self.firsts = mapped.kept(firsts[np.argsort(firsts[:, 0], kind="stable")])  # (by request, in file order)
-        self.first_lo = mapped.kept(np.searchsorted(self.firsts[:, 0], np.arange(len(rid) + 1)))
+        # by request, each's in file order (as they come, the usual: not sorted again)
+        self.firsts = firsts if _rising(firsts[:, 0], strictly=False) else \
+            mapped.kept(firsts[np.argsort(firsts[:, 0], kind="stable")])
+        self.first_lo = lo = mapped.empty(len(rid) + 1, np.int64)
+        for k in range(0, lo.size, _BLOCK):
+            lo[k:k + _BLOCK] = np.searchsorted(self.firsts[:, 0], np.arange(k, min(k + _BLOCK, lo.size)))
+        mapped.written(lo)
 
 
 class StoredRequests(Sequence):

@@ -623,7 +623,6 @@ def test_events_found_in_order_exactly_where_their_sort_would_keep_them(monkeypa
             cols["t"] = rng.integers(0, 4, n)
         want = np.array_equal(np.lexsort((cols["seq"], rank[cols["src"]], cols["t"])), np.arange(n))
         assert columnar._in_order(cols, rank) == want
-    assert columnar._places(5).tolist() == [0, 1, 2, 3, 4]
     parts = [(rng.integers(0, 3, 7), rng.integers(0, 1 << 40, 7)), (np.zeros(0, np.int64), np.zeros(0, np.int64)),
              (rng.integers(0, 3, 5), rng.integers(0, 9, 5))]
     want = np.sort(np.concatenate([columnar.seq_keys(s, q) for s, q in parts]))

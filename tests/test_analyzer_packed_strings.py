@@ -104,3 +104,26 @@ def test_requests_starting_at_one_instant_are_in_rid_order_as_held(tmp_path):
     assert list(stream.request_rids(stored)) == [r.rid for r in held]
     starts = [r.start_t for r in held]
     assert len(set(starts)) < len(starts)  # (ties there are)
+
+
+def test_stored_requests_whose_first_tokens_come_out_of_their_order(tmp_path):
+    """A later request's first token before an earlier one's (concurrent requests): each request still
+    reads its own first tokens, as held; and one after another (the usual, taken as they come) too."""
+    from analyzer import columnar
+    from shared.recording import read_recording
+    from tests import synth as S
+    from tests.test_analyzer_columnar import write
+
+    for reqs in ([S.Req(0.2, 1.5, run=0, chunk_s=[0.8]), S.Req(0.3, 1.2, run=1, chunk_s=[0.1]),
+                  S.Req(0.4, 1.8, run=2, chunk_s=[0.05, 0.6])],
+                 [S.Req(0.2 + 0.5 * k, 0.6 + 0.5 * k, run=k, chunk_s=[0.1]) for k in range(3)]):
+        msgs = S.messages(S.Spec(duration_s=2.5, rate_hz=20.0, gpus=[S.Gpu(S.constant(100.0))], requests=reqs))
+        path = write(tmp_path / f"{len(msgs)}" / "raw" / "stream.msgpack", msgs)
+        held = stream.build(read_recording(path)[1]).requests
+        stored = columnar.load_batch(path)[0].requests
+        assert isinstance(stored, stream.StoredRequests) and len(stored) == len(held) == 3
+
+        def firsts(r):
+            return [f.t for f in r.first_tokens]
+        assert [(r.rid, r.start_t, firsts(r)) for r in stored] == [(r.rid, r.start_t, firsts(r)) for r in held]
+        assert all(firsts(r) for r in held)
