@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analyzer import clock, columnar, i18n, load_curve, outputs, pipeline, stream, tables
+from analyzer import clock, columnar, i18n, load_curve, memory, outputs, pipeline, stream, tables
 from analyzer.energy import DEFAULT_CPU_TDP_W
 from shared import bus
 from shared.batch import BatchDir
@@ -286,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = options_from(args)
         if args.live:
             return _live(args, opts)
+        memory.fix_mmap_threshold()  # (a day's arrays handed back as they are freed, whatever came before)
         bd, data, problem = load_data(args.batch, args.lookback_s)
         key = columnar.samples_key(getattr(data.source, "recording", None) or {}, args.lookback_s)
         analysis = analyse_data(data, bd, opts, not args.no_plots, problem, report_lang(args.report_lang), key)

@@ -15,16 +15,27 @@ import sys
 from analyzer import mapped
 
 
-def _trim_fn():
+def _libc_fn(name: str):
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "malloc_trim", None)
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name, None)
     except OSError:
         return None
 
 
-_TRIM = _trim_fn()
+_TRIM, _MALLOPT = _libc_fn("malloc_trim"), _libc_fn("mallopt")
+_M_MMAP_THRESHOLD = -3  # (glibc's malloc.h)
+MMAP_THRESHOLD = 1 << 17  # bytes: a block this large or more is its own mapping, handed back when freed
+
+
+def fix_mmap_threshold() -> bool:
+    """Serve every block of MMAP_THRESHOLD bytes or more (an array of 16,384 doubles) by a mapping of its
+    own, unmapped when freed. glibc starts there but raises the threshold each time such a block is freed
+    (up to 32 MiB), so after a phase that made and freed large arrays the next one's come from the heap,
+    and what they leave there decided the statistics' peak by 5-11 MiB (BENCHMARKS.md). Fixed, the
+    peak no longer depends on what came before. False where there is no mallopt (then nothing changes)."""
+    return _MALLOPT is not None and _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
 
 
 def give_back() -> None:

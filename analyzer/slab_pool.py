@@ -146,6 +146,7 @@ _store: gpu_store.Store | None = None  # a worker's reader of the copy
 def _start(handoff: Any) -> None:
     global _store
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    memory.fix_mmap_threshold()  # (as the parent's: a slab's arrays handed back as they are freed)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()

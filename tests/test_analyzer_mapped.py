@@ -6,6 +6,10 @@ every three values) writes the very files of one with none mapped."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from analyzer import mapped, memory, pipeline, stream
 from tests.test_analyzer_columnar import STORED
 
 LINUX = pytest.mark.skipif(not mapped._CAN, reason="a mapping's pages are dropped with madvise (Linux)")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _rss_file_mib() -> float:
@@ -138,3 +143,37 @@ def test_a_sources_event_seqs_are_sorted_once_each(monkeypatch, least):
     for parts in cases:
         got = _sorted_once([np.asarray(p, dtype=np.int64) for p in parts])
         assert got.dtype == np.int64 and got.tolist() == np.unique(np.concatenate(parts)).tolist()
+
+
+@pytest.mark.skipif(memory._MALLOPT is None, reason="glibc's mallopt (Linux)")
+def test_a_fixed_mmap_threshold_hands_large_blocks_back_whatever_was_freed_before():
+    """memory.fix_mmap_threshold (glibc): after a 16 MiB array is freed, glibc would serve 1 MiB arrays
+    from its heap, where the one still held pins the rest freed below it; fixed, each is its own mapping
+    and goes back to the OS when freed. Run in a fresh interpreter (the setting is the process's)."""
+    script = textwrap.dedent("""
+        import sys
+        import numpy as np
+        from analyzer import memory
+
+        def anon_mib():
+            for line in open("/proc/self/status"):
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024
+
+        fixed = memory.fix_mmap_threshold() if sys.argv[1] == "fixed" else False
+        big = np.ones(2 << 20)  # 16 MiB, mapped, then freed: glibc raises its threshold to that
+        del big
+        before = anon_mib()
+        arrays = [np.ones(1 << 17) for _ in range(48)]  # 48 blocks of 1 MiB
+        last = arrays.pop()
+        del arrays  # all but the last (made last: on a heap, on top of the others) freed
+        print(fixed, anon_mib() - before)
+        """)
+    got = {}
+    for how in ("fixed", "moving"):
+        out = subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, cwd=ROOT,
+                             check=True).stdout.split()
+        got[how] = (out[0] == "True", float(out[1]))
+    assert got["fixed"][0], "mallopt(M_MMAP_THRESHOLD) refused"
+    assert got["fixed"][1] < 8, f"{got['fixed'][1]:.0f} MiB still held with the threshold fixed"
+    assert got["moving"][1] > 30, "glibc's moving threshold no longer pins the freed blocks: the test shows nothing"
