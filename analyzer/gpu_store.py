@@ -666,7 +666,7 @@ def _group_meta(pf, g: int, names: list[str]) -> dict[str, np.ndarray]:
 def _sorted_once(parts: list[np.ndarray]) -> np.ndarray:
     """``np.unique`` of the parts' values (mapped: analyzer.mapped), without a sort where they rise
     already (a publisher's seqs in file order: a day's events' sorted again were three copies at once)."""
-    if len(parts) == 1 and all((b[1:] > b[:-1]).all() for b in mapped.in_blocks(parts[0], overlap=1)):
+    if len(parts) == 1 and mapped.rising(parts[0]):
         return mapped.kept(parts[0])
     out = mapped.empty(sum(p.size for p in parts), np.int64)  # (joined and sorted in place, not on the heap)
     at = 0
@@ -674,8 +674,7 @@ def _sorted_once(parts: list[np.ndarray]) -> np.ndarray:
         out[at:at + p.size] = p
         at += p.size
     out.sort(kind="stable")  # (runs in order: merged)
-    rising = all((b[1:] > b[:-1]).all() for b in mapped.in_blocks(out, overlap=1))
-    return mapped.written(out) if rising else mapped.kept(np.unique(out))
+    return mapped.written(out) if mapped.rising(out) else mapped.kept(np.unique(out))
 
 
 def _by_src(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray | None, np.ndarray]]:
@@ -689,7 +688,7 @@ def _by_src(cols: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray | None, n
     if not t.size:
         return []
     codes = distinct(cols["src"]).tolist()
-    if len(codes) == 1 and all((b[1:] >= b[:-1]).all() for b in mapped.in_blocks(t, overlap=1)):
+    if len(codes) == 1 and mapped.rising(t, strictly=False):
         return [(int(codes[0]), None, t)]
     out = []
     for code in codes:

@@ -131,6 +131,11 @@ def in_blocks(a: np.ndarray, size: int = _BLOCK, overlap: int = 0) -> Iterator[n
         written(a)
 
 
+def rising(a: np.ndarray, strictly: bool = True) -> bool:
+    """Whether ``a`` rises (or, not ``strictly``, never falls), checked a block at a time (``in_blocks``)."""
+    return all(((b[1:] > b[:-1]) if strictly else (b[1:] >= b[:-1])).all() for b in in_blocks(a, overlap=1))
+
+
 def is_mapped(a: np.ndarray) -> bool:
     """Whether ``a`` is (a view of) an array made here."""
     return _mapping(a) is not None

@@ -520,7 +520,7 @@ def stored_requests(ev: StoredEvents, order: np.ndarray) -> StoredRequests:
     cols = _RequestColumns(ev.file, rids, rid_at.array(), start.array().reshape(-1, 4), end,
                            firsts.array().reshape(-1, 3))
     # by (start t, rid), as events_to_requests sorts: the rids read only where two start at one instant
-    if live.size == n_started and _rising(cols.start[:, 2]):  # (every request, started one after another)
+    if live.size == n_started and mapped.rising(cols.start[:, 2]):  # (every request, started one after another)
         return StoredRequests(cols, live)
     t0 = cols.start[live, 2]
     by_t = np.argsort(t0, kind="stable")
@@ -531,11 +531,6 @@ def stored_requests(ev: StoredEvents, order: np.ndarray) -> StoredRequests:
         names = [rids[c] for c in cols.rid[live[tied]].tolist()]
         by_rid[tied[sorted(range(tied.size), key=names.__getitem__)]] = np.arange(tied.size)
     return StoredRequests(cols, live[np.lexsort((by_rid, t0))])
-
-
-def _rising(v: np.ndarray, strictly: bool = True) -> bool:
-    """Whether ``v`` rises (or, not ``strictly``, never falls), checked a block at a time (analyzer.mapped)."""
-    return all(((b[1:] > b[:-1]) if strictly else (b[1:] >= b[:-1])).all() for b in mapped.in_blocks(v, overlap=1))
 
 
 _BLOCK = 1 << 16
@@ -550,7 +545,7 @@ class _RequestColumns:
                  firsts: np.ndarray):
         self.file, self.rids, self.rid, self.start, self.end = file, rids, rid, start, end
         # by request, each's in file order (as they come, the usual: not sorted again)
-        self.firsts = firsts if _rising(firsts[:, 0], strictly=False) else \
+        self.firsts = firsts if mapped.rising(firsts[:, 0], strictly=False) else \
             mapped.kept(firsts[np.argsort(firsts[:, 0], kind="stable")])
         self.first_lo = lo = mapped.empty(len(rid) + 1, np.int64)
         for k in range(0, lo.size, _BLOCK):
