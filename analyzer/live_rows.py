@@ -14,8 +14,9 @@ batch-end rows are published again with ``final`` and equal a replay's results.c
 
 Pure apart from the clock passed in: ``feed`` every bus message, ``due(now_s)`` says which requests
 are ready, ``rows(due)`` analyses them. Memory is bounded by time: telemetry older than the oldest
-running request (or ``max_keep_s``) is pruned, finished requests are forgotten once nothing running
-overlaps them.
+running request (or ``max_keep_s``) is pruned, but never before ``stale_s`` of listening after it
+arrived (a request's req.start may still be on the events' socket), and finished requests are
+forgotten once nothing running overlaps them.
 """
 from __future__ import annotations
 
@@ -105,9 +106,11 @@ class RowTracker:
         self.max_keep_ns = int(max_keep_s * 1e9)
         self.lookback_s = lookback_s
         self.telemetry: dict[str, deque[Message]] = {}   # per telemetry publisher, in arrival order
+        self.arrived_s: dict[str, deque[float]] = {}      # local time each of those arrived
         self.newest_t: dict[str, int] = {}                # newest t per telemetry publisher (its clock)
         self.seen_s: dict[str, float] = {}                # local time its last message arrived
         self.since_s: float | None = None                 # local time this tracker was first fed or ticked
+        self.now_s = 0.0                                  # local time it was last fed or ticked
         self.offset_ns: dict[str, int] = {}               # its clock minus the collector's (clock.sync)
         self.clock_syncs: deque[Message] = deque(maxlen=64)
         self.batch_start: dict[str, Any] | None = None
@@ -126,6 +129,7 @@ class RowTracker:
         if topic in TELEMETRY_TOPICS:
             src = str(payload.get("src"))
             self.telemetry.setdefault(src, deque()).append((topic, payload))
+            self.arrived_s.setdefault(src, deque()).append(now_s)
             t = payload.get("t")
             if isinstance(t, int):
                 self.newest_t[src] = max(self.newest_t.get(src, t), t)
@@ -169,6 +173,7 @@ class RowTracker:
         """Seconds since this tracker first heard anything (its start, for the receive loop's ticks)."""
         if self.since_s is None:
             self.since_s = now_s
+        self.now_s = max(self.now_s, now_s)
         return now_s - self.since_s
 
     def _live_sources(self, now_s: float) -> list[str]:
@@ -261,15 +266,21 @@ class RowTracker:
 
     def _prune(self) -> None:
         """Drop telemetry nothing running can need (and anything older than ``max_keep_s``), and
-        finished requests that no running request overlaps."""
+        finished requests that no running request overlaps. Telemetry that arrived in the last
+        ``stale_s`` stays whatever its stamp: the events come on a socket of their own and may lag
+        it, so a request not yet started here may have run then (a replay at full speed sends
+        minutes of stamps in that time)."""
         open_starts = [r.start["t"] for r in self.requests.values()]
         oldest = min(open_starts) if open_starts else None
+        recent = self.now_s - self.stale_s
         for src, q in self.telemetry.items():
+            arrived = self.arrived_s[src]
             newest = self.newest_t.get(src, 0)
             need = newest if oldest is None else min(oldest + self.offset_ns.get(src, 0), newest)
             horizon = max(newest - self.max_keep_ns, need - self.context_ns)
-            while q and q[0][1].get("t", 0) < horizon:
+            while q and q[0][1].get("t", 0) < horizon and arrived[0] < recent:
                 q.popleft()
+                arrived.popleft()
         for rid, (_, b) in list(self.finished.items()):
             if oldest is None or b < oldest:
                 del self.finished[rid]

@@ -140,6 +140,37 @@ def test_events_ahead_of_the_first_telemetry_wait_for_it():
     assert due.reason == NO_TELEMETRY
 
 
+def test_telemetry_far_ahead_of_the_events_is_kept_for_them():
+    """A replay at full speed: the telemetry's socket delivers seconds of stamps before the events'
+    socket delivers the request that ran then (each socket is drained in turn). What arrived in the
+    last stale_s stays, so the late request's row holds its GPU samples and the replay's numbers."""
+    reqs = [S.Req(1.0, 1.5, warmup=True), S.Req(2.0, 2.5)]
+    spec = S.Spec(duration_s=9.0, gpus=[S.Gpu(S.square(200.0, 80.0, 0.7))], requests=reqs)
+    msgs = S.messages(spec)
+    tr = RowTracker(pipeline.Options(quality=False), settle_s=0.3, context_s=3.0, stale_s=3.0)
+    now = 10.0
+    for topic, p in msgs:  # every telemetry message within 10 ms, the warm-up's events among them
+        if topic.startswith("tel.") or p.get("rid") == S.rid_of(spec, 0, reqs[0]) or topic == M.BATCH_START:
+            tr.feed(topic, p, now)
+            now += 1e-5
+        tr.tick(now)
+        tr.rows(tr.due(now))  # the warm-up's (no row): then no request is open
+    assert not tr.requests
+    for topic, p in msgs:  # then the rest of the events, 50 ms later
+        if not topic.startswith("tel.") and topic != M.BATCH_START and p.get("rid") != S.rid_of(spec, 0, reqs[0]):
+            tr.feed(topic, p, now + 0.05)
+    tr.tick(now + 0.05)
+    (row,) = tr.rows(tr.due(now + 0.05))
+    full = pipeline.analyze(stream.build(msgs), pipeline.Options(quality=False))
+    (want,) = full.results
+    assert row.energy_ready and row.reason is None and row.row["gpu_samples"] > 0
+    assert _rows_equal(row.row, want) == []
+    # later, the same telemetry is let go: stale_s after it arrived, nothing open needs it
+    tr.tick(now + 3.1)
+    kept = sum(len(q) for q in tr.telemetry.values())
+    assert 0 < kept <= 3 * 100 * 3.5  # about context_s of a 100 Hz source (gpu, host and heartbeat messages)
+
+
 def test_telemetry_that_stops_gives_a_row_after_the_timeout():
     """The daemon goes quiet just before the request ends: the row waits timeout_s, then goes out
     with the reason; while the daemon counts as connected, nothing is published early."""
