@@ -132,9 +132,10 @@ def run_to_run(members: list[dict], metric: str) -> dict[str, Any]:
 def _run_to_run(cases: Sequence[str] | np.ndarray | _CaseOrder,
                 values: Sequence[float | None] | np.ndarray) -> dict[str, Any]:
     """run_to_run of the members' cases (their codes, ints, or their _CaseOrder) and finite() values
-    (None, or NaN in an array: no value). As arrays, a case's values found by a sort of the codes, not
-    gathered into a list of Python floats each: fsum rounds the exact sum once, so the order the values
-    come in is no matter."""
+    (None, or NaN in an array: no value). As arrays, a case's values are read through the cases' order
+    a block of rows at a time (a case longer than a block, its own blocks twice: its mean first), not
+    gathered whole nor into a list of Python floats each: fsum rounds the exact sum once, so the order
+    the values come in is no matter, and the memory is a block's, not the group's."""
     if not isinstance(cases, _CaseOrder):
         if not isinstance(cases, np.ndarray):
             codes: dict[str, int] = {}
@@ -142,28 +143,69 @@ def _run_to_run(cases: Sequence[str] | np.ndarray | _CaseOrder,
         cases = _CaseOrder(cases)
     if not isinstance(values, np.ndarray):
         values = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    vals = values[cases.order]  # by case, each case's in their order
-    have = ~np.isnan(vals)
-    sizes = cases.sizes
-    if not have.all():  # the values there, each case's count of them
-        sizes = np.add.reduceat(have, cases.starts) if vals.size else sizes
+    tally = [0, 0, 0]  # cases with a value, cases with two or more, their values less one each
+    ss = math.fsum(_squares(cases, values, tally))
+    n_cases, repeated, df = tally
+    return {"n_cases": n_cases, "n_repeated_cases": repeated, "run_to_run_std": math.sqrt(ss / df) if df else None}
+
+
+def _squares(cases: _CaseOrder, values: np.ndarray, tally: list[int]) -> Iterator[float]:
+    """Each value's squared distance from its case's mean (Python floats, the case's values in their
+    order), for the cases with two or more values; counts them into ``tally`` on the way."""
+    order, starts, sizes = cases.order, cases.starts, cases.sizes
+    ends = starts + sizes
+    c, n = 0, starts.size
+    while c < n:
+        lo = int(starts[c])
+        if sizes[c] > _BLOCK:  # one long case: its blocks read twice
+            hi = int(ends[c])
+            blocks = functools.partial(_present_blocks, values, order, lo, hi)
+            k = sum(v.size for v in blocks())
+            tally[0] += k > 0
+            if k >= 2:
+                tally[1] += 1
+                tally[2] += k - 1
+                m = math.fsum(itertools.chain.from_iterable(v.tolist() for v in blocks())) / k
+                for v in blocks():
+                    yield from ((x - m) ** 2 for x in v.tolist())
+            c += 1
+            continue
+        # the cases that fit in a block of rows from here, gathered at once
+        d = int(np.searchsorted(ends, lo + _BLOCK, side="right"))
+        d = max(d, c + 1)
+        hi = int(ends[d - 1])
+        vals = values[order[lo:hi]]
+        have = ~np.isnan(vals)
+        counts = np.add.reduceat(have, starts[c:d] - lo) if hi > lo else np.zeros(d - c, dtype=np.int64)
         vals = vals[have]
-    del have
-    starts = np.cumsum(sizes) - sizes
-    repeated = [vals[a:a + n] for a, n in zip(starts.tolist(), sizes.tolist()) if n >= 2]
-    df = sum(v.size - 1 for v in repeated)
-    means = [math.fsum(_python_floats(v)) / v.size for v in repeated]  # once per case (per value it was quadratic)
-    ss = math.fsum((x - m) ** 2 for v, m in zip(repeated, means) for x in _python_floats(v))
-    return {"n_cases": int(np.count_nonzero(sizes)), "n_repeated_cases": len(repeated),
-            "run_to_run_std": math.sqrt(ss / df) if df else None}
+        tally[0] += int(np.count_nonzero(counts))
+        a = 0
+        for k in counts.tolist():
+            if k >= 2:
+                tally[1] += 1
+                tally[2] += k - 1
+                v = vals[a:a + k].tolist()
+                m = math.fsum(v) / k
+                yield from ((x - m) ** 2 for x in v)
+            a += k
+        c = d
+
+
+def _present_blocks(values: np.ndarray, order: np.ndarray, lo: int, hi: int) -> Iterator[np.ndarray]:
+    """The values there (not NaN) at ``order[lo:hi]``, a block at a time."""
+    for a in range(lo, hi, _BLOCK):
+        v = values[order[a:min(a + _BLOCK, hi)]]
+        yield v[~np.isnan(v)]
 
 
 class _CaseOrder:
-    """Rows' case codes sorted once for every metric of a group: ``order`` (the rows by case, stable),
-    and each case's first place in it and count."""
+    """Rows' case codes sorted once for every metric of a group: ``order`` (the rows by case, stable;
+    32-bit row numbers where they fit), and each case's first place in it and count."""
 
     def __init__(self, codes: np.ndarray):
-        self.order = np.argsort(codes, kind="stable")
+        order = np.argsort(codes, kind="stable")
+        self.order = order.astype(np.int32) if codes.size < 1 << 31 else order
+        del order
         code = codes[self.order]
         self.starts = np.flatnonzero(np.concatenate(([True], code[1:] != code[:-1]))) if code.size else \
             np.zeros(0, dtype=np.int64)
@@ -346,16 +388,18 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
         members = _Members(good, STAT_METRICS)
         for metric in STAT_METRICS:
             for basis, got, cases in members.parts(metric):
-                vals = _present(got)
-                if not vals.size:
+                n = int(np.count_nonzero(~np.isnan(got)))
+                if not n:
                     continue
-                # (the present values sorted where they are: describe's sums are exact, so in any order)
-                vals.sort(kind="stable")
-                row = {**base, "metric": metric, "quality_basis": basis or None,
-                       **describe(vals, *metric_range(metric)), **_percentiles(vals.size, vals.item, percentiles)}
-                del vals
-                out.append({**row, **_run_to_run(cases(), got)})
-                del got
+                spread = _run_to_run(cases(), got)
+                # then the values sorted where they are (NaN last: the n there first; describe's sums are
+                # exact, so in any order), not a copy of those there
+                got.sort(kind="stable")
+                vals = got[:n]
+                out.append({**base, "metric": metric, "quality_basis": basis or None,
+                            **describe(vals, *metric_range(metric)), **_percentiles(n, vals.item, percentiles),
+                            **spread})
+                del got, vals
         for metric, by_rid in (pooled or {}).items():
             of_rows = getattr(by_rid, "of_rows", None)  # (the analysis's: found by row, not rid)
             vals = _pooled(of_rows(good) if of_rows else (by_rid.get(r.get("rid"), []) for r in good))
@@ -369,20 +413,38 @@ def stats(results: list[dict[str, Any]], simulated: bool, percentiles=DEFAULT_PE
                 out.append({**base, "metric": metric, "quality_basis": basis, "variance": None, "std": None,
                             "ci95_low": None, "ci95_high": None, "ci95_note": None, **vals})
         # The group's ratio of means: mean quality over mean energy (robust to one tiny-energy request).
-        quality, energy = ROWS.iter_floats(good, ["quality_score", "total_energy_j"])
-        for basis, at in sorted(members.bases.items()):
-            q, e = _present(_at(quality, at)), _present(_at(energy, at))
-            if not (q.size and e.size and sum(_python_floats(e)) > 0):  # (Python's sum, in order, as on a list)
+        # Each basis's sums of the values there, one column read at a time.
+        bases = sorted(members.bases.items())
+        del members
+        (quality,) = ROWS.iter_floats(good, ["quality_score"])
+        q_sums = [_sums(_at(quality, at)) for _, at in bases]
+        del quality
+        (energy,) = ROWS.iter_floats(good, ["total_energy_j"])
+        e_sums = [_sums(_at(energy, at)) for _, at in bases]
+        del energy
+        for (basis, _), (nq, q_sum, _), (ne, e_sum, e_plain) in zip(bases, q_sums, e_sums):
+            if not (nq and ne and e_plain > 0):  # (Python's sum, in order, as on a list)
                 continue
-            qm, em = math.fsum(_python_floats(q)) / len(q), math.fsum(_python_floats(e)) / len(e)
+            qm, em = q_sum / nq, e_sum / ne
             for metric, value in (("group_quality_per_j", qm / em), ("group_quality_per_kj", 1000.0 * qm / em),
                                   ("group_j_per_quality", em / qm if qm > 0 else None)):
                 if value is None:
                     continue
-                out.append({**base, "metric": metric, "quality_basis": basis or None, "n": min(len(q), len(e)),
+                out.append({**base, "metric": metric, "quality_basis": basis or None, "n": min(nq, ne),
                             "mean": value, "variance": None, "std": None, "ci95_low": None, "ci95_high": None,
                             "ci95_note": None})
     return out
+
+
+def _sums(values: np.ndarray) -> tuple[int, float, float]:
+    """(how many are there (not NaN), their exact sum (fsum), Python's sum of them in order), read a block
+    at a time: no copy of the values there."""
+    def there() -> Iterator[float]:
+        for k in range(0, values.size, _BLOCK):
+            v = values[k:k + _BLOCK]
+            yield from v[~np.isnan(v)].tolist()
+
+    return int(np.count_nonzero(~np.isnan(values))), math.fsum(there()), sum(there())
 
 
 def _pooled(parts: Iterable[list]) -> PooledValues:

@@ -158,3 +158,32 @@ class TestQualityCall:
         """An assess that returns nonsense is reported, not raised."""
         result, problem = run_quality([{"rid": "r"}], None, assess=lambda reqs, opts, progress=False: [1, 2])
         assert result == {} and "expected dict" in problem
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 14])
+def test_run_to_run_a_block_at_a_time_is_its_definition(block, monkeypatch):
+    """The within-case spread read through the cases' order a block of rows at a time: cases shorter and
+    longer than a block, cut by its edges, values missing (NaN) among them, equal to the definition (the
+    pooled within-case std, each case's mean an exact sum) to the bit, and the cases counted alike."""
+    import random
+
+    import numpy as np
+
+    monkeypatch.setattr(tables, "_BLOCK", block)
+    rnd = random.Random(block)
+    for _ in range(40):
+        n = rnd.randint(0, 60)
+        codes = [rnd.choice([0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]) for _ in range(n)]
+        values = [rnd.choice([None, 1.0, 0.1, 2.5, 1e16, -3.0, 7.25, 0.3]) for _ in range(n)]
+        by_case: dict[int, list[float]] = {}
+        for c, v in zip(codes, values):
+            if v is not None:
+                by_case.setdefault(c, []).append(v)
+        repeated = [by_case[c] for c in sorted(by_case) if len(by_case[c]) >= 2]
+        df = sum(len(v) - 1 for v in repeated)
+        ss = math.fsum((x - math.fsum(v) / len(v)) ** 2 for v in repeated for x in v)
+        want = {"n_cases": len(by_case), "n_repeated_cases": len(repeated),
+                "run_to_run_std": math.sqrt(ss / df) if df else None}
+        arr = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        assert tables._run_to_run(np.array(codes, dtype=np.int32), arr) == want
+        assert tables._run_to_run([str(c) for c in codes], values) == want
