@@ -129,10 +129,17 @@ class Windows(Sequence):
         return len(self._rids)
 
     def arrays(self) -> shading.WindowArrays:
-        """The windows as arrays, no dict made per window (their values as ``self[i]`` gives them)."""
+        """The windows as arrays, no dict made per window (their values as ``self[i]`` gives them); where
+        the first token came made a block at a time into a mapped file (analyzer.mapped), as the others are."""
         a_s = np.asarray(self._win.a_s, dtype=np.float64)
-        return shading.WindowArrays(a_s, np.asarray(self._win.b_s, dtype=np.float64), a_s + self._first,
+        first_s = mapped.empty(a_s.size)
+        for lo in range(0, a_s.size, _WINDOW_BLOCK):
+            np.add(a_s[lo:lo + _WINDOW_BLOCK], self._first[lo:lo + _WINDOW_BLOCK], out=first_s[lo:lo + _WINDOW_BLOCK])
+        return shading.WindowArrays(a_s, np.asarray(self._win.b_s, dtype=np.float64), mapped.written(first_s),
                                     np.asarray(self._warmup, dtype=bool))
+
+
+_WINDOW_BLOCK = 1 << 16
 
 
 class Gaps(Mapping):
@@ -479,13 +486,12 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     # labels (X-GenAI-Power-Task), not task types: scored as proxy requests, never "not a known task".
     proxied = bool(batch.batch_start and batch.batch_start.backend == "proxy")
     to_score = rc["ok"] & ~rc["warmup"]  # (by place, not a set of rids: ~35 bytes a request)
-    scored = np.flatnonzero(to_score)
     quality: dict[str, dict] = {}
     quality_problem = None
-    if opts.quality and scored.size:
+    if opts.quality and to_score.any():  # (their places listed here only: 8 bytes a request, held to the end)
         q_reqs = [{"rid": r.rid, "task": PROXY_TASK if proxied else r.start.task,
                    **dict(zip(("text", "thinking"), answer(r))), "prompt": r.start.prompt, "case": r.start.case}
-                  for r in map(reqs.__getitem__, scored.tolist())]
+                  for r in map(reqs.__getitem__, np.flatnonzero(to_score).tolist())]
         quality, quality_problem = run_quality(quality_inputs(q_reqs, cases), opts.quality_options, opts.progress,
                                                opts.assess)
         if quality_problem:
@@ -652,13 +658,15 @@ def mark_outliers(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         lat = next(ROWS.iter_floats(rows, ["latency_s"]))  # (as doubles: a week's group is no Python float a row)
         mid = (len(rows) - 2) // 2  # the lower median's place among the others
-        low, high = np.partition(lat, (mid, mid + 1))[[mid, mid + 1]]  # the group's sorted values there
-        # the others, sorted, are the group's less one copy of a row's value: a row above the value at
-        # ``mid`` leaves it in place, any other row moves the one after it there
-        ratio = lat / np.where(lat > low, low, high)
-        del lat
-        for lo in range(0, ratio.size, _OUTLIER_BLOCK):  # (Python floats a block at a time, not a group's)
-            part = ratio[lo:lo + _OUTLIER_BLOCK]
+        sorted_there = lat.copy()
+        sorted_there.partition((mid, mid + 1))
+        low, high = float(sorted_there[mid]), float(sorted_there[mid + 1])  # the group's sorted values there
+        del sorted_there
+        for lo in range(0, lat.size, _OUTLIER_BLOCK):  # (a block at a time: no group-long temporaries)
+            # the others, sorted, are the group's less one copy of a row's value: a row above the value at
+            # ``mid`` leaves it in place, any other row moves the one after it there
+            mine = lat[lo:lo + _OUTLIER_BLOCK]
+            part = mine / np.where(mine > low, low, high)
             for r, vs, outlier in zip(rows[lo:lo + _OUTLIER_BLOCK], part.tolist(), (part > OUTLIER_FACTOR).tolist()):
                 r["latency_vs_twins"] = vs
                 r["latency_outlier"] = outlier

@@ -33,6 +33,7 @@ class Places(Mapping):
             k = min(_BLOCK, n - lo)
             h = np.fromiter(map(hash, islice(it, k)), dtype=np.int64, count=k).view(np.uint64)
             keys[lo:lo + k] = ((h >> bits) << bits) | np.arange(lo, lo + k, dtype=np.uint64)
+            mapped.drop()  # (the block's rids read from their mapped text: not resident for the whole pass)
         keys.sort()  # (in place: the keys are distinct, their places differ)
         self._keys = mapped.written(keys)
         self._last: tuple[str | None, int] = (None, -1)

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from analyzer import shading
+from analyzer import mapped, shading
 from analyzer.i18n import cell_value, label, t
 from analyzer.report import (PARETO_COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, fmt_num, note_list, problem_list,
                              report_stats, requests_line, table_cells)
@@ -202,7 +202,7 @@ def timeline_svg(plot_id: str, timeline: dict, windows: Sequence[dict], lang: st
     top, height = MARGIN["t"], ax.ph
     shade = None if drawn is None else drawn.get((ax.x0, ax.x1))
     if shade is None:
-        sp = shading.shading(w, ax.x0, ax.x1, ax.pw)
+        sp = shading.shading(w, ax.x0, ax.x1, ax.pw, after_block=mapped.drop)  # (the windows' pages read so far)
         kinds = [shading.KINDS[k] for k in sp.kind.tolist()]
         # a merged span as light as the share of it its windows cover (one window: as the stylesheet says)
         fades = ["" if n == 1 else f' fill-opacity="{f:.2f}"' for n, f in zip(sp.count.tolist(), sp.share().tolist())]

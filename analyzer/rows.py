@@ -789,8 +789,9 @@ def _placed(rows: Sequence[Mapping[str, Any]]) -> tuple[Table, int, int, list | 
         # are read)
         where = np.fromiter((r._i for r in rows), dtype=np.int64, count=len(rows))
     lo, n = int(where[0]), len(rows)
-    # the usual cases: every row of the table in order, or a run of them (a block of the CSV)
-    if bool((where == np.arange(lo, lo + n)).all()):
+    # the usual cases: every row of the table in order, or a run of them (a block of the CSV): rising
+    # one by one from lo to lo + n - 1 (checked a block at a time, not against a whole arange)
+    if int(where[-1]) - lo == n - 1 and mapped.rising(where, strictly=True):
         return table, lo, n, None
     # other rows (a group): split where the part changes, each piece read at C speed
     part = where >> table.shift

@@ -13,7 +13,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 SPAN_LIMIT = 2000  # more spans than this are merged where they meet within a pixel
-BLOCK = 1 << 16    # windows whose spans are made and merged at once (more than SPAN_LIMIT's)
+BLOCK = 1 << 14    # windows whose spans are made and merged at once (more than SPAN_LIMIT's; ~2 MiB of spans)
 KINDS = ("prefill", "decode", "warm")  # a span's kind: its index here
 PREFILL, DECODE, WARM = range(3)
 
@@ -119,9 +119,10 @@ def joined(parts: list[Spans]) -> Spans:
 
 
 def shading(w: WindowArrays, x0: float, x1: float, pixels: int, limit: int = SPAN_LIMIT,
-            of: Callable[[WindowArrays, int], Spans] = spans) -> Spans:
+            of: Callable[[WindowArrays, int], Spans] = spans, after_block: Callable[[], None] | None = None) -> Spans:
     """The spans to draw on an axis from x0 to x1 (s) ``pixels`` wide: every window's while there are at
     most ``limit``, else merged within a pixel. ``of``: a window's spans (``spans``, or ``whole``).
+    ``after_block``: called once a block of windows is merged (the caller hands their pages back).
 
     Merged a block of windows at a time, then the blocks' spans merged: spans that a block merges are one
     run of the whole too (a span between two of them, from another block, starts within the run's
@@ -133,5 +134,9 @@ def shading(w: WindowArrays, x0: float, x1: float, pixels: int, limit: int = SPA
     if n <= BLOCK:
         sp = of(w, 0)
         return sp if len(sp) <= limit else merged(sp, resolution)
-    parts = [merged(of(rows(w, lo, lo + BLOCK), lo), resolution) for lo in range(0, n, BLOCK)]
+    parts = []
+    for lo in range(0, n, BLOCK):
+        parts.append(merged(of(rows(w, lo, lo + BLOCK), lo), resolution))
+        if after_block is not None:
+            after_block()
     return merged(joined(parts), resolution)

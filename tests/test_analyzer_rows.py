@@ -297,8 +297,9 @@ def test_iter_floats_is_finite_of_each_value(table):
     names = ["a", "b", "c", "f", "i", "late", "never"]
     table_of = rows[0]._t
     listed = RowList(table_of, np.array([r._i for r in rows], dtype=np.int64))
+    # (and rows from the first to the last of a run, but not in order: not read as the run)
     some_sets = (rows, rows[::-3], rows[10:30], rows[5:6], [rows[7], rows[2]], listed, listed.take(np.arange(39, -1, -2)),
-                 rows[:3] + [{"a": 1.25, "f": "2"}])
+                 rows[:3] + [{"a": 1.25, "f": "2"}], listed.take([10, 12, 11, 13]), [rows[10], rows[10], rows[11]])
     for some in some_sets:
         got = list(iter_floats(some, names))
         assert [g.dtype for g in got] == [np.float64] * len(names)

@@ -81,7 +81,9 @@ def test_merging_a_block_of_windows_at_a_time_gives_the_spans_of_merging_all_at_
     x0, x1, pixels = float(arrays.a_s.min()), float(arrays.b_s.max()), 700
     whole_merge = shading.merged(of(arrays), (x1 - x0) / pixels)
     monkeypatch.setattr(shading, "BLOCK", 97)
-    blocked = shading.shading(arrays, x0, x1, pixels, of=of)
+    calls = []  # (the caller's hand-back of the pages read, once a block)
+    blocked = shading.shading(arrays, x0, x1, pixels, of=of, after_block=lambda: calls.append(1))
+    assert len(calls) == -(-len(wins) // 97)
     assert 0 < len(blocked) < len(of(arrays))
     for name in ("s0", "s1", "kind", "window", "count"):
         assert getattr(blocked, name).tolist() == getattr(whole_merge, name).tolist(), name
@@ -90,8 +92,11 @@ def test_merging_a_block_of_windows_at_a_time_gives_the_spans_of_merging_all_at_
     assert shading.shading(arrays, x0, x1, pixels, of=of).window.tolist() == whole_merge.window.tolist()
 
 
-def test_pipeline_windows_give_the_arrays_their_dicts_hold():
-    """pipeline.Windows hands the shading its arrays without a dict per window, the same values."""
+@pytest.mark.parametrize("block", [3, 1 << 16])
+def test_pipeline_windows_give_the_arrays_their_dicts_hold(block, monkeypatch):
+    """pipeline.Windows hands the shading its arrays without a dict per window, the same values (the
+    first tokens' times made a block of windows at a time)."""
+    monkeypatch.setattr(pipeline, "_WINDOW_BLOCK", block)
     a = np.array([0.5, 2.0, 4.0, 7.5])
     b = np.array([1.5, 3.0, 6.0, 9.0])
     first = np.array([0.25, np.nan, 0.5, 3.0])
