@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-HELD = 1 << 20     # values held in memory (8 MiB); beyond, they go to the file
+HELD = 1 << 17     # values held in memory (1 MiB); beyond, they go to the file (a block at a time)
 CHUNK = 1 << 16    # values read back at a time
 SORTED = 1 << 18   # a bin of at most this many values is sorted to find the rank in it
 _BITS, _BINS = 16, 1 << 16
@@ -27,8 +27,8 @@ class PooledValues:
     """Doubles appended in order (``extend``), then read again as often as needed, in that order
     (``chunks``, iteration, ``len``). ``close`` deletes the file (also done when collected)."""
 
-    def __init__(self, held: int = HELD) -> None:
-        self._limit = held
+    def __init__(self, held: int | None = None) -> None:
+        self._limit = HELD if held is None else held  # (read when made: a test may lower it)
         self._held = array("d")
         self._file = None
         self._spilled = 0

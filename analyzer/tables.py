@@ -450,7 +450,7 @@ def _sums(values: np.ndarray) -> tuple[int, float, float]:
 def _pooled(parts: Iterable[list]) -> PooledValues:
     """Every finite() value of the parts (one per request, made in order and dropped), as doubles: a day's
     inter-token gaps are millions, 8 bytes each here (~32 as Python floats in lists), and beyond a
-    million in a temporary file (analyzer.pooled: a week's were ~120 MB)."""
+    hundred thousand in a temporary file (analyzer.pooled.HELD: a week's were ~120 MB)."""
     out = PooledValues()
     for p in parts:
         out.extend(v for v in _finites(p) if v is not None)

@@ -49,7 +49,7 @@ def test_stats_pooled_rows_are_the_same_held_or_in_the_file(monkeypatch):
     spilled = tables.stats(results, False, (50.0, 90.0, 99.0, 99.9), {"itl_ms": gaps})
     assert spilled == held
     itl = [row for row in held if row["metric"] == "itl_ms"]
-    assert len(itl) == 2 and all(row["n"] > 64 for row in itl)
+    assert len(itl) == 2 and all(row["n"] > 64 for row in itl)  # (so each went to the file)
     mine = [v for r in results if r["load"] == 1 for v in gaps[r["rid"]] if isinstance(v, float) and v == v]
     row = next(row for row in itl if row["load"] == "1")
     assert row["n"] == len(mine) and row["p99"] == float(np.percentile(mine, 99.0))
