@@ -35,6 +35,7 @@ import msgpack
 import numpy as np
 
 from analyzer import arrow_np, clock, gpu_store, hosts, mapped, memory, packed, parquet_parts, table_spill
+from analyzer.seqset import SEQ_BITS, SeqSet, seq_set
 from analyzer.stream import (DEFAULT_LOOKBACK_S, REQUEST_TOPICS, BatchData, EventFile, Series, StoredEvents,
                              events_to_requests, stored_requests)
 from shared import messages as M
@@ -674,7 +675,9 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
     all_t = [s["t"] for s in scoped.values()] + [ev_t_sel]
     if order is not None:  # (the stored events' kept stamps, not a copy of them in sorted order)
         all_t.append(req_cols["t"] if all_kept else req_cols["t"][keeps[-1]])
-    firsts = [int(x.min()) for x in all_t if x.size] + [f.first_t for f in (facts or {}).values()]
+    # (a block at a time: the stored events' stamps are a mapped column, its pages handed back as read)
+    firsts = [min(int(b.min()) for b in mapped.in_blocks(x) if b.size) for x in all_t if x.size] \
+        + [f.first_t for f in (facts or {}).values()]
     origin = min(firsts) if firsts else 0
     del all_t
     src_seqs: dict[str, np.ndarray] = {}
@@ -709,20 +712,9 @@ def to_batch(dec: Decoded, lookback_s: float = DEFAULT_LOOKBACK_S, consume: bool
                      duplicates, clock=mappings, clock_notes=clock.unprobed_notes(tel_srcs, mappings))
 
 
-def seq_keys(src: np.ndarray, seq: np.ndarray) -> np.ndarray | None:
-    """Messages' (source code, seq) as one int64 each, src << 40 | seq (made in place: a week's host rows
-    are millions, three arrays of them at once were ~75 MiB a day); None where a seq is out of its 40 bits."""
-    if seq.size and (seq.min() < 0 or seq.max() >= 1 << 40):
-        return None
-    key = src.astype(np.int64)
-    key <<= 40
-    key |= seq
-    return key
-
-
-def message_keys(dec: Decoded) -> np.ndarray | None:
-    """seq_keys() of the heartbeats, the events and the stored requests' events (every message a lazy batch
-    holds but the GPUs' and the host's), sorted; None where one is out of range."""
+def message_keys(dec: Decoded) -> SeqSet | None:
+    """The (source, seq) pairs of the heartbeats, the events and the stored requests' events (every message
+    a lazy batch holds but the GPUs' and the host's): analyzer.seqset; None where one is out of range."""
     codes = {s: i for i, s in enumerate(dec.srcs)}
     hb = dec.tables[M.TEL_HB].cols
     parts = [(hb["src"], hb["seq"]), (np.array([codes[str(p["src"])] for _, _, p in dec.events], dtype=np.int64),
@@ -730,15 +722,15 @@ def message_keys(dec: Decoded) -> np.ndarray | None:
     if dec.requests is not None and len(dec.requests):
         cols = dec.requests.columns()
         parts.append((cols["src"], cols["seq"]))
-    return sorted_keys(parts)
+    return seq_set(parts)
 
 
 def sorted_keys(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
-    """seq_keys() of every (src, seq) part, joined and sorted, None where a seq is out of its 40 bits. Made
-    and sorted in place in a mapped file (analyzer.mapped), a block of each part at a time: a day's
-    messages' keys are not copied on the heap, nor left resident."""
+    """Every (src, seq) pair's key, src << SEQ_BITS | seq, joined and sorted; None where a seq is out of
+    its bits. Made and sorted in place in a mapped file (analyzer.mapped), a block of each part at a time:
+    a day's messages' keys are not copied on the heap (analyzer.seqset's sparse case, message_keys')."""
     for _, seq in parts:
-        if any(b.size and (b.min() < 0 or b.max() >= 1 << 40) for b in mapped.in_blocks(seq)):
+        if any(b.size and (b.min() < 0 or b.max() >= 1 << SEQ_BITS) for b in mapped.in_blocks(seq)):
             return None
     out = mapped.empty(sum(seq.size for _, seq in parts), np.int64)
     at = 0
@@ -746,7 +738,7 @@ def sorted_keys(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None
         for lo in range(0, seq.size, _KEY_BLOCK):
             key = out[at + lo:at + min(lo + _KEY_BLOCK, seq.size)]
             key[:] = src[lo:lo + _KEY_BLOCK]
-            key <<= 40
+            key <<= SEQ_BITS
             key |= seq[lo:lo + _KEY_BLOCK]
         at += seq.size
     out.sort()  # (in place: no buffer beside it)
@@ -769,11 +761,10 @@ def _in_order(cols: dict[str, np.ndarray], rank: np.ndarray) -> bool:
 
 def _first_of_duplicates(parts: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
     """Per part, a keep mask: False for a message whose (src, seq, t) came earlier in the file."""
-    key = sorted_keys([(p["src"], p["seq"]) for p in parts]) if any(p["seq"].size for p in parts) else None
-    if key is not None:  # the usual case, checked cheaply: no (src, seq) repeats at all, so no duplicates
-        if not any((b[1:] == b[:-1]).any() for b in mapped.in_blocks(key, overlap=1)):
-            return [np.ones(p["src"].size, dtype=bool) for p in parts]
-        del key
+    pairs = seq_set([(p["src"], p["seq"]) for p in parts]) if any(p["seq"].size for p in parts) else None
+    if pairs is not None and not pairs.repeats:  # the usual case, checked cheaply: no (src, seq) repeats at all
+        return [np.ones(p["src"].size, dtype=bool) for p in parts]
+    del pairs
     seq = np.concatenate([p["seq"] for p in parts])
     src = np.concatenate([p["src"] for p in parts])
     t = np.concatenate([p["t"] for p in parts])

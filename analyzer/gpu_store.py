@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analyzer import arrow_np, clock, mapped, memory, parquet_parts
+from analyzer import arrow_np, clock, mapped, memory, parquet_parts, seqset
 from analyzer import slabs as SL
 from analyzer.stream import BatchData, Series
 from shared import messages as M
@@ -510,16 +510,14 @@ class HostScan:
     """The copy's tel.host.parquet met a row group at a time, never whole (a week of the host's 10 Hz
     stamps, seqs and flags is ~200 MB, then de-duplicated and sorted): each group's range of raw stamps
     (``spans``, the stretches' _HostFile's), and whether its rows are the usual ones (``usual``): no
-    (source, seq) sent twice, none another message's (``others``: their columnar.seq_keys, sorted; None
+    (source, seq) sent twice, none another message's (``others``: their pairs, analyzer.seqset; None
     when they could not be made), so every row is kept (columnar._first_of_duplicates would find so).
     Then ``fold`` gives what the batch needs of them; else the table is read whole (``lean``)."""
 
     COLUMNS = ("src", "seq", "t")
 
-    def __init__(self, paths: list[Path], others: np.ndarray | None):
+    def __init__(self, paths: list[Path], others: seqset.SeqSet | None):
         import pyarrow.parquet as pq
-
-        from analyzer.columnar import seq_keys
 
         counts = [pq.read_metadata(part).num_row_groups for part in paths]  # (every part full but the last)
         self.groups = sum(counts)
@@ -536,13 +534,7 @@ class HostScan:
             self.spans.append((float(t.min()), float(t.max())) if t.size else (np.nan, np.nan))
             if not self.usual or not t.size:
                 continue
-            key = seq_keys(src, seq)
-            if key is None:
-                self.usual = False
-                continue
-            at = np.searchsorted(others, key)
-            hit = at < others.size
-            if (others[at[hit]] == key[hit]).any():
+            if seq.min() < 0 or seq.max() >= 1 << seqset.SEQ_BITS or others.hits(src, seq):
                 self.usual = False
                 continue
             for code in np.unique(src).tolist():  # each source's seqs rising in file order: none twice

@@ -513,10 +513,15 @@ def stored_requests(ev: StoredEvents, order: np.ndarray) -> StoredRequests:
     every = int(np.count_nonzero(got >= 0)) == n_started
     live = mapped.arange(n_started) if every else mapped.kept(np.sort(got[got >= 0]))
     del slot, ended, got
-    end = mapped.full((len(rid_at), 4), 0, dtype=np.int64)
-    end[:, 0] = -1
-    e = ends.array().reshape(-1, 5)
-    end[e[:, 0]] = e[:, 1:]
+    # each request's end (none: at -1), filled and then set a block at a time, the pages handed back after
+    # each (whole, the ends and their copies were ~80 bytes a request at once)
+    end = mapped.empty((len(rid_at), 4), np.int64)
+    for lo in range(0, end.shape[0], _BLOCK):
+        end[lo:lo + _BLOCK] = (-1, 0, 0, 0)
+        mapped.written(end)
+    for e in mapped.in_blocks(ends.array().reshape(-1, 5), _BLOCK):
+        end[e[:, 0]] = e[:, 1:]
+        mapped.written(end)
     cols = _RequestColumns(ev.file, rids, rid_at.array(), start.array().reshape(-1, 4), end,
                            firsts.array().reshape(-1, 3))
     # by (start t, rid), as events_to_requests sorts: the rids read only where two start at one instant

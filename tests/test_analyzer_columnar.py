@@ -551,16 +551,23 @@ def test_answers_stay_in_the_copy_and_are_read_back_where_used(tmp_path):
         stream.answer(next(r for r in data.requests if r.answer_at is not None))
 
 
-def test_stored_requests_are_columns_not_objects(tmp_path):
+@pytest.mark.parametrize("block", [2, 1 << 16])
+def test_stored_requests_are_columns_not_objects(tmp_path, monkeypatch, block):
     """A copy's requests are held as columns (stream.StoredRequests: an rid and a few numbers each), no
     Request object alive once the batch is read; each is made when read, equal to the message path's, and
-    the arrays the analysis reads (stamps, flags, rids, a subset) are those of the requests themselves."""
+    the arrays the analysis reads (stamps, flags, rids, a subset) are those of the requests themselves
+    (their ends set a block of two at a time, in mapped files, as a day's are)."""
     import gc
+
+    from analyzer import mapped
+
+    monkeypatch.setattr(stream, "_BLOCK", block)
+    monkeypatch.setattr(mapped, "MIN_BYTES", 1)
 
     spec = S.tiny_spec()
     msgs = S.messages(spec)
-    unended = next(p["rid"] for t, p in msgs if t == M.REQ_END)
-    msgs = [(t, p) for t, p in msgs if not (t == M.REQ_END and p["rid"] == unended)]  # one never ended
+    unended = [p["rid"] for t, p in msgs if t == M.REQ_END][:2]
+    msgs = [(t, p) for t, p in msgs if not (t == M.REQ_END and p["rid"] in unended)]  # two never ended
     path = write(tmp_path / "raw" / "stream.msgpack", msgs)
     mem = stream.build(read_recording(path)[1])
     data, _ = columnar.load_batch(path)
@@ -612,7 +619,7 @@ def test_requests_events_stay_in_the_copy_and_are_read_back_when_used(tmp_path, 
 @pytest.mark.parametrize("block", [1, 3, 1 << 16])
 def test_events_found_in_order_exactly_where_their_sort_would_keep_them(monkeypatch, block):
     """_in_order (a block at a time) is true exactly where lexsort by (t, rank of src, seq) is the
-    identity; sorted_keys is the sort of every part's seq_keys (None for a seq beyond 40 bits)."""
+    identity; sorted_keys is the sort of every part's keys, src << 40 | seq (None for a seq beyond 40 bits)."""
     monkeypatch.setattr(columnar, "_KEY_BLOCK", block)
     rng = np.random.default_rng(block)
     rank = np.array([2, 0, 1])
@@ -625,7 +632,7 @@ def test_events_found_in_order_exactly_where_their_sort_would_keep_them(monkeypa
         assert columnar._in_order(cols, rank) == want
     parts = [(rng.integers(0, 3, 7), rng.integers(0, 1 << 40, 7)), (np.zeros(0, np.int64), np.zeros(0, np.int64)),
              (rng.integers(0, 3, 5), rng.integers(0, 9, 5))]
-    want = np.sort(np.concatenate([columnar.seq_keys(s, q) for s, q in parts]))
+    want = np.sort(np.concatenate([(s.astype(np.int64) << 40) | q for s, q in parts]))
     assert columnar.sorted_keys(parts).tolist() == want.tolist()
     assert columnar.sorted_keys(parts + [(np.zeros(1, np.int64), np.array([1 << 40]))]) is None
     assert columnar.sorted_keys(parts + [(np.zeros(1, np.int64), np.array([-1]))]) is None
