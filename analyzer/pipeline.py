@@ -488,7 +488,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     to_score = rc["ok"] & ~rc["warmup"]  # (by place, not a set of rids: ~35 bytes a request)
     quality: dict[str, dict] = {}
     quality_problem = None
-    if opts.quality and to_score.any():  # (their places listed here only: 8 bytes a request, held to the end)
+    if opts.quality and to_score.any():  # (their places listed only to score: held to the end, 8 bytes a request)
         q_reqs = [{"rid": r.rid, "task": PROXY_TASK if proxied else r.start.task,
                    **dict(zip(("text", "thinking"), answer(r))), "prompt": r.start.prompt, "case": r.start.case}
                   for r in map(reqs.__getitem__, np.flatnonzero(to_score).tolist())]
