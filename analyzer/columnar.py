@@ -35,7 +35,7 @@ import msgpack
 import numpy as np
 
 from analyzer import arrow_np, clock, gpu_store, hosts, mapped, memory, packed, parquet_parts, table_spill
-from analyzer.seqset import SEQ_BITS, SeqSet, seq_set
+from analyzer.seqset import SEQ_BITS, SeqSet, out_of_range, seq_set
 from analyzer.stream import (DEFAULT_LOOKBACK_S, REQUEST_TOPICS, BatchData, EventFile, Series, StoredEvents,
                              events_to_requests, stored_requests)
 from shared import messages as M
@@ -730,7 +730,7 @@ def sorted_keys(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None
     its bits. Made and sorted in place in a mapped file (analyzer.mapped), a block of each part at a time:
     a day's messages' keys are not copied on the heap (analyzer.seqset's sparse case, message_keys')."""
     for _, seq in parts:
-        if any(b.size and (b.min() < 0 or b.max() >= 1 << SEQ_BITS) for b in mapped.in_blocks(seq)):
+        if any(map(out_of_range, mapped.in_blocks(seq))):
             return None
     out = mapped.empty(sum(seq.size for _, seq in parts), np.int64)
     at = 0

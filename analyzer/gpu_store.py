@@ -534,7 +534,7 @@ class HostScan:
             self.spans.append((float(t.min()), float(t.max())) if t.size else (np.nan, np.nan))
             if not self.usual or not t.size:
                 continue
-            if seq.min() < 0 or seq.max() >= 1 << seqset.SEQ_BITS or others.hits(src, seq):
+            if seqset.out_of_range(seq) or others.hits(src, seq):
                 self.usual = False
                 continue
             for code in np.unique(src).tolist():  # each source's seqs rising in file order: none twice

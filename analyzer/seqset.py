@@ -18,10 +18,15 @@ from analyzer import mapped
 DENSE = 64         # a source's bits may be this many times its pairs (plus SLACK: no more bytes than their
                    # keys), else its keys are sorted
 SLACK = 1 << 16
-SEQ_BITS = 40      # a seq's bits in a key (columnar.seq_keys)
+SEQ_BITS = 40      # a seq's bits in a key (columnar.sorted_keys)
 _BLOCK = 1 << 16   # pairs read at a time
 _BIT = np.array([1 << k for k in range(8)], dtype=np.uint8)
 _POP = np.array([bin(k).count("1") for k in range(256)], dtype=np.int64)
+
+
+def out_of_range(seq: np.ndarray) -> bool:
+    """Whether a seq is outside [0, 2**SEQ_BITS): no key can be made of it."""
+    return bool(seq.size) and (int(seq.min()) < 0 or int(seq.max()) >= 1 << SEQ_BITS)
 
 
 def _by_source(src: np.ndarray, seq: np.ndarray):
@@ -85,7 +90,7 @@ def seq_set(parts: list[tuple[np.ndarray, np.ndarray]]) -> SeqSet | None:
     count: dict[int, int] = {}
     for src, seq in parts:  # each source's range and count
         for s, q in zip(mapped.in_blocks(src, _BLOCK), mapped.in_blocks(seq, _BLOCK)):
-            if q.size and (int(q.min()) < 0 or int(q.max()) >= 1 << SEQ_BITS):
+            if out_of_range(q):
                 return None
             for code, mine in _by_source(s, q):
                 a, b = int(mine.min()), int(mine.max())
