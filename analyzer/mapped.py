@@ -67,6 +67,21 @@ def kept(a: Any) -> np.ndarray:
     return written(out)
 
 
+def take(a: np.ndarray, idx: Any) -> np.ndarray:
+    """``a[idx]`` (positions along the first axis), gathered a block at a time into a mapped file where
+    large enough, the pages of ``a``, ``idx`` and the result handed back after each block: taking a
+    run's rows of a run's array leaves neither resident, nor a heap copy of the result beside its file's."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if not (is_mapped(a) or is_mapped(idx)):
+        return kept(a[idx])
+    out = empty((idx.size, *a.shape[1:]), a.dtype)
+    for lo in range(0, idx.size, _BLOCK):
+        np.take(a, idx[lo:lo + _BLOCK], axis=0, out=out[lo:lo + _BLOCK])
+        for m in (a, idx, out):
+            written(m)
+    return out
+
+
 def written(a: np.ndarray) -> np.ndarray:
     """``a``, its mapping's resident pages handed back when it is mapped (a whole array just written: its
     pages would otherwise stay resident, beside the next pass's, until the next ``drop()``)."""

@@ -29,6 +29,7 @@ from analyzer import slabs as SL
 from analyzer import tables
 from analyzer.i18n import Msg
 from analyzer.places import Places
+from analyzer.pooled import InArray, kth
 from analyzer.quality_call import QUALITY_COLUMNS, UNSAFE_SANDBOX, quality_inputs, run_quality
 from analyzer.stream import (BatchData, Request, Series, answer, request_columns, request_rids, take_requests,
                              take_strings)
@@ -658,10 +659,14 @@ def mark_outliers(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         lat = next(ROWS.iter_floats(rows, ["latency_s"]))  # (as doubles: a week's group is no Python float a row)
         mid = (len(rows) - 2) // 2  # the lower median's place among the others
-        sorted_there = lat.copy()
-        sorted_there.partition((mid, mid + 1))
-        low, high = float(sorted_there[mid]), float(sorted_there[mid + 1])  # the group's sorted values there
-        del sorted_there
+        # the group's sorted values there: a long group's found by rank (pooled.kth), not a sorted copy
+        if lat.size > _OUTLIER_BLOCK:
+            low, high = (kth(InArray(lat), k) for k in (mid, mid + 1))
+        else:
+            sorted_there = lat.copy()
+            sorted_there.partition((mid, mid + 1))
+            low, high = float(sorted_there[mid]), float(sorted_there[mid + 1])
+            del sorted_there
         for lo in range(0, lat.size, _OUTLIER_BLOCK):  # (a block at a time: no group-long temporaries)
             # the others, sorted, are the group's less one copy of a row's value: a row above the value at
             # ``mid`` leaves it in place, any other row moves the one after it there

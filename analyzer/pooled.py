@@ -97,7 +97,20 @@ def _value(key: int) -> float:
     return float((u & ~_SIGN if u & _SIGN else ~u).view(np.float64))
 
 
-def kth(pool: PooledValues, rank: int) -> float:
+class InArray:
+    """An array's values as ``kth`` reads a pool: CHUNK at a time (no copy of the array)."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def __len__(self) -> int:
+        return int(self.values.size)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        return (self.values[lo:lo + CHUNK] for lo in range(0, self.values.size, CHUNK))
+
+
+def kth(pool: PooledValues | InArray, rank: int) -> float:
     """The ``rank``-th smallest value (0-based), as ``sorted(values)[rank]`` would give it: the bin
     holding it narrowed 16 bits of the key a pass, then sorted once it is small."""
     if not 0 <= rank < len(pool):

@@ -573,11 +573,12 @@ class RowList(Sequence):
 
     def __iter__(self) -> Iterator[Row]:
         row, places = functools.partial(Row, self.table), self.places
-        for lo in range(0, places.size, PART_ROWS):  # (numbers as ints a block at a time, not all at once)
-            yield from map(row, places[lo:lo + PART_ROWS].tolist())
+        for lo in range(0, places.size, PART_ROWS):  # (numbers as ints a block at a time, not all at once;
+            yield from map(row, places[lo:lo + PART_ROWS].tolist())  # their mapped pages let go after)
+            mapped.written(places)
 
     def take(self, idx: Sequence[int] | np.ndarray) -> RowList:
-        return RowList(self.table, self.places[np.asarray(idx, dtype=np.int64)])
+        return RowList(self.table, mapped.take(self.places, idx))
 
     def layout_ids(self) -> np.ndarray:
         """Each row's layout id (the table's ``by_id``)."""

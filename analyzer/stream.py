@@ -340,13 +340,16 @@ class PackedStrings(Sequence):
 
     def __iter__(self):
         buf = self._buf
-        for k in range(0, len(self), 4096):  # (the places as ints a block at a time)
+        for k in range(0, len(self), 4096):  # (the places as ints a block at a time, their pages let go)
             for a, b in zip(self._lo[k:k + 4096].tolist(), self._hi[k:k + 4096].tolist()):
                 yield str(buf[a:b], "utf-8", "surrogatepass")
+            for m in (self._lo, self._hi, buf):
+                if isinstance(m, np.ndarray):
+                    mapped.written(m)
 
     def take(self, idx: np.ndarray) -> PackedStrings:
         idx = np.asarray(idx, dtype=np.int64)
-        return PackedStrings(self._buf, mapped.kept(self._lo[idx]), mapped.kept(self._hi[idx]))
+        return PackedStrings(self._buf, mapped.take(self._lo, idx), mapped.take(self._hi, idx))
 
 
 def take_strings(strings: Sequence[str], idx: np.ndarray) -> Sequence[str]:
@@ -584,11 +587,11 @@ class StoredRequests(Sequence):
         return r
 
     def take(self, idx: np.ndarray) -> StoredRequests:
-        return StoredRequests(self._cols, self._rows[np.asarray(idx, dtype=np.int64)])
+        return StoredRequests(self._cols, mapped.take(self._rows, idx))
 
     def rids(self) -> Sequence[str]:
         c = self._cols
-        return take_strings(c.rids, c.rid[self._rows])
+        return take_strings(c.rids, mapped.take(c.rid, self._rows))
 
     def columns(self) -> dict[str, np.ndarray]:
         """Made a block of requests at a time into mapped arrays, the pages read handed back after each:

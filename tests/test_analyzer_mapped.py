@@ -70,6 +70,26 @@ def test_a_pass_in_blocks_sees_every_value_once_and_leaves_no_pages(size, overla
         assert _rss_file_mib() < before + 9, "the pass left the array's pages resident"
 
 
+@pytest.mark.parametrize("shape", [(3 << 19,), (3 << 17, 4)])
+def test_take_gathers_the_values_a_block_at_a_time_and_leaves_no_pages(shape):
+    """take(a, idx) is a[idx]: mapped where a or idx is, and neither they nor the result left resident
+    (a heap array taken at heap positions stays a plain gather)."""
+    a = mapped.kept(np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape))  # 12 MiB
+    rng = np.random.default_rng(7)
+    idx = mapped.kept(rng.integers(-shape[0], shape[0], size=shape[0], dtype=np.int64))
+    want = np.asarray(a)[np.asarray(idx)]
+    memory.give_back()
+    before = _rss_file_mib()
+    got = mapped.take(a, idx)
+    if mapped._CAN:
+        assert mapped.is_mapped(got)
+        assert _rss_file_mib() < before + 9, "the gather left its arrays' pages resident"
+    assert np.array_equal(got, want)
+    small = np.arange(10) * 3
+    assert mapped.take(small, [9, 0, -1]).tolist() == [27, 0, 27]
+    assert mapped.take(small, np.zeros(0, dtype=np.int64)).size == 0
+
+
 def test_small_arrays_and_objects_stay_on_the_heap():
     small = np.arange(100)
     assert mapped.kept(small) is small

@@ -161,6 +161,26 @@ class TestQualityCall:
 
 
 @pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 14])
+def test_the_cases_order_placed_a_block_at_a_time_is_a_stable_sort(block, monkeypatch):
+    """_CaseOrder's counting sort, a block of rows at a time: the rows in the order of a stable sort of
+    their codes (codes with gaps: a basis's rows have some of the group's cases), each present case's
+    first place and count."""
+    import numpy as np
+
+    monkeypatch.setattr(tables, "_BLOCK", block)
+    rng = np.random.default_rng(block)
+    for n in (0, 1, 2, 5, 40, 333):
+        codes = rng.choice([0, 0, 3, 4, 4, 9, 12], size=n).astype(np.int32)
+        got = tables._CaseOrder(codes)
+        want = np.argsort(codes, kind="stable")
+        assert got.order.tolist() == want.tolist()
+        present = np.unique(codes)
+        sorted_codes = codes[want]
+        assert got.sizes.tolist() == [int((codes == c).sum()) for c in present.tolist()]
+        assert got.starts.tolist() == [int(np.searchsorted(sorted_codes, c)) for c in present.tolist()]
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 14])
 def test_run_to_run_a_block_at_a_time_is_its_definition(block, monkeypatch):
     """The within-case spread read through the cases' order a block of rows at a time: cases shorter and
     longer than a block, cut by its edges, values missing (NaN) among them, equal to the definition (the
