@@ -82,6 +82,18 @@ def take(a: np.ndarray, idx: Any) -> np.ndarray:
     return out
 
 
+def inverse(places: np.ndarray, n: int) -> np.ndarray:
+    """Of each of n positions, where it is in ``places`` (distinct positions; int64, -1: not there), set a
+    block at a time into a mapped file where large enough: no heap ``arange`` of the places beside it."""
+    out = full(n, -1, np.int64)
+    for lo in range(0, places.shape[0], _BLOCK):
+        hi = min(lo + _BLOCK, places.shape[0])
+        out[places[lo:hi]] = np.arange(lo, hi)
+        written(out)
+        written(places)
+    return out
+
+
 def written(a: np.ndarray) -> np.ndarray:
     """``a``, its mapping's resident pages handed back when it is mapped (a whole array just written: its
     pages would otherwise stay resident, beside the next pass's, until the next ``drop()``)."""

@@ -164,8 +164,7 @@ class Gaps(Mapping):
             yield from (self.get(r.get("rid"), []) for r in rows)
             return
         if self._place is None:  # each table row's request (-1: none), once for every group
-            self._place = mapped.full(mine.table.n, -1, dtype=np.int64)
-            self._place[mine.places] = np.arange(len(mine))
+            self._place = mapped.inverse(mine.places, mine.table.n)
         place = self._place
         for k in range(0, len(rows), 1 << 14):
             for p in place[rows.places[k:k + (1 << 14)]].tolist():
@@ -452,8 +451,7 @@ def analyze(batch: BatchData, opts: Options | None = None, recording_problem: st
     shared_s, most_active = split_time(win.a_s, win.b_s, mapped.empty, mapped.drop)
     idle_until = (int(rc["start_t"].min()) - origin) / 1e9 if (opts.idle_baseline and len(reqs)) else None
     mid = _FirstChunks(done, origin)
-    window_of = mapped.full(len(reqs), -1, dtype=np.int64)  # each request's window (-1: none)
-    window_of[done_at] = np.arange(done_at.size)
+    window_of = mapped.inverse(done_at, len(reqs))  # each request's window (-1: none)
     # the telemetry of every GPU (counted or not: all are written), read a slab of time at a time
     source = SL.source_of(dataclasses.replace(batch, gpus=all_gpus))
     slabs = SL.plan(win.a_s, win.b_s, source.span_s(), opts.slab_s)

@@ -90,6 +90,17 @@ def test_take_gathers_the_values_a_block_at_a_time_and_leaves_no_pages(shape):
     assert mapped.take(small, np.zeros(0, dtype=np.int64)).size == 0
 
 
+@pytest.mark.parametrize("n", [0, 5, 3 << 17])
+def test_inverse_is_each_positions_place(n):
+    rng = np.random.default_rng(n)
+    places = mapped.kept(rng.permutation(n)[:n // 2])
+    want = np.full(n, -1, dtype=np.int64)
+    want[np.asarray(places)] = np.arange(places.size)
+    got = mapped.inverse(places, n)
+    assert got.dtype == np.int64 and np.array_equal(got, want)
+    assert mapped.is_mapped(got) == (mapped._CAN and n >= 3 << 17)
+
+
 def test_small_arrays_and_objects_stay_on_the_heap():
     small = np.arange(100)
     assert mapped.kept(small) is small
