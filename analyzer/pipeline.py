@@ -659,7 +659,7 @@ def mark_outliers(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mid = (len(rows) - 2) // 2  # the lower median's place among the others
         # the group's sorted values there: a long group's found by rank (pooled.kth), not a sorted copy
         if lat.size > _OUTLIER_BLOCK:
-            low, high = (kth(InArray(lat), k) for k in (mid, mid + 1))
+            low, high = (kth(InArray(lat), k, _OUTLIER_BLOCK) for k in (mid, mid + 1))
         else:
             sorted_there = lat.copy()
             sorted_there.partition((mid, mid + 1))

@@ -110,9 +110,10 @@ class InArray:
         return (self.values[lo:lo + CHUNK] for lo in range(0, self.values.size, CHUNK))
 
 
-def kth(pool: PooledValues | InArray, rank: int) -> float:
+def kth(pool: PooledValues | InArray, rank: int, small: int | None = None) -> float:
     """The ``rank``-th smallest value (0-based), as ``sorted(values)[rank]`` would give it: the bin
-    holding it narrowed 16 bits of the key a pass, then sorted once it is small."""
+    holding it narrowed 16 bits of the key a pass, then sorted once it holds ``small`` (SORTED) or fewer."""
+    small = SORTED if small is None else small
     if not 0 <= rank < len(pool):
         raise IndexError(rank)
     prefix, shift = 0, 64  # the values still in play have key >> shift == prefix
@@ -128,7 +129,7 @@ def kth(pool: PooledValues | InArray, rank: int) -> float:
         b = int(np.searchsorted(below, rank, side="right"))
         rank -= int(below[b - 1]) if b else 0
         prefix = (prefix << _BITS) | b
-        if shift and counts[b] <= SORTED:  # small enough: its values sorted, the rank read off
+        if shift and counts[b] <= small:  # small enough: its values sorted, the rank read off
             mine = [c[(_keys(c) >> np.uint64(shift)) == np.uint64(prefix)] for c in pool.chunks()]
             got = np.sort(np.concatenate(mine), kind="stable")
             return float(got[rank])
