@@ -343,9 +343,8 @@ class PackedStrings(Sequence):
         for k in range(0, len(self), 4096):  # (the places as ints a block at a time, their pages let go)
             for a, b in zip(self._lo[k:k + 4096].tolist(), self._hi[k:k + 4096].tolist()):
                 yield str(buf[a:b], "utf-8", "surrogatepass")
-            for m in (self._lo, self._hi, buf):
-                if isinstance(m, np.ndarray):
-                    mapped.written(m)
+            for m in (self._lo, self._hi, buf):  # (held bytes, or a heap array: as they are)
+                mapped.written(m)
 
     def take(self, idx: np.ndarray) -> PackedStrings:
         idx = np.asarray(idx, dtype=np.int64)
